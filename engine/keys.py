@@ -1,0 +1,63 @@
+"""Every Redis key name Stampede uses is built here, and nowhere else.
+
+A campaign's keys share its hash tag `{c:<id>}`, so each script touches one
+Redis Cluster slot; Lua scripts receive keys, never build them.
+"""
+
+import base64
+import re
+import secrets
+
+CAMPAIGN_INDEX = "stampede:campaigns"
+"""Set of all campaign ids, for the sweeper (outside any campaign's slot)."""
+
+_CAMPAIGN_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_USER_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+_SKU = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_CLAIM_ID = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63})\.([a-z2-7]{16})$")
+
+# Order matters: it is the KEYS[1..8] layout of lua/include/common.lua.
+CAMPAIGN_KEY_NAMES = ("meta", "stock", "users", "claims", "deadlines", "waves", "events", "counts")
+
+
+def valid_campaign_id(cid: str) -> bool:
+    return bool(_CAMPAIGN_ID.match(cid))
+
+
+def valid_user_id(user: str) -> bool:
+    return bool(_USER_ID.match(user))
+
+
+def valid_sku(sku: str) -> bool:
+    return bool(_SKU.match(sku))
+
+
+def tag(cid: str) -> str:
+    return f"{{c:{cid}}}"
+
+
+def campaign_keys(cid: str) -> list[str]:
+    """The fixed key set every campaign script takes as KEYS[1..8]."""
+    t = tag(cid)
+    return [f"{t}:{name}" for name in CAMPAIGN_KEY_NAMES]
+
+
+def events_key(cid: str) -> str:
+    return f"{tag(cid)}:events"
+
+
+def idempotency_key(cid: str, user: str, key: str) -> str:
+    # Length-prefixing the user keeps ("a:b", "c") apart from ("a", "b:c").
+    return f"{tag(cid)}:idem:{len(user)}:{user}:{key}"
+
+
+def new_claim_id(cid: str) -> str:
+    """A random, unguessable claim id that names its campaign."""
+    raw = secrets.token_bytes(10)
+    return f"{cid}.{base64.b32encode(raw).decode().lower()}"
+
+
+def campaign_of_claim(claim_id: str) -> str | None:
+    """The campaign a claim id belongs to, or None if it is not one of ours."""
+    m = _CLAIM_ID.match(claim_id)
+    return m.group(1) if m else None

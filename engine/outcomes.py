@@ -1,0 +1,44 @@
+"""The small codes every Lua script answers with; one enum names them.
+
+The values mirror the constants at the top of `lua/include/common.lua`
+(a test keeps the two in step). The gateway maps each to an HTTP status in
+one table (`gateway.errors`).
+"""
+
+from enum import IntEnum
+
+
+class Outcome(IntEnum):
+    OK = 0
+    SOLD_OUT = 1
+    LIMIT_EXCEEDED = 2
+    NOT_OPEN = 3
+    PAUSED = 4
+    CLOSED = 5
+    NOT_FOUND = 6
+    HOLD_EXPIRED = 7
+    CONFLICT = 8
+    IDEMPOTENCY_MISMATCH = 9
+    INVALID = 10
+    FENCED = 11
+
+    @property
+    def code(self) -> str:
+        """The stable error code clients see (DESIGN.md, Contract)."""
+        return _CODES[self]
+
+
+_CODES = {
+    Outcome.OK: "ok",
+    Outcome.SOLD_OUT: "sold_out",
+    Outcome.LIMIT_EXCEEDED: "limit_exceeded",
+    Outcome.NOT_OPEN: "not_open",
+    Outcome.PAUSED: "paused",
+    Outcome.CLOSED: "closed",
+    Outcome.NOT_FOUND: "not_found",
+    Outcome.HOLD_EXPIRED: "hold_expired",
+    Outcome.CONFLICT: "conflict",
+    Outcome.IDEMPOTENCY_MISMATCH: "idempotency_mismatch",
+    Outcome.INVALID: "invalid_request",
+    Outcome.FENCED: "unavailable",
+}

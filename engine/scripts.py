@@ -1,0 +1,67 @@
+"""The script registry: load every Lua operation once, call it by SHA.
+
+Scripts are loaded at start (readiness depends on it) and reloaded when the
+server answers NOSCRIPT: its script cache is volatile (restart, SCRIPT FLUSH,
+failover).
+"""
+
+import hashlib
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+import lua
+
+_INCLUDE = re.compile(r"^--@include (\w+)\s*$", re.MULTILINE)
+
+OPERATIONS = (
+    "claim_batch",
+    "confirm",
+    "cancel",
+    "sweep",
+    "adjust_stock",
+    "define_campaign",
+    "patch_campaign",
+    "read_status",
+)
+
+
+def render(name: str) -> str:
+    """The full text of an operation, with its includes pasted in place."""
+    text = lua.source_path(name).read_text()
+    return _INCLUDE.sub(lambda m: lua.include_path(m.group(1)).read_text(), text)
+
+
+class Script:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.source = render(name)
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+
+class ScriptRegistry:
+    """Holds every operation's source and SHA; runs them with EVALSHA."""
+
+    def __init__(self, redis: "Redis[Any]") -> None:
+        self._redis = redis
+        self.scripts = {name: Script(name) for name in OPERATIONS}
+        self.loaded = False
+
+    async def load_all(self) -> None:
+        for script in self.scripts.values():
+            sha = await self._redis.script_load(script.source)
+            assert sha == script.sha, f"{script.name}: server SHA differs"
+        self.loaded = True
+
+    async def run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        script = self.scripts[name]
+        try:
+            return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # The cache was flushed: load again and retry once. EVALSHA that
+            # answered NOSCRIPT ran nothing, so the retry cannot double-apply.
+            await self._redis.script_load(script.source)
+            return await self._redis.evalsha(script.sha, len(keys), *keys, *args)

@@ -1,0 +1,271 @@
+"""`Engine`: the domain API of Stampede over Redis, free of HTTP.
+
+Every state change is one Lua operation (lua/); this module builds keys and
+arguments, decodes answers into typed views, and coalesces claims per tick.
+"""
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+
+from engine import keys
+from engine.batcher import ClaimBatcher, PendingClaim
+from engine.errors import ValidationError
+from engine.models import (
+    CampaignPatch,
+    CampaignPublic,
+    CampaignSpec,
+    CampaignStats,
+    ClaimView,
+    SkuPublic,
+    SkuStats,
+    from_ms,
+    to_ms,
+)
+from engine.outcomes import Outcome
+from engine.scripts import ScriptRegistry
+from engine.settings import Settings
+from engine.status import CampaignSnapshot
+
+
+class ClaimResult(msgspec.Struct, frozen=True):
+    outcome: Outcome
+    claim: ClaimView | None = None
+
+
+_json = msgspec.json.Encoder()
+
+
+class Engine:
+    def __init__(self, redis: "Redis[Any]", settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.scripts = ScriptRegistry(redis)
+        self.batcher: ClaimBatcher[ClaimResult] = ClaimBatcher(self._claim_batch,
+                                                               settings.max_batch)
+
+    @classmethod
+    def from_url(cls, url: str, settings: Settings) -> "Engine":
+        redis: Redis[Any] = Redis.from_url(url, decode_responses=True,
+                                           max_connections=256, health_check_interval=30)
+        return cls(redis, settings)
+
+    async def start(self) -> None:
+        await self.scripts.load_all()
+
+    async def close(self) -> None:
+        await self.batcher.drain()
+        await self.redis.aclose()
+
+    # -- campaigns ---------------------------------------------------------
+
+    async def define_campaign(self, cid: str, spec: CampaignSpec) -> tuple[Outcome, bool]:
+        """Create or replace (before any claim) a campaign. Returns (outcome, created)."""
+        _check_campaign_id(cid)
+        args = _define_args(cid, spec)
+        code, created = await self.scripts.run("define_campaign", keys.campaign_keys(cid), args)
+        if code == Outcome.OK:
+            await self.redis.sadd(keys.CAMPAIGN_INDEX, cid)
+        return Outcome(code), bool(created)
+
+    async def patch_campaign(self, cid: str, patch: CampaignPatch, actor: str) -> Outcome:
+        _check_campaign_id(cid)
+        args: list[Any] = [actor, *_patch_pairs(patch)]
+        if len(args) == 1:
+            raise ValidationError("empty patch: nothing to change")
+        code, _before, _after = await self.scripts.run("patch_campaign",
+                                                       keys.campaign_keys(cid), args)
+        return Outcome(code)
+
+    async def adjust_stock(self, cid: str, sku: str, delta: int, actor: str,
+                           op_key: str | None = None) -> tuple[Outcome, int]:
+        """Add (or remove from available) units of a SKU. Returns (outcome, available)."""
+        _check_campaign_id(cid)
+        if delta == 0:
+            raise ValidationError("delta must be non-zero")
+        op = keys.idempotency_key(cid, actor, f"stock:{op_key or uuid.uuid4().hex}")
+        code, available, _released = await self.scripts.run(
+            "adjust_stock", [*keys.campaign_keys(cid), op],
+            [sku, delta, actor, self.settings.idempotency_ttl_s * 1000])
+        return Outcome(code), int(available)
+
+    async def snapshot(self, cid: str) -> CampaignSnapshot | None:
+        if not keys.valid_campaign_id(cid):
+            return None
+        reply = await self.scripts.run("read_status", keys.campaign_keys(cid),
+                                       [self.settings.sweep_batch])
+        if reply[0] != Outcome.OK:
+            return None
+        return CampaignSnapshot.from_reply(cid, reply)
+
+    async def public_status(self, cid: str) -> CampaignPublic | None:
+        snap = await self.snapshot(cid)
+        if snap is None:
+            return None
+        return CampaignPublic(
+            id=cid, name=snap.meta["name"], state=snap.state(),
+            opens_at=from_ms(snap.opens_ms), closes_at=from_ms(snap.closes_ms),
+            skus=[SkuPublic(sku=s.sku, price=s.price, available=s.available,
+                            next_wave_at=snap.next_wave_at(s.sku)) for s in snap.skus])
+
+    async def stats(self, cid: str) -> CampaignStats | None:
+        snap = await self.snapshot(cid)
+        if snap is None:
+            return None
+        return CampaignStats(
+            id=cid, state=snap.state(), claims=snap.counts,
+            events=int(snap.meta.get("evseq", 0)), fenced=snap.meta.get("fenced") == "1",
+            skus=[SkuStats(sku=s.sku, price=s.price, available=s.available, held=s.held,
+                           sold=s.sold, released=s.released,
+                           pending_waves=snap.pending_wave_qty(s.sku), per_user=s.per_user)
+                  for s in snap.skus])
+
+    async def campaign_ids(self) -> list[str]:
+        return sorted(await self.redis.smembers(keys.CAMPAIGN_INDEX))
+
+    async def set_clock_offset(self, cid: str, offset_ms: int) -> None:
+        """Shift this campaign's clock (tests and rehearsals): scripts add it to TIME."""
+        await self.redis.hset(keys.campaign_keys(cid)[0], "time_offset_ms", offset_ms)
+
+    # -- claims ------------------------------------------------------------
+
+    async def claim(self, cid: str, user: str, sku: str, qty: int = 1,
+                    idempotency_key: str | None = None) -> ClaimResult:
+        """Place a hold; coalesced with the other claims of this loop tick."""
+        _check_campaign_id(cid)
+        _check_user(user)
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+            raise ValidationError("Idempotency-Key must be 1 to 255 characters")
+        pending = PendingClaim(keys.new_claim_id(cid), user, sku, qty, idempotency_key)
+        return await self.batcher.submit(cid, pending)
+
+    async def claim_unbatched(self, cid: str, user: str, sku: str, qty: int = 1,
+                              idempotency_key: str | None = None) -> ClaimResult:
+        """One script call for one claim: the baseline the batcher is measured against."""
+        pending = PendingClaim(keys.new_claim_id(cid), user, sku, qty, idempotency_key)
+        return (await self._claim_batch(cid, [pending]))[0]
+
+    async def _claim_batch(self, cid: str, claims: Sequence[PendingClaim]) -> list[ClaimResult]:
+        ks = keys.campaign_keys(cid)
+        args: list[Any] = [self.settings.idempotency_ttl_s * 1000, self.settings.sweep_batch]
+        for c in claims:
+            slot = 0
+            if c.idempotency_key is not None:
+                ks.append(keys.idempotency_key(cid, c.user, c.idempotency_key))
+                slot = len(ks)
+            args += [c.claim_id, c.user, c.sku, c.qty, slot, f"{c.sku}:{c.qty}"]
+        reply = await self.scripts.run("claim_batch", ks, args)
+        results = []
+        for i, c in enumerate(claims):
+            code, claim_id, deadline, price, created = reply[5 * i:5 * i + 5]
+            outcome = Outcome(int(code))
+            view = None
+            if outcome is Outcome.OK:
+                view = ClaimView(claim_id=claim_id, campaign_id=cid, sku=c.sku, qty=c.qty,
+                                 status="held", expires_at=from_ms(int(deadline)),
+                                 price=int(price), created_at=from_ms(int(created)))
+            results.append(ClaimResult(outcome, view))
+        return results
+
+    async def confirm(self, claim_id: str, user: str) -> ClaimResult:
+        return await self._settle("confirm", claim_id, user)
+
+    async def cancel(self, claim_id: str, user: str) -> ClaimResult:
+        return await self._settle("cancel", claim_id, user)
+
+    async def _settle(self, op: str, claim_id: str, user: str) -> ClaimResult:
+        cid = keys.campaign_of_claim(claim_id)
+        if cid is None or not keys.valid_user_id(user):
+            return ClaimResult(Outcome.NOT_FOUND)
+        code, _status, _deadline = await self.scripts.run(op, keys.campaign_keys(cid),
+                                                          [claim_id, user])
+        outcome = Outcome(int(code))
+        if outcome is Outcome.NOT_FOUND:
+            return ClaimResult(outcome)
+        return ClaimResult(outcome, await self.get_claim(claim_id, user))
+
+    async def get_claim(self, claim_id: str, user: str) -> ClaimView | None:
+        """The claim, if it exists and is this user's (else None: not_found)."""
+        cid = keys.campaign_of_claim(claim_id)
+        if cid is None:
+            return None
+        raw = await self.redis.hget(keys.campaign_keys(cid)[3], claim_id)
+        if raw is None:
+            return None
+        status, owner, sku, qty, deadline, price, created = raw.split("|")
+        if owner != user:
+            return None
+        return ClaimView(claim_id=claim_id, campaign_id=cid, sku=sku, qty=int(qty),
+                         status=status, expires_at=from_ms(int(deadline)),  # type: ignore[arg-type]
+                         price=int(price), created_at=from_ms(int(created)))
+
+    # -- housekeeping ------------------------------------------------------
+
+    async def sweep(self, cid: str) -> int:
+        """Release due waves and expire lapsed holds of one campaign."""
+        total = 0
+        while True:
+            expired, more = await self.scripts.run("sweep", keys.campaign_keys(cid),
+                                                   [self.settings.sweep_batch])
+            total += int(expired)
+            if not more:
+                return total
+
+    async def sweep_all(self) -> int:
+        counts = await asyncio.gather(*(self.sweep(cid) for cid in await self.campaign_ids()))
+        return sum(counts)
+
+
+def _check_campaign_id(cid: str) -> None:
+    if not keys.valid_campaign_id(cid):
+        raise ValidationError("campaign id must match [a-z0-9][a-z0-9_-]{0,63}")
+
+
+def _check_user(user: str) -> None:
+    if not keys.valid_user_id(user):
+        raise ValidationError("user id must match [A-Za-z0-9_.:@-]{1,128}")
+
+
+def _define_args(cid: str, spec: CampaignSpec) -> list[Any]:
+    opens, closes = to_ms(spec.opens_at), to_ms(spec.closes_at)
+    if closes <= opens:
+        raise ValidationError("closes_at must be after opens_at")
+    seen: set[str] = set()
+    for s in spec.skus:
+        if s.sku in seen:
+            raise ValidationError(f"sku {s.sku!r} appears twice")
+        seen.add(s.sku)
+    limit = spec.limits.per_user if spec.limits.per_user is not None else -1
+    args: list[Any] = [cid, spec.name, opens, closes, spec.hold_ttl_s * 1000, limit,
+                       spec.limits.max_per_claim, _json.encode(spec).decode(), len(spec.skus)]
+    for s in spec.skus:
+        args += [s.sku, s.price, s.per_user if s.per_user is not None else -1]
+    for s in spec.skus:
+        for i, w in enumerate(s.waves):
+            args += [i, s.sku, w.qty, to_ms(w.at)]
+    return args
+
+
+def _patch_pairs(patch: CampaignPatch) -> list[Any]:
+    pairs: list[Any] = []
+    if patch.state is not msgspec.UNSET:
+        pairs += ["state", "active" if patch.state == "open" else patch.state]
+    if patch.opens_at is not msgspec.UNSET:
+        pairs += ["opens_ms", to_ms(patch.opens_at)]
+    if patch.closes_at is not msgspec.UNSET:
+        pairs += ["closes_ms", to_ms(patch.closes_at)]
+    if patch.hold_ttl_s is not msgspec.UNSET:
+        pairs += ["hold_ttl_ms", patch.hold_ttl_s * 1000]
+    if patch.limits is not msgspec.UNSET:
+        if patch.limits.per_user is not msgspec.UNSET:
+            pairs += ["per_user", -1 if patch.limits.per_user is None else patch.limits.per_user]
+        if patch.limits.max_per_claim is not msgspec.UNSET:
+            pairs += ["max_qty", patch.limits.max_per_claim]
+    if patch.sku_limits is not msgspec.UNSET:
+        for sku, lim in patch.sku_limits.items():
+            pairs += [f"lim:{sku}", -1 if lim is None else lim]
+    return pairs

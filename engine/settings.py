@@ -1,0 +1,90 @@
+"""Settings: one frozen, typed object read from `STAMPEDE_*` environment names.
+
+No other module reads `os.environ`. Unknown `STAMPEDE_*` names are refused,
+so a typo never silently falls back to a default.
+"""
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.errors import ConfigError
+
+PREFIX = "STAMPEDE_"
+
+# Names read by tools around the service (tests, benchmarks), not by it.
+_TOOL_NAMES = frozenset({"TEST_PG_URL", "TEST_REDIS_URL"})
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str | None = None
+    """None: start an embedded Valkey under data_dir."""
+    store_url: str | None = None
+    """None: sqlite under data_dir."""
+    data_dir: Path = Path("./var")
+    jwt_secret: str | None = None
+    admin_tokens: str | None = None
+    """`role:token,...` with roles operator and viewer."""
+    dev_auth: bool = False
+    """Trust `X-User-Id` instead of a JWT: local trials and load tests only."""
+    hold_sweep_interval_ms: int = 250
+    sweep_batch: int = 500
+    idempotency_ttl_s: int = 86_400
+    max_batch: int = 512
+    """Most claims coalesced into one script call."""
+    max_body_bytes: int = 16_384
+    appendfsync: str = "everysec"
+    """Embedded Valkey only: everysec (may lose ~1 s on a host crash) or always."""
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or f"sqlite:///{self.data_dir / 'stampede.db'}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
+        values: dict[str, object] = {}
+        for name, raw in env.items():
+            if not name.startswith(PREFIX):
+                continue
+            short = name[len(PREFIX):]
+            if short in _TOOL_NAMES:
+                continue
+            key = short.lower()
+            if key not in fields:
+                raise ConfigError(f"unknown setting {name}")
+            values[key] = _parse(name, raw, fields[key].type)
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.appendfsync not in ("everysec", "always"):
+            raise ConfigError("STAMPEDE_APPENDFSYNC must be everysec or always")
+        for name in ("hold_sweep_interval_ms", "sweep_batch", "idempotency_ttl_s", "max_batch",
+                     "max_body_bytes"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
+
+
+def _parse(name: str, raw: str, typ: object) -> object:
+    text = str(typ)
+    try:
+        if typ is bool or text == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if typ is int or text == "int":
+            return int(raw)
+        if typ is Path or "Path" in text:
+            return Path(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: cannot read {raw!r}") from exc
+    return raw or None

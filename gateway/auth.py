@@ -1,0 +1,93 @@
+"""Who is calling: a user (JWT or, in dev mode, X-User-Id) or an admin role."""
+
+import hmac
+import time
+from dataclasses import dataclass
+from enum import Enum
+
+import jwt
+from aiohttp import web
+
+from engine import keys
+from engine.errors import ConfigError
+from gateway.errors import ApiError
+
+
+class Role(str, Enum):
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+
+
+@dataclass(frozen=True)
+class AdminToken:
+    role: Role
+    token: str
+    name: str
+
+
+def parse_admin_tokens(spec: str) -> list[AdminToken]:
+    """`role:token,...` (STAMPEDE_ADMIN_TOKENS) into tokens; refuses bad roles."""
+    tokens = []
+    for i, item in enumerate(p.strip() for p in spec.split(",") if p.strip()):
+        role, sep, token = item.partition(":")
+        if not sep or not token or role not in (r.value for r in Role):
+            raise ConfigError("STAMPEDE_ADMIN_TOKENS must be role:token,... "
+                              "with roles operator or viewer")
+        tokens.append(AdminToken(Role(role), token, f"{role}-{i}"))
+    return tokens
+
+
+@dataclass(frozen=True)
+class Authenticator:
+    jwt_secret: str | None
+    dev_auth: bool
+    admin_tokens: tuple[AdminToken, ...]
+
+    def user(self, request: web.Request) -> str:
+        """The user id of a public call, or 401."""
+        if self.dev_auth:
+            user = request.headers.get("X-User-Id")
+            if user is not None:
+                if not keys.valid_user_id(user):
+                    raise ApiError(400, "invalid_request", "X-User-Id is not a valid user id")
+                return user
+        token = _bearer(request)
+        if token is None or self.jwt_secret is None:
+            raise ApiError(401, "unauthorized", "a bearer token is required")
+        try:
+            claims = jwt.decode(token, self.jwt_secret, algorithms=["HS256"],
+                                options={"require": ["sub"]})
+        except jwt.PyJWTError as exc:
+            raise ApiError(401, "unauthorized", f"invalid token: {exc}") from exc
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not keys.valid_user_id(sub):
+            raise ApiError(401, "unauthorized", "token subject is not a valid user id")
+        return sub
+
+    def admin(self, request: web.Request, needs: Role) -> AdminToken:
+        """The admin token of the call if its role allows `needs`, else 401/403."""
+        token = _bearer(request)
+        found = None
+        for candidate in self.admin_tokens:
+            # Compare against every token so timing says nothing of which matched.
+            if hmac.compare_digest(candidate.token.encode(), (token or "").encode()):
+                found = candidate
+        if token is None or found is None:
+            raise ApiError(401, "unauthorized", "an admin bearer token is required")
+        if needs is Role.OPERATOR and found.role is not Role.OPERATOR:
+            raise ApiError(403, "forbidden", "this token may only read")
+        return found
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def mint_user_token(secret: str, user: str, ttl_s: int = 3600) -> str:
+    """An HS256 token for `user`, as an operator's login service would issue."""
+    now = int(time.time())
+    return jwt.encode({"sub": user, "iat": now, "exp": now + ttl_s}, secret, algorithm="HS256")

@@ -1,0 +1,109 @@
+"""The one table from engine outcomes to HTTP, and the JSON error shape.
+
+Errors are `{"error": {"code": ..., "message": ...}}` with the stable codes
+of DESIGN.md; nothing a client sends can produce a 500.
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import orjson
+from aiohttp import web
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from engine.errors import UnavailableError, ValidationError
+from engine.outcomes import Outcome
+
+STATUS: dict[Outcome, int] = {
+    Outcome.OK: 200,
+    Outcome.SOLD_OUT: 409,
+    Outcome.LIMIT_EXCEEDED: 409,
+    Outcome.NOT_OPEN: 409,
+    Outcome.PAUSED: 409,
+    Outcome.CLOSED: 409,
+    Outcome.NOT_FOUND: 404,
+    Outcome.HOLD_EXPIRED: 409,
+    Outcome.CONFLICT: 409,
+    Outcome.IDEMPOTENCY_MISMATCH: 422,
+    Outcome.INVALID: 400,
+    Outcome.FENCED: 503,
+}
+
+MESSAGES: dict[Outcome, str] = {
+    Outcome.SOLD_OUT: "no units left for this SKU",
+    Outcome.LIMIT_EXCEEDED: "this would take you over the campaign's per-user limit",
+    Outcome.NOT_OPEN: "the campaign has not opened yet",
+    Outcome.PAUSED: "the campaign is paused",
+    Outcome.CLOSED: "the campaign is closed",
+    Outcome.NOT_FOUND: "not found",
+    Outcome.HOLD_EXPIRED: "the hold has expired",
+    Outcome.CONFLICT: "the request conflicts with the current state",
+    Outcome.IDEMPOTENCY_MISMATCH: "this Idempotency-Key was used with a different request",
+    Outcome.INVALID: "invalid request",
+    Outcome.FENCED: "the campaign is being rebuilt; retry shortly",
+}
+
+RETRY_AFTER_S = "1"
+
+
+def error(status: int, code: str, message: str,
+          headers: dict[str, str] | None = None) -> web.Response:
+    body = orjson.dumps({"error": {"code": code, "message": message}})
+    if status in (429, 503):
+        headers = {"Retry-After": RETRY_AFTER_S, **(headers or {})}
+    return web.Response(status=status, body=body, content_type="application/json",
+                        headers=headers)
+
+
+def outcome_error(outcome: Outcome, message: str | None = None) -> web.Response:
+    return error(STATUS[outcome], outcome.code, message or MESSAGES[outcome])
+
+
+class ApiError(Exception):
+    """Raised by handlers to answer with an error; turned into JSON by the middleware."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+_HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "invalid_request", 413: "invalid_request", 415: "invalid_request"}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error(exc.status, exc.code, exc.message)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return error(400, "invalid_request", str(exc))
+    except ValidationError as exc:
+        return error(400, "invalid_request", str(exc))
+    except (UnavailableError, RedisConnectionError, RedisTimeoutError) as exc:
+        return error(503, "unavailable", f"backing service unavailable: {type(exc).__name__}")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "invalid_request")
+        return error(exc.status, code, exc.reason)
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=_encoder.encode(data),
+                        content_type="application/json")
+
+
+_encoder = msgspec.json.Encoder()
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request body, or 400 if there is none (size is capped by the app)."""
+    if not request.can_read_body:
+        raise ApiError(400, "invalid_request", "a JSON body is required")
+    return await request.read()

@@ -1,0 +1,34 @@
+-- adjust_stock: ops add or remove available units of one SKU, live.
+--
+-- KEYS[1..8]  the campaign key set (include/common.lua)
+-- ARGV[1]     sku
+-- ARGV[2]     delta (non-zero integer; negative takes from available only)
+-- KEYS[9]     the operation's idempotency key: a retry answers the first answer
+-- ARGV[3]     actor (who asked, for the event)
+-- ARGV[4]     how long to remember the answer, in ms
+-- Returns     {code, available, released}
+--
+-- Held and sold units are never taken back: a removal larger than what is
+-- available is a CONFLICT and changes nothing.
+--@include common
+
+local prior = redis.call('GET', KEYS[9])
+if prior then
+  local code, a, r = string.match(prior, '^([^|]*)|([^|]*)|([^|]*)$')
+  return {tonumber(code), tonumber(a), tonumber(r)}
+end
+if redis.call('EXISTS', K.meta) == 0 then return {NOT_FOUND, 0, 0} end
+local now = now_ms()
+release_due_waves(now)
+local sku = ARGV[1]
+local delta = tonumber(ARGV[2])
+local s = redis.call('HMGET', K.stock, sku .. '.a', sku .. '.r')
+if not s[1] then return {NOT_FOUND, 0, 0} end
+local avail, released = tonumber(s[1]), tonumber(s[2])
+if delta == 0 or avail + delta < 0 then return {CONFLICT, avail, released} end
+redis.call('HINCRBY', K.stock, sku .. '.a', delta)
+redis.call('HINCRBY', K.stock, sku .. '.r', delta)
+emit(now, 'stock_adjusted', {'sku', sku, 'delta', delta, 'actor', ARGV[3]})
+redis.call('SET', KEYS[9], table.concat({OK, avail + delta, released + delta}, '|'),
+           'PX', tonumber(ARGV[4]))
+return {OK, avail + delta, released + delta}

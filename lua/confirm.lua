@@ -1,0 +1,34 @@
+-- confirm: a paid hold becomes sold, at most once.
+--
+-- KEYS[1..8]  the campaign key set (include/common.lua)
+-- ARGV[1]     claim_id
+-- ARGV[2]     user id of the caller (another user's claim is NOT_FOUND)
+-- Returns     {code, status, deadline_ms}
+--
+-- Confirming a confirmed claim answers OK again (a retried confirm); a hold
+-- whose deadline has passed is expired here and now, and answers HOLD_EXPIRED.
+--@include common
+
+local now = now_ms()
+release_due_waves(now)
+local raw = redis.call('HGET', K.claims, ARGV[1])
+if not raw then return {NOT_FOUND, '', ''} end
+local c = parse_claim(raw)
+if c.user ~= ARGV[2] then return {NOT_FOUND, '', ''} end
+if redis.call('HGET', K.meta, 'fenced') == '1' then return {FENCED, c.status, c.deadline} end
+if c.status == 'confirmed' then return {OK, c.status, c.deadline} end
+if c.status == 'expired' then return {HOLD_EXPIRED, c.status, c.deadline} end
+if c.status ~= 'held' then return {CONFLICT, c.status, c.deadline} end
+if now >= c.deadline then
+  release_hold(now, ARGV[1], c, 'expired')
+  return {HOLD_EXPIRED, c.status, c.deadline}
+end
+redis.call('HINCRBY', K.stock, c.sku .. '.h', -c.qty)
+redis.call('HINCRBY', K.stock, c.sku .. '.s', c.qty)
+redis.call('ZREM', K.deadlines, ARGV[1])
+c.status = 'confirmed'
+redis.call('HSET', K.claims, ARGV[1], format_claim(c))
+count('confirmed')
+emit(now, 'claim_confirmed', {'claim', ARGV[1], 'user', c.user, 'sku', c.sku, 'qty', c.qty,
+                              'price', c.price})
+return {OK, c.status, c.deadline}

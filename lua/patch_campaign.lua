@@ -1,0 +1,39 @@
+-- patch_campaign: live change of state, schedule and limits, for the next request.
+--
+-- KEYS[1..8]  the campaign key set (include/common.lua)
+-- ARGV[1]     actor (who asked, for the event)
+-- ARGV[2..]   name, value pairs; names: state (active|paused|closed), opens_ms,
+--             closes_ms, hold_ttl_ms, per_user, max_qty, and "lim:<sku>"
+--             for a SKU's per-user limit (-1: none)
+-- Returns     {code, before_json, after_json}
+--
+-- A closed campaign stays closed (CONFLICT on a state change). Unknown SKUs
+-- are NOT_FOUND. Everything is checked before the first write.
+--@include common
+
+if redis.call('EXISTS', K.meta) == 0 then return {NOT_FOUND, '', ''} end
+local now = now_ms()
+local before, after = {}, {}
+local writes = {}
+for i = 2, #ARGV, 2 do
+  local name, value = ARGV[i], ARGV[i + 1]
+  local sku = string.match(name, '^lim:(.+)$')
+  if sku then
+    local cur = redis.call('HGET', K.stock, sku .. '.lim')
+    if not cur then return {NOT_FOUND, '', ''} end
+    before[name] = cur
+    writes[#writes + 1] = {K.stock, sku .. '.lim', value}
+  else
+    local cur = redis.call('HGET', K.meta, name)
+    if name == 'state' and cur == 'closed' and value ~= 'closed' then
+      return {CONFLICT, '', ''}
+    end
+    before[name] = cur or false
+    writes[#writes + 1] = {K.meta, name, value}
+  end
+  after[name] = value
+end
+for _, w in ipairs(writes) do redis.call('HSET', w[1], w[2], w[3]) end
+local b, a = cjson.encode(before), cjson.encode(after)
+emit(now, 'campaign_patched', {'actor', ARGV[1], 'before', b, 'after', a})
+return {OK, b, a}

@@ -1,0 +1,13 @@
+-- sweep: release due waves and expire lapsed holds, on the service's timer.
+--
+-- KEYS[1..8]  the campaign key set (include/common.lua)
+-- ARGV[1]     the most holds to expire in this call (bounds its run time)
+-- Returns     {expired, more}: holds expired now, 1 if more are due
+--@include common
+
+if redis.call('EXISTS', K.meta) == 0 then return {0, 0} end
+local now = now_ms()
+release_due_waves(now)
+local limit = tonumber(ARGV[1])
+local n = expire_due_holds(now, limit)
+return {n, n >= limit and 1 or 0}
