@@ -88,8 +88,13 @@ local function claim_one(claim_id, user, sku, qty, slot, fingerprint)
     qty = qty, deadline = deadline, price = tonumber(s[3]), created = now}))
   redis.call('ZADD', K.deadlines, deadline, claim_id)
   count('held')
-  emit(now, 'claim_held', {'claim', claim_id, 'user', user, 'sku', sku, 'qty', qty,
-                           'price', s[3], 'deadline', deadline})
+  local ev = {'claim', claim_id, 'user', user, 'sku', sku, 'qty', qty, 'price', s[3],
+              'deadline', deadline}
+  if slot > 0 then  -- lets recovery rebuild the idempotent answer
+    ev[#ev + 1] = 'idem'; ev[#ev + 1] = KEYS[slot]
+    ev[#ev + 1] = 'fp'; ev[#ev + 1] = fingerprint
+  end
+  emit(now, 'claim_held', ev)
   remember(slot, fingerprint, OK, claim_id, deadline, s[3], now)
   return answer(OK, claim_id, deadline, s[3], now)
 end
