@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from engine import keys
 from engine.batcher import ClaimBatcher, PendingClaim
@@ -50,9 +50,11 @@ class Engine:
 
     @classmethod
     def from_url(cls, url: str, settings: Settings) -> "Engine":
-        redis: Redis[Any] = Redis.from_url(url, decode_responses=True,
-                                           max_connections=256, health_check_interval=30)
-        return cls(redis, settings)
+        # A blocking pool: under a rush, callers wait for a free connection
+        # instead of failing with MaxConnectionsError.
+        pool = BlockingConnectionPool.from_url(url, decode_responses=True, max_connections=128,
+                                               timeout=10, health_check_interval=30)
+        return cls(Redis.from_pool(pool), settings)  # the client owns and closes the pool
 
     async def start(self) -> None:
         await self.scripts.load_all()
