@@ -1,0 +1,113 @@
+"""Claims per second through the engine alone (no HTTP): batched vs one call per claim.
+
+Both modes run in the same process, against the same embedded Valkey,
+interleaved round by round so that machine drift hits both alike. After
+each round the campaign's accounting is checked (nothing oversold).
+
+    python -m bench.engine_claims [--seconds 3] [--rounds 3] [--concurrency 256]
+"""
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import msgspec
+import uvloop
+from rich.console import Console
+from rich.table import Table
+
+from engine import Engine, Outcome, Settings
+from engine.models import CampaignSpec
+from engine.service import ClaimResult
+from engine.valkey import EmbeddedValkey
+
+console = Console()
+ClaimFn = Callable[[str, str, str, int], Awaitable[ClaimResult]]
+
+
+def _spec(stock: int) -> CampaignSpec:
+    now = datetime.now(timezone.utc)
+    return msgspec.convert({
+        "name": "bench", "opens_at": (now - timedelta(minutes=1)).isoformat(),
+        "closes_at": (now + timedelta(hours=1)).isoformat(), "limits": {"per_user": 2},
+        "skus": [{"sku": "hot", "price": 100,
+                  "waves": [{"at": (now - timedelta(seconds=1)).isoformat(), "qty": stock}]}]},
+        CampaignSpec)
+
+
+async def _round(engine: Engine, cid: str, claim: ClaimFn, seconds: float,
+                 concurrency: int) -> float:
+    await engine.define_campaign(cid, _spec(50_000_000))
+    done = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker(w: int) -> None:
+        nonlocal done
+        i = 0
+        while time.perf_counter() < stop_at:
+            result = await claim(cid, f"w{w}-{i}", "hot", 1)
+            assert result.outcome is Outcome.OK
+            done += 1
+            i += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    rate = done / (time.perf_counter() - started)
+    stats = await engine.stats(cid)
+    assert stats is not None
+    s = stats.skus[0]
+    assert s.held == done and s.available + s.held + s.sold == s.released, "accounting broken"
+    await engine.redis.delete(*[k for k in await engine.redis.keys(f"{{c:{cid}}}*")])
+    return rate
+
+
+async def run(seconds: float, rounds: int, concurrency: int) -> dict[str, list[float]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        server = EmbeddedValkey(Path(tmp))
+        url = server.start()
+        try:
+            engine = Engine.from_url(url, Settings(data_dir=Path(tmp)))
+            await engine.start()
+            modes: dict[str, ClaimFn] = {"batched": engine.claim,
+                                         "one call per claim": engine.claim_unbatched}
+            rates: dict[str, list[float]] = {m: [] for m in modes}
+            for r in range(rounds):
+                for name, fn in modes.items():
+                    console.log(f"round {r + 1}/{rounds}: {name}")
+                    rates[name].append(await _round(engine, f"bench{r}", fn, seconds,
+                                                    concurrency))
+            await engine.close()
+        finally:
+            server.stop()
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args()
+    rates = uvloop.run(run(args.seconds, args.rounds, args.concurrency))
+    medians = {m: statistics.median(v) for m, v in rates.items()}
+    table = Table(title=f"engine claims/s (no HTTP), concurrency {args.concurrency}")
+    for col in ("mode", "median claims/s", "rounds", "ratio"):
+        table.add_column(col)
+    base = medians["one call per claim"]
+    for m, v in rates.items():
+        table.add_row(m, f"{medians[m]:,.0f}", ", ".join(f"{x:,.0f}" for x in v),
+                      f"{medians[m] / base:.2f}x")
+    console.print(table)
+    if args.json:
+        args.json.write_text(json.dumps({"rates": rates, "medians": medians}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
