@@ -4,7 +4,6 @@ A campaign's keys share its hash tag `{c:<id>}`, so each script touches one
 Redis Cluster slot; Lua scripts receive keys, never build them.
 """
 
-import base64
 import re
 import secrets
 
@@ -14,7 +13,7 @@ CAMPAIGN_INDEX = "stampede:campaigns"
 _CAMPAIGN_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _USER_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 _SKU = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_CLAIM_ID = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63})\.([a-z2-7]{16})$")
+_CLAIM_ID = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63})\.([0-9a-f]{20})$")
 
 # Order matters: it is the KEYS[1..8] layout of lua/include/common.lua.
 CAMPAIGN_KEY_NAMES = ("meta", "stock", "users", "claims", "deadlines", "waves", "events", "counts")
@@ -53,8 +52,7 @@ def idempotency_key(cid: str, user: str, key: str) -> str:
 
 def new_claim_id(cid: str) -> str:
     """A random, unguessable claim id that names its campaign."""
-    raw = secrets.token_bytes(10)
-    return f"{cid}.{base64.b32encode(raw).decode().lower()}"
+    return f"{cid}.{secrets.token_hex(10)}"  # 80 random bits
 
 
 def campaign_of_claim(claim_id: str) -> str | None:

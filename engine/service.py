@@ -140,6 +140,8 @@ class Engine:
         """Place a hold; coalesced with the other claims of this loop tick."""
         _check_campaign_id(cid)
         _check_user(user)
+        if not keys.valid_sku(sku):
+            raise ValidationError("sku must match [A-Za-z0-9_-]{1,64}")
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
             raise ValidationError("Idempotency-Key must be 1 to 255 characters")
         pending = PendingClaim(keys.new_claim_id(cid), user, sku, qty, idempotency_key)
@@ -159,7 +161,7 @@ class Engine:
             if c.idempotency_key is not None:
                 ks.append(keys.idempotency_key(cid, c.user, c.idempotency_key))
                 slot = len(ks)
-            args += [c.claim_id, c.user, c.sku, c.qty, slot, f"{c.sku}:{c.qty}"]
+            args.append(f"{c.claim_id}|{c.user}|{c.sku}|{c.qty}|{slot}|{c.sku}:{c.qty}")
         reply = await self.scripts.run("claim_batch", ks, args)
         results = []
         for i, c in enumerate(claims):

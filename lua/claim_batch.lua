@@ -4,9 +4,10 @@
 -- KEYS[9..]   idempotency keys, one per claim that carries one
 -- ARGV[1]     how long to remember an idempotent answer, in ms
 -- ARGV[2]     sweep limit: expired holds to release before claiming
--- ARGV[3..]   six per claim: claim_id, user, sku, qty, idem_slot, fingerprint
+-- ARGV[3..]   one per claim: "claim_id|user|sku|qty|idem_slot|fingerprint"
 --             idem_slot is the KEYS index of its idempotency key, 0 if none;
 --             fingerprint identifies the request body for mismatch checks.
+--             (One packed argument per claim: packing is the client's cost.)
 -- Returns     a flat array, five per claim: code, claim_id, deadline_ms, price,
 --             created_ms (code is an outcome; the rest are '' unless OK).
 --
@@ -25,6 +26,32 @@ local meta = redis.call('HMGET', K.meta, 'per_user', 'hold_ttl_ms', 'max_qty')
 local per_user = tonumber(meta[1] or '-1')
 local hold_ttl = tonumber(meta[2] or '0')
 local max_qty = tonumber(meta[3] or '1')
+
+-- Stock of the SKUs this batch touches, read once and written once at the
+-- end: the script is atomic, so nobody sees the cache and Redis differ.
+local stock = {}
+local function stock_of(sku)
+  local s = stock[sku]
+  if s == nil then
+    local r = redis.call('HMGET', K.stock, sku .. '.a', sku .. '.h', sku .. '.lim',
+                        sku .. '.price')
+    if not r[1] then
+      s = false
+    else
+      s = {a = tonumber(r[1]), h = tonumber(r[2]), lim = tonumber(r[3]), price = r[4],
+           dirty = false}
+    end
+    stock[sku] = s
+  end
+  return s
+end
+local function flush_stock()
+  for sku, s in pairs(stock) do
+    if s and s.dirty then redis.call('HSET', K.stock, sku .. '.a', s.a, sku .. '.h', s.h) end
+  end
+end
+local tally = {}
+local function tally_one(field) tally[field] = (tally[field] or 0) + 1 end
 
 local out = {}
 local function answer(code, claim_id, deadline, price, created)
@@ -60,47 +87,48 @@ local function claim_one(claim_id, user, sku, qty, slot, fingerprint)
   end
   -- Refusals by state are "try later" answers, not remembered.
   if gate ~= OK then return answer(gate) end
-  local s = redis.call('HMGET', K.stock, sku .. '.a', sku .. '.lim', sku .. '.price')
-  if not s[1] then return answer(NOT_FOUND) end
+  local s = stock_of(sku)
+  if not s then return answer(NOT_FOUND) end
   if qty < 1 or qty > max_qty then return answer(INVALID) end
   local u = redis.call('HMGET', K.users, user, user .. '|' .. sku)
   local held_total = tonumber(u[1] or '0')
   local held_sku = tonumber(u[2] or '0')
-  local sku_limit = tonumber(s[2])
   if (per_user >= 0 and held_total + qty > per_user)
-      or (sku_limit >= 0 and held_sku + qty > sku_limit) then
-    count('limit_exceeded')
+      or (s.lim >= 0 and held_sku + qty > s.lim) then
+    tally_one('limit_exceeded')
     remember(slot, fingerprint, LIMIT_EXCEEDED)
     return answer(LIMIT_EXCEEDED)
   end
-  if tonumber(s[1]) < qty then
-    count('sold_out')
+  if s.a < qty then
+    tally_one('sold_out')
     remember(slot, fingerprint, SOLD_OUT)
     return answer(SOLD_OUT)
   end
   -- All checks passed: write.
   local deadline = now + hold_ttl
-  redis.call('HINCRBY', K.stock, sku .. '.a', -qty)
-  redis.call('HINCRBY', K.stock, sku .. '.h', qty)
+  s.a, s.h, s.dirty = s.a - qty, s.h + qty, true
   redis.call('HINCRBY', K.users, user, qty)
   redis.call('HINCRBY', K.users, user .. '|' .. sku, qty)
   redis.call('HSET', K.claims, claim_id, format_claim({status = 'held', user = user, sku = sku,
-    qty = qty, deadline = deadline, price = tonumber(s[3]), created = now}))
+    qty = qty, deadline = deadline, price = s.price, created = now}))
   redis.call('ZADD', K.deadlines, deadline, claim_id)
-  count('held')
-  local ev = {'claim', claim_id, 'user', user, 'sku', sku, 'qty', qty, 'price', s[3],
+  tally_one('held')
+  local ev = {'claim', claim_id, 'user', user, 'sku', sku, 'qty', qty, 'price', s.price,
               'deadline', deadline}
   if slot > 0 then  -- lets recovery rebuild the idempotent answer
     ev[#ev + 1] = 'idem'; ev[#ev + 1] = KEYS[slot]
     ev[#ev + 1] = 'fp'; ev[#ev + 1] = fingerprint
   end
   emit(now, 'claim_held', ev)
-  remember(slot, fingerprint, OK, claim_id, deadline, s[3], now)
-  return answer(OK, claim_id, deadline, s[3], now)
+  remember(slot, fingerprint, OK, claim_id, deadline, s.price, now)
+  return answer(OK, claim_id, deadline, s.price, now)
 end
 
-for i = 3, #ARGV, 6 do
-  claim_one(ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]),
-            ARGV[i + 5])
+for i = 3, #ARGV do
+  local claim_id, user, sku, qty, slot, fp =
+    string.match(ARGV[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  claim_one(claim_id, user, sku, tonumber(qty), tonumber(slot), fp)
 end
+flush_stock()
+for field, n in pairs(tally) do count(field, n) end
 return out

@@ -40,11 +40,13 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + off
 end
 
--- Append one event; `fields` is a flat list of name, value pairs.
+-- Append one event; `fields` is a flat list of name, value pairs. The
+-- epoch is read once per script run: it cannot change within one.
+local epoch_cache = nil
 local function emit(now, etype, fields)
   local seq = redis.call('HINCRBY', K.meta, 'evseq', 1)
-  local epoch = redis.call('HGET', K.meta, 'epoch') or '0'
-  local args = {K.events, '*', 'seq', seq, 'type', etype, 'ts', now, 'epoch', epoch}
+  epoch_cache = epoch_cache or redis.call('HGET', K.meta, 'epoch') or '0'
+  local args = {K.events, '*', 'seq', seq, 'type', etype, 'ts', now, 'epoch', epoch_cache}
   for i = 1, #fields do args[#args + 1] = fields[i] end
   redis.call('XADD', unpack(args))
   return seq

@@ -132,7 +132,7 @@ async def test_other_users_claim_is_not_found(engine: Engine) -> None:
     assert (await engine.confirm(r.claim.claim_id, "b")).outcome is Outcome.NOT_FOUND
     assert (await engine.cancel(r.claim.claim_id, "b")).outcome is Outcome.NOT_FOUND
     assert await engine.get_claim(r.claim.claim_id, "b") is None
-    assert (await engine.confirm("c1.aaaaaaaaaaaaaaaa", "a")).outcome is Outcome.NOT_FOUND
+    assert (await engine.confirm("c1.aaaaaaaaaaaaaaaaaaaa", "a")).outcome is Outcome.NOT_FOUND
 
 
 async def test_waves_release_on_server_time(engine: Engine) -> None:
