@@ -50,6 +50,11 @@ def idempotency_key(cid: str, user: str, key: str) -> str:
     return f"{tag(cid)}:idem:{len(user)}:{user}:{key}"
 
 
+def response_key(cid: str, user: str, key: str) -> str:
+    """Where the first answer of an idempotent confirm/cancel is kept."""
+    return f"{tag(cid)}:resp:{len(user)}:{user}:{key}"
+
+
 def new_claim_id(cid: str) -> str:
     """A random, unguessable claim id that names its campaign."""
     return f"{cid}.{secrets.token_hex(10)}"  # 80 random bits

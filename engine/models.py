@@ -132,3 +132,21 @@ def to_ms(t: datetime) -> int:
 
 def from_ms(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+class CampaignList(Struct, kw_only=True):
+    campaigns: list[str]
+
+
+class StockLevel(Struct, kw_only=True):
+    sku: str
+    available: int
+
+
+class Health(Struct, kw_only=True):
+    status: str
+
+
+class Readiness(Struct, kw_only=True):
+    ready: bool
+    checks: dict[str, bool]

@@ -7,7 +7,8 @@ failover).
 
 import hashlib
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -49,6 +50,8 @@ class ScriptRegistry:
         self._redis = redis
         self.scripts = {name: Script(name) for name in OPERATIONS}
         self.loaded = False
+        self.observer: Callable[[str, float], None] | None = None
+        """Called with (script, seconds) after each run: the gateway's metrics hook."""
 
     async def load_all(self) -> None:
         for script in self.scripts.values():
@@ -57,6 +60,15 @@ class ScriptRegistry:
         self.loaded = True
 
     async def run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        if self.observer is None:
+            return await self._run(name, keys, args)
+        started = time.perf_counter()
+        try:
+            return await self._run(name, keys, args)
+        finally:
+            self.observer(name, time.perf_counter() - started)
+
+    async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         script = self.scripts[name]
         try:
             return await self._redis.evalsha(script.sha, len(keys), *keys, *args)

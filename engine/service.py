@@ -65,10 +65,11 @@ class Engine:
 
     # -- campaigns ---------------------------------------------------------
 
-    async def define_campaign(self, cid: str, spec: CampaignSpec) -> tuple[Outcome, bool]:
+    async def define_campaign(self, cid: str, spec: CampaignSpec,
+                              actor: str = "engine") -> tuple[Outcome, bool]:
         """Create or replace (before any claim) a campaign. Returns (outcome, created)."""
         _check_campaign_id(cid)
-        args = _define_args(cid, spec)
+        args = _define_args(cid, spec, actor)
         code, created = await self.scripts.run("define_campaign", keys.campaign_keys(cid), args)
         if code == Outcome.OK:
             await self.redis.sadd(keys.CAMPAIGN_INDEX, cid)
@@ -234,7 +235,7 @@ def _check_user(user: str) -> None:
         raise ValidationError("user id must match [A-Za-z0-9_.:@-]{1,128}")
 
 
-def _define_args(cid: str, spec: CampaignSpec) -> list[Any]:
+def _define_args(cid: str, spec: CampaignSpec, actor: str) -> list[Any]:
     opens, closes = to_ms(spec.opens_at), to_ms(spec.closes_at)
     if closes <= opens:
         raise ValidationError("closes_at must be after opens_at")
@@ -245,7 +246,8 @@ def _define_args(cid: str, spec: CampaignSpec) -> list[Any]:
         seen.add(s.sku)
     limit = spec.limits.per_user if spec.limits.per_user is not None else -1
     args: list[Any] = [cid, spec.name, opens, closes, spec.hold_ttl_s * 1000, limit,
-                       spec.limits.max_per_claim, _json.encode(spec).decode(), len(spec.skus)]
+                       spec.limits.max_per_claim, _json.encode(spec).decode(), actor,
+                       len(spec.skus)]
     for s in spec.skus:
         args += [s.sku, s.price, s.per_user if s.per_user is not None else -1]
     for s in spec.skus:

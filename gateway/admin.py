@@ -3,38 +3,57 @@
 import msgspec
 from aiohttp import web
 
-from engine.models import CampaignPatch, CampaignSpec, StockDelta
+from engine.models import (
+    CampaignList,
+    CampaignPatch,
+    CampaignSpec,
+    CampaignStats,
+    StockDelta,
+    StockLevel,
+)
 from engine.outcomes import Outcome
 from gateway.auth import Role
 from gateway.context import AUTH, ENGINE
 from gateway.errors import json_response, outcome_error, read_body
+from gateway.public import CID
+from gateway.routing import ApiRoutes
 
-routes = web.RouteTableDef()
+api = ApiRoutes("admin")
+
+SKU = {"sku": r"^[A-Za-z0-9_-]{1,64}$"}
 
 _spec_decoder = msgspec.json.Decoder(CampaignSpec)
 _patch_decoder = msgspec.json.Decoder(CampaignPatch)
 _delta_decoder = msgspec.json.Decoder(StockDelta)
 
 
-@routes.get("/admin/v1/campaigns")
+@api.route("GET", "/admin/v1/campaigns", "All campaign ids", auth="viewer",
+           response=CampaignList, errors=(401, 503))
 async def list_campaigns(request: web.Request) -> web.Response:
     request.app[AUTH].admin(request, Role.VIEWER)
-    return json_response({"campaigns": await request.app[ENGINE].campaign_ids()})
+    return json_response(CampaignList(campaigns=await request.app[ENGINE].campaign_ids()))
 
 
-@routes.put("/admin/v1/campaigns/{cid}")
+@api.route("PUT", "/admin/v1/campaigns/{cid}",
+           "Create a campaign, or replace one that has no claims yet", auth="operator",
+           body=CampaignSpec, response=CampaignStats, status=201,
+           errors=(400, 401, 403, 409, 413, 503), path_params=CID)
 async def put_campaign(request: web.Request) -> web.Response:
-    request.app[AUTH].admin(request, Role.OPERATOR)
+    admin = request.app[AUTH].admin(request, Role.OPERATOR)
     spec = _spec_decoder.decode(await read_body(request))
     cid = request.match_info["cid"]
-    outcome, created = await request.app[ENGINE].define_campaign(cid, spec)
+    engine = request.app[ENGINE]
+    outcome, created = await engine.define_campaign(cid, spec, actor=admin.name)
     if outcome is not Outcome.OK:
         return outcome_error(outcome, "the campaign has claims and cannot be replaced; "
                                       "use PATCH for live changes")
-    return json_response(await request.app[ENGINE].stats(cid), status=201 if created else 200)
+    return json_response(await engine.stats(cid), status=201 if created else 200)
 
 
-@routes.patch("/admin/v1/campaigns/{cid}")
+@api.route("PATCH", "/admin/v1/campaigns/{cid}",
+           "Live change: state, schedule, limits (for the next request)", auth="operator",
+           body=CampaignPatch, response=CampaignStats,
+           errors=(400, 401, 403, 404, 409, 413, 503), path_params=CID)
 async def patch_campaign(request: web.Request) -> web.Response:
     admin = request.app[AUTH].admin(request, Role.OPERATOR)
     patch = _patch_decoder.decode(await read_body(request))
@@ -47,7 +66,10 @@ async def patch_campaign(request: web.Request) -> web.Response:
     return json_response(await request.app[ENGINE].stats(cid))
 
 
-@routes.post("/admin/v1/campaigns/{cid}/skus/{sku}/stock")
+@api.route("POST", "/admin/v1/campaigns/{cid}/skus/{sku}/stock",
+           "Add units to a SKU, or remove available ones", auth="operator", body=StockDelta,
+           response=StockLevel, idempotent=True, errors=(400, 401, 403, 404, 409, 413, 503),
+           path_params={**CID, **SKU})
 async def adjust_stock(request: web.Request) -> web.Response:
     admin = request.app[AUTH].admin(request, Role.OPERATOR)
     body = _delta_decoder.decode(await read_body(request))
@@ -59,14 +81,15 @@ async def adjust_stock(request: web.Request) -> web.Response:
         return outcome_error(outcome, "cannot remove more units than are available")
     if outcome is not Outcome.OK:
         return outcome_error(outcome, "no such campaign or SKU")
-    return json_response({"sku": sku, "available": available})
+    return json_response(StockLevel(sku=sku, available=available))
 
 
-@routes.get("/admin/v1/campaigns/{cid}/stats")
+@api.route("GET", "/admin/v1/campaigns/{cid}/stats",
+           "Counts per SKU, claims by outcome, waitlist length", auth="viewer",
+           response=CampaignStats, errors=(401, 404, 503), path_params=CID)
 async def campaign_stats(request: web.Request) -> web.Response:
     request.app[AUTH].admin(request, Role.VIEWER)
     stats = await request.app[ENGINE].stats(request.match_info["cid"])
     if stats is None:
         return outcome_error(Outcome.NOT_FOUND, "no such campaign")
     return json_response(stats)
-

@@ -1,57 +1,78 @@
 """The two aiohttp applications: public (/v1) and admin (/admin/v1).
 
 They share one Engine but never a listener: admin routes do not exist on
-the public port.
+the public port. Each serves its own /openapi.json and /docs.
 """
 
 from aiohttp import web
 
 from engine import Engine
-from gateway import admin, public
+from engine.idempotency import ResponseMemory
+from engine.models import Health, Readiness
+from gateway import admin, docs, public
 from gateway.auth import Authenticator
-from gateway.context import AUTH, ENGINE, READY
+from gateway.context import AUTH, ENGINE, GUARD, READY
 from gateway.errors import error_middleware, json_response
+from gateway.idempotency import IdempotencyGuard
+from gateway.metrics import metrics_handler, metrics_middleware, observe_script
+from gateway.openapi import build_spec
+from gateway.routing import ApiRoutes, Operation
 
-health = web.RouteTableDef()
+health = ApiRoutes("health")
 
 
-@health.get("/healthz")
+@health.route("GET", "/healthz", "The process is alive", response=Health)
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    return json_response(Health(status="ok"))
 
 
-@health.get("/readyz")
+@health.route("GET", "/readyz", "Ready for traffic: Redis reachable, scripts loaded, "
+              "not draining", response=Readiness, errors=(503,))
 async def readyz(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
-    checks = {"draining": not request.app[READY]["draining"],
+    checks = {"not_draining": not request.app[READY]["draining"],
               "scripts": engine.scripts.loaded, "redis": False}
     try:
         checks["redis"] = bool(await engine.redis.ping())
     except Exception:  # any failure to reach Redis means not ready
         checks["redis"] = False
     ok = all(checks.values())
-    return json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
+    return json_response(Readiness(ready=ok, checks=checks), status=200 if ok else 503)
 
 
-def _base_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
-              max_body: int) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=max_body)
+def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authenticator,
+              ready: dict[str, bool], max_body: int, metrics: bool) -> web.Application:
+    middlewares = [metrics_middleware, error_middleware] if metrics else [error_middleware]
+    app = web.Application(middlewares=middlewares, client_max_size=max_body)
     app[ENGINE] = engine
     app[AUTH] = auth
     app[READY] = ready
-    app.add_routes(health)
+    app[GUARD] = IdempotencyGuard(ResponseMemory(engine.redis,
+                                                 engine.settings.idempotency_ttl_s))
+    if metrics:
+        engine.scripts.observer = observe_script
+    operations: list[Operation] = []
+    for r in (health, *routes):
+        r.add_to(app)
+        operations += r.operations
+    spec = build_spec(title, operations, auth.dev_auth)
+
+    async def openapi(request: web.Request) -> web.Response:
+        return json_response(spec)
+
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/docs", docs.page(title))
+    app.router.add_get("/metrics", metrics_handler)
     return app
 
 
 def make_public_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
-                    max_body: int = 16_384) -> web.Application:
-    app = _base_app(engine, auth, ready, max_body)
-    app.add_routes(public.routes)
-    return app
+                    max_body: int = 16_384, metrics: bool = True) -> web.Application:
+    return _make_app("Stampede public API", [public.api], engine, auth, ready, max_body,
+                     metrics)
 
 
 def make_admin_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
-                   max_body: int = 262_144) -> web.Application:
-    app = _base_app(engine, auth, ready, max_body)
-    app.add_routes(admin.routes)
-    return app
+                   max_body: int = 262_144, metrics: bool = True) -> web.Application:
+    return _make_app("Stampede admin API", [admin.api], engine, auth, ready, max_body,
+                     metrics)

@@ -4,8 +4,10 @@ from aiohttp import web
 
 from engine import Engine
 from gateway.auth import Authenticator
+from gateway.idempotency import IdempotencyGuard
 
 ENGINE = web.AppKey("engine", Engine)
 AUTH = web.AppKey("auth", Authenticator)
+GUARD = web.AppKey("guard", IdempotencyGuard)
 READY = web.AppKey("ready", dict[str, bool])
 """`draining` flips to True on SIGTERM so /readyz fails first."""

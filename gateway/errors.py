@@ -4,6 +4,8 @@ Errors are `{"error": {"code": ..., "message": ...}}` with the stable codes
 of DESIGN.md; nothing a client sends can produce a 500.
 """
 
+import os
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,6 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.errors import UnavailableError, ValidationError
 from engine.outcomes import Outcome
+from gateway.logs import log
 
 STATUS: dict[Outcome, int] = {
     Outcome.OK: 200,
@@ -75,8 +78,24 @@ _HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found",
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def request_id(request: web.Request) -> str:
+    """The caller's X-Request-Id if it is sane, else a new one."""
+    given = request.headers.get("X-Request-Id", "")
+    return given if _REQUEST_ID.match(given) else os.urandom(8).hex()
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    rid = request_id(request)
+    response = await _answer(request, handler, rid)
+    response.headers["X-Request-Id"] = rid
+    return response
+
+
+async def _answer(request: web.Request, handler: Handler, rid: str) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
@@ -92,6 +111,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         code = _HTTP_CODES.get(exc.status, "invalid_request")
         return error(exc.status, code, exc.reason)
+    except Exception:  # a bug, not bad input: log it with the request id, answer 500
+        log.exception("unhandled error", request_id=rid, path=request.path)
+        return error(500, "internal", f"internal error; request id {rid}")
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:

@@ -3,17 +3,24 @@
 import msgspec
 from aiohttp import web
 
-from engine.models import ClaimRequest
+from engine.models import CampaignPublic, ClaimRequest, ClaimView
 from engine.outcomes import Outcome
-from gateway.context import AUTH, ENGINE
+from gateway.context import AUTH, ENGINE, GUARD
 from gateway.errors import json_response, outcome_error, read_body
+from gateway.idempotency import checked_key
+from gateway.metrics import count_claim
+from gateway.routing import ApiRoutes
 
-routes = web.RouteTableDef()
+api = ApiRoutes("public")
+
+CID = {"cid": r"^[a-z0-9][a-z0-9_-]{0,63}$"}
+CLAIM = {"claim_id": r"^[a-z0-9][a-z0-9_-]{0,63}\.[0-9a-f]{20}$"}
 
 _claim_decoder = msgspec.json.Decoder(ClaimRequest)
 
 
-@routes.get("/v1/campaigns/{cid}")
+@api.route("GET", "/v1/campaigns/{cid}", "Public status of a campaign",
+           response=CampaignPublic, errors=(404, 503), path_params=CID)
 async def campaign_status(request: web.Request) -> web.Response:
     status = await request.app[ENGINE].public_status(request.match_info["cid"])
     if status is None:
@@ -21,19 +28,24 @@ async def campaign_status(request: web.Request) -> web.Response:
     return json_response(status)
 
 
-@routes.post("/v1/campaigns/{cid}/claims")
+@api.route("POST", "/v1/campaigns/{cid}/claims", "Claim units: a hold that expires",
+           auth="user", body=ClaimRequest, response=ClaimView, status=201, idempotent=True,
+           errors=(400, 401, 404, 409, 413, 422, 503), path_params=CID)
 async def create_claim(request: web.Request) -> web.Response:
     user = request.app[AUTH].user(request)
     body = _claim_decoder.decode(await read_body(request))
-    result = await request.app[ENGINE].claim(
-        request.match_info["cid"], user, body.sku, body.qty,
-        idempotency_key=request.headers.get("Idempotency-Key"))
+    key = checked_key(request)
+    async with request.app[GUARD].in_flight(user, key):
+        result = await request.app[ENGINE].claim(request.match_info["cid"], user, body.sku,
+                                                 body.qty, idempotency_key=key)
+    count_claim(result.outcome)
     if result.outcome is not Outcome.OK:
         return outcome_error(result.outcome)
     return json_response(result.claim, status=201)
 
 
-@routes.get("/v1/claims/{claim_id}")
+@api.route("GET", "/v1/claims/{claim_id}", "One of my claims", auth="user",
+           response=ClaimView, errors=(401, 404, 503), path_params=CLAIM)
 async def get_claim(request: web.Request) -> web.Response:
     user = request.app[AUTH].user(request)
     claim = await request.app[ENGINE].get_claim(request.match_info["claim_id"], user)
@@ -42,20 +54,30 @@ async def get_claim(request: web.Request) -> web.Response:
     return json_response(claim)
 
 
-@routes.post("/v1/claims/{claim_id}/confirm")
+@api.route("POST", "/v1/claims/{claim_id}/confirm", "Confirm (pay for) a hold: it becomes sold",
+           auth="user", response=ClaimView, idempotent=True,
+           errors=(401, 404, 409, 422, 503), path_params=CLAIM)
 async def confirm_claim(request: web.Request) -> web.Response:
-    user = request.app[AUTH].user(request)
-    result = await request.app[ENGINE].confirm(request.match_info["claim_id"], user)
-    if result.outcome is not Outcome.OK:
-        return outcome_error(result.outcome)
-    return json_response(result.claim)
+    return await _settle(request, "confirm")
 
 
-@routes.post("/v1/claims/{claim_id}/cancel")
+@api.route("POST", "/v1/claims/{claim_id}/cancel", "Give a hold back: its units return",
+           auth="user", response=ClaimView, idempotent=True,
+           errors=(401, 404, 409, 422, 503), path_params=CLAIM)
 async def cancel_claim(request: web.Request) -> web.Response:
-    user = request.app[AUTH].user(request)
-    result = await request.app[ENGINE].cancel(request.match_info["claim_id"], user)
-    if result.outcome is not Outcome.OK:
-        return outcome_error(result.outcome)
-    return json_response(result.claim)
+    return await _settle(request, "cancel")
 
+
+async def _settle(request: web.Request, op: str) -> web.Response:
+    user = request.app[AUTH].user(request)
+    claim_id = request.match_info["claim_id"]
+    engine = request.app[ENGINE]
+    settle = engine.confirm if op == "confirm" else engine.cancel
+
+    async def run() -> web.Response:
+        result = await settle(claim_id, user)
+        if result.outcome is not Outcome.OK:
+            return outcome_error(result.outcome)
+        return json_response(result.claim)
+
+    return await request.app[GUARD].replayable(request, user, f"{op} {claim_id}", run)

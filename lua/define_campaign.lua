@@ -5,7 +5,8 @@
 -- ARGV[3]     opens_ms            ARGV[4] closes_ms
 -- ARGV[5]     hold_ttl_ms         ARGV[6] per-user limit (-1: none)
 -- ARGV[7]     max qty per claim   ARGV[8] the spec as JSON (for the event)
--- ARGV[9]     n, the SKU count; then n triples: sku, price, per-user limit (-1: none)
+-- ARGV[9]     actor (who asked, for the audit trail in the event)
+-- ARGV[10]    n, the SKU count; then n triples: sku, price, per-user limit (-1: none)
 -- ARGV[..]    then wave quads to the end: index, sku, qty, at_ms
 -- Returns     {code, created}: created is 1 for a new campaign, 0 for a replacement
 --
@@ -23,8 +24,8 @@ redis.call('HSET', K.meta, 'id', ARGV[1], 'name', ARGV[2], 'opens_ms', ARGV[3],
            'closes_ms', ARGV[4], 'hold_ttl_ms', ARGV[5], 'per_user', ARGV[6],
            'max_qty', ARGV[7], 'state', 'active', 'fenced', '0')
 redis.call('HSETNX', K.meta, 'epoch', '1')
-local n = tonumber(ARGV[9])
-local i = 10
+local n = tonumber(ARGV[10])
+local i = 11
 for _ = 1, n do
   local sku = ARGV[i]
   redis.call('HSET', K.stock, sku .. '.a', 0, sku .. '.h', 0, sku .. '.s', 0, sku .. '.r', 0,
@@ -35,6 +36,6 @@ while i <= #ARGV do
   redis.call('ZADD', K.waves, ARGV[i + 3], ARGV[i] .. '|' .. ARGV[i + 1] .. '|' .. ARGV[i + 2])
   i = i + 4
 end
-emit(now, 'campaign_defined', {'spec', ARGV[8]})
+emit(now, 'campaign_defined', {'spec', ARGV[8], 'actor', ARGV[9], 'replaced', exists and 1 or 0})
 release_due_waves(now)
 return {OK, exists and 0 or 1}
