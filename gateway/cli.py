@@ -1,7 +1,5 @@
 """The `stampede` command: serve, and tools around it."""
 
-from pathlib import Path
-
 import typer
 import uvloop
 from rich.console import Console
@@ -9,9 +7,10 @@ from rich.console import Console
 from engine import Settings
 from engine.errors import ConfigError, ServerError
 from engine.valkey import EmbeddedValkey
-from gateway import credentials
+from gateway import credentials, logs
 from gateway.auth import mint_user_token
 from gateway.server import Listen, serve
+from gateway.workers import WorkerPool
 
 app = typer.Typer(help="Stampede: rush-sale and claim engine.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -30,13 +29,11 @@ def serve_command(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
     port: int = typer.Option(8000, help="public API port"),
     admin_port: int = typer.Option(8001, help="admin API and dashboard port"),
-    workers: int = typer.Option(1, min=1, help="gateway processes sharing the port"),
+    workers: int = typer.Option(1, min=1, max=64, help="gateway processes sharing the ports"),
 ) -> None:
     """Run the public API, the admin API and the hold sweeper."""
     settings = _settings()
-    if workers != 1:
-        console.print("[red]--workers > 1 is not available yet[/]")
-        raise typer.Exit(2)
+    logs.configure()
     auth = credentials.authenticator(settings)
     valkey = None
     redis_url = settings.redis_url
@@ -47,9 +44,15 @@ def serve_command(
         listen = Listen(host, port, admin_port)
 
         def banner() -> None:
-            _print_banner(settings, listen, redis_url or "", valkey is not None)
+            _print_banner(settings, listen, redis_url or "", valkey is not None, workers)
 
-        uvloop.run(serve(settings, redis_url, auth, listen, on_started=banner))
+        if workers == 1:
+            uvloop.run(serve(settings, redis_url, auth, listen, on_started=banner))
+        else:
+            pool = WorkerPool(workers, host, port, admin_port, redis_url,
+                              settings.data_dir / "metrics", settings.shutdown_grace_s)
+            banner()
+            pool.run()
     except (ServerError, OSError) as exc:
         console.print(f"[red]cannot start:[/] {exc}")
         raise typer.Exit(1) from exc
@@ -61,11 +64,30 @@ def serve_command(
     console.print("stopped")
 
 
-def _print_banner(settings: Settings, listen: Listen, redis_url: str, embedded: bool) -> None:
+@app.command("worker", hidden=True)
+def worker_command(index: int = typer.Option(...), host: str = typer.Option(...),
+                   port: int = typer.Option(...), admin_port: int = typer.Option(...)) -> None:
+    """One gateway process of `serve --workers N` (started by the master)."""
+    settings = _settings()
+    logs.configure()
+    if settings.redis_url is None:
+        raise typer.Exit(2)
+    listen = Listen(host, port, admin_port, reuse_port=True, housekeeping=index == 0)
+    try:
+        uvloop.run(serve(settings, settings.redis_url, credentials.authenticator(settings),
+                         listen))
+    except KeyboardInterrupt:
+        pass
+
+
+def _print_banner(settings: Settings, listen: Listen, redis_url: str, embedded: bool,
+                  workers: int) -> None:
     where = "embedded Valkey" if embedded else "Redis"
-    console.print(f"[bold]Stampede[/] is serving")
-    console.print(f"  public API   http://{listen.host}:{listen.port}/v1")
+    console.print(f"[bold]Stampede[/] is serving ({workers} worker{'s' * (workers > 1)})")
+    console.print(f"  public API   http://{listen.host}:{listen.port}/v1  "
+                  f"(docs: /docs, spec: /openapi.json)")
     console.print(f"  admin API    http://{listen.host}:{listen.admin_port}/admin/v1")
+    console.print(f"  metrics      http://{listen.host}:{listen.port}/metrics")
     console.print(f"  state        {where} at {redis_url}")
     if not settings.admin_tokens:
         console.print(f"  admin token  {settings.data_dir / 'admin.token'} (operator)")

@@ -21,6 +21,7 @@ from prometheus_client import (
 )
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 
+from engine import Engine
 from engine.outcomes import Outcome
 
 # Sub-millisecond buckets: a claim answered from one batched script call
@@ -86,3 +87,16 @@ async def metrics_handler(request: web.Request) -> web.Response:
     else:
         body = generate_latest(DEFAULT_REGISTRY)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def refresh_gauges(engine: Engine) -> None:
+    """Stock and holds per campaign and SKU, read from Redis (a housekeeping tick)."""
+    for cid in await engine.campaign_ids():
+        stats = await engine.stats(cid)
+        if stats is None:
+            continue
+        for s in stats.skus:
+            for state, value in (("available", s.available), ("held", s.held),
+                                 ("sold", s.sold), ("released", s.released)):
+                STOCK.labels(cid, s.sku, state).set(value)
+        HOLDS.labels(cid).set(sum(s.held for s in stats.skus))

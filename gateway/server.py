@@ -1,16 +1,18 @@
-"""Run the service: Redis (embedded or configured), engine, sweeper, two listeners."""
+"""Run one gateway process: engine, housekeeping, the two listeners, graceful drain."""
 
 import asyncio
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from engine import Engine, Settings
-from engine.sweeper import run_sweeper
+from engine.periodic import every
 from gateway.app import make_admin_app, make_public_app
 from gateway.auth import Authenticator
+from gateway.logs import log
+from gateway.metrics import refresh_gauges
 
 
 @dataclass(frozen=True)
@@ -18,7 +20,10 @@ class Listen:
     host: str = "127.0.0.1"
     port: int = 8000
     admin_port: int = 8001
-    shutdown_grace_s: float = 10.0
+    reuse_port: bool = False
+    """Several worker processes share the ports (SO_REUSEPORT)."""
+    housekeeping: bool = True
+    """Run the sweeper and gauges here (one worker of several does)."""
 
 
 async def serve(settings: Settings, redis_url: str, auth: Authenticator, listen: Listen,
@@ -31,25 +36,42 @@ async def serve(settings: Settings, redis_url: str, auth: Authenticator, listen:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    grace = settings.shutdown_grace_s
     runners = [
-        web.AppRunner(make_public_app(engine, auth, ready, settings.max_body_bytes),
-                      access_log=None, shutdown_timeout=listen.shutdown_grace_s),
-        web.AppRunner(make_admin_app(engine, auth, ready), access_log=None,
-                      shutdown_timeout=listen.shutdown_grace_s),
+        web.AppRunner(make_public_app(engine, auth, ready, settings.max_body_bytes,
+                                      settings.metrics),
+                      access_log=None, shutdown_timeout=grace, handle_signals=False),
+        web.AppRunner(make_admin_app(engine, auth, ready, metrics=settings.metrics),
+                      access_log=None, shutdown_timeout=grace, handle_signals=False),
     ]
-    sweeper = asyncio.create_task(
-        run_sweeper(engine, settings.hold_sweep_interval_ms / 1000, stop))
+    tasks = _housekeeping(engine, settings, stop) if listen.housekeeping else []
     try:
         for runner, port in zip(runners, (listen.port, listen.admin_port), strict=True):
             await runner.setup()
-            await web.TCPSite(runner, listen.host, port).start()
+            await web.TCPSite(runner, listen.host, port, reuse_port=listen.reuse_port).start()
+        log.info("listening", port=listen.port, admin_port=listen.admin_port)
         if on_started:
             on_started()
         await stop.wait()
+        # Readiness fails first so a balancer stops sending; then the
+        # listeners close and in-flight requests get `grace` to finish.
         ready["draining"] = True
+        log.info("draining", delay_ms=settings.drain_delay_ms, grace_s=grace)
+        await asyncio.sleep(settings.drain_delay_ms / 1000)
     finally:
         stop.set()
         for runner in runners:
             await runner.cleanup()
-        await sweeper
+        await asyncio.gather(*tasks, return_exceptions=True)
         await engine.close()
+        log.info("stopped")
+
+
+def _housekeeping(engine: Engine, settings: Settings,
+                  stop: asyncio.Event) -> list["asyncio.Task[None]"]:
+    jobs: list[tuple[float, Callable[[], Awaitable[object]], str]] = [
+        (settings.hold_sweep_interval_ms / 1000, engine.sweep_all, "sweeper")]
+    if settings.metrics:
+        jobs.append((2.0, lambda: refresh_gauges(engine), "gauges"))
+    return [asyncio.create_task(every(interval, job, stop, name))
+            for interval, job, name in jobs]
