@@ -18,9 +18,15 @@ TtlSeconds = Annotated[int, Meta(ge=1, le=7 * 86_400)]
 
 _STRICT = {"forbid_unknown_fields": True, "kw_only": True}
 
+# RFC 3339 date-time with an offset: `format` alone is only an annotation in
+# JSON Schema, so the pattern tells generated clients what really parses.
+Timestamp = Annotated[datetime, Meta(extra_json_schema={
+    "pattern": r"^(19|20|21)\d{2}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+               r"T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?(Z|[+-](0\d|1[0-4]):[0-5]\d)$"})]
+
 
 class Wave(Struct, **_STRICT):  # type: ignore[call-arg]
-    at: datetime
+    at: Timestamp
     qty: Annotated[int, Meta(ge=1, le=100_000_000)]
 
 
@@ -40,8 +46,8 @@ class Limits(Struct, **_STRICT):  # type: ignore[call-arg]
 
 class CampaignSpec(Struct, **_STRICT):  # type: ignore[call-arg]
     name: Annotated[str, Meta(min_length=1, max_length=200)]
-    opens_at: datetime
-    closes_at: datetime
+    opens_at: Timestamp
+    closes_at: Timestamp
     skus: Annotated[list[SkuSpec], Meta(min_length=1, max_length=1000)]
     hold_ttl_s: TtlSeconds = 600
     limits: Limits = msgspec.field(default_factory=Limits)
@@ -54,8 +60,8 @@ class LimitsPatch(Struct, **_STRICT):  # type: ignore[call-arg]
 
 class CampaignPatch(Struct, **_STRICT):  # type: ignore[call-arg]
     state: Literal["open", "paused", "closed"] | UnsetType = UNSET
-    opens_at: datetime | UnsetType = UNSET
-    closes_at: datetime | UnsetType = UNSET
+    opens_at: Timestamp | UnsetType = UNSET
+    closes_at: Timestamp | UnsetType = UNSET
     hold_ttl_s: TtlSeconds | UnsetType = UNSET
     limits: LimitsPatch | UnsetType = UNSET
     sku_limits: dict[SkuId, Limit | None] | UnsetType = UNSET
@@ -68,7 +74,9 @@ class ClaimRequest(Struct, **_STRICT):  # type: ignore[call-arg]
 
 
 class StockDelta(Struct, **_STRICT):  # type: ignore[call-arg]
-    delta: Annotated[int, Meta(ge=-100_000_000, le=100_000_000)]
+    delta: Annotated[int, Meta(ge=-100_000_000, le=100_000_000,
+                               extra_json_schema={"not": {"const": 0}})]
+    """Non-zero: units to add, or (negative) available units to remove."""
 
 
 ClaimStatus = Literal["held", "confirmed", "cancelled", "expired"]

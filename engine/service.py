@@ -78,8 +78,9 @@ class Engine:
     async def patch_campaign(self, cid: str, patch: CampaignPatch, actor: str) -> Outcome:
         _check_campaign_id(cid)
         args: list[Any] = [actor, *_patch_pairs(patch)]
-        if len(args) == 1:
-            raise ValidationError("empty patch: nothing to change")
+        if len(args) == 1:  # nothing to change: a no-op, like any empty PATCH
+            exists = await self.redis.exists(keys.campaign_keys(cid)[0])
+            return Outcome.OK if exists else Outcome.NOT_FOUND
         code, _before, _after = await self.scripts.run("patch_campaign",
                                                        keys.campaign_keys(cid), args)
         return Outcome(code)

@@ -14,7 +14,7 @@ from engine.models import (
 from engine.outcomes import Outcome
 from gateway.auth import Role
 from gateway.context import AUTH, ENGINE
-from gateway.errors import json_response, outcome_error, read_body
+from gateway.errors import decode, json_response, outcome_error, read_body
 from gateway.public import CID
 from gateway.routing import ApiRoutes
 
@@ -40,7 +40,7 @@ async def list_campaigns(request: web.Request) -> web.Response:
            errors=(400, 401, 403, 409, 413, 503), path_params=CID)
 async def put_campaign(request: web.Request) -> web.Response:
     admin = request.app[AUTH].admin(request, Role.OPERATOR)
-    spec = _spec_decoder.decode(await read_body(request))
+    spec = decode(_spec_decoder, await read_body(request))
     cid = request.match_info["cid"]
     engine = request.app[ENGINE]
     outcome, created = await engine.define_campaign(cid, spec, actor=admin.name)
@@ -56,11 +56,13 @@ async def put_campaign(request: web.Request) -> web.Response:
            errors=(400, 401, 403, 404, 409, 413, 503), path_params=CID)
 async def patch_campaign(request: web.Request) -> web.Response:
     admin = request.app[AUTH].admin(request, Role.OPERATOR)
-    patch = _patch_decoder.decode(await read_body(request))
+    patch = decode(_patch_decoder, await read_body(request))
     cid = request.match_info["cid"]
     outcome = await request.app[ENGINE].patch_campaign(cid, patch, actor=admin.name)
     if outcome is Outcome.CONFLICT:
         return outcome_error(outcome, "a closed campaign cannot be reopened")
+    if outcome is Outcome.INVALID:
+        return outcome_error(outcome, "closes_at must be after opens_at")
     if outcome is not Outcome.OK:
         return outcome_error(outcome, "no such campaign or SKU")
     return json_response(await request.app[ENGINE].stats(cid))
@@ -72,7 +74,7 @@ async def patch_campaign(request: web.Request) -> web.Response:
            path_params={**CID, **SKU})
 async def adjust_stock(request: web.Request) -> web.Response:
     admin = request.app[AUTH].admin(request, Role.OPERATOR)
-    body = _delta_decoder.decode(await read_body(request))
+    body = decode(_delta_decoder, await read_body(request))
     cid, sku = request.match_info["cid"], request.match_info["sku"]
     outcome, available = await request.app[ENGINE].adjust_stock(
         cid, sku, body.delta, actor=admin.name,

@@ -7,7 +7,7 @@ of DESIGN.md; nothing a client sends can produce a 500.
 import os
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import orjson
@@ -110,7 +110,8 @@ async def _answer(request: web.Request, handler: Handler, rid: str) -> web.Strea
         if exc.status < 400:
             raise
         code = _HTTP_CODES.get(exc.status, "invalid_request")
-        return error(exc.status, code, exc.reason)
+        kept = {k: v for k, v in exc.headers.items() if k == "Allow"}  # RFC 9110 on 405
+        return error(exc.status, code, exc.reason, headers=kept or None)
     except Exception:  # a bug, not bad input: log it with the request id, answer 500
         log.exception("unhandled error", request_id=rid, path=request.path)
         return error(500, "internal", f"internal error; request id {rid}")
@@ -129,3 +130,42 @@ async def read_body(request: web.Request) -> bytes:
     if not request.can_read_body:
         raise ApiError(400, "invalid_request", "a JSON body is required")
     return await request.read()
+
+
+T = TypeVar("T")
+
+
+def decode(decoder: "msgspec.json.Decoder[T]", raw: bytes) -> T:
+    """Decode a JSON body strictly; integral floats (2.0) count as integers.
+
+    JSON Schema calls 2.0 an integer, so the spec promises to accept it. The
+    strict decoder runs first; only a refusal pays for the second look.
+    """
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError:
+        obj = msgspec.json.decode(raw)
+        normalized = _integral_floats(obj)
+        if normalized == obj and _no_floats(obj):
+            raise
+        return msgspec.convert(normalized, decoder.type, strict=True)  # type: ignore[no-any-return]
+
+
+def _integral_floats(obj: Any) -> Any:
+    if isinstance(obj, float) and obj.is_integer():
+        return int(obj)
+    if isinstance(obj, dict):
+        return {k: _integral_floats(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_integral_floats(v) for v in obj]
+    return obj
+
+
+def _no_floats(obj: Any) -> bool:
+    if isinstance(obj, float):
+        return False
+    if isinstance(obj, dict):
+        return all(_no_floats(v) for v in obj.values())
+    if isinstance(obj, list):
+        return all(_no_floats(v) for v in obj)
+    return True

@@ -8,6 +8,7 @@
   gets it back, the same key on another request gets 422.
 """
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -17,14 +18,15 @@ from engine import keys
 from engine.idempotency import ResponseMemory
 from gateway.errors import ApiError, error
 
-MAX_KEY = 255
+KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+_KEY = re.compile(KEY_PATTERN)
 
 
 def checked_key(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not (1 <= len(key) <= MAX_KEY and key.isprintable()):
-        raise ApiError(400, "invalid_request", "Idempotency-Key must be 1 to 255 printable "
-                                               "characters")
+    if key is not None and not _KEY.match(key):
+        raise ApiError(400, "invalid_request", "Idempotency-Key must be 1 to 255 visible "
+                                               "ASCII characters")
     return key
 
 

@@ -4,6 +4,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.idempotency import KEY_PATTERN
 from gateway.routing import Operation
 
 ERROR_SCHEMA = {
@@ -60,8 +61,7 @@ def _operation(op: Operation, refs: dict[Any, Any], dev_auth: bool) -> dict[str,
               for name, pattern in op.path_params.items()]
     if op.idempotent:
         params.append({"name": "Idempotency-Key", "in": "header", "required": False,
-                       "schema": {"type": "string", "minLength": 1, "maxLength": 255,
-                                  "pattern": "^[\\x21-\\x7e]+$"},
+                       "schema": {"type": "string", "pattern": KEY_PATTERN},
                        "description": "a retry with the same key returns the first answer"})
     if params:
         out["parameters"] = params
@@ -72,7 +72,8 @@ def _operation(op: Operation, refs: dict[Any, Any], dev_auth: bool) -> dict[str,
     if op.response is not None:
         ok["content"] = {"application/json": {"schema": refs[op.response]}}
     responses: dict[str, Any] = {str(op.status): ok}
-    for status in op.errors:
+    errors = set(op.errors) | ({400} if op.idempotent else set())
+    for status in sorted(errors):
         responses[str(status)] = {
             "description": _ERROR_TEXT.get(status, "error"),
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}

@@ -6,7 +6,7 @@ from aiohttp import web
 from engine.models import CampaignPublic, ClaimRequest, ClaimView
 from engine.outcomes import Outcome
 from gateway.context import AUTH, ENGINE, GUARD
-from gateway.errors import json_response, outcome_error, read_body
+from gateway.errors import decode, json_response, outcome_error, read_body
 from gateway.idempotency import checked_key
 from gateway.metrics import count_claim
 from gateway.routing import ApiRoutes
@@ -33,7 +33,7 @@ async def campaign_status(request: web.Request) -> web.Response:
            errors=(400, 401, 404, 409, 413, 422, 503), path_params=CID)
 async def create_claim(request: web.Request) -> web.Response:
     user = request.app[AUTH].user(request)
-    body = _claim_decoder.decode(await read_body(request))
+    body = decode(_claim_decoder, await read_body(request))
     key = checked_key(request)
     async with request.app[GUARD].in_flight(user, key):
         result = await request.app[ENGINE].claim(request.match_info["cid"], user, body.sku,

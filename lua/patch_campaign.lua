@@ -8,7 +8,8 @@
 -- Returns     {code, before_json, after_json}
 --
 -- A closed campaign stays closed (CONFLICT on a state change). Unknown SKUs
--- are NOT_FOUND. Everything is checked before the first write.
+-- are NOT_FOUND; a schedule whose close is not after its open is INVALID.
+-- Everything is checked before the first write.
 --@include common
 
 if redis.call('EXISTS', K.meta) == 0 then return {NOT_FOUND, '', ''} end
@@ -33,6 +34,9 @@ for i = 2, #ARGV, 2 do
   end
   after[name] = value
 end
+local opens = tonumber(after['opens_ms'] or redis.call('HGET', K.meta, 'opens_ms'))
+local closes = tonumber(after['closes_ms'] or redis.call('HGET', K.meta, 'closes_ms'))
+if closes <= opens then return {INVALID, '', ''} end
 for _, w in ipairs(writes) do redis.call('HSET', w[1], w[2], w[3]) end
 local b, a = cjson.encode(before), cjson.encode(after)
 emit(now, 'campaign_patched', {'actor', ARGV[1], 'before', b, 'after', a})
