@@ -3,6 +3,7 @@
 import json
 import signal
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,3 +64,27 @@ def test_leftover_valkey_is_stopped_at_next_start(tmp_path: Path) -> None:
     finally:
         svc.kill()
         stray.kill() if stray.poll() is None else None
+
+
+def test_workers_share_the_port_and_a_dead_one_is_replaced(tmp_path: Path) -> None:
+    svc = Service(tmp_path, args=("--workers", "2"))
+    try:
+        def workers() -> set[int]:
+            out = subprocess.run(["pgrep", "-f", f"gateway.cli worker .*--port {svc.port}"],
+                                 capture_output=True, text=True).stdout
+            return {int(p) for p in out.split()}
+
+        assert _wait(lambda: len(workers()) == 2)
+        first = workers()
+        victim = min(first)
+        subprocess.run(["kill", "-9", str(victim)], check=True)
+        assert _wait(lambda: len(workers()) == 2 and victim not in workers(), 15)
+        assert _wait(svc.ready)
+        with urllib.request.urlopen(f"{svc.url}/metrics", timeout=5) as resp:
+            metrics = resp.read().decode()
+        assert "stampede_http_requests_total" in metrics
+        valkey = svc.valkey_pid
+        assert svc.terminate() == 0
+        assert _wait(lambda: not workers() and not _alive(valkey), 15)
+    finally:
+        svc.kill()
