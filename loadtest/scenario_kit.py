@@ -1,0 +1,125 @@
+"""What every Stampede locust scenario shares: options, identities, verdicts.
+
+- Options: which campaign, how to authenticate, whether to create the
+  campaign first, and the thresholds that make a headless run exit non-zero.
+- Identities: each simulated person is a distinct user id, sent as a JWT
+  (--jwt-secret) or, against a dev-auth server, as X-User-Id.
+- Verdicts: expected refusals of a rush (sold_out, limit_exceeded,
+  throttled, ...) are successes of the scenario; anything else is a failure.
+  Each answer's code is counted apart from the request stats (so the
+  latency percentiles stay honest) and printed at the end of the run.
+"""
+
+import itertools
+from collections import Counter
+import json
+import os
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import jwt
+import requests
+from locust import events
+from locust.env import Environment
+
+EXPECTED_REFUSALS = frozenset({"sold_out", "limit_exceeded", "throttled", "not_open", "paused",
+                               "closed", "hold_expired", "admission_required",
+                               "challenge_required"})
+
+OUTCOMES: Counter[str] = Counter()
+"""Answers by outcome code in this process ('ok' for success)."""
+_ids = itertools.count()
+_process = uuid.uuid4().hex[:6]
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser: Any) -> None:
+    group = parser.add_argument_group("Stampede")
+    group.add_argument("--campaign", default="loadtest", help="campaign id to claim from")
+    group.add_argument("--sku", default="tee", help="SKU to claim")
+    group.add_argument("--jwt-secret", default=os.environ.get("STAMPEDE_JWT_SECRET", ""),
+                       help="sign user JWTs with this secret (else X-User-Id, dev auth)")
+    group.add_argument("--create-campaign", action="store_true",
+                       help="PUT the campaign through the admin API before the run")
+    group.add_argument("--admin-url", default="http://127.0.0.1:8001")
+    group.add_argument("--admin-token", default=os.environ.get("STAMPEDE_ADMIN_TOKEN", ""))
+    group.add_argument("--stock", type=int, default=500, help="units, with --create-campaign")
+    group.add_argument("--per-user", type=int, default=2, help="limit, with --create-campaign")
+    group.add_argument("--hold-ttl", type=int, default=600, help="seconds, with --create-campaign")
+    group.add_argument("--max-fail-ratio", type=float, default=0.01,
+                       help="exit non-zero above this share of failed requests")
+    group.add_argument("--max-p99-ms", type=float, default=0.0,
+                       help="exit non-zero if the p99 of all requests is above this (0: off)")
+
+
+def campaign_spec(stock: int, per_user: int, hold_ttl: int, sku: str) -> dict[str, Any]:
+    start = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()
+    end = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
+    return {"name": "locust rehearsal", "opens_at": start, "closes_at": end,
+            "hold_ttl_s": hold_ttl, "limits": {"per_user": per_user},
+            "skus": [{"sku": sku, "price": 1999, "waves": [{"at": start, "qty": stock}]}]}
+
+
+@events.test_start.add_listener
+def _create_campaign(environment: Environment, **_: Any) -> None:
+    opts = environment.parsed_options
+    if opts is None or not opts.create_campaign or getattr(environment.runner, "worker_index",
+                                                           0) > 0:
+        return
+    spec = campaign_spec(opts.stock, opts.per_user, opts.hold_ttl, opts.sku)
+    resp = requests.put(f"{opts.admin_url}/admin/v1/campaigns/{opts.campaign}", json=spec,
+                        headers={"Authorization": f"Bearer {opts.admin_token}"}, timeout=10)
+    if resp.status_code not in (200, 201):
+        raise SystemExit(f"could not create campaign: {resp.status_code} {resp.text}")
+
+
+@events.quitting.add_listener
+def _thresholds(environment: Environment, **_: Any) -> None:
+    opts = environment.parsed_options
+    total = environment.stats.total
+    if OUTCOMES:
+        print("outcomes: " + ", ".join(f"{k} {v}" for k, v in OUTCOMES.most_common()))
+    if opts is None or total.num_requests == 0:
+        return
+    if total.fail_ratio > opts.max_fail_ratio:
+        print(f"FAIL: fail ratio {total.fail_ratio:.3%} > {opts.max_fail_ratio:.3%}")
+        environment.process_exit_code = 1
+    p99 = total.get_response_time_percentile(0.99)
+    if opts.max_p99_ms and p99 > opts.max_p99_ms:
+        print(f"FAIL: p99 {p99:.0f} ms > {opts.max_p99_ms:.0f} ms")
+        environment.process_exit_code = 1
+
+
+def new_identity(environment: Environment) -> tuple[str, dict[str, str]]:
+    """A fresh user id and the headers that authenticate it."""
+    user = f"lt-{_process}-{next(_ids)}"
+    secret = environment.parsed_options.jwt_secret if environment.parsed_options else ""
+    if secret:
+        token = jwt.encode({"sub": user, "exp": int(time.time()) + 3600}, secret,
+                           algorithm="HS256")
+        return user, {"Authorization": f"Bearer {token}"}
+    return user, {"X-User-Id": user}
+
+
+def error_code(body: bytes | str | None) -> str:
+    try:
+        return str(json.loads(body or b"{}")["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return "unreadable"
+
+
+def judge(environment: Environment, response: Any, ok: tuple[int, ...]) -> str:
+    """Mark a `catch_response` response; returns its outcome code ('ok' if in `ok`)."""
+    if response.status_code in ok:
+        response.success()
+        outcome = "ok"
+    else:
+        outcome = error_code(response.content)
+        if outcome in EXPECTED_REFUSALS:
+            response.success()
+        else:
+            response.failure(f"{response.status_code} {outcome}")
+    OUTCOMES[outcome] += 1
+    return outcome
