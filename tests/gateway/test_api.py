@@ -184,6 +184,20 @@ async def test_jwt_users(api: Api) -> None:
     assert resp.status == 401
 
 
+async def test_cached_token_still_expires(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    await _create(api)
+    token = mint_user_token(JWT_SECRET, "carol", ttl_s=60)
+    headers = {"Authorization": f"Bearer {token}"}
+    resp = await api.public.get("/v1/claims/launch.00000000000000000000", headers=headers)
+    assert resp.status == 404  # verified (and now cached), claim unknown
+    import time as _time
+
+    later = _time.time() + 120
+    monkeypatch.setattr("gateway.auth.time.time", lambda: later)
+    resp = await api.public.get("/v1/claims/launch.00000000000000000000", headers=headers)
+    assert (resp.status, (await resp.json())["error"]["code"]) == (401, "unauthorized")
+
+
 async def test_idempotent_http_claim(api: Api) -> None:
     await _create(api)
     headers = {**_user("alice"), "Idempotency-Key": "order-1"}
