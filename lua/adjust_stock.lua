@@ -28,7 +28,8 @@ local avail, released = tonumber(s[1]), tonumber(s[2])
 if delta == 0 or avail + delta < 0 then return {CONFLICT, avail, released} end
 redis.call('HINCRBY', K.stock, sku .. '.a', delta)
 redis.call('HINCRBY', K.stock, sku .. '.r', delta)
-emit(now, 'stock_adjusted', {'sku', sku, 'delta', delta, 'actor', ARGV[3]})
+emit(now, 'stock_adjusted', {'sku', sku, 'delta', delta, 'actor', ARGV[3],
+                             'before', avail, 'after', avail + delta})
 redis.call('SET', KEYS[9], table.concat({OK, avail + delta, released + delta}, '|'),
            'PX', tonumber(ARGV[4]))
 return {OK, avail + delta, released + delta}
