@@ -55,6 +55,11 @@ def response_key(cid: str, user: str, key: str) -> str:
     return f"{tag(cid)}:resp:{len(user)}:{user}:{key}"
 
 
+def limiter_key(cid: str, scope: str, subject: str) -> str:
+    """A GCRA limiter's key: scope is user, device, network or campaign."""
+    return f"{tag(cid)}:rl:{scope}:{subject}"
+
+
 def new_claim_id(cid: str) -> str:
     """A random, unguessable claim id that names its campaign."""
     return f"{cid}.{secrets.token_hex(10)}"  # 80 random bits

@@ -27,6 +27,7 @@ OPERATIONS = (
     "define_campaign",
     "patch_campaign",
     "read_status",
+    "throttle",
 )
 
 
