@@ -21,6 +21,8 @@ class PendingClaim:
     sku: str
     qty: int
     idempotency_key: str | None
+    admission_exp: int = -1
+    """Expiry (ms) of the verified admission token the claim carries; -1 if none."""
 
 
 RunBatch = Callable[[str, Sequence[PendingClaim]], Awaitable[Sequence[R]]]

@@ -15,8 +15,9 @@ _USER_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 _SKU = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _CLAIM_ID = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63})\.([0-9a-f]{20})$")
 
-# Order matters: it is the KEYS[1..8] layout of lua/include/common.lua.
-CAMPAIGN_KEY_NAMES = ("meta", "stock", "users", "claims", "deadlines", "waves", "events", "counts")
+# Order matters: it is the KEYS[1..13] layout of lua/include/common.lua.
+CAMPAIGN_KEY_NAMES = ("meta", "stock", "users", "claims", "deadlines", "waves", "events", "counts",
+                      "waitlist", "wlentries", "offers", "queue", "admitted")
 
 
 def valid_campaign_id(cid: str) -> bool:
@@ -36,7 +37,7 @@ def tag(cid: str) -> str:
 
 
 def campaign_keys(cid: str) -> list[str]:
-    """The fixed key set every campaign script takes as KEYS[1..8]."""
+    """The fixed key set every campaign script takes as KEYS[1..13]."""
     t = tag(cid)
     return [f"{t}:{name}" for name in CAMPAIGN_KEY_NAMES]
 

@@ -44,6 +44,33 @@ class Limits(Struct, **_STRICT):  # type: ignore[call-arg]
     max_per_claim: Qty = 10
 
 
+class WaitlistSpec(Struct, **_STRICT):  # type: ignore[call-arg]
+    """Sold-out backfill: released units are offered to the SKU's waitlist first."""
+    max_length: Annotated[int, Meta(ge=1, le=10_000_000)] = 10_000
+    """Most users waiting on one SKU's list; joining a full list is a conflict."""
+    offer_ttl_s: TtlSeconds = 300
+    """How long an offer (a hold in the user's name) waits for confirmation."""
+
+
+AdmissionRate = Annotated[float, Meta(gt=0, le=1_000_000, description="users per second")]
+Burst = Annotated[int, Meta(ge=1, le=1_000_000)]
+MaxActive = Annotated[int, Meta(ge=1, le=10_000_000)]
+
+
+class WaitingRoomSpec(Struct, **_STRICT):  # type: ignore[call-arg]
+    """Paced admission: users queue for a turn; only admitted users may claim."""
+    enabled: bool = True
+    rate_per_s: AdmissionRate = 50.0
+    burst: Burst | None = None
+    """Most admissions at once after a quiet spell; default one second's worth."""
+    max_active: MaxActive = 1000
+    """Most admitted users whose turn is still open, at any moment."""
+    admission_window_s: Annotated[int, Meta(ge=1, le=86_400)] = 120
+    """How long an admitted user has to claim before the turn passes."""
+    token_ttl_s: Annotated[int, Meta(ge=1, le=3600)] = 60
+    """Lifetime of one admission token (poll again for a fresh one)."""
+
+
 class CampaignSpec(Struct, **_STRICT):  # type: ignore[call-arg]
     name: Annotated[str, Meta(min_length=1, max_length=200)]
     opens_at: Timestamp
@@ -51,11 +78,21 @@ class CampaignSpec(Struct, **_STRICT):  # type: ignore[call-arg]
     skus: Annotated[list[SkuSpec], Meta(min_length=1, max_length=1000)]
     hold_ttl_s: TtlSeconds = 600
     limits: Limits = msgspec.field(default_factory=Limits)
+    waitlist: WaitlistSpec | None = None
+    waiting_room: WaitingRoomSpec | None = None
 
 
 class LimitsPatch(Struct, **_STRICT):  # type: ignore[call-arg]
     per_user: Limit | None | UnsetType = UNSET
     max_per_claim: Qty | UnsetType = UNSET
+
+
+class WaitingRoomPatch(Struct, **_STRICT):  # type: ignore[call-arg]
+    rate_per_s: AdmissionRate | UnsetType = UNSET
+    burst: Burst | UnsetType = UNSET
+    max_active: MaxActive | UnsetType = UNSET
+    paused: bool | UnsetType = UNSET
+    """Stop admitting (tickets still queue); false resumes at the current rate."""
 
 
 class CampaignPatch(Struct, **_STRICT):  # type: ignore[call-arg]
@@ -66,6 +103,8 @@ class CampaignPatch(Struct, **_STRICT):  # type: ignore[call-arg]
     limits: LimitsPatch | UnsetType = UNSET
     sku_limits: dict[SkuId, Limit | None] | UnsetType = UNSET
     """Per-user limit by SKU; null removes it."""
+    waiting_room: WaitingRoomPatch | UnsetType = UNSET
+    """Live admission settings of a campaign that has a waiting room."""
 
 
 class ClaimRequest(Struct, **_STRICT):  # type: ignore[call-arg]
@@ -91,6 +130,61 @@ class ClaimView(Struct, kw_only=True):
     expires_at: datetime
     price: int | None = None
     created_at: datetime | None = None
+    offer: bool = False
+    """The hold is a waitlist offer: confirm it like any hold before it expires."""
+
+
+class WaitlistJoin(Struct, **_STRICT):  # type: ignore[call-arg]
+    sku: SkuId
+    qty: Qty = 1
+
+
+class WaitlistEntry(Struct, kw_only=True):
+    campaign_id: str
+    sku: str
+    qty: int
+    status: Literal["waiting", "offered", "left"]
+    position: int | None = None
+    """1 is next in line; null once offered or left."""
+    joined_at: datetime
+    offer: ClaimView | None = None
+    """The hold made for you when units came back: confirm it before it expires."""
+
+
+class WaitlistView(Struct, kw_only=True):
+    entries: list[WaitlistEntry]
+
+
+class QueueTicket(Struct, kw_only=True):
+    campaign_id: str
+    status: Literal["waiting", "admitted", "done"]
+    """done: the turn has passed (used by a claim, or its window lapsed)."""
+    position: int | None
+    """Place in the queue; null before the opening for an early arrival
+    (early arrivals are put in a random order at the opening)."""
+    early: bool
+    serving: int
+    """How many tickets have been admitted so far."""
+    ahead: int | None
+    """Tickets to be admitted before yours (null until the lottery is drawn)."""
+    estimated_wait_s: float | None
+    """From position, serving counter and rate; null while admission is paused."""
+    rate_per_s: float
+    paused: bool
+    early_arrivals: int = 0
+    opens_at: datetime
+    admitted_until: datetime | None = None
+    admission_token: str | None = None
+    """Present when admitted: send it as X-Admission-Token with the claim."""
+    token_expires_at: datetime | None = None
+
+
+class WaitingRoomStats(Struct, kw_only=True):
+    tickets: int
+    served: int
+    active: int
+    rate_per_s: float
+    paused: bool
 
 
 class SkuPublic(Struct, kw_only=True):
@@ -129,6 +223,7 @@ class CampaignStats(Struct, kw_only=True):
     waitlist: int = 0
     events: int = 0
     fenced: bool = False
+    waiting_room: WaitingRoomStats | None = None
 
 
 def to_ms(t: datetime) -> int:

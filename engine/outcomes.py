@@ -21,6 +21,9 @@ class Outcome(IntEnum):
     IDEMPOTENCY_MISMATCH = 9
     INVALID = 10
     FENCED = 11
+    ADMISSION_REQUIRED = 12
+    WAITLIST_FULL = 13
+    NOT_SOLD_OUT = 14
 
     @property
     def code(self) -> str:
@@ -41,4 +44,7 @@ _CODES = {
     Outcome.IDEMPOTENCY_MISMATCH: "idempotency_mismatch",
     Outcome.INVALID: "invalid_request",
     Outcome.FENCED: "unavailable",
+    Outcome.ADMISSION_REQUIRED: "admission_required",
+    Outcome.WAITLIST_FULL: "conflict",
+    Outcome.NOT_SOLD_OUT: "conflict",
 }

@@ -28,6 +28,10 @@ OPERATIONS = (
     "patch_campaign",
     "read_status",
     "throttle",
+    "waitlist_join",
+    "waitlist_leave",
+    "waitlist_status",
+    "queue_ticket",
 )
 
 

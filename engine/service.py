@@ -5,6 +5,9 @@ arguments, decodes answers into typed views, and coalesces claims per tick.
 """
 
 import asyncio
+import functools
+import math
+import secrets
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +16,7 @@ import msgspec
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from engine import keys
+from engine.admission import AdmissionTokens, kept_secret, ticket_view
 from engine.batcher import ClaimBatcher, PendingClaim
 from engine.errors import ValidationError
 from engine.models import (
@@ -21,8 +25,11 @@ from engine.models import (
     CampaignSpec,
     CampaignStats,
     ClaimView,
+    QueueTicket,
     SkuPublic,
     SkuStats,
+    WaitingRoomStats,
+    WaitlistEntry,
     from_ms,
     to_ms,
 )
@@ -55,6 +62,12 @@ class Engine:
         pool = BlockingConnectionPool.from_url(url, decode_responses=True, max_connections=128,
                                                timeout=10, health_check_interval=30)
         return cls(Redis.from_pool(pool), settings)  # the client owns and closes the pool
+
+    @functools.cached_property
+    def admission(self) -> AdmissionTokens:
+        """Signs and checks waiting-room admission tokens (secret kept under data_dir)."""
+        return AdmissionTokens(self.settings.admission_secret
+                               or kept_secret(self.settings.data_dir / "admission.secret"))
 
     async def start(self) -> None:
         await self.scripts.load_all()
@@ -120,8 +133,14 @@ class Engine:
         snap = await self.snapshot(cid)
         if snap is None:
             return None
+        room = None
+        if snap.meta.get("wr_on") == "1":
+            room = WaitingRoomStats(tickets=snap.waiting[1], served=int(snap.meta["wr_served"]),
+                                    active=snap.waiting[2], rate_per_s=float(snap.meta["wr_rate"]),
+                                    paused=snap.meta.get("wr_paused") == "1")
         return CampaignStats(
-            id=cid, state=snap.state(), claims=snap.counts,
+            id=cid, state=snap.state(), claims=snap.counts, waitlist=snap.waiting[0],
+            waiting_room=room,
             events=int(snap.meta.get("evseq", 0)), fenced=snap.meta.get("fenced") == "1",
             skus=[SkuStats(sku=s.sku, price=s.price, available=s.available, held=s.held,
                            sold=s.sold, released=s.released,
@@ -138,16 +157,28 @@ class Engine:
     # -- claims ------------------------------------------------------------
 
     async def claim(self, cid: str, user: str, sku: str, qty: int = 1,
-                    idempotency_key: str | None = None) -> ClaimResult:
-        """Place a hold; coalesced with the other claims of this loop tick."""
+                    idempotency_key: str | None = None,
+                    admission_token: str | None = None) -> ClaimResult:
+        """Place a hold; coalesced with the other claims of this loop tick.
+
+        A campaign with a waiting room takes only claims that carry a valid
+        admission token of this user and campaign (else ADMISSION_REQUIRED).
+        """
         _check_campaign_id(cid)
         _check_user(user)
-        if not keys.valid_sku(sku):
-            raise ValidationError("sku must match [A-Za-z0-9_-]{1,64}")
+        _check_sku(sku)
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
             raise ValidationError("Idempotency-Key must be 1 to 255 characters")
-        pending = PendingClaim(keys.new_claim_id(cid), user, sku, qty, idempotency_key)
+        pending = PendingClaim(keys.new_claim_id(cid), user, sku, qty, idempotency_key,
+                               self._admission_exp(cid, user, admission_token))
         return await self.batcher.submit(cid, pending)
+
+    def _admission_exp(self, cid: str, user: str, token: str | None) -> int:
+        """The expiry of a genuine token of this user and campaign, else -1."""
+        if token is None:
+            return -1
+        exp = self.admission.verify(token, cid, user)
+        return -1 if exp is None else exp
 
     async def claim_unbatched(self, cid: str, user: str, sku: str, qty: int = 1,
                               idempotency_key: str | None = None) -> ClaimResult:
@@ -163,7 +194,8 @@ class Engine:
             if c.idempotency_key is not None:
                 ks.append(keys.idempotency_key(cid, c.user, c.idempotency_key))
                 slot = len(ks)
-            args.append(f"{c.claim_id}|{c.user}|{c.sku}|{c.qty}|{slot}|{c.sku}:{c.qty}")
+            args.append(f"{c.claim_id}|{c.user}|{c.sku}|{c.qty}|{slot}|{c.admission_exp}|"
+                        f"{c.sku}:{c.qty}")
         reply = await self.scripts.run("claim_batch", ks, args)
         results = []
         for i, c in enumerate(claims):
@@ -199,7 +231,9 @@ class Engine:
         cid = keys.campaign_of_claim(claim_id)
         if cid is None:
             return None
-        raw = await self.redis.hget(keys.campaign_keys(cid)[3], claim_id)
+        ks = keys.campaign_keys(cid)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            raw, offer = await pipe.hget(ks[3], claim_id).hexists(ks[10], claim_id).execute()
         if raw is None:
             return None
         status, owner, sku, qty, deadline, price, created = raw.split("|")
@@ -207,7 +241,83 @@ class Engine:
             return None
         return ClaimView(claim_id=claim_id, campaign_id=cid, sku=sku, qty=int(qty),
                          status=status, expires_at=from_ms(int(deadline)),  # type: ignore[arg-type]
-                         price=int(price), created_at=from_ms(int(created)))
+                         price=int(price), created_at=from_ms(int(created)), offer=bool(offer))
+
+    # -- waitlists ---------------------------------------------------------
+
+    async def join_waitlist(self, cid: str, user: str, sku: str, qty: int = 1,
+                            admission_token: str | None = None
+                            ) -> tuple[Outcome, WaitlistEntry | None, bool]:
+        """Join a sold-out SKU's waitlist. Returns (outcome, entry, created)."""
+        _check_campaign_id(cid)
+        _check_user(user)
+        _check_sku(sku)
+        reply = await self.scripts.run("waitlist_join", keys.campaign_keys(cid), [
+            user, sku, qty, self._admission_exp(cid, user, admission_token),
+            self.settings.sweep_batch])
+        outcome = Outcome(int(reply[0]))
+        if outcome is not Outcome.OK:
+            return outcome, None, False
+        _, created, status, position, n, joined, claim_id = reply
+        entry = await self._entry(cid, user, [sku, status, position, n, joined, claim_id])
+        return outcome, entry, bool(int(created))
+
+    async def waitlist(self, cid: str, user: str,
+                       sku: str | None = None) -> tuple[Outcome, list[WaitlistEntry]]:
+        """The user's waitlist entries (one SKU's, or all), positions and offers current."""
+        _check_campaign_id(cid)
+        _check_user(user)
+        if sku is not None:
+            _check_sku(sku)
+        reply = await self.scripts.run("waitlist_status", keys.campaign_keys(cid),
+                                       [user, sku or "", self.settings.sweep_batch])
+        outcome = Outcome(int(reply[0]))
+        rows = [reply[i:i + 6] for i in range(2, len(reply), 6)]
+        return outcome, [await self._entry(cid, user, row) for row in rows]
+
+    async def leave_waitlist(self, cid: str, user: str,
+                             sku: str) -> tuple[Outcome, WaitlistEntry | None]:
+        """Leave a SKU's waitlist; leaving with an offer declines it (the hold is cancelled)."""
+        _check_campaign_id(cid)
+        _check_user(user)
+        _check_sku(sku)
+        reply = await self.scripts.run("waitlist_leave", keys.campaign_keys(cid), [user, sku])
+        outcome = Outcome(int(reply[0]))
+        if outcome is not Outcome.OK:
+            return outcome, None
+        _, _status, n, joined, claim_id = reply
+        entry = await self._entry(cid, user, [sku, "left", 0, n, joined, claim_id])
+        return outcome, entry
+
+    async def _entry(self, cid: str, user: str, row: Sequence[Any]) -> WaitlistEntry:
+        sku, status, position, qty, joined, claim_id = row
+        offer = await self.get_claim(claim_id, user) if claim_id else None
+        return WaitlistEntry(campaign_id=cid, sku=sku, qty=int(qty), status=status,
+                             position=int(position) or None, joined_at=from_ms(int(joined)),
+                             offer=offer)
+
+    # -- waiting room ------------------------------------------------------
+
+    async def take_ticket(self, cid: str, user: str) -> tuple[Outcome, QueueTicket | None, bool]:
+        """A waiting-room ticket (one per user: a second call answers the first ticket)."""
+        return await self._ticket(cid, user, create=True)
+
+    async def ticket(self, cid: str, user: str) -> tuple[Outcome, QueueTicket | None]:
+        """Poll a ticket: position, estimated wait, and once admitted the admission token."""
+        outcome, view, _ = await self._ticket(cid, user, create=False)
+        return outcome, view
+
+    async def _ticket(self, cid: str, user: str,
+                      create: bool) -> tuple[Outcome, QueueTicket | None, bool]:
+        _check_campaign_id(cid)
+        _check_user(user)
+        draw = secrets.randbelow(2**52) / 2**52  # the early arrivals' lottery, in [0, 1)
+        reply = await self.scripts.run("queue_ticket", keys.campaign_keys(cid),
+                                       [user, int(create), repr(draw)])
+        outcome = Outcome(int(reply[0]))
+        if outcome is not Outcome.OK:
+            return outcome, None, False
+        return outcome, ticket_view(cid, user, reply, self.admission), bool(int(reply[1]))
 
     # -- housekeeping ------------------------------------------------------
 
@@ -231,6 +341,11 @@ def _check_campaign_id(cid: str) -> None:
         raise ValidationError("campaign id must match [a-z0-9][a-z0-9_-]{0,63}")
 
 
+def _check_sku(sku: str) -> None:
+    if not keys.valid_sku(sku):
+        raise ValidationError("sku must match [A-Za-z0-9_-]{1,64}")
+
+
 def _check_user(user: str) -> None:
     if not keys.valid_user_id(user):
         raise ValidationError("user id must match [A-Za-z0-9_.:@-]{1,128}")
@@ -248,13 +363,30 @@ def _define_args(cid: str, spec: CampaignSpec, actor: str) -> list[Any]:
     limit = spec.limits.per_user if spec.limits.per_user is not None else -1
     args: list[Any] = [cid, spec.name, opens, closes, spec.hold_ttl_s * 1000, limit,
                        spec.limits.max_per_claim, _json.encode(spec).decode(), actor,
-                       len(spec.skus)]
+                       _json.encode(_optional_meta(spec, opens)).decode(), len(spec.skus)]
     for s in spec.skus:
         args += [s.sku, s.price, s.per_user if s.per_user is not None else -1]
     for s in spec.skus:
         for i, w in enumerate(s.waves):
             args += [i, s.sku, w.qty, to_ms(w.at)]
     return args
+
+
+def _optional_meta(spec: CampaignSpec, opens_ms: int) -> dict[str, str]:
+    """Meta fields of the waitlist and waiting room (define_campaign.lua ARGV[10])."""
+    meta = {"salt": secrets.token_hex(16)}
+    if spec.waitlist is not None:
+        meta |= {"wl_max": str(spec.waitlist.max_length),
+                 "offer_ttl_ms": str(spec.waitlist.offer_ttl_s * 1000)}
+    room = spec.waiting_room
+    if room is not None and room.enabled:
+        burst = room.burst if room.burst is not None else max(1, math.ceil(room.rate_per_s))
+        meta |= {"wr_on": "1", "wr_rate": repr(room.rate_per_s), "wr_burst": str(burst),
+                 "wr_max_active": str(room.max_active),
+                 "wr_window_ms": str(room.admission_window_s * 1000),
+                 "wr_token_ttl_ms": str(room.token_ttl_s * 1000), "wr_paused": "0",
+                 "wr_served": "0", "wr_tokens": "0", "wr_at": str(opens_ms), "wr_seq": "0"}
+    return meta
 
 
 def _patch_pairs(patch: CampaignPatch) -> list[Any]:
@@ -275,4 +407,14 @@ def _patch_pairs(patch: CampaignPatch) -> list[Any]:
     if patch.sku_limits is not msgspec.UNSET:
         for sku, lim in patch.sku_limits.items():
             pairs += [f"lim:{sku}", -1 if lim is None else lim]
+    room = patch.waiting_room
+    if room is not msgspec.UNSET:
+        if room.rate_per_s is not msgspec.UNSET:
+            pairs += ["wr_rate", repr(room.rate_per_s)]
+        if room.burst is not msgspec.UNSET:
+            pairs += ["wr_burst", room.burst]
+        if room.max_active is not msgspec.UNSET:
+            pairs += ["wr_max_active", room.max_active]
+        if room.paused is not msgspec.UNSET:
+            pairs += ["wr_paused", int(room.paused)]
     return pairs

@@ -26,6 +26,8 @@ class Settings:
     """None: sqlite under data_dir."""
     data_dir: Path = Path("./var")
     jwt_secret: str | None = None
+    admission_secret: str | None = None
+    """HMAC key of waiting-room admission tokens; None: kept under data_dir."""
     admin_tokens: str | None = None
     """`role:token,...` with roles operator and viewer."""
     dev_auth: bool = False
@@ -43,6 +45,16 @@ class Settings:
     metrics: bool = True
     appendfsync: str = "everysec"
     """Embedded Valkey only: everysec (may lose ~1 s on a host crash) or always."""
+    persister: bool = True
+    """`serve` runs the persister in-process (off: run `stampede persist` beside it)."""
+    persist_batch: int = 1000
+    """Most stream entries per store transaction (per stream and read)."""
+    persist_claim_idle_ms: int = 30_000
+    """Entries pending this long under another consumer are taken over (XAUTOCLAIM)."""
+    persist_max_attempts: int = 5
+    """Failures alone (or deliveries) after which an entry goes to the dead-letter table."""
+    reconcile_interval_s: int = 30
+    """How often `serve` compares Redis counters with the store."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -74,7 +86,8 @@ class Settings:
         if self.drain_delay_ms < 0:
             raise ConfigError("STAMPEDE_DRAIN_DELAY_MS must not be negative")
         for name in ("hold_sweep_interval_ms", "sweep_batch", "idempotency_ttl_s", "max_batch",
-                     "max_body_bytes", "shutdown_grace_s"):
+                     "max_body_bytes", "shutdown_grace_s", "persist_batch",
+                     "persist_claim_idle_ms", "persist_max_attempts", "reconcile_interval_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
 

@@ -33,10 +33,12 @@ class CampaignSnapshot:
     counts: dict[str, int]
     waves: list[tuple[str, int, int]]
     """Pending waves: (sku, qty, at_ms)."""
+    waiting: tuple[int, int, int] = (0, 0, 0)
+    """Users on waitlists, waiting-room tickets, users admitted now."""
 
     @classmethod
     def from_reply(cls, cid: str, reply: list[Any]) -> "CampaignSnapshot":
-        _, now, meta, stock, counts, waves = reply
+        _, now, meta, stock, counts, waves, *rest = reply
         fields = _pairs(stock)
         names = sorted({k.rsplit(".", 1)[0] for k in fields})
         skus = []
@@ -49,8 +51,10 @@ class CampaignSnapshot:
         for member, score in zip(waves[::2], waves[1::2], strict=True):
             _idx, sku, qty = member.split("|")
             pending.append((sku, int(qty), int(float(score))))
+        waiting = tuple(int(n) for n in rest[0]) if rest else (0, 0, 0)
         return cls(cid, int(now), _pairs(meta), skus,
-                   {k: int(v) for k, v in _pairs(counts).items()}, pending)
+                   {k: int(v) for k, v in _pairs(counts).items()}, pending,
+                   waiting)  # type: ignore[arg-type]
 
     @property
     def opens_ms(self) -> int:

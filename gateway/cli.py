@@ -1,13 +1,16 @@
 """The `stampede` command: serve, and tools around it."""
 
+import json
+
 import typer
 import uvloop
+from prometheus_client import start_http_server
 from rich.console import Console
 
 from engine import Settings
 from engine.errors import ConfigError, ServerError
-from engine.valkey import EmbeddedValkey
-from gateway import credentials, logs
+from engine.valkey import EmbeddedValkey, embedded_url
+from gateway import credentials, logs, persistence
 from gateway.auth import mint_user_token
 from gateway.server import Listen, serve
 from gateway.workers import WorkerPool
@@ -112,6 +115,56 @@ def admin_token_command() -> None:
     if not tokens:
         raise typer.Exit(1)
     print(tokens[0].token)
+
+
+def _state_url(settings: Settings) -> str:
+    """STAMPEDE_REDIS_URL, else the embedded Valkey a running `serve` started."""
+    url = settings.redis_url or embedded_url(settings.data_dir)
+    if not url:
+        console.print("[red]no Redis:[/] set STAMPEDE_REDIS_URL, or start `stampede serve` "
+                      f"(its embedded Valkey is found under {settings.data_dir})")
+        raise typer.Exit(2)
+    return url
+
+
+@app.command("persist")
+def persist_command(
+    drain: bool = typer.Option(False, help="persist what the streams hold now, then exit"),
+    metrics_port: int = typer.Option(0, help="serve /metrics on this port (0: off)"),
+) -> None:
+    """Run the persister alone: event streams into the durable store (several may run)."""
+    settings = _settings()
+    logs.configure()
+    if metrics_port:
+        start_http_server(metrics_port, addr="127.0.0.1")
+    try:
+        uvloop.run(persistence.run_persister(settings, _state_url(settings), drain))
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command("audit")
+def audit_command(
+    campaign: str = typer.Option(None, help="only this campaign"),
+    users: bool = typer.Option(False, help="list every user's units"),
+) -> None:
+    """Recompute every campaign from the store alone; JSON summary; exit 1 on a violation."""
+    settings = _settings()
+    summary = uvloop.run(persistence.run_audit(settings, campaign, users))
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    if not summary["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command("recover")
+def recover_command(
+    campaign: str = typer.Argument(None, help="the campaign to rebuild (default: all)"),
+) -> None:
+    """Rebuild Redis state (counters, holds, limits, idempotent answers) from the store."""
+    settings = _settings()
+    logs.configure()
+    rebuilt = uvloop.run(persistence.run_recover(settings, _state_url(settings), campaign))
+    print(json.dumps(rebuilt, indent=2, sort_keys=True))
 
 
 def main() -> None:

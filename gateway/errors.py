@@ -32,6 +32,9 @@ STATUS: dict[Outcome, int] = {
     Outcome.IDEMPOTENCY_MISMATCH: 422,
     Outcome.INVALID: 400,
     Outcome.FENCED: 503,
+    Outcome.ADMISSION_REQUIRED: 403,
+    Outcome.WAITLIST_FULL: 409,
+    Outcome.NOT_SOLD_OUT: 409,
 }
 
 MESSAGES: dict[Outcome, str] = {
@@ -46,6 +49,12 @@ MESSAGES: dict[Outcome, str] = {
     Outcome.IDEMPOTENCY_MISMATCH: "this Idempotency-Key was used with a different request",
     Outcome.INVALID: "invalid request",
     Outcome.FENCED: "the campaign is being rebuilt; retry shortly",
+    Outcome.ADMISSION_REQUIRED: "this sale has a waiting room: take a ticket (POST "
+                                "/v1/campaigns/{id}/queue) and claim with the admission "
+                                "token you get when admitted (X-Admission-Token)",
+    Outcome.WAITLIST_FULL: "the waitlist for this SKU is full",
+    Outcome.NOT_SOLD_OUT: "this SKU is not sold out (units are available or a wave is "
+                          "coming): claim it instead",
 }
 
 RETRY_AFTER_S = "1"

@@ -59,6 +59,12 @@ def _operation(op: Operation, refs: dict[Any, Any], dev_auth: bool) -> dict[str,
     params = [{"name": name, "in": "path", "required": True,
                "schema": {"type": "string", "pattern": pattern}}
               for name, pattern in op.path_params.items()]
+    params += [{"name": name, "in": "query", "required": required,
+                "schema": {"type": "string", "pattern": pattern}}
+               for name, (pattern, required) in op.query_params.items()]
+    params += [{"name": name, "in": "header", "required": False,
+                "schema": {"type": "string", "maxLength": 1024}, "description": text}
+               for name, text in op.headers.items()]
     if op.idempotent:
         params.append({"name": "Idempotency-Key", "in": "header", "required": False,
                        "schema": {"type": "string", "pattern": KEY_PATTERN},

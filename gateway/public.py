@@ -30,14 +30,17 @@ async def campaign_status(request: web.Request) -> web.Response:
 
 @api.route("POST", "/v1/campaigns/{cid}/claims", "Claim units: a hold that expires",
            auth="user", body=ClaimRequest, response=ClaimView, status=201, idempotent=True,
-           errors=(400, 401, 404, 409, 413, 422, 503), path_params=CID)
+           errors=(400, 401, 403, 404, 409, 413, 422, 503), path_params=CID,
+           headers={"X-Admission-Token": "required when the campaign has a waiting room: "
+                                         "the token of your admitted ticket"})
 async def create_claim(request: web.Request) -> web.Response:
     user = request.app[AUTH].user(request)
     body = decode(_claim_decoder, await read_body(request))
     key = checked_key(request)
     async with request.app[GUARD].in_flight(user, key):
-        result = await request.app[ENGINE].claim(request.match_info["cid"], user, body.sku,
-                                                 body.qty, idempotency_key=key)
+        result = await request.app[ENGINE].claim(
+            request.match_info["cid"], user, body.sku, body.qty, idempotency_key=key,
+            admission_token=request.headers.get("X-Admission-Token"))
     count_claim(result.outcome)
     if result.outcome is not Outcome.OK:
         return outcome_error(result.outcome)

@@ -31,6 +31,10 @@ class Operation:
     tags: tuple[str, ...] = ()
     path_params: dict[str, str] = field(default_factory=dict)
     """Name -> regex pattern of each path parameter."""
+    query_params: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    """Name -> (regex pattern, required) of each query parameter."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """Name -> description of each optional request header (besides Idempotency-Key)."""
 
 
 class ApiRoutes:

@@ -9,10 +9,12 @@ from aiohttp import web
 
 from engine import Engine, Settings
 from engine.periodic import every
+from engine.store import open_store
 from gateway.app import make_admin_app, make_public_app
 from gateway.auth import Authenticator
 from gateway.logs import log
 from gateway.metrics import refresh_gauges
+from gateway.persistence import durable_tasks, heal_now, state_client
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,12 @@ async def serve(settings: Settings, redis_url: str, auth: Authenticator, listen:
     """Serve until SIGINT/SIGTERM; then fail readiness, finish in-flight requests, exit."""
     engine = Engine.from_url(redis_url, settings)
     await engine.start()
+    # The durable store, with the worker that does housekeeping: campaigns whose
+    # Redis state is older than the store are fenced and rebuilt before we listen.
+    store = await open_store(settings.resolved_store_url) if listen.housekeeping else None
+    durable_redis = state_client(redis_url) if store is not None else None
+    if store is not None and durable_redis is not None:
+        await heal_now(durable_redis, store, settings)
     ready = {"draining": False}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -45,6 +53,9 @@ async def serve(settings: Settings, redis_url: str, auth: Authenticator, listen:
                       access_log=None, shutdown_timeout=grace, handle_signals=False),
     ]
     tasks = _housekeeping(engine, settings, stop) if listen.housekeeping else []
+    if store is not None and durable_redis is not None:
+        tasks += durable_tasks(durable_redis, store, settings, stop, settings.persister,
+                               settings.metrics)
     try:
         for runner, port in zip(runners, (listen.port, listen.admin_port), strict=True):
             await runner.setup()
@@ -64,6 +75,10 @@ async def serve(settings: Settings, redis_url: str, auth: Authenticator, listen:
             await runner.cleanup()
         await asyncio.gather(*tasks, return_exceptions=True)
         await engine.close()
+        if durable_redis is not None:
+            await durable_redis.aclose()
+        if store is not None:
+            await store.close()
         log.info("stopped")
 
 

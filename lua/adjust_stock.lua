@@ -1,18 +1,19 @@
 -- adjust_stock: ops add or remove available units of one SKU, live.
 --
--- KEYS[1..8]  the campaign key set (include/common.lua)
+-- KEYS[1..13] the campaign key set (include/common.lua)
 -- ARGV[1]     sku
 -- ARGV[2]     delta (non-zero integer; negative takes from available only)
--- KEYS[9]     the operation's idempotency key: a retry answers the first answer
+-- KEYS[14]    the operation's idempotency key: a retry answers the first answer
 -- ARGV[3]     actor (who asked, for the event)
 -- ARGV[4]     how long to remember the answer, in ms
--- Returns     {code, available, released}
+-- Returns     {code, available, released}: available after any waitlist offers
 --
 -- Held and sold units are never taken back: a removal larger than what is
--- available is a CONFLICT and changes nothing.
+-- available is a CONFLICT and changes nothing. Added units go to the SKU's
+-- waitlist first (offers), and only the rest to available stock.
 --@include common
 
-local prior = redis.call('GET', KEYS[9])
+local prior = redis.call('GET', KEYS[NKEYS + 1])
 if prior then
   local code, a, r = string.match(prior, '^([^|]*)|([^|]*)|([^|]*)$')
   return {tonumber(code), tonumber(a), tonumber(r)}
@@ -30,6 +31,8 @@ redis.call('HINCRBY', K.stock, sku .. '.a', delta)
 redis.call('HINCRBY', K.stock, sku .. '.r', delta)
 emit(now, 'stock_adjusted', {'sku', sku, 'delta', delta, 'actor', ARGV[3],
                              'before', avail, 'after', avail + delta})
-redis.call('SET', KEYS[9], table.concat({OK, avail + delta, released + delta}, '|'),
+if delta > 0 then offer_waitlist(now, sku) end
+local after = tonumber(redis.call('HGET', K.stock, sku .. '.a'))
+redis.call('SET', KEYS[NKEYS + 1], table.concat({OK, after, released + delta}, '|'),
            'PX', tonumber(ARGV[4]))
-return {OK, avail + delta, released + delta}
+return {OK, after, released + delta}

@@ -1,12 +1,15 @@
 -- claim_batch: place holds for a batch of claims in one round trip.
 --
--- KEYS[1..8]  the campaign key set (include/common.lua)
--- KEYS[9..]   idempotency keys, one per claim that carries one
+-- KEYS[1..13] the campaign key set (include/common.lua)
+-- KEYS[14..]  idempotency keys, one per claim that carries one
 -- ARGV[1]     how long to remember an idempotent answer, in ms
 -- ARGV[2]     sweep limit: expired holds to release before claiming
--- ARGV[3..]   one per claim: "claim_id|user|sku|qty|idem_slot|fingerprint"
+-- ARGV[3..]   one per claim: "claim_id|user|sku|qty|idem_slot|admission|fingerprint"
 --             idem_slot is the KEYS index of its idempotency key, 0 if none;
---             fingerprint identifies the request body for mismatch checks.
+--             admission is the expiry (ms) of the admission token the claim
+--             carries, verified by the engine, -1 if none (needed only when
+--             the campaign has a waiting room); fingerprint identifies the
+--             request body for mismatch checks.
 --             (One packed argument per claim: packing is the client's cost.)
 -- Returns     a flat array, five per claim: code, claim_id, deadline_ms, price,
 --             created_ms (code is an outcome; the rest are '' unless OK).
@@ -22,10 +25,12 @@ release_due_waves(now)
 expire_due_holds(now, tonumber(ARGV[2]))
 
 local gate = sale_gate(now)
-local meta = redis.call('HMGET', K.meta, 'per_user', 'hold_ttl_ms', 'max_qty')
+local meta = redis.call('HMGET', K.meta, 'per_user', 'hold_ttl_ms', 'max_qty', 'wr_on')
 local per_user = tonumber(meta[1] or '-1')
 local hold_ttl = tonumber(meta[2] or '0')
 local max_qty = tonumber(meta[3] or '1')
+local waiting_room = meta[4] == '1'
+local waitlists = redis.call('EXISTS', K.waitlist) == 1
 
 -- Stock of the SKUs this batch touches, read once and written once at the
 -- end: the script is atomic, so nobody sees the cache and Redis differ.
@@ -39,7 +44,7 @@ local function stock_of(sku)
       s = false
     else
       s = {a = tonumber(r[1]), h = tonumber(r[2]), lim = tonumber(r[3]), price = r[4],
-           dirty = false}
+           dirty = false, waiting = waitlists and wl_head(sku) ~= nil}
     end
     stock[sku] = s
   end
@@ -70,7 +75,7 @@ local function remember(slot, fingerprint, code, claim_id, deadline, price, crea
   end
 end
 
-local function claim_one(claim_id, user, sku, qty, slot, fingerprint)
+local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint)
   if slot > 0 then
     local prior = redis.call('GET', KEYS[slot])
     if prior then
@@ -87,6 +92,9 @@ local function claim_one(claim_id, user, sku, qty, slot, fingerprint)
   end
   -- Refusals by state are "try later" answers, not remembered.
   if gate ~= OK then return answer(gate) end
+  if waiting_room and not admitted(now, user, admission) then
+    return answer(ADMISSION_REQUIRED)
+  end
   local s = stock_of(sku)
   if not s then return answer(NOT_FOUND) end
   if qty < 1 or qty > max_qty then return answer(INVALID) end
@@ -99,7 +107,7 @@ local function claim_one(claim_id, user, sku, qty, slot, fingerprint)
     remember(slot, fingerprint, LIMIT_EXCEEDED)
     return answer(LIMIT_EXCEEDED)
   end
-  if s.a < qty then
+  if s.a < qty or s.waiting then  -- released units belong to the waitlist first
     tally_one('sold_out')
     remember(slot, fingerprint, SOLD_OUT)
     return answer(SOLD_OUT)
@@ -113,6 +121,7 @@ local function claim_one(claim_id, user, sku, qty, slot, fingerprint)
     qty = qty, deadline = deadline, price = s.price, created = now}))
   redis.call('ZADD', K.deadlines, deadline, claim_id)
   tally_one('held')
+  if waiting_room then redis.call('ZREM', K.admitted, user) end  -- the turn is used
   local ev = {'claim', claim_id, 'user', user, 'sku', sku, 'qty', qty, 'price', s.price,
               'deadline', deadline}
   if slot > 0 then  -- lets recovery rebuild the idempotent answer
@@ -125,9 +134,9 @@ local function claim_one(claim_id, user, sku, qty, slot, fingerprint)
 end
 
 for i = 3, #ARGV do
-  local claim_id, user, sku, qty, slot, fp =
-    string.match(ARGV[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
-  claim_one(claim_id, user, sku, tonumber(qty), tonumber(slot), fp)
+  local claim_id, user, sku, qty, slot, adm, fp =
+    string.match(ARGV[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  claim_one(claim_id, user, sku, tonumber(qty), tonumber(slot), tonumber(adm), fp)
 end
 flush_stock()
 for field, n in pairs(tally) do count(field, n) end

@@ -1,6 +1,6 @@
--- confirm: a paid hold becomes sold, at most once.
+-- confirm: a paid hold becomes sold, at most once (an accepted waitlist offer too).
 --
--- KEYS[1..8]  the campaign key set (include/common.lua)
+-- KEYS[1..13] the campaign key set (include/common.lua)
 -- ARGV[1]     claim_id
 -- ARGV[2]     user id of the caller (another user's claim is NOT_FOUND)
 -- Returns     {code, status, deadline_ms}
@@ -31,4 +31,5 @@ redis.call('HSET', K.claims, ARGV[1], format_claim(c))
 count('confirmed')
 emit(now, 'claim_confirmed', {'claim', ARGV[1], 'user', c.user, 'sku', c.sku, 'qty', c.qty,
                               'price', c.price})
+settle_offer(now, ARGV[1], c, 'offer_accepted')
 return {OK, c.status, c.deadline}

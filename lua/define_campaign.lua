@@ -1,31 +1,47 @@
 -- define_campaign: create a campaign, or replace one that has no claims yet.
 --
--- KEYS[1..8]  the campaign key set (include/common.lua)
+-- KEYS[1..13] the campaign key set (include/common.lua)
 -- ARGV[1]     campaign id         ARGV[2] name
 -- ARGV[3]     opens_ms            ARGV[4] closes_ms
 -- ARGV[5]     hold_ttl_ms         ARGV[6] per-user limit (-1: none)
 -- ARGV[7]     max qty per claim   ARGV[8] the spec as JSON (for the event)
 -- ARGV[9]     actor (who asked, for the audit trail in the event)
--- ARGV[10]    n, the SKU count; then n triples: sku, price, per-user limit (-1: none)
+-- ARGV[10]    optional settings as a JSON object of meta fields (strings): the
+--             waitlist (wl_max, offer_ttl_ms), the waiting room (wr_*), salt
+-- ARGV[11]    n, the SKU count; then n triples: sku, price, per-user limit (-1: none)
 -- ARGV[..]    then wave quads to the end: index, sku, qty, at_ms
 -- Returns     {code, created}: created is 1 for a new campaign, 0 for a replacement
 --
 -- A campaign with claims is never replaced (CONFLICT): its counters are the
--- truth of what was sold. Waves already due are released at once.
+-- truth of what was sold. Waves already due are released at once. A
+-- replacement drops the waitlists but keeps the waiting room's tickets and
+-- serving state: early arrivals keep their places.
 --@include common
 
 local now = now_ms()
 local exists = redis.call('EXISTS', K.meta) == 1
 if exists and redis.call('HLEN', K.claims) > 0 then return {CONFLICT, 0} end
+local optional = cjson.decode(ARGV[10])
 if exists then
-  redis.call('DEL', K.stock, K.users, K.deadlines, K.waves, K.counts)
+  redis.call('DEL', K.stock, K.users, K.deadlines, K.waves, K.counts, K.waitlist, K.wlentries,
+             K.offers)
+  redis.call('HDEL', K.meta, 'wl_max', 'offer_ttl_ms', 'wr_on', 'wr_rate', 'wr_burst',
+             'wr_max_active', 'wr_window_ms', 'wr_token_ttl_ms', 'wr_paused')
 end
 redis.call('HSET', K.meta, 'id', ARGV[1], 'name', ARGV[2], 'opens_ms', ARGV[3],
            'closes_ms', ARGV[4], 'hold_ttl_ms', ARGV[5], 'per_user', ARGV[6],
            'max_qty', ARGV[7], 'state', 'active', 'fenced', '0')
 redis.call('HSETNX', K.meta, 'epoch', '1')
-local n = tonumber(ARGV[10])
-local i = 11
+for name, value in pairs(optional) do
+  if name == 'wr_served' or name == 'wr_tokens' or name == 'wr_at' or name == 'wr_seq'
+      or name == 'salt' then
+    redis.call('HSETNX', K.meta, name, value)  -- serving state survives a replacement
+  else
+    redis.call('HSET', K.meta, name, value)
+  end
+end
+local n = tonumber(ARGV[11])
+local i = 12
 for _ = 1, n do
   local sku = ARGV[i]
   redis.call('HSET', K.stock, sku .. '.a', 0, sku .. '.h', 0, sku .. '.s', 0, sku .. '.r', 0,

@@ -1,21 +1,25 @@
 -- patch_campaign: live change of state, schedule and limits, for the next request.
 --
--- KEYS[1..8]  the campaign key set (include/common.lua)
+-- KEYS[1..13] the campaign key set (include/common.lua)
 -- ARGV[1]     actor (who asked, for the event)
 -- ARGV[2..]   name, value pairs; names: state (active|paused|closed), opens_ms,
---             closes_ms, hold_ttl_ms, per_user, max_qty, and "lim:<sku>"
---             for a SKU's per-user limit (-1: none)
+--             closes_ms, hold_ttl_ms, per_user, max_qty, "lim:<sku>"
+--             for a SKU's per-user limit (-1: none), and the waiting room's
+--             wr_rate, wr_burst, wr_max_active, wr_paused (1|0)
 -- Returns     {code, before_json, after_json}
 --
 -- A closed campaign stays closed (CONFLICT on a state change). Unknown SKUs
--- are NOT_FOUND; a schedule whose close is not after its open is INVALID.
--- Everything is checked before the first write.
+-- are NOT_FOUND, and so are waiting-room settings of a campaign without
+-- one; a schedule whose close is not after its open is INVALID. Everything
+-- is checked before the first write. The waiting room is first brought up
+-- to now at its old rate, so a new rate or a pause applies from now on.
 --@include common
 
 if redis.call('EXISTS', K.meta) == 0 then return {NOT_FOUND, '', ''} end
 local now = now_ms()
 local before, after = {}, {}
 local writes = {}
+local room = false
 for i = 2, #ARGV, 2 do
   local name, value = ARGV[i], ARGV[i + 1]
   local sku = string.match(name, '^lim:(.+)$')
@@ -25,6 +29,10 @@ for i = 2, #ARGV, 2 do
     before[name] = cur
     writes[#writes + 1] = {K.stock, sku .. '.lim', value}
   else
+    if string.sub(name, 1, 3) == 'wr_' then
+      if redis.call('HGET', K.meta, 'wr_on') ~= '1' then return {NOT_FOUND, '', ''} end
+      room = true
+    end
     local cur = redis.call('HGET', K.meta, name)
     if name == 'state' and cur == 'closed' and value ~= 'closed' then
       return {CONFLICT, '', ''}
@@ -37,6 +45,10 @@ end
 local opens = tonumber(after['opens_ms'] or redis.call('HGET', K.meta, 'opens_ms'))
 local closes = tonumber(after['closes_ms'] or redis.call('HGET', K.meta, 'closes_ms'))
 if closes <= opens then return {INVALID, '', ''} end
+if room then
+  local st = advance_queue(now)
+  redis.call('HSET', K.meta, 'wr_tokens', st.tokens, 'wr_at', math.max(st.at, now))
+end
 for _, w in ipairs(writes) do redis.call('HSET', w[1], w[2], w[3]) end
 local b, a = cjson.encode(before), cjson.encode(after)
 emit(now, 'campaign_patched', {'actor', ARGV[1], 'before', b, 'after', a})

@@ -1,15 +1,19 @@
 -- read_status: bring the campaign up to date (due waves, lapsed holds) and read it.
 --
--- KEYS[1..8]  the campaign key set (include/common.lua)
+-- KEYS[1..13] the campaign key set (include/common.lua)
 -- ARGV[1]     the most lapsed holds to expire before reading
 -- Returns     {code, now_ms, meta (flat name/value list), stock (flat), counts (flat),
---             pending waves (flat member/score list)}
+--             pending waves (flat member/score list),
+--             {waiting on waitlists, waiting-room tickets, admitted now}}
 --@include common
 
 if redis.call('EXISTS', K.meta) == 0 then return {NOT_FOUND} end
 local now = now_ms()
 release_due_waves(now)
 expire_due_holds(now, tonumber(ARGV[1]))
+advance_queue(now)
 return {OK, now, redis.call('HGETALL', K.meta), redis.call('HGETALL', K.stock),
         redis.call('HGETALL', K.counts),
-        redis.call('ZRANGE', K.waves, 0, -1, 'WITHSCORES')}
+        redis.call('ZRANGE', K.waves, 0, -1, 'WITHSCORES'),
+        {redis.call('ZCARD', K.waitlist), redis.call('ZCARD', K.queue),
+         redis.call('ZCOUNT', K.admitted, '(' .. now, '+inf')}}

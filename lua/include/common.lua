@@ -1,6 +1,6 @@
 -- Shared helpers, pasted at the top of every operation by the registry.
 --
--- Every operation gets the campaign's fixed key set as KEYS[1..8], in this
+-- Every operation gets the campaign's fixed key set as KEYS[1..13], in this
 -- order (built by engine/keys.py, all under the campaign's hash tag):
 --   1 meta       hash: config, state, evseq, epoch, fenced, time_offset_ms
 --   2 stock      hash: "<sku>.a|h|s|r" available/held/sold/released,
@@ -11,7 +11,15 @@
 --   6 waves      zset: "<idx>|<sku>|<qty>" scored by release time (ms)
 --   7 events     stream: one entry per change, field seq is contiguous
 --   8 counts     hash: claims by outcome, for stats
--- Lua never builds a key name: extra keys (idempotency) come in KEYS[9..].
+--   9 waitlist   zset, every score 0, in member order: "<sku>|<seq>|<user>"
+--                (seq zero-padded: within a SKU, lexical order is join order)
+--  10 wlentries  hash: "<user>|<sku>" -> "status|seq|qty|joined_ms|claim_id"
+--                (status waiting or offered; claim_id '' until offered)
+--  11 offers     hash: claim_id -> "<user>|<sku>" for holds made as waitlist offers
+--  12 queue      zset: waiting-room tickets; user scored by place (an early
+--                arrival a random draw in [0,1), a later one 1 + arrival number)
+--  13 admitted   zset: admitted user scored by the end of their window (ms)
+-- Lua never builds a key name: extra keys (idempotency) come in KEYS[14..].
 
 -- Outcome codes: the one table engine/outcomes.py mirrors (a test checks).
 local OK = 0
@@ -26,11 +34,17 @@ local CONFLICT = 8
 local IDEMPOTENCY_MISMATCH = 9
 local INVALID = 10
 local FENCED = 11
+local ADMISSION_REQUIRED = 12
+local WAITLIST_FULL = 13
+local NOT_SOLD_OUT = 14
 
 local K = {
   meta = KEYS[1], stock = KEYS[2], users = KEYS[3], claims = KEYS[4],
   deadlines = KEYS[5], waves = KEYS[6], events = KEYS[7], counts = KEYS[8],
+  waitlist = KEYS[9], wlentries = KEYS[10], offers = KEYS[11], queue = KEYS[12],
+  admitted = KEYS[13],
 }
+local NKEYS = 13  -- the first extra key is KEYS[NKEYS + 1]
 
 -- Server time in ms plus the campaign's test offset (0 in production):
 -- never a gateway's clock.
@@ -68,6 +82,93 @@ local function format_claim(c)
   return table.concat({c.status, c.user, c.sku, c.qty, c.deadline, c.price, c.created}, '|')
 end
 
+-- A waitlist entry: one pipe-joined string per user and SKU.
+local function parse_entry(raw)
+  local st, seq, qty, joined, claim =
+    string.match(raw, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+  return {status = st, seq = seq, qty = tonumber(qty), joined = tonumber(joined), claim = claim}
+end
+
+local function format_entry(e)
+  return table.concat({e.status, e.seq, e.qty, e.joined, e.claim}, '|')
+end
+
+-- The lexical range of one SKU's members in K.waitlist: SKU ids never hold
+-- '|', and '}' is the byte after it, so no other SKU's members fall inside.
+local function wl_range(sku)
+  return '[' .. sku .. '|', '(' .. sku .. '}'
+end
+
+local function wl_head(sku)
+  local lo, hi = wl_range(sku)
+  return redis.call('ZRANGEBYLEX', K.waitlist, lo, hi, 'LIMIT', 0, 1)[1]
+end
+
+-- Offer the available units of `sku` to its waitlist, head first: a head
+-- whose quantity fits gets a hold in its name (an offer, with the campaign's
+-- offer TTL); a head over its limit by now is skipped. A head that wants
+-- more than is available waits for more, and everyone behind it too: FIFO
+-- is exact, and claims see sold_out while anyone waits (claim_batch).
+local function offer_waitlist(now, sku)
+  if redis.call('EXISTS', K.waitlist) == 0 then return end
+  local cfg = redis.call('HMGET', K.meta, 'offer_ttl_ms', 'per_user', 'id', 'salt')
+  local s = redis.call('HMGET', K.stock, sku .. '.a', sku .. '.h', sku .. '.price',
+                       sku .. '.lim')
+  if not s[1] then return end
+  local avail, held, changed = tonumber(s[1]), tonumber(s[2]), false
+  local per_user, sku_lim = tonumber(cfg[2] or '-1'), tonumber(s[4])
+  while avail > 0 do
+    local head = wl_head(sku)
+    if not head then break end
+    local user = string.match(head, '^[^|]*|[^|]*|(.*)$')
+    local field = user .. '|' .. sku
+    local e = parse_entry(redis.call('HGET', K.wlentries, field))
+    if e.qty > avail then break end
+    redis.call('ZREM', K.waitlist, head)
+    local u = redis.call('HMGET', K.users, user, field)
+    local total, per_sku = tonumber(u[1] or '0'), tonumber(u[2] or '0')
+    if (per_user >= 0 and total + e.qty > per_user)
+        or (sku_lim >= 0 and per_sku + e.qty > sku_lim) then
+      redis.call('HDEL', K.wlentries, field)
+      count('waitlist_skipped')
+      emit(now, 'waitlist_skipped', {'user', user, 'sku', sku, 'qty', e.qty,
+                                     'reason', 'limit_exceeded'})
+    else
+      -- An unguessable id without randomness: the campaign's secret salt
+      -- and the entry's unique sequence number, hashed.
+      local claim_id = cfg[3] .. '.' .. string.sub(redis.sha1hex(cfg[4] .. '|' .. e.seq), 1, 20)
+      local deadline = now + tonumber(cfg[1])
+      avail, held, changed = avail - e.qty, held + e.qty, true
+      redis.call('HINCRBY', K.users, user, e.qty)
+      redis.call('HINCRBY', K.users, field, e.qty)
+      redis.call('HSET', K.claims, claim_id, format_claim({status = 'held', user = user,
+        sku = sku, qty = e.qty, deadline = deadline, price = s[3], created = now}))
+      redis.call('ZADD', K.deadlines, deadline, claim_id)
+      redis.call('HSET', K.offers, claim_id, field)
+      e.status, e.claim = 'offered', claim_id
+      redis.call('HSET', K.wlentries, field, format_entry(e))
+      count('offered')
+      -- claim_held first: to the store, an offer is a hold like any other.
+      emit(now, 'claim_held', {'claim', claim_id, 'user', user, 'sku', sku, 'qty', e.qty,
+                               'price', s[3], 'deadline', deadline, 'offer', 1})
+      emit(now, 'offer_made', {'claim', claim_id, 'user', user, 'sku', sku, 'qty', e.qty,
+                               'deadline', deadline})
+    end
+  end
+  if changed then redis.call('HSET', K.stock, sku .. '.a', avail, sku .. '.h', held) end
+end
+
+-- A held claim that was a waitlist offer has been settled (accepted,
+-- lapsed or declined): its waitlist entry ends with it.
+local function settle_offer(now, claim_id, c, etype)
+  if redis.call('HEXISTS', K.offers, claim_id) == 0 then return end
+  local field = c.user .. '|' .. c.sku
+  local raw = redis.call('HGET', K.wlentries, field)
+  if raw and parse_entry(raw).claim == claim_id then redis.call('HDEL', K.wlentries, field) end
+  count(etype)
+  emit(now, etype, {'claim', claim_id, 'user', c.user, 'sku', c.sku, 'qty', c.qty})
+end
+
 -- Release every wave whose time has come: stock arrives with no cron.
 local function release_due_waves(now)
   local due = redis.call('ZRANGEBYSCORE', K.waves, '-inf', now)
@@ -78,11 +179,13 @@ local function release_due_waves(now)
     redis.call('HINCRBY', K.stock, sku .. '.r', qty)
     redis.call('ZREM', K.waves, member)
     emit(now, 'wave_released', {'sku', sku, 'qty', qty, 'wave', idx})
+    offer_waitlist(now, sku)
   end
 end
 
--- Return a held claim's units to stock, exactly once: the caller has
--- checked that the claim is held; its status moves to `new_status`.
+-- Return a held claim's units, exactly once, to the SKU's waitlist first
+-- and only then to stock: the caller has checked that the claim is held;
+-- its status moves to `new_status`.
 local function release_hold(now, claim_id, c, new_status)
   redis.call('HINCRBY', K.stock, c.sku .. '.h', -c.qty)
   redis.call('HINCRBY', K.stock, c.sku .. '.a', c.qty)
@@ -94,6 +197,8 @@ local function release_hold(now, claim_id, c, new_status)
   count(new_status)
   emit(now, 'claim_' .. new_status,
        {'claim', claim_id, 'user', c.user, 'sku', c.sku, 'qty', c.qty})
+  settle_offer(now, claim_id, c, new_status == 'expired' and 'offer_lapsed' or 'offer_declined')
+  offer_waitlist(now, c.sku)
 end
 
 -- Expire up to `limit` holds whose deadline has passed.
@@ -124,4 +229,70 @@ local function sale_gate(now)
   if m[1] == 'paused' then return PAUSED end
   if now < tonumber(m[2]) then return NOT_OPEN end
   return OK
+end
+
+-- The waiting room, brought up to `now` from server time alone (no ticker
+-- can stall it): lapsed admissions leave (their slots return to the flow);
+-- tokens accrue at the rate since the last advance unless admission is
+-- paused; as many tickets as the tokens and the free active slots allow
+-- are admitted, in queue order; and only what is left over is capped at
+-- the burst. So the serving counter is what a perfect ticker would have
+-- made it, however rarely anyone polls, and it never runs ahead of
+-- rate x time + burst. Tokens are kept in thousandths.
+-- Returns the state, or nil if the campaign has no waiting room.
+local function advance_queue(now)
+  local m = redis.call('HMGET', K.meta, 'wr_on', 'opens_ms', 'wr_rate', 'wr_burst',
+                       'wr_max_active', 'wr_window_ms', 'wr_paused', 'wr_served', 'wr_tokens',
+                       'wr_at')
+  if m[1] ~= '1' then return nil end
+  local st = {opens = tonumber(m[2]), rate = tonumber(m[3]), burst = tonumber(m[4]),
+              max_active = tonumber(m[5]), window = tonumber(m[6]), paused = m[7] == '1',
+              served = tonumber(m[8]), tokens = tonumber(m[9]), at = tonumber(m[10]),
+              active = 0}
+  if now < st.opens then return st end  -- nobody is admitted before the opening
+  local lapsed = redis.call('ZREMRANGEBYSCORE', K.admitted, '-inf', now)
+  if lapsed > 0 then count('admission_lapsed', lapsed) end
+  local from = math.max(st.at, st.opens)
+  local accrued = false
+  if now > from then
+    if not st.paused then
+      st.tokens = st.tokens + math.floor(st.rate * (now - from))
+      accrued = true
+    end
+    st.at = now
+  end
+  st.active = redis.call('ZCARD', K.admitted)
+  local n = 0
+  if not st.paused then
+    n = math.max(0, math.min(math.floor(st.tokens / 1000), st.max_active - st.active,
+                             redis.call('ZCARD', K.queue) - st.served))
+  end
+  local leftover = math.min(st.burst * 1000, st.tokens - n * 1000)
+  if n == 0 and (not accrued or leftover == st.tokens) then return st end
+  st.tokens = leftover
+  if n == 0 then  -- tokens capped: keep the cap, or a later advance would recount them
+    redis.call('HSET', K.meta, 'wr_tokens', st.tokens, 'wr_at', st.at)
+    return st
+  end
+  local users = redis.call('ZRANGE', K.queue, st.served, st.served + n - 1)
+  for i = 1, #users, 500 do
+    local args = {}
+    for j = i, math.min(i + 499, #users) do
+      args[#args + 1] = now + st.window
+      args[#args + 1] = users[j]
+    end
+    redis.call('ZADD', K.admitted, unpack(args))
+  end
+  st.served, st.active = st.served + n, st.active + n
+  count('admitted', n)
+  redis.call('HSET', K.meta, 'wr_served', st.served, 'wr_tokens', st.tokens, 'wr_at', st.at)
+  return st
+end
+
+-- May `user` claim now? `token_exp` is when the admission token they showed
+-- expires (its signature and binding checked by the engine; -1 if none).
+local function admitted(now, user, token_exp)
+  if token_exp <= now then return false end
+  local window_end = redis.call('ZSCORE', K.admitted, user)
+  return window_end and tonumber(window_end) > now or false
 end

@@ -13,7 +13,7 @@ import schemathesis
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from hypothesis import HealthCheck, settings
 
-from gateway import admin, app, public
+from gateway import admin, app, public, queues
 from gateway.auth import mint_user_token
 from gateway.idempotency import KEY_PATTERN
 from gateway.openapi import build_spec
@@ -24,7 +24,8 @@ OPERATOR = "fuzz-operator-token"
 USERS = ("alice", "bob")
 
 public_schema = schemathesis.openapi.from_dict(
-    build_spec("public", app.health.operations + public.api.operations, dev_auth=False))
+    build_spec("public", app.health.operations + public.api.operations + queues.api.operations,
+               dev_auth=False))
 admin_schema = schemathesis.openapi.from_dict(
     build_spec("admin", app.health.operations + admin.api.operations, dev_auth=False))
 

@@ -1,0 +1,34 @@
+-- waitlist_leave: a user leaves a SKU's waitlist; leaving with an offer declines it.
+--
+-- KEYS[1..13] the campaign key set (include/common.lua)
+-- ARGV[1]     user id            ARGV[2] sku
+-- Returns     {code, status, qty, joined_ms, claim_id}: the entry as it was
+--             (status waiting, or offered: then its hold is cancelled and
+--             the units pass to the next in line)
+--
+-- Not on the list is NOT_FOUND; a fenced campaign is FENCED.
+--@include common
+
+local user, sku = ARGV[1], ARGV[2]
+if redis.call('EXISTS', K.meta) == 0 then return {NOT_FOUND} end
+local now = now_ms()
+release_due_waves(now)
+local field = user .. '|' .. sku
+local raw = redis.call('HGET', K.wlentries, field)
+if not raw then return {NOT_FOUND} end
+if redis.call('HGET', K.meta, 'fenced') == '1' then return {FENCED} end
+local e = parse_entry(raw)
+local c = e.status == 'offered' and parse_claim(redis.call('HGET', K.claims, e.claim))
+if c and c.status == 'held' then
+  -- A lapsed offer is expired (offer_lapsed), a live one cancelled (offer_declined):
+  -- either way the hold's units go on to the next in line.
+  release_hold(now, e.claim, c, now >= c.deadline and 'expired' or 'cancelled')
+  return {OK, e.status, e.qty, e.joined, e.claim}
+end
+local member = sku .. '|' .. e.seq .. '|' .. user
+redis.call('ZREM', K.waitlist, member)
+redis.call('HDEL', K.wlentries, field)
+count('waitlist_left')
+emit(now, 'waitlist_left', {'user', user, 'sku', sku, 'qty', e.qty})
+offer_waitlist(now, sku)  -- a head that waited for more units may have left
+return {OK, e.status, e.qty, e.joined, ''}

@@ -1,0 +1,31 @@
+"""Shared checks for the store tests."""
+
+from typing import Any
+
+from sqlalchemy import select
+
+from engine import Engine
+from engine.store import Store
+from engine.store import schema as t
+
+
+async def store_rows(store: Store, table: Any, cid: str) -> list[Any]:
+    async with store.engine.connect() as conn:
+        return list(await conn.execute(select(table).where(table.c.campaign_id == cid)))
+
+
+async def assert_store_matches_redis(engine: Engine, store: Store, cid: str) -> None:
+    """SKU counters and every claim's status are the same in Redis and the store."""
+    stats = await engine.stats(cid)
+    assert stats is not None
+    skus = {r.sku: r for r in await store_rows(store, t.skus, cid)}
+    for s in stats.skus:
+        row = skus[s.sku]
+        assert (row.available, row.held, row.sold, row.released) == \
+            (s.available, s.held, s.sold, s.released), s.sku
+    raw = await engine.redis.hgetall(f"{{c:{cid}}}:claims")
+    redis_status = {k: v.split("|", 1)[0] for k, v in raw.items()}
+    stored = {r.claim_id: r.status for r in await store_rows(store, t.claims, cid)}
+    assert stored == redis_status
+    camp = (await store_rows(store, t.campaigns, cid))[0]
+    assert camp.applied_seq == stats.events

@@ -1,0 +1,112 @@
+"""Rebuilding Redis from the store: nothing sold twice, answers and holds come back."""
+
+from redis.asyncio import Redis
+
+from engine import Engine, Outcome, Settings
+from engine.audit import audit
+from engine.keys import campaign_keys
+from engine.persister import Persister
+from engine.reconcile import reconcile, reconcile_campaign
+from engine.recovery import fence, heal, recover_campaign, redis_behind
+from engine.store import Store
+from tests.conftest import campaign_spec
+from tests.store.helpers import assert_store_matches_redis
+
+TTL = 86_400_000
+
+
+async def test_recover_an_emptied_redis_and_continue_the_sale(
+        sale: Engine, persister: Persister, raw_redis: "Redis[str]", store: Store) -> None:
+    await sale.define_campaign("c1", campaign_spec(stock=6, per_user=2))
+    first = await sale.claim("c1", "ann", "tee", idempotency_key="k1")
+    assert first.claim
+    await sale.claim("c1", "ann", "tee")
+    bob = await sale.claim("c1", "bob", "tee")
+    assert bob.claim
+    await sale.confirm(bob.claim.claim_id, "bob")
+    before = await sale.stats("c1")
+    await persister.drain()
+    await raw_redis.flushall()
+    assert (await sale.claim("c1", "cat", "tee")).outcome is Outcome.NOT_FOUND
+    rebuilt = await recover_campaign(raw_redis, store, "c1", TTL)
+    assert rebuilt.epoch == 2 and rebuilt.live_holds == 2 and rebuilt.idempotency_answers == 1
+    after = await sale.stats("c1")
+    assert after is not None and before is not None
+    assert after.skus == before.skus and after.events == before.events and not after.fenced
+    retry = await sale.claim("c1", "ann", "tee", idempotency_key="k1")
+    assert retry.claim and retry.claim.claim_id == first.claim.claim_id  # same first answer
+    assert (await sale.claim("c1", "ann", "tee")).outcome is Outcome.LIMIT_EXCEEDED
+    for user in ("cat", "dan", "eve", "fay"):
+        await sale.claim("c1", user, "tee")
+    stats = await sale.stats("c1")
+    assert stats and stats.skus[0].available == 0 and stats.skus[0].held + \
+        stats.skus[0].sold == 6
+    await persister.drain()
+    await assert_store_matches_redis(sale, store, "c1")
+    summary = await audit(store)
+    assert summary["ok"], summary
+    assert summary["campaigns"]["c1"]["epoch"] == 2
+
+
+async def test_a_fenced_campaign_answers_unavailable(
+        sale: Engine, persister: Persister, raw_redis: "Redis[str]", store: Store) -> None:
+    await sale.define_campaign("c1", campaign_spec(stock=5))
+    held = await sale.claim("c1", "ann", "tee")
+    assert held.claim
+    await persister.drain()
+    await fence(raw_redis, store, "c1")
+    assert (await sale.claim("c1", "bob", "tee")).outcome is Outcome.FENCED
+    assert (await sale.confirm(held.claim.claim_id, "ann")).outcome is Outcome.FENCED
+    await raw_redis.flushall()
+    await fence(raw_redis, store, "c1")  # a missing campaign is fenced too, not "not found"
+    assert (await sale.claim("c1", "bob", "tee")).outcome is Outcome.FENCED
+    await recover_campaign(raw_redis, store, "c1", TTL)
+    assert (await sale.claim("c1", "bob", "tee")).outcome is Outcome.OK
+
+
+async def test_an_older_redis_is_detected_and_healed(
+        sale: Engine, persister: Persister, raw_redis: "Redis[str]", store: Store) -> None:
+    await sale.define_campaign("c1", campaign_spec(stock=5))
+    await sale.claim("c1", "ann", "tee")
+    await persister.drain()
+    assert await redis_behind(raw_redis, store, "c1") is None
+    await recover_campaign(raw_redis, store, "c1", TTL)  # epoch 2 in both
+    meta = campaign_keys("c1")[0]
+    await raw_redis.hset(meta, "epoch", "1")  # as if Redis came back from an older AOF
+    assert "epoch" in (await redis_behind(raw_redis, store, "c1") or "")
+    (healed,) = await heal(raw_redis, store, TTL)
+    assert healed.epoch == 3 and await redis_behind(raw_redis, store, "c1") is None
+    await raw_redis.hset(meta, "evseq", "1")  # fewer events than the store has
+    assert await redis_behind(raw_redis, store, "c1")
+    assert len(await heal(raw_redis, store, TTL)) == 1
+    assert await heal(raw_redis, store, TTL) == []
+
+
+async def test_reconcile_compares_at_the_same_event(
+        sale: Engine, persister: Persister, raw_redis: "Redis[str]", store: Store) -> None:
+    await sale.define_campaign("c1", campaign_spec(stock=50, per_user=None))
+    for i in range(10):
+        await sale.claim("c1", f"u{i}", "tee")
+    await persister.drain()
+    for i in range(10, 20):  # Redis moves on; the store lags behind
+        r = await sale.claim("c1", f"u{i}", "tee")
+        if r.claim and i % 2:
+            await sale.confirm(r.claim.claim_id, f"u{i}")
+    assert await reconcile_campaign(raw_redis, store, "c1") == []
+    await raw_redis.hincrby(campaign_keys("c1")[1], "tee.a", 1)  # a unit from nowhere
+    (diff,) = await reconcile(raw_redis, store)
+    assert (diff.sku, diff.counter, diff.redis - diff.store) == ("tee", "available", 1)
+
+
+async def test_recover_drains_what_the_store_has_not_seen(
+        sale: Engine, raw_redis: "Redis[str]", store: Store, store_settings: Settings) -> None:
+    await sale.define_campaign("c1", campaign_spec(stock=5))
+    r = await sale.claim("c1", "ann", "tee")  # never persisted before the rebuild
+    assert r.claim
+    await recover_campaign(raw_redis, store, "c1", TTL)
+    stats = await sale.stats("c1")
+    assert stats and stats.skus[0].held == 1
+    assert (await sale.confirm(r.claim.claim_id, "ann")).outcome is Outcome.OK
+    await Persister(raw_redis, store, store_settings).drain()
+    await assert_store_matches_redis(sale, store, "c1")
+    assert (await audit(store))["ok"]
