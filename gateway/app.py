@@ -11,7 +11,7 @@ from engine.idempotency import ResponseMemory
 from engine.models import Health, Readiness
 from gateway import admin, docs, public, queues
 from gateway.auth import Authenticator
-from gateway.context import AUTH, ENGINE, GUARD, READY
+from gateway.context import AUTH, ENGINE, GUARD, READY, STORE_CHECK
 from gateway.errors import error_middleware, json_response
 from gateway.idempotency import IdempotencyGuard
 from gateway.metrics import metrics_handler, metrics_middleware, observe_script
@@ -36,6 +36,9 @@ async def readyz(request: web.Request) -> web.Response:
         checks["redis"] = bool(await engine.redis.ping())
     except Exception:  # any failure to reach Redis means not ready
         checks["redis"] = False
+    store_check = request.app.get(STORE_CHECK)
+    if store_check is not None:
+        checks["store"] = await store_check()  # type: ignore[operator]
     ok = all(checks.values())
     return json_response(Readiness(ready=ok, checks=checks), status=200 if ok else 503)
 

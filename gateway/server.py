@@ -12,6 +12,7 @@ from engine.periodic import every
 from engine.store import open_store
 from gateway.app import make_admin_app, make_public_app
 from gateway.auth import Authenticator
+from gateway.context import STORE_CHECK
 from gateway.logs import log
 from gateway.metrics import refresh_gauges
 from gateway.persistence import durable_tasks, heal_now, state_client
@@ -35,9 +36,10 @@ async def serve(settings: Settings, redis_url: str, auth: Authenticator, listen:
     await engine.start()
     # The durable store, with the worker that does housekeeping: campaigns whose
     # Redis state is older than the store are fenced and rebuilt before we listen.
-    store = await open_store(settings.resolved_store_url) if listen.housekeeping else None
-    durable_redis = state_client(redis_url) if store is not None else None
-    if store is not None and durable_redis is not None:
+    # Every worker opens the store (for /readyz); only the housekeeping one migrates it.
+    store = await open_store(settings.resolved_store_url, migrate=listen.housekeeping)
+    durable_redis = state_client(redis_url) if listen.housekeeping else None
+    if durable_redis is not None:
         await heal_now(durable_redis, store, settings)
     ready = {"draining": False}
     stop = asyncio.Event()
@@ -52,8 +54,10 @@ async def serve(settings: Settings, redis_url: str, auth: Authenticator, listen:
         web.AppRunner(make_admin_app(engine, auth, ready, metrics=settings.metrics),
                       access_log=None, shutdown_timeout=grace, handle_signals=False),
     ]
+    for runner in runners:
+        runner.app[STORE_CHECK] = store.ping
     tasks = _housekeeping(engine, settings, stop) if listen.housekeeping else []
-    if store is not None and durable_redis is not None:
+    if durable_redis is not None:
         tasks += durable_tasks(durable_redis, store, settings, stop, settings.persister,
                                settings.metrics)
     try:
@@ -77,8 +81,7 @@ async def serve(settings: Settings, redis_url: str, auth: Authenticator, listen:
         await engine.close()
         if durable_redis is not None:
             await durable_redis.aclose()
-        if store is not None:
-            await store.close()
+        await store.close()
         log.info("stopped")
 
 

@@ -6,6 +6,7 @@ are never stale against another process's write. PostgreSQL serialises the
 writers of one campaign with a row lock on its `campaigns` row.
 """
 
+import asyncio
 import fcntl
 import logging
 from collections.abc import AsyncIterator
@@ -57,6 +58,16 @@ class Store:
         """INSERT ... ON CONFLICT DO NOTHING, in this backend's dialect."""
         dialect = sqlite if self.is_sqlite else postgresql
         return dialect.insert(table).on_conflict_do_nothing()
+
+    async def ping(self, timeout_s: float = 1.0) -> bool:
+        """Can we reach the store right now? (for /readyz)"""
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # any failure means not ready
+            return False
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
