@@ -43,6 +43,8 @@ import orjson
 Mode = Literal["closed", "open"]
 Engine = Literal["raw", "aiohttp"]
 HeadersFor = Callable[[str], Mapping[str, str]]
+BodyFor = Callable[[str], bytes]
+"""A request body per user (e.g. a SKU picked from the user id)."""
 TRANSPORT_ERROR = 0  # status recorded when no HTTP answer came back
 
 # ------------------------------------------------------------------ users and headers
@@ -257,7 +259,7 @@ class _Plan:
     warmup: float
     rate: float
     conns: list[int]              # connections per worker
-    body: bytes
+    body: bytes | BodyFor
     users: Users
     user_header: str | None
     headers: dict[str, str]
@@ -304,9 +306,10 @@ class _Client:
         self.sent_at = 0.0
         path = (u.path or "/") + (f"?{u.query}" if u.query else "")
         static = "".join(f"{k}: {v}\r\n" for k, v in plan.headers.items())
+        # A fixed body's length goes into the prefix once; a per-user body's per request.
+        length = "" if callable(plan.body) else f"Content-Length: {len(plan.body)}\r\n"
         self.prefix = (f"POST {path} HTTP/1.1\r\nHost: {u.netloc}\r\n"
-                       f"Content-Type: application/json\r\nContent-Length: {len(plan.body)}\r\n"
-                       f"{static}").encode()
+                       f"Content-Type: application/json\r\n{length}{static}").encode()
         self.user_hdr = f"{plan.user_header}: ".encode() if plan.user_header else None
 
     def render(self, user: str) -> bytes:
@@ -316,8 +319,14 @@ class _Client:
         if self.plan.headers_for is not None:
             parts.append("".join(f"{k}: {v}\r\n" for k, v in
                                  self.plan.headers_for(user).items()).encode())
-        parts += [b"\r\n", self.plan.body]
+        body = self.body(user)
+        if callable(self.plan.body):
+            parts.append(b"Content-Length: %d\r\n" % len(body))
+        parts += [b"\r\n", body]
         return b"".join(parts)
+
+    def body(self, user: str) -> bytes:
+        return self.plan.body(user) if callable(self.plan.body) else self.plan.body
 
     def aiohttp_headers(self, user: str) -> dict[str, str]:
         h = {"Content-Type": "application/json", **self.plan.headers}
@@ -337,7 +346,7 @@ class _Client:
     async def send(self, user: str) -> tuple[int, bytes]:
         self.sent_at = time.monotonic()
         if self.session is not None:
-            async with self.session.post(self.plan.url, data=self.plan.body,
+            async with self.session.post(self.plan.url, data=self.body(user),
                                          headers=self.aiohttp_headers(user)) as r:
                 return int(r.status), await r.read()
         if self.conn is None or self.conn.closed:
@@ -607,7 +616,9 @@ def _merge(plan: _Plan, results: list[dict[str, Any]]) -> LoadResult:
         latencies_us=lat_us)
 
 
-def _body_bytes(body: bytes | str | Mapping[str, Any]) -> bytes:
+def _body_bytes(body: bytes | str | Mapping[str, Any] | BodyFor) -> bytes | BodyFor:
+    if callable(body):
+        return body
     if isinstance(body, bytes):
         return body
     if isinstance(body, str):
@@ -623,7 +634,7 @@ def default_workers() -> int:
 
 def run_closed(url: str, *, concurrency: int = 64, duration: float = 5.0,
                warmup: float = 0.0, workers: int | None = None,
-               body: bytes | str | Mapping[str, Any] = b'{"sku":"hot","qty":1}',
+               body: bytes | str | Mapping[str, Any] | BodyFor = b'{"sku":"hot","qty":1}',
                users: Users | None = None, user_header: str | None = "X-User-Id",
                headers: Mapping[str, str] | None = None, headers_for: HeadersFor | None = None,
                engine: Engine = "raw", timeout: float = 10.0, seed: int = 0,
@@ -639,7 +650,7 @@ def run_closed(url: str, *, concurrency: int = 64, duration: float = 5.0,
 
 def run_open(url: str, *, rate: float, duration: float = 10.0, connections: int = 256,
              workers: int | None = None,
-             body: bytes | str | Mapping[str, Any] = b'{"sku":"hot","qty":1}',
+             body: bytes | str | Mapping[str, Any] | BodyFor = b'{"sku":"hot","qty":1}',
              users: Users | None = None, user_header: str | None = "X-User-Id",
              headers: Mapping[str, str] | None = None, headers_for: HeadersFor | None = None,
              engine: Engine = "raw", timeout: float = 10.0, drain: float = 10.0,

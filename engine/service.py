@@ -33,7 +33,7 @@ from engine.models import (
     from_ms,
     to_ms,
 )
-from engine.outcomes import Outcome
+from engine.outcomes import OUTCOMES, Outcome
 from engine.scripts import ScriptRegistry
 from engine.settings import Settings
 from engine.status import CampaignSnapshot
@@ -200,7 +200,7 @@ class Engine:
         results = []
         for i, c in enumerate(claims):
             code, claim_id, deadline, price, created = reply[5 * i:5 * i + 5]
-            outcome = Outcome(int(code))
+            outcome = OUTCOMES[int(code)]
             view = None
             if outcome is Outcome.OK:
                 view = ClaimView(claim_id=claim_id, campaign_id=cid, sku=c.sku, qty=c.qty,
@@ -221,7 +221,7 @@ class Engine:
             return ClaimResult(Outcome.NOT_FOUND)
         code, _status, _deadline = await self.scripts.run(op, keys.campaign_keys(cid),
                                                           [claim_id, user])
-        outcome = Outcome(int(code))
+        outcome = OUTCOMES[int(code)]
         if outcome is Outcome.NOT_FOUND:
             return ClaimResult(outcome)
         return ClaimResult(outcome, await self.get_claim(claim_id, user))

@@ -4,6 +4,7 @@ Errors are `{"error": {"code": ..., "message": ...}}` with the stable codes
 of DESIGN.md; nothing a client sends can produce a 500.
 """
 
+import itertools
 import os
 import re
 from collections.abc import Awaitable, Callable
@@ -90,10 +91,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
+_ID_PREFIX = os.urandom(4).hex()
+_ids = itertools.count()
+
+
 def request_id(request: web.Request) -> str:
-    """The caller's X-Request-Id if it is sane, else a new one."""
-    given = request.headers.get("X-Request-Id", "")
-    return given if _REQUEST_ID.match(given) else os.urandom(8).hex()
+    """The caller's X-Request-Id if it is sane, else a new one (unique, not secret)."""
+    given = request.headers.get("X-Request-Id")
+    if given is not None and _REQUEST_ID.match(given):
+        return given
+    return f"{_ID_PREFIX}-{next(_ids):x}"
 
 
 @web.middleware

@@ -8,6 +8,7 @@ aggregates them (prometheus_client's multiprocess mode).
 import os
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -50,8 +51,11 @@ PERSISTER_PENDING = Gauge("stampede_persister_pending_events",
 _OUTCOME_NAMES = {o: o.code if o is not Outcome.OK else "held" for o in Outcome}
 
 
+_CLAIM_CHILDREN = {o: CLAIMS.labels(name) for o, name in _OUTCOME_NAMES.items()}
+
+
 def count_claim(outcome: Outcome) -> None:
-    CLAIMS.labels(_OUTCOME_NAMES[outcome]).inc()
+    _CLAIM_CHILDREN[outcome].inc()
 
 
 def observe_script(name: str, seconds: float) -> None:
@@ -75,8 +79,23 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         route = request.match_info.route.resource
         template = route.canonical if route is not None else "unmatched"
-        HTTP_REQUESTS.labels(template, request.method, str(status)).inc()
-        HTTP_LATENCY.labels(template, request.method).observe(time.perf_counter() - started)
+        counter, histogram = _children(template, request.method, status)
+        counter.inc()
+        histogram.observe(time.perf_counter() - started)
+
+
+_CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def _children(template: str, method: str, status: int) -> tuple[Any, Any]:
+    """Label lookups cost ~1 µs each; the set of label values is small, so keep them."""
+    key = (template, method, status)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = (HTTP_REQUESTS.labels(template, method, str(status)),
+                 HTTP_LATENCY.labels(template, method))
+        _CHILDREN[key] = found
+    return found
 
 
 async def metrics_handler(request: web.Request) -> web.Response:

@@ -1,0 +1,322 @@
+"""The end-to-end benchmark: Stampede beside its baselines, same load, one run.
+
+    python -m bench.e2e [--seconds 5] [--out bench/results]
+
+Starts on free loopback ports: the bare aiohttp ceiling, the naive claim
+service (same Lua rules, one EVALSHA per request), the PostgreSQL row-lock
+shop, and Stampede itself (`stampede serve`, embedded Valkey and SQLite) with
+dev auth, with real JWT auth, and without metrics. Each gets the same closed
+loop (peak throughput) and then an open loop at half its own peak (latency
+without coordinated omission). Correctness is checked after every run. Then
+Redis memory per user holding a claim is measured. Writes a table, a JSON
+file and a PNG plot, and prints the goal ratios.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench import harness, loadgen
+from engine import Engine, Settings
+from engine.valkey import EmbeddedValkey
+from tests.conftest import campaign_spec
+
+console = Console()
+SECRET = "bench-jwt-secret-0123456789-0123456789"
+ADMIN = "bench-admin-token"
+STOCK = 50_000_000
+SKUS = tuple(f"s{i}" for i in range(64))
+CONCURRENCY = 64
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    check: Callable[[int], dict[str, Any]]
+    """Given the number of 201s, verify the service's accounting; returns findings."""
+    headers_for: loadgen.HeadersFor | None = None
+    user_header: str | None = "X-User-Id"
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def _http_json(url: str, method: str = "GET", body: dict[str, Any] | None = None,
+               token: str | None = None) -> Any:
+    req = urllib.request.Request(url, method=method,
+                                 data=json.dumps(body).encode() if body else None,
+                                 headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def _stampede_campaign(admin_url: str) -> dict[str, Any]:
+    spec = campaign_spec(stock=STOCK, per_user=2, skus=("hot", *SKUS))
+    import msgspec
+
+    return _http_json(f"{admin_url}/admin/v1/campaigns/bench", "PUT",
+                      msgspec.to_builtins(spec), ADMIN)
+
+
+def _stampede_check(admin_url: str) -> Callable[[int], dict[str, Any]]:
+    def check(created: int) -> dict[str, Any]:
+        stats = _http_json(f"{admin_url}/admin/v1/campaigns/bench/stats", token=ADMIN)
+        held = sum(s["held"] for s in stats["skus"])
+        # A closed loop stops with CONCURRENCY requests in flight: the engine
+        # may have placed those holds, the load generator never counts them.
+        ok = all(s["available"] >= 0 and s["available"] + s["held"] + s["sold"] == s["released"]
+                 for s in stats["skus"]) and 0 <= held - created <= CONCURRENCY
+        return {"ok": ok, "held": held, "answered_201": created}
+    return check
+
+
+@contextmanager
+def stampede(stack: ExitStack, name: str, env: dict[str, str], workers: int = 1
+             ) -> Iterator[Target]:
+    data = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-stampede-")))
+    port, admin_port = harness.free_port(), harness.free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("STAMPEDE_")}
+    full_env.update({"STAMPEDE_DATA_DIR": str(data), "STAMPEDE_ADMIN_TOKENS": f"operator:{ADMIN}",
+                     "STAMPEDE_JWT_SECRET": SECRET, **env})
+    cmd = [str(Path(os.sys.executable).parent / "stampede"), "serve", "--port", str(port),
+           "--admin-port", str(admin_port), "--workers", str(workers)]
+    with harness.service(cmd, ready_url=f"http://127.0.0.1:{port}/readyz", env=full_env,
+                         name=name, timeout=60):
+        admin_url = f"http://127.0.0.1:{admin_port}"
+        _stampede_campaign(admin_url)
+        jwt = env.get("STAMPEDE_DEV_AUTH") != "1"
+        yield Target(name, f"http://127.0.0.1:{port}/v1/campaigns/bench/claims",
+                     _stampede_check(admin_url),
+                     headers_for=loadgen.JwtBearer(SECRET) if jwt else None,
+                     user_header=None if jwt else "X-User-Id")
+
+
+def _run(target: Target, seconds: float, body: loadgen.BodyFor | bytes, label: str) -> None:
+    common = dict(body=body, headers_for=target.headers_for, user_header=target.user_header,
+                  workers=1, progress=False)
+    console.log(f"{target.name}: {label} closed loop")
+    # No warmup: its answers are not counted, and the check needs every 201.
+    peak = loadgen.run_closed(target.url, concurrency=CONCURRENCY, duration=seconds, **common)  # type: ignore[arg-type]
+    created = peak.status_counts.get(201, 0)
+    rate = max(100.0, peak.ok_throughput / 2)
+    console.log(f"{target.name}: {label} open loop at {rate:,.0f}/s")
+    steady = loadgen.run_open(target.url, rate=rate, duration=seconds, connections=128,
+                              **common)  # type: ignore[arg-type]
+    created += steady.status_counts.get(201, 0)
+    target.results[label] = {
+        "peak_ok_per_s": peak.ok_throughput, "peak_answers_per_s": peak.throughput,
+        "peak_latency_ms": peak.latency_ms, "peak_status": peak.status_counts,
+        "open_rate": rate, "open_latency_ms": steady.latency_ms,
+        "open_status": steady.status_counts, "open_unfinished": steady.unfinished,
+        "check": target.check(created) if label == "hot" else None}
+
+
+def _memory_per_held_user(users: int = 20_000) -> dict[str, float]:
+    """Bytes of Redis per user holding one claim (state; the event stream apart)."""
+    async def measure() -> dict[str, float]:
+        with tempfile.TemporaryDirectory() as tmp:
+            server = EmbeddedValkey(Path(tmp))
+            engine = Engine.from_url(server.start(), Settings(data_dir=Path(tmp)))
+            try:
+                await engine.start()
+                await engine.define_campaign("mem", campaign_spec(stock=10**6, per_user=2))
+                before = int((await engine.redis.info("memory"))["used_memory"])
+                await asyncio.gather(*(engine.claim("mem", f"user{i:07d}", "tee")
+                                       for i in range(users)))
+                after = int((await engine.redis.info("memory"))["used_memory"])
+                stream = int(await engine.redis.memory_usage("{c:mem}:events") or 0)
+                return {"users": users, "total_per_user": (after - before) / users,
+                        "events_per_user": stream / users,
+                        "state_per_user": (after - before - stream) / users}
+            finally:
+                await engine.close()
+                server.stop()
+    return asyncio.run(measure())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args()
+    harness.sigterm_as_exit()
+    idle = harness.idle_fraction()
+    if idle < 0.85:
+        console.print(f"[yellow]the machine is only {idle:.0%} idle: figures will be noisy[/]")
+    hot = b'{"sku":"hot","qty":1}'
+
+    def many(user: str) -> bytes:
+        return b'{"sku":"%s","qty":1}' % SKUS[hash(user) % len(SKUS)].encode()
+
+    targets: list[Target] = []
+    # Each service runs alone while it is measured: idle neighbours with
+    # their own timers would take CPU from whoever is being measured.
+    for name, make in _services():
+        with ExitStack() as stack:
+            target = make(stack, name)
+            targets.append(target)
+            _run(target, args.seconds, hot, "hot")
+            if name.startswith(("stampede jwt+metrics", "naive")):
+                _run(target, args.seconds, many, "many skus")
+    memory = _memory_per_held_user()
+    report = _report(targets, memory, idle)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    (args.out / f"e2e-{stamp}.json").write_text(json.dumps(report, indent=2, default=str))
+    _plot(targets, args.out / f"e2e-{stamp}.png")
+    console.print(f"wrote {args.out}/e2e-{stamp}.json and .png")
+
+
+def _bare(stack: ExitStack, name: str) -> Target:
+    port = harness.free_port()
+    stack.enter_context(harness.service(
+        harness.python_module_cmd("bench.baselines.bare_http", "--port", port),
+        ready_url=f"http://127.0.0.1:{port}/healthz", name="bare"))
+    return Target(name, f"http://127.0.0.1:{port}/v1/campaigns/bench/claims",
+                  lambda n: {"ok": True})
+
+
+def _naive(stack: ExitStack, name: str) -> Target:
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    valkey = EmbeddedValkey(tmp)
+    redis_url = valkey.start()
+    stack.callback(valkey.stop)
+    asyncio.run(_define_naive(redis_url))
+    port = harness.free_port()
+    stack.enter_context(harness.service(
+        harness.python_module_cmd("bench.baselines.naive_claims", "--port", port,
+                                  "--redis-url", redis_url),
+        ready_url=f"http://127.0.0.1:{port}/healthz", name="naive"))
+    return Target(name, f"http://127.0.0.1:{port}/v1/campaigns/bench/claims",
+                  lambda n: asyncio.run(_naive_check(redis_url, n)))
+
+
+def _pg(stack: ExitStack, name: str) -> Target:
+    pg = stack.enter_context(harness.postgres())
+    port = harness.free_port()
+    stack.enter_context(harness.service(
+        harness.python_module_cmd("bench.baselines.pg_rowlock", "--port", port,
+                                  "--dsn", pg.dsn, "--setup", "--campaign", "bench",
+                                  "--sku", f"hot={STOCK}", "--per-user", "2"),
+        ready_url=f"http://127.0.0.1:{port}/healthz", name="pg", timeout=60))
+    url = f"http://127.0.0.1:{port}"
+    return Target(name, f"{url}/v1/campaigns/bench/claims",
+                  lambda n: _http_json(f"{url}/admin/check?campaign=bench"))
+
+
+def _services() -> list[tuple[str, Callable[[ExitStack, str], Target]]]:
+    def ours(env: dict[str, str]) -> Callable[[ExitStack, str], Target]:
+        return lambda stack, name: stack.enter_context(stampede(stack, name, env))
+
+    return [
+        ("bare aiohttp", _bare),
+        ("naive EVALSHA", _naive),
+        ("postgres row lock", _pg),
+        ("stampede jwt+metrics", ours({})),
+        ("stampede dev auth", ours({"STAMPEDE_DEV_AUTH": "1"})),
+        ("stampede dev, no metrics", ours({"STAMPEDE_DEV_AUTH": "1", "STAMPEDE_METRICS": "0"})),
+        ("stampede dev, persister off", ours({"STAMPEDE_DEV_AUTH": "1",
+                                              "STAMPEDE_PERSISTER": "0"})),
+    ]
+
+
+async def _define_naive(url: str) -> None:
+    engine = Engine.from_url(url, Settings())
+    try:
+        await engine.start()
+        await engine.define_campaign("bench", campaign_spec(stock=STOCK, per_user=2,
+                                                            skus=("hot", *SKUS)))
+    finally:
+        await engine.close()
+
+
+async def _naive_check(url: str, created: int) -> dict[str, Any]:
+    engine = Engine.from_url(url, Settings())
+    try:
+        stats = await engine.stats("bench")
+        assert stats is not None
+        held = sum(s.held for s in stats.skus)
+        return {"ok": 0 <= held - created <= CONCURRENCY, "held": held, "answered_201": created}
+    finally:
+        await engine.close()
+
+
+def _report(targets: list[Target], memory: dict[str, float], idle: float) -> dict[str, Any]:
+    table = Table(title="claims through HTTP, hot SKU (1 server process, 1 load process)")
+    for col in ("service", "peak ok/s", "p50 ms", "p99 ms", "open rate", "p50", "p99", "p99.9",
+                "correct"):
+        table.add_column(col, justify="right")
+    for t in targets:
+        r = t.results["hot"]
+        lo, hi = r["open_latency_ms"], r["peak_latency_ms"]
+        table.add_row(t.name, f"{r['peak_ok_per_s']:,.0f}", f"{hi['p50']:.2f}", f"{hi['p99']:.2f}",
+                      f"{r['open_rate']:,.0f}/s", f"{lo['p50']:.2f}", f"{lo['p99']:.2f}",
+                      f"{lo['p99.9']:.2f}", str(r["check"].get("ok")))
+    console.print(table)
+    by = {t.name: t.results for t in targets}
+    ours = by["stampede jwt+metrics"]["hot"]["peak_ok_per_s"]
+    goals = {
+        "vs bare ceiling (goal >= 0.6)": ours / by["bare aiohttp"]["hot"]["peak_ok_per_s"],
+        "vs naive EVALSHA (goal >= 2)": ours / by["naive EVALSHA"]["hot"]["peak_ok_per_s"],
+        "vs postgres row lock (goal >= 20)": ours / by["postgres row lock"]["hot"]["peak_ok_per_s"],
+        "p99 ms at half peak (goal < 10)": by["stampede jwt+metrics"]["hot"]["open_latency_ms"]["p99"],
+        "jwt+metrics / dev auth": ours / by["stampede dev auth"]["hot"]["peak_ok_per_s"],
+        "metrics on / off (dev auth)": by["stampede dev auth"]["hot"]["peak_ok_per_s"]
+        / by["stampede dev, no metrics"]["hot"]["peak_ok_per_s"],
+        "many skus / hot (stampede jwt)": by["stampede jwt+metrics"]["many skus"]["peak_ok_per_s"]
+        / ours,
+        "redis bytes per user holding a claim (goal < 200)": memory["state_per_user"],
+        "stream bytes per claim event (until persisted and trimmed)": memory["events_per_user"],
+    }
+    ratios = Table(title="goals")
+    ratios.add_column("measure")
+    ratios.add_column("value", justify="right")
+    for k, v in goals.items():
+        ratios.add_row(k, f"{v:.2f}")
+    console.print(ratios)
+    return {"when": time.time(), "idle_before": idle, "machine": " ".join(os.uname()),
+            "cpus": os.cpu_count(), "targets": by, "goals": goals, "memory": memory}
+
+
+def _plot(targets: list[Target], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [t.name for t in targets]
+    peaks = [t.results["hot"]["peak_ok_per_s"] for t in targets]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.8))
+    a.barh(names, peaks, color="#3a7")
+    a.set_xlabel("successful claims per second (closed loop, peak)")
+    a.invert_yaxis()
+    for label, key, colour in (("p50", "p50", "#9cd"), ("p99", "p99", "#36a"),
+                               ("p99.9", "p99.9", "#124")):
+        b.barh([f"{n}" for n in names],
+               [t.results["hot"]["open_latency_ms"][key] for t in targets],
+               color=colour, alpha=0.85, label=label)
+    b.set_xscale("log")
+    b.set_xlabel("latency ms at half of each one's peak (open loop), log scale")
+    b.invert_yaxis()
+    b.set_yticklabels([])
+    b.legend()
+    fig.suptitle("Stampede vs baselines, hot SKU, same machine, same run")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
