@@ -40,14 +40,19 @@ ADMIN = "bench-admin-token"
 STOCK = 50_000_000
 SKUS = tuple(f"s{i}" for i in range(64))
 CONCURRENCY = 64
+MAX_RATE = 25_000
+"""Most claims/s any target reaches here: how many users' tokens to mint ahead."""
 
 
 @dataclass
 class Target:
     name: str
     url: str
-    check: Callable[[int], dict[str, Any]]
-    """Given the number of 201s, verify the service's accounting; returns findings."""
+    check: Callable[[int, int], dict[str, Any]]
+    """Given the 201s so far and the slack (requests a closed loop left in flight, which
+    the service may have served unseen), verify the service's accounting."""
+    created: int = 0
+    closed_runs: int = 0
     headers_for: loadgen.HeadersFor | None = None
     user_header: str | None = "X-User-Id"
     results: dict[str, Any] = field(default_factory=dict)
@@ -70,14 +75,14 @@ def _stampede_campaign(admin_url: str) -> dict[str, Any]:
                       msgspec.to_builtins(spec), ADMIN)
 
 
-def _stampede_check(admin_url: str) -> Callable[[int], dict[str, Any]]:
-    def check(created: int) -> dict[str, Any]:
+def _stampede_check(admin_url: str) -> Callable[[int, int], dict[str, Any]]:
+    def check(created: int, slack: int) -> dict[str, Any]:
         stats = _http_json(f"{admin_url}/admin/v1/campaigns/bench/stats", token=ADMIN)
         held = sum(s["held"] for s in stats["skus"])
         # A closed loop stops with CONCURRENCY requests in flight: the engine
         # may have placed those holds, the load generator never counts them.
         ok = all(s["available"] >= 0 and s["available"] + s["held"] + s["sold"] == s["released"]
-                 for s in stats["skus"]) and 0 <= held - created <= CONCURRENCY
+                 for s in stats["skus"]) and 0 <= held - created <= slack
         return {"ok": ok, "held": held, "answered_201": created}
     return check
 
@@ -99,8 +104,19 @@ def stampede(stack: ExitStack, name: str, env: dict[str, str], workers: int = 1
         jwt = env.get("STAMPEDE_DEV_AUTH") != "1"
         yield Target(name, f"http://127.0.0.1:{port}/v1/campaigns/bench/claims",
                      _stampede_check(admin_url),
-                     headers_for=loadgen.JwtBearer(SECRET) if jwt else None,
+                     headers_for=loadgen.JwtBearer(SECRET, cache=1_000_000) if jwt else None,
                      user_header=None if jwt else "X-User-Id")
+
+
+def _users(target: Target, tag: str, count: int) -> loadgen.Users:
+    """A fresh range of users for one phase (the per-user limit never bites), their
+    JWTs minted before the clock starts: signing is the load generator's cost, and
+    on two cores it would be taken from the server under test."""
+    users = loadgen.Users(prefix=f"{tag}-")
+    if isinstance(target.headers_for, loadgen.JwtBearer):
+        for i in range(count):
+            target.headers_for(f"{tag}-{i}")
+    return users
 
 
 def _run(target: Target, seconds: float, body: loadgen.BodyFor | bytes, label: str) -> None:
@@ -108,19 +124,23 @@ def _run(target: Target, seconds: float, body: loadgen.BodyFor | bytes, label: s
                   workers=1, progress=False)
     console.log(f"{target.name}: {label} closed loop")
     # No warmup: its answers are not counted, and the check needs every 201.
-    peak = loadgen.run_closed(target.url, concurrency=CONCURRENCY, duration=seconds, **common)  # type: ignore[arg-type]
-    created = peak.status_counts.get(201, 0)
+    users = _users(target, f"{label[:4]}-peak", int(seconds * MAX_RATE))
+    peak = loadgen.run_closed(target.url, concurrency=CONCURRENCY, duration=seconds,
+                              users=users, **common)  # type: ignore[arg-type]
+    target.created += peak.status_counts.get(201, 0)
+    target.closed_runs += 1
     rate = max(100.0, peak.ok_throughput / 2)
     console.log(f"{target.name}: {label} open loop at {rate:,.0f}/s")
+    users = _users(target, f"{label[:4]}-half", int(seconds * rate * 1.1) + 100)
     steady = loadgen.run_open(target.url, rate=rate, duration=seconds, connections=128,
-                              **common)  # type: ignore[arg-type]
-    created += steady.status_counts.get(201, 0)
+                              users=users, **common)  # type: ignore[arg-type]
+    target.created += steady.status_counts.get(201, 0)
     target.results[label] = {
         "peak_ok_per_s": peak.ok_throughput, "peak_answers_per_s": peak.throughput,
         "peak_latency_ms": peak.latency_ms, "peak_status": peak.status_counts,
         "open_rate": rate, "open_latency_ms": steady.latency_ms,
         "open_status": steady.status_counts, "open_unfinished": steady.unfinished,
-        "check": target.check(created) if label == "hot" else None}
+        "check": target.check(target.created, CONCURRENCY * target.closed_runs)}
 
 
 def _memory_per_held_user(users: int = 20_000) -> dict[str, float]:
@@ -186,7 +206,7 @@ def _bare(stack: ExitStack, name: str) -> Target:
         harness.python_module_cmd("bench.baselines.bare_http", "--port", port),
         ready_url=f"http://127.0.0.1:{port}/healthz", name="bare"))
     return Target(name, f"http://127.0.0.1:{port}/v1/campaigns/bench/claims",
-                  lambda n: {"ok": True})
+                  lambda n, slack: {"ok": True})
 
 
 def _naive(stack: ExitStack, name: str) -> Target:
@@ -201,7 +221,7 @@ def _naive(stack: ExitStack, name: str) -> Target:
                                   "--redis-url", redis_url),
         ready_url=f"http://127.0.0.1:{port}/healthz", name="naive"))
     return Target(name, f"http://127.0.0.1:{port}/v1/campaigns/bench/claims",
-                  lambda n: asyncio.run(_naive_check(redis_url, n)))
+                  lambda n, slack: asyncio.run(_naive_check(redis_url, n, slack)))
 
 
 def _pg(stack: ExitStack, name: str) -> Target:
@@ -214,7 +234,7 @@ def _pg(stack: ExitStack, name: str) -> Target:
         ready_url=f"http://127.0.0.1:{port}/healthz", name="pg", timeout=60))
     url = f"http://127.0.0.1:{port}"
     return Target(name, f"{url}/v1/campaigns/bench/claims",
-                  lambda n: _http_json(f"{url}/admin/check?campaign=bench"))
+                  lambda n, slack: _http_json(f"{url}/admin/check?campaign=bench"))
 
 
 def _services() -> list[tuple[str, Callable[[ExitStack, str], Target]]]:
@@ -243,13 +263,13 @@ async def _define_naive(url: str) -> None:
         await engine.close()
 
 
-async def _naive_check(url: str, created: int) -> dict[str, Any]:
+async def _naive_check(url: str, created: int, slack: int) -> dict[str, Any]:
     engine = Engine.from_url(url, Settings())
     try:
         stats = await engine.stats("bench")
         assert stats is not None
         held = sum(s.held for s in stats.skus)
-        return {"ok": 0 <= held - created <= CONCURRENCY, "held": held, "answered_201": created}
+        return {"ok": 0 <= held - created <= slack, "held": held, "answered_201": created}
     finally:
         await engine.close()
 
@@ -264,7 +284,8 @@ def _report(targets: list[Target], memory: dict[str, float], idle: float) -> dic
         lo, hi = r["open_latency_ms"], r["peak_latency_ms"]
         table.add_row(t.name, f"{r['peak_ok_per_s']:,.0f}", f"{hi['p50']:.2f}", f"{hi['p99']:.2f}",
                       f"{r['open_rate']:,.0f}/s", f"{lo['p50']:.2f}", f"{lo['p99']:.2f}",
-                      f"{lo['p99.9']:.2f}", str(r["check"].get("ok")))
+                      f"{lo['p99.9']:.2f}",
+                      str(all(x["check"].get("ok") for x in t.results.values())))
     console.print(table)
     by = {t.name: t.results for t in targets}
     ours = by["stampede jwt+metrics"]["hot"]["peak_ok_per_s"]

@@ -46,9 +46,10 @@ class Settings:
     appendfsync: str = "everysec"
     """Embedded Valkey only: everysec (may lose ~1 s on a host crash) or always."""
     persister: bool = True
-    """`serve` runs the persister in-process (off: run `stampede persist` beside it)."""
-    persist_batch: int = 1000
-    """Most stream entries per store transaction (per stream and read)."""
+    """`serve` runs the persister as its child process (off: run `stampede persist` beside it)."""
+    persist_batch: int = 4000
+    """Most stream entries per store transaction (per stream and read): 4000 drains
+    ~20% faster than 1000 into SQLite (fewer fsyncs), bench.bench_persister."""
     persist_claim_idle_ms: int = 30_000
     """Entries pending this long under another consumer are taken over (XAUTOCLAIM)."""
     persist_max_attempts: int = 5

@@ -48,18 +48,35 @@ def _options(parser: Any) -> None:
     group.add_argument("--stock", type=int, default=500, help="units, with --create-campaign")
     group.add_argument("--per-user", type=int, default=2, help="limit, with --create-campaign")
     group.add_argument("--hold-ttl", type=int, default=600, help="seconds, with --create-campaign")
+    group.add_argument("--waitlist-length", type=int, default=0,
+                       help="with --create-campaign: give the SKU a waitlist this long (0: none)")
+    group.add_argument("--offer-ttl", type=int, default=30,
+                       help="seconds a waitlist offer stays open, with --waitlist-length")
+    group.add_argument("--admission-rate", type=float, default=0.0,
+                       help="with --create-campaign: a waiting room admitting this many "
+                            "people per second (0: none)")
     group.add_argument("--max-fail-ratio", type=float, default=0.01,
                        help="exit non-zero above this share of failed requests")
     group.add_argument("--max-p99-ms", type=float, default=0.0,
                        help="exit non-zero if the p99 of all requests is above this (0: off)")
 
 
-def campaign_spec(stock: int, per_user: int, hold_ttl: int, sku: str) -> dict[str, Any]:
+def campaign_spec(opts: Any) -> dict[str, Any]:
+    """The campaign a scenario needs, from its command-line options."""
     start = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()
     end = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
-    return {"name": "locust rehearsal", "opens_at": start, "closes_at": end,
-            "hold_ttl_s": hold_ttl, "limits": {"per_user": per_user},
-            "skus": [{"sku": sku, "price": 1999, "waves": [{"at": start, "qty": stock}]}]}
+    spec: dict[str, Any] = {
+        "name": "locust rehearsal", "opens_at": start, "closes_at": end,
+        "hold_ttl_s": opts.hold_ttl, "limits": {"per_user": opts.per_user},
+        "skus": [{"sku": opts.sku, "price": 1999, "waves": [{"at": start, "qty": opts.stock}]}]}
+    if opts.waitlist_length > 0:
+        spec["waitlist"] = {"max_length": opts.waitlist_length, "offer_ttl_s": opts.offer_ttl}
+    if opts.admission_rate > 0:
+        rate = opts.admission_rate
+        spec["waiting_room"] = {"rate_per_s": rate, "burst": max(1, int(rate)),
+                                "max_active": max(10, int(rate * 30)),
+                                "admission_window_s": 60, "token_ttl_s": 60}
+    return spec
 
 
 @events.test_start.add_listener
@@ -68,7 +85,7 @@ def _create_campaign(environment: Environment, **_: Any) -> None:
     if opts is None or not opts.create_campaign or getattr(environment.runner, "worker_index",
                                                            0) > 0:
         return
-    spec = campaign_spec(opts.stock, opts.per_user, opts.hold_ttl, opts.sku)
+    spec = campaign_spec(opts)
     resp = requests.put(f"{opts.admin_url}/admin/v1/campaigns/{opts.campaign}", json=spec,
                         headers={"Authorization": f"Bearer {opts.admin_token}"}, timeout=10)
     if resp.status_code not in (200, 201):
@@ -110,14 +127,19 @@ def error_code(body: bytes | str | None) -> str:
         return "unreadable"
 
 
-def judge(environment: Environment, response: Any, ok: tuple[int, ...]) -> str:
-    """Mark a `catch_response` response; returns its outcome code ('ok' if in `ok`)."""
+def judge(environment: Environment, response: Any, ok: tuple[int, ...],
+          also_expected: frozenset[str] = frozenset()) -> str:
+    """Mark a `catch_response` response; returns its outcome code ('ok' if in `ok`).
+
+    `also_expected`: refusals that are normal for this one request (e.g. a
+    waitlist join that finds stock again is `conflict`: claim it instead).
+    """
     if response.status_code in ok:
         response.success()
         outcome = "ok"
     else:
         outcome = error_code(response.content)
-        if outcome in EXPECTED_REFUSALS:
+        if outcome in EXPECTED_REFUSALS or outcome in also_expected:
             response.success()
         else:
             response.failure(f"{response.status_code} {outcome}")

@@ -43,6 +43,25 @@ def test_steady_shopping_smoke(service: Service) -> None:
     assert run.returncode == 0, run.stdout + run.stderr
 
 
+def test_steady_shopping_with_waitlist_smoke(service: Service) -> None:
+    # Five units for thirty people who cancel 40% of holds: the rest queue,
+    # and cancelled units reach them as offers, which they confirm.
+    run = _locust(service, "steady_shopping.py", "--campaign", "steadywl", "--stock", "5",
+                  "--waitlist-length", "100", "-u", "30", "-r", "30", "-t", "4s")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "sold_out" in run.stdout
+    assert "/v1/campaigns/[id]/waitlist" in run.stdout + run.stderr  # (the stats table)
+
+
+def test_waiting_room_smoke(service: Service) -> None:
+    run = _locust(service, "waiting_room.py", "--campaign", "room", "--stock", "10",
+                  "--crowd", "40", "--ramp-seconds", "1", "--hold-seconds", "4",
+                  "--admission-rate", "20")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "admitted" in run.stdout
+    assert "/v1/campaigns/[id]/queue/me" in run.stdout + run.stderr
+
+
 def test_thresholds_fail_the_run(service: Service) -> None:
     # An impossible p99 budget must make the headless run exit non-zero.
     run = _locust(service, "steady_shopping.py", "--campaign", "strict", "-u", "5", "-r", "5",
