@@ -1,6 +1,7 @@
 """Run one gateway process: engine, housekeeping, the two listeners, graceful drain."""
 
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -72,6 +73,7 @@ async def serve(settings: Settings, redis_url: str, auth: Authenticator, listen:
             await runner.setup()
             await web.TCPSite(runner, listen.host, port, reuse_port=listen.reuse_port).start()
         log.info("listening", port=listen.port, admin_port=listen.admin_port)
+        _freeze_startup_heap()
         if on_started:
             on_started()
         await stop.wait()
@@ -120,3 +122,15 @@ def _stop_child(proc: "subprocess.Popen[bytes]", grace_s: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def _freeze_startup_heap() -> None:
+    """Move everything built at start-up (modules, apps, specs) out of the collector's view.
+
+    A full collection walks every tracked object; ~130k of them are start-up
+    objects that live forever. Frozen, they are never walked again, and the
+    gen2 pauses that showed up as p99 latency (~70-140 ms on the bench VM)
+    shrink to the size of what requests keep alive.
+    """
+    gc.collect()
+    gc.freeze()
