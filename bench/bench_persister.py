@@ -9,6 +9,9 @@ Two measures per store, both on this machine, beside each other:
    as its own process; the lag (oldest unacknowledged event age, events not
    acknowledged) is sampled every 250 ms. Kept up means the lag stays
    bounded: it does not grow from the first half of the burst to the second.
+3. paced: the same at --service-rate claims/s, the peak that `stampede serve`
+   reaches through HTTP on this machine (bench.e2e), which is what the
+   persister beside a real service has to follow.
 
 PostgreSQL is a throwaway cluster with fsync on (bench.harness); SQLite is
 WAL with synchronous=FULL, as in production.
@@ -58,16 +61,22 @@ def _spec(stock: int) -> CampaignSpec:
         CampaignSpec)
 
 
-async def _burst(engine: Engine, cid: str, seconds: float, concurrency: int = 256) -> int:
-    """Claims as fast as the batched engine takes them; returns how many."""
+async def _burst(engine: Engine, cid: str, seconds: float, concurrency: int = 256,
+                 rate: float | None = None) -> int:
+    """Claims as fast as the batched engine takes them (or at `rate` per second); how many."""
     done = 0
-    stop_at = time.perf_counter() + seconds
+    t0 = time.perf_counter()
+    stop_at = t0 + seconds
     tag = time.perf_counter_ns()  # fresh users every burst: the per-user limit holds
 
     async def worker(w: int) -> None:
         nonlocal done
         i = 0
         while time.perf_counter() < stop_at:
+            if rate is not None:  # this worker's i-th slot of a fixed timetable
+                delay = t0 + (i * concurrency + w) / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
             r = await engine.claim(cid, f"w{tag}-{w}-{i}", "hot")
             assert r.outcome is Outcome.OK
             done += 1
@@ -103,7 +112,8 @@ async def drain_rate(redis_url: str, store_url: str, events: int, tmp: Path) -> 
     return total / elapsed
 
 
-async def peak_lag(redis_url: str, store_url: str, seconds: float, tmp: Path) -> dict[str, Any]:
+async def peak_lag(redis_url: str, store_url: str, seconds: float, tmp: Path,
+                   rate: float | None = None) -> dict[str, Any]:
     """Claim burst with `stampede persist` beside it; lag sampled every 250 ms."""
     settings = Settings(data_dir=tmp, store_url=store_url)
     engine = Engine.from_url(redis_url, settings)
@@ -131,7 +141,7 @@ async def peak_lag(redis_url: str, store_url: str, seconds: float, tmp: Path) ->
 
         sampler = asyncio.create_task(sample())
         started = time.perf_counter()
-        claims = await _burst(engine, "peak", seconds)
+        claims = await _burst(engine, "peak", seconds, rate=rate)
         rate = claims / (time.perf_counter() - started)
         stop.set()
         await sampler
@@ -168,7 +178,7 @@ def _stores(tmp: Path) -> Iterator[dict[str, str]]:
         yield stores
 
 
-async def run(events: int, seconds: float) -> dict[str, dict[str, Any]]:
+async def run(events: int, seconds: float, service_rate: float) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
@@ -185,6 +195,12 @@ async def run(events: int, seconds: float) -> dict[str, dict[str, Any]]:
                     console.log(f"{name}: claim burst of {seconds}s with a persister beside it")
                     results[name] = {"drain_events_per_s": rate,
                                      **await peak_lag(url, fresh, seconds, sub)}
+                    console.log(f"{name}: {service_rate:,.0f} claims/s for {seconds}s "
+                                "(the HTTP service's peak) with a persister beside it")
+                    fresh = store_url if name != "sqlite" else f"sqlite:///{sub / 'paced.db'}"
+                    results[f"{name} @ service peak"] = {
+                        "drain_events_per_s": rate,
+                        **await peak_lag(url, fresh, seconds, sub, rate=service_rate)}
         finally:
             server.stop()
     return results
@@ -195,11 +211,14 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--service-rate", type=float, default=10_000,
+                        help="claims/s of the paced burst: the HTTP service's peak (bench.e2e)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
-    results = uvloop.run(run(args.events, args.seconds))
-    table = Table(title="persister: events into the store, lag at the engine's peak claim rate")
-    for col in ("store", "drain events/s", "peak claims/s (persister beside)", "max lag s",
+    results = uvloop.run(run(args.events, args.seconds, args.service_rate))
+    table = Table(title="persister: events into the store, lag at the engine's peak claim rate "
+                        "and at the HTTP service's")
+    for col in ("store", "drain events/s", "claims/s (persister beside)", "max lag s",
                 "max unacked", "unacked median 1st/2nd half", "catch-up s"):
         table.add_column(col)
     for name, r in results.items():

@@ -56,7 +56,10 @@ class Fold:
     def sku(self, name: str) -> dict[str, Any]:
         # A SKU unknown to the definition cannot come from our scripts; keep
         # its counts anyway rather than lose them (the audit will show it).
-        return self.skus.setdefault(name, new_sku(name, 0, -1))
+        found = self.skus.get(name)
+        if found is None:
+            found = self.skus[name] = new_sku(name, 0, -1)
+        return found
 
     def apply(self, ev: Event) -> None:
         d = ev.data
