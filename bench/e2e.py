@@ -34,7 +34,7 @@ from engine import Engine, Settings
 from engine.valkey import EmbeddedValkey
 from tests.conftest import campaign_spec
 
-console = Console()
+console = Console(width=150)
 SECRET = "bench-jwt-secret-0123456789-0123456789"
 ADMIN = "bench-admin-token"
 STOCK = 50_000_000
@@ -53,6 +53,8 @@ class Target:
     the service may have served unseen), verify the service's accounting."""
     created: int = 0
     closed_runs: int = 0
+    roots: list[int] = field(default_factory=list)
+    """The processes that serve this target (their descendants count too): for CPU/claim."""
     headers_for: loadgen.HeadersFor | None = None
     user_header: str | None = "X-User-Id"
     results: dict[str, Any] = field(default_factory=dict)
@@ -98,14 +100,15 @@ def stampede(stack: ExitStack, name: str, env: dict[str, str], workers: int = 1
     cmd = [str(Path(os.sys.executable).parent / "stampede"), "serve", "--port", str(port),
            "--admin-port", str(admin_port), "--workers", str(workers)]
     with harness.service(cmd, ready_url=f"http://127.0.0.1:{port}/readyz", env=full_env,
-                         name=name, timeout=60):
+                         name=name, timeout=60) as svc:
         admin_url = f"http://127.0.0.1:{admin_port}"
         _stampede_campaign(admin_url)
         jwt = env.get("STAMPEDE_DEV_AUTH") != "1"
         yield Target(name, f"http://127.0.0.1:{port}/v1/campaigns/bench/claims",
                      _stampede_check(admin_url),
                      headers_for=loadgen.JwtBearer(SECRET, cache=1_000_000) if jwt else None,
-                     user_header=None if jwt else "X-User-Id")
+                     user_header=None if jwt else "X-User-Id",
+                     roots=[svc.pid])  # its Valkey and persister are its children
 
 
 def _users(target: Target, tag: str, count: int) -> loadgen.Users:
@@ -125,8 +128,13 @@ def _run(target: Target, seconds: float, body: loadgen.BodyFor | bytes, label: s
     console.log(f"{target.name}: {label} closed loop")
     # No warmup: its answers are not counted, and the check needs every 201.
     users = _users(target, f"{label[:4]}-peak", int(seconds * MAX_RATE))
+    cpu_before = harness.tree_cpu_seconds(target.roots)
     peak = loadgen.run_closed(target.url, concurrency=CONCURRENCY, duration=seconds,
                               users=users, **common)  # type: ignore[arg-type]
+    # Read at once: a persister still draining the run's events would add its share
+    # later, so Stampede's figure is a floor. The answers count 2xx only.
+    cpu_us = (harness.tree_cpu_seconds(target.roots) - cpu_before) * 1e6 / max(
+        1, peak.status_counts.get(201, 0))
     target.created += peak.status_counts.get(201, 0)
     target.closed_runs += 1
     rate = max(100.0, peak.ok_throughput / 2)
@@ -137,6 +145,7 @@ def _run(target: Target, seconds: float, body: loadgen.BodyFor | bytes, label: s
     target.created += steady.status_counts.get(201, 0)
     target.results[label] = {
         "peak_ok_per_s": peak.ok_throughput, "peak_answers_per_s": peak.throughput,
+        "server_cpu_us_per_claim": cpu_us,
         "peak_latency_ms": peak.latency_ms, "peak_status": peak.status_counts,
         "open_rate": rate, "open_latency_ms": steady.latency_ms,
         "open_status": steady.status_counts, "open_unfinished": steady.unfinished,
@@ -211,11 +220,11 @@ def main() -> None:
 
 def _bare(stack: ExitStack, name: str) -> Target:
     port = harness.free_port()
-    stack.enter_context(harness.service(
+    svc = stack.enter_context(harness.service(
         harness.python_module_cmd("bench.baselines.bare_http", "--port", port),
         ready_url=f"http://127.0.0.1:{port}/healthz", name="bare"))
     return Target(name, f"http://127.0.0.1:{port}/v1/campaigns/bench/claims",
-                  lambda n, slack: {"ok": True})
+                  lambda n, slack: {"ok": True}, roots=[svc.pid])
 
 
 def _naive(stack: ExitStack, name: str) -> Target:
@@ -225,25 +234,28 @@ def _naive(stack: ExitStack, name: str) -> Target:
     stack.callback(valkey.stop)
     asyncio.run(_define_naive(redis_url))
     port = harness.free_port()
-    stack.enter_context(harness.service(
+    svc = stack.enter_context(harness.service(
         harness.python_module_cmd("bench.baselines.naive_claims", "--port", port,
                                   "--redis-url", redis_url),
         ready_url=f"http://127.0.0.1:{port}/healthz", name="naive"))
     return Target(name, f"http://127.0.0.1:{port}/v1/campaigns/bench/claims",
-                  lambda n, slack: asyncio.run(_naive_check(redis_url, n, slack)))
+                  lambda n, slack: asyncio.run(_naive_check(redis_url, n, slack)),
+                  roots=[svc.pid, valkey.process.pid])
 
 
 def _pg(stack: ExitStack, name: str) -> Target:
     pg = stack.enter_context(harness.postgres())
     port = harness.free_port()
-    stack.enter_context(harness.service(
+    svc = stack.enter_context(harness.service(
         harness.python_module_cmd("bench.baselines.pg_rowlock", "--port", port,
                                   "--dsn", pg.dsn, "--setup", "--campaign", "bench",
                                   "--sku", f"hot={STOCK}", "--per-user", "2"),
         ready_url=f"http://127.0.0.1:{port}/healthz", name="pg", timeout=60))
     url = f"http://127.0.0.1:{port}"
+    postmaster = pg.pid or (pg.proc.pid if pg.proc else None)
     return Target(name, f"{url}/v1/campaigns/bench/claims",
-                  lambda n, slack: _http_json(f"{url}/admin/check?campaign=bench"))
+                  lambda n, slack: _http_json(f"{url}/admin/check?campaign=bench"),
+                  roots=[svc.pid, *([postmaster] if postmaster else [])])
 
 
 def _services() -> list[tuple[str, Callable[[ExitStack, str], Target]]]:
@@ -285,13 +297,14 @@ async def _naive_check(url: str, created: int, slack: int) -> dict[str, Any]:
 
 def _report(targets: list[Target], memory: dict[str, Any], idle: float) -> dict[str, Any]:
     table = Table(title="claims through HTTP, hot SKU (1 server process, 1 load process)")
-    for col in ("service", "peak ok/s", "p50 ms", "p99 ms", "open rate", "p50", "p99", "p99.9",
-                "correct"):
+    for col in ("service", "peak ok/s", "server CPU µs/claim", "p50 ms", "p99 ms", "open rate",
+                "p50", "p99", "p99.9", "correct"):
         table.add_column(col, justify="right")
     for t in targets:
         r = t.results["hot"]
         lo, hi = r["open_latency_ms"], r["peak_latency_ms"]
-        table.add_row(t.name, f"{r['peak_ok_per_s']:,.0f}", f"{hi['p50']:.2f}", f"{hi['p99']:.2f}",
+        table.add_row(t.name, f"{r['peak_ok_per_s']:,.0f}", f"{r['server_cpu_us_per_claim']:.0f}",
+                      f"{hi['p50']:.2f}", f"{hi['p99']:.2f}",
                       f"{r['open_rate']:,.0f}/s", f"{lo['p50']:.2f}", f"{lo['p99']:.2f}",
                       f"{lo['p99.9']:.2f}",
                       str(all(x["check"].get("ok") for x in t.results.values())))

@@ -470,3 +470,32 @@ def _cleanup_at_exit() -> None:
     for cluster in list(_live_clusters.values()):
         with contextlib.suppress(Exception):
             stop_postgres(cluster, timeout=10)
+
+
+def tree_cpu_seconds(roots: Sequence[int]) -> float:
+    """User + system CPU of these processes and all their descendants, from /proc.
+
+    CPU per request is what a 2-core box can be fair about: throughput moves
+    with whatever else runs, the work each request costs does not.
+    """
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+    total, wanted = 0.0, set(roots)
+    for pid in cpu:
+        p = pid
+        while p > 1 and p not in wanted:
+            p = parents.get(p, 0)
+        if p in wanted:
+            total += cpu[pid]
+    return total
