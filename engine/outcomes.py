@@ -24,6 +24,9 @@ class Outcome(IntEnum):
     ADMISSION_REQUIRED = 12
     WAITLIST_FULL = 13
     NOT_SOLD_OUT = 14
+    THROTTLED = 15
+    BLOCKED = 16
+    CHALLENGE_REQUIRED = 17
 
     @property
     def code(self) -> str:
@@ -47,6 +50,9 @@ _CODES = {
     Outcome.ADMISSION_REQUIRED: "admission_required",
     Outcome.WAITLIST_FULL: "conflict",
     Outcome.NOT_SOLD_OUT: "conflict",
+    Outcome.THROTTLED: "throttled",
+    Outcome.BLOCKED: "blocked",
+    Outcome.CHALLENGE_REQUIRED: "challenge_required",
 }
 
 

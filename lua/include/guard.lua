@@ -1,0 +1,110 @@
+-- The scalper guard of a claim: block/allow lists, GCRA rates, distinct
+-- accounts per device and network, risk rules, proof-of-work challenges.
+-- Pasted after common and gcra. Everything is checked first; only an
+-- admitted request commits its limiter state (a refusal consumes nothing).
+--
+-- The campaign's compiled config is meta field `th` (JSON, built by
+-- engine/throttle.py), decoded once per script run:
+--   u, d, n, c   GCRA {interval_ms, burst} per user, device, network, campaign
+--   ad, an       accounts per device / network: {window_ms, challenge_above, reject_above}
+--   r            risk rules: {s = signal, gt = x, lt = y, a = 'challenge'|'reject'};
+--                signals age (account age, s), lapses (holds let lapse or
+--                cancelled here), recent (other campaigns claimed lately)
+--   pw           challenge difficulty {base_bits, step_bits, max_bits}
+-- The lists hash maps "u:<user>", "d:<device>", "n:<network>" to 'a' or 'b'.
+--
+-- A request's context `g` (parsed from its packed argument by the caller):
+--   user, device, network ('' none), age, recent (-1 unknown),
+--   pow_bits, pow_exp (a verified solution's difficulty and expiry; -1 none),
+--   and KEYS slots (0 none): k_user, k_device, k_network, k_acc_device,
+--   k_acc_network, k_nonce; the campaign's limiter and lists are KEYS[NKEYS+1..2].
+
+local function guard_config()
+  local raw = redis.call('HGET', K.meta, 'th')
+  if not raw or raw == '' then return nil end
+  return cjson.decode(raw)
+end
+
+-- Distinct accounts over a sliding window: exact, and bounded (a set never
+-- grows past reject_above + 1 members: above that nothing is added).
+local function accounts_seen(key, now, user, window)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local n = redis.call('ZCARD', key)
+  if not redis.call('ZSCORE', key, user) then n = n + 1 end
+  return n
+end
+
+local function risk_value(g, signal)
+  if signal == 'age' then return g.age end
+  if signal == 'recent' then return g.recent end
+  if signal == 'lapses' then
+    return tonumber(redis.call('HGET', K.users, g.user .. '|~lapsed') or '0')
+  end
+  return -1
+end
+
+-- Returns OK, or {code, detail, value}: THROTTLED (scope, retry ms),
+-- BLOCKED (why), CHALLENGE_REQUIRED (why, difficulty bits).
+local function guard(cfg, g, now)
+  local allowed = false
+  if redis.call('EXISTS', KEYS[NKEYS + 2]) == 1 then
+    local l = redis.call('HMGET', KEYS[NKEYS + 2], 'u:' .. g.user, 'd:' .. g.device,
+                         'n:' .. g.network)
+    for i, why in ipairs({'user_blocked', 'device_blocked', 'network_blocked'}) do
+      if l[i] == 'b' then return {BLOCKED, why, ''} end
+      if l[i] == 'a' then allowed = true end
+    end
+  end
+  -- Rates: an allowed user, device or network (a campus NAT) is exempt from
+  -- the device and network limits, never from the user's or the campaign's.
+  local pending, wait, scope = {}, 0, ''
+  local function rate(lim, slot, name)
+    if not lim or slot == 0 then return end
+    local ok, retry, tat = gcra_check(KEYS[slot], now, lim[1], lim[2])
+    if not ok and retry > wait then wait, scope = retry, name end
+    pending[#pending + 1] = {KEYS[slot], tat}
+  end
+  rate(cfg.u, g.k_user, 'user')
+  if not allowed then
+    rate(cfg.d, g.k_device, 'device')
+    rate(cfg.n, g.k_network, 'network')
+  end
+  rate(cfg.c, NKEYS + 1, 'campaign')
+  if wait > 0 then return {THROTTLED, scope, wait} end
+  local level, why = 0, ''
+  local seen = {}
+  if not allowed then
+    for _, a in ipairs({{cfg.ad, g.k_acc_device, 'accounts_per_device'},
+                        {cfg.an, g.k_acc_network, 'accounts_per_network'}}) do
+      local lim, slot = a[1], a[2]
+      if lim and slot > 0 then
+        local n = accounts_seen(KEYS[slot], now, g.user, lim[1])
+        if n > lim[3] then return {BLOCKED, a[3], ''} end
+        if n > lim[2] then level, why = level + 1, a[3] end
+        seen[#seen + 1] = {KEYS[slot], lim[1]}
+      end
+    end
+    for _, rule in ipairs(cfg.r or {}) do
+      local v = risk_value(g, rule.s)
+      if v >= 0 and (rule.gt == nil or v > rule.gt) and (rule.lt == nil or v < rule.lt) then
+        if rule.a == 'reject' then return {BLOCKED, 'risk_' .. rule.s, ''} end
+        level, why = level + 1, 'risk_' .. rule.s
+      end
+    end
+  end
+  if level > 0 then
+    local pw = cfg.pw
+    local need = math.min(pw[3], pw[1] + pw[2] * (level - 1))
+    -- A verified solution of enough work, not expired by server time, and
+    -- never used before (its nonce is kept until the challenge expires).
+    local solved = g.pow_bits >= need and g.pow_exp > now and g.k_nonce > 0
+      and redis.call('SET', KEYS[g.k_nonce], g.user, 'NX', 'PX', g.pow_exp - now)
+    if not solved then return {CHALLENGE_REQUIRED, why, need} end
+  end
+  for _, p in ipairs(pending) do gcra_commit(p[1], now, p[2]) end
+  for _, s in ipairs(seen) do
+    redis.call('ZADD', s[1], now, g.user)
+    redis.call('PEXPIRE', s[1], s[2])
+  end
+  return OK
+end
