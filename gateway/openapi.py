@@ -77,7 +77,7 @@ def _operation(op: Operation, refs: dict[Any, Any], dev_auth: bool) -> dict[str,
     ok: dict[str, Any] = {"description": "success"}
     if op.response is not None:
         ok["content"] = {"application/json": {"schema": refs[op.response]}}
-    responses: dict[str, Any] = {str(op.status): ok}
+    responses: dict[str, Any] = {str(s): ok for s in (op.status, *op.also)}
     errors = set(op.errors) | ({400} if op.idempotent else set())
     for status in sorted(errors):
         responses[str(status)] = {
