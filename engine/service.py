@@ -66,6 +66,8 @@ class Engine:
         self._recent_window: dict[str, int] = {}
         """Campaigns whose risk rules read recent_campaigns -> its window (ms), per reply."""
         self._background: set[asyncio.Task[Any]] = set()
+        self._default_reads_recent = self.throttle_default is not None and any(
+            r.signal == "recent_campaigns" for r in self.throttle_default.risk)
 
     @classmethod
     def from_url(cls, url: str, settings: Settings) -> "Engine":
@@ -292,12 +294,16 @@ class Engine:
 
     def _note_guard(self, cid: str, flag: int, claims: Sequence[PendingClaim],
                     results: list[ClaimResult]) -> None:
-        """Learn from the reply whether risk rules read recent claims; record this batch's."""
+        """Learn from the reply whether risk rules read recent claims; record this batch's.
+
+        Holds of guarded campaigns are recorded while any campaign this
+        process serves (or the default) has a rule that reads them.
+        """
         if flag > 1:
             self._recent_window[cid] = flag
         else:
             self._recent_window.pop(cid, None)
-        if not flag:
+        if not flag or not (self._recent_window or self._default_reads_recent):
             return
         held = sorted({c.user for c, r in zip(claims, results, strict=True)
                        if r.outcome is Outcome.OK})
@@ -310,10 +316,9 @@ class Engine:
         now = int(time.time() * 1000)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for u in users:
+                for u in users:  # one member per campaign: no trimming needed
                     key = keys.recent_claims_key(u)
-                    pipe.zadd(key, {cid: now}).zremrangebyscore(key, "-inf", now - 86_400_000)
-                    pipe.pexpire(key, 86_400_000)
+                    pipe.zadd(key, {cid: now}).pexpire(key, 86_400_000)
                 await pipe.execute()
         except Exception:  # a lost signal must never fail a claim  # noqa: BLE001
             pass

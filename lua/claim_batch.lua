@@ -182,6 +182,7 @@ for i = 3, #ARGV do
             guard_context(user, tail))
 end
 flush_stock()
+guard_flush(now)
 for field, n in pairs(tally) do count(field, n) end
 if #refused > 0 then  -- one event per batch: "user,code,detail,value,device,network;..."
   emit(now, 'requests_refused', {'n', #refused, 'refusals', table.concat(refused, ';')})

@@ -22,7 +22,16 @@
 local function guard_config()
   local raw = redis.call('HGET', K.meta, 'th')
   if not raw or raw == '' then return nil end
-  return cjson.decode(raw)
+  local cfg = cjson.decode(raw)
+  cfg.lists = redis.call('EXISTS', KEYS[NKEYS + 2]) == 1
+  return cfg
+end
+
+-- The campaign-wide limiter is one key every claim of the batch passes:
+-- its TAT is kept here and written once, at the end (guard_flush).
+local campaign_tat = nil
+local function guard_flush(now)
+  if campaign_tat then gcra_commit(KEYS[NKEYS + 1], now, campaign_tat) end
 end
 
 -- Distinct accounts over a sliding window: exact, and bounded (a set never
@@ -47,7 +56,7 @@ end
 -- BLOCKED (why), CHALLENGE_REQUIRED (why, difficulty bits).
 local function guard(cfg, g, now)
   local allowed = false
-  if redis.call('EXISTS', KEYS[NKEYS + 2]) == 1 then
+  if cfg.lists then
     local l = redis.call('HMGET', KEYS[NKEYS + 2], 'u:' .. g.user, 'd:' .. g.device,
                          'n:' .. g.network)
     for i, why in ipairs({'user_blocked', 'device_blocked', 'network_blocked'}) do
@@ -69,7 +78,14 @@ local function guard(cfg, g, now)
     rate(cfg.d, g.k_device, 'device')
     rate(cfg.n, g.k_network, 'network')
   end
-  rate(cfg.c, NKEYS + 1, 'campaign')
+  local c_tat = nil
+  if cfg.c then  -- the campaign's limiter, from this batch's running TAT
+    local lim = cfg.c
+    local tat = math.max(campaign_tat or tonumber(redis.call('GET', KEYS[NKEYS + 1]) or '0'), now)
+    local over = tat + lim[1] - now - lim[1] * lim[2]
+    if over > 0 and math.ceil(over) > wait then wait, scope = math.ceil(over), 'campaign' end
+    c_tat = tat + lim[1]
+  end
   if wait > 0 then return {THROTTLED, scope, wait} end
   local level, why = 0, ''
   local seen = {}
@@ -102,6 +118,7 @@ local function guard(cfg, g, now)
     if not solved then return {CHALLENGE_REQUIRED, why, need} end
   end
   for _, p in ipairs(pending) do gcra_commit(p[1], now, p[2]) end
+  if c_tat then campaign_tat = c_tat end
   for _, s in ipairs(seen) do
     redis.call('ZADD', s[1], now, g.user)
     redis.call('PEXPIRE', s[1], s[2])

@@ -257,3 +257,14 @@ async def test_a_guarded_claim_is_still_idempotent(engine: Engine) -> None:
 def test_patch_model_refuses_unknown_fields() -> None:
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"bogus": 1}, ThrottlePatch)
+
+
+async def test_the_campaign_rate_holds_within_one_batch_and_across(engine: Engine) -> None:
+    await _define(engine, {"campaign": {"per_s": 0.001, "burst": 3}})
+    import asyncio
+    first = await asyncio.gather(*(_claim(engine, f"b{i}") for i in range(5)))  # one batch
+    assert [r.outcome for r in first].count(Outcome.OK) == 3
+    late = [r for r in first if r.outcome is not Outcome.OK]
+    assert all((r.outcome, r.reason) == (Outcome.THROTTLED, "campaign") for r in late)
+    assert 999_000 <= late[0].retry_after_ms <= 1_000_000
+    assert (await _claim(engine, "next")).outcome is Outcome.THROTTLED  # the state was kept
