@@ -5,10 +5,11 @@ real time:
 
 - humans: one claim attempt each, after an arrival spread and a think
   time; most on their own network, some behind shared carrier NATs, some
-  on an allow-listed campus NAT; some with young accounts. A human solves
-  a challenge (as the browser's solver would) and honours a Retry-After of
-  up to 10 s once; their final answer is what counts.
-- bots: a few farms, each on one network with two devices, rotating many
+  on an allow-listed campus NAT; some with young accounts. A human's
+  front-end solves a challenge (at a browser's hash rate) and honours a
+  Retry-After of up to 10 s, at most four tries in all; their final answer
+  is what counts.
+- bots: a few farms, each on one network with two devices (--bot-devices), rotating many
   young accounts and firing hundreds of requests per second from the
   opening on; they solve the challenges they get and ignore Retry-After.
 
@@ -51,7 +52,7 @@ PROTECTION: dict[str, Any] = {
     "device": {"per_s": 1, "burst": 5},
     "network": {"per_s": 20, "burst": 60},
     "accounts_per_device": {"challenge_above": 2, "reject_above": 3},
-    "accounts_per_network": {"challenge_above": 15, "reject_above": 60},
+    "accounts_per_network": {"challenge_above": 15, "reject_above": 200},
     "risk": [{"signal": "account_age_s", "below": 7 * DAY, "action": "challenge"},
              {"signal": "lapses", "above": 3, "action": "reject"}],
     "allow": {"networks": [CAMPUS]},
@@ -92,15 +93,15 @@ async def _solve(result: ClaimResult, hashrate: float) -> tuple[str, str]:
     return ch.token, solution
 
 
-def _networks(rng: random.Random, humans: int) -> list[str]:
-    """85% alone on their /24, 10% behind 30 carrier NATs, 5% on the campus."""
+def _networks(rng: random.Random, humans: int, nat_share: float, nats: int) -> list[str]:
+    """5% on the (allow-listed) campus, `nat_share` behind `nats` carrier NATs, the rest alone."""
     nets = []
     for i in range(humans):
         r = rng.random()
         if r < 0.05:
             nets.append(CAMPUS)
-        elif r < 0.15:
-            nets.append(f"100.64.{rng.randrange(30)}.0/24")
+        elif r < 0.05 + nat_share:
+            nets.append(f"100.64.{rng.randrange(nats)}.0/24")
         else:
             nets.append(f"10.{i // 256 % 256}.{i % 256}.0/24")
     return nets
@@ -113,24 +114,25 @@ async def _human(engine: Engine, cid: str, i: int, net: str, young: bool, delay:
     signals = {"device": f"hd{i // 2 if i % 20 == 0 else i}",  # a few share a family device
                "network": net, "account_age_s": 3600 if young else 400 * DAY}
     result = await engine.claim(cid, user, "drop", 1, client=ClientSignals(**signals))
-    for _ in range(3):
+    solved: dict[str, str] = {}  # a front-end keeps an unspent solution for its retry
+    for _ in range(4):
         if result.outcome is Outcome.CHALLENGE_REQUIRED:
             tally.human_challenges += 1
             token, solution = await _solve(result, hashrate=200_000)  # a browser
-            result = await engine.claim(cid, user, "drop", 1, client=ClientSignals(
-                **signals, challenge=token, solution=solution))
+            solved = {"challenge": token, "solution": solution}
         elif result.outcome is Outcome.THROTTLED and (result.retry_after_ms or 0) <= 10_000:
             await asyncio.sleep((result.retry_after_ms or 0) / 1000)
-            result = await engine.claim(cid, user, "drop", 1, client=ClientSignals(**signals))
         else:
             break
+        result = await engine.claim(cid, user, "drop", 1,
+                                    client=ClientSignals(**signals, **solved))
     tally.human_final[result.outcome.code] += 1
     if result.outcome is Outcome.OK:
         tally.units["humans"] += 1
 
 
 async def _farm(engine: Engine, cid: str, farm: int, accounts: int, rate: float,
-                stop: asyncio.Event, tally: Tally) -> None:
+                devices: int, stop: asyncio.Event, tally: Tally) -> None:
     net = f"203.0.{farm}.0/24"
     pool = [f"bot{farm}-{a}" for a in range(accounts)]
     sent = 0
@@ -139,7 +141,7 @@ async def _farm(engine: Engine, cid: str, farm: int, accounts: int, rate: float,
         if not pool:
             return
         user = pool[n % len(pool)]
-        signals = {"device": f"farm{farm}-dev{n % 2}", "network": net,
+        signals = {"device": f"farm{farm}-dev{n % devices}", "network": net,
                    "account_age_s": DAY}
         result = await engine.claim(cid, user, "drop", 1, client=ClientSignals(**signals))
         if result.outcome is Outcome.CHALLENGE_REQUIRED:
@@ -171,10 +173,11 @@ async def _opening(engine: Engine, cid: str, args: argparse.Namespace,
     await engine.define_campaign(cid, _spec(args.stock, protect))
     rng = random.Random(args.seed)
     tally = Tally()
-    nets = _networks(rng, args.humans)
+    nets = _networks(rng, args.humans, args.nat_share, args.nats)
     stop = asyncio.Event()
-    farms = [asyncio.create_task(_farm(engine, cid, f, args.bot_accounts, args.bot_rate, stop,
-                                       tally)) for f in range(args.farms)]
+    farms = [asyncio.create_task(_farm(engine, cid, f, args.bot_accounts, args.bot_rate,
+                                       args.bot_devices, stop, tally))
+             for f in range(args.farms)]
     humans = [_human(engine, cid, i, nets[i], rng.random() < 0.1,
                      rng.uniform(0, args.arrival_s) + rng.uniform(0.5, 2.5), tally)
               for i in range(args.humans)]
@@ -225,6 +228,10 @@ def main() -> None:
     parser.add_argument("--farms", type=int, default=3)
     parser.add_argument("--bot-accounts", type=int, default=250, help="accounts per farm")
     parser.add_argument("--bot-rate", type=float, default=300, help="requests/s per farm")
+    parser.add_argument("--bot-devices", type=int, default=2, help="device ids per farm")
+    parser.add_argument("--nat-share", type=float, default=0.10,
+                        help="share of humans behind carrier NATs (not allow-listed)")
+    parser.add_argument("--nats", type=int, default=30, help="how many carrier NATs")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()

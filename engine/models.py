@@ -230,6 +230,8 @@ class CampaignStats(Struct, kw_only=True):
     events: int = 0
     fenced: bool = False
     waiting_room: WaitingRoomStats | None = None
+    throttle: ThrottleSpec | None = None
+    """The scalper throttling in force (null: none)."""
 
 
 def to_ms(t: datetime) -> int:

@@ -56,6 +56,9 @@ _CODES = {
 }
 
 
+GUARD_REFUSALS = frozenset({Outcome.THROTTLED, Outcome.BLOCKED, Outcome.CHALLENGE_REQUIRED})
+"""The scalper guard's refusals: they carry a reason (and a retry-after or a challenge)."""
+
 OUTCOMES: tuple[Outcome, ...] = tuple(sorted(Outcome, key=int))
 """Outcome by code, for the hot path (indexing a tuple beats the enum call)."""
 assert all(o.value == i for i, o in enumerate(OUTCOMES)), "outcome codes must be 0..n-1"

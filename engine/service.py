@@ -34,7 +34,7 @@ from engine.models import (
     from_ms,
     to_ms,
 )
-from engine.outcomes import OUTCOMES, Outcome
+from engine.outcomes import GUARD_REFUSALS, OUTCOMES, Outcome
 from engine.scripts import ScriptRegistry
 from engine.settings import Settings
 from engine.status import CampaignSnapshot
@@ -183,6 +183,7 @@ class Engine:
             id=cid, state=snap.state(), claims=snap.counts, waitlist=snap.waiting[0],
             waiting_room=room,
             events=int(snap.meta.get("evseq", 0)), fenced=snap.meta.get("fenced") == "1",
+            throttle=throttle.in_force(snap.meta.get("th", ""), snap.meta.get("th_spec", "")),
             skus=[SkuStats(sku=s.sku, price=s.price, available=s.available, held=s.held,
                            sold=s.sold, released=s.released,
                            pending_waves=snap.pending_wave_qty(s.sku), per_user=s.per_user)
@@ -263,7 +264,7 @@ class Engine:
                                  status="held", expires_at=from_ms(int(deadline)),
                                  price=int(price), created_at=from_ms(int(created)))
                 results.append(ClaimResult(outcome, view))
-            elif outcome >= Outcome.THROTTLED:
+            elif outcome in GUARD_REFUSALS:
                 results.append(self._refusal(cid, c.user, outcome, claim_id, deadline))
             else:
                 results.append(ClaimResult(outcome))

@@ -109,7 +109,7 @@ class ThrottlePatch(Struct, **_STRICT):  # type: ignore[call-arg]
 
 class ChallengeView(Struct, kw_only=True):
     """Find a decimal `counter` such that sha256(f"{token}:{counter}") starts with
-    `difficulty` zero bits; send token and counter as X-Challenge and
+    `difficulty` zero bits; send token and counter as X-Challenge-Token and
     X-Challenge-Solution with the same claim (gateway/static/pow-solver.js)."""
     token: str
     difficulty: int
@@ -206,6 +206,11 @@ def merge(current: str, patch: ThrottlePatch) -> ThrottleSpec:
     merged = msgspec.structs.replace(base, **changes)
     compile_config(merged)  # validates before anything is written
     return merged
+
+
+def in_force(compiled: str, spec: str) -> ThrottleSpec | None:
+    """The spec a campaign's meta holds, if it is on (for stats)."""
+    return _spec_decoder.decode(spec) if compiled and spec else None
 
 
 def parse_default(raw: str | None) -> ThrottleSpec | None:

@@ -4,7 +4,7 @@ import msgspec
 from aiohttp import web
 
 from engine.models import CampaignPublic, ClaimRequest, ClaimView
-from engine.outcomes import Outcome
+from engine.outcomes import GUARD_REFUSALS, Outcome
 from gateway.context import AUTH, ENGINE, GUARD
 from gateway.errors import decode, json_response, outcome_error, read_body
 from gateway.idempotency import checked_key
@@ -45,7 +45,7 @@ async def create_claim(request: web.Request) -> web.Response:
             request.match_info["cid"], user, body.sku, body.qty, idempotency_key=key,
             admission_token=request.headers.get("X-Admission-Token"), client=signals)
     count_claim(result.outcome)
-    if result.outcome >= Outcome.THROTTLED:
+    if result.outcome in GUARD_REFUSALS:
         count_refusal(result.outcome, result.reason)
         return refusal(result)
     if result.outcome is not Outcome.OK:

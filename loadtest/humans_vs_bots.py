@@ -39,7 +39,7 @@ PROTECTION: dict[str, Any] = {
     "device": {"per_s": 1, "burst": 5},
     "network": {"per_s": 20, "burst": 60},
     "accounts_per_device": {"challenge_above": 2, "reject_above": 3},
-    "accounts_per_network": {"challenge_above": 15, "reject_above": 60},
+    "accounts_per_network": {"challenge_above": 15, "reject_above": 200},
     "risk": [{"signal": "account_age_s", "below": 7 * DAY, "action": "challenge"}],
     "challenge": {"base_bits": 12, "step_bits": 2, "max_bits": 16},
 }

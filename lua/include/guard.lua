@@ -1,7 +1,8 @@
 -- The scalper guard of a claim: block/allow lists, GCRA rates, distinct
 -- accounts per device and network, risk rules, proof-of-work challenges.
--- Pasted after common and gcra. Everything is checked first; only an
--- admitted request commits its limiter state (a refusal consumes nothing).
+-- Pasted after common and gcra. Rates first: if any refuses, none is
+-- charged (THROTTLED); else all are charged, even if a later check refuses.
+-- Accounts are recorded and challenge nonces spent only for a passed request.
 --
 -- The campaign's compiled config is meta field `th` (JSON, built by
 -- engine/throttle.py), decoded once per script run:
@@ -87,6 +88,10 @@ local function guard(cfg, g, now)
     c_tat = tat + lim[1]
   end
   if wait > 0 then return {THROTTLED, scope, wait} end
+  -- Within its rates, the request is charged to them, whatever comes next:
+  -- a bot refused by a later check still spends its network's budget.
+  for _, p in ipairs(pending) do gcra_commit(p[1], now, p[2]) end
+  if c_tat then campaign_tat = c_tat end
   local level, why = 0, ''
   local seen = {}
   if not allowed then
@@ -117,8 +122,6 @@ local function guard(cfg, g, now)
       and redis.call('SET', KEYS[g.k_nonce], g.user, 'NX', 'PX', g.pow_exp - now)
     if not solved then return {CHALLENGE_REQUIRED, why, need} end
   end
-  for _, p in ipairs(pending) do gcra_commit(p[1], now, p[2]) end
-  if c_tat then campaign_tat = c_tat end
   for _, s in ipairs(seen) do
     redis.call('ZADD', s[1], now, g.user)
     redis.call('PEXPIRE', s[1], s[2])

@@ -268,3 +268,39 @@ async def test_the_campaign_rate_holds_within_one_batch_and_across(engine: Engin
     assert all((r.outcome, r.reason) == (Outcome.THROTTLED, "campaign") for r in late)
     assert 999_000 <= late[0].retry_after_ms <= 1_000_000
     assert (await _claim(engine, "next")).outcome is Outcome.THROTTLED  # the state was kept
+
+
+async def test_campaigns_without_a_throttle_take_the_default(clean_redis: str,
+                                                             tmp_path: Any) -> None:
+    from engine import Settings
+
+    default = '{"user": {"per_s": 0.001, "burst": 1}}'
+    eng = Engine.from_url(clean_redis, Settings(data_dir=tmp_path, throttle=default))
+    await eng.start()
+    try:
+        await eng.define_campaign("d", campaign_spec())
+        await eng.define_campaign("own", campaign_spec(throttle={"enabled": False}))
+        assert (await _claim(eng, "u", cid="d")).outcome is Outcome.OK
+        assert (await _claim(eng, "u", cid="d")).outcome is Outcome.THROTTLED
+        assert (await _claim(eng, "u", cid="own")).outcome is Outcome.OK
+        assert (await _claim(eng, "u", cid="own")).outcome is Outcome.OK
+        stats = await eng.stats("d")
+        assert stats.throttle is not None and stats.throttle.user.burst == 1
+        assert (await eng.stats("own")).throttle is None
+    finally:
+        await eng.close()
+
+
+@pytest.mark.parametrize("env", [
+    {"STAMPEDE_THROTTLE": "{not json"},
+    {"STAMPEDE_THROTTLE": '{"user": {"per_s": -1}}'},
+    {"STAMPEDE_THROTTLE": '{"block": {"networks": ["1.0.0.0/8"]}}'},
+    {"STAMPEDE_POW_SECRETS": "short:x"},
+    {"STAMPEDE_TRUSTED_PROXIES": "10.0.0.0/33"},
+])
+def test_bad_throttle_settings_are_refused_at_start(env: dict[str, str]) -> None:
+    from engine import Settings
+    from engine.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        Settings.from_env(env)
