@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import uvloop
@@ -47,9 +48,12 @@ GUARD = {"user": {"per_s": 1000, "burst": 100}, "device": {"per_s": 1000, "burst
                   {"signal": "lapses", "above": 5, "action": "reject"}]}
 
 
-def _spec(stock: int, guard: bool = False) -> CampaignSpec:
+RATES_ONLY = {k: GUARD[k] for k in ("user", "device", "network")}
+
+
+def _spec(stock: int, guard: dict[str, Any] | None = None) -> CampaignSpec:
     now = datetime.now(timezone.utc)
-    return msgspec.convert({**({"throttle": GUARD} if guard else {}),
+    return msgspec.convert({**({"throttle": guard} if guard else {}),
         "name": "bench", "opens_at": (now - timedelta(minutes=1)).isoformat(),
         "closes_at": (now + timedelta(hours=1)).isoformat(), "limits": {"per_user": 2},
         "skus": [{"sku": "hot", "price": 100,
@@ -58,7 +62,7 @@ def _spec(stock: int, guard: bool = False) -> CampaignSpec:
 
 
 async def _round(engine: Engine, cid: str, claim: ClaimFn, seconds: float,
-                 concurrency: int, guard: bool = False) -> float:
+                 concurrency: int, guard: dict[str, Any] | None = None) -> float:
     await engine.define_campaign(cid, _spec(50_000_000, guard))
     done = 0
     stop_at = time.perf_counter() + seconds
@@ -83,7 +87,9 @@ async def _round(engine: Engine, cid: str, claim: ClaimFn, seconds: float,
     return rate
 
 
-async def run(seconds: float, rounds: int, concurrency: int) -> dict[str, list[float]]:
+async def run(seconds: float, rounds: int, concurrency: int,
+              guard: str = "full") -> dict[str, list[float]]:
+    guards = {"batched + guard": GUARD if guard == "full" else RATES_ONLY}
     with tempfile.TemporaryDirectory() as tmp:
         server = EmbeddedValkey(Path(tmp))
         url = server.start()
@@ -105,7 +111,7 @@ async def run(seconds: float, rounds: int, concurrency: int) -> dict[str, list[f
                 for name, fn in modes.items():
                     console.log(f"round {r + 1}/{rounds}: {name}")
                     rates[name].append(await _round(engine, f"bench{r}", fn, seconds,
-                                                    concurrency, guard=name.endswith("guard")))
+                                                    concurrency, guard=guards.get(name)))
             await engine.close()
         finally:
             server.stop()
@@ -117,9 +123,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--guard", choices=("full", "rates"), default="full",
+                        help="the guarded campaign's config: every check, or the three rates")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
-    rates = uvloop.run(run(args.seconds, args.rounds, args.concurrency))
+    rates = uvloop.run(run(args.seconds, args.rounds, args.concurrency, args.guard))
     medians = {m: statistics.median(v) for m, v in rates.items()}
     table = Table(title=f"engine claims/s (no HTTP), concurrency {args.concurrency}")
     for col in ("mode", "median claims/s", "rounds", "ratio"):
