@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import RedisError
 
 from engine import keys, throttle
 from engine.admission import AdmissionTokens, kept_secret, ticket_view
@@ -85,7 +86,7 @@ class Engine:
 
     @functools.cached_property
     def challenges(self) -> throttle.Challenges:
-        """Signs and checks proof-of-work challenges (keys from settings, or kept under data_dir)."""
+        """Signs and checks proof-of-work challenges (keys from settings, else under data_dir)."""
         if self.settings.pow_secrets:
             return throttle.Challenges(throttle.parse_keys(self.settings.pow_secrets))
         return throttle.Challenges(
@@ -128,7 +129,7 @@ class Engine:
         for _ in range(10):  # a throttle change is read, merged, then written if unchanged
             args: list[Any] = [actor, *pairs]
             if patch.throttle is not msgspec.UNSET:
-                current = await self.redis.hget(ks[0], "th_spec") or ""
+                current = str(await self.redis.hget(ks[0], "th_spec") or "")
                 merged = throttle.merge(current, patch.throttle)
                 fields = throttle.meta_fields(merged)
                 if patch.throttle.block is msgspec.UNSET and patch.throttle.allow is msgspec.UNSET:
@@ -251,9 +252,9 @@ class Engine:
             if c.idempotency_key is not None:
                 ks.append(keys.idempotency_key(cid, c.user, c.idempotency_key))
                 idem = len(ks)
+            tail = throttle.packed_tail(cid, c.user, c.guard, recent.get(c.user, -1), slot)
             args.append(f"{c.claim_id}|{c.user}|{c.sku}|{c.qty}|{idem}|{c.admission_exp}|"
-                        f"{c.sku}:{c.qty}"
-                        f"{throttle.packed_tail(cid, c.user, c.guard, recent.get(c.user, -1), slot)}")
+                        f"{c.sku}:{c.qty}{tail}")
         reply = await self.scripts.run("claim_batch", ks, args)
         results = []
         for i, c in enumerate(claims):
@@ -319,10 +320,11 @@ class Engine:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for u in users:  # one member per campaign: no trimming needed
                     key = keys.recent_claims_key(u)
-                    pipe.zadd(key, {cid: now}).pexpire(key, 86_400_000)
+                    pipe.zadd(key, {cid: now})
+                    pipe.pexpire(key, 86_400_000)
                 await pipe.execute()
-        except Exception:  # a lost signal must never fail a claim  # noqa: BLE001
-            pass
+        except RedisError:  # a lost risk signal must never fail a claim
+            return
 
     async def confirm(self, claim_id: str, user: str) -> ClaimResult:
         return await self._settle("confirm", claim_id, user)

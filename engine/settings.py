@@ -102,7 +102,7 @@ class Settings:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
         if self.gateway_rate_per_s < 0:
             raise ConfigError("STAMPEDE_GATEWAY_RATE_PER_S must not be negative")
-        from engine import netaddr, throttle  # noqa: PLC0415 (throttle imports settings' errors)
+        from engine import netaddr, throttle  # here: engine.throttle imports engine.errors
 
         throttle.parse_default(self.throttle)
         if self.pow_secrets:

@@ -194,8 +194,8 @@ def compile_lists(spec: ThrottleSpec | None) -> str:
 
 def meta_fields(spec: ThrottleSpec | None) -> dict[str, str]:
     """Meta fields of a campaign's throttle (define_campaign.lua ARGV[10])."""
-    return {"th": compile_config(spec), "th_spec": "" if spec is None else _json.encode(spec).decode(),
-            "th_lists": compile_lists(spec)}
+    spec_json = "" if spec is None else _json.encode(spec).decode()
+    return {"th": compile_config(spec), "th_spec": spec_json, "th_lists": compile_lists(spec)}
 
 
 def merge(current: str, patch: ThrottlePatch) -> ThrottleSpec:
@@ -262,8 +262,8 @@ class Challenges:
     def issue(self, user: str, cid: str, difficulty: int) -> ChallengeView:
         now = int(time.time() * 1000)
         ch = pow.issue(self._signing, user, cid, difficulty, now, CHALLENGE_TTL_MS)
-        return ChallengeView(token=ch.token, difficulty=ch.difficulty,
-                             expires_at=datetime.fromtimestamp(ch.expires_ms / 1000, tz=timezone.utc))
+        expires = datetime.fromtimestamp(ch.expires_ms / 1000, tz=timezone.utc)
+        return ChallengeView(token=ch.token, difficulty=ch.difficulty, expires_at=expires)
 
     def guard(self, cid: str, user: str, client: ClientSignals | None) -> Guard:
         """The claim's guard context; a solution counts only if genuine and for this claimant."""

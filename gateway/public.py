@@ -7,9 +7,9 @@ from engine.models import CampaignPublic, ClaimRequest, ClaimView
 from engine.outcomes import GUARD_REFUSALS, Outcome
 from gateway.context import AUTH, ENGINE, GUARD
 from gateway.errors import decode, json_response, outcome_error, read_body
-from gateway.idempotency import checked_key
 from gateway.guard import HEADERS as GUARD_HEADERS
 from gateway.guard import client_signals, refusal
+from gateway.idempotency import checked_key
 from gateway.metrics import count_claim, count_refusal
 from gateway.routing import ApiRoutes
 

@@ -130,9 +130,10 @@ class Human(FastHttpUser):
         n = next(_humans)
         self.user_id, self.headers = new_identity(self.environment)
         young = random.random() < 0.1
-        self.headers |= {"X-Device-Id": f"human-{self.user_id}",
-                         "X-Forwarded-For": f"10.{n // 256 % 256}.{n % 256}.{random.randrange(1, 255)}",
-                         "X-Account-Created": str(int(time.time()) - (3600 if young else 400 * DAY))}
+        address = f"10.{n // 256 % 256}.{n % 256}.{random.randrange(1, 255)}"
+        created = int(time.time()) - (3600 if young else 400 * DAY)
+        self.headers |= {"X-Device-Id": f"human-{self.user_id}", "X-Forwarded-For": address,
+                         "X-Account-Created": str(created)}
         self.done = False
 
     @task
