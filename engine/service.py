@@ -54,6 +54,8 @@ class ClaimResult(msgspec.Struct, frozen=True):
 
 
 _json = msgspec.json.Encoder()
+_NEEDS_GUARD = ClaimResult(Outcome.INVALID)
+"""Placeholder of a claim the script sent back for its guard context (code -1)."""
 
 
 class Engine:
@@ -64,6 +66,8 @@ class Engine:
         self.batcher: ClaimBatcher[ClaimResult] = ClaimBatcher(self._claim_batch,
                                                                settings.max_batch)
         self.throttle_default = throttle.parse_default(settings.throttle)
+        self._guarded: dict[str, bool] = {}
+        """Was the campaign guarded at its last reply? (Unguarded: claims go without context.)"""
         self._recent_window: dict[str, int] = {}
         """Campaigns whose risk rules read recent_campaigns -> its window (ms), per reply."""
         self._background: set[asyncio.Task[Any]] = set()
@@ -234,6 +238,21 @@ class Engine:
         return (await self._claim_batch(cid, [pending]))[0]
 
     async def _claim_batch(self, cid: str, claims: Sequence[PendingClaim]) -> list[ClaimResult]:
+        """One script call; claims of a campaign guarded since the last reply go once more,
+        with their guard context (which a campaign believed unguarded is sent without)."""
+        guarded = self._guarded.get(cid, True)
+        results = await self._claim_batch_once(cid, claims, guarded)
+        if guarded:
+            return results
+        again = [i for i, r in enumerate(results) if r is _NEEDS_GUARD]
+        if again:
+            redone = await self._claim_batch_once(cid, [claims[i] for i in again], True)
+            for i, r in zip(again, redone, strict=True):
+                results[i] = r
+        return results
+
+    async def _claim_batch_once(self, cid: str, claims: Sequence[PendingClaim],
+                                guarded: bool) -> list[ClaimResult]:
         ks = keys.campaign_keys(cid)
         ks += [keys.limiter_key(cid, "campaign", "all"), keys.lists_key(cid)]
         slots: dict[str, int] = {}
@@ -252,13 +271,17 @@ class Engine:
             if c.idempotency_key is not None:
                 ks.append(keys.idempotency_key(cid, c.user, c.idempotency_key))
                 idem = len(ks)
-            tail = throttle.packed_tail(cid, c.user, c.guard, recent.get(c.user, -1), slot)
+            tail = throttle.packed_tail(cid, c.user, c.guard, recent.get(c.user, -1), slot) \
+                if guarded else ""
             args.append(f"{c.claim_id}|{c.user}|{c.sku}|{c.qty}|{idem}|{c.admission_exp}|"
                         f"{c.sku}:{c.qty}{tail}")
         reply = await self.scripts.run("claim_batch", ks, args)
         results = []
         for i, c in enumerate(claims):
             code, claim_id, deadline, price, created = reply[5 * i:5 * i + 5]
+            if code == -1:  # guarded after all: sent again with its context
+                results.append(_NEEDS_GUARD)
+                continue
             outcome = OUTCOMES[int(code)]
             if outcome is Outcome.OK:
                 view = ClaimView(claim_id=claim_id, campaign_id=cid, sku=c.sku, qty=c.qty,
@@ -269,6 +292,7 @@ class Engine:
                 results.append(self._refusal(cid, c.user, outcome, claim_id, deadline))
             else:
                 results.append(ClaimResult(outcome))
+        self._guarded[cid] = int(reply[-1]) != 0
         self._note_guard(cid, int(reply[-1]), claims, results)
         return results
 

@@ -10,6 +10,7 @@ so a refused bot costs one cheap pass of the script. This module:
 - issues and verifies the signed proof-of-work challenges (engine/pow.py).
 """
 
+import functools
 import ipaddress
 import time
 from dataclasses import dataclass
@@ -289,17 +290,28 @@ def parse_keys(spec: str) -> dict[str, bytes]:
     return out
 
 
+@functools.lru_cache(maxsize=1024)
+def _prefixes(cid: str) -> tuple[str, ...]:
+    """Key prefixes of a campaign's guard keys (built by engine/keys.py, once)."""
+    return (keys.limiter_key(cid, "user", ""), keys.limiter_key(cid, "device", ""),
+            keys.limiter_key(cid, "network", ""), keys.accounts_key(cid, "device", ""),
+            keys.accounts_key(cid, "network", ""), keys.nonce_key(cid, ""))
+
+
 def packed_tail(cid: str, user: str, g: Guard, recent: int, slot: Any) -> str:
     """The guard's part of a claim's packed argument (lua/claim_batch.lua header).
 
     `slot(key)` returns the KEYS index of a key, adding it once per batch.
     """
     dev, net = g.device, g.network
-    k_user = slot(keys.limiter_key(cid, "user", user))
-    k_dev = slot(keys.limiter_key(cid, "device", dev)) if dev else 0
-    k_net = slot(keys.limiter_key(cid, "network", net)) if net else 0
-    k_adev = slot(keys.accounts_key(cid, "device", dev)) if dev else 0
-    k_anet = slot(keys.accounts_key(cid, "network", net)) if net else 0
-    k_nonce = slot(keys.nonce_key(cid, g.nonce)) if g.nonce else 0
+    p_user, p_dev, p_net, p_adev, p_anet, p_nonce = _prefixes(cid)
+    k_user = slot(p_user + user)
+    if g is NO_GUARD:  # the common case of claims without client signals
+        return f"|||-1|{recent}|-1|-1|{k_user}|0|0|0|0|0"
+    k_dev = slot(p_dev + dev) if dev else 0
+    k_net = slot(p_net + net) if net else 0
+    k_adev = slot(p_adev + dev) if dev else 0
+    k_anet = slot(p_anet + net) if net else 0
+    k_nonce = slot(p_nonce + g.nonce) if g.nonce else 0
     return (f"|{dev}|{net}|{g.age}|{recent}|{g.pow_bits}|{g.pow_exp}|{k_user}|{k_dev}|{k_net}"
             f"|{k_adev}|{k_anet}|{k_nonce}")

@@ -7,7 +7,9 @@
 -- ARGV[1]     how long to remember an idempotent answer, in ms
 -- ARGV[2]     sweep limit: expired holds to release before claiming
 -- ARGV[3..]   one per claim: "claim_id|user|sku|qty|idem_slot|admission|fingerprint"
---             then, when the campaign is guarded, the guard's context:
+--             then the guard's context (the engine leaves it out for a
+--             campaign unguarded at its last reply; such a claim of a
+--             guarded campaign is answered -1, unchanged, to be sent again):
 --             "|device|network|age_s|recent|pow_bits|pow_exp_ms|k_user|k_device|
 --             k_network|k_acc_device|k_acc_network|k_nonce"
 --             idem_slot is the KEYS index of its idempotency key, 0 if none;
@@ -110,7 +112,8 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
     local c = parse_claim(existing)
     return answer(OK, claim_id, c.deadline, c.price, c.created)
   end
-  if guard_cfg and g then
+  if guard_cfg and not g then return answer(-1) end  -- guarded since: send its context
+  if guard_cfg then
     local verdict = guard(guard_cfg, g, now)
     if verdict ~= OK then
       local code, detail, value = verdict[1], verdict[2], verdict[3]
@@ -179,7 +182,7 @@ for i = 3, #ARGV do
   local claim_id, user, sku, qty, slot, adm, fp, tail =
     string.match(ARGV[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)(.*)$')
   claim_one(claim_id, user, sku, tonumber(qty), tonumber(slot), tonumber(adm), fp,
-            guard_context(user, tail))
+            guard_cfg and guard_context(user, tail))
 end
 flush_stock()
 guard_flush(now)

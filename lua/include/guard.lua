@@ -38,8 +38,9 @@ end
 -- Distinct accounts over a sliding window: exact, and bounded (a set never
 -- grows past reject_above + 1 members: above that nothing is added).
 local function accounts_seen(key, now, user, window)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
   local n = redis.call('ZCARD', key)
+  if n == 0 then return 1 end  -- a new device or network: one call
+  n = n - redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
   if not redis.call('ZSCORE', key, user) then n = n + 1 end
   return n
 end

@@ -304,3 +304,18 @@ def test_bad_throttle_settings_are_refused_at_start(env: dict[str, str]) -> None
 
     with pytest.raises(ConfigError):
         Settings.from_env(env)
+
+
+async def test_a_guard_switched_on_elsewhere_applies_to_the_next_claim(
+        engine: Engine, clean_redis: str, settings: Any) -> None:
+    await engine.define_campaign("g", campaign_spec(per_user=None))
+    assert (await _claim(engine, "u")).outcome is Outcome.OK  # learns: unguarded
+    other = Engine.from_url(clean_redis, settings)  # another worker, with the admin API
+    await other.start()
+    try:
+        assert await _patch(other, "g", {"block": {"users": ["u"]}}) is Outcome.OK
+    finally:
+        await other.close()
+    refused = await _claim(engine, "u")  # sent without context, sent again with it
+    assert (refused.outcome, refused.reason) == (Outcome.BLOCKED, "user_blocked")
+    assert (await _claim(engine, "v")).outcome is Outcome.OK
