@@ -30,7 +30,7 @@ from engine.throttle import DEVICE_PATTERN, ClientSignals
 from gateway.context import AUTH, ENGINE
 from gateway.errors import Handler
 from gateway.logs import log
-from gateway.metrics import count_limiter_fail_open
+from gateway.metrics import count_limiter_fail_open, count_refusal
 from gateway.routing import ApiRoutes
 
 api = ApiRoutes("throttle")
@@ -113,6 +113,7 @@ async def limiter_middleware(request: web.Request, handler: Handler) -> web.Stre
         log.warning("gateway limiter unavailable; failing open", error=type(exc).__name__)
         return await handler(request)
     if not allowed:
+        count_refusal(Outcome.THROTTLED, "gateway")
         return refusal(ClaimResult(Outcome.THROTTLED, reason="gateway",
                                    retry_after_ms=int(retry)))
     return await handler(request)

@@ -5,13 +5,16 @@ one production runs: lists, rates, accounts per device/network, risk rules,
 proof-of-work challenges, refusal events and live changes.
 """
 
+import asyncio
+import hashlib
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
-from engine import Engine, keys, pow
-from engine.errors import ValidationError
+from engine import Engine, Settings, keys, pow
+from engine.errors import ConfigError, ValidationError
 from engine.models import CampaignPatch
 from engine.outcomes import Outcome
 from engine.throttle import ClientSignals, ThrottlePatch
@@ -185,7 +188,7 @@ async def test_challenge_solutions_forged_expired_reused_or_foreign_are_refused(
     # Too little work: a wrong counter.
     mine = await _challenged(engine, "alice")
     bad = next(str(c) for c in range(10**6) if pow.leading_zero_bits(
-        __import__("hashlib").sha256(f"{mine.challenge.token}:{c}".encode()).digest()) < 4)
+        hashlib.sha256(f"{mine.challenge.token}:{c}".encode()).digest()) < 4)
     result = await _claim(engine, "alice", device="shared", challenge=mine.challenge.token,
                           solution=bad)
     assert result.outcome is Outcome.CHALLENGE_REQUIRED
@@ -261,7 +264,6 @@ def test_patch_model_refuses_unknown_fields() -> None:
 
 async def test_the_campaign_rate_holds_within_one_batch_and_across(engine: Engine) -> None:
     await _define(engine, {"campaign": {"per_s": 0.001, "burst": 3}})
-    import asyncio
     first = await asyncio.gather(*(_claim(engine, f"b{i}") for i in range(5)))  # one batch
     assert [r.outcome for r in first].count(Outcome.OK) == 3
     late = [r for r in first if r.outcome is not Outcome.OK]
@@ -271,9 +273,7 @@ async def test_the_campaign_rate_holds_within_one_batch_and_across(engine: Engin
 
 
 async def test_campaigns_without_a_throttle_take_the_default(clean_redis: str,
-                                                             tmp_path: Any) -> None:
-    from engine import Settings
-
+                                                             tmp_path: Path) -> None:
     default = '{"user": {"per_s": 0.001, "burst": 1}}'
     eng = Engine.from_url(clean_redis, Settings(data_dir=tmp_path, throttle=default))
     await eng.start()
@@ -299,9 +299,6 @@ async def test_campaigns_without_a_throttle_take_the_default(clean_redis: str,
     {"STAMPEDE_TRUSTED_PROXIES": "10.0.0.0/33"},
 ])
 def test_bad_throttle_settings_are_refused_at_start(env: dict[str, str]) -> None:
-    from engine import Settings
-    from engine.errors import ConfigError
-
     with pytest.raises(ConfigError):
         Settings.from_env(env)
 

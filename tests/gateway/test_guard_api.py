@@ -2,6 +2,7 @@
 and the gateway limiter that fails open."""
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -71,7 +72,6 @@ async def test_challenge_round_trip_and_blocked(api: Api) -> None:
 async def test_account_age_from_the_token(api: Api) -> None:
     await _create(api, {"risk": [{"signal": "account_age_s", "below": 3600,
                                   "action": "reject"}]})
-    import time
     young = mint_user_token(JWT_SECRET, "young", created_at=int(time.time()) - 60)
     old = mint_user_token(JWT_SECRET, "old", created_at=int(time.time()) - 86_400)
     resp = await api.public.post(CLAIM, json=BODY, headers={"Authorization": f"Bearer {young}"})
