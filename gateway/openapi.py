@@ -11,7 +11,19 @@ ERROR_SCHEMA = {
     "type": "object", "required": ["error"], "additionalProperties": False,
     "properties": {"error": {
         "type": "object", "required": ["code", "message"],
-        "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}},
+        "properties": {
+            "code": {"type": "string"}, "message": {"type": "string"},
+            # Scalper-guard refusals (throttled, blocked, challenge_required):
+            "reason": {"type": "string", "description": "the limit, list or rule that refused"},
+            "retry_after_ms": {"type": "integer", "description": "throttled: exact wait"},
+            "challenge": {
+                "type": "object", "required": ["token", "difficulty", "expires_at"],
+                "description": "challenge_required: find a decimal counter such that "
+                               "sha256(token + ':' + counter) has `difficulty` leading zero "
+                               "bits; send X-Challenge-Token and X-Challenge-Solution",
+                "properties": {"token": {"type": "string"}, "difficulty": {"type": "integer"},
+                               "expires_at": {"type": "string", "format": "date-time"},
+                               "algorithm": {"type": "string"}}}}}},
 }
 
 _ERROR_TEXT = {
