@@ -13,6 +13,7 @@ so a refused bot costs one cheap pass of the script. This module:
 import functools
 import ipaddress
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
@@ -298,7 +299,8 @@ def _prefixes(cid: str) -> tuple[str, ...]:
             keys.accounts_key(cid, "network", ""), keys.nonce_key(cid, ""))
 
 
-def packed_tail(cid: str, user: str, g: Guard, recent: int, slot: Any) -> str:
+def packed_tail(cid: str, user: str, g: Guard, recent: int,
+                slot: Callable[[str], int]) -> str:
     """The guard's part of a claim's packed argument (lua/claim_batch.lua header).
 
     `slot(key)` returns the KEYS index of a key, adding it once per batch.
