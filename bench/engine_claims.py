@@ -1,8 +1,14 @@
-"""Claims per second through the engine alone (no HTTP): batched vs one call per claim.
+"""Claims per second through the engine alone (no HTTP): batched vs one call per claim,
+and batched with the scalper guard on.
 
-Both modes run in the same process, against the same embedded Valkey,
-interleaved round by round so that machine drift hits both alike. After
+All modes run in the same process, against the same embedded Valkey,
+interleaved round by round so that machine drift hits them alike. After
 each round the campaign's accounting is checked (nothing oversold).
+
+"batched + guard" is a guarded campaign (every check configured: rates per
+user, device, network and campaign, accounts per device and network, risk
+rules) whose limits every claim passes, each claim with its own device and
+network: the cost of throttling a claim that is let through.
 
     python -m bench.engine_claims [--seconds 3] [--rounds 3] [--concurrency 256]
 """
@@ -16,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import uvloop
@@ -25,15 +32,28 @@ from rich.table import Table
 from engine import Engine, Outcome, Settings
 from engine.models import CampaignSpec
 from engine.service import ClaimResult
+from engine.throttle import ClientSignals
 from engine.valkey import EmbeddedValkey
 
 console = Console()
 ClaimFn = Callable[[str, str, str, int], Awaitable[ClaimResult]]
 
 
-def _spec(stock: int) -> CampaignSpec:
+GUARD = {"user": {"per_s": 1000, "burst": 100}, "device": {"per_s": 1000, "burst": 100},
+         "network": {"per_s": 100_000, "burst": 100_000},
+         "campaign": {"per_s": 100_000, "burst": 100_000},
+         "accounts_per_device": {"challenge_above": 5, "reject_above": 10},
+         "accounts_per_network": {"challenge_above": 50, "reject_above": 100},
+         "risk": [{"signal": "account_age_s", "below": 86_400, "action": "challenge"},
+                  {"signal": "lapses", "above": 5, "action": "reject"}]}
+
+
+RATES_ONLY = {k: GUARD[k] for k in ("user", "device", "network")}
+
+
+def _spec(stock: int, guard: dict[str, Any] | None = None) -> CampaignSpec:
     now = datetime.now(timezone.utc)
-    return msgspec.convert({
+    return msgspec.convert({**({"throttle": guard} if guard else {}),
         "name": "bench", "opens_at": (now - timedelta(minutes=1)).isoformat(),
         "closes_at": (now + timedelta(hours=1)).isoformat(), "limits": {"per_user": 2},
         "skus": [{"sku": "hot", "price": 100,
@@ -42,8 +62,8 @@ def _spec(stock: int) -> CampaignSpec:
 
 
 async def _round(engine: Engine, cid: str, claim: ClaimFn, seconds: float,
-                 concurrency: int) -> float:
-    await engine.define_campaign(cid, _spec(50_000_000))
+                 concurrency: int, guard: dict[str, Any] | None = None) -> float:
+    await engine.define_campaign(cid, _spec(50_000_000, guard))
     done = 0
     stop_at = time.perf_counter() + seconds
 
@@ -67,21 +87,31 @@ async def _round(engine: Engine, cid: str, claim: ClaimFn, seconds: float,
     return rate
 
 
-async def run(seconds: float, rounds: int, concurrency: int) -> dict[str, list[float]]:
+async def run(seconds: float, rounds: int, concurrency: int,
+              guard: str = "full") -> dict[str, list[float]]:
+    guards = {"batched + guard": GUARD if guard == "full" else RATES_ONLY}
     with tempfile.TemporaryDirectory() as tmp:
         server = EmbeddedValkey(Path(tmp))
         url = server.start()
         try:
             engine = Engine.from_url(url, Settings(data_dir=Path(tmp)))
             await engine.start()
+
+            async def guarded(cid: str, user: str, sku: str, qty: int) -> ClaimResult:
+                n = hash(user) & 0xFFFFFF
+                return await engine.claim(cid, user, sku, qty, client=ClientSignals(
+                    device=f"dev-{user}", network=f"10.{n >> 16}.{n >> 8 & 255}.0/24",
+                    account_age_s=400 * 86_400))
+
             modes: dict[str, ClaimFn] = {"batched": engine.claim,
-                                         "one call per claim": engine.claim_unbatched}
+                                         "one call per claim": engine.claim_unbatched,
+                                         "batched + guard": guarded}
             rates: dict[str, list[float]] = {m: [] for m in modes}
             for r in range(rounds):
                 for name, fn in modes.items():
                     console.log(f"round {r + 1}/{rounds}: {name}")
                     rates[name].append(await _round(engine, f"bench{r}", fn, seconds,
-                                                    concurrency))
+                                                    concurrency, guard=guards.get(name)))
             await engine.close()
         finally:
             server.stop()
@@ -93,9 +123,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--guard", choices=("full", "rates"), default="full",
+                        help="the guarded campaign's config: every check, or the three rates")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
-    rates = uvloop.run(run(args.seconds, args.rounds, args.concurrency))
+    rates = uvloop.run(run(args.seconds, args.rounds, args.concurrency, args.guard))
     medians = {m: statistics.median(v) for m, v in rates.items()}
     table = Table(title=f"engine claims/s (no HTTP), concurrency {args.concurrency}")
     for col in ("mode", "median claims/s", "rounds", "ratio"):
@@ -105,6 +137,8 @@ def main() -> None:
         table.add_row(m, f"{medians[m]:,.0f}", ", ".join(f"{x:,.0f}" for x in v),
                       f"{medians[m] / base:.2f}x")
     console.print(table)
+    console.print(f"guard cost: batched + guard / batched = "
+                  f"{medians['batched + guard'] / medians['batched']:.2f}")
     if args.json:
         args.json.write_text(json.dumps({"rates": rates, "medians": medians}, indent=2))
 

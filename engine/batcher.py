@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from engine.throttle import NO_GUARD, Guard
+
 R = TypeVar("R")
 
 
@@ -23,6 +25,8 @@ class PendingClaim:
     idempotency_key: str | None
     admission_exp: int = -1
     """Expiry (ms) of the verified admission token the claim carries; -1 if none."""
+    guard: Guard = NO_GUARD
+    """Device, network, risk signals and verified challenge solution, for the scalper guard."""
 
 
 RunBatch = Callable[[str, Sequence[PendingClaim]], Awaitable[Sequence[R]]]

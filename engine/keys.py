@@ -61,6 +61,31 @@ def limiter_key(cid: str, scope: str, subject: str) -> str:
     return f"{tag(cid)}:rl:{scope}:{subject}"
 
 
+def accounts_key(cid: str, scope: str, subject: str) -> str:
+    """Accounts seen on one device or network (zset, scored by last seen ms)."""
+    return f"{tag(cid)}:acc:{scope}:{subject}"
+
+
+def lists_key(cid: str) -> str:
+    """The campaign's block/allow lists: "u:|d:|n:<subject>" -> 'a' or 'b'."""
+    return f"{tag(cid)}:lists"
+
+
+def nonce_key(cid: str, nonce: str) -> str:
+    """A used proof-of-work nonce, kept until its challenge expires."""
+    return f"{tag(cid)}:pow:{nonce}"
+
+
+def recent_claims_key(user: str) -> str:
+    """Campaigns a user placed holds in lately (zset cid -> ms): its own slot, not a campaign's."""
+    return f"{{u:{user}}}:recent"
+
+
+def gateway_limiter_keys(network: str) -> list[str]:
+    """The gateway's per-network limiter: a clock-less meta key and the GCRA key, one slot."""
+    return [f"{{n:{network}}}:clock", f"{{n:{network}}}:rl"]
+
+
 class _RandomPool:
     """80-bit random ids from a buffer refilled from os.urandom in bulk.
 

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from engine.throttle import ThrottlePatch, ThrottleSpec
+
 SkuId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="SKU id")]
 Qty = Annotated[int, Meta(ge=1, le=1000)]
 Limit = Annotated[int, Meta(ge=1, le=1_000_000)]
@@ -80,6 +82,8 @@ class CampaignSpec(Struct, **_STRICT):  # type: ignore[call-arg]
     limits: Limits = msgspec.field(default_factory=Limits)
     waitlist: WaitlistSpec | None = None
     waiting_room: WaitingRoomSpec | None = None
+    throttle: ThrottleSpec | None = None
+    """Scalper throttling; none: the service's default (STAMPEDE_THROTTLE) when defined."""
 
 
 class LimitsPatch(Struct, **_STRICT):  # type: ignore[call-arg]
@@ -105,6 +109,8 @@ class CampaignPatch(Struct, **_STRICT):  # type: ignore[call-arg]
     """Per-user limit by SKU; null removes it."""
     waiting_room: WaitingRoomPatch | UnsetType = UNSET
     """Live admission settings of a campaign that has a waiting room."""
+    throttle: ThrottlePatch | UnsetType = UNSET
+    """Scalper throttling: the fields given replace the campaign's, for the next request."""
 
 
 class ClaimRequest(Struct, **_STRICT):  # type: ignore[call-arg]
@@ -224,6 +230,8 @@ class CampaignStats(Struct, kw_only=True):
     events: int = 0
     fenced: bool = False
     waiting_room: WaitingRoomStats | None = None
+    throttle: ThrottleSpec | None = None
+    """The scalper throttling in force (null: none)."""
 
 
 def to_ms(t: datetime) -> int:

@@ -24,6 +24,9 @@ class Outcome(IntEnum):
     ADMISSION_REQUIRED = 12
     WAITLIST_FULL = 13
     NOT_SOLD_OUT = 14
+    THROTTLED = 15
+    BLOCKED = 16
+    CHALLENGE_REQUIRED = 17
 
     @property
     def code(self) -> str:
@@ -47,8 +50,14 @@ _CODES = {
     Outcome.ADMISSION_REQUIRED: "admission_required",
     Outcome.WAITLIST_FULL: "conflict",
     Outcome.NOT_SOLD_OUT: "conflict",
+    Outcome.THROTTLED: "throttled",
+    Outcome.BLOCKED: "blocked",
+    Outcome.CHALLENGE_REQUIRED: "challenge_required",
 }
 
+
+GUARD_REFUSALS = frozenset({Outcome.THROTTLED, Outcome.BLOCKED, Outcome.CHALLENGE_REQUIRED})
+"""The scalper guard's refusals: they carry a reason (and a retry-after or a challenge)."""
 
 OUTCOMES: tuple[Outcome, ...] = tuple(sorted(Outcome, key=int))
 """Outcome by code, for the hot path (indexing a tuple beats the enum call)."""

@@ -81,6 +81,7 @@ class Verdict:
     reason: str
     nonce: str = ""
     expires_ms: int = 0
+    difficulty: int = 0
 
 
 def verify(keys: dict[str, bytes] | bytes, token: str, solution: str, user: str,
@@ -105,4 +106,4 @@ def verify(keys: dict[str, bytes] | bytes, token: str, solution: str, user: str,
     digest = hashlib.sha256(f"{token}:{solution}".encode()).digest()
     if leading_zero_bits(digest) < payload.difficulty:
         return Verdict(False, "insufficient work")
-    return Verdict(True, "ok", payload.nonce, payload.expires_ms)
+    return Verdict(True, "ok", payload.nonce, payload.expires_ms, payload.difficulty)

@@ -8,17 +8,19 @@ import asyncio
 import functools
 import math
 import secrets
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import RedisError
 
-from engine import keys
+from engine import keys, throttle
 from engine.admission import AdmissionTokens, kept_secret, ticket_view
 from engine.batcher import ClaimBatcher, PendingClaim
-from engine.errors import ValidationError
+from engine.errors import UnavailableError, ValidationError
 from engine.models import (
     CampaignPatch,
     CampaignPublic,
@@ -33,18 +35,27 @@ from engine.models import (
     from_ms,
     to_ms,
 )
-from engine.outcomes import OUTCOMES, Outcome
+from engine.outcomes import GUARD_REFUSALS, OUTCOMES, Outcome
 from engine.scripts import ScriptRegistry
 from engine.settings import Settings
 from engine.status import CampaignSnapshot
+from engine.throttle import ChallengeView, ClientSignals
 
 
 class ClaimResult(msgspec.Struct, frozen=True):
     outcome: Outcome
     claim: ClaimView | None = None
+    reason: str | None = None
+    """Why the guard refused: the limit's scope, a list, a concentration or risk rule."""
+    retry_after_ms: int | None = None
+    """THROTTLED: exactly when the limit admits the next request."""
+    challenge: ChallengeView | None = None
+    """CHALLENGE_REQUIRED: the proof-of-work to solve and send with the claim again."""
 
 
 _json = msgspec.json.Encoder()
+_NEEDS_GUARD = ClaimResult(Outcome.INVALID)
+"""Placeholder of a claim the script sent back for its guard context (code -1)."""
 
 
 class Engine:
@@ -54,6 +65,14 @@ class Engine:
         self.scripts = ScriptRegistry(redis)
         self.batcher: ClaimBatcher[ClaimResult] = ClaimBatcher(self._claim_batch,
                                                                settings.max_batch)
+        self.throttle_default = throttle.parse_default(settings.throttle)
+        self._guarded: dict[str, bool] = {}
+        """Was the campaign guarded at its last reply? (Unguarded: claims go without context.)"""
+        self._recent_window: dict[str, int] = {}
+        """Campaigns whose risk rules read recent_campaigns -> its window (ms), per reply."""
+        self._background: set[asyncio.Task[Any]] = set()
+        self._default_reads_recent = self.throttle_default is not None and any(
+            r.signal == "recent_campaigns" for r in self.throttle_default.risk)
 
     @classmethod
     def from_url(cls, url: str, settings: Settings) -> "Engine":
@@ -69,12 +88,26 @@ class Engine:
         return AdmissionTokens(self.settings.admission_secret
                                or kept_secret(self.settings.data_dir / "admission.secret"))
 
+    @functools.cached_property
+    def challenges(self) -> throttle.Challenges:
+        """Signs and checks proof-of-work challenges (keys from settings, else under data_dir)."""
+        if self.settings.pow_secrets:
+            return throttle.Challenges(throttle.parse_keys(self.settings.pow_secrets))
+        return throttle.Challenges(
+            {"k0": kept_secret(self.settings.data_dir / "pow.secret").encode()})
+
     async def start(self) -> None:
         await self.scripts.load_all()
 
     async def close(self) -> None:
         await self.batcher.drain()
+        await self.wait_background()
         await self.redis.aclose()
+
+    async def wait_background(self) -> None:
+        """Wait for the writes kept off the answer's path (recent claims, a risk signal)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
 
     # -- campaigns ---------------------------------------------------------
 
@@ -82,21 +115,34 @@ class Engine:
                               actor: str = "engine") -> tuple[Outcome, bool]:
         """Create or replace (before any claim) a campaign. Returns (outcome, created)."""
         _check_campaign_id(cid)
-        args = _define_args(cid, spec, actor)
-        code, created = await self.scripts.run("define_campaign", keys.campaign_keys(cid), args)
+        args = _define_args(cid, spec, actor, spec.throttle or self.throttle_default)
+        code, created = await self.scripts.run("define_campaign",
+                                               [*keys.campaign_keys(cid), keys.lists_key(cid)],
+                                               args)
         if code == Outcome.OK:
             await self.redis.sadd(keys.CAMPAIGN_INDEX, cid)
         return Outcome(code), bool(created)
 
     async def patch_campaign(self, cid: str, patch: CampaignPatch, actor: str) -> Outcome:
         _check_campaign_id(cid)
-        args: list[Any] = [actor, *_patch_pairs(patch)]
-        if len(args) == 1:  # nothing to change: a no-op, like any empty PATCH
+        pairs = _patch_pairs(patch)
+        if not pairs and patch.throttle is msgspec.UNSET:  # nothing to change: a no-op
             exists = await self.redis.exists(keys.campaign_keys(cid)[0])
             return Outcome.OK if exists else Outcome.NOT_FOUND
-        code, _before, _after = await self.scripts.run("patch_campaign",
-                                                       keys.campaign_keys(cid), args)
-        return Outcome(code)
+        ks = [*keys.campaign_keys(cid), keys.lists_key(cid)]
+        for _ in range(10):  # a throttle change is read, merged, then written if unchanged
+            args: list[Any] = [actor, *pairs]
+            if patch.throttle is not msgspec.UNSET:
+                current = str(await self.redis.hget(ks[0], "th_spec") or "")
+                merged = throttle.merge(current, patch.throttle)
+                fields = throttle.meta_fields(merged)
+                if patch.throttle.block is msgspec.UNSET and patch.throttle.allow is msgspec.UNSET:
+                    del fields["th_lists"]  # lists untouched: not rewritten
+                args += ["if:th_spec", current, *[x for kv in fields.items() for x in kv]]
+            code, before, _after = await self.scripts.run("patch_campaign", ks, args)
+            if not (code == Outcome.CONFLICT and before == "precondition"):
+                return Outcome(code)
+        raise UnavailableError("throttle config changed concurrently too often; retry")
 
     async def adjust_stock(self, cid: str, sku: str, delta: int, actor: str,
                            op_key: str | None = None) -> tuple[Outcome, int]:
@@ -142,6 +188,7 @@ class Engine:
             id=cid, state=snap.state(), claims=snap.counts, waitlist=snap.waiting[0],
             waiting_room=room,
             events=int(snap.meta.get("evseq", 0)), fenced=snap.meta.get("fenced") == "1",
+            throttle=throttle.in_force(snap.meta.get("th", ""), snap.meta.get("th_spec", "")),
             skus=[SkuStats(sku=s.sku, price=s.price, available=s.available, held=s.held,
                            sold=s.sold, released=s.released,
                            pending_waves=snap.pending_wave_qty(s.sku), per_user=s.per_user)
@@ -158,11 +205,14 @@ class Engine:
 
     async def claim(self, cid: str, user: str, sku: str, qty: int = 1,
                     idempotency_key: str | None = None,
-                    admission_token: str | None = None) -> ClaimResult:
+                    admission_token: str | None = None,
+                    client: ClientSignals | None = None) -> ClaimResult:
         """Place a hold; coalesced with the other claims of this loop tick.
 
         A campaign with a waiting room takes only claims that carry a valid
         admission token of this user and campaign (else ADMISSION_REQUIRED).
+        A guarded campaign checks the claim's `client` signals first (THROTTLED,
+        BLOCKED or CHALLENGE_REQUIRED, with retry-after or a challenge).
         """
         _check_campaign_id(cid)
         _check_user(user)
@@ -170,7 +220,8 @@ class Engine:
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
             raise ValidationError("Idempotency-Key must be 1 to 255 characters")
         pending = PendingClaim(keys.new_claim_id(cid), user, sku, qty, idempotency_key,
-                               self._admission_exp(cid, user, admission_token))
+                               self._admission_exp(cid, user, admission_token),
+                               self.challenges.guard(cid, user, client))
         return await self.batcher.submit(cid, pending)
 
     def _admission_exp(self, cid: str, user: str, token: str | None) -> int:
@@ -187,27 +238,117 @@ class Engine:
         return (await self._claim_batch(cid, [pending]))[0]
 
     async def _claim_batch(self, cid: str, claims: Sequence[PendingClaim]) -> list[ClaimResult]:
+        """One script call; claims of a campaign guarded since the last reply go once more,
+        with their guard context (which a campaign believed unguarded is sent without)."""
+        guarded = self._guarded.get(cid, True)
+        results = await self._claim_batch_once(cid, claims, guarded)
+        if guarded:
+            return results
+        again = [i for i, r in enumerate(results) if r is _NEEDS_GUARD]
+        if again:
+            redone = await self._claim_batch_once(cid, [claims[i] for i in again], True)
+            for i, r in zip(again, redone, strict=True):
+                results[i] = r
+        return results
+
+    async def _claim_batch_once(self, cid: str, claims: Sequence[PendingClaim],
+                                guarded: bool) -> list[ClaimResult]:
         ks = keys.campaign_keys(cid)
+        ks += [keys.limiter_key(cid, "campaign", "all"), keys.lists_key(cid)]
+        slots: dict[str, int] = {}
+
+        def slot(key: str) -> int:  # each guard key once per batch
+            found = slots.get(key)
+            if found is None:
+                ks.append(key)
+                found = slots[key] = len(ks)
+            return found
+
+        recent = await self._recent_counts(cid, claims)
         args: list[Any] = [self.settings.idempotency_ttl_s * 1000, self.settings.sweep_batch]
         for c in claims:
-            slot = 0
+            idem = 0
             if c.idempotency_key is not None:
                 ks.append(keys.idempotency_key(cid, c.user, c.idempotency_key))
-                slot = len(ks)
-            args.append(f"{c.claim_id}|{c.user}|{c.sku}|{c.qty}|{slot}|{c.admission_exp}|"
-                        f"{c.sku}:{c.qty}")
+                idem = len(ks)
+            tail = throttle.packed_tail(cid, c.user, c.guard, recent.get(c.user, -1), slot) \
+                if guarded else ""
+            args.append(f"{c.claim_id}|{c.user}|{c.sku}|{c.qty}|{idem}|{c.admission_exp}|"
+                        f"{c.sku}:{c.qty}{tail}")
         reply = await self.scripts.run("claim_batch", ks, args)
         results = []
         for i, c in enumerate(claims):
             code, claim_id, deadline, price, created = reply[5 * i:5 * i + 5]
+            if code == -1:  # guarded after all: sent again with its context
+                results.append(_NEEDS_GUARD)
+                continue
             outcome = OUTCOMES[int(code)]
-            view = None
             if outcome is Outcome.OK:
                 view = ClaimView(claim_id=claim_id, campaign_id=cid, sku=c.sku, qty=c.qty,
                                  status="held", expires_at=from_ms(int(deadline)),
                                  price=int(price), created_at=from_ms(int(created)))
-            results.append(ClaimResult(outcome, view))
+                results.append(ClaimResult(outcome, view))
+            elif outcome in GUARD_REFUSALS:
+                results.append(self._refusal(cid, c.user, outcome, claim_id, deadline))
+            else:
+                results.append(ClaimResult(outcome))
+        self._guarded[cid] = int(reply[-1]) != 0
+        self._note_guard(cid, int(reply[-1]), claims, results)
         return results
+
+    def _refusal(self, cid: str, user: str, outcome: Outcome, reason: str,
+                 value: str) -> ClaimResult:
+        if outcome is Outcome.THROTTLED:
+            return ClaimResult(outcome, reason=reason, retry_after_ms=int(value))
+        if outcome is Outcome.CHALLENGE_REQUIRED:
+            return ClaimResult(outcome, reason=reason,
+                               challenge=self.challenges.issue(user, cid, int(value)))
+        return ClaimResult(outcome, reason=reason)
+
+    async def _recent_counts(self, cid: str, claims: Sequence[PendingClaim]) -> dict[str, int]:
+        """Campaigns each user placed holds in lately, when the campaign's rules ask."""
+        window = self._recent_window.get(cid)
+        if not window:
+            return {}
+        users = sorted({c.user for c in claims})
+        since = int(time.time() * 1000) - window
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for u in users:
+                pipe.zcount(keys.recent_claims_key(u), since, "+inf")
+            counts = await pipe.execute()
+        return dict(zip(users, map(int, counts), strict=True))
+
+    def _note_guard(self, cid: str, flag: int, claims: Sequence[PendingClaim],
+                    results: list[ClaimResult]) -> None:
+        """Learn from the reply whether risk rules read recent claims; record this batch's.
+
+        Holds of guarded campaigns are recorded while any campaign this
+        process serves (or the default) has a rule that reads them.
+        """
+        if flag > 1:
+            self._recent_window[cid] = flag
+        else:
+            self._recent_window.pop(cid, None)
+        if not flag or not (self._recent_window or self._default_reads_recent):
+            return
+        held = sorted({c.user for c, r in zip(claims, results, strict=True)
+                       if r.outcome is Outcome.OK})
+        if held:  # off the answer's path: a risk signal, not an invariant
+            task = asyncio.create_task(self._record_recent(cid, held))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _record_recent(self, cid: str, users: list[str]) -> None:
+        now = int(time.time() * 1000)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for u in users:  # one member per campaign: no trimming needed
+                    key = keys.recent_claims_key(u)
+                    pipe.zadd(key, {cid: now})
+                    pipe.pexpire(key, 86_400_000)
+                await pipe.execute()
+        except RedisError:  # a lost risk signal must never fail a claim
+            return
 
     async def confirm(self, claim_id: str, user: str) -> ClaimResult:
         return await self._settle("confirm", claim_id, user)
@@ -351,7 +492,8 @@ def _check_user(user: str) -> None:
         raise ValidationError("user id must match [A-Za-z0-9_.:@-]{1,128}")
 
 
-def _define_args(cid: str, spec: CampaignSpec, actor: str) -> list[Any]:
+def _define_args(cid: str, spec: CampaignSpec, actor: str,
+                 guard: throttle.ThrottleSpec | None = None) -> list[Any]:
     opens, closes = to_ms(spec.opens_at), to_ms(spec.closes_at)
     if closes <= opens:
         raise ValidationError("closes_at must be after opens_at")
@@ -363,7 +505,8 @@ def _define_args(cid: str, spec: CampaignSpec, actor: str) -> list[Any]:
     limit = spec.limits.per_user if spec.limits.per_user is not None else -1
     args: list[Any] = [cid, spec.name, opens, closes, spec.hold_ttl_s * 1000, limit,
                        spec.limits.max_per_claim, _json.encode(spec).decode(), actor,
-                       _json.encode(_optional_meta(spec, opens)).decode(), len(spec.skus)]
+                       _json.encode(_optional_meta(spec, opens) | throttle.meta_fields(guard))
+                       .decode(), len(spec.skus)]
     for s in spec.skus:
         args += [s.sku, s.price, s.per_user if s.per_user is not None else -1]
     for s in spec.skus:

@@ -56,6 +56,15 @@ class Settings:
     """Failures alone (or deliveries) after which an entry goes to the dead-letter table."""
     reconcile_interval_s: int = 30
     """How often `serve` compares Redis counters with the store."""
+    throttle: str | None = None
+    """Default scalper throttling (a ThrottleSpec as JSON) of campaigns that bring none."""
+    pow_secrets: str | None = None
+    """`id:secret,...` proof-of-work keys (the first signs); None: kept under data_dir."""
+    trusted_proxies: str | None = None
+    """Networks whose X-Forwarded-For is believed (`10.0.0.0/8,...`); None: the socket's."""
+    gateway_rate_per_s: int = 0
+    """Per-network limit of the public API's other routes (0: off); fails open."""
+    gateway_burst: int = 200
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -88,9 +97,21 @@ class Settings:
             raise ConfigError("STAMPEDE_DRAIN_DELAY_MS must not be negative")
         for name in ("hold_sweep_interval_ms", "sweep_batch", "idempotency_ttl_s", "max_batch",
                      "max_body_bytes", "shutdown_grace_s", "persist_batch",
-                     "persist_claim_idle_ms", "persist_max_attempts", "reconcile_interval_s"):
+                     "persist_claim_idle_ms", "persist_max_attempts", "reconcile_interval_s",
+                     "gateway_burst"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
+        if self.gateway_rate_per_s < 0:
+            raise ConfigError("STAMPEDE_GATEWAY_RATE_PER_S must not be negative")
+        from engine import netaddr, throttle  # here: engine.throttle imports engine.errors
+
+        throttle.parse_default(self.throttle)
+        if self.pow_secrets:
+            throttle.parse_keys(self.pow_secrets)
+        try:
+            netaddr.parse_networks(self.trusted_proxies or "")
+        except ValueError as exc:
+            raise ConfigError(f"STAMPEDE_TRUSTED_PROXIES: {exc}") from exc
 
 
 def _parse(name: str, raw: str, typ: object) -> object:

@@ -36,7 +36,7 @@ async def list_campaigns(request: web.Request) -> web.Response:
 
 @api.route("PUT", "/admin/v1/campaigns/{cid}",
            "Create a campaign, or replace one that has no claims yet", auth="operator",
-           body=CampaignSpec, response=CampaignStats, status=201,
+           body=CampaignSpec, response=CampaignStats, status=201, also=(200,),
            errors=(400, 401, 403, 409, 413, 503), path_params=CID)
 async def put_campaign(request: web.Request) -> web.Response:
     admin = request.app[AUTH].admin(request, Role.OPERATOR)

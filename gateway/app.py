@@ -9,7 +9,7 @@ from aiohttp import web
 from engine import Engine
 from engine.idempotency import ResponseMemory
 from engine.models import Health, Readiness
-from gateway import admin, docs, public, queues
+from gateway import admin, docs, guard, public, queues
 from gateway.auth import Authenticator
 from gateway.context import AUTH, ENGINE, GUARD, READY, STORE_CHECK
 from gateway.errors import error_middleware, json_response
@@ -19,6 +19,7 @@ from gateway.openapi import build_spec
 from gateway.routing import ApiRoutes, Operation
 
 health = ApiRoutes("health")
+PUBLIC_TITLE = "Stampede public API"
 
 
 @health.route("GET", "/healthz", "The process is alive", response=Health)
@@ -46,6 +47,8 @@ async def readyz(request: web.Request) -> web.Response:
 def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authenticator,
               ready: dict[str, bool], max_body: int, metrics: bool) -> web.Application:
     middlewares = [metrics_middleware, error_middleware] if metrics else [error_middleware]
+    if title == PUBLIC_TITLE and engine.settings.gateway_rate_per_s:
+        middlewares.append(guard.limiter_middleware)
     app = web.Application(middlewares=middlewares, client_max_size=max_body)
     app[ENGINE] = engine
     app[AUTH] = auth
@@ -71,7 +74,7 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
 
 def make_public_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                     max_body: int = 16_384, metrics: bool = True) -> web.Application:
-    return _make_app("Stampede public API", [public.api, queues.api], engine, auth, ready,
+    return _make_app(PUBLIC_TITLE, [public.api, queues.api, guard.api], engine, auth, ready,
                      max_body, metrics)
 
 

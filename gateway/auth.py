@@ -51,7 +51,7 @@ class Authenticator:
         verify = functools.lru_cache(maxsize=self.token_cache_size)(self._verify_signature)
         object.__setattr__(self, "_verified", verify)
 
-    def _verify_signature(self, token: str) -> tuple[str, float | None]:
+    def _verify_signature(self, token: str) -> tuple[str, float | None, int]:
         assert self.jwt_secret is not None
         claims = jwt.decode(token, self.jwt_secret, algorithms=["HS256"],
                             options={"require": ["sub"]})
@@ -59,7 +59,9 @@ class Authenticator:
         if not isinstance(sub, str) or not keys.valid_user_id(sub):
             raise jwt.InvalidSubjectError("token subject is not a valid user id")
         exp = claims.get("exp")
-        return sub, float(exp) if exp is not None else None
+        created = claims.get("created_at")  # account creation (epoch s): a risk signal
+        created_s = int(created) if isinstance(created, int | float) else -1
+        return sub, float(exp) if exp is not None else None, created_s
 
     def user(self, request: web.Request) -> str:
         """The user id of a public call, or 401."""
@@ -73,12 +75,25 @@ class Authenticator:
         if token is None or self.jwt_secret is None:
             raise ApiError(401, "unauthorized", "a bearer token is required")
         try:
-            sub, exp = self._verified(token)  # type: ignore[attr-defined]
+            sub, exp, _created = self._verified(token)  # type: ignore[attr-defined]
         except jwt.PyJWTError as exc:
             raise ApiError(401, "unauthorized", f"invalid token: {exc}") from exc
         if exp is not None and exp <= time.time():
             raise ApiError(401, "unauthorized", "invalid token: Signature has expired")
         return sub  # type: ignore[no-any-return]
+
+    def account_age_s(self, request: web.Request) -> int:
+        """Seconds since the account was made (token claim `created_at`; in dev auth
+        the X-Account-Created header), or -1 if unknown. Call after `user()`."""
+        created = -1
+        if self.dev_auth and "X-User-Id" in request.headers:
+            raw = request.headers.get("X-Account-Created", "")
+            created = int(raw) if raw.isdigit() and len(raw) < 16 else -1
+        else:
+            token = _bearer(request)
+            if token is not None and self.jwt_secret is not None:
+                created = self._verified(token)[2]  # type: ignore[attr-defined]
+        return max(0, int(time.time()) - created) if created >= 0 else -1
 
     def admin(self, request: web.Request, needs: Role) -> AdminToken:
         """The admin token of the call if its role allows `needs`, else 401/403."""
@@ -103,7 +118,11 @@ def _bearer(request: web.Request) -> str | None:
     return value.strip()
 
 
-def mint_user_token(secret: str, user: str, ttl_s: int = 3600) -> str:
+def mint_user_token(secret: str, user: str, ttl_s: int = 3600,
+                    created_at: int | None = None) -> str:
     """An HS256 token for `user`, as an operator's login service would issue."""
     now = int(time.time())
-    return jwt.encode({"sub": user, "iat": now, "exp": now + ttl_s}, secret, algorithm="HS256")
+    claims: dict[str, object] = {"sub": user, "iat": now, "exp": now + ttl_s}
+    if created_at is not None:
+        claims["created_at"] = created_at
+    return jwt.encode(claims, secret, algorithm="HS256")

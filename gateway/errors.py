@@ -36,6 +36,9 @@ STATUS: dict[Outcome, int] = {
     Outcome.ADMISSION_REQUIRED: 403,
     Outcome.WAITLIST_FULL: 409,
     Outcome.NOT_SOLD_OUT: 409,
+    Outcome.THROTTLED: 429,
+    Outcome.BLOCKED: 403,
+    Outcome.CHALLENGE_REQUIRED: 403,
 }
 
 MESSAGES: dict[Outcome, str] = {
@@ -56,6 +59,9 @@ MESSAGES: dict[Outcome, str] = {
     Outcome.WAITLIST_FULL: "the waitlist for this SKU is full",
     Outcome.NOT_SOLD_OUT: "this SKU is not sold out (units are available or a wave is "
                           "coming): claim it instead",
+    Outcome.THROTTLED: "too many requests; retry after the time given",
+    Outcome.BLOCKED: "this request is refused",
+    Outcome.CHALLENGE_REQUIRED: "solve the challenge and send the request again",
 }
 
 RETRY_AFTER_S = "1"

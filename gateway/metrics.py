@@ -48,6 +48,12 @@ PERSISTER_PENDING = Gauge("stampede_persister_pending_events",
                           "Events delivered to the persister and not yet acknowledged",
                           ["campaign"], multiprocess_mode="livemostrecent")
 
+REFUSALS = Counter("stampede_refusals_total", "Claims the scalper guard refused",
+                   ["reason", "scope"])
+"""reason: throttled, blocked, challenge_required; scope: the limit, list or rule."""
+LIMITER_FAIL_OPEN = Counter("stampede_limiter_fail_open_total",
+                            "Gateway limiter checks skipped because Redis was unreachable")
+
 _OUTCOME_NAMES = {o: o.code if o is not Outcome.OK else "held" for o in Outcome}
 
 
@@ -56,6 +62,14 @@ _CLAIM_CHILDREN = {o: CLAIMS.labels(name) for o, name in _OUTCOME_NAMES.items()}
 
 def count_claim(outcome: Outcome) -> None:
     _CLAIM_CHILDREN[outcome].inc()
+
+
+def count_refusal(outcome: Outcome, scope: str | None) -> None:
+    REFUSALS.labels(outcome.code, scope or "").inc()  # scopes are a small fixed set
+
+
+def count_limiter_fail_open() -> None:
+    LIMITER_FAIL_OPEN.inc()
 
 
 def observe_script(name: str, seconds: float) -> None:

@@ -11,7 +11,19 @@ ERROR_SCHEMA = {
     "type": "object", "required": ["error"], "additionalProperties": False,
     "properties": {"error": {
         "type": "object", "required": ["code", "message"],
-        "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}},
+        "properties": {
+            "code": {"type": "string"}, "message": {"type": "string"},
+            # Scalper-guard refusals (throttled, blocked, challenge_required):
+            "reason": {"type": "string", "description": "the limit, list or rule that refused"},
+            "retry_after_ms": {"type": "integer", "description": "throttled: exact wait"},
+            "challenge": {
+                "type": "object", "required": ["token", "difficulty", "expires_at"],
+                "description": "challenge_required: find a decimal counter such that "
+                               "sha256(token + ':' + counter) has `difficulty` leading zero "
+                               "bits; send X-Challenge-Token and X-Challenge-Solution",
+                "properties": {"token": {"type": "string"}, "difficulty": {"type": "integer"},
+                               "expires_at": {"type": "string", "format": "date-time"},
+                               "algorithm": {"type": "string"}}}}}},
 }
 
 _ERROR_TEXT = {
@@ -77,7 +89,7 @@ def _operation(op: Operation, refs: dict[Any, Any], dev_auth: bool) -> dict[str,
     ok: dict[str, Any] = {"description": "success"}
     if op.response is not None:
         ok["content"] = {"application/json": {"schema": refs[op.response]}}
-    responses: dict[str, Any] = {str(op.status): ok}
+    responses: dict[str, Any] = {str(s): ok for s in (op.status, *op.also)}
     errors = set(op.errors) | ({400} if op.idempotent else set())
     for status in sorted(errors):
         responses[str(status)] = {

@@ -4,11 +4,13 @@ import msgspec
 from aiohttp import web
 
 from engine.models import CampaignPublic, ClaimRequest, ClaimView
-from engine.outcomes import Outcome
+from engine.outcomes import GUARD_REFUSALS, Outcome
 from gateway.context import AUTH, ENGINE, GUARD
 from gateway.errors import decode, json_response, outcome_error, read_body
+from gateway.guard import HEADERS as GUARD_HEADERS
+from gateway.guard import client_signals, refusal
 from gateway.idempotency import checked_key
-from gateway.metrics import count_claim
+from gateway.metrics import count_claim, count_refusal
 from gateway.routing import ApiRoutes
 
 api = ApiRoutes("public")
@@ -30,18 +32,22 @@ async def campaign_status(request: web.Request) -> web.Response:
 
 @api.route("POST", "/v1/campaigns/{cid}/claims", "Claim units: a hold that expires",
            auth="user", body=ClaimRequest, response=ClaimView, status=201, idempotent=True,
-           errors=(400, 401, 403, 404, 409, 413, 422, 503), path_params=CID,
+           errors=(400, 401, 403, 404, 409, 413, 422, 429, 503), path_params=CID,
            headers={"X-Admission-Token": "required when the campaign has a waiting room: "
-                                         "the token of your admitted ticket"})
+                                         "the token of your admitted ticket", **GUARD_HEADERS})
 async def create_claim(request: web.Request) -> web.Response:
     user = request.app[AUTH].user(request)
     body = decode(_claim_decoder, await read_body(request))
     key = checked_key(request)
+    signals = client_signals(request)
     async with request.app[GUARD].in_flight(user, key):
         result = await request.app[ENGINE].claim(
             request.match_info["cid"], user, body.sku, body.qty, idempotency_key=key,
-            admission_token=request.headers.get("X-Admission-Token"))
+            admission_token=request.headers.get("X-Admission-Token"), client=signals)
     count_claim(result.outcome)
+    if result.outcome in GUARD_REFUSALS:
+        count_refusal(result.outcome, result.reason)
+        return refusal(result)
     if result.outcome is not Outcome.OK:
         return outcome_error(result.outcome)
     return json_response(result.claim, status=201)

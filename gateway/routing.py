@@ -25,6 +25,8 @@ class Operation:
     body: Any = None
     response: Any = None
     status: int = 200
+    also: tuple[int, ...] = ()
+    """Other success statuses with the same response (e.g. 200 for a replacement)."""
     errors: tuple[int, ...] = ()
     idempotent: bool = False
     """Takes an Idempotency-Key header."""

@@ -1,23 +1,43 @@
 -- claim_batch: place holds for a batch of claims in one round trip.
 --
 -- KEYS[1..13] the campaign key set (include/common.lua)
--- KEYS[14..]  idempotency keys, one per claim that carries one
+-- KEYS[14]    the campaign's GCRA limiter   KEYS[15] the block/allow lists hash
+-- KEYS[16..]  per-claim keys: idempotency keys, and the guard's limiter,
+--             accounts and challenge-nonce keys (include/guard.lua)
 -- ARGV[1]     how long to remember an idempotent answer, in ms
 -- ARGV[2]     sweep limit: expired holds to release before claiming
 -- ARGV[3..]   one per claim: "claim_id|user|sku|qty|idem_slot|admission|fingerprint"
+--             then the guard's context (the engine leaves it out for a
+--             campaign unguarded at its last reply; such a claim of a
+--             guarded campaign is answered -1, unchanged, to be sent again):
+--             "|device|network|age_s|recent|pow_bits|pow_exp_ms|k_user|k_device|
+--             k_network|k_acc_device|k_acc_network|k_nonce"
 --             idem_slot is the KEYS index of its idempotency key, 0 if none;
 --             admission is the expiry (ms) of the admission token the claim
 --             carries, verified by the engine, -1 if none (needed only when
 --             the campaign has a waiting room); fingerprint identifies the
---             request body for mismatch checks.
+--             request body for mismatch checks; device and network are ''
+--             when unknown, age_s and recent -1; pow_* describe a solution
+--             the engine verified (-1: none); k_* are KEYS slots (0: none).
 --             (One packed argument per claim: packing is the client's cost.)
 -- Returns     a flat array, five per claim: code, claim_id, deadline_ms, price,
---             created_ms (code is an outcome; the rest are '' unless OK).
+--             created_ms (code is an outcome; the rest are '' unless OK), then
+--             one last element: 0 if the campaign is unguarded, else 1, or the
+--             window (ms) of its recent_campaigns signal when a rule reads it.
+--             A guard refusal answers code, detail, value: THROTTLED with
+--             the limit's scope and the exact retry-after in ms, BLOCKED with
+--             why, CHALLENGE_REQUIRED with why and the difficulty in bits.
+--
+-- The guard runs for each claim after its replay checks and before its
+-- first write: a refused claim writes only its limiter state, and the
+-- batch's refusals are recorded in one `requests_refused` event.
 --
 -- Every claim is checked fully before its first write. A claim_id that
 -- already exists means the batch is a retry of a lost reply (redis-py
 -- retries on connection errors): its first answer is returned again.
 --@include common
+--@include gcra
+--@include guard
 
 local idem_ttl = tonumber(ARGV[1])
 local now = now_ms()
@@ -31,6 +51,8 @@ local hold_ttl = tonumber(meta[2] or '0')
 local max_qty = tonumber(meta[3] or '1')
 local waiting_room = meta[4] == '1'
 local waitlists = redis.call('EXISTS', K.waitlist) == 1
+local guard_cfg = guard_config()
+local refused = {}
 
 -- Stock of the SKUs this batch touches, read once and written once at the
 -- end: the script is atomic, so nobody sees the cache and Redis differ.
@@ -75,7 +97,7 @@ local function remember(slot, fingerprint, code, claim_id, deadline, price, crea
   end
 end
 
-local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint)
+local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint, g)
   if slot > 0 then
     local prior = redis.call('GET', KEYS[slot])
     if prior then
@@ -89,6 +111,17 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint)
   if existing then
     local c = parse_claim(existing)
     return answer(OK, claim_id, c.deadline, c.price, c.created)
+  end
+  if guard_cfg and not g then return answer(-1) end  -- guarded since: send its context
+  if guard_cfg then
+    local verdict = guard(guard_cfg, g, now)
+    if verdict ~= OK then
+      local code, detail, value = verdict[1], verdict[2], verdict[3]
+      tally_one(code == THROTTLED and 'throttled' or code == BLOCKED and 'blocked'
+                or 'challenge_required')
+      refused[#refused + 1] = table.concat({user, code, detail, value, g.device, g.network}, ',')
+      return answer(code, detail, value)
+    end
   end
   -- Refusals by state are "try later" answers, not remembered.
   if gate ~= OK then return answer(gate) end
@@ -133,11 +166,29 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint)
   return answer(OK, claim_id, deadline, s.price, now)
 end
 
+-- The guard's context of a claim, from the tail of its packed argument.
+local function guard_context(user, tail)
+  if tail == '' then return nil end
+  local f = {}
+  for part in string.gmatch(tail, '|([^|]*)') do f[#f + 1] = part end
+  return {user = user, device = f[1], network = f[2], age = tonumber(f[3]),
+          recent = tonumber(f[4]), pow_bits = tonumber(f[5]), pow_exp = tonumber(f[6]),
+          k_user = tonumber(f[7]), k_device = tonumber(f[8]), k_network = tonumber(f[9]),
+          k_acc_device = tonumber(f[10]), k_acc_network = tonumber(f[11]),
+          k_nonce = tonumber(f[12])}
+end
+
 for i = 3, #ARGV do
-  local claim_id, user, sku, qty, slot, adm, fp =
-    string.match(ARGV[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
-  claim_one(claim_id, user, sku, tonumber(qty), tonumber(slot), tonumber(adm), fp)
+  local claim_id, user, sku, qty, slot, adm, fp, tail =
+    string.match(ARGV[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)(.*)$')
+  claim_one(claim_id, user, sku, tonumber(qty), tonumber(slot), tonumber(adm), fp,
+            guard_cfg and guard_context(user, tail))
 end
 flush_stock()
+guard_flush(now)
 for field, n in pairs(tally) do count(field, n) end
+if #refused > 0 then  -- one event per batch: "user,code,detail,value,device,network;..."
+  emit(now, 'requests_refused', {'n', #refused, 'refusals', table.concat(refused, ';')})
+end
+out[#out + 1] = guard_cfg and (guard_cfg.rw or 1) or 0
 return out

@@ -6,8 +6,11 @@
 -- ARGV[5]     hold_ttl_ms         ARGV[6] per-user limit (-1: none)
 -- ARGV[7]     max qty per claim   ARGV[8] the spec as JSON (for the event)
 -- ARGV[9]     actor (who asked, for the audit trail in the event)
+-- KEYS[14]    the throttle's block/allow lists hash (include/guard.lua)
 -- ARGV[10]    optional settings as a JSON object of meta fields (strings): the
---             waitlist (wl_max, offer_ttl_ms), the waiting room (wr_*), salt
+--             waitlist (wl_max, offer_ttl_ms), the waiting room (wr_*), salt,
+--             the throttle (th, th_spec); th_lists, the lists hash as a JSON
+--             object, replaces KEYS[14] instead of going to meta
 -- ARGV[11]    n, the SKU count; then n triples: sku, price, per-user limit (-1: none)
 -- ARGV[..]    then wave quads to the end: index, sku, qty, at_ms
 -- Returns     {code, created}: created is 1 for a new campaign, 0 for a replacement
@@ -22,6 +25,8 @@ local now = now_ms()
 local exists = redis.call('EXISTS', K.meta) == 1
 if exists and redis.call('HLEN', K.claims) > 0 then return {CONFLICT, 0} end
 local optional = cjson.decode(ARGV[10])
+local lists = optional['th_lists']
+optional['th_lists'] = nil
 if exists then
   redis.call('DEL', K.stock, K.users, K.deadlines, K.waves, K.counts, K.waitlist, K.wlentries,
              K.offers)
@@ -51,6 +56,16 @@ end
 while i <= #ARGV do
   redis.call('ZADD', K.waves, ARGV[i + 3], ARGV[i] .. '|' .. ARGV[i + 1] .. '|' .. ARGV[i + 2])
   i = i + 4
+end
+if KEYS[NKEYS + 1] then
+  redis.call('DEL', KEYS[NKEYS + 1])
+  local fields = {}
+  for f, v in pairs(cjson.decode(lists or '{}')) do
+    fields[#fields + 1] = f
+    fields[#fields + 1] = v
+    if #fields >= 1000 then redis.call('HSET', KEYS[NKEYS + 1], unpack(fields)); fields = {} end
+  end
+  if #fields > 0 then redis.call('HSET', KEYS[NKEYS + 1], unpack(fields)) end
 end
 emit(now, 'campaign_defined', {'spec', ARGV[8], 'actor', ARGV[9], 'replaced', exists and 1 or 0})
 release_due_waves(now)

@@ -5,8 +5,13 @@
 -- ARGV[2..]   name, value pairs; names: state (active|paused|closed), opens_ms,
 --             closes_ms, hold_ttl_ms, per_user, max_qty, "lim:<sku>"
 --             for a SKU's per-user limit (-1: none), and the waiting room's
---             wr_rate, wr_burst, wr_max_active, wr_paused (1|0)
--- Returns     {code, before_json, after_json}
+--             wr_rate, wr_burst, wr_max_active, wr_paused (1|0), and the
+--             throttle's th, th_spec (meta) and th_lists (a JSON object that
+--             replaces KEYS[14], the lists hash); "if:<field>" is a
+--             precondition: the meta field must equal the value ('' absent)
+-- KEYS[14]    (with th_lists) the throttle's block/allow lists hash
+-- Returns     {code, before_json, after_json}; a failed precondition is
+--             {CONFLICT, 'precondition', ''}
 --
 -- A closed campaign stays closed (CONFLICT on a state change). Unknown SKUs
 -- are NOT_FOUND, and so are waiting-room settings of a campaign without
@@ -23,11 +28,21 @@ local room = false
 for i = 2, #ARGV, 2 do
   local name, value = ARGV[i], ARGV[i + 1]
   local sku = string.match(name, '^lim:(.+)$')
-  if sku then
+  local field = string.match(name, '^if:(.+)$')
+  if field then
+    if (redis.call('HGET', K.meta, field) or '') ~= value then
+      return {CONFLICT, 'precondition', ''}
+    end
+  elseif name == 'th_lists' then
+    before[name] = redis.call('HLEN', KEYS[NKEYS + 1]) .. ' entries'
+    writes[#writes + 1] = {'lists', value}
+    after[name] = value
+  elseif sku then
     local cur = redis.call('HGET', K.stock, sku .. '.lim')
     if not cur then return {NOT_FOUND, '', ''} end
     before[name] = cur
     writes[#writes + 1] = {K.stock, sku .. '.lim', value}
+    after[name] = value
   else
     if string.sub(name, 1, 3) == 'wr_' then
       if redis.call('HGET', K.meta, 'wr_on') ~= '1' then return {NOT_FOUND, '', ''} end
@@ -39,8 +54,8 @@ for i = 2, #ARGV, 2 do
     end
     before[name] = cur or false
     writes[#writes + 1] = {K.meta, name, value}
+    after[name] = value
   end
-  after[name] = value
 end
 local opens = tonumber(after['opens_ms'] or redis.call('HGET', K.meta, 'opens_ms'))
 local closes = tonumber(after['closes_ms'] or redis.call('HGET', K.meta, 'closes_ms'))
@@ -49,7 +64,20 @@ if room then
   local st = advance_queue(now)
   redis.call('HSET', K.meta, 'wr_tokens', st.tokens, 'wr_at', math.max(st.at, now))
 end
-for _, w in ipairs(writes) do redis.call('HSET', w[1], w[2], w[3]) end
+for _, w in ipairs(writes) do
+  if w[1] == 'lists' then
+    redis.call('DEL', KEYS[NKEYS + 1])
+    local fields = {}
+    for f, v in pairs(cjson.decode(w[2])) do
+      fields[#fields + 1] = f
+      fields[#fields + 1] = v
+      if #fields >= 1000 then redis.call('HSET', KEYS[NKEYS + 1], unpack(fields)); fields = {} end
+    end
+    if #fields > 0 then redis.call('HSET', KEYS[NKEYS + 1], unpack(fields)) end
+  else
+    redis.call('HSET', w[1], w[2], w[3])
+  end
+end
 local b, a = cjson.encode(before), cjson.encode(after)
 emit(now, 'campaign_patched', {'actor', ARGV[1], 'before', b, 'after', a})
 return {OK, b, a}

@@ -88,7 +88,7 @@ def test_claim_batch_script(benchmark: Any, valkey: "redis.Redis[str]", size: in
     cid = f"micro{size}"
     valkey.delete(*keys.campaign_keys(cid))
     define = valkey.register_script(render("define_campaign"))
-    define(keys=keys.campaign_keys(cid),
+    define(keys=[*keys.campaign_keys(cid), keys.lists_key(cid)],
            args=_define_args(cid, campaign_spec(stock=100_000_000, per_user=None), "bench"))
     claim = valkey.register_script(render("claim_batch"))
     counter = iter(range(10**9))
@@ -97,8 +97,9 @@ def test_claim_batch_script(benchmark: Any, valkey: "redis.Redis[str]", size: in
         args: list[Any] = [86_400_000, 100]
         for _ in range(size):
             n = next(counter)
-            args.append(f"{keys.new_claim_id(cid)}|u{n}|tee|1|0|tee:1")
-        return claim(keys=keys.campaign_keys(cid), args=args)
+            args.append(f"{keys.new_claim_id(cid)}|u{n}|tee|1|0|-1|tee:1")
+        return claim(keys=[*keys.campaign_keys(cid), keys.limiter_key(cid, "campaign", "all"),
+                           keys.lists_key(cid)], args=args)
 
     reply = benchmark(one_batch)
     assert reply[0] == 0

@@ -1,8 +1,10 @@
 // Stampede proof-of-work solver for front-ends (browser or Node 18+).
 //
 // When a claim answers 403 challenge_required, the body carries
-// {challenge: {token, difficulty}}. Solve it and send the claim again with
-// headers X-Challenge-Token: <token> and X-Challenge-Solution: <solution>.
+// {error: {code: "challenge_required", challenge: {token, difficulty, expires_at}}}.
+// Solve it and send the claim again with headers X-Challenge-Token: <token>
+// and X-Challenge-Solution: <solution>. Each solution is good for one claim.
+// Served at GET /v1/pow-solver.js.
 //
 //   const solution = await solveChallenge(token, difficulty);
 //

@@ -5,7 +5,8 @@
 --   1 meta       hash: config, state, evseq, epoch, fenced, time_offset_ms
 --   2 stock      hash: "<sku>.a|h|s|r" available/held/sold/released,
 --                      "<sku>.price", "<sku>.lim" (per-user-per-SKU limit)
---   3 users      hash: "<user>" held+sold in the campaign, "<user>|<sku>" per SKU
+--   3 users      hash: "<user>" held+sold in the campaign, "<user>|<sku>" per SKU,
+--                      "<user>|~lapsed" holds the user let lapse or cancelled
 --   4 claims     hash: claim_id -> "status|user|sku|qty|deadline_ms|price|created_ms"
 --   5 deadlines  zset: claim_id scored by its hold deadline (ms)
 --   6 waves      zset: "<idx>|<sku>|<qty>" scored by release time (ms)
@@ -37,6 +38,9 @@ local FENCED = 11
 local ADMISSION_REQUIRED = 12
 local WAITLIST_FULL = 13
 local NOT_SOLD_OUT = 14
+local THROTTLED = 15
+local BLOCKED = 16
+local CHALLENGE_REQUIRED = 17
 
 local K = {
   meta = KEYS[1], stock = KEYS[2], users = KEYS[3], claims = KEYS[4],
@@ -191,6 +195,7 @@ local function release_hold(now, claim_id, c, new_status)
   redis.call('HINCRBY', K.stock, c.sku .. '.a', c.qty)
   redis.call('HINCRBY', K.users, c.user, -c.qty)
   redis.call('HINCRBY', K.users, c.user .. '|' .. c.sku, -c.qty)
+  redis.call('HINCRBY', K.users, c.user .. '|~lapsed', 1)  -- a risk signal (guard.lua)
   redis.call('ZREM', K.deadlines, claim_id)
   c.status = new_status
   redis.call('HSET', K.claims, claim_id, format_claim(c))

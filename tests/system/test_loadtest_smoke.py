@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = Service(tmp_path_factory.mktemp("locust"))
+    # Trusting the loopback proxy lets humans_vs_bots.py spread its crowd over networks.
+    svc = Service(tmp_path_factory.mktemp("locust"),
+                  env={"STAMPEDE_TRUSTED_PROXIES": "127.0.0.1/32,::1/128"})
     try:
         yield svc
     finally:
@@ -67,3 +69,13 @@ def test_thresholds_fail_the_run(service: Service) -> None:
     run = _locust(service, "steady_shopping.py", "--campaign", "strict", "-u", "5", "-r", "5",
                   "-t", "2s", "--max-p99-ms", "0.001")
     assert run.returncode == 1, run.stdout + run.stderr
+
+
+def test_humans_vs_bots_smoke(service: Service) -> None:
+    # Bots can take at most 3 farms x 2 devices x 3 accounts = 18 of the 40 units with the
+    # protection on (they take all of them with it off): 75% fails only a broken guard.
+    run = _locust(service, "humans_vs_bots.py", "--campaign", "fair", "--stock", "40",
+                  "--per-user", "1", "-u", "63", "-r", "63", "-t", "5s", "--farms", "3",
+                  "--protection", "on", "--max-bot-share", "0.75")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "bots took" in run.stdout and "humans wrongly refused" in run.stdout

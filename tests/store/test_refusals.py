@@ -1,0 +1,36 @@
+"""Guard refusals reach the store as events, beside a throttle PATCH, and change no projection."""
+
+import json
+
+import msgspec
+
+from engine import Engine, Outcome
+from engine.audit import audit
+from engine.models import CampaignPatch
+from engine.persister import Persister
+from engine.store import Store
+from engine.store import schema as t
+from engine.throttle import ClientSignals
+from tests.conftest import campaign_spec
+from tests.store.helpers import assert_store_matches_redis, store_rows
+
+
+async def test_refusals_are_persisted_for_analysis(sale: Engine, persister: Persister,
+                                                   store: Store) -> None:
+    await sale.define_campaign("r", campaign_spec(throttle={
+        "device": {"per_s": 0.001, "burst": 1}, "block": {"users": ["mallory"]}}))
+    dev = ClientSignals(device="d1", network="203.0.113.0/24")
+    assert (await sale.claim("r", "alice", "tee", client=dev)).outcome is Outcome.OK
+    assert (await sale.claim("r", "bob", "tee", client=dev)).outcome is Outcome.THROTTLED
+    assert (await sale.claim("r", "mallory", "tee")).outcome is Outcome.BLOCKED
+    patch = msgspec.convert({"throttle": {"enabled": False}}, CampaignPatch)
+    assert await sale.patch_campaign("r", patch, "ops") is Outcome.OK
+    assert (await sale.claim("r", "bob", "tee", client=dev)).outcome is Outcome.OK
+    await persister.drain()
+    await assert_store_matches_redis(sale, store, "r")
+    events = await store_rows(store, t.events, "r")
+    refused = [json.loads(e.data)["refusals"] for e in events if e.type == "requests_refused"]
+    assert [r.split(",")[:3] for r in refused] == [["bob", "15", "device"],
+                                                   ["mallory", "16", "user_blocked"]]
+    assert refused[0].endswith(",d1,203.0.113.0/24")
+    assert (await audit(store))["ok"]
