@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from engine.coupons.spec import CouponDropSpec
+
 SkuId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="SKU id")]
 Qty = Annotated[int, Meta(ge=1, le=1000)]
 Limit = Annotated[int, Meta(ge=1, le=1_000_000)]
@@ -80,6 +82,8 @@ class CampaignSpec(Struct, **_STRICT):  # type: ignore[call-arg]
     limits: Limits = msgspec.field(default_factory=Limits)
     waitlist: WaitlistSpec | None = None
     waiting_room: WaitingRoomSpec | None = None
+    coupons: CouponDropSpec | None = None
+    """Makes the campaign a coupon drop: its SKUs are coupon templates or packs."""
 
 
 class LimitsPatch(Struct, **_STRICT):  # type: ignore[call-arg]

@@ -18,6 +18,8 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from engine import keys
 from engine.admission import AdmissionTokens, kept_secret, ticket_view
 from engine.batcher import ClaimBatcher, PendingClaim
+from engine.coupons.service import Coupons
+from engine.coupons.templates import drop_meta
 from engine.errors import ValidationError
 from engine.models import (
     CampaignPatch,
@@ -69,6 +71,11 @@ class Engine:
         return AdmissionTokens(self.settings.admission_secret
                                or kept_secret(self.settings.data_dir / "admission.secret"))
 
+    @functools.cached_property
+    def coupons(self) -> Coupons:
+        """Coupon drops: claims that issue coupons, wallets, redemption, gifting."""
+        return Coupons(self)
+
     async def start(self) -> None:
         await self.scripts.load_all()
 
@@ -82,10 +89,14 @@ class Engine:
                               actor: str = "engine") -> tuple[Outcome, bool]:
         """Create or replace (before any claim) a campaign. Returns (outcome, created)."""
         _check_campaign_id(cid)
-        args = _define_args(cid, spec, actor)
+        skus = [s.sku for s in spec.skus]
+        drop_meta(spec.coupons, skus, "2222")  # refuse a bad drop before taking a number
+        number = await self.coupons.drop_number(cid) if spec.coupons is not None else None
+        args = _define_args(cid, spec, actor, drop_meta(spec.coupons, skus, number))
         code, created = await self.scripts.run("define_campaign", keys.campaign_keys(cid), args)
         if code == Outcome.OK:
             await self.redis.sadd(keys.CAMPAIGN_INDEX, cid)
+            await self.coupons.registered(cid, spec.coupons is not None)
         return Outcome(code), bool(created)
 
     async def patch_campaign(self, cid: str, patch: CampaignPatch, actor: str) -> Outcome:
@@ -329,7 +340,7 @@ class Engine:
                                                    [self.settings.sweep_batch])
             total += int(expired)
             if not more:
-                return total
+                return total + await self.coupons.expire(cid)
 
     async def sweep_all(self) -> int:
         counts = await asyncio.gather(*(self.sweep(cid) for cid in await self.campaign_ids()))
@@ -351,7 +362,8 @@ def _check_user(user: str) -> None:
         raise ValidationError("user id must match [A-Za-z0-9_.:@-]{1,128}")
 
 
-def _define_args(cid: str, spec: CampaignSpec, actor: str) -> list[Any]:
+def _define_args(cid: str, spec: CampaignSpec, actor: str,
+                 extra_meta: dict[str, str] | None = None) -> list[Any]:
     opens, closes = to_ms(spec.opens_at), to_ms(spec.closes_at)
     if closes <= opens:
         raise ValidationError("closes_at must be after opens_at")
@@ -363,7 +375,8 @@ def _define_args(cid: str, spec: CampaignSpec, actor: str) -> list[Any]:
     limit = spec.limits.per_user if spec.limits.per_user is not None else -1
     args: list[Any] = [cid, spec.name, opens, closes, spec.hold_ttl_s * 1000, limit,
                        spec.limits.max_per_claim, _json.encode(spec).decode(), actor,
-                       _json.encode(_optional_meta(spec, opens)).decode(), len(spec.skus)]
+                       _json.encode(_optional_meta(spec, opens) | (extra_meta or {})).decode(),
+                       len(spec.skus)]
     for s in spec.skus:
         args += [s.sku, s.price, s.per_user if s.per_user is not None else -1]
     for s in spec.skus:

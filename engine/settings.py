@@ -28,6 +28,8 @@ class Settings:
     jwt_secret: str | None = None
     admission_secret: str | None = None
     """HMAC key of waiting-room admission tokens; None: kept under data_dir."""
+    coupon_keys: str | None = None
+    """`kid:secret,...` signing coupon codes, the first active; None: one kept under data_dir."""
     admin_tokens: str | None = None
     """`role:token,...` with roles operator and viewer."""
     dev_auth: bool = False
