@@ -11,7 +11,7 @@
 -- ARGV[9]     redemption id (made by the engine)
 -- ARGV[10]    fingerprint of the request (amount and the other codes)
 -- Returns     {code, reason, redemption_id, coupon_id, discount, uses_left, status, ts}
---             reason: used, expired, not_yet_valid, code_expired, merchant_cap, ''
+--             reason: bad_code, used, expired, not_yet_valid, code_expired, merchant_cap, ''
 --
 -- Idempotent per merchant, order and coupon: the same redemption again answers
 -- the first answer (another request under that order is IDEMPOTENCY_MISMATCH).
@@ -33,7 +33,7 @@ local function answer(code, reason, r_id, coupon, off, uses, status, ts)
 end
 
 local coupon_id = redis.call('HGET', C.codes, loc)
-if not coupon_id then return answer(NOT_FOUND) end
+if not coupon_id then return answer(NOT_FOUND, 'bad_code') end  -- re-coded by a gift
 local order_field = 'o|' .. merchant .. '|' .. order .. '|' .. coupon_id
 local prior = redis.call('HGET', C.redeems, order_field)
 if prior then
