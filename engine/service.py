@@ -81,6 +81,8 @@ class Engine:
 
     async def close(self) -> None:
         await self.batcher.drain()
+        if "coupons" in self.__dict__:
+            await self.coupons.batcher.drain()
         await self.redis.aclose()
 
     # -- campaigns ---------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from engine import keys
+from engine.batcher import ClaimBatcher
 from engine.coupons import codes, discount
 from engine.coupons.codes import CodeKeys
 from engine.coupons.spec import (
@@ -58,6 +59,18 @@ def _template(raw: str) -> TemplateSpec:
 def _from_ms(ms: int) -> Any:
     from engine.models import from_ms
     return from_ms(ms)
+
+
+@dataclass(frozen=True, slots=True)
+class _PendingCouponClaim:
+    claim_id: str
+    user: str
+    sku: str
+    qty: int
+    idempotency_key: str | None
+    admission_exp: int
+    identity: str
+    seed: str
 
 
 @dataclass(frozen=True)
@@ -134,27 +147,52 @@ class Coupons:
     async def claim(self, cid: str, user: str, sku: str, qty: int = 1,
                     idempotency_key: str | None = None, admission_token: str | None = None,
                     identity: str | None = None) -> Answer:
-        """Claim a SKU of a drop: final at once; the view lists the coupons issued."""
+        """Claim a SKU of a drop: final at once; the view lists the coupons issued.
+
+        Coalesced with the other coupon claims of this loop tick (one script call)."""
         _check(keys.valid_campaign_id(cid), "campaign id is not valid")
         _check(keys.valid_user_id(user), "user id is not valid")
         _check(keys.valid_sku(sku), "sku is not valid")
         _check(identity is None or bool(_IDENTITY.match(identity)), "identity is not valid")
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
             raise ValidationError("Idempotency-Key must be 1 to 255 characters")
-        ks = keys.coupon_keys(cid) + [keys.wallet_key(cid, user)]
-        if idempotency_key is not None:
-            ks.append(keys.idempotency_key(cid, user, "coupon:" + idempotency_key))
-        exp = self.engine._admission_exp(cid, user, admission_token)
-        reply = await self.scripts.run("coupon_claim", ks, [
-            keys.new_claim_id(cid), user, sku, qty, exp, identity or "", codes.new_seed(),
-            self.settings.idempotency_ttl_s * 1000, f"{sku}:{qty}"])
-        outcome = OUTCOMES[int(reply[0])]
-        if outcome is not Outcome.OK:
-            return Answer(outcome, reply[1])
-        found = await self._lookup(cid, "id", reply[4:])
-        views = [self._view(f, user, int(reply[3])) for f in found if f is not None]
-        return Answer(outcome, "", CouponClaimView(claim_id=reply[2], campaign_id=cid, sku=sku,
-                                                   qty=qty, coupons=views))
+        pending = _PendingCouponClaim(keys.new_claim_id(cid), user, sku, qty, idempotency_key,
+                                      self.engine._admission_exp(cid, user, admission_token),
+                                      identity or "", codes.new_seed())
+        return await self.batcher.submit(cid, pending)  # type: ignore[arg-type]
+
+    @functools.cached_property
+    def batcher(self) -> ClaimBatcher[Answer]:
+        return ClaimBatcher(self._claim_batch, self.settings.max_batch)  # type: ignore[arg-type]
+
+    async def _claim_batch(self, cid: str,
+                           claims: Sequence["_PendingCouponClaim"]) -> list[Answer]:
+        ks = keys.coupon_keys(cid)
+        args: list[Any] = [self.settings.idempotency_ttl_s * 1000]
+        for c in claims:
+            ks.append(keys.wallet_key(cid, c.user))
+            wallet, idem = len(ks), 0
+            if c.idempotency_key is not None:
+                ks.append(keys.idempotency_key(cid, c.user, "coupon:" + c.idempotency_key))
+                idem = len(ks)
+            args.append(f"{c.claim_id}|{c.user}|{c.sku}|{c.qty}|{wallet}|{idem}|"
+                        f"{c.admission_exp}|{c.identity}|{c.seed}|{c.sku}:{c.qty}")
+        reply = await self.scripts.run("coupon_claim", ks, args)
+        answers, i = [], 0
+        for c in claims:
+            code, reason, claim_id, at, n = reply[i:i + 5]
+            rows = reply[i + 5:i + 5 + 3 * int(n)]
+            i += 5 + 3 * int(n)
+            outcome = OUTCOMES[int(code)]
+            if outcome is not Outcome.OK:
+                answers.append(Answer(outcome, reason))
+                continue
+            views = [self._view(_Found(cid, rows[j], rows[j + 1].split("|"),
+                                       _template(rows[j + 2])), c.user, int(at))
+                     for j in range(0, len(rows), 3) if rows[j + 1]]
+            answers.append(Answer(outcome, "", CouponClaimView(
+                claim_id=claim_id, campaign_id=cid, sku=c.sku, qty=c.qty, coupons=views)))
+        return answers
 
     # -- reading -------------------------------------------------------------
 

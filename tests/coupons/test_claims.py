@@ -125,3 +125,22 @@ async def test_bad_drops_are_refused(engine: Engine) -> None:
             await engine.define_campaign("d1", drop_spec(templates=templates))
     with pytest.raises(ValidationError):
         await engine.define_campaign("d1", drop_spec(skus=("five", "other")))
+
+
+async def test_a_retried_batch_answers_again_without_issuing_twice(engine: Engine) -> None:
+    """redis-py retries a call whose reply was lost: the same claim ids find their coupons."""
+    from engine import keys
+    from engine.coupons.codes import new_seed
+    from engine.coupons.service import _PendingCouponClaim
+
+    await engine.define_campaign("d1", drop_spec(stock=10, packs={"pack": ["five", "five"]}))
+    batch = [_PendingCouponClaim(keys.new_claim_id("d1"), f"u{i}", "pack", 1, None, -1, "",
+                                 new_seed()) for i in range(3)]
+    first = await engine.coupons._claim_batch("d1", batch)
+    again = await engine.coupons._claim_batch("d1", batch)
+    assert [a.view for a in again] == [a.view for a in first]
+    assert all(len(a.view.coupons) == 2 for a in first)
+    stats = await engine.coupons.stats("d1")
+    assert stats and stats.totals.issued == 6
+    sale = await engine.stats("d1")
+    assert sale and {s.sku: s.sold for s in sale.skus} == {"five": 0, "pack": 3}
