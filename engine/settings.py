@@ -85,6 +85,9 @@ class Settings:
     def validate(self) -> None:
         if self.appendfsync not in ("everysec", "always"):
             raise ConfigError("STAMPEDE_APPENDFSYNC must be everysec or always")
+        if self.coupon_keys is not None:
+            from engine.coupons.codes import CodeKeys
+            CodeKeys.parse(self.coupon_keys)  # refuses a malformed key list at start
         if self.drain_delay_ms < 0:
             raise ConfigError("STAMPEDE_DRAIN_DELAY_MS must not be negative")
         for name in ("hold_sweep_interval_ms", "sweep_batch", "idempotency_ttl_s", "max_batch",

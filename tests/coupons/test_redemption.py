@@ -271,3 +271,13 @@ async def test_rollback_restores_exactly_once(drop: Engine) -> None:
     again = await drop.coupons.redeem(m, _req(code, 2000))
     assert again.view.status == "rolled_back"
     assert (await drop.coupons.redeem(m, _req(code, 2000, order="o2"))).view.uses_left == 2
+
+
+def test_malformed_coupon_keys_are_refused_at_start() -> None:
+    from engine.errors import ConfigError
+    from engine.settings import Settings
+    for bad in ("nokid", "A:short", "0:" + "x" * 20, "AB:" + "x" * 20):
+        with pytest.raises(ConfigError):
+            Settings.from_env({"STAMPEDE_COUPON_KEYS": bad})
+    keys = Settings.from_env({"STAMPEDE_COUPON_KEYS": "B:" + "b" * 20 + ",A:" + "a" * 20})
+    assert CodeKeys.parse(keys.coupon_keys or "").active == "B"
