@@ -213,11 +213,21 @@ async def accept_gift(request: web.Request) -> web.Response:
            idempotent=True, errors=(400, 401, 403, 404, 409, 413, 422, 503))
 async def redeem(request: web.Request) -> web.Response:
     merchant = await _merchant(request)
-    body = decode(_redeem_decoder, await read_body(request))
-    answer = await request.app[ENGINE].coupons.redeem(merchant, body)
-    if answer.outcome is not Outcome.OK:
-        return refusal(answer)
-    return json_response(answer.view, status=201)
+    raw = await read_body(request)
+    body = decode(_redeem_decoder, raw)
+    coupons = request.app[ENGINE].coupons
+
+    async def run() -> web.Response:
+        answer = await coupons.redeem(merchant, body)
+        if answer.outcome is not Outcome.OK:
+            return refusal(answer)
+        return json_response(answer.view, status=201)
+
+    # Redemption is idempotent per merchant and order inside its script; the
+    # Idempotency-Key memory adds the 422 for a key reused on another request.
+    return await request.app[GUARD].replayable(
+        request, f"merchant:{merchant.merchant_id}", raw.decode(errors="replace"), run,
+        cid=await coupons.drop_of_code(body.code))
 
 
 @api.route("GET", "/v1/redemptions/{redemption_id}", "One of my redemptions",
@@ -255,12 +265,21 @@ async def rollback(request: web.Request) -> web.Response:
 @admin_api.route("PUT", "/admin/v1/merchants/{mid}",
                  "Register a merchant (or issue it a new token): the token is shown once",
                  auth="operator", body=MerchantSpec, response=MerchantCredentials, status=201,
-                 errors=(400, 401, 403, 413, 503), path_params=MERCHANT)
+                 idempotent=True, errors=(400, 401, 403, 413, 422, 503), path_params=MERCHANT)
 async def put_merchant(request: web.Request) -> web.Response:
-    request.app[AUTH].admin(request, Role.OPERATOR)
-    spec = decode(_merchant_decoder, await read_body(request))
-    creds = await request.app[ENGINE].coupons.put_merchant(request.match_info["mid"], spec)
-    return json_response(creds, status=201)
+    admin = request.app[AUTH].admin(request, Role.OPERATOR)
+    raw = await read_body(request)
+    spec = decode(_merchant_decoder, raw)
+    mid = request.match_info["mid"]
+
+    async def run() -> web.Response:
+        creds = await request.app[ENGINE].coupons.put_merchant(mid, spec)
+        return json_response(creds, status=201)
+
+    # A retried PUT must not issue a second token: the first answer is kept
+    # (under "-merchants", a namespace no campaign id can take).
+    return await request.app[GUARD].replayable(
+        request, admin.name, f"{mid} {raw.decode(errors='replace')}", run, cid="-merchants")
 
 
 @admin_api.route("GET", "/admin/v1/campaigns/{cid}/coupons/stats",

@@ -283,6 +283,11 @@ class Coupons:
         cid = await self._cid_of_drop(parsed.drop)
         return None if cid is None else (parsed, cid)
 
+    async def drop_of_code(self, code: str) -> str | None:
+        """The drop a genuine code belongs to (None for anything else)."""
+        found = await self._resolve(code)
+        return None if found is None else found[1]
+
     async def redeem(self, merchant: Merchant, req: RedemptionRequest) -> Answer:
         """Redeem `req.code` for an order at `merchant`: scope, stacking, threshold,
         discount here; status, validity, the merchant's cap and the use in the script."""

@@ -95,3 +95,23 @@ async def test_identity_comes_from_the_token(api: Api) -> None:
     r = await api.public.post("/v1/campaigns/d1/coupons", json={"sku": "five"},
                               headers={"Authorization": f"Bearer {plain}"})
     assert r.status == 403
+
+
+async def test_idempotency_keys_of_merchant_calls(api: Api) -> None:
+    await api.admin.put("/admin/v1/campaigns/d1", data=SPEC, headers=api.op())
+    put = [await api.admin.put("/admin/v1/merchants/m1", json={"name": "Cafe"},
+                               headers={**api.op(), "Idempotency-Key": "k"}) for _ in range(2)]
+    tokens = [(await r.json())["token"] for r in put]
+    assert tokens[0] == tokens[1]  # a retried PUT does not issue a second token
+    merchant = {"Authorization": f"Bearer {tokens[0]}", "Idempotency-Key": "r1"}
+    r = await api.public.post("/v1/campaigns/d1/coupons", json={"sku": "five"},
+                              headers=user("alice"))
+    code = (await r.json())["coupons"][0]["code"]
+    order = {"code": code, "order_id": "o-1", "order_amount": 3000}
+    first = await api.public.post("/v1/redemptions", json=order, headers=merchant)
+    again = await api.public.post("/v1/redemptions", json=order, headers=merchant)
+    assert first.status == again.status == 201
+    assert await first.json() == await again.json()
+    other = await api.public.post("/v1/redemptions", json={**order, "order_id": "o-2"},
+                                  headers=merchant)
+    assert other.status == 422
