@@ -156,6 +156,7 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
     ev[#ev + 1] = 'idem'; ev[#ev + 1] = idem
     ev[#ev + 1] = 'fp'; ev[#ev + 1] = fingerprint
   end
+  if identity ~= '' then ev[#ev + 1] = 'identity'; ev[#ev + 1] = identity end
   emit(now, 'claim_held', ev)
   emit(now, 'claim_confirmed', {'claim', claim_id, 'user', user, 'sku', sku, 'qty', qty,
                                 'price', s[3]})

@@ -56,5 +56,6 @@ redis.call('SADD', wallet, coupon_id)
 if counts then redis.call('HINCRBY', C.cusers, 'g|' .. user, 1) end
 stat('transferred', 1, c.tpl, math.floor(now / DAY_MS))
 emit(now, 'coupon_transferred', {'coupon', coupon_id, 'from', giver, 'user', user,
-                                 'template', c.tpl, 'locator', loc})
+                                 'template', c.tpl, 'locator', loc, 'token', token,
+                                 'nonce', nonce, 'counted', counts and 1 or 0})
 return {OK, '', coupon_id}

@@ -33,5 +33,6 @@ if c.gift ~= '' then redis.call('HDEL', C.gifts, c.gift) end
 c.gift = token
 redis.call('HSET', C.cpn, coupon_id, format_coupon(c))
 redis.call('HSET', C.gifts, token, table.concat({'open', coupon_id, user, expires, '', ''}, '|'))
-emit(now, 'gift_offered', {'coupon', coupon_id, 'user', user, 'expires', expires})
+emit(now, 'gift_offered', {'coupon', coupon_id, 'user', user, 'expires', expires,
+                           'token', token})
 return {OK, '', expires}

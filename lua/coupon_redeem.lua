@@ -74,5 +74,6 @@ stat('redeemed', 1, c.tpl, day, merchant)
 stat('discount', discount, c.tpl, day, merchant)
 emit(now, 'coupon_redeemed', {'coupon', coupon_id, 'redemption', rid, 'merchant', merchant,
                               'order', order, 'amount', amount, 'discount', discount,
-                              'uses_left', c.uses, 'user', c.owner, 'template', c.tpl})
+                              'uses_left', c.uses, 'user', c.owner, 'template', c.tpl,
+                              'fp', fingerprint})
 return answer(OK, '', rid, coupon_id, discount, c.uses, 'redeemed', now)

@@ -117,3 +117,73 @@ async def test_audit_finds_coupon_violations(store: Store, case: str) -> None:
         assert summary["ok"], summary
     else:
         assert kind in kinds, summary
+
+
+async def _coupon_state(redis: Any) -> dict[str, Any]:
+    """Every coupon key of drop d1, wallets and claim answers included, by value."""
+    out: dict[str, Any] = {}
+    for key in sorted(await redis.keys("{c:d1}:*")):
+        name = key.split(":", 2)[2]
+        if name.split(":")[0] in ("cpn", "codes", "cday", "cstats", "redeems", "gifts",
+                                  "cusers"):
+            out[name] = await redis.hgetall(key)
+        elif name == "cexp":
+            out[name] = await redis.zrange(key, 0, -1, withscores=True)
+        elif name.startswith("wallet"):
+            out[name] = await redis.smembers(key)
+        elif name.startswith("idem") and "coupon" in name:
+            out[name] = await redis.get(key)
+    meta = await redis.hgetall("{c:d1}:meta")
+    out["meta"] = {k: v for k, v in meta.items() if k == "coupons" or k.startswith("cp_")}
+    return out
+
+
+async def test_recover_a_drop_from_the_store(sale: Engine, store: Store, persister: Persister,
+                                             raw_redis: Any) -> None:
+    from engine.recovery import recover_campaign
+    await sale.define_campaign("d1", drop_spec(stock=50, templates=TEMPLATES, per_person=5,
+                                               merchant_daily_cap=100))
+    m = await merchant(sale)
+    issued = []
+    for i in range(12):
+        r = await sale.coupons.claim("d1", f"u{i % 4}", "five" if i % 3 else "pack",
+                                     idempotency_key=f"k{i}", identity=f"p{i % 3}")
+        assert r.outcome is Outcome.OK, r
+        issued += r.view.coupons
+    reds = [await sale.coupons.redeem(m, RedemptionRequest(
+        code=c.code or "", order_id=f"o{i}", order_amount=2000)) for i, c in
+        enumerate(issued[:6])]
+    await sale.coupons.rollback(reds[0].view.redemption_id, "m1")
+    gifts = [c for c in issued[6:] if c.template == "five"]
+    open_offer = (await sale.coupons.offer_gift(gifts[0].coupon_id,
+                                                await _owner(sale, gifts[0].coupon_id))).view
+    moved = (await sale.coupons.offer_gift(gifts[1].coupon_id,
+                                           await _owner(sale, gifts[1].coupon_id))).view
+    assert open_offer and moved
+    assert (await sale.coupons.accept_gift(moved.transfer_token, "friend")).outcome is Outcome.OK
+    await sale.set_clock_offset("d1", 86_400_000 + 1)  # the packs (1 day) expire
+    assert await sale.sweep("d1") > 0
+    await sale.set_clock_offset("d1", 0)
+    before = await _coupon_state(raw_redis)
+    await persister.drain()
+    await raw_redis.flushall()
+    await recover_campaign(raw_redis, store, "d1", 86_400_000)
+    after = await _coupon_state(raw_redis)
+    assert after == before
+    # and the drop goes on: answers, codes and gifts as before the loss
+    again = await sale.coupons.claim("d1", "u1", "five", idempotency_key="k1", identity="p1")
+    assert again.outcome is Outcome.OK and \
+        [c.coupon_id for c in again.view.coupons] == [issued[1].coupon_id]
+    assert (await sale.claim("d1", "x", "five")).outcome is Outcome.NOT_FOUND  # still a drop
+    fresh = await sale.coupons.redeem(m, RedemptionRequest(code=issued[10].code or "",
+                                                           order_id="late", order_amount=900))
+    assert fresh.outcome is Outcome.OK, fresh
+    assert (await sale.coupons.accept_gift(open_offer.transfer_token, "pal")).outcome \
+        is Outcome.OK
+    await persister.drain()
+    assert (await audit(store))["ok"]
+
+
+async def _owner(sale: Engine, coupon_id: str) -> str:
+    raw = await sale.redis.hget("{c:d1}:cpn", coupon_id)
+    return str(raw).split("|")[1]
