@@ -11,6 +11,7 @@
 --             admission the expiry (ms) of the admission token the engine verified, -1
 --             if none; identity the hashed real person ('' if none); seed the random
 --             seed of the coupon ids and locators; fingerprint of the request body
+--             (a claim may issue at most 100 coupons: qty x the SKU's pack)
 -- Returns     per claim: code, reason, claim_id, at_ms, n, then n triples of
 --             coupon_id, record, template spec (JSON); reason names a refusal:
 --             stock, budget, per_day, limit, user_day, person, identity_required, ''
@@ -41,6 +42,16 @@ local day = math.floor(now / DAY_MS)
 local day_field = tostring(day)
 local out = {}
 local specs, tpls = {}, {}
+local MAX_COUPONS = 100  -- most coupons one claim may issue (bounds the script's run time)
+-- Stats are tallied here and written once at the end; the budget reads the
+-- running total (the script is atomic: nobody sees the tally and Redis differ).
+local tally = {}
+local value_total = tonumber(redis.call('HGET', C.stats, '*|value') or '0')
+local function tstat(name, by, tpl)
+  for _, f in ipairs({'*|' .. name, 't:' .. tpl .. '|' .. name, 'd:' .. day .. '|' .. name}) do
+    tally[f] = (tally[f] or 0) + by
+  end
+end
 
 local function spec_of(tid)
   if specs[tid] == nil then
@@ -110,7 +121,7 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
   for _, tid in ipairs(cfg.t) do
     if not spec_of(tid) or not tpls[tid] then return answer(NOT_FOUND) end
   end
-  if qty < 1 or qty > max_qty then return answer(INVALID) end
+  if qty < 1 or qty > max_qty or qty * #cfg.t > MAX_COUPONS then return answer(INVALID) end
   local avail, sku_lim = tonumber(s[1]), tonumber(s[2])
   local u = redis.call('HMGET', K.users, user, user .. '|' .. sku)
   local gifts = tonumber(redis.call('HGET', C.cusers, 'g|' .. user) or '0')
@@ -133,8 +144,7 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
   if per_day >= 0 and tonumber(d[1] or '0') + qty > per_day then
     return refuse(SOLD_OUT, 'per_day')
   end
-  if budget >= 0 and tonumber(redis.call('HGET', C.stats, '*|value') or '0') + cfg.v * qty
-      > budget then
+  if budget >= 0 and value_total + cfg.v * qty > budget then
     return refuse(SOLD_OUT, 'budget')
   end
 
@@ -173,9 +183,10 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
       redis.call('HSET', C.codes, loc, id)
       redis.call('ZADD', C.exp, vt, id)
       redis.call('SADD', wallet, id)
-      stat('issued', 1, tid, day)
-      stat('uses', t.u, tid, day)
-      stat('value', t.f * t.u, tid, day)
+      tstat('issued', 1, tid)
+      tstat('uses', t.u, tid)
+      tstat('value', t.f * t.u, tid)
+      value_total = value_total + t.f * t.u
       emit(now, 'coupon_issued', {'coupon', id, 'user', user, 'template', tid,
                                   'claim', claim_id, 'uses', t.u, 'value', t.f * t.u,
                                   'valid_from', vf, 'valid_to', vt, 'locator', loc})
@@ -193,4 +204,5 @@ for i = 2, #ARGV do
   claim_one(claim_id, user, sku, tonumber(qty), KEYS[tonumber(wslot)],
             islot > 0 and KEYS[islot] or nil, tonumber(adm), identity, seed, fp)
 end
+for f, n in pairs(tally) do redis.call('HINCRBY', C.stats, f, n) end
 return out

@@ -74,8 +74,10 @@ local function b32(hex)
 end
 
 -- A fresh locator: the drop's prefix and 40 bits from the caller's random seed.
+local prefix_cache = nil
 local function new_locator(seed, salt)
-  local prefix = redis.call('HGET', K.meta, 'cp_no')
+  prefix_cache = prefix_cache or redis.call('HGET', K.meta, 'cp_no')
+  local prefix = prefix_cache
   local n = 0
   while true do
     local loc = prefix .. b32(redis.sha1hex(seed .. '|' .. salt .. '|' .. n))

@@ -144,3 +144,10 @@ async def test_a_retried_batch_answers_again_without_issuing_twice(engine: Engin
     assert stats and stats.totals.issued == 6
     sale = await engine.stats("d1")
     assert sale and {s.sku: s.sold for s in sale.skus} == {"five": 0, "pack": 3}
+
+
+async def test_one_claim_issues_at_most_a_hundred_coupons(engine: Engine) -> None:
+    await engine.define_campaign("d1", drop_spec(packs={"big": ["five"] * 20}, skus=("big",)))
+    assert (await engine.coupons.claim("d1", "a", "big", 6)).outcome is Outcome.INVALID
+    r = await engine.coupons.claim("d1", "a", "big", 5)
+    assert r.outcome is Outcome.OK and len(r.view.coupons) == 100
