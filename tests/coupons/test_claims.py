@@ -151,3 +151,18 @@ async def test_one_claim_issues_at_most_a_hundred_coupons(engine: Engine) -> Non
     assert (await engine.coupons.claim("d1", "a", "big", 6)).outcome is Outcome.INVALID
     r = await engine.coupons.claim("d1", "a", "big", 5)
     assert r.outcome is Outcome.OK and len(r.view.coupons) == 100
+
+
+async def test_waiting_room_admission_lets_a_coupon_claim_through(engine: Engine) -> None:
+    await engine.define_campaign("d1", drop_spec(campaign={"waiting_room": {"rate_per_s": 1000,
+                                                                           "burst": 10}}))
+    _, ticket, _ = await engine.take_ticket("d1", "alice")
+    _, ticket = await engine.ticket("d1", "alice")
+    assert ticket and ticket.admission_token
+    assert (await engine.coupons.claim("d1", "bob", "five", admission_token=ticket.admission_token)
+            ).outcome is Outcome.ADMISSION_REQUIRED  # another user's token
+    r = await engine.coupons.claim("d1", "alice", "five", admission_token=ticket.admission_token)
+    assert r.outcome is Outcome.OK
+    again = await engine.coupons.claim("d1", "alice", "five",
+                                       admission_token=ticket.admission_token)
+    assert again.outcome is Outcome.ADMISSION_REQUIRED  # the claim used the turn
