@@ -12,6 +12,7 @@ A refusal's reason (from the engine) picks the status, stable code and message.
 import jwt
 import msgspec
 from aiohttp import web
+from prometheus_client import Counter
 
 from engine import keys
 from engine.coupons.service import Answer, Merchant
@@ -77,6 +78,18 @@ REASONS: dict[str, tuple[int, str, str]] = {
     "own_gift": (409, "conflict", "you cannot accept your own gift"),
 }
 
+COUPON_OPS = Counter("stampede_coupon_operations_total",
+                     "Coupon claims, redemptions, rollbacks and gifts by answer",
+                     ["op", "answer"])
+"""answer is ok or the refusal's reason (or outcome code): a bounded set."""
+
+
+def _count(op: str, answer: Answer) -> None:
+    label = "ok" if answer.outcome is Outcome.OK else (answer.reason or answer.outcome.code)
+    COUPON_OPS.labels(op, label if answer.reason in REASONS or not answer.reason
+                      else "other").inc()
+
+
 _claim_decoder = msgspec.json.Decoder(CouponClaimRequest)
 _redeem_decoder = msgspec.json.Decoder(RedemptionRequest)
 _accept_decoder = msgspec.json.Decoder(GiftAccept)
@@ -130,6 +143,7 @@ async def claim_coupon(request: web.Request) -> web.Response:
             request.match_info["cid"], user, body.sku, body.qty, idempotency_key=key,
             admission_token=request.headers.get("X-Admission-Token"),
             identity=_identity(request))
+    _count("claim", answer)
     if answer.outcome is not Outcome.OK:
         return refusal(answer, "no such drop or SKU")
     return json_response(answer.view, status=201)
@@ -179,6 +193,7 @@ async def offer_gift(request: web.Request) -> web.Response:
 
     async def run() -> web.Response:
         answer = await request.app[ENGINE].coupons.offer_gift(coupon_id, user)
+        _count("gift_offer", answer)
         if answer.outcome is not Outcome.OK:
             return refusal(answer, _NO_COUPON)
         return json_response(answer.view, status=201)
@@ -196,6 +211,7 @@ async def accept_gift(request: web.Request) -> web.Response:
 
     async def run() -> web.Response:
         answer = await request.app[ENGINE].coupons.accept_gift(body.transfer_token, user)
+        _count("gift_accept", answer)
         if answer.outcome is not Outcome.OK:
             return refusal(answer, "no such gift")
         return json_response(answer.view)
@@ -219,6 +235,7 @@ async def redeem(request: web.Request) -> web.Response:
 
     async def run() -> web.Response:
         answer = await coupons.redeem(merchant, body)
+        _count("redeem", answer)
         if answer.outcome is not Outcome.OK:
             return refusal(answer)
         return json_response(answer.view, status=201)
@@ -252,6 +269,7 @@ async def rollback(request: web.Request) -> web.Response:
 
     async def run() -> web.Response:
         answer = await request.app[ENGINE].coupons.rollback(rid, merchant.merchant_id)
+        _count("rollback", answer)
         if answer.outcome is not Outcome.OK:
             return refusal(answer, "no such redemption")
         return json_response(answer.view)

@@ -115,3 +115,14 @@ async def test_idempotency_keys_of_merchant_calls(api: Api) -> None:
     other = await api.public.post("/v1/redemptions", json={**order, "order_id": "o-2"},
                                   headers=merchant)
     assert other.status == 422
+
+
+async def test_coupon_answers_are_counted(api: Api) -> None:
+    await api.admin.put("/admin/v1/campaigns/d1", data=SPEC, headers=api.op())
+    await api.public.post("/v1/campaigns/d1/coupons", json={"sku": "five"},
+                          headers=user("zed", "z1"))
+    await api.public.post("/v1/campaigns/d1/coupons", json={"sku": "five"},
+                          headers={"X-User-Id": "nobody"})
+    text = await (await api.public.get("/metrics")).text()
+    assert 'stampede_coupon_operations_total{answer="ok",op="claim"}' in text
+    assert 'stampede_coupon_operations_total{answer="identity_required",op="claim"}' in text
