@@ -12,9 +12,9 @@ A refusal's reason (from the engine) picks the status, stable code and message.
 import jwt
 import msgspec
 from aiohttp import web
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
-from engine import keys
+from engine import Engine, keys
 from engine.coupons.service import Answer, Merchant
 from engine.coupons.spec import (
     CouponClaimRequest,
@@ -82,6 +82,25 @@ COUPON_OPS = Counter("stampede_coupon_operations_total",
                      "Coupon claims, redemptions, rollbacks and gifts by answer",
                      ["op", "answer"])
 """answer is ok or the refusal's reason (or outcome code): a bounded set."""
+
+
+COUPON_VALUE = Gauge("stampede_coupon_value", "Per drop: face value issued, discount "
+                     "granted (net of rollbacks) and budget left (-1: no budget)",
+                     ["campaign", "kind"], multiprocess_mode="livemostrecent")
+
+
+async def refresh_coupon_gauges(engine: Engine) -> None:
+    """Budget watch for ops: each drop's value issued against discount granted."""
+    for cid in sorted(await engine.redis.smembers(keys.COUPON_DROPS)):
+        stats = await engine.coupons.stats(cid)
+        if stats is None:
+            continue
+        t = stats.totals
+        for kind, value in (("issued", t.face_value_issued),
+                            ("discount", t.discount_granted - t.discount_rolled_back),
+                            ("budget_left", -1 if stats.budget_left is None
+                             else stats.budget_left)):
+            COUPON_VALUE.labels(cid, kind).set(value)
 
 
 def _count(op: str, answer: Answer) -> None:
