@@ -24,6 +24,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.admission import kept_secret
 from engine.errors import ConfigError
 
 ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
@@ -94,7 +95,6 @@ class CodeKeys:
     @classmethod
     def kept(cls, path: Path) -> "CodeKeys":
         """One generated key (id A) kept under the data dir, when none is configured."""
-        from engine.admission import kept_secret
         return cls([("A", kept_secret(path))])
 
     def _sig(self, key: bytes, message: str) -> str:

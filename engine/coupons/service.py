@@ -38,6 +38,7 @@ from engine.coupons.spec import (
     TemplateSpec,
 )
 from engine.errors import ValidationError
+from engine.models import from_ms
 from engine.outcomes import OUTCOMES, Outcome
 
 if TYPE_CHECKING:
@@ -54,11 +55,6 @@ _json = msgspec.json.Encoder()
 @functools.lru_cache(maxsize=4096)
 def _template(raw: str) -> TemplateSpec:
     return _spec_decoder.decode(raw)
-
-
-def _from_ms(ms: int) -> Any:
-    from engine.models import from_ms
-    return from_ms(ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,8 +216,8 @@ class Coupons:
         return CouponView(
             coupon_id=f.coupon_id, campaign_id=f.cid, template=tid, kind=t.kind, status=shown,
             face_value=t.face_value, threshold=t.threshold, percent=t.percent, item=t.item,
-            uses_left=int(uses), uses=t.uses, valid_from=_from_ms(int(vf)),
-            valid_to=_from_ms(int(vt)), claimed_at=_from_ms(int(f.record[7])),
+            uses_left=int(uses), uses=t.uses, valid_from=from_ms(int(vf)),
+            valid_to=from_ms(int(vt)), claimed_at=from_ms(int(f.record[7])),
             transferable=t.transferable,
             code=self.keys.static(loc) if shown == "active" else None)
 
@@ -272,7 +268,7 @@ class Coupons:
         step = int(time.time() * 1000) // codes.STEP_MS
         return Answer(Outcome.OK, "", RotatingCode(
             coupon_id=coupon_id, code=self.keys.rotating(found.record[6], step),
-            expires_at=_from_ms((step + 2) * codes.STEP_MS)))
+            expires_at=from_ms((step + 2) * codes.STEP_MS)))
 
     # -- redemption ----------------------------------------------------------
 
@@ -333,7 +329,7 @@ class Coupons:
         return Answer(outcome, "", RedemptionView(
             redemption_id=rid, coupon_id=coupon_id, merchant_id=merchant.merchant_id,
             order_id=req.order_id, order_amount=req.order_amount, discount=int(off),
-            status=status, uses_left=int(uses), redeemed_at=_from_ms(int(ts))))
+            status=status, uses_left=int(uses), redeemed_at=from_ms(int(ts))))
 
     async def rollback(self, redemption_id: str, merchant_id: str) -> Answer:
         """Undo a redemption (a refund) once; again answers OK with `reason` 'already'."""
@@ -363,7 +359,7 @@ class Coupons:
         return RedemptionView(redemption_id=redemption_id, coupon_id=coupon_id,
                               merchant_id=merchant, order_id=order, order_amount=int(amount),
                               discount=int(off), status=status,  # type: ignore[arg-type]
-                              uses_left=int(rec.split("|")[3]), redeemed_at=_from_ms(int(ts)))
+                              uses_left=int(rec.split("|")[3]), redeemed_at=from_ms(int(ts)))
 
     # -- gifting -------------------------------------------------------------
 
@@ -380,7 +376,7 @@ class Coupons:
         if outcome is not Outcome.OK:
             return Answer(outcome, reason)
         return Answer(outcome, "", GiftOffer(coupon_id=coupon_id, transfer_token=token,
-                                             expires_at=_from_ms(int(expires))))
+                                             expires_at=from_ms(int(expires))))
 
     async def accept_gift(self, token: str, user: str) -> Answer:
         m = _TOKEN.match(token)

@@ -13,20 +13,15 @@ campaign can never be apart):
                              "x": transferable 0|1, "g": gifts count 0|1, "f": face value}
 """
 
-from typing import Any
 
 import msgspec
 
 from engine.coupons.spec import CouponDropSpec, TemplateSpec
 from engine.errors import ValidationError
+from engine.models import to_ms
 
 _json = msgspec.json.Encoder()
 _DAY_MS = 86_400_000
-
-
-def _ms(t: Any) -> int:
-    from engine.models import to_ms
-    return to_ms(t)
 
 
 def check_template(tid: str, t: TemplateSpec) -> None:
@@ -46,7 +41,7 @@ def check_template(tid: str, t: TemplateSpec) -> None:
     if fixed == (t.valid_days is not None):
         raise bad("validity is either valid_from and valid_to, or valid_days")
     if fixed and (t.valid_from is None or t.valid_to is None
-                  or _ms(t.valid_to) <= _ms(t.valid_from)):
+                  or to_ms(t.valid_to) <= to_ms(t.valid_from)):
         raise bad("valid_to must come after valid_from")
 
 
@@ -88,8 +83,8 @@ def drop_meta(drop: CouponDropSpec | None, skus: list[str], number: str | None) 
     for tid, t in drop.templates.items():
         meta[f"cp_tpl:{tid}"] = _json.encode({
             "u": t.uses, "f": t.face_value,
-            "vf": _ms(t.valid_from) if t.valid_from is not None else -1,
-            "vt": _ms(t.valid_to) if t.valid_to is not None else -1,
+            "vf": to_ms(t.valid_from) if t.valid_from is not None else -1,
+            "vt": to_ms(t.valid_to) if t.valid_to is not None else -1,
             "vd": t.valid_days if t.valid_days is not None else -1,
             "x": int(t.transferable), "g": int(t.gifts_count_to_limit)}).decode()
         meta[f"cp_spec:{tid}"] = _json.encode(t).decode()
