@@ -319,6 +319,16 @@ async def put_merchant(request: web.Request) -> web.Response:
         request, admin.name, f"{mid} {raw.decode(errors='replace')}", run, cid="-merchants")
 
 
+@admin_api.route("DELETE", "/admin/v1/merchants/{mid}",
+                 "Revoke a merchant: its token stops working at once", auth="operator",
+                 status=204, errors=(401, 403, 404, 503), path_params=MERCHANT)
+async def delete_merchant(request: web.Request) -> web.Response:
+    request.app[AUTH].admin(request, Role.OPERATOR)
+    if not await request.app[ENGINE].coupons.remove_merchant(request.match_info["mid"]):
+        return outcome_error(Outcome.NOT_FOUND, "no such merchant")
+    return web.Response(status=204)
+
+
 @admin_api.route("GET", "/admin/v1/campaigns/{cid}/coupons/stats",
                  "A drop's coupons: issued, redeemed, rolled back, expired, budget; by "
                  "template, merchant and day", auth="viewer", response=CouponStats,

@@ -440,6 +440,10 @@ class Coupons:
         return MerchantCredentials(merchant_id=merchant_id, name=spec.name, groups=spec.groups,
                                    region=spec.region, token=token)
 
+    async def remove_merchant(self, merchant_id: str) -> bool:
+        """Revoke a merchant's token (its redemptions stay). False if there was none."""
+        return bool(await self.redis.hdel(keys.MERCHANTS, merchant_id))
+
     async def merchant(self, token: str) -> Merchant | None:
         """The merchant a bearer token belongs to, compared in constant time."""
         merchant_id, sep, _ = token.rpartition(".")

@@ -115,6 +115,11 @@ async def test_idempotency_keys_of_merchant_calls(api: Api) -> None:
     other = await api.public.post("/v1/redemptions", json={**order, "order_id": "o-2"},
                                   headers=merchant)
     assert other.status == 422
+    assert (await api.admin.delete("/admin/v1/merchants/m1", headers=api.op())).status == 204
+    assert (await api.admin.delete("/admin/v1/merchants/m1", headers=api.op())).status == 404
+    revoked = await api.public.post("/v1/redemptions", json={**order, "order_id": "o-3"},
+                                    headers={"Authorization": merchant["Authorization"]})
+    assert revoked.status == 401
 
 
 async def test_coupon_answers_are_counted(api: Api) -> None:
