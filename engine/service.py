@@ -19,7 +19,7 @@ from engine import keys
 from engine.admission import AdmissionTokens, kept_secret, ticket_view
 from engine.batcher import ClaimBatcher, PendingClaim
 from engine.coupons.service import Coupons
-from engine.coupons.templates import drop_meta
+from engine.coupons.templates import check_drop, drop_meta
 from engine.errors import ValidationError
 from engine.models import (
     CampaignPatch,
@@ -92,8 +92,10 @@ class Engine:
         """Create or replace (before any claim) a campaign. Returns (outcome, created)."""
         _check_campaign_id(cid)
         skus = [s.sku for s in spec.skus]
-        drop_meta(spec.coupons, skus, "2222")  # refuse a bad drop before taking a number
-        number = await self.coupons.drop_number(cid) if spec.coupons is not None else None
+        number = None
+        if spec.coupons is not None:
+            check_drop(spec.coupons, skus)  # before taking a drop number
+            number = await self.coupons.drop_number(cid)
         args = _define_args(cid, spec, actor, drop_meta(spec.coupons, skus, number))
         code, created = await self.scripts.run("define_campaign", keys.campaign_keys(cid), args)
         if code == Outcome.OK:

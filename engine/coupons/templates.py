@@ -58,16 +58,23 @@ def unit_value(t: TemplateSpec) -> int:
     return t.face_value * t.uses
 
 
-def drop_meta(drop: CouponDropSpec | None, skus: list[str], number: str | None) -> dict[str, str]:
-    """The meta fields of a drop (or of a plain campaign: coupons off)."""
-    if drop is None:
-        return {"coupons": "0"}
+def check_drop(drop: CouponDropSpec, skus: list[str]) -> None:
+    """Refuse a drop whose templates, packs or SKUs do not make sense (ValidationError)."""
     for tid, t in drop.templates.items():
         check_template(tid, t)
     for sku, tids in drop.packs.items():
         for tid in tids:
             if tid not in drop.templates:
                 raise ValidationError(f"pack {sku!r} names unknown template {tid!r}")
+    for sku in skus:
+        sku_templates(drop, sku)
+
+
+def drop_meta(drop: CouponDropSpec | None, skus: list[str], number: str | None) -> dict[str, str]:
+    """The meta fields of a drop (or of a plain campaign: coupons off)."""
+    if drop is None:
+        return {"coupons": "0"}
+    check_drop(drop, skus)
 
     def unset(v: int | None) -> str:
         return "-1" if v is None else str(v)
