@@ -294,7 +294,8 @@ async def rollback(request: web.Request) -> web.Response:
         return json_response(answer.view)
 
     return await request.app[GUARD].replayable(request, f"merchant:{merchant.merchant_id}",
-                                               f"rollback {rid}", run)
+                                               f"rollback {rid}", run,
+                                               cid=keys.campaign_of_claim(rid))
 
 
 # -- admin --------------------------------------------------------------------

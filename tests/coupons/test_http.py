@@ -115,6 +115,14 @@ async def test_idempotency_keys_of_merchant_calls(api: Api) -> None:
     other = await api.public.post("/v1/redemptions", json={**order, "order_id": "o-2"},
                                   headers=merchant)
     assert other.status == 422
+    rid = (await first.json())["redemption_id"]
+    assert (await api.public.post(f"/v1/redemptions/{rid}/rollback", headers=merchant)).status \
+        == 422  # the redemption's key, reused on another request
+    rb = {**merchant, "Idempotency-Key": "rb"}
+    back = [await api.public.post(f"/v1/redemptions/{rid}/rollback", headers=rb)
+            for _ in range(2)]
+    assert [r.status for r in back] == [200, 200]
+    assert await back[0].json() == await back[1].json()
     assert (await api.admin.delete("/admin/v1/merchants/m1", headers=api.op())).status == 204
     assert (await api.admin.delete("/admin/v1/merchants/m1", headers=api.op())).status == 404
     revoked = await api.public.post("/v1/redemptions", json={**order, "order_id": "o-3"},
