@@ -105,11 +105,9 @@ def test_codes_are_short_unambiguous_and_signed() -> None:
     assert keys.verify(code, 0) is not None
     assert keys.verify(code.lower(), 0) is not None
     assert keys.verify(f"{code[:5]}-{code[5:]}", 0) is not None
-    for i in range(1, 19):  # any one character altered
-        c = code[i]
-        altered = code[:i] + ("2" if c != "2" else "3") + code[i + 1:]
-        assert keys.verify(altered, 0) is None or i < 13 and \
-            keys.verify(altered, 0).locator != "2222ABCDEFGH"  # type: ignore[union-attr]
+    for i in range(1, 19):  # any one character altered (a 2^-30 chance of a false match)
+        altered = code[:i] + ("2" if code[i] != "2" else "3") + code[i + 1:]
+        assert keys.verify(altered, 0) is None
     assert CodeKeys([("A", "b" * 32)]).verify(code, 0) is None      # another key
     assert keys.verify("B" + code[1:], 0) is None                     # unknown key id
     assert keys.verify(code + "2", 0) is None and keys.verify("", 0) is None

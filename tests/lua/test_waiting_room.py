@@ -98,14 +98,20 @@ async def test_rate_change_and_pause_apply_from_now(engine: Engine) -> None:
     assert await engine.patch_campaign("c1", patch, "ops") is Outcome.OK
     await engine.set_clock_offset("c1", 100_000)
     assert await _served(engine, "c1") == at_10s  # paused: nobody admitted
-    _, ticket = await engine.ticket("c1", "u499")
+    # Early arrivals are drawn in a random order: follow someone still waiting.
+    user, ticket = "", None
+    for i in range(499, -1, -1):
+        _, ticket = await engine.ticket("c1", f"u{i}")
+        if ticket and ticket.status == "waiting":
+            user = f"u{i}"
+            break
     assert ticket and ticket.paused and ticket.estimated_wait_s is None
     patch = CampaignPatch(waiting_room=WaitingRoomPatch(paused=False, rate_per_s=30))
     assert await engine.patch_campaign("c1", patch, "ops") is Outcome.OK
     await engine.set_clock_offset("c1", 105_000)  # 5 s at the new rate, none for the pause
     served = await _served(engine, "c1")
     assert at_10s + 145 <= served <= at_10s + 165
-    _, ticket = await engine.ticket("c1", "u499")
+    _, ticket = await engine.ticket("c1", user)
     assert ticket and ticket.ahead is not None and ticket.estimated_wait_s is not None
     assert abs(ticket.estimated_wait_s - ticket.ahead / 30) <= 0.1  # position, counter, rate
 
