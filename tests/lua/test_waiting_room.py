@@ -92,10 +92,10 @@ async def test_rate_change_and_pause_apply_from_now(engine: Engine) -> None:
     for i in range(500):
         await engine.take_ticket("c1", f"u{i}")
     await engine.set_clock_offset("c1", 70_000)  # 10 s open at 10/s
-    at_10s = await _served(engine, "c1")
-    assert 95 <= at_10s <= 112
+    assert 95 <= await _served(engine, "c1") <= 112
     patch = CampaignPatch(waiting_room=WaitingRoomPatch(paused=True))
     assert await engine.patch_campaign("c1", patch, "ops") is Outcome.OK
+    at_10s = await _served(engine, "c1")  # read after the pause: real time passes meanwhile
     await engine.set_clock_offset("c1", 100_000)
     assert await _served(engine, "c1") == at_10s  # paused: nobody admitted
     # Early arrivals are drawn in a random order: follow someone still waiting.
