@@ -54,10 +54,10 @@ REASONS: dict[str, tuple[int, str, str]] = {
     "limit": (409, "limit_exceeded", "this would take you over the drop's per-user limit"),
     "user_day": (409, "limit_exceeded", "you have claimed your coupons for today"),
     "person": (409, "limit_exceeded", "one per person: this person has claimed already"),
-    "identity_required": (403, "forbidden", "this drop is one per person: your token must "
-                                            "carry an identity (idh)"),
-    "bad_code": (404, "not_found", "no such coupon code (unknown, altered, or its key is "
-                                   "retired)"),
+    "identity_required": (403, "forbidden", ("this drop is one per person: your token must "
+                                             "carry an identity (idh)")),
+    "bad_code": (404, "not_found", ("no such coupon code (unknown, altered, or its key is "
+                                    "retired)")),
     "unknown_also_used": (409, "conflict", "a code of codes_also_used is not a valid coupon"),
     "duplicate_code": (400, "invalid_request", "a code appears twice in the order"),
     "merchant_scope": (403, "forbidden", "this coupon cannot be redeemed at this merchant"),
@@ -68,8 +68,8 @@ REASONS: dict[str, tuple[int, str, str]] = {
     "transferred": (409, "conflict", "the coupon was given away"),
     "not_yet_valid": (409, "conflict", "the coupon is not valid yet"),
     "code_expired": (403, "forbidden", "this rotating code has expired: show a fresh one"),
-    "merchant_cap": (409, "limit_exceeded", "this merchant's daily redemption cap for the "
-                                            "drop is reached"),
+    "merchant_cap": (409, "limit_exceeded", ("this merchant's daily redemption cap for the "
+                                             "drop is reached")),
     "template": (409, "conflict", "the coupon changed meanwhile; retry"),
     "not_transferable": (409, "conflict", "this coupon cannot be given away"),
     "gift_used": (409, "conflict", "this gift has been accepted already"),

@@ -336,7 +336,7 @@ class Coupons:
         cid = keys.campaign_of_claim(redemption_id)
         if cid is None:
             return Answer(Outcome.NOT_FOUND)
-        code, status, _coupon, _uses, already = await self.scripts.run(
+        code, _status, _coupon, _uses, already = await self.scripts.run(
             "coupon_rollback", keys.coupon_keys(cid), [redemption_id, merchant_id])
         outcome = OUTCOMES[int(code)]
         if outcome is not Outcome.OK:
