@@ -9,6 +9,9 @@ a violation is anything those rules forbid or the projections contradict:
     confirmed_twice     a claim confirmed when it already was
     bad_transition      any other status change from a claim that was not held
     projection_mismatch the stored projections differ from the recomputation
+
+and for coupon drops those of engine.coupons.audit (over_budget, uses_negative,
+bad_coupon_transition, rolled_back_twice).
 """
 
 from collections import Counter
@@ -17,6 +20,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from engine.coupons.audit import CouponReplay
+from engine.coupons.projection import EVENT_TYPES as COUPON_EVENTS
 from engine.store import Store
 from engine.store import schema as t
 from engine.store.events import Event, from_row
@@ -36,6 +41,7 @@ class Replay:
     users: Counter[str] = field(default_factory=Counter)
     user_sku: Counter[tuple[str, str]] = field(default_factory=Counter)
     expected_seq: int = 1
+    coupons: CouponReplay = field(default_factory=CouponReplay)
 
     def violate(self, kind: str, **detail: Any) -> None:
         self.violation_count += 1
@@ -49,6 +55,9 @@ class Replay:
         if ev.type == "campaign_defined":
             self.users.clear()  # a redefinition starts the campaign over
             self.user_sku.clear()
+            self.coupons.define(ev.data["spec"])
+        elif ev.type in COUPON_EVENTS:
+            self.coupons.apply(ev, self.violate)
         elif ev.type.startswith("claim_") and not self._claim(ev):
             return  # refused transition: not folded, so later counts stay meaningful
         self.fold.apply(ev)
@@ -104,6 +113,7 @@ async def audit_campaign(store: Store, cid: str, with_users: bool = False) -> di
             replay.fold.new_claims.clear()
             replay.fold.status.clear()
             replay.fold.history.clear()
+            replay.fold.coupons.clear()
             if len(rows) < CHUNK:
                 break
             last = rows[-1].seq
@@ -114,10 +124,18 @@ async def audit_campaign(store: Store, cid: str, with_users: bool = False) -> di
         stored_claims = {r.claim_id: r.status for r in await conn.execute(
             select(t.claims.c.claim_id, t.claims.c.status).where(
                 t.claims.c.campaign_id == cid))}
+        stored_coupons = {r.coupon_id: (r.status, r.uses_left, r.user_id)
+                          for r in await conn.execute(select(t.coupons).where(
+                              t.coupons.c.campaign_id == cid))}
+        stored_redemptions = {r.redemption_id: r.status for r in await conn.execute(
+            select(t.redemptions.c.redemption_id, t.redemptions.c.status).where(
+                t.redemptions.c.campaign_id == cid))}
         dead = (await conn.execute(select(func.count()).select_from(t.dead_letters).where(
             t.dead_letters.c.campaign_id == cid))).scalar_one()
     _check_totals(replay)
     _check_projections(replay, camp, stored_skus, stored_claims)
+    if camp is not None and camp.applied_seq == replay.expected_seq - 1:
+        replay.coupons.check_projection(stored_coupons, stored_redemptions, replay.violate)
     sku_counts = {name: {k: s[k] for k in ("released", "available", "held", "sold", "expired",
                                            "cancelled")}
                   for name, s in sorted(replay.fold.skus.items())}
@@ -129,6 +147,8 @@ async def audit_campaign(store: Store, cid: str, with_users: bool = False) -> di
         "users": {"count": len(users), "max_units": max(users.values(), default=0)},
         "dead_letters": dead, "violations": replay.violation_count,
         "violation_samples": replay.violations}
+    if replay.coupons.coupons:
+        summary["coupons"] = replay.coupons.summary()
     if with_users:
         summary["users"]["units"] = dict(sorted(users.items()))
     return summary

@@ -42,6 +42,27 @@ def campaign_keys(cid: str) -> list[str]:
     return [f"{t}:{name}" for name in CAMPAIGN_KEY_NAMES]
 
 
+# Order matters: it is the KEYS[14..21] layout of lua/include/coupons.lua.
+COUPON_KEY_NAMES = ("cpn", "codes", "cexp", "cday", "cstats", "redeems", "gifts", "cusers")
+COUPON_DROPS = "stampede:coupon_drops"
+"""Set of the campaign ids that are coupon drops (for wallets and the expiry sweep)."""
+DROP_NUMBERS = "stampede:drop_numbers"
+"""Hash: a drop's number (the prefix of its codes) -> campaign id; `seq` the last one."""
+MERCHANTS = "stampede:merchants"
+"""Hash: merchant id -> its record (JSON, with the SHA-256 of its token)."""
+
+
+def coupon_keys(cid: str) -> list[str]:
+    """The campaign key set and then a drop's coupon keys (KEYS[1..21])."""
+    t = tag(cid)
+    return campaign_keys(cid) + [f"{t}:{name}" for name in COUPON_KEY_NAMES]
+
+
+def wallet_key(cid: str, user: str) -> str:
+    """The coupons a user has ever owned in a drop."""
+    return f"{tag(cid)}:wallet:{len(user)}:{user}"
+
+
 def events_key(cid: str) -> str:
     return f"{tag(cid)}:events"
 

@@ -11,6 +11,7 @@ import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from engine.throttle import ThrottlePatch, ThrottleSpec
+from engine.coupons.spec import CouponDropSpec
 
 SkuId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="SKU id")]
 Qty = Annotated[int, Meta(ge=1, le=1000)]
@@ -84,6 +85,8 @@ class CampaignSpec(Struct, **_STRICT):  # type: ignore[call-arg]
     waiting_room: WaitingRoomSpec | None = None
     throttle: ThrottleSpec | None = None
     """Scalper throttling; none: the service's default (STAMPEDE_THROTTLE) when defined."""
+    coupons: CouponDropSpec | None = None
+    """Makes the campaign a coupon drop: its SKUs are coupon templates or packs."""
 
 
 class LimitsPatch(Struct, **_STRICT):  # type: ignore[call-arg]

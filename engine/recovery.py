@@ -21,6 +21,7 @@ from redis.exceptions import WatchError
 from sqlalchemy import select
 
 from engine import keys
+from engine.coupons import recovery as coupon_recovery
 from engine.models import CampaignSpec, to_ms
 from engine.persister import GROUP, entries_of
 from engine.store import Store
@@ -125,13 +126,18 @@ async def recover_campaign(redis: "Redis[Any]", store: Store, cid: str,
             now = now_s * 1000 + now_us // 1000 + int(old.get("time_offset_ms", 0))
             state = await _load(store, cid)
             epoch = max(int(old.get("epoch", 0)), state.row.epoch) + 1
+            drop = await coupon_recovery.load(store, cid, state.row, state.spec, old, redis)
             pipe.multi()
             idem = _rebuild(pipe, cid, state, epoch, old, old_counts, now, idem_ttl_ms)
+            if drop is not None:
+                drop.queue(pipe, now, idem_ttl_ms)
             try:
                 await pipe.execute()
             except WatchError:
                 continue
         await redis.sadd(keys.CAMPAIGN_INDEX, cid)
+        if drop is not None:
+            await coupon_recovery.registered(redis, drop)
         async with store.begin() as conn:
             await conn.execute(t.campaigns.update().where(t.campaigns.c.campaign_id == cid)
                                .values(epoch=epoch))
@@ -152,6 +158,7 @@ class _State:
     claims: list[Any]
     pending_waves: list[tuple[int, str, int, int]]
     """(index, sku, qty, at_ms) not yet released"""
+    spec: CampaignSpec | None = None
 
 
 async def _load(store: Store, cid: str) -> _State:
@@ -169,13 +176,14 @@ async def _load(store: Store, cid: str) -> _State:
         d = _spec_waves.decode(data)
         done.add((d["sku"], int(d["wave"])))
     pending = []
+    spec = None
     if row.spec:
         spec = _spec.decode(row.spec)
         for s in spec.skus:
             for i, w in enumerate(s.waves):
                 if (s.sku, i) not in done:
                     pending.append((i, s.sku, w.qty, to_ms(w.at)))
-    return _State(row, list(skus), list(claims), pending)
+    return _State(row, list(skus), list(claims), pending, spec)
 
 
 def _meta_fields(row: Any) -> dict[str, str]:

@@ -32,6 +32,13 @@ OPERATIONS = (
     "waitlist_leave",
     "waitlist_status",
     "queue_ticket",
+    "coupon_claim",
+    "coupon_redeem",
+    "coupon_rollback",
+    "coupon_gift_offer",
+    "coupon_gift_accept",
+    "coupon_expire",
+    "coupon_lookup",
 )
 
 

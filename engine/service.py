@@ -20,6 +20,8 @@ from redis.exceptions import RedisError
 from engine import keys, throttle
 from engine.admission import AdmissionTokens, kept_secret, ticket_view
 from engine.batcher import ClaimBatcher, PendingClaim
+from engine.coupons.service import Coupons
+from engine.coupons.templates import check_drop, drop_meta
 from engine.errors import UnavailableError, ValidationError
 from engine.models import (
     CampaignPatch,
@@ -96,12 +98,19 @@ class Engine:
         return throttle.Challenges(
             {"k0": kept_secret(self.settings.data_dir / "pow.secret").encode()})
 
+    @functools.cached_property
+    def coupons(self) -> Coupons:
+        """Coupon drops: claims that issue coupons, wallets, redemption, gifting."""
+        return Coupons(self)
+
     async def start(self) -> None:
         await self.scripts.load_all()
 
     async def close(self) -> None:
         await self.batcher.drain()
         await self.wait_background()
+        if "coupons" in self.__dict__:
+            await self.coupons.batcher.drain()
         await self.redis.aclose()
 
     async def wait_background(self) -> None:
@@ -115,12 +124,19 @@ class Engine:
                               actor: str = "engine") -> tuple[Outcome, bool]:
         """Create or replace (before any claim) a campaign. Returns (outcome, created)."""
         _check_campaign_id(cid)
-        args = _define_args(cid, spec, actor, spec.throttle or self.throttle_default)
+        skus = [s.sku for s in spec.skus]
+        number = None
+        if spec.coupons is not None:
+            check_drop(spec.coupons, skus)  # before taking a drop number
+            number = await self.coupons.drop_number(cid)
+        args = _define_args(cid, spec, actor, spec.throttle or self.throttle_default,
+                            drop_meta(spec.coupons, skus, number))
         code, created = await self.scripts.run("define_campaign",
                                                [*keys.campaign_keys(cid), keys.lists_key(cid)],
                                                args)
         if code == Outcome.OK:
             await self.redis.sadd(keys.CAMPAIGN_INDEX, cid)
+            await self.coupons.registered(cid, spec.coupons is not None)
         return Outcome(code), bool(created)
 
     async def patch_campaign(self, cid: str, patch: CampaignPatch, actor: str) -> Outcome:
@@ -470,7 +486,7 @@ class Engine:
                                                    [self.settings.sweep_batch])
             total += int(expired)
             if not more:
-                return total
+                return total + await self.coupons.expire(cid)
 
     async def sweep_all(self) -> int:
         counts = await asyncio.gather(*(self.sweep(cid) for cid in await self.campaign_ids()))
@@ -493,7 +509,8 @@ def _check_user(user: str) -> None:
 
 
 def _define_args(cid: str, spec: CampaignSpec, actor: str,
-                 guard: throttle.ThrottleSpec | None = None) -> list[Any]:
+                 guard: throttle.ThrottleSpec | None = None,
+                 extra_meta: dict[str, str] | None = None) -> list[Any]:
     opens, closes = to_ms(spec.opens_at), to_ms(spec.closes_at)
     if closes <= opens:
         raise ValidationError("closes_at must be after opens_at")
@@ -505,8 +522,8 @@ def _define_args(cid: str, spec: CampaignSpec, actor: str,
     limit = spec.limits.per_user if spec.limits.per_user is not None else -1
     args: list[Any] = [cid, spec.name, opens, closes, spec.hold_ttl_s * 1000, limit,
                        spec.limits.max_per_claim, _json.encode(spec).decode(), actor,
-                       _json.encode(_optional_meta(spec, opens) | throttle.meta_fields(guard))
-                       .decode(), len(spec.skus)]
+                       _json.encode(_optional_meta(spec, opens) | throttle.meta_fields(guard)
+                                    | (extra_meta or {})).decode(), len(spec.skus)]
     for s in spec.skus:
         args += [s.sku, s.price, s.per_user if s.per_user is not None else -1]
     for s in spec.skus:

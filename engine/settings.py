@@ -28,6 +28,8 @@ class Settings:
     jwt_secret: str | None = None
     admission_secret: str | None = None
     """HMAC key of waiting-room admission tokens; None: kept under data_dir."""
+    coupon_keys: str | None = None
+    """`kid:secret,...` signing coupon codes, the first active; None: one kept under data_dir."""
     admin_tokens: str | None = None
     """`role:token,...` with roles operator and viewer."""
     dev_auth: bool = False
@@ -93,6 +95,9 @@ class Settings:
     def validate(self) -> None:
         if self.appendfsync not in ("everysec", "always"):
             raise ConfigError("STAMPEDE_APPENDFSYNC must be everysec or always")
+        if self.coupon_keys is not None:
+            from engine.coupons.codes import CodeKeys
+            CodeKeys.parse(self.coupon_keys)  # refuses a malformed key list at start
         if self.drain_delay_ms < 0:
             raise ConfigError("STAMPEDE_DRAIN_DELAY_MS must not be negative")
         for name in ("hold_sweep_interval_ms", "sweep_batch", "idempotency_ttl_s", "max_batch",

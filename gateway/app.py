@@ -9,7 +9,7 @@ from aiohttp import web
 from engine import Engine
 from engine.idempotency import ResponseMemory
 from engine.models import Health, Readiness
-from gateway import admin, docs, guard, public, queues
+from gateway import admin, coupons, docs, guard, public, queues
 from gateway.auth import Authenticator
 from gateway.context import AUTH, ENGINE, GUARD, READY, STORE_CHECK
 from gateway.errors import error_middleware, json_response
@@ -74,11 +74,11 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
 
 def make_public_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                     max_body: int = 16_384, metrics: bool = True) -> web.Application:
-    return _make_app(PUBLIC_TITLE, [public.api, queues.api, guard.api], engine, auth, ready,
-                     max_body, metrics)
+    return _make_app(PUBLIC_TITLE, [public.api, queues.api, guard.api, coupons.api], engine,
+                     auth, ready, max_body, metrics)
 
 
 def make_admin_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                    max_body: int = 262_144, metrics: bool = True) -> web.Application:
-    return _make_app("Stampede admin API", [admin.api], engine, auth, ready, max_body,
-                     metrics)
+    return _make_app("Stampede admin API", [admin.api, coupons.admin_api], engine, auth, ready,
+                     max_body, metrics)

@@ -50,10 +50,14 @@ class IdempotencyGuard:
             self._in_flight.discard((user, key))
 
     async def replayable(self, request: web.Request, user: str, fingerprint: str,
-                         run: Callable[[], Awaitable[web.Response]]) -> web.Response:
-        """Run `run` once per (user, key); a retry gets the first answer back."""
+                         run: Callable[[], Awaitable[web.Response]],
+                         cid: str | None = None) -> web.Response:
+        """Run `run` once per (user, key); a retry gets the first answer back.
+
+        The answer is kept under the campaign `cid`, by default the one of
+        the route's claim id."""
         key = checked_key(request)
-        cid = keys.campaign_of_claim(request.match_info.get("claim_id", ""))
+        cid = cid or keys.campaign_of_claim(request.match_info.get("claim_id", ""))
         if key is None or cid is None:
             return await run()
         async with self.in_flight(user, key):

@@ -133,3 +133,5 @@ async def refresh_gauges(engine: Engine) -> None:
                                  ("sold", s.sold), ("released", s.released)):
                 STOCK.labels(cid, s.sku, state).set(value)
         HOLDS.labels(cid).set(sum(s.held for s in stats.skus))
+    from gateway.coupons import refresh_coupon_gauges  # lazy: an import cycle
+    await refresh_coupon_gauges(engine)

@@ -15,6 +15,8 @@ import msgspec
 from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from engine.coupons.projection import EVENT_TYPES as COUPON_EVENTS
+from engine.coupons.projection import CouponFold
 from engine.models import CampaignSpec, to_ms
 from engine.store import schema as t
 from engine.store.db import Store
@@ -52,6 +54,7 @@ class Fold:
     new_claims: dict[str, dict[str, Any]] = field(default_factory=dict)
     status: dict[str, tuple[str, int]] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    coupons: CouponFold = field(default_factory=CouponFold)
 
     def sku(self, name: str) -> dict[str, Any]:
         # A SKU unknown to the definition cannot come from our scripts; keep
@@ -82,6 +85,8 @@ class Fold:
                     c[name] = value if name == "state" else int(value)
         elif ev.type.startswith("claim_"):
             self._claim(ev)
+        elif ev.type in COUPON_EVENTS:
+            self.coupons.apply(ev)
 
     def _claim(self, ev: Event) -> None:
         d = ev.data
@@ -202,6 +207,10 @@ async def _flush(conn: AsyncConnection, store: Store, cid: str, fold: Fold) -> N
                                          for k, (s, q) in fold.status.items()])
     if fold.history:
         await insert_ignore_many(conn, store, t.claim_history, fold.history)
+
+    async def insert_many(table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        await insert_ignore_many(conn, store, table, rows)
+    await fold.coupons.flush(conn, insert_many)
     await conn.execute(delete(t.skus).where(t.skus.c.campaign_id == cid))
     if fold.skus:
         await conn.execute(t.skus.insert(), [{**s, "campaign_id": cid}

@@ -91,3 +91,39 @@ dead_letters = Table(
     Column("deliveries", Integer, nullable=False),
     Column("ts", BigInteger, nullable=False),
 )
+
+coupons = Table(
+    "coupons", metadata,
+    Column("coupon_id", String(100), primary_key=True),
+    Column("campaign_id", String(64), nullable=False),
+    Column("template", String(64), nullable=False),
+    Column("user_id", String(128), nullable=False),
+    Column("status", String(16), nullable=False),  # active, used, expired
+    Column("uses", Integer, nullable=False),
+    Column("uses_left", Integer, nullable=False),
+    Column("face_value", BigInteger, nullable=False),  # every use's worth, for the budget
+    Column("valid_from_ms", BigInteger, nullable=False),
+    Column("valid_to_ms", BigInteger, nullable=False),
+    Column("claim_id", String(100), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_seq", BigInteger, nullable=False),
+    Index("ix_coupons_campaign", "campaign_id"),
+    Index("ix_coupons_user", "user_id"),
+)
+
+redemptions = Table(
+    "redemptions", metadata,
+    Column("redemption_id", String(100), primary_key=True),
+    Column("campaign_id", String(64), nullable=False),
+    Column("coupon_id", String(100), nullable=False),
+    Column("merchant_id", String(64), nullable=False),
+    Column("order_id", String(128), nullable=False),
+    Column("order_amount", BigInteger, nullable=False),
+    Column("discount", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # redeemed, rolled_back
+    Column("redeemed_ms", BigInteger, nullable=False),
+    Column("rolled_back_ms", BigInteger),
+    Column("updated_seq", BigInteger, nullable=False),
+    Index("ix_redemptions_campaign", "campaign_id"),
+    Index("ix_redemptions_coupon", "coupon_id"),
+)

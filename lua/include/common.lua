@@ -225,10 +225,13 @@ local function expire_due_holds(now, limit)
   return #due
 end
 
--- Can new claims be taken now? Returns OK or the refusal code.
-local function sale_gate(now)
-  local m = redis.call('HMGET', K.meta, 'state', 'opens_ms', 'closes_ms', 'fenced')
+-- Can new claims be taken now? Returns OK or the refusal code. A coupon
+-- drop (meta coupons=1) takes coupon claims only (`coupons` true), and a
+-- sale takes sale claims only.
+local function sale_gate(now, coupons)
+  local m = redis.call('HMGET', K.meta, 'state', 'opens_ms', 'closes_ms', 'fenced', 'coupons')
   if not m[1] then return NOT_FOUND end
+  if (m[5] == '1') ~= (coupons == true) then return NOT_FOUND end
   if m[4] == '1' then return FENCED end
   if m[1] == 'closed' or now >= tonumber(m[3]) then return CLOSED end
   if m[1] == 'paused' then return PAUSED end

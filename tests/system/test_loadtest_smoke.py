@@ -4,10 +4,11 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.system.service import Service
+from tests.system.service import Service, http
 
 LOCUST = str(Path(sys.executable).parent / "locust")
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,3 +80,14 @@ def test_humans_vs_bots_smoke(service: Service) -> None:
                   "--protection", "on", "--max-bot-share", "0.75")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "bots took" in run.stdout and "humans wrongly refused" in run.stdout
+
+
+def test_coupon_rush_smoke(service: Service) -> None:
+    run = _locust(service, "coupon_rush.py", "--campaign", "rush", "--sku", "five",
+                  "--stock", "40", "--per-user", "5", "-u", "20", "-r", "20", "-t", "3s")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "sold_out" in run.stdout and "ok" in run.stdout
+    status, body = http(f"{service.admin_url}/admin/v1/campaigns/rush/coupons/stats",
+                        {"Authorization": f"Bearer {service.admin_token()}"})
+    totals: Any = body["totals"]
+    assert status == 200 and totals["issued"] == 40 and totals["redeemed"] > 0

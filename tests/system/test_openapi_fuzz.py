@@ -13,7 +13,7 @@ import schemathesis
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from hypothesis import HealthCheck, settings
 
-from gateway import admin, app, public, queues
+from gateway import admin, app, coupons, public, queues
 from gateway.auth import mint_user_token
 from gateway.idempotency import KEY_PATTERN
 from gateway.openapi import build_spec
@@ -24,10 +24,11 @@ OPERATOR = "fuzz-operator-token"
 USERS = ("alice", "bob")
 
 public_schema = schemathesis.openapi.from_dict(
-    build_spec("public", app.health.operations + public.api.operations + queues.api.operations,
-               dev_auth=False))
+    build_spec("public", app.health.operations + public.api.operations + queues.api.operations
+               + coupons.api.operations, dev_auth=False))
 admin_schema = schemathesis.openapi.from_dict(
-    build_spec("admin", app.health.operations + admin.api.operations, dev_auth=False))
+    build_spec("admin", app.health.operations + admin.api.operations
+               + coupons.admin_api.operations, dev_auth=False))
 
 CAMPAIGN = (b'{"name": "Fuzz", "opens_at": "2026-01-01T00:00:00Z", '
             b'"closes_at": "2099-01-01T00:00:00Z", "limits": {"per_user": 2}, '

@@ -1,0 +1,185 @@
+"""Coupon claims and redemptions per second (engine, no HTTP), beside sale claims.
+
+One process, one embedded Valkey, modes interleaved round by round so that
+machine drift hits all alike:
+
+- sale claims, batched (one script call per loop tick) and one call per claim;
+- coupon claims in a drop (one `coupon_claim` call each: final, issues a coupon);
+- redemptions of the coupons the claim round issued (code verification,
+  pricing, `coupon_lookup` + `coupon_redeem`), each at a merchant with a
+  fresh order.
+
+After each round the accounting is checked (stock, coupons issued, redeemed).
+
+    python -m bench.coupon_bench [--seconds 3] [--rounds 3] [--concurrency 256]
+"""
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import msgspec
+import uvloop
+from rich.console import Console
+from rich.table import Table
+
+from engine import Engine, Outcome, Settings
+from engine.coupons.service import Merchant
+from engine.coupons.spec import MerchantSpec, RedemptionRequest
+from engine.models import CampaignSpec
+from engine.valkey import EmbeddedValkey
+
+console = Console()
+STOCK = 50_000_000
+
+
+def _spec(drop: bool) -> CampaignSpec:
+    now = datetime.now(timezone.utc)
+    raw: dict[str, object] = {
+        "name": "bench", "opens_at": (now - timedelta(minutes=1)).isoformat(),
+        "closes_at": (now + timedelta(hours=1)).isoformat(), "limits": {"per_user": 2},
+        "skus": [{"sku": "hot", "price": 100 if not drop else 0,
+                  "waves": [{"at": (now - timedelta(seconds=1)).isoformat(), "qty": STOCK}]}]}
+    if drop:
+        raw["coupons"] = {"templates": {"hot": {"kind": "fixed_off", "face_value": 500,
+                                                "valid_days": 30}},
+                          "per_user_per_day": 2, "budget": STOCK * 500}
+    return msgspec.convert(raw, CampaignSpec)
+
+
+async def _drive(seconds: float, concurrency: int,
+                 step: Callable[[int, int], Awaitable[bool]]) -> tuple[int, float]:
+    """Run `step(worker, i)` from `concurrency` workers for `seconds`; (done, rate)."""
+    done = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker(w: int) -> None:
+        nonlocal done
+        i = 0
+        while time.perf_counter() < stop_at:
+            if not await step(w, i):
+                return
+            done += 1
+            i += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return done, done / (time.perf_counter() - started)
+
+
+async def _sale(engine: Engine, cid: str, batched: bool, seconds: float, n: int) -> float:
+    await engine.define_campaign(cid, _spec(drop=False))
+    claim = engine.claim if batched else engine.claim_unbatched
+
+    async def step(w: int, i: int) -> bool:
+        assert (await claim(cid, f"w{w}-{i}", "hot", 1)).outcome is Outcome.OK
+        return True
+
+    done, rate = await _drive(seconds, n, step)
+    stats = await engine.stats(cid)
+    assert stats and stats.skus[0].held == done, "sale accounting broken"
+    return rate
+
+
+async def _coupon_claims(engine: Engine, cid: str, seconds: float, n: int,
+                         codes: list[str]) -> float:
+    await engine.define_campaign(cid, _spec(drop=True))
+
+    async def step(w: int, i: int) -> bool:
+        r = await engine.coupons.claim(cid, f"w{w}-{i}", "hot")
+        assert r.outcome is Outcome.OK, r
+        codes.append(r.view.coupons[0].code)
+        return True
+
+    done, rate = await _drive(seconds, n, step)
+    stats = await engine.coupons.stats(cid)
+    assert stats and stats.totals.issued == done, "coupon accounting broken"
+    return rate
+
+
+async def _redemptions(engine: Engine, cid: str, merchant: Merchant, seconds: float, n: int,
+                       codes: list[str]) -> float:
+    it = iter(codes)
+
+    async def step(w: int, i: int) -> bool:
+        code = next(it, None)
+        if code is None:
+            return False
+        r = await engine.coupons.redeem(merchant, RedemptionRequest(
+            code=code, order_id=f"o{w}-{i}", order_amount=3000))
+        assert r.outcome is Outcome.OK and r.view.discount == 500, r
+        return True
+
+    done, rate = await _drive(seconds, n, step)
+    stats = await engine.coupons.stats(cid)
+    assert stats and stats.totals.redeemed == done, "redemption accounting broken"
+    if done == len(codes):
+        console.log("[yellow]redemptions ran out of coupons: raise --seconds of the claims")
+    return rate
+
+
+async def _wipe(engine: Engine, cid: str) -> None:
+    await engine.redis.delete(*[k for k in await engine.redis.keys(f"{{c:{cid}}}*")])
+
+
+async def run(seconds: float, rounds: int, concurrency: int) -> dict[str, list[float]]:
+    names = ("sale claims, batched", "sale claims, one call per claim", "coupon claims",
+             "redemptions")
+    rates: dict[str, list[float]] = {m: [] for m in names}
+    with tempfile.TemporaryDirectory() as tmp:
+        server = EmbeddedValkey(Path(tmp))
+        url = server.start()
+        try:
+            engine = Engine.from_url(url, Settings(data_dir=Path(tmp)))
+            await engine.start()
+            creds = await engine.coupons.put_merchant("bench", MerchantSpec(name="bench"))
+            merchant = await engine.coupons.merchant(creds.token)
+            assert merchant is not None
+            for r in range(rounds):
+                console.log(f"round {r + 1}/{rounds}")
+                rates[names[0]].append(await _sale(engine, f"s{r}", True, seconds, concurrency))
+                await _wipe(engine, f"s{r}")
+                rates[names[1]].append(await _sale(engine, f"u{r}", False, seconds,
+                                                   concurrency))
+                await _wipe(engine, f"u{r}")
+                codes: list[str] = []
+                rates[names[2]].append(await _coupon_claims(engine, f"d{r}", seconds,
+                                                            concurrency, codes))
+                rates[names[3]].append(await _redemptions(engine, f"d{r}", merchant, seconds,
+                                                          concurrency, codes))
+                await _wipe(engine, f"d{r}")
+            await engine.close()
+        finally:
+            server.stop()
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args()
+    rates = uvloop.run(run(args.seconds, args.rounds, args.concurrency))
+    medians = {m: statistics.median(v) for m, v in rates.items()}
+    table = Table(title=f"engine operations/s (no HTTP), concurrency {args.concurrency}")
+    for col in ("operation", "median /s", "rounds", "vs batched sale claims"):
+        table.add_column(col)
+    base = medians["sale claims, batched"]
+    for m, v in rates.items():
+        table.add_row(m, f"{medians[m]:,.0f}", ", ".join(f"{x:,.0f}" for x in v),
+                      f"{medians[m] / base:.2f}x")
+    console.print(table)
+    if args.json:
+        args.json.write_text(json.dumps({"rates": rates, "medians": medians}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+-- coupon_expire: coupons whose validity has ended become expired, with events.
+--
+-- KEYS[1..13] the campaign key set (include/common.lua)
+-- KEYS[14..21] the drop's coupon keys (include/coupons.lua)
+-- ARGV[1]     the most coupons to look at in this call (bounds its run time)
+-- Returns     {expired, more}: coupons expired now, 1 if more are due
+--
+-- Run by the service's sweeper; a used coupon only leaves the schedule.
+--@include common
+--@include coupons
+
+if redis.call('EXISTS', C.exp) == 0 then return {0, 0} end
+local now = now_ms()
+local limit = tonumber(ARGV[1])
+local due = redis.call('ZRANGEBYSCORE', C.exp, '-inf', now, 'LIMIT', 0, limit)
+local n = 0
+for _, coupon_id in ipairs(due) do
+  local raw = redis.call('HGET', C.cpn, coupon_id)
+  local c = raw and parse_coupon(raw)
+  if c and c.status == 'active' then
+    expire_coupon(now, coupon_id, c)
+    n = n + 1
+  else
+    redis.call('ZREM', C.exp, coupon_id)
+  end
+end
+return {n, #due >= limit and 1 or 0}

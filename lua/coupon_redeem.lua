@@ -1,0 +1,79 @@
+-- coupon_redeem: a merchant redeems a coupon for an order; a pack loses one use.
+--
+-- KEYS[1..13] the campaign key set (include/common.lua)
+-- KEYS[14..21] the drop's coupon keys (include/coupons.lua)
+-- ARGV[1]     locator of the code (its signature checked by the engine)
+-- ARGV[2]     the template the engine priced the order with (must be the coupon's)
+-- ARGV[3]     merchant id     ARGV[4] order id     ARGV[5] order amount
+-- ARGV[6]     discount, as the engine computed it for this order (discount.py)
+-- ARGV[7]     time step of a rotating code, -1 for the static code
+-- ARGV[8]     step length (ms)
+-- ARGV[9]     redemption id (made by the engine)
+-- ARGV[10]    fingerprint of the request (amount and the other codes)
+-- Returns     {code, reason, redemption_id, coupon_id, discount, uses_left, status, ts}
+--             reason: bad_code, used, expired, not_yet_valid, code_expired, merchant_cap, ''
+--
+-- Idempotent per merchant, order and coupon: the same redemption again answers
+-- the first answer (another request under that order is IDEMPOTENCY_MISMATCH).
+-- Checks the coupon's status and validity, the rotating code's step by server
+-- time, and the merchant's daily cap for this drop, before any write.
+-- Merchant scope, regions, thresholds and stacking are static template rules,
+-- checked by the engine (engine/coupons/discount.py) before this call.
+--@include common
+--@include coupons
+
+local loc, tpl, merchant, order = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local amount, discount, step = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local step_ms, rid, fingerprint = tonumber(ARGV[8]), ARGV[9], ARGV[10]
+
+local now = now_ms()
+local function answer(code, reason, r_id, coupon, off, uses, status, ts)
+  return {code, reason or '', r_id or '', coupon or '', off or 0, uses or 0, status or '',
+          ts or now}
+end
+
+local coupon_id = redis.call('HGET', C.codes, loc)
+if not coupon_id then return answer(NOT_FOUND, 'bad_code') end  -- re-coded by a gift
+local order_field = 'o|' .. merchant .. '|' .. order .. '|' .. coupon_id
+local prior = redis.call('HGET', C.redeems, order_field)
+if prior then
+  local st, _, _, _, _, off, ts, fp = string.match(redis.call('HGET', C.redeems, prior),
+    '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|')
+  if fp ~= fingerprint then return answer(IDEMPOTENCY_MISMATCH) end
+  local c = parse_coupon(redis.call('HGET', C.cpn, coupon_id))
+  return answer(OK, '', prior, coupon_id, tonumber(off), c.uses, st, tonumber(ts))
+end
+if redis.call('HGET', K.meta, 'fenced') == '1' then return answer(FENCED) end
+local c = parse_coupon(redis.call('HGET', C.cpn, coupon_id))
+if c.tpl ~= tpl then return answer(CONFLICT, 'template') end
+if step >= 0 then
+  local current = math.floor(now / step_ms)
+  if step ~= current and step ~= current - 1 then return answer(CONFLICT, 'code_expired') end
+end
+if c.status ~= 'active' then return answer(CONFLICT, c.status, '', coupon_id) end
+if now >= c.vt then
+  expire_coupon(now, coupon_id, c)
+  return answer(CONFLICT, 'expired', '', coupon_id)
+end
+if now < c.vf then return answer(CONFLICT, 'not_yet_valid', '', coupon_id) end
+local day = math.floor(now / DAY_MS)
+local cap_field = day .. '|m|' .. merchant
+local cap = meta_limit('cp_mcap')
+if cap >= 0 and tonumber(redis.call('HGET', C.day, cap_field) or '0') >= cap then
+  return answer(LIMIT_EXCEEDED, 'merchant_cap', '', coupon_id)
+end
+
+-- All checks passed: write.
+c.uses = c.uses - 1
+if c.uses == 0 then c.status = 'used' end
+redis.call('HSET', C.cpn, coupon_id, format_coupon(c))
+redis.call('HINCRBY', C.day, cap_field, 1)
+redis.call('HSET', C.redeems, rid, table.concat({'redeemed', coupon_id, merchant, order, amount,
+  discount, now, fingerprint, c.tpl, day}, '|'), order_field, rid)
+stat('redeemed', 1, c.tpl, day, merchant)
+stat('discount', discount, c.tpl, day, merchant)
+emit(now, 'coupon_redeemed', {'coupon', coupon_id, 'redemption', rid, 'merchant', merchant,
+                              'order', order, 'amount', amount, 'discount', discount,
+                              'uses_left', c.uses, 'user', c.owner, 'template', c.tpl,
+                              'fp', fingerprint})
+return answer(OK, '', rid, coupon_id, discount, c.uses, 'redeemed', now)

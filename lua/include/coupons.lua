@@ -1,0 +1,96 @@
+-- Coupon helpers, pasted after common by every coupon operation.
+--
+-- Coupon operations take the campaign key set (KEYS[1..13]) and then the
+-- drop's coupon keys as KEYS[14..21], in this order (engine/keys.py):
+--  14 cpn      hash: coupon_id -> "status|owner|template|uses_left|valid_from_ms|
+--                     valid_to_ms|locator|claimed_ms|gift|claim_id"
+--                     (status active, used or expired; gift: the hash of the open
+--                     transfer token, '' if none)
+--  15 codes    hash: locator -> coupon_id (the code without key id and signature)
+--  16 cexp     zset: coupon_id scored by the end of its validity (ms)
+--  17 cday     hash: per UTC day: "<day>" claims, "<day>|u|<user>" claims of a user,
+--                     "<day>|m|<merchant>" redemptions by a merchant
+--  18 cstats   hash: "<scope>|<name>" counters, scope '*' (all), 't:<template>',
+--                     'm:<merchant>', 'd:<day>'
+--  19 redeems  hash: redemption_id -> "status|coupon|merchant|order|amount|discount|
+--                     ts|fingerprint|template|day"; "o|<merchant>|<order>|<coupon>" ->
+--                     redemption_id (idempotency per merchant and order)
+--  20 gifts    hash: token hash -> "status|coupon|giver|expires_ms|recipient|nonce"
+--  21 cusers   hash: "p|<identity>" claims by a person, "g|<user>" gifts received
+--                     that count against the user's limit
+-- Further keys (wallets, idempotency) follow at KEYS[22..].
+
+local C = {
+  cpn = KEYS[14], codes = KEYS[15], exp = KEYS[16], day = KEYS[17], stats = KEYS[18],
+  redeems = KEYS[19], gifts = KEYS[20], cusers = KEYS[21],
+}
+local NCKEYS = 21
+local DAY_MS = 86400000
+local B32 = '23456789ABCDEFGHJKLMNPQRSTUVWXYZ'
+
+local function parse_coupon(raw)
+  local st, owner, tpl, uses, vf, vt, loc, claimed, gift, claim = string.match(raw,
+    '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+  return {status = st, owner = owner, tpl = tpl, uses = tonumber(uses), vf = tonumber(vf),
+          vt = tonumber(vt), loc = loc, claimed = tonumber(claimed), gift = gift, claim = claim}
+end
+
+local function format_coupon(c)
+  return table.concat({c.status, c.owner, c.tpl, c.uses, c.vf, c.vt, c.loc, c.claimed, c.gift,
+                       c.claim}, '|')
+end
+
+local function meta_limit(name)
+  return tonumber(redis.call('HGET', K.meta, name) or '-1')
+end
+
+local function template(tid)
+  local raw = redis.call('HGET', K.meta, 'cp_tpl:' .. tid)
+  return raw and cjson.decode(raw) or nil
+end
+
+-- Add `by` to counter `name` in every scope the change belongs to.
+local function stat(name, by, tpl, day, merchant)
+  redis.call('HINCRBY', C.stats, '*|' .. name, by)
+  if tpl then redis.call('HINCRBY', C.stats, 't:' .. tpl .. '|' .. name, by) end
+  if day then redis.call('HINCRBY', C.stats, 'd:' .. day .. '|' .. name, by) end
+  if merchant then redis.call('HINCRBY', C.stats, 'm:' .. merchant .. '|' .. name, by) end
+end
+
+-- 8 characters of the code alphabet from 10 hex digits (40 bits).
+local function b32(hex)
+  local out = {}
+  for half = 0, 1 do
+    local n = tonumber(string.sub(hex, half * 5 + 1, half * 5 + 5), 16)
+    local chars = {}
+    for i = 4, 1, -1 do
+      local r = n % 32
+      chars[i] = string.sub(B32, r + 1, r + 1)
+      n = (n - r) / 32
+    end
+    out[#out + 1] = table.concat(chars)
+  end
+  return table.concat(out)
+end
+
+-- A fresh locator: the drop's prefix and 40 bits from the caller's random seed.
+local prefix_cache = nil
+local function new_locator(seed, salt)
+  prefix_cache = prefix_cache or redis.call('HGET', K.meta, 'cp_no')
+  local prefix = prefix_cache
+  local n = 0
+  while true do
+    local loc = prefix .. b32(redis.sha1hex(seed .. '|' .. salt .. '|' .. n))
+    if redis.call('HEXISTS', C.codes, loc) == 0 then return loc end
+    n = n + 1
+  end
+end
+
+local function expire_coupon(now, coupon_id, c)
+  c.status = 'expired'
+  redis.call('HSET', C.cpn, coupon_id, format_coupon(c))
+  redis.call('ZREM', C.exp, coupon_id)
+  stat('expired', 1, c.tpl, math.floor(now / DAY_MS))
+  emit(now, 'coupon_expired', {'coupon', coupon_id, 'user', c.owner, 'template', c.tpl,
+                               'uses_left', c.uses})
+end

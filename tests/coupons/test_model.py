@@ -1,0 +1,222 @@
+"""Random sequences of coupon operations agree with a pure-Python model.
+
+Claims (per-user limit, stock, budget), redemptions (by the current code or
+a dead one), rollbacks (twice), gift offers and acceptances, and the clock
+moving in 6-hour steps against 1- and 2-day validities (so the real time the
+test takes never crosses a boundary), with expiry sweeps. After every step
+each user's wallet and the drop's totals must equal the model's.
+"""
+
+import asyncio
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+
+from engine import Engine, Outcome, Settings
+from engine.coupons.service import Merchant
+from engine.coupons.spec import MerchantSpec, RedemptionRequest
+from tests.conftest import iso
+from tests.coupons.helpers import drop_spec
+
+USERS = ["u0", "u1", "u2"]
+STEP_MS = 6 * 3600 * 1000
+DAY_MS = 24 * 3600 * 1000
+TEMPLATES = {"five": {"kind": "fixed_off", "face_value": 500, "valid_days": 1,
+                      "transferable": True},
+             "pack": {"kind": "pack", "face_value": 300, "item": "tea", "uses": 2,
+                      "valid_days": 2}}
+VALUE = {"five": 500, "pack": 600}
+BUDGET = 3500
+_ids = itertools.count()
+
+
+@dataclass
+class Coupon:
+    coupon_id: str
+    tpl: str
+    owner: str
+    uses: int
+    claimed: int
+    code: str
+    dead_codes: list[str]
+    status: str = "active"
+
+    @property
+    def valid_to(self) -> int:
+        return self.claimed + (DAY_MS if self.tpl == "five" else 2 * DAY_MS)
+
+    def expired_at(self, now: int) -> bool:
+        return now >= self.valid_to
+
+
+class CouponMachine(RuleBasedStateMachine):
+    def __init__(self, redis_url: str) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.engine = Engine.from_url(redis_url, Settings())
+        self.run(self.engine.start())
+        self.run(self.engine.redis.flushall())  # wallets span drops: start each example clean
+        self.cid = f"cm-{next(_ids)}"
+        self.run(self.engine.define_campaign(self.cid, drop_spec(
+            stock=5, per_user=3, templates=TEMPLATES, budget=BUDGET,
+            campaign={"closes_at": iso(30 * 86_400)})))
+        creds = self.run(self.engine.coupons.put_merchant("m1", MerchantSpec(name="m1")))
+        merchant = self.run(self.engine.coupons.merchant(creds.token))
+        assert merchant is not None
+        self.merchant: Merchant = merchant
+        self.now = 0
+        self.coupons: list[Coupon] = []
+        self.units = dict.fromkeys(USERS, 0)
+        self.stock = {"five": 5, "pack": 5}
+        self.value = 0
+        self.redemptions: list[tuple[str, Coupon, bool]] = []  # id, coupon, rolled back
+        self.offers: list[tuple[str, Coupon, bool, int]] = []  # token, coupon, usable, until
+        self.orders = itertools.count()
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    def teardown(self) -> None:
+        self.run(self.engine.close())
+        self.loop.close()
+
+    def _expire(self) -> None:
+        for c in self.coupons:
+            if c.status == "active" and c.expired_at(self.now):
+                c.status = "expired"
+
+    @rule(user=st.sampled_from(USERS), sku=st.sampled_from(["five", "pack"]))
+    def claim(self, user: str, sku: str) -> None:
+        r = self.run(self.engine.coupons.claim(self.cid, user, sku))
+        if self.units[user] + 1 > 3:
+            assert (r.outcome, r.reason) == (Outcome.LIMIT_EXCEEDED, "limit")
+        elif self.stock[sku] < 1:
+            assert (r.outcome, r.reason) == (Outcome.SOLD_OUT, "stock")
+        elif self.value + VALUE[sku] > BUDGET:
+            assert (r.outcome, r.reason) == (Outcome.SOLD_OUT, "budget")
+        else:
+            assert r.outcome is Outcome.OK, r
+            (v,) = r.view.coupons
+            self.units[user] += 1
+            self.stock[sku] -= 1
+            self.value += VALUE[sku]
+            self.coupons.append(Coupon(v.coupon_id, sku, user, v.uses_left, self.now, v.code,
+                                       []))
+
+    @rule(data=st.data(), dead=st.booleans())
+    def redeem(self, data: st.DataObject, dead: bool) -> None:
+        if not self.coupons:
+            return
+        c = data.draw(st.sampled_from(self.coupons))
+        if dead and not c.dead_codes:
+            return
+        code = c.dead_codes[0] if dead else c.code
+        r = self.run(self.engine.coupons.redeem(self.merchant, RedemptionRequest(
+            code=code, order_id=f"o{next(self.orders)}", order_amount=1000)))
+        if dead:
+            assert (r.outcome, r.reason) == (Outcome.NOT_FOUND, "bad_code")
+            return
+        if c.status == "active" and c.expired_at(self.now):
+            c.status = "expired"  # the redemption finds it expired and says so
+        if c.status != "active":
+            assert (r.outcome, r.reason) == (Outcome.CONFLICT, c.status), r
+            return
+        assert r.outcome is Outcome.OK, r
+        c.uses -= 1
+        c.status = "used" if c.uses == 0 else "active"
+        assert r.view.uses_left == c.uses
+        self.redemptions.append((r.view.redemption_id, c, False))
+
+    @rule(data=st.data())
+    def rollback(self, data: st.DataObject) -> None:
+        if not self.redemptions:
+            return
+        i = data.draw(st.integers(0, len(self.redemptions) - 1))
+        rid, c, done = self.redemptions[i]
+        r = self.run(self.engine.coupons.rollback(rid, "m1"))
+        assert r.outcome is Outcome.OK and (r.reason == "already") == done
+        if not done:
+            c.uses += 1
+            if c.status == "used":
+                c.status = "active"
+            if c.status == "active" and c.expired_at(self.now):
+                c.status = "expired"
+            self.redemptions[i] = (rid, c, True)
+
+    @rule(data=st.data())
+    def offer(self, data: st.DataObject) -> None:
+        if not self.coupons:
+            return
+        c = data.draw(st.sampled_from(self.coupons))
+        r = self.run(self.engine.coupons.offer_gift(c.coupon_id, c.owner))
+        if c.status == "active" and c.expired_at(self.now):
+            c.status = "expired"
+        if c.tpl != "five":
+            assert r.reason == "not_transferable"
+        elif c.status != "active":
+            assert (r.outcome, r.reason) == (Outcome.CONFLICT, c.status)
+        else:
+            assert r.outcome is Outcome.OK
+            self.offers = [(t, o, ok and o is not c, u) for t, o, ok, u in self.offers]
+            self.offers.append((r.view.transfer_token, c, True,
+                                min(self.now + DAY_MS, c.valid_to)))
+
+    @rule(data=st.data(), to=st.sampled_from(USERS + ["friend"]))
+    def accept(self, data: st.DataObject, to: str) -> None:
+        if not self.offers:
+            return
+        i = data.draw(st.integers(0, len(self.offers) - 1))
+        token, c, usable, until = self.offers[i]
+        r = self.run(self.engine.coupons.accept_gift(token, to))
+        if not usable:
+            assert r.outcome is not Outcome.OK
+            return
+        if self.now >= until:
+            assert r.reason == "gift_expired"
+            return
+        if to == c.owner:
+            assert r.reason == "own_gift"
+            return
+        if c.status == "active" and c.expired_at(self.now):
+            assert r.outcome is Outcome.CONFLICT
+            return
+        if c.status != "active":
+            assert r.reason == "gift_void"
+            return
+        assert r.outcome is Outcome.OK, r
+        c.owner = to
+        c.dead_codes.append(c.code)
+        c.code = r.view.code
+        self.offers[i] = (token, c, False, until)
+
+    @rule(steps=st.integers(1, 3))
+    def advance_clock(self, steps: int) -> None:
+        self.now += steps * STEP_MS
+        self.run(self.engine.set_clock_offset(self.cid, self.now))
+        self.run(self.engine.sweep(self.cid))
+        self._expire()
+
+    @invariant()
+    def agrees_with_model(self) -> None:
+        for user in USERS + ["friend"]:
+            wallet = self.run(self.engine.coupons.wallet(user))
+            mine = {v.coupon_id: (v.status, v.uses_left) for v in wallet
+                    if v.status != "transferred" and v.campaign_id == self.cid}
+            expected = {c.coupon_id: (c.status, c.uses) for c in self.coupons if c.owner == user}
+            assert mine == expected
+        stats = self.run(self.engine.coupons.stats(self.cid))
+        assert stats and stats.totals.issued == len(self.coupons)
+        assert stats.totals.face_value_issued == self.value <= BUDGET
+        kept = sum(1 for _, _, done in self.redemptions if not done)
+        assert stats.totals.redeemed - stats.totals.rolled_back == kept
+
+
+def test_coupons_agree_with_model(clean_redis: str) -> None:
+    run_state_machine_as_test(
+        lambda: CouponMachine(clean_redis),
+        settings=settings(max_examples=40, stateful_step_count=30, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow]))
