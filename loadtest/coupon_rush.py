@@ -32,16 +32,14 @@ def _options(parser: Any) -> None:
                         help="redeem as this merchant (else one is registered at start)")
 
 
-def drop_spec(stock: int, per_user: int, hold_ttl: int, sku: str) -> dict[str, Any]:
-    spec = scenario_kit_sale_spec(stock, per_user, hold_ttl, sku)
+def _as_drop(spec: dict[str, Any], opts: Any) -> None:
+    """--create-campaign makes this scenario's campaign a drop of one fixed_off template."""
     spec["skus"][0]["price"] = 0
-    spec["coupons"] = {"templates": {sku: {"kind": "fixed_off", "face_value": 500,
-                                           "valid_days": 30}}}
-    return spec
+    spec["coupons"] = {"templates": {opts.sku: {"kind": "fixed_off", "face_value": 500,
+                                                "valid_days": 30}}}
 
 
-scenario_kit_sale_spec = scenario_kit.campaign_spec
-scenario_kit.campaign_spec = drop_spec  # --create-campaign makes this scenario's drop
+scenario_kit.SPEC_HOOKS.append(_as_drop)
 
 
 @events.test_start.add_listener

@@ -11,6 +11,7 @@
 """
 
 import itertools
+from collections.abc import Callable
 from collections import Counter
 import json
 import os
@@ -61,8 +62,12 @@ def _options(parser: Any) -> None:
                        help="exit non-zero if the p99 of all requests is above this (0: off)")
 
 
+SPEC_HOOKS: list[Callable[[dict[str, Any], Any], None]] = []
+"""Scenarios that need more than a sale (a coupon drop) amend the spec here."""
+
+
 def campaign_spec(opts: Any) -> dict[str, Any]:
-    """The campaign a scenario needs, from its command-line options."""
+    """The campaign a scenario needs, from its command-line options (and SPEC_HOOKS)."""
     start = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()
     end = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
     spec: dict[str, Any] = {
@@ -76,6 +81,8 @@ def campaign_spec(opts: Any) -> dict[str, Any]:
         spec["waiting_room"] = {"rate_per_s": rate, "burst": max(1, int(rate)),
                                 "max_active": max(10, int(rate * 30)),
                                 "admission_window_s": 60, "token_ttl_s": 60}
+    for hook in SPEC_HOOKS:
+        hook(spec, opts)
     return spec
 
 
