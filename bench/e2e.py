@@ -69,12 +69,30 @@ def _http_json(url: str, method: str = "GET", body: dict[str, Any] | None = None
         return json.loads(resp.read())
 
 
-def _stampede_campaign(admin_url: str) -> dict[str, Any]:
-    spec = campaign_spec(stock=STOCK, per_user=2, skus=("hot", *SKUS))
+THROTTLE = {
+    # Every check a claim of this load passes: each request is a new user on a
+    # new device, all from loopback (one network), so the limiters and account
+    # sets are written for every claim: the guard's full cost, no refusals.
+    "user": {"per_s": 1, "burst": 3}, "device": {"per_s": 1, "burst": 3},
+    "network": {"per_s": 100_000, "burst": 100_000},
+    "campaign": {"per_s": 100_000, "burst": 100_000},
+    "accounts_per_device": {"challenge_above": 3, "reject_above": 5}}
+
+
+def _stampede_campaign(admin_url: str, throttled: bool) -> dict[str, Any]:
     import msgspec
 
-    return _http_json(f"{admin_url}/admin/v1/campaigns/bench", "PUT",
-                      msgspec.to_builtins(spec), ADMIN)
+    spec = msgspec.to_builtins(campaign_spec(stock=STOCK, per_user=2, skus=("hot", *SKUS)))
+    if throttled:
+        spec["throttle"] = THROTTLE
+    return _http_json(f"{admin_url}/admin/v1/campaigns/bench", "PUT", spec, ADMIN)
+
+
+class _JwtAndDevice(loadgen.JwtBearer):
+    """A bearer token and a device of one's own per user."""
+
+    def __call__(self, user: str) -> dict[str, str]:
+        return {**super().__call__(user), "X-Device-Id": f"dev-{user}"}
 
 
 def _stampede_check(admin_url: str) -> Callable[[int, int], dict[str, Any]]:
@@ -90,7 +108,7 @@ def _stampede_check(admin_url: str) -> Callable[[int, int], dict[str, Any]]:
 
 
 @contextmanager
-def stampede(stack: ExitStack, name: str, env: dict[str, str], workers: int = 1
+def stampede(stack: ExitStack, name: str, env: dict[str, str], throttled: bool = False
              ) -> Iterator[Target]:
     data = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-stampede-")))
     port, admin_port = harness.free_port(), harness.free_port()
@@ -98,15 +116,16 @@ def stampede(stack: ExitStack, name: str, env: dict[str, str], workers: int = 1
     full_env.update({"STAMPEDE_DATA_DIR": str(data), "STAMPEDE_ADMIN_TOKENS": f"operator:{ADMIN}",
                      "STAMPEDE_JWT_SECRET": SECRET, **env})
     cmd = [str(Path(os.sys.executable).parent / "stampede"), "serve", "--port", str(port),
-           "--admin-port", str(admin_port), "--workers", str(workers)]
+           "--admin-port", str(admin_port), "--workers", "1"]
     with harness.service(cmd, ready_url=f"http://127.0.0.1:{port}/readyz", env=full_env,
                          name=name, timeout=60) as svc:
         admin_url = f"http://127.0.0.1:{admin_port}"
-        _stampede_campaign(admin_url)
+        _stampede_campaign(admin_url, throttled)
         jwt = env.get("STAMPEDE_DEV_AUTH") != "1"
         yield Target(name, f"http://127.0.0.1:{port}/v1/campaigns/bench/claims",
                      _stampede_check(admin_url),
-                     headers_for=loadgen.JwtBearer(SECRET, cache=1_000_000) if jwt else None,
+                     headers_for=(_JwtAndDevice if throttled else loadgen.JwtBearer)(
+                         SECRET, cache=1_000_000) if jwt else None,
                      user_header=None if jwt else "X-User-Id",
                      roots=[svc.pid])  # its Valkey and persister are its children
 
@@ -259,14 +278,16 @@ def _pg(stack: ExitStack, name: str) -> Target:
 
 
 def _services() -> list[tuple[str, Callable[[ExitStack, str], Target]]]:
-    def ours(env: dict[str, str]) -> Callable[[ExitStack, str], Target]:
-        return lambda stack, name: stack.enter_context(stampede(stack, name, env))
+    def ours(env: dict[str, str], throttled: bool = False
+             ) -> Callable[[ExitStack, str], Target]:
+        return lambda stack, name: stack.enter_context(stampede(stack, name, env, throttled))
 
     return [
         ("bare aiohttp", _bare),
         ("naive EVALSHA", _naive),
         ("postgres row lock", _pg),
         ("stampede jwt+metrics", ours({})),
+        ("stampede jwt+metrics+throttle", ours({}, throttled=True)),
         ("stampede dev auth", ours({"STAMPEDE_DEV_AUTH": "1"})),
         ("stampede dev, no metrics", ours({"STAMPEDE_DEV_AUTH": "1", "STAMPEDE_METRICS": "0"})),
         ("stampede dev, persister off", ours({"STAMPEDE_DEV_AUTH": "1",
@@ -316,6 +337,12 @@ def _report(targets: list[Target], memory: dict[str, Any], idle: float) -> dict[
         "vs naive EVALSHA (goal >= 2)": ours / by["naive EVALSHA"]["hot"]["peak_ok_per_s"],
         "vs postgres row lock (goal >= 20)": ours / by["postgres row lock"]["hot"]["peak_ok_per_s"],
         "p99 ms at half peak (goal < 10)": by["stampede jwt+metrics"]["hot"]["open_latency_ms"]["p99"],
+        "with throttling too, vs bare ceiling": by["stampede jwt+metrics+throttle"]["hot"][
+            "peak_ok_per_s"] / by["bare aiohttp"]["hot"]["peak_ok_per_s"],
+        "throttle on / off (jwt+metrics)": by["stampede jwt+metrics+throttle"]["hot"][
+            "peak_ok_per_s"] / ours,
+        "p99 ms at half peak, with throttling": by["stampede jwt+metrics+throttle"]["hot"][
+            "open_latency_ms"]["p99"],
         "jwt+metrics / dev auth": ours / by["stampede dev auth"]["hot"]["peak_ok_per_s"],
         "metrics on / off (dev auth)": by["stampede dev auth"]["hot"]["peak_ok_per_s"]
         / by["stampede dev, no metrics"]["hot"]["peak_ok_per_s"],
