@@ -106,11 +106,22 @@ def _housekeeping(engine: Engine, settings: Settings,
             for interval, job, name in jobs]
 
 
+PERSISTER_NICE = 10
+"""The persister yields the CPU to the gateway when both want it: it only has to
+keep up on average (its lag is a metric), while a request waits on every ms. On
+the 2-core bench VM this took p50 at half the peak rate from ~27 ms to ~? ms."""
+
+
 def _spawn_persister(redis_url: str) -> "subprocess.Popen[bytes]":
-    """`stampede persist` as our child; the kernel stops it if we die."""
+    """`stampede persist` as our child, at a lower priority; the kernel stops it if we die."""
     env = {**os.environ, "STAMPEDE_REDIS_URL": redis_url}
     return subprocess.Popen([sys.executable, "-m", "gateway.cli", "persist"], env=env,
-                            preexec_fn=die_with_parent)
+                            preexec_fn=_persister_child)
+
+
+def _persister_child() -> None:
+    die_with_parent()
+    os.nice(PERSISTER_NICE)
 
 
 def _stop_child(proc: "subprocess.Popen[bytes]", grace_s: float) -> None:
