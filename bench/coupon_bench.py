@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
@@ -29,11 +28,11 @@ import uvloop
 from rich.console import Console
 from rich.table import Table
 
-from engine import Engine, Outcome, Settings
+from bench import harness
+from engine import Engine, Outcome
 from engine.coupons.service import Merchant
 from engine.coupons.spec import MerchantSpec, RedemptionRequest
 from engine.models import CampaignSpec
-from engine.valkey import EmbeddedValkey
 
 console = Console()
 STOCK = 50_000_000
@@ -132,31 +131,23 @@ async def run(seconds: float, rounds: int, concurrency: int) -> dict[str, list[f
     names = ("sale claims, batched", "sale claims, one call per claim", "coupon claims",
              "redemptions")
     rates: dict[str, list[float]] = {m: [] for m in names}
-    with tempfile.TemporaryDirectory() as tmp:
-        server = EmbeddedValkey(Path(tmp))
-        url = server.start()
-        try:
-            engine = Engine.from_url(url, Settings(data_dir=Path(tmp)))
-            await engine.start()
-            creds = await engine.coupons.put_merchant("bench", MerchantSpec(name="bench"))
-            merchant = await engine.coupons.merchant(creds.token)
-            assert merchant is not None
-            for r in range(rounds):
-                console.log(f"round {r + 1}/{rounds}")
-                rates[names[0]].append(await _sale(engine, f"s{r}", True, seconds, concurrency))
-                await _wipe(engine, f"s{r}")
-                rates[names[1]].append(await _sale(engine, f"u{r}", False, seconds,
-                                                   concurrency))
-                await _wipe(engine, f"u{r}")
-                codes: list[str] = []
-                rates[names[2]].append(await _coupon_claims(engine, f"d{r}", seconds,
-                                                            concurrency, codes))
-                rates[names[3]].append(await _redemptions(engine, f"d{r}", merchant, seconds,
-                                                          concurrency, codes))
-                await _wipe(engine, f"d{r}")
-            await engine.close()
-        finally:
-            server.stop()
+    async with harness.fresh_engine() as engine:
+        creds = await engine.coupons.put_merchant("bench", MerchantSpec(name="bench"))
+        merchant = await engine.coupons.merchant(creds.token)
+        assert merchant is not None
+        for r in range(rounds):
+            console.log(f"round {r + 1}/{rounds}")
+            rates[names[0]].append(await _sale(engine, f"s{r}", True, seconds, concurrency))
+            await _wipe(engine, f"s{r}")
+            rates[names[1]].append(await _sale(engine, f"u{r}", False, seconds,
+                                               concurrency))
+            await _wipe(engine, f"u{r}")
+            codes: list[str] = []
+            rates[names[2]].append(await _coupon_claims(engine, f"d{r}", seconds,
+                                                        concurrency, codes))
+            rates[names[3]].append(await _redemptions(engine, f"d{r}", merchant, seconds,
+                                                      concurrency, codes))
+            await _wipe(engine, f"d{r}")
     return rates
 
 

@@ -179,27 +179,20 @@ def _memory_per_held_user(users: int = 20_000) -> dict[str, Any]:
     apart: the persister trims it once the events are in the store.
     """
     async def measure() -> dict[str, Any]:
-        with tempfile.TemporaryDirectory() as tmp:
-            server = EmbeddedValkey(Path(tmp))
-            engine = Engine.from_url(server.start(), Settings(data_dir=Path(tmp)))
-            try:
-                await engine.start()
-                await engine.define_campaign("mem", campaign_spec(stock=10**6, per_user=2))
-                before = {k: int(await engine.redis.memory_usage(k, samples=0) or 0)
-                          for k in await engine.redis.keys("{c:mem}*")}
-                await asyncio.gather(*(engine.claim("mem", f"user{i:07d}", "tee")
-                                       for i in range(users)))
-                by_key = {}
-                for k in await engine.redis.keys("{c:mem}*"):
-                    grown = int(await engine.redis.memory_usage(k, samples=0) or 0) - before.get(k, 0)
-                    if grown > users:  # at least a byte a user: the per-user structures
-                        by_key[k.split(":", 2)[-1]] = grown / users
-                stream = by_key.pop("events", 0.0)
-                return {"users": users, "state_per_user": sum(by_key.values()),
-                        "by_structure": by_key, "events_per_user": stream}
-            finally:
-                await engine.close()
-                server.stop()
+        async with harness.fresh_engine() as engine:
+            await engine.define_campaign("mem", campaign_spec(stock=10**6, per_user=2))
+            before = {k: int(await engine.redis.memory_usage(k, samples=0) or 0)
+                      for k in await engine.redis.keys("{c:mem}*")}
+            await asyncio.gather(*(engine.claim("mem", f"user{i:07d}", "tee")
+                                   for i in range(users)))
+            by_key = {}
+            for k in await engine.redis.keys("{c:mem}*"):
+                grown = int(await engine.redis.memory_usage(k, samples=0) or 0) - before.get(k, 0)
+                if grown > users:  # at least a byte a user: the per-user structures
+                    by_key[k.split(":", 2)[-1]] = grown / users
+            stream = by_key.pop("events", 0.0)
+            return {"users": users, "state_per_user": sum(by_key.values()),
+                    "by_structure": by_key, "events_per_user": stream}
     return asyncio.run(measure())
 
 

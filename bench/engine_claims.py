@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
@@ -29,11 +28,11 @@ import uvloop
 from rich.console import Console
 from rich.table import Table
 
-from engine import Engine, Outcome, Settings
+from bench import harness
+from engine import Engine, Outcome
 from engine.models import CampaignSpec
 from engine.service import ClaimResult
 from engine.throttle import ClientSignals
-from engine.valkey import EmbeddedValkey
 
 console = Console()
 ClaimFn = Callable[[str, str, str, int], Awaitable[ClaimResult]]
@@ -90,31 +89,23 @@ async def _round(engine: Engine, cid: str, claim: ClaimFn, seconds: float,
 async def run(seconds: float, rounds: int, concurrency: int,
               guard: str = "full") -> dict[str, list[float]]:
     guards = {"batched + guard": GUARD if guard == "full" else RATES_ONLY}
-    with tempfile.TemporaryDirectory() as tmp:
-        server = EmbeddedValkey(Path(tmp))
-        url = server.start()
-        try:
-            engine = Engine.from_url(url, Settings(data_dir=Path(tmp)))
-            await engine.start()
+    async with harness.fresh_engine() as engine:
 
-            async def guarded(cid: str, user: str, sku: str, qty: int) -> ClaimResult:
-                n = hash(user) & 0xFFFFFF
-                return await engine.claim(cid, user, sku, qty, client=ClientSignals(
-                    device=f"dev-{user}", network=f"10.{n >> 16}.{n >> 8 & 255}.0/24",
-                    account_age_s=400 * 86_400))
+        async def guarded(cid: str, user: str, sku: str, qty: int) -> ClaimResult:
+            n = hash(user) & 0xFFFFFF
+            return await engine.claim(cid, user, sku, qty, client=ClientSignals(
+                device=f"dev-{user}", network=f"10.{n >> 16}.{n >> 8 & 255}.0/24",
+                account_age_s=400 * 86_400))
 
-            modes: dict[str, ClaimFn] = {"batched": engine.claim,
-                                         "one call per claim": engine.claim_unbatched,
-                                         "batched + guard": guarded}
-            rates: dict[str, list[float]] = {m: [] for m in modes}
-            for r in range(rounds):
-                for name, fn in modes.items():
-                    console.log(f"round {r + 1}/{rounds}: {name}")
-                    rates[name].append(await _round(engine, f"bench{r}", fn, seconds,
-                                                    concurrency, guard=guards.get(name)))
-            await engine.close()
-        finally:
-            server.stop()
+        modes: dict[str, ClaimFn] = {"batched": engine.claim,
+                                     "one call per claim": engine.claim_unbatched,
+                                     "batched + guard": guarded}
+        rates: dict[str, list[float]] = {m: [] for m in modes}
+        for r in range(rounds):
+            for name, fn in modes.items():
+                console.log(f"round {r + 1}/{rounds}: {name}")
+                rates[name].append(await _round(engine, f"bench{r}", fn, seconds,
+                                                concurrency, guard=guards.get(name)))
     return rates
 
 

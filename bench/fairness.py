@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import random
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -36,11 +35,11 @@ import uvloop
 from rich.console import Console
 from rich.table import Table
 
-from engine import Engine, Outcome, Settings, pow
+from bench import harness
+from engine import Engine, Outcome, pow
 from engine.models import CampaignSpec
 from engine.service import ClaimResult
 from engine.throttle import ClientSignals
-from engine.valkey import EmbeddedValkey
 
 console = Console()
 CAMPUS = "198.18.0.0/24"
@@ -200,20 +199,12 @@ async def _opening(engine: Engine, cid: str, args: argparse.Namespace,
 
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    with tempfile.TemporaryDirectory() as tmp:
-        server = EmbeddedValkey(Path(tmp))
-        url = server.start()
-        try:
-            engine = Engine.from_url(url, Settings(data_dir=Path(tmp)))
-            await engine.start()
-            results = []
-            for protect in (False, True):
-                console.log(f"opening with protection {'on' if protect else 'off'}")
-                cid = f"fair-{'on' if protect else 'off'}"
-                results.append(await _opening(engine, cid, args, protect))
-            await engine.close()
-        finally:
-            server.stop()
+    async with harness.fresh_engine() as engine:
+        results = []
+        for protect in (False, True):
+            console.log(f"opening with protection {'on' if protect else 'off'}")
+            cid = f"fair-{'on' if protect else 'off'}"
+            results.append(await _opening(engine, cid, args, protect))
     return results
 
 

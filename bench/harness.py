@@ -27,10 +27,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from engine import Engine
 
 PG_USER = "stampedepg"
 _PR_SET_PDEATHSIG = 1
@@ -499,3 +502,23 @@ def tree_cpu_seconds(roots: Sequence[int]) -> float:
         if p in wanted:
             total += cpu[pid]
     return total
+
+
+@contextlib.asynccontextmanager
+async def fresh_engine() -> AsyncIterator["Engine"]:
+    """A started Engine on an embedded Valkey of its own (a temp dir); both gone after."""
+    from engine import Engine, Settings  # the harness also serves engine-less baselines
+    from engine.valkey import EmbeddedValkey
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = EmbeddedValkey(Path(tmp))
+        url = server.start()
+        try:
+            engine = Engine.from_url(url, Settings(data_dir=Path(tmp)))
+            await engine.start()
+            try:
+                yield engine
+            finally:
+                await engine.close()
+        finally:
+            server.stop()

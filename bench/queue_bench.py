@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import random
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
@@ -31,9 +30,9 @@ import uvloop
 from rich.console import Console
 from rich.table import Table
 
-from engine import Engine, Outcome, Settings, keys
+from bench import harness
+from engine import Engine, Outcome, keys
 from engine.models import CampaignSpec
-from engine.valkey import EmbeddedValkey
 
 console = Console()
 
@@ -82,69 +81,61 @@ async def _used_memory(engine: Engine) -> int:
 
 async def run(users: int, seconds: float, concurrency: int) -> dict[str, float]:
     out: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        server = EmbeddedValkey(Path(tmp))
-        url = server.start()
-        try:
-            engine = Engine.from_url(url, Settings(data_dir=Path(tmp)))
-            await engine.start()
+    async with harness.fresh_engine() as engine:
 
-            async def ping(_: Any = None) -> None:
-                await engine.redis.ping()
+        async def ping(_: Any = None) -> None:
+            await engine.redis.ping()
 
-            out["baseline PING/s"] = await _for(seconds, concurrency, ping)
+        out["baseline PING/s"] = await _for(seconds, concurrency, ping)
 
-            # Waiting room: slow admission, so nearly everyone waits.
-            room = {"rate_per_s": 50, "max_active": 1000}
-            await engine.define_campaign("room", _spec(1000, waiting_room=room))
-            before = await _used_memory(engine)
+        # Waiting room: slow admission, so nearly everyone waits.
+        room = {"rate_per_s": 50, "max_active": 1000}
+        await engine.define_campaign("room", _spec(1000, waiting_room=room))
+        before = await _used_memory(engine)
 
-            async def join(i: int) -> None:
-                outcome, _, created = await engine.take_ticket("room", f"user-{i:08d}")
-                assert outcome is Outcome.OK and created
+        async def join(i: int) -> None:
+            outcome, _, created = await engine.take_ticket("room", f"user-{i:08d}")
+            assert outcome is Outcome.OK and created
 
-            console.log(f"{users:,} joins")
-            out["queue joins/s"] = await _timed(users, concurrency, join)
-            ks = keys.campaign_keys("room")
-            out["queue bytes/user (MEMORY USAGE)"] = \
-                await engine.redis.memory_usage(ks[11], samples=0) / users
-            out["queue bytes/user (used_memory delta)"] = \
-                (await _used_memory(engine) - before) / users
+        console.log(f"{users:,} joins")
+        out["queue joins/s"] = await _timed(users, concurrency, join)
+        ks = keys.campaign_keys("room")
+        out["queue bytes/user (MEMORY USAGE)"] = \
+            await engine.redis.memory_usage(ks[11], samples=0) / users
+        out["queue bytes/user (used_memory delta)"] = \
+            (await _used_memory(engine) - before) / users
 
-            async def poll() -> None:
-                outcome, ticket = await engine.ticket("room", f"user-{random.randrange(users):08d}")
-                assert outcome is Outcome.OK and ticket
+        async def poll() -> None:
+            outcome, ticket = await engine.ticket("room", f"user-{random.randrange(users):08d}")
+            assert outcome is Outcome.OK and ticket
 
-            console.log("polls")
-            out["queue polls/s"] = await _for(seconds, concurrency, poll)
+        console.log("polls")
+        out["queue polls/s"] = await _for(seconds, concurrency, poll)
 
-            # Waitlist: one unit, held; everyone else joins its waitlist.
-            await engine.define_campaign("wl", _spec(1, waitlist={"max_length": 10_000_000}))
-            assert (await engine.claim("wl", "holder", "hot")).outcome is Outcome.OK
-            before = await _used_memory(engine)
+        # Waitlist: one unit, held; everyone else joins its waitlist.
+        await engine.define_campaign("wl", _spec(1, waitlist={"max_length": 10_000_000}))
+        assert (await engine.claim("wl", "holder", "hot")).outcome is Outcome.OK
+        before = await _used_memory(engine)
 
-            async def wl_join(i: int) -> None:
-                outcome, _, _ = await engine.join_waitlist("wl", f"user-{i:08d}", "hot")
-                assert outcome is Outcome.OK
+        async def wl_join(i: int) -> None:
+            outcome, _, _ = await engine.join_waitlist("wl", f"user-{i:08d}", "hot")
+            assert outcome is Outcome.OK
 
-            console.log(f"{users:,} waitlist joins")
-            out["waitlist joins/s"] = await _timed(users, concurrency, wl_join)
-            ks = keys.campaign_keys("wl")
-            wl_bytes = sum([await engine.redis.memory_usage(k, samples=0) for k in ks[8:10]])
-            out["waitlist bytes/user (MEMORY USAGE)"] = wl_bytes / users
-            out["waitlist bytes/user (used_memory delta)"] = \
-                (await _used_memory(engine) - before) / users
+        console.log(f"{users:,} waitlist joins")
+        out["waitlist joins/s"] = await _timed(users, concurrency, wl_join)
+        ks = keys.campaign_keys("wl")
+        wl_bytes = sum([await engine.redis.memory_usage(k, samples=0) for k in ks[8:10]])
+        out["waitlist bytes/user (MEMORY USAGE)"] = wl_bytes / users
+        out["waitlist bytes/user (used_memory delta)"] = \
+            (await _used_memory(engine) - before) / users
 
-            async def wl_poll() -> None:
-                user = f"user-{random.randrange(users):08d}"
-                outcome, _ = await engine.waitlist("wl", user, "hot")
-                assert outcome is Outcome.OK
+        async def wl_poll() -> None:
+            user = f"user-{random.randrange(users):08d}"
+            outcome, _ = await engine.waitlist("wl", user, "hot")
+            assert outcome is Outcome.OK
 
-            console.log("waitlist polls")
-            out["waitlist polls/s"] = await _for(seconds, concurrency, wl_poll)
-            await engine.close()
-        finally:
-            server.stop()
+        console.log("waitlist polls")
+        out["waitlist polls/s"] = await _for(seconds, concurrency, wl_poll)
     return out
 
 
