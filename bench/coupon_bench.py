@@ -5,6 +5,8 @@ machine drift hits all alike:
 
 - sale claims, batched (one script call per loop tick) and one call per claim;
 - coupon claims in a drop (one `coupon_claim` call each: final, issues a coupon);
+- the same in a drop guarded by every check of the scalper guard (bench.engine_claims
+  GUARD), each claim from a new user, device and network, every one let through;
 - redemptions of the coupons the claim round issued (code verification,
   pricing, `coupon_lookup` + `coupon_redeem`), each at a merchant with a
   fresh order.
@@ -22,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import uvloop
@@ -29,18 +32,20 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import harness
+from bench.engine_claims import GUARD
 from engine import Engine, Outcome
 from engine.coupons.service import Merchant
 from engine.coupons.spec import MerchantSpec, RedemptionRequest
 from engine.models import CampaignSpec
+from engine.throttle import ClientSignals
 
 console = Console()
 STOCK = 50_000_000
 
 
-def _spec(drop: bool) -> CampaignSpec:
+def _spec(drop: bool, guard: dict[str, Any] | None = None) -> CampaignSpec:
     now = datetime.now(timezone.utc)
-    raw: dict[str, object] = {
+    raw: dict[str, object] = {**({"throttle": guard} if guard else {}),
         "name": "bench", "opens_at": (now - timedelta(minutes=1)).isoformat(),
         "closes_at": (now + timedelta(hours=1)).isoformat(), "limits": {"per_user": 2},
         "skus": [{"sku": "hot", "price": 100 if not drop else 0,
@@ -87,11 +92,18 @@ async def _sale(engine: Engine, cid: str, batched: bool, seconds: float, n: int)
 
 
 async def _coupon_claims(engine: Engine, cid: str, seconds: float, n: int,
-                         codes: list[str]) -> float:
-    await engine.define_campaign(cid, _spec(drop=True))
+                         codes: list[str], guarded: bool = False) -> float:
+    await engine.define_campaign(cid, _spec(drop=True, guard=GUARD if guarded else None))
 
     async def step(w: int, i: int) -> bool:
-        r = await engine.coupons.claim(cid, f"w{w}-{i}", "hot")
+        user = f"w{w}-{i}"
+        client = None
+        if guarded:  # a new device and a spread of networks, as in bench.engine_claims
+            h = hash(user) & 0xFFFFFF
+            client = ClientSignals(device=f"dev-{user}",
+                                   network=f"10.{h >> 16}.{h >> 8 & 255}.0/24",
+                                   account_age_s=400 * 86_400)
+        r = await engine.coupons.claim(cid, user, "hot", client=client)
         assert r.outcome is Outcome.OK, r
         codes.append(r.view.coupons[0].code)
         return True
@@ -129,7 +141,7 @@ async def _wipe(engine: Engine, cid: str) -> None:
 
 async def run(seconds: float, rounds: int, concurrency: int) -> dict[str, list[float]]:
     names = ("sale claims, batched", "sale claims, one call per claim", "coupon claims",
-             "redemptions")
+             "redemptions", "coupon claims + guard")
     rates: dict[str, list[float]] = {m: [] for m in names}
     async with harness.fresh_engine() as engine:
         creds = await engine.coupons.put_merchant("bench", MerchantSpec(name="bench"))
@@ -148,6 +160,9 @@ async def run(seconds: float, rounds: int, concurrency: int) -> dict[str, list[f
             rates[names[3]].append(await _redemptions(engine, f"d{r}", merchant, seconds,
                                                       concurrency, codes))
             await _wipe(engine, f"d{r}")
+            rates[names[4]].append(await _coupon_claims(engine, f"g{r}", seconds,
+                                                        concurrency, [], guarded=True))
+            await _wipe(engine, f"g{r}")
     return rates
 
 

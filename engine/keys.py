@@ -92,6 +92,12 @@ def lists_key(cid: str) -> str:
     return f"{tag(cid)}:lists"
 
 
+def guard_keys(cid: str) -> list[str]:
+    """The guard's campaign-wide keys, in the order the claim scripts take them (after
+    their fixed key set): the campaign's GCRA limiter, then its block/allow lists."""
+    return [limiter_key(cid, "campaign", "all"), lists_key(cid)]
+
+
 def nonce_key(cid: str, nonce: str) -> str:
     """A used proof-of-work nonce, kept until its challenge expires."""
     return f"{tag(cid)}:pow:{nonce}"

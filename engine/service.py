@@ -10,8 +10,8 @@ import math
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -54,6 +54,19 @@ class ClaimResult(msgspec.Struct, frozen=True):
     challenge: ChallengeView | None = None
     """CHALLENGE_REQUIRED: the proof-of-work to solve and send with the claim again."""
 
+
+class HasUser(Protocol):
+    @property
+    def user(self) -> str: ...
+
+
+class HasOutcome(Protocol):
+    @property
+    def outcome(self) -> Outcome: ...
+
+
+C = TypeVar("C", bound=HasUser)
+R = TypeVar("R")
 
 _json = msgspec.json.Encoder()
 _NEEDS_GUARD = ClaimResult(Outcome.INVALID)
@@ -254,33 +267,30 @@ class Engine:
         return (await self._claim_batch(cid, [pending]))[0]
 
     async def _claim_batch(self, cid: str, claims: Sequence[PendingClaim]) -> list[ClaimResult]:
-        """One script call; claims of a campaign guarded since the last reply go once more,
-        with their guard context (which a campaign believed unguarded is sent without)."""
+        return await self.guarded_batch(cid, claims, self._claim_batch_once, _NEEDS_GUARD)
+
+    async def guarded_batch(self, cid: str, claims: Sequence[C],
+                            run_once: Callable[[str, Sequence[C], bool], Awaitable[list[R]]],
+                            needs_guard: R) -> list[R]:
+        """One script call of a claim batch (sale or coupon); claims of a campaign guarded
+        since the last reply (answered `needs_guard`) go once more, with their guard
+        context (which a campaign believed unguarded is sent without)."""
         guarded = self._guarded.get(cid, True)
-        results = await self._claim_batch_once(cid, claims, guarded)
+        results = await run_once(cid, claims, guarded)
         if guarded:
             return results
-        again = [i for i, r in enumerate(results) if r is _NEEDS_GUARD]
+        again = [i for i, r in enumerate(results) if r is needs_guard]
         if again:
-            redone = await self._claim_batch_once(cid, [claims[i] for i in again], True)
+            redone = await run_once(cid, [claims[i] for i in again], True)
             for i, r in zip(again, redone, strict=True):
                 results[i] = r
         return results
 
     async def _claim_batch_once(self, cid: str, claims: Sequence[PendingClaim],
                                 guarded: bool) -> list[ClaimResult]:
-        ks = keys.campaign_keys(cid)
-        ks += [keys.limiter_key(cid, "campaign", "all"), keys.lists_key(cid)]
-        slots: dict[str, int] = {}
-
-        def slot(key: str) -> int:  # each guard key once per batch
-            found = slots.get(key)
-            if found is None:
-                ks.append(key)
-                found = slots[key] = len(ks)
-            return found
-
-        recent = await self._recent_counts(cid, claims)
+        ks = keys.campaign_keys(cid) + keys.guard_keys(cid)
+        slot = throttle.key_slots(ks)  # each guard key once per batch
+        recent = await self.recent_counts(cid, claims)
         args: list[Any] = [self.settings.idempotency_ttl_s * 1000, self.settings.sweep_batch]
         for c in claims:
             idem = 0
@@ -305,15 +315,16 @@ class Engine:
                                  price=int(price), created_at=from_ms(int(created)))
                 results.append(ClaimResult(outcome, view))
             elif outcome in GUARD_REFUSALS:
-                results.append(self._refusal(cid, c.user, outcome, claim_id, deadline))
+                results.append(self.guard_refusal(cid, c.user, outcome, claim_id, deadline))
             else:
                 results.append(ClaimResult(outcome))
-        self._guarded[cid] = int(reply[-1]) != 0
-        self._note_guard(cid, int(reply[-1]), claims, results)
+        self.note_guard(cid, int(reply[-1]), claims, results)
         return results
 
-    def _refusal(self, cid: str, user: str, outcome: Outcome, reason: str,
-                 value: str) -> ClaimResult:
+    def guard_refusal(self, cid: str, user: str, outcome: Outcome, reason: str,
+                      value: str) -> ClaimResult:
+        """A guard refusal from a script's detail and value: the exact retry-after of
+        THROTTLED, a freshly signed challenge of the difficulty CHALLENGE_REQUIRED asks."""
         if outcome is Outcome.THROTTLED:
             return ClaimResult(outcome, reason=reason, retry_after_ms=int(value))
         if outcome is Outcome.CHALLENGE_REQUIRED:
@@ -321,7 +332,7 @@ class Engine:
                                challenge=self.challenges.issue(user, cid, int(value)))
         return ClaimResult(outcome, reason=reason)
 
-    async def _recent_counts(self, cid: str, claims: Sequence[PendingClaim]) -> dict[str, int]:
+    async def recent_counts(self, cid: str, claims: Sequence[HasUser]) -> dict[str, int]:
         """Campaigns each user placed holds in lately, when the campaign's rules ask."""
         window = self._recent_window.get(cid)
         if not window:
@@ -334,13 +345,15 @@ class Engine:
             counts = await pipe.execute()
         return dict(zip(users, map(int, counts), strict=True))
 
-    def _note_guard(self, cid: str, flag: int, claims: Sequence[PendingClaim],
-                    results: list[ClaimResult]) -> None:
-        """Learn from the reply whether risk rules read recent claims; record this batch's.
+    def note_guard(self, cid: str, flag: int, claims: Sequence[HasUser],
+                   results: Sequence[HasOutcome]) -> None:
+        """Learn from a claim script's last reply element whether the campaign is guarded
+        and whether its risk rules read recent claims; record this batch's.
 
-        Holds of guarded campaigns are recorded while any campaign this
-        process serves (or the default) has a rule that reads them.
+        Holds (and coupon claims) of guarded campaigns are recorded while any
+        campaign this process serves (or the default) has a rule that reads them.
         """
+        self._guarded[cid] = flag != 0
         if flag > 1:
             self._recent_window[cid] = flag
         else:

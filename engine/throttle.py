@@ -299,9 +299,24 @@ def _prefixes(cid: str) -> tuple[str, ...]:
             keys.accounts_key(cid, "network", ""), keys.nonce_key(cid, ""))
 
 
+def key_slots(ks: list[str]) -> Callable[[str], int]:
+    """`slot(key)`: the KEYS index (1-based) of `key`, appended to `ks` once per batch."""
+    slots: dict[str, int] = {}
+
+    def slot(key: str) -> int:
+        found = slots.get(key)
+        if found is None:
+            ks.append(key)
+            found = slots[key] = len(ks)
+        return found
+
+    return slot
+
+
 def packed_tail(cid: str, user: str, g: Guard, recent: int,
                 slot: Callable[[str], int]) -> str:
-    """The guard's part of a claim's packed argument (lua/claim_batch.lua header).
+    """The guard's part of a claim's packed argument (lua/claim_batch.lua and
+    lua/coupon_claim.lua headers).
 
     `slot(key)` returns the KEYS index of a key, adding it once per batch.
     """

@@ -30,10 +30,12 @@ from engine.coupons.spec import (
     RotatingCode,
     Wallet,
 )
-from engine.outcomes import Outcome
+from engine.outcomes import GUARD_REFUSALS, Outcome
 from gateway.auth import Role, _bearer
 from gateway.context import AUTH, ENGINE, GUARD
 from gateway.errors import ApiError, decode, error, json_response, outcome_error, read_body
+from gateway.guard import HEADERS as GUARD_HEADERS
+from gateway.guard import client_signals, guard_answer
 from gateway.idempotency import checked_key
 from gateway.public import CID
 from gateway.routing import ApiRoutes
@@ -104,6 +106,9 @@ async def refresh_coupon_gauges(engine: Engine) -> None:
 
 
 def _count(op: str, answer: Answer) -> None:
+    if answer.outcome in GUARD_REFUSALS:  # the guard's scope is in stampede_refusals_total
+        COUPON_OPS.labels(op, answer.outcome.code).inc()
+        return
     label = "ok" if answer.outcome is Outcome.OK else (answer.reason or answer.outcome.code)
     COUPON_OPS.labels(op, label if answer.reason in REASONS or not answer.reason
                       else "other").inc()
@@ -151,18 +156,23 @@ async def _merchant(request: web.Request) -> Merchant:
 @api.route("POST", "/v1/campaigns/{cid}/coupons",
            "Claim a coupon (or a gift pack) of a drop: final at once", auth="user",
            body=CouponClaimRequest, response=CouponClaimView, status=201, idempotent=True,
-           errors=(400, 401, 403, 404, 409, 413, 422, 503), path_params=CID,
-           headers={"X-Admission-Token": "required when the drop has a waiting room"})
+           errors=(400, 401, 403, 404, 409, 413, 422, 429, 503), path_params=CID,
+           headers={"X-Admission-Token": "required when the drop has a waiting room",
+                    **GUARD_HEADERS})
 async def claim_coupon(request: web.Request) -> web.Response:
     user = request.app[AUTH].user(request)
     body = decode(_claim_decoder, await read_body(request))
     key = checked_key(request)
+    signals = client_signals(request)
     async with request.app[GUARD].in_flight(user, key):
         answer = await request.app[ENGINE].coupons.claim(
             request.match_info["cid"], user, body.sku, body.qty, idempotency_key=key,
             admission_token=request.headers.get("X-Admission-Token"),
-            identity=_identity(request))
+            identity=_identity(request), client=signals)
     _count("claim", answer)
+    refused = guard_answer(answer)
+    if refused is not None:
+        return refused
     if answer.outcome is not Outcome.OK:
         return refusal(answer, "no such drop or SKU")
     return json_response(answer.view, status=201)

@@ -5,11 +5,12 @@
   token's `created_at` claim), a challenge solution (X-Challenge-Token and
   X-Challenge-Solution). The claim script does the checking.
 - `refusal`: 429 throttled with an exact Retry-After, 403 blocked, 403
-  challenge_required with the challenge to solve.
+  challenge_required with the challenge to solve; `guard_answer` counts a
+  guard refusal of a claim (sale or coupon) and answers it, in one place.
 - `limiter_middleware`: a per-network GCRA limit on the public routes other
-  than claims (claims are limited inside their own script). It fails open:
-  if Redis is unreachable for it, the request goes on (a claim itself then
-  fails closed with 503).
+  than claims (sale and coupon claims are limited inside their own script). It
+  fails open: if Redis is unreachable for it, the request goes on (a claim
+  itself then fails closed with 503).
 - `GET /v1/pow-solver.js`: the front-ends' solver.
 """
 
@@ -18,15 +19,16 @@ import hashlib
 import math
 import re
 from pathlib import Path
+from typing import Protocol
 
 import orjson
 from aiohttp import web
 from redis.exceptions import RedisError
 
 from engine import keys, netaddr
-from engine.outcomes import Outcome
+from engine.outcomes import GUARD_REFUSALS, Outcome
 from engine.service import ClaimResult
-from engine.throttle import DEVICE_PATTERN, ClientSignals
+from engine.throttle import DEVICE_PATTERN, ChallengeView, ClientSignals
 from gateway.context import AUTH, ENGINE
 from gateway.errors import Handler
 from gateway.logs import log
@@ -41,6 +43,8 @@ HEADERS = {
     "X-Challenge-Solution": "its solution (a decimal counter; see /v1/pow-solver.js)",
 }
 _DEVICE = re.compile(DEVICE_PATTERN)
+_CLAIM_ROUTES = frozenset({"/v1/campaigns/{cid}/claims", "/v1/campaigns/{cid}/coupons"})
+"""Sale and coupon claims: throttled by the guard in their own script, not the limiter."""
 _SOLVER = Path(__file__).parent / "static" / "pow-solver.js"
 
 MESSAGES = {
@@ -74,7 +78,27 @@ def client_signals(request: web.Request) -> ClientSignals:
                          solution=request.headers.get("X-Challenge-Solution"))
 
 
-def refusal(result: ClaimResult) -> web.Response:
+class GuardRefusal(Protocol):
+    """What the engine answers a refused claim: a sale's ClaimResult, a coupon's Answer."""
+    @property
+    def outcome(self) -> Outcome: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def retry_after_ms(self) -> int | None: ...
+    @property
+    def challenge(self) -> ChallengeView | None: ...
+
+
+def guard_answer(result: GuardRefusal) -> web.Response | None:
+    """The answer to a claim the guard refused, counted in the refusal metrics; else None."""
+    if result.outcome not in GUARD_REFUSALS:
+        return None
+    count_refusal(result.outcome, result.reason)
+    return refusal(result)
+
+
+def refusal(result: GuardRefusal) -> web.Response:
     """The answer to a guard refusal (THROTTLED, BLOCKED, CHALLENGE_REQUIRED)."""
     outcome = result.outcome
     err: dict[str, object] = {"code": outcome.code, "message": MESSAGES[outcome],
@@ -96,13 +120,18 @@ def refusal(result: ClaimResult) -> web.Response:
                         content_type="application/json", headers=headers)
 
 
+def _is_claim(request: web.Request) -> bool:
+    resource = request.match_info.route.resource
+    return resource is not None and resource.canonical in _CLAIM_ROUTES
+
+
 @web.middleware
 async def limiter_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     engine = request.app[ENGINE]
     rate = engine.settings.gateway_rate_per_s
     if not rate or request.method == "GET" and request.path in ("/healthz", "/readyz",
                                                                 "/metrics") \
-            or request.path.endswith("/claims"):
+            or _is_claim(request):
         return await handler(request)
     ks = keys.gateway_limiter_keys(client_network(request))
     try:

@@ -4,13 +4,13 @@ import msgspec
 from aiohttp import web
 
 from engine.models import CampaignPublic, ClaimRequest, ClaimView
-from engine.outcomes import GUARD_REFUSALS, Outcome
+from engine.outcomes import Outcome
 from gateway.context import AUTH, ENGINE, GUARD
 from gateway.errors import decode, json_response, outcome_error, read_body
 from gateway.guard import HEADERS as GUARD_HEADERS
-from gateway.guard import client_signals, refusal
+from gateway.guard import client_signals, guard_answer
 from gateway.idempotency import checked_key
-from gateway.metrics import count_claim, count_refusal
+from gateway.metrics import count_claim
 from gateway.routing import ApiRoutes
 
 api = ApiRoutes("public")
@@ -45,9 +45,9 @@ async def create_claim(request: web.Request) -> web.Response:
             request.match_info["cid"], user, body.sku, body.qty, idempotency_key=key,
             admission_token=request.headers.get("X-Admission-Token"), client=signals)
     count_claim(result.outcome)
-    if result.outcome in GUARD_REFUSALS:
-        count_refusal(result.outcome, result.reason)
-        return refusal(result)
+    refused = guard_answer(result)
+    if refused is not None:
+        return refused
     if result.outcome is not Outcome.OK:
         return outcome_error(result.outcome)
     return json_response(result.claim, status=201)

@@ -51,8 +51,7 @@ local hold_ttl = tonumber(meta[2] or '0')
 local max_qty = tonumber(meta[3] or '1')
 local waiting_room = meta[4] == '1'
 local waitlists = redis.call('EXISTS', K.waitlist) == 1
-local guard_cfg = guard_config()
-local refused = {}
+local guard_cfg = guard_config(NKEYS + 1)
 
 -- Stock of the SKUs this batch touches, read once and written once at the
 -- end: the script is atomic, so nobody sees the cache and Redis differ.
@@ -115,13 +114,7 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
   if guard_cfg and not g then return answer(-1) end  -- guarded since: send its context
   if guard_cfg then
     local verdict = guard(guard_cfg, g, now)
-    if verdict ~= OK then
-      local code, detail, value = verdict[1], verdict[2], verdict[3]
-      tally_one(code == THROTTLED and 'throttled' or code == BLOCKED and 'blocked'
-                or 'challenge_required')
-      refused[#refused + 1] = table.concat({user, code, detail, value, g.device, g.network}, ',')
-      return answer(code, detail, value)
-    end
+    if verdict ~= OK then return answer(verdict[1], verdict[2], verdict[3]) end
   end
   -- Refusals by state are "try later" answers, not remembered.
   if gate ~= OK then return answer(gate) end
@@ -166,18 +159,6 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
   return answer(OK, claim_id, deadline, s.price, now)
 end
 
--- The guard's context of a claim, from the tail of its packed argument.
-local function guard_context(user, tail)
-  if tail == '' then return nil end
-  local f = {}
-  for part in string.gmatch(tail, '|([^|]*)') do f[#f + 1] = part end
-  return {user = user, device = f[1], network = f[2], age = tonumber(f[3]),
-          recent = tonumber(f[4]), pow_bits = tonumber(f[5]), pow_exp = tonumber(f[6]),
-          k_user = tonumber(f[7]), k_device = tonumber(f[8]), k_network = tonumber(f[9]),
-          k_acc_device = tonumber(f[10]), k_acc_network = tonumber(f[11]),
-          k_nonce = tonumber(f[12])}
-end
-
 for i = 3, #ARGV do
   local claim_id, user, sku, qty, slot, adm, fp, tail =
     string.match(ARGV[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)(.*)$')
@@ -185,10 +166,7 @@ for i = 3, #ARGV do
             guard_cfg and guard_context(user, tail))
 end
 flush_stock()
-guard_flush(now)
+guard_flush(now)  -- the campaign limiter, refusal counts, one requests_refused event
 for field, n in pairs(tally) do count(field, n) end
-if #refused > 0 then  -- one event per batch: "user,code,detail,value,device,network;..."
-  emit(now, 'requests_refused', {'n', #refused, 'refusals', table.concat(refused, ';')})
-end
 out[#out + 1] = guard_cfg and (guard_cfg.rw or 1) or 0
 return out

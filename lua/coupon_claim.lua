@@ -3,21 +3,36 @@
 --
 -- KEYS[1..13] the campaign key set (include/common.lua)
 -- KEYS[14..21] the drop's coupon keys (include/coupons.lua)
--- KEYS[22..]  per claim, the claimant's wallet (set of the coupon ids they ever
---             owned in this drop) and, when the claim carries one, its idempotency key
+-- KEYS[22]    the campaign's GCRA limiter   KEYS[23] the block/allow lists hash
+-- KEYS[24..]  per claim, the claimant's wallet (set of the coupon ids they ever
+--             owned in this drop), when the claim carries one its idempotency
+--             key, and the guard's limiter, accounts and challenge-nonce keys
+--             (include/guard.lua)
 -- ARGV[1]     how long to remember an idempotent answer (ms)
 -- ARGV[2..]   one per claim: "claim_id|user|sku|qty|wallet_slot|idem_slot|admission|
 --             identity|seed|fingerprint": slots are KEYS indexes (idem 0 if none);
 --             admission the expiry (ms) of the admission token the engine verified, -1
 --             if none; identity the hashed real person ('' if none); seed the random
 --             seed of the coupon ids and locators; fingerprint of the request body
---             (a claim may issue at most 100 coupons: qty x the SKU's pack)
+--             (a claim may issue at most 100 coupons: qty x the SKU's pack);
+--             then the guard's context, as in claim_batch.lua:
+--             "|device|network|age_s|recent|pow_bits|pow_exp_ms|k_user|k_device|
+--             k_network|k_acc_device|k_acc_network|k_nonce" (the engine leaves it
+--             out for a drop unguarded at its last reply; such a claim of a guarded
+--             drop is answered -1, unchanged, to be sent again with it)
 -- Returns     per claim: code, reason, claim_id, at_ms, n, then n triples of
 --             coupon_id, record, template spec (JSON); reason names a refusal:
---             stock, budget, per_day, limit, user_day, person, identity_required, ''
+--             stock, budget, per_day, limit, user_day, person, identity_required, '';
+--             a guard refusal gives its detail as the reason and its value in place
+--             of the claim_id: THROTTLED the limit's scope and the exact retry-after
+--             in ms, BLOCKED why, CHALLENGE_REQUIRED why and the difficulty in bits.
+--             Then one last element: 0 if the drop is unguarded, else 1, or the
+--             window (ms) of its recent_campaigns signal when a rule reads it.
 --
 -- Each claim is checked fully before its first write, in order: idempotency,
--- the campaign's gates (state, schedule, fence, waiting-room admission), SKU and
+-- the scalper guard (include/guard.lua: a refused claim writes only its limiter
+-- state; the batch's refusals are recorded in one `requests_refused` event), the
+-- campaign's gates (state, schedule, fence, waiting-room admission), SKU and
 -- quantity, per-user limits (held + sold, campaign and SKU, plus received gifts
 -- that count), per-user-per-day, per-person, stock, total per day, budget. A
 -- gift pack issues all its coupons or none. A claim id that exists already means
@@ -26,6 +41,8 @@
 -- coupon_issued for each coupon.
 --@include common
 --@include coupons
+--@include gcra
+--@include guard
 
 local idem_ttl = tonumber(ARGV[1])
 local now = now_ms()
@@ -40,6 +57,7 @@ local user_day, per_person = tonumber(lim[4] or '-1'), tonumber(lim[5] or '-1')
 local per_day, budget = tonumber(lim[6] or '-1'), tonumber(lim[7] or '-1')
 local day = math.floor(now / DAY_MS)
 local day_field = tostring(day)
+local guard_cfg = guard_config(NCKEYS + 1)
 local out = {}
 local specs, tpls = {}, {}
 local MAX_COUPONS = 100  -- most coupons one claim may issue (bounds the script's run time)
@@ -64,7 +82,7 @@ end
 local function answer(code, reason, claim_id, at, ids)
   out[#out + 1] = code
   out[#out + 1] = reason or ''
-  out[#out + 1] = code == OK and claim_id or ''
+  out[#out + 1] = (code == OK or GUARD_REFUSALS[code]) and claim_id or ''
   out[#out + 1] = at or now
   out[#out + 1] = ids and #ids or 0
   for _, id in ipairs(ids or {}) do
@@ -76,7 +94,7 @@ local function answer(code, reason, claim_id, at, ids)
 end
 
 local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, identity, seed,
-                         fingerprint)
+                         fingerprint, g)
   local function coupon_id(i)
     return cid .. '.' .. string.sub(redis.sha1hex(seed .. '#' .. i), 1, 20)
   end
@@ -110,6 +128,11 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
     local ids = {}
     for i = 1, c.qty * #cfg.t do ids[i] = coupon_id(i) end
     return answer(OK, '', claim_id, c.created, ids)
+  end
+  if guard_cfg and not g then return answer(-1) end  -- guarded since: send its context
+  if guard_cfg then  -- not remembered: a refused claim may pass later
+    local verdict = guard(guard_cfg, g, now)
+    if verdict ~= OK then return answer(verdict[1], verdict[2], verdict[3]) end
   end
   -- Refusals by state are "try later" answers, not remembered.
   if gate ~= OK then return answer(gate) end
@@ -198,11 +221,15 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
 end
 
 for i = 2, #ARGV do
-  local claim_id, user, sku, qty, wslot, islot, adm, identity, seed, fp = string.match(ARGV[i],
-    '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  local claim_id, user, sku, qty, wslot, islot, adm, identity, seed, fp, tail =
+    string.match(ARGV[i],
+      '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)(.*)$')
   islot = tonumber(islot)
   claim_one(claim_id, user, sku, tonumber(qty), KEYS[tonumber(wslot)],
-            islot > 0 and KEYS[islot] or nil, tonumber(adm), identity, seed, fp)
+            islot > 0 and KEYS[islot] or nil, tonumber(adm), identity, seed, fp,
+            guard_cfg and guard_context(user, tail))
 end
 for f, n in pairs(tally) do redis.call('HINCRBY', C.stats, f, n) end
+guard_flush(now)  -- the campaign limiter, refusal counts, one requests_refused event
+out[#out + 1] = guard_cfg and (guard_cfg.rw or 1) or 0
 return out

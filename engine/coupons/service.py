@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from engine import keys
+from engine import keys, throttle
 from engine.batcher import ClaimBatcher
 from engine.coupons import codes, discount
 from engine.coupons.codes import CodeKeys
@@ -39,7 +39,8 @@ from engine.coupons.spec import (
 )
 from engine.errors import ValidationError
 from engine.models import from_ms
-from engine.outcomes import OUTCOMES, Outcome
+from engine.outcomes import GUARD_REFUSALS, OUTCOMES, Outcome
+from engine.throttle import NO_GUARD, ChallengeView, ClientSignals, Guard
 
 if TYPE_CHECKING:
     from engine.service import Engine
@@ -67,6 +68,8 @@ class _PendingCouponClaim:
     admission_exp: int
     identity: str
     seed: str
+    guard: Guard = NO_GUARD
+    """Device, network, risk signals and verified challenge solution, for the scalper guard."""
 
 
 @dataclass(frozen=True)
@@ -79,10 +82,19 @@ class Merchant:
 
 @dataclass(frozen=True)
 class Answer:
-    """An outcome, the reason of a refusal ('' if none), and the view when OK."""
+    """An outcome, the reason of a refusal ('' if none), and the view when OK.
+
+    A guard refusal of a claim (THROTTLED, BLOCKED, CHALLENGE_REQUIRED) has the
+    guard's reason and, as a sale claim's, the exact retry-after or the challenge."""
     outcome: Outcome
     reason: str = ""
     view: Any = None
+    retry_after_ms: int | None = None
+    challenge: ChallengeView | None = None
+
+
+_NEEDS_GUARD = Answer(Outcome.INVALID, "guard")
+"""Placeholder of a claim the script sent back for its guard context (code -1)."""
 
 
 @dataclass(frozen=True)
@@ -142,9 +154,12 @@ class Coupons:
 
     async def claim(self, cid: str, user: str, sku: str, qty: int = 1,
                     idempotency_key: str | None = None, admission_token: str | None = None,
-                    identity: str | None = None) -> Answer:
+                    identity: str | None = None,
+                    client: ClientSignals | None = None) -> Answer:
         """Claim a SKU of a drop: final at once; the view lists the coupons issued.
 
+        A guarded drop checks the claim's `client` signals first, as a sale claim's
+        (THROTTLED, BLOCKED or CHALLENGE_REQUIRED, with retry-after or a challenge).
         Coalesced with the other coupon claims of this loop tick (one script call)."""
         _check(keys.valid_campaign_id(cid), "campaign id is not valid")
         _check(keys.valid_user_id(user), "user id is not valid")
@@ -154,7 +169,8 @@ class Coupons:
             raise ValidationError("Idempotency-Key must be 1 to 255 characters")
         pending = _PendingCouponClaim(keys.new_claim_id(cid), user, sku, qty, idempotency_key,
                                       self.engine._admission_exp(cid, user, admission_token),
-                                      identity or "", codes.new_seed())
+                                      identity or "", codes.new_seed(),
+                                      self.engine.challenges.guard(cid, user, client))
         return await self.batcher.submit(cid, pending)  # type: ignore[arg-type]
 
     @functools.cached_property
@@ -163,7 +179,14 @@ class Coupons:
 
     async def _claim_batch(self, cid: str,
                            claims: Sequence["_PendingCouponClaim"]) -> list[Answer]:
-        ks = keys.coupon_keys(cid)
+        return await self.engine.guarded_batch(cid, claims, self._claim_batch_once,
+                                               _NEEDS_GUARD)
+
+    async def _claim_batch_once(self, cid: str, claims: Sequence["_PendingCouponClaim"],
+                                guarded: bool) -> list[Answer]:
+        ks = keys.coupon_keys(cid) + keys.guard_keys(cid)
+        slot = throttle.key_slots(ks)  # each guard key once per batch
+        recent = await self.engine.recent_counts(cid, claims)
         args: list[Any] = [self.settings.idempotency_ttl_s * 1000]
         for c in claims:
             ks.append(keys.wallet_key(cid, c.user))
@@ -171,15 +194,25 @@ class Coupons:
             if c.idempotency_key is not None:
                 ks.append(keys.idempotency_key(cid, c.user, "coupon:" + c.idempotency_key))
                 idem = len(ks)
+            tail = throttle.packed_tail(cid, c.user, c.guard, recent.get(c.user, -1), slot) \
+                if guarded else ""
             args.append(f"{c.claim_id}|{c.user}|{c.sku}|{c.qty}|{wallet}|{idem}|"
-                        f"{c.admission_exp}|{c.identity}|{c.seed}|{c.sku}:{c.qty}")
+                        f"{c.admission_exp}|{c.identity}|{c.seed}|{c.sku}:{c.qty}{tail}")
         reply = await self.scripts.run("coupon_claim", ks, args)
         answers, i = [], 0
         for c in claims:
             code, reason, claim_id, at, n = reply[i:i + 5]
             rows = reply[i + 5:i + 5 + 3 * int(n)]
             i += 5 + 3 * int(n)
+            if code == -1:  # guarded after all: sent again with its context
+                answers.append(_NEEDS_GUARD)
+                continue
             outcome = OUTCOMES[int(code)]
+            if outcome in GUARD_REFUSALS:
+                r = self.engine.guard_refusal(cid, c.user, outcome, reason, claim_id)
+                answers.append(Answer(outcome, reason, retry_after_ms=r.retry_after_ms,
+                                      challenge=r.challenge))
+                continue
             if outcome is not Outcome.OK:
                 answers.append(Answer(outcome, reason))
                 continue
@@ -188,6 +221,7 @@ class Coupons:
                      for j in range(0, len(rows), 3) if rows[j + 1]]
             answers.append(Answer(outcome, "", CouponClaimView(
                 claim_id=claim_id, campaign_id=cid, sku=c.sku, qty=c.qty, coupons=views)))
+        self.engine.note_guard(cid, int(reply[-1]), claims, answers)
         return answers
 
     # -- reading -------------------------------------------------------------

@@ -1,8 +1,10 @@
 -- The scalper guard of a claim: block/allow lists, GCRA rates, distinct
 -- accounts per device and network, risk rules, proof-of-work challenges.
--- Pasted after common and gcra. Rates first: if any refuses, none is
--- charged (THROTTLED); else all are charged, even if a later check refuses.
--- Accounts are recorded and challenge nonces spent only for a passed request.
+-- Pasted after common and gcra by both claim scripts, claim_batch (sale
+-- claims) and coupon_claim (coupon claims), which call it alike. Rates
+-- first: if any refuses, none is charged (THROTTLED); else all are charged,
+-- even if a later check refuses. Accounts are recorded and challenge nonces
+-- spent only for a passed request.
 --
 -- The campaign's compiled config is meta field `th` (JSON, built by
 -- engine/throttle.py), decoded once per script run:
@@ -18,21 +20,42 @@
 --   user, device, network ('' none), age, recent (-1 unknown),
 --   pow_bits, pow_exp (a verified solution's difficulty and expiry; -1 none),
 --   and KEYS slots (0 none): k_user, k_device, k_network, k_acc_device,
---   k_acc_network, k_nonce; the campaign's limiter and lists are KEYS[NKEYS+1..2].
+--   k_acc_network, k_nonce.
+-- The campaign's limiter and lists are two consecutive KEYS whose first slot
+-- the script names once, to guard_config: NKEYS + 1 after the campaign key
+-- set (claim_batch), NCKEYS + 1 after a drop's coupon keys (coupon_claim).
 
-local function guard_config()
+local g_limiter, g_lists = nil, nil  -- the campaign's limiter and lists keys
+
+-- The campaign's config (nil when unguarded); `slot` is the KEYS index of its
+-- limiter, its lists follow.
+local function guard_config(slot)
+  g_limiter, g_lists = KEYS[slot], KEYS[slot + 1]
   local raw = redis.call('HGET', K.meta, 'th')
   if not raw or raw == '' then return nil end
   local cfg = cjson.decode(raw)
-  cfg.lists = redis.call('EXISTS', KEYS[NKEYS + 2]) == 1
+  cfg.lists = redis.call('EXISTS', g_lists) == 1
   return cfg
 end
 
 -- The campaign-wide limiter is one key every claim of the batch passes:
--- its TAT is kept here and written once, at the end (guard_flush).
+-- its TAT is kept here and written once, at the end (guard_flush); so are
+-- the run's refusals, counted by kind and recorded in one event.
 local campaign_tat = nil
-local function guard_flush(now)
-  if campaign_tat then gcra_commit(KEYS[NKEYS + 1], now, campaign_tat) end
+local g_refused, g_tally = {}, {}
+
+-- The guard's context of a claim from the tail of its packed argument,
+-- "|device|network|age_s|recent|pow_bits|pow_exp_ms|k_user|k_device|k_network|
+-- k_acc_device|k_acc_network|k_nonce", or nil for '' (sent without one).
+local function guard_context(user, tail)
+  if tail == '' then return nil end
+  local f = {}
+  for part in string.gmatch(tail, '|([^|]*)') do f[#f + 1] = part end
+  return {user = user, device = f[1], network = f[2], age = tonumber(f[3]),
+          recent = tonumber(f[4]), pow_bits = tonumber(f[5]), pow_exp = tonumber(f[6]),
+          k_user = tonumber(f[7]), k_device = tonumber(f[8]), k_network = tonumber(f[9]),
+          k_acc_device = tonumber(f[10]), k_acc_network = tonumber(f[11]),
+          k_nonce = tonumber(f[12])}
 end
 
 -- Distinct accounts over a sliding window: exact, and bounded (a set never
@@ -56,10 +79,10 @@ end
 
 -- Returns OK, or {code, detail, value}: THROTTLED (scope, retry ms),
 -- BLOCKED (why), CHALLENGE_REQUIRED (why, difficulty bits).
-local function guard(cfg, g, now)
+local function guard_verdict(cfg, g, now)
   local allowed = false
   if cfg.lists then
-    local l = redis.call('HMGET', KEYS[NKEYS + 2], 'u:' .. g.user, 'd:' .. g.device,
+    local l = redis.call('HMGET', g_lists, 'u:' .. g.user, 'd:' .. g.device,
                          'n:' .. g.network)
     for i, why in ipairs({'user_blocked', 'device_blocked', 'network_blocked'}) do
       if l[i] == 'b' then return {BLOCKED, why, ''} end
@@ -83,7 +106,7 @@ local function guard(cfg, g, now)
   local c_tat = nil
   if cfg.c then  -- the campaign's limiter, from this batch's running TAT
     local lim = cfg.c
-    local tat = math.max(campaign_tat or tonumber(redis.call('GET', KEYS[NKEYS + 1]) or '0'), now)
+    local tat = math.max(campaign_tat or tonumber(redis.call('GET', g_limiter) or '0'), now)
     local over = tat + lim[1] - now - lim[1] * lim[2]
     if over > 0 and math.ceil(over) > wait then wait, scope = math.ceil(over), 'campaign' end
     c_tat = tat + lim[1]
@@ -128,4 +151,33 @@ local function guard(cfg, g, now)
     redis.call('PEXPIRE', s[1], s[2])
   end
   return OK
+end
+
+-- The guard's refusal codes, by the name they are counted under.
+local GUARD_REFUSALS = {[THROTTLED] = 'throttled', [BLOCKED] = 'blocked',
+                        [CHALLENGE_REQUIRED] = 'challenge_required'}
+
+-- The guard's verdict on one claim (as guard_verdict), its refusal noted
+-- for guard_flush: call it after the claim's replay checks, before its
+-- first write.
+local function guard(cfg, g, now)
+  local v = guard_verdict(cfg, g, now)
+  if v ~= OK then
+    local name = GUARD_REFUSALS[v[1]]
+    g_tally[name] = (g_tally[name] or 0) + 1
+    g_refused[#g_refused + 1] = table.concat({g.user, v[1], v[2], v[3], g.device, g.network},
+                                             ',')
+  end
+  return v
+end
+
+-- At the end of the script: the campaign limiter's TAT, the refusal counts
+-- (K.counts) and one `requests_refused` event for the run's refusals
+-- ("user,code,detail,value,device,network;...").
+local function guard_flush(now)
+  if campaign_tat then gcra_commit(g_limiter, now, campaign_tat) end
+  for name, n in pairs(g_tally) do count(name, n) end
+  if #g_refused > 0 then
+    emit(now, 'requests_refused', {'n', #g_refused, 'refusals', table.concat(g_refused, ';')})
+  end
 end
