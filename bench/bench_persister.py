@@ -48,7 +48,7 @@ from engine.persister import Persister, lag
 from engine.store import open_store
 from engine.valkey import EmbeddedValkey
 
-console = Console()
+console = Console(width=150)
 
 
 def _spec(stock: int) -> CampaignSpec:
