@@ -12,6 +12,7 @@ store, and `heal` fences and rebuilds it before it sells anything.
 """
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,6 +160,14 @@ class _State:
     pending_waves: list[tuple[int, str, int, int]]
     """(index, sku, qty, at_ms) not yet released"""
     spec: CampaignSpec | None = None
+    config: dict[str, str] | None = None
+    """Meta fields of the waitlist, waiting room, throttle (and drop), as defined and
+    then patched; th_lists is the lists hash as JSON. None: the store predates it."""
+
+
+# Waiting-room counters and the lottery salt are state, not configuration: a live
+# Redis keeps its own; an emptied one starts them from the definition.
+_RUNTIME = ("wr_served", "wr_tokens", "wr_at", "wr_seq", "salt")
 
 
 async def _load(store: Store, cid: str) -> _State:
@@ -171,6 +180,11 @@ async def _load(store: Store, cid: str) -> _State:
         released = (await conn.execute(select(t.events.c.data).where(
             t.events.c.campaign_id == cid, t.events.c.type == "wave_released",
             t.events.c.seq > row.defined_seq, t.events.c.seq <= row.applied_seq))).all()
+        changes = (await conn.execute(select(t.events.c.type, t.events.c.data).where(
+            t.events.c.campaign_id == cid,
+            t.events.c.type.in_(("campaign_defined", "campaign_patched")),
+            t.events.c.seq >= row.defined_seq, t.events.c.seq <= row.applied_seq)
+            .order_by(t.events.c.seq))).all()
     done = set()
     for (data,) in released:
         d = _spec_waves.decode(data)
@@ -183,7 +197,21 @@ async def _load(store: Store, cid: str) -> _State:
             for i, w in enumerate(s.waves):
                 if (s.sku, i) not in done:
                     pending.append((i, s.sku, w.qty, to_ms(w.at)))
-    return _State(row, list(skus), list(claims), pending, spec)
+    return _State(row, list(skus), list(claims), pending, spec, _config(changes))
+
+
+def _config(changes: Sequence[Any]) -> dict[str, str] | None:
+    """The definition's optional meta, then each patch's new values, in order."""
+    config: dict[str, str] | None = None
+    for etype, data in changes:
+        d = _spec_waves.decode(data)
+        if etype == "campaign_defined":
+            config = dict(_spec_waves.decode(d["meta"])) if "meta" in d else None
+        elif config is not None:
+            after = _spec_waves.decode(d.get("after") or "{}")
+            config.update({k: str(v) for k, v in after.items()
+                           if k.startswith(("wr_", "wl_", "th")) and v is not False})
+    return config
 
 
 def _meta_fields(row: Any) -> dict[str, str]:
@@ -205,6 +233,15 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
          "fenced": "0"}
     if "time_offset_ms" in old_meta:
         m["time_offset_ms"] = old_meta["time_offset_ms"]
+    if st.config is not None:
+        config = dict(st.config)
+        lists = config.pop("th_lists", None)
+        m |= {k: old_meta.get(k, v) if k in _RUNTIME else v for k, v in config.items()}
+        if lists is not None:
+            pipe.delete(keys.lists_key(cid))
+            entries = _spec_waves.decode(lists)
+            if entries:
+                pipe.hset(keys.lists_key(cid), mapping=entries)
     pipe.hset(meta, mapping=m)
     stock_fields: dict[str, Any] = {}
     for s in st.skus:

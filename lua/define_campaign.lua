@@ -10,7 +10,8 @@
 -- ARGV[10]    optional settings as a JSON object of meta fields (strings): the
 --             waitlist (wl_max, offer_ttl_ms), the waiting room (wr_*), salt,
 --             the throttle (th, th_spec); th_lists, the lists hash as a JSON
---             object, replaces KEYS[14] instead of going to meta
+--             object, replaces KEYS[14] instead of going to meta; the event
+--             carries it whole, so recovery restores the same configuration
 -- ARGV[11]    n, the SKU count; then n triples: sku, price, per-user limit (-1: none)
 -- ARGV[..]    then wave quads to the end: index, sku, qty, at_ms
 -- Returns     {code, created}: created is 1 for a new campaign, 0 for a replacement
@@ -67,6 +68,7 @@ if KEYS[NKEYS + 1] then
   end
   if #fields > 0 then redis.call('HSET', KEYS[NKEYS + 1], unpack(fields)) end
 end
-emit(now, 'campaign_defined', {'spec', ARGV[8], 'actor', ARGV[9], 'replaced', exists and 1 or 0})
+emit(now, 'campaign_defined', {'spec', ARGV[8], 'actor', ARGV[9], 'replaced', exists and 1 or 0,
+                               'meta', ARGV[10]})
 release_due_waves(now)
 return {OK, exists and 0 or 1}

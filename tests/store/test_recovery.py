@@ -1,10 +1,12 @@
 """Rebuilding Redis from the store: nothing sold twice, answers and holds come back."""
 
+import msgspec
 from redis.asyncio import Redis
 
 from engine import Engine, Outcome, Settings
 from engine.audit import audit
-from engine.keys import campaign_keys
+from engine.keys import campaign_keys, lists_key
+from engine.models import CampaignPatch
 from engine.persister import Persister
 from engine.reconcile import reconcile, reconcile_campaign
 from engine.recovery import fence, heal, recover_campaign, redis_behind
@@ -110,3 +112,32 @@ async def test_recover_drains_what_the_store_has_not_seen(
     await Persister(raw_redis, store, store_settings).drain()
     await assert_store_matches_redis(sale, store, "c1")
     assert (await audit(store))["ok"]
+
+
+async def test_recovery_restores_the_waiting_room_and_the_throttle_as_patched(
+        sale: Engine, persister: Persister, raw_redis: "Redis[str]", store: Store) -> None:
+    # An emptied Redis must not come back as an open door: the waiting room and
+    # the throttle (with its lists) return as defined and then patched.
+    room = {"rate_per_s": 10, "burst": 10, "max_active": 100, "admission_window_s": 60,
+            "token_ttl_s": 60}
+    guard = {"user": {"per_s": 1, "burst": 5}, "block": {"users": ["mallory"]}}
+    await sale.define_campaign("c1", campaign_spec(stock=5, waiting_room=room, throttle=guard,
+                                                   waitlist={"max_length": 10}))
+    patch = msgspec.convert({"waiting_room": {"rate_per_s": 50},
+                             "throttle": {"block": {"users": ["mallory", "trudy"]}}},
+                            CampaignPatch)
+    assert await sale.patch_campaign("c1", patch, "ops") is Outcome.OK
+    meta, lists = campaign_keys("c1")[0], lists_key("c1")
+    before, lists_before = await raw_redis.hgetall(meta), await raw_redis.hgetall(lists)
+    assert before["wr_rate"] == "50.0" and "u:trudy" in lists_before
+    await persister.drain()
+    await raw_redis.flushall()
+    await recover_campaign(raw_redis, store, "c1", TTL)
+    after = await raw_redis.hgetall(meta)
+    runtime = ("wr_served", "wr_tokens", "wr_at", "wr_seq")  # state: the tickets are gone
+    config = [f for f in before if f.startswith(("wr_", "wl_", "offer_", "th"))
+              and f not in runtime]
+    assert len(config) > 8
+    assert {f: after.get(f) for f in config} == {f: before[f] for f in config}
+    assert await raw_redis.hgetall(lists) == lists_before
+    assert (await sale.claim("c1", "ann", "tee")).outcome is Outcome.ADMISSION_REQUIRED
