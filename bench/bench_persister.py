@@ -31,7 +31,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ console = Console(width=150)
 
 
 def _spec(stock: int) -> CampaignSpec:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return msgspec.convert({
         "name": "bench", "opens_at": (now - timedelta(minutes=1)).isoformat(),
         "closes_at": (now + timedelta(hours=1)).isoformat(), "limits": {"per_user": 2},

@@ -22,7 +22,7 @@ import json
 import statistics
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ STOCK = 50_000_000
 
 
 def _spec(drop: bool, guard: dict[str, Any] | None = None) -> CampaignSpec:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     raw: dict[str, object] = {**({"throttle": guard} if guard else {}),
         "name": "bench", "opens_at": (now - timedelta(minutes=1)).isoformat(),
         "closes_at": (now + timedelta(hours=1)).isoformat(), "limits": {"per_user": 2},

@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -224,7 +224,7 @@ def main() -> None:
     memory = _memory_per_held_user()
     report = _report(targets, memory, idle)
     args.out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     (args.out / f"e2e-{stamp}.json").write_text(json.dumps(report, indent=2, default=str))
     _plot(targets, args.out / f"e2e-{stamp}.png")
     console.print(f"wrote {args.out}/e2e-{stamp}.json and .png")

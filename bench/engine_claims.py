@@ -19,7 +19,7 @@ import json
 import statistics
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ RATES_ONLY = {k: GUARD[k] for k in ("user", "device", "network")}
 
 
 def _spec(stock: int, guard: dict[str, Any] | None = None) -> CampaignSpec:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return msgspec.convert({**({"throttle": guard} if guard else {}),
         "name": "bench", "opens_at": (now - timedelta(minutes=1)).isoformat(),
         "closes_at": (now + timedelta(hours=1)).isoformat(), "limits": {"per_user": 2},

@@ -26,7 +26,7 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,7 @@ class Tally:
 
 
 def _spec(stock: int, protect: bool) -> CampaignSpec:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     raw: dict[str, Any] = {
         "name": "fairness", "opens_at": (now - timedelta(seconds=1)).isoformat(),
         "closes_at": (now + timedelta(hours=1)).isoformat(), "limits": {"per_user": 1},

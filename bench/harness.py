@@ -505,7 +505,7 @@ def tree_cpu_seconds(roots: Sequence[int]) -> float:
 
 
 @contextlib.asynccontextmanager
-async def fresh_engine() -> AsyncIterator["Engine"]:
+async def fresh_engine() -> AsyncIterator[Engine]:
     """A started Engine on an embedded Valkey of its own (a temp dir); both gone after."""
     from engine import Engine, Settings  # the harness also serves engine-less baselines
     from engine.valkey import EmbeddedValkey

@@ -21,7 +21,7 @@ import json
 import random
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ console = Console()
 
 
 def _spec(stock: int, **extra: Any) -> CampaignSpec:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return msgspec.convert({
         "name": "bench", "opens_at": (now - timedelta(minutes=1)).isoformat(),
         "closes_at": (now + timedelta(hours=1)).isoformat(), "limits": {"per_user": 2},

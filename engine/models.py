@@ -4,14 +4,14 @@ The same types validate requests in the gateway and generate its OpenAPI
 schema, so the contract is written once.
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from typing import Annotated, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from engine.throttle import ThrottlePatch, ThrottleSpec
 from engine.coupons.spec import CouponDropSpec
+from engine.throttle import ThrottlePatch, ThrottleSpec
 
 SkuId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="SKU id")]
 Qty = Annotated[int, Meta(ge=1, le=1000)]
@@ -240,12 +240,12 @@ class CampaignStats(Struct, kw_only=True):
 def to_ms(t: datetime) -> int:
     """Epoch milliseconds of an aware datetime (naive ones are taken as UTC)."""
     if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
+        t = t.replace(tzinfo=UTC)
     return int(t.timestamp() * 1000)
 
 
 def from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 class CampaignList(Struct, kw_only=True):

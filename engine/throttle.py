@@ -15,7 +15,7 @@ import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -264,7 +264,7 @@ class Challenges:
     def issue(self, user: str, cid: str, difficulty: int) -> ChallengeView:
         now = int(time.time() * 1000)
         ch = pow.issue(self._signing, user, cid, difficulty, now, CHALLENGE_TTL_MS)
-        expires = datetime.fromtimestamp(ch.expires_ms / 1000, tz=timezone.utc)
+        expires = datetime.fromtimestamp(ch.expires_ms / 1000, tz=UTC)
         return ChallengeView(token=ch.token, difficulty=ch.difficulty, expires_at=expires)
 
     def guard(self, cid: str, user: str, client: ClientSignals | None) -> Guard:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 import jwt
-from jwt.algorithms import HMACAlgorithm
 from aiohttp import web
+from jwt.algorithms import HMACAlgorithm
 
 from engine import keys
 from engine.errors import ConfigError

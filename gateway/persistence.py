@@ -15,10 +15,10 @@ from typing import Any
 from redis.asyncio import Redis
 
 from engine import Settings, keys
+from engine.audit import audit
 from engine.periodic import every
 from engine.persister import Persister, lag
 from engine.reconcile import reconcile
-from engine.audit import audit
 from engine.recovery import heal, recover_all, recover_campaign
 from engine.store import Store, open_store
 from gateway.metrics import PERSISTER_LAG, PERSISTER_PENDING

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from engine import Engine, Settings
-from engine.process import die_with_parent
 from engine.periodic import every
+from engine.process import die_with_parent
 from engine.store import open_store
 from gateway.app import make_admin_app, make_public_app
 from gateway.auth import Authenticator

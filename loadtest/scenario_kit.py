@@ -11,13 +11,13 @@
 """
 
 import itertools
-from collections.abc import Callable
-from collections import Counter
 import json
 import os
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import jwt
@@ -68,8 +68,8 @@ SPEC_HOOKS: list[Callable[[dict[str, Any], Any], None]] = []
 
 def campaign_spec(opts: Any) -> dict[str, Any]:
     """The campaign a scenario needs, from its command-line options (and SPEC_HOOKS)."""
-    start = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()
-    end = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
+    start = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    end = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     spec: dict[str, Any] = {
         "name": "locust rehearsal", "opens_at": start, "closes_at": end,
         "hold_ttl_s": opts.hold_ttl, "limits": {"per_user": opts.per_user},

@@ -7,7 +7,7 @@ STAMPEDE_TEST_REDIS_URL (a server whose data the tests may flush).
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ async def engine(clean_redis: str, settings: Settings) -> AsyncIterator[Engine]:
 
 
 def iso(delta_s: float = 0) -> str:
-    return (datetime.now(timezone.utc) + timedelta(seconds=delta_s)).isoformat()
+    return (datetime.now(UTC) + timedelta(seconds=delta_s)).isoformat()
 
 
 def campaign_spec(stock: int = 100, per_user: int | None = 2, hold_ttl_s: int = 600,

@@ -12,7 +12,7 @@ Compare two runs (e.g. before and after a change):
 import hmac
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from typing import Any
 
 import jwt
@@ -29,8 +29,8 @@ from tests.conftest import campaign_spec
 BODY = b'{"sku": "tee-black-m", "qty": 1}'
 VIEW = ClaimView(claim_id="launch.0123456789abcdef0123", campaign_id="launch",
                  sku="tee-black-m", qty=1, status="held",
-                 expires_at=datetime(2026, 1, 1, tzinfo=timezone.utc), price=1999,
-                 created_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+                 expires_at=datetime(2026, 1, 1, tzinfo=UTC), price=1999,
+                 created_at=datetime(2026, 1, 1, tzinfo=UTC))
 SECRET = "bench-secret-0123456789-0123456789-01"
 
 

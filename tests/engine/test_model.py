@@ -10,11 +10,12 @@ the model's, and the invariants must hold.
 
 import asyncio
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import msgspec
-from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from engine import Engine, Outcome, Settings, keys
@@ -36,7 +37,7 @@ class SaleMachine(RuleBasedStateMachine):
         self.engine = Engine.from_url(redis_url, Settings())
         self.run(self.engine.start())
         self.cid = f"model-{next(_ids)}"
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         # Waves fall halfway between clock steps: +45 s and +105 s.
         waves = {"a": [(0, 3), (45_000, 2)], "b": [(0, 2), (105_000, 4)]}
         spec = msgspec.convert({

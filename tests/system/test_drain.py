@@ -39,7 +39,7 @@ async def _load(url: str, stop_after: int) -> tuple[int, int, list[int]]:
                             created += 1
                         elif resp.status >= 500:
                             bad.append(resp.status)
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     errors += 1
                     return
         await asyncio.gather(*(client(c) for c in range(32)))

@@ -8,10 +8,11 @@ the run fits CI.
 import re
 import uuid
 from collections.abc import Iterator
+
 import pytest
 import schemathesis
-from schemathesis.specs.openapi.checks import positive_data_acceptance
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from gateway import admin, app, coupons, public, queues
 from gateway.auth import mint_user_token

@@ -10,8 +10,12 @@ from pathlib import Path
 import pytest
 
 from engine.valkey import server_binary
-from tests.system.service import Service, alive as _alive, free_port as _free_port, \
-    http as _get, wait_for as _wait
+from tests.system.service import Service
+from tests.system.service import alive as _alive
+from tests.system.service import free_port as _free_port
+from tests.system.service import http as _get
+from tests.system.service import wait_for as _wait
+
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Service]:
