@@ -60,5 +60,6 @@ redis.call('ZADD', K.waitlist, 0, sku .. '|' .. seq .. '|' .. user)
 redis.call('HSET', K.wlentries, field, format_entry({status = 'waiting', seq = seq, qty = qty,
                                                     joined = now, claim = ''}))
 count('waitlist_joined')
-emit(now, 'waitlist_joined', {'user', user, 'sku', sku, 'qty', qty, 'seq', seq})
+-- (The entry's place is 'wseq': 'seq' is the event's own number in its header.)
+emit(now, 'waitlist_joined', {'user', user, 'sku', sku, 'qty', qty, 'wseq', seq})
 return {OK, 1, 'waiting', waiting + 1, qty, now, ''}

@@ -168,3 +168,30 @@ async def test_persisters_running_together_have_no_double_effects(
     assert summary["ok"], summary
     assert summary["campaigns"]["c1"]["skus"]["tee"]["held"] + \
         summary["campaigns"]["c1"]["skus"]["tee"]["sold"] == 400
+
+
+async def test_every_waitlist_event_keeps_its_own_sequence_number(
+        sale: Engine, persister: Persister, store: Store) -> None:
+    # An event's fields must never shadow its header (seq, type, ts, epoch): a
+    # shadowed seq files the event under another number and stalls the projections.
+    await sale.define_campaign("c1", campaign_spec(stock=1, per_user=2,
+                                                   waitlist={"max_length": 10}))
+    first = await sale.claim("c1", "ann", "tee")
+    assert first.claim
+    for user in ("bob", "cat"):
+        outcome, _, _ = await sale.join_waitlist("c1", user, "tee")
+        assert outcome is Outcome.OK
+    await sale.cancel(first.claim.claim_id, "ann")  # the unit goes to bob as an offer
+    offer = [e for e in (await sale.waitlist("c1", "bob"))[1] if e.offer]
+    assert offer and offer[0].offer
+    await sale.confirm(offer[0].offer.claim_id, "bob")
+    await persister.drain()
+    stats = await sale.stats("c1")
+    assert stats is not None
+    types = [r.type for r in sorted(await store_rows(store, t.events, "c1"), key=lambda r: r.seq)]
+    assert len(types) == stats.events and types.count("waitlist_joined") == 2
+    (camp,) = await store_rows(store, t.campaigns, "c1")
+    assert camp.applied_seq == camp.max_seq == stats.events  # nothing waits behind a gap
+    await assert_store_matches_redis(sale, store, "c1")
+    summary = await audit(store)
+    assert summary["ok"], summary
