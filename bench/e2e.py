@@ -363,21 +363,22 @@ def _plot(targets: list[Target], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = [t.name for t in targets]
+    rows = range(len(names))
     peaks = [t.results["hot"]["peak_ok_per_s"] for t in targets]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.8))
-    a.barh(names, peaks, color="#3a7")
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 5.2), sharey=True)
+    a.barh(rows, peaks, color="#3a7")
+    a.set_yticks(list(rows), names)
     a.set_xlabel("successful claims per second (closed loop, peak)")
     a.invert_yaxis()
-    for label, key, colour in (("p50", "p50", "#9cd"), ("p99", "p99", "#36a"),
-                               ("p99.9", "p99.9", "#124")):
-        b.barh([f"{n}" for n in names],
+    # One bar per percentile, side by side (overlaid, the longest would hide the rest).
+    for i, (key, colour) in enumerate((("p50", "#9cd"), ("p99", "#36a"), ("p99.9", "#124"))):
+        b.barh([r + (i - 1) * 0.27 for r in rows],
                [t.results["hot"]["open_latency_ms"][key] for t in targets],
-               color=colour, alpha=0.85, label=label)
+               height=0.27, color=colour, label=key)
     b.set_xscale("log")
     b.set_xlabel("latency ms at half of each one's peak (open loop), log scale")
-    b.invert_yaxis()
-    b.set_yticklabels([])
-    b.legend()
+    b.axvline(10, color="#c33", linewidth=1, linestyle="--", label="10 ms goal (p99)")
+    b.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, fontsize=8, frameon=False)
     fig.suptitle("Stampede vs baselines, hot SKU, same machine, same run")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
