@@ -28,7 +28,7 @@ class _PreparedHmac(HMACAlgorithm):
         super().__init__(HMACAlgorithm.SHA256)
         self._prepared: dict[str | bytes, bytes] = {}
 
-    def prepare_key(self, key: str | bytes) -> bytes:  # type: ignore[override]
+    def prepare_key(self, key: str | bytes) -> bytes:
         prepared = self._prepared.get(key)
         if prepared is None:
             if len(self._prepared) >= 8:  # a handful of secrets at most; never grow
