@@ -6,8 +6,6 @@ nature (a second confirm changes nothing); this memory only lets a retry
 get the very first answer back, and spots a key reused for another request.
 """
 
-from typing import Any
-
 import msgspec
 from redis.asyncio import Redis
 
@@ -19,7 +17,7 @@ _decode = msgspec.json.Decoder(tuple[str, int, str])
 
 
 class ResponseMemory:
-    def __init__(self, redis: "Redis[Any]", ttl_s: int) -> None:
+    def __init__(self, redis: "Redis", ttl_s: int) -> None:
         self._redis = redis
         self._ttl_ms = ttl_s * 1000
 

@@ -28,12 +28,12 @@ Timestamp = Annotated[datetime, Meta(extra_json_schema={
                r"T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?(Z|[+-](0\d|1[0-4]):[0-5]\d)$"})]
 
 
-class Wave(Struct, **_STRICT):  # type: ignore[call-arg]
+class Wave(Struct, **_STRICT):
     at: Timestamp
     qty: Annotated[int, Meta(ge=1, le=100_000_000)]
 
 
-class SkuSpec(Struct, **_STRICT):  # type: ignore[call-arg]
+class SkuSpec(Struct, **_STRICT):
     sku: SkuId
     price: Price
     per_user: Limit | None = None
@@ -41,13 +41,13 @@ class SkuSpec(Struct, **_STRICT):  # type: ignore[call-arg]
     waves: list[Wave] = []
 
 
-class Limits(Struct, **_STRICT):  # type: ignore[call-arg]
+class Limits(Struct, **_STRICT):
     per_user: Limit | None = None
     """Units one user may hold or have bought in the campaign."""
     max_per_claim: Qty = 10
 
 
-class WaitlistSpec(Struct, **_STRICT):  # type: ignore[call-arg]
+class WaitlistSpec(Struct, **_STRICT):
     """Sold-out backfill: released units are offered to the SKU's waitlist first."""
     max_length: Annotated[int, Meta(ge=1, le=10_000_000)] = 10_000
     """Most users waiting on one SKU's list; joining a full list is a conflict."""
@@ -60,7 +60,7 @@ Burst = Annotated[int, Meta(ge=1, le=1_000_000)]
 MaxActive = Annotated[int, Meta(ge=1, le=10_000_000)]
 
 
-class WaitingRoomSpec(Struct, **_STRICT):  # type: ignore[call-arg]
+class WaitingRoomSpec(Struct, **_STRICT):
     """Paced admission: users queue for a turn; only admitted users may claim."""
     enabled: bool = True
     rate_per_s: AdmissionRate = 50.0
@@ -74,7 +74,7 @@ class WaitingRoomSpec(Struct, **_STRICT):  # type: ignore[call-arg]
     """Lifetime of one admission token (poll again for a fresh one)."""
 
 
-class CampaignSpec(Struct, **_STRICT):  # type: ignore[call-arg]
+class CampaignSpec(Struct, **_STRICT):
     name: Annotated[str, Meta(min_length=1, max_length=200)]
     opens_at: Timestamp
     closes_at: Timestamp
@@ -89,12 +89,12 @@ class CampaignSpec(Struct, **_STRICT):  # type: ignore[call-arg]
     """Makes the campaign a coupon drop: its SKUs are coupon templates or packs."""
 
 
-class LimitsPatch(Struct, **_STRICT):  # type: ignore[call-arg]
+class LimitsPatch(Struct, **_STRICT):
     per_user: Limit | None | UnsetType = UNSET
     max_per_claim: Qty | UnsetType = UNSET
 
 
-class WaitingRoomPatch(Struct, **_STRICT):  # type: ignore[call-arg]
+class WaitingRoomPatch(Struct, **_STRICT):
     rate_per_s: AdmissionRate | UnsetType = UNSET
     burst: Burst | UnsetType = UNSET
     max_active: MaxActive | UnsetType = UNSET
@@ -102,7 +102,7 @@ class WaitingRoomPatch(Struct, **_STRICT):  # type: ignore[call-arg]
     """Stop admitting (tickets still queue); false resumes at the current rate."""
 
 
-class CampaignPatch(Struct, **_STRICT):  # type: ignore[call-arg]
+class CampaignPatch(Struct, **_STRICT):
     state: Literal["open", "paused", "closed"] | UnsetType = UNSET
     opens_at: Timestamp | UnsetType = UNSET
     closes_at: Timestamp | UnsetType = UNSET
@@ -116,12 +116,12 @@ class CampaignPatch(Struct, **_STRICT):  # type: ignore[call-arg]
     """Scalper throttling: the fields given replace the campaign's, for the next request."""
 
 
-class ClaimRequest(Struct, **_STRICT):  # type: ignore[call-arg]
+class ClaimRequest(Struct, **_STRICT):
     sku: SkuId
     qty: Qty = 1
 
 
-class StockDelta(Struct, **_STRICT):  # type: ignore[call-arg]
+class StockDelta(Struct, **_STRICT):
     delta: Annotated[int, Meta(ge=-100_000_000, le=100_000_000,
                                extra_json_schema={"not": {"const": 0}})]
     """Non-zero: units to add, or (negative) available units to remove."""
@@ -143,7 +143,7 @@ class ClaimView(Struct, kw_only=True):
     """The hold is a waitlist offer: confirm it like any hold before it expires."""
 
 
-class WaitlistJoin(Struct, **_STRICT):  # type: ignore[call-arg]
+class WaitlistJoin(Struct, **_STRICT):
     sku: SkuId
     qty: Qty = 1
 

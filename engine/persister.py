@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from prometheus_client import Counter
@@ -48,6 +48,8 @@ DEAD_LETTERS = Counter("stampede_persister_dead_letters_total",
 
 Entry = tuple[str, str, dict[str, str]]
 """(stream key, entry id, fields)"""
+Items = list[tuple[str, dict[str, str]]]
+"""An XRANGE reply: (entry id, fields); str, as the client decodes responses"""
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ def entry_ms(entry_id: str) -> int:
 
 
 class Persister:
-    def __init__(self, redis: "Redis[Any]", store: Store, settings: Settings,
+    def __init__(self, redis: "Redis", store: Store, settings: Settings,
                  consumer: str | None = None) -> None:
         self.redis = redis  # decode_responses=True
         self.store = store
@@ -134,7 +136,7 @@ class Persister:
             if block_ms:
                 await asyncio.sleep(block_ms / 1000)
             return 0
-        entries: list[Entry] = []
+        entries = []
         if self._prefetch is not None:
             entries, self._prefetch = await self._prefetch, None
         if not entries:
@@ -161,7 +163,8 @@ class Persister:
             self._grouped.clear()  # Redis lost our groups (emptied or rebuilt)
             await self.refresh_streams()
             return []
-        return [(key, eid, fields) for key, items in reply or [] for eid, fields in items
+        streams = cast(list[tuple[str, list[tuple[str, dict[str, str] | None]]]], reply or [])
+        return [(key, eid, fields) for key, items in streams for eid, fields in items
                 if fields is not None]
 
     # -- commit, acknowledge, dead-letter -----------------------------------
@@ -233,7 +236,7 @@ class Persister:
 
     async def refresh_streams(self) -> None:
         """Follow the campaign index; make sure every stream has our group."""
-        cids = sorted(await self.redis.smembers(keys.CAMPAIGN_INDEX))
+        cids = sorted(cast(set[str], await self.redis.smembers(keys.CAMPAIGN_INDEX)))
         streams = [keys.events_key(cid) for cid in cids]
         for key in streams:
             if key not in self._grouped:
@@ -270,8 +273,8 @@ class Persister:
         return taken
 
     async def _suspects(self, key: str, ids: Sequence[str]) -> set[str]:
-        rows = await self.redis.xpending_range(key, GROUP, min=ids[0], max=ids[-1],
-                                               count=len(ids) + 100, consumername=self.consumer)
+        rows = cast(list[dict[str, Any]], await self.redis.xpending_range(
+            key, GROUP, min=ids[0], max=ids[-1], count=len(ids) + 100, consumername=self.consumer))
         return {r["message_id"] for r in rows
                 if r["times_delivered"] > self.max_attempts and r["message_id"] in set(ids)}
 
@@ -287,7 +290,7 @@ class Persister:
                 (campaign_of_stream(k) for k in list(self.streams))]
 
 
-async def ensure_group(redis: "Redis[Any]", key: str) -> None:
+async def ensure_group(redis: "Redis", key: str) -> None:
     try:
         # From id 0: a stream's first entries may predate the group.
         await redis.xgroup_create(key, GROUP, id="0", mkstream=True)
@@ -296,7 +299,7 @@ async def ensure_group(redis: "Redis[Any]", key: str) -> None:
             raise
 
 
-async def _group_info(redis: "Redis[Any]", key: str) -> dict[str, Any] | None:
+async def _group_info(redis: "Redis", key: str) -> dict[str, Any] | None:
     try:
         groups = await redis.xinfo_groups(key)
     except ResponseError:  # no such stream
@@ -304,7 +307,7 @@ async def _group_info(redis: "Redis[Any]", key: str) -> dict[str, Any] | None:
     return next((g for g in groups if g["name"] == GROUP), None)
 
 
-async def trim_floor(redis: "Redis[Any]", key: str) -> str | None:
+async def trim_floor(redis: "Redis", key: str) -> str | None:
     """The lowest id that must be kept: the oldest pending, else the last delivered."""
     group = await _group_info(redis, key)
     if group is None:
@@ -317,25 +320,26 @@ async def trim_floor(redis: "Redis[Any]", key: str) -> str | None:
     return None if floor == "0-0" else floor
 
 
-async def lag(redis: "Redis[Any]", cid: str) -> Lag:
+async def lag(redis: "Redis", cid: str) -> Lag:
     """Oldest unacknowledged event age and the count of unacknowledged events."""
     key = keys.events_key(cid)
     now_s, now_us = await redis.time()
     now_ms = now_s * 1000 + now_us // 1000
     group = await _group_info(redis, key)
     if group is None:  # no persister has looked yet: everything is behind
-        first = await redis.xrange(key, count=1)
+        first = cast(Items, await redis.xrange(key, count=1))
         n = await redis.xlen(key)
         return Lag(cid, (now_ms - entry_ms(first[0][0])) / 1000 if first else 0.0, n)
     oldest: str | None = None
     if group["pending"]:  # (it may have been acknowledged since: then min is None)
         oldest = (await redis.xpending(key, GROUP))["min"]
     if oldest is None:
-        nxt = await redis.xrange(key, min=f"({group['last-delivered-id']}", count=1)
+        nxt = cast(Items, await redis.xrange(key, min=f"({group['last-delivered-id']}", count=1))
         oldest = nxt[0][0] if nxt else None
     undelivered = group.get("lag")
     if undelivered is None:  # the server cannot tell: count them
-        undelivered = len(await redis.xrange(key, min=f"({group['last-delivered-id']}"))
+        undelivered = len(cast(Items, await redis.xrange(
+            key, min=f"({group['last-delivered-id']}")))
     age = max(0.0, (now_ms - entry_ms(oldest)) / 1000) if oldest else 0.0
     return Lag(cid, age, int(group["pending"]) + int(undelivered))
 

@@ -37,7 +37,7 @@ class Difference:
     store: int
 
 
-async def reconcile_campaign(redis: "Redis[Any]", store: Store, cid: str) -> list[Difference] | None:
+async def reconcile_campaign(redis: "Redis", store: Store, cid: str) -> list[Difference] | None:
     """The differences for one campaign; None when this round cannot compare."""
     async with store.engine.connect() as conn:
         row = (await conn.execute(select(t.campaigns).where(
@@ -51,7 +51,9 @@ async def reconcile_campaign(redis: "Redis[Any]", store: Store, cid: str) -> lis
     count = 1000
     while count <= _MAX_BEHIND:
         async with redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(ks[1]).hget(ks[0], "evseq").xrevrange(ks[6], count=count)
+            pipe.hgetall(ks[1])
+            pipe.hget(ks[0], "evseq")
+            pipe.xrevrange(ks[6], count=count)
             stock, evseq, entries = await pipe.execute()
         evseq = int(evseq or 0)
         if evseq < at:  # Redis lost events the store has
@@ -100,7 +102,7 @@ def _add(counters: dict[str, int], sku: str | None, **by: int) -> None:
         counters[key] = counters.get(key, 0) + n
 
 
-async def reconcile(redis: "Redis[Any]", store: Store) -> list[Difference]:
+async def reconcile(redis: "Redis", store: Store) -> list[Difference]:
     """Compare every campaign; set the metric and log each difference."""
     async with store.engine.connect() as conn:
         cids = [r[0] for r in await conn.execute(select(t.campaigns.c.campaign_id))]

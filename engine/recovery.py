@@ -14,7 +14,7 @@ store, and `heal` fences and rebuilds it before it sells anything.
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from redis.asyncio import Redis
@@ -24,7 +24,7 @@ from sqlalchemy import select
 from engine import keys
 from engine.coupons import recovery as coupon_recovery
 from engine.models import CampaignSpec, to_ms
-from engine.persister import GROUP, entries_of
+from engine.persister import GROUP, Items, entries_of
 from engine.store import Store
 from engine.store import schema as t
 from engine.store.projection import store_events
@@ -46,14 +46,15 @@ class Rebuilt:
     idempotency_answers: int
 
 
-async def redis_behind(redis: "Redis[Any]", store: Store, cid: str) -> str | None:
+async def redis_behind(redis: "Redis", store: Store, cid: str) -> str | None:
     """Why Redis holds older state than the store for this campaign, or None if it does not."""
     async with store.engine.connect() as conn:
         row = (await conn.execute(select(t.campaigns).where(
             t.campaigns.c.campaign_id == cid))).one_or_none()
     if row is None or row.max_seq == 0:
         return None
-    state, evseq, epoch = await redis.hmget(keys.campaign_keys(cid)[0], "state", "evseq", "epoch")
+    state, evseq, epoch = cast(list[str | None], await redis.hmget(
+        keys.campaign_keys(cid)[0], "state", "evseq", "epoch"))
     if state is None:
         return "campaign missing from Redis"
     if int(epoch or 0) < row.epoch:
@@ -63,7 +64,7 @@ async def redis_behind(redis: "Redis[Any]", store: Store, cid: str) -> str | Non
     return None
 
 
-async def heal(redis: "Redis[Any]", store: Store, idem_ttl_ms: int) -> list[Rebuilt]:
+async def heal(redis: "Redis", store: Store, idem_ttl_ms: int) -> list[Rebuilt]:
     """Fence and rebuild every campaign whose Redis state is older than the store's."""
     async with store.engine.connect() as conn:
         cids = [r[0] for r in await conn.execute(select(t.campaigns.c.campaign_id))]
@@ -76,13 +77,13 @@ async def heal(redis: "Redis[Any]", store: Store, idem_ttl_ms: int) -> list[Rebu
     return done
 
 
-async def recover_all(redis: "Redis[Any]", store: Store, idem_ttl_ms: int) -> list[Rebuilt]:
+async def recover_all(redis: "Redis", store: Store, idem_ttl_ms: int) -> list[Rebuilt]:
     async with store.engine.connect() as conn:
         cids = [r[0] for r in await conn.execute(select(t.campaigns.c.campaign_id))]
     return [await recover_campaign(redis, store, cid, idem_ttl_ms) for cid in sorted(cids)]
 
 
-async def fence(redis: "Redis[Any]", store: Store, cid: str) -> None:
+async def fence(redis: "Redis", store: Store, cid: str) -> None:
     """Refuse claims (503) from now on; a missing campaign gets a fenced meta first."""
     meta = keys.campaign_keys(cid)[0]
     if await redis.hexists(meta, "state"):
@@ -93,14 +94,15 @@ async def fence(redis: "Redis[Any]", store: Store, cid: str) -> None:
             t.campaigns.c.campaign_id == cid))).one_or_none()
     if row is None:
         raise LookupError(f"campaign {cid} is not in the store")
-    await redis.hset(meta, mapping={**_meta_fields(row), "fenced": "1"})
+    # (redis-py types mapping keys as an invariant union: a dict[str, str] is refused)
+    await redis.hset(meta, mapping={**_meta_fields(row), "fenced": "1"})  # type: ignore[dict-item]
 
 
-async def drain_stream(redis: "Redis[Any]", store: Store, cid: str) -> int:
+async def drain_stream(redis: "Redis", store: Store, cid: str) -> int:
     """Copy every entry still in the campaign's stream into the store (duplicates ignored)."""
     key, start, n = keys.events_key(cid), "-", 0
     while True:
-        items = await redis.xrange(key, min=start, count=_PAGE)
+        items = cast(Items, await redis.xrange(key, min=start, count=_PAGE))
         items = [i for i in items if i[0] != start]
         if not items:
             return n
@@ -110,7 +112,7 @@ async def drain_stream(redis: "Redis[Any]", store: Store, cid: str) -> int:
         start = items[-1][0]
 
 
-async def recover_campaign(redis: "Redis[Any]", store: Store, cid: str,
+async def recover_campaign(redis: "Redis", store: Store, cid: str,
                            idem_ttl_ms: int) -> Rebuilt:
     await fence(redis, store, cid)
     ks = keys.campaign_keys(cid)
@@ -121,14 +123,15 @@ async def recover_campaign(redis: "Redis[Any]", store: Store, cid: str,
             stale = await redis_behind(redis, store, cid)
             if stale is None:  # Redis is ahead or level: its unpersisted events count
                 await drain_stream(redis, store, cid)
-            old = await redis.hgetall(ks[0])
-            old_counts = await redis.hgetall(ks[keys.CAMPAIGN_KEY_NAMES.index("counts")])
+            old = cast(dict[str, str], await redis.hgetall(ks[0]))
+            old_counts = cast(dict[str, str], await redis.hgetall(
+                ks[keys.CAMPAIGN_KEY_NAMES.index("counts")]))
             now_s, now_us = await redis.time()
             now = now_s * 1000 + now_us // 1000 + int(old.get("time_offset_ms", 0))
             state = await _load(store, cid)
             epoch = max(int(old.get("epoch", 0)), state.row.epoch) + 1
             drop = await coupon_recovery.load(store, cid, state.row, state.spec, old, redis)
-            pipe.multi()
+            pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             idem = _rebuild(pipe, cid, state, epoch, old, old_counts, now, idem_ttl_ms)
             if drop is not None:
                 drop.queue(pipe, now, idem_ttl_ms)

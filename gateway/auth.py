@@ -28,7 +28,7 @@ class _PreparedHmac(HMACAlgorithm):
         super().__init__(HMACAlgorithm.SHA256)
         self._prepared: dict[str | bytes, bytes] = {}
 
-    def prepare_key(self, key: str | bytes) -> bytes:  # type: ignore[override]
+    def prepare_key(self, key: str | bytes) -> bytes:
         prepared = self._prepared.get(key)
         if prepared is None:
             if len(self._prepared) >= 8:  # a handful of secrets at most; never grow
@@ -91,7 +91,7 @@ class Authenticator:
                              options={"require": ["sub"]})
         sub = claims.get("sub")
         if not isinstance(sub, str) or not keys.valid_user_id(sub):
-            raise jwt.InvalidSubjectError("token subject is not a valid user id")
+            raise jwt.exceptions.InvalidSubjectError("token subject is not a valid user id")
         exp = claims.get("exp")
         created = claims.get("created_at")  # account creation (epoch s): a risk signal
         created_s = int(created) if isinstance(created, int | float) else -1

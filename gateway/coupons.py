@@ -9,6 +9,8 @@ Admin: `PUT /admin/v1/merchants/{mid}`, `GET /admin/v1/campaigns/{cid}/coupons/s
 A refusal's reason (from the engine) picks the status, stable code and message.
 """
 
+from typing import cast
+
 import jwt
 import msgspec
 from aiohttp import web
@@ -93,7 +95,7 @@ COUPON_VALUE = Gauge("stampede_coupon_value", "Per drop: face value issued, disc
 
 async def refresh_coupon_gauges(engine: Engine) -> None:
     """Budget watch for ops: each drop's value issued against discount granted."""
-    for cid in sorted(await engine.redis.smembers(keys.COUPON_DROPS)):
+    for cid in sorted(cast(set[str], await engine.redis.smembers(keys.COUPON_DROPS))):
         stats = await engine.coupons.stats(cid)
         if stats is None:
             continue

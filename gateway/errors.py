@@ -170,7 +170,7 @@ def decode(decoder: "msgspec.json.Decoder[T]", raw: bytes) -> T:
         normalized = _integral_floats(obj)
         if normalized == obj and _no_floats(obj):
             raise
-        return msgspec.convert(normalized, decoder.type, strict=True)  # type: ignore[no-any-return]
+        return msgspec.convert(normalized, decoder.type, strict=True)
 
 
 def _integral_floats(obj: Any) -> Any:

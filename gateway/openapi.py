@@ -35,8 +35,9 @@ _ERROR_TEXT = {
     429: "throttled (with Retry-After)", 503: "unavailable (with Retry-After)",
 }
 
-_SECURITY = {"user": [{"userToken": []}, {"devUser": []}], "viewer": [{"adminToken": []}],
-             "operator": [{"adminToken": []}], "merchant": [{"merchantToken": []}]}
+_SECURITY: dict[str, list[dict[str, list[str]]]] = {
+    "user": [{"userToken": []}, {"devUser": []}], "viewer": [{"adminToken": []}],
+    "operator": [{"adminToken": []}], "merchant": [{"merchantToken": []}]}
 
 
 def build_spec(title: str, operations: list[Operation], dev_auth: bool) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -27,25 +27,25 @@ HEAL_INTERVAL_S = 1.0
 LAG_INTERVAL_S = 2.0
 
 
-def state_client(redis_url: str) -> "Redis[Any]":
+def state_client(redis_url: str) -> "Redis":
     """A Redis client of its own: the persister's blocking reads hold a connection."""
     return Redis.from_url(redis_url, decode_responses=True, health_check_interval=30)
 
 
-async def heal_now(redis: "Redis[Any]", store: Store, settings: Settings) -> None:
+async def heal_now(redis: "Redis", store: Store, settings: Settings) -> None:
     await heal(redis, store, settings.idempotency_ttl_s * 1000)
 
 
-async def refresh_lag(redis: "Redis[Any]") -> None:
+async def refresh_lag(redis: "Redis") -> None:
     """Persister lag per campaign, for /metrics."""
-    cids = sorted(await redis.smembers(keys.CAMPAIGN_INDEX))
+    cids = sorted(cast(set[str], await redis.smembers(keys.CAMPAIGN_INDEX)))
     for cid in cids:
         info = await lag(redis, cid)
         PERSISTER_LAG.labels(cid).set(info.oldest_age_s)
         PERSISTER_PENDING.labels(cid).set(info.pending)
 
 
-def durable_tasks(redis: "Redis[Any]", store: Store, settings: Settings, stop: asyncio.Event,
+def durable_tasks(redis: "Redis", store: Store, settings: Settings, stop: asyncio.Event,
                   persister: bool, metrics: bool) -> list["asyncio.Task[None]"]:
     """Start the persister (if asked), healing, reconcile and the lag gauges."""
     jobs: list[tuple[float, Callable[[], Awaitable[object]], str]] = [

@@ -155,7 +155,7 @@ class DropRebuild:
 
 
 async def load(store: Store, cid: str, row: Any, spec: Any, old_meta: dict[str, str],
-               redis: "Redis[Any]") -> DropRebuild | None:
+               redis: "Redis") -> DropRebuild | None:
     """The rebuild of a drop (None for a sale): its events read, folded, numbered."""
     if spec is None or spec.coupons is None:
         return None
@@ -176,7 +176,7 @@ async def load(store: Store, cid: str, row: Any, spec: Any, old_meta: dict[str, 
     return rebuild
 
 
-async def registered(redis: "Redis[Any]", rebuild: DropRebuild) -> None:
+async def registered(redis: "Redis", rebuild: DropRebuild) -> None:
     """The global indexes of a rebuilt drop: its number and the drop list."""
     await redis.hset(keys.DROP_NUMBERS, str(codes.decode(rebuild.number)), rebuild.cid)
     await redis.sadd(keys.COUPON_DROPS, rebuild.cid)

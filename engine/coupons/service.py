@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
@@ -145,7 +145,7 @@ class Coupons:
     async def _cid_of_drop(self, number: int) -> str | None:
         cid = self._drops.get(number)
         if cid is None:
-            cid = await self.redis.hget(keys.DROP_NUMBERS, str(number))
+            cid = cast(str | None, await self.redis.hget(keys.DROP_NUMBERS, str(number)))
             if cid is not None:
                 self._drops[number] = cid
         return cid
@@ -258,7 +258,7 @@ class Coupons:
     async def wallet(self, user: str, status: str | None = None) -> list[CouponView]:
         """The user's coupons in every drop (those given away show as transferred)."""
         _check(keys.valid_user_id(user), "user id is not valid")
-        drops = sorted(await self.redis.smembers(keys.COUPON_DROPS))
+        drops = sorted(cast(set[str], await self.redis.smembers(keys.COUPON_DROPS)))
         async with self.redis.pipeline(transaction=False) as pipe:
             for cid in drops:
                 pipe.smembers(keys.wallet_key(cid, user))
@@ -383,13 +383,13 @@ class Coupons:
         if cid is None:
             return None
         ks = keys.coupon_keys(cid)
-        raw = await self.redis.hget(ks[18], redemption_id)
+        raw = cast(str | None, await self.redis.hget(ks[18], redemption_id))
         if raw is None:
             return None
         status, coupon_id, merchant, order, amount, off, ts, *_ = raw.split("|")
         if merchant != merchant_id:
             return None
-        rec = await self.redis.hget(ks[13], coupon_id)
+        rec = cast(str, await self.redis.hget(ks[13], coupon_id))
         return RedemptionView(redemption_id=redemption_id, coupon_id=coupon_id,
                               merchant_id=merchant, order_id=order, order_amount=int(amount),
                               discount=int(off), status=status,  # type: ignore[arg-type]
@@ -442,8 +442,9 @@ class Coupons:
             return None
         ks = keys.coupon_keys(cid)
         async with self.redis.pipeline(transaction=False) as pipe:
-            meta, raw = await pipe.hmget(ks[0], "coupons", "cp_budget").hgetall(
-                ks[17]).execute()
+            pipe.hmget(ks[0], "coupons", "cp_budget")
+            pipe.hgetall(ks[17])
+            meta, raw = await pipe.execute()
         if meta[0] != "1":
             return None
         scopes: dict[str, dict[str, int]] = {}

@@ -25,7 +25,7 @@ Timestamp = Annotated[datetime, Meta(extra_json_schema={
 CouponKind = Literal["fixed_off", "threshold_off", "percent_off", "exchange", "pack"]
 
 
-class TemplateSpec(Struct, **_STRICT):  # type: ignore[call-arg]
+class TemplateSpec(Struct, **_STRICT):
     """One kind of coupon. `face_value` is the amount off (fixed_off,
     threshold_off), the most a percent_off may take, or the value of the
     item (exchange, and each use of a pack)."""
@@ -57,7 +57,7 @@ class TemplateSpec(Struct, **_STRICT):  # type: ignore[call-arg]
     """A received gift counts against the recipient's per-user limit of the drop."""
 
 
-class CouponDropSpec(Struct, **_STRICT):  # type: ignore[call-arg]
+class CouponDropSpec(Struct, **_STRICT):
     """What makes a campaign a coupon drop. Each campaign SKU is a template id
     (issues one coupon) or a key of `packs` (issues all of its list at once)."""
     templates: Annotated[dict[TemplateId, TemplateSpec], Meta(min_length=1, max_length=100)]
@@ -100,7 +100,7 @@ class CouponView(Struct, kw_only=True):
     """The coupon's signed code (owner only); at a till, show the rotating code."""
 
 
-class CouponClaimRequest(Struct, **_STRICT):  # type: ignore[call-arg]
+class CouponClaimRequest(Struct, **_STRICT):
     sku: TemplateId
     qty: Annotated[int, Meta(ge=1, le=1000)] = 1
 
@@ -127,7 +127,7 @@ class RotatingCode(Struct, kw_only=True):
 Code = Annotated[str, Meta(min_length=1, max_length=64)]
 
 
-class RedemptionRequest(Struct, **_STRICT):  # type: ignore[call-arg]
+class RedemptionRequest(Struct, **_STRICT):
     code: Code
     order_id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:/#@-]{1,128}$")]
     order_amount: Amount
@@ -152,11 +152,11 @@ class GiftOffer(Struct, kw_only=True):
     expires_at: datetime
 
 
-class GiftAccept(Struct, **_STRICT):  # type: ignore[call-arg]
+class GiftAccept(Struct, **_STRICT):
     transfer_token: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}\.[0-9a-f]{32}$")]
 
 
-class MerchantSpec(Struct, **_STRICT):  # type: ignore[call-arg]
+class MerchantSpec(Struct, **_STRICT):
     name: Annotated[str, Meta(min_length=1, max_length=200)]
     groups: Annotated[list[Name], Meta(max_length=100)] = []
     region: Name | None = None

@@ -187,7 +187,7 @@ def _contiguous(events: Sequence[Event], after: int) -> bool:
 
 
 def _prefix(events: Iterable[Event], after: int) -> list[Event]:
-    run = []
+    run: list[Event] = []
     for e in events:
         if e.seq != after + len(run) + 1:
             break
