@@ -70,7 +70,8 @@ class ClaimBatcher(Generic[R]):
                 self._send(campaign_id, self._pending.pop(campaign_id))
             # else: it goes when one of the campaign's batches comes back
 
-    def _send(self, campaign_id: str, items: list[tuple[PendingClaim, "asyncio.Future[R]"]]) -> None:
+    def _send(self, campaign_id: str,
+              items: list[tuple[PendingClaim, "asyncio.Future[R]"]]) -> None:
         self._out[campaign_id] = self._out.get(campaign_id, 0) + 1
         task = asyncio.create_task(self._run(campaign_id, items))
         self._in_flight.add(task)

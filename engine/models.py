@@ -4,7 +4,7 @@ The same types validate requests in the gateway and generate its OpenAPI
 schema, so the contract is written once.
 """
 
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import msgspec

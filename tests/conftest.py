@@ -7,7 +7,7 @@ STAMPEDE_TEST_REDIS_URL (a server whose data the tests may flush).
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 

@@ -12,7 +12,7 @@ Compare two runs (e.g. before and after a change):
 import hmac
 import json
 import time
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt

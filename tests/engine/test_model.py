@@ -10,7 +10,7 @@ the model's, and the invariants must hold.
 
 import asyncio
 import itertools
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec

@@ -176,7 +176,8 @@ async def test_jwt_users(api: Api) -> None:
                                  headers={"Authorization": f"Bearer {token}"})
     assert resp.status == 201
     for bad in (mint_user_token("other-secret-0123456789-01234567", "bob"),
-                mint_user_token(JWT_SECRET, "bob", ttl_s=-10), "garbage"):
+                mint_user_token(JWT_SECRET, "bob", ttl_s=-10), "garbage",
+                mint_user_token(JWT_SECRET, "bob smith")):  # signed, but no valid user id
         resp = await api.public.post("/v1/campaigns/launch/claims", json={"sku": "tee-black-m"},
                                      headers={"Authorization": f"Bearer {bad}"})
         assert (resp.status, (await resp.json())["error"]["code"]) == (401, "unauthorized")
