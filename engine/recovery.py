@@ -19,7 +19,7 @@ from typing import Any, cast
 import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from engine import keys
 from engine.coupons import recovery as coupon_recovery
@@ -166,6 +166,27 @@ class _State:
     config: dict[str, str] | None = None
     """Meta fields of the waitlist, waiting room, throttle (and drop), as defined and
     then patched; th_lists is the lists hash as JSON. None: the store predates it."""
+    waitlist: dict[str, "_Entry"] | None = None
+    """Waitlist entries by "<user>|<sku>", folded from the events since the definition."""
+    joins: int = 0
+    """Waitlist joins ever: the floor of meta wlseq (offer ids derive from it)."""
+
+
+@dataclass
+class _Entry:
+    """One waitlist entry as waitlist_join.lua and offer_waitlist() keep it."""
+    status: str
+    seq: str
+    qty: int
+    joined_ms: int
+    claim: str = ""
+
+    def record(self) -> str:
+        return "|".join((self.status, self.seq, str(self.qty), str(self.joined_ms), self.claim))
+
+
+_WAITLIST_EVENTS = ("waitlist_joined", "waitlist_left", "waitlist_skipped", "offer_made",
+                    "offer_accepted", "offer_lapsed", "offer_declined")
 
 
 # Waiting-room counters and the lottery salt are state, not configuration: a live
@@ -183,6 +204,13 @@ async def _load(store: Store, cid: str) -> _State:
         released = (await conn.execute(select(t.events.c.data).where(
             t.events.c.campaign_id == cid, t.events.c.type == "wave_released",
             t.events.c.seq > row.defined_seq, t.events.c.seq <= row.applied_seq))).all()
+        queue_events = (await conn.execute(select(t.events.c.type, t.events.c.ts,
+                                                  t.events.c.data).where(
+            t.events.c.campaign_id == cid, t.events.c.type.in_(_WAITLIST_EVENTS),
+            t.events.c.seq > row.defined_seq, t.events.c.seq <= row.applied_seq)
+            .order_by(t.events.c.seq))).all()
+        joins = (await conn.execute(select(func.count()).select_from(t.events).where(
+            t.events.c.campaign_id == cid, t.events.c.type == "waitlist_joined"))).scalar_one()
         changes = (await conn.execute(select(t.events.c.type, t.events.c.data).where(
             t.events.c.campaign_id == cid,
             t.events.c.type.in_(("campaign_defined", "campaign_patched")),
@@ -200,7 +228,26 @@ async def _load(store: Store, cid: str) -> _State:
             for i, w in enumerate(s.waves):
                 if (s.sku, i) not in done:
                     pending.append((i, s.sku, w.qty, to_ms(w.at)))
-    return _State(row, list(skus), list(claims), pending, spec, _config(changes))
+    return _State(row, list(skus), list(claims), pending, spec, _config(changes),
+                  _waitlist(queue_events), int(joins))
+
+
+def _waitlist(events: Sequence[Any]) -> dict[str, _Entry]:
+    """Each user's entry per SKU: joined, then gone (left, skipped, its offer settled)
+    or offered (a hold in their name, still open)."""
+    entries: dict[str, _Entry] = {}
+    for etype, ts, data in events:
+        d = _spec_waves.decode(data)
+        field = f"{d['user']}|{d['sku']}"
+        if etype == "waitlist_joined":
+            entries[field] = _Entry("waiting", d["wseq"], int(d["qty"]), int(ts))
+        elif etype in ("waitlist_left", "waitlist_skipped"):
+            entries.pop(field, None)
+        elif etype == "offer_made" and field in entries:
+            entries[field].status, entries[field].claim = "offered", d["claim"]
+        elif field in entries and entries[field].claim == d.get("claim"):
+            del entries[field]  # accepted, lapsed or declined: the entry ends with the offer
+    return entries
 
 
 def _config(changes: Sequence[Any]) -> dict[str, str] | None:
@@ -215,6 +262,21 @@ def _config(changes: Sequence[Any]) -> dict[str, str] | None:
             config.update({k: str(v) for k, v in after.items()
                            if k.startswith(("wr_", "wl_", "th")) and v is not False})
     return config
+
+
+def _queue_waitlist(pipe: Any, k: dict[str, str], entries: dict[str, _Entry]) -> None:
+    """The waitlists as the store has them: waiting entries in their order, open offers."""
+    pipe.delete(k["waitlist"], k["wlentries"], k["offers"])
+    if not entries:
+        return
+    pipe.hset(k["wlentries"], mapping={f: e.record() for f, e in entries.items()})
+    line = {f"{f.split('|', 1)[1]}|{e.seq}|{f.split('|', 1)[0]}": 0
+            for f, e in entries.items() if e.status == "waiting"}
+    if line:
+        pipe.zadd(k["waitlist"], line)
+    offers = {e.claim: f for f, e in entries.items() if e.status == "offered"}
+    if offers:
+        pipe.hset(k["offers"], mapping=offers)
 
 
 def _meta_fields(row: Any) -> dict[str, str]:
@@ -236,6 +298,8 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
          "fenced": "0"}
     if "time_offset_ms" in old_meta:
         m["time_offset_ms"] = old_meta["time_offset_ms"]
+    m["wlseq"] = str(max(int(old_meta.get("wlseq", 0)), st.joins))
+    _queue_waitlist(pipe, k, st.waitlist or {})
     if st.config is not None:
         config = dict(st.config)
         lists = config.pop("th_lists", None)

@@ -141,3 +141,41 @@ async def test_recovery_restores_the_waiting_room_and_the_throttle_as_patched(
     assert {f: after.get(f) for f in config} == {f: before[f] for f in config}
     assert await raw_redis.hgetall(lists) == lists_before
     assert (await sale.claim("c1", "ann", "tee")).outcome is Outcome.ADMISSION_REQUIRED
+
+
+async def test_recovery_rebuilds_the_waitlists_in_their_order(
+        sale: Engine, persister: Persister, raw_redis: "Redis[str]", store: Store) -> None:
+    await sale.define_campaign("c1", campaign_spec(stock=1, per_user=2,
+                                                   waitlist={"max_length": 10}))
+    first = await sale.claim("c1", "ann", "tee")
+    assert first.claim
+    for user in ("bob", "cat", "dan", "eve"):
+        assert (await sale.join_waitlist("c1", user, "tee"))[0] is Outcome.OK
+    await sale.cancel(first.claim.claim_id, "ann")  # bob is offered the unit
+    await sale.leave_waitlist("c1", "dan", "tee")
+    k = dict(zip(("waitlist", "wlentries", "offers"), campaign_keys("c1")[8:11], strict=True))
+    before = {"waitlist": await raw_redis.zrange(k["waitlist"], 0, -1),
+              "wlentries": await raw_redis.hgetall(k["wlentries"]),
+              "offers": await raw_redis.hgetall(k["offers"])}
+    assert len(before["waitlist"]) == 2 and len(before["offers"]) == 1
+    await persister.drain()
+    await raw_redis.flushall()
+    await recover_campaign(raw_redis, store, "c1", TTL)
+    after = {"waitlist": await raw_redis.zrange(k["waitlist"], 0, -1),
+             "wlentries": await raw_redis.hgetall(k["wlentries"]),
+             "offers": await raw_redis.hgetall(k["offers"])}
+    assert after == before
+    # The line goes on where it was: a new joiner queues behind cat and eve, bob's
+    # declined offer goes to cat, and no offer reuses an id from before the loss.
+    assert (await sale.join_waitlist("c1", "fay", "tee"))[0] is Outcome.OK
+    offer = next(e.offer for e in (await sale.waitlist("c1", "bob"))[1] if e.offer)
+    await sale.cancel(offer.claim_id, "bob")
+    cat = (await sale.waitlist("c1", "cat"))[1]
+    assert cat[0].status == "offered" and cat[0].offer
+    assert cat[0].offer.claim_id != offer.claim_id
+    positions = {u: (await sale.waitlist("c1", u))[1][0].position for u in ("eve", "fay")}
+    assert positions == {"eve": 1, "fay": 2}
+    await persister.drain()
+    await assert_store_matches_redis(sale, store, "c1")
+    summary = await audit(store)
+    assert summary["ok"], summary
