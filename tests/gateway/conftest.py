@@ -1,6 +1,7 @@
 """The public and admin apps on real loopback sockets, over a real Valkey."""
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -30,8 +31,9 @@ class Api:
         return {"Authorization": f"Bearer {VIEWER}"}
 
 
-@pytest.fixture
-async def api(engine: Engine) -> AsyncIterator[Api]:
+@asynccontextmanager
+async def serve_api(engine: Engine) -> AsyncIterator[Api]:
+    """Both apps of `engine` on loopback test servers (the engine stays the caller's)."""
     auth = Authenticator(JWT_SECRET, True,
                          tuple(parse_admin_tokens(f"operator:{OPERATOR},viewer:{VIEWER}")))
     ready = {"draining": False}
@@ -44,3 +46,9 @@ async def api(engine: Engine) -> AsyncIterator[Api]:
     finally:
         await public.close()
         await admin.close()
+
+
+@pytest.fixture
+async def api(engine: Engine) -> AsyncIterator[Api]:
+    async with serve_api(engine) as served:
+        yield served

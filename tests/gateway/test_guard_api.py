@@ -8,12 +8,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from aiohttp.test_utils import TestClient, TestServer
 
 from engine import Engine, Settings, pow
-from gateway.app import make_admin_app, make_public_app
-from gateway.auth import Authenticator, mint_user_token, parse_admin_tokens
-from tests.gateway.conftest import JWT_SECRET, OPERATOR, Api
+from gateway.auth import mint_user_token
+from tests.gateway.conftest import JWT_SECRET, Api, serve_api
 from tests.gateway.test_api import SPEC
 
 EASY = {"base_bits": 4, "step_bits": 1, "max_bits": 8}
@@ -115,17 +113,10 @@ async def _apps(redis_url: str, tmp: Path, start: bool = True,
     engine = Engine.from_url(redis_url, Settings(data_dir=tmp, **settings))
     if start:
         await engine.start()
-    auth = Authenticator(JWT_SECRET, True, tuple(parse_admin_tokens(f"operator:{OPERATOR}")))
-    ready = {"draining": False}
-    public = TestClient(TestServer(make_public_app(engine, auth, ready)))
-    admin = TestClient(TestServer(make_admin_app(engine, auth, ready)))
-    await public.start_server()
-    await admin.start_server()
     try:
-        yield Api(public, admin, engine)
+        async with serve_api(engine) as api:
+            yield api
     finally:
-        await public.close()
-        await admin.close()
         await engine.close()
 
 
