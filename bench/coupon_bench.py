@@ -19,7 +19,6 @@ After each round the accounting is checked (stock, coupons issued, redeemed).
 import argparse
 import asyncio
 import json
-import statistics
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -29,7 +28,6 @@ from typing import Any
 import msgspec
 import uvloop
 from rich.console import Console
-from rich.table import Table
 
 from bench import harness
 from bench.engine_claims import GUARD
@@ -174,15 +172,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     rates = uvloop.run(run(args.seconds, args.rounds, args.concurrency))
-    medians = {m: statistics.median(v) for m, v in rates.items()}
-    table = Table(title=f"engine operations/s (no HTTP), concurrency {args.concurrency}")
-    for col in ("operation", "median /s", "rounds", "vs batched sale claims"):
-        table.add_column(col)
-    base = medians["sale claims, batched"]
-    for m, v in rates.items():
-        table.add_row(m, f"{medians[m]:,.0f}", ", ".join(f"{x:,.0f}" for x in v),
-                      f"{medians[m] / base:.2f}x")
-    console.print(table)
+    medians = harness.print_rounds(
+        f"engine operations/s (no HTTP), concurrency {args.concurrency}",
+        ("operation", "median /s", "rounds", "vs batched sale claims"), rates,
+        "sale claims, batched")
     if args.json:
         args.json.write_text(json.dumps({"rates": rates, "medians": medians}, indent=2))
 

@@ -16,7 +16,6 @@ network: the cost of throttling a claim that is let through.
 import argparse
 import asyncio
 import json
-import statistics
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -26,7 +25,6 @@ from typing import Any
 import msgspec
 import uvloop
 from rich.console import Console
-from rich.table import Table
 
 from bench import harness
 from engine import Engine, Outcome
@@ -119,15 +117,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     rates = uvloop.run(run(args.seconds, args.rounds, args.concurrency, args.guard))
-    medians = {m: statistics.median(v) for m, v in rates.items()}
-    table = Table(title=f"engine claims/s (no HTTP), concurrency {args.concurrency}")
-    for col in ("mode", "median claims/s", "rounds", "ratio"):
-        table.add_column(col)
-    base = medians["one call per claim"]
-    for m, v in rates.items():
-        table.add_row(m, f"{medians[m]:,.0f}", ", ".join(f"{x:,.0f}" for x in v),
-                      f"{medians[m] / base:.2f}x")
-    console.print(table)
+    medians = harness.print_rounds(
+        f"engine claims/s (no HTTP), concurrency {args.concurrency}",
+        ("mode", "median claims/s", "rounds", "ratio"), rates, "one call per claim")
     console.print(f"guard cost: batched + guard / batched = "
                   f"{medians['batched + guard'] / medians['batched']:.2f}")
     if args.json:

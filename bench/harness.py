@@ -522,3 +522,23 @@ async def fresh_engine() -> AsyncIterator[Engine]:
                 await engine.close()
         finally:
             server.stop()
+
+
+def print_rounds(title: str, columns: Sequence[str], rates: Mapping[str, Sequence[float]],
+                 baseline: str) -> dict[str, float]:
+    """A table of per-round rates with each mode's median and its ratio to `baseline`'s;
+    returns the medians. (rich is imported here: the harness also runs without it.)"""
+    import statistics
+
+    from rich.console import Console
+    from rich.table import Table
+
+    medians = {m: statistics.median(v) for m, v in rates.items()}
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for m, v in rates.items():
+        table.add_row(m, f"{medians[m]:,.0f}", ", ".join(f"{x:,.0f}" for x in v),
+                      f"{medians[m] / medians[baseline]:.2f}x")
+    Console().print(table)
+    return medians
