@@ -3,9 +3,7 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
-COPY engine ./engine
-COPY gateway ./gateway
-COPY lua ./lua
+COPY stampede ./stampede
 RUN pip install --no-cache-dir . && useradd --system --home /app stampede \
     && mkdir -p /app/var && chown stampede /app/var
 USER stampede

@@ -42,11 +42,11 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import harness
-from engine import Engine, Outcome, Settings
-from engine.models import CampaignSpec
-from engine.persister import Persister, lag
-from engine.store import open_store
-from engine.valkey import EmbeddedValkey
+from stampede import Engine, Outcome, Settings
+from stampede.domain.models import CampaignSpec
+from stampede.durable.persister import Persister, lag
+from stampede.durable.store import open_store
+from stampede.runtime.valkey import EmbeddedValkey
 
 console = Console(width=150)
 

@@ -31,11 +31,11 @@ from rich.console import Console
 
 from bench import harness
 from bench.engine_claims import GUARD
-from engine import Engine, Outcome
-from engine.coupons.service import Merchant
-from engine.coupons.spec import MerchantSpec, RedemptionRequest
-from engine.models import CampaignSpec
-from engine.throttle import ClientSignals
+from stampede import Engine, Outcome
+from stampede.domain.coupons.service import Merchant
+from stampede.domain.coupons.spec import MerchantSpec, RedemptionRequest
+from stampede.domain.models import CampaignSpec
+from stampede.domain.throttle import ClientSignals
 
 console = Console()
 STOCK = 50_000_000

@@ -30,9 +30,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import harness, loadgen
-from engine import Engine, Settings
-from engine.valkey import EmbeddedValkey
-from tests.conftest import campaign_spec
+from stampede import Engine, Settings
+from stampede.runtime.valkey import EmbeddedValkey
 
 console = Console(width=150)
 SECRET = "bench-jwt-secret-0123456789-0123456789"
@@ -82,7 +81,7 @@ THROTTLE = {
 def _stampede_campaign(admin_url: str, throttled: bool) -> dict[str, Any]:
     import msgspec
 
-    spec = msgspec.to_builtins(campaign_spec(stock=STOCK, per_user=2, skus=("hot", *SKUS)))
+    spec = msgspec.to_builtins(harness.open_sale(STOCK, per_user=2, skus=("hot", *SKUS)))
     if throttled:
         spec["throttle"] = THROTTLE
     return _http_json(f"{admin_url}/admin/v1/campaigns/bench", "PUT", spec, ADMIN)
@@ -180,7 +179,7 @@ def _memory_per_held_user(users: int = 20_000) -> dict[str, Any]:
     """
     async def measure() -> dict[str, Any]:
         async with harness.fresh_engine() as engine:
-            await engine.define_campaign("mem", campaign_spec(stock=10**6, per_user=2))
+            await engine.define_campaign("mem", harness.open_sale(10**6, per_user=2, skus=("tee",)))
             before = {k: int(await engine.redis.memory_usage(k, samples=0) or 0)
                       for k in await engine.redis.keys("{c:mem}*")}
             await asyncio.gather(*(engine.claim("mem", f"user{i:07d}", "tee")
@@ -292,7 +291,7 @@ async def _define_naive(url: str) -> None:
     engine = Engine.from_url(url, Settings())
     try:
         await engine.start()
-        await engine.define_campaign("bench", campaign_spec(stock=STOCK, per_user=2,
+        await engine.define_campaign("bench", harness.open_sale(STOCK, per_user=2,
                                                             skus=("hot", *SKUS)))
     finally:
         await engine.close()

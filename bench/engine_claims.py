@@ -27,10 +27,10 @@ import uvloop
 from rich.console import Console
 
 from bench import harness
-from engine import Engine, Outcome
-from engine.models import CampaignSpec
-from engine.service import ClaimResult
-from engine.throttle import ClientSignals
+from stampede import Engine, Outcome
+from stampede.domain.engine import ClaimResult
+from stampede.domain.models import CampaignSpec
+from stampede.domain.throttle import ClientSignals
 
 console = Console()
 ClaimFn = Callable[[str, str, str, int], Awaitable[ClaimResult]]

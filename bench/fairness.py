@@ -36,10 +36,11 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import harness
-from engine import Engine, Outcome, pow
-from engine.models import CampaignSpec
-from engine.service import ClaimResult
-from engine.throttle import ClientSignals
+from stampede import Engine, Outcome
+from stampede.domain import pow
+from stampede.domain.engine import ClaimResult
+from stampede.domain.models import CampaignSpec
+from stampede.domain.throttle import ClientSignals
 
 console = Console()
 CAMPUS = "198.18.0.0/24"

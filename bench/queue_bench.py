@@ -31,8 +31,9 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import harness
-from engine import Engine, Outcome, keys
-from engine.models import CampaignSpec
+from stampede import Engine, Outcome
+from stampede.domain.models import CampaignSpec
+from stampede.state import keys
 
 console = Console()
 

@@ -15,9 +15,9 @@ import msgspec
 import pytest
 import redis
 
-from engine import Engine, Settings
-from engine.models import CampaignSpec
-from engine.valkey import EmbeddedValkey
+from stampede import Engine, Settings
+from stampede.domain.models import CampaignSpec
+from stampede.runtime.valkey import EmbeddedValkey
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """PostgreSQL for the tests: STAMPEDE_TEST_PG_URL, else a throwaway cluster.
 
-The cluster comes from bench/harness.py (initdb + pg_ctl as a non-root
+The cluster comes from stampede.runtime.postgres (initdb + pg_ctl as a non-root
 user, created if missing); durability is switched off, as tests only need
 the semantics. Without any PostgreSQL on the machine, its tests are skipped.
 """
@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import asyncpg
 
-from bench import harness
+from stampede.runtime import postgres as harness
 
 NO_PG = "no PostgreSQL: set STAMPEDE_TEST_PG_URL or install the initdb/postgres binaries"
 _FAST = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}

@@ -15,7 +15,8 @@ import orjson
 from aiohttp import web
 
 from bench.baselines import add_server_args, serve
-from engine import Engine, Outcome, Settings, keys
+from stampede import Engine, Outcome, Settings
+from stampede.state import keys
 
 ENGINE = web.AppKey("engine", Engine)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from engine.valkey import EmbeddedValkey
+from stampede.runtime.valkey import EmbeddedValkey
 
 
 @pytest.fixture(scope="session")

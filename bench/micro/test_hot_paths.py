@@ -21,10 +21,10 @@ import orjson
 import pytest
 import redis
 
-from engine import keys
-from engine.models import ClaimRequest, ClaimView
-from engine.scripts import render
-from tests.conftest import campaign_spec
+from bench import harness
+from stampede.domain.models import ClaimRequest, ClaimView
+from stampede.state import keys
+from stampede.state.scripts import render
 
 BODY = b'{"sku": "tee-black-m", "qty": 1}'
 VIEW = ClaimView(claim_id="launch.0123456789abcdef0123", campaign_id="launch",
@@ -83,13 +83,13 @@ def test_admin_token_compare(benchmark: Any) -> None:
 @pytest.mark.parametrize("size", [1, 16, 64, 256])
 def test_claim_batch_script(benchmark: Any, valkey: "redis.Redis[str]", size: int) -> None:
     """One EVALSHA carrying `size` claims; ops/s x size = claims/s."""
-    from engine.service import _define_args
+    from stampede.domain.engine import _define_args
 
     cid = f"micro{size}"
     valkey.delete(*keys.campaign_keys(cid))
     define = valkey.register_script(render("define_campaign"))
     define(keys=[*keys.campaign_keys(cid), keys.lists_key(cid)],
-           args=_define_args(cid, campaign_spec(stock=100_000_000, per_user=None), "bench"))
+           args=_define_args(cid, harness.open_sale(100_000_000, per_user=None), "bench"))
     claim = valkey.register_script(render("claim_batch"))
     counter = iter(range(10**9))
 

@@ -1,3 +1,3 @@
 """The coupon tests use the gateway's real-socket apps too."""
 
-from tests.gateway.conftest import api  # noqa: F401
+from tests.api.conftest import api  # noqa: F401

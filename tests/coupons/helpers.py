@@ -4,10 +4,10 @@ from typing import Any
 
 import msgspec
 
-from engine import Engine
-from engine.coupons.service import Merchant
-from engine.coupons.spec import MerchantSpec
-from engine.models import CampaignSpec
+from stampede import Engine
+from stampede.domain.coupons.service import Merchant
+from stampede.domain.coupons.spec import MerchantSpec
+from stampede.domain.models import CampaignSpec
 from tests.conftest import iso
 
 FIVE_OFF = {"kind": "fixed_off", "face_value": 500, "valid_days": 30}

@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-from engine import Engine, Outcome
-from engine.models import CampaignPatch
+from stampede import Engine, Outcome
+from stampede.domain.models import CampaignPatch
 from tests.conftest import campaign_spec
 from tests.coupons.helpers import FIVE_OFF, drop_spec
 
@@ -115,7 +115,7 @@ async def test_concurrent_claims_of_one_user_stop_at_the_limit(engine: Engine, c
 
 
 async def test_bad_drops_are_refused(engine: Engine) -> None:
-    from engine.errors import ValidationError
+    from stampede.errors import ValidationError
     bad = [{"five": {"kind": "percent_off", "face_value": 1, "valid_days": 1}},
            {"five": {"kind": "fixed_off", "face_value": 1}},
            {"five": {"kind": "exchange", "face_value": 1, "valid_days": 1}},
@@ -129,9 +129,9 @@ async def test_bad_drops_are_refused(engine: Engine) -> None:
 
 async def test_a_retried_batch_answers_again_without_issuing_twice(engine: Engine) -> None:
     """redis-py retries a call whose reply was lost: the same claim ids find their coupons."""
-    from engine import keys
-    from engine.coupons.codes import new_seed
-    from engine.coupons.service import _PendingCouponClaim
+    from stampede.domain.coupons.codes import new_seed
+    from stampede.domain.coupons.service import _PendingCouponClaim
+    from stampede.state import keys
 
     await engine.define_campaign("d1", drop_spec(stock=10, packs={"pack": ["five", "five"]}))
     batch = [_PendingCouponClaim(keys.new_claim_id("d1"), f"u{i}", "pack", 1, None, -1, "",

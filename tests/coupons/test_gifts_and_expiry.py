@@ -2,8 +2,8 @@
 
 import asyncio
 
-from engine import Engine, Outcome
-from engine.coupons.spec import RedemptionRequest
+from stampede import Engine, Outcome
+from stampede.domain.coupons.spec import RedemptionRequest
 from tests.coupons.helpers import FIVE_OFF, drop_spec, merchant
 
 GIFTABLE = {**FIVE_OFF, "transferable": True}

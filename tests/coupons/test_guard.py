@@ -7,11 +7,13 @@ from typing import Any
 
 import msgspec
 
-from engine import Engine, keys, pow
-from engine.coupons.service import Answer
-from engine.models import CampaignPatch
-from engine.outcomes import Outcome
-from engine.throttle import ClientSignals
+from stampede import Engine
+from stampede.domain import pow
+from stampede.domain.coupons.service import Answer
+from stampede.domain.models import CampaignPatch
+from stampede.domain.throttle import ClientSignals
+from stampede.outcomes import Outcome
+from stampede.state import keys
 from tests.coupons.helpers import drop_spec
 
 EASY = {"base_bits": 4, "step_bits": 1, "max_bits": 8}

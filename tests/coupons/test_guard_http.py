@@ -9,10 +9,11 @@ from typing import Any
 
 import msgspec
 
-from engine import keys, pow
+from stampede.domain import pow
+from stampede.state import keys
+from tests.api.conftest import Api
+from tests.api.test_guard_api import _apps
 from tests.coupons.helpers import drop_spec
-from tests.gateway.conftest import Api
-from tests.gateway.test_guard_api import _apps
 
 CLAIM = "/v1/campaigns/d1/coupons"
 BODY = {"sku": "five"}

@@ -2,9 +2,9 @@
 
 import msgspec
 
-from gateway.auth import mint_user_token
+from stampede.api.auth import mint_user_token
+from tests.api.conftest import JWT_SECRET, Api
 from tests.coupons.helpers import FIVE_OFF, drop_spec
-from tests.gateway.conftest import JWT_SECRET, Api
 
 SPEC = msgspec.json.encode(drop_spec(
     templates={"five": {**FIVE_OFF, "transferable": True}}, per_user=5, per_person=3))
@@ -142,7 +142,7 @@ async def test_coupon_answers_are_counted(api: Api) -> None:
 
 
 async def test_budget_gauges(api: Api) -> None:
-    from gateway.metrics import refresh_gauges
+    from stampede.api.metrics import refresh_gauges
     await api.admin.put("/admin/v1/campaigns/d1", data=SPEC, headers=api.op())
     await api.public.post("/v1/campaigns/d1/coupons", json={"sku": "five"},
                           headers=user("gauge", "g1"))

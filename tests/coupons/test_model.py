@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from engine import Engine, Outcome, Settings
-from engine.coupons.service import Merchant
-from engine.coupons.spec import MerchantSpec, RedemptionRequest
+from stampede import Engine, Outcome, Settings
+from stampede.domain.coupons.service import Merchant
+from stampede.domain.coupons.spec import MerchantSpec, RedemptionRequest
 from tests.conftest import iso
 from tests.coupons.helpers import drop_spec
 

@@ -5,11 +5,11 @@ import time
 
 import pytest
 
-from engine import Engine, Outcome
-from engine.coupons import codes
-from engine.coupons.codes import CodeKeys
-from engine.coupons.discount import order_discounts, stacks
-from engine.coupons.spec import RedemptionRequest, TemplateSpec
+from stampede import Engine, Outcome
+from stampede.domain.coupons import codes
+from stampede.domain.coupons.codes import CodeKeys
+from stampede.domain.coupons.discount import order_discounts, stacks
+from stampede.domain.coupons.spec import RedemptionRequest, TemplateSpec
 from tests.coupons.helpers import FIVE_OFF, drop_spec, merchant
 
 TEMPLATES = {
@@ -272,8 +272,8 @@ async def test_rollback_restores_exactly_once(drop: Engine) -> None:
 
 
 def test_malformed_coupon_keys_are_refused_at_start() -> None:
-    from engine.errors import ConfigError
-    from engine.settings import Settings
+    from stampede.errors import ConfigError
+    from stampede.settings import Settings
     for bad in ("nokid", "A:short", "0:" + "x" * 20, "AB:" + "x" * 20):
         with pytest.raises(ConfigError):
             Settings.from_env({"STAMPEDE_COUPON_KEYS": bad})

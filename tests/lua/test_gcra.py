@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from engine import Engine, keys
+from stampede import Engine
+from stampede.state import keys
 from tests.conftest import campaign_spec
 
 

@@ -4,10 +4,10 @@ import re
 
 import pytest
 
-import lua
-from engine import Engine, Outcome, keys
-from engine.models import CampaignPatch, LimitsPatch
-from engine.scripts import OPERATIONS, render
+from stampede import Engine, Outcome, lua
+from stampede.domain.models import CampaignPatch, LimitsPatch
+from stampede.state import keys
+from stampede.state.scripts import OPERATIONS, render
 from tests.conftest import campaign_spec
 
 
@@ -101,7 +101,7 @@ async def test_idempotent_claim_returns_first_answer(engine: Engine) -> None:
 
 async def test_retried_batch_with_same_claim_ids_changes_nothing(engine: Engine) -> None:
     # What redis-py does after a lost reply: the same script, same arguments.
-    from engine.batcher import PendingClaim
+    from stampede.domain.batcher import PendingClaim
 
     await engine.define_campaign("c1", campaign_spec(stock=10, per_user=5))
     batch = [PendingClaim(keys.new_claim_id("c1"), "a", "tee", 2, None) for _ in range(2)]

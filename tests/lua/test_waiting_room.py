@@ -4,9 +4,9 @@ import asyncio
 import time
 from typing import Any
 
-from engine import Engine, Outcome
-from engine.admission import AdmissionTokens
-from engine.models import CampaignPatch, WaitingRoomPatch
+from stampede import Engine, Outcome
+from stampede.domain.admission import AdmissionTokens
+from stampede.domain.models import CampaignPatch, WaitingRoomPatch
 from tests.conftest import campaign_spec, iso
 
 

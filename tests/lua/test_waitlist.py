@@ -2,7 +2,8 @@
 
 from typing import Any
 
-from engine import Engine, Outcome, keys
+from stampede import Engine, Outcome
+from stampede.state import keys
 from tests.conftest import campaign_spec, iso
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from engine import Engine, Settings
-from engine.persister import Persister
-from engine.store import Store, open_store
+from stampede import Engine, Settings
+from stampede.durable.persister import Persister
+from stampede.durable.store import Store, open_store
 from tests.pg import NO_PG, fresh_database, pg_server
 
 

@@ -4,9 +4,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from engine import Engine
-from engine.store import Store
-from engine.store import schema as t
+from stampede import Engine
+from stampede.durable.store import Store
+from stampede.durable.store import schema as t
 
 
 async def store_rows(store: Store, table: Any, cid: str) -> list[Any]:

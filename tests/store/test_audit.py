@@ -5,10 +5,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine.audit import audit
-from engine.store import Store
-from engine.store.events import Event
-from engine.store.projection import store_events
+from stampede.durable.audit import audit
+from stampede.durable.events import Event
+from stampede.durable.projection import store_events
+from stampede.durable.store import Store
 from tests.conftest import campaign_spec
 
 _SPEC = msgspec.json.encode(campaign_spec(stock=0, per_user=1, waves=[])).decode()

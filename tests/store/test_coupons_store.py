@@ -8,14 +8,14 @@ import msgspec
 import pytest
 from sqlalchemy import select
 
-from engine import Engine, Outcome
-from engine.audit import audit
-from engine.coupons.spec import RedemptionRequest
-from engine.persister import Persister
-from engine.store import Store
-from engine.store import schema as t
-from engine.store.events import Event
-from engine.store.projection import store_events
+from stampede import Engine, Outcome
+from stampede.domain.coupons.spec import RedemptionRequest
+from stampede.durable.audit import audit
+from stampede.durable.events import Event
+from stampede.durable.persister import Persister
+from stampede.durable.projection import store_events
+from stampede.durable.store import Store
+from stampede.durable.store import schema as t
 from tests.coupons.helpers import FIVE_OFF, drop_spec, merchant
 from tests.store.helpers import assert_store_matches_redis
 
@@ -140,7 +140,7 @@ async def _coupon_state(redis: Any) -> dict[str, Any]:
 
 async def test_recover_a_drop_from_the_store(sale: Engine, store: Store, persister: Persister,
                                              raw_redis: Any) -> None:
-    from engine.recovery import recover_campaign
+    from stampede.durable.recovery import recover_campaign
     await sale.define_campaign("d1", drop_spec(stock=50, templates=TEMPLATES, per_person=5,
                                                merchant_daily_cap=100))
     m = await merchant(sale)

@@ -6,14 +6,14 @@ import random
 from redis.asyncio import Redis
 from sqlalchemy import func, select
 
-from engine import Engine, Outcome, Settings
-from engine.audit import audit
-from engine.keys import events_key
-from engine.models import CampaignPatch, LimitsPatch
-from engine.persister import GROUP, Persister, entries_of, lag
-from engine.store import Store
-from engine.store import schema as t
-from engine.store.projection import store_events
+from stampede import Engine, Outcome, Settings
+from stampede.domain.models import CampaignPatch, LimitsPatch
+from stampede.durable.audit import audit
+from stampede.durable.persister import GROUP, Persister, entries_of, lag
+from stampede.durable.projection import store_events
+from stampede.durable.store import Store
+from stampede.durable.store import schema as t
+from stampede.state.keys import events_key
 from tests.conftest import campaign_spec
 from tests.store.helpers import assert_store_matches_redis, store_rows
 

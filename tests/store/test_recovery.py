@@ -3,14 +3,14 @@
 import msgspec
 from redis.asyncio import Redis
 
-from engine import Engine, Outcome, Settings
-from engine.audit import audit
-from engine.keys import campaign_keys, lists_key
-from engine.models import CampaignPatch
-from engine.persister import Persister
-from engine.reconcile import reconcile, reconcile_campaign
-from engine.recovery import fence, heal, recover_campaign, redis_behind
-from engine.store import Store
+from stampede import Engine, Outcome, Settings
+from stampede.domain.models import CampaignPatch
+from stampede.durable.audit import audit
+from stampede.durable.persister import Persister
+from stampede.durable.reconcile import reconcile, reconcile_campaign
+from stampede.durable.recovery import fence, heal, recover_campaign, redis_behind
+from stampede.durable.store import Store
+from stampede.state.keys import campaign_keys, lists_key
 from tests.conftest import campaign_spec
 from tests.store.helpers import assert_store_matches_redis
 

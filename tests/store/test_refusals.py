@@ -4,13 +4,13 @@ import json
 
 import msgspec
 
-from engine import Engine, Outcome
-from engine.audit import audit
-from engine.models import CampaignPatch
-from engine.persister import Persister
-from engine.store import Store
-from engine.store import schema as t
-from engine.throttle import ClientSignals
+from stampede import Engine, Outcome
+from stampede.domain.models import CampaignPatch
+from stampede.domain.throttle import ClientSignals
+from stampede.durable.audit import audit
+from stampede.durable.persister import Persister
+from stampede.durable.store import Store
+from stampede.durable.store import schema as t
 from tests.conftest import campaign_spec
 from tests.coupons.helpers import drop_spec
 from tests.store.helpers import assert_store_matches_redis, store_rows

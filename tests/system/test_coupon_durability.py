@@ -14,10 +14,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from engine import Engine, Outcome
-from engine.coupons.spec import MerchantSpec, RedemptionRequest
-from engine.store import open_store
-from engine.store import schema as t
+from stampede import Engine, Outcome
+from stampede.domain.coupons.spec import MerchantSpec, RedemptionRequest
+from stampede.durable.store import open_store
+from stampede.durable.store import schema as t
 from tests.coupons.helpers import FIVE_OFF, drop_spec
 from tests.store.conftest import pg_server_url, store_url  # noqa: F401 (fixtures)
 from tests.system.test_durability import _env, _persister, _run, engine_for  # noqa: F401

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from engine import Engine, Settings
+from stampede import Engine, Settings
 from tests.system.service import Service, http
 
 SPEC = {"name": "drain", "opens_at": "2026-01-01T00:00:00Z",

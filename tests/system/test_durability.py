@@ -16,10 +16,10 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy import func, select
 
-from engine import Engine, Outcome, Settings
-from engine.reconcile import reconcile
-from engine.store import open_store
-from engine.store import schema as t
+from stampede import Engine, Outcome, Settings
+from stampede.durable.reconcile import reconcile
+from stampede.durable.store import open_store
+from stampede.durable.store import schema as t
 from tests.conftest import campaign_spec
 from tests.store.conftest import pg_server_url, store_url  # noqa: F401 (fixtures)
 from tests.store.helpers import assert_store_matches_redis

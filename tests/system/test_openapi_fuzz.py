@@ -14,10 +14,10 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from gateway import admin, app, coupons, public, queues
-from gateway.auth import mint_user_token
-from gateway.idempotency import KEY_PATTERN
-from gateway.openapi import build_spec
+from stampede.api import admin, app, coupons, public, queues
+from stampede.api.auth import mint_user_token
+from stampede.api.idempotency import KEY_PATTERN
+from stampede.api.openapi import build_spec
 from tests.system.service import Service, http
 
 SECRET = "fuzz-secret-0123456789-0123456789-0123"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.valkey import server_binary
+from stampede.runtime.valkey import server_binary
 from tests.system.service import Service
 from tests.system.service import alive as _alive
 from tests.system.service import free_port as _free_port
@@ -74,7 +74,7 @@ def test_workers_share_the_port_and_a_dead_one_is_replaced(tmp_path: Path) -> No
     svc = Service(tmp_path, args=("--workers", "2"))
     try:
         def workers() -> set[int]:
-            out = subprocess.run(["pgrep", "-f", f"gateway.cli worker .*--port {svc.port}"],
+            out = subprocess.run(["pgrep", "-f", f"stampede.runtime.cli worker .*--port {svc.port}"],
                                  capture_output=True, text=True).stdout
             return {int(p) for p in out.split()}
 

@@ -1,5 +1,0 @@
-"""The durable store: schema, alembic migrations and the SQLite/PostgreSQL backend."""
-
-from engine.store.db import Store, async_url, open_store
-
-__all__ = ["Store", "async_url", "open_store"]

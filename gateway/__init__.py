@@ -1,1 +1,0 @@
-"""Stampede's HTTP layer: thin aiohttp apps over `engine.Engine`."""

@@ -1,0 +1,1 @@
+"""Stampede's HTTP layer: thin aiohttp apps over `stampede.Engine`."""

@@ -1,0 +1,84 @@
+"""The two aiohttp applications: public (/v1) and admin (/admin/v1).
+
+They share one Engine but never a listener: admin routes do not exist on
+the public port. Each serves its own /openapi.json and /docs.
+"""
+
+from aiohttp import web
+
+from stampede import Engine
+from stampede.api import admin, coupons, docs, guard, public, queues
+from stampede.api.auth import Authenticator
+from stampede.api.context import AUTH, ENGINE, GUARD, READY, STORE_CHECK
+from stampede.api.errors import error_middleware, json_response
+from stampede.api.idempotency import IdempotencyGuard
+from stampede.api.metrics import metrics_handler, metrics_middleware, observe_script
+from stampede.api.openapi import build_spec
+from stampede.api.routing import ApiRoutes, Operation
+from stampede.domain.models import Health, Readiness
+from stampede.state.idempotency import ResponseMemory
+
+health = ApiRoutes("health")
+PUBLIC_TITLE = "Stampede public API"
+
+
+@health.route("GET", "/healthz", "The process is alive", response=Health)
+async def healthz(request: web.Request) -> web.Response:
+    return json_response(Health(status="ok"))
+
+
+@health.route("GET", "/readyz", "Ready for traffic: Redis reachable, scripts loaded, "
+              "not draining", response=Readiness, errors=(503,))
+async def readyz(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    checks = {"not_draining": not request.app[READY]["draining"],
+              "scripts": engine.scripts.loaded, "redis": False}
+    try:
+        checks["redis"] = bool(await engine.redis.ping())
+    except Exception:  # any failure to reach Redis means not ready
+        checks["redis"] = False
+    store_check = request.app.get(STORE_CHECK)
+    if store_check is not None:
+        checks["store"] = await store_check()  # type: ignore[operator]
+    ok = all(checks.values())
+    return json_response(Readiness(ready=ok, checks=checks), status=200 if ok else 503)
+
+
+def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authenticator,
+              ready: dict[str, bool], max_body: int, metrics: bool) -> web.Application:
+    middlewares = [metrics_middleware, error_middleware] if metrics else [error_middleware]
+    if title == PUBLIC_TITLE and engine.settings.gateway_rate_per_s:
+        middlewares.append(guard.limiter_middleware)
+    app = web.Application(middlewares=middlewares, client_max_size=max_body)
+    app[ENGINE] = engine
+    app[AUTH] = auth
+    app[READY] = ready
+    app[GUARD] = IdempotencyGuard(ResponseMemory(engine.redis,
+                                                 engine.settings.idempotency_ttl_s))
+    if metrics:
+        engine.scripts.observer = observe_script
+    operations: list[Operation] = []
+    for r in (health, *routes):
+        r.add_to(app)
+        operations += r.operations
+    spec = build_spec(title, operations, auth.dev_auth)
+
+    async def openapi(request: web.Request) -> web.Response:
+        return json_response(spec)
+
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/docs", docs.page(title))
+    app.router.add_get("/metrics", metrics_handler)
+    return app
+
+
+def make_public_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
+                    max_body: int = 16_384, metrics: bool = True) -> web.Application:
+    return _make_app(PUBLIC_TITLE, [public.api, queues.api, guard.api, coupons.api], engine,
+                     auth, ready, max_body, metrics)
+
+
+def make_admin_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
+                   max_body: int = 262_144, metrics: bool = True) -> web.Application:
+    return _make_app("Stampede admin API", [admin.api, coupons.admin_api], engine, auth, ready,
+                     max_body, metrics)

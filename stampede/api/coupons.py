@@ -1,0 +1,355 @@
+"""Coupon routes: claim into a wallet, show codes, gift; merchants redeem and roll back.
+
+Public (users): `POST /v1/campaigns/{cid}/coupons`, `GET /v1/me/coupons`,
+`GET /v1/coupons/{id}`, `GET /v1/coupons/{id}/code`, `POST /v1/coupons/{id}/gift`,
+`POST /v1/gifts/accept`. Public (merchant tokens): `POST /v1/redemptions`,
+`GET /v1/redemptions/{id}`, `POST /v1/redemptions/{id}/rollback`.
+Admin: `PUT /admin/v1/merchants/{mid}`, `GET /admin/v1/campaigns/{cid}/coupons/stats`.
+
+A refusal's reason (from the engine) picks the status, stable code and message.
+"""
+
+from typing import cast
+
+import jwt
+import msgspec
+from aiohttp import web
+from prometheus_client import Counter, Gauge
+
+from stampede import Engine
+from stampede.api.auth import Role, _bearer
+from stampede.api.context import AUTH, ENGINE, GUARD
+from stampede.api.errors import ApiError, decode, error, json_response, outcome_error, read_body
+from stampede.api.guard import HEADERS as GUARD_HEADERS
+from stampede.api.guard import client_signals, guard_answer
+from stampede.api.idempotency import checked_key
+from stampede.api.public import CID
+from stampede.api.routing import ApiRoutes
+from stampede.domain.coupons.service import Answer, Merchant
+from stampede.domain.coupons.spec import (
+    CouponClaimRequest,
+    CouponClaimView,
+    CouponStats,
+    CouponView,
+    GiftAccept,
+    GiftOffer,
+    MerchantCredentials,
+    MerchantSpec,
+    RedemptionRequest,
+    RedemptionView,
+    RotatingCode,
+    Wallet,
+)
+from stampede.outcomes import GUARD_REFUSALS, Outcome
+from stampede.state import keys
+
+api = ApiRoutes("coupons")
+admin_api = ApiRoutes("coupons-admin")
+
+ID = r"^[a-z0-9][a-z0-9_-]{0,63}\.[0-9a-f]{20}$"
+COUPON = {"coupon_id": ID}
+REDEMPTION = {"redemption_id": ID}
+MERCHANT = {"mid": r"^[a-z0-9][a-z0-9_-]{0,63}$"}
+STATUS = r"^(active|used|expired|transferred)$"
+
+REASONS: dict[str, tuple[int, str, str]] = {
+    "stock": (409, "sold_out", "no coupons of this kind are left"),
+    "budget": (409, "sold_out", "the drop's budget is spent"),
+    "per_day": (409, "sold_out", "today's coupons are all claimed; more tomorrow"),
+    "limit": (409, "limit_exceeded", "this would take you over the drop's per-user limit"),
+    "user_day": (409, "limit_exceeded", "you have claimed your coupons for today"),
+    "person": (409, "limit_exceeded", "one per person: this person has claimed already"),
+    "identity_required": (403, "forbidden", ("this drop is one per person: your token must "
+                                             "carry an identity (idh)")),
+    "bad_code": (404, "not_found", ("no such coupon code (unknown, altered, or its key is "
+                                    "retired)")),
+    "unknown_also_used": (409, "conflict", "a code of codes_also_used is not a valid coupon"),
+    "duplicate_code": (400, "invalid_request", "a code appears twice in the order"),
+    "merchant_scope": (403, "forbidden", "this coupon cannot be redeemed at this merchant"),
+    "stacking": (409, "conflict", "these coupons cannot be combined in one order"),
+    "threshold": (409, "conflict", "the order amount is below the coupon's threshold"),
+    "used": (409, "conflict", "the coupon is used up"),
+    "expired": (409, "conflict", "the coupon has expired"),
+    "transferred": (409, "conflict", "the coupon was given away"),
+    "not_yet_valid": (409, "conflict", "the coupon is not valid yet"),
+    "code_expired": (403, "forbidden", "this rotating code has expired: show a fresh one"),
+    "merchant_cap": (409, "limit_exceeded", ("this merchant's daily redemption cap for the "
+                                             "drop is reached")),
+    "template": (409, "conflict", "the coupon changed meanwhile; retry"),
+    "not_transferable": (409, "conflict", "this coupon cannot be given away"),
+    "gift_used": (409, "conflict", "this gift has been accepted already"),
+    "gift_expired": (409, "conflict", "this gift offer has expired"),
+    "gift_void": (409, "conflict", "the gifted coupon was used, expired or offered anew"),
+    "own_gift": (409, "conflict", "you cannot accept your own gift"),
+}
+
+COUPON_OPS = Counter("stampede_coupon_operations_total",
+                     "Coupon claims, redemptions, rollbacks and gifts by answer",
+                     ["op", "answer"])
+"""answer is ok or the refusal's reason (or outcome code): a bounded set."""
+
+
+COUPON_VALUE = Gauge("stampede_coupon_value", "Per drop: face value issued, discount "
+                     "granted (net of rollbacks) and budget left (-1: no budget)",
+                     ["campaign", "kind"], multiprocess_mode="livemostrecent")
+
+
+async def refresh_coupon_gauges(engine: Engine) -> None:
+    """Budget watch for ops: each drop's value issued against discount granted."""
+    for cid in sorted(cast(set[str], await engine.redis.smembers(keys.COUPON_DROPS))):
+        stats = await engine.coupons.stats(cid)
+        if stats is None:
+            continue
+        t = stats.totals
+        for kind, value in (("issued", t.face_value_issued),
+                            ("discount", t.discount_granted - t.discount_rolled_back),
+                            ("budget_left", -1 if stats.budget_left is None
+                             else stats.budget_left)):
+            COUPON_VALUE.labels(cid, kind).set(value)
+
+
+def _count(op: str, answer: Answer) -> None:
+    if answer.outcome in GUARD_REFUSALS:  # the guard's scope is in stampede_refusals_total
+        COUPON_OPS.labels(op, answer.outcome.code).inc()
+        return
+    label = "ok" if answer.outcome is Outcome.OK else (answer.reason or answer.outcome.code)
+    COUPON_OPS.labels(op, label if answer.reason in REASONS or not answer.reason
+                      else "other").inc()
+
+
+_claim_decoder = msgspec.json.Decoder(CouponClaimRequest)
+_redeem_decoder = msgspec.json.Decoder(RedemptionRequest)
+_accept_decoder = msgspec.json.Decoder(GiftAccept)
+_merchant_decoder = msgspec.json.Decoder(MerchantSpec)
+_NO_COUPON = "no such coupon"
+
+
+def refusal(answer: Answer, not_found: str = "not found") -> web.Response:
+    if answer.reason in REASONS:
+        status, code, message = REASONS[answer.reason]
+        return error(status, code, message)
+    if answer.outcome is Outcome.NOT_FOUND:
+        return outcome_error(answer.outcome, not_found)
+    return outcome_error(answer.outcome)
+
+
+def _identity(request: web.Request) -> str | None:
+    """The hashed real-person identity of the caller (`idh` in the token)."""
+    auth = request.app[AUTH]
+    if auth.dev_auth and "X-User-Id" in request.headers:
+        return request.headers.get("X-Identity-Hash")
+    token = _bearer(request)
+    if token is None or auth.jwt_secret is None:
+        return None
+    claims = jwt.decode(token, auth.jwt_secret, algorithms=["HS256"])  # verified by user()
+    idh = claims.get("idh")
+    return idh if isinstance(idh, str) else None
+
+
+async def _merchant(request: web.Request) -> Merchant:
+    token = _bearer(request)
+    found = await request.app[ENGINE].coupons.merchant(token) if token else None
+    if found is None:
+        raise ApiError(401, "unauthorized", "a merchant bearer token is required")
+    return found
+
+
+# -- users --------------------------------------------------------------------
+
+@api.route("POST", "/v1/campaigns/{cid}/coupons",
+           "Claim a coupon (or a gift pack) of a drop: final at once", auth="user",
+           body=CouponClaimRequest, response=CouponClaimView, status=201, idempotent=True,
+           errors=(400, 401, 403, 404, 409, 413, 422, 429, 503), path_params=CID,
+           headers={"X-Admission-Token": "required when the drop has a waiting room",
+                    **GUARD_HEADERS})
+async def claim_coupon(request: web.Request) -> web.Response:
+    user = request.app[AUTH].user(request)
+    body = decode(_claim_decoder, await read_body(request))
+    key = checked_key(request)
+    signals = client_signals(request)
+    async with request.app[GUARD].in_flight(user, key):
+        answer = await request.app[ENGINE].coupons.claim(
+            request.match_info["cid"], user, body.sku, body.qty, idempotency_key=key,
+            admission_token=request.headers.get("X-Admission-Token"),
+            identity=_identity(request), client=signals)
+    _count("claim", answer)
+    refused = guard_answer(answer)
+    if refused is not None:
+        return refused
+    if answer.outcome is not Outcome.OK:
+        return refusal(answer, "no such drop or SKU")
+    return json_response(answer.view, status=201)
+
+
+@api.route("GET", "/v1/me/coupons", "My coupons, optionally by status", auth="user",
+           response=Wallet, errors=(400, 401, 503), query_params={"status": (STATUS, False)})
+async def my_coupons(request: web.Request) -> web.Response:
+    user = request.app[AUTH].user(request)
+    status = request.query.get("status")
+    if set(request.query) - {"status"}:
+        raise ApiError(400, "invalid_request", "the only query parameter is status")
+    if status is not None and status not in ("active", "used", "expired", "transferred"):
+        raise ApiError(400, "invalid_request", "status is active, used, expired or transferred")
+    return json_response(Wallet(coupons=await request.app[ENGINE].coupons.wallet(user, status)))
+
+
+@api.route("GET", "/v1/coupons/{coupon_id}", "One of my coupons (with its code while active)",
+           auth="user", response=CouponView, errors=(401, 404, 503), path_params=COUPON)
+async def get_coupon(request: web.Request) -> web.Response:
+    user = request.app[AUTH].user(request)
+    view = await request.app[ENGINE].coupons.coupon(request.match_info["coupon_id"], user)
+    if view is None:
+        return outcome_error(Outcome.NOT_FOUND, _NO_COUPON)
+    return json_response(view)
+
+
+@api.route("GET", "/v1/coupons/{coupon_id}/code",
+           "A rotating code to show at a till (stops working within a minute)", auth="user",
+           response=RotatingCode, errors=(401, 404, 409, 503), path_params=COUPON)
+async def rotating_code(request: web.Request) -> web.Response:
+    user = request.app[AUTH].user(request)
+    answer = await request.app[ENGINE].coupons.rotating_code(request.match_info["coupon_id"],
+                                                             user)
+    if answer.outcome is not Outcome.OK:
+        return refusal(answer, _NO_COUPON)
+    return json_response(answer.view)
+
+
+@api.route("POST", "/v1/coupons/{coupon_id}/gift",
+           "Offer a transferable coupon as a gift: a single-use, expiring transfer token",
+           auth="user", response=GiftOffer, status=201, idempotent=True,
+           errors=(401, 404, 409, 422, 503), path_params=COUPON)
+async def offer_gift(request: web.Request) -> web.Response:
+    user = request.app[AUTH].user(request)
+    coupon_id = request.match_info["coupon_id"]
+
+    async def run() -> web.Response:
+        answer = await request.app[ENGINE].coupons.offer_gift(coupon_id, user)
+        _count("gift_offer", answer)
+        if answer.outcome is not Outcome.OK:
+            return refusal(answer, _NO_COUPON)
+        return json_response(answer.view, status=201)
+
+    return await request.app[GUARD].replayable(request, user, f"gift {coupon_id}", run,
+                                               cid=keys.campaign_of_claim(coupon_id))
+
+
+@api.route("POST", "/v1/gifts/accept", "Accept a gift: the coupon moves to my wallet",
+           auth="user", body=GiftAccept, response=CouponView, idempotent=True,
+           errors=(400, 401, 404, 409, 413, 422, 503))
+async def accept_gift(request: web.Request) -> web.Response:
+    user = request.app[AUTH].user(request)
+    body = decode(_accept_decoder, await read_body(request))
+
+    async def run() -> web.Response:
+        answer = await request.app[ENGINE].coupons.accept_gift(body.transfer_token, user)
+        _count("gift_accept", answer)
+        if answer.outcome is not Outcome.OK:
+            return refusal(answer, "no such gift")
+        return json_response(answer.view)
+
+    return await request.app[GUARD].replayable(
+        request, user, f"accept {body.transfer_token}", run,
+        cid=body.transfer_token.split(".", 1)[0])
+
+
+# -- merchants ----------------------------------------------------------------
+
+@api.route("POST", "/v1/redemptions",
+           "Redeem a coupon code for an order (idempotent per merchant and order id)",
+           auth="merchant", body=RedemptionRequest, response=RedemptionView, status=201,
+           idempotent=True, errors=(400, 401, 403, 404, 409, 413, 422, 503))
+async def redeem(request: web.Request) -> web.Response:
+    merchant = await _merchant(request)
+    raw = await read_body(request)
+    body = decode(_redeem_decoder, raw)
+    coupons = request.app[ENGINE].coupons
+
+    async def run() -> web.Response:
+        answer = await coupons.redeem(merchant, body)
+        _count("redeem", answer)
+        if answer.outcome is not Outcome.OK:
+            return refusal(answer)
+        return json_response(answer.view, status=201)
+
+    # Redemption is idempotent per merchant and order inside its script; the
+    # Idempotency-Key memory adds the 422 for a key reused on another request.
+    return await request.app[GUARD].replayable(
+        request, f"merchant:{merchant.merchant_id}", raw.decode(errors="replace"), run,
+        cid=await coupons.drop_of_code(body.code))
+
+
+@api.route("GET", "/v1/redemptions/{redemption_id}", "One of my redemptions",
+           auth="merchant", response=RedemptionView, errors=(401, 404, 503),
+           path_params=REDEMPTION)
+async def get_redemption(request: web.Request) -> web.Response:
+    merchant = await _merchant(request)
+    view = await request.app[ENGINE].coupons.redemption(request.match_info["redemption_id"],
+                                                        merchant.merchant_id)
+    if view is None:
+        return outcome_error(Outcome.NOT_FOUND, "no such redemption")
+    return json_response(view)
+
+
+@api.route("POST", "/v1/redemptions/{redemption_id}/rollback",
+           "Roll a redemption back (a refund): the use and the caps return, once",
+           auth="merchant", response=RedemptionView, idempotent=True,
+           errors=(401, 404, 422, 503), path_params=REDEMPTION)
+async def rollback(request: web.Request) -> web.Response:
+    merchant = await _merchant(request)
+    rid = request.match_info["redemption_id"]
+
+    async def run() -> web.Response:
+        answer = await request.app[ENGINE].coupons.rollback(rid, merchant.merchant_id)
+        _count("rollback", answer)
+        if answer.outcome is not Outcome.OK:
+            return refusal(answer, "no such redemption")
+        return json_response(answer.view)
+
+    return await request.app[GUARD].replayable(request, f"merchant:{merchant.merchant_id}",
+                                               f"rollback {rid}", run,
+                                               cid=keys.campaign_of_claim(rid))
+
+
+# -- admin --------------------------------------------------------------------
+
+@admin_api.route("PUT", "/admin/v1/merchants/{mid}",
+                 "Register a merchant (or issue it a new token): the token is shown once",
+                 auth="operator", body=MerchantSpec, response=MerchantCredentials, status=201,
+                 idempotent=True, errors=(400, 401, 403, 413, 422, 503), path_params=MERCHANT)
+async def put_merchant(request: web.Request) -> web.Response:
+    admin = request.app[AUTH].admin(request, Role.OPERATOR)
+    raw = await read_body(request)
+    spec = decode(_merchant_decoder, raw)
+    mid = request.match_info["mid"]
+
+    async def run() -> web.Response:
+        creds = await request.app[ENGINE].coupons.put_merchant(mid, spec)
+        return json_response(creds, status=201)
+
+    # A retried PUT must not issue a second token: the first answer is kept
+    # (under "-merchants", a namespace no campaign id can take).
+    return await request.app[GUARD].replayable(
+        request, admin.name, f"{mid} {raw.decode(errors='replace')}", run, cid="-merchants")
+
+
+@admin_api.route("DELETE", "/admin/v1/merchants/{mid}",
+                 "Revoke a merchant: its token stops working at once", auth="operator",
+                 status=204, errors=(401, 403, 404, 503), path_params=MERCHANT)
+async def delete_merchant(request: web.Request) -> web.Response:
+    request.app[AUTH].admin(request, Role.OPERATOR)
+    if not await request.app[ENGINE].coupons.remove_merchant(request.match_info["mid"]):
+        return outcome_error(Outcome.NOT_FOUND, "no such merchant")
+    return web.Response(status=204)
+
+
+@admin_api.route("GET", "/admin/v1/campaigns/{cid}/coupons/stats",
+                 "A drop's coupons: issued, redeemed, rolled back, expired, budget; by "
+                 "template, merchant and day", auth="viewer", response=CouponStats,
+                 errors=(401, 404, 503), path_params=CID)
+async def coupon_stats(request: web.Request) -> web.Response:
+    request.app[AUTH].admin(request, Role.VIEWER)
+    stats = await request.app[ENGINE].coupons.stats(request.match_info["cid"])
+    if stats is None:
+        return outcome_error(Outcome.NOT_FOUND, "no such coupon drop")
+    return json_response(stats)

@@ -1,0 +1,103 @@
+"""The OpenAPI 3.1 spec, generated from the route declarations and msgspec types."""
+
+from typing import Any
+
+import msgspec
+
+from stampede.api.idempotency import KEY_PATTERN
+from stampede.api.routing import Operation
+
+ERROR_SCHEMA = {
+    "type": "object", "required": ["error"], "additionalProperties": False,
+    "properties": {"error": {
+        "type": "object", "required": ["code", "message"],
+        "properties": {
+            "code": {"type": "string"}, "message": {"type": "string"},
+            # Scalper-guard refusals (throttled, blocked, challenge_required):
+            "reason": {"type": "string", "description": "the limit, list or rule that refused"},
+            "retry_after_ms": {"type": "integer", "description": "throttled: exact wait"},
+            "challenge": {
+                "type": "object", "required": ["token", "difficulty", "expires_at"],
+                "description": "challenge_required: find a decimal counter such that "
+                               "sha256(token + ':' + counter) has `difficulty` leading zero "
+                               "bits; send X-Challenge-Token and X-Challenge-Solution",
+                "properties": {"token": {"type": "string"}, "difficulty": {"type": "integer"},
+                               "expires_at": {"type": "string", "format": "date-time"},
+                               "algorithm": {"type": "string"}}}}}},
+}
+
+_ERROR_TEXT = {
+    400: "invalid_request: malformed, unknown fields, out of range",
+    401: "unauthorized", 403: "forbidden, blocked, admission_required, challenge_required",
+    404: "not_found", 409: "sold_out, limit_exceeded, not_open, paused, closed, "
+                          "hold_expired, conflict",
+    413: "invalid_request: body too large", 422: "idempotency_mismatch",
+    429: "throttled (with Retry-After)", 503: "unavailable (with Retry-After)",
+}
+
+_SECURITY: dict[str, list[dict[str, list[str]]]] = {
+    "user": [{"userToken": []}, {"devUser": []}], "viewer": [{"adminToken": []}],
+    "operator": [{"adminToken": []}], "merchant": [{"merchantToken": []}]}
+
+
+def build_spec(title: str, operations: list[Operation], dev_auth: bool) -> dict[str, Any]:
+    types = {t for op in operations for t in (op.body, op.response) if t is not None}
+    ordered = sorted(types, key=repr)
+    schemas, components = msgspec.json.schema_components(
+        ordered, ref_template="#/components/schemas/{name}")
+    refs = dict(zip(ordered, schemas, strict=True))
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, refs, dev_auth)
+    security_schemes: dict[str, Any] = {
+        "userToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (HS256, sub)"},
+        "adminToken": {"type": "http", "scheme": "bearer"},
+        "merchantToken": {"type": "http", "scheme": "bearer"},
+    }
+    if dev_auth:
+        security_schemes["devUser"] = {"type": "apiKey", "in": "header", "name": "X-User-Id",
+                                       "description": "STAMPEDE_DEV_AUTH=1 only"}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": "1"},
+        "paths": paths,
+        "components": {"schemas": {**components, "Error": ERROR_SCHEMA},
+                       "securitySchemes": security_schemes},
+    }
+
+
+def _operation(op: Operation, refs: dict[Any, Any], dev_auth: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"summary": op.summary, "operationId": op.handler.__name__,
+                           "tags": list(op.tags)}
+    params = [{"name": name, "in": "path", "required": True,
+               "schema": {"type": "string", "pattern": pattern}}
+              for name, pattern in op.path_params.items()]
+    params += [{"name": name, "in": "query", "required": required,
+                "schema": {"type": "string", "pattern": pattern}}
+               for name, (pattern, required) in op.query_params.items()]
+    params += [{"name": name, "in": "header", "required": False,
+                "schema": {"type": "string", "maxLength": 1024}, "description": text}
+               for name, text in op.headers.items()]
+    if op.idempotent:
+        params.append({"name": "Idempotency-Key", "in": "header", "required": False,
+                       "schema": {"type": "string", "pattern": KEY_PATTERN},
+                       "description": "a retry with the same key returns the first answer"})
+    if params:
+        out["parameters"] = params
+    if op.body is not None:
+        out["requestBody"] = {"required": True,
+                              "content": {"application/json": {"schema": refs[op.body]}}}
+    ok: dict[str, Any] = {"description": "success"}
+    if op.response is not None:
+        ok["content"] = {"application/json": {"schema": refs[op.response]}}
+    responses: dict[str, Any] = {str(s): ok for s in (op.status, *op.also)}
+    errors = set(op.errors) | ({400} if op.idempotent else set())
+    for status in sorted(errors):
+        responses[str(status)] = {
+            "description": _ERROR_TEXT.get(status, "error"),
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    out["responses"] = responses
+    if op.auth != "none":
+        out["security"] = _SECURITY[op.auth] if dev_auth or op.auth != "user" \
+            else [{"userToken": []}]
+    return out

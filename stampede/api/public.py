@@ -1,0 +1,92 @@
+"""The public API under /v1: campaign status and the claim lifecycle."""
+
+import msgspec
+from aiohttp import web
+
+from stampede.api.context import AUTH, ENGINE, GUARD
+from stampede.api.errors import decode, json_response, outcome_error, read_body
+from stampede.api.guard import HEADERS as GUARD_HEADERS
+from stampede.api.guard import client_signals, guard_answer
+from stampede.api.idempotency import checked_key
+from stampede.api.metrics import count_claim
+from stampede.api.routing import ApiRoutes
+from stampede.domain.models import CampaignPublic, ClaimRequest, ClaimView
+from stampede.outcomes import Outcome
+
+api = ApiRoutes("public")
+
+CID = {"cid": r"^[a-z0-9][a-z0-9_-]{0,63}$"}
+CLAIM = {"claim_id": r"^[a-z0-9][a-z0-9_-]{0,63}\.[0-9a-f]{20}$"}
+
+_claim_decoder = msgspec.json.Decoder(ClaimRequest)
+
+
+@api.route("GET", "/v1/campaigns/{cid}", "Public status of a campaign",
+           response=CampaignPublic, errors=(404, 503), path_params=CID)
+async def campaign_status(request: web.Request) -> web.Response:
+    status = await request.app[ENGINE].public_status(request.match_info["cid"])
+    if status is None:
+        return outcome_error(Outcome.NOT_FOUND, "no such campaign")
+    return json_response(status)
+
+
+@api.route("POST", "/v1/campaigns/{cid}/claims", "Claim units: a hold that expires",
+           auth="user", body=ClaimRequest, response=ClaimView, status=201, idempotent=True,
+           errors=(400, 401, 403, 404, 409, 413, 422, 429, 503), path_params=CID,
+           headers={"X-Admission-Token": "required when the campaign has a waiting room: "
+                                         "the token of your admitted ticket", **GUARD_HEADERS})
+async def create_claim(request: web.Request) -> web.Response:
+    user = request.app[AUTH].user(request)
+    body = decode(_claim_decoder, await read_body(request))
+    key = checked_key(request)
+    signals = client_signals(request)
+    async with request.app[GUARD].in_flight(user, key):
+        result = await request.app[ENGINE].claim(
+            request.match_info["cid"], user, body.sku, body.qty, idempotency_key=key,
+            admission_token=request.headers.get("X-Admission-Token"), client=signals)
+    count_claim(result.outcome)
+    refused = guard_answer(result)
+    if refused is not None:
+        return refused
+    if result.outcome is not Outcome.OK:
+        return outcome_error(result.outcome)
+    return json_response(result.claim, status=201)
+
+
+@api.route("GET", "/v1/claims/{claim_id}", "One of my claims", auth="user",
+           response=ClaimView, errors=(401, 404, 503), path_params=CLAIM)
+async def get_claim(request: web.Request) -> web.Response:
+    user = request.app[AUTH].user(request)
+    claim = await request.app[ENGINE].get_claim(request.match_info["claim_id"], user)
+    if claim is None:
+        return outcome_error(Outcome.NOT_FOUND, "no such claim")
+    return json_response(claim)
+
+
+@api.route("POST", "/v1/claims/{claim_id}/confirm", "Confirm (pay for) a hold: it becomes sold",
+           auth="user", response=ClaimView, idempotent=True,
+           errors=(401, 404, 409, 422, 503), path_params=CLAIM)
+async def confirm_claim(request: web.Request) -> web.Response:
+    return await _settle(request, "confirm")
+
+
+@api.route("POST", "/v1/claims/{claim_id}/cancel", "Give a hold back: its units return",
+           auth="user", response=ClaimView, idempotent=True,
+           errors=(401, 404, 409, 422, 503), path_params=CLAIM)
+async def cancel_claim(request: web.Request) -> web.Response:
+    return await _settle(request, "cancel")
+
+
+async def _settle(request: web.Request, op: str) -> web.Response:
+    user = request.app[AUTH].user(request)
+    claim_id = request.match_info["claim_id"]
+    engine = request.app[ENGINE]
+    settle = engine.confirm if op == "confirm" else engine.cancel
+
+    async def run() -> web.Response:
+        result = await settle(claim_id, user)
+        if result.outcome is not Outcome.OK:
+            return outcome_error(result.outcome)
+        return json_response(result.claim)
+
+    return await request.app[GUARD].replayable(request, user, f"{op} {claim_id}", run)

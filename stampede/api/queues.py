@@ -1,0 +1,107 @@
+"""The public waitlist and waiting-room routes: thin calls into the engine.
+
+- `POST|GET|DELETE /v1/campaigns/{cid}/waitlist`: join a sold-out SKU's
+  waitlist, see your place or your offer, leave (declining any offer).
+- `POST /v1/campaigns/{cid}/queue`, `GET /v1/campaigns/{cid}/queue/me`:
+  take a waiting-room ticket, poll it; once admitted it carries the
+  admission token that the claim endpoint requires (X-Admission-Token).
+"""
+
+import msgspec
+from aiohttp import web
+
+from stampede.api.context import AUTH, ENGINE
+from stampede.api.errors import ApiError, decode, json_response, outcome_error, read_body
+from stampede.api.public import CID
+from stampede.api.routing import ApiRoutes
+from stampede.domain.models import QueueTicket, WaitlistEntry, WaitlistJoin, WaitlistView
+from stampede.outcomes import Outcome
+
+api = ApiRoutes("queues")
+
+ADMISSION_HEADER = "X-Admission-Token"
+SKU_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_join_decoder = msgspec.json.Decoder(WaitlistJoin)
+_ADMISSION_DOC = {ADMISSION_HEADER: "the admission token of your waiting-room ticket "
+                                    "(campaigns with a waiting room only)"}
+_NO_WAITLIST = "no such campaign, SKU or waitlist"
+_NO_ROOM = "no such campaign or waiting room"
+
+
+def _sku(request: web.Request, required: bool) -> str | None:
+    sku = request.query.get("sku")
+    if sku is None and required:
+        raise ApiError(400, "invalid_request", "the sku query parameter is required")
+    return sku
+
+
+@api.route("POST", "/v1/campaigns/{cid}/waitlist",
+           "Join a sold-out SKU's waitlist (one entry per SKU; joining again answers it)",
+           auth="user", body=WaitlistJoin, response=WaitlistEntry, status=201,
+           errors=(400, 401, 403, 404, 409, 413, 503), path_params=CID, headers=_ADMISSION_DOC)
+async def join_waitlist(request: web.Request) -> web.Response:
+    user = request.app[AUTH].user(request)
+    body = decode(_join_decoder, await read_body(request))
+    outcome, entry, created = await request.app[ENGINE].join_waitlist(
+        request.match_info["cid"], user, body.sku, body.qty,
+        admission_token=request.headers.get(ADMISSION_HEADER))
+    if outcome is Outcome.NOT_FOUND:
+        return outcome_error(outcome, _NO_WAITLIST)
+    if outcome is not Outcome.OK:
+        return outcome_error(outcome)
+    return json_response(entry, status=201 if created else 200)
+
+
+@api.route("GET", "/v1/campaigns/{cid}/waitlist",
+           "My waitlist entries: place in line, or the offer to confirm", auth="user",
+           response=WaitlistView, errors=(400, 401, 404, 503), path_params=CID,
+           query_params={"sku": (SKU_PATTERN, False)})
+async def my_waitlist(request: web.Request) -> web.Response:
+    user = request.app[AUTH].user(request)
+    outcome, entries = await request.app[ENGINE].waitlist(request.match_info["cid"], user,
+                                                          _sku(request, required=False))
+    if outcome is not Outcome.OK:
+        return outcome_error(outcome, "no such campaign")
+    return json_response(WaitlistView(entries=entries))
+
+
+@api.route("DELETE", "/v1/campaigns/{cid}/waitlist",
+           "Leave a SKU's waitlist (an open offer is declined and passes on)", auth="user",
+           response=WaitlistEntry, errors=(400, 401, 404, 503), path_params=CID,
+           query_params={"sku": (SKU_PATTERN, True)})
+async def leave_waitlist(request: web.Request) -> web.Response:
+    user = request.app[AUTH].user(request)
+    sku = _sku(request, required=True)
+    assert sku is not None
+    outcome, entry = await request.app[ENGINE].leave_waitlist(request.match_info["cid"], user,
+                                                              sku)
+    if outcome is Outcome.NOT_FOUND:
+        return outcome_error(outcome, "you are not on this SKU's waitlist")
+    if outcome is not Outcome.OK:
+        return outcome_error(outcome)
+    return json_response(entry)
+
+
+@api.route("POST", "/v1/campaigns/{cid}/queue",
+           "Take a waiting-room ticket (one per user; taking again answers it)", auth="user",
+           response=QueueTicket, status=201, errors=(400, 401, 404, 409, 503), path_params=CID)
+async def take_ticket(request: web.Request) -> web.Response:
+    user = request.app[AUTH].user(request)
+    outcome, ticket, created = await request.app[ENGINE].take_ticket(request.match_info["cid"],
+                                                                     user)
+    if outcome is Outcome.NOT_FOUND:
+        return outcome_error(outcome, _NO_ROOM)
+    if outcome is not Outcome.OK:
+        return outcome_error(outcome)
+    return json_response(ticket, status=201 if created else 200)
+
+
+@api.route("GET", "/v1/campaigns/{cid}/queue/me",
+           "Poll my ticket: place, estimated wait, and once admitted the admission token",
+           auth="user", response=QueueTicket, errors=(400, 401, 404, 503), path_params=CID)
+async def my_ticket(request: web.Request) -> web.Response:
+    user = request.app[AUTH].user(request)
+    outcome, ticket = await request.app[ENGINE].ticket(request.match_info["cid"], user)
+    if outcome is not Outcome.OK:
+        return outcome_error(outcome, "no ticket: take one with POST /v1/campaigns/{id}/queue")
+    return json_response(ticket)

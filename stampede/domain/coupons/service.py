@@ -1,0 +1,533 @@
+"""`Coupons`: the engine API of coupon drops, wallets, redemption and gifting.
+
+Every change is one Lua operation (lua/coupon_*.lua); this module verifies
+codes, prices orders (discount.py), builds keys and arguments and decodes
+answers. Answers are (Outcome, reason, view): the reason names a refusal
+more precisely than the outcome (budget, merchant_cap, stacking, ...), and
+the gateway turns both into the stable error codes of the contract.
+"""
+
+import functools
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import msgspec
+
+from stampede.domain import throttle
+from stampede.domain.batcher import ClaimBatcher
+from stampede.domain.coupons import codes, discount
+from stampede.domain.coupons.codes import CodeKeys
+from stampede.domain.coupons.spec import (
+    CouponClaimView,
+    CouponStats,
+    CouponStatus,
+    CouponTotals,
+    CouponView,
+    GiftOffer,
+    MerchantCredentials,
+    MerchantSpec,
+    RedemptionRequest,
+    RedemptionView,
+    RotatingCode,
+    TemplateSpec,
+)
+from stampede.domain.models import from_ms
+from stampede.domain.throttle import NO_GUARD, ChallengeView, ClientSignals, Guard
+from stampede.errors import ValidationError
+from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, Outcome
+from stampede.state import keys
+
+if TYPE_CHECKING:
+    from stampede.domain.engine import Engine
+
+GIFT_TTL_MS = 86_400_000
+_IDENTITY = re.compile(r"^[A-Za-z0-9_.:=+/-]{1,128}$")
+_TOKEN = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63})\.([0-9a-f]{32})$")
+_spec_decoder = msgspec.json.Decoder(TemplateSpec)
+_merchant_decoder = msgspec.json.Decoder(dict[str, Any])
+_json = msgspec.json.Encoder()
+
+
+@functools.lru_cache(maxsize=4096)
+def _template(raw: str) -> TemplateSpec:
+    return _spec_decoder.decode(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class _PendingCouponClaim:
+    claim_id: str
+    user: str
+    sku: str
+    qty: int
+    idempotency_key: str | None
+    admission_exp: int
+    identity: str
+    seed: str
+    guard: Guard = NO_GUARD
+    """Device, network, risk signals and verified challenge solution, for the scalper guard."""
+
+
+@dataclass(frozen=True)
+class Merchant:
+    merchant_id: str
+    name: str
+    groups: tuple[str, ...]
+    region: str | None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An outcome, the reason of a refusal ('' if none), and the view when OK.
+
+    A guard refusal of a claim (THROTTLED, BLOCKED, CHALLENGE_REQUIRED) has the
+    guard's reason and, as a sale claim's, the exact retry-after or the challenge."""
+    outcome: Outcome
+    reason: str = ""
+    view: Any = None
+    retry_after_ms: int | None = None
+    challenge: ChallengeView | None = None
+
+
+_NEEDS_GUARD = Answer(Outcome.INVALID, "guard")
+"""Placeholder of a claim the script sent back for its guard context (code -1)."""
+
+
+@dataclass(frozen=True)
+class _Found:
+    cid: str
+    coupon_id: str
+    record: list[str]
+    template: TemplateSpec
+
+    @property
+    def tid(self) -> str:
+        return self.record[2]
+
+
+class Coupons:
+    def __init__(self, engine: "Engine") -> None:
+        self.engine = engine
+        self.redis = engine.redis
+        self.scripts = engine.scripts
+        self.settings = engine.settings
+        self._drops: dict[int, str] = {}
+
+    @functools.cached_property
+    def keys(self) -> CodeKeys:
+        if self.settings.coupon_keys:
+            return CodeKeys.parse(self.settings.coupon_keys)
+        return CodeKeys.kept(self.settings.data_dir / "coupon.secret")
+
+    # -- drops ---------------------------------------------------------------
+
+    async def drop_number(self, cid: str) -> str:
+        """The drop's code prefix: kept across a redefinition, else the next number."""
+        current = await self.redis.hget(keys.campaign_keys(cid)[0], "cp_no")
+        if current:
+            return str(current)
+        n = int(await self.redis.hincrby(keys.DROP_NUMBERS, "seq", 1))
+        if n >= codes.MAX_DROPS:
+            raise ValidationError("no drop numbers left")
+        await self.redis.hset(keys.DROP_NUMBERS, str(n), cid)
+        return codes.encode(n, codes.DROP_CHARS)
+
+    async def registered(self, cid: str, is_drop: bool) -> None:
+        if is_drop:
+            await self.redis.sadd(keys.COUPON_DROPS, cid)
+        else:
+            await self.redis.srem(keys.COUPON_DROPS, cid)
+
+    async def _cid_of_drop(self, number: int) -> str | None:
+        cid = self._drops.get(number)
+        if cid is None:
+            cid = cast(str | None, await self.redis.hget(keys.DROP_NUMBERS, str(number)))
+            if cid is not None:
+                self._drops[number] = cid
+        return cid
+
+    # -- claims --------------------------------------------------------------
+
+    async def claim(self, cid: str, user: str, sku: str, qty: int = 1,
+                    idempotency_key: str | None = None, admission_token: str | None = None,
+                    identity: str | None = None,
+                    client: ClientSignals | None = None) -> Answer:
+        """Claim a SKU of a drop: final at once; the view lists the coupons issued.
+
+        A guarded drop checks the claim's `client` signals first, as a sale claim's
+        (THROTTLED, BLOCKED or CHALLENGE_REQUIRED, with retry-after or a challenge).
+        Coalesced with the other coupon claims of this loop tick (one script call)."""
+        _check(keys.valid_campaign_id(cid), "campaign id is not valid")
+        _check(keys.valid_user_id(user), "user id is not valid")
+        _check(keys.valid_sku(sku), "sku is not valid")
+        _check(identity is None or bool(_IDENTITY.match(identity)), "identity is not valid")
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+            raise ValidationError("Idempotency-Key must be 1 to 255 characters")
+        pending = _PendingCouponClaim(keys.new_claim_id(cid), user, sku, qty, idempotency_key,
+                                      self.engine._admission_exp(cid, user, admission_token),
+                                      identity or "", codes.new_seed(),
+                                      self.engine.challenges.guard(cid, user, client))
+        return await self.batcher.submit(cid, pending)  # type: ignore[arg-type]
+
+    @functools.cached_property
+    def batcher(self) -> ClaimBatcher[Answer]:
+        return ClaimBatcher(self._claim_batch, self.settings.max_batch)  # type: ignore[arg-type]
+
+    async def _claim_batch(self, cid: str,
+                           claims: Sequence["_PendingCouponClaim"]) -> list[Answer]:
+        return await self.engine.guarded_batch(cid, claims, self._claim_batch_once,
+                                               _NEEDS_GUARD)
+
+    async def _claim_batch_once(self, cid: str, claims: Sequence["_PendingCouponClaim"],
+                                guarded: bool) -> list[Answer]:
+        ks = keys.coupon_keys(cid) + keys.guard_keys(cid)
+        slot = throttle.key_slots(ks)  # each guard key once per batch
+        recent = await self.engine.recent_counts(cid, claims)
+        args: list[Any] = [self.settings.idempotency_ttl_s * 1000]
+        for c in claims:
+            ks.append(keys.wallet_key(cid, c.user))
+            wallet, idem = len(ks), 0
+            if c.idempotency_key is not None:
+                ks.append(keys.idempotency_key(cid, c.user, "coupon:" + c.idempotency_key))
+                idem = len(ks)
+            tail = throttle.packed_tail(cid, c.user, c.guard, recent.get(c.user, -1), slot) \
+                if guarded else ""
+            args.append(f"{c.claim_id}|{c.user}|{c.sku}|{c.qty}|{wallet}|{idem}|"
+                        f"{c.admission_exp}|{c.identity}|{c.seed}|{c.sku}:{c.qty}{tail}")
+        reply = await self.scripts.run("coupon_claim", ks, args)
+        answers, i = [], 0
+        for c in claims:
+            code, reason, claim_id, at, n = reply[i:i + 5]
+            rows = reply[i + 5:i + 5 + 3 * int(n)]
+            i += 5 + 3 * int(n)
+            if code == -1:  # guarded after all: sent again with its context
+                answers.append(_NEEDS_GUARD)
+                continue
+            outcome = OUTCOMES[int(code)]
+            if outcome in GUARD_REFUSALS:
+                r = self.engine.guard_refusal(cid, c.user, outcome, reason, claim_id)
+                answers.append(Answer(outcome, reason, retry_after_ms=r.retry_after_ms,
+                                      challenge=r.challenge))
+                continue
+            if outcome is not Outcome.OK:
+                answers.append(Answer(outcome, reason))
+                continue
+            views = [self._view(_Found(cid, rows[j], rows[j + 1].split("|"),
+                                       _template(rows[j + 2])), c.user, int(at))
+                     for j in range(0, len(rows), 3) if rows[j + 1]]
+            answers.append(Answer(outcome, "", CouponClaimView(
+                claim_id=claim_id, campaign_id=cid, sku=c.sku, qty=c.qty, coupons=views)))
+        self.engine.note_guard(cid, int(reply[-1]), claims, answers)
+        return answers
+
+    # -- reading -------------------------------------------------------------
+
+    async def _lookup(self, cid: str, mode: str, names: Sequence[str]) -> list[_Found | None]:
+        if not names:
+            return []
+        reply = await self.scripts.run("coupon_lookup", keys.coupon_keys(cid), [mode, *names])
+        out: list[_Found | None] = []
+        for i in range(1, len(reply), 3):
+            cpn, raw, spec = reply[i:i + 3]
+            out.append(_Found(cid, cpn, raw.split("|"), _template(spec)) if raw and spec
+                       else None)
+        return out
+
+    def _view(self, f: _Found, viewer: str, now_ms: int) -> CouponView:
+        status, owner, tid, uses, vf, vt, loc = f.record[:7]
+        shown: CouponStatus
+        if owner != viewer:
+            shown = "transferred"
+        elif status == "active" and now_ms >= int(vt):
+            shown = "expired"
+        else:
+            shown = status  # type: ignore[assignment]
+        t = f.template
+        return CouponView(
+            coupon_id=f.coupon_id, campaign_id=f.cid, template=tid, kind=t.kind, status=shown,
+            face_value=t.face_value, threshold=t.threshold, percent=t.percent, item=t.item,
+            uses_left=int(uses), uses=t.uses, valid_from=from_ms(int(vf)),
+            valid_to=from_ms(int(vt)), claimed_at=from_ms(int(f.record[7])),
+            transferable=t.transferable,
+            code=self.keys.static(loc) if shown == "active" else None)
+
+    async def wallet(self, user: str, status: str | None = None) -> list[CouponView]:
+        """The user's coupons in every drop (those given away show as transferred)."""
+        _check(keys.valid_user_id(user), "user id is not valid")
+        drops = sorted(cast(set[str], await self.redis.smembers(keys.COUPON_DROPS)))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for cid in drops:
+                pipe.smembers(keys.wallet_key(cid, user))
+            held = await pipe.execute()
+        views: list[CouponView] = []
+        for cid, ids in zip(drops, held, strict=True):
+            if not ids:
+                continue
+            now = int(time.time() * 1000)
+            for f in await self._lookup(cid, "id", sorted(ids)):
+                if f is not None:
+                    views.append(self._view(f, user, now))
+        views.sort(key=lambda v: (v.claimed_at, v.coupon_id))
+        return [v for v in views if status is None or v.status == status]
+
+    async def _owned(self, coupon_id: str, user: str) -> _Found | None:
+        """The coupon if `user` owns or owned it, else None (not_found)."""
+        cid = keys.campaign_of_claim(coupon_id)
+        if cid is None or not keys.valid_user_id(user):
+            return None
+        found = (await self._lookup(cid, "id", [coupon_id]))[0]
+        if found is None:
+            return None
+        if found.record[1] != user and not await self.redis.sismember(
+                keys.wallet_key(cid, user), coupon_id):
+            return None
+        return found
+
+    async def coupon(self, coupon_id: str, user: str) -> CouponView | None:
+        found = await self._owned(coupon_id, user)
+        return None if found is None else self._view(found, user, int(time.time() * 1000))
+
+    async def rotating_code(self, coupon_id: str, user: str) -> Answer:
+        """The till code of an active coupon of the user, valid for this step and the next."""
+        found = await self._owned(coupon_id, user)
+        if found is None:
+            return Answer(Outcome.NOT_FOUND)
+        view = self._view(found, user, int(time.time() * 1000))
+        if view.status != "active":
+            return Answer(Outcome.CONFLICT, view.status)
+        step = int(time.time() * 1000) // codes.STEP_MS
+        return Answer(Outcome.OK, "", RotatingCode(
+            coupon_id=coupon_id, code=self.keys.rotating(found.record[6], step),
+            expires_at=from_ms((step + 2) * codes.STEP_MS)))
+
+    # -- redemption ----------------------------------------------------------
+
+    async def _resolve(self, code: str) -> tuple[codes.Parsed, str] | None:
+        parsed = self.keys.verify(code, int(time.time() * 1000))
+        if parsed is None:
+            return None
+        cid = await self._cid_of_drop(parsed.drop)
+        return None if cid is None else (parsed, cid)
+
+    async def drop_of_code(self, code: str) -> str | None:
+        """The drop a genuine code belongs to (None for anything else)."""
+        found = await self._resolve(code)
+        return None if found is None else found[1]
+
+    async def redeem(self, merchant: Merchant, req: RedemptionRequest) -> Answer:
+        """Redeem `req.code` for an order at `merchant`: scope, stacking, threshold,
+        discount here; status, validity, the merchant's cap and the use in the script."""
+        main = await self._resolve(req.code)
+        if main is None:
+            return Answer(Outcome.NOT_FOUND, "bad_code")
+        others = [await self._resolve(c) for c in req.codes_also_used]
+        if any(o is None for o in others):
+            return Answer(Outcome.CONFLICT, "unknown_also_used")
+        resolved = [main] + [o for o in others if o is not None]
+        locators = [p.locator for p, _ in resolved]
+        if len(set(locators)) != len(locators):
+            return Answer(Outcome.INVALID, "duplicate_code")
+        found: list[_Found | None] = []
+        for p, cid in resolved:  # few codes per order: one read each
+            found += await self._lookup(cid, "loc", [p.locator])
+        if found[0] is None:
+            return Answer(Outcome.NOT_FOUND, "bad_code")
+        if any(f is None for f in found):
+            return Answer(Outcome.CONFLICT, "unknown_also_used")
+        coupons = [f for f in found if f is not None]
+        this = coupons[0]
+        if not in_scope(this.template, merchant):
+            return Answer(Outcome.CONFLICT, "merchant_scope")
+        if not discount.stacks([f.template for f in coupons]):
+            return Answer(Outcome.CONFLICT, "stacking")
+        if not discount.applies(this.template, req.order_amount):
+            return Answer(Outcome.CONFLICT, "threshold")
+        offs = discount.order_discounts(req.order_amount,
+                                        {loc: f.template for loc, f in zip(locators, coupons,
+                                                                           strict=True)})
+        parsed, cid = main
+        fingerprint = hashlib.sha1(f"{req.order_amount}|{sorted(locators[1:])}".encode()
+                                   ).hexdigest()[:16]
+        reply = await self.scripts.run("coupon_redeem", keys.coupon_keys(cid), [
+            parsed.locator, this.tid, merchant.merchant_id, req.order_id, req.order_amount,
+            offs[parsed.locator], -1 if parsed.step is None else parsed.step, codes.STEP_MS,
+            keys.new_claim_id(cid), fingerprint])
+        outcome = OUTCOMES[int(reply[0])]
+        if outcome is not Outcome.OK:
+            return Answer(outcome, reply[1])
+        _, _, rid, coupon_id, off, uses, status, ts = reply
+        return Answer(outcome, "", RedemptionView(
+            redemption_id=rid, coupon_id=coupon_id, merchant_id=merchant.merchant_id,
+            order_id=req.order_id, order_amount=req.order_amount, discount=int(off),
+            status=status, uses_left=int(uses), redeemed_at=from_ms(int(ts))))
+
+    async def rollback(self, redemption_id: str, merchant_id: str) -> Answer:
+        """Undo a redemption (a refund) once; again answers OK with `reason` 'already'."""
+        cid = keys.campaign_of_claim(redemption_id)
+        if cid is None:
+            return Answer(Outcome.NOT_FOUND)
+        code, _status, _coupon, _uses, already = await self.scripts.run(
+            "coupon_rollback", keys.coupon_keys(cid), [redemption_id, merchant_id])
+        outcome = OUTCOMES[int(code)]
+        if outcome is not Outcome.OK:
+            return Answer(outcome)
+        return Answer(outcome, "already" if int(already) else "",
+                      await self.redemption(redemption_id, merchant_id))
+
+    async def redemption(self, redemption_id: str, merchant_id: str) -> RedemptionView | None:
+        cid = keys.campaign_of_claim(redemption_id)
+        if cid is None:
+            return None
+        ks = keys.coupon_keys(cid)
+        raw = cast(str | None, await self.redis.hget(ks[18], redemption_id))
+        if raw is None:
+            return None
+        status, coupon_id, merchant, order, amount, off, ts, *_ = raw.split("|")
+        if merchant != merchant_id:
+            return None
+        rec = cast(str, await self.redis.hget(ks[13], coupon_id))
+        return RedemptionView(redemption_id=redemption_id, coupon_id=coupon_id,
+                              merchant_id=merchant, order_id=order, order_amount=int(amount),
+                              discount=int(off), status=status,  # type: ignore[arg-type]
+                              uses_left=int(rec.split("|")[3]), redeemed_at=from_ms(int(ts)))
+
+    # -- gifting -------------------------------------------------------------
+
+    async def offer_gift(self, coupon_id: str, user: str, ttl_ms: int = GIFT_TTL_MS) -> Answer:
+        """A single-use transfer token for the owner's transferable coupon."""
+        cid = keys.campaign_of_claim(coupon_id)
+        if cid is None or not keys.valid_user_id(user):
+            return Answer(Outcome.NOT_FOUND)
+        token = f"{cid}.{secrets.token_hex(16)}"
+        code, reason, expires = await self.scripts.run(
+            "coupon_gift_offer", keys.coupon_keys(cid), [coupon_id, user, _token_hash(token),
+                                                         ttl_ms])
+        outcome = OUTCOMES[int(code)]
+        if outcome is not Outcome.OK:
+            return Answer(outcome, reason)
+        return Answer(outcome, "", GiftOffer(coupon_id=coupon_id, transfer_token=token,
+                                             expires_at=from_ms(int(expires))))
+
+    async def accept_gift(self, token: str, user: str) -> Answer:
+        m = _TOKEN.match(token)
+        if m is None or not keys.valid_user_id(user):
+            return Answer(Outcome.NOT_FOUND)
+        cid = m.group(1)
+        code, reason, coupon_id = await self.scripts.run(
+            "coupon_gift_accept", keys.coupon_keys(cid) + [keys.wallet_key(cid, user)],
+            [_token_hash(token), user, codes.new_seed(), secrets.token_hex(8)])
+        outcome = OUTCOMES[int(code)]
+        if outcome is not Outcome.OK:
+            return Answer(outcome, reason)
+        return Answer(outcome, "", await self.coupon(coupon_id, user))
+
+    # -- housekeeping and stats ---------------------------------------------
+
+    async def expire(self, cid: str) -> int:
+        """Expire the coupons of one drop whose validity has ended."""
+        total = 0
+        while True:
+            n, more = await self.scripts.run("coupon_expire", keys.coupon_keys(cid),
+                                             [self.settings.sweep_batch])
+            total += int(n)
+            if not int(more):
+                return total
+
+    async def stats(self, cid: str) -> CouponStats | None:
+        if not keys.valid_campaign_id(cid):
+            return None
+        ks = keys.coupon_keys(cid)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(ks[0], "coupons", "cp_budget")
+            pipe.hgetall(ks[17])
+            meta, raw = await pipe.execute()
+        if meta[0] != "1":
+            return None
+        scopes: dict[str, dict[str, int]] = {}
+        for field, value in raw.items():
+            scope, _, name = field.rpartition("|")
+            scopes.setdefault(scope, {})[name] = int(value)
+        budget = None if meta[1] in (None, "-1") else int(meta[1])
+        totals = _totals(scopes.get("*", {}))
+
+        def part(prefix: str) -> dict[str, CouponTotals]:
+            return {s[len(prefix):]: _totals(v) for s, v in sorted(scopes.items())
+                    if s.startswith(prefix)}
+        days = {_day_iso(int(d)): v for d, v in part("d:").items()}
+        return CouponStats(campaign_id=cid, budget=budget,
+                           budget_left=None if budget is None
+                           else budget - totals.face_value_issued,
+                           totals=totals, templates=part("t:"), merchants=part("m:"), days=days)
+
+    # -- merchants -----------------------------------------------------------
+
+    async def put_merchant(self, merchant_id: str, spec: MerchantSpec) -> MerchantCredentials:
+        """Register (or re-register) a merchant; a new token each time, stored hashed."""
+        _check(bool(_MERCHANT.match(merchant_id)), "merchant id is not valid")
+        token = f"{merchant_id}.{secrets.token_urlsafe(32)}"
+        record = {"name": spec.name, "groups": spec.groups, "region": spec.region,
+                  "token_sha256": hashlib.sha256(token.encode()).hexdigest()}
+        await self.redis.hset(keys.MERCHANTS, merchant_id, _json.encode(record).decode())
+        return MerchantCredentials(merchant_id=merchant_id, name=spec.name, groups=spec.groups,
+                                   region=spec.region, token=token)
+
+    async def remove_merchant(self, merchant_id: str) -> bool:
+        """Revoke a merchant's token (its redemptions stay). False if there was none."""
+        return bool(await self.redis.hdel(keys.MERCHANTS, merchant_id))
+
+    async def merchant(self, token: str) -> Merchant | None:
+        """The merchant a bearer token belongs to, compared in constant time."""
+        merchant_id, sep, _ = token.rpartition(".")
+        if not sep or not _MERCHANT.match(merchant_id):
+            return None
+        raw = await self.redis.hget(keys.MERCHANTS, merchant_id)
+        if raw is None:
+            return None
+        record = _merchant_decoder.decode(raw)
+        given = hashlib.sha256(token.encode()).hexdigest()
+        if not hmac.compare_digest(given, record["token_sha256"]):
+            return None
+        return Merchant(merchant_id, record["name"], tuple(record["groups"]), record["region"])
+
+
+_MERCHANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def in_scope(t: TemplateSpec, m: Merchant) -> bool:
+    """May this merchant redeem a coupon of this template?"""
+    if m.merchant_id in t.blocked_merchants:
+        return False
+    if t.merchants is not None and m.merchant_id not in t.merchants:
+        return False
+    if t.partner_group is not None and t.partner_group not in m.groups:
+        return False
+    return t.regions is None or (m.region is not None and m.region in t.regions)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValidationError(message)
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _totals(c: dict[str, int]) -> CouponTotals:
+    kept = c.get("redeemed", 0) - c.get("rolled_back", 0)
+    uses = c.get("uses", 0)
+    return CouponTotals(issued=c.get("issued", 0), face_value_issued=c.get("value", 0),
+                        redeemed=c.get("redeemed", 0), discount_granted=c.get("discount", 0),
+                        rolled_back=c.get("rolled_back", 0),
+                        discount_rolled_back=c.get("discount_rolled_back", 0),
+                        expired=c.get("expired", 0), transferred=c.get("transferred", 0),
+                        redemption_rate=round(kept / uses, 4) if uses else 0.0)
+
+
+def _day_iso(day: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day * 86_400))

@@ -1,0 +1,194 @@
+"""Typed messages of coupons (msgspec Structs): drop specs in, views out.
+
+Kept free of `stampede.domain.models` imports so that `CampaignSpec` can carry a
+`CouponDropSpec` without an import cycle.
+"""
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from msgspec import Meta, Struct
+
+_STRICT = {"forbid_unknown_fields": True, "kw_only": True}
+
+TemplateId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="template id")]
+MerchantId = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+                                 description="merchant id")]
+Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Amount = Annotated[int, Meta(ge=0, le=10**12, description="smallest currency unit")]
+Count = Annotated[int, Meta(ge=1, le=1_000_000_000)]
+# RFC 3339 with an offset (the same pattern as engine.models.Timestamp).
+Timestamp = Annotated[datetime, Meta(extra_json_schema={
+    "pattern": r"^(19|20|21)\d{2}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+               r"T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?(Z|[+-](0\d|1[0-4]):[0-5]\d)$"})]
+
+CouponKind = Literal["fixed_off", "threshold_off", "percent_off", "exchange", "pack"]
+
+
+class TemplateSpec(Struct, **_STRICT):
+    """One kind of coupon. `face_value` is the amount off (fixed_off,
+    threshold_off), the most a percent_off may take, or the value of the
+    item (exchange, and each use of a pack)."""
+    kind: CouponKind
+    face_value: Amount
+    threshold: Amount = 0
+    """Least order amount the coupon applies to (满减: spend this, get face_value off)."""
+    percent: Annotated[int, Meta(ge=1, le=100)] | None = None
+    item: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
+    uses: Annotated[int, Meta(ge=1, le=1000)] = 1
+    """Uses of a pack (寄杯); 1 for every other kind."""
+    merchants: Annotated[list[MerchantId], Meta(max_length=1000)] | None = None
+    """Only these merchants may redeem (null: any, unless partner_group is set)."""
+    partner_group: Name | None = None
+    """Only merchants of this partner group may redeem (cross-merchant coupons)."""
+    blocked_merchants: Annotated[list[MerchantId], Meta(max_length=1000)] = []
+    regions: Annotated[list[Name], Meta(max_length=1000)] | None = None
+    """Only merchants in these regions may redeem (null: any region)."""
+    stacking_group: Name = "default"
+    combines_with: Annotated[list[Name], Meta(max_length=100)] = []
+    """Groups this coupon may share an order with (empty: exclusive). Two codes
+    combine only if each lists the other's group."""
+    valid_from: Timestamp | None = None
+    valid_to: Timestamp | None = None
+    valid_days: Annotated[int, Meta(ge=1, le=3650)] | None = None
+    """Validity: the fixed window valid_from..valid_to, or valid_days from the claim."""
+    transferable: bool = False
+    gifts_count_to_limit: bool = False
+    """A received gift counts against the recipient's per-user limit of the drop."""
+
+
+class CouponDropSpec(Struct, **_STRICT):
+    """What makes a campaign a coupon drop. Each campaign SKU is a template id
+    (issues one coupon) or a key of `packs` (issues all of its list at once)."""
+    templates: Annotated[dict[TemplateId, TemplateSpec], Meta(min_length=1, max_length=100)]
+    packs: Annotated[dict[TemplateId, Annotated[list[TemplateId],
+                                                Meta(min_length=1, max_length=20)]],
+                     Meta(max_length=100)] = {}
+    per_user_per_day: Count | None = None
+    """Claims one user may make per (UTC) day."""
+    per_day: Count | None = None
+    """Claims all users together may make per (UTC) day."""
+    budget: Amount | None = None
+    """Most face value the drop may issue in total."""
+    per_person: Count | None = None
+    """Claims per real person across accounts (the token's `idh` identity hash);
+    when set, a claim without an identity is refused."""
+    merchant_daily_cap: Count | None = None
+    """Redemptions one merchant may make of this drop's coupons per (UTC) day."""
+
+
+CouponStatus = Literal["active", "used", "expired", "transferred"]
+
+
+class CouponView(Struct, kw_only=True):
+    coupon_id: str
+    campaign_id: str
+    template: str
+    kind: CouponKind
+    status: CouponStatus
+    face_value: int
+    threshold: int
+    percent: int | None = None
+    item: str | None = None
+    uses_left: int
+    uses: int
+    valid_from: datetime
+    valid_to: datetime
+    claimed_at: datetime
+    transferable: bool
+    code: str | None = None
+    """The coupon's signed code (owner only); at a till, show the rotating code."""
+
+
+class CouponClaimRequest(Struct, **_STRICT):
+    sku: TemplateId
+    qty: Annotated[int, Meta(ge=1, le=1000)] = 1
+
+
+class CouponClaimView(Struct, kw_only=True):
+    claim_id: str
+    campaign_id: str
+    sku: str
+    qty: int
+    coupons: list[CouponView]
+
+
+class Wallet(Struct, kw_only=True):
+    coupons: list[CouponView]
+
+
+class RotatingCode(Struct, kw_only=True):
+    coupon_id: str
+    code: str
+    expires_at: datetime
+    """Valid until about this time (one more step is tolerated for clock skew)."""
+
+
+Code = Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class RedemptionRequest(Struct, **_STRICT):
+    code: Code
+    order_id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:/#@-]{1,128}$")]
+    order_amount: Amount
+    codes_also_used: Annotated[list[Code], Meta(max_length=20)] = []
+
+
+class RedemptionView(Struct, kw_only=True):
+    redemption_id: str
+    coupon_id: str
+    merchant_id: str
+    order_id: str
+    order_amount: int
+    discount: int
+    status: Literal["redeemed", "rolled_back"]
+    uses_left: int
+    redeemed_at: datetime
+
+
+class GiftOffer(Struct, kw_only=True):
+    coupon_id: str
+    transfer_token: str
+    expires_at: datetime
+
+
+class GiftAccept(Struct, **_STRICT):
+    transfer_token: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}\.[0-9a-f]{32}$")]
+
+
+class MerchantSpec(Struct, **_STRICT):
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    groups: Annotated[list[Name], Meta(max_length=100)] = []
+    region: Name | None = None
+
+
+class MerchantCredentials(Struct, kw_only=True):
+    merchant_id: str
+    name: str
+    groups: list[str]
+    region: str | None
+    token: str
+    """Shown once: the bearer token the merchant redeems with (stored hashed)."""
+
+
+class CouponTotals(Struct, kw_only=True):
+    issued: int = 0
+    face_value_issued: int = 0
+    redeemed: int = 0
+    discount_granted: int = 0
+    rolled_back: int = 0
+    discount_rolled_back: int = 0
+    expired: int = 0
+    transferred: int = 0
+    redemption_rate: float = 0.0
+    """Redemptions kept (redeemed - rolled back) per coupon use issued."""
+
+
+class CouponStats(Struct, kw_only=True):
+    campaign_id: str
+    budget: int | None
+    budget_left: int | None
+    totals: CouponTotals
+    templates: dict[str, CouponTotals]
+    merchants: dict[str, CouponTotals]
+    days: dict[str, CouponTotals]

@@ -1,0 +1,102 @@
+"""Checking a coupon drop and packing it into the campaign's meta fields.
+
+The claim and redemption scripts read the drop from meta (written by
+define_campaign.lua with the rest of the campaign, so a drop and its
+campaign can never be apart):
+
+    coupons            "1" for a drop ("0" otherwise: sale claims only)
+    cp_no              the drop's code prefix (engine.coupons.codes)
+    cp_budget, cp_per_day, cp_user_day, cp_person, cp_mcap   -1 when unset
+    cp_sku:<sku>       JSON {"t": [template ids], "v": face value per unit}
+    cp_spec:<template> the template's spec as JSON (for the engine's views and pricing)
+    cp_tpl:<template>  JSON {"u": uses, "vf", "vt" (ms, -1), "vd" (days, -1),
+                             "x": transferable 0|1, "g": gifts count 0|1, "f": face value}
+"""
+
+
+import msgspec
+
+from stampede.domain.coupons.spec import CouponDropSpec, TemplateSpec
+from stampede.domain.models import to_ms
+from stampede.errors import ValidationError
+
+_json = msgspec.json.Encoder()
+_DAY_MS = 86_400_000
+
+
+def check_template(tid: str, t: TemplateSpec) -> None:
+    def bad(why: str) -> ValidationError:
+        return ValidationError(f"template {tid!r}: {why}")
+    if t.kind == "percent_off" and t.percent is None:
+        raise bad("percent_off needs percent")
+    if t.kind != "percent_off" and t.percent is not None:
+        raise bad("only percent_off takes percent")
+    if t.kind == "threshold_off" and t.threshold <= 0:
+        raise bad("threshold_off needs a threshold above 0")
+    if t.kind in ("exchange", "pack") and t.item is None:
+        raise bad(f"{t.kind} needs the item it gives")
+    if t.kind != "pack" and t.uses != 1:
+        raise bad("only a pack has more than one use")
+    fixed = t.valid_from is not None or t.valid_to is not None
+    if fixed == (t.valid_days is not None):
+        raise bad("validity is either valid_from and valid_to, or valid_days")
+    if fixed and (t.valid_from is None or t.valid_to is None
+                  or to_ms(t.valid_to) <= to_ms(t.valid_from)):
+        raise bad("valid_to must come after valid_from")
+
+
+def sku_templates(drop: CouponDropSpec, sku: str) -> list[str]:
+    if sku in drop.packs:
+        return list(drop.packs[sku])
+    if sku in drop.templates:
+        return [sku]
+    raise ValidationError(f"sku {sku!r} is neither a template nor a pack of the drop")
+
+
+def unit_value(t: TemplateSpec) -> int:
+    """Face value one coupon issues against the budget (a pack: every use)."""
+    return t.face_value * t.uses
+
+
+def check_drop(drop: CouponDropSpec, skus: list[str]) -> None:
+    """Refuse a drop whose templates, packs or SKUs do not make sense (ValidationError)."""
+    for tid, t in drop.templates.items():
+        check_template(tid, t)
+    for sku, tids in drop.packs.items():
+        for tid in tids:
+            if tid not in drop.templates:
+                raise ValidationError(f"pack {sku!r} names unknown template {tid!r}")
+    for sku in skus:
+        sku_templates(drop, sku)
+
+
+def drop_meta(drop: CouponDropSpec | None, skus: list[str], number: str | None) -> dict[str, str]:
+    """The meta fields of a drop (or of a plain campaign: coupons off)."""
+    if drop is None:
+        return {"coupons": "0"}
+    check_drop(drop, skus)
+
+    def unset(v: int | None) -> str:
+        return "-1" if v is None else str(v)
+
+    assert number is not None
+    meta = {"coupons": "1", "cp_no": number, "cp_budget": unset(drop.budget),
+            "cp_per_day": unset(drop.per_day), "cp_user_day": unset(drop.per_user_per_day),
+            "cp_person": unset(drop.per_person), "cp_mcap": unset(drop.merchant_daily_cap)}
+    for sku in skus:
+        tids = sku_templates(drop, sku)
+        value = sum(unit_value(drop.templates[t]) for t in tids)
+        meta[f"cp_sku:{sku}"] = _json.encode({"t": tids, "v": value}).decode()
+    for tid, t in drop.templates.items():
+        meta[f"cp_tpl:{tid}"] = _json.encode({
+            "u": t.uses, "f": t.face_value,
+            "vf": to_ms(t.valid_from) if t.valid_from is not None else -1,
+            "vt": to_ms(t.valid_to) if t.valid_to is not None else -1,
+            "vd": t.valid_days if t.valid_days is not None else -1,
+            "x": int(t.transferable), "g": int(t.gifts_count_to_limit)}).decode()
+        meta[f"cp_spec:{tid}"] = _json.encode(t).decode()
+    return meta
+
+
+def day_of(ms: int) -> int:
+    return ms // _DAY_MS

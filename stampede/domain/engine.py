@@ -1,0 +1,596 @@
+"""`Engine`: the domain API of Stampede over Redis, free of HTTP.
+
+Every state change is one Lua operation (lua/); this module builds keys and
+arguments, decodes answers into typed views, and coalesces claims per tick.
+"""
+
+import asyncio
+import functools
+import math
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar, cast
+
+import msgspec
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import RedisError
+
+from stampede.domain import throttle
+from stampede.domain.admission import AdmissionTokens, kept_secret, ticket_view
+from stampede.domain.batcher import ClaimBatcher, PendingClaim
+from stampede.domain.coupons.service import Coupons
+from stampede.domain.coupons.templates import check_drop, drop_meta
+from stampede.domain.models import (
+    CampaignPatch,
+    CampaignPublic,
+    CampaignSpec,
+    CampaignStats,
+    ClaimView,
+    QueueTicket,
+    SkuPublic,
+    SkuStats,
+    WaitingRoomStats,
+    WaitlistEntry,
+    from_ms,
+    to_ms,
+)
+from stampede.domain.status import CampaignSnapshot
+from stampede.domain.throttle import ChallengeView, ClientSignals
+from stampede.errors import UnavailableError, ValidationError
+from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, Outcome
+from stampede.settings import Settings
+from stampede.state import keys
+from stampede.state.scripts import ScriptRegistry
+
+
+class ClaimResult(msgspec.Struct, frozen=True):
+    outcome: Outcome
+    claim: ClaimView | None = None
+    reason: str | None = None
+    """Why the guard refused: the limit's scope, a list, a concentration or risk rule."""
+    retry_after_ms: int | None = None
+    """THROTTLED: exactly when the limit admits the next request."""
+    challenge: ChallengeView | None = None
+    """CHALLENGE_REQUIRED: the proof-of-work to solve and send with the claim again."""
+
+
+class HasUser(Protocol):
+    @property
+    def user(self) -> str: ...
+
+
+class HasOutcome(Protocol):
+    @property
+    def outcome(self) -> Outcome: ...
+
+
+C = TypeVar("C", bound=HasUser)
+R = TypeVar("R")
+
+_json = msgspec.json.Encoder()
+_NEEDS_GUARD = ClaimResult(Outcome.INVALID)
+"""Placeholder of a claim the script sent back for its guard context (code -1)."""
+
+
+class Engine:
+    def __init__(self, redis: "Redis", settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.scripts = ScriptRegistry(redis)
+        self.batcher: ClaimBatcher[ClaimResult] = ClaimBatcher(self._claim_batch,
+                                                               settings.max_batch)
+        self.throttle_default = throttle.parse_default(settings.throttle)
+        self._guarded: dict[str, bool] = {}
+        """Was the campaign guarded at its last reply? (Unguarded: claims go without context.)"""
+        self._recent_window: dict[str, int] = {}
+        """Campaigns whose risk rules read recent_campaigns -> its window (ms), per reply."""
+        self._background: set[asyncio.Task[Any]] = set()
+        self._default_reads_recent = self.throttle_default is not None and any(
+            r.signal == "recent_campaigns" for r in self.throttle_default.risk)
+
+    @classmethod
+    def from_url(cls, url: str, settings: Settings) -> "Engine":
+        # A blocking pool: under a rush, callers wait for a free connection
+        # instead of failing with MaxConnectionsError.
+        pool = BlockingConnectionPool.from_url(url, decode_responses=True, max_connections=128,
+                                               timeout=10, health_check_interval=30)
+        return cls(Redis.from_pool(pool), settings)  # the client owns and closes the pool
+
+    @functools.cached_property
+    def admission(self) -> AdmissionTokens:
+        """Signs and checks waiting-room admission tokens (secret kept under data_dir)."""
+        return AdmissionTokens(self.settings.admission_secret
+                               or kept_secret(self.settings.data_dir / "admission.secret"))
+
+    @functools.cached_property
+    def challenges(self) -> throttle.Challenges:
+        """Signs and checks proof-of-work challenges (keys from settings, else under data_dir)."""
+        if self.settings.pow_secrets:
+            return throttle.Challenges(throttle.parse_keys(self.settings.pow_secrets))
+        return throttle.Challenges(
+            {"k0": kept_secret(self.settings.data_dir / "pow.secret").encode()})
+
+    @functools.cached_property
+    def coupons(self) -> Coupons:
+        """Coupon drops: claims that issue coupons, wallets, redemption, gifting."""
+        return Coupons(self)
+
+    async def start(self) -> None:
+        await self.scripts.load_all()
+
+    async def close(self) -> None:
+        await self.batcher.drain()
+        await self.wait_background()
+        if "coupons" in self.__dict__:
+            await self.coupons.batcher.drain()
+        await self.redis.aclose()
+
+    async def wait_background(self) -> None:
+        """Wait for the writes kept off the answer's path (recent claims, a risk signal)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    # -- campaigns ---------------------------------------------------------
+
+    async def define_campaign(self, cid: str, spec: CampaignSpec,
+                              actor: str = "engine") -> tuple[Outcome, bool]:
+        """Create or replace (before any claim) a campaign. Returns (outcome, created)."""
+        _check_campaign_id(cid)
+        skus = [s.sku for s in spec.skus]
+        number = None
+        if spec.coupons is not None:
+            check_drop(spec.coupons, skus)  # before taking a drop number
+            number = await self.coupons.drop_number(cid)
+        args = _define_args(cid, spec, actor, spec.throttle or self.throttle_default,
+                            drop_meta(spec.coupons, skus, number))
+        code, created = await self.scripts.run("define_campaign",
+                                               [*keys.campaign_keys(cid), keys.lists_key(cid)],
+                                               args)
+        if code == Outcome.OK:
+            await self.redis.sadd(keys.CAMPAIGN_INDEX, cid)
+            await self.coupons.registered(cid, spec.coupons is not None)
+        return Outcome(code), bool(created)
+
+    async def patch_campaign(self, cid: str, patch: CampaignPatch, actor: str) -> Outcome:
+        _check_campaign_id(cid)
+        pairs = _patch_pairs(patch)
+        if not pairs and patch.throttle is msgspec.UNSET:  # nothing to change: a no-op
+            exists = await self.redis.exists(keys.campaign_keys(cid)[0])
+            return Outcome.OK if exists else Outcome.NOT_FOUND
+        ks = [*keys.campaign_keys(cid), keys.lists_key(cid)]
+        for _ in range(10):  # a throttle change is read, merged, then written if unchanged
+            args: list[Any] = [actor, *pairs]
+            if patch.throttle is not msgspec.UNSET:
+                current = str(await self.redis.hget(ks[0], "th_spec") or "")
+                merged = throttle.merge(current, patch.throttle)
+                fields = throttle.meta_fields(merged)
+                if patch.throttle.block is msgspec.UNSET and patch.throttle.allow is msgspec.UNSET:
+                    del fields["th_lists"]  # lists untouched: not rewritten
+                args += ["if:th_spec", current, *[x for kv in fields.items() for x in kv]]
+            code, before, _after = await self.scripts.run("patch_campaign", ks, args)
+            if not (code == Outcome.CONFLICT and before == "precondition"):
+                return Outcome(code)
+        raise UnavailableError("throttle config changed concurrently too often; retry")
+
+    async def adjust_stock(self, cid: str, sku: str, delta: int, actor: str,
+                           op_key: str | None = None) -> tuple[Outcome, int]:
+        """Add (or remove from available) units of a SKU. Returns (outcome, available)."""
+        _check_campaign_id(cid)
+        if delta == 0:
+            raise ValidationError("delta must be non-zero")
+        op = keys.idempotency_key(cid, actor, f"stock:{op_key or uuid.uuid4().hex}")
+        code, available, _released = await self.scripts.run(
+            "adjust_stock", [*keys.campaign_keys(cid), op],
+            [sku, delta, actor, self.settings.idempotency_ttl_s * 1000])
+        return Outcome(code), int(available)
+
+    async def snapshot(self, cid: str) -> CampaignSnapshot | None:
+        if not keys.valid_campaign_id(cid):
+            return None
+        reply = await self.scripts.run("read_status", keys.campaign_keys(cid),
+                                       [self.settings.sweep_batch])
+        if reply[0] != Outcome.OK:
+            return None
+        return CampaignSnapshot.from_reply(cid, reply)
+
+    async def public_status(self, cid: str) -> CampaignPublic | None:
+        snap = await self.snapshot(cid)
+        if snap is None:
+            return None
+        return CampaignPublic(
+            id=cid, name=snap.meta["name"], state=snap.state(),
+            opens_at=from_ms(snap.opens_ms), closes_at=from_ms(snap.closes_ms),
+            skus=[SkuPublic(sku=s.sku, price=s.price, available=s.available,
+                            next_wave_at=snap.next_wave_at(s.sku)) for s in snap.skus])
+
+    async def stats(self, cid: str) -> CampaignStats | None:
+        snap = await self.snapshot(cid)
+        if snap is None:
+            return None
+        room = None
+        if snap.meta.get("wr_on") == "1":
+            room = WaitingRoomStats(tickets=snap.waiting[1], served=int(snap.meta["wr_served"]),
+                                    active=snap.waiting[2], rate_per_s=float(snap.meta["wr_rate"]),
+                                    paused=snap.meta.get("wr_paused") == "1")
+        return CampaignStats(
+            id=cid, state=snap.state(), claims=snap.counts, waitlist=snap.waiting[0],
+            waiting_room=room,
+            events=int(snap.meta.get("evseq", 0)), fenced=snap.meta.get("fenced") == "1",
+            throttle=throttle.in_force(snap.meta.get("th", ""), snap.meta.get("th_spec", "")),
+            skus=[SkuStats(sku=s.sku, price=s.price, available=s.available, held=s.held,
+                           sold=s.sold, released=s.released,
+                           pending_waves=snap.pending_wave_qty(s.sku), per_user=s.per_user)
+                  for s in snap.skus])
+
+    async def campaign_ids(self) -> list[str]:
+        return sorted(cast(set[str], await self.redis.smembers(keys.CAMPAIGN_INDEX)))
+
+    async def set_clock_offset(self, cid: str, offset_ms: int) -> None:
+        """Shift this campaign's clock (tests and rehearsals): scripts add it to TIME."""
+        await self.redis.hset(keys.campaign_keys(cid)[0], "time_offset_ms", offset_ms)
+
+    # -- claims ------------------------------------------------------------
+
+    async def claim(self, cid: str, user: str, sku: str, qty: int = 1,
+                    idempotency_key: str | None = None,
+                    admission_token: str | None = None,
+                    client: ClientSignals | None = None) -> ClaimResult:
+        """Place a hold; coalesced with the other claims of this loop tick.
+
+        A campaign with a waiting room takes only claims that carry a valid
+        admission token of this user and campaign (else ADMISSION_REQUIRED).
+        A guarded campaign checks the claim's `client` signals first (THROTTLED,
+        BLOCKED or CHALLENGE_REQUIRED, with retry-after or a challenge).
+        """
+        _check_campaign_id(cid)
+        _check_user(user)
+        _check_sku(sku)
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+            raise ValidationError("Idempotency-Key must be 1 to 255 characters")
+        pending = PendingClaim(keys.new_claim_id(cid), user, sku, qty, idempotency_key,
+                               self._admission_exp(cid, user, admission_token),
+                               self.challenges.guard(cid, user, client))
+        return await self.batcher.submit(cid, pending)
+
+    def _admission_exp(self, cid: str, user: str, token: str | None) -> int:
+        """The expiry of a genuine token of this user and campaign, else -1."""
+        if token is None:
+            return -1
+        exp = self.admission.verify(token, cid, user)
+        return -1 if exp is None else exp
+
+    async def claim_unbatched(self, cid: str, user: str, sku: str, qty: int = 1,
+                              idempotency_key: str | None = None) -> ClaimResult:
+        """One script call for one claim: the baseline the batcher is measured against."""
+        pending = PendingClaim(keys.new_claim_id(cid), user, sku, qty, idempotency_key)
+        return (await self._claim_batch(cid, [pending]))[0]
+
+    async def _claim_batch(self, cid: str, claims: Sequence[PendingClaim]) -> list[ClaimResult]:
+        return await self.guarded_batch(cid, claims, self._claim_batch_once, _NEEDS_GUARD)
+
+    async def guarded_batch(self, cid: str, claims: Sequence[C],
+                            run_once: Callable[[str, Sequence[C], bool], Awaitable[list[R]]],
+                            needs_guard: R) -> list[R]:
+        """One script call of a claim batch (sale or coupon); claims of a campaign guarded
+        since the last reply (answered `needs_guard`) go once more, with their guard
+        context (which a campaign believed unguarded is sent without)."""
+        guarded = self._guarded.get(cid, True)
+        results = await run_once(cid, claims, guarded)
+        if guarded:
+            return results
+        again = [i for i, r in enumerate(results) if r is needs_guard]
+        if again:
+            redone = await run_once(cid, [claims[i] for i in again], True)
+            for i, r in zip(again, redone, strict=True):
+                results[i] = r
+        return results
+
+    async def _claim_batch_once(self, cid: str, claims: Sequence[PendingClaim],
+                                guarded: bool) -> list[ClaimResult]:
+        ks = keys.campaign_keys(cid) + keys.guard_keys(cid)
+        slot = throttle.key_slots(ks)  # each guard key once per batch
+        recent = await self.recent_counts(cid, claims)
+        args: list[Any] = [self.settings.idempotency_ttl_s * 1000, self.settings.sweep_batch]
+        for c in claims:
+            idem = 0
+            if c.idempotency_key is not None:
+                ks.append(keys.idempotency_key(cid, c.user, c.idempotency_key))
+                idem = len(ks)
+            tail = throttle.packed_tail(cid, c.user, c.guard, recent.get(c.user, -1), slot) \
+                if guarded else ""
+            args.append(f"{c.claim_id}|{c.user}|{c.sku}|{c.qty}|{idem}|{c.admission_exp}|"
+                        f"{c.sku}:{c.qty}{tail}")
+        reply = await self.scripts.run("claim_batch", ks, args)
+        results = []
+        for i, c in enumerate(claims):
+            code, claim_id, deadline, price, created = reply[5 * i:5 * i + 5]
+            if code == -1:  # guarded after all: sent again with its context
+                results.append(_NEEDS_GUARD)
+                continue
+            outcome = OUTCOMES[int(code)]
+            if outcome is Outcome.OK:
+                view = ClaimView(claim_id=claim_id, campaign_id=cid, sku=c.sku, qty=c.qty,
+                                 status="held", expires_at=from_ms(int(deadline)),
+                                 price=int(price), created_at=from_ms(int(created)))
+                results.append(ClaimResult(outcome, view))
+            elif outcome in GUARD_REFUSALS:
+                results.append(self.guard_refusal(cid, c.user, outcome, claim_id, deadline))
+            else:
+                results.append(ClaimResult(outcome))
+        self.note_guard(cid, int(reply[-1]), claims, results)
+        return results
+
+    def guard_refusal(self, cid: str, user: str, outcome: Outcome, reason: str,
+                      value: str) -> ClaimResult:
+        """A guard refusal from a script's detail and value: the exact retry-after of
+        THROTTLED, a freshly signed challenge of the difficulty CHALLENGE_REQUIRED asks."""
+        if outcome is Outcome.THROTTLED:
+            return ClaimResult(outcome, reason=reason, retry_after_ms=int(value))
+        if outcome is Outcome.CHALLENGE_REQUIRED:
+            return ClaimResult(outcome, reason=reason,
+                               challenge=self.challenges.issue(user, cid, int(value)))
+        return ClaimResult(outcome, reason=reason)
+
+    async def recent_counts(self, cid: str, claims: Sequence[HasUser]) -> dict[str, int]:
+        """Campaigns each user placed holds in lately, when the campaign's rules ask."""
+        window = self._recent_window.get(cid)
+        if not window:
+            return {}
+        users = sorted({c.user for c in claims})
+        since = int(time.time() * 1000) - window
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for u in users:
+                pipe.zcount(keys.recent_claims_key(u), since, "+inf")
+            counts = await pipe.execute()
+        return dict(zip(users, map(int, counts), strict=True))
+
+    def note_guard(self, cid: str, flag: int, claims: Sequence[HasUser],
+                   results: Sequence[HasOutcome]) -> None:
+        """Learn from a claim script's last reply element whether the campaign is guarded
+        and whether its risk rules read recent claims; record this batch's.
+
+        Holds (and coupon claims) of guarded campaigns are recorded while any
+        campaign this process serves (or the default) has a rule that reads them.
+        """
+        self._guarded[cid] = flag != 0
+        if flag > 1:
+            self._recent_window[cid] = flag
+        else:
+            self._recent_window.pop(cid, None)
+        if not flag or not (self._recent_window or self._default_reads_recent):
+            return
+        held = sorted({c.user for c, r in zip(claims, results, strict=True)
+                       if r.outcome is Outcome.OK})
+        if held:  # off the answer's path: a risk signal, not an invariant
+            task = asyncio.create_task(self._record_recent(cid, held))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _record_recent(self, cid: str, users: list[str]) -> None:
+        now = int(time.time() * 1000)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for u in users:  # one member per campaign: no trimming needed
+                    key = keys.recent_claims_key(u)
+                    pipe.zadd(key, {cid: now})
+                    pipe.pexpire(key, 86_400_000)
+                await pipe.execute()
+        except RedisError:  # a lost risk signal must never fail a claim
+            return
+
+    async def confirm(self, claim_id: str, user: str) -> ClaimResult:
+        return await self._settle("confirm", claim_id, user)
+
+    async def cancel(self, claim_id: str, user: str) -> ClaimResult:
+        return await self._settle("cancel", claim_id, user)
+
+    async def _settle(self, op: str, claim_id: str, user: str) -> ClaimResult:
+        cid = keys.campaign_of_claim(claim_id)
+        if cid is None or not keys.valid_user_id(user):
+            return ClaimResult(Outcome.NOT_FOUND)
+        code, _status, _deadline = await self.scripts.run(op, keys.campaign_keys(cid),
+                                                          [claim_id, user])
+        outcome = OUTCOMES[int(code)]
+        if outcome is Outcome.NOT_FOUND:
+            return ClaimResult(outcome)
+        return ClaimResult(outcome, await self.get_claim(claim_id, user))
+
+    async def get_claim(self, claim_id: str, user: str) -> ClaimView | None:
+        """The claim, if it exists and is this user's (else None: not_found)."""
+        cid = keys.campaign_of_claim(claim_id)
+        if cid is None:
+            return None
+        ks = keys.campaign_keys(cid)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(ks[3], claim_id)
+            pipe.hexists(ks[10], claim_id)
+            raw, offer = await pipe.execute()
+        if raw is None:
+            return None
+        status, owner, sku, qty, deadline, price, created = raw.split("|")
+        if owner != user:
+            return None
+        return ClaimView(claim_id=claim_id, campaign_id=cid, sku=sku, qty=int(qty),
+                         status=status, expires_at=from_ms(int(deadline)),
+                         price=int(price), created_at=from_ms(int(created)), offer=bool(offer))
+
+    # -- waitlists ---------------------------------------------------------
+
+    async def join_waitlist(self, cid: str, user: str, sku: str, qty: int = 1,
+                            admission_token: str | None = None
+                            ) -> tuple[Outcome, WaitlistEntry | None, bool]:
+        """Join a sold-out SKU's waitlist. Returns (outcome, entry, created)."""
+        _check_campaign_id(cid)
+        _check_user(user)
+        _check_sku(sku)
+        reply = await self.scripts.run("waitlist_join", keys.campaign_keys(cid), [
+            user, sku, qty, self._admission_exp(cid, user, admission_token),
+            self.settings.sweep_batch])
+        outcome = Outcome(int(reply[0]))
+        if outcome is not Outcome.OK:
+            return outcome, None, False
+        _, created, status, position, n, joined, claim_id = reply
+        entry = await self._entry(cid, user, [sku, status, position, n, joined, claim_id])
+        return outcome, entry, bool(int(created))
+
+    async def waitlist(self, cid: str, user: str,
+                       sku: str | None = None) -> tuple[Outcome, list[WaitlistEntry]]:
+        """The user's waitlist entries (one SKU's, or all), positions and offers current."""
+        _check_campaign_id(cid)
+        _check_user(user)
+        if sku is not None:
+            _check_sku(sku)
+        reply = await self.scripts.run("waitlist_status", keys.campaign_keys(cid),
+                                       [user, sku or "", self.settings.sweep_batch])
+        outcome = Outcome(int(reply[0]))
+        rows = [reply[i:i + 6] for i in range(2, len(reply), 6)]
+        return outcome, [await self._entry(cid, user, row) for row in rows]
+
+    async def leave_waitlist(self, cid: str, user: str,
+                             sku: str) -> tuple[Outcome, WaitlistEntry | None]:
+        """Leave a SKU's waitlist; leaving with an offer declines it (the hold is cancelled)."""
+        _check_campaign_id(cid)
+        _check_user(user)
+        _check_sku(sku)
+        reply = await self.scripts.run("waitlist_leave", keys.campaign_keys(cid), [user, sku])
+        outcome = Outcome(int(reply[0]))
+        if outcome is not Outcome.OK:
+            return outcome, None
+        _, _status, n, joined, claim_id = reply
+        entry = await self._entry(cid, user, [sku, "left", 0, n, joined, claim_id])
+        return outcome, entry
+
+    async def _entry(self, cid: str, user: str, row: Sequence[Any]) -> WaitlistEntry:
+        sku, status, position, qty, joined, claim_id = row
+        offer = await self.get_claim(claim_id, user) if claim_id else None
+        return WaitlistEntry(campaign_id=cid, sku=sku, qty=int(qty), status=status,
+                             position=int(position) or None, joined_at=from_ms(int(joined)),
+                             offer=offer)
+
+    # -- waiting room ------------------------------------------------------
+
+    async def take_ticket(self, cid: str, user: str) -> tuple[Outcome, QueueTicket | None, bool]:
+        """A waiting-room ticket (one per user: a second call answers the first ticket)."""
+        return await self._ticket(cid, user, create=True)
+
+    async def ticket(self, cid: str, user: str) -> tuple[Outcome, QueueTicket | None]:
+        """Poll a ticket: position, estimated wait, and once admitted the admission token."""
+        outcome, view, _ = await self._ticket(cid, user, create=False)
+        return outcome, view
+
+    async def _ticket(self, cid: str, user: str,
+                      create: bool) -> tuple[Outcome, QueueTicket | None, bool]:
+        _check_campaign_id(cid)
+        _check_user(user)
+        draw = secrets.randbelow(2**52) / 2**52  # the early arrivals' lottery, in [0, 1)
+        reply = await self.scripts.run("queue_ticket", keys.campaign_keys(cid),
+                                       [user, int(create), repr(draw)])
+        outcome = Outcome(int(reply[0]))
+        if outcome is not Outcome.OK:
+            return outcome, None, False
+        return outcome, ticket_view(cid, user, reply, self.admission), bool(int(reply[1]))
+
+    # -- housekeeping ------------------------------------------------------
+
+    async def sweep(self, cid: str) -> int:
+        """Release due waves and expire lapsed holds of one campaign."""
+        total = 0
+        while True:
+            expired, more = await self.scripts.run("sweep", keys.campaign_keys(cid),
+                                                   [self.settings.sweep_batch])
+            total += int(expired)
+            if not more:
+                return total + await self.coupons.expire(cid)
+
+    async def sweep_all(self) -> int:
+        counts = await asyncio.gather(*(self.sweep(cid) for cid in await self.campaign_ids()))
+        return sum(counts)
+
+
+def _check_campaign_id(cid: str) -> None:
+    if not keys.valid_campaign_id(cid):
+        raise ValidationError("campaign id must match [a-z0-9][a-z0-9_-]{0,63}")
+
+
+def _check_sku(sku: str) -> None:
+    if not keys.valid_sku(sku):
+        raise ValidationError("sku must match [A-Za-z0-9_-]{1,64}")
+
+
+def _check_user(user: str) -> None:
+    if not keys.valid_user_id(user):
+        raise ValidationError("user id must match [A-Za-z0-9_.:@-]{1,128}")
+
+
+def _define_args(cid: str, spec: CampaignSpec, actor: str,
+                 guard: throttle.ThrottleSpec | None = None,
+                 extra_meta: dict[str, str] | None = None) -> list[Any]:
+    opens, closes = to_ms(spec.opens_at), to_ms(spec.closes_at)
+    if closes <= opens:
+        raise ValidationError("closes_at must be after opens_at")
+    seen: set[str] = set()
+    for s in spec.skus:
+        if s.sku in seen:
+            raise ValidationError(f"sku {s.sku!r} appears twice")
+        seen.add(s.sku)
+    limit = spec.limits.per_user if spec.limits.per_user is not None else -1
+    args: list[Any] = [cid, spec.name, opens, closes, spec.hold_ttl_s * 1000, limit,
+                       spec.limits.max_per_claim, _json.encode(spec).decode(), actor,
+                       _json.encode(_optional_meta(spec, opens) | throttle.meta_fields(guard)
+                                    | (extra_meta or {})).decode(), len(spec.skus)]
+    for s in spec.skus:
+        args += [s.sku, s.price, s.per_user if s.per_user is not None else -1]
+    for s in spec.skus:
+        for i, w in enumerate(s.waves):
+            args += [i, s.sku, w.qty, to_ms(w.at)]
+    return args
+
+
+def _optional_meta(spec: CampaignSpec, opens_ms: int) -> dict[str, str]:
+    """Meta fields of the waitlist and waiting room (define_campaign.lua ARGV[10])."""
+    meta = {"salt": secrets.token_hex(16)}
+    if spec.waitlist is not None:
+        meta |= {"wl_max": str(spec.waitlist.max_length),
+                 "offer_ttl_ms": str(spec.waitlist.offer_ttl_s * 1000)}
+    room = spec.waiting_room
+    if room is not None and room.enabled:
+        burst = room.burst if room.burst is not None else max(1, math.ceil(room.rate_per_s))
+        meta |= {"wr_on": "1", "wr_rate": repr(room.rate_per_s), "wr_burst": str(burst),
+                 "wr_max_active": str(room.max_active),
+                 "wr_window_ms": str(room.admission_window_s * 1000),
+                 "wr_token_ttl_ms": str(room.token_ttl_s * 1000), "wr_paused": "0",
+                 "wr_served": "0", "wr_tokens": "0", "wr_at": str(opens_ms), "wr_seq": "0"}
+    return meta
+
+
+def _patch_pairs(patch: CampaignPatch) -> list[Any]:
+    pairs: list[Any] = []
+    if patch.state is not msgspec.UNSET:
+        pairs += ["state", "active" if patch.state == "open" else patch.state]
+    if patch.opens_at is not msgspec.UNSET:
+        pairs += ["opens_ms", to_ms(patch.opens_at)]
+    if patch.closes_at is not msgspec.UNSET:
+        pairs += ["closes_ms", to_ms(patch.closes_at)]
+    if patch.hold_ttl_s is not msgspec.UNSET:
+        pairs += ["hold_ttl_ms", patch.hold_ttl_s * 1000]
+    if patch.limits is not msgspec.UNSET:
+        if patch.limits.per_user is not msgspec.UNSET:
+            pairs += ["per_user", -1 if patch.limits.per_user is None else patch.limits.per_user]
+        if patch.limits.max_per_claim is not msgspec.UNSET:
+            pairs += ["max_qty", patch.limits.max_per_claim]
+    if patch.sku_limits is not msgspec.UNSET:
+        for sku, lim in patch.sku_limits.items():
+            pairs += [f"lim:{sku}", -1 if lim is None else lim]
+    room = patch.waiting_room
+    if room is not msgspec.UNSET:
+        if room.rate_per_s is not msgspec.UNSET:
+            pairs += ["wr_rate", repr(room.rate_per_s)]
+        if room.burst is not msgspec.UNSET:
+            pairs += ["wr_burst", room.burst]
+        if room.max_active is not msgspec.UNSET:
+            pairs += ["wr_max_active", room.max_active]
+        if room.paused is not msgspec.UNSET:
+            pairs += ["wr_paused", int(room.paused)]
+    return pairs

@@ -1,0 +1,266 @@
+"""Typed messages of the engine (msgspec Structs): specs in, views out.
+
+The same types validate requests in the gateway and generate its OpenAPI
+schema, so the contract is written once.
+"""
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from stampede.domain.coupons.spec import CouponDropSpec
+from stampede.domain.throttle import ThrottlePatch, ThrottleSpec
+
+SkuId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="SKU id")]
+Qty = Annotated[int, Meta(ge=1, le=1000)]
+Limit = Annotated[int, Meta(ge=1, le=1_000_000)]
+Price = Annotated[int, Meta(ge=0, le=10**12, description="smallest currency unit")]
+TtlSeconds = Annotated[int, Meta(ge=1, le=7 * 86_400)]
+
+_STRICT = {"forbid_unknown_fields": True, "kw_only": True}
+
+# RFC 3339 date-time with an offset: `format` alone is only an annotation in
+# JSON Schema, so the pattern tells generated clients what really parses.
+Timestamp = Annotated[datetime, Meta(extra_json_schema={
+    "pattern": r"^(19|20|21)\d{2}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+               r"T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?(Z|[+-](0\d|1[0-4]):[0-5]\d)$"})]
+
+
+class Wave(Struct, **_STRICT):
+    at: Timestamp
+    qty: Annotated[int, Meta(ge=1, le=100_000_000)]
+
+
+class SkuSpec(Struct, **_STRICT):
+    sku: SkuId
+    price: Price
+    per_user: Limit | None = None
+    """Per-user limit for this SKU, on top of the campaign's."""
+    waves: list[Wave] = []
+
+
+class Limits(Struct, **_STRICT):
+    per_user: Limit | None = None
+    """Units one user may hold or have bought in the campaign."""
+    max_per_claim: Qty = 10
+
+
+class WaitlistSpec(Struct, **_STRICT):
+    """Sold-out backfill: released units are offered to the SKU's waitlist first."""
+    max_length: Annotated[int, Meta(ge=1, le=10_000_000)] = 10_000
+    """Most users waiting on one SKU's list; joining a full list is a conflict."""
+    offer_ttl_s: TtlSeconds = 300
+    """How long an offer (a hold in the user's name) waits for confirmation."""
+
+
+AdmissionRate = Annotated[float, Meta(gt=0, le=1_000_000, description="users per second")]
+Burst = Annotated[int, Meta(ge=1, le=1_000_000)]
+MaxActive = Annotated[int, Meta(ge=1, le=10_000_000)]
+
+
+class WaitingRoomSpec(Struct, **_STRICT):
+    """Paced admission: users queue for a turn; only admitted users may claim."""
+    enabled: bool = True
+    rate_per_s: AdmissionRate = 50.0
+    burst: Burst | None = None
+    """Most admissions at once after a quiet spell; default one second's worth."""
+    max_active: MaxActive = 1000
+    """Most admitted users whose turn is still open, at any moment."""
+    admission_window_s: Annotated[int, Meta(ge=1, le=86_400)] = 120
+    """How long an admitted user has to claim before the turn passes."""
+    token_ttl_s: Annotated[int, Meta(ge=1, le=3600)] = 60
+    """Lifetime of one admission token (poll again for a fresh one)."""
+
+
+class CampaignSpec(Struct, **_STRICT):
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    opens_at: Timestamp
+    closes_at: Timestamp
+    skus: Annotated[list[SkuSpec], Meta(min_length=1, max_length=1000)]
+    hold_ttl_s: TtlSeconds = 600
+    limits: Limits = msgspec.field(default_factory=Limits)
+    waitlist: WaitlistSpec | None = None
+    waiting_room: WaitingRoomSpec | None = None
+    throttle: ThrottleSpec | None = None
+    """Scalper throttling; none: the service's default (STAMPEDE_THROTTLE) when defined."""
+    coupons: CouponDropSpec | None = None
+    """Makes the campaign a coupon drop: its SKUs are coupon templates or packs."""
+
+
+class LimitsPatch(Struct, **_STRICT):
+    per_user: Limit | None | UnsetType = UNSET
+    max_per_claim: Qty | UnsetType = UNSET
+
+
+class WaitingRoomPatch(Struct, **_STRICT):
+    rate_per_s: AdmissionRate | UnsetType = UNSET
+    burst: Burst | UnsetType = UNSET
+    max_active: MaxActive | UnsetType = UNSET
+    paused: bool | UnsetType = UNSET
+    """Stop admitting (tickets still queue); false resumes at the current rate."""
+
+
+class CampaignPatch(Struct, **_STRICT):
+    state: Literal["open", "paused", "closed"] | UnsetType = UNSET
+    opens_at: Timestamp | UnsetType = UNSET
+    closes_at: Timestamp | UnsetType = UNSET
+    hold_ttl_s: TtlSeconds | UnsetType = UNSET
+    limits: LimitsPatch | UnsetType = UNSET
+    sku_limits: dict[SkuId, Limit | None] | UnsetType = UNSET
+    """Per-user limit by SKU; null removes it."""
+    waiting_room: WaitingRoomPatch | UnsetType = UNSET
+    """Live admission settings of a campaign that has a waiting room."""
+    throttle: ThrottlePatch | UnsetType = UNSET
+    """Scalper throttling: the fields given replace the campaign's, for the next request."""
+
+
+class ClaimRequest(Struct, **_STRICT):
+    sku: SkuId
+    qty: Qty = 1
+
+
+class StockDelta(Struct, **_STRICT):
+    delta: Annotated[int, Meta(ge=-100_000_000, le=100_000_000,
+                               extra_json_schema={"not": {"const": 0}})]
+    """Non-zero: units to add, or (negative) available units to remove."""
+
+
+ClaimStatus = Literal["held", "confirmed", "cancelled", "expired"]
+
+
+class ClaimView(Struct, kw_only=True):
+    claim_id: str
+    campaign_id: str
+    sku: str
+    qty: int
+    status: ClaimStatus
+    expires_at: datetime
+    price: int | None = None
+    created_at: datetime | None = None
+    offer: bool = False
+    """The hold is a waitlist offer: confirm it like any hold before it expires."""
+
+
+class WaitlistJoin(Struct, **_STRICT):
+    sku: SkuId
+    qty: Qty = 1
+
+
+class WaitlistEntry(Struct, kw_only=True):
+    campaign_id: str
+    sku: str
+    qty: int
+    status: Literal["waiting", "offered", "left"]
+    position: int | None = None
+    """1 is next in line; null once offered or left."""
+    joined_at: datetime
+    offer: ClaimView | None = None
+    """The hold made for you when units came back: confirm it before it expires."""
+
+
+class WaitlistView(Struct, kw_only=True):
+    entries: list[WaitlistEntry]
+
+
+class QueueTicket(Struct, kw_only=True):
+    campaign_id: str
+    status: Literal["waiting", "admitted", "done"]
+    """done: the turn has passed (used by a claim, or its window lapsed)."""
+    position: int | None
+    """Place in the queue; null before the opening for an early arrival
+    (early arrivals are put in a random order at the opening)."""
+    early: bool
+    serving: int
+    """How many tickets have been admitted so far."""
+    ahead: int | None
+    """Tickets to be admitted before yours (null until the lottery is drawn)."""
+    estimated_wait_s: float | None
+    """From position, serving counter and rate; null while admission is paused."""
+    rate_per_s: float
+    paused: bool
+    early_arrivals: int = 0
+    opens_at: datetime
+    admitted_until: datetime | None = None
+    admission_token: str | None = None
+    """Present when admitted: send it as X-Admission-Token with the claim."""
+    token_expires_at: datetime | None = None
+
+
+class WaitingRoomStats(Struct, kw_only=True):
+    tickets: int
+    served: int
+    active: int
+    rate_per_s: float
+    paused: bool
+
+
+class SkuPublic(Struct, kw_only=True):
+    sku: str
+    price: int
+    available: int
+    next_wave_at: datetime | None = None
+
+
+class CampaignPublic(Struct, kw_only=True):
+    id: str
+    name: str
+    state: Literal["scheduled", "open", "paused", "sold_out", "closed"]
+    opens_at: datetime
+    closes_at: datetime
+    skus: list[SkuPublic]
+
+
+class SkuStats(Struct, kw_only=True):
+    sku: str
+    price: int
+    available: int
+    held: int
+    sold: int
+    released: int
+    pending_waves: int
+    per_user: int | None
+
+
+class CampaignStats(Struct, kw_only=True):
+    id: str
+    state: Literal["scheduled", "open", "paused", "sold_out", "closed"]
+    skus: list[SkuStats]
+    claims: dict[str, int]
+    """Claims by outcome: held, confirmed, cancelled, expired, sold_out, limit_exceeded."""
+    waitlist: int = 0
+    events: int = 0
+    fenced: bool = False
+    waiting_room: WaitingRoomStats | None = None
+    throttle: ThrottleSpec | None = None
+    """The scalper throttling in force (null: none)."""
+
+
+def to_ms(t: datetime) -> int:
+    """Epoch milliseconds of an aware datetime (naive ones are taken as UTC)."""
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return int(t.timestamp() * 1000)
+
+
+def from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+class CampaignList(Struct, kw_only=True):
+    campaigns: list[str]
+
+
+class StockLevel(Struct, kw_only=True):
+    sku: str
+    available: int
+
+
+class Health(Struct, kw_only=True):
+    status: str
+
+
+class Readiness(Struct, kw_only=True):
+    ready: bool
+    checks: dict[str, bool]

@@ -1,0 +1,190 @@
+"""`stampede audit`: recompute every campaign from the stored events alone, check invariants.
+
+The events are replayed in seq order with the rules the Lua scripts enforce;
+a violation is anything those rules forbid or the projections contradict:
+
+    event_gap           a seq missing between 1 and the last stored one
+    oversold            a SKU's available units below zero, or a+h+s != released
+    over_user_limit     a hold that took a user past the campaign or SKU limit
+    confirmed_twice     a claim confirmed when it already was
+    bad_transition      any other status change from a claim that was not held
+    projection_mismatch the stored projections differ from the recomputation
+
+and for coupon drops those of engine.coupons.audit (over_budget, uses_negative,
+bad_coupon_transition, rolled_back_twice).
+"""
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+
+from stampede.durable.coupon_audit import CouponReplay
+from stampede.durable.coupon_projection import EVENT_TYPES as COUPON_EVENTS
+from stampede.durable.events import Event, from_row
+from stampede.durable.projection import Fold
+from stampede.durable.store import Store
+from stampede.durable.store import schema as t
+
+CHUNK = 5000
+_MAX_LISTED = 20  # violations listed per campaign; the count is always exact
+
+
+@dataclass
+class Replay:
+    fold: Fold
+    violations: list[dict[str, Any]] = field(default_factory=list)
+    violation_count: int = 0
+    claims: dict[str, tuple[str, str, str, int]] = field(default_factory=dict)
+    """claim -> (status, user, sku, qty)"""
+    users: Counter[str] = field(default_factory=Counter)
+    user_sku: Counter[tuple[str, str]] = field(default_factory=Counter)
+    expected_seq: int = 1
+    coupons: CouponReplay = field(default_factory=CouponReplay)
+
+    def violate(self, kind: str, **detail: Any) -> None:
+        self.violation_count += 1
+        if len(self.violations) < _MAX_LISTED:
+            self.violations.append({"kind": kind, **detail})
+
+    def apply(self, ev: Event) -> None:
+        if ev.seq != self.expected_seq:
+            self.violate("event_gap", missing_from=self.expected_seq, missing_to=ev.seq - 1)
+        self.expected_seq = ev.seq + 1
+        if ev.type == "campaign_defined":
+            self.users.clear()  # a redefinition starts the campaign over
+            self.user_sku.clear()
+            self.coupons.define(ev.data["spec"])
+        elif ev.type in COUPON_EVENTS:
+            self.coupons.apply(ev, self.violate)
+        elif ev.type.startswith("claim_") and not self._claim(ev):
+            return  # refused transition: not folded, so later counts stay meaningful
+        self.fold.apply(ev)
+        if ev.type.startswith("claim_") or ev.type == "stock_adjusted":
+            s = self.fold.skus.get(ev.data["sku"])
+            if s is not None and s["available"] < 0:
+                self.violate("oversold", sku=s["sku"], seq=ev.seq, available=s["available"])
+
+    def _claim(self, ev: Event) -> bool:
+        d, qty, claim = ev.data, ev.int("qty"), ev.data["claim"]
+        status = ev.type[len("claim_"):]
+        user, sku = d["user"], d["sku"]
+        prior = self.claims.get(claim)
+        if status == "held":
+            if prior is not None:
+                self.violate("bad_transition", claim=claim, seq=ev.seq, was=prior[0], to=status)
+                return False
+            self.users[user] += qty
+            self.user_sku[(user, sku)] += qty
+            limit = self.fold.campaign["per_user"]
+            sku_limit = self.fold.sku(sku)["per_user"]
+            if (limit >= 0 and self.users[user] > limit) or \
+                    (sku_limit >= 0 and self.user_sku[(user, sku)] > sku_limit):
+                self.violate("over_user_limit", user=user, sku=sku, seq=ev.seq,
+                             units=self.users[user])
+            self.claims[claim] = ("held", user, sku, qty)
+            return True
+        if prior is None or prior[0] != "held":
+            kind = "confirmed_twice" if prior and prior[0] == status == "confirmed" \
+                else "bad_transition"
+            self.violate(kind, claim=claim, seq=ev.seq, was=prior[0] if prior else None,
+                         to=status)
+            return False
+        if status != "confirmed":
+            self.users[user] -= qty
+            self.user_sku[(user, sku)] -= qty
+        self.claims[claim] = (status, user, sku, qty)
+        return True
+
+
+async def audit_campaign(store: Store, cid: str, with_users: bool = False) -> dict[str, Any]:
+    empty = {"epoch": 0, "per_user": -1, "state": "active", "name": "", "spec": ""}
+    replay = Replay(Fold(dict(empty), {}))
+    last = 0
+    async with store.engine.connect() as conn:
+        while True:  # keyset pages: memory stays flat however long the history
+            rows = (await conn.execute(
+                select(t.events).where(t.events.c.campaign_id == cid, t.events.c.seq > last)
+                .order_by(t.events.c.seq).limit(CHUNK))).all()
+            for row in rows:
+                replay.apply(from_row(row))
+            # The fold's write-back buffers are not needed here: keep memory flat.
+            replay.fold.new_claims.clear()
+            replay.fold.status.clear()
+            replay.fold.history.clear()
+            replay.fold.coupons.clear()
+            if len(rows) < CHUNK:
+                break
+            last = rows[-1].seq
+        camp = (await conn.execute(select(t.campaigns).where(
+            t.campaigns.c.campaign_id == cid))).one_or_none()
+        stored_skus = {r.sku: dict(r._mapping) for r in await conn.execute(
+            select(t.skus).where(t.skus.c.campaign_id == cid))}
+        stored_claims = {r.claim_id: r.status for r in await conn.execute(
+            select(t.claims.c.claim_id, t.claims.c.status).where(
+                t.claims.c.campaign_id == cid))}
+        stored_coupons = {r.coupon_id: (r.status, r.uses_left, r.user_id)
+                          for r in await conn.execute(select(t.coupons).where(
+                              t.coupons.c.campaign_id == cid))}
+        stored_redemptions = {r.redemption_id: r.status for r in await conn.execute(
+            select(t.redemptions.c.redemption_id, t.redemptions.c.status).where(
+                t.redemptions.c.campaign_id == cid))}
+        dead = (await conn.execute(select(func.count()).select_from(t.dead_letters).where(
+            t.dead_letters.c.campaign_id == cid))).scalar_one()
+    _check_totals(replay)
+    _check_projections(replay, camp, stored_skus, stored_claims)
+    if camp is not None and camp.applied_seq == replay.expected_seq - 1:
+        replay.coupons.check_projection(stored_coupons, stored_redemptions, replay.violate)
+    sku_counts = {name: {k: s[k] for k in ("released", "available", "held", "sold", "expired",
+                                           "cancelled")}
+                  for name, s in sorted(replay.fold.skus.items())}
+    users = {u: n for u, n in replay.users.items() if n}
+    summary: dict[str, Any] = {
+        "last_seq": replay.expected_seq - 1, "epoch": replay.fold.campaign["epoch"],
+        "skus": sku_counts,
+        "claims": dict(Counter(status for status, *_ in replay.claims.values())),
+        "users": {"count": len(users), "max_units": max(users.values(), default=0)},
+        "dead_letters": dead, "violations": replay.violation_count,
+        "violation_samples": replay.violations}
+    if replay.coupons.coupons:
+        summary["coupons"] = replay.coupons.summary()
+    if with_users:
+        summary["users"]["units"] = dict(sorted(users.items()))
+    return summary
+
+
+def _check_totals(replay: Replay) -> None:
+    for name, s in replay.fold.skus.items():
+        if s["available"] + s["held"] + s["sold"] != s["released"]:
+            replay.violate("oversold", sku=name, released=s["released"],
+                           accounted=s["available"] + s["held"] + s["sold"])
+
+
+def _check_projections(replay: Replay, camp: Any, skus: dict[str, dict[str, Any]],
+                       claims: dict[str, str]) -> None:
+    last = replay.expected_seq - 1
+    if camp is None or camp.applied_seq != last:
+        replay.violate("event_gap", applied_seq=camp.applied_seq if camp else 0, last_seq=last)
+        return  # projections stop at the gap: comparing them would only repeat it
+    for name, s in replay.fold.skus.items():
+        stored = skus.get(name)
+        if stored is None or any(stored[k] != s[k] for k in ("released", "available", "held",
+                                                               "sold", "expired", "cancelled")):
+            replay.violate("projection_mismatch", sku=name)
+    expected = {c: st for c, (st, *_rest) in replay.claims.items()}
+    if expected != claims:
+        diff = sorted(set(expected.items()) ^ set(claims.items()))[:5]
+        replay.violate("projection_mismatch", claims=[list(d) for d in diff])
+
+
+async def audit(store: Store, campaign: str | None = None,
+                with_users: bool = False) -> dict[str, Any]:
+    """The JSON summary of `stampede audit`: `ok` is false on any violation."""
+    async with store.engine.connect() as conn:
+        ids = [r[0] for r in await conn.execute(select(t.events.c.campaign_id).distinct())]
+        ids += [r[0] for r in await conn.execute(select(t.campaigns.c.campaign_id))]
+    cids = sorted(set(ids) if campaign is None else {campaign})
+    campaigns = {cid: await audit_campaign(store, cid, with_users) for cid in cids}
+    total = sum(c["violations"] for c in campaigns.values())
+    return {"ok": total == 0, "violations": total, "campaigns": campaigns}

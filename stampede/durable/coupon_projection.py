@@ -1,0 +1,92 @@
+"""Coupon events folded into the `coupons` and `redemptions` tables.
+
+Part of the store's fold (engine.store.projection): events arrive in seq
+order per campaign, each at most once. Rows made in this run are written
+whole; rows made earlier get their changed columns, grouped by the set of
+columns so each group is one executemany.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Table, and_, bindparam, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from stampede.durable.events import Event
+from stampede.durable.store import schema as t
+
+EVENT_TYPES = frozenset({"coupon_issued", "coupon_redeemed", "coupon_rolled_back",
+                         "coupon_expired", "coupon_transferred", "gift_offered"})
+
+
+@dataclass
+class CouponFold:
+    new_coupons: dict[str, dict[str, Any]] = field(default_factory=dict)
+    coupon_changes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    new_redemptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    redemption_changes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        for d in (self.new_coupons, self.coupon_changes, self.new_redemptions,
+                  self.redemption_changes):
+            d.clear()
+
+    def _coupon(self, coupon_id: str, seq: int, **changes: Any) -> None:
+        target = self.new_coupons.get(coupon_id)
+        if target is None:
+            target = self.coupon_changes.setdefault(coupon_id, {})
+        target.update(changes, updated_seq=seq)
+
+    def apply(self, ev: Event) -> None:
+        d = ev.data
+        if ev.type == "coupon_issued":
+            uses = ev.int("uses")
+            self.new_coupons[d["coupon"]] = {
+                "coupon_id": d["coupon"], "campaign_id": ev.campaign_id,
+                "template": d["template"], "user_id": d["user"], "status": "active",
+                "uses": uses, "uses_left": uses, "face_value": ev.int("value"),
+                "valid_from_ms": ev.int("valid_from"), "valid_to_ms": ev.int("valid_to"),
+                "claim_id": d["claim"], "created_ms": ev.ts, "updated_seq": ev.seq}
+        elif ev.type == "coupon_redeemed":
+            left = ev.int("uses_left")
+            self._coupon(d["coupon"], ev.seq, uses_left=left,
+                         status="used" if left == 0 else "active")
+            self.new_redemptions[d["redemption"]] = {
+                "redemption_id": d["redemption"], "campaign_id": ev.campaign_id,
+                "coupon_id": d["coupon"], "merchant_id": d["merchant"], "order_id": d["order"],
+                "order_amount": ev.int("amount"), "discount": ev.int("discount"),
+                "status": "redeemed", "redeemed_ms": ev.ts, "rolled_back_ms": None,
+                "updated_seq": ev.seq}
+        elif ev.type == "coupon_rolled_back":
+            self._coupon(d["coupon"], ev.seq, uses_left=ev.int("uses_left"), status="active")
+            rid = d["redemption"]
+            target = self.new_redemptions.get(rid) or self.redemption_changes.setdefault(rid, {})
+            target.update(status="rolled_back", rolled_back_ms=ev.ts, updated_seq=ev.seq)
+        elif ev.type == "coupon_expired":
+            self._coupon(d["coupon"], ev.seq, status="expired", uses_left=ev.int("uses_left"))
+        elif ev.type == "coupon_transferred":
+            self._coupon(d["coupon"], ev.seq, user_id=d["user"])
+
+    async def flush(self, conn: AsyncConnection, insert_many: Any) -> None:
+        if self.new_coupons:
+            await insert_many(t.coupons, list(self.new_coupons.values()))
+        if self.new_redemptions:
+            await insert_many(t.redemptions, list(self.new_redemptions.values()))
+        await _update(conn, t.coupons, t.coupons.c.coupon_id, self.coupon_changes)
+        await _update(conn, t.redemptions, t.redemptions.c.redemption_id,
+                      self.redemption_changes)
+
+
+async def _update(conn: AsyncConnection, table: Table, key: Any,
+                  changes: dict[str, dict[str, Any]]) -> None:
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row_id, cols in changes.items():
+        names = tuple(sorted(cols))
+        groups.setdefault(names, []).append({"b_id": row_id,
+                                             **{f"b_{n}": v for n, v in cols.items()}})
+    for names, rows in groups.items():
+        # Only ever forward: a replayed older change cannot undo a newer one.
+        stmt = (update(table).where(and_(key == bindparam("b_id"),
+                                         table.c.updated_seq < bindparam("b_updated_seq")))
+                .values({n: bindparam(f"b_{n}") for n in names}))
+        await conn.execute(stmt, rows)

@@ -1,0 +1,182 @@
+"""Rebuilding a drop's coupon keys from the store's events (part of `stampede recover`).
+
+The coupon keys (include/coupons.lua) are folded from the drop's events in
+seq order with the rules of the scripts that wrote them: coupons and their
+codes, the expiry schedule, per-day counters, stats, redemptions (with their
+per-order idempotency), gift offers, per-person and gift counts, wallets,
+and the first answers of idempotent coupon claims. The drop's meta fields
+come from its spec; its code prefix from the old meta or its coupons' codes.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy import select
+
+from stampede.domain.coupons import codes
+from stampede.domain.coupons.spec import CouponDropSpec
+from stampede.domain.coupons.templates import drop_meta
+from stampede.durable.events import Event, from_row
+from stampede.durable.store import Store
+from stampede.durable.store import schema as t
+from stampede.state import keys
+
+DAY_MS = 86_400_000
+TYPES = ("claim_held", "coupon_issued", "coupon_redeemed", "coupon_rolled_back",
+         "coupon_expired", "gift_offered", "coupon_transferred")
+
+
+@dataclass
+class DropRebuild:
+    cid: str
+    drop: CouponDropSpec
+    skus: list[str]
+    events: list[Event]
+    number: str = ""
+    coupons: dict[str, list[Any]] = field(default_factory=dict)
+    """coupon -> [status, owner, tpl, uses, vf, vt, loc, claimed, gift, claim]"""
+    codes: dict[str, str] = field(default_factory=dict)
+    day: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    stats: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    redeems: dict[str, Any] = field(default_factory=dict)
+    gifts: dict[str, list[Any]] = field(default_factory=dict)
+    users: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    wallets: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    claims: dict[str, list[Any]] = field(default_factory=dict)
+    """claim -> [idem key, fingerprint, ts, coupon ids] of claims that carried a key"""
+
+    def _stat(self, name: str, by: int, tpl: str, day: int, merchant: str | None = None) -> None:
+        for scope in ("*", f"t:{tpl}", f"d:{day}") + ((f"m:{merchant}",) if merchant else ()):
+            self.stats[f"{scope}|{name}"] += by
+
+    def fold(self) -> None:
+        for ev in self.events:
+            getattr(self, "_" + ev.type)(ev, ev.data, ev.ts // DAY_MS)
+
+    def _claim_held(self, ev: Event, d: Any, day: int) -> None:
+        qty = ev.int("qty")
+        self.day[str(day)] += qty
+        self.day[f"{day}|u|{d['user']}"] += qty
+        if d.get("identity"):
+            self.users[f"p|{d['identity']}"] += qty
+        if d.get("idem"):
+            self.claims[d["claim"]] = [d["idem"], d.get("fp", ""), ev.ts, []]
+
+    def _coupon_issued(self, ev: Event, d: Any, day: int) -> None:
+        uses = ev.int("uses")
+        self.coupons[d["coupon"]] = ["active", d["user"], d["template"], uses,
+                                     ev.int("valid_from"), ev.int("valid_to"), d["locator"],
+                                     ev.ts, "", d["claim"]]
+        self.codes[d["locator"]] = d["coupon"]
+        self.wallets[d["user"]].add(d["coupon"])
+        self._stat("issued", 1, d["template"], day)
+        self._stat("uses", uses, d["template"], day)
+        self._stat("value", ev.int("value"), d["template"], day)
+        if d["claim"] in self.claims:
+            self.claims[d["claim"]][3].append(d["coupon"])
+
+    def _coupon_redeemed(self, ev: Event, d: Any, day: int) -> None:
+        c = self.coupons[d["coupon"]]
+        c[3] = ev.int("uses_left")
+        c[0] = "used" if c[3] == 0 else "active"
+        self.day[f"{day}|m|{d['merchant']}"] += 1
+        self.redeems[d["redemption"]] = ["redeemed", d["coupon"], d["merchant"], d["order"],
+                                         d["amount"], d["discount"], ev.ts, d.get("fp", ""),
+                                         c[2], day]
+        self.redeems[f"o|{d['merchant']}|{d['order']}|{d['coupon']}"] = d["redemption"]
+        self._stat("redeemed", 1, c[2], day, d["merchant"])
+        self._stat("discount", ev.int("discount"), c[2], day, d["merchant"])
+
+    def _coupon_rolled_back(self, ev: Event, d: Any, _day: int) -> None:
+        r = self.redeems[d["redemption"]]
+        r[0] = "rolled_back"
+        c = self.coupons[d["coupon"]]
+        c[3] = ev.int("uses_left")
+        if c[0] == "used":
+            c[0] = "active"
+        self.day[f"{r[9]}|m|{r[2]}"] -= 1
+        self._stat("rolled_back", 1, r[8], r[9], r[2])
+        self._stat("discount_rolled_back", int(r[5]), r[8], r[9], r[2])
+
+    def _coupon_expired(self, ev: Event, d: Any, day: int) -> None:
+        c = self.coupons[d["coupon"]]
+        c[0] = "expired"
+        self._stat("expired", 1, c[2], day)
+
+    def _gift_offered(self, ev: Event, d: Any, _day: int) -> None:
+        c = self.coupons[d["coupon"]]
+        if c[8]:
+            self.gifts.pop(c[8], None)
+        c[8] = d.get("token", "")
+        if c[8]:
+            self.gifts[c[8]] = ["open", d["coupon"], d["user"], d["expires"], "", ""]
+
+    def _coupon_transferred(self, ev: Event, d: Any, day: int) -> None:
+        c = self.coupons[d["coupon"]]
+        self.codes.pop(c[6], None)
+        self.codes[d["locator"]] = d["coupon"]
+        c[1], c[6], c[8] = d["user"], d["locator"], ""
+        token = d.get("token", "")
+        if token in self.gifts:
+            g = self.gifts[token]
+            g[0], g[4], g[5] = "accepted", d["user"], d.get("nonce", "")
+        self.wallets[d["user"]].add(d["coupon"])
+        if d.get("counted") == "1":
+            self.users[f"g|{d['user']}"] += 1
+        self._stat("transferred", 1, c[2], day)
+
+    def queue(self, pipe: Any, now: int, idem_ttl_ms: int) -> None:
+        """Queue the commands that replace the drop's coupon keys (inside the rebuild's MULTI)."""
+        ks = keys.coupon_keys(self.cid)
+        cpn, codes_key, cexp, cday, cstats, redeems, gifts, cusers = ks[13:21]
+        pipe.hset(ks[0], mapping=drop_meta(self.drop, self.skus, self.number))
+        pipe.delete(cpn, codes_key, cexp, cday, cstats, redeems, gifts, cusers,
+                    *(keys.wallet_key(self.cid, u) for u in self.wallets))
+        for key, mapping in ((cpn, {k: "|".join(map(str, v)) for k, v in self.coupons.items()}),
+                             (codes_key, self.codes), (cday, dict(self.day)),
+                             (cstats, dict(self.stats)),
+                             (redeems, {k: v if isinstance(v, str) else "|".join(map(str, v))
+                                        for k, v in self.redeems.items()}),
+                             (gifts, {k: "|".join(map(str, v)) for k, v in self.gifts.items()}),
+                             (cusers, dict(self.users))):
+            if mapping:
+                pipe.hset(key, mapping=mapping)
+        live = {k: v[5] for k, v in self.coupons.items() if v[0] != "expired"}
+        if live:
+            pipe.zadd(cexp, live)
+        for user, ids in self.wallets.items():
+            pipe.sadd(keys.wallet_key(self.cid, user), *ids)
+        for claim, (idem, fp, ts, ids) in self.claims.items():
+            ttl = ts + idem_ttl_ms - now
+            if ttl > 0:  # the first answer, as coupon_claim.lua remembers it
+                pipe.set(idem, f"{fp}|0||{claim}|{ts}|{','.join(ids)}", px=ttl)
+
+
+async def load(store: Store, cid: str, row: Any, spec: Any, old_meta: dict[str, str],
+               redis: "Redis") -> DropRebuild | None:
+    """The rebuild of a drop (None for a sale): its events read, folded, numbered."""
+    if spec is None or spec.coupons is None:
+        return None
+    async with store.engine.connect() as conn:
+        rows = (await conn.execute(select(t.events).where(
+            t.events.c.campaign_id == cid, t.events.c.seq > row.defined_seq,
+            t.events.c.seq <= row.applied_seq, t.events.c.type.in_(TYPES))
+            .order_by(t.events.c.seq))).all()
+    rebuild = DropRebuild(cid, spec.coupons, [s.sku for s in spec.skus],
+                          [from_row(r) for r in rows])
+    rebuild.fold()
+    first = next(iter(rebuild.coupons.values()), None)
+    number = old_meta.get("cp_no") or (first[6][:codes.DROP_CHARS] if first else None)
+    if number is None:
+        n = int(await redis.hincrby(keys.DROP_NUMBERS, "seq", 1))
+        number = codes.encode(n, codes.DROP_CHARS)
+    rebuild.number = number
+    return rebuild
+
+
+async def registered(redis: "Redis", rebuild: DropRebuild) -> None:
+    """The global indexes of a rebuilt drop: its number and the drop list."""
+    await redis.hset(keys.DROP_NUMBERS, str(codes.decode(rebuild.number)), rebuild.cid)
+    await redis.sadd(keys.COUPON_DROPS, rebuild.cid)

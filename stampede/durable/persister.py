@@ -1,0 +1,350 @@
+"""The persister: campaign event streams → the durable store, through a consumer group.
+
+    read (XREADGROUP, all campaign streams) → one store transaction → XACK
+
+An entry is acknowledged only after its transaction commits, so a persister
+killed at any point leaves its entries pending; another (or the restarted
+one) takes them over with XAUTOCLAIM once they sit idle. Replays are
+harmless (see engine.store.projection). An entry that keeps failing on its
+own while the store is healthy goes to `dead_letters` and is acknowledged,
+so it cannot loop. Streams are trimmed only below the oldest pending entry.
+
+Several persisters may run at once: the group spreads entries among them.
+(One XREADGROUP over all streams assumes one Redis node; Cluster would need
+one call per slot.)
+"""
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import msgspec
+from prometheus_client import Counter
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+from sqlalchemy import text
+
+from stampede.durable.events import Event, from_entry
+from stampede.durable.projection import store_events
+from stampede.durable.store import Store
+from stampede.durable.store import schema as t
+from stampede.periodic import every
+from stampede.settings import Settings
+from stampede.state import keys
+
+GROUP = "persister"
+log = logging.getLogger("stampede.persister")
+_json = msgspec.json.Encoder()
+
+PERSISTED = Counter("stampede_persister_events_total", "Events committed to the store")
+DEAD_LETTERS = Counter("stampede_persister_dead_letters_total",
+                       "Events that kept failing and went to the dead-letter table")
+
+Entry = tuple[str, str, dict[str, str]]
+"""(stream key, entry id, fields)"""
+Items = list[tuple[str, dict[str, str]]]
+"""An XRANGE reply: (entry id, fields); str, as the client decodes responses"""
+
+
+@dataclass(frozen=True)
+class Lag:
+    """How far the store is behind one campaign's stream."""
+    campaign_id: str
+    oldest_age_s: float
+    """Age of the oldest event not yet acknowledged (0 when none)."""
+    pending: int
+    """Events not yet acknowledged: delivered and pending, plus not yet delivered."""
+
+
+def campaign_of_stream(key: str) -> str:
+    return key[len("{c:"):key.index("}")]
+
+
+def entry_ms(entry_id: str) -> int:
+    return int(entry_id.split("-", 1)[0])
+
+
+class Persister:
+    def __init__(self, redis: "Redis", store: Store, settings: Settings,
+                 consumer: str | None = None) -> None:
+        self.redis = redis  # decode_responses=True
+        self.store = store
+        self.batch = settings.persist_batch
+        self.claim_idle_ms = settings.persist_claim_idle_ms
+        self.max_attempts = settings.persist_max_attempts
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.streams: list[str] = []
+        self._grouped: set[str] = set()
+        self._retry: list[Entry] = []
+        self._prefetch: asyncio.Task[list[Entry]] | None = None
+        self._failures: dict[tuple[str, str], int] = {}
+        self.persisted = 0
+        self.dead_lettered = 0
+
+    # -- the loop ------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Persist until `stop` is set; housekeeping runs beside the read loop."""
+        await self.refresh_streams()
+        chores = [asyncio.create_task(every(1.0, self.refresh_streams, stop, "persister-index")),
+                  asyncio.create_task(every(max(self.claim_idle_ms / 2000, 0.5),
+                                            self.take_over, stop, "persister-autoclaim")),
+                  asyncio.create_task(every(5.0, self.trim, stop, "persister-trim"))]
+        backoff = 0.1
+        try:
+            while not stop.is_set():
+                try:
+                    await self.step(block_ms=100)
+                    backoff = 0.1
+                except Exception:  # Redis or the store is down: wait and retry
+                    log.exception("persister round failed; retrying in %.1fs", backoff)
+                    try:
+                        await asyncio.wait_for(stop.wait(), backoff)
+                    except TimeoutError:
+                        pass
+                    backoff = min(backoff * 2, 5.0)
+        finally:
+            await asyncio.gather(*chores, return_exceptions=True)
+            try:
+                await asyncio.wait_for(self.finish(), 10)
+            except Exception:  # left pending: another persister takes it over
+                log.warning("could not finish the last batch", exc_info=True)
+
+    async def drain(self, timeout_s: float = 60.0) -> None:
+        """Persist everything in every stream now, including other consumers' pending."""
+        deadline = time.monotonic() + timeout_s
+        await self.refresh_streams()
+        await self.take_over(min_idle_ms=0)
+        while await self.step(block_ms=0) or self._retry:
+            if time.monotonic() > deadline:
+                raise TimeoutError("persister could not drain in time")
+        await self.trim()
+
+    async def step(self, block_ms: int = 0) -> int:
+        """One round: retry what failed, read new entries, commit, acknowledge."""
+        if self._retry:
+            entries, self._retry = self._retry, []
+            await self._process(entries)
+            return len(entries)
+        if not self.streams:
+            if block_ms:
+                await asyncio.sleep(block_ms / 1000)
+            return 0
+        entries = []
+        if self._prefetch is not None:
+            entries, self._prefetch = await self._prefetch, None
+        if not entries:
+            entries = await self._read(block_ms)
+        if entries:
+            # Read the next batch while this one commits: Redis and the store overlap.
+            self._prefetch = asyncio.create_task(self._read(0))
+            await self._process(entries)
+        return len(entries)
+
+    async def finish(self) -> None:
+        """Commit what was read ahead, so a clean stop leaves nothing pending."""
+        while self._prefetch is not None or self._retry:
+            await self.step()
+
+    async def _read(self, block_ms: int) -> list[Entry]:
+        try:
+            reply = await self.redis.xreadgroup(GROUP, self.consumer,
+                                                dict.fromkeys(self.streams, ">"),
+                                                count=self.batch, block=block_ms or None)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self._grouped.clear()  # Redis lost our groups (emptied or rebuilt)
+            await self.refresh_streams()
+            return []
+        streams = cast(list[tuple[str, list[tuple[str, dict[str, str] | None]]]], reply or [])
+        return [(key, eid, fields) for key, items in streams for eid, fields in items
+                if fields is not None]
+
+    # -- commit, acknowledge, dead-letter -----------------------------------
+
+    async def _process(self, entries: Sequence[Entry], suspect: bool = False) -> None:
+        if not entries:
+            return
+        if not suspect:
+            try:
+                await self._commit(entries)
+                return
+            except Exception:
+                log.warning("batch of %d failed; retrying entries one by one", len(entries),
+                            exc_info=True)
+        for i, entry in enumerate(entries):
+            try:
+                await self._commit([entry])
+                continue
+            except Exception as exc:  # this entry alone fails: count it
+                error = exc
+            if not await self.store_healthy():  # the store is down, not the entry's fault
+                self._retry.extend(entries[i:])
+                return
+            key = (entry[0], entry[1])
+            self._failures[key] = self._failures.get(key, 0) + 1
+            if suspect or self._failures[key] >= self.max_attempts:
+                await self._dead_letter(entry, error, self._failures.pop(key))
+            else:
+                self._retry.append(entry)
+
+    async def _commit(self, entries: Sequence[Entry]) -> None:
+        events = [from_entry(campaign_of_stream(key), eid, fields) for key, eid, fields in entries]
+        async with self.store.begin() as conn:
+            await store_events(conn, self.store, events)
+        await self._ack(entries)
+        self.persisted += len(events)
+        PERSISTED.inc(len(events))
+
+    async def _ack(self, entries: Iterable[Entry]) -> None:
+        by_key: dict[str, list[str]] = {}
+        for key, eid, _ in entries:
+            by_key.setdefault(key, []).append(eid)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, ids in by_key.items():
+                pipe.xack(key, GROUP, *ids)
+            await pipe.execute()
+
+    async def _dead_letter(self, entry: Entry, error: Exception, attempts: int) -> None:
+        key, eid, fields = entry
+        async with self.store.begin() as conn:
+            await conn.execute(self.store.insert_ignore(t.dead_letters).values(
+                stream=key, entry_id=eid, campaign_id=campaign_of_stream(key),
+                fields=_json.encode(fields).decode(), error=repr(error)[:2000],
+                deliveries=attempts, ts=int(time.time() * 1000)))
+        await self._ack([entry])
+        self.dead_lettered += 1
+        DEAD_LETTERS.inc()
+        log.error("event %s %s dead-lettered after %d attempts: %r", key, eid, attempts, error)
+
+    async def store_healthy(self) -> bool:
+        try:
+            async with self.store.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # any failure to reach the store
+            return False
+
+    # -- housekeeping -----------------------------------------------------------
+
+    async def refresh_streams(self) -> None:
+        """Follow the campaign index; make sure every stream has our group."""
+        cids = sorted(cast(set[str], await self.redis.smembers(keys.CAMPAIGN_INDEX)))
+        streams = [keys.events_key(cid) for cid in cids]
+        for key in streams:
+            if key not in self._grouped:
+                await ensure_group(self.redis, key)
+                self._grouped.add(key)
+        self.streams = streams
+
+    async def take_over(self, min_idle_ms: int | None = None) -> int:
+        """XAUTOCLAIM entries idle too long under another (dead) consumer, and persist them.
+
+        An entry delivered `max_attempts` times or more is tried alone and
+        dead-lettered if it fails again: it may be what killed its consumers.
+        """
+        idle = self.claim_idle_ms if min_idle_ms is None else min_idle_ms
+        taken = 0
+        for key in list(self.streams):
+            start = "0-0"
+            while True:
+                try:
+                    reply = await self.redis.xautoclaim(key, GROUP, self.consumer, idle, start,
+                                                        count=self.batch)
+                except ResponseError as exc:
+                    if "NOGROUP" in str(exc):
+                        break
+                    raise
+                start, items = reply[0], [(key, e, f) for e, f in reply[1] if f is not None]
+                if items:
+                    taken += len(items)
+                    suspects = await self._suspects(key, [e for _, e, _ in items])
+                    await self._process([i for i in items if i[1] not in suspects])
+                    await self._process([i for i in items if i[1] in suspects], suspect=True)
+                if start == "0-0":
+                    break
+        return taken
+
+    async def _suspects(self, key: str, ids: Sequence[str]) -> set[str]:
+        rows = cast(list[dict[str, Any]], await self.redis.xpending_range(
+            key, GROUP, min=ids[0], max=ids[-1], count=len(ids) + 100, consumername=self.consumer))
+        return {r["message_id"] for r in rows
+                if r["times_delivered"] > self.max_attempts and r["message_id"] in set(ids)}
+
+    async def trim(self) -> None:
+        """Trim each stream below its oldest unacknowledged entry, never above."""
+        for key in list(self.streams):
+            floor = await trim_floor(self.redis, key)
+            if floor is not None:
+                await self.redis.xtrim(key, minid=floor, approximate=False)
+
+    async def lags(self) -> list[Lag]:
+        return [await lag(self.redis, keys_cid) for keys_cid in
+                (campaign_of_stream(k) for k in list(self.streams))]
+
+
+async def ensure_group(redis: "Redis", key: str) -> None:
+    try:
+        # From id 0: a stream's first entries may predate the group.
+        await redis.xgroup_create(key, GROUP, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+async def _group_info(redis: "Redis", key: str) -> dict[str, Any] | None:
+    try:
+        groups = await redis.xinfo_groups(key)
+    except ResponseError:  # no such stream
+        return None
+    return next((g for g in groups if g["name"] == GROUP), None)
+
+
+async def trim_floor(redis: "Redis", key: str) -> str | None:
+    """The lowest id that must be kept: the oldest pending, else the last delivered."""
+    group = await _group_info(redis, key)
+    if group is None:
+        return None
+    floor = str(group["last-delivered-id"])
+    if group["pending"]:
+        oldest = (await redis.xpending(key, GROUP))["min"]
+        if oldest is not None:
+            floor = min(floor, str(oldest), key=lambda i: tuple(map(int, i.split("-"))))
+    return None if floor == "0-0" else floor
+
+
+async def lag(redis: "Redis", cid: str) -> Lag:
+    """Oldest unacknowledged event age and the count of unacknowledged events."""
+    key = keys.events_key(cid)
+    now_s, now_us = await redis.time()
+    now_ms = now_s * 1000 + now_us // 1000
+    group = await _group_info(redis, key)
+    if group is None:  # no persister has looked yet: everything is behind
+        first = cast(Items, await redis.xrange(key, count=1))
+        n = await redis.xlen(key)
+        return Lag(cid, (now_ms - entry_ms(first[0][0])) / 1000 if first else 0.0, n)
+    oldest: str | None = None
+    if group["pending"]:  # (it may have been acknowledged since: then min is None)
+        oldest = (await redis.xpending(key, GROUP))["min"]
+    if oldest is None:
+        nxt = cast(Items, await redis.xrange(key, min=f"({group['last-delivered-id']}", count=1))
+        oldest = nxt[0][0] if nxt else None
+    undelivered = group.get("lag")
+    if undelivered is None:  # the server cannot tell: count them
+        undelivered = len(cast(Items, await redis.xrange(
+            key, min=f"({group['last-delivered-id']}")))
+    age = max(0.0, (now_ms - entry_ms(oldest)) / 1000) if oldest else 0.0
+    return Lag(cid, age, int(group["pending"]) + int(undelivered))
+
+
+def entries_of(key: str, items: Iterable[tuple[str, dict[str, str]]]) -> list[Event]:
+    """Stream items (XRANGE) as events: for recovery's drain."""
+    cid = campaign_of_stream(key)
+    return [from_entry(cid, eid, fields) for eid, fields in items]

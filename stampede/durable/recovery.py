@@ -1,0 +1,353 @@
+"""`stampede recover`: rebuild a campaign's Redis state from the durable store.
+
+    fence → drain the stream into the store → one MULTI that replaces every key → reopen
+
+Fencing (meta `fenced`=1) makes claims, confirms and cancels answer FENCED
+(503) while the store catches up; the rebuild is one MULTI/EXEC under WATCH,
+so no request ever sees a half-built campaign, and a change that slipped in
+after the drain aborts the transaction and the round starts again. The new
+state carries a new epoch, written to Redis and the store: a Redis that later
+comes back with older data shows an older epoch (or fewer events) than the
+store, and `heal` fences and rebuilds it before it sells anything.
+"""
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+from sqlalchemy import func, select
+
+from stampede.domain.models import CampaignSpec, to_ms
+from stampede.durable import coupon_recovery
+from stampede.durable.persister import GROUP, Items, entries_of
+from stampede.durable.projection import store_events
+from stampede.durable.store import Store
+from stampede.durable.store import schema as t
+from stampede.state import keys
+
+log = logging.getLogger("stampede.recovery")
+_spec_waves = msgspec.json.Decoder(dict[str, Any])
+_spec = msgspec.json.Decoder(CampaignSpec)
+_PAGE = 1000
+_ROUNDS = 20
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    campaign_id: str
+    epoch: int
+    last_seq: int
+    claims: int
+    live_holds: int
+    idempotency_answers: int
+
+
+async def redis_behind(redis: "Redis", store: Store, cid: str) -> str | None:
+    """Why Redis holds older state than the store for this campaign, or None if it does not."""
+    async with store.engine.connect() as conn:
+        row = (await conn.execute(select(t.campaigns).where(
+            t.campaigns.c.campaign_id == cid))).one_or_none()
+    if row is None or row.max_seq == 0:
+        return None
+    state, evseq, epoch = cast(list[str | None], await redis.hmget(
+        keys.campaign_keys(cid)[0], "state", "evseq", "epoch"))
+    if state is None:
+        return "campaign missing from Redis"
+    if int(epoch or 0) < row.epoch:
+        return f"Redis epoch {epoch} is older than the store's {row.epoch}"
+    if int(evseq or 0) < row.max_seq:
+        return f"Redis has {evseq} events, the store {row.max_seq}"
+    return None
+
+
+async def heal(redis: "Redis", store: Store, idem_ttl_ms: int) -> list[Rebuilt]:
+    """Fence and rebuild every campaign whose Redis state is older than the store's."""
+    async with store.engine.connect() as conn:
+        cids = [r[0] for r in await conn.execute(select(t.campaigns.c.campaign_id))]
+    done = []
+    for cid in sorted(cids):
+        reason = await redis_behind(redis, store, cid)
+        if reason:
+            log.warning("campaign %s: %s; fencing and rebuilding from the store", cid, reason)
+            done.append(await recover_campaign(redis, store, cid, idem_ttl_ms))
+    return done
+
+
+async def recover_all(redis: "Redis", store: Store, idem_ttl_ms: int) -> list[Rebuilt]:
+    async with store.engine.connect() as conn:
+        cids = [r[0] for r in await conn.execute(select(t.campaigns.c.campaign_id))]
+    return [await recover_campaign(redis, store, cid, idem_ttl_ms) for cid in sorted(cids)]
+
+
+async def fence(redis: "Redis", store: Store, cid: str) -> None:
+    """Refuse claims (503) from now on; a missing campaign gets a fenced meta first."""
+    meta = keys.campaign_keys(cid)[0]
+    if await redis.hexists(meta, "state"):
+        await redis.hset(meta, "fenced", "1")
+        return
+    async with store.engine.connect() as conn:
+        row = (await conn.execute(select(t.campaigns).where(
+            t.campaigns.c.campaign_id == cid))).one_or_none()
+    if row is None:
+        raise LookupError(f"campaign {cid} is not in the store")
+    # (redis-py types mapping keys as an invariant union: a dict[str, str] is refused)
+    await redis.hset(meta, mapping={**_meta_fields(row), "fenced": "1"})  # type: ignore[dict-item]
+
+
+async def drain_stream(redis: "Redis", store: Store, cid: str) -> int:
+    """Copy every entry still in the campaign's stream into the store (duplicates ignored)."""
+    key, start, n = keys.events_key(cid), "-", 0
+    while True:
+        items = cast(Items, await redis.xrange(key, min=start, count=_PAGE))
+        items = [i for i in items if i[0] != start]
+        if not items:
+            return n
+        async with store.begin() as conn:
+            await store_events(conn, store, entries_of(key, items))
+        n += len(items)
+        start = items[-1][0]
+
+
+async def recover_campaign(redis: "Redis", store: Store, cid: str,
+                           idem_ttl_ms: int) -> Rebuilt:
+    await fence(redis, store, cid)
+    ks = keys.campaign_keys(cid)
+    for _ in range(_ROUNDS):
+        async with redis.pipeline(transaction=True) as pipe:
+            # Every event bumps meta's evseq: watching meta sees any change.
+            await pipe.watch(ks[0])
+            stale = await redis_behind(redis, store, cid)
+            if stale is None:  # Redis is ahead or level: its unpersisted events count
+                await drain_stream(redis, store, cid)
+            old = cast(dict[str, str], await redis.hgetall(ks[0]))
+            old_counts = cast(dict[str, str], await redis.hgetall(
+                ks[keys.CAMPAIGN_KEY_NAMES.index("counts")]))
+            now_s, now_us = await redis.time()
+            now = now_s * 1000 + now_us // 1000 + int(old.get("time_offset_ms", 0))
+            state = await _load(store, cid)
+            epoch = max(int(old.get("epoch", 0)), state.row.epoch) + 1
+            drop = await coupon_recovery.load(store, cid, state.row, state.spec, old, redis)
+            pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            idem = _rebuild(pipe, cid, state, epoch, old, old_counts, now, idem_ttl_ms)
+            if drop is not None:
+                drop.queue(pipe, now, idem_ttl_ms)
+            try:
+                await pipe.execute()
+            except WatchError:
+                continue
+        await redis.sadd(keys.CAMPAIGN_INDEX, cid)
+        if drop is not None:
+            await coupon_recovery.registered(redis, drop)
+        async with store.begin() as conn:
+            await conn.execute(t.campaigns.update().where(t.campaigns.c.campaign_id == cid)
+                               .values(epoch=epoch))
+        if state.row.applied_seq != state.row.max_seq:
+            log.error("campaign %s: store has a gap after seq %d (audit shows it)", cid,
+                      state.row.applied_seq)
+        held = sum(1 for c in state.claims if c.status == "held")
+        log.info("campaign %s rebuilt from the store at seq %d, epoch %d", cid,
+                 state.row.max_seq, epoch)
+        return Rebuilt(cid, epoch, state.row.max_seq, len(state.claims), held, idem)
+    raise RuntimeError(f"campaign {cid} kept changing during its rebuild")
+
+
+@dataclass
+class _State:
+    row: Any
+    skus: list[Any]
+    claims: list[Any]
+    pending_waves: list[tuple[int, str, int, int]]
+    """(index, sku, qty, at_ms) not yet released"""
+    spec: CampaignSpec | None = None
+    config: dict[str, str] | None = None
+    """Meta fields of the waitlist, waiting room, throttle (and drop), as defined and
+    then patched; th_lists is the lists hash as JSON. None: the store predates it."""
+    waitlist: dict[str, "_Entry"] | None = None
+    """Waitlist entries by "<user>|<sku>", folded from the events since the definition."""
+    joins: int = 0
+    """Waitlist joins ever: the floor of meta wlseq (offer ids derive from it)."""
+
+
+@dataclass
+class _Entry:
+    """One waitlist entry as waitlist_join.lua and offer_waitlist() keep it."""
+    status: str
+    seq: str
+    qty: int
+    joined_ms: int
+    claim: str = ""
+
+    def record(self) -> str:
+        return "|".join((self.status, self.seq, str(self.qty), str(self.joined_ms), self.claim))
+
+
+_WAITLIST_EVENTS = ("waitlist_joined", "waitlist_left", "waitlist_skipped", "offer_made",
+                    "offer_accepted", "offer_lapsed", "offer_declined")
+
+
+# Waiting-room counters and the lottery salt are state, not configuration: a live
+# Redis keeps its own; an emptied one starts them from the definition.
+_RUNTIME = ("wr_served", "wr_tokens", "wr_at", "wr_seq", "salt")
+
+
+async def _load(store: Store, cid: str) -> _State:
+    async with store.engine.connect() as conn:
+        row = (await conn.execute(select(t.campaigns).where(
+            t.campaigns.c.campaign_id == cid))).one()
+        skus = (await conn.execute(select(t.skus).where(t.skus.c.campaign_id == cid))).all()
+        claims = (await conn.execute(select(t.claims).where(
+            t.claims.c.campaign_id == cid))).all()
+        released = (await conn.execute(select(t.events.c.data).where(
+            t.events.c.campaign_id == cid, t.events.c.type == "wave_released",
+            t.events.c.seq > row.defined_seq, t.events.c.seq <= row.applied_seq))).all()
+        queue_events = (await conn.execute(select(t.events.c.type, t.events.c.ts,
+                                                  t.events.c.data).where(
+            t.events.c.campaign_id == cid, t.events.c.type.in_(_WAITLIST_EVENTS),
+            t.events.c.seq > row.defined_seq, t.events.c.seq <= row.applied_seq)
+            .order_by(t.events.c.seq))).all()
+        joins = (await conn.execute(select(func.count()).select_from(t.events).where(
+            t.events.c.campaign_id == cid, t.events.c.type == "waitlist_joined"))).scalar_one()
+        changes = (await conn.execute(select(t.events.c.type, t.events.c.data).where(
+            t.events.c.campaign_id == cid,
+            t.events.c.type.in_(("campaign_defined", "campaign_patched")),
+            t.events.c.seq >= row.defined_seq, t.events.c.seq <= row.applied_seq)
+            .order_by(t.events.c.seq))).all()
+    done = set()
+    for (data,) in released:
+        d = _spec_waves.decode(data)
+        done.add((d["sku"], int(d["wave"])))
+    pending = []
+    spec = None
+    if row.spec:
+        spec = _spec.decode(row.spec)
+        for s in spec.skus:
+            for i, w in enumerate(s.waves):
+                if (s.sku, i) not in done:
+                    pending.append((i, s.sku, w.qty, to_ms(w.at)))
+    return _State(row, list(skus), list(claims), pending, spec, _config(changes),
+                  _waitlist(queue_events), int(joins))
+
+
+def _waitlist(events: Sequence[Any]) -> dict[str, _Entry]:
+    """Each user's entry per SKU: joined, then gone (left, skipped, its offer settled)
+    or offered (a hold in their name, still open)."""
+    entries: dict[str, _Entry] = {}
+    for etype, ts, data in events:
+        d = _spec_waves.decode(data)
+        field = f"{d['user']}|{d['sku']}"
+        if etype == "waitlist_joined":
+            entries[field] = _Entry("waiting", d["wseq"], int(d["qty"]), int(ts))
+        elif etype in ("waitlist_left", "waitlist_skipped"):
+            entries.pop(field, None)
+        elif etype == "offer_made" and field in entries:
+            entries[field].status, entries[field].claim = "offered", d["claim"]
+        elif field in entries and entries[field].claim == d.get("claim"):
+            del entries[field]  # accepted, lapsed or declined: the entry ends with the offer
+    return entries
+
+
+def _config(changes: Sequence[Any]) -> dict[str, str] | None:
+    """The definition's optional meta, then each patch's new values, in order."""
+    config: dict[str, str] | None = None
+    for etype, data in changes:
+        d = _spec_waves.decode(data)
+        if etype == "campaign_defined":
+            config = dict(_spec_waves.decode(d["meta"])) if "meta" in d else None
+        elif config is not None:
+            after = _spec_waves.decode(d.get("after") or "{}")
+            config.update({k: str(v) for k, v in after.items()
+                           if k.startswith(("wr_", "wl_", "th")) and v is not False})
+    return config
+
+
+def _queue_waitlist(pipe: Any, k: dict[str, str], entries: dict[str, _Entry]) -> None:
+    """The waitlists as the store has them: waiting entries in their order, open offers."""
+    pipe.delete(k["waitlist"], k["wlentries"], k["offers"])
+    if not entries:
+        return
+    pipe.hset(k["wlentries"], mapping={f: e.record() for f, e in entries.items()})
+    line = {f"{f.split('|', 1)[1]}|{e.seq}|{f.split('|', 1)[0]}": 0
+            for f, e in entries.items() if e.status == "waiting"}
+    if line:
+        pipe.zadd(k["waitlist"], line)
+    offers = {e.claim: f for f, e in entries.items() if e.status == "offered"}
+    if offers:
+        pipe.hset(k["offers"], mapping=offers)
+
+
+def _meta_fields(row: Any) -> dict[str, str]:
+    return {"id": row.campaign_id, "name": row.name, "opens_ms": str(row.opens_ms),
+            "closes_ms": str(row.closes_ms), "hold_ttl_ms": str(row.hold_ttl_ms),
+            "per_user": str(row.per_user), "max_qty": str(row.max_qty), "state": row.state}
+
+
+def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, str],
+             old_counts: dict[str, str], now: int, idem_ttl_ms: int) -> int:
+    """Queue the commands that replace the campaign's keys; returns idempotency answers set."""
+    k = dict(zip(keys.CAMPAIGN_KEY_NAMES, keys.campaign_keys(cid), strict=True))
+    meta, stock, users, claims = k["meta"], k["stock"], k["users"], k["claims"]
+    deadlines, waves, events, counts = k["deadlines"], k["waves"], k["events"], k["counts"]
+    # Only the keys the store can rebuild; meta is overwritten field by field so
+    # fields other features keep there survive a rebuild of a live Redis.
+    pipe.delete(stock, users, claims, deadlines, waves, events, counts)
+    m = {**_meta_fields(st.row), "epoch": str(epoch), "evseq": str(st.row.max_seq),
+         "fenced": "0"}
+    if "time_offset_ms" in old_meta:
+        m["time_offset_ms"] = old_meta["time_offset_ms"]
+    m["wlseq"] = str(max(int(old_meta.get("wlseq", 0)), st.joins))
+    _queue_waitlist(pipe, k, st.waitlist or {})
+    if st.config is not None:
+        config = dict(st.config)
+        lists = config.pop("th_lists", None)
+        m |= {k: old_meta.get(k, v) if k in _RUNTIME else v for k, v in config.items()}
+        if lists is not None:
+            pipe.delete(keys.lists_key(cid))
+            entries = _spec_waves.decode(lists)
+            if entries:
+                pipe.hset(keys.lists_key(cid), mapping=entries)
+    pipe.hset(meta, mapping=m)
+    stock_fields: dict[str, Any] = {}
+    for s in st.skus:
+        stock_fields.update({f"{s.sku}.a": s.available, f"{s.sku}.h": s.held,
+                             f"{s.sku}.s": s.sold, f"{s.sku}.r": s.released,
+                             f"{s.sku}.price": s.price, f"{s.sku}.lim": s.per_user})
+    if stock_fields:
+        pipe.hset(stock, mapping=stock_fields)
+    units: dict[str, int] = {}
+    records: dict[str, str] = {}
+    tally: dict[str, int] = {"held": len(st.claims)}
+    idem = 0
+    for c in st.claims:
+        records[c.claim_id] = "|".join(map(str, (c.status, c.user_id, c.sku, c.qty,
+                                                 c.deadline_ms, c.price, c.created_ms)))
+        if c.status != "held":
+            tally[c.status] = tally.get(c.status, 0) + 1
+        if c.status in ("held", "confirmed"):
+            units[c.user_id] = units.get(c.user_id, 0) + c.qty
+            units[f"{c.user_id}|{c.sku}"] = units.get(f"{c.user_id}|{c.sku}", 0) + c.qty
+        if c.status == "held":
+            pipe.zadd(deadlines, {c.claim_id: c.deadline_ms})
+        ttl = c.created_ms + idem_ttl_ms - now
+        if c.idem_key and ttl > 0:  # the first answer, as claim_batch.lua remembers it
+            pipe.set(c.idem_key, "|".join(map(str, (c.fingerprint or "", 0, c.claim_id,
+                                                   c.deadline_ms, c.price, c.created_ms))),
+                     px=ttl)
+            idem += 1
+    if records:
+        pipe.hset(claims, mapping=records)
+    if units:
+        pipe.hset(users, mapping=units)
+    for name in ("sold_out", "limit_exceeded"):  # refusals leave no event: keep Redis's
+        if name in old_counts:
+            tally[name] = int(old_counts[name])
+    if st.claims or len(tally) > 1:
+        pipe.hset(counts, mapping=tally)
+    for i, sku, qty, at in st.pending_waves:
+        pipe.zadd(waves, {f"{i}|{sku}|{qty}": at})
+    # A fresh stream whose group starts at its end: old entries are in the store.
+    pipe.xgroup_create(events, GROUP, id="$", mkstream=True)
+    return idem

@@ -1,0 +1,129 @@
+"""The durable store's tables (SQLAlchemy Core), the same on SQLite and PostgreSQL.
+
+`events` is the truth: one row per stream entry, keyed by (campaign, seq).
+Everything else is a projection folded from the events in seq order, so a
+replayed or early event can never be applied twice or out of turn.
+Changes to these tables are alembic migrations (stampede/durable/store/migrations).
+"""
+
+from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+events = Table(
+    "events", metadata,
+    Column("campaign_id", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("type", String(32), nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("stream_id", String(48), nullable=False),
+    Column("data", Text, nullable=False),  # the entry's other fields, a JSON object
+)
+
+campaigns = Table(
+    "campaigns", metadata,
+    Column("campaign_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False, default=""),
+    Column("spec", Text, nullable=False, default=""),
+    Column("state", String(16), nullable=False, default="active"),
+    Column("opens_ms", BigInteger, nullable=False, default=0),
+    Column("closes_ms", BigInteger, nullable=False, default=0),
+    Column("hold_ttl_ms", BigInteger, nullable=False, default=0),
+    Column("per_user", Integer, nullable=False, default=-1),
+    Column("max_qty", Integer, nullable=False, default=1),
+    Column("epoch", BigInteger, nullable=False, default=0),
+    Column("defined_seq", BigInteger, nullable=False, default=0),
+    # Events 1..applied_seq are folded into the projections; max_seq above it
+    # means a later event came first and waits for the gap to fill.
+    Column("applied_seq", BigInteger, nullable=False, default=0),
+    Column("max_seq", BigInteger, nullable=False, default=0),
+)
+
+skus = Table(
+    "skus", metadata,
+    Column("campaign_id", String(64), primary_key=True),
+    Column("sku", String(64), primary_key=True),
+    Column("price", BigInteger, nullable=False),
+    Column("per_user", Integer, nullable=False),
+    Column("released", BigInteger, nullable=False),
+    Column("available", BigInteger, nullable=False),
+    Column("held", BigInteger, nullable=False),
+    Column("sold", BigInteger, nullable=False),
+    Column("expired", BigInteger, nullable=False),
+    Column("cancelled", BigInteger, nullable=False),
+)
+
+claims = Table(
+    "claims", metadata,
+    Column("claim_id", String(100), primary_key=True),
+    Column("campaign_id", String(64), nullable=False),
+    Column("user_id", String(128), nullable=False),
+    Column("sku", String(64), nullable=False),
+    Column("qty", Integer, nullable=False),
+    Column("price", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("deadline_ms", BigInteger, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_seq", BigInteger, nullable=False),
+    Column("idem_key", Text),
+    Column("fingerprint", Text),
+    Index("ix_claims_campaign", "campaign_id"),
+)
+
+claim_history = Table(
+    "claim_history", metadata,
+    Column("campaign_id", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("claim_id", String(100), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Index("ix_claim_history_claim", "claim_id"),
+)
+
+dead_letters = Table(
+    "dead_letters", metadata,
+    Column("stream", String(100), primary_key=True),
+    Column("entry_id", String(48), primary_key=True),
+    Column("campaign_id", String(64), nullable=False),
+    Column("fields", Text, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("deliveries", Integer, nullable=False),
+    Column("ts", BigInteger, nullable=False),
+)
+
+coupons = Table(
+    "coupons", metadata,
+    Column("coupon_id", String(100), primary_key=True),
+    Column("campaign_id", String(64), nullable=False),
+    Column("template", String(64), nullable=False),
+    Column("user_id", String(128), nullable=False),
+    Column("status", String(16), nullable=False),  # active, used, expired
+    Column("uses", Integer, nullable=False),
+    Column("uses_left", Integer, nullable=False),
+    Column("face_value", BigInteger, nullable=False),  # every use's worth, for the budget
+    Column("valid_from_ms", BigInteger, nullable=False),
+    Column("valid_to_ms", BigInteger, nullable=False),
+    Column("claim_id", String(100), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_seq", BigInteger, nullable=False),
+    Index("ix_coupons_campaign", "campaign_id"),
+    Index("ix_coupons_user", "user_id"),
+)
+
+redemptions = Table(
+    "redemptions", metadata,
+    Column("redemption_id", String(100), primary_key=True),
+    Column("campaign_id", String(64), nullable=False),
+    Column("coupon_id", String(100), nullable=False),
+    Column("merchant_id", String(64), nullable=False),
+    Column("order_id", String(128), nullable=False),
+    Column("order_amount", BigInteger, nullable=False),
+    Column("discount", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # redeemed, rolled_back
+    Column("redeemed_ms", BigInteger, nullable=False),
+    Column("rolled_back_ms", BigInteger),
+    Column("updated_seq", BigInteger, nullable=False),
+    Index("ix_redemptions_campaign", "campaign_id"),
+    Index("ix_redemptions_coupon", "coupon_id"),
+)

@@ -1,0 +1,37 @@
+"""First answers of idempotent operations that are not claims.
+
+Claims keep their idempotency inside the claim script (the key and its
+answer are written by the same script). Confirm and cancel are idempotent by
+nature (a second confirm changes nothing); this memory only lets a retry
+get the very first answer back, and spots a key reused for another request.
+"""
+
+import msgspec
+from redis.asyncio import Redis
+
+from stampede.state import keys
+
+# The engine's client decodes replies as text, so the record is JSON text.
+_codec = msgspec.json.Encoder()
+_decode = msgspec.json.Decoder(tuple[str, int, str])
+
+
+class ResponseMemory:
+    def __init__(self, redis: "Redis", ttl_s: int) -> None:
+        self._redis = redis
+        self._ttl_ms = ttl_s * 1000
+
+    async def recall(self, cid: str, user: str, key: str) -> tuple[str, int, bytes] | None:
+        """(fingerprint, status, body) of the first answer under this key, if any."""
+        raw = await self._redis.get(keys.response_key(cid, user, key))
+        if raw is None:
+            return None
+        fingerprint, status, body = _decode.decode(raw)
+        return fingerprint, status, body.encode()
+
+    async def remember(self, cid: str, user: str, key: str, fingerprint: str, status: int,
+                       body: bytes) -> None:
+        # NX: the first answer wins, a concurrent retry cannot overwrite it.
+        await self._redis.set(keys.response_key(cid, user, key),
+                              _codec.encode((fingerprint, status, body.decode())), px=self._ttl_ms,
+                              nx=True)

@@ -1,0 +1,98 @@
+"""A small pure-Python model of the sale rules, for the stateful property test.
+
+Time is the campaign's clock offset in ms; the engine reads the same offset
+on top of server time, so both see a wave or a deadline pass together.
+"""
+
+from dataclasses import dataclass, field
+
+from stampede import Outcome
+
+
+@dataclass
+class ModelClaim:
+    user: str
+    sku: str
+    qty: int
+    deadline: int
+    status: str = "held"
+
+
+@dataclass
+class SaleModel:
+    hold_ttl: int
+    per_user: int
+    stock: dict[str, list[int]]
+    """sku -> [available, held, sold, released]"""
+    waves: list[tuple[int, str, int]]
+    now: int = 0
+    paused: bool = False
+    claims: dict[str, ModelClaim] = field(default_factory=dict)
+    idem: dict[tuple[str, str], tuple[str, Outcome, str | None]] = field(default_factory=dict)
+
+    def tick(self) -> None:
+        for wave in [w for w in self.waves if w[0] <= self.now]:
+            self.stock[wave[1]][0] += wave[2]
+            self.stock[wave[1]][3] += wave[2]
+            self.waves.remove(wave)
+        for c in self.claims.values():
+            if c.status == "held" and self.now >= c.deadline:
+                self._release(c, "expired")
+
+    def _release(self, c: ModelClaim, status: str) -> None:
+        self.stock[c.sku][1] -= c.qty
+        self.stock[c.sku][0] += c.qty
+        c.status = status
+
+    def user_total(self, user: str) -> int:
+        return sum(c.qty for c in self.claims.values()
+                   if c.user == user and c.status in ("held", "confirmed"))
+
+    def claim(self, claim_id: str, user: str, sku: str, qty: int,
+              key: str | None) -> tuple[Outcome, str | None]:
+        fp = f"{sku}:{qty}"
+        if key is not None and (user, key) in self.idem:
+            first_fp, outcome, first_id = self.idem[(user, key)]
+            if first_fp != fp:
+                return Outcome.IDEMPOTENCY_MISMATCH, None
+            return outcome, first_id
+        if self.paused:
+            return Outcome.PAUSED, None
+        if self.user_total(user) + qty > self.per_user:
+            outcome, cid = Outcome.LIMIT_EXCEEDED, None
+        elif self.stock[sku][0] < qty:
+            outcome, cid = Outcome.SOLD_OUT, None
+        else:
+            self.stock[sku][0] -= qty
+            self.stock[sku][1] += qty
+            self.claims[claim_id] = ModelClaim(user, sku, qty, self.now + self.hold_ttl)
+            outcome, cid = Outcome.OK, claim_id
+        if key is not None:
+            self.idem[(user, key)] = (fp, outcome, cid)
+        return outcome, cid
+
+    def settle(self, claim_id: str, user: str, confirm: bool) -> Outcome:
+        c = self.claims.get(claim_id)
+        if c is None or c.user != user:
+            return Outcome.NOT_FOUND
+        done = "confirmed" if confirm else "cancelled"
+        if c.status == done:
+            return Outcome.OK
+        if c.status == "expired":
+            return Outcome.HOLD_EXPIRED
+        if c.status != "held":
+            return Outcome.CONFLICT
+        if confirm:
+            self.stock[c.sku][1] -= c.qty
+            self.stock[c.sku][2] += c.qty
+            c.status = done
+        else:
+            self._release(c, done)
+        return Outcome.OK
+
+    def adjust(self, sku: str, delta: int) -> Outcome:
+        if self.stock[sku][0] + delta < 0:
+            return Outcome.CONFLICT
+        self.stock[sku][0] += delta
+        self.stock[sku][3] += delta
+        return Outcome.OK
