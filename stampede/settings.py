@@ -56,6 +56,16 @@ class Settings:
     """Entries pending this long under another consumer are taken over (XAUTOCLAIM)."""
     persist_max_attempts: int = 5
     """Failures alone (or deliveries) after which an entry goes to the dead-letter table."""
+    persist_stall_s: int = 30
+    """Events waiting longer than this for the store mark the persister stalled
+    (/readyz details, metrics, `stampede check`); readiness is not affected."""
+    restart_backoff_ms: int = 500
+    """`serve` restarts a dead child (persister, embedded Valkey) after this, doubled
+    for each crash in the window, at most 30 s."""
+    restart_limit: int = 5
+    """Crashes within STAMPEDE_RESTART_WINDOW_S after which a child is left down
+    (the persister) or the service exits non-zero (the embedded Valkey)."""
+    restart_window_s: int = 60
     reconcile_interval_s: int = 30
     """How often `serve` compares Redis counters with the store."""
     throttle: str | None = None
@@ -103,6 +113,8 @@ class Settings:
         for name in ("hold_sweep_interval_ms", "sweep_batch", "idempotency_ttl_s", "max_batch",
                      "max_body_bytes", "shutdown_grace_s", "persist_batch",
                      "persist_claim_idle_ms", "persist_max_attempts", "reconcile_interval_s",
+                     "persist_stall_s", "restart_backoff_ms", "restart_limit",
+                     "restart_window_s",
                      "gateway_burst"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")

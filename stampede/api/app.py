@@ -9,7 +9,7 @@ from aiohttp import web
 from stampede import Engine
 from stampede.api import admin, coupons, docs, guard, public, queues
 from stampede.api.auth import Authenticator
-from stampede.api.context import AUTH, ENGINE, GUARD, READY, STORE_CHECK
+from stampede.api.context import AUTH, DETAILS, ENGINE, GUARD, READY, STORE_CHECK
 from stampede.api.errors import error_middleware, json_response
 from stampede.api.idempotency import IdempotencyGuard
 from stampede.api.metrics import metrics_handler, metrics_middleware, observe_script
@@ -31,8 +31,11 @@ async def healthz(request: web.Request) -> web.Response:
               "not draining", response=Readiness, errors=(503,))
 async def readyz(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
-    checks = {"not_draining": not request.app[READY]["draining"],
+    ready = request.app[READY]
+    checks = {"not_draining": not ready["draining"],
               "scripts": engine.scripts.loaded, "redis": False}
+    if "healing" in ready:  # the embedded Valkey came back: not until it is healed
+        checks["state_healed"] = not ready["healing"]
     try:
         checks["redis"] = bool(await engine.redis.ping())
     except Exception:  # any failure to reach Redis means not ready
@@ -41,7 +44,9 @@ async def readyz(request: web.Request) -> web.Response:
     if store_check is not None:
         checks["store"] = await store_check()  # type: ignore[operator]
     ok = all(checks.values())
-    return json_response(Readiness(ready=ok, checks=checks), status=200 if ok else 503)
+    details = request.app.get(DETAILS) or {}
+    return json_response(Readiness(ready=ok, checks=checks, details=details),
+                         status=200 if ok else 503)
 
 
 def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authenticator,

@@ -135,3 +135,17 @@ async def refresh_gauges(engine: Engine) -> None:
         HOLDS.labels(cid).set(sum(s.held for s in stats.skus))
     from stampede.api.coupons import refresh_coupon_gauges  # lazy: an import cycle
     await refresh_coupon_gauges(engine)
+
+
+# -- the supervised runtime (runtime/supervisor.py, runtime/health.py) ---------
+RESTARTS = Counter("stampede_restarts_total",
+                   "Child processes serve restarted after they died", ["component"])
+"""component: persister, valkey (the embedded one)."""
+CRASH_LOOPS = Counter("stampede_crash_loops_total",
+                      "Children left down after dying too often (the crash-loop limit)",
+                      ["component"])
+PERSISTER_STALLED = Gauge("stampede_persister_stalled",
+                          "1 while events wait longer than STAMPEDE_PERSIST_STALL_S for the "
+                          "store, or the persister is down", multiprocess_mode="livemax")
+CAMPAIGNS_HEALED = Counter("stampede_campaigns_healed_total",
+                           "Campaigns rebuilt from the store because Redis was behind")

@@ -271,7 +271,7 @@ class Persister:
     async def redis_healthy(self) -> bool:
         try:
             return bool(await self.redis.ping())
-        except Exception:  # any failure to reach Redis
+        except Exception:  # noqa: BLE001 - any failure to reach Redis
             return False
 
     async def store_healthy(self) -> bool:

@@ -50,10 +50,12 @@ def serve_command(
             _print_banner(settings, listen, redis_url or "", valkey is not None, workers)
 
         if workers == 1:
-            uvloop.run(serve(settings, redis_url, auth, listen, on_started=banner))
+            uvloop.run(serve(settings, redis_url, auth, listen, on_started=banner,
+                             valkey=valkey))
         else:
             pool = WorkerPool(workers, host, port, admin_port, redis_url,
-                              settings.data_dir / "metrics", settings.shutdown_grace_s)
+                              settings.data_dir / "metrics", settings.shutdown_grace_s,
+                              valkey=valkey)
             banner()
             pool.run()
     except (ServerError, OSError) as exc:

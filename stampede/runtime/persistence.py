@@ -15,7 +15,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from stampede import Settings
-from stampede.api.metrics import PERSISTER_LAG, PERSISTER_PENDING
+from stampede.api.metrics import CAMPAIGNS_HEALED, PERSISTER_LAG, PERSISTER_PENDING
 from stampede.durable.audit import audit
 from stampede.durable.persister import Persister, lag
 from stampede.durable.reconcile import reconcile
@@ -34,7 +34,9 @@ def state_client(redis_url: str) -> "Redis":
 
 
 async def heal_now(redis: "Redis", store: Store, settings: Settings) -> None:
-    await heal(redis, store, settings.idempotency_ttl_s * 1000)
+    healed = await heal(redis, store, settings.idempotency_ttl_s * 1000)
+    if healed:
+        CAMPAIGNS_HEALED.inc(len(healed))
 
 
 async def refresh_lag(redis: "Redis") -> None:

@@ -10,17 +10,24 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from redis.asyncio import Redis
 
 from stampede import Engine, Settings
 from stampede.api.app import make_admin_app, make_public_app
 from stampede.api.auth import Authenticator
-from stampede.api.context import STORE_CHECK
+from stampede.api.context import DETAILS, STORE_CHECK
 from stampede.api.metrics import refresh_gauges
-from stampede.durable.store import open_store
+from stampede.durable.store import Store, open_store
+from stampede.errors import ServerError
 from stampede.logs import log
 from stampede.periodic import every
+from stampede.runtime.health import PersisterHealth
 from stampede.runtime.persistence import durable_tasks, heal_now, state_client
 from stampede.runtime.process import die_with_parent
+from stampede.runtime.supervisor import RestartPolicy, Supervisor
+from stampede.runtime.valkey import EmbeddedValkey
+
+HEALTH_INTERVAL_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -35,8 +42,11 @@ class Listen:
 
 
 async def serve(settings: Settings, redis_url: str, auth: Authenticator, listen: Listen,
-                on_started: Callable[[], None] | None = None) -> None:
-    """Serve until SIGINT/SIGTERM; then fail readiness, finish in-flight requests, exit."""
+                on_started: Callable[[], None] | None = None,
+                valkey: EmbeddedValkey | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; then fail readiness, finish in-flight requests, exit.
+
+    `valkey`, the embedded server cli started, is restarted here if it dies."""
     engine = Engine.from_url(redis_url, settings)
     await engine.start()
     # The durable store, with the worker that does housekeeping: campaigns whose
@@ -62,12 +72,15 @@ async def serve(settings: Settings, redis_url: str, auth: Authenticator, listen:
     for runner in runners:
         runner.app[STORE_CHECK] = store.ping
     tasks = _housekeeping(engine, settings, stop) if listen.housekeeping else []
-    persister = None
+    supervisor = _supervise(settings, redis_url, stop, ready, valkey, durable_redis, store)
+    tasks.append(asyncio.create_task(supervisor.run()))
     if durable_redis is not None:
-        # The persister runs beside us as a child process: its batches are CPU
-        # work that would otherwise stall this event loop (p99 120 ms -> 18 ms).
-        persister = _spawn_persister(redis_url) if settings.persister else None
         tasks += durable_tasks(durable_redis, store, settings, stop, False, settings.metrics)
+        health = PersisterHealth(durable_redis, settings.persist_stall_s, supervisor)
+        tasks.append(asyncio.create_task(every(HEALTH_INTERVAL_S, health.refresh, stop,
+                                               "persister-health")))
+        for runner in runners:
+            runner.app[DETAILS] = health.details
     try:
         for runner, port in zip(runners, (listen.port, listen.admin_port), strict=True):
             await runner.setup()
@@ -87,13 +100,32 @@ async def serve(settings: Settings, redis_url: str, auth: Authenticator, listen:
         for runner in runners:
             await runner.cleanup()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if persister is not None:
-            await asyncio.to_thread(_stop_child, persister, grace)
+        await asyncio.to_thread(supervisor.stop_processes, grace)
         await engine.close()
         if durable_redis is not None:
             await durable_redis.aclose()
         await store.close()
         log.info("stopped")
+    if supervisor.failed:
+        raise ServerError("the embedded Valkey kept dying; see valkey.log in the data directory")
+
+
+def _supervise(settings: Settings, redis_url: str, stop: asyncio.Event, ready: dict[str, bool],
+               valkey: EmbeddedValkey | None, durable_redis: "Redis | None",
+               store: Store) -> Supervisor:
+    """The children this process restarts: the persister (with housekeeping) and Valkey."""
+    supervisor = Supervisor(stop, ready, RestartPolicy(settings.restart_backoff_ms / 1000,
+                                                       settings.restart_limit,
+                                                       settings.restart_window_s))
+    if durable_redis is None:
+        return supervisor
+    if settings.persister:
+        # The persister runs beside us as a child process: its batches are CPU
+        # work that would otherwise stall this event loop (p99 120 ms -> 18 ms).
+        supervisor.add_process("persister", lambda: _spawn_persister(redis_url))
+    if valkey is not None:
+        supervisor.add_valkey(valkey, lambda: heal_now(durable_redis, store, settings))
+    return supervisor
 
 
 def _housekeeping(engine: Engine, settings: Settings,
@@ -123,17 +155,6 @@ def _spawn_persister(redis_url: str) -> "subprocess.Popen[bytes]":
 def _persister_child() -> None:
     die_with_parent()
     os.nice(PERSISTER_NICE)
-
-
-def _stop_child(proc: "subprocess.Popen[bytes]", grace_s: float) -> None:
-    """SIGTERM (the persister finishes its batch and acknowledges it), then SIGKILL."""
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _freeze_startup_heap() -> None:

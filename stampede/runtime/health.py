@@ -1,0 +1,57 @@
+"""The persister's health as the gateway sees it: from Redis, whoever persists.
+
+Stalled means an event has waited for the store longer than
+STAMPEDE_PERSIST_STALL_S: the persister is down, crash-looping, or cannot
+reach the store. It shows in /readyz's `details`, in the
+`stampede_persister_stalled` gauge and in `stampede check`, but it does not
+fail readiness: claims are safe in Redis and the store catches up later.
+"""
+
+from typing import cast
+
+from redis.asyncio import Redis
+
+from stampede.api.metrics import PERSISTER_STALLED
+from stampede.durable.persister import lag
+from stampede.logs import log
+from stampede.runtime.supervisor import Supervisor
+from stampede.state import keys
+
+
+class PersisterHealth:
+    def __init__(self, redis: "Redis", stall_s: float,
+                 supervisor: Supervisor | None = None) -> None:
+        self.redis = redis
+        self.stall_s = stall_s
+        self.supervisor = supervisor
+        self.details: dict[str, object] = {"persister": {"state": "unknown"}}
+        self._was = "unknown"
+
+    async def refresh(self) -> None:
+        """One look at every campaign's stream (a housekeeping tick)."""
+        oldest, pending = 0.0, 0
+        try:
+            cids = sorted(cast(set[str], await self.redis.smembers(keys.CAMPAIGN_INDEX)))
+            for cid in cids:
+                info = await lag(self.redis, cid)
+                oldest, pending = max(oldest, info.oldest_age_s), pending + info.pending
+        except Exception as exc:  # noqa: BLE001 - Redis away: nothing can be said about the lag now
+            self._set({"state": "unknown", "error": type(exc).__name__})
+            return
+        state = "stalled" if oldest > self.stall_s else "ok"
+        if self.supervisor is not None and "persister" in self.supervisor.components:
+            child = self.supervisor.components["persister"]
+            if child.state != "running":
+                state = child.state  # restarting or crash_loop: say why it is behind
+        self._set({"state": state, "lag_s": round(oldest, 3), "pending": pending,
+                   "stall_after_s": self.stall_s})
+
+    def _set(self, persister: dict[str, object]) -> None:
+        state = str(persister["state"])
+        if self.supervisor is not None:
+            persister["children"] = self.supervisor.status()
+        self.details["persister"] = persister
+        PERSISTER_STALLED.set(0 if state in ("ok", "unknown") else 1)
+        if state != self._was:
+            (log.info if state == "ok" else log.warning)("persister health", **persister)
+            self._was = state
