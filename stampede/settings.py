@@ -42,6 +42,12 @@ class Settings:
     max_body_bytes: int = 16_384
     drain_delay_ms: int = 500
     """On SIGTERM, how long /readyz fails before the listeners close."""
+    header_timeout_s: int = 15
+    """A connection closes when a request's headers have not all arrived this long
+    after it opened or after its last answer (so it also bounds idle keep-alive)."""
+    body_timeout_s: int = 10
+    """A request whose body has not all arrived this long after its headers gets 408
+    `request_timeout` and its connection is closed."""
     shutdown_grace_s: int = 10
     """Then how long in-flight requests may take to finish."""
     metrics: bool = True
@@ -111,7 +117,8 @@ class Settings:
         if self.drain_delay_ms < 0:
             raise ConfigError("STAMPEDE_DRAIN_DELAY_MS must not be negative")
         for name in ("hold_sweep_interval_ms", "sweep_batch", "idempotency_ttl_s", "max_batch",
-                     "max_body_bytes", "shutdown_grace_s", "persist_batch",
+                     "max_body_bytes", "shutdown_grace_s", "header_timeout_s", "body_timeout_s",
+                     "persist_batch",
                      "persist_claim_idle_ms", "persist_max_attempts", "reconcile_interval_s",
                      "persist_stall_s", "restart_backoff_ms", "restart_limit",
                      "restart_window_s",

@@ -10,7 +10,7 @@ from stampede import Engine
 from stampede.api import admin, coupons, docs, guard, public, queues
 from stampede.api.auth import Authenticator
 from stampede.api.context import AUTH, DETAILS, ENGINE, GUARD, READY, STORE_CHECK
-from stampede.api.errors import error_middleware, json_response
+from stampede.api.errors import BODY_TIMEOUT, error_middleware, json_response
 from stampede.api.idempotency import IdempotencyGuard
 from stampede.api.metrics import metrics_handler, metrics_middleware, observe_script
 from stampede.api.openapi import build_spec
@@ -58,6 +58,7 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
     app[ENGINE] = engine
     app[AUTH] = auth
     app[READY] = ready
+    app[BODY_TIMEOUT] = float(engine.settings.body_timeout_s)
     app[GUARD] = IdempotencyGuard(ResponseMemory(engine.redis,
                                                  engine.settings.idempotency_ttl_s))
     if metrics:

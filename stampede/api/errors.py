@@ -4,6 +4,7 @@ Errors are `{"error": {"code": ..., "message": ...}}` with the stable codes
 of DESIGN.md; nothing a client sends can produce a 500.
 """
 
+import asyncio
 import itertools
 import os
 import re
@@ -83,9 +84,15 @@ def outcome_error(outcome: Outcome, message: str | None = None) -> web.Response:
 class ApiError(Exception):
     """Raised by handlers to answer with an error; turned into JSON by the middleware."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, close: bool = False) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.close = close
+        """Close the connection after the answer (what is left of the request is unread)."""
+
+
+BODY_TIMEOUT = web.AppKey("body_timeout_s", float)
+"""Seconds a request body may take to arrive once its headers have (read_body)."""
 
 
 _HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -121,7 +128,10 @@ async def _answer(request: web.Request, handler: Handler, rid: str) -> web.Strea
     try:
         return await handler(request)
     except ApiError as exc:
-        return error(exc.status, exc.code, exc.message)
+        response = error(exc.status, exc.code, exc.message)
+        if exc.close:
+            response.force_close()
+        return response
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         return error(400, "invalid_request", str(exc))
     except ValidationError as exc:
@@ -148,10 +158,21 @@ _encoder = msgspec.json.Encoder()
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The request body, or 400 if there is none (size is capped by the app)."""
+    """The request body, or 400 if there is none (size is capped by the app).
+
+    A body that does not arrive within the app's BODY_TIMEOUT answers 408 and
+    closes the connection: a slow client cannot hold a handler forever."""
     if not request.can_read_body:
         raise ApiError(400, "invalid_request", "a JSON body is required")
-    return await request.read()
+    try:
+        async with asyncio.timeout(request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)):
+            return await request.read()
+    except TimeoutError:
+        raise ApiError(408, "request_timeout", "the request body did not arrive in time",
+                       close=True) from None
+
+
+DEFAULT_BODY_TIMEOUT_S = 10.0
 
 
 T = TypeVar("T")

@@ -11,6 +11,7 @@ from stampede import Settings, logs
 from stampede.api.auth import mint_user_token
 from stampede.errors import ConfigError, ServerError
 from stampede.runtime import credentials, persistence
+from stampede.runtime.lock import lock_data_dir
 from stampede.runtime.server import Listen, serve
 from stampede.runtime.valkey import EmbeddedValkey, embedded_url
 from stampede.runtime.workers import WorkerPool
@@ -41,6 +42,12 @@ def serve_command(
     valkey = None
     redis_url = settings.redis_url
     try:
+        # Before anything else: a second serve must not touch the first one's Valkey.
+        lock = lock_data_dir(settings.data_dir)
+    except ServerError as exc:
+        console.print(f"[red]cannot start:[/] {exc}")
+        raise typer.Exit(1) from exc
+    try:
         if redis_url is None:
             valkey = EmbeddedValkey(settings.data_dir, settings.appendfsync)
             redis_url = valkey.start()
@@ -66,6 +73,7 @@ def serve_command(
     finally:
         if valkey is not None:
             valkey.stop()
+        lock.close()
     console.print("stopped")
 
 

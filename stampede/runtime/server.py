@@ -62,12 +62,19 @@ async def serve(settings: Settings, redis_url: str, auth: Authenticator, listen:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     grace = settings.shutdown_grace_s
+    # aiohttp's keep-alive timer runs from a connection's start and from each answer,
+    # and closes a connection still waiting for a whole request: the header timeout.
+    # After a 408 (body too slow, see read_body) it reads what is left of the body
+    # for at most the lingering time, then closes.
+    header_s, linger_s = float(settings.header_timeout_s), float(settings.body_timeout_s)
     runners = [
         web.AppRunner(make_public_app(engine, auth, ready, settings.max_body_bytes,
                                       settings.metrics),
-                      access_log=None, shutdown_timeout=grace, handle_signals=False),
+                      access_log=None, shutdown_timeout=grace, handle_signals=False,
+                      keepalive_timeout=header_s, lingering_time=linger_s),
         web.AppRunner(make_admin_app(engine, auth, ready, metrics=settings.metrics),
-                      access_log=None, shutdown_timeout=grace, handle_signals=False),
+                      access_log=None, shutdown_timeout=grace, handle_signals=False,
+                      keepalive_timeout=header_s, lingering_time=linger_s),
     ]
     for runner in runners:
         runner.app[STORE_CHECK] = store.ping

@@ -71,7 +71,7 @@ async def test_persister_catches_up_after_valkey_is_killed_and_restarted(
     run = asyncio.create_task(persister.run(stop))
     try:
         await engine.define_campaign("c1", campaign_spec(stock=500, per_user=5))
-        before = await _claims(engine, "c1", range(0, 60))
+        before = await _claims(engine, "c1", range(60))
         await asyncio.sleep(1.5)  # past appendfsync everysec: these are on disk
         assert own_valkey.process is not None
         os.kill(own_valkey.process.pid, signal.SIGKILL)
