@@ -11,6 +11,7 @@ from stampede.api import admin, coupons, docs, guard, public, queues
 from stampede.api.auth import Authenticator
 from stampede.api.context import AUTH, DETAILS, ENGINE, GUARD, READY, STORE_CHECK
 from stampede.api.errors import BODY_TIMEOUT, error_middleware, json_response
+from stampede.api.healing import healing_middleware
 from stampede.api.idempotency import IdempotencyGuard
 from stampede.api.metrics import metrics_handler, metrics_middleware, observe_script
 from stampede.api.openapi import build_spec
@@ -52,6 +53,7 @@ async def readyz(request: web.Request) -> web.Response:
 def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authenticator,
               ready: dict[str, bool], max_body: int, metrics: bool) -> web.Application:
     middlewares = [metrics_middleware, error_middleware] if metrics else [error_middleware]
+    middlewares.append(healing_middleware)
     if title == PUBLIC_TITLE and engine.settings.gateway_rate_per_s:
         middlewares.append(guard.limiter_middleware)
     app = web.Application(middlewares=middlewares, client_max_size=max_body)

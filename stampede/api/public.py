@@ -12,6 +12,7 @@ from stampede.api.metrics import count_claim
 from stampede.api.routing import ApiRoutes
 from stampede.domain.models import CampaignPublic, ClaimRequest, ClaimView
 from stampede.outcomes import Outcome
+from stampede.state.idempotency import fingerprint
 
 api = ApiRoutes("public")
 
@@ -83,10 +84,12 @@ async def _settle(request: web.Request, op: str) -> web.Response:
     engine = request.app[ENGINE]
     settle = engine.confirm if op == "confirm" else engine.cancel
 
+    key = checked_key(request)
+
     async def run() -> web.Response:
-        result = await settle(claim_id, user)
+        result = await settle(claim_id, user, key)
         if result.outcome is not Outcome.OK:
             return outcome_error(result.outcome)
         return json_response(result.claim)
 
-    return await request.app[GUARD].replayable(request, user, f"{op} {claim_id}", run)
+    return await request.app[GUARD].replayable(request, user, fingerprint(op, claim_id), run)

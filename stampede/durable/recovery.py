@@ -12,8 +12,9 @@ store, and `heal` fences and rebuilds it before it sells anything.
 """
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import msgspec
@@ -21,16 +22,18 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 from sqlalchemy import func, select
 
-from stampede.domain.models import CampaignSpec, to_ms
+from stampede.domain.models import CampaignSpec, ClaimView, from_ms, to_ms
 from stampede.durable import coupon_recovery
 from stampede.durable.persister import GROUP, Items, entries_of
 from stampede.durable.projection import store_events
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
 from stampede.state import keys
+from stampede.state.idempotency import fingerprint, record
 
 log = logging.getLogger("stampede.recovery")
 _spec_waves = msgspec.json.Decoder(dict[str, Any])
+_json = msgspec.json.Encoder()
 _spec = msgspec.json.Decoder(CampaignSpec)
 _PAGE = 1000
 _ROUNDS = 20
@@ -62,6 +65,14 @@ async def redis_behind(redis: "Redis", store: Store, cid: str) -> str | None:
     if int(evseq or 0) < row.max_seq:
         return f"Redis has {evseq} events, the store {row.max_seq}"
     return None
+
+
+async def in_store(store: Store, cid: str) -> bool:
+    """Does the store know this campaign (with at least one event)?"""
+    async with store.engine.connect() as conn:
+        found = (await conn.execute(select(t.campaigns.c.max_seq).where(
+            t.campaigns.c.campaign_id == cid))).scalar_one_or_none()
+    return bool(found)
 
 
 async def heal(redis: "Redis", store: Store, idem_ttl_ms: int) -> list[Rebuilt]:
@@ -170,6 +181,82 @@ class _State:
     """Waitlist entries by "<user>|<sku>", folded from the events since the definition."""
     joins: int = 0
     """Waitlist joins ever: the floor of meta wlseq (offer ids derive from it)."""
+    history: "_History | None" = None
+
+
+@dataclass
+class _StockAnswer:
+    """An idempotent stock adjustment and the waitlist offers its units went to."""
+    key: str
+    sku: str
+    after: int
+    released: int
+    ts: int
+
+
+@dataclass
+class _History:
+    """What the events since the definition say beyond the projections."""
+    counts: Counter[str] = field(default_factory=Counter)
+    """The outcome counters the scripts keep (meta of /stats), as far as events show."""
+    lapses: Counter[str] = field(default_factory=Counter)
+    """Holds each user let lapse or cancelled (the `lapses` risk signal)."""
+    offers: dict[str, str] = field(default_factory=dict)
+    """Every hold that was a waitlist offer: claim -> "<user>|<sku>"."""
+    settled: list[tuple[str, str, str, str, int]] = field(default_factory=list)
+    """(op, claim, user, Idempotency-Key, ts) of confirms and cancels that sent a key."""
+    stock: list[_StockAnswer] = field(default_factory=list)
+
+
+# Counters that events account for; the others (refusals, admissions) leave no
+# event: a live Redis keeps its own, an emptied one starts them again.
+DERIVED_COUNTS = frozenset({
+    "held", "offered", "confirmed", "cancelled", "expired", "coupon_claims",
+    "waitlist_joined", "waitlist_left", "waitlist_skipped",
+    "offer_accepted", "offer_lapsed", "offer_declined"})
+_HISTORY_EVENTS = ("claim_held", "offer_made", "claim_confirmed", "claim_cancelled",
+                   "claim_expired", "waitlist_joined", "waitlist_left", "waitlist_skipped",
+                   "offer_accepted", "offer_lapsed", "offer_declined", "stock_adjusted")
+_OFFER_RUN = ("offer_made", "waitlist_skipped")
+
+
+def _history(events: Sequence[Any], drop: bool) -> _History:
+    """Fold the events (type, ts, data) in seq order, as the scripts counted them."""
+    h = _History()
+    run: _StockAnswer | None = None
+    for etype, ts, data in events:
+        d = _spec_waves.decode(data)
+        offer = etype == "claim_held" and "offer" in d
+        if run is not None and not (ts == run.ts and (offer or etype in _OFFER_RUN)):
+            h.stock.append(run)  # the adjustment's script ended: its answer is known
+            run = None
+        if etype == "claim_held":
+            if offer:
+                h.offers[d["claim"]] = f"{d['user']}|{d['sku']}"
+                if run is not None and d["sku"] == run.sku:
+                    run.after -= int(d["qty"])  # added units went to the waitlist first
+            else:  # (a drop counts its claims as coupon_claims, confirmed at once)
+                h.counts["coupon_claims" if drop else "held"] += 1
+        elif etype == "offer_made":
+            h.counts["offered"] += 1
+        elif etype == "stock_adjusted":
+            if "idem" in d:
+                run = _StockAnswer(d["idem"], d["sku"], int(d["after"]), int(d["released"]),
+                                   int(ts))
+        elif etype.startswith("claim_"):
+            status = etype[len("claim_"):]
+            if not (drop and status == "confirmed"):
+                h.counts[status] += 1
+            if status != "confirmed":
+                h.lapses[d["user"]] += 1
+            if "idem" in d and status != "expired":
+                op = "confirm" if status == "confirmed" else "cancel"
+                h.settled.append((op, d["claim"], d["user"], d["idem"], int(ts)))
+        else:
+            h.counts[etype] += 1
+    if run is not None:
+        h.stock.append(run)
+    return h
 
 
 @dataclass
@@ -209,6 +296,11 @@ async def _load(store: Store, cid: str) -> _State:
             t.events.c.campaign_id == cid, t.events.c.type.in_(_WAITLIST_EVENTS),
             t.events.c.seq > row.defined_seq, t.events.c.seq <= row.applied_seq)
             .order_by(t.events.c.seq))).all()
+        history = (await conn.execute(select(t.events.c.type, t.events.c.ts,
+                                             t.events.c.data).where(
+            t.events.c.campaign_id == cid, t.events.c.type.in_(_HISTORY_EVENTS),
+            t.events.c.seq > row.defined_seq, t.events.c.seq <= row.applied_seq)
+            .order_by(t.events.c.seq))).all()
         joins = (await conn.execute(select(func.count()).select_from(t.events).where(
             t.events.c.campaign_id == cid, t.events.c.type == "waitlist_joined"))).scalar_one()
         changes = (await conn.execute(select(t.events.c.type, t.events.c.data).where(
@@ -228,8 +320,9 @@ async def _load(store: Store, cid: str) -> _State:
             for i, w in enumerate(s.waves):
                 if (s.sku, i) not in done:
                     pending.append((i, s.sku, w.qty, to_ms(w.at)))
+    drop = spec is not None and spec.coupons is not None
     return _State(row, list(skus), list(claims), pending, spec, _config(changes),
-                  _waitlist(queue_events), int(joins))
+                  _waitlist(queue_events), int(joins), _history(history, drop))
 
 
 def _waitlist(events: Sequence[Any]) -> dict[str, _Entry]:
@@ -264,9 +357,15 @@ def _config(changes: Sequence[Any]) -> dict[str, str] | None:
     return config
 
 
-def _queue_waitlist(pipe: Any, k: dict[str, str], entries: dict[str, _Entry]) -> None:
-    """The waitlists as the store has them: waiting entries in their order, open offers."""
+def _queue_waitlist(pipe: Any, k: dict[str, str], entries: dict[str, _Entry],
+                    offers: dict[str, str]) -> None:
+    """The waitlists as the store has them: waiting entries in their order, and every
+    hold that was an offer (settled ones too: a claim's view says it was an offer)."""
     pipe.delete(k["waitlist"], k["wlentries"], k["offers"])
+    open_offers = {e.claim: f for f, e in entries.items() if e.status == "offered"}
+    offers = {**offers, **open_offers}
+    if offers:
+        pipe.hset(k["offers"], mapping=offers)
     if not entries:
         return
     pipe.hset(k["wlentries"], mapping={f: e.record() for f, e in entries.items()})
@@ -274,9 +373,31 @@ def _queue_waitlist(pipe: Any, k: dict[str, str], entries: dict[str, _Entry]) ->
             for f, e in entries.items() if e.status == "waiting"}
     if line:
         pipe.zadd(k["waitlist"], line)
-    offers = {e.claim: f for f, e in entries.items() if e.status == "offered"}
-    if offers:
-        pipe.hset(k["offers"], mapping=offers)
+
+
+def _queue_answers(pipe: Any, cid: str, st: _State, history: _History, now: int,
+                   idem_ttl_ms: int) -> int:
+    """The first answers of confirms, cancels and stock adjustments, as the API and
+    adjust_stock.lua remembered them, for those still within the idempotency TTL."""
+    rows = {c.claim_id: c for c in st.claims}
+    n = 0
+    for op, claim_id, user, key, ts in history.settled:
+        c = rows.get(claim_id)
+        ttl = ts + idem_ttl_ms - now
+        if c is None or ttl <= 0:
+            continue
+        view = ClaimView(claim_id=claim_id, campaign_id=cid, sku=c.sku, qty=c.qty,
+                         status=c.status, expires_at=from_ms(c.deadline_ms), price=c.price,
+                         created_at=from_ms(c.created_ms), offer=claim_id in history.offers)
+        pipe.set(keys.response_key(cid, user, key),
+                 record(fingerprint(op, claim_id), 200, _json.encode(view)), px=ttl)
+        n += 1
+    for s in history.stock:
+        ttl = s.ts + idem_ttl_ms - now
+        if ttl > 0:
+            pipe.set(s.key, f"0|{s.after}|{s.released}", px=ttl)  # {OK, available, released}
+            n += 1
+    return n
 
 
 def _meta_fields(row: Any) -> dict[str, str]:
@@ -299,7 +420,8 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
     if "time_offset_ms" in old_meta:
         m["time_offset_ms"] = old_meta["time_offset_ms"]
     m["wlseq"] = str(max(int(old_meta.get("wlseq", 0)), st.joins))
-    _queue_waitlist(pipe, k, st.waitlist or {})
+    history = st.history or _History()
+    _queue_waitlist(pipe, k, st.waitlist or {}, history.offers)
     if st.config is not None:
         config = dict(st.config)
         lists = config.pop("th_lists", None)
@@ -317,15 +439,12 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
                              f"{s.sku}.price": s.price, f"{s.sku}.lim": s.per_user})
     if stock_fields:
         pipe.hset(stock, mapping=stock_fields)
-    units: dict[str, int] = {}
+    units: dict[str, int] = {f"{user}|~lapsed": n for user, n in history.lapses.items()}
     records: dict[str, str] = {}
-    tally: dict[str, int] = {"held": len(st.claims)}
     idem = 0
     for c in st.claims:
         records[c.claim_id] = "|".join(map(str, (c.status, c.user_id, c.sku, c.qty,
                                                  c.deadline_ms, c.price, c.created_ms)))
-        if c.status != "held":
-            tally[c.status] = tally.get(c.status, 0) + 1
         if c.status in ("held", "confirmed"):
             units[c.user_id] = units.get(c.user_id, 0) + c.qty
             units[f"{c.user_id}|{c.sku}"] = units.get(f"{c.user_id}|{c.sku}", 0) + c.qty
@@ -341,11 +460,11 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
         pipe.hset(claims, mapping=records)
     if units:
         pipe.hset(users, mapping=units)
-    for name in ("sold_out", "limit_exceeded"):  # refusals leave no event: keep Redis's
-        if name in old_counts:
-            tally[name] = int(old_counts[name])
-    if st.claims or len(tally) > 1:
+    tally = {name: n for name, n in old_counts.items() if name not in DERIVED_COUNTS}
+    tally |= {name: str(n) for name, n in history.counts.items() if n}
+    if tally:
         pipe.hset(counts, mapping=tally)
+    idem += _queue_answers(pipe, cid, st, history, now, idem_ttl_ms)
     for i, sku, qty, at in st.pending_waves:
         pipe.zadd(waves, {f"{i}|{sku}|{qty}": at})
     # A fresh stream whose group starts at its end: old entries are in the store.

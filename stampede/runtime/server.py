@@ -1,6 +1,7 @@
 """Run one gateway process: engine, housekeeping, the two listeners, graceful drain."""
 
 import asyncio
+import functools
 import gc
 import os
 import signal
@@ -16,7 +17,9 @@ from stampede import Engine, Settings
 from stampede.api.app import make_admin_app, make_public_app
 from stampede.api.auth import Authenticator
 from stampede.api.context import DETAILS, STORE_CHECK
+from stampede.api.healing import IN_STORE
 from stampede.api.metrics import refresh_gauges
+from stampede.durable.recovery import in_store
 from stampede.durable.store import Store, open_store
 from stampede.errors import ServerError
 from stampede.logs import log
@@ -78,6 +81,7 @@ async def serve(settings: Settings, redis_url: str, auth: Authenticator, listen:
     ]
     for runner in runners:
         runner.app[STORE_CHECK] = store.ping
+        runner.app[IN_STORE] = functools.partial(in_store, store)
     tasks = _housekeeping(engine, settings, stop) if listen.housekeeping else []
     supervisor = _supervise(settings, redis_url, stop, ready, valkey, durable_redis, store)
     tasks.append(asyncio.create_task(supervisor.run()))
