@@ -158,9 +158,26 @@ def audit_command(
     campaign: str = typer.Option(None, help="only this campaign"),
     users: bool = typer.Option(False, help="list every user's units"),
 ) -> None:
-    """Recompute every campaign from the store alone; JSON summary; exit 1 on a violation."""
+    """Recompute every campaign from the store alone; JSON summary; exit 1 on a violation,
+    2 when there is nothing to audit (an unknown campaign, an empty store)."""
     settings = _settings()
     summary = uvloop.run(persistence.run_audit(settings, campaign, users))
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    if "error" in summary:
+        console.print(f"[red]audit:[/] {summary['error']}")
+        raise typer.Exit(2)
+    if not summary["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command("check")
+def check_command(
+    max_lag_s: float = typer.Option(30.0, help="the most an event may wait for the store"),
+) -> None:
+    """Compare the store with Redis: JSON per campaign; exit 1 if the store is behind by
+    more than --max-lag-s, a campaign is missing from Redis, or there are dead letters."""
+    settings = _settings()
+    summary = uvloop.run(persistence.run_check(settings, _state_url(settings), max_lag_s))
     print(json.dumps(summary, indent=2, sort_keys=True))
     if not summary["ok"]:
         raise typer.Exit(1)

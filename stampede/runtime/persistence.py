@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from stampede import Settings
 from stampede.api.metrics import CAMPAIGNS_HEALED, PERSISTER_LAG, PERSISTER_PENDING
 from stampede.durable.audit import audit
+from stampede.durable.lagcheck import compare
 from stampede.durable.persister import Persister, lag
 from stampede.durable.reconcile import reconcile
 from stampede.durable.recovery import heal, recover_all, recover_campaign
@@ -93,6 +94,16 @@ async def run_audit(settings: Settings, campaign: str | None, users: bool) -> di
         return await audit(store, campaign, users)
     finally:
         await store.close()
+
+
+async def run_check(settings: Settings, redis_url: str, max_lag_s: float) -> dict[str, Any]:
+    redis = state_client(redis_url)
+    store = await open_store(settings.resolved_store_url, migrate=False)
+    try:
+        return await compare(redis, store, max_lag_s)
+    finally:
+        await store.close()
+        await redis.aclose()
 
 
 async def run_recover(settings: Settings, redis_url: str,
