@@ -109,24 +109,31 @@ async def fence(redis: "Redis", store: Store, cid: str) -> None:
     await redis.hset(meta, mapping={**_meta_fields(row), "fenced": "1"})  # type: ignore[dict-item]
 
 
-async def drain_stream(redis: "Redis", store: Store, cid: str) -> int:
-    """Copy every entry still in the campaign's stream into the store (duplicates ignored)."""
+async def drain_stream(redis: "Redis", store: Store, cid: str,
+                       epoch: int | None = None) -> int:
+    """Copy every entry still in the campaign's stream into the store (duplicates ignored);
+    with `epoch`, only the entries written under it."""
     key, start, n = keys.events_key(cid), "-", 0
     while True:
         items = cast(Items, await redis.xrange(key, min=start, count=_PAGE))
         items = [i for i in items if i[0] != start]
         if not items:
             return n
-        async with store.begin() as conn:
-            await store_events(conn, store, entries_of(key, items))
-        n += len(items)
+        events = [e for e in entries_of(key, items) if epoch is None or e.epoch == epoch]
+        if events:
+            async with store.begin() as conn:
+                await store_events(conn, store, events)
+        n += len(events)
         start = items[-1][0]
 
 
 async def recover_campaign(redis: "Redis", store: Store, cid: str,
                            idem_ttl_ms: int) -> Rebuilt:
-    await fence(redis, store, cid)
     ks = keys.campaign_keys(cid)
+    # Its state lost but its stream kept (keys deleted, not the whole Redis): the
+    # stream's entries of the store's epoch are events nobody has persisted yet.
+    lost = not await redis.hexists(ks[0], "state")
+    await fence(redis, store, cid)
     for _ in range(_ROUNDS):
         async with redis.pipeline(transaction=True) as pipe:
             # Every event bumps meta's evseq: watching meta sees any change.
@@ -134,6 +141,8 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
             stale = await redis_behind(redis, store, cid)
             if stale is None:  # Redis is ahead or level: its unpersisted events count
                 await drain_stream(redis, store, cid)
+            elif lost:  # (nothing sold since the loss: a missing campaign refuses claims)
+                await drain_stream(redis, store, cid, epoch=await _store_epoch(store, cid))
             old = cast(dict[str, str], await redis.hgetall(ks[0]))
             old_counts = cast(dict[str, str], await redis.hgetall(
                 ks[keys.CAMPAIGN_KEY_NAMES.index("counts")]))
@@ -164,6 +173,12 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
                  state.row.max_seq, epoch)
         return Rebuilt(cid, epoch, state.row.max_seq, len(state.claims), held, idem)
     raise RuntimeError(f"campaign {cid} kept changing during its rebuild")
+
+
+async def _store_epoch(store: Store, cid: str) -> int:
+    async with store.engine.connect() as conn:
+        return int((await conn.execute(select(t.campaigns.c.epoch).where(
+            t.campaigns.c.campaign_id == cid))).scalar_one())
 
 
 @dataclass

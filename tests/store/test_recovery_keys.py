@@ -123,3 +123,22 @@ async def test_recovery_of_a_live_redis_keeps_its_refusal_counts(
     before = await _dump(raw_redis, "c1", live=True)
     await recover_campaign(raw_redis, store, "c1", TTL)
     assert await _dump(raw_redis, "c1", live=True) == before
+
+
+async def test_a_campaign_whose_state_keys_are_lost_keeps_its_unpersisted_events(
+        sale: Engine, persister: Persister, raw_redis: "Redis[str]", store: Store) -> None:
+    await sale.define_campaign("c1", campaign_spec(stock=10, per_user=3))
+    await persister.drain()
+    held = []
+    for i in range(4):  # in the stream, not yet in the store
+        r = await sale.claim("c1", f"u{i}", "tee")
+        assert r.claim
+        held.append(r.claim.claim_id)
+    assert (await sale.confirm(held[0], "u0")).outcome is Outcome.OK
+    state = [k for k in keys.campaign_keys("c1") if k != keys.events_key("c1")]
+    await raw_redis.delete(*state)
+    await recover_campaign(raw_redis, store, "c1", TTL)
+    view = await sale.get_claim(held[0], "u0")
+    assert view is not None and view.status == "confirmed"
+    for i, claim in enumerate(held):
+        assert await sale.get_claim(claim, f"u{i}") is not None
