@@ -1,5 +1,8 @@
 """A campaign missing from Redis but known to the store answers 503, not 404.
 
+The same holds while a campaign is fenced for its rebuild (recovery writes
+its meta first, then its claims): a claim not yet back is not "not found".
+
 Redis lost the campaign's keys (emptied, restarted from older data, keys
 flushed): the service heals it from the store within a second or so
 (runtime.persistence's heal job), and until then its routes say "retry"
@@ -34,12 +37,14 @@ def campaign_of(request: web.Request) -> str | None:
 
 
 async def missing_but_known(request: web.Request, cid: str) -> bool:
-    """Redis has no such campaign while the store has it: it is being healed."""
+    """The campaign is being rebuilt (fenced: its claims may not be back yet), or Redis
+    has lost it while the store has it: it is about to be."""
+    engine = request.app[ENGINE]
+    state, fenced = await engine.redis.hmget(keys.campaign_keys(cid)[0], "state", "fenced")
+    if state is not None:
+        return bool(fenced == "1")
     in_store = request.app.get(IN_STORE)
     if in_store is None:
-        return False
-    engine = request.app[ENGINE]
-    if await engine.redis.exists(keys.campaign_keys(cid)[0]):
         return False
     now = time.monotonic()
     slot = (id(in_store), cid)

@@ -90,6 +90,8 @@ async def _settle(request: web.Request, op: str) -> web.Response:
         result = await settle(claim_id, user, key)
         if result.outcome is not Outcome.OK:
             return outcome_error(result.outcome)
+        if result.claim is None:  # its campaign's keys vanished since: it is being healed
+            return outcome_error(Outcome.FENCED)
         return json_response(result.claim)
 
     return await request.app[GUARD].replayable(request, user, fingerprint(op, claim_id), run)
