@@ -18,7 +18,7 @@ Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Amount = Annotated[int, Meta(ge=0, le=10**12, description="smallest currency unit")]
 Count = Annotated[int, Meta(ge=1, le=1_000_000_000)]
 # RFC 3339 with an offset (the same pattern as engine.models.Timestamp).
-Timestamp = Annotated[datetime, Meta(extra_json_schema={
+Timestamp = Annotated[datetime, Meta(tz=True, extra_json_schema={
     "pattern": r"^(19|20|21)\d{2}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
                r"T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?(Z|[+-](0\d|1[0-4]):[0-5]\d)$"})]
 
@@ -30,7 +30,7 @@ class TemplateSpec(Struct, **_STRICT):
     threshold_off), the most a percent_off may take, or the value of the
     item (exchange, and each use of a pack)."""
     kind: CouponKind
-    face_value: Amount
+    face_value: Annotated[int, Meta(ge=0, le=10**9, description="smallest currency unit")]
     threshold: Amount = 0
     """Least order amount the coupon applies to (满减: spend this, get face_value off)."""
     percent: Annotated[int, Meta(ge=1, le=100)] | None = None
