@@ -183,6 +183,10 @@ async def test_the_openapi_document_carries_the_bounds(api: Api) -> None:
     assert schemas["Rate"]["properties"]["per_s"]["minimum"] == 0.00001
     assert schemas["WaitingRoomSpec"]["properties"]["rate_per_s"]["minimum"] == 0.001
     assert schemas["TemplateSpec"]["properties"]["face_value"]["maximum"] == 10**9
+    drop = schemas["CouponDropSpec"]
+    assert "00:00 UTC" in drop["description"]
+    for daily in ("per_user_per_day", "per_day", "merchant_daily_cap"):
+        assert "per UTC day" in drop["properties"][daily]["anyOf"][0]["description"]
 
 
 # -- timestamps --------------------------------------------------------------------------
