@@ -170,6 +170,8 @@ class Engine:
                     del fields["th_lists"]  # lists untouched: not rewritten
                 args += ["if:th_spec", current, *[x for kv in fields.items() for x in kv]]
             code, before, _after = await self.scripts.run("patch_campaign", ks, args)
+            if code == Outcome.INVALID and before == "wave":  # it would stay pending forever
+                raise ValidationError("closes_at must come after every pending wave")
             if not (code == Outcome.CONFLICT and before == "precondition"):
                 return Outcome(code)
         raise UnavailableError("throttle config changed concurrently too often; retry")

@@ -226,6 +226,18 @@ async def test_an_offset_is_taken_as_given(api: Api) -> None:
     assert status["opens_at"].startswith("2098-12-31T22:30:00")
 
 
+async def test_a_close_patched_to_before_a_pending_wave_is_refused(api: Api) -> None:
+    assert (await _create(api, _with_wave_at("2098-06-01T00:00:00Z"))).status == 201
+    for closes in ("2098-01-01T00:00:00Z", "2098-06-01T00:00:00Z"):
+        resp = await api.admin.patch("/admin/v1/campaigns/launch", json={"closes_at": closes},
+                                     headers=api.op())
+        err = (await resp.json())["error"]
+        assert resp.status == 400 and "pending wave" in err["message"]
+    resp = await api.admin.patch("/admin/v1/campaigns/launch",
+                                 json={"closes_at": "2098-06-01T00:00:01Z"}, headers=api.op())
+    assert resp.status == 200
+
+
 async def test_a_wave_at_or_after_closes_at_is_refused(api: Api) -> None:
     for at in ("2099-01-01T00:00:00Z", "2099-01-01T00:00:01Z"):
         resp = await _create(api, _with_wave_at(at))
