@@ -176,7 +176,7 @@ async def test_challenge_solutions_forged_expired_reused_or_foreign_are_refused(
                           solution=pow.solve(fake.token, 4))
     assert result.outcome is Outcome.CHALLENGE_REQUIRED
     # Expired: a genuine challenge whose time has passed.
-    key = next(iter(engine.challenges._keys.values()))
+    key = next(iter(engine.gate.challenges._keys.values()))
     old = pow.issue(key, "alice", "g", 4, 1_000_000, ttl_ms=1000)
     result = await _claim(engine, "alice", device="shared", challenge=old.token,
                           solution=pow.solve(old.token, 4))
@@ -231,7 +231,7 @@ async def test_recent_claims_across_campaigns(engine: Engine) -> None:
     await _claim(engine, "hopper", cid="c4")  # the engine learns c4's rules read the signal
     for cid in ("c1", "c2", "c3"):
         assert (await _claim(engine, "hopper", cid=cid)).outcome is Outcome.OK
-        await engine.wait_background()
+        await engine.gate.wait_background()
     refused = await _claim(engine, "hopper", cid="c4")
     assert (refused.outcome, refused.reason) == (Outcome.BLOCKED, "risk_recent")
     assert (await _claim(engine, "calm", cid="c4")).outcome is Outcome.OK
