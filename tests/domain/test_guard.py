@@ -15,6 +15,7 @@ import pytest
 
 from stampede import Engine, Settings
 from stampede.domain import pow
+from stampede.domain.config import checked
 from stampede.domain.models import CampaignPatch
 from stampede.domain.throttle import ClientSignals, ThrottlePatch
 from stampede.errors import ConfigError, ValidationError
@@ -301,8 +302,19 @@ async def test_campaigns_without_a_throttle_take_the_default(clean_redis: str,
     {"STAMPEDE_TRUSTED_PROXIES": "10.0.0.0/33"},
 ])
 def test_bad_throttle_settings_are_refused_at_start(env: dict[str, str]) -> None:
+    settings = Settings.from_env(env)  # what Settings cannot read alone, the domain checks
     with pytest.raises(ConfigError):
-        Settings.from_env(env)
+        checked(settings)
+
+
+def test_the_command_refuses_bad_guard_settings_at_start(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from stampede.runtime.cli import app
+    env = {"STAMPEDE_DATA_DIR": str(tmp_path), "STAMPEDE_JWT_SECRET": "s" * 32}
+    assert CliRunner().invoke(app, ["token", "u1"], env=env).exit_code == 0
+    bad = CliRunner().invoke(app, ["token", "u1"], env=env | {"STAMPEDE_POW_SECRETS": "short:x"})
+    assert bad.exit_code == 2
 
 
 async def test_a_guard_switched_on_elsewhere_applies_to_the_next_claim(
