@@ -110,8 +110,8 @@ class WaitlistJoined(Event, tag="waitlist_joined"):
     user: str
     sku: str
     qty: int
-    wseq: int | None = None
-    """The entry's place in line; None in events older than it."""
+    wseq: str | None = None
+    """The entry's place in line, zero-padded as it sorts; None in events older than it."""
 
 
 class WaitlistLeft(Event, tag="waitlist_left"):

@@ -255,9 +255,9 @@ def _waitlist(events: Iterable[Event]) -> dict[str, _Entry]:
     entries: dict[str, _Entry] = {}
     for ev in events:
         match ev:
-            case WaitlistJoined(user=user, sku=sku, qty=qty, wseq=int() as wseq):
+            case WaitlistJoined(user=user, sku=sku, qty=qty, wseq=str() as wseq):
                 # (a join older than wseq has no place in line to restore)
-                entries[f"{user}|{sku}"] = _Entry("waiting", str(wseq), qty, ev.ts)
+                entries[f"{user}|{sku}"] = _Entry("waiting", wseq, qty, ev.ts)
             case WaitlistLeft(user=user, sku=sku) | WaitlistSkipped(user=user, sku=sku):
                 entries.pop(f"{user}|{sku}", None)
             case OfferMade(user=user, sku=sku, claim=claim) if f"{user}|{sku}" in entries:

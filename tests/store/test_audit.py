@@ -37,7 +37,8 @@ def held(claim: str, user: str) -> tuple[str, dict[str, Any]]:
 
 
 def settled(kind: str, claim: str, user: str) -> tuple[str, dict[str, Any]]:
-    return (f"claim_{kind}", {"claim": claim, "user": user, "sku": "tee", "qty": 1})
+    price = {"price": 1} if kind == "confirmed" else {}  # as confirm.lua writes it
+    return (f"claim_{kind}", {"claim": claim, "user": user, "sku": "tee", "qty": 1, **price})
 
 
 CASES = {
