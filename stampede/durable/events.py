@@ -249,9 +249,14 @@ def names(*classes: type[Event]) -> tuple[str, ...]:
     return tuple(str(cls.__struct_config__.tag) for cls in classes)
 
 
+_NAMES = {cls: name for name, cls in TYPES.items()}
+
+
 def type_name(ev: Event) -> str:
     """The event's type as the stream and the `events` table spell it."""
-    return ev.name if isinstance(ev, Unknown) else str(ev.__struct_config__.tag)
+    if isinstance(ev, Unknown):
+        return ev.name
+    return _NAMES.get(type(ev)) or str(ev.__struct_config__.tag)
 
 
 def _decode(etype: str, raw: str | bytes, campaign_id: str, seq: int, ts: int, epoch: int,
