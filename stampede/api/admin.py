@@ -6,8 +6,8 @@ from aiohttp import web
 from stampede.api.auth import Role
 from stampede.api.context import AUTH, ENGINE
 from stampede.api.errors import decode, json_response, outcome_error, read_body
-from stampede.api.public import CID
-from stampede.api.routing import ApiRoutes
+from stampede.api.idempotency import checked_key
+from stampede.api.routing import CID, SKU, ApiRoutes
 from stampede.domain.models import (
     CampaignList,
     CampaignPatch,
@@ -19,8 +19,6 @@ from stampede.domain.models import (
 from stampede.outcomes import Outcome
 
 api = ApiRoutes("admin")
-
-SKU = {"sku": r"^[A-Za-z0-9_-]{1,64}$"}
 
 _spec_decoder = msgspec.json.Decoder(CampaignSpec)
 _patch_decoder = msgspec.json.Decoder(CampaignPatch)
@@ -78,7 +76,7 @@ async def adjust_stock(request: web.Request) -> web.Response:
     cid, sku = request.match_info["cid"], request.match_info["sku"]
     outcome, available = await request.app[ENGINE].adjust_stock(
         cid, sku, body.delta, actor=admin.name,
-        op_key=request.headers.get("Idempotency-Key"))
+        op_key=checked_key(request))
     if outcome is Outcome.CONFLICT:
         return outcome_error(outcome, "cannot remove more units than are available")
     if outcome is not Outcome.OK:

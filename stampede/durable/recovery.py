@@ -13,7 +13,7 @@ store, and `heal` fences and rebuilds it before it sells anything.
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -24,6 +24,28 @@ from sqlalchemy import func, select
 
 from stampede.domain.models import CampaignSpec, ClaimView, from_ms, to_ms
 from stampede.durable import coupon_recovery
+from stampede.durable.events import (
+    CampaignDefined,
+    CampaignPatched,
+    ClaimCancelled,
+    ClaimConfirmed,
+    ClaimExpired,
+    ClaimHeld,
+    Event,
+    OfferAccepted,
+    OfferDeclined,
+    OfferLapsed,
+    OfferMade,
+    OfferSettled,
+    StockAdjusted,
+    WaitlistJoined,
+    WaitlistLeft,
+    WaitlistSkipped,
+    WaveReleased,
+    from_row,
+    names,
+    type_name,
+)
 from stampede.durable.persister import GROUP, Items, entries_of
 from stampede.durable.projection import store_events
 from stampede.durable.store import Store
@@ -229,46 +251,45 @@ DERIVED_COUNTS = frozenset({
     "held", "offered", "confirmed", "cancelled", "expired", "coupon_claims",
     "waitlist_joined", "waitlist_left", "waitlist_skipped",
     "offer_accepted", "offer_lapsed", "offer_declined"})
-_HISTORY_EVENTS = ("claim_held", "offer_made", "claim_confirmed", "claim_cancelled",
-                   "claim_expired", "waitlist_joined", "waitlist_left", "waitlist_skipped",
-                   "offer_accepted", "offer_lapsed", "offer_declined", "stock_adjusted")
-_OFFER_RUN = ("offer_made", "waitlist_skipped")
+_HISTORY_EVENTS = names(ClaimHeld, OfferMade, ClaimConfirmed, ClaimCancelled, ClaimExpired,
+                        WaitlistJoined, WaitlistLeft, WaitlistSkipped, OfferAccepted,
+                        OfferLapsed, OfferDeclined, StockAdjusted)
 
 
-def _history(events: Sequence[Any], drop: bool) -> _History:
-    """Fold the events (type, ts, data) in seq order, as the scripts counted them."""
+def _history(events: Iterable[Event], drop: bool) -> _History:
+    """Fold the events in seq order, counting as the scripts counted."""
     h = _History()
     run: _StockAnswer | None = None
-    for etype, ts, data in events:
-        d = _spec_waves.decode(data)
-        offer = etype == "claim_held" and "offer" in d
-        if run is not None and not (ts == run.ts and (offer or etype in _OFFER_RUN)):
+    for ev in events:
+        offer = isinstance(ev, ClaimHeld) and ev.offer
+        if run is not None and not (ev.ts == run.ts and
+                                    (offer or isinstance(ev, OfferMade | WaitlistSkipped))):
             h.stock.append(run)  # the adjustment's script ended: its answer is known
             run = None
-        if etype == "claim_held":
-            if offer:
-                h.offers[d["claim"]] = f"{d['user']}|{d['sku']}"
-                if run is not None and d["sku"] == run.sku:
-                    run.after -= int(d["qty"])  # added units went to the waitlist first
+        if isinstance(ev, ClaimHeld):
+            if ev.offer:
+                h.offers[ev.claim] = f"{ev.user}|{ev.sku}"
+                if run is not None and ev.sku == run.sku:
+                    run.after -= ev.qty  # added units went to the waitlist first
             else:  # (a drop counts its claims as coupon_claims, confirmed at once)
                 h.counts["coupon_claims" if drop else "held"] += 1
-        elif etype == "offer_made":
+        elif isinstance(ev, OfferMade):
             h.counts["offered"] += 1
-        elif etype == "stock_adjusted":
-            if "idem" in d:
-                run = _StockAnswer(d["idem"], d["sku"], int(d["after"]), int(d["released"]),
-                                   int(ts))
-        elif etype.startswith("claim_"):
-            status = etype[len("claim_"):]
-            if not (drop and status == "confirmed"):
-                h.counts[status] += 1
-            if status != "confirmed":
-                h.lapses[d["user"]] += 1
-            if "idem" in d and status != "expired":
-                op = "confirm" if status == "confirmed" else "cancel"
-                h.settled.append((op, d["claim"], d["user"], d["idem"], int(ts)))
+        elif isinstance(ev, StockAdjusted):
+            if ev.idem is not None and ev.after is not None and ev.released is not None:
+                run = _StockAnswer(ev.idem, ev.sku, ev.after, ev.released, ev.ts)
+        elif isinstance(ev, ClaimConfirmed):
+            if not drop:
+                h.counts["confirmed"] += 1
+            if ev.idem:
+                h.settled.append(("confirm", ev.claim, ev.user, ev.idem, ev.ts))
+        elif isinstance(ev, ClaimCancelled | ClaimExpired):
+            h.counts[type_name(ev)[len("claim_"):]] += 1
+            h.lapses[ev.user] += 1
+            if isinstance(ev, ClaimCancelled) and ev.idem:
+                h.settled.append(("cancel", ev.claim, ev.user, ev.idem, ev.ts))
         else:
-            h.counts[etype] += 1
+            h.counts[type_name(ev)] += 1
     if run is not None:
         h.stock.append(run)
     return h
@@ -287,8 +308,8 @@ class _Entry:
         return "|".join((self.status, self.seq, str(self.qty), str(self.joined_ms), self.claim))
 
 
-_WAITLIST_EVENTS = ("waitlist_joined", "waitlist_left", "waitlist_skipped", "offer_made",
-                    "offer_accepted", "offer_lapsed", "offer_declined")
+_WAITLIST_EVENTS = names(WaitlistJoined, WaitlistLeft, WaitlistSkipped, OfferMade,
+                         OfferAccepted, OfferLapsed, OfferDeclined)
 
 
 # Waiting-room counters and the lottery salt are state, not configuration: a live
@@ -303,30 +324,29 @@ async def _load(store: Store, cid: str) -> _State:
         skus = (await conn.execute(select(t.skus).where(t.skus.c.campaign_id == cid))).all()
         claims = (await conn.execute(select(t.claims).where(
             t.claims.c.campaign_id == cid))).all()
-        released = (await conn.execute(select(t.events.c.data).where(
-            t.events.c.campaign_id == cid, t.events.c.type == "wave_released",
+        released = (await conn.execute(select(t.events).where(
+            t.events.c.campaign_id == cid, t.events.c.type.in_(names(WaveReleased)),
             t.events.c.seq > row.defined_seq, t.events.c.seq <= row.applied_seq))).all()
-        queue_events = (await conn.execute(select(t.events.c.type, t.events.c.ts,
-                                                  t.events.c.data).where(
+        queue_events = (await conn.execute(select(t.events).where(
             t.events.c.campaign_id == cid, t.events.c.type.in_(_WAITLIST_EVENTS),
             t.events.c.seq > row.defined_seq, t.events.c.seq <= row.applied_seq)
             .order_by(t.events.c.seq))).all()
-        history = (await conn.execute(select(t.events.c.type, t.events.c.ts,
-                                             t.events.c.data).where(
+        history = (await conn.execute(select(t.events).where(
             t.events.c.campaign_id == cid, t.events.c.type.in_(_HISTORY_EVENTS),
             t.events.c.seq > row.defined_seq, t.events.c.seq <= row.applied_seq)
             .order_by(t.events.c.seq))).all()
         joins = (await conn.execute(select(func.count()).select_from(t.events).where(
-            t.events.c.campaign_id == cid, t.events.c.type == "waitlist_joined"))).scalar_one()
-        changes = (await conn.execute(select(t.events.c.type, t.events.c.data).where(
             t.events.c.campaign_id == cid,
-            t.events.c.type.in_(("campaign_defined", "campaign_patched")),
+            t.events.c.type.in_(names(WaitlistJoined))))).scalar_one()
+        changes = (await conn.execute(select(t.events).where(
+            t.events.c.campaign_id == cid,
+            t.events.c.type.in_(names(CampaignDefined, CampaignPatched)),
             t.events.c.seq >= row.defined_seq, t.events.c.seq <= row.applied_seq)
             .order_by(t.events.c.seq))).all()
     done = set()
-    for (data,) in released:
-        d = _spec_waves.decode(data)
-        done.add((d["sku"], int(d["wave"])))
+    for ev in map(from_row, released):
+        if isinstance(ev, WaveReleased):
+            done.add((ev.sku, ev.wave))
     pending = []
     spec = None
     if row.spec:
@@ -336,39 +356,42 @@ async def _load(store: Store, cid: str) -> _State:
                 if (s.sku, i) not in done:
                     pending.append((i, s.sku, w.qty, to_ms(w.at)))
     drop = spec is not None and spec.coupons is not None
-    return _State(row, list(skus), list(claims), pending, spec, _config(changes),
-                  _waitlist(queue_events), int(joins), _history(history, drop))
+    return _State(row, list(skus), list(claims), pending, spec,
+                  _config(map(from_row, changes)), _waitlist(map(from_row, queue_events)),
+                  int(joins), _history(map(from_row, history), drop))
 
 
-def _waitlist(events: Sequence[Any]) -> dict[str, _Entry]:
+def _waitlist(events: Iterable[Event]) -> dict[str, _Entry]:
     """Each user's entry per SKU: joined, then gone (left, skipped, its offer settled)
     or offered (a hold in their name, still open)."""
     entries: dict[str, _Entry] = {}
-    for etype, ts, data in events:
-        d = _spec_waves.decode(data)
-        field = f"{d['user']}|{d['sku']}"
-        if etype == "waitlist_joined":
-            entries[field] = _Entry("waiting", d["wseq"], int(d["qty"]), int(ts))
-        elif etype in ("waitlist_left", "waitlist_skipped"):
-            entries.pop(field, None)
-        elif etype == "offer_made" and field in entries:
-            entries[field].status, entries[field].claim = "offered", d["claim"]
-        elif field in entries and entries[field].claim == d.get("claim"):
-            del entries[field]  # accepted, lapsed or declined: the entry ends with the offer
+    for ev in events:
+        match ev:
+            case WaitlistJoined(user=user, sku=sku, qty=qty, wseq=str() as wseq):
+                # (a join older than wseq has no place in line to restore)
+                entries[f"{user}|{sku}"] = _Entry("waiting", wseq, qty, ev.ts)
+            case WaitlistLeft(user=user, sku=sku) | WaitlistSkipped(user=user, sku=sku):
+                entries.pop(f"{user}|{sku}", None)
+            case OfferMade(user=user, sku=sku, claim=claim) if f"{user}|{sku}" in entries:
+                entry = entries[f"{user}|{sku}"]
+                entry.status, entry.claim = "offered", claim
+            case OfferSettled(user=user, sku=sku, claim=claim):
+                # accepted, lapsed or declined: the entry ends with the offer
+                if f"{user}|{sku}" in entries and entries[f"{user}|{sku}"].claim == claim:
+                    del entries[f"{user}|{sku}"]
     return entries
 
 
-def _config(changes: Sequence[Any]) -> dict[str, str] | None:
+def _config(changes: Iterable[Event]) -> dict[str, str] | None:
     """The definition's optional meta, then each patch's new values, in order."""
     config: dict[str, str] | None = None
-    for etype, data in changes:
-        d = _spec_waves.decode(data)
-        if etype == "campaign_defined":
-            config = dict(_spec_waves.decode(d["meta"])) if "meta" in d else None
-        elif config is not None:
-            after = _spec_waves.decode(d.get("after") or "{}")
-            config.update({k: str(v) for k, v in after.items()
-                           if k.startswith(("wr_", "wl_", "th")) and v is not False})
+    for ev in changes:
+        match ev:
+            case CampaignDefined(meta=meta):
+                config = None if meta is None else dict(_spec_waves.decode(meta))
+            case CampaignPatched(after=after) if config is not None:
+                config.update({k: str(v) for k, v in _spec_waves.decode(after or "{}").items()
+                               if k.startswith(("wr_", "wl_", "th")) and v is not False})
     return config
 
 

@@ -19,6 +19,7 @@ from stampede.api.auth import Authenticator
 from stampede.api.context import DETAILS, STORE_CHECK
 from stampede.api.healing import IN_STORE
 from stampede.api.metrics import refresh_gauges
+from stampede.api.runner import JsonErrorRunner
 from stampede.durable.recovery import in_store
 from stampede.durable.store import Store, open_store
 from stampede.errors import ServerError
@@ -71,13 +72,13 @@ async def serve(settings: Settings, redis_url: str, auth: Authenticator, listen:
     # for at most the lingering time, then closes.
     header_s, linger_s = float(settings.header_timeout_s), float(settings.body_timeout_s)
     runners = [
-        web.AppRunner(make_public_app(engine, auth, ready, settings.max_body_bytes,
-                                      settings.metrics),
-                      access_log=None, shutdown_timeout=grace, handle_signals=False,
-                      keepalive_timeout=header_s, lingering_time=linger_s),
-        web.AppRunner(make_admin_app(engine, auth, ready, metrics=settings.metrics),
-                      access_log=None, shutdown_timeout=grace, handle_signals=False,
-                      keepalive_timeout=header_s, lingering_time=linger_s),
+        JsonErrorRunner(make_public_app(engine, auth, ready, settings.max_body_bytes,
+                                        settings.metrics),
+                        access_log=None, shutdown_timeout=grace, handle_signals=False,
+                        keepalive_timeout=header_s, lingering_time=linger_s),
+        JsonErrorRunner(make_admin_app(engine, auth, ready, metrics=settings.metrics),
+                        access_log=None, shutdown_timeout=grace, handle_signals=False,
+                        keepalive_timeout=header_s, lingering_time=linger_s),
     ]
     for runner in runners:
         runner.app[STORE_CHECK] = store.ping
