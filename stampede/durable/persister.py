@@ -69,6 +69,12 @@ class Outage(Exception):
     """Redis or the store failed: the entries in hand wait for the next round."""
 
 
+def _is_outage(exc: BaseException) -> bool:
+    """Redis or the store unreachable, not a bug: Outage, or a connection error."""
+    return isinstance(exc, Outage | OSError) or \
+        (isinstance(exc, RedisError) and not isinstance(exc, ResponseError))
+
+
 def campaign_of_stream(key: str) -> str:
     return key[len("{c:"):key.index("}")]
 
@@ -114,9 +120,9 @@ class Persister:
                     backoff = 0.1
                 except Exception as exc:  # Redis or the store is down: wait and retry
                     self.outages += 1
-                    if backoff >= 5.0:  # (every round at the cap: one line, no trace)
-                        log.warning("persister still waiting: %r; retrying in %.1fs",
-                                    exc, backoff)
+                    if _is_outage(exc):  # expected while it lasts: one line, no trace
+                        log.warning("persister waiting for Redis or the store: %r; "
+                                    "retrying in %.1fs", exc, backoff)
                     else:
                         log.exception("persister round failed; retrying in %.1fs", backoff)
                     try:
