@@ -57,8 +57,8 @@ class Operation:
     def __post_init__(self) -> None:
         named = set(_PLACEHOLDER.findall(self.path))
         if named != set(self.path_params):
-            raise ValueError(f"{self.method} {self.path}: path_params must give a pattern "
-                             f"for exactly {sorted(named)}")
+            raise ValueError(f"{self.method} {self.path}: path_params {sorted(self.path_params)} "
+                             f"must give a pattern for exactly {sorted(named)}")
 
 
 class ApiRoutes:
