@@ -27,6 +27,11 @@ from stampede.api.errors import ApiError
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Auth = Literal["none", "user", "viewer", "operator", "merchant"]
 
+# Path parameters shared by the route modules: name -> pattern (the ids of stampede.state.keys).
+CID = {"cid": r"^[a-z0-9][a-z0-9_-]{0,63}$"}
+SKU_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+SKU = {"sku": SKU_PATTERN}
+
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ROLES = {"viewer": Role.VIEWER, "operator": Role.OPERATOR}
 
