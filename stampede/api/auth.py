@@ -8,14 +8,15 @@ import functools
 import hmac
 import re
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
 import jwt
+from aiohttp import web
 from jwt.algorithms import HMACAlgorithm
 
 from stampede.api.errors import ApiError
+from stampede.api.headers import header
 from stampede.errors import ConfigError
 from stampede.state import keys
 
@@ -100,14 +101,13 @@ _BEARER = re.compile(r"[\x21-\x7e]+")
 """A token is visible ASCII; anything else (non-UTF-8 bytes included) is refused."""
 
 
-def bearer(headers: Mapping[str, str]) -> str | None:
+def bearer(request: web.Request) -> str | None:
     """The bearer token of the Authorization header, None if there is none; 401 if garbled.
 
-    aiohttp keeps header bytes that are not UTF-8 as lone surrogates: such a
-    value (or any non-ASCII one) must never reach an encoder, so it stops here.
+    Bytes that are not text are refused by `header()`; a token is visible ASCII
+    (RFC 6750), so any other text is refused here, before it reaches an encoder.
     """
-    header = headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
+    scheme, _, value = (header(request, "Authorization") or "").partition(" ")
     value = value.strip()
     if scheme.lower() != "bearer" or not value:
         return None
@@ -144,11 +144,11 @@ class Authenticator:
         return _Verified(sub, float(exp) if exp is not None else None, created_s,
                          idh if isinstance(idh, str) else None)
 
-    def user(self, headers: Mapping[str, str]) -> User:
+    def user(self, request: web.Request) -> User:
         """The public caller (JWT, or X-User-Id in dev auth), or 401."""
-        if self.dev_auth and "X-User-Id" in headers:
-            return _dev_user(headers)
-        token = bearer(headers)
+        if self.dev_auth and "X-User-Id" in request.headers:
+            return _dev_user(request)
+        token = bearer(request)
         if token is None or self.jwt_secret is None:
             raise ApiError(401, "unauthorized", "a bearer token is required")
         try:
@@ -160,9 +160,9 @@ class Authenticator:
             raise ApiError(401, "unauthorized", "invalid token: Signature has expired")
         return User(verified.sub, _age(verified.created_s, now), verified.identity)
 
-    def admin(self, headers: Mapping[str, str], needs: Role) -> AdminToken:
+    def admin(self, request: web.Request, needs: Role) -> AdminToken:
         """The admin token of the call if its role allows `needs`, else 401/403."""
-        token = bearer(headers)
+        token = bearer(request)
         found = None
         for candidate in self.admin_tokens:
             # Compare against every token so timing says nothing of which matched.
@@ -175,14 +175,14 @@ class Authenticator:
         return found
 
 
-def _dev_user(headers: Mapping[str, str]) -> User:
+def _dev_user(request: web.Request) -> User:
     """STAMPEDE_DEV_AUTH: X-User-Id, with X-Account-Created and X-Identity-Hash."""
-    user = headers["X-User-Id"]
+    user = header(request, "X-User-Id") or ""
     if not keys.valid_user_id(user):
         raise ApiError(400, "invalid_request", "X-User-Id is not a valid user id")
-    raw = headers.get("X-Account-Created", "")
+    raw = header(request, "X-Account-Created") or ""
     created = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 16 else -1
-    return User(user, _age(created, time.time()), headers.get("X-Identity-Hash"))
+    return User(user, _age(created, time.time()), header(request, "X-Identity-Hash"))
 
 
 def _age(created_s: int, now: float) -> int:

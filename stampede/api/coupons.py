@@ -16,6 +16,7 @@ from stampede.api.context import ADMIN, ENGINE, GUARD, MERCHANT, USER
 from stampede.api.errors import ApiError, decode, error, json_response, outcome_error, read_body
 from stampede.api.guard import HEADERS as GUARD_HEADERS
 from stampede.api.guard import client_signals, guard_answer
+from stampede.api.headers import header
 from stampede.api.idempotency import checked_key
 from stampede.api.routing import CID, ApiRoutes
 from stampede.domain.coupons.service import Answer
@@ -117,7 +118,7 @@ async def claim_coupon(request: web.Request) -> web.Response:
     async with request.app[GUARD].in_flight(user.id, key):
         answer = await request.app[ENGINE].coupons.claim(
             request.match_info["cid"], user.id, body.sku, body.qty, idempotency_key=key,
-            admission_token=request.headers.get("X-Admission-Token"),
+            admission_token=header(request, "X-Admission-Token"),
             identity=user.identity, client=signals)
     _count("claim", answer)
     refused = guard_answer(answer)

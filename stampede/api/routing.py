@@ -137,17 +137,17 @@ async def _anyone(request: web.Request) -> None:
 
 
 async def _user(request: web.Request) -> None:
-    request[USER] = request.app[AUTH].user(request.headers)
+    request[USER] = request.app[AUTH].user(request)
 
 
 def _admin(needs: Role) -> Admit:
     async def admit(request: web.Request) -> None:
-        request[ADMIN] = request.app[AUTH].admin(request.headers, needs)
+        request[ADMIN] = request.app[AUTH].admin(request, needs)
     return admit
 
 
 async def _merchant(request: web.Request) -> None:
-    token = bearer(request.headers)
+    token = bearer(request)
     found = await request.app[ENGINE].coupons.merchant(token) if token else None
     if found is None:
         raise ApiError(401, "unauthorized", "a merchant bearer token is required")

@@ -18,6 +18,7 @@ from stampede import Settings
 from stampede.api.app import make_admin_app, make_public_app
 from stampede.api.auth import Authenticator
 from stampede.api.context import ENGINE, STORE_CHECK
+from stampede.api.runner import JsonErrorRunner
 from stampede.logs import log
 from stampede.runtime import lifecycle
 
@@ -81,8 +82,8 @@ def _listeners(process: web.Application, settings: Settings, auth: Authenticator
             make_admin_app(engine, auth, ready, metrics=settings.metrics)]
     for app in apps:
         app[STORE_CHECK] = process[lifecycle.STORE].ping
-    return [web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_s,
-                          handle_signals=False) for app in apps]
+    return [JsonErrorRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_s,
+                            handle_signals=False) for app in apps]
 
 
 def _freeze_startup_heap() -> None:
