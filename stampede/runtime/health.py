@@ -7,23 +7,25 @@ reach the store. It shows in /readyz's `details`, in the
 fail readiness: claims are safe in Redis and the store catches up later.
 """
 
+from collections.abc import Callable
 from typing import cast
 
 from redis.asyncio import Redis
 
-from stampede.api.metrics import PERSISTER_STALLED
+from stampede.metrics import PERSISTER_STALLED
 from stampede.durable.persister import lag
 from stampede.logs import log
-from stampede.runtime.supervisor import Supervisor
+Children = Callable[[], dict[str, dict[str, object]]]
+"""The supervised children's state and restarts by name (Supervisor.status)."""
 from stampede.state import keys
 
 
 class PersisterHealth:
     def __init__(self, redis: "Redis", stall_s: float,
-                 supervisor: Supervisor | None = None) -> None:
+                 children: Children | None = None) -> None:
         self.redis = redis
         self.stall_s = stall_s
-        self.supervisor = supervisor
+        self.children = children
         self.details: dict[str, object] = {"persister": {"state": "unknown"}}
         self._was = "unknown"
 
@@ -39,17 +41,16 @@ class PersisterHealth:
             self._set({"state": "unknown", "error": type(exc).__name__})
             return
         state = "stalled" if oldest > self.stall_s else "ok"
-        if self.supervisor is not None and "persister" in self.supervisor.components:
-            child = self.supervisor.components["persister"]
-            if child.state != "running":
-                state = child.state  # restarting or crash_loop: say why it is behind
+        child = self.children().get("persister") if self.children else None
+        if child is not None and child["state"] != "running":
+            state = str(child["state"])  # restarting or crash_loop: say why it is behind
         self._set({"state": state, "lag_s": round(oldest, 3), "pending": pending,
                    "stall_after_s": self.stall_s})
 
     def _set(self, persister: dict[str, object]) -> None:
         state = str(persister["state"])
-        if self.supervisor is not None:
-            persister["children"] = self.supervisor.status()
+        if self.children is not None:
+            persister["children"] = self.children()
         self.details["persister"] = persister
         PERSISTER_STALLED.set(0 if state in ("ok", "unknown") else 1)
         if state != self._was:

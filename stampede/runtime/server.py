@@ -1,37 +1,31 @@
-"""Run one gateway process: engine, housekeeping, the two listeners, graceful drain."""
+"""Run one gateway process: its resources, the two listeners, graceful drain.
+
+The resources (engine, store, persister child, periodic tasks) are cleanup
+contexts of a listener-less process app (`stampede.runtime.lifecycle`); the
+public and admin apps are built on what it opened, and are drained and
+closed before it is.
+"""
 
 import asyncio
 import functools
 import gc
-import os
 import signal
-import subprocess
-import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
-from redis.asyncio import Redis
 
-from stampede import Engine, Settings
+from stampede import Settings
 from stampede.api.app import make_admin_app, make_public_app
 from stampede.api.auth import Authenticator
-from stampede.api.context import DETAILS, STORE_CHECK
+from stampede.api.context import DETAILS, ENGINE, STORE_CHECK
 from stampede.api.healing import IN_STORE
-from stampede.api.metrics import refresh_gauges
 from stampede.api.runner import JsonErrorRunner
 from stampede.durable.recovery import in_store
-from stampede.durable.store import Store, open_store
 from stampede.errors import ServerError
 from stampede.logs import log
-from stampede.periodic import every
-from stampede.runtime.health import PersisterHealth
-from stampede.runtime.persistence import durable_tasks, heal_now, state_client
-from stampede.runtime.process import die_with_parent
-from stampede.runtime.supervisor import RestartPolicy, Supervisor
+from stampede.runtime import lifecycle, supervisor
 from stampede.runtime.valkey import EmbeddedValkey
-
-HEALTH_INTERVAL_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -42,7 +36,14 @@ class Listen:
     reuse_port: bool = False
     """Several worker processes share the ports (SO_REUSEPORT)."""
     housekeeping: bool = True
-    """Run the sweeper and gauges here (one worker of several does)."""
+    """Run the sweeper, healing, the persister and the gauges here (one worker of several)."""
+
+
+def process_app(settings: Settings, redis_url: str, listen: Listen) -> web.Application:
+    """The process's resources, one cleanup context each; no routes, no listener."""
+    process = web.Application()
+    process.cleanup_ctx.extend(lifecycle.contexts(settings, redis_url, listen.housekeeping))
+    return process
 
 
 async def serve(settings: Settings, redis_url: str, auth: Authenticator, listen: Listen,
@@ -51,49 +52,21 @@ async def serve(settings: Settings, redis_url: str, auth: Authenticator, listen:
     """Serve until SIGINT/SIGTERM; then fail readiness, finish in-flight requests, exit.
 
     `valkey`, the embedded server cli started, is restarted here if it dies."""
-    engine = Engine.from_url(redis_url, settings)
-    await engine.start()
-    # The durable store, with the worker that does housekeeping: campaigns whose
-    # Redis state is older than the store are fenced and rebuilt before we listen.
-    # Every worker opens the store (for /readyz); only the housekeeping one migrates it.
-    store = await open_store(settings.resolved_store_url, migrate=listen.housekeeping)
-    durable_redis = state_client(redis_url) if listen.housekeeping else None
-    if durable_redis is not None:
-        await heal_now(durable_redis, store, settings)
-    ready = {"draining": False}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    grace = settings.shutdown_grace_s
-    # aiohttp's keep-alive timer runs from a connection's start and from each answer,
-    # and closes a connection still waiting for a whole request: the header timeout.
-    # After a 408 (body too slow, see read_body) it reads what is left of the body
-    # for at most the lingering time, then closes.
-    header_s, linger_s = float(settings.header_timeout_s), float(settings.body_timeout_s)
-    runners = [
-        JsonErrorRunner(make_public_app(engine, auth, ready, settings.max_body_bytes,
-                                        settings.metrics),
-                        access_log=None, shutdown_timeout=grace, handle_signals=False,
-                        keepalive_timeout=header_s, lingering_time=linger_s),
-        JsonErrorRunner(make_admin_app(engine, auth, ready, metrics=settings.metrics),
-                        access_log=None, shutdown_timeout=grace, handle_signals=False,
-                        keepalive_timeout=header_s, lingering_time=linger_s),
-    ]
-    for runner in runners:
-        runner.app[STORE_CHECK] = store.ping
-        runner.app[IN_STORE] = functools.partial(in_store, store)
-    tasks = _housekeeping(engine, settings, stop) if listen.housekeeping else []
-    supervisor = _supervise(settings, redis_url, stop, ready, valkey, durable_redis, store)
-    tasks.append(asyncio.create_task(supervisor.run()))
-    if durable_redis is not None:
-        tasks += durable_tasks(durable_redis, store, settings, stop, False, settings.metrics)
-        health = PersisterHealth(durable_redis, settings.persist_stall_s, supervisor)
-        tasks.append(asyncio.create_task(every(HEALTH_INTERVAL_S, health.refresh, stop,
-                                               "persister-health")))
-        for runner in runners:
-            runner.app[DETAILS] = health.details
+    resources = web.AppRunner(process_app(settings, redis_url, listen), handle_signals=False)
+    runners: list[web.AppRunner] = []
+    watchers: list[asyncio.Task[None]] = []
+    failed = False
     try:
+        await resources.setup()
+        ready = {"draining": False}
+        # Supervision of the children, and the persister's health for /readyz.
+        sup, health, watchers = supervisor.watch(resources.app, settings, stop, ready, valkey)
+        runners = _listeners(resources.app, settings, auth, ready,
+                             health.details if health else None)
         for runner, port in zip(runners, (listen.port, listen.admin_port), strict=True):
             await runner.setup()
             await web.TCPSite(runner, listen.host, port, reuse_port=listen.reuse_port).start()
@@ -103,70 +76,44 @@ async def serve(settings: Settings, redis_url: str, auth: Authenticator, listen:
             on_started()
         await stop.wait()
         # Readiness fails first so a balancer stops sending; then the
-        # listeners close and in-flight requests get `grace` to finish.
+        # listeners close and in-flight requests get the grace to finish.
         ready["draining"] = True
-        log.info("draining", delay_ms=settings.drain_delay_ms, grace_s=grace)
+        log.info("draining", delay_ms=settings.drain_delay_ms, grace_s=settings.shutdown_grace_s)
         await asyncio.sleep(settings.drain_delay_ms / 1000)
+        failed = sup.failed
     finally:
-        stop.set()
         for runner in runners:
             await runner.cleanup()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.to_thread(supervisor.stop_processes, grace)
-        await engine.close()
-        if durable_redis is not None:
-            await durable_redis.aclose()
-        await store.close()
+        stop.set()  # (the watchers end with it)
+        await asyncio.gather(*watchers, return_exceptions=True)
+        await resources.cleanup()
         log.info("stopped")
-    if supervisor.failed:
+    if failed:
         raise ServerError("the embedded Valkey kept dying; see valkey.log in the data directory")
 
 
-def _supervise(settings: Settings, redis_url: str, stop: asyncio.Event, ready: dict[str, bool],
-               valkey: EmbeddedValkey | None, durable_redis: "Redis | None",
-               store: Store) -> Supervisor:
-    """The children this process restarts: the persister (with housekeeping) and Valkey."""
-    supervisor = Supervisor(stop, ready, RestartPolicy(settings.restart_backoff_ms / 1000,
-                                                       settings.restart_limit,
-                                                       settings.restart_window_s))
-    if durable_redis is None:
-        return supervisor
-    if settings.persister:
-        # The persister runs beside us as a child process: its batches are CPU
-        # work that would otherwise stall this event loop (p99 120 ms -> 18 ms).
-        supervisor.add_process("persister", lambda: _spawn_persister(redis_url))
-    if valkey is not None:
-        supervisor.add_valkey(valkey, lambda: heal_now(durable_redis, store, settings))
-    return supervisor
+def _listeners(process: web.Application, settings: Settings, auth: Authenticator,
+               ready: dict[str, bool], details: dict[str, object] | None
+               ) -> list[web.AppRunner]:
+    """Runners of the public and admin apps, sharing the process's engine and store.
 
-
-def _housekeeping(engine: Engine, settings: Settings,
-                  stop: asyncio.Event) -> list["asyncio.Task[None]"]:
-    jobs: list[tuple[float, Callable[[], Awaitable[object]], str]] = [
-        (settings.hold_sweep_interval_ms / 1000, engine.sweep_all, "sweeper")]
-    if settings.metrics:
-        jobs.append((2.0, lambda: refresh_gauges(engine), "gauges"))
-    return [asyncio.create_task(every(interval, job, stop, name))
-            for interval, job, name in jobs]
-
-
-PERSISTER_NICE = 10
-"""The persister yields the CPU to the gateway when both want it: it only has to
-keep up on average (its lag is a metric), while a request waits on every ms. On
-the 2-core bench VM, with group commit in the batcher, p50 at half the peak rate
-went from ~27 ms to ~2.3 ms (bench/README.md)."""
-
-
-def _spawn_persister(redis_url: str) -> "subprocess.Popen[bytes]":
-    """`stampede persist` as our child, at a lower priority; the kernel stops it if we die."""
-    env = {**os.environ, "STAMPEDE_REDIS_URL": redis_url}
-    return subprocess.Popen([sys.executable, "-m", "stampede.runtime.cli", "persist"], env=env,
-                            preexec_fn=_persister_child)
-
-
-def _persister_child() -> None:
-    die_with_parent()
-    os.nice(PERSISTER_NICE)
+    aiohttp's keep-alive timer runs from a connection's start and from each answer,
+    and closes a connection still waiting for a whole request: the header timeout.
+    After a 408 (a body too slow, see read_body) it reads what is left of the body
+    for at most the lingering time, then closes."""
+    engine = process[ENGINE]
+    store = process[lifecycle.STORE]
+    apps = [make_public_app(engine, auth, ready, settings.max_body_bytes, settings.metrics),
+            make_admin_app(engine, auth, ready, metrics=settings.metrics)]
+    for app in apps:
+        app[STORE_CHECK] = store.ping
+        app[IN_STORE] = functools.partial(in_store, store)  # 503, not 404, while healing
+        if details is not None:
+            app[DETAILS] = details
+    return [JsonErrorRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_s,
+                            handle_signals=False,
+                            keepalive_timeout=float(settings.header_timeout_s),
+                            lingering_time=float(settings.body_timeout_s)) for app in apps]
 
 
 def _freeze_startup_heap() -> None:

@@ -20,13 +20,22 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from stampede.api.metrics import CRASH_LOOPS, RESTARTS
+from aiohttp import web
+
+from stampede.metrics import CRASH_LOOPS, RESTARTS
 from stampede.logs import log
+from stampede.periodic import every
+from stampede.runtime import lifecycle
+from stampede.runtime.health import PersisterHealth
+from stampede.runtime.persistence import heal_now
 from stampede.runtime.valkey import EmbeddedValkey
+from stampede.settings import Settings
 
 POLL_S = 0.2
 MAX_BACKOFF_S = 30.0
+HEALTH_INTERVAL_S = 2.0
 
 
 @dataclass
@@ -61,7 +70,11 @@ class Component:
         return min(self.policy.backoff_s * float(2 ** (len(self.crashes) - 1)), MAX_BACKOFF_S)
 
 
-Spawn = Callable[[], "subprocess.Popen[bytes]"]
+class Child(Protocol):
+    """A child process that can be started again (lifecycle.PersisterChild)."""
+    proc: "subprocess.Popen[bytes] | None"
+
+    def start(self) -> None: ...
 
 
 class Supervisor:
@@ -75,14 +88,15 @@ class Supervisor:
         self.failed = False
         """A child the service cannot run without is crash-looping: exit non-zero."""
         self.components: dict[str, Component] = {}
-        self._procs: dict[str, tuple[Spawn, subprocess.Popen[bytes]]] = {}
+        self._children: dict[str, Child] = {}
         self._valkey: EmbeddedValkey | None = None
         self._heal: Callable[[], Awaitable[object]] | None = None
 
     # -- what to watch -------------------------------------------------------
 
-    def add_process(self, name: str, spawn: Spawn) -> None:
-        self._procs[name] = (spawn, spawn())
+    def add_child(self, name: str, child: Child) -> None:
+        """Watch a started child; its owner (a lifecycle context) still stops it."""
+        self._children[name] = child
         self.components[name] = Component(name, self.policy)
 
     def add_valkey(self, valkey: EmbeddedValkey, heal: Callable[[], Awaitable[object]]) -> None:
@@ -102,9 +116,11 @@ class Supervisor:
 
     async def run(self) -> None:
         while not self.stop.is_set():
-            for name, (spawn, proc) in list(self._procs.items()):
-                if self.components[name].state == "running" and proc.poll() is not None:
-                    await self._restart_process(name, spawn, proc.returncode)
+            for name, child in list(self._children.items()):
+                proc = child.proc
+                if self.components[name].state == "running" and proc is not None \
+                        and proc.poll() is not None:  # (poll reaps it: no zombie)
+                    await self._restart_process(name, child, proc.returncode)
             if self._valkey is not None and self.components["valkey"].state == "running" \
                     and self._valkey.exited() is not None:
                 await self._restart_valkey(self._valkey)
@@ -121,7 +137,7 @@ class Supervisor:
         except TimeoutError:
             return False
 
-    async def _restart_process(self, name: str, spawn: Spawn, code: int | None) -> None:
+    async def _restart_process(self, name: str, child: Child, code: int | None) -> None:
         component = self.components[name]
         delay = component.crashed(time.monotonic())
         if delay is None:
@@ -131,7 +147,7 @@ class Supervisor:
         log.warning("child died; restarting", component=name, code=code, delay_s=delay)
         if await self._pause(delay):
             return
-        self._procs[name] = (spawn, spawn())
+        child.start()
         component.restarts += 1
         component.state = "running"
         RESTARTS.labels(name).inc()
@@ -181,21 +197,27 @@ class Supervisor:
                     return
                 delay = min(delay * 2, 5.0)
 
-    # -- stopping ----------------------------------------------------------------
 
-    def process(self, name: str) -> "subprocess.Popen[bytes] | None":
-        found = self._procs.get(name)
-        return found[1] if found else None
-
-    def stop_processes(self, grace_s: float) -> None:
-        """SIGTERM every child (a persister finishes and acknowledges its batch), then SIGKILL."""
-        for _spawn, proc in self._procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + grace_s
-        for _spawn, proc in self._procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+def watch(process: web.Application, settings: Settings, stop: asyncio.Event,
+          ready: dict[str, bool], valkey: EmbeddedValkey | None
+          ) -> tuple[Supervisor, PersisterHealth | None, list["asyncio.Task[None]"]]:
+    """`serve`'s hook: supervise what the process's lifecycle contexts started (the
+    persister child; the embedded Valkey cli started) and watch the persister's health.
+    Only the housekeeping worker has them; the tasks end when `stop` is set."""
+    supervisor = Supervisor(stop, ready, RestartPolicy(settings.restart_backoff_ms / 1000,
+                                                       settings.restart_limit,
+                                                       settings.restart_window_s))
+    redis = process.get(lifecycle.DURABLE_REDIS)
+    if redis is None:
+        return supervisor, None, []
+    store = process[lifecycle.STORE]
+    child = process.get(lifecycle.PERSISTER)
+    if child is not None:
+        supervisor.add_child("persister", child)
+    if valkey is not None:
+        supervisor.add_valkey(valkey, lambda: heal_now(redis, store, settings))
+    health = PersisterHealth(redis, settings.persist_stall_s, supervisor.status)
+    tasks = [asyncio.create_task(supervisor.run()),
+             asyncio.create_task(every(HEALTH_INTERVAL_S, health.refresh, stop,
+                                       "persister-health"))]
+    return supervisor, health, tasks

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stampede.api.metrics import RESTARTS
+from stampede.metrics import RESTARTS
 from stampede.errors import ServerError
 from stampede.logs import log
 from stampede.runtime.process import die_with_parent
