@@ -12,9 +12,10 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from stampede.metrics import PERSISTER_STALLED
 from stampede.durable.persister import lag
 from stampede.logs import log
+from stampede.metrics import PERSISTER_STALLED
+
 Children = Callable[[], dict[str, dict[str, object]]]
 """The supervised children's state and restarts by name (Supervisor.status)."""
 from stampede.state import keys

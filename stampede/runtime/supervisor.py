@@ -24,8 +24,8 @@ from typing import Protocol
 
 from aiohttp import web
 
-from stampede.metrics import CRASH_LOOPS, RESTARTS
 from stampede.logs import log
+from stampede.metrics import CRASH_LOOPS, RESTARTS
 from stampede.periodic import every
 from stampede.runtime import lifecycle
 from stampede.runtime.health import PersisterHealth

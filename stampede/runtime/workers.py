@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stampede.metrics import RESTARTS
 from stampede.errors import ServerError
 from stampede.logs import log
+from stampede.metrics import RESTARTS
 from stampede.runtime.process import die_with_parent
 from stampede.runtime.valkey import EmbeddedValkey
 
