@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from stampede.api.auth import Authenticator
 from stampede.api.context import STORE_CHECK
 from stampede.api.metrics import refresh_gauges
 from stampede.durable.store import open_store
+from stampede import logs
 from stampede.logs import log
 from stampede.periodic import every
 from stampede.runtime.persistence import durable_tasks, heal_now, state_client
@@ -49,6 +51,7 @@ async def serve(settings: Settings, redis_url: str, auth: Authenticator, listen:
     ready = {"draining": False}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(logs.asyncio_exceptions)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     grace = settings.shutdown_grace_s
@@ -116,8 +119,13 @@ went from ~27 ms to ~2.3 ms (bench/README.md)."""
 def _spawn_persister(redis_url: str) -> "subprocess.Popen[bytes]":
     """`stampede persist` as our child, at a lower priority; the kernel stops it if we die."""
     env = {**os.environ, "STAMPEDE_REDIS_URL": redis_url}
-    return subprocess.Popen([sys.executable, "-m", "stampede.runtime.cli", "persist"], env=env,
-                            preexec_fn=_persister_child)
+    proc = subprocess.Popen([sys.executable, "-m", "stampede.runtime.cli", "persist"], env=env,
+                            preexec_fn=_persister_child, stderr=subprocess.PIPE)
+    # Whatever the child writes reaches our stderr as JSON lines (its logs already are).
+    assert proc.stderr is not None
+    threading.Thread(target=logs.relay, args=(proc.stderr, "persister"), daemon=True,
+                     name="persister-stderr").start()
+    return proc
 
 
 def _persister_child() -> None:
