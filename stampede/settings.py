@@ -114,8 +114,10 @@ class Settings:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
         if self.gateway_rate_per_s < 0:
             raise ConfigError("STAMPEDE_GATEWAY_RATE_PER_S must not be negative")
-        from stampede.domain import throttle  # here: the guard imports stampede.errors
-        from stampede.domain import netaddr
+        from stampede.domain import (
+            netaddr,
+            throttle,  # here: the guard imports stampede.errors
+        )
 
         throttle.parse_default(self.throttle)
         if self.pow_secrets:

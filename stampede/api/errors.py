@@ -170,7 +170,8 @@ def decode(decoder: "msgspec.json.Decoder[T]", raw: bytes) -> T:
         normalized = _integral_floats(obj)
         if normalized == obj and _no_floats(obj):
             raise
-        return msgspec.convert(normalized, decoder.type, strict=True)
+        converted: T = msgspec.convert(normalized, decoder.type, strict=True)
+        return converted
 
 
 def _integral_floats(obj: Any) -> Any:

@@ -14,10 +14,10 @@ import redis.exceptions
 import sqlalchemy.exc
 import typer
 import uvloop
-from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer vendors click
 from prometheus_client import start_http_server
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer vendors click
 
 from stampede import Settings, logs
 from stampede.api.auth import mint_user_token

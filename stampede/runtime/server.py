@@ -12,13 +12,12 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from stampede import Engine, Settings
+from stampede import Engine, Settings, logs
 from stampede.api.app import make_admin_app, make_public_app
 from stampede.api.auth import Authenticator
 from stampede.api.context import STORE_CHECK
 from stampede.api.metrics import refresh_gauges
 from stampede.durable.store import open_store
-from stampede import logs
 from stampede.logs import log
 from stampede.periodic import every
 from stampede.runtime.persistence import durable_tasks, heal_now, state_client
