@@ -129,9 +129,11 @@ class Settings:
 
 
 def _unknown(name: str, fields: Mapping[str, object]) -> str:
-    known = [PREFIX + f.upper() for f in fields] + [PREFIX + n for n in TOOL_NAMES]
-    close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]}?)" if close else ""
+    known = [f.upper() for f in fields] + list(TOOL_NAMES)
+    short = name[len(PREFIX):].upper()
+    close = difflib.get_close_matches(short, known, n=1, cutoff=0.7) or [
+        k for k in known if k.startswith(f"{short}_")][:1]  # STAMPEDE_JWT: ..._JWT_SECRET
+    hint = f" (did you mean {PREFIX}{close[0]}?)" if close else ""
     return f"unknown setting {name}{hint}; the settings are listed in README.md, Configuration"
 
 
