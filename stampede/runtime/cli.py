@@ -235,12 +235,15 @@ def recover_command(
         if not typer.confirm(f"Rebuild live campaign(s) {names}? Their claims answer 503 "
                              "while each is rebuilt", default=False, err=True):
             fail("nothing rebuilt", 1)
-    with Progress(TextColumn("recovering {task.description}"), BarColumn(),
+    with Progress(TextColumn("rebuilding {task.description}"), BarColumn(),
                   MofNCompleteColumn(), console=console, transient=True) as progress:
-        task = progress.add_task("campaigns", total=len(plans))
+        task = progress.add_task("", total=len(plans))
+
+        def step(cid: str, done: bool) -> None:
+            progress.update(task, advance=int(done), description=cid)
+
         rebuilt = uvloop.run(persistence.run_recover(
-            settings, url, [p.campaign_id for p in plans],
-            lambda cid: progress.update(task, advance=1, description=cid)))
+            settings, url, [p.campaign_id for p in plans], step))
     print(json.dumps(rebuilt, indent=2, sort_keys=True))
 
 

@@ -145,17 +145,20 @@ async def plan_recover(settings: Settings, redis_url: str,
 
 
 async def run_recover(settings: Settings, redis_url: str, campaigns: list[str],
-                      done: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """Rebuild these campaigns from the store, one after another; `done` hears of each."""
+                      step: Callable[[str, bool], None] | None = None) -> list[dict[str, Any]]:
+    """Rebuild these campaigns from the store, one after another; `step(cid, done)`
+    hears of each as it starts (False) and as it is rebuilt (True)."""
     redis = state_client(redis_url)
     store = await open_store(settings.resolved_store_url)
     ttl = settings.idempotency_ttl_s * 1000
     try:
         rebuilt = []
         for cid in campaigns:
+            if step is not None:
+                step(cid, False)
             rebuilt.append(dataclasses.asdict(await recover_campaign(redis, store, cid, ttl)))
-            if done is not None:
-                done(cid)
+            if step is not None:
+                step(cid, True)
         return rebuilt
     finally:
         await store.close()
