@@ -21,6 +21,7 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer vendo
 
 from stampede import Settings, logs
 from stampede.api.auth import mint_user_token
+from stampede.domain.config import checked
 from stampede.errors import ConfigError, ServerError, UnavailableError
 from stampede.runtime import credentials, persistence
 from stampede.runtime.server import Listen, serve
@@ -63,7 +64,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 def _settings() -> Settings:
     try:
-        return Settings.from_env()
+        return checked(Settings.from_env())
     except ConfigError as exc:
         fail(f"configuration error: {exc}")
 
