@@ -24,9 +24,11 @@ if [ ! -f "$stamp" ]; then
     seen=0
     while kill -0 "$pid" 2>/dev/null; do
         sleep 2
-        now=$(grep -c '^Collecting\|^Requirement already' "$log" 2>/dev/null || true)
+        now=$(grep -cE '^(Collecting|Requirement already satisfied:) ' "$log" 2>/dev/null || true)
         if [ "${now:-0}" -gt "$seen" ]; then
-            echo "  ... $now packages resolved ($(grep '^Collecting' "$log" | tail -n 1 | cut -d' ' -f2))" >&2
+            last=$(grep -E '^(Collecting|Requirement already satisfied:) ' "$log" | tail -n 1 |
+                   sed -E 's/^(Collecting|Requirement already satisfied:) ([^ ]+).*/\2/')
+            echo "  ... $now packages resolved ($last)" >&2
             seen=$now
         fi
     done

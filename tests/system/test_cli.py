@@ -80,8 +80,12 @@ def test_every_stampede_name_in_the_repository_is_known() -> None:
     # A name a tool, the compose file or the docs use must be a setting or a tool's name.
     import re
 
-    names = subprocess.run(["git", "grep", "-ohE", r"STAMPEDE_[A-Z0-9_]*[A-Z0-9]", "--", "."],
-                           cwd=ROOT, capture_output=True, text=True).stdout.split()
+    # (This file's typos are on purpose, and so is the README's example of a refusal.)
+    lines = subprocess.run(["git", "grep", "-hE", r"STAMPEDE_[A-Z0-9_]*[A-Z0-9]", "--", ".",
+                            ":!tests/system/test_cli.py"],
+                           cwd=ROOT, capture_output=True, text=True).stdout
+    lines = re.sub(r"unknown setting STAMPEDE_\w+", "", lines)
+    names = re.findall(r"STAMPEDE_[A-Z0-9_]*[A-Z0-9]", lines)
     settings = {f"STAMPEDE_{n.upper()}" for n in Settings.__dataclass_fields__ if n != "extra"}
     tools = {f"STAMPEDE_{n}" for n in TOOL_NAMES}
     unknown = {n for n in names if n not in settings | tools and not re.fullmatch(
