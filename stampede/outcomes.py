@@ -30,7 +30,7 @@ class Outcome(IntEnum):
 
     @property
     def code(self) -> str:
-        """The stable error code clients see (DESIGN.md, Contract)."""
+        """The stable error code clients see (listed in README.md, API)."""
         return _CODES[self]
 
 

@@ -190,10 +190,13 @@ def _age(created_s: int, now: float) -> int:
 
 
 def mint_user_token(secret: str, user: str, ttl_s: int = 3600,
-                    created_at: int | None = None) -> str:
-    """An HS256 token for `user`, as an operator's login service would issue."""
+                    created_at: int | None = None, idh: str | None = None) -> str:
+    """An HS256 token for `user`, as an operator's login service would issue: `created_at`
+    (account creation, epoch s) and `idh` (hashed real-person identity) are optional."""
     now = int(time.time())
     claims: dict[str, object] = {"sub": user, "iat": now, "exp": now + ttl_s}
     if created_at is not None:
         claims["created_at"] = created_at
+    if idh is not None:
+        claims["idh"] = idh
     return jwt.encode(claims, secret, algorithm="HS256")

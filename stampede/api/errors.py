@@ -1,7 +1,7 @@
 """The one table from engine outcomes to HTTP, and the JSON error shape.
 
 Errors are `{"error": {"code": ..., "message": ...}}` with the stable codes
-of DESIGN.md; nothing a client sends can produce a 500.
+listed in README.md (API); nothing a client sends can produce a 500.
 """
 
 import itertools

@@ -35,6 +35,19 @@ _ERROR_TEXT = {
     429: "throttled (with Retry-After)", 503: "unavailable (with Retry-After)",
 }
 
+DEV_AUTH_HEADERS = {
+    "X-User-Id": "the caller's user id (STAMPEDE_DEV_AUTH=1 only; else a bearer JWT's `sub`)",
+    "X-Account-Created": "when the account was made, epoch seconds (the JWT's `created_at` "
+                         "in dev auth): the scalper guard's `account_age_s` risk signal",
+    "X-Identity-Hash": "the caller's hashed real-person identity (the JWT's `idh` in dev "
+                       "auth): a coupon drop's `per_person` limit counts it",
+}
+"""Headers that stand in for a user token's claims when STAMPEDE_DEV_AUTH=1."""
+
+_USER_TOKEN = ("HS256 JWT: `sub` the user id; optional `exp`, `created_at` (account creation, "
+               "epoch s: the `account_age_s` risk signal) and `idh` (hashed real-person "
+               "identity: the coupon `per_person` limit); `stampede token` mints one")
+
 _SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "user": [{"userToken": []}, {"devUser": []}], "viewer": [{"adminToken": []}],
     "operator": [{"adminToken": []}], "merchant": [{"merchantToken": []}]}
@@ -50,13 +63,16 @@ def build_spec(title: str, operations: list[Operation], dev_auth: bool) -> dict[
     for op in operations:
         paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, refs, dev_auth)
     security_schemes: dict[str, Any] = {
-        "userToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (HS256, sub)"},
+        "userToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (HS256, sub)",
+                      "description": _USER_TOKEN},
         "adminToken": {"type": "http", "scheme": "bearer"},
         "merchantToken": {"type": "http", "scheme": "bearer"},
     }
     if dev_auth:
         security_schemes["devUser"] = {"type": "apiKey", "in": "header", "name": "X-User-Id",
-                                       "description": "STAMPEDE_DEV_AUTH=1 only"}
+                                       "description": "STAMPEDE_DEV_AUTH=1 only; with "
+                                       "X-Account-Created and X-Identity-Hash standing in "
+                                       "for the token's created_at and idh"}
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": "1"},
@@ -88,6 +104,10 @@ def _operation(op: Operation, refs: dict[Any, Any], dev_auth: bool) -> dict[str,
     params += [{"name": name, "in": "header", "required": False,
                 "schema": {"type": "string", "maxLength": 1024}, "description": text}
                for name, text in op.headers.items()]
+    if dev_auth and op.auth == "user":
+        params += [{"name": name, "in": "header", "required": False,
+                    "schema": {"type": "string", "maxLength": 1024}, "description": text}
+                   for name, text in DEV_AUTH_HEADERS.items() if name != "X-User-Id"]
     if op.idempotent:
         params.append({"name": "Idempotency-Key", "in": "header", "required": False,
                        "schema": {"type": "string", "pattern": KEY_PATTERN},

@@ -74,8 +74,8 @@ def test_workers_share_the_port_and_a_dead_one_is_replaced(tmp_path: Path) -> No
     svc = Service(tmp_path, args=("--workers", "2"))
     try:
         def workers() -> set[int]:
-            out = subprocess.run(["pgrep", "-f", f"stampede.runtime.cli worker .*--port {svc.port}"],
-                                 capture_output=True, text=True).stdout
+            pattern = f"stampede.runtime.cli worker .*--port {svc.port}"
+            out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
             return {int(p) for p in out.split()}
 
         assert _wait(lambda: len(workers()) == 2)
