@@ -103,17 +103,19 @@ class Authenticator:
             user = request.headers.get("X-User-Id")
             if user is not None:
                 if not keys.valid_user_id(user):
-                    raise ApiError(400, "invalid_request", "X-User-Id is not a valid user id")
+                    raise ApiError.of("invalid", detail="X-User-Id is not a valid user id")
                 return user
         token = _bearer(request)
-        if token is None or self.jwt_secret is None:
-            raise ApiError(401, "unauthorized", "a bearer token is required")
+        if token is None:
+            raise ApiError.of("missing_token")
+        if self.jwt_secret is None:
+            raise ApiError.of("invalid_token", detail="this server takes no user tokens")
         try:
             sub, exp, _created = self._verified(token)  # type: ignore[attr-defined]
         except jwt.PyJWTError as exc:
-            raise ApiError(401, "unauthorized", f"invalid token: {exc}") from exc
+            raise ApiError.of("invalid_token", detail=str(exc)) from exc
         if exp is not None and exp <= time.time():
-            raise ApiError(401, "unauthorized", "invalid token: Signature has expired")
+            raise ApiError.of("invalid_token", detail="Signature has expired")
         return sub  # type: ignore[no-any-return]
 
     def account_age_s(self, request: web.Request) -> int:
@@ -137,10 +139,12 @@ class Authenticator:
             # Compare against every token so timing says nothing of which matched.
             if hmac.compare_digest(candidate.token.encode(), (token or "").encode()):
                 found = candidate
-        if token is None or found is None:
-            raise ApiError(401, "unauthorized", "an admin bearer token is required")
+        if token is None:
+            raise ApiError.of("missing_admin_token")
+        if found is None:
+            raise ApiError.of("invalid_admin_token")
         if needs is Role.OPERATOR and found.role is not Role.OPERATOR:
-            raise ApiError(403, "forbidden", "this token may only read")
+            raise ApiError.of("read_only_token")
         return found
 
 

@@ -7,11 +7,13 @@
   admission token that the claim endpoint requires (X-Admission-Token).
 """
 
+from typing import Any
+
 import msgspec
 from aiohttp import web
 
 from stampede.api.context import AUTH, ENGINE
-from stampede.api.errors import ApiError, decode, json_response, outcome_error, read_body
+from stampede.api.errors import ApiError, decode, json_response, read_body, refuse
 from stampede.api.public import CID
 from stampede.api.routing import ApiRoutes
 from stampede.domain.models import QueueTicket, WaitlistEntry, WaitlistJoin, WaitlistView
@@ -24,14 +26,20 @@ SKU_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _join_decoder = msgspec.json.Decoder(WaitlistJoin)
 _ADMISSION_DOC = {ADMISSION_HEADER: "the admission token of your waiting-room ticket "
                                     "(campaigns with a waiting room only)"}
-_NO_WAITLIST = "no such campaign, SKU or waitlist"
-_NO_ROOM = "no such campaign or waiting room"
+
+
+async def _refusal(request: web.Request, outcome: Outcome, not_found: str,
+                   **context: Any) -> web.Response:
+    """The refusal behind a waitlist or waiting-room outcome, named (explain.py)."""
+    cid = request.match_info["cid"]
+    why = await request.app[ENGINE].explain(cid, outcome, not_found=not_found, **context)
+    return refuse(why.reason, {"campaign": cid, **context, **why.params})
 
 
 def _sku(request: web.Request, required: bool) -> str | None:
     sku = request.query.get("sku")
     if sku is None and required:
-        raise ApiError(400, "invalid_request", "the sku query parameter is required")
+        raise ApiError.of("invalid", detail="the sku query parameter is required")
     return sku
 
 
@@ -45,10 +53,9 @@ async def join_waitlist(request: web.Request) -> web.Response:
     outcome, entry, created = await request.app[ENGINE].join_waitlist(
         request.match_info["cid"], user, body.sku, body.qty,
         admission_token=request.headers.get(ADMISSION_HEADER))
-    if outcome is Outcome.NOT_FOUND:
-        return outcome_error(outcome, _NO_WAITLIST)
     if outcome is not Outcome.OK:
-        return outcome_error(outcome)
+        return await _refusal(request, outcome, "no_waitlist", user=user, sku=body.sku,
+                              qty=body.qty)
     return json_response(entry, status=201 if created else 200)
 
 
@@ -61,7 +68,7 @@ async def my_waitlist(request: web.Request) -> web.Response:
     outcome, entries = await request.app[ENGINE].waitlist(request.match_info["cid"], user,
                                                           _sku(request, required=False))
     if outcome is not Outcome.OK:
-        return outcome_error(outcome, "no such campaign")
+        return await _refusal(request, outcome, "no_waitlist", kind="any")
     return json_response(WaitlistView(entries=entries))
 
 
@@ -75,10 +82,8 @@ async def leave_waitlist(request: web.Request) -> web.Response:
     assert sku is not None
     outcome, entry = await request.app[ENGINE].leave_waitlist(request.match_info["cid"], user,
                                                               sku)
-    if outcome is Outcome.NOT_FOUND:
-        return outcome_error(outcome, "you are not on this SKU's waitlist")
     if outcome is not Outcome.OK:
-        return outcome_error(outcome)
+        return await _refusal(request, outcome, "not_waiting", user=user, sku=sku, kind="any")
     return json_response(entry)
 
 
@@ -89,10 +94,8 @@ async def take_ticket(request: web.Request) -> web.Response:
     user = request.app[AUTH].user(request)
     outcome, ticket, created = await request.app[ENGINE].take_ticket(request.match_info["cid"],
                                                                      user)
-    if outcome is Outcome.NOT_FOUND:
-        return outcome_error(outcome, _NO_ROOM)
     if outcome is not Outcome.OK:
-        return outcome_error(outcome)
+        return await _refusal(request, outcome, "no_waiting_room", user=user, kind="any")
     return json_response(ticket, status=201 if created else 200)
 
 
@@ -103,5 +106,5 @@ async def my_ticket(request: web.Request) -> web.Response:
     user = request.app[AUTH].user(request)
     outcome, ticket = await request.app[ENGINE].ticket(request.match_info["cid"], user)
     if outcome is not Outcome.OK:
-        return outcome_error(outcome, "no ticket: take one with POST /v1/campaigns/{id}/queue")
+        return await _refusal(request, outcome, "no_ticket", user=user, kind="any")
     return json_response(ticket)

@@ -128,7 +128,7 @@ async def test_an_unthrottled_drop_is_unaffected(engine: Engine) -> None:
     assert all(r.outcome is Outcome.OK for r in results)
     stats = await engine.stats("d1")
     assert stats and stats.throttle is None
-    assert not {"throttled", "blocked", "challenge_required"} & set(stats.claims)
+    assert not {"throttled", "blocked", "challenge_required"} & set(stats.claims_by_outcome)
     assert not [k async for k in engine.redis.scan_iter(match="{c:d1}:rl:*")]
     assert not [k async for k in engine.redis.scan_iter(match="{c:d1}:acc:*")]
 

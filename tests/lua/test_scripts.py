@@ -109,7 +109,7 @@ async def test_retried_batch_with_same_claim_ids_changes_nothing(engine: Engine)
     second = await engine._claim_batch("c1", batch)
     assert first == second
     stats = await engine.stats("c1")
-    assert stats and stats.skus[0].held == 4 and stats.claims["held"] == 2
+    assert stats and stats.skus[0].held == 4 and stats.claims_by_outcome["held"] == 2
 
 
 async def test_expiry_by_clock_offset(engine: Engine) -> None:
@@ -122,7 +122,7 @@ async def test_expiry_by_clock_offset(engine: Engine) -> None:
     assert (await engine.confirm(r.claim.claim_id, "a")).outcome is Outcome.HOLD_EXPIRED
     stats = await engine.stats("c1")
     assert stats and (stats.skus[0].available, stats.skus[0].held) == (1, 0)
-    assert stats.claims["expired"] == 1
+    assert stats.claims_by_outcome["expired"] == 1
 
 
 async def test_confirm_after_deadline_expires_it_there(engine: Engine) -> None:
@@ -149,10 +149,13 @@ async def test_other_users_claim_is_not_found(engine: Engine) -> None:
 async def test_waves_release_on_server_time(engine: Engine) -> None:
     from tests.conftest import iso
 
-    spec = campaign_spec(waves=[{"at": iso(-1), "qty": 5}, {"at": iso(120), "qty": 7}])
+    spec = campaign_spec(waves=[{"at": iso(-1), "qty": 5}, {"at": iso(120), "qty": 7},
+                                {"at": iso(240), "qty": 2}])
     await engine.define_campaign("c1", spec)
     stats = await engine.stats("c1")
-    assert stats and (stats.skus[0].available, stats.skus[0].pending_waves) == (5, 7)
+    assert stats
+    s = stats.skus[0]
+    assert (s.available, s.pending_waves, s.pending_units) == (5, 2, 9)
     await engine.set_clock_offset("c1", 121_000)
     stats = await engine.stats("c1")
     assert stats and (stats.skus[0].available, stats.skus[0].released) == (12, 12)
