@@ -175,7 +175,8 @@ REFUSALS: dict[str, Refusal] = {
                            "a stock change that would take available below zero"),
     # -- waitlists and the waiting room ---------------------------------------
     "waitlist_full": _r("conflict", 409, "the waitlist of SKU '{sku}' in campaign "
-                        "'{campaign}' is full", "the SKU's waitlist is at max_length"),
+                        "'{campaign}' is full ({limit} waiting)",
+                        "the SKU's waitlist is at max_length"),
     "not_sold_out": _r("conflict", 409, "SKU '{sku}' of campaign '{campaign}' is not sold out "
                        "(units are available or a wave is coming): claim it instead",
                        "joining the waitlist of a SKU that can still be claimed"),
@@ -188,6 +189,8 @@ REFUSALS: dict[str, Refusal] = {
     "no_ticket": _r("not_found", 404, "user '{user}' has no ticket for campaign '{campaign}': "
                     "take one with POST /v1/campaigns/{campaign}/queue",
                     "polling a ticket never taken"),
+    "precondition": _r("internal", 500, "internal: the throttle config changed meanwhile",
+                       "never answered: the engine reads, merges and writes again"),
     # -- the scalper guard -----------------------------------------------------
     "throttled": _r("throttled", 429, "too many requests ({scope} limit); retry in "
                     "{retry_after_ms} ms", "a rate limit of the guard or the gateway refused",

@@ -72,8 +72,10 @@ async def _patch_missing(request: web.Request, cid: str,
                          patch: CampaignPatch) -> tuple[str, dict[str, str]]:
     """What a PATCH named that does not exist: the campaign, a SKU, the waiting room."""
     engine = request.app[ENGINE]
-    skus = list(patch.sku_limits) if patch.sku_limits is not msgspec.UNSET else []
-    for sku in skus or [None]:
+    skus: list[str | None] = [None]
+    if patch.sku_limits is not msgspec.UNSET and patch.sku_limits:
+        skus = list(patch.sku_limits)
+    for sku in skus:
         why = await engine.explain(cid, Outcome.NOT_FOUND, sku=sku,
                                    not_found="no_waiting_room", kind="any")
         if why.reason in ("no_campaign", "no_sku"):

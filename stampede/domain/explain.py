@@ -26,7 +26,7 @@ class Explained:
 
 
 Kind = Literal["sale", "drop", "any"]
-_META = ("state", "per_user", "max_qty", "coupons", "opens_ms")
+_META = ("state", "per_user", "max_qty", "coupons", "opens_ms", "wl_max")
 
 
 async def explain(redis: "Redis", cid: str, outcome: Outcome, *, user: str | None = None,
@@ -50,6 +50,8 @@ async def explain(redis: "Redis", cid: str, outcome: Outcome, *, user: str | Non
     if outcome is Outcome.INVALID and qty is not None and meta["max_qty"] is not None:
         limit = int(meta["max_qty"])
         return Explained("max_per_claim" if qty > limit else "bad_qty", {"limit": limit})
+    if outcome is Outcome.WAITLIST_FULL and meta["wl_max"] is not None:
+        return Explained("waitlist_full", {"limit": int(meta["wl_max"])})
     if outcome is Outcome.LIMIT_EXCEEDED and user and sku and qty is not None:
         return await _limit(redis, ks, meta, user, sku, qty)
     return Explained(outcome.reason)

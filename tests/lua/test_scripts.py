@@ -5,6 +5,7 @@ import re
 import pytest
 
 from stampede import Engine, Outcome, lua
+from stampede.outcomes import GUARD_REFUSALS, REFUSALS
 from stampede.domain.models import CampaignPatch, LimitsPatch
 from stampede.state import keys
 from stampede.state.scripts import OPERATIONS, render
@@ -16,6 +17,39 @@ def test_outcome_constants_match_the_enum() -> None:
     found = {m.group(1): int(m.group(2))
              for m in re.finditer(r"^local ([A-Z_]+) = (\d+)$", text, re.MULTILINE)}
     assert found == {o.name: o.value for o in Outcome}
+
+
+def test_guard_refusal_table_matches_python() -> None:
+    text = lua.include_path("guard").read_text()
+    table = re.search(r"local GUARD_REFUSALS = \{(.*?)\}\n", text, re.DOTALL)
+    assert table
+    found = dict(re.findall(r"\[([A-Z_]+)\] = '([a-z_]+)'", table.group(1)))
+    assert found == {o.name: o.reason for o in GUARD_REFUSALS}
+
+
+def _lua_sources() -> dict[str, str]:
+    root = lua.source_path("claim_batch").parent
+    return {p.name: p.read_text() for p in sorted(root.rglob("*.lua"))}
+
+
+def test_every_reason_a_script_answers_is_in_the_refusal_table() -> None:
+    # OK's detail says how it succeeded; a guard refusal's is its scope, not a reason.
+    outcomes = "|".join(o.name for o in Outcome
+                        if o is not Outcome.OK and o not in GUARD_REFUSALS)
+    seen = set()
+    for name, text in _lua_sources().items():
+        code = "\n".join(line.split("--")[0] for line in text.splitlines())
+        for m in re.finditer(rf"\b({outcomes})\s*,\s*'([a-z_]+)[:']", code):
+            assert m.group(2) in REFUSALS, f"{name}: {m.group(1)} answers {m.group(2)!r}"
+            seen.add(m.group(2))
+        for line in code.splitlines():
+            for m in re.finditer(r"'([a-z_]+):' \.\.", line):
+                if m.group(1) in REFUSALS:  # "reason:v1:v2": as many values as named
+                    n = 1 + line[m.end():].count("':'")
+                    assert n == len(REFUSALS[m.group(1)].values), f"{name}: {line.strip()}"
+                    seen.add(m.group(1))
+    assert {"per_user", "per_sku", "not_open", "max_per_claim", "no_sku", "no_campaign",
+            "stock", "budget", "merchant_cap", "gift_void"} <= seen  # the scan finds them
 
 
 @pytest.mark.parametrize("name", OPERATIONS)

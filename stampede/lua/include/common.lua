@@ -43,7 +43,9 @@ local NOT_SOLD_OUT = 14
 local THROTTLED = 15
 local BLOCKED = 16
 local CHALLENGE_REQUIRED = 17
-local GUARD_CONTEXT_NEEDED = 18  -- internal: a claim sent without the guard context it needs
+-- Internal, never answered to a client: a claim came without the guard
+-- context its (newly guarded) campaign needs; the engine sends it again.
+local GUARD_CONTEXT_NEEDED = 18
 
 local K = {
   meta = KEYS[1], stock = KEYS[2], users = KEYS[3], claims = KEYS[4],
