@@ -5,8 +5,8 @@ import re
 import pytest
 
 from stampede import Engine, Outcome, lua
-from stampede.outcomes import GUARD_REFUSALS, REFUSALS
 from stampede.domain.models import CampaignPatch, LimitsPatch
+from stampede.outcomes import GUARD_REFUSALS, REFUSALS
 from stampede.state import keys
 from stampede.state.scripts import OPERATIONS, render
 from tests.conftest import campaign_spec
