@@ -26,7 +26,7 @@ class Explained:
 
 
 Kind = Literal["sale", "drop", "any"]
-_META = ("state", "per_user", "max_qty", "coupons", "opens_ms", "wl_max")
+_META = ("state", "per_user", "max_qty", "coupons", "opens_ms", "wl_max", "wr_on")
 
 
 async def explain(redis: "Redis", cid: str, outcome: Outcome, *, user: str | None = None,
@@ -63,6 +63,8 @@ async def _missing(redis: "Redis", ks: list[str], meta: dict[str, Any], sku: str
         return Explained("not_a_sale" if kind == "sale" else "not_a_drop")
     if sku is not None and not await redis.hexists(ks[1], f"{sku}.a"):
         return Explained("no_sku")
+    if not_found == "no_ticket" and meta["wr_on"] != "1":
+        return Explained("no_waiting_room")
     return Explained(not_found or Outcome.NOT_FOUND.reason)
 
 

@@ -4,6 +4,7 @@ from datetime import datetime
 from typing import Any
 
 from stampede.api.auth import mint_user_token
+from stampede.state import keys
 from tests.api.conftest import JWT_SECRET, Api
 from tests.conftest import iso
 
@@ -153,3 +154,23 @@ async def test_stats_count_waves_and_name_request_counts(api: Api) -> None:
     assert (sku["pending_waves"], sku["pending_units"], sku["held"]) == (2, 10, 3)
     assert "claims" not in stats
     assert stats["claims_by_outcome"] == {"held": 1}  # one claim, of three units
+
+
+async def test_waitlist_and_queue_refusals_name_what_is_missing(api: Api) -> None:
+    await _create(api)
+    resp = await api.public.get("/v1/campaigns/launch/queue/me", headers={"X-User-Id": "a"})
+    assert (await resp.json())["error"]["message"] == "campaign 'launch' has no waiting room"
+    resp = await api.public.post("/v1/campaigns/launch/waitlist", json={"sku": "tee"},
+                                 headers={"X-User-Id": "a"})
+    assert (await resp.json())["error"]["message"] == "campaign 'launch' has no waitlist"
+    resp = await api.public.post("/v1/campaigns/nope/waitlist", json={"sku": "tee"},
+                                 headers={"X-User-Id": "a"})
+    assert (await resp.json())["error"]["message"] == "no campaign 'nope'"
+
+
+async def test_a_fenced_campaign_asks_to_retry_shortly(api: Api) -> None:
+    await _create(api)
+    await api.engine.redis.hset(keys.campaign_keys("launch")[0], "fenced", "1")
+    status, err, headers = await _claim(api, "alice", "tee")
+    assert (status, err["code"], headers["Retry-After"]) == (503, "unavailable", "1")
+    assert "'launch' is being rebuilt" in err["message"]
