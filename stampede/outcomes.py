@@ -97,8 +97,9 @@ REFUSALS: dict[str, Refusal] = {
     "not_open": _r("not_open", 409, "campaign '{campaign}' opens at {opens_at}",
                    "a claim, coupon claim or waitlist join before the opening",
                    "seconds until the opening", ("opens_ms", "wait_ms")),
-    "paused": _r("paused", 409, "campaign '{campaign}' is paused; its status "
-                 "(GET /v1/campaigns/{campaign}) shows when it is open again",
+    "paused": _r("paused", 409, "campaign '{campaign}' is paused by its operator; "
+                 "claims are taken again when it resumes (GET /v1/campaigns/{campaign} "
+                 "shows its state)",
                  "the campaign is paused by an operator (no Retry-After: a pause has no "
                  "known end)"),
     "closed": _r("closed", 409, "campaign '{campaign}' is closed",
