@@ -284,6 +284,10 @@ REFUSALS: dict[str, Refusal] = {
     "invalid_merchant_token": _r("unauthorized", 401, "the bearer token is not a merchant's "
                                  "(unknown or revoked)", "a merchant route with an unknown "
                                  "token (WWW-Authenticate: Bearer error=\"invalid_token\")"),
+    "invalid_credentials": _r("unauthorized", 401, "the Authorization header is not valid "
+                              "text (send ASCII or UTF-8)", "an Authorization header whose "
+                              "bytes are not text (WWW-Authenticate: Bearer "
+                              "error=\"invalid_token\")"),
     "read_only_token": _r("forbidden", 403, "a viewer token may only read: this route needs "
                           "an operator token", "a viewer token on a changing admin route"),
     # -- HTTP ----------------------------------------------------------------------
@@ -295,6 +299,14 @@ REFUSALS: dict[str, Refusal] = {
                          "this listener takes", "a body over the listener's size limit"),
     "unsupported_media_type": _r("invalid_request", 415, "{detail}",
                                  "a body of another media type than JSON"),
+    "undecodable_header": _r("invalid_request", 400, "the {header} header is not valid text "
+                             "(send ASCII or UTF-8)", "a header the service reads whose bytes "
+                             "are not text"),
+    "malformed_request": _r("malformed_request", 400, "malformed HTTP request: {detail}",
+                            "the HTTP parser refused the request (a header line over 8190 "
+                            "bytes, a bad method, a control byte in the path)"),
+    "timed_out": _r("unavailable", 503, "the request timed out; retry shortly",
+                    "the server gave up waiting for the request", _SOON),
     "unavailable": _r("unavailable", 503, "a backing service is unreachable ({detail}); "
                       "retry shortly", "Redis or the store cannot be reached", _SOON),
     "internal": _r("internal", 500, "internal error; request id {request_id}",

@@ -6,6 +6,7 @@ from aiohttp import web
 from stampede.api.auth import Role
 from stampede.api.context import AUTH, ENGINE
 from stampede.api.errors import decode, json_response, read_body, refuse
+from stampede.api.idempotency import checked_key
 from stampede.api.routing import CID, SKU, ApiRoutes
 from stampede.domain.models import (
     CampaignList,
@@ -90,7 +91,7 @@ async def adjust_stock(request: web.Request) -> web.Response:
     cid, sku = request.match_info["cid"], request.match_info["sku"]
     outcome, available = await request.app[ENGINE].adjust_stock(
         cid, sku, body.delta, actor=admin.name,
-        op_key=request.headers.get("Idempotency-Key"))
+        op_key=checked_key(request))
     if outcome is Outcome.CONFLICT:
         return refuse("not_enough_stock", {"campaign": cid, "sku": sku,
                                            "available": available, "removed": -body.delta})

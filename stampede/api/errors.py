@@ -19,6 +19,7 @@ from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from stampede.api.jsondepth import check_depth
 from stampede.domain.models import from_ms
 from stampede.errors import UnavailableError, ValidationError
 from stampede.logs import log
@@ -181,7 +182,7 @@ _encoder = msgspec.json.Encoder()
 async def read_body(request: web.Request) -> bytes:
     """The request body, or 400 if there is none (size is capped by the app)."""
     if not request.can_read_body:
-        raise ApiError(400, "invalid_request", "a JSON body is required")
+        raise ApiError.of("invalid", detail="a JSON body is required")
     return await request.read()
 
 
@@ -193,7 +194,9 @@ def decode(decoder: "msgspec.json.Decoder[T]", raw: bytes) -> T:
 
     JSON Schema calls 2.0 an integer, so the spec promises to accept it. The
     strict decoder runs first; only a refusal pays for the second look.
+    Bodies nesting deeper than MAX_DEPTH are refused before any decoding.
     """
+    check_depth(raw)
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError:
@@ -201,7 +204,8 @@ def decode(decoder: "msgspec.json.Decoder[T]", raw: bytes) -> T:
         normalized = _integral_floats(obj)
         if normalized == obj and _no_floats(obj):
             raise
-        return msgspec.convert(normalized, decoder.type, strict=True)
+        converted: T = msgspec.convert(normalized, decoder.type, strict=True)
+        return converted
 
 
 def _integral_floats(obj: Any) -> Any:

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from stampede.api.context import AUTH, ENGINE
 from stampede.api.errors import ApiError, decode, json_response, read_body, refuse
+from stampede.api.headers import header
 from stampede.api.routing import CID, SKU_PATTERN, ApiRoutes
 from stampede.domain.models import QueueTicket, WaitlistEntry, WaitlistJoin, WaitlistView
 from stampede.outcomes import Outcome
@@ -50,7 +51,7 @@ async def join_waitlist(request: web.Request) -> web.Response:
     body = decode(_join_decoder, await read_body(request))
     outcome, entry, created = await request.app[ENGINE].join_waitlist(
         request.match_info["cid"], user, body.sku, body.qty,
-        admission_token=request.headers.get(ADMISSION_HEADER))
+        admission_token=header(request, ADMISSION_HEADER))
     if outcome is not Outcome.OK:
         return await _refusal(request, outcome, "no_waitlist", user=user, sku=body.sku,
                               qty=body.qty)
