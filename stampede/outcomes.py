@@ -171,6 +171,8 @@ REFUSALS: dict[str, Refusal] = {
                         "reopened", "PATCH of a closed campaign's state"),
     "bad_schedule": _r("invalid_request", 400, "closes_at must be after opens_at",
                        "a PUT or PATCH whose closes_at is not after its opens_at"),
+    "wave": _r("invalid_request", 400, "closes_at must come after every pending wave",
+               "a PATCH of closes_at to at or before a pending wave (it would never come)"),
     "not_enough_stock": _r("conflict", 409, "SKU '{sku}' of campaign '{campaign}' has "
                            "{available} units available; {removed} cannot be removed",
                            "a stock change that would take available below zero"),
