@@ -6,6 +6,7 @@ import msgspec
 
 from stampede.api.idempotency import KEY_PATTERN
 from stampede.api.routing import Operation
+from stampede.outcomes import REFUSALS
 
 ERROR_SCHEMA = {
     "type": "object", "required": ["error"], "additionalProperties": False,
@@ -13,6 +14,8 @@ ERROR_SCHEMA = {
         "type": "object", "required": ["code", "message"],
         "properties": {
             "code": {"type": "string"}, "message": {"type": "string"},
+            "opens_at": {"type": "string", "format": "date-time",
+                         "description": "not_open: when the campaign opens"},
             # Scalper-guard refusals (throttled, blocked, challenge_required):
             "reason": {"type": "string", "description": "the limit, list or rule that refused"},
             "retry_after_ms": {"type": "integer", "description": "throttled: exact wait"},
@@ -26,14 +29,18 @@ ERROR_SCHEMA = {
                                "algorithm": {"type": "string"}}}}}},
 }
 
-_ERROR_TEXT = {
-    400: "invalid_request: malformed, unknown fields, out of range",
-    401: "unauthorized", 403: "forbidden, blocked, admission_required, challenge_required",
-    404: "not_found", 409: "sold_out, limit_exceeded, not_open, paused, closed, "
-                          "hold_expired, conflict",
-    413: "invalid_request: body too large", 422: "idempotency_mismatch",
-    429: "throttled (with Retry-After)", 503: "unavailable (with Retry-After)",
-}
+def _error_text(status: int) -> str:
+    """The codes a status can carry, from the one refusal table (docs/errors.md)."""
+    codes = sorted({r.code for r in REFUSALS.values() if r.status == status})
+    text = ", ".join(codes) or "error"
+    if status == 401:
+        text += " (WWW-Authenticate: Bearer)"
+    if status == 405:
+        text += " (Allow)"
+    if any(r.retry_after for r in REFUSALS.values() if r.status == status):
+        text += "; Retry-After where waiting helps"
+    return text + "; see docs/errors.md"
+
 
 DEV_AUTH_HEADERS = {
     "X-User-Id": "the caller's user id (STAMPEDE_DEV_AUTH=1 only; else a bearer JWT's `sub`)",
@@ -124,7 +131,7 @@ def _operation(op: Operation, refs: dict[Any, Any], dev_auth: bool) -> dict[str,
     errors = set(op.errors) | _enforced_errors(op)
     for status in sorted(errors):
         responses[str(status)] = {
-            "description": _ERROR_TEXT.get(status, "error"),
+            "description": _error_text(status),
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     out["responses"] = responses
     if op.auth != "none":

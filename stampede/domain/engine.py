@@ -20,6 +20,7 @@ from stampede.domain.admission import ticket_view
 from stampede.domain.batcher import ClaimBatcher, PendingClaim
 from stampede.domain.coupons.service import Coupons
 from stampede.domain.coupons.templates import check_drop, drop_meta
+from stampede.domain.explain import Explained, explain
 from stampede.domain.gate import ClaimGate
 from stampede.domain.models import (
     CampaignPatch,
@@ -38,7 +39,7 @@ from stampede.domain.models import (
 from stampede.domain.status import CampaignSnapshot
 from stampede.domain.throttle import ChallengeView, ClientSignals
 from stampede.errors import UnavailableError, ValidationError
-from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, Outcome
+from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, Outcome, parse_detail
 from stampede.settings import Settings
 from stampede.state import keys
 from stampede.state.scripts import ScriptRegistry
@@ -48,15 +49,19 @@ class ClaimResult(msgspec.Struct, frozen=True):
     outcome: Outcome
     claim: ClaimView | None = None
     reason: str | None = None
-    """Why the guard refused: the limit's scope, a list, a concentration or risk rule."""
+    """Which refusal (a key of REFUSALS: per_sku, no_campaign, ...); for the guard's
+    refusals, its scope: the limit, a list, a concentration or risk rule."""
     retry_after_ms: int | None = None
     """THROTTLED: exactly when the limit admits the next request."""
     challenge: ChallengeView | None = None
     """CHALLENGE_REQUIRED: the proof-of-work to solve and send with the claim again."""
+    params: dict[str, int] = {}
+    """The numbers of a refusal (its limit, what is held, when it opens), named as
+    REFUSALS[reason].values in stampede/outcomes.py."""
 
 _json = msgspec.json.Encoder()
-_NEEDS_GUARD = ClaimResult(Outcome.INVALID)
-"""Placeholder of a claim the script sent back for its guard context (code -1)."""
+_NEEDS_GUARD = ClaimResult(Outcome.GUARD_CONTEXT_NEEDED)
+"""Placeholder of a claim the script sent back for its guard context."""
 
 
 class Engine:
@@ -178,14 +183,20 @@ class Engine:
                                     active=snap.waiting[2], rate_per_s=float(snap.meta["wr_rate"]),
                                     paused=snap.meta.get("wr_paused") == "1")
         return CampaignStats(
-            id=cid, state=snap.state(), claims=snap.counts, waitlist=snap.waiting[0],
+            id=cid, state=snap.state(), claims_by_outcome=snap.counts,
+            waitlist=snap.waiting[0],
             waiting_room=room,
             events=int(snap.meta.get("evseq", 0)), fenced=snap.meta.get("fenced") == "1",
             throttle=throttle.in_force(snap.meta.get("th", ""), snap.meta.get("th_spec", "")),
             skus=[SkuStats(sku=s.sku, price=s.price, available=s.available, held=s.held,
                            sold=s.sold, released=s.released,
-                           pending_waves=snap.pending_wave_qty(s.sku), per_user=s.per_user)
+                           pending_waves=snap.pending_wave_count(s.sku),
+                           pending_units=snap.pending_wave_qty(s.sku), per_user=s.per_user)
                   for s in snap.skus])
+
+    async def explain(self, cid: str, outcome: Outcome, **context: Any) -> Explained:
+        """Which refusal a bare outcome was (stampede/domain/explain.py): refusals only."""
+        return await explain(self.redis, cid, outcome, **context)
 
     async def campaign_ids(self) -> list[str]:
         return sorted(cast(set[str], await self.redis.smembers(keys.CAMPAIGN_INDEX)))
@@ -246,11 +257,10 @@ class Engine:
         results = []
         for i, c in enumerate(claims):
             code, claim_id, deadline, price, created = reply[5 * i:5 * i + 5]
-            if code == -1:  # guarded after all: sent again with its context
-                results.append(_NEEDS_GUARD)
-                continue
             outcome = OUTCOMES[int(code)]
-            if outcome is Outcome.OK:
+            if outcome is Outcome.GUARD_CONTEXT_NEEDED:  # guarded after all: sent again
+                results.append(_NEEDS_GUARD)
+            elif outcome is Outcome.OK:
                 view = ClaimView(claim_id=claim_id, campaign_id=cid, sku=c.sku, qty=c.qty,
                                  status="held", expires_at=from_ms(int(deadline)),
                                  price=int(price), created_at=from_ms(int(created)))
@@ -261,7 +271,8 @@ class Engine:
                                            retry_after_ms=r.retry_after_ms,
                                            challenge=r.challenge))
             else:
-                results.append(ClaimResult(outcome))
+                reason, params = parse_detail(claim_id)
+                results.append(ClaimResult(outcome, reason=reason or None, params=params))
         self.gate.note(cid, int(reply[-1]), claims, results)
         return results
 

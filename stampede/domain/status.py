@@ -80,5 +80,8 @@ class CampaignSnapshot:
         times = [at for s, _, at in self.waves if s == sku]
         return from_ms(min(times)) if times else None
 
+    def pending_wave_count(self, sku: str) -> int:
+        return sum(1 for s, _, _ in self.waves if s == sku)
+
     def pending_wave_qty(self, sku: str) -> int:
         return sum(q for s, q, _ in self.waves if s == sku)

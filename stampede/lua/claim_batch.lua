@@ -9,7 +9,8 @@
 -- ARGV[3..]   one per claim: "claim_id|user|sku|qty|idem_slot|admission|fingerprint"
 --             then the guard's context (the engine leaves it out for a
 --             campaign unguarded at its last reply; such a claim of a
---             guarded campaign is answered -1, unchanged, to be sent again):
+--             guarded campaign is answered GUARD_CONTEXT_NEEDED, unchanged,
+--             to be sent again):
 --             "|device|network|age_s|recent|pow_bits|pow_exp_ms|k_user|k_device|
 --             k_network|k_acc_device|k_acc_network|k_nonce"
 --             idem_slot is the KEYS index of its idempotency key, 0 if none;
@@ -21,7 +22,11 @@
 --             the engine verified (-1: none); k_* are KEYS slots (0: none).
 --             (One packed argument per claim: packing is the client's cost.)
 -- Returns     a flat array, five per claim: code, claim_id, deadline_ms, price,
---             created_ms (code is an outcome; the rest are '' unless OK), then
+--             created_ms (code is an outcome; the rest are '' unless OK; a
+--             refusal may put its detail "reason[:value[:value]]" in place of
+--             claim_id: no_campaign, not_a_sale, no_sku, bad_qty,
+--             'not_open:<opens_ms>:<wait_ms>', 'max_per_claim:<max>',
+--             'per_user:<limit>:<held>', 'per_sku:<limit>:<held>'), then
 --             one last element: 0 if the campaign is unguarded, else 1, or the
 --             window (ms) of its recent_campaigns signal when a rule reads it.
 --             A guard refusal answers code, detail, value: THROTTLED with
@@ -44,7 +49,7 @@ local now = now_ms()
 release_due_waves(now)
 expire_due_holds(now, tonumber(ARGV[2]))
 
-local gate = sale_gate(now)
+local gate, gate_detail = sale_gate(now)
 local meta = redis.call('HMGET', K.meta, 'per_user', 'hold_ttl_ms', 'max_qty', 'wr_on')
 local per_user = tonumber(meta[1] or '-1')
 local hold_ttl = tonumber(meta[2] or '0')
@@ -111,27 +116,33 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
     local c = parse_claim(existing)
     return answer(OK, claim_id, c.deadline, c.price, c.created)
   end
-  if guard_cfg and not g then return answer(-1) end  -- guarded since: send its context
+  if guard_cfg and not g then return answer(GUARD_CONTEXT_NEEDED) end  -- guarded since
   if guard_cfg then
     local verdict = guard(guard_cfg, g, now)
     if verdict ~= OK then return answer(verdict[1], verdict[2], verdict[3]) end
   end
   -- Refusals by state are "try later" answers, not remembered.
-  if gate ~= OK then return answer(gate) end
+  if gate ~= OK then return answer(gate, gate_detail) end
   if waiting_room and not admitted(now, user, admission) then
     return answer(ADMISSION_REQUIRED)
   end
   local s = stock_of(sku)
-  if not s then return answer(NOT_FOUND) end
-  if qty < 1 or qty > max_qty then return answer(INVALID) end
+  if not s then return answer(NOT_FOUND, 'no_sku') end
+  if qty < 1 then return answer(INVALID, 'bad_qty') end
+  if qty > max_qty then return answer(INVALID, 'max_per_claim:' .. max_qty) end
   local u = redis.call('HMGET', K.users, user, user .. '|' .. sku)
   local held_total = tonumber(u[1] or '0')
   local held_sku = tonumber(u[2] or '0')
-  if (per_user >= 0 and held_total + qty > per_user)
-      or (s.lim >= 0 and held_sku + qty > s.lim) then
+  local over = nil  -- the limit that refuses, named with its numbers
+  if per_user >= 0 and held_total + qty > per_user then
+    over = 'per_user:' .. per_user .. ':' .. held_total
+  elseif s.lim >= 0 and held_sku + qty > s.lim then
+    over = 'per_sku:' .. s.lim .. ':' .. held_sku
+  end
+  if over then
     tally_one('limit_exceeded')
-    remember(slot, fingerprint, LIMIT_EXCEEDED)
-    return answer(LIMIT_EXCEEDED)
+    remember(slot, fingerprint, LIMIT_EXCEEDED, over)
+    return answer(LIMIT_EXCEEDED, over)
   end
   if s.a < qty or s.waiting then  -- released units belong to the waitlist first
     tally_one('sold_out')

@@ -19,10 +19,15 @@
 --             "|device|network|age_s|recent|pow_bits|pow_exp_ms|k_user|k_device|
 --             k_network|k_acc_device|k_acc_network|k_nonce" (the engine leaves it
 --             out for a drop unguarded at its last reply; such a claim of a guarded
---             drop is answered -1, unchanged, to be sent again with it)
+--             drop is answered GUARD_CONTEXT_NEEDED, unchanged, to be sent again)
 -- Returns     per claim: code, reason, claim_id, at_ms, n, then n triples of
---             coupon_id, record, template spec (JSON); reason names a refusal:
---             stock, budget, per_day, limit, user_day, person, identity_required, '';
+--             coupon_id, record, template spec (JSON); reason names a refusal
+--             (a key of REFUSALS in stampede/outcomes.py, with its numbers after
+--             ':'): stock, budget, per_day, 'per_user:<limit>:<held>',
+--             'per_sku:<limit>:<held>', 'user_day:<limit>:<claimed>',
+--             'person:<limit>:<claimed>', identity_required, no_campaign,
+--             not_a_drop, no_sku, bad_qty, 'max_per_claim:<max>',
+--             'max_coupons:<max>', 'not_open:<opens_ms>:<wait_ms>', '';
 --             a guard refusal gives its detail as the reason and its value in place
 --             of the claim_id: THROTTLED the limit's scope and the exact retry-after
 --             in ms, BLOCKED why, CHALLENGE_REQUIRED why and the difficulty in bits.
@@ -47,7 +52,7 @@
 local idem_ttl = tonumber(ARGV[1])
 local now = now_ms()
 release_due_waves(now)
-local gate = sale_gate(now, true)
+local gate, gate_detail = sale_gate(now, true)
 local cid = redis.call('HGET', K.meta, 'id')
 local lim = redis.call('HMGET', K.meta, 'per_user', 'max_qty', 'wr_on', 'cp_user_day',
                        'cp_person', 'cp_per_day', 'cp_budget')
@@ -129,38 +134,44 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
     for i = 1, c.qty * #cfg.t do ids[i] = coupon_id(i) end
     return answer(OK, '', claim_id, c.created, ids)
   end
-  if guard_cfg and not g then return answer(-1) end  -- guarded since: send its context
+  if guard_cfg and not g then return answer(GUARD_CONTEXT_NEEDED) end  -- guarded since
   if guard_cfg then  -- not remembered: a refused claim may pass later
     local verdict = guard(guard_cfg, g, now)
     if verdict ~= OK then return answer(verdict[1], verdict[2], verdict[3]) end
   end
   -- Refusals by state are "try later" answers, not remembered.
-  if gate ~= OK then return answer(gate) end
+  if gate ~= OK then return answer(gate, gate_detail) end
   if waiting_room and not admitted(now, user, admission) then
     return answer(ADMISSION_REQUIRED)
   end
   local s = redis.call('HMGET', K.stock, sku .. '.a', sku .. '.lim', sku .. '.price')
-  if not s[1] or not cfg then return answer(NOT_FOUND) end
+  if not s[1] or not cfg then return answer(NOT_FOUND, 'no_sku') end
   for _, tid in ipairs(cfg.t) do
-    if not spec_of(tid) or not tpls[tid] then return answer(NOT_FOUND) end
+    if not spec_of(tid) or not tpls[tid] then return answer(NOT_FOUND, 'no_sku') end
   end
-  if qty < 1 or qty > max_qty or qty * #cfg.t > MAX_COUPONS then return answer(INVALID) end
+  if qty < 1 then return answer(INVALID, 'bad_qty') end
+  if qty > max_qty then return answer(INVALID, 'max_per_claim:' .. max_qty) end
+  if qty * #cfg.t > MAX_COUPONS then return answer(INVALID, 'max_coupons:' .. MAX_COUPONS) end
   local avail, sku_lim = tonumber(s[1]), tonumber(s[2])
   local u = redis.call('HMGET', K.users, user, user .. '|' .. sku)
   local gifts = tonumber(redis.call('HGET', C.cusers, 'g|' .. user) or '0')
   local total, per_sku = tonumber(u[1] or '0') + gifts, tonumber(u[2] or '0')
-  if (per_user >= 0 and total + qty > per_user) or (sku_lim >= 0 and per_sku + qty > sku_lim) then
-    return refuse(LIMIT_EXCEEDED, 'limit')
+  if per_user >= 0 and total + qty > per_user then
+    return refuse(LIMIT_EXCEEDED, 'per_user:' .. per_user .. ':' .. total)
+  end
+  if sku_lim >= 0 and per_sku + qty > sku_lim then
+    return refuse(LIMIT_EXCEEDED, 'per_sku:' .. sku_lim .. ':' .. per_sku)
   end
   local user_day_field = day .. '|u|' .. user
   local d = redis.call('HMGET', C.day, day_field, user_day_field)
   if user_day >= 0 and tonumber(d[2] or '0') + qty > user_day then
-    return refuse(LIMIT_EXCEEDED, 'user_day')
+    return refuse(LIMIT_EXCEEDED, 'user_day:' .. user_day .. ':' .. tonumber(d[2] or '0'))
   end
   if per_person >= 0 then
     if identity == '' then return answer(LIMIT_EXCEEDED, 'identity_required') end
-    if tonumber(redis.call('HGET', C.cusers, 'p|' .. identity) or '0') + qty > per_person then
-      return refuse(LIMIT_EXCEEDED, 'person')
+    local claimed = tonumber(redis.call('HGET', C.cusers, 'p|' .. identity) or '0')
+    if claimed + qty > per_person then
+      return refuse(LIMIT_EXCEEDED, 'person:' .. per_person .. ':' .. claimed)
     end
   end
   if avail < qty then return refuse(SOLD_OUT, 'stock') end

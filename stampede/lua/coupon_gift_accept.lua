@@ -8,7 +8,8 @@
 -- ARGV[3]     random seed for the coupon's new locator (the giver's code dies)
 -- ARGV[4]     nonce of this request: a retried call (lost reply) answers OK again
 -- Returns     {code, reason, coupon_id}; reason: gift_used, gift_expired, gift_void
---             (the coupon was used, expired or offered anew), own_gift, limit, ''
+--             (the coupon was used, expired or offered anew), own_gift,
+--             'per_user:<limit>:<held>', ''
 --
 -- Single use: an accepted token never works again. The coupon must still be
 -- active, owned by the giver and offered under this very token. Where the
@@ -41,7 +42,9 @@ if counts then
   local per_user = meta_limit('per_user')
   local held = tonumber(redis.call('HGET', K.users, user) or '0')
   local gifts = tonumber(redis.call('HGET', C.cusers, 'g|' .. user) or '0')
-  if per_user >= 0 and held + gifts + 1 > per_user then return {LIMIT_EXCEEDED, 'limit', coupon_id} end
+  if per_user >= 0 and held + gifts + 1 > per_user then
+    return {LIMIT_EXCEEDED, 'per_user:' .. per_user .. ':' .. (held + gifts), coupon_id}
+  end
 end
 
 -- All checks passed: write.

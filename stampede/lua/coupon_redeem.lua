@@ -11,7 +11,8 @@
 -- ARGV[9]     redemption id (made by the engine)
 -- ARGV[10]    fingerprint of the request (amount and the other codes)
 -- Returns     {code, reason, redemption_id, coupon_id, discount, uses_left, status, ts}
---             reason: bad_code, used, expired, not_yet_valid, code_expired, merchant_cap, ''
+--             reason: bad_code, used, expired, not_yet_valid, code_expired, merchant_cap,
+--             template, ''; on OK, 'replayed' when this order's redemption was made before
 --
 -- Idempotent per merchant, order and coupon: the same redemption again answers
 -- the first answer (another request under that order is IDEMPOTENCY_MISMATCH).
@@ -41,7 +42,7 @@ if prior then
     '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|')
   if fp ~= fingerprint then return answer(IDEMPOTENCY_MISMATCH) end
   local c = parse_coupon(redis.call('HGET', C.cpn, coupon_id))
-  return answer(OK, '', prior, coupon_id, tonumber(off), c.uses, st, tonumber(ts))
+  return answer(OK, 'replayed', prior, coupon_id, tonumber(off), c.uses, st, tonumber(ts))
 end
 if redis.call('HGET', K.meta, 'fenced') == '1' then return answer(FENCED) end
 local c = parse_coupon(redis.call('HGET', C.cpn, coupon_id))

@@ -244,7 +244,7 @@ async def test_refusals_are_counted_and_recorded(engine: Engine) -> None:
     await _claim(engine, "a", device="d")
     await _claim(engine, "b", device="d")
     stats = await engine.stats("g")
-    assert stats.claims["blocked"] == 1 and stats.claims["throttled"] == 1
+    assert stats.claims_by_outcome["blocked"] == 1 and stats.claims_by_outcome["throttled"] == 1
     events = await engine.redis.xrange(keys.events_key("g"))
     refused = [f for _, f in events if f["type"] == "requests_refused"]
     lines = [r for f in refused for r in f["refusals"].split(";")]

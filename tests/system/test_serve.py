@@ -39,7 +39,7 @@ def test_serve_runs_a_sale_and_stops_its_valkey_on_sigterm(service: Service) -> 
     url = f"http://127.0.0.1:{service.port}/v1/campaigns/s/claims"
     assert _get(url, {"X-User-Id": "a"}, claim, "POST")[0] == 201
     assert _get(url, {"X-User-Id": "b"}, claim, "POST")[1]["error"] == {  # type: ignore[index]
-        "code": "sold_out", "message": "no units left for this SKU"}
+        "code": "sold_out", "message": "no units of SKU 'tee' are left in campaign 's'"}
     valkey = service.valkey_pid
     service.proc.send_signal(signal.SIGTERM)
     assert service.proc.wait(20) == 0

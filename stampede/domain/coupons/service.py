@@ -14,7 +14,7 @@ import re
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import msgspec
@@ -42,7 +42,7 @@ from stampede.domain.gate import ClaimGate
 from stampede.domain.models import from_ms
 from stampede.domain.throttle import NO_GUARD, ChallengeView, ClientSignals, Guard
 from stampede.errors import ValidationError
-from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, Outcome
+from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, Outcome, parse_detail
 from stampede.settings import Settings
 from stampede.state import keys
 from stampede.state.scripts import ScriptRegistry
@@ -93,10 +93,19 @@ class Answer:
     view: Any = None
     retry_after_ms: int | None = None
     challenge: ChallengeView | None = None
+    params: dict[str, int] = field(default_factory=dict)
+    """The numbers of the refusal (its limit, what is held, ...), named as
+    REFUSALS[reason].values in stampede/outcomes.py."""
 
 
-_NEEDS_GUARD = Answer(Outcome.INVALID, "guard")
-"""Placeholder of a claim the script sent back for its guard context (code -1)."""
+def refused(outcome: Outcome, detail: str) -> Answer:
+    """A refusal from a script's detail "reason[:value[:value]]"."""
+    reason, params = parse_detail(detail)
+    return Answer(outcome, reason, params=params)
+
+
+_NEEDS_GUARD = Answer(Outcome.GUARD_CONTEXT_NEEDED)
+"""Placeholder of a claim the script sent back for its guard context."""
 
 
 @dataclass(frozen=True)
@@ -208,17 +217,17 @@ class Coupons:
             code, reason, claim_id, at, n = reply[i:i + 5]
             rows = reply[i + 5:i + 5 + 3 * int(n)]
             i += 5 + 3 * int(n)
-            if code == -1:  # guarded after all: sent again with its context
+            outcome = OUTCOMES[int(code)]
+            if outcome is Outcome.GUARD_CONTEXT_NEEDED:  # guarded after all: sent again
                 answers.append(_NEEDS_GUARD)
                 continue
-            outcome = OUTCOMES[int(code)]
             if outcome in GUARD_REFUSALS:
                 r = self.gate.refusal(cid, c.user, outcome, reason, claim_id)
                 answers.append(Answer(outcome, reason, retry_after_ms=r.retry_after_ms,
                                       challenge=r.challenge))
                 continue
             if outcome is not Outcome.OK:
-                answers.append(Answer(outcome, reason))
+                answers.append(refused(outcome, reason))
                 continue
             views = [self._view(_Found(cid, rows[j], rows[j + 1].split("|"),
                                        _template(rows[j + 2])), c.user, int(at))
@@ -362,15 +371,15 @@ class Coupons:
             keys.new_claim_id(cid), fingerprint])
         outcome = OUTCOMES[int(reply[0])]
         if outcome is not Outcome.OK:
-            return Answer(outcome, reply[1])
-        _, _, rid, coupon_id, off, uses, status, ts = reply
-        return Answer(outcome, "", RedemptionView(
+            return refused(outcome, reply[1])
+        _, replayed, rid, coupon_id, off, uses, status, ts = reply
+        return Answer(outcome, replayed, RedemptionView(
             redemption_id=rid, coupon_id=coupon_id, merchant_id=merchant.merchant_id,
             order_id=req.order_id, order_amount=req.order_amount, discount=int(off),
             status=status, uses_left=int(uses), redeemed_at=from_ms(int(ts))))
 
     async def rollback(self, redemption_id: str, merchant_id: str) -> Answer:
-        """Undo a redemption (a refund) once; again answers OK with `reason` 'already'."""
+        """Undo a redemption (a refund) once; again answers OK with `reason` 'replayed'."""
         cid = keys.campaign_of_claim(redemption_id)
         if cid is None:
             return Answer(Outcome.NOT_FOUND)
@@ -379,7 +388,7 @@ class Coupons:
         outcome = OUTCOMES[int(code)]
         if outcome is not Outcome.OK:
             return Answer(outcome)
-        return Answer(outcome, "already" if int(already) else "",
+        return Answer(outcome, "replayed" if int(already) else "",
                       await self.redemption(redemption_id, merchant_id))
 
     async def redemption(self, redemption_id: str, merchant_id: str) -> RedemptionView | None:
@@ -412,7 +421,7 @@ class Coupons:
                                                          ttl_ms])
         outcome = OUTCOMES[int(code)]
         if outcome is not Outcome.OK:
-            return Answer(outcome, reason)
+            return refused(outcome, reason)
         return Answer(outcome, "", GiftOffer(coupon_id=coupon_id, transfer_token=token,
                                              expires_at=from_ms(int(expires))))
 
@@ -426,7 +435,7 @@ class Coupons:
             [_token_hash(token), user, codes.new_seed(), secrets.token_hex(8)])
         outcome = OUTCOMES[int(code)]
         if outcome is not Outcome.OK:
-            return Answer(outcome, reason)
+            return refused(outcome, reason)
         return Answer(outcome, "", await self.coupon(coupon_id, user))
 
     # -- housekeeping and stats ---------------------------------------------
@@ -452,8 +461,8 @@ class Coupons:
         if meta[0] != "1":
             return None
         scopes: dict[str, dict[str, int]] = {}
-        for field, value in raw.items():
-            scope, _, name = field.rpartition("|")
+        for entry, value in raw.items():
+            scope, _, name = entry.rpartition("|")
             scopes.setdefault(scope, {})[name] = int(value)
         budget = None if meta[1] in (None, "-1") else int(meta[1])
         totals = _totals(scopes.get("*", {}))

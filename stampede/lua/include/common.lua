@@ -22,7 +22,9 @@
 --  13 admitted   zset: admitted user scored by the end of their window (ms)
 -- Lua never builds a key name: extra keys (idempotency) come in KEYS[14..].
 
--- Outcome codes: the one table engine/outcomes.py mirrors (a test checks).
+-- Outcome codes: the one table stampede/outcomes.py mirrors (a test checks).
+-- A refusal may add a detail "reason[:value[:value]]" naming which refusal it
+-- is (a key of REFUSALS there) and its numbers, e.g. 'per_sku:2:2'.
 local OK = 0
 local SOLD_OUT = 1
 local LIMIT_EXCEEDED = 2
@@ -41,6 +43,9 @@ local NOT_SOLD_OUT = 14
 local THROTTLED = 15
 local BLOCKED = 16
 local CHALLENGE_REQUIRED = 17
+-- Internal, never answered to a client: a claim came without the guard
+-- context its (newly guarded) campaign needs; the engine sends it again.
+local GUARD_CONTEXT_NEEDED = 18
 
 local K = {
   meta = KEYS[1], stock = KEYS[2], users = KEYS[3], claims = KEYS[4],
@@ -225,18 +230,22 @@ local function expire_due_holds(now, limit)
   return #due
 end
 
--- Can new claims be taken now? Returns OK or the refusal code. A coupon
--- drop (meta coupons=1) takes coupon claims only (`coupons` true), and a
--- sale takes sale claims only.
+-- Can new claims be taken now? Returns OK, or the refusal code and its
+-- detail (no_campaign, not_a_sale, not_a_drop, or 'not_open:<opens_ms>:<wait_ms>').
+-- A coupon drop (meta coupons=1) takes coupon claims only (`coupons` true),
+-- and a sale takes sale claims only.
 local function sale_gate(now, coupons)
   local m = redis.call('HMGET', K.meta, 'state', 'opens_ms', 'closes_ms', 'fenced', 'coupons')
-  if not m[1] then return NOT_FOUND end
-  if (m[5] == '1') ~= (coupons == true) then return NOT_FOUND end
-  if m[4] == '1' then return FENCED end
-  if m[1] == 'closed' or now >= tonumber(m[3]) then return CLOSED end
-  if m[1] == 'paused' then return PAUSED end
-  if now < tonumber(m[2]) then return NOT_OPEN end
-  return OK
+  if not m[1] then return NOT_FOUND, 'no_campaign' end
+  if (m[5] == '1') ~= (coupons == true) then
+    return NOT_FOUND, coupons and 'not_a_drop' or 'not_a_sale'
+  end
+  if m[4] == '1' then return FENCED, '' end
+  if m[1] == 'closed' or now >= tonumber(m[3]) then return CLOSED, '' end
+  if m[1] == 'paused' then return PAUSED, '' end
+  local opens = tonumber(m[2])
+  if now < opens then return NOT_OPEN, 'not_open:' .. opens .. ':' .. (opens - now) end
+  return OK, ''
 end
 
 -- The waiting room, brought up to `now` from server time alone (no ticker
