@@ -6,7 +6,7 @@ so a refused bot costs one cheap pass of the script. This module:
 - types the `throttle` object of a campaign spec (and of a PATCH), validates
   it, and compiles it into the meta field the script reads (`th`);
 - carries what the gateway knows of a request (device, network, account
-  age, a proof-of-work solution) into the claim's packed argument;
+  age, a proof-of-work solution) into the claim's script argument (GuardArg);
 - issues and verifies the signed proof-of-work challenges (stampede/domain/pow.py).
 """
 
