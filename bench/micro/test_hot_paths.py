@@ -95,7 +95,7 @@ def test_claim_batch_script(benchmark: Any, valkey: "redis.Redis[str]", size: in
     counter = iter(range(10**9))
 
     def one_batch() -> Any:
-        batch = [ClaimArg(keys.new_claim_id(cid), f"u{next(counter)}", "tee", 1, 0, -1, "tee:1")
+        batch = [ClaimArg(keys.new_claim_id(cid), f"u{next(counter)}", "hot", 1, 0, -1, "hot:1")
                  for _ in range(size)]
         return claim(keys=[*keys.campaign_keys(cid), *keys.guard_keys(cid)],
                      args=[86_400_000, 100, encode_claims(batch)])
