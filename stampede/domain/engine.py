@@ -302,8 +302,9 @@ class Engine:
                 idem = len(ks)
             guard = throttle.guard_arg(cid, c.user, c.guard, recent.get(c.user, -1), slot) \
                 if guarded else None
-            batch.append(ClaimArg(c.claim_id, c.user, c.sku, c.qty, idem, c.admission_exp,
-                                  f"{c.sku}:{c.qty}", guard))
+            batch.append(ClaimArg(claim_id=c.claim_id, user=c.user, sku=c.sku, qty=c.qty,
+                                  idem_slot=idem, admission=c.admission_exp,
+                                  fingerprint=f"{c.sku}:{c.qty}", guard=guard))
         reply = await self.scripts.run("claim_batch", ks, [
             self.settings.idempotency_ttl_s * 1000, self.settings.sweep_batch,
             records.encode_claims(batch)])

@@ -313,22 +313,23 @@ def key_slots(ks: list[str]) -> Callable[[str], int]:
     return slot
 
 
-_NO_KEY = 0
-
-
 def guard_arg(cid: str, user: str, g: Guard, recent: int,
               slot: Callable[[str], int]) -> GuardArg:
     """A claim's guard context as its script argument takes it (records.GuardArg).
 
-    `slot(key)` returns the KEYS index of a key, adding it once per batch.
+    `slot(key)` returns the KEYS index of a key, adding it once per batch (0: no key).
     """
     dev, net = g.device, g.network
     p_user, p_dev, p_net, p_adev, p_anet, p_nonce = _prefixes(cid)
     k_user = slot(p_user + user)
     if g is NO_GUARD:  # the common case of claims without client signals
-        return GuardArg("", "", -1, recent, -1, -1, k_user, 0, 0, 0, 0, 0)
-    return GuardArg(dev, net, g.age, recent, g.pow_bits, g.pow_exp, k_user,
-                    slot(p_dev + dev) if dev else _NO_KEY, slot(p_net + net) if net else _NO_KEY,
-                    slot(p_adev + dev) if dev else _NO_KEY,
-                    slot(p_anet + net) if net else _NO_KEY,
-                    slot(p_nonce + g.nonce) if g.nonce else _NO_KEY)
+        return GuardArg(device="", network="", age=-1, recent=recent, pow_bits=-1, pow_exp=-1,
+                        k_user=k_user, k_device=0, k_network=0, k_acc_device=0,
+                        k_acc_network=0, k_nonce=0)
+    return GuardArg(device=dev, network=net, age=g.age, recent=recent, pow_bits=g.pow_bits,
+                    pow_exp=g.pow_exp, k_user=k_user,
+                    k_device=slot(p_dev + dev) if dev else 0,
+                    k_network=slot(p_net + net) if net else 0,
+                    k_acc_device=slot(p_adev + dev) if dev else 0,
+                    k_acc_network=slot(p_anet + net) if net else 0,
+                    k_nonce=slot(p_nonce + g.nonce) if g.nonce else 0)

@@ -74,8 +74,9 @@ class DropRebuild:
     def _coupon_issued(self, ev: Event, d: Any, day: int) -> None:
         uses = ev.int("uses")
         self.coupons[d["coupon"]] = CouponRecord(
-            "active", d["user"], d["template"], uses, ev.int("valid_from"), ev.int("valid_to"),
-            d["locator"], ev.ts, "", d["claim"])
+            status="active", owner=d["user"], tpl=d["template"], uses=uses,
+            vf=ev.int("valid_from"), vt=ev.int("valid_to"), loc=d["locator"], claimed=ev.ts,
+            gift="", claim=d["claim"])
         self.codes[d["locator"]] = d["coupon"]
         self.wallets[d["user"]].add(d["coupon"])
         self._stat("issued", 1, d["template"], day)
@@ -90,8 +91,9 @@ class DropRebuild:
         c.status = "used" if c.uses == 0 else "active"
         self.day[f"{day}|m|{d['merchant']}"] += 1
         self.redeems[d["redemption"]] = RedemptionRecord(
-            "redeemed", d["coupon"], d["merchant"], d["order"], ev.int("amount"),
-            ev.int("discount"), ev.ts, d.get("fp", ""), c.tpl, day)
+            status="redeemed", coupon=d["coupon"], merchant=d["merchant"], order=d["order"],
+            amount=ev.int("amount"), discount=ev.int("discount"), ts=ev.ts,
+            fingerprint=d.get("fp", ""), tpl=c.tpl, day=day)
         self.orders[f"o|{d['merchant']}|{d['order']}|{d['coupon']}"] = d["redemption"]
         self._stat("redeemed", 1, c.tpl, day, d["merchant"])
         self._stat("discount", ev.int("discount"), c.tpl, day, d["merchant"])
@@ -118,8 +120,8 @@ class DropRebuild:
             self.gifts.pop(c.gift, None)
         c.gift = d.get("token", "")
         if c.gift:
-            self.gifts[c.gift] = GiftRecord("open", d["coupon"], d["user"], ev.int("expires"),
-                                            "", "")
+            self.gifts[c.gift] = GiftRecord(status="open", coupon=d["coupon"], giver=d["user"],
+                                            expires=ev.int("expires"), recipient="", nonce="")
 
     def _coupon_transferred(self, ev: Event, d: Any, day: int) -> None:
         c = self.coupons[d["coupon"]]
@@ -160,7 +162,8 @@ class DropRebuild:
             ttl = ts + idem_ttl_ms - now
             if ttl > 0:  # the first answer, as coupon_claim.lua remembers it
                 pipe.set(idem, records.COUPON_ANSWER.encode(
-                    CouponAnswerRecord(fp, 0, "", claim, ts, ids)), px=ttl)
+                    CouponAnswerRecord(fingerprint=fp, code=0, reason="", claim_id=claim, at=ts,
+                                       coupons=ids)), px=ttl)
 
 
 async def load(store: Store, cid: str, row: Any, spec: Any, old_meta: dict[str, str],

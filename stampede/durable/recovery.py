@@ -234,7 +234,8 @@ def _waitlist(events: Sequence[Any]) -> dict[str, EntryRecord]:
         d = _spec_waves.decode(data)
         field = f"{d['user']}|{d['sku']}"
         if etype == "waitlist_joined":
-            entries[field] = EntryRecord("waiting", d["wseq"], int(d["qty"]), int(ts), "")
+            entries[field] = EntryRecord(status="waiting", seq=d["wseq"], qty=int(d["qty"]),
+                                         joined=int(ts), claim="")
         elif etype in ("waitlist_left", "waitlist_skipped"):
             entries.pop(field, None)
         elif etype == "offer_made" and field in entries:
@@ -268,7 +269,7 @@ def _queue_waitlist(pipe: Any, k: keys.CampaignKeys, entries: dict[str, EntryRec
     for f, e in entries.items():
         if e.status == "waiting":
             user, sku = f.split("|", 1)
-            line[records.WL_MEMBER.encode(WlMemberRecord(sku, e.seq, user))] = 0
+            line[records.WL_MEMBER.encode(WlMemberRecord(sku=sku, seq=e.seq, user=user))] = 0
     if line:
         pipe.zadd(k.waitlist, line)
     offers = {e.claim: f for f, e in entries.items() if e.status == "offered"}
@@ -320,7 +321,8 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
     idem = 0
     for c in st.claims:
         stored[c.claim_id] = records.CLAIM.encode(ClaimRecord(
-            c.status, c.user_id, c.sku, c.qty, c.deadline_ms, c.price, c.created_ms))
+            status=c.status, user=c.user_id, sku=c.sku, qty=c.qty, deadline=c.deadline_ms,
+            price=c.price, created=c.created_ms))
         if c.status != "held":
             tally[c.status] = tally.get(c.status, 0) + 1
         if c.status in ("held", "confirmed"):
@@ -331,7 +333,8 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
         ttl = c.created_ms + idem_ttl_ms - now
         if c.idem_key and ttl > 0:  # the first answer, as claim_batch.lua remembers it
             pipe.set(c.idem_key, records.CLAIM_ANSWER.encode(ClaimAnswerRecord(
-                c.fingerprint or "", 0, c.claim_id, c.deadline_ms, c.price, c.created_ms)),
+                fingerprint=c.fingerprint or "", code=0, claim_id=c.claim_id,
+                deadline=c.deadline_ms, price=c.price, created=c.created_ms)),
                      px=ttl)
             idem += 1
     if stored:
@@ -344,7 +347,7 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
     if st.claims or len(tally) > 1:
         pipe.hset(counts, mapping=tally)
     for i, sku, qty, at in st.pending_waves:
-        pipe.zadd(waves, {records.WAVE.encode(WaveRecord(i, sku, qty)): at})
+        pipe.zadd(waves, {records.WAVE.encode(WaveRecord(idx=i, sku=sku, qty=qty)): at})
     # A fresh stream whose group starts at its end: old entries are in the store.
     pipe.xgroup_create(events, GROUP, id="$", mkstream=True)
     return idem

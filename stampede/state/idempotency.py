@@ -34,5 +34,6 @@ class ResponseMemory:
                        body: bytes) -> None:
         # NX: the first answer wins, a concurrent retry cannot overwrite it.
         await self._redis.set(keys.response_key(cid, user, key),
-                              _codec.encode(StoredAnswer(fingerprint, status, body.decode())),
+                              _codec.encode(StoredAnswer(fingerprint=fingerprint, status=status,
+                                                          body=body.decode())),
                               px=self._ttl_ms, nx=True)

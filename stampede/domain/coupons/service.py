@@ -198,9 +198,10 @@ class Coupons:
                 idem = len(ks)
             guard = throttle.guard_arg(cid, c.user, c.guard, recent.get(c.user, -1), slot) \
                 if guarded else None
-            batch.append(CouponClaimArg(c.claim_id, c.user, c.sku, c.qty, wallet, idem,
-                                        c.admission_exp, c.identity, c.seed,
-                                        f"{c.sku}:{c.qty}", guard))
+            batch.append(CouponClaimArg(
+                claim_id=c.claim_id, user=c.user, sku=c.sku, qty=c.qty, wallet_slot=wallet,
+                idem_slot=idem, admission=c.admission_exp, identity=c.identity, seed=c.seed,
+                fingerprint=f"{c.sku}:{c.qty}", guard=guard))
         reply = await self.scripts.run("coupon_claim", ks, [
             self.settings.idempotency_ttl_s * 1000, records.encode_claims(batch)])
         answers, i = [], 0
