@@ -178,6 +178,9 @@ class TextCodec(Generic[T]):
         parts = []
         for name, kind in self.fields:
             value = getattr(record, name)
+            if kind == "list" and any(LIST_SEP in item or not item for item in value):
+                raise ValueError(f"{self.name}.{name}: items must be non-empty, without "
+                                 f"{LIST_SEP!r}: {value!r}")
             text = (LIST_SEP.join(value) if kind == "list"
                     else "" if value is None else str(value))
             if SEP in text:

@@ -94,6 +94,17 @@ async def test_lua_reads_and_writes_a_record_by_its_field_names(
     assert codec.decode(written.decode()) == record
 
 
+@pytest.mark.parametrize("record", [
+    records.ClaimRecord("held", "a|b", "tee", 1, 2, 3, 4),
+    records.CouponAnswerRecord("fp", 0, "", "c1.x", 5, ["a,b"]),
+    records.CouponAnswerRecord("fp", 0, "", "c1.x", 5, [""]),
+])
+def test_a_value_that_would_break_the_layout_is_refused(record: Any) -> None:
+    codec = next(c for c in TEXT if isinstance(record, c.kind))
+    with pytest.raises(ValueError):
+        codec.encode(record)
+
+
 GUARD = GuardArg("dev-1", "10.1.2.0/24", 3600, 2, 18, 1_764_633_600_000, 16, 17, 18, 19, 20, 21)
 SALE_CLAIMS = [ClaimArg("c1.0123456789abcdef0123", "ann", "tee", 2, 0, -1, "tee:2"),
                ClaimArg("c1.aaaaaaaaaaaaaaaaaaaa", "bob@x", "cap", 1, 17, 1_764_633_600_123,
