@@ -6,8 +6,7 @@ from aiohttp import web
 from stampede.api.auth import Role
 from stampede.api.context import AUTH, ENGINE
 from stampede.api.errors import decode, json_response, outcome_error, read_body
-from stampede.api.public import CID
-from stampede.api.routing import ApiRoutes
+from stampede.api.routing import CID, SKU, ApiRoutes
 from stampede.domain.models import (
     CampaignList,
     CampaignPatch,
@@ -19,8 +18,6 @@ from stampede.domain.models import (
 from stampede.outcomes import Outcome
 
 api = ApiRoutes("admin")
-
-SKU = {"sku": r"^[A-Za-z0-9_-]{1,64}$"}
 
 _spec_decoder = msgspec.json.Decoder(CampaignSpec)
 _patch_decoder = msgspec.json.Decoder(CampaignPatch)

@@ -23,8 +23,7 @@ from stampede.api.errors import ApiError, decode, error, json_response, outcome_
 from stampede.api.guard import HEADERS as GUARD_HEADERS
 from stampede.api.guard import client_signals, guard_answer
 from stampede.api.idempotency import checked_key
-from stampede.api.public import CID
-from stampede.api.routing import ApiRoutes
+from stampede.api.routing import CID, ApiRoutes
 from stampede.domain.coupons.service import Answer, Merchant
 from stampede.domain.coupons.spec import (
     CouponClaimRequest,

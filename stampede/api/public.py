@@ -9,13 +9,12 @@ from stampede.api.guard import HEADERS as GUARD_HEADERS
 from stampede.api.guard import client_signals, guard_answer
 from stampede.api.idempotency import checked_key
 from stampede.api.metrics import count_claim
-from stampede.api.routing import ApiRoutes
+from stampede.api.routing import CID, ApiRoutes
 from stampede.domain.models import CampaignPublic, ClaimRequest, ClaimView
 from stampede.outcomes import Outcome
 
 api = ApiRoutes("public")
 
-CID = {"cid": r"^[a-z0-9][a-z0-9_-]{0,63}$"}
 CLAIM = {"claim_id": r"^[a-z0-9][a-z0-9_-]{0,63}\.[0-9a-f]{20}$"}
 
 _claim_decoder = msgspec.json.Decoder(ClaimRequest)

@@ -12,15 +12,13 @@ from aiohttp import web
 
 from stampede.api.context import AUTH, ENGINE
 from stampede.api.errors import ApiError, decode, json_response, outcome_error, read_body
-from stampede.api.public import CID
-from stampede.api.routing import ApiRoutes
+from stampede.api.routing import CID, SKU_PATTERN, ApiRoutes
 from stampede.domain.models import QueueTicket, WaitlistEntry, WaitlistJoin, WaitlistView
 from stampede.outcomes import Outcome
 
 api = ApiRoutes("queues")
 
 ADMISSION_HEADER = "X-Admission-Token"
-SKU_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _join_decoder = msgspec.json.Decoder(WaitlistJoin)
 _ADMISSION_DOC = {ADMISSION_HEADER: "the admission token of your waiting-room ticket "
                                     "(campaigns with a waiting room only)"}

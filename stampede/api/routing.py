@@ -14,6 +14,11 @@ from aiohttp import web
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Auth = Literal["none", "user", "viewer", "operator", "merchant"]
 
+# Path parameters shared by the route modules: name -> pattern (the ids of stampede.state.keys).
+CID = {"cid": r"^[a-z0-9][a-z0-9_-]{0,63}$"}
+SKU_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+SKU = {"sku": SKU_PATTERN}
+
 
 @dataclass(frozen=True)
 class Operation:

@@ -8,20 +8,19 @@ import asyncio
 import functools
 import math
 import secrets
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar, cast
+from collections.abc import Sequence
+from typing import Any, cast
 
 import msgspec
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.exceptions import RedisError
 
 from stampede.domain import throttle
-from stampede.domain.admission import AdmissionTokens, kept_secret, ticket_view
+from stampede.domain.admission import ticket_view
 from stampede.domain.batcher import ClaimBatcher, PendingClaim
 from stampede.domain.coupons.service import Coupons
 from stampede.domain.coupons.templates import check_drop, drop_meta
+from stampede.domain.gate import ClaimGate
 from stampede.domain.models import (
     CampaignPatch,
     CampaignPublic,
@@ -56,20 +55,6 @@ class ClaimResult(msgspec.Struct, frozen=True):
     challenge: ChallengeView | None = None
     """CHALLENGE_REQUIRED: the proof-of-work to solve and send with the claim again."""
 
-
-class HasUser(Protocol):
-    @property
-    def user(self) -> str: ...
-
-
-class HasOutcome(Protocol):
-    @property
-    def outcome(self) -> Outcome: ...
-
-
-C = TypeVar("C", bound=HasUser)
-R = TypeVar("R")
-
 _json = msgspec.json.Encoder()
 _NEEDS_GUARD = ClaimResult(Outcome.INVALID)
 """Placeholder of a claim the script sent back for its guard context (code -1)."""
@@ -82,14 +67,9 @@ class Engine:
         self.scripts = ScriptRegistry(redis)
         self.batcher: ClaimBatcher[ClaimResult] = ClaimBatcher(self._claim_batch,
                                                                settings.max_batch)
-        self.throttle_default = throttle.parse_default(settings.throttle)
-        self._guarded: dict[str, bool] = {}
-        """Was the campaign guarded at its last reply? (Unguarded: claims go without context.)"""
-        self._recent_window: dict[str, int] = {}
-        """Campaigns whose risk rules read recent_campaigns -> its window (ms), per reply."""
-        self._background: set[asyncio.Task[Any]] = set()
-        self._default_reads_recent = self.throttle_default is not None and any(
-            r.signal == "recent_campaigns" for r in self.throttle_default.risk)
+        self._throttle_default = throttle.parse_default(settings.throttle)
+        self.gate = ClaimGate(redis, settings, self._throttle_default)
+        """Admission tokens, challenges and guard state, shared with `coupons`."""
 
     @classmethod
     def from_url(cls, url: str, settings: Settings) -> "Engine":
@@ -100,38 +80,19 @@ class Engine:
         return cls(Redis.from_pool(pool), settings)  # the client owns and closes the pool
 
     @functools.cached_property
-    def admission(self) -> AdmissionTokens:
-        """Signs and checks waiting-room admission tokens (secret kept under data_dir)."""
-        return AdmissionTokens(self.settings.admission_secret
-                               or kept_secret(self.settings.data_dir / "admission.secret"))
-
-    @functools.cached_property
-    def challenges(self) -> throttle.Challenges:
-        """Signs and checks proof-of-work challenges (keys from settings, else under data_dir)."""
-        if self.settings.pow_secrets:
-            return throttle.Challenges(throttle.parse_keys(self.settings.pow_secrets))
-        return throttle.Challenges(
-            {"k0": kept_secret(self.settings.data_dir / "pow.secret").encode()})
-
-    @functools.cached_property
     def coupons(self) -> Coupons:
         """Coupon drops: claims that issue coupons, wallets, redemption, gifting."""
-        return Coupons(self)
+        return Coupons(self.redis, self.scripts, self.settings, self.gate)
 
     async def start(self) -> None:
         await self.scripts.load_all()
 
     async def close(self) -> None:
         await self.batcher.drain()
-        await self.wait_background()
         if "coupons" in self.__dict__:
             await self.coupons.batcher.drain()
+        await self.gate.wait_background()  # after both batchers: their last records too
         await self.redis.aclose()
-
-    async def wait_background(self) -> None:
-        """Wait for the writes kept off the answer's path (recent claims, a risk signal)."""
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
 
     # -- campaigns ---------------------------------------------------------
 
@@ -144,7 +105,7 @@ class Engine:
         if spec.coupons is not None:
             check_drop(spec.coupons, skus)  # before taking a drop number
             number = await self.coupons.drop_number(cid)
-        args = _define_args(cid, spec, actor, spec.throttle or self.throttle_default,
+        args = _define_args(cid, spec, actor, spec.throttle or self._throttle_default,
                             drop_meta(spec.coupons, skus, number))
         code, created = await self.scripts.run("define_campaign",
                                                [*keys.campaign_keys(cid), keys.lists_key(cid)],
@@ -188,7 +149,7 @@ class Engine:
             [sku, delta, actor, self.settings.idempotency_ttl_s * 1000])
         return Outcome(code), int(available)
 
-    async def snapshot(self, cid: str) -> CampaignSnapshot | None:
+    async def _snapshot(self, cid: str) -> CampaignSnapshot | None:
         if not keys.valid_campaign_id(cid):
             return None
         reply = await self.scripts.run("read_status", keys.campaign_keys(cid),
@@ -198,7 +159,7 @@ class Engine:
         return CampaignSnapshot.from_reply(cid, reply)
 
     async def public_status(self, cid: str) -> CampaignPublic | None:
-        snap = await self.snapshot(cid)
+        snap = await self._snapshot(cid)
         if snap is None:
             return None
         return CampaignPublic(
@@ -208,7 +169,7 @@ class Engine:
                             next_wave_at=snap.next_wave_at(s.sku)) for s in snap.skus])
 
     async def stats(self, cid: str) -> CampaignStats | None:
-        snap = await self.snapshot(cid)
+        snap = await self._snapshot(cid)
         if snap is None:
             return None
         room = None
@@ -252,16 +213,9 @@ class Engine:
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
             raise ValidationError("Idempotency-Key must be 1 to 255 characters")
         pending = PendingClaim(keys.new_claim_id(cid), user, sku, qty, idempotency_key,
-                               self._admission_exp(cid, user, admission_token),
-                               self.challenges.guard(cid, user, client))
+                               self.gate.admission_exp(cid, user, admission_token),
+                               self.gate.guard(cid, user, client))
         return await self.batcher.submit(cid, pending)
-
-    def _admission_exp(self, cid: str, user: str, token: str | None) -> int:
-        """The expiry of a genuine token of this user and campaign, else -1."""
-        if token is None:
-            return -1
-        exp = self.admission.verify(token, cid, user)
-        return -1 if exp is None else exp
 
     async def claim_unbatched(self, cid: str, user: str, sku: str, qty: int = 1,
                               idempotency_key: str | None = None) -> ClaimResult:
@@ -270,30 +224,14 @@ class Engine:
         return (await self._claim_batch(cid, [pending]))[0]
 
     async def _claim_batch(self, cid: str, claims: Sequence[PendingClaim]) -> list[ClaimResult]:
-        return await self.guarded_batch(cid, claims, self._claim_batch_once, _NEEDS_GUARD)
-
-    async def guarded_batch(self, cid: str, claims: Sequence[C],
-                            run_once: Callable[[str, Sequence[C], bool], Awaitable[list[R]]],
-                            needs_guard: R) -> list[R]:
-        """One script call of a claim batch (sale or coupon); claims of a campaign guarded
-        since the last reply (answered `needs_guard`) go once more, with their guard
-        context (which a campaign believed unguarded is sent without)."""
-        guarded = self._guarded.get(cid, True)
-        results = await run_once(cid, claims, guarded)
-        if guarded:
-            return results
-        again = [i for i, r in enumerate(results) if r is needs_guard]
-        if again:
-            redone = await run_once(cid, [claims[i] for i in again], True)
-            for i, r in zip(again, redone, strict=True):
-                results[i] = r
-        return results
+        return await self.gate.guarded_batch(cid, claims, self._claim_batch_once,
+                                             _NEEDS_GUARD)
 
     async def _claim_batch_once(self, cid: str, claims: Sequence[PendingClaim],
                                 guarded: bool) -> list[ClaimResult]:
         ks = [*keys.campaign_keys(cid), *keys.guard_keys(cid)]
         slot = throttle.key_slots(ks)  # each guard key once per batch
-        recent = await self.recent_counts(cid, claims)
+        recent = await self.gate.recent_counts(cid, claims)
         batch = []
         for c in claims:
             idem = 0
@@ -321,69 +259,14 @@ class Engine:
                                  price=int(price), created_at=from_ms(int(created)))
                 results.append(ClaimResult(outcome, view))
             elif outcome in GUARD_REFUSALS:
-                results.append(self.guard_refusal(cid, c.user, outcome, claim_id, deadline))
+                r = self.gate.refusal(cid, c.user, outcome, claim_id, deadline)
+                results.append(ClaimResult(outcome, reason=r.reason,
+                                           retry_after_ms=r.retry_after_ms,
+                                           challenge=r.challenge))
             else:
                 results.append(ClaimResult(outcome))
-        self.note_guard(cid, int(reply[-1]), claims, results)
+        self.gate.note(cid, int(reply[-1]), claims, results)
         return results
-
-    def guard_refusal(self, cid: str, user: str, outcome: Outcome, reason: str,
-                      value: str) -> ClaimResult:
-        """A guard refusal from a script's detail and value: the exact retry-after of
-        THROTTLED, a freshly signed challenge of the difficulty CHALLENGE_REQUIRED asks."""
-        if outcome is Outcome.THROTTLED:
-            return ClaimResult(outcome, reason=reason, retry_after_ms=int(value))
-        if outcome is Outcome.CHALLENGE_REQUIRED:
-            return ClaimResult(outcome, reason=reason,
-                               challenge=self.challenges.issue(user, cid, int(value)))
-        return ClaimResult(outcome, reason=reason)
-
-    async def recent_counts(self, cid: str, claims: Sequence[HasUser]) -> dict[str, int]:
-        """Campaigns each user placed holds in lately, when the campaign's rules ask."""
-        window = self._recent_window.get(cid)
-        if not window:
-            return {}
-        users = sorted({c.user for c in claims})
-        since = int(time.time() * 1000) - window
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for u in users:
-                pipe.zcount(keys.recent_claims_key(u), since, "+inf")
-            counts = await pipe.execute()
-        return dict(zip(users, map(int, counts), strict=True))
-
-    def note_guard(self, cid: str, flag: int, claims: Sequence[HasUser],
-                   results: Sequence[HasOutcome]) -> None:
-        """Learn from a claim script's last reply element whether the campaign is guarded
-        and whether its risk rules read recent claims; record this batch's.
-
-        Holds (and coupon claims) of guarded campaigns are recorded while any
-        campaign this process serves (or the default) has a rule that reads them.
-        """
-        self._guarded[cid] = flag != 0
-        if flag > 1:
-            self._recent_window[cid] = flag
-        else:
-            self._recent_window.pop(cid, None)
-        if not flag or not (self._recent_window or self._default_reads_recent):
-            return
-        held = sorted({c.user for c, r in zip(claims, results, strict=True)
-                       if r.outcome is Outcome.OK})
-        if held:  # off the answer's path: a risk signal, not an invariant
-            task = asyncio.create_task(self._record_recent(cid, held))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-    async def _record_recent(self, cid: str, users: list[str]) -> None:
-        now = int(time.time() * 1000)
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for u in users:  # one member per campaign: no trimming needed
-                    key = keys.recent_claims_key(u)
-                    pipe.zadd(key, {cid: now})
-                    pipe.pexpire(key, 86_400_000)
-                await pipe.execute()
-        except RedisError:  # a lost risk signal must never fail a claim
-            return
 
     async def confirm(self, claim_id: str, user: str) -> ClaimResult:
         return await self._settle("confirm", claim_id, user)
@@ -432,7 +315,7 @@ class Engine:
         _check_user(user)
         _check_sku(sku)
         reply = await self.scripts.run("waitlist_join", keys.campaign_keys(cid), [
-            user, sku, qty, self._admission_exp(cid, user, admission_token),
+            user, sku, qty, self.gate.admission_exp(cid, user, admission_token),
             self.settings.sweep_batch])
         outcome = Outcome(int(reply[0]))
         if outcome is not Outcome.OK:
@@ -496,7 +379,7 @@ class Engine:
         outcome = Outcome(int(reply[0]))
         if outcome is not Outcome.OK:
             return outcome, None, False
-        return outcome, ticket_view(cid, user, reply, self.admission), bool(int(reply[1]))
+        return outcome, ticket_view(cid, user, reply, self.gate.admission), bool(int(reply[1]))
 
     # -- housekeeping ------------------------------------------------------
 

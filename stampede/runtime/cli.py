@@ -9,6 +9,7 @@ from rich.console import Console
 
 from stampede import Settings, logs
 from stampede.api.auth import mint_user_token
+from stampede.domain.config import checked
 from stampede.errors import ConfigError, ServerError
 from stampede.runtime import credentials, persistence
 from stampede.runtime.server import Listen, serve
@@ -21,7 +22,7 @@ console = Console(stderr=True)
 
 def _settings() -> Settings:
     try:
-        return Settings.from_env()
+        return checked(Settings.from_env())
     except ConfigError as exc:
         console.print(f"[red]configuration error:[/] {exc}")
         raise typer.Exit(2) from exc

@@ -272,10 +272,11 @@ async def test_rollback_restores_exactly_once(drop: Engine) -> None:
 
 
 def test_malformed_coupon_keys_are_refused_at_start() -> None:
+    from stampede.domain.config import checked
     from stampede.errors import ConfigError
     from stampede.settings import Settings
     for bad in ("nokid", "A:short", "0:" + "x" * 20, "AB:" + "x" * 20):
         with pytest.raises(ConfigError):
-            Settings.from_env({"STAMPEDE_COUPON_KEYS": bad})
-    keys = Settings.from_env({"STAMPEDE_COUPON_KEYS": "B:" + "b" * 20 + ",A:" + "a" * 20})
+            checked(Settings.from_env({"STAMPEDE_COUPON_KEYS": bad}))
+    keys = checked(Settings.from_env({"STAMPEDE_COUPON_KEYS": "B:" + "b" * 20 + ",A:" + "a" * 20}))
     assert CodeKeys.parse(keys.coupon_keys or "").active == "B"

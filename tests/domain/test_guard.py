@@ -15,6 +15,7 @@ import pytest
 
 from stampede import Engine, Settings
 from stampede.domain import pow
+from stampede.domain.config import checked
 from stampede.domain.models import CampaignPatch
 from stampede.domain.throttle import ClientSignals, ThrottlePatch
 from stampede.errors import ConfigError, ValidationError
@@ -176,7 +177,7 @@ async def test_challenge_solutions_forged_expired_reused_or_foreign_are_refused(
                           solution=pow.solve(fake.token, 4))
     assert result.outcome is Outcome.CHALLENGE_REQUIRED
     # Expired: a genuine challenge whose time has passed.
-    key = next(iter(engine.challenges._keys.values()))
+    key = next(iter(engine.gate.challenges._keys.values()))
     old = pow.issue(key, "alice", "g", 4, 1_000_000, ttl_ms=1000)
     result = await _claim(engine, "alice", device="shared", challenge=old.token,
                           solution=pow.solve(old.token, 4))
@@ -231,7 +232,7 @@ async def test_recent_claims_across_campaigns(engine: Engine) -> None:
     await _claim(engine, "hopper", cid="c4")  # the engine learns c4's rules read the signal
     for cid in ("c1", "c2", "c3"):
         assert (await _claim(engine, "hopper", cid=cid)).outcome is Outcome.OK
-        await engine.wait_background()
+        await engine.gate.wait_background()
     refused = await _claim(engine, "hopper", cid="c4")
     assert (refused.outcome, refused.reason) == (Outcome.BLOCKED, "risk_recent")
     assert (await _claim(engine, "calm", cid="c4")).outcome is Outcome.OK
@@ -301,8 +302,19 @@ async def test_campaigns_without_a_throttle_take_the_default(clean_redis: str,
     {"STAMPEDE_TRUSTED_PROXIES": "10.0.0.0/33"},
 ])
 def test_bad_throttle_settings_are_refused_at_start(env: dict[str, str]) -> None:
+    settings = Settings.from_env(env)  # what Settings cannot read alone, the domain checks
     with pytest.raises(ConfigError):
-        Settings.from_env(env)
+        checked(settings)
+
+
+def test_the_command_refuses_bad_guard_settings_at_start(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from stampede.runtime.cli import app
+    env = {"STAMPEDE_DATA_DIR": str(tmp_path), "STAMPEDE_JWT_SECRET": "s" * 32}
+    assert CliRunner().invoke(app, ["token", "u1"], env=env).exit_code == 0
+    bad = CliRunner().invoke(app, ["token", "u1"], env=env | {"STAMPEDE_POW_SECRETS": "short:x"})
+    assert bad.exit_code == 2
 
 
 async def test_a_guard_switched_on_elsewhere_applies_to_the_next_claim(

@@ -15,9 +15,10 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import msgspec
+from redis.asyncio import Redis
 
 from stampede.domain import throttle
 from stampede.domain.batcher import ClaimBatcher
@@ -37,15 +38,15 @@ from stampede.domain.coupons.spec import (
     RotatingCode,
     TemplateSpec,
 )
+from stampede.domain.gate import ClaimGate
 from stampede.domain.models import from_ms
 from stampede.domain.throttle import NO_GUARD, ChallengeView, ClientSignals, Guard
 from stampede.errors import ValidationError
 from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, Outcome
+from stampede.settings import Settings
 from stampede.state import keys, records
 from stampede.state.records import CouponClaimArg, CouponRecord
-
-if TYPE_CHECKING:
-    from stampede.domain.engine import Engine
+from stampede.state.scripts import ScriptRegistry
 
 GIFT_TTL_MS = 86_400_000
 _IDENTITY = re.compile(r"^[A-Za-z0-9_.:=+/-]{1,128}$")
@@ -112,11 +113,13 @@ class _Found:
 
 
 class Coupons:
-    def __init__(self, engine: "Engine") -> None:
-        self.engine = engine
-        self.redis = engine.redis
-        self.scripts = engine.scripts
-        self.settings = engine.settings
+    def __init__(self, redis: "Redis", scripts: ScriptRegistry, settings: Settings,
+                 gate: ClaimGate) -> None:
+        self.redis = redis
+        self.scripts = scripts
+        self.settings = settings
+        self.gate = gate
+        """Admission tokens, challenges and guard state, shared with the sale claims."""
         self._drops: dict[int, str] = {}
 
     @functools.cached_property
@@ -170,9 +173,9 @@ class Coupons:
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
             raise ValidationError("Idempotency-Key must be 1 to 255 characters")
         pending = _PendingCouponClaim(keys.new_claim_id(cid), user, sku, qty, idempotency_key,
-                                      self.engine._admission_exp(cid, user, admission_token),
+                                      self.gate.admission_exp(cid, user, admission_token),
                                       identity or "", codes.new_seed(),
-                                      self.engine.challenges.guard(cid, user, client))
+                                      self.gate.guard(cid, user, client))
         return await self.batcher.submit(cid, pending)  # type: ignore[arg-type]
 
     @functools.cached_property
@@ -181,14 +184,14 @@ class Coupons:
 
     async def _claim_batch(self, cid: str,
                            claims: Sequence["_PendingCouponClaim"]) -> list[Answer]:
-        return await self.engine.guarded_batch(cid, claims, self._claim_batch_once,
-                                               _NEEDS_GUARD)
+        return await self.gate.guarded_batch(cid, claims, self._claim_batch_once,
+                                             _NEEDS_GUARD)
 
     async def _claim_batch_once(self, cid: str, claims: Sequence["_PendingCouponClaim"],
                                 guarded: bool) -> list[Answer]:
         ks = [*keys.coupon_keys(cid), *keys.guard_keys(cid)]
         slot = throttle.key_slots(ks)  # each guard key once per batch
-        recent = await self.engine.recent_counts(cid, claims)
+        recent = await self.gate.recent_counts(cid, claims)
         batch = []
         for c in claims:
             ks.append(keys.wallet_key(cid, c.user))
@@ -214,7 +217,7 @@ class Coupons:
                 continue
             outcome = OUTCOMES[int(code)]
             if outcome in GUARD_REFUSALS:
-                r = self.engine.guard_refusal(cid, c.user, outcome, reason, claim_id)
+                r = self.gate.refusal(cid, c.user, outcome, reason, claim_id)
                 answers.append(Answer(outcome, reason, retry_after_ms=r.retry_after_ms,
                                       challenge=r.challenge))
                 continue
@@ -226,7 +229,7 @@ class Coupons:
                      for j in range(0, len(rows), 3) if rows[j + 1]]
             answers.append(Answer(outcome, "", CouponClaimView(
                 claim_id=claim_id, campaign_id=cid, sku=c.sku, qty=c.qty, coupons=views)))
-        self.engine.note_guard(cid, int(reply[-1]), claims, answers)
+        self.gate.note(cid, int(reply[-1]), claims, answers)
         return answers
 
     # -- reading -------------------------------------------------------------
