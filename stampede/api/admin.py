@@ -6,6 +6,7 @@ from aiohttp import web
 from stampede.api.auth import Role
 from stampede.api.context import AUTH, ENGINE
 from stampede.api.errors import decode, json_response, outcome_error, read_body
+from stampede.api.idempotency import checked_key
 from stampede.api.routing import CID, SKU, ApiRoutes
 from stampede.domain.models import (
     CampaignList,
@@ -75,7 +76,7 @@ async def adjust_stock(request: web.Request) -> web.Response:
     cid, sku = request.match_info["cid"], request.match_info["sku"]
     outcome, available = await request.app[ENGINE].adjust_stock(
         cid, sku, body.delta, actor=admin.name,
-        op_key=request.headers.get("Idempotency-Key"))
+        op_key=checked_key(request))
     if outcome is Outcome.CONFLICT:
         return outcome_error(outcome, "cannot remove more units than are available")
     if outcome is not Outcome.OK:

@@ -11,6 +11,7 @@ from aiohttp import web
 from jwt.algorithms import HMACAlgorithm
 
 from stampede.api.errors import ApiError
+from stampede.api.headers import header
 from stampede.errors import ConfigError
 from stampede.state import keys
 
@@ -100,7 +101,7 @@ class Authenticator:
     def user(self, request: web.Request) -> str:
         """The user id of a public call, or 401."""
         if self.dev_auth:
-            user = request.headers.get("X-User-Id")
+            user = header(request, "X-User-Id")
             if user is not None:
                 if not keys.valid_user_id(user):
                     raise ApiError(400, "invalid_request", "X-User-Id is not a valid user id")
@@ -121,8 +122,8 @@ class Authenticator:
         the X-Account-Created header), or -1 if unknown. Call after `user()`."""
         created = -1
         if self.dev_auth and "X-User-Id" in request.headers:
-            raw = request.headers.get("X-Account-Created", "")
-            created = int(raw) if raw.isdigit() and len(raw) < 16 else -1
+            raw = header(request, "X-Account-Created") or ""
+            created = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 16 else -1
         else:
             token = _bearer(request)
             if token is not None and self.jwt_secret is not None:
@@ -145,8 +146,7 @@ class Authenticator:
 
 
 def _bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
+    scheme, _, value = (header(request, "Authorization") or "").partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()

@@ -22,6 +22,7 @@ from stampede.api.context import AUTH, ENGINE, GUARD
 from stampede.api.errors import ApiError, decode, error, json_response, outcome_error, read_body
 from stampede.api.guard import HEADERS as GUARD_HEADERS
 from stampede.api.guard import client_signals, guard_answer
+from stampede.api.headers import header
 from stampede.api.idempotency import checked_key
 from stampede.api.routing import CID, ApiRoutes
 from stampede.domain.coupons.service import Answer, Merchant
@@ -136,7 +137,7 @@ def _identity(request: web.Request) -> str | None:
     """The hashed real-person identity of the caller (`idh` in the token)."""
     auth = request.app[AUTH]
     if auth.dev_auth and "X-User-Id" in request.headers:
-        return request.headers.get("X-Identity-Hash")
+        return header(request, "X-Identity-Hash")
     token = _bearer(request)
     if token is None or auth.jwt_secret is None:
         return None
@@ -169,7 +170,7 @@ async def claim_coupon(request: web.Request) -> web.Response:
     async with request.app[GUARD].in_flight(user, key):
         answer = await request.app[ENGINE].coupons.claim(
             request.match_info["cid"], user, body.sku, body.qty, idempotency_key=key,
-            admission_token=request.headers.get("X-Admission-Token"),
+            admission_token=header(request, "X-Admission-Token"),
             identity=_identity(request), client=signals)
     _count("claim", answer)
     refused = guard_answer(answer)

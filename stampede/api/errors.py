@@ -16,6 +16,7 @@ from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from stampede.api.jsondepth import check_depth
 from stampede.errors import UnavailableError, ValidationError
 from stampede.logs import log
 from stampede.outcomes import Outcome
@@ -162,7 +163,9 @@ def decode(decoder: "msgspec.json.Decoder[T]", raw: bytes) -> T:
 
     JSON Schema calls 2.0 an integer, so the spec promises to accept it. The
     strict decoder runs first; only a refusal pays for the second look.
+    Bodies nesting deeper than MAX_DEPTH are refused before any decoding.
     """
+    check_depth(raw)
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError:
@@ -170,7 +173,8 @@ def decode(decoder: "msgspec.json.Decoder[T]", raw: bytes) -> T:
         normalized = _integral_floats(obj)
         if normalized == obj and _no_floats(obj):
             raise
-        return msgspec.convert(normalized, decoder.type, strict=True)
+        converted: T = msgspec.convert(normalized, decoder.type, strict=True)
+        return converted
 
 
 def _integral_floats(obj: Any) -> Any:

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from stampede.api.context import AUTH, ENGINE
 from stampede.api.errors import Handler
+from stampede.api.headers import header
 from stampede.api.metrics import count_limiter_fail_open, count_refusal
 from stampede.api.routing import ApiRoutes
 from stampede.domain import netaddr
@@ -64,19 +65,19 @@ def _trusted(spec: str) -> list[netaddr.Network]:
 def client_network(request: web.Request) -> str:
     """The /24 or /64 of the client (X-Forwarded-For only from a trusted proxy)."""
     proxies = _trusted(request.app[ENGINE].settings.trusted_proxies or "")
-    address = netaddr.client_address(request.remote, request.headers.get("X-Forwarded-For"),
+    address = netaddr.client_address(request.remote, header(request, "X-Forwarded-For"),
                                       proxies)
     return netaddr.network_of(address) if address else "unknown"
 
 
 def client_signals(request: web.Request) -> ClientSignals:
-    device = request.headers.get("X-Device-Id", "")
+    device = header(request, "X-Device-Id") or ""
     if device and not _DEVICE.match(device):  # any fingerprint: a digest of an odd one
         device = "h-" + hashlib.sha256(device.encode()).hexdigest()[:40]
     return ClientSignals(device=device, network=client_network(request),
                          account_age_s=request.app[AUTH].account_age_s(request),
-                         challenge=request.headers.get("X-Challenge-Token"),
-                         solution=request.headers.get("X-Challenge-Solution"))
+                         challenge=header(request, "X-Challenge-Token"),
+                         solution=header(request, "X-Challenge-Solution"))
 
 
 class GuardRefusal(Protocol):

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 
 from stampede.api.errors import ApiError, error
+from stampede.api.headers import header
 from stampede.state import keys
 from stampede.state.idempotency import ResponseMemory
 
@@ -23,7 +24,7 @@ _KEY = re.compile(KEY_PATTERN)
 
 
 def checked_key(request: web.Request) -> str | None:
-    key = request.headers.get("Idempotency-Key")
+    key = header(request, "Idempotency-Key")
     if key is not None and not _KEY.match(key):
         raise ApiError(400, "invalid_request", "Idempotency-Key must be 1 to 255 visible "
                                                "ASCII characters")

@@ -7,6 +7,7 @@ from stampede.api.context import AUTH, ENGINE, GUARD
 from stampede.api.errors import decode, json_response, outcome_error, read_body
 from stampede.api.guard import HEADERS as GUARD_HEADERS
 from stampede.api.guard import client_signals, guard_answer
+from stampede.api.headers import header
 from stampede.api.idempotency import checked_key
 from stampede.api.metrics import count_claim
 from stampede.api.routing import CID, ApiRoutes
@@ -42,7 +43,7 @@ async def create_claim(request: web.Request) -> web.Response:
     async with request.app[GUARD].in_flight(user, key):
         result = await request.app[ENGINE].claim(
             request.match_info["cid"], user, body.sku, body.qty, idempotency_key=key,
-            admission_token=request.headers.get("X-Admission-Token"), client=signals)
+            admission_token=header(request, "X-Admission-Token"), client=signals)
     count_claim(result.outcome)
     refused = guard_answer(result)
     if refused is not None:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from stampede.api.context import AUTH, ENGINE
 from stampede.api.errors import ApiError, decode, json_response, outcome_error, read_body
+from stampede.api.headers import header
 from stampede.api.routing import CID, SKU_PATTERN, ApiRoutes
 from stampede.domain.models import QueueTicket, WaitlistEntry, WaitlistJoin, WaitlistView
 from stampede.outcomes import Outcome
@@ -42,7 +43,7 @@ async def join_waitlist(request: web.Request) -> web.Response:
     body = decode(_join_decoder, await read_body(request))
     outcome, entry, created = await request.app[ENGINE].join_waitlist(
         request.match_info["cid"], user, body.sku, body.qty,
-        admission_token=request.headers.get(ADMISSION_HEADER))
+        admission_token=header(request, ADMISSION_HEADER))
     if outcome is Outcome.NOT_FOUND:
         return outcome_error(outcome, _NO_WAITLIST)
     if outcome is not Outcome.OK:

@@ -133,6 +133,8 @@ class Engine:
                     del fields["th_lists"]  # lists untouched: not rewritten
                 args += ["if:th_spec", current, *[x for kv in fields.items() for x in kv]]
             code, before, _after = await self.scripts.run("patch_campaign", ks, args)
+            if code == Outcome.INVALID and before == "wave":  # it would stay pending forever
+                raise ValidationError("closes_at must come after every pending wave")
             if not (code == Outcome.CONFLICT and before == "precondition"):
                 return Outcome(code)
         raise UnavailableError("throttle config changed concurrently too often; retry")
@@ -424,6 +426,8 @@ def _define_args(cid: str, spec: CampaignSpec, actor: str,
         if s.sku in seen:
             raise ValidationError(f"sku {s.sku!r} appears twice")
         seen.add(s.sku)
+        if any(to_ms(w.at) >= closes for w in s.waves):  # it would stay pending forever
+            raise ValidationError(f"sku {s.sku!r}: every wave's `at` must be before closes_at")
     limit = spec.limits.per_user if spec.limits.per_user is not None else -1
     args: list[Any] = [cid, spec.name, opens, closes, spec.hold_ttl_s * 1000, limit,
                        spec.limits.max_per_claim, _json.encode(spec).decode(), actor,

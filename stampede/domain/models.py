@@ -23,7 +23,7 @@ _STRICT = {"forbid_unknown_fields": True, "kw_only": True}
 
 # RFC 3339 date-time with an offset: `format` alone is only an annotation in
 # JSON Schema, so the pattern tells generated clients what really parses.
-Timestamp = Annotated[datetime, Meta(extra_json_schema={
+Timestamp = Annotated[datetime, Meta(tz=True, extra_json_schema={
     "pattern": r"^(19|20|21)\d{2}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
                r"T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?(Z|[+-](0\d|1[0-4]):[0-5]\d)$"})]
 
@@ -38,7 +38,7 @@ class SkuSpec(Struct, **_STRICT):
     price: Price
     per_user: Limit | None = None
     """Per-user limit for this SKU, on top of the campaign's."""
-    waves: list[Wave] = []
+    waves: Annotated[list[Wave], Meta(max_length=1000)] = []
 
 
 class Limits(Struct, **_STRICT):
@@ -55,7 +55,7 @@ class WaitlistSpec(Struct, **_STRICT):
     """How long an offer (a hold in the user's name) waits for confirmation."""
 
 
-AdmissionRate = Annotated[float, Meta(gt=0, le=1_000_000, description="users per second")]
+AdmissionRate = Annotated[float, Meta(ge=0.001, le=1_000_000, description="users per second")]
 Burst = Annotated[int, Meta(ge=1, le=1_000_000)]
 MaxActive = Annotated[int, Meta(ge=1, le=10_000_000)]
 

@@ -41,11 +41,13 @@ UserId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:@-]{1,128}$")]
 NetworkText = Annotated[str, Meta(min_length=3, max_length=64,
                                   description="IPv4 /16../24 or IPv6 /56../64 network")]
 CHALLENGE_TTL_MS = 120_000
+RiskBound = Annotated[float, Meta(ge=-1e12, le=1e12)]
 
 
 class Rate(Struct, **_STRICT):
     """A GCRA limit: a steady rate and how many requests may come at once."""
-    per_s: Annotated[float, Meta(gt=0, le=100_000, description="requests per second")]
+    per_s: Annotated[float, Meta(ge=0.00001, le=100_000,
+                                  description="requests per second (0.00001: one a day)")]
     burst: Annotated[int, Meta(ge=1, le=100_000)] = 1
 
 
@@ -65,8 +67,8 @@ class RiskRule(Struct, **_STRICT):
     lapse or cancelled in this campaign; recent_campaigns: campaigns the user placed a
     hold in within `recent_window_s` (this one included)."""
     action: Literal["challenge", "reject"]
-    above: float | None = None
-    below: float | None = None
+    above: RiskBound | None = None
+    below: RiskBound | None = None
 
 
 class Lists(Struct, **_STRICT):

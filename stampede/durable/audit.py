@@ -9,6 +9,9 @@ a violation is anything those rules forbid or the projections contradict:
     confirmed_twice     a claim confirmed when it already was
     bad_transition      any other status change from a claim that was not held
     projection_mismatch the stored projections differ from the recomputation
+    unknown_event       an event of a type this version does not know (a newer
+                        version wrote it); the replay stops before it, as the
+                        projections do
 
 and for coupon drops those of engine.coupons.audit (over_budget, uses_negative,
 bad_coupon_transition, rolled_back_twice).
@@ -21,14 +24,26 @@ from typing import Any
 from sqlalchemy import func, select
 
 from stampede.durable.coupon_audit import CouponReplay
-from stampede.durable.coupon_projection import EVENT_TYPES as COUPON_EVENTS
-from stampede.durable.events import Event, from_row
+from stampede.durable.events import (
+    CampaignDefined,
+    ClaimCancelled,
+    ClaimConfirmed,
+    ClaimEvent,
+    ClaimExpired,
+    ClaimHeld,
+    Event,
+    StockAdjusted,
+    Unknown,
+    from_row,
+)
 from stampede.durable.projection import Fold
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
 
 CHUNK = 5000
 _MAX_LISTED = 20  # violations listed per campaign; the count is always exact
+_STATUS: dict[type[Event], str] = {ClaimHeld: "held", ClaimConfirmed: "confirmed",
+                                   ClaimExpired: "expired", ClaimCancelled: "cancelled"}
 
 
 @dataclass
@@ -42,6 +57,8 @@ class Replay:
     user_sku: Counter[tuple[str, str]] = field(default_factory=Counter)
     expected_seq: int = 1
     coupons: CouponReplay = field(default_factory=CouponReplay)
+    unknown_at: int = 0
+    """The seq of the first event of a type this version does not know (0: none)."""
 
     def violate(self, kind: str, **detail: Any) -> None:
         self.violation_count += 1
@@ -52,26 +69,38 @@ class Replay:
         if ev.seq != self.expected_seq:
             self.violate("event_gap", missing_from=self.expected_seq, missing_to=ev.seq - 1)
         self.expected_seq = ev.seq + 1
-        if ev.type == "campaign_defined":
-            self.users.clear()  # a redefinition starts the campaign over
-            self.user_sku.clear()
-            self.coupons.define(ev.data["spec"])
-        elif ev.type in COUPON_EVENTS:
-            self.coupons.apply(ev, self.violate)
-        elif ev.type.startswith("claim_") and not self._claim(ev):
-            return  # refused transition: not folded, so later counts stay meaningful
+        if self.unknown_at:
+            return  # what follows an unknown event cannot be judged without it
+        match ev:
+            case Unknown():
+                self.violate("unknown_event", seq=ev.seq, type=ev.name)
+                self.unknown_at = ev.seq
+                return
+            case CampaignDefined():
+                self.users.clear()  # a redefinition starts the campaign over
+                self.user_sku.clear()
+                self.coupons.define(ev.spec)
+            case ClaimEvent():
+                if not self._claim(ev):
+                    return  # refused transition: not folded, so later counts stay meaningful
+            case _:
+                self.coupons.apply(ev, self.violate)
         self.fold.apply(ev)
-        if ev.type.startswith("claim_") or ev.type == "stock_adjusted":
-            s = self.fold.skus.get(ev.data["sku"])
+        if isinstance(ev, ClaimEvent | StockAdjusted):
+            s = self.fold.skus.get(ev.sku)
             if s is not None and s["available"] < 0:
                 self.violate("oversold", sku=s["sku"], seq=ev.seq, available=s["available"])
 
-    def _claim(self, ev: Event) -> bool:
-        d, qty, claim = ev.data, ev.int("qty"), ev.data["claim"]
-        status = ev.type[len("claim_"):]
-        user, sku = d["user"], d["sku"]
+    @property
+    def folded_to(self) -> int:
+        """The last seq the replay judged: the projections should stand there too."""
+        return (self.unknown_at or self.expected_seq) - 1
+
+    def _claim(self, ev: ClaimEvent) -> bool:
+        qty, claim, user, sku = ev.qty, ev.claim, ev.user, ev.sku
+        status = _STATUS[type(ev)]
         prior = self.claims.get(claim)
-        if status == "held":
+        if isinstance(ev, ClaimHeld):
             if prior is not None:
                 self.violate("bad_transition", claim=claim, seq=ev.seq, was=prior[0], to=status)
                 return False
@@ -91,7 +120,7 @@ class Replay:
             self.violate(kind, claim=claim, seq=ev.seq, was=prior[0] if prior else None,
                          to=status)
             return False
-        if status != "confirmed":
+        if not isinstance(ev, ClaimConfirmed):
             self.users[user] -= qty
             self.user_sku[(user, sku)] -= qty
         self.claims[claim] = (status, user, sku, qty)
@@ -134,7 +163,7 @@ async def audit_campaign(store: Store, cid: str, with_users: bool = False) -> di
             t.dead_letters.c.campaign_id == cid))).scalar_one()
     _check_totals(replay)
     _check_projections(replay, camp, stored_skus, stored_claims)
-    if camp is not None and camp.applied_seq == replay.expected_seq - 1:
+    if camp is not None and camp.applied_seq == replay.folded_to:
         replay.coupons.check_projection(stored_coupons, stored_redemptions, replay.violate)
     sku_counts = {name: {k: s[k] for k in ("released", "available", "held", "sold", "expired",
                                            "cancelled")}
@@ -163,7 +192,7 @@ def _check_totals(replay: Replay) -> None:
 
 def _check_projections(replay: Replay, camp: Any, skus: dict[str, dict[str, Any]],
                        claims: dict[str, str]) -> None:
-    last = replay.expected_seq - 1
+    last = replay.folded_to
     if camp is None or camp.applied_seq != last:
         replay.violate("event_gap", applied_seq=camp.applied_seq if camp else 0, last_seq=last)
         return  # projections stop at the gap: comparing them would only repeat it

@@ -17,7 +17,15 @@ from typing import Any
 
 import msgspec
 
-from stampede.durable.events import Event
+from stampede.durable.events import (
+    CouponExpired,
+    CouponIssued,
+    CouponRedeemed,
+    CouponRolledBack,
+    CouponTransferred,
+    Event,
+    type_name,
+)
 
 Violate = Callable[..., None]
 _budget_of = msgspec.json.Decoder(dict[str, Any])
@@ -37,40 +45,52 @@ class CouponReplay:
         self.budget = drop.get("budget") if isinstance(drop, dict) else None
 
     def apply(self, ev: Event, violate: Violate) -> None:
-        d, seq = ev.data, ev.seq
-        c = self.coupons.get(d.get("coupon", ""))
-        self.counts[ev.type] += 1
-        if ev.type == "coupon_issued":
-            if c is not None:
-                violate("bad_coupon_transition", coupon=d["coupon"], seq=seq, event=ev.type)
-                return
-            self.coupons[d["coupon"]] = ["active", ev.int("uses"), d["user"]]
-            self.value += ev.int("value")
-            if self.budget is not None and self.value > self.budget:
-                violate("over_budget", seq=seq, issued=self.value, budget=self.budget)
-        elif ev.type == "coupon_redeemed":
-            if c is None or c[0] != "active" or c[1] - 1 != ev.int("uses_left"):
-                violate("uses_negative" if c is not None and c[1] <= 0
-                        else "bad_coupon_transition", coupon=d["coupon"], seq=seq, event=ev.type)
-                return
-            c[1] -= 1
-            c[0] = "used" if c[1] == 0 else "active"
-            self.redemptions[d["redemption"]] = "redeemed"
-        elif ev.type == "coupon_rolled_back":
-            if self.redemptions.get(d["redemption"]) != "redeemed" or c is None:
-                violate("rolled_back_twice", redemption=d["redemption"], seq=seq)
-                return
-            self.redemptions[d["redemption"]] = "rolled_back"
-            c[1] += 1
-            c[0] = "active"
-        elif ev.type in ("coupon_expired", "coupon_transferred"):
-            if c is None or c[0] != "active":
-                violate("bad_coupon_transition", coupon=d["coupon"], seq=seq, event=ev.type)
-                return
-            if ev.type == "coupon_expired":
-                c[0] = "expired"
-            else:
-                c[2] = d["user"]
+        """Judge one event; events other than the coupon ones are not this replay's."""
+        match ev:
+            case CouponIssued():
+                self.counts["issued"] += 1
+                if ev.coupon in self.coupons:
+                    violate("bad_coupon_transition", coupon=ev.coupon, seq=ev.seq,
+                            event=type_name(ev))
+                    return
+                self.coupons[ev.coupon] = ["active", ev.uses, ev.user]
+                self.value += ev.value
+                if self.budget is not None and self.value > self.budget:
+                    violate("over_budget", seq=ev.seq, issued=self.value, budget=self.budget)
+            case CouponRedeemed():
+                self.counts["redeemed"] += 1
+                c = self.coupons.get(ev.coupon)
+                if c is None or c[0] != "active" or c[1] - 1 != ev.uses_left:
+                    violate("uses_negative" if c is not None and c[1] <= 0
+                            else "bad_coupon_transition", coupon=ev.coupon, seq=ev.seq,
+                            event=type_name(ev))
+                    return
+                c[1] -= 1
+                c[0] = "used" if c[1] == 0 else "active"
+                self.redemptions[ev.redemption] = "redeemed"
+            case CouponRolledBack():
+                self.counts["rolled_back"] += 1
+                c = self.coupons.get(ev.coupon)
+                if self.redemptions.get(ev.redemption) != "redeemed" or c is None:
+                    violate("rolled_back_twice", redemption=ev.redemption, seq=ev.seq)
+                    return
+                self.redemptions[ev.redemption] = "rolled_back"
+                c[1] += 1
+                c[0] = "active"
+            case CouponExpired() | CouponTransferred():
+                self._settle(ev, violate)
+
+    def _settle(self, ev: CouponExpired | CouponTransferred, violate: Violate) -> None:
+        expired = isinstance(ev, CouponExpired)
+        self.counts["expired" if expired else "transferred"] += 1
+        c = self.coupons.get(ev.coupon)
+        if c is None or c[0] != "active":
+            violate("bad_coupon_transition", coupon=ev.coupon, seq=ev.seq, event=type_name(ev))
+            return
+        if expired:
+            c[0] = "expired"
+        else:
+            c[2] = ev.user
 
     def check_projection(self, stored: dict[str, tuple[str, int, str]],
                          redemptions: dict[str, str], violate: Violate) -> None:
@@ -84,7 +104,6 @@ class CouponReplay:
 
     def summary(self) -> dict[str, Any]:
         return {"issued": len(self.coupons), "face_value_issued": self.value,
-                "budget": self.budget, "redeemed": self.counts["coupon_redeemed"],
-                "rolled_back": self.counts["coupon_rolled_back"],
-                "expired": self.counts["coupon_expired"],
-                "transferred": self.counts["coupon_transferred"]}
+                "budget": self.budget, "redeemed": self.counts["redeemed"],
+                "rolled_back": self.counts["rolled_back"], "expired": self.counts["expired"],
+                "transferred": self.counts["transferred"]}

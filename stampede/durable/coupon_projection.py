@@ -12,11 +12,15 @@ from typing import Any
 from sqlalchemy import Table, and_, bindparam, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from stampede.durable.events import Event
+from stampede.durable.events import (
+    CouponExpired,
+    CouponIssued,
+    CouponRedeemed,
+    CouponRolledBack,
+    CouponTransferred,
+    Event,
+)
 from stampede.durable.store import schema as t
-
-EVENT_TYPES = frozenset({"coupon_issued", "coupon_redeemed", "coupon_rolled_back",
-                         "coupon_expired", "coupon_transferred", "gift_offered"})
 
 
 @dataclass
@@ -38,34 +42,34 @@ class CouponFold:
         target.update(changes, updated_seq=seq)
 
     def apply(self, ev: Event) -> None:
-        d = ev.data
-        if ev.type == "coupon_issued":
-            uses = ev.int("uses")
-            self.new_coupons[d["coupon"]] = {
-                "coupon_id": d["coupon"], "campaign_id": ev.campaign_id,
-                "template": d["template"], "user_id": d["user"], "status": "active",
-                "uses": uses, "uses_left": uses, "face_value": ev.int("value"),
-                "valid_from_ms": ev.int("valid_from"), "valid_to_ms": ev.int("valid_to"),
-                "claim_id": d["claim"], "created_ms": ev.ts, "updated_seq": ev.seq}
-        elif ev.type == "coupon_redeemed":
-            left = ev.int("uses_left")
-            self._coupon(d["coupon"], ev.seq, uses_left=left,
-                         status="used" if left == 0 else "active")
-            self.new_redemptions[d["redemption"]] = {
-                "redemption_id": d["redemption"], "campaign_id": ev.campaign_id,
-                "coupon_id": d["coupon"], "merchant_id": d["merchant"], "order_id": d["order"],
-                "order_amount": ev.int("amount"), "discount": ev.int("discount"),
-                "status": "redeemed", "redeemed_ms": ev.ts, "rolled_back_ms": None,
-                "updated_seq": ev.seq}
-        elif ev.type == "coupon_rolled_back":
-            self._coupon(d["coupon"], ev.seq, uses_left=ev.int("uses_left"), status="active")
-            rid = d["redemption"]
-            target = self.new_redemptions.get(rid) or self.redemption_changes.setdefault(rid, {})
-            target.update(status="rolled_back", rolled_back_ms=ev.ts, updated_seq=ev.seq)
-        elif ev.type == "coupon_expired":
-            self._coupon(d["coupon"], ev.seq, status="expired", uses_left=ev.int("uses_left"))
-        elif ev.type == "coupon_transferred":
-            self._coupon(d["coupon"], ev.seq, user_id=d["user"])
+        """Fold one event; events other than the coupon ones change nothing here."""
+        match ev:
+            case CouponIssued():
+                self.new_coupons[ev.coupon] = {
+                    "coupon_id": ev.coupon, "campaign_id": ev.campaign_id,
+                    "template": ev.template, "user_id": ev.user, "status": "active",
+                    "uses": ev.uses, "uses_left": ev.uses, "face_value": ev.value,
+                    "valid_from_ms": ev.valid_from, "valid_to_ms": ev.valid_to,
+                    "claim_id": ev.claim, "created_ms": ev.ts, "updated_seq": ev.seq}
+            case CouponRedeemed():
+                self._coupon(ev.coupon, ev.seq, uses_left=ev.uses_left,
+                             status="used" if ev.uses_left == 0 else "active")
+                self.new_redemptions[ev.redemption] = {
+                    "redemption_id": ev.redemption, "campaign_id": ev.campaign_id,
+                    "coupon_id": ev.coupon, "merchant_id": ev.merchant, "order_id": ev.order,
+                    "order_amount": ev.amount, "discount": ev.discount,
+                    "status": "redeemed", "redeemed_ms": ev.ts, "rolled_back_ms": None,
+                    "updated_seq": ev.seq}
+            case CouponRolledBack():
+                self._coupon(ev.coupon, ev.seq, uses_left=ev.uses_left, status="active")
+                rid = ev.redemption
+                target = (self.new_redemptions.get(rid)
+                          or self.redemption_changes.setdefault(rid, {}))
+                target.update(status="rolled_back", rolled_back_ms=ev.ts, updated_seq=ev.seq)
+            case CouponExpired():
+                self._coupon(ev.coupon, ev.seq, status="expired", uses_left=ev.uses_left)
+            case CouponTransferred():
+                self._coupon(ev.coupon, ev.seq, user_id=ev.user)
 
     async def flush(self, conn: AsyncConnection, insert_many: Any) -> None:
         if self.new_coupons:

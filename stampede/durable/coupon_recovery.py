@@ -18,7 +18,18 @@ from sqlalchemy import select
 from stampede.domain.coupons import codes
 from stampede.domain.coupons.spec import CouponDropSpec
 from stampede.domain.coupons.templates import drop_meta
-from stampede.durable.events import Event, from_row
+from stampede.durable.events import (
+    ClaimHeld,
+    CouponExpired,
+    CouponIssued,
+    CouponRedeemed,
+    CouponRolledBack,
+    CouponTransferred,
+    Event,
+    GiftOffered,
+    from_row,
+    names,
+)
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
 from stampede.state import keys, records
@@ -30,8 +41,8 @@ from stampede.state.records import (
 )
 
 DAY_MS = 86_400_000
-TYPES = ("claim_held", "coupon_issued", "coupon_redeemed", "coupon_rolled_back",
-         "coupon_expired", "gift_offered", "coupon_transferred")
+TYPES = names(ClaimHeld, CouponIssued, CouponRedeemed, CouponRolledBack, CouponExpired,
+              GiftOffered, CouponTransferred)
 
 
 @dataclass
@@ -60,81 +71,93 @@ class DropRebuild:
 
     def fold(self) -> None:
         for ev in self.events:
-            getattr(self, "_" + ev.type)(ev, ev.data, ev.ts // DAY_MS)
+            day = ev.ts // DAY_MS
+            match ev:
+                case ClaimHeld():
+                    self._claim_held(ev, day)
+                case CouponIssued():
+                    self._coupon_issued(ev, day)
+                case CouponRedeemed():
+                    self._coupon_redeemed(ev, day)
+                case CouponRolledBack():
+                    self._coupon_rolled_back(ev)
+                case CouponExpired():
+                    self._stat("expired", 1, self._expire(ev), day)
+                case GiftOffered():
+                    self._gift_offered(ev)
+                case CouponTransferred():
+                    self._coupon_transferred(ev, day)
 
-    def _claim_held(self, ev: Event, d: Any, day: int) -> None:
-        qty = ev.int("qty")
-        self.day[str(day)] += qty
-        self.day[f"{day}|u|{d['user']}"] += qty
-        if d.get("identity"):
-            self.users[f"p|{d['identity']}"] += qty
-        if d.get("idem"):
-            self.claims[d["claim"]] = [d["idem"], d.get("fp", ""), ev.ts, []]
+    def _claim_held(self, ev: ClaimHeld, day: int) -> None:
+        self.day[str(day)] += ev.qty
+        self.day[f"{day}|u|{ev.user}"] += ev.qty
+        if ev.identity:
+            self.users[f"p|{ev.identity}"] += ev.qty
+        if ev.idem:
+            self.claims[ev.claim] = [ev.idem, ev.fp or "", ev.ts, []]
 
-    def _coupon_issued(self, ev: Event, d: Any, day: int) -> None:
-        uses = ev.int("uses")
-        self.coupons[d["coupon"]] = CouponRecord(
-            status="active", owner=d["user"], tpl=d["template"], uses=uses,
-            vf=ev.int("valid_from"), vt=ev.int("valid_to"), loc=d["locator"], claimed=ev.ts,
-            gift="", claim=d["claim"])
-        self.codes[d["locator"]] = d["coupon"]
-        self.wallets[d["user"]].add(d["coupon"])
-        self._stat("issued", 1, d["template"], day)
-        self._stat("uses", uses, d["template"], day)
-        self._stat("value", ev.int("value"), d["template"], day)
-        if d["claim"] in self.claims:
-            self.claims[d["claim"]][3].append(d["coupon"])
+    def _coupon_issued(self, ev: CouponIssued, day: int) -> None:
+        self.coupons[ev.coupon] = CouponRecord(
+            status="active", owner=ev.user, tpl=ev.template, uses=ev.uses, vf=ev.valid_from,
+            vt=ev.valid_to, loc=ev.locator, claimed=ev.ts, gift="", claim=ev.claim)
+        self.codes[ev.locator] = ev.coupon
+        self.wallets[ev.user].add(ev.coupon)
+        self._stat("issued", 1, ev.template, day)
+        self._stat("uses", ev.uses, ev.template, day)
+        self._stat("value", ev.value, ev.template, day)
+        if ev.claim in self.claims:
+            self.claims[ev.claim][3].append(ev.coupon)
 
-    def _coupon_redeemed(self, ev: Event, d: Any, day: int) -> None:
-        c = self.coupons[d["coupon"]]
-        c.uses = ev.int("uses_left")
+    def _coupon_redeemed(self, ev: CouponRedeemed, day: int) -> None:
+        c = self.coupons[ev.coupon]
+        c.uses = ev.uses_left
         c.status = "used" if c.uses == 0 else "active"
-        self.day[f"{day}|m|{d['merchant']}"] += 1
-        self.redeems[d["redemption"]] = RedemptionRecord(
-            status="redeemed", coupon=d["coupon"], merchant=d["merchant"], order=d["order"],
-            amount=ev.int("amount"), discount=ev.int("discount"), ts=ev.ts,
-            fingerprint=d.get("fp", ""), tpl=c.tpl, day=day)
-        self.orders[f"o|{d['merchant']}|{d['order']}|{d['coupon']}"] = d["redemption"]
-        self._stat("redeemed", 1, c.tpl, day, d["merchant"])
-        self._stat("discount", ev.int("discount"), c.tpl, day, d["merchant"])
+        self.day[f"{day}|m|{ev.merchant}"] += 1
+        self.redeems[ev.redemption] = RedemptionRecord(
+            status="redeemed", coupon=ev.coupon, merchant=ev.merchant, order=ev.order,
+            amount=ev.amount, discount=ev.discount, ts=ev.ts, fingerprint=ev.fp, tpl=c.tpl,
+            day=day)
+        self.orders[f"o|{ev.merchant}|{ev.order}|{ev.coupon}"] = ev.redemption
+        self._stat("redeemed", 1, c.tpl, day, ev.merchant)
+        self._stat("discount", ev.discount, c.tpl, day, ev.merchant)
 
-    def _coupon_rolled_back(self, ev: Event, d: Any, _day: int) -> None:
-        r = self.redeems[d["redemption"]]
+    def _coupon_rolled_back(self, ev: CouponRolledBack) -> None:
+        r = self.redeems[ev.redemption]
         r.status = "rolled_back"
-        c = self.coupons[d["coupon"]]
-        c.uses = ev.int("uses_left")
+        c = self.coupons[ev.coupon]
+        c.uses = ev.uses_left
         if c.status == "used":
             c.status = "active"
         self.day[f"{r.day}|m|{r.merchant}"] -= 1
         self._stat("rolled_back", 1, r.tpl, r.day, r.merchant)
         self._stat("discount_rolled_back", r.discount, r.tpl, r.day, r.merchant)
 
-    def _coupon_expired(self, ev: Event, d: Any, day: int) -> None:
-        c = self.coupons[d["coupon"]]
+    def _expire(self, ev: CouponExpired) -> str:
+        """Mark the coupon expired; returns its template."""
+        c = self.coupons[ev.coupon]
         c.status = "expired"
-        self._stat("expired", 1, c.tpl, day)
+        return c.tpl
 
-    def _gift_offered(self, ev: Event, d: Any, _day: int) -> None:
-        c = self.coupons[d["coupon"]]
+    def _gift_offered(self, ev: GiftOffered) -> None:
+        c = self.coupons[ev.coupon]
         if c.gift:
             self.gifts.pop(c.gift, None)
-        c.gift = d.get("token", "")
+        c.gift = ev.token
         if c.gift:
-            self.gifts[c.gift] = GiftRecord(status="open", coupon=d["coupon"], giver=d["user"],
-                                            expires=ev.int("expires"), recipient="", nonce="")
+            self.gifts[c.gift] = GiftRecord(status="open", coupon=ev.coupon, giver=ev.user,
+                                            expires=ev.expires, recipient="", nonce="")
 
-    def _coupon_transferred(self, ev: Event, d: Any, day: int) -> None:
-        c = self.coupons[d["coupon"]]
+    def _coupon_transferred(self, ev: CouponTransferred, day: int) -> None:
+        c = self.coupons[ev.coupon]
         self.codes.pop(c.loc, None)
-        self.codes[d["locator"]] = d["coupon"]
-        c.owner, c.loc, c.gift = d["user"], d["locator"], ""
-        token = d.get("token", "")
-        if token in self.gifts:
-            g = self.gifts[token]
-            g.status, g.recipient, g.nonce = "accepted", d["user"], d.get("nonce", "")
-        self.wallets[d["user"]].add(d["coupon"])
-        if d.get("counted") == "1":
-            self.users[f"g|{d['user']}"] += 1
+        self.codes[ev.locator] = ev.coupon
+        c.owner, c.loc, c.gift = ev.user, ev.locator, ""
+        if ev.token in self.gifts:
+            g = self.gifts[ev.token]
+            g.status, g.recipient, g.nonce = "accepted", ev.user, ev.nonce
+        self.wallets[ev.user].add(ev.coupon)
+        if ev.counted:
+            self.users[f"g|{ev.user}"] += 1
         self._stat("transferred", 1, c.tpl, day)
 
     def queue(self, pipe: Any, now: int, idem_ttl_ms: int) -> None:

@@ -1,35 +1,279 @@
-"""Stream entries as typed events, and their rows in the `events` table."""
+"""Stream entries as typed events, and their rows in the `events` table.
+
+Every event type a Lua script emits is one `Struct` here, tagged with its type
+name (the tagged union `AnyEvent`). Entries and stored rows are decoded here
+and nowhere else; every other module matches on the classes.
+
+An entry is a header written by `emit()` (seq, type, ts, epoch) and the
+script's own fields, every value a string. The header becomes the common
+fields of `Event`; the script's fields are kept, as written, in `raw` (the
+`data` column: a newer version's extra fields survive an older persister)
+and decoded, ints as ints, into the event's own fields.
+
+A type this version does not know (a newer version wrote it) decodes to
+`Unknown`: it is stored like any other, and the projections stop before it
+until a version that knows it folds it (see projection.py).
+"""
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-_json = msgspec.json.Encoder()
-_decode = msgspec.json.Decoder(dict[str, str])
-_HEADER = ("seq", "type", "ts", "epoch")
+_HEADER = frozenset(("seq", "type", "ts", "epoch"))
+_encode = msgspec.json.Encoder().encode
 
 
 class BadEvent(ValueError):
-    """A stream entry that cannot be read as an event (a dead-letter candidate)."""
+    """A stream entry or row that cannot be read as an event (a dead-letter candidate)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    campaign_id: str
-    seq: int
-    type: str
-    ts: int
-    epoch: int
-    stream_id: str
-    data: Mapping[str, str]
+class Event(msgspec.Struct, tag_field="type", kw_only=True, gc=False):
+    """What every event carries; the decoder fills these in, never the entry's body.
 
-    def int(self, name: str) -> int:
-        return int(self.data[name])
+    Events are read-only by convention (not frozen: the decoder sets the header
+    after decoding the body, and plain assignment is the cheapest way)."""
+    campaign_id: str = ""
+    seq: int = 0
+    ts: int = 0
+    epoch: int = 0
+    stream_id: str = ""
+    raw: str = "{}"
+    """The script's fields as written (a JSON object of strings): the `data` column."""
+
+
+# -- campaigns and stock ------------------------------------------------------
+
+class CampaignDefined(Event, tag="campaign_defined"):
+    spec: str
+    actor: str | None = None
+    replaced: bool = False
+    meta: str | None = None
+    """The definition's meta fields as JSON; None in events older than it."""
+
+
+class CampaignPatched(Event, tag="campaign_patched"):
+    actor: str
+    before: str
+    after: str
+
+
+class WaveReleased(Event, tag="wave_released"):
+    sku: str
+    qty: int
+    wave: int
+
+
+class StockAdjusted(Event, tag="stock_adjusted"):
+    sku: str
+    delta: int
+    actor: str
+    before: int | None = None
+    after: int | None = None
+
+
+# -- claims -------------------------------------------------------------------
+
+class ClaimEvent(Event):
+    """A claim's change of status (the `claim_*` events)."""
+    claim: str
+    user: str
+    sku: str
+    qty: int
+
+
+class ClaimHeld(ClaimEvent, tag="claim_held"):
+    price: int
+    deadline: int
+    idem: str | None = None
+    fp: str | None = None
+    identity: str = ""
+    offer: bool = False
+    """A waitlist offer (a hold in the user's name), not a claim of their own."""
+
+
+class ClaimConfirmed(ClaimEvent, tag="claim_confirmed"):
+    price: int
+
+
+class ClaimExpired(ClaimEvent, tag="claim_expired"):
+    pass
+
+
+class ClaimCancelled(ClaimEvent, tag="claim_cancelled"):
+    pass
+
+
+# -- waitlists and their offers -------------------------------------------------
+
+class WaitlistJoined(Event, tag="waitlist_joined"):
+    user: str
+    sku: str
+    qty: int
+    wseq: str | None = None
+    """The entry's place in line, zero-padded as it sorts; None in events older than it."""
+
+
+class WaitlistLeft(Event, tag="waitlist_left"):
+    user: str
+    sku: str
+    qty: int
+
+
+class WaitlistSkipped(Event, tag="waitlist_skipped"):
+    user: str
+    sku: str
+    qty: int
+    reason: str
+
+
+class OfferMade(Event, tag="offer_made"):
+    claim: str
+    user: str
+    sku: str
+    qty: int
+    deadline: int
+
+
+class OfferSettled(Event):
+    """An offer's end (accepted, lapsed or declined): its waitlist entry ends with it."""
+    claim: str
+    user: str
+    sku: str
+    qty: int
+
+
+class OfferAccepted(OfferSettled, tag="offer_accepted"):
+    pass
+
+
+class OfferLapsed(OfferSettled, tag="offer_lapsed"):
+    pass
+
+
+class OfferDeclined(OfferSettled, tag="offer_declined"):
+    pass
+
+
+# -- coupons --------------------------------------------------------------------
+
+class CouponIssued(Event, tag="coupon_issued"):
+    coupon: str
+    user: str
+    template: str
+    claim: str
+    uses: int
+    value: int
+    valid_from: int
+    valid_to: int
+    locator: str
+
+
+class CouponRedeemed(Event, tag="coupon_redeemed"):
+    coupon: str
+    redemption: str
+    merchant: str
+    order: str
+    amount: int
+    discount: int
+    uses_left: int
+    user: str
+    template: str
+    fp: str = ""
+
+
+class CouponRolledBack(Event, tag="coupon_rolled_back"):
+    coupon: str
+    redemption: str
+    merchant: str
+    discount: int
+    uses_left: int
+    template: str
+
+
+class CouponExpired(Event, tag="coupon_expired"):
+    coupon: str
+    user: str
+    template: str
+    uses_left: int
+
+
+class CouponTransferred(Event, tag="coupon_transferred"):
+    coupon: str
+    giver: str = msgspec.field(name="from")
+    user: str
+    template: str
+    locator: str
+    token: str = ""
+    nonce: str = ""
+    counted: bool = False
+    """Whether the gift counted against the receiver's gift limit."""
+
+
+class GiftOffered(Event, tag="gift_offered"):
+    coupon: str
+    user: str
+    expires: int
+    token: str = ""
+
+
+# -- the guard ------------------------------------------------------------------
+
+class RequestsRefused(Event, tag="requests_refused"):
+    n: int
+    refusals: str
+
+
+class Unknown(Event):
+    """An event of a type this version does not know: kept, never folded."""
+    name: str = ""
+
+
+AnyEvent = (CampaignDefined | CampaignPatched | WaveReleased | StockAdjusted | ClaimHeld
+            | ClaimConfirmed | ClaimExpired | ClaimCancelled | WaitlistJoined | WaitlistLeft
+            | WaitlistSkipped | OfferMade | OfferAccepted | OfferLapsed | OfferDeclined
+            | CouponIssued | CouponRedeemed | CouponRolledBack | CouponExpired
+            | CouponTransferred | GiftOffered | RequestsRefused)
+"""Every event type the scripts emit, tagged by `type`."""
+
+TYPES: dict[str, type[Event]] = {
+    str(cls.__struct_config__.tag): cls for cls in AnyEvent.__args__}
+"""Each event class by its type name."""
+
+# Lax: the entry's values are strings; "12" decodes into an int field.
+_BODY = {name: msgspec.json.Decoder(cls, strict=False) for name, cls in TYPES.items()}
+
+
+def names(*classes: type[Event]) -> tuple[str, ...]:
+    """The type names of event classes: to select their rows in SQL."""
+    return tuple(str(cls.__struct_config__.tag) for cls in classes)
+
+
+_NAMES = {cls: name for name, cls in TYPES.items()}
+
+
+def type_name(ev: Event) -> str:
+    """The event's type as the stream and the `events` table spell it."""
+    if isinstance(ev, Unknown):
+        return ev.name
+    return _NAMES.get(type(ev)) or str(ev.__struct_config__.tag)
+
+
+def _decode(etype: str, raw: str | bytes, campaign_id: str, seq: int, ts: int, epoch: int,
+            stream_id: str) -> Event:
+    body = _BODY.get(etype)
+    try:
+        ev = Unknown(name=etype) if body is None else body.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise BadEvent(f"{etype} {campaign_id}#{seq}: {exc}") from exc
+    # The header is not in the body: set it here, once.
+    ev.campaign_id, ev.seq, ev.ts, ev.epoch, ev.stream_id = campaign_id, seq, ts, epoch, stream_id
+    ev.raw = raw if isinstance(raw, str) else raw.decode()
+    return ev
 
 
 def from_entry(campaign_id: str, entry_id: str, fields: Mapping[str, str]) -> Event:
+    """A stream entry (as XRANGE/XREADGROUP give it) as its typed event."""
     try:
         seq, etype, ts = int(fields["seq"]), fields["type"], int(fields["ts"])
         epoch = int(fields.get("epoch", "0"))
@@ -37,15 +281,16 @@ def from_entry(campaign_id: str, entry_id: str, fields: Mapping[str, str]) -> Ev
         raise BadEvent(f"entry {entry_id}: {exc!r}") from exc
     if seq < 1:
         raise BadEvent(f"entry {entry_id}: seq {seq}")
-    data = {k: v for k, v in fields.items() if k not in _HEADER}
-    return Event(campaign_id, seq, etype, ts, epoch, entry_id, data)
+    raw = _encode({k: v for k, v in fields.items() if k not in _HEADER})
+    return _decode(etype, raw, campaign_id, seq, ts, epoch, entry_id)
 
 
 def to_row(ev: Event) -> dict[str, Any]:
-    return {"campaign_id": ev.campaign_id, "seq": ev.seq, "type": ev.type, "ts": ev.ts,
-            "epoch": ev.epoch, "stream_id": ev.stream_id, "data": _json.encode(ev.data).decode()}
+    return {"campaign_id": ev.campaign_id, "seq": ev.seq, "type": type_name(ev), "ts": ev.ts,
+            "epoch": ev.epoch, "stream_id": ev.stream_id, "data": ev.raw}
 
 
 def from_row(row: Any) -> Event:
-    return Event(row.campaign_id, row.seq, row.type, row.ts, row.epoch, row.stream_id,
-                 _decode.decode(row.data))
+    """A row of the `events` table as its typed event."""
+    return _decode(row.type, row.data, row.campaign_id, row.seq, row.ts, row.epoch,
+                   row.stream_id)

@@ -5,8 +5,11 @@ each campaign's projections advance over the contiguous run of events after
 `applied_seq`, in seq order. A duplicate is below `applied_seq` and ignored;
 an early event waits in `events` until the gap before it fills. So any
 delivery order folds to the same state, and no event is applied twice.
+An event of a type this version does not know is stored and stops the run
+the same way (see `_known`).
 """
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,16 +19,33 @@ from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stampede.domain.models import CampaignSpec, to_ms
-from stampede.durable.coupon_projection import EVENT_TYPES as COUPON_EVENTS
 from stampede.durable.coupon_projection import CouponFold
-from stampede.durable.events import Event, from_row, to_row
+from stampede.durable.events import (
+    CampaignDefined,
+    CampaignPatched,
+    ClaimCancelled,
+    ClaimConfirmed,
+    ClaimEvent,
+    ClaimExpired,
+    ClaimHeld,
+    Event,
+    StockAdjusted,
+    Unknown,
+    WaveReleased,
+    from_row,
+    to_row,
+)
 from stampede.durable.store import schema as t
 from stampede.durable.store.db import Store
 
+log = logging.getLogger("stampede.projection")
 _COUNTERS = ("released", "available", "held", "sold", "expired", "cancelled")
 _PATCHABLE = ("state", "opens_ms", "closes_ms", "hold_ttl_ms", "per_user", "max_qty")
 _spec_decoder = msgspec.json.Decoder(CampaignSpec)
 _patch_decoder = msgspec.json.Decoder(dict[str, Any])
+_SETTLED: dict[type[Event], str] = {ClaimConfirmed: "confirmed", ClaimExpired: "expired",
+                                    ClaimCancelled: "cancelled"}
+"""A settled claim's status (and the SKU counter it moves units to)."""
 
 
 def new_sku(sku: str, price: int, per_user: int) -> dict[str, Any]:
@@ -65,53 +85,57 @@ class Fold:
         return found
 
     def apply(self, ev: Event) -> None:
-        d = ev.data
         c = self.campaign
         c["epoch"] = max(c["epoch"], ev.epoch)
-        if ev.type == "campaign_defined":
-            spec = _spec_decoder.decode(d["spec"])
-            c.update(spec_fields(spec), spec=d["spec"], defined_seq=ev.seq)
-            self.skus = spec_skus(spec)
-        elif ev.type in ("wave_released", "stock_adjusted"):
-            s = self.sku(d["sku"])
-            n = ev.int("qty") if ev.type == "wave_released" else ev.int("delta")
-            s["available"] += n
-            s["released"] += n
-        elif ev.type == "campaign_patched":
-            for name, value in _patch_decoder.decode(d["after"]).items():
-                if name.startswith("lim:"):
-                    self.sku(name[4:])["per_user"] = int(value)
-                elif name in _PATCHABLE:
-                    c[name] = value if name == "state" else int(value)
-        elif ev.type.startswith("claim_"):
-            self._claim(ev)
-        elif ev.type in COUPON_EVENTS:
-            self.coupons.apply(ev)
+        match ev:  # claims first: nearly every event is one
+            case ClaimHeld():
+                self._held(ev)
+            case ClaimConfirmed() | ClaimExpired() | ClaimCancelled():
+                self._settled(ev, _SETTLED[type(ev)])
+            case CampaignDefined(spec=spec_json):
+                spec = _spec_decoder.decode(spec_json)
+                c.update(spec_fields(spec), spec=spec_json, defined_seq=ev.seq)
+                self.skus = spec_skus(spec)
+            case WaveReleased(sku=sku, qty=n) | StockAdjusted(sku=sku, delta=n):
+                s = self.sku(sku)
+                s["available"] += n
+                s["released"] += n
+            case CampaignPatched(after=after):
+                for name, value in _patch_decoder.decode(after).items():
+                    if name.startswith("lim:"):
+                        self.sku(name[4:])["per_user"] = int(value)
+                    elif name in _PATCHABLE:
+                        c[name] = value if name == "state" else int(value)
+            case _:
+                self.coupons.apply(ev)
 
-    def _claim(self, ev: Event) -> None:
-        d = ev.data
-        s, qty, claim = self.sku(d["sku"]), ev.int("qty"), d["claim"]
-        status = ev.type[len("claim_"):]
-        if status == "held":
-            s["available"] -= qty
-            s["held"] += qty
-            self.new_claims[claim] = {
-                "claim_id": claim, "campaign_id": ev.campaign_id, "user_id": d["user"],
-                "sku": d["sku"], "qty": qty, "price": int(d.get("price") or 0),
-                "status": "held", "deadline_ms": int(d["deadline"]), "created_ms": ev.ts,
-                "updated_seq": ev.seq, "idem_key": d.get("idem"), "fingerprint": d.get("fp")}
+    def _held(self, ev: ClaimHeld) -> None:
+        s = self.sku(ev.sku)
+        s["available"] -= ev.qty
+        s["held"] += ev.qty
+        self.new_claims[ev.claim] = {
+            "claim_id": ev.claim, "campaign_id": ev.campaign_id, "user_id": ev.user,
+            "sku": ev.sku, "qty": ev.qty, "price": ev.price, "status": "held",
+            "deadline_ms": ev.deadline, "created_ms": ev.ts, "updated_seq": ev.seq,
+            "idem_key": ev.idem, "fingerprint": ev.fp}
+        self._history(ev, "held")
+
+    def _settled(self, ev: ClaimEvent, status: str) -> None:
+        s = self.sku(ev.sku)
+        s["held"] -= ev.qty
+        if status == "confirmed":
+            s["sold"] += ev.qty
         else:
-            s["held"] -= qty
-            if status == "confirmed":
-                s["sold"] += qty
-            else:
-                s["available"] += qty
-                s[status] += qty  # expired or cancelled
-            if claim in self.new_claims:
-                self.new_claims[claim].update(status=status, updated_seq=ev.seq)
-            else:
-                self.status[claim] = (status, ev.seq)
-        self.history.append({"campaign_id": ev.campaign_id, "seq": ev.seq, "claim_id": claim,
+            s["available"] += ev.qty
+            s[status] += ev.qty  # expired or cancelled
+        if ev.claim in self.new_claims:
+            self.new_claims[ev.claim].update(status=status, updated_seq=ev.seq)
+        else:
+            self.status[ev.claim] = (status, ev.seq)
+        self._history(ev, status)
+
+    def _history(self, ev: ClaimEvent, status: str) -> None:
+        self.history.append({"campaign_id": ev.campaign_id, "seq": ev.seq, "claim_id": ev.claim,
                              "status": status, "ts": ev.ts})
 
 
@@ -168,6 +192,7 @@ async def _advance(conn: AsyncConnection, store: Store, cid: str, batch: list[Ev
         query = select(t.events).where(t.events.c.campaign_id == cid,
                                        t.events.c.seq > applied).order_by(t.events.c.seq)
         run = _prefix([from_row(r) for r in await conn.execute(query)], applied)
+    run = _known(cid, run)
     campaign = dict(row._mapping)
     campaign["max_seq"] = max_seq
     if run:
@@ -192,6 +217,17 @@ def _prefix(events: Iterable[Event], after: int) -> list[Event]:
         if e.seq != after + len(run) + 1:
             break
         run.append(e)
+    return run
+
+
+def _known(cid: str, run: list[Event]) -> list[Event]:
+    """The run up to an event of a type this version does not know, which stays stored:
+    projections wait there, as behind a gap, until a version that knows it folds on."""
+    for i, e in enumerate(run):
+        if isinstance(e, Unknown):
+            log.warning("campaign %s: event %d is of unknown type %r; projections wait before "
+                        "it for a version that knows it", cid, e.seq, e.name)
+            return run[:i]
     return run
 
 

@@ -16,6 +16,18 @@ from prometheus_client import Gauge
 from redis.asyncio import Redis
 from sqlalchemy import select
 
+from stampede.durable.events import (
+    CampaignDefined,
+    ClaimCancelled,
+    ClaimConfirmed,
+    ClaimExpired,
+    ClaimHeld,
+    Event,
+    StockAdjusted,
+    Unknown,
+    WaveReleased,
+    from_entry,
+)
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
 from stampede.state import keys
@@ -58,7 +70,7 @@ async def reconcile_campaign(redis: "Redis", store: Store, cid: str) -> list[Dif
         evseq = int(evseq or 0)
         if evseq < at:  # Redis lost events the store has
             return [Difference(cid, "*", "events", evseq, at)]
-        after = [f for _, f in entries if int(f["seq"]) > at]
+        after = [from_entry(cid, eid, f) for eid, f in entries if int(f["seq"]) > at]
         if len(after) == evseq - at:
             return _compare(cid, stock, after, stored)
         if len(entries) < count:  # trimmed past S: not comparable now
@@ -67,23 +79,23 @@ async def reconcile_campaign(redis: "Redis", store: Store, cid: str) -> list[Dif
     return None
 
 
-def _compare(cid: str, stock: dict[str, str], after: list[dict[str, str]],
+def _compare(cid: str, stock: dict[str, str], after: list[Event],
              stored: dict[str, Any]) -> list[Difference] | None:
     counters = {k: int(v) for k, v in stock.items() if k.rsplit(".", 1)[-1] in _COUNTERS}
-    for f in after:  # take the effect of each later event back out
-        etype = f["type"]
-        if etype == "campaign_defined":
-            return None  # a redefinition reset everything: compare next round
-        sku = f.get("sku")
-        if etype in ("wave_released", "stock_adjusted"):
-            n = int(f["qty"] if etype == "wave_released" else f["delta"])
-            _add(counters, sku, a=-n, r=-n)
-        elif etype == "claim_held":
-            _add(counters, sku, a=int(f["qty"]), h=-int(f["qty"]))
-        elif etype == "claim_confirmed":
-            _add(counters, sku, h=int(f["qty"]), s=-int(f["qty"]))
-        elif etype in ("claim_cancelled", "claim_expired"):
-            _add(counters, sku, h=int(f["qty"]), a=-int(f["qty"]))
+    for ev in after:  # take the effect of each later event back out
+        match ev:
+            case CampaignDefined():
+                return None  # a redefinition reset everything: compare next round
+            case WaveReleased(sku=sku, qty=n) | StockAdjusted(sku=sku, delta=n):
+                _add(counters, sku, a=-n, r=-n)
+            case ClaimHeld(sku=sku, qty=n):
+                _add(counters, sku, a=n, h=-n)
+            case ClaimConfirmed(sku=sku, qty=n):
+                _add(counters, sku, h=n, s=-n)
+            case ClaimCancelled(sku=sku, qty=n) | ClaimExpired(sku=sku, qty=n):
+                _add(counters, sku, h=n, a=-n)
+            case Unknown():
+                return None  # its effect on the counters is unknown here
     diffs = []
     skus = {k.rsplit(".", 1)[0] for k in counters} | set(stored)
     for sku in sorted(skus):
@@ -96,7 +108,7 @@ def _compare(cid: str, stock: dict[str, str], after: list[dict[str, str]],
     return diffs
 
 
-def _add(counters: dict[str, int], sku: str | None, **by: int) -> None:
+def _add(counters: dict[str, int], sku: str, **by: int) -> None:
     for short, n in by.items():
         key = f"{sku}.{short}"
         counters[key] = counters.get(key, 0) + n

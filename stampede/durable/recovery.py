@@ -12,7 +12,7 @@ store, and `heal` fences and rebuilds it before it sells anything.
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -23,6 +23,22 @@ from sqlalchemy import func, select
 
 from stampede.domain.models import CampaignSpec, to_ms
 from stampede.durable import coupon_recovery
+from stampede.durable.events import (
+    CampaignDefined,
+    CampaignPatched,
+    Event,
+    OfferAccepted,
+    OfferDeclined,
+    OfferLapsed,
+    OfferMade,
+    OfferSettled,
+    WaitlistJoined,
+    WaitlistLeft,
+    WaitlistSkipped,
+    WaveReleased,
+    from_row,
+    names,
+)
 from stampede.durable.persister import GROUP, Items, entries_of
 from stampede.durable.projection import store_events
 from stampede.durable.store import Store
@@ -179,8 +195,8 @@ class _State:
 
 
 
-_WAITLIST_EVENTS = ("waitlist_joined", "waitlist_left", "waitlist_skipped", "offer_made",
-                    "offer_accepted", "offer_lapsed", "offer_declined")
+_WAITLIST_EVENTS = names(WaitlistJoined, WaitlistLeft, WaitlistSkipped, OfferMade,
+                         OfferAccepted, OfferLapsed, OfferDeclined)
 
 
 # Waiting-room counters and the lottery salt are state, not configuration: a live
@@ -195,25 +211,25 @@ async def _load(store: Store, cid: str) -> _State:
         skus = (await conn.execute(select(t.skus).where(t.skus.c.campaign_id == cid))).all()
         claims = (await conn.execute(select(t.claims).where(
             t.claims.c.campaign_id == cid))).all()
-        released = (await conn.execute(select(t.events.c.data).where(
-            t.events.c.campaign_id == cid, t.events.c.type == "wave_released",
+        released = (await conn.execute(select(t.events).where(
+            t.events.c.campaign_id == cid, t.events.c.type.in_(names(WaveReleased)),
             t.events.c.seq > row.defined_seq, t.events.c.seq <= row.applied_seq))).all()
-        queue_events = (await conn.execute(select(t.events.c.type, t.events.c.ts,
-                                                  t.events.c.data).where(
+        queue_events = (await conn.execute(select(t.events).where(
             t.events.c.campaign_id == cid, t.events.c.type.in_(_WAITLIST_EVENTS),
             t.events.c.seq > row.defined_seq, t.events.c.seq <= row.applied_seq)
             .order_by(t.events.c.seq))).all()
         joins = (await conn.execute(select(func.count()).select_from(t.events).where(
-            t.events.c.campaign_id == cid, t.events.c.type == "waitlist_joined"))).scalar_one()
-        changes = (await conn.execute(select(t.events.c.type, t.events.c.data).where(
             t.events.c.campaign_id == cid,
-            t.events.c.type.in_(("campaign_defined", "campaign_patched")),
+            t.events.c.type.in_(names(WaitlistJoined))))).scalar_one()
+        changes = (await conn.execute(select(t.events).where(
+            t.events.c.campaign_id == cid,
+            t.events.c.type.in_(names(CampaignDefined, CampaignPatched)),
             t.events.c.seq >= row.defined_seq, t.events.c.seq <= row.applied_seq)
             .order_by(t.events.c.seq))).all()
     done = set()
-    for (data,) in released:
-        d = _spec_waves.decode(data)
-        done.add((d["sku"], int(d["wave"])))
+    for ev in map(from_row, released):
+        if isinstance(ev, WaveReleased):
+            done.add((ev.sku, ev.wave))
     pending = []
     spec = None
     if row.spec:
@@ -222,40 +238,43 @@ async def _load(store: Store, cid: str) -> _State:
             for i, w in enumerate(s.waves):
                 if (s.sku, i) not in done:
                     pending.append((i, s.sku, w.qty, to_ms(w.at)))
-    return _State(row, list(skus), list(claims), pending, spec, _config(changes),
-                  _waitlist(queue_events), int(joins))
+    return _State(row, list(skus), list(claims), pending, spec,
+                  _config(map(from_row, changes)), _waitlist(map(from_row, queue_events)),
+                  int(joins))
 
 
-def _waitlist(events: Sequence[Any]) -> dict[str, EntryRecord]:
+def _waitlist(events: Iterable[Event]) -> dict[str, EntryRecord]:
     """Each user's entry per SKU: joined, then gone (left, skipped, its offer settled)
     or offered (a hold in their name, still open)."""
     entries: dict[str, EntryRecord] = {}
-    for etype, ts, data in events:
-        d = _spec_waves.decode(data)
-        field = f"{d['user']}|{d['sku']}"
-        if etype == "waitlist_joined":
-            entries[field] = EntryRecord(status="waiting", seq=d["wseq"], qty=int(d["qty"]),
-                                         joined=int(ts), claim="")
-        elif etype in ("waitlist_left", "waitlist_skipped"):
-            entries.pop(field, None)
-        elif etype == "offer_made" and field in entries:
-            entries[field].status, entries[field].claim = "offered", d["claim"]
-        elif field in entries and entries[field].claim == d.get("claim"):
-            del entries[field]  # accepted, lapsed or declined: the entry ends with the offer
+    for ev in events:
+        match ev:
+            case WaitlistJoined(user=user, sku=sku, qty=qty, wseq=str() as wseq):
+                # (a join older than wseq has no place in line to restore)
+                entries[f"{user}|{sku}"] = EntryRecord(status="waiting", seq=wseq, qty=qty,
+                                                       joined=ev.ts, claim="")
+            case WaitlistLeft(user=user, sku=sku) | WaitlistSkipped(user=user, sku=sku):
+                entries.pop(f"{user}|{sku}", None)
+            case OfferMade(user=user, sku=sku, claim=claim) if f"{user}|{sku}" in entries:
+                entry = entries[f"{user}|{sku}"]
+                entry.status, entry.claim = "offered", claim
+            case OfferSettled(user=user, sku=sku, claim=claim):
+                # accepted, lapsed or declined: the entry ends with the offer
+                if f"{user}|{sku}" in entries and entries[f"{user}|{sku}"].claim == claim:
+                    del entries[f"{user}|{sku}"]
     return entries
 
 
-def _config(changes: Sequence[Any]) -> dict[str, str] | None:
+def _config(changes: Iterable[Event]) -> dict[str, str] | None:
     """The definition's optional meta, then each patch's new values, in order."""
     config: dict[str, str] | None = None
-    for etype, data in changes:
-        d = _spec_waves.decode(data)
-        if etype == "campaign_defined":
-            config = dict(_spec_waves.decode(d["meta"])) if "meta" in d else None
-        elif config is not None:
-            after = _spec_waves.decode(d.get("after") or "{}")
-            config.update({k: str(v) for k, v in after.items()
-                           if k.startswith(("wr_", "wl_", "th")) and v is not False})
+    for ev in changes:
+        match ev:
+            case CampaignDefined(meta=meta):
+                config = None if meta is None else dict(_spec_waves.decode(meta))
+            case CampaignPatched(after=after) if config is not None:
+                config.update({k: str(v) for k, v in _spec_waves.decode(after or "{}").items()
+                               if k.startswith(("wr_", "wl_", "th")) and v is not False})
     return config
 
 

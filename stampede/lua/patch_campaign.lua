@@ -15,7 +15,8 @@
 --
 -- A closed campaign stays closed (CONFLICT on a state change). Unknown SKUs
 -- are NOT_FOUND, and so are waiting-room settings of a campaign without
--- one; a schedule whose close is not after its open is INVALID. Everything
+-- one; a schedule whose close is not after its open is INVALID, and so is a
+-- close at or before a pending wave ({INVALID, 'wave', ''}). Everything
 -- is checked before the first write. The waiting room is first brought up
 -- to now at its old rate, so a new rate or a pause applies from now on.
 --@include common
@@ -60,6 +61,8 @@ end
 local opens = tonumber(after['opens_ms'] or redis.call('HGET', K.meta, 'opens_ms'))
 local closes = tonumber(after['closes_ms'] or redis.call('HGET', K.meta, 'closes_ms'))
 if closes <= opens then return {INVALID, '', ''} end
+local last_wave = redis.call('ZRANGE', K.waves, -1, -1, 'WITHSCORES')
+if last_wave[2] and tonumber(last_wave[2]) >= closes then return {INVALID, 'wave', ''} end
 if room then
   local st = advance_queue(now)
   redis.call('HSET', K.meta, 'wr_tokens', st.tokens, 'wr_at', math.max(st.at, now))

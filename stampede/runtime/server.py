@@ -16,6 +16,7 @@ from stampede.api.app import make_admin_app, make_public_app
 from stampede.api.auth import Authenticator
 from stampede.api.context import STORE_CHECK
 from stampede.api.metrics import refresh_gauges
+from stampede.api.runner import JsonErrorRunner
 from stampede.durable.store import open_store
 from stampede.logs import log
 from stampede.periodic import every
@@ -53,10 +54,10 @@ async def serve(settings: Settings, redis_url: str, auth: Authenticator, listen:
         loop.add_signal_handler(sig, stop.set)
     grace = settings.shutdown_grace_s
     runners = [
-        web.AppRunner(make_public_app(engine, auth, ready, settings.max_body_bytes,
+        JsonErrorRunner(make_public_app(engine, auth, ready, settings.max_body_bytes,
                                       settings.metrics),
                       access_log=None, shutdown_timeout=grace, handle_signals=False),
-        web.AppRunner(make_admin_app(engine, auth, ready, metrics=settings.metrics),
+        JsonErrorRunner(make_admin_app(engine, auth, ready, metrics=settings.metrics),
                       access_log=None, shutdown_timeout=grace, handle_signals=False),
     ]
     for runner in runners:

@@ -33,15 +33,7 @@ def test_scripts_never_build_key_names(name: str) -> None:
     assert not re.search(r"redis\.call\('\w+',\s*[^K'\s][^,]*\.\.", text)
 
 
-@pytest.mark.parametrize("name", OPERATIONS)
-def test_no_event_field_shadows_the_event_header(name: str) -> None:
-    # emit() writes seq, type, ts and epoch first; a field of the same name in an
-    # event would win when the entry is read as a mapping (the persister files it
-    # under the wrong seq). The body of emit itself is the only place they appear.
-    body = lua.source_path(name).read_text().split("--@include")[-1]
-    fields = " ".join(re.findall(r"emit\(\w+, '\w+', \{(.*?)\}\)", body, re.DOTALL))
-    quoted = re.findall(r"'(seq|type|ts|epoch)',", fields)
-    assert not quoted, f"{name}.lua passes {quoted} to an event"
+# Events' field names (never the header's) are checked in test_event_types.py.
 
 
 async def test_claim_then_confirm(engine: Engine) -> None:

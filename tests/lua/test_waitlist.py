@@ -59,7 +59,7 @@ async def test_join_refusals(engine: Engine) -> None:
 
 
 async def test_pending_wave_is_not_sold_out(engine: Engine) -> None:
-    spec = _spec(waves=[{"at": iso(-30), "qty": 1}, {"at": iso(3600), "qty": 5}])
+    spec = _spec(waves=[{"at": iso(-30), "qty": 1}, {"at": iso(1800), "qty": 5}])
     await engine.define_campaign("c1", spec)
     await engine.claim("c1", "holder", "tee")
     assert (await engine.join_waitlist("c1", "a", "tee"))[0] is Outcome.NOT_SOLD_OUT

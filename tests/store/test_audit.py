@@ -6,7 +6,7 @@ import msgspec
 import pytest
 
 from stampede.durable.audit import audit
-from stampede.durable.events import Event
+from stampede.durable.events import Event, from_entry
 from stampede.durable.projection import store_events
 from stampede.durable.store import Store
 from tests.conftest import campaign_spec
@@ -21,8 +21,9 @@ def _events(*steps: tuple[str, dict[str, Any]], skip: int = 0) -> list[Event]:
         seq += 1
         if seq == skip:
             seq += 1
-        out.append(Event("c1", seq, etype, 1000 + seq, 1, f"{seq}-0",
-                         {k: str(v) for k, v in data.items()}))
+        out.append(from_entry("c1", f"{seq}-0", {"seq": str(seq), "type": etype,
+                                                 "ts": str(1000 + seq), "epoch": "1",
+                                                 **{k: str(v) for k, v in data.items()}}))
     return out
 
 
@@ -36,7 +37,8 @@ def held(claim: str, user: str) -> tuple[str, dict[str, Any]]:
 
 
 def settled(kind: str, claim: str, user: str) -> tuple[str, dict[str, Any]]:
-    return (f"claim_{kind}", {"claim": claim, "user": user, "sku": "tee", "qty": 1})
+    price = {"price": 1} if kind == "confirmed" else {}  # as confirm.lua writes it
+    return (f"claim_{kind}", {"claim": claim, "user": user, "sku": "tee", "qty": 1, **price})
 
 
 CASES = {

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from stampede import Engine, Outcome
 from stampede.domain.coupons.spec import RedemptionRequest
 from stampede.durable.audit import audit
-from stampede.durable.events import Event
+from stampede.durable.events import Event, from_entry
 from stampede.durable.persister import Persister
 from stampede.durable.projection import store_events
 from stampede.durable.store import Store
@@ -73,8 +73,9 @@ _SPEC = msgspec.json.encode(drop_spec(stock=1, budget=1000)).decode()
 
 
 def _events(*steps: tuple[str, dict[str, Any]]) -> list[Event]:
-    return [Event("d1", i + 1, etype, 1000 + i, 1, f"{i + 1}-0",
-                  {k: str(v) for k, v in data.items()}) for i, (etype, data) in enumerate(steps)]
+    return [from_entry("d1", f"{i + 1}-0", {"seq": str(i + 1), "type": etype, "ts": str(1000 + i),
+                                            "epoch": "1", **{k: str(v) for k, v in data.items()}})
+            for i, (etype, data) in enumerate(steps)]
 
 
 def issued(coupon: str, value: int = 500, uses: int = 1) -> tuple[str, dict[str, Any]]:

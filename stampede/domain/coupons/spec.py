@@ -18,9 +18,18 @@ Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Amount = Annotated[int, Meta(ge=0, le=10**12, description="smallest currency unit")]
 Count = Annotated[int, Meta(ge=1, le=1_000_000_000)]
 # RFC 3339 with an offset (the same pattern as engine.models.Timestamp).
-Timestamp = Annotated[datetime, Meta(extra_json_schema={
+Timestamp = Annotated[datetime, Meta(tz=True, extra_json_schema={
     "pattern": r"^(19|20|21)\d{2}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
                r"T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?(Z|[+-](0\d|1[0-4]):[0-5]\d)$"})]
+
+_DAY = " per UTC day (resets at 00:00 UTC)"
+UserDaily = Annotated[int, Meta(ge=1, le=1_000_000_000,
+                                description="claims one user may make" + _DAY)]
+DropDaily = Annotated[int, Meta(ge=1, le=1_000_000_000,
+                                description="claims all users together may make" + _DAY)]
+MerchantDaily = Annotated[int, Meta(ge=1, le=1_000_000_000, description=(
+    "redemptions one merchant may make of this drop's coupons" + _DAY))]
+
 
 CouponKind = Literal["fixed_off", "threshold_off", "percent_off", "exchange", "pack"]
 
@@ -30,7 +39,7 @@ class TemplateSpec(Struct, **_STRICT):
     threshold_off), the most a percent_off may take, or the value of the
     item (exchange, and each use of a pack)."""
     kind: CouponKind
-    face_value: Amount
+    face_value: Annotated[int, Meta(ge=0, le=10**9, description="smallest currency unit")]
     threshold: Amount = 0
     """Least order amount the coupon applies to (满减: spend this, get face_value off)."""
     percent: Annotated[int, Meta(ge=1, le=100)] | None = None
@@ -59,22 +68,21 @@ class TemplateSpec(Struct, **_STRICT):
 
 class CouponDropSpec(Struct, **_STRICT):
     """What makes a campaign a coupon drop. Each campaign SKU is a template id
-    (issues one coupon) or a key of `packs` (issues all of its list at once)."""
+    (issues one coupon) or a key of `packs` (issues all of its list at once).
+    The per-day limits count UTC days: they reset at 00:00 UTC, whatever the
+    shoppers' time zone."""
     templates: Annotated[dict[TemplateId, TemplateSpec], Meta(min_length=1, max_length=100)]
     packs: Annotated[dict[TemplateId, Annotated[list[TemplateId],
                                                 Meta(min_length=1, max_length=20)]],
                      Meta(max_length=100)] = {}
-    per_user_per_day: Count | None = None
-    """Claims one user may make per (UTC) day."""
-    per_day: Count | None = None
-    """Claims all users together may make per (UTC) day."""
+    per_user_per_day: UserDaily | None = None
+    per_day: DropDaily | None = None
     budget: Amount | None = None
     """Most face value the drop may issue in total."""
     per_person: Count | None = None
     """Claims per real person across accounts (the token's `idh` identity hash);
     when set, a claim without an identity is refused."""
-    merchant_daily_cap: Count | None = None
-    """Redemptions one merchant may make of this drop's coupons per (UTC) day."""
+    merchant_daily_cap: MerchantDaily | None = None
 
 
 CouponStatus = Literal["active", "used", "expired", "transferred"]
