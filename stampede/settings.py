@@ -16,6 +16,8 @@ PREFIX = "STAMPEDE_"
 
 # Names read by tools around the service (tests, benchmarks), not by it.
 _TOOL_NAMES = frozenset({"TEST_PG_URL", "TEST_REDIS_URL"})
+# Fields set from another library's environment name, never from a STAMPEDE_ one.
+_FOREIGN = {"metrics_multiprocess_dir": "PROMETHEUS_MULTIPROC_DIR"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class Settings:
     shutdown_grace_s: int = 10
     """Then how long in-flight requests may take to finish."""
     metrics: bool = True
+    metrics_multiprocess_dir: Path | None = None
+    """Read from PROMETHEUS_MULTIPROC_DIR (prometheus_client's own name, which the
+    `--workers` master sets for its workers): /metrics aggregates every worker's files."""
     appendfsync: str = "everysec"
     """Embedded Valkey only: everysec (may lose ~1 s on a host crash) or always."""
     persister: bool = True
@@ -76,8 +81,10 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
-        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
-        values: dict[str, object] = {}
+        fields = {f.name: f for f in dataclasses.fields(cls)
+                  if f.name != "extra" and f.name not in _FOREIGN}
+        values: dict[str, object] = {key: Path(env[name]) for key, name in _FOREIGN.items()
+                                     if env.get(name)}
         for name, raw in env.items():
             if not name.startswith(PREFIX):
                 continue

@@ -24,13 +24,7 @@ SHARED = frozenset({"settings", "errors", "outcomes", "logs", "periodic", "metri
 FACADE_LAYER = "domain"
 """stampede/__init__.py re-exports the domain's Engine (and shared Outcome, Settings)."""
 
-KNOWN_EDGES: frozenset[tuple[str, str]] = frozenset({
-    # The only cycle left: api/metrics.py refreshes the coupon gauges that
-    # api/coupons.py defines, while coupons -> guard -> metrics counts refusals.
-    # It goes when the metric definitions move into one module (branch `api`);
-    # remove this allowance at that merge.
-    ("stampede.api.metrics", "stampede.api.coupons"),
-})
+KNOWN_EDGES: frozenset[tuple[str, str]] = frozenset()
 """Import edges tolerated by the cycle check, each one to be removed."""
 
 

@@ -3,8 +3,7 @@
 import msgspec
 from aiohttp import web
 
-from stampede.api.auth import Role
-from stampede.api.context import AUTH, ENGINE
+from stampede.api.context import ADMIN, ENGINE
 from stampede.api.errors import decode, json_response, outcome_error, read_body
 from stampede.api.idempotency import checked_key
 from stampede.api.routing import CID, SKU, ApiRoutes
@@ -28,7 +27,6 @@ _delta_decoder = msgspec.json.Decoder(StockDelta)
 @api.route("GET", "/admin/v1/campaigns", "All campaign ids", auth="viewer",
            response=CampaignList, errors=(401, 503))
 async def list_campaigns(request: web.Request) -> web.Response:
-    request.app[AUTH].admin(request, Role.VIEWER)
     return json_response(CampaignList(campaigns=await request.app[ENGINE].campaign_ids()))
 
 
@@ -37,7 +35,7 @@ async def list_campaigns(request: web.Request) -> web.Response:
            body=CampaignSpec, response=CampaignStats, status=201, also=(200,),
            errors=(400, 401, 403, 409, 413, 503), path_params=CID)
 async def put_campaign(request: web.Request) -> web.Response:
-    admin = request.app[AUTH].admin(request, Role.OPERATOR)
+    admin = request[ADMIN]
     spec = decode(_spec_decoder, await read_body(request))
     cid = request.match_info["cid"]
     engine = request.app[ENGINE]
@@ -53,7 +51,7 @@ async def put_campaign(request: web.Request) -> web.Response:
            body=CampaignPatch, response=CampaignStats,
            errors=(400, 401, 403, 404, 409, 413, 503), path_params=CID)
 async def patch_campaign(request: web.Request) -> web.Response:
-    admin = request.app[AUTH].admin(request, Role.OPERATOR)
+    admin = request[ADMIN]
     patch = decode(_patch_decoder, await read_body(request))
     cid = request.match_info["cid"]
     outcome = await request.app[ENGINE].patch_campaign(cid, patch, actor=admin.name)
@@ -71,7 +69,7 @@ async def patch_campaign(request: web.Request) -> web.Response:
            response=StockLevel, idempotent=True, errors=(400, 401, 403, 404, 409, 413, 503),
            path_params={**CID, **SKU})
 async def adjust_stock(request: web.Request) -> web.Response:
-    admin = request.app[AUTH].admin(request, Role.OPERATOR)
+    admin = request[ADMIN]
     body = decode(_delta_decoder, await read_body(request))
     cid, sku = request.match_info["cid"], request.match_info["sku"]
     outcome, available = await request.app[ENGINE].adjust_stock(
@@ -88,7 +86,6 @@ async def adjust_stock(request: web.Request) -> web.Response:
            "Counts per SKU, claims by outcome, waitlist length", auth="viewer",
            response=CampaignStats, errors=(401, 404, 503), path_params=CID)
 async def campaign_stats(request: web.Request) -> web.Response:
-    request.app[AUTH].admin(request, Role.VIEWER)
     stats = await request.app[ENGINE].stats(request.match_info["cid"])
     if stats is None:
         return outcome_error(Outcome.NOT_FOUND, "no such campaign")

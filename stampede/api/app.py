@@ -12,10 +12,11 @@ from stampede.api.auth import Authenticator
 from stampede.api.context import AUTH, ENGINE, GUARD, READY, STORE_CHECK
 from stampede.api.errors import error_middleware, json_response
 from stampede.api.idempotency import IdempotencyGuard
-from stampede.api.metrics import metrics_handler, metrics_middleware, observe_script
+from stampede.api.metrics import metrics_handler, metrics_middleware
 from stampede.api.openapi import build_spec
 from stampede.api.routing import ApiRoutes, Operation
 from stampede.domain.models import Health, Readiness
+from stampede.metrics import observe_script, scrape_registry
 from stampede.state.idempotency import ResponseMemory
 
 health = ApiRoutes("health")
@@ -68,7 +69,8 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
 
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/docs", docs.page(title))
-    app.router.add_get("/metrics", metrics_handler)
+    registry = scrape_registry(engine.settings.metrics_multiprocess_dir)
+    app.router.add_get("/metrics", metrics_handler(registry))
     return app
 
 

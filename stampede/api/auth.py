@@ -1,7 +1,12 @@
-"""Who is calling: a user (JWT or, in dev mode, X-User-Id) or an admin role."""
+"""Who is calling: a user (JWT or, in dev mode, X-User-Id) or an admin role.
+
+The router (`stampede.api.routing`) asks this module once per request, as the
+route declares; handlers receive the answer and never call it themselves.
+"""
 
 import functools
 import hmac
+import re
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -74,6 +79,44 @@ def parse_admin_tokens(spec: str) -> list[AdminToken]:
 
 
 @dataclass(frozen=True)
+class User:
+    """An authenticated public caller, as the route's handler receives it."""
+    id: str
+    account_age_s: int = -1
+    """Seconds since the account was made (token claim `created_at`), -1 if unknown."""
+    identity: str | None = None
+    """The hashed real-person identity (token claim `idh`), if the token carries one."""
+
+
+@dataclass(frozen=True)
+class _Verified:
+    """What a token's verified claims say; kept per token (see `Authenticator`)."""
+    sub: str
+    exp: float | None
+    created_s: int
+    identity: str | None
+
+
+_BEARER = re.compile(r"[\x21-\x7e]+")
+"""A token is visible ASCII; anything else (non-UTF-8 bytes included) is refused."""
+
+
+def bearer(request: web.Request) -> str | None:
+    """The bearer token of the Authorization header, None if there is none; 401 if garbled.
+
+    Bytes that are not text are refused by `header()`; a token is visible ASCII
+    (RFC 6750), so any other text is refused here, before it reaches an encoder.
+    """
+    scheme, _, value = (header(request, "Authorization") or "").partition(" ")
+    value = value.strip()
+    if scheme.lower() != "bearer" or not value:
+        return None
+    if not _BEARER.fullmatch(value):
+        raise ApiError(401, "unauthorized", "a bearer token is visible ASCII characters")
+    return value
+
+
+@dataclass(frozen=True)
 class Authenticator:
     jwt_secret: str | None
     dev_auth: bool
@@ -86,7 +129,8 @@ class Authenticator:
         verify = functools.lru_cache(maxsize=self.token_cache_size)(self._verify_signature)
         object.__setattr__(self, "_verified", verify)
 
-    def _verify_signature(self, token: str) -> tuple[str, float | None, int]:
+    def _verify_signature(self, token: str) -> _Verified:
+        """The one JWT decode of a token: every claim any route needs is read here."""
         assert self.jwt_secret is not None
         claims = _JWT.decode(token, self.jwt_secret, algorithms=["HS256"],
                              options={"require": ["sub"]})
@@ -96,43 +140,29 @@ class Authenticator:
         exp = claims.get("exp")
         created = claims.get("created_at")  # account creation (epoch s): a risk signal
         created_s = int(created) if isinstance(created, int | float) else -1
-        return sub, float(exp) if exp is not None else None, created_s
+        idh = claims.get("idh")
+        return _Verified(sub, float(exp) if exp is not None else None, created_s,
+                         idh if isinstance(idh, str) else None)
 
-    def user(self, request: web.Request) -> str:
-        """The user id of a public call, or 401."""
-        if self.dev_auth:
-            user = header(request, "X-User-Id")
-            if user is not None:
-                if not keys.valid_user_id(user):
-                    raise ApiError(400, "invalid_request", "X-User-Id is not a valid user id")
-                return user
-        token = _bearer(request)
+    def user(self, request: web.Request) -> User:
+        """The public caller (JWT, or X-User-Id in dev auth), or 401."""
+        if self.dev_auth and "X-User-Id" in request.headers:
+            return _dev_user(request)
+        token = bearer(request)
         if token is None or self.jwt_secret is None:
             raise ApiError(401, "unauthorized", "a bearer token is required")
         try:
-            sub, exp, _created = self._verified(token)  # type: ignore[attr-defined]
+            verified: _Verified = self._verified(token)  # type: ignore[attr-defined]
         except jwt.PyJWTError as exc:
             raise ApiError(401, "unauthorized", f"invalid token: {exc}") from exc
-        if exp is not None and exp <= time.time():
+        now = time.time()
+        if verified.exp is not None and verified.exp <= now:
             raise ApiError(401, "unauthorized", "invalid token: Signature has expired")
-        return sub  # type: ignore[no-any-return]
-
-    def account_age_s(self, request: web.Request) -> int:
-        """Seconds since the account was made (token claim `created_at`; in dev auth
-        the X-Account-Created header), or -1 if unknown. Call after `user()`."""
-        created = -1
-        if self.dev_auth and "X-User-Id" in request.headers:
-            raw = header(request, "X-Account-Created") or ""
-            created = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 16 else -1
-        else:
-            token = _bearer(request)
-            if token is not None and self.jwt_secret is not None:
-                created = self._verified(token)[2]  # type: ignore[attr-defined]
-        return max(0, int(time.time()) - created) if created >= 0 else -1
+        return User(verified.sub, _age(verified.created_s, now), verified.identity)
 
     def admin(self, request: web.Request, needs: Role) -> AdminToken:
         """The admin token of the call if its role allows `needs`, else 401/403."""
-        token = _bearer(request)
+        token = bearer(request)
         found = None
         for candidate in self.admin_tokens:
             # Compare against every token so timing says nothing of which matched.
@@ -145,11 +175,18 @@ class Authenticator:
         return found
 
 
-def _bearer(request: web.Request) -> str | None:
-    scheme, _, value = (header(request, "Authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        return None
-    return value.strip()
+def _dev_user(request: web.Request) -> User:
+    """STAMPEDE_DEV_AUTH: X-User-Id, with X-Account-Created and X-Identity-Hash."""
+    user = header(request, "X-User-Id") or ""
+    if not keys.valid_user_id(user):
+        raise ApiError(400, "invalid_request", "X-User-Id is not a valid user id")
+    raw = header(request, "X-Account-Created") or ""
+    created = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 16 else -1
+    return User(user, _age(created, time.time()), header(request, "X-Identity-Hash"))
+
+
+def _age(created_s: int, now: float) -> int:
+    return max(0, int(now) - created_s) if created_s >= 0 else -1
 
 
 def mint_user_token(secret: str, user: str, ttl_s: int = 3600,

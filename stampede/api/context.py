@@ -1,15 +1,24 @@
-"""Typed application state shared by the public and admin apps."""
+"""Typed state: the apps' shared objects, and the caller a route's declaration admits."""
 
 from aiohttp import web
 
 from stampede import Engine
-from stampede.api.auth import Authenticator
+from stampede.api.auth import AdminToken, Authenticator, User
 from stampede.api.idempotency import IdempotencyGuard
+from stampede.domain.coupons.service import Merchant
 
 ENGINE = web.AppKey("engine", Engine)
 AUTH = web.AppKey("auth", Authenticator)
 GUARD = web.AppKey("guard", IdempotencyGuard)
 READY = web.AppKey("ready", dict[str, bool])
+"""`draining` flips to True on SIGTERM so /readyz fails first."""
 STORE_CHECK = web.AppKey("store_check", object)
 """An async () -> bool that says whether the durable store answers, or None."""
-"""`draining` flips to True on SIGTERM so /readyz fails first."""
+
+# Set by the router before the handler runs, as the route's `auth` says:
+USER = web.RequestKey("user", User)
+"""auth="user": the public caller."""
+ADMIN = web.RequestKey("admin", AdminToken)
+"""auth="viewer" or "operator": the admin token (its role allows the route)."""
+MERCHANT = web.RequestKey("merchant", Merchant)
+"""auth="merchant": the merchant the bearer token belongs to."""

@@ -9,23 +9,17 @@ Admin: `PUT /admin/v1/merchants/{mid}`, `GET /admin/v1/campaigns/{cid}/coupons/s
 A refusal's reason (from the engine) picks the status, stable code and message.
 """
 
-from typing import cast
-
-import jwt
 import msgspec
 from aiohttp import web
-from prometheus_client import Counter, Gauge
 
-from stampede import Engine
-from stampede.api.auth import Role, _bearer
-from stampede.api.context import AUTH, ENGINE, GUARD
+from stampede.api.context import ADMIN, ENGINE, GUARD, MERCHANT, USER
 from stampede.api.errors import ApiError, decode, error, json_response, outcome_error, read_body
 from stampede.api.guard import HEADERS as GUARD_HEADERS
 from stampede.api.guard import client_signals, guard_answer
 from stampede.api.headers import header
 from stampede.api.idempotency import checked_key
 from stampede.api.routing import CID, ApiRoutes
-from stampede.domain.coupons.service import Answer, Merchant
+from stampede.domain.coupons.service import Answer
 from stampede.domain.coupons.spec import (
     CouponClaimRequest,
     CouponClaimView,
@@ -40,6 +34,7 @@ from stampede.domain.coupons.spec import (
     RotatingCode,
     Wallet,
 )
+from stampede.metrics import count_coupon_op
 from stampede.outcomes import GUARD_REFUSALS, Outcome
 from stampede.state import keys
 
@@ -49,7 +44,7 @@ admin_api = ApiRoutes("coupons-admin")
 ID = r"^[a-z0-9][a-z0-9_-]{0,63}\.[0-9a-f]{20}$"
 COUPON = {"coupon_id": ID}
 REDEMPTION = {"redemption_id": ID}
-MERCHANT = {"mid": r"^[a-z0-9][a-z0-9_-]{0,63}$"}
+MERCHANT_ID = {"mid": r"^[a-z0-9][a-z0-9_-]{0,63}$"}
 STATUS = r"^(active|used|expired|transferred)$"
 
 REASONS: dict[str, tuple[int, str, str]] = {
@@ -83,38 +78,12 @@ REASONS: dict[str, tuple[int, str, str]] = {
     "own_gift": (409, "conflict", "you cannot accept your own gift"),
 }
 
-COUPON_OPS = Counter("stampede_coupon_operations_total",
-                     "Coupon claims, redemptions, rollbacks and gifts by answer",
-                     ["op", "answer"])
-"""answer is ok or the refusal's reason (or outcome code): a bounded set."""
-
-
-COUPON_VALUE = Gauge("stampede_coupon_value", "Per drop: face value issued, discount "
-                     "granted (net of rollbacks) and budget left (-1: no budget)",
-                     ["campaign", "kind"], multiprocess_mode="livemostrecent")
-
-
-async def refresh_coupon_gauges(engine: Engine) -> None:
-    """Budget watch for ops: each drop's value issued against discount granted."""
-    for cid in sorted(cast(set[str], await engine.redis.smembers(keys.COUPON_DROPS))):
-        stats = await engine.coupons.stats(cid)
-        if stats is None:
-            continue
-        t = stats.totals
-        for kind, value in (("issued", t.face_value_issued),
-                            ("discount", t.discount_granted - t.discount_rolled_back),
-                            ("budget_left", -1 if stats.budget_left is None
-                             else stats.budget_left)):
-            COUPON_VALUE.labels(cid, kind).set(value)
-
-
 def _count(op: str, answer: Answer) -> None:
     if answer.outcome in GUARD_REFUSALS:  # the guard's scope is in stampede_refusals_total
-        COUPON_OPS.labels(op, answer.outcome.code).inc()
+        count_coupon_op(op, answer.outcome.code)
         return
     label = "ok" if answer.outcome is Outcome.OK else (answer.reason or answer.outcome.code)
-    COUPON_OPS.labels(op, label if answer.reason in REASONS or not answer.reason
-                      else "other").inc()
+    count_coupon_op(op, label if answer.reason in REASONS or not answer.reason else "other")
 
 
 _claim_decoder = msgspec.json.Decoder(CouponClaimRequest)
@@ -133,27 +102,6 @@ def refusal(answer: Answer, not_found: str = "not found") -> web.Response:
     return outcome_error(answer.outcome)
 
 
-def _identity(request: web.Request) -> str | None:
-    """The hashed real-person identity of the caller (`idh` in the token)."""
-    auth = request.app[AUTH]
-    if auth.dev_auth and "X-User-Id" in request.headers:
-        return header(request, "X-Identity-Hash")
-    token = _bearer(request)
-    if token is None or auth.jwt_secret is None:
-        return None
-    claims = jwt.decode(token, auth.jwt_secret, algorithms=["HS256"])  # verified by user()
-    idh = claims.get("idh")
-    return idh if isinstance(idh, str) else None
-
-
-async def _merchant(request: web.Request) -> Merchant:
-    token = _bearer(request)
-    found = await request.app[ENGINE].coupons.merchant(token) if token else None
-    if found is None:
-        raise ApiError(401, "unauthorized", "a merchant bearer token is required")
-    return found
-
-
 # -- users --------------------------------------------------------------------
 
 @api.route("POST", "/v1/campaigns/{cid}/coupons",
@@ -163,15 +111,15 @@ async def _merchant(request: web.Request) -> Merchant:
            headers={"X-Admission-Token": "required when the drop has a waiting room",
                     **GUARD_HEADERS})
 async def claim_coupon(request: web.Request) -> web.Response:
-    user = request.app[AUTH].user(request)
+    user = request[USER]
     body = decode(_claim_decoder, await read_body(request))
     key = checked_key(request)
     signals = client_signals(request)
-    async with request.app[GUARD].in_flight(user, key):
+    async with request.app[GUARD].in_flight(user.id, key):
         answer = await request.app[ENGINE].coupons.claim(
-            request.match_info["cid"], user, body.sku, body.qty, idempotency_key=key,
+            request.match_info["cid"], user.id, body.sku, body.qty, idempotency_key=key,
             admission_token=header(request, "X-Admission-Token"),
-            identity=_identity(request), client=signals)
+            identity=user.identity, client=signals)
     _count("claim", answer)
     refused = guard_answer(answer)
     if refused is not None:
@@ -184,19 +132,17 @@ async def claim_coupon(request: web.Request) -> web.Response:
 @api.route("GET", "/v1/me/coupons", "My coupons, optionally by status", auth="user",
            response=Wallet, errors=(400, 401, 503), query_params={"status": (STATUS, False)})
 async def my_coupons(request: web.Request) -> web.Response:
-    user = request.app[AUTH].user(request)
+    user = request[USER].id
     status = request.query.get("status")
     if set(request.query) - {"status"}:
         raise ApiError(400, "invalid_request", "the only query parameter is status")
-    if status is not None and status not in ("active", "used", "expired", "transferred"):
-        raise ApiError(400, "invalid_request", "status is active, used, expired or transferred")
     return json_response(Wallet(coupons=await request.app[ENGINE].coupons.wallet(user, status)))
 
 
 @api.route("GET", "/v1/coupons/{coupon_id}", "One of my coupons (with its code while active)",
            auth="user", response=CouponView, errors=(401, 404, 503), path_params=COUPON)
 async def get_coupon(request: web.Request) -> web.Response:
-    user = request.app[AUTH].user(request)
+    user = request[USER].id
     view = await request.app[ENGINE].coupons.coupon(request.match_info["coupon_id"], user)
     if view is None:
         return outcome_error(Outcome.NOT_FOUND, _NO_COUPON)
@@ -207,7 +153,7 @@ async def get_coupon(request: web.Request) -> web.Response:
            "A rotating code to show at a till (stops working within a minute)", auth="user",
            response=RotatingCode, errors=(401, 404, 409, 503), path_params=COUPON)
 async def rotating_code(request: web.Request) -> web.Response:
-    user = request.app[AUTH].user(request)
+    user = request[USER].id
     answer = await request.app[ENGINE].coupons.rotating_code(request.match_info["coupon_id"],
                                                              user)
     if answer.outcome is not Outcome.OK:
@@ -220,7 +166,7 @@ async def rotating_code(request: web.Request) -> web.Response:
            auth="user", response=GiftOffer, status=201, idempotent=True,
            errors=(401, 404, 409, 422, 503), path_params=COUPON)
 async def offer_gift(request: web.Request) -> web.Response:
-    user = request.app[AUTH].user(request)
+    user = request[USER].id
     coupon_id = request.match_info["coupon_id"]
 
     async def run() -> web.Response:
@@ -238,7 +184,7 @@ async def offer_gift(request: web.Request) -> web.Response:
            auth="user", body=GiftAccept, response=CouponView, idempotent=True,
            errors=(400, 401, 404, 409, 413, 422, 503))
 async def accept_gift(request: web.Request) -> web.Response:
-    user = request.app[AUTH].user(request)
+    user = request[USER].id
     body = decode(_accept_decoder, await read_body(request))
 
     async def run() -> web.Response:
@@ -260,7 +206,7 @@ async def accept_gift(request: web.Request) -> web.Response:
            auth="merchant", body=RedemptionRequest, response=RedemptionView, status=201,
            idempotent=True, errors=(400, 401, 403, 404, 409, 413, 422, 503))
 async def redeem(request: web.Request) -> web.Response:
-    merchant = await _merchant(request)
+    merchant = request[MERCHANT]
     raw = await read_body(request)
     body = decode(_redeem_decoder, raw)
     coupons = request.app[ENGINE].coupons
@@ -283,7 +229,7 @@ async def redeem(request: web.Request) -> web.Response:
            auth="merchant", response=RedemptionView, errors=(401, 404, 503),
            path_params=REDEMPTION)
 async def get_redemption(request: web.Request) -> web.Response:
-    merchant = await _merchant(request)
+    merchant = request[MERCHANT]
     view = await request.app[ENGINE].coupons.redemption(request.match_info["redemption_id"],
                                                         merchant.merchant_id)
     if view is None:
@@ -296,7 +242,7 @@ async def get_redemption(request: web.Request) -> web.Response:
            auth="merchant", response=RedemptionView, idempotent=True,
            errors=(401, 404, 422, 503), path_params=REDEMPTION)
 async def rollback(request: web.Request) -> web.Response:
-    merchant = await _merchant(request)
+    merchant = request[MERCHANT]
     rid = request.match_info["redemption_id"]
 
     async def run() -> web.Response:
@@ -316,9 +262,9 @@ async def rollback(request: web.Request) -> web.Response:
 @admin_api.route("PUT", "/admin/v1/merchants/{mid}",
                  "Register a merchant (or issue it a new token): the token is shown once",
                  auth="operator", body=MerchantSpec, response=MerchantCredentials, status=201,
-                 idempotent=True, errors=(400, 401, 403, 413, 422, 503), path_params=MERCHANT)
+                 idempotent=True, errors=(400, 401, 403, 413, 422, 503), path_params=MERCHANT_ID)
 async def put_merchant(request: web.Request) -> web.Response:
-    admin = request.app[AUTH].admin(request, Role.OPERATOR)
+    admin = request[ADMIN]
     raw = await read_body(request)
     spec = decode(_merchant_decoder, raw)
     mid = request.match_info["mid"]
@@ -335,9 +281,8 @@ async def put_merchant(request: web.Request) -> web.Response:
 
 @admin_api.route("DELETE", "/admin/v1/merchants/{mid}",
                  "Revoke a merchant: its token stops working at once", auth="operator",
-                 status=204, errors=(401, 403, 404, 503), path_params=MERCHANT)
+                 status=204, errors=(401, 403, 404, 503), path_params=MERCHANT_ID)
 async def delete_merchant(request: web.Request) -> web.Response:
-    request.app[AUTH].admin(request, Role.OPERATOR)
     if not await request.app[ENGINE].coupons.remove_merchant(request.match_info["mid"]):
         return outcome_error(Outcome.NOT_FOUND, "no such merchant")
     return web.Response(status=204)
@@ -348,7 +293,6 @@ async def delete_merchant(request: web.Request) -> web.Response:
                  "template, merchant and day", auth="viewer", response=CouponStats,
                  errors=(401, 404, 503), path_params=CID)
 async def coupon_stats(request: web.Request) -> web.Response:
-    request.app[AUTH].admin(request, Role.VIEWER)
     stats = await request.app[ENGINE].coupons.stats(request.match_info["cid"])
     if stats is None:
         return outcome_error(Outcome.NOT_FOUND, "no such coupon drop")

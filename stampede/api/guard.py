@@ -25,15 +25,15 @@ import orjson
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from stampede.api.context import AUTH, ENGINE
+from stampede.api.context import ENGINE, USER
 from stampede.api.errors import Handler
 from stampede.api.headers import header
-from stampede.api.metrics import count_limiter_fail_open, count_refusal
 from stampede.api.routing import ApiRoutes
 from stampede.domain import netaddr
 from stampede.domain.engine import ClaimResult
 from stampede.domain.throttle import DEVICE_PATTERN, ChallengeView, ClientSignals
 from stampede.logs import log
+from stampede.metrics import count_limiter_fail_open, count_refusal
 from stampede.outcomes import GUARD_REFUSALS, Outcome
 from stampede.state import keys
 
@@ -75,7 +75,7 @@ def client_signals(request: web.Request) -> ClientSignals:
     if device and not _DEVICE.match(device):  # any fingerprint: a digest of an odd one
         device = "h-" + hashlib.sha256(device.encode()).hexdigest()[:40]
     return ClientSignals(device=device, network=client_network(request),
-                         account_age_s=request.app[AUTH].account_age_s(request),
+                         account_age_s=request[USER].account_age_s,
                          challenge=header(request, "X-Challenge-Token"),
                          solution=header(request, "X-Challenge-Solution"))
 

@@ -66,6 +66,16 @@ def build_spec(title: str, operations: list[Operation], dev_auth: bool) -> dict[
     }
 
 
+def _enforced_errors(op: Operation) -> set[int]:
+    """The answers the router itself gives before the handler runs (see routing)."""
+    errors = {400} if op.idempotent or op.query_params or op.path_params else set()
+    if op.auth != "none":
+        errors.add(401)
+    if op.auth == "operator":
+        errors.add(403)
+    return errors
+
+
 def _operation(op: Operation, refs: dict[Any, Any], dev_auth: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"summary": op.summary, "operationId": op.handler.__name__,
                            "tags": list(op.tags)}
@@ -91,7 +101,7 @@ def _operation(op: Operation, refs: dict[Any, Any], dev_auth: bool) -> dict[str,
     if op.response is not None:
         ok["content"] = {"application/json": {"schema": refs[op.response]}}
     responses: dict[str, Any] = {str(s): ok for s in (op.status, *op.also)}
-    errors = set(op.errors) | ({400} if op.idempotent else set())
+    errors = set(op.errors) | _enforced_errors(op)
     for status in sorted(errors):
         responses[str(status)] = {
             "description": _ERROR_TEXT.get(status, "error"),

@@ -3,15 +3,15 @@
 import msgspec
 from aiohttp import web
 
-from stampede.api.context import AUTH, ENGINE, GUARD
+from stampede.api.context import ENGINE, GUARD, USER
 from stampede.api.errors import decode, json_response, outcome_error, read_body
 from stampede.api.guard import HEADERS as GUARD_HEADERS
 from stampede.api.guard import client_signals, guard_answer
 from stampede.api.headers import header
 from stampede.api.idempotency import checked_key
-from stampede.api.metrics import count_claim
 from stampede.api.routing import CID, ApiRoutes
 from stampede.domain.models import CampaignPublic, ClaimRequest, ClaimView
+from stampede.metrics import count_claim
 from stampede.outcomes import Outcome
 
 api = ApiRoutes("public")
@@ -36,7 +36,7 @@ async def campaign_status(request: web.Request) -> web.Response:
            headers={"X-Admission-Token": "required when the campaign has a waiting room: "
                                          "the token of your admitted ticket", **GUARD_HEADERS})
 async def create_claim(request: web.Request) -> web.Response:
-    user = request.app[AUTH].user(request)
+    user = request[USER].id
     body = decode(_claim_decoder, await read_body(request))
     key = checked_key(request)
     signals = client_signals(request)
@@ -56,7 +56,7 @@ async def create_claim(request: web.Request) -> web.Response:
 @api.route("GET", "/v1/claims/{claim_id}", "One of my claims", auth="user",
            response=ClaimView, errors=(401, 404, 503), path_params=CLAIM)
 async def get_claim(request: web.Request) -> web.Response:
-    user = request.app[AUTH].user(request)
+    user = request[USER].id
     claim = await request.app[ENGINE].get_claim(request.match_info["claim_id"], user)
     if claim is None:
         return outcome_error(Outcome.NOT_FOUND, "no such claim")
@@ -78,7 +78,7 @@ async def cancel_claim(request: web.Request) -> web.Response:
 
 
 async def _settle(request: web.Request, op: str) -> web.Response:
-    user = request.app[AUTH].user(request)
+    user = request[USER].id
     claim_id = request.match_info["claim_id"]
     engine = request.app[ENGINE]
     settle = engine.confirm if op == "confirm" else engine.cancel

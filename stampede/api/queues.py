@@ -10,8 +10,8 @@
 import msgspec
 from aiohttp import web
 
-from stampede.api.context import AUTH, ENGINE
-from stampede.api.errors import ApiError, decode, json_response, outcome_error, read_body
+from stampede.api.context import ENGINE, USER
+from stampede.api.errors import decode, json_response, outcome_error, read_body
 from stampede.api.headers import header
 from stampede.api.routing import CID, SKU_PATTERN, ApiRoutes
 from stampede.domain.models import QueueTicket, WaitlistEntry, WaitlistJoin, WaitlistView
@@ -27,19 +27,12 @@ _NO_WAITLIST = "no such campaign, SKU or waitlist"
 _NO_ROOM = "no such campaign or waiting room"
 
 
-def _sku(request: web.Request, required: bool) -> str | None:
-    sku = request.query.get("sku")
-    if sku is None and required:
-        raise ApiError(400, "invalid_request", "the sku query parameter is required")
-    return sku
-
-
 @api.route("POST", "/v1/campaigns/{cid}/waitlist",
            "Join a sold-out SKU's waitlist (one entry per SKU; joining again answers it)",
            auth="user", body=WaitlistJoin, response=WaitlistEntry, status=201,
            errors=(400, 401, 403, 404, 409, 413, 503), path_params=CID, headers=_ADMISSION_DOC)
 async def join_waitlist(request: web.Request) -> web.Response:
-    user = request.app[AUTH].user(request)
+    user = request[USER].id
     body = decode(_join_decoder, await read_body(request))
     outcome, entry, created = await request.app[ENGINE].join_waitlist(
         request.match_info["cid"], user, body.sku, body.qty,
@@ -56,9 +49,9 @@ async def join_waitlist(request: web.Request) -> web.Response:
            response=WaitlistView, errors=(400, 401, 404, 503), path_params=CID,
            query_params={"sku": (SKU_PATTERN, False)})
 async def my_waitlist(request: web.Request) -> web.Response:
-    user = request.app[AUTH].user(request)
+    user = request[USER].id
     outcome, entries = await request.app[ENGINE].waitlist(request.match_info["cid"], user,
-                                                          _sku(request, required=False))
+                                                          request.query.get("sku"))
     if outcome is not Outcome.OK:
         return outcome_error(outcome, "no such campaign")
     return json_response(WaitlistView(entries=entries))
@@ -69,11 +62,9 @@ async def my_waitlist(request: web.Request) -> web.Response:
            response=WaitlistEntry, errors=(400, 401, 404, 503), path_params=CID,
            query_params={"sku": (SKU_PATTERN, True)})
 async def leave_waitlist(request: web.Request) -> web.Response:
-    user = request.app[AUTH].user(request)
-    sku = _sku(request, required=True)
-    assert sku is not None
+    user = request[USER].id
     outcome, entry = await request.app[ENGINE].leave_waitlist(request.match_info["cid"], user,
-                                                              sku)
+                                                              request.query["sku"])
     if outcome is Outcome.NOT_FOUND:
         return outcome_error(outcome, "you are not on this SKU's waitlist")
     if outcome is not Outcome.OK:
@@ -85,7 +76,7 @@ async def leave_waitlist(request: web.Request) -> web.Response:
            "Take a waiting-room ticket (one per user; taking again answers it)", auth="user",
            response=QueueTicket, status=201, errors=(400, 401, 404, 409, 503), path_params=CID)
 async def take_ticket(request: web.Request) -> web.Response:
-    user = request.app[AUTH].user(request)
+    user = request[USER].id
     outcome, ticket, created = await request.app[ENGINE].take_ticket(request.match_info["cid"],
                                                                      user)
     if outcome is Outcome.NOT_FOUND:
@@ -99,7 +90,7 @@ async def take_ticket(request: web.Request) -> web.Response:
            "Poll my ticket: place, estimated wait, and once admitted the admission token",
            auth="user", response=QueueTicket, errors=(400, 401, 404, 503), path_params=CID)
 async def my_ticket(request: web.Request) -> web.Response:
-    user = request.app[AUTH].user(request)
+    user = request[USER].id
     outcome, ticket = await request.app[ENGINE].ticket(request.match_info["cid"], user)
     if outcome is not Outcome.OK:
         return outcome_error(outcome, "no ticket: take one with POST /v1/campaigns/{id}/queue")

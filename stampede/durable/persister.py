@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import msgspec
-from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from sqlalchemy import text
@@ -34,6 +33,7 @@ from stampede.durable.events import Event, from_entry
 from stampede.durable.projection import store_events
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
+from stampede.metrics import DEAD_LETTERS, PERSISTED
 from stampede.periodic import every
 from stampede.settings import Settings
 from stampede.state import keys
@@ -42,9 +42,6 @@ GROUP = "persister"
 log = logging.getLogger("stampede.persister")
 _json = msgspec.json.Encoder()
 
-PERSISTED = Counter("stampede_persister_events_total", "Events committed to the store")
-DEAD_LETTERS = Counter("stampede_persister_dead_letters_total",
-                       "Events that kept failing and went to the dead-letter table")
 
 Entry = tuple[str, str, dict[str, str]]
 """(stream key, entry id, fields)"""

@@ -12,7 +12,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import Gauge
 from redis.asyncio import Redis
 from sqlalchemy import select
 
@@ -30,12 +29,10 @@ from stampede.durable.events import (
 )
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
+from stampede.metrics import RECONCILE_DIFFERENCE
 from stampede.state import keys
 
 log = logging.getLogger("stampede.reconcile")
-DIFFERENCE = Gauge("stampede_reconcile_difference_units",
-                   "Redis counter minus the store's, at the same event (0 when in step)",
-                   ["campaign", "sku", "counter"], multiprocess_mode="livemostrecent")
 _COUNTERS = {"a": "available", "h": "held", "s": "sold", "r": "released"}
 _MAX_BEHIND = 200_000  # stream entries to read back before giving up on a round
 
@@ -132,6 +129,6 @@ async def reconcile(redis: "Redis", store: Store) -> list[Difference]:
                 select(t.skus.c.sku).where(t.skus.c.campaign_id == cid))]
         for sku in skus:
             for name in _COUNTERS.values():
-                DIFFERENCE.labels(cid, sku, name).set(bad.get((sku, name), 0))
+                RECONCILE_DIFFERENCE.labels(cid, sku, name).set(bad.get((sku, name), 0))
         found += diffs
     return found

@@ -15,12 +15,12 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from stampede import Settings
-from stampede.api.metrics import PERSISTER_LAG, PERSISTER_PENDING
 from stampede.durable.audit import audit
 from stampede.durable.persister import Persister, lag
 from stampede.durable.reconcile import reconcile
 from stampede.durable.recovery import heal, recover_all, recover_campaign
 from stampede.durable.store import Store, open_store
+from stampede.metrics import PERSISTER_LAG, PERSISTER_PENDING
 from stampede.periodic import every
 from stampede.state import keys
 

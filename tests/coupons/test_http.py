@@ -142,7 +142,7 @@ async def test_coupon_answers_are_counted(api: Api) -> None:
 
 
 async def test_budget_gauges(api: Api) -> None:
-    from stampede.api.metrics import refresh_gauges
+    from stampede.runtime.gauges import refresh_gauges
     await api.admin.put("/admin/v1/campaigns/d1", data=SPEC, headers=api.op())
     await api.public.post("/v1/campaigns/d1/coupons", json={"sku": "five"},
                           headers=user("gauge", "g1"))
