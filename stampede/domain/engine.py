@@ -41,7 +41,8 @@ from stampede.domain.throttle import ChallengeView, ClientSignals
 from stampede.errors import UnavailableError, ValidationError
 from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, Outcome, parse_detail
 from stampede.settings import Settings
-from stampede.state import keys
+from stampede.state import keys, records
+from stampede.state.records import ClaimArg
 from stampede.state.scripts import ScriptRegistry
 
 
@@ -123,13 +124,14 @@ class Engine:
         _check_campaign_id(cid)
         pairs = _patch_pairs(patch)
         if not pairs and patch.throttle is msgspec.UNSET:  # nothing to change: a no-op
-            exists = await self.redis.exists(keys.campaign_keys(cid)[0])
+            exists = await self.redis.exists(keys.campaign_keys(cid).meta)
             return Outcome.OK if exists else Outcome.NOT_FOUND
-        ks = [*keys.campaign_keys(cid), keys.lists_key(cid)]
+        ck = keys.campaign_keys(cid)
+        ks = [*ck, keys.lists_key(cid)]
         for _ in range(10):  # a throttle change is read, merged, then written if unchanged
             args: list[Any] = [actor, *pairs]
             if patch.throttle is not msgspec.UNSET:
-                current = str(await self.redis.hget(ks[0], "th_spec") or "")
+                current = str(await self.redis.hget(ck.meta, "th_spec") or "")
                 merged = throttle.merge(current, patch.throttle)
                 fields = throttle.meta_fields(merged)
                 if patch.throttle.block is msgspec.UNSET and patch.throttle.allow is msgspec.UNSET:
@@ -203,7 +205,7 @@ class Engine:
 
     async def set_clock_offset(self, cid: str, offset_ms: int) -> None:
         """Shift this campaign's clock (tests and rehearsals): scripts add it to TIME."""
-        await self.redis.hset(keys.campaign_keys(cid)[0], "time_offset_ms", offset_ms)
+        await self.redis.hset(keys.campaign_keys(cid).meta, "time_offset_ms", offset_ms)
 
     # -- claims ------------------------------------------------------------
 
@@ -240,20 +242,23 @@ class Engine:
 
     async def _claim_batch_once(self, cid: str, claims: Sequence[PendingClaim],
                                 guarded: bool) -> list[ClaimResult]:
-        ks = keys.campaign_keys(cid) + keys.guard_keys(cid)
+        ks = [*keys.campaign_keys(cid), *keys.guard_keys(cid)]
         slot = throttle.key_slots(ks)  # each guard key once per batch
         recent = await self.gate.recent_counts(cid, claims)
-        args: list[Any] = [self.settings.idempotency_ttl_s * 1000, self.settings.sweep_batch]
+        batch = []
         for c in claims:
             idem = 0
             if c.idempotency_key is not None:
                 ks.append(keys.idempotency_key(cid, c.user, c.idempotency_key))
                 idem = len(ks)
-            tail = throttle.packed_tail(cid, c.user, c.guard, recent.get(c.user, -1), slot) \
-                if guarded else ""
-            args.append(f"{c.claim_id}|{c.user}|{c.sku}|{c.qty}|{idem}|{c.admission_exp}|"
-                        f"{c.sku}:{c.qty}{tail}")
-        reply = await self.scripts.run("claim_batch", ks, args)
+            guard = throttle.guard_arg(cid, c.user, c.guard, recent.get(c.user, -1), slot) \
+                if guarded else None
+            batch.append(ClaimArg(claim_id=c.claim_id, user=c.user, sku=c.sku, qty=c.qty,
+                                  idem_slot=idem, admission=c.admission_exp,
+                                  fingerprint=f"{c.sku}:{c.qty}", guard=guard))
+        reply = await self.scripts.run("claim_batch", ks, [
+            self.settings.idempotency_ttl_s * 1000, self.settings.sweep_batch,
+            records.encode_claims(batch)])
         results = []
         for i, c in enumerate(claims):
             code, claim_id, deadline, price, created = reply[5 * i:5 * i + 5]
@@ -300,17 +305,18 @@ class Engine:
             return None
         ks = keys.campaign_keys(cid)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(ks[3], claim_id)
-            pipe.hexists(ks[10], claim_id)
+            pipe.hget(ks.claims, claim_id)
+            pipe.hexists(ks.offers, claim_id)
             raw, offer = await pipe.execute()
         if raw is None:
             return None
-        status, owner, sku, qty, deadline, price, created = raw.split("|")
-        if owner != user:
+        c = records.CLAIM.decode(raw)
+        if c.user != user:
             return None
-        return ClaimView(claim_id=claim_id, campaign_id=cid, sku=sku, qty=int(qty),
-                         status=status, expires_at=from_ms(int(deadline)),
-                         price=int(price), created_at=from_ms(int(created)), offer=bool(offer))
+        return ClaimView(claim_id=claim_id, campaign_id=cid, sku=c.sku, qty=c.qty,
+                         status=c.status,  # type: ignore[arg-type]  # a claim status
+                         expires_at=from_ms(c.deadline),
+                         price=c.price, created_at=from_ms(c.created), offer=bool(offer))
 
     # -- waitlists ---------------------------------------------------------
 

@@ -38,7 +38,7 @@ async def explain(redis: "Redis", cid: str, outcome: Outcome, *, user: str | Non
     if not keys.valid_campaign_id(cid):
         return Explained("no_campaign")
     ks = keys.campaign_keys(cid)
-    meta = dict(zip(_META, await redis.hmget(ks[0], *_META), strict=True))
+    meta = dict(zip(_META, await redis.hmget(ks.meta, *_META), strict=True))
     if meta["state"] is None:
         return Explained("no_campaign")
     if outcome is Outcome.NOT_FOUND:
@@ -57,21 +57,21 @@ async def explain(redis: "Redis", cid: str, outcome: Outcome, *, user: str | Non
     return Explained(outcome.reason)
 
 
-async def _missing(redis: "Redis", ks: list[str], meta: dict[str, Any], sku: str | None,
+async def _missing(redis: "Redis", ks: keys.CampaignKeys, meta: dict[str, Any], sku: str | None,
                    not_found: str | None, kind: Kind) -> Explained:
     if kind != "any" and (meta["coupons"] == "1") == (kind == "sale"):
         return Explained("not_a_sale" if kind == "sale" else "not_a_drop")
-    if sku is not None and not await redis.hexists(ks[1], f"{sku}.a"):
+    if sku is not None and not await redis.hexists(ks.stock, f"{sku}.a"):
         return Explained("no_sku")
     if not_found == "no_ticket" and meta["wr_on"] != "1":
         return Explained("no_waiting_room")
     return Explained(not_found or Outcome.NOT_FOUND.reason)
 
 
-async def _limit(redis: "Redis", ks: list[str], meta: dict[str, Any], user: str, sku: str,
+async def _limit(redis: "Redis", ks: keys.CampaignKeys, meta: dict[str, Any], user: str, sku: str,
                  qty: int) -> Explained:
-    held, held_sku = await redis.hmget(ks[2], user, f"{user}|{sku}")
-    sku_limit = await redis.hget(ks[1], f"{sku}.lim")
+    held, held_sku = await redis.hmget(ks.users, user, f"{user}|{sku}")
+    sku_limit = await redis.hget(ks.stock, f"{sku}.lim")
     per_user = int(meta["per_user"] or -1)
     if per_user >= 0 and int(held or 0) + qty > per_user:
         return Explained("per_user", {"limit": per_user, "held": int(held or 0)})

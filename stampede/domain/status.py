@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from stampede.domain.models import from_ms
+from stampede.state import records
 
 PublicState = Literal["scheduled", "open", "paused", "sold_out", "closed"]
 
@@ -49,8 +50,8 @@ class CampaignSnapshot:
                                     int(fields[f"{n}.r"]), None if lim < 0 else lim))
         pending = []
         for member, score in zip(waves[::2], waves[1::2], strict=True):
-            _idx, sku, qty = member.split("|")
-            pending.append((sku, int(qty), int(float(score))))
+            wave = records.WAVE.decode(member)
+            pending.append((wave.sku, wave.qty, int(float(score))))
         waiting = tuple(int(n) for n in rest[0]) if rest else (0, 0, 0)
         return cls(cid, int(now), _pairs(meta), skus,
                    {k: int(v) for k, v in _pairs(counts).items()}, pending,

@@ -130,7 +130,7 @@ async def plan_recover(settings: Settings, redis_url: str,
         plans = []
         for cid, max_seq in rows:
             meta = cast(list[str | None], await redis.hmget(
-                keys.campaign_keys(cid)[0], "state", "evseq", "closes_ms", "fenced",
+                keys.campaign_keys(cid).meta, "state", "evseq", "closes_ms", "fenced",
                 "time_offset_ms"))
             state, evseq, closes_ms, fenced, offset = meta
             now_ms = now_s * 1000 + now_us // 1000 + int(offset or 0)

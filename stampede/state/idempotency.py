@@ -10,10 +10,11 @@ import msgspec
 from redis.asyncio import Redis
 
 from stampede.state import keys
+from stampede.state.records import StoredAnswer
 
 # The engine's client decodes replies as text, so the record is JSON text.
 _codec = msgspec.json.Encoder()
-_decode = msgspec.json.Decoder(tuple[str, int, str])
+_decode = msgspec.json.Decoder(StoredAnswer)
 
 
 class ResponseMemory:
@@ -26,12 +27,13 @@ class ResponseMemory:
         raw = await self._redis.get(keys.response_key(cid, user, key))
         if raw is None:
             return None
-        fingerprint, status, body = _decode.decode(raw)
-        return fingerprint, status, body.encode()
+        answer = _decode.decode(raw)
+        return answer.fingerprint, answer.status, answer.body.encode()
 
     async def remember(self, cid: str, user: str, key: str, fingerprint: str, status: int,
                        body: bytes) -> None:
         # NX: the first answer wins, a concurrent retry cannot overwrite it.
         await self._redis.set(keys.response_key(cid, user, key),
-                              _codec.encode((fingerprint, status, body.decode())), px=self._ttl_ms,
-                              nx=True)
+                              _codec.encode(StoredAnswer(fingerprint=fingerprint, status=status,
+                                                          body=body.decode())),
+                              px=self._ttl_ms, nx=True)

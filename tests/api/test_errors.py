@@ -170,7 +170,7 @@ async def test_waitlist_and_queue_refusals_name_what_is_missing(api: Api) -> Non
 
 async def test_a_fenced_campaign_asks_to_retry_shortly(api: Api) -> None:
     await _create(api)
-    await api.engine.redis.hset(keys.campaign_keys("launch")[0], "fenced", "1")
+    await api.engine.redis.hset(keys.campaign_keys("launch").meta, "fenced", "1")
     status, err, headers = await _claim(api, "alice", "tee")
     assert (status, err["code"], headers["Retry-After"]) == (503, "unavailable", "1")
     assert "'launch' is being rebuilt" in err["message"]

@@ -36,7 +36,7 @@ async def _state(engine: Engine, cid: str, users: list[str]) -> dict[str, Any]:
     """Everything a coupon claim may consume or issue: stock, per-user and per-day counts,
     budget and issue stats, persons, claims, coupons, codes, wallets."""
     ks = keys.coupon_keys(cid)
-    names = dict(zip(keys.CAMPAIGN_KEY_NAMES + keys.COUPON_KEY_NAMES, ks, strict=True))
+    names = ks.campaign._asdict() | ks.drop._asdict()
     out: dict[str, Any] = {n: await engine.redis.hgetall(names[n])
                            for n in ("stock", "users", "claims", "cpn", "codes", "cday",
                                      "cstats", "cusers")}

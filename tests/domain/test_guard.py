@@ -144,10 +144,10 @@ async def test_a_stricter_limit_applies_to_the_very_next_request(engine: Engine)
 async def test_an_invalid_change_changes_nothing(engine: Engine, change: dict[str, Any],
                                                  message: str) -> None:
     await _define(engine, {"user": {"per_s": 1000, "burst": 100}})
-    before = await engine.redis.hmget(keys.campaign_keys("g")[0], "th", "th_spec")
+    before = await engine.redis.hmget(keys.campaign_keys("g").meta, "th", "th_spec")
     with pytest.raises(ValidationError, match=message):
         await _patch(engine, "g", change)
-    assert await engine.redis.hmget(keys.campaign_keys("g")[0], "th", "th_spec") == before
+    assert await engine.redis.hmget(keys.campaign_keys("g").meta, "th", "th_spec") == before
 
 
 async def test_a_patch_keeps_what_it_does_not_name(engine: Engine) -> None:
