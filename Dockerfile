@@ -2,9 +2,9 @@
 # PostgreSQL that docker-compose.yml starts beside it (or any given by URL).
 FROM python:3.11-slim
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE constraints.txt ./
 COPY stampede ./stampede
-RUN pip install --no-cache-dir . && useradd --system --home /app stampede \
+RUN pip install --no-cache-dir -c constraints.txt . && useradd --system --home /app stampede \
     && mkdir -p /app/var && chown stampede /app/var
 USER stampede
 ENV STAMPEDE_DATA_DIR=/app/var

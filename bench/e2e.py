@@ -328,7 +328,8 @@ def _report(targets: list[Target], memory: dict[str, Any], idle: float) -> dict[
         "vs bare ceiling (goal >= 0.6)": ours / by["bare aiohttp"]["hot"]["peak_ok_per_s"],
         "vs naive EVALSHA (goal >= 2)": ours / by["naive EVALSHA"]["hot"]["peak_ok_per_s"],
         "vs postgres row lock (goal >= 20)": ours / by["postgres row lock"]["hot"]["peak_ok_per_s"],
-        "p99 ms at half peak (goal < 10)": by["stampede jwt+metrics"]["hot"]["open_latency_ms"]["p99"],
+        "p99 ms at half peak (goal < 10)":
+            by["stampede jwt+metrics"]["hot"]["open_latency_ms"]["p99"],
         "with throttling too, vs bare ceiling": by["stampede jwt+metrics+throttle"]["hot"][
             "peak_ok_per_s"] / by["bare aiohttp"]["hot"]["peak_ok_per_s"],
         "throttle on / off (jwt+metrics)": by["stampede jwt+metrics+throttle"]["hot"][

@@ -102,7 +102,7 @@ async def run(users: int, seconds: float, concurrency: int) -> dict[str, float]:
         out["queue joins/s"] = await _timed(users, concurrency, join)
         ks = keys.campaign_keys("room")
         out["queue bytes/user (MEMORY USAGE)"] = \
-            await engine.redis.memory_usage(ks[11], samples=0) / users
+            await engine.redis.memory_usage(ks.queue, samples=0) / users
         out["queue bytes/user (used_memory delta)"] = \
             (await _used_memory(engine) - before) / users
 
@@ -125,7 +125,8 @@ async def run(users: int, seconds: float, concurrency: int) -> dict[str, float]:
         console.log(f"{users:,} waitlist joins")
         out["waitlist joins/s"] = await _timed(users, concurrency, wl_join)
         ks = keys.campaign_keys("wl")
-        wl_bytes = sum([await engine.redis.memory_usage(k, samples=0) for k in ks[8:10]])
+        wl_bytes = sum([await engine.redis.memory_usage(k, samples=0)
+                        for k in (ks.waitlist, ks.wlentries)])
         out["waitlist bytes/user (MEMORY USAGE)"] = wl_bytes / users
         out["waitlist bytes/user (used_memory delta)"] = \
             (await _used_memory(engine) - before) / users

@@ -8,13 +8,12 @@ campaign is created as a coupon drop (`--stock` coupons, `--per-user`), and a
 merchant is registered through the admin API for the redemptions:
 
     locust -f loadtest/coupon_rush.py --headless -u 500 -r 100 -t 30s \\
-        --host http://127.0.0.1:8000 --create-campaign --admin-token "$(cat var/admin.token)"
+        --host http://127.0.0.1:8000 --create-campaign
 """
 
 import random
 from typing import Any
 
-import requests
 import scenario_kit
 from locust import between, events, task
 from locust.contrib.fasthttp import FastHttpUser
@@ -42,19 +41,17 @@ def _as_drop(spec: dict[str, Any], opts: Any) -> None:
 scenario_kit.SPEC_HOOKS.append(_as_drop)
 
 
-@events.test_start.add_listener
-def _merchant(environment: Environment, **_: Any) -> None:
+def _merchant(environment: Environment) -> None:
     opts = environment.parsed_options
-    if opts is None:
-        return
     if opts.merchant_token:
         MERCHANT["Authorization"] = f"Bearer {opts.merchant_token}"
         return
-    resp = requests.put(f"{opts.admin_url}/admin/v1/merchants/lt-merchant",
-                        json={"name": "locust till"},
-                        headers={"Authorization": f"Bearer {opts.admin_token}"}, timeout=10)
-    if resp.status_code == 201:
-        MERCHANT["Authorization"] = f"Bearer {resp.json()['token']}"
+    answer = scenario_kit.admin_call(environment, "PUT", "merchants/lt-merchant",
+                                     {"name": "locust till"})
+    MERCHANT["Authorization"] = f"Bearer {answer['token']}"
+
+
+scenario_kit.SETUP_STEPS.append(_merchant)
 
 
 class Claimant(FastHttpUser):

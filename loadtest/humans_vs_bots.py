@@ -15,7 +15,7 @@ refused, and exits non-zero above --max-bot-share or --max-human-refused.
 
     STAMPEDE_DEV_AUTH=1 STAMPEDE_TRUSTED_PROXIES=127.0.0.1/32 bin/serve &
     locust -f loadtest/humans_vs_bots.py --headless -u 600 -r 200 -t 20s \\
-        --host http://127.0.0.1:8000 --create-campaign --admin-token "$(cat var/admin.token)" \\
+        --host http://127.0.0.1:8000 --create-campaign \\
         --stock 100 --per-user 1 --protection on
 """
 
@@ -27,7 +27,7 @@ from collections import Counter
 from typing import Any
 
 import gevent
-import requests
+import scenario_kit
 from locust import between, constant_throughput, events, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.env import Environment
@@ -69,17 +69,14 @@ def _weights(environment: Environment, **_: Any) -> None:
         Human.weight = opts.human_weight
 
 
-@events.test_start.add_listener
-def _protect(environment: Environment, **_: Any) -> None:
+def _protect(environment: Environment) -> None:
     opts = environment.parsed_options
-    if opts is None or not opts.admin_token or getattr(environment.runner, "worker_index", 0):
-        return
     throttle = PROTECTION if opts.protection == "on" else {"enabled": False}
-    resp = requests.patch(f"{opts.admin_url}/admin/v1/campaigns/{opts.campaign}",
-                          json={"throttle": throttle}, timeout=10,
-                          headers={"Authorization": f"Bearer {opts.admin_token}"})
-    if resp.status_code != 200:
-        raise SystemExit(f"could not set the throttle: {resp.status_code} {resp.text}")
+    scenario_kit.admin_call(environment, "PATCH", f"campaigns/{opts.campaign}",
+                            {"throttle": throttle}, ok=(200,))
+
+
+scenario_kit.SETUP_STEPS.append(_protect)
 
 
 @events.quitting.add_listener

@@ -5,7 +5,7 @@ cancel (some) after a short pause, then leave. A LoadTestShape ramps to
 --spike-users in --spike-seconds, holds for --hold-seconds, then stops.
 
     locust -f loadtest/opening_spike.py --headless --host http://127.0.0.1:8000 \\
-        --create-campaign --admin-token "$(cat var/admin.token)" --stock 500
+        --create-campaign --stock 500
 """
 
 import random
@@ -13,7 +13,7 @@ from typing import Any
 
 from locust import LoadTestShape, events, task
 from locust.contrib.fasthttp import FastHttpUser
-from scenario_kit import judge, new_identity
+from scenario_kit import judge, new_identity, run_time_over
 
 
 @events.init_command_line_parser.add_listener
@@ -62,7 +62,11 @@ class Shopper(FastHttpUser):
 class Spike(LoadTestShape):
     """Ramp to the crowd in seconds, hold while holds settle, stop."""
 
+    use_common_options = True  # --run-time ends it early (read in tick)
+
     def tick(self) -> tuple[int, float] | None:
+        if run_time_over(self):
+            return None
         opts = self.runner.environment.parsed_options if self.runner else None
         users = opts.spike_users if opts else 2000
         ramp = opts.spike_seconds if opts else 5.0

@@ -2,6 +2,13 @@
 
 - Options: which campaign, how to authenticate, whether to create the
   campaign first, and the thresholds that make a headless run exit non-zero.
+- Setup: steps run once before any user starts (`SETUP_STEPS`: the
+  campaign, then whatever a scenario adds). A failed step ends the run at
+  once with one line on stderr and exit code 1: no load against a missing
+  campaign. The admin API is `--admin-url`, by default the `--host` with
+  the next port (8000 -> 8001, as `stampede serve` listens); the admin token
+  `--admin-token`, by default the first operator token of
+  `STAMPEDE_ADMIN_TOKENS`, else `var/admin.token` (what `bin/serve` made).
 - Identities: each simulated person is a distinct user id, sent as a JWT
   (--jwt-secret) or, against a dev-auth server, as X-User-Id.
 - Verdicts: expected refusals of a rush (sold_out, limit_exceeded,
@@ -13,12 +20,15 @@
 import itertools
 import json
 import os
+import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 import requests
@@ -44,8 +54,11 @@ def _options(parser: Any) -> None:
                        help="sign user JWTs with this secret (else X-User-Id, dev auth)")
     group.add_argument("--create-campaign", action="store_true",
                        help="PUT the campaign through the admin API before the run")
-    group.add_argument("--admin-url", default="http://127.0.0.1:8001")
-    group.add_argument("--admin-token", default=os.environ.get("STAMPEDE_ADMIN_TOKEN", ""))
+    group.add_argument("--admin-url", default="",
+                       help="the admin API (default: --host with the next port)")
+    group.add_argument("--admin-token", default="",
+                       help="an operator token (default: STAMPEDE_ADMIN_TOKENS' first "
+                            "operator, else var/admin.token)")
     group.add_argument("--stock", type=int, default=500, help="units, with --create-campaign")
     group.add_argument("--per-user", type=int, default=2, help="limit, with --create-campaign")
     group.add_argument("--hold-ttl", type=int, default=600, help="seconds, with --create-campaign")
@@ -86,17 +99,79 @@ def campaign_spec(opts: Any) -> dict[str, Any]:
     return spec
 
 
-@events.test_start.add_listener
-def _create_campaign(environment: Environment, **_: Any) -> None:
+class SetupFailed(Exception):
+    """A setup step could not do its part: the run must not start."""
+
+
+def admin_url(environment: Environment) -> str:
+    """--admin-url, else --host with the next port (the public API's, + 1)."""
     opts = environment.parsed_options
-    if opts is None or not opts.create_campaign or getattr(environment.runner, "worker_index",
-                                                           0) > 0:
+    if opts is not None and opts.admin_url:
+        return str(opts.admin_url).rstrip("/")
+    host = urlsplit(environment.host or "http://127.0.0.1:8000")
+    port = (host.port or (443 if host.scheme == "https" else 80)) + 1
+    return f"{host.scheme}://{host.hostname}:{port}"
+
+
+def admin_token(environment: Environment) -> str:
+    """--admin-token, else STAMPEDE_ADMIN_TOKENS' first operator token, else var/admin.token."""
+    opts = environment.parsed_options
+    if opts is not None and opts.admin_token:
+        return str(opts.admin_token)
+    for item in os.environ.get("STAMPEDE_ADMIN_TOKENS", "").split(","):
+        role, _, token = item.strip().partition(":")
+        if role == "operator" and token:
+            return token
+    kept = Path(os.environ.get("STAMPEDE_DATA_DIR", "var")) / "admin.token"
+    return kept.read_text().strip() if kept.is_file() else ""
+
+
+def admin_call(environment: Environment, method: str, path: str,
+               body: dict[str, Any], ok: tuple[int, ...] = (200, 201)) -> dict[str, Any]:
+    """One admin API call of a setup step; SetupFailed unless it answers `ok`."""
+    url = f"{admin_url(environment)}/admin/v1/{path}"
+    try:
+        resp = requests.request(method, url, json=body, timeout=10,
+                                headers={"Authorization": f"Bearer {admin_token(environment)}"})
+    except requests.RequestException as exc:
+        raise SetupFailed(f"{method} {url}: {exc}") from exc
+    if resp.status_code not in ok:
+        raise SetupFailed(f"{method} {url}: {resp.status_code} {resp.text.strip()[:300]}")
+    answer: dict[str, Any] = resp.json() if resp.content else {}
+    return answer
+
+
+def _create_campaign(environment: Environment) -> None:
+    opts = environment.parsed_options
+    if opts.create_campaign:
+        admin_call(environment, "PUT", f"campaigns/{opts.campaign}", campaign_spec(opts))
+
+
+SETUP_STEPS: list[Callable[[Environment], None]] = [_create_campaign]
+"""Run in order before the load starts; a scenario appends its own (after the campaign's)."""
+
+
+@events.init.add_listener
+def _setup(environment: Environment, **_: Any) -> None:
+    opts = environment.parsed_options
+    if opts is None or getattr(opts, "worker", False):  # the master (or a lone process) sets up
         return
-    spec = campaign_spec(opts)
-    resp = requests.put(f"{opts.admin_url}/admin/v1/campaigns/{opts.campaign}", json=spec,
-                        headers={"Authorization": f"Bearer {opts.admin_token}"}, timeout=10)
-    if resp.status_code not in (200, 201):
-        raise SystemExit(f"could not create campaign: {resp.status_code} {resp.text}")
+    try:
+        for step in SETUP_STEPS:
+            step(environment)
+    except SetupFailed as exc:
+        sys.stderr.write(f"setup failed, not starting: {exc}\n")
+        sys.exit(1)  # (an Exception here would be logged by locust, and the run go on)
+
+
+def run_time_over(shape: Any) -> bool:
+    """For a LoadTestShape's tick: has --run-time (if given) passed?"""
+    opts = shape.runner.environment.parsed_options if shape.runner else None
+    limit = getattr(opts, "run_time", None)
+    if isinstance(limit, str):
+        from locust.util.timespan import parse_timespan
+        limit = parse_timespan(limit)
+    return bool(limit) and shape.get_run_time() >= float(limit)
 
 
 @events.quitting.add_listener

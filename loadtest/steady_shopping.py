@@ -7,7 +7,7 @@ entry, and confirm the offer when units come back to them. Cancelled holds
 and lapsed offers are what feed the waitlist. Use -u/-r/-t as usual:
 
     locust -f loadtest/steady_shopping.py --headless -u 200 -r 50 -t 60s \\
-        --host http://127.0.0.1:8000 --create-campaign --admin-token "$(cat var/admin.token)" \\
+        --host http://127.0.0.1:8000 --create-campaign \\
         --stock 100 --waitlist-length 1000
 """
 

@@ -8,7 +8,7 @@ A LoadTestShape ramps to --crowd people in --ramp-seconds and holds for
 that admits --admission-rate people per second (default 50).
 
     locust -f loadtest/waiting_room.py --headless --host http://127.0.0.1:8000 \\
-        --create-campaign --admin-token "$(cat var/admin.token)" --crowd 2000 --stock 300
+        --create-campaign --crowd 2000 --stock 300
 
 Refusals that are normal here: a claim without a turn (`admission_required`,
 e.g. when the turn lapsed), and the sale's own (`sold_out`, ...).
@@ -19,7 +19,7 @@ from typing import Any
 
 from locust import LoadTestShape, events, task
 from locust.contrib.fasthttp import FastHttpUser
-from scenario_kit import OUTCOMES, judge, new_identity
+from scenario_kit import OUTCOMES, judge, new_identity, run_time_over
 
 
 @events.init_command_line_parser.add_listener
@@ -108,7 +108,11 @@ class Queuer(FastHttpUser):
 class Crowd(LoadTestShape):
     """Ramp to the crowd in seconds, hold while the queue drains, stop."""
 
+    use_common_options = True  # --run-time ends it early (read in tick)
+
     def tick(self) -> tuple[int, float] | None:
+        if run_time_over(self):
+            return None
         opts = self.runner.environment.parsed_options if self.runner else None
         crowd = opts.crowd if opts else 2000
         ramp = opts.ramp_seconds if opts else 5.0

@@ -38,7 +38,8 @@ LIMITER_FAIL_OPEN = Counter("stampede_limiter_fail_open_total",
 COUPON_OPS = Counter("stampede_coupon_operations_total",
                      "Coupon claims, redemptions, rollbacks and gifts by answer",
                      ["op", "answer"])
-"""answer is ok or the refusal's reason (or outcome code): a bounded set."""
+"""answer is ok, replayed (the same redemption or rollback again: not a second ok), or
+the refusal's reason (a key of REFUSALS, or the outcome's code): a bounded set."""
 
 # -- state read back from Redis on a housekeeping tick ------------------------
 

@@ -1,11 +1,24 @@
-"""The small codes every Lua script answers with; one enum names them.
+"""Outcomes and refusals: the one table every answer of the service comes from.
 
-The values mirror the constants at the top of `stampede/lua/include/common.lua`
-(a test keeps the two in step). The gateway maps each to an HTTP status in
-one table (`stampede.api.errors`).
+`Outcome` names the small codes every Lua script answers with; its values
+mirror the constants at the top of `stampede/lua/include/common.lua` (a test
+keeps the two in step). A refusal is finer than an outcome: LIMIT_EXCEEDED
+may be the campaign's per-user limit or a SKU's, NOT_FOUND an unknown
+campaign or an unknown SKU. `REFUSALS` gives each refusal, by its reason,
+exactly one stable error code, one HTTP status, one message template and
+its Retry-After rule; sale claims, coupons, the scalper guard, waitlists,
+the waiting room, the admin routes and the HTTP layer itself all answer
+from it (`stampede.api.errors.refuse`). docs/errors.md is generated from it
+(`python -m stampede.outcomes`) and a test checks the two are the same.
+
+The domain never imports HTTP: a status here is plain data.
 """
 
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 
 class Outcome(IntEnum):
@@ -27,33 +40,284 @@ class Outcome(IntEnum):
     THROTTLED = 15
     BLOCKED = 16
     CHALLENGE_REQUIRED = 17
+    GUARD_CONTEXT_NEEDED = 18
+    """Internal, never answered: the claim script learnt that the campaign is
+    guarded since the engine last looked, so the claim is sent again with its
+    guard context (devices, networks, solutions)."""
+
+    @property
+    def reason(self) -> str:
+        """The refusal this outcome means when nothing finer is known."""
+        return self.name.lower()
 
     @property
     def code(self) -> str:
-        """The stable error code clients see (DESIGN.md, Contract)."""
-        return _CODES[self]
+        """The stable error code clients see ("ok" for OK)."""
+        return "ok" if self is Outcome.OK else REFUSALS[self.reason].code
 
 
-_CODES = {
-    Outcome.OK: "ok",
-    Outcome.SOLD_OUT: "sold_out",
-    Outcome.LIMIT_EXCEEDED: "limit_exceeded",
-    Outcome.NOT_OPEN: "not_open",
-    Outcome.PAUSED: "paused",
-    Outcome.CLOSED: "closed",
-    Outcome.NOT_FOUND: "not_found",
-    Outcome.HOLD_EXPIRED: "hold_expired",
-    Outcome.CONFLICT: "conflict",
-    Outcome.IDEMPOTENCY_MISMATCH: "idempotency_mismatch",
-    Outcome.INVALID: "invalid_request",
-    Outcome.FENCED: "unavailable",
-    Outcome.ADMISSION_REQUIRED: "admission_required",
-    Outcome.WAITLIST_FULL: "conflict",
-    Outcome.NOT_SOLD_OUT: "conflict",
-    Outcome.THROTTLED: "throttled",
-    Outcome.BLOCKED: "blocked",
-    Outcome.CHALLENGE_REQUIRED: "challenge_required",
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    code: str
+    """The stable error code (`error.code`); several refusals may share one."""
+    status: int
+    template: str
+    """The message, with {placeholders} for the things and limits it names."""
+    when: str
+    """When it is answered (for docs/errors.md)."""
+    retry_after: str = ""
+    """When a Retry-After header comes with it, and what it says ('' = never)."""
+    values: tuple[str, ...] = ()
+    """Names of the numbers a Lua script sends after the reason ("name:v1:v2")."""
+
+    def message(self, params: Mapping[str, Any]) -> str:
+        """The template filled in; a placeholder nobody gave reads '?' (never a 500)."""
+        return _FORMATTER.vformat(self.template, (), _Missing(params))
+
+
+class _Missing(dict[str, Any]):
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        super().__init__(params)
+
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+_FORMATTER = string.Formatter()
+_SOON = "1 (retry shortly)"
+
+
+def _r(code: str, status: int, template: str, when: str, retry_after: str = "",
+       values: tuple[str, ...] = ()) -> Refusal:
+    return Refusal(code, status, template, when, retry_after, values)
+
+
+REFUSALS: dict[str, Refusal] = {
+    # -- a campaign's state and schedule ------------------------------------
+    "not_open": _r("not_open", 409, "campaign '{campaign}' opens at {opens_at}",
+                   "a claim, coupon claim or waitlist join before the opening",
+                   "seconds until the opening", ("opens_ms", "wait_ms")),
+    "paused": _r("paused", 409, "campaign '{campaign}' is paused by its operator; "
+                 "claims are taken again when it resumes (GET /v1/campaigns/{campaign} "
+                 "shows its state)",
+                 "the campaign is paused by an operator (no Retry-After: a pause has no "
+                 "known end)"),
+    "closed": _r("closed", 409, "campaign '{campaign}' is closed",
+                 "after closes_at, or closed by an operator"),
+    "fenced": _r("unavailable", 503, "campaign '{campaign}' is being rebuilt from the store; "
+                 "retry shortly", "recovery is rebuilding the campaign", _SOON),
+    "admission_required": _r(
+        "admission_required", 403, "campaign '{campaign}' has a waiting room: take a ticket "
+        "(POST /v1/campaigns/{campaign}/queue) and claim with the admission token you get "
+        "when admitted (X-Admission-Token)",
+        "a claim without a valid admission token where the campaign has a waiting room"),
+    # -- what a claim asks for ----------------------------------------------
+    "sold_out": _r("sold_out", 409, "no units of SKU '{sku}' are left in campaign "
+                   "'{campaign}'", "fewer units are available than asked (or a waitlist is "
+                   "ahead)"),
+    "per_user": _r("limit_exceeded", 409, "user '{user}' may hold at most {limit} units in "
+                   "campaign '{campaign}' (per-user limit); they hold {held}",
+                   "the claim would take the user over the campaign's per-user limit",
+                   values=("limit", "held")),
+    "per_sku": _r("limit_exceeded", 409, "user '{user}' may hold at most {limit} of SKU "
+                  "'{sku}' (per-SKU limit); they hold {held}",
+                  "the claim would take the user over the SKU's per-user limit",
+                  values=("limit", "held")),
+    "limit_exceeded": _r("limit_exceeded", 409, "user '{user}' would go over a limit of "
+                         "campaign '{campaign}'", "a limit refused (remembered answers "
+                         "from before limits were named)"),
+    "max_per_claim": _r("invalid_request", 400, "a claim in campaign '{campaign}' may take at "
+                        "most {limit} units (max_per_claim); this one asks for {qty}",
+                        "qty is over the campaign's max_per_claim", values=("limit",)),
+    "bad_qty": _r("invalid_request", 400, "qty must be at least 1; this request asks for "
+                  "{qty}", "qty below 1"),
+    "max_coupons": _r("invalid_request", 400, "a coupon claim may issue at most {limit} "
+                      "coupons; {qty} of SKU '{sku}' would issue more",
+                      "qty times the pack size is over 100", values=("limit",)),
+    "not_found": _r("not_found", 404, "not found", "a thing that does not exist (a fallback: "
+                    "the reasons below name what is missing)"),
+    "no_campaign": _r("not_found", 404, "no campaign '{campaign}'",
+                      "the campaign does not exist"),
+    "no_sku": _r("not_found", 404, "campaign '{campaign}' has no SKU '{sku}'",
+                 "the campaign exists, the SKU does not"),
+    "not_a_sale": _r("not_found", 404, "campaign '{campaign}' is a coupon drop: claim with "
+                     "POST /v1/campaigns/{campaign}/coupons",
+                     "a sale claim or waitlist join in a coupon drop"),
+    "not_a_drop": _r("not_found", 404, "campaign '{campaign}' is a sale, not a coupon drop: "
+                     "claim with POST /v1/campaigns/{campaign}/claims",
+                     "a coupon claim in a sale"),
+    "invalid": _r("invalid_request", 400, "{detail}",
+                  "the request is malformed, has unknown fields or values out of range"),
+    "idempotency_mismatch": _r("idempotency_mismatch", 422, "Idempotency-Key '{key}' was "
+                               "used with a different request",
+                               "the same key again with another body or target"),
+    "in_flight": _r("conflict", 409, "a request with Idempotency-Key '{key}' is still in "
+                    "progress; retry shortly", "a retry while the first is being served",
+                    _SOON),
+    # -- a claim's lifecycle -------------------------------------------------
+    "no_claim": _r("not_found", 404, "no claim '{claim}' of yours",
+                   "the claim does not exist or is another user's"),
+    "hold_expired": _r("hold_expired", 409, "the hold of claim '{claim}' has expired",
+                       "confirming or cancelling a hold after its deadline"),
+    "claim_settled": _r("conflict", 409, "claim '{claim}' is {status}: it cannot be {action}",
+                        "confirming a cancelled claim, or cancelling a confirmed one"),
+    "conflict": _r("conflict", 409, "the request conflicts with the current state",
+                   "a change the current state does not allow"),
+    # -- admin ---------------------------------------------------------------
+    "has_claims": _r("conflict", 409, "campaign '{campaign}' has claims and cannot be "
+                     "replaced; use PATCH for live changes",
+                     "PUT of a campaign that has taken claims"),
+    "reopen_closed": _r("conflict", 409, "campaign '{campaign}' is closed and cannot be "
+                        "reopened", "PATCH of a closed campaign's state"),
+    "bad_schedule": _r("invalid_request", 400, "closes_at must be after opens_at",
+                       "a PUT or PATCH whose closes_at is not after its opens_at"),
+    "wave": _r("invalid_request", 400, "closes_at must come after every pending wave",
+               "a PATCH of closes_at to at or before a pending wave (it would never come)"),
+    "not_enough_stock": _r("conflict", 409, "SKU '{sku}' of campaign '{campaign}' has "
+                           "{available} units available; {removed} cannot be removed",
+                           "a stock change that would take available below zero"),
+    # -- waitlists and the waiting room ---------------------------------------
+    "waitlist_full": _r("conflict", 409, "the waitlist of SKU '{sku}' in campaign "
+                        "'{campaign}' is full ({limit} waiting)",
+                        "the SKU's waitlist is at max_length"),
+    "not_sold_out": _r("conflict", 409, "SKU '{sku}' of campaign '{campaign}' is not sold out "
+                       "(units are available or a wave is coming): claim it instead",
+                       "joining the waitlist of a SKU that can still be claimed"),
+    "no_waitlist": _r("not_found", 404, "campaign '{campaign}' has no waitlist",
+                      "the campaign was defined without one"),
+    "not_waiting": _r("not_found", 404, "user '{user}' is not on the waitlist of SKU '{sku}' "
+                      "in campaign '{campaign}'", "leaving a waitlist one is not on"),
+    "no_waiting_room": _r("not_found", 404, "campaign '{campaign}' has no waiting room",
+                          "taking a ticket where there is no waiting room"),
+    "no_ticket": _r("not_found", 404, "user '{user}' has no ticket for campaign '{campaign}': "
+                    "take one with POST /v1/campaigns/{campaign}/queue",
+                    "polling a ticket never taken"),
+    "precondition": _r("internal", 500, "internal: the throttle config changed meanwhile",
+                       "never answered: the engine reads, merges and writes again"),
+    # -- the scalper guard -----------------------------------------------------
+    "throttled": _r("throttled", 429, "too many requests ({scope} limit); retry in "
+                    "{retry_after_ms} ms", "a rate limit of the guard or the gateway refused",
+                    "seconds until the limit admits the next request (exact, rounded up)"),
+    "blocked": _r("blocked", 403, "this request is refused ({scope})",
+                  "a block list, an account concentration or a risk rule refused"),
+    "challenge_required": _r("challenge_required", 403, "solve the challenge (proof of work) "
+                             "and send the claim again with X-Challenge-Token and "
+                             "X-Challenge-Solution ({scope})",
+                             "a risk signal or account concentration asks for proof of work"),
+    "guard_context_needed": _r("internal", 500, "internal: claim sent again with its guard "
+                               "context", "never answered: the engine resends the claim"),
+    # -- coupons ---------------------------------------------------------------
+    "stock": _r("sold_out", 409, "no coupons of SKU '{sku}' are left in drop '{campaign}'",
+                "the coupon SKU has no units left"),
+    "budget": _r("sold_out", 409, "drop '{campaign}' has spent its budget",
+                 "the drop's face-value budget would be exceeded"),
+    "per_day": _r("sold_out", 409, "today's coupons of drop '{campaign}' are all claimed; "
+                  "more tomorrow (UTC)", "the drop's daily issue is reached"),
+    "user_day": _r("limit_exceeded", 409, "user '{user}' may claim {limit} coupons of drop "
+                   "'{campaign}' a day; they have claimed {held} today",
+                   "the user's daily claims of the drop are reached", values=("limit", "held")),
+    "person": _r("limit_exceeded", 409, "drop '{campaign}' allows {limit} per person; this "
+                 "person has claimed {held}", "the identity's claims of the drop are reached",
+                 values=("limit", "held")),
+    "identity_required": _r("forbidden", 403, "drop '{campaign}' is limited per person: your "
+                            "token must carry an identity (idh)",
+                            "a per-person drop claimed without an identity"),
+    "no_drop": _r("not_found", 404, "no coupon drop '{campaign}'",
+                  "coupon stats of a campaign that is no drop"),
+    "no_coupon": _r("not_found", 404, "no coupon '{coupon}' of yours",
+                    "the coupon does not exist or is another user's"),
+    "no_gift": _r("not_found", 404, "no such gift (unknown or altered transfer token)",
+                  "accepting an unknown gift"),
+    "no_redemption": _r("not_found", 404, "no redemption '{redemption}' of merchant "
+                        "'{merchant}'", "the redemption does not exist or is another "
+                        "merchant's"),
+    "no_merchant": _r("not_found", 404, "no merchant '{merchant}'",
+                      "revoking an unknown merchant"),
+    "bad_code": _r("not_found", 404, "no such coupon code (unknown, altered, or its key is "
+                   "retired)", "redeeming a code that is not a coupon's"),
+    "unknown_also_used": _r("conflict", 409, "a code of codes_also_used is not a valid coupon",
+                            "the order lists a code that is not a coupon's"),
+    "duplicate_code": _r("invalid_request", 400, "a code appears twice in the order",
+                         "the same coupon in code and codes_also_used"),
+    "merchant_scope": _r("forbidden", 403, "this coupon cannot be redeemed at merchant "
+                         "'{merchant}'", "the template's merchants or regions exclude it"),
+    "stacking": _r("conflict", 409, "these coupons cannot be combined in one order",
+                   "the templates' stacking rules refuse the combination"),
+    "threshold": _r("conflict", 409, "the order amount {amount} is below the coupon's "
+                    "threshold", "the order is below the template's threshold"),
+    "used": _r("conflict", 409, "the coupon is used up", "redeeming or gifting a used coupon"),
+    "expired": _r("conflict", 409, "the coupon has expired",
+                  "redeeming or gifting after valid_to"),
+    "transferred": _r("conflict", 409, "the coupon was given away",
+                      "redeeming a coupon after gifting it"),
+    "not_yet_valid": _r("conflict", 409, "the coupon is not valid yet",
+                        "redeeming before valid_from"),
+    "code_expired": _r("forbidden", 403, "this rotating code has expired: show a fresh one",
+                       "a rotating code older than its step"),
+    "merchant_cap": _r("limit_exceeded", 409, "merchant '{merchant}' has reached its daily "
+                       "redemption cap for this drop", "the drop's per-merchant daily cap"),
+    "template": _r("conflict", 409, "the coupon changed meanwhile; retry",
+                   "the template changed between pricing and redeeming", _SOON),
+    "not_transferable": _r("conflict", 409, "this coupon cannot be given away",
+                           "gifting a non-transferable coupon"),
+    "gift_used": _r("conflict", 409, "this gift has been accepted already",
+                    "accepting a gift twice (by another user)"),
+    "gift_expired": _r("conflict", 409, "this gift offer has expired",
+                       "accepting after the offer's expiry"),
+    "gift_void": _r("conflict", 409, "the gifted coupon was used, expired or offered anew",
+                    "accepting a gift whose coupon changed"),
+    "own_gift": _r("conflict", 409, "you cannot accept your own gift",
+                   "the giver accepting"),
+    # -- who is calling ----------------------------------------------------------
+    "missing_token": _r("unauthorized", 401, "a bearer token is required (Authorization: "
+                        "Bearer <JWT>)", "a user route without a token (WWW-Authenticate: "
+                        "Bearer)"),
+    "invalid_token": _r("unauthorized", 401, "the bearer token is not valid: {detail}",
+                        "a bad, expired or foreign user token (WWW-Authenticate: Bearer "
+                        "error=\"invalid_token\")"),
+    "missing_admin_token": _r("unauthorized", 401, "an admin bearer token is required",
+                              "an admin route without a token (WWW-Authenticate: Bearer)"),
+    "invalid_admin_token": _r("unauthorized", 401, "the bearer token is not an admin token",
+                              "an admin route with an unknown token (WWW-Authenticate: "
+                              "Bearer error=\"invalid_token\")"),
+    "missing_merchant_token": _r("unauthorized", 401, "a merchant bearer token is required",
+                                 "a merchant route without a token (WWW-Authenticate: "
+                                 "Bearer)"),
+    "invalid_merchant_token": _r("unauthorized", 401, "the bearer token is not a merchant's "
+                                 "(unknown or revoked)", "a merchant route with an unknown "
+                                 "token (WWW-Authenticate: Bearer error=\"invalid_token\")"),
+    "invalid_credentials": _r("unauthorized", 401, "the Authorization header is not valid "
+                              "text (send ASCII or UTF-8)", "an Authorization header whose "
+                              "bytes are not text (WWW-Authenticate: Bearer "
+                              "error=\"invalid_token\")"),
+    "read_only_token": _r("forbidden", 403, "a viewer token may only read: this route needs "
+                          "an operator token", "a viewer token on a changing admin route"),
+    # -- HTTP ----------------------------------------------------------------------
+    "no_route": _r("not_found", 404, "no route {method} {path}", "an unknown path"),
+    "method_not_allowed": _r("method_not_allowed", 405, "{method} is not allowed on {path}; "
+                             "allowed: {allow}", "a known path with another method (Allow "
+                             "lists the methods)"),
+    "body_too_large": _r("invalid_request", 413, "the body is larger than the {limit} bytes "
+                         "this listener takes", "a body over the listener's size limit"),
+    "unsupported_media_type": _r("invalid_request", 415, "{detail}",
+                                 "a body of another media type than JSON"),
+    "undecodable_header": _r("invalid_request", 400, "the {header} header is not valid text "
+                             "(send ASCII or UTF-8)", "a header the service reads whose bytes "
+                             "are not text"),
+    "malformed_request": _r("malformed_request", 400, "malformed HTTP request: {detail}",
+                            "the HTTP parser refused the request (a header line over 8190 "
+                            "bytes, a bad method, a control byte in the path)"),
+    "request_timeout": _r("request_timeout", 408, "the request body did not all arrive "
+                          "within {limit} s of its headers", "a body slower than "
+                          "STAMPEDE_BODY_TIMEOUT_S (the connection is then closed)"),
+    "timed_out": _r("unavailable", 503, "the request timed out; retry shortly",
+                    "the server gave up waiting for the request", _SOON),
+    "unavailable": _r("unavailable", 503, "a backing service is unreachable ({detail}); "
+                      "retry shortly", "Redis or the store cannot be reached", _SOON),
+    "internal": _r("internal", 500, "internal error; request id {request_id}",
+                   "a bug (logged with the request id)"),
 }
+"""Every refusal by reason. An outcome's own reason is its lower-cased name."""
 
 
 GUARD_REFUSALS = frozenset({Outcome.THROTTLED, Outcome.BLOCKED, Outcome.CHALLENGE_REQUIRED})
@@ -62,3 +326,54 @@ GUARD_REFUSALS = frozenset({Outcome.THROTTLED, Outcome.BLOCKED, Outcome.CHALLENG
 OUTCOMES: tuple[Outcome, ...] = tuple(sorted(Outcome, key=int))
 """Outcome by code, for the hot path (indexing a tuple beats the enum call)."""
 assert all(o.value == i for i, o in enumerate(OUTCOMES)), "outcome codes must be 0..n-1"
+assert all(o.reason in REFUSALS for o in Outcome if o is not Outcome.OK), \
+    "every outcome needs its refusal"
+
+
+def parse_detail(detail: str) -> tuple[str, dict[str, int]]:
+    """A script's refusal detail "reason[:v1[:v2]]" as (reason, named values)."""
+    reason, *raw = detail.split(":")
+    refusal = REFUSALS.get(reason)
+    names = refusal.values if refusal is not None else ()
+    values = {}
+    for name, value in zip(names, raw, strict=False):
+        if value.lstrip("-").isdigit():
+            values[name] = int(value)
+    return reason, values
+
+
+def markdown() -> str:
+    """docs/errors.md: the public error table, from `REFUSALS`."""
+    lines = [_DOC_HEAD, "| reason | code | HTTP | when | message | Retry-After |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for reason, r in REFUSALS.items():
+        if r.code == "internal" and reason != "internal":
+            continue
+        cells = (reason, f"`{r.code}`", str(r.status), r.when, r.template,
+                 r.retry_after or "-")
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+_DOC_HEAD = """\
+# Errors
+
+Every error is JSON: `{"error": {"code": ..., "message": ...}}`. Clients
+branch on `code` (stable) and HTTP status; `message` is for people and
+names the thing and the limit that refused. Some errors add fields:
+`opens_at` (not_open), `reason`, `retry_after_ms` and `challenge` (the
+scalper guard's refusals).
+
+Several refusals share a code (a per-user and a per-SKU limit are both
+`limit_exceeded`); the reason column is what the message tells apart.
+Every 401 carries `WWW-Authenticate: Bearer` (with `error="invalid_token"`
+when a token was given), and 405 carries `Allow`.
+
+This file is generated from `REFUSALS` in `stampede/outcomes.py`
+(`python -m stampede.outcomes > docs/errors.md`); a test fails when they
+differ.
+"""
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")

@@ -5,6 +5,7 @@ so a typo never silently falls back to a default.
 """
 
 import dataclasses
+import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,8 +15,13 @@ from stampede.errors import ConfigError
 
 PREFIX = "STAMPEDE_"
 
-# Names read by tools around the service (tests, benchmarks), not by it.
-_TOOL_NAMES = frozenset({"TEST_PG_URL", "TEST_REDIS_URL"})
+TOOL_NAMES = {
+    "TEST_PG_URL": "tests: a PostgreSQL the store tests may use",
+    "TEST_REDIS_URL": "tests: a Redis whose data the tests may flush",
+    "PG_BIN": "the throwaway PostgreSQL of tests and benchmarks: where initdb lives",
+    "PG_PASSWORD": "docker-compose.yml: the PostgreSQL password it sets up",
+}
+"""`STAMPEDE_*` names read by tools around the service, not by it: allowed beside it."""
 # Fields set from another library's environment name, never from a STAMPEDE_ one.
 _FOREIGN = {"metrics_multiprocess_dir": "PROMETHEUS_MULTIPROC_DIR"}
 
@@ -105,11 +111,11 @@ class Settings:
             if not name.startswith(PREFIX):
                 continue
             short = name[len(PREFIX):]
-            if short in _TOOL_NAMES:
+            if short in TOOL_NAMES:
                 continue
             key = short.lower()
             if key not in fields:
-                raise ConfigError(f"unknown setting {name}")
+                raise ConfigError(_unknown(name, fields))
             values[key] = _parse(name, raw, fields[key].type)
         settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
@@ -133,6 +139,15 @@ class Settings:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
         if self.gateway_rate_per_s < 0:
             raise ConfigError("STAMPEDE_GATEWAY_RATE_PER_S must not be negative")
+
+
+def _unknown(name: str, fields: Mapping[str, object]) -> str:
+    known = [f.upper() for f in fields] + list(TOOL_NAMES)
+    short = name[len(PREFIX):].upper()
+    close = difflib.get_close_matches(short, known, n=1, cutoff=0.7) or [
+        k for k in known if k.startswith(f"{short}_")][:1]  # STAMPEDE_JWT: ..._JWT_SECRET
+    hint = f" (did you mean {PREFIX}{close[0]}?)" if close else ""
+    return f"unknown setting {name}{hint}; the settings are listed in README.md, Configuration"
 
 
 def _parse(name: str, raw: str, typ: object) -> object:

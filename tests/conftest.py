@@ -69,6 +69,7 @@ def campaign_spec(stock: int = 100, per_user: int | None = 2, hold_ttl_s: int = 
     sku_specs = [{"sku": s, "price": 1999,
                   "waves": waves if waves is not None else [{"at": iso(-30), "qty": stock}]}
                  for s in skus]
-    raw = {"name": "test sale", "opens_at": iso(opens_in_s), "closes_at": iso(max(opens_in_s, 0) + 3600),
+    raw = {"name": "test sale", "opens_at": iso(opens_in_s),
+           "closes_at": iso(max(opens_in_s, 0) + 3600),
            "hold_ttl_s": hold_ttl_s, "limits": limits, "skus": sku_specs, **extra}
     return msgspec.convert(raw, CampaignSpec)

@@ -84,6 +84,7 @@ def test_admin_token_compare(benchmark: Any) -> None:
 def test_claim_batch_script(benchmark: Any, valkey: "redis.Redis[str]", size: int) -> None:
     """One EVALSHA carrying `size` claims; ops/s x size = claims/s."""
     from stampede.domain.engine import _define_args
+    from stampede.state.records import ClaimArg, encode_claims
 
     cid = f"micro{size}"
     valkey.delete(*keys.campaign_keys(cid))
@@ -94,12 +95,10 @@ def test_claim_batch_script(benchmark: Any, valkey: "redis.Redis[str]", size: in
     counter = iter(range(10**9))
 
     def one_batch() -> Any:
-        args: list[Any] = [86_400_000, 100]
-        for _ in range(size):
-            n = next(counter)
-            args.append(f"{keys.new_claim_id(cid)}|u{n}|tee|1|0|-1|tee:1")
-        return claim(keys=[*keys.campaign_keys(cid), keys.limiter_key(cid, "campaign", "all"),
-                           keys.lists_key(cid)], args=args)
+        batch = [ClaimArg(keys.new_claim_id(cid), f"u{next(counter)}", "hot", 1, 0, -1, "hot:1")
+                 for _ in range(size)]
+        return claim(keys=[*keys.campaign_keys(cid), *keys.guard_keys(cid)],
+                     args=[86_400_000, 100, encode_claims(batch)])
 
     reply = benchmark(one_batch)
     assert reply[0] == 0

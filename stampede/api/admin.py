@@ -4,7 +4,7 @@ import msgspec
 from aiohttp import web
 
 from stampede.api.context import ADMIN, ENGINE
-from stampede.api.errors import decode, json_response, outcome_error, read_body
+from stampede.api.errors import decode, json_response, read_body, refuse
 from stampede.api.idempotency import checked_key
 from stampede.api.routing import CID, SKU, ApiRoutes
 from stampede.domain.models import (
@@ -41,8 +41,7 @@ async def put_campaign(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     outcome, created = await engine.define_campaign(cid, spec, actor=admin.name)
     if outcome is not Outcome.OK:
-        return outcome_error(outcome, "the campaign has claims and cannot be replaced; "
-                                      "use PATCH for live changes")
+        return refuse("has_claims", {"campaign": cid})
     return json_response(await engine.stats(cid), status=201 if created else 200)
 
 
@@ -54,14 +53,30 @@ async def patch_campaign(request: web.Request) -> web.Response:
     admin = request[ADMIN]
     patch = decode(_patch_decoder, await read_body(request))
     cid = request.match_info["cid"]
-    outcome = await request.app[ENGINE].patch_campaign(cid, patch, actor=admin.name)
+    engine = request.app[ENGINE]
+    outcome = await engine.patch_campaign(cid, patch, actor=admin.name)
     if outcome is Outcome.CONFLICT:
-        return outcome_error(outcome, "a closed campaign cannot be reopened")
+        return refuse("reopen_closed", {"campaign": cid})
     if outcome is Outcome.INVALID:
-        return outcome_error(outcome, "closes_at must be after opens_at")
+        return refuse("bad_schedule")
     if outcome is not Outcome.OK:
-        return outcome_error(outcome, "no such campaign or SKU")
-    return json_response(await request.app[ENGINE].stats(cid))
+        return refuse(*await _patch_missing(request, cid, patch))
+    return json_response(await engine.stats(cid))
+
+
+async def _patch_missing(request: web.Request, cid: str,
+                         patch: CampaignPatch) -> tuple[str, dict[str, str]]:
+    """What a PATCH named that does not exist: the campaign, a SKU, the waiting room."""
+    engine = request.app[ENGINE]
+    skus: list[str | None] = [None]
+    if patch.sku_limits is not msgspec.UNSET and patch.sku_limits:
+        skus = list(patch.sku_limits)
+    for sku in skus:
+        why = await engine.explain(cid, Outcome.NOT_FOUND, sku=sku,
+                                   not_found="no_waiting_room", kind="any")
+        if why.reason in ("no_campaign", "no_sku"):
+            return why.reason, {"campaign": cid, "sku": sku or "?"}
+    return "no_waiting_room", {"campaign": cid}
 
 
 @api.route("POST", "/admin/v1/campaigns/{cid}/skus/{sku}/stock",
@@ -76,9 +91,11 @@ async def adjust_stock(request: web.Request) -> web.Response:
         cid, sku, body.delta, actor=admin.name,
         op_key=checked_key(request))
     if outcome is Outcome.CONFLICT:
-        return outcome_error(outcome, "cannot remove more units than are available")
+        return refuse("not_enough_stock", {"campaign": cid, "sku": sku,
+                                           "available": available, "removed": -body.delta})
     if outcome is not Outcome.OK:
-        return outcome_error(outcome, "no such campaign or SKU")
+        why = await request.app[ENGINE].explain(cid, outcome, sku=sku, kind="any")
+        return refuse(why.reason, {"campaign": cid, "sku": sku})
     return json_response(StockLevel(sku=sku, available=available))
 
 
@@ -86,7 +103,8 @@ async def adjust_stock(request: web.Request) -> web.Response:
            "Counts per SKU, claims by outcome, waitlist length", auth="viewer",
            response=CampaignStats, errors=(401, 404, 503), path_params=CID)
 async def campaign_stats(request: web.Request) -> web.Response:
-    stats = await request.app[ENGINE].stats(request.match_info["cid"])
+    cid = request.match_info["cid"]
+    stats = await request.app[ENGINE].stats(cid)
     if stats is None:
-        return outcome_error(Outcome.NOT_FOUND, "no such campaign")
+        return refuse("no_campaign", {"campaign": cid})
     return json_response(stats)

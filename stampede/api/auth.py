@@ -112,7 +112,7 @@ def bearer(request: web.Request) -> str | None:
     if scheme.lower() != "bearer" or not value:
         return None
     if not _BEARER.fullmatch(value):
-        raise ApiError(401, "unauthorized", "a bearer token is visible ASCII characters")
+        raise ApiError.of("invalid_token", detail="a bearer token is visible ASCII characters")
     return value
 
 
@@ -149,15 +149,17 @@ class Authenticator:
         if self.dev_auth and "X-User-Id" in request.headers:
             return _dev_user(request)
         token = bearer(request)
-        if token is None or self.jwt_secret is None:
-            raise ApiError(401, "unauthorized", "a bearer token is required")
+        if token is None:
+            raise ApiError.of("missing_token")
+        if self.jwt_secret is None:
+            raise ApiError.of("invalid_token", detail="this server takes no user tokens")
         try:
             verified: _Verified = self._verified(token)  # type: ignore[attr-defined]
         except jwt.PyJWTError as exc:
-            raise ApiError(401, "unauthorized", f"invalid token: {exc}") from exc
+            raise ApiError.of("invalid_token", detail=str(exc)) from exc
         now = time.time()
         if verified.exp is not None and verified.exp <= now:
-            raise ApiError(401, "unauthorized", "invalid token: Signature has expired")
+            raise ApiError.of("invalid_token", detail="Signature has expired")
         return User(verified.sub, _age(verified.created_s, now), verified.identity)
 
     def admin(self, request: web.Request, needs: Role) -> AdminToken:
@@ -168,10 +170,12 @@ class Authenticator:
             # Compare against every token so timing says nothing of which matched.
             if hmac.compare_digest(candidate.token.encode(), (token or "").encode()):
                 found = candidate
-        if token is None or found is None:
-            raise ApiError(401, "unauthorized", "an admin bearer token is required")
+        if token is None:
+            raise ApiError.of("missing_admin_token")
+        if found is None:
+            raise ApiError.of("invalid_admin_token")
         if needs is Role.OPERATOR and found.role is not Role.OPERATOR:
-            raise ApiError(403, "forbidden", "this token may only read")
+            raise ApiError.of("read_only_token")
         return found
 
 
@@ -179,7 +183,7 @@ def _dev_user(request: web.Request) -> User:
     """STAMPEDE_DEV_AUTH: X-User-Id, with X-Account-Created and X-Identity-Hash."""
     user = header(request, "X-User-Id") or ""
     if not keys.valid_user_id(user):
-        raise ApiError(400, "invalid_request", "X-User-Id is not a valid user id")
+        raise ApiError.of("invalid", detail="X-User-Id is not a valid user id")
     raw = header(request, "X-Account-Created") or ""
     created = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 16 else -1
     return User(user, _age(created, time.time()), header(request, "X-Identity-Hash"))
@@ -190,10 +194,13 @@ def _age(created_s: int, now: float) -> int:
 
 
 def mint_user_token(secret: str, user: str, ttl_s: int = 3600,
-                    created_at: int | None = None) -> str:
-    """An HS256 token for `user`, as an operator's login service would issue."""
+                    created_at: int | None = None, idh: str | None = None) -> str:
+    """An HS256 token for `user`, as an operator's login service would issue: `created_at`
+    (account creation, epoch s) and `idh` (hashed real-person identity) are optional."""
     now = int(time.time())
     claims: dict[str, object] = {"sub": user, "iat": now, "exp": now + ttl_s}
     if created_at is not None:
         claims["created_at"] = created_at
+    if idh is not None:
+        claims["idh"] = idh
     return jwt.encode(claims, secret, algorithm="HS256")

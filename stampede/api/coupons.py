@@ -6,14 +6,17 @@ Public (users): `POST /v1/campaigns/{cid}/coupons`, `GET /v1/me/coupons`,
 `GET /v1/redemptions/{id}`, `POST /v1/redemptions/{id}/rollback`.
 Admin: `PUT /admin/v1/merchants/{mid}`, `GET /admin/v1/campaigns/{cid}/coupons/stats`.
 
-A refusal's reason (from the engine) picks the status, stable code and message.
+A refusal's reason (from the engine) picks its entry of REFUSALS (stampede/outcomes.py):
+status, stable code and message.
 """
+
+from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from stampede.api.context import ADMIN, ENGINE, GUARD, MERCHANT, USER
-from stampede.api.errors import ApiError, decode, error, json_response, outcome_error, read_body
+from stampede.api.errors import ApiError, decode, json_response, read_body, refuse, refuse_outcome
 from stampede.api.guard import HEADERS as GUARD_HEADERS
 from stampede.api.guard import client_signals, guard_answer
 from stampede.api.headers import header
@@ -35,7 +38,7 @@ from stampede.domain.coupons.spec import (
     Wallet,
 )
 from stampede.metrics import count_coupon_op
-from stampede.outcomes import GUARD_REFUSALS, Outcome
+from stampede.outcomes import GUARD_REFUSALS, REFUSALS, Outcome
 from stampede.state import keys
 
 api = ApiRoutes("coupons")
@@ -47,59 +50,30 @@ REDEMPTION = {"redemption_id": ID}
 MERCHANT_ID = {"mid": r"^[a-z0-9][a-z0-9_-]{0,63}$"}
 STATUS = r"^(active|used|expired|transferred)$"
 
-REASONS: dict[str, tuple[int, str, str]] = {
-    "stock": (409, "sold_out", "no coupons of this kind are left"),
-    "budget": (409, "sold_out", "the drop's budget is spent"),
-    "per_day": (409, "sold_out", "today's coupons are all claimed; more tomorrow"),
-    "limit": (409, "limit_exceeded", "this would take you over the drop's per-user limit"),
-    "user_day": (409, "limit_exceeded", "you have claimed your coupons for today"),
-    "person": (409, "limit_exceeded", "one per person: this person has claimed already"),
-    "identity_required": (403, "forbidden", ("this drop is one per person: your token must "
-                                             "carry an identity (idh)")),
-    "bad_code": (404, "not_found", ("no such coupon code (unknown, altered, or its key is "
-                                    "retired)")),
-    "unknown_also_used": (409, "conflict", "a code of codes_also_used is not a valid coupon"),
-    "duplicate_code": (400, "invalid_request", "a code appears twice in the order"),
-    "merchant_scope": (403, "forbidden", "this coupon cannot be redeemed at this merchant"),
-    "stacking": (409, "conflict", "these coupons cannot be combined in one order"),
-    "threshold": (409, "conflict", "the order amount is below the coupon's threshold"),
-    "used": (409, "conflict", "the coupon is used up"),
-    "expired": (409, "conflict", "the coupon has expired"),
-    "transferred": (409, "conflict", "the coupon was given away"),
-    "not_yet_valid": (409, "conflict", "the coupon is not valid yet"),
-    "code_expired": (403, "forbidden", "this rotating code has expired: show a fresh one"),
-    "merchant_cap": (409, "limit_exceeded", ("this merchant's daily redemption cap for the "
-                                             "drop is reached")),
-    "template": (409, "conflict", "the coupon changed meanwhile; retry"),
-    "not_transferable": (409, "conflict", "this coupon cannot be given away"),
-    "gift_used": (409, "conflict", "this gift has been accepted already"),
-    "gift_expired": (409, "conflict", "this gift offer has expired"),
-    "gift_void": (409, "conflict", "the gifted coupon was used, expired or offered anew"),
-    "own_gift": (409, "conflict", "you cannot accept your own gift"),
-}
-
 def _count(op: str, answer: Answer) -> None:
     if answer.outcome in GUARD_REFUSALS:  # the guard's scope is in stampede_refusals_total
         count_coupon_op(op, answer.outcome.code)
         return
-    label = "ok" if answer.outcome is Outcome.OK else (answer.reason or answer.outcome.code)
-    count_coupon_op(op, label if answer.reason in REASONS or not answer.reason else "other")
+    if answer.outcome is Outcome.OK:  # a replay (the same redemption again) counts once
+        count_coupon_op(op, "replayed" if answer.reason == "replayed" else "ok")
+        return
+    label = answer.reason or answer.outcome.code
+    count_coupon_op(op, label if label in REFUSALS or label == answer.outcome.code
+                    else "other")
 
 
 _claim_decoder = msgspec.json.Decoder(CouponClaimRequest)
 _redeem_decoder = msgspec.json.Decoder(RedemptionRequest)
 _accept_decoder = msgspec.json.Decoder(GiftAccept)
 _merchant_decoder = msgspec.json.Decoder(MerchantSpec)
-_NO_COUPON = "no such coupon"
 
 
-def refusal(answer: Answer, not_found: str = "not found") -> web.Response:
-    if answer.reason in REASONS:
-        status, code, message = REASONS[answer.reason]
-        return error(status, code, message)
-    if answer.outcome is Outcome.NOT_FOUND:
-        return outcome_error(answer.outcome, not_found)
-    return outcome_error(answer.outcome)
+def refusal(answer: Answer, not_found: str = "not_found", **context: Any) -> web.Response:
+    """A coupon refusal: its reason's, else `not_found` for NOT_FOUND, else the outcome's."""
+    reason = answer.reason
+    if not reason and answer.outcome is Outcome.NOT_FOUND:
+        reason = not_found
+    return refuse_outcome(answer.outcome, reason, answer.params, **context)
 
 
 # -- users --------------------------------------------------------------------
@@ -115,9 +89,10 @@ async def claim_coupon(request: web.Request) -> web.Response:
     body = decode(_claim_decoder, await read_body(request))
     key = checked_key(request)
     signals = client_signals(request)
+    cid = request.match_info["cid"]
     async with request.app[GUARD].in_flight(user.id, key):
         answer = await request.app[ENGINE].coupons.claim(
-            request.match_info["cid"], user.id, body.sku, body.qty, idempotency_key=key,
+            cid, user.id, body.sku, body.qty, idempotency_key=key,
             admission_token=header(request, "X-Admission-Token"),
             identity=user.identity, client=signals)
     _count("claim", answer)
@@ -125,7 +100,8 @@ async def claim_coupon(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     if answer.outcome is not Outcome.OK:
-        return refusal(answer, "no such drop or SKU")
+        return refusal(answer, campaign=cid, sku=body.sku, user=user.id, qty=body.qty,
+                       key=key)
     return json_response(answer.view, status=201)
 
 
@@ -135,7 +111,7 @@ async def my_coupons(request: web.Request) -> web.Response:
     user = request[USER].id
     status = request.query.get("status")
     if set(request.query) - {"status"}:
-        raise ApiError(400, "invalid_request", "the only query parameter is status")
+        raise ApiError.of("invalid", detail="the only query parameter is status")
     return json_response(Wallet(coupons=await request.app[ENGINE].coupons.wallet(user, status)))
 
 
@@ -143,9 +119,10 @@ async def my_coupons(request: web.Request) -> web.Response:
            auth="user", response=CouponView, errors=(401, 404, 503), path_params=COUPON)
 async def get_coupon(request: web.Request) -> web.Response:
     user = request[USER].id
-    view = await request.app[ENGINE].coupons.coupon(request.match_info["coupon_id"], user)
+    coupon_id = request.match_info["coupon_id"]
+    view = await request.app[ENGINE].coupons.coupon(coupon_id, user)
     if view is None:
-        return outcome_error(Outcome.NOT_FOUND, _NO_COUPON)
+        return refuse("no_coupon", {"coupon": coupon_id})
     return json_response(view)
 
 
@@ -154,10 +131,10 @@ async def get_coupon(request: web.Request) -> web.Response:
            response=RotatingCode, errors=(401, 404, 409, 503), path_params=COUPON)
 async def rotating_code(request: web.Request) -> web.Response:
     user = request[USER].id
-    answer = await request.app[ENGINE].coupons.rotating_code(request.match_info["coupon_id"],
-                                                             user)
+    coupon_id = request.match_info["coupon_id"]
+    answer = await request.app[ENGINE].coupons.rotating_code(coupon_id, user)
     if answer.outcome is not Outcome.OK:
-        return refusal(answer, _NO_COUPON)
+        return refusal(answer, "no_coupon", coupon=coupon_id)
     return json_response(answer.view)
 
 
@@ -173,7 +150,7 @@ async def offer_gift(request: web.Request) -> web.Response:
         answer = await request.app[ENGINE].coupons.offer_gift(coupon_id, user)
         _count("gift_offer", answer)
         if answer.outcome is not Outcome.OK:
-            return refusal(answer, _NO_COUPON)
+            return refusal(answer, "no_coupon", coupon=coupon_id)
         return json_response(answer.view, status=201)
 
     return await request.app[GUARD].replayable(request, user, f"gift {coupon_id}", run,
@@ -191,7 +168,7 @@ async def accept_gift(request: web.Request) -> web.Response:
         answer = await request.app[ENGINE].coupons.accept_gift(body.transfer_token, user)
         _count("gift_accept", answer)
         if answer.outcome is not Outcome.OK:
-            return refusal(answer, "no such gift")
+            return refusal(answer, "no_gift", user=user)
         return json_response(answer.view)
 
     return await request.app[GUARD].replayable(
@@ -215,7 +192,8 @@ async def redeem(request: web.Request) -> web.Response:
         answer = await coupons.redeem(merchant, body)
         _count("redeem", answer)
         if answer.outcome is not Outcome.OK:
-            return refusal(answer)
+            return refusal(answer, "bad_code", merchant=merchant.merchant_id,
+                           amount=body.order_amount)
         return json_response(answer.view, status=201)
 
     # Redemption is idempotent per merchant and order inside its script; the
@@ -230,10 +208,10 @@ async def redeem(request: web.Request) -> web.Response:
            path_params=REDEMPTION)
 async def get_redemption(request: web.Request) -> web.Response:
     merchant = request[MERCHANT]
-    view = await request.app[ENGINE].coupons.redemption(request.match_info["redemption_id"],
-                                                        merchant.merchant_id)
+    rid = request.match_info["redemption_id"]
+    view = await request.app[ENGINE].coupons.redemption(rid, merchant.merchant_id)
     if view is None:
-        return outcome_error(Outcome.NOT_FOUND, "no such redemption")
+        return refuse("no_redemption", {"redemption": rid, "merchant": merchant.merchant_id})
     return json_response(view)
 
 
@@ -249,7 +227,8 @@ async def rollback(request: web.Request) -> web.Response:
         answer = await request.app[ENGINE].coupons.rollback(rid, merchant.merchant_id)
         _count("rollback", answer)
         if answer.outcome is not Outcome.OK:
-            return refusal(answer, "no such redemption")
+            return refusal(answer, "no_redemption", redemption=rid,
+                           merchant=merchant.merchant_id)
         return json_response(answer.view)
 
     return await request.app[GUARD].replayable(request, f"merchant:{merchant.merchant_id}",
@@ -283,8 +262,9 @@ async def put_merchant(request: web.Request) -> web.Response:
                  "Revoke a merchant: its token stops working at once", auth="operator",
                  status=204, errors=(401, 403, 404, 503), path_params=MERCHANT_ID)
 async def delete_merchant(request: web.Request) -> web.Response:
-    if not await request.app[ENGINE].coupons.remove_merchant(request.match_info["mid"]):
-        return outcome_error(Outcome.NOT_FOUND, "no such merchant")
+    mid = request.match_info["mid"]
+    if not await request.app[ENGINE].coupons.remove_merchant(mid):
+        return refuse("no_merchant", {"merchant": mid})
     return web.Response(status=204)
 
 
@@ -293,7 +273,8 @@ async def delete_merchant(request: web.Request) -> web.Response:
                  "template, merchant and day", auth="viewer", response=CouponStats,
                  errors=(401, 404, 503), path_params=CID)
 async def coupon_stats(request: web.Request) -> web.Response:
-    stats = await request.app[ENGINE].coupons.stats(request.match_info["cid"])
+    cid = request.match_info["cid"]
+    stats = await request.app[ENGINE].coupons.stats(cid)
     if stats is None:
-        return outcome_error(Outcome.NOT_FOUND, "no such coupon drop")
+        return refuse("no_drop", {"campaign": cid})
     return json_response(stats)

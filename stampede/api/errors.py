@@ -1,14 +1,17 @@
-"""The one table from engine outcomes to HTTP, and the JSON error shape.
+"""Refusals as HTTP answers, in the JSON error shape.
 
-Errors are `{"error": {"code": ..., "message": ...}}` with the stable codes
-of DESIGN.md; nothing a client sends can produce a 500.
+Errors are `{"error": {"code": ..., "message": ...}}`; the code, status and
+message of each refusal come from the one table, REFUSALS in
+stampede/outcomes.py (docs/errors.md); nothing a client sends can produce a 500.
 """
 
 import asyncio
 import itertools
+import math
 import os
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
@@ -18,86 +21,97 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stampede.api.jsondepth import check_depth
+from stampede.domain.models import from_ms
 from stampede.errors import UnavailableError, ValidationError
 from stampede.logs import log
-from stampede.outcomes import Outcome
-
-STATUS: dict[Outcome, int] = {
-    Outcome.OK: 200,
-    Outcome.SOLD_OUT: 409,
-    Outcome.LIMIT_EXCEEDED: 409,
-    Outcome.NOT_OPEN: 409,
-    Outcome.PAUSED: 409,
-    Outcome.CLOSED: 409,
-    Outcome.NOT_FOUND: 404,
-    Outcome.HOLD_EXPIRED: 409,
-    Outcome.CONFLICT: 409,
-    Outcome.IDEMPOTENCY_MISMATCH: 422,
-    Outcome.INVALID: 400,
-    Outcome.FENCED: 503,
-    Outcome.ADMISSION_REQUIRED: 403,
-    Outcome.WAITLIST_FULL: 409,
-    Outcome.NOT_SOLD_OUT: 409,
-    Outcome.THROTTLED: 429,
-    Outcome.BLOCKED: 403,
-    Outcome.CHALLENGE_REQUIRED: 403,
-}
-
-MESSAGES: dict[Outcome, str] = {
-    Outcome.SOLD_OUT: "no units left for this SKU",
-    Outcome.LIMIT_EXCEEDED: "this would take you over the campaign's per-user limit",
-    Outcome.NOT_OPEN: "the campaign has not opened yet",
-    Outcome.PAUSED: "the campaign is paused",
-    Outcome.CLOSED: "the campaign is closed",
-    Outcome.NOT_FOUND: "not found",
-    Outcome.HOLD_EXPIRED: "the hold has expired",
-    Outcome.CONFLICT: "the request conflicts with the current state",
-    Outcome.IDEMPOTENCY_MISMATCH: "this Idempotency-Key was used with a different request",
-    Outcome.INVALID: "invalid request",
-    Outcome.FENCED: "the campaign is being rebuilt; retry shortly",
-    Outcome.ADMISSION_REQUIRED: "this sale has a waiting room: take a ticket (POST "
-                                "/v1/campaigns/{id}/queue) and claim with the admission "
-                                "token you get when admitted (X-Admission-Token)",
-    Outcome.WAITLIST_FULL: "the waitlist for this SKU is full",
-    Outcome.NOT_SOLD_OUT: "this SKU is not sold out (units are available or a wave is "
-                          "coming): claim it instead",
-    Outcome.THROTTLED: "too many requests; retry after the time given",
-    Outcome.BLOCKED: "this request is refused",
-    Outcome.CHALLENGE_REQUIRED: "solve the challenge and send the request again",
-}
-
-RETRY_AFTER_S = "1"
+from stampede.outcomes import REFUSALS, Outcome
 
 
-def error(status: int, code: str, message: str,
-          headers: dict[str, str] | None = None) -> web.Response:
-    body = orjson.dumps({"error": {"code": code, "message": message}})
-    if status in (429, 503):
+def error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None,
+          fields: Mapping[str, Any] | None = None) -> web.Response:
+    """The JSON error shape; `fields` adds to `error` (e.g. opens_at)."""
+    body = orjson.dumps({"error": {"code": code, "message": message, **(fields or {})}})
+    if status in (429, 503) and not (headers and "Retry-After" in headers):
         headers = {"Retry-After": RETRY_AFTER_S, **(headers or {})}
     return web.Response(status=status, body=body, content_type="application/json",
                         headers=headers)
 
 
-def outcome_error(outcome: Outcome, message: str | None = None) -> web.Response:
-    return error(STATUS[outcome], outcome.code, message or MESSAGES[outcome])
+RETRY_AFTER_S = "1"
+"""Retry-After of the refusals that pass by themselves (unavailable, fenced, in flight)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A refusal of REFUSALS ready to answer: status, code, message, headers, fields."""
+    status: int
+    code: str
+    message: str
+    headers: dict[str, str]
+    fields: dict[str, Any]
+
+
+def refused(reason: str, params: Mapping[str, Any] | None = None,
+            headers: Mapping[str, str] | None = None) -> Refused:
+    """The refusal `reason` (a key of REFUSALS) with its message filled in from
+    `params`; not_open gains opens_at and Retry-After, the passing ones Retry-After."""
+    r = REFUSALS[reason]
+    filled = dict(params or {})
+    out_headers = dict(headers or {})
+    fields: dict[str, Any] = {}
+    if "opens_ms" in filled:
+        filled["opens_at"] = fields["opens_at"] = from_ms(int(filled["opens_ms"])).isoformat()
+    if "wait_ms" in filled:
+        out_headers["Retry-After"] = str(max(1, math.ceil(int(filled["wait_ms"]) / 1000)))
+    elif r.retry_after.startswith(RETRY_AFTER_S + " "):
+        out_headers.setdefault("Retry-After", RETRY_AFTER_S)
+    if r.status == 401:
+        out_headers.setdefault("WWW-Authenticate", _challenge(reason))
+    return Refused(r.status, r.code, r.message(filled), out_headers, fields)
+
+
+def _challenge(reason: str) -> str:
+    """RFC 6750: a bare challenge when no token came, error="invalid_token" for a bad one."""
+    return 'Bearer error="invalid_token"' if reason.startswith("invalid_") else "Bearer"
+
+
+def refuse(reason: str, params: Mapping[str, Any] | None = None,
+           headers: Mapping[str, str] | None = None) -> web.Response:
+    """The HTTP answer of the refusal `reason` (a key of REFUSALS)."""
+    r = refused(reason, params, headers)
+    return error(r.status, r.code, r.message, r.headers or None, r.fields or None)
+
+
+def refuse_outcome(outcome: Outcome, reason: str | None = None,
+                   params: Mapping[str, Any] | None = None, **context: Any) -> web.Response:
+    """The answer to a domain refusal: its reason if it names one, else the outcome's
+    own; `context` (campaign, sku, user, qty, ...) fills what the domain did not."""
+    key = reason if reason is not None and reason in REFUSALS else outcome.reason
+    return refuse(key, {**context, **(params or {})})
 
 
 class ApiError(Exception):
     """Raised by handlers to answer with an error; turned into JSON by the middleware."""
 
-    def __init__(self, status: int, code: str, message: str, close: bool = False) -> None:
+    def __init__(self, status: int, code: str, message: str,
+                 headers: Mapping[str, str] | None = None,
+                 fields: Mapping[str, Any] | None = None, close: bool = False) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers, self.fields = headers, fields
         self.close = close
         """Close the connection after the answer (what is left of the request is unread)."""
+
+    @classmethod
+    def of(cls, reason: str, **params: Any) -> "ApiError":
+        """The refusal `reason` of REFUSALS, as an exception."""
+        r = refused(reason, params)
+        return cls(r.status, r.code, r.message, r.headers or None, r.fields or None)
 
 
 BODY_TIMEOUT = web.AppKey("body_timeout_s", float)
 """Seconds a request body may take to arrive once its headers have (read_body)."""
 
-
-_HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "invalid_request", 413: "invalid_request", 415: "invalid_request"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -129,25 +143,42 @@ async def _answer(request: web.Request, handler: Handler, rid: str) -> web.Strea
     try:
         return await handler(request)
     except ApiError as exc:
-        response = error(exc.status, exc.code, exc.message)
+        response = error(exc.status, exc.code, exc.message, exc.headers, exc.fields)
         if exc.close:
             response.force_close()
         return response
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        return error(400, "invalid_request", str(exc))
+        return refuse("invalid", {"detail": str(exc)})
     except ValidationError as exc:
-        return error(400, "invalid_request", str(exc))
+        return refuse("invalid", {"detail": str(exc)})
     except (UnavailableError, RedisConnectionError, RedisTimeoutError) as exc:
-        return error(503, "unavailable", f"backing service unavailable: {type(exc).__name__}")
+        return refuse("unavailable", {"detail": type(exc).__name__})
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = _HTTP_CODES.get(exc.status, "invalid_request")
-        kept = {k: v for k, v in exc.headers.items() if k == "Allow"}  # RFC 9110 on 405
-        return error(exc.status, code, exc.reason, headers=kept or None)
+        return http_refusal(request, exc)
     except Exception:  # a bug, not bad input: log it with the request id, answer 500
         log.exception("unhandled error", request_id=rid, path=request.path)
-        return error(500, "internal", f"internal error; request id {rid}")
+        return refuse("internal", {"request_id": rid})
+
+
+_MAX_SIZE = re.compile(r"size (\d+)")
+
+
+def http_refusal(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own refusals (no route, wrong method, body too large, ...) in our shape."""
+    where = {"method": request.method, "path": request.path}
+    if exc.status == 405:
+        allow = exc.headers.get("Allow", "")  # RFC 9110: a 405 lists the allowed methods
+        return refuse("method_not_allowed", {**where, "allow": allow}, {"Allow": allow})
+    if exc.status == 404:
+        return refuse("no_route", where)
+    if exc.status == 413:
+        size = _MAX_SIZE.search(exc.text or "")
+        return refuse("body_too_large", {"limit": size.group(1) if size else "?"})
+    if exc.status == 415:
+        return refuse("unsupported_media_type", {"detail": exc.text or exc.reason})
+    return error(exc.status, "invalid_request", exc.reason)
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -164,13 +195,14 @@ async def read_body(request: web.Request) -> bytes:
     A body that does not arrive within the app's BODY_TIMEOUT answers 408 and
     closes the connection: a slow client cannot hold a handler forever."""
     if not request.can_read_body:
-        raise ApiError(400, "invalid_request", "a JSON body is required")
+        raise ApiError.of("invalid", detail="a JSON body is required")
+    limit = request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)
     try:
-        async with asyncio.timeout(request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)):
+        async with asyncio.timeout(limit):
             return await request.read()
     except TimeoutError:
-        raise ApiError(408, "request_timeout", "the request body did not arrive in time",
-                       close=True) from None
+        r = refused("request_timeout", {"limit": f"{limit:g}"})
+        raise ApiError(r.status, r.code, r.message, close=True) from None
 
 
 DEFAULT_BODY_TIMEOUT_S = 10.0

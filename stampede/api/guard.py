@@ -34,7 +34,7 @@ from stampede.domain.engine import ClaimResult
 from stampede.domain.throttle import DEVICE_PATTERN, ChallengeView, ClientSignals
 from stampede.logs import log
 from stampede.metrics import count_limiter_fail_open, count_refusal
-from stampede.outcomes import GUARD_REFUSALS, Outcome
+from stampede.outcomes import GUARD_REFUSALS, REFUSALS, Outcome
 from stampede.state import keys
 
 api = ApiRoutes("throttle")
@@ -48,14 +48,6 @@ _DEVICE = re.compile(DEVICE_PATTERN)
 _CLAIM_ROUTES = frozenset({"/v1/campaigns/{cid}/claims", "/v1/campaigns/{cid}/coupons"})
 """Sale and coupon claims: throttled by the guard in their own script, not the limiter."""
 _SOLVER = Path(__file__).parent / "static" / "pow-solver.js"
-
-MESSAGES = {
-    Outcome.THROTTLED: "too many requests; retry after the time given",
-    Outcome.BLOCKED: "this request is refused",
-    Outcome.CHALLENGE_REQUIRED: "solve the challenge (proof of work) and send the claim again "
-                                "with X-Challenge-Token and X-Challenge-Solution",
-}
-
 
 @functools.lru_cache(maxsize=8)
 def _trusted(spec: str) -> list[netaddr.Network]:
@@ -103,13 +95,12 @@ def guard_answer(result: GuardRefusal) -> web.Response | None:
 def refusal(result: GuardRefusal) -> web.Response:
     """The answer to a guard refusal (THROTTLED, BLOCKED, CHALLENGE_REQUIRED)."""
     outcome = result.outcome
-    err: dict[str, object] = {"code": outcome.code, "message": MESSAGES[outcome],
-                              "reason": result.reason}
+    ms = result.retry_after_ms or 0
+    r = REFUSALS[outcome.reason]
+    err: dict[str, object] = {"code": r.code, "message": r.message(
+        {"scope": result.reason or "?", "retry_after_ms": ms}), "reason": result.reason}
     headers = {}
-    status = 403
     if outcome is Outcome.THROTTLED:
-        status = 429
-        ms = result.retry_after_ms or 0
         err["retry_after_ms"] = ms
         headers["Retry-After"] = str(max(1, math.ceil(ms / 1000)))
     elif result.challenge is not None:
@@ -118,7 +109,7 @@ def refusal(result: GuardRefusal) -> web.Response:
                             "expires_at": ch.expires_at.isoformat(),
                             "algorithm": "sha256(token + ':' + counter) has `difficulty` "
                                          "leading zero bits"}
-    return web.Response(status=status, body=orjson.dumps({"error": err}),
+    return web.Response(status=r.status, body=orjson.dumps({"error": err}),
                         content_type="application/json", headers=headers)
 
 

@@ -29,7 +29,6 @@ def header(request: web.Request, name: str) -> str | None:
 
 def undecodable(name: str) -> ApiError:
     """The refusal of a header whose bytes are not text."""
-    message = f"the {name} header is not valid text (send ASCII or UTF-8)"
     if name == CREDENTIALS:
-        return ApiError(401, "unauthorized", message)
-    return ApiError(400, "invalid_request", message)
+        return ApiError.of("invalid_credentials")
+    return ApiError.of("undecodable_header", header=name)

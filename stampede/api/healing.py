@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from stampede.api.context import ENGINE
-from stampede.api.errors import Handler, error
+from stampede.api.errors import Handler, refuse
 from stampede.state import keys
 
 InStore = Callable[[str], Awaitable[bool]]
@@ -40,7 +40,7 @@ async def missing_but_known(request: web.Request, cid: str) -> bool:
     """The campaign is being rebuilt (fenced: its claims may not be back yet), or Redis
     has lost it while the store has it: it is about to be."""
     engine = request.app[ENGINE]
-    state, fenced = await engine.redis.hmget(keys.campaign_keys(cid)[0], "state", "fenced")
+    state, fenced = await engine.redis.hmget(keys.campaign_keys(cid).meta, "state", "fenced")
     if state is not None:
         return bool(fenced == "1")
     in_store = request.app.get(IN_STORE)
@@ -57,8 +57,8 @@ async def missing_but_known(request: web.Request, cid: str) -> bool:
     return cached[1]
 
 
-def unavailable() -> web.Response:
-    return error(503, "unavailable", "the campaign is being restored; retry shortly")
+def unavailable(cid: str) -> web.Response:
+    return refuse("fenced", {"campaign": cid})
 
 
 @web.middleware
@@ -68,5 +68,5 @@ async def healing_middleware(request: web.Request, handler: Handler) -> web.Stre
         return response
     cid = campaign_of(request)
     if cid is not None and await missing_but_known(request, cid):
-        return unavailable()
+        return unavailable(cid)
     return response

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 from aiohttp import web
 
-from stampede.api.errors import ApiError, error
+from stampede.api.errors import ApiError, refuse
 from stampede.api.headers import header
 from stampede.state import keys
 from stampede.state.idempotency import ResponseMemory
@@ -26,7 +26,7 @@ _KEY = re.compile(KEY_PATTERN)
 def checked_key(request: web.Request) -> str | None:
     key = header(request, "Idempotency-Key")
     if key is not None and not _KEY.match(key):
-        raise ApiError(400, "invalid_request", "Idempotency-Key must be 1 to 255 visible "
+        raise ApiError.of("invalid", detail="Idempotency-Key must be 1 to 255 visible "
                                                "ASCII characters")
     return key
 
@@ -42,8 +42,7 @@ class IdempotencyGuard:
             yield
             return
         if (user, key) in self._in_flight:
-            raise ApiError(409, "conflict", "a request with this Idempotency-Key is still "
-                                            "in progress; retry shortly")
+            raise ApiError.of("in_flight", key=key)
         self._in_flight.add((user, key))
         try:
             yield
@@ -65,8 +64,7 @@ class IdempotencyGuard:
             first = await self._memory.recall(cid, user, key)
             if first is not None:
                 if first[0] != fingerprint:
-                    return error(422, "idempotency_mismatch",
-                                 "this Idempotency-Key was used with a different request")
+                    return refuse("idempotency_mismatch", {"key": key})
                 return web.Response(status=first[1], body=first[2],
                                     content_type="application/json")
             response = await run()

@@ -6,6 +6,7 @@ import msgspec
 
 from stampede.api.idempotency import KEY_PATTERN
 from stampede.api.routing import Operation
+from stampede.outcomes import REFUSALS
 
 ERROR_SCHEMA = {
     "type": "object", "required": ["error"], "additionalProperties": False,
@@ -13,6 +14,8 @@ ERROR_SCHEMA = {
         "type": "object", "required": ["code", "message"],
         "properties": {
             "code": {"type": "string"}, "message": {"type": "string"},
+            "opens_at": {"type": "string", "format": "date-time",
+                         "description": "not_open: when the campaign opens"},
             # Scalper-guard refusals (throttled, blocked, challenge_required):
             "reason": {"type": "string", "description": "the limit, list or rule that refused"},
             "retry_after_ms": {"type": "integer", "description": "throttled: exact wait"},
@@ -26,14 +29,31 @@ ERROR_SCHEMA = {
                                "algorithm": {"type": "string"}}}}}},
 }
 
-_ERROR_TEXT = {
-    400: "invalid_request: malformed, unknown fields, out of range",
-    401: "unauthorized", 403: "forbidden, blocked, admission_required, challenge_required",
-    404: "not_found", 409: "sold_out, limit_exceeded, not_open, paused, closed, "
-                          "hold_expired, conflict",
-    413: "invalid_request: body too large", 422: "idempotency_mismatch",
-    429: "throttled (with Retry-After)", 503: "unavailable (with Retry-After)",
+def _error_text(status: int) -> str:
+    """The codes a status can carry, from the one refusal table (docs/errors.md)."""
+    codes = sorted({r.code for r in REFUSALS.values() if r.status == status})
+    text = ", ".join(codes) or "error"
+    if status == 401:
+        text += " (WWW-Authenticate: Bearer)"
+    if status == 405:
+        text += " (Allow)"
+    if any(r.retry_after for r in REFUSALS.values() if r.status == status):
+        text += "; Retry-After where waiting helps"
+    return text + "; see docs/errors.md"
+
+
+DEV_AUTH_HEADERS = {
+    "X-User-Id": "the caller's user id (STAMPEDE_DEV_AUTH=1 only; else a bearer JWT's `sub`)",
+    "X-Account-Created": "when the account was made, epoch seconds (the JWT's `created_at` "
+                         "in dev auth): the scalper guard's `account_age_s` risk signal",
+    "X-Identity-Hash": "the caller's hashed real-person identity (the JWT's `idh` in dev "
+                       "auth): a coupon drop's `per_person` limit counts it",
 }
+"""Headers that stand in for a user token's claims when STAMPEDE_DEV_AUTH=1."""
+
+_USER_TOKEN = ("HS256 JWT: `sub` the user id; optional `exp`, `created_at` (account creation, "
+               "epoch s: the `account_age_s` risk signal) and `idh` (hashed real-person "
+               "identity: the coupon `per_person` limit); `stampede token` mints one")
 
 _SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "user": [{"userToken": []}, {"devUser": []}], "viewer": [{"adminToken": []}],
@@ -50,13 +70,16 @@ def build_spec(title: str, operations: list[Operation], dev_auth: bool) -> dict[
     for op in operations:
         paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, refs, dev_auth)
     security_schemes: dict[str, Any] = {
-        "userToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (HS256, sub)"},
+        "userToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (HS256, sub)",
+                      "description": _USER_TOKEN},
         "adminToken": {"type": "http", "scheme": "bearer"},
         "merchantToken": {"type": "http", "scheme": "bearer"},
     }
     if dev_auth:
         security_schemes["devUser"] = {"type": "apiKey", "in": "header", "name": "X-User-Id",
-                                       "description": "STAMPEDE_DEV_AUTH=1 only"}
+                                       "description": "STAMPEDE_DEV_AUTH=1 only; with "
+                                       "X-Account-Created and X-Identity-Hash standing in "
+                                       "for the token's created_at and idh"}
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": "1"},
@@ -88,6 +111,10 @@ def _operation(op: Operation, refs: dict[Any, Any], dev_auth: bool) -> dict[str,
     params += [{"name": name, "in": "header", "required": False,
                 "schema": {"type": "string", "maxLength": 1024}, "description": text}
                for name, text in op.headers.items()]
+    if dev_auth and op.auth == "user":
+        params += [{"name": name, "in": "header", "required": False,
+                    "schema": {"type": "string", "maxLength": 1024}, "description": text}
+                   for name, text in DEV_AUTH_HEADERS.items() if name != "X-User-Id"]
     if op.idempotent:
         params.append({"name": "Idempotency-Key", "in": "header", "required": False,
                        "schema": {"type": "string", "pattern": KEY_PATTERN},
@@ -104,7 +131,7 @@ def _operation(op: Operation, refs: dict[Any, Any], dev_auth: bool) -> dict[str,
     errors = set(op.errors) | _enforced_errors(op)
     for status in sorted(errors):
         responses[str(status)] = {
-            "description": _ERROR_TEXT.get(status, "error"),
+            "description": _error_text(status),
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     out["responses"] = responses
     if op.auth != "none":

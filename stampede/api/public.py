@@ -4,7 +4,7 @@ import msgspec
 from aiohttp import web
 
 from stampede.api.context import ENGINE, GUARD, USER
-from stampede.api.errors import decode, json_response, outcome_error, read_body
+from stampede.api.errors import decode, json_response, read_body, refuse, refuse_outcome
 from stampede.api.guard import HEADERS as GUARD_HEADERS
 from stampede.api.guard import client_signals, guard_answer
 from stampede.api.headers import header
@@ -20,14 +20,18 @@ api = ApiRoutes("public")
 CLAIM = {"claim_id": r"^[a-z0-9][a-z0-9_-]{0,63}\.[0-9a-f]{20}$"}
 
 _claim_decoder = msgspec.json.Decoder(ClaimRequest)
+_SETTLE_REFUSALS = {Outcome.NOT_FOUND: "no_claim", Outcome.CONFLICT: "claim_settled",
+                    Outcome.FENCED: "fenced"}
+_DONE = {"confirm": "confirmed", "cancel": "cancelled"}
 
 
 @api.route("GET", "/v1/campaigns/{cid}", "Public status of a campaign",
            response=CampaignPublic, errors=(404, 503), path_params=CID)
 async def campaign_status(request: web.Request) -> web.Response:
-    status = await request.app[ENGINE].public_status(request.match_info["cid"])
+    cid = request.match_info["cid"]
+    status = await request.app[ENGINE].public_status(cid)
     if status is None:
-        return outcome_error(Outcome.NOT_FOUND, "no such campaign")
+        return refuse("no_campaign", {"campaign": cid})
     return json_response(status)
 
 
@@ -41,16 +45,18 @@ async def create_claim(request: web.Request) -> web.Response:
     body = decode(_claim_decoder, await read_body(request))
     key = checked_key(request)
     signals = client_signals(request)
+    cid = request.match_info["cid"]
     async with request.app[GUARD].in_flight(user, key):
         result = await request.app[ENGINE].claim(
-            request.match_info["cid"], user, body.sku, body.qty, idempotency_key=key,
+            cid, user, body.sku, body.qty, idempotency_key=key,
             admission_token=header(request, "X-Admission-Token"), client=signals)
     count_claim(result.outcome)
     refused = guard_answer(result)
     if refused is not None:
         return refused
     if result.outcome is not Outcome.OK:
-        return outcome_error(result.outcome)
+        return refuse_outcome(result.outcome, result.reason, result.params, campaign=cid,
+                              sku=body.sku, user=user, qty=body.qty, key=key)
     return json_response(result.claim, status=201)
 
 
@@ -58,9 +64,10 @@ async def create_claim(request: web.Request) -> web.Response:
            response=ClaimView, errors=(401, 404, 503), path_params=CLAIM)
 async def get_claim(request: web.Request) -> web.Response:
     user = request[USER].id
-    claim = await request.app[ENGINE].get_claim(request.match_info["claim_id"], user)
+    claim_id = request.match_info["claim_id"]
+    claim = await request.app[ENGINE].get_claim(claim_id, user)
     if claim is None:
-        return outcome_error(Outcome.NOT_FOUND, "no such claim")
+        return refuse("no_claim", {"claim": claim_id})
     return json_response(claim)
 
 
@@ -89,9 +96,12 @@ async def _settle(request: web.Request, op: str) -> web.Response:
     async def run() -> web.Response:
         result = await settle(claim_id, user, key)
         if result.outcome is not Outcome.OK:
-            return outcome_error(result.outcome)
+            return refuse(_SETTLE_REFUSALS.get(result.outcome, result.outcome.reason),
+                          {"claim": claim_id, "action": _DONE[op],
+                           "status": result.claim.status if result.claim else "?",
+                           "campaign": claim_id.split(".", 1)[0]})
         if result.claim is None:  # its campaign's keys vanished since: it is being healed
-            return outcome_error(Outcome.FENCED)
+            return refuse("fenced", {"campaign": claim_id.split(".", 1)[0]})
         return json_response(result.claim)
 
     return await request.app[GUARD].replayable(request, user, fingerprint(op, claim_id), run)

@@ -7,11 +7,13 @@
   admission token that the claim endpoint requires (X-Admission-Token).
 """
 
+from typing import Any
+
 import msgspec
 from aiohttp import web
 
 from stampede.api.context import ENGINE, USER
-from stampede.api.errors import decode, json_response, outcome_error, read_body
+from stampede.api.errors import decode, json_response, read_body, refuse
 from stampede.api.headers import header
 from stampede.api.routing import CID, SKU_PATTERN, ApiRoutes
 from stampede.domain.models import QueueTicket, WaitlistEntry, WaitlistJoin, WaitlistView
@@ -23,8 +25,14 @@ ADMISSION_HEADER = "X-Admission-Token"
 _join_decoder = msgspec.json.Decoder(WaitlistJoin)
 _ADMISSION_DOC = {ADMISSION_HEADER: "the admission token of your waiting-room ticket "
                                     "(campaigns with a waiting room only)"}
-_NO_WAITLIST = "no such campaign, SKU or waitlist"
-_NO_ROOM = "no such campaign or waiting room"
+
+
+async def _refusal(request: web.Request, outcome: Outcome, not_found: str,
+                   **context: Any) -> web.Response:
+    """The refusal behind a waitlist or waiting-room outcome, named (explain.py)."""
+    cid = request.match_info["cid"]
+    why = await request.app[ENGINE].explain(cid, outcome, not_found=not_found, **context)
+    return refuse(why.reason, {"campaign": cid, **context, **why.params})
 
 
 @api.route("POST", "/v1/campaigns/{cid}/waitlist",
@@ -37,10 +45,9 @@ async def join_waitlist(request: web.Request) -> web.Response:
     outcome, entry, created = await request.app[ENGINE].join_waitlist(
         request.match_info["cid"], user, body.sku, body.qty,
         admission_token=header(request, ADMISSION_HEADER))
-    if outcome is Outcome.NOT_FOUND:
-        return outcome_error(outcome, _NO_WAITLIST)
     if outcome is not Outcome.OK:
-        return outcome_error(outcome)
+        return await _refusal(request, outcome, "no_waitlist", user=user, sku=body.sku,
+                              qty=body.qty)
     return json_response(entry, status=201 if created else 200)
 
 
@@ -53,7 +60,7 @@ async def my_waitlist(request: web.Request) -> web.Response:
     outcome, entries = await request.app[ENGINE].waitlist(request.match_info["cid"], user,
                                                           request.query.get("sku"))
     if outcome is not Outcome.OK:
-        return outcome_error(outcome, "no such campaign")
+        return await _refusal(request, outcome, "no_waitlist", kind="any")
     return json_response(WaitlistView(entries=entries))
 
 
@@ -65,10 +72,9 @@ async def leave_waitlist(request: web.Request) -> web.Response:
     user = request[USER].id
     outcome, entry = await request.app[ENGINE].leave_waitlist(request.match_info["cid"], user,
                                                               request.query["sku"])
-    if outcome is Outcome.NOT_FOUND:
-        return outcome_error(outcome, "you are not on this SKU's waitlist")
     if outcome is not Outcome.OK:
-        return outcome_error(outcome)
+        return await _refusal(request, outcome, "not_waiting", user=user,
+                              sku=request.query["sku"], kind="any")
     return json_response(entry)
 
 
@@ -79,10 +85,8 @@ async def take_ticket(request: web.Request) -> web.Response:
     user = request[USER].id
     outcome, ticket, created = await request.app[ENGINE].take_ticket(request.match_info["cid"],
                                                                      user)
-    if outcome is Outcome.NOT_FOUND:
-        return outcome_error(outcome, _NO_ROOM)
     if outcome is not Outcome.OK:
-        return outcome_error(outcome)
+        return await _refusal(request, outcome, "no_waiting_room", user=user, kind="any")
     return json_response(ticket, status=201 if created else 200)
 
 
@@ -93,5 +97,5 @@ async def my_ticket(request: web.Request) -> web.Response:
     user = request[USER].id
     outcome, ticket = await request.app[ENGINE].ticket(request.match_info["cid"], user)
     if outcome is not Outcome.OK:
-        return outcome_error(outcome, "no ticket: take one with POST /v1/campaigns/{id}/queue")
+        return await _refusal(request, outcome, "no_ticket", user=user, kind="any")
     return json_response(ticket)

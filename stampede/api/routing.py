@@ -96,8 +96,8 @@ def enforced(op: Operation) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         for name, pattern in paths.items():
             if not pattern.fullmatch(request.match_info[name]):
-                raise ApiError(400, "invalid_request",
-                               f"the path's {name} must match {pattern.pattern}")
+                raise ApiError.of("invalid",
+                                  detail=f"the path's {name} must match {pattern.pattern}")
         await admit(request)
         for name, (pattern, required) in queries.items():
             _check_query(request, name, pattern, required)
@@ -113,9 +113,9 @@ def _check_query(request: web.Request, name: str, pattern: re.Pattern[str],
     value = request.query.get(name)
     if value is None:
         if required:
-            raise ApiError(400, "invalid_request", f"the {name} query parameter is required")
+            raise ApiError.of("invalid", detail=f"the {name} query parameter is required")
     elif not pattern.fullmatch(value):
-        raise ApiError(400, "invalid_request", f"{name} must match {pattern.pattern}")
+        raise ApiError.of("invalid", detail=f"{name} must match {pattern.pattern}")
 
 
 Admit = Callable[[web.Request], Awaitable[None]]
@@ -148,7 +148,9 @@ def _admin(needs: Role) -> Admit:
 
 async def _merchant(request: web.Request) -> None:
     token = bearer(request)
-    found = await request.app[ENGINE].coupons.merchant(token) if token else None
+    if not token:
+        raise ApiError.of("missing_merchant_token")
+    found = await request.app[ENGINE].coupons.merchant(token)
     if found is None:
-        raise ApiError(401, "unauthorized", "a merchant bearer token is required")
+        raise ApiError.of("invalid_merchant_token")
     request[MERCHANT] = found

@@ -16,6 +16,7 @@ from aiohttp.web_request import BaseRequest
 
 from stampede.api.errors import error
 from stampede.logs import log
+from stampede.outcomes import REFUSALS
 
 MALFORMED = "malformed_request"
 _MESSAGE_CHARS = 200
@@ -53,10 +54,13 @@ class _JsonErrorHandler(RequestHandler):
 
 
 def _code_and_message(status: int, message: str | None) -> tuple[str, str]:
+    """Code and message from REFUSALS (stampede/outcomes.py)."""
     if status < 500:
-        return MALFORMED, f"malformed HTTP request: {_reason(message)}"
+        r = REFUSALS[MALFORMED]
+        return r.code, r.message({"detail": _reason(message)})
     if status in (503, 504):
-        return "unavailable", "the request timed out; retry shortly"
+        r = REFUSALS["timed_out"]
+        return r.code, r.message({})
     return "internal", "internal error"
 
 

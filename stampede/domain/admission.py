@@ -23,6 +23,17 @@ from stampede.domain.models import QueueTicket, from_ms
 _DOMAIN = b"stampede-admission-v1\n"
 
 
+SECRET_PREFIXES = {"admin.token": "stpa_", "jwt.secret": "stpj_", "admission.secret": "stpw_",
+                   "pow.secret": "stpp_", "coupon.secret": "stpc_"}
+"""Generated secrets start with their kind (as `ghp_` does): recognisable in a leak, and
+never with `-`, so `--admin-token "$(cat var/admin.token)"` is never read as an option.
+Secrets kept before the prefixes keep working: a kept file is read as it is."""
+
+
+def new_secret(name: str) -> str:
+    return SECRET_PREFIXES.get(name, "stp_") + secrets.token_urlsafe(32)
+
+
 def kept_secret(path: Path) -> str:
     """A random secret kept in `path` (mode 0600), made once even with racing workers."""
     if not path.exists():
@@ -30,7 +41,7 @@ def kept_secret(path: Path) -> str:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32))
+            f.write(new_secret(path.name))
         try:
             os.link(tmp, path)  # atomic: the first worker's secret wins
         except FileExistsError:

@@ -20,6 +20,7 @@ from stampede.domain.admission import ticket_view
 from stampede.domain.batcher import ClaimBatcher, PendingClaim
 from stampede.domain.coupons.service import Coupons
 from stampede.domain.coupons.templates import check_drop, drop_meta
+from stampede.domain.explain import Explained, explain
 from stampede.domain.gate import ClaimGate
 from stampede.domain.models import (
     CampaignPatch,
@@ -38,9 +39,10 @@ from stampede.domain.models import (
 from stampede.domain.status import CampaignSnapshot
 from stampede.domain.throttle import ChallengeView, ClientSignals
 from stampede.errors import UnavailableError, ValidationError
-from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, Outcome
+from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, Outcome, parse_detail
 from stampede.settings import Settings
-from stampede.state import keys
+from stampede.state import keys, records
+from stampede.state.records import ClaimArg
 from stampede.state.scripts import ScriptRegistry
 
 
@@ -48,15 +50,19 @@ class ClaimResult(msgspec.Struct, frozen=True):
     outcome: Outcome
     claim: ClaimView | None = None
     reason: str | None = None
-    """Why the guard refused: the limit's scope, a list, a concentration or risk rule."""
+    """Which refusal (a key of REFUSALS: per_sku, no_campaign, ...); for the guard's
+    refusals, its scope: the limit, a list, a concentration or risk rule."""
     retry_after_ms: int | None = None
     """THROTTLED: exactly when the limit admits the next request."""
     challenge: ChallengeView | None = None
     """CHALLENGE_REQUIRED: the proof-of-work to solve and send with the claim again."""
+    params: dict[str, int] = {}
+    """The numbers of a refusal (its limit, what is held, when it opens), named as
+    REFUSALS[reason].values in stampede/outcomes.py."""
 
 _json = msgspec.json.Encoder()
-_NEEDS_GUARD = ClaimResult(Outcome.INVALID)
-"""Placeholder of a claim the script sent back for its guard context (code -1)."""
+_NEEDS_GUARD = ClaimResult(Outcome.GUARD_CONTEXT_NEEDED)
+"""Placeholder of a claim the script sent back for its guard context."""
 
 
 class Engine:
@@ -118,13 +124,14 @@ class Engine:
         _check_campaign_id(cid)
         pairs = _patch_pairs(patch)
         if not pairs and patch.throttle is msgspec.UNSET:  # nothing to change: a no-op
-            exists = await self.redis.exists(keys.campaign_keys(cid)[0])
+            exists = await self.redis.exists(keys.campaign_keys(cid).meta)
             return Outcome.OK if exists else Outcome.NOT_FOUND
-        ks = [*keys.campaign_keys(cid), keys.lists_key(cid)]
+        ck = keys.campaign_keys(cid)
+        ks = [*ck, keys.lists_key(cid)]
         for _ in range(10):  # a throttle change is read, merged, then written if unchanged
             args: list[Any] = [actor, *pairs]
             if patch.throttle is not msgspec.UNSET:
-                current = str(await self.redis.hget(ks[0], "th_spec") or "")
+                current = str(await self.redis.hget(ck.meta, "th_spec") or "")
                 merged = throttle.merge(current, patch.throttle)
                 fields = throttle.meta_fields(merged)
                 if patch.throttle.block is msgspec.UNSET and patch.throttle.allow is msgspec.UNSET:
@@ -178,21 +185,27 @@ class Engine:
                                     active=snap.waiting[2], rate_per_s=float(snap.meta["wr_rate"]),
                                     paused=snap.meta.get("wr_paused") == "1")
         return CampaignStats(
-            id=cid, state=snap.state(), claims=snap.counts, waitlist=snap.waiting[0],
+            id=cid, state=snap.state(), claims_by_outcome=snap.counts,
+            waitlist=snap.waiting[0],
             waiting_room=room,
             events=int(snap.meta.get("evseq", 0)), fenced=snap.meta.get("fenced") == "1",
             throttle=throttle.in_force(snap.meta.get("th", ""), snap.meta.get("th_spec", "")),
             skus=[SkuStats(sku=s.sku, price=s.price, available=s.available, held=s.held,
                            sold=s.sold, released=s.released,
-                           pending_waves=snap.pending_wave_qty(s.sku), per_user=s.per_user)
+                           pending_waves=snap.pending_wave_count(s.sku),
+                           pending_units=snap.pending_wave_qty(s.sku), per_user=s.per_user)
                   for s in snap.skus])
+
+    async def explain(self, cid: str, outcome: Outcome, **context: Any) -> Explained:
+        """Which refusal a bare outcome was (stampede/domain/explain.py): refusals only."""
+        return await explain(self.redis, cid, outcome, **context)
 
     async def campaign_ids(self) -> list[str]:
         return sorted(cast(set[str], await self.redis.smembers(keys.CAMPAIGN_INDEX)))
 
     async def set_clock_offset(self, cid: str, offset_ms: int) -> None:
         """Shift this campaign's clock (tests and rehearsals): scripts add it to TIME."""
-        await self.redis.hset(keys.campaign_keys(cid)[0], "time_offset_ms", offset_ms)
+        await self.redis.hset(keys.campaign_keys(cid).meta, "time_offset_ms", offset_ms)
 
     # -- claims ------------------------------------------------------------
 
@@ -229,28 +242,30 @@ class Engine:
 
     async def _claim_batch_once(self, cid: str, claims: Sequence[PendingClaim],
                                 guarded: bool) -> list[ClaimResult]:
-        ks = keys.campaign_keys(cid) + keys.guard_keys(cid)
+        ks = [*keys.campaign_keys(cid), *keys.guard_keys(cid)]
         slot = throttle.key_slots(ks)  # each guard key once per batch
         recent = await self.gate.recent_counts(cid, claims)
-        args: list[Any] = [self.settings.idempotency_ttl_s * 1000, self.settings.sweep_batch]
+        batch = []
         for c in claims:
             idem = 0
             if c.idempotency_key is not None:
                 ks.append(keys.idempotency_key(cid, c.user, c.idempotency_key))
                 idem = len(ks)
-            tail = throttle.packed_tail(cid, c.user, c.guard, recent.get(c.user, -1), slot) \
-                if guarded else ""
-            args.append(f"{c.claim_id}|{c.user}|{c.sku}|{c.qty}|{idem}|{c.admission_exp}|"
-                        f"{c.sku}:{c.qty}{tail}")
-        reply = await self.scripts.run("claim_batch", ks, args)
+            guard = throttle.guard_arg(cid, c.user, c.guard, recent.get(c.user, -1), slot) \
+                if guarded else None
+            batch.append(ClaimArg(claim_id=c.claim_id, user=c.user, sku=c.sku, qty=c.qty,
+                                  idem_slot=idem, admission=c.admission_exp,
+                                  fingerprint=f"{c.sku}:{c.qty}", guard=guard))
+        reply = await self.scripts.run("claim_batch", ks, [
+            self.settings.idempotency_ttl_s * 1000, self.settings.sweep_batch,
+            records.encode_claims(batch)])
         results = []
         for i, c in enumerate(claims):
             code, claim_id, deadline, price, created = reply[5 * i:5 * i + 5]
-            if code == -1:  # guarded after all: sent again with its context
-                results.append(_NEEDS_GUARD)
-                continue
             outcome = OUTCOMES[int(code)]
-            if outcome is Outcome.OK:
+            if outcome is Outcome.GUARD_CONTEXT_NEEDED:  # guarded after all: sent again
+                results.append(_NEEDS_GUARD)
+            elif outcome is Outcome.OK:
                 view = ClaimView(claim_id=claim_id, campaign_id=cid, sku=c.sku, qty=c.qty,
                                  status="held", expires_at=from_ms(int(deadline)),
                                  price=int(price), created_at=from_ms(int(created)))
@@ -261,7 +276,8 @@ class Engine:
                                            retry_after_ms=r.retry_after_ms,
                                            challenge=r.challenge))
             else:
-                results.append(ClaimResult(outcome))
+                reason, params = parse_detail(claim_id)
+                results.append(ClaimResult(outcome, reason=reason or None, params=params))
         self.gate.note(cid, int(reply[-1]), claims, results)
         return results
 
@@ -295,17 +311,18 @@ class Engine:
             return None
         ks = keys.campaign_keys(cid)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(ks[3], claim_id)
-            pipe.hexists(ks[10], claim_id)
+            pipe.hget(ks.claims, claim_id)
+            pipe.hexists(ks.offers, claim_id)
             raw, offer = await pipe.execute()
         if raw is None:
             return None
-        status, owner, sku, qty, deadline, price, created = raw.split("|")
-        if owner != user:
+        c = records.CLAIM.decode(raw)
+        if c.user != user:
             return None
-        return ClaimView(claim_id=claim_id, campaign_id=cid, sku=sku, qty=int(qty),
-                         status=status, expires_at=from_ms(int(deadline)),
-                         price=int(price), created_at=from_ms(int(created)), offer=bool(offer))
+        return ClaimView(claim_id=claim_id, campaign_id=cid, sku=c.sku, qty=c.qty,
+                         status=c.status,  # type: ignore[arg-type]  # a claim status
+                         expires_at=from_ms(c.deadline),
+                         price=c.price, created_at=from_ms(c.created), offer=bool(offer))
 
     # -- waitlists ---------------------------------------------------------
 

@@ -219,7 +219,11 @@ class SkuStats(Struct, kw_only=True):
     held: int
     sold: int
     released: int
+    """Units, like available, held and sold (released: units that came in waves)."""
     pending_waves: int
+    """Waves not yet released (a count of waves, not of units)."""
+    pending_units: int
+    """Units those pending waves will bring."""
     per_user: int | None
 
 
@@ -227,8 +231,13 @@ class CampaignStats(Struct, kw_only=True):
     id: str
     state: Literal["scheduled", "open", "paused", "sold_out", "closed"]
     skus: list[SkuStats]
-    claims: dict[str, int]
-    """Claims by outcome: held, confirmed, cancelled, expired, sold_out, limit_exceeded."""
+    """Units per SKU, as they stand now."""
+    claims_by_outcome: dict[str, int]
+    """Requests and transitions counted once each, whatever their quantity, and never
+    decremented: held (claims that placed a hold), confirmed, cancelled, expired,
+    sold_out and limit_exceeded (claims refused), throttled, blocked,
+    challenge_required, waitlist and waiting-room moves, coupon_claims. A claim of
+    3 units is one `held`; units are in `skus`."""
     waitlist: int = 0
     events: int = 0
     fenced: bool = False

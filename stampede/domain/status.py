@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from stampede.domain.models import from_ms
+from stampede.state import records
 
 PublicState = Literal["scheduled", "open", "paused", "sold_out", "closed"]
 
@@ -49,8 +50,8 @@ class CampaignSnapshot:
                                     int(fields[f"{n}.r"]), None if lim < 0 else lim))
         pending = []
         for member, score in zip(waves[::2], waves[1::2], strict=True):
-            _idx, sku, qty = member.split("|")
-            pending.append((sku, int(qty), int(float(score))))
+            wave = records.WAVE.decode(member)
+            pending.append((wave.sku, wave.qty, int(float(score))))
         waiting = tuple(int(n) for n in rest[0]) if rest else (0, 0, 0)
         return cls(cid, int(now), _pairs(meta), skus,
                    {k: int(v) for k, v in _pairs(counts).items()}, pending,
@@ -79,6 +80,9 @@ class CampaignSnapshot:
     def next_wave_at(self, sku: str) -> datetime | None:
         times = [at for s, _, at in self.waves if s == sku]
         return from_ms(min(times)) if times else None
+
+    def pending_wave_count(self, sku: str) -> int:
+        return sum(1 for s, _, _ in self.waves if s == sku)
 
     def pending_wave_qty(self, sku: str) -> int:
         return sum(q for s, q, _ in self.waves if s == sku)

@@ -6,7 +6,7 @@ so a refused bot costs one cheap pass of the script. This module:
 - types the `throttle` object of a campaign spec (and of a PATCH), validates
   it, and compiles it into the meta field the script reads (`th`);
 - carries what the gateway knows of a request (device, network, account
-  age, a proof-of-work solution) into the claim's packed argument;
+  age, a proof-of-work solution) into the claim's script argument (GuardArg);
 - issues and verifies the signed proof-of-work challenges (stampede/domain/pow.py).
 """
 
@@ -16,14 +16,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from stampede.domain import pow
 from stampede.errors import ConfigError, ValidationError
-from stampede.state import keys
+from stampede.state import keys, records
+from stampede.state.records import (
+    AccountsLimit,
+    GuardArg,
+    GuardConfig,
+    PowDifficulty,
+    RateLimit,
+    RiskCheck,
+)
 
 _STRICT = {"forbid_unknown_fields": True, "kw_only": True}
 
@@ -126,17 +134,17 @@ _spec_decoder = msgspec.json.Decoder(ThrottleSpec)
 _RISK_SIGNALS = {"account_age_s": "age", "lapses": "lapses", "recent_campaigns": "recent"}
 
 
-def _rate(r: Rate | None) -> list[int] | None:
+def _rate(r: Rate | None) -> RateLimit | None:
     # Whole milliseconds: the script keeps TATs as integers (exact in Lua's doubles).
-    return None if r is None else [max(1, round(1000 / r.per_s)), r.burst]
+    return None if r is None else RateLimit(max(1, round(1000 / r.per_s)), r.burst)
 
 
-def _accounts(a: Accounts | None, what: str) -> list[int] | None:
+def _accounts(a: Accounts | None, what: str) -> AccountsLimit | None:
     if a is None:
         return None
     if a.reject_above < a.challenge_above:
         raise ValidationError(f"{what}: reject_above must be at least challenge_above")
-    return [a.window_s * 1000, a.challenge_above, a.reject_above]
+    return AccountsLimit(a.window_s * 1000, a.challenge_above, a.reject_above)
 
 
 def network_bucket(text: str) -> list[str]:
@@ -161,28 +169,19 @@ def compile_config(spec: ThrottleSpec | None) -> str:
     c = spec.challenge
     if c.max_bits < c.base_bits:
         raise ValidationError("challenge: max_bits must be at least base_bits")
-    cfg: dict[str, Any] = {"pw": [c.base_bits, c.step_bits, c.max_bits]}
-    for name, value in (("u", _rate(spec.user)), ("d", _rate(spec.device)),
-                        ("n", _rate(spec.network)), ("c", _rate(spec.campaign)),
-                        ("ad", _accounts(spec.accounts_per_device, "accounts_per_device")),
-                        ("an", _accounts(spec.accounts_per_network, "accounts_per_network"))):
-        if value is not None:
-            cfg[name] = value
-    rules = []
+    checks = []
     for r in spec.risk:
         if r.above is None and r.below is None:
             raise ValidationError("a risk rule needs `above` or `below`")
-        rule: dict[str, Any] = {"s": _RISK_SIGNALS[r.signal], "a": r.action}
-        if r.above is not None:
-            rule["gt"] = r.above
-        if r.below is not None:
-            rule["lt"] = r.below
-        rules.append(rule)
-    if rules:
-        cfg["r"] = rules
-    if any(r.signal == "recent_campaigns" for r in spec.risk):
-        cfg["rw"] = spec.recent_window_s * 1000
-    return _json.encode(cfg).decode()
+        checks.append(RiskCheck(_RISK_SIGNALS[r.signal], r.action, r.above, r.below))
+    reads_recent = any(r.signal == "recent_campaigns" for r in spec.risk)
+    return records.encode_guard_config(GuardConfig(
+        pow=PowDifficulty(c.base_bits, c.step_bits, c.max_bits),
+        user=_rate(spec.user), device=_rate(spec.device), network=_rate(spec.network),
+        campaign=_rate(spec.campaign),
+        accounts_per_device=_accounts(spec.accounts_per_device, "accounts_per_device"),
+        accounts_per_network=_accounts(spec.accounts_per_network, "accounts_per_network"),
+        risk=checks, recent_window_ms=spec.recent_window_s * 1000 if reads_recent else None))
 
 
 def compile_lists(spec: ThrottleSpec | None) -> str:
@@ -316,22 +315,23 @@ def key_slots(ks: list[str]) -> Callable[[str], int]:
     return slot
 
 
-def packed_tail(cid: str, user: str, g: Guard, recent: int,
-                slot: Callable[[str], int]) -> str:
-    """The guard's part of a claim's packed argument (lua/claim_batch.lua and
-    lua/coupon_claim.lua headers).
+def guard_arg(cid: str, user: str, g: Guard, recent: int,
+              slot: Callable[[str], int]) -> GuardArg:
+    """A claim's guard context as its script argument takes it (records.GuardArg).
 
-    `slot(key)` returns the KEYS index of a key, adding it once per batch.
+    `slot(key)` returns the KEYS index of a key, adding it once per batch (0: no key).
     """
     dev, net = g.device, g.network
     p_user, p_dev, p_net, p_adev, p_anet, p_nonce = _prefixes(cid)
     k_user = slot(p_user + user)
     if g is NO_GUARD:  # the common case of claims without client signals
-        return f"|||-1|{recent}|-1|-1|{k_user}|0|0|0|0|0"
-    k_dev = slot(p_dev + dev) if dev else 0
-    k_net = slot(p_net + net) if net else 0
-    k_adev = slot(p_adev + dev) if dev else 0
-    k_anet = slot(p_anet + net) if net else 0
-    k_nonce = slot(p_nonce + g.nonce) if g.nonce else 0
-    return (f"|{dev}|{net}|{g.age}|{recent}|{g.pow_bits}|{g.pow_exp}|{k_user}|{k_dev}|{k_net}"
-            f"|{k_adev}|{k_anet}|{k_nonce}")
+        return GuardArg(device="", network="", age=-1, recent=recent, pow_bits=-1, pow_exp=-1,
+                        k_user=k_user, k_device=0, k_network=0, k_acc_device=0,
+                        k_acc_network=0, k_nonce=0)
+    return GuardArg(device=dev, network=net, age=g.age, recent=recent, pow_bits=g.pow_bits,
+                    pow_exp=g.pow_exp, k_user=k_user,
+                    k_device=slot(p_dev + dev) if dev else 0,
+                    k_network=slot(p_net + net) if net else 0,
+                    k_acc_device=slot(p_adev + dev) if dev else 0,
+                    k_acc_network=slot(p_anet + net) if net else 0,
+                    k_nonce=slot(p_nonce + g.nonce) if g.nonce else 0)

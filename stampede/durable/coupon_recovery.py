@@ -32,7 +32,13 @@ from stampede.durable.events import (
 )
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
-from stampede.state import keys
+from stampede.state import keys, records
+from stampede.state.records import (
+    CouponAnswerRecord,
+    CouponRecord,
+    GiftRecord,
+    RedemptionRecord,
+)
 
 DAY_MS = 86_400_000
 TYPES = names(ClaimHeld, CouponIssued, CouponRedeemed, CouponRolledBack, CouponExpired,
@@ -46,13 +52,14 @@ class DropRebuild:
     skus: list[str]
     events: list[Event]
     number: str = ""
-    coupons: dict[str, list[Any]] = field(default_factory=dict)
-    """coupon -> [status, owner, tpl, uses, vf, vt, loc, claimed, gift, claim]"""
+    coupons: dict[str, CouponRecord] = field(default_factory=dict)
     codes: dict[str, str] = field(default_factory=dict)
     day: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     stats: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
-    redeems: dict[str, Any] = field(default_factory=dict)
-    gifts: dict[str, list[Any]] = field(default_factory=dict)
+    redeems: dict[str, RedemptionRecord] = field(default_factory=dict)
+    orders: dict[str, str] = field(default_factory=dict)
+    """"o|<merchant>|<order>|<coupon>" -> redemption id (the redeems hash's other fields)"""
+    gifts: dict[str, GiftRecord] = field(default_factory=dict)
     users: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     wallets: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     claims: dict[str, list[Any]] = field(default_factory=dict)
@@ -90,8 +97,9 @@ class DropRebuild:
             self.claims[ev.claim] = [ev.idem, ev.fp or "", ev.ts, []]
 
     def _coupon_issued(self, ev: CouponIssued, day: int) -> None:
-        self.coupons[ev.coupon] = ["active", ev.user, ev.template, ev.uses, ev.valid_from,
-                                   ev.valid_to, ev.locator, ev.ts, "", ev.claim]
+        self.coupons[ev.coupon] = CouponRecord(
+            status="active", owner=ev.user, tpl=ev.template, uses=ev.uses, vf=ev.valid_from,
+            vt=ev.valid_to, loc=ev.locator, claimed=ev.ts, gift="", claim=ev.claim)
         self.codes[ev.locator] = ev.coupon
         self.wallets[ev.user].add(ev.coupon)
         self._stat("issued", 1, ev.template, day)
@@ -102,78 +110,83 @@ class DropRebuild:
 
     def _coupon_redeemed(self, ev: CouponRedeemed, day: int) -> None:
         c = self.coupons[ev.coupon]
-        c[3] = ev.uses_left
-        c[0] = "used" if c[3] == 0 else "active"
+        c.uses = ev.uses_left
+        c.status = "used" if c.uses == 0 else "active"
         self.day[f"{day}|m|{ev.merchant}"] += 1
-        self.redeems[ev.redemption] = ["redeemed", ev.coupon, ev.merchant, ev.order,
-                                       ev.amount, ev.discount, ev.ts, ev.fp, c[2], day]
-        self.redeems[f"o|{ev.merchant}|{ev.order}|{ev.coupon}"] = ev.redemption
-        self._stat("redeemed", 1, c[2], day, ev.merchant)
-        self._stat("discount", ev.discount, c[2], day, ev.merchant)
+        self.redeems[ev.redemption] = RedemptionRecord(
+            status="redeemed", coupon=ev.coupon, merchant=ev.merchant, order=ev.order,
+            amount=ev.amount, discount=ev.discount, ts=ev.ts, fingerprint=ev.fp, tpl=c.tpl,
+            day=day)
+        self.orders[f"o|{ev.merchant}|{ev.order}|{ev.coupon}"] = ev.redemption
+        self._stat("redeemed", 1, c.tpl, day, ev.merchant)
+        self._stat("discount", ev.discount, c.tpl, day, ev.merchant)
 
     def _coupon_rolled_back(self, ev: CouponRolledBack) -> None:
         r = self.redeems[ev.redemption]
-        r[0] = "rolled_back"
+        r.status = "rolled_back"
         c = self.coupons[ev.coupon]
-        c[3] = ev.uses_left
-        if c[0] == "used":
-            c[0] = "active"
-        self.day[f"{r[9]}|m|{r[2]}"] -= 1
-        self._stat("rolled_back", 1, r[8], r[9], r[2])
-        self._stat("discount_rolled_back", int(r[5]), r[8], r[9], r[2])
+        c.uses = ev.uses_left
+        if c.status == "used":
+            c.status = "active"
+        self.day[f"{r.day}|m|{r.merchant}"] -= 1
+        self._stat("rolled_back", 1, r.tpl, r.day, r.merchant)
+        self._stat("discount_rolled_back", r.discount, r.tpl, r.day, r.merchant)
 
     def _expire(self, ev: CouponExpired) -> str:
         """Mark the coupon expired; returns its template."""
         c = self.coupons[ev.coupon]
-        c[0] = "expired"
-        return str(c[2])
+        c.status = "expired"
+        return c.tpl
 
     def _gift_offered(self, ev: GiftOffered) -> None:
         c = self.coupons[ev.coupon]
-        if c[8]:
-            self.gifts.pop(c[8], None)
-        c[8] = ev.token
-        if c[8]:
-            self.gifts[c[8]] = ["open", ev.coupon, ev.user, ev.expires, "", ""]
+        if c.gift:
+            self.gifts.pop(c.gift, None)
+        c.gift = ev.token
+        if c.gift:
+            self.gifts[c.gift] = GiftRecord(status="open", coupon=ev.coupon, giver=ev.user,
+                                            expires=ev.expires, recipient="", nonce="")
 
     def _coupon_transferred(self, ev: CouponTransferred, day: int) -> None:
         c = self.coupons[ev.coupon]
-        self.codes.pop(c[6], None)
+        self.codes.pop(c.loc, None)
         self.codes[ev.locator] = ev.coupon
-        c[1], c[6], c[8] = ev.user, ev.locator, ""
+        c.owner, c.loc, c.gift = ev.user, ev.locator, ""
         if ev.token in self.gifts:
             g = self.gifts[ev.token]
-            g[0], g[4], g[5] = "accepted", ev.user, ev.nonce
+            g.status, g.recipient, g.nonce = "accepted", ev.user, ev.nonce
         self.wallets[ev.user].add(ev.coupon)
         if ev.counted:
             self.users[f"g|{ev.user}"] += 1
-        self._stat("transferred", 1, c[2], day)
+        self._stat("transferred", 1, c.tpl, day)
 
     def queue(self, pipe: Any, now: int, idem_ttl_ms: int) -> None:
         """Queue the commands that replace the drop's coupon keys (inside the rebuild's MULTI)."""
         ks = keys.coupon_keys(self.cid)
-        cpn, codes_key, cexp, cday, cstats, redeems, gifts, cusers = ks[13:21]
-        pipe.hset(ks[0], mapping=drop_meta(self.drop, self.skus, self.number))
-        pipe.delete(cpn, codes_key, cexp, cday, cstats, redeems, gifts, cusers,
-                    *(keys.wallet_key(self.cid, u) for u in self.wallets))
-        for key, mapping in ((cpn, {k: "|".join(map(str, v)) for k, v in self.coupons.items()}),
-                             (codes_key, self.codes), (cday, dict(self.day)),
-                             (cstats, dict(self.stats)),
-                             (redeems, {k: v if isinstance(v, str) else "|".join(map(str, v))
-                                        for k, v in self.redeems.items()}),
-                             (gifts, {k: "|".join(map(str, v)) for k, v in self.gifts.items()}),
-                             (cusers, dict(self.users))):
+        k = ks.drop
+        pipe.hset(ks.campaign.meta, mapping=drop_meta(self.drop, self.skus, self.number))
+        pipe.delete(*k, *(keys.wallet_key(self.cid, u) for u in self.wallets))
+        redeems = {r: records.REDEMPTION.encode(v) for r, v in self.redeems.items()}
+        mappings: tuple[tuple[str, dict[str, Any]], ...] = (
+            (k.cpn, {c: records.COUPON.encode(v) for c, v in self.coupons.items()}),
+            (k.codes, self.codes), (k.cday, dict(self.day)), (k.cstats, dict(self.stats)),
+            (k.redeems, redeems | self.orders),
+            (k.gifts, {g: records.GIFT.encode(v) for g, v in self.gifts.items()}),
+            (k.cusers, dict(self.users)))
+        for key, mapping in mappings:
             if mapping:
                 pipe.hset(key, mapping=mapping)
-        live = {k: v[5] for k, v in self.coupons.items() if v[0] != "expired"}
+        live = {c: v.vt for c, v in self.coupons.items() if v.status != "expired"}
         if live:
-            pipe.zadd(cexp, live)
+            pipe.zadd(k.cexp, live)
         for user, ids in self.wallets.items():
             pipe.sadd(keys.wallet_key(self.cid, user), *ids)
         for claim, (idem, fp, ts, ids) in self.claims.items():
             ttl = ts + idem_ttl_ms - now
             if ttl > 0:  # the first answer, as coupon_claim.lua remembers it
-                pipe.set(idem, f"{fp}|0||{claim}|{ts}|{','.join(ids)}", px=ttl)
+                pipe.set(idem, records.COUPON_ANSWER.encode(
+                    CouponAnswerRecord(fingerprint=fp, code=0, reason="", claim_id=claim, at=ts,
+                                       coupons=ids)), px=ttl)
 
 
 async def load(store: Store, cid: str, row: Any, spec: Any, old_meta: dict[str, str],
@@ -190,7 +203,7 @@ async def load(store: Store, cid: str, row: Any, spec: Any, old_meta: dict[str, 
                           [from_row(r) for r in rows])
     rebuild.fold()
     first = next(iter(rebuild.coupons.values()), None)
-    number = old_meta.get("cp_no") or (first[6][:codes.DROP_CHARS] if first else None)
+    number = old_meta.get("cp_no") or (first.loc[:codes.DROP_CHARS] if first else None)
     if number is None:
         n = int(await redis.hincrby(keys.DROP_NUMBERS, "seq", 1))
         number = codes.encode(n, codes.DROP_CHARS)

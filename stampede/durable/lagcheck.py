@@ -31,7 +31,7 @@ async def compare(redis: "Redis", store: Store, max_lag_s: float) -> dict[str, A
     campaigns: dict[str, dict[str, Any]] = {}
     for cid in sorted(live | set(stored)):
         row = stored.get(cid)
-        evseq = await redis.hget(keys.campaign_keys(cid)[0], "evseq")
+        evseq = await redis.hget(keys.campaign_keys(cid).meta, "evseq")
         c: dict[str, Any] = {"redis_events": None if evseq is None else int(evseq),
                              "store_events": row.applied_seq if row else 0,
                              "dead_letters": int(dead.get(cid, 0)), "problems": []}

@@ -60,9 +60,9 @@ async def reconcile_campaign(redis: "Redis", store: Store, cid: str) -> list[Dif
     count = 1000
     while count <= _MAX_BEHIND:
         async with redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(ks[1])
-            pipe.hget(ks[0], "evseq")
-            pipe.xrevrange(ks[6], count=count)
+            pipe.hgetall(ks.stock)
+            pipe.hget(ks.meta, "evseq")
+            pipe.xrevrange(ks.events, count=count)
             stock, evseq, entries = await pipe.execute()
         evseq = int(evseq or 0)
         if evseq < at:  # Redis lost events the store has

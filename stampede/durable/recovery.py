@@ -50,8 +50,16 @@ from stampede.durable.persister import GROUP, Items, entries_of
 from stampede.durable.projection import store_events
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
-from stampede.state import keys
+from stampede.state import keys, records
 from stampede.state.idempotency import fingerprint, record
+from stampede.state.records import (
+    ClaimAnswerRecord,
+    ClaimRecord,
+    EntryRecord,
+    StockAnswerRecord,
+    WaveRecord,
+    WlMemberRecord,
+)
 
 log = logging.getLogger("stampede.recovery")
 _spec_waves = msgspec.json.Decoder(dict[str, Any])
@@ -79,7 +87,7 @@ async def redis_behind(redis: "Redis", store: Store, cid: str) -> str | None:
     if row is None or row.max_seq == 0:
         return None
     state, evseq, epoch = cast(list[str | None], await redis.hmget(
-        keys.campaign_keys(cid)[0], "state", "evseq", "epoch"))
+        keys.campaign_keys(cid).meta, "state", "evseq", "epoch"))
     if state is None:
         return "campaign missing from Redis"
     if int(epoch or 0) < row.epoch:
@@ -118,7 +126,7 @@ async def recover_all(redis: "Redis", store: Store, idem_ttl_ms: int) -> list[Re
 
 async def fence(redis: "Redis", store: Store, cid: str) -> None:
     """Refuse claims (503) from now on; a missing campaign gets a fenced meta first."""
-    meta = keys.campaign_keys(cid)[0]
+    meta = keys.campaign_keys(cid).meta
     if await redis.hexists(meta, "state"):
         await redis.hset(meta, "fenced", "1")
         return
@@ -159,15 +167,14 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
     for _ in range(_ROUNDS):
         async with redis.pipeline(transaction=True) as pipe:
             # Every event bumps meta's evseq: watching meta sees any change.
-            await pipe.watch(ks[0])
+            await pipe.watch(ks.meta)
             stale = await redis_behind(redis, store, cid)
             if stale is None:  # Redis is ahead or level: its unpersisted events count
                 await drain_stream(redis, store, cid)
             elif lost:  # (nothing sold since the loss: a missing campaign refuses claims)
                 await drain_stream(redis, store, cid, epoch=await _store_epoch(store, cid))
-            old = cast(dict[str, str], await redis.hgetall(ks[0]))
-            old_counts = cast(dict[str, str], await redis.hgetall(
-                ks[keys.CAMPAIGN_KEY_NAMES.index("counts")]))
+            old = cast(dict[str, str], await redis.hgetall(ks.meta))
+            old_counts = cast(dict[str, str], await redis.hgetall(ks.counts))
             now_s, now_us = await redis.time()
             now = now_s * 1000 + now_us // 1000 + int(old.get("time_offset_ms", 0))
             state = await _load(store, cid)
@@ -214,7 +221,7 @@ class _State:
     config: dict[str, str] | None = None
     """Meta fields of the waitlist, waiting room, throttle (and drop), as defined and
     then patched; th_lists is the lists hash as JSON. None: the store predates it."""
-    waitlist: dict[str, "_Entry"] | None = None
+    waitlist: dict[str, EntryRecord] | None = None
     """Waitlist entries by "<user>|<sku>", folded from the events since the definition."""
     joins: int = 0
     """Waitlist joins ever: the floor of meta wlseq (offer ids derive from it)."""
@@ -295,18 +302,6 @@ def _history(events: Iterable[Event], drop: bool) -> _History:
     return h
 
 
-@dataclass
-class _Entry:
-    """One waitlist entry as waitlist_join.lua and offer_waitlist() keep it."""
-    status: str
-    seq: str
-    qty: int
-    joined_ms: int
-    claim: str = ""
-
-    def record(self) -> str:
-        return "|".join((self.status, self.seq, str(self.qty), str(self.joined_ms), self.claim))
-
 
 _WAITLIST_EVENTS = names(WaitlistJoined, WaitlistLeft, WaitlistSkipped, OfferMade,
                          OfferAccepted, OfferLapsed, OfferDeclined)
@@ -361,15 +356,16 @@ async def _load(store: Store, cid: str) -> _State:
                   int(joins), _history(map(from_row, history), drop))
 
 
-def _waitlist(events: Iterable[Event]) -> dict[str, _Entry]:
+def _waitlist(events: Iterable[Event]) -> dict[str, EntryRecord]:
     """Each user's entry per SKU: joined, then gone (left, skipped, its offer settled)
     or offered (a hold in their name, still open)."""
-    entries: dict[str, _Entry] = {}
+    entries: dict[str, EntryRecord] = {}
     for ev in events:
         match ev:
             case WaitlistJoined(user=user, sku=sku, qty=qty, wseq=str() as wseq):
                 # (a join older than wseq has no place in line to restore)
-                entries[f"{user}|{sku}"] = _Entry("waiting", wseq, qty, ev.ts)
+                entries[f"{user}|{sku}"] = EntryRecord(status="waiting", seq=wseq, qty=qty,
+                                                       joined=ev.ts, claim="")
             case WaitlistLeft(user=user, sku=sku) | WaitlistSkipped(user=user, sku=sku):
                 entries.pop(f"{user}|{sku}", None)
             case OfferMade(user=user, sku=sku, claim=claim) if f"{user}|{sku}" in entries:
@@ -395,22 +391,25 @@ def _config(changes: Iterable[Event]) -> dict[str, str] | None:
     return config
 
 
-def _queue_waitlist(pipe: Any, k: dict[str, str], entries: dict[str, _Entry],
+def _queue_waitlist(pipe: Any, k: keys.CampaignKeys, entries: dict[str, EntryRecord],
                     offers: dict[str, str]) -> None:
     """The waitlists as the store has them: waiting entries in their order, and every
     hold that was an offer (settled ones too: a claim's view says it was an offer)."""
-    pipe.delete(k["waitlist"], k["wlentries"], k["offers"])
+    pipe.delete(k.waitlist, k.wlentries, k.offers)
     open_offers = {e.claim: f for f, e in entries.items() if e.status == "offered"}
     offers = {**offers, **open_offers}
     if offers:
-        pipe.hset(k["offers"], mapping=offers)
+        pipe.hset(k.offers, mapping=offers)
     if not entries:
         return
-    pipe.hset(k["wlentries"], mapping={f: e.record() for f, e in entries.items()})
-    line = {f"{f.split('|', 1)[1]}|{e.seq}|{f.split('|', 1)[0]}": 0
-            for f, e in entries.items() if e.status == "waiting"}
+    pipe.hset(k.wlentries, mapping={f: records.ENTRY.encode(e) for f, e in entries.items()})
+    line = {}
+    for f, e in entries.items():
+        if e.status == "waiting":
+            user, sku = f.split("|", 1)
+            line[records.WL_MEMBER.encode(WlMemberRecord(sku=sku, seq=e.seq, user=user))] = 0
     if line:
-        pipe.zadd(k["waitlist"], line)
+        pipe.zadd(k.waitlist, line)
 
 
 def _queue_answers(pipe: Any, cid: str, st: _State, history: _History, now: int,
@@ -433,7 +432,8 @@ def _queue_answers(pipe: Any, cid: str, st: _State, history: _History, now: int,
     for s in history.stock:
         ttl = s.ts + idem_ttl_ms - now
         if ttl > 0:
-            pipe.set(s.key, f"0|{s.after}|{s.released}", px=ttl)  # {OK, available, released}
+            pipe.set(s.key, records.STOCK_ANSWER.encode(StockAnswerRecord(
+                code=0, available=s.after, released=s.released)), px=ttl)
             n += 1
     return n
 
@@ -447,9 +447,9 @@ def _meta_fields(row: Any) -> dict[str, str]:
 def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, str],
              old_counts: dict[str, str], now: int, idem_ttl_ms: int) -> int:
     """Queue the commands that replace the campaign's keys; returns idempotency answers set."""
-    k = dict(zip(keys.CAMPAIGN_KEY_NAMES, keys.campaign_keys(cid), strict=True))
-    meta, stock, users, claims = k["meta"], k["stock"], k["users"], k["claims"]
-    deadlines, waves, events, counts = k["deadlines"], k["waves"], k["events"], k["counts"]
+    k = keys.campaign_keys(cid)
+    meta, stock, users, claims = k.meta, k.stock, k.users, k.claims
+    deadlines, waves, events, counts = k.deadlines, k.waves, k.events, k.counts
     # Only the keys the store can rebuild; meta is overwritten field by field so
     # fields other features keep there survive a rebuild of a live Redis.
     pipe.delete(stock, users, claims, deadlines, waves, events, counts)
@@ -478,11 +478,12 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
     if stock_fields:
         pipe.hset(stock, mapping=stock_fields)
     units: dict[str, int] = {f"{user}|~lapsed": n for user, n in history.lapses.items()}
-    records: dict[str, str] = {}
+    stored: dict[str, str] = {}
     idem = 0
     for c in st.claims:
-        records[c.claim_id] = "|".join(map(str, (c.status, c.user_id, c.sku, c.qty,
-                                                 c.deadline_ms, c.price, c.created_ms)))
+        stored[c.claim_id] = records.CLAIM.encode(ClaimRecord(
+            status=c.status, user=c.user_id, sku=c.sku, qty=c.qty, deadline=c.deadline_ms,
+            price=c.price, created=c.created_ms))
         if c.status in ("held", "confirmed"):
             units[c.user_id] = units.get(c.user_id, 0) + c.qty
             units[f"{c.user_id}|{c.sku}"] = units.get(f"{c.user_id}|{c.sku}", 0) + c.qty
@@ -490,12 +491,13 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
             pipe.zadd(deadlines, {c.claim_id: c.deadline_ms})
         ttl = c.created_ms + idem_ttl_ms - now
         if c.idem_key and ttl > 0:  # the first answer, as claim_batch.lua remembers it
-            pipe.set(c.idem_key, "|".join(map(str, (c.fingerprint or "", 0, c.claim_id,
-                                                   c.deadline_ms, c.price, c.created_ms))),
+            pipe.set(c.idem_key, records.CLAIM_ANSWER.encode(ClaimAnswerRecord(
+                fingerprint=c.fingerprint or "", code=0, claim_id=c.claim_id,
+                deadline=c.deadline_ms, price=c.price, created=c.created_ms)),
                      px=ttl)
             idem += 1
-    if records:
-        pipe.hset(claims, mapping=records)
+    if stored:
+        pipe.hset(claims, mapping=stored)
     if units:
         pipe.hset(users, mapping=units)
     tally = {name: n for name, n in old_counts.items() if name not in DERIVED_COUNTS}
@@ -504,7 +506,7 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
         pipe.hset(counts, mapping=tally)
     idem += _queue_answers(pipe, cid, st, history, now, idem_ttl_ms)
     for i, sku, qty, at in st.pending_waves:
-        pipe.zadd(waves, {f"{i}|{sku}|{qty}": at})
+        pipe.zadd(waves, {records.WAVE.encode(WaveRecord(idx=i, sku=sku, qty=qty)): at})
     # A fresh stream whose group starts at its end: old entries are in the store.
     pipe.xgroup_create(events, GROUP, id="$", mkstream=True)
     return idem

@@ -1,9 +1,11 @@
 """The atomic operations of Stampede, one Lua file per operation.
 
 Files are package resources; `stampede.state.scripts` reads them, resolves their
-`--@include <name>` lines against `include/`, and registers each once per
-client. Every script takes the campaign's fixed key set first (see
-`include/common.lua` and `stampede.state.keys.campaign_keys`).
+`--@include <name>` lines against `include/` or the fragments generated from
+the Python definitions of key sets, records and arguments (`keys`, `records`,
+`args`...: stampede/state/luagen.py), and registers each once per client. Every
+script takes the campaign's fixed key set first (`K`, from
+`stampede.state.keys.CampaignKeys`).
 """
 
 from pathlib import Path

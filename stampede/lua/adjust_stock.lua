@@ -1,9 +1,10 @@
 -- adjust_stock: ops add or remove available units of one SKU, live.
 --
--- KEYS[1..13] the campaign key set (include/common.lua)
+-- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
+-- KEYS[NKEYS + 1] the operation's idempotency key: a retry answers the first
+--             answer (a stock_answer record)
 -- ARGV[1]     sku
 -- ARGV[2]     delta (non-zero integer; negative takes from available only)
--- KEYS[14]    the operation's idempotency key: a retry answers the first answer
 -- ARGV[3]     actor (who asked, for the event)
 -- ARGV[4]     how long to remember the answer, in ms
 -- Returns     {code, available, released}: available after any waitlist offers
@@ -15,8 +16,8 @@
 
 local prior = redis.call('GET', KEYS[NKEYS + 1])
 if prior then
-  local code, a, r = string.match(prior, '^([^|]*)|([^|]*)|([^|]*)$')
-  return {tonumber(code), tonumber(a), tonumber(r)}
+  local p = parse_stock_answer(prior)
+  return {p.code, p.available, p.released}
 end
 if redis.call('EXISTS', K.meta) == 0 then return {NOT_FOUND, 0, 0} end
 local now = now_ms()
@@ -35,6 +36,6 @@ emit(now, 'stock_adjusted', {'sku', sku, 'delta', delta, 'actor', ARGV[3],
                              'idem', KEYS[NKEYS + 1], 'released', released + delta})
 if delta > 0 then offer_waitlist(now, sku) end
 local after = tonumber(redis.call('HGET', K.stock, sku .. '.a'))
-redis.call('SET', KEYS[NKEYS + 1], table.concat({OK, after, released + delta}, '|'),
-           'PX', tonumber(ARGV[4]))
+redis.call('SET', KEYS[NKEYS + 1], format_stock_answer({code = OK, available = after,
+           released = released + delta}), 'PX', tonumber(ARGV[4]))
 return {OK, after, released + delta}

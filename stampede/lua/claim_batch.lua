@@ -1,27 +1,27 @@
 -- claim_batch: place holds for a batch of claims in one round trip.
 --
--- KEYS[1..13] the campaign key set (include/common.lua)
--- KEYS[14]    the campaign's GCRA limiter   KEYS[15] the block/allow lists hash
--- KEYS[16..]  per-claim keys: idempotency keys, and the guard's limiter,
+-- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
+-- KEYS[NKEYS + 1..NKEYS + 2] the guard's campaign-wide keys (limiter, lists)
+-- KEYS[..]    per-claim keys: idempotency keys, and the guard's limiter,
 --             accounts and challenge-nonce keys (include/guard.lua)
 -- ARGV[1]     how long to remember an idempotent answer, in ms
 -- ARGV[2]     sweep limit: expired holds to release before claiming
--- ARGV[3..]   one per claim: "claim_id|user|sku|qty|idem_slot|admission|fingerprint"
---             then the guard's context (the engine leaves it out for a
---             campaign unguarded at its last reply; such a claim of a
---             guarded campaign is answered -1, unchanged, to be sent again):
---             "|device|network|age_s|recent|pow_bits|pow_exp_ms|k_user|k_device|
---             k_network|k_acc_device|k_acc_network|k_nonce"
---             idem_slot is the KEYS index of its idempotency key, 0 if none;
---             admission is the expiry (ms) of the admission token the claim
---             carries, verified by the engine, -1 if none (needed only when
---             the campaign has a waiting room); fingerprint identifies the
---             request body for mismatch checks; device and network are ''
---             when unknown, age_s and recent -1; pow_* describe a solution
---             the engine verified (-1: none); k_* are KEYS slots (0: none).
---             (One packed argument per claim: packing is the client's cost.)
+-- ARGV[3]     the batch's claims, one msgpack array of claim_arg
+--             (stampede/state/records.py ClaimArg: claim_id, user, sku, qty,
+--             idem_slot, admission, fingerprint, guard); idem_slot is the
+--             KEYS index of its idempotency key, 0 if none; admission the
+--             expiry (ms) of the admission token the engine verified, -1 if
+--             none; guard the claim's guard context (GuardArg), which the
+--             engine leaves out for a campaign unguarded at its last reply:
+--             such a claim of a guarded campaign is answered GUARD_CONTEXT_NEEDED,
+--             unchanged,
+--             to be sent again.
 -- Returns     a flat array, five per claim: code, claim_id, deadline_ms, price,
---             created_ms (code is an outcome; the rest are '' unless OK), then
+--             created_ms (code is an outcome; the rest are '' unless OK; a
+--             refusal may put its detail "reason[:value[:value]]" in place of
+--             claim_id: no_campaign, not_a_sale, no_sku, bad_qty,
+--             'not_open:<opens_ms>:<wait_ms>', 'max_per_claim:<max>',
+--             'per_user:<limit>:<held>', 'per_sku:<limit>:<held>'), then
 --             one last element: 0 if the campaign is unguarded, else 1, or the
 --             window (ms) of its recent_campaigns signal when a rule reads it.
 --             A guard refusal answers code, detail, value: THROTTLED with
@@ -44,14 +44,14 @@ local now = now_ms()
 release_due_waves(now)
 expire_due_holds(now, tonumber(ARGV[2]))
 
-local gate = sale_gate(now)
+local gate, gate_detail = sale_gate(now)
 local meta = redis.call('HMGET', K.meta, 'per_user', 'hold_ttl_ms', 'max_qty', 'wr_on')
 local per_user = tonumber(meta[1] or '-1')
 local hold_ttl = tonumber(meta[2] or '0')
 local max_qty = tonumber(meta[3] or '1')
 local waiting_room = meta[4] == '1'
 local waitlists = redis.call('EXISTS', K.waitlist) == 1
-local guard_cfg = guard_config(NKEYS + 1)
+local guard_cfg = load_guard_config(NKEYS + 1)
 
 -- Stock of the SKUs this batch touches, read once and written once at the
 -- end: the script is atomic, so nobody sees the cache and Redis differ.
@@ -91,8 +91,9 @@ end
 -- Remember a decisive answer under the idempotency key.
 local function remember(slot, fingerprint, code, claim_id, deadline, price, created)
   if slot > 0 then
-    redis.call('SET', KEYS[slot], table.concat({fingerprint, code, claim_id or '',
-               deadline or '', price or '', created or ''}, '|'), 'PX', idem_ttl)
+    redis.call('SET', KEYS[slot], format_claim_answer({fingerprint = fingerprint, code = code,
+               claim_id = claim_id or '', deadline = deadline, price = price,
+               created = created}), 'PX', idem_ttl)
   end
 end
 
@@ -100,10 +101,9 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
   if slot > 0 then
     local prior = redis.call('GET', KEYS[slot])
     if prior then
-      local fp, code, cid, dl, pr, cr =
-        string.match(prior, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
-      if fp ~= fingerprint then return answer(IDEMPOTENCY_MISMATCH) end
-      return answer(tonumber(code), cid, dl, pr, cr)
+      local p = parse_claim_answer(prior)
+      if p.fingerprint ~= fingerprint then return answer(IDEMPOTENCY_MISMATCH) end
+      return answer(p.code, p.claim_id, p.deadline, p.price, p.created)
     end
   end
   local existing = redis.call('HGET', K.claims, claim_id)
@@ -111,27 +111,33 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
     local c = parse_claim(existing)
     return answer(OK, claim_id, c.deadline, c.price, c.created)
   end
-  if guard_cfg and not g then return answer(-1) end  -- guarded since: send its context
+  if guard_cfg and not g then return answer(GUARD_CONTEXT_NEEDED) end  -- guarded since
   if guard_cfg then
     local verdict = guard(guard_cfg, g, now)
     if verdict ~= OK then return answer(verdict[1], verdict[2], verdict[3]) end
   end
   -- Refusals by state are "try later" answers, not remembered.
-  if gate ~= OK then return answer(gate) end
+  if gate ~= OK then return answer(gate, gate_detail) end
   if waiting_room and not admitted(now, user, admission) then
     return answer(ADMISSION_REQUIRED)
   end
   local s = stock_of(sku)
-  if not s then return answer(NOT_FOUND) end
-  if qty < 1 or qty > max_qty then return answer(INVALID) end
+  if not s then return answer(NOT_FOUND, 'no_sku') end
+  if qty < 1 then return answer(INVALID, 'bad_qty') end
+  if qty > max_qty then return answer(INVALID, 'max_per_claim:' .. max_qty) end
   local u = redis.call('HMGET', K.users, user, user .. '|' .. sku)
   local held_total = tonumber(u[1] or '0')
   local held_sku = tonumber(u[2] or '0')
-  if (per_user >= 0 and held_total + qty > per_user)
-      or (s.lim >= 0 and held_sku + qty > s.lim) then
+  local over = nil  -- the limit that refuses, named with its numbers
+  if per_user >= 0 and held_total + qty > per_user then
+    over = 'per_user:' .. per_user .. ':' .. held_total
+  elseif s.lim >= 0 and held_sku + qty > s.lim then
+    over = 'per_sku:' .. s.lim .. ':' .. held_sku
+  end
+  if over then
     tally_one('limit_exceeded')
-    remember(slot, fingerprint, LIMIT_EXCEEDED)
-    return answer(LIMIT_EXCEEDED)
+    remember(slot, fingerprint, LIMIT_EXCEEDED, over)
+    return answer(LIMIT_EXCEEDED, over)
   end
   if s.a < qty or s.waiting then  -- released units belong to the waitlist first
     tally_one('sold_out')
@@ -159,14 +165,13 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
   return answer(OK, claim_id, deadline, s.price, now)
 end
 
-for i = 3, #ARGV do
-  local claim_id, user, sku, qty, slot, adm, fp, tail =
-    string.match(ARGV[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)(.*)$')
-  claim_one(claim_id, user, sku, tonumber(qty), tonumber(slot), tonumber(adm), fp,
-            guard_cfg and guard_context(user, tail))
+for _, a in ipairs(cmsgpack.unpack(ARGV[3])) do
+  local c = claim_arg_from(a)
+  claim_one(c.claim_id, c.user, c.sku, c.qty, c.idem_slot, c.admission, c.fingerprint,
+            guard_cfg and guard_context(c.user, c.guard))
 end
 flush_stock()
 guard_flush(now)  -- the campaign limiter, refusal counts, one requests_refused event
 for field, n in pairs(tally) do count(field, n) end
-out[#out + 1] = guard_cfg and (guard_cfg.rw or 1) or 0
+out[#out + 1] = guard_cfg and (guard_cfg.recent_window_ms or 1) or 0
 return out

@@ -1,6 +1,6 @@
 -- confirm: a paid hold becomes sold, at most once (an accepted waitlist offer too).
 --
--- KEYS[1..13] the campaign key set (include/common.lua)
+-- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
 -- ARGV[1]     claim_id
 -- ARGV[2]     user id of the caller (another user's claim is NOT_FOUND)
 -- ARGV[3]     the caller's Idempotency-Key, or '' (kept in the event, for recovery)

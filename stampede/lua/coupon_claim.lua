@@ -1,28 +1,34 @@
 -- coupon_claim: claims of a coupon drop, a batch in one call; each final at once,
 -- each issuing its coupons.
 --
--- KEYS[1..13] the campaign key set (include/common.lua)
--- KEYS[14..21] the drop's coupon keys (include/coupons.lua)
--- KEYS[22]    the campaign's GCRA limiter   KEYS[23] the block/allow lists hash
--- KEYS[24..]  per claim, the claimant's wallet (set of the coupon ids they ever
+-- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
+-- KEYS[NKEYS + 1..NCKEYS] the drop's coupon keys (C, include/coupons.lua)
+-- KEYS[NCKEYS + 1..NCKEYS + 2] the guard's campaign-wide keys (limiter, lists)
+-- KEYS[..]    per claim, the claimant's wallet (set of the coupon ids they ever
 --             owned in this drop), when the claim carries one its idempotency
 --             key, and the guard's limiter, accounts and challenge-nonce keys
 --             (include/guard.lua)
 -- ARGV[1]     how long to remember an idempotent answer (ms)
--- ARGV[2..]   one per claim: "claim_id|user|sku|qty|wallet_slot|idem_slot|admission|
---             identity|seed|fingerprint": slots are KEYS indexes (idem 0 if none);
---             admission the expiry (ms) of the admission token the engine verified, -1
---             if none; identity the hashed real person ('' if none); seed the random
---             seed of the coupon ids and locators; fingerprint of the request body
---             (a claim may issue at most 100 coupons: qty x the SKU's pack);
---             then the guard's context, as in claim_batch.lua:
---             "|device|network|age_s|recent|pow_bits|pow_exp_ms|k_user|k_device|
---             k_network|k_acc_device|k_acc_network|k_nonce" (the engine leaves it
---             out for a drop unguarded at its last reply; such a claim of a guarded
---             drop is answered -1, unchanged, to be sent again with it)
+-- ARGV[2]     the batch's claims, one msgpack array of coupon_claim_arg
+--             (stampede/state/records.py CouponClaimArg: claim_id, user, sku,
+--             qty, wallet_slot, idem_slot, admission, identity, seed,
+--             fingerprint, guard): slots are KEYS indexes (idem 0 if none);
+--             admission the expiry (ms) of the admission token the engine
+--             verified, -1 if none; identity the hashed real person ('' if
+--             none); seed the random seed of the coupon ids and locators (a
+--             claim may issue at most 100 coupons: qty x the SKU's pack); guard
+--             the guard context as in claim_batch.lua (left out for a drop
+--             unguarded at its last reply; such a claim of a guarded drop is
+--             answered GUARD_CONTEXT_NEEDED, unchanged,
+--             to be sent again with it)
 -- Returns     per claim: code, reason, claim_id, at_ms, n, then n triples of
---             coupon_id, record, template spec (JSON); reason names a refusal:
---             stock, budget, per_day, limit, user_day, person, identity_required, '';
+--             coupon_id, record, template spec (JSON); reason names a refusal
+--             (a key of REFUSALS in stampede/outcomes.py, with its numbers after
+--             ':'): stock, budget, per_day, 'per_user:<limit>:<held>',
+--             'per_sku:<limit>:<held>', 'user_day:<limit>:<claimed>',
+--             'person:<limit>:<claimed>', identity_required, no_campaign,
+--             not_a_drop, no_sku, bad_qty, 'max_per_claim:<max>',
+--             'max_coupons:<max>', 'not_open:<opens_ms>:<wait_ms>', '';
 --             a guard refusal gives its detail as the reason and its value in place
 --             of the claim_id: THROTTLED the limit's scope and the exact retry-after
 --             in ms, BLOCKED why, CHALLENGE_REQUIRED why and the difficulty in bits.
@@ -47,7 +53,7 @@
 local idem_ttl = tonumber(ARGV[1])
 local now = now_ms()
 release_due_waves(now)
-local gate = sale_gate(now, true)
+local gate, gate_detail = sale_gate(now, true)
 local cid = redis.call('HGET', K.meta, 'id')
 local lim = redis.call('HMGET', K.meta, 'per_user', 'max_qty', 'wr_on', 'cp_user_day',
                        'cp_person', 'cp_per_day', 'cp_budget')
@@ -57,14 +63,14 @@ local user_day, per_person = tonumber(lim[4] or '-1'), tonumber(lim[5] or '-1')
 local per_day, budget = tonumber(lim[6] or '-1'), tonumber(lim[7] or '-1')
 local day = math.floor(now / DAY_MS)
 local day_field = tostring(day)
-local guard_cfg = guard_config(NCKEYS + 1)
+local guard_cfg = load_guard_config(NCKEYS + 1)
 local out = {}
 local specs, tpls = {}, {}
 local MAX_COUPONS = 100  -- most coupons one claim may issue (bounds the script's run time)
 -- Stats are tallied here and written once at the end; the budget reads the
 -- running total (the script is atomic: nobody sees the tally and Redis differ).
 local tally = {}
-local value_total = tonumber(redis.call('HGET', C.stats, '*|value') or '0')
+local value_total = tonumber(redis.call('HGET', C.cstats, '*|value') or '0')
 local function tstat(name, by, tpl)
   for _, f in ipairs({'*|' .. name, 't:' .. tpl .. '|' .. name, 'd:' .. day .. '|' .. name}) do
     tally[f] = (tally[f] or 0) + by
@@ -100,8 +106,9 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
   end
   local function remember(code, reason, ids)
     if idem then
-      redis.call('SET', idem, table.concat({fingerprint, code, reason or '', claim_id, now,
-                                            table.concat(ids or {}, ',')}, '|'), 'PX', idem_ttl)
+      redis.call('SET', idem, format_coupon_answer({fingerprint = fingerprint, code = code,
+        reason = reason or '', claim_id = claim_id, at = now, coupons = ids or {}}), 'PX',
+        idem_ttl)
     end
   end
   local function refuse(code, reason)
@@ -112,12 +119,9 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
   if idem then
     local prior = redis.call('GET', idem)
     if prior then
-      local fp, code, reason, first, at, ids = string.match(prior,
-        '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
-      if fp ~= fingerprint then return answer(IDEMPOTENCY_MISMATCH) end
-      local list = {}
-      for id in string.gmatch(ids, '[^,]+') do list[#list + 1] = id end
-      return answer(tonumber(code), reason, first, tonumber(at), list)
+      local p = parse_coupon_answer(prior)
+      if p.fingerprint ~= fingerprint then return answer(IDEMPOTENCY_MISMATCH) end
+      return answer(p.code, p.reason, p.claim_id, p.at, p.coupons)
     end
   end
   local sku_cfg = redis.call('HGET', K.meta, 'cp_sku:' .. sku)
@@ -129,38 +133,44 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
     for i = 1, c.qty * #cfg.t do ids[i] = coupon_id(i) end
     return answer(OK, '', claim_id, c.created, ids)
   end
-  if guard_cfg and not g then return answer(-1) end  -- guarded since: send its context
+  if guard_cfg and not g then return answer(GUARD_CONTEXT_NEEDED) end  -- guarded since
   if guard_cfg then  -- not remembered: a refused claim may pass later
     local verdict = guard(guard_cfg, g, now)
     if verdict ~= OK then return answer(verdict[1], verdict[2], verdict[3]) end
   end
   -- Refusals by state are "try later" answers, not remembered.
-  if gate ~= OK then return answer(gate) end
+  if gate ~= OK then return answer(gate, gate_detail) end
   if waiting_room and not admitted(now, user, admission) then
     return answer(ADMISSION_REQUIRED)
   end
   local s = redis.call('HMGET', K.stock, sku .. '.a', sku .. '.lim', sku .. '.price')
-  if not s[1] or not cfg then return answer(NOT_FOUND) end
+  if not s[1] or not cfg then return answer(NOT_FOUND, 'no_sku') end
   for _, tid in ipairs(cfg.t) do
-    if not spec_of(tid) or not tpls[tid] then return answer(NOT_FOUND) end
+    if not spec_of(tid) or not tpls[tid] then return answer(NOT_FOUND, 'no_sku') end
   end
-  if qty < 1 or qty > max_qty or qty * #cfg.t > MAX_COUPONS then return answer(INVALID) end
+  if qty < 1 then return answer(INVALID, 'bad_qty') end
+  if qty > max_qty then return answer(INVALID, 'max_per_claim:' .. max_qty) end
+  if qty * #cfg.t > MAX_COUPONS then return answer(INVALID, 'max_coupons:' .. MAX_COUPONS) end
   local avail, sku_lim = tonumber(s[1]), tonumber(s[2])
   local u = redis.call('HMGET', K.users, user, user .. '|' .. sku)
   local gifts = tonumber(redis.call('HGET', C.cusers, 'g|' .. user) or '0')
   local total, per_sku = tonumber(u[1] or '0') + gifts, tonumber(u[2] or '0')
-  if (per_user >= 0 and total + qty > per_user) or (sku_lim >= 0 and per_sku + qty > sku_lim) then
-    return refuse(LIMIT_EXCEEDED, 'limit')
+  if per_user >= 0 and total + qty > per_user then
+    return refuse(LIMIT_EXCEEDED, 'per_user:' .. per_user .. ':' .. total)
+  end
+  if sku_lim >= 0 and per_sku + qty > sku_lim then
+    return refuse(LIMIT_EXCEEDED, 'per_sku:' .. sku_lim .. ':' .. per_sku)
   end
   local user_day_field = day .. '|u|' .. user
-  local d = redis.call('HMGET', C.day, day_field, user_day_field)
+  local d = redis.call('HMGET', C.cday, day_field, user_day_field)
   if user_day >= 0 and tonumber(d[2] or '0') + qty > user_day then
-    return refuse(LIMIT_EXCEEDED, 'user_day')
+    return refuse(LIMIT_EXCEEDED, 'user_day:' .. user_day .. ':' .. tonumber(d[2] or '0'))
   end
   if per_person >= 0 then
     if identity == '' then return answer(LIMIT_EXCEEDED, 'identity_required') end
-    if tonumber(redis.call('HGET', C.cusers, 'p|' .. identity) or '0') + qty > per_person then
-      return refuse(LIMIT_EXCEEDED, 'person')
+    local claimed = tonumber(redis.call('HGET', C.cusers, 'p|' .. identity) or '0')
+    if claimed + qty > per_person then
+      return refuse(LIMIT_EXCEEDED, 'person:' .. per_person .. ':' .. claimed)
     end
   end
   if avail < qty then return refuse(SOLD_OUT, 'stock') end
@@ -178,8 +188,8 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
   redis.call('HINCRBY', K.users, user .. '|' .. sku, qty)
   redis.call('HSET', K.claims, claim_id, format_claim({status = 'confirmed', user = user,
     sku = sku, qty = qty, deadline = now, price = s[3], created = now}))
-  redis.call('HINCRBY', C.day, day_field, qty)
-  redis.call('HINCRBY', C.day, user_day_field, qty)
+  redis.call('HINCRBY', C.cday, day_field, qty)
+  redis.call('HINCRBY', C.cday, user_day_field, qty)
   if per_person >= 0 then redis.call('HINCRBY', C.cusers, 'p|' .. identity, qty) end
   if waiting_room then redis.call('ZREM', K.admitted, user) end
   count('coupon_claims')
@@ -204,7 +214,7 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
       redis.call('HSET', C.cpn, id, format_coupon({status = 'active', owner = user, tpl = tid,
         uses = t.u, vf = vf, vt = vt, loc = loc, claimed = now, gift = '', claim = claim_id}))
       redis.call('HSET', C.codes, loc, id)
-      redis.call('ZADD', C.exp, vt, id)
+      redis.call('ZADD', C.cexp, vt, id)
       redis.call('SADD', wallet, id)
       tstat('issued', 1, tid)
       tstat('uses', t.u, tid)
@@ -220,16 +230,13 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
   return answer(OK, '', claim_id, now, ids)
 end
 
-for i = 2, #ARGV do
-  local claim_id, user, sku, qty, wslot, islot, adm, identity, seed, fp, tail =
-    string.match(ARGV[i],
-      '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)(.*)$')
-  islot = tonumber(islot)
-  claim_one(claim_id, user, sku, tonumber(qty), KEYS[tonumber(wslot)],
-            islot > 0 and KEYS[islot] or nil, tonumber(adm), identity, seed, fp,
-            guard_cfg and guard_context(user, tail))
+for _, a in ipairs(cmsgpack.unpack(ARGV[2])) do
+  local c = coupon_claim_arg_from(a)
+  claim_one(c.claim_id, c.user, c.sku, c.qty, KEYS[c.wallet_slot],
+            c.idem_slot > 0 and KEYS[c.idem_slot] or nil, c.admission, c.identity, c.seed,
+            c.fingerprint, guard_cfg and guard_context(c.user, c.guard))
 end
-for f, n in pairs(tally) do redis.call('HINCRBY', C.stats, f, n) end
+for f, n in pairs(tally) do redis.call('HINCRBY', C.cstats, f, n) end
 guard_flush(now)  -- the campaign limiter, refusal counts, one requests_refused event
-out[#out + 1] = guard_cfg and (guard_cfg.rw or 1) or 0
+out[#out + 1] = guard_cfg and (guard_cfg.recent_window_ms or 1) or 0
 return out

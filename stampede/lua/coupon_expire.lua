@@ -1,7 +1,7 @@
 -- coupon_expire: coupons whose validity has ended become expired, with events.
 --
--- KEYS[1..13] the campaign key set (include/common.lua)
--- KEYS[14..21] the drop's coupon keys (include/coupons.lua)
+-- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
+-- KEYS[NKEYS + 1..NCKEYS] the drop's coupon keys (C, include/coupons.lua)
 -- ARGV[1]     the most coupons to look at in this call (bounds its run time)
 -- Returns     {expired, more}: coupons expired now, 1 if more are due
 --
@@ -9,10 +9,10 @@
 --@include common
 --@include coupons
 
-if redis.call('EXISTS', C.exp) == 0 then return {0, 0} end
+if redis.call('EXISTS', C.cexp) == 0 then return {0, 0} end
 local now = now_ms()
 local limit = tonumber(ARGV[1])
-local due = redis.call('ZRANGEBYSCORE', C.exp, '-inf', now, 'LIMIT', 0, limit)
+local due = redis.call('ZRANGEBYSCORE', C.cexp, '-inf', now, 'LIMIT', 0, limit)
 local n = 0
 for _, coupon_id in ipairs(due) do
   local raw = redis.call('HGET', C.cpn, coupon_id)
@@ -21,7 +21,7 @@ for _, coupon_id in ipairs(due) do
     expire_coupon(now, coupon_id, c)
     n = n + 1
   else
-    redis.call('ZREM', C.exp, coupon_id)
+    redis.call('ZREM', C.cexp, coupon_id)
   end
 end
 return {n, #due >= limit and 1 or 0}

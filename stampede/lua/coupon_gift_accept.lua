@@ -1,14 +1,15 @@
 -- coupon_gift_accept: the recipient takes a gifted coupon; ownership moves at once.
 --
--- KEYS[1..13] the campaign key set (include/common.lua)
--- KEYS[14..21] the drop's coupon keys (include/coupons.lua)
--- KEYS[22]    the recipient's wallet
+-- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
+-- KEYS[NKEYS + 1..NCKEYS] the drop's coupon keys (C, include/coupons.lua)
+-- KEYS[NCKEYS + 1] the recipient's wallet
 -- ARGV[1]     hash of the transfer token
 -- ARGV[2]     recipient user
 -- ARGV[3]     random seed for the coupon's new locator (the giver's code dies)
 -- ARGV[4]     nonce of this request: a retried call (lost reply) answers OK again
 -- Returns     {code, reason, coupon_id}; reason: gift_used, gift_expired, gift_void
---             (the coupon was used, expired or offered anew), own_gift, limit, ''
+--             (the coupon was used, expired or offered anew), own_gift,
+--             'per_user:<limit>:<held>', ''
 --
 -- Single use: an accepted token never works again. The coupon must still be
 -- active, owned by the giver and offered under this very token. Where the
@@ -22,14 +23,14 @@ local wallet = KEYS[NCKEYS + 1]
 local now = now_ms()
 local raw = redis.call('HGET', C.gifts, token)
 if not raw then return {NOT_FOUND, '', ''} end
-local st, coupon_id, giver, expires, recipient, done = string.match(raw,
-  '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
-if st == 'accepted' then
-  if recipient == user and done == nonce then return {OK, '', coupon_id} end
+local gift = parse_gift(raw)
+local coupon_id, giver = gift.coupon, gift.giver
+if gift.status == 'accepted' then
+  if gift.recipient == user and gift.nonce == nonce then return {OK, '', coupon_id} end
   return {CONFLICT, 'gift_used', coupon_id}
 end
 if redis.call('HGET', K.meta, 'fenced') == '1' then return {FENCED, '', coupon_id} end
-if now >= tonumber(expires) then return {CONFLICT, 'gift_expired', coupon_id} end
+if now >= gift.expires then return {CONFLICT, 'gift_expired', coupon_id} end
 if user == giver then return {CONFLICT, 'own_gift', coupon_id} end
 local c = parse_coupon(redis.call('HGET', C.cpn, coupon_id))
 if c.status ~= 'active' or c.owner ~= giver or c.gift ~= token or now >= c.vt then
@@ -41,7 +42,9 @@ if counts then
   local per_user = meta_limit('per_user')
   local held = tonumber(redis.call('HGET', K.users, user) or '0')
   local gifts = tonumber(redis.call('HGET', C.cusers, 'g|' .. user) or '0')
-  if per_user >= 0 and held + gifts + 1 > per_user then return {LIMIT_EXCEEDED, 'limit', coupon_id} end
+  if per_user >= 0 and held + gifts + 1 > per_user then
+    return {LIMIT_EXCEEDED, 'per_user:' .. per_user .. ':' .. (held + gifts), coupon_id}
+  end
 end
 
 -- All checks passed: write.
@@ -50,8 +53,8 @@ redis.call('HDEL', C.codes, c.loc)
 redis.call('HSET', C.codes, loc, coupon_id)
 c.owner, c.gift, c.loc = user, '', loc
 redis.call('HSET', C.cpn, coupon_id, format_coupon(c))
-redis.call('HSET', C.gifts, token, table.concat({'accepted', coupon_id, giver, expires, user,
-                                                 nonce}, '|'))
+gift.status, gift.recipient, gift.nonce = 'accepted', user, nonce
+redis.call('HSET', C.gifts, token, format_gift(gift))
 redis.call('SADD', wallet, coupon_id)
 if counts then redis.call('HINCRBY', C.cusers, 'g|' .. user, 1) end
 stat('transferred', 1, c.tpl, math.floor(now / DAY_MS))

@@ -1,7 +1,7 @@
 -- coupon_gift_offer: the owner of a transferable coupon opens a single-use transfer.
 --
--- KEYS[1..13] the campaign key set (include/common.lua)
--- KEYS[14..21] the drop's coupon keys (include/coupons.lua)
+-- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
+-- KEYS[NKEYS + 1..NCKEYS] the drop's coupon keys (C, include/coupons.lua)
 -- ARGV[1]     coupon_id      ARGV[2] user (must own it)
 -- ARGV[3]     hash of the transfer token (the token itself is never stored)
 -- ARGV[4]     how long the offer stays open (ms)
@@ -32,7 +32,8 @@ local expires = math.min(now + ttl, c.vt)
 if c.gift ~= '' then redis.call('HDEL', C.gifts, c.gift) end
 c.gift = token
 redis.call('HSET', C.cpn, coupon_id, format_coupon(c))
-redis.call('HSET', C.gifts, token, table.concat({'open', coupon_id, user, expires, '', ''}, '|'))
+redis.call('HSET', C.gifts, token, format_gift({status = 'open', coupon = coupon_id, giver = user,
+                                               expires = expires, recipient = '', nonce = ''}))
 emit(now, 'gift_offered', {'coupon', coupon_id, 'user', user, 'expires', expires,
                            'token', token})
 return {OK, '', expires}

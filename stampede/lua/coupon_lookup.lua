@@ -1,7 +1,7 @@
 -- coupon_lookup: read coupons of a drop by locator or by id, with their templates.
 --
--- KEYS[1..13] the campaign key set (include/common.lua)
--- KEYS[14..21] the drop's coupon keys (include/coupons.lua)
+-- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
+-- KEYS[NKEYS + 1..NCKEYS] the drop's coupon keys (C, include/coupons.lua)
 -- ARGV[1]     'loc' (the names are locators) or 'id' (coupon ids)
 -- ARGV[2..]   the names
 -- Returns     {now_ms, then per name: coupon_id, record, template spec JSON}

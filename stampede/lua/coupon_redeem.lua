@@ -1,7 +1,7 @@
 -- coupon_redeem: a merchant redeems a coupon for an order; a pack loses one use.
 --
--- KEYS[1..13] the campaign key set (include/common.lua)
--- KEYS[14..21] the drop's coupon keys (include/coupons.lua)
+-- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
+-- KEYS[NKEYS + 1..NCKEYS] the drop's coupon keys (C, include/coupons.lua)
 -- ARGV[1]     locator of the code (its signature checked by the engine)
 -- ARGV[2]     the template the engine priced the order with (must be the coupon's)
 -- ARGV[3]     merchant id     ARGV[4] order id     ARGV[5] order amount
@@ -11,7 +11,8 @@
 -- ARGV[9]     redemption id (made by the engine)
 -- ARGV[10]    fingerprint of the request (amount and the other codes)
 -- Returns     {code, reason, redemption_id, coupon_id, discount, uses_left, status, ts}
---             reason: bad_code, used, expired, not_yet_valid, code_expired, merchant_cap, ''
+--             reason: bad_code, used, expired, not_yet_valid, code_expired, merchant_cap,
+--             template, ''; on OK, 'replayed' when this order's redemption was made before
 --
 -- Idempotent per merchant, order and coupon: the same redemption again answers
 -- the first answer (another request under that order is IDEMPOTENCY_MISMATCH).
@@ -37,11 +38,10 @@ if not coupon_id then return answer(NOT_FOUND, 'bad_code') end  -- re-coded by a
 local order_field = 'o|' .. merchant .. '|' .. order .. '|' .. coupon_id
 local prior = redis.call('HGET', C.redeems, order_field)
 if prior then
-  local st, _, _, _, _, off, ts, fp = string.match(redis.call('HGET', C.redeems, prior),
-    '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|')
-  if fp ~= fingerprint then return answer(IDEMPOTENCY_MISMATCH) end
+  local r = parse_redemption(redis.call('HGET', C.redeems, prior))
+  if r.fingerprint ~= fingerprint then return answer(IDEMPOTENCY_MISMATCH) end
   local c = parse_coupon(redis.call('HGET', C.cpn, coupon_id))
-  return answer(OK, '', prior, coupon_id, tonumber(off), c.uses, st, tonumber(ts))
+  return answer(OK, 'replayed', prior, coupon_id, r.discount, c.uses, r.status, r.ts)
 end
 if redis.call('HGET', K.meta, 'fenced') == '1' then return answer(FENCED) end
 local c = parse_coupon(redis.call('HGET', C.cpn, coupon_id))
@@ -59,7 +59,7 @@ if now < c.vf then return answer(CONFLICT, 'not_yet_valid', '', coupon_id) end
 local day = math.floor(now / DAY_MS)
 local cap_field = day .. '|m|' .. merchant
 local cap = meta_limit('cp_mcap')
-if cap >= 0 and tonumber(redis.call('HGET', C.day, cap_field) or '0') >= cap then
+if cap >= 0 and tonumber(redis.call('HGET', C.cday, cap_field) or '0') >= cap then
   return answer(LIMIT_EXCEEDED, 'merchant_cap', '', coupon_id)
 end
 
@@ -67,9 +67,10 @@ end
 c.uses = c.uses - 1
 if c.uses == 0 then c.status = 'used' end
 redis.call('HSET', C.cpn, coupon_id, format_coupon(c))
-redis.call('HINCRBY', C.day, cap_field, 1)
-redis.call('HSET', C.redeems, rid, table.concat({'redeemed', coupon_id, merchant, order, amount,
-  discount, now, fingerprint, c.tpl, day}, '|'), order_field, rid)
+redis.call('HINCRBY', C.cday, cap_field, 1)
+redis.call('HSET', C.redeems, rid, format_redemption({status = 'redeemed', coupon = coupon_id,
+  merchant = merchant, order = order, amount = amount, discount = discount, ts = now,
+  fingerprint = fingerprint, tpl = c.tpl, day = day}), order_field, rid)
 stat('redeemed', 1, c.tpl, day, merchant)
 stat('discount', discount, c.tpl, day, merchant)
 emit(now, 'coupon_redeemed', {'coupon', coupon_id, 'redemption', rid, 'merchant', merchant,

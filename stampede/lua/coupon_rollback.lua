@@ -1,7 +1,7 @@
 -- coupon_rollback: undo a redemption (a refund): the use and every cap it took return, once.
 --
--- KEYS[1..13] the campaign key set (include/common.lua)
--- KEYS[14..21] the drop's coupon keys (include/coupons.lua)
+-- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
+-- KEYS[NKEYS + 1..NCKEYS] the drop's coupon keys (C, include/coupons.lua)
 -- ARGV[1]     redemption id
 -- ARGV[2]     merchant id of the caller (another merchant's redemption is NOT_FOUND)
 -- Returns     {code, status, coupon_id, uses_left, already}: already is 1 when the
@@ -17,29 +17,31 @@ local rid, merchant = ARGV[1], ARGV[2]
 local now = now_ms()
 local raw = redis.call('HGET', C.redeems, rid)
 if not raw then return {NOT_FOUND, '', '', 0, 0} end
-local st, coupon_id, m, order, amount, off, ts, fp, tpl, day = string.match(raw,
-  '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
-if m ~= merchant then return {NOT_FOUND, '', '', 0, 0} end
+local r = parse_redemption(raw)
+local coupon_id, tpl, day = r.coupon, r.tpl, r.day
+if r.merchant ~= merchant then return {NOT_FOUND, '', '', 0, 0} end
 local c = parse_coupon(redis.call('HGET', C.cpn, coupon_id))
-if st == 'rolled_back' then return {OK, st, coupon_id, c.uses, 1} end
-if redis.call('HGET', K.meta, 'fenced') == '1' then return {FENCED, st, coupon_id, c.uses, 0} end
+if r.status == 'rolled_back' then return {OK, r.status, coupon_id, c.uses, 1} end
+if redis.call('HGET', K.meta, 'fenced') == '1' then
+  return {FENCED, r.status, coupon_id, c.uses, 0}
+end
 
 -- All checks passed: write.
 c.uses = c.uses + 1
 if c.status == 'used' then c.status = 'active' end
 redis.call('HSET', C.cpn, coupon_id, format_coupon(c))
-redis.call('HINCRBY', C.day, day .. '|m|' .. merchant, -1)
-redis.call('HSET', C.redeems, rid, table.concat({'rolled_back', coupon_id, m, order, amount,
-  off, ts, fp, tpl, day}, '|'))
+redis.call('HINCRBY', C.cday, day .. '|m|' .. merchant, -1)
+r.status = 'rolled_back'
+redis.call('HSET', C.redeems, rid, format_redemption(r))
 stat('rolled_back', 1, tpl, day, merchant)
-stat('discount_rolled_back', tonumber(off), tpl, day, merchant)
+stat('discount_rolled_back', r.discount, tpl, day, merchant)
 emit(now, 'coupon_rolled_back', {'coupon', coupon_id, 'redemption', rid, 'merchant', merchant,
-                                 'discount', off, 'uses_left', c.uses, 'template', tpl})
+                                 'discount', r.discount, 'uses_left', c.uses, 'template', tpl})
 if c.status == 'active' then
   if now >= c.vt then
     expire_coupon(now, coupon_id, c)
   else
-    redis.call('ZADD', C.exp, c.vt, coupon_id)
+    redis.call('ZADD', C.cexp, c.vt, coupon_id)
   end
 end
 return {OK, c.status, coupon_id, c.uses, 0}

@@ -1,16 +1,16 @@
 -- define_campaign: create a campaign, or replace one that has no claims yet.
 --
--- KEYS[1..13] the campaign key set (include/common.lua)
+-- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
 -- ARGV[1]     campaign id         ARGV[2] name
 -- ARGV[3]     opens_ms            ARGV[4] closes_ms
 -- ARGV[5]     hold_ttl_ms         ARGV[6] per-user limit (-1: none)
 -- ARGV[7]     max qty per claim   ARGV[8] the spec as JSON (for the event)
 -- ARGV[9]     actor (who asked, for the audit trail in the event)
--- KEYS[14]    the throttle's block/allow lists hash (include/guard.lua)
+-- KEYS[NKEYS + 1] the throttle's block/allow lists hash (include/guard.lua)
 -- ARGV[10]    optional settings as a JSON object of meta fields (strings): the
 --             waitlist (wl_max, offer_ttl_ms), the waiting room (wr_*), salt,
 --             the throttle (th, th_spec); th_lists, the lists hash as a JSON
---             object, replaces KEYS[14] instead of going to meta; the event
+--             object, replaces KEYS[NKEYS + 1] instead of going to meta; the event
 --             carries it whole, so recovery restores the same configuration
 -- ARGV[11]    n, the SKU count; then n triples: sku, price, per-user limit (-1: none)
 -- ARGV[..]    then wave quads to the end: index, sku, qty, at_ms
@@ -55,7 +55,8 @@ for _ = 1, n do
   i = i + 3
 end
 while i <= #ARGV do
-  redis.call('ZADD', K.waves, ARGV[i + 3], ARGV[i] .. '|' .. ARGV[i + 1] .. '|' .. ARGV[i + 2])
+  redis.call('ZADD', K.waves, ARGV[i + 3],
+             format_wave({idx = ARGV[i], sku = ARGV[i + 1], qty = ARGV[i + 2]}))
   i = i + 4
 end
 if KEYS[NKEYS + 1] then

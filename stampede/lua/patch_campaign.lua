@@ -1,15 +1,15 @@
 -- patch_campaign: live change of state, schedule and limits, for the next request.
 --
--- KEYS[1..13] the campaign key set (include/common.lua)
+-- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
 -- ARGV[1]     actor (who asked, for the event)
 -- ARGV[2..]   name, value pairs; names: state (active|paused|closed), opens_ms,
 --             closes_ms, hold_ttl_ms, per_user, max_qty, "lim:<sku>"
 --             for a SKU's per-user limit (-1: none), and the waiting room's
 --             wr_rate, wr_burst, wr_max_active, wr_paused (1|0), and the
 --             throttle's th, th_spec (meta) and th_lists (a JSON object that
---             replaces KEYS[14], the lists hash); "if:<field>" is a
+--             replaces KEYS[NKEYS + 1], the lists hash); "if:<field>" is a
 --             precondition: the meta field must equal the value ('' absent)
--- KEYS[14]    (with th_lists) the throttle's block/allow lists hash
+-- KEYS[NKEYS + 1] (with th_lists) the throttle's block/allow lists hash
 -- Returns     {code, before_json, after_json}; a failed precondition is
 --             {CONFLICT, 'precondition', ''}
 --

@@ -1,6 +1,6 @@
 -- queue_ticket: take a waiting-room ticket (one per user), or poll the one you have.
 --
--- KEYS[1..13] the campaign key set (include/common.lua)
+-- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
 -- ARGV[1]     user id
 -- ARGV[2]     1 to take a ticket if the user has none, 0 only to poll
 -- ARGV[3]     a lottery draw in [0,1) made by the engine: the place of a

@@ -1,6 +1,6 @@
 -- read_status: bring the campaign up to date (due waves, lapsed holds) and read it.
 --
--- KEYS[1..13] the campaign key set (include/common.lua)
+-- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
 -- ARGV[1]     the most lapsed holds to expire before reading
 -- Returns     {code, now_ms, meta (flat name/value list), stock (flat), counts (flat),
 --             pending waves (flat member/score list),

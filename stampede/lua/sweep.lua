@@ -1,6 +1,6 @@
 -- sweep: release due waves and expire lapsed holds, on the service's timer.
 --
--- KEYS[1..13] the campaign key set (include/common.lua)
+-- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
 -- ARGV[1]     the most holds to expire in this call (bounds its run time)
 -- Returns     {expired, more}: holds expired now, 1 if more are due
 --@include common

@@ -1,6 +1,6 @@
 -- waitlist_join: a user joins a sold-out SKU's waitlist, one entry per SKU.
 --
--- KEYS[1..13] the campaign key set (include/common.lua)
+-- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
 -- ARGV[1]     user id            ARGV[2] sku            ARGV[3] qty
 -- ARGV[4]     expiry (ms) of the admission token the user showed, verified by
 --             the engine; -1 if none (needed only with a waiting room)
@@ -31,7 +31,7 @@ local field = user .. '|' .. sku
 local raw = redis.call('HGET', K.wlentries, field)
 if raw then
   local e = parse_entry(raw)
-  local member = sku .. '|' .. e.seq .. '|' .. user
+  local member = format_wl_member({sku = sku, seq = e.seq, user = user})
   local position = 0
   if e.status == 'waiting' then
     local lo = wl_range(sku)
@@ -50,13 +50,13 @@ local waiting = redis.call('ZLEXCOUNT', K.waitlist, wl_range(sku))
 if waiting == 0 then
   if tonumber(s[1]) > 0 then return {NOT_SOLD_OUT} end
   for _, wave in ipairs(redis.call('ZRANGE', K.waves, 0, -1)) do
-    if string.match(wave, '^[^|]*|([^|]*)|') == sku then return {NOT_SOLD_OUT} end
+    if parse_wave(wave).sku == sku then return {NOT_SOLD_OUT} end
   end
 end
 if waiting >= tonumber(m[1]) then return {WAITLIST_FULL} end
 -- All checks passed: write.
 local seq = string.format('%012d', redis.call('HINCRBY', K.meta, 'wlseq', 1))
-redis.call('ZADD', K.waitlist, 0, sku .. '|' .. seq .. '|' .. user)
+redis.call('ZADD', K.waitlist, 0, format_wl_member({sku = sku, seq = seq, user = user}))
 redis.call('HSET', K.wlentries, field, format_entry({status = 'waiting', seq = seq, qty = qty,
                                                     joined = now, claim = ''}))
 count('waitlist_joined')

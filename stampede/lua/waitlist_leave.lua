@@ -1,6 +1,6 @@
 -- waitlist_leave: a user leaves a SKU's waitlist; leaving with an offer declines it.
 --
--- KEYS[1..13] the campaign key set (include/common.lua)
+-- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
 -- ARGV[1]     user id            ARGV[2] sku
 -- Returns     {code, status, qty, joined_ms, claim_id}: the entry as it was
 --             (status waiting, or offered: then its hold is cancelled and
@@ -25,7 +25,7 @@ if c and c.status == 'held' then
   release_hold(now, e.claim, c, now >= c.deadline and 'expired' or 'cancelled')
   return {OK, e.status, e.qty, e.joined, e.claim}
 end
-local member = sku .. '|' .. e.seq .. '|' .. user
+local member = format_wl_member({sku = sku, seq = e.seq, user = user})
 redis.call('ZREM', K.waitlist, member)
 redis.call('HDEL', K.wlentries, field)
 count('waitlist_left')

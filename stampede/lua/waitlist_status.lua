@@ -1,6 +1,6 @@
 -- waitlist_status: a user's waitlist entries, brought up to date first.
 --
--- KEYS[1..13] the campaign key set (include/common.lua)
+-- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
 -- ARGV[1]     user id
 -- ARGV[2]     sku, or '' for every SKU of the campaign
 -- ARGV[3]     the most lapsed holds to expire first (a lapsed offer passes on)
@@ -31,7 +31,7 @@ for _, sku in ipairs(skus) do
     local position = 0
     if e.status == 'waiting' then
       local lo = wl_range(sku)
-      local member = sku .. '|' .. e.seq .. '|' .. user
+      local member = format_wl_member({sku = sku, seq = e.seq, user = user})
       position = redis.call('ZLEXCOUNT', K.waitlist, lo, '(' .. member) + 1
     end
     for _, v in ipairs({sku, e.status, position, e.qty, e.joined, e.claim}) do out[#out + 1] = v end

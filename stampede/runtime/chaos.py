@@ -356,7 +356,7 @@ class Drill:
 
     async def _campaign_flush(self, svc: Service) -> None:
         redis = Redis.from_url(svc.redis_url(), decode_responses=True)
-        meta = keys.campaign_keys(CAMPAIGN)[0]
+        meta = keys.campaign_keys(CAMPAIGN).meta
         try:
             await redis.delete(*[k for k in keys.campaign_keys(CAMPAIGN)
                                  if k != keys.events_key(CAMPAIGN)])

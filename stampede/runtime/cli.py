@@ -1,32 +1,73 @@
-"""The `stampede` command: serve, and tools around it."""
+"""The `stampede` command: serve, and tools around it.
 
+A mistake of the user's (a bad setting, an unknown campaign, a wrong
+option) ends in one line on stderr and exit code 2, never a traceback;
+a service that cannot be reached, one line and exit code 1.
+"""
+
+import importlib.metadata
 import json
+import sys
+from typing import NoReturn
 
+import redis.exceptions
+import sqlalchemy.exc
 import typer
 import uvloop
 from prometheus_client import start_http_server
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer vendors click
 
 from stampede import Settings, logs
 from stampede.api.auth import mint_user_token
 from stampede.domain.config import checked
-from stampede.errors import ConfigError, ServerError
+from stampede.errors import ConfigError, ServerError, UnavailableError
 from stampede.runtime import credentials, persistence
 from stampede.runtime.lock import lock_data_dir
 from stampede.runtime.server import Listen, serve
 from stampede.runtime.valkey import EmbeddedValkey, embedded_url
 from stampede.runtime.workers import WorkerPool
+from stampede.state import keys
 
-app = typer.Typer(help="Stampede: rush-sale and claim engine.", no_args_is_help=True)
+app = typer.Typer(help="Stampede: rush-sale and claim engine.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False)
 console = Console(stderr=True)
+
+USAGE = 2
+"""Exit code of a user's mistake (as click's own usage errors)."""
+UNREACHABLE = 1
+"""Exit code when Redis, the store or a port cannot be had."""
+
+
+class UserError(Exception):
+    """A mistake of the user's: printed as one line, exit code 2."""
+
+
+def fail(message: str, code: int = USAGE) -> NoReturn:
+    """One line on stderr (never wrapped), then exit."""
+    sys.stderr.write(f"stampede: {' '.join(message.split())}\n")
+    sys.stderr.flush()
+    raise SystemExit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"stampede {importlib.metadata.version('stampede')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """Stampede: rush-sale and claim engine."""
 
 
 def _settings() -> Settings:
     try:
         return checked(Settings.from_env())
     except ConfigError as exc:
-        console.print(f"[red]configuration error:[/] {exc}")
-        raise typer.Exit(2) from exc
+        fail(f"configuration error: {exc}")
 
 
 @app.command("serve")
@@ -67,8 +108,7 @@ def serve_command(
             banner()
             pool.run()
     except (ServerError, OSError) as exc:
-        console.print(f"[red]cannot start:[/] {exc}")
-        raise typer.Exit(1) from exc
+        fail(f"cannot start: {exc}", UNREACHABLE)
     except KeyboardInterrupt:
         pass
     finally:
@@ -114,9 +154,18 @@ def _print_banner(settings: Settings, listen: Listen, redis_url: str, embedded: 
 
 
 @app.command("token")
-def token_command(user: str, ttl_s: int = typer.Option(3600, help="lifetime in seconds")) -> None:
+def token_command(
+    user: str,
+    ttl_s: int = typer.Option(3600, min=1, help="lifetime in seconds"),
+    created_at: int = typer.Option(None, min=0, help="the `created_at` claim: when the account "
+                                   "was made, epoch seconds (the `account_age_s` risk signal)"),
+    idh: str = typer.Option(None, help="the `idh` claim: the user's hashed real-person "
+                            "identity (a coupon drop's `per_person` limit counts it)"),
+) -> None:
     """Print a user JWT signed with the service's secret (for trials and load tests)."""
-    print(mint_user_token(credentials.jwt_secret(_settings()), user, ttl_s))
+    if not keys.valid_user_id(user):
+        fail(f"{user!r} is not a valid user id")
+    print(mint_user_token(credentials.jwt_secret(_settings()), user, ttl_s, created_at, idh))
 
 
 @app.command("admin-token")
@@ -124,7 +173,7 @@ def admin_token_command() -> None:
     """Print the first operator token the service accepts."""
     tokens = [t for t in credentials.admin_tokens(_settings()) if t.role.value == "operator"]
     if not tokens:
-        raise typer.Exit(1)
+        fail("STAMPEDE_ADMIN_TOKENS names no operator token")
     print(tokens[0].token)
 
 
@@ -132,9 +181,8 @@ def _state_url(settings: Settings) -> str:
     """STAMPEDE_REDIS_URL, else the embedded Valkey a running `serve` started."""
     url = settings.redis_url or embedded_url(settings.data_dir)
     if not url:
-        console.print("[red]no Redis:[/] set STAMPEDE_REDIS_URL, or start `stampede serve` "
-                      f"(its embedded Valkey is found under {settings.data_dir})")
-        raise typer.Exit(2)
+        fail("no Redis: set STAMPEDE_REDIS_URL, or start `stampede serve` "
+             f"(its embedded Valkey is found under {settings.data_dir})")
     return url
 
 
@@ -162,7 +210,8 @@ def audit_command(
     """Recompute every campaign from the store alone; JSON summary; exit 1 on a violation,
     2 when there is nothing to audit (an unknown campaign, an empty store)."""
     settings = _settings()
-    summary = uvloop.run(persistence.run_audit(settings, campaign, users))
+    with console.status("auditing the store (every event of every campaign) ..."):
+        summary = uvloop.run(persistence.run_audit(settings, campaign, users))
     print(json.dumps(summary, indent=2, sort_keys=True))
     if "error" in summary:
         console.print(f"[red]audit:[/] {summary['error']}")
@@ -187,16 +236,73 @@ def check_command(
 @app.command("recover")
 def recover_command(
     campaign: str = typer.Argument(None, help="the campaign to rebuild (default: all)"),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="print what would be rebuilt (JSON); change nothing"),
+    yes: bool = typer.Option(False, "--yes", "-y",
+                             help="rebuild live campaigns without asking (needed without a "
+                                  "terminal)"),
 ) -> None:
-    """Rebuild Redis state (counters, holds, limits, idempotent answers) from the store."""
+    """Rebuild Redis state (counters, holds, limits, idempotent answers) from the store.
+
+    Each campaign is fenced while it is rebuilt: its claims answer 503. A live
+    campaign (not closed) is rebuilt only after a confirmation, or with --yes.
+    """
     settings = _settings()
     logs.configure()
-    rebuilt = uvloop.run(persistence.run_recover(settings, _state_url(settings), campaign))
+    url = _state_url(settings)
+    plans = uvloop.run(persistence.plan_recover(settings, url, campaign))
+    if dry_run:
+        print(json.dumps([p.__dict__ for p in plans], indent=2, sort_keys=True))
+        return
+    live = [p.campaign_id for p in plans if p.live]
+    if live and not yes:
+        names = ", ".join(live)
+        if not sys.stdin.isatty():
+            fail(f"refusing to rebuild live campaign(s) {names} without a terminal to confirm: "
+                 "pass --yes (their claims answer 503 while each is rebuilt)")
+        if not typer.confirm(f"Rebuild live campaign(s) {names}? Their claims answer 503 "
+                             "while each is rebuilt", default=False, err=True):
+            fail("nothing rebuilt", 1)
+    with Progress(TextColumn("rebuilding {task.description}"), BarColumn(),
+                  MofNCompleteColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("", total=len(plans))
+
+        def step(cid: str, done: bool) -> None:
+            progress.update(task, advance=int(done), description=cid)
+
+        rebuilt = uvloop.run(persistence.run_recover(
+            settings, url, [p.campaign_id for p in plans], step))
     print(json.dumps(rebuilt, indent=2, sort_keys=True))
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """The `stampede` command: user errors as one line, never a traceback."""
+    try:
+        code = app(args=argv, prog_name="stampede", standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # bare `stampede`: the help, as a usage error
+        exc.show()
+        code = USAGE
+    except UsageError as exc:
+        where = f"stampede {exc.ctx.info_name}" if exc.ctx and exc.ctx.parent else "stampede"
+        fail(f"{exc.format_message()} (see `{where} --help`)")
+    except typer.Abort:
+        fail("aborted", 1)
+    except ConfigError as exc:
+        fail(f"configuration error: {exc}")
+    except (UserError, LookupError) as exc:
+        fail(str(exc.args[0]) if exc.args else str(exc))
+    except sqlalchemy.exc.ArgumentError as exc:
+        fail(f"configuration error: STAMPEDE_STORE_URL: {exc}")
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        fail(f"cannot reach Redis: {exc}", UNREACHABLE)
+    except (UnavailableError, sqlalchemy.exc.OperationalError, OSError) as exc:
+        fail(f"unavailable: {exc}", UNREACHABLE)
+    except Exception as exc:
+        if not logs.configured():  # a tool's bug: the traceback is for whoever reports it
+            raise
+        logs.log_crash(exc)  # a service's: one JSON line, as all its logs
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -2,24 +2,13 @@
 
 With no configuration `stampede serve` still runs safely: it makes a random
 JWT secret and an operator token, keeps them (mode 0600) under the data dir,
-and prints where they are.
+and prints where they are. Each kind has its prefix (`stpa_` admin token,
+`stpj_` JWT secret: `stampede.domain.admission.SECRET_PREFIXES`).
 """
 
-import secrets
-from pathlib import Path
-
 from stampede.api.auth import AdminToken, Authenticator, parse_admin_tokens
+from stampede.domain.admission import kept_secret as _kept_secret
 from stampede.settings import Settings
-
-
-def _kept_secret(path: Path) -> str:
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(32)
-    path.touch(mode=0o600)
-    path.write_text(value)
-    return value
 
 
 def jwt_secret(settings: Settings) -> str:

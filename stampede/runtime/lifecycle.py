@@ -14,13 +14,14 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
 from redis.asyncio import Redis
 
-from stampede import Engine, Settings
+from stampede import Engine, Settings, logs
 from stampede.api.context import ENGINE
 from stampede.durable.store import Store, open_store
 from stampede.periodic import every
@@ -138,7 +139,12 @@ class PersisterChild:
     def start(self) -> None:
         env = {**os.environ, "STAMPEDE_REDIS_URL": self.redis_url}
         self.proc = subprocess.Popen([sys.executable, "-m", "stampede.runtime.cli", "persist"],
-                                     env=env, preexec_fn=_persister_child)
+                                     env=env, preexec_fn=_persister_child,
+                                     stderr=subprocess.PIPE)
+        # Whatever the child writes reaches our stderr as JSON lines (its logs already are).
+        assert self.proc.stderr is not None
+        threading.Thread(target=logs.relay, args=(self.proc.stderr, "persister"), daemon=True,
+                         name="persister-stderr").start()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

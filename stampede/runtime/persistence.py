@@ -13,14 +13,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from sqlalchemy import select
 
-from stampede import Settings
+from stampede import Settings, logs
 from stampede.durable.audit import audit
 from stampede.durable.lagcheck import compare
 from stampede.durable.persister import Persister, lag
 from stampede.durable.reconcile import reconcile
-from stampede.durable.recovery import heal, recover_all, recover_campaign
+from stampede.durable.recovery import heal, recover_campaign, redis_behind
 from stampede.durable.store import Store, open_store
+from stampede.durable.store import schema as t
 from stampede.metrics import CAMPAIGNS_HEALED, PERSISTER_LAG, PERSISTER_PENDING
 from stampede.periodic import every
 from stampede.state import keys
@@ -77,6 +79,7 @@ async def run_persister(settings: Settings, redis_url: str, drain: bool) -> None
             return
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(logs.asyncio_exceptions)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         lag_job = asyncio.create_task(every(LAG_INTERVAL_S, lambda: refresh_lag(redis), stop,
@@ -106,17 +109,70 @@ async def run_check(settings: Settings, redis_url: str, max_lag_s: float) -> dic
         await redis.aclose()
 
 
-async def run_recover(settings: Settings, redis_url: str,
-                      campaign: str | None) -> list[dict[str, Any]]:
+@dataclasses.dataclass(frozen=True)
+class RecoverPlan:
+    """What `stampede recover` would do to one campaign (`--dry-run` prints these)."""
+    campaign_id: str
+    store_seq: int
+    """Events the store holds."""
+    redis_seq: int | None
+    """Events Redis has counted (None: the campaign is not in Redis)."""
+    live: bool
+    """Taking requests now or later: a rebuild fences it (claims answer 503 meanwhile)."""
+    redis_behind: str | None
+    """Why Redis is older than the store, if it is (`serve` heals such a campaign itself)."""
+
+
+async def plan_recover(settings: Settings, redis_url: str,
+                       campaign: str | None) -> list[RecoverPlan]:
+    """The campaigns a recover would rebuild, read without changing anything.
+
+    Raises LookupError for a named campaign the store does not have."""
+    redis = state_client(redis_url)
+    store = await open_store(settings.resolved_store_url)
+    try:
+        async with store.engine.connect() as conn:
+            query = select(t.campaigns.c.campaign_id, t.campaigns.c.max_seq)
+            if campaign is not None:
+                query = query.where(t.campaigns.c.campaign_id == campaign)
+            rows = sorted((await conn.execute(query)).all())
+        if campaign is not None and not rows:
+            raise LookupError(f"campaign {campaign!r} is not in the store "
+                              f"({settings.resolved_store_url})")
+        now_s, now_us = await redis.time()
+        plans = []
+        for cid, max_seq in rows:
+            meta = cast(list[str | None], await redis.hmget(
+                keys.campaign_keys(cid).meta, "state", "evseq", "closes_ms", "fenced",
+                "time_offset_ms"))
+            state, evseq, closes_ms, fenced, offset = meta
+            now_ms = now_s * 1000 + now_us // 1000 + int(offset or 0)
+            live = (state is not None and state != "closed" and fenced != "1"
+                    and now_ms < int(closes_ms or 0))
+            plans.append(RecoverPlan(cid, int(max_seq), None if state is None else int(evseq or 0),
+                                     live, await redis_behind(redis, store, cid)))
+        return plans
+    finally:
+        await store.close()
+        await redis.aclose()
+
+
+async def run_recover(settings: Settings, redis_url: str, campaigns: list[str],
+                      step: Callable[[str, bool], None] | None = None) -> list[dict[str, Any]]:
+    """Rebuild these campaigns from the store, one after another; `step(cid, done)`
+    hears of each as it starts (False) and as it is rebuilt (True)."""
     redis = state_client(redis_url)
     store = await open_store(settings.resolved_store_url)
     ttl = settings.idempotency_ttl_s * 1000
     try:
-        if campaign is None:
-            done = await recover_all(redis, store, ttl)
-        else:
-            done = [await recover_campaign(redis, store, campaign, ttl)]
-        return [dataclasses.asdict(r) for r in done]
+        rebuilt = []
+        for cid in campaigns:
+            if step is not None:
+                step(cid, False)
+            rebuilt.append(dataclasses.asdict(await recover_campaign(redis, store, cid, ttl)))
+            if step is not None:
+                step(cid, True)
+        return rebuilt
     finally:
         await store.close()
         await redis.aclose()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from stampede import Settings
+from stampede import Settings, logs
 from stampede.api.app import make_admin_app, make_public_app
 from stampede.api.auth import Authenticator
 from stampede.api.context import DETAILS, ENGINE, STORE_CHECK
@@ -54,6 +54,7 @@ async def serve(settings: Settings, redis_url: str, auth: Authenticator, listen:
     `valkey`, the embedded server cli started, is restarted here if it dies."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(logs.asyncio_exceptions)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     resources = web.AppRunner(process_app(settings, redis_url, listen), handle_signals=False)

@@ -10,15 +10,17 @@ import msgspec
 from redis.asyncio import Redis
 
 from stampede.state import keys
+from stampede.state.records import StoredAnswer
 
 # The engine's client decodes replies as text, so the record is JSON text.
 _codec = msgspec.json.Encoder()
-_decode = msgspec.json.Decoder(tuple[str, int, str])
+_decode = msgspec.json.Decoder(StoredAnswer)
 
 
 def record(fingerprint: str, status: int, body: bytes) -> bytes:
     """A remembered answer as stored (recovery writes the same from the store)."""
-    return _codec.encode((fingerprint, status, body.decode()))
+    return _codec.encode(StoredAnswer(fingerprint=fingerprint, status=status,
+                                      body=body.decode()))
 
 
 def fingerprint(op: str, claim_id: str) -> str:
@@ -36,8 +38,8 @@ class ResponseMemory:
         raw = await self._redis.get(keys.response_key(cid, user, key))
         if raw is None:
             return None
-        fingerprint, status, body = _decode.decode(raw)
-        return fingerprint, status, body.encode()
+        answer = _decode.decode(raw)
+        return answer.fingerprint, answer.status, answer.body.encode()
 
     async def remember(self, cid: str, user: str, key: str, fingerprint: str, status: int,
                        body: bytes) -> None:

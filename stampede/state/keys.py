@@ -4,8 +4,12 @@ A campaign's keys share its hash tag `{c:<id>}`, so each script touches one
 Redis Cluster slot; Lua scripts receive keys, never build them.
 """
 
+import functools
 import re
 import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
 
 CAMPAIGN_INDEX = "stampede:campaigns"
 """Set of all campaign ids, for the sweeper (outside any campaign's slot)."""
@@ -15,9 +19,60 @@ _USER_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 _SKU = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _CLAIM_ID = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63})\.([0-9a-f]{20})$")
 
-# Order matters: it is the KEYS[1..13] layout of lua/include/common.lua.
-CAMPAIGN_KEY_NAMES = ("meta", "stock", "users", "claims", "deadlines", "waves", "events", "counts",
-                      "waitlist", "wlentries", "offers", "queue", "admitted")
+
+class CampaignKeys(NamedTuple):
+    """The fixed key set every campaign script takes as its first KEYS.
+
+    The Lua table `K` (include/common.lua) is generated from these names in
+    this order (stampede/state/luagen.py), so the two cannot drift apart; each
+    key is `{c:<id>}:<name>`. What each holds is documented in common.lua.
+    """
+    meta: str
+    stock: str
+    users: str
+    claims: str
+    deadlines: str
+    waves: str
+    events: str
+    counts: str
+    waitlist: str
+    wlentries: str
+    offers: str
+    queue: str
+    admitted: str
+
+
+class DropKeys(NamedTuple):
+    """A coupon drop's keys, taken right after its campaign key set (the Lua
+    table `C` of include/coupons.lua, generated from these names)."""
+    cpn: str
+    codes: str
+    cexp: str
+    cday: str
+    cstats: str
+    redeems: str
+    gifts: str
+    cusers: str
+
+
+@dataclass(frozen=True, slots=True)
+class CouponKeys:
+    """A drop's campaign key set and then its coupon keys, as coupon scripts take them."""
+    campaign: CampaignKeys
+    drop: DropKeys
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.campaign
+        yield from self.drop
+
+
+class GuardKeys(NamedTuple):
+    """The guard's campaign-wide keys, taken by the claim scripts after their fixed
+    key sets (include/guard.lua reads them by these names)."""
+    limiter: str
+    """the campaign's GCRA limiter"""
+    lists: str
+    """its block/allow lists hash"""
 
 
 def valid_campaign_id(cid: str) -> bool:
@@ -36,14 +91,11 @@ def tag(cid: str) -> str:
     return f"{{c:{cid}}}"
 
 
-def campaign_keys(cid: str) -> list[str]:
-    """The fixed key set every campaign script takes as KEYS[1..13]."""
+@functools.lru_cache(maxsize=4096)
+def campaign_keys(cid: str) -> CampaignKeys:
+    """The fixed key set every campaign script takes first (built once per campaign)."""
     t = tag(cid)
-    return [f"{t}:{name}" for name in CAMPAIGN_KEY_NAMES]
-
-
-# Order matters: it is the KEYS[14..21] layout of lua/include/coupons.lua.
-COUPON_KEY_NAMES = ("cpn", "codes", "cexp", "cday", "cstats", "redeems", "gifts", "cusers")
+    return CampaignKeys._make(f"{t}:{name}" for name in CampaignKeys._fields)
 COUPON_DROPS = "stampede:coupon_drops"
 """Set of the campaign ids that are coupon drops (for wallets and the expiry sweep)."""
 DROP_NUMBERS = "stampede:drop_numbers"
@@ -52,10 +104,12 @@ MERCHANTS = "stampede:merchants"
 """Hash: merchant id -> its record (JSON, with the SHA-256 of its token)."""
 
 
-def coupon_keys(cid: str) -> list[str]:
-    """The campaign key set and then a drop's coupon keys (KEYS[1..21])."""
+@functools.lru_cache(maxsize=4096)
+def coupon_keys(cid: str) -> CouponKeys:
+    """The campaign key set and then a drop's coupon keys."""
     t = tag(cid)
-    return campaign_keys(cid) + [f"{t}:{name}" for name in COUPON_KEY_NAMES]
+    drop = DropKeys._make(f"{t}:{name}" for name in DropKeys._fields)
+    return CouponKeys(campaign_keys(cid), drop)
 
 
 def wallet_key(cid: str, user: str) -> str:
@@ -92,10 +146,9 @@ def lists_key(cid: str) -> str:
     return f"{tag(cid)}:lists"
 
 
-def guard_keys(cid: str) -> list[str]:
-    """The guard's campaign-wide keys, in the order the claim scripts take them (after
-    their fixed key set): the campaign's GCRA limiter, then its block/allow lists."""
-    return [limiter_key(cid, "campaign", "all"), lists_key(cid)]
+def guard_keys(cid: str) -> GuardKeys:
+    """The guard's campaign-wide keys, taken by the claim scripts after their fixed key set."""
+    return GuardKeys(limiter_key(cid, "campaign", "all"), lists_key(cid))
 
 
 def nonce_key(cid: str, nonce: str) -> str:

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from stampede import lua
+from stampede.state import luagen
 
 _INCLUDE = re.compile(r"^--@include (\w+)\s*$", re.MULTILINE)
 
@@ -44,8 +45,25 @@ OPERATIONS = (
 
 def render(name: str) -> str:
     """The full text of an operation, with its includes pasted in place."""
-    text = lua.source_path(name).read_text()
-    return _INCLUDE.sub(lambda m: lua.include_path(m.group(1)).read_text(), text)
+    return render_text(lua.source_path(name).read_text())
+
+
+def render_text(text: str, extra: dict[str, Callable[[], str]] | None = None) -> str:
+    """`text` with each `--@include NAME` replaced by that fragment, itself expanded:
+    a generated one (stampede/state/luagen.py, or `extra`) or lua/include/NAME.lua.
+    Each fragment is pasted once, where it is first included."""
+    generated = {**luagen.FRAGMENTS, **(extra or {})}
+    seen: set[str] = set()
+
+    def paste(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name in seen:
+            return ""
+        seen.add(name)
+        body = generated[name]() if name in generated else lua.include_path(name).read_text()
+        return _INCLUDE.sub(paste, body)
+
+    return _INCLUDE.sub(paste, text)
 
 
 class Script:

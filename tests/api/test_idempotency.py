@@ -76,7 +76,7 @@ async def test_retry_after_a_lost_reply_never_claims_twice(api: Api) -> None:
     assert {s for s, _ in statuses} == {201}
     assert len({b["claim_id"] for _, b in statuses}) == 1
     stats = await api.engine.stats("launch")
-    assert stats and stats.skus[0].held == 1 and stats.claims["held"] == 1
+    assert stats and stats.skus[0].held == 1 and stats.claims_by_outcome["held"] == 1
 
 
 async def test_idempotent_claims_race_from_many_connections(api: Api) -> None:

@@ -42,7 +42,8 @@ async def test_waitlist_flow(api: Api) -> None:
     resp = await api.public.post(url, json={"sku": "tee"}, headers=_user("c"))
     body = await resp.json()
     assert resp.status == 409 and body["error"] == {
-        "code": "conflict", "message": "the waitlist for this SKU is full"}
+        "code": "conflict",
+        "message": "the waitlist of SKU 'tee' in campaign 'drop' is full (2 waiting)"}
     stats = await (await api.admin.get("/admin/v1/campaigns/drop/stats",
                                        headers=api.viewer())).json()
     assert stats["waitlist"] == 2

@@ -97,9 +97,10 @@ async def test_gifts_count_against_limits_where_the_template_says(engine: Engine
     assert (await engine.coupons.accept_gift(token, "bob")).outcome is Outcome.OK
     token = (await engine.coupons.offer_gift(counted_id, "a2")).view.transfer_token
     refused = await engine.coupons.accept_gift(token, "bob")
-    assert (refused.outcome, refused.reason) == (Outcome.LIMIT_EXCEEDED, "limit")
+    assert (refused.outcome, refused.reason) == (Outcome.LIMIT_EXCEEDED, "per_user")
+    assert refused.params == {"limit": 1, "held": 1}
     assert (await engine.coupons.accept_gift(token, "carol")).outcome is Outcome.OK
-    assert (await engine.coupons.claim("d1", "carol", "free")).reason == "limit"
+    assert (await engine.coupons.claim("d1", "carol", "free")).reason == "per_user"
 
 
 async def test_expiry_sweep_expires_with_events(engine: Engine) -> None:

@@ -36,7 +36,7 @@ async def _state(engine: Engine, cid: str, users: list[str]) -> dict[str, Any]:
     """Everything a coupon claim may consume or issue: stock, per-user and per-day counts,
     budget and issue stats, persons, claims, coupons, codes, wallets."""
     ks = keys.coupon_keys(cid)
-    names = dict(zip(keys.CAMPAIGN_KEY_NAMES + keys.COUPON_KEY_NAMES, ks, strict=True))
+    names = ks.campaign._asdict() | ks.drop._asdict()
     out: dict[str, Any] = {n: await engine.redis.hgetall(names[n])
                            for n in ("stock", "users", "claims", "cpn", "codes", "cday",
                                      "cstats", "cusers")}
@@ -78,7 +78,8 @@ async def test_a_refused_claim_consumes_nothing(engine: Engine) -> None:
     assert await _state(engine, "d1", users) == before
     sale = await engine.stats("d1")
     assert sale and (sale.skus[0].available, sale.skus[0].sold) == (9, 1)
-    assert {k: sale.claims.get(k) for k in ("throttled", "blocked", "challenge_required")} \
+    refused = ("throttled", "blocked", "challenge_required")
+    assert {k: sale.claims_by_outcome.get(k) for k in refused} \
         == {"throttled": 1, "blocked": 2, "challenge_required": 1}
     stats = await engine.coupons.stats("d1")
     assert stats and (stats.totals.issued, stats.budget_left) == (1, 500)
@@ -128,7 +129,7 @@ async def test_an_unthrottled_drop_is_unaffected(engine: Engine) -> None:
     assert all(r.outcome is Outcome.OK for r in results)
     stats = await engine.stats("d1")
     assert stats and stats.throttle is None
-    assert not {"throttled", "blocked", "challenge_required"} & set(stats.claims)
+    assert not {"throttled", "blocked", "challenge_required"} & set(stats.claims_by_outcome)
     assert not [k async for k in engine.redis.scan_iter(match="{c:d1}:rl:*")]
     assert not [k async for k in engine.redis.scan_iter(match="{c:d1}:acc:*")]
 

@@ -1,6 +1,7 @@
 """The coupon routes over HTTP: claim, wallet, codes, gifts, redemption, rollback, stats."""
 
 import msgspec
+from prometheus_client import REGISTRY
 
 from stampede.api.auth import mint_user_token
 from tests.api.conftest import JWT_SECRET, Api
@@ -150,3 +151,49 @@ async def test_budget_gauges(api: Api) -> None:
     text = await (await api.public.get("/metrics")).text()
     assert 'stampede_coupon_value{campaign="d1",kind="issued"} 500.0' in text
     assert 'stampede_coupon_value{campaign="d1",kind="budget_left"} -1.0' in text
+
+
+def _ops(op: str, answer: str) -> float:
+    return REGISTRY.get_sample_value("stampede_coupon_operations_total",
+                                     {"op": op, "answer": answer}) or 0.0
+
+
+async def test_a_replayed_redemption_or_rollback_counts_once_as_ok(api: Api) -> None:
+    r = await api.admin.put("/admin/v1/campaigns/d2", data=SPEC, headers=api.op())
+    assert r.status == 201
+    r = await api.admin.put("/admin/v1/merchants/m9", json={"name": "Cafe"}, headers=api.op())
+    merchant = {"Authorization": f"Bearer {(await r.json())['token']}"}
+    r = await api.public.post("/v1/campaigns/d2/coupons", json={"sku": "five"},
+                              headers=user("alice"))
+    code = (await r.json())["coupons"][0]["code"]
+    before = {a: _ops("redeem", a) for a in ("ok", "replayed")}
+    order = {"code": code, "order_id": "o-9", "order_amount": 3000}
+    first = await api.public.post("/v1/redemptions", json=order, headers=merchant)
+    again = await api.public.post("/v1/redemptions", json=order, headers=merchant)
+    assert first.status == again.status == 201
+    assert (await first.json()) == (await again.json())
+    assert _ops("redeem", "ok") == before["ok"] + 1  # not twice
+    assert _ops("redeem", "replayed") == before["replayed"] + 1
+    rpath = f"/v1/redemptions/{(await first.json())['redemption_id']}/rollback"
+    ok, replayed = _ops("rollback", "ok"), _ops("rollback", "replayed")
+    for _ in range(2):
+        assert (await api.public.post(rpath, headers=merchant)).status == 200
+    assert (_ops("rollback", "ok"), _ops("rollback", "replayed")) == (ok + 1, replayed + 1)
+
+
+async def test_coupon_refusals_name_what_refused(api: Api) -> None:
+    r = await api.admin.put("/admin/v1/campaigns/d3", data=SPEC, headers=api.op())
+    assert r.status == 201
+    url = "/v1/campaigns/d3/coupons"
+    r = await api.public.post(url, json={"sku": "nope"}, headers=user("alice"))
+    assert (await r.json())["error"]["message"] == "campaign 'd3' has no SKU 'nope'"
+    r = await api.public.post(url, json={"sku": "five", "qty": 11}, headers=user("alice"))
+    assert r.status == 400
+    assert "at most 10 units (max_per_claim); this one asks for 11" in await r.text()
+    r = await api.public.post(url, json={"sku": "five", "qty": 6}, headers=user("alice"))
+    assert (await r.json())["error"] == {
+        "code": "limit_exceeded", "message": "user 'alice' may hold at most 5 units in "
+                                             "campaign 'd3' (per-user limit); they hold 0"}
+    r = await api.public.post("/v1/campaigns/d3/claims", json={"sku": "five"},
+                              headers=user("alice"))
+    assert r.status == 404 and "is a coupon drop" in await r.text()

@@ -93,7 +93,8 @@ class CouponMachine(RuleBasedStateMachine):
     def claim(self, user: str, sku: str) -> None:
         r = self.run(self.engine.coupons.claim(self.cid, user, sku))
         if self.units[user] + 1 > 3:
-            assert (r.outcome, r.reason) == (Outcome.LIMIT_EXCEEDED, "limit")
+            assert (r.outcome, r.reason) == (Outcome.LIMIT_EXCEEDED, "per_user")
+            assert r.params == {"limit": 3, "held": self.units[user]}
         elif self.stock[sku] < 1:
             assert (r.outcome, r.reason) == (Outcome.SOLD_OUT, "stock")
         elif self.value + VALUE[sku] > BUDGET:
@@ -138,7 +139,7 @@ class CouponMachine(RuleBasedStateMachine):
         i = data.draw(st.integers(0, len(self.redemptions) - 1))
         rid, c, done = self.redemptions[i]
         r = self.run(self.engine.coupons.rollback(rid, "m1"))
-        assert r.outcome is Outcome.OK and (r.reason == "already") == done
+        assert r.outcome is Outcome.OK and (r.reason == "replayed") == done
         if not done:
             c.uses += 1
             if c.status == "used":

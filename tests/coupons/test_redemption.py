@@ -83,7 +83,7 @@ async def test_redemption_table(drop: Engine, amount: int, names: list[str],
                                 expected: dict[str, int] | None) -> None:
     m = await merchant(drop)
     code = {n: await _coupon(drop, n) for n in names}
-    for i, n in enumerate(names):
+    for n in names:
         others = [code[o] for o in names if o != n]
         r = await drop.coupons.redeem(m, _req(code[n], amount, also=others))
         if expected is None:

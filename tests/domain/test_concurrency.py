@@ -9,7 +9,7 @@ import random
 from collections import Counter
 
 from stampede import Engine, Outcome, Settings
-from stampede.state import keys
+from stampede.state import keys, records
 from tests.conftest import campaign_spec
 
 
@@ -19,20 +19,20 @@ async def _check_invariants(engine: Engine, cid: str, per_user: int | None) -> N
     for s in stats.skus:
         assert s.available >= 0
         assert s.available + s.held + s.sold == s.released
-    users = await engine.redis.hgetall(keys.campaign_keys(cid)[2])
+    users = await engine.redis.hgetall(keys.campaign_keys(cid).users)
     if per_user is not None:
         totals = {u: int(n) for u, n in users.items() if "|" not in u}
         assert all(n <= per_user for n in totals.values())
     # Redis counters agree with the claim records they summarise.
-    records = await engine.redis.hgetall(keys.campaign_keys(cid)[3])
+    stored = await engine.redis.hgetall(keys.campaign_keys(cid).claims)
     held = Counter[str]()
     sold = Counter[str]()
-    for raw in records.values():
-        status, _user, sku, qty, *_ = raw.split("|")
-        if status == "held":
-            held[sku] += int(qty)
-        elif status == "confirmed":
-            sold[sku] += int(qty)
+    for raw in stored.values():
+        c = records.CLAIM.decode(raw)
+        if c.status == "held":
+            held[c.sku] += c.qty
+        elif c.status == "confirmed":
+            sold[c.sku] += c.qty
     for s in stats.skus:
         assert (s.held, s.sold) == (held[s.sku], sold[s.sku])
 

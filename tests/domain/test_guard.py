@@ -144,10 +144,10 @@ async def test_a_stricter_limit_applies_to_the_very_next_request(engine: Engine)
 async def test_an_invalid_change_changes_nothing(engine: Engine, change: dict[str, Any],
                                                  message: str) -> None:
     await _define(engine, {"user": {"per_s": 1000, "burst": 100}})
-    before = await engine.redis.hmget(keys.campaign_keys("g")[0], "th", "th_spec")
+    before = await engine.redis.hmget(keys.campaign_keys("g").meta, "th", "th_spec")
     with pytest.raises(ValidationError, match=message):
         await _patch(engine, "g", change)
-    assert await engine.redis.hmget(keys.campaign_keys("g")[0], "th", "th_spec") == before
+    assert await engine.redis.hmget(keys.campaign_keys("g").meta, "th", "th_spec") == before
 
 
 async def test_a_patch_keeps_what_it_does_not_name(engine: Engine) -> None:
@@ -244,7 +244,7 @@ async def test_refusals_are_counted_and_recorded(engine: Engine) -> None:
     await _claim(engine, "a", device="d")
     await _claim(engine, "b", device="d")
     stats = await engine.stats("g")
-    assert stats.claims["blocked"] == 1 and stats.claims["throttled"] == 1
+    assert stats.claims_by_outcome["blocked"] == 1 and stats.claims_by_outcome["throttled"] == 1
     events = await engine.redis.xrange(keys.events_key("g"))
     refused = [f for _, f in events if f["type"] == "requests_refused"]
     lines = [r for f in refused for r in f["refusals"].split(";")]

@@ -21,7 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from stampede import Engine, Outcome, Settings
 from stampede.domain.batcher import PendingClaim
 from stampede.domain.models import CampaignPatch, CampaignSpec, LimitsPatch
-from stampede.state import keys
+from stampede.state import keys, records
 from tests.domain.model import SaleModel
 
 USERS = ["u0", "u1", "u2", "u3"]
@@ -127,11 +127,11 @@ class SaleMachine(RuleBasedStateMachine):
         for s in stats.skus:
             assert [s.available, s.held, s.sold, s.released] == self.model.stock[s.sku]
             assert s.available >= 0 and s.available + s.held + s.sold == s.released
-        users = self.run(self.engine.redis.hgetall(keys.campaign_keys(self.cid)[2]))
+        users = self.run(self.engine.redis.hgetall(keys.campaign_keys(self.cid).users))
         for user in USERS:
             assert int(users.get(user, 0)) == self.model.user_total(user)
-        records = self.run(self.engine.redis.hgetall(keys.campaign_keys(self.cid)[3]))
-        assert {cid: raw.split("|")[0] for cid, raw in records.items()} == \
+        stored = self.run(self.engine.redis.hgetall(keys.campaign_keys(self.cid).claims))
+        assert {cid: records.CLAIM.decode(raw).status for cid, raw in stored.items()} == \
             {cid: c.status for cid, c in self.model.claims.items()}
 
 

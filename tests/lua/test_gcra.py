@@ -15,7 +15,7 @@ from tests.conftest import campaign_spec
 
 
 async def _throttle(engine: Engine, limits: list[tuple[str, int, int]]) -> tuple[int, int]:
-    ks = [keys.campaign_keys("g")[0]] + [keys.limiter_key("g", "user", k) for k, _, _ in limits]
+    ks = [keys.campaign_keys("g").meta] + [keys.limiter_key("g", "user", k) for k, _, _ in limits]
     args: list[Any] = []
     for _, interval, burst in limits:
         args += [interval, burst]

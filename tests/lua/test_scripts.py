@@ -6,6 +6,7 @@ import pytest
 
 from stampede import Engine, Outcome, lua
 from stampede.domain.models import CampaignPatch, LimitsPatch
+from stampede.outcomes import GUARD_REFUSALS, REFUSALS
 from stampede.state import keys
 from stampede.state.scripts import OPERATIONS, render
 from tests.conftest import campaign_spec
@@ -16,6 +17,39 @@ def test_outcome_constants_match_the_enum() -> None:
     found = {m.group(1): int(m.group(2))
              for m in re.finditer(r"^local ([A-Z_]+) = (\d+)$", text, re.MULTILINE)}
     assert found == {o.name: o.value for o in Outcome}
+
+
+def test_guard_refusal_table_matches_python() -> None:
+    text = lua.include_path("guard").read_text()
+    table = re.search(r"local GUARD_REFUSALS = \{(.*?)\}\n", text, re.DOTALL)
+    assert table
+    found = dict(re.findall(r"\[([A-Z_]+)\] = '([a-z_]+)'", table.group(1)))
+    assert found == {o.name: o.reason for o in GUARD_REFUSALS}
+
+
+def _lua_sources() -> dict[str, str]:
+    root = lua.source_path("claim_batch").parent
+    return {p.name: p.read_text() for p in sorted(root.rglob("*.lua"))}
+
+
+def test_every_reason_a_script_answers_is_in_the_refusal_table() -> None:
+    # OK's detail says how it succeeded; a guard refusal's is its scope, not a reason.
+    outcomes = "|".join(o.name for o in Outcome
+                        if o is not Outcome.OK and o not in GUARD_REFUSALS)
+    seen = set()
+    for name, text in _lua_sources().items():
+        code = "\n".join(line.split("--")[0] for line in text.splitlines())
+        for m in re.finditer(rf"\b({outcomes})\s*,\s*'([a-z_]+)[:']", code):
+            assert m.group(2) in REFUSALS, f"{name}: {m.group(1)} answers {m.group(2)!r}"
+            seen.add(m.group(2))
+        for line in code.splitlines():
+            for m in re.finditer(r"'([a-z_]+):' \.\.", line):
+                if m.group(1) in REFUSALS:  # "reason:v1:v2": as many values as named
+                    n = 1 + line[m.end():].count("':'")
+                    assert n == len(REFUSALS[m.group(1)].values), f"{name}: {line.strip()}"
+                    seen.add(m.group(1))
+    assert {"per_user", "per_sku", "not_open", "max_per_claim", "no_sku", "no_campaign",
+            "stock", "budget", "merchant_cap", "gift_void"} <= seen  # the scan finds them
 
 
 @pytest.mark.parametrize("name", OPERATIONS)
@@ -101,7 +135,7 @@ async def test_retried_batch_with_same_claim_ids_changes_nothing(engine: Engine)
     second = await engine._claim_batch("c1", batch)
     assert first == second
     stats = await engine.stats("c1")
-    assert stats and stats.skus[0].held == 4 and stats.claims["held"] == 2
+    assert stats and stats.skus[0].held == 4 and stats.claims_by_outcome["held"] == 2
 
 
 async def test_expiry_by_clock_offset(engine: Engine) -> None:
@@ -114,7 +148,7 @@ async def test_expiry_by_clock_offset(engine: Engine) -> None:
     assert (await engine.confirm(r.claim.claim_id, "a")).outcome is Outcome.HOLD_EXPIRED
     stats = await engine.stats("c1")
     assert stats and (stats.skus[0].available, stats.skus[0].held) == (1, 0)
-    assert stats.claims["expired"] == 1
+    assert stats.claims_by_outcome["expired"] == 1
 
 
 async def test_confirm_after_deadline_expires_it_there(engine: Engine) -> None:
@@ -141,10 +175,13 @@ async def test_other_users_claim_is_not_found(engine: Engine) -> None:
 async def test_waves_release_on_server_time(engine: Engine) -> None:
     from tests.conftest import iso
 
-    spec = campaign_spec(waves=[{"at": iso(-1), "qty": 5}, {"at": iso(120), "qty": 7}])
+    spec = campaign_spec(waves=[{"at": iso(-1), "qty": 5}, {"at": iso(120), "qty": 7},
+                                {"at": iso(240), "qty": 2}])
     await engine.define_campaign("c1", spec)
     stats = await engine.stats("c1")
-    assert stats and (stats.skus[0].available, stats.skus[0].pending_waves) == (5, 7)
+    assert stats
+    s = stats.skus[0]
+    assert (s.available, s.pending_waves, s.pending_units) == (5, 2, 9)
     await engine.set_clock_offset("c1", 121_000)
     stats = await engine.stats("c1")
     assert stats and (stats.skus[0].available, stats.skus[0].released) == (12, 12)

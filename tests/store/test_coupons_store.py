@@ -16,6 +16,7 @@ from stampede.durable.persister import Persister
 from stampede.durable.projection import store_events
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
+from stampede.state import records
 from tests.coupons.helpers import FIVE_OFF, drop_spec, merchant
 from tests.store.helpers import assert_store_matches_redis
 
@@ -59,7 +60,8 @@ async def test_coupon_story_persists_and_audits_clean(sale: Engine, store: Store
         rows = {r.coupon_id: r for r in await conn.execute(select(t.coupons))}
         reds = {r.redemption_id: r for r in await conn.execute(select(t.redemptions))}
     raw = await sale.redis.hgetall("{c:d1}:cpn")
-    assert {k: (v.split("|")[0], int(v.split("|")[3]), v.split("|")[1]) for k, v in raw.items()} \
+    cpns = {k: records.COUPON.decode(v) for k, v in raw.items()}
+    assert {k: (c.status, c.uses, c.owner) for k, c in cpns.items()} \
         == {k: (r.status, r.uses_left, r.user_id) for k, r in rows.items()}
     assert sum(r.status == "rolled_back" for r in reds.values()) == 5
     assert sum(r.discount for r in reds.values() if r.status == "redeemed") == \
@@ -187,4 +189,4 @@ async def test_recover_a_drop_from_the_store(sale: Engine, store: Store, persist
 
 async def _owner(sale: Engine, coupon_id: str) -> str:
     raw = await sale.redis.hget("{c:d1}:cpn", coupon_id)
-    return str(raw).split("|")[1]
+    return records.COUPON.decode(str(raw)).owner

@@ -119,7 +119,7 @@ class PrizeDrawn(Event, tag="prize_drawn"):
 
 async def _append_unknown(redis: "Redis[str]", cid: str) -> int:
     """What a newer script would do: the next seq, a type this version lacks."""
-    seq = int(await redis.hincrby(campaign_keys(cid)[0], "evseq", 1))
+    seq = int(await redis.hincrby(campaign_keys(cid).meta, "evseq", 1))
     await redis.xadd(events_key(cid), {"seq": str(seq), "type": "prize_drawn", "ts": "1",
                                        "epoch": "0", "winner": "u1"})
     return seq

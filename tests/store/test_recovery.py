@@ -73,7 +73,7 @@ async def test_an_older_redis_is_detected_and_healed(
     await persister.drain()
     assert await redis_behind(raw_redis, store, "c1") is None
     await recover_campaign(raw_redis, store, "c1", TTL)  # epoch 2 in both
-    meta = campaign_keys("c1")[0]
+    meta = campaign_keys("c1").meta
     await raw_redis.hset(meta, "epoch", "1")  # as if Redis came back from an older AOF
     assert "epoch" in (await redis_behind(raw_redis, store, "c1") or "")
     (healed,) = await heal(raw_redis, store, TTL)
@@ -95,7 +95,7 @@ async def test_reconcile_compares_at_the_same_event(
         if r.claim and i % 2:
             await sale.confirm(r.claim.claim_id, f"u{i}")
     assert await reconcile_campaign(raw_redis, store, "c1") == []
-    await raw_redis.hincrby(campaign_keys("c1")[1], "tee.a", 1)  # a unit from nowhere
+    await raw_redis.hincrby(campaign_keys("c1").stock, "tee.a", 1)  # a unit from nowhere
     (diff,) = await reconcile(raw_redis, store)
     assert (diff.sku, diff.counter, diff.redis - diff.store) == ("tee", "available", 1)
 
@@ -127,7 +127,7 @@ async def test_recovery_restores_the_waiting_room_and_the_throttle_as_patched(
                              "throttle": {"block": {"users": ["mallory", "trudy"]}}},
                             CampaignPatch)
     assert await sale.patch_campaign("c1", patch, "ops") is Outcome.OK
-    meta, lists = campaign_keys("c1")[0], lists_key("c1")
+    meta, lists = campaign_keys("c1").meta, lists_key("c1")
     before, lists_before = await raw_redis.hgetall(meta), await raw_redis.hgetall(lists)
     assert before["wr_rate"] == "50.0" and "u:trudy" in lists_before
     await persister.drain()
@@ -153,17 +153,17 @@ async def test_recovery_rebuilds_the_waitlists_in_their_order(
         assert (await sale.join_waitlist("c1", user, "tee"))[0] is Outcome.OK
     await sale.cancel(first.claim.claim_id, "ann")  # bob is offered the unit
     await sale.leave_waitlist("c1", "dan", "tee")
-    k = dict(zip(("waitlist", "wlentries", "offers"), campaign_keys("c1")[8:11], strict=True))
-    before = {"waitlist": await raw_redis.zrange(k["waitlist"], 0, -1),
-              "wlentries": await raw_redis.hgetall(k["wlentries"]),
-              "offers": await raw_redis.hgetall(k["offers"])}
+    k = campaign_keys("c1")
+    before = {"waitlist": await raw_redis.zrange(k.waitlist, 0, -1),
+              "wlentries": await raw_redis.hgetall(k.wlentries),
+              "offers": await raw_redis.hgetall(k.offers)}
     assert len(before["waitlist"]) == 2 and len(before["offers"]) == 1
     await persister.drain()
     await raw_redis.flushall()
     await recover_campaign(raw_redis, store, "c1", TTL)
-    after = {"waitlist": await raw_redis.zrange(k["waitlist"], 0, -1),
-             "wlentries": await raw_redis.hgetall(k["wlentries"]),
-             "offers": await raw_redis.hgetall(k["offers"])}
+    after = {"waitlist": await raw_redis.zrange(k.waitlist, 0, -1),
+             "wlentries": await raw_redis.hgetall(k.wlentries),
+             "offers": await raw_redis.hgetall(k.offers)}
     assert after == before
     # The line goes on where it was: a new joiner queues behind cat and eve, bob's
     # declined offer goes to cat, and no offer reuses an id from before the loss.

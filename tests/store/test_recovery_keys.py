@@ -44,9 +44,9 @@ async def _dump(redis: "Redis[str]", cid: str, live: bool = False) -> dict[str, 
             continue
         if kind == "hash":
             value: Any = {f: v for f, v in (await redis.hgetall(key)).items() if v != "0"}
-            if key == keys.campaign_keys(cid)[0]:
+            if key == keys.campaign_keys(cid).meta:
                 value = {f: v for f, v in value.items() if f not in META_CHANGES}
-            if key == keys.campaign_keys(cid)[7] and not live:
+            if key == keys.campaign_keys(cid).counts and not live:
                 value = {f: v for f, v in value.items() if f not in REFUSALS}
         elif kind == "zset":
             value = await redis.zrange(key, 0, -1, withscores=True)

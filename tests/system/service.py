@@ -21,6 +21,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_pair() -> int:
+    """A free port whose next port is free too (public API and, +1, admin API)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two consecutive free ports")
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -56,9 +69,13 @@ class Service:
     """One `stampede serve` with its own data dir and ports; stopped by `kill()`."""
 
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None,
-                 args: tuple[str, ...] = ()) -> None:
+                 args: tuple[str, ...] = (), adjacent_ports: bool = False) -> None:
         self.data_dir = data_dir
-        self.port, self.admin_port = free_port(), free_port()
+        if adjacent_ports:  # the admin port next to the public one, as by default
+            self.port = free_port_pair()
+            self.admin_port = self.port + 1
+        else:
+            self.port, self.admin_port = free_port(), free_port()
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("STAMPEDE_")}
         full_env.update(STAMPEDE_DATA_DIR=str(data_dir), STAMPEDE_DEV_AUTH="1",
                         STAMPEDE_DRAIN_DELAY_MS="0")

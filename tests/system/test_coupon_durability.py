@@ -18,6 +18,7 @@ from stampede import Engine, Outcome
 from stampede.domain.coupons.spec import MerchantSpec, RedemptionRequest
 from stampede.durable.store import open_store
 from stampede.durable.store import schema as t
+from stampede.state import records
 from tests.coupons.helpers import FIVE_OFF, drop_spec
 from tests.store.conftest import pg_server_url, store_url  # noqa: F401 (fixtures)
 from tests.system.test_durability import _env, _persister, _run, engine_for  # noqa: F401
@@ -98,7 +99,8 @@ async def test_persister_killed_mid_drop_loses_nothing(
         await store.close()
     assert rush.coupons <= set(coupons) and rush.redemptions <= set(redemptions)
     raw: Any = await engine_for.redis.hgetall("{c:rush}:cpn")
-    assert coupons == {k: (v.split("|")[0], int(v.split("|")[3]), v.split("|")[1])
-                       for k, v in raw.items()}
+    cpns = {k: records.COUPON.decode(v) for k, v in raw.items()}
+    assert coupons == {k: (c.status, c.uses, c.owner) for k, c in cpns.items()}
     reds: Any = await engine_for.redis.hgetall("{c:rush}:redeems")
-    assert redemptions == {k: v.split("|")[0] for k, v in reds.items() if not k.startswith("o|")}
+    assert redemptions == {k: records.REDEMPTION.decode(v).status for k, v in reds.items()
+                           if not k.startswith("o|")}

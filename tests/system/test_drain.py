@@ -29,7 +29,7 @@ async def _load(url: str, stop_after: int) -> tuple[int, int, list[int]]:
     async with aiohttp.ClientSession(timeout=timeout) as session:
         async def client(c: int) -> None:
             nonlocal created, errors
-            for i in range(stop_after):
+            for _ in range(stop_after):
                 try:
                     async with session.post(f"{url}/v1/campaigns/drain/claims",
                                             json={"sku": "tee"},

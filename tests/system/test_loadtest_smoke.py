@@ -1,7 +1,9 @@
 """The locust scenarios, run headless for seconds against a real service, so they never rot."""
 
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,12 +27,50 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         svc.kill()
 
 
-def _locust(service: Service, scenario: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _locust(service: Service, scenario: str, *args: str,
+            admin: tuple[str, ...] | None = None) -> subprocess.CompletedProcess[str]:
+    if admin is None:
+        admin = ("--admin-url", service.admin_url, "--admin-token", service.admin_token())
     return subprocess.run(
         [LOCUST, "-f", str(ROOT / "loadtest" / scenario), "--headless", "--only-summary",
-         "--host", service.url, "--admin-url", service.admin_url,
-         "--admin-token", service.admin_token(), "--create-campaign", *args],
+         "--host", service.url, *admin, "--create-campaign", *args],
         capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+def test_a_failed_setup_stops_the_run_at_once(service: Service) -> None:
+    started = time.monotonic()
+    run = _locust(service, "steady_shopping.py", "--campaign", "nope", "-u", "5", "-t", "30s",
+                  admin=("--admin-url", service.admin_url, "--admin-token", "stpa_wrong"))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "setup failed, not starting" in run.stderr and "401" in run.stderr
+    assert time.monotonic() - started < 20  # not the 30 s of load
+
+
+def test_admin_url_and_token_follow_host_and_data_dir(tmp_path: Path) -> None:
+    # No --admin-url, no --admin-token: the admin API is --host's port + 1, and the
+    # token the one the service keeps in STAMPEDE_DATA_DIR (as bin/serve's var/).
+    svc = Service(tmp_path, adjacent_ports=True)
+    try:
+        run = subprocess.run(
+            [LOCUST, "-f", str(ROOT / "loadtest" / "steady_shopping.py"), "--headless",
+             "--only-summary", "--host", svc.url, "--create-campaign", "--campaign", "derived",
+             "-u", "3", "-r", "3", "-t", "1s"],
+            capture_output=True, text=True, timeout=120, cwd=ROOT,
+            env={**os.environ, "STAMPEDE_DATA_DIR": str(svc.data_dir)})
+        assert run.returncode == 0, run.stdout + run.stderr
+        status, _ = http(f"{svc.url}/v1/campaigns/derived")
+        assert status == 200
+    finally:
+        svc.kill()
+
+
+def test_shape_scenarios_honour_run_time(service: Service) -> None:
+    started = time.monotonic()
+    run = _locust(service, "opening_spike.py", "--campaign", "short", "--stock", "5",
+                  "--spike-users", "5", "--spike-seconds", "1", "--hold-seconds", "60",
+                  "-t", "3s")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert time.monotonic() - started < 30  # the shape alone would run 61 s
 
 
 def test_opening_spike_smoke(service: Service) -> None:

@@ -39,7 +39,7 @@ def test_serve_runs_a_sale_and_stops_its_valkey_on_sigterm(service: Service) -> 
     url = f"http://127.0.0.1:{service.port}/v1/campaigns/s/claims"
     assert _get(url, {"X-User-Id": "a"}, claim, "POST")[0] == 201
     assert _get(url, {"X-User-Id": "b"}, claim, "POST")[1]["error"] == {  # type: ignore[index]
-        "code": "sold_out", "message": "no units left for this SKU"}
+        "code": "sold_out", "message": "no units of SKU 'tee' are left in campaign 's'"}
     valkey = service.valkey_pid
     service.proc.send_signal(signal.SIGTERM)
     assert service.proc.wait(20) == 0
@@ -74,8 +74,8 @@ def test_workers_share_the_port_and_a_dead_one_is_replaced(tmp_path: Path) -> No
     svc = Service(tmp_path, args=("--workers", "2"))
     try:
         def workers() -> set[int]:
-            out = subprocess.run(["pgrep", "-f", f"stampede.runtime.cli worker .*--port {svc.port}"],
-                                 capture_output=True, text=True).stdout
+            pattern = f"stampede.runtime.cli worker .*--port {svc.port}"
+            out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
             return {int(p) for p in out.split()}
 
         assert _wait(lambda: len(workers()) == 2)

@@ -14,7 +14,7 @@ import re
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import msgspec
@@ -42,9 +42,10 @@ from stampede.domain.gate import ClaimGate
 from stampede.domain.models import from_ms
 from stampede.domain.throttle import NO_GUARD, ChallengeView, ClientSignals, Guard
 from stampede.errors import ValidationError
-from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, Outcome
+from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, Outcome, parse_detail
 from stampede.settings import Settings
-from stampede.state import keys
+from stampede.state import keys, records
+from stampede.state.records import CouponClaimArg, CouponRecord
 from stampede.state.scripts import ScriptRegistry
 
 GIFT_TTL_MS = 86_400_000
@@ -93,22 +94,31 @@ class Answer:
     view: Any = None
     retry_after_ms: int | None = None
     challenge: ChallengeView | None = None
+    params: dict[str, int] = field(default_factory=dict)
+    """The numbers of the refusal (its limit, what is held, ...), named as
+    REFUSALS[reason].values in stampede/outcomes.py."""
 
 
-_NEEDS_GUARD = Answer(Outcome.INVALID, "guard")
-"""Placeholder of a claim the script sent back for its guard context (code -1)."""
+def refused(outcome: Outcome, detail: str) -> Answer:
+    """A refusal from a script's detail "reason[:value[:value]]"."""
+    reason, params = parse_detail(detail)
+    return Answer(outcome, reason, params=params)
+
+
+_NEEDS_GUARD = Answer(Outcome.GUARD_CONTEXT_NEEDED)
+"""Placeholder of a claim the script sent back for its guard context."""
 
 
 @dataclass(frozen=True)
 class _Found:
     cid: str
     coupon_id: str
-    record: list[str]
+    record: CouponRecord
     template: TemplateSpec
 
     @property
     def tid(self) -> str:
-        return self.record[2]
+        return self.record.tpl
 
 
 class Coupons:
@@ -131,7 +141,7 @@ class Coupons:
 
     async def drop_number(self, cid: str) -> str:
         """The drop's code prefix: kept across a redefinition, else the next number."""
-        current = await self.redis.hget(keys.campaign_keys(cid)[0], "cp_no")
+        current = await self.redis.hget(keys.campaign_keys(cid).meta, "cp_no")
         if current:
             return str(current)
         n = int(await self.redis.hincrby(keys.DROP_NUMBERS, "seq", 1))
@@ -188,39 +198,42 @@ class Coupons:
 
     async def _claim_batch_once(self, cid: str, claims: Sequence["_PendingCouponClaim"],
                                 guarded: bool) -> list[Answer]:
-        ks = keys.coupon_keys(cid) + keys.guard_keys(cid)
+        ks = [*keys.coupon_keys(cid), *keys.guard_keys(cid)]
         slot = throttle.key_slots(ks)  # each guard key once per batch
         recent = await self.gate.recent_counts(cid, claims)
-        args: list[Any] = [self.settings.idempotency_ttl_s * 1000]
+        batch = []
         for c in claims:
             ks.append(keys.wallet_key(cid, c.user))
             wallet, idem = len(ks), 0
             if c.idempotency_key is not None:
                 ks.append(keys.idempotency_key(cid, c.user, "coupon:" + c.idempotency_key))
                 idem = len(ks)
-            tail = throttle.packed_tail(cid, c.user, c.guard, recent.get(c.user, -1), slot) \
-                if guarded else ""
-            args.append(f"{c.claim_id}|{c.user}|{c.sku}|{c.qty}|{wallet}|{idem}|"
-                        f"{c.admission_exp}|{c.identity}|{c.seed}|{c.sku}:{c.qty}{tail}")
-        reply = await self.scripts.run("coupon_claim", ks, args)
+            guard = throttle.guard_arg(cid, c.user, c.guard, recent.get(c.user, -1), slot) \
+                if guarded else None
+            batch.append(CouponClaimArg(
+                claim_id=c.claim_id, user=c.user, sku=c.sku, qty=c.qty, wallet_slot=wallet,
+                idem_slot=idem, admission=c.admission_exp, identity=c.identity, seed=c.seed,
+                fingerprint=f"{c.sku}:{c.qty}", guard=guard))
+        reply = await self.scripts.run("coupon_claim", ks, [
+            self.settings.idempotency_ttl_s * 1000, records.encode_claims(batch)])
         answers, i = [], 0
         for c in claims:
             code, reason, claim_id, at, n = reply[i:i + 5]
             rows = reply[i + 5:i + 5 + 3 * int(n)]
             i += 5 + 3 * int(n)
-            if code == -1:  # guarded after all: sent again with its context
+            outcome = OUTCOMES[int(code)]
+            if outcome is Outcome.GUARD_CONTEXT_NEEDED:  # guarded after all: sent again
                 answers.append(_NEEDS_GUARD)
                 continue
-            outcome = OUTCOMES[int(code)]
             if outcome in GUARD_REFUSALS:
                 r = self.gate.refusal(cid, c.user, outcome, reason, claim_id)
                 answers.append(Answer(outcome, reason, retry_after_ms=r.retry_after_ms,
                                       challenge=r.challenge))
                 continue
             if outcome is not Outcome.OK:
-                answers.append(Answer(outcome, reason))
+                answers.append(refused(outcome, reason))
                 continue
-            views = [self._view(_Found(cid, rows[j], rows[j + 1].split("|"),
+            views = [self._view(_Found(cid, rows[j], records.COUPON.decode(rows[j + 1]),
                                        _template(rows[j + 2])), c.user, int(at))
                      for j in range(0, len(rows), 3) if rows[j + 1]]
             answers.append(Answer(outcome, "", CouponClaimView(
@@ -233,31 +246,31 @@ class Coupons:
     async def _lookup(self, cid: str, mode: str, names: Sequence[str]) -> list[_Found | None]:
         if not names:
             return []
-        reply = await self.scripts.run("coupon_lookup", keys.coupon_keys(cid), [mode, *names])
+        reply = await self.scripts.run("coupon_lookup", [*keys.coupon_keys(cid)], [mode, *names])
         out: list[_Found | None] = []
         for i in range(1, len(reply), 3):
             cpn, raw, spec = reply[i:i + 3]
-            out.append(_Found(cid, cpn, raw.split("|"), _template(spec)) if raw and spec
-                       else None)
+            out.append(_Found(cid, cpn, records.COUPON.decode(raw), _template(spec))
+                       if raw and spec else None)
         return out
 
     def _view(self, f: _Found, viewer: str, now_ms: int) -> CouponView:
-        status, owner, tid, uses, vf, vt, loc = f.record[:7]
+        r = f.record
         shown: CouponStatus
-        if owner != viewer:
+        if r.owner != viewer:
             shown = "transferred"
-        elif status == "active" and now_ms >= int(vt):
+        elif r.status == "active" and now_ms >= r.vt:
             shown = "expired"
         else:
-            shown = status  # type: ignore[assignment]
+            shown = r.status  # type: ignore[assignment]
         t = f.template
         return CouponView(
-            coupon_id=f.coupon_id, campaign_id=f.cid, template=tid, kind=t.kind, status=shown,
-            face_value=t.face_value, threshold=t.threshold, percent=t.percent, item=t.item,
-            uses_left=int(uses), uses=t.uses, valid_from=from_ms(int(vf)),
-            valid_to=from_ms(int(vt)), claimed_at=from_ms(int(f.record[7])),
+            coupon_id=f.coupon_id, campaign_id=f.cid, template=r.tpl, kind=t.kind,
+            status=shown, face_value=t.face_value, threshold=t.threshold, percent=t.percent,
+            item=t.item, uses_left=r.uses, uses=t.uses, valid_from=from_ms(r.vf),
+            valid_to=from_ms(r.vt), claimed_at=from_ms(r.claimed),
             transferable=t.transferable,
-            code=self.keys.static(loc) if shown == "active" else None)
+            code=self.keys.static(r.loc) if shown == "active" else None)
 
     async def wallet(self, user: str, status: str | None = None) -> list[CouponView]:
         """The user's coupons in every drop (those given away show as transferred)."""
@@ -286,7 +299,7 @@ class Coupons:
         found = (await self._lookup(cid, "id", [coupon_id]))[0]
         if found is None:
             return None
-        if found.record[1] != user and not await self.redis.sismember(
+        if found.record.owner != user and not await self.redis.sismember(
                 keys.wallet_key(cid, user), coupon_id):
             return None
         return found
@@ -305,7 +318,7 @@ class Coupons:
             return Answer(Outcome.CONFLICT, view.status)
         step = int(time.time() * 1000) // codes.STEP_MS
         return Answer(Outcome.OK, "", RotatingCode(
-            coupon_id=coupon_id, code=self.keys.rotating(found.record[6], step),
+            coupon_id=coupon_id, code=self.keys.rotating(found.record.loc, step),
             expires_at=from_ms((step + 2) * codes.STEP_MS)))
 
     # -- redemption ----------------------------------------------------------
@@ -356,48 +369,48 @@ class Coupons:
         parsed, cid = main
         fingerprint = hashlib.sha1(f"{req.order_amount}|{sorted(locators[1:])}".encode()
                                    ).hexdigest()[:16]
-        reply = await self.scripts.run("coupon_redeem", keys.coupon_keys(cid), [
+        reply = await self.scripts.run("coupon_redeem", [*keys.coupon_keys(cid)], [
             parsed.locator, this.tid, merchant.merchant_id, req.order_id, req.order_amount,
             offs[parsed.locator], -1 if parsed.step is None else parsed.step, codes.STEP_MS,
             keys.new_claim_id(cid), fingerprint])
         outcome = OUTCOMES[int(reply[0])]
         if outcome is not Outcome.OK:
-            return Answer(outcome, reply[1])
-        _, _, rid, coupon_id, off, uses, status, ts = reply
-        return Answer(outcome, "", RedemptionView(
+            return refused(outcome, reply[1])
+        _, replayed, rid, coupon_id, off, uses, status, ts = reply
+        return Answer(outcome, replayed, RedemptionView(
             redemption_id=rid, coupon_id=coupon_id, merchant_id=merchant.merchant_id,
             order_id=req.order_id, order_amount=req.order_amount, discount=int(off),
             status=status, uses_left=int(uses), redeemed_at=from_ms(int(ts))))
 
     async def rollback(self, redemption_id: str, merchant_id: str) -> Answer:
-        """Undo a redemption (a refund) once; again answers OK with `reason` 'already'."""
+        """Undo a redemption (a refund) once; again answers OK with `reason` 'replayed'."""
         cid = keys.campaign_of_claim(redemption_id)
         if cid is None:
             return Answer(Outcome.NOT_FOUND)
         code, _status, _coupon, _uses, already = await self.scripts.run(
-            "coupon_rollback", keys.coupon_keys(cid), [redemption_id, merchant_id])
+            "coupon_rollback", [*keys.coupon_keys(cid)], [redemption_id, merchant_id])
         outcome = OUTCOMES[int(code)]
         if outcome is not Outcome.OK:
             return Answer(outcome)
-        return Answer(outcome, "already" if int(already) else "",
+        return Answer(outcome, "replayed" if int(already) else "",
                       await self.redemption(redemption_id, merchant_id))
 
     async def redemption(self, redemption_id: str, merchant_id: str) -> RedemptionView | None:
         cid = keys.campaign_of_claim(redemption_id)
         if cid is None:
             return None
-        ks = keys.coupon_keys(cid)
-        raw = cast(str | None, await self.redis.hget(ks[18], redemption_id))
+        drop = keys.coupon_keys(cid).drop
+        raw = cast(str | None, await self.redis.hget(drop.redeems, redemption_id))
         if raw is None:
             return None
-        status, coupon_id, merchant, order, amount, off, ts, *_ = raw.split("|")
-        if merchant != merchant_id:
+        r = records.REDEMPTION.decode(raw)
+        if r.merchant != merchant_id:
             return None
-        rec = cast(str, await self.redis.hget(ks[13], coupon_id))
-        return RedemptionView(redemption_id=redemption_id, coupon_id=coupon_id,
-                              merchant_id=merchant, order_id=order, order_amount=int(amount),
-                              discount=int(off), status=status,  # type: ignore[arg-type]
-                              uses_left=int(rec.split("|")[3]), redeemed_at=from_ms(int(ts)))
+        coupon = records.COUPON.decode(cast(str, await self.redis.hget(drop.cpn, r.coupon)))
+        return RedemptionView(redemption_id=redemption_id, coupon_id=r.coupon,
+                              merchant_id=r.merchant, order_id=r.order, order_amount=r.amount,
+                              discount=r.discount, status=r.status,  # type: ignore[arg-type]
+                              uses_left=coupon.uses, redeemed_at=from_ms(r.ts))
 
     # -- gifting -------------------------------------------------------------
 
@@ -408,11 +421,11 @@ class Coupons:
             return Answer(Outcome.NOT_FOUND)
         token = f"{cid}.{secrets.token_hex(16)}"
         code, reason, expires = await self.scripts.run(
-            "coupon_gift_offer", keys.coupon_keys(cid), [coupon_id, user, _token_hash(token),
-                                                         ttl_ms])
+            "coupon_gift_offer", [*keys.coupon_keys(cid)], [coupon_id, user,
+                                                            _token_hash(token), ttl_ms])
         outcome = OUTCOMES[int(code)]
         if outcome is not Outcome.OK:
-            return Answer(outcome, reason)
+            return refused(outcome, reason)
         return Answer(outcome, "", GiftOffer(coupon_id=coupon_id, transfer_token=token,
                                              expires_at=from_ms(int(expires))))
 
@@ -422,11 +435,11 @@ class Coupons:
             return Answer(Outcome.NOT_FOUND)
         cid = m.group(1)
         code, reason, coupon_id = await self.scripts.run(
-            "coupon_gift_accept", keys.coupon_keys(cid) + [keys.wallet_key(cid, user)],
+            "coupon_gift_accept", [*keys.coupon_keys(cid), keys.wallet_key(cid, user)],
             [_token_hash(token), user, codes.new_seed(), secrets.token_hex(8)])
         outcome = OUTCOMES[int(code)]
         if outcome is not Outcome.OK:
-            return Answer(outcome, reason)
+            return refused(outcome, reason)
         return Answer(outcome, "", await self.coupon(coupon_id, user))
 
     # -- housekeeping and stats ---------------------------------------------
@@ -435,7 +448,7 @@ class Coupons:
         """Expire the coupons of one drop whose validity has ended."""
         total = 0
         while True:
-            n, more = await self.scripts.run("coupon_expire", keys.coupon_keys(cid),
+            n, more = await self.scripts.run("coupon_expire", [*keys.coupon_keys(cid)],
                                              [self.settings.sweep_batch])
             total += int(n)
             if not int(more):
@@ -446,14 +459,14 @@ class Coupons:
             return None
         ks = keys.coupon_keys(cid)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(ks[0], "coupons", "cp_budget")
-            pipe.hgetall(ks[17])
+            pipe.hmget(ks.campaign.meta, "coupons", "cp_budget")
+            pipe.hgetall(ks.drop.cstats)
             meta, raw = await pipe.execute()
         if meta[0] != "1":
             return None
         scopes: dict[str, dict[str, int]] = {}
-        for field, value in raw.items():
-            scope, _, name = field.rpartition("|")
+        for entry, value in raw.items():
+            scope, _, name = entry.rpartition("|")
             scopes.setdefault(scope, {})[name] = int(value)
         budget = None if meta[1] in (None, "-1") else int(meta[1])
         totals = _totals(scopes.get("*", {}))

@@ -1,28 +1,33 @@
 -- Shared helpers, pasted at the top of every operation by the registry.
 --
--- Every operation gets the campaign's fixed key set as KEYS[1..13], in this
--- order (built by engine/keys.py, all under the campaign's hash tag):
---   1 meta       hash: config, state, evseq, epoch, fenced, time_offset_ms
---   2 stock      hash: "<sku>.a|h|s|r" available/held/sold/released,
---                      "<sku>.price", "<sku>.lim" (per-user-per-SKU limit)
---   3 users      hash: "<user>" held+sold in the campaign, "<user>|<sku>" per SKU,
---                      "<user>|~lapsed" holds the user let lapse or cancelled
---   4 claims     hash: claim_id -> "status|user|sku|qty|deadline_ms|price|created_ms"
---   5 deadlines  zset: claim_id scored by its hold deadline (ms)
---   6 waves      zset: "<idx>|<sku>|<qty>" scored by release time (ms)
---   7 events     stream: one entry per change, field seq is contiguous
---   8 counts     hash: claims by outcome, for stats
---   9 waitlist   zset, every score 0, in member order: "<sku>|<seq>|<user>"
---                (seq zero-padded: within a SKU, lexical order is join order)
---  10 wlentries  hash: "<user>|<sku>" -> "status|seq|qty|joined_ms|claim_id"
---                (status waiting or offered; claim_id '' until offered)
---  11 offers     hash: claim_id -> "<user>|<sku>" for holds made as waitlist offers
---  12 queue      zset: waiting-room tickets; user scored by place (an early
---                arrival a random draw in [0,1), a later one 1 + arrival number)
---  13 admitted   zset: admitted user scored by the end of their window (ms)
--- Lua never builds a key name: extra keys (idempotency) come in KEYS[14..].
+-- Every operation gets the campaign's fixed key set first, as the table K
+-- (generated from stampede/state/keys.py CampaignKeys: the names and their
+-- order are defined there once), all under the campaign's hash tag:
+--   meta       hash: config, state, evseq, epoch, fenced, time_offset_ms
+--   stock      hash: "<sku>.a|h|s|r" available/held/sold/released,
+--                    "<sku>.price", "<sku>.lim" (per-user-per-SKU limit)
+--   users      hash: "<user>" held+sold in the campaign, "<user>|<sku>" per SKU,
+--                    "<user>|~lapsed" holds the user let lapse or cancelled
+--   claims     hash: claim_id -> claim record
+--   deadlines  zset: claim_id scored by its hold deadline (ms)
+--   waves      zset: wave record scored by release time (ms)
+--   events     stream: one entry per change, field seq is contiguous
+--   counts     hash: claims by outcome, for stats
+--   waitlist   zset, every score 0, in member order: wl_member records
+--              (seq zero-padded: within a SKU, lexical order is join order)
+--   wlentries  hash: "<user>|<sku>" -> entry record (status waiting or offered)
+--   offers     hash: claim_id -> "<user>|<sku>" for holds made as waitlist offers
+--   queue      zset: waiting-room tickets; user scored by place (an early
+--              arrival a random draw in [0,1), a later one 1 + arrival number)
+--   admitted   zset: admitted user scored by the end of their window (ms)
+-- Records (claim, entry, wave, wl_member, claim_answer, stock_answer) are
+-- '|'-joined strings whose fields stampede/state/records.py defines; the
+-- generated parse_<record>/format_<record> read and write them.
+-- Lua never builds a key name: extra keys (idempotency) come in KEYS[NKEYS + 1..].
 
--- Outcome codes: the one table engine/outcomes.py mirrors (a test checks).
+-- Outcome codes: the one table stampede/outcomes.py mirrors (a test checks).
+-- A refusal may add a detail "reason[:value[:value]]" naming which refusal it
+-- is (a key of REFUSALS there) and its numbers, e.g. 'per_sku:2:2'.
 local OK = 0
 local SOLD_OUT = 1
 local LIMIT_EXCEEDED = 2
@@ -41,14 +46,12 @@ local NOT_SOLD_OUT = 14
 local THROTTLED = 15
 local BLOCKED = 16
 local CHALLENGE_REQUIRED = 17
+-- Internal, never answered to a client: a claim came without the guard
+-- context its (newly guarded) campaign needs; the engine sends it again.
+local GUARD_CONTEXT_NEEDED = 18
 
-local K = {
-  meta = KEYS[1], stock = KEYS[2], users = KEYS[3], claims = KEYS[4],
-  deadlines = KEYS[5], waves = KEYS[6], events = KEYS[7], counts = KEYS[8],
-  waitlist = KEYS[9], wlentries = KEYS[10], offers = KEYS[11], queue = KEYS[12],
-  admitted = KEYS[13],
-}
-local NKEYS = 13  -- the first extra key is KEYS[NKEYS + 1]
+--@include keys
+--@include records
 
 -- Server time in ms plus the campaign's test offset (0 in production):
 -- never a gateway's clock.
@@ -74,31 +77,9 @@ local function count(field, by)
   redis.call('HINCRBY', K.counts, field, by or 1)
 end
 
--- Claim records are one pipe-joined string each: ids never contain '|'.
-local function parse_claim(raw)
-  local st, user, sku, qty, deadline, price, created =
-    string.match(raw, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
-  return {status = st, user = user, sku = sku, qty = tonumber(qty),
-          deadline = tonumber(deadline), price = tonumber(price), created = tonumber(created)}
-end
-
-local function format_claim(c)
-  return table.concat({c.status, c.user, c.sku, c.qty, c.deadline, c.price, c.created}, '|')
-end
-
--- A waitlist entry: one pipe-joined string per user and SKU.
-local function parse_entry(raw)
-  local st, seq, qty, joined, claim =
-    string.match(raw, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
-  return {status = st, seq = seq, qty = tonumber(qty), joined = tonumber(joined), claim = claim}
-end
-
-local function format_entry(e)
-  return table.concat({e.status, e.seq, e.qty, e.joined, e.claim}, '|')
-end
-
--- The lexical range of one SKU's members in K.waitlist: SKU ids never hold
--- '|', and '}' is the byte after it, so no other SKU's members fall inside.
+-- The lexical range of one SKU's members in K.waitlist (wl_member records
+-- start with the SKU): SKU ids never hold '|', and '}' is the byte after it,
+-- so no other SKU's members fall inside.
 local function wl_range(sku)
   return '[' .. sku .. '|', '(' .. sku .. '}'
 end
@@ -124,7 +105,7 @@ local function offer_waitlist(now, sku)
   while avail > 0 do
     local head = wl_head(sku)
     if not head then break end
-    local user = string.match(head, '^[^|]*|[^|]*|(.*)$')
+    local user = parse_wl_member(head).user
     local field = user .. '|' .. sku
     local e = parse_entry(redis.call('HGET', K.wlentries, field))
     if e.qty > avail then break end
@@ -177,13 +158,12 @@ end
 local function release_due_waves(now)
   local due = redis.call('ZRANGEBYSCORE', K.waves, '-inf', now)
   for _, member in ipairs(due) do
-    local idx, sku, qty = string.match(member, '^([^|]*)|([^|]*)|([^|]*)$')
-    qty = tonumber(qty)
-    redis.call('HINCRBY', K.stock, sku .. '.a', qty)
-    redis.call('HINCRBY', K.stock, sku .. '.r', qty)
+    local w = parse_wave(member)
+    redis.call('HINCRBY', K.stock, w.sku .. '.a', w.qty)
+    redis.call('HINCRBY', K.stock, w.sku .. '.r', w.qty)
     redis.call('ZREM', K.waves, member)
-    emit(now, 'wave_released', {'sku', sku, 'qty', qty, 'wave', idx})
-    offer_waitlist(now, sku)
+    emit(now, 'wave_released', {'sku', w.sku, 'qty', w.qty, 'wave', w.idx})
+    offer_waitlist(now, w.sku)
   end
 end
 
@@ -227,18 +207,22 @@ local function expire_due_holds(now, limit)
   return #due
 end
 
--- Can new claims be taken now? Returns OK or the refusal code. A coupon
--- drop (meta coupons=1) takes coupon claims only (`coupons` true), and a
--- sale takes sale claims only.
+-- Can new claims be taken now? Returns OK, or the refusal code and its
+-- detail (no_campaign, not_a_sale, not_a_drop, or 'not_open:<opens_ms>:<wait_ms>').
+-- A coupon drop (meta coupons=1) takes coupon claims only (`coupons` true),
+-- and a sale takes sale claims only.
 local function sale_gate(now, coupons)
   local m = redis.call('HMGET', K.meta, 'state', 'opens_ms', 'closes_ms', 'fenced', 'coupons')
-  if not m[1] then return NOT_FOUND end
-  if (m[5] == '1') ~= (coupons == true) then return NOT_FOUND end
-  if m[4] == '1' then return FENCED end
-  if m[1] == 'closed' or now >= tonumber(m[3]) then return CLOSED end
-  if m[1] == 'paused' then return PAUSED end
-  if now < tonumber(m[2]) then return NOT_OPEN end
-  return OK
+  if not m[1] then return NOT_FOUND, 'no_campaign' end
+  if (m[5] == '1') ~= (coupons == true) then
+    return NOT_FOUND, coupons and 'not_a_drop' or 'not_a_sale'
+  end
+  if m[4] == '1' then return FENCED, '' end
+  if m[1] == 'closed' or now >= tonumber(m[3]) then return CLOSED, '' end
+  if m[1] == 'paused' then return PAUSED, '' end
+  local opens = tonumber(m[2])
+  if now < opens then return NOT_OPEN, 'not_open:' .. opens .. ':' .. (opens - now) end
+  return OK, ''
 end
 
 -- The waiting room, brought up to `now` from server time alone (no ticker

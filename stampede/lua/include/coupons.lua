@@ -1,44 +1,29 @@
 -- Coupon helpers, pasted after common by every coupon operation.
 --
--- Coupon operations take the campaign key set (KEYS[1..13]) and then the
--- drop's coupon keys as KEYS[14..21], in this order (engine/keys.py):
---  14 cpn      hash: coupon_id -> "status|owner|template|uses_left|valid_from_ms|
---                     valid_to_ms|locator|claimed_ms|gift|claim_id"
---                     (status active, used or expired; gift: the hash of the open
---                     transfer token, '' if none)
---  15 codes    hash: locator -> coupon_id (the code without key id and signature)
---  16 cexp     zset: coupon_id scored by the end of its validity (ms)
---  17 cday     hash: per UTC day: "<day>" claims, "<day>|u|<user>" claims of a user,
---                     "<day>|m|<merchant>" redemptions by a merchant
---  18 cstats   hash: "<scope>|<name>" counters, scope '*' (all), 't:<template>',
---                     'm:<merchant>', 'd:<day>'
---  19 redeems  hash: redemption_id -> "status|coupon|merchant|order|amount|discount|
---                     ts|fingerprint|template|day"; "o|<merchant>|<order>|<coupon>" ->
---                     redemption_id (idempotency per merchant and order)
---  20 gifts    hash: token hash -> "status|coupon|giver|expires_ms|recipient|nonce"
---  21 cusers   hash: "p|<identity>" claims by a person, "g|<user>" gifts received
---                     that count against the user's limit
--- Further keys (wallets, idempotency) follow at KEYS[22..].
+-- Coupon operations take the campaign key set (K) and then the drop's coupon
+-- keys, as the table C (generated from stampede/state/keys.py DropKeys, which
+-- defines their names and order once):
+--   cpn      hash: coupon_id -> coupon record (status active, used or expired;
+--                  gift: the hash of the open transfer token, '' if none)
+--   codes    hash: locator -> coupon_id (the code without key id and signature)
+--   cexp     zset: coupon_id scored by the end of its validity (ms)
+--   cday     hash: per UTC day: "<day>" claims, "<day>|u|<user>" claims of a user,
+--                  "<day>|m|<merchant>" redemptions by a merchant
+--   cstats   hash: "<scope>|<name>" counters, scope '*' (all), 't:<template>',
+--                  'm:<merchant>', 'd:<day>'
+--   redeems  hash: redemption_id -> redemption record; "o|<merchant>|<order>|<coupon>"
+--                  -> redemption_id (idempotency per merchant and order)
+--   gifts    hash: token hash -> gift record
+--   cusers   hash: "p|<identity>" claims by a person, "g|<user>" gifts received
+--                  that count against the user's limit
+-- Further keys (wallets, idempotency) follow at KEYS[NCKEYS + 1..]. Records
+-- (coupon, redemption, gift, coupon_answer) are defined in
+-- stampede/state/records.py; parse_<record>/format_<record> are generated.
 
-local C = {
-  cpn = KEYS[14], codes = KEYS[15], exp = KEYS[16], day = KEYS[17], stats = KEYS[18],
-  redeems = KEYS[19], gifts = KEYS[20], cusers = KEYS[21],
-}
-local NCKEYS = 21
+--@include coupon_keys
+--@include coupon_records
 local DAY_MS = 86400000
 local B32 = '23456789ABCDEFGHJKLMNPQRSTUVWXYZ'
-
-local function parse_coupon(raw)
-  local st, owner, tpl, uses, vf, vt, loc, claimed, gift, claim = string.match(raw,
-    '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
-  return {status = st, owner = owner, tpl = tpl, uses = tonumber(uses), vf = tonumber(vf),
-          vt = tonumber(vt), loc = loc, claimed = tonumber(claimed), gift = gift, claim = claim}
-end
-
-local function format_coupon(c)
-  return table.concat({c.status, c.owner, c.tpl, c.uses, c.vf, c.vt, c.loc, c.claimed, c.gift,
-                       c.claim}, '|')
-end
 
 local function meta_limit(name)
   return tonumber(redis.call('HGET', K.meta, name) or '-1')
@@ -51,10 +36,10 @@ end
 
 -- Add `by` to counter `name` in every scope the change belongs to.
 local function stat(name, by, tpl, day, merchant)
-  redis.call('HINCRBY', C.stats, '*|' .. name, by)
-  if tpl then redis.call('HINCRBY', C.stats, 't:' .. tpl .. '|' .. name, by) end
-  if day then redis.call('HINCRBY', C.stats, 'd:' .. day .. '|' .. name, by) end
-  if merchant then redis.call('HINCRBY', C.stats, 'm:' .. merchant .. '|' .. name, by) end
+  redis.call('HINCRBY', C.cstats, '*|' .. name, by)
+  if tpl then redis.call('HINCRBY', C.cstats, 't:' .. tpl .. '|' .. name, by) end
+  if day then redis.call('HINCRBY', C.cstats, 'd:' .. day .. '|' .. name, by) end
+  if merchant then redis.call('HINCRBY', C.cstats, 'm:' .. merchant .. '|' .. name, by) end
 end
 
 -- 8 characters of the code alphabet from 10 hex digits (40 bits).
@@ -89,7 +74,7 @@ end
 local function expire_coupon(now, coupon_id, c)
   c.status = 'expired'
   redis.call('HSET', C.cpn, coupon_id, format_coupon(c))
-  redis.call('ZREM', C.exp, coupon_id)
+  redis.call('ZREM', C.cexp, coupon_id)
   stat('expired', 1, c.tpl, math.floor(now / DAY_MS))
   emit(now, 'coupon_expired', {'coupon', coupon_id, 'user', c.owner, 'template', c.tpl,
                                'uses_left', c.uses})

@@ -7,33 +7,38 @@
 -- spent only for a passed request.
 --
 -- The campaign's compiled config is meta field `th` (JSON, built by
--- engine/throttle.py), decoded once per script run:
---   u, d, n, c   GCRA {interval_ms, burst} per user, device, network, campaign
---   ad, an       accounts per device / network: {window_ms, challenge_above, reject_above}
---   r            risk rules: {s = signal, gt = x, lt = y, a = 'challenge'|'reject'};
+-- stampede/domain/throttle.py as stampede/state/records.py GuardConfig),
+-- decoded once per script run into a table named by GuardConfig's fields:
+--   user, device, network, campaign   GCRA {interval_ms, burst}
+--   accounts_per_device, accounts_per_network
+--                {window_ms, challenge_above, reject_above}
+--   risk         risk checks {signal, action = 'challenge'|'reject', above, below};
 --                signals age (account age, s), lapses (holds let lapse or
 --                cancelled here), recent (other campaigns claimed lately)
---   pw           challenge difficulty {base_bits, step_bits, max_bits}
+--   pow          challenge difficulty {base_bits, step_bits, max_bits}
+--   recent_window_ms  set when a check reads recent
 -- The lists hash maps "u:<user>", "d:<device>", "n:<network>" to 'a' or 'b'.
 --
--- A request's context `g` (parsed from its packed argument by the caller):
---   user, device, network ('' none), age, recent (-1 unknown),
+-- A request's context `g` is the claim argument's GuardArg (records.py):
+--   device, network ('' none), age, recent (-1 unknown),
 --   pow_bits, pow_exp (a verified solution's difficulty and expiry; -1 none),
 --   and KEYS slots (0 none): k_user, k_device, k_network, k_acc_device,
---   k_acc_network, k_nonce.
--- The campaign's limiter and lists are two consecutive KEYS whose first slot
--- the script names once, to guard_config: NKEYS + 1 after the campaign key
--- set (claim_batch), NCKEYS + 1 after a drop's coupon keys (coupon_claim).
+--   k_acc_network, k_nonce; guard_context adds the claim's user.
+-- The campaign's limiter and lists (GuardKeys) follow the script's fixed key
+-- sets; the script names their first slot once, to load_guard_config: NKEYS + 1
+-- (claim_batch), NCKEYS + 1 (coupon_claim).
+--@include args
 
 local g_limiter, g_lists = nil, nil  -- the campaign's limiter and lists keys
 
 -- The campaign's config (nil when unguarded); `slot` is the KEYS index of its
--- limiter, its lists follow.
-local function guard_config(slot)
-  g_limiter, g_lists = KEYS[slot], KEYS[slot + 1]
+-- guard keys.
+local function load_guard_config(slot)
+  local gk = guard_keys_at(slot)
+  g_limiter, g_lists = gk.limiter, gk.lists
   local raw = redis.call('HGET', K.meta, 'th')
   if not raw or raw == '' then return nil end
-  local cfg = cjson.decode(raw)
+  local cfg = guard_config_from(cjson.decode(raw))
   cfg.lists = redis.call('EXISTS', g_lists) == 1
   return cfg
 end
@@ -44,18 +49,11 @@ end
 local campaign_tat = nil
 local g_refused, g_tally = {}, {}
 
--- The guard's context of a claim from the tail of its packed argument,
--- "|device|network|age_s|recent|pow_bits|pow_exp_ms|k_user|k_device|k_network|
--- k_acc_device|k_acc_network|k_nonce", or nil for '' (sent without one).
-local function guard_context(user, tail)
-  if tail == '' then return nil end
-  local f = {}
-  for part in string.gmatch(tail, '|([^|]*)') do f[#f + 1] = part end
-  return {user = user, device = f[1], network = f[2], age = tonumber(f[3]),
-          recent = tonumber(f[4]), pow_bits = tonumber(f[5]), pow_exp = tonumber(f[6]),
-          k_user = tonumber(f[7]), k_device = tonumber(f[8]), k_network = tonumber(f[9]),
-          k_acc_device = tonumber(f[10]), k_acc_network = tonumber(f[11]),
-          k_nonce = tonumber(f[12])}
+-- The guard's context of a claim (its argument's decoded guard), with the
+-- claim's user; nil if the claim came without one.
+local function guard_context(user, g)
+  if g then g.user = user end
+  return g
 end
 
 -- Distinct accounts over a sliding window: exact, and bounded (a set never
@@ -94,22 +92,22 @@ local function guard_verdict(cfg, g, now)
   local pending, wait, scope = {}, 0, ''
   local function rate(lim, slot, name)
     if not lim or slot == 0 then return end
-    local ok, retry, tat = gcra_check(KEYS[slot], now, lim[1], lim[2])
+    local ok, retry, tat = gcra_check(KEYS[slot], now, lim.interval_ms, lim.burst)
     if not ok and retry > wait then wait, scope = retry, name end
     pending[#pending + 1] = {KEYS[slot], tat}
   end
-  rate(cfg.u, g.k_user, 'user')
+  rate(cfg.user, g.k_user, 'user')
   if not allowed then
-    rate(cfg.d, g.k_device, 'device')
-    rate(cfg.n, g.k_network, 'network')
+    rate(cfg.device, g.k_device, 'device')
+    rate(cfg.network, g.k_network, 'network')
   end
   local c_tat = nil
-  if cfg.c then  -- the campaign's limiter, from this batch's running TAT
-    local lim = cfg.c
+  if cfg.campaign then  -- the campaign's limiter, from this batch's running TAT
+    local step, burst = cfg.campaign.interval_ms, cfg.campaign.burst
     local tat = math.max(campaign_tat or tonumber(redis.call('GET', g_limiter) or '0'), now)
-    local over = tat + lim[1] - now - lim[1] * lim[2]
+    local over = tat + step - now - step * burst
     if over > 0 and math.ceil(over) > wait then wait, scope = math.ceil(over), 'campaign' end
-    c_tat = tat + lim[1]
+    c_tat = tat + step
   end
   if wait > 0 then return {THROTTLED, scope, wait} end
   -- Within its rates, the request is charged to them, whatever comes next:
@@ -119,27 +117,28 @@ local function guard_verdict(cfg, g, now)
   local level, why = 0, ''
   local seen = {}
   if not allowed then
-    for _, a in ipairs({{cfg.ad, g.k_acc_device, 'accounts_per_device'},
-                        {cfg.an, g.k_acc_network, 'accounts_per_network'}}) do
+    for _, a in ipairs({{cfg.accounts_per_device, g.k_acc_device, 'accounts_per_device'},
+                        {cfg.accounts_per_network, g.k_acc_network, 'accounts_per_network'}}) do
       local lim, slot = a[1], a[2]
       if lim and slot > 0 then
-        local n = accounts_seen(KEYS[slot], now, g.user, lim[1])
-        if n > lim[3] then return {BLOCKED, a[3], ''} end
-        if n > lim[2] then level, why = level + 1, a[3] end
-        seen[#seen + 1] = {KEYS[slot], lim[1]}
+        local n = accounts_seen(KEYS[slot], now, g.user, lim.window_ms)
+        if n > lim.reject_above then return {BLOCKED, a[3], ''} end
+        if n > lim.challenge_above then level, why = level + 1, a[3] end
+        seen[#seen + 1] = {KEYS[slot], lim.window_ms}
       end
     end
-    for _, rule in ipairs(cfg.r or {}) do
-      local v = risk_value(g, rule.s)
-      if v >= 0 and (rule.gt == nil or v > rule.gt) and (rule.lt == nil or v < rule.lt) then
-        if rule.a == 'reject' then return {BLOCKED, 'risk_' .. rule.s, ''} end
-        level, why = level + 1, 'risk_' .. rule.s
+    for _, rule in ipairs(cfg.risk) do
+      local v = risk_value(g, rule.signal)
+      if v >= 0 and (rule.above == nil or v > rule.above)
+          and (rule.below == nil or v < rule.below) then
+        if rule.action == 'reject' then return {BLOCKED, 'risk_' .. rule.signal, ''} end
+        level, why = level + 1, 'risk_' .. rule.signal
       end
     end
   end
   if level > 0 then
-    local pw = cfg.pw
-    local need = math.min(pw[3], pw[1] + pw[2] * (level - 1))
+    local pw = cfg.pow
+    local need = math.min(pw.max_bits, pw.base_bits + pw.step_bits * (level - 1))
     -- A verified solution of enough work, not expired by server time, and
     -- never used before (its nonce is kept until the challenge expires).
     local solved = g.pow_bits >= need and g.pow_exp > now and g.k_nonce > 0

@@ -1,0 +1,375 @@
+"""Every record Stampede keeps in Redis and every structured script argument, defined once.
+
+Two families, both msgspec Structs whose field order *is* the layout:
+
+- Stored records (`TextCodec`): one '|'-joined string per record (a claim,
+  a waitlist entry, a coupon, a remembered first answer...), compact on
+  purpose: a held claim costs a few dozen bytes. Ids and names never
+  contain '|'; a `list[str]` field is joined with ','.
+- Arguments and compiled config (`ARG_STRUCTS`): claims go to their script as
+  ONE msgpack-encoded ARGV (a list of array-like Structs, unpacked by
+  `cmsgpack.unpack`); the guard config is JSON in meta field `th` (the
+  engine's client reads meta as text), with the short names it always had.
+
+The Lua side is generated from these definitions (stampede/state/luagen.py):
+`parse_<name>`/`format_<name>` for each record, `<name>_from` for each
+argument, so no field order is written twice. tests/state/ proves the two
+languages agree, shape by shape.
+"""
+
+import types
+from typing import Any, Generic, TypeVar, Union, get_args, get_origin
+
+import msgspec
+from msgspec import Struct, field
+
+T = TypeVar("T", bound=Struct)
+
+SEP = "|"
+LIST_SEP = ","
+
+
+# -- stored records -------------------------------------------------------------
+
+
+class ClaimRecord(Struct):
+    """claims hash: claim_id -> the claim (a hold, or a sold or released one)."""
+    status: str
+    """held, confirmed, cancelled or expired"""
+    user: str
+    sku: str
+    qty: int
+    deadline: int
+    """the hold's deadline (ms); a confirmed coupon claim's is its time"""
+    price: int
+    created: int
+
+
+class EntryRecord(Struct):
+    """wlentries hash: "<user>|<sku>" -> the user's waitlist entry for the SKU."""
+    status: str
+    """waiting or offered"""
+    seq: str
+    """zero-padded join number: within a SKU, lexical order is join order"""
+    qty: int
+    joined: int
+    claim: str
+    """the offer's claim id, '' until offered"""
+
+
+class WlMemberRecord(Struct):
+    """waitlist zset member (every score 0, lexical order): the SKU first, so one
+    SKU's members are one lexical range (wl_range in include/common.lua)."""
+    sku: str
+    seq: str
+    user: str
+
+
+class WaveRecord(Struct):
+    """waves zset member, scored by its release time (ms)."""
+    idx: int
+    sku: str
+    qty: int
+
+
+class ClaimAnswerRecord(Struct):
+    """An idempotency key's first answer to a claim (claim_batch.lua)."""
+    fingerprint: str
+    code: int
+    claim_id: str
+    """'' for a refusal, as are the three below"""
+    deadline: int | None
+    price: int | None
+    created: int | None
+
+
+class StockAnswerRecord(Struct):
+    """An idempotency key's first answer to a stock adjustment (adjust_stock.lua)."""
+    code: int
+    available: int
+    released: int
+
+
+class CouponRecord(Struct):
+    """cpn hash: coupon_id -> the coupon."""
+    status: str
+    """active, used or expired"""
+    owner: str
+    tpl: str
+    """its template id"""
+    uses: int
+    """uses left"""
+    vf: int
+    """valid from (ms)"""
+    vt: int
+    """valid to (ms)"""
+    loc: str
+    """its locator: the code without key id and signature"""
+    claimed: int
+    gift: str
+    """the hash of its open transfer token, '' if none"""
+    claim: str
+
+
+class RedemptionRecord(Struct):
+    """redeems hash: redemption_id -> the redemption."""
+    status: str
+    """redeemed or rolled_back"""
+    coupon: str
+    merchant: str
+    order: str
+    amount: int
+    discount: int
+    ts: int
+    fingerprint: str
+    tpl: str
+    day: int
+
+
+class GiftRecord(Struct):
+    """gifts hash: token hash -> the transfer offer."""
+    status: str
+    """open or accepted"""
+    coupon: str
+    giver: str
+    expires: int
+    recipient: str
+    nonce: str
+
+
+class CouponAnswerRecord(Struct):
+    """An idempotency key's first answer to a coupon claim (coupon_claim.lua)."""
+    fingerprint: str
+    code: int
+    reason: str
+    claim_id: str
+    at: int
+    coupons: list[str]
+
+
+class StoredAnswer(Struct, array_like=True):
+    """The first answer of an idempotent confirm or cancel (Python only, JSON):
+    (fingerprint, status, body)."""
+    fingerprint: str
+    status: int
+    body: str
+
+
+_KINDS = {str: "str", int: "int", int | None: "opt_int", list[str]: "list"}
+
+
+def field_kind(tp: Any) -> str:
+    """A field type as the codecs and the Lua generator know it."""
+    kind = _KINDS.get(tp)
+    if kind is None:
+        raise TypeError(f"no text encoding for {tp!r}")
+    return kind
+
+
+class TextCodec(Generic[T]):
+    """A stored record's '|'-joined text, both ways; `name` names its Lua helpers."""
+
+    def __init__(self, kind: type[T], name: str) -> None:
+        self.kind = kind
+        self.name = name
+        self.fields = tuple((f.name, field_kind(f.type)) for f in msgspec.structs.fields(kind))
+
+    def encode(self, record: T) -> str:
+        parts = []
+        for name, kind in self.fields:
+            value = getattr(record, name)
+            if kind == "list" and any(LIST_SEP in item or not item for item in value):
+                raise ValueError(f"{self.name}.{name}: items must be non-empty, without "
+                                 f"{LIST_SEP!r}: {value!r}")
+            text = (LIST_SEP.join(value) if kind == "list"
+                    else "" if value is None else str(value))
+            if SEP in text:
+                raise ValueError(f"{self.name}.{name} may not contain {SEP!r}: {text!r}")
+            parts.append(text)
+        return SEP.join(parts)
+
+    def decode(self, raw: str) -> T:
+        parts = raw.split(SEP)
+        if len(parts) != len(self.fields):
+            raise ValueError(f"{self.name}: {len(parts)} fields, {len(self.fields)} expected")
+        values = [_value(kind, text) for (_, kind), text in zip(self.fields, parts, strict=True)]
+        return self.kind(*values)
+
+
+def _value(kind: str, text: str) -> Any:
+    if kind == "int":
+        return int(text)
+    if kind == "opt_int":
+        return int(text) if text else None
+    if kind == "list":
+        return text.split(LIST_SEP) if text else []
+    return text
+
+
+CLAIM = TextCodec(ClaimRecord, "claim")
+ENTRY = TextCodec(EntryRecord, "entry")
+WL_MEMBER = TextCodec(WlMemberRecord, "wl_member")
+WAVE = TextCodec(WaveRecord, "wave")
+CLAIM_ANSWER = TextCodec(ClaimAnswerRecord, "claim_answer")
+STOCK_ANSWER = TextCodec(StockAnswerRecord, "stock_answer")
+COUPON = TextCodec(CouponRecord, "coupon")
+REDEMPTION = TextCodec(RedemptionRecord, "redemption")
+GIFT = TextCodec(GiftRecord, "gift")
+COUPON_ANSWER = TextCodec(CouponAnswerRecord, "coupon_answer")
+
+CAMPAIGN_RECORDS: tuple[TextCodec[Any], ...] = (CLAIM, ENTRY, WL_MEMBER, WAVE, CLAIM_ANSWER,
+                                                STOCK_ANSWER)
+"""Pasted into every operation (include/common.lua)."""
+COUPON_RECORDS: tuple[TextCodec[Any], ...] = (COUPON, REDEMPTION, GIFT, COUPON_ANSWER)
+"""Pasted into coupon operations (include/coupons.lua)."""
+
+
+# -- claim arguments (msgpack) -----------------------------------------------------
+
+
+class GuardArg(Struct, array_like=True, frozen=True):
+    """A claim's guard context (include/guard.lua): what the gateway knows of the
+    request, a verified proof-of-work solution, and the KEYS slots of its keys."""
+    device: str
+    """'' when unknown, as network"""
+    network: str
+    age: int
+    """account age (s), -1 unknown"""
+    recent: int
+    """campaigns claimed in lately, -1 unknown"""
+    pow_bits: int
+    """a verified solution's difficulty, -1 none"""
+    pow_exp: int
+    """its expiry (ms), -1 none"""
+    k_user: int
+    """KEYS slots below: 0 none"""
+    k_device: int
+    k_network: int
+    k_acc_device: int
+    k_acc_network: int
+    k_nonce: int
+
+
+class ClaimArg(Struct, array_like=True, frozen=True):
+    """One sale claim of a batch (claim_batch.lua)."""
+    claim_id: str
+    user: str
+    sku: str
+    qty: int
+    idem_slot: int
+    """KEYS index of its idempotency key, 0 if none"""
+    admission: int
+    """expiry (ms) of the admission token the engine verified, -1 if none"""
+    fingerprint: str
+    """the request body, for idempotency mismatch checks"""
+    guard: GuardArg | None = None
+    """None: sent unguarded (the campaign was unguarded at its last reply)"""
+
+
+class CouponClaimArg(Struct, array_like=True, frozen=True):
+    """One coupon claim of a batch (coupon_claim.lua)."""
+    claim_id: str
+    user: str
+    sku: str
+    qty: int
+    wallet_slot: int
+    """KEYS index of the claimant's wallet"""
+    idem_slot: int
+    admission: int
+    identity: str
+    """the hashed real person, '' if none"""
+    seed: str
+    """random seed of the coupon ids and locators"""
+    fingerprint: str
+    guard: GuardArg | None = None
+
+
+# -- the compiled guard config (meta `th`, JSON) -------------------------------------
+
+
+class RateLimit(Struct, array_like=True, frozen=True):
+    """GCRA: one request per interval, `burst` at once."""
+    interval_ms: int
+    burst: int
+
+
+class AccountsLimit(Struct, array_like=True, frozen=True):
+    window_ms: int
+    challenge_above: int
+    reject_above: int
+
+
+class RiskCheck(Struct, omit_defaults=True, frozen=True):
+    signal: str = field(name="s")
+    """age, lapses or recent"""
+    action: str = field(name="a")
+    """challenge or reject"""
+    above: float | None = field(default=None, name="gt")
+    below: float | None = field(default=None, name="lt")
+
+
+class PowDifficulty(Struct, array_like=True, frozen=True):
+    base_bits: int
+    step_bits: int
+    max_bits: int
+
+
+class GuardConfig(Struct, omit_defaults=True, frozen=True):
+    """A campaign's compiled scalper guard, read once per claim script run."""
+    pow: PowDifficulty = field(name="pw")
+    user: RateLimit | None = field(default=None, name="u")
+    device: RateLimit | None = field(default=None, name="d")
+    network: RateLimit | None = field(default=None, name="n")
+    campaign: RateLimit | None = field(default=None, name="c")
+    accounts_per_device: AccountsLimit | None = field(default=None, name="ad")
+    accounts_per_network: AccountsLimit | None = field(default=None, name="an")
+    risk: list[RiskCheck] = field(default_factory=list, name="r")
+    recent_window_ms: int | None = field(default=None, name="rw")
+    """set when a risk check reads `recent`"""
+
+
+_msgpack = msgspec.msgpack.Encoder()
+_claims_dec = msgspec.msgpack.Decoder(list[ClaimArg])
+_coupon_claims_dec = msgspec.msgpack.Decoder(list[CouponClaimArg])
+_json = msgspec.json.Encoder()
+_guard_config_dec = msgspec.json.Decoder(GuardConfig)
+
+
+def encode_claims(claims: list[ClaimArg] | list[CouponClaimArg]) -> bytes:
+    """A batch's claims as the one ARGV their script unpacks."""
+    return _msgpack.encode(claims)
+
+
+def decode_claims(raw: bytes) -> list[ClaimArg]:
+    return _claims_dec.decode(raw)
+
+
+def decode_coupon_claims(raw: bytes) -> list[CouponClaimArg]:
+    return _coupon_claims_dec.decode(raw)
+
+
+def encode_guard_config(cfg: GuardConfig) -> str:
+    return _json.encode(cfg).decode()
+
+
+def decode_guard_config(raw: str) -> GuardConfig:
+    return _guard_config_dec.decode(raw)
+
+
+ARG_STRUCTS: tuple[type[Struct], ...] = (GuardArg, ClaimArg, CouponClaimArg, RateLimit,
+                                         AccountsLimit, RiskCheck, PowDifficulty, GuardConfig)
+"""The argument shapes Lua reads, in an order where each comes after those it holds."""
+
+
+def nested(tp: Any) -> tuple[str, type[Struct] | None]:
+    """('one' | 'optional' | 'list', the Struct) of a field type, or ('plain', None)."""
+    if isinstance(tp, type) and issubclass(tp, Struct):
+        return "one", tp
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, types.UnionType) and type(None) in args:
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1 and isinstance(inner[0], type) and issubclass(inner[0], Struct):
+            return "optional", inner[0]
+    if origin is list and args and isinstance(args[0], type) and issubclass(args[0], Struct):
+        return "list", args[0]
+    return "plain", None

@@ -1,0 +1,45 @@
+"""docker-compose.yml, read as YAML: what a restart or a recreated container needs.
+
+(`bin/test` also validates it with a compose CLI when one can be had.)
+"""
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
+
+
+def test_every_service_restarts_and_reports_its_health() -> None:
+    services = compose()["services"]
+    assert set(services) == {"valkey", "postgres", "stampede"}
+    for name, service in services.items():
+        assert service.get("restart") in ("unless-stopped", "always"), name
+        check = service.get("healthcheck", {})
+        assert check.get("test"), name
+
+
+def test_the_service_is_healthy_only_when_ready() -> None:
+    test = " ".join(compose()["services"]["stampede"]["healthcheck"]["test"])
+    assert "/readyz" in test and ":8000" in test
+
+
+def test_generated_secrets_live_in_a_named_volume() -> None:
+    doc = compose()
+    mounts = doc["services"]["stampede"]["volumes"]
+    named = [m.split(":")[0] for m in mounts if m.endswith(":/app/var")]
+    assert named and named[0] in doc["volumes"], mounts
+    # /app/var is where the image keeps them (STAMPEDE_DATA_DIR in the Dockerfile).
+    assert "STAMPEDE_DATA_DIR=/app/var" in (ROOT / "Dockerfile").read_text()
+
+
+def test_the_service_waits_for_healthy_state_and_store() -> None:
+    depends = compose()["services"]["stampede"]["depends_on"]
+    assert depends == {"valkey": {"condition": "service_healthy"},
+                       "postgres": {"condition": "service_healthy"}}
