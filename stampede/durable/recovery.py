@@ -162,7 +162,7 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
     ks = keys.campaign_keys(cid)
     # Its state lost but its stream kept (keys deleted, not the whole Redis): the
     # stream's entries of the store's epoch are events nobody has persisted yet.
-    lost = not await redis.hexists(ks[0], "state")
+    lost = not await redis.hexists(ks.meta, "state")
     await fence(redis, store, cid)
     for _ in range(_ROUNDS):
         async with redis.pipeline(transaction=True) as pipe:
