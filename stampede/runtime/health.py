@@ -15,10 +15,10 @@ from redis.asyncio import Redis
 from stampede.durable.persister import lag
 from stampede.logs import log
 from stampede.metrics import PERSISTER_STALLED
+from stampede.state import keys
 
 Children = Callable[[], dict[str, dict[str, object]]]
 """The supervised children's state and restarts by name (Supervisor.status)."""
-from stampede.state import keys
 
 
 class PersisterHealth:

@@ -111,7 +111,8 @@ async def test_recovery_rebuilds_every_key_the_scripts_read(
             assert after[cid][key] == value, f"{cid}: {key} differs"
     answers = [k for k in before["c1"] if ":resp:" in k] + \
         [k for k in before["w1"] if ":resp:" in k or ":idem:" in k]
-    assert len(answers) == 6  # three settled in c1; in w1 ann's claim, cat's confirm, the adjustment
+    # Three settled in c1; in w1 ann's claim, cat's confirm and the stock adjustment.
+    assert len(answers) == 6
 
 
 async def test_recovery_of_a_live_redis_keeps_its_refusal_counts(

@@ -49,7 +49,8 @@ def test_a_killed_valkey_comes_back_healed_and_ready(service: Service) -> None:
     assert http(url, {"X-User-Id": "a"}, claim, "POST")[0] == 201
     old = service.valkey_pid
     os.kill(old, signal.SIGKILL)
-    assert wait_for(lambda: service.valkey_pid not in (0, old) and service.ready(), 20), service.output()
+    assert wait_for(lambda: service.valkey_pid not in (0, old) and service.ready(), 20), \
+        service.output()
     assert not alive(old)
     status, body = http(f"{service.url}/readyz")
     assert status == 200 and body["checks"]["state_healed"] is True  # type: ignore[index]
