@@ -1,1 +1,1 @@
-"""The durable side: the SQL store, the persister and its projections, audit, recovery, reconciliation."""
+"""The durable side: the SQL store, the persister, projections, audit, recovery, reconciliation."""
