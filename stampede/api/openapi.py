@@ -89,7 +89,7 @@ def build_spec(title: str, operations: list[Operation], dev_auth: bool) -> dict[
     }
 
 
-def _enforced_errors(op: Operation) -> set[int]:
+def enforced_errors(op: Operation) -> set[int]:
     """The answers the router itself gives before the handler runs (see routing)."""
     errors = {400} if op.idempotent or op.query_params or op.path_params else set()
     if op.auth != "none":
@@ -128,7 +128,7 @@ def _operation(op: Operation, refs: dict[Any, Any], dev_auth: bool) -> dict[str,
     if op.response is not None:
         ok["content"] = {"application/json": {"schema": refs[op.response]}}
     responses: dict[str, Any] = {str(s): ok for s in (op.status, *op.also)}
-    errors = set(op.errors) | _enforced_errors(op)
+    errors = set(op.errors) | enforced_errors(op)
     for status in sorted(errors):
         responses[str(status)] = {
             "description": _error_text(status),
