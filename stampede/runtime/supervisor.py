@@ -11,7 +11,11 @@ stops the service with a non-zero exit, for whatever runs it to take over.
 When the embedded Valkey dies, readiness fails at once and stays off until
 Valkey is back from its AOF and every campaign whose Redis state is older
 than the store (the last second of writes under appendfsync everysec) has
-been healed: nothing sells from state older than what was persisted.
+been healed: nothing sells from state older than what was persisted. The
+restarted Valkey is closed to every other client (requests answer 503) until
+that healing is done: a claim taken from the older state would be undone by
+the rebuild after it had been answered 201, and a confirm of a hold the store
+has but the AOF lost would answer a final 404.
 """
 
 import asyncio
@@ -23,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from aiohttp import web
+from redis.asyncio import Redis
 
 from stampede.logs import log
 from stampede.metrics import CRASH_LOOPS, RESTARTS
@@ -90,7 +95,7 @@ class Supervisor:
         self.components: dict[str, Component] = {}
         self._children: dict[str, Child] = {}
         self._valkey: EmbeddedValkey | None = None
-        self._heal: Callable[[], Awaitable[object]] | None = None
+        self._heal: Callable[[Redis], Awaitable[object]] | None = None
 
     # -- what to watch -------------------------------------------------------
 
@@ -99,8 +104,10 @@ class Supervisor:
         self._children[name] = child
         self.components[name] = Component(name, self.policy)
 
-    def add_valkey(self, valkey: EmbeddedValkey, heal: Callable[[], Awaitable[object]]) -> None:
-        """`heal` runs after each restart, before readiness returns."""
+    def add_valkey(self, valkey: EmbeddedValkey,
+                   heal: Callable[[Redis], Awaitable[object]]) -> None:
+        """`heal(client)` runs after each restart, through a client of its own, while the
+        restarted Valkey is still closed to everyone else."""
         self._valkey, self._heal = valkey, heal
         self.components["valkey"] = Component("valkey", self.policy)
 
@@ -169,7 +176,7 @@ class Supervisor:
             if await self._pause(delay):
                 return
             try:
-                await asyncio.to_thread(valkey.restart)
+                await asyncio.to_thread(valkey.restart, closed=True)
                 break
             except Exception as exc:  # noqa: BLE001 - it would not start: count it as another crash
                 log.error("embedded Valkey did not start", error=repr(exc))
@@ -179,23 +186,36 @@ class Supervisor:
         component.restarts += 1
         component.state = "running"
         RESTARTS.labels("valkey").inc()
-        await self._heal_until_done()
+        if not await self._heal_until_done(valkey):
+            return  # stopping, or it died again: the loop restarts it (still closed)
+        try:
+            await asyncio.to_thread(valkey.open)
+        except Exception as exc:  # noqa: BLE001 - it died meanwhile: the loop restarts it
+            log.error("embedded Valkey could not be opened after healing", error=repr(exc))
+            return
         self.ready["healing"] = False
         log.info("embedded Valkey restarted and campaigns healed", restarts=component.restarts)
 
-    async def _heal_until_done(self) -> None:
+    async def _heal_until_done(self, valkey: EmbeddedValkey) -> bool:
+        """Heal through the only client the closed Valkey lets in; False if the service
+        stops or Valkey dies first."""
         assert self._heal is not None
         delay = 0.1
-        while not self.stop.is_set():
-            try:
-                await self._heal()
-                return
-            except Exception as exc:  # noqa: BLE001 - Valkey still loading, or the store away: retry
-                log.warning("healing after the Valkey restart failed; retrying",
-                            error=repr(exc), delay_s=delay)
-                if await self._pause(delay):
-                    return
-                delay = min(delay * 2, 5.0)
+        client = Redis.from_url(valkey.url, password=valkey.password, decode_responses=True)
+        try:
+            while not self.stop.is_set() and valkey.exited() is None:
+                try:
+                    await self._heal(client)
+                    return True
+                except Exception as exc:  # noqa: BLE001 - Valkey still loading, or the store away: retry
+                    log.warning("healing after the Valkey restart failed; retrying",
+                                error=repr(exc), delay_s=delay)
+                    if await self._pause(delay):
+                        return False
+                    delay = min(delay * 2, 5.0)
+            return False
+        finally:
+            await client.aclose()
 
 
 def watch(process: web.Application, settings: Settings, stop: asyncio.Event,
@@ -215,7 +235,7 @@ def watch(process: web.Application, settings: Settings, stop: asyncio.Event,
     if child is not None:
         supervisor.add_child("persister", child)
     if valkey is not None:
-        supervisor.add_valkey(valkey, lambda: heal_now(redis, store, settings))
+        supervisor.add_valkey(valkey, lambda client: heal_now(client, store, settings))
     health = PersisterHealth(redis, settings.persist_stall_s, supervisor.status)
     tasks = [asyncio.create_task(supervisor.run()),
              asyncio.create_task(every(HEALTH_INTERVAL_S, health.refresh, stop,

@@ -8,6 +8,7 @@ it through the pid file in the data directory.
 """
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -94,6 +95,8 @@ class EmbeddedValkey:
         self.url = ""
         self._port = 0
         self.restarts = 0
+        self.password: str | None = None
+        """Set while a restarted server is closed (see `restart`): only its holder gets in."""
 
     def exited(self) -> int | None:
         """The exit code if the server we started has died (and is now reaped), else None."""
@@ -101,8 +104,15 @@ class EmbeddedValkey:
             return None
         return self.process.poll()
 
-    def restart(self, timeout: float = 30.0) -> str:
-        """Start the server again on the same URL; it reloads its data from the AOF."""
+    def restart(self, timeout: float = 30.0, closed: bool = False) -> str:
+        """Start the server again on the same URL; it reloads its data from the AOF.
+
+        `closed`: it comes up refusing every client but the holder of `password`
+        (others get NOAUTH, a connection error: the API answers 503) until `open()`.
+        Under appendfsync everysec Valkey may have answered writes it had not yet
+        written to the AOF (it postpones the write while a slow fsync runs), so the
+        restarted state can be older than the store: it must be healed before
+        anyone reads or sells from it."""
         if self.process is not None:
             _kill_and_wait(self.process.pid, 5.0)
             try:
@@ -111,12 +121,25 @@ class EmbeddedValkey:
                 pass
             self.process = None
         self.restarts += 1
-        return self.start(timeout)
+        return self.start(timeout, closed)
 
-    def start(self, timeout: float = 30.0) -> str:
+    def open(self) -> None:
+        """Let every client in again (after `restart(closed=True)` and the healing)."""
+        if self.password is None:
+            return
+        client = redis.Redis.from_url(self.url, password=self.password,
+                                      socket_connect_timeout=5)
+        try:
+            client.config_set("requirepass", "")
+        finally:
+            client.close()
+        self.password = None
+
+    def start(self, timeout: float = 30.0, closed: bool = False) -> str:
         """Start the server (stopping one we left behind) and return its URL."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self._stop_leftover()
+        self.password = secrets.token_hex(16) if closed else None
         sock = self.dir / "valkey.sock"
         args = [server_binary(), "--bind", "127.0.0.1", "--dir", str(self.dir),
                 "--appendonly", "yes", "--appendfsync", self.appendfsync,
@@ -130,6 +153,8 @@ class EmbeddedValkey:
             args += ["--port", str(port)]
             self.url = f"redis://127.0.0.1:{port}/0"
             self._port = port
+        if self.password is not None:
+            args += ["--requirepass", self.password]
         self.process = subprocess.Popen(args, cwd=self.dir, preexec_fn=die_with_parent,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.pid_file.write_text(str(self.process.pid))
@@ -144,7 +169,8 @@ class EmbeddedValkey:
     def _wait_ready(self, timeout: float) -> None:
         assert self.process is not None
         deadline = time.monotonic() + timeout
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1,
+                                      password=self.password)
         try:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:

@@ -74,3 +74,57 @@ def test_a_stalled_persister_shows_in_readyz_but_keeps_it_ready(tmp_path: Path) 
         assert metric(svc, "stampede_persister_stalled") == 1
     finally:
         svc.kill()
+
+
+async def test_a_restarted_valkey_lets_no_one_in_until_it_is_healed(tmp_path: Path) -> None:
+    """Its AOF may lack writes Valkey had answered (everysec postpones the write while
+    an fsync runs): a claim or confirm served before the heal would act on older state,
+    and the rebuild would undo it after its answer. Only the healer gets in meanwhile."""
+    import asyncio
+
+    from redis.asyncio import Redis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from stampede.runtime.supervisor import RestartPolicy, Supervisor
+    from stampede.runtime.valkey import EmbeddedValkey
+
+    valkey = EmbeddedValkey(tmp_path)
+    valkey.start()
+    stop = asyncio.Event()
+    ready: dict[str, bool] = {}
+    others_during_heal: list[str] = []
+    healer_wrote = asyncio.Event()
+
+    async def heal(client: "Redis") -> None:
+        await client.set("healed", "1")  # the healer's own client gets in
+        outsider = Redis.from_url(valkey.url)
+        try:
+            await outsider.set("sold", "1")
+            others_during_heal.append("wrote")
+        except RedisConnectionError:  # NOAUTH: the API answers 503 unavailable
+            others_during_heal.append("refused")
+        finally:
+            await outsider.aclose()
+        healer_wrote.set()
+
+    supervisor = Supervisor(stop, ready, RestartPolicy(backoff_s=0.05))
+    supervisor.add_valkey(valkey, heal)
+    task = asyncio.create_task(supervisor.run())
+    client = Redis.from_url(valkey.url, decode_responses=True)
+    try:
+        assert valkey.process is not None
+        os.kill(valkey.process.pid, signal.SIGKILL)
+        await asyncio.wait_for(healer_wrote.wait(), 30)
+        assert others_during_heal == ["refused"]
+        for _ in range(100):  # opened once healed
+            if ready.get("healing") is False:
+                break
+            await asyncio.sleep(0.05)
+        assert ready["healing"] is False
+        assert await client.get("healed") == "1" and await client.get("sold") is None
+        await client.set("sold", "1")
+    finally:
+        stop.set()
+        await task
+        await client.aclose()
+        valkey.stop()
