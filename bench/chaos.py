@@ -69,7 +69,7 @@ async def drill(args: argparse.Namespace) -> list[FaultReport]:
 def summarize(reports: list[FaultReport]) -> Table:
     table = Table(title="chaos drill: per fault")
     for name in ("fault", "runs", "heal s (median / max)", "catch-up s (median / max)",
-                 "refused 503", "unreachable", "answers", "problems"):
+                 "refused 503", "unreachable", "answers", "lost to AOF", "problems"):
         table.add_column(name, justify="left" if name in ("fault", "problems") else "right")
     for fault in dict.fromkeys(r.fault for r in reports):
         rs = [r for r in reports if r.fault == fault]
@@ -80,7 +80,7 @@ def summarize(reports: list[FaultReport]) -> Table:
                       f"{statistics.median(heal):.2f} / {max(heal):.2f}",
                       f"{statistics.median(catch):.2f} / {max(catch):.2f}",
                       str(sum(r.refused for r in rs)), str(sum(r.unreachable for r in rs)),
-                      str(sum(r.answers for r in rs)),
+                      str(sum(r.answers for r in rs)), str(sum(r.lost_to_aof for r in rs)),
                       "[red]" + "; ".join(problems)[:200] + "[/]" if problems else "none")
     return table
 
