@@ -297,6 +297,9 @@ REFUSALS: dict[str, Refusal] = {
     "method_not_allowed": _r("method_not_allowed", 405, "{method} is not allowed on {path}; "
                              "allowed: {allow}", "a known path with another method (Allow "
                              "lists the methods)"),
+    "cors_origin": _r("cors_origin", 403, "origin '{origin}' may not call this API from a "
+                      "browser (STAMPEDE_CORS_ORIGINS lists the origins that may)",
+                      "a CORS preflight from an origin that is not allowed"),
     "body_too_large": _r("invalid_request", 413, "the body is larger than the {limit} bytes "
                          "this listener takes", "a body over the listener's size limit"),
     "unsupported_media_type": _r("invalid_request", 415, "{detail}",

@@ -78,6 +78,9 @@ class Settings:
     gateway_rate_per_s: int = 0
     """Per-network limit of the public API's other routes (0: off); fails open."""
     gateway_burst: int = 200
+    cors_origins: str | None = None
+    """Origins (`https://shop.example,...`) whose browser pages may call the public API;
+    None: no cross-origin calls."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
