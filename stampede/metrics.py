@@ -67,6 +67,20 @@ RECONCILE_DIFFERENCE = Gauge(
     "Redis counter minus the store's, at the same event (0 when in step)",
     ["campaign", "sku", "counter"], multiprocess_mode="livemostrecent")
 
+# -- the live feed and webhooks -------------------------------------------------
+
+LIVE_LISTENERS = Gauge("stampede_live_listeners", "Open live-feed (SSE) connections",
+                       multiprocess_mode="livesum")
+LIVE_POLLS = Counter("stampede_live_polls_total",
+                     "Campaign reads of the live feed's pollers (one per campaign per tick)")
+WEBHOOK_DELIVERIES = Counter("stampede_webhook_deliveries_total",
+                             "Webhook delivery attempts by outcome", ["outcome"])
+"""outcome: delivered, failed (non-2xx answer), error (no answer: refused, timeout, ...)."""
+WEBHOOK_OLDEST_UNDELIVERED = Gauge(
+    "stampede_webhook_oldest_undelivered_seconds",
+    "Age of the oldest persisted event an active endpoint has not yet received",
+    multiprocess_mode="livemostrecent")
+
 
 _CLAIM_CHILDREN = {o: CLAIMS.labels(o.code if o is not Outcome.OK else "held")
                    for o in Outcome}

@@ -297,6 +297,9 @@ REFUSALS: dict[str, Refusal] = {
     "method_not_allowed": _r("method_not_allowed", 405, "{method} is not allowed on {path}; "
                              "allowed: {allow}", "a known path with another method (Allow "
                              "lists the methods)"),
+    "live_full": _r("unavailable", 503, "this worker already serves {limit} live feeds; "
+                    "retry shortly (or poll GET /v1/campaigns/{campaign})",
+                    "a live feed past the worker's STAMPEDE_LIVE_MAX_LISTENERS", _SOON),
     "cors_origin": _r("cors_origin", 403, "origin '{origin}' may not call this API from a "
                       "browser (STAMPEDE_CORS_ORIGINS lists the origins that may)",
                       "a CORS preflight from an origin that is not allowed"),

@@ -81,6 +81,10 @@ class Settings:
     cors_origins: str | None = None
     """Origins (`https://shop.example,...`) whose browser pages may call the public API;
     None: no cross-origin calls."""
+    live_max_listeners: int = 5000
+    """Open live-feed streams a worker serves at once; past it, 503 live_full."""
+    live_tick_ms: int = 250
+    """How often a listened-to campaign is read for the live feed (per worker)."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -118,7 +122,7 @@ class Settings:
         for name in ("hold_sweep_interval_ms", "sweep_batch", "idempotency_ttl_s", "max_batch",
                      "max_body_bytes", "shutdown_grace_s", "persist_batch",
                      "persist_claim_idle_ms", "persist_max_attempts", "reconcile_interval_s",
-                     "gateway_burst"):
+                     "gateway_burst", "live_max_listeners", "live_tick_ms"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
         if self.gateway_rate_per_s < 0:

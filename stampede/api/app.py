@@ -8,7 +8,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from stampede import Engine
-from stampede.api import admin, coupons, docs, guard, public, queues
+from stampede.api import admin, coupons, docs, guard, live, public, queues
 from stampede.api.auth import Authenticator
 from stampede.api.context import AUTH, ENGINE, GUARD, READY, STORE_CHECK
 from stampede.api.cors import cors_middleware, parse_origins
@@ -69,6 +69,8 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
         engine.scripts.observer = observe_script
     for r in (health, *routes):
         r.add_to(app)
+    if live.api in routes:
+        live.install(app, engine)
     spec = build_spec(title, operations, auth.dev_auth)
 
     async def openapi(request: web.Request) -> web.Response:
@@ -83,7 +85,8 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
 
 def make_public_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                     max_body: int = 16_384, metrics: bool = True) -> web.Application:
-    return _make_app(PUBLIC_TITLE, [public.api, queues.api, guard.api, coupons.api], engine,
+    return _make_app(PUBLIC_TITLE, [public.api, live.api, queues.api, guard.api,
+                                        coupons.api], engine,
                      auth, ready, max_body, metrics)
 
 
