@@ -85,6 +85,18 @@ class Settings:
     """Open live-feed streams a worker serves at once; past it, 503 live_full."""
     live_tick_ms: int = 250
     """How often a listened-to campaign is read for the live feed (per worker)."""
+    webhook_worker: bool = True
+    """`serve` runs the webhook delivery worker as its child (off: run `stampede deliver`)."""
+    webhook_allowed_networks: str | None = None
+    """Networks (`10.0.0.0/8,...`) webhooks may reach although they are not public
+    (loopback, link-local, private); None: public addresses only."""
+    webhook_poll_ms: int = 500
+    """How often the delivery worker looks for newly persisted events."""
+    webhook_timeout_s: int = 10
+    """Whole attempt (connect: at most 3 s); past it the attempt failed."""
+    webhook_backoff_ms: int = 1000
+    """First retry delay after a failure, doubling each failure in a row (with jitter)."""
+    webhook_backoff_max_s: int = 300
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -122,7 +134,8 @@ class Settings:
         for name in ("hold_sweep_interval_ms", "sweep_batch", "idempotency_ttl_s", "max_batch",
                      "max_body_bytes", "shutdown_grace_s", "persist_batch",
                      "persist_claim_idle_ms", "persist_max_attempts", "reconcile_interval_s",
-                     "gateway_burst", "live_max_listeners", "live_tick_ms"):
+                     "gateway_burst", "live_max_listeners", "live_tick_ms", "webhook_poll_ms",
+                     "webhook_timeout_s", "webhook_backoff_ms", "webhook_backoff_max_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
         if self.gateway_rate_per_s < 0:

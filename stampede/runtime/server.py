@@ -17,8 +17,9 @@ from aiohttp import web
 from stampede import Settings, logs
 from stampede.api.app import make_admin_app, make_public_app
 from stampede.api.auth import Authenticator
-from stampede.api.context import ENGINE, STORE_CHECK
+from stampede.api.context import ENGINE, STORE_CHECK, WEBHOOKS
 from stampede.api.runner import JsonErrorRunner
+from stampede.durable.webhooks import Webhooks
 from stampede.logs import log
 from stampede.runtime import lifecycle
 
@@ -83,6 +84,7 @@ def _listeners(process: web.Application, settings: Settings, auth: Authenticator
             make_admin_app(engine, auth, ready, metrics=settings.metrics)]
     for app in apps:
         app[STORE_CHECK] = process[lifecycle.STORE].ping
+    apps[1][WEBHOOKS] = Webhooks(process[lifecycle.STORE])
     return [JsonErrorRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_s,
                             handle_signals=False) for app in apps]
 
