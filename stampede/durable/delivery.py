@@ -36,7 +36,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from stampede.domain.models import from_ms
 from stampede.domain.netaddr import Network, parse_networks
-from stampede.durable import webhook_signing
+from stampede.durable import events, webhook_signing
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
 from stampede.durable.webhooks import ALL
@@ -155,9 +155,19 @@ class Attempt:
         return "delivered" if self.ok else "failed" if self.status is not None else "error"
 
 
+_HEADER = frozenset(("campaign_id", "seq", "ts", "epoch", "stream_id", "raw", "type"))
+
+
 def message(row: Any) -> bytes:
-    """The body of the event `row` (the same bytes on every attempt)."""
-    data = {"campaign": row.campaign_id, "seq": row.seq, **msgspec.json.decode(row.data)}
+    """The body of the event `row` (the same bytes on every attempt): its fields typed
+    as the event classes say, or as stored for a type this version does not know."""
+    try:
+        event = events.from_row(row)
+        fields = ({k: v for k, v in msgspec.to_builtins(event).items() if k not in _HEADER}
+                  if not isinstance(event, events.Unknown) else msgspec.json.decode(row.data))
+    except events.BadEvent:
+        fields = msgspec.json.decode(row.data)
+    data = {"campaign": row.campaign_id, "seq": row.seq, **fields}
     return msgspec.json.encode({"type": row.type, "timestamp": from_ms(row.ts),
                                 "data": data})
 

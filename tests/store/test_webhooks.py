@@ -190,6 +190,8 @@ async def test_events_arrive_signed_and_in_order_per_campaign(
     _in_order(receiver.ids())
     first = dict(receiver.got)["alpha.1"]
     assert first["type"] == "campaign_defined" and first["data"]["campaign"] == "alpha"
+    held = next(body for _, body in receiver.got if body["type"] == "claim_held")
+    assert held["data"]["qty"] == 1 and held["data"]["sku"] == "tee"
     assert receiver.refused_signature == 0
     listed = await (await rig.admin.get("/admin/v1/webhooks", headers=OPERATOR)).json()
     assert [w["id"] for w in listed] == [created["id"]] and "secret" not in listed[0]
