@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -28,7 +29,7 @@ from stampede.durable.delivery import AddressGuard, Deliverer, DeliverySettings
 from stampede.durable.persister import Persister
 from stampede.durable.store import Store, open_store
 from stampede.durable.store import schema as t
-from stampede.durable.webhooks import Webhooks
+from stampede.durable.webhooks import WebhookCreate, Webhooks
 from tests.conftest import campaign_spec
 
 LOOPBACK = "127.0.0.0/8"
@@ -325,3 +326,33 @@ async def test_a_worker_killed_mid_burst_delivers_everything_after_restart(
     duplicates = len(ids) - len(set(ids))
     assert duplicates <= 2, duplicates  # at most the one in flight per campaign at the kill
     assert receiver.refused_signature == 0
+
+
+async def test_cursors_and_backoff_on_both_stores(
+        sale: Engine, persister: Persister, store: Store, receiver: Receiver) -> None:
+    """SQLite and PostgreSQL: a cursor moves only on a 2xx, a failure backs off."""
+    hooks = Webhooks(store)
+    created = await hooks.create(WebhookCreate(url=receiver.url, events=["claim_held"]))
+    assert created.secret is not None
+    receiver.secrets.append(created.secret)
+    await _rush(sale, ("alpha",), 3)
+    await persister.drain(timeout_s=30)
+    deliverer = Deliverer(store, AddressGuard.from_spec(LOOPBACK), FAST)
+    receiver.failing = True
+    await _tick(deliverer)
+    row = await hooks.row(created.id)
+    assert row.failures == 1 and row.next_attempt_ms > 0 and not receiver.got
+    receiver.failing = False
+    await asyncio.sleep(FAST.backoff_base_s)
+    await _tick(deliverer)
+    assert sorted(body["data"]["user"] for _, body in receiver.got) == ["u0", "u1", "u2"]
+    _in_order_of_subscribed(receiver.ids())
+    await _tick(deliverer)  # nothing new: nothing sent again
+    assert len(receiver.got) == 3
+    assert (await hooks.row(created.id)).failures == 0
+
+
+async def _tick(deliverer: Deliverer) -> None:
+    async with aiohttp.ClientSession() as session:
+        deliverer.session = session
+        await deliverer.tick()
