@@ -171,3 +171,20 @@ async def test_a_client_that_leaves_frees_its_place_without_handler_cancellation
         assert app[LIVE].count == 0 and not app[LIVE].feeds
     finally:
         await runner.cleanup()
+
+
+async def test_shutdown_ends_open_streams_at_once(engine: Engine) -> None:
+    """Draining does not wait out the grace period on streams that never end."""
+    await engine.define_campaign("rush", campaign_spec())
+    app = make_public_app(engine, Authenticator(JWT_SECRET, True, ()), {"draining": False})
+    runner = web.AppRunner(app, shutdown_timeout=10)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    async with aiohttp.ClientSession() as session, \
+            session.get(f"http://127.0.0.1:{port}/v1/campaigns/rush/live") as resp:
+        await anext(events(resp))
+        started = time.monotonic()
+        await runner.cleanup()
+        assert time.monotonic() - started < 2, "an open stream held up the shutdown"
