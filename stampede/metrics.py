@@ -81,6 +81,19 @@ WEBHOOK_OLDEST_UNDELIVERED = Gauge(
     "Age of the oldest persisted event an active endpoint has not yet received",
     multiprocess_mode="livemostrecent")
 
+# -- the supervised runtime (runtime/supervisor.py, runtime/health.py) ---------
+RESTARTS = Counter("stampede_restarts_total",
+                   "Child processes serve restarted after they died", ["component"])
+"""component: persister, deliverer (webhooks), valkey (the embedded one)."""
+CRASH_LOOPS = Counter("stampede_crash_loops_total",
+                      "Children left down after dying too often (the crash-loop limit)",
+                      ["component"])
+PERSISTER_STALLED = Gauge("stampede_persister_stalled",
+                          "1 while events wait longer than STAMPEDE_PERSIST_STALL_S for the "
+                          "store, or the persister is down", multiprocess_mode="livemax")
+CAMPAIGNS_HEALED = Counter("stampede_campaigns_healed_total",
+                           "Campaigns rebuilt from the store because Redis was behind")
+
 
 _CLAIM_CHILDREN = {o: CLAIMS.labels(o.code if o is not Outcome.OK else "held")
                    for o in Outcome}

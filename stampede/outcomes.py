@@ -319,6 +319,9 @@ REFUSALS: dict[str, Refusal] = {
     "malformed_request": _r("malformed_request", 400, "malformed HTTP request: {detail}",
                             "the HTTP parser refused the request (a header line over 8190 "
                             "bytes, a bad method, a control byte in the path)"),
+    "request_timeout": _r("request_timeout", 408, "the request body did not all arrive "
+                          "within {limit} s of its headers", "a body slower than "
+                          "STAMPEDE_BODY_TIMEOUT_S (the connection is then closed)"),
     "timed_out": _r("unavailable", 503, "the request timed out; retry shortly",
                     "the server gave up waiting for the request", _SOON),
     "unavailable": _r("unavailable", 503, "a backing service is unreachable ({detail}); "

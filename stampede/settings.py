@@ -50,6 +50,12 @@ class Settings:
     max_body_bytes: int = 16_384
     drain_delay_ms: int = 500
     """On SIGTERM, how long /readyz fails before the listeners close."""
+    header_timeout_s: int = 15
+    """A connection closes when a request's headers have not all arrived this long
+    after it opened or after its last answer (so it also bounds idle keep-alive)."""
+    body_timeout_s: int = 10
+    """A request whose body has not all arrived this long after its headers gets 408
+    `request_timeout` and its connection is closed."""
     shutdown_grace_s: int = 10
     """Then how long in-flight requests may take to finish."""
     metrics: bool = True
@@ -67,6 +73,16 @@ class Settings:
     """Entries pending this long under another consumer are taken over (XAUTOCLAIM)."""
     persist_max_attempts: int = 5
     """Failures alone (or deliveries) after which an entry goes to the dead-letter table."""
+    persist_stall_s: int = 30
+    """Events waiting longer than this for the store mark the persister stalled
+    (/readyz details, metrics, `stampede check`); readiness is not affected."""
+    restart_backoff_ms: int = 500
+    """`serve` restarts a dead child (persister, embedded Valkey) after this, doubled
+    for each crash in the window, at most 30 s."""
+    restart_limit: int = 5
+    """Crashes within STAMPEDE_RESTART_WINDOW_S after which a child is left down
+    (the persister) or the service exits non-zero (the embedded Valkey)."""
+    restart_window_s: int = 60
     reconcile_interval_s: int = 30
     """How often `serve` compares Redis counters with the store."""
     throttle: str | None = None
@@ -132,8 +148,11 @@ class Settings:
         if self.drain_delay_ms < 0:
             raise ConfigError("STAMPEDE_DRAIN_DELAY_MS must not be negative")
         for name in ("hold_sweep_interval_ms", "sweep_batch", "idempotency_ttl_s", "max_batch",
-                     "max_body_bytes", "shutdown_grace_s", "persist_batch",
+                     "max_body_bytes", "shutdown_grace_s", "header_timeout_s", "body_timeout_s",
+                     "persist_batch",
                      "persist_claim_idle_ms", "persist_max_attempts", "reconcile_interval_s",
+                     "persist_stall_s", "restart_backoff_ms", "restart_limit",
+                     "restart_window_s",
                      "gateway_burst", "live_max_listeners", "live_tick_ms", "webhook_poll_ms",
                      "webhook_timeout_s", "webhook_backoff_ms", "webhook_backoff_max_s"):
             if getattr(self, name) <= 0:

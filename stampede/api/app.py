@@ -10,9 +10,10 @@ from aiohttp.typedefs import Middleware
 from stampede import Engine
 from stampede.api import admin, coupons, docs, guard, live, public, queues, webhooks
 from stampede.api.auth import Authenticator
-from stampede.api.context import AUTH, ENGINE, GUARD, READY, STORE_CHECK
+from stampede.api.context import AUTH, DETAILS, ENGINE, GUARD, READY, STORE_CHECK
 from stampede.api.cors import cors_middleware, parse_origins
-from stampede.api.errors import error_middleware, json_response
+from stampede.api.errors import BODY_TIMEOUT, error_middleware, json_response
+from stampede.api.healing import healing_middleware
 from stampede.api.idempotency import IdempotencyGuard
 from stampede.api.metrics import metrics_handler, metrics_middleware
 from stampede.api.openapi import build_spec
@@ -34,8 +35,11 @@ async def healthz(request: web.Request) -> web.Response:
               "not draining", response=Readiness, errors=(503,))
 async def readyz(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
-    checks = {"not_draining": not request.app[READY]["draining"],
+    ready = request.app[READY]
+    checks = {"not_draining": not ready["draining"],
               "scripts": engine.scripts.loaded, "redis": False}
+    if "healing" in ready:  # the embedded Valkey came back: not until it is healed
+        checks["state_healed"] = not ready["healing"]
     try:
         checks["redis"] = bool(await engine.redis.ping())
     except Exception:  # any failure to reach Redis means not ready
@@ -44,13 +48,16 @@ async def readyz(request: web.Request) -> web.Response:
     if store_check is not None:
         checks["store"] = await store_check()  # type: ignore[operator]
     ok = all(checks.values())
-    return json_response(Readiness(ready=ok, checks=checks), status=200 if ok else 503)
+    details = request.app.get(DETAILS) or {}
+    return json_response(Readiness(ready=ok, checks=checks, details=details),
+                         status=200 if ok else 503)
 
 
 def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authenticator,
               ready: dict[str, bool], max_body: int, metrics: bool) -> web.Application:
     middlewares: list[Middleware] = ([metrics_middleware, error_middleware] if metrics
                                      else [error_middleware])
+    middlewares.append(healing_middleware)
     if title == PUBLIC_TITLE and engine.settings.gateway_rate_per_s:
         middlewares.append(guard.limiter_middleware)
     operations = [op for r in (health, *routes) for op in r.operations]
@@ -63,6 +70,7 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
     app[ENGINE] = engine
     app[AUTH] = auth
     app[READY] = ready
+    app[BODY_TIMEOUT] = float(engine.settings.body_timeout_s)
     app[GUARD] = IdempotencyGuard(ResponseMemory(engine.redis,
                                                  engine.settings.idempotency_ttl_s))
     if metrics:

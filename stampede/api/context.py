@@ -16,6 +16,8 @@ READY = web.AppKey("ready", dict[str, bool])
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
 """Webhook endpoints in the durable store (admin listener; absent without a store)."""
 STORE_CHECK = web.AppKey("store_check", object)
+DETAILS = web.AppKey("details", dict[str, object])
+"""Shown by /readyz without deciding it (the persister's health), kept up by runtime."""
 """An async () -> bool that says whether the durable store answers, or None."""
 
 # Set by the router before the handler runs, as the route's `auth` says:

@@ -5,6 +5,7 @@ message of each refusal come from the one table, REFUSALS in
 stampede/outcomes.py (docs/errors.md); nothing a client sends can produce a 500.
 """
 
+import asyncio
 import itertools
 import math
 import os
@@ -94,16 +95,22 @@ class ApiError(Exception):
 
     def __init__(self, status: int, code: str, message: str,
                  headers: Mapping[str, str] | None = None,
-                 fields: Mapping[str, Any] | None = None) -> None:
+                 fields: Mapping[str, Any] | None = None, close: bool = False) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.headers, self.fields = headers, fields
+        self.close = close
+        """Close the connection after the answer (what is left of the request is unread)."""
 
     @classmethod
     def of(cls, reason: str, **params: Any) -> "ApiError":
         """The refusal `reason` of REFUSALS, as an exception."""
         r = refused(reason, params)
         return cls(r.status, r.code, r.message, r.headers or None, r.fields or None)
+
+
+BODY_TIMEOUT = web.AppKey("body_timeout_s", float)
+"""Seconds a request body may take to arrive once its headers have (read_body)."""
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -136,7 +143,10 @@ async def _answer(request: web.Request, handler: Handler, rid: str) -> web.Strea
     try:
         return await handler(request)
     except ApiError as exc:
-        return error(exc.status, exc.code, exc.message, exc.headers, exc.fields)
+        response = error(exc.status, exc.code, exc.message, exc.headers, exc.fields)
+        if exc.close:
+            response.force_close()
+        return response
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         return refuse("invalid", {"detail": str(exc)})
     except ValidationError as exc:
@@ -180,10 +190,22 @@ _encoder = msgspec.json.Encoder()
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The request body, or 400 if there is none (size is capped by the app)."""
+    """The request body, or 400 if there is none (size is capped by the app).
+
+    A body that does not arrive within the app's BODY_TIMEOUT answers 408 and
+    closes the connection: a slow client cannot hold a handler forever."""
     if not request.can_read_body:
         raise ApiError.of("invalid", detail="a JSON body is required")
-    return await request.read()
+    limit = request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)
+    try:
+        async with asyncio.timeout(limit):
+            return await request.read()
+    except TimeoutError:
+        r = refused("request_timeout", {"limit": f"{limit:g}"})
+        raise ApiError(r.status, r.code, r.message, close=True) from None
+
+
+DEFAULT_BODY_TIMEOUT_S = 10.0
 
 
 T = TypeVar("T")

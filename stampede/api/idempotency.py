@@ -68,7 +68,10 @@ class IdempotencyGuard:
                 return web.Response(status=first[1], body=first[2],
                                     content_type="application/json")
             response = await run()
-            if response.status < 500 and isinstance(response.body, bytes):
+            # Not a 404 either: the claim may exist once its campaign is healed
+            # (api.healing), and a retry must then see it.
+            if response.status < 500 and response.status != 404 \
+                    and isinstance(response.body, bytes):
                 await self._memory.remember(cid, user, key, fingerprint, response.status,
                                             response.body)
             return response

@@ -13,6 +13,7 @@ from stampede.api.routing import CID, ApiRoutes
 from stampede.domain.models import CampaignPublic, ClaimRequest, ClaimView
 from stampede.metrics import count_claim
 from stampede.outcomes import Outcome
+from stampede.state.idempotency import fingerprint
 
 api = ApiRoutes("public")
 
@@ -92,13 +93,17 @@ async def _settle(request: web.Request, op: str) -> web.Response:
     engine = request.app[ENGINE]
     settle = engine.confirm if op == "confirm" else engine.cancel
 
+    key = checked_key(request)
+
     async def run() -> web.Response:
-        result = await settle(claim_id, user)
+        result = await settle(claim_id, user, key)
         if result.outcome is not Outcome.OK:
             return refuse(_SETTLE_REFUSALS.get(result.outcome, result.outcome.reason),
                           {"claim": claim_id, "action": _DONE[op],
                            "status": result.claim.status if result.claim else "?",
                            "campaign": claim_id.split(".", 1)[0]})
+        if result.claim is None:  # its campaign's keys vanished since: it is being healed
+            return refuse("fenced", {"campaign": claim_id.split(".", 1)[0]})
         return json_response(result.claim)
 
-    return await request.app[GUARD].replayable(request, user, f"{op} {claim_id}", run)
+    return await request.app[GUARD].replayable(request, user, fingerprint(op, claim_id), run)

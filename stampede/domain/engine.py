@@ -295,18 +295,24 @@ class Engine:
         self.gate.note(cid, int(reply[-1]), claims, results)
         return results
 
-    async def confirm(self, claim_id: str, user: str) -> ClaimResult:
-        return await self._settle("confirm", claim_id, user)
+    async def confirm(self, claim_id: str, user: str,
+                      idempotency_key: str | None = None) -> ClaimResult:
+        return await self._settle("confirm", claim_id, user, idempotency_key)
 
-    async def cancel(self, claim_id: str, user: str) -> ClaimResult:
-        return await self._settle("cancel", claim_id, user)
+    async def cancel(self, claim_id: str, user: str,
+                     idempotency_key: str | None = None) -> ClaimResult:
+        return await self._settle("cancel", claim_id, user, idempotency_key)
 
-    async def _settle(self, op: str, claim_id: str, user: str) -> ClaimResult:
+    async def _settle(self, op: str, claim_id: str, user: str,
+                      idempotency_key: str | None) -> ClaimResult:
+        """Confirm or cancel; the key rides in the event so recovery can rebuild the
+        answer the API remembers under it (state.idempotency)."""
         cid = keys.campaign_of_claim(claim_id)
         if cid is None or not keys.valid_user_id(user):
             return ClaimResult(Outcome.NOT_FOUND)
         code, _status, _deadline = await self.scripts.run(op, keys.campaign_keys(cid),
-                                                          [claim_id, user])
+                                                          [claim_id, user,
+                                                           idempotency_key or ""])
         outcome = OUTCOMES[int(code)]
         if outcome is Outcome.NOT_FOUND:
             return ClaimResult(outcome)

@@ -5,7 +5,7 @@ schema, so the contract is written once.
 """
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -292,3 +292,6 @@ class Health(Struct, kw_only=True):
 class Readiness(Struct, kw_only=True):
     ready: bool
     checks: dict[str, bool]
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
+    """What does not decide readiness but an operator wants: the persister's state
+    (ok, stalled, restarting, crash_loop), its lag and the supervised children."""

@@ -1,0 +1,1 @@
+"""The durable side: the SQL store, the persister, projections, audit, recovery, reconciliation."""

@@ -209,10 +209,17 @@ def _check_projections(replay: Replay, camp: Any, skus: dict[str, dict[str, Any]
 
 async def audit(store: Store, campaign: str | None = None,
                 with_users: bool = False) -> dict[str, Any]:
-    """The JSON summary of `stampede audit`: `ok` is false on any violation."""
+    """The JSON summary of `stampede audit`: `ok` is false on any violation, and with
+    an `error` when there is nothing to audit (an unknown campaign, an empty store)."""
     async with store.engine.connect() as conn:
         ids = [r[0] for r in await conn.execute(select(t.events.c.campaign_id).distinct())]
         ids += [r[0] for r in await conn.execute(select(t.campaigns.c.campaign_id))]
+    if campaign is not None and campaign not in ids:
+        return {"ok": False, "error": f"no campaign {campaign!r} in the store",
+                "violations": 0, "campaigns": {}}
+    if not ids:  # nothing to vouch for: a wrong store URL must not pass as clean
+        return {"ok": False, "error": "the store holds no campaign", "violations": 0,
+                "campaigns": {}}
     cids = sorted(set(ids) if campaign is None else {campaign})
     campaigns = {cid: await audit_campaign(store, cid, with_users) for cid in cids}
     total = sum(c["violations"] for c in campaigns.values())

@@ -70,6 +70,10 @@ class StockAdjusted(Event, tag="stock_adjusted"):
     actor: str
     before: int | None = None
     after: int | None = None
+    idem: str | None = None
+    """The operation's idempotency key (its Redis key), for recovery to rebuild the answer."""
+    released: int | None = None
+    """The SKU's released total after the change (the answer's); None in older events."""
 
 
 # -- claims -------------------------------------------------------------------
@@ -94,14 +98,18 @@ class ClaimHeld(ClaimEvent, tag="claim_held"):
 
 class ClaimConfirmed(ClaimEvent, tag="claim_confirmed"):
     price: int
+    idem: str | None = None
+    """The caller's Idempotency-Key, for recovery to rebuild the remembered answer."""
 
 
 class ClaimExpired(ClaimEvent, tag="claim_expired"):
-    pass
+    idem: str | None = None
+    """Written by the same emit as a cancel's (release_hold); an expiry has no caller's key."""
 
 
 class ClaimCancelled(ClaimEvent, tag="claim_cancelled"):
-    pass
+    idem: str | None = None
+    """The caller's Idempotency-Key, for recovery to rebuild the remembered answer."""
 
 
 # -- waitlists and their offers -------------------------------------------------

@@ -6,8 +6,11 @@ An entry is acknowledged only after its transaction commits, so a persister
 killed at any point leaves its entries pending; another (or the restarted
 one) takes them over with XAUTOCLAIM once they sit idle. Replays are
 harmless (see engine.store.projection). An entry that keeps failing on its
-own while the store is healthy goes to `dead_letters` and is acknowledged,
-so it cannot loop. Streams are trimmed only below the oldest pending entry.
+own while Redis and the store are healthy goes to `dead_letters` and is
+acknowledged, so it cannot loop. A failure of Redis or of the store is an
+outage, never the entry's fault: the entries wait in memory (and pending in
+Redis) and the loop backs off and retries until the outage ends, however
+long. Streams are trimmed only below the oldest pending entry.
 
 Several persisters may run at once: the group spreads entries among them.
 (One XREADGROUP over all streams assumes one Redis node; Cluster would need
@@ -26,7 +29,7 @@ from typing import Any, cast
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from sqlalchemy import text
 
 from stampede.durable.events import Event, from_entry
@@ -59,6 +62,16 @@ class Lag:
     """Events not yet acknowledged: delivered and pending, plus not yet delivered."""
 
 
+class Outage(Exception):
+    """Redis or the store failed: the entries in hand wait for the next round."""
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """Redis or the store unreachable, not a bug: Outage, or a connection error."""
+    return isinstance(exc, Outage | OSError) or \
+        (isinstance(exc, RedisError) and not isinstance(exc, ResponseError))
+
+
 def campaign_of_stream(key: str) -> str:
     return key[len("{c:"):key.index("}")]
 
@@ -83,6 +96,9 @@ class Persister:
         self._failures: dict[tuple[str, str], int] = {}
         self.persisted = 0
         self.dead_lettered = 0
+        self.outages = 0
+        self.last_progress = time.monotonic()
+        """When a batch last reached the store (or there was nothing to do)."""
 
     # -- the loop ------------------------------------------------------------
 
@@ -99,8 +115,13 @@ class Persister:
                 try:
                     await self.step(block_ms=100)
                     backoff = 0.1
-                except Exception:  # Redis or the store is down: wait and retry
-                    log.exception("persister round failed; retrying in %.1fs", backoff)
+                except Exception as exc:  # Redis or the store is down: wait and retry
+                    self.outages += 1
+                    if _is_outage(exc):  # expected while it lasts: one line, no trace
+                        log.warning("persister waiting for Redis or the store: %r; "
+                                    "retrying in %.1fs", exc, backoff)
+                    else:
+                        log.exception("persister round failed; retrying in %.1fs", backoff)
                     try:
                         await asyncio.wait_for(stop.wait(), backoff)
                     except TimeoutError:
@@ -135,19 +156,30 @@ class Persister:
             return 0
         entries = []
         if self._prefetch is not None:
-            entries, self._prefetch = await self._prefetch, None
+            # Detach the task before awaiting it: a read that failed (Redis went
+            # away) must raise once, not again on every later round.
+            prefetch, self._prefetch = self._prefetch, None
+            entries = await prefetch
         if not entries:
             entries = await self._read(block_ms)
         if entries:
             # Read the next batch while this one commits: Redis and the store overlap.
             self._prefetch = asyncio.create_task(self._read(0))
             await self._process(entries)
+        else:
+            self.last_progress = time.monotonic()  # caught up
         return len(entries)
 
     async def finish(self) -> None:
         """Commit what was read ahead, so a clean stop leaves nothing pending."""
         while self._prefetch is not None or self._retry:
             await self.step()
+
+    def discard_prefetch(self) -> None:
+        """Drop a read-ahead in flight (its entries stay pending in Redis)."""
+        if self._prefetch is not None:
+            self._prefetch.cancel()
+            self._prefetch = None
 
     async def _read(self, block_ms: int) -> list[Entry]:
         try:
@@ -167,30 +199,47 @@ class Persister:
     # -- commit, acknowledge, dead-letter -----------------------------------
 
     async def _process(self, entries: Sequence[Entry], suspect: bool = False) -> None:
+        """Commit and acknowledge `entries`; dead-letter only those that fail on their own.
+
+        Raises Outage (the entries kept for the next round) when Redis or the
+        store fails: an outage never counts against an entry."""
         if not entries:
             return
         if not suspect:
             try:
                 await self._commit(entries)
                 return
-            except Exception:
+            except Exception as exc:
+                await self._unless_outage(exc, entries)
                 log.warning("batch of %d failed; retrying entries one by one", len(entries),
                             exc_info=True)
         for i, entry in enumerate(entries):
             try:
                 await self._commit([entry])
                 continue
-            except Exception as exc:  # this entry alone fails: count it
+            except Exception as exc:  # this entry alone fails: count it, unless an outage
+                await self._unless_outage(exc, entries[i:])
                 error = exc
-            if not await self.store_healthy():  # the store is down, not the entry's fault
-                self._retry.extend(entries[i:])
-                return
             key = (entry[0], entry[1])
             self._failures[key] = self._failures.get(key, 0) + 1
             if suspect or self._failures[key] >= self.max_attempts:
-                await self._dead_letter(entry, error, self._failures.pop(key))
+                try:
+                    await self._dead_letter(entry, error, self._failures.pop(key))
+                except Exception as exc:
+                    self._failures[key] = self.max_attempts  # still due once things work
+                    await self._unless_outage(exc, entries[i:])
+                    raise
             else:
                 self._retry.append(entry)
+
+    async def _unless_outage(self, exc: Exception, entries: Sequence[Entry]) -> None:
+        """Raise Outage, keeping `entries` for a later round, if Redis or the store is down."""
+        if isinstance(exc, RedisError) and not isinstance(exc, ResponseError) \
+                or not await self.store_healthy() or not await self.redis_healthy():
+            self.discard_prefetch()
+            held = {(k, eid) for k, eid, _ in entries}
+            self._retry = list(entries) + [e for e in self._retry if (e[0], e[1]) not in held]
+            raise Outage(f"{type(exc).__name__}: {exc}") from exc
 
     async def _commit(self, entries: Sequence[Entry]) -> None:
         events = [from_entry(campaign_of_stream(key), eid, fields) for key, eid, fields in entries]
@@ -198,6 +247,7 @@ class Persister:
             await store_events(conn, self.store, events)
         await self._ack(entries)
         self.persisted += len(events)
+        self.last_progress = time.monotonic()
         PERSISTED.inc(len(events))
 
     async def _ack(self, entries: Iterable[Entry]) -> None:
@@ -220,6 +270,12 @@ class Persister:
         self.dead_lettered += 1
         DEAD_LETTERS.inc()
         log.error("event %s %s dead-lettered after %d attempts: %r", key, eid, attempts, error)
+
+    async def redis_healthy(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except Exception:  # noqa: BLE001 - any failure to reach Redis
+            return False
 
     async def store_healthy(self) -> bool:
         try:

@@ -12,8 +12,9 @@ store, and `heal` fences and rebuilds it before it sells anything.
 """
 
 import logging
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import msgspec
@@ -21,39 +22,48 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 from sqlalchemy import func, select
 
-from stampede.domain.models import CampaignSpec, to_ms
+from stampede.domain.models import CampaignSpec, ClaimView, from_ms, to_ms
 from stampede.durable import coupon_recovery
 from stampede.durable.events import (
     CampaignDefined,
     CampaignPatched,
+    ClaimCancelled,
+    ClaimConfirmed,
+    ClaimExpired,
+    ClaimHeld,
     Event,
     OfferAccepted,
     OfferDeclined,
     OfferLapsed,
     OfferMade,
     OfferSettled,
+    StockAdjusted,
     WaitlistJoined,
     WaitlistLeft,
     WaitlistSkipped,
     WaveReleased,
     from_row,
     names,
+    type_name,
 )
 from stampede.durable.persister import GROUP, Items, entries_of
 from stampede.durable.projection import store_events
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
 from stampede.state import keys, records
+from stampede.state.idempotency import fingerprint, record
 from stampede.state.records import (
     ClaimAnswerRecord,
     ClaimRecord,
     EntryRecord,
+    StockAnswerRecord,
     WaveRecord,
     WlMemberRecord,
 )
 
 log = logging.getLogger("stampede.recovery")
 _spec_waves = msgspec.json.Decoder(dict[str, Any])
+_json = msgspec.json.Encoder()
 _spec = msgspec.json.Decoder(CampaignSpec)
 _PAGE = 1000
 _ROUNDS = 20
@@ -85,6 +95,14 @@ async def redis_behind(redis: "Redis", store: Store, cid: str) -> str | None:
     if int(evseq or 0) < row.max_seq:
         return f"Redis has {evseq} events, the store {row.max_seq}"
     return None
+
+
+async def in_store(store: Store, cid: str) -> bool:
+    """Does the store know this campaign (with at least one event)?"""
+    async with store.engine.connect() as conn:
+        found = (await conn.execute(select(t.campaigns.c.max_seq).where(
+            t.campaigns.c.campaign_id == cid))).scalar_one_or_none()
+    return bool(found)
 
 
 async def heal(redis: "Redis", store: Store, idem_ttl_ms: int) -> list[Rebuilt]:
@@ -121,24 +139,31 @@ async def fence(redis: "Redis", store: Store, cid: str) -> None:
     await redis.hset(meta, mapping={**_meta_fields(row), "fenced": "1"})  # type: ignore[dict-item]
 
 
-async def drain_stream(redis: "Redis", store: Store, cid: str) -> int:
-    """Copy every entry still in the campaign's stream into the store (duplicates ignored)."""
+async def drain_stream(redis: "Redis", store: Store, cid: str,
+                       epoch: int | None = None) -> int:
+    """Copy every entry still in the campaign's stream into the store (duplicates ignored);
+    with `epoch`, only the entries written under it."""
     key, start, n = keys.events_key(cid), "-", 0
     while True:
         items = cast(Items, await redis.xrange(key, min=start, count=_PAGE))
         items = [i for i in items if i[0] != start]
         if not items:
             return n
-        async with store.begin() as conn:
-            await store_events(conn, store, entries_of(key, items))
-        n += len(items)
+        events = [e for e in entries_of(key, items) if epoch is None or e.epoch == epoch]
+        if events:
+            async with store.begin() as conn:
+                await store_events(conn, store, events)
+        n += len(events)
         start = items[-1][0]
 
 
 async def recover_campaign(redis: "Redis", store: Store, cid: str,
                            idem_ttl_ms: int) -> Rebuilt:
-    await fence(redis, store, cid)
     ks = keys.campaign_keys(cid)
+    # Its state lost but its stream kept (keys deleted, not the whole Redis): the
+    # stream's entries of the store's epoch are events nobody has persisted yet.
+    lost = not await redis.hexists(ks.meta, "state")
+    await fence(redis, store, cid)
     for _ in range(_ROUNDS):
         async with redis.pipeline(transaction=True) as pipe:
             # Every event bumps meta's evseq: watching meta sees any change.
@@ -146,6 +171,8 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
             stale = await redis_behind(redis, store, cid)
             if stale is None:  # Redis is ahead or level: its unpersisted events count
                 await drain_stream(redis, store, cid)
+            elif lost:  # (nothing sold since the loss: a missing campaign refuses claims)
+                await drain_stream(redis, store, cid, epoch=await _store_epoch(store, cid))
             old = cast(dict[str, str], await redis.hgetall(ks.meta))
             old_counts = cast(dict[str, str], await redis.hgetall(ks.counts))
             now_s, now_us = await redis.time()
@@ -177,6 +204,12 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
     raise RuntimeError(f"campaign {cid} kept changing during its rebuild")
 
 
+async def _store_epoch(store: Store, cid: str) -> int:
+    async with store.engine.connect() as conn:
+        return int((await conn.execute(select(t.campaigns.c.epoch).where(
+            t.campaigns.c.campaign_id == cid))).scalar_one())
+
+
 @dataclass
 class _State:
     row: Any
@@ -192,6 +225,81 @@ class _State:
     """Waitlist entries by "<user>|<sku>", folded from the events since the definition."""
     joins: int = 0
     """Waitlist joins ever: the floor of meta wlseq (offer ids derive from it)."""
+    history: "_History | None" = None
+
+
+@dataclass
+class _StockAnswer:
+    """An idempotent stock adjustment and the waitlist offers its units went to."""
+    key: str
+    sku: str
+    after: int
+    released: int
+    ts: int
+
+
+@dataclass
+class _History:
+    """What the events since the definition say beyond the projections."""
+    counts: Counter[str] = field(default_factory=Counter)
+    """The outcome counters the scripts keep (meta of /stats), as far as events show."""
+    lapses: Counter[str] = field(default_factory=Counter)
+    """Holds each user let lapse or cancelled (the `lapses` risk signal)."""
+    offers: dict[str, str] = field(default_factory=dict)
+    """Every hold that was a waitlist offer: claim -> "<user>|<sku>"."""
+    settled: list[tuple[str, str, str, str, int]] = field(default_factory=list)
+    """(op, claim, user, Idempotency-Key, ts) of confirms and cancels that sent a key."""
+    stock: list[_StockAnswer] = field(default_factory=list)
+
+
+# Counters that events account for; the others (refusals, admissions) leave no
+# event: a live Redis keeps its own, an emptied one starts them again.
+DERIVED_COUNTS = frozenset({
+    "held", "offered", "confirmed", "cancelled", "expired", "coupon_claims",
+    "waitlist_joined", "waitlist_left", "waitlist_skipped",
+    "offer_accepted", "offer_lapsed", "offer_declined"})
+_HISTORY_EVENTS = names(ClaimHeld, OfferMade, ClaimConfirmed, ClaimCancelled, ClaimExpired,
+                        WaitlistJoined, WaitlistLeft, WaitlistSkipped, OfferAccepted,
+                        OfferLapsed, OfferDeclined, StockAdjusted)
+
+
+def _history(events: Iterable[Event], drop: bool) -> _History:
+    """Fold the events in seq order, counting as the scripts counted."""
+    h = _History()
+    run: _StockAnswer | None = None
+    for ev in events:
+        offer = isinstance(ev, ClaimHeld) and ev.offer
+        if run is not None and not (ev.ts == run.ts and
+                                    (offer or isinstance(ev, OfferMade | WaitlistSkipped))):
+            h.stock.append(run)  # the adjustment's script ended: its answer is known
+            run = None
+        if isinstance(ev, ClaimHeld):
+            if ev.offer:
+                h.offers[ev.claim] = f"{ev.user}|{ev.sku}"
+                if run is not None and ev.sku == run.sku:
+                    run.after -= ev.qty  # added units went to the waitlist first
+            else:  # (a drop counts its claims as coupon_claims, confirmed at once)
+                h.counts["coupon_claims" if drop else "held"] += 1
+        elif isinstance(ev, OfferMade):
+            h.counts["offered"] += 1
+        elif isinstance(ev, StockAdjusted):
+            if ev.idem is not None and ev.after is not None and ev.released is not None:
+                run = _StockAnswer(ev.idem, ev.sku, ev.after, ev.released, ev.ts)
+        elif isinstance(ev, ClaimConfirmed):
+            if not drop:
+                h.counts["confirmed"] += 1
+            if ev.idem:
+                h.settled.append(("confirm", ev.claim, ev.user, ev.idem, ev.ts))
+        elif isinstance(ev, ClaimCancelled | ClaimExpired):
+            h.counts[type_name(ev)[len("claim_"):]] += 1
+            h.lapses[ev.user] += 1
+            if isinstance(ev, ClaimCancelled) and ev.idem:
+                h.settled.append(("cancel", ev.claim, ev.user, ev.idem, ev.ts))
+        else:
+            h.counts[type_name(ev)] += 1
+    if run is not None:
+        h.stock.append(run)
+    return h
 
 
 
@@ -218,6 +326,10 @@ async def _load(store: Store, cid: str) -> _State:
             t.events.c.campaign_id == cid, t.events.c.type.in_(_WAITLIST_EVENTS),
             t.events.c.seq > row.defined_seq, t.events.c.seq <= row.applied_seq)
             .order_by(t.events.c.seq))).all()
+        history = (await conn.execute(select(t.events).where(
+            t.events.c.campaign_id == cid, t.events.c.type.in_(_HISTORY_EVENTS),
+            t.events.c.seq > row.defined_seq, t.events.c.seq <= row.applied_seq)
+            .order_by(t.events.c.seq))).all()
         joins = (await conn.execute(select(func.count()).select_from(t.events).where(
             t.events.c.campaign_id == cid,
             t.events.c.type.in_(names(WaitlistJoined))))).scalar_one()
@@ -238,9 +350,10 @@ async def _load(store: Store, cid: str) -> _State:
             for i, w in enumerate(s.waves):
                 if (s.sku, i) not in done:
                     pending.append((i, s.sku, w.qty, to_ms(w.at)))
+    drop = spec is not None and spec.coupons is not None
     return _State(row, list(skus), list(claims), pending, spec,
                   _config(map(from_row, changes)), _waitlist(map(from_row, queue_events)),
-                  int(joins))
+                  int(joins), _history(map(from_row, history), drop))
 
 
 def _waitlist(events: Iterable[Event]) -> dict[str, EntryRecord]:
@@ -278,9 +391,15 @@ def _config(changes: Iterable[Event]) -> dict[str, str] | None:
     return config
 
 
-def _queue_waitlist(pipe: Any, k: keys.CampaignKeys, entries: dict[str, EntryRecord]) -> None:
-    """The waitlists as the store has them: waiting entries in their order, open offers."""
+def _queue_waitlist(pipe: Any, k: keys.CampaignKeys, entries: dict[str, EntryRecord],
+                    offers: dict[str, str]) -> None:
+    """The waitlists as the store has them: waiting entries in their order, and every
+    hold that was an offer (settled ones too: a claim's view says it was an offer)."""
     pipe.delete(k.waitlist, k.wlentries, k.offers)
+    open_offers = {e.claim: f for f, e in entries.items() if e.status == "offered"}
+    offers = {**offers, **open_offers}
+    if offers:
+        pipe.hset(k.offers, mapping=offers)
     if not entries:
         return
     pipe.hset(k.wlentries, mapping={f: records.ENTRY.encode(e) for f, e in entries.items()})
@@ -291,9 +410,32 @@ def _queue_waitlist(pipe: Any, k: keys.CampaignKeys, entries: dict[str, EntryRec
             line[records.WL_MEMBER.encode(WlMemberRecord(sku=sku, seq=e.seq, user=user))] = 0
     if line:
         pipe.zadd(k.waitlist, line)
-    offers = {e.claim: f for f, e in entries.items() if e.status == "offered"}
-    if offers:
-        pipe.hset(k.offers, mapping=offers)
+
+
+def _queue_answers(pipe: Any, cid: str, st: _State, history: _History, now: int,
+                   idem_ttl_ms: int) -> int:
+    """The first answers of confirms, cancels and stock adjustments, as the API and
+    adjust_stock.lua remembered them, for those still within the idempotency TTL."""
+    rows = {c.claim_id: c for c in st.claims}
+    n = 0
+    for op, claim_id, user, key, ts in history.settled:
+        c = rows.get(claim_id)
+        ttl = ts + idem_ttl_ms - now
+        if c is None or ttl <= 0:
+            continue
+        view = ClaimView(claim_id=claim_id, campaign_id=cid, sku=c.sku, qty=c.qty,
+                         status=c.status, expires_at=from_ms(c.deadline_ms), price=c.price,
+                         created_at=from_ms(c.created_ms), offer=claim_id in history.offers)
+        pipe.set(keys.response_key(cid, user, key),
+                 record(fingerprint(op, claim_id), 200, _json.encode(view)), px=ttl)
+        n += 1
+    for s in history.stock:
+        ttl = s.ts + idem_ttl_ms - now
+        if ttl > 0:
+            pipe.set(s.key, records.STOCK_ANSWER.encode(StockAnswerRecord(
+                code=0, available=s.after, released=s.released)), px=ttl)
+            n += 1
+    return n
 
 
 def _meta_fields(row: Any) -> dict[str, str]:
@@ -316,7 +458,8 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
     if "time_offset_ms" in old_meta:
         m["time_offset_ms"] = old_meta["time_offset_ms"]
     m["wlseq"] = str(max(int(old_meta.get("wlseq", 0)), st.joins))
-    _queue_waitlist(pipe, k, st.waitlist or {})
+    history = st.history or _History()
+    _queue_waitlist(pipe, k, st.waitlist or {}, history.offers)
     if st.config is not None:
         config = dict(st.config)
         lists = config.pop("th_lists", None)
@@ -334,16 +477,13 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
                              f"{s.sku}.price": s.price, f"{s.sku}.lim": s.per_user})
     if stock_fields:
         pipe.hset(stock, mapping=stock_fields)
-    units: dict[str, int] = {}
+    units: dict[str, int] = {f"{user}|~lapsed": n for user, n in history.lapses.items()}
     stored: dict[str, str] = {}
-    tally: dict[str, int] = {"held": len(st.claims)}
     idem = 0
     for c in st.claims:
         stored[c.claim_id] = records.CLAIM.encode(ClaimRecord(
             status=c.status, user=c.user_id, sku=c.sku, qty=c.qty, deadline=c.deadline_ms,
             price=c.price, created=c.created_ms))
-        if c.status != "held":
-            tally[c.status] = tally.get(c.status, 0) + 1
         if c.status in ("held", "confirmed"):
             units[c.user_id] = units.get(c.user_id, 0) + c.qty
             units[f"{c.user_id}|{c.sku}"] = units.get(f"{c.user_id}|{c.sku}", 0) + c.qty
@@ -360,11 +500,11 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
         pipe.hset(claims, mapping=stored)
     if units:
         pipe.hset(users, mapping=units)
-    for name in ("sold_out", "limit_exceeded"):  # refusals leave no event: keep Redis's
-        if name in old_counts:
-            tally[name] = int(old_counts[name])
-    if st.claims or len(tally) > 1:
+    tally = {name: n for name, n in old_counts.items() if name not in DERIVED_COUNTS}
+    tally |= {name: str(n) for name, n in history.counts.items() if n}
+    if tally:
         pipe.hset(counts, mapping=tally)
+    idem += _queue_answers(pipe, cid, st, history, now, idem_ttl_ms)
     for i, sku, qty, at in st.pending_waves:
         pipe.zadd(waves, {records.WAVE.encode(WaveRecord(idx=i, sku=sku, qty=qty)): at})
     # A fresh stream whose group starts at its end: old entries are in the store.

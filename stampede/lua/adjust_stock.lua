@@ -30,8 +30,10 @@ local avail, released = tonumber(s[1]), tonumber(s[2])
 if delta == 0 or avail + delta < 0 then return {CONFLICT, avail, released} end
 redis.call('HINCRBY', K.stock, sku .. '.a', delta)
 redis.call('HINCRBY', K.stock, sku .. '.r', delta)
+-- The idempotency key and the released total let recovery rebuild the answer.
 emit(now, 'stock_adjusted', {'sku', sku, 'delta', delta, 'actor', ARGV[3],
-                             'before', avail, 'after', avail + delta})
+                             'before', avail, 'after', avail + delta,
+                             'idem', KEYS[NKEYS + 1], 'released', released + delta})
 if delta > 0 then offer_waitlist(now, sku) end
 local after = tonumber(redis.call('HGET', K.stock, sku .. '.a'))
 redis.call('SET', KEYS[NKEYS + 1], format_stock_answer({code = OK, available = after,

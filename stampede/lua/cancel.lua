@@ -3,6 +3,7 @@
 -- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
 -- ARGV[1]     claim_id
 -- ARGV[2]     user id of the caller (another user's claim is NOT_FOUND)
+-- ARGV[3]     the caller's Idempotency-Key, or '' (kept in the event, for recovery)
 -- Returns     {code, status, deadline_ms}
 --
 -- Cancelling a cancelled claim answers OK again (a retried cancel); a
@@ -23,5 +24,5 @@ if now >= c.deadline then
   release_hold(now, ARGV[1], c, 'expired')
   return {HOLD_EXPIRED, c.status, c.deadline}
 end
-release_hold(now, ARGV[1], c, 'cancelled')
+release_hold(now, ARGV[1], c, 'cancelled', ARGV[3])
 return {OK, c.status, c.deadline}

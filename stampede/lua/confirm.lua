@@ -3,6 +3,7 @@
 -- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
 -- ARGV[1]     claim_id
 -- ARGV[2]     user id of the caller (another user's claim is NOT_FOUND)
+-- ARGV[3]     the caller's Idempotency-Key, or '' (kept in the event, for recovery)
 -- Returns     {code, status, deadline_ms}
 --
 -- Confirming a confirmed claim answers OK again (a retried confirm); a hold
@@ -29,7 +30,8 @@ redis.call('ZREM', K.deadlines, ARGV[1])
 c.status = 'confirmed'
 redis.call('HSET', K.claims, ARGV[1], format_claim(c))
 count('confirmed')
-emit(now, 'claim_confirmed', {'claim', ARGV[1], 'user', c.user, 'sku', c.sku, 'qty', c.qty,
-                              'price', c.price})
+local fields = {'claim', ARGV[1], 'user', c.user, 'sku', c.sku, 'qty', c.qty, 'price', c.price}
+if ARGV[3] and ARGV[3] ~= '' then fields[#fields + 1] = 'idem'; fields[#fields + 1] = ARGV[3] end
+emit(now, 'claim_confirmed', fields)
 settle_offer(now, ARGV[1], c, 'offer_accepted')
 return {OK, c.status, c.deadline}

@@ -1,0 +1,1 @@
+"""Processes: the server and its workers, lifecycle, the embedded Valkey, the `stampede` command."""

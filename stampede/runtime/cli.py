@@ -24,6 +24,7 @@ from stampede.api.auth import mint_user_token
 from stampede.domain.config import checked
 from stampede.errors import ConfigError, ServerError, UnavailableError
 from stampede.runtime import credentials, persistence
+from stampede.runtime.lock import lock_data_dir
 from stampede.runtime.server import Listen, serve
 from stampede.runtime.valkey import EmbeddedValkey, embedded_url
 from stampede.runtime.workers import WorkerPool
@@ -83,6 +84,12 @@ def serve_command(
     valkey = None
     redis_url = settings.redis_url
     try:
+        # Before anything else: a second serve must not touch the first one's Valkey.
+        lock = lock_data_dir(settings.data_dir)
+    except ServerError as exc:
+        console.print(f"[red]cannot start:[/] {exc}")
+        raise typer.Exit(1) from exc
+    try:
         if redis_url is None:
             valkey = EmbeddedValkey(settings.data_dir, settings.appendfsync)
             redis_url = valkey.start()
@@ -92,10 +99,12 @@ def serve_command(
             _print_banner(settings, listen, redis_url or "", valkey is not None, workers)
 
         if workers == 1:
-            uvloop.run(serve(settings, redis_url, auth, listen, on_started=banner))
+            uvloop.run(serve(settings, redis_url, auth, listen, on_started=banner,
+                             valkey=valkey))
         else:
             pool = WorkerPool(workers, host, port, admin_port, redis_url,
-                              settings.data_dir / "metrics", settings.shutdown_grace_s)
+                              settings.data_dir / "metrics", settings.shutdown_grace_s,
+                              valkey=valkey)
             banner()
             pool.run()
     except (ServerError, OSError) as exc:
@@ -105,6 +114,7 @@ def serve_command(
     finally:
         if valkey is not None:
             valkey.stop()
+        lock.close()
     console.print("stopped")
 
 
@@ -212,10 +222,27 @@ def audit_command(
     campaign: str = typer.Option(None, help="only this campaign"),
     users: bool = typer.Option(False, help="list every user's units"),
 ) -> None:
-    """Recompute every campaign from the store alone; JSON summary; exit 1 on a violation."""
+    """Recompute every campaign from the store alone; JSON summary; exit 1 on a violation,
+    2 when there is nothing to audit (an unknown campaign, an empty store)."""
     settings = _settings()
     with console.status("auditing the store (every event of every campaign) ..."):
         summary = uvloop.run(persistence.run_audit(settings, campaign, users))
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    if "error" in summary:
+        console.print(f"[red]audit:[/] {summary['error']}")
+        raise typer.Exit(2)
+    if not summary["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command("check")
+def check_command(
+    max_lag_s: float = typer.Option(30.0, help="the most an event may wait for the store"),
+) -> None:
+    """Compare the store with Redis: JSON per campaign; exit 1 if the store is behind by
+    more than --max-lag-s, a campaign is missing from Redis, or there are dead letters."""
+    settings = _settings()
+    summary = uvloop.run(persistence.run_check(settings, _state_url(settings), max_lag_s))
     print(json.dumps(summary, indent=2, sort_keys=True))
     if not summary["ok"]:
         raise typer.Exit(1)

@@ -18,12 +18,13 @@ from sqlalchemy import select
 from stampede import Settings, logs
 from stampede.durable.audit import audit
 from stampede.durable.delivery import AddressGuard, Deliverer, DeliverySettings
+from stampede.durable.lagcheck import compare
 from stampede.durable.persister import Persister, lag
 from stampede.durable.reconcile import reconcile
 from stampede.durable.recovery import heal, recover_campaign, redis_behind
 from stampede.durable.store import Store, open_store
 from stampede.durable.store import schema as t
-from stampede.metrics import PERSISTER_LAG, PERSISTER_PENDING
+from stampede.metrics import CAMPAIGNS_HEALED, PERSISTER_LAG, PERSISTER_PENDING
 from stampede.periodic import every
 from stampede.state import keys
 
@@ -37,7 +38,9 @@ def state_client(redis_url: str) -> "Redis":
 
 
 async def heal_now(redis: "Redis", store: Store, settings: Settings) -> None:
-    await heal(redis, store, settings.idempotency_ttl_s * 1000)
+    healed = await heal(redis, store, settings.idempotency_ttl_s * 1000)
+    if healed:
+        CAMPAIGNS_HEALED.inc(len(healed))
 
 
 async def refresh_lag(redis: "Redis") -> None:
@@ -118,6 +121,16 @@ async def run_audit(settings: Settings, campaign: str | None, users: bool) -> di
         return await audit(store, campaign, users)
     finally:
         await store.close()
+
+
+async def run_check(settings: Settings, redis_url: str, max_lag_s: float) -> dict[str, Any]:
+    redis = state_client(redis_url)
+    store = await open_store(settings.resolved_store_url, migrate=False)
+    try:
+        return await compare(redis, store, max_lag_s)
+    finally:
+        await store.close()
+        await redis.aclose()
 
 
 @dataclasses.dataclass(frozen=True)

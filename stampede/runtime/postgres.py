@@ -50,6 +50,8 @@ class PgCluster:
     pid: int | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     log_path: Path = field(init=False)
+    opts: dict[str, str] = field(default_factory=dict, repr=False)
+    """The server settings it was started with (a restart uses them again)."""
 
     def __post_init__(self) -> None:
         self.log_path = self.root / "postgres.log"
@@ -162,6 +164,7 @@ def start_postgres(*, port: int | None = None, base_dir: str | os.PathLike[str] 
         opts = {"listen_addresses": "127.0.0.1", "port": str(cluster.port),
                 "unix_socket_directories": str(cluster.socket_dir),
                 "max_connections": "200", **(settings or {})}
+        cluster.opts = opts
         if launcher == "pg_ctl":
             opt_str = " ".join(f"-c {k}={v}" for k, v in opts.items())
             res = _as_user(pw, [str(bin_dir / "pg_ctl"), "-D", str(cluster.data_dir), "-l",
@@ -267,6 +270,19 @@ def stop_postgres(cluster: PgCluster, *, keep: bool = False, timeout: float = 30
             _live_clusters.pop(str(cluster.root), None)
         if not keep:
             shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+def pause_postgres(cluster: PgCluster, timeout: float = 30.0) -> None:
+    """Stop the server (fast shutdown) and keep its data, for `resume_postgres`."""
+    stop_postgres(cluster, keep=True, timeout=timeout)
+    cluster.pid, cluster.proc = None, None
+    with _registry_lock:
+        _live_clusters[str(cluster.root)] = cluster  # still ours to clean up
+
+
+def resume_postgres(cluster: PgCluster, timeout: float = 60.0) -> None:
+    """Start a paused cluster again, as our child, on the same port and data."""
+    _start_child(cluster, ensure_pg_user(), cluster.opts, timeout)
 
 
 def _alive(cluster: PgCluster, pid: int) -> bool:

@@ -7,6 +7,7 @@ closed before it is.
 """
 
 import asyncio
+import functools
 import gc
 import signal
 from collections.abc import Callable
@@ -17,11 +18,15 @@ from aiohttp import web
 from stampede import Settings, logs
 from stampede.api.app import make_admin_app, make_public_app
 from stampede.api.auth import Authenticator
-from stampede.api.context import ENGINE, STORE_CHECK, WEBHOOKS
+from stampede.api.context import DETAILS, ENGINE, STORE_CHECK, WEBHOOKS
+from stampede.api.healing import IN_STORE
 from stampede.api.runner import JsonErrorRunner
+from stampede.durable.recovery import in_store
 from stampede.durable.webhooks import Webhooks
+from stampede.errors import ServerError
 from stampede.logs import log
-from stampede.runtime import lifecycle
+from stampede.runtime import lifecycle, supervisor
+from stampede.runtime.valkey import EmbeddedValkey
 
 
 @dataclass(frozen=True)
@@ -43,8 +48,11 @@ def process_app(settings: Settings, redis_url: str, listen: Listen) -> web.Appli
 
 
 async def serve(settings: Settings, redis_url: str, auth: Authenticator, listen: Listen,
-                on_started: Callable[[], None] | None = None) -> None:
-    """Serve until SIGINT/SIGTERM; then fail readiness, finish in-flight requests, exit."""
+                on_started: Callable[[], None] | None = None,
+                valkey: EmbeddedValkey | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; then fail readiness, finish in-flight requests, exit.
+
+    `valkey`, the embedded server cli started, is restarted here if it dies."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(logs.asyncio_exceptions)
@@ -52,10 +60,15 @@ async def serve(settings: Settings, redis_url: str, auth: Authenticator, listen:
         loop.add_signal_handler(sig, stop.set)
     resources = web.AppRunner(process_app(settings, redis_url, listen), handle_signals=False)
     runners: list[web.AppRunner] = []
+    watchers: list[asyncio.Task[None]] = []
+    failed = False
     try:
         await resources.setup()
         ready = {"draining": False}
-        runners = _listeners(resources.app, settings, auth, ready)
+        # Supervision of the children, and the persister's health for /readyz.
+        sup, health, watchers = supervisor.watch(resources.app, settings, stop, ready, valkey)
+        runners = _listeners(resources.app, settings, auth, ready,
+                             health.details if health else None)
         for runner, port in zip(runners, (listen.port, listen.admin_port), strict=True):
             await runner.setup()
             await web.TCPSite(runner, listen.host, port, reuse_port=listen.reuse_port).start()
@@ -69,24 +82,41 @@ async def serve(settings: Settings, redis_url: str, auth: Authenticator, listen:
         ready["draining"] = True
         log.info("draining", delay_ms=settings.drain_delay_ms, grace_s=settings.shutdown_grace_s)
         await asyncio.sleep(settings.drain_delay_ms / 1000)
+        failed = sup.failed
     finally:
         for runner in runners:
             await runner.cleanup()
+        stop.set()  # (the watchers end with it)
+        await asyncio.gather(*watchers, return_exceptions=True)
         await resources.cleanup()
         log.info("stopped")
+    if failed:
+        raise ServerError("the embedded Valkey kept dying; see valkey.log in the data directory")
 
 
 def _listeners(process: web.Application, settings: Settings, auth: Authenticator,
-               ready: dict[str, bool]) -> list[web.AppRunner]:
-    """Runners of the public and admin apps, sharing the process's engine and store."""
+               ready: dict[str, bool], details: dict[str, object] | None
+               ) -> list[web.AppRunner]:
+    """Runners of the public and admin apps, sharing the process's engine and store.
+
+    aiohttp's keep-alive timer runs from a connection's start and from each answer,
+    and closes a connection still waiting for a whole request: the header timeout.
+    After a 408 (a body too slow, see read_body) it reads what is left of the body
+    for at most the lingering time, then closes."""
     engine = process[ENGINE]
+    store = process[lifecycle.STORE]
     apps = [make_public_app(engine, auth, ready, settings.max_body_bytes, settings.metrics),
             make_admin_app(engine, auth, ready, metrics=settings.metrics)]
     for app in apps:
-        app[STORE_CHECK] = process[lifecycle.STORE].ping
-    apps[1][WEBHOOKS] = Webhooks(process[lifecycle.STORE])
+        app[STORE_CHECK] = store.ping
+        app[IN_STORE] = functools.partial(in_store, store)  # 503, not 404, while healing
+        if details is not None:
+            app[DETAILS] = details
+    apps[1][WEBHOOKS] = Webhooks(store)
     return [JsonErrorRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_s,
-                            handle_signals=False) for app in apps]
+                            handle_signals=False,
+                            keepalive_timeout=float(settings.header_timeout_s),
+                            lingering_time=float(settings.body_timeout_s)) for app in apps]
 
 
 def _freeze_startup_heap() -> None:

@@ -92,6 +92,26 @@ class EmbeddedValkey:
         self.pid_file = self.dir / "valkey.pid"
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self._port = 0
+        self.restarts = 0
+
+    def exited(self) -> int | None:
+        """The exit code if the server we started has died (and is now reaped), else None."""
+        if self.process is None:
+            return None
+        return self.process.poll()
+
+    def restart(self, timeout: float = 30.0) -> str:
+        """Start the server again on the same URL; it reloads its data from the AOF."""
+        if self.process is not None:
+            _kill_and_wait(self.process.pid, 5.0)
+            try:
+                self.process.wait(timeout=1.0)  # reap it: no zombie left behind
+            except subprocess.TimeoutExpired:
+                pass
+            self.process = None
+        self.restarts += 1
+        return self.start(timeout)
 
     def start(self, timeout: float = 30.0) -> str:
         """Start the server (stopping one we left behind) and return its URL."""
@@ -105,10 +125,11 @@ class EmbeddedValkey:
         if len(str(sock)) <= _MAX_UNIX_PATH:
             args += ["--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"]
             self.url = f"unix://{sock}"
-        else:
-            port = _free_port()
+        else:  # a restart keeps its port: clients reconnect to the same URL
+            port = self._port or _free_port()
             args += ["--port", str(port)]
             self.url = f"redis://127.0.0.1:{port}/0"
+            self._port = port
         self.process = subprocess.Popen(args, cwd=self.dir, preexec_fn=die_with_parent,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.pid_file.write_text(str(self.process.pid))

@@ -16,8 +16,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stampede.errors import ServerError
 from stampede.logs import log
+from stampede.metrics import RESTARTS
 from stampede.runtime.process import die_with_parent
+from stampede.runtime.valkey import EmbeddedValkey
 
 RESTART_BACKOFF_S = 1.0
 
@@ -33,6 +36,9 @@ class WorkerPool:
     grace_s: float
     procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
     stopping: bool = False
+    valkey: EmbeddedValkey | None = None
+    """The embedded Valkey, restarted here if it dies (worker 0's heal job then
+    rebuilds whatever its AOF lost)."""
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -56,12 +62,23 @@ class WorkerPool:
             self._spawn(i)
         while not self.stopping:
             time.sleep(0.2)
+            if self.valkey is not None and self.valkey.exited() is not None:
+                self._restart_valkey(self.valkey)
             for index, proc in list(self.procs.items()):
                 if proc.poll() is not None and not self.stopping:
                     log.warning("worker died; restarting", index=index, code=proc.returncode)
                     time.sleep(RESTART_BACKOFF_S)
                     self._spawn(index)
         return self._stop_all()
+
+    def _restart_valkey(self, valkey: EmbeddedValkey) -> None:
+        log.warning("embedded Valkey died; restarting it from its AOF", code=valkey.exited())
+        time.sleep(RESTART_BACKOFF_S)
+        try:
+            valkey.restart()
+            RESTARTS.labels("valkey").inc()
+        except ServerError as exc:  # next round tries again
+            log.error("embedded Valkey did not start", error=str(exc))
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.stopping = True

@@ -17,6 +17,17 @@ _codec = msgspec.json.Encoder()
 _decode = msgspec.json.Decoder(StoredAnswer)
 
 
+def record(fingerprint: str, status: int, body: bytes) -> bytes:
+    """A remembered answer as stored (recovery writes the same from the store)."""
+    return _codec.encode(StoredAnswer(fingerprint=fingerprint, status=status,
+                                      body=body.decode()))
+
+
+def fingerprint(op: str, claim_id: str) -> str:
+    """What a confirm or cancel request is, to spot a key reused for another."""
+    return f"{op} {claim_id}"
+
+
 class ResponseMemory:
     def __init__(self, redis: "Redis", ttl_s: int) -> None:
         self._redis = redis
@@ -34,6 +45,5 @@ class ResponseMemory:
                        body: bytes) -> None:
         # NX: the first answer wins, a concurrent retry cannot overwrite it.
         await self._redis.set(keys.response_key(cid, user, key),
-                              _codec.encode(StoredAnswer(fingerprint=fingerprint, status=status,
-                                                          body=body.decode())),
-                              px=self._ttl_ms, nx=True)
+                              record(fingerprint, status, body), px=self._ttl_ms,
+                              nx=True)

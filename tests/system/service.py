@@ -107,7 +107,11 @@ class Service:
 
     @property
     def valkey_pid(self) -> int:
-        return int((self.data_dir / "valkey" / "valkey.pid").read_text())
+        """The embedded Valkey's pid (0 while a restart has removed its pid file)."""
+        try:
+            return int((self.data_dir / "valkey" / "valkey.pid").read_text())
+        except (OSError, ValueError):
+            return 0
 
     def admin_token(self) -> str:
         return (self.data_dir / "admin.token").read_text().strip()
@@ -120,3 +124,29 @@ class Service:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(10)
+
+
+def children(pid: int) -> dict[int, str]:
+    """The live child processes of `pid`: pid -> command line."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in task.read_text().split():
+            try:
+                cmd = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if alive(int(child)):
+                found[int(child)] = cmd.decode(errors="replace")
+    return found
+
+
+def persister_pid(service: "Service") -> int | None:
+    return next((p for p, cmd in children(service.proc.pid).items() if " persist" in cmd), None)
+
+
+def metric(service: "Service", name: str) -> float:
+    """The sum of a metric's samples whose line starts with `name` (labels included)."""
+    with urllib.request.urlopen(f"{service.url}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and not line.startswith("#"))

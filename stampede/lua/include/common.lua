@@ -169,8 +169,9 @@ end
 
 -- Return a held claim's units, exactly once, to the SKU's waitlist first
 -- and only then to stock: the caller has checked that the claim is held;
--- its status moves to `new_status`.
-local function release_hold(now, claim_id, c, new_status)
+-- its status moves to `new_status`. `idem`, the caller's Idempotency-Key if
+-- any, goes into the event so recovery can rebuild the remembered answer.
+local function release_hold(now, claim_id, c, new_status, idem)
   redis.call('HINCRBY', K.stock, c.sku .. '.h', -c.qty)
   redis.call('HINCRBY', K.stock, c.sku .. '.a', c.qty)
   redis.call('HINCRBY', K.users, c.user, -c.qty)
@@ -180,8 +181,9 @@ local function release_hold(now, claim_id, c, new_status)
   c.status = new_status
   redis.call('HSET', K.claims, claim_id, format_claim(c))
   count(new_status)
-  emit(now, 'claim_' .. new_status,
-       {'claim', claim_id, 'user', c.user, 'sku', c.sku, 'qty', c.qty})
+  local fields = {'claim', claim_id, 'user', c.user, 'sku', c.sku, 'qty', c.qty}
+  if idem and idem ~= '' then fields[#fields + 1] = 'idem'; fields[#fields + 1] = idem end
+  emit(now, 'claim_' .. new_status, fields)
   settle_offer(now, claim_id, c, new_status == 'expired' and 'offer_lapsed' or 'offer_declined')
   offer_waitlist(now, c.sku)
 end

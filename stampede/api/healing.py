@@ -1,0 +1,72 @@
+"""A campaign missing from Redis but known to the store answers 503, not 404.
+
+The same holds while a campaign is fenced for its rebuild (recovery writes
+its meta first, then its claims): a claim not yet back is not "not found".
+
+Redis lost the campaign's keys (emptied, restarted from older data, keys
+flushed): the service heals it from the store within a second or so
+(runtime.persistence's heal job), and until then its routes say "retry"
+(503 `unavailable`, Retry-After) rather than "no such campaign" (404), which
+a client would take as final. Only answers that are already 404 pay for the
+look: one EXISTS, and a store query cached for a second.
+"""
+
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from stampede.api.context import ENGINE
+from stampede.api.errors import Handler, refuse
+from stampede.state import keys
+
+InStore = Callable[[str], Awaitable[bool]]
+IN_STORE = web.AppKey("campaign_in_store", object)
+"""An async (campaign id) -> bool: does the durable store know it? Set by runtime."""
+CACHE_S = 1.0
+
+_seen: dict[tuple[int, str], tuple[float, bool]] = {}
+"""(the app's lookup, campaign) -> (when, known)"""
+
+
+def campaign_of(request: web.Request) -> str | None:
+    cid = request.match_info.get("cid")
+    if cid is not None:
+        return cid if keys.valid_campaign_id(cid) else None
+    return keys.campaign_of_claim(request.match_info.get("claim_id", ""))
+
+
+async def missing_but_known(request: web.Request, cid: str) -> bool:
+    """The campaign is being rebuilt (fenced: its claims may not be back yet), or Redis
+    has lost it while the store has it: it is about to be."""
+    engine = request.app[ENGINE]
+    state, fenced = await engine.redis.hmget(keys.campaign_keys(cid).meta, "state", "fenced")
+    if state is not None:
+        return bool(fenced == "1")
+    in_store = request.app.get(IN_STORE)
+    if in_store is None:
+        return False
+    now = time.monotonic()
+    slot = (id(in_store), cid)
+    cached = _seen.get(slot)
+    if cached is None or now - cached[0] > CACHE_S:
+        if len(_seen) > 10_000:  # (unknown ids are cached too: keep it bounded)
+            _seen.clear()
+        cached = (now, await in_store(cid))  # type: ignore[operator]
+        _seen[slot] = cached
+    return cached[1]
+
+
+def unavailable(cid: str) -> web.Response:
+    return refuse("fenced", {"campaign": cid})
+
+
+@web.middleware
+async def healing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    if response.status != 404:
+        return response
+    cid = campaign_of(request)
+    if cid is not None and await missing_but_known(request, cid):
+        return unavailable(cid)
+    return response
