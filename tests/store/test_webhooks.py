@@ -356,3 +356,30 @@ async def _tick(deliverer: Deliverer) -> None:
     async with aiohttp.ClientSession() as session:
         deliverer.session = session
         await deliverer.tick()
+
+
+async def test_redirects_are_not_followed(sale: Engine, persister: Persister, store: Store,
+                                          receiver: Receiver) -> None:
+    app = web.Application()
+    hits: list[str] = []
+
+    async def moved(request: web.Request) -> web.Response:
+        hits.append("moved")
+        raise web.HTTPTemporaryRedirect(receiver.url)
+
+    app.router.add_post("/moved", moved)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/moved"
+        created = await Webhooks(store).create(WebhookCreate(url=url, events=["*"]))
+        await _rush(sale, ("alpha",), 1)
+        await persister.drain(timeout_s=30)
+        await _tick(Deliverer(store, AddressGuard.from_spec(LOOPBACK), FAST))
+        row = await Webhooks(store).row(created.id)
+        assert hits == ["moved"] and receiver.requests == 0
+        assert row.failures == 1 and "307" in row.last_error
+    finally:
+        await runner.cleanup()
