@@ -188,3 +188,18 @@ async def test_shutdown_ends_open_streams_at_once(engine: Engine) -> None:
         started = time.monotonic()
         await runner.cleanup()
         assert time.monotonic() - started < 2, "an open stream held up the shutdown"
+
+
+async def test_the_waiting_rooms_serving_counter_is_pushed(engine: Engine) -> None:
+    room = {"rate_per_s": 1000, "burst": 100, "max_active": 100}
+    await engine.define_campaign("room", campaign_spec(waiting_room=room, waitlist={}))
+    async with serve_api(engine) as api:
+        async with api.public.get("/v1/campaigns/room/live") as resp:
+            stream = events(resp)
+            _, first = await anext(stream)
+            assert first["serving"] == 0
+            ticket = await api.public.post("/v1/campaigns/room/queue",
+                                           headers={"X-User-Id": "ann"})
+            assert ticket.status == 201
+            _, after = await asyncio.wait_for(anext(stream), 5)
+            assert after["serving"] == 1
