@@ -67,10 +67,24 @@ RECONCILE_DIFFERENCE = Gauge(
     "Redis counter minus the store's, at the same event (0 when in step)",
     ["campaign", "sku", "counter"], multiprocess_mode="livemostrecent")
 
+# -- the live feed and webhooks -------------------------------------------------
+
+LIVE_LISTENERS = Gauge("stampede_live_listeners", "Open live-feed (SSE) connections",
+                       multiprocess_mode="livesum")
+LIVE_POLLS = Counter("stampede_live_polls_total",
+                     "Campaign reads of the live feed's pollers (one per campaign per tick)")
+WEBHOOK_DELIVERIES = Counter("stampede_webhook_deliveries_total",
+                             "Webhook delivery attempts by outcome", ["outcome"])
+"""outcome: delivered, failed (non-2xx answer), error (no answer: refused, timeout, ...)."""
+WEBHOOK_OLDEST_UNDELIVERED = Gauge(
+    "stampede_webhook_oldest_undelivered_seconds",
+    "Age of the oldest persisted event an active endpoint has not yet received",
+    multiprocess_mode="livemostrecent")
+
 # -- the supervised runtime (runtime/supervisor.py, runtime/health.py) ---------
 RESTARTS = Counter("stampede_restarts_total",
                    "Child processes serve restarted after they died", ["component"])
-"""component: persister, valkey (the embedded one)."""
+"""component: persister, deliverer (webhooks), valkey (the embedded one)."""
 CRASH_LOOPS = Counter("stampede_crash_loops_total",
                       "Children left down after dying too often (the crash-loop limit)",
                       ["component"])

@@ -297,6 +297,18 @@ REFUSALS: dict[str, Refusal] = {
     "method_not_allowed": _r("method_not_allowed", 405, "{method} is not allowed on {path}; "
                              "allowed: {allow}", "a known path with another method (Allow "
                              "lists the methods)"),
+    "webhook_url": _r("webhook_url_refused", 400, "webhooks may not be sent to '{url}': "
+                      "{detail}", "a webhook URL that is not http(s), or whose host is (or "
+                      "resolves to) a loopback, link-local or private address not in "
+                      "STAMPEDE_WEBHOOK_ALLOWED_NETWORKS"),
+    "no_webhook": _r("not_found", 404, "no webhook endpoint '{webhook}'",
+                     "the webhook endpoint does not exist"),
+    "live_full": _r("unavailable", 503, "this worker already serves {limit} live feeds; "
+                    "retry shortly (or poll GET /v1/campaigns/{campaign})",
+                    "a live feed past the worker's STAMPEDE_LIVE_MAX_LISTENERS", _SOON),
+    "cors_origin": _r("cors_origin", 403, "origin '{origin}' may not call this API from a "
+                      "browser (STAMPEDE_CORS_ORIGINS lists the origins that may)",
+                      "a CORS preflight from an origin that is not allowed"),
     "body_too_large": _r("invalid_request", 413, "the body is larger than the {limit} bytes "
                          "this listener takes", "a body over the listener's size limit"),
     "unsupported_media_type": _r("invalid_request", 415, "{detail}",

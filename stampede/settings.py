@@ -94,6 +94,25 @@ class Settings:
     gateway_rate_per_s: int = 0
     """Per-network limit of the public API's other routes (0: off); fails open."""
     gateway_burst: int = 200
+    cors_origins: str | None = None
+    """Origins (`https://shop.example,...`) whose browser pages may call the public API;
+    None: no cross-origin calls."""
+    live_max_listeners: int = 5000
+    """Open live-feed streams a worker serves at once; past it, 503 live_full."""
+    live_tick_ms: int = 250
+    """How often a listened-to campaign is read for the live feed (per worker)."""
+    webhook_worker: bool = True
+    """`serve` runs the webhook delivery worker as its child (off: run `stampede deliver`)."""
+    webhook_allowed_networks: str | None = None
+    """Networks (`10.0.0.0/8,...`) webhooks may reach although they are not public
+    (loopback, link-local, private); None: public addresses only."""
+    webhook_poll_ms: int = 500
+    """How often the delivery worker looks for newly persisted events."""
+    webhook_timeout_s: int = 10
+    """Whole attempt (connect: at most 3 s); past it the attempt failed."""
+    webhook_backoff_ms: int = 1000
+    """First retry delay after a failure, doubling each failure in a row (with jitter)."""
+    webhook_backoff_max_s: int = 300
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -134,7 +153,8 @@ class Settings:
                      "persist_claim_idle_ms", "persist_max_attempts", "reconcile_interval_s",
                      "persist_stall_s", "restart_backoff_ms", "restart_limit",
                      "restart_window_s",
-                     "gateway_burst"):
+                     "gateway_burst", "live_max_listeners", "live_tick_ms", "webhook_poll_ms",
+                     "webhook_timeout_s", "webhook_backoff_ms", "webhook_backoff_max_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
         if self.gateway_rate_per_s < 0:

@@ -5,17 +5,19 @@ the public port. Each serves its own /openapi.json and /docs.
 """
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from stampede import Engine
-from stampede.api import admin, coupons, docs, guard, public, queues
+from stampede.api import admin, coupons, docs, guard, live, public, queues, webhooks
 from stampede.api.auth import Authenticator
 from stampede.api.context import AUTH, DETAILS, ENGINE, GUARD, READY, STORE_CHECK
+from stampede.api.cors import cors_middleware, parse_origins
 from stampede.api.errors import BODY_TIMEOUT, error_middleware, json_response
 from stampede.api.healing import healing_middleware
 from stampede.api.idempotency import IdempotencyGuard
 from stampede.api.metrics import metrics_handler, metrics_middleware
 from stampede.api.openapi import build_spec
-from stampede.api.routing import ApiRoutes, Operation
+from stampede.api.routing import ApiRoutes
 from stampede.domain.models import Health, Readiness
 from stampede.metrics import observe_script, scrape_registry
 from stampede.state.idempotency import ResponseMemory
@@ -53,10 +55,17 @@ async def readyz(request: web.Request) -> web.Response:
 
 def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authenticator,
               ready: dict[str, bool], max_body: int, metrics: bool) -> web.Application:
-    middlewares = [metrics_middleware, error_middleware] if metrics else [error_middleware]
+    middlewares: list[Middleware] = ([metrics_middleware, error_middleware] if metrics
+                                     else [error_middleware])
     middlewares.append(healing_middleware)
     if title == PUBLIC_TITLE and engine.settings.gateway_rate_per_s:
         middlewares.append(guard.limiter_middleware)
+    operations = [op for r in (health, *routes) for op in r.operations]
+    origins = parse_origins(engine.settings.cors_origins)
+    if title == PUBLIC_TITLE:  # with no origins configured, every preflight is refused
+        # Outside the error middleware, so refusals carry the CORS headers too.
+        middlewares.insert(middlewares.index(error_middleware),
+                           cors_middleware(origins, operations))
     app = web.Application(middlewares=middlewares, client_max_size=max_body)
     app[ENGINE] = engine
     app[AUTH] = auth
@@ -66,10 +75,10 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
                                                  engine.settings.idempotency_ttl_s))
     if metrics:
         engine.scripts.observer = observe_script
-    operations: list[Operation] = []
     for r in (health, *routes):
         r.add_to(app)
-        operations += r.operations
+    if live.api in routes:
+        live.install(app, engine)
     spec = build_spec(title, operations, auth.dev_auth)
 
     async def openapi(request: web.Request) -> web.Response:
@@ -84,11 +93,12 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
 
 def make_public_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                     max_body: int = 16_384, metrics: bool = True) -> web.Application:
-    return _make_app(PUBLIC_TITLE, [public.api, queues.api, guard.api, coupons.api], engine,
+    return _make_app(PUBLIC_TITLE, [public.api, live.api, queues.api, guard.api,
+                                        coupons.api], engine,
                      auth, ready, max_body, metrics)
 
 
 def make_admin_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                    max_body: int = 262_144, metrics: bool = True) -> web.Application:
-    return _make_app("Stampede admin API", [admin.api, coupons.admin_api], engine, auth, ready,
-                     max_body, metrics)
+    return _make_app("Stampede admin API", [admin.api, coupons.admin_api, webhooks.api], engine,
+                     auth, ready, max_body, metrics)

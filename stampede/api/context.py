@@ -6,12 +6,15 @@ from stampede import Engine
 from stampede.api.auth import AdminToken, Authenticator, User
 from stampede.api.idempotency import IdempotencyGuard
 from stampede.domain.coupons.service import Merchant
+from stampede.durable.webhooks import Webhooks
 
 ENGINE = web.AppKey("engine", Engine)
 AUTH = web.AppKey("auth", Authenticator)
 GUARD = web.AppKey("guard", IdempotencyGuard)
 READY = web.AppKey("ready", dict[str, bool])
 """`draining` flips to True on SIGTERM so /readyz fails first."""
+WEBHOOKS = web.AppKey("webhooks", Webhooks)
+"""Webhook endpoints in the durable store (admin listener; absent without a store)."""
 STORE_CHECK = web.AppKey("store_check", object)
 DETAILS = web.AppKey("details", dict[str, object])
 """Shown by /readyz without deciding it (the persister's health), kept up by runtime."""

@@ -126,8 +126,10 @@ def _operation(op: Operation, refs: dict[Any, Any], dev_auth: bool) -> dict[str,
                               "content": {"application/json": {"schema": refs[op.body]}}}
     ok: dict[str, Any] = {"description": "success"}
     if op.response is not None:
-        ok["content"] = {"application/json": {"schema": refs[op.response]}}
-    responses: dict[str, Any] = {str(s): ok for s in (op.status, *op.also)}
+        ok["content"] = {op.media_type: {"schema": refs[op.response]}}
+    responses: dict[str, Any] = {str(s): ok for s in (op.status, *op.also) if s != 304}
+    if 304 in op.also:
+        responses["304"] = {"description": "not modified: If-None-Match named the current ETag"}
     errors = set(op.errors) | enforced_errors(op)
     for status in sorted(errors):
         responses[str(status)] = {

@@ -7,7 +7,7 @@ from stampede.api.context import ENGINE, GUARD, USER
 from stampede.api.errors import decode, json_response, read_body, refuse, refuse_outcome
 from stampede.api.guard import HEADERS as GUARD_HEADERS
 from stampede.api.guard import client_signals, guard_answer
-from stampede.api.headers import header
+from stampede.api.headers import cached, header
 from stampede.api.idempotency import checked_key
 from stampede.api.routing import CID, ApiRoutes
 from stampede.domain.models import CampaignPublic, ClaimRequest, ClaimView
@@ -25,14 +25,16 @@ _SETTLE_REFUSALS = {Outcome.NOT_FOUND: "no_claim", Outcome.CONFLICT: "claim_sett
 _DONE = {"confirm": "confirmed", "cancel": "cancelled"}
 
 
-@api.route("GET", "/v1/campaigns/{cid}", "Public status of a campaign",
-           response=CampaignPublic, errors=(404, 503), path_params=CID)
+@api.route("GET", "/v1/campaigns/{cid}", "Public status of a campaign (ETag, "
+           "Cache-Control max-age=1; If-None-Match answers 304)",
+           response=CampaignPublic, also=(304,), errors=(404, 503), path_params=CID,
+           headers={"If-None-Match": "the ETag of an earlier answer: 304 while unchanged"})
 async def campaign_status(request: web.Request) -> web.Response:
     cid = request.match_info["cid"]
     status = await request.app[ENGINE].public_status(cid)
     if status is None:
         return refuse("no_campaign", {"campaign": cid})
-    return json_response(status)
+    return cached(request, json_response(status))
 
 
 @api.route("POST", "/v1/campaigns/{cid}/claims", "Claim units: a hold that expires",

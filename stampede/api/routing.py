@@ -58,6 +58,8 @@ class Operation:
     """Name -> (regex pattern, required) of each query parameter."""
     headers: dict[str, str] = field(default_factory=dict)
     """Name -> description of each optional request header (besides Idempotency-Key)."""
+    media_type: str = "application/json"
+    """Of the success answer (text/event-stream: a stream of `response` as events)."""
 
     def __post_init__(self) -> None:
         named = set(_PLACEHOLDER.findall(self.path))

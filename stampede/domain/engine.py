@@ -28,6 +28,8 @@ from stampede.domain.models import (
     CampaignSpec,
     CampaignStats,
     ClaimView,
+    LiveSku,
+    LiveState,
     QueueTicket,
     SkuPublic,
     SkuStats,
@@ -174,6 +176,18 @@ class Engine:
             opens_at=from_ms(snap.opens_ms), closes_at=from_ms(snap.closes_ms),
             skus=[SkuPublic(sku=s.sku, price=s.price, available=s.available,
                             next_wave_at=snap.next_wave_at(s.sku)) for s in snap.skus])
+
+    async def live_state(self, cid: str) -> LiveState | None:
+        """What the live feed shows, from one script call (None: no such campaign)."""
+        snap = await self._snapshot(cid)
+        if snap is None:
+            return None
+        serving = int(snap.meta.get("wr_served", 0)) if snap.meta.get("wr_on") == "1" else None
+        return LiveState(
+            campaign=cid, state=snap.state(), serving=serving,
+            skus=[LiveSku(sku=s.sku, available=s.available,
+                          sold_out=s.available == 0 and snap.pending_wave_count(s.sku) == 0,
+                          next_wave_at=snap.next_wave_at(s.sku)) for s in snap.skus])
 
     async def stats(self, cid: str) -> CampaignStats | None:
         snap = await self._snapshot(cid)

@@ -212,6 +212,25 @@ class CampaignPublic(Struct, kw_only=True):
     skus: list[SkuPublic]
 
 
+class LiveSku(Struct, kw_only=True):
+    sku: str
+    available: int
+    sold_out: bool
+    """No units now and no wave still to come."""
+    next_wave_at: datetime | None = None
+
+
+class LiveState(Struct, kw_only=True):
+    """One event of the live feed: the whole of what it shows, so any one event
+    (the first after a reconnect included) is enough to draw the page."""
+    campaign: str
+    state: Literal["scheduled", "open", "paused", "sold_out", "closed"]
+    skus: list[LiveSku]
+    serving: int | None = None
+    """The waiting room's serving counter: tickets up to this one are admitted
+    (None: the campaign has no waiting room)."""
+
+
 class SkuStats(Struct, kw_only=True):
     sku: str
     price: int

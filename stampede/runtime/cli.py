@@ -202,6 +202,21 @@ def persist_command(
         pass
 
 
+@app.command("deliver")
+def deliver_command(
+    metrics_port: int = typer.Option(0, help="serve /metrics on this port (0: off)"),
+) -> None:
+    """Run the webhook delivery worker alone (with STAMPEDE_WEBHOOK_WORKER=0 for serve)."""
+    settings = _settings()
+    logs.configure()
+    if metrics_port:
+        start_http_server(metrics_port, addr="127.0.0.1")
+    try:
+        uvloop.run(persistence.run_deliverer(settings))
+    except KeyboardInterrupt:
+        pass
+
+
 @app.command("audit")
 def audit_command(
     campaign: str = typer.Option(None, help="only this campaign"),

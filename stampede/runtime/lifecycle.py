@@ -4,7 +4,8 @@
 the public and admin apps open, and closes them (in reverse) after both
 have drained:
 
-    engine → store → durable client (heals first) → persister child → periodic tasks
+    engine → store → durable client (heals first) → persister child → webhook
+    delivery child → periodic tasks
 
 Each context puts what it opens on the process app under a typed key, so a
 later context (or a supervisor) finds it there.
@@ -53,6 +54,8 @@ def contexts(settings: Settings, redis_url: str, housekeeping: bool) -> list[Con
         found.append(durable_context(settings, redis_url))
         if settings.persister:
             found.append(persister_context(settings, redis_url))
+        if settings.webhook_worker:
+            found.append(delivery_context(settings, redis_url))
         found.append(periodic_context(settings))
     return found
 
@@ -109,6 +112,20 @@ def persister_context(settings: Settings, redis_url: str) -> Context:
     return run
 
 
+def delivery_context(settings: Settings, redis_url: str) -> Context:
+    """The webhook delivery worker beside us as a child process (`stampede deliver`):
+    it waits on endpoints and the store, never on this event loop."""
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        child = PersisterChild(redis_url, command="deliver")
+        child.start()
+        app[DELIVERER] = child
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(child.stop, settings.shutdown_grace_s)
+    return run
+
+
 def periodic_context(settings: Settings) -> Context:
     """The sweeper, the gauges, and healing, reconcile and lag: until the process stops."""
     async def run(app: web.Application) -> AsyncIterator[None]:
@@ -132,19 +149,23 @@ def periodic_context(settings: Settings) -> Context:
 
 @dataclass
 class PersisterChild:
-    """`stampede persist` as our child, at a lower priority; the kernel stops it if we die."""
+    """`stampede persist` (or another `command`, e.g. `deliver`) as our child, at a lower
+    priority; the kernel stops it if we die."""
     redis_url: str
     proc: "subprocess.Popen[bytes] | None" = field(default=None, repr=False)
+    command: str = "persist"
 
     def start(self) -> None:
         env = {**os.environ, "STAMPEDE_REDIS_URL": self.redis_url}
-        self.proc = subprocess.Popen([sys.executable, "-m", "stampede.runtime.cli", "persist"],
+        name = "persister" if self.command == "persist" else self.command
+        self.proc = subprocess.Popen([sys.executable, "-m", "stampede.runtime.cli",
+                                      self.command],
                                      env=env, preexec_fn=_persister_child,
                                      stderr=subprocess.PIPE)
         # Whatever the child writes reaches our stderr as JSON lines (its logs already are).
         assert self.proc.stderr is not None
-        threading.Thread(target=logs.relay, args=(self.proc.stderr, "persister"), daemon=True,
-                         name="persister-stderr").start()
+        threading.Thread(target=logs.relay, args=(self.proc.stderr, name), daemon=True,
+                         name=f"{name}-stderr").start()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -164,6 +185,7 @@ class PersisterChild:
 
 
 PERSISTER = web.AppKey("persister", PersisterChild)
+DELIVERER = web.AppKey("deliverer", PersisterChild)
 
 
 def _persister_child() -> None:

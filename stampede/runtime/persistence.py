@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from stampede import Settings, logs
 from stampede.durable.audit import audit
+from stampede.durable.delivery import AddressGuard, Deliverer, DeliverySettings
 from stampede.durable.lagcheck import compare
 from stampede.durable.persister import Persister, lag
 from stampede.durable.reconcile import reconcile
@@ -89,6 +90,29 @@ async def run_persister(settings: Settings, redis_url: str, drain: bool) -> None
     finally:
         await store.close()
         await redis.aclose()
+
+
+def delivery_settings(settings: Settings) -> DeliverySettings:
+    return DeliverySettings(poll_s=settings.webhook_poll_ms / 1000,
+                            connect_timeout_s=min(3.0, settings.webhook_timeout_s),
+                            timeout_s=settings.webhook_timeout_s,
+                            backoff_base_s=settings.webhook_backoff_ms / 1000,
+                            backoff_max_s=settings.webhook_backoff_max_s)
+
+
+async def run_deliverer(settings: Settings) -> None:
+    """`stampede deliver`: webhooks from the store until SIGTERM/SIGINT."""
+    store = await open_store(settings.resolved_store_url)
+    try:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(logs.asyncio_exceptions)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        guard = AddressGuard.from_spec(settings.webhook_allowed_networks)
+        await Deliverer(store, guard, delivery_settings(settings)).run(stop)
+    finally:
+        await store.close()
 
 
 async def run_audit(settings: Settings, campaign: str | None, users: bool) -> dict[str, Any]:

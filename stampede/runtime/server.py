@@ -18,10 +18,11 @@ from aiohttp import web
 from stampede import Settings, logs
 from stampede.api.app import make_admin_app, make_public_app
 from stampede.api.auth import Authenticator
-from stampede.api.context import DETAILS, ENGINE, STORE_CHECK
+from stampede.api.context import DETAILS, ENGINE, STORE_CHECK, WEBHOOKS
 from stampede.api.healing import IN_STORE
 from stampede.api.runner import JsonErrorRunner
 from stampede.durable.recovery import in_store
+from stampede.durable.webhooks import Webhooks
 from stampede.errors import ServerError
 from stampede.logs import log
 from stampede.runtime import lifecycle, supervisor
@@ -111,6 +112,7 @@ def _listeners(process: web.Application, settings: Settings, auth: Authenticator
         app[IN_STORE] = functools.partial(in_store, store)  # 503, not 404, while healing
         if details is not None:
             app[DETAILS] = details
+    apps[1][WEBHOOKS] = Webhooks(store)
     return [JsonErrorRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_s,
                             handle_signals=False,
                             keepalive_timeout=float(settings.header_timeout_s),

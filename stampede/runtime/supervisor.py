@@ -234,6 +234,9 @@ def watch(process: web.Application, settings: Settings, stop: asyncio.Event,
     child = process.get(lifecycle.PERSISTER)
     if child is not None:
         supervisor.add_child("persister", child)
+    deliverer = process.get(lifecycle.DELIVERER)
+    if deliverer is not None:  # webhooks wait in the store while it is down
+        supervisor.add_child("deliverer", deliverer)
     if valkey is not None:
         supervisor.add_valkey(valkey, lambda client: heal_now(client, store, settings))
     health = PersisterHealth(redis, settings.persist_stall_s, supervisor.status)

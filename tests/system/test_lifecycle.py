@@ -28,10 +28,14 @@ async def test_housekeeping_process_opens_everything_and_closes_it(
         assert await app[lifecycle.DURABLE_REDIS].ping()
         child = app[lifecycle.PERSISTER]
         assert child.alive()
+        deliverer = app[lifecycle.DELIVERER]
+        assert deliverer.alive() and deliverer.command == "deliver"
         assert len(_others() - before) >= 5  # sweeper, gauges, heal, reconcile, lag
     finally:
         await runner.cleanup()
     assert not child.alive() and child.proc is not None and child.proc.returncode is not None
+    assert not deliverer.alive() and deliverer.proc is not None
+    assert deliverer.proc.returncode is not None
     await asyncio.sleep(0)
     assert _others() - before == set(), "a periodic task outlived the process app"
 
@@ -45,6 +49,7 @@ async def test_other_workers_hold_only_the_engine_and_the_store(
     await runner.setup()
     try:
         assert lifecycle.PERSISTER not in runner.app
+        assert lifecycle.DELIVERER not in runner.app
         assert lifecycle.DURABLE_REDIS not in runner.app
     finally:
         await runner.cleanup()

@@ -127,3 +127,40 @@ redemptions = Table(
     Index("ix_redemptions_campaign", "campaign_id"),
     Index("ix_redemptions_coupon", "coupon_id"),
 )
+
+# -- webhooks: endpoints, how far each has received, and every attempt ---------
+
+webhook_endpoints = Table(
+    "webhook_endpoints", metadata,
+    Column("endpoint_id", String(40), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("events", Text, nullable=False),  # a JSON list of event types, or ["*"]
+    Column("campaign_id", String(64)),  # None: every campaign
+    Column("secret", Text, nullable=False),
+    Column("old_secret", Text),  # still signs, beside the new one, until old_secret_until_ms
+    Column("old_secret_until_ms", BigInteger),
+    Column("paused", Integer, nullable=False, default=0),
+    Column("failures", Integer, nullable=False, default=0),  # consecutive
+    Column("next_attempt_ms", BigInteger, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+webhook_cursors = Table(
+    "webhook_cursors", metadata,
+    Column("endpoint_id", String(40), primary_key=True),
+    Column("campaign_id", String(64), primary_key=True),
+    Column("seq", BigInteger, nullable=False),  # events up to here are delivered (or not wanted)
+)
+
+webhook_attempts = Table(
+    "webhook_attempts", metadata,
+    Column("attempt_id", Integer, primary_key=True, autoincrement=True),
+    Column("endpoint_id", String(40), nullable=False),
+    Column("message_id", String(100), nullable=False),  # <campaign>.<seq>
+    Column("ts", BigInteger, nullable=False),
+    Column("status", Integer),  # the HTTP status; None: no answer
+    Column("outcome", String(16), nullable=False),  # delivered, failed, error
+    Column("error", Text),
+    Index("ix_webhook_attempts_endpoint", "endpoint_id", "attempt_id"),
+)

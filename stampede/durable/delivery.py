@@ -1,0 +1,336 @@
+"""The webhook delivery worker: persisted events to endpoints, signed, in order.
+
+It reads the `events` table, never Redis or memory: what it sends is what the
+store holds. Per endpoint and campaign it sends seq cursor+1, and moves the
+cursor only after a 2xx, so delivery is at least once and in order; a gap (an
+event not yet persisted) waits. Each message keeps one id, `<campaign>.<seq>`,
+on every attempt, so a receiver drops duplicates by id. Events the endpoint
+does not want move the cursor without a request.
+
+A failed attempt (a non-2xx, a refusal, a timeout, a redirect: none is
+followed) holds the endpoint back with exponential backoff and jitter; after
+FAILING_AFTER in a row the endpoint shows as `failing`, and its deliveries
+wait for it: nothing is dropped.
+
+Outbound requests are guarded against server-side request forgery: http(s)
+only, and every address the host resolves to (or the literal address) must
+be public unless STAMPEDE_WEBHOOK_ALLOWED_NETWORKS lists it. The check sits
+in the connector's resolver, so the address connected to is the one checked.
+"""
+
+import asyncio
+import ipaddress
+import random
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import msgspec
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from stampede.domain.models import from_ms
+from stampede.domain.netaddr import Network, parse_networks
+from stampede.durable import events, webhook_signing
+from stampede.durable.store import Store
+from stampede.durable.store import schema as t
+from stampede.durable.webhooks import ALL
+from stampede.logs import log
+from stampede.metrics import WEBHOOK_DELIVERIES, WEBHOOK_OLDEST_UNDELIVERED
+
+BODY_READ_LIMIT = 1024
+"""Bytes of an endpoint's answer read (for the attempt log); the rest is dropped."""
+BATCH = 100
+"""Events read per endpoint and campaign in one query."""
+
+
+class RefusedAddress(OSError):
+    """The URL's host is (or resolves to) an address webhooks may not reach."""
+
+
+@dataclass(frozen=True)
+class AddressGuard:
+    allowed: tuple[Network, ...] = ()
+
+    @classmethod
+    def from_spec(cls, spec: str | None) -> "AddressGuard":
+        return cls(tuple(parse_networks(spec or "")))
+
+    def refusal(self, address: str) -> str | None:
+        """Why `address` may not be reached, or None."""
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if any(ip in net for net in self.allowed):
+            return None
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if not ip.is_global or ip.is_multicast:
+            return f"{address} is not a public address"
+        return None
+
+    def check_url(self, url: str) -> str | None:
+        """Why `url` may not be a webhook endpoint (scheme, host, a literal address)."""
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 (raises on a bad port)
+        except ValueError as exc:
+            return f"not a URL: {exc}"
+        if parts.scheme not in ("http", "https"):
+            return "the URL must be http or https"
+        if not parts.hostname:
+            return "the URL has no host"
+        if parts.username or parts.password:
+            return "the URL may not carry credentials"
+        try:
+            return self.refusal(parts.hostname)
+        except ValueError:  # a name: its addresses are checked when it is resolved
+            return None
+
+    async def check_resolved(self, url: str) -> str | None:
+        """`check_url`, then every address its host name resolves to now."""
+        refused = self.check_url(url)
+        host = urlsplit(url).hostname
+        if refused or host is None:
+            return refused
+        try:
+            ipaddress.ip_address(host)
+            return None
+        except ValueError:
+            pass
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+        except OSError:
+            return None  # cannot tell now; the worker checks again on every connect
+        for info in infos:
+            why = self.refusal(str(info[4][0]))
+            if why:
+                return f"{host}: {why}"
+        return None
+
+
+class GuardedResolver(AbstractResolver):
+    """The default resolver, refusing any host with an address the guard refuses."""
+
+    def __init__(self, guard: AddressGuard) -> None:
+        self.guard = guard
+        self.inner = DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        found = await self.inner.resolve(host, port, family)
+        for result in found:
+            why = self.guard.refusal(result["host"])
+            if why:
+                raise RefusedAddress(f"{host}: {why}")
+        return found
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    poll_s: float = 0.5
+    connect_timeout_s: float = 3.0
+    timeout_s: float = 10.0
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class Attempt:
+    status: int | None
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def outcome(self) -> str:
+        return "delivered" if self.ok else "failed" if self.status is not None else "error"
+
+
+_HEADER = frozenset(("campaign_id", "seq", "ts", "epoch", "stream_id", "raw", "type"))
+
+
+def message(row: Any) -> bytes:
+    """The body of the event `row` (the same bytes on every attempt): its fields typed
+    as the event classes say, or as stored for a type this version does not know."""
+    try:
+        event = events.from_row(row)
+        fields = ({k: v for k, v in msgspec.to_builtins(event).items() if k not in _HEADER}
+                  if not isinstance(event, events.Unknown) else msgspec.json.decode(row.data))
+    except events.BadEvent:
+        fields = msgspec.json.decode(row.data)
+    data = {"campaign": row.campaign_id, "seq": row.seq, **fields}
+    return msgspec.json.encode({"type": row.type, "timestamp": from_ms(row.ts),
+                                "data": data})
+
+
+def backoff_s(failures: int, settings: DeliverySettings) -> float:
+    """Exponential in the failures in a row, capped, with jitter (half to all of it)."""
+    ceiling = min(settings.backoff_max_s, settings.backoff_base_s * float(2 ** (failures - 1)))
+    return ceiling * random.uniform(0.5, 1.0)
+
+
+class Deliverer:
+    def __init__(self, store: Store, guard: AddressGuard, settings: DeliverySettings) -> None:
+        self.store, self.guard, self.settings = store, guard, settings
+        self.session: aiohttp.ClientSession | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.guard), limit=64)
+        timeout = aiohttp.ClientTimeout(total=self.settings.timeout_s,
+                                        sock_connect=self.settings.connect_timeout_s)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                         trust_env=False) as session:
+            self.session = session
+            while not stop.is_set():
+                try:
+                    await self.tick()
+                except Exception as exc:  # the store away: try again next tick
+                    log.warning("webhook delivery tick failed", error=repr(exc))
+                try:
+                    await asyncio.wait_for(stop.wait(), self.settings.poll_s)
+                except TimeoutError:
+                    pass
+
+    async def tick(self) -> None:
+        """One pass: every due endpoint sends what it has not yet received."""
+        now = _now_ms()
+        async with self.store.engine.connect() as conn:
+            endpoints = (await conn.execute(select(t.webhook_endpoints).where(
+                t.webhook_endpoints.c.paused == 0))).all()
+            tops = {r.campaign_id: r.max_seq for r in (await conn.execute(
+                select(t.campaigns.c.campaign_id, t.campaigns.c.max_seq))).all()}
+        oldest = await asyncio.gather(*(self._endpoint(e, tops) for e in endpoints
+                                        if e.next_attempt_ms <= now))
+        waiting = [ts for ts in oldest if ts is not None]
+        WEBHOOK_OLDEST_UNDELIVERED.set(max(0.0, (now - min(waiting)) / 1000) if waiting else 0)
+
+    async def _endpoint(self, endpoint: Any, tops: dict[str, int]) -> int | None:
+        """Sends `endpoint` its pending events; the ts of the oldest still pending."""
+        wanted = set(msgspec.json.decode(endpoint.events))
+        campaigns = ([endpoint.campaign_id] if endpoint.campaign_id is not None
+                     else sorted(tops))
+        async with self.store.engine.connect() as conn:
+            cursors = {r.campaign_id: r.seq for r in (await conn.execute(
+                select(t.webhook_cursors).where(
+                    t.webhook_cursors.c.endpoint_id == endpoint.endpoint_id))).all()}
+        oldest: int | None = None
+        for cid in campaigns:
+            at = cursors.get(cid, 0)
+            if at >= tops.get(cid, 0):
+                continue
+            sent, pending_ts = await self._campaign(endpoint, cid, at, wanted)
+            if pending_ts is not None:
+                oldest = pending_ts if oldest is None else min(oldest, pending_ts)
+            if not sent:
+                break  # failing: the endpoint waits for its backoff
+        return oldest
+
+    async def _campaign(self, endpoint: Any, cid: str, at: int,
+                        wanted: set[str]) -> tuple[bool, int | None]:
+        """Sends one campaign's events after seq `at`, in order, stopping at a gap or a
+        failure: (no failure, ts of the first event still pending)."""
+        async with self.store.engine.connect() as conn:
+            rows = (await conn.execute(select(t.events).where(
+                t.events.c.campaign_id == cid, t.events.c.seq > at)
+                .order_by(t.events.c.seq).limit(BATCH))).all()
+        skipped: int | None = None  # the last unwanted event passed over, not yet stored
+        try:
+            for row in rows:
+                if row.seq != at + 1:
+                    return True, None  # a gap: the missing event is not persisted yet
+                if ALL in wanted or row.type in wanted:
+                    attempt = await self._send(endpoint, row)
+                    await self._record(endpoint, row, attempt)
+                    if not attempt.ok:
+                        return False, row.ts
+                    skipped = None  # the delivered event's cursor covers those before it
+                else:
+                    skipped = row.seq
+                at = row.seq
+            return True, None
+        finally:
+            if skipped is not None:
+                await self._advance(endpoint.endpoint_id, cid, skipped)
+
+    async def _send(self, endpoint: Any, row: Any) -> Attempt:
+        assert self.session is not None
+        why = self.guard.check_url(endpoint.url)
+        if why:
+            return Attempt(None, f"refused: {why}")
+        body = message(row)
+        keys = [endpoint.secret]
+        if endpoint.old_secret and (endpoint.old_secret_until_ms or 0) > _now_ms():
+            keys.append(endpoint.old_secret)
+        headers = webhook_signing.headers(keys, f"{row.campaign_id}.{row.seq}",
+                                          int(time.time()), body)
+        try:
+            async with self.session.post(endpoint.url, data=body, headers=headers,
+                                         allow_redirects=False) as resp:
+                answer = await resp.content.read(BODY_READ_LIMIT)
+                if 200 <= resp.status < 300:
+                    return Attempt(resp.status, None)
+                return Attempt(resp.status, f"HTTP {resp.status}: "
+                               f"{answer.decode(errors='replace')[:200]}")
+        except RefusedAddress as exc:
+            return Attempt(None, f"refused: {exc}")
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, RefusedAddress):  # raised by our resolver
+                return Attempt(None, f"refused: {exc.os_error}")
+            return Attempt(None, f"{type(exc).__name__}: {exc}"[:300])
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            return Attempt(None, f"{type(exc).__name__}: {exc}"[:300])
+
+    async def _record(self, endpoint: Any, row: Any, attempt: Attempt) -> None:
+        WEBHOOK_DELIVERIES.labels(attempt.outcome).inc()
+        now = _now_ms()
+        async with self.store.begin() as conn:
+            await conn.execute(t.webhook_attempts.insert().values(
+                endpoint_id=endpoint.endpoint_id, message_id=f"{row.campaign_id}.{row.seq}",
+                ts=now, status=attempt.status, outcome=attempt.outcome, error=attempt.error))
+            if attempt.ok:
+                await conn.execute(_upsert_cursor(self.store, endpoint.endpoint_id,
+                                                  row.campaign_id, row.seq))
+                if endpoint.failures:
+                    await conn.execute(t.webhook_endpoints.update().where(
+                        t.webhook_endpoints.c.endpoint_id == endpoint.endpoint_id)
+                        .values(failures=0, next_attempt_ms=0, last_error=None))
+                return
+            failures = (await conn.execute(select(t.webhook_endpoints.c.failures).where(
+                t.webhook_endpoints.c.endpoint_id == endpoint.endpoint_id))).scalar()
+            if failures is None:
+                return  # deleted meanwhile
+            failures += 1
+            delay_ms = int(backoff_s(failures, self.settings) * 1000)
+            await conn.execute(t.webhook_endpoints.update().where(
+                t.webhook_endpoints.c.endpoint_id == endpoint.endpoint_id)
+                .values(failures=failures, next_attempt_ms=now + delay_ms,
+                        last_error=attempt.error))
+        log.info("webhook attempt failed", endpoint=endpoint.endpoint_id,
+                 message=f"{row.campaign_id}.{row.seq}", error=attempt.error,
+                 failures=failures, retry_in_ms=delay_ms)
+
+    async def _advance(self, endpoint_id: str, cid: str, seq: int) -> None:
+        async with self.store.begin() as conn:
+            await conn.execute(_upsert_cursor(self.store, endpoint_id, cid, seq))
+
+
+def _upsert_cursor(store: Store, endpoint_id: str, cid: str, seq: int) -> Any:
+    dialect = sqlite if store.is_sqlite else postgresql
+    return (dialect.insert(t.webhook_cursors)
+            .values(endpoint_id=endpoint_id, campaign_id=cid, seq=seq)
+            .on_conflict_do_update(index_elements=["endpoint_id", "campaign_id"],
+                                   set_={"seq": seq}))
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
