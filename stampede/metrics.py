@@ -80,6 +80,10 @@ WEBHOOK_OLDEST_UNDELIVERED = Gauge(
     "stampede_webhook_oldest_undelivered_seconds",
     "Age of the oldest persisted event an active endpoint has not yet received",
     multiprocess_mode="livemostrecent")
+WEBHOOK_BACKLOG = Gauge(
+    "stampede_webhook_backlog_events",
+    "Persisted events after an endpoint's cursors, waiting for it (paused ones included)",
+    ["endpoint"], multiprocess_mode="livemostrecent")
 
 # -- the supervised runtime (runtime/supervisor.py, runtime/health.py) ---------
 RESTARTS = Counter("stampede_restarts_total",

@@ -1,7 +1,9 @@
-"""Webhook endpoints on the admin API: register, list, pause, rotate, remove.
+"""Webhook endpoints on the admin API: register, list, pause, rotate, remove; their
+delivery log, a test message, a replay.
 
 Deliveries themselves are the delivery worker's (stampede.durable.delivery);
-these routes only change what the store says about endpoints.
+these routes change what the store says about endpoints (a replay moves cursors
+back, and the worker sends again), except the test message, sent from here.
 """
 
 import re
@@ -15,9 +17,15 @@ from aiohttp import web
 from stampede.api.context import ENGINE, WEBHOOKS
 from stampede.api.errors import ApiError, decode, json_response, read_body, refuse
 from stampede.api.routing import CID, ApiRoutes
-from stampede.durable.delivery import AddressGuard
+from stampede.domain.models import to_ms
+from stampede.durable.delivery import AddressGuard, Deliverer, DeliverySettings
 from stampede.durable.webhooks import (
+    MAX_DELIVERIES,
     MAX_URL,
+    DeliveryView,
+    ReplayRequest,
+    ReplayView,
+    TestDeliveryView,
     WebhookCreate,
     WebhookPatch,
     Webhooks,
@@ -30,6 +38,7 @@ api = ApiRoutes("webhooks")
 WID = {"wid": r"^wh_[0-9a-f]{20}$"}
 _create_decoder = msgspec.json.Decoder(WebhookCreate)
 _patch_decoder = msgspec.json.Decoder(WebhookPatch)
+_replay_decoder = msgspec.json.Decoder(ReplayRequest)
 _CID_PATTERN = CID["cid"]
 MAX_OLD_SECRET_TTL_S = 7 * 86_400
 
@@ -117,3 +126,52 @@ async def delete_webhook(request: web.Request) -> web.Response:
     if not await _stored(_registry(request).delete(wid)):
         return refuse("no_webhook", {"webhook": wid})
     return web.Response(status=204)
+
+
+@api.route("GET", "/admin/v1/webhooks/{wid}/deliveries", "The endpoint's delivery log, "
+           f"newest first: the last `limit` attempts (default 100, at most {MAX_DELIVERIES})",
+           auth="viewer", response=list[DeliveryView], errors=(400, 401, 404, 503),
+           path_params=WID, query_params={"limit": (r"^[0-9]{1,4}$", False)})
+async def webhook_deliveries(request: web.Request) -> web.Response:
+    wid = request.match_info["wid"]
+    limit = int(request.query.get("limit", "100"))
+    if not 1 <= limit <= MAX_DELIVERIES:
+        raise ApiError.of("invalid", detail=f"limit must be 1 to {MAX_DELIVERIES}")
+    registry = _registry(request)
+    if await _stored(registry.row(wid)) is None:
+        return refuse("no_webhook", {"webhook": wid})
+    return json_response(await _stored(registry.deliveries(wid, limit)))
+
+
+@api.route("POST", "/admin/v1/webhooks/{wid}/test", "Send the endpoint one signed "
+           "`webhook.test` message now (even paused or failing; its cursors and failures "
+           "stay) and answer how it went", auth="operator", response=TestDeliveryView,
+           errors=(401, 403, 404, 503), path_params=WID)
+async def test_webhook(request: web.Request) -> web.Response:
+    wid = request.match_info["wid"]
+    row = await _stored(_registry(request).row(wid))
+    if row is None:
+        return refuse("no_webhook", {"webhook": wid})
+    settings = request.app[ENGINE].settings
+    deliverer = Deliverer(_registry(request).store,
+                          AddressGuard.from_spec(settings.webhook_allowed_networks),
+                          DeliverySettings.from_settings(settings))
+    msg_id, attempt = await _stored(deliverer.send_test(row))
+    return json_response(TestDeliveryView(
+        message_id=msg_id, outcome=attempt.outcome,
+        status=attempt.status, error=attempt.error, latency_ms=attempt.latency_ms))
+
+
+@api.route("POST", "/admin/v1/webhooks/{wid}/replay", "Deliver again (same message ids) "
+           "every event at or after `since`: moves the endpoint's cursors back",
+           auth="operator", body=ReplayRequest, response=ReplayView,
+           errors=(400, 401, 403, 404, 413, 503), path_params=WID)
+async def replay_webhook(request: web.Request) -> web.Response:
+    wid = request.match_info["wid"]
+    spec = decode(_replay_decoder, await read_body(request))
+    if spec.since.tzinfo is None:
+        raise ApiError.of("invalid", detail="since needs a time zone (e.g. Z or +02:00)")
+    moved = await _stored(_registry(request).replay(wid, to_ms(spec.since)))
+    if moved is None:
+        return refuse("no_webhook", {"webhook": wid})
+    return json_response(ReplayView(id=wid, since=spec.since, campaigns=moved))

@@ -21,10 +21,12 @@ in the connector's resolver, so the address connected to is the one checked.
 import asyncio
 import ipaddress
 import random
+import secrets
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -41,7 +43,12 @@ from stampede.durable.store import Store
 from stampede.durable.store import schema as t
 from stampede.durable.webhooks import ALL
 from stampede.logs import log
-from stampede.metrics import WEBHOOK_DELIVERIES, WEBHOOK_OLDEST_UNDELIVERED
+from stampede.metrics import (
+    WEBHOOK_BACKLOG,
+    WEBHOOK_DELIVERIES,
+    WEBHOOK_OLDEST_UNDELIVERED,
+)
+from stampede.settings import Settings
 
 BODY_READ_LIMIT = 1024
 """Bytes of an endpoint's answer read (for the attempt log); the rest is dropped."""
@@ -140,18 +147,27 @@ class DeliverySettings:
     backoff_base_s: float = 1.0
     backoff_max_s: float = 300.0
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "DeliverySettings":
+        return cls(poll_s=settings.webhook_poll_ms / 1000,
+                   connect_timeout_s=min(3.0, settings.webhook_timeout_s),
+                   timeout_s=settings.webhook_timeout_s,
+                   backoff_base_s=settings.webhook_backoff_ms / 1000,
+                   backoff_max_s=settings.webhook_backoff_max_s)
+
 
 @dataclass(frozen=True)
 class Attempt:
     status: int | None
     error: str | None
+    latency_ms: int | None = None
 
     @property
     def ok(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
 
     @property
-    def outcome(self) -> str:
+    def outcome(self) -> Literal["delivered", "failed", "error"]:
         return "delivered" if self.ok else "failed" if self.status is not None else "error"
 
 
@@ -178,17 +194,47 @@ def backoff_s(failures: int, settings: DeliverySettings) -> float:
     return ceiling * random.uniform(0.5, 1.0)
 
 
+TEST_EVENT = "webhook.test"
+
+
+def test_message(endpoint_id: str) -> bytes:
+    return msgspec.json.encode({"type": TEST_EVENT, "timestamp": from_ms(_now_ms()),
+                                "data": {"endpoint": endpoint_id}})
+
+
 class Deliverer:
     def __init__(self, store: Store, guard: AddressGuard, settings: DeliverySettings) -> None:
         self.store, self.guard, self.settings = store, guard, settings
         self.session: aiohttp.ClientSession | None = None
+        self.backlog_labels: set[str] = set()
 
-    async def run(self, stop: asyncio.Event) -> None:
+    def new_session(self) -> aiohttp.ClientSession:
+        """A session whose resolver refuses what the guard refuses; no proxies."""
         connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.guard), limit=64)
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout_s,
                                         sock_connect=self.settings.connect_timeout_s)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                         trust_env=False) as session:
+        return aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False)
+
+    async def send_test(self, endpoint: Any) -> tuple[str, Attempt]:
+        """Sends one signed `webhook.test` message to `endpoint` now, outside its order
+        and backoff (neither its cursors nor its failures move); logs the attempt."""
+        msg_id = "test." + secrets.token_hex(8)
+        async with self.new_session() as session:
+            self.session = session
+            try:
+                attempt = await self._post(endpoint, msg_id, test_message(endpoint.endpoint_id))
+            finally:
+                self.session = None
+        WEBHOOK_DELIVERIES.labels(attempt.outcome).inc()
+        async with self.store.begin() as conn:
+            await conn.execute(t.webhook_attempts.insert().values(
+                endpoint_id=endpoint.endpoint_id, message_id=msg_id, ts=_now_ms(),
+                status=attempt.status, outcome=attempt.outcome, error=attempt.error,
+                event_type=TEST_EVENT, latency_ms=attempt.latency_ms))
+        return msg_id, attempt
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with self.new_session() as session:
             self.session = session
             while not stop.is_set():
                 try:
@@ -204,14 +250,36 @@ class Deliverer:
         """One pass: every due endpoint sends what it has not yet received."""
         now = _now_ms()
         async with self.store.engine.connect() as conn:
-            endpoints = (await conn.execute(select(t.webhook_endpoints).where(
-                t.webhook_endpoints.c.paused == 0))).all()
+            every = (await conn.execute(select(t.webhook_endpoints))).all()
             tops = {r.campaign_id: r.max_seq for r in (await conn.execute(
                 select(t.campaigns.c.campaign_id, t.campaigns.c.max_seq))).all()}
+        endpoints = [e for e in every if not e.paused]
         oldest = await asyncio.gather(*(self._endpoint(e, tops) for e in endpoints
                                         if e.next_attempt_ms <= now))
         waiting = [ts for ts in oldest if ts is not None]
         WEBHOOK_OLDEST_UNDELIVERED.set(max(0.0, (now - min(waiting)) / 1000) if waiting else 0)
+        await self.refresh_backlog(every, tops)
+
+    async def refresh_backlog(self, endpoints: Sequence[Any], tops: dict[str, int]) -> None:
+        """Sets the backlog gauge of every endpoint (paused ones too: their backlog grows)
+        and drops the series of endpoints removed since the last refresh."""
+        async with self.store.engine.connect() as conn:
+            cursors = (await conn.execute(select(t.webhook_cursors))).all()
+        at: dict[tuple[str, str], int] = {(r.endpoint_id, r.campaign_id): r.seq
+                                          for r in cursors}
+        seen: set[str] = set()
+        for e in endpoints:
+            campaigns = [e.campaign_id] if e.campaign_id is not None else list(tops)
+            waiting = sum(max(0, tops.get(cid, 0) - at.get((e.endpoint_id, cid), 0))
+                          for cid in campaigns)
+            WEBHOOK_BACKLOG.labels(e.endpoint_id).set(waiting)
+            seen.add(e.endpoint_id)
+        for gone in self.backlog_labels - seen:
+            try:
+                WEBHOOK_BACKLOG.remove(gone)
+            except KeyError:
+                pass
+        self.backlog_labels = seen
 
     async def _endpoint(self, endpoint: Any, tops: dict[str, int]) -> int | None:
         """Sends `endpoint` its pending events; the ts of the oldest still pending."""
@@ -262,16 +330,24 @@ class Deliverer:
                 await self._advance(endpoint.endpoint_id, cid, skipped)
 
     async def _send(self, endpoint: Any, row: Any) -> Attempt:
+        return await self._post(endpoint, f"{row.campaign_id}.{row.seq}", message(row))
+
+    async def _post(self, endpoint: Any, msg_id: str, body: bytes) -> Attempt:
+        """One signed request, timed: its outcome (never raises for the network)."""
+        started = time.monotonic()
+        attempt = await self._post_untimed(endpoint, msg_id, body)
+        return Attempt(attempt.status, attempt.error,
+                       int((time.monotonic() - started) * 1000))
+
+    async def _post_untimed(self, endpoint: Any, msg_id: str, body: bytes) -> Attempt:
         assert self.session is not None
         why = self.guard.check_url(endpoint.url)
         if why:
             return Attempt(None, f"refused: {why}")
-        body = message(row)
         keys = [endpoint.secret]
         if endpoint.old_secret and (endpoint.old_secret_until_ms or 0) > _now_ms():
             keys.append(endpoint.old_secret)
-        headers = webhook_signing.headers(keys, f"{row.campaign_id}.{row.seq}",
-                                          int(time.time()), body)
+        headers = webhook_signing.headers(keys, msg_id, int(time.time()), body)
         try:
             async with self.session.post(endpoint.url, data=body, headers=headers,
                                          allow_redirects=False) as resp:
@@ -295,7 +371,8 @@ class Deliverer:
         async with self.store.begin() as conn:
             await conn.execute(t.webhook_attempts.insert().values(
                 endpoint_id=endpoint.endpoint_id, message_id=f"{row.campaign_id}.{row.seq}",
-                ts=now, status=attempt.status, outcome=attempt.outcome, error=attempt.error))
+                ts=now, status=attempt.status, outcome=attempt.outcome, error=attempt.error,
+                event_type=row.type, latency_ms=attempt.latency_ms))
             if attempt.ok:
                 await conn.execute(_upsert_cursor(self.store, endpoint.endpoint_id,
                                                   row.campaign_id, row.seq))

@@ -7,6 +7,7 @@ moves it only after the endpoint answered 2xx, so progress survives any crash
 and nothing is skipped. Every attempt is a row of `webhook_attempts`.
 """
 
+import builtins
 import secrets
 import time
 from datetime import datetime
@@ -14,6 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from stampede.domain.models import from_ms
 from stampede.durable import webhook_signing
@@ -61,6 +63,43 @@ class WebhookView(msgspec.Struct, kw_only=True, omit_defaults=True):
     old_secret_until: datetime | None = None
     secret: str | None = None
     """Only in the answer that created the endpoint or rotated its secret."""
+
+
+MAX_DELIVERIES = 500
+
+
+class DeliveryView(msgspec.Struct, kw_only=True):
+    message_id: str
+    """`<campaign>.<seq>` (the webhook-id header), or `test.<hex>` for a test message."""
+    event_type: str | None
+    attempt: int
+    """1 for the first attempt at this message, 2 for its first retry, ..."""
+    outcome: Literal["delivered", "failed", "error"]
+    status: int | None
+    """The HTTP status answered; None: no answer (see error)."""
+    error: str | None
+    latency_ms: int | None
+    at: datetime
+
+
+class ReplayRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    since: datetime
+    """ISO 8601 with a time zone: events persisted at or after it are sent again."""
+
+
+class ReplayView(msgspec.Struct, kw_only=True):
+    id: str
+    since: datetime
+    campaigns: dict[str, int]
+    """Campaign -> the seq delivery starts again from (only the cursors moved back)."""
+
+
+class TestDeliveryView(msgspec.Struct, kw_only=True):
+    message_id: str
+    outcome: Literal["delivered", "failed", "error"]
+    status: int | None
+    error: str | None
+    latency_ms: int | None
 
 
 def check_events(events: list[str]) -> str | None:
@@ -163,6 +202,53 @@ class Webhooks:
             await conn.execute(delete(t.webhook_cursors).where(
                 t.webhook_cursors.c.endpoint_id == endpoint_id))
         return bool(gone.rowcount)
+
+    async def deliveries(self, endpoint_id: str, limit: int) -> builtins.list[DeliveryView]:
+        """The endpoint's last `limit` attempts, newest first, each numbered among the
+        attempts at its message."""
+        a = t.webhook_attempts
+        attempt = func.row_number().over(partition_by=a.c.message_id,
+                                         order_by=a.c.attempt_id).label("attempt")
+        numbered = (select(a, attempt).where(a.c.endpoint_id == endpoint_id)
+                    .subquery())
+        async with self.store.engine.connect() as conn:
+            rows = (await conn.execute(select(numbered)
+                                       .order_by(numbered.c.attempt_id.desc())
+                                       .limit(limit))).all()
+        return [DeliveryView(message_id=r.message_id, event_type=r.event_type,
+                             attempt=r.attempt, outcome=r.outcome, status=r.status,
+                             error=r.error, latency_ms=r.latency_ms, at=from_ms(r.ts))
+                for r in rows]
+
+    async def replay(self, endpoint_id: str, since_ms: int) -> dict[str, int] | None:
+        """Moves the endpoint's cursors back before the first event at or after
+        `since_ms` of each campaign it follows, never forward; None: no endpoint.
+        Campaign -> the seq delivery starts again from, for each cursor moved."""
+        e, c, ev = t.webhook_endpoints, t.webhook_cursors, t.events
+        dialect = sqlite if self.store.is_sqlite else postgresql
+        moved: dict[str, int] = {}
+        async with self.store.begin() as conn:
+            row = (await conn.execute(select(e.c.campaign_id).where(
+                e.c.endpoint_id == endpoint_id))).first()
+            if row is None:
+                return None
+            first = select(ev.c.campaign_id, func.min(ev.c.seq).label("seq")).where(
+                ev.c.ts >= since_ms)
+            if row.campaign_id is not None:
+                first = first.where(ev.c.campaign_id == row.campaign_id)
+            starts = (await conn.execute(first.group_by(ev.c.campaign_id))).all()
+            cursors = {r.campaign_id: r.seq for r in (await conn.execute(
+                select(c).where(c.c.endpoint_id == endpoint_id))).all()}
+            for start in starts:
+                if start.seq > cursors.get(start.campaign_id, 0):
+                    continue  # not delivered yet: nothing to send again
+                moved[start.campaign_id] = start.seq
+                await conn.execute(dialect.insert(c).values(
+                    endpoint_id=endpoint_id, campaign_id=start.campaign_id,
+                    seq=start.seq - 1).on_conflict_do_update(
+                    index_elements=["endpoint_id", "campaign_id"],
+                    set_={"seq": start.seq - 1}))
+        return moved
 
     async def attempts(self, endpoint_id: str) -> int:
         async with self.store.engine.connect() as conn:

@@ -93,11 +93,7 @@ async def run_persister(settings: Settings, redis_url: str, drain: bool) -> None
 
 
 def delivery_settings(settings: Settings) -> DeliverySettings:
-    return DeliverySettings(poll_s=settings.webhook_poll_ms / 1000,
-                            connect_timeout_s=min(3.0, settings.webhook_timeout_s),
-                            timeout_s=settings.webhook_timeout_s,
-                            backoff_base_s=settings.webhook_backoff_ms / 1000,
-                            backoff_max_s=settings.webhook_backoff_max_s)
+    return DeliverySettings.from_settings(settings)
 
 
 async def run_deliverer(settings: Settings) -> None:

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -383,3 +385,154 @@ async def test_redirects_are_not_followed(sale: Engine, persister: Persister, st
         assert row.failures == 1 and "307" in row.last_error
     finally:
         await runner.cleanup()
+
+
+# -- operating an endpoint: its delivery log, a test message, a replay, its backlog --------
+
+def _hook(created: dict[str, Any], tail: str = "") -> str:
+    return f"/admin/v1/webhooks/{created['id']}{tail}"
+
+
+async def test_the_delivery_log_lists_attempts_newest_first(
+        rig: Rig, receiver: Receiver, worker: None) -> None:
+    created = await rig.create(receiver.url, events=["claim_held"], campaign="alpha")
+    receiver.secrets.append(created["secret"])
+    receiver.failing, receiver.delay_s = True, 0.03
+    await _rush(rig.engine, ("alpha",), 3)
+    await _until(lambda: receiver.requests >= 2, 10, "two failed attempts")
+    receiver.failing = False
+    await _until(lambda: len(set(receiver.ids())) >= 3, 10, "delivered after recovery")
+    await asyncio.sleep(0.1)  # the last attempt's row is written after the answer
+    resp = await rig.admin.get(_hook(created, "/deliveries"), headers=OPERATOR)
+    assert resp.status == 200, await resp.text()
+    log = await resp.json()
+    assert len(log) == receiver.requests
+    assert [d["at"] for d in log] == sorted((d["at"] for d in log), reverse=True)
+    first_id = receiver.ids()[0]
+    tries = [d for d in reversed(log) if d["message_id"] == first_id]
+    assert [d["attempt"] for d in tries] == list(range(1, len(tries) + 1)) and len(tries) >= 3
+    assert tries[0]["status"] == 500 and tries[0]["outcome"] == "failed"
+    assert "down for maintenance" in tries[0]["error"]
+    assert tries[-1]["status"] == 204 and tries[-1]["outcome"] == "delivered"
+    assert tries[-1]["error"] is None
+    assert all(d["event_type"] == "claim_held" for d in log)
+    assert all(d["latency_ms"] >= 30 for d in log), [d["latency_ms"] for d in log]
+    newest = await (await rig.admin.get(_hook(created, "/deliveries?limit=2"),
+                                        headers=OPERATOR)).json()
+    assert newest == log[:2]
+    for bad in ("0", "501", "abc", "-1"):
+        refused = await rig.admin.get(_hook(created, f"/deliveries?limit={bad}"),
+                                      headers=OPERATOR)
+        assert refused.status == 400, bad
+        assert (await refused.json())["error"]["code"] == "invalid_request"
+    missing = await rig.admin.get("/admin/v1/webhooks/wh_00000000000000000000/deliveries",
+                                  headers=OPERATOR)
+    assert missing.status == 404
+    anonymous = await rig.admin.get(_hook(created, "/deliveries"))
+    assert anonymous.status == 401
+
+
+async def test_a_test_message_is_signed_sent_now_and_answered(
+        rig: Rig, receiver: Receiver) -> None:
+    created = await rig.create(receiver.url, campaign="alpha")
+    receiver.secrets.append(created["secret"])
+    receiver.delay_s = 0.02
+    resp = await rig.admin.post(_hook(created, "/test"), headers=OPERATOR)
+    assert resp.status == 200, await resp.text()
+    answer = await resp.json()
+    assert answer["outcome"] == "delivered" and answer["status"] == 204
+    assert answer["latency_ms"] >= 20 and answer["error"] is None
+    assert receiver.refused_signature == 0
+    [(msg_id, body)] = receiver.got
+    assert msg_id == answer["message_id"] and body["type"] == "webhook.test"
+    assert body["data"] == {"endpoint": created["id"]}
+    receiver.failing = True
+    failed = await (await rig.admin.post(_hook(created, "/test"), headers=OPERATOR)).json()
+    assert failed["outcome"] == "failed" and failed["status"] == 500
+    assert "down for maintenance" in failed["error"]
+    seen = await (await rig.admin.get(_hook(created), headers=OPERATOR)).json()
+    assert seen["failures"] == 0 and seen["status"] == "active"  # a test moves nothing
+    log = await (await rig.admin.get(_hook(created, "/deliveries"), headers=OPERATOR)).json()
+    assert [(d["message_id"], d["event_type"], d["status"]) for d in log] == [
+        (failed["message_id"], "webhook.test", 500), (msg_id, "webhook.test", 204)]
+    missing = await rig.admin.post("/admin/v1/webhooks/wh_00000000000000000000/test",
+                                   headers=OPERATOR)
+    assert missing.status == 404
+
+
+async def test_replay_sends_again_what_was_persisted_since(
+        rig: Rig, receiver: Receiver, worker: None) -> None:
+    created = await rig.create(receiver.url, campaign="alpha")
+    receiver.secrets.append(created["secret"])
+    await rig.engine.define_campaign("alpha", campaign_spec(stock=1000, per_user=None))
+    for n in range(5):
+        await rig.engine.claim("alpha", f"early{n}", "tee", 1)
+    await _until(lambda: _users(receiver) >= {"early4"}, 10, "the early events delivered")
+    await asyncio.sleep(0.05)
+    early = len(receiver.got)
+    since = datetime.now(UTC)
+    await asyncio.sleep(0.05)
+    for n in range(4):
+        await rig.engine.claim("alpha", f"late{n}", "tee", 1)
+    await _until(lambda: _users(receiver) >= {"late3"}, 10, "the late events delivered")
+    await asyncio.sleep(0.3)
+    before = receiver.ids()
+    late = before[early:]
+    assert {body["data"].get("user") for _, body in receiver.got[early:]} == {
+        f"late{n}" for n in range(4)}
+    resp = await rig.admin.post(_hook(created, "/replay"), headers=OPERATOR,
+                                json={"since": since.isoformat()})
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["campaigns"] == {"alpha": int(late[0].rsplit(".", 1)[1])}
+    await _until(lambda: len(receiver.got) >= len(before) + len(late), 10,
+                 "the late events sent again")
+    await asyncio.sleep(0.3)
+    assert receiver.ids() == before + late  # same ids (and, checked by receiver, bodies)
+    assert receiver.refused_signature == 0
+    # A replay from the future moves nothing; a cursor never moves forward.
+    future = await rig.admin.post(_hook(created, "/replay"), headers=OPERATOR,
+                                  json={"since": "2999-01-01T00:00:00+00:00"})
+    assert (await future.json())["campaigns"] == {}
+    for bad in ({"since": "2026-01-01T00:00:00"}, {"since": "yesterday"}, {},
+                {"since": "2026-01-01T00:00:00Z", "extra": 1}):
+        refused = await rig.admin.post(_hook(created, "/replay"), headers=OPERATOR, json=bad)
+        assert refused.status == 400, bad
+        assert "code" in (await refused.json())["error"]
+    missing = await rig.admin.post("/admin/v1/webhooks/wh_00000000000000000000/replay",
+                                   headers=OPERATOR, json={"since": since.isoformat()})
+    assert missing.status == 404
+
+
+def _users(receiver: Receiver) -> set[str]:
+    return {body["data"].get("user") for _, body in receiver.got}
+
+
+def _backlog(endpoint_id: str) -> float | None:
+    return REGISTRY.get_sample_value("stampede_webhook_backlog_events",
+                                     {"endpoint": endpoint_id})
+
+
+async def test_the_backlog_gauge_counts_events_waiting_per_endpoint(
+        rig: Rig, receiver: Receiver) -> None:
+    created = await rig.create(receiver.url, campaign="alpha")
+    other = await rig.create(receiver.url, campaign="beta")
+    receiver.secrets += [created["secret"], other["secret"]]
+    await rig.admin.patch(_hook(created), json={"paused": True}, headers=OPERATOR)
+    await _rush(rig.engine, ("alpha", "beta"), 4)
+    deliverer = Deliverer(rig.store, AddressGuard.from_spec(LOOPBACK), FAST)
+    deadline = time.monotonic() + 10
+    while len(await rig.stored()) < 10:  # 2 definitions and 8 claims, persisted
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    stored = await rig.stored()
+    await _tick(deliverer)
+    alpha = sum(1 for m in stored if m.startswith("alpha."))
+    assert _backlog(created["id"]) == alpha  # paused: everything waits
+    assert _backlog(other["id"]) == 0  # active: delivered in this tick
+    await rig.admin.patch(_hook(created), json={"paused": False}, headers=OPERATOR)
+    await _tick(deliverer)
+    await _tick(deliverer)
+    assert _backlog(created["id"]) == 0
+    await rig.admin.delete(_hook(other), headers=OPERATOR)
+    await _tick(deliverer)
+    assert _backlog(other["id"]) is None  # a removed endpoint's series goes too

@@ -162,5 +162,7 @@ webhook_attempts = Table(
     Column("status", Integer),  # the HTTP status; None: no answer
     Column("outcome", String(16), nullable=False),  # delivered, failed, error
     Column("error", Text),
+    Column("event_type", String(64)),  # None on attempts made before 0004
+    Column("latency_ms", Integer),  # request sent to answer (or failure)
     Index("ix_webhook_attempts_endpoint", "endpoint_id", "attempt_id"),
 )
