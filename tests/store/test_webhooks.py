@@ -410,7 +410,7 @@ async def test_the_delivery_log_lists_attempts_newest_first(
     assert [d["at"] for d in log] == sorted((d["at"] for d in log), reverse=True)
     first_id = receiver.ids()[0]
     tries = [d for d in reversed(log) if d["message_id"] == first_id]
-    assert [d["attempt"] for d in tries] == list(range(1, len(tries) + 1)) and len(tries) >= 3
+    assert [d["attempt"] for d in tries] == list(range(1, len(tries) + 1)) and len(tries) >= 2
     assert tries[0]["status"] == 500 and tries[0]["outcome"] == "failed"
     assert "down for maintenance" in tries[0]["error"]
     assert tries[-1]["status"] == 204 and tries[-1]["outcome"] == "delivered"
