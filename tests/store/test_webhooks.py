@@ -536,3 +536,25 @@ async def test_the_backlog_gauge_counts_events_waiting_per_endpoint(
     await rig.admin.delete(_hook(other), headers=OPERATOR)
     await _tick(deliverer)
     assert _backlog(other["id"]) is None  # a removed endpoint's series goes too
+
+
+async def test_delivery_log_and_replay_queries_on_both_stores(
+        sale: Engine, persister: Persister, store: Store, receiver: Receiver) -> None:
+    """SQLite and PostgreSQL: the log's window numbering and the replay's cursor moves."""
+    hooks = Webhooks(store)
+    created = await hooks.create(WebhookCreate(url=receiver.url, events=["*"]))
+    assert created.secret is not None
+    receiver.secrets.append(created.secret)
+    await _rush(sale, ("alpha",), 3)
+    await persister.drain(timeout_s=30)
+    await _tick(Deliverer(store, AddressGuard.from_spec(LOOPBACK), FAST))
+    delivered = receiver.ids()
+    assert len(delivered) >= 4
+    log = await hooks.deliveries(created.id, 2)
+    assert [d.message_id for d in log] == delivered[::-1][:2]
+    assert all(d.attempt == 1 and d.status == 204 for d in log)
+    assert await hooks.replay(created.id, 0) == {"alpha": 1}
+    assert await hooks.replay(created.id, 0) == {}  # already back: nothing moved
+    assert await hooks.replay("wh_00000000000000000000", 0) is None
+    await _tick(Deliverer(store, AddressGuard.from_spec(LOOPBACK), FAST))
+    assert receiver.ids() == delivered + delivered
