@@ -311,23 +311,24 @@ class Deliverer:
                 t.events.c.campaign_id == cid, t.events.c.seq > at)
                 .order_by(t.events.c.seq).limit(BATCH))).all()
         skipped: int | None = None  # the last unwanted event passed over, not yet stored
+        stored = at  # the cursor as read: a replay that moved it meanwhile wins
         try:
             for row in rows:
                 if row.seq != at + 1:
                     return True, None  # a gap: the missing event is not persisted yet
                 if ALL in wanted or row.type in wanted:
                     attempt = await self._send(endpoint, row)
-                    await self._record(endpoint, row, attempt)
+                    await self._record(endpoint, row, attempt, stored)
                     if not attempt.ok:
                         return False, row.ts
-                    skipped = None  # the delivered event's cursor covers those before it
+                    skipped, stored = None, row.seq  # covers the skipped ones before it
                 else:
                     skipped = row.seq
                 at = row.seq
             return True, None
         finally:
             if skipped is not None:
-                await self._advance(endpoint.endpoint_id, cid, skipped)
+                await self._advance(endpoint.endpoint_id, cid, skipped, stored)
 
     async def _send(self, endpoint: Any, row: Any) -> Attempt:
         return await self._post(endpoint, f"{row.campaign_id}.{row.seq}", message(row))
@@ -365,7 +366,7 @@ class Deliverer:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             return Attempt(None, f"{type(exc).__name__}: {exc}"[:300])
 
-    async def _record(self, endpoint: Any, row: Any, attempt: Attempt) -> None:
+    async def _record(self, endpoint: Any, row: Any, attempt: Attempt, stored: int) -> None:
         WEBHOOK_DELIVERIES.labels(attempt.outcome).inc()
         now = _now_ms()
         async with self.store.begin() as conn:
@@ -375,7 +376,7 @@ class Deliverer:
                 event_type=row.type, latency_ms=attempt.latency_ms))
             if attempt.ok:
                 await conn.execute(_upsert_cursor(self.store, endpoint.endpoint_id,
-                                                  row.campaign_id, row.seq))
+                                                  row.campaign_id, row.seq, stored))
                 if endpoint.failures:
                     await conn.execute(t.webhook_endpoints.update().where(
                         t.webhook_endpoints.c.endpoint_id == endpoint.endpoint_id)
@@ -395,17 +396,19 @@ class Deliverer:
                  message=f"{row.campaign_id}.{row.seq}", error=attempt.error,
                  failures=failures, retry_in_ms=delay_ms)
 
-    async def _advance(self, endpoint_id: str, cid: str, seq: int) -> None:
+    async def _advance(self, endpoint_id: str, cid: str, seq: int, stored: int) -> None:
         async with self.store.begin() as conn:
-            await conn.execute(_upsert_cursor(self.store, endpoint_id, cid, seq))
+            await conn.execute(_upsert_cursor(self.store, endpoint_id, cid, seq, stored))
 
 
-def _upsert_cursor(store: Store, endpoint_id: str, cid: str, seq: int) -> Any:
+def _upsert_cursor(store: Store, endpoint_id: str, cid: str, seq: int, stored: int) -> Any:
+    """The cursor to `seq`, only if it still is at `stored` (not moved back by a replay)."""
     dialect = sqlite if store.is_sqlite else postgresql
     return (dialect.insert(t.webhook_cursors)
             .values(endpoint_id=endpoint_id, campaign_id=cid, seq=seq)
             .on_conflict_do_update(index_elements=["endpoint_id", "campaign_id"],
-                                   set_={"seq": seq}))
+                                   set_={"seq": seq},
+                                   where=t.webhook_cursors.c.seq == stored))
 
 
 def _now_ms() -> int:

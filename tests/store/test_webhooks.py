@@ -558,3 +558,28 @@ async def test_delivery_log_and_replay_queries_on_both_stores(
     assert await hooks.replay("wh_00000000000000000000", 0) is None
     await _tick(Deliverer(store, AddressGuard.from_spec(LOOPBACK), FAST))
     assert receiver.ids() == delivered + delivered
+
+
+async def test_a_replay_during_a_delivery_in_flight_is_not_undone(
+        sale: Engine, persister: Persister, store: Store, receiver: Receiver) -> None:
+    hooks = Webhooks(store)
+    created = await hooks.create(WebhookCreate(url=receiver.url, events=["*"]))
+    assert created.secret is not None
+    receiver.secrets.append(created.secret)
+    await _rush(sale, ("alpha",), 2)
+    await persister.drain(timeout_s=30)
+    deliverer = Deliverer(store, AddressGuard.from_spec(LOOPBACK), FAST)
+    await _tick(deliverer)
+    first = receiver.ids()
+    assert (await sale.claim("alpha", "late", "tee", 1)).outcome.name == "OK"
+    await persister.drain(timeout_s=30)
+    receiver.delay_s = 0.5
+    in_flight = asyncio.create_task(_tick(deliverer))
+    await _until(lambda: receiver.requests > len(first), 5, "the late event in flight")
+    assert await hooks.replay(created.id, 0) == {"alpha": 1}
+    await in_flight  # its answer must not move the cursor forward over the replay
+    receiver.delay_s = 0
+    after = receiver.ids()
+    assert after[len(first):] == [f"alpha.{len(first) + 1}"]
+    await _tick(deliverer)
+    assert receiver.ids()[len(after):] == after  # everything again, in order
