@@ -47,7 +47,7 @@ async def drill(args: argparse.Namespace) -> list[FaultReport]:
     with tempfile.TemporaryDirectory(prefix="stampede-chaos-") as tmp:
         async with Drill(Path(tmp), postgresql=not args.sqlite, buyers=args.buyers,
                          catch_up_bound_s=args.catch_up_bound,
-                         store_down_s=args.store_down) as d:
+                         store_down_s=args.store_down, appendfsync=args.appendfsync) as d:
             started = time.monotonic()
             with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                           TextColumn("{task.fields[last]}"), console=console) as progress:
@@ -93,6 +93,8 @@ def main() -> int:
     parser.add_argument("--load", type=float, default=3.0,
                         help="seconds of load before and after each fault")
     parser.add_argument("--store-down", type=float, default=5.0)
+    parser.add_argument("--appendfsync", choices=("everysec", "always"), default="everysec",
+                        help="the embedded Valkey's AOF mode; under always no loss is tolerated")
     parser.add_argument("--catch-up-bound", type=float, default=30.0)
     parser.add_argument("--sqlite", action="store_true", help="SQLite store (no store stop)")
     parser.add_argument("--json", type=Path, help="write every fault's figures here")
