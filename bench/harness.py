@@ -33,9 +33,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stampede.runtime.ports import free_port  # noqa: F401 (re-exported)
 from stampede.runtime.postgres import (  # noqa: F401 (re-exported)
     PgCluster,
-    free_port,
     pg_bin_dir,
     postgres,
 )

@@ -37,7 +37,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -54,6 +53,7 @@ from stampede.durable.lagcheck import compare
 from stampede.durable.store import Store, open_store
 from stampede.durable.store import schema as t
 from stampede.runtime import postgres
+from stampede.runtime.ports import free_port
 from stampede.state import keys
 
 FAULTS = ("valkey_kill", "persister_kill", "service_kill", "store_stop", "campaign_flush")
@@ -62,12 +62,6 @@ RETRYABLE = {503}
 RETRY_FOR_S = 90.0
 AOF_LAG_S = 2.2
 """Valkey postpones an AOF write for at most 2 s (then a cron tick, 100 ms at hz 10)."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _alive(pid: int) -> bool:
@@ -83,7 +77,7 @@ class Service:
     def __init__(self, data_dir: Path, store_url: str | None,
                  appendfsync: str = "everysec") -> None:
         self.data_dir = data_dir
-        self.port, self.admin_port = _free_port(), _free_port()
+        self.port, self.admin_port = free_port(), free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("STAMPEDE_")}
         self.env.update(STAMPEDE_DATA_DIR=str(data_dir), STAMPEDE_DEV_AUTH="1",
                         STAMPEDE_DRAIN_DELAY_MS="0", STAMPEDE_RESTART_BACKOFF_MS="100",

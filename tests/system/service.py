@@ -12,13 +12,9 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from stampede.runtime.ports import free_port
+
 STAMPEDE = str(Path(sys.executable).parent / "stampede")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def free_port_pair() -> int:
