@@ -8,7 +8,8 @@ a service that cannot be reached, one line and exit code 1.
 import importlib.metadata
 import json
 import sys
-from typing import NoReturn
+from collections.abc import Coroutine
+from typing import Any, NoReturn
 
 import redis.exceptions
 import sqlalchemy.exc
@@ -193,13 +194,7 @@ def persist_command(
 ) -> None:
     """Run the persister alone: event streams into the durable store (several may run)."""
     settings = _settings()
-    logs.configure()
-    if metrics_port:
-        start_http_server(metrics_port, addr="127.0.0.1")
-    try:
-        uvloop.run(persistence.run_persister(settings, _state_url(settings), drain))
-    except KeyboardInterrupt:
-        pass
+    _run_worker(metrics_port, persistence.run_persister(settings, _state_url(settings), drain))
 
 
 @app.command("deliver")
@@ -207,12 +202,16 @@ def deliver_command(
     metrics_port: int = typer.Option(0, help="serve /metrics on this port (0: off)"),
 ) -> None:
     """Run the webhook delivery worker alone (with STAMPEDE_WEBHOOK_WORKER=0 for serve)."""
-    settings = _settings()
+    _run_worker(metrics_port, persistence.run_deliverer(_settings()))
+
+
+def _run_worker(metrics_port: int, work: Coroutine[Any, Any, None]) -> None:
+    """A worker command's body: JSON logs, /metrics if asked, the work until Ctrl-C."""
     logs.configure()
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")
     try:
-        uvloop.run(persistence.run_deliverer(settings))
+        uvloop.run(work)
     except KeyboardInterrupt:
         pass
 
