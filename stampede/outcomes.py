@@ -328,6 +328,17 @@ REFUSALS: dict[str, Refusal] = {
                       "retry shortly", "Redis or the store cannot be reached", _SOON),
     "internal": _r("internal", 500, "internal error; request id {request_id}",
                    "a bug (logged with the request id)"),
+    # -- the ops console (api/console.py, api/console_feed.py) ---------------------
+    "invalid_live_ticket": _r("unauthorized", 401, "the live-feed ticket is {detail}; "
+                              "POST /admin/v1/live/ticket with an admin token for a new one",
+                              "the console's live feed with a malformed, forged or expired "
+                              "ticket"),
+    "console_full": _r("unavailable", 503, "this worker already serves {limit} console "
+                       "feeds; retry shortly", "a console feed past the worker's "
+                       "STAMPEDE_CONSOLE_MAX_LISTENERS", _SOON),
+    "no_console_asset": _r("not_found", 404, "no console asset '{name}' in version "
+                           "'{version}' (the page names its assets; reload it)",
+                           "a console asset that does not exist, or of another version"),
 }
 """Every refusal by reason. An outcome's own reason is its lower-cased name."""
 

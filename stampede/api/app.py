@@ -8,7 +8,18 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from stampede import Engine
-from stampede.api import admin, coupons, docs, guard, live, public, queues, webhooks
+from stampede.api import (
+    admin,
+    console,
+    console_feed,
+    coupons,
+    docs,
+    guard,
+    live,
+    public,
+    queues,
+    webhooks,
+)
 from stampede.api.auth import Authenticator
 from stampede.api.context import AUTH, DETAILS, ENGINE, GUARD, READY, STORE_CHECK
 from stampede.api.cors import cors_middleware, parse_origins
@@ -79,6 +90,8 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
         r.add_to(app)
     if live.api in routes:
         live.install(app, engine)
+    if console_feed.api in routes:
+        console_feed.install(app, engine)
     spec = build_spec(title, operations, auth.dev_auth)
 
     async def openapi(request: web.Request) -> web.Response:
@@ -100,5 +113,6 @@ def make_public_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
 
 def make_admin_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                    max_body: int = 262_144, metrics: bool = True) -> web.Application:
-    return _make_app("Stampede admin API", [admin.api, coupons.admin_api, webhooks.api], engine,
-                     auth, ready, max_body, metrics)
+    return _make_app("Stampede admin API", [admin.api, coupons.admin_api, webhooks.api,
+                                            console.api, console_feed.api],
+                     engine, auth, ready, max_body, metrics)

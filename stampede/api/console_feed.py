@@ -1,0 +1,293 @@
+"""The ops console's live feed: every campaign, coupon drop and the system, as SSE.
+
+`GET /admin/v1/live?ticket=...` streams a `ConsoleState` (stampede.domain.console)
+each tick it changes. As with the public feed (api/live.py), one poller per
+worker runs only while a console is open, and every open console is fanned
+out the same snapshot: whatever the number of consoles, a worker does one
+pipelined Redis read per tick (every campaign's `read_status`, offers and
+coupon counters, and INFO memory) and one look at the metrics registry.
+A listener keeps only the newest snapshot, so a slow console skips ticks
+rather than queueing them.
+
+The stream is opened with a ticket (api/console_ticket.py), not the admin
+token, because EventSource cannot send headers.
+"""
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import msgspec
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from stampede import Engine
+from stampede.api.console_ticket import TICKET_TTL_S, check, issue
+from stampede.api.context import ADMIN, AUTH, DETAILS
+from stampede.api.errors import ApiError, json_response
+from stampede.api.live import CHECK_S, GONE, HEARTBEAT_S, RETRY_MS, Event, Listener
+from stampede.api.routing import ApiRoutes
+from stampede.domain.console import (
+    ConsoleCampaign,
+    ConsoleState,
+    ConsoleSystem,
+    campaign_view,
+    rates_between,
+)
+from stampede.domain.coupons.service import stats_from
+from stampede.domain.status import CampaignSnapshot
+from stampede.domain.throttle import in_force
+from stampede.logs import log
+from stampede.metrics import scrape_registry
+from stampede.outcomes import Outcome
+from stampede.state import keys
+
+api = ApiRoutes("console")
+
+IDS_EVERY_S = 5.0
+"""How often the set of campaigns is read again (new campaigns show within this)."""
+
+
+class LiveTicket(msgspec.Struct, kw_only=True):
+    ticket: str
+    expires_in_s: int
+
+
+class ConsoleHub:
+    """A worker's console feed: one poller while anyone listens, fanned out to all."""
+
+    def __init__(self, engine: Engine, app: web.Application, max_listeners: int,
+                 tick_s: float) -> None:
+        self.engine, self.app = engine, app
+        self.max_listeners, self.tick_s = max_listeners, tick_s
+        self.registry: CollectorRegistry = scrape_registry(
+            engine.settings.metrics_multiprocess_dir)
+        self.listeners: set[Listener] = set()
+        self.current: Event | None = None
+        self.first_read = asyncio.Event()
+        self.closing = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.reads = 0
+        """Pipelined Redis reads made so far (tests check one per tick, not per console)."""
+        self._ids: list[str] = []
+        self._ids_at = -IDS_EVERY_S
+        self._counts: dict[str, tuple[float, dict[str, int]]] = {}
+        self._http: tuple[float, float, float] | None = None
+
+    @contextlib.asynccontextmanager
+    async def listen(self) -> AsyncIterator[Listener]:
+        if len(self.listeners) >= self.max_listeners:
+            raise ApiError.of("console_full", limit=self.max_listeners)
+        listener = Listener()
+        self.listeners.add(listener)
+        if self.task is None:
+            self.first_read.clear()
+            self.task = asyncio.create_task(self._poll(), name="console-feed")
+        try:
+            yield listener
+        finally:
+            self.listeners.discard(listener)
+            if not self.listeners and self.task is not None:
+                task, self.task, self.current = self.task, None, None
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def close(self) -> None:
+        self.closing.set()
+        for listener in self.listeners:
+            listener.bell.set()
+
+    async def _poll(self) -> None:
+        while True:
+            try:
+                state = await self.read()
+            except Exception as exc:  # Redis away: keep the last state, try next tick
+                log.warning("console feed read failed", error=repr(exc))
+            else:
+                self._publish(state)
+            self.first_read.set()
+            await asyncio.sleep(self.tick_s)
+
+    def _publish(self, state: ConsoleState) -> None:
+        data = msgspec.json.encode(state)
+        # The id ignores the time of the reading: an unchanged service sends nothing.
+        digest = hashlib.blake2b(data[data.index(b",") :], digest_size=8).hexdigest()
+        if self.current is not None and self.current.id == digest:
+            return
+        self.current = Event(digest, data)
+        for listener in self.listeners:
+            listener.offer(self.current)
+
+    async def read(self) -> ConsoleState:
+        """One tick: every campaign and the system, in one pipelined round trip."""
+        redis = self.engine.redis
+        now = time.monotonic()
+        if now - self._ids_at >= IDS_EVERY_S:
+            self._ids = sorted(cast(set[str], await redis.smembers(keys.CAMPAIGN_INDEX)))
+            self._ids_at = now
+        read_status = self.engine.scripts.scripts["read_status"]
+        batch = self.engine.settings.sweep_batch
+        async with redis.pipeline(transaction=False) as pipe:
+            for cid in self._ids:
+                ck = keys.campaign_keys(cid)
+                pipe.evalsha(read_status.sha, len(ck), *ck, batch)
+                pipe.hlen(ck.offers)
+                pipe.hgetall(keys.coupon_keys(cid).drop.cstats)
+            pipe.info("memory")
+            replies = await pipe.execute(raise_on_error=False)
+        self.reads += 1
+        at = time.monotonic()
+        campaigns = []
+        for i, cid in enumerate(self._ids):
+            reply, offers, cstats = replies[3 * i: 3 * i + 3]
+            if isinstance(reply, Exception):  # NOSCRIPT after a flush: the engine reloads
+                reply = await self.engine.scripts.run("read_status", keys.campaign_keys(cid),
+                                                      [batch])
+            if isinstance(offers, Exception) or isinstance(cstats, Exception):
+                raise offers if isinstance(offers, Exception) else cstats
+            if reply[0] != Outcome.OK:  # gone since the ids were read
+                continue
+            campaigns.append(self._campaign(CampaignSnapshot.from_reply(cid, reply),
+                                            int(offers), cstats, at))
+        info = replies[-1]
+        return ConsoleState(at_ms=int(time.time() * 1000), tick_s=self.tick_s,
+                            campaigns=campaigns,
+                            system=self._system({} if isinstance(info, Exception) else info, at))
+
+    def _campaign(self, snap: CampaignSnapshot, offers: int, cstats: dict[str, str],
+                  at: float) -> ConsoleCampaign:
+        before = self._counts.get(snap.id)
+        rates = rates_between(before[1] if before else None, snap.counts,
+                              at - before[0] if before else 0.0)
+        self._counts[snap.id] = (at, snap.counts)
+        meta = snap.meta
+        coupons = stats_from(snap.id, [meta.get("coupons"), meta.get("cp_budget")], cstats)
+        return campaign_view(snap, offers, rates, coupons,
+                             in_force(meta.get("th", ""), meta.get("th_spec", "")))
+
+    def _system(self, info: dict[str, Any], at: float) -> ConsoleSystem:
+        metrics = _metric_sums(self.registry)
+        requests, errors = metrics["requests"], metrics["errors_5xx"]
+        before, self._http = self._http, (at, requests, errors)
+        rps = eps = 0.0
+        if before is not None and at > before[0]:
+            rps = max(0.0, requests - before[1]) / (at - before[0])
+            eps = max(0.0, errors - before[2]) / (at - before[0])
+        details = self.app.get(DETAILS) or {}
+        persister = details.get("persister")
+        maxmemory = int(info.get("maxmemory", 0) or 0)
+        return ConsoleSystem(
+            worker_pid=os.getpid(),
+            redis_used_memory=_int_or_none(info.get("used_memory")),
+            redis_maxmemory=maxmemory or None,
+            persister=persister if isinstance(persister, dict) else {"state": "unknown"},
+            persister_lag_s=round(metrics["lag"], 3), persister_pending=int(metrics["pending"]),
+            reconcile_differences=int(metrics["reconcile"]),
+            requests_per_s=round(rps, 2), errors_5xx_per_s=round(eps, 2),
+            restarts={k[len("restarts:"):]: int(v) for k, v in metrics.items()
+                      if k.startswith("restarts:")})
+
+
+def _int_or_none(value: object) -> int | None:
+    return int(value) if isinstance(value, int | str) and str(value).isdigit() else None
+
+
+def _metric_sums(registry: CollectorRegistry) -> dict[str, float]:
+    """The few numbers the console shows, summed over workers from the metrics registry."""
+    out = {"requests": 0.0, "errors_5xx": 0.0, "lag": 0.0, "pending": 0.0, "reconcile": 0.0}
+    for family in registry.collect():
+        for s in family.samples:
+            if s.name == "stampede_http_requests_total":
+                out["requests"] += s.value
+                if s.labels.get("status", "").startswith("5"):
+                    out["errors_5xx"] += s.value
+            elif s.name == "stampede_persister_lag_seconds":
+                out["lag"] = max(out["lag"], s.value)
+            elif s.name == "stampede_persister_pending_events":
+                out["pending"] += s.value
+            elif s.name == "stampede_reconcile_difference_units":
+                out["reconcile"] += abs(s.value)
+            elif s.name == "stampede_restarts_total":
+                key = "restarts:" + s.labels.get("component", "?")
+                out[key] = out.get(key, 0.0) + s.value
+    return out
+
+
+CONSOLE = web.AppKey("console", ConsoleHub)
+
+
+def install(app: web.Application, engine: Engine) -> None:
+    hub = ConsoleHub(engine, app, engine.settings.console_max_listeners,
+                     engine.settings.console_tick_ms / 1000)
+    app[CONSOLE] = hub
+
+    async def on_shutdown(app: web.Application) -> None:
+        await hub.close()
+
+    app.on_shutdown.append(on_shutdown)
+
+
+@api.route("POST", "/admin/v1/live/ticket",
+           f"A ticket to open the console's live feed with (EventSource cannot send the "
+           f"token); it lapses after {TICKET_TTL_S} s", auth="viewer", response=LiveTicket,
+           errors=(401, 503))
+async def live_ticket(request: web.Request) -> web.Response:
+    ticket = issue(request[ADMIN])
+    return json_response(LiveTicket(ticket=ticket.value, expires_in_s=TICKET_TTL_S))
+
+
+@api.route("GET", "/admin/v1/live",
+           "The console's live feed (server-sent events): every campaign (stock, claims per "
+           "second by outcome, waitlist, waiting room, coupon drop) and the system, each tick",
+           response=ConsoleState, media_type="text/event-stream", errors=(400, 401, 503),
+           query_params={"ticket": (r"^[A-Za-z0-9_.-]{1,200}$", True)})
+async def live_feed(request: web.Request) -> web.StreamResponse:
+    found = check(request.query["ticket"], request.app[AUTH].admin_tokens)
+    if isinstance(found, str):
+        raise ApiError.of("invalid_live_ticket", detail=found)
+    hub = request.app[CONSOLE]
+    async with hub.listen() as listener:
+        await hub.first_read.wait()
+        response = web.StreamResponse(headers={
+            "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no"})
+        await response.prepare(request)
+        first = f"retry: {RETRY_MS}\n".encode()
+        sent = ""
+        if hub.current is not None:
+            first += hub.current.frame()
+            sent = hub.current.id
+        await response.write(first)
+        await _stream(request, response, hub, listener, sent)
+        return response
+    raise AssertionError("unreachable")  # pragma: no cover (mypy: the with may not return)
+
+
+async def _stream(request: web.Request, response: web.StreamResponse, hub: ConsoleHub,
+                  listener: Listener, sent: str) -> None:
+    quiet_since = time.monotonic()
+    with contextlib.suppress(ConnectionResetError):
+        while not hub.closing.is_set():
+            try:
+                await asyncio.wait_for(listener.bell.wait(), CHECK_S)
+            except TimeoutError:
+                # The server does not cancel handlers when a client leaves: look.
+                if request.transport is None or request.transport.is_closing():
+                    return
+                if time.monotonic() - quiet_since >= HEARTBEAT_S:
+                    await response.write(b": keepalive\n\n")
+                    quiet_since = time.monotonic()
+                continue
+            listener.bell.clear()
+            event = listener.pending
+            if hub.closing.is_set() or event is None:
+                await response.write(GONE)
+                return
+            if event.id != sent:
+                await response.write(event.frame())
+                sent, quiet_since = event.id, time.monotonic()
