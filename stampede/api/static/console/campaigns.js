@@ -59,7 +59,8 @@ function update(card, c, atMs, canAct) {
       s.next_wave_ms ? time(s.next_wave_ms) : "—", s.per_user ?? "—"])));
   const room = c.waiting_room;
   const facts = [
-    ["claims ok", c.counts.held ?? 0], ["sold out", c.counts.sold_out ?? 0],
+    c.coupons ? ["coupon claims", c.counts.coupon_claims ?? 0] : ["claims ok", c.counts.held ?? 0],
+    ["sold out", c.counts.sold_out ?? 0],
     ["waitlist", c.waitlist], ["offers outstanding", c.offers_outstanding],
     ["hold expiries", c.counts.expired ?? 0],
     ["waiting room", room ? `${room.tickets} tickets · ${room.served} served · ${room.active} `
@@ -114,7 +115,7 @@ function controls(c, parts) {
   return el("div", { class: "controls" },
     el("fieldset", {}, el("legend", { text: "state" }),
       el("button", { type: "button", "data-action": "pause",
-        onclick: act(`Pause ${id}: every claim is refused (campaign_paused) from the next request `
+        onclick: act(`Pause ${id}: every claim is refused (paused) from the next request `
           + "until it is resumed. Holds already made stay.", () => patch({ state: "paused" })) },
       "Pause"),
       el("button", { type: "button", "data-action": "resume",
