@@ -35,6 +35,7 @@ from stampede.domain.console import (
     ConsoleCampaign,
     ConsoleState,
     ConsoleSystem,
+    ConsoleWorker,
     campaign_view,
     rates_between,
 )
@@ -42,7 +43,7 @@ from stampede.domain.coupons.service import stats_from
 from stampede.domain.status import CampaignSnapshot
 from stampede.domain.throttle import in_force
 from stampede.logs import log
-from stampede.metrics import scrape_registry
+from stampede.metrics import CONSOLE_LISTENERS, CONSOLE_READS, WORKER_STARTED, scrape_registry
 from stampede.outcomes import Outcome
 from stampede.state import keys
 
@@ -84,6 +85,7 @@ class ConsoleHub:
             raise ApiError.of("console_full", limit=self.max_listeners)
         listener = Listener()
         self.listeners.add(listener)
+        CONSOLE_LISTENERS.inc()
         if self.task is None:
             self.first_read.clear()
             self.task = asyncio.create_task(self._poll(), name="console-feed")
@@ -91,6 +93,7 @@ class ConsoleHub:
             yield listener
         finally:
             self.listeners.discard(listener)
+            CONSOLE_LISTENERS.dec()
             if not self.listeners and self.task is not None:
                 task, self.task, self.current = self.task, None, None
                 task.cancel()
@@ -141,6 +144,7 @@ class ConsoleHub:
             pipe.info("memory")
             replies = await pipe.execute(raise_on_error=False)
         self.reads += 1
+        CONSOLE_READS.inc()
         at = time.monotonic()
         campaigns = []
         for i, cid in enumerate(self._ids):
@@ -171,7 +175,7 @@ class ConsoleHub:
                              in_force(meta.get("th", ""), meta.get("th_spec", "")))
 
     def _system(self, info: dict[str, Any], at: float) -> ConsoleSystem:
-        metrics = _metric_sums(self.registry)
+        metrics, workers = _metric_sums(self.registry)
         requests, errors = metrics["requests"], metrics["errors_5xx"]
         before, self._http = self._http, (at, requests, errors)
         rps = eps = 0.0
@@ -182,7 +186,7 @@ class ConsoleHub:
         persister = details.get("persister")
         maxmemory = int(info.get("maxmemory", 0) or 0)
         return ConsoleSystem(
-            worker_pid=os.getpid(),
+            worker_pid=os.getpid(), workers=workers,
             redis_used_memory=_int_or_none(info.get("used_memory")),
             redis_maxmemory=maxmemory or None,
             persister=persister if isinstance(persister, dict) else {"state": "unknown"},
@@ -197,9 +201,12 @@ def _int_or_none(value: object) -> int | None:
     return int(value) if isinstance(value, int | str) and str(value).isdigit() else None
 
 
-def _metric_sums(registry: CollectorRegistry) -> dict[str, float]:
-    """The few numbers the console shows, summed over workers from the metrics registry."""
+def _metric_sums(registry: CollectorRegistry) -> tuple[dict[str, float], list[ConsoleWorker]]:
+    """The few numbers the console shows, summed over workers from the metrics registry,
+    and each live worker (its start time and open consoles, by pid)."""
     out = {"requests": 0.0, "errors_5xx": 0.0, "lag": 0.0, "pending": 0.0, "reconcile": 0.0}
+    started: dict[int, float] = {}
+    consoles: dict[int, float] = {}
     for family in registry.collect():
         for s in family.samples:
             if s.name == "stampede_http_requests_total":
@@ -215,7 +222,20 @@ def _metric_sums(registry: CollectorRegistry) -> dict[str, float]:
             elif s.name == "stampede_restarts_total":
                 key = "restarts:" + s.labels.get("component", "?")
                 out[key] = out.get(key, 0.0) + s.value
-    return out
+            elif s.name == "stampede_worker_start_time_seconds":
+                started[_pid(s.labels)] = s.value
+            elif s.name == "stampede_console_listeners":
+                consoles[_pid(s.labels)] = s.value
+    workers = [ConsoleWorker(pid=pid, started_ms=int(at * 1000),
+                             console_listeners=int(consoles.get(pid, 0)))
+               for pid, at in sorted(started.items()) if at > 0]
+    return out, workers
+
+
+def _pid(labels: dict[str, str]) -> int:
+    """A sample's worker: its pid label under serve --workers, else this process."""
+    pid = labels.get("pid", "")
+    return int(pid) if pid.isdigit() else os.getpid()
 
 
 CONSOLE = web.AppKey("console", ConsoleHub)
@@ -225,6 +245,7 @@ def install(app: web.Application, engine: Engine) -> None:
     hub = ConsoleHub(engine, app, engine.settings.console_max_listeners,
                      engine.settings.console_tick_ms / 1000)
     app[CONSOLE] = hub
+    WORKER_STARTED.set(time.time())
 
     async def on_shutdown(app: web.Application) -> None:
         await hub.close()

@@ -63,8 +63,17 @@ class ConsoleCampaign(Struct, kw_only=True):
     coupons: CouponStats | None = None
 
 
+class ConsoleWorker(Struct, kw_only=True):
+    """A live gateway worker, as the metrics registry knows it (dead ones drop out)."""
+    pid: int
+    started_ms: int
+    console_listeners: int
+
+
 class ConsoleSystem(Struct, kw_only=True):
     worker_pid: int
+    """The worker that serves this feed."""
+    workers: list[ConsoleWorker]
     redis_used_memory: int | None
     redis_maxmemory: int | None
     persister: dict[str, Any]

@@ -2,6 +2,7 @@
 who a token is, tickets, and one Redis read per tick however many consoles are open."""
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,8 @@ async def test_feed_carries_campaigns_and_system(sale: Api) -> None:
     system = state["system"]
     assert system["redis_used_memory"] > 0
     assert {"persister_lag_s", "requests_per_s", "errors_5xx_per_s"} <= set(system)
+    me = next(w for w in system["workers"] if w["pid"] == os.getpid())
+    assert me["console_listeners"] >= 1
 
 
 async def test_many_consoles_share_one_read_per_tick_and_see_claims_move(sale: Api) -> None:

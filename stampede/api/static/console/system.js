@@ -14,15 +14,19 @@ export function renderSystem(state) {
     ["Redis memory", memory],
     ["requests per second", fmt(s.requests_per_s)],
     ["5xx per second", fmt(s.errors_5xx_per_s)],
-    ["this feed's worker", `pid ${s.worker_pid}`],
     ["restarts", Object.entries(s.restarts).map(([k, v]) => `${k} ${v}`).join(", ") || "none"],
   ];
   const children = p.children ? table(["child", "state", "restarts"],
     Object.entries(p.children).map(([name, c]) => [name, c.state, c.restarts ?? 0])) : null;
+  const now = state.at_ms;
+  const workers = table(["worker (pid)", "up for", "open consoles", ""],
+    s.workers.map((w) => [w.pid, `${Math.round((now - w.started_ms) / 1000)} s`,
+      w.console_listeners, w.pid === s.worker_pid ? "serves this page's feed" : ""]));
   document.getElementById("system").replaceChildren(
     el("article", { class: "card", "data-testid": "system" },
       el("table", {}, el("tbody", {}, ...rows.map(([k, v]) =>
         el("tr", { "data-row": k }, el("th", { text: k }),
           el("td", {}, typeof v === "string" ? v : v))))),
+      el("h3", { text: "gateway workers" }), workers,
       children ? el("h3", { text: "supervised children" }) : null, children));
 }
