@@ -336,8 +336,8 @@ REFUSALS: dict[str, Refusal] = {
     "console_full": _r("unavailable", 503, "this worker already serves {limit} console "
                        "feeds; retry shortly", "a console feed past the worker's "
                        "STAMPEDE_CONSOLE_MAX_LISTENERS", _SOON),
-    "no_console_asset": _r("not_found", 404, "no console asset '{name}' in version "
-                           "'{version}' (the page names its assets; reload it)",
+    "no_console_asset": _r("not_found", 404, "no console asset {path} (an older page names "
+                           "assets of its own version: reload it)",
                            "a console asset that does not exist, or of another version"),
 }
 """Every refusal by reason. An outcome's own reason is its lower-cased name."""

@@ -65,7 +65,7 @@ async def console_asset(request: web.Request) -> web.Response:
     version, name = request.match_info["version"], request.match_info["name"]
     found = _ASSETS.get(name)
     if version != VERSION or found is None:
-        raise ApiError.of("no_console_asset", name=name, version=version)
+        raise ApiError.of("no_console_asset", path=request.path)
     body, content_type = found
     return web.Response(body=body, content_type=content_type, charset="utf-8",
                         headers={"Cache-Control": "public, max-age=31536000, immutable"})

@@ -7,7 +7,9 @@ and what the service did. Screenshots of the main pages go to docs/screenshots/.
 
 import asyncio
 import json
+import os
 import re
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +21,7 @@ import pytest_asyncio
 from playwright.async_api import expect
 
 from tests.browser import browser, page, screenshot  # noqa: F401  (pytest fixtures)
-from tests.system.service import Service, http
+from tests.system.service import STAMPEDE, Service, http
 
 OPERATOR, VIEWER = "console-operator-token", "console-viewer-token"
 
@@ -245,3 +247,10 @@ async def test_export_claims_and_open_the_file(page: Any, service: Service,  # n
     await download.save_as(path)
     lines = path.read_text().splitlines()
     assert len(lines) > 60 and "rush-" in path.read_text()
+
+
+def test_serve_points_at_the_console(service: Service) -> None:
+    assert f"console      {service.admin_url}/" in service.output()
+    help_text = subprocess.run([STAMPEDE, "serve", "--help"], capture_output=True, text=True,
+                               env={**os.environ, "COLUMNS": "200"}, check=True).stdout
+    assert "dashboard" in help_text and "http://HOST:ADMIN_PORT/" in help_text
