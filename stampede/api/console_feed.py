@@ -19,6 +19,7 @@ import hashlib
 import os
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import msgspec
@@ -29,7 +30,7 @@ from stampede import Engine
 from stampede.api.console_ticket import TICKET_TTL_S, check, issue
 from stampede.api.context import ADMIN, AUTH, DETAILS
 from stampede.api.errors import ApiError, json_response
-from stampede.api.live import CHECK_S, GONE, HEARTBEAT_S, RETRY_MS, Event, Listener
+from stampede.api.live import CHECK_S, GONE, HEARTBEAT_S, RETRY_MS
 from stampede.api.routing import ApiRoutes
 from stampede.domain.console import (
     ConsoleCampaign,
@@ -53,6 +54,38 @@ IDS_EVERY_S = 5.0
 """How often the set of campaigns is read again (new campaigns show within this)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One snapshot as an SSE frame, built once and written to every console as is."""
+    id: str
+    data: bytes
+
+    @classmethod
+    def of(cls, state: ConsoleState) -> "Frame":
+        data = msgspec.json.encode(state)
+        # The id leaves out the reading's time: an unchanged service sends nothing new.
+        digest = hashlib.blake2b(data[data.index(b","):], digest_size=8).hexdigest()
+        return cls(digest, b"id: " + digest.encode() + b"\nevent: state\ndata: " + data
+                   + b"\n\n")
+
+
+@dataclass(eq=False)
+class Listener:
+    """One open console: the newest frame it has not sent yet, and a bell.
+
+    Its stream only ever waits on the bell (no timer of its own): the hub rings
+    it for a new frame, and on its own sweep when the client has gone or a
+    keepalive is due, so an idle console costs nothing between ticks."""
+    transport: asyncio.BaseTransport | None = None
+    pending: Frame | None = None
+    keepalive: bool = False
+    bell: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def offer(self, frame: Frame) -> None:
+        self.pending = frame
+        self.bell.set()
+
+
 class LiveTicket(msgspec.Struct, kw_only=True):
     ticket: str
     expires_in_s: int
@@ -68,7 +101,7 @@ class ConsoleHub:
         self.registry: CollectorRegistry = scrape_registry(
             engine.settings.metrics_multiprocess_dir)
         self.listeners: set[Listener] = set()
-        self.current: Event | None = None
+        self.current: Frame | None = None
         self.first_read = asyncio.Event()
         self.closing = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -78,12 +111,15 @@ class ConsoleHub:
         self._ids_at = -IDS_EVERY_S
         self._counts: dict[str, tuple[float, dict[str, int]]] = {}
         self._http: tuple[float, float, float] | None = None
+        self._swept = time.monotonic()
+        self._kept_alive = time.monotonic()
 
     @contextlib.asynccontextmanager
-    async def listen(self) -> AsyncIterator[Listener]:
+    async def listen(self, transport: asyncio.BaseTransport | None
+                     ) -> AsyncIterator[Listener]:
         if len(self.listeners) >= self.max_listeners:
             raise ApiError.of("console_full", limit=self.max_listeners)
-        listener = Listener()
+        listener = Listener(transport)
         self.listeners.add(listener)
         CONSOLE_LISTENERS.inc()
         if self.task is None:
@@ -114,17 +150,32 @@ class ConsoleHub:
             else:
                 self._publish(state)
             self.first_read.set()
+            self._sweep()
             await asyncio.sleep(self.tick_s)
 
-    def _publish(self, state: ConsoleState) -> None:
-        data = msgspec.json.encode(state)
-        # The id ignores the time of the reading: an unchanged service sends nothing.
-        digest = hashlib.blake2b(data[data.index(b",") :], digest_size=8).hexdigest()
-        if self.current is not None and self.current.id == digest:
+    def _sweep(self) -> None:
+        """Ring the consoles whose client has gone (the server does not cancel their
+        handlers) and, every HEARTBEAT_S, all of them for a keepalive."""
+        now = time.monotonic()
+        if now - self._swept < CHECK_S:
             return
-        self.current = Event(digest, data)
+        self._swept = now
+        keepalive = now - self._kept_alive >= HEARTBEAT_S
+        if keepalive:
+            self._kept_alive = now
         for listener in self.listeners:
-            listener.offer(self.current)
+            if keepalive:
+                listener.keepalive = True
+            if keepalive or listener.transport is None or listener.transport.is_closing():
+                listener.bell.set()
+
+    def _publish(self, state: ConsoleState) -> None:
+        frame = Frame.of(state)
+        if self.current is not None and self.current.id == frame.id:
+            return
+        self.current = frame
+        for listener in self.listeners:
+            listener.offer(frame)
 
     async def read(self) -> ConsoleState:
         """One tick: every campaign and the system, in one pipelined round trip."""
@@ -272,7 +323,7 @@ async def live_feed(request: web.Request) -> web.StreamResponse:
     if isinstance(found, str):
         raise ApiError.of("invalid_live_ticket", detail=found)
     hub = request.app[CONSOLE]
-    async with hub.listen() as listener:
+    async with hub.listen(request.transport) as listener:
         await hub.first_read.wait()
         response = web.StreamResponse(headers={
             "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
@@ -281,7 +332,7 @@ async def live_feed(request: web.Request) -> web.StreamResponse:
         first = f"retry: {RETRY_MS}\n".encode()
         sent = ""
         if hub.current is not None:
-            first += hub.current.frame()
+            first += hub.current.data
             sent = hub.current.id
         await response.write(first)
         await _stream(request, response, hub, listener, sent)
@@ -291,24 +342,19 @@ async def live_feed(request: web.Request) -> web.StreamResponse:
 
 async def _stream(request: web.Request, response: web.StreamResponse, hub: ConsoleHub,
                   listener: Listener, sent: str) -> None:
-    quiet_since = time.monotonic()
     with contextlib.suppress(ConnectionResetError):
-        while not hub.closing.is_set():
-            try:
-                await asyncio.wait_for(listener.bell.wait(), CHECK_S)
-            except TimeoutError:
-                # The server does not cancel handlers when a client leaves: look.
-                if request.transport is None or request.transport.is_closing():
-                    return
-                if time.monotonic() - quiet_since >= HEARTBEAT_S:
-                    await response.write(b": keepalive\n\n")
-                    quiet_since = time.monotonic()
-                continue
+        while True:
+            await listener.bell.wait()
             listener.bell.clear()
-            event = listener.pending
-            if hub.closing.is_set() or event is None:
+            if hub.closing.is_set():
                 await response.write(GONE)
                 return
-            if event.id != sent:
-                await response.write(event.frame())
-                sent, quiet_since = event.id, time.monotonic()
+            if request.transport is None or request.transport.is_closing():
+                return
+            frame = listener.pending
+            if frame is not None and frame.id != sent:
+                await response.write(frame.data)
+                sent = frame.id
+            elif listener.keepalive:
+                await response.write(b": keepalive\n\n")
+            listener.keepalive = False
