@@ -4,8 +4,8 @@
 each tick it changes. As with the public feed (api/live.py), one poller per
 worker runs only while a console is open, and every open console is fanned
 out the same snapshot: whatever the number of consoles, a worker does one
-pipelined Redis read per tick (every campaign's `read_status`, offers and
-coupon counters, and INFO memory) and one look at the metrics registry.
+pipelined Redis read per tick (every campaign's `read_status` and coupon
+counters, and INFO memory) and one look at the metrics registry.
 A listener keeps only the newest snapshot, so a slow console skips ticks
 rather than queueing them.
 
@@ -190,7 +190,6 @@ class ConsoleHub:
             for cid in self._ids:
                 ck = keys.campaign_keys(cid)
                 pipe.evalsha(read_status.sha, len(ck), *ck, batch)
-                pipe.hlen(ck.offers)
                 pipe.hgetall(keys.coupon_keys(cid).drop.cstats)
             pipe.info("memory")
             replies = await pipe.execute(raise_on_error=False)
@@ -199,22 +198,22 @@ class ConsoleHub:
         at = time.monotonic()
         campaigns = []
         for i, cid in enumerate(self._ids):
-            reply, offers, cstats = replies[3 * i: 3 * i + 3]
+            reply, cstats = replies[2 * i: 2 * i + 2]
             if isinstance(reply, Exception):  # NOSCRIPT after a flush: the engine reloads
                 reply = await self.engine.scripts.run("read_status", keys.campaign_keys(cid),
                                                       [batch])
-            if isinstance(offers, Exception) or isinstance(cstats, Exception):
-                raise offers if isinstance(offers, Exception) else cstats
+            if isinstance(cstats, Exception):
+                raise cstats
             if reply[0] != Outcome.OK:  # gone since the ids were read
                 continue
             campaigns.append(self._campaign(CampaignSnapshot.from_reply(cid, reply),
-                                            int(offers), cstats, at))
+                                            cstats, at))
         info = replies[-1]
         return ConsoleState(at_ms=int(time.time() * 1000), tick_s=self.tick_s,
                             campaigns=campaigns,
                             system=self._system({} if isinstance(info, Exception) else info, at))
 
-    def _campaign(self, snap: CampaignSnapshot, offers: int, cstats: dict[str, str],
+    def _campaign(self, snap: CampaignSnapshot, cstats: dict[str, str],
                   at: float) -> ConsoleCampaign:
         before = self._counts.get(snap.id)
         rates = rates_between(before[1] if before else None, snap.counts,
@@ -222,7 +221,7 @@ class ConsoleHub:
         self._counts[snap.id] = (at, snap.counts)
         meta = snap.meta
         coupons = stats_from(snap.id, [meta.get("coupons"), meta.get("cp_budget")], cstats)
-        return campaign_view(snap, offers, rates, coupons,
+        return campaign_view(snap, rates, coupons,
                              in_force(meta.get("th", ""), meta.get("th_spec", "")))
 
     def _system(self, info: dict[str, Any], at: float) -> ConsoleSystem:

@@ -95,10 +95,14 @@ class ConsoleState(Struct, kw_only=True):
     system: ConsoleSystem
 
 
-def campaign_view(snap: CampaignSnapshot, offers: int, rates: dict[str, float],
+def campaign_view(snap: CampaignSnapshot, rates: dict[str, float],
                   coupons: CouponStats | None, throttle: ThrottleSpec | None) -> ConsoleCampaign:
     """A campaign as the console shows it, from its `read_status` snapshot."""
     meta = snap.meta
+    counts = snap.counts
+    # Every offer is settled once (accepted, lapsed or declined), each counted.
+    offers = counts.get("offered", 0) - sum(
+        counts.get(k, 0) for k in ("offer_accepted", "offer_lapsed", "offer_declined"))
     room = None
     if meta.get("wr_on") == "1":
         room = ConsoleRoom(tickets=snap.waiting[1], served=int(meta.get("wr_served", 0)),
@@ -120,7 +124,7 @@ def campaign_view(snap: CampaignSnapshot, offers: int, rates: dict[str, float],
         hold_ttl_s=int(meta.get("hold_ttl_ms", 0)) // 1000,
         per_user=None if per_user < 0 else per_user,
         max_per_claim=int(meta.get("max_qty", 0)), skus=skus, counts=snap.counts,
-        rates=rates, waitlist=snap.waiting[0], offers_outstanding=offers,
+        rates=rates, waitlist=snap.waiting[0], offers_outstanding=max(0, offers),
         waiting_room=room, throttle=throttle, coupons=coupons)
 
 

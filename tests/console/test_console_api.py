@@ -199,3 +199,37 @@ async def test_console_feeds_past_the_bound_are_refused(sale: Api, settings: Set
         async with http.get(url, params={"ticket": value}) as second:
             assert second.status == 503
             assert (await second.json())["error"]["code"] == "unavailable"
+
+
+async def console_campaign(api: Api, cid: str) -> dict[str, Any]:
+    url = api.admin.make_url("/admin/v1/live")
+    async with aiohttp.ClientSession() as http, \
+            http.get(url, params={"ticket": await ticket(api)}) as resp:
+        state = await asyncio.wait_for(first_state(resp), 5)
+    return next(c for c in state["campaigns"] if c["id"] == cid)
+
+
+async def test_waitlist_offers_outstanding_follow_the_offer(sale: Api) -> None:
+    await sale.engine.define_campaign("wl", campaign_spec(stock=1, per_user=None,
+                                                          waitlist={"max_length": 10}))
+    user = {"X-User-Id": "first"}
+    resp = await sale.public.post("/v1/campaigns/wl/claims", json={"sku": "tee"}, headers=user)
+    assert resp.status == 201
+    claim_id = (await resp.json())["claim_id"]
+    resp = await sale.public.post("/v1/campaigns/wl/waitlist", json={"sku": "tee"},
+                                  headers={"X-User-Id": "second"})
+    assert resp.status in (200, 201), await resp.text()
+    wl = await console_campaign(sale, "wl")
+    assert (wl["waitlist"], wl["offers_outstanding"]) == (1, 0)
+    # The hold comes back: it is offered to the waitlist's head.
+    assert (await sale.public.post(f"/v1/claims/{claim_id}/cancel", headers=user)).status == 200
+    await asyncio.sleep(TICK_S * 2)  # (the poller of the last stream has stopped)
+    assert (await console_campaign(sale, "wl"))["offers_outstanding"] == 1
+    offer = (await (await sale.public.get("/v1/campaigns/wl/waitlist",
+                                          headers={"X-User-Id": "second"})).json())
+    offered = offer["entries"][0]["offer"]["claim_id"]
+    resp = await sale.public.post(f"/v1/claims/{offered}/confirm",
+                                  headers={"X-User-Id": "second"})
+    assert resp.status == 200, await resp.text()
+    wl = await console_campaign(sale, "wl")
+    assert wl["offers_outstanding"] == 0 and wl["counts"]["offer_accepted"] == 1
