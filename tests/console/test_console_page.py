@@ -64,6 +64,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
                                                    "valid_days": 30}},
                             "budget": 20_000}}
         assert admin(served, "PUT", "/admin/v1/campaigns/welcome", drop)[0] == 201
+        assert admin(served, "PUT", "/admin/v1/campaigns/queue",
+                     sale_spec("Queued drop", 50, waiting_room={"rate_per_s": 50}))[0] == 201
         yield served
     finally:
         served.kill()
@@ -177,6 +179,37 @@ async def test_add_stock_from_the_page(page: Any, service: Service) -> None:  # 
     await confirm(page, "Remove 100000 available units")
     await page.wait_for_selector("#toast.bad")
     assert "Refused" in await page.locator("#toast").inner_text()
+
+
+async def test_tune_limits_throttle_and_waiting_room(page: Any,  # noqa: F811
+                                                     service: Service) -> None:
+    await sign_in(page, service, OPERATOR)
+    card = page.locator("#campaign-queue")
+    assert not await page.locator("#campaign-spring [data-control=room]").is_visible()
+    limits = card.locator("[data-control=limits]")
+    await limits.locator("input[name=per_user]").fill("3")
+    await limits.locator("button[type=submit]").click()
+    await confirm(page, "3 units per user")
+    await expect(card).to_contain_text("per user 3 ·", timeout=5000)
+    throttle = card.locator("[data-control=throttle]")
+    await throttle.locator("input[name=per_s]").fill("0.5")
+    await throttle.locator("input[name=burst]").fill("2")
+    await throttle.locator("button[type=submit]").click()
+    await confirm(page, "to 0.5 claims/s (burst 2)")
+    await expect(fact(page, "queue", "throttle")).to_have_text("user 0.5/s burst 2",
+                                                               timeout=5000)
+    room = card.locator("[data-control=room]")
+    await room.locator("input[name=rate]").fill("7.5")
+    await room.locator("button[type=submit]").click()
+    await confirm(page, "Admit 7.5 users/s")
+    await room.locator("[data-action=pause-queue]").click()
+    await confirm(page, "nobody more is admitted")
+    await expect(fact(page, "queue", "waiting room")).to_contain_text("7.5/s · PAUSED",
+                                                                       timeout=5000)
+    stats = admin(service, "GET", "/admin/v1/campaigns/queue/stats")[1]
+    assert stats["waiting_room"]["rate_per_s"] == 7.5 and stats["waiting_room"]["paused"]
+    assert stats["throttle"]["user"] == {"per_s": 0.5, "burst": 2}
+    await screenshot(page, "console-controls")
 
 
 async def test_a_viewer_sees_everything_and_cannot_act(page: Any,  # noqa: F811

@@ -82,6 +82,10 @@ function update(card, c, atMs, canAct) {
     .forEach((node) => { node.disabled = !canAct; });
   card.root.querySelector("[data-action=pause]").hidden = c.state === "paused";
   card.root.querySelector("[data-action=resume]").hidden = c.state !== "paused";
+  // Only a campaign defined with a waiting room has one to tune.
+  card.root.querySelector("[data-control=room]").hidden = !c.waiting_room;
+  card.root.querySelector("[data-action=pause-queue]").hidden = !!c.waiting_room?.paused;
+  card.root.querySelector("[data-action=resume-queue]").hidden = !c.waiting_room?.paused;
 }
 
 function throttleText(t) {
