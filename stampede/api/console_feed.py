@@ -184,6 +184,7 @@ class ConsoleHub:
         if now - self._ids_at >= IDS_EVERY_S:
             self._ids = sorted(cast(set[str], await redis.smembers(keys.CAMPAIGN_INDEX)))
             self._ids_at = now
+            self._counts = {cid: v for cid, v in self._counts.items() if cid in self._ids}
         read_status = self.engine.scripts.scripts["read_status"]
         batch = self.engine.settings.sweep_batch
         async with redis.pipeline(transaction=False) as pipe:
