@@ -22,17 +22,24 @@ from redis.asyncio import Redis
 
 from stampede.domain import throttle
 from stampede.domain.batcher import ClaimBatcher
-from stampede.domain.coupons import codes, discount
+from stampede.domain.coupons import changes, codes, discount, rules, templates
 from stampede.domain.coupons.codes import CodeKeys
 from stampede.domain.coupons.spec import (
+    CartLine,
     CouponClaimView,
+    CouponDropPatch,
+    CouponDropPatched,
     CouponStats,
     CouponStatus,
     CouponTotals,
     CouponView,
     GiftOffer,
+    LineDiscount,
     MerchantCredentials,
     MerchantSpec,
+    Qualification,
+    QualifyReason,
+    QualifyView,
     RedemptionRequest,
     RedemptionView,
     RotatingCode,
@@ -41,7 +48,7 @@ from stampede.domain.coupons.spec import (
 from stampede.domain.gate import ClaimGate
 from stampede.domain.models import from_ms
 from stampede.domain.throttle import NO_GUARD, ChallengeView, ClientSignals, Guard
-from stampede.errors import ValidationError
+from stampede.errors import UnavailableError, ValidationError
 from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, Outcome, parse_detail
 from stampede.settings import Settings
 from stampede.state import keys, records
@@ -336,8 +343,19 @@ class Coupons:
         return None if found is None else found[1]
 
     async def redeem(self, merchant: Merchant, req: RedemptionRequest) -> Answer:
-        """Redeem `req.code` for an order at `merchant`: scope, stacking, threshold,
-        discount here; status, validity, the merchant's cap and the use in the script."""
+        """Redeem `req.code` for an order at `merchant`: scope, cart lines, stacking,
+        threshold, discount here; status, validity, time windows, the template's
+        revision, the merchant's cap and the use in the script (a live template
+        change in between: priced again)."""
+        amount = order_total(req)
+        for _ in range(3):
+            answer = await self._redeem_once(merchant, req, amount)
+            if answer.reason != "template":
+                return answer
+        return answer
+
+    async def _redeem_once(self, merchant: Merchant, req: RedemptionRequest,
+                           amount: int) -> Answer:
         main = await self._resolve(req.code)
         if main is None:
             return Answer(Outcome.NOT_FOUND, "bad_code")
@@ -357,30 +375,46 @@ class Coupons:
             return Answer(Outcome.CONFLICT, "unknown_also_used")
         coupons = [f for f in found if f is not None]
         this = coupons[0]
-        if not in_scope(this.template, merchant):
-            return Answer(Outcome.CONFLICT, "merchant_scope")
+        parsed, cid = main
+        rules_now = await self.rules_of(cid, this.tid)
         if not discount.stacks([f.template for f in coupons]):
             return Answer(Outcome.CONFLICT, "stacking")
-        if not discount.applies(this.template, req.order_amount):
-            return Answer(Outcome.CONFLICT, "threshold")
-        offs = discount.order_discounts(req.order_amount,
-                                        {loc: f.template for loc, f in zip(locators, coupons,
-                                                                           strict=True)})
-        parsed, cid = main
-        fingerprint = hashlib.sha1(f"{req.order_amount}|{sorted(locators[1:])}".encode()
-                                   ).hexdigest()[:16]
+        others_t = {loc: f.template for loc, f in zip(locators[1:], coupons[1:], strict=True)}
+        best = pick_revision(rules_now, this.record.claimed, merchant, amount, req.lines,
+                             parsed.locator, others_t)
+        if isinstance(best, str):
+            return Answer(Outcome.CONFLICT, best)
+        off, per_line, spans = best
+        fingerprint_text = f"{amount}|{sorted(locators[1:])}"
+        if req.lines is not None:
+            fingerprint_text += "|" + _json.encode(req.lines).decode()
+        fingerprint = hashlib.sha1(fingerprint_text.encode()).hexdigest()[:16]
         reply = await self.scripts.run("coupon_redeem", [*keys.coupon_keys(cid)], [
-            parsed.locator, this.tid, merchant.merchant_id, req.order_id, req.order_amount,
-            offs[parsed.locator], -1 if parsed.step is None else parsed.step, codes.STEP_MS,
-            keys.new_claim_id(cid), fingerprint])
+            parsed.locator, this.tid, merchant.merchant_id, req.order_id, amount, off,
+            -1 if parsed.step is None else parsed.step, codes.STEP_MS,
+            keys.new_claim_id(cid), fingerprint, rules_now.rev, spans])
         outcome = OUTCOMES[int(reply[0])]
         if outcome is not Outcome.OK:
             return refused(outcome, reply[1])
-        _, replayed, rid, coupon_id, off, uses, status, ts = reply
+        _, replayed, rid, coupon_id, off_done, uses, status, ts = reply
+        lines = None
+        if req.lines is not None and int(off_done) == off:  # a replay priced alike
+            lines = [LineDiscount(item=line.item, category=line.category, qty=line.qty,
+                                  amount=line.amount, discount=d)
+                     for line, d in zip(req.lines, per_line, strict=True)]
         return Answer(outcome, replayed, RedemptionView(
             redemption_id=rid, coupon_id=coupon_id, merchant_id=merchant.merchant_id,
-            order_id=req.order_id, order_amount=req.order_amount, discount=int(off),
-            status=status, uses_left=int(uses), redeemed_at=from_ms(int(ts))))
+            order_id=req.order_id, order_amount=amount, discount=int(off_done),
+            status=status, uses_left=int(uses), redeemed_at=from_ms(int(ts)), lines=lines))
+
+    async def rules_of(self, cid: str, tid: str) -> "TemplateRules":
+        """A template's rules as one read: its spec, revision, replaced revisions,
+        the drop's zone and the clock offset (the scripts' clock, in tests)."""
+        spec, rev, hist, tz, offset = await self.redis.hmget(
+            keys.campaign_keys(cid).meta, f"cp_spec:{tid}", f"cp_rev:{tid}",
+            f"cp_hist:{tid}", "cp_tz", "time_offset_ms")
+        return TemplateRules(_template(str(spec)), str(rev or "0"), _history(str(hist or "[]")),
+                             str(tz or "UTC"), int(offset or 0))
 
     async def rollback(self, redemption_id: str, merchant_id: str) -> Answer:
         """Undo a redemption (a refund) once; again answers OK with `reason` 'replayed'."""
@@ -411,6 +445,76 @@ class Coupons:
                               merchant_id=r.merchant, order_id=r.order, order_amount=r.amount,
                               discount=r.discount, status=r.status,  # type: ignore[arg-type]
                               uses_left=coupon.uses, redeemed_at=from_ms(r.ts))
+
+    # -- coupon rules: qualification and live changes ---------------------------
+
+    async def qualify(self, user: str, lines: Sequence[CartLine]) -> QualifyView:
+        """Each active coupon of the user's wallet on this cart alone: its discount,
+        or why it does not fit (merchant scope is the till's: not judged here)."""
+        _check(keys.valid_user_id(user), "user id is not valid")
+        drops = sorted(cast(set[str], await self.redis.smembers(keys.COUPON_DROPS)))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for cid in drops:
+                pipe.smembers(keys.wallet_key(cid, user))
+            held = await pipe.execute()
+        amount = sum(line.amount for line in lines)
+        out: list[Qualification] = []
+        for cid, ids in zip(drops, held, strict=True):
+            found = [f for f in await self._lookup(cid, "id", sorted(ids)) if f is not None]
+            by_tpl: dict[str, TemplateRules] = {}
+            for f in found:
+                if f.record.owner != user or f.record.status != "active":
+                    continue
+                if f.tid not in by_tpl:
+                    by_tpl[f.tid] = await self.rules_of(cid, f.tid)
+                out.append(_qualification(f, by_tpl[f.tid], amount, lines))
+        out.sort(key=lambda q: (not q.fits, -q.discount, q.coupon_id))
+        return QualifyView(cart_amount=amount, coupons=out)
+
+    async def patch_drop(self, cid: str, patch: CouponDropPatch, actor: str) -> Answer:
+        """A live change of a drop's caps and templates, one script run and one event
+        (changes.py says what issued coupons make of it). The view: CouponDropPatched."""
+        _check(keys.valid_campaign_id(cid), "campaign id is not valid")
+        meta = keys.campaign_keys(cid).meta
+        for _ in range(10):  # read, change, write if no other change came between
+            answer = await self._patch_once(cid, meta, patch, actor)
+            if answer.reason != "precondition":
+                return answer
+        raise UnavailableError("the drop's templates changed concurrently too often; retry")
+
+    async def _patch_once(self, cid: str, meta: str, patch: CouponDropPatch,
+                          actor: str) -> Answer:
+        tids = sorted(patch.templates)
+        current = await self.redis.hmget(meta, "coupons", *(f"cp_spec:{t}" for t in tids),
+                                         *(f"cp_rev:{t}" for t in tids))
+        if current[0] != "1":
+            return Answer(Outcome.NOT_FOUND, "no_drop")
+        pairs: list[str] = []
+        grow: dict[str, dict[str, int]] = {}
+        for tid, raw, rev in zip(tids, current[1:1 + len(tids)], current[1 + len(tids):],
+                                 strict=True):
+            if raw is None:
+                return Answer(Outcome.NOT_FOUND, "no_template", view=tid)
+            new, growth = changes.patched(tid, _template(raw), patch.templates[tid])
+            templates.check_template(tid, new)
+            if growth:
+                grow[tid] = growth
+            pairs += [f"if:cp_rev:{tid}", str(rev or "")]
+            pairs += [x for kv in templates.template_meta(tid, new).items() for x in kv]
+        for name, value in (("cp_per_day", patch.per_day),
+                            ("cp_user_day", patch.per_user_per_day),
+                            ("cp_mcap", patch.merchant_daily_cap)):
+            if value is not msgspec.UNSET:
+                pairs += [name, str(-1 if value is None else value)]
+        code, reason, _before, after, extended = await self.scripts.run(
+            "coupon_patch", [*keys.coupon_keys(cid)],
+            [actor, _json.encode(grow).decode(), ",".join(tids), *pairs])
+        outcome = OUTCOMES[int(code)]
+        if outcome is not Outcome.OK:
+            return Answer(outcome, reason)
+        return Answer(outcome, "", CouponDropPatched(
+            campaign_id=cid, changed=sorted(_merchant_decoder.decode(after)),
+            coupons_extended=int(extended)))
 
     # -- gifting -------------------------------------------------------------
 
@@ -512,6 +616,107 @@ class Coupons:
 
 
 _MERCHANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+# -- coupon rules: the template's revisions and the order -----------------------------
+
+@dataclass(frozen=True)
+class TemplateRules:
+    spec: TemplateSpec
+    rev: str
+    history: tuple[tuple[int, TemplateSpec], ...]
+    """(until ms, spec) of the revisions live changes replaced, oldest first."""
+    time_zone: str
+    offset_ms: int
+
+    def now_ms(self) -> int:
+        return int(time.time() * 1000) + self.offset_ms
+
+    def for_coupon(self, claimed_ms: int) -> list[TemplateSpec]:
+        """The revisions a coupon may use: the one it was issued under and every
+        later one (a narrowed scope does not take away what was issued)."""
+        return [t for until, t in self.history if until > claimed_ms] + [self.spec]
+
+
+@functools.lru_cache(maxsize=1024)
+def _history(raw: str) -> tuple[tuple[int, TemplateSpec], ...]:
+    return tuple((int(until), _template(spec)) for until, spec in _hist_decoder.decode(raw))
+
+
+_hist_decoder = msgspec.json.Decoder(list[tuple[int, str]])
+
+
+def _qualification(f: _Found, r: TemplateRules, amount: int,
+                   lines: Sequence[CartLine]) -> Qualification:
+    def no(reason: str, usable_at: int | None = None) -> Qualification:
+        return Qualification(coupon_id=f.coupon_id, campaign_id=f.cid, template=f.tid,
+                             fits=False, discount=0, reason=cast(QualifyReason, reason),
+                             usable_at=None if usable_at is None else from_ms(usable_at))
+    now = r.now_ms()
+    if now >= f.record.vt:
+        return no("expired")
+    if now < f.record.vf:
+        return no("not_yet_valid")
+    best = pick_revision(r, f.record.claimed, None, amount, lines, "this", {})
+    if isinstance(best, str):
+        return no(best)
+    off, per_line, spans = best
+    if spans:
+        open_now, next_start = rules.usable(_pairs(spans), now)
+        if not open_now:
+            return no("outside_hours", next_start if next_start is not None
+                      and next_start < f.record.vt else None)
+    return Qualification(
+        coupon_id=f.coupon_id, campaign_id=f.cid, template=f.tid, fits=True, discount=off,
+        lines=[LineDiscount(item=line.item, category=line.category, qty=line.qty,
+                            amount=line.amount, discount=d)
+               for line, d in zip(lines, per_line, strict=True)])
+
+
+def order_total(req: RedemptionRequest) -> int:
+    """The order's amount: order_amount, or the sum of its lines (both: they must agree)."""
+    if req.lines is None:
+        if req.order_amount is None:
+            raise ValidationError("order_amount is required when the order has no lines")
+        return req.order_amount
+    total = sum(line.amount for line in req.lines)
+    if req.order_amount is not None and req.order_amount != total:
+        raise ValidationError(f"order_amount {req.order_amount} is not the sum of the lines' "
+                              f"amounts ({total})")
+    return total
+
+
+def pick_revision(r: TemplateRules, claimed_ms: int, merchant: Merchant | None, amount: int,
+                  lines: Sequence[CartLine] | None, key: str,
+                  others: dict[str, TemplateSpec]) -> str | tuple[int, list[int], str]:
+    """The best revision of a coupon's template for this order, as (discount, its
+    share per line, the windows the script checks), or the reason none fits: the
+    reason of the current revision (merchant scope, lines, threshold)."""
+    now = r.now_ms()
+    fitting: list[tuple[bool, int, list[int], str]] = []
+    reason = ""
+    for t in r.for_coupon(claimed_ms):
+        why = "merchant_scope" if merchant is not None and not in_scope(t, merchant) \
+            else rules.fit(t, amount, lines).reason
+        if why:
+            reason = why
+            continue
+        offs, shares = rules.order_discounts(amount, lines, {key: t, **others})
+        windows = rules.windows(t, r.time_zone, now)
+        open_now = not rules.timed(t) or rules.usable(windows, now)[0]
+        fitting.append((open_now, offs[key], shares[key], rules.encode_windows(t, windows)))
+    if not fitting:
+        return reason
+    open_now, off, per_line, spans = max(fitting, key=lambda f: (f[0], f[1]))
+    if not open_now:  # none usable now: the script answers with the soonest window
+        union = sorted(p for f in fitting for p in _pairs(f[3]))
+        spans = ",".join(f"{a},{b}" for a, b in union) or "0,0"
+    return off, per_line, spans
+
+
+def _pairs(text: str) -> list[tuple[int, int]]:
+    n = [int(x) for x in text.split(",") if x]
+    return [(n[i], n[i + 1]) for i in range(0, len(n), 2) if n[i] < n[i + 1]]
 
 
 def in_scope(t: TemplateSpec, m: Merchant) -> bool:
