@@ -10,7 +10,6 @@ import msgspec
 from stampede.domain.coupons import rules
 from stampede.domain.coupons.spec import TemplateSpec
 from stampede.domain.models import from_ms
-
 from tests.api.conftest import Api
 from tests.coupons.helpers import drop_spec
 
