@@ -41,6 +41,7 @@ OPERATIONS = (
     "coupon_expire",
     "coupon_lookup",
     "coupon_patch",  # coupon rules: live template changes
+    "coupon_rules_lookup",  # coupon rules: coupons with their rules and the clock
 )
 
 

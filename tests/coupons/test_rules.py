@@ -3,13 +3,13 @@ windows in the drop's zone (DST too), qualification and live template changes.""
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 import pytest
 
 from stampede import Engine, Outcome
 from stampede.domain.coupons import rules
-from stampede.domain.coupons.service import TemplateRules as rules_of_type
 from stampede.domain.coupons.spec import (
     CartLine,
     CouponDropPatch,
@@ -300,12 +300,12 @@ async def test_a_change_between_pricing_and_the_script_is_priced_again(
     the script sees another revision, refuses, and the engine prices again."""
     m = await merchant(drop)
     code = await _code(drop, "latte2")
-    read = drop.coupons.rules_of
+    read = drop.coupons.with_rules
     reads = 0
 
-    async def racing(cid: str, tid: str) -> rules_of_type:
+    async def racing(cid: str, mode: str, names: list[str]) -> Any:
         nonlocal reads
-        found = await read(cid, tid)
+        found = await read(cid, mode, names)
         reads += 1
         if reads == 1:
             a = await drop.coupons.patch_drop("d1", msgspec.convert(
@@ -314,7 +314,7 @@ async def test_a_change_between_pricing_and_the_script_is_priced_again(
             assert a.outcome is Outcome.OK
         return found
 
-    monkeypatch.setattr(drop.coupons, "rules_of", racing)
+    monkeypatch.setattr(drop.coupons, "with_rules", racing)
     cart = [line("latte", "drinks", 2, 1800), line("mocha", "drinks", 1, 1400)]
     r = await drop.coupons.redeem(m, _req(code, cart))
     assert r.outcome is Outcome.OK and reads == 2

@@ -366,17 +366,17 @@ class Coupons:
         locators = [p.locator for p, _ in resolved]
         if len(set(locators)) != len(locators):
             return Answer(Outcome.INVALID, "duplicate_code")
-        found: list[_Found | None] = []
-        for p, cid in resolved:  # few codes per order: one read each
-            found += await self._lookup(cid, "loc", [p.locator])
-        if found[0] is None:
+        parsed, cid = main
+        (first,) = await self.with_rules(cid, "loc", [parsed.locator])  # with its rules
+        found: list[_Found | None] = [None if first is None else first[0]]
+        for p, other_cid in resolved[1:]:  # few codes per order: one read each
+            found += await self._lookup(other_cid, "loc", [p.locator])
+        if first is None:
             return Answer(Outcome.NOT_FOUND, "bad_code")
         if any(f is None for f in found):
             return Answer(Outcome.CONFLICT, "unknown_also_used")
         coupons = [f for f in found if f is not None]
-        this = coupons[0]
-        parsed, cid = main
-        rules_now = await self.rules_of(cid, this.tid)
+        this, rules_now = first
         if not discount.stacks([f.template for f in coupons]):
             return Answer(Outcome.CONFLICT, "stacking")
         others_t = {loc: f.template for loc, f in zip(locators[1:], coupons[1:], strict=True)}
@@ -407,14 +407,23 @@ class Coupons:
             order_id=req.order_id, order_amount=amount, discount=int(off_done),
             status=status, uses_left=int(uses), redeemed_at=from_ms(int(ts)), lines=lines))
 
-    async def rules_of(self, cid: str, tid: str) -> "TemplateRules":
-        """A template's rules as one read: its spec, revision, replaced revisions,
-        the drop's zone and the clock offset (the scripts' clock, in tests)."""
-        spec, rev, hist, tz, offset = await self.redis.hmget(
-            keys.campaign_keys(cid).meta, f"cp_spec:{tid}", f"cp_rev:{tid}",
-            f"cp_hist:{tid}", "cp_tz", "time_offset_ms")
-        return TemplateRules(_template(str(spec)), str(rev or "0"), _history(str(hist or "[]")),
-                             str(tz or "UTC"), int(offset or 0))
+    async def with_rules(self, cid: str, mode: str, names: Sequence[str]
+                         ) -> list[tuple[_Found, "TemplateRules"] | None]:
+        """Coupons of a drop by locator or id, each with its template's rules (spec,
+        revision, replaced revisions, the drop's zone) and the scripts' clock: one call."""
+        reply = await self.scripts.run("coupon_rules_lookup", [*keys.coupon_keys(cid)],
+                                       [mode, *names])
+        now, tz = int(reply[0]), str(reply[1])
+        out: list[tuple[_Found, TemplateRules] | None] = []
+        for i in range(2, len(reply), 5):
+            cpn, raw, spec, rev, hist = reply[i:i + 5]
+            if not raw or not spec:
+                out.append(None)
+                continue
+            t = _template(spec)
+            out.append((_Found(cid, cpn, records.COUPON.decode(raw), t),
+                        TemplateRules(t, str(rev), _history(str(hist)), tz, now)))
+        return out
 
     async def rollback(self, redemption_id: str, merchant_id: str) -> Answer:
         """Undo a redemption (a refund) once; again answers OK with `reason` 'replayed'."""
@@ -460,14 +469,12 @@ class Coupons:
         amount = sum(line.amount for line in lines)
         out: list[Qualification] = []
         for cid, ids in zip(drops, held, strict=True):
-            found = [f for f in await self._lookup(cid, "id", sorted(ids)) if f is not None]
-            by_tpl: dict[str, TemplateRules] = {}
-            for f in found:
-                if f.record.owner != user or f.record.status != "active":
-                    continue
-                if f.tid not in by_tpl:
-                    by_tpl[f.tid] = await self.rules_of(cid, f.tid)
-                out.append(_qualification(f, by_tpl[f.tid], amount, lines))
+            if not ids:
+                continue
+            for got in await self.with_rules(cid, "id", sorted(ids)):
+                if got is not None and got[0].record.owner == user \
+                        and got[0].record.status == "active":
+                    out.append(_qualification(got[0], got[1], amount, lines))
         out.sort(key=lambda q: (not q.fits, -q.discount, q.coupon_id))
         return QualifyView(cart_amount=amount, coupons=out)
 
@@ -627,10 +634,8 @@ class TemplateRules:
     history: tuple[tuple[int, TemplateSpec], ...]
     """(until ms, spec) of the revisions live changes replaced, oldest first."""
     time_zone: str
-    offset_ms: int
-
-    def now_ms(self) -> int:
-        return int(time.time() * 1000) + self.offset_ms
+    now: int
+    """The scripts' clock when the rules were read (ms)."""
 
     def for_coupon(self, claimed_ms: int) -> list[TemplateSpec]:
         """The revisions a coupon may use: the one it was issued under and every
@@ -652,7 +657,7 @@ def _qualification(f: _Found, r: TemplateRules, amount: int,
         return Qualification(coupon_id=f.coupon_id, campaign_id=f.cid, template=f.tid,
                              fits=False, discount=0, reason=cast(QualifyReason, reason),
                              usable_at=None if usable_at is None else from_ms(usable_at))
-    now = r.now_ms()
+    now = r.now
     if now >= f.record.vt:
         return no("expired")
     if now < f.record.vf:
@@ -692,7 +697,7 @@ def pick_revision(r: TemplateRules, claimed_ms: int, merchant: Merchant | None, 
     """The best revision of a coupon's template for this order, as (discount, its
     share per line, the windows the script checks), or the reason none fits: the
     reason of the current revision (merchant scope, lines, threshold)."""
-    now = r.now_ms()
+    now = r.now
     fitting: list[tuple[bool, int, list[int], str]] = []
     reason = ""
     for t in r.for_coupon(claimed_ms):
