@@ -471,10 +471,11 @@ class Coupons:
         for cid, ids in zip(drops, held, strict=True):
             if not ids:
                 continue
+            priced: dict[tuple[str, int], PickedRevision] = {}
             for got in await self.with_rules(cid, "id", sorted(ids)):
                 if got is not None and got[0].record.owner == user \
                         and got[0].record.status == "active":
-                    out.append(_qualification(got[0], got[1], amount, lines))
+                    out.append(_qualification(got[0], got[1], amount, lines, priced))
         out.sort(key=lambda q: (not q.fits, -q.discount, q.coupon_id))
         return QualifyView(cart_amount=amount, coupons=out)
 
@@ -651,8 +652,14 @@ def _history(raw: str) -> tuple[tuple[int, TemplateSpec], ...]:
 _hist_decoder = msgspec.json.Decoder(list[tuple[int, str]])
 
 
-def _qualification(f: _Found, r: TemplateRules, amount: int,
-                   lines: Sequence[CartLine]) -> Qualification:
+PickedRevision = str | tuple[int, list[int], str]
+"""pick_revision's answer: the reason none fits, or (discount, per line, windows)."""
+
+
+def _qualification(f: _Found, r: TemplateRules, amount: int, lines: Sequence[CartLine],
+                   priced: dict[tuple[str, int], PickedRevision]) -> Qualification:
+    """One coupon on a cart. `priced` remembers the answer per template and set of
+    revisions: the coupons of one template in a wallet mostly share it."""
     def no(reason: str, usable_at: int | None = None) -> Qualification:
         return Qualification(coupon_id=f.coupon_id, campaign_id=f.cid, template=f.tid,
                              fits=False, discount=0, reason=cast(QualifyReason, reason),
@@ -662,7 +669,11 @@ def _qualification(f: _Found, r: TemplateRules, amount: int,
         return no("expired")
     if now < f.record.vf:
         return no("not_yet_valid")
-    best = pick_revision(r, f.record.claimed, None, amount, lines, "this", {})
+    key = (f.tid, len(r.for_coupon(f.record.claimed)))
+    best = priced.get(key)
+    if best is None:
+        best = priced[key] = pick_revision(r, f.record.claimed, None, amount, lines,
+                                           "this", {})
     if isinstance(best, str):
         return no(best)
     off, per_line, spans = best
@@ -693,7 +704,7 @@ def order_total(req: RedemptionRequest) -> int:
 
 def pick_revision(r: TemplateRules, claimed_ms: int, merchant: Merchant | None, amount: int,
                   lines: Sequence[CartLine] | None, key: str,
-                  others: dict[str, TemplateSpec]) -> str | tuple[int, list[int], str]:
+                  others: dict[str, TemplateSpec]) -> PickedRevision:
     """The best revision of a coupon's template for this order, as (discount, its
     share per line, the windows the script checks), or the reason none fits: the
     reason of the current revision (merchant scope, lines, threshold)."""
