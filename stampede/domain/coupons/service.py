@@ -377,11 +377,14 @@ class Coupons:
             return Answer(Outcome.CONFLICT, "unknown_also_used")
         coupons = [f for f in found if f is not None]
         this, rules_now = first
-        if not discount.stacks([f.template for f in coupons]):
-            return Answer(Outcome.CONFLICT, "stacking")
         others_t = {loc: f.template for loc, f in zip(locators[1:], coupons[1:], strict=True)}
         best = pick_revision(rules_now, this.record.claimed, merchant, amount, req.lines,
                              parsed.locator, others_t)
+        # as before cart rules: merchant scope, then stacking, then the order's fit
+        if best == "merchant_scope":
+            return Answer(Outcome.CONFLICT, best)
+        if not discount.stacks([f.template for f in coupons]):
+            return Answer(Outcome.CONFLICT, "stacking")
         if isinstance(best, str):
             return Answer(Outcome.CONFLICT, best)
         off, per_line, spans = best

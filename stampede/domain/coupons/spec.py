@@ -213,7 +213,7 @@ class RedemptionView(Struct, kw_only=True):
 
 
 # -- coupon rules: qualification and live template changes --
-QualifyReason = Literal["not_active", "expired", "not_yet_valid", "outside_hours",
+QualifyReason = Literal["expired", "not_yet_valid", "outside_hours",
                         "lines_required", "no_qualifying_lines", "min_qty", "threshold"]
 
 
