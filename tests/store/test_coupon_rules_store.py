@@ -14,6 +14,7 @@ from stampede.durable.persister import Persister
 from stampede.durable.projection import store_events
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
+from stampede.state import records
 from tests.coupons.helpers import drop_spec, merchant
 from tests.store.test_coupons_store import DEFINE, _coupon_state, _events, issued
 
@@ -35,14 +36,21 @@ async def test_live_changes_persist_recover_and_audit(sale: Engine, store: Store
     await sale.define_campaign("d1", drop_spec(stock=50, templates=TEMPLATES, per_user=10))
     m = await merchant(sale)
     old = [(await sale.coupons.claim("d1", f"u{i}", "drinks")).view.coupons[0]
-           for i in range(3)]
-    used = await sale.coupons.redeem(m, RedemptionRequest(code=old[0].code or "",
-                                                          order_id="o0", lines=CART))
-    assert used.outcome is Outcome.OK
+           for i in range(4)]
+
+    async def use(c: Any, order: str) -> None:
+        r = await sale.coupons.redeem(m, RedemptionRequest(code=c.code or "", order_id=order,
+                                                           lines=CART))
+        assert r.outcome is Outcome.OK, r
+
+    await use(old[0], "o0")
+    await persister.drain()  # the projection's rows of old[0..3] are written
+    await use(old[1], "o1")  # used in the change's own batch, before it
+    old.append((await sale.coupons.claim("d1", "u4", "drinks")).view.coupons[0])  # ditto
     a = await sale.coupons.patch_drop("d1", _patch(
         {"templates": {"drinks": {"valid_days": 20, "categories": ["tea"]}}, "per_day": 40}),
         "ops-alice")
-    assert a.outcome is Outcome.OK and a.view.coupons_extended == 2  # not the used one
+    assert a.outcome is Outcome.OK and a.view.coupons_extended == 3  # not the used ones
     new = (await sale.coupons.claim("d1", "u9", "drinks")).view.coupons[0]
     assert (new.valid_to - new.claimed_at).days == 20
     await persister.drain()
@@ -55,9 +63,13 @@ async def test_live_changes_persist_recover_and_audit(sale: Engine, store: Store
     assert data["actor"] == "ops-alice"
     assert msgspec.json.decode(data["before"])["cp_per_day"] == "-1"
     assert msgspec.json.decode(data["after"])["cp_per_day"] == "40"
-    for c in old[1:]:  # the projection extended the two still active
-        assert rows[c.coupon_id].valid_to_ms == int(c.claimed_at.timestamp() * 1000) + 20 * DAY_MS
-    assert rows[old[0].coupon_id].valid_to_ms == int(old[0].valid_to.timestamp() * 1000)
+    # the projection extended the three still active (two rows written before the
+    # change, one in its batch), not the two used ones; and it agrees with Redis
+    for c in old:
+        ends = int(c.claimed_at.timestamp() * 1000) + (10 if c in old[:2] else 20) * DAY_MS
+        assert rows[c.coupon_id].valid_to_ms == ends, c.coupon_id
+        raw = await sale.redis.hget("{c:d1}:cpn", c.coupon_id)
+        assert records.COUPON.decode(str(raw)).vt == ends
 
     before = await _coupon_state(raw_redis)
     assert before["meta"]["cp_rev:drinks"] == "1" and before["meta"]["cp_per_day"] == "40"
@@ -65,10 +77,10 @@ async def test_live_changes_persist_recover_and_audit(sale: Engine, store: Store
     await recover_campaign(raw_redis, store, "d1", 86_400_000)
     assert await _coupon_state(raw_redis) == before
     # after recovery: the old coupon keeps drinks, the new one is tea only
-    r = await sale.coupons.redeem(m, RedemptionRequest(code=old[1].code or "", order_id="o1",
+    r = await sale.coupons.redeem(m, RedemptionRequest(code=old[2].code or "", order_id="o2",
                                                        lines=CART))
     assert r.outcome is Outcome.OK, r
-    r = await sale.coupons.redeem(m, RedemptionRequest(code=new.code or "", order_id="o2",
+    r = await sale.coupons.redeem(m, RedemptionRequest(code=new.code or "", order_id="o3",
                                                        lines=CART))
     assert r.reason == "no_qualifying_lines"
     await persister.drain()
