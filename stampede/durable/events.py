@@ -188,6 +188,9 @@ class CouponRedeemed(Event, tag="coupon_redeemed"):
     user: str
     template: str
     fp: str = ""
+    lines: str = ""
+    """Coupon rules: the discount per line, JSON [[item, category, qty, amount,
+    discount], ...] ('' for an order without lines)."""
 
 
 class CouponRolledBack(Event, tag="coupon_rolled_back"):

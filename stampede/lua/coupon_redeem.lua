@@ -13,6 +13,8 @@
 -- ARGV[11]    the template revision the engine priced with (meta cp_rev:<template>, 0 absent)
 -- ARGV[12]    usable windows 'start,end,...' (UTC ms) of a template with hours or days,
 --             compiled by the engine (domain/coupons/rules.py); '' when it has none
+-- ARGV[13]    the discount per line, JSON [[item, category, qty, amount, discount], ...]
+--             for the event ('' for an order without lines)
 -- Returns     {code, reason, redemption_id, coupon_id, discount, uses_left, status, ts}
 --             reason: bad_code, used, expired, not_yet_valid, code_expired, merchant_cap,
 --             template, outside_hours[:next_ms:wait_ms], ''; on OK, 'replayed' when this
@@ -34,7 +36,7 @@
 local loc, tpl, merchant, order = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local amount, discount, step = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local step_ms, rid, fingerprint = tonumber(ARGV[8]), ARGV[9], ARGV[10]
-local rev, spans = ARGV[11] or '0', ARGV[12] or ''
+local rev, spans, per_line = ARGV[11] or '0', ARGV[12] or '', ARGV[13] or ''
 
 local now = now_ms()
 local function answer(code, reason, r_id, coupon, off, uses, status, ts)
@@ -101,8 +103,12 @@ redis.call('HSET', C.redeems, rid, format_redemption({status = 'redeemed', coupo
   fingerprint = fingerprint, tpl = c.tpl, day = day}), order_field, rid)
 stat('redeemed', 1, c.tpl, day, merchant)
 stat('discount', discount, c.tpl, day, merchant)
-emit(now, 'coupon_redeemed', {'coupon', coupon_id, 'redemption', rid, 'merchant', merchant,
-                              'order', order, 'amount', amount, 'discount', discount,
-                              'uses_left', c.uses, 'user', c.owner, 'template', c.tpl,
-                              'fp', fingerprint})
+local fields = {'coupon', coupon_id, 'redemption', rid, 'merchant', merchant,
+                'order', order, 'amount', amount, 'discount', discount,
+                'uses_left', c.uses, 'user', c.owner, 'template', c.tpl, 'fp', fingerprint}
+if per_line ~= '' then
+  fields[#fields + 1] = 'lines'
+  fields[#fields + 1] = per_line
+end
+emit(now, 'coupon_redeemed', fields)
 return answer(OK, '', rid, coupon_id, discount, c.uses, 'redeemed', now)

@@ -59,6 +59,11 @@ async def test_live_changes_persist_recover_and_audit(sale: Engine, store: Store
         ev = (await conn.execute(select(t.events).where(
             t.events.c.type == "coupon_drop_patched"))).one()
         rows = {r.coupon_id: r for r in await conn.execute(select(t.coupons))}
+        used = (await conn.execute(select(t.events).where(
+            t.events.c.type == "coupon_redeemed"))).first()
+    assert used is not None  # the discount per line is in the event
+    assert msgspec.json.decode(msgspec.json.decode(used.data)["lines"]) == \
+        [["latte", "drinks", 1, 3200, 500]]
     data = msgspec.json.decode(ev.data)
     assert data["actor"] == "ops-alice"
     assert msgspec.json.decode(data["before"])["cp_per_day"] == "-1"

@@ -395,7 +395,10 @@ class Coupons:
         reply = await self.scripts.run("coupon_redeem", [*keys.coupon_keys(cid)], [
             parsed.locator, this.tid, merchant.merchant_id, req.order_id, amount, off,
             -1 if parsed.step is None else parsed.step, codes.STEP_MS,
-            keys.new_claim_id(cid), fingerprint, rules_now.rev, spans])
+            keys.new_claim_id(cid), fingerprint, rules_now.rev, spans,
+            "" if req.lines is None else _json.encode(
+                [[x.item, x.category, x.qty, x.amount, d]
+                 for x, d in zip(req.lines, per_line, strict=True)]).decode()])
         outcome = OUTCOMES[int(reply[0])]
         if outcome is not Outcome.OK:
             return refused(outcome, reply[1])
