@@ -22,7 +22,8 @@ from stampede.api.guard import client_signals, guard_answer
 from stampede.api.headers import header
 from stampede.api.idempotency import checked_key
 from stampede.api.routing import CID, ApiRoutes
-from stampede.domain.coupons.service import Answer, order_total
+from stampede.domain.coupons.pricing import order_total
+from stampede.domain.coupons.service import Answer
 from stampede.domain.coupons.spec import (
     CouponClaimRequest,
     CouponClaimView,

@@ -22,8 +22,9 @@ from redis.asyncio import Redis
 
 from stampede.domain import throttle
 from stampede.domain.batcher import ClaimBatcher
-from stampede.domain.coupons import changes, codes, discount, rules, templates
+from stampede.domain.coupons import changes, codes, discount, pricing, templates
 from stampede.domain.coupons.codes import CodeKeys
+from stampede.domain.coupons.pricing import TemplateRules, order_total
 from stampede.domain.coupons.spec import (
     CartLine,
     CouponClaimView,
@@ -38,7 +39,6 @@ from stampede.domain.coupons.spec import (
     MerchantCredentials,
     MerchantSpec,
     Qualification,
-    QualifyReason,
     QualifyView,
     RedemptionRequest,
     RedemptionView,
@@ -378,8 +378,9 @@ class Coupons:
         coupons = [f for f in found if f is not None]
         this, rules_now = first
         others_t = {loc: f.template for loc, f in zip(locators[1:], coupons[1:], strict=True)}
-        best = pick_revision(rules_now, this.record.claimed, merchant, amount, req.lines,
-                             parsed.locator, others_t)
+        best = pricing.pick_revision(rules_now, this.record.claimed,
+                                     lambda t: in_scope(t, merchant), amount, req.lines,
+                                     parsed.locator, others_t)
         # as before cart rules: merchant scope, then stacking, then the order's fit
         if best == "merchant_scope":
             return Answer(Outcome.CONFLICT, best)
@@ -414,7 +415,7 @@ class Coupons:
             status=status, uses_left=int(uses), redeemed_at=from_ms(int(ts)), lines=lines))
 
     async def with_rules(self, cid: str, mode: str, names: Sequence[str]
-                         ) -> list[tuple[_Found, "TemplateRules"] | None]:
+                         ) -> list[tuple[_Found, TemplateRules] | None]:
         """Coupons of a drop by locator or id, each with its template's rules (spec,
         revision, replaced revisions, the drop's zone) and the scripts' clock: one call."""
         reply = await self.scripts.run("coupon_rules_lookup", [*keys.coupon_keys(cid)],
@@ -428,7 +429,7 @@ class Coupons:
                 continue
             t = _template(spec)
             out.append((_Found(cid, cpn, records.COUPON.decode(raw), t),
-                        TemplateRules(t, str(rev), _history(str(hist)), tz, now)))
+                        TemplateRules(t, str(rev), pricing.history(str(hist)), tz, now)))
         return out
 
     async def rollback(self, redemption_id: str, merchant_id: str) -> Answer:
@@ -477,11 +478,12 @@ class Coupons:
         for cid, ids in zip(drops, held, strict=True):
             if not ids:
                 continue
-            priced: dict[tuple[str, int], PickedRevision] = {}
+            priced: dict[tuple[str, int], pricing.PickedRevision] = {}
             for got in await self.with_rules(cid, "id", sorted(ids)):
                 if got is not None and got[0].record.owner == user \
                         and got[0].record.status == "active":
-                    out.append(_qualification(got[0], got[1], amount, lines, priced))
+                    out.append(pricing.qualification(got[0].coupon_id, cid, got[0].record,
+                                                     got[1], amount, lines, priced))
         out.sort(key=lambda q: (not q.fits, -q.discount, q.coupon_id))
         return QualifyView(cart_amount=amount, coupons=out)
 
@@ -630,115 +632,6 @@ class Coupons:
 
 
 _MERCHANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-
-
-# -- coupon rules: the template's revisions and the order -----------------------------
-
-@dataclass(frozen=True)
-class TemplateRules:
-    spec: TemplateSpec
-    rev: str
-    history: tuple[tuple[int, TemplateSpec], ...]
-    """(until ms, spec) of the revisions live changes replaced, oldest first."""
-    time_zone: str
-    now: int
-    """The scripts' clock when the rules were read (ms)."""
-
-    def for_coupon(self, claimed_ms: int) -> list[TemplateSpec]:
-        """The revisions a coupon may use: the one it was issued under and every
-        later one (a narrowed scope does not take away what was issued)."""
-        return [t for until, t in self.history if until > claimed_ms] + [self.spec]
-
-
-@functools.lru_cache(maxsize=1024)
-def _history(raw: str) -> tuple[tuple[int, TemplateSpec], ...]:
-    return tuple((int(until), _template(spec)) for until, spec in _hist_decoder.decode(raw))
-
-
-_hist_decoder = msgspec.json.Decoder(list[tuple[int, str]])
-
-
-PickedRevision = str | tuple[int, list[int], str]
-"""pick_revision's answer: the reason none fits, or (discount, per line, windows)."""
-
-
-def _qualification(f: _Found, r: TemplateRules, amount: int, lines: Sequence[CartLine],
-                   priced: dict[tuple[str, int], PickedRevision]) -> Qualification:
-    """One coupon on a cart. `priced` remembers the answer per template and set of
-    revisions: the coupons of one template in a wallet mostly share it."""
-    def no(reason: str, usable_at: int | None = None) -> Qualification:
-        return Qualification(coupon_id=f.coupon_id, campaign_id=f.cid, template=f.tid,
-                             fits=False, discount=0, reason=cast(QualifyReason, reason),
-                             usable_at=None if usable_at is None else from_ms(usable_at))
-    now = r.now
-    if now >= f.record.vt:
-        return no("expired")
-    if now < f.record.vf:
-        return no("not_yet_valid")
-    key = (f.tid, len(r.for_coupon(f.record.claimed)))
-    best = priced.get(key)
-    if best is None:
-        best = priced[key] = pick_revision(r, f.record.claimed, None, amount, lines,
-                                           "this", {})
-    if isinstance(best, str):
-        return no(best)
-    off, per_line, spans = best
-    if spans:
-        open_now, next_start = rules.usable(_pairs(spans), now)
-        if not open_now:
-            return no("outside_hours", next_start if next_start is not None
-                      and next_start < f.record.vt else None)
-    return Qualification(
-        coupon_id=f.coupon_id, campaign_id=f.cid, template=f.tid, fits=True, discount=off,
-        lines=[LineDiscount(item=line.item, category=line.category, qty=line.qty,
-                            amount=line.amount, discount=d)
-               for line, d in zip(lines, per_line, strict=True)])
-
-
-def order_total(req: RedemptionRequest) -> int:
-    """The order's amount: order_amount, or the sum of its lines (both: they must agree)."""
-    if req.lines is None:
-        if req.order_amount is None:
-            raise ValidationError("order_amount is required when the order has no lines")
-        return req.order_amount
-    total = sum(line.amount for line in req.lines)
-    if req.order_amount is not None and req.order_amount != total:
-        raise ValidationError(f"order_amount {req.order_amount} is not the sum of the lines' "
-                              f"amounts ({total})")
-    return total
-
-
-def pick_revision(r: TemplateRules, claimed_ms: int, merchant: Merchant | None, amount: int,
-                  lines: Sequence[CartLine] | None, key: str,
-                  others: dict[str, TemplateSpec]) -> PickedRevision:
-    """The best revision of a coupon's template for this order, as (discount, its
-    share per line, the windows the script checks), or the reason none fits: the
-    reason of the current revision (merchant scope, lines, threshold)."""
-    now = r.now
-    fitting: list[tuple[bool, int, list[int], str]] = []
-    reason = ""
-    for t in r.for_coupon(claimed_ms):
-        why = "merchant_scope" if merchant is not None and not in_scope(t, merchant) \
-            else rules.fit(t, amount, lines).reason
-        if why:
-            reason = why
-            continue
-        offs, shares = rules.order_discounts(amount, lines, {key: t, **others})
-        windows = rules.windows(t, r.time_zone, now)
-        open_now = not rules.timed(t) or rules.usable(windows, now)[0]
-        fitting.append((open_now, offs[key], shares[key], rules.encode_windows(t, windows)))
-    if not fitting:
-        return reason
-    open_now, off, per_line, spans = max(fitting, key=lambda f: (f[0], f[1]))
-    if not open_now:  # none usable now: the script answers with the soonest window
-        union = sorted(p for f in fitting for p in _pairs(f[3]))
-        spans = ",".join(f"{a},{b}" for a, b in union) or "0,0"
-    return off, per_line, spans
-
-
-def _pairs(text: str) -> list[tuple[int, int]]:
-    n = [int(x) for x in text.split(",") if x]
-    return [(n[i], n[i + 1]) for i in range(0, len(n), 2) if n[i] < n[i + 1]]
 
 
 def in_scope(t: TemplateSpec, m: Merchant) -> bool:
