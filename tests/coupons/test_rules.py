@@ -330,3 +330,19 @@ async def test_concurrent_patches_each_apply_once(drop: Engine) -> None:
     assert all(a.outcome is Outcome.OK for a in answers)
     rev, hist = await drop.redis.hmget("{c:d1}:meta", "cp_rev:plain", "cp_hist:plain")
     assert rev == "10" and len(msgspec.json.decode(hist)) == 10
+
+
+async def test_no_window_before_expiry_says_never(engine: Engine) -> None:
+    """A Monday-only coupon valid one day, claimed on another day: no window is
+    left before it expires, so the refusal names no time (and qualification none)."""
+    now = datetime.now(UTC)
+    other = [d for d in rules.DAYS if d != rules.DAYS[now.weekday()]
+             and d != rules.DAYS[(now.weekday() + 1) % 7]][0]
+    await engine.define_campaign("d3", drop_spec(templates={
+        "once": {"kind": "fixed_off", "face_value": 100, "valid_days": 1, "days": [other]}}))
+    m = await merchant(engine)
+    code = await _code(engine, "once", cid="d3")
+    r = await engine.coupons.redeem(m, _req(code, amount=500, order="n1"))
+    assert (r.outcome, r.reason, r.params) == (Outcome.CONFLICT, "outside_hours", {})
+    (q,) = (await engine.coupons.qualify("alice", [line("a", "b", 1, 500)])).coupons
+    assert (q.fits, q.reason, q.usable_at) == (False, "outside_hours", None)
