@@ -12,6 +12,7 @@ from stampede.api import (
     admin,
     console,
     console_feed,
+    coupon_rules,
     coupons,
     docs,
     guard,
@@ -107,12 +108,12 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
 def make_public_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                     max_body: int = 16_384, metrics: bool = True) -> web.Application:
     return _make_app(PUBLIC_TITLE, [public.api, live.api, queues.api, guard.api,
-                                        coupons.api], engine,
+                                        coupons.api, coupon_rules.api], engine,
                      auth, ready, max_body, metrics)
 
 
 def make_admin_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                    max_body: int = 262_144, metrics: bool = True) -> web.Application:
-    return _make_app("Stampede admin API", [admin.api, coupons.admin_api, webhooks.api,
-                                            console.api, console_feed.api],
+    return _make_app("Stampede admin API", [admin.api, coupons.admin_api, coupon_rules.admin_api,
+                                            webhooks.api, console.api, console_feed.api],
                      engine, auth, ready, max_body, metrics)
