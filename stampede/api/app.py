@@ -85,7 +85,7 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
         return json_response(spec)
 
     app.router.add_get("/openapi.json", openapi)
-    app.router.add_get("/docs", docs.page(title))
+    docs.install(app, title)
     registry = scrape_registry(engine.settings.metrics_multiprocess_dir)
     app.router.add_get("/metrics", metrics_handler(registry))
     return app
