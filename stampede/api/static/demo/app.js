@@ -107,6 +107,7 @@ async function enterQueue() {
 }
 
 function ready() {
+  if (drop === cid) return show("claim", false);  // a coupon drop has no sale to claim
   const open = Date.parse(campaign.opens_at) <= Date.now();
   $("claim").disabled = !(open && admitted);
 }
