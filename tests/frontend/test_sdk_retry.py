@@ -97,3 +97,24 @@ async def test_503_is_retried_until_the_backend_is_back_with_one_hold(
     assert out["hold"]["status"] == "held"
     stats = sku_stats(service, "stall")
     assert (stats["held"], stats["available"]) == (1, 9)
+
+
+async def test_a_retry_after_beyond_the_cap_is_thrown_not_waited_for(
+        page: Any, service: Service) -> None:
+    put_campaign(service, "slow", qty=10, limits={"per_user": 10},
+                 throttle={"user": {"per_s": 0.01, "burst": 1}})  # one claim per 100 s
+    await offline(page)
+    await page.goto(f"{service.url}/docs")
+    out = await page.evaluate("""async () => {
+      const { Stampede } = await import('/sdk/v1/stampede.js');
+      const retries = [];
+      const shop = new Stampede({ headers: { 'X-User-Id': 'tom' }, retry: { capMs: 8000 },
+                                  onRetry: (e) => retries.push(e) });
+      await shop.claim('slow', { sku: 'tee', qty: 1 });
+      const t0 = performance.now();
+      try { await shop.claim('slow', { sku: 'tee', qty: 2 }); return { ok: true }; }
+      catch (e) { return { code: e.code, after: e.retryAfterMs, retries: retries.length,
+                           ms: performance.now() - t0 }; }
+    }""")
+    assert out["code"] == "throttled" and out["retries"] == 0
+    assert out["after"] > 8000 and out["ms"] < 3000
