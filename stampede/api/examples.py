@@ -95,9 +95,10 @@ def _string(schema: dict[str, Any], name: str) -> str:
     return "x" * max(1, low)
 
 
-def error_example(status: int) -> dict[str, Any]:
-    """The error body of the first refusal (by code) with this status."""
-    found = sorted((r for r in REFUSALS.values() if r.status == status), key=lambda r: r.code)
+def error_example(status: int, codes: list[str]) -> dict[str, Any]:
+    """The error body of the first refusal of `codes` (else of any code) with this status."""
+    found = sorted((r for r in REFUSALS.values() if r.status == status),
+                   key=lambda r: (r.code not in codes[:1], r.code))
     if not found:
         return {"error": {"code": "error", "message": "the request was refused"}}
     first = found[0]

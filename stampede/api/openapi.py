@@ -5,6 +5,7 @@ from typing import Any
 import msgspec
 import msgspec.inspect as mi
 
+from stampede.api import route_errors
 from stampede.api.examples import error_example, example
 from stampede.api.idempotency import KEY_PATTERN
 from stampede.api.routing import Operation
@@ -31,10 +32,9 @@ ERROR_SCHEMA = {
                                "algorithm": {"type": "string"}}}}}},
 }
 
-def _error_text(status: int) -> str:
-    """The codes a status can carry, from the one refusal table (docs/errors.md)."""
-    codes = sorted({r.code for r in REFUSALS.values() if r.status == status})
-    text = ", ".join(codes) or "error"
+def _error_text(op: Operation, status: int) -> str:
+    """The codes this route can answer with `status` (docs/errors.md has them all)."""
+    text = ", ".join(route_errors.codes(op.handler.__name__, status, op.auth)) or "error"
     if status == 401:
         text += " (WWW-Authenticate: Bearer)"
     if status == 405:
@@ -196,9 +196,10 @@ def _operation(op: Operation, refs: dict[Any, Any], components: dict[str, Any],
                                        if r.status == status):
             headers["Retry-After"] = {"$ref": "#/components/headers/Retry-After"}
         responses[str(status)] = {
-            "description": _error_text(status), "headers": headers,
+            "description": _error_text(op, status), "headers": headers,
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"},
-                                             "example": error_example(status)}}}
+                                             "example": error_example(status, route_errors.codes(
+                                                 op.handler.__name__, status, op.auth))}}}
     out["responses"] = responses
     if op.auth != "none":
         out["security"] = _SECURITY[op.auth] if dev_auth or op.auth != "user" \

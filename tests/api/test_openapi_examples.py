@@ -7,8 +7,9 @@ from typing import Any
 import jsonschema_rs
 import pytest
 
-from stampede.api import admin, app, coupons, guard, live, public, queues, webhooks
-from stampede.api.openapi import build_spec
+from stampede.api import admin, app, coupons, guard, live, public, queues, route_errors, webhooks
+from stampede.api.openapi import build_spec, enforced_errors
+from stampede.outcomes import REFUSALS
 
 PUBLIC = build_spec("public", [op for r in (app.health, public.api, live.api, queues.api,
                                             guard.api, coupons.api) for op in r.operations],
@@ -72,3 +73,30 @@ def test_retry_after_and_request_id_are_declared_and_a_server_named() -> None:
                 for answer in op["responses"].values():
                     assert "X-Request-Id" in answer["headers"]
         assert spec["components"]["headers"]["Retry-After"]["schema"]["type"] == "integer"
+
+
+def test_each_route_names_its_own_error_codes() -> None:
+    by_status = {}
+    for r in REFUSALS.values():
+        by_status.setdefault(r.status, set()).add(r.code)
+    for name, table in route_errors.NARROWED.items():
+        for status, codes in table.items():
+            assert set(codes) <= by_status[status], (name, status)
+    ops = {op.handler.__name__: op for r in (app.health, *app.PUBLIC_ROUTES, admin.api,
+                                             coupons.admin_api, webhooks.api)
+           for op in r.operations}
+    assert set(route_errors.NARROWED) <= set(ops)
+    for name, op in ops.items():
+        statuses = set(op.errors) | enforced_errors(op)
+        for status in statuses & {403, 409}:
+            assert status in route_errors.NARROWED.get(name, {}) or (
+                status == 403 and op.auth == "operator"), f"{name} {status}: not narrowed"
+    claims = PUBLIC["paths"]["/v1/campaigns/{cid}/claims"]["post"]["responses"]
+    assert claims["409"]["description"].startswith(
+        "not_open, paused, closed, sold_out, limit_exceeded, conflict;")
+    assert "webhook_url_refused" not in claims["400"]["description"]
+    assert claims["403"]["content"]["application/json"]["example"]["error"]["code"] == \
+        "admission_required"
+    hooks = ADMIN["paths"]["/admin/v1/webhooks"]["post"]["responses"]
+    assert "webhook_url_refused" in hooks["400"]["description"]
+    assert hooks["403"]["description"].startswith("forbidden;")

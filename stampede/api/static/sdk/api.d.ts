@@ -727,7 +727,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description invalid_request, malformed_request, webhook_url_refused; see docs/errors.md */
+            /** @description invalid_request, malformed_request; see docs/errors.md */
             400: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -813,7 +813,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description invalid_request, malformed_request, webhook_url_refused; see docs/errors.md */
+            /** @description invalid_request, malformed_request; see docs/errors.md */
             400: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -921,7 +921,7 @@ export interface operations {
                     "application/json": components["schemas"]["ClaimView"];
                 };
             };
-            /** @description invalid_request, malformed_request, webhook_url_refused; see docs/errors.md */
+            /** @description invalid_request, malformed_request; see docs/errors.md */
             400: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -957,7 +957,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description admission_required, blocked, challenge_required, cors_origin, forbidden; see docs/errors.md */
+            /** @description admission_required, blocked, challenge_required; see docs/errors.md */
             403: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -993,7 +993,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description closed, conflict, hold_expired, limit_exceeded, not_open, paused, sold_out; Retry-After where waiting helps; see docs/errors.md */
+            /** @description not_open, paused, closed, sold_out, limit_exceeded, conflict; Retry-After where waiting helps; see docs/errors.md */
             409: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -1004,8 +1004,8 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "closed",
-                     *         "message": "campaign '?' is closed"
+                     *         "code": "not_open",
+                     *         "message": "campaign '?' opens at ?"
                      *       }
                      *     }
                      */
@@ -1154,7 +1154,7 @@ export interface operations {
                     "application/json": components["schemas"]["CouponClaimView"];
                 };
             };
-            /** @description invalid_request, malformed_request, webhook_url_refused; see docs/errors.md */
+            /** @description invalid_request, malformed_request; see docs/errors.md */
             400: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -1190,7 +1190,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description admission_required, blocked, challenge_required, cors_origin, forbidden; see docs/errors.md */
+            /** @description admission_required, blocked, challenge_required, forbidden; see docs/errors.md */
             403: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -1226,7 +1226,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description closed, conflict, hold_expired, limit_exceeded, not_open, paused, sold_out; Retry-After where waiting helps; see docs/errors.md */
+            /** @description not_open, paused, closed, sold_out, limit_exceeded, conflict; Retry-After where waiting helps; see docs/errors.md */
             409: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -1237,8 +1237,8 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "closed",
-                     *         "message": "campaign '?' is closed"
+                     *         "code": "not_open",
+                     *         "message": "campaign '?' opens at ?"
                      *       }
                      *     }
                      */
@@ -1349,7 +1349,7 @@ export interface operations {
                     "text/event-stream": components["schemas"]["LiveState"];
                 };
             };
-            /** @description invalid_request, malformed_request, webhook_url_refused; see docs/errors.md */
+            /** @description invalid_request, malformed_request; see docs/errors.md */
             400: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -1441,7 +1441,7 @@ export interface operations {
                     "application/json": components["schemas"]["QueueTicket"];
                 };
             };
-            /** @description invalid_request, malformed_request, webhook_url_refused; see docs/errors.md */
+            /** @description invalid_request, malformed_request; see docs/errors.md */
             400: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -1495,7 +1495,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description closed, conflict, hold_expired, limit_exceeded, not_open, paused, sold_out; Retry-After where waiting helps; see docs/errors.md */
+            /** @description closed; Retry-After where waiting helps; see docs/errors.md */
             409: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -1570,7 +1570,7 @@ export interface operations {
                     "application/json": components["schemas"]["QueueTicket"];
                 };
             };
-            /** @description invalid_request, malformed_request, webhook_url_refused; see docs/errors.md */
+            /** @description invalid_request, malformed_request; see docs/errors.md */
             400: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -1681,7 +1681,7 @@ export interface operations {
                     "application/json": components["schemas"]["WaitlistView"];
                 };
             };
-            /** @description invalid_request, malformed_request, webhook_url_refused; see docs/errors.md */
+            /** @description invalid_request, malformed_request; see docs/errors.md */
             400: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -1798,7 +1798,7 @@ export interface operations {
                     "application/json": components["schemas"]["WaitlistEntry"];
                 };
             };
-            /** @description invalid_request, malformed_request, webhook_url_refused; see docs/errors.md */
+            /** @description invalid_request, malformed_request; see docs/errors.md */
             400: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -1834,7 +1834,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description admission_required, blocked, challenge_required, cors_origin, forbidden; see docs/errors.md */
+            /** @description admission_required; see docs/errors.md */
             403: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -1870,7 +1870,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description closed, conflict, hold_expired, limit_exceeded, not_open, paused, sold_out; Retry-After where waiting helps; see docs/errors.md */
+            /** @description not_open, paused, closed, limit_exceeded, conflict; Retry-After where waiting helps; see docs/errors.md */
             409: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -1881,8 +1881,8 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "closed",
-                     *         "message": "campaign '?' is closed"
+                     *         "code": "not_open",
+                     *         "message": "campaign '?' opens at ?"
                      *       }
                      *     }
                      */
@@ -1960,7 +1960,7 @@ export interface operations {
                     "application/json": components["schemas"]["WaitlistEntry"];
                 };
             };
-            /** @description invalid_request, malformed_request, webhook_url_refused; see docs/errors.md */
+            /** @description invalid_request, malformed_request; see docs/errors.md */
             400: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -2066,7 +2066,7 @@ export interface operations {
                     "application/json": components["schemas"]["ClaimView"];
                 };
             };
-            /** @description invalid_request, malformed_request, webhook_url_refused; see docs/errors.md */
+            /** @description invalid_request, malformed_request; see docs/errors.md */
             400: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -2175,7 +2175,7 @@ export interface operations {
                     "application/json": components["schemas"]["ClaimView"];
                 };
             };
-            /** @description invalid_request, malformed_request, webhook_url_refused; see docs/errors.md */
+            /** @description invalid_request, malformed_request; see docs/errors.md */
             400: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -2229,7 +2229,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description closed, conflict, hold_expired, limit_exceeded, not_open, paused, sold_out; Retry-After where waiting helps; see docs/errors.md */
+            /** @description hold_expired, conflict; Retry-After where waiting helps; see docs/errors.md */
             409: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -2240,8 +2240,8 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "closed",
-                     *         "message": "campaign '?' is closed"
+                     *         "code": "hold_expired",
+                     *         "message": "the hold of claim '?' has expired"
                      *       }
                      *     }
                      */
@@ -2321,7 +2321,7 @@ export interface operations {
                     "application/json": components["schemas"]["ClaimView"];
                 };
             };
-            /** @description invalid_request, malformed_request, webhook_url_refused; see docs/errors.md */
+            /** @description invalid_request, malformed_request; see docs/errors.md */
             400: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -2375,7 +2375,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description closed, conflict, hold_expired, limit_exceeded, not_open, paused, sold_out; Retry-After where waiting helps; see docs/errors.md */
+            /** @description hold_expired, conflict; Retry-After where waiting helps; see docs/errors.md */
             409: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -2386,8 +2386,8 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "closed",
-                     *         "message": "campaign '?' is closed"
+                     *         "code": "hold_expired",
+                     *         "message": "the hold of claim '?' has expired"
                      *       }
                      *     }
                      */
@@ -2471,7 +2471,7 @@ export interface operations {
                     "application/json": components["schemas"]["CouponView"];
                 };
             };
-            /** @description invalid_request, malformed_request, webhook_url_refused; see docs/errors.md */
+            /** @description invalid_request, malformed_request; see docs/errors.md */
             400: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -2574,7 +2574,7 @@ export interface operations {
                     "application/json": components["schemas"]["RotatingCode"];
                 };
             };
-            /** @description invalid_request, malformed_request, webhook_url_refused; see docs/errors.md */
+            /** @description invalid_request, malformed_request; see docs/errors.md */
             400: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -2628,7 +2628,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description closed, conflict, hold_expired, limit_exceeded, not_open, paused, sold_out; Retry-After where waiting helps; see docs/errors.md */
+            /** @description conflict; Retry-After where waiting helps; see docs/errors.md */
             409: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -2639,8 +2639,8 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "closed",
-                     *         "message": "campaign '?' is closed"
+                     *         "code": "conflict",
+                     *         "message": "a request with Idempotency-Key '?' is still in progress; retry shortly"
                      *       }
                      *     }
                      */
@@ -2699,7 +2699,7 @@ export interface operations {
                     "application/json": components["schemas"]["GiftOffer"];
                 };
             };
-            /** @description invalid_request, malformed_request, webhook_url_refused; see docs/errors.md */
+            /** @description invalid_request, malformed_request; see docs/errors.md */
             400: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -2753,7 +2753,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description closed, conflict, hold_expired, limit_exceeded, not_open, paused, sold_out; Retry-After where waiting helps; see docs/errors.md */
+            /** @description conflict; Retry-After where waiting helps; see docs/errors.md */
             409: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -2764,8 +2764,8 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "closed",
-                     *         "message": "campaign '?' is closed"
+                     *         "code": "conflict",
+                     *         "message": "a request with Idempotency-Key '?' is still in progress; retry shortly"
                      *       }
                      *     }
                      */
@@ -2859,7 +2859,7 @@ export interface operations {
                     "application/json": components["schemas"]["CouponView"];
                 };
             };
-            /** @description invalid_request, malformed_request, webhook_url_refused; see docs/errors.md */
+            /** @description invalid_request, malformed_request; see docs/errors.md */
             400: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -2913,7 +2913,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description closed, conflict, hold_expired, limit_exceeded, not_open, paused, sold_out; Retry-After where waiting helps; see docs/errors.md */
+            /** @description limit_exceeded, conflict; Retry-After where waiting helps; see docs/errors.md */
             409: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -2924,8 +2924,8 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "closed",
-                     *         "message": "campaign '?' is closed"
+                     *         "code": "limit_exceeded",
+                     *         "message": "user '?' may hold at most ? units in campaign '?' (per-user limit); they hold ?"
                      *       }
                      *     }
                      */
@@ -3031,7 +3031,7 @@ export interface operations {
                     "application/json": components["schemas"]["Wallet"];
                 };
             };
-            /** @description invalid_request, malformed_request, webhook_url_refused; see docs/errors.md */
+            /** @description invalid_request, malformed_request; see docs/errors.md */
             400: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -3153,7 +3153,7 @@ export interface operations {
                     "application/json": components["schemas"]["RedemptionView"];
                 };
             };
-            /** @description invalid_request, malformed_request, webhook_url_refused; see docs/errors.md */
+            /** @description invalid_request, malformed_request; see docs/errors.md */
             400: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -3189,7 +3189,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description admission_required, blocked, challenge_required, cors_origin, forbidden; see docs/errors.md */
+            /** @description forbidden; see docs/errors.md */
             403: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -3199,8 +3199,8 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "admission_required",
-                     *         "message": "campaign '?' has a waiting room: take a ticket (POST /v1/campaigns/?/queue) and claim with the admission token you get when admitted (X-Admission-Token)"
+                     *         "code": "forbidden",
+                     *         "message": "drop '?' is limited per person: your token must carry an identity (idh)"
                      *       }
                      *     }
                      */
@@ -3225,7 +3225,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description closed, conflict, hold_expired, limit_exceeded, not_open, paused, sold_out; Retry-After where waiting helps; see docs/errors.md */
+            /** @description limit_exceeded, conflict; Retry-After where waiting helps; see docs/errors.md */
             409: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -3236,8 +3236,8 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": {
-                     *         "code": "closed",
-                     *         "message": "campaign '?' is closed"
+                     *         "code": "limit_exceeded",
+                     *         "message": "user '?' may hold at most ? units in campaign '?' (per-user limit); they hold ?"
                      *       }
                      *     }
                      */
@@ -3335,7 +3335,7 @@ export interface operations {
                     "application/json": components["schemas"]["RedemptionView"];
                 };
             };
-            /** @description invalid_request, malformed_request, webhook_url_refused; see docs/errors.md */
+            /** @description invalid_request, malformed_request; see docs/errors.md */
             400: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
@@ -3447,7 +3447,7 @@ export interface operations {
                     "application/json": components["schemas"]["RedemptionView"];
                 };
             };
-            /** @description invalid_request, malformed_request, webhook_url_refused; see docs/errors.md */
+            /** @description invalid_request, malformed_request; see docs/errors.md */
             400: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];
