@@ -993,6 +993,24 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description request_timeout; see docs/errors.md */
+            408: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "request_timeout",
+                     *         "message": "the request body did not all arrive within ? s of its headers"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description not_open, paused, closed, sold_out, limit_exceeded, conflict; Retry-After where waiting helps; see docs/errors.md */
             409: {
                 headers: {
@@ -1220,6 +1238,24 @@ export interface operations {
                      *       "error": {
                      *         "code": "not_found",
                      *         "message": "not found"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description request_timeout; see docs/errors.md */
+            408: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "request_timeout",
+                     *         "message": "the request body did not all arrive within ? s of its headers"
                      *       }
                      *     }
                      */
@@ -1864,6 +1900,24 @@ export interface operations {
                      *       "error": {
                      *         "code": "not_found",
                      *         "message": "not found"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description request_timeout; see docs/errors.md */
+            408: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "request_timeout",
+                     *         "message": "the request body did not all arrive within ? s of its headers"
                      *       }
                      *     }
                      */
@@ -2913,6 +2967,24 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description request_timeout; see docs/errors.md */
+            408: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "request_timeout",
+                     *         "message": "the request body did not all arrive within ? s of its headers"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description limit_exceeded, conflict; Retry-After where waiting helps; see docs/errors.md */
             409: {
                 headers: {
@@ -3219,6 +3291,24 @@ export interface operations {
                      *       "error": {
                      *         "code": "not_found",
                      *         "message": "not found"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description request_timeout; see docs/errors.md */
+            408: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "request_timeout",
+                     *         "message": "the request body did not all arrive within ? s of its headers"
                      *       }
                      *     }
                      */

@@ -103,12 +103,15 @@ def build_spec(title: str, operations: list[Operation], dev_auth: bool) -> dict[
 
 
 def enforced_errors(op: Operation) -> set[int]:
-    """The answers the router itself gives before the handler runs (see routing)."""
+    """The answers the router itself gives before the handler runs (see routing), and
+    those of reading a body (errors.read_body)."""
     errors = {400} if op.idempotent or op.query_params or op.path_params else set()
     if op.auth != "none":
         errors.add(401)
     if op.auth == "operator":
         errors.add(403)
+    if op.body is not None:  # read_body: a body over the listener's limit, or too slow
+        errors |= {408, 413}
     return errors
 
 
