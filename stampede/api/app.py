@@ -8,7 +8,19 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from stampede import Engine
-from stampede.api import admin, coupons, demo, docs, guard, live, public, queues, sdk, webhooks
+from stampede.api import (
+    admin,
+    coupon_rules,
+    coupons,
+    demo,
+    docs,
+    guard,
+    live,
+    public,
+    queues,
+    sdk,
+    webhooks,
+)
 from stampede.api.auth import Authenticator
 from stampede.api.context import AUTH, DETAILS, ENGINE, GUARD, READY, STORE_CHECK
 from stampede.api.cors import cors_middleware, parse_origins
@@ -91,7 +103,8 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
     return app
 
 
-PUBLIC_ROUTES = (public.api, live.api, queues.api, guard.api, coupons.api, sdk.api)
+PUBLIC_ROUTES = (public.api, live.api, queues.api, guard.api, coupons.api, coupon_rules.api,
+                 sdk.api)
 """The public listener's routes (besides health); `stampede.api.clientgen` builds the
 clients' spec from the same list."""
 
@@ -104,5 +117,6 @@ def make_public_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
 
 def make_admin_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                    max_body: int = 262_144, metrics: bool = True) -> web.Application:
-    return _make_app("Stampede admin API", [admin.api, coupons.admin_api, webhooks.api], engine,
+    return _make_app("Stampede admin API", [admin.api, coupons.admin_api, coupon_rules.admin_api,
+                                             webhooks.api], engine,
                      auth, ready, max_body, metrics)

@@ -312,6 +312,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/me/coupons/qualify": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Which of my active coupons fit this cart: each one's discount, or why not */
+        post: operations["qualify"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/pow-solver.js": {
         parameters: {
             query?: never;
@@ -395,6 +412,16 @@ export interface components {
             skus: components["schemas"]["SkuPublic"][];
             /** @enum {unknown} */
             state: "closed" | "open" | "paused" | "scheduled" | "sold_out";
+        };
+        /** CartLine */
+        CartLine: {
+            /** @description line total, smallest unit */
+            amount: number;
+            /** @description item or category id */
+            category: string;
+            /** @description item or category id */
+            item: string;
+            qty: number;
         };
         /** ClaimRequest */
         ClaimRequest: {
@@ -500,6 +527,14 @@ export interface components {
         Health: {
             status: string;
         };
+        /** LineDiscount */
+        LineDiscount: {
+            amount: number;
+            category: string;
+            discount: number;
+            item: string;
+            qty: number;
+        };
         /** LiveSku */
         LiveSku: {
             available: number;
@@ -520,6 +555,29 @@ export interface components {
             skus: components["schemas"]["LiveSku"][];
             /** @enum {unknown} */
             state: "closed" | "open" | "paused" | "scheduled" | "sold_out";
+        };
+        /** Qualification */
+        Qualification: {
+            campaign_id: string;
+            coupon_id: string;
+            discount: number;
+            fits: boolean;
+            /** @default null */
+            lines: components["schemas"]["LineDiscount"][] | null;
+            /** @default null */
+            reason: ("expired" | "lines_required" | "min_qty" | "no_qualifying_lines" | "not_yet_valid" | "outside_hours" | "threshold") | null;
+            template: string;
+            /** @default null */
+            usable_at: string | null;
+        };
+        /** QualifyRequest */
+        QualifyRequest: {
+            lines: components["schemas"]["CartLine"][];
+        };
+        /** QualifyView */
+        QualifyView: {
+            cart_amount: number;
+            coupons: components["schemas"]["Qualification"][];
         };
         /** QueueTicket */
         QueueTicket: {
@@ -558,14 +616,18 @@ export interface components {
             code: string;
             /** @default [] */
             codes_also_used: string[];
-            /** @description smallest currency unit */
-            order_amount: number;
+            /** @default null */
+            lines: components["schemas"]["CartLine"][] | null;
+            /** @default null */
+            order_amount: number | null;
             order_id: string;
         };
         /** RedemptionView */
         RedemptionView: {
             coupon_id: string;
             discount: number;
+            /** @default null */
+            lines: components["schemas"]["LineDiscount"][] | null;
             merchant_id: string;
             order_amount: number;
             order_id: string;
@@ -3160,6 +3222,148 @@ export interface operations {
             };
         };
     };
+    qualify: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "lines": [
+                 *         {
+                 *           "amount": 0,
+                 *           "category": "example",
+                 *           "item": "example",
+                 *           "qty": 1
+                 *         }
+                 *       ]
+                 *     }
+                 */
+                "application/json": components["schemas"]["QualifyRequest"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "cart_amount": 1,
+                     *       "coupons": [
+                     *         {
+                     *           "campaign_id": "spring-drop",
+                     *           "coupon_id": "example",
+                     *           "discount": 1,
+                     *           "fits": true,
+                     *           "template": "example"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["QualifyView"];
+                };
+            };
+            /** @description invalid_request, malformed_request; see docs/errors.md */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "invalid_request",
+                     *         "message": "a claim in campaign '?' may take at most ? units (max_per_claim); this one asks for ?"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unauthorized (WWW-Authenticate: Bearer); see docs/errors.md */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unauthorized",
+                     *         "message": "a bearer token is required (Authorization: Bearer <JWT>)"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description request_timeout; see docs/errors.md */
+            408: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "request_timeout",
+                     *         "message": "the request body did not all arrive within ? s of its headers"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description invalid_request; see docs/errors.md */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "invalid_request",
+                     *         "message": "the body is larger than the ? bytes this listener takes"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unavailable; Retry-After where waiting helps; see docs/errors.md */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "campaign '?' is being rebuilt from the store; retry shortly"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     pow_solver: {
         parameters: {
             query?: never;
@@ -3194,7 +3398,6 @@ export interface operations {
                 /**
                  * @example {
                  *       "code": "WELCOME-7QK2",
-                 *       "order_amount": 0,
                  *       "order_id": "example"
                  *     }
                  */
