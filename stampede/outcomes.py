@@ -343,6 +343,9 @@ REFUSALS: dict[str, Refusal] = {
                       "retry shortly", "Redis or the store cannot be reached", _SOON),
     "internal": _r("internal", 500, "internal error; request id {request_id}",
                    "a bug (logged with the request id)"),
+    # -- front-end kit: the browser SDK's and the demo page's files -------------------
+    "no_static_file": _r("not_found", 404, "no file {path}: {detail}",
+                         "a file of /sdk/v1/ or /demo/ that is not there"),
 }
 """Every refusal by reason. An outcome's own reason is its lower-cased name."""
 
