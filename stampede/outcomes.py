@@ -343,6 +343,9 @@ REFUSALS: dict[str, Refusal] = {
                       "retry shortly", "Redis or the store cannot be reached", _SOON),
     "internal": _r("internal", 500, "internal error; request id {request_id}",
                    "a bug (logged with the request id)"),
+    # -- front-end kit: the browser SDK's and the demo page's files -------------------
+    "no_static_file": _r("not_found", 404, "no file {path}: {detail}",
+                         "a file of /sdk/v1/ or /demo/ that is not there"),
     # -- the ops console (api/console.py, api/console_feed.py) ---------------------
     "invalid_live_ticket": _r("unauthorized", 401, "the live-feed ticket is {detail}; "
                               "POST /admin/v1/live/ticket with an admin token for a new one",

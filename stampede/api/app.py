@@ -14,11 +14,13 @@ from stampede.api import (
     console_feed,
     coupon_rules,
     coupons,
+    demo,
     docs,
     guard,
     live,
     public,
     queues,
+    sdk,
     webhooks,
 )
 from stampede.api.auth import Authenticator
@@ -99,17 +101,22 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
         return json_response(spec)
 
     app.router.add_get("/openapi.json", openapi)
-    app.router.add_get("/docs", docs.page(title))
+    docs.install(app, title)
     registry = scrape_registry(engine.settings.metrics_multiprocess_dir)
     app.router.add_get("/metrics", metrics_handler(registry))
     return app
 
 
+PUBLIC_ROUTES = (public.api, live.api, queues.api, guard.api, coupons.api, coupon_rules.api,
+                 sdk.api)
+"""The public listener's routes (besides health); `stampede.api.clientgen` builds the
+clients' spec from the same list."""
+
+
 def make_public_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                     max_body: int = 16_384, metrics: bool = True) -> web.Application:
-    return _make_app(PUBLIC_TITLE, [public.api, live.api, queues.api, guard.api,
-                                        coupons.api, coupon_rules.api], engine,
-                     auth, ready, max_body, metrics)
+    routes = [*PUBLIC_ROUTES, demo.api] if auth.dev_auth else list(PUBLIC_ROUTES)
+    return _make_app(PUBLIC_TITLE, routes, engine, auth, ready, max_body, metrics)
 
 
 def make_admin_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
