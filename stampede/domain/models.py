@@ -74,6 +74,24 @@ class WaitingRoomSpec(Struct, **_STRICT):
     """Lifetime of one admission token (poll again for a fresh one)."""
 
 
+# -- presales: access phases --------------------------------------------------------
+
+TierName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$",
+                               description="an audience tier a user's credential carries")]
+PhaseName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+
+
+class PhaseSpec(Struct, **_STRICT):
+    """One access phase: from `opens_at` on, users of its tiers may claim (until the
+    campaign closes). Without `tiers` it opens to everyone: the public sale."""
+    name: PhaseName
+    opens_at: Timestamp
+    tiers: Annotated[list[TierName], Meta(min_length=1, max_length=32)] | None = None
+
+
+Phases = Annotated[list[PhaseSpec], Meta(max_length=16)]
+
+
 class CampaignSpec(Struct, **_STRICT):
     name: Annotated[str, Meta(min_length=1, max_length=200)]
     opens_at: Timestamp
@@ -87,6 +105,8 @@ class CampaignSpec(Struct, **_STRICT):
     """Scalper throttling; none: the service's default (STAMPEDE_THROTTLE) when defined."""
     coupons: CouponDropSpec | None = None
     """Makes the campaign a coupon drop: its SKUs are coupon templates or packs."""
+    phases: Phases = []
+    """Presale access phases, in order of opening; none: everyone from opens_at."""
 
 
 class LimitsPatch(Struct, **_STRICT):
@@ -114,6 +134,8 @@ class CampaignPatch(Struct, **_STRICT):
     """Live admission settings of a campaign that has a waiting room."""
     throttle: ThrottlePatch | UnsetType = UNSET
     """Scalper throttling: the fields given replace the campaign's, for the next request."""
+    phases: Phases | UnsetType = UNSET
+    """Presale access phases, replaced whole for the next claim; [] removes them."""
 
 
 class ClaimRequest(Struct, **_STRICT):
@@ -203,6 +225,13 @@ class SkuPublic(Struct, kw_only=True):
     next_wave_at: datetime | None = None
 
 
+class PhasePublic(Struct, kw_only=True):
+    name: str
+    opens_at: datetime
+    tiers: list[str] | None = None
+    """null: everyone."""
+
+
 class CampaignPublic(Struct, kw_only=True):
     id: str
     name: str
@@ -210,6 +239,8 @@ class CampaignPublic(Struct, kw_only=True):
     opens_at: datetime
     closes_at: datetime
     skus: list[SkuPublic]
+    phases: list[PhasePublic] = []
+    """Presale access phases in force (empty: everyone from opens_at)."""
 
 
 class LiveSku(Struct, kw_only=True):

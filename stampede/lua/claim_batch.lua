@@ -8,19 +8,22 @@
 -- ARGV[2]     sweep limit: expired holds to release before claiming
 -- ARGV[3]     the batch's claims, one msgpack array of claim_arg
 --             (stampede/state/records.py ClaimArg: claim_id, user, sku, qty,
---             idem_slot, admission, fingerprint, guard); idem_slot is the
+--             idem_slot, admission, fingerprint, guard, tiers); idem_slot is the
 --             KEYS index of its idempotency key, 0 if none; admission the
 --             expiry (ms) of the admission token the engine verified, -1 if
 --             none; guard the claim's guard context (GuardArg), which the
 --             engine leaves out for a campaign unguarded at its last reply:
 --             such a claim of a guarded campaign is answered GUARD_CONTEXT_NEEDED,
 --             unchanged,
---             to be sent again.
+--             to be sent again; tiers the audience tiers of the claimant's
+--             credential, read only when the campaign has access phases.
 -- Returns     a flat array, five per claim: code, claim_id, deadline_ms, price,
 --             created_ms (code is an outcome; the rest are '' unless OK; a
 --             refusal may put its detail "reason[:value[:value]]" in place of
 --             claim_id: no_campaign, not_a_sale, no_sku, bad_qty,
 --             'not_open:<opens_ms>:<wait_ms>', 'max_per_claim:<max>',
+--             'phase_not_open:<opens_ms>:<wait_ms>' (when the claimant's access
+--             phase opens), not_eligible (no phase admits them),
 --             'per_user:<limit>:<held>', 'per_sku:<limit>:<held>'), then
 --             one last element: 0 if the campaign is unguarded, else 1, or the
 --             window (ms) of its recent_campaigns signal when a rule reads it.
@@ -38,6 +41,7 @@
 --@include common
 --@include gcra
 --@include guard
+--@include phases
 
 local idem_ttl = tonumber(ARGV[1])
 local now = now_ms()
@@ -45,11 +49,12 @@ release_due_waves(now)
 expire_due_holds(now, tonumber(ARGV[2]))
 
 local gate, gate_detail = sale_gate(now)
-local meta = redis.call('HMGET', K.meta, 'per_user', 'hold_ttl_ms', 'max_qty', 'wr_on')
+local meta = redis.call('HMGET', K.meta, 'per_user', 'hold_ttl_ms', 'max_qty', 'wr_on', 'ph')
 local per_user = tonumber(meta[1] or '-1')
 local hold_ttl = tonumber(meta[2] or '0')
 local max_qty = tonumber(meta[3] or '1')
 local waiting_room = meta[4] == '1'
+local phases = parse_phases(meta[5])  -- nil for a campaign without presale phases
 local waitlists = redis.call('EXISTS', K.waitlist) == 1
 local guard_cfg = load_guard_config(NKEYS + 1)
 
@@ -97,7 +102,7 @@ local function remember(slot, fingerprint, code, claim_id, deadline, price, crea
   end
 end
 
-local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint, g)
+local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint, g, tiers)
   if slot > 0 then
     local prior = redis.call('GET', KEYS[slot])
     if prior then
@@ -117,7 +122,18 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
     if verdict ~= OK then return answer(verdict[1], verdict[2], verdict[3]) end
   end
   -- Refusals by state are "try later" answers, not remembered.
-  if gate ~= OK then return answer(gate, gate_detail) end
+  -- Before the opening, a phased campaign answers with the claimant's own opening.
+  if gate ~= OK and not (gate == NOT_OPEN and phases) then return answer(gate, gate_detail) end
+  if phases then
+    local opens = phase_opening(phases, tiers or {})
+    if not opens then
+      tally_one('not_eligible')
+      return answer(NOT_ELIGIBLE, 'not_eligible')
+    end
+    if now < opens then
+      return answer(NOT_OPEN, 'phase_not_open:' .. opens .. ':' .. (opens - now))
+    end
+  end
   if waiting_room and not admitted(now, user, admission) then
     return answer(ADMISSION_REQUIRED)
   end
@@ -168,7 +184,7 @@ end
 for _, a in ipairs(cmsgpack.unpack(ARGV[3])) do
   local c = claim_arg_from(a)
   claim_one(c.claim_id, c.user, c.sku, c.qty, c.idem_slot, c.admission, c.fingerprint,
-            guard_cfg and guard_context(c.user, c.guard))
+            guard_cfg and guard_context(c.user, c.guard), c.tiers)
 end
 flush_stock()
 guard_flush(now)  -- the campaign limiter, refusal counts, one requests_refused event

@@ -14,7 +14,7 @@ Fragments:
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, get_origin
 
 import msgspec
 
@@ -115,6 +115,8 @@ def _to(struct: type[msgspec.Struct]) -> str:
             conv = f"{lua_name(inner)}_to"
             v = {"one": f"{conv}({v})", "optional": f"{v} and {conv}({v})",
                  "list": f"(#{v} > 0 and list_of({v}, {conv}) or nil)"}[how]
+        elif get_origin(tp) is list:  # likewise a list of plain values
+            v = f"(#{v} > 0 and {v} or nil)"
         parts.append(v if array else f"{at[1:]} = {v}")
     return (f"local function {lua_name(struct)}_to(t)\n"
             f"  return {{{', '.join(parts)}}}\n"

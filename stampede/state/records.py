@@ -264,6 +264,8 @@ class ClaimArg(Struct, array_like=True, frozen=True):
     """the request body, for idempotency mismatch checks"""
     guard: GuardArg | None = None
     """None: sent unguarded (the campaign was unguarded at its last reply)"""
+    tiers: list[str] = []
+    """presales: the audience tiers of the claimant's credential (include/phases.lua)"""
 
 
 class CouponClaimArg(Struct, array_like=True, frozen=True):

@@ -49,6 +49,8 @@ local CHALLENGE_REQUIRED = 17
 -- Internal, never answered to a client: a claim came without the guard
 -- context its (newly guarded) campaign needs; the engine sends it again.
 local GUARD_CONTEXT_NEEDED = 18
+-- Presales: the campaign sells only to access phases the claimant is not in.
+local NOT_ELIGIBLE = 30
 
 --@include keys
 --@include records
