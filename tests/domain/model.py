@@ -29,6 +29,17 @@ class SaleModel:
     paused: bool = False
     claims: dict[str, ModelClaim] = field(default_factory=dict)
     idem: dict[tuple[str, str], tuple[str, Outcome, str | None]] = field(default_factory=dict)
+    phases: list[tuple[int, frozenset[str] | None]] = field(default_factory=list)
+    """Presale access phases in order of opening: (opens, tiers or None for everyone)."""
+
+    def phase_refusal(self, tiers: tuple[str, ...]) -> Outcome | None:
+        """NOT_ELIGIBLE or NOT_OPEN unless the claimant's earliest phase has opened."""
+        if not self.phases:
+            return None
+        for opens, audience in self.phases:
+            if audience is None or audience & set(tiers):
+                return None if self.now >= opens else Outcome.NOT_OPEN
+        return Outcome.NOT_ELIGIBLE
 
     def tick(self) -> None:
         for wave in [w for w in self.waves if w[0] <= self.now]:
@@ -49,7 +60,7 @@ class SaleModel:
                    if c.user == user and c.status in ("held", "confirmed"))
 
     def claim(self, claim_id: str, user: str, sku: str, qty: int,
-              key: str | None) -> tuple[Outcome, str | None]:
+              key: str | None, tiers: tuple[str, ...] = ()) -> tuple[Outcome, str | None]:
         fp = f"{sku}:{qty}"
         if key is not None and (user, key) in self.idem:
             first_fp, outcome, first_id = self.idem[(user, key)]
@@ -58,6 +69,9 @@ class SaleModel:
             return outcome, first_id
         if self.paused:
             return Outcome.PAUSED, None
+        refused = self.phase_refusal(tiers)
+        if refused is not None:  # by state: not remembered
+            return refused, None
         if self.user_total(user) + qty > self.per_user:
             outcome, cid = Outcome.LIMIT_EXCEEDED, None
         elif self.stock[sku][0] < qty:
