@@ -10,6 +10,10 @@ user, device, network and campaign, accounts per device and network, risk
 rules) whose limits every claim passes, each claim with its own device and
 network: the cost of throttling a claim that is let through.
 
+"batched + phases" is a presale campaign with three access phases (vip,
+members, everyone; all open), each claimant carrying two tiers of which the
+second is the members': the cost of deciding a claimant's phase in the script.
+
     python -m bench.engine_claims [--seconds 3] [--rounds 3] [--concurrency 256]
 """
 
@@ -48,9 +52,19 @@ GUARD = {"user": {"per_s": 1000, "burst": 100}, "device": {"per_s": 1000, "burst
 RATES_ONLY = {k: GUARD[k] for k in ("user", "device", "network")}
 
 
-def _spec(stock: int, guard: dict[str, Any] | None = None) -> CampaignSpec:
+def _phases(now: datetime) -> list[dict[str, Any]]:
+    return [{"name": "vip", "opens_at": (now - timedelta(seconds=50)).isoformat(),
+             "tiers": ["vip", "press"]},
+            {"name": "members", "opens_at": (now - timedelta(seconds=40)).isoformat(),
+             "tiers": ["member", "fanclub"]},
+            {"name": "public", "opens_at": (now - timedelta(seconds=30)).isoformat()}]
+
+
+def _spec(stock: int, guard: dict[str, Any] | None = None,
+          phased: bool = False) -> CampaignSpec:
     now = datetime.now(UTC)
     return msgspec.convert({**({"throttle": guard} if guard else {}),
+        **({"phases": _phases(now)} if phased else {}),
         "name": "bench", "opens_at": (now - timedelta(minutes=1)).isoformat(),
         "closes_at": (now + timedelta(hours=1)).isoformat(), "limits": {"per_user": 2},
         "skus": [{"sku": "hot", "price": 100,
@@ -59,8 +73,9 @@ def _spec(stock: int, guard: dict[str, Any] | None = None) -> CampaignSpec:
 
 
 async def _round(engine: Engine, cid: str, claim: ClaimFn, seconds: float,
-                 concurrency: int, guard: dict[str, Any] | None = None) -> float:
-    await engine.define_campaign(cid, _spec(50_000_000, guard))
+                 concurrency: int, guard: dict[str, Any] | None = None,
+                 phased: bool = False) -> float:
+    await engine.define_campaign(cid, _spec(50_000_000, guard, phased))
     done = 0
     stop_at = time.perf_counter() + seconds
 
@@ -95,15 +110,20 @@ async def run(seconds: float, rounds: int, concurrency: int,
                 device=f"dev-{user}", network=f"10.{n >> 16}.{n >> 8 & 255}.0/24",
                 account_age_s=400 * 86_400))
 
+        async def presale(cid: str, user: str, sku: str, qty: int) -> ClaimResult:
+            return await engine.claim(cid, user, sku, qty, tiers=("newsletter", "member"))
+
         modes: dict[str, ClaimFn] = {"batched": engine.claim,
                                      "one call per claim": engine.claim_unbatched,
-                                     "batched + guard": guarded}
+                                     "batched + guard": guarded,
+                                     "batched + phases": presale}
         rates: dict[str, list[float]] = {m: [] for m in modes}
         for r in range(rounds):
             for name, fn in modes.items():
                 console.log(f"round {r + 1}/{rounds}: {name}")
                 rates[name].append(await _round(engine, f"bench{r}", fn, seconds,
-                                                concurrency, guard=guards.get(name)))
+                                                concurrency, guard=guards.get(name),
+                                                phased=name == "batched + phases"))
     return rates
 
 
@@ -122,6 +142,8 @@ def main() -> None:
         ("mode", "median claims/s", "rounds", "ratio"), rates, "one call per claim")
     console.print(f"guard cost: batched + guard / batched = "
                   f"{medians['batched + guard'] / medians['batched']:.2f}")
+    console.print(f"presale phases: batched + phases / batched = "
+                  f"{medians['batched + phases'] / medians['batched']:.2f}")
     if args.json:
         args.json.write_text(json.dumps({"rates": rates, "medians": medians}, indent=2))
 

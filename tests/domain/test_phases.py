@@ -2,13 +2,14 @@
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
 from stampede import Engine, Outcome
-from stampede.domain.models import CampaignPatch
+from stampede.domain.models import CampaignPatch, CampaignSpec
 from stampede.errors import ValidationError
 from stampede.state import keys
 from tests.conftest import campaign_spec, iso
@@ -153,3 +154,13 @@ async def test_thousands_of_claims_across_tiers_only_the_open_phases_sell(
     assert by_kind[("vip", Outcome.OK)] + by_kind[("member", Outcome.OK)] == 300
     stats = await engine.stats("p8")
     assert stats and stats.skus[0].available == 0 and stats.skus[0].held == 300
+
+
+async def test_the_readme_concert_spec_is_accepted(engine: Engine) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Presales", 1)[1]
+    spec = msgspec.json.decode(section.split("```json\n", 1)[1].split("```", 1)[0],
+                               type=CampaignSpec)
+    assert await engine.define_campaign("concert", spec) == (Outcome.OK, True)
+    status = await engine.public_status("concert")
+    assert status and [p.name for p in status.phases] == ["vip", "fan-club", "public"]
