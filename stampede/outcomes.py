@@ -47,6 +47,11 @@ class Outcome(IntEnum):
     # -- presales (access phases) ---------------------------------------------
     NOT_ELIGIBLE = 30
     """The campaign sells only to audiences (access phases) the claimant is not in."""
+    # -- presales (presale codes) ----------------------------------------------
+    PRESALE_CODE_INVALID = 31
+    """A presale code that is not genuine, not this campaign's, or bound to someone else."""
+    PRESALE_CODE_USED = 32
+    """A presale code whose uses are all spent."""
 
     @property
     def reason(self) -> str:
@@ -312,6 +317,22 @@ REFUSALS: dict[str, Refusal] = {
                        "audiences, and your credential carries none of their tiers",
                        "a claim of a campaign whose access phases all name tiers, by a "
                        "claimant with none of them"),
+    # -- presales: presale codes ----------------------------------------------------
+    "presale_code_invalid": _r("presale_code_invalid", 403, "this presale code is not valid "
+                               "for campaign '{campaign}'", "a presale code refused (a fallback: "
+                               "the reasons below say why)"),
+    "code_invalid": _r("presale_code_invalid", 403, "this presale code is not valid for "
+                       "campaign '{campaign}'", "a claim with a presale code that is not "
+                       "genuine (its signature fails) or not one of the campaign's batches"),
+    "code_bound": _r("presale_code_invalid", 403, "this presale code of campaign '{campaign}' "
+                     "belongs to another user", "a claim with a code of a binding batch "
+                     "already used by someone else"),
+    "presale_code_used": _r("presale_code_used", 409, "this presale code of campaign "
+                            "'{campaign}' is used up", "a presale code refused as spent (a "
+                            "fallback)"),
+    "code_used": _r("presale_code_used", 409, "this presale code of campaign '{campaign}' "
+                    "has made all of its {limit} claims", "a claim with a code whose uses are "
+                    "all spent", values=("limit",)),
     # -- HTTP ----------------------------------------------------------------------
     "no_route": _r("not_found", 404, "no route {method} {path}", "an unknown path"),
     "method_not_allowed": _r("method_not_allowed", 405, "{method} is not allowed on {path}; "

@@ -16,7 +16,7 @@ import msgspec
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from stampede.domain import phases, throttle
-from stampede.domain.admission import ticket_view
+from stampede.domain.admission import kept_secret, ticket_view
 from stampede.domain.batcher import ClaimBatcher, PendingClaim
 from stampede.domain.coupons.service import Coupons
 from stampede.domain.coupons.templates import check_drop, drop_meta
@@ -38,6 +38,7 @@ from stampede.domain.models import (
     from_ms,
     to_ms,
 )
+from stampede.domain.presale_codes import PresaleCodes
 from stampede.domain.status import CampaignSnapshot
 from stampede.domain.throttle import ChallengeView, ClientSignals
 from stampede.errors import UnavailableError, ValidationError
@@ -90,6 +91,13 @@ class Engine:
     def coupons(self) -> Coupons:
         """Coupon drops: claims that issue coupons, wallets, redemption, gifting."""
         return Coupons(self.redis, self.scripts, self.settings, self.gate)
+
+    @functools.cached_property
+    def presale_codes(self) -> PresaleCodes:
+        """Presale-code batches of sales: issue, check signatures, export, usage."""
+        return PresaleCodes(self.redis, self.scripts, (
+            self.settings.presale_secret
+            or kept_secret(self.settings.data_dir / "presale.secret")).encode())
 
     async def start(self) -> None:
         await self.scripts.load_all()
@@ -207,6 +215,7 @@ class Engine:
             waiting_room=room,
             events=int(snap.meta.get("evseq", 0)), fenced=snap.meta.get("fenced") == "1",
             throttle=throttle.in_force(snap.meta.get("th", ""), snap.meta.get("th_spec", "")),
+            presale_codes=await self.presale_codes.batches(cid),
             skus=[SkuStats(sku=s.sku, price=s.price, available=s.available, held=s.held,
                            sold=s.sold, released=s.released,
                            pending_waves=snap.pending_wave_count(s.sku),
@@ -230,7 +239,7 @@ class Engine:
                     idempotency_key: str | None = None,
                     admission_token: str | None = None,
                     client: ClientSignals | None = None,
-                    tiers: Sequence[str] = ()) -> ClaimResult:
+                    tiers: Sequence[str] = (), code: str | None = None) -> ClaimResult:
         """Place a hold; coalesced with the other claims of this loop tick.
 
         A campaign with a waiting room takes only claims that carry a valid
@@ -239,7 +248,9 @@ class Engine:
         BLOCKED or CHALLENGE_REQUIRED, with retry-after or a challenge).
         A campaign with presale access phases takes a claim once the earliest phase
         of the claimant's `tiers` (or everyone's) has opened (else NOT_OPEN with that
-        time, or NOT_ELIGIBLE when no phase admits them).
+        time, or NOT_ELIGIBLE when no phase admits them). A presale `code` lends the
+        claim its batch's tier and spends one use with the hold (PRESALE_CODE_INVALID,
+        PRESALE_CODE_USED, or THROTTLED for too many code attempts).
         """
         _check_campaign_id(cid)
         _check_user(user)
@@ -249,7 +260,8 @@ class Engine:
         pending = PendingClaim(keys.new_claim_id(cid), user, sku, qty, idempotency_key,
                                self.gate.admission_exp(cid, user, admission_token),
                                self.gate.guard(cid, user, client),
-                               phases.check_tiers(tiers) if tiers else ())
+                               phases.check_tiers(tiers) if tiers else (),
+                               self.presale_codes.code_id(cid, code) if code else "")
         return await self.batcher.submit(cid, pending)
 
     async def claim_unbatched(self, cid: str, user: str, sku: str, qty: int = 1,
@@ -264,7 +276,7 @@ class Engine:
 
     async def _claim_batch_once(self, cid: str, claims: Sequence[PendingClaim],
                                 guarded: bool) -> list[ClaimResult]:
-        ks = [*keys.campaign_keys(cid), *keys.guard_keys(cid)]
+        ks = [*keys.campaign_keys(cid), *keys.guard_keys(cid), *keys.presale_keys(cid)]
         slot = throttle.key_slots(ks)  # each guard key once per batch
         recent = await self.gate.recent_counts(cid, claims)
         batch = []
@@ -278,7 +290,9 @@ class Engine:
             batch.append(ClaimArg(claim_id=c.claim_id, user=c.user, sku=c.sku, qty=c.qty,
                                   idem_slot=idem, admission=c.admission_exp,
                                   fingerprint=f"{c.sku}:{c.qty}", guard=guard,
-                                  tiers=list(c.tiers)))
+                                  tiers=list(c.tiers), code=c.code,
+                                  k_code=slot(keys.limiter_key(cid, "code", c.user))
+                                  if c.code else 0))
         reply = await self.scripts.run("claim_batch", ks, [
             self.settings.idempotency_ttl_s * 1000, self.settings.sweep_batch,
             records.encode_claims(batch)])

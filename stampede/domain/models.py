@@ -92,6 +92,32 @@ class PhaseSpec(Struct, **_STRICT):
 Phases = Annotated[list[PhaseSpec], Meta(max_length=16)]
 
 
+# -- presales: presale codes --------------------------------------------------------
+
+class PresaleCodeBatch(Struct, **_STRICT):
+    """A batch of presale codes to issue: each lends its claim `tier` (for the phases)."""
+    count: Annotated[int, Meta(ge=1, le=100_000)]
+    tier: TierName
+    """The audience tier a valid code lends its claim: name it in a phase's tiers."""
+    uses: Annotated[int, Meta(ge=1, le=1000)] = 1
+    """Claims each code may make."""
+    bind_to_user: bool = False
+    """A code is bound to the first user who claims with it; others are refused."""
+
+
+class PresaleBatchView(Struct, kw_only=True):
+    batch: int
+    count: int
+    tier: str
+    uses: int
+    bind_to_user: bool
+    created_at: datetime
+    codes_used: int = 0
+    """Codes that made at least one claim."""
+    claims: int = 0
+    """Claims the batch's codes made (each spends one use)."""
+
+
 class CampaignSpec(Struct, **_STRICT):
     name: Annotated[str, Meta(min_length=1, max_length=200)]
     opens_at: Timestamp
@@ -141,6 +167,8 @@ class CampaignPatch(Struct, **_STRICT):
 class ClaimRequest(Struct, **_STRICT):
     sku: SkuId
     qty: Qty = 1
+    code: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    """A presale code: it lends the claim its batch's tier, and one use is spent."""
 
 
 class StockDelta(Struct, **_STRICT):
@@ -294,6 +322,8 @@ class CampaignStats(Struct, kw_only=True):
     waiting_room: WaitingRoomStats | None = None
     throttle: ThrottleSpec | None = None
     """The scalper throttling in force (null: none)."""
+    presale_codes: list[PresaleBatchView] = []
+    """The campaign's presale-code batches and their usage."""
 
 
 def to_ms(t: datetime) -> int:

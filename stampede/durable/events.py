@@ -94,6 +94,8 @@ class ClaimHeld(ClaimEvent, tag="claim_held"):
     identity: str = ""
     offer: bool = False
     """A waitlist offer (a hold in the user's name), not a claim of their own."""
+    code: str = ""
+    """Presales: the id "<batch>.<serial>" of the presale code the claim spent, if any."""
 
 
 class ClaimConfirmed(ClaimEvent, tag="claim_confirmed"):
@@ -232,6 +234,17 @@ class RequestsRefused(Event, tag="requests_refused"):
     refusals: str
 
 
+# -- presales: presale codes ----------------------------------------------------
+
+class PresaleCodesIssued(Event, tag="presale_codes_issued"):
+    batch: int
+    count: int
+    uses: int
+    bind: int
+    tier: str
+    actor: str = ""
+
+
 class Unknown(Event):
     """An event of a type this version does not know: kept, never folded."""
     name: str = ""
@@ -241,7 +254,7 @@ AnyEvent = (CampaignDefined | CampaignPatched | WaveReleased | StockAdjusted | C
             | ClaimConfirmed | ClaimExpired | ClaimCancelled | WaitlistJoined | WaitlistLeft
             | WaitlistSkipped | OfferMade | OfferAccepted | OfferLapsed | OfferDeclined
             | CouponIssued | CouponRedeemed | CouponRolledBack | CouponExpired
-            | CouponTransferred | GiftOffered | RequestsRefused)
+            | CouponTransferred | GiftOffered | RequestsRefused | PresaleCodesIssued)
 """Every event type the scripts emit, tagged by `type`."""
 
 TYPES: dict[str, type[Event]] = {

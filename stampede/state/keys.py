@@ -151,6 +151,24 @@ def guard_keys(cid: str) -> GuardKeys:
     return GuardKeys(limiter_key(cid, "campaign", "all"), lists_key(cid))
 
 
+# -- presales: presale codes -------------------------------------------------------
+
+
+class PresaleKeys(NamedTuple):
+    """A campaign's presale-code keys, taken by claim_batch after the guard's keys and by
+    presale_codes_issue after the campaign key set (the Lua table `P`)."""
+    pbatches: str
+    """hash: batch number -> presale_batch record; "seq" the last number given;
+    "<batch>.codes" codes used at least once, "<batch>.claims" the claims they made"""
+    pcodes: str
+    """hash: "<batch>.<serial>.n" claims that spent the code, ".u" the user it is bound to"""
+
+
+def presale_keys(cid: str) -> PresaleKeys:
+    t = tag(cid)
+    return PresaleKeys(f"{t}:pbatches", f"{t}:pcodes")
+
+
 def nonce_key(cid: str, nonce: str) -> str:
     """A used proof-of-work nonce, kept until its challenge expires."""
     return f"{tag(cid)}:pow:{nonce}"

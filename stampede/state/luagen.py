@@ -14,7 +14,7 @@ Fragments:
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, get_origin
+from typing import Any
 
 import msgspec
 
@@ -115,8 +115,6 @@ def _to(struct: type[msgspec.Struct]) -> str:
             conv = f"{lua_name(inner)}_to"
             v = {"one": f"{conv}({v})", "optional": f"{v} and {conv}({v})",
                  "list": f"(#{v} > 0 and list_of({v}, {conv}) or nil)"}[how]
-        elif get_origin(tp) is list:  # likewise a list of plain values
-            v = f"(#{v} > 0 and {v} or nil)"
         parts.append(v if array else f"{at[1:]} = {v}")
     return (f"local function {lua_name(struct)}_to(t)\n"
             f"  return {{{', '.join(parts)}}}\n"
@@ -138,6 +136,14 @@ def _guard_keys() -> str:
             f"end\n")
 
 
+def _presale_keys() -> str:
+    items = ", ".join(f"{name} = KEYS[slot + {i}]"
+                      for i, name in enumerate(keys.PresaleKeys._fields))
+    return (f"local function presale_keys_at(slot)\n"
+            f"  return {{{items}}}\n"
+            f"end\n")
+
+
 def _structs(conv: Callable[[type[msgspec.Struct]], str]) -> str:
     return "".join(conv(s) for s in records.ARG_STRUCTS)
 
@@ -145,7 +151,7 @@ def _structs(conv: Callable[[type[msgspec.Struct]], str]) -> str:
 def args() -> str:
     return ("-- Structured arguments (stampede/state/records.py), decoded by cmsgpack or\n"
             "-- cjson, as tables named by their fields.\n"
-            + _LIST_OF + _structs(_from) + _guard_keys())
+            + _LIST_OF + _structs(_from) + _guard_keys() + _presale_keys())
 
 
 FRAGMENTS: dict[str, Callable[[], str]] = {

@@ -40,6 +40,7 @@ OPERATIONS = (
     "coupon_gift_accept",
     "coupon_expire",
     "coupon_lookup",
+    "presale_codes_issue",
 )
 
 

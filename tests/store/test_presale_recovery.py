@@ -1,14 +1,17 @@
-"""Presale phases survive an emptied Redis: recovery restores them as defined, then patched."""
+"""Presales survive an emptied Redis: phases as defined then patched, presale codes with
+their uses and bindings; audit checks the codes' uses."""
 
 import msgspec
 from redis.asyncio import Redis
+from sqlalchemy import func
 
 from stampede import Engine, Outcome
-from stampede.domain.models import CampaignPatch
+from stampede.domain.models import CampaignPatch, PresaleCodeBatch
 from stampede.durable.audit import audit
 from stampede.durable.persister import Persister
 from stampede.durable.recovery import recover_campaign
 from stampede.durable.store import Store
+from stampede.durable.store import schema as t
 from stampede.state.keys import campaign_keys
 from tests.conftest import campaign_spec, iso
 from tests.store.helpers import assert_store_matches_redis
@@ -38,3 +41,56 @@ async def test_recovery_restores_the_phases_as_patched(
     await assert_store_matches_redis(sale, store, "c1")
     summary = await audit(store)
     assert summary["ok"], summary
+
+
+async def test_recovery_restores_presale_codes_and_their_uses(
+        sale: Engine, persister: Persister, raw_redis: "Redis[str]", store: Store) -> None:
+    phases = [{"name": "fans", "opens_at": iso(-30), "tiers": ["fan"]}]
+    await sale.define_campaign("c2", campaign_spec(stock=9, per_user=None, phases=phases))
+    _, _, once = await sale.presale_codes.issue(
+        "c2", PresaleCodeBatch(count=2, tier="fan"), "ops")
+    _, _, bound = await sale.presale_codes.issue(
+        "c2", PresaleCodeBatch(count=1, tier="fan", uses=3, bind_to_user=True), "ops")
+    assert once and bound
+    single = [line.split(",")[0] for line in sale.presale_codes.csv_lines("c2", once)][1:]
+    mine = list(sale.presale_codes.csv_lines("c2", bound))[1].split(",")[0]
+    assert (await sale.claim("c2", "ann", "tee", code=single[0])).outcome is Outcome.OK
+    assert (await sale.claim("c2", "bob", "tee", code=mine)).outcome is Outcome.OK
+    before = await sale.stats("c2")
+    await persister.drain()
+    await raw_redis.flushall()
+    await recover_campaign(raw_redis, store, "c2", TTL)
+    after = await sale.stats("c2")
+    assert before and after and after.presale_codes == before.presale_codes
+    assert (await sale.claim("c2", "cat", "tee", code=single[0])).outcome is \
+        Outcome.PRESALE_CODE_USED
+    assert (await sale.claim("c2", "cat", "tee", code=mine)).outcome is \
+        Outcome.PRESALE_CODE_INVALID
+    assert (await sale.claim("c2", "bob", "tee", code=mine)).outcome is Outcome.OK
+    _, _, third = await sale.presale_codes.issue("c2", PresaleCodeBatch(count=1, tier="fan"),
+                                                 "ops")
+    assert third and third.batch == 3  # numbering continues
+    await persister.drain()
+    summary = await audit(store)
+    assert summary["ok"], summary
+
+
+async def test_audit_finds_a_code_spent_past_its_uses(
+        sale: Engine, persister: Persister, store: Store) -> None:
+    phases = [{"name": "fans", "opens_at": iso(-30), "tiers": ["fan"]}]
+    await sale.define_campaign("c3", campaign_spec(stock=9, per_user=None, phases=phases))
+    _, _, batch = await sale.presale_codes.issue("c3", PresaleCodeBatch(count=1, tier="fan"),
+                                                 "ops")
+    assert batch
+    code = list(sale.presale_codes.csv_lines("c3", batch))[1].split(",")[0]
+    assert (await sale.claim("c3", "ann", "tee", code=code)).outcome is Outcome.OK
+    await persister.drain()
+    # The store says the batch allowed no use at all: the hold overspent it.
+    async with store.begin() as conn:
+        await conn.execute(t.events.update().where(
+            t.events.c.campaign_id == "c3", t.events.c.type == "presale_codes_issued")
+            .values(data=func.replace(t.events.c.data, '"uses":"1"', '"uses":"0"')))
+    summary = await audit(store)
+    assert not summary["ok"]
+    kinds = {v["kind"] for v in summary["campaigns"]["c3"]["violation_samples"]}
+    assert kinds == {"presale_code_overused"}, summary

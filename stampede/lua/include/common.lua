@@ -51,6 +51,9 @@ local CHALLENGE_REQUIRED = 17
 local GUARD_CONTEXT_NEEDED = 18
 -- Presales: the campaign sells only to access phases the claimant is not in.
 local NOT_ELIGIBLE = 30
+-- Presale codes: not genuine, not this campaign's, bound to another user; used up.
+local PRESALE_CODE_INVALID = 31
+local PRESALE_CODE_USED = 32
 
 --@include keys
 --@include records
