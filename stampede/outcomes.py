@@ -330,6 +330,8 @@ REFUSALS: dict[str, Refusal] = {
     "presale_code_used": _r("presale_code_used", 409, "this presale code of campaign "
                             "'{campaign}' is used up", "a presale code refused as spent (a "
                             "fallback)"),
+    "no_presale_batch": _r("not_found", 404, "campaign '{campaign}' has no such batch of "
+                           "presale codes", "exporting a batch that was never issued"),
     "code_used": _r("presale_code_used", 409, "this presale code of campaign '{campaign}' "
                     "has made all of its {limit} claims", "a claim with a code whose uses are "
                     "all spent", values=("limit",)),

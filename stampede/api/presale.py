@@ -1,0 +1,55 @@
+"""Presale codes on the admin API: issue a batch, export its codes as CSV."""
+
+import msgspec
+from aiohttp import web
+
+from stampede.api.context import ADMIN, ENGINE
+from stampede.api.errors import decode, json_response, read_body, refuse
+from stampede.api.routing import CID, ApiRoutes
+from stampede.domain.models import PresaleBatchView, PresaleCodeBatch
+from stampede.outcomes import Outcome
+
+admin_api = ApiRoutes("admin")
+
+_batch_decoder = msgspec.json.Decoder(PresaleCodeBatch)
+BATCH = {"batch": r"^[1-9][0-9]{0,5}$"}
+_LINES_PER_WRITE = 1000
+
+
+@admin_api.route("POST", "/admin/v1/campaigns/{cid}/presale-codes",
+                 "Issue a batch of presale codes (each lends its claim the batch's tier)",
+                 auth="operator", body=PresaleCodeBatch, response=PresaleBatchView, status=201,
+                 errors=(400, 401, 403, 404, 413, 503), path_params=CID)
+async def issue_codes(request: web.Request) -> web.Response:
+    spec = decode(_batch_decoder, await read_body(request))
+    cid = request.match_info["cid"]
+    outcome, reason, batch = await request.app[ENGINE].presale_codes.issue(
+        cid, spec, request[ADMIN].name)
+    if outcome is not Outcome.OK or batch is None:
+        return refuse(reason or outcome.reason, {"campaign": cid})
+    return json_response(batch, status=201)
+
+
+@admin_api.route("GET", "/admin/v1/campaigns/{cid}/presale-codes/{batch}/codes.csv",
+                 "A batch's codes as CSV (code, batch, serial, tier, uses), to distribute",
+                 auth="operator", media_type="text/csv", errors=(401, 403, 404, 503),
+                 path_params={**CID, **BATCH})
+async def export_codes(request: web.Request) -> web.StreamResponse:
+    cid = request.match_info["cid"]
+    engine = request.app[ENGINE]
+    batch = await engine.presale_codes.batch(cid, int(request.match_info["batch"]))
+    if batch is None:
+        return refuse("no_presale_batch", {"campaign": cid})
+    resp = web.StreamResponse(headers={
+        "Content-Type": "text/csv; charset=utf-8",
+        "Content-Disposition": f'attachment; filename="{cid}-presale-{batch.batch}.csv"'})
+    await resp.prepare(request)
+    chunk: list[str] = []
+    for line in engine.presale_codes.csv_lines(cid, batch):  # streamed: 100,000 codes fit
+        chunk.append(line)
+        if len(chunk) >= _LINES_PER_WRITE:
+            await resp.write("".join(chunk).encode())
+            chunk.clear()
+    await resp.write("".join(chunk).encode())
+    await resp.write_eof()
+    return resp
