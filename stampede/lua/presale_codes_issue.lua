@@ -25,7 +25,6 @@ local batch = redis.call('HINCRBY', P.pbatches, 'seq', 1)
 local b = {count = tonumber(ARGV[2]), uses = tonumber(ARGV[3]), bind = tonumber(ARGV[4]),
            tier = ARGV[5], created = now}
 redis.call('HSET', P.pbatches, batch, format_presale_batch(b))
-count('presale_codes_issued', b.count)
 emit(now, 'presale_codes_issued', {'batch', batch, 'count', b.count, 'uses', b.uses,
                                    'bind', b.bind, 'tier', b.tier, 'actor', ARGV[1]})
 return {OK, '', batch, now}

@@ -12,9 +12,11 @@ from stampede.durable.persister import Persister
 from stampede.durable.recovery import recover_campaign
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
+from stampede.state import keys
 from stampede.state.keys import campaign_keys
 from tests.conftest import campaign_spec, iso
 from tests.store.helpers import assert_store_matches_redis
+from tests.store.test_recovery_keys import _dump
 
 TTL = 86_400_000
 
@@ -94,3 +96,34 @@ async def test_audit_finds_a_code_spent_past_its_uses(
     assert not summary["ok"]
     kinds = {v["kind"] for v in summary["campaigns"]["c3"]["violation_samples"]}
     assert kinds == {"presale_code_overused"}, summary
+
+
+async def test_recovery_rebuilds_every_presale_key_the_scripts_read(
+        sale: Engine, persister: Persister, raw_redis: "Redis[str]", store: Store) -> None:
+    phases = [{"name": "fans", "opens_at": iso(-30), "tiers": ["fan"]},
+              {"name": "public", "opens_at": iso(600)}]
+    await sale.define_campaign("c4", campaign_spec(stock=20, per_user=None, phases=phases))
+    codes = {}
+    for bind, uses in ((False, 1), (True, 2)):
+        _, _, batch = await sale.presale_codes.issue(
+            "c4", PresaleCodeBatch(count=4, tier="fan", uses=uses, bind_to_user=bind), "ops")
+        assert batch
+        codes[bind] = [line.split(",")[0]
+                       for line in sale.presale_codes.csv_lines("c4", batch)][1:]
+    for i, code in enumerate(codes[False][:3] + codes[True][:2] + codes[True][:1]):
+        user = "ann" if code == codes[True][0] else f"u{i}"
+        assert (await sale.claim("c4", user, "tee", code=code)).outcome is Outcome.OK
+    assert (await sale.claim("c4", "vip", "tee", tiers=["fan"])).outcome is Outcome.OK
+    await persister.drain()
+    before = await _dump(raw_redis, "c4")
+    assert keys.presale_keys("c4").pcodes in before
+    await raw_redis.flushall()
+    await recover_campaign(raw_redis, store, "c4", TTL)
+    after = await _dump(raw_redis, "c4")
+    # The per-user code-attempt limiters are throttling state: they start fresh,
+    # as the guard's limiters do.
+    limiters = {k for k in before if ":rl:code:" in k}
+    assert limiters and set(before) - set(after) == limiters
+    for key, value in before.items():
+        if key not in limiters:
+            assert after[key] == value, f"{key} differs"
