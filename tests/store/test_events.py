@@ -33,7 +33,8 @@ ROWS: dict[str, list[dict[str, str]]] = {
                         "after": "3"}, {"sku": "tee", "delta": "4", "actor": "ops"}],
     "claim_held": [{**_CLAIM, "price": "1999", "deadline": "1700000060000", "idem": "k",
                     "fp": "ab", "identity": "p1", "offer": "1"},
-                   {**_CLAIM, "price": "1999", "deadline": "1700000060000"}],
+                   {**_CLAIM, "price": "1999", "deadline": "1700000060000"},
+                   {**_CLAIM, "price": "1999", "deadline": "1700000060000", "code": "1.17"}],
     "claim_confirmed": [{**_CLAIM, "price": "1999"}],
     "claim_expired": [_CLAIM],
     "claim_cancelled": [_CLAIM],
@@ -62,6 +63,8 @@ ROWS: dict[str, list[dict[str, str]]] = {
     "gift_offered": [{"coupon": "d1.c1", "user": "u0", "expires": "1700000060000",
                       "token": "t"}, {"coupon": "d1.c1", "user": "u0", "expires": "1"}],
     "requests_refused": [{"n": "2", "refusals": "u1:throttled;u2:blocked"}],
+    "presale_codes_issued": [{"batch": "1", "count": "500", "uses": "1", "bind": "0",
+                              "tier": "fan-code", "actor": "ops"}],
 }
 
 
