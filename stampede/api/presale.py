@@ -1,4 +1,5 @@
-"""Presale codes on the admin API: issue a batch, export its codes as CSV."""
+"""Presales on the admin API: issue a batch of presale codes, export its codes as CSV;
+add user ids to an audience segment or remove them, the list streamed in."""
 
 import msgspec
 from aiohttp import web
@@ -6,7 +7,8 @@ from aiohttp import web
 from stampede.api.context import ADMIN, ENGINE
 from stampede.api.errors import decode, json_response, read_body, refuse
 from stampede.api.routing import CID, ApiRoutes
-from stampede.domain.models import PresaleBatchView, PresaleCodeBatch
+from stampede.domain.models import PresaleBatchView, PresaleCodeBatch, SegmentChange
+from stampede.domain.segments import MAX_IDS_PER_REQUEST
 from stampede.outcomes import Outcome
 
 admin_api = ApiRoutes("admin")
@@ -53,3 +55,41 @@ async def export_codes(request: web.Request) -> web.StreamResponse:
     await resp.write("".join(chunk).encode())
     await resp.write_eof()
     return resp
+
+
+SEGMENT = {"segment": r"^[A-Za-z0-9_-]{1,32}$"}
+
+
+@admin_api.route("POST", "/admin/v1/campaigns/{cid}/segments/{segment}/members",
+                 "Add user ids to an audience segment (or remove them, action=remove): a "
+                 "text/plain body of one user id a line, streamed in", auth="operator",
+                 response=SegmentChange, errors=(400, 401, 403, 404, 408, 503),
+                 path_params={**CID, **SEGMENT},
+                 query_params={"action": (r"^(add|remove)$", False)})
+async def edit_segment(request: web.Request) -> web.Response:
+    cid, segment = request.match_info["cid"], request.match_info["segment"]
+    ids = await _read_ids(request)
+    outcome, reason, change = await request.app[ENGINE].segments.edit(
+        cid, segment, request.query.get("action", "add") == "add", ids, request[ADMIN].name)
+    if outcome is not Outcome.OK or change is None:
+        return refuse(reason or outcome.reason, {"campaign": cid})
+    return json_response(change)
+
+
+async def _read_ids(request: web.Request) -> list[str]:
+    """The body's user ids, one a line (blank lines skipped), read as it streams in:
+    the admin body limit does not apply, the id count limit does."""
+    ids: list[str] = []
+    pending = b""
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            break
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        ids += [line.strip().decode("utf-8", "replace") for line in lines if line.strip()]
+        if len(ids) > MAX_IDS_PER_REQUEST:
+            break  # refused whole: no need to read the rest
+    if pending.strip():
+        ids.append(pending.strip().decode("utf-8", "replace"))
+    return ids

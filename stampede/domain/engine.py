@@ -39,6 +39,7 @@ from stampede.domain.models import (
     to_ms,
 )
 from stampede.domain.presale_codes import PresaleCodes
+from stampede.domain.segments import Segments
 from stampede.domain.status import CampaignSnapshot
 from stampede.domain.throttle import ChallengeView, ClientSignals
 from stampede.errors import UnavailableError, ValidationError
@@ -98,6 +99,11 @@ class Engine:
         return PresaleCodes(self.redis, self.scripts, (
             self.settings.presale_secret
             or kept_secret(self.settings.data_dir / "presale.secret")).encode())
+
+    @functools.cached_property
+    def segments(self) -> Segments:
+        """Audience segments of sales: user ids ops add and remove live."""
+        return Segments(self.redis, self.scripts)
 
     async def start(self) -> None:
         await self.scripts.load_all()
@@ -216,6 +222,7 @@ class Engine:
             events=int(snap.meta.get("evseq", 0)), fenced=snap.meta.get("fenced") == "1",
             throttle=throttle.in_force(snap.meta.get("th", ""), snap.meta.get("th_spec", "")),
             presale_codes=await self.presale_codes.batches(cid),
+            segments=await self.segments.sizes(cid),
             skus=[SkuStats(sku=s.sku, price=s.price, available=s.available, held=s.held,
                            sold=s.sold, released=s.released,
                            pending_waves=snap.pending_wave_count(s.sku),

@@ -81,12 +81,18 @@ TierName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$",
 PhaseName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
 
 
+SegmentName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$",
+                                  description="an audience segment ops upload user ids to")]
+
+
 class PhaseSpec(Struct, **_STRICT):
-    """One access phase: from `opens_at` on, users of its tiers may claim (until the
-    campaign closes). Without `tiers` it opens to everyone: the public sale."""
+    """One access phase: from `opens_at` on, users of its tiers or segments may claim
+    (until the campaign closes). With neither it opens to everyone: the public sale."""
     name: PhaseName
     opens_at: Timestamp
     tiers: Annotated[list[TierName], Meta(min_length=1, max_length=32)] | None = None
+    segments: Annotated[list[SegmentName], Meta(min_length=1, max_length=8)] | None = None
+    """Segments whose members (user ids ops upload) this phase admits."""
 
 
 Phases = Annotated[list[PhaseSpec], Meta(max_length=16)]
@@ -116,6 +122,13 @@ class PresaleBatchView(Struct, kw_only=True):
     """Codes that made at least one claim."""
     claims: int = 0
     """Claims the batch's codes made (each spends one use)."""
+
+
+class SegmentChange(Struct, kw_only=True):
+    segment: str
+    changed: int
+    """Members added (or removed) by this request; ids already in (or not in) count 0."""
+    size: int
 
 
 class CampaignSpec(Struct, **_STRICT):
@@ -257,7 +270,8 @@ class PhasePublic(Struct, kw_only=True):
     name: str
     opens_at: datetime
     tiers: list[str] | None = None
-    """null: everyone."""
+    """null with segments null: everyone."""
+    segments: list[str] | None = None
 
 
 class CampaignPublic(Struct, kw_only=True):
@@ -324,6 +338,8 @@ class CampaignStats(Struct, kw_only=True):
     """The scalper throttling in force (null: none)."""
     presale_codes: list[PresaleBatchView] = []
     """The campaign's presale-code batches and their usage."""
+    segments: dict[str, int] = {}
+    """Members of each audience segment ops uploaded."""
 
 
 def to_ms(t: datetime) -> int:

@@ -1,13 +1,15 @@
 """Presale access phases: checked here, compiled into one meta field for the claim script.
 
 A phase opens at its time to the users whose credential carries one of its
-tiers (or to everyone, the public sale, when it names none), and stays open
-until the campaign closes. A user's opening is the earliest phase they belong
+tiers or who are members of one of its segments (ops upload those: see
+segments.py), or to everyone, the public sale, when it names neither; it
+stays open until the campaign closes. A user's opening is the earliest phase they belong
 to; include/phases.lua decides it inside the claim script.
 
 Meta field `ph` (empty: no phases) holds the phases in order of opening,
-`name@opens_ms=tier,tier;...`, with `*` for everyone: names and tiers are
-`[A-Za-z0-9_-]`, so the separators never occur inside them.
+`name@opens_ms=tier,tier/segment,segment;...`, with `*` for everyone: names,
+tiers and segments are `[A-Za-z0-9_-]`, so the separators never occur inside
+them.
 """
 
 from collections.abc import Sequence
@@ -27,6 +29,7 @@ def check(phases: Sequence[PhaseSpec], opens_ms: int | None = None,
     schedule is given) each opens within it."""
     names: set[str] = set()
     owner: dict[str, str] = {}
+    segment_owner: dict[str, str] = {}
     previous: int | None = None
     for i, p in enumerate(phases):
         at = to_ms(p.opens_at)
@@ -40,12 +43,19 @@ def check(phases: Sequence[PhaseSpec], opens_ms: int | None = None,
         if opens_ms is not None and closes_ms is not None and not opens_ms <= at < closes_ms:
             raise ValidationError(f"phases[{i}].opens_at must be at or after opens_at and "
                                   "before closes_at")
-        if p.tiers is None:
+        if p.tiers is None and p.segments is None:
             if i != len(phases) - 1:
                 raise ValidationError(f"phases[{i}].tiers: only the last phase may be open to "
-                                      "everyone (no tiers); later phases would overlap it")
+                                      "everyone (no tiers or segments); later phases would "
+                                      "overlap it")
             continue
-        for tier in p.tiers:
+        for segment in p.segments or ():
+            if segment in segment_owner:
+                raise ValidationError(f"phases[{i}].segments: segment {segment!r} is already in "
+                                      f"phase {segment_owner[segment]!r} (phases may not "
+                                      "overlap)")
+            segment_owner[segment] = p.name
+        for tier in p.tiers or ():
             if tier in owner:
                 raise ValidationError(f"phases[{i}].tiers: tier {tier!r} is already in phase "
                                       f"{owner[tier]!r} (phases may not overlap)")
@@ -54,18 +64,25 @@ def check(phases: Sequence[PhaseSpec], opens_ms: int | None = None,
 
 def encode(phases: Sequence[PhaseSpec]) -> str:
     """The meta field `ph` of checked phases ('' for none)."""
-    return ";".join(f"{p.name}@{to_ms(p.opens_at)}="
-                    f"{','.join(p.tiers) if p.tiers is not None else EVERYONE}" for p in phases)
+    return ";".join(f"{p.name}@{to_ms(p.opens_at)}={_audience(p)}" for p in phases)
+
+
+def _audience(p: PhaseSpec) -> str:
+    if p.tiers is None and p.segments is None:
+        return EVERYONE
+    return f"{','.join(p.tiers or ())}/{','.join(p.segments or ())}"
 
 
 def decode(raw: str) -> list[PhasePublic]:
     """The phases in force, from meta field `ph`."""
     out = []
     for part in filter(None, raw.split(";")):
-        head, _, tiers = part.partition("=")
+        head, _, audience = part.partition("=")
         name, _, at = head.partition("@")
+        tiers, _, segments = ("" if audience == EVERYONE else audience).partition("/")
         out.append(PhasePublic(name=name, opens_at=from_ms(int(at)),
-                               tiers=None if tiers == EVERYONE else tiers.split(",")))
+                               tiers=tiers.split(",") if tiers else None,
+                               segments=segments.split(",") if segments else None))
     return out
 
 

@@ -245,6 +245,16 @@ class PresaleCodesIssued(Event, tag="presale_codes_issued"):
     actor: str = ""
 
 
+class SegmentChanged(Event, tag="segment_changed"):
+    segment: str
+    op: str
+    """add or remove"""
+    users: str
+    """the user ids that changed, comma-separated"""
+    n: int
+    actor: str = ""
+
+
 class Unknown(Event):
     """An event of a type this version does not know: kept, never folded."""
     name: str = ""
@@ -254,7 +264,8 @@ AnyEvent = (CampaignDefined | CampaignPatched | WaveReleased | StockAdjusted | C
             | ClaimConfirmed | ClaimExpired | ClaimCancelled | WaitlistJoined | WaitlistLeft
             | WaitlistSkipped | OfferMade | OfferAccepted | OfferLapsed | OfferDeclined
             | CouponIssued | CouponRedeemed | CouponRolledBack | CouponExpired
-            | CouponTransferred | GiftOffered | RequestsRefused | PresaleCodesIssued)
+            | CouponTransferred | GiftOffered | RequestsRefused | PresaleCodesIssued
+            | SegmentChanged)
 """Every event type the scripts emit, tagged by `type`."""
 
 TYPES: dict[str, type[Event]] = {

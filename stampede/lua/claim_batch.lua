@@ -2,7 +2,7 @@
 --
 -- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
 -- KEYS[NKEYS + 1..NKEYS + 2] the guard's campaign-wide keys (limiter, lists)
--- KEYS[NKEYS + 3..NKEYS + 4] the presale-code keys (pbatches, pcodes: P)
+-- KEYS[NKEYS + 3..NKEYS + 5] the presale keys (pbatches, pcodes, segments: P)
 -- KEYS[..]    per-claim keys: idempotency keys, and the guard's limiter,
 --             accounts and challenge-nonce keys (include/guard.lua)
 -- ARGV[1]     how long to remember an idempotent answer, in ms
@@ -146,7 +146,7 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
     tiers = lent
   end
   if phases then
-    local opens = phase_opening(phases, tiers or {})
+    local opens = phase_opening(phases, tiers or {}, user, P.segments)
     if not opens then
       tally_one('not_eligible')
       return answer(NOT_ELIGIBLE, 'not_eligible')

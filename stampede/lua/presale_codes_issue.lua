@@ -1,7 +1,7 @@
 -- presale_codes_issue: a new batch of presale codes for a sale.
 --
 -- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
--- KEYS[NKEYS + 1..NKEYS + 2] the presale-code keys (pbatches, pcodes: P)
+-- KEYS[NKEYS + 1..NKEYS + 3] the presale keys (pbatches, pcodes, segments: P)
 -- ARGV[1]     actor (who asked, for the event)
 -- ARGV[2]     count: codes in the batch (serials 1..count)
 -- ARGV[3]     uses: claims each code may make

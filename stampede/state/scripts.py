@@ -41,6 +41,7 @@ OPERATIONS = (
     "coupon_expire",
     "coupon_lookup",
     "presale_codes_issue",
+    "segment_edit",
 )
 
 

@@ -65,6 +65,8 @@ ROWS: dict[str, list[dict[str, str]]] = {
     "requests_refused": [{"n": "2", "refusals": "u1:throttled;u2:blocked"}],
     "presale_codes_issued": [{"batch": "1", "count": "500", "uses": "1", "bind": "0",
                               "tier": "fan-code", "actor": "ops"}],
+    "segment_changed": [{"segment": "insiders", "op": "add", "users": "ann,bob", "n": "2",
+                         "actor": "ops"}],
 }
 
 

@@ -1,5 +1,5 @@
 """Presales survive an emptied Redis: phases as defined then patched, presale codes with
-their uses and bindings; audit checks the codes' uses."""
+their uses and bindings, segments as added and removed; audit checks the codes' uses."""
 
 import msgspec
 from redis.asyncio import Redis
@@ -100,9 +100,14 @@ async def test_audit_finds_a_code_spent_past_its_uses(
 
 async def test_recovery_rebuilds_every_presale_key_the_scripts_read(
         sale: Engine, persister: Persister, raw_redis: "Redis[str]", store: Store) -> None:
-    phases = [{"name": "fans", "opens_at": iso(-30), "tiers": ["fan"]},
+    phases = [{"name": "fans", "opens_at": iso(-30), "tiers": ["fan"], "segments": ["vips"]},
               {"name": "public", "opens_at": iso(600)}]
     await sale.define_campaign("c4", campaign_spec(stock=20, per_user=None, phases=phases))
+    await sale.segments.edit("c4", "vips", True, [f"v{i}" for i in range(2500)], "ops")
+    await sale.segments.edit("c4", "vips", False, ["v7", "v2400"], "ops")
+    await sale.segments.edit("c4", "gone", True, ["x"], "ops")
+    await sale.segments.edit("c4", "gone", False, ["x"], "ops")
+    assert (await sale.claim("c4", "v8", "tee")).outcome is Outcome.OK
     codes = {}
     for bind, uses in ((False, 1), (True, 2)):
         _, _, batch = await sale.presale_codes.issue(
@@ -117,6 +122,7 @@ async def test_recovery_rebuilds_every_presale_key_the_scripts_read(
     await persister.drain()
     before = await _dump(raw_redis, "c4")
     assert keys.presale_keys("c4").pcodes in before
+    assert len(before[keys.presale_keys("c4").segments]) == 2498
     await raw_redis.flushall()
     await recover_campaign(raw_redis, store, "c4", TTL)
     after = await _dump(raw_redis, "c4")
@@ -127,3 +133,5 @@ async def test_recovery_rebuilds_every_presale_key_the_scripts_read(
     for key, value in before.items():
         if key not in limiters:
             assert after[key] == value, f"{key} differs"
+    assert (await sale.claim("c4", "v7", "tee")).outcome is Outcome.NOT_OPEN
+    assert (await sale.claim("c4", "v9", "tee")).outcome is Outcome.OK
