@@ -15,7 +15,7 @@ from typing import Any, cast
 import msgspec
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from stampede.domain import phases, throttle
+from stampede.domain import phases, pricing, throttle
 from stampede.domain.admission import kept_secret, ticket_view
 from stampede.domain.batcher import ClaimBatcher, PendingClaim
 from stampede.domain.coupons.service import Coupons
@@ -224,7 +224,7 @@ class Engine:
             presale_codes=await self.presale_codes.batches(cid),
             segments=await self.segments.sizes(cid),
             skus=[SkuStats(sku=s.sku, price=s.price, available=s.available, held=s.held,
-                           sold=s.sold, released=s.released,
+                           sold=s.sold, released=s.released, revenue=s.revenue,
                            pending_waves=snap.pending_wave_count(s.sku),
                            pending_units=snap.pending_wave_qty(s.sku), per_user=s.per_user)
                   for s in snap.skus])
@@ -490,13 +490,18 @@ def _define_args(cid: str, spec: CampaignSpec, actor: str,
         if any(to_ms(w.at) >= closes for w in s.waves):  # it would stay pending forever
             raise ValidationError(f"sku {s.sku!r}: every wave's `at` must be before closes_at")
     _check_phases(spec, opens, closes)
+    for i, s in enumerate(spec.skus):
+        if s.price_steps and spec.coupons is not None:
+            raise ValidationError(f"skus[{i}].price_steps: a coupon drop takes no price steps")
+        pricing.check(i, s, opens)
     limit = spec.limits.per_user if spec.limits.per_user is not None else -1
     args: list[Any] = [cid, spec.name, opens, closes, spec.hold_ttl_s * 1000, limit,
                        spec.limits.max_per_claim, _json.encode(spec).decode(), actor,
                        _json.encode(_optional_meta(spec, opens) | throttle.meta_fields(guard)
                                     | (extra_meta or {})).decode(), len(spec.skus)]
     for s in spec.skus:
-        args += [s.sku, s.price, s.per_user if s.per_user is not None else -1]
+        args += [s.sku, s.price, s.per_user if s.per_user is not None else -1,
+                 pricing.encode(s.price_steps)]
     for s in spec.skus:
         for i, w in enumerate(s.waves):
             args += [i, s.sku, w.qty, to_ms(w.at)]

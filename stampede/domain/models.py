@@ -33,12 +33,28 @@ class Wave(Struct, **_STRICT):
     qty: Annotated[int, Meta(ge=1, le=100_000_000)]
 
 
+class PriceStep(Struct, **_STRICT):
+    """A price that applies to a claim meeting every condition the step names; the
+    first matching step of the list prices the claim, else the SKU's `price`."""
+    price: Price
+    until: Timestamp | None = None
+    """By time: claims before this moment (an early-bird price)."""
+    first_units: Limit | None = None
+    """By units sold: while the SKU's held and sold units, this claim's included, are
+    at most this many."""
+    tiers: Annotated[list[Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$")]],
+                     Meta(min_length=1, max_length=32)] | None = None
+    """By tier: claimants whose credential (or presale code) carries one of these."""
+
+
 class SkuSpec(Struct, **_STRICT):
     sku: SkuId
     price: Price
     per_user: Limit | None = None
     """Per-user limit for this SKU, on top of the campaign's."""
     waves: Annotated[list[Wave], Meta(max_length=1000)] = []
+    price_steps: Annotated[list[PriceStep], Meta(max_length=16)] = []
+    """Presales: the price decided at claim time and locked into the hold."""
 
 
 class Limits(Struct, **_STRICT):
@@ -317,6 +333,8 @@ class SkuStats(Struct, kw_only=True):
     pending_units: int
     """Units those pending waves will bring."""
     per_user: int | None
+    revenue: int = 0
+    """Sum of price x qty of the confirmed claims (each at the price locked into its hold)."""
 
 
 class CampaignStats(Struct, kw_only=True):

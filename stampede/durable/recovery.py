@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 from sqlalchemy import func, select
 
+from stampede.domain import pricing
 from stampede.domain.models import CampaignSpec, ClaimView, from_ms, to_ms
 from stampede.durable import coupon_recovery, presale_recovery
 from stampede.durable.events import (
@@ -477,6 +478,16 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
         stock_fields.update({f"{s.sku}.a": s.available, f"{s.sku}.h": s.held,
                              f"{s.sku}.s": s.sold, f"{s.sku}.r": s.released,
                              f"{s.sku}.price": s.price, f"{s.sku}.lim": s.per_user})
+    if st.spec is not None:  # presales: price steps as defined, revenue as confirmed
+        for sku_spec in st.spec.skus:
+            if sku_spec.price_steps:
+                stock_fields[f"{sku_spec.sku}.ps"] = pricing.encode(sku_spec.price_steps)
+    revenue: Counter[str] = Counter()
+    drop = st.spec is not None and st.spec.coupons is not None  # coupons confirm no sale
+    for c in st.claims:
+        if c.status == "confirmed" and not drop:
+            revenue[c.sku] += c.price * c.qty
+    stock_fields.update({f"{sku}.rev": n for sku, n in revenue.items() if n})
     if stock_fields:
         pipe.hset(stock, mapping=stock_fields)
     units: dict[str, int] = {f"{user}|~lapsed": n for user, n in history.lapses.items()}

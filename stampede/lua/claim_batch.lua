@@ -73,11 +73,12 @@ local function stock_of(sku)
   local s = stock[sku]
   if s == nil then
     local r = redis.call('HMGET', K.stock, sku .. '.a', sku .. '.h', sku .. '.lim',
-                        sku .. '.price')
+                        sku .. '.price', sku .. '.s', sku .. '.ps')
     if not r[1] then
       s = false
     else
       s = {a = tonumber(r[1]), h = tonumber(r[2]), lim = tonumber(r[3]), price = r[4],
+           sold = tonumber(r[5]), steps = parse_price_steps(r[6]),
            dirty = false, waiting = waitlists and wl_head(sku) ~= nil}
     end
     stock[sku] = s
@@ -181,17 +182,19 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
     remember(slot, fingerprint, SOLD_OUT)
     return answer(SOLD_OUT)
   end
-  -- All checks passed: write.
+  -- All checks passed: write, at the price decided now and locked into the hold.
+  local price = s.price
+  if s.steps then price = step_price(s.steps, s.price, s.h + s.sold + qty, tiers or {}, now) end
   local deadline = now + hold_ttl
   s.a, s.h, s.dirty = s.a - qty, s.h + qty, true
   redis.call('HINCRBY', K.users, user, qty)
   redis.call('HINCRBY', K.users, user .. '|' .. sku, qty)
   redis.call('HSET', K.claims, claim_id, format_claim({status = 'held', user = user, sku = sku,
-    qty = qty, deadline = deadline, price = s.price, created = now}))
+    qty = qty, deadline = deadline, price = price, created = now}))
   redis.call('ZADD', K.deadlines, deadline, claim_id)
   tally_one('held')
   if waiting_room then redis.call('ZREM', K.admitted, user) end  -- the turn is used
-  local ev = {'claim', claim_id, 'user', user, 'sku', sku, 'qty', qty, 'price', s.price,
+  local ev = {'claim', claim_id, 'user', user, 'sku', sku, 'qty', qty, 'price', price,
               'deadline', deadline}
   if code_batch then
     presale_code_spend(P, user, code, code_batch)
@@ -202,8 +205,8 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
     ev[#ev + 1] = 'fp'; ev[#ev + 1] = fingerprint
   end
   emit(now, 'claim_held', ev)
-  remember(slot, fingerprint, OK, claim_id, deadline, s.price, now)
-  return answer(OK, claim_id, deadline, s.price, now)
+  remember(slot, fingerprint, OK, claim_id, deadline, price, now)
+  return answer(OK, claim_id, deadline, price, now)
 end
 
 for _, a in ipairs(cmsgpack.unpack(ARGV[3])) do

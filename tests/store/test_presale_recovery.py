@@ -6,7 +6,7 @@ from redis.asyncio import Redis
 from sqlalchemy import func
 
 from stampede import Engine, Outcome
-from stampede.domain.models import CampaignPatch, PresaleCodeBatch
+from stampede.domain.models import CampaignPatch, PresaleCodeBatch, PriceStep
 from stampede.durable.audit import audit
 from stampede.durable.persister import Persister
 from stampede.durable.recovery import recover_campaign
@@ -19,6 +19,10 @@ from tests.store.helpers import assert_store_matches_redis
 from tests.store.test_recovery_keys import _dump
 
 TTL = 86_400_000
+
+
+class PriceSteps(msgspec.Struct):
+    price_steps: list[PriceStep]
 
 
 async def test_recovery_restores_the_phases_as_patched(
@@ -102,7 +106,11 @@ async def test_recovery_rebuilds_every_presale_key_the_scripts_read(
         sale: Engine, persister: Persister, raw_redis: "Redis[str]", store: Store) -> None:
     phases = [{"name": "fans", "opens_at": iso(-30), "tiers": ["fan"], "segments": ["vips"]},
               {"name": "public", "opens_at": iso(600)}]
-    await sale.define_campaign("c4", campaign_spec(stock=20, per_user=None, phases=phases))
+    spec = campaign_spec(stock=20, per_user=None, phases=phases)
+    priced = msgspec.convert({"price_steps": [{"price": 900, "first_units": 2},
+                                              {"price": 950, "tiers": ["fan"]}]}, PriceSteps)
+    spec.skus[0].price_steps = priced.price_steps
+    await sale.define_campaign("c4", spec)
     await sale.segments.edit("c4", "vips", True, [f"v{i}" for i in range(2500)], "ops")
     await sale.segments.edit("c4", "vips", False, ["v7", "v2400"], "ops")
     await sale.segments.edit("c4", "gone", True, ["x"], "ops")
@@ -118,7 +126,9 @@ async def test_recovery_rebuilds_every_presale_key_the_scripts_read(
     for i, code in enumerate(codes[False][:3] + codes[True][:2] + codes[True][:1]):
         user = "ann" if code == codes[True][0] else f"u{i}"
         assert (await sale.claim("c4", user, "tee", code=code)).outcome is Outcome.OK
-    assert (await sale.claim("c4", "vip", "tee", tiers=["fan"])).outcome is Outcome.OK
+    vip = await sale.claim("c4", "vip", "tee", tiers=["fan"])
+    assert vip.claim and vip.claim.price == 950
+    assert (await sale.confirm(vip.claim.claim_id, "vip")).outcome is Outcome.OK
     await persister.drain()
     before = await _dump(raw_redis, "c4")
     assert keys.presale_keys("c4").pcodes in before
@@ -134,4 +144,7 @@ async def test_recovery_rebuilds_every_presale_key_the_scripts_read(
         if key not in limiters:
             assert after[key] == value, f"{key} differs"
     assert (await sale.claim("c4", "v7", "tee")).outcome is Outcome.NOT_OPEN
-    assert (await sale.claim("c4", "v9", "tee")).outcome is Outcome.OK
+    v9 = await sale.claim("c4", "v9", "tee")
+    assert v9.claim and v9.claim.price == 1999  # the steps came back: 950 is for tier fan
+    stats = await sale.stats("c4")
+    assert stats and stats.skus[0].revenue == 950
