@@ -10,9 +10,11 @@ user, device, network and campaign, accounts per device and network, risk
 rules) whose limits every claim passes, each claim with its own device and
 network: the cost of throttling a claim that is let through.
 
-"batched + phases" is a presale campaign with three access phases (vip,
-members, everyone; all open), each claimant carrying two tiers of which the
-second is the members': the cost of deciding a claimant's phase in the script.
+"batched + presale" is a presale campaign with three access phases (vip,
+members, everyone; all open) and three price steps (an early bird for
+members, one by units sold that every claim passes, one by time), each
+claimant carrying two tiers of which the second is the members': the cost of
+deciding a claimant's phase and price in the script.
 
     python -m bench.engine_claims [--seconds 3] [--rounds 3] [--concurrency 256]
 """
@@ -60,6 +62,12 @@ def _phases(now: datetime) -> list[dict[str, Any]]:
             {"name": "public", "opens_at": (now - timedelta(seconds=30)).isoformat()}]
 
 
+def _price_steps(now: datetime) -> list[dict[str, Any]]:
+    return [{"price": 80, "tiers": ["vip"], "until": (now + timedelta(hours=1)).isoformat()},
+            {"price": 85, "first_units": 10},
+            {"price": 90, "until": (now + timedelta(minutes=59)).isoformat()}]
+
+
 def _spec(stock: int, guard: dict[str, Any] | None = None,
           phased: bool = False) -> CampaignSpec:
     now = datetime.now(UTC)
@@ -68,6 +76,7 @@ def _spec(stock: int, guard: dict[str, Any] | None = None,
         "name": "bench", "opens_at": (now - timedelta(minutes=1)).isoformat(),
         "closes_at": (now + timedelta(hours=1)).isoformat(), "limits": {"per_user": 2},
         "skus": [{"sku": "hot", "price": 100,
+                  **({"price_steps": _price_steps(now)} if phased else {}),
                   "waves": [{"at": (now - timedelta(seconds=1)).isoformat(), "qty": stock}]}]},
         CampaignSpec)
 
@@ -116,14 +125,14 @@ async def run(seconds: float, rounds: int, concurrency: int,
         modes: dict[str, ClaimFn] = {"batched": engine.claim,
                                      "one call per claim": engine.claim_unbatched,
                                      "batched + guard": guarded,
-                                     "batched + phases": presale}
+                                     "batched + presale": presale}
         rates: dict[str, list[float]] = {m: [] for m in modes}
         for r in range(rounds):
             for name, fn in modes.items():
                 console.log(f"round {r + 1}/{rounds}: {name}")
                 rates[name].append(await _round(engine, f"bench{r}", fn, seconds,
                                                 concurrency, guard=guards.get(name),
-                                                phased=name == "batched + phases"))
+                                                phased=name == "batched + presale"))
     return rates
 
 
@@ -142,8 +151,8 @@ def main() -> None:
         ("mode", "median claims/s", "rounds", "ratio"), rates, "one call per claim")
     console.print(f"guard cost: batched + guard / batched = "
                   f"{medians['batched + guard'] / medians['batched']:.2f}")
-    console.print(f"presale phases: batched + phases / batched = "
-                  f"{medians['batched + phases'] / medians['batched']:.2f}")
+    console.print(f"presale: batched + presale / batched = "
+                  f"{medians['batched + presale'] / medians['batched']:.2f}")
     if args.json:
         args.json.write_text(json.dumps({"rates": rates, "medians": medians}, indent=2))
 
