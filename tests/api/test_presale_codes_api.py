@@ -1,4 +1,4 @@
-"""Presale codes over HTTP: issued by an operator, exported as CSV, claimed with, refused
+"""Presale codes and stepped prices over HTTP: codes issued, exported as CSV, claimed with, refused
 in the JSON error shape when forged or spent, throttled when guessed."""
 
 from typing import Any
@@ -99,3 +99,23 @@ async def test_export_of_an_unknown_batch_and_by_a_viewer(api: Api) -> None:
     assert resp.status == 403  # the codes are secrets: operators only
     resp = await _claim(api, "ann", "x" * 65)
     assert resp.status == 400 and (await resp.json())["error"]["code"] == "invalid_request"
+
+
+async def test_the_stepped_price_is_answered_and_confirmed_into_revenue(api: Api) -> None:
+    spec = {**SPEC, "phases": [],
+            "skus": [{**SPEC["skus"][0], "price_steps": [{"price": 4000, "tiers": ["fan"]}]}]}
+    await api.admin.put("/admin/v1/campaigns/gig", json=spec, headers=api.op())
+    resp = await api.public.post("/v1/campaigns/gig/claims", json={"sku": "ticket"},
+                                 headers={"X-User-Id": "ann", "X-User-Tiers": "fan"})
+    claim = await resp.json()
+    assert resp.status == 201 and claim["price"] == 4000
+    resp = await api.public.post(f"/v1/claims/{claim['claim_id']}/confirm",
+                                 headers={"X-User-Id": "ann"})
+    assert resp.status == 200 and (await resp.json())["price"] == 4000
+    stats = await (await api.admin.get("/admin/v1/campaigns/gig/stats",
+                                       headers=api.viewer())).json()
+    assert stats["skus"][0]["revenue"] == 4000
+    bad = {**spec, "skus": [{**spec["skus"][0], "price_steps": [{"price": 1}, {"price": 2}]}]}
+    resp = await api.admin.put("/admin/v1/campaigns/gig2", json=bad, headers=api.op())
+    assert resp.status == 400 and "skus[0].price_steps[0]" in (await resp.json())["error"][
+        "message"]
