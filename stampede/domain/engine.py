@@ -96,7 +96,7 @@ class Engine:
     @functools.cached_property
     def presale_codes(self) -> PresaleCodes:
         """Presale-code batches of sales: issue, check signatures, export, usage."""
-        return PresaleCodes(self.redis, self.scripts, (
+        return PresaleCodes(self.redis, self.scripts, lambda: (
             self.settings.presale_secret
             or kept_secret(self.settings.data_dir / "presale.secret")).encode())
 

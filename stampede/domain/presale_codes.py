@@ -10,10 +10,11 @@ spends one use with the hold.
 """
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import cast
 
 from redis.asyncio import Redis
@@ -29,10 +30,16 @@ NOT_GENUINE = "?"
 
 
 class PresaleCodes:
-    def __init__(self, redis: "Redis", scripts: ScriptRegistry, secret: bytes) -> None:
+    def __init__(self, redis: "Redis", scripts: ScriptRegistry,
+                 secret: Callable[[], bytes]) -> None:
         self.redis = redis
         self.scripts = scripts
-        self._secret = secret
+        self._secret_of = secret
+
+    @functools.cached_property
+    def _secret(self) -> bytes:
+        """Read (or made) only when a code is signed or checked: stats need none."""
+        return self._secret_of()
 
     def code(self, cid: str, batch: int, serial: int) -> str:
         mac = hmac.new(self._secret, f"{cid}|{batch}|{serial}".encode(), hashlib.sha256)
