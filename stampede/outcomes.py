@@ -268,6 +268,27 @@ REFUSALS: dict[str, Refusal] = {
                     "accepting a gift whose coupon changed"),
     "own_gift": _r("conflict", 409, "you cannot accept your own gift",
                    "the giver accepting"),
+    # -- codes users type (promo and referral codes) -------------------------------
+    "no_code": _r("not_found", 404, "no such code in drop '{campaign}' (wrong codes are "
+                  "limited per user and hour)", "a claim with a code that is neither one of "
+                  "the drop's promo codes nor a member's referral code"),
+    "code_required": _r("forbidden", 403, "SKU '{sku}' of drop '{campaign}' is issued only "
+                        "with a code: claim with {{\"code\": ...}}",
+                        "a plain claim of a SKU that promo or referral codes issue"),
+    "code_per_user": _r("limit_exceeded", 409, "user '{user}' may use this code {limit} "
+                        "times; they have used it {held}",
+                        "the promo code's per-user limit is reached", values=("limit", "held")),
+    "own_referral": _r("conflict", 409, "a member cannot use their own referral code (same "
+                       "account or same person)", "the referrer, or another account of the "
+                       "same person (identity), claiming with the referrer's code"),
+    "referral_used": _r("limit_exceeded", 409, "this account or person has been referred in "
+                        "drop '{campaign}' already", "a friend (account or identity) "
+                        "claiming with a referral code a second time"),
+    "referral_limit": _r("limit_exceeded", 409, "this referral code has been used by its "
+                         "{limit} friends already", "the referrer's per_referrer is reached",
+                         values=("limit",)),
+    "no_referral": _r("not_found", 404, "drop '{campaign}' has no referral programme",
+                      "asking for a referral code where the drop declares none"),
     # -- who is calling ----------------------------------------------------------
     "missing_token": _r("unauthorized", 401, "a bearer token is required (Authorization: "
                         "Bearer <JWT>)", "a user route without a token (WWW-Authenticate: "

@@ -1,6 +1,7 @@
 """Coupon routes: claim into a wallet, show codes, gift; merchants redeem and roll back.
 
-Public (users): `POST /v1/campaigns/{cid}/coupons`, `GET /v1/me/coupons`,
+Public (users): `POST /v1/campaigns/{cid}/coupons` (a SKU, or a promo or referral
+code), `POST /v1/campaigns/{cid}/referral-code`, `GET /v1/me/coupons`,
 `GET /v1/coupons/{id}`, `GET /v1/coupons/{id}/code`, `POST /v1/coupons/{id}/gift`,
 `POST /v1/gifts/accept`. Public (merchant tokens): `POST /v1/redemptions`,
 `GET /v1/redemptions/{id}`, `POST /v1/redemptions/{id}/rollback`.
@@ -34,6 +35,7 @@ from stampede.domain.coupons.spec import (
     MerchantSpec,
     RedemptionRequest,
     RedemptionView,
+    ReferralCodeView,
     RotatingCode,
     Wallet,
 )
@@ -87,22 +89,39 @@ def refusal(answer: Answer, not_found: str = "not_found", **context: Any) -> web
 async def claim_coupon(request: web.Request) -> web.Response:
     user = request[USER]
     body = decode(_claim_decoder, await read_body(request))
+    if (body.sku is None) == (body.code is None):
+        raise ApiError.of("invalid", detail="a coupon claim names a sku or a code "
+                                            "(exactly one of the two)")
     key = checked_key(request)
     signals = client_signals(request)
     cid = request.match_info["cid"]
     async with request.app[GUARD].in_flight(user.id, key):
         answer = await request.app[ENGINE].coupons.claim(
-            cid, user.id, body.sku, body.qty, idempotency_key=key,
+            cid, user.id, body.sku or "", body.qty, idempotency_key=key,
             admission_token=header(request, "X-Admission-Token"),
-            identity=user.identity, client=signals)
-    _count("claim", answer)
+            identity=user.identity, client=signals, code=body.code)
+    _count("claim" if body.code is None else "code_claim", answer)
     refused = guard_answer(answer)
     if refused is not None:
         return refused
     if answer.outcome is not Outcome.OK:
-        return refusal(answer, campaign=cid, sku=body.sku, user=user.id, qty=body.qty,
+        return refusal(answer, campaign=cid, sku=body.sku or "", user=user.id, qty=body.qty,
                        key=key)
     return json_response(answer.view, status=201)
+
+
+@api.route("POST", "/v1/campaigns/{cid}/referral-code",
+           "My personal referral code of a drop (minted on the first request, then the same)",
+           auth="user", response=ReferralCodeView, status=200,
+           errors=(401, 403, 404, 503), path_params=CID)
+async def referral_code(request: web.Request) -> web.Response:
+    user = request[USER]
+    cid = request.match_info["cid"]
+    answer = await request.app[ENGINE].coupons.referral_code(cid, user.id, user.identity)
+    _count("referral_code", answer)
+    if answer.outcome is not Outcome.OK:
+        return refusal(answer, campaign=cid, user=user.id)
+    return json_response(answer.view)
 
 
 @api.route("GET", "/v1/me/coupons", "My coupons, optionally by status", auth="user",

@@ -225,6 +225,28 @@ class GiftOffered(Event, tag="gift_offered"):
     token: str = ""
 
 
+# -- codes users type (promo and referral codes) ---------------------------------
+
+class CodeClaimed(Event, tag="code_claimed"):
+    """A claim made with a code (after its claim and coupon events); a referral's
+    reward is `reward_claim`, a claim of the referrer's own."""
+    claim: str
+    user: str
+    code: str
+    kind: str
+    """promo or referral"""
+    qty: int
+    referrer: str = ""
+    reward_claim: str = ""
+    identity: str = ""
+
+
+class ReferralCodeMinted(Event, tag="referral_code_minted"):
+    user: str
+    code: str
+    identity: str
+
+
 # -- the guard ------------------------------------------------------------------
 
 class RequestsRefused(Event, tag="requests_refused"):
@@ -241,7 +263,8 @@ AnyEvent = (CampaignDefined | CampaignPatched | WaveReleased | StockAdjusted | C
             | ClaimConfirmed | ClaimExpired | ClaimCancelled | WaitlistJoined | WaitlistLeft
             | WaitlistSkipped | OfferMade | OfferAccepted | OfferLapsed | OfferDeclined
             | CouponIssued | CouponRedeemed | CouponRolledBack | CouponExpired
-            | CouponTransferred | GiftOffered | RequestsRefused)
+            | CouponTransferred | GiftOffered | RequestsRefused
+            | CodeClaimed | ReferralCodeMinted)
 """Every event type the scripts emit, tagged by `type`."""
 
 TYPES: dict[str, type[Event]] = {
