@@ -100,7 +100,7 @@ class DropRebuild:
     def _claim_held(self, ev: ClaimHeld, day: int) -> None:
         self.day[str(day)] += ev.qty
         self.day[f"{day}|u|{ev.user}"] += ev.qty
-        if ev.identity:
+        if ev.identity and self.drop.per_person is not None:  # as coupon_claim.lua counts
             self.users[f"p|{ev.identity}"] += ev.qty
         if ev.idem:
             self.claims[ev.claim] = [ev.idem, ev.fp or "", ev.ts, [], ev.sku]
