@@ -183,3 +183,22 @@ async def test_idempotent_code_claim_answers_again_with_its_sku(engine: Engine) 
     assert again.view.sku == "promo"
     other = await engine.coupons.claim("d1", "a", "promo", idempotency_key="k")
     assert other.outcome is Outcome.IDEMPOTENCY_MISMATCH
+
+
+async def test_many_accounts_on_one_device_are_stopped_by_the_guard(engine: Engine) -> None:
+    """Even with a distinct identity each (were the identity provider fooled), accounts
+    crowding one device meet the scalper guard's accounts_per_device before the code."""
+    from stampede.domain.throttle import ClientSignals
+    await engine.define_campaign("d1", drop_spec(
+        templates=TEMPLATES, campaign={"throttle": {
+            "accounts_per_device": {"challenge_above": 3, "reject_above": 3}}},
+        promo_codes={"SUMMER25": {"sku": "promo"}},
+        referral={"sku": "friend", "referrer_sku": "bonus"}))
+    code = (await engine.coupons.referral_code("d1", "ann", "pa")).view.code
+    answers = [await engine.coupons.claim("d1", f"sock{i}", "", code=code, identity=f"p{i}",
+                                          client=ClientSignals(device="one-phone"))
+               for i in range(10)]
+    assert [a.outcome for a in answers[:3]] == [Outcome.OK] * 3
+    assert {(a.outcome, a.reason) for a in answers[3:]} == {
+        (Outcome.BLOCKED, "accounts_per_device")}
+    assert len(await engine.coupons.wallet("ann")) == 3

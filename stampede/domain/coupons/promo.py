@@ -18,6 +18,9 @@ from stampede.state import keys
 from stampede.state.records import CodeArg
 
 _CODE = re.compile(r"^[A-Z0-9]{3,32}$")
+_REFERRAL = re.compile(r"^R[2-9A-HJ-NP-Z]{8}$")
+"""The shape of a minted referral code (coupon_referral_code.lua): 'R' and 8 characters
+of the coupon code alphabet. Only such codes are looked up before the claim."""
 
 
 def well_formed(code: str) -> bool:
@@ -28,8 +31,11 @@ def well_formed(code: str) -> bool:
 async def referrer_of(redis: "Redis", cid: str, code: str) -> str:
     """The member whose referral code this is, '' if none (a promo code or a wrong one).
 
-    Read before the script only to name the referrer's wallet key; the script
-    reads the code again and refuses if it names someone else."""
+    Read before the script only to name the referrer's wallet key (and only for
+    codes of a referral code's shape: promo-code claims pay no extra round trip);
+    the script reads the code again and refuses if it names someone else."""
+    if not _REFERRAL.match(code):
+        return ""
     owner = cast(str | None, await redis.hget(keys.coupon_keys(cid).drop.cusers, "rc|" + code))
     return "" if owner is None else owner.partition("|")[0]
 
