@@ -289,6 +289,23 @@ REFUSALS: dict[str, Refusal] = {
                          values=("limit",)),
     "no_referral": _r("not_found", 404, "drop '{campaign}' has no referral programme",
                       "asking for a referral code where the drop declares none"),
+    # -- points exchange -------------------------------------------------------------
+    "points_key_required": _r("invalid_request", 400, "SKU '{sku}' is priced in points: "
+                              "send an Idempotency-Key (the debit is made once per key)",
+                              "a claim of a points-priced SKU without an Idempotency-Key"),
+    "points_refused": _r("points_refused", 409, "the points service refused to debit user "
+                         "'{user}' for SKU '{sku}' (not enough points?); nothing was issued",
+                         "the points service refused the debit"),
+    "points_refunded": _r("conflict", 409, "this exchange (Idempotency-Key '{key}') was "
+                          "refunded; claim again with a new key",
+                          "a retry of an exchange whose debit was given back"),
+    "points_unavailable": _r("unavailable", 503, "the points service did not answer; retry "
+                             "with the same Idempotency-Key (the debit is made once)",
+                             "the points service is not configured or did not answer",
+                             _SOON),
+    "points_price": _r("conflict", 409, "the points price of SKU '{sku}' changed meanwhile; "
+                       "retry", "a claim's debit does not match the SKU's points price "
+                       "(the drop was redefined)", _SOON, values=("amount",)),
     # -- who is calling ----------------------------------------------------------
     "missing_token": _r("unauthorized", 401, "a bearer token is required (Authorization: "
                         "Bearer <JWT>)", "a user route without a token (WWW-Authenticate: "

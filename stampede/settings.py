@@ -113,6 +113,14 @@ class Settings:
     webhook_backoff_ms: int = 1000
     """First retry delay after a failure, doubling each failure in a row (with jitter)."""
     webhook_backoff_max_s: int = 300
+    # -- points exchange
+    points_url: str | None = None
+    """The points service coupons priced in points are paid through (docs/points.md);
+    None: such claims answer 503 points_unavailable."""
+    points_token: str | None = None
+    """Bearer token sent to the points service, if it wants one."""
+    points_timeout_s: int = 5
+    """One call to the points service (connect: 3 s at most); retried twice."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -154,7 +162,8 @@ class Settings:
                      "persist_stall_s", "restart_backoff_ms", "restart_limit",
                      "restart_window_s",
                      "gateway_burst", "live_max_listeners", "live_tick_ms", "webhook_poll_ms",
-                     "webhook_timeout_s", "webhook_backoff_ms", "webhook_backoff_max_s"):
+                     "webhook_timeout_s", "webhook_backoff_ms", "webhook_backoff_max_s",
+                     "points_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
         if self.gateway_rate_per_s < 0:

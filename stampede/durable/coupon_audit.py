@@ -9,6 +9,7 @@
     referral_farmed          a friend (account or identity) referred twice, a member
                              referring themselves (account or identity), or a
                              referral with a code no member minted
+    points_debit_twice       two claims paid with one points debit
 
 (Issued coupons never pass the quota: each claim's units are the stock's, which
 the campaign audit checks; every coupon_issued belongs to a claim.)
@@ -29,6 +30,7 @@ from stampede.durable.events import (
     CouponRolledBack,
     CouponTransferred,
     Event,
+    PointsExchanged,
     ReferralCodeMinted,
     type_name,
 )
@@ -46,6 +48,8 @@ class CouponReplay:
     redemptions: dict[str, str] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
     codes: "CodeReplay" = field(default_factory=lambda: CodeReplay())
+    debits: dict[str, str] = field(default_factory=dict)
+    """points debit -> the claim it paid"""
 
     def define(self, spec_json: str) -> None:
         drop = _budget_of.decode(spec_json).get("coupons")
@@ -91,6 +95,12 @@ class CouponReplay:
                 self._settle(ev, violate)
             case CodeClaimed() | ReferralCodeMinted():
                 self.codes.apply(ev, violate)
+            case PointsExchanged():
+                if ev.debit in self.debits:
+                    violate("points_debit_twice", debit=ev.debit, seq=ev.seq,
+                            claims=[self.debits[ev.debit], ev.claim])
+                self.debits[ev.debit] = ev.claim
+                self.counts["points"] += ev.points
 
     def _settle(self, ev: CouponExpired | CouponTransferred, violate: Violate) -> None:
         expired = isinstance(ev, CouponExpired)
@@ -118,7 +128,8 @@ class CouponReplay:
         return {"issued": len(self.coupons), "face_value_issued": self.value,
                 "budget": self.budget, "redeemed": self.counts["redeemed"],
                 "rolled_back": self.counts["rolled_back"], "expired": self.counts["expired"],
-                "transferred": self.counts["transferred"]}
+                "transferred": self.counts["transferred"],
+                "points_exchanged": len(self.debits), "points": self.counts["points"]}
 
 
 @dataclass

@@ -247,6 +247,18 @@ class ReferralCodeMinted(Event, tag="referral_code_minted"):
     identity: str
 
 
+# -- points exchange -------------------------------------------------------------
+
+class PointsExchanged(Event, tag="points_exchanged"):
+    """A claim paid in points (after its claim and coupon events)."""
+    claim: str
+    user: str
+    sku: str
+    qty: int
+    debit: str
+    points: int
+
+
 # -- the guard ------------------------------------------------------------------
 
 class RequestsRefused(Event, tag="requests_refused"):
@@ -264,7 +276,7 @@ AnyEvent = (CampaignDefined | CampaignPatched | WaveReleased | StockAdjusted | C
             | WaitlistSkipped | OfferMade | OfferAccepted | OfferLapsed | OfferDeclined
             | CouponIssued | CouponRedeemed | CouponRolledBack | CouponExpired
             | CouponTransferred | GiftOffered | RequestsRefused
-            | CodeClaimed | ReferralCodeMinted)
+            | CodeClaimed | ReferralCodeMinted | PointsExchanged)
 """Every event type the scripts emit, tagged by `type`."""
 
 TYPES: dict[str, type[Event]] = {

@@ -23,7 +23,9 @@
 --             to be sent again with it); code the promo or referral code the
 --             claim was made with (CodeArg: the code, the referrer the engine
 --             read, KEYS slots of the referrer's wallet and of the claimant's
---             wrong-code limiter), the SKU then comes from the code
+--             wrong-code limiter), the SKU then comes from the code; points
+--             the points debit that paid a points-priced SKU (PointsArg: debit
+--             id, points), whose claim_id the engine derives from the debit
 -- Returns     per claim: code, reason (on OK: '' or, for a code claim, the SKU
 --             it issued), claim_id, at_ms, n, then n triples of
 --             coupon_id, record, template spec (JSON); reason names a refusal
@@ -195,7 +197,7 @@ local function resolve_code(code_arg)
 end
 
 local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, identity, seed,
-                         fingerprint, g, code_arg)
+                         fingerprint, g, code_arg, paid)
   local function coupon_id(i)
     return coupon_id_of(seed, i)
   end
@@ -253,6 +255,11 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
     return answer(NOT_FOUND, 'code_required')
   end
   if qty < 1 then return answer(INVALID, 'bad_qty') end
+  -- A points-priced SKU only with its debit, for exactly its price; points only for one.
+  local price_pts = tonumber(redis.call('HGET', K.meta, 'cp_points:' .. sku) or '-1')
+  if (price_pts >= 0) ~= (paid ~= nil) or (paid and paid.points ~= price_pts * qty) then
+    return answer(CONFLICT, 'points_price:' .. price_pts)  -- the engine pays, then claims
+  end
   if qty > max_qty then return answer(INVALID, 'max_per_claim:' .. max_qty) end
   if qty * #cfg.t > MAX_COUPONS then return answer(INVALID, 'max_coupons:' .. MAX_COUPONS) end
   local avail, sku_lim = tonumber(s[1]), tonumber(s[2])
@@ -322,6 +329,10 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
   local ids = issue(claim_id, user, sku, qty, cfg, s[3], wallet, seed,
                     {identity = identity, per_person = per_person >= 0, idem = idem,
                      fingerprint = fingerprint})
+  if paid then
+    emit(now, 'points_exchanged', {'claim', claim_id, 'user', user, 'sku', sku, 'qty', qty,
+                                   'debit', paid.debit, 'points', paid.points})
+  end
   if promo then
     redis.call('HINCRBY', C.cusers, promo_field, qty)
     emit(now, 'code_claimed', {'claim', claim_id, 'user', user, 'code', promo.code,
@@ -346,7 +357,7 @@ for _, a in ipairs(cmsgpack.unpack(ARGV[2])) do
   claim_one(c.claim_id, c.user, c.sku, c.qty, KEYS[c.wallet_slot],
             c.idem_slot > 0 and KEYS[c.idem_slot] or nil, c.admission, c.identity, c.seed,
             c.fingerprint, guard_cfg and guard_context(c.user, c.guard),
-            c.code)
+            c.code, c.points)
 end
 for f, n in pairs(tally) do redis.call('HINCRBY', C.cstats, f, n) end
 guard_flush(now)  -- the campaign limiter, refusal counts, one requests_refused event

@@ -33,10 +33,11 @@ if exists then
              K.offers)
   redis.call('HDEL', K.meta, 'wl_max', 'offer_ttl_ms', 'wr_on', 'wr_rate', 'wr_burst',
              'wr_max_active', 'wr_window_ms', 'wr_token_ttl_ms', 'wr_paused')
-  -- A redefined drop keeps none of its old codes (promo codes, referral, code-only SKUs).
+  -- A redefined drop keeps none of its old codes (promo codes, referral, code-only SKUs)
+  -- nor points prices.
   for _, name in ipairs(redis.call('HKEYS', K.meta)) do
     if string.sub(name, 1, 9) == 'cp_promo:' or string.sub(name, 1, 9) == 'cp_coded:'
-        or name == 'cp_ref' then
+        or string.sub(name, 1, 10) == 'cp_points:' or name == 'cp_ref' then
       redis.call('HDEL', K.meta, name)
     end
   end

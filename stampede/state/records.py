@@ -279,6 +279,15 @@ class CodeArg(Struct, array_like=True, frozen=True):
     """KEYS slot of the claimant's wrong-code limiter"""
 
 
+# Points exchange.
+class PointsArg(Struct, array_like=True, frozen=True):
+    """The points debit a claim of a points-priced SKU was paid with."""
+    debit: str
+    """the debit id (the points service debited it once, idempotently)"""
+    points: int
+    """points debited: the SKU's price times qty"""
+
+
 class CouponClaimArg(Struct, array_like=True, frozen=True):
     """One coupon claim of a batch (coupon_claim.lua)."""
     claim_id: str
@@ -297,6 +306,8 @@ class CouponClaimArg(Struct, array_like=True, frozen=True):
     guard: GuardArg | None = None
     code: CodeArg | None = None
     """None: a claim of the SKU named, without a code"""
+    points: PointsArg | None = None
+    """None: no points paid (a points-priced SKU is then refused)"""
 
 
 # -- the compiled guard config (meta `th`, JSON) -------------------------------------
@@ -371,7 +382,8 @@ def decode_guard_config(raw: str) -> GuardConfig:
     return _guard_config_dec.decode(raw)
 
 
-ARG_STRUCTS: tuple[type[Struct], ...] = (GuardArg, ClaimArg, CodeArg, CouponClaimArg, RateLimit,
+ARG_STRUCTS: tuple[type[Struct], ...] = (GuardArg, ClaimArg, CodeArg, PointsArg,
+                                         CouponClaimArg, RateLimit,
                                          AccountsLimit, RiskCheck, PowDifficulty, GuardConfig)
 """The argument shapes Lua reads, in an order where each comes after those it holds."""
 

@@ -7,6 +7,7 @@ more precisely than the outcome (budget, merchant_cap, stacking, ...), and
 the gateway turns both into the stable error codes of the contract.
 """
 
+import dataclasses
 import functools
 import hashlib
 import hmac
@@ -22,8 +23,9 @@ from redis.asyncio import Redis
 
 from stampede.domain import throttle
 from stampede.domain.batcher import ClaimBatcher
-from stampede.domain.coupons import codes, discount, promo
+from stampede.domain.coupons import codes, discount, points, promo
 from stampede.domain.coupons.codes import CodeKeys
+from stampede.domain.coupons.points import PointsLedger
 from stampede.domain.coupons.spec import (
     CouponClaimView,
     CouponStats,
@@ -46,7 +48,7 @@ from stampede.errors import ValidationError
 from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, Outcome, parse_detail
 from stampede.settings import Settings
 from stampede.state import keys, records
-from stampede.state.records import CouponClaimArg, CouponRecord
+from stampede.state.records import CouponClaimArg, CouponRecord, PointsArg
 from stampede.state.scripts import ScriptRegistry
 
 GIFT_TTL_MS = 86_400_000
@@ -78,6 +80,8 @@ class _PendingCouponClaim:
     """The promo or referral code claimed with (normalized); the SKU is then ''."""
     referrer: str = ""
     """The member the referral code belonged to when read, '' otherwise."""
+    paid: PointsArg | None = None
+    """The points debit of a points-priced SKU."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,8 @@ class Coupons:
         self.gate = gate
         """Admission tokens, challenges and guard state, shared with the sale claims."""
         self._drops: dict[int, str] = {}
+        self.points: PointsLedger | None = None
+        """The points service (STAMPEDE_POINTS_URL), wired by the runtime; None: off."""
 
     @functools.cached_property
     def keys(self) -> CodeKeys:
@@ -202,7 +208,34 @@ class Coupons:
                                       self.gate.admission_exp(cid, user, admission_token),
                                       identity or "", codes.new_seed(),
                                       self.gate.guard(cid, user, client), code, referrer)
-        return await self.batcher.submit(cid, pending)  # type: ignore[arg-type]
+        answer: Answer = await self.batcher.submit(cid, pending)  # type: ignore[arg-type]
+        if answer.reason == "points_price" and answer.params.get("amount", -1) > 0:
+            # A points-priced SKU (the script said so, and its price): pay, then claim.
+            return await self._exchange(cid, pending, answer.params["amount"] * qty)
+        return answer
+
+    async def _exchange(self, cid: str, pending: _PendingCouponClaim, total: int) -> Answer:
+        """A claim of a points-priced SKU: debit, then claim; refund if the claim is refused."""
+        key = pending.idempotency_key
+        if key is None:
+            return Answer(Outcome.INVALID, "points_key_required")
+        if self.points is None:
+            return Answer(Outcome.FENCED, "points_unavailable")
+        debit = points.debit_id(cid, pending.user, key, pending.sku, pending.qty)
+        pending = dataclasses.replace(pending, claim_id=points.claim_id(cid, debit),
+                                      paid=PointsArg(debit=debit, points=total))
+        idem = keys.idempotency_key(cid, pending.user, "coupon:" + key)
+        if not await self.redis.exists(idem):  # else answered before: the script answers again
+            paid = await self.points.debit(debit, pending.user, total, cid, pending.sku)
+            if paid.status == "unavailable":
+                return Answer(Outcome.FENCED, "points_unavailable")
+            if paid.status != "debited":
+                return Answer(Outcome.CONFLICT, "points_refused" if paid.status == "refused"
+                              else "points_refunded")
+        answer: Answer = await self.batcher.submit(cid, pending)  # type: ignore[arg-type]
+        if answer.outcome is not Outcome.OK:  # nothing was issued: the points go back
+            await self.points.refund(debit)  # idempotent: a retry of the claim refunds again
+        return answer
 
     async def referral_code(self, cid: str, user: str, identity: str | None) -> Answer:
         """The member's personal referral code of a drop (minted on the first request)."""
@@ -248,7 +281,7 @@ class Coupons:
                 claim_id=c.claim_id, user=c.user, sku=c.sku, qty=c.qty, wallet_slot=wallet,
                 idem_slot=idem, admission=c.admission_exp, identity=c.identity, seed=c.seed,
                 fingerprint=f"{c.sku}:{c.qty}" if c.code is None else f"code:{c.code}:{c.qty}",
-                guard=guard, code=code))
+                guard=guard, code=code, points=c.paid))
         reply = await self.scripts.run("coupon_claim", ks, [
             self.settings.idempotency_ttl_s * 1000, records.encode_claims(batch)])
         answers, i = [], 0

@@ -119,6 +119,11 @@ class CouponDropSpec(Struct, **_STRICT):
     promo_codes: Annotated[dict[PromoCodeText, PromoCodeSpec], Meta(max_length=1000)] = {}
     referral: ReferralSpec | None = None
     wrong_codes: WrongCodeLimit = field(default_factory=WrongCodeLimit)
+    # -- points exchange
+    points: Annotated[dict[TemplateId, Annotated[int, Meta(ge=1, le=10**9)]],
+                      Meta(max_length=100)] = {}
+    """SKUs priced in points (points per unit): a claim of one debits the member's
+    points through the points service first (docs/points.md); nothing else claims it."""
 
 
 CouponStatus = Literal["active", "used", "expired", "transferred"]

@@ -16,6 +16,7 @@ campaign can never be apart):
                        rewarded per referrer, -1 no limit}, when the drop has referrals
     cp_coded:<sku>     "1": the SKU is claimable only with a code (promo or referral)
     cp_badcode         "<interval ms>:<burst>" of the wrong-code limiter
+    cp_points:<sku>    the SKU's price in points per unit (points exchange)
 """
 
 
@@ -82,6 +83,12 @@ def check_codes(drop: CouponDropSpec, skus: list[str]) -> None:
         if promo.sku not in skus:
             raise ValidationError(f"promo code {code!r} names {promo.sku!r}, which is not a "
                                   "SKU of the campaign")
+    for sku in drop.points:
+        if sku not in skus:
+            raise ValidationError(f"points prices {sku!r}, which is not a SKU of the campaign")
+        if sku in coded_skus(drop):
+            raise ValidationError(f"SKU {sku!r} is priced in points and issued by a code: "
+                                  "choose one")
     if drop.referral is not None:
         for name in ("sku", "referrer_sku"):
             sku = getattr(drop.referral, name)
@@ -139,6 +146,8 @@ def code_meta(drop: CouponDropSpec) -> dict[str, str]:
                                        else r.per_referrer}).decode()
     for sku in coded_skus(drop):
         meta[f"cp_coded:{sku}"] = "1"
+    for sku, price in drop.points.items():
+        meta[f"cp_points:{sku}"] = str(price)
     return meta
 
 
