@@ -3,7 +3,9 @@
 Claims (per-user limit, stock, budget), claims with a promo code (right or
 wrong: the per-code limit, the wrong-code limiter), referral codes minted and
 used (two accounts share one person, one account has no identity: own
-referrals and second referrals refused; the referrer's reward), redemptions
+referrals and second referrals refused; the referrer's reward), points
+exchanges against a real loopback points service (balances, a key used
+again, replies lost), redemptions
 (by the current code or a dead one), rollbacks (twice), gift offers and
 acceptances, and the clock
 moving in 6-hour steps against 1- and 2-day validities (so the real time the
@@ -23,8 +25,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from stampede import Engine, Outcome, Settings
 from stampede.domain.coupons.service import Merchant
 from stampede.domain.coupons.spec import MerchantSpec, RedemptionRequest
+from stampede.durable.points_client import HttpPoints
 from tests.conftest import iso
 from tests.coupons.helpers import drop_spec
+from tests.coupons.points_service import PointsService, points_service
 
 USERS = ["u0", "u1", "u2"]
 STEP_MS = 6 * 3600 * 1000
@@ -35,8 +39,10 @@ TEMPLATES = {"five": {"kind": "fixed_off", "face_value": 500, "valid_days": 1,
                       "valid_days": 2},
              "promo": {"kind": "fixed_off", "face_value": 100, "valid_days": 2},
              "friend": {"kind": "fixed_off", "face_value": 150, "valid_days": 2},
-             "bonus": {"kind": "fixed_off", "face_value": 50, "valid_days": 2}}
-VALUE = {"five": 500, "pack": 600, "promo": 100, "friend": 150, "bonus": 50}
+             "bonus": {"kind": "fixed_off", "face_value": 50, "valid_days": 2},
+             "mug": {"kind": "exchange", "item": "mug", "face_value": 200, "valid_days": 2}}
+VALUE = {"five": 500, "pack": 600, "promo": 100, "friend": 150, "bonus": 50, "mug": 200}
+MUG_POINTS = 300
 IDENTITY = {"u0": "p0", "u1": "p1", "u2": "p0", "friend": None}  # u0 and u2: one person
 PROMO_PER_USER, WRONG_PER_HOUR = 1, 3
 BUDGET = 3500
@@ -75,7 +81,13 @@ class CouponMachine(RuleBasedStateMachine):
             campaign={"closes_at": iso(30 * 86_400)},
             promo_codes={"SAVE10": {"sku": "promo", "per_user": PROMO_PER_USER}},
             referral={"sku": "friend", "referrer_sku": "bonus"},
-            wrong_codes={"per_hour": WRONG_PER_HOUR})))
+            wrong_codes={"per_hour": WRONG_PER_HOUR}, points={"mug": MUG_POINTS})))
+        self._points_cm = points_service()
+        self.points: PointsService = self.run(self._points_cm.__aenter__())
+        self.points.balances.update(u0=1000, u1=300, u2=0)
+        self.engine.coupons.points = HttpPoints(self.points.url, timeout_s=2)
+        self.exchanges: dict[tuple[str, str], Any] = {}
+        """(user, key) -> the first answer of that exchange"""
         creds = self.run(self.engine.coupons.put_merchant("m1", MerchantSpec(name="m1")))
         merchant = self.run(self.engine.coupons.merchant(creds.token))
         assert merchant is not None
@@ -99,6 +111,9 @@ class CouponMachine(RuleBasedStateMachine):
         return self.loop.run_until_complete(coro)
 
     def teardown(self) -> None:
+        if self.engine.coupons.points is not None:
+            self.run(self.engine.coupons.points.close())
+        self.run(self._points_cm.__aexit__(None, None, None))
         self.run(self.engine.close())
         self.loop.close()
 
@@ -215,6 +230,43 @@ class CouponMachine(RuleBasedStateMachine):
             v = reward[0]
             self.coupons.append(Coupon(v.coupon_id, "bonus", referrer, v.uses_left, self.now,
                                        v.code or "", []))
+
+    @rule(user=st.sampled_from(USERS), key=st.sampled_from(["k1", "k2", "k3"]),
+          lose=st.integers(0, 3))
+    def exchange(self, user: str, key: str, lose: int) -> None:
+        """Pay a mug in points; a key used again is the same exchange; `lose` replies
+        are lost (3: the service never answers, and the app tries again at once)."""
+        first = self.exchanges.get((user, key))
+        # The service is asked unless the claim ran before (its answer is remembered).
+        asks = first is None or first.reason == "points_refused"
+        self.points.lose_replies = lose
+        balance = self.points.balances[user]
+        r = self.run(self.engine.coupons.claim(self.cid, user, "mug", idempotency_key=key))
+        if lose >= 3 and asks:
+            assert (r.outcome, r.reason) == (Outcome.FENCED, "points_unavailable"), r
+            r = self.run(self.engine.coupons.claim(self.cid, user, "mug", idempotency_key=key))
+        self.points.lose_replies = 0
+        if first is not None:  # the same exchange: the same answer, no new debit
+            assert (r.outcome, r.reason) == (first.outcome, first.reason), r
+            if r.outcome is Outcome.OK:
+                assert r.view == first.view
+            assert self.points.balances[user] == balance
+            return
+        self.exchanges[(user, key)] = r
+        if balance < MUG_POINTS:
+            assert (r.outcome, r.reason) == (Outcome.CONFLICT, "points_refused"), r
+        elif self.units[user] + 1 > 3:
+            assert (r.outcome, r.reason) == (Outcome.LIMIT_EXCEEDED, "per_user"), r
+        elif self.stock["mug"] < 1:
+            assert (r.outcome, r.reason) == (Outcome.SOLD_OUT, "stock"), r
+        elif self.value + VALUE["mug"] > BUDGET:
+            assert (r.outcome, r.reason) == (Outcome.SOLD_OUT, "budget"), r
+        else:
+            assert r.outcome is Outcome.OK, r
+            self._issued(r, user, "mug")
+            assert self.points.balances[user] == balance - MUG_POINTS
+            return
+        assert self.points.balances[user] == balance  # refused or refunded: nothing spent
 
     @rule(data=st.data(), dead=st.booleans())
     def redeem(self, data: st.DataObject, dead: bool) -> None:
