@@ -167,15 +167,16 @@ async def run(seconds: float, rounds: int, concurrency: int) -> dict[str, list[f
             codes: list[str] = []
             rates[names[2]].append(await _coupon_claims(engine, f"d{r}", seconds,
                                                         concurrency, codes))
+            # promo-code claims right after the plain ones: the drift hits both alike
+            rates[names[5]].append(await _coupon_claims(engine, f"p{r}", seconds,
+                                                        concurrency, [], promo=True))
+            await _wipe(engine, f"p{r}")
             rates[names[3]].append(await _redemptions(engine, f"d{r}", merchant, seconds,
                                                       concurrency, codes))
             await _wipe(engine, f"d{r}")
             rates[names[4]].append(await _coupon_claims(engine, f"g{r}", seconds,
                                                         concurrency, [], guarded=True))
             await _wipe(engine, f"g{r}")
-            rates[names[5]].append(await _coupon_claims(engine, f"p{r}", seconds,
-                                                        concurrency, [], promo=True))
-            await _wipe(engine, f"p{r}")
     return rates
 
 

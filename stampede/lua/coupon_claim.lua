@@ -166,20 +166,23 @@ end
 
 -- The code a claim was made with: {sku, promo | referral} or nil and the refusal
 -- (code, reason, value). Only a wrong code writes (its limiter).
+local code_rate, promos, sku_flags = nil, {}, {}  -- read once per batch
 local function resolve_code(code_arg)
-  local rate = redis.call('HGET', K.meta, 'cp_badcode') or '360000:10'
-  local sep = string.find(rate, ':', 1, true)
-  local interval, burst = tonumber(string.sub(rate, 1, sep - 1)),
-                          tonumber(string.sub(rate, sep + 1))
+  if not code_rate then
+    local rate = redis.call('HGET', K.meta, 'cp_badcode') or '360000:10'
+    local sep = string.find(rate, ':', 1, true)
+    code_rate = {tonumber(string.sub(rate, 1, sep - 1)), tonumber(string.sub(rate, sep + 1))}
+  end
   local limiter = KEYS[code_arg.limiter]
-  local allowed, retry, new_tat = gcra_check(limiter, now, interval, burst)
+  local allowed, retry, new_tat = gcra_check(limiter, now, code_rate[1], code_rate[2])
   if not allowed then return nil, {THROTTLED, 'code', tostring(retry)} end
   local code = code_arg.code
-  local promo = redis.call('HGET', K.meta, 'cp_promo:' .. code)
-  if promo then
-    local p = cjson.decode(promo)
-    return {sku = p.s, promo = {code = code, per_user = p.u}}
+  if promos[code] == nil then
+    local raw = redis.call('HGET', K.meta, 'cp_promo:' .. code)
+    promos[code] = raw and cjson.decode(raw) or false
   end
+  local p = promos[code]
+  if p then return {sku = p.s, promo = {code = code, per_user = p.u}} end
   local ref_cfg = redis.call('HGET', K.meta, 'cp_ref')
   local owner = ref_cfg and redis.call('HGET', C.cusers, 'rc|' .. code)
   if owner then
@@ -226,6 +229,15 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
     local c = parse_claim(existing)
     local ids = {}
     for i = 1, c.qty * #sku_config(c.sku).t do ids[i] = coupon_id(i) end
+    if #ids > 0 and redis.call('HEXISTS', C.cpn, ids[1]) == 0 then
+      -- Another call's seed (a points exchange's claim id is its debit's): find its coupons.
+      ids = {}
+      for _, id in ipairs(redis.call('SMEMBERS', wallet)) do
+        local raw = redis.call('HGET', C.cpn, id)
+        if raw and parse_coupon(raw).claim == claim_id then ids[#ids + 1] = id end
+      end
+      table.sort(ids)
+    end
     return answer(OK, code_arg and c.sku or '', claim_id, c.created, ids)
   end
   if guard_cfg and not g then return answer(GUARD_CONTEXT_NEEDED) end  -- guarded since
@@ -251,12 +263,15 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
   for _, tid in ipairs(cfg.t) do
     if not spec_of(tid) or not tpls[tid] then return answer(NOT_FOUND, 'no_sku') end
   end
-  if not coded and redis.call('HEXISTS', K.meta, 'cp_coded:' .. sku) == 1 then
-    return answer(NOT_FOUND, 'code_required')
+  local flags = sku_flags[sku]
+  if not flags then
+    flags = redis.call('HMGET', K.meta, 'cp_coded:' .. sku, 'cp_points:' .. sku)
+    sku_flags[sku] = flags
   end
+  if not coded and flags[1] then return answer(NOT_FOUND, 'code_required') end
   if qty < 1 then return answer(INVALID, 'bad_qty') end
   -- A points-priced SKU only with its debit, for exactly its price; points only for one.
-  local price_pts = tonumber(redis.call('HGET', K.meta, 'cp_points:' .. sku) or '-1')
+  local price_pts = tonumber(flags[2] or '-1')
   if (price_pts >= 0) ~= (paid ~= nil) or (paid and paid.points ~= price_pts * qty) then
     return answer(CONFLICT, 'points_price:' .. price_pts)  -- the engine pays, then claims
   end

@@ -120,3 +120,19 @@ async def test_points_need_a_key_and_a_service(engine: Engine) -> None:
     r = await engine.coupons.claim("d1", "ann", "mug", idempotency_key="k")
     assert (r.outcome, r.reason) == (Outcome.FENCED, "points_unavailable")
     assert (await engine.coupons.claim("d1", "ann", "five")).outcome is Outcome.OK
+
+
+async def test_an_exchange_whose_answer_was_forgotten_is_answered_from_its_claim(
+        engine: Engine, points: PointsService) -> None:
+    """The remembered answer gone (its TTL passed), a retry of the exchange finds the
+    claim its debit made, and answers its coupons again: no second coupon."""
+    await _drop(engine)
+    points.balances["ann"] = 1000
+    first = await engine.coupons.claim("d1", "ann", "mug", 2, idempotency_key="x1")
+    assert first.outcome is Outcome.OK
+    await engine.redis.delete(*await engine.redis.keys("{c:d1}:idem:*"))
+    again = await engine.coupons.claim("d1", "ann", "mug", 2, idempotency_key="x1")
+    assert again.outcome is Outcome.OK and again.view.claim_id == first.view.claim_id
+    assert sorted(c.coupon_id for c in again.view.coupons) == \
+        sorted(c.coupon_id for c in first.view.coupons)
+    assert points.balances["ann"] == 400 and await _mugs(engine, "ann") == 2
