@@ -81,7 +81,8 @@ def refusal(answer: Answer, not_found: str = "not_found", **context: Any) -> web
 # -- users --------------------------------------------------------------------
 
 @api.route("POST", "/v1/campaigns/{cid}/coupons",
-           "Claim a coupon (or a gift pack) of a drop: final at once", auth="user",
+           "Claim a coupon (or a gift pack) of a drop by SKU, promo or referral code, or "
+           "for points (with an Idempotency-Key): final at once", auth="user",
            body=CouponClaimRequest, response=CouponClaimView, status=201, idempotent=True,
            errors=(400, 401, 403, 404, 409, 413, 422, 429, 503), path_params=CID,
            headers={"X-Admission-Token": "required when the drop has a waiting room",
