@@ -287,6 +287,10 @@ REFUSALS: dict[str, Refusal] = {
     "referral_limit": _r("limit_exceeded", 409, "this referral code has been used by its "
                          "{limit} friends already", "the referrer's per_referrer is reached",
                          values=("limit",)),
+    "referrer_limit": _r("limit_exceeded", 409, "the member who shared this code has reached "
+                         "their limit in drop '{campaign}': their reward cannot be issued, so "
+                         "neither is yours", "the referrer's per-user or per-SKU limit would "
+                         "be passed by the reward"),
     "no_referral": _r("not_found", 404, "drop '{campaign}' has no referral programme",
                       "asking for a referral code where the drop declares none"),
     # -- points exchange -------------------------------------------------------------

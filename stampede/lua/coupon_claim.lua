@@ -321,6 +321,15 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
     if ref.max >= 0 and tonumber(seen[3] or '0') >= ref.max then
       return refuse(LIMIT_EXCEEDED, 'referral_limit:' .. ref.max)
     end
+    -- The reward is a claim of the referrer's: their limits hold for it too.
+    local ru = redis.call('HMGET', K.users, ref.referrer, ref.referrer .. '|' .. ref.sku)
+    local r_gifts = tonumber(redis.call('HGET', C.cusers, 'g|' .. ref.referrer) or '0')
+    local r_total = tonumber(ru[1] or '0') + r_gifts + (user == ref.referrer and qty or 0)
+    local r_lim = tonumber(redis.call('HGET', K.stock, ref.sku .. '.lim') or '-1')
+    if (per_user >= 0 and r_total + 1 > per_user)
+        or (r_lim >= 0 and tonumber(ru[2] or '0') + 1 > r_lim) then
+      return refuse(LIMIT_EXCEEDED, 'referrer_limit')
+    end
     ref_cfg = sku_config(ref.sku)
     local rs = redis.call('HMGET', K.stock, ref.sku .. '.a', ref.sku .. '.price')
     if not ref_cfg or not rs[1] then return answer(NOT_FOUND, 'no_sku') end

@@ -202,3 +202,16 @@ async def test_many_accounts_on_one_device_are_stopped_by_the_guard(engine: Engi
     assert {(a.outcome, a.reason) for a in answers[3:]} == {
         (Outcome.BLOCKED, "accounts_per_device")}
     assert len(await engine.coupons.wallet("ann")) == 3
+
+
+async def test_a_referrer_at_their_limit_gets_no_reward_and_the_friend_nothing(
+        engine: Engine) -> None:
+    await engine.define_campaign("d1", drop_spec(
+        templates=TEMPLATES, per_user=1, referral={"sku": "friend", "referrer_sku": "bonus"}))
+    code = (await engine.coupons.referral_code("d1", "ann", "pa")).view.code
+    assert (await engine.coupons.claim("d1", "b", "", code=code, identity="pb")).outcome \
+        is Outcome.OK
+    r = await engine.coupons.claim("d1", "c", "", code=code, identity="pc")
+    assert (r.outcome, r.reason) == (Outcome.LIMIT_EXCEEDED, "referrer_limit")
+    assert await engine.coupons.wallet("c") == []
+    assert len(await engine.coupons.wallet("ann")) == 1

@@ -211,6 +211,8 @@ class CouponMachine(RuleBasedStateMachine):
             assert (r.outcome, r.reason) == (Outcome.CONFLICT, "own_referral"), r
         elif friend in self.referred or person in self.referred_people:
             assert (r.outcome, r.reason) == (Outcome.LIMIT_EXCEEDED, "referral_used"), r
+        elif self.units[referrer] + 1 > 3:
+            assert (r.outcome, r.reason) == (Outcome.LIMIT_EXCEEDED, "referrer_limit"), r
         elif self.stock["bonus"] < 1 or self.stock["friend"] < 1:
             assert (r.outcome, r.reason) == (Outcome.SOLD_OUT, "stock"), r
         elif self.value + VALUE["friend"] + VALUE["bonus"] > BUDGET:
