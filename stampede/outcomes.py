@@ -273,7 +273,7 @@ REFUSALS: dict[str, Refusal] = {
                   "limited per user and hour)", "a claim with a code that is neither one of "
                   "the drop's promo codes nor a member's referral code"),
     "code_required": _r("forbidden", 403, "SKU '{sku}' of drop '{campaign}' is issued only "
-                        "with a code: claim with {{\"code\": ...}}",
+                        "with a code: claim with POST /v1/campaigns/{campaign}/code-claims",
                         "a plain claim of a SKU that promo or referral codes issue"),
     "code_per_user": _r("limit_exceeded", 409, "user '{user}' may use this code {limit} "
                         "times; they have used it {held}",

@@ -154,9 +154,13 @@ TypedCode = Annotated[str, Meta(min_length=1, max_length=64, description=(
 
 
 class CouponClaimRequest(Struct, **_STRICT):
-    """A claim names a SKU of the drop, or a promo or referral code (not both)."""
-    sku: TemplateId | None = None
-    code: TypedCode | None = None
+    sku: TemplateId
+    qty: Annotated[int, Meta(ge=1, le=1000)] = 1
+
+
+class CodeClaimRequest(Struct, **_STRICT):
+    """A claim with a promo or referral code: the code decides the SKU."""
+    code: TypedCode
     qty: Annotated[int, Meta(ge=1, le=1000)] = 1
 
 
