@@ -14,8 +14,8 @@ a violation is anything those rules forbid or the projections contradict:
                         projections do
 
 and for coupon drops those of engine.coupons.audit (over_budget, uses_negative,
-bad_coupon_transition, rolled_back_twice, code_over_limit, referral_farmed,
-points_debit_twice).
+bad_coupon_transition, rolled_back_twice, validity_shortened, code_over_limit,
+referral_farmed, points_debit_twice).
 """
 
 from collections import Counter

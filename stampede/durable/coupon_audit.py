@@ -10,6 +10,8 @@
                              referring themselves (account or identity), or a
                              referral with a code no member minted
     points_debit_twice       two claims paid with one points debit
+    validity_shortened       a live template change whose validity is shorter than
+                             before (coupon rules: validity may only grow)
 
 (Issued coupons never pass the quota: each claim's units are the stock's, which
 the campaign audit checks; every coupon_issued belongs to a claim.)
@@ -24,6 +26,7 @@ import msgspec
 
 from stampede.durable.events import (
     CodeClaimed,
+    CouponDropPatched,
     CouponExpired,
     CouponIssued,
     CouponRedeemed,
@@ -37,6 +40,7 @@ from stampede.durable.events import (
 
 Violate = Callable[..., None]
 _budget_of = msgspec.json.Decoder(dict[str, Any])
+_fields = msgspec.json.Decoder(dict[str, str | bool])
 
 
 @dataclass
@@ -101,6 +105,21 @@ class CouponReplay:
                             claims=[self.debits[ev.debit], ev.claim])
                 self.debits[ev.debit] = ev.claim
                 self.counts["points"] += ev.points
+            case CouponDropPatched():
+                self._patched(ev, violate)
+
+    def _patched(self, ev: CouponDropPatched, violate: Violate) -> None:
+        """A live change: its templates' validity (cp_tpl vt, vd) may only grow."""
+        self.counts["patched"] += 1
+        before, after = _fields.decode(ev.before), _fields.decode(ev.after)
+        for name, new in after.items():
+            old = before.get(name)
+            if not name.startswith("cp_tpl:") or not isinstance(old, str) \
+                    or not isinstance(new, str):
+                continue
+            o, n = _budget_of.decode(old), _budget_of.decode(new)
+            if n["vt"] < o["vt"] or n["vd"] < o["vd"]:
+                violate("validity_shortened", template=name[7:], seq=ev.seq)
 
     def _settle(self, ev: CouponExpired | CouponTransferred, violate: Violate) -> None:
         expired = isinstance(ev, CouponExpired)
@@ -129,7 +148,8 @@ class CouponReplay:
                 "budget": self.budget, "redeemed": self.counts["redeemed"],
                 "rolled_back": self.counts["rolled_back"], "expired": self.counts["expired"],
                 "transferred": self.counts["transferred"],
-                "points_exchanged": len(self.debits), "points": self.counts["points"]}
+                "points_exchanged": len(self.debits), "points": self.counts["points"],
+                "live_changes": self.counts["patched"]}
 
 
 @dataclass

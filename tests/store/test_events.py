@@ -52,7 +52,11 @@ ROWS: dict[str, list[dict[str, str]]] = {
                          "user": "u1", "template": "five", "fp": "cd"},
                         {"coupon": "d1.c1", "redemption": "r1", "merchant": "m1",
                          "order": "o1", "amount": "5000", "discount": "500", "uses_left": "1",
-                         "user": "u1", "template": "five"}],
+                         "user": "u1", "template": "five"},
+                        {"coupon": "d1.c1", "redemption": "r2", "merchant": "m1",  # rules
+                         "order": "o2", "amount": "900", "discount": "100", "uses_left": "0",
+                         "user": "u1", "template": "five", "fp": "ef",
+                         "lines": '[["latte","drinks",1,900,100]]'}],
     "coupon_rolled_back": [{"coupon": "d1.c1", "redemption": "r1", "merchant": "m1",
                             "discount": "500", "uses_left": "2", "template": "five"}],
     "coupon_expired": [{**_COUPON, "uses_left": "1"}],
@@ -71,6 +75,11 @@ ROWS: dict[str, list[dict[str, str]]] = {
     # points exchange
     "points_exchanged": [{"claim": "d1.x", "user": "u1", "sku": "mug", "qty": "1",
                           "debit": "ab" * 16, "points": "300"}],
+    # coupon rules: a live change
+    "coupon_drop_patched": [{"actor": "op", "before": '{"cp_per_day":false}',
+                             "after": '{"cp_per_day":"5"}', "grow": '{"five":{"vt":-1,"vd":9}}',
+                             "extended": "3"},
+                            {"actor": "op", "before": "{}", "after": "{}"}],
 }
 
 

@@ -17,11 +17,16 @@ campaign can never be apart):
     cp_coded:<sku>     "1": the SKU is claimable only with a code (promo or referral)
     cp_badcode         "<interval ms>:<burst>" of the wrong-code limiter
     cp_points:<sku>    the SKU's price in points per unit (points exchange)
+    cp_tz              the drop's IANA time zone (coupon rules: hours and days)
+    cp_rev:<template>  the template's revision, bumped by each live change (absent: 0)
+    cp_hist:<template> JSON [[until ms, spec JSON], ...]: the revisions a live change
+                       replaced, for coupons issued before it (absent: none)
 """
 
 
 import msgspec
 
+from stampede.domain.coupons import rules
 from stampede.domain.coupons.spec import CouponDropSpec, TemplateSpec
 from stampede.domain.models import to_ms
 from stampede.errors import ValidationError
@@ -49,6 +54,9 @@ def check_template(tid: str, t: TemplateSpec) -> None:
     if fixed and (t.valid_from is None or t.valid_to is None
                   or to_ms(t.valid_to) <= to_ms(t.valid_from)):
         raise bad("valid_to must come after valid_from")
+    times = rules.check_times(t)
+    if times is not None:
+        raise bad(times)
 
 
 def sku_templates(drop: CouponDropSpec, sku: str) -> list[str]:
@@ -66,6 +74,7 @@ def unit_value(t: TemplateSpec) -> int:
 
 def check_drop(drop: CouponDropSpec, skus: list[str]) -> None:
     """Refuse a drop whose templates, packs or SKUs do not make sense (ValidationError)."""
+    rules.zone(drop.time_zone)
     for tid, t in drop.templates.items():
         check_template(tid, t)
     for sku, tids in drop.packs.items():
@@ -116,19 +125,14 @@ def drop_meta(drop: CouponDropSpec | None, skus: list[str], number: str | None) 
     assert number is not None
     meta = {"coupons": "1", "cp_no": number, "cp_budget": unset(drop.budget),
             "cp_per_day": unset(drop.per_day), "cp_user_day": unset(drop.per_user_per_day),
-            "cp_person": unset(drop.per_person), "cp_mcap": unset(drop.merchant_daily_cap)}
+            "cp_person": unset(drop.per_person), "cp_mcap": unset(drop.merchant_daily_cap),
+            "cp_tz": drop.time_zone}
     for sku in skus:
         tids = sku_templates(drop, sku)
         value = sum(unit_value(drop.templates[t]) for t in tids)
         meta[f"cp_sku:{sku}"] = _json.encode({"t": tids, "v": value}).decode()
     for tid, t in drop.templates.items():
-        meta[f"cp_tpl:{tid}"] = _json.encode({
-            "u": t.uses, "f": t.face_value,
-            "vf": to_ms(t.valid_from) if t.valid_from is not None else -1,
-            "vt": to_ms(t.valid_to) if t.valid_to is not None else -1,
-            "vd": t.valid_days if t.valid_days is not None else -1,
-            "x": int(t.transferable), "g": int(t.gifts_count_to_limit)}).decode()
-        meta[f"cp_spec:{tid}"] = _json.encode(t).decode()
+        meta.update(template_meta(tid, t))
     meta.update(code_meta(drop))
     return meta
 
@@ -149,6 +153,17 @@ def code_meta(drop: CouponDropSpec) -> dict[str, str]:
     for sku, price in drop.points.items():
         meta[f"cp_points:{sku}"] = str(price)
     return meta
+
+
+def template_meta(tid: str, t: TemplateSpec) -> dict[str, str]:
+    """The meta fields a template is kept in (cp_tpl for the scripts, cp_spec whole)."""
+    return {f"cp_tpl:{tid}": _json.encode({
+                "u": t.uses, "f": t.face_value,
+                "vf": to_ms(t.valid_from) if t.valid_from is not None else -1,
+                "vt": to_ms(t.valid_to) if t.valid_to is not None else -1,
+                "vd": t.valid_days if t.valid_days is not None else -1,
+                "x": int(t.transferable), "g": int(t.gifts_count_to_limit)}).decode(),
+            f"cp_spec:{tid}": _json.encode(t).decode()}
 
 
 def day_of(ms: int) -> int:
