@@ -276,6 +276,48 @@ REFUSALS: dict[str, Refusal] = {
                     "accepting a gift whose coupon changed"),
     "own_gift": _r("conflict", 409, "you cannot accept your own gift",
                    "the giver accepting"),
+    # -- codes users type (promo and referral codes) -------------------------------
+    "no_code": _r("not_found", 404, "no such code in drop '{campaign}' (wrong codes are "
+                  "limited per user and hour)", "a claim with a code that is neither one of "
+                  "the drop's promo codes nor a member's referral code"),
+    "code_required": _r("forbidden", 403, "SKU '{sku}' of drop '{campaign}' is issued only "
+                        "with a code: claim with POST /v1/campaigns/{campaign}/code-claims",
+                        "a plain claim of a SKU that promo or referral codes issue"),
+    "code_per_user": _r("limit_exceeded", 409, "user '{user}' may use this code {limit} "
+                        "times; they have used it {held}",
+                        "the promo code's per-user limit is reached", values=("limit", "held")),
+    "own_referral": _r("conflict", 409, "a member cannot use their own referral code (same "
+                       "account or same person)", "the referrer, or another account of the "
+                       "same person (identity), claiming with the referrer's code"),
+    "referral_used": _r("limit_exceeded", 409, "this account or person has been referred in "
+                        "drop '{campaign}' already", "a friend (account or identity) "
+                        "claiming with a referral code a second time"),
+    "referral_limit": _r("limit_exceeded", 409, "this referral code has been used by its "
+                         "{limit} friends already", "the referrer's per_referrer is reached",
+                         values=("limit",)),
+    "referrer_limit": _r("limit_exceeded", 409, "the member who shared this code has reached "
+                         "their limit in drop '{campaign}': their reward cannot be issued, so "
+                         "neither is yours", "the referrer's per-user or per-SKU limit would "
+                         "be passed by the reward"),
+    "no_referral": _r("not_found", 404, "drop '{campaign}' has no referral programme",
+                      "asking for a referral code where the drop declares none"),
+    # -- points exchange -------------------------------------------------------------
+    "points_key_required": _r("invalid_request", 400, "SKU '{sku}' is priced in points: "
+                              "send an Idempotency-Key (the debit is made once per key)",
+                              "a claim of a points-priced SKU without an Idempotency-Key"),
+    "points_refused": _r("points_refused", 409, "the points service refused to debit user "
+                         "'{user}' for SKU '{sku}' (not enough points?); nothing was issued",
+                         "the points service refused the debit"),
+    "points_refunded": _r("conflict", 409, "this exchange (Idempotency-Key '{key}') was "
+                          "refunded; claim again with a new key",
+                          "a retry of an exchange whose debit was given back"),
+    "points_unavailable": _r("unavailable", 503, "the points service did not answer; retry "
+                             "with the same Idempotency-Key (the debit is made once)",
+                             "the points service is not configured or did not answer",
+                             _SOON),
+    "points_price": _r("conflict", 409, "the points price of SKU '{sku}' changed meanwhile; "
+                       "retry", "a claim's debit does not match the SKU's points price "
+                       "(the drop was redefined)", _SOON, values=("amount",)),
     # -- coupon rules: carts, time windows, live template changes ------------------
     "lines_required": _r("invalid_request", 400, "this coupon applies to some items or "
                          "categories only: send the order's lines", "redeeming an item- or "

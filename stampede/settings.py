@@ -123,6 +123,14 @@ class Settings:
     only while a console is open)."""
     console_max_listeners: int = 5000
     """Open console feeds a worker serves at once; past it, 503 console_full."""
+    # -- points exchange
+    points_url: str | None = None
+    """The points service coupons priced in points are paid through (docs/points.md);
+    None: such claims answer 503 points_unavailable."""
+    points_token: str | None = None
+    """Bearer token sent to the points service, if it wants one."""
+    points_timeout_s: int = 5
+    """One call to the points service (connect: 3 s at most); retried twice."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -165,7 +173,8 @@ class Settings:
                      "restart_window_s",
                      "gateway_burst", "live_max_listeners", "live_tick_ms", "webhook_poll_ms",
                      "webhook_timeout_s", "webhook_backoff_ms", "webhook_backoff_max_s",
-                     "console_tick_ms", "console_max_listeners"):
+                     "console_tick_ms", "console_max_listeners",
+                     "points_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
         if self.gateway_rate_per_s < 0:

@@ -18,6 +18,7 @@ export type ErrorCode =
   | "not_found"
   | "not_open"
   | "paused"
+  | "points_refused"
   | "presale_code_invalid"
   | "presale_code_used"
   | "request_timeout"

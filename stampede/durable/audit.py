@@ -14,7 +14,8 @@ a violation is anything those rules forbid or the projections contradict:
                         projections do
 
 and for coupon drops those of engine.coupons.audit (over_budget, uses_negative,
-bad_coupon_transition, rolled_back_twice, validity_shortened); for presale codes:
+bad_coupon_transition, rolled_back_twice, validity_shortened, code_over_limit,
+referral_farmed, points_debit_twice); for presale codes:
 
     presale_code_overused  a hold that spent a code past its batch's uses, or
                            a code of no issued batch or serial

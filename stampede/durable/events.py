@@ -230,6 +230,38 @@ class GiftOffered(Event, tag="gift_offered"):
     token: str = ""
 
 
+# -- codes users type (promo and referral codes) ---------------------------------
+
+class CodeClaimed(Event, tag="code_claimed"):
+    """A claim made with a code (after its claim and coupon events); a referral's
+    reward is `reward_claim`, a claim of the referrer's own."""
+    claim: str
+    user: str
+    code: str
+    kind: str
+    """promo or referral"""
+    qty: int
+    referrer: str = ""
+    reward_claim: str = ""
+    identity: str = ""
+
+
+class ReferralCodeMinted(Event, tag="referral_code_minted"):
+    user: str
+    code: str
+    identity: str
+
+
+# -- points exchange -------------------------------------------------------------
+
+class PointsExchanged(Event, tag="points_exchanged"):
+    """A claim paid in points (after its claim and coupon events)."""
+    claim: str
+    user: str
+    sku: str
+    qty: int
+    debit: str
+    points: int
 # -- coupon rules: live template changes -----------------------------------------
 
 class CouponDropPatched(Event, tag="coupon_drop_patched"):
@@ -282,7 +314,8 @@ AnyEvent = (CampaignDefined | CampaignPatched | WaveReleased | StockAdjusted | C
             | WaitlistSkipped | OfferMade | OfferAccepted | OfferLapsed | OfferDeclined
             | CouponIssued | CouponRedeemed | CouponRolledBack | CouponExpired
             | CouponTransferred | GiftOffered | RequestsRefused
-            | CouponDropPatched | PresaleCodesIssued | SegmentChanged)
+            | CouponDropPatched | PresaleCodesIssued | SegmentChanged
+            | CodeClaimed | ReferralCodeMinted | PointsExchanged)
 """Every event type the scripts emit, tagged by `type`."""
 
 TYPES: dict[str, type[Event]] = {

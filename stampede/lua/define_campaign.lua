@@ -34,6 +34,14 @@ if exists then
              K.offers)
   redis.call('HDEL', K.meta, 'wl_max', 'offer_ttl_ms', 'wr_on', 'wr_rate', 'wr_burst',
              'wr_max_active', 'wr_window_ms', 'wr_token_ttl_ms', 'wr_paused')
+  -- A redefined drop keeps none of its old codes (promo codes, referral, code-only SKUs)
+  -- nor points prices.
+  for _, name in ipairs(redis.call('HKEYS', K.meta)) do
+    if string.sub(name, 1, 9) == 'cp_promo:' or string.sub(name, 1, 9) == 'cp_coded:'
+        or string.sub(name, 1, 10) == 'cp_points:' or name == 'cp_ref' then
+      redis.call('HDEL', K.meta, name)
+    end
+  end
 end
 redis.call('HSET', K.meta, 'id', ARGV[1], 'name', ARGV[2], 'opens_ms', ARGV[3],
            'closes_ms', ARGV[4], 'hold_ttl_ms', ARGV[5], 'per_user', ARGV[6],

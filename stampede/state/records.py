@@ -290,6 +290,28 @@ class ClaimArg(Struct, array_like=True, frozen=True):
     that a nil leaves no hole in the array msgpack makes of the claim"""
 
 
+# Codes users type (promo and referral codes).
+class CodeArg(Struct, array_like=True, frozen=True):
+    """The code a coupon claim was made with (coupon_claim.lua resolves it)."""
+    code: str
+    """normalized: upper case, no spaces or dashes"""
+    referrer: str
+    """the member a referral code belonged to when the engine looked, '' otherwise"""
+    referrer_wallet: int
+    """KEYS slot of the referrer's wallet, 0 if none"""
+    limiter: int
+    """KEYS slot of the claimant's wrong-code limiter"""
+
+
+# Points exchange.
+class PointsArg(Struct, array_like=True, frozen=True):
+    """The points debit a claim of a points-priced SKU was paid with."""
+    debit: str
+    """the debit id (the points service debited it once, idempotently)"""
+    points: int
+    """points debited: the SKU's price times qty"""
+
+
 class CouponClaimArg(Struct, array_like=True, frozen=True):
     """One coupon claim of a batch (coupon_claim.lua)."""
     claim_id: str
@@ -306,6 +328,10 @@ class CouponClaimArg(Struct, array_like=True, frozen=True):
     """random seed of the coupon ids and locators"""
     fingerprint: str
     guard: GuardArg | None = None
+    code: CodeArg | None = None
+    """None: a claim of the SKU named, without a code"""
+    points: PointsArg | None = None
+    """None: no points paid (a points-priced SKU is then refused)"""
 
 
 # -- the compiled guard config (meta `th`, JSON) -------------------------------------
@@ -380,7 +406,8 @@ def decode_guard_config(raw: str) -> GuardConfig:
     return _guard_config_dec.decode(raw)
 
 
-ARG_STRUCTS: tuple[type[Struct], ...] = (GuardArg, ClaimArg, CouponClaimArg, RateLimit,
+ARG_STRUCTS: tuple[type[Struct], ...] = (GuardArg, ClaimArg, CodeArg, PointsArg,
+                                         CouponClaimArg, RateLimit,
                                          AccountsLimit, RiskCheck, PowDifficulty, GuardConfig)
 """The argument shapes Lua reads, in an order where each comes after those it holds."""
 

@@ -67,6 +67,15 @@ ROWS: dict[str, list[dict[str, str]]] = {
     "gift_offered": [{"coupon": "d1.c1", "user": "u0", "expires": "1700000060000",
                       "token": "t"}, {"coupon": "d1.c1", "user": "u0", "expires": "1"}],
     "requests_refused": [{"n": "2", "refusals": "u1:throttled;u2:blocked"}],
+    # codes users type
+    "code_claimed": [{"claim": "d1.x", "user": "u1", "code": "RABCDEFGH", "kind": "referral",
+                      "qty": "1", "referrer": "u0", "reward_claim": "d1.y", "identity": "p1"},
+                     {"claim": "d1.x", "user": "u1", "code": "SUMMER25", "kind": "promo",
+                      "qty": "2"}],
+    "referral_code_minted": [{"user": "u0", "code": "RABCDEFGH", "identity": "p0"}],
+    # points exchange
+    "points_exchanged": [{"claim": "d1.x", "user": "u1", "sku": "mug", "qty": "1",
+                          "debit": "ab" * 16, "points": "300"}],
     # coupon rules: a live change
     "coupon_drop_patched": [{"actor": "op", "before": '{"cp_per_day":false}',
                              "after": '{"cp_per_day":"5"}', "grow": '{"five":{"vt":-1,"vd":9}}',

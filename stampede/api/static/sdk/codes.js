@@ -19,6 +19,7 @@ export const ERROR_CODES = Object.freeze([
   "not_found",
   "not_open",
   "paused",
+  "points_refused",
   "presale_code_invalid",
   "presale_code_used",
   "request_timeout",
