@@ -328,6 +328,19 @@ REFUSALS: dict[str, Refusal] = {
                       "retry shortly", "Redis or the store cannot be reached", _SOON),
     "internal": _r("internal", 500, "internal error; request id {request_id}",
                    "a bug (logged with the request id)"),
+    # -- lookups and exports (the query API, stampede/api/lookups.py) ----------------
+    "no_claim_record": _r("not_found", 404, "no claim '{claim}' in the durable store",
+                          "a claim lookup of an id the store does not hold (yet)"),
+    "no_coupon_record": _r("not_found", 404, "no coupon '{coupon}' in the durable store",
+                           "a coupon lookup of an id the store does not hold (yet)"),
+    "no_redemption_record": _r("not_found", 404, "no redemption '{redemption}' in the "
+                               "durable store", "a redemption lookup of an id the store does "
+                               "not hold (yet)"),
+    "bad_query": _r("invalid_request", 400, "{detail}",
+                    "a listing's query parameter out of range: limit, cursor, since/until, "
+                    "format, or one the listing does not take"),
+    "no_store": _r("unavailable", 503, "this listener has no durable store to query; retry "
+                   "shortly", "a lookup on a listener started without its store", _SOON),
 }
 """Every refusal by reason. An outcome's own reason is its lower-cased name."""
 
