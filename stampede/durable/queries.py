@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 import msgspec
-from sqlalchemy import ColumnElement, and_, case, func, literal_column, or_, select
+from sqlalchemy import ColumnElement, and_, case, func, literal_column, select, tuple_
 from sqlalchemy.sql import Select
 
 from stampede.domain.models import from_ms
@@ -98,12 +98,13 @@ def check_limit(limit: int) -> int:
 
 
 def _after(columns: Sequence[Any], key: Sequence[Any], descending: bool) -> ColumnElement[bool]:
-    """Rows strictly past `key` in the (lexicographic) order of `columns`."""
-    terms = []
-    for i, column in enumerate(columns):
-        past = column < key[i] if descending else column > key[i]
-        terms.append(and_(*(c == k for c, k in zip(columns[:i], key[:i], strict=True)), past))
-    return or_(*terms)
+    """Rows strictly past `key` in the (lexicographic) order of `columns`: a row-value
+    comparison, which both backends answer as one range scan of the index."""
+    if len(columns) == 1:
+        return columns[0] < key[0] if descending else columns[0] > key[0]
+    row, past = tuple_(*columns), tuple_(*key)
+    after: ColumnElement[bool] = row < past if descending else row > past
+    return after
 
 
 async def _page(store: Store, stmt: Select[Any], kind: str, columns: Sequence[Any],
