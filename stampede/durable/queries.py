@@ -100,9 +100,8 @@ def check_limit(limit: int) -> int:
 def _after(columns: Sequence[Any], key: Sequence[Any], descending: bool) -> ColumnElement[bool]:
     """Rows strictly past `key` in the (lexicographic) order of `columns`: a row-value
     comparison, which both backends answer as one range scan of the index."""
-    if len(columns) == 1:
-        return columns[0] < key[0] if descending else columns[0] > key[0]
-    row, past = tuple_(*columns), tuple_(*key)
+    row: Any = columns[0] if len(columns) == 1 else tuple_(*columns)
+    past: Any = key[0] if len(columns) == 1 else tuple_(*key)
     after: ColumnElement[bool] = row < past if descending else row > past
     return after
 

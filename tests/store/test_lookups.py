@@ -12,8 +12,8 @@ from typing import Any
 
 import msgspec
 import pytest
-from sqlalchemy import insert
 from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import insert
 
 from stampede import Engine, Outcome
 from stampede.api.app import make_admin_app, make_public_app
