@@ -13,6 +13,7 @@ export the whole filtered listing with `format=csv|ndjson` (or the matching
 Accept header): streamed chunk by chunk as an attachment, in bounded memory.
 """
 
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -87,14 +88,20 @@ def _time(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name)
     if raw is None:
         return None
+    # A "+01:00" offset sent unencoded arrives as " 01:00" (form encoding): take it back.
+    text = _PLUS_AS_SPACE.sub(r"+\1", raw)
     try:
-        when = datetime.fromisoformat(raw)
-    except ValueError:
-        when = None
-    if when is None or when.tzinfo is None:
+        when = datetime.fromisoformat(text)
+        ms = to_ms(when) if when.tzinfo is not None else None
+    except (ValueError, OverflowError):
+        ms = None
+    if ms is None:
         raise ApiError.of("bad_query", detail=f"{name} must be an ISO 8601 time with its UTC "
                                               f"offset (e.g. 2026-12-01T00:00:00Z), not {raw!r}")
-    return to_ms(when)
+    return ms
+
+
+_PLUS_AS_SPACE = re.compile(r" ([0-9]{2}:?[0-9]{2})$")
 
 
 def _window(request: web.Request) -> q.Window:

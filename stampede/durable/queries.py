@@ -86,9 +86,17 @@ def decode_cursor(kind: str, cursor: str, types: Sequence[type]) -> tuple[Any, .
         decoded = None
     if (not isinstance(decoded, list) or len(decoded) != len(types) + 1
             or decoded[0] != kind
-            or not all(type(v) is ty for v, ty in zip(decoded[1:], types, strict=True))):
+            or not all(type(v) is ty and _in_range(v)
+                       for v, ty in zip(decoded[1:], types, strict=True))):
         raise QueryError(f"cursor is not one this listing ({kind}) gave")
     return tuple(decoded[1:])
+
+
+def _in_range(value: object) -> bool:
+    """A key part the columns can hold (BIGINT; ids of at most 128 characters)."""
+    if isinstance(value, int):
+        return -(1 << 63) <= value < (1 << 63)
+    return isinstance(value, str) and len(value) <= 128
 
 
 def check_limit(limit: int) -> int:

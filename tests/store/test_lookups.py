@@ -22,6 +22,7 @@ from stampede.api.context import DURABLE
 from stampede.domain.coupons.spec import MerchantSpec, RedemptionRequest
 from stampede.domain.models import CampaignPatch
 from stampede.durable.persister import Persister
+from stampede.durable.queries import encode_cursor
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
 from tests.conftest import campaign_spec
@@ -390,10 +391,14 @@ async def test_bad_parameters_are_refused_naming_them(served: Served) -> None:
         ("/admin/v1/merchants/m1/settlement", {"since": "2024-01-01T00:00:00Z",
                                                "until": "2026-01-01T00:00:00Z"}, "until"),
         ("/admin/v1/users/u1", {"limit": "5000"}, "limit"),
+        (claims, {"cursor": encode_cursor("claims", [1 << 70, "x"])}, "cursor"),  # not BIGINT
     ]
     for path, params, named in cases:
         message = await served.refused(path, params)
         assert named in message, (path, params, message)
+    # An offset sent unencoded ("+" reads as a space in a query) is still understood.
+    resp = await served.admin.get(f"{claims}?since=2000-01-01T01:00:00+01:00", headers=VIEWER)
+    assert resp.status == 200 and len((await resp.json())["items"]) == 3
     # The claims listing of one campaign does not take another's cursor as its own key.
     assert (await served.get("/admin/v1/campaigns/c2/claims", cursor=page["next_cursor"])
             )["items"] == []
