@@ -41,12 +41,15 @@ NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 T = TypeVar("T")
 
 CURSOR = {"cursor": (r"^[A-Za-z0-9_-]{1,1024}$", False),
-          "limit": (r"^[0-9]{1,9}$", False)}
-WINDOW = {"since": (r"^[0-9T:.+Z -]{1,40}$", False),
-          "until": (r"^[0-9T:.+Z -]{1,40}$", False)}
+          "limit": (r"^([1-9][0-9]{0,2}|1000)$", False)}
+TIME = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
+        r"(Z|[+ -][0-9]{2}:?[0-9]{2})$")
+"""ISO 8601 with its UTC offset ("+" may arrive as a space: form encoding)."""
+WINDOW = {"since": (TIME, False), "until": (TIME, False)}
 FORMAT = {"format": (r"^(json|csv|ndjson)$", False)}
 EXPORT_HEADERS = {"Accept": "text/csv or application/x-ndjson: the same as format=csv or "
                             "format=ndjson (the format parameter wins)"}
+EXPORTS = tuple(MEDIA_TYPES.values())
 LIST_ERRORS = (400, 401, 403, 503)
 
 
@@ -175,7 +178,7 @@ CLAIM_QUERY = {"user": (USER_PATTERN, False), "sku": (SKU_PATTERN, False),
                  "A campaign's claims by user, SKU, status and time (creation order); "
                  "format=csv|ndjson exports them all", auth="viewer", response=q.ClaimPage,
                  errors=LIST_ERRORS, path_params=CID, query_params=CLAIM_QUERY,
-                 headers=EXPORT_HEADERS)
+                 headers=EXPORT_HEADERS, exports=EXPORTS)
 async def campaign_claims(request: web.Request) -> web.StreamResponse:
     _only(request, CLAIM_QUERY)
     cid = request.match_info["cid"]
@@ -198,7 +201,7 @@ EVENT_QUERY = {"type": (r"^[a-z_]{1,32}(,[a-z_]{1,32}){0,31}$", False),
                  "A campaign's events by type (comma-separated) and time, in order; "
                  "format=csv|ndjson exports them all", auth="viewer", response=q.EventPage,
                  errors=LIST_ERRORS, path_params=CID, query_params=EVENT_QUERY,
-                 headers=EXPORT_HEADERS)
+                 headers=EXPORT_HEADERS, exports=EXPORTS)
 async def campaign_events(request: web.Request) -> web.StreamResponse:
     _only(request, EVENT_QUERY)
     cid = request.match_info["cid"]
@@ -310,7 +313,8 @@ async def _redemptions(request: web.Request, merchant: str | None) -> web.Stream
 @admin_api.route("GET", "/admin/v1/redemptions",
                  "Redemptions by merchant, drop and time, oldest first; format=csv|ndjson "
                  "exports them all", auth="viewer", response=q.RedemptionPage,
-                 errors=LIST_ERRORS, query_params=REDEMPTION_QUERY, headers=EXPORT_HEADERS)
+                 errors=LIST_ERRORS, query_params=REDEMPTION_QUERY, headers=EXPORT_HEADERS,
+                 exports=EXPORTS)
 async def redemptions(request: web.Request) -> web.StreamResponse:
     return await _redemptions(request, None)
 
@@ -340,7 +344,7 @@ MERCHANT_REDEMPTION_QUERY = {"drop": (NAME, False), **WINDOW, **CURSOR, **FORMAT
 @api.route("GET", "/v1/merchant/redemptions",
            "My redemptions (merchant token), oldest first; format=csv|ndjson exports them all",
            auth="merchant", response=q.RedemptionPage, errors=LIST_ERRORS,
-           query_params=MERCHANT_REDEMPTION_QUERY, headers=EXPORT_HEADERS)
+           query_params=MERCHANT_REDEMPTION_QUERY, headers=EXPORT_HEADERS, exports=EXPORTS)
 async def my_redemptions(request: web.Request) -> web.StreamResponse:
     return await _redemptions(request, request[MERCHANT].merchant_id)
 

@@ -127,6 +127,8 @@ def _operation(op: Operation, refs: dict[Any, Any], dev_auth: bool) -> dict[str,
     ok: dict[str, Any] = {"description": "success"}
     if op.response is not None:
         ok["content"] = {op.media_type: {"schema": refs[op.response]}}
+        for media in op.exports:  # the whole listing as rows of text, streamed
+            ok["content"][media] = {"schema": {"type": "string"}}
     responses: dict[str, Any] = {str(s): ok for s in (op.status, *op.also) if s != 304}
     if 304 in op.also:
         responses["304"] = {"description": "not modified: If-None-Match named the current ETag"}

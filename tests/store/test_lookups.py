@@ -175,7 +175,7 @@ async def test_pages_stay_stable_while_claims_are_written(served: Served) -> Non
         await task
     ids = [c["claim_id"] for c in pages]
     assert len(ids) == len(set(ids)), "a claim was shown twice"
-    keys = [(c["created_at"], c["claim_id"]) for c in pages]
+    keys = [(datetime.fromisoformat(c["created_at"]), c["claim_id"]) for c in pages]
     assert keys == sorted(keys)
     assert {m[0] for m in before} <= set(ids), "a claim stored before paging was skipped"
     assert len(written) > 20 and set(ids) & set(written), "no write happened while paging"
