@@ -13,6 +13,7 @@ export the whole filtered listing with `format=csv|ndjson` (or the matching
 Accept header): streamed chunk by chunk as an attachment, in bounded memory.
 """
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
@@ -22,11 +23,12 @@ import msgspec
 import sqlalchemy.exc
 from aiohttp import web
 
-from stampede.api.context import DURABLE, MERCHANT, USER
+from stampede import Engine
+from stampede.api.context import DURABLE, ENGINE, MERCHANT, USER
 from stampede.api.errors import ApiError, json_response, refuse
 from stampede.api.headers import header
 from stampede.api.routing import CID, SKU_PATTERN, ApiRoutes
-from stampede.domain.models import to_ms
+from stampede.domain.models import QueueTicket, to_ms
 from stampede.durable import queries as q
 from stampede.durable.exports import FORMATS, MEDIA_TYPES, Format, encoded
 from stampede.durable.store import Store
@@ -217,16 +219,39 @@ async def campaign_events(request: web.Request) -> web.StreamResponse:
 
 # -- admin: lookups ----------------------------------------------------------------
 
+class UserLookup(q.UserHistory, kw_only=True):
+    queue_tickets: list[QueueTicket] = []
+    """Waiting-room tickets, live from Redis (admission tokens withheld: a viewer
+    must not be able to claim as the user)."""
+
+
 @admin_api.route("GET", "/admin/v1/users/{user}",
                  "A user's whole history: claims, waitlist entries, coupons, redemptions "
-                 "and events, newest first (at most limit of each)", auth="viewer",
-                 response=q.UserHistory, errors=LIST_ERRORS,
+                 "and events, newest first (at most limit of each), and waiting-room tickets",
+                 auth="viewer", response=UserLookup, errors=LIST_ERRORS,
                  path_params={"user": USER_PATTERN},
                  query_params={"limit": CURSOR["limit"]})
 async def user_history(request: web.Request) -> web.Response:
     _only(request, ("limit",))
-    history = q.user_history(_store(request), request.match_info["user"], _limit(request))
-    return json_response(await _stored(history))
+    uid = request.match_info["user"]
+    history = await _stored(q.user_history(_store(request), uid, _limit(request)))
+    tickets = await _tickets(request.app[ENGINE], uid)
+    return json_response(UserLookup(**msgspec.structs.asdict(history), queue_tickets=tickets))
+
+
+_TICKET_BATCH = 32
+
+
+async def _tickets(engine: Engine, uid: str) -> list[QueueTicket]:
+    """The user's ticket in every campaign with a waiting room: one script call each."""
+    found = []
+    ids = await engine.campaign_ids()
+    for start in range(0, len(ids), _TICKET_BATCH):
+        polled = await asyncio.gather(*(engine.ticket(cid, uid)
+                                        for cid in ids[start:start + _TICKET_BATCH]))
+        found += [msgspec.structs.replace(view, admission_token=None, token_expires_at=None)
+                  for _, view in polled if view is not None]
+    return found
 
 
 @admin_api.route("GET", "/admin/v1/claims/{claim_id}",

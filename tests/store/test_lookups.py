@@ -218,6 +218,8 @@ async def test_lookups_give_the_record_and_the_events_that_made_it(served: Serve
     engine = served.engine
     spec = campaign_spec(stock=1, per_user=None, waitlist={"max_length": 10})
     await engine.define_campaign("c1", spec, actor="operator-0")
+    await engine.define_campaign("room", campaign_spec(waiting_room={"rate_per_s": 1000}))
+    assert (await engine.take_ticket("room", "bob"))[0] is Outcome.OK
     first = await engine.claim("c1", "alice", "tee")
     await engine.confirm(first.claim.claim_id, "alice")
     joined = await engine.join_waitlist("c1", "bob", "tee")
@@ -232,10 +234,13 @@ async def test_lookups_give_the_record_and_the_events_that_made_it(served: Serve
     bob = await served.get("/admin/v1/users/bob")
     assert bob["claims"] == [] and [w["status"] for w in bob["waitlist"]] == ["waiting"]
     assert bob["waitlist"][0]["sku"] == "tee" and bob["events"][0]["type"] == "waitlist_joined"
+    [ticket] = bob["queue_tickets"]
+    assert ticket["campaign_id"] == "room" and ticket["status"] in ("waiting", "admitted")
+    assert ticket["admission_token"] is None, "a viewer never gets the user's admission"
     alice = await served.get("/admin/v1/users/alice")
     assert [c["claim_id"] for c in alice["claims"]] == [first.claim.claim_id]
     assert {e["type"] for e in alice["events"]} == {"claim_held", "claim_confirmed"}
-    assert not alice["truncated"]
+    assert not alice["truncated"] and alice["queue_tickets"] == []
 
     missing = "c1.0123456789abcdef0123"
     for kind in ("claims", "coupons", "redemptions"):
