@@ -134,7 +134,7 @@ async def _page(store: Store, stmt: Select[Any], kind: str, columns: Sequence[An
 
 
 def json_field(store: Store, name: str) -> Any:
-    """The event body's `name` field, spelled as migration 0005 indexes it."""
+    """The event body's `name` field (a filter on rows an index has already narrowed)."""
     if store.is_sqlite:
         return literal_column(f"json_extract(data, '$.{name}')")
     return literal_column(f"((data::json) ->> '{name}')")
@@ -405,12 +405,19 @@ async def claim_record(store: Store, claim_id: str) -> ClaimLookup | None:
     return ClaimLookup(record=claim_row(row), history=history)
 
 
+COUPON_TYPES = ev.names(ev.CouponIssued, ev.CouponRedeemed, ev.CouponRolledBack,
+                        ev.CouponExpired, ev.CouponTransferred, ev.GiftOffered)
+
+
 async def _coupon_events(store: Store, coupon_id: str) -> list[EventRow]:
+    """A coupon's events: those of its drop (its id names it) whose body names it."""
     e = t.events.c
+    drop = coupon_id.rsplit(".", 1)[0]
     async with store.read() as conn:
         rows = await conn.execute(
-            select(t.events).where(json_field(store, "coupon") == coupon_id)
-            .order_by(e.ts, e.seq).limit(MAX_HISTORY))
+            select(t.events).where(e.campaign_id == drop, e.type.in_(COUPON_TYPES),
+                                   json_field(store, "coupon") == coupon_id)
+            .order_by(e.seq).limit(MAX_HISTORY))
         return [event_row(r) for r in rows]
 
 
@@ -477,7 +484,7 @@ async def user_history(store: Store, user: str, limit: int = DEFAULT_LIMIT) -> U
     """What the store knows of one user, newest first, at most `limit` of each kind."""
     check_limit(limit)
     claim_page = await claims(store, ClaimFilter(user=user), limit=limit, newest_first=True)
-    co, r, e = t.coupons.c, t.redemptions.c, t.events.c
+    co, r = t.coupons.c, t.redemptions.c
     async with store.read() as conn:
         coupons = [coupon_row(row) for row in await conn.execute(
             select(t.coupons).where(co.user_id == user)
@@ -486,14 +493,33 @@ async def user_history(store: Store, user: str, limit: int = DEFAULT_LIMIT) -> U
         redemptions = [redemption_row(row) for row in await conn.execute(
             select(t.redemptions).where(r.coupon_id.in_(coupon_ids))
             .order_by(r.redeemed_ms.desc(), r.redemption_id).limit(limit))] if coupon_ids else []
-        events = [event_row(row) for row in await conn.execute(
-            select(t.events).where(json_field(store, "user") == user)
-            .order_by(e.ts.desc(), e.campaign_id, e.seq.desc()).limit(limit))]
+        events = await _user_events(conn, store, user, limit)
     truncated = (claim_page.next_cursor is not None
                  or any(len(x) >= limit for x in (coupons, redemptions, events)))
     return UserHistory(user=user, claims=claim_page.items, waitlist=_waitlist(events),
                        coupons=coupons, redemptions=redemptions, events=events,
                        truncated=truncated)
+
+
+async def _user_events(conn: Any, store: Store, user: str, limit: int) -> list[EventRow]:
+    """The newest events naming the user, each kind found through an index: claims'
+    through their status history, waitlist moves by type, coupons' in the user's drops."""
+    e, h, c, co = t.events.c, t.claim_history.c, t.claims.c, t.coupons.c
+    newest = (e.ts.desc(), e.campaign_id, e.seq.desc())
+    kinds = [
+        select(t.events).join(t.claim_history, and_(h.campaign_id == e.campaign_id,
+                                                     h.seq == e.seq))
+        .join(t.claims, c.claim_id == h.claim_id).where(c.user_id == user),
+        select(t.events).where(e.type.in_(WAITLIST_TYPES), json_field(store, "user") == user),
+        select(t.events).where(
+            e.campaign_id.in_(select(co.campaign_id).where(co.user_id == user).distinct()),
+            e.type.in_(COUPON_TYPES), json_field(store, "user") == user)]
+    found: dict[tuple[str, int], EventRow] = {}
+    for stmt in kinds:
+        for row in await conn.execute(stmt.order_by(*newest).limit(limit)):
+            found[(row.campaign_id, row.seq)] = event_row(row)
+    ordered = sorted(found.values(), key=lambda r: (r.at, r.campaign_id, r.seq), reverse=True)
+    return ordered[:limit]
 
 
 def _waitlist(events: list[EventRow]) -> list[WaitlistRecord]:

@@ -19,8 +19,7 @@ events = Table(
     Column("epoch", BigInteger, nullable=False),
     Column("stream_id", String(48), nullable=False),
     Column("data", Text, nullable=False),  # the entry's other fields, a JSON object
-    # query API (0005): the audit log by type and time; migration 0005 also indexes
-    # the body's `user` and `coupon` fields (expression indexes, one per backend).
+    # query API (0005): the audit log, and a user's waitlist events, by type and time
     Index("ix_events_type_ts", "type", "ts"),
 )
 
