@@ -8,7 +8,20 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from stampede import Engine
-from stampede.api import admin, coupons, docs, guard, live, lookups, public, queues, webhooks
+from stampede.api import (
+    admin,
+    coupon_rules,
+    coupons,
+    demo,
+    docs,
+    guard,
+    live,
+    lookups,
+    public,
+    queues,
+    sdk,
+    webhooks,
+)
 from stampede.api.auth import Authenticator
 from stampede.api.context import AUTH, DETAILS, ENGINE, GUARD, READY, STORE_CHECK
 from stampede.api.cors import cors_middleware, parse_origins
@@ -85,21 +98,28 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
         return json_response(spec)
 
     app.router.add_get("/openapi.json", openapi)
-    app.router.add_get("/docs", docs.page(title))
+    docs.install(app, title)
     registry = scrape_registry(engine.settings.metrics_multiprocess_dir)
     app.router.add_get("/metrics", metrics_handler(registry))
     return app
 
 
+PUBLIC_ROUTES = (public.api, live.api, queues.api, guard.api, coupons.api, coupon_rules.api,
+                 sdk.api)
+"""The public listener's routes (besides health); `stampede.api.clientgen` builds the
+clients' spec from the same list."""
+
+
 def make_public_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                     max_body: int = 16_384, metrics: bool = True) -> web.Application:
-    return _make_app(PUBLIC_TITLE, [public.api, live.api, queues.api, guard.api,
-                                        coupons.api, lookups.api], engine,
-                     auth, ready, max_body, metrics)
+    routes = [*PUBLIC_ROUTES, lookups.api]
+    if auth.dev_auth:
+        routes.append(demo.api)
+    return _make_app(PUBLIC_TITLE, routes, engine, auth, ready, max_body, metrics)
 
 
 def make_admin_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                    max_body: int = 262_144, metrics: bool = True) -> web.Application:
-    return _make_app("Stampede admin API", [admin.api, coupons.admin_api, webhooks.api,
-                                                  lookups.admin_api], engine,
+    return _make_app("Stampede admin API", [admin.api, coupons.admin_api, coupon_rules.admin_api,
+                                             webhooks.api, lookups.admin_api], engine,
                      auth, ready, max_body, metrics)
