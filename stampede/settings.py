@@ -113,6 +113,10 @@ class Settings:
     webhook_backoff_ms: int = 1000
     """First retry delay after a failure, doubling each failure in a row (with jitter)."""
     webhook_backoff_max_s: int = 300
+    # -- presales: presale codes --
+    presale_secret: str | None = None
+    """HMAC key that signs presale codes (every gateway must share it); None: kept
+    under data_dir."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property

@@ -17,6 +17,7 @@ from stampede.api import (
     guard,
     live,
     lookups,
+    presale,
     public,
     queues,
     sdk,
@@ -121,5 +122,6 @@ def make_public_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
 def make_admin_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                    max_body: int = 262_144, metrics: bool = True) -> web.Application:
     return _make_app("Stampede admin API", [admin.api, coupons.admin_api, coupon_rules.admin_api,
-                                             webhooks.api, lookups.admin_api], engine,
+                                             webhooks.api, presale.admin_api,
+                                             lookups.admin_api], engine,
                      auth, ready, max_body, metrics)
