@@ -117,6 +117,12 @@ class Settings:
     presale_secret: str | None = None
     """HMAC key that signs presale codes (every gateway must share it); None: kept
     under data_dir."""
+    # -- ops console (GET / of the admin listener) --
+    console_tick_ms: int = 1000
+    """How often the console's live feed reads every campaign and the system (per worker,
+    only while a console is open)."""
+    console_max_listeners: int = 5000
+    """Open console feeds a worker serves at once; past it, 503 console_full."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -158,7 +164,8 @@ class Settings:
                      "persist_stall_s", "restart_backoff_ms", "restart_limit",
                      "restart_window_s",
                      "gateway_burst", "live_max_listeners", "live_tick_ms", "webhook_poll_ms",
-                     "webhook_timeout_s", "webhook_backoff_ms", "webhook_backoff_max_s"):
+                     "webhook_timeout_s", "webhook_backoff_ms", "webhook_backoff_max_s",
+                     "console_tick_ms", "console_max_listeners"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
         if self.gateway_rate_per_s < 0:
