@@ -431,6 +431,19 @@ REFUSALS: dict[str, Refusal] = {
     # -- front-end kit: the browser SDK's and the demo page's files -------------------
     "no_static_file": _r("not_found", 404, "no file {path}: {detail}",
                          "a file of /sdk/v1/ or /demo/ that is not there"),
+    # -- lookups and exports (the query API, stampede/api/lookups.py) ----------------
+    "no_claim_record": _r("not_found", 404, "no claim '{claim}' in the durable store",
+                          "a claim lookup of an id the store does not hold (yet)"),
+    "no_coupon_record": _r("not_found", 404, "no coupon '{coupon}' in the durable store",
+                           "a coupon lookup of an id the store does not hold (yet)"),
+    "no_redemption_record": _r("not_found", 404, "no redemption '{redemption}' in the "
+                               "durable store", "a redemption lookup of an id the store does "
+                               "not hold (yet)"),
+    "bad_query": _r("invalid_request", 400, "{detail}",
+                    "a listing's query parameter out of range: limit, cursor, since/until, "
+                    "format, or one the listing does not take"),
+    "no_store": _r("unavailable", 503, "this listener has no durable store to query; retry "
+                   "shortly", "a lookup on a listener started without its store", _SOON),
     # -- the ops console (api/console.py, api/console_feed.py) ---------------------
     "invalid_live_ticket": _r("unauthorized", 401, "the live-feed ticket is {detail}; "
                               "POST /admin/v1/live/ticket with an admin token for a new one",

@@ -18,6 +18,7 @@ from stampede.api import (
     docs,
     guard,
     live,
+    lookups,
     presale,
     public,
     queues,
@@ -116,7 +117,9 @@ clients' spec from the same list."""
 
 def make_public_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                     max_body: int = 16_384, metrics: bool = True) -> web.Application:
-    routes = [*PUBLIC_ROUTES, demo.api] if auth.dev_auth else list(PUBLIC_ROUTES)
+    routes = [*PUBLIC_ROUTES, lookups.api]
+    if auth.dev_auth:
+        routes.append(demo.api)
     return _make_app(PUBLIC_TITLE, routes, engine, auth, ready, max_body, metrics)
 
 
@@ -124,5 +127,5 @@ def make_admin_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                    max_body: int = 262_144, metrics: bool = True) -> web.Application:
     return _make_app("Stampede admin API", [admin.api, coupons.admin_api, coupon_rules.admin_api,
                                             webhooks.api, presale.admin_api, console.api,
-                                            console_feed.api],
+                                            console_feed.api, lookups.admin_api],
                      engine, auth, ready, max_body, metrics)

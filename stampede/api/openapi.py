@@ -192,6 +192,8 @@ def _operation(op: Operation, refs: dict[Any, Any], components: dict[str, Any],
         if op.media_type == "text/event-stream":
             sample = f"event: state\ndata: {msgspec.json.encode(sample).decode()}\n\n"
         ok["content"] = {op.media_type: {"schema": refs[op.response], "example": sample}}
+        for media in op.exports:  # the whole listing as rows of text, streamed
+            ok["content"][media] = {"schema": {"type": "string"}}
     responses: dict[str, Any] = {str(s): ok for s in (op.status, *op.also) if s != 304}
     if 304 in op.also:
         responses["304"] = {"description": "not modified: If-None-Match named the current ETag",

@@ -27,12 +27,14 @@ from stampede.domain.models import (
     CampaignPublic,
     CampaignSpec,
     CampaignStats,
+    CampaignSummary,
     ClaimView,
     LiveSku,
     LiveState,
     QueueTicket,
     SkuPublic,
     SkuStats,
+    SkuSummary,
     WaitingRoomStats,
     WaitlistEntry,
     from_ms,
@@ -67,6 +69,20 @@ class ClaimResult(msgspec.Struct, frozen=True):
 _json = msgspec.json.Encoder()
 _NEEDS_GUARD = ClaimResult(Outcome.GUARD_CONTEXT_NEEDED)
 """Placeholder of a claim the script sent back for its guard context."""
+
+
+_SUMMARY_BATCH = 32
+"""Campaign snapshots read at once by `campaign_summaries` (its Redis connections)."""
+
+
+def _summary(snap: CampaignSnapshot) -> CampaignSummary:
+    return CampaignSummary(
+        id=snap.id, name=snap.meta.get("name", ""), state=snap.state(),
+        opens_at=from_ms(snap.opens_ms), closes_at=from_ms(snap.closes_ms),
+        waitlist=snap.waiting[0], claims_total=snap.counts.get("held", 0),
+        skus=[SkuSummary(sku=s.sku, released=s.released, available=s.available, held=s.held,
+                         sold=s.sold, pending_waves=snap.pending_wave_count(s.sku),
+                         next_wave_at=snap.next_wave_at(s.sku)) for s in snap.skus])
 
 
 class Engine:
@@ -232,6 +248,16 @@ class Engine:
     async def explain(self, cid: str, outcome: Outcome, **context: Any) -> Explained:
         """Which refusal a bare outcome was (stampede/domain/explain.py): refusals only."""
         return await explain(self.redis, cid, outcome, **context)
+
+    async def campaign_summaries(self) -> list[CampaignSummary]:
+        """Every campaign at a glance: one script call (one round trip) per campaign."""
+        summaries: list[CampaignSummary] = []
+        ids = await self.campaign_ids()
+        for start in range(0, len(ids), _SUMMARY_BATCH):  # bounded concurrency
+            snaps = await asyncio.gather(*(self._snapshot(cid)
+                                           for cid in ids[start:start + _SUMMARY_BATCH]))
+            summaries.extend(_summary(snap) for snap in snaps if snap is not None)
+        return summaries
 
     async def campaign_ids(self) -> list[str]:
         return sorted(cast(set[str], await self.redis.smembers(keys.CAMPAIGN_INDEX)))

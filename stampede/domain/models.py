@@ -371,8 +371,33 @@ def from_ms(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
+class SkuSummary(Struct, kw_only=True):
+    sku: str
+    released: int
+    available: int
+    held: int
+    sold: int
+    pending_waves: int
+    """Waves not yet released."""
+    next_wave_at: datetime | None = None
+
+
+class CampaignSummary(Struct, kw_only=True):
+    """A campaign at a glance, as the admin campaign list shows it."""
+    id: str
+    name: str
+    state: Literal["scheduled", "open", "paused", "sold_out", "closed"]
+    opens_at: datetime
+    closes_at: datetime
+    skus: list[SkuSummary]
+    waitlist: int
+    """Users on the campaign's waitlists."""
+    claims_total: int
+    """Claims that placed a hold, ever (claims_by_outcome.held of the stats)."""
+
+
 class CampaignList(Struct, kw_only=True):
-    campaigns: list[str]
+    campaigns: list[CampaignSummary]
 
 
 class StockLevel(Struct, kw_only=True):

@@ -19,6 +19,8 @@ events = Table(
     Column("epoch", BigInteger, nullable=False),
     Column("stream_id", String(48), nullable=False),
     Column("data", Text, nullable=False),  # the entry's other fields, a JSON object
+    # query API (0005): the audit log, and a user's waitlist events, by type and time
+    Index("ix_events_type_ts", "type", "ts"),
 )
 
 campaigns = Table(
@@ -69,6 +71,9 @@ claims = Table(
     Column("idem_key", Text),
     Column("fingerprint", Text),
     Index("ix_claims_campaign", "campaign_id"),
+    # query API (0005): keyset pages in creation order, by campaign and by user
+    Index("ix_claims_campaign_created", "campaign_id", "created_ms", "claim_id"),
+    Index("ix_claims_user_created", "user_id", "created_ms", "claim_id"),
 )
 
 claim_history = Table(
@@ -126,6 +131,9 @@ redemptions = Table(
     Column("updated_seq", BigInteger, nullable=False),
     Index("ix_redemptions_campaign", "campaign_id"),
     Index("ix_redemptions_coupon", "coupon_id"),
+    # query API (0005): by merchant and by time
+    Index("ix_redemptions_merchant_time", "merchant_id", "redeemed_ms", "redemption_id"),
+    Index("ix_redemptions_time", "redeemed_ms", "redemption_id"),
 )
 
 # -- webhooks: endpoints, how far each has received, and every attempt ---------
