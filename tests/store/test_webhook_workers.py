@@ -171,7 +171,7 @@ async def test_prune_keeps_the_newest_per_endpoint(store: Store) -> None:
     hooks = Webhooks(store)
     assert await hooks.prune(keep=7, max_age_ms=10_500) == 2 * 13
     async with store.engine.connect() as conn:
-        left = dict((await conn.execute(
+        left: dict[str, int] = dict((await conn.execute(
             select(t.webhook_attempts.c.endpoint_id, func.count())
             .group_by(t.webhook_attempts.c.endpoint_id))).all())
     assert left == {"wh_a": 7, "wh_b": 7}
