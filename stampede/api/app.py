@@ -86,8 +86,11 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
 
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/docs", docs.page(title))
-    registry = scrape_registry(engine.settings.metrics_multiprocess_dir)
-    app.router.add_get("/metrics", metrics_handler(registry))
+    # Stock, holds and coupon budgets are not public: /metrics is the admin listener's,
+    # and the public one's only when STAMPEDE_PUBLIC_METRICS asks for it.
+    if title != PUBLIC_TITLE or engine.settings.public_metrics:
+        registry = scrape_registry(engine.settings.metrics_multiprocess_dir)
+        app.router.add_get("/metrics", metrics_handler(registry))
     return app
 
 

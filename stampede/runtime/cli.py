@@ -142,7 +142,7 @@ def _print_banner(settings: Settings, listen: Listen, redis_url: str, embedded: 
     console.print(f"  public API   http://{listen.host}:{listen.port}/v1  "
                   f"(docs: /docs, spec: /openapi.json)")
     console.print(f"  admin API    http://{listen.host}:{listen.admin_port}/admin/v1")
-    console.print(f"  metrics      http://{listen.host}:{listen.port}/metrics")
+    console.print(f"  metrics      http://{listen.host}:{listen.admin_port}/metrics")
     console.print(f"  state        {where} at {redis_url}")
     if not settings.admin_tokens:
         console.print(f"  admin token  {settings.data_dir / 'admin.token'} (operator)")

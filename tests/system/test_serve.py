@@ -84,7 +84,7 @@ def test_workers_share_the_port_and_a_dead_one_is_replaced(tmp_path: Path) -> No
         subprocess.run(["kill", "-9", str(victim)], check=True)
         assert _wait(lambda: len(workers()) == 2 and victim not in workers(), 15)
         assert _wait(svc.ready)
-        with urllib.request.urlopen(f"{svc.url}/metrics", timeout=5) as resp:
+        with urllib.request.urlopen(f"{svc.admin_url}/metrics", timeout=5) as resp:
             metrics = resp.read().decode()
         assert "stampede_http_requests_total" in metrics
         # Aggregated from every worker's files (multiprocess mode has no _created series):
