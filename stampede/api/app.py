@@ -18,6 +18,7 @@ from stampede.api.idempotency import IdempotencyGuard
 from stampede.api.metrics import metrics_handler, metrics_middleware
 from stampede.api.openapi import build_spec
 from stampede.api.routing import ApiRoutes
+from stampede.api.webhook_spec import webhooks_spec
 from stampede.domain.models import Health, Readiness
 from stampede.metrics import observe_script, scrape_registry
 from stampede.state.idempotency import ResponseMemory
@@ -79,7 +80,9 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
         r.add_to(app)
     if live.api in routes:
         live.install(app, engine)
-    spec = build_spec(title, operations, auth.dev_auth)
+    # The admin document also describes what webhook endpoints receive.
+    spec = build_spec(title, operations, auth.dev_auth,
+                      webhooks_spec() if webhooks.api in routes else None)
 
     async def openapi(request: web.Request) -> web.Response:
         return json_response(spec)

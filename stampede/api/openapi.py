@@ -60,7 +60,11 @@ _SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "operator": [{"adminToken": []}], "merchant": [{"merchantToken": []}]}
 
 
-def build_spec(title: str, operations: list[Operation], dev_auth: bool) -> dict[str, Any]:
+def build_spec(title: str, operations: list[Operation], dev_auth: bool,
+               webhooks: tuple[dict[str, Any], dict[str, Any]] | None = None
+               ) -> dict[str, Any]:
+    """The document; `webhooks` (the object and its component schemas) when this
+    listener documents the webhook payloads too."""
     types = {t for op in operations for t in (op.body, op.response) if t is not None}
     ordered = sorted(types, key=repr)
     schemas, components = msgspec.json.schema_components(
@@ -80,13 +84,20 @@ def build_spec(title: str, operations: list[Operation], dev_auth: bool) -> dict[
                                        "description": "STAMPEDE_DEV_AUTH=1 only; with "
                                        "X-Account-Created and X-Identity-Hash standing in "
                                        "for the token's created_at and idh"}
-    return {
+    spec: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": title, "version": "1"},
         "paths": paths,
         "components": {"schemas": {**components, "Error": ERROR_SCHEMA},
                        "securitySchemes": security_schemes},
     }
+    if webhooks is not None:
+        hooks, hook_schemas = webhooks
+        clash = set(hook_schemas) & set(spec["components"]["schemas"])
+        assert not clash, f"webhook payload schemas named like API schemas: {clash}"
+        spec["webhooks"] = hooks
+        spec["components"]["schemas"].update(hook_schemas)
+    return spec
 
 
 def enforced_errors(op: Operation) -> set[int]:

@@ -43,7 +43,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from stampede.domain.models import from_ms
 from stampede.domain.netaddr import Network, parse_networks
-from stampede.durable import events, webhook_signing
+from stampede.durable import events, webhook_payloads, webhook_signing
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
 from stampede.durable.webhook_leases import LeaseLost, Leases
@@ -193,21 +193,19 @@ class Attempt:
         return "delivered" if self.ok else "failed" if self.status is not None else "error"
 
 
-_HEADER = frozenset(("campaign_id", "seq", "ts", "epoch", "stream_id", "raw", "type"))
-
-
 def message(row: Any) -> bytes:
-    """The body of the event `row` (the same bytes on every attempt): its fields typed
-    as the event classes say, or as stored for a type this version does not know."""
+    """The body of the event `row` (the same bytes on every attempt): its payload struct
+    (stampede.durable.webhook_payloads, documented in the OpenAPI `webhooks`), or, for a
+    type this version does not know, its fields as stored."""
     try:
         event = events.from_row(row)
-        fields = ({k: v for k, v in msgspec.to_builtins(event).items() if k not in _HEADER}
-                  if not isinstance(event, events.Unknown) else msgspec.json.decode(row.data))
     except events.BadEvent:
-        fields = msgspec.json.decode(row.data)
-    data = {"campaign": row.campaign_id, "seq": row.seq, **fields}
-    return msgspec.json.encode({"type": row.type, "timestamp": from_ms(row.ts),
-                                "data": data})
+        event = None
+    if event is not None and not isinstance(event, events.Unknown):
+        return msgspec.json.encode(webhook_payloads.payload(event, row.type))
+    data = {"campaign": row.campaign_id, "seq": row.seq, **msgspec.json.decode(row.data)}
+    return msgspec.json.encode({"type": row.type, "version": webhook_payloads.VERSION,
+                                "timestamp": from_ms(row.ts), "data": data})
 
 
 def backoff_s(failures: int, settings: DeliverySettings) -> float:
