@@ -24,6 +24,7 @@ from stampede import Settings, logs
 from stampede.api.auth import mint_user_token
 from stampede.domain.config import checked
 from stampede.errors import ConfigError, ServerError, UnavailableError
+from stampede.metrics import RESTARTS
 from stampede.runtime import credentials, persistence
 from stampede.runtime.lock import lock_data_dir
 from stampede.runtime.server import Listen, serve
@@ -121,10 +122,13 @@ def serve_command(
 
 @app.command("worker", hidden=True)
 def worker_command(index: int = typer.Option(...), host: str = typer.Option(...),
-                   port: int = typer.Option(...), admin_port: int = typer.Option(...)) -> None:
+                   port: int = typer.Option(...), admin_port: int = typer.Option(...),
+                   restarted: bool = typer.Option(False)) -> None:
     """One gateway process of `serve --workers N` (started by the master)."""
     settings = _settings()
     logs.configure()
+    if restarted:
+        RESTARTS.labels("worker").inc()
     if settings.redis_url is None:
         raise typer.Exit(2)
     listen = Listen(host, port, admin_port, reuse_port=True, housekeeping=index == 0)
