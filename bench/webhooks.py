@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import sqlite3
+import sys
 import tempfile
 import threading
 import time
@@ -74,7 +75,7 @@ def stampede(extra_env: dict[str, str] | None = None) -> Iterator[Served]:
         env.update({"STAMPEDE_DATA_DIR": str(data), "STAMPEDE_DEV_AUTH": "1",
                     "STAMPEDE_ADMIN_TOKENS": f"operator:{ADMIN}",
                     "STAMPEDE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8", **(extra_env or {})})
-        cmd = [str(Path(os.sys.executable).parent / "stampede"), "serve", "--port", str(port),
+        cmd = [str(Path(sys.executable).parent / "stampede"), "serve", "--port", str(port),
                "--admin-port", str(admin_port)]
         with harness.service(cmd, ready_url=f"http://127.0.0.1:{port}/readyz", env=env,
                              name="stampede", timeout=60):
