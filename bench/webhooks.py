@@ -123,6 +123,7 @@ class CommitWatcher:
     def __init__(self, db: Path) -> None:
         self.db, self.seen = db, {}  # type: ignore[var-annotated]
         self.stop = threading.Event()
+        self.errors: list[str] = []
         self.thread = threading.Thread(target=self._run, daemon=True, name="watcher")
 
     def _run(self) -> None:
@@ -132,7 +133,8 @@ class CommitWatcher:
             try:
                 row = conn.execute("SELECT max(seq) FROM events WHERE campaign_id = 'bench'"
                                    ).fetchone()
-            except sqlite3.OperationalError:
+            except sqlite3.OperationalError as exc:
+                self.errors.append(str(exc))
                 row = None
             now = time.time()
             if row and row[0] and row[0] > top:
@@ -189,6 +191,7 @@ def run(seconds: float, drain_s: float, endpoints: int) -> dict[str, Any]:
         "deliveries_per_s": len(arrived) / span if span else None,
         "requests_at_receiver": receiver.requests,
         "claims_answered": loaded.ok,
+        "watcher_errors": sorted(set(watcher.errors))[:5],
         "persisted_when_load_stopped": persisted_at_end,
         "backlog_when_load_stopped": backlog_at_end,
         "drain_s_after_load": drained_at - load_end,
