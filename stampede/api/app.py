@@ -8,7 +8,19 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from stampede import Engine
-from stampede.api import admin, coupons, docs, guard, live, public, queues, webhooks
+from stampede.api import (
+    admin,
+    coupon_rules,
+    coupons,
+    demo,
+    docs,
+    guard,
+    live,
+    public,
+    queues,
+    sdk,
+    webhooks,
+)
 from stampede.api.auth import Authenticator
 from stampede.api.context import AUTH, DETAILS, ENGINE, GUARD, READY, STORE_CHECK
 from stampede.api.cors import cors_middleware, parse_origins
@@ -88,7 +100,7 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
         return json_response(spec)
 
     app.router.add_get("/openapi.json", openapi)
-    app.router.add_get("/docs", docs.page(title))
+    docs.install(app, title)
     # Stock, holds and coupon budgets are not public: /metrics is the admin listener's,
     # and the public one's only when STAMPEDE_PUBLIC_METRICS asks for it.
     if title != PUBLIC_TITLE or engine.settings.public_metrics:
@@ -97,14 +109,20 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
     return app
 
 
+PUBLIC_ROUTES = (public.api, live.api, queues.api, guard.api, coupons.api, coupon_rules.api,
+                 sdk.api)
+"""The public listener's routes (besides health); `stampede.api.clientgen` builds the
+clients' spec from the same list."""
+
+
 def make_public_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                     max_body: int = 16_384, metrics: bool = True) -> web.Application:
-    return _make_app(PUBLIC_TITLE, [public.api, live.api, queues.api, guard.api,
-                                        coupons.api], engine,
-                     auth, ready, max_body, metrics)
+    routes = [*PUBLIC_ROUTES, demo.api] if auth.dev_auth else list(PUBLIC_ROUTES)
+    return _make_app(PUBLIC_TITLE, routes, engine, auth, ready, max_body, metrics)
 
 
 def make_admin_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                    max_body: int = 262_144, metrics: bool = True) -> web.Application:
-    return _make_app("Stampede admin API", [admin.api, coupons.admin_api, webhooks.api], engine,
+    return _make_app("Stampede admin API", [admin.api, coupons.admin_api, coupon_rules.admin_api,
+                                             webhooks.api], engine,
                      auth, ready, max_body, metrics)
