@@ -44,6 +44,14 @@ class Outcome(IntEnum):
     """Internal, never answered: the claim script learnt that the campaign is
     guarded since the engine last looked, so the claim is sent again with its
     guard context (devices, networks, solutions)."""
+    # -- presales (access phases) ---------------------------------------------
+    NOT_ELIGIBLE = 30
+    """The campaign sells only to audiences (access phases) the claimant is not in."""
+    # -- presales (presale codes) ----------------------------------------------
+    PRESALE_CODE_INVALID = 31
+    """A presale code that is not genuine, not this campaign's, or bound to someone else."""
+    PRESALE_CODE_USED = 32
+    """A presale code whose uses are all spent."""
 
     @property
     def reason(self) -> str:
@@ -307,6 +315,41 @@ REFUSALS: dict[str, Refusal] = {
                               "error=\"invalid_token\")"),
     "read_only_token": _r("forbidden", 403, "a viewer token may only read: this route needs "
                           "an operator token", "a viewer token on a changing admin route"),
+    # -- presales: access phases ---------------------------------------------------
+    "phase_not_open": _r("not_open", 409, "campaign '{campaign}' opens to you at {opens_at} "
+                         "(the access phase of your tiers)",
+                         "a claim before the opening of the earliest access phase the "
+                         "claimant's tiers (or everyone) belong to",
+                         "seconds until that phase opens", ("opens_ms", "wait_ms")),
+    "phases": _r("invalid_request", 400, "phases: every phase must open at or after opens_at "
+                 "and before closes_at", "a PATCH of the phases or the schedule that would "
+                 "leave a phase's opening outside opens_at..closes_at"),
+    "phases_excluded": _r("invalid_request", 400, "phases: a campaign with a waitlist, or a "
+                          "coupon drop, takes no access phases", "a PATCH of phases onto a "
+                          "campaign with a waitlist or a coupon drop (an offer or a coupon "
+                          "claim would pass no phase gate)"),
+    "not_eligible": _r("not_eligible", 403, "campaign '{campaign}' sells only to its presale "
+                       "audiences, and your credential carries none of their tiers",
+                       "a claim of a campaign whose access phases all name tiers, by a "
+                       "claimant with none of them"),
+    # -- presales: presale codes ----------------------------------------------------
+    "presale_code_invalid": _r("presale_code_invalid", 403, "this presale code is not valid "
+                               "for campaign '{campaign}'", "a presale code refused (a fallback: "
+                               "the reasons below say why)"),
+    "code_invalid": _r("presale_code_invalid", 403, "this presale code is not valid for "
+                       "campaign '{campaign}'", "a claim with a presale code that is not "
+                       "genuine (its signature fails) or not one of the campaign's batches"),
+    "code_bound": _r("presale_code_invalid", 403, "this presale code of campaign '{campaign}' "
+                     "belongs to another user", "a claim with a code of a binding batch "
+                     "already used by someone else"),
+    "presale_code_used": _r("presale_code_used", 409, "this presale code of campaign "
+                            "'{campaign}' is used up", "a presale code refused as spent (a "
+                            "fallback)"),
+    "no_presale_batch": _r("not_found", 404, "campaign '{campaign}' has no such batch of "
+                           "presale codes", "exporting a batch that was never issued"),
+    "code_used": _r("presale_code_used", 409, "this presale code of campaign '{campaign}' "
+                    "has made all of its {limit} claims", "a claim with a code whose uses are "
+                    "all spent", values=("limit",)),
     # -- HTTP ----------------------------------------------------------------------
     "no_route": _r("not_found", 404, "no route {method} {path}", "an unknown path"),
     "method_not_allowed": _r("method_not_allowed", 405, "{method} is not allowed on {path}; "
@@ -353,9 +396,9 @@ REFUSALS: dict[str, Refusal] = {
 GUARD_REFUSALS = frozenset({Outcome.THROTTLED, Outcome.BLOCKED, Outcome.CHALLENGE_REQUIRED})
 """The scalper guard's refusals: they carry a reason (and a retry-after or a challenge)."""
 
-OUTCOMES: tuple[Outcome, ...] = tuple(sorted(Outcome, key=int))
-"""Outcome by code, for the hot path (indexing a tuple beats the enum call)."""
-assert all(o.value == i for i, o in enumerate(OUTCOMES)), "outcome codes must be 0..n-1"
+OUTCOMES: dict[int, Outcome] = {int(o): o for o in Outcome}
+"""Outcome by code, for the hot path (a dict lookup beats the enum call); features
+take codes from ranges of their own, so the codes have gaps."""
 assert all(o.reason in REFUSALS for o in Outcome if o is not Outcome.OK), \
     "every outcome needs its refusal"
 

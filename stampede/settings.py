@@ -125,6 +125,10 @@ class Settings:
     public_metrics: bool = False
     """Also serve /metrics on the public listener (it is always on the admin one:
     stock, holds and coupon budgets are not public)."""
+    # -- presales: presale codes --
+    presale_secret: str | None = None
+    """HMAC key that signs presale codes (every gateway must share it); None: kept
+    under data_dir."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property

@@ -16,6 +16,7 @@ from stampede.api import (
     docs,
     guard,
     live,
+    presale,
     public,
     queues,
     sdk,
@@ -124,5 +125,5 @@ def make_public_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
 def make_admin_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                    max_body: int = 262_144, metrics: bool = True) -> web.Application:
     return _make_app("Stampede admin API", [admin.api, coupons.admin_api, coupon_rules.admin_api,
-                                             webhooks.api], engine,
+                                             webhooks.api, presale.admin_api], engine,
                      auth, ready, max_body, metrics)

@@ -5,7 +5,7 @@ declarations the router enforces and the OpenAPI document is built from.
 when the page and the declarations part.
 """
 
-from stampede.api import admin, coupon_rules, coupons, demo, webhooks
+from stampede.api import admin, coupon_rules, coupons, demo, presale, webhooks
 from stampede.api.app import PUBLIC_ROUTES, health
 from stampede.api.openapi import enforced_errors
 from stampede.api.routing import ApiRoutes, Operation
@@ -14,7 +14,7 @@ LISTENERS: tuple[tuple[str, str, tuple[ApiRoutes, ...]], ...] = (
     ("Public API", "`:8000`", (health, *PUBLIC_ROUTES)),
     ("Public API, dev auth only (STAMPEDE_DEV_AUTH=1)", "`:8000`", (demo.api,)),
     ("Admin API", "`:8001`", (health, admin.api, coupons.admin_api, coupon_rules.admin_api,
-                              webhooks.api)),
+                              webhooks.api, presale.admin_api)),
 )
 
 _AUTH = {

@@ -50,12 +50,15 @@ DEV_AUTH_HEADERS = {
                          "in dev auth): the scalper guard's `account_age_s` risk signal",
     "X-Identity-Hash": "the caller's hashed real-person identity (the JWT's `idh` in dev "
                        "auth): a coupon drop's `per_person` limit counts it",
+    "X-User-Tiers": "the caller's audience tiers, comma-separated (the JWT's `tiers` in dev "
+                    "auth): a campaign's presale access phases admit by them",
 }
 """Headers that stand in for a user token's claims when STAMPEDE_DEV_AUTH=1."""
 
 _USER_TOKEN = ("HS256 JWT: `sub` the user id; optional `exp`, `created_at` (account creation, "
                "epoch s: the `account_age_s` risk signal) and `idh` (hashed real-person "
-               "identity: the coupon `per_person` limit); `stampede token` mints one")
+               "identity: the coupon `per_person` limit) and `tiers` (a list of audience tiers: "
+               "presale access phases); `stampede token` mints one")
 
 _SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "user": [{"userToken": []}, {"devUser": []}], "viewer": [{"adminToken": []}],
@@ -93,8 +96,9 @@ def build_spec(title: str, operations: list[Operation], dev_auth: bool,
     if dev_auth:
         security_schemes["devUser"] = {"type": "apiKey", "in": "header", "name": "X-User-Id",
                                        "description": "STAMPEDE_DEV_AUTH=1 only; with "
-                                       "X-Account-Created and X-Identity-Hash standing in "
-                                       "for the token's created_at and idh"}
+                                       "X-Account-Created, X-Identity-Hash and X-User-Tiers "
+                                       "standing in for the token's created_at, idh and "
+                                       "tiers"}
     spec: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": title, "version": "1"},

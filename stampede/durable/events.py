@@ -94,6 +94,8 @@ class ClaimHeld(ClaimEvent, tag="claim_held"):
     identity: str = ""
     offer: bool = False
     """A waitlist offer (a hold in the user's name), not a claim of their own."""
+    code: str = ""
+    """Presales: the id "<batch>.<serial>" of the presale code the claim spent, if any."""
 
 
 class ClaimConfirmed(ClaimEvent, tag="claim_confirmed"):
@@ -249,6 +251,27 @@ class RequestsRefused(Event, tag="requests_refused"):
     refusals: str
 
 
+# -- presales: presale codes ----------------------------------------------------
+
+class PresaleCodesIssued(Event, tag="presale_codes_issued"):
+    batch: int
+    count: int
+    uses: int
+    bind: int
+    tier: str
+    actor: str = ""
+
+
+class SegmentChanged(Event, tag="segment_changed"):
+    segment: str
+    op: str
+    """add or remove"""
+    users: str
+    """the user ids that changed, comma-separated"""
+    n: int
+    actor: str = ""
+
+
 class Unknown(Event):
     """An event of a type this version does not know: kept, never folded."""
     name: str = ""
@@ -259,7 +282,7 @@ AnyEvent = (CampaignDefined | CampaignPatched | WaveReleased | StockAdjusted | C
             | WaitlistSkipped | OfferMade | OfferAccepted | OfferLapsed | OfferDeclined
             | CouponIssued | CouponRedeemed | CouponRolledBack | CouponExpired
             | CouponTransferred | GiftOffered | RequestsRefused
-            | CouponDropPatched)
+            | CouponDropPatched | PresaleCodesIssued | SegmentChanged)
 """Every event type the scripts emit, tagged by `type`."""
 
 TYPES: dict[str, type[Event]] = {

@@ -22,8 +22,9 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 from sqlalchemy import func, select
 
+from stampede.domain import pricing
 from stampede.domain.models import CampaignSpec, ClaimView, from_ms, to_ms
-from stampede.durable import coupon_recovery
+from stampede.durable import coupon_recovery, presale_recovery
 from stampede.durable.events import (
     CampaignDefined,
     CampaignPatched,
@@ -180,10 +181,12 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
             state = await _load(store, cid)
             epoch = max(int(old.get("epoch", 0)), state.row.epoch) + 1
             drop = await coupon_recovery.load(store, cid, state.row, state.spec, old, redis)
+            presale = await presale_recovery.load(store, cid)
             pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             idem = _rebuild(pipe, cid, state, epoch, old, old_counts, now, idem_ttl_ms)
             if drop is not None:
                 drop.queue(pipe, now, idem_ttl_ms)
+            presale.queue(pipe)
             try:
                 await pipe.execute()
             except WatchError:
@@ -387,7 +390,7 @@ def _config(changes: Iterable[Event]) -> dict[str, str] | None:
                 config = None if meta is None else dict(_spec_waves.decode(meta))
             case CampaignPatched(after=after) if config is not None:
                 config.update({k: str(v) for k, v in _spec_waves.decode(after or "{}").items()
-                               if k.startswith(("wr_", "wl_", "th")) and v is not False})
+                               if k.startswith(("wr_", "wl_", "th", "ph")) and v is not False})
     return config
 
 
@@ -475,6 +478,16 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
         stock_fields.update({f"{s.sku}.a": s.available, f"{s.sku}.h": s.held,
                              f"{s.sku}.s": s.sold, f"{s.sku}.r": s.released,
                              f"{s.sku}.price": s.price, f"{s.sku}.lim": s.per_user})
+    if st.spec is not None:  # presales: price steps as defined, revenue as confirmed
+        for sku_spec in st.spec.skus:
+            if sku_spec.price_steps:
+                stock_fields[f"{sku_spec.sku}.ps"] = pricing.encode(sku_spec.price_steps)
+    revenue: Counter[str] = Counter()
+    drop = st.spec is not None and st.spec.coupons is not None  # coupons confirm no sale
+    for c in st.claims:
+        if c.status == "confirmed" and not drop:
+            revenue[c.sku] += c.price * c.qty
+    stock_fields.update({f"{sku}.rev": n for sku, n in revenue.items() if n})
     if stock_fields:
         pipe.hset(stock, mapping=stock_fields)
     units: dict[str, int] = {f"{user}|~lapsed": n for user, n in history.lapses.items()}

@@ -12,7 +12,8 @@
 --             the throttle (th, th_spec); th_lists, the lists hash as a JSON
 --             object, replaces KEYS[NKEYS + 1] instead of going to meta; the event
 --             carries it whole, so recovery restores the same configuration
--- ARGV[11]    n, the SKU count; then n triples: sku, price, per-user limit (-1: none)
+-- ARGV[11]    n, the SKU count; then n quads: sku, price, per-user limit (-1: none),
+--             price steps (stampede/domain/pricing.py; '' none)
 -- ARGV[..]    then wave quads to the end: index, sku, qty, at_ms
 -- Returns     {code, created}: created is 1 for a new campaign, 0 for a replacement
 --
@@ -52,7 +53,8 @@ for _ = 1, n do
   local sku = ARGV[i]
   redis.call('HSET', K.stock, sku .. '.a', 0, sku .. '.h', 0, sku .. '.s', 0, sku .. '.r', 0,
              sku .. '.price', ARGV[i + 1], sku .. '.lim', ARGV[i + 2])
-  i = i + 3
+  if ARGV[i + 3] ~= '' then redis.call('HSET', K.stock, sku .. '.ps', ARGV[i + 3]) end
+  i = i + 4
 end
 while i <= #ARGV do
   redis.call('ZADD', K.waves, ARGV[i + 3],

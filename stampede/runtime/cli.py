@@ -22,8 +22,9 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer vendo
 
 from stampede import Settings, logs
 from stampede.api.auth import mint_user_token
+from stampede.domain import phases
 from stampede.domain.config import checked
-from stampede.errors import ConfigError, ServerError, UnavailableError
+from stampede.errors import ConfigError, ServerError, UnavailableError, ValidationError
 from stampede.metrics import RESTARTS
 from stampede.runtime import credentials, persistence
 from stampede.runtime.lock import lock_data_dir
@@ -166,11 +167,19 @@ def token_command(
                                    "was made, epoch seconds (the `account_age_s` risk signal)"),
     idh: str = typer.Option(None, help="the `idh` claim: the user's hashed real-person "
                             "identity (a coupon drop's `per_person` limit counts it)"),
+    tiers: str = typer.Option(None, help="the `tiers` claim, comma-separated: the user's "
+                              "audience tiers (presale access phases admit by them)"),
 ) -> None:
     """Print a user JWT signed with the service's secret (for trials and load tests)."""
     if not keys.valid_user_id(user):
         fail(f"{user!r} is not a valid user id")
-    print(mint_user_token(credentials.jwt_secret(_settings()), user, ttl_s, created_at, idh))
+    listed = [t.strip() for t in tiers.split(",")] if tiers else None
+    try:
+        phases.check_tiers(listed or [])
+    except ValidationError as exc:
+        fail(str(exc))
+    print(mint_user_token(credentials.jwt_secret(_settings()), user, ttl_s, created_at, idh,
+                          listed))
 
 
 @app.command("admin-token")

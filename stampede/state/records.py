@@ -147,6 +147,20 @@ class CouponAnswerRecord(Struct):
     coupons: list[str]
 
 
+# presales: presale codes
+class PresaleBatchRecord(Struct):
+    """pbatches hash: batch number -> a batch of presale codes (presale_codes_issue.lua)."""
+    count: int
+    """codes in the batch: serials 1..count"""
+    uses: int
+    """claims each code may make"""
+    bind: int
+    """1: a code is bound to the first user who claims with it"""
+    tier: str
+    """the audience tier a valid code lends its claim (access phases)"""
+    created: int
+
+
 class StoredAnswer(Struct, array_like=True):
     """The first answer of an idempotent confirm or cancel (Python only, JSON):
     (fingerprint, status, body)."""
@@ -217,8 +231,10 @@ REDEMPTION = TextCodec(RedemptionRecord, "redemption")
 GIFT = TextCodec(GiftRecord, "gift")
 COUPON_ANSWER = TextCodec(CouponAnswerRecord, "coupon_answer")
 
+PRESALE_BATCH = TextCodec(PresaleBatchRecord, "presale_batch")
+
 CAMPAIGN_RECORDS: tuple[TextCodec[Any], ...] = (CLAIM, ENTRY, WL_MEMBER, WAVE, CLAIM_ANSWER,
-                                                STOCK_ANSWER)
+                                                STOCK_ANSWER, PRESALE_BATCH)
 """Pasted into every operation (include/common.lua)."""
 COUPON_RECORDS: tuple[TextCodec[Any], ...] = (COUPON, REDEMPTION, GIFT, COUPON_ANSWER)
 """Pasted into coupon operations (include/coupons.lua)."""
@@ -262,8 +278,16 @@ class ClaimArg(Struct, array_like=True, frozen=True):
     """expiry (ms) of the admission token the engine verified, -1 if none"""
     fingerprint: str
     """the request body, for idempotency mismatch checks"""
+    tiers: list[str] = []
+    """presales: the audience tiers of the claimant's credential (include/phases.lua)"""
+    code: str = ""
+    """presales: the presale code's id "<batch>.<serial>" once its signature is verified,
+    "?" for a code that is not genuine, "" for none (include/presale_codes.lua)"""
+    k_code: int = 0
+    """KEYS slot of the claimant's code-attempt limiter, 0 without a code"""
     guard: GuardArg | None = None
-    """None: sent unguarded (the campaign was unguarded at its last reply)"""
+    """None: sent unguarded (the campaign was unguarded at its last reply); last, so
+    that a nil leaves no hole in the array msgpack makes of the claim"""
 
 
 class CouponClaimArg(Struct, array_like=True, frozen=True):

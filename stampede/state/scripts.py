@@ -42,6 +42,8 @@ OPERATIONS = (
     "coupon_lookup",
     "coupon_patch",  # coupon rules: live template changes
     "coupon_rules_lookup",  # coupon rules: coupons with their rules and the clock
+    "presale_codes_issue",
+    "segment_edit",
 )
 
 

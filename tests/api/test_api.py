@@ -45,7 +45,8 @@ async def test_claim_confirm_cancel_flow(api: Api) -> None:
                                        headers=api.viewer())).json()
     assert stats["skus"][0] == {
         "sku": "tee-black-m", "price": 1999, "available": 4, "held": 0, "sold": 1,
-        "released": 5, "pending_waves": 0, "pending_units": 0, "per_user": None}
+        "released": 5, "pending_waves": 0, "pending_units": 0, "per_user": None,
+        "revenue": 1999}
 
 
 async def test_another_users_claim_is_not_found(api: Api) -> None:

@@ -33,7 +33,8 @@ ROWS: dict[str, list[dict[str, str]]] = {
                         "after": "3"}, {"sku": "tee", "delta": "4", "actor": "ops"}],
     "claim_held": [{**_CLAIM, "price": "1999", "deadline": "1700000060000", "idem": "k",
                     "fp": "ab", "identity": "p1", "offer": "1"},
-                   {**_CLAIM, "price": "1999", "deadline": "1700000060000"}],
+                   {**_CLAIM, "price": "1999", "deadline": "1700000060000"},
+                   {**_CLAIM, "price": "1999", "deadline": "1700000060000", "code": "1.17"}],
     "claim_confirmed": [{**_CLAIM, "price": "1999"}],
     "claim_expired": [_CLAIM],
     "claim_cancelled": [_CLAIM],
@@ -71,6 +72,10 @@ ROWS: dict[str, list[dict[str, str]]] = {
                              "after": '{"cp_per_day":"5"}', "grow": '{"five":{"vt":-1,"vd":9}}',
                              "extended": "3"},
                             {"actor": "op", "before": "{}", "after": "{}"}],
+    "presale_codes_issued": [{"batch": "1", "count": "500", "uses": "1", "bind": "0",
+                              "tier": "fan-code", "actor": "ops"}],
+    "segment_changed": [{"segment": "insiders", "op": "add", "users": "ann,bob", "n": "2",
+                         "actor": "ops"}],
 }
 
 

@@ -409,6 +409,8 @@ export interface components {
             name: string;
             /** Format: date-time */
             opens_at: string;
+            /** @default [] */
+            phases: components["schemas"]["PhasePublic"][];
             skus: components["schemas"]["SkuPublic"][];
             /** @enum {unknown} */
             state: "closed" | "open" | "paused" | "scheduled" | "sold_out";
@@ -425,6 +427,8 @@ export interface components {
         };
         /** ClaimRequest */
         ClaimRequest: {
+            /** @default null */
+            code: string | null;
             /** @default 1 */
             qty: number;
             /** @description SKU id */
@@ -555,6 +559,16 @@ export interface components {
             skus: components["schemas"]["LiveSku"][];
             /** @enum {unknown} */
             state: "closed" | "open" | "paused" | "scheduled" | "sold_out";
+        };
+        /** PhasePublic */
+        PhasePublic: {
+            name: string;
+            /** Format: date-time */
+            opens_at: string;
+            /** @default null */
+            segments: string[] | null;
+            /** @default null */
+            tiers: string[] | null;
         };
         /** Qualification */
         Qualification: {
