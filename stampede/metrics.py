@@ -99,6 +99,17 @@ PERSISTER_STALLED = Gauge("stampede_persister_stalled",
 CAMPAIGNS_HEALED = Counter("stampede_campaigns_healed_total",
                            "Campaigns rebuilt from the store because Redis was behind")
 
+# -- the ops console (api/console_feed.py) --------------------------------------------
+WORKER_STARTED = Gauge("stampede_worker_start_time_seconds",
+                       "When each gateway worker started (unix time; one sample per live "
+                       "worker, labelled by pid under serve --workers)",
+                       multiprocess_mode="liveall")
+CONSOLE_LISTENERS = Gauge("stampede_console_listeners",
+                          "Open ops-console feeds (SSE), per worker", multiprocess_mode="liveall")
+CONSOLE_READS = Counter("stampede_console_reads_total",
+                        "Pipelined reads of the console feed (one per tick per worker while "
+                        "a console is open, whatever the number of consoles)")
+
 # -- operations: what the shipped alert rules watch (deploy/prometheus) ---------
 REDIS_MEMORY_USED = Gauge("stampede_redis_memory_used_bytes",
                           "Redis/Valkey used_memory (INFO memory)",

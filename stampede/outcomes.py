@@ -389,6 +389,17 @@ REFUSALS: dict[str, Refusal] = {
     # -- front-end kit: the browser SDK's and the demo page's files -------------------
     "no_static_file": _r("not_found", 404, "no file {path}: {detail}",
                          "a file of /sdk/v1/ or /demo/ that is not there"),
+    # -- the ops console (api/console.py, api/console_feed.py) ---------------------
+    "invalid_live_ticket": _r("unauthorized", 401, "the live-feed ticket is {detail}; "
+                              "POST /admin/v1/live/ticket with an admin token for a new one",
+                              "the console's live feed with a malformed, forged or expired "
+                              "ticket"),
+    "console_full": _r("unavailable", 503, "this worker already serves {limit} console "
+                       "feeds; retry shortly", "a console feed past the worker's "
+                       "STAMPEDE_CONSOLE_MAX_LISTENERS", _SOON),
+    "no_console_asset": _r("not_found", 404, "no console asset {path} (an older page names "
+                           "assets of its own version: reload it)",
+                           "a console asset that does not exist, or of another version"),
 }
 """Every refusal by reason. An outcome's own reason is its lower-cased name."""
 

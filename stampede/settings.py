@@ -129,6 +129,12 @@ class Settings:
     presale_secret: str | None = None
     """HMAC key that signs presale codes (every gateway must share it); None: kept
     under data_dir."""
+    # -- ops console (GET / of the admin listener) --
+    console_tick_ms: int = 1000
+    """How often the console's live feed reads every campaign and the system (per worker,
+    only while a console is open)."""
+    console_max_listeners: int = 5000
+    """Open console feeds a worker serves at once; past it, 503 console_full."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -172,7 +178,8 @@ class Settings:
                      "gateway_burst", "live_max_listeners", "live_tick_ms", "webhook_poll_ms",
                      "webhook_timeout_s", "webhook_backoff_ms", "webhook_backoff_max_s",
                      "webhook_lease_ms", "webhook_attempts_keep",
-                     "webhook_attempts_max_age_s"):
+                     "webhook_attempts_max_age_s",
+                     "console_tick_ms", "console_max_listeners"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
         if self.webhook_lease_ms <= self.webhook_timeout_s * 1000:

@@ -10,6 +10,8 @@ from aiohttp.typedefs import Middleware
 from stampede import Engine
 from stampede.api import (
     admin,
+    console,
+    console_feed,
     coupon_rules,
     coupons,
     demo,
@@ -93,6 +95,8 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
         r.add_to(app)
     if live.api in routes:
         live.install(app, engine)
+    if console_feed.api in routes:
+        console_feed.install(app, engine)
     # The admin document also describes what webhook endpoints receive.
     spec = build_spec(title, operations, auth.dev_auth,
                       webhooks_spec() if webhooks.api in routes else None)
@@ -125,5 +129,6 @@ def make_public_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
 def make_admin_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                    max_body: int = 262_144, metrics: bool = True) -> web.Application:
     return _make_app("Stampede admin API", [admin.api, coupons.admin_api, coupon_rules.admin_api,
-                                             webhooks.api, presale.admin_api], engine,
-                     auth, ready, max_body, metrics)
+                                            webhooks.api, presale.admin_api, console.api,
+                                            console_feed.api],
+                     engine, auth, ready, max_body, metrics)

@@ -77,10 +77,12 @@ def _settings() -> Settings:
 def serve_command(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
     port: int = typer.Option(8000, help="public API port"),
-    admin_port: int = typer.Option(8001, help="admin API and dashboard port"),
+    admin_port: int = typer.Option(8001, help="admin API and dashboard port (the ops console "
+                                    "is at http://HOST:ADMIN_PORT/)"),
     workers: int = typer.Option(1, min=1, max=64, help="gateway processes sharing the ports"),
 ) -> None:
-    """Run the public API, the admin API and the hold sweeper."""
+    """Run the public API, the admin API with the ops console (GET / of the admin port) and
+    the hold sweeper."""
     settings = _settings()
     logs.configure()
     auth = credentials.authenticator(settings)
@@ -147,6 +149,8 @@ def _print_banner(settings: Settings, listen: Listen, redis_url: str, embedded: 
     console.print(f"  public API   http://{listen.host}:{listen.port}/v1  "
                   f"(docs: /docs, spec: /openapi.json)")
     console.print(f"  admin API    http://{listen.host}:{listen.admin_port}/admin/v1")
+    console.print(f"  console      http://{listen.host}:{listen.admin_port}/  "
+                  f"(sign in with an admin token)")
     console.print(f"  metrics      http://{listen.host}:{listen.admin_port}/metrics")
     console.print(f"  state        {where} at {redis_url}")
     if not settings.admin_tokens:

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prometheus_client import multiprocess
+
 from stampede.errors import ServerError
 from stampede.logs import log
 from stampede.metrics import RESTARTS
@@ -69,6 +71,8 @@ class WorkerPool:
             for index, proc in list(self.procs.items()):
                 if proc.poll() is not None and not self.stopping:
                     log.warning("worker died; restarting", index=index, code=proc.returncode)
+                    # Its per-worker gauges (the console's worker list) go with it.
+                    multiprocess.mark_process_dead(proc.pid, str(self.metrics_dir))  # type: ignore[no-untyped-call]
                     time.sleep(RESTART_BACKOFF_S)
                     self._spawn(index, restarted=True)
         return self._stop_all()

@@ -582,23 +582,7 @@ class Coupons:
             pipe.hmget(ks.campaign.meta, "coupons", "cp_budget")
             pipe.hgetall(ks.drop.cstats)
             meta, raw = await pipe.execute()
-        if meta[0] != "1":
-            return None
-        scopes: dict[str, dict[str, int]] = {}
-        for entry, value in raw.items():
-            scope, _, name = entry.rpartition("|")
-            scopes.setdefault(scope, {})[name] = int(value)
-        budget = None if meta[1] in (None, "-1") else int(meta[1])
-        totals = _totals(scopes.get("*", {}))
-
-        def part(prefix: str) -> dict[str, CouponTotals]:
-            return {s[len(prefix):]: _totals(v) for s, v in sorted(scopes.items())
-                    if s.startswith(prefix)}
-        days = {_day_iso(int(d)): v for d, v in part("d:").items()}
-        return CouponStats(campaign_id=cid, budget=budget,
-                           budget_left=None if budget is None
-                           else budget - totals.face_value_issued,
-                           totals=totals, templates=part("t:"), merchants=part("m:"), days=days)
+        return stats_from(cid, meta, raw)
 
     # -- merchants -----------------------------------------------------------
 
@@ -667,3 +651,25 @@ def _totals(c: dict[str, int]) -> CouponTotals:
 
 def _day_iso(day: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(day * 86_400))
+
+
+def stats_from(cid: str, meta: list[str | None], raw: dict[str, str]) -> CouponStats | None:
+    """A drop's stats from its meta (`coupons`, `cp_budget`) and cstats hash; None if the
+    campaign is no drop. (Also read by the console's feed, in its own pipeline.)"""
+    if meta[0] != "1":
+        return None
+    scopes: dict[str, dict[str, int]] = {}
+    for entry, value in raw.items():
+        scope, _, name = entry.rpartition("|")
+        scopes.setdefault(scope, {})[name] = int(value)
+    budget = None if meta[1] in (None, "-1") else int(meta[1])
+    totals = _totals(scopes.get("*", {}))
+
+    def part(prefix: str) -> dict[str, CouponTotals]:
+        return {s[len(prefix):]: _totals(v) for s, v in sorted(scopes.items())
+                if s.startswith(prefix)}
+    days = {_day_iso(int(d)): v for d, v in part("d:").items()}
+    return CouponStats(campaign_id=cid, budget=budget,
+                       budget_left=None if budget is None
+                       else budget - totals.face_value_issued,
+                       totals=totals, templates=part("t:"), merchants=part("m:"), days=days)
