@@ -34,6 +34,7 @@ from stampede.api.idempotency import IdempotencyGuard
 from stampede.api.metrics import metrics_handler, metrics_middleware
 from stampede.api.openapi import build_spec
 from stampede.api.routing import ApiRoutes
+from stampede.api.webhook_spec import webhooks_spec
 from stampede.domain.models import Health, Readiness
 from stampede.metrics import observe_script, scrape_registry
 from stampede.state.idempotency import ResponseMemory
@@ -97,15 +98,20 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
         live.install(app, engine)
     if console_feed.api in routes:
         console_feed.install(app, engine)
-    spec = build_spec(title, operations, auth.dev_auth)
+    # The admin document also describes what webhook endpoints receive.
+    spec = build_spec(title, operations, auth.dev_auth,
+                      webhooks_spec() if webhooks.api in routes else None)
 
     async def openapi(request: web.Request) -> web.Response:
         return json_response(spec)
 
     app.router.add_get("/openapi.json", openapi)
     docs.install(app, title)
-    registry = scrape_registry(engine.settings.metrics_multiprocess_dir)
-    app.router.add_get("/metrics", metrics_handler(registry))
+    # Stock, holds and coupon budgets are not public: /metrics is the admin listener's,
+    # and the public one's only when STAMPEDE_PUBLIC_METRICS asks for it.
+    if title != PUBLIC_TITLE or engine.settings.public_metrics:
+        registry = scrape_registry(engine.settings.metrics_multiprocess_dir)
+        app.router.add_get("/metrics", metrics_handler(registry))
     return app
 
 

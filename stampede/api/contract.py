@@ -32,7 +32,10 @@ the router enforces each route's auth and path patterns before its handler
 runs, and `GET /openapi.json` on each listener serves the same operations with
 their request and response schemas. Errors are the JSON shape
 `{"error": {"code", "message"}}`; [errors.md](errors.md) lists every code.
-Each listener also serves `GET /openapi.json`, `GET /docs` and `GET /metrics`.
+Each listener also serves `GET /openapi.json` and `GET /docs`; `GET /metrics`
+(Prometheus) is on the admin listener (and on the public one too only with
+`STAMPEDE_PUBLIC_METRICS=1`). The admin listener's OpenAPI document also lists
+the webhook payloads (`webhooks`) the delivery worker sends.
 
 Mutating routes marked *idempotent* take an `Idempotency-Key` header (1 to 255
 visible characters): a retry answers the first answer and changes nothing; the

@@ -72,7 +72,11 @@ RETRY_AFTER = {"description": "seconds to wait before trying again", "schema": {
     "type": "integer", "minimum": 1}}
 
 
-def build_spec(title: str, operations: list[Operation], dev_auth: bool) -> dict[str, Any]:
+def build_spec(title: str, operations: list[Operation], dev_auth: bool,
+               webhooks: tuple[dict[str, Any], dict[str, Any]] | None = None
+               ) -> dict[str, Any]:
+    """The document; `webhooks` (the object and its component schemas) when this
+    listener documents the webhook payloads too."""
     types = {t for op in operations for t in (op.body, op.response) if t is not None}
     ordered = sorted(types, key=repr)
     schemas, components = msgspec.json.schema_components(
@@ -95,7 +99,7 @@ def build_spec(title: str, operations: list[Operation], dev_auth: bool) -> dict[
                                        "X-Account-Created, X-Identity-Hash and X-User-Tiers "
                                        "standing in for the token's created_at, idh and "
                                        "tiers"}
-    return {
+    spec: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": title, "version": "1"},
         "servers": [{"url": "/", "description": "this service (the page's own origin)"}],
@@ -104,6 +108,13 @@ def build_spec(title: str, operations: list[Operation], dev_auth: bool) -> dict[
                        "headers": {"X-Request-Id": REQUEST_ID, "Retry-After": RETRY_AFTER},
                        "securitySchemes": security_schemes},
     }
+    if webhooks is not None:
+        hooks, hook_schemas = webhooks
+        clash = set(hook_schemas) & set(spec["components"]["schemas"])
+        assert not clash, f"webhook payload schemas named like API schemas: {clash}"
+        spec["webhooks"] = hooks
+        spec["components"]["schemas"].update(hook_schemas)
+    return spec
 
 
 def enforced_errors(op: Operation) -> set[int]:

@@ -25,6 +25,7 @@ from stampede.api.auth import mint_user_token
 from stampede.domain import phases
 from stampede.domain.config import checked
 from stampede.errors import ConfigError, ServerError, UnavailableError, ValidationError
+from stampede.metrics import RESTARTS
 from stampede.runtime import credentials, persistence
 from stampede.runtime.lock import lock_data_dir
 from stampede.runtime.server import Listen, serve
@@ -124,10 +125,13 @@ def serve_command(
 
 @app.command("worker", hidden=True)
 def worker_command(index: int = typer.Option(...), host: str = typer.Option(...),
-                   port: int = typer.Option(...), admin_port: int = typer.Option(...)) -> None:
+                   port: int = typer.Option(...), admin_port: int = typer.Option(...),
+                   restarted: bool = typer.Option(False)) -> None:
     """One gateway process of `serve --workers N` (started by the master)."""
     settings = _settings()
     logs.configure()
+    if restarted:
+        RESTARTS.labels("worker").inc()
     if settings.redis_url is None:
         raise typer.Exit(2)
     listen = Listen(host, port, admin_port, reuse_port=True, housekeeping=index == 0)
@@ -147,7 +151,7 @@ def _print_banner(settings: Settings, listen: Listen, redis_url: str, embedded: 
     console.print(f"  admin API    http://{listen.host}:{listen.admin_port}/admin/v1")
     console.print(f"  console      http://{listen.host}:{listen.admin_port}/  "
                   f"(sign in with an admin token)")
-    console.print(f"  metrics      http://{listen.host}:{listen.port}/metrics")
+    console.print(f"  metrics      http://{listen.host}:{listen.admin_port}/metrics")
     console.print(f"  state        {where} at {redis_url}")
     if not settings.admin_tokens:
         console.print(f"  admin token  {settings.data_dir / 'admin.token'} (operator)")

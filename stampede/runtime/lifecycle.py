@@ -141,6 +141,8 @@ def periodic_context(settings: Settings) -> Context:
                             "sweeper")]
         if settings.metrics:
             jobs.append((gauges.INTERVAL_S, lambda: gauges.refresh_gauges(engine), "gauges"))
+            jobs.append((gauges.INTERVAL_S, lambda: gauges.refresh_store_gauges(app[STORE]),
+                         "store-gauges"))
         tasks = [asyncio.create_task(every(interval, job, stop, name))
                  for interval, job, name in jobs]
         tasks += durable_tasks(app[DURABLE_REDIS], app[STORE], settings, stop, False,

@@ -173,4 +173,14 @@ webhook_attempts = Table(
     Column("event_type", String(64)),  # None on attempts made before 0004
     Column("latency_ms", Integer),  # request sent to answer (or failure)
     Index("ix_webhook_attempts_endpoint", "endpoint_id", "attempt_id"),
+    Index("ix_webhook_attempts_ts", "ts"),  # pruning by age
+)
+
+# -- webhooks: one delivery worker per endpoint at a time (0010) ----------------
+
+webhook_leases = Table(
+    "webhook_leases", metadata,
+    Column("endpoint_id", String(40), primary_key=True),
+    Column("owner", String(120), nullable=False),  # host:pid:random of the worker
+    Column("until_ms", BigInteger, nullable=False),  # past it, any worker may take over
 )
