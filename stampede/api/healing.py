@@ -7,8 +7,10 @@ Redis lost the campaign's keys (emptied, restarted from older data, keys
 flushed): the service heals it from the store within a second or so
 (runtime.persistence's heal job), and until then its routes say "retry"
 (503 `unavailable`, Retry-After) rather than "no such campaign" (404), which
-a client would take as final. Only answers that are already 404 pay for the
-look: one EXISTS, and a store query cached for a second.
+a client would take as final. "Known" is the store having it, or Redis still
+holding its event stream (keys deleted but the stream kept, its events not yet
+persisted: the heal follows the persister). Only answers that are already 404
+pay for the look: one or two EXISTS, and a store query cached for a second.
 
 Where the 404 was decided matters: a look at the campaign *after* a handler's
 script is a second read, and the heal may finish between the two (the script
@@ -65,6 +67,11 @@ def seen(response: web.StreamResponse, campaign: CampaignSeen) -> web.StreamResp
 
 
 async def known_to_store(request: web.Request, cid: str) -> bool:
+    """Will the heal bring this missing campaign back? Its event stream survived in
+    Redis (its events are on their way to the store, the heal follows them), or the
+    store has it."""
+    if await request.app[ENGINE].redis.exists(keys.events_key(cid)):
+        return True
     in_store = request.app.get(IN_STORE)
     if in_store is None:
         return False

@@ -28,7 +28,7 @@ from stampede.api.auth import Authenticator
 from stampede.api.errors import Handler
 from stampede.api.healing import IN_STORE
 from stampede.durable.persister import Persister
-from stampede.durable.recovery import in_store, recover_campaign
+from stampede.durable.recovery import fence, heal, in_store, recover_campaign
 from stampede.durable.store import Store
 from stampede.state import keys
 from tests.conftest import campaign_spec
@@ -127,3 +127,45 @@ async def test_a_claim_that_never_was_is_still_404_at_once(
                            headers={"X-User-Id": "bob"})
     assert nope.status == 404
     assert gap.heals == 0
+
+
+async def test_a_heal_that_fenced_and_then_failed_still_drains_the_stream_when_retried(
+        sale: Engine, persister: Persister, raw_redis: "Redis[str]", store: Store) -> None:
+    """The heal of a lost campaign fences it first (a meta from the store); if that
+    attempt then fails (the store or Redis away), the next one must still know the
+    campaign as lost and store its stream's unpersisted events before the rebuild
+    replaces the stream."""
+    await sale.define_campaign("c1", campaign_spec(stock=10, per_user=2))
+    ann = await sale.claim("c1", "ann", "tee")
+    await persister.drain()
+    bob = await sale.claim("c1", "bob", "tee")  # in the stream only
+    assert ann.claim and bob.claim
+    await raw_redis.delete(*[k for k in keys.campaign_keys("c1") if k != keys.events_key("c1")])
+    await fence(raw_redis, store, "c1")  # how far a failed first attempt got
+    assert [r.campaign_id for r in await heal(raw_redis, store, TTL_MS)] == ["c1"]
+    for claim, user in ((ann.claim, "ann"), (bob.claim, "bob")):
+        view = await sale.get_claim(claim.claim_id, user)
+        assert view is not None and view.status == "held", user
+
+
+async def test_a_campaign_lost_before_the_store_heard_of_it_answers_503_until_healed(
+        sale: Engine, persister: Persister, raw_redis: "Redis[str]", store: Store,
+        client: tuple[Client, HealInTheGap]) -> None:
+    """Its keys flushed while the persister lagged: the store knows nothing of it yet,
+    but its stream still holds the events of claims answered 201."""
+    http, _gap = client
+    await sale.define_campaign("c1", campaign_spec(stock=10, per_user=2))
+    held = await sale.claim("c1", "ann", "tee")
+    assert held.outcome is Outcome.OK and held.claim
+    await raw_redis.delete(*[k for k in keys.campaign_keys("c1") if k != keys.events_key("c1")])
+    ann = {"X-User-Id": "ann", "Idempotency-Key": "ann-pay"}
+    confirm = await http.post(f"/v1/claims/{held.claim.claim_id}/confirm", headers=ann)
+    look = await http.get(f"/v1/claims/{held.claim.claim_id}", headers=ann)
+    claim = await http.post("/v1/campaigns/c1/claims", json={"sku": "tee"},
+                            headers={"X-User-Id": "bob"})
+    assert [r.status for r in (confirm, look, claim)] == [503, 503, 503]
+    assert await heal(raw_redis, store, TTL_MS) == []  # the store has nothing to heal from
+    await persister.drain()  # the persister catches up; the heal follows
+    assert [r.campaign_id for r in await heal(raw_redis, store, TTL_MS)] == ["c1"]
+    again = await http.post(f"/v1/claims/{held.claim.claim_id}/confirm", headers=ann)
+    assert again.status == 200 and (await again.json())["status"] == "confirmed"
