@@ -268,6 +268,20 @@ REFUSALS: dict[str, Refusal] = {
                     "accepting a gift whose coupon changed"),
     "own_gift": _r("conflict", 409, "you cannot accept your own gift",
                    "the giver accepting"),
+    # -- after-sale: refunds ------------------------------------------------------
+    "refund_not_sold": _r("conflict", 409, "claim '{claim}' is {status}: only a confirmed "
+                          "claim can be refunded", "refunding a hold, or a cancelled or "
+                          "expired claim"),
+    "refund_exceeds": _r("conflict", 409, "claim '{claim}' has {available} units left to "
+                         "refund; {qty} cannot be refunded",
+                         "a refund of more units than the claim has left", values=("available",)),
+    "refund_not_allowed": _r("forbidden", 403, "campaign '{campaign}' does not let buyers "
+                             "refund their claims; ask its operator",
+                             "a buyer's refund where the campaign has no buyer refund window"),
+    "refund_window_closed": _r("conflict", 409, "claim '{claim}' can no longer be refunded by "
+                               "its buyer: the campaign allows it for {limit} s after purchase",
+                               "a buyer's refund after the campaign's refund window",
+                               values=("limit",)),
     # -- who is calling ----------------------------------------------------------
     "missing_token": _r("unauthorized", 401, "a bearer token is required (Authorization: "
                         "Bearer <JWT>)", "a user route without a token (WWW-Authenticate: "

@@ -5,14 +5,16 @@ declarations the router enforces and the OpenAPI document is built from.
 when the page and the declarations part.
 """
 
-from stampede.api import admin, coupons, guard, live, public, queues, webhooks
+from stampede.api import admin, coupons, guard, live, public, queues, refunds, webhooks
 from stampede.api.app import health
 from stampede.api.openapi import enforced_errors
 from stampede.api.routing import ApiRoutes, Operation
 
 LISTENERS: tuple[tuple[str, str, tuple[ApiRoutes, ...]], ...] = (
-    ("Public API", "`:8000`", (health, public.api, live.api, queues.api, guard.api, coupons.api)),
-    ("Admin API", "`:8001`", (health, admin.api, coupons.admin_api, webhooks.api)),
+    ("Public API", "`:8000`", (health, public.api, live.api, queues.api, guard.api, coupons.api,
+                               refunds.api)),
+    ("Admin API", "`:8001`", (health, admin.api, coupons.admin_api, webhooks.api,
+                              refunds.admin_api)),
 )
 
 _AUTH = {

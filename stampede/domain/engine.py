@@ -38,6 +38,7 @@ from stampede.domain.models import (
     from_ms,
     to_ms,
 )
+from stampede.domain.refunds import Refunds, refund_meta
 from stampede.domain.status import CampaignSnapshot
 from stampede.domain.throttle import ChallengeView, ClientSignals
 from stampede.errors import UnavailableError, ValidationError
@@ -90,6 +91,11 @@ class Engine:
     def coupons(self) -> Coupons:
         """Coupon drops: claims that issue coupons, wallets, redemption, gifting."""
         return Coupons(self.redis, self.scripts, self.settings, self.gate)
+
+    @functools.cached_property
+    def refunds(self) -> Refunds:
+        """Refunds of sold claims (after the sale)."""
+        return Refunds(self.redis, self.scripts, self.settings)
 
     async def start(self) -> None:
         await self.scripts.load_all()
@@ -204,6 +210,7 @@ class Engine:
             waiting_room=room,
             events=int(snap.meta.get("evseq", 0)), fenced=snap.meta.get("fenced") == "1",
             throttle=throttle.in_force(snap.meta.get("th", ""), snap.meta.get("th_spec", "")),
+            refunds=await self.refunds.totals(cid),
             skus=[SkuStats(sku=s.sku, price=s.price, available=s.available, held=s.held,
                            sold=s.sold, released=s.released,
                            pending_waves=snap.pending_wave_count(s.sku),
@@ -474,7 +481,7 @@ def _define_args(cid: str, spec: CampaignSpec, actor: str,
 
 def _optional_meta(spec: CampaignSpec, opens_ms: int) -> dict[str, str]:
     """Meta fields of the waitlist and waiting room (define_campaign.lua ARGV[10])."""
-    meta = {"salt": secrets.token_hex(16)}
+    meta = {"salt": secrets.token_hex(16), **refund_meta(spec)}
     if spec.waitlist is not None:
         meta |= {"wl_max": str(spec.waitlist.max_length),
                  "offer_ttl_ms": str(spec.waitlist.offer_ttl_s * 1000)}

@@ -74,6 +74,25 @@ class WaitingRoomSpec(Struct, **_STRICT):
     """Lifetime of one admission token (poll again for a fresh one)."""
 
 
+# -- after-sale: refunds -----------------------------------------------------------
+
+
+class RefundPolicy(Struct, **_STRICT):
+    """What a refund does with its units, and whether buyers may ask for one."""
+    units_to: Literal["restock", "retire"] = "restock"
+    """restock: to the SKU's waitlist head first, then available stock; retire: withdrawn."""
+    buyer_window_s: Annotated[int, Meta(ge=0, le=366 * 86_400)] | None = None
+    """Seconds after purchase (the hold's creation) a buyer may refund their own claim;
+    null: only operators refund."""
+
+
+class SkuRefunds(Struct, kw_only=True):
+    sku: str
+    units: int
+    amount: int
+    """In the smallest currency unit: units times the price each was bought at."""
+
+
 class CampaignSpec(Struct, **_STRICT):
     name: Annotated[str, Meta(min_length=1, max_length=200)]
     opens_at: Timestamp
@@ -87,6 +106,8 @@ class CampaignSpec(Struct, **_STRICT):
     """Scalper throttling; none: the service's default (STAMPEDE_THROTTLE) when defined."""
     coupons: CouponDropSpec | None = None
     """Makes the campaign a coupon drop: its SKUs are coupon templates or packs."""
+    refunds: RefundPolicy | None = None
+    """After-sale refunds; none: operators refund and the units are restocked."""
 
 
 class LimitsPatch(Struct, **_STRICT):
@@ -127,7 +148,7 @@ class StockDelta(Struct, **_STRICT):
     """Non-zero: units to add, or (negative) available units to remove."""
 
 
-ClaimStatus = Literal["held", "confirmed", "cancelled", "expired"]
+ClaimStatus = Literal["held", "confirmed", "cancelled", "expired", "refunded"]
 
 
 class ClaimView(Struct, kw_only=True):
@@ -263,6 +284,9 @@ class CampaignStats(Struct, kw_only=True):
     waiting_room: WaitingRoomStats | None = None
     throttle: ThrottleSpec | None = None
     """The scalper throttling in force (null: none)."""
+    refunds: list[SkuRefunds] = msgspec.field(default_factory=list)
+    """Refunded units and amounts per SKU (only SKUs with a refund)."""
+
 
 
 def to_ms(t: datetime) -> int:

@@ -8,6 +8,9 @@ a violation is anything those rules forbid or the projections contradict:
     over_user_limit     a hold that took a user past the campaign or SKU limit
     confirmed_twice     a claim confirmed when it already was
     bad_transition      any other status change from a claim that was not held
+    refund_not_sold     a refund of a claim that was not confirmed
+    refunds_over_sold   a claim refunded of more units than it bought (or an event
+                        whose units left disagree with the refunds before it)
     projection_mismatch the stored projections differ from the recomputation
     unknown_event       an event of a type this version does not know (a newer
                         version wrote it); the replay stops before it, as the
@@ -31,6 +34,7 @@ from stampede.durable.events import (
     ClaimEvent,
     ClaimExpired,
     ClaimHeld,
+    ClaimRefunded,
     Event,
     StockAdjusted,
     Unknown,
@@ -59,6 +63,10 @@ class Replay:
     coupons: CouponReplay = field(default_factory=CouponReplay)
     unknown_at: int = 0
     """The seq of the first event of a type this version does not know (0: none)."""
+    refunded: Counter[str] = field(default_factory=Counter)
+    """claim -> units refunded"""
+    refund_totals: dict[str, list[int]] = field(default_factory=dict)
+    """sku -> [units, amount] refunded"""
 
     def violate(self, kind: str, **detail: Any) -> None:
         self.violation_count += 1
@@ -83,6 +91,9 @@ class Replay:
             case ClaimEvent():
                 if not self._claim(ev):
                     return  # refused transition: not folded, so later counts stay meaningful
+            case ClaimRefunded():
+                if not self._refund(ev):
+                    return
             case _:
                 self.coupons.apply(ev, self.violate)
         self.fold.apply(ev)
@@ -127,6 +138,29 @@ class Replay:
         return True
 
 
+    def _refund(self, ev: ClaimRefunded) -> bool:
+        prior = self.claims.get(ev.claim)
+        if prior is None or prior[0] != "confirmed":
+            self.violate("refund_not_sold", claim=ev.claim, seq=ev.seq,
+                         was=prior[0] if prior else None)
+            return False
+        _, user, sku, qty = prior
+        done = self.refunded[ev.claim] + ev.qty
+        if done > qty or ev.left != qty - done:
+            self.violate("refunds_over_sold", claim=ev.claim, seq=ev.seq, refunded=done,
+                         sold=qty, left=ev.left)
+            return False
+        self.refunded[ev.claim] = done
+        self.users[user] -= ev.qty
+        self.user_sku[(user, sku)] -= ev.qty
+        totals = self.refund_totals.setdefault(sku, [0, 0])
+        totals[0] += ev.qty
+        totals[1] += ev.amount
+        if ev.left == 0:
+            self.claims[ev.claim] = ("refunded", user, sku, qty)
+        return True
+
+
 async def audit_campaign(store: Store, cid: str, with_users: bool = False) -> dict[str, Any]:
     empty = {"epoch": 0, "per_user": -1, "state": "active", "name": "", "spec": ""}
     replay = Replay(Fold(dict(empty), {}))
@@ -143,6 +177,7 @@ async def audit_campaign(store: Store, cid: str, with_users: bool = False) -> di
             replay.fold.status.clear()
             replay.fold.history.clear()
             replay.fold.coupons.clear()
+            replay.fold.refunds.clear()
             if len(rows) < CHUNK:
                 break
             last = rows[-1].seq
@@ -159,12 +194,19 @@ async def audit_campaign(store: Store, cid: str, with_users: bool = False) -> di
         stored_redemptions = {r.redemption_id: r.status for r in await conn.execute(
             select(t.redemptions.c.redemption_id, t.redemptions.c.status).where(
                 t.redemptions.c.campaign_id == cid))}
+        stored_refunds: Counter[str] = Counter()
+        for r in await conn.execute(select(t.refunds.c.claim_id, t.refunds.c.qty).where(
+                t.refunds.c.campaign_id == cid)):
+            stored_refunds[r.claim_id] += r.qty
         dead = (await conn.execute(select(func.count()).select_from(t.dead_letters).where(
             t.dead_letters.c.campaign_id == cid))).scalar_one()
     _check_totals(replay)
     _check_projections(replay, camp, stored_skus, stored_claims)
     if camp is not None and camp.applied_seq == replay.folded_to:
         replay.coupons.check_projection(stored_coupons, stored_redemptions, replay.violate)
+        if stored_refunds != replay.refunded:
+            replay.violate("projection_mismatch", refunds=sorted(
+                set(stored_refunds.items()) ^ set(replay.refunded.items()))[:5])
     sku_counts = {name: {k: s[k] for k in ("released", "available", "held", "sold", "expired",
                                            "cancelled")}
                   for name, s in sorted(replay.fold.skus.items())}
@@ -178,6 +220,9 @@ async def audit_campaign(store: Store, cid: str, with_users: bool = False) -> di
         "violation_samples": replay.violations}
     if replay.coupons.coupons:
         summary["coupons"] = replay.coupons.summary()
+    if replay.refund_totals:
+        summary["refunds"] = {sku: {"units": u, "amount": a}
+                              for sku, (u, a) in sorted(replay.refund_totals.items())}
     if with_users:
         summary["users"]["units"] = dict(sorted(users.items()))
     return summary

@@ -232,6 +232,29 @@ class RequestsRefused(Event, tag="requests_refused"):
     refusals: str
 
 
+# -- after-sale: refunds ----------------------------------------------------------
+
+class ClaimRefunded(Event, tag="claim_refunded"):
+    """Units of a confirmed claim given back (not a ClaimEvent: the claim may stay
+    confirmed, with fewer units left to refund)."""
+    claim: str
+    user: str
+    sku: str
+    qty: int
+    amount: int
+    left: int
+    """Units of the claim still refundable; 0: the claim is now refunded."""
+    to: str
+    """restock or retire"""
+    actor: str
+    reason: str = ""
+    buyer: bool = False
+    """The buyer refunded it (else an operator)."""
+    idem: str | None = None
+    """The operation's idempotency key (its Redis key), for recovery to rebuild the answer."""
+    fp: str = ""
+
+
 class Unknown(Event):
     """An event of a type this version does not know: kept, never folded."""
     name: str = ""
@@ -241,7 +264,7 @@ AnyEvent = (CampaignDefined | CampaignPatched | WaveReleased | StockAdjusted | C
             | ClaimConfirmed | ClaimExpired | ClaimCancelled | WaitlistJoined | WaitlistLeft
             | WaitlistSkipped | OfferMade | OfferAccepted | OfferLapsed | OfferDeclined
             | CouponIssued | CouponRedeemed | CouponRolledBack | CouponExpired
-            | CouponTransferred | GiftOffered | RequestsRefused)
+            | CouponTransferred | GiftOffered | RequestsRefused | ClaimRefunded)
 """Every event type the scripts emit, tagged by `type`."""
 
 TYPES: dict[str, type[Event]] = {

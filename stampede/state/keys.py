@@ -198,3 +198,16 @@ def campaign_of_claim(claim_id: str) -> str | None:
     """The campaign a claim id belongs to, or None if it is not one of ours."""
     m = _CLAIM_ID.match(claim_id)
     return m.group(1) if m else None
+
+
+# -- after-sale: refunds ----------------------------------------------------------
+
+
+def refunds_key(cid: str) -> str:
+    """Refunds of a campaign's claims (hash): claim_id -> refund record."""
+    return f"{tag(cid)}:refunds"
+
+
+def refund_totals_key(cid: str) -> str:
+    """Refunded units and amounts by SKU (hash): "<sku>.u" and "<sku>.amt", for stats."""
+    return f"{tag(cid)}:refunded"

@@ -147,6 +147,26 @@ class CouponAnswerRecord(Struct):
     coupons: list[str]
 
 
+# -- after-sale: refunds ---------------------------------------------------------
+
+
+class RefundRecord(Struct):
+    """refunds hash: claim_id -> what has been refunded of the claim so far."""
+    units: int
+    amount: int
+
+
+class RefundAnswerRecord(Struct):
+    """A refund operation's first answer (refund.lua), kept under its idempotency key."""
+    fingerprint: str
+    code: int
+    units: int
+    """units this refund gave back"""
+    left: int
+    """units of the claim still refundable after it"""
+    amount: int
+
+
 class StoredAnswer(Struct, array_like=True):
     """The first answer of an idempotent confirm or cancel (Python only, JSON):
     (fingerprint, status, body)."""
@@ -216,12 +236,16 @@ COUPON = TextCodec(CouponRecord, "coupon")
 REDEMPTION = TextCodec(RedemptionRecord, "redemption")
 GIFT = TextCodec(GiftRecord, "gift")
 COUPON_ANSWER = TextCodec(CouponAnswerRecord, "coupon_answer")
+REFUND = TextCodec(RefundRecord, "refund")
+REFUND_ANSWER = TextCodec(RefundAnswerRecord, "refund_answer")
 
 CAMPAIGN_RECORDS: tuple[TextCodec[Any], ...] = (CLAIM, ENTRY, WL_MEMBER, WAVE, CLAIM_ANSWER,
                                                 STOCK_ANSWER)
 """Pasted into every operation (include/common.lua)."""
 COUPON_RECORDS: tuple[TextCodec[Any], ...] = (COUPON, REDEMPTION, GIFT, COUPON_ANSWER)
 """Pasted into coupon operations (include/coupons.lua)."""
+REFUND_RECORDS: tuple[TextCodec[Any], ...] = (REFUND, REFUND_ANSWER)
+"""Pasted into the refund operation (--@include refund_records)."""
 
 
 # -- claim arguments (msgpack) -----------------------------------------------------

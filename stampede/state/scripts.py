@@ -40,6 +40,8 @@ OPERATIONS = (
     "coupon_gift_accept",
     "coupon_expire",
     "coupon_lookup",
+    # after-sale
+    "refund",
 )
 
 

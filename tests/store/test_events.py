@@ -62,6 +62,11 @@ ROWS: dict[str, list[dict[str, str]]] = {
     "gift_offered": [{"coupon": "d1.c1", "user": "u0", "expires": "1700000060000",
                       "token": "t"}, {"coupon": "d1.c1", "user": "u0", "expires": "1"}],
     "requests_refused": [{"n": "2", "refusals": "u1:throttled;u2:blocked"}],
+    # after-sale
+    "claim_refunded": [{**_CLAIM, "amount": "3998", "left": "0", "to": "restock",
+                        "actor": "ops", "reason": "ill", "buyer": "1", "idem": "k", "fp": "f"},
+                       {**_CLAIM, "amount": "3998", "left": "0", "to": "retire",
+                        "actor": "ops"}],
 }
 
 

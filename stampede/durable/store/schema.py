@@ -166,3 +166,25 @@ webhook_attempts = Table(
     Column("latency_ms", Integer),  # request sent to answer (or failure)
     Index("ix_webhook_attempts_endpoint", "endpoint_id", "attempt_id"),
 )
+
+# -- after-sale: refunds, one row per refund (migration 0006) ----------------------
+
+refunds = Table(
+    "refunds", metadata,
+    Column("campaign_id", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("claim_id", String(100), nullable=False),
+    Column("user_id", String(128), nullable=False),
+    Column("sku", String(64), nullable=False),
+    Column("qty", Integer, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("left_qty", Integer, nullable=False),  # the claim's units still refundable
+    Column("units_to", String(16), nullable=False),  # restock or retire
+    Column("actor", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("buyer", Integer, nullable=False),
+    Column("idem_key", Text),
+    Column("fingerprint", Text),
+    Column("ts", BigInteger, nullable=False),
+    Index("ix_refunds_claim", "claim_id"),
+)

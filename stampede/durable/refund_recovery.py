@@ -1,0 +1,79 @@
+"""Rebuilding a campaign's refunds in Redis from the store (part of `stampede recover`).
+
+The SKU counters and claim statuses come back with the rest of the campaign
+(recovery.py); this adds what only the refunds table knows: each claim's
+refund record, the totals of stats, the units a partly refunded claim no
+longer counts against its buyer's limit, and the first answers of refunds
+still within the idempotency TTL. Queued on the rebuild's MULTI, after it.
+"""
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from stampede.durable.store import Store
+from stampede.durable.store import schema as t
+from stampede.state import keys, records
+from stampede.state.records import RefundAnswerRecord, RefundRecord
+
+
+@dataclass
+class RefundState:
+    per_claim: dict[str, RefundRecord] = field(default_factory=dict)
+    totals: Counter[str] = field(default_factory=Counter)
+    """"<sku>.u" and "<sku>.amt" as refund.lua keeps them"""
+    partial: Counter[str] = field(default_factory=Counter)
+    """users-hash field -> units refunded of claims still confirmed"""
+    answers: list[tuple[str, RefundAnswerRecord, int]] = field(default_factory=list)
+    """(idempotency key, first answer, ts)"""
+    count: int = 0
+
+
+async def load(store: Store, cid: str) -> RefundState:
+    async with store.engine.connect() as conn:
+        rows = (await conn.execute(select(t.refunds).where(t.refunds.c.campaign_id == cid)
+                                   .order_by(t.refunds.c.seq))).all()
+    st = RefundState()
+    last: dict[str, Any] = {}
+    for r in rows:
+        done = st.per_claim.get(r.claim_id, RefundRecord(units=0, amount=0))
+        st.per_claim[r.claim_id] = RefundRecord(units=done.units + r.qty,
+                                                amount=done.amount + r.amount)
+        st.totals[f"{r.sku}.u"] += r.qty
+        st.totals[f"{r.sku}.amt"] += r.amount
+        last[r.claim_id] = r
+        st.count += 1
+        if r.idem_key:
+            st.answers.append((r.idem_key, RefundAnswerRecord(
+                fingerprint=r.fingerprint or "", code=0, units=r.qty, left=r.left_qty,
+                amount=r.amount), r.ts))
+    for claim_id, r in last.items():
+        if r.left_qty > 0:  # still confirmed: recovery counted every unit it bought
+            units = st.per_claim[claim_id].units
+            st.partial[r.user_id] += units
+            st.partial[f"{r.user_id}|{r.sku}"] += units
+    return st
+
+
+def queue(pipe: Any, cid: str, st: RefundState, now: int, idem_ttl_ms: int) -> int:
+    """Queue the refund keys' rebuild; returns the idempotency answers set."""
+    ck = keys.campaign_keys(cid)
+    pipe.delete(keys.refunds_key(cid), keys.refund_totals_key(cid))
+    if st.per_claim:
+        pipe.hset(keys.refunds_key(cid), mapping={
+            c: records.REFUND.encode(r) for c, r in st.per_claim.items()})
+    if st.totals:
+        pipe.hset(keys.refund_totals_key(cid), mapping=dict(st.totals))
+    for name, units in st.partial.items():
+        pipe.hincrby(ck.users, name, -units)
+    if st.count:
+        pipe.hset(ck.counts, "refunds", st.count)
+    n = 0
+    for key, answer, ts in st.answers:
+        ttl = ts + idem_ttl_ms - now
+        if ttl > 0:
+            pipe.set(key, records.REFUND_ANSWER.encode(answer), px=ttl)
+            n += 1
+    return n
