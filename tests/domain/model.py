@@ -29,6 +29,8 @@ class SaleModel:
     paused: bool = False
     claims: dict[str, ModelClaim] = field(default_factory=dict)
     idem: dict[tuple[str, str], tuple[str, Outcome, str | None]] = field(default_factory=dict)
+    refunded: dict[str, int] = field(default_factory=dict)
+    """claim -> units refunded (after-sale)"""
 
     def tick(self) -> None:
         for wave in [w for w in self.waves if w[0] <= self.now]:
@@ -45,7 +47,7 @@ class SaleModel:
         c.status = status
 
     def user_total(self, user: str) -> int:
-        return sum(c.qty for c in self.claims.values()
+        return sum(c.qty - self.refunded.get(cid, 0) for cid, c in self.claims.items()
                    if c.user == user and c.status in ("held", "confirmed"))
 
     def claim(self, claim_id: str, user: str, sku: str, qty: int,
@@ -95,4 +97,25 @@ class SaleModel:
             return Outcome.CONFLICT
         self.stock[sku][0] += delta
         self.stock[sku][3] += delta
+        return Outcome.OK
+
+    def refund(self, claim_id: str, qty: int | None, buyer: str | None) -> Outcome:
+        """As refund.lua, for a campaign with the default policy: restock, and no
+        buyer window (a buyer's refund of their own sold claim is refused)."""
+        c = self.claims.get(claim_id)
+        if c is None or (buyer is not None and c.user != buyer):
+            return Outcome.NOT_FOUND
+        if c.status == "refunded" and qty is None:
+            return Outcome.OK
+        if c.status not in ("confirmed", "refunded") or buyer is not None:
+            return Outcome.CONFLICT
+        left = c.qty - self.refunded.get(claim_id, 0)
+        n = left if qty is None else qty
+        if n > left:
+            return Outcome.CONFLICT
+        self.stock[c.sku][2] -= n
+        self.stock[c.sku][0] += n
+        self.refunded[claim_id] = self.refunded.get(claim_id, 0) + n
+        if n == left:
+            c.status = "refunded"
         return Outcome.OK

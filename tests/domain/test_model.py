@@ -3,7 +3,8 @@
 Claim, retry (same Idempotency-Key, or the same batch replayed as redis-py
 would after a lost reply), confirm, cancel, expiry (the campaign clock moves
 in 30 s steps against 100 s holds, so real time elapsed in the test never
-crosses a boundary), stock adjustments, pauses and staged waves. After every
+crosses a boundary), stock adjustments, pauses, staged waves, and refunds
+(operator, buyer and intruder; whole or some units). After every
 step the engine's counters, per-user totals and claim statuses must equal
 the model's, and the invariants must hold.
 """
@@ -14,13 +15,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from stampede import Engine, Outcome, Settings
 from stampede.domain.batcher import PendingClaim
 from stampede.domain.models import CampaignPatch, CampaignSpec, LimitsPatch
+from stampede.domain.refunds import RefundRequest
 from stampede.state import keys, records
 from tests.domain.model import SaleModel
 
@@ -96,6 +98,30 @@ class SaleMachine(RuleBasedStateMachine):
         op = self.engine.confirm if confirm else self.engine.cancel
         result = self.run(op(claim_id, user))
         assert result.outcome is self.model.settle(claim_id, user, confirm)
+
+    @rule(user=st.sampled_from(USERS), sku=st.sampled_from(SKUS), qty=st.integers(1, 3))
+    def buy(self, user: str, sku: str, qty: int) -> None:
+        """Claim and confirm at once: sold claims for the refunds to find."""
+        self.claim(user, sku, qty, None)
+        claim_id = self.requests[-1][2]
+        if claim_id is not None:
+            result = self.run(self.engine.confirm(claim_id, user))
+            assert result.outcome is self.model.settle(claim_id, user, True)
+
+    @rule(data=st.data(), qty=st.sampled_from([None, 1, 2]),
+          who=st.sampled_from(["ops", "buyer", "intruder"]))
+    def refund(self, data: st.DataObject, qty: int | None, who: str) -> None:
+        if not self.model.claims:
+            return
+        # Sold claims first (else a refund would rarely find one), in their order.
+        sold = [c for c, m in self.model.claims.items() if m.status in ("confirmed", "refunded")]
+        claim_id = data.draw(st.sampled_from(sold or list(self.model.claims)))
+        buyer = {"ops": None, "buyer": self.model.claims[claim_id].user,
+                 "intruder": "intruder"}[who]
+        result = self.run(self.engine.refunds.refund(claim_id, RefundRequest(qty=qty), "ops",
+                                                     buyer=buyer))
+        assert result.outcome is self.model.refund(claim_id, qty, buyer)
+        event(f"refund by {who}: {result.outcome.name}")
 
     @rule(steps=st.integers(1, 4))
     def advance_clock(self, steps: int) -> None:
