@@ -39,6 +39,7 @@ from stampede.domain.models import (
     to_ms,
 )
 from stampede.domain.refunds import Refunds, refund_meta
+from stampede.domain.tickets import Tickets
 from stampede.domain.status import CampaignSnapshot
 from stampede.domain.throttle import ChallengeView, ClientSignals
 from stampede.errors import UnavailableError, ValidationError
@@ -97,6 +98,11 @@ class Engine:
         """Refunds of sold claims (after the sale)."""
         return Refunds(self.redis, self.scripts, self.settings)
 
+    @functools.cached_property
+    def tickets(self) -> Tickets:
+        """Tickets of ticketed sales, their holders' codes, scanners and check-in."""
+        return Tickets(self.redis, self.scripts, self.settings, self.coupons.keys)
+
     async def start(self) -> None:
         await self.scripts.load_all()
 
@@ -116,6 +122,8 @@ class Engine:
         skus = [s.sku for s in spec.skus]
         number = None
         if spec.coupons is not None:
+            if spec.tickets is not None:
+                raise ValidationError("a coupon drop cannot issue tickets")
             check_drop(spec.coupons, skus)  # before taking a drop number
             number = await self.coupons.drop_number(cid)
         args = _define_args(cid, spec, actor, spec.throttle or self._throttle_default,
@@ -211,6 +219,7 @@ class Engine:
             events=int(snap.meta.get("evseq", 0)), fenced=snap.meta.get("fenced") == "1",
             throttle=throttle.in_force(snap.meta.get("th", ""), snap.meta.get("th_spec", "")),
             refunds=await self.refunds.totals(cid),
+            checkins=await self.tickets.gate_counts(cid),
             skus=[SkuStats(sku=s.sku, price=s.price, available=s.available, held=s.held,
                            sold=s.sold, released=s.released,
                            pending_waves=snap.pending_wave_count(s.sku),
@@ -317,9 +326,11 @@ class Engine:
         cid = keys.campaign_of_claim(claim_id)
         if cid is None or not keys.valid_user_id(user):
             return ClaimResult(Outcome.NOT_FOUND)
-        code, _status, _deadline = await self.scripts.run(op, keys.campaign_keys(cid),
-                                                          [claim_id, user,
-                                                           idempotency_key or ""])
+        ks: list[str] = [*keys.campaign_keys(cid)]
+        if op == "confirm":  # a ticketed campaign lists the claim among the buyer's tickets
+            ks.append(keys.ticket_holder_key(cid, user))
+        code, _status, _deadline = await self.scripts.run(op, ks, [claim_id, user,
+                                                                   idempotency_key or ""])
         outcome = OUTCOMES[int(code)]
         if outcome is Outcome.NOT_FOUND:
             return ClaimResult(outcome)

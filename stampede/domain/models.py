@@ -93,6 +93,15 @@ class SkuRefunds(Struct, kw_only=True):
     """In the smallest currency unit: units times the price each was bought at."""
 
 
+VenueId = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="venue id")]
+
+
+class TicketSpec(Struct, **_STRICT):
+    """Each confirmed unit is a ticket: a static id and a rotating code, checked in at
+    the venue's gates by its scanners."""
+    venue: VenueId
+
+
 class CampaignSpec(Struct, **_STRICT):
     name: Annotated[str, Meta(min_length=1, max_length=200)]
     opens_at: Timestamp
@@ -108,6 +117,8 @@ class CampaignSpec(Struct, **_STRICT):
     """Makes the campaign a coupon drop: its SKUs are coupon templates or packs."""
     refunds: RefundPolicy | None = None
     """After-sale refunds; none: operators refund and the units are restocked."""
+    tickets: TicketSpec | None = None
+    """A sale whose confirmed units are tickets (not for coupon drops)."""
 
 
 class LimitsPatch(Struct, **_STRICT):
@@ -286,6 +297,8 @@ class CampaignStats(Struct, kw_only=True):
     """The scalper throttling in force (null: none)."""
     refunds: list[SkuRefunds] = msgspec.field(default_factory=list)
     """Refunded units and amounts per SKU (only SKUs with a refund)."""
+    checkins: dict[str, int] = msgspec.field(default_factory=dict)
+    """A ticketed sale's check-ins by gate."""
 
 
 

@@ -47,12 +47,13 @@ class RefundResult(Struct, frozen=True):
 
 
 def refund_meta(spec: CampaignSpec) -> dict[str, str]:
-    """The meta fields refund.lua reads (define_campaign writes them with the others)."""
+    """The meta fields refund.lua and checkin.lua read (define_campaign writes them)."""
     policy = spec.refunds
+    tickets = {} if spec.tickets is None else {"tk_on": "1", "tk_venue": spec.tickets.venue}
     if policy is None:
-        return {"rf_to": "restock", "rf_window_ms": "-1"}
+        return {"rf_to": "restock", "rf_window_ms": "-1", **tickets}
     window = -1 if policy.buyer_window_s is None else policy.buyer_window_s * 1000
-    return {"rf_to": policy.units_to, "rf_window_ms": str(window)}
+    return {"rf_to": policy.units_to, "rf_window_ms": str(window), **tickets}
 
 
 class Refunds:
@@ -74,7 +75,7 @@ class Refunds:
         fp = f"{claim_id}:{request.qty or 0}"
         code, detail, units, left, amount = await self.scripts.run(
             "refund", [*keys.campaign_keys(cid), keys.refunds_key(cid),
-                       keys.refund_totals_key(cid), op],
+                       keys.refund_totals_key(cid), op, keys.tickets_key(cid)],
             [claim_id, buyer or "", request.qty or 0, actor, request.reason,
              self.settings.idempotency_ttl_s * 1000, fp])
         outcome = OUTCOMES[int(code)]

@@ -253,6 +253,20 @@ class ClaimRefunded(Event, tag="claim_refunded"):
     idem: str | None = None
     """The operation's idempotency key (its Redis key), for recovery to rebuild the answer."""
     fp: str = ""
+    tickets: str = ""
+    """A ticketed campaign's refunded tickets: their unit numbers, comma-separated."""
+
+
+class TicketCheckedIn(Event, tag="ticket_checked_in"):
+    """A scan admitted a ticket (a refused scan changes nothing and is not an event)."""
+    ticket: str
+    claim: str
+    user: str
+    sku: str
+    gate: str
+    scanner: str
+    at: int
+    """The scan's time (ms): an offline scanner's, uploaded later, or the server's."""
 
 
 class Unknown(Event):
@@ -264,7 +278,8 @@ AnyEvent = (CampaignDefined | CampaignPatched | WaveReleased | StockAdjusted | C
             | ClaimConfirmed | ClaimExpired | ClaimCancelled | WaitlistJoined | WaitlistLeft
             | WaitlistSkipped | OfferMade | OfferAccepted | OfferLapsed | OfferDeclined
             | CouponIssued | CouponRedeemed | CouponRolledBack | CouponExpired
-            | CouponTransferred | GiftOffered | RequestsRefused | ClaimRefunded)
+            | CouponTransferred | GiftOffered | RequestsRefused | ClaimRefunded
+            | TicketCheckedIn)
 """Every event type the scripts emit, tagged by `type`."""
 
 TYPES: dict[str, type[Event]] = {

@@ -5,6 +5,8 @@
 -- KEYS[NKEYS + 2] the campaign's refund totals by SKU ("<sku>.u", "<sku>.amt")
 -- KEYS[NKEYS + 3] the operation's idempotency key: a retry answers the first
 --             answer (a refund_answer record)
+-- KEYS[NKEYS + 4] the campaign's tickets hash (a ticketed campaign's refunded tickets
+--             are marked there; checked-in ones cannot be refunded)
 -- ARGV[1]     claim_id
 -- ARGV[2]     the buyer asking, or '' when an operator refunds (any claim, any time)
 -- ARGV[3]     units to refund; 0: every unit not yet refunded
@@ -17,12 +19,14 @@
 -- Where the units go is the campaign's policy (meta rf_to): 'restock' gives
 -- them to the SKU's waitlist head first and only then to available stock;
 -- 'retire' withdraws them (released drops with sold). A buyer may refund only
--- their own claim, within meta rf_window_ms of buying it (-1: never).
+-- their own claim, within meta rf_window_ms of buying it (-1: never). In a
+-- ticketed campaign (meta tk_on) the highest-numbered tickets not checked in
+-- are the ones refunded.
 -- Every check comes before the first write.
 --@include common
 --@include refund_records
 
-local R, TOTALS, OP = KEYS[NKEYS + 1], KEYS[NKEYS + 2], KEYS[NKEYS + 3]
+local R, TOTALS, OP, T = KEYS[NKEYS + 1], KEYS[NKEYS + 2], KEYS[NKEYS + 3], KEYS[NKEYS + 4]
 local prior = redis.call('GET', OP)
 if prior then
   local p = parse_refund_answer(prior)
@@ -35,7 +39,7 @@ local raw = redis.call('HGET', K.claims, claim_id)
 if not raw then return {NOT_FOUND, 'no_claim', 0, 0, 0} end
 local c = parse_claim(raw)
 if buyer ~= '' and c.user ~= buyer then return {NOT_FOUND, 'no_claim', 0, 0, 0} end
-local m = redis.call('HMGET', K.meta, 'fenced', 'rf_to', 'rf_window_ms')
+local m = redis.call('HMGET', K.meta, 'fenced', 'rf_to', 'rf_window_ms', 'tk_on')
 if m[1] == '1' then return {FENCED, 'fenced', 0, 0, 0} end
 local done = {units = 0, amount = 0}
 local rraw = redis.call('HGET', R, claim_id)
@@ -57,6 +61,17 @@ if buyer ~= '' then
 end
 local n = want == 0 and left or want
 if n > left then return {CONFLICT, 'refund_exceeds:' .. left, 0, left, 0} end
+local voided = {}
+if m[4] == '1' then
+  for i = c.qty, 1, -1 do
+    if #voided < n and redis.call('HEXISTS', T, claim_id .. '-' .. i) == 0 then
+      voided[#voided + 1] = i
+    end
+  end
+  if #voided < n then  -- the others are checked in (or refunded already)
+    return {CONFLICT, 'refund_exceeds:' .. #voided, 0, left, 0}
+  end
+end
 local amount = n * c.price
 local to = m[2] or 'restock'
 
@@ -76,11 +91,16 @@ if n == left then
   c.status = 'refunded'
   redis.call('HSET', K.claims, claim_id, format_claim(c))
 end
+for _, i in ipairs(voided) do
+  redis.call('HSET', T, claim_id .. '-' .. i,
+             format_ticket({status = 'refunded', gate = '', at = now, scanner = ''}))
+end
 count('refunds')
 emit(now, 'claim_refunded', {'claim', claim_id, 'user', c.user, 'sku', c.sku, 'qty', n,
                              'amount', amount, 'left', left - n, 'to', to,
                              'actor', ARGV[4], 'reason', ARGV[5],
-                             'buyer', buyer ~= '' and 1 or 0, 'idem', OP, 'fp', ARGV[7]})
+                             'buyer', buyer ~= '' and 1 or 0, 'idem', OP, 'fp', ARGV[7],
+                             'tickets', table.concat(voided, ',')})
 if to ~= 'retire' then offer_waitlist(now, c.sku) end
 redis.call('SET', OP, format_refund_answer({fingerprint = ARGV[7], code = OK, units = n,
                                             left = left - n, amount = amount}),

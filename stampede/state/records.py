@@ -167,6 +167,20 @@ class RefundAnswerRecord(Struct):
     amount: int
 
 
+# -- after-sale: tickets ---------------------------------------------------------
+
+
+class TicketRecord(Struct):
+    """tickets hash: ticket_id -> a ticket that is checked in or refunded."""
+    status: str
+    """in (checked in) or refunded"""
+    gate: str
+    """the gate that admitted it ('' if refunded)"""
+    at: int
+    """when: the scan's time (ms), or the refund's"""
+    scanner: str
+
+
 class StoredAnswer(Struct, array_like=True):
     """The first answer of an idempotent confirm or cancel (Python only, JSON):
     (fingerprint, status, body)."""
@@ -238,14 +252,15 @@ GIFT = TextCodec(GiftRecord, "gift")
 COUPON_ANSWER = TextCodec(CouponAnswerRecord, "coupon_answer")
 REFUND = TextCodec(RefundRecord, "refund")
 REFUND_ANSWER = TextCodec(RefundAnswerRecord, "refund_answer")
+TICKET = TextCodec(TicketRecord, "ticket")
 
 CAMPAIGN_RECORDS: tuple[TextCodec[Any], ...] = (CLAIM, ENTRY, WL_MEMBER, WAVE, CLAIM_ANSWER,
                                                 STOCK_ANSWER)
 """Pasted into every operation (include/common.lua)."""
 COUPON_RECORDS: tuple[TextCodec[Any], ...] = (COUPON, REDEMPTION, GIFT, COUPON_ANSWER)
 """Pasted into coupon operations (include/coupons.lua)."""
-REFUND_RECORDS: tuple[TextCodec[Any], ...] = (REFUND, REFUND_ANSWER)
-"""Pasted into the refund operation (--@include refund_records)."""
+REFUND_RECORDS: tuple[TextCodec[Any], ...] = (REFUND, REFUND_ANSWER, TICKET)
+"""Pasted into the after-sale operations: refund, checkin (--@include refund_records)."""
 
 
 # -- claim arguments (msgpack) -----------------------------------------------------

@@ -42,6 +42,7 @@ OPERATIONS = (
     "coupon_lookup",
     # after-sale
     "refund",
+    "checkin",
 )
 
 

@@ -1,0 +1,64 @@
+-- checkin: door scans of a ticketed campaign's tickets, in order; the first admits.
+--
+-- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
+-- KEYS[NKEYS + 1] the campaign's tickets hash (ticket_id -> ticket record)
+-- KEYS[NKEYS + 2] its check-ins by gate (gate -> count)
+-- ARGV[1]     the scanner's venue (a scanner of another venue admits nothing here)
+-- ARGV[2]     its gate
+-- ARGV[3]     its id
+-- ARGV[4..]   four per scan: ticket_id, claim_id, unit number, and the scan's time
+--             in ms (0: now); the engine has checked each code's signature and step
+-- Returns     three per scan: verdict, gate, at. Verdicts: admitted; checked_in
+--             (already: gate and at say where and when); refunded; not_found;
+--             wrong_venue; fenced
+--
+-- One script run is atomic, so two gates scanning the same ticket at once see
+-- one admitted and one checked_in. Refused scans change nothing.
+--@include common
+--@include refund_records
+
+local T, G = KEYS[NKEYS + 1], KEYS[NKEYS + 2]
+local venue, gate, scanner = ARGV[1], ARGV[2], ARGV[3]
+local m = redis.call('HMGET', K.meta, 'tk_on', 'tk_venue', 'fenced')
+local out = {}
+local now = nil
+for i = 4, #ARGV, 4 do
+  local ticket, claim_id, unit, at = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]),
+                                     tonumber(ARGV[i + 3])
+  local verdict, vgate, vat = nil, '', 0
+  if m[1] ~= '1' then
+    verdict = 'not_found'
+  elseif m[2] ~= venue then
+    verdict = 'wrong_venue'
+  elseif m[3] == '1' then
+    verdict = 'fenced'
+  else
+    local raw = redis.call('HGET', K.claims, claim_id)
+    local c = raw and parse_claim(raw)
+    if not c or unit > c.qty or (c.status ~= 'confirmed' and c.status ~= 'refunded') then
+      verdict = 'not_found'
+    else
+      local tr = redis.call('HGET', T, ticket)
+      local t = tr and parse_ticket(tr)
+      if c.status == 'refunded' or (t and t.status == 'refunded') then
+        verdict = 'refunded'
+      elseif t then
+        verdict, vgate, vat = 'checked_in', t.gate, t.at
+      else
+        now = now or now_ms()
+        if at <= 0 then at = now end
+        redis.call('HSET', T, ticket, format_ticket({status = 'in', gate = gate, at = at,
+                                                    scanner = scanner}))
+        redis.call('HINCRBY', G, gate, 1)
+        emit(now, 'ticket_checked_in', {'ticket', ticket, 'claim', claim_id, 'user', c.user,
+                                        'sku', c.sku, 'gate', gate, 'scanner', scanner,
+                                        'at', at})
+        verdict, vgate, vat = 'admitted', gate, at
+      end
+    end
+  end
+  out[#out + 1] = verdict
+  out[#out + 1] = vgate
+  out[#out + 1] = vat
+end
+return out
