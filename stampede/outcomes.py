@@ -282,6 +282,16 @@ REFUSALS: dict[str, Refusal] = {
                                "its buyer: the campaign allows it for {limit} s after purchase",
                                "a buyer's refund after the campaign's refund window",
                                values=("limit",)),
+    # -- after-sale: tickets and check-in -------------------------------------------
+    "no_tickets": _r("not_found", 404, "campaign '{campaign}' issues no tickets",
+                     "listing tickets of a campaign that does not exist or is not ticketed"),
+    "no_scanner": _r("not_found", 404, "no scanner '{scanner}'",
+                     "revoking an unknown scanner"),
+    "missing_scanner_token": _r("unauthorized", 401, "a scanner bearer token is required",
+                                "a scanner route without a token (WWW-Authenticate: Bearer)"),
+    "invalid_scanner_token": _r("unauthorized", 401, "the bearer token is not a scanner's "
+                                "(unknown or revoked)", "a scanner route with an unknown "
+                                "token (WWW-Authenticate: Bearer error=\"invalid_token\")"),
     # -- who is calling ----------------------------------------------------------
     "missing_token": _r("unauthorized", 401, "a bearer token is required (Authorization: "
                         "Bearer <JWT>)", "a user route without a token (WWW-Authenticate: "

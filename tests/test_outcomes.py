@@ -10,7 +10,8 @@ DOC = Path(__file__).parent.parent / "docs" / "errors.md"
 VOCABULARY = {"campaign", "sku", "user", "qty", "limit", "held", "opens_at", "claim", "status",
               "action", "key", "detail", "scope", "retry_after_ms", "coupon", "redemption",
               "merchant", "amount", "available", "removed", "method", "path", "allow",
-              "request_id", "header", "origin", "webhook", "url"}
+              "request_id", "header", "origin", "webhook", "url",
+              "scanner"}
 
 
 def test_docs_errors_md_is_generated_from_the_table() -> None:

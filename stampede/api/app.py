@@ -8,7 +8,18 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from stampede import Engine
-from stampede.api import admin, coupons, docs, guard, live, public, queues, refunds, webhooks
+from stampede.api import (
+    admin,
+    coupons,
+    docs,
+    guard,
+    live,
+    public,
+    queues,
+    refunds,
+    tickets,
+    webhooks,
+)
 from stampede.api.auth import Authenticator
 from stampede.api.context import AUTH, DETAILS, ENGINE, GUARD, READY, STORE_CHECK
 from stampede.api.cors import cors_middleware, parse_origins
@@ -94,12 +105,12 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
 def make_public_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                     max_body: int = 16_384, metrics: bool = True) -> web.Application:
     return _make_app(PUBLIC_TITLE, [public.api, live.api, queues.api, guard.api,
-                                        coupons.api, refunds.api], engine,
+                                        coupons.api, refunds.api, tickets.api], engine,
                      auth, ready, max_body, metrics)
 
 
 def make_admin_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                    max_body: int = 262_144, metrics: bool = True) -> web.Application:
     return _make_app("Stampede admin API", [admin.api, coupons.admin_api, webhooks.api,
-                                                 refunds.admin_api], engine,
+                                                 refunds.admin_api, tickets.admin_api], engine,
                      auth, ready, max_body, metrics)

@@ -5,16 +5,26 @@ declarations the router enforces and the OpenAPI document is built from.
 when the page and the declarations part.
 """
 
-from stampede.api import admin, coupons, guard, live, public, queues, refunds, webhooks
+from stampede.api import (
+    admin,
+    coupons,
+    guard,
+    live,
+    public,
+    queues,
+    refunds,
+    tickets,
+    webhooks,
+)
 from stampede.api.app import health
 from stampede.api.openapi import enforced_errors
 from stampede.api.routing import ApiRoutes, Operation
 
 LISTENERS: tuple[tuple[str, str, tuple[ApiRoutes, ...]], ...] = (
     ("Public API", "`:8000`", (health, public.api, live.api, queues.api, guard.api, coupons.api,
-                               refunds.api)),
+                               refunds.api, tickets.api)),
     ("Admin API", "`:8001`", (health, admin.api, coupons.admin_api, webhooks.api,
-                              refunds.admin_api)),
+                              refunds.admin_api, tickets.admin_api)),
 )
 
 _AUTH = {
@@ -23,6 +33,7 @@ _AUTH = {
     "viewer": "admin token, `viewer` or `operator`",
     "operator": "admin token, `operator`",
     "merchant": "merchant token",
+    "scanner": "scanner token",
 }
 
 _HEAD = """# The HTTP contract

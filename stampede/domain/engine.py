@@ -39,9 +39,9 @@ from stampede.domain.models import (
     to_ms,
 )
 from stampede.domain.refunds import Refunds, refund_meta
-from stampede.domain.tickets import Tickets
 from stampede.domain.status import CampaignSnapshot
 from stampede.domain.throttle import ChallengeView, ClientSignals
+from stampede.domain.tickets import Tickets
 from stampede.errors import UnavailableError, ValidationError
 from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, Outcome, parse_detail
 from stampede.settings import Settings
