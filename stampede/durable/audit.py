@@ -11,6 +11,9 @@ a violation is anything those rules forbid or the projections contradict:
     refund_not_sold     a refund of a claim that was not confirmed
     refunds_over_sold   a claim refunded of more units than it bought (or an event
                         whose units left disagree with the refunds before it)
+    refunded_checked_in a refunded ticket checked in, or a checked-in one refunded
+    checked_in_twice    a ticket admitted when it already was
+    bad_checkin         a check-in of a ticket no sold claim has
     projection_mismatch the stored projections differ from the recomputation
     unknown_event       an event of a type this version does not know (a newer
                         version wrote it); the replay stops before it, as the
@@ -37,6 +40,7 @@ from stampede.durable.events import (
     ClaimRefunded,
     Event,
     StockAdjusted,
+    TicketCheckedIn,
     Unknown,
     from_row,
 )
@@ -67,6 +71,9 @@ class Replay:
     """claim -> units refunded"""
     refund_totals: dict[str, list[int]] = field(default_factory=dict)
     """sku -> [units, amount] refunded"""
+    tickets: dict[str, str] = field(default_factory=dict)
+    """ticket -> in (checked in) or refunded"""
+    gates: Counter[str] = field(default_factory=Counter)
 
     def violate(self, kind: str, **detail: Any) -> None:
         self.violation_count += 1
@@ -93,6 +100,9 @@ class Replay:
                     return  # refused transition: not folded, so later counts stay meaningful
             case ClaimRefunded():
                 if not self._refund(ev):
+                    return
+            case TicketCheckedIn():
+                if not self._checkin(ev):
                     return
             case _:
                 self.coupons.apply(ev, self.violate)
@@ -150,6 +160,13 @@ class Replay:
             self.violate("refunds_over_sold", claim=ev.claim, seq=ev.seq, refunded=done,
                          sold=qty, left=ev.left)
             return False
+        numbers = [n for n in ev.tickets.split(",") if n]
+        used = [n for n in numbers if self.tickets.get(f"{ev.claim}-{n}") == "in"]
+        if used:
+            self.violate("refunded_checked_in", claim=ev.claim, seq=ev.seq, tickets=used)
+            return False
+        for n in numbers:
+            self.tickets[f"{ev.claim}-{n}"] = "refunded"
         self.refunded[ev.claim] = done
         self.users[user] -= ev.qty
         self.user_sku[(user, sku)] -= ev.qty
@@ -158,6 +175,25 @@ class Replay:
         totals[1] += ev.amount
         if ev.left == 0:
             self.claims[ev.claim] = ("refunded", user, sku, qty)
+        return True
+
+
+    def _checkin(self, ev: TicketCheckedIn) -> bool:
+        prior = self.claims.get(ev.claim)
+        unit = ev.ticket.rsplit("-", 1)[-1]
+        if prior is None or prior[0] not in ("confirmed", "refunded") or \
+                not unit.isdigit() or not 1 <= int(unit) <= prior[3]:
+            self.violate("bad_checkin", ticket=ev.ticket, seq=ev.seq)
+            return False
+        state = self.tickets.get(ev.ticket)
+        if prior[0] == "refunded" or state == "refunded":
+            self.violate("refunded_checked_in", ticket=ev.ticket, seq=ev.seq)
+            return False
+        if state == "in":
+            self.violate("checked_in_twice", ticket=ev.ticket, seq=ev.seq)
+            return False
+        self.tickets[ev.ticket] = "in"
+        self.gates[ev.gate] += 1
         return True
 
 
@@ -178,6 +214,7 @@ async def audit_campaign(store: Store, cid: str, with_users: bool = False) -> di
             replay.fold.history.clear()
             replay.fold.coupons.clear()
             replay.fold.refunds.clear()
+            replay.fold.checkins.clear()
             if len(rows) < CHUNK:
                 break
             last = rows[-1].seq
@@ -194,6 +231,8 @@ async def audit_campaign(store: Store, cid: str, with_users: bool = False) -> di
         stored_redemptions = {r.redemption_id: r.status for r in await conn.execute(
             select(t.redemptions.c.redemption_id, t.redemptions.c.status).where(
                 t.redemptions.c.campaign_id == cid))}
+        stored_checkins = Counter(r.ticket_id for r in await conn.execute(
+            select(t.checkins.c.ticket_id).where(t.checkins.c.campaign_id == cid)))
         stored_refunds: Counter[str] = Counter()
         for r in await conn.execute(select(t.refunds.c.claim_id, t.refunds.c.qty).where(
                 t.refunds.c.campaign_id == cid)):
@@ -204,6 +243,10 @@ async def audit_campaign(store: Store, cid: str, with_users: bool = False) -> di
     _check_projections(replay, camp, stored_skus, stored_claims)
     if camp is not None and camp.applied_seq == replay.folded_to:
         replay.coupons.check_projection(stored_coupons, stored_redemptions, replay.violate)
+        admitted = Counter(k for k, v in replay.tickets.items() if v == "in")
+        if stored_checkins != admitted:
+            replay.violate("projection_mismatch", checkins=sorted(
+                set(stored_checkins) ^ set(admitted))[:5])
         if stored_refunds != replay.refunded:
             replay.violate("projection_mismatch", refunds=sorted(
                 set(stored_refunds.items()) ^ set(replay.refunded.items()))[:5])
@@ -220,6 +263,8 @@ async def audit_campaign(store: Store, cid: str, with_users: bool = False) -> di
         "violation_samples": replay.violations}
     if replay.coupons.coupons:
         summary["coupons"] = replay.coupons.summary()
+    if replay.gates:
+        summary["checkins"] = dict(sorted(replay.gates.items()))
     if replay.refund_totals:
         summary["refunds"] = {sku: {"units": u, "amount": a}
                               for sku, (u, a) in sorted(replay.refund_totals.items())}

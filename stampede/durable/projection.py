@@ -31,12 +31,13 @@ from stampede.durable.events import (
     ClaimRefunded,
     Event,
     StockAdjusted,
+    TicketCheckedIn,
     Unknown,
     WaveReleased,
     from_row,
     to_row,
 )
-from stampede.durable.refund_projection import apply_to_sku, refund_row
+from stampede.durable.refund_projection import apply_to_sku, checkin_row, refund_row
 from stampede.durable.store import schema as t
 from stampede.durable.store.db import Store
 
@@ -78,6 +79,7 @@ class Fold:
     history: list[dict[str, Any]] = field(default_factory=list)
     coupons: CouponFold = field(default_factory=CouponFold)
     refunds: list[dict[str, Any]] = field(default_factory=list)
+    checkins: list[dict[str, Any]] = field(default_factory=list)
 
     def sku(self, name: str) -> dict[str, Any]:
         # A SKU unknown to the definition cannot come from our scripts; keep
@@ -111,6 +113,8 @@ class Fold:
                         c[name] = value if name == "state" else int(value)
             case ClaimRefunded():
                 self._refunded(ev)
+            case TicketCheckedIn():
+                self.checkins.append(checkin_row(ev))
             case _:
                 self.coupons.apply(ev)
 
@@ -261,6 +265,8 @@ async def _flush(conn: AsyncConnection, store: Store, cid: str, fold: Fold) -> N
         await insert_ignore_many(conn, store, t.claim_history, fold.history)
     if fold.refunds:
         await insert_ignore_many(conn, store, t.refunds, fold.refunds)
+    if fold.checkins:
+        await insert_ignore_many(conn, store, t.checkins, fold.checkins)
 
     async def insert_many(table: Table, rows: Sequence[dict[str, Any]]) -> None:
         await insert_ignore_many(conn, store, table, rows)

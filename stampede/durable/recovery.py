@@ -23,7 +23,7 @@ from redis.exceptions import WatchError
 from sqlalchemy import func, select
 
 from stampede.domain.models import CampaignSpec, ClaimView, from_ms, to_ms
-from stampede.durable import coupon_recovery, refund_recovery
+from stampede.durable import aftersale_recovery, coupon_recovery
 from stampede.durable.events import (
     CampaignDefined,
     CampaignPatched,
@@ -180,10 +180,11 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
             state = await _load(store, cid)
             epoch = max(int(old.get("epoch", 0)), state.row.epoch) + 1
             drop = await coupon_recovery.load(store, cid, state.row, state.spec, old, redis)
-            refunds = await refund_recovery.load(store, cid)
+            refunds = await aftersale_recovery.load(
+                store, cid, state.spec is not None and state.spec.tickets is not None)
             pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             idem = _rebuild(pipe, cid, state, epoch, old, old_counts, now, idem_ttl_ms)
-            idem += refund_recovery.queue(pipe, cid, refunds, now, idem_ttl_ms)
+            idem += aftersale_recovery.queue(pipe, cid, refunds, now, idem_ttl_ms)
             if drop is not None:
                 drop.queue(pipe, now, idem_ttl_ms)
             try:

@@ -1,4 +1,5 @@
-"""Folding refunds (claim_refunded) into the projections: SKU counters, claims, refunds.
+"""Folding refunds (claim_refunded) into the projections: SKU counters, claims, refunds;
+and ticket check-ins (ticket_checked_in) into the checkins table.
 
 A refund takes units out of `sold`; the campaign's policy put them back in
 `available` (restock: any waitlist offer they made follows as its own
@@ -8,14 +9,21 @@ claim_held) or withdrew them from `released` (retire), so available + held
 
 from typing import Any
 
-from stampede.durable.events import ClaimRefunded
+from stampede.durable.events import ClaimRefunded, TicketCheckedIn
 
 
 def refund_row(ev: ClaimRefunded) -> dict[str, Any]:
     return {"campaign_id": ev.campaign_id, "seq": ev.seq, "claim_id": ev.claim,
             "user_id": ev.user, "sku": ev.sku, "qty": ev.qty, "amount": ev.amount,
             "left_qty": ev.left, "units_to": ev.to, "actor": ev.actor, "reason": ev.reason,
-            "buyer": int(ev.buyer), "idem_key": ev.idem, "fingerprint": ev.fp, "ts": ev.ts}
+            "buyer": int(ev.buyer), "idem_key": ev.idem, "fingerprint": ev.fp, "ts": ev.ts,
+            "tickets": ev.tickets}
+
+
+def checkin_row(ev: TicketCheckedIn) -> dict[str, Any]:
+    return {"campaign_id": ev.campaign_id, "seq": ev.seq, "ticket_id": ev.ticket,
+            "claim_id": ev.claim, "user_id": ev.user, "sku": ev.sku, "gate": ev.gate,
+            "scanner": ev.scanner, "scanned_ms": ev.at, "ts": ev.ts}
 
 
 def apply_to_sku(sku: dict[str, Any], ev: ClaimRefunded) -> None:

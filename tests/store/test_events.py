@@ -67,6 +67,9 @@ ROWS: dict[str, list[dict[str, str]]] = {
                         "actor": "ops", "reason": "ill", "buyer": "1", "idem": "k", "fp": "f"},
                        {**_CLAIM, "amount": "3998", "left": "0", "to": "retire",
                         "actor": "ops"}],
+    "ticket_checked_in": [{"ticket": "c1.0123456789abcdef0123-1", "claim": _CLAIM["claim"],
+                           "user": "u1", "sku": "tee", "gate": "north", "scanner": "n1",
+                           "at": "1700000060000"}],
 }
 
 

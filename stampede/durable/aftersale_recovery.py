@@ -1,10 +1,12 @@
-"""Rebuilding a campaign's refunds in Redis from the store (part of `stampede recover`).
+"""Rebuilding a campaign's after-sale keys from the store (part of `stampede recover`).
 
 The SKU counters and claim statuses come back with the rest of the campaign
-(recovery.py); this adds what only the refunds table knows: each claim's
-refund record, the totals of stats, the units a partly refunded claim no
-longer counts against its buyer's limit, and the first answers of refunds
-still within the idempotency TTL. Queued on the rebuild's MULTI, after it.
+(recovery.py); this adds what only the refunds and checkins tables know:
+each claim's refund record, the totals of stats, the units a partly
+refunded claim no longer counts against its buyer's limit, the first
+answers of refunds still within the idempotency TTL, and for a ticketed
+sale its tickets (checked in or refunded), the check-ins by gate and each
+buyer's ticket set. Queued on the rebuild's MULTI, after it.
 """
 
 from collections import Counter
@@ -16,7 +18,7 @@ from sqlalchemy import select
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
 from stampede.state import keys, records
-from stampede.state.records import RefundAnswerRecord, RefundRecord
+from stampede.state.records import RefundAnswerRecord, RefundRecord, TicketRecord
 
 
 @dataclass
@@ -29,13 +31,30 @@ class RefundState:
     answers: list[tuple[str, RefundAnswerRecord, int]] = field(default_factory=list)
     """(idempotency key, first answer, ts)"""
     count: int = 0
+    tickets: dict[str, TicketRecord] = field(default_factory=dict)
+    gates: Counter[str] = field(default_factory=Counter)
+    holders: dict[str, list[str]] | None = None
+    """user -> claims whose units are tickets; None: the campaign is not ticketed"""
 
 
-async def load(store: Store, cid: str) -> RefundState:
+async def load(store: Store, cid: str, ticketed: bool) -> RefundState:
     async with store.engine.connect() as conn:
         rows = (await conn.execute(select(t.refunds).where(t.refunds.c.campaign_id == cid)
                                    .order_by(t.refunds.c.seq))).all()
+        checkins = (await conn.execute(select(t.checkins).where(
+            t.checkins.c.campaign_id == cid))).all()
+        sold = (await conn.execute(select(t.claims.c.claim_id, t.claims.c.user_id).where(
+            t.claims.c.campaign_id == cid,
+            t.claims.c.status.in_(("confirmed", "refunded"))))).all() if ticketed else []
     st = RefundState()
+    for c in checkins:
+        st.tickets[c.ticket_id] = TicketRecord(status="in", gate=c.gate, at=c.scanned_ms,
+                                               scanner=c.scanner)
+        st.gates[c.gate] += 1
+    if ticketed:
+        st.holders = {}
+        for c in sold:
+            st.holders.setdefault(c.user_id, []).append(c.claim_id)
     last: dict[str, Any] = {}
     for r in rows:
         done = st.per_claim.get(r.claim_id, RefundRecord(units=0, amount=0))
@@ -45,6 +64,9 @@ async def load(store: Store, cid: str) -> RefundState:
         st.totals[f"{r.sku}.amt"] += r.amount
         last[r.claim_id] = r
         st.count += 1
+        for n in filter(None, r.tickets.split(",")):
+            st.tickets[f"{r.claim_id}-{n}"] = TicketRecord(status="refunded", gate="",
+                                                           at=r.ts, scanner="")
         if r.idem_key:
             st.answers.append((r.idem_key, RefundAnswerRecord(
                 fingerprint=r.fingerprint or "", code=0, units=r.qty, left=r.left_qty,
@@ -60,7 +82,16 @@ async def load(store: Store, cid: str) -> RefundState:
 def queue(pipe: Any, cid: str, st: RefundState, now: int, idem_ttl_ms: int) -> int:
     """Queue the refund keys' rebuild; returns the idempotency answers set."""
     ck = keys.campaign_keys(cid)
-    pipe.delete(keys.refunds_key(cid), keys.refund_totals_key(cid))
+    pipe.delete(keys.refunds_key(cid), keys.refund_totals_key(cid), keys.tickets_key(cid),
+                keys.checkin_counts_key(cid))
+    if st.tickets:
+        pipe.hset(keys.tickets_key(cid), mapping={
+            k: records.TICKET.encode(r) for k, r in st.tickets.items()})
+    if st.gates:
+        pipe.hset(keys.checkin_counts_key(cid), mapping=dict(st.gates))
+    for user, claims in (st.holders or {}).items():
+        pipe.delete(keys.ticket_holder_key(cid, user))
+        pipe.sadd(keys.ticket_holder_key(cid, user), *claims)
     if st.per_claim:
         pipe.hset(keys.refunds_key(cid), mapping={
             c: records.REFUND.encode(r) for c, r in st.per_claim.items()})
