@@ -17,7 +17,7 @@ After the runs the accounting is checked: every ticket admitted exactly once
 (check-ins by gate in stats = tickets scanned at least once). Prints each
 rate, the ratio check-in/claim and the ratio to the goal (2,000/s).
 
-    python -m bench.checkin [--tickets 5000] [--seconds 3] [--rounds 2]
+    python -m bench.checkin [--tickets=5000] [--seconds 3] [--rounds 2]
 """
 
 import argparse

@@ -29,7 +29,7 @@ async def test_checkins_are_stored_audited_and_recovered(
     codes = await _codes(sale, "gig", "ann")
     admitted = await sale.tickets.check_in(NORTH, [Scan(code=codes[f"{claim}-1"] or "")])
     assert admitted[0].verdict == "admitted"
-    assert (await refund(sale, claim, qty=1)).outcome.name == "OK"  # ticket 3
+    assert (await refund(sale, claim, qty=1)).outcome.name == "OK"  # the third ticket
     await persister.drain()
     await assert_store_matches_redis(sale, store, "gig")
     rows = await store_rows(store, t.checkins, "gig")
