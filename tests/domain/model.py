@@ -31,6 +31,8 @@ class SaleModel:
     idem: dict[tuple[str, str], tuple[str, Outcome, str | None]] = field(default_factory=dict)
     refunded: dict[str, int] = field(default_factory=dict)
     """claim -> units refunded (after-sale)"""
+    tickets: dict[str, str] = field(default_factory=dict)
+    """ticket -> "in:<gate>" or "refunded": the tickets that are no longer plain valid"""
 
     def tick(self) -> None:
         for wave in [w for w in self.waves if w[0] <= self.now]:
@@ -113,9 +115,28 @@ class SaleModel:
         n = left if qty is None else qty
         if n > left:
             return Outcome.CONFLICT
+        free = [i for i in range(c.qty, 0, -1) if f"{claim_id}-{i}" not in self.tickets][:n]
+        if len(free) < n:  # the others are checked in
+            return Outcome.CONFLICT
+        for i in free:
+            self.tickets[f"{claim_id}-{i}"] = "refunded"
         self.stock[c.sku][2] -= n
         self.stock[c.sku][0] += n
         self.refunded[claim_id] = self.refunded.get(claim_id, 0) + n
         if n == left:
             c.status = "refunded"
         return Outcome.OK
+
+    def check_in(self, claim_id: str, unit: int, gate: str) -> tuple[str, str | None]:
+        """As checkin.lua: (verdict, the gate that admitted it)."""
+        c = self.claims.get(claim_id)
+        if c is None or unit > c.qty or c.status not in ("confirmed", "refunded"):
+            return "not_found", None
+        ticket = f"{claim_id}-{unit}"
+        state = self.tickets.get(ticket)
+        if c.status == "refunded" or state == "refunded":
+            return "refunded", None
+        if state is not None:
+            return "checked_in", state[3:]
+        self.tickets[ticket] = f"in:{gate}"
+        return "admitted", gate

@@ -3,14 +3,17 @@
 Claim, retry (same Idempotency-Key, or the same batch replayed as redis-py
 would after a lost reply), confirm, cancel, expiry (the campaign clock moves
 in 30 s steps against 100 s holds, so real time elapsed in the test never
-crosses a boundary), stock adjustments, pauses, staged waves, and refunds
-(operator, buyer and intruder; whole or some units). After every
+crosses a boundary), stock adjustments, pauses, staged waves, refunds
+(operator, buyer and intruder; whole or some units) and door check-ins of
+the campaign's tickets at two gates (refunded tickets refused, a second
+scan answering where the first admitted). After every
 step the engine's counters, per-user totals and claim statuses must equal
 the model's, and the invariants must hold.
 """
 
 import asyncio
 import itertools
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +25,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from stampede import Engine, Outcome, Settings
 from stampede.domain.batcher import PendingClaim
 from stampede.domain.models import CampaignPatch, CampaignSpec, LimitsPatch
+from stampede.domain.coupons.codes import STEP_MS
 from stampede.domain.refunds import RefundRequest
+from stampede.domain.tickets import Scan, Scanner, ticket_code
 from stampede.state import keys, records
 from tests.domain.model import SaleModel
 
@@ -46,7 +51,7 @@ class SaleMachine(RuleBasedStateMachine):
         spec = msgspec.convert({
             "name": "model", "opens_at": (now - timedelta(minutes=1)).isoformat(),
             "closes_at": (now + timedelta(days=1)).isoformat(), "hold_ttl_s": HOLD_TTL_MS // 1000,
-            "limits": {"per_user": 3},
+            "limits": {"per_user": 3}, "tickets": {"venue": "arena"},
             "skus": [{"sku": s, "price": 100, "waves": [
                 {"at": (now + timedelta(milliseconds=at - 1000 * (at == 0))).isoformat(),
                  "qty": q} for at, q in waves[s]]} for s in SKUS]}, CampaignSpec)
@@ -123,6 +128,19 @@ class SaleMachine(RuleBasedStateMachine):
         assert result.outcome is self.model.refund(claim_id, qty, buyer)
         event(f"refund by {who}: {result.outcome.name}")
 
+    @rule(data=st.data(), unit=st.integers(1, 3), gate=st.sampled_from(["north", "south"]))
+    def check_in(self, data: st.DataObject, unit: int, gate: str) -> None:
+        if not self.model.claims:
+            return
+        sold = [c for c, m in self.model.claims.items() if m.status in ("confirmed", "refunded")]
+        claim_id = data.draw(st.sampled_from(sold or list(self.model.claims)))
+        step = int(time.time() * 1000) // STEP_MS
+        code = ticket_code(self.engine.tickets.code_keys, f"{claim_id}-{unit}", step)
+        got, = self.run(self.engine.tickets.check_in(Scanner("s", "arena", gate),
+                                                     [Scan(code=code)]))
+        assert (got.verdict, got.gate) == self.model.check_in(claim_id, unit, gate)
+        event(f"check-in: {got.verdict}")
+
     @rule(steps=st.integers(1, 4))
     def advance_clock(self, steps: int) -> None:
         self.model.now += steps * STEP_MS
@@ -159,6 +177,10 @@ class SaleMachine(RuleBasedStateMachine):
         stored = self.run(self.engine.redis.hgetall(keys.campaign_keys(self.cid).claims))
         assert {cid: records.CLAIM.decode(raw).status for cid, raw in stored.items()} == \
             {cid: c.status for cid, c in self.model.claims.items()}
+        tickets = self.run(self.engine.redis.hgetall(keys.tickets_key(self.cid)))
+        decoded = {t: records.TICKET.decode(raw) for t, raw in tickets.items()}
+        assert {t: "refunded" if r.status == "refunded" else f"in:{r.gate}"
+                for t, r in decoded.items()} == self.model.tickets
 
 
 def test_engine_agrees_with_model(clean_redis: str) -> None:
