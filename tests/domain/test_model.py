@@ -24,8 +24,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from stampede import Engine, Outcome, Settings
 from stampede.domain.batcher import PendingClaim
-from stampede.domain.models import CampaignPatch, CampaignSpec, LimitsPatch
 from stampede.domain.coupons.codes import STEP_MS
+from stampede.domain.models import CampaignPatch, CampaignSpec, LimitsPatch
 from stampede.domain.refunds import RefundRequest
 from stampede.domain.tickets import Scan, Scanner, ticket_code
 from stampede.state import keys, records
