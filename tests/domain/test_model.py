@@ -24,7 +24,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from stampede import Engine, Outcome, Settings
 from stampede.domain.batcher import PendingClaim
-from stampede.domain.coupons.codes import STEP_MS
+from stampede.domain.coupons.codes import STEP_MS as CODE_STEP_MS
 from stampede.domain.models import CampaignPatch, CampaignSpec, LimitsPatch
 from stampede.domain.refunds import RefundRequest
 from stampede.domain.tickets import Scan, Scanner, ticket_code
@@ -134,7 +134,7 @@ class SaleMachine(RuleBasedStateMachine):
             return
         sold = [c for c, m in self.model.claims.items() if m.status in ("confirmed", "refunded")]
         claim_id = data.draw(st.sampled_from(sold or list(self.model.claims)))
-        step = int(time.time() * 1000) // STEP_MS
+        step = int(time.time() * 1000) // CODE_STEP_MS
         code = ticket_code(self.engine.tickets.code_keys, f"{claim_id}-{unit}", step)
         got, = self.run(self.engine.tickets.check_in(Scanner("s", "arena", gate),
                                                      [Scan(code=code)]))
