@@ -292,6 +292,26 @@ REFUSALS: dict[str, Refusal] = {
     "invalid_scanner_token": _r("unauthorized", 401, "the bearer token is not a scanner's "
                                 "(unknown or revoked)", "a scanner route with an unknown "
                                 "token (WWW-Authenticate: Bearer error=\"invalid_token\")"),
+    # -- after-sale: transfers --------------------------------------------------------
+    "transfers_off": _r("conflict", 409, "campaign '{campaign}' does not allow transfers",
+                           "a transfer where the campaign has no `transfers` rule"),
+    "transfer_not_sold": _r("conflict", 409, "claim '{claim}' is {status}: only a confirmed "
+                            "claim can be transferred", "transferring a hold, or a cancelled, "
+                            "expired, refunded or transferred claim"),
+    "transfer_checked_in": _r("conflict", 409, "claim '{claim}' has a ticket checked in: it "
+                              "cannot be transferred", "a transfer after a ticket of the "
+                              "claim was scanned in"),
+    "no_transfer": _r("not_found", 404, "no such transfer token",
+                      "the token is unknown (or malformed)"),
+    "transfer_used": _r("conflict", 409, "this transfer token has been used",
+                        "accepting a token someone else accepted"),
+    "transfer_expired": _r("conflict", 409, "this transfer token has expired",
+                           "accepting after the campaign's offer_ttl_s"),
+    "transfer_to_self": _r("conflict", 409, "you cannot transfer a claim to yourself",
+                           "the giver accepting their own token"),
+    "transfer_stale": _r("conflict", 409, "the claim of this transfer token is no longer "
+                         "its giver's to give", "the claim was refunded, transferred or "
+                         "changed since the token was made"),
     # -- who is calling ----------------------------------------------------------
     "missing_token": _r("unauthorized", 401, "a bearer token is required (Authorization: "
                         "Bearer <JWT>)", "a user route without a token (WWW-Authenticate: "

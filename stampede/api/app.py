@@ -18,6 +18,7 @@ from stampede.api import (
     queues,
     refunds,
     tickets,
+    transfers,
     webhooks,
 )
 from stampede.api.auth import Authenticator
@@ -105,7 +106,8 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
 def make_public_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                     max_body: int = 16_384, metrics: bool = True) -> web.Application:
     return _make_app(PUBLIC_TITLE, [public.api, live.api, queues.api, guard.api,
-                                        coupons.api, refunds.api, tickets.api], engine,
+                                        coupons.api, refunds.api, tickets.api,
+                                        transfers.api], engine,
                      auth, ready, max_body, metrics)
 
 

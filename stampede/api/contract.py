@@ -14,6 +14,7 @@ from stampede.api import (
     queues,
     refunds,
     tickets,
+    transfers,
     webhooks,
 )
 from stampede.api.app import health
@@ -22,7 +23,7 @@ from stampede.api.routing import ApiRoutes, Operation
 
 LISTENERS: tuple[tuple[str, str, tuple[ApiRoutes, ...]], ...] = (
     ("Public API", "`:8000`", (health, public.api, live.api, queues.api, guard.api, coupons.api,
-                               refunds.api, tickets.api)),
+                               refunds.api, tickets.api, transfers.api)),
     ("Admin API", "`:8001`", (health, admin.api, coupons.admin_api, webhooks.api,
                               refunds.admin_api, tickets.admin_api)),
 )

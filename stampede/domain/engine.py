@@ -42,6 +42,7 @@ from stampede.domain.refunds import Refunds, refund_meta
 from stampede.domain.status import CampaignSnapshot
 from stampede.domain.throttle import ChallengeView, ClientSignals
 from stampede.domain.tickets import Tickets
+from stampede.domain.transfers import Transfers
 from stampede.errors import UnavailableError, ValidationError
 from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, Outcome, parse_detail
 from stampede.settings import Settings
@@ -102,6 +103,11 @@ class Engine:
     def tickets(self) -> Tickets:
         """Tickets of ticketed sales, their holders' codes, scanners and check-in."""
         return Tickets(self.redis, self.scripts, self.settings, self.coupons.keys)
+
+    @functools.cached_property
+    def transfers(self) -> Transfers:
+        """Transfers of sold claims between users (single-use tokens)."""
+        return Transfers(self.redis, self.scripts)
 
     async def start(self) -> None:
         await self.scripts.load_all()

@@ -102,6 +102,15 @@ class TicketSpec(Struct, **_STRICT):
     venue: VenueId
 
 
+class TransferPolicy(Struct, **_STRICT):
+    """Holders may pass a sold claim (its tickets) to another user with a single-use token."""
+    offer_ttl_s: Annotated[int, Meta(ge=60, le=30 * 86_400)] = 86_400
+    """How long a transfer token stays usable."""
+    recipient_limits: bool = True
+    """The campaign's per-user and per-SKU limits apply to the recipient, as if they
+    had bought the units; false: a transfer is never refused for them."""
+
+
 class CampaignSpec(Struct, **_STRICT):
     name: Annotated[str, Meta(min_length=1, max_length=200)]
     opens_at: Timestamp
@@ -119,6 +128,8 @@ class CampaignSpec(Struct, **_STRICT):
     """After-sale refunds; none: operators refund and the units are restocked."""
     tickets: TicketSpec | None = None
     """A sale whose confirmed units are tickets (not for coupon drops)."""
+    transfers: TransferPolicy | None = None
+    """Transfers of sold claims between users; none: not transferable."""
 
 
 class LimitsPatch(Struct, **_STRICT):
@@ -159,7 +170,7 @@ class StockDelta(Struct, **_STRICT):
     """Non-zero: units to add, or (negative) available units to remove."""
 
 
-ClaimStatus = Literal["held", "confirmed", "cancelled", "expired", "refunded"]
+ClaimStatus = Literal["held", "confirmed", "cancelled", "expired", "refunded", "transferred"]
 
 
 class ClaimView(Struct, kw_only=True):

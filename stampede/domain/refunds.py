@@ -47,9 +47,12 @@ class RefundResult(Struct, frozen=True):
 
 
 def refund_meta(spec: CampaignSpec) -> dict[str, str]:
-    """The meta fields refund.lua and checkin.lua read (define_campaign writes them)."""
+    """The meta fields the after-sale scripts read (define_campaign writes them)."""
     policy = spec.refunds
     tickets = {} if spec.tickets is None else {"tk_on": "1", "tk_venue": spec.tickets.venue}
+    if spec.transfers is not None:
+        tickets |= {"xf_on": "1", "xf_ttl_ms": str(spec.transfers.offer_ttl_s * 1000),
+                    "xf_limits": "1" if spec.transfers.recipient_limits else "0"}
     if policy is None:
         return {"rf_to": "restock", "rf_window_ms": "-1", **tickets}
     window = -1 if policy.buyer_window_s is None else policy.buyer_window_s * 1000

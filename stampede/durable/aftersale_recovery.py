@@ -2,7 +2,7 @@
 
 The SKU counters and claim statuses come back with the rest of the campaign
 (recovery.py); this adds what only the refunds and checkins tables know:
-each claim's refund record, the totals of stats, the units a partly
+each claim's refund record, the transfer offers, the totals of stats, the units a partly
 refunded claim no longer counts against its buyer's limit, the first
 answers of refunds still within the idempotency TTL, and for a ticketed
 sale its tickets (checked in or refunded), the check-ins by gate and each
@@ -15,10 +15,11 @@ from typing import Any
 
 from sqlalchemy import select
 
+from stampede.durable.events import ClaimTransferred, TransferOffered, from_row, names
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
 from stampede.state import keys, records
-from stampede.state.records import RefundAnswerRecord, RefundRecord, TicketRecord
+from stampede.state.records import RefundAnswerRecord, RefundRecord, TicketRecord, TransferRecord
 
 
 @dataclass
@@ -35,6 +36,8 @@ class RefundState:
     gates: Counter[str] = field(default_factory=Counter)
     holders: dict[str, list[str]] | None = None
     """user -> claims whose units are tickets; None: the campaign is not ticketed"""
+    transfers: dict[str, TransferRecord] = field(default_factory=dict)
+    """token hash -> transfer offer, open or accepted"""
 
 
 async def load(store: Store, cid: str, ticketed: bool) -> RefundState:
@@ -46,6 +49,14 @@ async def load(store: Store, cid: str, ticketed: bool) -> RefundState:
         sold = (await conn.execute(select(t.claims.c.claim_id, t.claims.c.user_id).where(
             t.claims.c.campaign_id == cid,
             t.claims.c.status.in_(("confirmed", "refunded"))))).all() if ticketed else []
+        confirmed = {r.claim_id for r in await conn.execute(select(t.claims.c.claim_id).where(
+            t.claims.c.campaign_id == cid, t.claims.c.status == "confirmed",
+            t.claims.c.claim_id.in_(select(t.refunds.c.claim_id).where(
+                t.refunds.c.campaign_id == cid))))}
+        moves = (await conn.execute(select(t.events).where(
+            t.events.c.campaign_id == cid,
+            t.events.c.type.in_(names(TransferOffered, ClaimTransferred)))
+            .order_by(t.events.c.seq))).all()
     st = RefundState()
     for c in checkins:
         st.tickets[c.ticket_id] = TicketRecord(status="in", gate=c.gate, at=c.scanned_ms,
@@ -71,8 +82,16 @@ async def load(store: Store, cid: str, ticketed: bool) -> RefundState:
             st.answers.append((r.idem_key, RefundAnswerRecord(
                 fingerprint=r.fingerprint or "", code=0, units=r.qty, left=r.left_qty,
                 amount=r.amount), r.ts))
+    for ev in map(from_row, moves):
+        if isinstance(ev, TransferOffered):
+            st.transfers[ev.token] = TransferRecord(status="open", claim=ev.claim,
+                                                    giver=ev.user, expires=ev.expires,
+                                                    recipient="", new_claim="")
+        elif isinstance(ev, ClaimTransferred) and ev.token in st.transfers:
+            x = st.transfers[ev.token]
+            x.status, x.recipient, x.new_claim = "accepted", ev.user, ev.new_claim
     for claim_id, r in last.items():
-        if r.left_qty > 0:  # still confirmed: recovery counted every unit it bought
+        if claim_id in confirmed:  # recovery counted every unit it bought
             units = st.per_claim[claim_id].units
             st.partial[r.user_id] += units
             st.partial[f"{r.user_id}|{r.sku}"] += units
@@ -83,7 +102,10 @@ def queue(pipe: Any, cid: str, st: RefundState, now: int, idem_ttl_ms: int) -> i
     """Queue the refund keys' rebuild; returns the idempotency answers set."""
     ck = keys.campaign_keys(cid)
     pipe.delete(keys.refunds_key(cid), keys.refund_totals_key(cid), keys.tickets_key(cid),
-                keys.checkin_counts_key(cid))
+                keys.checkin_counts_key(cid), keys.transfers_key(cid))
+    if st.transfers:
+        pipe.hset(keys.transfers_key(cid), mapping={
+            k: records.TRANSFER.encode(x) for k, x in st.transfers.items()})
     if st.tickets:
         pipe.hset(keys.tickets_key(cid), mapping={
             k: records.TICKET.encode(r) for k, r in st.tickets.items()})

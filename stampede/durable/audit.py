@@ -14,6 +14,8 @@ a violation is anything those rules forbid or the projections contradict:
     refunded_checked_in a refunded ticket checked in, or a checked-in one refunded
     checked_in_twice    a ticket admitted when it already was
     bad_checkin         a check-in of a ticket no sold claim has
+    bad_transfer        a transfer of a claim that was not its giver's sold claim, or
+                        of another number of units than it had left
     projection_mismatch the stored projections differ from the recomputation
     unknown_event       an event of a type this version does not know (a newer
                         version wrote it); the replay stops before it, as the
@@ -38,6 +40,7 @@ from stampede.durable.events import (
     ClaimExpired,
     ClaimHeld,
     ClaimRefunded,
+    ClaimTransferred,
     Event,
     StockAdjusted,
     TicketCheckedIn,
@@ -103,6 +106,9 @@ class Replay:
                     return
             case TicketCheckedIn():
                 if not self._checkin(ev):
+                    return
+            case ClaimTransferred():
+                if not self._transfer(ev):
                     return
             case _:
                 self.coupons.apply(ev, self.violate)
@@ -177,6 +183,21 @@ class Replay:
             self.claims[ev.claim] = ("refunded", user, sku, qty)
         return True
 
+
+    def _transfer(self, ev: ClaimTransferred) -> bool:
+        prior = self.claims.get(ev.claim)
+        if prior is None or prior[0] != "confirmed" or prior[1] != ev.giver or \
+                prior[2] != ev.sku or ev.qty != prior[3] - self.refunded[ev.claim] or \
+                ev.new_claim in self.claims:
+            self.violate("bad_transfer", claim=ev.claim, seq=ev.seq)
+            return False
+        self.claims[ev.claim] = ("transferred", *prior[1:])
+        self.claims[ev.new_claim] = ("confirmed", ev.user, ev.sku, ev.qty)
+        self.users[ev.giver] -= ev.qty
+        self.user_sku[(ev.giver, ev.sku)] -= ev.qty
+        self.users[ev.user] += ev.qty
+        self.user_sku[(ev.user, ev.sku)] += ev.qty
+        return True
 
     def _checkin(self, ev: TicketCheckedIn) -> bool:
         prior = self.claims.get(ev.claim)

@@ -269,6 +269,31 @@ class TicketCheckedIn(Event, tag="ticket_checked_in"):
     """The scan's time (ms): an offline scanner's, uploaded later, or the server's."""
 
 
+# -- after-sale: transfers ----------------------------------------------------------
+
+class TransferOffered(Event, tag="transfer_offered"):
+    claim: str
+    user: str
+    expires: int
+    token: str
+    """The token's SHA-256 (the token itself is never stored)."""
+
+
+class ClaimTransferred(Event, tag="claim_transferred"):
+    """A sold claim re-issued to its recipient under a new id; the old one is transferred."""
+    claim: str
+    new_claim: str
+    giver: str = msgspec.field(name="from")
+    user: str
+    sku: str
+    qty: int
+    """The units that move: the claim's, less any refunded."""
+    price: int
+    created: int
+    deadline: int
+    token: str = ""
+
+
 class Unknown(Event):
     """An event of a type this version does not know: kept, never folded."""
     name: str = ""
@@ -279,7 +304,7 @@ AnyEvent = (CampaignDefined | CampaignPatched | WaveReleased | StockAdjusted | C
             | WaitlistSkipped | OfferMade | OfferAccepted | OfferLapsed | OfferDeclined
             | CouponIssued | CouponRedeemed | CouponRolledBack | CouponExpired
             | CouponTransferred | GiftOffered | RequestsRefused | ClaimRefunded
-            | TicketCheckedIn)
+            | TicketCheckedIn | TransferOffered | ClaimTransferred)
 """Every event type the scripts emit, tagged by `type`."""
 
 TYPES: dict[str, type[Event]] = {

@@ -29,6 +29,7 @@ from stampede.durable.events import (
     ClaimExpired,
     ClaimHeld,
     ClaimRefunded,
+    ClaimTransferred,
     Event,
     StockAdjusted,
     TicketCheckedIn,
@@ -115,6 +116,8 @@ class Fold:
                 self._refunded(ev)
             case TicketCheckedIn():
                 self.checkins.append(checkin_row(ev))
+            case ClaimTransferred():
+                self._transferred(ev)
             case _:
                 self.coupons.apply(ev)
 
@@ -153,6 +156,21 @@ class Fold:
                 self.status[ev.claim] = ("refunded", ev.seq)
             self.history.append({"campaign_id": ev.campaign_id, "seq": ev.seq,
                                  "claim_id": ev.claim, "status": "refunded", "ts": ev.ts})
+
+    def _transferred(self, ev: ClaimTransferred) -> None:
+        """The old claim is transferred; the recipient's is a new sold claim (SKU
+        counters stay: the units stay sold)."""
+        if ev.claim in self.new_claims:
+            self.new_claims[ev.claim].update(status="transferred", updated_seq=ev.seq)
+        else:
+            self.status[ev.claim] = ("transferred", ev.seq)
+        self.new_claims[ev.new_claim] = {
+            "claim_id": ev.new_claim, "campaign_id": ev.campaign_id, "user_id": ev.user,
+            "sku": ev.sku, "qty": ev.qty, "price": ev.price, "status": "confirmed",
+            "deadline_ms": ev.deadline, "created_ms": ev.created, "updated_seq": ev.seq,
+            "idem_key": None, "fingerprint": None}
+        self.history.append({"campaign_id": ev.campaign_id, "seq": ev.seq,
+                             "claim_id": ev.claim, "status": "transferred", "ts": ev.ts})
 
     def _history(self, ev: ClaimEvent, status: str) -> None:
         self.history.append({"campaign_id": ev.campaign_id, "seq": ev.seq, "claim_id": ev.claim,

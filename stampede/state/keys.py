@@ -242,3 +242,11 @@ def claim_of_ticket(ticket_id: str) -> tuple[str, int] | None:
     """(claim id, unit number) of a ticket id, or None if it is not one of ours."""
     m = _TICKET_ID.match(ticket_id)
     return (m.group(1), int(m.group(2))) if m else None
+
+
+# -- after-sale: transfers ----------------------------------------------------------
+
+
+def transfers_key(cid: str) -> str:
+    """Transfer offers of sold claims (hash): SHA-256 of the token -> transfer record."""
+    return f"{tag(cid)}:xfers"

@@ -181,6 +181,18 @@ class TicketRecord(Struct):
     scanner: str
 
 
+class TransferRecord(Struct):
+    """xfers hash: token hash -> a sold claim's transfer offer."""
+    status: str
+    """open or accepted"""
+    claim: str
+    giver: str
+    expires: int
+    recipient: str
+    new_claim: str
+    """the recipient's claim, '' until accepted"""
+
+
 class StoredAnswer(Struct, array_like=True):
     """The first answer of an idempotent confirm or cancel (Python only, JSON):
     (fingerprint, status, body)."""
@@ -253,14 +265,16 @@ COUPON_ANSWER = TextCodec(CouponAnswerRecord, "coupon_answer")
 REFUND = TextCodec(RefundRecord, "refund")
 REFUND_ANSWER = TextCodec(RefundAnswerRecord, "refund_answer")
 TICKET = TextCodec(TicketRecord, "ticket")
+TRANSFER = TextCodec(TransferRecord, "transfer")
 
 CAMPAIGN_RECORDS: tuple[TextCodec[Any], ...] = (CLAIM, ENTRY, WL_MEMBER, WAVE, CLAIM_ANSWER,
                                                 STOCK_ANSWER)
 """Pasted into every operation (include/common.lua)."""
 COUPON_RECORDS: tuple[TextCodec[Any], ...] = (COUPON, REDEMPTION, GIFT, COUPON_ANSWER)
 """Pasted into coupon operations (include/coupons.lua)."""
-REFUND_RECORDS: tuple[TextCodec[Any], ...] = (REFUND, REFUND_ANSWER, TICKET)
-"""Pasted into the after-sale operations: refund, checkin (--@include refund_records)."""
+REFUND_RECORDS: tuple[TextCodec[Any], ...] = (REFUND, REFUND_ANSWER, TICKET, TRANSFER)
+"""Pasted into the after-sale operations: refund, checkin, transfers
+(--@include refund_records)."""
 
 
 # -- claim arguments (msgpack) -----------------------------------------------------

@@ -43,6 +43,8 @@ OPERATIONS = (
     # after-sale
     "refund",
     "checkin",
+    "transfer_offer",
+    "transfer_accept",
 )
 
 

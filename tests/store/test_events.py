@@ -70,6 +70,12 @@ ROWS: dict[str, list[dict[str, str]]] = {
     "ticket_checked_in": [{"ticket": "c1.0123456789abcdef0123-1", "claim": _CLAIM["claim"],
                            "user": "u1", "sku": "tee", "gate": "north", "scanner": "n1",
                            "at": "1700000060000"}],
+    "transfer_offered": [{"claim": _CLAIM["claim"], "user": "u1", "expires": "1700000060000",
+                          "token": "ab"}],
+    "claim_transferred": [{**_CLAIM, "new_claim": "c1.00000000000000000000", "from": "u0",
+                           "price": "1999", "created": "1", "deadline": "2", "token": "ab"},
+                          {**_CLAIM, "new_claim": "c1.00000000000000000000", "from": "u0",
+                           "price": "1999", "created": "1", "deadline": "2"}],
 }
 
 
