@@ -140,3 +140,27 @@ class SaleModel:
             return "checked_in", state[3:]
         self.tickets[ticket] = f"in:{gate}"
         return "admitted", gate
+
+    def transfer(self, claim_id: str, giver: str, recipient: str) -> tuple[Outcome, str]:
+        """As transfer_offer.lua then transfer_accept.lua (the campaign allows transfers
+        and applies the recipient's limits): (outcome, reason)."""
+        c = self.claims.get(claim_id)
+        if c is None or c.user != giver:
+            return Outcome.NOT_FOUND, "no_claim"
+        if c.status != "confirmed":
+            return Outcome.CONFLICT, "transfer_not_sold"
+        if any(self.tickets.get(f"{claim_id}-{i}", "").startswith("in:")
+               for i in range(1, c.qty + 1)):
+            return Outcome.CONFLICT, "transfer_checked_in"
+        if recipient == giver:
+            return Outcome.CONFLICT, "transfer_to_self"
+        left = c.qty - self.refunded.get(claim_id, 0)
+        if self.user_total(recipient) + left > self.per_user:
+            return Outcome.LIMIT_EXCEEDED, "per_user"
+        return Outcome.OK, ""
+
+    def transferred(self, claim_id: str, new_id: str, recipient: str) -> None:
+        c = self.claims[claim_id]
+        left = c.qty - self.refunded.get(claim_id, 0)
+        c.status = "transferred"
+        self.claims[new_id] = ModelClaim(recipient, c.sku, left, c.deadline, "confirmed")

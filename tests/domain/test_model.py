@@ -6,7 +6,8 @@ in 30 s steps against 100 s holds, so real time elapsed in the test never
 crosses a boundary), stock adjustments, pauses, staged waves, refunds
 (operator, buyer and intruder; whole or some units) and door check-ins of
 the campaign's tickets at two gates (refunded tickets refused, a second
-scan answering where the first admitted). After every
+scan answering where the first admitted), and transfers (the claim
+re-issued to its recipient, whose limit applies). After every
 step the engine's counters, per-user totals and claim statuses must equal
 the model's, and the invariants must hold.
 """
@@ -51,7 +52,7 @@ class SaleMachine(RuleBasedStateMachine):
         spec = msgspec.convert({
             "name": "model", "opens_at": (now - timedelta(minutes=1)).isoformat(),
             "closes_at": (now + timedelta(days=1)).isoformat(), "hold_ttl_s": HOLD_TTL_MS // 1000,
-            "limits": {"per_user": 3}, "tickets": {"venue": "arena"},
+            "limits": {"per_user": 3}, "tickets": {"venue": "arena"}, "transfers": {},
             "skus": [{"sku": s, "price": 100, "waves": [
                 {"at": (now + timedelta(milliseconds=at - 1000 * (at == 0))).isoformat(),
                  "qty": q} for at, q in waves[s]]} for s in SKUS]}, CampaignSpec)
@@ -140,6 +141,25 @@ class SaleMachine(RuleBasedStateMachine):
                                                      [Scan(code=code)]))
         assert (got.verdict, got.gate) == self.model.check_in(claim_id, unit, gate)
         event(f"check-in: {got.verdict}")
+
+    @rule(data=st.data(), recipient=st.sampled_from(USERS), intruder=st.booleans())
+    def transfer(self, data: st.DataObject, recipient: str, intruder: bool) -> None:
+        if not self.model.claims:
+            return
+        sold = [c for c, m in self.model.claims.items() if m.status == "confirmed"]
+        claim_id = data.draw(st.sampled_from(sold or list(self.model.claims)))
+        giver = "intruder" if intruder else self.model.claims[claim_id].user
+        expected = self.model.transfer(claim_id, giver, recipient)
+        token = f"{self.cid}.{next(_ids):032x}"
+        offer = self.run(self.engine.transfers.offer(claim_id, giver, token))
+        if offer.outcome is not Outcome.OK:
+            assert (offer.outcome, offer.reason) == expected
+            return
+        taken = self.run(self.engine.transfers.accept(token, recipient))
+        assert (taken.outcome, taken.reason or "") == expected
+        if taken.new_claim_id:
+            self.model.transferred(claim_id, taken.new_claim_id, recipient)
+        event(f"transfer: {taken.outcome.name} {taken.reason or ''}")
 
     @rule(steps=st.integers(1, 4))
     def advance_clock(self, steps: int) -> None:
