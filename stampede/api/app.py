@@ -12,6 +12,7 @@ from stampede.api import (
     admin,
     coupons,
     docs,
+    grants,
     guard,
     live,
     public,
@@ -114,5 +115,6 @@ def make_public_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
 def make_admin_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                    max_body: int = 262_144, metrics: bool = True) -> web.Application:
     return _make_app("Stampede admin API", [admin.api, coupons.admin_api, webhooks.api,
-                                                 refunds.admin_api, tickets.admin_api], engine,
+                                                 refunds.admin_api, tickets.admin_api,
+                                                 grants.admin_api], engine,
                      auth, ready, max_body, metrics)

@@ -8,6 +8,7 @@ when the page and the declarations part.
 from stampede.api import (
     admin,
     coupons,
+    grants,
     guard,
     live,
     public,
@@ -25,7 +26,7 @@ LISTENERS: tuple[tuple[str, str, tuple[ApiRoutes, ...]], ...] = (
     ("Public API", "`:8000`", (health, public.api, live.api, queues.api, guard.api, coupons.api,
                                refunds.api, tickets.api, transfers.api)),
     ("Admin API", "`:8001`", (health, admin.api, coupons.admin_api, webhooks.api,
-                              refunds.admin_api, tickets.admin_api)),
+                              refunds.admin_api, tickets.admin_api, grants.admin_api)),
 )
 
 _AUTH = {

@@ -22,6 +22,7 @@ from stampede.domain.coupons.service import Coupons
 from stampede.domain.coupons.templates import check_drop, drop_meta
 from stampede.domain.explain import Explained, explain
 from stampede.domain.gate import ClaimGate
+from stampede.domain.grants import Grants
 from stampede.domain.models import (
     CampaignPatch,
     CampaignPublic,
@@ -102,7 +103,12 @@ class Engine:
     @functools.cached_property
     def tickets(self) -> Tickets:
         """Tickets of ticketed sales, their holders' codes, scanners and check-in."""
-        return Tickets(self.redis, self.scripts, self.settings, self.coupons.keys)
+        return Tickets(self.redis, self.scripts, self.settings, self.coupons.keys, self.grants)
+
+    @functools.cached_property
+    def grants(self) -> Grants:
+        """A drop's coupons granted to users: by ops, or by a ticket's check-in."""
+        return Grants(self.redis, self.scripts)
 
     @functools.cached_property
     def transfers(self) -> Transfers:
@@ -127,6 +133,8 @@ class Engine:
         _check_campaign_id(cid)
         skus = [s.sku for s in spec.skus]
         number = None
+        if spec.on_checkin is not None and spec.tickets is None:
+            raise ValidationError("on_checkin needs tickets: only a ticket is checked in")
         if spec.coupons is not None:
             if spec.tickets is not None:
                 raise ValidationError("a coupon drop cannot issue tickets")
@@ -448,6 +456,7 @@ class Engine:
                                                    [self.settings.sweep_batch])
             total += int(expired)
             if not more:
+                await self.grants.drain_outbox(cid)  # packs a crash left pending
                 return total + await self.coupons.expire(cid)
 
     async def sweep_all(self) -> int:

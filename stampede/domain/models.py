@@ -111,6 +111,12 @@ class TransferPolicy(Struct, **_STRICT):
     had bought the units; false: a transfer is never refused for them."""
 
 
+class PackGrant(Struct, **_STRICT):
+    """A coupon pack a ticket's holder is granted when it is checked in."""
+    drop: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+    sku: SkuId
+
+
 class CampaignSpec(Struct, **_STRICT):
     name: Annotated[str, Meta(min_length=1, max_length=200)]
     opens_at: Timestamp
@@ -130,6 +136,8 @@ class CampaignSpec(Struct, **_STRICT):
     """A sale whose confirmed units are tickets (not for coupon drops)."""
     transfers: TransferPolicy | None = None
     """Transfers of sold claims between users; none: not transferable."""
+    on_checkin: PackGrant | None = None
+    """A ticketed sale's check-in grants this drop's SKU to the ticket's holder, once."""
 
 
 class LimitsPatch(Struct, **_STRICT):

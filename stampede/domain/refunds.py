@@ -50,6 +50,8 @@ def refund_meta(spec: CampaignSpec) -> dict[str, str]:
     """The meta fields the after-sale scripts read (define_campaign writes them)."""
     policy = spec.refunds
     tickets = {} if spec.tickets is None else {"tk_on": "1", "tk_venue": spec.tickets.venue}
+    if spec.on_checkin is not None:
+        tickets |= {"oc_drop": spec.on_checkin.drop, "oc_sku": spec.on_checkin.sku}
     if spec.transfers is not None:
         tickets |= {"xf_on": "1", "xf_ttl_ms": str(spec.transfers.offer_ttl_s * 1000),
                     "xf_limits": "1" if spec.transfers.recipient_limits else "0"}

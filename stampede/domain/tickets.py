@@ -27,6 +27,7 @@ from msgspec import Meta, Struct
 from redis.asyncio import Redis
 
 from stampede.domain.coupons.codes import STEP_MS, CodeKeys
+from stampede.domain.grants import Grants
 from stampede.domain.models import VenueId, from_ms
 from stampede.errors import ValidationError
 from stampede.settings import Settings
@@ -125,7 +126,8 @@ def verify_code(code_keys: CodeKeys, code: str, at_ms: int) -> str | None:
 
 class Tickets:
     def __init__(self, redis: "Redis", scripts: ScriptRegistry, settings: Settings,
-                 code_keys: CodeKeys) -> None:
+                 code_keys: CodeKeys, grants: Grants) -> None:
+        self.grants = grants
         self.redis = redis
         self.scripts = scripts
         self.settings = settings
@@ -229,7 +231,11 @@ class Tickets:
                 args += [ticket_id, claim_id, unit, at]
             reply = await self.scripts.run("checkin", [*keys.campaign_keys(cid),
                                                        keys.tickets_key(cid),
-                                                       keys.checkin_counts_key(cid)], args)
+                                                       keys.checkin_counts_key(cid),
+                                                       keys.outbox_key(cid)], args)
+            if int(reply[-1]):  # admissions that wrote an on_checkin grant to the outbox
+                admitted = [g[1] for j, g in enumerate(group) if reply[3 * j] == "admitted"]
+                await self.grants.drain_outbox(cid, admitted)
             for j, (i, ticket_id, *_rest) in enumerate(group):
                 verdict, gate, at_ms = reply[3 * j:3 * j + 3]
                 out[i] = CheckinVerdict(verdict=verdict, ticket_id=ticket_id,

@@ -6,7 +6,8 @@ each claim's refund record, the transfer offers, the totals of stats, the units 
 refunded claim no longer counts against its buyer's limit, the first
 answers of refunds still within the idempotency TTL, and for a ticketed
 sale its tickets (checked in or refunded), the check-ins by gate and each
-buyer's ticket set. Queued on the rebuild's MULTI, after it.
+buyer's ticket set, and the outbox of on_checkin grants the drop has not
+made. Queued on the rebuild's MULTI, after it.
 """
 
 from collections import Counter
@@ -15,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from stampede.domain.grants import grant_claim_id
 from stampede.durable.events import ClaimTransferred, TransferOffered, from_row, names
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
@@ -38,9 +40,12 @@ class RefundState:
     """user -> claims whose units are tickets; None: the campaign is not ticketed"""
     transfers: dict[str, TransferRecord] = field(default_factory=dict)
     """token hash -> transfer offer, open or accepted"""
+    outbox: dict[str, str] = field(default_factory=dict)
+    """on_checkin grants the drop has not made: ticket -> user|drop|sku"""
 
 
-async def load(store: Store, cid: str, ticketed: bool) -> RefundState:
+async def load(store: Store, cid: str, ticketed: bool,
+               on_checkin: tuple[str, str] | None = None) -> RefundState:
     async with store.engine.connect() as conn:
         rows = (await conn.execute(select(t.refunds).where(t.refunds.c.campaign_id == cid)
                                    .order_by(t.refunds.c.seq))).all()
@@ -57,8 +62,17 @@ async def load(store: Store, cid: str, ticketed: bool) -> RefundState:
             t.events.c.campaign_id == cid,
             t.events.c.type.in_(names(TransferOffered, ClaimTransferred)))
             .order_by(t.events.c.seq))).all()
+        granted: set[str] = set()
+        if on_checkin is not None and checkins:
+            wanted = [grant_claim_id(on_checkin[0], f"checkin:{c.ticket_id}", c.user_id)
+                      for c in checkins]
+            granted = {r[0] for r in await conn.execute(select(t.claims.c.claim_id).where(
+                t.claims.c.claim_id.in_(wanted)))}
     st = RefundState()
     for c in checkins:
+        if on_checkin is not None and grant_claim_id(
+                on_checkin[0], f"checkin:{c.ticket_id}", c.user_id) not in granted:
+            st.outbox[c.ticket_id] = f"{c.user_id}|{on_checkin[0]}|{on_checkin[1]}"
         st.tickets[c.ticket_id] = TicketRecord(status="in", gate=c.gate, at=c.scanned_ms,
                                                scanner=c.scanner)
         st.gates[c.gate] += 1
@@ -102,7 +116,9 @@ def queue(pipe: Any, cid: str, st: RefundState, now: int, idem_ttl_ms: int) -> i
     """Queue the refund keys' rebuild; returns the idempotency answers set."""
     ck = keys.campaign_keys(cid)
     pipe.delete(keys.refunds_key(cid), keys.refund_totals_key(cid), keys.tickets_key(cid),
-                keys.checkin_counts_key(cid), keys.transfers_key(cid))
+                keys.checkin_counts_key(cid), keys.transfers_key(cid), keys.outbox_key(cid))
+    if st.outbox:  # the sweeper grants them
+        pipe.hset(keys.outbox_key(cid), mapping=st.outbox)
     if st.transfers:
         pipe.hset(keys.transfers_key(cid), mapping={
             k: records.TRANSFER.encode(x) for k, x in st.transfers.items()})

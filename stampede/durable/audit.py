@@ -14,6 +14,9 @@ a violation is anything those rules forbid or the projections contradict:
     refunded_checked_in a refunded ticket checked in, or a checked-in one refunded
     checked_in_twice    a ticket admitted when it already was
     bad_checkin         a check-in of a ticket no sold claim has
+    grant_missing       a check-in of a sale with on_checkin whose pack the drop has not
+                        granted (the one grant per check-in: its claim id is derived
+                        from the ticket, so there can be no second)
     bad_transfer        a transfer of a claim that was not its giver's sold claim, or
                         of another number of units than it had left
     projection_mismatch the stored projections differ from the recomputation
@@ -29,8 +32,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from sqlalchemy import func, select
 
+from stampede.domain.grants import grant_claim_id
+from stampede.domain.models import CampaignSpec
 from stampede.durable.coupon_audit import CouponReplay
 from stampede.durable.events import (
     CampaignDefined,
@@ -135,8 +141,8 @@ class Replay:
             self.user_sku[(user, sku)] += qty
             limit = self.fold.campaign["per_user"]
             sku_limit = self.fold.sku(sku)["per_user"]
-            if (limit >= 0 and self.users[user] > limit) or \
-                    (sku_limit >= 0 and self.user_sku[(user, sku)] > sku_limit):
+            if not ev.grant and ((limit >= 0 and self.users[user] > limit) or
+                                 (sku_limit >= 0 and self.user_sku[(user, sku)] > sku_limit)):
                 self.violate("over_user_limit", user=user, sku=sku, seq=ev.seq,
                              units=self.users[user])
             self.claims[claim] = ("held", user, sku, qty)
@@ -333,5 +339,32 @@ async def audit(store: Store, campaign: str | None = None,
                 "campaigns": {}}
     cids = sorted(set(ids) if campaign is None else {campaign})
     campaigns = {cid: await audit_campaign(store, cid, with_users) for cid in cids}
-    total = sum(c["violations"] for c in campaigns.values())
+    for cid in cids:
+        await _check_grants(store, cid, campaigns[cid])
+    total = sum(c["violations"] for c in campaigns.values())  # grants' checks included
     return {"ok": total == 0, "violations": total, "campaigns": campaigns}
+
+
+async def _check_grants(store: Store, cid: str, summary: dict[str, Any]) -> None:
+    """One pack per check-in of a sale that grants on check-in (across two campaigns)."""
+    async with store.engine.connect() as conn:
+        spec_json = (await conn.execute(select(t.campaigns.c.spec).where(
+            t.campaigns.c.campaign_id == cid))).scalar_one_or_none()
+        if not spec_json:
+            return
+        spec = msgspec.json.decode(spec_json, type=CampaignSpec)
+        if spec.on_checkin is None:
+            return
+        drop = spec.on_checkin.drop
+        wanted = {grant_claim_id(drop, f"checkin:{r.ticket_id}", r.user_id): r.ticket_id
+                  for r in await conn.execute(select(t.checkins).where(
+                      t.checkins.c.campaign_id == cid))}
+        found = {r.claim_id: r.qty for r in await conn.execute(
+            select(t.claims.c.claim_id, t.claims.c.qty).where(
+                t.claims.c.claim_id.in_(list(wanted))))} if wanted else {}
+    missing = sorted(wanted[c] for c in wanted if found.get(c) != 1)
+    summary["grants"] = {"checkins": len(wanted), "granted": len(found)}
+    if missing:
+        summary["violations"] += len(missing)
+        summary["violation_samples"].append({"kind": "grant_missing", "drop": drop,
+                                             "tickets": missing[:5]})

@@ -89,6 +89,8 @@ class DropRebuild:
                     self._coupon_transferred(ev, day)
 
     def _claim_held(self, ev: ClaimHeld, day: int) -> None:
+        if ev.grant:  # a grant bypasses the per-day and per-person counts
+            return
         self.day[str(day)] += ev.qty
         self.day[f"{day}|u|{ev.user}"] += ev.qty
         if ev.identity:

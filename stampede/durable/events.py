@@ -94,6 +94,9 @@ class ClaimHeld(ClaimEvent, tag="claim_held"):
     identity: str = ""
     offer: bool = False
     """A waitlist offer (a hold in the user's name), not a claim of their own."""
+    grant: str = ""
+    """A grant (after-sale), not a claim: its source, "ops:<name>" or "checkin:<sale>";
+    grants bypass the per-user limits."""
 
 
 class ClaimConfirmed(ClaimEvent, tag="claim_confirmed"):

@@ -180,8 +180,11 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
             state = await _load(store, cid)
             epoch = max(int(old.get("epoch", 0)), state.row.epoch) + 1
             drop = await coupon_recovery.load(store, cid, state.row, state.spec, old, redis)
+            spec = state.spec
             refunds = await aftersale_recovery.load(
-                store, cid, state.spec is not None and state.spec.tickets is not None)
+                store, cid, spec is not None and spec.tickets is not None,
+                (spec.on_checkin.drop, spec.on_checkin.sku)
+                if spec is not None and spec.on_checkin is not None else None)
             pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             idem = _rebuild(pipe, cid, state, epoch, old, old_counts, now, idem_ttl_ms)
             idem += aftersale_recovery.queue(pipe, cid, refunds, now, idem_ttl_ms)
@@ -258,7 +261,7 @@ class _History:
 # Counters that events account for; the others (refusals, admissions) leave no
 # event: a live Redis keeps its own, an emptied one starts them again.
 DERIVED_COUNTS = frozenset({
-    "held", "offered", "confirmed", "cancelled", "expired", "coupon_claims",
+    "held", "offered", "confirmed", "cancelled", "expired", "coupon_claims", "grants",
     "waitlist_joined", "waitlist_left", "waitlist_skipped",
     "offer_accepted", "offer_lapsed", "offer_declined"})
 _HISTORY_EVENTS = names(ClaimHeld, OfferMade, ClaimConfirmed, ClaimCancelled, ClaimExpired,
@@ -282,7 +285,7 @@ def _history(events: Iterable[Event], drop: bool) -> _History:
                 if run is not None and ev.sku == run.sku:
                     run.after -= ev.qty  # added units went to the waitlist first
             else:  # (a drop counts its claims as coupon_claims, confirmed at once)
-                h.counts["coupon_claims" if drop else "held"] += 1
+                h.counts["grants" if ev.grant else "coupon_claims" if drop else "held"] += 1
         elif isinstance(ev, OfferMade):
             h.counts["offered"] += 1
         elif isinstance(ev, StockAdjusted):

@@ -3,6 +3,7 @@
 -- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
 -- KEYS[NKEYS + 1] the campaign's tickets hash (ticket_id -> ticket record)
 -- KEYS[NKEYS + 2] its check-ins by gate (gate -> count)
+-- KEYS[NKEYS + 3] its outbox of on_checkin grants (ticket_id -> "<user>|<drop>|<sku>")
 -- ARGV[1]     the scanner's venue (a scanner of another venue admits nothing here)
 -- ARGV[2]     its gate
 -- ARGV[3]     its id
@@ -10,16 +11,19 @@
 --             in ms (0: now); the engine has checked each code's signature and step
 -- Returns     three per scan: verdict, gate, at. Verdicts: admitted; checked_in
 --             (already: gate and at say where and when); refunded; not_found;
---             wrong_venue; fenced
+--             wrong_venue; fenced. Then one last element: 1 if the campaign grants
+--             a pack on check-in (meta oc_drop), else 0.
 --
 -- One script run is atomic, so two gates scanning the same ticket at once see
--- one admitted and one checked_in. Refused scans change nothing.
+-- one admitted and one checked_in. Refused scans change nothing. An admission
+-- of a campaign with on_checkin also writes the holder's pack to the outbox, in
+-- the same run: the grant itself is the drop's (another slot), done after.
 --@include common
 --@include refund_records
 
-local T, G = KEYS[NKEYS + 1], KEYS[NKEYS + 2]
+local T, G, OUTBOX = KEYS[NKEYS + 1], KEYS[NKEYS + 2], KEYS[NKEYS + 3]
 local venue, gate, scanner = ARGV[1], ARGV[2], ARGV[3]
-local m = redis.call('HMGET', K.meta, 'tk_on', 'tk_venue', 'fenced')
+local m = redis.call('HMGET', K.meta, 'tk_on', 'tk_venue', 'fenced', 'oc_drop', 'oc_sku')
 local out = {}
 local now = nil
 for i = 4, #ARGV, 4 do
@@ -50,6 +54,7 @@ for i = 4, #ARGV, 4 do
         redis.call('HSET', T, ticket, format_ticket({status = 'in', gate = gate, at = at,
                                                     scanner = scanner}))
         redis.call('HINCRBY', G, gate, 1)
+        if m[4] then redis.call('HSET', OUTBOX, ticket, c.user .. '|' .. m[4] .. '|' .. m[5]) end
         emit(now, 'ticket_checked_in', {'ticket', ticket, 'claim', claim_id, 'user', c.user,
                                         'sku', c.sku, 'gate', gate, 'scanner', scanner,
                                         'at', at})
@@ -61,4 +66,5 @@ for i = 4, #ARGV, 4 do
   out[#out + 1] = vgate
   out[#out + 1] = vat
 end
+out[#out + 1] = m[4] and 1 or 0
 return out

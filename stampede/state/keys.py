@@ -250,3 +250,12 @@ def claim_of_ticket(ticket_id: str) -> tuple[str, int] | None:
 def transfers_key(cid: str) -> str:
     """Transfer offers of sold claims (hash): SHA-256 of the token -> transfer record."""
     return f"{tag(cid)}:xfers"
+
+
+# -- after-sale: grants -------------------------------------------------------------
+
+
+def outbox_key(cid: str) -> str:
+    """A ticketed sale's pending on_checkin grants (hash): ticket_id -> "<user>|<drop>|<sku>".
+    Written by the check-in in the sale's slot; removed once the drop has granted."""
+    return f"{tag(cid)}:outbox"

@@ -45,6 +45,7 @@ OPERATIONS = (
     "checkin",
     "transfer_offer",
     "transfer_accept",
+    "grant",
 )
 
 
