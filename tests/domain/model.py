@@ -33,6 +33,8 @@ class SaleModel:
     """claim -> units refunded (after-sale)"""
     tickets: dict[str, str] = field(default_factory=dict)
     """ticket -> "in:<gate>" or "refunded": the tickets that are no longer plain valid"""
+    packs: dict[str, int] = field(default_factory=dict)
+    """user -> coupon packs granted to them on check-in (or by ops)"""
 
     def tick(self) -> None:
         for wave in [w for w in self.waves if w[0] <= self.now]:
@@ -139,7 +141,15 @@ class SaleModel:
         if state is not None:
             return "checked_in", state[3:]
         self.tickets[ticket] = f"in:{gate}"
+        self.packs[c.user] = self.packs.get(c.user, 0) + 1  # on_checkin: one pack
         return "admitted", gate
+
+    def grant(self, users: list[str], key: str, keys_used: set[tuple[str, str]]) -> None:
+        """Ops grant a pack to each user, once per (key, user)."""
+        for user in users:
+            if (key, user) not in keys_used:
+                keys_used.add((key, user))
+                self.packs[user] = self.packs.get(user, 0) + 1
 
     def transfer(self, claim_id: str, giver: str, recipient: str) -> tuple[Outcome, str]:
         """As transfer_offer.lua then transfer_accept.lua (the campaign allows transfers

@@ -7,7 +7,9 @@ crosses a boundary), stock adjustments, pauses, staged waves, refunds
 (operator, buyer and intruder; whole or some units) and door check-ins of
 the campaign's tickets at two gates (refunded tickets refused, a second
 scan answering where the first admitted), and transfers (the claim
-re-issued to its recipient, whose limit applies). After every
+re-issued to its recipient, whose limit applies); each admission grants the
+holder a coupon pack of a drop exactly once, and ops grant packs to segments
+(a key retried grants nobody twice). After every
 step the engine's counters, per-user totals and claim statuses must equal
 the model's, and the invariants must hold.
 """
@@ -26,10 +28,11 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from stampede import Engine, Outcome, Settings
 from stampede.domain.batcher import PendingClaim
 from stampede.domain.coupons.codes import STEP_MS as CODE_STEP_MS
-from stampede.domain.models import CampaignPatch, CampaignSpec, LimitsPatch
+from stampede.domain.models import CampaignPatch, CampaignSpec, LimitsPatch, PackGrant
 from stampede.domain.refunds import RefundRequest
 from stampede.domain.tickets import Scan, Scanner, ticket_code
 from stampede.state import keys, records
+from tests.coupons.helpers import FIVE_OFF, drop_spec
 from tests.domain.model import SaleModel
 
 USERS = ["u0", "u1", "u2", "u3"]
@@ -56,7 +59,13 @@ class SaleMachine(RuleBasedStateMachine):
             "skus": [{"sku": s, "price": 100, "waves": [
                 {"at": (now + timedelta(milliseconds=at - 1000 * (at == 0))).isoformat(),
                  "qty": q} for at, q in waves[s]]} for s in SKUS]}, CampaignSpec)
+        self.drop = f"{self.cid}-fans"
+        self.run(self.engine.define_campaign(self.drop, drop_spec(
+            stock=10_000, templates={"five": FIVE_OFF, "ten": {**FIVE_OFF, "face_value": 900}},
+            packs={"welcome": ["five", "ten"]}, skus=("welcome",))))
+        spec.on_checkin = PackGrant(drop=self.drop, sku="welcome")
         self.run(self.engine.define_campaign(self.cid, spec))
+        self.grant_keys: set[tuple[str, str]] = set()
         self.model = SaleModel(HOLD_TTL_MS, 3, {s: [0, 0, 0, 0] for s in SKUS},
                                [(at, s, q) for s in SKUS for at, q in waves[s]])
         self.model.tick()
@@ -161,6 +170,13 @@ class SaleMachine(RuleBasedStateMachine):
             self.model.transferred(claim_id, taken.new_claim_id, recipient)
         event(f"transfer: {taken.outcome.name} {taken.reason or ''}")
 
+    @rule(users=st.lists(st.sampled_from(USERS), min_size=1, max_size=4),
+          key=st.sampled_from(["g0", "g1"]))
+    def grant(self, users: list[str], key: str) -> None:
+        """Ops grant the drop's pack to a segment (a key retried grants nobody twice)."""
+        self.run(self.engine.grants.grant(self.drop, "welcome", users, key, "ops:model"))
+        self.model.grant(users, key, self.grant_keys)
+
     @rule(steps=st.integers(1, 4))
     def advance_clock(self, steps: int) -> None:
         self.model.now += steps * STEP_MS
@@ -197,6 +213,9 @@ class SaleMachine(RuleBasedStateMachine):
         stored = self.run(self.engine.redis.hgetall(keys.campaign_keys(self.cid).claims))
         assert {cid: records.CLAIM.decode(raw).status for cid, raw in stored.items()} == \
             {cid: c.status for cid, c in self.model.claims.items()}
+        for user in USERS:  # each pack is two coupons in the drop's wallet
+            wallet = self.run(self.engine.redis.scard(keys.wallet_key(self.drop, user)))
+            assert wallet == 2 * self.model.packs.get(user, 0)
         tickets = self.run(self.engine.redis.hgetall(keys.tickets_key(self.cid)))
         decoded = {t: records.TICKET.decode(raw) for t, raw in tickets.items()}
         assert {t: "refunded" if r.status == "refunded" else f"in:{r.gate}"
