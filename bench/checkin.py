@@ -17,7 +17,12 @@ After the runs the accounting is checked: every ticket admitted exactly once
 (check-ins by gate in stats = tickets scanned at least once). Prints each
 rate, the ratio check-in/claim and the ratio to the goal (2,000/s).
 
-    python -m bench.checkin [--tickets=5000] [--seconds 3] [--rounds 2]
+Then grants: ops grant a drop's two-coupon pack to a segment of `--segment`
+users (`POST /admin/v1/campaigns/fans/grants`, 10,000 users a request),
+timed, and the accounting checked (2 coupons issued per user). The rate is
+reported beside the claim baseline's, per unit.
+
+    python -m bench.checkin [--tickets=5000] [--seconds 3] [--rounds 2] [--segment 20000]
 """
 
 import argparse
@@ -90,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--segment", type=int, default=20_000,
+                    help="users granted a pack in the grant phase (the goal's size: 100000)")
     args = ap.parse_args(argv)
     harness.sigterm_as_exit()
     idle = harness.idle_fraction()
@@ -137,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {r + 1}: check-in {res.ok_throughput:,.0f}/s, "
                       f"claim {base_res.ok_throughput:,.0f}/s")
             stats = _http_json(f"{admin}/admin/v1/campaigns/gig/stats", token=ADMIN)
+            grants_per_s, issued = _grant_phase(admin, args.segment)
     admitted = sum(stats["checkins"].values())
     # Each round scans in turn from t0 (every connection together): the longest
     # round reaches min(its requests, tickets) of them, give or take the
@@ -150,7 +158,32 @@ def main(argv: list[str] | None = None) -> int:
           f"check-in/claim ratio {best['check-in'] / best['claim (baseline)']:.2f}")
     print(f"accounting: {admitted:,} admitted of {len(tickets):,} tickets after "
           f"{scans:,} scans: {'ok' if ok else 'WRONG'}")
-    return 0 if ok else 1
+    granted_ok = issued == 2 * args.segment
+    print(f"grants: {args.segment:,} users in {args.segment / grants_per_s:.1f}s, "
+          f"{grants_per_s:,.0f} users/s ({2 * grants_per_s:,.0f} coupons/s); "
+          f"ratio to the claim baseline {grants_per_s / best['claim (baseline)']:.2f}; "
+          f"coupons issued {issued:,}: {'ok' if granted_ok else 'WRONG'}")
+    return 0 if ok and granted_ok else 1
+
+
+def _grant_phase(admin: str, segment: int) -> tuple[float, int]:
+    """Grant a two-coupon pack to `segment` users; (users per second, coupons issued)."""
+    five = {"kind": "fixed_off", "face_value": 500, "valid_days": 30}
+    drop = msgspec.to_builtins(harness.open_sale(segment, per_user=None, skus=("welcome",)))
+    drop["coupons"] = {"templates": {"five": five, "ten": {**five, "face_value": 1000}},
+                       "packs": {"welcome": ["five", "ten"]}}
+    for sku in drop["skus"]:
+        sku["price"] = 0
+    _http_json(f"{admin}/admin/v1/campaigns/fans", "PUT", drop, ADMIN)
+    users = [f"s{i}" for i in range(segment)]
+    started = time.perf_counter()
+    for at in range(0, segment, 10_000):
+        out = _http_json(f"{admin}/admin/v1/campaigns/fans/grants", "POST",
+                         {"sku": "welcome", "users": users[at:at + 10_000]}, ADMIN)
+        assert out["granted"] == len(users[at:at + 10_000]), out["results"][:3]
+    elapsed = time.perf_counter() - started
+    stats = _http_json(f"{admin}/admin/v1/campaigns/fans/coupons/stats", token=ADMIN)
+    return segment / elapsed, int(stats["totals"]["issued"])
 
 
 if __name__ == "__main__":
