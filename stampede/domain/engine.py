@@ -17,6 +17,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from stampede.domain import throttle
 from stampede.domain.admission import ticket_view
+from stampede.domain.aftersale import aftersale_meta
 from stampede.domain.batcher import ClaimBatcher, PendingClaim
 from stampede.domain.coupons.service import Coupons
 from stampede.domain.coupons.templates import check_drop, drop_meta
@@ -39,7 +40,7 @@ from stampede.domain.models import (
     from_ms,
     to_ms,
 )
-from stampede.domain.refunds import Refunds, refund_meta
+from stampede.domain.refunds import Refunds
 from stampede.domain.status import CampaignSnapshot
 from stampede.domain.throttle import ChallengeView, ClientSignals
 from stampede.domain.tickets import Tickets
@@ -507,7 +508,7 @@ def _define_args(cid: str, spec: CampaignSpec, actor: str,
 
 def _optional_meta(spec: CampaignSpec, opens_ms: int) -> dict[str, str]:
     """Meta fields of the waitlist and waiting room (define_campaign.lua ARGV[10])."""
-    meta = {"salt": secrets.token_hex(16), **refund_meta(spec)}
+    meta = {"salt": secrets.token_hex(16), **aftersale_meta(spec)}
     if spec.waitlist is not None:
         meta |= {"wl_max": str(spec.waitlist.max_length),
                  "offer_ttl_ms": str(spec.waitlist.offer_ttl_s * 1000)}

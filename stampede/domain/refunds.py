@@ -12,7 +12,7 @@ from typing import Annotated, cast
 from msgspec import Meta, Struct
 from redis.asyncio import Redis
 
-from stampede.domain.models import CampaignSpec, SkuRefunds
+from stampede.domain.models import SkuRefunds
 from stampede.errors import ValidationError
 from stampede.outcomes import OUTCOMES, Outcome, parse_detail
 from stampede.settings import Settings
@@ -44,21 +44,6 @@ class RefundResult(Struct, frozen=True):
     view: RefundView | None = None
     reason: str | None = None
     params: dict[str, int] = {}
-
-
-def refund_meta(spec: CampaignSpec) -> dict[str, str]:
-    """The meta fields the after-sale scripts read (define_campaign writes them)."""
-    policy = spec.refunds
-    tickets = {} if spec.tickets is None else {"tk_on": "1", "tk_venue": spec.tickets.venue}
-    if spec.on_checkin is not None:
-        tickets |= {"oc_drop": spec.on_checkin.drop, "oc_sku": spec.on_checkin.sku}
-    if spec.transfers is not None:
-        tickets |= {"xf_on": "1", "xf_ttl_ms": str(spec.transfers.offer_ttl_s * 1000),
-                    "xf_limits": "1" if spec.transfers.recipient_limits else "0"}
-    if policy is None:
-        return {"rf_to": "restock", "rf_window_ms": "-1", **tickets}
-    window = -1 if policy.buyer_window_s is None else policy.buyer_window_s * 1000
-    return {"rf_to": policy.units_to, "rf_window_ms": str(window), **tickets}
 
 
 class Refunds:

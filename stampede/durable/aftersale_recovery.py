@@ -25,7 +25,7 @@ from stampede.state.records import RefundAnswerRecord, RefundRecord, TicketRecor
 
 
 @dataclass
-class RefundState:
+class AfterSaleState:
     per_claim: dict[str, RefundRecord] = field(default_factory=dict)
     totals: Counter[str] = field(default_factory=Counter)
     """"<sku>.u" and "<sku>.amt" as refund.lua keeps them"""
@@ -45,7 +45,7 @@ class RefundState:
 
 
 async def load(store: Store, cid: str, ticketed: bool,
-               on_checkin: tuple[str, str] | None = None) -> RefundState:
+               on_checkin: tuple[str, str] | None = None) -> AfterSaleState:
     async with store.engine.connect() as conn:
         rows = (await conn.execute(select(t.refunds).where(t.refunds.c.campaign_id == cid)
                                    .order_by(t.refunds.c.seq))).all()
@@ -68,7 +68,7 @@ async def load(store: Store, cid: str, ticketed: bool,
                       for c in checkins]
             granted = {r[0] for r in await conn.execute(select(t.claims.c.claim_id).where(
                 t.claims.c.claim_id.in_(wanted)))}
-    st = RefundState()
+    st = AfterSaleState()
     for c in checkins:
         if on_checkin is not None and grant_claim_id(
                 on_checkin[0], f"checkin:{c.ticket_id}", c.user_id) not in granted:
@@ -112,7 +112,7 @@ async def load(store: Store, cid: str, ticketed: bool,
     return st
 
 
-def queue(pipe: Any, cid: str, st: RefundState, now: int, idem_ttl_ms: int) -> int:
+def queue(pipe: Any, cid: str, st: AfterSaleState, now: int, idem_ttl_ms: int) -> int:
     """Queue the refund keys' rebuild; returns the idempotency answers set."""
     ck = keys.campaign_keys(cid)
     pipe.delete(keys.refunds_key(cid), keys.refund_totals_key(cid), keys.tickets_key(cid),
