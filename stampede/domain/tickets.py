@@ -13,6 +13,7 @@ the scan's time; checkin.lua decides in order, atomically per campaign, so
 two gates scanning one ticket at once see one admitted.
 """
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -104,6 +105,16 @@ class Scanner:
     gate: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A scan whose code is genuine, on its way to checkin.lua."""
+    ticket_id: str
+    claim_id: str
+    unit: int
+    at: int
+    scanner: Scanner
+
+
 _SCANNER = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -129,6 +140,9 @@ class Tickets:
                  code_keys: CodeKeys, grants: Grants) -> None:
         self.grants = grants
         self.redis = redis
+        self._waiting: dict[str, list[tuple[_Pending, asyncio.Future[CheckinVerdict]]]] = {}
+        self._busy: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.scripts = scripts
         self.settings = settings
         self.code_keys = code_keys
@@ -204,11 +218,13 @@ class Tickets:
     # -- check-in ----------------------------------------------------------------
 
     async def check_in(self, scanner: Scanner, scans: list[Scan]) -> list[CheckinVerdict]:
-        """Verdicts for `scans`, in order: each campaign's scans go to its script in
-        their order, so a ticket scanned twice in a batch is admitted, then checked_in."""
+        """Verdicts for `scans`, in order. A batch's scans of one campaign go to its
+        script together, in their order, so a ticket scanned twice in a batch is
+        admitted, then checked_in. A single scan joins the other single scans of
+        its campaign in this loop tick (one script call for a gate rush's scans)."""
         now = int(time.time() * 1000)
         out: list[CheckinVerdict | None] = [None] * len(scans)
-        groups: dict[str, list[tuple[int, str, str, int, int]]] = {}
+        groups: dict[str, list[tuple[int, _Pending]]] = {}
         for i, scan in enumerate(scans):
             at = 0
             if scan.scanned_at is not None:
@@ -223,25 +239,68 @@ class Tickets:
                 out[i] = CheckinVerdict(verdict="bad_code")
                 continue
             claim_id, unit = parts
-            cid = claim_id.split(".", 1)[0]
-            groups.setdefault(cid, []).append((i, ticket_id, claim_id, unit, at))
-        for cid, group in groups.items():
-            args: list[Any] = [scanner.venue, scanner.gate, scanner.scanner_id]
-            for _, ticket_id, claim_id, unit, at in group:
-                args += [ticket_id, claim_id, unit, at]
-            reply = await self.scripts.run("checkin", [*keys.campaign_keys(cid),
-                                                       keys.tickets_key(cid),
-                                                       keys.checkin_counts_key(cid),
-                                                       keys.outbox_key(cid)], args)
-            if int(reply[-1]):  # admissions that wrote an on_checkin grant to the outbox
-                admitted = [g[1] for j, g in enumerate(group) if reply[3 * j] == "admitted"]
-                await self.grants.drain_outbox(cid, admitted)
-            for j, (i, ticket_id, *_rest) in enumerate(group):
-                verdict, gate, at_ms = reply[3 * j:3 * j + 3]
-                out[i] = CheckinVerdict(verdict=verdict, ticket_id=ticket_id,
-                                        gate=gate or None,
-                                        at=from_ms(int(at_ms)) if int(at_ms) else None)
+            groups.setdefault(claim_id.split(".", 1)[0], []).append(
+                (i, _Pending(ticket_id, claim_id, unit, at, scanner)))
+        if len(scans) == 1 and groups:
+            (cid, [(i, pending)]), = groups.items()
+            out[i] = await self._coalesced(cid, pending)
+        else:
+            for cid, group in groups.items():
+                verdicts = await self._run(cid, [p for _, p in group])
+                for (i, _), verdict in zip(group, verdicts, strict=True):
+                    out[i] = verdict
         return [v for v in out if v is not None]
+
+    def _coalesced(self, cid: str, pending: "_Pending") -> "asyncio.Future[CheckinVerdict]":
+        """One script call in flight per campaign; the scans that come meanwhile wait
+        and go together when it returns (as the claim batcher does for claims)."""
+        fut: asyncio.Future[CheckinVerdict] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(cid, []).append((pending, fut))
+        if cid not in self._busy:
+            self._busy.add(cid)
+            task = asyncio.create_task(self._pump(cid))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return fut
+
+    async def _pump(self, cid: str) -> None:
+        try:
+            await asyncio.sleep(0)  # let this tick's scans join
+            while self._waiting.get(cid):
+                items = self._waiting.pop(cid)
+                try:
+                    verdicts = await self._run(cid, [p for p, _ in items])
+                except Exception as exc:  # every waiter learns of the failure
+                    for _, fut in items:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                for (_, fut), verdict in zip(items, verdicts, strict=True):
+                    if not fut.done():
+                        fut.set_result(verdict)
+        finally:
+            self._busy.discard(cid)
+
+    async def _run(self, cid: str, scans: list["_Pending"]) -> list[CheckinVerdict]:
+        args: list[Any] = []
+        for p in scans:
+            args += [p.ticket_id, p.claim_id, p.unit, p.at, p.scanner.venue, p.scanner.gate,
+                     p.scanner.scanner_id]
+        reply = await self.scripts.run("checkin", [*keys.campaign_keys(cid),
+                                                   keys.tickets_key(cid),
+                                                   keys.checkin_counts_key(cid),
+                                                   keys.outbox_key(cid)], args)
+        verdicts = []
+        for j, p in enumerate(scans):
+            verdict, gate, at_ms = reply[3 * j:3 * j + 3]
+            verdicts.append(CheckinVerdict(verdict=verdict, ticket_id=p.ticket_id,
+                                           gate=gate or None,
+                                           at=from_ms(int(at_ms)) if int(at_ms) else None))
+        if int(reply[-1]):  # admissions that wrote an on_checkin grant to the outbox
+            admitted = [p.ticket_id for p, v in zip(scans, verdicts, strict=True)
+                        if v.verdict == "admitted"]
+            await self.grants.drain_outbox(cid, admitted)
+        return verdicts
 
     async def gate_counts(self, cid: str) -> dict[str, int]:
         raw = cast(dict[str, str], await self.redis.hgetall(keys.checkin_counts_key(cid)))

@@ -4,11 +4,10 @@
 -- KEYS[NKEYS + 1] the campaign's tickets hash (ticket_id -> ticket record)
 -- KEYS[NKEYS + 2] its check-ins by gate (gate -> count)
 -- KEYS[NKEYS + 3] its outbox of on_checkin grants (ticket_id -> "<user>|<drop>|<sku>")
--- ARGV[1]     the scanner's venue (a scanner of another venue admits nothing here)
--- ARGV[2]     its gate
--- ARGV[3]     its id
--- ARGV[4..]   four per scan: ticket_id, claim_id, unit number, and the scan's time
---             in ms (0: now); the engine has checked each code's signature and step
+-- ARGV[1..]   seven per scan: ticket_id, claim_id, unit number, the scan's time in
+--             ms (0: now), and its scanner's venue (a scanner of another venue
+--             admits nothing here), gate and id; the engine has checked each
+--             code's signature and step. Scans of several scanners may share a run.
 -- Returns     three per scan: verdict, gate, at. Verdicts: admitted; checked_in
 --             (already: gate and at say where and when); refunded; not_found;
 --             wrong_venue; fenced. Then one last element: 1 if the campaign grants
@@ -22,13 +21,13 @@
 --@include refund_records
 
 local T, G, OUTBOX = KEYS[NKEYS + 1], KEYS[NKEYS + 2], KEYS[NKEYS + 3]
-local venue, gate, scanner = ARGV[1], ARGV[2], ARGV[3]
 local m = redis.call('HMGET', K.meta, 'tk_on', 'tk_venue', 'fenced', 'oc_drop', 'oc_sku')
 local out = {}
 local now = nil
-for i = 4, #ARGV, 4 do
+for i = 1, #ARGV, 7 do
   local ticket, claim_id, unit, at = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]),
                                      tonumber(ARGV[i + 3])
+  local venue, gate, scanner = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   local verdict, vgate, vat = nil, '', 0
   if m[1] ~= '1' then
     verdict = 'not_found'

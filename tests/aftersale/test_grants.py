@@ -91,7 +91,7 @@ async def test_a_lost_grant_step_is_made_by_the_sweeper_once(engine: Engine) -> 
     await engine.scripts.run("checkin", [*keys.campaign_keys("gig"), keys.tickets_key("gig"),
                                          keys.checkin_counts_key("gig"),
                                          keys.outbox_key("gig")],
-                             ["arena", "north", "n1", ticket, claim, 1, 0])
+                             [ticket, claim, 1, 0, "arena", "north", "n1"])
     assert await engine.redis.hget(keys.outbox_key("gig"), ticket) == "ann|fans|welcome"
     assert await _wallet(engine, "fans", "ann") == set()
     await engine.sweep("gig")

@@ -26,7 +26,7 @@ async def test_one_pack_per_check_in_is_audited_and_recovered(
         await sale.scripts.run("checkin", [*keys.campaign_keys("gig"), keys.tickets_key("gig"),
                                            keys.checkin_counts_key("gig"),
                                            keys.outbox_key("gig")],
-                               ["arena", "north", "n1", f"{claim}-{n}", claim, n, 0])
+                               [f"{claim}-{n}", claim, n, 0, "arena", "north", "n1"])
     await sale.grants.drain_outbox("gig", [f"{claim}-1"])  # the first grant made
     await persister.drain()
     summary = await audit(store)

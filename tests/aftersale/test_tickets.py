@@ -154,3 +154,21 @@ async def test_scanner_credentials_are_issued_stored_hashed_and_revoked(
     assert await engine.tickets.scanner("nobody.abc") is None
     assert await engine.tickets.remove_scanner("north-1")
     assert await engine.tickets.scanner(creds.token) is None
+
+
+async def test_single_scans_of_one_tick_share_a_script_call(engine: Engine) -> None:
+    await engine.define_campaign("gig", ticketed(stock=40, per_user=None))  # type: ignore[arg-type]
+    claims = [await bought(engine, "gig", f"u{i}", 1) for i in range(40)]
+    codes = [(await _codes(engine, "gig", f"u{i}"))[f"{c}-1"] or ""
+             for i, c in enumerate(claims)]
+    calls: list[str] = []
+    engine.scripts.observer = lambda name, _s: calls.append(name)
+    results = await asyncio.gather(*(engine.tickets.check_in(NORTH if i % 2 else SOUTH,
+                                                             [Scan(code=code)])
+                                     for i, code in enumerate(codes + codes)))
+    verdicts = Counter(v.verdict for (v,) in results)
+    assert verdicts == {"admitted": 40, "checked_in": 40}
+    assert [v.verdict for (v,) in results[:40]] == ["admitted"] * 40  # in submission order
+    assert 1 <= calls.count("checkin") <= 3, calls
+    stats = await engine.stats("gig")
+    assert stats and stats.checkins == {"north": 20, "south": 20}
