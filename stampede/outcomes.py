@@ -268,6 +268,21 @@ REFUSALS: dict[str, Refusal] = {
                     "accepting a gift whose coupon changed"),
     "own_gift": _r("conflict", 409, "you cannot accept your own gift",
                    "the giver accepting"),
+    # -- coupon rules: carts, time windows, live template changes ------------------
+    "lines_required": _r("invalid_request", 400, "this coupon applies to some items or "
+                         "categories only: send the order's lines", "redeeming an item- or "
+                         "category-scoped coupon without lines"),
+    "no_qualifying_lines": _r("conflict", 409, "no line of the order is an item or category "
+                              "this coupon applies to", "the cart has no qualifying line"),
+    "min_qty": _r("conflict", 409, "the qualifying lines are fewer items than the coupon's "
+                  "minimum quantity", "the qualifying lines' quantity is below min_qty"),
+    "outside_hours": _r("conflict", 409, "this coupon is usable only at its hours and days; "
+                        "next usable at {usable_at}", "redeeming outside the "
+                        "template's hours or days (usable_at: 'never' when no window is left "
+                        "before it expires)", "seconds until it is next usable",
+                        ("next_ms", "wait_ms")),
+    "no_template": _r("not_found", 404, "drop '{campaign}' has no template '{template}'",
+                      "a live change of an unknown template"),
     # -- after-sale: refunds ------------------------------------------------------
     "refund_not_sold": _r("conflict", 409, "claim '{claim}' is {status}: only a confirmed "
                           "claim can be refunded", "refunding a hold, or a cancelled or "
@@ -372,6 +387,9 @@ REFUSALS: dict[str, Refusal] = {
                       "retry shortly", "Redis or the store cannot be reached", _SOON),
     "internal": _r("internal", 500, "internal error; request id {request_id}",
                    "a bug (logged with the request id)"),
+    # -- front-end kit: the browser SDK's and the demo page's files -------------------
+    "no_static_file": _r("not_found", 404, "no file {path}: {detail}",
+                         "a file of /sdk/v1/ or /demo/ that is not there"),
 }
 """Every refusal by reason. An outcome's own reason is its lower-cased name."""
 

@@ -3,7 +3,8 @@
 - No import cycle between stampede's modules: imports at module level and inside
   functions both count (a lazy import only hides a cycle); imports under
   `if TYPE_CHECKING:` do not, since they never run.
-- The folders stand in the order lua -> state -> domain -> durable -> api -> runtime:
+- The folders stand in the order lua -> state -> domain -> durable -> api -> runtime
+  -> client (the Python client of the API, last: nothing in the service imports it):
   a folder imports only from itself, the folders before it and the shared
   top-level modules, which import only one another.
 - tests/ and bench/ stay apart, and the wheel installs the `stampede` package only.
@@ -18,7 +19,7 @@ from setuptools import find_namespace_packages
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "stampede"
-ORDER = ("lua", "state", "domain", "durable", "api", "runtime")
+ORDER = ("lua", "state", "domain", "durable", "api", "runtime", "client")
 SHARED = frozenset({"settings", "errors", "outcomes", "logs", "periodic", "metrics"})
 """Top-level modules of stampede/ that every folder may import."""
 FACADE_LAYER = "domain"

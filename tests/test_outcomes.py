@@ -11,7 +11,8 @@ VOCABULARY = {"campaign", "sku", "user", "qty", "limit", "held", "opens_at", "cl
               "action", "key", "detail", "scope", "retry_after_ms", "coupon", "redemption",
               "merchant", "amount", "available", "removed", "method", "path", "allow",
               "request_id", "header", "origin", "webhook", "url",
-              "scanner"}
+              "usable_at", "template",  # usable_at, template: coupon rules
+              "scanner"}  # after-sale
 
 
 def test_docs_errors_md_is_generated_from_the_table() -> None:
@@ -36,7 +37,7 @@ def test_templates_use_only_known_placeholders_and_statuses_are_errors() -> None
         names = {f for _, f, _, _ in string.Formatter().parse(r.template) if f}
         assert names <= VOCABULARY, (reason, names - VOCABULARY)
         assert 400 <= r.status <= 599, reason
-        assert set(r.values) <= VOCABULARY | {"opens_ms", "wait_ms"}, reason
+        assert set(r.values) <= VOCABULARY | {"opens_ms", "wait_ms", "next_ms"}, reason
 
 
 def test_a_message_never_fails_for_a_missing_parameter() -> None:

@@ -10,7 +10,9 @@ from aiohttp.typedefs import Middleware
 from stampede import Engine
 from stampede.api import (
     admin,
+    coupon_rules,
     coupons,
+    demo,
     docs,
     grants,
     guard,
@@ -18,6 +20,7 @@ from stampede.api import (
     public,
     queues,
     refunds,
+    sdk,
     tickets,
     transfers,
     webhooks,
@@ -98,23 +101,27 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
         return json_response(spec)
 
     app.router.add_get("/openapi.json", openapi)
-    app.router.add_get("/docs", docs.page(title))
+    docs.install(app, title)
     registry = scrape_registry(engine.settings.metrics_multiprocess_dir)
     app.router.add_get("/metrics", metrics_handler(registry))
     return app
 
 
+PUBLIC_ROUTES = (public.api, live.api, queues.api, guard.api, coupons.api, coupon_rules.api,
+                 sdk.api, refunds.api, tickets.api, transfers.api)
+"""The public listener's routes (besides health); `stampede.api.clientgen` builds the
+clients' spec from the same list."""
+
+
 def make_public_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                     max_body: int = 16_384, metrics: bool = True) -> web.Application:
-    return _make_app(PUBLIC_TITLE, [public.api, live.api, queues.api, guard.api,
-                                        coupons.api, refunds.api, tickets.api,
-                                        transfers.api], engine,
-                     auth, ready, max_body, metrics)
+    routes = [*PUBLIC_ROUTES, demo.api] if auth.dev_auth else list(PUBLIC_ROUTES)
+    return _make_app(PUBLIC_TITLE, routes, engine, auth, ready, max_body, metrics)
 
 
 def make_admin_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                    max_body: int = 262_144, metrics: bool = True) -> web.Application:
-    return _make_app("Stampede admin API", [admin.api, coupons.admin_api, webhooks.api,
-                                                 refunds.admin_api, tickets.admin_api,
-                                                 grants.admin_api], engine,
+    return _make_app("Stampede admin API", [admin.api, coupons.admin_api, coupon_rules.admin_api,
+                                             webhooks.api, refunds.admin_api, tickets.admin_api,
+                                             grants.admin_api], engine,
                      auth, ready, max_body, metrics)

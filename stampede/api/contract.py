@@ -5,28 +5,17 @@ declarations the router enforces and the OpenAPI document is built from.
 when the page and the declarations part.
 """
 
-from stampede.api import (
-    admin,
-    coupons,
-    grants,
-    guard,
-    live,
-    public,
-    queues,
-    refunds,
-    tickets,
-    transfers,
-    webhooks,
-)
-from stampede.api.app import health
+from stampede.api import admin, coupon_rules, coupons, demo, grants, refunds, tickets, webhooks
+from stampede.api.app import PUBLIC_ROUTES, health
 from stampede.api.openapi import enforced_errors
 from stampede.api.routing import ApiRoutes, Operation
 
 LISTENERS: tuple[tuple[str, str, tuple[ApiRoutes, ...]], ...] = (
-    ("Public API", "`:8000`", (health, public.api, live.api, queues.api, guard.api, coupons.api,
-                               refunds.api, tickets.api, transfers.api)),
-    ("Admin API", "`:8001`", (health, admin.api, coupons.admin_api, webhooks.api,
-                              refunds.admin_api, tickets.admin_api, grants.admin_api)),
+    ("Public API", "`:8000`", (health, *PUBLIC_ROUTES)),
+    ("Public API, dev auth only (STAMPEDE_DEV_AUTH=1)", "`:8000`", (demo.api,)),
+    ("Admin API", "`:8001`", (health, admin.api, coupons.admin_api, coupon_rules.admin_api,
+                              webhooks.api, refunds.admin_api, tickets.admin_api,
+                              grants.admin_api)),
 )
 
 _AUTH = {

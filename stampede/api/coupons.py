@@ -22,6 +22,7 @@ from stampede.api.guard import client_signals, guard_answer
 from stampede.api.headers import header
 from stampede.api.idempotency import checked_key
 from stampede.api.routing import CID, ApiRoutes
+from stampede.domain.coupons.pricing import order_total
 from stampede.domain.coupons.service import Answer
 from stampede.domain.coupons.spec import (
     CouponClaimRequest,
@@ -37,6 +38,7 @@ from stampede.domain.coupons.spec import (
     RotatingCode,
     Wallet,
 )
+from stampede.domain.models import from_ms
 from stampede.metrics import count_coupon_op
 from stampede.outcomes import GUARD_REFUSALS, REFUSALS, Outcome
 from stampede.state import keys
@@ -192,8 +194,10 @@ async def redeem(request: web.Request) -> web.Response:
         answer = await coupons.redeem(merchant, body)
         _count("redeem", answer)
         if answer.outcome is not Outcome.OK:
+            next_ms = answer.params.get("next_ms")
             return refusal(answer, "bad_code", merchant=merchant.merchant_id,
-                           amount=body.order_amount)
+                           amount=order_total(body),
+                           usable_at=from_ms(next_ms).isoformat() if next_ms else "never")
         return json_response(answer.view, status=201)
 
     # Redemption is idempotent per merchant and order inside its script; the

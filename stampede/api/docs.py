@@ -1,58 +1,37 @@
-"""A self-contained API docs page: renders /openapi.json with no external assets."""
+"""The API docs page: Swagger UI (vendored, served offline) rendering /openapi.json.
 
+Swagger UI's files are copied from the `swagger-ui-dist` npm package into
+static/vendor/swagger-ui (version and licence in docs/frontend.md) and served
+under /docs/assets/; the page loads nothing from elsewhere, and the online
+validator badge is switched off (it would send the spec out).
+"""
+
+import functools
 from collections.abc import Awaitable, Callable
 from html import escape
+from pathlib import Path
 
 from aiohttp import web
 
+ASSETS = Path(__file__).parent / "static" / "vendor" / "swagger-ui"
+_INIT = """window.addEventListener("load", () => {
+  window.ui = SwaggerUIBundle({
+    url: "openapi.json", dom_id: "#swagger-ui", validatorUrl: null,
+    deepLinking: true, tryItOutEnabled: false, displayRequestDuration: true,
+  });
+});
+"""
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
- body {{ font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; color: #222; }}
- h1 {{ font-size: 1.5rem; }} code, pre {{ font: 13px ui-monospace, monospace; }}
- .op {{ border: 1px solid #ddd; border-radius: 6px; margin: .8rem 0; padding: .6rem .9rem; }}
- .m {{ display: inline-block; min-width: 4.2rem; font-weight: 600; }}
- .GET {{ color: #0a6; }} .POST {{ color: #06c; }} .PUT {{ color: #a60; }}
- .PATCH {{ color: #a0a; }} .DELETE {{ color: #c22; }}
- details pre {{ background: #f6f6f6; padding: .5rem; overflow-x: auto; }}
- .codes {{ color: #555; font-size: 13px; }}
-</style></head>
-<body><h1>{title}</h1>
-<p>Machine-readable spec: <a href="openapi.json">openapi.json</a> (OpenAPI 3.1).</p>
-<div id="ops">loading…</div>
-<script>
-fetch("openapi.json").then(r => r.json()).then(spec => {{
-  const out = [];
-  const schemas = spec.components.schemas;
-  const show = s => JSON.stringify(s && s.$ref ? schemas[s.$ref.split("/").pop()] : s, null, 2);
-  for (const [path, ops] of Object.entries(spec.paths)) {{
-    for (const [method, op] of Object.entries(ops)) {{
-      const m = method.toUpperCase();
-      const body = op.requestBody ? op.requestBody.content["application/json"].schema : null;
-      const codes = Object.entries(op.responses).map(([c, r]) => c + " " + r.description);
-      const el = document.createElement("div");
-      el.className = "op";
-      el.innerHTML = `<span class="m ${{m}}"></span><code></code> — <span class="s"></span>
-        <div class="codes"></div>`;
-      el.querySelector(".m").textContent = m;
-      el.querySelector("code").textContent = path;
-      el.querySelector(".s").textContent = op.summary;
-      el.querySelector(".codes").textContent = codes.join(" · ");
-      if (body) {{
-        const d = document.createElement("details");
-        d.innerHTML = "<summary>request body</summary><pre></pre>";
-        d.querySelector("pre").textContent = show(body);
-        el.appendChild(d);
-      }}
-      out.push(el);
-    }}
-  }}
-  const root = document.getElementById("ops");
-  root.textContent = "";
-  out.forEach(e => root.appendChild(e));
-}});
-</script></body></html>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="docs/assets/swagger-ui.css">
+</head>
+<body><div id="swagger-ui"></div>
+<script src="docs/assets/swagger-ui-bundle.js"></script>
+<script src="docs/assets/init.js"></script>
+</body></html>
 """
+_TYPES = {".js": "text/javascript", ".css": "text/css"}
 
 
 def page(title: str) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -62,3 +41,25 @@ def page(title: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         return web.Response(text=body, content_type="text/html")
 
     return handler
+
+
+async def asset(request: web.Request) -> web.Response:
+    """One of Swagger UI's files (or the page's init script); 404 for anything else."""
+    name = request.match_info["name"]
+    if name == "init.js":
+        return web.Response(text=_INIT, content_type="text/javascript")
+    path = ASSETS / name
+    if "/" in name or path.suffix not in _TYPES or not path.is_file():
+        raise web.HTTPNotFound()
+    return web.Response(body=_read(path), content_type=_TYPES[path.suffix],
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+
+@functools.cache
+def _read(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def install(app: web.Application, title: str) -> None:
+    app.router.add_get("/docs", page(title))
+    app.router.add_get("/docs/assets/{name}", asset)

@@ -3,7 +3,10 @@
 from typing import Any
 
 import msgspec
+import msgspec.inspect as mi
 
+from stampede.api import route_errors
+from stampede.api.examples import error_example, example
 from stampede.api.idempotency import KEY_PATTERN
 from stampede.api.routing import Operation
 from stampede.outcomes import REFUSALS
@@ -29,10 +32,9 @@ ERROR_SCHEMA = {
                                "algorithm": {"type": "string"}}}}}},
 }
 
-def _error_text(status: int) -> str:
-    """The codes a status can carry, from the one refusal table (docs/errors.md)."""
-    codes = sorted({r.code for r in REFUSALS.values() if r.status == status})
-    text = ", ".join(codes) or "error"
+def _error_text(op: Operation, status: int) -> str:
+    """The codes this route can answer with `status` (docs/errors.md has them all)."""
+    text = ", ".join(route_errors.codes(op.handler.__name__, status, op.auth)) or "error"
     if status == 401:
         text += " (WWW-Authenticate: Bearer)"
     if status == 405:
@@ -61,15 +63,24 @@ _SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "scanner": [{"scannerToken": []}]}
 
 
+REQUEST_ID = {"description": "this request's id (the caller's own X-Request-Id if it sent a "
+                             "sane one): quote it when reporting a problem",
+              "schema": {"type": "string"}}
+RETRY_AFTER = {"description": "seconds to wait before trying again", "schema": {
+    "type": "integer", "minimum": 1}}
+
+
 def build_spec(title: str, operations: list[Operation], dev_auth: bool) -> dict[str, Any]:
     types = {t for op in operations for t in (op.body, op.response) if t is not None}
     ordered = sorted(types, key=repr)
     schemas, components = msgspec.json.schema_components(
         ordered, ref_template="#/components/schemas/{name}")
+    mark_date_times(ordered, components)
     refs = dict(zip(ordered, schemas, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
-        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, refs, dev_auth)
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, refs, components,
+                                                                      dev_auth)
     security_schemes: dict[str, Any] = {
         "userToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (HS256, sub)",
                       "description": _USER_TOKEN},
@@ -85,23 +96,69 @@ def build_spec(title: str, operations: list[Operation], dev_auth: bool) -> dict[
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": "1"},
+        "servers": [{"url": "/", "description": "this service (the page's own origin)"}],
         "paths": paths,
         "components": {"schemas": {**components, "Error": ERROR_SCHEMA},
+                       "headers": {"X-Request-Id": REQUEST_ID, "Retry-After": RETRY_AFTER},
                        "securitySchemes": security_schemes},
     }
 
 
 def enforced_errors(op: Operation) -> set[int]:
-    """The answers the router itself gives before the handler runs (see routing)."""
+    """The answers the router itself gives before the handler runs (see routing), and
+    those of reading a body (errors.read_body)."""
     errors = {400} if op.idempotent or op.query_params or op.path_params else set()
     if op.auth != "none":
         errors.add(401)
     if op.auth == "operator":
         errors.add(403)
+    if op.body is not None:  # read_body: a body over the listener's limit, or too slow
+        errors |= {408, 413}
     return errors
 
 
-def _operation(op: Operation, refs: dict[Any, Any], dev_auth: bool) -> dict[str, Any]:
+def mark_date_times(types: list[Any], components: dict[str, Any]) -> None:
+    """`format: date-time` on every property typed datetime (msgspec writes a bare string)."""
+    for info in mi.multi_type_info(types):
+        _mark(info, components, set())
+
+
+def _mark(info: mi.Type, components: dict[str, Any], seen: set[str]) -> None:
+    if isinstance(info, mi.UnionType):
+        for branch in info.types:
+            _mark(branch, components, seen)
+    elif isinstance(info, mi.ListType | mi.SetType | mi.FrozenSetType | mi.VarTupleType):
+        _mark(info.item_type, components, seen)
+    elif isinstance(info, mi.DictType):
+        _mark(info.value_type, components, seen)
+    elif isinstance(info, mi.Metadata):
+        _mark(info.type, components, seen)
+    elif isinstance(info, mi.StructType) and info.cls.__name__ not in seen:
+        seen.add(info.cls.__name__)
+        schema = components.get(info.cls.__name__, {})
+        for f in info.fields:
+            if _is_date_time(f.type):
+                _set_format(schema.get("properties", {}).get(f.encode_name, {}))
+            _mark(f.type, components, seen)
+
+
+def _is_date_time(info: mi.Type) -> bool:
+    if isinstance(info, mi.Metadata):
+        return _is_date_time(info.type)
+    if isinstance(info, mi.UnionType):
+        return any(_is_date_time(t) for t in info.types)
+    return isinstance(info, mi.DateTimeType)
+
+
+def _set_format(prop: dict[str, Any]) -> None:
+    if prop.get("type") == "string":
+        prop["format"] = "date-time"
+    for branch in prop.get("anyOf", ()):
+        _set_format(branch)
+
+
+def _operation(op: Operation, refs: dict[Any, Any], components: dict[str, Any],
+               dev_auth: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"summary": op.summary, "operationId": op.handler.__name__,
                            "tags": list(op.tags)}
     params = [{"name": name, "in": "path", "required": True,
@@ -124,19 +181,30 @@ def _operation(op: Operation, refs: dict[Any, Any], dev_auth: bool) -> dict[str,
     if params:
         out["parameters"] = params
     if op.body is not None:
-        out["requestBody"] = {"required": True,
-                              "content": {"application/json": {"schema": refs[op.body]}}}
-    ok: dict[str, Any] = {"description": "success"}
+        out["requestBody"] = {"required": True, "content": {"application/json": {
+            "schema": refs[op.body], "example": example(refs[op.body], components)}}}
+    request_id = {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}}
+    ok: dict[str, Any] = {"description": "success", "headers": request_id}
     if op.response is not None:
-        ok["content"] = {op.media_type: {"schema": refs[op.response]}}
+        sample = example(refs[op.response], components)
+        if op.media_type == "text/event-stream":
+            sample = f"event: state\ndata: {msgspec.json.encode(sample).decode()}\n\n"
+        ok["content"] = {op.media_type: {"schema": refs[op.response], "example": sample}}
     responses: dict[str, Any] = {str(s): ok for s in (op.status, *op.also) if s != 304}
     if 304 in op.also:
-        responses["304"] = {"description": "not modified: If-None-Match named the current ETag"}
+        responses["304"] = {"description": "not modified: If-None-Match named the current ETag",
+                            "headers": request_id}
     errors = set(op.errors) | enforced_errors(op)
     for status in sorted(errors):
+        headers = dict(request_id)
+        if status in (429, 503) or any(r.retry_after for r in REFUSALS.values()
+                                       if r.status == status):
+            headers["Retry-After"] = {"$ref": "#/components/headers/Retry-After"}
         responses[str(status)] = {
-            "description": _error_text(status),
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            "description": _error_text(op, status), "headers": headers,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"},
+                                             "example": error_example(status, route_errors.codes(
+                                                 op.handler.__name__, status, op.auth))}}}
     out["responses"] = responses
     if op.auth != "none":
         out["security"] = _SECURITY[op.auth] if dev_auth or op.auth != "user" \

@@ -25,7 +25,7 @@ a violation is anything those rules forbid or the projections contradict:
                         projections do
 
 and for coupon drops those of engine.coupons.audit (over_budget, uses_negative,
-bad_coupon_transition, rolled_back_twice).
+bad_coupon_transition, rolled_back_twice, validity_shortened).
 """
 
 from collections import Counter

@@ -5,6 +5,8 @@
     bad_coupon_transition    a coupon redeemed, expired or moved when not active,
                              issued twice, or an event's uses disagreeing
     rolled_back_twice        a rollback of a redemption already rolled back (or unknown)
+    validity_shortened       a live template change whose validity is shorter than
+                             before (coupon rules: validity may only grow)
 
 (Issued coupons never pass the quota: each claim's units are the stock's, which
 the campaign audit checks; every coupon_issued belongs to a claim.)
@@ -18,6 +20,7 @@ from typing import Any
 import msgspec
 
 from stampede.durable.events import (
+    CouponDropPatched,
     CouponExpired,
     CouponIssued,
     CouponRedeemed,
@@ -29,6 +32,7 @@ from stampede.durable.events import (
 
 Violate = Callable[..., None]
 _budget_of = msgspec.json.Decoder(dict[str, Any])
+_fields = msgspec.json.Decoder(dict[str, str | bool])
 
 
 @dataclass
@@ -79,6 +83,21 @@ class CouponReplay:
                 c[0] = "active"
             case CouponExpired() | CouponTransferred():
                 self._settle(ev, violate)
+            case CouponDropPatched():
+                self._patched(ev, violate)
+
+    def _patched(self, ev: CouponDropPatched, violate: Violate) -> None:
+        """A live change: its templates' validity (cp_tpl vt, vd) may only grow."""
+        self.counts["patched"] += 1
+        before, after = _fields.decode(ev.before), _fields.decode(ev.after)
+        for name, new in after.items():
+            old = before.get(name)
+            if not name.startswith("cp_tpl:") or not isinstance(old, str) \
+                    or not isinstance(new, str):
+                continue
+            o, n = _budget_of.decode(old), _budget_of.decode(new)
+            if n["vt"] < o["vt"] or n["vd"] < o["vd"]:
+                violate("validity_shortened", template=name[7:], seq=ev.seq)
 
     def _settle(self, ev: CouponExpired | CouponTransferred, violate: Violate) -> None:
         expired = isinstance(ev, CouponExpired)
@@ -106,4 +125,5 @@ class CouponReplay:
         return {"issued": len(self.coupons), "face_value_issued": self.value,
                 "budget": self.budget, "redeemed": self.counts["redeemed"],
                 "rolled_back": self.counts["rolled_back"], "expired": self.counts["expired"],
-                "transferred": self.counts["transferred"]}
+                "transferred": self.counts["transferred"],
+                "live_changes": self.counts["patched"]}

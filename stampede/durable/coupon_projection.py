@@ -9,10 +9,12 @@ columns so each group is one executemany.
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, update
+import msgspec
+from sqlalchemy import Table, and_, bindparam, case, literal, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stampede.durable.events import (
+    CouponDropPatched,
     CouponExpired,
     CouponIssued,
     CouponRedeemed,
@@ -29,11 +31,32 @@ class CouponFold:
     coupon_changes: dict[str, dict[str, Any]] = field(default_factory=dict)
     new_redemptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     redemption_changes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    extensions: list[tuple[str, int, dict[str, dict[str, int]], set[str]]] = field(
+        default_factory=list)
+    """Live validity changes for rows written earlier: (campaign, ts, growth,
+    coupons this batch made inactive before it)."""
 
     def clear(self) -> None:
         for d in (self.new_coupons, self.coupon_changes, self.new_redemptions,
                   self.redemption_changes):
             d.clear()
+        self.extensions.clear()
+
+    def _extend(self, ev: CouponDropPatched) -> None:
+        """A longer validity reaches the template's active coupons not yet due
+        (coupon_patch.lua): rows of this batch here, older rows at flush."""
+        grow = _grow.decode(ev.grow)
+        if not grow:
+            return
+        for row in self.new_coupons.values():
+            g = grow.get(row["template"])
+            if g and row["status"] == "active" and row["valid_to_ms"] > ev.ts:
+                row["valid_to_ms"] = max(row["valid_to_ms"], g["vt"],
+                                         row["valid_from_ms"] + g["vd"] * DAY_MS
+                                         if g["vd"] >= 0 else -1)
+        gone = {c for c, ch in self.coupon_changes.items() if ch.get("status", "active")
+                != "active"}
+        self.extensions.append((ev.campaign_id, ev.ts, grow, gone))
 
     def _coupon(self, coupon_id: str, seq: int, **changes: Any) -> None:
         target = self.new_coupons.get(coupon_id)
@@ -70,15 +93,36 @@ class CouponFold:
                 self._coupon(ev.coupon, ev.seq, status="expired", uses_left=ev.uses_left)
             case CouponTransferred():
                 self._coupon(ev.coupon, ev.seq, user_id=ev.user)
+            case CouponDropPatched():
+                self._extend(ev)
 
     async def flush(self, conn: AsyncConnection, insert_many: Any) -> None:
         if self.new_coupons:
             await insert_many(t.coupons, list(self.new_coupons.values()))
         if self.new_redemptions:
             await insert_many(t.redemptions, list(self.new_redemptions.values()))
+        for cid, ts, grow, gone in self.extensions:
+            await _extend(conn, cid, ts, grow, gone)
         await _update(conn, t.coupons, t.coupons.c.coupon_id, self.coupon_changes)
         await _update(conn, t.redemptions, t.redemptions.c.redemption_id,
                       self.redemption_changes)
+
+
+DAY_MS = 86_400_000
+_grow = msgspec.json.Decoder(dict[str, dict[str, int]])
+
+
+async def _extend(conn: AsyncConnection, cid: str, ts: int, grow: dict[str, dict[str, int]],
+                  gone: set[str]) -> None:
+    c = t.coupons.c
+    for tpl, g in grow.items():
+        target: Any = literal(g["vt"]) if g["vt"] >= 0 else c.valid_from_ms + g["vd"] * DAY_MS
+        where = and_(c.campaign_id == cid, c.template == tpl, c.status == "active",
+                     c.valid_to_ms > ts)
+        if gone:
+            where = and_(where, c.coupon_id.not_in(sorted(gone)))
+        await conn.execute(update(t.coupons).where(where).values(
+            valid_to_ms=case((c.valid_to_ms < target, target), else_=c.valid_to_ms)))
 
 
 async def _update(conn: AsyncConnection, table: Table, key: Any,

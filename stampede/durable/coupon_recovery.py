@@ -5,13 +5,15 @@ seq order with the rules of the scripts that wrote them: coupons and their
 codes, the expiry schedule, per-day counters, stats, redemptions (with their
 per-order idempotency), gift offers, per-person and gift counts, wallets,
 and the first answers of idempotent coupon claims. The drop's meta fields
-come from its spec; its code prefix from the old meta or its coupons' codes.
+come from its spec with each live change (coupon_drop_patched) laid over it
+in order; its code prefix from the old meta or its coupons' codes.
 """
 
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from redis.asyncio import Redis
 from sqlalchemy import select
 
@@ -20,6 +22,7 @@ from stampede.domain.coupons.spec import CouponDropSpec
 from stampede.domain.coupons.templates import drop_meta
 from stampede.durable.events import (
     ClaimHeld,
+    CouponDropPatched,
     CouponExpired,
     CouponIssued,
     CouponRedeemed,
@@ -42,7 +45,9 @@ from stampede.state.records import (
 
 DAY_MS = 86_400_000
 TYPES = names(ClaimHeld, CouponIssued, CouponRedeemed, CouponRolledBack, CouponExpired,
-              GiftOffered, CouponTransferred)
+              GiftOffered, CouponTransferred, CouponDropPatched)
+_fields = msgspec.json.Decoder(dict[str, str | bool])
+_grow = msgspec.json.Decoder(dict[str, dict[str, int]])
 
 
 @dataclass
@@ -64,6 +69,8 @@ class DropRebuild:
     wallets: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     claims: dict[str, list[Any]] = field(default_factory=dict)
     """claim -> [idem key, fingerprint, ts, coupon ids] of claims that carried a key"""
+    patched: dict[str, str] = field(default_factory=dict)
+    """meta fields live changes set, laid over the spec's"""
 
     def _stat(self, name: str, by: int, tpl: str, day: int, merchant: str | None = None) -> None:
         for scope in ("*", f"t:{tpl}", f"d:{day}") + ((f"m:{merchant}",) if merchant else ()):
@@ -87,6 +94,19 @@ class DropRebuild:
                     self._gift_offered(ev)
                 case CouponTransferred():
                     self._coupon_transferred(ev, day)
+                case CouponDropPatched():
+                    self._drop_patched(ev)
+
+    def _drop_patched(self, ev: CouponDropPatched) -> None:
+        """The change's meta fields; a longer validity reaches the template's
+        active coupons not yet due (as coupon_patch.lua did)."""
+        self.patched.update({k: v for k, v in _fields.decode(ev.after).items()
+                             if isinstance(v, str)})
+        grow = _grow.decode(ev.grow)
+        for c in self.coupons.values():
+            g = grow.get(c.tpl)
+            if g and c.status == "active" and ev.ts < c.vt:
+                c.vt = max(c.vt, g["vt"], c.vf + g["vd"] * DAY_MS if g["vd"] >= 0 else -1)
 
     def _claim_held(self, ev: ClaimHeld, day: int) -> None:
         if ev.grant:  # a grant bypasses the per-day and per-person counts
@@ -166,7 +186,8 @@ class DropRebuild:
         """Queue the commands that replace the drop's coupon keys (inside the rebuild's MULTI)."""
         ks = keys.coupon_keys(self.cid)
         k = ks.drop
-        pipe.hset(ks.campaign.meta, mapping=drop_meta(self.drop, self.skus, self.number))
+        pipe.hset(ks.campaign.meta, mapping=drop_meta(self.drop, self.skus, self.number)
+                  | self.patched)
         pipe.delete(*k, *(keys.wallet_key(self.cid, u) for u in self.wallets))
         redeems = {r: records.REDEMPTION.encode(v) for r, v in self.redeems.items()}
         mappings: tuple[tuple[str, dict[str, Any]], ...] = (

@@ -191,6 +191,9 @@ class CouponRedeemed(Event, tag="coupon_redeemed"):
     user: str
     template: str
     fp: str = ""
+    lines: str = ""
+    """Coupon rules: the discount per line, JSON [[item, category, qty, amount,
+    discount], ...] ('' for an order without lines)."""
 
 
 class CouponRolledBack(Event, tag="coupon_rolled_back"):
@@ -226,6 +229,20 @@ class GiftOffered(Event, tag="gift_offered"):
     user: str
     expires: int
     token: str = ""
+
+
+# -- coupon rules: live template changes -----------------------------------------
+
+class CouponDropPatched(Event, tag="coupon_drop_patched"):
+    """A live change of a drop's caps and templates (coupon_patch.lua)."""
+    actor: str
+    before: str
+    """The changed meta fields' values before (JSON; false: absent)."""
+    after: str
+    """Their values after (JSON): recovery lays them over the drop's spec."""
+    grow: str = "{}"
+    """{template: {"vt": ms, "vd": days}}: the validity that reached issued coupons."""
+    extended: int = 0
 
 
 # -- the guard ------------------------------------------------------------------
@@ -306,8 +323,9 @@ AnyEvent = (CampaignDefined | CampaignPatched | WaveReleased | StockAdjusted | C
             | ClaimConfirmed | ClaimExpired | ClaimCancelled | WaitlistJoined | WaitlistLeft
             | WaitlistSkipped | OfferMade | OfferAccepted | OfferLapsed | OfferDeclined
             | CouponIssued | CouponRedeemed | CouponRolledBack | CouponExpired
-            | CouponTransferred | GiftOffered | RequestsRefused | ClaimRefunded
-            | TicketCheckedIn | TransferOffered | ClaimTransferred)
+            | CouponTransferred | GiftOffered | RequestsRefused
+            | CouponDropPatched | ClaimRefunded | TicketCheckedIn | TransferOffered
+            | ClaimTransferred)
 """Every event type the scripts emit, tagged by `type`."""
 
 TYPES: dict[str, type[Event]] = {

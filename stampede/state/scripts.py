@@ -40,6 +40,8 @@ OPERATIONS = (
     "coupon_gift_accept",
     "coupon_expire",
     "coupon_lookup",
+    "coupon_patch",  # coupon rules: live template changes
+    "coupon_rules_lookup",  # coupon rules: coupons with their rules and the clock
     # after-sale
     "refund",
     "checkin",

@@ -52,7 +52,11 @@ ROWS: dict[str, list[dict[str, str]]] = {
                          "user": "u1", "template": "five", "fp": "cd"},
                         {"coupon": "d1.c1", "redemption": "r1", "merchant": "m1",
                          "order": "o1", "amount": "5000", "discount": "500", "uses_left": "1",
-                         "user": "u1", "template": "five"}],
+                         "user": "u1", "template": "five"},
+                        {"coupon": "d1.c1", "redemption": "r2", "merchant": "m1",  # rules
+                         "order": "o2", "amount": "900", "discount": "100", "uses_left": "0",
+                         "user": "u1", "template": "five", "fp": "ef",
+                         "lines": '[["latte","drinks",1,900,100]]'}],
     "coupon_rolled_back": [{"coupon": "d1.c1", "redemption": "r1", "merchant": "m1",
                             "discount": "500", "uses_left": "2", "template": "five"}],
     "coupon_expired": [{**_COUPON, "uses_left": "1"}],
@@ -62,6 +66,11 @@ ROWS: dict[str, list[dict[str, str]]] = {
     "gift_offered": [{"coupon": "d1.c1", "user": "u0", "expires": "1700000060000",
                       "token": "t"}, {"coupon": "d1.c1", "user": "u0", "expires": "1"}],
     "requests_refused": [{"n": "2", "refusals": "u1:throttled;u2:blocked"}],
+    # coupon rules: a live change
+    "coupon_drop_patched": [{"actor": "op", "before": '{"cp_per_day":false}',
+                             "after": '{"cp_per_day":"5"}', "grow": '{"five":{"vt":-1,"vd":9}}',
+                             "extended": "3"},
+                            {"actor": "op", "before": "{}", "after": "{}"}],
     # after-sale
     "claim_refunded": [{**_CLAIM, "amount": "3998", "left": "0", "to": "restock",
                         "actor": "ops", "reason": "ill", "buyer": "1", "idem": "k", "fp": "f"},

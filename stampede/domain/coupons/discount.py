@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 from stampede.domain.coupons.spec import TemplateSpec
 
-_RANK = {"exchange": 0, "pack": 0, "fixed_off": 1, "threshold_off": 1, "percent_off": 2}
+RANK = {"exchange": 0, "pack": 0, "fixed_off": 1, "threshold_off": 1, "percent_off": 2}
 
 
 def stack(a: TemplateSpec, b: TemplateSpec) -> bool:
@@ -41,7 +41,7 @@ def order_discounts(order_amount: int, coupons: Mapping[str, TemplateSpec]) -> d
     """
     left = order_amount
     out = dict.fromkeys(coupons, 0)
-    for key in sorted(coupons, key=lambda k: (_RANK[coupons[k].kind], k)):
+    for key in sorted(coupons, key=lambda k: (RANK[coupons[k].kind], k)):
         t = coupons[key]
         if not applies(t, order_amount):
             continue

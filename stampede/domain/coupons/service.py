@@ -22,17 +22,24 @@ from redis.asyncio import Redis
 
 from stampede.domain import throttle
 from stampede.domain.batcher import ClaimBatcher
-from stampede.domain.coupons import codes, discount
+from stampede.domain.coupons import changes, codes, discount, pricing, templates
 from stampede.domain.coupons.codes import CodeKeys
+from stampede.domain.coupons.pricing import TemplateRules, order_total
 from stampede.domain.coupons.spec import (
+    CartLine,
     CouponClaimView,
+    CouponDropPatch,
+    CouponDropPatched,
     CouponStats,
     CouponStatus,
     CouponTotals,
     CouponView,
     GiftOffer,
+    LineDiscount,
     MerchantCredentials,
     MerchantSpec,
+    Qualification,
+    QualifyView,
     RedemptionRequest,
     RedemptionView,
     RotatingCode,
@@ -41,7 +48,7 @@ from stampede.domain.coupons.spec import (
 from stampede.domain.gate import ClaimGate
 from stampede.domain.models import from_ms
 from stampede.domain.throttle import NO_GUARD, ChallengeView, ClientSignals, Guard
-from stampede.errors import ValidationError
+from stampede.errors import UnavailableError, ValidationError
 from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, Outcome, parse_detail
 from stampede.settings import Settings
 from stampede.state import keys, records
@@ -336,8 +343,19 @@ class Coupons:
         return None if found is None else found[1]
 
     async def redeem(self, merchant: Merchant, req: RedemptionRequest) -> Answer:
-        """Redeem `req.code` for an order at `merchant`: scope, stacking, threshold,
-        discount here; status, validity, the merchant's cap and the use in the script."""
+        """Redeem `req.code` for an order at `merchant`: scope, cart lines, stacking,
+        threshold, discount here; status, validity, time windows, the template's
+        revision, the merchant's cap and the use in the script (a live template
+        change in between: priced again)."""
+        amount = order_total(req)
+        for _ in range(3):
+            answer = await self._redeem_once(merchant, req, amount)
+            if answer.reason != "template":
+                return answer
+        return answer
+
+    async def _redeem_once(self, merchant: Merchant, req: RedemptionRequest,
+                           amount: int) -> Answer:
         main = await self._resolve(req.code)
         if main is None:
             return Answer(Outcome.NOT_FOUND, "bad_code")
@@ -348,39 +366,71 @@ class Coupons:
         locators = [p.locator for p, _ in resolved]
         if len(set(locators)) != len(locators):
             return Answer(Outcome.INVALID, "duplicate_code")
-        found: list[_Found | None] = []
-        for p, cid in resolved:  # few codes per order: one read each
-            found += await self._lookup(cid, "loc", [p.locator])
-        if found[0] is None:
+        parsed, cid = main
+        (first,) = await self.with_rules(cid, "loc", [parsed.locator])  # with its rules
+        found: list[_Found | None] = [None if first is None else first[0]]
+        for p, other_cid in resolved[1:]:  # few codes per order: one read each
+            found += await self._lookup(other_cid, "loc", [p.locator])
+        if first is None:
             return Answer(Outcome.NOT_FOUND, "bad_code")
         if any(f is None for f in found):
             return Answer(Outcome.CONFLICT, "unknown_also_used")
         coupons = [f for f in found if f is not None]
-        this = coupons[0]
-        if not in_scope(this.template, merchant):
-            return Answer(Outcome.CONFLICT, "merchant_scope")
+        this, rules_now = first
+        others_t = {loc: f.template for loc, f in zip(locators[1:], coupons[1:], strict=True)}
+        best = pricing.pick_revision(rules_now, this.record.claimed,
+                                     lambda t: in_scope(t, merchant), amount, req.lines,
+                                     parsed.locator, others_t)
+        # as before cart rules: merchant scope, then stacking, then the order's fit
+        if best == "merchant_scope":
+            return Answer(Outcome.CONFLICT, best)
         if not discount.stacks([f.template for f in coupons]):
             return Answer(Outcome.CONFLICT, "stacking")
-        if not discount.applies(this.template, req.order_amount):
-            return Answer(Outcome.CONFLICT, "threshold")
-        offs = discount.order_discounts(req.order_amount,
-                                        {loc: f.template for loc, f in zip(locators, coupons,
-                                                                           strict=True)})
-        parsed, cid = main
-        fingerprint = hashlib.sha1(f"{req.order_amount}|{sorted(locators[1:])}".encode()
-                                   ).hexdigest()[:16]
+        if isinstance(best, str):
+            return Answer(Outcome.CONFLICT, best)
+        off, per_line, spans = best
+        fingerprint_text = f"{amount}|{sorted(locators[1:])}"
+        if req.lines is not None:
+            fingerprint_text += "|" + _json.encode(req.lines).decode()
+        fingerprint = hashlib.sha1(fingerprint_text.encode()).hexdigest()[:16]
         reply = await self.scripts.run("coupon_redeem", [*keys.coupon_keys(cid)], [
-            parsed.locator, this.tid, merchant.merchant_id, req.order_id, req.order_amount,
-            offs[parsed.locator], -1 if parsed.step is None else parsed.step, codes.STEP_MS,
-            keys.new_claim_id(cid), fingerprint])
+            parsed.locator, this.tid, merchant.merchant_id, req.order_id, amount, off,
+            -1 if parsed.step is None else parsed.step, codes.STEP_MS,
+            keys.new_claim_id(cid), fingerprint, rules_now.rev, spans,
+            "" if req.lines is None else _json.encode(
+                [[x.item, x.category, x.qty, x.amount, d]
+                 for x, d in zip(req.lines, per_line, strict=True)]).decode()])
         outcome = OUTCOMES[int(reply[0])]
         if outcome is not Outcome.OK:
             return refused(outcome, reply[1])
-        _, replayed, rid, coupon_id, off, uses, status, ts = reply
+        _, replayed, rid, coupon_id, off_done, uses, status, ts = reply
+        lines = None
+        if req.lines is not None and int(off_done) == off:  # a replay priced alike
+            lines = [LineDiscount(item=line.item, category=line.category, qty=line.qty,
+                                  amount=line.amount, discount=d)
+                     for line, d in zip(req.lines, per_line, strict=True)]
         return Answer(outcome, replayed, RedemptionView(
             redemption_id=rid, coupon_id=coupon_id, merchant_id=merchant.merchant_id,
-            order_id=req.order_id, order_amount=req.order_amount, discount=int(off),
-            status=status, uses_left=int(uses), redeemed_at=from_ms(int(ts))))
+            order_id=req.order_id, order_amount=amount, discount=int(off_done),
+            status=status, uses_left=int(uses), redeemed_at=from_ms(int(ts)), lines=lines))
+
+    async def with_rules(self, cid: str, mode: str, names: Sequence[str]
+                         ) -> list[tuple[_Found, TemplateRules] | None]:
+        """Coupons of a drop by locator or id, each with its template's rules (spec,
+        revision, replaced revisions, the drop's zone) and the scripts' clock: one call."""
+        reply = await self.scripts.run("coupon_rules_lookup", [*keys.coupon_keys(cid)],
+                                       [mode, *names])
+        now, tz = int(reply[0]), str(reply[1])
+        out: list[tuple[_Found, TemplateRules] | None] = []
+        for i in range(2, len(reply), 5):
+            cpn, raw, spec, rev, hist = reply[i:i + 5]
+            if not raw or not spec:
+                out.append(None)
+                continue
+            t = _template(spec)
+            out.append((_Found(cid, cpn, records.COUPON.decode(raw), t),
+                        TemplateRules(t, str(rev), pricing.history(str(hist)), tz, now)))
+        return out
 
     async def rollback(self, redemption_id: str, merchant_id: str) -> Answer:
         """Undo a redemption (a refund) once; again answers OK with `reason` 'replayed'."""
@@ -411,6 +461,76 @@ class Coupons:
                               merchant_id=r.merchant, order_id=r.order, order_amount=r.amount,
                               discount=r.discount, status=r.status,  # type: ignore[arg-type]
                               uses_left=coupon.uses, redeemed_at=from_ms(r.ts))
+
+    # -- coupon rules: qualification and live changes ---------------------------
+
+    async def qualify(self, user: str, lines: Sequence[CartLine]) -> QualifyView:
+        """Each active coupon of the user's wallet on this cart alone: its discount,
+        or why it does not fit (merchant scope is the till's: not judged here)."""
+        _check(keys.valid_user_id(user), "user id is not valid")
+        drops = sorted(cast(set[str], await self.redis.smembers(keys.COUPON_DROPS)))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for cid in drops:
+                pipe.smembers(keys.wallet_key(cid, user))
+            held = await pipe.execute()
+        amount = sum(line.amount for line in lines)
+        out: list[Qualification] = []
+        for cid, ids in zip(drops, held, strict=True):
+            if not ids:
+                continue
+            priced: dict[tuple[str, int], pricing.PickedRevision] = {}
+            for got in await self.with_rules(cid, "id", sorted(ids)):
+                if got is not None and got[0].record.owner == user \
+                        and got[0].record.status == "active":
+                    out.append(pricing.qualification(got[0].coupon_id, cid, got[0].record,
+                                                     got[1], amount, lines, priced))
+        out.sort(key=lambda q: (not q.fits, -q.discount, q.coupon_id))
+        return QualifyView(cart_amount=amount, coupons=out)
+
+    async def patch_drop(self, cid: str, patch: CouponDropPatch, actor: str) -> Answer:
+        """A live change of a drop's caps and templates, one script run and one event
+        (changes.py says what issued coupons make of it). The view: CouponDropPatched."""
+        _check(keys.valid_campaign_id(cid), "campaign id is not valid")
+        meta = keys.campaign_keys(cid).meta
+        for _ in range(10):  # read, change, write if no other change came between
+            answer = await self._patch_once(cid, meta, patch, actor)
+            if answer.reason != "precondition":
+                return answer
+        raise UnavailableError("the drop's templates changed concurrently too often; retry")
+
+    async def _patch_once(self, cid: str, meta: str, patch: CouponDropPatch,
+                          actor: str) -> Answer:
+        tids = sorted(patch.templates)
+        current = await self.redis.hmget(meta, "coupons", *(f"cp_spec:{t}" for t in tids),
+                                         *(f"cp_rev:{t}" for t in tids))
+        if current[0] != "1":
+            return Answer(Outcome.NOT_FOUND, "no_drop")
+        pairs: list[str] = []
+        grow: dict[str, dict[str, int]] = {}
+        for tid, raw, rev in zip(tids, current[1:1 + len(tids)], current[1 + len(tids):],
+                                 strict=True):
+            if raw is None:
+                return Answer(Outcome.NOT_FOUND, "no_template", view=tid)
+            new, growth = changes.patched(tid, _template(raw), patch.templates[tid])
+            templates.check_template(tid, new)
+            if growth:
+                grow[tid] = growth
+            pairs += [f"if:cp_rev:{tid}", str(rev or "")]
+            pairs += [x for kv in templates.template_meta(tid, new).items() for x in kv]
+        for name, value in (("cp_per_day", patch.per_day),
+                            ("cp_user_day", patch.per_user_per_day),
+                            ("cp_mcap", patch.merchant_daily_cap)):
+            if value is not msgspec.UNSET:
+                pairs += [name, str(-1 if value is None else value)]
+        code, reason, _before, after, extended = await self.scripts.run(
+            "coupon_patch", [*keys.coupon_keys(cid)],
+            [actor, _json.encode(grow).decode(), ",".join(tids), *pairs])
+        outcome = OUTCOMES[int(code)]
+        if outcome is not Outcome.OK:
+            return Answer(outcome, reason)
+        return Answer(outcome, "", CouponDropPatched(
+            campaign_id=cid, changed=sorted(_merchant_decoder.decode(after)),
+            coupons_extended=int(extended)))
 
     # -- gifting -------------------------------------------------------------
 

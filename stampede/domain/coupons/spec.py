@@ -7,7 +7,7 @@ Kept free of `stampede.domain.models` imports so that `CampaignSpec` can carry a
 from datetime import datetime
 from typing import Annotated, Literal
 
-from msgspec import Meta, Struct
+from msgspec import UNSET, Meta, Struct, UnsetType
 
 _STRICT = {"forbid_unknown_fields": True, "kw_only": True}
 
@@ -29,6 +29,20 @@ DropDaily = Annotated[int, Meta(ge=1, le=1_000_000_000,
                                 description="claims all users together may make" + _DAY)]
 MerchantDaily = Annotated[int, Meta(ge=1, le=1_000_000_000, description=(
     "redemptions one merchant may make of this drop's coupons" + _DAY))]
+
+
+# -- coupon rules: cart lines and time windows --
+LineId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+                             description="item or category id")]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+LocalTime = Annotated[str, Meta(pattern=r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$",
+                                description="local time HH:MM (24:00 ends the day)")]
+
+
+class Hours(Struct, **_STRICT):
+    """A daily window [start, end) of local wall-clock time, within one day."""
+    start: LocalTime
+    end: LocalTime
 
 
 CouponKind = Literal["fixed_off", "threshold_off", "percent_off", "exchange", "pack"]
@@ -64,6 +78,19 @@ class TemplateSpec(Struct, **_STRICT):
     transferable: bool = False
     gifts_count_to_limit: bool = False
     """A received gift counts against the recipient's per-user limit of the drop."""
+    # -- coupon rules: cart scope and time windows (docs/coupon-rules.md) --
+    items: Annotated[list[LineId], Meta(max_length=1000)] | None = None
+    """Cart lines of these items qualify (with `categories`: lines of either)."""
+    categories: Annotated[list[LineId], Meta(max_length=1000)] | None = None
+    """Cart lines of these categories qualify (null with items null: every line)."""
+    exclude_items: Annotated[list[LineId], Meta(max_length=1000)] = []
+    exclude_categories: Annotated[list[LineId], Meta(max_length=1000)] = []
+    min_qty: Annotated[int, Meta(ge=1, le=100_000)] | None = None
+    """Least total quantity of the qualifying lines."""
+    hours: Annotated[list[Hours], Meta(min_length=1, max_length=4)] | None = None
+    """Local times of day the coupon may be redeemed (null: any time)."""
+    days: Annotated[list[Weekday], Meta(min_length=1, max_length=7)] | None = None
+    """Local days of the week the coupon may be redeemed (null: every day)."""
 
 
 class CouponDropSpec(Struct, **_STRICT):
@@ -83,6 +110,10 @@ class CouponDropSpec(Struct, **_STRICT):
     """Claims per real person across accounts (the token's `idh` identity hash);
     when set, a claim without an identity is refused."""
     merchant_daily_cap: MerchantDaily | None = None
+    # -- coupon rules --
+    time_zone: Annotated[str, Meta(min_length=1, max_length=64,
+                                   description="IANA time zone name")] = "UTC"
+    """The zone of the templates' `hours` and `days` (DST-correct)."""
 
 
 CouponStatus = Literal["active", "used", "expired", "transferred"]
@@ -135,11 +166,36 @@ class RotatingCode(Struct, kw_only=True):
 Code = Annotated[str, Meta(min_length=1, max_length=64)]
 
 
+# -- coupon rules: carts --
+MAX_LINES = 100
+
+
+class CartLine(Struct, **_STRICT):
+    item: LineId
+    category: LineId
+    qty: Annotated[int, Meta(ge=1, le=100_000)]
+    amount: Annotated[int, Meta(ge=0, le=10**10, description="line total, smallest unit")]
+
+
+Lines = Annotated[list[CartLine], Meta(min_length=1, max_length=MAX_LINES)]
+
+
+class LineDiscount(Struct, kw_only=True):
+    item: str
+    category: str
+    qty: int
+    amount: int
+    discount: int
+
+
 class RedemptionRequest(Struct, **_STRICT):
     code: Code
     order_id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:/#@-]{1,128}$")]
-    order_amount: Amount
+    order_amount: Amount | None = None
+    """Required without `lines`; with lines, if given, it must equal their sum."""
     codes_also_used: Annotated[list[Code], Meta(max_length=20)] = []
+    lines: Lines | None = None
+    """The order's lines: item- and category-scoped coupons need them."""
 
 
 class RedemptionView(Struct, kw_only=True):
@@ -152,6 +208,69 @@ class RedemptionView(Struct, kw_only=True):
     status: Literal["redeemed", "rolled_back"]
     uses_left: int
     redeemed_at: datetime
+    lines: list[LineDiscount] | None = None
+    """Each line's share of the discount (when the order came with lines)."""
+
+
+# -- coupon rules: qualification and live template changes --
+QualifyReason = Literal["expired", "not_yet_valid", "outside_hours",
+                        "lines_required", "no_qualifying_lines", "min_qty", "threshold"]
+
+
+class QualifyRequest(Struct, **_STRICT):
+    lines: Lines
+
+
+class Qualification(Struct, kw_only=True):
+    coupon_id: str
+    campaign_id: str
+    template: str
+    fits: bool
+    discount: int
+    """What it would take off this cart alone (0 when it does not fit)."""
+    reason: QualifyReason | None = None
+    lines: list[LineDiscount] | None = None
+    usable_at: datetime | None = None
+    """With outside_hours: when it is next usable."""
+
+
+class QualifyView(Struct, kw_only=True):
+    cart_amount: int
+    coupons: list[Qualification]
+
+
+class TemplatePatch(Struct, **_STRICT):
+    """A live change of one template: validity may only grow; scope and times change
+    for new coupons, and widen (never narrow) what issued coupons may do."""
+    valid_to: Timestamp | None = None
+    valid_days: Annotated[int, Meta(ge=1, le=3650)] | None = None
+    merchants: Annotated[list[MerchantId], Meta(max_length=1000)] | None | UnsetType = UNSET
+    partner_group: Name | None | UnsetType = UNSET
+    blocked_merchants: Annotated[list[MerchantId], Meta(max_length=1000)] | UnsetType = UNSET
+    regions: Annotated[list[Name], Meta(max_length=1000)] | None | UnsetType = UNSET
+    items: Annotated[list[LineId], Meta(max_length=1000)] | None | UnsetType = UNSET
+    categories: Annotated[list[LineId], Meta(max_length=1000)] | None | UnsetType = UNSET
+    exclude_items: Annotated[list[LineId], Meta(max_length=1000)] | UnsetType = UNSET
+    exclude_categories: Annotated[list[LineId], Meta(max_length=1000)] | UnsetType = UNSET
+    min_qty: Annotated[int, Meta(ge=1, le=100_000)] | None | UnsetType = UNSET
+    hours: Annotated[list[Hours], Meta(min_length=1, max_length=4)] | None | UnsetType = UNSET
+    days: Annotated[list[Weekday], Meta(min_length=1, max_length=7)] | None | UnsetType = UNSET
+
+
+class CouponDropPatch(Struct, **_STRICT):
+    """`PATCH /admin/v1/campaigns/{cid}/coupons`: caps (null removes one) and templates."""
+    per_user_per_day: UserDaily | None | UnsetType = UNSET
+    per_day: DropDaily | None | UnsetType = UNSET
+    merchant_daily_cap: MerchantDaily | None | UnsetType = UNSET
+    templates: Annotated[dict[TemplateId, TemplatePatch], Meta(max_length=100)] = {}
+
+
+class CouponDropPatched(Struct, kw_only=True):
+    campaign_id: str
+    changed: list[str]
+    """The meta fields that changed (caps, templates)."""
+    coupons_extended: int
+    """Issued coupons whose validity the change extended."""
 
 
 class GiftOffer(Struct, kw_only=True):

@@ -11,11 +11,16 @@ campaign can never be apart):
     cp_spec:<template> the template's spec as JSON (for the engine's views and pricing)
     cp_tpl:<template>  JSON {"u": uses, "vf", "vt" (ms, -1), "vd" (days, -1),
                              "x": transferable 0|1, "g": gifts count 0|1, "f": face value}
+    cp_tz              the drop's IANA time zone (coupon rules: hours and days)
+    cp_rev:<template>  the template's revision, bumped by each live change (absent: 0)
+    cp_hist:<template> JSON [[until ms, spec JSON], ...]: the revisions a live change
+                       replaced, for coupons issued before it (absent: none)
 """
 
 
 import msgspec
 
+from stampede.domain.coupons import rules
 from stampede.domain.coupons.spec import CouponDropSpec, TemplateSpec
 from stampede.domain.models import to_ms
 from stampede.errors import ValidationError
@@ -43,6 +48,9 @@ def check_template(tid: str, t: TemplateSpec) -> None:
     if fixed and (t.valid_from is None or t.valid_to is None
                   or to_ms(t.valid_to) <= to_ms(t.valid_from)):
         raise bad("valid_to must come after valid_from")
+    times = rules.check_times(t)
+    if times is not None:
+        raise bad(times)
 
 
 def sku_templates(drop: CouponDropSpec, sku: str) -> list[str]:
@@ -60,6 +68,7 @@ def unit_value(t: TemplateSpec) -> int:
 
 def check_drop(drop: CouponDropSpec, skus: list[str]) -> None:
     """Refuse a drop whose templates, packs or SKUs do not make sense (ValidationError)."""
+    rules.zone(drop.time_zone)
     for tid, t in drop.templates.items():
         check_template(tid, t)
     for sku, tids in drop.packs.items():
@@ -82,20 +91,26 @@ def drop_meta(drop: CouponDropSpec | None, skus: list[str], number: str | None) 
     assert number is not None
     meta = {"coupons": "1", "cp_no": number, "cp_budget": unset(drop.budget),
             "cp_per_day": unset(drop.per_day), "cp_user_day": unset(drop.per_user_per_day),
-            "cp_person": unset(drop.per_person), "cp_mcap": unset(drop.merchant_daily_cap)}
+            "cp_person": unset(drop.per_person), "cp_mcap": unset(drop.merchant_daily_cap),
+            "cp_tz": drop.time_zone}
     for sku in skus:
         tids = sku_templates(drop, sku)
         value = sum(unit_value(drop.templates[t]) for t in tids)
         meta[f"cp_sku:{sku}"] = _json.encode({"t": tids, "v": value}).decode()
     for tid, t in drop.templates.items():
-        meta[f"cp_tpl:{tid}"] = _json.encode({
-            "u": t.uses, "f": t.face_value,
-            "vf": to_ms(t.valid_from) if t.valid_from is not None else -1,
-            "vt": to_ms(t.valid_to) if t.valid_to is not None else -1,
-            "vd": t.valid_days if t.valid_days is not None else -1,
-            "x": int(t.transferable), "g": int(t.gifts_count_to_limit)}).decode()
-        meta[f"cp_spec:{tid}"] = _json.encode(t).decode()
+        meta.update(template_meta(tid, t))
     return meta
+
+
+def template_meta(tid: str, t: TemplateSpec) -> dict[str, str]:
+    """The meta fields a template is kept in (cp_tpl for the scripts, cp_spec whole)."""
+    return {f"cp_tpl:{tid}": _json.encode({
+                "u": t.uses, "f": t.face_value,
+                "vf": to_ms(t.valid_from) if t.valid_from is not None else -1,
+                "vt": to_ms(t.valid_to) if t.valid_to is not None else -1,
+                "vd": t.valid_days if t.valid_days is not None else -1,
+                "x": int(t.transferable), "g": int(t.gifts_count_to_limit)}).decode(),
+            f"cp_spec:{tid}": _json.encode(t).decode()}
 
 
 def day_of(ms: int) -> int:
