@@ -5,6 +5,9 @@ machine drift hits all alike:
 
 - sale claims, batched (one script call per loop tick) and one call per claim;
 - coupon claims in a drop (one `coupon_claim` call each: final, issues a coupon);
+- promo-code claims: the same drop's SKU claimed with a public code (the code
+  resolved, its per-user count and the wrong-code limiter in the same script
+  call), beside the plain coupon claims of the same round;
 - the same in a drop guarded by every check of the scalper guard (bench.engine_claims
   GUARD), each claim from a new user, device and network, every one let through;
 - redemptions of the coupons the claim round issued (code verification,
@@ -13,7 +16,7 @@ machine drift hits all alike:
 
 After each round the accounting is checked (stock, coupons issued, redeemed).
 
-    python -m bench.coupon_bench [--seconds 3] [--rounds 3] [--concurrency 256]
+    python -m bench.coupon_bench [--seconds 2.5] [--rounds 3] [--concurrency 256]
 """
 
 import argparse
@@ -41,7 +44,10 @@ console = Console()
 STOCK = 50_000_000
 
 
-def _spec(drop: bool, guard: dict[str, Any] | None = None) -> CampaignSpec:
+PROMO = "BENCH25"
+
+
+def _spec(drop: bool, guard: dict[str, Any] | None = None, promo: bool = False) -> CampaignSpec:
     now = datetime.now(UTC)
     raw: dict[str, object] = {**({"throttle": guard} if guard else {}),
         "name": "bench", "opens_at": (now - timedelta(minutes=1)).isoformat(),
@@ -51,7 +57,9 @@ def _spec(drop: bool, guard: dict[str, Any] | None = None) -> CampaignSpec:
     if drop:
         raw["coupons"] = {"templates": {"hot": {"kind": "fixed_off", "face_value": 500,
                                                 "valid_days": 30}},
-                          "per_user_per_day": 2, "budget": STOCK * 500}
+                          "per_user_per_day": 2, "budget": STOCK * 500,
+                          **({"promo_codes": {PROMO: {"sku": "hot", "per_user": 2}}}
+                             if promo else {})}
     return msgspec.convert(raw, CampaignSpec)
 
 
@@ -90,8 +98,9 @@ async def _sale(engine: Engine, cid: str, batched: bool, seconds: float, n: int)
 
 
 async def _coupon_claims(engine: Engine, cid: str, seconds: float, n: int,
-                         codes: list[str], guarded: bool = False) -> float:
-    await engine.define_campaign(cid, _spec(drop=True, guard=GUARD if guarded else None))
+                         codes: list[str], guarded: bool = False, promo: bool = False) -> float:
+    await engine.define_campaign(cid, _spec(drop=True, guard=GUARD if guarded else None,
+                                            promo=promo))
 
     async def step(w: int, i: int) -> bool:
         user = f"w{w}-{i}"
@@ -101,7 +110,10 @@ async def _coupon_claims(engine: Engine, cid: str, seconds: float, n: int,
             client = ClientSignals(device=f"dev-{user}",
                                    network=f"10.{h >> 16}.{h >> 8 & 255}.0/24",
                                    account_age_s=400 * 86_400)
-        r = await engine.coupons.claim(cid, user, "hot", client=client)
+        if promo:
+            r = await engine.coupons.claim(cid, user, "", client=client, code=PROMO)
+        else:
+            r = await engine.coupons.claim(cid, user, "hot", client=client)
         assert r.outcome is Outcome.OK, r
         codes.append(r.view.coupons[0].code)
         return True
@@ -139,7 +151,7 @@ async def _wipe(engine: Engine, cid: str) -> None:
 
 async def run(seconds: float, rounds: int, concurrency: int) -> dict[str, list[float]]:
     names = ("sale claims, batched", "sale claims, one call per claim", "coupon claims",
-             "redemptions", "coupon claims + guard")
+             "redemptions", "coupon claims + guard", "promo-code claims")
     rates: dict[str, list[float]] = {m: [] for m in names}
     async with harness.fresh_engine() as engine:
         creds = await engine.coupons.put_merchant("bench", MerchantSpec(name="bench"))
@@ -155,6 +167,10 @@ async def run(seconds: float, rounds: int, concurrency: int) -> dict[str, list[f
             codes: list[str] = []
             rates[names[2]].append(await _coupon_claims(engine, f"d{r}", seconds,
                                                         concurrency, codes))
+            # promo-code claims right after the plain ones: the drift hits both alike
+            rates[names[5]].append(await _coupon_claims(engine, f"p{r}", seconds,
+                                                        concurrency, [], promo=True))
+            await _wipe(engine, f"p{r}")
             rates[names[3]].append(await _redemptions(engine, f"d{r}", merchant, seconds,
                                                       concurrency, codes))
             await _wipe(engine, f"d{r}")
@@ -166,7 +182,7 @@ async def run(seconds: float, rounds: int, concurrency: int) -> dict[str, list[f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--seconds", type=float, default=2.5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--json", type=Path, help="write the figures here")
@@ -176,6 +192,8 @@ def main() -> None:
         f"engine operations/s (no HTTP), concurrency {args.concurrency}",
         ("operation", "median /s", "rounds", "vs batched sale claims"), rates,
         "sale claims, batched")
+    promo, plain = medians["promo-code claims"], medians["coupon claims"]
+    console.print(f"promo-code claims / plain coupon claims: {promo / plain:.2f}")
     if args.json:
         args.json.write_text(json.dumps({"rates": rates, "medians": medians}, indent=2))
 

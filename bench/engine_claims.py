@@ -10,6 +10,12 @@ user, device, network and campaign, accounts per device and network, risk
 rules) whose limits every claim passes, each claim with its own device and
 network: the cost of throttling a claim that is let through.
 
+"batched + presale" is a presale campaign with three access phases (vip,
+members, everyone; all open) and three price steps (an early bird for
+members, one by units sold that every claim passes, one by time), each
+claimant carrying two tiers of which the second is the members': the cost of
+deciding a claimant's phase and price in the script.
+
     python -m bench.engine_claims [--seconds 3] [--rounds 3] [--concurrency 256]
 """
 
@@ -48,19 +54,37 @@ GUARD = {"user": {"per_s": 1000, "burst": 100}, "device": {"per_s": 1000, "burst
 RATES_ONLY = {k: GUARD[k] for k in ("user", "device", "network")}
 
 
-def _spec(stock: int, guard: dict[str, Any] | None = None) -> CampaignSpec:
+def _phases(now: datetime) -> list[dict[str, Any]]:
+    return [{"name": "vip", "opens_at": (now - timedelta(seconds=50)).isoformat(),
+             "tiers": ["vip", "press"]},
+            {"name": "members", "opens_at": (now - timedelta(seconds=40)).isoformat(),
+             "tiers": ["member", "fanclub"]},
+            {"name": "public", "opens_at": (now - timedelta(seconds=30)).isoformat()}]
+
+
+def _price_steps(now: datetime) -> list[dict[str, Any]]:
+    return [{"price": 80, "tiers": ["vip"], "until": (now + timedelta(hours=1)).isoformat()},
+            {"price": 85, "first_units": 10},
+            {"price": 90, "until": (now + timedelta(minutes=59)).isoformat()}]
+
+
+def _spec(stock: int, guard: dict[str, Any] | None = None,
+          phased: bool = False) -> CampaignSpec:
     now = datetime.now(UTC)
     return msgspec.convert({**({"throttle": guard} if guard else {}),
+        **({"phases": _phases(now)} if phased else {}),
         "name": "bench", "opens_at": (now - timedelta(minutes=1)).isoformat(),
         "closes_at": (now + timedelta(hours=1)).isoformat(), "limits": {"per_user": 2},
         "skus": [{"sku": "hot", "price": 100,
+                  **({"price_steps": _price_steps(now)} if phased else {}),
                   "waves": [{"at": (now - timedelta(seconds=1)).isoformat(), "qty": stock}]}]},
         CampaignSpec)
 
 
 async def _round(engine: Engine, cid: str, claim: ClaimFn, seconds: float,
-                 concurrency: int, guard: dict[str, Any] | None = None) -> float:
-    await engine.define_campaign(cid, _spec(50_000_000, guard))
+                 concurrency: int, guard: dict[str, Any] | None = None,
+                 phased: bool = False) -> float:
+    await engine.define_campaign(cid, _spec(50_000_000, guard, phased))
     done = 0
     stop_at = time.perf_counter() + seconds
 
@@ -95,15 +119,20 @@ async def run(seconds: float, rounds: int, concurrency: int,
                 device=f"dev-{user}", network=f"10.{n >> 16}.{n >> 8 & 255}.0/24",
                 account_age_s=400 * 86_400))
 
+        async def presale(cid: str, user: str, sku: str, qty: int) -> ClaimResult:
+            return await engine.claim(cid, user, sku, qty, tiers=("newsletter", "member"))
+
         modes: dict[str, ClaimFn] = {"batched": engine.claim,
                                      "one call per claim": engine.claim_unbatched,
-                                     "batched + guard": guarded}
+                                     "batched + guard": guarded,
+                                     "batched + presale": presale}
         rates: dict[str, list[float]] = {m: [] for m in modes}
         for r in range(rounds):
             for name, fn in modes.items():
                 console.log(f"round {r + 1}/{rounds}: {name}")
                 rates[name].append(await _round(engine, f"bench{r}", fn, seconds,
-                                                concurrency, guard=guards.get(name)))
+                                                concurrency, guard=guards.get(name),
+                                                phased=name == "batched + presale"))
     return rates
 
 
@@ -122,6 +151,8 @@ def main() -> None:
         ("mode", "median claims/s", "rounds", "ratio"), rates, "one call per claim")
     console.print(f"guard cost: batched + guard / batched = "
                   f"{medians['batched + guard'] / medians['batched']:.2f}")
+    console.print(f"presale: batched + presale / batched = "
+                  f"{medians['batched + presale'] / medians['batched']:.2f}")
     if args.json:
         args.json.write_text(json.dumps({"rates": rates, "medians": medians}, indent=2))
 

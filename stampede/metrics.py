@@ -88,7 +88,8 @@ WEBHOOK_BACKLOG = Gauge(
 # -- the supervised runtime (runtime/supervisor.py, runtime/health.py) ---------
 RESTARTS = Counter("stampede_restarts_total",
                    "Child processes serve restarted after they died", ["component"])
-"""component: persister, deliverer (webhooks), valkey (the embedded one)."""
+"""component: persister, deliverer (webhooks), valkey (the embedded one), worker (a
+gateway process of `serve --workers N`, counted by its replacement)."""
 CRASH_LOOPS = Counter("stampede_crash_loops_total",
                       "Children left down after dying too often (the crash-loop limit)",
                       ["component"])
@@ -97,6 +98,29 @@ PERSISTER_STALLED = Gauge("stampede_persister_stalled",
                           "store, or the persister is down", multiprocess_mode="livemax")
 CAMPAIGNS_HEALED = Counter("stampede_campaigns_healed_total",
                            "Campaigns rebuilt from the store because Redis was behind")
+
+# -- the ops console (api/console_feed.py) --------------------------------------------
+WORKER_STARTED = Gauge("stampede_worker_start_time_seconds",
+                       "When each gateway worker started (unix time; one sample per live "
+                       "worker, labelled by pid under serve --workers)",
+                       multiprocess_mode="liveall")
+CONSOLE_LISTENERS = Gauge("stampede_console_listeners",
+                          "Open ops-console feeds (SSE), per worker", multiprocess_mode="liveall")
+CONSOLE_READS = Counter("stampede_console_reads_total",
+                        "Pipelined reads of the console feed (one per tick per worker while "
+                        "a console is open, whatever the number of consoles)")
+
+# -- operations: what the shipped alert rules watch (deploy/prometheus) ---------
+REDIS_MEMORY_USED = Gauge("stampede_redis_memory_used_bytes",
+                          "Redis/Valkey used_memory (INFO memory)",
+                          multiprocess_mode="livemostrecent")
+REDIS_MEMORY_MAX = Gauge("stampede_redis_memory_max_bytes",
+                         "Redis/Valkey maxmemory (0: no limit set)",
+                         multiprocess_mode="livemostrecent")
+HOLDS_EXPIRED = Gauge("stampede_holds_expired_units",
+                      "Units whose holds expired, per campaign, as the store counts them "
+                      "(cumulative: alert on its delta)", ["campaign"],
+                      multiprocess_mode="livemostrecent")
 
 
 _CLAIM_CHILDREN = {o: CLAIMS.labels(o.code if o is not Outcome.OK else "held")

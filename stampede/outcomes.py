@@ -44,6 +44,14 @@ class Outcome(IntEnum):
     """Internal, never answered: the claim script learnt that the campaign is
     guarded since the engine last looked, so the claim is sent again with its
     guard context (devices, networks, solutions)."""
+    # -- presales (access phases) ---------------------------------------------
+    NOT_ELIGIBLE = 30
+    """The campaign sells only to audiences (access phases) the claimant is not in."""
+    # -- presales (presale codes) ----------------------------------------------
+    PRESALE_CODE_INVALID = 31
+    """A presale code that is not genuine, not this campaign's, or bound to someone else."""
+    PRESALE_CODE_USED = 32
+    """A presale code whose uses are all spent."""
 
     @property
     def reason(self) -> str:
@@ -268,6 +276,48 @@ REFUSALS: dict[str, Refusal] = {
                     "accepting a gift whose coupon changed"),
     "own_gift": _r("conflict", 409, "you cannot accept your own gift",
                    "the giver accepting"),
+    # -- codes users type (promo and referral codes) -------------------------------
+    "no_code": _r("not_found", 404, "no such code in drop '{campaign}' (wrong codes are "
+                  "limited per user and hour)", "a claim with a code that is neither one of "
+                  "the drop's promo codes nor a member's referral code"),
+    "code_required": _r("forbidden", 403, "SKU '{sku}' of drop '{campaign}' is issued only "
+                        "with a code: claim with POST /v1/campaigns/{campaign}/code-claims",
+                        "a plain claim of a SKU that promo or referral codes issue"),
+    "code_per_user": _r("limit_exceeded", 409, "user '{user}' may use this code {limit} "
+                        "times; they have used it {held}",
+                        "the promo code's per-user limit is reached", values=("limit", "held")),
+    "own_referral": _r("conflict", 409, "a member cannot use their own referral code (same "
+                       "account or same person)", "the referrer, or another account of the "
+                       "same person (identity), claiming with the referrer's code"),
+    "referral_used": _r("limit_exceeded", 409, "this account or person has been referred in "
+                        "drop '{campaign}' already", "a friend (account or identity) "
+                        "claiming with a referral code a second time"),
+    "referral_limit": _r("limit_exceeded", 409, "this referral code has been used by its "
+                         "{limit} friends already", "the referrer's per_referrer is reached",
+                         values=("limit",)),
+    "referrer_limit": _r("limit_exceeded", 409, "the member who shared this code has reached "
+                         "their limit in drop '{campaign}': their reward cannot be issued, so "
+                         "neither is yours", "the referrer's per-user or per-SKU limit would "
+                         "be passed by the reward"),
+    "no_referral": _r("not_found", 404, "drop '{campaign}' has no referral programme",
+                      "asking for a referral code where the drop declares none"),
+    # -- points exchange -------------------------------------------------------------
+    "points_key_required": _r("invalid_request", 400, "SKU '{sku}' is priced in points: "
+                              "send an Idempotency-Key (the debit is made once per key)",
+                              "a claim of a points-priced SKU without an Idempotency-Key"),
+    "points_refused": _r("points_refused", 409, "the points service refused to debit user "
+                         "'{user}' for SKU '{sku}' (not enough points?); nothing was issued",
+                         "the points service refused the debit"),
+    "points_refunded": _r("conflict", 409, "this exchange (Idempotency-Key '{key}') was "
+                          "refunded; claim again with a new key",
+                          "a retry of an exchange whose debit was given back"),
+    "points_unavailable": _r("unavailable", 503, "the points service did not answer; retry "
+                             "with the same Idempotency-Key (the debit is made once)",
+                             "the points service is not configured or did not answer",
+                             _SOON),
+    "points_price": _r("conflict", 409, "the points price of SKU '{sku}' changed meanwhile; "
+                       "retry", "a claim's debit does not match the SKU's points price "
+                       "(the drop was redefined)", _SOON, values=("amount",)),
     # -- coupon rules: carts, time windows, live template changes ------------------
     "lines_required": _r("invalid_request", 400, "this coupon applies to some items or "
                          "categories only: send the order's lines", "redeeming an item- or "
@@ -351,6 +401,41 @@ REFUSALS: dict[str, Refusal] = {
                               "error=\"invalid_token\")"),
     "read_only_token": _r("forbidden", 403, "a viewer token may only read: this route needs "
                           "an operator token", "a viewer token on a changing admin route"),
+    # -- presales: access phases ---------------------------------------------------
+    "phase_not_open": _r("not_open", 409, "campaign '{campaign}' opens to you at {opens_at} "
+                         "(the access phase of your tiers)",
+                         "a claim before the opening of the earliest access phase the "
+                         "claimant's tiers (or everyone) belong to",
+                         "seconds until that phase opens", ("opens_ms", "wait_ms")),
+    "phases": _r("invalid_request", 400, "phases: every phase must open at or after opens_at "
+                 "and before closes_at", "a PATCH of the phases or the schedule that would "
+                 "leave a phase's opening outside opens_at..closes_at"),
+    "phases_excluded": _r("invalid_request", 400, "phases: a campaign with a waitlist, or a "
+                          "coupon drop, takes no access phases", "a PATCH of phases onto a "
+                          "campaign with a waitlist or a coupon drop (an offer or a coupon "
+                          "claim would pass no phase gate)"),
+    "not_eligible": _r("not_eligible", 403, "campaign '{campaign}' sells only to its presale "
+                       "audiences, and your credential carries none of their tiers",
+                       "a claim of a campaign whose access phases all name tiers, by a "
+                       "claimant with none of them"),
+    # -- presales: presale codes ----------------------------------------------------
+    "presale_code_invalid": _r("presale_code_invalid", 403, "this presale code is not valid "
+                               "for campaign '{campaign}'", "a presale code refused (a fallback: "
+                               "the reasons below say why)"),
+    "code_invalid": _r("presale_code_invalid", 403, "this presale code is not valid for "
+                       "campaign '{campaign}'", "a claim with a presale code that is not "
+                       "genuine (its signature fails) or not one of the campaign's batches"),
+    "code_bound": _r("presale_code_invalid", 403, "this presale code of campaign '{campaign}' "
+                     "belongs to another user", "a claim with a code of a binding batch "
+                     "already used by someone else"),
+    "presale_code_used": _r("presale_code_used", 409, "this presale code of campaign "
+                            "'{campaign}' is used up", "a presale code refused as spent (a "
+                            "fallback)"),
+    "no_presale_batch": _r("not_found", 404, "campaign '{campaign}' has no such batch of "
+                           "presale codes", "exporting a batch that was never issued"),
+    "code_used": _r("presale_code_used", 409, "this presale code of campaign '{campaign}' "
+                    "has made all of its {limit} claims", "a claim with a code whose uses are "
+                    "all spent", values=("limit",)),
     # -- HTTP ----------------------------------------------------------------------
     "no_route": _r("not_found", 404, "no route {method} {path}", "an unknown path"),
     "method_not_allowed": _r("method_not_allowed", 405, "{method} is not allowed on {path}; "
@@ -390,6 +475,30 @@ REFUSALS: dict[str, Refusal] = {
     # -- front-end kit: the browser SDK's and the demo page's files -------------------
     "no_static_file": _r("not_found", 404, "no file {path}: {detail}",
                          "a file of /sdk/v1/ or /demo/ that is not there"),
+    # -- lookups and exports (the query API, stampede/api/lookups.py) ----------------
+    "no_claim_record": _r("not_found", 404, "no claim '{claim}' in the durable store",
+                          "a claim lookup of an id the store does not hold (yet)"),
+    "no_coupon_record": _r("not_found", 404, "no coupon '{coupon}' in the durable store",
+                           "a coupon lookup of an id the store does not hold (yet)"),
+    "no_redemption_record": _r("not_found", 404, "no redemption '{redemption}' in the "
+                               "durable store", "a redemption lookup of an id the store does "
+                               "not hold (yet)"),
+    "bad_query": _r("invalid_request", 400, "{detail}",
+                    "a listing's query parameter out of range: limit, cursor, since/until, "
+                    "format, or one the listing does not take"),
+    "no_store": _r("unavailable", 503, "this listener has no durable store to query; retry "
+                   "shortly", "a lookup on a listener started without its store", _SOON),
+    # -- the ops console (api/console.py, api/console_feed.py) ---------------------
+    "invalid_live_ticket": _r("unauthorized", 401, "the live-feed ticket is {detail}; "
+                              "POST /admin/v1/live/ticket with an admin token for a new one",
+                              "the console's live feed with a malformed, forged or expired "
+                              "ticket"),
+    "console_full": _r("unavailable", 503, "this worker already serves {limit} console "
+                       "feeds; retry shortly", "a console feed past the worker's "
+                       "STAMPEDE_CONSOLE_MAX_LISTENERS", _SOON),
+    "no_console_asset": _r("not_found", 404, "no console asset {path} (an older page names "
+                           "assets of its own version: reload it)",
+                           "a console asset that does not exist, or of another version"),
 }
 """Every refusal by reason. An outcome's own reason is its lower-cased name."""
 
@@ -397,9 +506,9 @@ REFUSALS: dict[str, Refusal] = {
 GUARD_REFUSALS = frozenset({Outcome.THROTTLED, Outcome.BLOCKED, Outcome.CHALLENGE_REQUIRED})
 """The scalper guard's refusals: they carry a reason (and a retry-after or a challenge)."""
 
-OUTCOMES: tuple[Outcome, ...] = tuple(sorted(Outcome, key=int))
-"""Outcome by code, for the hot path (indexing a tuple beats the enum call)."""
-assert all(o.value == i for i, o in enumerate(OUTCOMES)), "outcome codes must be 0..n-1"
+OUTCOMES: dict[int, Outcome] = {int(o): o for o in Outcome}
+"""Outcome by code, for the hot path (a dict lookup beats the enum call); features
+take codes from ranges of their own, so the codes have gaps."""
 assert all(o.reason in REFUSALS for o in Outcome if o is not Outcome.OK), \
     "every outcome needs its refusal"
 

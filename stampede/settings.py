@@ -113,6 +113,36 @@ class Settings:
     webhook_backoff_ms: int = 1000
     """First retry delay after a failure, doubling each failure in a row (with jitter)."""
     webhook_backoff_max_s: int = 300
+    # -- hooks: several delivery workers, a bounded delivery log, where /metrics is --
+    webhook_lease_ms: int = 30_000
+    """A delivery worker sends an endpoint's events under a lease this long (renewed
+    while it sends); a worker that dies is taken over by another after it at most.
+    Must exceed STAMPEDE_WEBHOOK_TIMEOUT_S, so an attempt never outlives its lease."""
+    webhook_attempts_keep: int = 1000
+    """Newest delivery attempts kept per endpoint; the worker prunes older ones."""
+    webhook_attempts_max_age_s: int = 7 * 86_400
+    """Delivery attempts older than this are pruned (default a week)."""
+    public_metrics: bool = False
+    """Also serve /metrics on the public listener (it is always on the admin one:
+    stock, holds and coupon budgets are not public)."""
+    # -- presales: presale codes --
+    presale_secret: str | None = None
+    """HMAC key that signs presale codes (every gateway must share it); None: kept
+    under data_dir."""
+    # -- ops console (GET / of the admin listener) --
+    console_tick_ms: int = 1000
+    """How often the console's live feed reads every campaign and the system (per worker,
+    only while a console is open)."""
+    console_max_listeners: int = 5000
+    """Open console feeds a worker serves at once; past it, 503 console_full."""
+    # -- points exchange
+    points_url: str | None = None
+    """The points service coupons priced in points are paid through (docs/points.md);
+    None: such claims answer 503 points_unavailable."""
+    points_token: str | None = None
+    """Bearer token sent to the points service, if it wants one."""
+    points_timeout_s: int = 5
+    """One call to the points service (connect: 3 s at most); retried twice."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -154,9 +184,16 @@ class Settings:
                      "persist_stall_s", "restart_backoff_ms", "restart_limit",
                      "restart_window_s",
                      "gateway_burst", "live_max_listeners", "live_tick_ms", "webhook_poll_ms",
-                     "webhook_timeout_s", "webhook_backoff_ms", "webhook_backoff_max_s"):
+                     "webhook_timeout_s", "webhook_backoff_ms", "webhook_backoff_max_s",
+                     "webhook_lease_ms", "webhook_attempts_keep",
+                     "webhook_attempts_max_age_s",
+                     "console_tick_ms", "console_max_listeners",
+                     "points_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
+        if self.webhook_lease_ms <= self.webhook_timeout_s * 1000:
+            raise ConfigError("STAMPEDE_WEBHOOK_LEASE_MS must exceed STAMPEDE_WEBHOOK_TIMEOUT_S "
+                              f"({self.webhook_timeout_s} s): an attempt must fit in a lease")
         if self.gateway_rate_per_s < 0:
             raise ConfigError("STAMPEDE_GATEWAY_RATE_PER_S must not be negative")
 

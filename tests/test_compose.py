@@ -18,7 +18,9 @@ def compose() -> dict[str, Any]:
 
 def test_every_service_restarts_and_reports_its_health() -> None:
     services = compose()["services"]
-    assert set(services) == {"valkey", "postgres", "stampede"}
+    assert set(services) == {"valkey", "postgres", "stampede", "prometheus", "grafana"}
+    assert {n for n, s in services.items() if "monitoring" in s.get("profiles", ())} == {
+        "prometheus", "grafana"}  # only with `--profile monitoring`
     for name, service in services.items():
         assert service.get("restart") in ("unless-stopped", "always"), name
         check = service.get("healthcheck", {})
@@ -43,3 +45,16 @@ def test_the_service_waits_for_healthy_state_and_store() -> None:
     depends = compose()["services"]["stampede"]["depends_on"]
     assert depends == {"valkey": {"condition": "service_healthy"},
                        "postgres": {"condition": "service_healthy"}}
+
+
+def test_the_monitoring_profile_mounts_the_shipped_rules_and_dashboard() -> None:
+    services = compose()["services"]
+    mounted = [m.split(":")[0] for name in ("prometheus", "grafana")
+               for m in services[name]["volumes"]]
+    assert "./deploy/prometheus/alerts.yml" in mounted
+    assert "./deploy/grafana/stampede-dashboard.json" in mounted
+    for source in mounted:
+        assert (ROOT / source).exists(), source
+    scrape = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    targets = scrape["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert targets == ["stampede:8001"]  # the admin listener: /metrics is there

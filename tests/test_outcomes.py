@@ -29,7 +29,9 @@ def test_every_outcome_has_its_refusal_and_codes_stay_stable() -> None:
         Outcome.ADMISSION_REQUIRED: "admission_required", Outcome.WAITLIST_FULL: "conflict",
         Outcome.NOT_SOLD_OUT: "conflict", Outcome.THROTTLED: "throttled",
         Outcome.BLOCKED: "blocked", Outcome.CHALLENGE_REQUIRED: "challenge_required",
-        Outcome.GUARD_CONTEXT_NEEDED: "internal"}
+        Outcome.GUARD_CONTEXT_NEEDED: "internal", Outcome.NOT_ELIGIBLE: "not_eligible",
+        Outcome.PRESALE_CODE_INVALID: "presale_code_invalid",
+        Outcome.PRESALE_CODE_USED: "presale_code_used"}
 
 
 def test_templates_use_only_known_placeholders_and_statuses_are_errors() -> None:

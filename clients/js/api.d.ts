@@ -89,6 +89,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/campaigns/{cid}/code-claims": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Claim with a promo code or a member's referral code: the code decides the SKU */
+        post: operations["claim_with_code"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/campaigns/{cid}/coupons": {
         parameters: {
             query?: never;
@@ -98,7 +115,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Claim a coupon (or a gift pack) of a drop: final at once */
+        /** Claim a coupon (or a gift pack) of a drop, or one priced in points (with an Idempotency-Key): final at once */
         post: operations["claim_coupon"];
         delete?: never;
         options?: never;
@@ -151,6 +168,23 @@ export interface paths {
         get: operations["my_ticket"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/campaigns/{cid}/referral-code": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** My personal referral code of a drop (minted on the first request, then the same) */
+        post: operations["referral_code"];
         delete?: never;
         options?: never;
         head?: never;
@@ -511,6 +545,8 @@ export interface components {
             name: string;
             /** Format: date-time */
             opens_at: string;
+            /** @default [] */
+            phases: components["schemas"]["PhasePublic"][];
             skus: components["schemas"]["SkuPublic"][];
             /** @enum {unknown} */
             state: "closed" | "open" | "paused" | "scheduled" | "sold_out";
@@ -542,6 +578,8 @@ export interface components {
         };
         /** ClaimRequest */
         ClaimRequest: {
+            /** @default null */
+            code: string | null;
             /** @default 1 */
             qty: number;
             /** @description SKU id */
@@ -563,6 +601,16 @@ export interface components {
             sku: string;
             /** @enum {unknown} */
             status: "cancelled" | "confirmed" | "expired" | "held" | "refunded" | "transferred";
+        };
+        /**
+         * CodeClaimRequest
+         * @description A claim with a promo or referral code: the code decides the SKU.
+         */
+        CodeClaimRequest: {
+            /** @description a promo or referral code as typed (case, spaces and dashes do not matter) */
+            code: string;
+            /** @default 1 */
+            qty: number;
         };
         /** CouponClaimRequest */
         CouponClaimRequest: {
@@ -673,6 +721,16 @@ export interface components {
             /** @enum {unknown} */
             state: "closed" | "open" | "paused" | "scheduled" | "sold_out";
         };
+        /** PhasePublic */
+        PhasePublic: {
+            name: string;
+            /** Format: date-time */
+            opens_at: string;
+            /** @default null */
+            segments: string[] | null;
+            /** @default null */
+            tiers: string[] | null;
+        };
         /** Qualification */
         Qualification: {
             campaign_id: string;
@@ -754,6 +812,12 @@ export interface components {
             /** @enum {unknown} */
             status: "redeemed" | "rolled_back";
             uses_left: number;
+        };
+        /** ReferralCodeView */
+        ReferralCodeView: {
+            campaign_id: string;
+            code: string;
+            created: boolean;
         };
         /** RefundRequest */
         RefundRequest: {
@@ -1341,6 +1405,257 @@ export interface operations {
             };
         };
     };
+    claim_with_code: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description required when the drop has a waiting room */
+                "X-Admission-Token"?: string;
+                /** @description a client fingerprint: limits and distinct-account counts per device */
+                "X-Device-Id"?: string;
+                /** @description after a 403 challenge_required: the challenge's token */
+                "X-Challenge-Token"?: string;
+                /** @description its solution (a decimal counter; see /v1/pow-solver.js) */
+                "X-Challenge-Solution"?: string;
+                /** @description a retry with the same key returns the first answer */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                cid: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "code": "WELCOME-7QK2"
+                 *     }
+                 */
+                "application/json": components["schemas"]["CodeClaimRequest"];
+            };
+        };
+        responses: {
+            /** @description success */
+            201: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "campaign_id": "spring-drop",
+                     *       "claim_id": "spring-drop.0123456789abcdef0123",
+                     *       "coupons": [
+                     *         {
+                     *           "campaign_id": "spring-drop",
+                     *           "claimed_at": "2026-06-01T10:00:00Z",
+                     *           "coupon_id": "example",
+                     *           "face_value": 1,
+                     *           "kind": "exchange",
+                     *           "status": "active",
+                     *           "template": "example",
+                     *           "threshold": 1,
+                     *           "transferable": true,
+                     *           "uses": 1,
+                     *           "uses_left": 1,
+                     *           "valid_from": "2026-06-01T10:00:00Z",
+                     *           "valid_to": "2026-06-01T10:00:00Z"
+                     *         }
+                     *       ],
+                     *       "qty": 1,
+                     *       "sku": "tee-black"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["CouponClaimView"];
+                };
+            };
+            /** @description invalid_request, malformed_request; see docs/errors.md */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "invalid_request",
+                     *         "message": "a claim in campaign '?' may take at most ? units (max_per_claim); this one asks for ?"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unauthorized (WWW-Authenticate: Bearer); see docs/errors.md */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unauthorized",
+                     *         "message": "a scanner bearer token is required"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description admission_required, blocked, challenge_required, forbidden; see docs/errors.md */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "admission_required",
+                     *         "message": "campaign '?' has a waiting room: take a ticket (POST /v1/campaigns/?/queue) and claim with the admission token you get when admitted (X-Admission-Token)"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description not_found; see docs/errors.md */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_found",
+                     *         "message": "not found"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description request_timeout; see docs/errors.md */
+            408: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "request_timeout",
+                     *         "message": "the request body did not all arrive within ? s of its headers"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description not_open, paused, closed, sold_out, limit_exceeded, conflict; Retry-After where waiting helps; see docs/errors.md */
+            409: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_open",
+                     *         "message": "campaign '?' opens at ?"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description invalid_request; see docs/errors.md */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "invalid_request",
+                     *         "message": "the body is larger than the ? bytes this listener takes"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description idempotency_mismatch; see docs/errors.md */
+            422: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "idempotency_mismatch",
+                     *         "message": "Idempotency-Key '?' was used with a different request"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description throttled; Retry-After where waiting helps; see docs/errors.md */
+            429: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "throttled",
+                     *         "message": "too many requests (? limit); retry in ? ms"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unavailable; Retry-After where waiting helps; see docs/errors.md */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "campaign '?' is being rebuilt from the store; retry shortly"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     claim_coupon: {
         parameters: {
             query?: never;
@@ -1497,7 +1812,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description not_open, paused, closed, sold_out, limit_exceeded, conflict; Retry-After where waiting helps; see docs/errors.md */
+            /** @description not_open, paused, closed, sold_out, limit_exceeded, conflict, points_refused; Retry-After where waiting helps; see docs/errors.md */
             409: {
                 headers: {
                     "Retry-After": components["headers"]["Retry-After"];
@@ -1871,6 +2186,127 @@ export interface operations {
                      *       "error": {
                      *         "code": "unauthorized",
                      *         "message": "a scanner bearer token is required"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description not_found; see docs/errors.md */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_found",
+                     *         "message": "not found"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unavailable; Retry-After where waiting helps; see docs/errors.md */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "campaign '?' is being rebuilt from the store; retry shortly"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    referral_code: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                cid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "campaign_id": "spring-drop",
+                     *       "code": "WELCOME-7QK2",
+                     *       "created": true
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ReferralCodeView"];
+                };
+            };
+            /** @description invalid_request, malformed_request; see docs/errors.md */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "invalid_request",
+                     *         "message": "a claim in campaign '?' may take at most ? units (max_per_claim); this one asks for ?"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unauthorized (WWW-Authenticate: Bearer); see docs/errors.md */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unauthorized",
+                     *         "message": "a scanner bearer token is required"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description forbidden; see docs/errors.md */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "drop '?' is limited per person: your token must carry an identity (idh)"
                      *       }
                      *     }
                      */

@@ -24,10 +24,12 @@ _patch_decoder = msgspec.json.Decoder(CampaignPatch)
 _delta_decoder = msgspec.json.Decoder(StockDelta)
 
 
-@api.route("GET", "/admin/v1/campaigns", "All campaign ids", auth="viewer",
-           response=CampaignList, errors=(401, 503))
+@api.route("GET", "/admin/v1/campaigns",
+           "Every campaign at a glance: state, window, units per SKU, waitlist, claims",
+           auth="viewer", response=CampaignList, errors=(401, 503))
 async def list_campaigns(request: web.Request) -> web.Response:
-    return json_response(CampaignList(campaigns=await request.app[ENGINE].campaign_ids()))
+    summaries = await request.app[ENGINE].campaign_summaries()
+    return json_response(CampaignList(campaigns=summaries))
 
 
 @api.route("PUT", "/admin/v1/campaigns/{cid}",

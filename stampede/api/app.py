@@ -10,6 +10,8 @@ from aiohttp.typedefs import Middleware
 from stampede import Engine
 from stampede.api import (
     admin,
+    console,
+    console_feed,
     coupon_rules,
     coupons,
     demo,
@@ -17,6 +19,8 @@ from stampede.api import (
     grants,
     guard,
     live,
+    lookups,
+    presale,
     public,
     queues,
     refunds,
@@ -34,6 +38,7 @@ from stampede.api.idempotency import IdempotencyGuard
 from stampede.api.metrics import metrics_handler, metrics_middleware
 from stampede.api.openapi import build_spec
 from stampede.api.routing import ApiRoutes
+from stampede.api.webhook_spec import webhooks_spec
 from stampede.domain.models import Health, Readiness
 from stampede.metrics import observe_script, scrape_registry
 from stampede.state.idempotency import ResponseMemory
@@ -95,15 +100,22 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
         r.add_to(app)
     if live.api in routes:
         live.install(app, engine)
-    spec = build_spec(title, operations, auth.dev_auth)
+    if console_feed.api in routes:
+        console_feed.install(app, engine)
+    # The admin document also describes what webhook endpoints receive.
+    spec = build_spec(title, operations, auth.dev_auth,
+                      webhooks_spec() if webhooks.api in routes else None)
 
     async def openapi(request: web.Request) -> web.Response:
         return json_response(spec)
 
     app.router.add_get("/openapi.json", openapi)
     docs.install(app, title)
-    registry = scrape_registry(engine.settings.metrics_multiprocess_dir)
-    app.router.add_get("/metrics", metrics_handler(registry))
+    # Stock, holds and coupon budgets are not public: /metrics is the admin listener's,
+    # and the public one's only when STAMPEDE_PUBLIC_METRICS asks for it.
+    if title != PUBLIC_TITLE or engine.settings.public_metrics:
+        registry = scrape_registry(engine.settings.metrics_multiprocess_dir)
+        app.router.add_get("/metrics", metrics_handler(registry))
     return app
 
 
@@ -115,7 +127,9 @@ clients' spec from the same list."""
 
 def make_public_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                     max_body: int = 16_384, metrics: bool = True) -> web.Application:
-    routes = [*PUBLIC_ROUTES, demo.api] if auth.dev_auth else list(PUBLIC_ROUTES)
+    routes = [*PUBLIC_ROUTES, lookups.api]
+    if auth.dev_auth:
+        routes.append(demo.api)
     return _make_app(PUBLIC_TITLE, routes, engine, auth, ready, max_body, metrics)
 
 
@@ -123,5 +137,6 @@ def make_admin_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                    max_body: int = 262_144, metrics: bool = True) -> web.Application:
     return _make_app("Stampede admin API", [admin.api, coupons.admin_api, coupon_rules.admin_api,
                                              webhooks.api, refunds.admin_api, tickets.admin_api,
-                                             grants.admin_api], engine,
-                     auth, ready, max_body, metrics)
+                                             grants.admin_api, presale.admin_api, console.api,
+                                             console_feed.api, lookups.admin_api],
+                     engine, auth, ready, max_body, metrics)

@@ -10,6 +10,7 @@ import re
 import time
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import jwt
 from aiohttp import web
@@ -17,7 +18,8 @@ from jwt.algorithms import HMACAlgorithm
 
 from stampede.api.errors import ApiError
 from stampede.api.headers import header
-from stampede.errors import ConfigError
+from stampede.domain import phases
+from stampede.errors import ConfigError, ValidationError
 from stampede.state import keys
 
 
@@ -86,6 +88,8 @@ class User:
     """Seconds since the account was made (token claim `created_at`), -1 if unknown."""
     identity: str | None = None
     """The hashed real-person identity (token claim `idh`), if the token carries one."""
+    tiers: tuple[str, ...] = ()
+    """Presales: the audience tiers the credential carries (token claim `tiers`)."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,7 @@ class _Verified:
     exp: float | None
     created_s: int
     identity: str | None
+    tiers: tuple[str, ...] = ()
 
 
 _BEARER = re.compile(r"[\x21-\x7e]+")
@@ -142,7 +147,7 @@ class Authenticator:
         created_s = int(created) if isinstance(created, int | float) else -1
         idh = claims.get("idh")
         return _Verified(sub, float(exp) if exp is not None else None, created_s,
-                         idh if isinstance(idh, str) else None)
+                         idh if isinstance(idh, str) else None, _token_tiers(claims))
 
     def user(self, request: web.Request) -> User:
         """The public caller (JWT, or X-User-Id in dev auth), or 401."""
@@ -160,7 +165,8 @@ class Authenticator:
         now = time.time()
         if verified.exp is not None and verified.exp <= now:
             raise ApiError.of("invalid_token", detail="Signature has expired")
-        return User(verified.sub, _age(verified.created_s, now), verified.identity)
+        return User(verified.sub, _age(verified.created_s, now), verified.identity,
+                    verified.tiers)
 
     def admin(self, request: web.Request, needs: Role) -> AdminToken:
         """The admin token of the call if its role allows `needs`, else 401/403."""
@@ -180,13 +186,30 @@ class Authenticator:
 
 
 def _dev_user(request: web.Request) -> User:
-    """STAMPEDE_DEV_AUTH: X-User-Id, with X-Account-Created and X-Identity-Hash."""
+    """STAMPEDE_DEV_AUTH: X-User-Id, with X-Account-Created, X-Identity-Hash and
+    X-User-Tiers (comma-separated, the token claim `tiers`)."""
     user = header(request, "X-User-Id") or ""
     if not keys.valid_user_id(user):
         raise ApiError.of("invalid", detail="X-User-Id is not a valid user id")
     raw = header(request, "X-Account-Created") or ""
     created = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 16 else -1
-    return User(user, _age(created, time.time()), header(request, "X-Identity-Hash"))
+    listed = header(request, "X-User-Tiers") or ""
+    try:
+        tiers = phases.check_tiers([t.strip() for t in listed.split(",")] if listed else [])
+    except ValidationError as exc:
+        raise ApiError.of("invalid", detail=f"X-User-Tiers: {exc}") from exc
+    return User(user, _age(created, time.time()), header(request, "X-Identity-Hash"), tiers)
+
+
+def _token_tiers(claims: dict[str, Any]) -> tuple[str, ...]:
+    """The token claim `tiers` (a list of tier names); a malformed one voids the token."""
+    raw = claims.get("tiers", [])
+    if not isinstance(raw, list) or not all(isinstance(t, str) for t in raw):
+        raise jwt.exceptions.InvalidTokenError("claim 'tiers' must be a list of tier names")
+    try:
+        return phases.check_tiers(raw)
+    except ValidationError as exc:
+        raise jwt.exceptions.InvalidTokenError(f"claim {exc}") from exc
 
 
 def _age(created_s: int, now: float) -> int:
@@ -194,7 +217,8 @@ def _age(created_s: int, now: float) -> int:
 
 
 def mint_user_token(secret: str, user: str, ttl_s: int = 3600,
-                    created_at: int | None = None, idh: str | None = None) -> str:
+                    created_at: int | None = None, idh: str | None = None,
+                    tiers: list[str] | None = None) -> str:
     """An HS256 token for `user`, as an operator's login service would issue: `created_at`
     (account creation, epoch s) and `idh` (hashed real-person identity) are optional."""
     now = int(time.time())
@@ -203,4 +227,6 @@ def mint_user_token(secret: str, user: str, ttl_s: int = 3600,
         claims["created_at"] = created_at
     if idh is not None:
         claims["idh"] = idh
+    if tiers is not None:
+        claims["tiers"] = tiers
     return jwt.encode(claims, secret, algorithm="HS256")

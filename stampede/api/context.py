@@ -7,6 +7,7 @@ from stampede.api.auth import AdminToken, Authenticator, User
 from stampede.api.idempotency import IdempotencyGuard
 from stampede.domain.coupons.service import Merchant
 from stampede.domain.tickets import Scanner
+from stampede.durable.store import Store
 from stampede.durable.webhooks import Webhooks
 
 ENGINE = web.AppKey("engine", Engine)
@@ -16,6 +17,8 @@ READY = web.AppKey("ready", dict[str, bool])
 """`draining` flips to True on SIGTERM so /readyz fails first."""
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
 """Webhook endpoints in the durable store (admin listener; absent without a store)."""
+DURABLE = web.AppKey("durable", Store)
+"""The durable store the query API reads (stampede/api/lookups.py); absent: 503."""
 STORE_CHECK = web.AppKey("store_check", object)
 DETAILS = web.AppKey("details", dict[str, object])
 """Shown by /readyz without deciding it (the persister's health), kept up by runtime."""

@@ -5,17 +5,28 @@ declarations the router enforces and the OpenAPI document is built from.
 when the page and the declarations part.
 """
 
-from stampede.api import admin, coupon_rules, coupons, demo, grants, refunds, tickets, webhooks
+from stampede.api import (
+    admin,
+    coupon_rules,
+    coupons,
+    demo,
+    grants,
+    lookups,
+    presale,
+    refunds,
+    tickets,
+    webhooks,
+)
 from stampede.api.app import PUBLIC_ROUTES, health
 from stampede.api.openapi import enforced_errors
 from stampede.api.routing import ApiRoutes, Operation
 
 LISTENERS: tuple[tuple[str, str, tuple[ApiRoutes, ...]], ...] = (
-    ("Public API", "`:8000`", (health, *PUBLIC_ROUTES)),
+    ("Public API", "`:8000`", (health, *PUBLIC_ROUTES, lookups.api)),
     ("Public API, dev auth only (STAMPEDE_DEV_AUTH=1)", "`:8000`", (demo.api,)),
     ("Admin API", "`:8001`", (health, admin.api, coupons.admin_api, coupon_rules.admin_api,
                               webhooks.api, refunds.admin_api, tickets.admin_api,
-                              grants.admin_api)),
+                              grants.admin_api, presale.admin_api, lookups.admin_api)),
 )
 
 _AUTH = {
@@ -34,7 +45,10 @@ the router enforces each route's auth and path patterns before its handler
 runs, and `GET /openapi.json` on each listener serves the same operations with
 their request and response schemas. Errors are the JSON shape
 `{"error": {"code", "message"}}`; [errors.md](errors.md) lists every code.
-Each listener also serves `GET /openapi.json`, `GET /docs` and `GET /metrics`.
+Each listener also serves `GET /openapi.json` and `GET /docs`; `GET /metrics`
+(Prometheus) is on the admin listener (and on the public one too only with
+`STAMPEDE_PUBLIC_METRICS=1`). The admin listener's OpenAPI document also lists
+the webhook payloads (`webhooks`) the delivery worker sends.
 
 Mutating routes marked *idempotent* take an `Idempotency-Key` header (1 to 255
 visible characters): a retry answers the first answer and changes nothing; the

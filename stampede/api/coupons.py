@@ -1,6 +1,7 @@
 """Coupon routes: claim into a wallet, show codes, gift; merchants redeem and roll back.
 
-Public (users): `POST /v1/campaigns/{cid}/coupons`, `GET /v1/me/coupons`,
+Public (users): `POST /v1/campaigns/{cid}/coupons`, `POST /v1/campaigns/{cid}/code-claims`
+(a promo or referral code), `POST /v1/campaigns/{cid}/referral-code`, `GET /v1/me/coupons`,
 `GET /v1/coupons/{id}`, `GET /v1/coupons/{id}/code`, `POST /v1/coupons/{id}/gift`,
 `POST /v1/gifts/accept`. Public (merchant tokens): `POST /v1/redemptions`,
 `GET /v1/redemptions/{id}`, `POST /v1/redemptions/{id}/rollback`.
@@ -25,6 +26,7 @@ from stampede.api.routing import CID, ApiRoutes
 from stampede.domain.coupons.pricing import order_total
 from stampede.domain.coupons.service import Answer
 from stampede.domain.coupons.spec import (
+    CodeClaimRequest,
     CouponClaimRequest,
     CouponClaimView,
     CouponStats,
@@ -35,6 +37,7 @@ from stampede.domain.coupons.spec import (
     MerchantSpec,
     RedemptionRequest,
     RedemptionView,
+    ReferralCodeView,
     RotatingCode,
     Wallet,
 )
@@ -65,6 +68,7 @@ def _count(op: str, answer: Answer) -> None:
 
 
 _claim_decoder = msgspec.json.Decoder(CouponClaimRequest)
+_code_claim_decoder = msgspec.json.Decoder(CodeClaimRequest)
 _redeem_decoder = msgspec.json.Decoder(RedemptionRequest)
 _accept_decoder = msgspec.json.Decoder(GiftAccept)
 _merchant_decoder = msgspec.json.Decoder(MerchantSpec)
@@ -81,30 +85,60 @@ def refusal(answer: Answer, not_found: str = "not_found", **context: Any) -> web
 # -- users --------------------------------------------------------------------
 
 @api.route("POST", "/v1/campaigns/{cid}/coupons",
-           "Claim a coupon (or a gift pack) of a drop: final at once", auth="user",
+           "Claim a coupon (or a gift pack) of a drop, or one priced in points (with an "
+           "Idempotency-Key): final at once", auth="user",
            body=CouponClaimRequest, response=CouponClaimView, status=201, idempotent=True,
            errors=(400, 401, 403, 404, 409, 413, 422, 429, 503), path_params=CID,
            headers={"X-Admission-Token": "required when the drop has a waiting room",
                     **GUARD_HEADERS})
 async def claim_coupon(request: web.Request) -> web.Response:
-    user = request[USER]
     body = decode(_claim_decoder, await read_body(request))
+    return await _claim(request, "claim", body.sku, body.qty, None)
+
+
+@api.route("POST", "/v1/campaigns/{cid}/code-claims",
+           "Claim with a promo code or a member's referral code: the code decides the SKU",
+           auth="user", body=CodeClaimRequest, response=CouponClaimView, status=201,
+           idempotent=True, errors=(400, 401, 403, 404, 409, 413, 422, 429, 503),
+           path_params=CID, headers={"X-Admission-Token": "required when the drop has a "
+                                                          "waiting room", **GUARD_HEADERS})
+async def claim_with_code(request: web.Request) -> web.Response:
+    body = decode(_code_claim_decoder, await read_body(request))
+    return await _claim(request, "code_claim", "", body.qty, body.code)
+
+
+async def _claim(request: web.Request, op: str, sku: str, qty: int,
+                 code: str | None) -> web.Response:
+    user = request[USER]
     key = checked_key(request)
     signals = client_signals(request)
     cid = request.match_info["cid"]
     async with request.app[GUARD].in_flight(user.id, key):
         answer = await request.app[ENGINE].coupons.claim(
-            cid, user.id, body.sku, body.qty, idempotency_key=key,
+            cid, user.id, sku, qty, idempotency_key=key,
             admission_token=header(request, "X-Admission-Token"),
-            identity=user.identity, client=signals)
-    _count("claim", answer)
+            identity=user.identity, client=signals, code=code)
+    _count(op, answer)
     refused = guard_answer(answer)
     if refused is not None:
         return refused
     if answer.outcome is not Outcome.OK:
-        return refusal(answer, campaign=cid, sku=body.sku, user=user.id, qty=body.qty,
-                       key=key)
+        return refusal(answer, campaign=cid, sku=sku, user=user.id, qty=qty, key=key)
     return json_response(answer.view, status=201)
+
+
+@api.route("POST", "/v1/campaigns/{cid}/referral-code",
+           "My personal referral code of a drop (minted on the first request, then the same)",
+           auth="user", response=ReferralCodeView, status=200,
+           errors=(401, 403, 404, 503), path_params=CID)
+async def referral_code(request: web.Request) -> web.Response:
+    user = request[USER]
+    cid = request.match_info["cid"]
+    answer = await request.app[ENGINE].coupons.referral_code(cid, user.id, user.identity)
+    _count("referral_code", answer)
+    if answer.outcome is not Outcome.OK:
+        return refusal(answer, campaign=cid, user=user.id)
+    return json_response(answer.view)
 
 
 @api.route("GET", "/v1/me/coupons", "My coupons, optionally by status", auth="user",

@@ -50,12 +50,15 @@ DEV_AUTH_HEADERS = {
                          "in dev auth): the scalper guard's `account_age_s` risk signal",
     "X-Identity-Hash": "the caller's hashed real-person identity (the JWT's `idh` in dev "
                        "auth): a coupon drop's `per_person` limit counts it",
+    "X-User-Tiers": "the caller's audience tiers, comma-separated (the JWT's `tiers` in dev "
+                    "auth): a campaign's presale access phases admit by them",
 }
 """Headers that stand in for a user token's claims when STAMPEDE_DEV_AUTH=1."""
 
 _USER_TOKEN = ("HS256 JWT: `sub` the user id; optional `exp`, `created_at` (account creation, "
                "epoch s: the `account_age_s` risk signal) and `idh` (hashed real-person "
-               "identity: the coupon `per_person` limit); `stampede token` mints one")
+               "identity: the coupon `per_person` limit) and `tiers` (a list of audience tiers: "
+               "presale access phases); `stampede token` mints one")
 
 _SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "user": [{"userToken": []}, {"devUser": []}], "viewer": [{"adminToken": []}],
@@ -70,7 +73,11 @@ RETRY_AFTER = {"description": "seconds to wait before trying again", "schema": {
     "type": "integer", "minimum": 1}}
 
 
-def build_spec(title: str, operations: list[Operation], dev_auth: bool) -> dict[str, Any]:
+def build_spec(title: str, operations: list[Operation], dev_auth: bool,
+               webhooks: tuple[dict[str, Any], dict[str, Any]] | None = None
+               ) -> dict[str, Any]:
+    """The document; `webhooks` (the object and its component schemas) when this
+    listener documents the webhook payloads too."""
     types = {t for op in operations for t in (op.body, op.response) if t is not None}
     ordered = sorted(types, key=repr)
     schemas, components = msgspec.json.schema_components(
@@ -91,9 +98,10 @@ def build_spec(title: str, operations: list[Operation], dev_auth: bool) -> dict[
     if dev_auth:
         security_schemes["devUser"] = {"type": "apiKey", "in": "header", "name": "X-User-Id",
                                        "description": "STAMPEDE_DEV_AUTH=1 only; with "
-                                       "X-Account-Created and X-Identity-Hash standing in "
-                                       "for the token's created_at and idh"}
-    return {
+                                       "X-Account-Created, X-Identity-Hash and X-User-Tiers "
+                                       "standing in for the token's created_at, idh and "
+                                       "tiers"}
+    spec: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": title, "version": "1"},
         "servers": [{"url": "/", "description": "this service (the page's own origin)"}],
@@ -102,6 +110,13 @@ def build_spec(title: str, operations: list[Operation], dev_auth: bool) -> dict[
                        "headers": {"X-Request-Id": REQUEST_ID, "Retry-After": RETRY_AFTER},
                        "securitySchemes": security_schemes},
     }
+    if webhooks is not None:
+        hooks, hook_schemas = webhooks
+        clash = set(hook_schemas) & set(spec["components"]["schemas"])
+        assert not clash, f"webhook payload schemas named like API schemas: {clash}"
+        spec["webhooks"] = hooks
+        spec["components"]["schemas"].update(hook_schemas)
+    return spec
 
 
 def enforced_errors(op: Operation) -> set[int]:
@@ -190,6 +205,8 @@ def _operation(op: Operation, refs: dict[Any, Any], components: dict[str, Any],
         if op.media_type == "text/event-stream":
             sample = f"event: state\ndata: {msgspec.json.encode(sample).decode()}\n\n"
         ok["content"] = {op.media_type: {"schema": refs[op.response], "example": sample}}
+        for media in op.exports:  # the whole listing as rows of text, streamed
+            ok["content"][media] = {"schema": {"type": "string"}}
     responses: dict[str, Any] = {str(s): ok for s in (op.status, *op.also) if s != 304}
     if 304 in op.also:
         responses["304"] = {"description": "not modified: If-None-Match named the current ETag",

@@ -51,7 +51,8 @@ async def create_claim(request: web.Request) -> web.Response:
     async with request.app[GUARD].in_flight(user, key):
         result = await request.app[ENGINE].claim(
             cid, user, body.sku, body.qty, idempotency_key=key,
-            admission_token=header(request, "X-Admission-Token"), client=signals)
+            admission_token=header(request, "X-Admission-Token"), client=signals,
+            tiers=request[USER].tiers, code=body.code)
     count_claim(result.outcome)
     refused = guard_answer(result)
     if refused is not None:

@@ -60,6 +60,8 @@ class Operation:
     """Name -> description of each optional request header (besides Idempotency-Key)."""
     media_type: str = "application/json"
     """Of the success answer (text/event-stream: a stream of `response` as events)."""
+    exports: tuple[str, ...] = ()
+    """Other media types the success answer takes when asked (a streamed export)."""
 
     def __post_init__(self) -> None:
         named = set(_PLACEHOLDER.findall(self.path))

@@ -24,7 +24,8 @@ _DOMAIN = b"stampede-admission-v1\n"
 
 
 SECRET_PREFIXES = {"admin.token": "stpa_", "jwt.secret": "stpj_", "admission.secret": "stpw_",
-                   "pow.secret": "stpp_", "coupon.secret": "stpc_"}
+                   "pow.secret": "stpp_", "coupon.secret": "stpc_",
+                   "presale.secret": "stps_"}  # presales: presale codes
 """Generated secrets start with their kind (as `ghp_` does): recognisable in a leak, and
 never with `-`, so `--admin-token "$(cat var/admin.token)"` is never read as an option.
 Secrets kept before the prefixes keep working: a kept file is read as it is."""

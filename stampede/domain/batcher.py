@@ -34,6 +34,10 @@ class PendingClaim:
     """Expiry (ms) of the verified admission token the claim carries; -1 if none."""
     guard: Guard = NO_GUARD
     """Device, network, risk signals and verified challenge solution, for the scalper guard."""
+    tiers: tuple[str, ...] = ()
+    """Presales: the audience tiers of the claimant's credential (access phases)."""
+    code: str = ""
+    """Presales: the presale code's id once its signature is checked ('?' not genuine)."""
 
 
 RunBatch = Callable[[str, Sequence[PendingClaim]], Awaitable[Sequence[R]]]

@@ -15,8 +15,8 @@ from typing import Any, cast
 import msgspec
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from stampede.domain import throttle
-from stampede.domain.admission import ticket_view
+from stampede.domain import phases, pricing, throttle
+from stampede.domain.admission import kept_secret, ticket_view
 from stampede.domain.aftersale import aftersale_meta
 from stampede.domain.batcher import ClaimBatcher, PendingClaim
 from stampede.domain.coupons.service import Coupons
@@ -29,24 +29,28 @@ from stampede.domain.models import (
     CampaignPublic,
     CampaignSpec,
     CampaignStats,
+    CampaignSummary,
     ClaimView,
     LiveSku,
     LiveState,
     QueueTicket,
     SkuPublic,
     SkuStats,
+    SkuSummary,
     WaitingRoomStats,
     WaitlistEntry,
     from_ms,
     to_ms,
 )
+from stampede.domain.presale_codes import PresaleCodes
 from stampede.domain.refunds import Refunds
+from stampede.domain.segments import Segments
 from stampede.domain.status import CampaignSnapshot
 from stampede.domain.throttle import ChallengeView, ClientSignals
 from stampede.domain.tickets import Tickets
 from stampede.domain.transfers import Transfers
 from stampede.errors import UnavailableError, ValidationError
-from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, Outcome, parse_detail
+from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, REFUSALS, Outcome, parse_detail
 from stampede.settings import Settings
 from stampede.state import keys, records
 from stampede.state.records import ClaimArg
@@ -70,6 +74,20 @@ class ClaimResult(msgspec.Struct, frozen=True):
 _json = msgspec.json.Encoder()
 _NEEDS_GUARD = ClaimResult(Outcome.GUARD_CONTEXT_NEEDED)
 """Placeholder of a claim the script sent back for its guard context."""
+
+
+_SUMMARY_BATCH = 32
+"""Campaign snapshots read at once by `campaign_summaries` (its Redis connections)."""
+
+
+def _summary(snap: CampaignSnapshot) -> CampaignSummary:
+    return CampaignSummary(
+        id=snap.id, name=snap.meta.get("name", ""), state=snap.state(),
+        opens_at=from_ms(snap.opens_ms), closes_at=from_ms(snap.closes_ms),
+        waitlist=snap.waiting[0], claims_total=snap.counts.get("held", 0),
+        skus=[SkuSummary(sku=s.sku, released=s.released, available=s.available, held=s.held,
+                         sold=s.sold, pending_waves=snap.pending_wave_count(s.sku),
+                         next_wave_at=snap.next_wave_at(s.sku)) for s in snap.skus])
 
 
 class Engine:
@@ -115,6 +133,18 @@ class Engine:
     def transfers(self) -> Transfers:
         """Transfers of sold claims between users (single-use tokens)."""
         return Transfers(self.redis, self.scripts)
+
+    @functools.cached_property
+    def presale_codes(self) -> PresaleCodes:
+        """Presale-code batches of sales: issue, check signatures, export, usage."""
+        return PresaleCodes(self.redis, self.scripts, lambda: (
+            self.settings.presale_secret
+            or kept_secret(self.settings.data_dir / "presale.secret")).encode())
+
+    @functools.cached_property
+    def segments(self) -> Segments:
+        """Audience segments of sales: user ids ops add and remove live."""
+        return Segments(self.redis, self.scripts)
 
     async def start(self) -> None:
         await self.scripts.load_all()
@@ -171,6 +201,8 @@ class Engine:
             code, before, _after = await self.scripts.run("patch_campaign", ks, args)
             if code == Outcome.INVALID and before == "wave":  # it would stay pending forever
                 raise ValidationError("closes_at must come after every pending wave")
+            if code == Outcome.INVALID and before in ("phases", "phases_excluded"):
+                raise ValidationError(REFUSALS[before].template)
             if not (code == Outcome.CONFLICT and before == "precondition"):
                 return Outcome(code)
         raise UnavailableError("throttle config changed concurrently too often; retry")
@@ -204,7 +236,8 @@ class Engine:
             id=cid, name=snap.meta["name"], state=snap.state(),
             opens_at=from_ms(snap.opens_ms), closes_at=from_ms(snap.closes_ms),
             skus=[SkuPublic(sku=s.sku, price=s.price, available=s.available,
-                            next_wave_at=snap.next_wave_at(s.sku)) for s in snap.skus])
+                            next_wave_at=snap.next_wave_at(s.sku)) for s in snap.skus],
+            phases=phases.decode(snap.meta.get(phases.META_FIELD, "")))
 
     async def live_state(self, cid: str) -> LiveState | None:
         """What the live feed shows, from one script call (None: no such campaign)."""
@@ -235,8 +268,10 @@ class Engine:
             throttle=throttle.in_force(snap.meta.get("th", ""), snap.meta.get("th_spec", "")),
             refunds=await self.refunds.totals(cid),
             checkins=await self.tickets.gate_counts(cid),
+            presale_codes=await self.presale_codes.batches(cid),
+            segments=await self.segments.sizes(cid),
             skus=[SkuStats(sku=s.sku, price=s.price, available=s.available, held=s.held,
-                           sold=s.sold, released=s.released,
+                           sold=s.sold, released=s.released, revenue=s.revenue,
                            pending_waves=snap.pending_wave_count(s.sku),
                            pending_units=snap.pending_wave_qty(s.sku), per_user=s.per_user)
                   for s in snap.skus])
@@ -244,6 +279,16 @@ class Engine:
     async def explain(self, cid: str, outcome: Outcome, **context: Any) -> Explained:
         """Which refusal a bare outcome was (stampede/domain/explain.py): refusals only."""
         return await explain(self.redis, cid, outcome, **context)
+
+    async def campaign_summaries(self) -> list[CampaignSummary]:
+        """Every campaign at a glance: one script call (one round trip) per campaign."""
+        summaries: list[CampaignSummary] = []
+        ids = await self.campaign_ids()
+        for start in range(0, len(ids), _SUMMARY_BATCH):  # bounded concurrency
+            snaps = await asyncio.gather(*(self._snapshot(cid)
+                                           for cid in ids[start:start + _SUMMARY_BATCH]))
+            summaries.extend(_summary(snap) for snap in snaps if snap is not None)
+        return summaries
 
     async def campaign_ids(self) -> list[str]:
         return sorted(cast(set[str], await self.redis.smembers(keys.CAMPAIGN_INDEX)))
@@ -257,13 +302,19 @@ class Engine:
     async def claim(self, cid: str, user: str, sku: str, qty: int = 1,
                     idempotency_key: str | None = None,
                     admission_token: str | None = None,
-                    client: ClientSignals | None = None) -> ClaimResult:
+                    client: ClientSignals | None = None,
+                    tiers: Sequence[str] = (), code: str | None = None) -> ClaimResult:
         """Place a hold; coalesced with the other claims of this loop tick.
 
         A campaign with a waiting room takes only claims that carry a valid
         admission token of this user and campaign (else ADMISSION_REQUIRED).
         A guarded campaign checks the claim's `client` signals first (THROTTLED,
         BLOCKED or CHALLENGE_REQUIRED, with retry-after or a challenge).
+        A campaign with presale access phases takes a claim once the earliest phase
+        of the claimant's `tiers` (or everyone's) has opened (else NOT_OPEN with that
+        time, or NOT_ELIGIBLE when no phase admits them). A presale `code` lends the
+        claim its batch's tier and spends one use with the hold (PRESALE_CODE_INVALID,
+        PRESALE_CODE_USED, or THROTTLED for too many code attempts).
         """
         _check_campaign_id(cid)
         _check_user(user)
@@ -272,7 +323,9 @@ class Engine:
             raise ValidationError("Idempotency-Key must be 1 to 255 characters")
         pending = PendingClaim(keys.new_claim_id(cid), user, sku, qty, idempotency_key,
                                self.gate.admission_exp(cid, user, admission_token),
-                               self.gate.guard(cid, user, client))
+                               self.gate.guard(cid, user, client),
+                               phases.check_tiers(tiers) if tiers else (),
+                               self.presale_codes.code_id(cid, code) if code else "")
         return await self.batcher.submit(cid, pending)
 
     async def claim_unbatched(self, cid: str, user: str, sku: str, qty: int = 1,
@@ -287,7 +340,7 @@ class Engine:
 
     async def _claim_batch_once(self, cid: str, claims: Sequence[PendingClaim],
                                 guarded: bool) -> list[ClaimResult]:
-        ks = [*keys.campaign_keys(cid), *keys.guard_keys(cid)]
+        ks = [*keys.campaign_keys(cid), *keys.guard_keys(cid), *keys.presale_keys(cid)]
         slot = throttle.key_slots(ks)  # each guard key once per batch
         recent = await self.gate.recent_counts(cid, claims)
         batch = []
@@ -300,7 +353,10 @@ class Engine:
                 if guarded else None
             batch.append(ClaimArg(claim_id=c.claim_id, user=c.user, sku=c.sku, qty=c.qty,
                                   idem_slot=idem, admission=c.admission_exp,
-                                  fingerprint=f"{c.sku}:{c.qty}", guard=guard))
+                                  fingerprint=f"{c.sku}:{c.qty}", guard=guard,
+                                  tiers=list(c.tiers), code=c.code,
+                                  k_code=slot(keys.limiter_key(cid, "code", c.user))
+                                  if c.code else 0))
         reply = await self.scripts.run("claim_batch", ks, [
             self.settings.idempotency_ttl_s * 1000, self.settings.sweep_batch,
             records.encode_claims(batch)])
@@ -493,13 +549,19 @@ def _define_args(cid: str, spec: CampaignSpec, actor: str,
         seen.add(s.sku)
         if any(to_ms(w.at) >= closes for w in s.waves):  # it would stay pending forever
             raise ValidationError(f"sku {s.sku!r}: every wave's `at` must be before closes_at")
+    _check_phases(spec, opens, closes)
+    for i, s in enumerate(spec.skus):
+        if s.price_steps and spec.coupons is not None:
+            raise ValidationError(f"skus[{i}].price_steps: a coupon drop takes no price steps")
+        pricing.check(i, s, opens)
     limit = spec.limits.per_user if spec.limits.per_user is not None else -1
     args: list[Any] = [cid, spec.name, opens, closes, spec.hold_ttl_s * 1000, limit,
                        spec.limits.max_per_claim, _json.encode(spec).decode(), actor,
                        _json.encode(_optional_meta(spec, opens) | throttle.meta_fields(guard)
                                     | (extra_meta or {})).decode(), len(spec.skus)]
     for s in spec.skus:
-        args += [s.sku, s.price, s.per_user if s.per_user is not None else -1]
+        args += [s.sku, s.price, s.per_user if s.per_user is not None else -1,
+                 pricing.encode(s.price_steps)]
     for s in spec.skus:
         for i, w in enumerate(s.waves):
             args += [i, s.sku, w.qty, to_ms(w.at)]
@@ -508,7 +570,8 @@ def _define_args(cid: str, spec: CampaignSpec, actor: str,
 
 def _optional_meta(spec: CampaignSpec, opens_ms: int) -> dict[str, str]:
     """Meta fields of the waitlist and waiting room (define_campaign.lua ARGV[10])."""
-    meta = {"salt": secrets.token_hex(16), **aftersale_meta(spec)}
+    meta = {"salt": secrets.token_hex(16), phases.META_FIELD: phases.encode(spec.phases),
+            **aftersale_meta(spec)}
     if spec.waitlist is not None:
         meta |= {"wl_max": str(spec.waitlist.max_length),
                  "offer_ttl_ms": str(spec.waitlist.offer_ttl_s * 1000)}
@@ -523,8 +586,21 @@ def _optional_meta(spec: CampaignSpec, opens_ms: int) -> dict[str, str]:
     return meta
 
 
+def _check_phases(spec: CampaignSpec, opens: int, closes: int) -> None:
+    if not spec.phases:
+        return
+    if spec.coupons is not None:
+        raise ValidationError("phases: a coupon drop takes no access phases")
+    if spec.waitlist is not None:  # an offer is made without the claimant's tiers
+        raise ValidationError("phases: a campaign with access phases takes no waitlist")
+    phases.check(spec.phases, opens, closes)
+
+
 def _patch_pairs(patch: CampaignPatch) -> list[Any]:
     pairs: list[Any] = []
+    if patch.phases is not msgspec.UNSET:  # the schedule is checked by the script
+        phases.check(patch.phases)
+        pairs += [phases.META_FIELD, phases.encode(patch.phases)]
     if patch.state is not msgspec.UNSET:
         pairs += ["state", "active" if patch.state == "open" else patch.state]
     if patch.opens_at is not msgspec.UNSET:

@@ -33,12 +33,28 @@ class Wave(Struct, **_STRICT):
     qty: Annotated[int, Meta(ge=1, le=100_000_000)]
 
 
+class PriceStep(Struct, **_STRICT):
+    """A price that applies to a claim meeting every condition the step names; the
+    first matching step of the list prices the claim, else the SKU's `price`."""
+    price: Price
+    until: Timestamp | None = None
+    """By time: claims before this moment (an early-bird price)."""
+    first_units: Limit | None = None
+    """By units sold: while the SKU's held and sold units, this claim's included, are
+    at most this many."""
+    tiers: Annotated[list[Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$")]],
+                     Meta(min_length=1, max_length=32)] | None = None
+    """By tier: claimants whose credential (or presale code) carries one of these."""
+
+
 class SkuSpec(Struct, **_STRICT):
     sku: SkuId
     price: Price
     per_user: Limit | None = None
     """Per-user limit for this SKU, on top of the campaign's."""
     waves: Annotated[list[Wave], Meta(max_length=1000)] = []
+    price_steps: Annotated[list[PriceStep], Meta(max_length=16)] = []
+    """Presales: the price decided at claim time and locked into the hold."""
 
 
 class Limits(Struct, **_STRICT):
@@ -115,6 +131,61 @@ class PackGrant(Struct, **_STRICT):
     """A coupon pack a ticket's holder is granted when it is checked in."""
     drop: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
     sku: SkuId
+# -- presales: access phases --------------------------------------------------------
+
+TierName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$",
+                               description="an audience tier a user's credential carries")]
+PhaseName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+
+
+SegmentName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$",
+                                  description="an audience segment ops upload user ids to")]
+
+
+class PhaseSpec(Struct, **_STRICT):
+    """One access phase: from `opens_at` on, users of its tiers or segments may claim
+    (until the campaign closes). With neither it opens to everyone: the public sale."""
+    name: PhaseName
+    opens_at: Timestamp
+    tiers: Annotated[list[TierName], Meta(min_length=1, max_length=32)] | None = None
+    segments: Annotated[list[SegmentName], Meta(min_length=1, max_length=8)] | None = None
+    """Segments whose members (user ids ops upload) this phase admits."""
+
+
+Phases = Annotated[list[PhaseSpec], Meta(max_length=16)]
+
+
+# -- presales: presale codes --------------------------------------------------------
+
+class PresaleCodeBatch(Struct, **_STRICT):
+    """A batch of presale codes to issue: each lends its claim `tier` (for the phases)."""
+    count: Annotated[int, Meta(ge=1, le=100_000)]
+    tier: TierName
+    """The audience tier a valid code lends its claim: name it in a phase's tiers."""
+    uses: Annotated[int, Meta(ge=1, le=1000)] = 1
+    """Claims each code may make."""
+    bind_to_user: bool = False
+    """A code is bound to the first user who claims with it; others are refused."""
+
+
+class PresaleBatchView(Struct, kw_only=True):
+    batch: int
+    count: int
+    tier: str
+    uses: int
+    bind_to_user: bool
+    created_at: datetime
+    codes_used: int = 0
+    """Codes that made at least one claim."""
+    claims: int = 0
+    """Claims the batch's codes made (each spends one use)."""
+
+
+class SegmentChange(Struct, kw_only=True):
+    segment: str
+    changed: int
+    """Members added (or removed) by this request; ids already in (or not in) count 0."""
+    size: int
 
 
 class CampaignSpec(Struct, **_STRICT):
@@ -138,6 +209,8 @@ class CampaignSpec(Struct, **_STRICT):
     """Transfers of sold claims between users; none: not transferable."""
     on_checkin: PackGrant | None = None
     """A ticketed sale's check-in grants this drop's SKU to the ticket's holder, once."""
+    phases: Phases = []
+    """Presale access phases, in order of opening; none: everyone from opens_at."""
 
 
 class LimitsPatch(Struct, **_STRICT):
@@ -165,11 +238,15 @@ class CampaignPatch(Struct, **_STRICT):
     """Live admission settings of a campaign that has a waiting room."""
     throttle: ThrottlePatch | UnsetType = UNSET
     """Scalper throttling: the fields given replace the campaign's, for the next request."""
+    phases: Phases | UnsetType = UNSET
+    """Presale access phases, replaced whole for the next claim; [] removes them."""
 
 
 class ClaimRequest(Struct, **_STRICT):
     sku: SkuId
     qty: Qty = 1
+    code: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    """A presale code: it lends the claim its batch's tier, and one use is spent."""
 
 
 class StockDelta(Struct, **_STRICT):
@@ -254,6 +331,14 @@ class SkuPublic(Struct, kw_only=True):
     next_wave_at: datetime | None = None
 
 
+class PhasePublic(Struct, kw_only=True):
+    name: str
+    opens_at: datetime
+    tiers: list[str] | None = None
+    """null with segments null: everyone."""
+    segments: list[str] | None = None
+
+
 class CampaignPublic(Struct, kw_only=True):
     id: str
     name: str
@@ -261,6 +346,8 @@ class CampaignPublic(Struct, kw_only=True):
     opens_at: datetime
     closes_at: datetime
     skus: list[SkuPublic]
+    phases: list[PhasePublic] = []
+    """Presale access phases in force (empty: everyone from opens_at)."""
 
 
 class LiveSku(Struct, kw_only=True):
@@ -295,6 +382,9 @@ class SkuStats(Struct, kw_only=True):
     pending_units: int
     """Units those pending waves will bring."""
     per_user: int | None
+    revenue: int = 0
+    """Gross: price x qty of every claim confirmed (at the price locked into its hold);
+    refunds are counted apart, in the campaign's `refunds`."""
 
 
 class CampaignStats(Struct, kw_only=True):
@@ -319,6 +409,10 @@ class CampaignStats(Struct, kw_only=True):
     checkins: dict[str, int] = msgspec.field(default_factory=dict)
     """A ticketed sale's check-ins by gate."""
 
+    presale_codes: list[PresaleBatchView] = []
+    """The campaign's presale-code batches and their usage."""
+    segments: dict[str, int] = {}
+    """Members of each audience segment ops uploaded."""
 
 
 def to_ms(t: datetime) -> int:
@@ -332,8 +426,33 @@ def from_ms(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
+class SkuSummary(Struct, kw_only=True):
+    sku: str
+    released: int
+    available: int
+    held: int
+    sold: int
+    pending_waves: int
+    """Waves not yet released."""
+    next_wave_at: datetime | None = None
+
+
+class CampaignSummary(Struct, kw_only=True):
+    """A campaign at a glance, as the admin campaign list shows it."""
+    id: str
+    name: str
+    state: Literal["scheduled", "open", "paused", "sold_out", "closed"]
+    opens_at: datetime
+    closes_at: datetime
+    skus: list[SkuSummary]
+    waitlist: int
+    """Users on the campaign's waitlists."""
+    claims_total: int
+    """Claims that placed a hold, ever (claims_by_outcome.held of the stats)."""
+
+
 class CampaignList(Struct, kw_only=True):
-    campaigns: list[str]
+    campaigns: list[CampaignSummary]
 
 
 class StockLevel(Struct, kw_only=True):

@@ -19,6 +19,7 @@ class SkuCounters:
     sold: int
     released: int
     per_user: int | None
+    revenue: int = 0
 
 
 def _pairs(flat: list[Any]) -> dict[str, str]:
@@ -47,7 +48,8 @@ class CampaignSnapshot:
             lim = int(fields[f"{n}.lim"])
             skus.append(SkuCounters(n, int(fields[f"{n}.price"]), int(fields[f"{n}.a"]),
                                     int(fields[f"{n}.h"]), int(fields[f"{n}.s"]),
-                                    int(fields[f"{n}.r"]), None if lim < 0 else lim))
+                                    int(fields[f"{n}.r"]), None if lim < 0 else lim,
+                                    int(fields.get(f"{n}.rev", 0))))
         pending = []
         for member, score in zip(waves[::2], waves[1::2], strict=True):
             wave = records.WAVE.decode(member)

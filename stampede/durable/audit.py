@@ -25,7 +25,12 @@ a violation is anything those rules forbid or the projections contradict:
                         projections do
 
 and for coupon drops those of engine.coupons.audit (over_budget, uses_negative,
-bad_coupon_transition, rolled_back_twice, validity_shortened).
+bad_coupon_transition, rolled_back_twice, validity_shortened, code_over_limit,
+referral_farmed, points_debit_twice); for presale codes:
+
+    presale_code_overused  a hold that spent a code past its batch's uses, or
+                           a code of no issued batch or serial
+    presale_code_rebound   a binding batch's code held by a second user
 """
 
 from collections import Counter
@@ -48,11 +53,13 @@ from stampede.durable.events import (
     ClaimRefunded,
     ClaimTransferred,
     Event,
+    PresaleCodesIssued,
     StockAdjusted,
     TicketCheckedIn,
     Unknown,
     from_row,
 )
+from stampede.durable.presale_recovery import PresaleState
 from stampede.durable.projection import Fold
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
@@ -74,6 +81,7 @@ class Replay:
     user_sku: Counter[tuple[str, str]] = field(default_factory=Counter)
     expected_seq: int = 1
     coupons: CouponReplay = field(default_factory=CouponReplay)
+    presale: PresaleState = field(default_factory=lambda: PresaleState(""))
     unknown_at: int = 0
     """The seq of the first event of a type this version does not know (0: none)."""
     refunded: Counter[str] = field(default_factory=Counter)
@@ -104,6 +112,8 @@ class Replay:
                 self.users.clear()  # a redefinition starts the campaign over
                 self.user_sku.clear()
                 self.coupons.define(ev.spec)
+            case PresaleCodesIssued():
+                self.presale.fold(ev)
             case ClaimEvent():
                 if not self._claim(ev):
                     return  # refused transition: not folded, so later counts stay meaningful
@@ -146,6 +156,8 @@ class Replay:
                 self.violate("over_user_limit", user=user, sku=sku, seq=ev.seq,
                              units=self.users[user])
             self.claims[claim] = ("held", user, sku, qty)
+            if ev.code:
+                self._code(ev)
             return True
         if prior is None or prior[0] != "held":
             kind = "confirmed_twice" if prior and prior[0] == status == "confirmed" \
@@ -222,6 +234,18 @@ class Replay:
         self.tickets[ev.ticket] = "in"
         self.gates[ev.gate] += 1
         return True
+    def _code(self, ev: ClaimHeld) -> None:
+        """A hold that spent a presale code: within its batch's uses and binding."""
+        bound = self.presale.bound.get(ev.code)
+        self.presale.fold(ev)
+        batch_no, _, serial = ev.code.partition(".")
+        batch = self.presale.batches.get(int(batch_no))
+        if batch is None or not 1 <= int(serial) <= batch.count or \
+                self.presale.spent[ev.code] > batch.uses:
+            self.violate("presale_code_overused", code=ev.code, seq=ev.seq,
+                         claims=self.presale.spent[ev.code])
+        elif bound is not None and bound != ev.user:
+            self.violate("presale_code_rebound", code=ev.code, seq=ev.seq, user=ev.user)
 
 
 async def audit_campaign(store: Store, cid: str, with_users: bool = False) -> dict[str, Any]:

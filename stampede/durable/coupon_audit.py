@@ -5,6 +5,11 @@
     bad_coupon_transition    a coupon redeemed, expired or moved when not active,
                              issued twice, or an event's uses disagreeing
     rolled_back_twice        a rollback of a redemption already rolled back (or unknown)
+    code_over_limit          a user's claims of a promo code above its per_user
+    referral_farmed          a friend (account or identity) referred twice, a member
+                             referring themselves (account or identity), or a
+                             referral with a code no member minted
+    points_debit_twice       two claims paid with one points debit
     validity_shortened       a live template change whose validity is shorter than
                              before (coupon rules: validity may only grow)
 
@@ -20,6 +25,7 @@ from typing import Any
 import msgspec
 
 from stampede.durable.events import (
+    CodeClaimed,
     CouponDropPatched,
     CouponExpired,
     CouponIssued,
@@ -27,6 +33,8 @@ from stampede.durable.events import (
     CouponRolledBack,
     CouponTransferred,
     Event,
+    PointsExchanged,
+    ReferralCodeMinted,
     type_name,
 )
 
@@ -43,10 +51,16 @@ class CouponReplay:
     """coupon -> [status, uses_left, user]"""
     redemptions: dict[str, str] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
+    codes: "CodeReplay" = field(default_factory=lambda: CodeReplay())
+    debits: dict[str, str] = field(default_factory=dict)
+    """points debit -> the claim it paid"""
 
     def define(self, spec_json: str) -> None:
         drop = _budget_of.decode(spec_json).get("coupons")
         self.budget = drop.get("budget") if isinstance(drop, dict) else None
+        promo = drop.get("promo_codes") if isinstance(drop, dict) else None
+        self.codes.per_user = {code: int(p.get("per_user", 1))
+                               for code, p in (promo or {}).items()}
 
     def apply(self, ev: Event, violate: Violate) -> None:
         """Judge one event; events other than the coupon ones are not this replay's."""
@@ -83,6 +97,14 @@ class CouponReplay:
                 c[0] = "active"
             case CouponExpired() | CouponTransferred():
                 self._settle(ev, violate)
+            case CodeClaimed() | ReferralCodeMinted():
+                self.codes.apply(ev, violate)
+            case PointsExchanged():
+                if ev.debit in self.debits:
+                    violate("points_debit_twice", debit=ev.debit, seq=ev.seq,
+                            claims=[self.debits[ev.debit], ev.claim])
+                self.debits[ev.debit] = ev.claim
+                self.counts["points"] += ev.points
             case CouponDropPatched():
                 self._patched(ev, violate)
 
@@ -126,4 +148,38 @@ class CouponReplay:
                 "budget": self.budget, "redeemed": self.counts["redeemed"],
                 "rolled_back": self.counts["rolled_back"], "expired": self.counts["expired"],
                 "transferred": self.counts["transferred"],
+                "points_exchanged": len(self.debits), "points": self.counts["points"],
                 "live_changes": self.counts["patched"]}
+
+
+@dataclass
+class CodeReplay:
+    """Promo codes' per-user limits and referrals' once-per-friend rule, replayed.
+
+    A drop redefined with other codes keeps its counts: a redefinition is only
+    allowed before the first claim, so there are none to keep."""
+    per_user: dict[str, int] = field(default_factory=dict)
+    used: Counter[tuple[str, str]] = field(default_factory=Counter)
+    owners: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """referral code -> (member, identity)"""
+    friends: set[str] = field(default_factory=set)
+    people: set[str] = field(default_factory=set)
+
+    def apply(self, ev: CodeClaimed | ReferralCodeMinted, violate: Violate) -> None:
+        if isinstance(ev, ReferralCodeMinted):
+            self.owners[ev.code] = (ev.user, ev.identity)
+            return
+        if ev.kind == "promo":
+            self.used[(ev.code, ev.user)] += ev.qty
+            limit = self.per_user.get(ev.code)
+            if limit is None or self.used[(ev.code, ev.user)] > limit:
+                violate("code_over_limit", code=ev.code, user=ev.user, seq=ev.seq,
+                        used=self.used[(ev.code, ev.user)], limit=limit)
+            return
+        owner = self.owners.get(ev.code)
+        if (owner is None or owner[0] != ev.referrer or ev.user == ev.referrer
+                or ev.identity in ("", owner[1]) or ev.user in self.friends
+                or ev.identity in self.people):
+            violate("referral_farmed", code=ev.code, user=ev.user, seq=ev.seq)
+        self.friends.add(ev.user)
+        self.people.add(ev.identity)

@@ -22,6 +22,7 @@ from stampede.domain.coupons.spec import CouponDropSpec
 from stampede.domain.coupons.templates import drop_meta
 from stampede.durable.events import (
     ClaimHeld,
+    CodeClaimed,
     CouponDropPatched,
     CouponExpired,
     CouponIssued,
@@ -30,6 +31,7 @@ from stampede.durable.events import (
     CouponTransferred,
     Event,
     GiftOffered,
+    ReferralCodeMinted,
     from_row,
     names,
 )
@@ -45,7 +47,8 @@ from stampede.state.records import (
 
 DAY_MS = 86_400_000
 TYPES = names(ClaimHeld, CouponIssued, CouponRedeemed, CouponRolledBack, CouponExpired,
-              GiftOffered, CouponTransferred, CouponDropPatched)
+              GiftOffered, CouponTransferred, CodeClaimed, ReferralCodeMinted,
+              CouponDropPatched)
 _fields = msgspec.json.Decoder(dict[str, str | bool])
 _grow = msgspec.json.Decoder(dict[str, dict[str, int]])
 
@@ -68,7 +71,9 @@ class DropRebuild:
     users: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     wallets: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     claims: dict[str, list[Any]] = field(default_factory=dict)
-    """claim -> [idem key, fingerprint, ts, coupon ids] of claims that carried a key"""
+    """claim -> [idem key, fingerprint, ts, coupon ids, sku] of claims that carried a key"""
+    refs: dict[str, str] = field(default_factory=dict)
+    """the text fields of cusers: referral codes, their owners, friends referred"""
     patched: dict[str, str] = field(default_factory=dict)
     """meta fields live changes set, laid over the spec's"""
 
@@ -94,6 +99,11 @@ class DropRebuild:
                     self._gift_offered(ev)
                 case CouponTransferred():
                     self._coupon_transferred(ev, day)
+                case CodeClaimed():
+                    self._code_claimed(ev)
+                case ReferralCodeMinted():
+                    self.refs[f"rc|{ev.code}"] = f"{ev.user}|{ev.identity}"
+                    self.refs[f"ru|{ev.user}"] = ev.code
                 case CouponDropPatched():
                     self._drop_patched(ev)
 
@@ -113,10 +123,19 @@ class DropRebuild:
             return
         self.day[str(day)] += ev.qty
         self.day[f"{day}|u|{ev.user}"] += ev.qty
-        if ev.identity:
+        if ev.identity and self.drop.per_person is not None:  # as coupon_claim.lua counts
             self.users[f"p|{ev.identity}"] += ev.qty
         if ev.idem:
-            self.claims[ev.claim] = [ev.idem, ev.fp or "", ev.ts, []]
+            self.claims[ev.claim] = [ev.idem, ev.fp or "", ev.ts, [], ev.sku]
+
+    def _code_claimed(self, ev: CodeClaimed) -> None:
+        """The code's counters in cusers, as coupon_claim.lua keeps them."""
+        if ev.kind == "promo":
+            self.users[f"c|{ev.code}|{ev.user}"] += ev.qty
+        elif ev.kind == "referral":
+            self.refs[f"rf|{ev.user}"] = ev.referrer
+            self.refs[f"ri|{ev.identity}"] = ev.user
+            self.users[f"rn|{ev.referrer}"] += 1
 
     def _coupon_issued(self, ev: CouponIssued, day: int) -> None:
         self.coupons[ev.coupon] = CouponRecord(
@@ -195,7 +214,7 @@ class DropRebuild:
             (k.codes, self.codes), (k.cday, dict(self.day)), (k.cstats, dict(self.stats)),
             (k.redeems, redeems | self.orders),
             (k.gifts, {g: records.GIFT.encode(v) for g, v in self.gifts.items()}),
-            (k.cusers, dict(self.users)))
+            (k.cusers, {**self.users, **self.refs}))
         for key, mapping in mappings:
             if mapping:
                 pipe.hset(key, mapping=mapping)
@@ -204,12 +223,13 @@ class DropRebuild:
             pipe.zadd(k.cexp, live)
         for user, ids in self.wallets.items():
             pipe.sadd(keys.wallet_key(self.cid, user), *ids)
-        for claim, (idem, fp, ts, ids) in self.claims.items():
+        for claim, (idem, fp, ts, ids, sku) in self.claims.items():
             ttl = ts + idem_ttl_ms - now
             if ttl > 0:  # the first answer, as coupon_claim.lua remembers it
+                issued = sku if fp.startswith("code:") else ""  # a code claim names its SKU
                 pipe.set(idem, records.COUPON_ANSWER.encode(
-                    CouponAnswerRecord(fingerprint=fp, code=0, reason="", claim_id=claim, at=ts,
-                                       coupons=ids)), px=ttl)
+                    CouponAnswerRecord(fingerprint=fp, code=0, reason=issued, claim_id=claim,
+                                       at=ts, coupons=ids)), px=ttl)
 
 
 async def load(store: Store, cid: str, row: Any, spec: Any, old_meta: dict[str, str],

@@ -7,6 +7,11 @@ event not yet persisted) waits. Each message keeps one id, `<campaign>.<seq>`,
 on every attempt, so a receiver drops duplicates by id. Events the endpoint
 does not want move the cursor without a request.
 
+Several workers may run against one store: each endpoint is sent by the one
+worker holding its lease (stampede.durable.webhook_leases), renewed while it
+sends, released on shutdown, taken over by another worker when it expires.
+The worker also prunes the attempt log to a bounded age and count per endpoint.
+
 A failed attempt (a non-2xx, a refusal, a timeout, a redirect: none is
 followed) holds the endpoint back with exponential backoff and jitter; after
 FAILING_AFTER in a row the endpoint shows as `failing`, and its deliveries
@@ -38,10 +43,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from stampede.domain.models import from_ms
 from stampede.domain.netaddr import Network, parse_networks
-from stampede.durable import events, webhook_signing
+from stampede.durable import events, webhook_payloads, webhook_signing
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
-from stampede.durable.webhooks import ALL
+from stampede.durable.webhook_leases import LeaseLost, Leases
+from stampede.durable.webhooks import ALL, Webhooks
 from stampede.logs import log
 from stampede.metrics import (
     WEBHOOK_BACKLOG,
@@ -146,6 +152,13 @@ class DeliverySettings:
     timeout_s: float = 10.0
     backoff_base_s: float = 1.0
     backoff_max_s: float = 300.0
+    lease_ms: int = 30_000
+    """How long an endpoint stays with the worker that took it, unless renewed."""
+    attempts_keep: int = 1000
+    """Newest attempts kept per endpoint in the delivery log."""
+    attempts_max_age_s: float = 7 * 86_400
+    """Attempts older than this leave the delivery log."""
+    prune_interval_s: float = 60.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "DeliverySettings":
@@ -153,7 +166,16 @@ class DeliverySettings:
                    connect_timeout_s=min(3.0, settings.webhook_timeout_s),
                    timeout_s=settings.webhook_timeout_s,
                    backoff_base_s=settings.webhook_backoff_ms / 1000,
-                   backoff_max_s=settings.webhook_backoff_max_s)
+                   backoff_max_s=settings.webhook_backoff_max_s,
+                   lease_ms=settings.webhook_lease_ms,
+                   attempts_keep=settings.webhook_attempts_keep,
+                   attempts_max_age_s=settings.webhook_attempts_max_age_s)
+
+    @property
+    def lease_margin_ms(self) -> int:
+        """Renew the lease before a send when less than this is left of it: a whole
+        attempt (and its log row) fits in it, so no other worker starts meanwhile."""
+        return min(int(self.timeout_s * 1000) + 1000, self.lease_ms // 2)
 
 
 @dataclass(frozen=True)
@@ -171,21 +193,19 @@ class Attempt:
         return "delivered" if self.ok else "failed" if self.status is not None else "error"
 
 
-_HEADER = frozenset(("campaign_id", "seq", "ts", "epoch", "stream_id", "raw", "type"))
-
-
 def message(row: Any) -> bytes:
-    """The body of the event `row` (the same bytes on every attempt): its fields typed
-    as the event classes say, or as stored for a type this version does not know."""
+    """The body of the event `row` (the same bytes on every attempt): its payload struct
+    (stampede.durable.webhook_payloads, documented in the OpenAPI `webhooks`), or, for a
+    type this version does not know, its fields as stored."""
     try:
         event = events.from_row(row)
-        fields = ({k: v for k, v in msgspec.to_builtins(event).items() if k not in _HEADER}
-                  if not isinstance(event, events.Unknown) else msgspec.json.decode(row.data))
     except events.BadEvent:
-        fields = msgspec.json.decode(row.data)
-    data = {"campaign": row.campaign_id, "seq": row.seq, **fields}
-    return msgspec.json.encode({"type": row.type, "timestamp": from_ms(row.ts),
-                                "data": data})
+        event = None
+    if event is not None and not isinstance(event, events.Unknown):
+        return msgspec.json.encode(webhook_payloads.payload(event, row.type))
+    data = {"campaign": row.campaign_id, "seq": row.seq, **msgspec.json.decode(row.data)}
+    return msgspec.json.encode({"type": row.type, "version": webhook_payloads.VERSION,
+                                "timestamp": from_ms(row.ts), "data": data})
 
 
 def backoff_s(failures: int, settings: DeliverySettings) -> float:
@@ -202,11 +222,28 @@ def test_message(endpoint_id: str) -> bytes:
                                 "data": {"endpoint": endpoint_id}})
 
 
+FLUSH_EVERY = 20
+"""Deliveries recorded (attempt rows and the cursor) in one transaction: a commit per
+message would cap delivery at the store's commit rate. A crash resends at most these."""
+FLUSH_AFTER_MS = 500
+"""...or sooner, once the first unrecorded delivery is this old (a slow receiver)."""
+
+
+@dataclass(frozen=True)
+class Delivered:
+    row: Any
+    attempt: Attempt
+    at_ms: int
+
+
 class Deliverer:
-    def __init__(self, store: Store, guard: AddressGuard, settings: DeliverySettings) -> None:
+    def __init__(self, store: Store, guard: AddressGuard, settings: DeliverySettings,
+                 owner: str | None = None) -> None:
         self.store, self.guard, self.settings = store, guard, settings
         self.session: aiohttp.ClientSession | None = None
         self.backlog_labels: set[str] = set()
+        self.leases = Leases(store, settings.lease_ms, owner)
+        self.pruned_at = 0.0
 
     def new_session(self) -> aiohttp.ClientSession:
         """A session whose resolver refuses what the guard refuses; no proxies."""
@@ -236,15 +273,32 @@ class Deliverer:
     async def run(self, stop: asyncio.Event) -> None:
         async with self.new_session() as session:
             self.session = session
-            while not stop.is_set():
-                try:
-                    await self.tick()
-                except Exception as exc:  # the store away: try again next tick
-                    log.warning("webhook delivery tick failed", error=repr(exc))
-                try:
-                    await asyncio.wait_for(stop.wait(), self.settings.poll_s)
-                except TimeoutError:
-                    pass
+            try:
+                while not stop.is_set():
+                    try:
+                        await self.tick()
+                        await self.prune_if_due()
+                    except Exception as exc:  # the store away: try again next tick
+                        log.warning("webhook delivery tick failed", error=repr(exc))
+                    try:
+                        await asyncio.wait_for(stop.wait(), self.settings.poll_s)
+                    except TimeoutError:
+                        pass
+            finally:
+                try:  # the other workers take over now rather than when the leases expire
+                    await self.leases.release_all()
+                except Exception as exc:
+                    log.warning("webhook leases not released", error=repr(exc))
+
+    async def prune_if_due(self) -> None:
+        """Bounds the delivery log (age and count per endpoint), every prune_interval_s."""
+        if time.monotonic() - self.pruned_at < self.settings.prune_interval_s:
+            return
+        self.pruned_at = time.monotonic()
+        gone = await Webhooks(self.store).prune(
+            self.settings.attempts_keep, int(self.settings.attempts_max_age_s * 1000))
+        if gone:
+            log.info("webhook attempts pruned", attempts=gone)
 
     async def tick(self) -> None:
         """One pass: every due endpoint sends what it has not yet received."""
@@ -290,16 +344,25 @@ class Deliverer:
             cursors = {r.campaign_id: r.seq for r in (await conn.execute(
                 select(t.webhook_cursors).where(
                     t.webhook_cursors.c.endpoint_id == endpoint.endpoint_id))).all()}
+        pending = [cid for cid in campaigns if cursors.get(cid, 0) < tops.get(cid, 0)]
+        if not pending or not await self.leases.take(endpoint.endpoint_id):
+            return None  # nothing to send, or another worker sends it
+        # Read again under the lease: the last holder may have moved them since.
+        async with self.store.engine.connect() as conn:
+            cursors = {r.campaign_id: r.seq for r in (await conn.execute(
+                select(t.webhook_cursors).where(
+                    t.webhook_cursors.c.endpoint_id == endpoint.endpoint_id))).all()}
         oldest: int | None = None
-        for cid in campaigns:
-            at = cursors.get(cid, 0)
-            if at >= tops.get(cid, 0):
-                continue
-            sent, pending_ts = await self._campaign(endpoint, cid, at, wanted)
-            if pending_ts is not None:
-                oldest = pending_ts if oldest is None else min(oldest, pending_ts)
-            if not sent:
-                break  # failing: the endpoint waits for its backoff
+        try:
+            for cid in pending:
+                sent, pending_ts = await self._campaign(endpoint, cid, cursors.get(cid, 0),
+                                                        wanted)
+                if pending_ts is not None:
+                    oldest = pending_ts if oldest is None else min(oldest, pending_ts)
+                if not sent:
+                    break  # failing: the endpoint waits for its backoff
+        except LeaseLost:
+            log.info("webhook lease lost; another worker sends", endpoint=endpoint.endpoint_id)
         return oldest
 
     async def _campaign(self, endpoint: Any, cid: str, at: int,
@@ -312,23 +375,53 @@ class Deliverer:
                 .order_by(t.events.c.seq).limit(BATCH))).all()
         skipped: int | None = None  # the last unwanted event passed over, not yet stored
         stored = at  # the cursor as read: a replay that moved it meanwhile wins
+        done: list[Delivered] = []  # delivered, not yet recorded (one transaction for all)
         try:
             for row in rows:
                 if row.seq != at + 1:
                     return True, None  # a gap: the missing event is not persisted yet
                 if ALL in wanted or row.type in wanted:
+                    await self.leases.keep(endpoint.endpoint_id, self.settings.lease_margin_ms)
                     attempt = await self._send(endpoint, row)
-                    await self._record(endpoint, row, attempt, stored)
                     if not attempt.ok:
+                        stored = await self._flush(endpoint, done, stored)
+                        await self._record(endpoint, row, attempt, stored)
                         return False, row.ts
-                    skipped, stored = None, row.seq  # covers the skipped ones before it
+                    done.append(Delivered(row, attempt, _now_ms()))
+                    skipped = None  # the cursor moving to this one covers them
+                    if len(done) >= FLUSH_EVERY or _now_ms() - done[0].at_ms > FLUSH_AFTER_MS:
+                        stored = await self._flush(endpoint, done, stored)
                 else:
                     skipped = row.seq
                 at = row.seq
             return True, None
         finally:
+            stored = await self._flush(endpoint, done, stored)
             if skipped is not None:
                 await self._advance(endpoint.endpoint_id, cid, skipped, stored)
+
+    async def _flush(self, endpoint: Any, done: list["Delivered"], stored: int) -> int:
+        """Records the deliveries in `done` and moves the cursor past the last of them,
+        in one transaction; the cursor as it now stands. A crash before it means those
+        messages are sent again, with the same ids: at least once, never lost."""
+        if not done:
+            return stored
+        last = done[-1].row
+        async with self.store.begin() as conn:
+            await conn.execute(t.webhook_attempts.insert(), [
+                {"endpoint_id": endpoint.endpoint_id,
+                 "message_id": f"{d.row.campaign_id}.{d.row.seq}", "ts": d.at_ms,
+                 "status": d.attempt.status, "outcome": d.attempt.outcome, "error": None,
+                 "event_type": d.row.type, "latency_ms": d.attempt.latency_ms} for d in done])
+            await conn.execute(_upsert_cursor(self.store, endpoint.endpoint_id,
+                                              last.campaign_id, last.seq, stored))
+            if endpoint.failures:
+                await conn.execute(t.webhook_endpoints.update().where(
+                    t.webhook_endpoints.c.endpoint_id == endpoint.endpoint_id)
+                    .values(failures=0, next_attempt_ms=0, last_error=None))
+        WEBHOOK_DELIVERIES.labels("delivered").inc(len(done))
+        done.clear()
+        return int(last.seq)
 
     async def _send(self, endpoint: Any, row: Any) -> Attempt:
         return await self._post(endpoint, f"{row.campaign_id}.{row.seq}", message(row))

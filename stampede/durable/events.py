@@ -97,6 +97,8 @@ class ClaimHeld(ClaimEvent, tag="claim_held"):
     grant: str = ""
     """A grant (after-sale), not a claim: its source, "ops:<name>" or "checkin:<sale>";
     grants bypass the per-user limits."""
+    code: str = ""
+    """Presales: the id "<batch>.<serial>" of the presale code the claim spent, if any."""
 
 
 class ClaimConfirmed(ClaimEvent, tag="claim_confirmed"):
@@ -231,6 +233,38 @@ class GiftOffered(Event, tag="gift_offered"):
     token: str = ""
 
 
+# -- codes users type (promo and referral codes) ---------------------------------
+
+class CodeClaimed(Event, tag="code_claimed"):
+    """A claim made with a code (after its claim and coupon events); a referral's
+    reward is `reward_claim`, a claim of the referrer's own."""
+    claim: str
+    user: str
+    code: str
+    kind: str
+    """promo or referral"""
+    qty: int
+    referrer: str = ""
+    reward_claim: str = ""
+    identity: str = ""
+
+
+class ReferralCodeMinted(Event, tag="referral_code_minted"):
+    user: str
+    code: str
+    identity: str
+
+
+# -- points exchange -------------------------------------------------------------
+
+class PointsExchanged(Event, tag="points_exchanged"):
+    """A claim paid in points (after its claim and coupon events)."""
+    claim: str
+    user: str
+    sku: str
+    qty: int
+    debit: str
+    points: int
 # -- coupon rules: live template changes -----------------------------------------
 
 class CouponDropPatched(Event, tag="coupon_drop_patched"):
@@ -314,6 +348,27 @@ class ClaimTransferred(Event, tag="claim_transferred"):
     token: str = ""
 
 
+# -- presales: presale codes ----------------------------------------------------
+
+class PresaleCodesIssued(Event, tag="presale_codes_issued"):
+    batch: int
+    count: int
+    uses: int
+    bind: int
+    tier: str
+    actor: str = ""
+
+
+class SegmentChanged(Event, tag="segment_changed"):
+    segment: str
+    op: str
+    """add or remove"""
+    users: str
+    """the user ids that changed, comma-separated"""
+    n: int
+    actor: str = ""
+
+
 class Unknown(Event):
     """An event of a type this version does not know: kept, never folded."""
     name: str = ""
@@ -324,8 +379,9 @@ AnyEvent = (CampaignDefined | CampaignPatched | WaveReleased | StockAdjusted | C
             | WaitlistSkipped | OfferMade | OfferAccepted | OfferLapsed | OfferDeclined
             | CouponIssued | CouponRedeemed | CouponRolledBack | CouponExpired
             | CouponTransferred | GiftOffered | RequestsRefused
-            | CouponDropPatched | ClaimRefunded | TicketCheckedIn | TransferOffered
-            | ClaimTransferred)
+            | CouponDropPatched | PresaleCodesIssued | SegmentChanged
+            | CodeClaimed | ReferralCodeMinted | PointsExchanged
+            | ClaimRefunded | TicketCheckedIn | TransferOffered | ClaimTransferred)
 """Every event type the scripts emit, tagged by `type`."""
 
 TYPES: dict[str, type[Event]] = {

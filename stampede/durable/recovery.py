@@ -22,8 +22,9 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 from sqlalchemy import func, select
 
+from stampede.domain import pricing
 from stampede.domain.models import CampaignSpec, ClaimView, from_ms, to_ms
-from stampede.durable import aftersale_recovery, coupon_recovery
+from stampede.durable import aftersale_recovery, coupon_recovery, presale_recovery
 from stampede.durable.events import (
     CampaignDefined,
     CampaignPatched,
@@ -31,6 +32,7 @@ from stampede.durable.events import (
     ClaimConfirmed,
     ClaimExpired,
     ClaimHeld,
+    ClaimTransferred,
     Event,
     OfferAccepted,
     OfferDeclined,
@@ -185,11 +187,13 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
                 store, cid, spec is not None and spec.tickets is not None,
                 (spec.on_checkin.drop, spec.on_checkin.sku)
                 if spec is not None and spec.on_checkin is not None else None)
+            presale = await presale_recovery.load(store, cid)
             pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             idem = _rebuild(pipe, cid, state, epoch, old, old_counts, now, idem_ttl_ms)
             idem += aftersale_recovery.queue(pipe, cid, refunds, now, idem_ttl_ms)
             if drop is not None:
                 drop.queue(pipe, now, idem_ttl_ms)
+            presale.queue(pipe)
             try:
                 await pipe.execute()
             except WatchError:
@@ -232,6 +236,8 @@ class _State:
     joins: int = 0
     """Waitlist joins ever: the floor of meta wlseq (offer ids derive from it)."""
     history: "_History | None" = None
+    transferred_in: frozenset[str] = frozenset()
+    """Claims a transfer made (the recipient's): confirm.lua never counted their revenue."""
 
 
 @dataclass
@@ -344,6 +350,10 @@ async def _load(store: Store, cid: str) -> _State:
             t.events.c.type.in_(names(CampaignDefined, CampaignPatched)),
             t.events.c.seq >= row.defined_seq, t.events.c.seq <= row.applied_seq)
             .order_by(t.events.c.seq))).all()
+        transfers = (await conn.execute(select(t.events).where(
+            t.events.c.campaign_id == cid, t.events.c.type.in_(names(ClaimTransferred))))).all()
+    transferred_in = frozenset(ev.new_claim for ev in map(from_row, transfers)
+                               if isinstance(ev, ClaimTransferred))
     done = set()
     for ev in map(from_row, released):
         if isinstance(ev, WaveReleased):
@@ -359,7 +369,7 @@ async def _load(store: Store, cid: str) -> _State:
     drop = spec is not None and spec.coupons is not None
     return _State(row, list(skus), list(claims), pending, spec,
                   _config(map(from_row, changes)), _waitlist(map(from_row, queue_events)),
-                  int(joins), _history(map(from_row, history), drop))
+                  int(joins), _history(map(from_row, history), drop), transferred_in)
 
 
 def _waitlist(events: Iterable[Event]) -> dict[str, EntryRecord]:
@@ -393,7 +403,7 @@ def _config(changes: Iterable[Event]) -> dict[str, str] | None:
                 config = None if meta is None else dict(_spec_waves.decode(meta))
             case CampaignPatched(after=after) if config is not None:
                 config.update({k: str(v) for k, v in _spec_waves.decode(after or "{}").items()
-                               if k.startswith(("wr_", "wl_", "th")) and v is not False})
+                               if k.startswith(("wr_", "wl_", "th", "ph")) and v is not False})
     return config
 
 
@@ -481,6 +491,17 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
         stock_fields.update({f"{s.sku}.a": s.available, f"{s.sku}.h": s.held,
                              f"{s.sku}.s": s.sold, f"{s.sku}.r": s.released,
                              f"{s.sku}.price": s.price, f"{s.sku}.lim": s.per_user})
+    if st.spec is not None:  # presales: price steps as defined, revenue as confirmed
+        for sku_spec in st.spec.skus:
+            if sku_spec.price_steps:
+                stock_fields[f"{sku_spec.sku}.ps"] = pricing.encode(sku_spec.price_steps)
+    revenue: Counter[str] = Counter()
+    drop = st.spec is not None and st.spec.coupons is not None  # coupons confirm no sale
+    for c in st.claims:  # as confirm.lua counted it: every unit once confirmed, refunds kept
+        if c.status in ("confirmed", "refunded", "transferred") and not drop \
+                and c.claim_id not in st.transferred_in:
+            revenue[c.sku] += c.price * c.qty
+    stock_fields.update({f"{sku}.rev": n for sku, n in revenue.items() if n})
     if stock_fields:
         pipe.hset(stock, mapping=stock_fields)
     units: dict[str, int] = {f"{user}|~lapsed": n for user, n in history.lapses.items()}

@@ -84,7 +84,8 @@ class DeliveryView(msgspec.Struct, kw_only=True):
 
 class ReplayRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     since: datetime
-    """ISO 8601 with a time zone: events persisted at or after it are sent again."""
+    """ISO 8601 with a time zone: events that happened at or after it (by the event's
+    own time, its `timestamp`, not when it was stored or first delivered) are sent again."""
 
 
 class ReplayView(msgspec.Struct, kw_only=True):
@@ -201,6 +202,8 @@ class Webhooks:
                 t.webhook_endpoints.c.endpoint_id == endpoint_id))
             await conn.execute(delete(t.webhook_cursors).where(
                 t.webhook_cursors.c.endpoint_id == endpoint_id))
+            await conn.execute(delete(t.webhook_leases).where(
+                t.webhook_leases.c.endpoint_id == endpoint_id))
         return bool(gone.rowcount)
 
     async def deliveries(self, endpoint_id: str, limit: int) -> builtins.list[DeliveryView]:
@@ -249,6 +252,24 @@ class Webhooks:
                     index_elements=["endpoint_id", "campaign_id"],
                     set_={"seq": start.seq - 1}))
         return moved
+
+    async def prune(self, keep: int, max_age_ms: int) -> int:
+        """Drops attempts older than `max_age_ms`, then all but the newest `keep` of each
+        endpoint; the number dropped. Idempotent, so any worker may run it at any time."""
+        a = t.webhook_attempts
+        async with self.store.begin() as conn:
+            gone = (await conn.execute(delete(a).where(a.c.ts < _now_ms() - max_age_ms))
+                    ).rowcount
+            crowded = (await conn.execute(select(a.c.endpoint_id).group_by(a.c.endpoint_id)
+                                          .having(func.count() > keep))).scalars().all()
+            for endpoint_id in crowded:
+                newest_dropped = (await conn.execute(
+                    select(a.c.attempt_id).where(a.c.endpoint_id == endpoint_id)
+                    .order_by(a.c.attempt_id.desc()).offset(keep).limit(1))).scalar_one()
+                gone += (await conn.execute(delete(a).where(
+                    a.c.endpoint_id == endpoint_id, a.c.attempt_id <= newest_dropped))
+                ).rowcount
+        return int(gone)
 
     async def attempts(self, endpoint_id: str) -> int:
         async with self.store.engine.connect() as conn:

@@ -2,25 +2,34 @@
 --
 -- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
 -- KEYS[NKEYS + 1..NKEYS + 2] the guard's campaign-wide keys (limiter, lists)
+-- KEYS[NKEYS + 3..NKEYS + 5] the presale keys (pbatches, pcodes, segments: P)
 -- KEYS[..]    per-claim keys: idempotency keys, and the guard's limiter,
 --             accounts and challenge-nonce keys (include/guard.lua)
 -- ARGV[1]     how long to remember an idempotent answer, in ms
 -- ARGV[2]     sweep limit: expired holds to release before claiming
 -- ARGV[3]     the batch's claims, one msgpack array of claim_arg
 --             (stampede/state/records.py ClaimArg: claim_id, user, sku, qty,
---             idem_slot, admission, fingerprint, guard); idem_slot is the
+--             idem_slot, admission, fingerprint, tiers, code, k_code, guard);
+--             idem_slot is the
 --             KEYS index of its idempotency key, 0 if none; admission the
 --             expiry (ms) of the admission token the engine verified, -1 if
 --             none; guard the claim's guard context (GuardArg), which the
 --             engine leaves out for a campaign unguarded at its last reply:
 --             such a claim of a guarded campaign is answered GUARD_CONTEXT_NEEDED,
 --             unchanged,
---             to be sent again.
+--             to be sent again; tiers the audience tiers of the claimant's
+--             credential, read only when the campaign has access phases; code
+--             a presale code's id ('?' not genuine, '' none) and k_code the
+--             KEYS slot of the claimant's code-attempt limiter.
 -- Returns     a flat array, five per claim: code, claim_id, deadline_ms, price,
 --             created_ms (code is an outcome; the rest are '' unless OK; a
 --             refusal may put its detail "reason[:value[:value]]" in place of
 --             claim_id: no_campaign, not_a_sale, no_sku, bad_qty,
 --             'not_open:<opens_ms>:<wait_ms>', 'max_per_claim:<max>',
+--             'phase_not_open:<opens_ms>:<wait_ms>' (when the claimant's access
+--             phase opens), not_eligible (no phase admits them), code_invalid,
+--             code_bound, 'code_used:<uses>' (presale codes; a code attempt
+--             over its limiter is THROTTLED, scope presale_code),
 --             'per_user:<limit>:<held>', 'per_sku:<limit>:<held>'), then
 --             one last element: 0 if the campaign is unguarded, else 1, or the
 --             window (ms) of its recent_campaigns signal when a rule reads it.
@@ -38,6 +47,8 @@
 --@include common
 --@include gcra
 --@include guard
+--@include phases
+--@include presale_codes
 
 local idem_ttl = tonumber(ARGV[1])
 local now = now_ms()
@@ -45,13 +56,15 @@ release_due_waves(now)
 expire_due_holds(now, tonumber(ARGV[2]))
 
 local gate, gate_detail = sale_gate(now)
-local meta = redis.call('HMGET', K.meta, 'per_user', 'hold_ttl_ms', 'max_qty', 'wr_on')
+local meta = redis.call('HMGET', K.meta, 'per_user', 'hold_ttl_ms', 'max_qty', 'wr_on', 'ph')
 local per_user = tonumber(meta[1] or '-1')
 local hold_ttl = tonumber(meta[2] or '0')
 local max_qty = tonumber(meta[3] or '1')
 local waiting_room = meta[4] == '1'
+local phases = parse_phases(meta[5])  -- nil for a campaign without presale phases
 local waitlists = redis.call('EXISTS', K.waitlist) == 1
 local guard_cfg = load_guard_config(NKEYS + 1)
+local P = presale_keys_at(NKEYS + 3)
 
 -- Stock of the SKUs this batch touches, read once and written once at the
 -- end: the script is atomic, so nobody sees the cache and Redis differ.
@@ -60,11 +73,12 @@ local function stock_of(sku)
   local s = stock[sku]
   if s == nil then
     local r = redis.call('HMGET', K.stock, sku .. '.a', sku .. '.h', sku .. '.lim',
-                        sku .. '.price')
+                        sku .. '.price', sku .. '.s', sku .. '.ps')
     if not r[1] then
       s = false
     else
       s = {a = tonumber(r[1]), h = tonumber(r[2]), lim = tonumber(r[3]), price = r[4],
+           sold = tonumber(r[5]), steps = parse_price_steps(r[6]),
            dirty = false, waiting = waitlists and wl_head(sku) ~= nil}
     end
     stock[sku] = s
@@ -97,7 +111,8 @@ local function remember(slot, fingerprint, code, claim_id, deadline, price, crea
   end
 end
 
-local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint, g)
+local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint, g, tiers,
+                         code, k_code)
   if slot > 0 then
     local prior = redis.call('GET', KEYS[slot])
     if prior then
@@ -117,7 +132,30 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
     if verdict ~= OK then return answer(verdict[1], verdict[2], verdict[3]) end
   end
   -- Refusals by state are "try later" answers, not remembered.
-  if gate ~= OK then return answer(gate, gate_detail) end
+  -- Before the opening, a phased campaign answers with the claimant's own opening.
+  if gate ~= OK and not (gate == NOT_OPEN and phases) then return answer(gate, gate_detail) end
+  local code_batch = nil  -- the batch of a presale code that passed its checks
+  if code ~= '' then
+    local b, refused = presale_code_check(P, user, code, KEYS[k_code], now)
+    if not b then
+      tally_one(refused[1] == THROTTLED and 'code_throttled' or string.match(refused[2], '^[a-z_]+'))
+      return answer(refused[1], refused[2], refused[3])
+    end
+    code_batch = b
+    local lent = {b.tier}  -- the code lends its batch's tier to this claim
+    for _, t in ipairs(tiers or {}) do lent[#lent + 1] = t end
+    tiers = lent
+  end
+  if phases then
+    local opens = phase_opening(phases, tiers or {}, user, P.segments)
+    if not opens then
+      tally_one('not_eligible')
+      return answer(NOT_ELIGIBLE, 'not_eligible')
+    end
+    if now < opens then
+      return answer(NOT_OPEN, 'phase_not_open:' .. opens .. ':' .. (opens - now))
+    end
+  end
   if waiting_room and not admitted(now, user, admission) then
     return answer(ADMISSION_REQUIRED)
   end
@@ -144,31 +182,37 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
     remember(slot, fingerprint, SOLD_OUT)
     return answer(SOLD_OUT)
   end
-  -- All checks passed: write.
+  -- All checks passed: write, at the price decided now and locked into the hold.
+  local price = s.price
+  if s.steps then price = step_price(s.steps, s.price, s.h + s.sold + qty, tiers or {}, now) end
   local deadline = now + hold_ttl
   s.a, s.h, s.dirty = s.a - qty, s.h + qty, true
   redis.call('HINCRBY', K.users, user, qty)
   redis.call('HINCRBY', K.users, user .. '|' .. sku, qty)
   redis.call('HSET', K.claims, claim_id, format_claim({status = 'held', user = user, sku = sku,
-    qty = qty, deadline = deadline, price = s.price, created = now}))
+    qty = qty, deadline = deadline, price = price, created = now}))
   redis.call('ZADD', K.deadlines, deadline, claim_id)
   tally_one('held')
   if waiting_room then redis.call('ZREM', K.admitted, user) end  -- the turn is used
-  local ev = {'claim', claim_id, 'user', user, 'sku', sku, 'qty', qty, 'price', s.price,
+  local ev = {'claim', claim_id, 'user', user, 'sku', sku, 'qty', qty, 'price', price,
               'deadline', deadline}
+  if code_batch then
+    presale_code_spend(P, user, code, code_batch)
+    ev[#ev + 1] = 'code'; ev[#ev + 1] = code
+  end
   if slot > 0 then  -- lets recovery rebuild the idempotent answer
     ev[#ev + 1] = 'idem'; ev[#ev + 1] = KEYS[slot]
     ev[#ev + 1] = 'fp'; ev[#ev + 1] = fingerprint
   end
   emit(now, 'claim_held', ev)
-  remember(slot, fingerprint, OK, claim_id, deadline, s.price, now)
-  return answer(OK, claim_id, deadline, s.price, now)
+  remember(slot, fingerprint, OK, claim_id, deadline, price, now)
+  return answer(OK, claim_id, deadline, price, now)
 end
 
 for _, a in ipairs(cmsgpack.unpack(ARGV[3])) do
   local c = claim_arg_from(a)
   claim_one(c.claim_id, c.user, c.sku, c.qty, c.idem_slot, c.admission, c.fingerprint,
-            guard_cfg and guard_context(c.user, c.guard))
+            guard_cfg and guard_context(c.user, c.guard), c.tiers, c.code or '', c.k_code)
 end
 flush_stock()
 guard_flush(now)  -- the campaign limiter, refusal counts, one requests_refused event

@@ -27,6 +27,7 @@ if now >= c.deadline then
 end
 redis.call('HINCRBY', K.stock, c.sku .. '.h', -c.qty)
 redis.call('HINCRBY', K.stock, c.sku .. '.s', c.qty)
+redis.call('HINCRBY', K.stock, c.sku .. '.rev', c.price * c.qty)  -- at its locked price
 redis.call('ZREM', K.deadlines, ARGV[1])
 c.status = 'confirmed'
 redis.call('HSET', K.claims, ARGV[1], format_claim(c))

@@ -20,8 +20,14 @@
 --             the guard context as in claim_batch.lua (left out for a drop
 --             unguarded at its last reply; such a claim of a guarded drop is
 --             answered GUARD_CONTEXT_NEEDED, unchanged,
---             to be sent again with it)
--- Returns     per claim: code, reason, claim_id, at_ms, n, then n triples of
+--             to be sent again with it); code the promo or referral code the
+--             claim was made with (CodeArg: the code, the referrer the engine
+--             read, KEYS slots of the referrer's wallet and of the claimant's
+--             wrong-code limiter), the SKU then comes from the code; points
+--             the points debit that paid a points-priced SKU (PointsArg: debit
+--             id, points), whose claim_id the engine derives from the debit
+-- Returns     per claim: code, reason (on OK: '' or, for a code claim, the SKU
+--             it issued), claim_id, at_ms, n, then n triples of
 --             coupon_id, record, template spec (JSON); reason names a refusal
 --             (a key of REFUSALS in stampede/outcomes.py, with its numbers after
 --             ':'): stock, budget, per_day, 'per_user:<limit>:<held>',
@@ -99,10 +105,104 @@ local function answer(code, reason, claim_id, at, ids)
   end
 end
 
+local function coupon_id_of(seed, i)
+  return cid .. '.' .. string.sub(redis.sha1hex(seed .. '#' .. i), 1, 20)
+end
+
+-- Write one claim that passed every check: the stock, the user's counters, the
+-- claim (confirmed at once), its events and its coupons. `who` the claimant's
+-- extras: identity, idem and fingerprint ('' / nil when none).
+local function issue(claim_id, user, sku, qty, cfg, price, wallet, seed, who)
+  redis.call('HINCRBY', K.stock, sku .. '.a', -qty)
+  redis.call('HINCRBY', K.stock, sku .. '.s', qty)
+  redis.call('HINCRBY', K.users, user, qty)
+  redis.call('HINCRBY', K.users, user .. '|' .. sku, qty)
+  redis.call('HSET', K.claims, claim_id, format_claim({status = 'confirmed', user = user,
+    sku = sku, qty = qty, deadline = now, price = price, created = now}))
+  redis.call('HINCRBY', C.cday, day_field, qty)
+  redis.call('HINCRBY', C.cday, day .. '|u|' .. user, qty)
+  if who.per_person then redis.call('HINCRBY', C.cusers, 'p|' .. who.identity, qty) end
+  count('coupon_claims')
+  local ev = {'claim', claim_id, 'user', user, 'sku', sku, 'qty', qty, 'price', price,
+              'deadline', now}
+  if who.idem then
+    ev[#ev + 1] = 'idem'; ev[#ev + 1] = who.idem
+    ev[#ev + 1] = 'fp'; ev[#ev + 1] = who.fingerprint
+  end
+  if who.identity ~= '' then ev[#ev + 1] = 'identity'; ev[#ev + 1] = who.identity end
+  emit(now, 'claim_held', ev)
+  emit(now, 'claim_confirmed', {'claim', claim_id, 'user', user, 'sku', sku, 'qty', qty,
+                                'price', price})
+  local ids = {}
+  for _ = 1, qty do
+    for _, tid in ipairs(cfg.t) do
+      local t = tpls[tid]
+      local id = coupon_id_of(seed, #ids + 1)
+      local vf, vt = t.vf, t.vt
+      if t.vd >= 0 then vf, vt = now, now + t.vd * DAY_MS end
+      local loc = new_locator(seed, #ids + 1)
+      redis.call('HSET', C.cpn, id, format_coupon({status = 'active', owner = user, tpl = tid,
+        uses = t.u, vf = vf, vt = vt, loc = loc, claimed = now, gift = '', claim = claim_id}))
+      redis.call('HSET', C.codes, loc, id)
+      redis.call('ZADD', C.cexp, vt, id)
+      redis.call('SADD', wallet, id)
+      tstat('issued', 1, tid)
+      tstat('uses', t.u, tid)
+      tstat('value', t.f * t.u, tid)
+      value_total = value_total + t.f * t.u
+      emit(now, 'coupon_issued', {'coupon', id, 'user', user, 'template', tid,
+                                  'claim', claim_id, 'uses', t.u, 'value', t.f * t.u,
+                                  'valid_from', vf, 'valid_to', vt, 'locator', loc})
+      ids[#ids + 1] = id
+    end
+  end
+  return ids
+end
+
+local function sku_config(sku)
+  local raw = sku ~= '' and redis.call('HGET', K.meta, 'cp_sku:' .. sku)
+  return raw and cjson.decode(raw) or nil
+end
+
+-- The code a claim was made with: {sku, promo | referral} or nil and the refusal
+-- (code, reason, value). Only a wrong code writes (its limiter).
+local code_rate, promos, sku_flags = nil, {}, {}  -- read once per batch
+local function resolve_code(code_arg)
+  if not code_rate then
+    local rate = redis.call('HGET', K.meta, 'cp_badcode') or '360000:10'
+    local sep = string.find(rate, ':', 1, true)
+    code_rate = {tonumber(string.sub(rate, 1, sep - 1)), tonumber(string.sub(rate, sep + 1))}
+  end
+  local limiter = KEYS[code_arg.limiter]
+  local allowed, retry, new_tat = gcra_check(limiter, now, code_rate[1], code_rate[2])
+  if not allowed then return nil, {THROTTLED, 'code', tostring(retry)} end
+  local code = code_arg.code
+  if promos[code] == nil then
+    local raw = redis.call('HGET', K.meta, 'cp_promo:' .. code)
+    promos[code] = raw and cjson.decode(raw) or false
+  end
+  local p = promos[code]
+  if p then return {sku = p.s, promo = {code = code, per_user = p.u}} end
+  local ref_cfg = redis.call('HGET', K.meta, 'cp_ref')
+  local owner = ref_cfg and redis.call('HGET', C.cusers, 'rc|' .. code)
+  if owner then
+    local sep2 = string.find(owner, '|', 1, true)
+    local referrer = string.sub(owner, 1, sep2 - 1)
+    if referrer == code_arg.referrer and code_arg.referrer_wallet > 0 then
+      local r = cjson.decode(ref_cfg)
+      return {sku = r.s, referral = {code = code, referrer = referrer,
+              identity = string.sub(owner, sep2 + 1), sku = r.r, max = r.m,
+              wallet = KEYS[code_arg.referrer_wallet]}}
+    end
+  end
+  gcra_commit(limiter, now, new_tat)
+  return nil, {NOT_FOUND, 'no_code'}
+end
+
 local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, identity, seed,
-                         fingerprint, g)
+                         fingerprint, g, code_arg, paid)
   local function coupon_id(i)
-    return cid .. '.' .. string.sub(redis.sha1hex(seed .. '#' .. i), 1, 20)
+    return coupon_id_of(seed, i)
   end
   local function remember(code, reason, ids)
     if idem then
@@ -124,14 +224,21 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
       return answer(p.code, p.reason, p.claim_id, p.at, p.coupons)
     end
   end
-  local sku_cfg = redis.call('HGET', K.meta, 'cp_sku:' .. sku)
-  local cfg = sku_cfg and cjson.decode(sku_cfg)
   local existing = redis.call('HGET', K.claims, claim_id)
   if existing then  -- a retried call: answer again
     local c = parse_claim(existing)
     local ids = {}
-    for i = 1, c.qty * #cfg.t do ids[i] = coupon_id(i) end
-    return answer(OK, '', claim_id, c.created, ids)
+    for i = 1, c.qty * #sku_config(c.sku).t do ids[i] = coupon_id(i) end
+    if #ids > 0 and redis.call('HEXISTS', C.cpn, ids[1]) == 0 then
+      -- Another call's seed (a points exchange's claim id is its debit's): find its coupons.
+      ids = {}
+      for _, id in ipairs(redis.call('SMEMBERS', wallet)) do
+        local raw = redis.call('HGET', C.cpn, id)
+        if raw and parse_coupon(raw).claim == claim_id then ids[#ids + 1] = id end
+      end
+      table.sort(ids)
+    end
+    return answer(OK, code_arg and c.sku or '', claim_id, c.created, ids)
   end
   if guard_cfg and not g then return answer(GUARD_CONTEXT_NEEDED) end  -- guarded since
   if guard_cfg then  -- not remembered: a refused claim may pass later
@@ -143,12 +250,31 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
   if waiting_room and not admitted(now, user, admission) then
     return answer(ADMISSION_REQUIRED)
   end
+  local coded = nil
+  if code_arg then
+    local why
+    coded, why = resolve_code(code_arg)
+    if not coded then return answer(why[1], why[2], why[3]) end
+    sku = coded.sku
+  end
+  local cfg = sku_config(sku)
   local s = redis.call('HMGET', K.stock, sku .. '.a', sku .. '.lim', sku .. '.price')
   if not s[1] or not cfg then return answer(NOT_FOUND, 'no_sku') end
   for _, tid in ipairs(cfg.t) do
     if not spec_of(tid) or not tpls[tid] then return answer(NOT_FOUND, 'no_sku') end
   end
+  local flags = sku_flags[sku]
+  if not flags then
+    flags = redis.call('HMGET', K.meta, 'cp_coded:' .. sku, 'cp_points:' .. sku)
+    sku_flags[sku] = flags
+  end
+  if not coded and flags[1] then return answer(NOT_FOUND, 'code_required') end
   if qty < 1 then return answer(INVALID, 'bad_qty') end
+  -- A points-priced SKU only with its debit, for exactly its price; points only for one.
+  local price_pts = tonumber(flags[2] or '-1')
+  if (price_pts >= 0) ~= (paid ~= nil) or (paid and paid.points ~= price_pts * qty) then
+    return answer(CONFLICT, 'points_price:' .. price_pts)  -- the engine pays, then claims
+  end
   if qty > max_qty then return answer(INVALID, 'max_per_claim:' .. max_qty) end
   if qty * #cfg.t > MAX_COUPONS then return answer(INVALID, 'max_coupons:' .. MAX_COUPONS) end
   local avail, sku_lim = tonumber(s[1]), tonumber(s[2])
@@ -173,68 +299,89 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
       return refuse(LIMIT_EXCEEDED, 'person:' .. per_person .. ':' .. claimed)
     end
   end
+  local promo, ref = coded and coded.promo, coded and coded.referral
+  local promo_field = promo and 'c|' .. promo.code .. '|' .. user
+  if promo then
+    local used = tonumber(redis.call('HGET', C.cusers, promo_field) or '0')
+    if used + qty > promo.per_user then
+      return refuse(LIMIT_EXCEEDED, 'code_per_user:' .. promo.per_user .. ':' .. used)
+    end
+  end
+  -- A referral's reward takes a unit (and face value) of its own SKU.
+  local extra, extra_value, ref_cfg, ref_price = 0, 0, nil, nil
+  if ref then
+    if qty ~= 1 then return answer(INVALID, 'max_per_claim:1') end
+    if identity == '' then return answer(LIMIT_EXCEEDED, 'identity_required') end
+    if user == ref.referrer or identity == ref.identity then
+      return refuse(CONFLICT, 'own_referral')
+    end
+    local seen = redis.call('HMGET', C.cusers, 'rf|' .. user, 'ri|' .. identity,
+                            'rn|' .. ref.referrer)
+    if seen[1] or seen[2] then return refuse(LIMIT_EXCEEDED, 'referral_used') end
+    if ref.max >= 0 and tonumber(seen[3] or '0') >= ref.max then
+      return refuse(LIMIT_EXCEEDED, 'referral_limit:' .. ref.max)
+    end
+    -- The reward is a claim of the referrer's: their limits hold for it too.
+    local ru = redis.call('HMGET', K.users, ref.referrer, ref.referrer .. '|' .. ref.sku)
+    local r_gifts = tonumber(redis.call('HGET', C.cusers, 'g|' .. ref.referrer) or '0')
+    local r_total = tonumber(ru[1] or '0') + r_gifts + (user == ref.referrer and qty or 0)
+    local r_lim = tonumber(redis.call('HGET', K.stock, ref.sku .. '.lim') or '-1')
+    if (per_user >= 0 and r_total + 1 > per_user)
+        or (r_lim >= 0 and tonumber(ru[2] or '0') + 1 > r_lim) then
+      return refuse(LIMIT_EXCEEDED, 'referrer_limit')
+    end
+    ref_cfg = sku_config(ref.sku)
+    local rs = redis.call('HMGET', K.stock, ref.sku .. '.a', ref.sku .. '.price')
+    if not ref_cfg or not rs[1] then return answer(NOT_FOUND, 'no_sku') end
+    for _, tid in ipairs(ref_cfg.t) do
+      if not spec_of(tid) or not tpls[tid] then return answer(NOT_FOUND, 'no_sku') end
+    end
+    local need = 1 + (ref.sku == sku and qty or 0)
+    if tonumber(rs[1]) < need then return refuse(SOLD_OUT, 'stock') end
+    extra, extra_value, ref_price = 1, ref_cfg.v, rs[2]
+  end
   if avail < qty then return refuse(SOLD_OUT, 'stock') end
-  if per_day >= 0 and tonumber(d[1] or '0') + qty > per_day then
+  if per_day >= 0 and tonumber(d[1] or '0') + qty + extra > per_day then
     return refuse(SOLD_OUT, 'per_day')
   end
-  if budget >= 0 and value_total + cfg.v * qty > budget then
+  if budget >= 0 and value_total + cfg.v * qty + extra_value > budget then
     return refuse(SOLD_OUT, 'budget')
   end
 
   -- All checks passed: write.
-  redis.call('HINCRBY', K.stock, sku .. '.a', -qty)
-  redis.call('HINCRBY', K.stock, sku .. '.s', qty)
-  redis.call('HINCRBY', K.users, user, qty)
-  redis.call('HINCRBY', K.users, user .. '|' .. sku, qty)
-  redis.call('HSET', K.claims, claim_id, format_claim({status = 'confirmed', user = user,
-    sku = sku, qty = qty, deadline = now, price = s[3], created = now}))
-  redis.call('HINCRBY', C.cday, day_field, qty)
-  redis.call('HINCRBY', C.cday, user_day_field, qty)
-  if per_person >= 0 then redis.call('HINCRBY', C.cusers, 'p|' .. identity, qty) end
   if waiting_room then redis.call('ZREM', K.admitted, user) end
-  count('coupon_claims')
-  local ev = {'claim', claim_id, 'user', user, 'sku', sku, 'qty', qty, 'price', s[3],
-              'deadline', now}
-  if idem then
-    ev[#ev + 1] = 'idem'; ev[#ev + 1] = idem
-    ev[#ev + 1] = 'fp'; ev[#ev + 1] = fingerprint
+  local ids = issue(claim_id, user, sku, qty, cfg, s[3], wallet, seed,
+                    {identity = identity, per_person = per_person >= 0, idem = idem,
+                     fingerprint = fingerprint})
+  if paid then
+    emit(now, 'points_exchanged', {'claim', claim_id, 'user', user, 'sku', sku, 'qty', qty,
+                                   'debit', paid.debit, 'points', paid.points})
   end
-  if identity ~= '' then ev[#ev + 1] = 'identity'; ev[#ev + 1] = identity end
-  emit(now, 'claim_held', ev)
-  emit(now, 'claim_confirmed', {'claim', claim_id, 'user', user, 'sku', sku, 'qty', qty,
-                                'price', s[3]})
-  local ids = {}
-  for _ = 1, qty do
-    for _, tid in ipairs(cfg.t) do
-      local t = tpls[tid]
-      local id = coupon_id(#ids + 1)
-      local vf, vt = t.vf, t.vt
-      if t.vd >= 0 then vf, vt = now, now + t.vd * DAY_MS end
-      local loc = new_locator(seed, #ids + 1)
-      redis.call('HSET', C.cpn, id, format_coupon({status = 'active', owner = user, tpl = tid,
-        uses = t.u, vf = vf, vt = vt, loc = loc, claimed = now, gift = '', claim = claim_id}))
-      redis.call('HSET', C.codes, loc, id)
-      redis.call('ZADD', C.cexp, vt, id)
-      redis.call('SADD', wallet, id)
-      tstat('issued', 1, tid)
-      tstat('uses', t.u, tid)
-      tstat('value', t.f * t.u, tid)
-      value_total = value_total + t.f * t.u
-      emit(now, 'coupon_issued', {'coupon', id, 'user', user, 'template', tid,
-                                  'claim', claim_id, 'uses', t.u, 'value', t.f * t.u,
-                                  'valid_from', vf, 'valid_to', vt, 'locator', loc})
-      ids[#ids + 1] = id
-    end
+  if promo then
+    redis.call('HINCRBY', C.cusers, promo_field, qty)
+    emit(now, 'code_claimed', {'claim', claim_id, 'user', user, 'code', promo.code,
+                               'kind', 'promo', 'qty', qty})
+  elseif ref then
+    local reward = cid .. '.' .. string.sub(redis.sha1hex(claim_id .. '|reward'), 1, 20)
+    issue(reward, ref.referrer, ref.sku, 1, ref_cfg, ref_price, ref.wallet, seed .. 'r',
+          {identity = ''})
+    redis.call('HSET', C.cusers, 'rf|' .. user, ref.referrer, 'ri|' .. identity, user)
+    redis.call('HINCRBY', C.cusers, 'rn|' .. ref.referrer, 1)
+    emit(now, 'code_claimed', {'claim', claim_id, 'user', user, 'code', ref.code,
+                               'kind', 'referral', 'qty', qty, 'referrer', ref.referrer,
+                               'reward_claim', reward, 'identity', identity})
   end
-  remember(OK, '', ids)
-  return answer(OK, '', claim_id, now, ids)
+  local issued = coded and sku or ''  -- a code claim's answer names the SKU it issued
+  remember(OK, issued, ids)
+  return answer(OK, issued, claim_id, now, ids)
 end
 
 for _, a in ipairs(cmsgpack.unpack(ARGV[2])) do
   local c = coupon_claim_arg_from(a)
   claim_one(c.claim_id, c.user, c.sku, c.qty, KEYS[c.wallet_slot],
             c.idem_slot > 0 and KEYS[c.idem_slot] or nil, c.admission, c.identity, c.seed,
-            c.fingerprint, guard_cfg and guard_context(c.user, c.guard))
+            c.fingerprint, guard_cfg and guard_context(c.user, c.guard),
+            c.code, c.points)
 end
 for f, n in pairs(tally) do redis.call('HINCRBY', C.cstats, f, n) end
 guard_flush(now)  -- the campaign limiter, refusal counts, one requests_refused event

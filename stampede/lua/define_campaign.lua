@@ -12,7 +12,8 @@
 --             the throttle (th, th_spec); th_lists, the lists hash as a JSON
 --             object, replaces KEYS[NKEYS + 1] instead of going to meta; the event
 --             carries it whole, so recovery restores the same configuration
--- ARGV[11]    n, the SKU count; then n triples: sku, price, per-user limit (-1: none)
+-- ARGV[11]    n, the SKU count; then n quads: sku, price, per-user limit (-1: none),
+--             price steps (stampede/domain/pricing.py; '' none)
 -- ARGV[..]    then wave quads to the end: index, sku, qty, at_ms
 -- Returns     {code, created}: created is 1 for a new campaign, 0 for a replacement
 --
@@ -33,6 +34,14 @@ if exists then
              K.offers)
   redis.call('HDEL', K.meta, 'wl_max', 'offer_ttl_ms', 'wr_on', 'wr_rate', 'wr_burst',
              'wr_max_active', 'wr_window_ms', 'wr_token_ttl_ms', 'wr_paused')
+  -- A redefined drop keeps none of its old codes (promo codes, referral, code-only SKUs)
+  -- nor points prices.
+  for _, name in ipairs(redis.call('HKEYS', K.meta)) do
+    if string.sub(name, 1, 9) == 'cp_promo:' or string.sub(name, 1, 9) == 'cp_coded:'
+        or string.sub(name, 1, 10) == 'cp_points:' or name == 'cp_ref' then
+      redis.call('HDEL', K.meta, name)
+    end
+  end
 end
 redis.call('HSET', K.meta, 'id', ARGV[1], 'name', ARGV[2], 'opens_ms', ARGV[3],
            'closes_ms', ARGV[4], 'hold_ttl_ms', ARGV[5], 'per_user', ARGV[6],
@@ -52,7 +61,8 @@ for _ = 1, n do
   local sku = ARGV[i]
   redis.call('HSET', K.stock, sku .. '.a', 0, sku .. '.h', 0, sku .. '.s', 0, sku .. '.r', 0,
              sku .. '.price', ARGV[i + 1], sku .. '.lim', ARGV[i + 2])
-  i = i + 3
+  if ARGV[i + 3] ~= '' then redis.call('HSET', K.stock, sku .. '.ps', ARGV[i + 3]) end
+  i = i + 4
 end
 while i <= #ARGV do
   redis.call('ZADD', K.waves, ARGV[i + 3],

@@ -6,7 +6,8 @@
 --             closes_ms, hold_ttl_ms, per_user, max_qty, "lim:<sku>"
 --             for a SKU's per-user limit (-1: none), and the waiting room's
 --             wr_rate, wr_burst, wr_max_active, wr_paused (1|0), and the
---             throttle's th, th_spec (meta) and th_lists (a JSON object that
+--             throttle's th, th_spec (meta), the presale phases ph (meta, as
+--             stampede/domain/phases.py encodes them) and th_lists (a JSON object that
 --             replaces KEYS[NKEYS + 1], the lists hash); "if:<field>" is a
 --             precondition: the meta field must equal the value ('' absent)
 -- KEYS[NKEYS + 1] (with th_lists) the throttle's block/allow lists hash
@@ -16,10 +17,14 @@
 -- A closed campaign stays closed (CONFLICT on a state change). Unknown SKUs
 -- are NOT_FOUND, and so are waiting-room settings of a campaign without
 -- one; a schedule whose close is not after its open is INVALID, and so is a
--- close at or before a pending wave ({INVALID, 'wave', ''}). Everything
+-- close at or before a pending wave ({INVALID, 'wave', ''}), and so is a
+-- schedule that a presale phase would open outside of ({INVALID, 'phases', ''}),
+-- and phases for a campaign with a waitlist or a coupon drop
+-- ({INVALID, 'phases_excluded', ''}). Everything
 -- is checked before the first write. The waiting room is first brought up
 -- to now at its old rate, so a new rate or a pause applies from now on.
 --@include common
+--@include phases
 
 if redis.call('EXISTS', K.meta) == 0 then return {NOT_FOUND, '', ''} end
 local now = now_ms()
@@ -63,6 +68,14 @@ local closes = tonumber(after['closes_ms'] or redis.call('HGET', K.meta, 'closes
 if closes <= opens then return {INVALID, '', ''} end
 local last_wave = redis.call('ZRANGE', K.waves, -1, -1, 'WITHSCORES')
 if last_wave[2] and tonumber(last_wave[2]) >= closes then return {INVALID, 'wave', ''} end
+local ph = parse_phases(after['ph'] or redis.call('HGET', K.meta, 'ph'))
+if ph and (ph[1].opens < opens or ph[#ph].opens >= closes) then  -- listed in order of opening
+  return {INVALID, 'phases', ''}
+end
+if after['ph'] and ph then  -- waitlist offers and coupon claims do not pass the phase gate
+  local m = redis.call('HMGET', K.meta, 'wl_max', 'coupons')
+  if m[1] or m[2] == '1' then return {INVALID, 'phases_excluded', ''} end
+end
 if room then
   local st = advance_queue(now)
   redis.call('HSET', K.meta, 'wr_tokens', st.tokens, 'wr_at', math.max(st.at, now))

@@ -22,8 +22,10 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer vendo
 
 from stampede import Settings, logs
 from stampede.api.auth import mint_user_token
+from stampede.domain import phases
 from stampede.domain.config import checked
-from stampede.errors import ConfigError, ServerError, UnavailableError
+from stampede.errors import ConfigError, ServerError, UnavailableError, ValidationError
+from stampede.metrics import RESTARTS
 from stampede.runtime import credentials, persistence
 from stampede.runtime.lock import lock_data_dir
 from stampede.runtime.server import Listen, serve
@@ -75,10 +77,12 @@ def _settings() -> Settings:
 def serve_command(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
     port: int = typer.Option(8000, help="public API port"),
-    admin_port: int = typer.Option(8001, help="admin API and dashboard port"),
+    admin_port: int = typer.Option(8001, help="admin API and dashboard port (the ops console "
+                                    "is at http://HOST:ADMIN_PORT/)"),
     workers: int = typer.Option(1, min=1, max=64, help="gateway processes sharing the ports"),
 ) -> None:
-    """Run the public API, the admin API and the hold sweeper."""
+    """Run the public API, the admin API with the ops console (GET / of the admin port) and
+    the hold sweeper."""
     settings = _settings()
     logs.configure()
     auth = credentials.authenticator(settings)
@@ -121,10 +125,13 @@ def serve_command(
 
 @app.command("worker", hidden=True)
 def worker_command(index: int = typer.Option(...), host: str = typer.Option(...),
-                   port: int = typer.Option(...), admin_port: int = typer.Option(...)) -> None:
+                   port: int = typer.Option(...), admin_port: int = typer.Option(...),
+                   restarted: bool = typer.Option(False)) -> None:
     """One gateway process of `serve --workers N` (started by the master)."""
     settings = _settings()
     logs.configure()
+    if restarted:
+        RESTARTS.labels("worker").inc()
     if settings.redis_url is None:
         raise typer.Exit(2)
     listen = Listen(host, port, admin_port, reuse_port=True, housekeeping=index == 0)
@@ -142,7 +149,9 @@ def _print_banner(settings: Settings, listen: Listen, redis_url: str, embedded: 
     console.print(f"  public API   http://{listen.host}:{listen.port}/v1  "
                   f"(docs: /docs, spec: /openapi.json)")
     console.print(f"  admin API    http://{listen.host}:{listen.admin_port}/admin/v1")
-    console.print(f"  metrics      http://{listen.host}:{listen.port}/metrics")
+    console.print(f"  console      http://{listen.host}:{listen.admin_port}/  "
+                  f"(sign in with an admin token)")
+    console.print(f"  metrics      http://{listen.host}:{listen.admin_port}/metrics")
     console.print(f"  state        {where} at {redis_url}")
     if not settings.admin_tokens:
         console.print(f"  admin token  {settings.data_dir / 'admin.token'} (operator)")
@@ -162,11 +171,19 @@ def token_command(
                                    "was made, epoch seconds (the `account_age_s` risk signal)"),
     idh: str = typer.Option(None, help="the `idh` claim: the user's hashed real-person "
                             "identity (a coupon drop's `per_person` limit counts it)"),
+    tiers: str = typer.Option(None, help="the `tiers` claim, comma-separated: the user's "
+                              "audience tiers (presale access phases admit by them)"),
 ) -> None:
     """Print a user JWT signed with the service's secret (for trials and load tests)."""
     if not keys.valid_user_id(user):
         fail(f"{user!r} is not a valid user id")
-    print(mint_user_token(credentials.jwt_secret(_settings()), user, ttl_s, created_at, idh))
+    listed = [t.strip() for t in tiers.split(",")] if tiers else None
+    try:
+        phases.check_tiers(listed or [])
+    except ValidationError as exc:
+        fail(str(exc))
+    print(mint_user_token(credentials.jwt_secret(_settings()), user, ttl_s, created_at, idh,
+                          listed))
 
 
 @app.command("admin-token")

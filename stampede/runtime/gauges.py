@@ -1,4 +1,5 @@
-"""Gauges read back from Redis on a housekeeping tick: stock, holds, coupon value.
+"""Gauges read back on a housekeeping tick: stock, holds, coupon value and Redis
+memory from Redis; expired holds from the store.
 
 Each refresh is a small function in `REFRESHES`; `serve` runs them all every
 `INTERVAL_S` in the worker that does housekeeping.
@@ -7,8 +8,19 @@ Each refresh is a small function in `REFRESHES`; `serve` runs them all every
 from collections.abc import Awaitable, Callable
 from typing import cast
 
+from sqlalchemy import func, select
+
 from stampede import Engine
-from stampede.metrics import COUPON_VALUE, HOLDS, STOCK
+from stampede.durable.store import Store
+from stampede.durable.store import schema as t
+from stampede.metrics import (
+    COUPON_VALUE,
+    HOLDS,
+    HOLDS_EXPIRED,
+    REDIS_MEMORY_MAX,
+    REDIS_MEMORY_USED,
+    STOCK,
+)
 from stampede.state import keys
 
 INTERVAL_S = 2.0
@@ -41,8 +53,26 @@ async def refresh_coupon_value(engine: Engine) -> None:
             COUPON_VALUE.labels(cid, kind).set(value)
 
 
+async def refresh_redis_memory(engine: Engine) -> None:
+    """For the memory-near-its-limit alert: a full Redis refuses every write."""
+    info = await engine.redis.info("memory")
+    REDIS_MEMORY_USED.set(int(info.get("used_memory", 0)))
+    REDIS_MEMORY_MAX.set(int(info.get("maxmemory", 0)))
+
+
 REFRESHES: tuple[Callable[[Engine], Awaitable[None]], ...] = (refresh_stock,
-                                                               refresh_coupon_value)
+                                                               refresh_coupon_value,
+                                                               refresh_redis_memory)
+
+
+async def refresh_store_gauges(store: Store) -> None:
+    """Expired hold units per campaign from the store's projection (Redis keeps no
+    such counter), for the hold-expiry spike alert."""
+    async with store.engine.connect() as conn:
+        rows = (await conn.execute(select(t.skus.c.campaign_id, func.sum(t.skus.c.expired))
+                                   .group_by(t.skus.c.campaign_id))).all()
+    for cid, expired in rows:
+        HOLDS_EXPIRED.labels(cid).set(int(expired or 0))
 
 
 async def refresh_gauges(engine: Engine) -> None:

@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from stampede import Engine, Settings, logs
 from stampede.api.context import ENGINE
+from stampede.durable.points_client import HttpPoints
 from stampede.durable.store import Store, open_store
 from stampede.periodic import every
 from stampede.runtime import gauges
@@ -63,12 +64,17 @@ def contexts(settings: Settings, redis_url: str, housekeeping: bool) -> list[Con
 def engine_context(settings: Settings, redis_url: str) -> Context:
     async def run(app: web.Application) -> AsyncIterator[None]:
         engine = Engine.from_url(redis_url, settings)
+        if settings.points_url:
+            engine.coupons.points = HttpPoints(settings.points_url, settings.points_timeout_s,
+                                               settings.points_token)
         try:
             await engine.start()
             app[ENGINE] = engine
             yield
         finally:
             await engine.close()
+            if engine.coupons.points is not None:
+                await engine.coupons.points.close()
     return run
 
 
@@ -135,6 +141,8 @@ def periodic_context(settings: Settings) -> Context:
                             "sweeper")]
         if settings.metrics:
             jobs.append((gauges.INTERVAL_S, lambda: gauges.refresh_gauges(engine), "gauges"))
+            jobs.append((gauges.INTERVAL_S, lambda: gauges.refresh_store_gauges(app[STORE]),
+                         "store-gauges"))
         tasks = [asyncio.create_task(every(interval, job, stop, name))
                  for interval, job, name in jobs]
         tasks += durable_tasks(app[DURABLE_REDIS], app[STORE], settings, stop, False,

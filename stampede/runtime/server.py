@@ -18,7 +18,7 @@ from aiohttp import web
 from stampede import Settings, logs
 from stampede.api.app import make_admin_app, make_public_app
 from stampede.api.auth import Authenticator
-from stampede.api.context import DETAILS, ENGINE, STORE_CHECK, WEBHOOKS
+from stampede.api.context import DETAILS, DURABLE, ENGINE, STORE_CHECK, WEBHOOKS
 from stampede.api.healing import IN_STORE
 from stampede.api.runner import JsonErrorRunner
 from stampede.durable.recovery import in_store
@@ -109,6 +109,7 @@ def _listeners(process: web.Application, settings: Settings, auth: Authenticator
             make_admin_app(engine, auth, ready, metrics=settings.metrics)]
     for app in apps:
         app[STORE_CHECK] = store.ping
+        app[DURABLE] = store
         app[IN_STORE] = functools.partial(in_store, store)  # 503, not 404, while healing
         if details is not None:
             app[DETAILS] = details

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prometheus_client import multiprocess
+
 from stampede.errors import ServerError
 from stampede.logs import log
 from stampede.metrics import RESTARTS
@@ -46,10 +48,12 @@ class WorkerPool:
         env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
         return env
 
-    def _spawn(self, index: int) -> None:
+    def _spawn(self, index: int, restarted: bool = False) -> None:
         cmd = [sys.executable, "-m", "stampede.runtime.cli", "worker", "--index", str(index),
                "--host", self.host, "--port", str(self.port),
                "--admin-port", str(self.admin_port)]
+        if restarted:  # the replacement counts the restart: the master exposes no metrics
+            cmd.append("--restarted")
         self.procs[index] = subprocess.Popen(cmd, env=self._env(), preexec_fn=die_with_parent)
 
     def run(self) -> int:
@@ -67,8 +71,10 @@ class WorkerPool:
             for index, proc in list(self.procs.items()):
                 if proc.poll() is not None and not self.stopping:
                     log.warning("worker died; restarting", index=index, code=proc.returncode)
+                    # Its per-worker gauges (the console's worker list) go with it.
+                    multiprocess.mark_process_dead(proc.pid, str(self.metrics_dir))  # type: ignore[no-untyped-call]
                     time.sleep(RESTART_BACKOFF_S)
-                    self._spawn(index)
+                    self._spawn(index, restarted=True)
         return self._stop_all()
 
     def _restart_valkey(self, valkey: EmbeddedValkey) -> None:

@@ -151,6 +151,28 @@ def guard_keys(cid: str) -> GuardKeys:
     return GuardKeys(limiter_key(cid, "campaign", "all"), lists_key(cid))
 
 
+# -- presales: presale codes -------------------------------------------------------
+
+
+class PresaleKeys(NamedTuple):
+    """A campaign's presale keys (codes and segments), taken by claim_batch after the
+    guard's keys and by presale_codes_issue and segment_edit after the campaign key set
+    (the Lua table `P`)."""
+    pbatches: str
+    """hash: batch number -> presale_batch record; "seq" the last number given;
+    "<batch>.codes" codes used at least once, "<batch>.claims" the claims they made;
+    "#<segment>" the size of an audience segment"""
+    pcodes: str
+    """hash: "<batch>.<serial>.n" claims that spent the code, ".u" the user it is bound to"""
+    segments: str
+    """hash: "<segment>|<user>" -> 1 for each member of an ops-uploaded audience segment"""
+
+
+def presale_keys(cid: str) -> PresaleKeys:
+    t = tag(cid)
+    return PresaleKeys(f"{t}:pbatches", f"{t}:pcodes", f"{t}:segments")
+
+
 def nonce_key(cid: str, nonce: str) -> str:
     """A used proof-of-work nonce, kept until its challenge expires."""
     return f"{tag(cid)}:pow:{nonce}"

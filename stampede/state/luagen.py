@@ -136,6 +136,14 @@ def _guard_keys() -> str:
             f"end\n")
 
 
+def _presale_keys() -> str:
+    items = ", ".join(f"{name} = KEYS[slot + {i}]"
+                      for i, name in enumerate(keys.PresaleKeys._fields))
+    return (f"local function presale_keys_at(slot)\n"
+            f"  return {{{items}}}\n"
+            f"end\n")
+
+
 def _structs(conv: Callable[[type[msgspec.Struct]], str]) -> str:
     return "".join(conv(s) for s in records.ARG_STRUCTS)
 
@@ -143,7 +151,7 @@ def _structs(conv: Callable[[type[msgspec.Struct]], str]) -> str:
 def args() -> str:
     return ("-- Structured arguments (stampede/state/records.py), decoded by cmsgpack or\n"
             "-- cjson, as tables named by their fields.\n"
-            + _LIST_OF + _structs(_from) + _guard_keys())
+            + _LIST_OF + _structs(_from) + _guard_keys() + _presale_keys())
 
 
 FRAGMENTS: dict[str, Callable[[], str]] = {

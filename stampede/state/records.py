@@ -191,6 +191,18 @@ class TransferRecord(Struct):
     recipient: str
     new_claim: str
     """the recipient's claim, '' until accepted"""
+# presales: presale codes
+class PresaleBatchRecord(Struct):
+    """pbatches hash: batch number -> a batch of presale codes (presale_codes_issue.lua)."""
+    count: int
+    """codes in the batch: serials 1..count"""
+    uses: int
+    """claims each code may make"""
+    bind: int
+    """1: a code is bound to the first user who claims with it"""
+    tier: str
+    """the audience tier a valid code lends its claim (access phases)"""
+    created: int
 
 
 class StoredAnswer(Struct, array_like=True):
@@ -267,8 +279,10 @@ REFUND_ANSWER = TextCodec(RefundAnswerRecord, "refund_answer")
 TICKET = TextCodec(TicketRecord, "ticket")
 TRANSFER = TextCodec(TransferRecord, "transfer")
 
+PRESALE_BATCH = TextCodec(PresaleBatchRecord, "presale_batch")
+
 CAMPAIGN_RECORDS: tuple[TextCodec[Any], ...] = (CLAIM, ENTRY, WL_MEMBER, WAVE, CLAIM_ANSWER,
-                                                STOCK_ANSWER)
+                                                STOCK_ANSWER, PRESALE_BATCH)
 """Pasted into every operation (include/common.lua)."""
 COUPON_RECORDS: tuple[TextCodec[Any], ...] = (COUPON, REDEMPTION, GIFT, COUPON_ANSWER)
 """Pasted into coupon operations (include/coupons.lua)."""
@@ -315,8 +329,38 @@ class ClaimArg(Struct, array_like=True, frozen=True):
     """expiry (ms) of the admission token the engine verified, -1 if none"""
     fingerprint: str
     """the request body, for idempotency mismatch checks"""
+    tiers: list[str] = []
+    """presales: the audience tiers of the claimant's credential (include/phases.lua)"""
+    code: str = ""
+    """presales: the presale code's id "<batch>.<serial>" once its signature is verified,
+    "?" for a code that is not genuine, "" for none (include/presale_codes.lua)"""
+    k_code: int = 0
+    """KEYS slot of the claimant's code-attempt limiter, 0 without a code"""
     guard: GuardArg | None = None
-    """None: sent unguarded (the campaign was unguarded at its last reply)"""
+    """None: sent unguarded (the campaign was unguarded at its last reply); last, so
+    that a nil leaves no hole in the array msgpack makes of the claim"""
+
+
+# Codes users type (promo and referral codes).
+class CodeArg(Struct, array_like=True, frozen=True):
+    """The code a coupon claim was made with (coupon_claim.lua resolves it)."""
+    code: str
+    """normalized: upper case, no spaces or dashes"""
+    referrer: str
+    """the member a referral code belonged to when the engine looked, '' otherwise"""
+    referrer_wallet: int
+    """KEYS slot of the referrer's wallet, 0 if none"""
+    limiter: int
+    """KEYS slot of the claimant's wrong-code limiter"""
+
+
+# Points exchange.
+class PointsArg(Struct, array_like=True, frozen=True):
+    """The points debit a claim of a points-priced SKU was paid with."""
+    debit: str
+    """the debit id (the points service debited it once, idempotently)"""
+    points: int
+    """points debited: the SKU's price times qty"""
 
 
 class CouponClaimArg(Struct, array_like=True, frozen=True):
@@ -335,6 +379,10 @@ class CouponClaimArg(Struct, array_like=True, frozen=True):
     """random seed of the coupon ids and locators"""
     fingerprint: str
     guard: GuardArg | None = None
+    code: CodeArg | None = None
+    """None: a claim of the SKU named, without a code"""
+    points: PointsArg | None = None
+    """None: no points paid (a points-priced SKU is then refused)"""
 
 
 # -- the compiled guard config (meta `th`, JSON) -------------------------------------
@@ -409,7 +457,8 @@ def decode_guard_config(raw: str) -> GuardConfig:
     return _guard_config_dec.decode(raw)
 
 
-ARG_STRUCTS: tuple[type[Struct], ...] = (GuardArg, ClaimArg, CouponClaimArg, RateLimit,
+ARG_STRUCTS: tuple[type[Struct], ...] = (GuardArg, ClaimArg, CodeArg, PointsArg,
+                                         CouponClaimArg, RateLimit,
                                          AccountsLimit, RiskCheck, PowDifficulty, GuardConfig)
 """The argument shapes Lua reads, in an order where each comes after those it holds."""
 

@@ -40,6 +40,8 @@ OPERATIONS = (
     "coupon_gift_accept",
     "coupon_expire",
     "coupon_lookup",
+    # codes users type
+    "coupon_referral_code",
     "coupon_patch",  # coupon rules: live template changes
     "coupon_rules_lookup",  # coupon rules: coupons with their rules and the clock
     # after-sale
@@ -48,6 +50,8 @@ OPERATIONS = (
     "transfer_offer",
     "transfer_accept",
     "grant",
+    "presale_codes_issue",
+    "segment_edit",
 )
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from stampede.api.auth import mint_user_token
 from tests.api.conftest import JWT_SECRET, Api
-from tests.conftest import iso
+from tests.conftest import campaign_spec, iso
 
 SPEC: dict[str, Any] = {
     "name": "Launch", "opens_at": "2026-01-01T00:00:00Z", "closes_at": "2099-01-01T00:00:00Z",
@@ -45,7 +45,8 @@ async def test_claim_confirm_cancel_flow(api: Api) -> None:
                                        headers=api.viewer())).json()
     assert stats["skus"][0] == {
         "sku": "tee-black-m", "price": 1999, "available": 4, "held": 0, "sold": 1,
-        "released": 5, "pending_waves": 0, "pending_units": 0, "per_user": None}
+        "released": 5, "pending_waves": 0, "pending_units": 0, "per_user": None,
+        "revenue": 1999}
 
 
 async def test_another_users_claim_is_not_found(api: Api) -> None:
@@ -230,3 +231,31 @@ async def test_health(api: Api) -> None:
     assert (await api.public.get("/healthz")).status == 200
     resp = await api.public.get("/readyz")
     assert resp.status == 200 and (await resp.json())["ready"] is True
+
+
+async def test_the_admin_campaign_list_gives_each_campaign_at_a_glance(api: Api) -> None:
+    await api.engine.define_campaign("b2", campaign_spec(
+        stock=5, skus=("tee", "cap"), waves=[{"at": iso(-30), "qty": 5},
+                                             {"at": iso(600), "qty": 7}]))
+    await api.engine.define_campaign("a1", campaign_spec(stock=3))
+    await api.engine.claim("a1", "u1", "tee", 2)
+    resp = await api.admin.get("/admin/v1/campaigns", headers=api.viewer())
+    assert resp.status == 200
+    listed = (await resp.json())["campaigns"]
+    assert [c["id"] for c in listed] == ["a1", "b2"]
+    a1, b2 = listed
+    assert (a1["name"], a1["state"], a1["claims_total"], a1["waitlist"]) == \
+        ("test sale", "open", 1, 0)
+    assert a1["opens_at"] < a1["closes_at"]
+    assert a1["skus"] == [{"sku": "tee", "released": 3, "available": 1, "held": 2, "sold": 0,
+                           "pending_waves": 0, "next_wave_at": None}]
+    assert [(s["sku"], s["available"], s["pending_waves"]) for s in b2["skus"]] == \
+        [("cap", 5, 1), ("tee", 5, 1)]
+    assert all(s["next_wave_at"] is not None for s in b2["skus"])
+
+
+async def test_lookups_without_a_store_are_unavailable_not_errors(api: Api) -> None:
+    resp = await api.admin.get("/admin/v1/campaigns/c1/claims", headers=api.viewer())
+    assert resp.status == 503 and (await resp.json())["error"]["code"] == "unavailable"
+    resp = await api.public.get("/v1/me/claims", headers={"X-User-Id": "u1"})
+    assert resp.status == 503 and "durable store" in (await resp.json())["error"]["message"]

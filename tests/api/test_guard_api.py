@@ -62,7 +62,7 @@ async def test_challenge_round_trip_and_blocked(api: Api) -> None:
     assert resp.status == 201
     resp = await api.public.post(CLAIM, json=BODY, headers=_h("u5", **{"X-Device-Id": "a|b"}))
     assert (await resp.json())["error"]["code"] == "challenge_required"
-    metrics = await (await api.public.get("/metrics")).text()
+    metrics = await (await api.admin.get("/metrics")).text()
     assert 'stampede_refusals_total{reason="challenge_required",scope="accounts_per_device"}' \
         in metrics
 
@@ -143,5 +143,5 @@ async def test_gateway_limiter_limits_and_fails_open(clean_redis: str, tmp_path:
             assert resp.status == 200 and b"solveChallenge" in await resp.read()
         resp = await asyncio.wait_for(api.public.post(CLAIM, json=BODY, headers=_h("a")), 30)
         assert resp.status == 503  # a claim fails closed
-        metrics = await (await api.public.get("/metrics")).text()
+        metrics = await (await api.admin.get("/metrics")).text()
         assert "stampede_limiter_fail_open_total" in metrics

@@ -62,7 +62,7 @@ async def test_blocked_users_and_devices_are_403(api: Api) -> None:
     err = await _error(resp)
     assert (resp.status, err["code"], err["reason"]) == (403, "blocked", "device_blocked")
     assert (await api.public.post(CLAIM, json=BODY, headers=_h("bob"))).status == 201
-    metrics = await (await api.public.get("/metrics")).text()
+    metrics = await (await api.admin.get("/metrics")).text()
     assert 'stampede_refusals_total{reason="blocked",scope="device_blocked"}' in metrics
     assert 'stampede_coupon_operations_total{answer="blocked",op="claim"}' in metrics
 
@@ -90,7 +90,7 @@ async def test_the_account_past_the_device_limit_solves_a_challenge_once(api: Ap
     stats = await (await api.admin.get("/admin/v1/campaigns/d1/coupons/stats",
                                        headers=api.viewer())).json()
     assert stats["totals"]["issued"] == 3
-    metrics = await (await api.public.get("/metrics")).text()
+    metrics = await (await api.admin.get("/metrics")).text()
     assert 'stampede_refusals_total{reason="challenge_required",scope="accounts_per_device"}' \
         in metrics
 

@@ -137,7 +137,7 @@ async def test_coupon_answers_are_counted(api: Api) -> None:
                           headers=user("zed", "z1"))
     await api.public.post("/v1/campaigns/d1/coupons", json={"sku": "five"},
                           headers={"X-User-Id": "nobody"})
-    text = await (await api.public.get("/metrics")).text()
+    text = await (await api.admin.get("/metrics")).text()
     assert 'stampede_coupon_operations_total{answer="ok",op="claim"}' in text
     assert 'stampede_coupon_operations_total{answer="identity_required",op="claim"}' in text
 
@@ -148,7 +148,7 @@ async def test_budget_gauges(api: Api) -> None:
     await api.public.post("/v1/campaigns/d1/coupons", json={"sku": "five"},
                           headers=user("gauge", "g1"))
     await refresh_gauges(api.engine)
-    text = await (await api.public.get("/metrics")).text()
+    text = await (await api.admin.get("/metrics")).text()
     assert 'stampede_coupon_value{campaign="d1",kind="issued"} 500.0' in text
     assert 'stampede_coupon_value{campaign="d1",kind="budget_left"} -1.0' in text
 

@@ -1,7 +1,13 @@
 """Random sequences of coupon operations agree with a pure-Python model.
 
-Claims (per-user limit, stock, budget), redemptions (by the current code or
-a dead one), rollbacks (twice), gift offers and acceptances, and the clock
+Claims (per-user limit, stock, budget), claims with a promo code (right or
+wrong: the per-code limit, the wrong-code limiter), referral codes minted and
+used (two accounts share one person, one account has no identity: own
+referrals and second referrals refused; the referrer's reward), points
+exchanges against a real loopback points service (balances, a key used
+again, replies lost), redemptions
+(by the current code or a dead one), rollbacks (twice), gift offers and
+acceptances, and the clock
 moving in 6-hour steps against 1- and 2-day validities (so the real time the
 test takes never crosses a boundary), with expiry sweeps. After every step
 each user's wallet and the drop's totals must equal the model's.
@@ -19,8 +25,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from stampede import Engine, Outcome, Settings
 from stampede.domain.coupons.service import Merchant
 from stampede.domain.coupons.spec import MerchantSpec, RedemptionRequest
+from stampede.durable.points_client import HttpPoints
 from tests.conftest import iso
 from tests.coupons.helpers import drop_spec
+from tests.coupons.points_service import PointsService, points_service
 
 USERS = ["u0", "u1", "u2"]
 STEP_MS = 6 * 3600 * 1000
@@ -28,8 +36,15 @@ DAY_MS = 24 * 3600 * 1000
 TEMPLATES = {"five": {"kind": "fixed_off", "face_value": 500, "valid_days": 1,
                       "transferable": True},
              "pack": {"kind": "pack", "face_value": 300, "item": "tea", "uses": 2,
-                      "valid_days": 2}}
-VALUE = {"five": 500, "pack": 600}
+                      "valid_days": 2},
+             "promo": {"kind": "fixed_off", "face_value": 100, "valid_days": 2},
+             "friend": {"kind": "fixed_off", "face_value": 150, "valid_days": 2},
+             "bonus": {"kind": "fixed_off", "face_value": 50, "valid_days": 2},
+             "mug": {"kind": "exchange", "item": "mug", "face_value": 200, "valid_days": 2}}
+VALUE = {"five": 500, "pack": 600, "promo": 100, "friend": 150, "bonus": 50, "mug": 200}
+MUG_POINTS = 300
+IDENTITY = {"u0": "p0", "u1": "p1", "u2": "p0", "friend": None}  # u0 and u2: one person
+PROMO_PER_USER, WRONG_PER_HOUR = 1, 3
 BUDGET = 3500
 _ids = itertools.count()
 
@@ -63,7 +78,16 @@ class CouponMachine(RuleBasedStateMachine):
         self.cid = f"cm-{next(_ids)}"
         self.run(self.engine.define_campaign(self.cid, drop_spec(
             stock=5, per_user=3, templates=TEMPLATES, budget=BUDGET,
-            campaign={"closes_at": iso(30 * 86_400)})))
+            campaign={"closes_at": iso(30 * 86_400)},
+            promo_codes={"SAVE10": {"sku": "promo", "per_user": PROMO_PER_USER}},
+            referral={"sku": "friend", "referrer_sku": "bonus"},
+            wrong_codes={"per_hour": WRONG_PER_HOUR}, points={"mug": MUG_POINTS})))
+        self._points_cm = points_service()
+        self.points: PointsService = self.run(self._points_cm.__aenter__())
+        self.points.balances.update(u0=1000, u1=300, u2=0)
+        self.engine.coupons.points = HttpPoints(self.points.url, timeout_s=2)
+        self.exchanges: dict[tuple[str, str], Any] = {}
+        """(user, key) -> the first answer of that exchange"""
         creds = self.run(self.engine.coupons.put_merchant("m1", MerchantSpec(name="m1")))
         merchant = self.run(self.engine.coupons.merchant(creds.token))
         assert merchant is not None
@@ -71,7 +95,13 @@ class CouponMachine(RuleBasedStateMachine):
         self.now = 0
         self.coupons: list[Coupon] = []
         self.units = dict.fromkeys(USERS, 0)
-        self.stock = {"five": 5, "pack": 5}
+        self.stock = dict.fromkeys(TEMPLATES, 5)
+        self.wrong = dict.fromkeys(IDENTITY, 0)
+        """wrong codes since the clock last moved (6 h: every limiter is fresh again)"""
+        self.promo_used = dict.fromkeys(IDENTITY, 0)
+        self.ref_codes: dict[str, str] = {}
+        self.referred: set[str] = set()
+        self.referred_people: set[str] = set()
         self.value = 0
         self.redemptions: list[tuple[str, Coupon, bool]] = []  # id, coupon, rolled back
         self.offers: list[tuple[str, Coupon, bool, int]] = []  # token, coupon, usable, until
@@ -81,6 +111,9 @@ class CouponMachine(RuleBasedStateMachine):
         return self.loop.run_until_complete(coro)
 
     def teardown(self) -> None:
+        if self.engine.coupons.points is not None:
+            self.run(self.engine.coupons.points.close())
+        self.run(self._points_cm.__aexit__(None, None, None))
         self.run(self.engine.close())
         self.loop.close()
 
@@ -107,6 +140,137 @@ class CouponMachine(RuleBasedStateMachine):
             self.value += VALUE[sku]
             self.coupons.append(Coupon(v.coupon_id, sku, user, v.uses_left, self.now, v.code,
                                        []))
+
+    def _issued(self, r: Any, user: str, sku: str) -> None:
+        (v,) = r.view.coupons
+        self.units[user] += 1
+        self.stock[sku] -= 1
+        self.value += VALUE[sku]
+        self.coupons.append(Coupon(v.coupon_id, sku, user, v.uses_left, self.now, v.code, []))
+
+    @rule(user=st.sampled_from(list(IDENTITY)), right=st.booleans())
+    def claim_promo(self, user: str, right: bool) -> None:
+        r = self.run(self.engine.coupons.claim(self.cid, user, "",
+                                               code="save-10" if right else "SAVE11"))
+        self.units.setdefault(user, 0)
+        if self.wrong[user] >= WRONG_PER_HOUR:
+            assert (r.outcome, r.reason) == (Outcome.THROTTLED, "code"), r
+        elif not right:
+            assert (r.outcome, r.reason) == (Outcome.NOT_FOUND, "no_code"), r
+            self.wrong[user] += 1
+        elif self.units[user] + 1 > 3:
+            assert (r.outcome, r.reason) == (Outcome.LIMIT_EXCEEDED, "per_user"), r
+        elif self.promo_used[user] + 1 > PROMO_PER_USER:
+            assert (r.outcome, r.reason) == (Outcome.LIMIT_EXCEEDED, "code_per_user"), r
+        elif self.stock["promo"] < 1:
+            assert (r.outcome, r.reason) == (Outcome.SOLD_OUT, "stock"), r
+        elif self.value + VALUE["promo"] > BUDGET:
+            assert (r.outcome, r.reason) == (Outcome.SOLD_OUT, "budget"), r
+        else:
+            assert r.outcome is Outcome.OK and r.view.sku == "promo", r
+            self.promo_used[user] += 1
+            self._issued(r, user, "promo")
+
+    @rule(user=st.sampled_from(list(IDENTITY)))
+    def mint_referral_code(self, user: str) -> None:
+        r = self.run(self.engine.coupons.referral_code(self.cid, user, IDENTITY[user]))
+        if user in self.ref_codes:
+            assert r.outcome is Outcome.OK and r.view.code == self.ref_codes[user]
+            assert not r.view.created
+        elif IDENTITY[user] is None:
+            assert (r.outcome, r.reason) == (Outcome.LIMIT_EXCEEDED, "identity_required")
+        else:
+            assert r.outcome is Outcome.OK and r.view.created
+            self.ref_codes[user] = r.view.code
+
+    @rule(friend=st.sampled_from(list(IDENTITY)), referrer=st.sampled_from(USERS))
+    def refer(self, friend: str, referrer: str) -> None:
+        self._refer(friend, referrer)
+
+    @rule(referrer=st.sampled_from(USERS))
+    def refer_one_person_twice(self, referrer: str) -> None:
+        """u0 and u2 are one person: once one of them is referred, the other is not."""
+        self.mint_referral_code(referrer)
+        self._refer("u0", referrer)
+        self._refer("u2", referrer)
+
+    def _refer(self, friend: str, referrer: str) -> None:
+        if referrer not in self.ref_codes:
+            return
+        person = IDENTITY[friend]
+        r = self.run(self.engine.coupons.claim(self.cid, friend, "",
+                                               code=self.ref_codes[referrer], identity=person))
+        self.units.setdefault(friend, 0)
+        if self.wrong[friend] >= WRONG_PER_HOUR:
+            assert (r.outcome, r.reason) == (Outcome.THROTTLED, "code"), r
+        elif self.units[friend] + 1 > 3:
+            assert (r.outcome, r.reason) == (Outcome.LIMIT_EXCEEDED, "per_user"), r
+        elif person is None:
+            assert (r.outcome, r.reason) == (Outcome.LIMIT_EXCEEDED, "identity_required"), r
+        elif friend == referrer or person == IDENTITY[referrer]:
+            assert (r.outcome, r.reason) == (Outcome.CONFLICT, "own_referral"), r
+        elif friend in self.referred or person in self.referred_people:
+            assert (r.outcome, r.reason) == (Outcome.LIMIT_EXCEEDED, "referral_used"), r
+        elif self.units[referrer] + 1 > 3:
+            assert (r.outcome, r.reason) == (Outcome.LIMIT_EXCEEDED, "referrer_limit"), r
+        elif self.stock["bonus"] < 1 or self.stock["friend"] < 1:
+            assert (r.outcome, r.reason) == (Outcome.SOLD_OUT, "stock"), r
+        elif self.value + VALUE["friend"] + VALUE["bonus"] > BUDGET:
+            assert (r.outcome, r.reason) == (Outcome.SOLD_OUT, "budget"), r
+        else:
+            assert r.outcome is Outcome.OK and r.view.sku == "friend", r
+            self._issued(r, friend, "friend")
+            self.referred.add(friend)
+            self.referred_people.add(person)
+            reward = [v for v in self.run(self.engine.coupons.wallet(referrer))
+                      if v.template == "bonus" and v.campaign_id == self.cid
+                      and v.coupon_id not in {c.coupon_id for c in self.coupons}]
+            assert len(reward) == 1
+            self.units[referrer] += 1
+            self.stock["bonus"] -= 1
+            self.value += VALUE["bonus"]
+            v = reward[0]
+            self.coupons.append(Coupon(v.coupon_id, "bonus", referrer, v.uses_left, self.now,
+                                       v.code or "", []))
+
+    @rule(user=st.sampled_from(USERS), key=st.sampled_from(["k1", "k2", "k3"]),
+          lose=st.integers(0, 3))
+    def exchange(self, user: str, key: str, lose: int) -> None:
+        """Pay a mug in points; a key used again is the same exchange; `lose` replies
+        are lost (3: the service never answers, and the app tries again at once)."""
+        first = self.exchanges.get((user, key))
+        # The service is asked unless the claim ran before (its answer is remembered).
+        asks = first is None or first.reason == "points_refused"
+        self.points.lose_replies = lose
+        balance = self.points.balances[user]
+        r = self.run(self.engine.coupons.claim(self.cid, user, "mug", idempotency_key=key))
+        if lose >= 3 and asks:
+            assert (r.outcome, r.reason) == (Outcome.FENCED, "points_unavailable"), r
+            r = self.run(self.engine.coupons.claim(self.cid, user, "mug", idempotency_key=key))
+        self.points.lose_replies = 0
+        if first is not None:  # the same exchange: the same answer, no new debit
+            assert (r.outcome, r.reason) == (first.outcome, first.reason), r
+            if r.outcome is Outcome.OK:  # the same claim and coupons (their status may differ)
+                assert r.view.claim_id == first.view.claim_id
+                assert [c.coupon_id for c in r.view.coupons] == \
+                    [c.coupon_id for c in first.view.coupons]
+            assert self.points.balances[user] == balance
+            return
+        self.exchanges[(user, key)] = r
+        if balance < MUG_POINTS:
+            assert (r.outcome, r.reason) == (Outcome.CONFLICT, "points_refused"), r
+        elif self.units[user] + 1 > 3:
+            assert (r.outcome, r.reason) == (Outcome.LIMIT_EXCEEDED, "per_user"), r
+        elif self.stock["mug"] < 1:
+            assert (r.outcome, r.reason) == (Outcome.SOLD_OUT, "stock"), r
+        elif self.value + VALUE["mug"] > BUDGET:
+            assert (r.outcome, r.reason) == (Outcome.SOLD_OUT, "budget"), r
+        else:
+            assert r.outcome is Outcome.OK, r
+            self._issued(r, user, "mug")
+            assert self.points.balances[user] == balance - MUG_POINTS
+            return
+        assert self.points.balances[user] == balance  # refused or refunded: nothing spent
 
     @rule(data=st.data(), dead=st.booleans())
     def redeem(self, data: st.DataObject, dead: bool) -> None:
@@ -200,6 +364,7 @@ class CouponMachine(RuleBasedStateMachine):
         self.run(self.engine.set_clock_offset(self.cid, self.now))
         self.run(self.engine.sweep(self.cid))
         self._expire()
+        self.wrong = dict.fromkeys(IDENTITY, 0)
 
     @invariant()
     def agrees_with_model(self) -> None:

@@ -16,6 +16,7 @@ class ModelClaim:
     qty: int
     deadline: int
     status: str = "held"
+    price: int = 100
 
 
 @dataclass
@@ -35,6 +36,30 @@ class SaleModel:
     """ticket -> "in:<gate>" or "refunded": the tickets that are no longer plain valid"""
     packs: dict[str, int] = field(default_factory=dict)
     """user -> coupon packs granted to them on check-in (or by ops)"""
+    phases: list[tuple[int, frozenset[str] | None]] = field(default_factory=list)
+    """Presale access phases in order of opening: (opens, tiers or None for everyone)."""
+    price_steps: dict[str, list[tuple[int, int | None, frozenset[str] | None]]] = \
+        field(default_factory=dict)
+    """Presale price steps by SKU: (price, first_units, tiers), the first match wins."""
+    base_price: int = 100
+    revenue: dict[str, int] = field(default_factory=dict)
+
+    def price(self, sku: str, qty: int, tiers: tuple[str, ...]) -> int:
+        taken = self.stock[sku][1] + self.stock[sku][2] + qty
+        for price, units, audience in self.price_steps.get(sku, []):
+            if (units is None or taken <= units) and \
+                    (audience is None or audience & set(tiers)):
+                return price
+        return self.base_price
+
+    def phase_refusal(self, tiers: tuple[str, ...]) -> Outcome | None:
+        """NOT_ELIGIBLE or NOT_OPEN unless the claimant's earliest phase has opened."""
+        if not self.phases:
+            return None
+        for opens, audience in self.phases:
+            if audience is None or audience & set(tiers):
+                return None if self.now >= opens else Outcome.NOT_OPEN
+        return Outcome.NOT_ELIGIBLE
 
     def tick(self) -> None:
         for wave in [w for w in self.waves if w[0] <= self.now]:
@@ -55,7 +80,7 @@ class SaleModel:
                    if c.user == user and c.status in ("held", "confirmed"))
 
     def claim(self, claim_id: str, user: str, sku: str, qty: int,
-              key: str | None) -> tuple[Outcome, str | None]:
+              key: str | None, tiers: tuple[str, ...] = ()) -> tuple[Outcome, str | None]:
         fp = f"{sku}:{qty}"
         if key is not None and (user, key) in self.idem:
             first_fp, outcome, first_id = self.idem[(user, key)]
@@ -64,14 +89,19 @@ class SaleModel:
             return outcome, first_id
         if self.paused:
             return Outcome.PAUSED, None
+        refused = self.phase_refusal(tiers)
+        if refused is not None:  # by state: not remembered
+            return refused, None
         if self.user_total(user) + qty > self.per_user:
             outcome, cid = Outcome.LIMIT_EXCEEDED, None
         elif self.stock[sku][0] < qty:
             outcome, cid = Outcome.SOLD_OUT, None
         else:
+            price = self.price(sku, qty, tiers)
             self.stock[sku][0] -= qty
             self.stock[sku][1] += qty
-            self.claims[claim_id] = ModelClaim(user, sku, qty, self.now + self.hold_ttl)
+            self.claims[claim_id] = ModelClaim(user, sku, qty, self.now + self.hold_ttl,
+                                               price=price)
             outcome, cid = Outcome.OK, claim_id
         if key is not None:
             self.idem[(user, key)] = (fp, outcome, cid)
@@ -91,6 +121,7 @@ class SaleModel:
         if confirm:
             self.stock[c.sku][1] -= c.qty
             self.stock[c.sku][2] += c.qty
+            self.revenue[c.sku] = self.revenue.get(c.sku, 0) + c.price * c.qty
             c.status = done
         else:
             self._release(c, done)

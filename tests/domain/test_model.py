@@ -3,7 +3,10 @@
 Claim, retry (same Idempotency-Key, or the same batch replayed as redis-py
 would after a lost reply), confirm, cancel, expiry (the campaign clock moves
 in 30 s steps against 100 s holds, so real time elapsed in the test never
-crosses a boundary), stock adjustments, pauses, staged waves, refunds
+crosses a boundary), stock adjustments, pauses, staged waves, presale
+access phases (claimants of tiers vip, member or none; the phases patched
+away and back) and price steps on SKU a (by units taken, by tier): each
+hold's price and each SKU's revenue must be the model's too; refunds
 (operator, buyer and intruder; whole or some units) and door check-ins of
 the campaign's tickets at two gates (refunded tickets refused, a second
 scan answering where the first admitted), and transfers (the claim
@@ -37,6 +40,12 @@ from tests.domain.model import SaleModel
 
 USERS = ["u0", "u1", "u2", "u3"]
 SKUS = ["a", "b"]
+TIERS = [(), ("vip",), ("member",), ("member", "other")]
+# Presale phases: vip from the start, members at +75 s, everyone at +135 s
+# (halfway between clock steps, like the waves).
+PHASES = [(-30_000, ("vip",)), (75_000, ("member",)), (135_000, None)]
+# Price steps of SKU a: the first 3 units taken at 80, then members at 90, else 100.
+STEPS = [(80, 3, None), (90, None, ("member",))]
 STEP_MS = 30_000
 HOLD_TTL_MS = 100_000
 _ids = itertools.count()
@@ -56,9 +65,12 @@ class SaleMachine(RuleBasedStateMachine):
             "name": "model", "opens_at": (now - timedelta(minutes=1)).isoformat(),
             "closes_at": (now + timedelta(days=1)).isoformat(), "hold_ttl_s": HOLD_TTL_MS // 1000,
             "limits": {"per_user": 3}, "tickets": {"venue": "arena"}, "transfers": {},
-            "skus": [{"sku": s, "price": 100, "waves": [
+            "skus": [{"sku": s, "price": 100, "price_steps": [
+                {"price": p, "first_units": u, "tiers": list(t) if t else None}
+                for p, u, t in STEPS] if s == "a" else [], "waves": [
                 {"at": (now + timedelta(milliseconds=at - 1000 * (at == 0))).isoformat(),
-                 "qty": q} for at, q in waves[s]]} for s in SKUS]}, CampaignSpec)
+                 "qty": q} for at, q in waves[s]]} for s in SKUS],
+            "phases": self.phase_specs(now)}, CampaignSpec)
         self.drop = f"{self.cid}-fans"
         self.run(self.engine.define_campaign(self.drop, drop_spec(
             stock=10_000, templates={"five": FIVE_OFF, "ten": {**FIVE_OFF, "face_value": 900}},
@@ -67,9 +79,22 @@ class SaleMachine(RuleBasedStateMachine):
         self.run(self.engine.define_campaign(self.cid, spec))
         self.grant_keys: set[tuple[str, str]] = set()
         self.model = SaleModel(HOLD_TTL_MS, 3, {s: [0, 0, 0, 0] for s in SKUS},
-                               [(at, s, q) for s in SKUS for at, q in waves[s]])
+                               [(at, s, q) for s in SKUS for at, q in waves[s]],
+                               phases=self.model_phases(),
+                               price_steps={"a": [(p, u, frozenset(t) if t else None)
+                                                  for p, u, t in STEPS]})
+        self.start = now
         self.model.tick()
         self.requests: list[tuple[PendingClaim, Outcome, str | None]] = []
+
+    @staticmethod
+    def phase_specs(now: datetime) -> list[dict[str, Any]]:
+        return [{"name": f"p{i}", "opens_at": (now + timedelta(milliseconds=at)).isoformat(),
+                 "tiers": list(tiers) if tiers else None} for i, (at, tiers) in enumerate(PHASES)]
+
+    @staticmethod
+    def model_phases() -> list[tuple[int, frozenset[str] | None]]:
+        return [(at, frozenset(t) if t else None) for at, t in PHASES]
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -79,14 +104,17 @@ class SaleMachine(RuleBasedStateMachine):
         self.loop.close()
 
     @rule(user=st.sampled_from(USERS), sku=st.sampled_from(SKUS), qty=st.integers(1, 3),
-          key=st.sampled_from([None, "k0", "k1", "k2"]))
-    def claim(self, user: str, sku: str, qty: int, key: str | None) -> None:
-        pending = PendingClaim(keys.new_claim_id(self.cid), user, sku, qty, key)
+          key=st.sampled_from([None, "k0", "k1", "k2"]), tiers=st.sampled_from(TIERS))
+    def claim(self, user: str, sku: str, qty: int, key: str | None,
+              tiers: tuple[str, ...]) -> None:
+        pending = PendingClaim(keys.new_claim_id(self.cid), user, sku, qty, key, tiers=tiers)
         result = self.run(self.engine._claim_batch(self.cid, [pending]))[0]
-        expected, expected_id = self.model.claim(pending.claim_id, user, sku, qty, key)
+        expected, expected_id = self.model.claim(pending.claim_id, user, sku, qty, key, tiers)
         assert result.outcome is expected
         got_id = result.claim.claim_id if result.claim else None
         assert got_id == expected_id
+        if result.claim and expected_id in self.model.claims:
+            assert result.claim.price == self.model.claims[expected_id].price
         self.requests.append((pending, result.outcome, got_id))
 
     @rule(data=st.data())
@@ -114,10 +142,11 @@ class SaleMachine(RuleBasedStateMachine):
         result = self.run(op(claim_id, user))
         assert result.outcome is self.model.settle(claim_id, user, confirm)
 
-    @rule(user=st.sampled_from(USERS), sku=st.sampled_from(SKUS), qty=st.integers(1, 3))
-    def buy(self, user: str, sku: str, qty: int) -> None:
+    @rule(user=st.sampled_from(USERS), sku=st.sampled_from(SKUS), qty=st.integers(1, 3),
+          tiers=st.sampled_from(TIERS))
+    def buy(self, user: str, sku: str, qty: int, tiers: tuple[str, ...]) -> None:
         """Claim and confirm at once: sold claims for the refunds to find."""
-        self.claim(user, sku, qty, None)
+        self.claim(user, sku, qty, None, tiers)
         claim_id = self.requests[-1][2]
         if claim_id is not None:
             result = self.run(self.engine.confirm(claim_id, user))
@@ -201,12 +230,21 @@ class SaleMachine(RuleBasedStateMachine):
         assert self.run(self.engine.patch_campaign(self.cid, patch, "ops")) is Outcome.OK
         self.model.per_user = limit
 
+    @rule(on=st.booleans())
+    def patch_phases(self, on: bool) -> None:
+        """Phases patched away (everyone may claim) or back, live."""
+        raw = {"phases": self.phase_specs(self.start) if on else []}
+        patch = msgspec.convert(raw, CampaignPatch)
+        assert self.run(self.engine.patch_campaign(self.cid, patch, "ops")) is Outcome.OK
+        self.model.phases = self.model_phases() if on else []
+
     @invariant()
     def agrees_with_model(self) -> None:
         stats = self.run(self.engine.stats(self.cid))
         for s in stats.skus:
             assert [s.available, s.held, s.sold, s.released] == self.model.stock[s.sku]
             assert s.available >= 0 and s.available + s.held + s.sold == s.released
+            assert s.revenue == self.model.revenue.get(s.sku, 0)
         users = self.run(self.engine.redis.hgetall(keys.campaign_keys(self.cid).users))
         for user in USERS:
             assert int(users.get(user, 0)) == self.model.user_total(user)

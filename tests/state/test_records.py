@@ -108,7 +108,11 @@ def test_a_value_that_would_break_the_layout_is_refused(record: Any) -> None:
 GUARD = GuardArg("dev-1", "10.1.2.0/24", 3600, 2, 18, 1_764_633_600_000, 16, 17, 18, 19, 20, 21)
 SALE_CLAIMS = [ClaimArg("c1.0123456789abcdef0123", "ann", "tee", 2, 0, -1, "tee:2"),
                ClaimArg("c1.aaaaaaaaaaaaaaaaaaaa", "bob@x", "cap", 1, 17, 1_764_633_600_123,
-                        "cap:1", GUARD)]
+                        "cap:1", guard=GUARD),
+               ClaimArg("c1.bbbbbbbbbbbbbbbbbbbb", "cat", "tee", 1, 0, -1, "tee:1",
+                        ["vip", "fan-club"], "3.17", 22, GUARD),
+               ClaimArg("c1.cccccccccccccccccccc", "dan", "tee", 1, 0, -1, "tee:1", [], "?",
+                        23)]
 COUPON_CLAIMS = [CouponClaimArg("d1.0123456789abcdef0123", "ann", "five", 1, 24, 0, -1, "",
                                 "seed", "five:1"),
                  CouponClaimArg("d1.bbbbbbbbbbbbbbbbbbbb", "bob", "pack", 3, 24, 25, 99,

@@ -33,7 +33,8 @@ ROWS: dict[str, list[dict[str, str]]] = {
                         "after": "3"}, {"sku": "tee", "delta": "4", "actor": "ops"}],
     "claim_held": [{**_CLAIM, "price": "1999", "deadline": "1700000060000", "idem": "k",
                     "fp": "ab", "identity": "p1", "offer": "1"},
-                   {**_CLAIM, "price": "1999", "deadline": "1700000060000"}],
+                   {**_CLAIM, "price": "1999", "deadline": "1700000060000"},
+                   {**_CLAIM, "price": "1999", "deadline": "1700000060000", "code": "1.17"}],
     "claim_confirmed": [{**_CLAIM, "price": "1999"}],
     "claim_expired": [_CLAIM],
     "claim_cancelled": [_CLAIM],
@@ -66,6 +67,15 @@ ROWS: dict[str, list[dict[str, str]]] = {
     "gift_offered": [{"coupon": "d1.c1", "user": "u0", "expires": "1700000060000",
                       "token": "t"}, {"coupon": "d1.c1", "user": "u0", "expires": "1"}],
     "requests_refused": [{"n": "2", "refusals": "u1:throttled;u2:blocked"}],
+    # codes users type
+    "code_claimed": [{"claim": "d1.x", "user": "u1", "code": "RABCDEFGH", "kind": "referral",
+                      "qty": "1", "referrer": "u0", "reward_claim": "d1.y", "identity": "p1"},
+                     {"claim": "d1.x", "user": "u1", "code": "SUMMER25", "kind": "promo",
+                      "qty": "2"}],
+    "referral_code_minted": [{"user": "u0", "code": "RABCDEFGH", "identity": "p0"}],
+    # points exchange
+    "points_exchanged": [{"claim": "d1.x", "user": "u1", "sku": "mug", "qty": "1",
+                          "debit": "ab" * 16, "points": "300"}],
     # coupon rules: a live change
     "coupon_drop_patched": [{"actor": "op", "before": '{"cp_per_day":false}',
                              "after": '{"cp_per_day":"5"}', "grow": '{"five":{"vt":-1,"vd":9}}',
@@ -85,6 +95,10 @@ ROWS: dict[str, list[dict[str, str]]] = {
                            "price": "1999", "created": "1", "deadline": "2", "token": "ab"},
                           {**_CLAIM, "new_claim": "c1.00000000000000000000", "from": "u0",
                            "price": "1999", "created": "1", "deadline": "2"}],
+    "presale_codes_issued": [{"batch": "1", "count": "500", "uses": "1", "bind": "0",
+                              "tier": "fan-code", "actor": "ops"}],
+    "segment_changed": [{"segment": "insiders", "op": "add", "users": "ann,bob", "n": "2",
+                         "actor": "ops"}],
 }
 
 

@@ -142,7 +142,7 @@ def persister_pid(service: "Service") -> int | None:
 
 def metric(service: "Service", name: str) -> float:
     """The sum of a metric's samples whose line starts with `name` (labels included)."""
-    with urllib.request.urlopen(f"{service.url}/metrics", timeout=10) as resp:
+    with urllib.request.urlopen(f"{service.admin_url}/metrics", timeout=10) as resp:
         text = resp.read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith(name) and not line.startswith("#"))

@@ -31,7 +31,7 @@ def marked_blocks(readme: str) -> dict[str, str]:
 
 def test_the_readme_marks_its_pasteable_blocks() -> None:
     blocks = marked_blocks((ROOT / "README.md").read_text())
-    assert list(blocks) == ["sale", "coupons", "coupon-rules"]
+    assert list(blocks) == ["sale", "coupons", "coupon-rules", "codes"]
     assert "bin/serve &" in blocks["sale"] and "/readyz" in blocks["sale"]
 
 

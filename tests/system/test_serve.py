@@ -84,13 +84,21 @@ def test_workers_share_the_port_and_a_dead_one_is_replaced(tmp_path: Path) -> No
         subprocess.run(["kill", "-9", str(victim)], check=True)
         assert _wait(lambda: len(workers()) == 2 and victim not in workers(), 15)
         assert _wait(svc.ready)
-        with urllib.request.urlopen(f"{svc.url}/metrics", timeout=5) as resp:
+        with urllib.request.urlopen(f"{svc.admin_url}/metrics", timeout=5) as resp:
             metrics = resp.read().decode()
         assert "stampede_http_requests_total" in metrics
         # Aggregated from every worker's files (multiprocess mode has no _created series):
         assert "stampede_http_requests_created" not in metrics
+        # The replacement counts the restart once it is up (the master exposes nothing):
+        assert _wait(lambda: 'stampede_restarts_total{component="worker"} 1.0'
+                     in _scrape(svc.admin_url), 15)
         valkey = svc.valkey_pid
         assert svc.terminate() == 0
         assert _wait(lambda: not workers() and not _alive(valkey), 15)
     finally:
         svc.kill()
+
+
+def _scrape(base: str) -> str:
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
+        return str(resp.read().decode())

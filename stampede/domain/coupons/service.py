@@ -7,6 +7,7 @@ more precisely than the outcome (budget, merchant_cap, stacking, ...), and
 the gateway turns both into the stable error codes of the contract.
 """
 
+import dataclasses
 import functools
 import hashlib
 import hmac
@@ -22,8 +23,9 @@ from redis.asyncio import Redis
 
 from stampede.domain import throttle
 from stampede.domain.batcher import ClaimBatcher
-from stampede.domain.coupons import changes, codes, discount, pricing, templates
+from stampede.domain.coupons import changes, codes, discount, points, pricing, promo, templates
 from stampede.domain.coupons.codes import CodeKeys
+from stampede.domain.coupons.points import PointsLedger
 from stampede.domain.coupons.pricing import TemplateRules, order_total
 from stampede.domain.coupons.spec import (
     CartLine,
@@ -42,6 +44,7 @@ from stampede.domain.coupons.spec import (
     QualifyView,
     RedemptionRequest,
     RedemptionView,
+    ReferralCodeView,
     RotatingCode,
     TemplateSpec,
 )
@@ -52,7 +55,7 @@ from stampede.errors import UnavailableError, ValidationError
 from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, Outcome, parse_detail
 from stampede.settings import Settings
 from stampede.state import keys, records
-from stampede.state.records import CouponClaimArg, CouponRecord
+from stampede.state.records import CouponClaimArg, CouponRecord, PointsArg
 from stampede.state.scripts import ScriptRegistry
 
 GIFT_TTL_MS = 86_400_000
@@ -80,6 +83,12 @@ class _PendingCouponClaim:
     seed: str
     guard: Guard = NO_GUARD
     """Device, network, risk signals and verified challenge solution, for the scalper guard."""
+    code: str | None = None
+    """The promo or referral code claimed with (normalized); the SKU is then ''."""
+    referrer: str = ""
+    """The member the referral code belonged to when read, '' otherwise."""
+    paid: PointsArg | None = None
+    """The points debit of a points-priced SKU."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +146,8 @@ class Coupons:
         self.gate = gate
         """Admission tokens, challenges and guard state, shared with the sale claims."""
         self._drops: dict[int, str] = {}
+        self.points: PointsLedger | None = None
+        """The points service (STAMPEDE_POINTS_URL), wired by the runtime; None: off."""
 
     @functools.cached_property
     def keys(self) -> CodeKeys:
@@ -176,23 +187,76 @@ class Coupons:
     async def claim(self, cid: str, user: str, sku: str, qty: int = 1,
                     idempotency_key: str | None = None, admission_token: str | None = None,
                     identity: str | None = None,
-                    client: ClientSignals | None = None) -> Answer:
+                    client: ClientSignals | None = None, code: str | None = None) -> Answer:
         """Claim a SKU of a drop: final at once; the view lists the coupons issued.
+
+        With `code` (and sku ''), the SKU is the one a promo code or a member's
+        referral code issues (coupon_claim.lua resolves the code; a wrong one
+        spends the user's wrong-code allowance).
 
         A guarded drop checks the claim's `client` signals first, as a sale claim's
         (THROTTLED, BLOCKED or CHALLENGE_REQUIRED, with retry-after or a challenge).
         Coalesced with the other coupon claims of this loop tick (one script call)."""
         _check(keys.valid_campaign_id(cid), "campaign id is not valid")
         _check(keys.valid_user_id(user), "user id is not valid")
-        _check(keys.valid_sku(sku), "sku is not valid")
         _check(identity is None or bool(_IDENTITY.match(identity)), "identity is not valid")
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
             raise ValidationError("Idempotency-Key must be 1 to 255 characters")
+        referrer = ""
+        if code is not None:
+            _check(sku == "", "claim a SKU or a code, not both")
+            code = codes.normalize(code)
+            if not promo.well_formed(code):  # no code has this shape: nothing to look up
+                return Answer(Outcome.NOT_FOUND, "no_code")
+            referrer = await promo.referrer_of(self.redis, cid, code)
+        else:
+            _check(keys.valid_sku(sku), "sku is not valid")
         pending = _PendingCouponClaim(keys.new_claim_id(cid), user, sku, qty, idempotency_key,
                                       self.gate.admission_exp(cid, user, admission_token),
                                       identity or "", codes.new_seed(),
-                                      self.gate.guard(cid, user, client))
-        return await self.batcher.submit(cid, pending)  # type: ignore[arg-type]
+                                      self.gate.guard(cid, user, client), code, referrer)
+        answer: Answer = await self.batcher.submit(cid, pending)  # type: ignore[arg-type]
+        if answer.reason == "points_price" and answer.params.get("amount", -1) > 0:
+            # A points-priced SKU (the script said so, and its price): pay, then claim.
+            return await self._exchange(cid, pending, answer.params["amount"] * qty)
+        return answer
+
+    async def _exchange(self, cid: str, pending: _PendingCouponClaim, total: int) -> Answer:
+        """A claim of a points-priced SKU: debit, then claim; refund if the claim is refused."""
+        key = pending.idempotency_key
+        if key is None:
+            return Answer(Outcome.INVALID, "points_key_required")
+        if self.points is None:
+            return Answer(Outcome.FENCED, "points_unavailable")
+        debit = points.debit_id(cid, pending.user, key, pending.sku, pending.qty)
+        pending = dataclasses.replace(pending, claim_id=points.claim_id(cid, debit),
+                                      paid=PointsArg(debit=debit, points=total))
+        idem = keys.idempotency_key(cid, pending.user, "coupon:" + key)
+        if not await self.redis.exists(idem):  # else answered before: the script answers again
+            paid = await self.points.debit(debit, pending.user, total, cid, pending.sku)
+            if paid.status == "unavailable":
+                return Answer(Outcome.FENCED, "points_unavailable")
+            if paid.status != "debited":
+                return Answer(Outcome.CONFLICT, "points_refused" if paid.status == "refused"
+                              else "points_refunded")
+        answer: Answer = await self.batcher.submit(cid, pending)  # type: ignore[arg-type]
+        if answer.outcome is not Outcome.OK:  # nothing was issued: the points go back
+            await self.points.refund(debit)  # idempotent: a retry of the claim refunds again
+        return answer
+
+    async def referral_code(self, cid: str, user: str, identity: str | None) -> Answer:
+        """The member's personal referral code of a drop (minted on the first request)."""
+        _check(keys.valid_campaign_id(cid), "campaign id is not valid")
+        _check(keys.valid_user_id(user), "user id is not valid")
+        _check(identity is None or bool(_IDENTITY.match(identity)), "identity is not valid")
+        code, reason, text, created = await self.scripts.run(
+            "coupon_referral_code", [*keys.coupon_keys(cid)],
+            [user, identity or "", codes.new_seed()])
+        outcome = OUTCOMES[int(code)]
+        if outcome is not Outcome.OK:
+            return refused(outcome, reason)
+        return Answer(outcome, "", ReferralCodeView(campaign_id=cid, code=text,
+                                                    created=bool(int(created))))
 
     @functools.cached_property
     def batcher(self) -> ClaimBatcher[Answer]:
@@ -217,10 +281,14 @@ class Coupons:
                 idem = len(ks)
             guard = throttle.guard_arg(cid, c.user, c.guard, recent.get(c.user, -1), slot) \
                 if guarded else None
+            code = None
+            if c.code is not None:
+                code = promo.code_arg(cid, c.user, c.code, c.referrer, ks)
             batch.append(CouponClaimArg(
                 claim_id=c.claim_id, user=c.user, sku=c.sku, qty=c.qty, wallet_slot=wallet,
                 idem_slot=idem, admission=c.admission_exp, identity=c.identity, seed=c.seed,
-                fingerprint=f"{c.sku}:{c.qty}", guard=guard))
+                fingerprint=f"{c.sku}:{c.qty}" if c.code is None else f"code:{c.code}:{c.qty}",
+                guard=guard, code=code, points=c.paid))
         reply = await self.scripts.run("coupon_claim", ks, [
             self.settings.idempotency_ttl_s * 1000, records.encode_claims(batch)])
         answers, i = [], 0
@@ -243,8 +311,9 @@ class Coupons:
             views = [self._view(_Found(cid, rows[j], records.COUPON.decode(rows[j + 1]),
                                        _template(rows[j + 2])), c.user, int(at))
                      for j in range(0, len(rows), 3) if rows[j + 1]]
-            answers.append(Answer(outcome, "", CouponClaimView(
-                claim_id=claim_id, campaign_id=cid, sku=c.sku, qty=c.qty, coupons=views)))
+            answers.append(Answer(outcome, "", CouponClaimView(  # a code claim's SKU: reason
+                claim_id=claim_id, campaign_id=cid, sku=reason or c.sku, qty=c.qty,
+                coupons=views)))
         self.gate.note(cid, int(reply[-1]), claims, answers)
         return answers
 
@@ -582,23 +651,7 @@ class Coupons:
             pipe.hmget(ks.campaign.meta, "coupons", "cp_budget")
             pipe.hgetall(ks.drop.cstats)
             meta, raw = await pipe.execute()
-        if meta[0] != "1":
-            return None
-        scopes: dict[str, dict[str, int]] = {}
-        for entry, value in raw.items():
-            scope, _, name = entry.rpartition("|")
-            scopes.setdefault(scope, {})[name] = int(value)
-        budget = None if meta[1] in (None, "-1") else int(meta[1])
-        totals = _totals(scopes.get("*", {}))
-
-        def part(prefix: str) -> dict[str, CouponTotals]:
-            return {s[len(prefix):]: _totals(v) for s, v in sorted(scopes.items())
-                    if s.startswith(prefix)}
-        days = {_day_iso(int(d)): v for d, v in part("d:").items()}
-        return CouponStats(campaign_id=cid, budget=budget,
-                           budget_left=None if budget is None
-                           else budget - totals.face_value_issued,
-                           totals=totals, templates=part("t:"), merchants=part("m:"), days=days)
+        return stats_from(cid, meta, raw)
 
     # -- merchants -----------------------------------------------------------
 
@@ -667,3 +720,25 @@ def _totals(c: dict[str, int]) -> CouponTotals:
 
 def _day_iso(day: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(day * 86_400))
+
+
+def stats_from(cid: str, meta: list[str | None], raw: dict[str, str]) -> CouponStats | None:
+    """A drop's stats from its meta (`coupons`, `cp_budget`) and cstats hash; None if the
+    campaign is no drop. (Also read by the console's feed, in its own pipeline.)"""
+    if meta[0] != "1":
+        return None
+    scopes: dict[str, dict[str, int]] = {}
+    for entry, value in raw.items():
+        scope, _, name = entry.rpartition("|")
+        scopes.setdefault(scope, {})[name] = int(value)
+    budget = None if meta[1] in (None, "-1") else int(meta[1])
+    totals = _totals(scopes.get("*", {}))
+
+    def part(prefix: str) -> dict[str, CouponTotals]:
+        return {s[len(prefix):]: _totals(v) for s, v in sorted(scopes.items())
+                if s.startswith(prefix)}
+    days = {_day_iso(int(d)): v for d, v in part("d:").items()}
+    return CouponStats(campaign_id=cid, budget=budget,
+                       budget_left=None if budget is None
+                       else budget - totals.face_value_issued,
+                       totals=totals, templates=part("t:"), merchants=part("m:"), days=days)

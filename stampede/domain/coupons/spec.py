@@ -7,7 +7,7 @@ Kept free of `stampede.domain.models` imports so that `CampaignSpec` can carry a
 from datetime import datetime
 from typing import Annotated, Literal
 
-from msgspec import UNSET, Meta, Struct, UnsetType
+from msgspec import UNSET, Meta, Struct, UnsetType, field
 
 _STRICT = {"forbid_unknown_fields": True, "kw_only": True}
 
@@ -93,6 +93,38 @@ class TemplateSpec(Struct, **_STRICT):
     """Local days of the week the coupon may be redeemed (null: every day)."""
 
 
+# -- codes users type (promo and referral codes) --------------------------------
+
+PromoCodeText = Annotated[str, Meta(pattern=r"^[A-Z0-9]{3,32}$", description=(
+    "a public promo code: 3 to 32 upper-case letters and digits"))]
+
+
+class PromoCodeSpec(Struct, **_STRICT):
+    """A public code (printed on a poster): one code, many users."""
+    sku: TemplateId
+    """The SKU (template or pack) a claim with the code issues; such a SKU is
+    claimable only with a code."""
+    per_user: Annotated[int, Meta(ge=1, le=1000)] = 1
+    """Claims of this code one user may make (each claim's qty counts)."""
+
+
+class ReferralSpec(Struct, **_STRICT):
+    """Members mint personal codes; a friend who claims with one gets `sku`,
+    the member who shared it gets `referrer_sku`, once per friend (one person
+    by the token's identity, whatever their accounts)."""
+    sku: TemplateId
+    referrer_sku: TemplateId
+    per_referrer: Count | None = None
+    """Friends one member may be rewarded for (null: no limit)."""
+
+
+class WrongCodeLimit(Struct, **_STRICT):
+    """How many wrong codes one user may try per hour (GCRA: the burst, then one
+    every hour / per_hour). Past it every code claim of the user is refused
+    THROTTLED, with the exact retry-after, right code or not."""
+    per_hour: Annotated[int, Meta(ge=1, le=10_000)] = 10
+
+
 class CouponDropSpec(Struct, **_STRICT):
     """What makes a campaign a coupon drop. Each campaign SKU is a template id
     (issues one coupon) or a key of `packs` (issues all of its list at once).
@@ -110,6 +142,15 @@ class CouponDropSpec(Struct, **_STRICT):
     """Claims per real person across accounts (the token's `idh` identity hash);
     when set, a claim without an identity is refused."""
     merchant_daily_cap: MerchantDaily | None = None
+    # -- codes users type
+    promo_codes: Annotated[dict[PromoCodeText, PromoCodeSpec], Meta(max_length=1000)] = {}
+    referral: ReferralSpec | None = None
+    wrong_codes: WrongCodeLimit = field(default_factory=WrongCodeLimit)
+    # -- points exchange
+    points: Annotated[dict[TemplateId, Annotated[int, Meta(ge=1, le=10**9)]],
+                      Meta(max_length=100)] = {}
+    """SKUs priced in points (points per unit): a claim of one debits the member's
+    points through the points service first (docs/points.md); nothing else claims it."""
     # -- coupon rules --
     time_zone: Annotated[str, Meta(min_length=1, max_length=64,
                                    description="IANA time zone name")] = "UTC"
@@ -139,9 +180,27 @@ class CouponView(Struct, kw_only=True):
     """The coupon's signed code (owner only); at a till, show the rotating code."""
 
 
+TypedCode = Annotated[str, Meta(min_length=1, max_length=64, description=(
+    "a promo or referral code as typed (case, spaces and dashes do not matter)"))]
+
+
 class CouponClaimRequest(Struct, **_STRICT):
     sku: TemplateId
     qty: Annotated[int, Meta(ge=1, le=1000)] = 1
+
+
+class CodeClaimRequest(Struct, **_STRICT):
+    """A claim with a promo or referral code: the code decides the SKU."""
+    code: TypedCode
+    qty: Annotated[int, Meta(ge=1, le=1000)] = 1
+
+
+class ReferralCodeView(Struct, kw_only=True):
+    campaign_id: str
+    code: str
+    """The member's personal code: the same on every request."""
+    created: bool
+    """Minted by this request (false: the member's existing code)."""
 
 
 class CouponClaimView(Struct, kw_only=True):

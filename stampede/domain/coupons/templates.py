@@ -11,6 +11,12 @@ campaign can never be apart):
     cp_spec:<template> the template's spec as JSON (for the engine's views and pricing)
     cp_tpl:<template>  JSON {"u": uses, "vf", "vt" (ms, -1), "vd" (days, -1),
                              "x": transferable 0|1, "g": gifts count 0|1, "f": face value}
+    cp_promo:<CODE>    JSON {"s": sku, "u": claims per user} of a promo code
+    cp_ref             JSON {"s": friend's sku, "r": referrer's sku, "m": friends
+                       rewarded per referrer, -1 no limit}, when the drop has referrals
+    cp_coded:<sku>     "1": the SKU is claimable only with a code (promo or referral)
+    cp_badcode         "<interval ms>:<burst>" of the wrong-code limiter
+    cp_points:<sku>    the SKU's price in points per unit (points exchange)
     cp_tz              the drop's IANA time zone (coupon rules: hours and days)
     cp_rev:<template>  the template's revision, bumped by each live change (absent: 0)
     cp_hist:<template> JSON [[until ms, spec JSON], ...]: the revisions a live change
@@ -77,6 +83,34 @@ def check_drop(drop: CouponDropSpec, skus: list[str]) -> None:
                 raise ValidationError(f"pack {sku!r} names unknown template {tid!r}")
     for sku in skus:
         sku_templates(drop, sku)
+    check_codes(drop, skus)
+
+
+def check_codes(drop: CouponDropSpec, skus: list[str]) -> None:
+    """Promo codes and referral rewards must name SKUs of the campaign."""
+    for code, promo in drop.promo_codes.items():
+        if promo.sku not in skus:
+            raise ValidationError(f"promo code {code!r} names {promo.sku!r}, which is not a "
+                                  "SKU of the campaign")
+    for sku in drop.points:
+        if sku not in skus:
+            raise ValidationError(f"points prices {sku!r}, which is not a SKU of the campaign")
+        if sku in coded_skus(drop):
+            raise ValidationError(f"SKU {sku!r} is priced in points and issued by a code: "
+                                  "choose one")
+    if drop.referral is not None:
+        for name in ("sku", "referrer_sku"):
+            sku = getattr(drop.referral, name)
+            if sku not in skus:
+                raise ValidationError(f"referral.{name} {sku!r} is not a SKU of the campaign")
+
+
+def coded_skus(drop: CouponDropSpec) -> set[str]:
+    """SKUs claimable only with a code: those promo codes and referrals issue."""
+    coded = {p.sku for p in drop.promo_codes.values()}
+    if drop.referral is not None:
+        coded |= {drop.referral.sku, drop.referral.referrer_sku}
+    return coded
 
 
 def drop_meta(drop: CouponDropSpec | None, skus: list[str], number: str | None) -> dict[str, str]:
@@ -99,6 +133,25 @@ def drop_meta(drop: CouponDropSpec | None, skus: list[str], number: str | None) 
         meta[f"cp_sku:{sku}"] = _json.encode({"t": tids, "v": value}).decode()
     for tid, t in drop.templates.items():
         meta.update(template_meta(tid, t))
+    meta.update(code_meta(drop))
+    return meta
+
+
+def code_meta(drop: CouponDropSpec) -> dict[str, str]:
+    """The meta fields of the drop's promo codes, referrals and wrong-code limiter."""
+    per_hour = drop.wrong_codes.per_hour
+    meta = {"cp_badcode": f"{3_600_000 // per_hour}:{per_hour}"}
+    for code, promo in drop.promo_codes.items():
+        meta[f"cp_promo:{code}"] = _json.encode({"s": promo.sku, "u": promo.per_user}).decode()
+    if drop.referral is not None:
+        r = drop.referral
+        meta["cp_ref"] = _json.encode({"s": r.sku, "r": r.referrer_sku,
+                                       "m": -1 if r.per_referrer is None
+                                       else r.per_referrer}).decode()
+    for sku in coded_skus(drop):
+        meta[f"cp_coded:{sku}"] = "1"
+    for sku, price in drop.points.items():
+        meta[f"cp_points:{sku}"] = str(price)
     return meta
 
 

@@ -24,6 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from stampede.errors import ConfigError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+READ_ONLY = "stampede_read_only"
+"""The execution option `Store.read()` sets on its connection."""
 _PG_MIGRATION_LOCK = 0x5354414D  # "STAM": one advisory lock id for schema upgrades
 
 
@@ -68,6 +70,14 @@ class Store:
             return True
         except Exception:  # any failure means not ready
             return False
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """One read-only transaction: a snapshot that never takes SQLite's write lock,
+        so lookups and exports do not queue behind (or hold up) the persister."""
+        async with self.engine.connect() as conn:
+            await conn.execution_options(**{READ_ONLY: True})
+            yield conn
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
@@ -122,7 +132,9 @@ def _make_engine(url: str) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A reader's BEGIN is deferred: in WAL mode it reads a snapshot, lock-free.
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 

@@ -19,6 +19,8 @@ events = Table(
     Column("epoch", BigInteger, nullable=False),
     Column("stream_id", String(48), nullable=False),
     Column("data", Text, nullable=False),  # the entry's other fields, a JSON object
+    # query API (0005): the audit log, and a user's waitlist events, by type and time
+    Index("ix_events_type_ts", "type", "ts"),
 )
 
 campaigns = Table(
@@ -69,6 +71,9 @@ claims = Table(
     Column("idem_key", Text),
     Column("fingerprint", Text),
     Index("ix_claims_campaign", "campaign_id"),
+    # query API (0005): keyset pages in creation order, by campaign and by user
+    Index("ix_claims_campaign_created", "campaign_id", "created_ms", "claim_id"),
+    Index("ix_claims_user_created", "user_id", "created_ms", "claim_id"),
 )
 
 claim_history = Table(
@@ -126,6 +131,9 @@ redemptions = Table(
     Column("updated_seq", BigInteger, nullable=False),
     Index("ix_redemptions_campaign", "campaign_id"),
     Index("ix_redemptions_coupon", "coupon_id"),
+    # query API (0005): by merchant and by time
+    Index("ix_redemptions_merchant_time", "merchant_id", "redeemed_ms", "redemption_id"),
+    Index("ix_redemptions_time", "redeemed_ms", "redemption_id"),
 )
 
 # -- webhooks: endpoints, how far each has received, and every attempt ---------
@@ -165,6 +173,16 @@ webhook_attempts = Table(
     Column("event_type", String(64)),  # None on attempts made before 0004
     Column("latency_ms", Integer),  # request sent to answer (or failure)
     Index("ix_webhook_attempts_endpoint", "endpoint_id", "attempt_id"),
+    Index("ix_webhook_attempts_ts", "ts"),  # pruning by age
+)
+
+# -- webhooks: one delivery worker per endpoint at a time (0010) ----------------
+
+webhook_leases = Table(
+    "webhook_leases", metadata,
+    Column("endpoint_id", String(40), primary_key=True),
+    Column("owner", String(120), nullable=False),  # host:pid:random of the worker
+    Column("until_ms", BigInteger, nullable=False),  # past it, any worker may take over
 )
 
 # -- after-sale: refunds, one row per refund (migration 0006) ----------------------

@@ -5,7 +5,8 @@
 -- order are defined there once), all under the campaign's hash tag:
 --   meta       hash: config, state, evseq, epoch, fenced, time_offset_ms
 --   stock      hash: "<sku>.a|h|s|r" available/held/sold/released,
---                    "<sku>.price", "<sku>.lim" (per-user-per-SKU limit)
+--                    "<sku>.price", "<sku>.lim" (per-user-per-SKU limit),
+--                    "<sku>.ps" its price steps, "<sku>.rev" revenue confirmed
 --   users      hash: "<user>" held+sold in the campaign, "<user>|<sku>" per SKU,
 --                    "<user>|~lapsed" holds the user let lapse or cancelled
 --   claims     hash: claim_id -> claim record
@@ -49,6 +50,11 @@ local CHALLENGE_REQUIRED = 17
 -- Internal, never answered to a client: a claim came without the guard
 -- context its (newly guarded) campaign needs; the engine sends it again.
 local GUARD_CONTEXT_NEEDED = 18
+-- Presales: the campaign sells only to access phases the claimant is not in.
+local NOT_ELIGIBLE = 30
+-- Presale codes: not genuine, not this campaign's, bound to another user; used up.
+local PRESALE_CODE_INVALID = 31
+local PRESALE_CODE_USED = 32
 
 --@include keys
 --@include records
@@ -77,6 +83,41 @@ local function count(field, by)
   redis.call('HINCRBY', K.counts, field, by or 1)
 end
 
+-- Presale price steps (stampede/domain/pricing.py): stock field "<sku>.ps",
+-- 'price@until_ms@first_units@tier,tier;...' (a condition '' when absent),
+-- parsed once per SKU and script run; nil when the SKU has none.
+local function parse_price_steps(raw)
+  if not raw or raw == '' then return nil end
+  local out = {}
+  for part in string.gmatch(raw, '[^;]+') do
+    local price, until_ms, units, tiers = string.match(part, '^(%d+)@(%d*)@(%d*)@(.*)$')
+    local st = {price = price, until_ms = tonumber(until_ms), units = tonumber(units)}
+    if tiers ~= '' then
+      st.tiers = {}
+      for t in string.gmatch(tiers, '[^,]+') do st.tiers[t] = true end
+    end
+    out[#out + 1] = st
+  end
+  return out
+end
+
+-- The price of a claim: the first step whose every condition holds (before
+-- until_ms; `taken`, the SKU's held and sold units with this claim's, within
+-- units; one of the claimant's `tiers` in its tiers), else `base`.
+local function step_price(steps, base, taken, tiers, now)
+  for _, st in ipairs(steps) do
+    local ok = (not st.until_ms or now < st.until_ms) and (not st.units or taken <= st.units)
+    if ok and st.tiers then
+      ok = false
+      for _, t in ipairs(tiers) do
+        if st.tiers[t] then ok = true; break end
+      end
+    end
+    if ok then return st.price end
+  end
+  return base
+end
+
 -- The lexical range of one SKU's members in K.waitlist (wl_member records
 -- start with the SKU): SKU ids never hold '|', and '}' is the byte after it,
 -- so no other SKU's members fall inside.
@@ -98,10 +139,11 @@ local function offer_waitlist(now, sku)
   if redis.call('EXISTS', K.waitlist) == 0 then return end
   local cfg = redis.call('HMGET', K.meta, 'offer_ttl_ms', 'per_user', 'id', 'salt')
   local s = redis.call('HMGET', K.stock, sku .. '.a', sku .. '.h', sku .. '.price',
-                       sku .. '.lim')
+                       sku .. '.lim', sku .. '.s', sku .. '.ps')
   if not s[1] then return end
   local avail, held, changed = tonumber(s[1]), tonumber(s[2]), false
   local per_user, sku_lim = tonumber(cfg[2] or '-1'), tonumber(s[4])
+  local steps, sold = parse_price_steps(s[6]), tonumber(s[5] or '0')
   while avail > 0 do
     local head = wl_head(sku)
     if not head then break end
@@ -123,11 +165,13 @@ local function offer_waitlist(now, sku)
       -- and the entry's unique sequence number, hashed.
       local claim_id = cfg[3] .. '.' .. string.sub(redis.sha1hex(cfg[4] .. '|' .. e.seq), 1, 20)
       local deadline = now + tonumber(cfg[1])
+      -- An offer is priced when it is made, as a claim would be (it carries no tiers).
+      local price = steps and step_price(steps, s[3], held + sold + e.qty, {}, now) or s[3]
       avail, held, changed = avail - e.qty, held + e.qty, true
       redis.call('HINCRBY', K.users, user, e.qty)
       redis.call('HINCRBY', K.users, field, e.qty)
       redis.call('HSET', K.claims, claim_id, format_claim({status = 'held', user = user,
-        sku = sku, qty = e.qty, deadline = deadline, price = s[3], created = now}))
+        sku = sku, qty = e.qty, deadline = deadline, price = price, created = now}))
       redis.call('ZADD', K.deadlines, deadline, claim_id)
       redis.call('HSET', K.offers, claim_id, field)
       e.status, e.claim = 'offered', claim_id
@@ -135,7 +179,7 @@ local function offer_waitlist(now, sku)
       count('offered')
       -- claim_held first: to the store, an offer is a hold like any other.
       emit(now, 'claim_held', {'claim', claim_id, 'user', user, 'sku', sku, 'qty', e.qty,
-                               'price', s[3], 'deadline', deadline, 'offer', 1})
+                               'price', price, 'deadline', deadline, 'offer', 1})
       emit(now, 'offer_made', {'claim', claim_id, 'user', user, 'sku', sku, 'qty', e.qty,
                                'deadline', deadline})
     end

@@ -15,7 +15,12 @@
 --                  -> redemption_id (idempotency per merchant and order)
 --   gifts    hash: token hash -> gift record
 --   cusers   hash: "p|<identity>" claims by a person, "g|<user>" gifts received
---                  that count against the user's limit
+--                  that count against the user's limit; codes users type:
+--                  "c|<CODE>|<user>" claims of a promo code by a user,
+--                  "rc|<CODE>" -> "<user>|<identity>" a member's referral code,
+--                  "ru|<user>" -> the member's code, "rf|<user>" -> referrer of a
+--                  friend (account) referred, "ri|<identity>" -> the friend's account
+--                  (a person referred once), "rn|<user>" friends a member referred
 -- Further keys (wallets, idempotency) follow at KEYS[NCKEYS + 1..]. Records
 -- (coupon, redemption, gift, coupon_answer) are defined in
 -- stampede/state/records.py; parse_<record>/format_<record> are generated.

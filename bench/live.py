@@ -1,0 +1,254 @@
+"""The live feed's cost: claims/s with 1,000 SSE listeners open beside none, and how
+soon every listener sees a sale sell out.
+
+    python -m bench.live [--seconds 3] [--listeners 1000]
+
+One `stampede serve` (one worker, embedded Valkey, SQLite, dev auth) and, in
+one run:
+
+1. a closed loop of claims (bench/loadgen.py) on campaign `bench`, nobody listening;
+2. the same with `--listeners` streams open on `GET /v1/campaigns/bench/live`
+   (held by a child process, `python -m bench.live --child`, that counts events);
+3. `--listeners` streams on campaign `small`, whose stock the same closed loop
+   claims out: a poller of `GET /v1/campaigns/small` (every 5 ms) notes when it
+   first reads the sale sold out, each listener when its stream first says so.
+
+Reports both claim rates and their ratio, the events the listeners received,
+and the delay from sold-out to each listener seeing it (p50, p99, max; the
+feed reads Redis every STAMPEDE_LIVE_TICK_MS, 250 by default). Writes
+bench/results/live-<time>.json.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from bench import harness, loadgen
+
+console = Console(width=140)
+ADMIN = "bench-admin-token"
+CONCURRENCY = 64
+
+
+def _put(url: str, body: Any) -> None:
+    req = urllib.request.Request(url, method="PUT", data=json.dumps(body).encode(),
+                                 headers={"Authorization": f"Bearer {ADMIN}",
+                                          "Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=30).read()
+
+
+def _sold_out(state: dict[str, Any]) -> bool:
+    return state.get("state") == "sold_out" or all(
+        s.get("sold_out", s.get("available") == 0) for s in state.get("skus", []))
+
+
+# -- the listeners' process -------------------------------------------------------
+
+async def _listen(url: str, n: int, seconds: float, until_sold_out: bool) -> dict[str, Any]:
+    events = [0] * n
+    sold: list[float | None] = [None] * n
+    ready = asyncio.Event()
+    all_sold = asyncio.Event()
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=30)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                     timeout=timeout) as session:
+        async def one(i: int) -> None:
+            async with session.get(url) as resp:
+                async for line in resp.content:
+                    if not line.startswith(b"data: "):
+                        continue
+                    events[i] += 1
+                    if events[i] == 1 and sum(1 for e in events if e) == n:
+                        ready.set()
+                    if until_sold_out and sold[i] is None and _sold_out(json.loads(line[6:])):
+                        sold[i] = time.time()
+                        if all(s is not None for s in sold):
+                            all_sold.set()
+
+        tasks = [asyncio.create_task(one(i)) for i in range(n)]
+        await asyncio.wait_for(ready.wait(), 60)
+        print("ready", flush=True)
+        try:
+            await asyncio.wait_for(all_sold.wait() if until_sold_out else asyncio.sleep(seconds),
+                                   seconds)
+        except TimeoutError:
+            pass
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return {"events": sum(events), "sold": sold}
+
+
+def child_main(url: str, n: int, seconds: float, until_sold_out: bool) -> None:
+    result = asyncio.run(_listen(url, n, seconds, until_sold_out))
+    print(json.dumps(result), flush=True)
+
+
+@contextmanager
+def listeners(url: str, n: int, seconds: float, until_sold_out: bool = False
+              ) -> Iterator["subprocess.Popen[str]"]:
+    proc = subprocess.Popen([sys.executable, "-m", "bench.live", "--child", url, str(n),
+                             str(seconds), "1" if until_sold_out else "0"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip() == "ready", f"listeners did not connect: {line!r}"
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.wait(seconds + 30)
+
+
+def _result(proc: "subprocess.Popen[str]") -> dict[str, Any]:
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    proc.wait(30)
+    parsed: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return parsed
+
+
+# -- the run ------------------------------------------------------------------------
+
+def claims(url: str, cid: str, seconds: float, tag: str) -> loadgen.LoadResult:
+    return loadgen.run_closed(f"{url}/v1/campaigns/{cid}/claims", concurrency=CONCURRENCY,
+                              duration=seconds, users=loadgen.Users(prefix=f"{tag}-"),
+                              workers=1, progress=False)
+
+
+def _watch_sold_out(url: str, stop: threading.Event, found: list[float]) -> None:
+    while not stop.is_set():
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            if _sold_out(json.loads(resp.read())):
+                found.append(time.time())
+                return
+        time.sleep(0.005)
+
+
+def run(seconds: float, n: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
+        port, admin_port = harness.free_port(), harness.free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STAMPEDE_")}
+        env.update({"STAMPEDE_DATA_DIR": tmp, "STAMPEDE_DEV_AUTH": "1",
+                    "STAMPEDE_ADMIN_TOKENS": f"operator:{ADMIN}"})
+        cmd = [str(Path(sys.executable).parent / "stampede"), "serve", "--port", str(port),
+               "--admin-port", str(admin_port)]
+        with harness.service(cmd, ready_url=f"http://127.0.0.1:{port}/readyz", env=env,
+                             name="stampede", timeout=60) as svc:
+            base, admin = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}"
+            _put(f"{admin}/admin/v1/campaigns/bench",
+                 msgspec.to_builtins(harness.open_sale(50_000_000, per_user=2)))
+            cpu: dict[str, float] = {}
+
+            def measured(tag: str) -> loadgen.LoadResult:
+                """A closed loop, and the server's CPU (its whole process tree) per claim."""
+                before = harness.tree_cpu_seconds([svc.pid])
+                result = claims(base, "bench", seconds, tag)
+                cpu[tag] = (harness.tree_cpu_seconds([svc.pid]) - before) * 1e6 / max(
+                    1, result.ok)
+                return result
+
+            console.log("claims, nobody listening")
+            quiet = measured("quiet")
+            console.log(f"claims, {n} listeners")
+            with listeners(f"{base}/v1/campaigns/bench/live", n, seconds + 5) as proc:
+                loud = measured("loud")
+            heard = _result(proc)
+            console.log("claims, nobody listening again (the machine's drift)")
+            quiet2 = measured("quiet2")
+            # Stock the loop sells out in about half the run (at the rate with listeners).
+            stock = max(100, int(loud.ok_throughput * seconds / 2))
+            _put(f"{admin}/admin/v1/campaigns/small",
+                 msgspec.to_builtins(harness.open_sale(stock, per_user=2)))
+            console.log(f"sell-out of {stock} units, {n} listeners")
+            stop, found = threading.Event(), []  # type: ignore[var-annotated]
+            with listeners(f"{base}/v1/campaigns/small/live", n, seconds + 10,
+                           until_sold_out=True) as proc:
+                watcher = threading.Thread(target=_watch_sold_out, args=(
+                    f"{base}/v1/campaigns/small", stop, found), daemon=True)
+                watcher.start()
+                claims(base, "small", seconds, "sell")
+                watcher.join(10)
+                stop.set()
+            sold = _result(proc)["sold"]
+    seen = [t for t in sold if t is not None]
+    delays = np.array([max(0.0, t - found[0]) * 1000 for t in seen]) if found else np.empty(0)
+    return {
+        "seconds": seconds, "listeners": n,
+        "claims_per_s": {"no listener": quiet.ok_throughput, "listeners": loud.ok_throughput,
+                         "no listener again": quiet2.ok_throughput,
+                         "ratio": loud.ok_throughput / max(
+                             1.0, (quiet.ok_throughput + quiet2.ok_throughput) / 2)},
+        "server_cpu_us_per_claim": cpu,
+        "events_received": heard["events"],
+        "sold_out_stock": stock, "listeners_that_saw_sold_out": len(seen),
+        "sold_out_to_listener_ms": {
+            "p50": float(np.percentile(delays, 50)) if len(delays) else None,
+            "p99": float(np.percentile(delays, 99)) if len(delays) else None,
+            "max": float(delays.max()) if len(delays) else None},
+    }
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        url, n, seconds, until = sys.argv[2:6]
+        child_main(url, int(n), float(seconds), until == "1")
+        return
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--listeners", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args()
+    harness.sigterm_as_exit()
+    idle = harness.idle_fraction()
+    if idle < 0.85:
+        console.print(f"[yellow]the machine is only {idle:.0%} idle: figures will be noisy[/]")
+    report = {"idle_before": idle, **run(args.seconds, args.listeners)}
+    c, d = report["claims_per_s"], report["sold_out_to_listener_ms"]
+    table = Table(title="the live feed beside no listener (same run)")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in (
+            ("claims/s, no listener (before / after)",
+             f"{c['no listener']:,.0f} / {c['no listener again']:,.0f}"),
+            (f"claims/s, {args.listeners} listeners", f"{c['listeners']:,.0f}"),
+            ("ratio listeners / none (mean of both)", f"{c['ratio']:.2f}"),
+            ("server CPU µs/claim: none / listeners / none",
+             " / ".join(f"{report['server_cpu_us_per_claim'][k]:,.0f}"
+                        for k in ("quiet", "loud", "quiet2"))),
+            ("events received by the listeners", f"{report['events_received']:,}"),
+            ("listeners that saw sold-out",
+             f"{report['listeners_that_saw_sold_out']:,} / {args.listeners:,}"),
+            ("sold-out → listener p50 / p99 / max ms",
+             " / ".join(f"{d[k]:,.0f}" if d[k] is not None else "-"
+                        for k in ("p50", "p99", "max")))):
+        table.add_row(name, value)
+    console.print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = args.out / f"live-{stamp}.json"
+    path.write_text(json.dumps(report, indent=2))
+    console.print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,360 @@
+"""The ops console's live feed: every campaign, coupon drop and the system, as SSE.
+
+`GET /admin/v1/live?ticket=...` streams a `ConsoleState` (stampede.domain.console)
+each tick it changes. As with the public feed (api/live.py), one poller per
+worker runs only while a console is open, and every open console is fanned
+out the same snapshot: whatever the number of consoles, a worker does one
+pipelined Redis read per tick (every campaign's `read_status` and coupon
+counters, and INFO memory) and one look at the metrics registry.
+A listener keeps only the newest snapshot, so a slow console skips ticks
+rather than queueing them.
+
+The stream is opened with a ticket (api/console_ticket.py), not the admin
+token, because EventSource cannot send headers.
+"""
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import msgspec
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from stampede import Engine
+from stampede.api.console_ticket import TICKET_TTL_S, check, issue
+from stampede.api.context import ADMIN, AUTH, DETAILS
+from stampede.api.errors import ApiError, json_response
+from stampede.api.live import CHECK_S, GONE, HEARTBEAT_S, RETRY_MS
+from stampede.api.routing import ApiRoutes
+from stampede.domain.console import (
+    ConsoleCampaign,
+    ConsoleState,
+    ConsoleSystem,
+    ConsoleWorker,
+    campaign_view,
+    rates_between,
+)
+from stampede.domain.coupons.service import stats_from
+from stampede.domain.status import CampaignSnapshot
+from stampede.domain.throttle import in_force
+from stampede.logs import log
+from stampede.metrics import CONSOLE_LISTENERS, CONSOLE_READS, WORKER_STARTED, scrape_registry
+from stampede.outcomes import Outcome
+from stampede.state import keys
+
+api = ApiRoutes("console")
+
+IDS_EVERY_S = 5.0
+"""How often the set of campaigns is read again (new campaigns show within this)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One snapshot as an SSE frame, built once and written to every console as is."""
+    id: str
+    data: bytes
+
+    @classmethod
+    def of(cls, state: ConsoleState) -> "Frame":
+        data = msgspec.json.encode(state)
+        # The id leaves out the reading's time: an unchanged service sends nothing new.
+        digest = hashlib.blake2b(data[data.index(b","):], digest_size=8).hexdigest()
+        return cls(digest, b"id: " + digest.encode() + b"\nevent: state\ndata: " + data
+                   + b"\n\n")
+
+
+@dataclass(eq=False)
+class Listener:
+    """One open console: the newest frame it has not sent yet, and a bell.
+
+    Its stream only ever waits on the bell (no timer of its own): the hub rings
+    it for a new frame, and on its own sweep when the client has gone or a
+    keepalive is due, so an idle console costs nothing between ticks."""
+    transport: asyncio.BaseTransport | None = None
+    pending: Frame | None = None
+    keepalive: bool = False
+    bell: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def offer(self, frame: Frame) -> None:
+        self.pending = frame
+        self.bell.set()
+
+
+class LiveTicket(msgspec.Struct, kw_only=True):
+    ticket: str
+    expires_in_s: int
+
+
+class ConsoleHub:
+    """A worker's console feed: one poller while anyone listens, fanned out to all."""
+
+    def __init__(self, engine: Engine, app: web.Application, max_listeners: int,
+                 tick_s: float) -> None:
+        self.engine, self.app = engine, app
+        self.max_listeners, self.tick_s = max_listeners, tick_s
+        self.registry: CollectorRegistry = scrape_registry(
+            engine.settings.metrics_multiprocess_dir)
+        self.listeners: set[Listener] = set()
+        self.current: Frame | None = None
+        self.first_read = asyncio.Event()
+        self.closing = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.reads = 0
+        """Pipelined Redis reads made so far (tests check one per tick, not per console)."""
+        self._ids: list[str] = []
+        self._ids_at = -IDS_EVERY_S
+        self._counts: dict[str, tuple[float, dict[str, int]]] = {}
+        self._http: tuple[float, float, float] | None = None
+        self._swept = time.monotonic()
+        self._kept_alive = time.monotonic()
+
+    @contextlib.asynccontextmanager
+    async def listen(self, transport: asyncio.BaseTransport | None
+                     ) -> AsyncIterator[Listener]:
+        if len(self.listeners) >= self.max_listeners:
+            raise ApiError.of("console_full", limit=self.max_listeners)
+        listener = Listener(transport)
+        self.listeners.add(listener)
+        CONSOLE_LISTENERS.inc()
+        if self.task is None:
+            self.first_read.clear()
+            self.task = asyncio.create_task(self._poll(), name="console-feed")
+        try:
+            yield listener
+        finally:
+            self.listeners.discard(listener)
+            CONSOLE_LISTENERS.dec()
+            if not self.listeners and self.task is not None:
+                task, self.task, self.current = self.task, None, None
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def close(self) -> None:
+        self.closing.set()
+        for listener in self.listeners:
+            listener.bell.set()
+
+    async def _poll(self) -> None:
+        while True:
+            try:
+                state = await self.read()
+            except Exception as exc:  # Redis away: keep the last state, try next tick
+                log.warning("console feed read failed", error=repr(exc))
+            else:
+                self._publish(state)
+            self.first_read.set()
+            self._sweep()
+            await asyncio.sleep(self.tick_s)
+
+    def _sweep(self) -> None:
+        """Ring the consoles whose client has gone (the server does not cancel their
+        handlers) and, every HEARTBEAT_S, all of them for a keepalive."""
+        now = time.monotonic()
+        if now - self._swept < CHECK_S:
+            return
+        self._swept = now
+        keepalive = now - self._kept_alive >= HEARTBEAT_S
+        if keepalive:
+            self._kept_alive = now
+        for listener in self.listeners:
+            if keepalive:
+                listener.keepalive = True
+            if keepalive or listener.transport is None or listener.transport.is_closing():
+                listener.bell.set()
+
+    def _publish(self, state: ConsoleState) -> None:
+        frame = Frame.of(state)
+        if self.current is not None and self.current.id == frame.id:
+            return
+        self.current = frame
+        for listener in self.listeners:
+            listener.offer(frame)
+
+    async def read(self) -> ConsoleState:
+        """One tick: every campaign and the system, in one pipelined round trip."""
+        redis = self.engine.redis
+        now = time.monotonic()
+        if now - self._ids_at >= IDS_EVERY_S:
+            self._ids = sorted(cast(set[str], await redis.smembers(keys.CAMPAIGN_INDEX)))
+            self._ids_at = now
+            self._counts = {cid: v for cid, v in self._counts.items() if cid in self._ids}
+        read_status = self.engine.scripts.scripts["read_status"]
+        batch = self.engine.settings.sweep_batch
+        async with redis.pipeline(transaction=False) as pipe:
+            for cid in self._ids:
+                ck = keys.campaign_keys(cid)
+                pipe.evalsha(read_status.sha, len(ck), *ck, batch)
+                pipe.hgetall(keys.coupon_keys(cid).drop.cstats)
+            pipe.info("memory")
+            replies = await pipe.execute(raise_on_error=False)
+        self.reads += 1
+        CONSOLE_READS.inc()
+        at = time.monotonic()
+        campaigns = []
+        for i, cid in enumerate(self._ids):
+            reply, cstats = replies[2 * i: 2 * i + 2]
+            if isinstance(reply, Exception):  # NOSCRIPT after a flush: the engine reloads
+                reply = await self.engine.scripts.run("read_status", keys.campaign_keys(cid),
+                                                      [batch])
+            if isinstance(cstats, Exception):
+                raise cstats
+            if reply[0] != Outcome.OK:  # gone since the ids were read
+                continue
+            campaigns.append(self._campaign(CampaignSnapshot.from_reply(cid, reply),
+                                            cstats, at))
+        info = replies[-1]
+        return ConsoleState(at_ms=int(time.time() * 1000), tick_s=self.tick_s,
+                            campaigns=campaigns,
+                            system=self._system({} if isinstance(info, Exception) else info, at))
+
+    def _campaign(self, snap: CampaignSnapshot, cstats: dict[str, str],
+                  at: float) -> ConsoleCampaign:
+        before = self._counts.get(snap.id)
+        rates = rates_between(before[1] if before else None, snap.counts,
+                              at - before[0] if before else 0.0)
+        self._counts[snap.id] = (at, snap.counts)
+        meta = snap.meta
+        coupons = stats_from(snap.id, [meta.get("coupons"), meta.get("cp_budget")], cstats)
+        return campaign_view(snap, rates, coupons,
+                             in_force(meta.get("th", ""), meta.get("th_spec", "")))
+
+    def _system(self, info: dict[str, Any], at: float) -> ConsoleSystem:
+        metrics, workers = _metric_sums(self.registry)
+        requests, errors = metrics["requests"], metrics["errors_5xx"]
+        before, self._http = self._http, (at, requests, errors)
+        rps = eps = 0.0
+        if before is not None and at > before[0]:
+            rps = max(0.0, requests - before[1]) / (at - before[0])
+            eps = max(0.0, errors - before[2]) / (at - before[0])
+        details = self.app.get(DETAILS) or {}
+        persister = details.get("persister")
+        maxmemory = int(info.get("maxmemory", 0) or 0)
+        return ConsoleSystem(
+            worker_pid=os.getpid(), workers=workers,
+            redis_used_memory=_int_or_none(info.get("used_memory")),
+            redis_maxmemory=maxmemory or None,
+            persister=persister if isinstance(persister, dict) else {"state": "unknown"},
+            persister_lag_s=round(metrics["lag"], 3), persister_pending=int(metrics["pending"]),
+            reconcile_differences=int(metrics["reconcile"]),
+            requests_per_s=round(rps, 2), errors_5xx_per_s=round(eps, 2),
+            restarts={k[len("restarts:"):]: int(v) for k, v in metrics.items()
+                      if k.startswith("restarts:")})
+
+
+def _int_or_none(value: object) -> int | None:
+    return int(value) if isinstance(value, int | str) and str(value).isdigit() else None
+
+
+def _metric_sums(registry: CollectorRegistry) -> tuple[dict[str, float], list[ConsoleWorker]]:
+    """The few numbers the console shows, summed over workers from the metrics registry,
+    and each live worker (its start time and open consoles, by pid)."""
+    out = {"requests": 0.0, "errors_5xx": 0.0, "lag": 0.0, "pending": 0.0, "reconcile": 0.0}
+    started: dict[int, float] = {}
+    consoles: dict[int, float] = {}
+    for family in registry.collect():
+        for s in family.samples:
+            if s.name == "stampede_http_requests_total":
+                out["requests"] += s.value
+                if s.labels.get("status", "").startswith("5"):
+                    out["errors_5xx"] += s.value
+            elif s.name == "stampede_persister_lag_seconds":
+                out["lag"] = max(out["lag"], s.value)
+            elif s.name == "stampede_persister_pending_events":
+                out["pending"] += s.value
+            elif s.name == "stampede_reconcile_difference_units":
+                out["reconcile"] += abs(s.value)
+            elif s.name == "stampede_restarts_total":
+                key = "restarts:" + s.labels.get("component", "?")
+                out[key] = out.get(key, 0.0) + s.value
+            elif s.name == "stampede_worker_start_time_seconds":
+                started[_pid(s.labels)] = s.value
+            elif s.name == "stampede_console_listeners":
+                consoles[_pid(s.labels)] = s.value
+    workers = [ConsoleWorker(pid=pid, started_ms=int(at * 1000),
+                             console_listeners=int(consoles.get(pid, 0)))
+               for pid, at in sorted(started.items()) if at > 0]
+    return out, workers
+
+
+def _pid(labels: dict[str, str]) -> int:
+    """A sample's worker: its pid label under serve --workers, else this process."""
+    pid = labels.get("pid", "")
+    return int(pid) if pid.isdigit() else os.getpid()
+
+
+CONSOLE = web.AppKey("console", ConsoleHub)
+
+
+def install(app: web.Application, engine: Engine) -> None:
+    hub = ConsoleHub(engine, app, engine.settings.console_max_listeners,
+                     engine.settings.console_tick_ms / 1000)
+    app[CONSOLE] = hub
+    WORKER_STARTED.set(time.time())
+
+    async def on_shutdown(app: web.Application) -> None:
+        await hub.close()
+
+    app.on_shutdown.append(on_shutdown)
+
+
+@api.route("POST", "/admin/v1/live/ticket",
+           f"A ticket to open the console's live feed with (EventSource cannot send the "
+           f"token); it lapses after {TICKET_TTL_S} s", auth="viewer", response=LiveTicket,
+           errors=(401, 503))
+async def live_ticket(request: web.Request) -> web.Response:
+    ticket = issue(request[ADMIN])
+    return json_response(LiveTicket(ticket=ticket.value, expires_in_s=TICKET_TTL_S))
+
+
+@api.route("GET", "/admin/v1/live",
+           "The console's live feed (server-sent events): every campaign (stock, claims per "
+           "second by outcome, waitlist, waiting room, coupon drop) and the system, each tick",
+           response=ConsoleState, media_type="text/event-stream", errors=(400, 401, 503),
+           query_params={"ticket": (r"^[A-Za-z0-9_.-]{1,200}$", True)})
+async def live_feed(request: web.Request) -> web.StreamResponse:
+    found = check(request.query["ticket"], request.app[AUTH].admin_tokens)
+    if isinstance(found, str):
+        raise ApiError.of("invalid_live_ticket", detail=found)
+    hub = request.app[CONSOLE]
+    async with hub.listen(request.transport) as listener:
+        await hub.first_read.wait()
+        response = web.StreamResponse(headers={
+            "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no"})
+        await response.prepare(request)
+        first = f"retry: {RETRY_MS}\n".encode()
+        sent = ""
+        if hub.current is not None:
+            first += hub.current.data
+            sent = hub.current.id
+        await response.write(first)
+        await _stream(request, response, hub, listener, sent)
+        return response
+    raise AssertionError("unreachable")  # pragma: no cover (mypy: the with may not return)
+
+
+async def _stream(request: web.Request, response: web.StreamResponse, hub: ConsoleHub,
+                  listener: Listener, sent: str) -> None:
+    with contextlib.suppress(ConnectionResetError):
+        while True:
+            await listener.bell.wait()
+            listener.bell.clear()
+            if hub.closing.is_set():
+                await response.write(GONE)
+                return
+            if request.transport is None or request.transport.is_closing():
+                return
+            frame = listener.pending
+            if frame is not None and frame.id != sent:
+                await response.write(frame.data)
+                sent = frame.id
+            elif listener.keepalive:
+                await response.write(b": keepalive\n\n")
+            listener.keepalive = False

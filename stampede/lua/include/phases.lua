@@ -1,0 +1,36 @@
+-- Presale access phases (stampede/domain/phases.py): meta field `ph`, in order
+-- of opening, 'name@opens_ms=tier,tier/segment,segment;...' with '*' for
+-- everyone ('' or absent: no phases). Parsed once per script run.
+local function parse_phases(raw)
+  if not raw or raw == '' then return nil end
+  local out = {}
+  for part in string.gmatch(raw, '[^;]+') do
+    local name, at, audience = string.match(part, '^([^@]+)@(%d+)=(.*)$')
+    local p = {name = name, opens = tonumber(at), everyone = audience == '*', tiers = {},
+               segments = {}}
+    if not p.everyone then
+      local tiers, segments = string.match(audience, '^([^/]*)/?(.*)$')
+      for t in string.gmatch(tiers, '[^,]+') do p.tiers[t] = true end
+      for sg in string.gmatch(segments, '[^,]+') do p.segments[#p.segments + 1] = sg end
+    end
+    out[#out + 1] = p
+  end
+  return out
+end
+
+-- When the claimant's access opens: the earliest phase that is everyone's,
+-- names one of their `tiers` (a list), or has `user` in one of its segments
+-- (members are fields '<segment>|<user>' of the hash `segment_key`); nil
+-- when no phase admits them.
+local function phase_opening(phases, tiers, user, segment_key)
+  for _, p in ipairs(phases) do
+    if p.everyone then return p.opens end
+    for _, t in ipairs(tiers) do
+      if p.tiers[t] then return p.opens end
+    end
+    for _, sg in ipairs(p.segments) do
+      if redis.call('HEXISTS', segment_key, sg .. '|' .. user) == 1 then return p.opens end
+    end
+  end
+  return nil
+end

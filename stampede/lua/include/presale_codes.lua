@@ -1,0 +1,45 @@
+-- Presale codes (stampede/domain/presale_codes.py). A batch's codes lend a
+-- claim the batch's audience tier (for the access phases); each code may make
+-- `uses` claims, and is bound to its first claimant when the batch says so.
+-- The engine verified the code's signature: it comes here as its id
+-- '<batch>.<serial>', or '?' for a code that is not genuine. P is the table
+-- of presale keys (presale_keys_at).
+
+-- Every code attempt, genuine or not, passes the claimant's own limiter
+-- first: guessing is throttled before it is refused.
+local CODE_INTERVAL_MS = 2000
+local CODE_BURST = 5
+
+-- Check a claim's code. Returns the batch record, or nil and the refusal
+-- {code, detail[, value]}. Writes only the limiter.
+local function presale_code_check(P, user, code, limiter, now)
+  local ok, wait, tat = gcra_check(limiter, now, CODE_INTERVAL_MS, CODE_BURST)
+  if not ok then return nil, {THROTTLED, 'presale_code', wait} end
+  gcra_commit(limiter, now, tat)
+  local batch, serial = string.match(code, '^(%d+)%.(%d+)$')
+  local raw = batch and redis.call('HGET', P.pbatches, batch)
+  if not raw then return nil, {PRESALE_CODE_INVALID, 'code_invalid'} end
+  local b = parse_presale_batch(raw)
+  local n = tonumber(serial)
+  if n < 1 or n > b.count then return nil, {PRESALE_CODE_INVALID, 'code_invalid'} end
+  local u = redis.call('HMGET', P.pcodes, code .. '.n', code .. '.u')
+  if b.bind == 1 and u[2] and u[2] ~= user then
+    return nil, {PRESALE_CODE_INVALID, 'code_bound'}
+  end
+  if tonumber(u[1] or '0') >= b.uses then
+    return nil, {PRESALE_CODE_USED, 'code_used:' .. b.uses}
+  end
+  return b
+end
+
+-- The claim holds: spend one use of its code (and bind it, if the batch binds);
+-- the batch's "<batch>.codes" counts its codes used at least once, ".claims"
+-- the claims they made (stats).
+local function presale_code_spend(P, user, code, b)
+  local batch = string.match(code, '^(%d+)')
+  if redis.call('HINCRBY', P.pcodes, code .. '.n', 1) == 1 then
+    redis.call('HINCRBY', P.pbatches, batch .. '.codes', 1)
+  end
+  redis.call('HINCRBY', P.pbatches, batch .. '.claims', 1)
+  if b.bind == 1 then redis.call('HSET', P.pcodes, code .. '.u', user) end
+end
