@@ -11,6 +11,7 @@ from stampede.api.headers import cached, header
 from stampede.api.healing import seen
 from stampede.api.idempotency import checked_key
 from stampede.api.routing import CID, ApiRoutes
+from stampede.domain.engine import CampaignSeen
 from stampede.domain.models import CampaignPublic, ClaimRequest, ClaimView
 from stampede.metrics import count_claim
 from stampede.outcomes import Outcome
@@ -58,19 +59,24 @@ async def create_claim(request: web.Request) -> web.Response:
     refused = guard_answer(result)
     if refused is not None:
         return refused
-    if result.outcome is Outcome.NOT_FOUND:  # (no_campaign, not_a_sale, no_sku)
-        return _seen_campaign(refuse_outcome(
-            result.outcome, result.reason, result.params, campaign=cid, sku=body.sku,
-            user=user, qty=body.qty, key=key), result.reason)
     if result.outcome is not Outcome.OK:
-        return refuse_outcome(result.outcome, result.reason, result.params, campaign=cid,
-                              sku=body.sku, user=user, qty=body.qty, key=key)
+        response = refuse_outcome(result.outcome, result.reason, result.params,
+                                  campaign=cid, sku=body.sku, user=user, qty=body.qty, key=key)
+        if result.outcome is Outcome.NOT_FOUND and result.reason in _SEEN_BY_CLAIM:
+            seen(response, _SEEN_BY_CLAIM[result.reason])
+        return response
     return json_response(result.claim, status=201)
 
 
+_SEEN_BY_CLAIM: dict[str, CampaignSeen] = {
+    "no_campaign": "missing", "not_a_sale": "live", "no_sku": "live"}
+"""What claim_batch.lua saw of the campaign when it answered NOT_FOUND with this
+reason (a fenced campaign is FENCED there: 503)."""
+
+
 def _seen_campaign(response: web.Response, reason: str | None) -> web.Response:
-    """A 404 whose script checked the campaign first: it was missing (no_campaign), or
-    there and open (any other reason: a fenced one is FENCED, 503)."""
+    """The 404 of confirm.lua or cancel.lua, which check the campaign first: it was
+    missing (no_campaign), or there and open (a fenced one is FENCED: 503)."""
     seen(response, "missing" if reason == "no_campaign" else "live")
     return response
 
