@@ -18,10 +18,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from stampede import lua
-from stampede.errors import UnavailableError
+from stampede.errors import ConfigError, UnavailableError
 from stampede.state import luagen
 
 _INCLUDE = re.compile(r"^--@include (\w+)\s*$", re.MULTILINE)
@@ -116,7 +116,18 @@ class ScriptRegistry:
         for script in self.scripts.values():
             sha = await self._redis.script_load(script.source)
             assert sha == script.sha, f"{script.name}: server SHA differs"
+        if self.durable_ack_ms:
+            await self._check_aof()
         self.loaded = True
+
+    async def _check_aof(self) -> None:
+        """Durable ack needs an AOF: refuse to start without one, rather than
+        answer every write with an error (WAITAOF refuses numlocal 1 then)."""
+        try:
+            await self._redis.execute_command("WAITAOF", 1, 0, self.durable_ack_ms)
+        except ResponseError as exc:
+            raise ConfigError(f"STAMPEDE_DURABLE_ACK needs Valkey 7.2+ with appendonly yes "
+                              f"(WAITAOF answered: {exc})") from exc
 
     async def run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         if self.observer is None:

@@ -17,7 +17,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from stampede import Engine, Outcome, Settings
-from stampede.errors import UnavailableError
+from stampede.errors import ConfigError, UnavailableError
 from stampede.runtime.valkey import EmbeddedValkey
 from stampede.state.scripts import NotDurableError
 from tests.conftest import campaign_spec
@@ -88,11 +88,11 @@ async def test_an_unconfirmed_fsync_answers_unavailable_and_the_retry_gets_the_c
     stood all the same, and the retry with its idempotency key gets it back."""
     server = EmbeddedValkey(tmp_path / "valkey", appendfsync="everysec")
     url = server.start()
-    engine = Engine.from_url(url, Settings(data_dir=tmp_path, durable_ack=True,
-                                           durable_ack_timeout_ms=1))
+    engine = Engine.from_url(url, Settings(data_dir=tmp_path, durable_ack=True))
     try:
         await engine.start()
         await engine.define_campaign("slow", campaign_spec(stock=10, per_user=1))
+        engine.scripts.durable_ack_ms = 1  # now no everysec fsync can come in time
         with pytest.raises(NotDurableError, match="within 1 ms"):
             await engine.claim("slow", "ann", "tee", idempotency_key="k1")
         await asyncio.sleep(1.2)  # the next everysec fsync has run
@@ -106,17 +106,35 @@ async def test_an_unconfirmed_fsync_answers_unavailable_and_the_retry_gets_the_c
 
 
 async def test_appendfsync_always_confirms_at_once(tmp_path: Path) -> None:
-    """Under `always` WAITAOF finds the write already synced: a 1 ms wait suffices."""
+    """Under `always` the write is synced before Valkey answers: a 10 ms wait suffices
+    (under everysec the next fsync is ~90 ms or more away)."""
     server = EmbeddedValkey(tmp_path / "valkey", appendfsync="always")
     url = server.start()
     engine = Engine.from_url(url, Settings(data_dir=tmp_path, durable_ack=True,
-                                           durable_ack_timeout_ms=1))
+                                           durable_ack_timeout_ms=10))
     try:
         await engine.start()
         await engine.define_campaign("fast", campaign_spec(stock=10, per_user=1))
         results = await asyncio.gather(*(engine.claim("fast", f"u{i}", "tee")
                                          for i in range(20)))
         assert sum(r.outcome is Outcome.OK for r in results) == 10
+    finally:
+        await engine.close()
+        server.stop()
+
+
+async def test_durable_ack_refuses_to_start_without_an_aof(tmp_path: Path) -> None:
+    server = EmbeddedValkey(tmp_path / "valkey")
+    url = server.start()
+    engine = Engine.from_url(url, Settings(data_dir=tmp_path, durable_ack=True))
+    try:
+        await engine.redis.config_set("appendonly", "no")
+        with pytest.raises(ConfigError, match="appendonly yes"):
+            await engine.start()
+        await engine.redis.config_set("appendonly", "yes")
+        await asyncio.sleep(0.5)  # the AOF is rewritten in the background first
+        await engine.start()
+        assert engine.scripts.loaded
     finally:
         await engine.close()
         server.stop()
