@@ -124,7 +124,7 @@ class ScriptRegistry:
         """Durable ack needs an AOF: refuse to start without one, rather than
         answer every write with an error (WAITAOF refuses numlocal 1 then)."""
         try:
-            await self._redis.execute_command("WAITAOF", 1, 0, self.durable_ack_ms)
+            await self._redis.waitaof(1, 0, self.durable_ack_ms)
         except ResponseError as exc:
             raise ConfigError(f"STAMPEDE_DURABLE_ACK needs Valkey 7.2+ with appendonly yes "
                               f"(WAITAOF answered: {exc})") from exc
@@ -156,7 +156,7 @@ class ScriptRegistry:
         for attempt in (0, 1):
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
-                pipe.execute_command("WAITAOF", 1, 0, self.durable_ack_ms)
+                pipe.waitaof(1, 0, self.durable_ack_ms)
                 reply, synced = await pipe.execute(raise_on_error=False)
             if isinstance(reply, NoScriptError) and not attempt:
                 # As in `_run`: NOSCRIPT ran nothing; load and go again.
