@@ -18,7 +18,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from stampede.domain import phases, pricing, throttle
 from stampede.domain.admission import kept_secret, ticket_view
 from stampede.domain.aftersale import aftersale_meta
-from stampede.domain.batcher import ClaimBatcher, PendingClaim
+from stampede.domain.batcher import ClaimBatcher, PendingClaim, in_flight
 from stampede.domain.coupons.service import Coupons
 from stampede.domain.coupons.templates import check_drop, drop_meta
 from stampede.domain.explain import Explained, explain
@@ -94,9 +94,10 @@ class Engine:
     def __init__(self, redis: "Redis", settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
-        self.scripts = ScriptRegistry(redis)
-        self.batcher: ClaimBatcher[ClaimResult] = ClaimBatcher(self._claim_batch,
-                                                               settings.max_batch)
+        self.scripts = ScriptRegistry(
+            redis, settings.durable_ack_timeout_ms if settings.durable_ack else 0)
+        self.batcher: ClaimBatcher[ClaimResult] = ClaimBatcher(
+            self._claim_batch, settings.max_batch, in_flight(settings.durable_ack))
         self._throttle_default = throttle.parse_default(settings.throttle)
         self.gate = ClaimGate(redis, settings, self._throttle_default)
         """Admission tokens, challenges and guard state, shared with `coupons`."""

@@ -22,7 +22,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from stampede.domain import throttle
-from stampede.domain.batcher import ClaimBatcher
+from stampede.domain.batcher import ClaimBatcher, in_flight
 from stampede.domain.coupons import changes, codes, discount, points, pricing, promo, templates
 from stampede.domain.coupons.codes import CodeKeys
 from stampede.domain.coupons.points import PointsLedger
@@ -260,7 +260,8 @@ class Coupons:
 
     @functools.cached_property
     def batcher(self) -> ClaimBatcher[Answer]:
-        return ClaimBatcher(self._claim_batch, self.settings.max_batch)  # type: ignore[arg-type]
+        return ClaimBatcher(self._claim_batch, self.settings.max_batch,  # type: ignore[arg-type]
+                            in_flight(self.settings.durable_ack))
 
     async def _claim_batch(self, cid: str,
                            claims: Sequence["_PendingCouponClaim"]) -> list[Answer]:
