@@ -175,6 +175,24 @@ def _watch_sold_out(url: str, stop: threading.Event, found: list[float]) -> None
         time.sleep(0.005)
 
 
+TRICKLE_S = 4.0
+"""How long the trickle runs: a claim every 100 ms, so the feed has a change each tick."""
+
+
+def _trickle(url: str, seconds: float, tag: str) -> int:
+    """One claim every 100 ms for `seconds`, each a new user: the campaign changes every
+    feed tick while the server does almost nothing else."""
+    sent, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        req = urllib.request.Request(url, method="POST", data=b'{"sku":"hot","qty":1}',
+                                     headers={"X-User-Id": f"{tag}-{sent}",
+                                              "Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=5).read()
+        sent += 1
+        time.sleep(0.1)
+    return sent
+
+
 def run(seconds: float, n: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
         port, admin_port = harness.free_port(), harness.free_port()
@@ -203,12 +221,15 @@ def run(seconds: float, n: int) -> dict[str, Any]:
             quiet = measured("quiet")
             console.log(f"claims, {n} listeners")
             with listeners(f"{base}/v1/campaigns/bench/live", n, seconds + 5) as proc:
+                child_before = harness.tree_cpu_seconds([proc.pid])
                 loud = measured("loud")
+                child_cores = (harness.tree_cpu_seconds([proc.pid]) - child_before) / seconds
             heard = _result(proc)
             console.log("claims, nobody listening again (the machine's drift)")
             quiet2 = measured("quiet2")
-            # Stock the loop sells out in about half the run (at the rate with listeners).
-            stock = max(100, int(loud.ok_throughput * seconds / 2))
+            # Stock the loop sells out in about a quarter of the run at the rate with
+            # listeners (half was too close: on a busy machine the sale did not sell out).
+            stock = max(100, int(loud.ok_throughput * seconds / 4))
             _put(f"{admin}/admin/v1/campaigns/small",
                  msgspec.to_builtins(harness.open_sale(stock, per_user=2)))
             console.log(f"sell-out of {stock} units, {n} listeners")
@@ -222,6 +243,18 @@ def run(seconds: float, n: int) -> dict[str, Any]:
                 watcher.join(10)
                 stop.set()
             sold = _result(proc)["sold"]
+            # The feed's own cost, beside no listener, with the claim load left out: the
+            # server's CPU over a trickle that changes the campaign every tick.
+            console.log(f"trickle of claims, nobody listening, then {n} listeners")
+            trickle_url = f"{base}/v1/campaigns/bench/claims"
+            before = harness.tree_cpu_seconds([svc.pid])
+            _trickle(trickle_url, TRICKLE_S, "t0")
+            idle_cpu = harness.tree_cpu_seconds([svc.pid]) - before
+            with listeners(f"{base}/v1/campaigns/bench/live", n, TRICKLE_S + 3) as proc:
+                before = harness.tree_cpu_seconds([svc.pid])
+                _trickle(trickle_url, TRICKLE_S, "t1")
+                busy_cpu = harness.tree_cpu_seconds([svc.pid]) - before
+            frames = _result(proc)["events"] - n  # beyond each stream's first
     # The server CPU the listeners cost: what the loud run spent beyond its claims at
     # the quiet runs' CPU per claim, per second of load (1.0 is one core).
     per_claim = (cpu_s["quiet"] + cpu_s["quiet2"]) / max(1, quiet.ok + quiet2.ok)
@@ -236,6 +269,11 @@ def run(seconds: float, n: int) -> dict[str, Any]:
                              1.0, (quiet.ok_throughput + quiet2.ok_throughput) / 2)},
         "server_cpu_us_per_claim": cpu,
         "listeners_server_cpu_cores": feed_cores,
+        "listeners_process_cpu_cores": child_cores,
+        "trickle": {"seconds": TRICKLE_S, "server_cpu_s_no_listener": idle_cpu,
+                    "server_cpu_s_listeners": busy_cpu, "frames_sent": frames,
+                    "server_cpu_us_per_frame": (busy_cpu - idle_cpu) * 1e6 / max(1, frames),
+                    "listeners_cpu_cores": (busy_cpu - idle_cpu) / TRICKLE_S},
         "events_received": heard["events"],
         "sold_out_stock": stock, "listeners_that_saw_sold_out": len(seen),
         "sold_out_to_listener_ms": {
@@ -275,6 +313,13 @@ def main() -> None:
                         for k in ("quiet", "loud", "quiet2"))),
             ("server CPU the listeners cost (cores, 1.0 = one)",
              f"{report['listeners_server_cpu_cores']:.3f}"),
+            ("the listeners' own process (cores, same machine)",
+             f"{report['listeners_process_cpu_cores']:.3f}"),
+            ("trickle: frames sent / server CPU µs per frame",
+             f"{report['trickle']['frames_sent']:,} / "
+             f"{report['trickle']['server_cpu_us_per_frame']:,.1f}"),
+            ("trickle: server CPU of the listeners (cores)",
+             f"{report['trickle']['listeners_cpu_cores']:.3f}"),
             ("events received by the listeners", f"{report['events_received']:,}"),
             ("listeners that saw sold-out",
              f"{report['listeners_that_saw_sold_out']:,} / {args.listeners:,}"),
