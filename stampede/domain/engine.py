@@ -19,7 +19,7 @@ from stampede.domain import phases, pricing, throttle
 from stampede.domain.admission import kept_secret, ticket_view
 from stampede.domain.batcher import ClaimBatcher, PendingClaim
 from stampede.domain.coupons.service import Coupons
-from stampede.domain.coupons.templates import check_drop, drop_meta
+from stampede.domain.coupons.templates import check_drop, check_paid_prices, drop_meta
 from stampede.domain.explain import Explained, explain
 from stampede.domain.gate import ClaimGate
 from stampede.domain.models import (
@@ -141,6 +141,7 @@ class Engine:
         number = None
         if spec.coupons is not None:
             check_drop(spec.coupons, skus)  # before taking a drop number
+            check_paid_prices(spec.coupons, {s.sku: s.price for s in spec.skus})
             number = await self.coupons.drop_number(cid)
         args = _define_args(cid, spec, actor, spec.throttle or self._throttle_default,
                             drop_meta(spec.coupons, skus, number))

@@ -46,6 +46,9 @@ OPERATIONS = (
     "coupon_rules_lookup",  # coupon rules: coupons with their rules and the clock
     "presale_codes_issue",
     "segment_edit",
+    # paid vouchers
+    "coupon_pay",
+    "coupon_refund",
 )
 
 

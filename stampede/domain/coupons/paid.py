@@ -1,0 +1,97 @@
+"""Paid vouchers: a coupon SKU sold at a price follows the sale flow.
+
+    claim (coupon_claim.lua: held, stock a -> h, face value kept from the budget)
+      -> confirm with the payment (coupon_pay.lua: claim confirmed, coupons issued)
+      -> refund while every coupon is unused (coupon_refund.lua: coupons voided)
+    an unpaid hold lapses at its deadline (the sweeper, sweep.lua): its units go back
+
+Every step is one script, every check before the first write, and each is
+idempotent by the claim id: paying again with the same payment, or refunding a
+refunded voucher, answers the first result again. Only the buyer may read,
+pay or refund their hold: another user's claim is NOT_FOUND (docs/paid-vouchers.md).
+"""
+
+from typing import TYPE_CHECKING, cast
+
+from stampede.domain.coupons.spec import PaidHoldStatus, PaidHoldView
+from stampede.domain.models import from_ms
+from stampede.errors import ValidationError
+from stampede.outcomes import OUTCOMES, Outcome
+from stampede.state import keys, records
+from stampede.state.scripts import ScriptRegistry
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from stampede.domain.coupons.service import Answer
+
+
+def _claim_cid(claim_id: str, user: str) -> str:
+    cid = keys.campaign_of_claim(claim_id)
+    if cid is None:
+        raise ValidationError("claim id is not valid")
+    if not keys.valid_user_id(user):
+        raise ValidationError("user id is not valid")
+    return cid
+
+
+def _answer(outcome: Outcome, reason: str = "", view: object = None) -> "Answer":
+    from stampede.domain.coupons.service import Answer
+    return Answer(outcome, reason, view)
+
+
+class PaidVouchers:
+    def __init__(self, redis: "Redis", scripts: ScriptRegistry) -> None:
+        self.redis = redis
+        self.scripts = scripts
+
+    async def hold(self, claim_id: str, user: str) -> "Answer":
+        """The buyer's paid voucher claim: its hold, payment and refund."""
+        cid = _claim_cid(claim_id, user)
+        ks = keys.coupon_keys(cid)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(ks.campaign.claims, claim_id)
+            pipe.hget(ks.drop.cusers, f"pv|{claim_id}")
+            raw_claim, raw_paid = await pipe.execute()
+        if raw_claim is None or raw_paid is None:
+            return _answer(Outcome.NOT_FOUND, "not_found")
+        claim = records.CLAIM.decode(raw_claim)
+        if claim.user != user:
+            return _answer(Outcome.NOT_FOUND, "not_found")
+        paid = records.PAID.decode(raw_paid)
+        status = cast(PaidHoldStatus, {"paid": "confirmed", "refunded": "refunded"}.get(
+            paid.status, claim.status))
+        coupons: list[str] = []
+        if paid.status != "held":
+            coupons = sorted(await self.redis.smembers(  # type: ignore[misc]
+                keys.wallet_key(cid, user)))
+            found = await self.redis.hmget(ks.drop.cpn, coupons) if coupons else []
+            coupons = [c for c, raw in zip(coupons, found, strict=True)
+                       if raw is not None and records.COUPON.decode(raw).claim == claim_id]
+        return _answer(Outcome.OK, "", PaidHoldView(
+            claim_id=claim_id, campaign_id=cid, sku=claim.sku, qty=claim.qty, status=status,
+            amount=claim.price * claim.qty, hold_deadline=from_ms(claim.deadline),
+            payment=paid.payment, refunded_amount=paid.refunded, coupons=coupons))
+
+    async def confirm(self, claim_id: str, user: str, payment: str,
+                      idempotency_key: str | None = None) -> "Answer":
+        """Pay a hold: its coupons are issued (once; the same payment again answers OK)."""
+        cid = _claim_cid(claim_id, user)
+        reply = await self.scripts.run(
+            "coupon_pay", [*keys.coupon_keys(cid), keys.wallet_key(cid, user)],
+            [claim_id, user, payment, idempotency_key or ""])
+        outcome = OUTCOMES[int(reply[0])]
+        if outcome is not Outcome.OK:
+            return _answer(outcome, str(reply[1]))
+        return await self.hold(claim_id, user)
+
+    async def refund(self, claim_id: str, user: str, actor: str,
+                     idempotency_key: str | None = None) -> "Answer":
+        """Refund a paid voucher whose coupons are all unused (once; again answers OK)."""
+        cid = _claim_cid(claim_id, user)
+        reply = await self.scripts.run("coupon_refund", [*keys.coupon_keys(cid)],
+                                       [claim_id, user, actor, idempotency_key or ""])
+        outcome = OUTCOMES[int(reply[0])]
+        if outcome is not Outcome.OK:
+            return _answer(outcome, str(reply[1]))
+        return await self.hold(claim_id, user)
