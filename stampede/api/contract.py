@@ -5,13 +5,13 @@ declarations the router enforces and the OpenAPI document is built from.
 when the page and the declarations part.
 """
 
-from stampede.api import admin, coupon_rules, coupons, demo, lookups, presale, webhooks
+from stampede.api import admin, coupon_rules, coupons, demo, lookups, paid, presale, webhooks
 from stampede.api.app import PUBLIC_ROUTES, health
 from stampede.api.openapi import enforced_errors
 from stampede.api.routing import ApiRoutes, Operation
 
 LISTENERS: tuple[tuple[str, str, tuple[ApiRoutes, ...]], ...] = (
-    ("Public API", "`:8000`", (health, *PUBLIC_ROUTES, lookups.api)),
+    ("Public API", "`:8000`", (health, *PUBLIC_ROUTES, lookups.api, paid.api)),
     ("Public API, dev auth only (STAMPEDE_DEV_AUTH=1)", "`:8000`", (demo.api,)),
     ("Admin API", "`:8001`", (health, admin.api, coupons.admin_api, coupon_rules.admin_api,
                               webhooks.api, presale.admin_api, lookups.admin_api)),
