@@ -19,7 +19,7 @@ from stampede.api.context import ENGINE, GUARD, USER
 from stampede.api.errors import decode, json_response, read_body, refuse_outcome
 from stampede.api.idempotency import checked_key
 from stampede.api.routing import ApiRoutes
-from stampede.domain.coupons.service import Answer
+from stampede.domain.coupons.paid import Answer
 from stampede.domain.coupons.spec import PaidConfirmRequest, PaidHoldView
 from stampede.outcomes import Outcome
 

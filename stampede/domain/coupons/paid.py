@@ -11,6 +11,7 @@ refunded voucher, answers the first result again. Only the buyer may read,
 pay or refund their hold: another user's claim is NOT_FOUND (docs/paid-vouchers.md).
 """
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 from stampede.domain.coupons.spec import PaidHoldStatus, PaidHoldView
@@ -23,8 +24,6 @@ from stampede.state.scripts import ScriptRegistry
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from stampede.domain.coupons.service import Answer
-
 
 def _claim_cid(claim_id: str, user: str) -> str:
     cid = keys.campaign_of_claim(claim_id)
@@ -35,8 +34,16 @@ def _claim_cid(claim_id: str, user: str) -> str:
     return cid
 
 
-def _answer(outcome: Outcome, reason: str = "", view: object = None) -> "Answer":
-    from stampede.domain.coupons.service import Answer
+@dataclass(frozen=True)
+class Answer:
+    """An outcome, the refusal's reason ('' if none), and the hold's view when OK."""
+    outcome: Outcome
+    reason: str = ""
+    view: PaidHoldView | None = None
+    params: dict[str, int] = field(default_factory=dict)
+
+
+def _answer(outcome: Outcome, reason: str = "", view: PaidHoldView | None = None) -> Answer:
     return Answer(outcome, reason, view)
 
 
@@ -45,7 +52,7 @@ class PaidVouchers:
         self.redis = redis
         self.scripts = scripts
 
-    async def hold(self, claim_id: str, user: str) -> "Answer":
+    async def hold(self, claim_id: str, user: str) -> Answer:
         """The buyer's paid voucher claim: its hold, payment and refund."""
         cid = _claim_cid(claim_id, user)
         ks = keys.coupon_keys(cid)
@@ -63,10 +70,11 @@ class PaidVouchers:
             paid.status, claim.status))
         coupons: list[str] = []
         if paid.status != "held":
-            coupons = sorted(await self.redis.smembers(  # type: ignore[misc]
-                keys.wallet_key(cid, user)))
-            found = await self.redis.hmget(ks.drop.cpn, coupons) if coupons else []
-            coupons = [c for c, raw in zip(coupons, found, strict=True)
+            owned = sorted(cast(set[str], await self.redis.smembers(
+                keys.wallet_key(cid, user))))
+            found = cast(list[str | None], await self.redis.hmget(ks.drop.cpn, owned)
+                         if owned else [])
+            coupons = [c for c, raw in zip(owned, found, strict=True)
                        if raw is not None and records.COUPON.decode(raw).claim == claim_id]
         return _answer(Outcome.OK, "", PaidHoldView(
             claim_id=claim_id, campaign_id=cid, sku=claim.sku, qty=claim.qty, status=status,
@@ -74,7 +82,7 @@ class PaidVouchers:
             payment=paid.payment, refunded_amount=paid.refunded, coupons=coupons))
 
     async def confirm(self, claim_id: str, user: str, payment: str,
-                      idempotency_key: str | None = None) -> "Answer":
+                      idempotency_key: str | None = None) -> Answer:
         """Pay a hold: its coupons are issued (once; the same payment again answers OK)."""
         cid = _claim_cid(claim_id, user)
         reply = await self.scripts.run(
@@ -86,7 +94,7 @@ class PaidVouchers:
         return await self.hold(claim_id, user)
 
     async def refund(self, claim_id: str, user: str, actor: str,
-                     idempotency_key: str | None = None) -> "Answer":
+                     idempotency_key: str | None = None) -> Answer:
         """Refund a paid voucher whose coupons are all unused (once; again answers OK)."""
         cid = _claim_cid(claim_id, user)
         reply = await self.scripts.run("coupon_refund", [*keys.coupon_keys(cid)],
