@@ -343,6 +343,8 @@ REFUSALS: dict[str, Refusal] = {
     "voucher_unpaid": _r("conflict", 409, "claim '{claim}' is a hold not yet paid: confirm "
                          "its payment, or let it lapse at its deadline (nothing to refund)",
                          "refunding a paid voucher whose hold was never paid"),
+    "refunded": _r("conflict", 409, "the coupon was refunded (its paid voucher was "
+                   "refunded): it is void", "redeeming or gifting a refunded coupon"),
     "voucher_used": _r("voucher_used", 409, "claim '{claim}' cannot be refunded: a coupon of "
                        "it was used, expired, given away or offered as a gift (only an "
                        "unused voucher is refunded)", "refunding a voucher not wholly unused"),
