@@ -8,7 +8,9 @@
 -- ARGV[2]     user id of the caller (another user's claim is NOT_FOUND)
 -- ARGV[3]     the payment reference
 -- ARGV[4]     the caller's Idempotency-Key, or '' (kept in the event)
--- Returns     {code, reason, status, deadline_ms, coupon ids...}; reason
+-- Returns     {code, reason, then on OK: sku, qty, price, deadline_ms, payment,
+--             refunded amount, status of the voucher (paid or refunded), coupon ids...};
+--             reason
 --             not_a_voucher, voucher_paid_other (paid with another payment),
 --             hold_expired, no_sku
 --
@@ -24,13 +26,13 @@ local now = now_ms()
 local claim_id, user, payment, idem = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local wallet = KEYS[NCKEYS + 1]
 local raw = redis.call('HGET', K.claims, claim_id)
-if not raw then return {NOT_FOUND, 'not_found', '', ''} end
+if not raw then return {NOT_FOUND, 'not_found'} end
 local c = parse_claim(raw)
-if c.user ~= user then return {NOT_FOUND, 'not_found', '', ''} end
+if c.user ~= user then return {NOT_FOUND, 'not_found'} end
 local praw = redis.call('HGET', C.cusers, 'pv|' .. claim_id)
-if not praw then return {CONFLICT, 'not_a_voucher', c.status, c.deadline} end
+if not praw then return {CONFLICT, 'not_a_voucher'} end
 local pv = parse_paid(praw)
-if redis.call('HGET', K.meta, 'fenced') == '1' then return {FENCED, '', c.status, c.deadline} end
+if redis.call('HGET', K.meta, 'fenced') == '1' then return {FENCED, ''} end
 local cid = redis.call('HGET', K.meta, 'id')
 local cfg_raw = redis.call('HGET', K.meta, 'cp_sku:' .. c.sku)
 local cfg = cfg_raw and cjson.decode(cfg_raw)
@@ -43,8 +45,10 @@ local function ids()
   return out
 end
 local function answer(code, reason)
-  local out = {code, reason, c.status, c.deadline}
-  if code == OK then for _, id in ipairs(ids()) do out[#out + 1] = id end end
+  if code ~= OK then return {code, reason} end
+  local out = {code, reason, c.sku, c.qty, c.price, c.deadline, pv.payment, pv.refunded,
+               pv.status}
+  for _, id in ipairs(ids()) do out[#out + 1] = id end
   return out
 end
 if pv.status ~= 'held' then  -- paid (or refunded since): the same payment is a retry

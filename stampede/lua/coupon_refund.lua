@@ -7,7 +7,8 @@
 -- ARGV[2]     user id of the voucher's buyer (another user's claim is NOT_FOUND)
 -- ARGV[3]     actor (who asked: the buyer's user id, or the admin)
 -- ARGV[4]     the caller's Idempotency-Key, or '' (kept in the event)
--- Returns     {code, reason, refunded amount, coupon ids...}; reason not_a_voucher,
+-- Returns     {code, reason, then on OK: sku, qty, price, deadline_ms, payment,
+--             refunded amount, 'refunded', coupon ids...}; reason not_a_voucher,
 --             voucher_unpaid (a hold not yet paid), voucher_used (a coupon used,
 --             partly used, expired, given away or offered as a gift)
 --
@@ -22,17 +23,19 @@
 local now = now_ms()
 local claim_id, user, actor, idem = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local raw = redis.call('HGET', K.claims, claim_id)
-if not raw then return {NOT_FOUND, 'not_found', 0} end
+if not raw then return {NOT_FOUND, 'not_found'} end
 local c = parse_claim(raw)
-if c.user ~= user then return {NOT_FOUND, 'not_found', 0} end
+if c.user ~= user then return {NOT_FOUND, 'not_found'} end
 local praw = redis.call('HGET', C.cusers, 'pv|' .. claim_id)
-if not praw then return {CONFLICT, 'not_a_voucher', 0} end
+if not praw then return {CONFLICT, 'not_a_voucher'} end
 local pv = parse_paid(praw)
 local cid = redis.call('HGET', K.meta, 'id')
 local ids = {}
 local function answer(code, reason)
-  local out = {code, reason, pv.refunded}
-  if code == OK then for _, id in ipairs(ids) do out[#out + 1] = id end end
+  if code ~= OK then return {code, reason} end
+  local out = {code, reason, c.sku, c.qty, c.price, c.deadline, pv.payment, pv.refunded,
+               pv.status}
+  for _, id in ipairs(ids) do out[#out + 1] = id end
   return out
 end
 -- The claim's coupons: their ids come from the claim id (coupon_pay.lua).

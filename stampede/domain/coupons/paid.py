@@ -12,7 +12,7 @@ pay or refund their hold: another user's claim is NOT_FOUND (docs/paid-vouchers.
 """
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from stampede.domain.coupons.spec import PaidHoldStatus, PaidHoldView
 from stampede.domain.models import from_ms
@@ -88,10 +88,7 @@ class PaidVouchers:
         reply = await self.scripts.run(
             "coupon_pay", [*keys.coupon_keys(cid), keys.wallet_key(cid, user)],
             [claim_id, user, payment, idempotency_key or ""])
-        outcome = OUTCOMES[int(reply[0])]
-        if outcome is not Outcome.OK:
-            return _answer(outcome, str(reply[1]))
-        return await self.hold(claim_id, user)
+        return _reply(cid, claim_id, reply)
 
     async def refund(self, claim_id: str, user: str, actor: str,
                      idempotency_key: str | None = None) -> Answer:
@@ -99,7 +96,18 @@ class PaidVouchers:
         cid = _claim_cid(claim_id, user)
         reply = await self.scripts.run("coupon_refund", [*keys.coupon_keys(cid)],
                                        [claim_id, user, actor, idempotency_key or ""])
-        outcome = OUTCOMES[int(reply[0])]
-        if outcome is not Outcome.OK:
-            return _answer(outcome, str(reply[1]))
-        return await self.hold(claim_id, user)
+        return _reply(cid, claim_id, reply)
+
+
+def _reply(cid: str, claim_id: str, reply: list[Any]) -> Answer:
+    """coupon_pay's or coupon_refund's answer: a refusal, or the voucher as it is now."""
+    outcome = OUTCOMES[int(reply[0])]
+    if outcome is not Outcome.OK:
+        return _answer(outcome, str(reply[1]))
+    sku, qty, price, deadline, payment, refunded, status = reply[2:9]
+    return _answer(Outcome.OK, "", PaidHoldView(
+        claim_id=claim_id, campaign_id=cid, sku=str(sku), qty=int(qty),
+        status="refunded" if status == "refunded" else "confirmed",
+        amount=int(price) * int(qty), hold_deadline=from_ms(int(deadline)),
+        payment=str(payment), refunded_amount=int(refunded),
+        coupons=sorted(str(c) for c in reply[9:])))
