@@ -251,3 +251,17 @@ async def test_payment_racing_the_lapse_at_the_deadline(engine: Engine) -> None:
     wallets = await asyncio.gather(*(engine.coupons.wallet(f"u{i}") for i in range(100)))
     for p, wallet in zip(pays, wallets, strict=True):  # coupons exactly for those paid
         assert len(wallet) == (1 if p.outcome is Outcome.OK else 0)
+
+
+async def test_the_buyer_may_cancel_a_hold_but_not_confirm_it_as_a_sale(engine: Engine) -> None:
+    await engine.define_campaign("cafe", paid_spec(stock=2))
+    r = await engine.coupons.claim("cafe", "ann", "coffee10", 2)
+    # The sale's confirm would sell it without coupons: refused, nothing changed.
+    assert (await engine.confirm(r.view.claim_id, "ann")).outcome is Outcome.CONFLICT
+    assert await stock(engine) == {"a": 0, "h": 2, "s": 0}
+    assert (await engine.cancel(r.view.claim_id, "ann")).outcome is Outcome.OK
+    assert await stock(engine) == {"a": 2, "h": 0, "s": 0}
+    assert (await engine.coupons.paid.hold(r.view.claim_id, "ann")).view.status == "cancelled"
+    late = await engine.coupons.paid.confirm(r.view.claim_id, "ann", "pay_1")
+    assert (late.outcome, late.reason) == (Outcome.HOLD_EXPIRED, "hold_expired")
+    assert await engine.coupons.wallet("ann") == []
