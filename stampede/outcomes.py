@@ -389,6 +389,9 @@ REFUSALS: dict[str, Refusal] = {
                          "refunding a paid voucher whose hold was never paid"),
     "refunded": _r("conflict", 409, "the coupon was refunded (its paid voucher was "
                    "refunded): it is void", "redeeming or gifting a refunded coupon"),
+    "paid_voucher_refund": _r("conflict", 409, "claim '{claim}' is a paid voucher: refund "
+                              "it at POST /v1/paid-holds/{claim}/refund (its coupons are "
+                              "voided there)", "a sale refund of a paid voucher's claim"),
     "voucher_used": _r("voucher_used", 409, "claim '{claim}' cannot be refunded: a coupon of "
                        "it was used, expired, given away or offered as a gift (only an "
                        "unused voucher is refunded)", "refunding a voucher not wholly unused"),

@@ -265,3 +265,14 @@ async def test_the_buyer_may_cancel_a_hold_but_not_confirm_it_as_a_sale(engine: 
     late = await engine.coupons.paid.confirm(r.view.claim_id, "ann", "pay_1")
     assert (late.outcome, late.reason) == (Outcome.HOLD_EXPIRED, "hold_expired")
     assert await engine.coupons.wallet("ann") == []
+
+
+async def test_a_sale_refund_of_a_paid_voucher_is_refused(engine: Engine) -> None:
+    from stampede.domain.refunds import RefundRequest
+    await engine.define_campaign("cafe", paid_spec())
+    r = await engine.coupons.claim("cafe", "ann", "coffee10")
+    await engine.coupons.paid.confirm(r.view.claim_id, "ann", "pay_1")
+    refused = await engine.refunds.refund(r.view.claim_id, RefundRequest(), "op")
+    assert (refused.outcome, refused.reason) == (Outcome.CONFLICT, "paid_voucher_refund")
+    assert await stock(engine) == {"a": 99, "h": 0, "s": 1}
+    assert [c.status for c in await engine.coupons.wallet("ann")] == ["active"]
