@@ -20,7 +20,7 @@ from stampede.domain.admission import kept_secret, ticket_view
 from stampede.domain.aftersale import aftersale_meta
 from stampede.domain.batcher import ClaimBatcher, PendingClaim, in_flight
 from stampede.domain.coupons.service import Coupons
-from stampede.domain.coupons.templates import check_drop, drop_meta
+from stampede.domain.coupons.templates import check_drop, check_paid_prices, drop_meta
 from stampede.domain.explain import Explained, explain
 from stampede.domain.gate import ClaimGate
 from stampede.domain.grants import Grants
@@ -171,6 +171,7 @@ class Engine:
             if spec.tickets is not None:
                 raise ValidationError("a coupon drop cannot issue tickets")
             check_drop(spec.coupons, skus)  # before taking a drop number
+            check_paid_prices(spec.coupons, {s.sku: s.price for s in spec.skus})
             number = await self.coupons.drop_number(cid)
         args = _define_args(cid, spec, actor, spec.throttle or self._throttle_default,
                             drop_meta(spec.coupons, skus, number))

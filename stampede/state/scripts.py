@@ -59,6 +59,9 @@ OPERATIONS = (
     "grant",
     "presale_codes_issue",
     "segment_edit",
+    # paid vouchers
+    "coupon_pay",
+    "coupon_refund",
 )
 
 
