@@ -10,13 +10,16 @@ machine drift hits all alike:
   call), beside the plain coupon claims of the same round;
 - the same in a drop guarded by every check of the scalper guard (bench.engine_claims
   GUARD), each claim from a new user, device and network, every one let through;
+- paid vouchers: a claim of a SKU sold at a price (a hold) and its payment
+  (`coupon_pay`: confirmed, coupon issued), one pair per step, beside the plain
+  coupon claims of the same round (two script calls against one);
 - redemptions of the coupons the claim round issued (code verification,
   pricing, `coupon_lookup` + `coupon_redeem`), each at a merchant with a
   fresh order.
 
 After each round the accounting is checked (stock, coupons issued, redeemed).
 
-    python -m bench.coupon_bench [--seconds 2.5] [--rounds 3] [--concurrency 256]
+    python -m bench.coupon_bench [--seconds 2] [--rounds 3] [--concurrency 256]
 """
 
 import argparse
@@ -47,19 +50,20 @@ STOCK = 50_000_000
 PROMO = "BENCH25"
 
 
-def _spec(drop: bool, guard: dict[str, Any] | None = None, promo: bool = False) -> CampaignSpec:
+def _spec(drop: bool, guard: dict[str, Any] | None = None, promo: bool = False,
+          paid: bool = False) -> CampaignSpec:
     now = datetime.now(UTC)
     raw: dict[str, object] = {**({"throttle": guard} if guard else {}),
         "name": "bench", "opens_at": (now - timedelta(minutes=1)).isoformat(),
         "closes_at": (now + timedelta(hours=1)).isoformat(), "limits": {"per_user": 2},
-        "skus": [{"sku": "hot", "price": 100 if not drop else 0,
+        "skus": [{"sku": "hot", "price": 100 if not drop or paid else 0,
                   "waves": [{"at": (now - timedelta(seconds=1)).isoformat(), "qty": STOCK}]}]}
     if drop:
         raw["coupons"] = {"templates": {"hot": {"kind": "fixed_off", "face_value": 500,
                                                 "valid_days": 30}},
                           "per_user_per_day": 2, "budget": STOCK * 500,
                           **({"promo_codes": {PROMO: {"sku": "hot", "per_user": 2}}}
-                             if promo else {})}
+                             if promo else {}), **({"paid": ["hot"]} if paid else {})}
     return msgspec.convert(raw, CampaignSpec)
 
 
@@ -124,6 +128,24 @@ async def _coupon_claims(engine: Engine, cid: str, seconds: float, n: int,
     return rate
 
 
+async def _paid_vouchers(engine: Engine, cid: str, seconds: float, n: int) -> float:
+    """Paid vouchers: claim (a hold) then pay (coupons issued); one step is the pair."""
+    await engine.define_campaign(cid, _spec(drop=True, paid=True))
+
+    async def step(w: int, i: int) -> bool:
+        user = f"w{w}-{i}"
+        held = await engine.coupons.claim(cid, user, "hot")
+        assert held.outcome is Outcome.OK and held.view.status == "held", held
+        paid = await engine.coupons.paid.confirm(held.view.claim_id, user, f"pay-{user}")
+        assert paid.outcome is Outcome.OK and len(paid.view.coupons) == 1, paid
+        return True
+
+    done, rate = await _drive(seconds, n, step)
+    stats = await engine.coupons.stats(cid)
+    assert stats and stats.totals.issued == done, "paid voucher accounting broken"
+    return rate
+
+
 async def _redemptions(engine: Engine, cid: str, merchant: Merchant, seconds: float, n: int,
                        codes: list[str]) -> float:
     it = iter(codes)
@@ -151,7 +173,8 @@ async def _wipe(engine: Engine, cid: str) -> None:
 
 async def run(seconds: float, rounds: int, concurrency: int) -> dict[str, list[float]]:
     names = ("sale claims, batched", "sale claims, one call per claim", "coupon claims",
-             "redemptions", "coupon claims + guard", "promo-code claims")
+             "redemptions", "coupon claims + guard", "promo-code claims",
+             "paid voucher claim+confirm")
     rates: dict[str, list[float]] = {m: [] for m in names}
     async with harness.fresh_engine() as engine:
         creds = await engine.coupons.put_merchant("bench", MerchantSpec(name="bench"))
@@ -171,6 +194,9 @@ async def run(seconds: float, rounds: int, concurrency: int) -> dict[str, list[f
             rates[names[5]].append(await _coupon_claims(engine, f"p{r}", seconds,
                                                         concurrency, [], promo=True))
             await _wipe(engine, f"p{r}")
+            rates[names[6]].append(await _paid_vouchers(engine, f"v{r}", seconds,
+                                                        concurrency))
+            await _wipe(engine, f"v{r}")
             rates[names[3]].append(await _redemptions(engine, f"d{r}", merchant, seconds,
                                                       concurrency, codes))
             await _wipe(engine, f"d{r}")
@@ -182,7 +208,7 @@ async def run(seconds: float, rounds: int, concurrency: int) -> dict[str, list[f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=2.5)
+    parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--json", type=Path, help="write the figures here")
@@ -194,6 +220,9 @@ def main() -> None:
         "sale claims, batched")
     promo, plain = medians["promo-code claims"], medians["coupon claims"]
     console.print(f"promo-code claims / plain coupon claims: {promo / plain:.2f}")
+    voucher = medians["paid voucher claim+confirm"]
+    console.print(f"paid voucher claim+confirm pairs / plain coupon claims: "
+                  f"{voucher / plain:.2f}")
     if args.json:
         args.json.write_text(json.dumps({"rates": rates, "medians": medians}, indent=2))
 

@@ -21,6 +21,7 @@ bench/results/live-<time>.json.
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import subprocess
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,7 +37,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import msgspec
 import numpy as np
 from rich.console import Console
@@ -62,39 +63,70 @@ def _sold_out(state: dict[str, Any]) -> bool:
 
 # -- the listeners' process -------------------------------------------------------
 
-async def _listen(url: str, n: int, seconds: float, until_sold_out: bool) -> dict[str, Any]:
-    events = [0] * n
-    sold: list[float | None] = [None] * n
-    ready = asyncio.Event()
-    all_sold = asyncio.Event()
-    timeout = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=30)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
-                                     timeout=timeout) as session:
-        async def one(i: int) -> None:
-            async with session.get(url) as resp:
-                async for line in resp.content:
-                    if not line.startswith(b"data: "):
-                        continue
-                    events[i] += 1
-                    if events[i] == 1 and sum(1 for e in events if e) == n:
-                        ready.set()
-                    if until_sold_out and sold[i] is None and _sold_out(json.loads(line[6:])):
-                        sold[i] = time.time()
-                        if all(s is not None for s in sold):
-                            all_sold.set()
+class _Reader(asyncio.Protocol):
+    """One stream, read as bytes: events are counted by their `data: ` lines, and the
+    JSON is parsed only while waiting for sold-out. aiohttp's client, line by line,
+    cost the listeners' process more CPU than the server's fan-out, and on two cores
+    that CPU is taken from the server being measured."""
 
-        tasks = [asyncio.create_task(one(i)) for i in range(n)]
-        await asyncio.wait_for(ready.wait(), 60)
-        print("ready", flush=True)
-        try:
-            await asyncio.wait_for(all_sold.wait() if until_sold_out else asyncio.sleep(seconds),
-                                   seconds)
-        except TimeoutError:
-            pass
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return {"events": sum(events), "sold": sold}
+    def __init__(self, until_sold_out: bool) -> None:
+        self.until_sold_out = until_sold_out
+        self.events = 0
+        self.sold: float | None = None
+        self.first = asyncio.get_running_loop().create_future()
+        self._carry = b""  # the end of the last read: a `data: ` line cut in two counts once
+        self._lines = b""
+
+    def data_received(self, data: bytes) -> None:
+        joined = self._carry + data
+        self.events += joined.count(b"\ndata: ")
+        self._carry = joined[-6:]
+        if self.events and not self.first.done():
+            self.first.set_result(None)
+        if self.until_sold_out and self.sold is None:
+            self._lines += data
+            cut = self._lines.rfind(b"\n") + 1
+            complete, self._lines = self._lines[:cut], self._lines[cut:]
+            if b'"sold_out":true' in complete:
+                for line in complete.split(b"\n"):
+                    if line.startswith(b"data: ") and _sold_out(json.loads(line[6:])):
+                        self.sold = time.time()
+                        break
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.first.done():
+            self.first.set_exception(ConnectionError("stream closed before its first event"))
+
+
+def _same(reader: _Reader) -> _Reader:
+    return reader
+
+
+async def _listen(url: str, n: int, seconds: float, until_sold_out: bool) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    parsed = urllib.parse.urlsplit(url)
+    request = (f"GET {parsed.path} HTTP/1.1\r\nHost: {parsed.netloc}\r\n"
+               "Accept: text/event-stream\r\n\r\n").encode()
+    readers: list[_Reader] = []
+    transports: list[asyncio.Transport] = []
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
+    for _ in range(n):
+        reader = _Reader(until_sold_out)
+        transport, _ = await loop.create_connection(functools.partial(_same, reader), host,
+                                                    port)
+        transport.write(request)
+        readers.append(reader)
+        transports.append(transport)
+    await asyncio.wait_for(asyncio.gather(*(r.first for r in readers)), 60)
+    print("ready", flush=True)
+    deadline = loop.time() + seconds
+    while loop.time() < deadline:
+        if until_sold_out and all(r.sold is not None for r in readers):
+            break
+        await asyncio.sleep(0.05)
+    for transport in transports:
+        transport.close()
+    return {"events": sum(r.events for r in readers), "sold": [r.sold for r in readers]}
 
 
 def child_main(url: str, n: int, seconds: float, until_sold_out: bool) -> None:
@@ -143,6 +175,31 @@ def _watch_sold_out(url: str, stop: threading.Event, found: list[float]) -> None
         time.sleep(0.005)
 
 
+TRICKLE_S = 4.0
+"""How long the trickle runs: a claim every 100 ms, so the feed has a change each tick."""
+
+
+def _trickle(url: str, seconds: float, tag: str) -> int:
+    """One claim every 100 ms for `seconds`, each a new user: the campaign changes every
+    feed tick while the server does almost nothing else."""
+    sent, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        req = urllib.request.Request(url, method="POST", data=b'{"sku":"hot","qty":1}',
+                                     headers={"X-User-Id": f"{tag}-{sent}",
+                                              "Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=5).read()
+        sent += 1
+        time.sleep(0.1)
+    return sent
+
+
+def _process_cpu(pid: int) -> float:
+    """User + system CPU seconds of one process (the gateway, without its children:
+    the persister catching up after a burst would drown the feed's cost)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(seconds: float, n: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
         port, admin_port = harness.free_port(), harness.free_port()
@@ -157,25 +214,29 @@ def run(seconds: float, n: int) -> dict[str, Any]:
             _put(f"{admin}/admin/v1/campaigns/bench",
                  msgspec.to_builtins(harness.open_sale(50_000_000, per_user=2)))
             cpu: dict[str, float] = {}
+            cpu_s: dict[str, float] = {}
 
             def measured(tag: str) -> loadgen.LoadResult:
                 """A closed loop, and the server's CPU (its whole process tree) per claim."""
                 before = harness.tree_cpu_seconds([svc.pid])
                 result = claims(base, "bench", seconds, tag)
-                cpu[tag] = (harness.tree_cpu_seconds([svc.pid]) - before) * 1e6 / max(
-                    1, result.ok)
+                cpu_s[tag] = harness.tree_cpu_seconds([svc.pid]) - before
+                cpu[tag] = cpu_s[tag] * 1e6 / max(1, result.ok)
                 return result
 
             console.log("claims, nobody listening")
             quiet = measured("quiet")
             console.log(f"claims, {n} listeners")
             with listeners(f"{base}/v1/campaigns/bench/live", n, seconds + 5) as proc:
+                child_before = harness.tree_cpu_seconds([proc.pid])
                 loud = measured("loud")
+                child_cores = (harness.tree_cpu_seconds([proc.pid]) - child_before) / seconds
             heard = _result(proc)
             console.log("claims, nobody listening again (the machine's drift)")
             quiet2 = measured("quiet2")
-            # Stock the loop sells out in about half the run (at the rate with listeners).
-            stock = max(100, int(loud.ok_throughput * seconds / 2))
+            # Stock the loop sells out in about a quarter of the run at the rate with
+            # listeners (half was too close: on a busy machine the sale did not sell out).
+            stock = max(100, int(loud.ok_throughput * seconds / 4))
             _put(f"{admin}/admin/v1/campaigns/small",
                  msgspec.to_builtins(harness.open_sale(stock, per_user=2)))
             console.log(f"sell-out of {stock} units, {n} listeners")
@@ -189,6 +250,22 @@ def run(seconds: float, n: int) -> dict[str, Any]:
                 watcher.join(10)
                 stop.set()
             sold = _result(proc)["sold"]
+            # The feed's own cost, beside no listener, with the claim load left out: the
+            # gateway's CPU over a trickle that changes the campaign every tick.
+            console.log(f"trickle of claims, nobody listening, then {n} listeners")
+            trickle_url = f"{base}/v1/campaigns/bench/claims"
+            before = _process_cpu(svc.pid)
+            _trickle(trickle_url, TRICKLE_S, "t0")
+            idle_cpu = _process_cpu(svc.pid) - before
+            with listeners(f"{base}/v1/campaigns/bench/live", n, TRICKLE_S + 3) as proc:
+                before = _process_cpu(svc.pid)
+                _trickle(trickle_url, TRICKLE_S, "t1")
+                busy_cpu = _process_cpu(svc.pid) - before
+            frames = _result(proc)["events"] - n  # beyond each stream's first
+    # The server CPU the listeners cost: what the loud run spent beyond its claims at
+    # the quiet runs' CPU per claim, per second of load (1.0 is one core).
+    per_claim = (cpu_s["quiet"] + cpu_s["quiet2"]) / max(1, quiet.ok + quiet2.ok)
+    feed_cores = (cpu_s["loud"] - loud.ok * per_claim) / seconds
     seen = [t for t in sold if t is not None]
     delays = np.array([max(0.0, t - found[0]) * 1000 for t in seen]) if found else np.empty(0)
     return {
@@ -198,6 +275,12 @@ def run(seconds: float, n: int) -> dict[str, Any]:
                          "ratio": loud.ok_throughput / max(
                              1.0, (quiet.ok_throughput + quiet2.ok_throughput) / 2)},
         "server_cpu_us_per_claim": cpu,
+        "listeners_server_cpu_cores": feed_cores,
+        "listeners_process_cpu_cores": child_cores,
+        "trickle": {"seconds": TRICKLE_S, "gateway_cpu_s_no_listener": idle_cpu,
+                    "gateway_cpu_s_listeners": busy_cpu, "frames_sent": frames,
+                    "gateway_cpu_us_per_frame": (busy_cpu - idle_cpu) * 1e6 / max(1, frames),
+                    "listeners_cpu_cores": (busy_cpu - idle_cpu) / TRICKLE_S},
         "events_received": heard["events"],
         "sold_out_stock": stock, "listeners_that_saw_sold_out": len(seen),
         "sold_out_to_listener_ms": {
@@ -235,6 +318,15 @@ def main() -> None:
             ("server CPU µs/claim: none / listeners / none",
              " / ".join(f"{report['server_cpu_us_per_claim'][k]:,.0f}"
                         for k in ("quiet", "loud", "quiet2"))),
+            ("server CPU the listeners cost (cores, 1.0 = one)",
+             f"{report['listeners_server_cpu_cores']:.3f}"),
+            ("the listeners' own process (cores, same machine)",
+             f"{report['listeners_process_cpu_cores']:.3f}"),
+            ("trickle: frames sent / gateway CPU µs per frame",
+             f"{report['trickle']['frames_sent']:,} / "
+             f"{report['trickle']['gateway_cpu_us_per_frame']:,.1f}"),
+            ("trickle: gateway CPU of the listeners (cores)",
+             f"{report['trickle']['listeners_cpu_cores']:.3f}"),
             ("events received by the listeners", f"{report['events_received']:,}"),
             ("listeners that saw sold-out",
              f"{report['listeners_that_saw_sold_out']:,} / {args.listeners:,}"),

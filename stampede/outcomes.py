@@ -377,6 +377,24 @@ REFUSALS: dict[str, Refusal] = {
     "transfer_stale": _r("conflict", 409, "the claim of this transfer token is no longer "
                          "its giver's to give", "the claim was refunded, transferred or "
                          "changed since the token was made"),
+    # -- paid vouchers ------------------------------------------------------------
+    "not_a_voucher": _r("not_a_voucher", 409, "claim '{claim}' is not a paid voucher: its "
+                        "coupons were issued at claim, there is nothing to pay or refund",
+                        "paying or refunding a claim of a free (or points) SKU"),
+    "voucher_paid_other": _r("conflict", 409, "claim '{claim}' is already paid with another "
+                             "payment; paying it again needs the same payment reference",
+                             "paying a paid voucher with another payment reference"),
+    "voucher_unpaid": _r("conflict", 409, "claim '{claim}' is a hold not yet paid: confirm "
+                         "its payment, or let it lapse at its deadline (nothing to refund)",
+                         "refunding a paid voucher whose hold was never paid"),
+    "refunded": _r("conflict", 409, "the coupon was refunded (its paid voucher was "
+                   "refunded): it is void", "redeeming or gifting a refunded coupon"),
+    "paid_voucher_refund": _r("conflict", 409, "claim '{claim}' is a paid voucher: refund "
+                              "it at POST /v1/paid-holds/{claim}/refund (its coupons are "
+                              "voided there)", "a sale refund of a paid voucher's claim"),
+    "voucher_used": _r("voucher_used", 409, "claim '{claim}' cannot be refunded: a coupon of "
+                       "it was used, expired, given away or offered as a gift (only an "
+                       "unused voucher is refunded)", "refunding a voucher not wholly unused"),
     # -- who is calling ----------------------------------------------------------
     "missing_token": _r("unauthorized", 401, "a bearer token is required (Authorization: "
                         "Bearer <JWT>)", "a user route without a token (WWW-Authenticate: "

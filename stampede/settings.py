@@ -20,6 +20,7 @@ TOOL_NAMES = {
     "TEST_REDIS_URL": "tests: a Redis whose data the tests may flush",
     "PG_BIN": "the throwaway PostgreSQL of tests and benchmarks: where initdb lives",
     "PG_PASSWORD": "docker-compose.yml: the PostgreSQL password it sets up",
+    "SCREENSHOTS_DIR": "page tests: where screenshots go (bin/screenshots: docs/screenshots/)",
 }
 """`STAMPEDE_*` names read by tools around the service, not by it: allowed beside it."""
 # Fields set from another library's environment name, never from a STAMPEDE_ one.
@@ -64,6 +65,12 @@ class Settings:
     `--workers` master sets for its workers): /metrics aggregates every worker's files."""
     appendfsync: str = "everysec"
     """Embedded Valkey only: everysec (may lose ~1 s on a host crash) or always."""
+    # durable ack: answer state changes only once Valkey has them on disk
+    durable_ack: bool = False
+    """Pipeline WAITAOF after every acknowledged script: no answered write is lost
+    to a crash (Valkey needs appendonly yes; the embedded one has it)."""
+    durable_ack_timeout_ms: int = 2000
+    """Longest wait for that fsync; past it the request answers 503 unavailable."""
     persister: bool = True
     """`serve` runs the persister as its child process (off: run `stampede persist` beside it)."""
     persist_batch: int = 4000
@@ -188,7 +195,8 @@ class Settings:
                      "webhook_lease_ms", "webhook_attempts_keep",
                      "webhook_attempts_max_age_s",
                      "console_tick_ms", "console_max_listeners",
-                     "points_timeout_s"):
+                     "points_timeout_s",
+                     "durable_ack_timeout_ms"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
         if self.webhook_lease_ms <= self.webhook_timeout_s * 1000:

@@ -624,8 +624,15 @@ export interface components {
             campaign_id: string;
             claim_id: string;
             coupons: components["schemas"]["CouponView"][];
+            /** @default null */
+            hold_deadline: string | null;
             qty: number;
             sku: string;
+            /**
+             * @default issued
+             * @enum {unknown}
+             */
+            status: "held" | "issued";
         };
         /** CouponView */
         CouponView: {
@@ -643,7 +650,7 @@ export interface components {
             /** @default null */
             percent: number | null;
             /** @enum {unknown} */
-            status: "active" | "expired" | "transferred" | "used";
+            status: "active" | "expired" | "refunded" | "transferred" | "used";
             template: string;
             threshold: number;
             transferable: boolean;

@@ -14,6 +14,7 @@ export type ErrorCode =
   | "limit_exceeded"
   | "malformed_request"
   | "method_not_allowed"
+  | "not_a_voucher"
   | "not_eligible"
   | "not_found"
   | "not_open"
@@ -26,5 +27,6 @@ export type ErrorCode =
   | "throttled"
   | "unauthorized"
   | "unavailable"
+  | "voucher_used"
   | "webhook_url_refused";
 export declare const ERROR_CODES: readonly ErrorCode[];

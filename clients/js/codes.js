@@ -15,6 +15,7 @@ export const ERROR_CODES = Object.freeze([
   "limit_exceeded",
   "malformed_request",
   "method_not_allowed",
+  "not_a_voucher",
   "not_eligible",
   "not_found",
   "not_open",
@@ -27,5 +28,6 @@ export const ERROR_CODES = Object.freeze([
   "throttled",
   "unauthorized",
   "unavailable",
+  "voucher_used",
   "webhook_url_refused",
 ]);

@@ -20,6 +20,7 @@ from stampede.api import (
     guard,
     live,
     lookups,
+    paid,
     presale,
     public,
     queues,
@@ -127,7 +128,7 @@ clients' spec from the same list."""
 
 def make_public_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                     max_body: int = 16_384, metrics: bool = True) -> web.Application:
-    routes = [*PUBLIC_ROUTES, lookups.api]
+    routes = [*PUBLIC_ROUTES, lookups.api, paid.api]
     if auth.dev_auth:
         routes.append(demo.api)
     return _make_app(PUBLIC_TITLE, routes, engine, auth, ready, max_body, metrics)

@@ -6,8 +6,10 @@ worker runs only while a console is open, and every open console is fanned
 out the same snapshot: whatever the number of consoles, a worker does one
 pipelined Redis read per tick (every campaign's `read_status` and coupon
 counters, and INFO memory) and one look at the metrics registry.
-A listener keeps only the newest snapshot, so a slow console skips ticks
-rather than queueing them.
+A changed snapshot is encoded once per tick and the poller writes the same
+bytes to every console's socket (api/fanout.py): no handler is woken per
+console, and a slow console skips to the newest snapshot rather than
+queueing them.
 
 The stream is opened with a ticket (api/console_ticket.py), not the admin
 token, because EventSource cannot send headers.
@@ -19,7 +21,6 @@ import hashlib
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 import msgspec
@@ -30,7 +31,7 @@ from stampede import Engine
 from stampede.api.console_ticket import TICKET_TTL_S, check, issue
 from stampede.api.context import ADMIN, AUTH, DETAILS
 from stampede.api.errors import ApiError, json_response
-from stampede.api.live import CHECK_S, GONE, HEARTBEAT_S, RETRY_MS
+from stampede.api.fanout import GONE, RETRY_MS, Fanout, Frame, stream_response
 from stampede.api.routing import ApiRoutes
 from stampede.domain.console import (
     ConsoleCampaign,
@@ -54,36 +55,13 @@ IDS_EVERY_S = 5.0
 """How often the set of campaigns is read again (new campaigns show within this)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+def frame_of(state: ConsoleState) -> Frame:
     """One snapshot as an SSE frame, built once and written to every console as is."""
-    id: str
-    data: bytes
-
-    @classmethod
-    def of(cls, state: ConsoleState) -> "Frame":
-        data = msgspec.json.encode(state)
-        # The id leaves out the reading's time: an unchanged service sends nothing new.
-        digest = hashlib.blake2b(data[data.index(b","):], digest_size=8).hexdigest()
-        return cls(digest, b"id: " + digest.encode() + b"\nevent: state\ndata: " + data
-                   + b"\n\n")
-
-
-@dataclass(eq=False)
-class Listener:
-    """One open console: the newest frame it has not sent yet, and a bell.
-
-    Its stream only ever waits on the bell (no timer of its own): the hub rings
-    it for a new frame, and on its own sweep when the client has gone or a
-    keepalive is due, so an idle console costs nothing between ticks."""
-    transport: asyncio.BaseTransport | None = None
-    pending: Frame | None = None
-    keepalive: bool = False
-    bell: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def offer(self, frame: Frame) -> None:
-        self.pending = frame
-        self.bell.set()
+    data = msgspec.json.encode(state)
+    # The id leaves out the reading's time: an unchanged service sends nothing new.
+    digest = hashlib.blake2b(data[data.index(b","):], digest_size=8).hexdigest()
+    return Frame.of(digest, b"id: " + digest.encode() + b"\nevent: state\ndata: " + data
+                    + b"\n\n")
 
 
 class LiveTicket(msgspec.Struct, kw_only=True):
@@ -100,8 +78,8 @@ class ConsoleHub:
         self.max_listeners, self.tick_s = max_listeners, tick_s
         self.registry: CollectorRegistry = scrape_registry(
             engine.settings.metrics_multiprocess_dir)
-        self.listeners: set[Listener] = set()
-        self.current: Frame | None = None
+        self.listeners = 0
+        self.fanout: Fanout | None = None
         self.first_read = asyncio.Event()
         self.closing = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -111,71 +89,51 @@ class ConsoleHub:
         self._ids_at = -IDS_EVERY_S
         self._counts: dict[str, tuple[float, dict[str, int]]] = {}
         self._http: tuple[float, float, float] | None = None
-        self._swept = time.monotonic()
-        self._kept_alive = time.monotonic()
+
+    @property
+    def current(self) -> Frame | None:
+        return self.fanout.current if self.fanout is not None else None
 
     @contextlib.asynccontextmanager
-    async def listen(self, transport: asyncio.BaseTransport | None
-                     ) -> AsyncIterator[Listener]:
-        if len(self.listeners) >= self.max_listeners:
+    async def listen(self) -> AsyncIterator[Fanout]:
+        if self.listeners >= self.max_listeners:
             raise ApiError.of("console_full", limit=self.max_listeners)
-        listener = Listener(transport)
-        self.listeners.add(listener)
+        self.listeners += 1
         CONSOLE_LISTENERS.inc()
-        if self.task is None:
+        if self.task is None or self.fanout is None:
             self.first_read.clear()
-            self.task = asyncio.create_task(self._poll(), name="console-feed")
+            self.fanout = Fanout()
+            self.task = asyncio.create_task(self._poll(self.fanout), name="console-feed")
+        fanout = self.fanout
         try:
-            yield listener
+            yield fanout
         finally:
-            self.listeners.discard(listener)
+            self.listeners -= 1
             CONSOLE_LISTENERS.dec()
             if not self.listeners and self.task is not None:
-                task, self.task, self.current = self.task, None, None
+                task, self.task, self.fanout = self.task, None, None
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
     async def close(self) -> None:
         self.closing.set()
-        for listener in self.listeners:
-            listener.bell.set()
+        if self.fanout is not None:
+            self.fanout.end(GONE)
 
-    async def _poll(self) -> None:
+    async def _poll(self, fanout: Fanout) -> None:
         while True:
             try:
                 state = await self.read()
             except Exception as exc:  # Redis away: keep the last state, try next tick
                 log.warning("console feed read failed", error=repr(exc))
             else:
-                self._publish(state)
+                frame = frame_of(state)
+                if fanout.current is None or fanout.current.id != frame.id:
+                    fanout.publish(frame)
             self.first_read.set()
-            self._sweep()
+            fanout.tick()
             await asyncio.sleep(self.tick_s)
-
-    def _sweep(self) -> None:
-        """Ring the consoles whose client has gone (the server does not cancel their
-        handlers) and, every HEARTBEAT_S, all of them for a keepalive."""
-        now = time.monotonic()
-        if now - self._swept < CHECK_S:
-            return
-        self._swept = now
-        keepalive = now - self._kept_alive >= HEARTBEAT_S
-        if keepalive:
-            self._kept_alive = now
-        for listener in self.listeners:
-            if keepalive:
-                listener.keepalive = True
-            if keepalive or listener.transport is None or listener.transport.is_closing():
-                listener.bell.set()
-
-    def _publish(self, state: ConsoleState) -> None:
-        frame = Frame.of(state)
-        if self.current is not None and self.current.id == frame.id:
-            return
-        self.current = frame
-        for listener in self.listeners:
-            listener.offer(frame)
 
     async def read(self) -> ConsoleState:
         """One tick: every campaign and the system, in one pipelined round trip."""
@@ -323,38 +281,25 @@ async def live_feed(request: web.Request) -> web.StreamResponse:
     if isinstance(found, str):
         raise ApiError.of("invalid_live_ticket", detail=found)
     hub = request.app[CONSOLE]
-    async with hub.listen(request.transport) as listener:
+    async with hub.listen() as fanout:
         await hub.first_read.wait()
-        response = web.StreamResponse(headers={
-            "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no"})
+        response = stream_response(request)
         await response.prepare(request)
         first = f"retry: {RETRY_MS}\n".encode()
         sent = ""
-        if hub.current is not None:
-            first += hub.current.data
-            sent = hub.current.id
-        await response.write(first)
-        await _stream(request, response, hub, listener, sent)
+        if fanout.current is not None:
+            first += fanout.current.data
+            sent = fanout.current.id
+        # From here on the poller writes to the stream; this handler waits for its end.
+        with contextlib.suppress(ConnectionResetError):
+            stream = await fanout.attach(request, response, first, sent)
+            if stream is not None:
+                try:
+                    if hub.closing.is_set():
+                        await response.write(GONE)
+                    else:
+                        await stream.done
+                finally:
+                    fanout.detach(stream)
         return response
     raise AssertionError("unreachable")  # pragma: no cover (mypy: the with may not return)
-
-
-async def _stream(request: web.Request, response: web.StreamResponse, hub: ConsoleHub,
-                  listener: Listener, sent: str) -> None:
-    with contextlib.suppress(ConnectionResetError):
-        while True:
-            await listener.bell.wait()
-            listener.bell.clear()
-            if hub.closing.is_set():
-                await response.write(GONE)
-                return
-            if request.transport is None or request.transport.is_closing():
-                return
-            frame = listener.pending
-            if frame is not None and frame.id != sent:
-                await response.write(frame.data)
-                sent = frame.id
-            elif listener.keepalive:
-                await response.write(b": keepalive\n\n")
-            listener.keepalive = False

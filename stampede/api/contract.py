@@ -12,6 +12,7 @@ from stampede.api import (
     demo,
     grants,
     lookups,
+    paid,
     presale,
     refunds,
     tickets,
@@ -22,7 +23,7 @@ from stampede.api.openapi import enforced_errors
 from stampede.api.routing import ApiRoutes, Operation
 
 LISTENERS: tuple[tuple[str, str, tuple[ApiRoutes, ...]], ...] = (
-    ("Public API", "`:8000`", (health, *PUBLIC_ROUTES, lookups.api)),
+    ("Public API", "`:8000`", (health, *PUBLIC_ROUTES, lookups.api, paid.api)),
     ("Public API, dev auth only (STAMPEDE_DEV_AUTH=1)", "`:8000`", (demo.api,)),
     ("Admin API", "`:8001`", (health, admin.api, coupons.admin_api, coupon_rules.admin_api,
                               webhooks.api, refunds.admin_api, tickets.admin_api,

@@ -7,8 +7,10 @@ counter, each time one of them changes.
 One poller per campaign and worker reads the campaign (one script call) every
 tick, and only while someone listens: the first listener starts it, the last
 one to leave stops it. Whatever the number of listeners, Redis sees one read
-per tick per worker. A listener keeps only the newest event, never a queue:
-every event is a whole snapshot, so a slow client skips states, it never
+per tick per worker. A changed state is encoded once per tick and the same
+bytes are written by the poller to every stream (api/fanout.py), so a
+listener costs one socket write per change and no wakeup of its own. Every
+event is a whole snapshot, so a slow client skips to the newest one, it never
 falls behind, and the memory per listener is bounded.
 
 Each event's `id:` is a hash of what it carries (the same state has the same
@@ -20,7 +22,6 @@ resuming needs no history.
 import asyncio
 import contextlib
 import hashlib
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ from aiohttp import web
 
 from stampede import Engine
 from stampede.api.errors import ApiError
+from stampede.api.fanout import GONE, RETRY_MS, Fanout, Frame, stream_response
 from stampede.api.routing import CID, ApiRoutes
 from stampede.domain.models import LiveState
 from stampede.logs import log
@@ -36,55 +38,32 @@ from stampede.metrics import LIVE_LISTENERS, LIVE_POLLS
 
 api = ApiRoutes("live")
 
-HEARTBEAT_S = 15.0
-"""A comment line this often keeps proxies from closing an idle stream."""
-CHECK_S = 1.0
-"""How often an idle stream checks that its client is still there."""
-RETRY_MS = 1000
-"""What the browser waits before reconnecting (the stream's `retry:`)."""
-
 _encoder = msgspec.json.Encoder()
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    id: str
-    data: bytes
-
-    @classmethod
-    def of(cls, state: LiveState) -> "Event":
-        data = _encoder.encode(state)
-        return cls(hashlib.blake2b(data, digest_size=8).hexdigest(), data)
-
-    def frame(self) -> bytes:
-        return b"id: " + self.id.encode() + b"\nevent: state\ndata: " + self.data + b"\n\n"
-
-
-GONE = b"event: gone\ndata: {}\n\n"
-
-
-@dataclass(eq=False)
-class Listener:
-    """One open stream: the newest event it has not sent yet, and a bell."""
-    pending: Event | None = None
-    bell: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def offer(self, event: Event | None) -> None:
-        self.pending = event
-        self.bell.set()
+def frame_of(state: LiveState) -> Frame:
+    """The state as one SSE frame; its id is a hash of what it carries."""
+    data = _encoder.encode(state)
+    digest = hashlib.blake2b(data, digest_size=8).hexdigest()
+    return Frame.of(digest, b"id: " + digest.encode() + b"\nevent: state\ndata: " + data
+                    + b"\n\n")
 
 
 @dataclass(eq=False)
 class Feed:
-    """One campaign's poller and the listeners it fans out to."""
+    """One campaign's poller and the streams it fans out to."""
     cid: str
     engine: Engine
     tick_s: float
-    listeners: set[Listener] = field(default_factory=set)
-    current: Event | None = None
+    fanout: Fanout = field(default_factory=Fanout)
+    listeners: int = 0
     gone: bool = False
     first_read: asyncio.Event = field(default_factory=asyncio.Event)
     task: "asyncio.Task[None] | None" = None
+
+    @property
+    def current(self) -> Frame | None:
+        return self.fanout.current
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._poll(), name=f"live-{self.cid}")
@@ -105,21 +84,21 @@ class Feed:
             else:
                 self._publish(state)
             self.first_read.set()
+            self.fanout.tick()
             await asyncio.sleep(self.tick_s)
 
     def _publish(self, state: LiveState | None) -> None:
         if state is None:
             if not self.gone:
                 self.gone = True
-                for listener in self.listeners:
-                    listener.offer(None)
+                self.fanout.end(GONE)
             return
-        event = Event.of(state)
-        if self.current is not None and event.id == self.current.id:
+        frame = frame_of(state)
+        current = self.fanout.current
+        if current is not None and frame.id == current.id and not self.gone:
             return
-        self.current, self.gone = event, False
-        for listener in self.listeners:
-            listener.offer(event)
+        self.gone = False
+        self.fanout.publish(frame)
 
 
 class LiveHub:
@@ -132,23 +111,22 @@ class LiveHub:
         self.closing = asyncio.Event()
 
     @contextlib.asynccontextmanager
-    async def listen(self, cid: str) -> AsyncIterator[tuple[Feed, Listener]]:
+    async def listen(self, cid: str) -> AsyncIterator[Feed]:
         if self.count >= self.max_listeners:
             raise ApiError.of("live_full", limit=self.max_listeners, campaign=cid)
         feed = self.feeds.get(cid)
         if feed is None:
             feed = self.feeds[cid] = Feed(cid, self.engine, self.tick_s)
             feed.start()
-        listener = Listener()
-        feed.listeners.add(listener)
+        feed.listeners += 1
         self.count += 1
         LIVE_LISTENERS.inc()
         try:
-            yield feed, listener
+            yield feed
         finally:
             self.count -= 1
             LIVE_LISTENERS.dec()
-            feed.listeners.discard(listener)
+            feed.listeners -= 1
             if not feed.listeners and self.feeds.get(cid) is feed:
                 del self.feeds[cid]
                 await feed.stop()
@@ -157,8 +135,7 @@ class LiveHub:
         """On shutdown: end every stream, so draining does not wait on them."""
         self.closing.set()
         for feed in list(self.feeds.values()):
-            for listener in feed.listeners:
-                listener.bell.set()
+            feed.fanout.end()
 
 
 LIVE = web.AppKey("live", LiveHub)
@@ -185,44 +162,23 @@ def install(app: web.Application, engine: Engine) -> None:
 async def live_feed(request: web.Request) -> web.StreamResponse:
     cid = request.match_info["cid"]
     hub = request.app[LIVE]
-    async with hub.listen(cid) as (feed, listener):
+    async with hub.listen(cid) as feed:
         await feed.first_read.wait()
-        if feed.current is None or feed.gone:
+        current = feed.current
+        if current is None or feed.gone:
             raise ApiError.of("no_campaign", campaign=cid)
-        response = web.StreamResponse(headers={
-            "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no"})
+        response = stream_response(request)
         await response.prepare(request)
-        # The current state at once: a first connection and a resume alike.
-        await response.write(f"retry: {RETRY_MS}\n".encode() + feed.current.frame())
-        sent = feed.current.id
-        await _stream(request, response, hub, listener, sent)
+        # The current state at once: a first connection and a resume alike. From then
+        # on the feed's poller writes to the stream; this handler only waits for its end.
+        with contextlib.suppress(ConnectionResetError):
+            stream = await feed.fanout.attach(
+                request, response, f"retry: {RETRY_MS}\n".encode() + current.data, current.id)
+            if stream is not None:
+                try:
+                    if not hub.closing.is_set() and not feed.gone:
+                        await stream.done
+                finally:
+                    feed.fanout.detach(stream)
         return response
     raise AssertionError("unreachable")  # pragma: no cover (mypy: the with may not return)
-
-
-async def _stream(request: web.Request, response: web.StreamResponse, hub: LiveHub,
-                  listener: Listener, sent: str) -> None:
-    quiet_since = time.monotonic()
-    with contextlib.suppress(ConnectionResetError):
-        while not hub.closing.is_set():
-            try:
-                await asyncio.wait_for(listener.bell.wait(), CHECK_S)
-            except TimeoutError:
-                # The server does not cancel handlers when a client leaves: look.
-                if request.transport is None or request.transport.is_closing():
-                    return
-                if time.monotonic() - quiet_since >= HEARTBEAT_S:
-                    await response.write(b": keepalive\n\n")
-                    quiet_since = time.monotonic()
-                continue
-            listener.bell.clear()
-            if hub.closing.is_set():
-                return
-            event = listener.pending
-            if event is None:
-                await response.write(GONE)
-                return
-            if event.id != sent:
-                await response.write(event.frame())
-                sent, quiet_since = event.id, time.monotonic()

@@ -22,6 +22,16 @@ from stampede.domain.throttle import NO_GUARD, Guard
 
 R = TypeVar("R")
 
+DURABLE_IN_FLIGHT = 32
+"""Batches out at once per campaign under durable ack: each waits for an fsync
+(up to a second under appendfsync everysec), so one slot would cap a campaign
+at one batch per fsync; these share the fsync they wait for."""
+
+
+def in_flight(durable_ack: bool) -> int:
+    """A campaign's batch slots: one, or DURABLE_IN_FLIGHT under durable ack."""
+    return DURABLE_IN_FLIGHT if durable_ack else 1
+
 
 @dataclass(frozen=True, slots=True)
 class PendingClaim:

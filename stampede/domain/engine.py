@@ -18,9 +18,9 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from stampede.domain import phases, pricing, throttle
 from stampede.domain.admission import kept_secret, ticket_view
 from stampede.domain.aftersale import aftersale_meta
-from stampede.domain.batcher import ClaimBatcher, PendingClaim
+from stampede.domain.batcher import ClaimBatcher, PendingClaim, in_flight
 from stampede.domain.coupons.service import Coupons
-from stampede.domain.coupons.templates import check_drop, drop_meta
+from stampede.domain.coupons.templates import check_drop, check_paid_prices, drop_meta
 from stampede.domain.explain import Explained, explain
 from stampede.domain.gate import ClaimGate
 from stampede.domain.grants import Grants
@@ -104,9 +104,10 @@ class Engine:
     def __init__(self, redis: "Redis", settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
-        self.scripts = ScriptRegistry(redis)
-        self.batcher: ClaimBatcher[ClaimResult] = ClaimBatcher(self._claim_batch,
-                                                               settings.max_batch)
+        self.scripts = ScriptRegistry(
+            redis, settings.durable_ack_timeout_ms if settings.durable_ack else 0)
+        self.batcher: ClaimBatcher[ClaimResult] = ClaimBatcher(
+            self._claim_batch, settings.max_batch, in_flight(settings.durable_ack))
         self._throttle_default = throttle.parse_default(settings.throttle)
         self.gate = ClaimGate(redis, settings, self._throttle_default)
         """Admission tokens, challenges and guard state, shared with `coupons`."""
@@ -180,6 +181,7 @@ class Engine:
             if spec.tickets is not None:
                 raise ValidationError("a coupon drop cannot issue tickets")
             check_drop(spec.coupons, skus)  # before taking a drop number
+            check_paid_prices(spec.coupons, {s.sku: s.price for s in spec.skus})
             number = await self.coupons.drop_number(cid)
         args = _define_args(cid, spec, actor, spec.throttle or self._throttle_default,
                             drop_meta(spec.coupons, skus, number))

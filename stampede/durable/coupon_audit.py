@@ -12,6 +12,11 @@
     points_debit_twice       two claims paid with one points debit
     validity_shortened       a live template change whose validity is shorter than
                              before (coupon rules: validity may only grow)
+    voucher_unpaid_issued    a paid voucher's coupon issued before its payment
+                             (voucher_paid), or a payment of a claim never held
+    voucher_bad_refund       a refund of a voucher not paid, refunded twice, or
+                             whose coupons were not all active and unused
+    (a refunded voucher's coupon redeemed is a bad_coupon_transition)
 
 (Issued coupons never pass the quota: each claim's units are the stock's, which
 the campaign audit checks; every coupon_issued belongs to a claim.)
@@ -35,6 +40,9 @@ from stampede.durable.events import (
     Event,
     PointsExchanged,
     ReferralCodeMinted,
+    VoucherHeld,
+    VoucherPaid,
+    VoucherRefunded,
     type_name,
 )
 
@@ -54,6 +62,8 @@ class CouponReplay:
     codes: "CodeReplay" = field(default_factory=lambda: CodeReplay())
     debits: dict[str, str] = field(default_factory=dict)
     """points debit -> the claim it paid"""
+    vouchers: dict[str, str] = field(default_factory=dict)
+    """paid vouchers: claim -> held, paid or refunded"""
 
     def define(self, spec_json: str) -> None:
         drop = _budget_of.decode(spec_json).get("coupons")
@@ -67,6 +77,9 @@ class CouponReplay:
         match ev:
             case CouponIssued():
                 self.counts["issued"] += 1
+                if self.vouchers.get(ev.claim, "paid") != "paid":
+                    violate("voucher_unpaid_issued", claim=ev.claim, coupon=ev.coupon,
+                            seq=ev.seq)
                 if ev.coupon in self.coupons:
                     violate("bad_coupon_transition", coupon=ev.coupon, seq=ev.seq,
                             event=type_name(ev))
@@ -107,6 +120,33 @@ class CouponReplay:
                 self.counts["points"] += ev.points
             case CouponDropPatched():
                 self._patched(ev, violate)
+            case VoucherHeld() | VoucherPaid() | VoucherRefunded():
+                self._voucher(ev, violate)
+
+    def _voucher(self, ev: VoucherHeld | VoucherPaid | VoucherRefunded,
+                 violate: Violate) -> None:
+        """Paid vouchers: held, then paid, then (maybe) refunded whole and unused."""
+        status = self.vouchers.get(ev.claim)
+        if isinstance(ev, VoucherHeld):
+            self.counts["vouchers_held"] += 1
+            self.vouchers[ev.claim] = "held"
+        elif isinstance(ev, VoucherPaid):
+            self.counts["vouchers_paid"] += 1
+            self.counts["voucher_revenue"] += ev.amount
+            if status != "held":
+                violate("voucher_unpaid_issued", claim=ev.claim, seq=ev.seq)
+            self.vouchers[ev.claim] = "paid"
+        else:
+            self.counts["vouchers_refunded"] += 1
+            self.counts["voucher_refunds"] += ev.amount
+            coupons = [self.coupons.get(c) for c in ev.coupons.split(",") if c]
+            if status != "paid" or any(c is None or c[0] != "active" for c in coupons):
+                violate("voucher_bad_refund", claim=ev.claim, seq=ev.seq)
+            for c in coupons:
+                if c is not None:
+                    c[0] = "refunded"
+            self.value -= ev.value
+            self.vouchers[ev.claim] = "refunded"
 
     def _patched(self, ev: CouponDropPatched, violate: Violate) -> None:
         """A live change: its templates' validity (cp_tpl vt, vd) may only grow."""
@@ -149,7 +189,12 @@ class CouponReplay:
                 "rolled_back": self.counts["rolled_back"], "expired": self.counts["expired"],
                 "transferred": self.counts["transferred"],
                 "points_exchanged": len(self.debits), "points": self.counts["points"],
-                "live_changes": self.counts["patched"]}
+                "live_changes": self.counts["patched"],
+                "vouchers_held": self.counts["vouchers_held"],
+                "vouchers_paid": self.counts["vouchers_paid"],
+                "voucher_revenue": self.counts["voucher_revenue"],
+                "vouchers_refunded": self.counts["vouchers_refunded"],
+                "voucher_refunds": self.counts["voucher_refunds"]}
 
 
 @dataclass

@@ -21,6 +21,7 @@ from stampede.durable.events import (
     CouponRolledBack,
     CouponTransferred,
     Event,
+    VoucherRefunded,
 )
 from stampede.durable.store import schema as t
 
@@ -95,6 +96,9 @@ class CouponFold:
                 self._coupon(ev.coupon, ev.seq, user_id=ev.user)
             case CouponDropPatched():
                 self._extend(ev)
+            case VoucherRefunded():  # paid vouchers: the refund voids its coupons
+                for coupon in filter(None, ev.coupons.split(",")):
+                    self._coupon(coupon, ev.seq, status="refunded")
 
     async def flush(self, conn: AsyncConnection, insert_many: Any) -> None:
         if self.new_coupons:

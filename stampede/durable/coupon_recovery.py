@@ -32,6 +32,9 @@ from stampede.durable.events import (
     Event,
     GiftOffered,
     ReferralCodeMinted,
+    VoucherHeld,
+    VoucherPaid,
+    VoucherRefunded,
     from_row,
     names,
 )
@@ -42,13 +45,14 @@ from stampede.state.records import (
     CouponAnswerRecord,
     CouponRecord,
     GiftRecord,
+    PaidRecord,
     RedemptionRecord,
 )
 
 DAY_MS = 86_400_000
 TYPES = names(ClaimHeld, CouponIssued, CouponRedeemed, CouponRolledBack, CouponExpired,
               GiftOffered, CouponTransferred, CodeClaimed, ReferralCodeMinted,
-              CouponDropPatched)
+              CouponDropPatched, VoucherHeld, VoucherPaid, VoucherRefunded)
 _fields = msgspec.json.Decoder(dict[str, str | bool])
 _grow = msgspec.json.Decoder(dict[str, dict[str, int]])
 
@@ -76,6 +80,10 @@ class DropRebuild:
     """the text fields of cusers: referral codes, their owners, friends referred"""
     patched: dict[str, str] = field(default_factory=dict)
     """meta fields live changes set, laid over the spec's"""
+    paid: dict[str, PaidRecord] = field(default_factory=dict)
+    """paid vouchers: claim -> its payment state ("pv|<claim>" of cusers)"""
+    values: dict[str, int] = field(default_factory=dict)
+    """coupon -> its face value issued (a refund gives it back to the budget)"""
 
     def _stat(self, name: str, by: int, tpl: str, day: int, merchant: str | None = None) -> None:
         for scope in ("*", f"t:{tpl}", f"d:{day}") + ((f"m:{merchant}",) if merchant else ()):
@@ -106,6 +114,27 @@ class DropRebuild:
                     self.refs[f"ru|{ev.user}"] = ev.code
                 case CouponDropPatched():
                     self._drop_patched(ev)
+                case VoucherHeld() | VoucherPaid() | VoucherRefunded():
+                    self._voucher(ev, day)
+
+    def _voucher(self, ev: VoucherHeld | VoucherPaid | VoucherRefunded, day: int) -> None:
+        """Paid vouchers, as coupon_claim/coupon_pay/coupon_refund.lua keep them."""
+        if isinstance(ev, VoucherHeld):
+            self.paid[ev.claim] = PaidRecord(status="held", payment="", refunded=0)
+            if ev.claim in self.claims:  # its remembered answer: held, at its deadline
+                self.claims[ev.claim][2] = ev.deadline
+                self.claims[ev.claim][4] = "held"
+            return
+        p = self.paid.setdefault(ev.claim, PaidRecord(status="held", payment="", refunded=0))
+        if isinstance(ev, VoucherPaid):
+            p.status, p.payment = "paid", ev.payment
+            return
+        p.status, p.refunded = "refunded", ev.amount
+        for coupon in filter(None, ev.coupons.split(",")):
+            c = self.coupons[coupon]
+            c.status = "refunded"
+            self._stat("refunded", 1, c.tpl, day)
+            self._stat("value", -self.values.get(coupon, 0), c.tpl, day)
 
     def _drop_patched(self, ev: CouponDropPatched) -> None:
         """The change's meta fields; a longer validity reaches the template's
@@ -146,7 +175,8 @@ class DropRebuild:
         self._stat("issued", 1, ev.template, day)
         self._stat("uses", ev.uses, ev.template, day)
         self._stat("value", ev.value, ev.template, day)
-        if ev.claim in self.claims:
+        self.values[ev.coupon] = ev.value
+        if ev.claim in self.claims and ev.claim not in self.paid:
             self.claims[ev.claim][3].append(ev.coupon)
 
     def _coupon_redeemed(self, ev: CouponRedeemed, day: int) -> None:
@@ -214,11 +244,12 @@ class DropRebuild:
             (k.codes, self.codes), (k.cday, dict(self.day)), (k.cstats, dict(self.stats)),
             (k.redeems, redeems | self.orders),
             (k.gifts, {g: records.GIFT.encode(v) for g, v in self.gifts.items()}),
-            (k.cusers, {**self.users, **self.refs}))
+            (k.cusers, {**self.users, **self.refs,
+                        **{f"pv|{c}": records.PAID.encode(p) for c, p in self.paid.items()}}))
         for key, mapping in mappings:
             if mapping:
                 pipe.hset(key, mapping=mapping)
-        live = {c: v.vt for c, v in self.coupons.items() if v.status != "expired"}
+        live = {c: v.vt for c, v in self.coupons.items() if v.status not in ("expired", "refunded")}
         if live:
             pipe.zadd(k.cexp, live)
         for user, ids in self.wallets.items():
@@ -227,6 +258,7 @@ class DropRebuild:
             ttl = ts + idem_ttl_ms - now
             if ttl > 0:  # the first answer, as coupon_claim.lua remembers it
                 issued = sku if fp.startswith("code:") else ""  # a code claim names its SKU
+                issued = "held" if sku == "held" else issued  # a paid voucher's hold
                 pipe.set(idem, records.COUPON_ANSWER.encode(
                     CouponAnswerRecord(fingerprint=fp, code=0, reason=issued, claim_id=claim,
                                        at=ts, coupons=ids)), px=ttl)

@@ -265,6 +265,47 @@ class PointsExchanged(Event, tag="points_exchanged"):
     qty: int
     debit: str
     points: int
+
+# -- paid vouchers -----------------------------------------------------------------
+
+class VoucherHeld(Event, tag="voucher_held"):
+    """A paid voucher's claim held until payment (after its claim_held)."""
+    claim: str
+    user: str
+    sku: str
+    qty: int
+    amount: int
+    """the price to pay: the SKU's price x qty"""
+    value: int
+    """the face value its coupons will have (kept from the budget while held)"""
+    deadline: int
+
+
+class VoucherPaid(Event, tag="voucher_paid"):
+    """A paid voucher's hold paid (after its claim_confirmed, before its coupon_issued)."""
+    claim: str
+    user: str
+    sku: str
+    qty: int
+    amount: int
+    payment: str
+    idem: str = ""
+
+
+class VoucherRefunded(Event, tag="voucher_refunded"):
+    """An unused paid voucher refunded: its coupons voided, its unit and value returned."""
+    claim: str
+    user: str
+    sku: str
+    qty: int
+    actor: str
+    amount: int
+    value: int
+    coupons: str
+    """the voided coupon ids, comma-separated"""
+    idem: str = ""
+
+
 # -- coupon rules: live template changes -----------------------------------------
 
 class CouponDropPatched(Event, tag="coupon_drop_patched"):
@@ -381,7 +422,8 @@ AnyEvent = (CampaignDefined | CampaignPatched | WaveReleased | StockAdjusted | C
             | CouponTransferred | GiftOffered | RequestsRefused
             | CouponDropPatched | PresaleCodesIssued | SegmentChanged
             | CodeClaimed | ReferralCodeMinted | PointsExchanged
-            | ClaimRefunded | TicketCheckedIn | TransferOffered | ClaimTransferred)
+            | ClaimRefunded | TicketCheckedIn | TransferOffered | ClaimTransferred
+            | VoucherHeld | VoucherPaid | VoucherRefunded)
 """Every event type the scripts emit, tagged by `type`."""
 
 TYPES: dict[str, type[Event]] = {

@@ -27,6 +27,10 @@ if c.user ~= ARGV[2] then return {NOT_FOUND, '', ''} end
 if c.status == 'confirmed' then return {OK, c.status, c.deadline} end
 if c.status == 'expired' then return {HOLD_EXPIRED, c.status, c.deadline} end
 if c.status ~= 'held' then return {CONFLICT, c.status, c.deadline} end
+-- A paid voucher's hold is paid at its own route (coupon_pay.lua issues its coupons).
+if redis.call('HEXISTS', K.meta, 'cp_paid:' .. c.sku) == 1 then
+  return {CONFLICT, c.status, c.deadline}
+end
 if now >= c.deadline then
   release_hold(now, ARGV[1], c, 'expired')
   return {HOLD_EXPIRED, c.status, c.deadline}

@@ -26,6 +26,11 @@
 --             wrong-code limiter), the SKU then comes from the code; points
 --             the points debit that paid a points-priced SKU (PointsArg: debit
 --             id, points), whose claim_id the engine derives from the debit
+--             A paid voucher's SKU (meta cp_paid:<sku>) is not issued: the claim is
+--             held (stock a -> h, deadline now + hold_ttl_ms, its face value kept
+--             from the budget) and answered OK with reason 'held' and the deadline
+--             in place of at_ms; coupon_pay.lua issues on payment, the sweeper
+--             lapses it (docs/paid-vouchers.md). Event voucher_held after claim_held.
 -- Returns     per claim: code, reason (on OK: '' or, for a code claim, the SKU
 --             it issued), claim_id, at_ms, n, then n triples of
 --             coupon_id, record, template spec (JSON); reason names a refusal
@@ -62,7 +67,7 @@ release_due_waves(now)
 local gate, gate_detail = sale_gate(now, true)
 local cid = redis.call('HGET', K.meta, 'id')
 local lim = redis.call('HMGET', K.meta, 'per_user', 'max_qty', 'wr_on', 'cp_user_day',
-                       'cp_person', 'cp_per_day', 'cp_budget')
+                       'cp_person', 'cp_per_day', 'cp_budget', 'cp_paids', 'hold_ttl_ms')
 local per_user, max_qty, waiting_room = tonumber(lim[1] or '-1'), tonumber(lim[2] or '1'),
                                         lim[3] == '1'
 local user_day, per_person = tonumber(lim[4] or '-1'), tonumber(lim[5] or '-1')
@@ -77,6 +82,13 @@ local MAX_COUPONS = 100  -- most coupons one claim may issue (bounds the script'
 -- running total (the script is atomic: nobody sees the tally and Redis differ).
 local tally = {}
 local value_total = tonumber(redis.call('HGET', C.cstats, '*|value') or '0')
+-- Paid vouchers: the face value of their holds counts against the budget too.
+local hold_ttl = tonumber(lim[9] or '0')
+for _, psku in ipairs(lim[8] and cjson.decode(lim[8]) or {}) do
+  local held = tonumber(redis.call('HGET', K.stock, psku .. '.h') or '0')
+  local pcfg = held > 0 and redis.call('HGET', K.meta, 'cp_sku:' .. psku)
+  if pcfg then value_total = value_total + held * cjson.decode(pcfg).v end
+end
 local function tstat(name, by, tpl)
   for _, f in ipairs({'*|' .. name, 't:' .. tpl .. '|' .. name, 'd:' .. day .. '|' .. name}) do
     tally[f] = (tally[f] or 0) + by
@@ -159,6 +171,38 @@ local function issue(claim_id, user, sku, qty, cfg, price, wallet, seed, who)
   return ids
 end
 
+-- Hold a paid voucher's claim that passed every check: the stock is held until
+-- the payment is confirmed (coupon_pay.lua) or the deadline lapses (sweep.lua).
+local function hold(claim_id, user, sku, qty, cfg, price, who)
+  local deadline = now + hold_ttl
+  redis.call('HINCRBY', K.stock, sku .. '.a', -qty)
+  redis.call('HINCRBY', K.stock, sku .. '.h', qty)
+  redis.call('HINCRBY', K.users, user, qty)
+  redis.call('HINCRBY', K.users, user .. '|' .. sku, qty)
+  redis.call('HSET', K.claims, claim_id, format_claim({status = 'held', user = user,
+    sku = sku, qty = qty, deadline = deadline, price = price, created = now}))
+  redis.call('ZADD', K.deadlines, deadline, claim_id)
+  redis.call('HSET', C.cusers, 'pv|' .. claim_id, format_paid({status = 'held', payment = '',
+    refunded = 0}))
+  redis.call('HINCRBY', C.cday, day_field, qty)
+  redis.call('HINCRBY', C.cday, day .. '|u|' .. user, qty)
+  if who.per_person then redis.call('HINCRBY', C.cusers, 'p|' .. who.identity, qty) end
+  value_total = value_total + cfg.v * qty
+  count('voucher_holds')
+  local ev = {'claim', claim_id, 'user', user, 'sku', sku, 'qty', qty, 'price', price,
+              'deadline', deadline}
+  if who.idem then
+    ev[#ev + 1] = 'idem'; ev[#ev + 1] = who.idem
+    ev[#ev + 1] = 'fp'; ev[#ev + 1] = who.fingerprint
+  end
+  if who.identity ~= '' then ev[#ev + 1] = 'identity'; ev[#ev + 1] = who.identity end
+  emit(now, 'claim_held', ev)
+  emit(now, 'voucher_held', {'claim', claim_id, 'user', user, 'sku', sku, 'qty', qty,
+                             'amount', price * qty, 'value', cfg.v * qty,
+                             'deadline', deadline})
+  return deadline
+end
+
 local function sku_config(sku)
   local raw = sku ~= '' and redis.call('HGET', K.meta, 'cp_sku:' .. sku)
   return raw and cjson.decode(raw) or nil
@@ -204,10 +248,10 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
   local function coupon_id(i)
     return coupon_id_of(seed, i)
   end
-  local function remember(code, reason, ids)
+  local function remember(code, reason, ids, at)
     if idem then
       redis.call('SET', idem, format_coupon_answer({fingerprint = fingerprint, code = code,
-        reason = reason or '', claim_id = claim_id, at = now, coupons = ids or {}}), 'PX',
+        reason = reason or '', claim_id = claim_id, at = at or now, coupons = ids or {}}), 'PX',
         idem_ttl)
     end
   end
@@ -227,6 +271,7 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
   local existing = redis.call('HGET', K.claims, claim_id)
   if existing then  -- a retried call: answer again
     local c = parse_claim(existing)
+    if c.status == 'held' then return answer(OK, 'held', claim_id, c.deadline, {}) end
     local ids = {}
     for i = 1, c.qty * #sku_config(c.sku).t do ids[i] = coupon_id(i) end
     if #ids > 0 and redis.call('HEXISTS', C.cpn, ids[1]) == 0 then
@@ -265,7 +310,8 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
   end
   local flags = sku_flags[sku]
   if not flags then
-    flags = redis.call('HMGET', K.meta, 'cp_coded:' .. sku, 'cp_points:' .. sku)
+    flags = redis.call('HMGET', K.meta, 'cp_coded:' .. sku, 'cp_points:' .. sku,
+                       'cp_paid:' .. sku)
     sku_flags[sku] = flags
   end
   if not coded and flags[1] then return answer(NOT_FOUND, 'code_required') end
@@ -350,6 +396,13 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
 
   -- All checks passed: write.
   if waiting_room then redis.call('ZREM', K.admitted, user) end
+  if flags[3] then  -- a paid voucher: held until paid
+    local deadline = hold(claim_id, user, sku, qty, cfg, tonumber(s[3]),
+                          {identity = identity, per_person = per_person >= 0, idem = idem,
+                           fingerprint = fingerprint})
+    remember(OK, 'held', {}, deadline)
+    return answer(OK, 'held', claim_id, deadline, {})
+  end
   local ids = issue(claim_id, user, sku, qty, cfg, s[3], wallet, seed,
                     {identity = identity, per_person = per_person >= 0, idem = idem,
                      fingerprint = fingerprint})

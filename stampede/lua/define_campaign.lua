@@ -35,10 +35,11 @@ if exists then
   redis.call('HDEL', K.meta, 'wl_max', 'offer_ttl_ms', 'wr_on', 'wr_rate', 'wr_burst',
              'wr_max_active', 'wr_window_ms', 'wr_token_ttl_ms', 'wr_paused')
   -- A redefined drop keeps none of its old codes (promo codes, referral, code-only SKUs)
-  -- nor points prices.
+  -- nor points prices, nor paid vouchers.
   for _, name in ipairs(redis.call('HKEYS', K.meta)) do
     if string.sub(name, 1, 9) == 'cp_promo:' or string.sub(name, 1, 9) == 'cp_coded:'
-        or string.sub(name, 1, 10) == 'cp_points:' or name == 'cp_ref' then
+        or string.sub(name, 1, 10) == 'cp_points:' or name == 'cp_ref'
+        or string.sub(name, 1, 8) == 'cp_paid:' or name == 'cp_paids' then
       redis.call('HDEL', K.meta, name)
     end
   end

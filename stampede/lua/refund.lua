@@ -41,6 +41,10 @@ local c = parse_claim(raw)
 if buyer ~= '' and c.user ~= buyer then return {NOT_FOUND, 'no_claim', 0, 0, 0} end
 local m = redis.call('HMGET', K.meta, 'fenced', 'rf_to', 'rf_window_ms', 'tk_on')
 if m[1] == '1' then return {FENCED, 'fenced', 0, 0, 0} end
+-- A paid voucher is refunded at its own route, which voids its coupons (coupon_refund.lua).
+if redis.call('HEXISTS', K.meta, 'cp_paid:' .. c.sku) == 1 then
+  return {CONFLICT, 'paid_voucher_refund', 0, 0, 0}
+end
 local done = {units = 0, amount = 0}
 local rraw = redis.call('HGET', R, claim_id)
 if rraw then done = parse_refund(rraw) end

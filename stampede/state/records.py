@@ -264,6 +264,20 @@ def _value(kind: str, text: str) -> Any:
     return text
 
 
+# -- paid vouchers ---------------------------------------------------------------
+
+
+class PaidRecord(Struct):
+    """cusers hash: "pv|<claim_id>" -> a paid voucher's claim (its hold in claims)."""
+    status: str
+    """held (awaiting payment), paid, or refunded; a lapsed hold is the claim's
+    status (its coupon ids and locators come from the claim id: coupon_pay.lua)"""
+    payment: str
+    """the payment reference given at confirm ('' before)"""
+    refunded: int
+    """the amount refunded (0 before)"""
+
+
 CLAIM = TextCodec(ClaimRecord, "claim")
 ENTRY = TextCodec(EntryRecord, "entry")
 WL_MEMBER = TextCodec(WlMemberRecord, "wl_member")
@@ -278,13 +292,14 @@ REFUND = TextCodec(RefundRecord, "refund")
 REFUND_ANSWER = TextCodec(RefundAnswerRecord, "refund_answer")
 TICKET = TextCodec(TicketRecord, "ticket")
 TRANSFER = TextCodec(TransferRecord, "transfer")
+PAID = TextCodec(PaidRecord, "paid")  # paid vouchers
 
 PRESALE_BATCH = TextCodec(PresaleBatchRecord, "presale_batch")
 
 CAMPAIGN_RECORDS: tuple[TextCodec[Any], ...] = (CLAIM, ENTRY, WL_MEMBER, WAVE, CLAIM_ANSWER,
                                                 STOCK_ANSWER, PRESALE_BATCH)
 """Pasted into every operation (include/common.lua)."""
-COUPON_RECORDS: tuple[TextCodec[Any], ...] = (COUPON, REDEMPTION, GIFT, COUPON_ANSWER)
+COUPON_RECORDS: tuple[TextCodec[Any], ...] = (COUPON, REDEMPTION, GIFT, COUPON_ANSWER, PAID)
 """Pasted into coupon operations (include/coupons.lua)."""
 REFUND_RECORDS: tuple[TextCodec[Any], ...] = (REFUND, REFUND_ANSWER, TICKET, TRANSFER)
 """Pasted into the after-sale operations: refund, checkin, transfers

@@ -3,6 +3,12 @@
 Scripts are loaded at start (readiness depends on it) and reloaded when the
 server answers NOSCRIPT: its script cache is volatile (restart, SCRIPT FLUSH,
 failover).
+
+Durable acknowledgement (STAMPEDE_DURABLE_ACK): a script that changes what a
+client is answered about is pipelined with `WAITAOF 1 0 timeout` on the same
+connection, so its answer waits until Valkey has fsynced the write to its AOF.
+WAITAOF counts the writes of its own connection only, hence the pipeline; a
+batch's one script is one write, so one fsync covers the whole batch.
 """
 
 import hashlib
@@ -12,9 +18,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from stampede import lua
+from stampede.errors import ConfigError, UnavailableError
 from stampede.state import luagen
 
 _INCLUDE = re.compile(r"^--@include (\w+)\s*$", re.MULTILINE)
@@ -52,7 +59,24 @@ OPERATIONS = (
     "grant",
     "presale_codes_issue",
     "segment_edit",
+    # paid vouchers
+    "coupon_pay",
+    "coupon_refund",
 )
+
+
+# Durable ack: scripts that need no fsync before their answer. They read, or
+# only tidy up what can be derived again (lapsed holds, due waves) or what may
+# be lost without harm (rate-limiter state: a lost step loosens a limit once).
+NOT_ACKNOWLEDGED = frozenset({
+    "read_status", "waitlist_status", "coupon_lookup", "coupon_rules_lookup", "throttle",
+    "sweep",
+})
+
+
+class NotDurableError(UnavailableError):
+    """WAITAOF did not confirm the write on disk in time: 503 unavailable. The
+    write may stand: a retry with the same idempotency key gets its answer."""
 
 
 def render(name: str) -> str:
@@ -88,8 +112,10 @@ class Script:
 class ScriptRegistry:
     """Holds every operation's source and SHA; runs them with EVALSHA."""
 
-    def __init__(self, redis: "Redis") -> None:
+    def __init__(self, redis: "Redis", durable_ack_ms: int = 0) -> None:
         self._redis = redis
+        self.durable_ack_ms = durable_ack_ms
+        """> 0: wait (at most this long) for each acknowledged write's fsync."""
         self.scripts = {name: Script(name) for name in OPERATIONS}
         self.loaded = False
         self.observer: Callable[[str, float], None] | None = None
@@ -99,7 +125,18 @@ class ScriptRegistry:
         for script in self.scripts.values():
             sha = await self._redis.script_load(script.source)
             assert sha == script.sha, f"{script.name}: server SHA differs"
+        if self.durable_ack_ms:
+            await self._check_aof()
         self.loaded = True
+
+    async def _check_aof(self) -> None:
+        """Durable ack needs an AOF: refuse to start without one, rather than
+        answer every write with an error (WAITAOF refuses numlocal 1 then)."""
+        try:
+            await self._redis.waitaof(1, 0, self.durable_ack_ms)
+        except ResponseError as exc:
+            raise ConfigError(f"STAMPEDE_DURABLE_ACK needs Valkey 7.2+ with appendonly yes "
+                              f"(WAITAOF answered: {exc})") from exc
 
     async def run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         if self.observer is None:
@@ -112,6 +149,8 @@ class ScriptRegistry:
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         script = self.scripts[name]
+        if self.durable_ack_ms and name not in NOT_ACKNOWLEDGED:
+            return await self._run_durable(script, keys, args)
         try:
             return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
         except NoScriptError:
@@ -119,3 +158,25 @@ class ScriptRegistry:
             # answered NOSCRIPT ran nothing, so the retry cannot double-apply.
             await self._redis.script_load(script.source)
             return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
+
+    async def _run_durable(self, script: Script, keys: Sequence[str],
+                           args: Sequence[Any]) -> Any:
+        """EVALSHA then WAITAOF on one connection; the script's reply once on disk."""
+        for attempt in (0, 1):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                pipe.waitaof(1, 0, self.durable_ack_ms)
+                reply, synced = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, NoScriptError) and not attempt:
+                # As in `_run`: NOSCRIPT ran nothing; load and go again.
+                await self._redis.script_load(script.source)
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            if isinstance(synced, Exception):
+                raise synced  # e.g. appendonly off: a setup error, not a 503
+            if int(synced[0]) < 1:
+                raise NotDurableError(f"{script.name}: Valkey did not confirm the write "
+                                      f"on disk within {self.durable_ack_ms} ms")
+            return reply
+        raise AssertionError("unreachable")  # the loop returns or raises

@@ -21,7 +21,7 @@ from tests.api.conftest import JWT_SECRET, Api, serve_api
 from tests.conftest import campaign_spec
 
 TICK_S = 0.1
-LISTENERS = 300
+LISTENERS = 1000
 STOCK = 40
 
 
@@ -56,7 +56,7 @@ def polls() -> float:
     return LIVE_POLLS._value.get()  # type: ignore[attr-defined,no-any-return]
 
 
-async def test_hundreds_of_listeners_all_see_sold_out_within_a_tick(sale: Api) -> None:
+async def test_a_thousand_listeners_all_see_sold_out_within_a_tick(sale: Api) -> None:
     url = sale.public.make_url("/v1/campaigns/rush/live")
     seen: list[float] = []
     connected = asyncio.Semaphore(0)
@@ -203,3 +203,21 @@ async def test_the_waiting_rooms_serving_counter_is_pushed(engine: Engine) -> No
             assert ticket.status == 201
             _, after = await asyncio.wait_for(anext(stream), 5)
             assert after["serving"] == 1
+
+
+async def test_an_http_1_0_client_gets_the_frames_unchunked(sale: Api) -> None:
+    """The fan-out writes raw bytes: as one chunk on HTTP/1.1, as they are on HTTP/1.0."""
+    reader, writer = await asyncio.open_connection(sale.public.host, sale.public.port)
+    try:
+        writer.write(b"GET /v1/campaigns/rush/live HTTP/1.0\r\nHost: test\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.0 200") and b"chunked" not in head.lower()
+        first = await asyncio.wait_for(reader.readuntil(b"\n\n"), 5)
+        assert first.startswith(b"retry: 1000\nid: ")
+        assert (await sale.engine.claim("rush", "ann", "tee", 2)).outcome is Outcome.OK
+        second = await asyncio.wait_for(reader.readuntil(b"\n\n"), 5)
+        assert second.startswith(b"id: "), second
+        data = second.split(b"\ndata: ", 1)[1]
+        assert orjson.loads(data)["skus"][0]["available"] == STOCK - 2
+    finally:
+        writer.close()

@@ -153,7 +153,7 @@ async def test_many_consoles_share_one_read_per_tick_and_see_claims_move(sale: A
     value = await ticket(sale)
     async with aiohttp.ClientSession() as http:
         watchers = [asyncio.create_task(watch(i, http, value)) for i in range(consoles)]
-        while len(hub.listeners) < consoles:
+        while hub.listeners < consoles:
             await asyncio.sleep(0.01)
         reads_before = hub.reads
         claims = [sale.public.post("/v1/campaigns/rush/claims", json={"sku": "tee"},

@@ -5,7 +5,10 @@ wrong: the per-code limit, the wrong-code limiter), referral codes minted and
 used (two accounts share one person, one account has no identity: own
 referrals and second referrals refused; the referrer's reward), points
 exchanges against a real loopback points service (balances, a key used
-again, replies lost), redemptions
+again, replies lost), paid vouchers (a claim holds the unit and its face value,
+a payment issues, the same payment again answers again, another is refused, a
+hold lapses at the clock's next step, an unused voucher is refunded once and a
+used or expired one is not), redemptions
 (by the current code or a dead one), rollbacks (twice), gift offers and
 acceptances, and the clock
 moving in 6-hour steps against 1- and 2-day validities (so the real time the
@@ -40,8 +43,12 @@ TEMPLATES = {"five": {"kind": "fixed_off", "face_value": 500, "valid_days": 1,
              "promo": {"kind": "fixed_off", "face_value": 100, "valid_days": 2},
              "friend": {"kind": "fixed_off", "face_value": 150, "valid_days": 2},
              "bonus": {"kind": "fixed_off", "face_value": 50, "valid_days": 2},
-             "mug": {"kind": "exchange", "item": "mug", "face_value": 200, "valid_days": 2}}
-VALUE = {"five": 500, "pack": 600, "promo": 100, "friend": 150, "bonus": 50, "mug": 200}
+             "mug": {"kind": "exchange", "item": "mug", "face_value": 200, "valid_days": 2},
+             "latte": {"kind": "pack", "face_value": 250, "item": "latte", "uses": 2,
+                       "valid_days": 2}}
+VALUE = {"five": 500, "pack": 600, "promo": 100, "friend": 150, "bonus": 50, "mug": 200,
+         "latte": 500}
+LATTE_PRICE, HOLD_MS = 1200, 600_000  # paid vouchers: the SKU's price, the drop's hold TTL
 MUG_POINTS = 300
 IDENTITY = {"u0": "p0", "u1": "p1", "u2": "p0", "friend": None}  # u0 and u2: one person
 PROMO_PER_USER, WRONG_PER_HOUR = 1, 3
@@ -68,6 +75,17 @@ class Coupon:
         return now >= self.valid_to
 
 
+@dataclass
+class Hold:
+    """A paid voucher's claim: held, paid (its coupon), lapsed or refunded."""
+    claim_id: str
+    user: str
+    deadline: int
+    status: str = "held"
+    payment: str = ""
+    coupon: Coupon | None = None
+
+
 class CouponMachine(RuleBasedStateMachine):
     def __init__(self, redis_url: str) -> None:
         super().__init__()
@@ -76,12 +94,15 @@ class CouponMachine(RuleBasedStateMachine):
         self.run(self.engine.start())
         self.run(self.engine.redis.flushall())  # wallets span drops: start each example clean
         self.cid = f"cm-{next(_ids)}"
-        self.run(self.engine.define_campaign(self.cid, drop_spec(
+        spec = drop_spec(
             stock=5, per_user=3, templates=TEMPLATES, budget=BUDGET,
-            campaign={"closes_at": iso(30 * 86_400)},
+            campaign={"closes_at": iso(30 * 86_400), "hold_ttl_s": HOLD_MS // 1000},
             promo_codes={"SAVE10": {"sku": "promo", "per_user": PROMO_PER_USER}},
             referral={"sku": "friend", "referrer_sku": "bonus"},
-            wrong_codes={"per_hour": WRONG_PER_HOUR}, points={"mug": MUG_POINTS})))
+            wrong_codes={"per_hour": WRONG_PER_HOUR}, points={"mug": MUG_POINTS},
+            paid=["latte"])
+        next(s for s in spec.skus if s.sku == "latte").price = LATTE_PRICE
+        self.run(self.engine.define_campaign(self.cid, spec))
         self._points_cm = points_service()
         self.points: PointsService = self.run(self._points_cm.__aenter__())
         self.points.balances.update(u0=1000, u1=300, u2=0)
@@ -103,6 +124,7 @@ class CouponMachine(RuleBasedStateMachine):
         self.referred: set[str] = set()
         self.referred_people: set[str] = set()
         self.value = 0
+        self.holds: list[Hold] = []
         self.redemptions: list[tuple[str, Coupon, bool]] = []  # id, coupon, rolled back
         self.offers: list[tuple[str, Coupon, bool, int]] = []  # token, coupon, usable, until
         self.orders = itertools.count()
@@ -117,6 +139,91 @@ class CouponMachine(RuleBasedStateMachine):
         self.run(self.engine.close())
         self.loop.close()
 
+    @property
+    def held_value(self) -> int:
+        """Face value of the unpaid holds: kept from the budget until paid or lapsed."""
+        return sum(VALUE["latte"] for h in self.holds if h.status == "held")
+
+    def _lapse(self, h: Hold) -> None:
+        h.status = "lapsed"
+        self.units[h.user] -= 1
+        self.stock["latte"] += 1
+
+    # -- paid vouchers ------------------------------------------------------------
+
+    @rule(user=st.sampled_from(USERS))
+    def buy_voucher(self, user: str) -> None:
+        r = self.run(self.engine.coupons.claim(self.cid, user, "latte"))
+        if self.units[user] + 1 > 3:
+            assert (r.outcome, r.reason) == (Outcome.LIMIT_EXCEEDED, "per_user"), r
+        elif self.stock["latte"] < 1:
+            assert (r.outcome, r.reason) == (Outcome.SOLD_OUT, "stock"), r
+        elif self.value + self.held_value + VALUE["latte"] > BUDGET:
+            assert (r.outcome, r.reason) == (Outcome.SOLD_OUT, "budget"), r
+        else:
+            assert r.outcome is Outcome.OK and r.view.status == "held", r
+            assert r.view.coupons == []
+            self.units[user] += 1
+            self.stock["latte"] -= 1
+            self.holds.append(Hold(r.view.claim_id, user, self.now + HOLD_MS))
+
+    @rule(user=st.sampled_from(USERS))
+    def buy_pay_refund(self, user: str) -> None:
+        """The whole story in one step (else a refund of a paid voucher is rare)."""
+        before = len(self.holds)
+        self.buy_voucher(user)
+        if len(self.holds) > before:
+            self._pay(self.holds[-1], "pay1")
+            self._refund(self.holds[-1])
+
+    @rule(data=st.data(), payment=st.sampled_from(["pay1", "pay2"]))
+    def pay_voucher(self, data: st.DataObject, payment: str) -> None:
+        if self.holds:
+            self._pay(data.draw(st.sampled_from(self.holds)), payment)
+
+    def _pay(self, h: Hold, payment: str) -> None:
+        r = self.run(self.engine.coupons.paid.confirm(h.claim_id, h.user, payment))
+        if h.status in ("paid", "refunded"):
+            if payment == h.payment:
+                assert r.outcome is Outcome.OK, r
+                assert r.view.status == ("confirmed" if h.status == "paid" else "refunded")
+            else:
+                assert (r.outcome, r.reason) == (Outcome.CONFLICT, "voucher_paid_other"), r
+            return
+        if h.status == "lapsed":
+            assert (r.outcome, r.reason) == (Outcome.HOLD_EXPIRED, "hold_expired"), r
+            return
+        assert r.outcome is Outcome.OK, r
+        (coupon_id,) = r.view.coupons
+        (v,) = [c for c in self.run(self.engine.coupons.wallet(h.user))
+                if c.coupon_id == coupon_id]
+        h.status, h.payment = "paid", payment
+        self.value += VALUE["latte"]
+        h.coupon = Coupon(coupon_id, "latte", h.user, v.uses_left, self.now, v.code or "", [])
+        self.coupons.append(h.coupon)
+
+    @rule(data=st.data())
+    def refund_voucher(self, data: st.DataObject) -> None:
+        if self.holds:
+            self._refund(data.draw(st.sampled_from(self.holds)))
+
+    def _refund(self, h: Hold) -> None:
+        r = self.run(self.engine.coupons.paid.refund(h.claim_id, h.user, h.user))
+        if h.status == "refunded":
+            assert r.outcome is Outcome.OK and r.view.refunded_amount == LATTE_PRICE
+            return
+        if h.status != "paid":
+            assert (r.outcome, r.reason) == (Outcome.CONFLICT, "voucher_unpaid"), r
+            return
+        c = h.coupon
+        assert c is not None
+        if c.status != "active" or c.uses != 2 or c.owner != h.user:
+            assert (r.outcome, r.reason) == (Outcome.CONFLICT, "voucher_used"), r
+            return
+        assert r.outcome is Outcome.OK and r.view.refunded_amount == LATTE_PRICE, r
+        h.status, c.status = "refunded", "refunded"
+        self.value -= VALUE["latte"]
+
     def _expire(self) -> None:
         for c in self.coupons:
             if c.status == "active" and c.expired_at(self.now):
@@ -130,7 +237,7 @@ class CouponMachine(RuleBasedStateMachine):
             assert r.params == {"limit": 3, "held": self.units[user]}
         elif self.stock[sku] < 1:
             assert (r.outcome, r.reason) == (Outcome.SOLD_OUT, "stock")
-        elif self.value + VALUE[sku] > BUDGET:
+        elif self.value + self.held_value + VALUE[sku] > BUDGET:
             assert (r.outcome, r.reason) == (Outcome.SOLD_OUT, "budget")
         else:
             assert r.outcome is Outcome.OK, r
@@ -164,7 +271,7 @@ class CouponMachine(RuleBasedStateMachine):
             assert (r.outcome, r.reason) == (Outcome.LIMIT_EXCEEDED, "code_per_user"), r
         elif self.stock["promo"] < 1:
             assert (r.outcome, r.reason) == (Outcome.SOLD_OUT, "stock"), r
-        elif self.value + VALUE["promo"] > BUDGET:
+        elif self.value + self.held_value + VALUE["promo"] > BUDGET:
             assert (r.outcome, r.reason) == (Outcome.SOLD_OUT, "budget"), r
         else:
             assert r.outcome is Outcome.OK and r.view.sku == "promo", r
@@ -215,7 +322,7 @@ class CouponMachine(RuleBasedStateMachine):
             assert (r.outcome, r.reason) == (Outcome.LIMIT_EXCEEDED, "referrer_limit"), r
         elif self.stock["bonus"] < 1 or self.stock["friend"] < 1:
             assert (r.outcome, r.reason) == (Outcome.SOLD_OUT, "stock"), r
-        elif self.value + VALUE["friend"] + VALUE["bonus"] > BUDGET:
+        elif self.value + self.held_value + VALUE["friend"] + VALUE["bonus"] > BUDGET:
             assert (r.outcome, r.reason) == (Outcome.SOLD_OUT, "budget"), r
         else:
             assert r.outcome is Outcome.OK and r.view.sku == "friend", r
@@ -263,7 +370,7 @@ class CouponMachine(RuleBasedStateMachine):
             assert (r.outcome, r.reason) == (Outcome.LIMIT_EXCEEDED, "per_user"), r
         elif self.stock["mug"] < 1:
             assert (r.outcome, r.reason) == (Outcome.SOLD_OUT, "stock"), r
-        elif self.value + VALUE["mug"] > BUDGET:
+        elif self.value + self.held_value + VALUE["mug"] > BUDGET:
             assert (r.outcome, r.reason) == (Outcome.SOLD_OUT, "budget"), r
         else:
             assert r.outcome is Outcome.OK, r
@@ -364,6 +471,9 @@ class CouponMachine(RuleBasedStateMachine):
         self.run(self.engine.set_clock_offset(self.cid, self.now))
         self.run(self.engine.sweep(self.cid))
         self._expire()
+        for h in self.holds:  # the sweep lapses every hold past its deadline
+            if h.status == "held" and self.now >= h.deadline:
+                self._lapse(h)
         self.wrong = dict.fromkeys(IDENTITY, 0)
 
     @invariant()
@@ -376,7 +486,7 @@ class CouponMachine(RuleBasedStateMachine):
             assert mine == expected
         stats = self.run(self.engine.coupons.stats(self.cid))
         assert stats and stats.totals.issued == len(self.coupons)
-        assert stats.totals.face_value_issued == self.value <= BUDGET
+        assert stats.totals.face_value_issued == self.value <= BUDGET - self.held_value
         kept = sum(1 for _, _, done in self.redemptions if not done)
         assert stats.totals.redeemed - stats.totals.rolled_back == kept
 

@@ -62,7 +62,7 @@ async def test_a_members_only_sale_refuses_everyone_else(engine: Engine) -> None
 async def test_before_the_campaign_opens_the_phase_opening_is_answered(engine: Engine) -> None:
     spec = campaign_spec(stock=5, per_user=None, opens_in_s=50, waves=[{"at": iso(60),
                                                                           "qty": 5}],
-                         phases=[{"name": "vip", "opens_at": iso(50), "tiers": ["vip"]},
+                         phases=[{"name": "vip", "opens_at": iso(55), "tiers": ["vip"]},
                                  {"name": "all", "opens_at": iso(150)}])
     await engine.define_campaign("p3", spec)
     r = await engine.claim("p3", "ann", "tee")

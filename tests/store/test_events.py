@@ -76,6 +76,14 @@ ROWS: dict[str, list[dict[str, str]]] = {
     # points exchange
     "points_exchanged": [{"claim": "d1.x", "user": "u1", "sku": "mug", "qty": "1",
                           "debit": "ab" * 16, "points": "300"}],
+    # paid vouchers
+    "voucher_held": [{"claim": "d1.v", "user": "u1", "sku": "coffee10", "qty": "1",
+                      "amount": "3900", "value": "4500", "deadline": "1700000600000"}],
+    "voucher_paid": [{"claim": "d1.v", "user": "u1", "sku": "coffee10", "qty": "1",
+                      "amount": "3900", "payment": "psp_1", "idem": "k1"}],
+    "voucher_refunded": [{"claim": "d1.v", "user": "u1", "sku": "coffee10", "qty": "1",
+                          "actor": "u1", "amount": "3900", "value": "4500",
+                          "coupons": "d1.c1", "idem": ""}],
     # coupon rules: a live change
     "coupon_drop_patched": [{"actor": "op", "before": '{"cp_per_day":false}',
                              "after": '{"cp_per_day":"5"}', "grow": '{"five":{"vt":-1,"vd":9}}',

@@ -14,7 +14,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from stampede.api import admin, app, coupons, lookups, public, queues
+from stampede.api import admin, app, coupons, lookups, paid, public, queues
 from stampede.api.auth import mint_user_token
 from stampede.api.idempotency import KEY_PATTERN
 from stampede.api.openapi import build_spec
@@ -26,7 +26,8 @@ USERS = ("alice", "bob")
 
 public_schema = schemathesis.openapi.from_dict(
     build_spec("public", app.health.operations + public.api.operations + queues.api.operations
-               + coupons.api.operations + lookups.api.operations, dev_auth=False))
+               + coupons.api.operations + lookups.api.operations + paid.api.operations,
+               dev_auth=False))
 admin_schema = schemathesis.openapi.from_dict(
     build_spec("admin", app.health.operations + admin.api.operations
                + coupons.admin_api.operations + lookups.admin_api.operations, dev_auth=False))

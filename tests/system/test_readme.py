@@ -31,7 +31,7 @@ def marked_blocks(readme: str) -> dict[str, str]:
 
 def test_the_readme_marks_its_pasteable_blocks() -> None:
     blocks = marked_blocks((ROOT / "README.md").read_text())
-    assert list(blocks) == ["sale", "coupons", "coupon-rules", "codes"]
+    assert list(blocks) == ["sale", "coupons", "coupon-rules", "codes", "paid"]
     assert "bin/serve &" in blocks["sale"] and "/readyz" in blocks["sale"]
 
 
@@ -116,4 +116,6 @@ def test_readme_examples_run_as_pasted(tmp_path: Path) -> None:
     assert '"discount":500' in output  # the coupon, redeemed
     assert '"coupons_extended":1' in output  # coupon rules: the lunch coupon's longer validity
     assert '"discount":282' in output  # coupon rules: the discount per line
+    assert '{"status":"confirmed","amount":3900,"coupons":1}' in output  # a paid voucher
+    assert '{"status":"refunded","refunded_amount":3900}' in output  # and its refund
     assert (repo / "var" / "admin.token").read_text().startswith("stpa_")

@@ -22,9 +22,10 @@ import msgspec
 from redis.asyncio import Redis
 
 from stampede.domain import throttle
-from stampede.domain.batcher import ClaimBatcher
+from stampede.domain.batcher import ClaimBatcher, in_flight
 from stampede.domain.coupons import changes, codes, discount, points, pricing, promo, templates
 from stampede.domain.coupons.codes import CodeKeys
+from stampede.domain.coupons.paid import PaidVouchers
 from stampede.domain.coupons.points import PointsLedger
 from stampede.domain.coupons.pricing import TemplateRules, order_total
 from stampede.domain.coupons.spec import (
@@ -150,6 +151,11 @@ class Coupons:
         """The points service (STAMPEDE_POINTS_URL), wired by the runtime; None: off."""
 
     @functools.cached_property
+    def paid(self) -> PaidVouchers:
+        """Paid vouchers: pay, refund and read a paid voucher's hold (paid.py)."""
+        return PaidVouchers(self.redis, self.scripts)
+
+    @functools.cached_property
     def keys(self) -> CodeKeys:
         if self.settings.coupon_keys:
             return CodeKeys.parse(self.settings.coupon_keys)
@@ -260,7 +266,8 @@ class Coupons:
 
     @functools.cached_property
     def batcher(self) -> ClaimBatcher[Answer]:
-        return ClaimBatcher(self._claim_batch, self.settings.max_batch)  # type: ignore[arg-type]
+        return ClaimBatcher(self._claim_batch, self.settings.max_batch,  # type: ignore[arg-type]
+                            in_flight(self.settings.durable_ack))
 
     async def _claim_batch(self, cid: str,
                            claims: Sequence["_PendingCouponClaim"]) -> list[Answer]:
@@ -311,6 +318,11 @@ class Coupons:
             views = [self._view(_Found(cid, rows[j], records.COUPON.decode(rows[j + 1]),
                                        _template(rows[j + 2])), c.user, int(at))
                      for j in range(0, len(rows), 3) if rows[j + 1]]
+            if reason == "held":  # a paid voucher: held until paid (at: its deadline)
+                answers.append(Answer(outcome, "", CouponClaimView(
+                    claim_id=claim_id, campaign_id=cid, sku=c.sku, qty=c.qty, coupons=[],
+                    status="held", hold_deadline=from_ms(int(at)))))
+                continue
             answers.append(Answer(outcome, "", CouponClaimView(  # a code claim's SKU: reason
                 claim_id=claim_id, campaign_id=cid, sku=reason or c.sku, qty=c.qty,
                 coupons=views)))

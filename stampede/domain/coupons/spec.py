@@ -151,13 +151,17 @@ class CouponDropSpec(Struct, **_STRICT):
                       Meta(max_length=100)] = {}
     """SKUs priced in points (points per unit): a claim of one debits the member's
     points through the points service first (docs/points.md); nothing else claims it."""
+    # -- paid vouchers
+    paid: Annotated[list[TemplateId], Meta(max_length=100)] = []
+    """SKUs sold for money at their SKU `price` (a paid voucher): a claim holds the
+    units until the payment is confirmed, then issues (docs/paid-vouchers.md)."""
     # -- coupon rules --
     time_zone: Annotated[str, Meta(min_length=1, max_length=64,
                                    description="IANA time zone name")] = "UTC"
     """The zone of the templates' `hours` and `days` (DST-correct)."""
 
 
-CouponStatus = Literal["active", "used", "expired", "transferred"]
+CouponStatus = Literal["active", "used", "expired", "transferred", "refunded"]
 
 
 class CouponView(Struct, kw_only=True):
@@ -209,6 +213,37 @@ class CouponClaimView(Struct, kw_only=True):
     sku: str
     qty: int
     coupons: list[CouponView]
+    # -- paid vouchers
+    status: Literal["issued", "held"] = "issued"
+    """held: a paid voucher's claim awaiting its payment (confirm by hold_deadline)."""
+    hold_deadline: datetime | None = None
+
+
+PaidHoldStatus = Literal["held", "confirmed", "expired", "cancelled", "refunded"]
+
+
+class PaidHoldView(Struct, kw_only=True):
+    """A paid voucher's claim: its hold, payment and refund."""
+    claim_id: str
+    campaign_id: str
+    sku: str
+    qty: int
+    status: PaidHoldStatus
+    amount: int
+    """The price paid (or to pay): the SKU's price x qty, in the smallest currency unit."""
+    hold_deadline: datetime
+    payment: str = ""
+    """The payment reference given at confirm."""
+    refunded_amount: int = 0
+    coupons: list[str] = []
+
+
+PaymentRef = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$",
+                                 description="the payment provider's reference of the payment")]
+
+
+class PaidConfirmRequest(Struct, **_STRICT):
+    payment: PaymentRef
 
 
 class Wallet(Struct, kw_only=True):

@@ -17,6 +17,8 @@ campaign can never be apart):
     cp_coded:<sku>     "1": the SKU is claimable only with a code (promo or referral)
     cp_badcode         "<interval ms>:<burst>" of the wrong-code limiter
     cp_points:<sku>    the SKU's price in points per unit (points exchange)
+    cp_paids           JSON list of the paid vouchers' SKUs (their holds count against the budget)
+    cp_paid:<sku>      "1": a paid voucher (claim holds, confirm issues: docs/paid-vouchers.md)
     cp_tz              the drop's IANA time zone (coupon rules: hours and days)
     cp_rev:<template>  the template's revision, bumped by each live change (absent: 0)
     cp_hist:<template> JSON [[until ms, spec JSON], ...]: the revisions a live change
@@ -98,11 +100,30 @@ def check_codes(drop: CouponDropSpec, skus: list[str]) -> None:
         if sku in coded_skus(drop):
             raise ValidationError(f"SKU {sku!r} is priced in points and issued by a code: "
                                   "choose one")
+    check_paid(drop, skus)
     if drop.referral is not None:
         for name in ("sku", "referrer_sku"):
             sku = getattr(drop.referral, name)
             if sku not in skus:
                 raise ValidationError(f"referral.{name} {sku!r} is not a SKU of the campaign")
+
+
+def check_paid(drop: CouponDropSpec, skus: list[str]) -> None:
+    """Paid vouchers: SKUs of the campaign, sold for money only (no code, no points)."""
+    for sku in drop.paid:
+        if sku not in skus:
+            raise ValidationError(f"paid names {sku!r}, which is not a SKU of the campaign")
+        if sku in coded_skus(drop) or sku in drop.points:
+            raise ValidationError(f"SKU {sku!r} is a paid voucher and also issued by a code "
+                                  "or priced in points: choose one")
+
+
+def check_paid_prices(drop: CouponDropSpec, prices: dict[str, int]) -> None:
+    """A paid voucher has a price: its SKU's `price` must be above 0."""
+    for sku in drop.paid:
+        if prices.get(sku, 0) <= 0:
+            raise ValidationError(f"paid voucher SKU {sku!r} needs a price above 0 "
+                                  f"(it has {prices.get(sku, 0)})")
 
 
 def coded_skus(drop: CouponDropSpec) -> set[str]:
@@ -152,6 +173,10 @@ def code_meta(drop: CouponDropSpec) -> dict[str, str]:
         meta[f"cp_coded:{sku}"] = "1"
     for sku, price in drop.points.items():
         meta[f"cp_points:{sku}"] = str(price)
+    for sku in drop.paid:
+        meta[f"cp_paid:{sku}"] = "1"
+    if drop.paid:
+        meta["cp_paids"] = _json.encode(drop.paid).decode()
     return meta
 
 
