@@ -7,8 +7,19 @@ Redis lost the campaign's keys (emptied, restarted from older data, keys
 flushed): the service heals it from the store within a second or so
 (runtime.persistence's heal job), and until then its routes say "retry"
 (503 `unavailable`, Retry-After) rather than "no such campaign" (404), which
-a client would take as final. Only answers that are already 404 pay for the
-look: one EXISTS, and a store query cached for a second.
+a client would take as final. "Known" is the store having it, or Redis still
+holding its event stream (keys deleted but the stream kept, its events not yet
+persisted: the heal follows the persister). Only answers that are already 404
+pay for the look: one or two EXISTS, and a store query cached for a second.
+
+Where the 404 was decided matters: a look at the campaign *after* a handler's
+script is a second read, and the heal may finish between the two (the script
+missed the flushed claim, the look sees the campaign rebuilt and open) - a
+claim answered 201 would then get a final 404. So the claim routes note what
+their script saw of the campaign in the same atomic step (`seen`): "live"
+makes the 404 final with no further look, "missing" asks only the store, and
+a fenced campaign is already answered 503 by the script. Routes that note
+nothing get the look described above.
 """
 
 import time
@@ -18,12 +29,15 @@ from aiohttp import web
 
 from stampede.api.context import ENGINE
 from stampede.api.errors import Handler, refuse
+from stampede.domain.engine import CampaignSeen
 from stampede.state import keys
 
 InStore = Callable[[str], Awaitable[bool]]
 IN_STORE = web.AppKey("campaign_in_store", object)
 """An async (campaign id) -> bool: does the durable store know it? Set by runtime."""
 CACHE_S = 1.0
+_SEEN = web.ResponseKey("campaign_seen", str)
+"""The response's note of what its script saw of the campaign (a CampaignSeen)."""
 
 _seen: dict[tuple[int, str], tuple[float, bool]] = {}
 """(the app's lookup, campaign) -> (when, known)"""
@@ -43,6 +57,21 @@ async def missing_but_known(request: web.Request, cid: str) -> bool:
     state, fenced = await engine.redis.hmget(keys.campaign_keys(cid).meta, "state", "fenced")
     if state is not None:
         return bool(fenced == "1")
+    return await known_to_store(request, cid)
+
+
+def seen(response: web.StreamResponse, campaign: CampaignSeen) -> web.StreamResponse:
+    """Note on a 404 what its script saw of the campaign, atomically with its answer."""
+    response[_SEEN] = campaign
+    return response
+
+
+async def known_to_store(request: web.Request, cid: str) -> bool:
+    """Will the heal bring this missing campaign back? Its event stream survived in
+    Redis (its events are on their way to the store, the heal follows them), or the
+    store has it."""
+    if await request.app[ENGINE].redis.exists(keys.events_key(cid)):
+        return True
     in_store = request.app.get(IN_STORE)
     if in_store is None:
         return False
@@ -67,6 +96,13 @@ async def healing_middleware(request: web.Request, handler: Handler) -> web.Stre
     if response.status != 404:
         return response
     cid = campaign_of(request)
-    if cid is not None and await missing_but_known(request, cid):
-        return unavailable(cid)
-    return response
+    if cid is None:
+        return response
+    campaign = response.get(_SEEN)
+    if campaign == "live":  # the script saw the campaign there and open: final
+        return response
+    if campaign == "missing":
+        known = await known_to_store(request, cid)
+    else:
+        known = await missing_but_known(request, cid)
+    return unavailable(cid) if known else response

@@ -8,8 +8,10 @@ from stampede.api.errors import decode, json_response, read_body, refuse, refuse
 from stampede.api.guard import HEADERS as GUARD_HEADERS
 from stampede.api.guard import client_signals, guard_answer
 from stampede.api.headers import cached, header
+from stampede.api.healing import seen
 from stampede.api.idempotency import checked_key
 from stampede.api.routing import CID, ApiRoutes
+from stampede.domain.engine import CampaignSeen
 from stampede.domain.models import CampaignPublic, ClaimRequest, ClaimView
 from stampede.metrics import count_claim
 from stampede.outcomes import Outcome
@@ -58,9 +60,25 @@ async def create_claim(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     if result.outcome is not Outcome.OK:
-        return refuse_outcome(result.outcome, result.reason, result.params, campaign=cid,
-                              sku=body.sku, user=user, qty=body.qty, key=key)
+        response = refuse_outcome(result.outcome, result.reason, result.params,
+                                  campaign=cid, sku=body.sku, user=user, qty=body.qty, key=key)
+        if result.outcome is Outcome.NOT_FOUND and result.reason in _SEEN_BY_CLAIM:
+            seen(response, _SEEN_BY_CLAIM[result.reason])
+        return response
     return json_response(result.claim, status=201)
+
+
+_SEEN_BY_CLAIM: dict[str, CampaignSeen] = {
+    "no_campaign": "missing", "not_a_sale": "live", "no_sku": "live"}
+"""What claim_batch.lua saw of the campaign when it answered NOT_FOUND with this
+reason (a fenced campaign is FENCED there: 503)."""
+
+
+def _seen_campaign(response: web.Response, reason: str | None) -> web.Response:
+    """The 404 of confirm.lua or cancel.lua, which check the campaign first: it was
+    missing (no_campaign), or there and open (a fenced one is FENCED: 503)."""
+    seen(response, "missing" if reason == "no_campaign" else "live")
+    return response
 
 
 @api.route("GET", "/v1/claims/{claim_id}", "One of my claims", auth="user",
@@ -68,10 +86,14 @@ async def create_claim(request: web.Request) -> web.Response:
 async def get_claim(request: web.Request) -> web.Response:
     user = request[USER].id
     claim_id = request.match_info["claim_id"]
-    claim = await request.app[ENGINE].get_claim(claim_id, user)
-    if claim is None:
-        return refuse("no_claim", {"claim": claim_id})
-    return json_response(claim)
+    found = await request.app[ENGINE].find_claim(claim_id, user)
+    if found.claim is not None:
+        return json_response(found.claim)
+    if found.campaign == "fenced":  # being rebuilt: the claim may yet come back
+        return refuse("fenced", {"campaign": claim_id.split(".", 1)[0]})
+    response = refuse("no_claim", {"claim": claim_id})
+    seen(response, found.campaign)
+    return response
 
 
 @api.route("POST", "/v1/claims/{claim_id}/confirm", "Confirm (pay for) a hold: it becomes sold",
@@ -98,6 +120,8 @@ async def _settle(request: web.Request, op: str) -> web.Response:
 
     async def run() -> web.Response:
         result = await settle(claim_id, user, key)
+        if result.outcome is Outcome.NOT_FOUND:
+            return _seen_campaign(refuse("no_claim", {"claim": claim_id}), result.reason)
         if result.outcome is not Outcome.OK:
             return refuse(_SETTLE_REFUSALS.get(result.outcome, result.outcome.reason),
                           {"claim": claim_id, "action": _DONE[op],

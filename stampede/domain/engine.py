@@ -10,7 +10,7 @@ import math
 import secrets
 import uuid
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import msgspec
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -70,6 +70,16 @@ class ClaimResult(msgspec.Struct, frozen=True):
     params: dict[str, int] = {}
     """The numbers of a refusal (its limit, what is held, when it opens), named as
     REFUSALS[reason].values in stampede/outcomes.py."""
+
+CampaignSeen = Literal["live", "missing", "fenced"]
+"""A campaign as one atomic read saw it: there and open to reads, its keys missing
+(lost: the store may know it), or fenced (being rebuilt)."""
+
+
+class ClaimLookup(NamedTuple):
+    claim: ClaimView | None
+    campaign: CampaignSeen
+
 
 _json = msgspec.json.Encoder()
 _NEEDS_GUARD = ClaimResult(Outcome.GUARD_CONTEXT_NEEDED)
@@ -402,32 +412,42 @@ class Engine:
         ks: list[str] = [*keys.campaign_keys(cid)]
         if op == "confirm":  # a ticketed campaign lists the claim among the buyer's tickets
             ks.append(keys.ticket_holder_key(cid, user))
-        code, _status, _deadline = await self.scripts.run(op, ks, [claim_id, user,
-                                                                   idempotency_key or ""])
+        code, status, _deadline = await self.scripts.run(op, ks, [claim_id, user,
+                                                                  idempotency_key or ""])
         outcome = OUTCOMES[int(code)]
-        if outcome is Outcome.NOT_FOUND:
-            return ClaimResult(outcome)
+        if outcome is Outcome.NOT_FOUND:  # (reason no_campaign: the campaign was missing)
+            return ClaimResult(outcome, reason=str(status) or None)
         return ClaimResult(outcome, await self.get_claim(claim_id, user))
 
     async def get_claim(self, claim_id: str, user: str) -> ClaimView | None:
         """The claim, if it exists and is this user's (else None: not_found)."""
+        return (await self.find_claim(claim_id, user)).claim
+
+    async def find_claim(self, claim_id: str, user: str) -> ClaimLookup:
+        """The claim, and whether its campaign was there and open to reads at that moment:
+        one MULTI, so "no such claim" is never judged against a campaign that a
+        rebuild restored in between."""
         cid = keys.campaign_of_claim(claim_id)
         if cid is None:
-            return None
+            return ClaimLookup(None, "live")
         ks = keys.campaign_keys(cid)
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(ks.meta, "state", "fenced")
             pipe.hget(ks.claims, claim_id)
             pipe.hexists(ks.offers, claim_id)
-            raw, offer = await pipe.execute()
+            (state, fenced), raw, offer = await pipe.execute()
+        campaign: CampaignSeen = "missing" if state is None else \
+            "fenced" if fenced == "1" else "live"
         if raw is None:
-            return None
+            return ClaimLookup(None, campaign)
         c = records.CLAIM.decode(raw)
         if c.user != user:
-            return None
-        return ClaimView(claim_id=claim_id, campaign_id=cid, sku=c.sku, qty=c.qty,
-                         status=c.status,  # type: ignore[arg-type]  # a claim status
-                         expires_at=from_ms(c.deadline),
-                         price=c.price, created_at=from_ms(c.created), offer=bool(offer))
+            return ClaimLookup(None, campaign)
+        return ClaimLookup(ClaimView(
+            claim_id=claim_id, campaign_id=cid, sku=c.sku, qty=c.qty,
+            status=c.status,  # type: ignore[arg-type]  # a claim status
+            expires_at=from_ms(c.deadline), price=c.price, created_at=from_ms(c.created),
+            offer=bool(offer)), campaign)
 
     # -- waitlists ---------------------------------------------------------
 

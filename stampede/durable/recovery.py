@@ -137,6 +137,7 @@ async def fence(redis: "Redis", store: Store, cid: str) -> None:
             t.campaigns.c.campaign_id == cid))).one_or_none()
     if row is None:
         raise LookupError(f"campaign {cid} is not in the store")
+    # No epoch: recover_campaign knows the campaign as lost until it is rebuilt.
     # (redis-py types mapping keys as an invariant union: a dict[str, str] is refused)
     await redis.hset(meta, mapping={**_meta_fields(row), "fenced": "1"})  # type: ignore[dict-item]
 
@@ -164,7 +165,10 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
     ks = keys.campaign_keys(cid)
     # Its state lost but its stream kept (keys deleted, not the whole Redis): the
     # stream's entries of the store's epoch are events nobody has persisted yet.
-    lost = not await redis.hexists(ks.meta, "state")
+    # A meta without an epoch is the one `fence` wrote for a lost campaign: an
+    # earlier attempt fenced it and failed, and this one must still drain.
+    has_state, has_epoch = await redis.hmget(ks.meta, "state", "epoch")
+    lost = has_state is None or has_epoch is None
     await fence(redis, store, cid)
     for _ in range(_ROUNDS):
         async with redis.pipeline(transaction=True) as pipe:

@@ -9,8 +9,9 @@ key, and record every answer. Faults, one at a time:
     persister_kill  kill -9 the persister child (serve restarts it)
     service_kill    kill -9 serve itself, then start it again on the same data
     store_stop      stop PostgreSQL for a while, then start it again
-    campaign_flush  delete the campaign's state keys in Redis (its event stream
-                    stays: events no one has persisted cannot come back)
+    campaign_flush  delete the campaign's state keys in Redis while claims run;
+                    its event stream stays, so the heal stores what the persister
+                    had not yet stored: no claim answered 201 may then be 404
 
 After each: the load pauses, the store must catch up within `catch_up_bound_s`
 and hold every claim a buyer saw confirmed; `stampede audit` must be clean
