@@ -49,7 +49,7 @@ DEV_AUTH_HEADERS = {
     "X-Account-Created": "when the account was made, epoch seconds (the JWT's `created_at` "
                          "in dev auth): the scalper guard's `account_age_s` risk signal",
     "X-Identity-Hash": "the caller's hashed real-person identity (the JWT's `idh` in dev "
-                       "auth): a coupon drop's `per_person` limit counts it",
+                       "auth): the `per_person` limit of a campaign or coupon drop counts it",
     "X-User-Tiers": "the caller's audience tiers, comma-separated (the JWT's `tiers` in dev "
                     "auth): a campaign's presale access phases admit by them",
 }
@@ -57,7 +57,7 @@ DEV_AUTH_HEADERS = {
 
 _USER_TOKEN = ("HS256 JWT: `sub` the user id; optional `exp`, `created_at` (account creation, "
                "epoch s: the `account_age_s` risk signal) and `idh` (hashed real-person "
-               "identity: the coupon `per_person` limit) and `tiers` (a list of audience tiers: "
+               "identity: the `per_person` limits) and `tiers` (a list of audience tiers: "
                "presale access phases); `stampede token` mints one")
 
 _SECURITY: dict[str, list[dict[str, list[str]]]] = {

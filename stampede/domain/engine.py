@@ -15,6 +15,7 @@ from typing import Any, cast
 import msgspec
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from stampede.domain import identity as person
 from stampede.domain import phases, pricing, throttle
 from stampede.domain.admission import kept_secret, ticket_view
 from stampede.domain.batcher import ClaimBatcher, PendingClaim
@@ -272,7 +273,8 @@ class Engine:
                     idempotency_key: str | None = None,
                     admission_token: str | None = None,
                     client: ClientSignals | None = None,
-                    tiers: Sequence[str] = (), code: str | None = None) -> ClaimResult:
+                    tiers: Sequence[str] = (), code: str | None = None,
+                    identity: str | None = None) -> ClaimResult:
         """Place a hold; coalesced with the other claims of this loop tick.
 
         A campaign with a waiting room takes only claims that carry a valid
@@ -283,7 +285,9 @@ class Engine:
         of the claimant's `tiers` (or everyone's) has opened (else NOT_OPEN with that
         time, or NOT_ELIGIBLE when no phase admits them). A presale `code` lends the
         claim its batch's tier and spends one use with the hold (PRESALE_CODE_INVALID,
-        PRESALE_CODE_USED, or THROTTLED for too many code attempts).
+        PRESALE_CODE_USED, or THROTTLED for too many code attempts). A campaign with a
+        `per_person` limit counts the units of the claimant's `identity` (the hashed real
+        person) across accounts (LIMIT_EXCEEDED per_person, or person_required without one).
         """
         _check_campaign_id(cid)
         _check_user(user)
@@ -294,7 +298,8 @@ class Engine:
                                self.gate.admission_exp(cid, user, admission_token),
                                self.gate.guard(cid, user, client),
                                phases.check_tiers(tiers) if tiers else (),
-                               self.presale_codes.code_id(cid, code) if code else "")
+                               self.presale_codes.code_id(cid, code) if code else "",
+                               person.check(identity) if identity is not None else "")
         return await self.batcher.submit(cid, pending)
 
     async def claim_unbatched(self, cid: str, user: str, sku: str, qty: int = 1,
@@ -325,7 +330,7 @@ class Engine:
                                   fingerprint=f"{c.sku}:{c.qty}", guard=guard,
                                   tiers=list(c.tiers), code=c.code,
                                   k_code=slot(keys.limiter_key(cid, "code", c.user))
-                                  if c.code else 0))
+                                  if c.code else 0, identity=c.identity))
         reply = await self.scripts.run("claim_batch", ks, [
             self.settings.idempotency_ttl_s * 1000, self.settings.sweep_batch,
             records.encode_claims(batch)])
@@ -516,6 +521,7 @@ def _define_args(cid: str, spec: CampaignSpec, actor: str,
         if any(to_ms(w.at) >= closes for w in s.waves):  # it would stay pending forever
             raise ValidationError(f"sku {s.sku!r}: every wave's `at` must be before closes_at")
     _check_phases(spec, opens, closes)
+    _check_per_person(spec)
     for i, s in enumerate(spec.skus):
         if s.price_steps and spec.coupons is not None:
             raise ValidationError(f"skus[{i}].price_steps: a coupon drop takes no price steps")
@@ -537,6 +543,8 @@ def _define_args(cid: str, spec: CampaignSpec, actor: str,
 def _optional_meta(spec: CampaignSpec, opens_ms: int) -> dict[str, str]:
     """Meta fields of the waitlist and waiting room (define_campaign.lua ARGV[10])."""
     meta = {"salt": secrets.token_hex(16), phases.META_FIELD: phases.encode(spec.phases)}
+    if spec.limits.per_person is not None:
+        meta[person.META_FIELD] = str(spec.limits.per_person)
     if spec.waitlist is not None:
         meta |= {"wl_max": str(spec.waitlist.max_length),
                  "offer_ttl_ms": str(spec.waitlist.offer_ttl_s * 1000)}
@@ -549,6 +557,17 @@ def _optional_meta(spec: CampaignSpec, opens_ms: int) -> dict[str, str]:
                  "wr_token_ttl_ms": str(room.token_ttl_s * 1000), "wr_paused": "0",
                  "wr_served": "0", "wr_tokens": "0", "wr_at": str(opens_ms), "wr_seq": "0"}
     return meta
+
+
+def _check_per_person(spec: CampaignSpec) -> None:
+    if spec.limits.per_person is None:
+        return
+    if spec.coupons is not None:
+        raise ValidationError("limits.per_person: a coupon drop sets its own "
+                              "coupons.per_person")
+    if spec.waitlist is not None:  # an offer is made without the claimant's identity
+        raise ValidationError("limits.per_person: a campaign limited per person takes "
+                              "no waitlist")
 
 
 def _check_phases(spec: CampaignSpec, opens: int, closes: int) -> None:

@@ -61,6 +61,11 @@ class Limits(Struct, **_STRICT):
     per_user: Limit | None = None
     """Units one user may hold or have bought in the campaign."""
     max_per_claim: Qty = 10
+    # -- presales: real-name one per person --
+    per_person: Limit | None = None
+    """Units one real person (the credential's hashed identity, `idh`) may hold or have
+    bought in the campaign, across all their accounts; a claim without an identity is
+    refused. Set at definition only."""
 
 
 class WaitlistSpec(Struct, **_STRICT):

@@ -20,12 +20,18 @@ referral_farmed, points_debit_twice); for presale codes:
     presale_code_overused  a hold that spent a code past its batch's uses, or
                            a code of no issued batch or serial
     presale_code_rebound   a binding batch's code held by a second user
+
+and for the real-name limit (limits.per_person):
+
+    over_person_limit      a hold that took a real person (the identity its
+                           event names) past the campaign's per_person limit
 """
 
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from sqlalchemy import func, select
 
 from stampede.durable.coupon_audit import CouponReplay
@@ -49,6 +55,7 @@ from stampede.durable.store import schema as t
 
 CHUNK = 5000
 _MAX_LISTED = 20  # violations listed per campaign; the count is always exact
+_spec_limits = msgspec.json.Decoder(dict[str, Any])
 _STATUS: dict[type[Event], str] = {ClaimHeld: "held", ClaimConfirmed: "confirmed",
                                    ClaimExpired: "expired", ClaimCancelled: "cancelled"}
 
@@ -65,6 +72,10 @@ class Replay:
     expected_seq: int = 1
     coupons: CouponReplay = field(default_factory=CouponReplay)
     presale: PresaleState = field(default_factory=lambda: PresaleState(""))
+    per_person: int = -1
+    """Presales: the campaign's real-name limit (-1 none) and the units it counts."""
+    persons: Counter[str] = field(default_factory=Counter)
+    claim_person: dict[str, str] = field(default_factory=dict)
     unknown_at: int = 0
     """The seq of the first event of a type this version does not know (0: none)."""
 
@@ -87,6 +98,10 @@ class Replay:
             case CampaignDefined():
                 self.users.clear()  # a redefinition starts the campaign over
                 self.user_sku.clear()
+                self.persons.clear()
+                self.claim_person.clear()
+                limits = _spec_limits.decode(ev.spec).get("limits") or {}
+                self.per_person = limits.get("per_person") or -1
                 self.coupons.define(ev.spec)
             case PresaleCodesIssued():
                 self.presale.fold(ev)
@@ -123,6 +138,8 @@ class Replay:
                 self.violate("over_user_limit", user=user, sku=sku, seq=ev.seq,
                              units=self.users[user])
             self.claims[claim] = ("held", user, sku, qty)
+            if ev.identity and self.per_person >= 0:
+                self._person(ev)
             if ev.code:
                 self._code(ev)
             return True
@@ -135,9 +152,20 @@ class Replay:
         if not isinstance(ev, ClaimConfirmed):
             self.users[user] -= qty
             self.user_sku[(user, sku)] -= qty
+            person = self.claim_person.pop(claim, None)
+            if person is not None:
+                self.persons[person] -= qty
         self.claims[claim] = (status, user, sku, qty)
         return True
 
+
+    def _person(self, ev: ClaimHeld) -> None:
+        """A hold of a per_person campaign: the person's units held and sold, capped."""
+        self.claim_person[ev.claim] = ev.identity
+        self.persons[ev.identity] += ev.qty
+        if self.persons[ev.identity] > self.per_person:
+            self.violate("over_person_limit", identity=ev.identity, seq=ev.seq,
+                         units=self.persons[ev.identity])
 
     def _code(self, ev: ClaimHeld) -> None:
         """A hold that spent a presale code: within its batch's uses and binding."""

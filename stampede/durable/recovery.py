@@ -253,6 +253,8 @@ class _History:
     settled: list[tuple[str, str, str, str, int]] = field(default_factory=list)
     """(op, claim, user, Idempotency-Key, ts) of confirms and cancels that sent a key."""
     stock: list[_StockAnswer] = field(default_factory=list)
+    persons: dict[str, str] = field(default_factory=dict)
+    """Presales: claim -> the real person (identity) a per_person campaign counted."""
 
 
 # Counters that events account for; the others (refusals, admissions) leave no
@@ -283,6 +285,8 @@ def _history(events: Iterable[Event], drop: bool) -> _History:
                     run.after -= ev.qty  # added units went to the waitlist first
             else:  # (a drop counts its claims as coupon_claims, confirmed at once)
                 h.counts["coupon_claims" if drop else "held"] += 1
+                if ev.identity and not drop:  # only a per_person sale names it
+                    h.persons[ev.claim] = ev.identity
         elif isinstance(ev, OfferMade):
             h.counts["offered"] += 1
         elif isinstance(ev, StockAdjusted):
@@ -492,6 +496,7 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
         pipe.hset(stock, mapping=stock_fields)
     units: dict[str, int] = {f"{user}|~lapsed": n for user, n in history.lapses.items()}
     stored: dict[str, str] = {}
+    persons: dict[str, str] = {}
     idem = 0
     for c in st.claims:
         stored[c.claim_id] = records.CLAIM.encode(ClaimRecord(
@@ -500,6 +505,10 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
         if c.status in ("held", "confirmed"):
             units[c.user_id] = units.get(c.user_id, 0) + c.qty
             units[f"{c.user_id}|{c.sku}"] = units.get(f"{c.user_id}|{c.sku}", 0) + c.qty
+            person = history.persons.get(c.claim_id)
+            if person is not None:  # as claim_batch.lua counts it, until a release
+                units[f"~p|{person}"] = units.get(f"~p|{person}", 0) + c.qty
+                persons[f"~i|{c.claim_id}"] = person
         if c.status == "held":
             pipe.zadd(deadlines, {c.claim_id: c.deadline_ms})
         ttl = c.created_ms + idem_ttl_ms - now
@@ -512,7 +521,7 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
     if stored:
         pipe.hset(claims, mapping=stored)
     if units:
-        pipe.hset(users, mapping=units)
+        pipe.hset(users, mapping={**units, **persons})
     tally = {name: n for name, n in old_counts.items() if name not in DERIVED_COUNTS}
     tally |= {name: str(n) for name, n in history.counts.items() if n}
     if tally:

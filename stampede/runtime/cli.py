@@ -170,7 +170,8 @@ def token_command(
     created_at: int = typer.Option(None, min=0, help="the `created_at` claim: when the account "
                                    "was made, epoch seconds (the `account_age_s` risk signal)"),
     idh: str = typer.Option(None, help="the `idh` claim: the user's hashed real-person "
-                            "identity (a coupon drop's `per_person` limit counts it)"),
+                            "identity (the `per_person` limit of a campaign or coupon "
+                            "drop counts it)"),
     tiers: str = typer.Option(None, help="the `tiers` claim, comma-separated: the user's "
                               "audience tiers (presale access phases admit by them)"),
 ) -> None:

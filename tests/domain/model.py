@@ -17,6 +17,7 @@ class ModelClaim:
     deadline: int
     status: str = "held"
     price: int = 100
+    person: str = ""
 
 
 @dataclass
@@ -37,6 +38,8 @@ class SaleModel:
     """Presale price steps by SKU: (price, first_units, tiers), the first match wins."""
     base_price: int = 100
     revenue: dict[str, int] = field(default_factory=dict)
+    per_person: int | None = None
+    """Presales: units one real person (identity) may hold or have bought."""
 
     def price(self, sku: str, qty: int, tiers: tuple[str, ...]) -> int:
         taken = self.stock[sku][1] + self.stock[sku][2] + qty
@@ -73,8 +76,13 @@ class SaleModel:
         return sum(c.qty for c in self.claims.values()
                    if c.user == user and c.status in ("held", "confirmed"))
 
+    def person_total(self, person: str) -> int:
+        return sum(c.qty for c in self.claims.values()
+                   if c.person == person and c.status in ("held", "confirmed"))
+
     def claim(self, claim_id: str, user: str, sku: str, qty: int,
-              key: str | None, tiers: tuple[str, ...] = ()) -> tuple[Outcome, str | None]:
+              key: str | None, tiers: tuple[str, ...] = (),
+              person: str = "") -> tuple[Outcome, str | None]:
         fp = f"{sku}:{qty}"
         if key is not None and (user, key) in self.idem:
             first_fp, outcome, first_id = self.idem[(user, key)]
@@ -88,6 +96,11 @@ class SaleModel:
             return refused, None
         if self.user_total(user) + qty > self.per_user:
             outcome, cid = Outcome.LIMIT_EXCEEDED, None
+        elif self.per_person is not None and not person:  # by state: not remembered
+            return Outcome.LIMIT_EXCEEDED, None
+        elif self.per_person is not None and \
+                self.person_total(person) + qty > self.per_person:
+            outcome, cid = Outcome.LIMIT_EXCEEDED, None
         elif self.stock[sku][0] < qty:
             outcome, cid = Outcome.SOLD_OUT, None
         else:
@@ -95,7 +108,7 @@ class SaleModel:
             self.stock[sku][0] -= qty
             self.stock[sku][1] += qty
             self.claims[claim_id] = ModelClaim(user, sku, qty, self.now + self.hold_ttl,
-                                               price=price)
+                                               price=price, person=person)
             outcome, cid = Outcome.OK, claim_id
         if key is not None:
             self.idem[(user, key)] = (fp, outcome, cid)

@@ -6,7 +6,9 @@ in 30 s steps against 100 s holds, so real time elapsed in the test never
 crosses a boundary), stock adjustments, pauses, staged waves, presale
 access phases (claimants of tiers vip, member or none; the phases patched
 away and back) and price steps on SKU a (by units taken, by tier): each
-hold's price and each SKU's revenue must be the model's too. After every
+hold's price and each SKU's revenue must be the model's too; the real-name
+per_person limit (users u0 and u1 are one person, u2 and u3 another, and
+u4 carries no identity). After every
 step the engine's counters, per-user totals and claim statuses must equal
 the model's, and the invariants must hold.
 """
@@ -27,7 +29,9 @@ from stampede.domain.models import CampaignPatch, CampaignSpec, LimitsPatch
 from stampede.state import keys, records
 from tests.domain.model import SaleModel
 
-USERS = ["u0", "u1", "u2", "u3"]
+USERS = ["u0", "u1", "u2", "u3", "u4"]
+PERSONS = {"u0": "hA", "u1": "hA", "u2": "hB", "u3": "hB", "u4": ""}
+PER_PERSON = 4
 SKUS = ["a", "b"]
 TIERS = [(), ("vip",), ("member",), ("member", "other")]
 # Presale phases: vip from the start, members at +75 s, everyone at +135 s
@@ -53,7 +57,7 @@ class SaleMachine(RuleBasedStateMachine):
         spec = msgspec.convert({
             "name": "model", "opens_at": (now - timedelta(minutes=1)).isoformat(),
             "closes_at": (now + timedelta(days=1)).isoformat(), "hold_ttl_s": HOLD_TTL_MS // 1000,
-            "limits": {"per_user": 3},
+            "limits": {"per_user": 3, "per_person": PER_PERSON},
             "skus": [{"sku": s, "price": 100, "price_steps": [
                 {"price": p, "first_units": u, "tiers": list(t) if t else None}
                 for p, u, t in STEPS] if s == "a" else [], "waves": [
@@ -65,7 +69,8 @@ class SaleMachine(RuleBasedStateMachine):
                                [(at, s, q) for s in SKUS for at, q in waves[s]],
                                phases=self.model_phases(),
                                price_steps={"a": [(p, u, frozenset(t) if t else None)
-                                                  for p, u, t in STEPS]})
+                                                  for p, u, t in STEPS]},
+                               per_person=PER_PERSON)
         self.start = now
         self.model.tick()
         self.requests: list[tuple[PendingClaim, Outcome, str | None]] = []
@@ -90,9 +95,11 @@ class SaleMachine(RuleBasedStateMachine):
           key=st.sampled_from([None, "k0", "k1", "k2"]), tiers=st.sampled_from(TIERS))
     def claim(self, user: str, sku: str, qty: int, key: str | None,
               tiers: tuple[str, ...]) -> None:
-        pending = PendingClaim(keys.new_claim_id(self.cid), user, sku, qty, key, tiers=tiers)
+        pending = PendingClaim(keys.new_claim_id(self.cid), user, sku, qty, key, tiers=tiers,
+                               identity=PERSONS[user])
         result = self.run(self.engine._claim_batch(self.cid, [pending]))[0]
-        expected, expected_id = self.model.claim(pending.claim_id, user, sku, qty, key, tiers)
+        expected, expected_id = self.model.claim(pending.claim_id, user, sku, qty, key, tiers,
+                                                 PERSONS[user])
         assert result.outcome is expected
         got_id = result.claim.claim_id if result.claim else None
         assert got_id == expected_id
@@ -167,6 +174,8 @@ class SaleMachine(RuleBasedStateMachine):
         users = self.run(self.engine.redis.hgetall(keys.campaign_keys(self.cid).users))
         for user in USERS:
             assert int(users.get(user, 0)) == self.model.user_total(user)
+        for person in ("hA", "hB"):
+            assert int(users.get(f"~p|{person}", 0)) == self.model.person_total(person)
         stored = self.run(self.engine.redis.hgetall(keys.campaign_keys(self.cid).claims))
         assert {cid: records.CLAIM.decode(raw).status for cid, raw in stored.items()} == \
             {cid: c.status for cid, c in self.model.claims.items()}

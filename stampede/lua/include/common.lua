@@ -9,6 +9,8 @@
 --                    "<sku>.ps" its price steps, "<sku>.rev" revenue confirmed
 --   users      hash: "<user>" held+sold in the campaign, "<user>|<sku>" per SKU,
 --                    "<user>|~lapsed" holds the user let lapse or cancelled
+--                    "~p|<identity>" a real person's units held+sold (per_person),
+--                    "~i|<claim_id>" the identity of a per_person campaign's claim
 --   claims     hash: claim_id -> claim record
 --   deadlines  zset: claim_id scored by its hold deadline (ms)
 --   waves      zset: wave record scored by release time (ms)
@@ -221,6 +223,11 @@ local function release_hold(now, claim_id, c, new_status, idem)
   redis.call('HINCRBY', K.users, c.user, -c.qty)
   redis.call('HINCRBY', K.users, c.user .. '|' .. c.sku, -c.qty)
   redis.call('HINCRBY', K.users, c.user .. '|~lapsed', 1)  -- a risk signal (guard.lua)
+  local person = redis.call('HGET', K.users, '~i|' .. claim_id)  -- presales: per_person
+  if person then
+    redis.call('HINCRBY', K.users, '~p|' .. person, -c.qty)
+    redis.call('HDEL', K.users, '~i|' .. claim_id)
+  end
   redis.call('ZREM', K.deadlines, claim_id)
   c.status = new_status
   redis.call('HSET', K.claims, claim_id, format_claim(c))
