@@ -543,8 +543,9 @@ def _define_args(cid: str, spec: CampaignSpec, actor: str,
 def _optional_meta(spec: CampaignSpec, opens_ms: int) -> dict[str, str]:
     """Meta fields of the waitlist and waiting room (define_campaign.lua ARGV[10])."""
     meta = {"salt": secrets.token_hex(16), phases.META_FIELD: phases.encode(spec.phases)}
-    if spec.limits.per_person is not None:
-        meta[person.META_FIELD] = str(spec.limits.per_person)
+    # Always written: a redefinition without the limit must not keep the old one.
+    limit = spec.limits.per_person
+    meta[person.META_FIELD] = str(limit if limit is not None else -1)
     if spec.waitlist is not None:
         meta |= {"wl_max": str(spec.waitlist.max_length),
                  "offer_ttl_ms": str(spec.waitlist.offer_ttl_s * 1000)}

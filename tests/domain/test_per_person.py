@@ -80,6 +80,10 @@ async def test_the_spec_names_the_field_at_fault(engine: Engine) -> None:
                          "skus": [{"sku": "tee", "price": 1}],
                          "limits": {"per_person": 0}}, CampaignSpec)
     assert await engine.stats("pp6") is None
+    # A redefinition without the limit (no claims yet) drops it.
+    await engine.define_campaign("pp6", per_person_spec(1))
+    await engine.define_campaign("pp6", campaign_spec(per_user=None))
+    assert (await engine.claim("pp6", "ann", "tee")).outcome is Outcome.OK
 
 
 async def test_concurrent_claims_of_many_accounts_never_pass_a_person(engine: Engine) -> None:
