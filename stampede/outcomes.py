@@ -402,6 +402,13 @@ REFUSALS: dict[str, Refusal] = {
                           "your credential must carry an identity (idh)",
                           "a claim of a per-person campaign whose credential carries no "
                           "identity"),
+    # -- presales: allocations (skus[].allocations) ---------------------------------
+    "no_allocation": _r("not_found", 404, "SKU '{sku}' of campaign '{campaign}' has no "
+                        "allocation '{allocation}'", "returning an allocation that is not "
+                        "in the spec (or a campaign or SKU that is not there)"),
+    "allocation_returned": _r("conflict", 409, "allocation '{allocation}' of SKU '{sku}' has "
+                              "already returned to the shared pool", "returning an "
+                              "allocation twice (by ops or at its returns_at)"),
     # -- HTTP ----------------------------------------------------------------------
     "no_route": _r("not_found", 404, "no route {method} {path}", "an unknown path"),
     "method_not_allowed": _r("method_not_allowed", 405, "{method} is not allowed on {path}; "

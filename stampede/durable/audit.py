@@ -25,6 +25,14 @@ and for the real-name limit (limits.per_person):
 
     over_person_limit      a hold that took a real person (the identity its
                            event names) past the campaign's per_person limit
+
+and for allocations (skus[].allocations):
+
+    over_allocation        held and sold units taken from an allocation above
+                           its qty, or taken from one already returned
+    wrong_channel          a hold that took from an allocation not of its
+                           channel (the channel its event names)
+    allocation_returned_twice  an allocation returned to the shared pool twice
 """
 
 from collections import Counter
@@ -34,8 +42,10 @@ from typing import Any
 import msgspec
 from sqlalchemy import func, select
 
+from stampede.durable.allocation_recovery import parse_take
 from stampede.durable.coupon_audit import CouponReplay
 from stampede.durable.events import (
+    AllocationReturned,
     CampaignDefined,
     ClaimCancelled,
     ClaimConfirmed,
@@ -76,6 +86,11 @@ class Replay:
     """Presales: the campaign's real-name limit (-1 none) and the units it counts."""
     persons: Counter[str] = field(default_factory=Counter)
     claim_person: dict[str, str] = field(default_factory=dict)
+    allocs: dict[tuple[str, str], Any] = field(default_factory=dict)
+    """Presales: (sku, allocation) -> its spec; units taken from each, those returned."""
+    alloc_taken: Counter[tuple[str, str]] = field(default_factory=Counter)
+    alloc_returned: set[tuple[str, str]] = field(default_factory=set)
+    claim_alloc: dict[str, str] = field(default_factory=dict)
     unknown_at: int = 0
     """The seq of the first event of a type this version does not know (0: none)."""
 
@@ -102,7 +117,14 @@ class Replay:
                 self.claim_person.clear()
                 limits = _spec_limits.decode(ev.spec).get("limits") or {}
                 self.per_person = limits.get("per_person") or -1
+                self._define_allocations(ev.spec)
                 self.coupons.define(ev.spec)
+            case AllocationReturned():
+                key = (ev.sku, ev.allocation)
+                if key in self.alloc_returned:
+                    self.violate("allocation_returned_twice", sku=ev.sku,
+                                 allocation=ev.allocation, seq=ev.seq)
+                self.alloc_returned.add(key)
             case PresaleCodesIssued():
                 self.presale.fold(ev)
             case ClaimEvent():
@@ -140,6 +162,8 @@ class Replay:
             self.claims[claim] = ("held", user, sku, qty)
             if ev.identity and self.per_person >= 0:
                 self._person(ev)
+            if ev.alloc:
+                self._take(ev)
             if ev.code:
                 self._code(ev)
             return True
@@ -155,9 +179,36 @@ class Replay:
             person = self.claim_person.pop(claim, None)
             if person is not None:
                 self.persons[person] -= qty
+            for name, n in parse_take(self.claim_alloc.pop(claim, "")):
+                if (sku, name) not in self.alloc_returned:  # else they went to the pool
+                    self.alloc_taken[(sku, name)] -= n
         self.claims[claim] = (status, user, sku, qty)
         return True
 
+
+    def _define_allocations(self, spec_json: str) -> None:
+        self.allocs.clear()
+        self.alloc_taken.clear()
+        self.alloc_returned.clear()
+        self.claim_alloc.clear()
+        for sku in _spec_limits.decode(spec_json).get("skus") or []:
+            for a in sku.get("allocations") or []:
+                self.allocs[(sku["sku"], a["name"])] = a
+
+    def _take(self, ev: ClaimHeld) -> None:
+        """A hold that took from allocations: of its channel, within their qty."""
+        self.claim_alloc[ev.claim] = ev.alloc
+        for name, n in parse_take(ev.alloc):
+            key = (ev.sku, name)
+            spec = self.allocs.get(key)
+            self.alloc_taken[key] += n
+            if spec is None or key in self.alloc_returned or \
+                    self.alloc_taken[key] > spec["qty"]:
+                self.violate("over_allocation", sku=ev.sku, allocation=name, seq=ev.seq,
+                             units=self.alloc_taken[key])
+            elif spec.get("channels") is not None and ev.channel not in spec["channels"]:
+                self.violate("wrong_channel", sku=ev.sku, allocation=name, seq=ev.seq,
+                             channel=ev.channel)
 
     def _person(self, ev: ClaimHeld) -> None:
         """A hold of a per_person campaign: the person's units held and sold, capped."""

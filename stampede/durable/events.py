@@ -96,6 +96,10 @@ class ClaimHeld(ClaimEvent, tag="claim_held"):
     """A waitlist offer (a hold in the user's name), not a claim of their own."""
     code: str = ""
     """Presales: the id "<batch>.<serial>" of the presale code the claim spent, if any."""
+    alloc: str = ""
+    """Presales: what the hold took from the SKU's allocations, "name:n,..." ('' none)."""
+    channel: str = ""
+    """Presales: the claimant's sales channel, written for a SKU with allocations."""
 
 
 class ClaimConfirmed(ClaimEvent, tag="claim_confirmed"):
@@ -304,6 +308,18 @@ class SegmentChanged(Event, tag="segment_changed"):
     actor: str = ""
 
 
+# -- presales: allocations --
+
+class AllocationReturned(Event, tag="allocation_returned"):
+    """An allocation's unused units went back to the SKU's shared pool."""
+    sku: str
+    allocation: str
+    qty: int
+    by: str
+    """schedule (its returns_at) or ops"""
+    actor: str = ""
+
+
 class Unknown(Event):
     """An event of a type this version does not know: kept, never folded."""
     name: str = ""
@@ -315,7 +331,8 @@ AnyEvent = (CampaignDefined | CampaignPatched | WaveReleased | StockAdjusted | C
             | CouponIssued | CouponRedeemed | CouponRolledBack | CouponExpired
             | CouponTransferred | GiftOffered | RequestsRefused
             | CouponDropPatched | PresaleCodesIssued | SegmentChanged
-            | CodeClaimed | ReferralCodeMinted | PointsExchanged)
+            | CodeClaimed | ReferralCodeMinted | PointsExchanged
+            | AllocationReturned)
 """Every event type the scripts emit, tagged by `type`."""
 
 TYPES: dict[str, type[Event]] = {

@@ -24,8 +24,9 @@ from sqlalchemy import func, select
 
 from stampede.domain import pricing
 from stampede.domain.models import CampaignSpec, ClaimView, from_ms, to_ms
-from stampede.durable import coupon_recovery, presale_recovery
+from stampede.durable import allocation_recovery, coupon_recovery, presale_recovery
 from stampede.durable.events import (
+    AllocationReturned,
     CampaignDefined,
     CampaignPatched,
     ClaimCancelled,
@@ -255,6 +256,10 @@ class _History:
     stock: list[_StockAnswer] = field(default_factory=list)
     persons: dict[str, str] = field(default_factory=dict)
     """Presales: claim -> the real person (identity) a per_person campaign counted."""
+    takes: dict[str, str] = field(default_factory=dict)
+    """Presales: claim -> what it took from allocations ("name:n,...")."""
+    returned: set[tuple[str, str]] = field(default_factory=set)
+    """Presales: (sku, allocation) returned to the shared pool."""
 
 
 # Counters that events account for; the others (refusals, admissions) leave no
@@ -265,7 +270,7 @@ DERIVED_COUNTS = frozenset({
     "offer_accepted", "offer_lapsed", "offer_declined"})
 _HISTORY_EVENTS = names(ClaimHeld, OfferMade, ClaimConfirmed, ClaimCancelled, ClaimExpired,
                         WaitlistJoined, WaitlistLeft, WaitlistSkipped, OfferAccepted,
-                        OfferLapsed, OfferDeclined, StockAdjusted)
+                        OfferLapsed, OfferDeclined, StockAdjusted, AllocationReturned)
 
 
 def _history(events: Iterable[Event], drop: bool) -> _History:
@@ -287,6 +292,10 @@ def _history(events: Iterable[Event], drop: bool) -> _History:
                 h.counts["coupon_claims" if drop else "held"] += 1
                 if ev.identity and not drop:  # only a per_person sale names it
                     h.persons[ev.claim] = ev.identity
+                if ev.alloc:
+                    h.takes[ev.claim] = ev.alloc
+        elif isinstance(ev, AllocationReturned):
+            h.returned.add((ev.sku, ev.allocation))
         elif isinstance(ev, OfferMade):
             h.counts["offered"] += 1
         elif isinstance(ev, StockAdjusted):
@@ -476,6 +485,11 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
             entries = _spec_waves.decode(lists)
             if entries:
                 pipe.hset(keys.lists_key(cid), mapping=entries)
+    alloc_marks: dict[str, str] = {}
+    if st.spec is not None:  # presales: allocations' reserved units and claims' takes
+        alloc_meta, alloc_marks = allocation_recovery.rebuild(
+            st.spec, history.returned, history.takes, st.claims)
+        m |= alloc_meta
     pipe.hset(meta, mapping=m)
     stock_fields: dict[str, Any] = {}
     for s in st.skus:
@@ -521,7 +535,7 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
     if stored:
         pipe.hset(claims, mapping=stored)
     if units:
-        pipe.hset(users, mapping={**units, **persons})
+        pipe.hset(users, mapping={**units, **persons, **alloc_marks})
     tally = {name: n for name, n in old_counts.items() if name not in DERIVED_COUNTS}
     tally |= {name: str(n) for name, n in history.counts.items() if n}
     if tally:

@@ -10,7 +10,7 @@
 -- ARGV[3]     the batch's claims, one msgpack array of claim_arg
 --             (stampede/state/records.py ClaimArg: claim_id, user, sku, qty,
 --             idem_slot, admission, fingerprint, tiers, code, k_code, identity,
---             guard);
+--             channel, guard);
 --             idem_slot is the
 --             KEYS index of its idempotency key, 0 if none; admission the
 --             expiry (ms) of the admission token the engine verified, -1 if
@@ -23,7 +23,8 @@
 --             a presale code's id ('?' not genuine, '' none) and k_code the
 --             KEYS slot of the claimant's code-attempt limiter; identity the
 --             claimant's hashed real person ('' none), read only when the
---             campaign has a per_person limit.
+--             campaign has a per_person limit; channel the credential's sales
+--             channel ('' none), read only for a SKU with allocations.
 -- Returns     a flat array, five per claim: code, claim_id, deadline_ms, price,
 --             created_ms (code is an outcome; the rest are '' unless OK; a
 --             refusal may put its detail "reason[:value[:value]]" in place of
@@ -53,6 +54,7 @@
 --@include guard
 --@include phases
 --@include presale_codes
+--@include allocations
 
 local idem_ttl = tonumber(ARGV[1])
 local now = now_ms()
@@ -61,13 +63,14 @@ expire_due_holds(now, tonumber(ARGV[2]))
 
 local gate, gate_detail = sale_gate(now)
 local meta = redis.call('HMGET', K.meta, 'per_user', 'hold_ttl_ms', 'max_qty', 'wr_on', 'ph',
-                        'per_person')
+                        'per_person', 'al')
 local per_user = tonumber(meta[1] or '-1')
 local hold_ttl = tonumber(meta[2] or '0')
 local max_qty = tonumber(meta[3] or '1')
 local waiting_room = meta[4] == '1'
 local phases = parse_phases(meta[5])  -- nil for a campaign without presale phases
 local per_person = tonumber(meta[6] or '-1')  -- presales: real-name units per person
+local allocated = meta[7] == '1'  -- presales: some SKU's stock is split into allocations
 local waitlists = redis.call('EXISTS', K.waitlist) == 1
 local guard_cfg = load_guard_config(NKEYS + 1)
 local P = presale_keys_at(NKEYS + 3)
@@ -85,7 +88,9 @@ local function stock_of(sku)
     else
       s = {a = tonumber(r[1]), h = tonumber(r[2]), lim = tonumber(r[3]), price = r[4],
            sold = tonumber(r[5]), steps = parse_price_steps(r[6]),
-           dirty = false, waiting = waitlists and wl_head(sku) ~= nil}
+           dirty = false, waiting = waitlists and wl_head(sku) ~= nil,
+           allocs = allocated and load_allocations(sku, now) or nil}
+      if s.allocs and #s.allocs == 0 then s.allocs = nil end
     end
     stock[sku] = s
   end
@@ -118,7 +123,7 @@ local function remember(slot, fingerprint, code, claim_id, deadline, price, crea
 end
 
 local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint, g, tiers,
-                         code, k_code, identity)
+                         code, k_code, identity, channel)
   if slot > 0 then
     local prior = redis.call('GET', KEYS[slot])
     if prior then
@@ -187,7 +192,9 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
     remember(slot, fingerprint, LIMIT_EXCEEDED, over)
     return answer(LIMIT_EXCEEDED, over)
   end
-  if s.a < qty or s.waiting then  -- released units belong to the waitlist first
+  local take = nil  -- what the claim takes from allocations (presales)
+  if s.allocs then take = allocation_take(s.allocs, s.a, qty, channel, tiers or {}) end
+  if s.a < qty or s.waiting or (s.allocs and not take) then  -- (waitlist first)
     tally_one('sold_out')
     remember(slot, fingerprint, SOLD_OUT)
     return answer(SOLD_OUT)
@@ -211,6 +218,14 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
   local ev = {'claim', claim_id, 'user', user, 'sku', sku, 'qty', qty, 'price', price,
               'deadline', deadline}
   if per_person >= 0 then ev[#ev + 1] = 'identity'; ev[#ev + 1] = identity end
+  if take then
+    local spent = allocation_spend(take)
+    if spent ~= '' then
+      redis.call('HSET', K.users, '~a|' .. claim_id, spent)
+      ev[#ev + 1] = 'alloc'; ev[#ev + 1] = spent
+    end
+    ev[#ev + 1] = 'channel'; ev[#ev + 1] = channel
+  end
   if code_batch then
     presale_code_spend(P, user, code, code_batch)
     ev[#ev + 1] = 'code'; ev[#ev + 1] = code
@@ -228,7 +243,7 @@ for _, a in ipairs(cmsgpack.unpack(ARGV[3])) do
   local c = claim_arg_from(a)
   claim_one(c.claim_id, c.user, c.sku, c.qty, c.idem_slot, c.admission, c.fingerprint,
             guard_cfg and guard_context(c.user, c.guard), c.tiers, c.code or '', c.k_code,
-            c.identity or '')
+            c.identity or '', c.channel or '')
 end
 flush_stock()
 guard_flush(now)  -- the campaign limiter, refusal counts, one requests_refused event

@@ -46,6 +46,7 @@ OPERATIONS = (
     "coupon_rules_lookup",  # coupon rules: coupons with their rules and the clock
     "presale_codes_issue",
     "segment_edit",
+    "allocation_return",  # presales: allocations
 )
 
 

@@ -10,7 +10,8 @@
 --   users      hash: "<user>" held+sold in the campaign, "<user>|<sku>" per SKU,
 --                    "<user>|~lapsed" holds the user let lapse or cancelled
 --                    "~p|<identity>" a real person's units held+sold (per_person),
---                    "~i|<claim_id>" the identity of a per_person campaign's claim
+--                    "~i|<claim_id>" the identity of a per_person campaign's claim,
+--                    "~a|<claim_id>" what a claim took from allocations "name:n,..."
 --   claims     hash: claim_id -> claim record
 --   deadlines  zset: claim_id scored by its hold deadline (ms)
 --   waves      zset: wave record scored by release time (ms)
@@ -223,10 +224,20 @@ local function release_hold(now, claim_id, c, new_status, idem)
   redis.call('HINCRBY', K.users, c.user, -c.qty)
   redis.call('HINCRBY', K.users, c.user .. '|' .. c.sku, -c.qty)
   redis.call('HINCRBY', K.users, c.user .. '|~lapsed', 1)  -- a risk signal (guard.lua)
-  local person = redis.call('HGET', K.users, '~i|' .. claim_id)  -- presales: per_person
-  if person then
-    redis.call('HINCRBY', K.users, '~p|' .. person, -c.qty)
+  -- Presales: the person's units (per_person) and the allocations' units come back.
+  local marks = redis.call('HMGET', K.users, '~i|' .. claim_id, '~a|' .. claim_id)
+  if marks[1] then
+    redis.call('HINCRBY', K.users, '~p|' .. marks[1], -c.qty)
     redis.call('HDEL', K.users, '~i|' .. claim_id)
+  end
+  if marks[2] then  -- to each allocation not yet returned; else they stay shared
+    for name, n in string.gmatch(marks[2], '([^:,]+):(%d+)') do
+      local field = 'al:' .. c.sku .. ':' .. name
+      if tonumber(redis.call('HGET', K.meta, field) or '-1') >= 0 then
+        redis.call('HINCRBY', K.meta, field, n)
+      end
+    end
+    redis.call('HDEL', K.users, '~a|' .. claim_id)
   end
   redis.call('ZREM', K.deadlines, claim_id)
   c.status = new_status
