@@ -4,7 +4,7 @@ pool, decided in the claim script (include/allocations.lua).
 Meta fields (define_campaign writes them with the other optional meta):
   al                   '1' when any SKU has allocations (the claim script reads the
                        rest only then: a plain campaign pays nothing)
-  al:<sku>             the SKU's allocations, ';'-joined "name|returns_ms|channels|tiers"
+  al:<sku>             the SKU's allocations, ';'-joined "name/returns_ms/channels/tiers"
                        (channels and tiers ','-joined, '' for any; returns_ms 0: never)
   al:<sku>:<name>      units still reserved, -1 once returned to the shared pool
 A hold records what it took from allocations in the users hash as "~a|<claim>" ->
@@ -60,8 +60,8 @@ def check(spec: CampaignSpec, opens_ms: int, closes_ms: int) -> None:
 
 
 def _encode(allocs: Sequence[AllocationSpec]) -> str:
-    return ";".join(f"{a.name}|{to_ms(a.returns_at) if a.returns_at else 0}|"
-                    f"{','.join(a.channels or ())}|{','.join(a.tiers or ())}" for a in allocs)
+    return ";".join(f"{a.name}/{to_ms(a.returns_at) if a.returns_at else 0}/"
+                    f"{','.join(a.channels or ())}/{','.join(a.tiers or ())}" for a in allocs)
 
 
 def meta_fields(spec: CampaignSpec) -> dict[str, str]:

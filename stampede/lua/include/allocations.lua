@@ -21,7 +21,7 @@ local function load_allocations(sku, now)
   local out = {}
   if not raw or raw == '' then return out end
   for part in string.gmatch(raw, '[^;]+') do
-    local name, ret, ch, ti = string.match(part, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+    local name, ret, ch, ti = string.match(part, '^([^/]*)/([^/]*)/([^/]*)/([^/]*)$')
     local field = 'al:' .. sku .. ':' .. name
     local a = {name = name, field = field, channels = set_of(ch), tiers = set_of(ti),
                r = tonumber(redis.call('HGET', K.meta, field) or '-1')}
