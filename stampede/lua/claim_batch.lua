@@ -99,6 +99,7 @@ end
 local function flush_stock()
   for sku, s in pairs(stock) do
     if s and s.dirty then redis.call('HSET', K.stock, sku .. '.a', s.a, sku .. '.h', s.h) end
+    if s and s.allocs then allocations_flush(s.allocs) end
   end
 end
 local tally = {}

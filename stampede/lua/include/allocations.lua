@@ -75,13 +75,19 @@ local function allocation_take(allocs, available, qty, channel, tiers)
   return take
 end
 
--- Write a take: the allocations' reserved units, and "name:n,..." for the claim.
+-- Spend a take: the allocations' reserved units (written once per script by
+-- allocations_flush), and "name:n,..." for the claim.
 local function allocation_spend(take)
   local parts = {}
   for _, t in ipairs(take) do
-    t[1].r = t[1].r - t[2]
-    redis.call('HSET', K.meta, t[1].field, t[1].r)
+    t[1].r, t[1].dirty = t[1].r - t[2], true
     parts[#parts + 1] = t[1].name .. ':' .. t[2]
   end
   return table.concat(parts, ',')
+end
+
+local function allocations_flush(allocs)
+  for _, a in ipairs(allocs) do
+    if a.dirty then redis.call('HSET', K.meta, a.field, a.r) end
+  end
 end
