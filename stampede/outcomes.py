@@ -333,6 +333,50 @@ REFUSALS: dict[str, Refusal] = {
                         ("next_ms", "wait_ms")),
     "no_template": _r("not_found", 404, "drop '{campaign}' has no template '{template}'",
                       "a live change of an unknown template"),
+    # -- after-sale: refunds ------------------------------------------------------
+    "refund_not_sold": _r("conflict", 409, "claim '{claim}' is {status}: only a confirmed "
+                          "claim can be refunded", "refunding a hold, or a cancelled or "
+                          "expired claim"),
+    "refund_exceeds": _r("conflict", 409, "claim '{claim}' has {available} units left to "
+                         "refund; {qty} cannot be refunded",
+                         "a refund of more units than the claim has left", values=("available",)),
+    "refund_not_allowed": _r("forbidden", 403, "campaign '{campaign}' does not let buyers "
+                             "refund their claims; ask its operator",
+                             "a buyer's refund where the campaign has no buyer refund window"),
+    "refund_window_closed": _r("conflict", 409, "claim '{claim}' can no longer be refunded by "
+                               "its buyer: the campaign allows it for {limit} s after purchase",
+                               "a buyer's refund after the campaign's refund window",
+                               values=("limit",)),
+    # -- after-sale: tickets and check-in -------------------------------------------
+    "no_tickets": _r("not_found", 404, "campaign '{campaign}' issues no tickets",
+                     "listing tickets of a campaign that does not exist or is not ticketed"),
+    "no_scanner": _r("not_found", 404, "no scanner '{scanner}'",
+                     "revoking an unknown scanner"),
+    "missing_scanner_token": _r("unauthorized", 401, "a scanner bearer token is required",
+                                "a scanner route without a token (WWW-Authenticate: Bearer)"),
+    "invalid_scanner_token": _r("unauthorized", 401, "the bearer token is not a scanner's "
+                                "(unknown or revoked)", "a scanner route with an unknown "
+                                "token (WWW-Authenticate: Bearer error=\"invalid_token\")"),
+    # -- after-sale: transfers --------------------------------------------------------
+    "transfers_off": _r("conflict", 409, "campaign '{campaign}' does not allow transfers",
+                           "a transfer where the campaign has no `transfers` rule"),
+    "transfer_not_sold": _r("conflict", 409, "claim '{claim}' is {status}: only a confirmed "
+                            "claim can be transferred", "transferring a hold, or a cancelled, "
+                            "expired, refunded or transferred claim"),
+    "transfer_checked_in": _r("conflict", 409, "claim '{claim}' has a ticket checked in: it "
+                              "cannot be transferred", "a transfer after a ticket of the "
+                              "claim was scanned in"),
+    "no_transfer": _r("not_found", 404, "no such transfer token",
+                      "the token is unknown (or malformed)"),
+    "transfer_used": _r("conflict", 409, "this transfer token has been used",
+                        "accepting a token someone else accepted"),
+    "transfer_expired": _r("conflict", 409, "this transfer token has expired",
+                           "accepting after the campaign's offer_ttl_s"),
+    "transfer_to_self": _r("conflict", 409, "you cannot transfer a claim to yourself",
+                           "the giver accepting their own token"),
+    "transfer_stale": _r("conflict", 409, "the claim of this transfer token is no longer "
+                         "its giver's to give", "the claim was refunded, transferred or "
+                         "changed since the token was made"),
     # -- who is calling ----------------------------------------------------------
     "missing_token": _r("unauthorized", 401, "a bearer token is required (Authorization: "
                         "Bearer <JWT>)", "a user route without a token (WWW-Authenticate: "

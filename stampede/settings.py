@@ -20,6 +20,7 @@ TOOL_NAMES = {
     "TEST_REDIS_URL": "tests: a Redis whose data the tests may flush",
     "PG_BIN": "the throwaway PostgreSQL of tests and benchmarks: where initdb lives",
     "PG_PASSWORD": "docker-compose.yml: the PostgreSQL password it sets up",
+    "SCREENSHOTS_DIR": "page tests: where screenshots go (bin/screenshots: docs/screenshots/)",
 }
 """`STAMPEDE_*` names read by tools around the service, not by it: allowed beside it."""
 # Fields set from another library's environment name, never from a STAMPEDE_ one.

@@ -5,10 +5,13 @@ browser is downloaded. Test packages that drive pages import the fixtures:
 
     from tests.browser import browser, page  # noqa: F401  (pytest fixtures)
 
-Screenshots a person should look at go to docs/screenshots/ through
-`screenshot(page, name)`; the README links them.
+Screenshots a person should look at are saved through `screenshot(page, name)`:
+to var/screenshots/ on every run (ignored by git), or to the directory
+STAMPEDE_SCREENSHOTS_DIR names. `bin/screenshots` points it at docs/screenshots/,
+the copies the README links, so an ordinary test run leaves the tree clean.
 """
 
+import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +19,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = Path(os.environ.get("STAMPEDE_SCREENSHOTS_DIR") or ROOT / "var" / "screenshots")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
@@ -42,7 +46,7 @@ async def page(browser):  # type: ignore[no-untyped-def]
 
 
 async def screenshot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
-    """Save a full-page PNG as docs/screenshots/<name>.png and return its path."""
+    """Save a full-page PNG as <SCREENSHOTS>/<name>.png and return its path."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     await page.screenshot(path=str(path), full_page=True)

@@ -210,6 +210,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/checkins": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Check a scanned ticket code in at this scanner's gate: the first scan admits; a second says where and when it was checked in */
+        post: operations["check_in"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/checkins/batch": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Upload scans (an offline scanner's, with their times): the verdicts come back in order, as if each had been sent alone */
+        post: operations["check_in_batch"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/claims/{claim_id}": {
         parameters: {
             query?: never;
@@ -255,6 +289,40 @@ export interface paths {
         put?: never;
         /** Confirm (pay for) a hold: it becomes sold */
         post: operations["confirm_claim"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/claims/{claim_id}/refund": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Refund my confirmed claim, whole (`{}`) or some units, within the campaign's refund window */
+        post: operations["buyer_refund"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/claims/{claim_id}/transfer": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Open a transfer of my sold claim: a single-use token for its recipient (the claim stays mine until accepted) */
+        post: operations["offer_transfer"];
         delete?: never;
         options?: never;
         head?: never;
@@ -363,6 +431,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/me/tickets": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** My tickets in a ticketed campaign, each with its rotating code (valid about a minute: fetch again to show it) */
+        get: operations["my_tickets"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/pow-solver.js": {
         parameters: {
             query?: never;
@@ -431,6 +516,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/transfers/accept": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Accept a transfer: the claim (its tickets) is re-issued to me under a new id; the giver's tickets stop working */
+        post: operations["accept_transfer"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -459,6 +561,21 @@ export interface components {
             item: string;
             qty: number;
         };
+        /** CheckinResults */
+        CheckinResults: {
+            results: components["schemas"]["CheckinVerdict"][];
+        };
+        /** CheckinVerdict */
+        CheckinVerdict: {
+            /** @default null */
+            at: string | null;
+            /** @default null */
+            gate: string | null;
+            /** @default null */
+            ticket_id: string | null;
+            /** @enum {unknown} */
+            verdict: "admitted" | "bad_code" | "checked_in" | "fenced" | "not_found" | "refunded" | "wrong_venue";
+        };
         /** ClaimRequest */
         ClaimRequest: {
             /** @default null */
@@ -483,7 +600,7 @@ export interface components {
             qty: number;
             sku: string;
             /** @enum {unknown} */
-            status: "cancelled" | "confirmed" | "expired" | "held";
+            status: "cancelled" | "confirmed" | "expired" | "held" | "refunded" | "transferred";
         };
         /**
          * CodeClaimRequest
@@ -702,12 +819,37 @@ export interface components {
             code: string;
             created: boolean;
         };
+        /** RefundRequest */
+        RefundRequest: {
+            /** @default null */
+            qty: number | null;
+            /** @default  */
+            reason: string;
+        };
+        /** RefundView */
+        RefundView: {
+            amount: number;
+            claim_id: string;
+            left: number;
+            refunded: number;
+            status: string;
+        };
         /** RotatingCode */
         RotatingCode: {
             code: string;
             coupon_id: string;
             /** Format: date-time */
             expires_at: string;
+        };
+        /** Scan */
+        Scan: {
+            code: string;
+            /** @default null */
+            scanned_at: string | null;
+        };
+        /** ScanBatch */
+        ScanBatch: {
+            scans: components["schemas"]["Scan"][];
         };
         /** SkuPublic */
         SkuPublic: {
@@ -716,6 +858,37 @@ export interface components {
             next_wave_at: string | null;
             price: number;
             sku: string;
+        };
+        /** TicketList */
+        TicketList: {
+            tickets: components["schemas"]["TicketView"][];
+        };
+        /** TicketView */
+        TicketView: {
+            campaign_id: string;
+            /** @default null */
+            checked_in_at: string | null;
+            /** @default null */
+            code: string | null;
+            /** @default null */
+            code_expires_at: string | null;
+            /** @default null */
+            gate: string | null;
+            sku: string;
+            /** @enum {unknown} */
+            status: "checked_in" | "refunded" | "valid";
+            ticket_id: string;
+        };
+        /** TransferAccept */
+        TransferAccept: {
+            transfer_token: string;
+        };
+        /** TransferOffer */
+        TransferOffer: {
+            claim_id: string;
+            /** Format: date-time */
+            expires_at: string;
+            transfer_token: string;
         };
         /** WaitlistEntry */
         WaitlistEntry: {
@@ -1076,7 +1249,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "unauthorized",
-                     *         "message": "a bearer token is required (Authorization: Bearer <JWT>)"
+                     *         "message": "a scanner bearer token is required"
                      *       }
                      *     }
                      */
@@ -1327,7 +1500,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "unauthorized",
-                     *         "message": "a bearer token is required (Authorization: Bearer <JWT>)"
+                     *         "message": "a scanner bearer token is required"
                      *       }
                      *     }
                      */
@@ -1578,7 +1751,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "unauthorized",
-                     *         "message": "a bearer token is required (Authorization: Bearer <JWT>)"
+                     *         "message": "a scanner bearer token is required"
                      *       }
                      *     }
                      */
@@ -1883,7 +2056,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "unauthorized",
-                     *         "message": "a bearer token is required (Authorization: Bearer <JWT>)"
+                     *         "message": "a scanner bearer token is required"
                      *       }
                      *     }
                      */
@@ -2012,7 +2185,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "unauthorized",
-                     *         "message": "a bearer token is required (Authorization: Bearer <JWT>)"
+                     *         "message": "a scanner bearer token is required"
                      *       }
                      *     }
                      */
@@ -2115,7 +2288,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "unauthorized",
-                     *         "message": "a bearer token is required (Authorization: Bearer <JWT>)"
+                     *         "message": "a scanner bearer token is required"
                      *       }
                      *     }
                      */
@@ -2244,7 +2417,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "unauthorized",
-                     *         "message": "a bearer token is required (Authorization: Bearer <JWT>)"
+                     *         "message": "a scanner bearer token is required"
                      *       }
                      *     }
                      */
@@ -2361,7 +2534,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "unauthorized",
-                     *         "message": "a bearer token is required (Authorization: Bearer <JWT>)"
+                     *         "message": "a scanner bearer token is required"
                      *       }
                      *     }
                      */
@@ -2541,7 +2714,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "unauthorized",
-                     *         "message": "a bearer token is required (Authorization: Bearer <JWT>)"
+                     *         "message": "a scanner bearer token is required"
                      *       }
                      *     }
                      */
@@ -2560,6 +2733,266 @@ export interface operations {
                      *       "error": {
                      *         "code": "not_found",
                      *         "message": "not found"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unavailable; Retry-After where waiting helps; see docs/errors.md */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "campaign '?' is being rebuilt from the store; retry shortly"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    check_in: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "code": "WELCOME-7QK2"
+                 *     }
+                 */
+                "application/json": components["schemas"]["Scan"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "verdict": "admitted"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["CheckinVerdict"];
+                };
+            };
+            /** @description invalid_request, malformed_request; see docs/errors.md */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "invalid_request",
+                     *         "message": "a claim in campaign '?' may take at most ? units (max_per_claim); this one asks for ?"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unauthorized (WWW-Authenticate: Bearer); see docs/errors.md */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unauthorized",
+                     *         "message": "a scanner bearer token is required"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description request_timeout; see docs/errors.md */
+            408: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "request_timeout",
+                     *         "message": "the request body did not all arrive within ? s of its headers"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description invalid_request; see docs/errors.md */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "invalid_request",
+                     *         "message": "the body is larger than the ? bytes this listener takes"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unavailable; Retry-After where waiting helps; see docs/errors.md */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "campaign '?' is being rebuilt from the store; retry shortly"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    check_in_batch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "scans": [
+                 *         {
+                 *           "code": "WELCOME-7QK2"
+                 *         }
+                 *       ]
+                 *     }
+                 */
+                "application/json": components["schemas"]["ScanBatch"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "results": [
+                     *         {
+                     *           "verdict": "admitted"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["CheckinResults"];
+                };
+            };
+            /** @description invalid_request, malformed_request; see docs/errors.md */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "invalid_request",
+                     *         "message": "a claim in campaign '?' may take at most ? units (max_per_claim); this one asks for ?"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unauthorized (WWW-Authenticate: Bearer); see docs/errors.md */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unauthorized",
+                     *         "message": "a scanner bearer token is required"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description request_timeout; see docs/errors.md */
+            408: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "request_timeout",
+                     *         "message": "the request body did not all arrive within ? s of its headers"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description invalid_request; see docs/errors.md */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "invalid_request",
+                     *         "message": "the body is larger than the ? bytes this listener takes"
                      *       }
                      *     }
                      */
@@ -2647,7 +3080,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "unauthorized",
-                     *         "message": "a bearer token is required (Authorization: Bearer <JWT>)"
+                     *         "message": "a scanner bearer token is required"
                      *       }
                      *     }
                      */
@@ -2756,7 +3189,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "unauthorized",
-                     *         "message": "a bearer token is required (Authorization: Bearer <JWT>)"
+                     *         "message": "a scanner bearer token is required"
                      *       }
                      *     }
                      */
@@ -2902,7 +3335,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "unauthorized",
-                     *         "message": "a bearer token is required (Authorization: Bearer <JWT>)"
+                     *         "message": "a scanner bearer token is required"
                      *       }
                      *     }
                      */
@@ -2958,6 +3391,332 @@ export interface operations {
                      *       "error": {
                      *         "code": "idempotency_mismatch",
                      *         "message": "Idempotency-Key '?' was used with a different request"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unavailable; Retry-After where waiting helps; see docs/errors.md */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "campaign '?' is being rebuilt from the store; retry shortly"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    buyer_refund: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description a retry with the same key returns the first answer */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                claim_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /** @example {} */
+                "application/json": components["schemas"]["RefundRequest"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "amount": 1,
+                     *       "claim_id": "spring-drop.0123456789abcdef0123",
+                     *       "left": 1,
+                     *       "refunded": 1,
+                     *       "status": "ok"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["RefundView"];
+                };
+            };
+            /** @description invalid_request, malformed_request; see docs/errors.md */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "invalid_request",
+                     *         "message": "a claim in campaign '?' may take at most ? units (max_per_claim); this one asks for ?"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unauthorized (WWW-Authenticate: Bearer); see docs/errors.md */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unauthorized",
+                     *         "message": "a scanner bearer token is required"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description forbidden; see docs/errors.md */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "drop '?' is limited per person: your token must carry an identity (idh)"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description not_found; see docs/errors.md */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_found",
+                     *         "message": "not found"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description request_timeout; see docs/errors.md */
+            408: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "request_timeout",
+                     *         "message": "the request body did not all arrive within ? s of its headers"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description conflict; Retry-After where waiting helps; see docs/errors.md */
+            409: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "conflict",
+                     *         "message": "a request with Idempotency-Key '?' is still in progress; retry shortly"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description invalid_request; see docs/errors.md */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "invalid_request",
+                     *         "message": "the body is larger than the ? bytes this listener takes"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description idempotency_mismatch; see docs/errors.md */
+            422: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "idempotency_mismatch",
+                     *         "message": "Idempotency-Key '?' was used with a different request"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unavailable; Retry-After where waiting helps; see docs/errors.md */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "campaign '?' is being rebuilt from the store; retry shortly"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    offer_transfer: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                claim_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            201: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "claim_id": "spring-drop.0123456789abcdef0123",
+                     *       "expires_at": "2026-06-01T10:00:00Z",
+                     *       "transfer_token": "example"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["TransferOffer"];
+                };
+            };
+            /** @description invalid_request, malformed_request; see docs/errors.md */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "invalid_request",
+                     *         "message": "a claim in campaign '?' may take at most ? units (max_per_claim); this one asks for ?"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unauthorized (WWW-Authenticate: Bearer); see docs/errors.md */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unauthorized",
+                     *         "message": "a scanner bearer token is required"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description not_found; see docs/errors.md */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_found",
+                     *         "message": "not found"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description conflict; Retry-After where waiting helps; see docs/errors.md */
+            409: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "conflict",
+                     *         "message": "a request with Idempotency-Key '?' is still in progress; retry shortly"
                      *       }
                      *     }
                      */
@@ -3052,7 +3811,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "unauthorized",
-                     *         "message": "a bearer token is required (Authorization: Bearer <JWT>)"
+                     *         "message": "a scanner bearer token is required"
                      *       }
                      *     }
                      */
@@ -3155,7 +3914,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "unauthorized",
-                     *         "message": "a bearer token is required (Authorization: Bearer <JWT>)"
+                     *         "message": "a scanner bearer token is required"
                      *       }
                      *     }
                      */
@@ -3280,7 +4039,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "unauthorized",
-                     *         "message": "a bearer token is required (Authorization: Bearer <JWT>)"
+                     *         "message": "a scanner bearer token is required"
                      *       }
                      *     }
                      */
@@ -3440,7 +4199,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "unauthorized",
-                     *         "message": "a bearer token is required (Authorization: Bearer <JWT>)"
+                     *         "message": "a scanner bearer token is required"
                      *       }
                      *     }
                      */
@@ -3630,7 +4389,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "unauthorized",
-                     *         "message": "a bearer token is required (Authorization: Bearer <JWT>)"
+                     *         "message": "a scanner bearer token is required"
                      *       }
                      *     }
                      */
@@ -3736,7 +4495,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "unauthorized",
-                     *         "message": "a bearer token is required (Authorization: Bearer <JWT>)"
+                     *         "message": "a scanner bearer token is required"
                      *       }
                      *     }
                      */
@@ -3773,6 +4532,114 @@ export interface operations {
                      *       "error": {
                      *         "code": "invalid_request",
                      *         "message": "the body is larger than the ? bytes this listener takes"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unavailable; Retry-After where waiting helps; see docs/errors.md */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "campaign '?' is being rebuilt from the store; retry shortly"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    my_tickets: {
+        parameters: {
+            query: {
+                campaign: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "tickets": [
+                     *         {
+                     *           "campaign_id": "spring-drop",
+                     *           "sku": "tee-black",
+                     *           "status": "checked_in",
+                     *           "ticket_id": "example"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["TicketList"];
+                };
+            };
+            /** @description invalid_request, malformed_request; see docs/errors.md */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "invalid_request",
+                     *         "message": "a claim in campaign '?' may take at most ? units (max_per_claim); this one asks for ?"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unauthorized (WWW-Authenticate: Bearer); see docs/errors.md */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unauthorized",
+                     *         "message": "a scanner bearer token is required"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description not_found; see docs/errors.md */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_found",
+                     *         "message": "not found"
                      *       }
                      *     }
                      */
@@ -3893,7 +4760,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "unauthorized",
-                     *         "message": "a bearer token is required (Authorization: Bearer <JWT>)"
+                     *         "message": "a scanner bearer token is required"
                      *       }
                      *     }
                      */
@@ -4093,7 +4960,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "unauthorized",
-                     *         "message": "a bearer token is required (Authorization: Bearer <JWT>)"
+                     *         "message": "a scanner bearer token is required"
                      *       }
                      *     }
                      */
@@ -4205,7 +5072,7 @@ export interface operations {
                      * @example {
                      *       "error": {
                      *         "code": "unauthorized",
-                     *         "message": "a bearer token is required (Authorization: Bearer <JWT>)"
+                     *         "message": "a scanner bearer token is required"
                      *       }
                      *     }
                      */
@@ -4242,6 +5109,174 @@ export interface operations {
                      *       "error": {
                      *         "code": "idempotency_mismatch",
                      *         "message": "Idempotency-Key '?' was used with a different request"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unavailable; Retry-After where waiting helps; see docs/errors.md */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "campaign '?' is being rebuilt from the store; retry shortly"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    accept_transfer: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "transfer_token": "example"
+                 *     }
+                 */
+                "application/json": components["schemas"]["TransferAccept"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "campaign_id": "spring-drop",
+                     *       "claim_id": "spring-drop.0123456789abcdef0123",
+                     *       "expires_at": "2026-06-01T10:00:00Z",
+                     *       "qty": 1,
+                     *       "sku": "tee-black",
+                     *       "status": "cancelled"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ClaimView"];
+                };
+            };
+            /** @description invalid_request, malformed_request; see docs/errors.md */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "invalid_request",
+                     *         "message": "a claim in campaign '?' may take at most ? units (max_per_claim); this one asks for ?"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unauthorized (WWW-Authenticate: Bearer); see docs/errors.md */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unauthorized",
+                     *         "message": "a scanner bearer token is required"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description not_found; see docs/errors.md */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_found",
+                     *         "message": "not found"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description request_timeout; see docs/errors.md */
+            408: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "request_timeout",
+                     *         "message": "the request body did not all arrive within ? s of its headers"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description limit_exceeded, conflict; Retry-After where waiting helps; see docs/errors.md */
+            409: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "limit_exceeded",
+                     *         "message": "user '?' may hold at most ? units in campaign '?' (per-user limit); they hold ?"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description invalid_request; see docs/errors.md */
+            413: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "invalid_request",
+                     *         "message": "the body is larger than the ? bytes this listener takes"
                      *       }
                      *     }
                      */

@@ -16,13 +16,17 @@ from stampede.api import (
     coupons,
     demo,
     docs,
+    grants,
     guard,
     live,
     lookups,
     presale,
     public,
     queues,
+    refunds,
     sdk,
+    tickets,
+    transfers,
     webhooks,
 )
 from stampede.api.auth import Authenticator
@@ -116,7 +120,7 @@ def _make_app(title: str, routes: list[ApiRoutes], engine: Engine, auth: Authent
 
 
 PUBLIC_ROUTES = (public.api, live.api, queues.api, guard.api, coupons.api, coupon_rules.api,
-                 sdk.api)
+                 sdk.api, refunds.api, tickets.api, transfers.api)
 """The public listener's routes (besides health); `stampede.api.clientgen` builds the
 clients' spec from the same list."""
 
@@ -132,6 +136,7 @@ def make_public_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
 def make_admin_app(engine: Engine, auth: Authenticator, ready: dict[str, bool],
                    max_body: int = 262_144, metrics: bool = True) -> web.Application:
     return _make_app("Stampede admin API", [admin.api, coupons.admin_api, coupon_rules.admin_api,
-                                            webhooks.api, presale.admin_api, console.api,
-                                            console_feed.api, lookups.admin_api],
+                                             webhooks.api, refunds.admin_api, tickets.admin_api,
+                                             grants.admin_api, presale.admin_api, console.api,
+                                             console_feed.api, lookups.admin_api],
                      engine, auth, ready, max_body, metrics)

@@ -6,6 +6,7 @@ from stampede import Engine
 from stampede.api.auth import AdminToken, Authenticator, User
 from stampede.api.idempotency import IdempotencyGuard
 from stampede.domain.coupons.service import Merchant
+from stampede.domain.tickets import Scanner
 from stampede.durable.store import Store
 from stampede.durable.webhooks import Webhooks
 
@@ -30,3 +31,5 @@ ADMIN = web.RequestKey("admin", AdminToken)
 """auth="viewer" or "operator": the admin token (its role allows the route)."""
 MERCHANT = web.RequestKey("merchant", Merchant)
 """auth="merchant": the merchant the bearer token belongs to."""
+SCANNER = web.RequestKey("scanner", Scanner)
+"""auth="scanner": the door scanner (venue, gate) the bearer token belongs to."""

@@ -5,7 +5,18 @@ declarations the router enforces and the OpenAPI document is built from.
 when the page and the declarations part.
 """
 
-from stampede.api import admin, coupon_rules, coupons, demo, lookups, presale, webhooks
+from stampede.api import (
+    admin,
+    coupon_rules,
+    coupons,
+    demo,
+    grants,
+    lookups,
+    presale,
+    refunds,
+    tickets,
+    webhooks,
+)
 from stampede.api.app import PUBLIC_ROUTES, health
 from stampede.api.openapi import enforced_errors
 from stampede.api.routing import ApiRoutes, Operation
@@ -14,7 +25,8 @@ LISTENERS: tuple[tuple[str, str, tuple[ApiRoutes, ...]], ...] = (
     ("Public API", "`:8000`", (health, *PUBLIC_ROUTES, lookups.api)),
     ("Public API, dev auth only (STAMPEDE_DEV_AUTH=1)", "`:8000`", (demo.api,)),
     ("Admin API", "`:8001`", (health, admin.api, coupons.admin_api, coupon_rules.admin_api,
-                              webhooks.api, presale.admin_api, lookups.admin_api)),
+                              webhooks.api, refunds.admin_api, tickets.admin_api,
+                              grants.admin_api, presale.admin_api, lookups.admin_api)),
 )
 
 _AUTH = {
@@ -23,6 +35,7 @@ _AUTH = {
     "viewer": "admin token, `viewer` or `operator`",
     "operator": "admin token, `operator`",
     "merchant": "merchant token",
+    "scanner": "scanner token",
 }
 
 _HEAD = """# The HTTP contract

@@ -65,7 +65,8 @@ _USER_TOKEN = ("HS256 JWT: `sub` the user id; optional `exp`, `created_at` (acco
 
 _SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "user": [{"userToken": []}, {"devUser": []}], "viewer": [{"adminToken": []}],
-    "operator": [{"adminToken": []}], "merchant": [{"merchantToken": []}]}
+    "operator": [{"adminToken": []}], "merchant": [{"merchantToken": []}],
+    "scanner": [{"scannerToken": []}]}
 
 
 REQUEST_ID = {"description": "this request's id (the caller's own X-Request-Id if it sent a "
@@ -95,6 +96,7 @@ def build_spec(title: str, operations: list[Operation], dev_auth: bool,
                       "description": _USER_TOKEN},
         "adminToken": {"type": "http", "scheme": "bearer"},
         "merchantToken": {"type": "http", "scheme": "bearer"},
+        "scannerToken": {"type": "http", "scheme": "bearer"},
     }
     if dev_auth:
         security_schemes["devUser"] = {"type": "apiKey", "in": "header", "name": "X-User-Id",

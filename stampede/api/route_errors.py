@@ -43,6 +43,10 @@ NARROWED: dict[str, dict[int, tuple[str, ...]]] = {
                        400: ("invalid_request", "malformed_request", "webhook_url_refused")},
     "patch_webhook": {**_OPERATOR,
                       400: ("invalid_request", "malformed_request", "webhook_url_refused")},
+    # after-sale
+    "buyer_refund": {403: ("forbidden",), 409: ("conflict",)},
+    "offer_transfer": {409: ("conflict",)},
+    "accept_transfer": {409: ("limit_exceeded", "conflict")},
 }
 _EVERYWHERE: dict[int, tuple[str, ...]] = {400: ("invalid_request", "malformed_request")}
 """What a status means on any route not narrowed above (403 on an operator route too)."""

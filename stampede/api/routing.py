@@ -21,11 +21,11 @@ from typing import Any, Literal
 from aiohttp import web
 
 from stampede.api.auth import Role, bearer
-from stampede.api.context import ADMIN, AUTH, ENGINE, MERCHANT, USER
+from stampede.api.context import ADMIN, AUTH, ENGINE, MERCHANT, SCANNER, USER
 from stampede.api.errors import ApiError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Auth = Literal["none", "user", "viewer", "operator", "merchant"]
+Auth = Literal["none", "user", "viewer", "operator", "merchant", "scanner"]
 
 # Path parameters shared by the route modules: name -> pattern (the ids of stampede.state.keys).
 CID = {"cid": r"^[a-z0-9][a-z0-9_-]{0,63}$"}
@@ -131,6 +131,8 @@ def _admitter(auth: Auth) -> Admit:
         return _user
     if auth == "merchant":
         return _merchant
+    if auth == "scanner":
+        return _scanner
     if auth in _ROLES:
         return _admin(_ROLES[auth])
     return _anyone
@@ -158,3 +160,13 @@ async def _merchant(request: web.Request) -> None:
     if found is None:
         raise ApiError.of("invalid_merchant_token")
     request[MERCHANT] = found
+
+
+async def _scanner(request: web.Request) -> None:
+    token = bearer(request)
+    if not token:
+        raise ApiError.of("missing_scanner_token")
+    found = await request.app[ENGINE].tickets.scanner(token)
+    if found is None:
+        raise ApiError.of("invalid_scanner_token")
+    request[SCANNER] = found

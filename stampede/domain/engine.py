@@ -18,11 +18,13 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from stampede.domain import allocations, phases, pricing, throttle
 from stampede.domain import identity as person
 from stampede.domain.admission import kept_secret, ticket_view
+from stampede.domain.aftersale import aftersale_meta
 from stampede.domain.batcher import ClaimBatcher, PendingClaim
 from stampede.domain.coupons.service import Coupons
 from stampede.domain.coupons.templates import check_drop, drop_meta
 from stampede.domain.explain import Explained, explain
 from stampede.domain.gate import ClaimGate
+from stampede.domain.grants import Grants
 from stampede.domain.models import (
     CampaignPatch,
     CampaignPublic,
@@ -42,9 +44,12 @@ from stampede.domain.models import (
     to_ms,
 )
 from stampede.domain.presale_codes import PresaleCodes
+from stampede.domain.refunds import Refunds
 from stampede.domain.segments import Segments
 from stampede.domain.status import CampaignSnapshot
 from stampede.domain.throttle import ChallengeView, ClientSignals
+from stampede.domain.tickets import Tickets
+from stampede.domain.transfers import Transfers
 from stampede.errors import UnavailableError, ValidationError
 from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, REFUSALS, Outcome, parse_detail
 from stampede.settings import Settings
@@ -111,6 +116,26 @@ class Engine:
         return Coupons(self.redis, self.scripts, self.settings, self.gate)
 
     @functools.cached_property
+    def refunds(self) -> Refunds:
+        """Refunds of sold claims (after the sale)."""
+        return Refunds(self.redis, self.scripts, self.settings)
+
+    @functools.cached_property
+    def tickets(self) -> Tickets:
+        """Tickets of ticketed sales, their holders' codes, scanners and check-in."""
+        return Tickets(self.redis, self.scripts, self.settings, self.coupons.keys, self.grants)
+
+    @functools.cached_property
+    def grants(self) -> Grants:
+        """A drop's coupons granted to users: by ops, or by a ticket's check-in."""
+        return Grants(self.redis, self.scripts)
+
+    @functools.cached_property
+    def transfers(self) -> Transfers:
+        """Transfers of sold claims between users (single-use tokens)."""
+        return Transfers(self.redis, self.scripts)
+
+    @functools.cached_property
     def presale_codes(self) -> PresaleCodes:
         """Presale-code batches of sales: issue, check signatures, export, usage."""
         return PresaleCodes(self.redis, self.scripts, lambda: (
@@ -140,7 +165,11 @@ class Engine:
         _check_campaign_id(cid)
         skus = [s.sku for s in spec.skus]
         number = None
+        if spec.on_checkin is not None and spec.tickets is None:
+            raise ValidationError("on_checkin needs tickets: only a ticket is checked in")
         if spec.coupons is not None:
+            if spec.tickets is not None:
+                raise ValidationError("a coupon drop cannot issue tickets")
             check_drop(spec.coupons, skus)  # before taking a drop number
             number = await self.coupons.drop_number(cid)
         args = _define_args(cid, spec, actor, spec.throttle or self._throttle_default,
@@ -248,6 +277,8 @@ class Engine:
             waiting_room=room,
             events=int(snap.meta.get("evseq", 0)), fenced=snap.meta.get("fenced") == "1",
             throttle=throttle.in_force(snap.meta.get("th", ""), snap.meta.get("th_spec", "")),
+            refunds=await self.refunds.totals(cid),
+            checkins=await self.tickets.gate_counts(cid),
             presale_codes=await self.presale_codes.batches(cid),
             segments=await self.segments.sizes(cid),
             skus=[SkuStats(sku=s.sku, price=s.price, available=s.available, held=s.held,
@@ -385,9 +416,11 @@ class Engine:
         cid = keys.campaign_of_claim(claim_id)
         if cid is None or not keys.valid_user_id(user):
             return ClaimResult(Outcome.NOT_FOUND)
-        code, _status, _deadline = await self.scripts.run(op, keys.campaign_keys(cid),
-                                                          [claim_id, user,
-                                                           idempotency_key or ""])
+        ks: list[str] = [*keys.campaign_keys(cid)]
+        if op == "confirm":  # a ticketed campaign lists the claim among the buyer's tickets
+            ks.append(keys.ticket_holder_key(cid, user))
+        code, _status, _deadline = await self.scripts.run(op, ks, [claim_id, user,
+                                                                   idempotency_key or ""])
         outcome = OUTCOMES[int(code)]
         if outcome is Outcome.NOT_FOUND:
             return ClaimResult(outcome)
@@ -499,6 +532,7 @@ class Engine:
                                                    [self.settings.sweep_batch])
             total += int(expired)
             if not more:
+                await self.grants.drain_outbox(cid)  # packs a crash left pending
                 return total + await self.coupons.expire(cid)
 
     async def sweep_all(self) -> int:
@@ -557,7 +591,8 @@ def _define_args(cid: str, spec: CampaignSpec, actor: str,
 
 def _optional_meta(spec: CampaignSpec, opens_ms: int) -> dict[str, str]:
     """Meta fields of the waitlist and waiting room (define_campaign.lua ARGV[10])."""
-    meta = {"salt": secrets.token_hex(16), phases.META_FIELD: phases.encode(spec.phases)}
+    meta = {"salt": secrets.token_hex(16), phases.META_FIELD: phases.encode(spec.phases),
+            **aftersale_meta(spec)}
     # Always written: a redefinition without the limit must not keep the old one.
     limit = spec.limits.per_person
     meta[person.META_FIELD] = str(limit if limit is not None else -1)

@@ -124,6 +124,47 @@ class WaitingRoomSpec(Struct, **_STRICT):
     """Lifetime of one admission token (poll again for a fresh one)."""
 
 
+# -- after-sale: refunds -----------------------------------------------------------
+
+
+class RefundPolicy(Struct, **_STRICT):
+    """What a refund does with its units, and whether buyers may ask for one."""
+    units_to: Literal["restock", "retire"] = "restock"
+    """restock: to the SKU's waitlist head first, then available stock; retire: withdrawn."""
+    buyer_window_s: Annotated[int, Meta(ge=0, le=366 * 86_400)] | None = None
+    """Seconds after purchase (the hold's creation) a buyer may refund their own claim;
+    null: only operators refund."""
+
+
+class SkuRefunds(Struct, kw_only=True):
+    sku: str
+    units: int
+    amount: int
+    """In the smallest currency unit: units times the price each was bought at."""
+
+
+VenueId = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="venue id")]
+
+
+class TicketSpec(Struct, **_STRICT):
+    """Each confirmed unit is a ticket: a static id and a rotating code, checked in at
+    the venue's gates by its scanners."""
+    venue: VenueId
+
+
+class TransferPolicy(Struct, **_STRICT):
+    """Holders may pass a sold claim (its tickets) to another user with a single-use token."""
+    offer_ttl_s: Annotated[int, Meta(ge=60, le=30 * 86_400)] = 86_400
+    """How long a transfer token stays usable."""
+    recipient_limits: bool = True
+    """The campaign's per-user and per-SKU limits apply to the recipient, as if they
+    had bought the units; false: a transfer is never refused for them."""
+
+
+class PackGrant(Struct, **_STRICT):
+    """A coupon pack a ticket's holder is granted when it is checked in."""
+    drop: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+    sku: SkuId
 # -- presales: access phases --------------------------------------------------------
 
 TierName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$",
@@ -194,6 +235,14 @@ class CampaignSpec(Struct, **_STRICT):
     """Scalper throttling; none: the service's default (STAMPEDE_THROTTLE) when defined."""
     coupons: CouponDropSpec | None = None
     """Makes the campaign a coupon drop: its SKUs are coupon templates or packs."""
+    refunds: RefundPolicy | None = None
+    """After-sale refunds; none: operators refund and the units are restocked."""
+    tickets: TicketSpec | None = None
+    """A sale whose confirmed units are tickets (not for coupon drops)."""
+    transfers: TransferPolicy | None = None
+    """Transfers of sold claims between users; none: not transferable."""
+    on_checkin: PackGrant | None = None
+    """A ticketed sale's check-in grants this drop's SKU to the ticket's holder, once."""
     phases: Phases = []
     """Presale access phases, in order of opening; none: everyone from opens_at."""
 
@@ -240,7 +289,7 @@ class StockDelta(Struct, **_STRICT):
     """Non-zero: units to add, or (negative) available units to remove."""
 
 
-ClaimStatus = Literal["held", "confirmed", "cancelled", "expired"]
+ClaimStatus = Literal["held", "confirmed", "cancelled", "expired", "refunded", "transferred"]
 
 
 class ClaimView(Struct, kw_only=True):
@@ -368,7 +417,8 @@ class SkuStats(Struct, kw_only=True):
     """Units those pending waves will bring."""
     per_user: int | None
     revenue: int = 0
-    """Sum of price x qty of the confirmed claims (each at the price locked into its hold)."""
+    """Gross: price x qty of every claim confirmed (at the price locked into its hold);
+    refunds are counted apart, in the campaign's `refunds`."""
 
 
 class CampaignStats(Struct, kw_only=True):
@@ -388,6 +438,11 @@ class CampaignStats(Struct, kw_only=True):
     waiting_room: WaitingRoomStats | None = None
     throttle: ThrottleSpec | None = None
     """The scalper throttling in force (null: none)."""
+    refunds: list[SkuRefunds] = msgspec.field(default_factory=list)
+    """Refunded units and amounts per SKU (only SKUs with a refund)."""
+    checkins: dict[str, int] = msgspec.field(default_factory=dict)
+    """A ticketed sale's check-ins by gate."""
+
     presale_codes: list[PresaleBatchView] = []
     """The campaign's presale-code batches and their usage."""
     segments: dict[str, int] = {}

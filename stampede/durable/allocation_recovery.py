@@ -1,5 +1,6 @@
 """Presale allocations rebuilt from the store: each allocation's reserved units are its
-spec'd qty less what held and confirmed claims took from it (their `claim_held` events
+spec'd qty less what claims took from it, but for holds released (expired, cancelled:
+a refund or a transfer gives nothing back to an allocation) (their `claim_held` events
 say, `alloc`), or -1 once an `allocation_returned` event returned it; each such claim's
 "~a|<claim>" mark comes back so that a later release gives its units back."""
 
@@ -26,7 +27,7 @@ def rebuild(spec: CampaignSpec, returned: set[tuple[str, str]], takes: dict[str,
     marks: dict[str, str] = {}
     for c in claims:
         take = takes.get(c.claim_id)
-        if take is None or c.status not in ("held", "confirmed"):
+        if take is None or c.status in ("expired", "cancelled"):  # released holds only
             continue
         marks[f"~a|{c.claim_id}"] = take
         for name, n in parse_take(take):

@@ -8,6 +8,17 @@ a violation is anything those rules forbid or the projections contradict:
     over_user_limit     a hold that took a user past the campaign or SKU limit
     confirmed_twice     a claim confirmed when it already was
     bad_transition      any other status change from a claim that was not held
+    refund_not_sold     a refund of a claim that was not confirmed
+    refunds_over_sold   a claim refunded of more units than it bought (or an event
+                        whose units left disagree with the refunds before it)
+    refunded_checked_in a refunded ticket checked in, or a checked-in one refunded
+    checked_in_twice    a ticket admitted when it already was
+    bad_checkin         a check-in of a ticket no sold claim has
+    grant_missing       a check-in of a sale with on_checkin whose pack the drop has not
+                        granted (the one grant per check-in: its claim id is derived
+                        from the ticket, so there can be no second)
+    bad_transfer        a transfer of a claim that was not its giver's sold claim, or
+                        of another number of units than it had left
     projection_mismatch the stored projections differ from the recomputation
     unknown_event       an event of a type this version does not know (a newer
                         version wrote it); the replay stops before it, as the
@@ -42,6 +53,8 @@ from typing import Any
 import msgspec
 from sqlalchemy import func, select
 
+from stampede.domain.grants import grant_claim_id
+from stampede.domain.models import CampaignSpec
 from stampede.durable.allocation_recovery import parse_take
 from stampede.durable.coupon_audit import CouponReplay
 from stampede.durable.events import (
@@ -52,9 +65,12 @@ from stampede.durable.events import (
     ClaimEvent,
     ClaimExpired,
     ClaimHeld,
+    ClaimRefunded,
+    ClaimTransferred,
     Event,
     PresaleCodesIssued,
     StockAdjusted,
+    TicketCheckedIn,
     Unknown,
     from_row,
 )
@@ -93,6 +109,13 @@ class Replay:
     claim_alloc: dict[str, str] = field(default_factory=dict)
     unknown_at: int = 0
     """The seq of the first event of a type this version does not know (0: none)."""
+    refunded: Counter[str] = field(default_factory=Counter)
+    """claim -> units refunded"""
+    refund_totals: dict[str, list[int]] = field(default_factory=dict)
+    """sku -> [units, amount] refunded"""
+    tickets: dict[str, str] = field(default_factory=dict)
+    """ticket -> in (checked in) or refunded"""
+    gates: Counter[str] = field(default_factory=Counter)
 
     def violate(self, kind: str, **detail: Any) -> None:
         self.violation_count += 1
@@ -130,6 +153,15 @@ class Replay:
             case ClaimEvent():
                 if not self._claim(ev):
                     return  # refused transition: not folded, so later counts stay meaningful
+            case ClaimRefunded():
+                if not self._refund(ev):
+                    return
+            case TicketCheckedIn():
+                if not self._checkin(ev):
+                    return
+            case ClaimTransferred():
+                if not self._transfer(ev):
+                    return
             case _:
                 self.coupons.apply(ev, self.violate)
         self.fold.apply(ev)
@@ -155,8 +187,8 @@ class Replay:
             self.user_sku[(user, sku)] += qty
             limit = self.fold.campaign["per_user"]
             sku_limit = self.fold.sku(sku)["per_user"]
-            if (limit >= 0 and self.users[user] > limit) or \
-                    (sku_limit >= 0 and self.user_sku[(user, sku)] > sku_limit):
+            if not ev.grant and ((limit >= 0 and self.users[user] > limit) or
+                                 (sku_limit >= 0 and self.user_sku[(user, sku)] > sku_limit)):
                 self.violate("over_user_limit", user=user, sku=sku, seq=ev.seq,
                              units=self.users[user])
             self.claims[claim] = ("held", user, sku, qty)
@@ -185,6 +217,69 @@ class Replay:
         self.claims[claim] = (status, user, sku, qty)
         return True
 
+
+    def _refund(self, ev: ClaimRefunded) -> bool:
+        prior = self.claims.get(ev.claim)
+        if prior is None or prior[0] != "confirmed":
+            self.violate("refund_not_sold", claim=ev.claim, seq=ev.seq,
+                         was=prior[0] if prior else None)
+            return False
+        _, user, sku, qty = prior
+        done = self.refunded[ev.claim] + ev.qty
+        if done > qty or ev.left != qty - done:
+            self.violate("refunds_over_sold", claim=ev.claim, seq=ev.seq, refunded=done,
+                         sold=qty, left=ev.left)
+            return False
+        numbers = [n for n in ev.tickets.split(",") if n]
+        used = [n for n in numbers if self.tickets.get(f"{ev.claim}-{n}") == "in"]
+        if used:
+            self.violate("refunded_checked_in", claim=ev.claim, seq=ev.seq, tickets=used)
+            return False
+        for n in numbers:
+            self.tickets[f"{ev.claim}-{n}"] = "refunded"
+        self.refunded[ev.claim] = done
+        self.users[user] -= ev.qty
+        self.user_sku[(user, sku)] -= ev.qty
+        totals = self.refund_totals.setdefault(sku, [0, 0])
+        totals[0] += ev.qty
+        totals[1] += ev.amount
+        if ev.left == 0:
+            self.claims[ev.claim] = ("refunded", user, sku, qty)
+        return True
+
+
+    def _transfer(self, ev: ClaimTransferred) -> bool:
+        prior = self.claims.get(ev.claim)
+        if prior is None or prior[0] != "confirmed" or prior[1] != ev.giver or \
+                prior[2] != ev.sku or ev.qty != prior[3] - self.refunded[ev.claim] or \
+                ev.new_claim in self.claims:
+            self.violate("bad_transfer", claim=ev.claim, seq=ev.seq)
+            return False
+        self.claims[ev.claim] = ("transferred", *prior[1:])
+        self.claims[ev.new_claim] = ("confirmed", ev.user, ev.sku, ev.qty)
+        self.users[ev.giver] -= ev.qty
+        self.user_sku[(ev.giver, ev.sku)] -= ev.qty
+        self.users[ev.user] += ev.qty
+        self.user_sku[(ev.user, ev.sku)] += ev.qty
+        return True
+
+    def _checkin(self, ev: TicketCheckedIn) -> bool:
+        prior = self.claims.get(ev.claim)
+        unit = ev.ticket.rsplit("-", 1)[-1]
+        if prior is None or prior[0] not in ("confirmed", "refunded") or \
+                not unit.isdigit() or not 1 <= int(unit) <= prior[3]:
+            self.violate("bad_checkin", ticket=ev.ticket, seq=ev.seq)
+            return False
+        state = self.tickets.get(ev.ticket)
+        if prior[0] == "refunded" or state == "refunded":
+            self.violate("refunded_checked_in", ticket=ev.ticket, seq=ev.seq)
+            return False
+        if state == "in":
+            self.violate("checked_in_twice", ticket=ev.ticket, seq=ev.seq)
+            return False
+        self.tickets[ev.ticket] = "in"
+        self.gates[ev.gate] += 1
+        return True
 
     def _define_allocations(self, spec_json: str) -> None:
         self.allocs.clear()
@@ -248,6 +343,8 @@ async def audit_campaign(store: Store, cid: str, with_users: bool = False) -> di
             replay.fold.status.clear()
             replay.fold.history.clear()
             replay.fold.coupons.clear()
+            replay.fold.refunds.clear()
+            replay.fold.checkins.clear()
             if len(rows) < CHUNK:
                 break
             last = rows[-1].seq
@@ -264,12 +361,25 @@ async def audit_campaign(store: Store, cid: str, with_users: bool = False) -> di
         stored_redemptions = {r.redemption_id: r.status for r in await conn.execute(
             select(t.redemptions.c.redemption_id, t.redemptions.c.status).where(
                 t.redemptions.c.campaign_id == cid))}
+        stored_checkins = Counter(r.ticket_id for r in await conn.execute(
+            select(t.checkins.c.ticket_id).where(t.checkins.c.campaign_id == cid)))
+        stored_refunds: Counter[str] = Counter()
+        for r in await conn.execute(select(t.refunds.c.claim_id, t.refunds.c.qty).where(
+                t.refunds.c.campaign_id == cid)):
+            stored_refunds[r.claim_id] += r.qty
         dead = (await conn.execute(select(func.count()).select_from(t.dead_letters).where(
             t.dead_letters.c.campaign_id == cid))).scalar_one()
     _check_totals(replay)
     _check_projections(replay, camp, stored_skus, stored_claims)
     if camp is not None and camp.applied_seq == replay.folded_to:
         replay.coupons.check_projection(stored_coupons, stored_redemptions, replay.violate)
+        admitted = Counter(k for k, v in replay.tickets.items() if v == "in")
+        if stored_checkins != admitted:
+            replay.violate("projection_mismatch", checkins=sorted(
+                set(stored_checkins) ^ set(admitted))[:5])
+        if stored_refunds != replay.refunded:
+            replay.violate("projection_mismatch", refunds=sorted(
+                set(stored_refunds.items()) ^ set(replay.refunded.items()))[:5])
     sku_counts = {name: {k: s[k] for k in ("released", "available", "held", "sold", "expired",
                                            "cancelled")}
                   for name, s in sorted(replay.fold.skus.items())}
@@ -283,6 +393,11 @@ async def audit_campaign(store: Store, cid: str, with_users: bool = False) -> di
         "violation_samples": replay.violations}
     if replay.coupons.coupons:
         summary["coupons"] = replay.coupons.summary()
+    if replay.gates:
+        summary["checkins"] = dict(sorted(replay.gates.items()))
+    if replay.refund_totals:
+        summary["refunds"] = {sku: {"units": u, "amount": a}
+                              for sku, (u, a) in sorted(replay.refund_totals.items())}
     if with_users:
         summary["users"]["units"] = dict(sorted(users.items()))
     return summary
@@ -327,5 +442,32 @@ async def audit(store: Store, campaign: str | None = None,
                 "campaigns": {}}
     cids = sorted(set(ids) if campaign is None else {campaign})
     campaigns = {cid: await audit_campaign(store, cid, with_users) for cid in cids}
-    total = sum(c["violations"] for c in campaigns.values())
+    for cid in cids:
+        await _check_grants(store, cid, campaigns[cid])
+    total = sum(c["violations"] for c in campaigns.values())  # grants' checks included
     return {"ok": total == 0, "violations": total, "campaigns": campaigns}
+
+
+async def _check_grants(store: Store, cid: str, summary: dict[str, Any]) -> None:
+    """One pack per check-in of a sale that grants on check-in (across two campaigns)."""
+    async with store.engine.connect() as conn:
+        spec_json = (await conn.execute(select(t.campaigns.c.spec).where(
+            t.campaigns.c.campaign_id == cid))).scalar_one_or_none()
+        if not spec_json:
+            return
+        spec = msgspec.json.decode(spec_json, type=CampaignSpec)
+        if spec.on_checkin is None:
+            return
+        drop = spec.on_checkin.drop
+        wanted = {grant_claim_id(drop, f"checkin:{r.ticket_id}", r.user_id): r.ticket_id
+                  for r in await conn.execute(select(t.checkins).where(
+                      t.checkins.c.campaign_id == cid))}
+        found = {r.claim_id: r.qty for r in await conn.execute(
+            select(t.claims.c.claim_id, t.claims.c.qty).where(
+                t.claims.c.claim_id.in_(list(wanted))))} if wanted else {}
+    missing = sorted(wanted[c] for c in wanted if found.get(c) != 1)
+    summary["grants"] = {"checkins": len(wanted), "granted": len(found)}
+    if missing:
+        summary["violations"] += len(missing)
+        summary["violation_samples"].append({"kind": "grant_missing", "drop": drop,
+                                             "tickets": missing[:5]})

@@ -119,6 +119,8 @@ class DropRebuild:
                 c.vt = max(c.vt, g["vt"], c.vf + g["vd"] * DAY_MS if g["vd"] >= 0 else -1)
 
     def _claim_held(self, ev: ClaimHeld, day: int) -> None:
+        if ev.grant:  # a grant bypasses the per-day and per-person counts
+            return
         self.day[str(day)] += ev.qty
         self.day[f"{day}|u|{ev.user}"] += ev.qty
         if ev.identity and self.drop.per_person is not None:  # as coupon_claim.lua counts

@@ -94,6 +94,9 @@ class ClaimHeld(ClaimEvent, tag="claim_held"):
     identity: str = ""
     offer: bool = False
     """A waitlist offer (a hold in the user's name), not a claim of their own."""
+    grant: str = ""
+    """A grant (after-sale), not a claim: its source, "ops:<name>" or "checkin:<sale>";
+    grants bypass the per-user limits."""
     code: str = ""
     """Presales: the id "<batch>.<serial>" of the presale code the claim spent, if any."""
     alloc: str = ""
@@ -287,6 +290,68 @@ class RequestsRefused(Event, tag="requests_refused"):
     refusals: str
 
 
+# -- after-sale: refunds ----------------------------------------------------------
+
+class ClaimRefunded(Event, tag="claim_refunded"):
+    """Units of a confirmed claim given back (not a ClaimEvent: the claim may stay
+    confirmed, with fewer units left to refund)."""
+    claim: str
+    user: str
+    sku: str
+    qty: int
+    amount: int
+    left: int
+    """Units of the claim still refundable; 0: the claim is now refunded."""
+    to: str
+    """restock or retire"""
+    actor: str
+    reason: str = ""
+    buyer: bool = False
+    """The buyer refunded it (else an operator)."""
+    idem: str | None = None
+    """The operation's idempotency key (its Redis key), for recovery to rebuild the answer."""
+    fp: str = ""
+    tickets: str = ""
+    """A ticketed campaign's refunded tickets: their unit numbers, comma-separated."""
+
+
+class TicketCheckedIn(Event, tag="ticket_checked_in"):
+    """A scan admitted a ticket (a refused scan changes nothing and is not an event)."""
+    ticket: str
+    claim: str
+    user: str
+    sku: str
+    gate: str
+    scanner: str
+    at: int
+    """The scan's time (ms): an offline scanner's, uploaded later, or the server's."""
+
+
+# -- after-sale: transfers ----------------------------------------------------------
+
+class TransferOffered(Event, tag="transfer_offered"):
+    claim: str
+    user: str
+    expires: int
+    token: str
+    """The token's SHA-256 (the token itself is never stored)."""
+
+
+class ClaimTransferred(Event, tag="claim_transferred"):
+    """A sold claim re-issued to its recipient under a new id; the old one is transferred."""
+    claim: str
+    new_claim: str
+    giver: str = msgspec.field(name="from")
+    user: str
+    sku: str
+    qty: int
+    """The units that move: the claim's, less any refunded."""
+    price: int
+    created: int
+    deadline: int
+    token: str = ""
+
+
 # -- presales: presale codes ----------------------------------------------------
 
 class PresaleCodesIssued(Event, tag="presale_codes_issued"):
@@ -332,6 +397,7 @@ AnyEvent = (CampaignDefined | CampaignPatched | WaveReleased | StockAdjusted | C
             | CouponTransferred | GiftOffered | RequestsRefused
             | CouponDropPatched | PresaleCodesIssued | SegmentChanged
             | CodeClaimed | ReferralCodeMinted | PointsExchanged
+            | ClaimRefunded | TicketCheckedIn | TransferOffered | ClaimTransferred
             | AllocationReturned)
 """Every event type the scripts emit, tagged by `type`."""
 

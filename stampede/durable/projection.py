@@ -28,13 +28,17 @@ from stampede.durable.events import (
     ClaimEvent,
     ClaimExpired,
     ClaimHeld,
+    ClaimRefunded,
+    ClaimTransferred,
     Event,
     StockAdjusted,
+    TicketCheckedIn,
     Unknown,
     WaveReleased,
     from_row,
     to_row,
 )
+from stampede.durable.refund_projection import apply_to_sku, checkin_row, refund_row
 from stampede.durable.store import schema as t
 from stampede.durable.store.db import Store
 
@@ -75,6 +79,8 @@ class Fold:
     status: dict[str, tuple[str, int]] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     coupons: CouponFold = field(default_factory=CouponFold)
+    refunds: list[dict[str, Any]] = field(default_factory=list)
+    checkins: list[dict[str, Any]] = field(default_factory=list)
 
     def sku(self, name: str) -> dict[str, Any]:
         # A SKU unknown to the definition cannot come from our scripts; keep
@@ -106,6 +112,12 @@ class Fold:
                         self.sku(name[4:])["per_user"] = int(value)
                     elif name in _PATCHABLE:
                         c[name] = value if name == "state" else int(value)
+            case ClaimRefunded():
+                self._refunded(ev)
+            case TicketCheckedIn():
+                self.checkins.append(checkin_row(ev))
+            case ClaimTransferred():
+                self._transferred(ev)
             case _:
                 self.coupons.apply(ev)
 
@@ -133,6 +145,32 @@ class Fold:
         else:
             self.status[ev.claim] = (status, ev.seq)
         self._history(ev, status)
+
+    def _refunded(self, ev: ClaimRefunded) -> None:
+        apply_to_sku(self.sku(ev.sku), ev)
+        self.refunds.append(refund_row(ev))
+        if ev.left == 0:
+            if ev.claim in self.new_claims:
+                self.new_claims[ev.claim].update(status="refunded", updated_seq=ev.seq)
+            else:
+                self.status[ev.claim] = ("refunded", ev.seq)
+            self.history.append({"campaign_id": ev.campaign_id, "seq": ev.seq,
+                                 "claim_id": ev.claim, "status": "refunded", "ts": ev.ts})
+
+    def _transferred(self, ev: ClaimTransferred) -> None:
+        """The old claim is transferred; the recipient's is a new sold claim (SKU
+        counters stay: the units stay sold)."""
+        if ev.claim in self.new_claims:
+            self.new_claims[ev.claim].update(status="transferred", updated_seq=ev.seq)
+        else:
+            self.status[ev.claim] = ("transferred", ev.seq)
+        self.new_claims[ev.new_claim] = {
+            "claim_id": ev.new_claim, "campaign_id": ev.campaign_id, "user_id": ev.user,
+            "sku": ev.sku, "qty": ev.qty, "price": ev.price, "status": "confirmed",
+            "deadline_ms": ev.deadline, "created_ms": ev.created, "updated_seq": ev.seq,
+            "idem_key": None, "fingerprint": None}
+        self.history.append({"campaign_id": ev.campaign_id, "seq": ev.seq,
+                             "claim_id": ev.claim, "status": "transferred", "ts": ev.ts})
 
     def _history(self, ev: ClaimEvent, status: str) -> None:
         self.history.append({"campaign_id": ev.campaign_id, "seq": ev.seq, "claim_id": ev.claim,
@@ -243,6 +281,10 @@ async def _flush(conn: AsyncConnection, store: Store, cid: str, fold: Fold) -> N
                                          for k, (s, q) in fold.status.items()])
     if fold.history:
         await insert_ignore_many(conn, store, t.claim_history, fold.history)
+    if fold.refunds:
+        await insert_ignore_many(conn, store, t.refunds, fold.refunds)
+    if fold.checkins:
+        await insert_ignore_many(conn, store, t.checkins, fold.checkins)
 
     async def insert_many(table: Table, rows: Sequence[dict[str, Any]]) -> None:
         await insert_ignore_many(conn, store, table, rows)

@@ -24,7 +24,12 @@ from sqlalchemy import func, select
 
 from stampede.domain import pricing
 from stampede.domain.models import CampaignSpec, ClaimView, from_ms, to_ms
-from stampede.durable import allocation_recovery, coupon_recovery, presale_recovery
+from stampede.durable import (
+    aftersale_recovery,
+    allocation_recovery,
+    coupon_recovery,
+    presale_recovery,
+)
 from stampede.durable.events import (
     AllocationReturned,
     CampaignDefined,
@@ -33,6 +38,7 @@ from stampede.durable.events import (
     ClaimConfirmed,
     ClaimExpired,
     ClaimHeld,
+    ClaimTransferred,
     Event,
     OfferAccepted,
     OfferDeclined,
@@ -182,9 +188,15 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
             state = await _load(store, cid)
             epoch = max(int(old.get("epoch", 0)), state.row.epoch) + 1
             drop = await coupon_recovery.load(store, cid, state.row, state.spec, old, redis)
+            spec = state.spec
+            refunds = await aftersale_recovery.load(
+                store, cid, spec is not None and spec.tickets is not None,
+                (spec.on_checkin.drop, spec.on_checkin.sku)
+                if spec is not None and spec.on_checkin is not None else None)
             presale = await presale_recovery.load(store, cid)
             pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             idem = _rebuild(pipe, cid, state, epoch, old, old_counts, now, idem_ttl_ms)
+            idem += aftersale_recovery.queue(pipe, cid, refunds, now, idem_ttl_ms)
             if drop is not None:
                 drop.queue(pipe, now, idem_ttl_ms)
             presale.queue(pipe)
@@ -230,6 +242,8 @@ class _State:
     joins: int = 0
     """Waitlist joins ever: the floor of meta wlseq (offer ids derive from it)."""
     history: "_History | None" = None
+    transferred_in: frozenset[str] = frozenset()
+    """Claims a transfer made (the recipient's): confirm.lua never counted their revenue."""
 
 
 @dataclass
@@ -265,12 +279,16 @@ class _History:
 # Counters that events account for; the others (refusals, admissions) leave no
 # event: a live Redis keeps its own, an emptied one starts them again.
 DERIVED_COUNTS = frozenset({
-    "held", "offered", "confirmed", "cancelled", "expired", "coupon_claims",
+    "held", "offered", "confirmed", "cancelled", "expired", "coupon_claims", "grants",
     "waitlist_joined", "waitlist_left", "waitlist_skipped",
     "offer_accepted", "offer_lapsed", "offer_declined"})
 _HISTORY_EVENTS = names(ClaimHeld, OfferMade, ClaimConfirmed, ClaimCancelled, ClaimExpired,
                         WaitlistJoined, WaitlistLeft, WaitlistSkipped, OfferAccepted,
                         OfferLapsed, OfferDeclined, StockAdjusted, AllocationReturned)
+
+
+RELEASED = ("expired", "cancelled")
+"""Statuses of a hold that release_hold (include/common.lua) gave back."""
 
 
 def _history(events: Iterable[Event], drop: bool) -> _History:
@@ -289,7 +307,7 @@ def _history(events: Iterable[Event], drop: bool) -> _History:
                 if run is not None and ev.sku == run.sku:
                     run.after -= ev.qty  # added units went to the waitlist first
             else:  # (a drop counts its claims as coupon_claims, confirmed at once)
-                h.counts["coupon_claims" if drop else "held"] += 1
+                h.counts["grants" if ev.grant else "coupon_claims" if drop else "held"] += 1
                 if ev.identity and not drop:  # only a per_person sale names it
                     h.persons[ev.claim] = ev.identity
                 if ev.alloc:
@@ -354,6 +372,10 @@ async def _load(store: Store, cid: str) -> _State:
             t.events.c.type.in_(names(CampaignDefined, CampaignPatched)),
             t.events.c.seq >= row.defined_seq, t.events.c.seq <= row.applied_seq)
             .order_by(t.events.c.seq))).all()
+        transfers = (await conn.execute(select(t.events).where(
+            t.events.c.campaign_id == cid, t.events.c.type.in_(names(ClaimTransferred))))).all()
+    transferred_in = frozenset(ev.new_claim for ev in map(from_row, transfers)
+                               if isinstance(ev, ClaimTransferred))
     done = set()
     for ev in map(from_row, released):
         if isinstance(ev, WaveReleased):
@@ -369,7 +391,7 @@ async def _load(store: Store, cid: str) -> _State:
     drop = spec is not None and spec.coupons is not None
     return _State(row, list(skus), list(claims), pending, spec,
                   _config(map(from_row, changes)), _waitlist(map(from_row, queue_events)),
-                  int(joins), _history(map(from_row, history), drop))
+                  int(joins), _history(map(from_row, history), drop), transferred_in)
 
 
 def _waitlist(events: Iterable[Event]) -> dict[str, EntryRecord]:
@@ -502,8 +524,9 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
                 stock_fields[f"{sku_spec.sku}.ps"] = pricing.encode(sku_spec.price_steps)
     revenue: Counter[str] = Counter()
     drop = st.spec is not None and st.spec.coupons is not None  # coupons confirm no sale
-    for c in st.claims:
-        if c.status == "confirmed" and not drop:
+    for c in st.claims:  # as confirm.lua counted it: every unit once confirmed, refunds kept
+        if c.status in ("confirmed", "refunded", "transferred") and not drop \
+                and c.claim_id not in st.transferred_in:
             revenue[c.sku] += c.price * c.qty
     stock_fields.update({f"{sku}.rev": n for sku, n in revenue.items() if n})
     if stock_fields:
@@ -519,10 +542,12 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
         if c.status in ("held", "confirmed"):
             units[c.user_id] = units.get(c.user_id, 0) + c.qty
             units[f"{c.user_id}|{c.sku}"] = units.get(f"{c.user_id}|{c.sku}", 0) + c.qty
-            person = history.persons.get(c.claim_id)
-            if person is not None:  # as claim_batch.lua counts it, until a release
-                units[f"~p|{person}"] = units.get(f"~p|{person}", 0) + c.qty
-                persons[f"~i|{c.claim_id}"] = person
+        person = history.persons.get(c.claim_id)
+        if person is not None and c.status not in RELEASED:
+            # As claim_batch.lua counts it: only a release (expiry, cancel) gives the
+            # units back; a refund or a transfer leaves them with the person.
+            units[f"~p|{person}"] = units.get(f"~p|{person}", 0) + c.qty
+            persons[f"~i|{c.claim_id}"] = person
         if c.status == "held":
             pipe.zadd(deadlines, {c.claim_id: c.deadline_ms})
         ttl = c.created_ms + idem_ttl_ms - now

@@ -4,6 +4,7 @@
 -- ARGV[1]     claim_id
 -- ARGV[2]     user id of the caller (another user's claim is NOT_FOUND)
 -- ARGV[3]     the caller's Idempotency-Key, or '' (kept in the event, for recovery)
+-- KEYS[NKEYS + 1] (optional) the buyer's ticket set: a ticketed campaign's claim joins it
 -- Returns     {code, status, deadline_ms}
 --
 -- Confirming a confirmed claim answers OK again (a retried confirm); a hold
@@ -34,5 +35,8 @@ count('confirmed')
 local fields = {'claim', ARGV[1], 'user', c.user, 'sku', c.sku, 'qty', c.qty, 'price', c.price}
 if ARGV[3] and ARGV[3] ~= '' then fields[#fields + 1] = 'idem'; fields[#fields + 1] = ARGV[3] end
 emit(now, 'claim_confirmed', fields)
+if KEYS[NKEYS + 1] and redis.call('HGET', K.meta, 'tk_on') == '1' then
+  redis.call('SADD', KEYS[NKEYS + 1], ARGV[1])  -- its units are tickets (after-sale)
+end
 settle_offer(now, ARGV[1], c, 'offer_accepted')
 return {OK, c.status, c.deadline}

@@ -220,3 +220,64 @@ def campaign_of_claim(claim_id: str) -> str | None:
     """The campaign a claim id belongs to, or None if it is not one of ours."""
     m = _CLAIM_ID.match(claim_id)
     return m.group(1) if m else None
+
+
+# -- after-sale: refunds ----------------------------------------------------------
+
+
+def refunds_key(cid: str) -> str:
+    """Refunds of a campaign's claims (hash): claim_id -> refund record."""
+    return f"{tag(cid)}:refunds"
+
+
+def refund_totals_key(cid: str) -> str:
+    """Refunded units and amounts by SKU (hash): "<sku>.u" and "<sku>.amt", for stats."""
+    return f"{tag(cid)}:refunded"
+
+
+# -- after-sale: tickets and check-in ---------------------------------------------
+
+SCANNERS = "stampede:scanners"
+"""Hash: scanner id -> its record (JSON: venue, gate, the SHA-256 of its token)."""
+
+
+def tickets_key(cid: str) -> str:
+    """Tickets that are no longer plain valid (hash): ticket_id -> ticket record
+    (checked in, or refunded). A ticket is "<claim_id>-<n>", n in 1..qty."""
+    return f"{tag(cid)}:tickets"
+
+
+def checkin_counts_key(cid: str) -> str:
+    """Check-ins by gate (hash): gate -> count, for stats."""
+    return f"{tag(cid)}:checkins"
+
+
+def ticket_holder_key(cid: str, user: str) -> str:
+    """The confirmed claims of a user in a ticketed campaign (set of claim ids)."""
+    return f"{tag(cid)}:tk:{len(user)}:{user}"
+
+
+_TICKET_ID = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63}\.[0-9a-f]{20})-([1-9][0-9]{0,3})$")
+
+
+def claim_of_ticket(ticket_id: str) -> tuple[str, int] | None:
+    """(claim id, unit number) of a ticket id, or None if it is not one of ours."""
+    m = _TICKET_ID.match(ticket_id)
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+# -- after-sale: transfers ----------------------------------------------------------
+
+
+def transfers_key(cid: str) -> str:
+    """Transfer offers of sold claims (hash): SHA-256 of the token -> transfer record."""
+    return f"{tag(cid)}:xfers"
+
+
+# -- after-sale: grants -------------------------------------------------------------
+
+
+def outbox_key(cid: str) -> str:
+    """A ticketed sale's pending on_checkin grants (hash): ticket_id -> "<user>|<drop>|<sku>".
+    Written by the check-in in the sale's slot; removed once the drop has granted."""
+    return f"{tag(cid)}:outbox"

@@ -160,6 +160,7 @@ FRAGMENTS: dict[str, Callable[[], str]] = {
     "records": lambda: record_codecs(records.CAMPAIGN_RECORDS, helpers=True),
     "coupon_records": lambda: record_codecs(records.COUPON_RECORDS, helpers=False),
     "args": args,
+    "refund_records": lambda: record_codecs(records.REFUND_RECORDS, helpers=False),
 }
 
 TEST_FRAGMENTS: dict[str, Callable[[], str]] = {

@@ -147,6 +147,50 @@ class CouponAnswerRecord(Struct):
     coupons: list[str]
 
 
+# -- after-sale: refunds ---------------------------------------------------------
+
+
+class RefundRecord(Struct):
+    """refunds hash: claim_id -> what has been refunded of the claim so far."""
+    units: int
+    amount: int
+
+
+class RefundAnswerRecord(Struct):
+    """A refund operation's first answer (refund.lua), kept under its idempotency key."""
+    fingerprint: str
+    code: int
+    units: int
+    """units this refund gave back"""
+    left: int
+    """units of the claim still refundable after it"""
+    amount: int
+
+
+# -- after-sale: tickets ---------------------------------------------------------
+
+
+class TicketRecord(Struct):
+    """tickets hash: ticket_id -> a ticket that is checked in or refunded."""
+    status: str
+    """in (checked in) or refunded"""
+    gate: str
+    """the gate that admitted it ('' if refunded)"""
+    at: int
+    """when: the scan's time (ms), or the refund's"""
+    scanner: str
+
+
+class TransferRecord(Struct):
+    """xfers hash: token hash -> a sold claim's transfer offer."""
+    status: str
+    """open or accepted"""
+    claim: str
+    giver: str
+    expires: int
+    recipient: str
+    new_claim: str
+    """the recipient's claim, '' until accepted"""
 # presales: presale codes
 class PresaleBatchRecord(Struct):
     """pbatches hash: batch number -> a batch of presale codes (presale_codes_issue.lua)."""
@@ -230,6 +274,10 @@ COUPON = TextCodec(CouponRecord, "coupon")
 REDEMPTION = TextCodec(RedemptionRecord, "redemption")
 GIFT = TextCodec(GiftRecord, "gift")
 COUPON_ANSWER = TextCodec(CouponAnswerRecord, "coupon_answer")
+REFUND = TextCodec(RefundRecord, "refund")
+REFUND_ANSWER = TextCodec(RefundAnswerRecord, "refund_answer")
+TICKET = TextCodec(TicketRecord, "ticket")
+TRANSFER = TextCodec(TransferRecord, "transfer")
 
 PRESALE_BATCH = TextCodec(PresaleBatchRecord, "presale_batch")
 
@@ -238,6 +286,9 @@ CAMPAIGN_RECORDS: tuple[TextCodec[Any], ...] = (CLAIM, ENTRY, WL_MEMBER, WAVE, C
 """Pasted into every operation (include/common.lua)."""
 COUPON_RECORDS: tuple[TextCodec[Any], ...] = (COUPON, REDEMPTION, GIFT, COUPON_ANSWER)
 """Pasted into coupon operations (include/coupons.lua)."""
+REFUND_RECORDS: tuple[TextCodec[Any], ...] = (REFUND, REFUND_ANSWER, TICKET, TRANSFER)
+"""Pasted into the after-sale operations: refund, checkin, transfers
+(--@include refund_records)."""
 
 
 # -- claim arguments (msgpack) -----------------------------------------------------

@@ -44,6 +44,12 @@ OPERATIONS = (
     "coupon_referral_code",
     "coupon_patch",  # coupon rules: live template changes
     "coupon_rules_lookup",  # coupon rules: coupons with their rules and the clock
+    # after-sale
+    "refund",
+    "checkin",
+    "transfer_offer",
+    "transfer_accept",
+    "grant",
     "presale_codes_issue",
     "segment_edit",
     "allocation_return",  # presales: allocations

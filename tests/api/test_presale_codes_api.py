@@ -8,11 +8,14 @@ import pytest
 from tests.api.conftest import Api
 from tests.conftest import iso
 
-SPEC: dict[str, Any] = {
-    "name": "Fan presale", "opens_at": iso(-60), "closes_at": iso(3600),
-    "skus": [{"sku": "ticket", "price": 5000, "waves": [{"at": iso(-60), "qty": 10}]}],
-    "phases": [{"name": "fans", "opens_at": iso(-30), "tiers": ["fan"]},
-               {"name": "public", "opens_at": iso(600)}]}
+
+def _spec() -> dict[str, Any]:
+    """Times from now: a module-level spec would age while the suite runs before it."""
+    return {
+        "name": "Fan presale", "opens_at": iso(-60), "closes_at": iso(3600),
+        "skus": [{"sku": "ticket", "price": 5000, "waves": [{"at": iso(-60), "qty": 10}]}],
+        "phases": [{"name": "fans", "opens_at": iso(-30), "tiers": ["fan"]},
+                   {"name": "public", "opens_at": iso(600)}]}
 
 
 async def _codes(api: Api, cid: str = "gig", **batch: Any) -> list[str]:
@@ -38,7 +41,7 @@ async def _claim(api: Api, user: str, code: str | None = None) -> Any:
 
 
 async def test_issue_export_claim_and_stats(api: Api) -> None:
-    resp = await api.admin.put("/admin/v1/campaigns/gig", json=SPEC, headers=api.op())
+    resp = await api.admin.put("/admin/v1/campaigns/gig", json=_spec(), headers=api.op())
     assert resp.status == 201
     codes = await _codes(api, count=3)
     assert len(set(codes)) == 3
@@ -57,7 +60,7 @@ async def test_issue_export_claim_and_stats(api: Api) -> None:
 
 
 async def test_forged_codes_are_403_then_429(api: Api) -> None:
-    await api.admin.put("/admin/v1/campaigns/gig", json=SPEC, headers=api.op())
+    await api.admin.put("/admin/v1/campaigns/gig", json=_spec(), headers=api.op())
     real = (await _codes(api, count=1))[0]
     for attempt in range(5):
         resp = await _claim(api, "mallory", real[:-1] + ("A" if real[-1] != "A" else "B"))
@@ -80,7 +83,7 @@ async def test_forged_codes_are_403_then_429(api: Api) -> None:
 ])
 async def test_bad_batches_are_refused(api: Api, path: str, body: dict[str, Any], status: int,
                                        code: str) -> None:
-    await api.admin.put("/admin/v1/campaigns/gig", json=SPEC, headers=api.op())
+    await api.admin.put("/admin/v1/campaigns/gig", json=_spec(), headers=api.op())
     resp = await api.admin.post(path, json=body, headers=api.op())
     answer = await resp.json()
     assert resp.status == status and answer["error"]["code"] == code, answer
@@ -89,7 +92,7 @@ async def test_bad_batches_are_refused(api: Api, path: str, body: dict[str, Any]
 
 
 async def test_export_of_an_unknown_batch_and_by_a_viewer(api: Api) -> None:
-    await api.admin.put("/admin/v1/campaigns/gig", json=SPEC, headers=api.op())
+    await api.admin.put("/admin/v1/campaigns/gig", json=_spec(), headers=api.op())
     resp = await api.admin.get("/admin/v1/campaigns/gig/presale-codes/7/codes.csv",
                                headers=api.op())
     assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
@@ -102,8 +105,8 @@ async def test_export_of_an_unknown_batch_and_by_a_viewer(api: Api) -> None:
 
 
 async def test_the_stepped_price_is_answered_and_confirmed_into_revenue(api: Api) -> None:
-    spec = {**SPEC, "phases": [],
-            "skus": [{**SPEC["skus"][0], "price_steps": [{"price": 4000, "tiers": ["fan"]}]}]}
+    spec = {**_spec(), "phases": [],
+            "skus": [{**_spec()["skus"][0], "price_steps": [{"price": 4000, "tiers": ["fan"]}]}]}
     await api.admin.put("/admin/v1/campaigns/gig", json=spec, headers=api.op())
     resp = await api.public.post("/v1/campaigns/gig/claims", json={"sku": "ticket"},
                                  headers={"X-User-Id": "ann", "X-User-Tiers": "fan"})

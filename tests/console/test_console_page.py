@@ -2,7 +2,7 @@
 
 Each test drives the page as an operator (or a viewer) would while the test
 itself makes claims on the public API, and checks both what the page shows
-and what the service did. Screenshots of the main pages go to docs/screenshots/.
+and what the service did. Screenshots of the main pages are saved (see tests/browser.py).
 """
 
 import asyncio

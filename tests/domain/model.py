@@ -34,6 +34,12 @@ class SaleModel:
     paused: bool = False
     claims: dict[str, ModelClaim] = field(default_factory=dict)
     idem: dict[tuple[str, str], tuple[str, Outcome, str | None]] = field(default_factory=dict)
+    refunded: dict[str, int] = field(default_factory=dict)
+    """claim -> units refunded (after-sale)"""
+    tickets: dict[str, str] = field(default_factory=dict)
+    """ticket -> "in:<gate>" or "refunded": the tickets that are no longer plain valid"""
+    packs: dict[str, int] = field(default_factory=dict)
+    """user -> coupon packs granted to them on check-in (or by ops)"""
     phases: list[tuple[int, frozenset[str] | None]] = field(default_factory=list)
     """Presale access phases in order of opening: (opens, tiers or None for everyone)."""
     price_steps: dict[str, list[tuple[int, int | None, frozenset[str] | None]]] = \
@@ -108,12 +114,13 @@ class SaleModel:
                     a[3] += n
 
     def user_total(self, user: str) -> int:
-        return sum(c.qty for c in self.claims.values()
+        return sum(c.qty - self.refunded.get(cid, 0) for cid, c in self.claims.items()
                    if c.user == user and c.status in ("held", "confirmed"))
 
     def person_total(self, person: str) -> int:
         return sum(c.qty for c in self.claims.values()
-                   if c.person == person and c.status in ("held", "confirmed"))
+                   if c.person == person and c.status not in ("expired", "cancelled"))
+        # (a refund or transfer leaves the units with the person: only a release frees)
 
     def claim(self, claim_id: str, user: str, sku: str, qty: int,
               key: str | None, tiers: tuple[str, ...] = (),
@@ -180,3 +187,75 @@ class SaleModel:
         self.stock[sku][0] += delta
         self.stock[sku][3] += delta
         return Outcome.OK
+
+    def refund(self, claim_id: str, qty: int | None, buyer: str | None) -> Outcome:
+        """As refund.lua, for a campaign with the default policy: restock, and no
+        buyer window (a buyer's refund of their own sold claim is refused)."""
+        c = self.claims.get(claim_id)
+        if c is None or (buyer is not None and c.user != buyer):
+            return Outcome.NOT_FOUND
+        if c.status == "refunded" and qty is None:
+            return Outcome.OK
+        if c.status not in ("confirmed", "refunded") or buyer is not None:
+            return Outcome.CONFLICT
+        left = c.qty - self.refunded.get(claim_id, 0)
+        n = left if qty is None else qty
+        if n > left:
+            return Outcome.CONFLICT
+        free = [i for i in range(c.qty, 0, -1) if f"{claim_id}-{i}" not in self.tickets][:n]
+        if len(free) < n:  # the others are checked in
+            return Outcome.CONFLICT
+        for i in free:
+            self.tickets[f"{claim_id}-{i}"] = "refunded"
+        self.stock[c.sku][2] -= n
+        self.stock[c.sku][0] += n
+        self.refunded[claim_id] = self.refunded.get(claim_id, 0) + n
+        if n == left:
+            c.status = "refunded"
+        return Outcome.OK
+
+    def check_in(self, claim_id: str, unit: int, gate: str) -> tuple[str, str | None]:
+        """As checkin.lua: (verdict, the gate that admitted it)."""
+        c = self.claims.get(claim_id)
+        if c is None or unit > c.qty or c.status not in ("confirmed", "refunded"):
+            return "not_found", None
+        ticket = f"{claim_id}-{unit}"
+        state = self.tickets.get(ticket)
+        if c.status == "refunded" or state == "refunded":
+            return "refunded", None
+        if state is not None:
+            return "checked_in", state[3:]
+        self.tickets[ticket] = f"in:{gate}"
+        self.packs[c.user] = self.packs.get(c.user, 0) + 1  # on_checkin: one pack
+        return "admitted", gate
+
+    def grant(self, users: list[str], key: str, keys_used: set[tuple[str, str]]) -> None:
+        """Ops grant a pack to each user, once per (key, user)."""
+        for user in users:
+            if (key, user) not in keys_used:
+                keys_used.add((key, user))
+                self.packs[user] = self.packs.get(user, 0) + 1
+
+    def transfer(self, claim_id: str, giver: str, recipient: str) -> tuple[Outcome, str]:
+        """As transfer_offer.lua then transfer_accept.lua (the campaign allows transfers
+        and applies the recipient's limits): (outcome, reason)."""
+        c = self.claims.get(claim_id)
+        if c is None or c.user != giver:
+            return Outcome.NOT_FOUND, "no_claim"
+        if c.status != "confirmed":
+            return Outcome.CONFLICT, "transfer_not_sold"
+        if any(self.tickets.get(f"{claim_id}-{i}", "").startswith("in:")
+               for i in range(1, c.qty + 1)):
+            return Outcome.CONFLICT, "transfer_checked_in"
+        if recipient == giver:
+            return Outcome.CONFLICT, "transfer_to_self"
+        left = c.qty - self.refunded.get(claim_id, 0)
+        if self.user_total(recipient) + left > self.per_user:
+            return Outcome.LIMIT_EXCEEDED, "per_user"
+        return Outcome.OK, ""
+
+    def transferred(self, claim_id: str, new_id: str, recipient: str) -> None:
+        c = self.claims[claim_id]
+        left = c.qty - self.refunded.get(claim_id, 0)
+        c.status = "transferred"
+        self.claims[new_id] = ModelClaim(recipient, c.sku, left, c.deadline, "confirmed")

@@ -6,29 +6,39 @@ in 30 s steps against 100 s holds, so real time elapsed in the test never
 crosses a boundary), stock adjustments, pauses, staged waves, presale
 access phases (claimants of tiers vip, member or none; the phases patched
 away and back) and price steps on SKU a (by units taken, by tier): each
-hold's price and each SKU's revenue must be the model's too; the real-name
-per_person limit (users u0 and u1 are one person, u2 and u3 another, and
-u4 carries no identity); allocations of SKU b (2 units for channel app, 1
-for tier vip, returned by ops at random) with claims through app or no
-channel. After every
+hold's price and each SKU's revenue must be the model's too; refunds
+(operator, buyer and intruder; whole or some units) and door check-ins of
+the campaign's tickets at two gates (refunded tickets refused, a second
+scan answering where the first admitted), and transfers (the claim
+re-issued to its recipient, whose limit applies); each admission grants the
+holder a coupon pack of a drop exactly once, and ops grant packs to segments
+(a key retried grants nobody twice); the real-name per_person limit (users
+u0 and u1 are one person, u2 and u3 another, and u4 carries no identity);
+allocations of SKU b (2 units for channel app, 1 for tier vip, returned by
+ops at random) with claims through app or no channel. After every
 step the engine's counters, per-user totals and claim statuses must equal
 the model's, and the invariants must hold.
 """
 
 import asyncio
 import itertools
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from stampede import Engine, Outcome, Settings
 from stampede.domain.batcher import PendingClaim
-from stampede.domain.models import CampaignPatch, CampaignSpec, LimitsPatch
+from stampede.domain.coupons.codes import STEP_MS as CODE_STEP_MS
+from stampede.domain.models import CampaignPatch, CampaignSpec, LimitsPatch, PackGrant
+from stampede.domain.refunds import RefundRequest
+from stampede.domain.tickets import Scan, Scanner, ticket_code
 from stampede.state import keys, records
+from tests.coupons.helpers import FIVE_OFF, drop_spec
 from tests.domain.model import SaleModel
 
 USERS = ["u0", "u1", "u2", "u3", "u4"]
@@ -62,6 +72,7 @@ class SaleMachine(RuleBasedStateMachine):
             "name": "model", "opens_at": (now - timedelta(minutes=1)).isoformat(),
             "closes_at": (now + timedelta(days=1)).isoformat(), "hold_ttl_s": HOLD_TTL_MS // 1000,
             "limits": {"per_user": 3, "per_person": PER_PERSON},
+            "tickets": {"venue": "arena"}, "transfers": {},
             "skus": [{"sku": s, "price": 100, "price_steps": [
                 {"price": p, "first_units": u, "tiers": list(t) if t else None}
                 for p, u, t in STEPS] if s == "a" else [],
@@ -71,7 +82,13 @@ class SaleMachine(RuleBasedStateMachine):
                 {"at": (now + timedelta(milliseconds=at - 1000 * (at == 0))).isoformat(),
                  "qty": q} for at, q in waves[s]]} for s in SKUS],
             "phases": self.phase_specs(now)}, CampaignSpec)
+        self.drop = f"{self.cid}-fans"
+        self.run(self.engine.define_campaign(self.drop, drop_spec(
+            stock=10_000, templates={"five": FIVE_OFF, "ten": {**FIVE_OFF, "face_value": 900}},
+            packs={"welcome": ["five", "ten"]}, skus=("welcome",))))
+        spec.on_checkin = PackGrant(drop=self.drop, sku="welcome")
         self.run(self.engine.define_campaign(self.cid, spec))
+        self.grant_keys: set[tuple[str, str]] = set()
         self.model = SaleModel(HOLD_TTL_MS, 3, {s: [0, 0, 0, 0] for s in SKUS},
                                [(at, s, q) for s in SKUS for at, q in waves[s]],
                                phases=self.model_phases(),
@@ -143,6 +160,70 @@ class SaleMachine(RuleBasedStateMachine):
         result = self.run(op(claim_id, user))
         assert result.outcome is self.model.settle(claim_id, user, confirm)
 
+    @rule(user=st.sampled_from(USERS), sku=st.sampled_from(SKUS), qty=st.integers(1, 3),
+          tiers=st.sampled_from(TIERS))
+    def buy(self, user: str, sku: str, qty: int, tiers: tuple[str, ...]) -> None:
+        """Claim and confirm at once: sold claims for the refunds to find."""
+        self.claim(user, sku, qty, None, tiers, "")
+        claim_id = self.requests[-1][2]
+        if claim_id is not None:
+            result = self.run(self.engine.confirm(claim_id, user))
+            assert result.outcome is self.model.settle(claim_id, user, True)
+
+    @rule(data=st.data(), qty=st.sampled_from([None, 1, 2]),
+          who=st.sampled_from(["ops", "buyer", "intruder"]))
+    def refund(self, data: st.DataObject, qty: int | None, who: str) -> None:
+        if not self.model.claims:
+            return
+        # Sold claims first (else a refund would rarely find one), in their order.
+        sold = [c for c, m in self.model.claims.items() if m.status in ("confirmed", "refunded")]
+        claim_id = data.draw(st.sampled_from(sold or list(self.model.claims)))
+        buyer = {"ops": None, "buyer": self.model.claims[claim_id].user,
+                 "intruder": "intruder"}[who]
+        result = self.run(self.engine.refunds.refund(claim_id, RefundRequest(qty=qty), "ops",
+                                                     buyer=buyer))
+        assert result.outcome is self.model.refund(claim_id, qty, buyer)
+        event(f"refund by {who}: {result.outcome.name}")
+
+    @rule(data=st.data(), unit=st.integers(1, 3), gate=st.sampled_from(["north", "south"]))
+    def check_in(self, data: st.DataObject, unit: int, gate: str) -> None:
+        if not self.model.claims:
+            return
+        sold = [c for c, m in self.model.claims.items() if m.status in ("confirmed", "refunded")]
+        claim_id = data.draw(st.sampled_from(sold or list(self.model.claims)))
+        step = int(time.time() * 1000) // CODE_STEP_MS
+        code = ticket_code(self.engine.tickets.code_keys, f"{claim_id}-{unit}", step)
+        got, = self.run(self.engine.tickets.check_in(Scanner("s", "arena", gate),
+                                                     [Scan(code=code)]))
+        assert (got.verdict, got.gate) == self.model.check_in(claim_id, unit, gate)
+        event(f"check-in: {got.verdict}")
+
+    @rule(data=st.data(), recipient=st.sampled_from(USERS), intruder=st.booleans())
+    def transfer(self, data: st.DataObject, recipient: str, intruder: bool) -> None:
+        if not self.model.claims:
+            return
+        sold = [c for c, m in self.model.claims.items() if m.status == "confirmed"]
+        claim_id = data.draw(st.sampled_from(sold or list(self.model.claims)))
+        giver = "intruder" if intruder else self.model.claims[claim_id].user
+        expected = self.model.transfer(claim_id, giver, recipient)
+        token = f"{self.cid}.{next(_ids):032x}"
+        offer = self.run(self.engine.transfers.offer(claim_id, giver, token))
+        if offer.outcome is not Outcome.OK:
+            assert (offer.outcome, offer.reason) == expected
+            return
+        taken = self.run(self.engine.transfers.accept(token, recipient))
+        assert (taken.outcome, taken.reason or "") == expected
+        if taken.new_claim_id:
+            self.model.transferred(claim_id, taken.new_claim_id, recipient)
+        event(f"transfer: {taken.outcome.name} {taken.reason or ''}")
+
+    @rule(users=st.lists(st.sampled_from(USERS), min_size=1, max_size=4),
+          key=st.sampled_from(["g0", "g1"]))
+    def grant(self, users: list[str], key: str) -> None:
+        """Ops grant the drop's pack to a segment (a key retried grants nobody twice)."""
+        self.run(self.engine.grants.grant(self.drop, "welcome", users, key, "ops:model"))
+        self.model.grant(users, key, self.grant_keys)
+
     @rule(steps=st.integers(1, 4))
     def advance_clock(self, steps: int) -> None:
         self.model.now += steps * STEP_MS
@@ -198,6 +279,13 @@ class SaleMachine(RuleBasedStateMachine):
         stored = self.run(self.engine.redis.hgetall(keys.campaign_keys(self.cid).claims))
         assert {cid: records.CLAIM.decode(raw).status for cid, raw in stored.items()} == \
             {cid: c.status for cid, c in self.model.claims.items()}
+        for user in USERS:  # each pack is two coupons in the drop's wallet
+            wallet = self.run(self.engine.redis.scard(keys.wallet_key(self.drop, user)))
+            assert wallet == 2 * self.model.packs.get(user, 0)
+        tickets = self.run(self.engine.redis.hgetall(keys.tickets_key(self.cid)))
+        decoded = {t: records.TICKET.decode(raw) for t, raw in tickets.items()}
+        assert {t: "refunded" if r.status == "refunded" else f"in:{r.gate}"
+                for t, r in decoded.items()} == self.model.tickets
 
 
 def test_engine_agrees_with_model(clean_redis: str) -> None:

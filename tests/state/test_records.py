@@ -30,7 +30,7 @@ from tests.conftest import campaign_spec, iso
 from tests.coupons.helpers import drop_spec
 from tests.state.conftest import run_lua
 
-TEXT = records.CAMPAIGN_RECORDS + records.COUPON_RECORDS
+TEXT = records.CAMPAIGN_RECORDS + records.COUPON_RECORDS + records.REFUND_RECORDS
 _unpack = msgspec.msgpack.Decoder()
 
 

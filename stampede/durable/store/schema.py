@@ -184,3 +184,43 @@ webhook_leases = Table(
     Column("owner", String(120), nullable=False),  # host:pid:random of the worker
     Column("until_ms", BigInteger, nullable=False),  # past it, any worker may take over
 )
+
+# -- after-sale: refunds, one row per refund (migration 0006) ----------------------
+
+refunds = Table(
+    "refunds", metadata,
+    Column("campaign_id", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("claim_id", String(100), nullable=False),
+    Column("user_id", String(128), nullable=False),
+    Column("sku", String(64), nullable=False),
+    Column("qty", Integer, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("left_qty", Integer, nullable=False),  # the claim's units still refundable
+    Column("units_to", String(16), nullable=False),  # restock or retire
+    Column("actor", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("buyer", Integer, nullable=False),
+    Column("idem_key", Text),
+    Column("fingerprint", Text),
+    Column("ts", BigInteger, nullable=False),
+    Column("tickets", Text, nullable=False, default=""),  # refunded ticket numbers, "2,1"
+    Index("ix_refunds_claim", "claim_id"),
+)
+
+# -- after-sale: check-ins, one row per admitted ticket (migration 0006) -------------
+
+checkins = Table(
+    "checkins", metadata,
+    Column("campaign_id", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("ticket_id", String(110), nullable=False),
+    Column("claim_id", String(100), nullable=False),
+    Column("user_id", String(128), nullable=False),
+    Column("sku", String(64), nullable=False),
+    Column("gate", String(64), nullable=False),
+    Column("scanner", String(64), nullable=False),
+    Column("scanned_ms", BigInteger, nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Index("ix_checkins_ticket", "ticket_id"),
+)

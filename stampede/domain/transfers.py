@@ -1,0 +1,87 @@
+"""Transfers of sold claims (after the sale): a single-use token, the claim re-issued.
+
+The holder opens an offer and passes its token; the recipient accepts it and
+gets the units (the tickets) under a new claim id, so every code the giver
+could still show dies at once. The campaign's rule says whether the
+recipient's limits apply. The token is kept only as its SHA-256.
+"""
+
+import hashlib
+import re
+from datetime import datetime
+from typing import Annotated, cast
+
+from msgspec import Meta, Struct
+from redis.asyncio import Redis
+
+from stampede.domain.models import from_ms
+from stampede.outcomes import OUTCOMES, Outcome, parse_detail
+from stampede.state import keys, records
+from stampede.state.scripts import ScriptRegistry
+
+_TOKEN = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63})\.[0-9a-f]{32}$")
+
+
+class TransferOffer(Struct, kw_only=True):
+    claim_id: str
+    transfer_token: str
+    """Single use: whoever accepts it first gets the claim (give it to one person)."""
+    expires_at: datetime
+
+
+class TransferAccept(Struct, forbid_unknown_fields=True, kw_only=True):
+    transfer_token: Annotated[str, Meta(min_length=1, max_length=200)]
+
+
+class TransferResult(Struct, frozen=True):
+    outcome: Outcome
+    offer: TransferOffer | None = None
+    new_claim_id: str | None = None
+    reason: str | None = None
+    params: dict[str, int] = {}
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Transfers:
+    def __init__(self, redis: "Redis", scripts: ScriptRegistry) -> None:
+        self.redis = redis
+        self.scripts = scripts
+
+    async def offer(self, claim_id: str, user: str, token: str) -> TransferResult:
+        """Open a transfer of `user`'s sold claim under `token` (made by the caller)."""
+        cid = keys.campaign_of_claim(claim_id)
+        if cid is None or not keys.valid_user_id(user):
+            return TransferResult(Outcome.NOT_FOUND, reason="no_claim")
+        code, detail, expires = await self.scripts.run(
+            "transfer_offer", [*keys.campaign_keys(cid), keys.transfers_key(cid),
+                               keys.tickets_key(cid)], [claim_id, user, token_hash(token)])
+        outcome = OUTCOMES[int(code)]
+        if outcome is not Outcome.OK:
+            return TransferResult(outcome, reason=str(detail) or None)
+        return TransferResult(outcome, TransferOffer(claim_id=claim_id, transfer_token=token,
+                                                     expires_at=from_ms(int(expires))))
+
+    async def accept(self, token: str, user: str) -> TransferResult:
+        m = _TOKEN.match(token)
+        if m is None or not keys.valid_user_id(user):
+            return TransferResult(Outcome.NOT_FOUND, reason="no_transfer")
+        cid = m.group(1)
+        hashed = token_hash(token)
+        raw = cast(str | None, await self.redis.hget(keys.transfers_key(cid), hashed))
+        if raw is None:
+            return TransferResult(Outcome.NOT_FOUND, reason="no_transfer")
+        giver = records.TRANSFER.decode(raw).giver
+        code, detail, new_id = await self.scripts.run(
+            "transfer_accept", [*keys.campaign_keys(cid), keys.transfers_key(cid),
+                                keys.tickets_key(cid), keys.refunds_key(cid),
+                                keys.ticket_holder_key(cid, giver),
+                                keys.ticket_holder_key(cid, user)],
+            [hashed, user, giver])
+        outcome = OUTCOMES[int(code)]
+        if outcome is not Outcome.OK:
+            reason, params = parse_detail(str(detail))
+            return TransferResult(outcome, reason=reason or None, params=params)
+        return TransferResult(outcome, new_claim_id=str(new_id))

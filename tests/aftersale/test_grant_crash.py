@@ -1,0 +1,150 @@
+"""A crash between a check-in and its grant: kill -9 of the whole service.
+
+The drop is fenced first (straight in the embedded Valkey), so every check-in
+is admitted in the sale's slot while its grant, in the drop's, is refused
+and stays in the outbox: the kill is certain to fall between the two steps.
+More check-ins are in flight when the service is killed (SIGKILL; Valkey,
+its child, dies with it; `appendfsync always` loses no answered write). On
+restart the drop is reopened and the sweeper grants what was pending: every
+ticket checked in ends with exactly one pack, none without a check-in.
+"""
+
+import json
+import os
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import redis
+
+from stampede.state import keys
+from tests.aftersale.helpers import sale_spec
+from tests.aftersale.test_grants import pack_drop
+from tests.system.service import STAMPEDE, Service, http, wait_for
+
+ENV = {"STAMPEDE_APPENDFSYNC": "always", "STAMPEDE_COUPON_KEYS": "A:crash-test-key-0123456789"}
+TICKETS = 40
+
+
+def _call(url: str, token: str | None = None, body: Any = None, user: str | None = None,
+          method: str = "POST") -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if user:
+        headers["X-User-Id"] = user
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
+
+
+def _valkey(svc: Service) -> "redis.Redis[str]":
+    return redis.Redis(unix_socket_path=str(svc.data_dir / "valkey" / "valkey.sock"),
+                       decode_responses=True)
+
+
+def test_kill_9_between_check_in_and_grant_ends_with_one_pack_each(tmp_path: Path) -> None:
+    svc = Service(tmp_path, ENV)
+    admin = svc.admin_token()
+    try:
+        for cid, spec in (("fans", pack_drop(stock=1000)),
+                          ("gig", sale_spec(stock=TICKETS, per_user=None,
+                                            tickets={"venue": "arena"},
+                                            on_checkin={"drop": "fans", "sku": "welcome"}))):
+            status, _ = _call(f"{svc.admin_url}/admin/v1/campaigns/{cid}", admin,
+                              msgspec.to_builtins(spec), method="PUT")
+            assert status == 201
+        _, scanner = _call(f"{svc.admin_url}/admin/v1/scanners/door", admin,
+                           {"venue": "arena", "gate": "door"}, method="PUT")
+        codes = []
+        for i in range(TICKETS):
+            _, claim = _call(f"{svc.url}/v1/campaigns/gig/claims", body={"sku": "tee"},
+                             user=f"t{i}")
+            assert _call(f"{svc.url}/v1/claims/{claim['claim_id']}/confirm",
+                         user=f"t{i}")[0] == 200
+            _, mine = _call(f"{svc.url}/v1/me/tickets?campaign=gig", user=f"t{i}",
+                            method="GET")
+            codes.append(mine["tickets"][0]["code"])
+        valkey = _valkey(svc)
+        valkey.hset(keys.campaign_keys("fans").meta, "fenced", "1")  # grants wait
+        first = codes[:TICKETS // 2]
+        for code in first:
+            status, verdict = _call(f"{svc.url}/v1/checkins", scanner["token"], {"code": code})
+            assert (status, verdict["verdict"]) == (200, "admitted")
+        assert valkey.hlen(keys.outbox_key("gig")) == len(first)
+        valkey.close()
+
+        # The rest in flight from 8 threads while the service is killed.
+        answered: list[str] = []
+
+        def scan(part: list[str]) -> None:
+            for code in part:
+                try:
+                    status, verdict = _call(f"{svc.url}/v1/checkins", scanner["token"],
+                                            {"code": code})
+                    if status == 200:
+                        answered.append(verdict["verdict"])
+                except OSError:
+                    return
+        rest = codes[TICKETS // 2:]
+        threads = [threading.Thread(target=scan, args=(rest[i::8],)) for i in range(8)]
+        for th in threads:
+            th.start()
+        time.sleep(0.05)
+        svc.kill()  # SIGKILL: no drain, no shutdown hook
+        for th in threads:
+            th.join(15)
+    finally:
+        svc.kill()
+
+    svc = Service(tmp_path, ENV)
+    try:
+        valkey = _valkey(svc)
+        assert valkey.hlen(keys.outbox_key("gig")) >= len(first)  # all still pending
+        valkey.hset(keys.campaign_keys("fans").meta, "fenced", "0")  # the drop reopens
+        admitted = int(sum(int(v) for v in valkey.hgetall(keys.checkin_counts_key("gig"))
+                           .values()))
+        assert admitted >= len(first) + answered.count("admitted")
+        assert wait_for(lambda: valkey.hlen(keys.outbox_key("gig")) == 0, 20)
+        for code in first:  # scanned again after the restart: nothing more is granted
+            status, verdict = _call(f"{svc.url}/v1/checkins", scanner["token"],
+                                    {"code": code})
+            assert (status, verdict["verdict"]) == (200, "checked_in")
+        checked_in = {t for t in valkey.hkeys(keys.tickets_key("gig"))}
+        for i in range(TICKETS):
+            status, wallet = _call(f"{svc.url}/v1/me/coupons", user=f"t{i}", method="GET")
+            assert status == 200
+            ticket = codes[i].rsplit(".", 1)[0]
+            expected = 2 if ticket in checked_in else 0  # one pack of two coupons, or none
+            assert len(wallet["coupons"]) == expected, (i, wallet)
+        assert len(checked_in) == admitted
+        assert http(f"{svc.url}/readyz")[0] == 200
+        valkey.close()
+        assert wait_for(lambda: _persisted(svc), 30)
+        svc.terminate()
+    finally:
+        svc.kill()
+    # `stampede audit` over the store: one pack per check-in, nothing else wrong.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STAMPEDE_")}
+    done = subprocess.run([STAMPEDE, "audit"], env={**env, "STAMPEDE_DATA_DIR": str(tmp_path)},
+                          capture_output=True, text=True, timeout=60)
+    report = json.loads(done.stdout)
+    assert done.returncode == 0, report
+    assert report["campaigns"]["gig"]["grants"] == {"checkins": admitted, "granted": admitted}
+
+
+def _persisted(svc: Service) -> bool:
+    """Every event of both campaigns is in the store (`stampede check` says so)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STAMPEDE_")}
+    done = subprocess.run([STAMPEDE, "check", "--max-lag-s", "0"],
+                          env={**env, "STAMPEDE_DATA_DIR": str(svc.data_dir)},
+                          capture_output=True, text=True, timeout=30)
+    return done.returncode == 0
