@@ -13,8 +13,11 @@ network: the cost of throttling a claim that is let through.
 "batched + presale" is a presale campaign with three access phases (vip,
 members, everyone; all open) and three price steps (an early bird for
 members, one by units sold that every claim passes, one by time), each
-claimant carrying two tiers of which the second is the members': the cost of
-deciding a claimant's phase and price in the script.
+claimant carrying two tiers of which the second is the members', and a
+real-name `per_person` limit (each claimant its own identity, within it), and
+the SKU's stock split into allocations (half for channel app, a quarter for
+tier member, the rest shared; every claim comes through app): the cost of
+deciding a claimant's phase, person, allocation and price in the script.
 
     python -m bench.engine_claims [--seconds 3] [--rounds 3] [--concurrency 256]
 """
@@ -74,9 +77,14 @@ def _spec(stock: int, guard: dict[str, Any] | None = None,
     return msgspec.convert({**({"throttle": guard} if guard else {}),
         **({"phases": _phases(now)} if phased else {}),
         "name": "bench", "opens_at": (now - timedelta(minutes=1)).isoformat(),
-        "closes_at": (now + timedelta(hours=1)).isoformat(), "limits": {"per_user": 2},
+        "closes_at": (now + timedelta(hours=1)).isoformat(),
+        "limits": {"per_user": 2, **({"per_person": 2} if phased else {})},
         "skus": [{"sku": "hot", "price": 100,
-                  **({"price_steps": _price_steps(now)} if phased else {}),
+                  **({"price_steps": _price_steps(now),
+                      "allocations": [
+                          {"name": "app", "qty": stock // 2, "channels": ["app"]},
+                          {"name": "members", "qty": stock // 4, "tiers": ["member"]}]}
+                     if phased else {}),
                   "waves": [{"at": (now - timedelta(seconds=1)).isoformat(), "qty": stock}]}]},
         CampaignSpec)
 
@@ -120,7 +128,8 @@ async def run(seconds: float, rounds: int, concurrency: int,
                 account_age_s=400 * 86_400))
 
         async def presale(cid: str, user: str, sku: str, qty: int) -> ClaimResult:
-            return await engine.claim(cid, user, sku, qty, tiers=("newsletter", "member"))
+            return await engine.claim(cid, user, sku, qty, tiers=("newsletter", "member"),
+                                      identity=f"h-{user}", channel="app")
 
         modes: dict[str, ClaimFn] = {"batched": engine.claim,
                                      "one call per claim": engine.claim_unbatched,

@@ -454,6 +454,23 @@ REFUSALS: dict[str, Refusal] = {
     "code_used": _r("presale_code_used", 409, "this presale code of campaign '{campaign}' "
                     "has made all of its {limit} claims", "a claim with a code whose uses are "
                     "all spent", values=("limit",)),
+    # -- presales: real-name one per person (limits.per_person) ---------------------
+    "per_person": _r("limit_exceeded", 409, "campaign '{campaign}' allows {limit} units per "
+                     "person (per-person limit); this person holds or has bought {held}",
+                     "the claim would take the real person (the credential's identity, "
+                     "across accounts) over the campaign's per-person limit",
+                     values=("limit", "held")),
+    "person_required": _r("forbidden", 403, "campaign '{campaign}' is limited per person: "
+                          "your credential must carry an identity (idh)",
+                          "a claim of a per-person campaign whose credential carries no "
+                          "identity"),
+    # -- presales: allocations (skus[].allocations) ---------------------------------
+    "no_allocation": _r("not_found", 404, "SKU '{sku}' of campaign '{campaign}' has no "
+                        "allocation '{allocation}'", "returning an allocation that is not "
+                        "in the spec (or a campaign or SKU that is not there)"),
+    "allocation_returned": _r("conflict", 409, "allocation '{allocation}' of SKU '{sku}' has "
+                              "already returned to the shared pool", "returning an "
+                              "allocation twice (by ops or at its returns_at)"),
     # -- HTTP ----------------------------------------------------------------------
     "no_route": _r("not_found", 404, "no route {method} {path}", "an unknown path"),
     "method_not_allowed": _r("method_not_allowed", 405, "{method} is not allowed on {path}; "

@@ -12,7 +12,8 @@ VOCABULARY = {"campaign", "sku", "user", "qty", "limit", "held", "opens_at", "cl
               "merchant", "amount", "available", "removed", "method", "path", "allow",
               "request_id", "header", "origin", "webhook", "url",
               "usable_at", "template",  # usable_at, template: coupon rules
-              "scanner"}  # after-sale
+              "scanner",  # after-sale
+              "allocation"}  # presales: allocations
 
 
 def test_docs_errors_md_is_generated_from_the_table() -> None:

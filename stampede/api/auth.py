@@ -90,6 +90,8 @@ class User:
     """The hashed real-person identity (token claim `idh`), if the token carries one."""
     tiers: tuple[str, ...] = ()
     """Presales: the audience tiers the credential carries (token claim `tiers`)."""
+    channel: str | None = None
+    """Presales: the sales channel the credential was issued for (token claim `channel`)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class _Verified:
     created_s: int
     identity: str | None
     tiers: tuple[str, ...] = ()
+    channel: str | None = None
 
 
 _BEARER = re.compile(r"[\x21-\x7e]+")
@@ -146,8 +149,10 @@ class Authenticator:
         created = claims.get("created_at")  # account creation (epoch s): a risk signal
         created_s = int(created) if isinstance(created, int | float) else -1
         idh = claims.get("idh")
+        channel = claims.get("channel")
         return _Verified(sub, float(exp) if exp is not None else None, created_s,
-                         idh if isinstance(idh, str) else None, _token_tiers(claims))
+                         idh if isinstance(idh, str) else None, _token_tiers(claims),
+                         channel if isinstance(channel, str) else None)
 
     def user(self, request: web.Request) -> User:
         """The public caller (JWT, or X-User-Id in dev auth), or 401."""
@@ -166,7 +171,7 @@ class Authenticator:
         if verified.exp is not None and verified.exp <= now:
             raise ApiError.of("invalid_token", detail="Signature has expired")
         return User(verified.sub, _age(verified.created_s, now), verified.identity,
-                    verified.tiers)
+                    verified.tiers, verified.channel)
 
     def admin(self, request: web.Request, needs: Role) -> AdminToken:
         """The admin token of the call if its role allows `needs`, else 401/403."""
@@ -198,7 +203,8 @@ def _dev_user(request: web.Request) -> User:
         tiers = phases.check_tiers([t.strip() for t in listed.split(",")] if listed else [])
     except ValidationError as exc:
         raise ApiError.of("invalid", detail=f"X-User-Tiers: {exc}") from exc
-    return User(user, _age(created, time.time()), header(request, "X-Identity-Hash"), tiers)
+    return User(user, _age(created, time.time()), header(request, "X-Identity-Hash"), tiers,
+                header(request, "X-Channel"))
 
 
 def _token_tiers(claims: dict[str, Any]) -> tuple[str, ...]:
@@ -218,7 +224,7 @@ def _age(created_s: int, now: float) -> int:
 
 def mint_user_token(secret: str, user: str, ttl_s: int = 3600,
                     created_at: int | None = None, idh: str | None = None,
-                    tiers: list[str] | None = None) -> str:
+                    tiers: list[str] | None = None, channel: str | None = None) -> str:
     """An HS256 token for `user`, as an operator's login service would issue: `created_at`
     (account creation, epoch s) and `idh` (hashed real-person identity) are optional."""
     now = int(time.time())
@@ -229,4 +235,6 @@ def mint_user_token(secret: str, user: str, ttl_s: int = 3600,
         claims["idh"] = idh
     if tiers is not None:
         claims["tiers"] = tiers
+    if channel is not None:
+        claims["channel"] = channel
     return jwt.encode(claims, secret, algorithm="HS256")

@@ -49,16 +49,19 @@ DEV_AUTH_HEADERS = {
     "X-Account-Created": "when the account was made, epoch seconds (the JWT's `created_at` "
                          "in dev auth): the scalper guard's `account_age_s` risk signal",
     "X-Identity-Hash": "the caller's hashed real-person identity (the JWT's `idh` in dev "
-                       "auth): a coupon drop's `per_person` limit counts it",
+                       "auth): the `per_person` limit of a campaign or coupon drop counts it",
     "X-User-Tiers": "the caller's audience tiers, comma-separated (the JWT's `tiers` in dev "
                     "auth): a campaign's presale access phases admit by them",
+    "X-Channel": "the caller's sales channel (the JWT's `channel` in dev auth): a SKU's "
+                 "allocations for that channel serve it",
 }
 """Headers that stand in for a user token's claims when STAMPEDE_DEV_AUTH=1."""
 
 _USER_TOKEN = ("HS256 JWT: `sub` the user id; optional `exp`, `created_at` (account creation, "
                "epoch s: the `account_age_s` risk signal) and `idh` (hashed real-person "
-               "identity: the coupon `per_person` limit) and `tiers` (a list of audience tiers: "
-               "presale access phases); `stampede token` mints one")
+               "identity: the `per_person` limits) and `tiers` (a list of audience tiers: "
+               "presale access phases) and `channel` (the sales channel: allocations); "
+               "`stampede token` mints one")
 
 _SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "user": [{"userToken": []}, {"devUser": []}], "viewer": [{"adminToken": []}],

@@ -6,8 +6,13 @@ from aiohttp import web
 
 from stampede.api.context import ADMIN, ENGINE
 from stampede.api.errors import decode, json_response, read_body, refuse
-from stampede.api.routing import CID, ApiRoutes
-from stampede.domain.models import PresaleBatchView, PresaleCodeBatch, SegmentChange
+from stampede.api.routing import CID, SKU, ApiRoutes
+from stampede.domain.models import (
+    AllocationReturn,
+    PresaleBatchView,
+    PresaleCodeBatch,
+    SegmentChange,
+)
 from stampede.domain.segments import MAX_IDS_PER_REQUEST
 from stampede.outcomes import Outcome
 
@@ -55,6 +60,23 @@ async def export_codes(request: web.Request) -> web.StreamResponse:
     await resp.write("".join(chunk).encode())
     await resp.write_eof()
     return resp
+
+
+ALLOCATION = {**SKU, "name": r"^[A-Za-z0-9_-]{1,32}$"}
+
+
+@admin_api.route("POST", "/admin/v1/campaigns/{cid}/skus/{sku}/allocations/{name}/return",
+                 "Return an allocation's unused units to the SKU's shared pool, now",
+                 auth="operator", response=AllocationReturn, errors=(401, 403, 404, 409, 503),
+                 path_params={**CID, **ALLOCATION})
+async def return_allocation(request: web.Request) -> web.Response:
+    cid, sku = request.match_info["cid"], request.match_info["sku"]
+    name = request.match_info["name"]
+    outcome, reason, units = await request.app[ENGINE].return_allocation(
+        cid, sku, name, request[ADMIN].name)
+    if outcome is not Outcome.OK:
+        return refuse(reason, {"campaign": cid, "sku": sku, "allocation": name})
+    return json_response(AllocationReturn(sku=sku, allocation=name, returned=units))
 
 
 SEGMENT = {"segment": r"^[A-Za-z0-9_-]{1,32}$"}

@@ -54,7 +54,8 @@ async def create_claim(request: web.Request) -> web.Response:
         result = await request.app[ENGINE].claim(
             cid, user, body.sku, body.qty, idempotency_key=key,
             admission_token=header(request, "X-Admission-Token"), client=signals,
-            tiers=request[USER].tiers, code=body.code)
+            tiers=request[USER].tiers, code=body.code, identity=request[USER].identity,
+            channel=request[USER].channel)
     count_claim(result.outcome)
     refused = guard_answer(result)
     if refused is not None:

@@ -48,6 +48,10 @@ class PendingClaim:
     """Presales: the audience tiers of the claimant's credential (access phases)."""
     code: str = ""
     """Presales: the presale code's id once its signature is checked ('?' not genuine)."""
+    identity: str = ""
+    """Presales: the claimant's hashed real-person identity, for the per_person limit."""
+    channel: str = ""
+    """Presales: the credential's sales channel, for allocations."""
 
 
 RunBatch = Callable[[str, Sequence[PendingClaim]], Awaitable[Sequence[R]]]

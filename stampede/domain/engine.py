@@ -15,7 +15,8 @@ from typing import Any, Literal, NamedTuple, cast
 import msgspec
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from stampede.domain import phases, pricing, throttle
+from stampede.domain import allocations, phases, pricing, throttle
+from stampede.domain import identity as person
 from stampede.domain.admission import kept_secret, ticket_view
 from stampede.domain.aftersale import aftersale_meta
 from stampede.domain.batcher import ClaimBatcher, PendingClaim, in_flight
@@ -231,6 +232,16 @@ class Engine:
             [sku, delta, actor, self.settings.idempotency_ttl_s * 1000])
         return Outcome(code), int(available)
 
+    async def return_allocation(self, cid: str, sku: str, name: str,
+                                actor: str) -> tuple[Outcome, str, int]:
+        """Presales: an allocation's unused units back to the shared pool now.
+        Returns (outcome, reason, units returned)."""
+        _check_campaign_id(cid)
+        _check_sku(sku)
+        code, reason, units = await self.scripts.run(
+            "allocation_return", keys.campaign_keys(cid), [sku, name, actor])
+        return Outcome(int(code)), reason, int(units)
+
     async def _snapshot(self, cid: str) -> CampaignSnapshot | None:
         if not keys.valid_campaign_id(cid):
             return None
@@ -315,7 +326,8 @@ class Engine:
                     idempotency_key: str | None = None,
                     admission_token: str | None = None,
                     client: ClientSignals | None = None,
-                    tiers: Sequence[str] = (), code: str | None = None) -> ClaimResult:
+                    tiers: Sequence[str] = (), code: str | None = None,
+                    identity: str | None = None, channel: str | None = None) -> ClaimResult:
         """Place a hold; coalesced with the other claims of this loop tick.
 
         A campaign with a waiting room takes only claims that carry a valid
@@ -326,7 +338,11 @@ class Engine:
         of the claimant's `tiers` (or everyone's) has opened (else NOT_OPEN with that
         time, or NOT_ELIGIBLE when no phase admits them). A presale `code` lends the
         claim its batch's tier and spends one use with the hold (PRESALE_CODE_INVALID,
-        PRESALE_CODE_USED, or THROTTLED for too many code attempts).
+        PRESALE_CODE_USED, or THROTTLED for too many code attempts). A campaign with a
+        `per_person` limit counts the units of the claimant's `identity` (the hashed real
+        person) across accounts (LIMIT_EXCEEDED per_person, or person_required without one).
+        A SKU with allocations lets the claim take from those of its `channel` or tiers
+        and from the shared pool (else SOLD_OUT).
         """
         _check_campaign_id(cid)
         _check_user(user)
@@ -337,7 +353,9 @@ class Engine:
                                self.gate.admission_exp(cid, user, admission_token),
                                self.gate.guard(cid, user, client),
                                phases.check_tiers(tiers) if tiers else (),
-                               self.presale_codes.code_id(cid, code) if code else "")
+                               self.presale_codes.code_id(cid, code) if code else "",
+                               person.check(identity) if identity is not None else "",
+                               allocations.check_channel(channel) if channel else "")
         return await self.batcher.submit(cid, pending)
 
     async def claim_unbatched(self, cid: str, user: str, sku: str, qty: int = 1,
@@ -368,7 +386,8 @@ class Engine:
                                   fingerprint=f"{c.sku}:{c.qty}", guard=guard,
                                   tiers=list(c.tiers), code=c.code,
                                   k_code=slot(keys.limiter_key(cid, "code", c.user))
-                                  if c.code else 0))
+                                  if c.code else 0, identity=c.identity,
+                                  channel=c.channel))
         reply = await self.scripts.run("claim_batch", ks, [
             self.settings.idempotency_ttl_s * 1000, self.settings.sweep_batch,
             records.encode_claims(batch)])
@@ -572,6 +591,8 @@ def _define_args(cid: str, spec: CampaignSpec, actor: str,
         if any(to_ms(w.at) >= closes for w in s.waves):  # it would stay pending forever
             raise ValidationError(f"sku {s.sku!r}: every wave's `at` must be before closes_at")
     _check_phases(spec, opens, closes)
+    _check_per_person(spec)
+    allocations.check(spec, opens, closes)
     for i, s in enumerate(spec.skus):
         if s.price_steps and spec.coupons is not None:
             raise ValidationError(f"skus[{i}].price_steps: a coupon drop takes no price steps")
@@ -594,6 +615,10 @@ def _optional_meta(spec: CampaignSpec, opens_ms: int) -> dict[str, str]:
     """Meta fields of the waitlist and waiting room (define_campaign.lua ARGV[10])."""
     meta = {"salt": secrets.token_hex(16), phases.META_FIELD: phases.encode(spec.phases),
             **aftersale_meta(spec)}
+    # Always written: a redefinition without the limit must not keep the old one.
+    limit = spec.limits.per_person
+    meta[person.META_FIELD] = str(limit if limit is not None else -1)
+    meta |= allocations.meta_fields(spec)
     if spec.waitlist is not None:
         meta |= {"wl_max": str(spec.waitlist.max_length),
                  "offer_ttl_ms": str(spec.waitlist.offer_ttl_s * 1000)}
@@ -606,6 +631,17 @@ def _optional_meta(spec: CampaignSpec, opens_ms: int) -> dict[str, str]:
                  "wr_token_ttl_ms": str(room.token_ttl_s * 1000), "wr_paused": "0",
                  "wr_served": "0", "wr_tokens": "0", "wr_at": str(opens_ms), "wr_seq": "0"}
     return meta
+
+
+def _check_per_person(spec: CampaignSpec) -> None:
+    if spec.limits.per_person is None:
+        return
+    if spec.coupons is not None:
+        raise ValidationError("limits.per_person: a coupon drop sets its own "
+                              "coupons.per_person")
+    if spec.waitlist is not None:  # an offer is made without the claimant's identity
+        raise ValidationError("limits.per_person: a campaign limited per person takes "
+                              "no waitlist")
 
 
 def _check_phases(spec: CampaignSpec, opens: int, closes: int) -> None:

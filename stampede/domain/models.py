@@ -47,6 +47,33 @@ class PriceStep(Struct, **_STRICT):
     """By tier: claimants whose credential (or presale code) carries one of these."""
 
 
+# -- presales: channel and tier allocations ----------------------------------------
+
+ChannelName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$",
+                                  description="a sales channel (app, web, partner, ...)")]
+
+
+class AllocationSpec(Struct, **_STRICT):
+    """Units of a SKU's stock reserved for claims through some channels and/or of some
+    tiers; the rest of the stock is the shared pool every claim may take from."""
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+    qty: Annotated[int, Meta(ge=1, le=1_000_000_000)]
+    channels: Annotated[list[ChannelName], Meta(min_length=1, max_length=16)] | None = None
+    """Claims whose credential names one of these channels may take from it."""
+    tiers: Annotated[list[Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$")]],
+                     Meta(min_length=1, max_length=32)] | None = None
+    """Claims whose credential (or presale code) carries one of these tiers may."""
+    returns_at: Timestamp | None = None
+    """When its unused units return to the shared pool (or by ops action, earlier)."""
+
+
+class AllocationReturn(Struct, kw_only=True):
+    sku: str
+    allocation: str
+    returned: int
+    """Units that went back to the SKU's shared pool."""
+
+
 class SkuSpec(Struct, **_STRICT):
     sku: SkuId
     price: Price
@@ -55,12 +82,19 @@ class SkuSpec(Struct, **_STRICT):
     waves: Annotated[list[Wave], Meta(max_length=1000)] = []
     price_steps: Annotated[list[PriceStep], Meta(max_length=16)] = []
     """Presales: the price decided at claim time and locked into the hold."""
+    allocations: Annotated[list[AllocationSpec], Meta(max_length=16)] = []
+    """Presales: stock reserved per channel or tier; the rest is shared."""
 
 
 class Limits(Struct, **_STRICT):
     per_user: Limit | None = None
     """Units one user may hold or have bought in the campaign."""
     max_per_claim: Qty = 10
+    # -- presales: real-name one per person --
+    per_person: Limit | None = None
+    """Units one real person (the credential's hashed identity, `idh`) may hold or have
+    bought in the campaign, across all their accounts; a claim without an identity is
+    refused. Set at definition only."""
 
 
 class WaitlistSpec(Struct, **_STRICT):

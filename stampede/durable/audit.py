@@ -31,6 +31,19 @@ referral_farmed, points_debit_twice); for presale codes:
     presale_code_overused  a hold that spent a code past its batch's uses, or
                            a code of no issued batch or serial
     presale_code_rebound   a binding batch's code held by a second user
+
+and for the real-name limit (limits.per_person):
+
+    over_person_limit      a hold that took a real person (the identity its
+                           event names) past the campaign's per_person limit
+
+and for allocations (skus[].allocations):
+
+    over_allocation        held and sold units taken from an allocation above
+                           its qty, or taken from one already returned
+    wrong_channel          a hold that took from an allocation not of its
+                           channel (the channel its event names)
+    allocation_returned_twice  an allocation returned to the shared pool twice
 """
 
 from collections import Counter
@@ -42,8 +55,10 @@ from sqlalchemy import func, select
 
 from stampede.domain.grants import grant_claim_id
 from stampede.domain.models import CampaignSpec
+from stampede.durable.allocation_recovery import parse_take
 from stampede.durable.coupon_audit import CouponReplay
 from stampede.durable.events import (
+    AllocationReturned,
     CampaignDefined,
     ClaimCancelled,
     ClaimConfirmed,
@@ -66,6 +81,7 @@ from stampede.durable.store import schema as t
 
 CHUNK = 5000
 _MAX_LISTED = 20  # violations listed per campaign; the count is always exact
+_spec_limits = msgspec.json.Decoder(dict[str, Any])
 _STATUS: dict[type[Event], str] = {ClaimHeld: "held", ClaimConfirmed: "confirmed",
                                    ClaimExpired: "expired", ClaimCancelled: "cancelled"}
 
@@ -82,6 +98,15 @@ class Replay:
     expected_seq: int = 1
     coupons: CouponReplay = field(default_factory=CouponReplay)
     presale: PresaleState = field(default_factory=lambda: PresaleState(""))
+    per_person: int = -1
+    """Presales: the campaign's real-name limit (-1 none) and the units it counts."""
+    persons: Counter[str] = field(default_factory=Counter)
+    claim_person: dict[str, str] = field(default_factory=dict)
+    allocs: dict[tuple[str, str], Any] = field(default_factory=dict)
+    """Presales: (sku, allocation) -> its spec; units taken from each, those returned."""
+    alloc_taken: Counter[tuple[str, str]] = field(default_factory=Counter)
+    alloc_returned: set[tuple[str, str]] = field(default_factory=set)
+    claim_alloc: dict[str, str] = field(default_factory=dict)
     unknown_at: int = 0
     """The seq of the first event of a type this version does not know (0: none)."""
     refunded: Counter[str] = field(default_factory=Counter)
@@ -111,7 +136,18 @@ class Replay:
             case CampaignDefined():
                 self.users.clear()  # a redefinition starts the campaign over
                 self.user_sku.clear()
+                self.persons.clear()
+                self.claim_person.clear()
+                limits = _spec_limits.decode(ev.spec).get("limits") or {}
+                self.per_person = limits.get("per_person") or -1
+                self._define_allocations(ev.spec)
                 self.coupons.define(ev.spec)
+            case AllocationReturned():
+                key = (ev.sku, ev.allocation)
+                if key in self.alloc_returned:
+                    self.violate("allocation_returned_twice", sku=ev.sku,
+                                 allocation=ev.allocation, seq=ev.seq)
+                self.alloc_returned.add(key)
             case PresaleCodesIssued():
                 self.presale.fold(ev)
             case ClaimEvent():
@@ -156,6 +192,10 @@ class Replay:
                 self.violate("over_user_limit", user=user, sku=sku, seq=ev.seq,
                              units=self.users[user])
             self.claims[claim] = ("held", user, sku, qty)
+            if ev.identity and self.per_person >= 0:
+                self._person(ev)
+            if ev.alloc:
+                self._take(ev)
             if ev.code:
                 self._code(ev)
             return True
@@ -168,6 +208,12 @@ class Replay:
         if not isinstance(ev, ClaimConfirmed):
             self.users[user] -= qty
             self.user_sku[(user, sku)] -= qty
+            person = self.claim_person.pop(claim, None)
+            if person is not None:
+                self.persons[person] -= qty
+            for name, n in parse_take(self.claim_alloc.pop(claim, "")):
+                if (sku, name) not in self.alloc_returned:  # else they went to the pool
+                    self.alloc_taken[(sku, name)] -= n
         self.claims[claim] = (status, user, sku, qty)
         return True
 
@@ -234,6 +280,39 @@ class Replay:
         self.tickets[ev.ticket] = "in"
         self.gates[ev.gate] += 1
         return True
+
+    def _define_allocations(self, spec_json: str) -> None:
+        self.allocs.clear()
+        self.alloc_taken.clear()
+        self.alloc_returned.clear()
+        self.claim_alloc.clear()
+        for sku in _spec_limits.decode(spec_json).get("skus") or []:
+            for a in sku.get("allocations") or []:
+                self.allocs[(sku["sku"], a["name"])] = a
+
+    def _take(self, ev: ClaimHeld) -> None:
+        """A hold that took from allocations: of its channel, within their qty."""
+        self.claim_alloc[ev.claim] = ev.alloc
+        for name, n in parse_take(ev.alloc):
+            key = (ev.sku, name)
+            spec = self.allocs.get(key)
+            self.alloc_taken[key] += n
+            if spec is None or key in self.alloc_returned or \
+                    self.alloc_taken[key] > spec["qty"]:
+                self.violate("over_allocation", sku=ev.sku, allocation=name, seq=ev.seq,
+                             units=self.alloc_taken[key])
+            elif spec.get("channels") is not None and ev.channel not in spec["channels"]:
+                self.violate("wrong_channel", sku=ev.sku, allocation=name, seq=ev.seq,
+                             channel=ev.channel)
+
+    def _person(self, ev: ClaimHeld) -> None:
+        """A hold of a per_person campaign: the person's units held and sold, capped."""
+        self.claim_person[ev.claim] = ev.identity
+        self.persons[ev.identity] += ev.qty
+        if self.persons[ev.identity] > self.per_person:
+            self.violate("over_person_limit", identity=ev.identity, seq=ev.seq,
+                         units=self.persons[ev.identity])
+
     def _code(self, ev: ClaimHeld) -> None:
         """A hold that spent a presale code: within its batch's uses and binding."""
         bound = self.presale.bound.get(ev.code)

@@ -99,6 +99,10 @@ class ClaimHeld(ClaimEvent, tag="claim_held"):
     grants bypass the per-user limits."""
     code: str = ""
     """Presales: the id "<batch>.<serial>" of the presale code the claim spent, if any."""
+    alloc: str = ""
+    """Presales: what the hold took from the SKU's allocations, "name:n,..." ('' none)."""
+    channel: str = ""
+    """Presales: the claimant's sales channel, written for a SKU with allocations."""
 
 
 class ClaimConfirmed(ClaimEvent, tag="claim_confirmed"):
@@ -410,6 +414,18 @@ class SegmentChanged(Event, tag="segment_changed"):
     actor: str = ""
 
 
+# -- presales: allocations --
+
+class AllocationReturned(Event, tag="allocation_returned"):
+    """An allocation's unused units went back to the SKU's shared pool."""
+    sku: str
+    allocation: str
+    qty: int
+    by: str
+    """schedule (its returns_at) or ops"""
+    actor: str = ""
+
+
 class Unknown(Event):
     """An event of a type this version does not know: kept, never folded."""
     name: str = ""
@@ -423,7 +439,7 @@ AnyEvent = (CampaignDefined | CampaignPatched | WaveReleased | StockAdjusted | C
             | CouponDropPatched | PresaleCodesIssued | SegmentChanged
             | CodeClaimed | ReferralCodeMinted | PointsExchanged
             | ClaimRefunded | TicketCheckedIn | TransferOffered | ClaimTransferred
-            | VoucherHeld | VoucherPaid | VoucherRefunded)
+            | VoucherHeld | VoucherPaid | VoucherRefunded | AllocationReturned)
 """Every event type the scripts emit, tagged by `type`."""
 
 TYPES: dict[str, type[Event]] = {

@@ -24,8 +24,14 @@ from sqlalchemy import func, select
 
 from stampede.domain import pricing
 from stampede.domain.models import CampaignSpec, ClaimView, from_ms, to_ms
-from stampede.durable import aftersale_recovery, coupon_recovery, presale_recovery
+from stampede.durable import (
+    aftersale_recovery,
+    allocation_recovery,
+    coupon_recovery,
+    presale_recovery,
+)
 from stampede.durable.events import (
+    AllocationReturned,
     CampaignDefined,
     CampaignPatched,
     ClaimCancelled,
@@ -266,6 +272,12 @@ class _History:
     settled: list[tuple[str, str, str, str, int]] = field(default_factory=list)
     """(op, claim, user, Idempotency-Key, ts) of confirms and cancels that sent a key."""
     stock: list[_StockAnswer] = field(default_factory=list)
+    persons: dict[str, str] = field(default_factory=dict)
+    """Presales: claim -> the real person (identity) a per_person campaign counted."""
+    takes: dict[str, str] = field(default_factory=dict)
+    """Presales: claim -> what it took from allocations ("name:n,...")."""
+    returned: set[tuple[str, str]] = field(default_factory=set)
+    """Presales: (sku, allocation) returned to the shared pool."""
 
 
 # Counters that events account for; the others (refusals, admissions) leave no
@@ -276,7 +288,11 @@ DERIVED_COUNTS = frozenset({
     "offer_accepted", "offer_lapsed", "offer_declined"})
 _HISTORY_EVENTS = names(ClaimHeld, OfferMade, ClaimConfirmed, ClaimCancelled, ClaimExpired,
                         WaitlistJoined, WaitlistLeft, WaitlistSkipped, OfferAccepted,
-                        OfferLapsed, OfferDeclined, StockAdjusted)
+                        OfferLapsed, OfferDeclined, StockAdjusted, AllocationReturned)
+
+
+RELEASED = ("expired", "cancelled")
+"""Statuses of a hold that release_hold (include/common.lua) gave back."""
 
 
 def _history(events: Iterable[Event], drop: bool) -> _History:
@@ -296,6 +312,12 @@ def _history(events: Iterable[Event], drop: bool) -> _History:
                     run.after -= ev.qty  # added units went to the waitlist first
             else:  # (a drop counts its claims as coupon_claims, confirmed at once)
                 h.counts["grants" if ev.grant else "coupon_claims" if drop else "held"] += 1
+                if ev.identity and not drop:  # only a per_person sale names it
+                    h.persons[ev.claim] = ev.identity
+                if ev.alloc:
+                    h.takes[ev.claim] = ev.alloc
+        elif isinstance(ev, AllocationReturned):
+            h.returned.add((ev.sku, ev.allocation))
         elif isinstance(ev, OfferMade):
             h.counts["offered"] += 1
         elif isinstance(ev, StockAdjusted):
@@ -489,6 +511,11 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
             entries = _spec_waves.decode(lists)
             if entries:
                 pipe.hset(keys.lists_key(cid), mapping=entries)
+    alloc_marks: dict[str, str] = {}
+    if st.spec is not None:  # presales: allocations' reserved units and claims' takes
+        alloc_meta, alloc_marks = allocation_recovery.rebuild(
+            st.spec, history.returned, history.takes, st.claims)
+        m |= alloc_meta
     pipe.hset(meta, mapping=m)
     stock_fields: dict[str, Any] = {}
     for s in st.skus:
@@ -510,6 +537,7 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
         pipe.hset(stock, mapping=stock_fields)
     units: dict[str, int] = {f"{user}|~lapsed": n for user, n in history.lapses.items()}
     stored: dict[str, str] = {}
+    persons: dict[str, str] = {}
     idem = 0
     for c in st.claims:
         stored[c.claim_id] = records.CLAIM.encode(ClaimRecord(
@@ -518,6 +546,12 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
         if c.status in ("held", "confirmed"):
             units[c.user_id] = units.get(c.user_id, 0) + c.qty
             units[f"{c.user_id}|{c.sku}"] = units.get(f"{c.user_id}|{c.sku}", 0) + c.qty
+        person = history.persons.get(c.claim_id)
+        if person is not None and c.status not in RELEASED:
+            # As claim_batch.lua counts it: only a release (expiry, cancel) gives the
+            # units back; a refund or a transfer leaves them with the person.
+            units[f"~p|{person}"] = units.get(f"~p|{person}", 0) + c.qty
+            persons[f"~i|{c.claim_id}"] = person
         if c.status == "held":
             pipe.zadd(deadlines, {c.claim_id: c.deadline_ms})
         ttl = c.created_ms + idem_ttl_ms - now
@@ -530,7 +564,7 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
     if stored:
         pipe.hset(claims, mapping=stored)
     if units:
-        pipe.hset(users, mapping=units)
+        pipe.hset(users, mapping={**units, **persons, **alloc_marks})
     tally = {name: n for name, n in old_counts.items() if name not in DERIVED_COUNTS}
     tally |= {name: str(n) for name, n in history.counts.items() if n}
     if tally:

@@ -9,7 +9,8 @@
 -- ARGV[2]     sweep limit: expired holds to release before claiming
 -- ARGV[3]     the batch's claims, one msgpack array of claim_arg
 --             (stampede/state/records.py ClaimArg: claim_id, user, sku, qty,
---             idem_slot, admission, fingerprint, tiers, code, k_code, guard);
+--             idem_slot, admission, fingerprint, tiers, code, k_code, identity,
+--             channel, guard);
 --             idem_slot is the
 --             KEYS index of its idempotency key, 0 if none; admission the
 --             expiry (ms) of the admission token the engine verified, -1 if
@@ -20,7 +21,10 @@
 --             to be sent again; tiers the audience tiers of the claimant's
 --             credential, read only when the campaign has access phases; code
 --             a presale code's id ('?' not genuine, '' none) and k_code the
---             KEYS slot of the claimant's code-attempt limiter.
+--             KEYS slot of the claimant's code-attempt limiter; identity the
+--             claimant's hashed real person ('' none), read only when the
+--             campaign has a per_person limit; channel the credential's sales
+--             channel ('' none), read only for a SKU with allocations.
 -- Returns     a flat array, five per claim: code, claim_id, deadline_ms, price,
 --             created_ms (code is an outcome; the rest are '' unless OK; a
 --             refusal may put its detail "reason[:value[:value]]" in place of
@@ -30,7 +34,8 @@
 --             phase opens), not_eligible (no phase admits them), code_invalid,
 --             code_bound, 'code_used:<uses>' (presale codes; a code attempt
 --             over its limiter is THROTTLED, scope presale_code),
---             'per_user:<limit>:<held>', 'per_sku:<limit>:<held>'), then
+--             'per_user:<limit>:<held>', 'per_sku:<limit>:<held>',
+--             'per_person:<limit>:<held>', person_required), then
 --             one last element: 0 if the campaign is unguarded, else 1, or the
 --             window (ms) of its recent_campaigns signal when a rule reads it.
 --             A guard refusal answers code, detail, value: THROTTLED with
@@ -49,6 +54,7 @@
 --@include guard
 --@include phases
 --@include presale_codes
+--@include allocations
 
 local idem_ttl = tonumber(ARGV[1])
 local now = now_ms()
@@ -56,12 +62,15 @@ release_due_waves(now)
 expire_due_holds(now, tonumber(ARGV[2]))
 
 local gate, gate_detail = sale_gate(now)
-local meta = redis.call('HMGET', K.meta, 'per_user', 'hold_ttl_ms', 'max_qty', 'wr_on', 'ph')
+local meta = redis.call('HMGET', K.meta, 'per_user', 'hold_ttl_ms', 'max_qty', 'wr_on', 'ph',
+                        'per_person', 'al')
 local per_user = tonumber(meta[1] or '-1')
 local hold_ttl = tonumber(meta[2] or '0')
 local max_qty = tonumber(meta[3] or '1')
 local waiting_room = meta[4] == '1'
 local phases = parse_phases(meta[5])  -- nil for a campaign without presale phases
+local per_person = tonumber(meta[6] or '-1')  -- presales: real-name units per person
+local allocated = meta[7] == '1'  -- presales: some SKU's stock is split into allocations
 local waitlists = redis.call('EXISTS', K.waitlist) == 1
 local guard_cfg = load_guard_config(NKEYS + 1)
 local P = presale_keys_at(NKEYS + 3)
@@ -79,7 +88,9 @@ local function stock_of(sku)
     else
       s = {a = tonumber(r[1]), h = tonumber(r[2]), lim = tonumber(r[3]), price = r[4],
            sold = tonumber(r[5]), steps = parse_price_steps(r[6]),
-           dirty = false, waiting = waitlists and wl_head(sku) ~= nil}
+           dirty = false, waiting = waitlists and wl_head(sku) ~= nil,
+           allocs = allocated and load_allocations(sku, now) or nil}
+      if s.allocs and #s.allocs == 0 then s.allocs = nil end
     end
     stock[sku] = s
   end
@@ -88,6 +99,7 @@ end
 local function flush_stock()
   for sku, s in pairs(stock) do
     if s and s.dirty then redis.call('HSET', K.stock, sku .. '.a', s.a, sku .. '.h', s.h) end
+    if s and s.allocs then allocations_flush(s.allocs) end
   end
 end
 local tally = {}
@@ -112,7 +124,7 @@ local function remember(slot, fingerprint, code, claim_id, deadline, price, crea
 end
 
 local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint, g, tiers,
-                         code, k_code)
+                         code, k_code, identity, channel)
   if slot > 0 then
     local prior = redis.call('GET', KEYS[slot])
     if prior then
@@ -171,13 +183,19 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
     over = 'per_user:' .. per_user .. ':' .. held_total
   elseif s.lim >= 0 and held_sku + qty > s.lim then
     over = 'per_sku:' .. s.lim .. ':' .. held_sku
+  elseif per_person >= 0 then  -- counted across the person's accounts
+    if identity == '' then return answer(LIMIT_EXCEEDED, 'person_required') end
+    local by_person = tonumber(redis.call('HGET', K.users, '~p|' .. identity) or '0')
+    if by_person + qty > per_person then over = 'per_person:' .. per_person .. ':' .. by_person end
   end
   if over then
     tally_one('limit_exceeded')
     remember(slot, fingerprint, LIMIT_EXCEEDED, over)
     return answer(LIMIT_EXCEEDED, over)
   end
-  if s.a < qty or s.waiting then  -- released units belong to the waitlist first
+  local take = nil  -- what the claim takes from allocations (presales)
+  if s.allocs then take = allocation_take(s.allocs, s.a, qty, channel, tiers or {}) end
+  if s.a < qty or s.waiting or (s.allocs and not take) then  -- (waitlist first)
     tally_one('sold_out')
     remember(slot, fingerprint, SOLD_OUT)
     return answer(SOLD_OUT)
@@ -189,6 +207,10 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
   s.a, s.h, s.dirty = s.a - qty, s.h + qty, true
   redis.call('HINCRBY', K.users, user, qty)
   redis.call('HINCRBY', K.users, user .. '|' .. sku, qty)
+  if per_person >= 0 then  -- release_hold gives the units back to the person (~i|<claim>)
+    redis.call('HINCRBY', K.users, '~p|' .. identity, qty)
+    redis.call('HSET', K.users, '~i|' .. claim_id, identity)
+  end
   redis.call('HSET', K.claims, claim_id, format_claim({status = 'held', user = user, sku = sku,
     qty = qty, deadline = deadline, price = price, created = now}))
   redis.call('ZADD', K.deadlines, deadline, claim_id)
@@ -196,6 +218,15 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
   if waiting_room then redis.call('ZREM', K.admitted, user) end  -- the turn is used
   local ev = {'claim', claim_id, 'user', user, 'sku', sku, 'qty', qty, 'price', price,
               'deadline', deadline}
+  if per_person >= 0 then ev[#ev + 1] = 'identity'; ev[#ev + 1] = identity end
+  if take then
+    local spent = allocation_spend(take)
+    if spent ~= '' then
+      redis.call('HSET', K.users, '~a|' .. claim_id, spent)
+      ev[#ev + 1] = 'alloc'; ev[#ev + 1] = spent
+    end
+    ev[#ev + 1] = 'channel'; ev[#ev + 1] = channel
+  end
   if code_batch then
     presale_code_spend(P, user, code, code_batch)
     ev[#ev + 1] = 'code'; ev[#ev + 1] = code
@@ -212,7 +243,8 @@ end
 for _, a in ipairs(cmsgpack.unpack(ARGV[3])) do
   local c = claim_arg_from(a)
   claim_one(c.claim_id, c.user, c.sku, c.qty, c.idem_slot, c.admission, c.fingerprint,
-            guard_cfg and guard_context(c.user, c.guard), c.tiers, c.code or '', c.k_code)
+            guard_cfg and guard_context(c.user, c.guard), c.tiers, c.code or '', c.k_code,
+            c.identity or '', c.channel or '')
 end
 flush_stock()
 guard_flush(now)  -- the campaign limiter, refusal counts, one requests_refused event

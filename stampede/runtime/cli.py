@@ -7,6 +7,7 @@ a service that cannot be reached, one line and exit code 1.
 
 import importlib.metadata
 import json
+import re
 import sys
 from collections.abc import Coroutine
 from typing import Any, NoReturn
@@ -170,9 +171,12 @@ def token_command(
     created_at: int = typer.Option(None, min=0, help="the `created_at` claim: when the account "
                                    "was made, epoch seconds (the `account_age_s` risk signal)"),
     idh: str = typer.Option(None, help="the `idh` claim: the user's hashed real-person "
-                            "identity (a coupon drop's `per_person` limit counts it)"),
+                            "identity (the `per_person` limit of a campaign or coupon "
+                            "drop counts it)"),
     tiers: str = typer.Option(None, help="the `tiers` claim, comma-separated: the user's "
                               "audience tiers (presale access phases admit by them)"),
+    channel: str = typer.Option(None, help="the `channel` claim: the sales channel the "
+                                "token is for (a SKU's allocations for it serve it)"),
 ) -> None:
     """Print a user JWT signed with the service's secret (for trials and load tests)."""
     if not keys.valid_user_id(user):
@@ -182,8 +186,10 @@ def token_command(
         phases.check_tiers(listed or [])
     except ValidationError as exc:
         fail(str(exc))
+    if channel is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", channel):
+        fail(f"{channel!r} is not a valid channel name")
     print(mint_user_token(credentials.jwt_secret(_settings()), user, ttl_s, created_at, idh,
-                          listed))
+                          listed, channel))
 
 
 @app.command("admin-token")

@@ -351,6 +351,11 @@ class ClaimArg(Struct, array_like=True, frozen=True):
     "?" for a code that is not genuine, "" for none (include/presale_codes.lua)"""
     k_code: int = 0
     """KEYS slot of the claimant's code-attempt limiter, 0 without a code"""
+    identity: str = ""
+    """presales: the claimant's hashed real-person identity ('' none), counted by the
+    campaign's `per_person` limit"""
+    channel: str = ""
+    """presales: the credential's sales channel ('' none), for allocations"""
     guard: GuardArg | None = None
     """None: sent unguarded (the campaign was unguarded at its last reply); last, so
     that a nil leaves no hole in the array msgpack makes of the claim"""

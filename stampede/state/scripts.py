@@ -62,6 +62,7 @@ OPERATIONS = (
     # paid vouchers
     "coupon_pay",
     "coupon_refund",
+    "allocation_return",  # presales: allocations
 )
 
 

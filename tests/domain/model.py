@@ -5,6 +5,7 @@ on top of server time, so both see a wave or a deadline pass together.
 """
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from stampede import Outcome
 
@@ -17,6 +18,9 @@ class ModelClaim:
     deadline: int
     status: str = "held"
     price: int = 100
+    person: str = ""
+    took: list[tuple[str, int]] = field(default_factory=list)
+    """From the SKU's allocations: (name, units)."""
 
 
 @dataclass
@@ -43,6 +47,36 @@ class SaleModel:
     """Presale price steps by SKU: (price, first_units, tiers), the first match wins."""
     base_price: int = 100
     revenue: dict[str, int] = field(default_factory=dict)
+    per_person: int | None = None
+    """Presales: units one real person (identity) may hold or have bought."""
+    allocations: dict[str, list[list[Any]]] = field(default_factory=dict)
+    """Presales: sku -> [name, channels or None, tiers or None, reserved (-1 returned)]."""
+
+    def take(self, sku: str, qty: int, channel: str,
+             tiers: tuple[str, ...]) -> list[tuple[str, int]] | None:
+        """Allocations of the claimant's channel or tiers first, then the shared pool."""
+        allocs, available = self.allocations[sku], self.stock[sku][0]
+        mine = [a for a in allocs if a[3] > 0 and (a[1] is None or channel in a[1])
+                and (a[2] is None or a[2] & set(tiers))]
+        shared = max(0, available - sum(a[3] for a in allocs if a[3] > 0))
+        if qty > available or qty > sum(a[3] for a in mine) + shared:
+            return None
+        took, left = [], qty
+        for a in mine:
+            n = min(a[3], left)
+            if n:
+                took.append((a[0], n))
+            left -= n
+        return took
+
+    def return_allocation(self, sku: str, name: str) -> tuple[Outcome, int]:
+        for a in self.allocations[sku]:
+            if a[0] == name:
+                if a[3] < 0:
+                    return Outcome.CONFLICT, 0
+                units, a[3] = a[3], -1
+                return Outcome.OK, units
+        return Outcome.NOT_FOUND, 0
 
     def price(self, sku: str, qty: int, tiers: tuple[str, ...]) -> int:
         taken = self.stock[sku][1] + self.stock[sku][2] + qty
@@ -74,13 +108,23 @@ class SaleModel:
         self.stock[c.sku][1] -= c.qty
         self.stock[c.sku][0] += c.qty
         c.status = status
+        for name, n in c.took:  # back to allocations not yet returned
+            for a in self.allocations.get(c.sku, []):
+                if a[0] == name and a[3] >= 0:
+                    a[3] += n
 
     def user_total(self, user: str) -> int:
         return sum(c.qty - self.refunded.get(cid, 0) for cid, c in self.claims.items()
                    if c.user == user and c.status in ("held", "confirmed"))
 
+    def person_total(self, person: str) -> int:
+        return sum(c.qty for c in self.claims.values()
+                   if c.person == person and c.status not in ("expired", "cancelled"))
+        # (a refund or transfer leaves the units with the person: only a release frees)
+
     def claim(self, claim_id: str, user: str, sku: str, qty: int,
-              key: str | None, tiers: tuple[str, ...] = ()) -> tuple[Outcome, str | None]:
+              key: str | None, tiers: tuple[str, ...] = (),
+              person: str = "", channel: str = "") -> tuple[Outcome, str | None]:
         fp = f"{sku}:{qty}"
         if key is not None and (user, key) in self.idem:
             first_fp, outcome, first_id = self.idem[(user, key)]
@@ -94,14 +138,24 @@ class SaleModel:
             return refused, None
         if self.user_total(user) + qty > self.per_user:
             outcome, cid = Outcome.LIMIT_EXCEEDED, None
-        elif self.stock[sku][0] < qty:
+        elif self.per_person is not None and not person:  # by state: not remembered
+            return Outcome.LIMIT_EXCEEDED, None
+        elif self.per_person is not None and \
+                self.person_total(person) + qty > self.per_person:
+            outcome, cid = Outcome.LIMIT_EXCEEDED, None
+        elif self.stock[sku][0] < qty or (
+                sku in self.allocations and self.take(sku, qty, channel, tiers) is None):
             outcome, cid = Outcome.SOLD_OUT, None
         else:
+            took = self.take(sku, qty, channel, tiers) if sku in self.allocations else None
+            for name, n in took or []:
+                next(a for a in self.allocations[sku] if a[0] == name)[3] -= n
             price = self.price(sku, qty, tiers)
             self.stock[sku][0] -= qty
             self.stock[sku][1] += qty
             self.claims[claim_id] = ModelClaim(user, sku, qty, self.now + self.hold_ttl,
-                                               price=price)
+                                               price=price, person=person,
+                                               took=took or [])
             outcome, cid = Outcome.OK, claim_id
         if key is not None:
             self.idem[(user, key)] = (fp, outcome, cid)

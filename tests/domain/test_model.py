@@ -12,7 +12,10 @@ the campaign's tickets at two gates (refunded tickets refused, a second
 scan answering where the first admitted), and transfers (the claim
 re-issued to its recipient, whose limit applies); each admission grants the
 holder a coupon pack of a drop exactly once, and ops grant packs to segments
-(a key retried grants nobody twice). After every
+(a key retried grants nobody twice); the real-name per_person limit (users
+u0 and u1 are one person, u2 and u3 another, and u4 carries no identity);
+allocations of SKU b (2 units for channel app, 1 for tier vip, returned by
+ops at random) with claims through app or no channel. After every
 step the engine's counters, per-user totals and claim statuses must equal
 the model's, and the invariants must hold.
 """
@@ -38,7 +41,11 @@ from stampede.state import keys, records
 from tests.coupons.helpers import FIVE_OFF, drop_spec
 from tests.domain.model import SaleModel
 
-USERS = ["u0", "u1", "u2", "u3"]
+USERS = ["u0", "u1", "u2", "u3", "u4"]
+PERSONS = {"u0": "hA", "u1": "hA", "u2": "hB", "u3": "hB", "u4": ""}
+PER_PERSON = 4
+CHANNELS = ["", "app"]
+ALLOCS = [("app", ("app",), None, 2), ("vip", None, ("vip",), 1)]
 SKUS = ["a", "b"]
 TIERS = [(), ("vip",), ("member",), ("member", "other")]
 # Presale phases: vip from the start, members at +75 s, everyone at +135 s
@@ -64,10 +71,14 @@ class SaleMachine(RuleBasedStateMachine):
         spec = msgspec.convert({
             "name": "model", "opens_at": (now - timedelta(minutes=1)).isoformat(),
             "closes_at": (now + timedelta(days=1)).isoformat(), "hold_ttl_s": HOLD_TTL_MS // 1000,
-            "limits": {"per_user": 3}, "tickets": {"venue": "arena"}, "transfers": {},
+            "limits": {"per_user": 3, "per_person": PER_PERSON},
+            "tickets": {"venue": "arena"}, "transfers": {},
             "skus": [{"sku": s, "price": 100, "price_steps": [
                 {"price": p, "first_units": u, "tiers": list(t) if t else None}
-                for p, u, t in STEPS] if s == "a" else [], "waves": [
+                for p, u, t in STEPS] if s == "a" else [],
+                "allocations": [{"name": n, "qty": q, "channels": ch and list(ch),
+                                 "tiers": t and list(t)} for n, ch, t, q in ALLOCS]
+                if s == "b" else [], "waves": [
                 {"at": (now + timedelta(milliseconds=at - 1000 * (at == 0))).isoformat(),
                  "qty": q} for at, q in waves[s]]} for s in SKUS],
             "phases": self.phase_specs(now)}, CampaignSpec)
@@ -82,7 +93,11 @@ class SaleMachine(RuleBasedStateMachine):
                                [(at, s, q) for s in SKUS for at, q in waves[s]],
                                phases=self.model_phases(),
                                price_steps={"a": [(p, u, frozenset(t) if t else None)
-                                                  for p, u, t in STEPS]})
+                                                  for p, u, t in STEPS]},
+                               per_person=PER_PERSON,
+                               allocations={"b": [[n, frozenset(ch) if ch else None,
+                                                   frozenset(t) if t else None, q]
+                                                  for n, ch, t, q in ALLOCS]})
         self.start = now
         self.model.tick()
         self.requests: list[tuple[PendingClaim, Outcome, str | None]] = []
@@ -104,12 +119,15 @@ class SaleMachine(RuleBasedStateMachine):
         self.loop.close()
 
     @rule(user=st.sampled_from(USERS), sku=st.sampled_from(SKUS), qty=st.integers(1, 3),
-          key=st.sampled_from([None, "k0", "k1", "k2"]), tiers=st.sampled_from(TIERS))
+          key=st.sampled_from([None, "k0", "k1", "k2"]), tiers=st.sampled_from(TIERS),
+          channel=st.sampled_from(CHANNELS))
     def claim(self, user: str, sku: str, qty: int, key: str | None,
-              tiers: tuple[str, ...]) -> None:
-        pending = PendingClaim(keys.new_claim_id(self.cid), user, sku, qty, key, tiers=tiers)
+              tiers: tuple[str, ...], channel: str) -> None:
+        pending = PendingClaim(keys.new_claim_id(self.cid), user, sku, qty, key, tiers=tiers,
+                               identity=PERSONS[user], channel=channel)
         result = self.run(self.engine._claim_batch(self.cid, [pending]))[0]
-        expected, expected_id = self.model.claim(pending.claim_id, user, sku, qty, key, tiers)
+        expected, expected_id = self.model.claim(pending.claim_id, user, sku, qty, key, tiers,
+                                                 PERSONS[user], channel)
         assert result.outcome is expected
         got_id = result.claim.claim_id if result.claim else None
         assert got_id == expected_id
@@ -146,7 +164,7 @@ class SaleMachine(RuleBasedStateMachine):
           tiers=st.sampled_from(TIERS))
     def buy(self, user: str, sku: str, qty: int, tiers: tuple[str, ...]) -> None:
         """Claim and confirm at once: sold claims for the refunds to find."""
-        self.claim(user, sku, qty, None, tiers)
+        self.claim(user, sku, qty, None, tiers, "")
         claim_id = self.requests[-1][2]
         if claim_id is not None:
             result = self.run(self.engine.confirm(claim_id, user))
@@ -238,6 +256,11 @@ class SaleMachine(RuleBasedStateMachine):
         assert self.run(self.engine.patch_campaign(self.cid, patch, "ops")) is Outcome.OK
         self.model.phases = self.model_phases() if on else []
 
+    @rule(name=st.sampled_from([n for n, *_ in ALLOCS]))
+    def return_allocation(self, name: str) -> None:
+        outcome, _, units = self.run(self.engine.return_allocation(self.cid, "b", name, "ops"))
+        assert (outcome, units) == self.model.return_allocation("b", name)
+
     @invariant()
     def agrees_with_model(self) -> None:
         stats = self.run(self.engine.stats(self.cid))
@@ -248,6 +271,11 @@ class SaleMachine(RuleBasedStateMachine):
         users = self.run(self.engine.redis.hgetall(keys.campaign_keys(self.cid).users))
         for user in USERS:
             assert int(users.get(user, 0)) == self.model.user_total(user)
+        for person in ("hA", "hB"):
+            assert int(users.get(f"~p|{person}", 0)) == self.model.person_total(person)
+        meta = self.run(self.engine.redis.hgetall(keys.campaign_keys(self.cid).meta))
+        assert {a[0]: a[3] for a in self.model.allocations["b"]} == \
+            {n: int(meta[f"al:b:{n}"]) for n, *_ in ALLOCS}
         stored = self.run(self.engine.redis.hgetall(keys.campaign_keys(self.cid).claims))
         assert {cid: records.CLAIM.decode(raw).status for cid, raw in stored.items()} == \
             {cid: c.status for cid, c in self.model.claims.items()}

@@ -107,6 +107,11 @@ ROWS: dict[str, list[dict[str, str]]] = {
                               "tier": "fan-code", "actor": "ops"}],
     "segment_changed": [{"segment": "insiders", "op": "add", "users": "ann,bob", "n": "2",
                          "actor": "ops"}],
+    # presales: allocations
+    "allocation_returned": [{"sku": "seated", "allocation": "partner", "qty": "40",
+                             "by": "schedule"},
+                            {"sku": "seated", "allocation": "app", "qty": "0", "by": "ops",
+                             "actor": "ops"}],
 }
 
 

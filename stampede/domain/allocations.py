@@ -1,0 +1,74 @@
+"""Presales: a SKU's stock split into allocations (per channel, per tier) and a shared
+pool, decided in the claim script (include/allocations.lua).
+
+Meta fields (define_campaign writes them with the other optional meta):
+  al                   '1' when any SKU has allocations (the claim script reads the
+                       rest only then: a plain campaign pays nothing)
+  al:<sku>             the SKU's allocations, ';'-joined "name/returns_ms/channels/tiers"
+                       (channels and tiers ','-joined, '' for any; returns_ms 0: never)
+  al:<sku>:<name>      units still reserved, -1 once returned to the shared pool
+A hold records what it took from allocations in the users hash as "~a|<claim>" ->
+"name:n,..." so that a release gives the units back to them (include/common.lua).
+"""
+
+import re
+from collections.abc import Sequence
+
+from stampede.domain.models import AllocationSpec, CampaignSpec, SkuSpec, to_ms
+from stampede.errors import ValidationError
+
+FLAG = "al"
+_CHANNEL = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def check_channel(channel: str) -> str:
+    if not _CHANNEL.match(channel):
+        raise ValidationError("channel must match [A-Za-z0-9_-]{1,32}")
+    return channel
+
+
+def _units(sku: SkuSpec) -> int:
+    return sum(w.qty for w in sku.waves)
+
+
+def check(spec: CampaignSpec, opens_ms: int, closes_ms: int) -> None:
+    """ValidationError naming the field: unique names, each for some channels or tiers,
+    returning within the schedule, adding up to no more than the SKU's waves."""
+    for i, sku in enumerate(spec.skus):
+        if not sku.allocations:
+            continue
+        at = f"skus[{i}].allocations"
+        if spec.coupons is not None:
+            raise ValidationError(f"{at}: a coupon drop takes no allocations")
+        if spec.waitlist is not None:  # an offer is made without the claimant's channel
+            raise ValidationError(f"{at}: a campaign with allocations takes no waitlist")
+        seen: set[str] = set()
+        for j, a in enumerate(sku.allocations):
+            if a.name in seen:
+                raise ValidationError(f"{at}[{j}].name: {a.name!r} is listed twice")
+            seen.add(a.name)
+            if a.channels is None and a.tiers is None:
+                raise ValidationError(f"{at}[{j}]: an allocation names channels or tiers "
+                                      "(the units for everyone are the shared pool)")
+            if a.returns_at is not None and not opens_ms < to_ms(a.returns_at) < closes_ms:
+                raise ValidationError(f"{at}[{j}].returns_at must be between opens_at and "
+                                      "closes_at")
+        total, stock = sum(a.qty for a in sku.allocations), _units(sku)
+        if total > stock:
+            raise ValidationError(f"{at}: the allocations add up to {total} units, more "
+                                  f"than the {stock} units of SKU {sku.sku!r}'s waves")
+
+
+def _encode(allocs: Sequence[AllocationSpec]) -> str:
+    return ";".join(f"{a.name}/{to_ms(a.returns_at) if a.returns_at else 0}/"
+                    f"{','.join(a.channels or ())}/{','.join(a.tiers or ())}" for a in allocs)
+
+
+def meta_fields(spec: CampaignSpec) -> dict[str, str]:
+    """The allocations' meta fields, every SKU's written (a redefinition replaces all)."""
+    fields = {FLAG: "1" if any(s.allocations for s in spec.skus) else "0"}
+    for s in spec.skus:
+        fields[f"al:{s.sku}"] = _encode(s.allocations)
+        for a in s.allocations:
+            fields[f"al:{s.sku}:{a.name}"] = str(a.qty)
+    return fields

@@ -1,0 +1,93 @@
+-- Presale allocations (stampede/domain/allocations.py): a SKU's stock split into
+-- units reserved per channel or tier (meta 'al:<sku>', state 'al:<sku>:<name>':
+-- units still reserved, -1 once returned) and the shared pool, the rest of its
+-- available units. Every claim may take from the shared pool; a claim through
+-- an allocation's channel (or of its tier) also from it, first.
+
+local function set_of(text)
+  local s = nil
+  for item in string.gmatch(text, '[^,]+') do
+    s = s or {}
+    s[item] = true
+  end
+  return s
+end
+
+-- The SKU's allocations with their reserved units ({} when it has none); those
+-- whose return time has come go back to the shared pool now (an event each),
+-- as due waves are released: state that time, not a claim, changes.
+local function load_allocations(sku, now)
+  local raw = redis.call('HGET', K.meta, 'al:' .. sku)
+  local out = {}
+  if not raw or raw == '' then return out end
+  for part in string.gmatch(raw, '[^;]+') do
+    local name, ret, ch, ti = string.match(part, '^([^/]*)/([^/]*)/([^/]*)/([^/]*)$')
+    local field = 'al:' .. sku .. ':' .. name
+    local a = {name = name, field = field, channels = set_of(ch), tiers = set_of(ti),
+               r = tonumber(redis.call('HGET', K.meta, field) or '-1')}
+    local returns = tonumber(ret)
+    if a.r >= 0 and returns > 0 and now >= returns then
+      redis.call('HSET', K.meta, field, -1)
+      emit(now, 'allocation_returned', {'sku', sku, 'allocation', name, 'qty', a.r,
+                                        'by', 'schedule'})
+      a.r = -1
+    end
+    out[#out + 1] = a
+  end
+  return out
+end
+
+local function admits(a, channel, tiers)
+  if a.r <= 0 then return false end
+  if a.channels and not a.channels[channel] then return false end
+  if a.tiers then
+    for _, t in ipairs(tiers) do
+      if a.tiers[t] then return true end
+    end
+    return false
+  end
+  return true
+end
+
+-- What a claim of `qty` takes: a list of {allocation, units} from the allocations
+-- that admit it (in spec order), the rest from the shared pool; nil when the
+-- allocations it may use and the shared pool hold fewer than qty units (or the
+-- SKU fewer available: reserved units may not be released yet).
+local function allocation_take(allocs, available, qty, channel, tiers)
+  if qty > available then return nil end
+  local reserved, own = 0, 0
+  for _, a in ipairs(allocs) do
+    if a.r > 0 then reserved = reserved + a.r end
+    if admits(a, channel, tiers) then own = own + a.r end
+  end
+  local shared = available - reserved
+  if shared < 0 then shared = 0 end
+  if qty > own + shared then return nil end
+  local take, left = {}, qty
+  for _, a in ipairs(allocs) do
+    if left == 0 then break end
+    if admits(a, channel, tiers) then
+      local n = math.min(a.r, left)
+      take[#take + 1] = {a, n}
+      left = left - n
+    end
+  end
+  return take
+end
+
+-- Spend a take: the allocations' reserved units (written once per script by
+-- allocations_flush), and "name:n,..." for the claim.
+local function allocation_spend(take)
+  local parts = {}
+  for _, t in ipairs(take) do
+    t[1].r, t[1].dirty = t[1].r - t[2], true
+    parts[#parts + 1] = t[1].name .. ':' .. t[2]
+  end
+  return table.concat(parts, ',')
+end
+
+local function allocations_flush(allocs)
+  for _, a in ipairs(allocs) do
+    if a.dirty then redis.call('HSET', K.meta, a.field, a.r) end
+  end
+end
