@@ -118,7 +118,7 @@ local function answer(code, reason, claim_id, at, ids)
 end
 
 local function coupon_id_of(seed, i)
-  return cid .. '.' .. string.sub(redis.sha1hex(seed .. '#' .. i), 1, 20)
+  return coupon_id(cid, seed, i)
 end
 
 -- Write one claim that passed every check: the stock, the user's counters, the
@@ -149,22 +149,11 @@ local function issue(claim_id, user, sku, qty, cfg, price, wallet, seed, who)
   for _ = 1, qty do
     for _, tid in ipairs(cfg.t) do
       local t = tpls[tid]
-      local id = coupon_id_of(seed, #ids + 1)
-      local vf, vt = t.vf, t.vt
-      if t.vd >= 0 then vf, vt = now, now + t.vd * DAY_MS end
-      local loc = new_locator(seed, #ids + 1)
-      redis.call('HSET', C.cpn, id, format_coupon({status = 'active', owner = user, tpl = tid,
-        uses = t.u, vf = vf, vt = vt, loc = loc, claimed = now, gift = '', claim = claim_id}))
-      redis.call('HSET', C.codes, loc, id)
-      redis.call('ZADD', C.cexp, vt, id)
-      redis.call('SADD', wallet, id)
+      local id = issue_coupon(now, cid, seed, #ids + 1, user, wallet, claim_id, tid, t)
       tstat('issued', 1, tid)
       tstat('uses', t.u, tid)
       tstat('value', t.f * t.u, tid)
       value_total = value_total + t.f * t.u
-      emit(now, 'coupon_issued', {'coupon', id, 'user', user, 'template', tid,
-                                  'claim', claim_id, 'uses', t.u, 'value', t.f * t.u,
-                                  'valid_from', vf, 'valid_to', vt, 'locator', loc})
       ids[#ids + 1] = id
     end
   end

@@ -87,21 +87,10 @@ for _ = 1, c.qty do
   for _, tid in ipairs(cfg.t) do
     i = i + 1
     local t = tpls[tid]
-    local id = cid .. '.' .. string.sub(redis.sha1hex(claim_id .. '#' .. i), 1, 20)
-    local vf, vt = t.vf, t.vt
-    if t.vd >= 0 then vf, vt = now, now + t.vd * DAY_MS end
-    local loc = new_locator(claim_id, i)
-    redis.call('HSET', C.cpn, id, format_coupon({status = 'active', owner = user, tpl = tid,
-      uses = t.u, vf = vf, vt = vt, loc = loc, claimed = now, gift = '', claim = claim_id}))
-    redis.call('HSET', C.codes, loc, id)
-    redis.call('ZADD', C.cexp, vt, id)
-    redis.call('SADD', wallet, id)
+    issue_coupon(now, cid, claim_id, i, user, wallet, claim_id, tid, t)
     stat('issued', 1, tid, day)
     stat('uses', t.u, tid, day)
     stat('value', t.f * t.u, tid, day)
-    emit(now, 'coupon_issued', {'coupon', id, 'user', user, 'template', tid,
-                                'claim', claim_id, 'uses', t.u, 'value', t.f * t.u,
-                                'valid_from', vf, 'valid_to', vt, 'locator', loc})
   end
 end
 return answer(OK, '')

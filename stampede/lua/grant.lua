@@ -75,22 +75,11 @@ for i = 3, #ARGV, 4 do
     for _, tid in ipairs(cfg.t) do
       local t = tpls[tid]
       n = n + 1
-      local id = cid .. '.' .. string.sub(redis.sha1hex(seed .. '#' .. n), 1, 20)
-      local vf, vt = t.vf, t.vt
-      if t.vd >= 0 then vf, vt = now, now + t.vd * DAY_MS end
-      local loc = new_locator(seed, n)
-      redis.call('HSET', C.cpn, id, format_coupon({status = 'active', owner = user, tpl = tid,
-        uses = t.u, vf = vf, vt = vt, loc = loc, claimed = now, gift = '', claim = claim_id}))
-      redis.call('HSET', C.codes, loc, id)
-      redis.call('ZADD', C.cexp, vt, id)
-      redis.call('SADD', wallet, id)
+      issue_coupon(now, cid, seed, n, user, wallet, claim_id, tid, t)
       stat('issued', 1, tid, day)
       stat('uses', t.u, tid, day)
       stat('value', t.f * t.u, tid, day)
       value_total = value_total + t.f * t.u
-      emit(now, 'coupon_issued', {'coupon', id, 'user', user, 'template', tid,
-                                  'claim', claim_id, 'uses', t.u, 'value', t.f * t.u,
-                                  'valid_from', vf, 'valid_to', vt, 'locator', loc})
     end
     answer(OK, '', claim_id, n)
   end

@@ -76,6 +76,31 @@ local function new_locator(seed, salt)
   end
 end
 
+-- A coupon's id: derived from its claim's seed and its number within the claim, so a
+-- replay or a recovery names the same coupon.
+local function coupon_id(cid, seed, n)
+  return cid .. '.' .. string.sub(redis.sha1hex(seed .. '#' .. n), 1, 20)
+end
+
+-- Issue coupon number n of a claim (template tid, record t) to user: its record, its
+-- locator, its expiry, the wallet, and the coupon_issued event. The caller counts the
+-- stats (a claim tallies them per batch). Returns the coupon's id.
+local function issue_coupon(now, cid, seed, n, user, wallet, claim_id, tid, t)
+  local id = coupon_id(cid, seed, n)
+  local vf, vt = t.vf, t.vt
+  if t.vd >= 0 then vf, vt = now, now + t.vd * DAY_MS end
+  local loc = new_locator(seed, n)
+  redis.call('HSET', C.cpn, id, format_coupon({status = 'active', owner = user, tpl = tid,
+    uses = t.u, vf = vf, vt = vt, loc = loc, claimed = now, gift = '', claim = claim_id}))
+  redis.call('HSET', C.codes, loc, id)
+  redis.call('ZADD', C.cexp, vt, id)
+  redis.call('SADD', wallet, id)
+  emit(now, 'coupon_issued', {'coupon', id, 'user', user, 'template', tid,
+                              'claim', claim_id, 'uses', t.u, 'value', t.f * t.u,
+                              'valid_from', vf, 'valid_to', vt, 'locator', loc})
+  return id
+end
+
 local function expire_coupon(now, coupon_id, c)
   c.status = 'expired'
   redis.call('HSET', C.cpn, coupon_id, format_coupon(c))
