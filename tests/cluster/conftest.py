@@ -11,12 +11,13 @@ session's stays whole for everyone else.
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from redis.cluster import RedisCluster
 
+from stampede import Engine, Settings
 from stampede.runtime.valkey_cluster import LocalValkeyCluster
 
 
@@ -63,3 +64,18 @@ def own_cluster(tmp_path: Path) -> Iterator[LocalValkeyCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """The suite's settings, in cluster mode (overrides tests/conftest.py's here)."""
+    return Settings(data_dir=tmp_path, sweep_batch=500, redis_cluster=True)
+
+
+@pytest.fixture
+async def engine(clean_cluster: str, settings: Settings) -> AsyncIterator[Engine]:
+    """An engine on the session's cluster (overrides tests/conftest.py's here)."""
+    eng = Engine.from_url(clean_cluster, settings)
+    await eng.start()
+    yield eng
+    await eng.close()
