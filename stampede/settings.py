@@ -18,6 +18,7 @@ PREFIX = "STAMPEDE_"
 TOOL_NAMES = {
     "TEST_PG_URL": "tests: a PostgreSQL the store tests may use",
     "TEST_REDIS_URL": "tests: a Redis whose data the tests may flush",
+    "TEST_CLUSTER_URL": "tests: a node of a Redis/Valkey Cluster whose data the tests may flush",
     "PG_BIN": "the throwaway PostgreSQL of tests and benchmarks: where initdb lives",
     "PG_PASSWORD": "docker-compose.yml: the PostgreSQL password it sets up",
     "SCREENSHOTS_DIR": "page tests: where screenshots go (bin/screenshots: docs/screenshots/)",

@@ -45,8 +45,11 @@ def cluster_url(valkey_cluster: LocalValkeyCluster | None) -> str:
 
 
 @pytest.fixture
-def clean_cluster(cluster_url: str) -> str:
+def clean_cluster(valkey_cluster: LocalValkeyCluster | None, cluster_url: str) -> str:
     """The session's cluster with every primary flushed."""
+    if valkey_cluster is not None:
+        valkey_cluster.flushall()
+        return cluster_url
     client = RedisCluster.from_url(cluster_url)
     try:
         client.flushall(target_nodes=RedisCluster.PRIMARIES)

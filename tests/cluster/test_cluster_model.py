@@ -10,7 +10,7 @@ from stampede import Settings
 from tests.coupons.test_model import CouponMachine
 from tests.domain.test_model import SaleMachine
 
-_EXAMPLES = settings(max_examples=20, stateful_step_count=30, deadline=None,
+_EXAMPLES = settings(max_examples=12, stateful_step_count=30, deadline=None,
                      suppress_health_check=[HealthCheck.too_slow])
 
 

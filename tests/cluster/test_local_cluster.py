@@ -1,8 +1,15 @@
 """The local Valkey Cluster the cluster tests run on is a real, whole cluster."""
 
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import redis
 from redis.cluster import RedisCluster
 
 from stampede.runtime.valkey_cluster import SLOTS, LocalValkeyCluster
+from tests.system.service import STAMPEDE, alive
 
 
 def test_three_primaries_three_replicas_every_slot_served(
@@ -47,3 +54,28 @@ def test_a_killed_primary_is_replaced_by_its_replica(own_cluster: LocalValkeyClu
         assert survivor.get("{c:k}:x") == "1"
     finally:
         survivor.close()
+
+
+def test_the_cli_runs_a_local_cluster_until_stopped(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STAMPEDE_")}
+    env["STAMPEDE_DATA_DIR"] = str(tmp_path)
+    proc = subprocess.Popen([STAMPEDE, "valkey-cluster", "--primaries", "2", "--replicas", "0"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().split()
+        assert line[1] == "STAMPEDE_REDIS_CLUSTER=1", line
+        url = line[0].removeprefix("STAMPEDE_REDIS_URL=")
+        # (a plain client of that node: redis-py's sync cluster client leaves its
+        # startup connection open)
+        with redis.Redis.from_url(url, decode_responses=True) as node:
+            info = str(node.execute_command("CLUSTER", "INFO"))  # type: ignore[no-untyped-call]
+            assert "cluster_state:ok" in info and "cluster_size:2" in info
+        pids = [int(p.read_text()) for p in (tmp_path / "cluster").glob("node*/valkey.pid")]
+        assert len(pids) == 2
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert not any(alive(pid) for pid in pids)  # every node stopped with it
