@@ -8,8 +8,9 @@ slot, follows MOVED/ASK redirections, loads scripts on every primary
 slot map again so a promoted replica is found.
 
 Its command methods are those of the single-server client, so the code above
-holds one type, `Redis`; the few places that differ in cluster mode (reads
-over several campaigns' streams, WAITAOF) ask `is_cluster`.
+holds one type, `Redis`; the few places that differ in cluster mode (the
+persister's stream reads, the console's reads, INFO memory) ask `is_cluster`,
+and durable ack (WAITAOF on the script's connection) is refused by the settings.
 
 A write is never retried by the client: a script whose connection broke may
 have run, so the caller answers 503 and the client of the API retries with
@@ -133,10 +134,3 @@ async def memory_info(redis: "Redis") -> dict[str, Any]:
         return used / limit if limit else used / 2**62
 
     return max(by_node.values(), key=fullness, default={})
-
-
-def node_count(redis: "Redis") -> int:
-    """The primaries this client sends to (1 off a cluster)."""
-    if isinstance(redis, RedisCluster):
-        return len(redis.get_primaries())
-    return 1
