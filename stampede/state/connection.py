@@ -78,7 +78,9 @@ class _BoundedCluster(RedisCluster):
 def cluster_client(url: str) -> "Redis":
     client = _BoundedCluster.from_url(
         url, decode_responses=True, max_connections=CLUSTER_MAX_CONNECTIONS,
-        health_check_interval=30, socket_timeout=5, socket_connect_timeout=2,
+        # A primary that stops answering (a host gone, no reset) fails its requests
+        # after socket_timeout: 503, and the slot map is read again.
+        health_check_interval=30, socket_timeout=10, socket_connect_timeout=5,
         # no blind retry of a write whose connection broke (see the module's text)
         retry=Retry(NoBackoff(), 0))
     _tolerate_key_hints(client)
