@@ -36,7 +36,7 @@ from redis.exceptions import (
 
 SINGLE_MAX_CONNECTIONS = 128
 """The single-server pool: under a rush, callers wait for a free connection."""
-CLUSTER_IN_FLIGHT = 256
+CLUSTER_IN_FLIGHT = 128
 """Cluster mode: commands in flight at once; more wait their turn (redis-py's cluster
 pool has no blocking mode: past its size it raises MaxConnectionsError)."""
 CLUSTER_MAX_CONNECTIONS = 2 * CLUSTER_IN_FLIGHT
@@ -115,7 +115,7 @@ ResponseErrors, yet none is the command's fault: retry later."""
 
 def is_transient(exc: BaseException) -> bool:
     """Redis unreachable or a cluster shard failing over: not the request's fault."""
-    return isinstance(exc, ConnectionError | TimeoutError | OSError | CLUSTER_TRANSIENT)
+    return isinstance(exc, (ConnectionError, TimeoutError, OSError, *CLUSTER_TRANSIENT))
 
 
 def is_cluster(redis: object) -> bool:

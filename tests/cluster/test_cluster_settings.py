@@ -1,10 +1,12 @@
 """STAMPEDE_REDIS_CLUSTER: what it needs and what it refuses, before anything starts."""
 
 import pytest
+from redis.exceptions import ClusterDownError, ResponseError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from stampede import Settings
 from stampede.errors import ConfigError
-from stampede.state.connection import engine_client, is_cluster, state_client
+from stampede.state.connection import engine_client, is_cluster, is_transient, state_client
 
 
 def test_cluster_mode_needs_a_node_url_and_refuses_durable_ack() -> None:
@@ -27,3 +29,9 @@ async def test_the_single_server_client_stays_the_default() -> None:
     finally:
         for client in (plain, state, clustered):
             await client.aclose()
+
+
+def test_a_failing_over_shard_is_transient_and_a_bad_entry_is_not() -> None:
+    assert is_transient(ClusterDownError("CLUSTERDOWN")) and is_transient(TryAgainError("x"))
+    assert is_transient(RedisConnectionError()) and is_transient(OSError())
+    assert not is_transient(ValueError("not-a-number")) and not is_transient(ResponseError("x"))
