@@ -29,8 +29,9 @@ class AfterSaleState:
     per_claim: dict[str, RefundRecord] = field(default_factory=dict)
     totals: Counter[str] = field(default_factory=Counter)
     """"<sku>.u" and "<sku>.amt" as refund.lua keeps them"""
-    partial: Counter[str] = field(default_factory=Counter)
-    """users-hash field -> units refunded of claims still confirmed"""
+    partial: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(user, sku) -> units refunded of claims still confirmed (recovery.py takes them
+    off the users' units it rebuilds)"""
     answers: list[tuple[str, RefundAnswerRecord, int]] = field(default_factory=list)
     """(idempotency key, first answer, ts)"""
     count: int = 0
@@ -107,8 +108,7 @@ async def load(store: Store, cid: str, ticketed: bool,
     for claim_id, r in last.items():
         if claim_id in confirmed:  # recovery counted every unit it bought
             units = st.per_claim[claim_id].units
-            st.partial[r.user_id] += units
-            st.partial[f"{r.user_id}|{r.sku}"] += units
+            st.partial[(r.user_id, r.sku)] += units
     return st
 
 
@@ -135,8 +135,6 @@ def queue(pipe: Any, cid: str, st: AfterSaleState, now: int, idem_ttl_ms: int) -
             c: records.REFUND.encode(r) for c, r in st.per_claim.items()})
     if st.totals:
         pipe.hset(keys.refund_totals_key(cid), mapping=dict(st.totals))
-    for name, units in st.partial.items():
-        pipe.hincrby(ck.users, name, -units)
     if st.count:
         pipe.hset(ck.counts, "refunds", st.count)
     n = 0

@@ -13,7 +13,7 @@ store, and `heal` fences and rebuilds it before it sells anything.
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -199,7 +199,8 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
                 if spec is not None and spec.on_checkin is not None else None)
             presale = await presale_recovery.load(store, cid)
             pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-            idem = _rebuild(pipe, cid, state, epoch, old, old_counts, now, idem_ttl_ms)
+            idem = _rebuild(pipe, cid, state, epoch, old, old_counts, now, idem_ttl_ms,
+                            refunds.partial)
             idem += aftersale_recovery.queue(pipe, cid, refunds, now, idem_ttl_ms)
             if drop is not None:
                 drop.queue(pipe, now, idem_ttl_ms)
@@ -487,14 +488,16 @@ def _meta_fields(row: Any) -> dict[str, str]:
 
 
 def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, str],
-             old_counts: dict[str, str], now: int, idem_ttl_ms: int) -> int:
+             old_counts: dict[str, str], now: int, idem_ttl_ms: int,
+             refunded: Mapping[tuple[str, str], int]) -> int:
     """Queue the commands that replace the campaign's keys; returns idempotency answers set."""
     k = keys.campaign_keys(cid)
     meta, stock, users, claims = k.meta, k.stock, k.users, k.claims
     deadlines, waves, events, counts = k.deadlines, k.waves, k.events, k.counts
     # Only the keys the store can rebuild; meta is overwritten field by field so
     # fields other features keep there survive a rebuild of a live Redis.
-    pipe.delete(stock, users, claims, deadlines, waves, events, counts)
+    pipe.delete(stock, users, claims, deadlines, k.expiry, waves, events, counts)
+    pipe.hdel(meta, "xtail")  # holds are rebuilt into the deadlines zset
     m = {**_meta_fields(st.row), "epoch": str(epoch), "evseq": str(st.row.max_seq),
          "fenced": "0"}
     if "time_offset_ms" in old_meta:
@@ -535,7 +538,11 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
     stock_fields.update({f"{sku}.rev": n for sku, n in revenue.items() if n})
     if stock_fields:
         pipe.hset(stock, mapping=stock_fields)
-    units: dict[str, int] = {f"{user}|~lapsed": n for user, n in history.lapses.items()}
+    units: dict[str, int | str] = {f"{user}|~lapsed": n for user, n in history.lapses.items()}
+    by_user: dict[str, Counter[str]] = {}  # user -> units held+sold by SKU
+    person_units: Counter[str] = Counter()
+    for (user, sku), n in refunded.items():  # refunded units no longer count (refund.lua)
+        by_user.setdefault(user, Counter())[sku] -= n
     stored: dict[str, str] = {}
     persons: dict[str, str] = {}
     idem = 0
@@ -544,13 +551,12 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
             status=c.status, user=c.user_id, sku=c.sku, qty=c.qty, deadline=c.deadline_ms,
             price=c.price, created=c.created_ms))
         if c.status in ("held", "confirmed"):
-            units[c.user_id] = units.get(c.user_id, 0) + c.qty
-            units[f"{c.user_id}|{c.sku}"] = units.get(f"{c.user_id}|{c.sku}", 0) + c.qty
+            by_user.setdefault(c.user_id, Counter())[c.sku] += c.qty
         person = history.persons.get(c.claim_id)
         if person is not None and c.status not in RELEASED:
             # As claim_batch.lua counts it: only a release (expiry, cancel) gives the
             # units back; a refund or a transfer leaves them with the person.
-            units[f"~p|{person}"] = units.get(f"~p|{person}", 0) + c.qty
+            person_units[f"~p|{person}"] += c.qty
             persons[f"~i|{c.claim_id}"] = person
         if c.status == "held":
             pipe.zadd(deadlines, {c.claim_id: c.deadline_ms})
@@ -563,6 +569,11 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
             idem += 1
     if stored:
         pipe.hset(claims, mapping=stored)
+    for user, by_sku in by_user.items():
+        raw = records.encode_units(dict(by_sku))
+        if raw:
+            units[user] = raw
+    units.update(person_units)
     if units:
         pipe.hset(users, mapping={**units, **persons, **alloc_marks})
     tally = {name: n for name, n in old_counts.items() if name not in DERIVED_COUNTS}

@@ -40,7 +40,7 @@ local t = template(c.tpl)
 local counts = t and t.g == 1
 if counts then
   local per_user = meta_limit('per_user')
-  local held = tonumber(redis.call('HGET', K.users, user) or '0')
+  local held = units_of(user)
   local gifts = tonumber(redis.call('HGET', C.cusers, 'g|' .. user) or '0')
   if per_user >= 0 and held + gifts + 1 > per_user then
     return {LIMIT_EXCEEDED, 'per_user:' .. per_user .. ':' .. (held + gifts), coupon_id}

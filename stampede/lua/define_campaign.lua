@@ -30,9 +30,9 @@ local optional = cjson.decode(ARGV[10])
 local lists = optional['th_lists']
 optional['th_lists'] = nil
 if exists then
-  redis.call('DEL', K.stock, K.users, K.deadlines, K.waves, K.counts, K.waitlist, K.wlentries,
-             K.offers)
-  redis.call('HDEL', K.meta, 'wl_max', 'offer_ttl_ms', 'wr_on', 'wr_rate', 'wr_burst',
+  redis.call('DEL', K.stock, K.users, K.deadlines, K.expiry, K.waves, K.counts, K.waitlist,
+             K.wlentries, K.offers)
+  redis.call('HDEL', K.meta, 'xtail', 'wl_max', 'offer_ttl_ms', 'wr_on', 'wr_rate', 'wr_burst',
              'wr_max_active', 'wr_window_ms', 'wr_token_ttl_ms', 'wr_paused')
   -- A redefined drop keeps none of its old codes (promo codes, referral, code-only SKUs)
   -- nor points prices, nor paid vouchers.

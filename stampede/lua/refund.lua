@@ -85,8 +85,7 @@ if to == 'retire' then
 else
   redis.call('HINCRBY', K.stock, c.sku .. '.a', n)
 end
-redis.call('HINCRBY', K.users, c.user, -n)  -- refunded units no longer count to the limit
-redis.call('HINCRBY', K.users, c.user .. '|' .. c.sku, -n)
+units_add(c.user, c.sku, -n)  -- refunded units no longer count to the limit
 redis.call('HSET', R, claim_id, format_refund({units = done.units + n,
                                                amount = done.amount + amount}))
 redis.call('HINCRBY', TOTALS, c.sku .. '.u', n)

@@ -48,8 +48,8 @@ end
 local rraw = redis.call('HGET', R, x.claim)
 local left = c.qty - (rraw and parse_refund(rraw).units or 0)
 if m[2] == '1' then
-  local u = redis.call('HMGET', K.users, recipient, recipient .. '|' .. c.sku)
-  local total, per_sku = tonumber(u[1] or '0'), tonumber(u[2] or '0')
+  local total, by = units_of(recipient)
+  local per_sku = by[c.sku] or 0
   local per_user = tonumber(m[3] or '-1')
   local sku_lim = tonumber(redis.call('HGET', K.stock, c.sku .. '.lim') or '-1')
   if per_user >= 0 and total + left > per_user then
@@ -66,10 +66,8 @@ c.status = 'transferred'
 redis.call('HSET', K.claims, x.claim, format_claim(c))
 redis.call('HSET', K.claims, new_id, format_claim({status = 'confirmed', user = recipient,
   sku = c.sku, qty = left, deadline = c.deadline, price = c.price, created = c.created}))
-redis.call('HINCRBY', K.users, giver, -left)
-redis.call('HINCRBY', K.users, giver .. '|' .. c.sku, -left)
-redis.call('HINCRBY', K.users, recipient, left)
-redis.call('HINCRBY', K.users, recipient .. '|' .. c.sku, left)
+units_add(giver, c.sku, -left)
+units_add(recipient, c.sku, left)
 redis.call('SREM', GIVER_SET, x.claim)
 if m[4] == '1' then redis.call('SADD', RECIPIENT_SET, new_id) end
 x.status, x.recipient, x.new_claim = 'accepted', recipient, new_id

@@ -40,10 +40,10 @@ if raw then
   return {OK, 0, e.status, position, e.qty, e.joined, e.claim}
 end
 if qty < 1 or qty > tonumber(m[3]) then return {INVALID} end
-local u = redis.call('HMGET', K.users, user, field)
+local held, by = units_of(user)
 local per_user, lim = tonumber(m[2]), tonumber(s[2])
-if (per_user >= 0 and tonumber(u[1] or '0') + qty > per_user)
-    or (lim >= 0 and tonumber(u[2] or '0') + qty > lim) then
+if (per_user >= 0 and held + qty > per_user)
+    or (lim >= 0 and (by[sku] or 0) + qty > lim) then
   return {LIMIT_EXCEEDED}
 end
 local waiting = redis.call('ZLEXCOUNT', K.waitlist, wl_range(sku))

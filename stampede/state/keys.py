@@ -40,6 +40,8 @@ class CampaignKeys(NamedTuple):
     offers: str
     queue: str
     admitted: str
+    expiry: str
+    """list: a sale claim's holds in creation order (include/holds.lua)"""
 
 
 class DropKeys(NamedTuple):

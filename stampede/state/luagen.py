@@ -77,10 +77,34 @@ end
 """
 
 
+_UNITS = f"""-- A users field (records.py encode_units): "<sku>{records.UNITS_PAIR}<n>{records.UNITS_SEP}...".
+-- parse_units returns the total and the units by SKU; format_units skips SKUs at 0
+-- ('' when none are left: the caller deletes the field).
+local function parse_units(raw)
+  local by, total = {{}}, 0
+  if raw then
+    for sku, n in string.gmatch(raw, '([^{records.UNITS_SEP}{records.UNITS_PAIR}]+){records.UNITS_PAIR}(%-?%d+)') do
+      n = tonumber(n)
+      by[sku], total = n, total + n
+    end
+  end
+  return total, by
+end
+local function format_units(by)
+  local parts = {{}}
+  for sku, n in pairs(by) do
+    if n ~= 0 then parts[#parts + 1] = sku .. '{records.UNITS_PAIR}' .. n end
+  end
+  return table.concat(parts, '{records.UNITS_SEP}')
+end
+"""
+
+
 def record_codecs(codecs: Sequence[TextCodec[Any]], helpers: bool) -> str:
     head = ("-- Stored records (stampede/state/records.py): '|'-joined text, parsed into\n"
             "-- tables named by the record's fields and formatted back.\n")
-    return head + (_SPLIT if helpers else "") + "".join(text_codec(c) for c in codecs)
+    return (head + (_SPLIT + _UNITS if helpers else "")
+            + "".join(text_codec(c) for c in codecs))
 
 
 def _wire(struct: type[msgspec.Struct]) -> list[tuple[str, str, Any]]:

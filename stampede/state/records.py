@@ -278,6 +278,35 @@ class PaidRecord(Struct):
     """the amount refunded (0 before)"""
 
 
+# -- luacost: a user's units in a campaign, one users-hash field per user ---------
+
+UNITS_SEP = ","
+UNITS_PAIR = ":"
+
+
+def encode_units(by_sku: "dict[str, int]") -> str:
+    """users hash: "<user>" -> the user's units held+sold by SKU, "<sku>:<n>,...".
+
+    One field per user (the total is the sum): a per-SKU field beside a total
+    cost ~40 bytes more per holding user. SKU ids never hold ':' or ','
+    (stampede/state/keys.py); SKUs at 0 are left out, and a user at 0 has no
+    field. include/common.lua's generated parse_units/format_units are the Lua side.
+    """
+    return UNITS_SEP.join(f"{sku}{UNITS_PAIR}{n}" for sku, n in by_sku.items() if n)
+
+
+def decode_units(raw: "str | bytes | None") -> dict[str, int]:
+    """A users field's units by SKU ({} for none)."""
+    if not raw:
+        return {}
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    out: dict[str, int] = {}
+    for part in text.split(UNITS_SEP):
+        sku, _, n = part.partition(UNITS_PAIR)
+        out[sku] = int(n)
+    return out
+
+
 CLAIM = TextCodec(ClaimRecord, "claim")
 ENTRY = TextCodec(EntryRecord, "entry")
 WL_MEMBER = TextCodec(WlMemberRecord, "wl_member")

@@ -57,5 +57,5 @@ async def check_refund_invariants(engine: Engine, cid: str) -> None:
         assert s.available + s.held + s.sold == s.released
         assert (s.held, s.sold) == (held[s.sku], sold[s.sku])
     users = await engine.redis.hgetall(ks.users)
-    totals = {u: int(n) for u, n in users.items() if "|" not in u and int(n)}
+    totals = {u: sum(records.decode_units(n).values()) for u, n in users.items() if "|" not in u}
     assert totals == {u: n for u, n in owned.items() if n}

@@ -270,7 +270,8 @@ class SaleMachine(RuleBasedStateMachine):
             assert s.revenue == self.model.revenue.get(s.sku, 0)
         users = self.run(self.engine.redis.hgetall(keys.campaign_keys(self.cid).users))
         for user in USERS:
-            assert int(users.get(user, 0)) == self.model.user_total(user)
+            assert sum(records.decode_units(users.get(user)).values()) == \
+                self.model.user_total(user)
         for person in ("hA", "hB"):
             assert int(users.get(f"~p|{person}", 0)) == self.model.person_total(person)
         meta = self.run(self.engine.redis.hgetall(keys.campaign_keys(self.cid).meta))

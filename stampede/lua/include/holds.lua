@@ -1,0 +1,105 @@
+-- A claim batch's writes, gathered and made once at its end (holds_flush):
+-- the users' units, the new claim records, the expiry list and the event
+-- sequence. Each claim then costs one XADD of its own; everything else is a
+-- handful of calls per batch. The script is atomic, so nobody sees the cache
+-- and Redis differ. Pasted after common by claim_batch (and any script that
+-- places sale holds in bulk): call holds_begin after the sweep and before the
+-- first claim, holds_flush once after the last.
+--
+-- The expiry list (K.expiry) holds claim ids in deadline order; a batch's
+-- holds share one deadline, so they go to its tail unless that deadline is
+-- earlier than the tail's (meta 'xtail': the hold TTL was shortened, or the
+-- clock offset moved back), in which case they go to the deadlines zset.
+
+local hb_known = {}  -- claim_id -> its stored record, for the batch's ids that exist
+local hb_units = {}  -- user -> {total, by SKU} as the batch leaves them
+local hb_dirty = {}  -- users whose units changed, in order
+local hb_claims = {}  -- HSET arguments: claim_id, record, ...
+local hb_expiry = {}  -- ids of the new holds, in order
+local hb_deadline = nil  -- their deadline (one per batch)
+
+-- Read what the batch's claims need in two calls: the records of their ids
+-- (a retried batch finds its first answers) and their users' units.
+local function holds_begin(claim_ids, users)
+  if #claim_ids > 0 then
+    local raw = redis.call('HMGET', K.claims, unpack(claim_ids))
+    for i, id in ipairs(claim_ids) do
+      if raw[i] then hb_known[id] = raw[i] end
+    end
+  end
+  local fresh, seen = {}, {}
+  for _, u in ipairs(users) do
+    if not seen[u] then seen[u] = true; fresh[#fresh + 1] = u end
+  end
+  if #fresh > 0 then
+    local raw = redis.call('HMGET', K.users, unpack(fresh))
+    for i, u in ipairs(fresh) do
+      local total, by = parse_units(raw[i] or nil)
+      hb_units[u] = {total = total, by = by}
+    end
+  end
+  evseq_cache = tonumber(redis.call('HGET', K.meta, 'evseq') or '0')
+end
+
+-- The stored record of a claim id of this batch, or nil if it has none.
+local function hold_known(claim_id)
+  return hb_known[claim_id]
+end
+
+-- A user's units held+sold now: total, and of `sku`.
+local function hold_units(user, sku)
+  local u = hb_units[user]
+  if not u then  -- not named to holds_begin
+    local total, by = units_of(user)
+    u = {total = total, by = by}
+    hb_units[user] = u
+  end
+  return u.total, u.by[sku] or 0
+end
+
+-- A new hold: its units counted to the user, its record, its expiry.
+local function hold_place(claim_id, c)
+  local u = hb_units[c.user]
+  if not u.dirty then u.dirty = true; hb_dirty[#hb_dirty + 1] = c.user end
+  u.total, u.by[c.sku] = u.total + c.qty, (u.by[c.sku] or 0) + c.qty
+  local raw = format_claim(c)
+  hb_known[claim_id] = raw
+  hb_claims[#hb_claims + 1] = claim_id
+  hb_claims[#hb_claims + 1] = raw
+  hb_expiry[#hb_expiry + 1] = claim_id
+  hb_deadline = c.deadline
+end
+
+-- Calls of at most 1000 arguments after the key (Lua's unpack has a C stack limit).
+local function call_chunked(cmd, key, args)
+  for i = 1, #args, 1000 do
+    redis.call(cmd, key, unpack(args, i, math.min(i + 999, #args)))
+  end
+end
+
+local function holds_flush()
+  local users = {}
+  for _, user in ipairs(hb_dirty) do
+    users[#users + 1] = user
+    users[#users + 1] = format_units(hb_units[user].by)
+  end
+  if #users > 0 then call_chunked('HSET', K.users, users) end
+  if #hb_claims > 0 then call_chunked('HSET', K.claims, hb_claims) end
+  local meta = {'evseq', evseq_cache}
+  if #hb_expiry > 0 then
+    local tail = tonumber(redis.call('HGET', K.meta, 'xtail') or '0')
+    if hb_deadline >= tail then
+      call_chunked('RPUSH', K.expiry, hb_expiry)
+      meta[3], meta[4] = 'xtail', hb_deadline
+    else
+      local scored = {}
+      for _, id in ipairs(hb_expiry) do
+        scored[#scored + 1] = hb_deadline
+        scored[#scored + 1] = id
+      end
+      call_chunked('ZADD', K.deadlines, scored)
+    end
+  end
+  redis.call('HSET', K.meta, unpack(meta))
+  evseq_cache = nil
+end
