@@ -106,13 +106,11 @@ end
 local tally = {}
 local function tally_one(field) tally[field] = (tally[field] or 0) + 1 end
 
-local out = {}
+local out, n_out = {}, 0
 local function answer(code, claim_id, deadline, price, created)
-  out[#out + 1] = code
-  out[#out + 1] = claim_id or ''
-  out[#out + 1] = deadline or ''
-  out[#out + 1] = price or ''
-  out[#out + 1] = created or ''
+  out[n_out + 1], out[n_out + 2], out[n_out + 3] = code, claim_id or '', deadline or ''
+  out[n_out + 4], out[n_out + 5] = price or '', created or ''
+  n_out = n_out + 5
 end
 
 -- Remember a decisive answer under the idempotency key.
@@ -184,7 +182,7 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
     over = 'per_sku:' .. s.lim .. ':' .. held_sku
   elseif per_person >= 0 then  -- counted across the person's accounts
     if identity == '' then return answer(LIMIT_EXCEEDED, 'person_required') end
-    local by_person = tonumber(redis.call('HGET', K.users, '~p|' .. identity) or '0')
+    local by_person = hold_person(identity)
     if by_person + qty > per_person then over = 'per_person:' .. per_person .. ':' .. by_person end
   end
   if over then
@@ -204,25 +202,21 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
   if s.steps then price = step_price(s.steps, s.price, s.h + s.sold + qty, tiers or {}, now) end
   local deadline = now + hold_ttl
   s.a, s.h, s.dirty = s.a - qty, s.h + qty, true
-  if per_person >= 0 then  -- release_hold gives the units back to the person (~i|<claim>)
-    redis.call('HINCRBY', K.users, '~p|' .. identity, qty)
-    redis.call('HSET', K.users, '~i|' .. claim_id, identity)
-  end
-  hold_place(claim_id, {status = 'held', user = user, sku = sku, qty = qty,
-                        deadline = deadline, price = price, created = now})
+  local c = {status = 'held', user = user, sku = sku, qty = qty, deadline = deadline,
+             price = price, created = now}
   tally_one('held')
   if waiting_room then redis.call('ZREM', K.admitted, user) end  -- the turn is used
   local ev = {'claim', claim_id, 'user', user, 'sku', sku, 'qty', qty, 'price', price,
               'deadline', deadline}
+  -- release_hold gives the person's units (~i|<claim>) and the allocations' back
   if per_person >= 0 then ev[#ev + 1] = 'identity'; ev[#ev + 1] = identity end
+  local spent = ''
   if take then
-    local spent = allocation_spend(take)
-    if spent ~= '' then
-      redis.call('HSET', K.users, '~a|' .. claim_id, spent)
-      ev[#ev + 1] = 'alloc'; ev[#ev + 1] = spent
-    end
+    spent = allocation_spend(take)
+    if spent ~= '' then ev[#ev + 1] = 'alloc'; ev[#ev + 1] = spent end
     ev[#ev + 1] = 'channel'; ev[#ev + 1] = channel
   end
+  hold_place(claim_id, c, per_person >= 0 and identity or '', spent)
   if code_batch then
     presale_code_spend(P, user, code, code_batch)
     ev[#ev + 1] = 'code'; ev[#ev + 1] = code
@@ -237,12 +231,13 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
 end
 
 local batch = {}
-local ids, users = {}, {}
+local ids, users, persons = {}, {}, {}
 for i, a in ipairs(cmsgpack.unpack(ARGV[3])) do
   local c = claim_arg_from(a)
   batch[i], ids[i], users[i] = c, c.claim_id, c.user
+  if per_person >= 0 and c.identity and c.identity ~= '' then persons[#persons + 1] = c.identity end
 end
-holds_begin(ids, users)
+holds_begin(ids, users, persons)
 for _, c in ipairs(batch) do
   claim_one(c.claim_id, c.user, c.sku, c.qty, c.idem_slot, c.admission, c.fingerprint,
             guard_cfg and guard_context(c.user, c.guard), c.tiers, c.code or '', c.k_code,

@@ -87,9 +87,8 @@ local function emit(now, etype, fields)
     seq = redis.call('HINCRBY', K.meta, 'evseq', 1)
   end
   epoch_cache = epoch_cache or redis.call('HGET', K.meta, 'epoch') or '0'
-  local args = {K.events, '*', 'seq', seq, 'type', etype, 'ts', now, 'epoch', epoch_cache}
-  for i = 1, #fields do args[#args + 1] = fields[i] end
-  redis.call('XADD', unpack(args))
+  redis.call('XADD', K.events, '*', 'seq', seq, 'type', etype, 'ts', now, 'epoch', epoch_cache,
+             unpack(fields))
   return seq
 end
 

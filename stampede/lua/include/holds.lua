@@ -17,10 +17,14 @@ local hb_dirty = {}  -- users whose units changed, in order
 local hb_claims = {}  -- HSET arguments: claim_id, record, ...
 local hb_expiry = {}  -- ids of the new holds, in order
 local hb_deadline = nil  -- their deadline (one per batch)
+local hb_persons = {}  -- presales: identity -> units held+sold by the real person
+local hb_persons_dirty = {}  -- identities whose units changed, in order
+local hb_fields = {}  -- other users-hash writes: field, value, ...
 
 -- Read what the batch's claims need in two calls: the records of their ids
--- (a retried batch finds its first answers) and their users' units.
-local function holds_begin(claim_ids, users)
+-- (a retried batch finds its first answers) and their users' units (and, for a
+-- per_person limit, their persons' units: `persons`, the identities).
+local function holds_begin(claim_ids, users, persons)
   if #claim_ids > 0 then
     local raw = redis.call('HMGET', K.claims, unpack(claim_ids))
     for i, id in ipairs(claim_ids) do
@@ -31,11 +35,18 @@ local function holds_begin(claim_ids, users)
   for _, u in ipairs(users) do
     if not seen[u] then seen[u] = true; fresh[#fresh + 1] = u end
   end
+  local n_users = #fresh
+  for _, p in ipairs(persons or {}) do
+    if not seen['~p|' .. p] then seen['~p|' .. p] = true; fresh[#fresh + 1] = '~p|' .. p end
+  end
   if #fresh > 0 then
     local raw = redis.call('HMGET', K.users, unpack(fresh))
-    for i, u in ipairs(fresh) do
+    for i = 1, n_users do
       local total, by = parse_units(raw[i] or nil)
-      hb_units[u] = {total = total, by = by}
+      hb_units[fresh[i]] = {total = total, by = by}
+    end
+    for i = n_users + 1, #fresh do
+      hb_persons[string.sub(fresh[i], 4)] = tonumber(raw[i] or '0')
     end
   end
   evseq_cache = tonumber(redis.call('HGET', K.meta, 'evseq') or '0')
@@ -57,10 +68,36 @@ local function hold_units(user, sku)
   return u.total, u.by[sku] or 0
 end
 
--- A new hold: its units counted to the user, its record, its expiry.
-local function hold_place(claim_id, c)
+-- Presales: a real person's units held+sold now.
+local function hold_person(identity)
+  local n = hb_persons[identity]
+  if not n then
+    n = tonumber(redis.call('HGET', K.users, '~p|' .. identity) or '0')
+    hb_persons[identity] = n
+  end
+  return n
+end
+
+-- A new hold: its units counted to the user, its record, its expiry. Presales:
+-- `identity` ('' none) counts them to the person, `alloc` ('' none) is what it took
+-- from allocations; both are marked on the claim for release_hold.
+local function hold_place(claim_id, c, identity, alloc)
   local u = hb_units[c.user]
   if not u.dirty then u.dirty = true; hb_dirty[#hb_dirty + 1] = c.user end
+  if identity ~= '' then
+    local n = hold_person(identity)
+    if not hb_persons_dirty[identity] then
+      hb_persons_dirty[identity] = true
+      hb_persons_dirty[#hb_persons_dirty + 1] = identity
+    end
+    hb_persons[identity] = n + c.qty
+    hb_fields[#hb_fields + 1] = '~i|' .. claim_id
+    hb_fields[#hb_fields + 1] = identity
+  end
+  if alloc ~= '' then
+    hb_fields[#hb_fields + 1] = '~a|' .. claim_id
+    hb_fields[#hb_fields + 1] = alloc
+  end
   u.total, u.by[c.sku] = u.total + c.qty, (u.by[c.sku] or 0) + c.qty
   local raw = format_claim(c)
   hb_known[claim_id] = raw
@@ -78,10 +115,14 @@ local function call_chunked(cmd, key, args)
 end
 
 local function holds_flush()
-  local users = {}
+  local users = hb_fields
   for _, user in ipairs(hb_dirty) do
     users[#users + 1] = user
     users[#users + 1] = format_units(hb_units[user].by)
+  end
+  for _, identity in ipairs(hb_persons_dirty) do
+    users[#users + 1] = '~p|' .. identity
+    users[#users + 1] = hb_persons[identity]
   end
   if #users > 0 then call_chunked('HSET', K.users, users) end
   if #hb_claims > 0 then call_chunked('HSET', K.claims, hb_claims) end
