@@ -238,9 +238,16 @@ for i, a in ipairs(cmsgpack.unpack(ARGV[3])) do
   if per_person >= 0 and c.identity and c.identity ~= '' then persons[#persons + 1] = c.identity end
 end
 holds_begin(ids, users, persons)
+if guard_cfg then
+  local contexts = {}
+  for _, c in ipairs(batch) do
+    if c.guard then contexts[#contexts + 1] = guard_context(c.user, c.guard) end
+  end
+  guard_prefetch(guard_cfg, contexts)
+end
 for _, c in ipairs(batch) do
   claim_one(c.claim_id, c.user, c.sku, c.qty, c.idem_slot, c.admission, c.fingerprint,
-            guard_cfg and guard_context(c.user, c.guard), c.tiers, c.code or '', c.k_code,
+            guard_cfg and c.guard, c.tiers, c.code or '', c.k_code,
             c.identity or '', c.channel or '')
 end
 flush_stock()

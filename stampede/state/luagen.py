@@ -80,13 +80,14 @@ end
 """
 
 
-_UNITS = f"""-- A users field (records.py encode_units): "<sku>{records.UNITS_PAIR}<n>{records.UNITS_SEP}...".
+_SEP, _PAIR = records.UNITS_SEP, records.UNITS_PAIR
+_UNITS = f"""-- A users field (records.py encode_units): "<sku>{_PAIR}<n>{_SEP}...".
 -- parse_units returns the total and the units by SKU; format_units skips SKUs at 0
 -- ('' when none are left: the caller deletes the field).
 local function parse_units(raw)
   local by, total = {{}}, 0
   if raw then
-    for sku, n in string.gmatch(raw, '([^{records.UNITS_SEP}{records.UNITS_PAIR}]+){records.UNITS_PAIR}(%-?%d+)') do
+    for sku, n in string.gmatch(raw, '([^{_SEP}{_PAIR}]+){_PAIR}(%-?%d+)') do
       n = tonumber(n)
       by[sku], total = n, total + n
     end
@@ -96,9 +97,9 @@ end
 local function format_units(by)
   local parts = {{}}
   for sku, n in pairs(by) do
-    if n ~= 0 then parts[#parts + 1] = sku .. '{records.UNITS_PAIR}' .. n end
+    if n ~= 0 then parts[#parts + 1] = sku .. '{_PAIR}' .. n end
   end
-  return table.concat(parts, '{records.UNITS_SEP}')
+  return table.concat(parts, '{_SEP}')
 end
 """
 
