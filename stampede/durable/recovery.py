@@ -514,11 +514,8 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
             entries = _spec_waves.decode(lists)
             if entries:
                 pipe.hset(keys.lists_key(cid), mapping=entries)
-    alloc_marks: dict[str, str] = {}
-    if st.spec is not None:  # presales: allocations' reserved units and claims' takes
-        alloc_meta, alloc_marks = allocation_recovery.rebuild(
-            st.spec, history.returned, history.takes, st.claims)
-        m |= alloc_meta
+    if st.spec is not None:  # presales: allocations' reserved units
+        m |= allocation_recovery.rebuild(st.spec, history.returned, history.takes, st.claims)
     pipe.hset(meta, mapping=m)
     stock_fields: dict[str, Any] = {}
     for s in st.skus:
@@ -544,12 +541,12 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
     for (user, sku), n in refunded.items():  # refunded units no longer count (refund.lua)
         by_user.setdefault(user, Counter())[sku] -= n
     stored: dict[str, str] = {}
-    persons: dict[str, str] = {}
     idem = 0
     for c in st.claims:
         stored[c.claim_id] = records.CLAIM.encode(ClaimRecord(
             status=c.status, user=c.user_id, sku=c.sku, qty=c.qty, deadline=c.deadline_ms,
-            price=c.price, created=c.created_ms))
+            price=c.price, created=c.created_ms, person=history.persons.get(c.claim_id, ""),
+            alloc=history.takes.get(c.claim_id, "")))  # as claim_batch.lua's record keeps them
         if c.status in ("held", "confirmed"):
             by_user.setdefault(c.user_id, Counter())[c.sku] += c.qty
         person = history.persons.get(c.claim_id)
@@ -557,7 +554,6 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
             # As claim_batch.lua counts it: only a release (expiry, cancel) gives the
             # units back; a refund or a transfer leaves them with the person.
             person_units[f"~p|{person}"] += c.qty
-            persons[f"~i|{c.claim_id}"] = person
         if c.status == "held":
             pipe.zadd(deadlines, {c.claim_id: c.deadline_ms})
         ttl = c.created_ms + idem_ttl_ms - now
@@ -575,7 +571,7 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
             units[user] = raw
     units.update(person_units)
     if units:
-        pipe.hset(users, mapping={**units, **persons, **alloc_marks})
+        pipe.hset(users, mapping=units)
     tally = {name: n for name, n in old_counts.items() if name not in DERIVED_COUNTS}
     tally |= {name: str(n) for name, n in history.counts.items() if n}
     if tally:

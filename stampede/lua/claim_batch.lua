@@ -208,15 +208,15 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
   if waiting_room then redis.call('ZREM', K.admitted, user) end  -- the turn is used
   local ev = {'claim', claim_id, 'user', user, 'sku', sku, 'qty', qty, 'price', price,
               'deadline', deadline}
-  -- release_hold gives the person's units (~i|<claim>) and the allocations' back
+  -- the record keeps what release_hold gives back: the person's units, the allocations'
+  c.person, c.alloc = per_person >= 0 and identity or '', ''
   if per_person >= 0 then ev[#ev + 1] = 'identity'; ev[#ev + 1] = identity end
-  local spent = ''
   if take then
-    spent = allocation_spend(take)
-    if spent ~= '' then ev[#ev + 1] = 'alloc'; ev[#ev + 1] = spent end
+    c.alloc = allocation_spend(take)
+    if c.alloc ~= '' then ev[#ev + 1] = 'alloc'; ev[#ev + 1] = c.alloc end
     ev[#ev + 1] = 'channel'; ev[#ev + 1] = channel
   end
-  hold_place(claim_id, c, per_person >= 0 and identity or '', spent)
+  hold_place(claim_id, c)
   if code_batch then
     presale_code_spend(P, user, code, code_batch)
     ev[#ev + 1] = 'code'; ev[#ev + 1] = code

@@ -50,7 +50,8 @@ def coupon_key_set() -> str:
 _READ = {"str": "{v}", "int": "tonumber({v})", "opt_int": "tonumber({v})",
          "list": "split_list({v})"}
 _WRITE = {"str": "t.{n}", "int": "t.{n}", "opt_int": "(t.{n} or '')",
-          "list": "table.concat(t.{n}, '" + records.LIST_SEP + "')"}
+          "list": "table.concat(t.{n}, '" + records.LIST_SEP + "')",
+          "opt_str": "(t.{n} or '')"}
 
 
 def text_codec(codec: TextCodec[Any]) -> str:
@@ -61,8 +62,10 @@ def text_codec(codec: TextCodec[Any]) -> str:
                       for (name, kind), v in zip(codec.fields, vars_, strict=True))
     # One concatenation: cheaper than building a table for table.concat (a claim
     # batch formats a record per hold).
-    writes = f" .. '{records.SEP}' .. ".join(_WRITE[kind].format(n=name)
-                                             for name, kind in codec.fields)
+    # A text field with a default may be left out of the table (nil): written ''.
+    writes = f" .. '{records.SEP}' .. ".join(
+        _WRITE["opt_str" if kind == "str" and name in codec.defaulted else kind].format(n=name)
+        for name, kind in codec.fields)
     return (f"local function parse_{codec.name}(raw)\n"
             f"  local {', '.join(vars_)} = string.match(raw, '{pattern}')\n"
             f"  return {{{reads}}}\n"

@@ -43,6 +43,11 @@ class ClaimRecord(Struct):
     """the hold's deadline (ms); a confirmed coupon claim's is its time"""
     price: int
     created: int
+    # luacost: one record per hold (these were users-hash fields "~i|<claim>", "~a|<claim>")
+    person: str = ""
+    """presales: the hashed real person a per_person campaign counted it to ('' none)"""
+    alloc: str = ""
+    """presales: what it took from allocations, "name:n,..." ('' none)"""
 
 
 class EntryRecord(Struct):
@@ -231,6 +236,8 @@ class TextCodec(Generic[T]):
         self.kind = kind
         self.name = name
         self.fields = tuple((f.name, field_kind(f.type)) for f in msgspec.structs.fields(kind))
+        self.defaulted = frozenset(f.name for f in msgspec.structs.fields(kind) if not f.required)
+        """fields with a default: Lua may leave them out of a record's table"""
 
     def encode(self, record: T) -> str:
         parts = []
@@ -248,9 +255,11 @@ class TextCodec(Generic[T]):
 
     def decode(self, raw: str) -> T:
         parts = raw.split(SEP)
-        if len(parts) != len(self.fields):
+        required = len(self.fields) - len(self.defaulted)  # defaulted fields come last
+        if not required <= len(parts) <= len(self.fields):
             raise ValueError(f"{self.name}: {len(parts)} fields, {len(self.fields)} expected")
-        values = [_value(kind, text) for (_, kind), text in zip(self.fields, parts, strict=True)]
+        # (a record written before its defaulted fields existed reads with their defaults)
+        values = [_value(kind, text) for (_, kind), text in zip(self.fields, parts)]
         return self.kind(*values)
 
 

@@ -10,8 +10,6 @@
 --   users      hash: "<user>" units held+sold by SKU "<sku>:<n>,..." (parse_units),
 --                    "<user>|~lapsed" holds the user let lapse or cancelled
 --                    "~p|<identity>" a real person's units held+sold (per_person),
---                    "~i|<claim_id>" the identity of a per_person campaign's claim,
---                    "~a|<claim_id>" what a claim took from allocations "name:n,..."
 --   claims     hash: claim_id -> claim record
 --   deadlines  zset: claim_id scored by its hold deadline (ms): holds out of
 --                    creation order (waitlist offers, paid vouchers, recovered)
@@ -251,20 +249,16 @@ local function release_hold(now, claim_id, c, new_status, idem)
   redis.call('HINCRBY', K.stock, c.sku .. '.a', c.qty)
   units_add(c.user, c.sku, -c.qty)
   redis.call('HINCRBY', K.users, c.user .. '|~lapsed', 1)  -- a risk signal (guard.lua)
-  -- Presales: the person's units (per_person) and the allocations' units come back.
-  local marks = redis.call('HMGET', K.users, '~i|' .. claim_id, '~a|' .. claim_id)
-  if marks[1] then
-    redis.call('HINCRBY', K.users, '~p|' .. marks[1], -c.qty)
-    redis.call('HDEL', K.users, '~i|' .. claim_id)
-  end
-  if marks[2] then  -- to each allocation not yet returned; else they stay shared
-    for name, n in string.gmatch(marks[2], '([^:,]+):(%d+)') do
+  -- Presales: the person's units (per_person) and the allocations' units come back,
+  -- as the claim's record names them.
+  if c.person ~= '' then redis.call('HINCRBY', K.users, '~p|' .. c.person, -c.qty) end
+  if c.alloc ~= '' then  -- to each allocation not yet returned; else they stay shared
+    for name, n in string.gmatch(c.alloc, '([^:,]+):(%d+)') do
       local field = 'al:' .. c.sku .. ':' .. name
       if tonumber(redis.call('HGET', K.meta, field) or '-1') >= 0 then
         redis.call('HINCRBY', K.meta, field, n)
       end
     end
-    redis.call('HDEL', K.users, '~a|' .. claim_id)
   end
   redis.call('ZREM', K.deadlines, claim_id)
   c.status = new_status

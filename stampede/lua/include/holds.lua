@@ -19,7 +19,6 @@ local hb_expiry = {}  -- ids of the new holds, in order
 local hb_deadline = nil  -- their deadline (one per batch)
 local hb_persons = {}  -- presales: identity -> units held+sold by the real person
 local hb_persons_dirty = {}  -- identities whose units changed, in order
-local hb_fields = {}  -- other users-hash writes: field, value, ...
 
 -- Read what the batch's claims need in two calls: the records of their ids
 -- (a retried batch finds its first answers) and their users' units (and, for a
@@ -79,24 +78,18 @@ local function hold_person(identity)
 end
 
 -- A new hold: its units counted to the user, its record, its expiry. Presales:
--- `identity` ('' none) counts them to the person, `alloc` ('' none) is what it took
--- from allocations; both are marked on the claim for release_hold.
-local function hold_place(claim_id, c, identity, alloc)
+-- c.person ('' none) counts them to the real person; c.alloc is what it took from
+-- allocations; the record keeps both for release_hold.
+local function hold_place(claim_id, c)
   local u = hb_units[c.user]
   if not u.dirty then u.dirty = true; hb_dirty[#hb_dirty + 1] = c.user end
-  if identity ~= '' then
-    local n = hold_person(identity)
-    if not hb_persons_dirty[identity] then
-      hb_persons_dirty[identity] = true
-      hb_persons_dirty[#hb_persons_dirty + 1] = identity
+  if c.person ~= '' then
+    local n = hold_person(c.person)
+    if not hb_persons_dirty[c.person] then
+      hb_persons_dirty[c.person] = true
+      hb_persons_dirty[#hb_persons_dirty + 1] = c.person
     end
-    hb_persons[identity] = n + c.qty
-    hb_fields[#hb_fields + 1] = '~i|' .. claim_id
-    hb_fields[#hb_fields + 1] = identity
-  end
-  if alloc ~= '' then
-    hb_fields[#hb_fields + 1] = '~a|' .. claim_id
-    hb_fields[#hb_fields + 1] = alloc
+    hb_persons[c.person] = n + c.qty
   end
   u.total, u.by[c.sku] = u.total + c.qty, (u.by[c.sku] or 0) + c.qty
   local raw = format_claim(c)
@@ -115,7 +108,7 @@ local function call_chunked(cmd, key, args)
 end
 
 local function holds_flush()
-  local users = hb_fields
+  local users = {}
   for _, user in ipairs(hb_dirty) do
     users[#users + 1] = user
     users[#users + 1] = format_units(hb_units[user].by)
