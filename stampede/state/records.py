@@ -259,7 +259,7 @@ class TextCodec(Generic[T]):
         if not required <= len(parts) <= len(self.fields):
             raise ValueError(f"{self.name}: {len(parts)} fields, {len(self.fields)} expected")
         # (a record written before its defaulted fields existed reads with their defaults)
-        values = [_value(kind, text) for (_, kind), text in zip(self.fields, parts)]
+        values = [_value(kind, text) for (_, kind), text in zip(self.fields, parts, strict=False)]
         return self.kind(*values)
 
 

@@ -94,6 +94,17 @@ local function count(field, by)
   redis.call('HINCRBY', K.counts, field, by or 1)
 end
 
+-- HMGET of any number of fields, 1000 at a time (Lua's unpack has a C stack limit).
+local function hmget_chunked(key, fields)
+  local out = {}
+  for i = 1, #fields, 1000 do
+    local last = math.min(i + 999, #fields)
+    local got = redis.call('HMGET', key, unpack(fields, i, last))
+    for j = i, last do out[j] = got[j - i + 1] end
+  end
+  return out
+end
+
 -- A user's units held+sold in the campaign: the total and the units by SKU.
 local function units_of(user)
   return parse_units(redis.call('HGET', K.users, user))

@@ -75,7 +75,7 @@ local function guard_prefetch(cfg, contexts)
     if rule.signal == 'lapses' and #contexts > 0 then
       local fields = {}
       for i, g in ipairs(contexts) do fields[i] = g.user .. '|~lapsed' end
-      local v = redis.call('HMGET', K.users, unpack(fields))
+      local v = hmget_chunked(K.users, fields)
       g_lapses = {}
       for i, g in ipairs(contexts) do g_lapses[g.user] = tonumber(v[i] or '0') end
       break

@@ -24,11 +24,9 @@ local hb_persons_dirty = {}  -- identities whose units changed, in order
 -- (a retried batch finds its first answers) and their users' units (and, for a
 -- per_person limit, their persons' units: `persons`, the identities).
 local function holds_begin(claim_ids, users, persons)
-  if #claim_ids > 0 then
-    local raw = redis.call('HMGET', K.claims, unpack(claim_ids))
-    for i, id in ipairs(claim_ids) do
-      if raw[i] then hb_known[id] = raw[i] end
-    end
+  local raw = hmget_chunked(K.claims, claim_ids)
+  for i, id in ipairs(claim_ids) do
+    if raw[i] then hb_known[id] = raw[i] end
   end
   local fresh, seen = {}, {}
   for _, u in ipairs(users) do
@@ -38,15 +36,13 @@ local function holds_begin(claim_ids, users, persons)
   for _, p in ipairs(persons or {}) do
     if not seen['~p|' .. p] then seen['~p|' .. p] = true; fresh[#fresh + 1] = '~p|' .. p end
   end
-  if #fresh > 0 then
-    local raw = redis.call('HMGET', K.users, unpack(fresh))
-    for i = 1, n_users do
-      local total, by = parse_units(raw[i] or nil)
-      hb_units[fresh[i]] = {total = total, by = by}
-    end
-    for i = n_users + 1, #fresh do
-      hb_persons[string.sub(fresh[i], 4)] = tonumber(raw[i] or '0')
-    end
+  raw = hmget_chunked(K.users, fresh)
+  for i = 1, n_users do
+    local total, by = parse_units(raw[i] or nil)
+    hb_units[fresh[i]] = {total = total, by = by}
+  end
+  for i = n_users + 1, #fresh do
+    hb_persons[string.sub(fresh[i], 4)] = tonumber(raw[i] or '0')
   end
   evseq_cache = tonumber(redis.call('HGET', K.meta, 'evseq') or '0')
 end
