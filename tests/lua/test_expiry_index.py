@@ -57,3 +57,15 @@ async def test_a_sweep_stops_at_its_limit_and_says_more_are_due(engine: Engine) 
     assert await engine.redis.llen(ks.expiry) == 6
     assert await engine.sweep("x3") == 6  # the engine sweeps until none are left
     assert await engine.redis.llen(ks.expiry) == 0
+
+
+async def test_a_batch_that_holds_nothing_writes_nothing(engine: Engine) -> None:
+    # The batch's writes are made at its end: refusals alone leave no trace, and a
+    # claim on a missing campaign does not make it exist.
+    assert (await engine.claim("nope", "ann", "tee")).outcome is Outcome.NOT_FOUND
+    assert await engine.redis.keys(f"{keys.tag('nope')}*") == []
+    await engine.define_campaign("x4", campaign_spec(stock=1))
+    assert (await engine.claim("x4", "ann", "tee")).outcome is Outcome.OK
+    before = await engine.redis.hgetall(keys.campaign_keys("x4").meta)
+    assert (await engine.claim("x4", "bob", "tee")).outcome is Outcome.SOLD_OUT
+    assert await engine.redis.hgetall(keys.campaign_keys("x4").meta) == before

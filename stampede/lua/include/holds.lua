@@ -19,6 +19,7 @@ local hb_expiry = {}  -- ids of the new holds, in order
 local hb_deadline = nil  -- their deadline (one per batch)
 local hb_persons = {}  -- presales: identity -> units held+sold by the real person
 local hb_persons_dirty = {}  -- identities whose units changed, in order
+local hb_evseq = nil  -- the event sequence as the batch found it
 
 -- Read what the batch's claims need in two calls: the records of their ids
 -- (a retried batch finds its first answers) and their users' units (and, for a
@@ -45,6 +46,7 @@ local function holds_begin(claim_ids, users, persons)
     hb_persons[string.sub(fresh[i], 4)] = tonumber(raw[i] or '0')
   end
   evseq_cache = tonumber(redis.call('HGET', K.meta, 'evseq') or '0')
+  hb_evseq = evseq_cache
 end
 
 -- The stored record of a claim id of this batch, or nil if it has none.
@@ -115,12 +117,13 @@ local function holds_flush()
   end
   if #users > 0 then call_chunked('HSET', K.users, users) end
   if #hb_claims > 0 then call_chunked('HSET', K.claims, hb_claims) end
-  local meta = {'evseq', evseq_cache}
+  local meta = {}  -- (nothing when nothing happened: a missing campaign stays missing)
+  if evseq_cache ~= hb_evseq then meta[1], meta[2] = 'evseq', evseq_cache end
   if #hb_expiry > 0 then
     local tail = tonumber(redis.call('HGET', K.meta, 'xtail') or '0')
     if hb_deadline >= tail then
       call_chunked('RPUSH', K.expiry, hb_expiry)
-      meta[3], meta[4] = 'xtail', hb_deadline
+      meta[#meta + 1], meta[#meta + 2] = 'xtail', hb_deadline
     else
       local scored = {}
       for _, id in ipairs(hb_expiry) do
@@ -130,6 +133,6 @@ local function holds_flush()
       call_chunked('ZADD', K.deadlines, scored)
     end
   end
-  redis.call('HSET', K.meta, unpack(meta))
+  if #meta > 0 then redis.call('HSET', K.meta, unpack(meta)) end
   evseq_cache = nil
 end
