@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stampede.domain.models import CampaignSpec, to_ms
@@ -214,14 +215,28 @@ async def insert_ignore_many(conn: AsyncConnection, store: Store, table: Table,
 
 async def insert_ignore_rows(conn: AsyncConnection, store: Store, table: Table,
                              columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-    """Bulk INSERT ... ON CONFLICT DO NOTHING of tuples in `columns` order: one
-    executemany, no per-row dicts."""
+    """Bulk INSERT ... ON CONFLICT DO NOTHING of tuples in `columns` order: no per-row
+    dicts. SQLite: one executemany. PostgreSQL: one statement whose parameters are
+    the columns as arrays (unnest), rather than a bind and execute per row."""
+    if not store.is_sqlite:
+        key = (conn.dialect.name, f"unnest {table.name} {columns}")
+        if key not in _compiled:
+            _compiled[key] = (_unnest_insert(table, columns, conn.dialect), columns)
+        await conn.exec_driver_sql(_compiled[key][0], tuple(zip(*rows, strict=True)))
+        return
     sql, order = _sql(conn, f"insert {table.name} {columns}",
                       lambda: store.insert_ignore(table), columns)
     if order != columns:  # the compiler lists the table's order; follow it
         at = [columns.index(k) for k in order]
         rows = [tuple(r[i] for i in at) for r in rows]
     await conn.exec_driver_sql(sql, rows)
+
+
+def _unnest_insert(table: Table, columns: tuple[str, ...], dialect: Dialect) -> str:
+    arrays = ", ".join(f"${i}::{table.c[name].type.compile(dialect=dialect)}[]"
+                       for i, name in enumerate(columns, 1))
+    return (f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) "
+            "ON CONFLICT DO NOTHING")
 
 
 async def store_events(conn: AsyncConnection, store: Store, events: Sequence[Event]) -> None:
