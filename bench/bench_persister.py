@@ -5,10 +5,11 @@ the persister of this checkout ("after") and that of an older commit ("before",
 `--before`, by default the last commit before the persister's rewrite; checked
 out into a temporary git worktree and run with PYTHONPATH pointing at it).
 
-1. drain: N events already in the stream (made by real claims); one persister
-   (bench/persister_drain.py, its own process) drains them into an empty store:
-   events/s, and its process CPU per event. For PostgreSQL the server's CPU
-   per event (every backend) is shown beside it.
+1. drain: N events already in the stream (made by real claims, restored from
+   one DUMP before each drain); one persister (bench/persister_drain.py, its
+   own process) drains them into an empty store: events/s, and its process
+   CPU per event, the median of --rounds drains per code, interleaved. For
+   PostgreSQL the server's CPU per event (every backend) is shown beside it.
 2. paced: claims at --service-rate per second (about what `stampede serve`
    takes through HTTP on this machine, bench.e2e) with `stampede persist`
    beside them, its own process: its CPU per event from start to caught up,
@@ -22,7 +23,7 @@ out into a temporary git worktree and run with PYTHONPATH pointing at it).
 PostgreSQL is a throwaway cluster with fsync on (bench.harness), a fresh
 database per measure; SQLite is WAL with synchronous=FULL, as in production.
 
-    python -m bench.bench_persister [--events 20000] [--seconds 3]
+    python -m bench.bench_persister [--events 20000] [--rounds 3] [--seconds 3]
         [--service-rate 8000] [--before REV|PATH] [--json out.json]
 """
 
@@ -138,9 +139,8 @@ class Stores:
         return harness.tree_cpu_seconds([self.pg.pid]) + reaped
 
 
-async def drain(redis_url: str, stores: Stores, kind: str, code: Path, events: int,
-                tmp: Path) -> dict[str, Any]:
-    """A full stream drained by one persister of `code`: events/s and CPU per event."""
+async def fill(redis_url: str, events: int, tmp: Path) -> tuple[bytes, int]:
+    """A stream of at least `events` claims; its DUMP (every drain starts from a copy)."""
     engine = Engine.from_url(redis_url, Settings(data_dir=tmp))
     await engine.start()
     await engine.redis.flushall()
@@ -150,6 +150,24 @@ async def drain(redis_url: str, stores: Stores, kind: str, code: Path, events: i
         made += await _burst(engine, "drain", 1.0)
     total = await _events(engine, "drain")
     await engine.close()
+    redis = Redis.from_url(redis_url)  # bytes: a DUMP is not text
+    try:
+        dump = await redis.dump(events_key("drain"))
+    finally:
+        await redis.aclose()
+    assert isinstance(dump, bytes)
+    return dump, total
+
+
+async def drain(redis_url: str, stores: Stores, kind: str, code: Path, stream: tuple[bytes, int],
+                tmp: Path) -> dict[str, Any]:
+    """The full stream drained by one persister of `code`: events/s and CPU per event."""
+    dump, total = stream
+    redis = Redis.from_url(redis_url)
+    try:  # the stream as filled, without the last drain's group (nor its trim)
+        await redis.restore(events_key("drain"), 0, dump, replace=True)
+    finally:
+        await redis.aclose()
     store_url = await stores.fresh(kind)
     server = stores.server_cpu(kind)
     out = subprocess.run([sys.executable, str(REPO / "bench" / "persister_drain.py"),
@@ -276,18 +294,29 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, Any]]:
             codes = {"after": REPO} | ({"before": old} if old else {})
             kinds = ["sqlite"] + (["postgresql"] if pg else [])
             for kind in kinds:
-                for measure in ("drain", "paced", "peak"):
+                console.log(f"{kind}: filling a stream with {args.events:,}+ claims")
+                stream = await fill(url, args.events, tmp)
+                drains: dict[str, list[dict[str, Any]]] = {name: [] for name in codes}
+                for i in range(args.rounds):
                     for name, code in codes.items():  # interleaved: same conditions
+                        console.log(f"{kind}, {name}: drain {i + 1}/{args.rounds}")
+                        sub = tmp / f"{kind}-drain-{name}-{i}"
+                        sub.mkdir()
+                        drains[name].append(await drain(url, stores, kind, code, stream, sub))
+                for name, runs in drains.items():  # the median round by CPU per event
+                    runs.sort(key=lambda d: d["drain_cpu_us"])
+                    results[f"{kind} {name}"] = {"store": kind, "code": name,
+                                                 **runs[len(runs) // 2],
+                                                 "drain_cpu_us_rounds": [
+                                                     d["drain_cpu_us"] for d in runs]}
+                for measure in ("paced", "peak"):
+                    for name, code in codes.items():
                         sub = tmp / f"{kind}-{measure}-{name}"
                         sub.mkdir()
                         console.log(f"{kind}, {name}: {measure}")
-                        r = results.setdefault(f"{kind} {name}", {"store": kind, "code": name})
-                        if measure == "drain":
-                            r.update(await drain(url, stores, kind, code, args.events, sub))
-                        else:
-                            r[measure] = await beside(
-                                url, stores, kind, code, args.seconds, sub,
-                                rate=args.service_rate if measure == "paced" else None)
+                        results[f"{kind} {name}"][measure] = await beside(
+                            url, stores, kind, code, args.seconds, sub,
+                            rate=args.service_rate if measure == "paced" else None)
     finally:
         server.stop()
     return results
@@ -305,6 +334,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=3, help="drains per code (median shown)")
     parser.add_argument("--service-rate", type=float, default=8_000,
                         help="claims/s of the paced burst: the HTTP service's peak (bench.e2e)")
     parser.add_argument("--before", default=BEFORE,
