@@ -104,6 +104,8 @@ class Persister:
         self._prefetch: asyncio.Task[list[Entry]] | None = None
         self._failures: dict[tuple[str, str], int] = {}
         self.persisted = 0
+        self.batches = 0
+        """Store transactions committed."""
         self.dead_lettered = 0
         self.outages = 0
         self.last_progress = time.monotonic()
@@ -267,6 +269,7 @@ class Persister:
             await store_events(conn, self.store, events)
         await self._ack(entries)
         self.persisted += len(events)
+        self.batches += 1
         self.last_progress = time.monotonic()
         PERSISTED.inc(len(events))
 
