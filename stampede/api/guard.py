@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 from stampede.api.context import ENGINE, USER
 from stampede.api.errors import Handler
 from stampede.api.headers import header
+from stampede.api.memo import Memo
 from stampede.api.routing import ApiRoutes
 from stampede.domain import netaddr
 from stampede.domain.engine import ClaimResult
@@ -56,16 +57,19 @@ def _trusted(spec: str) -> list[netaddr.Network]:
 
 def client_network(request: web.Request) -> str:
     """The /24 or /64 of the client (X-Forwarded-For only from a trusted proxy)."""
-    return _network(request.remote, header(request, "X-Forwarded-For"),
-                    request.app[ENGINE].settings.trusted_proxies or "")
+    return _networks((request.remote, header(request, "X-Forwarded-For"),
+                      request.app[ENGINE].settings.trusted_proxies or ""))
 
 
-@functools.lru_cache(maxsize=65_536)
-def _network(peer: str | None, forwarded_for: str | None, trusted: str) -> str:
-    """Kept per (peer, X-Forwarded-For, proxies): parsing addresses with `ipaddress` was
-    ~4% of a claim's CPU, and a keep-alive client sends every request from one peer."""
+def _network(of: tuple[str | None, str | None, str]) -> str:
+    peer, forwarded_for, trusted = of
     address = netaddr.client_address(peer, forwarded_for, _trusted(trusted))
     return netaddr.network_of(address) if address else "unknown"
+
+
+_networks = Memo(_network, 65_536)
+"""Kept per (peer, X-Forwarded-For, proxies): parsing addresses with `ipaddress` was
+~4% of a claim's CPU, and a keep-alive client sends every request from one peer."""
 
 
 def client_signals(request: web.Request) -> ClientSignals:
