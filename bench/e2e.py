@@ -16,7 +16,7 @@ The server CPU per claim is also split by process (gateway `server`, `valkey`,
 `persister`). `--only` runs the targets whose names contain one of the given
 words (e.g. `--only bare,naive,jwt+metrics`); `--compare DIR` runs each
 Stampede target a second time right after the first with the `stampede` of
-another worktree's venv (`DIR/.venv/bin/stampede`, named "... [before]"):
+another worktree's venv (`DIR/.venv/bin/stampede`, named "... (before)"):
 before and after in one run, under the same load from the rest of the machine.
 """
 
@@ -312,7 +312,7 @@ def _pg(stack: ExitStack, name: str) -> Target:
                   roots=[svc.pid, *([postmaster] if postmaster else [])])
 
 
-BEFORE = "[before]"
+BEFORE = "(before)"
 """Suffix of the targets run with `--compare`'s other worktree."""
 
 
