@@ -95,10 +95,18 @@ class ClaimBatcher(Generic[R]):
     def _send(self, campaign_id: str,
               items: list[tuple[PendingClaim, "asyncio.Future[R]"]]) -> None:
         self._out[campaign_id] = self._out.get(campaign_id, 0) + 1
-        task = asyncio.create_task(self._run(campaign_id, items))
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._returned(campaign_id)
+
+        task = asyncio.create_task(self._run(campaign_id, items, release))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
-        task.add_done_callback(lambda _: self._returned(campaign_id))
+        task.add_done_callback(lambda _: release())  # (a task cancelled before it ran)
 
     def _returned(self, campaign_id: str) -> None:
         """A batch is back: the claims that waited for its slot go now, together."""
@@ -112,17 +120,24 @@ class ClaimBatcher(Generic[R]):
             self._send(campaign_id, waiting)
 
     async def _run(self, campaign_id: str,
-                   items: list[tuple[PendingClaim, "asyncio.Future[R]"]]) -> None:
+                   items: list[tuple[PendingClaim, "asyncio.Future[R]"]],
+                   release: Callable[[], None]) -> None:
         self.batches_sent += 1
         try:
             results = await self._run_batch(campaign_id, [claim for claim, _ in items])
         except BaseException as exc:  # every waiter learns of the failure
+            release()
             for _, fut in items:
                 if not fut.done():
                     fut.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
+        # The slot first: the claims that waited for it go to Redis (their task is
+        # scheduled ahead of these answers' handlers, and writes its command first),
+        # so Valkey runs the next batch while this one's responses are written.
+        # Released after the answers, the next batch waited for all of them.
+        release()
         for (_, fut), result in zip(items, results, strict=True):
             if not fut.done():
                 fut.set_result(result)
