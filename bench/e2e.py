@@ -122,12 +122,18 @@ def stampede(stack: ExitStack, name: str, env: dict[str, str], throttled: bool =
     data = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-stampede-")))
     port, admin_port = harness.free_port(), harness.free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("STAMPEDE_")}
+    root = exe.parents[2] if exe else None  # DIR/.venv/bin/stampede: another build
+    if root is not None:
+        # Its own code only, in every process: `serve`'s children run `python -m`,
+        # which would import from the working directory, and an editable install
+        # may point elsewhere.
+        full_env["PYTHONPATH"] = str(root)
     full_env.update({"STAMPEDE_DATA_DIR": str(data), "STAMPEDE_ADMIN_TOKENS": f"operator:{ADMIN}",
                      "STAMPEDE_JWT_SECRET": SECRET, **env})
     cmd = [str(exe or Path(os.sys.executable).parent / "stampede"), "serve", "--port", str(port),
            "--admin-port", str(admin_port), "--workers", "1"]
     with harness.service(cmd, ready_url=f"http://127.0.0.1:{port}/readyz", env=full_env,
-                         name=name, timeout=60) as svc:
+                         name=name, timeout=60, cwd=root) as svc:
         admin_url = f"http://127.0.0.1:{admin_port}"
         _stampede_campaign(admin_url, throttled)
         jwt = env.get("STAMPEDE_DEV_AUTH") != "1"
