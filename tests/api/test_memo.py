@@ -3,6 +3,7 @@
 import gc
 
 import pytest
+from aiohttp import web
 
 from stampede.api import guard
 from stampede.api.auth import Authenticator, mint_user_token
@@ -49,3 +50,24 @@ def test_client_networks_are_not_walked_by_the_collector() -> None:
     assert guard._networks(("198.51.100.9", None, "")) == "198.51.100.0/24"
     gc.collect()
     assert not gc.is_tracked(guard._networks._kept)
+
+
+def test_long_forwarded_for_headers_are_answered_but_not_kept() -> None:
+    """The client writes X-Forwarded-For: a long one is parsed, never kept, so the
+    memo's memory does not grow with what clients send."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from stampede.api.context import ENGINE
+    from stampede.settings import Settings
+
+    class _Engine:
+        settings = Settings(trusted_proxies="127.0.0.1/32")
+
+    app = web.Application()
+    app[ENGINE] = _Engine()  # type: ignore[assignment]
+    long_chain = ", ".join(["203.0.113.9"] + ["127.0.0.1"] * 40)
+    before = len(guard._networks)
+    request = make_mocked_request("POST", "/", headers={"X-Forwarded-For": long_chain},
+                                  app=app)
+    assert guard.client_network(request) in ("203.0.113.0/24", "unknown")
+    assert len(guard._networks) == before
