@@ -11,6 +11,8 @@ back and go together. Without it, a moderate load (say half the peak) was
 sent as a stream of one- or two-claim calls, each paying the full client
 cost of a round trip: the service saturated there, with a few ms of
 queueing for everybody. A full batch (`max_batch`) goes at once regardless.
+A batch that comes back frees its slot before its answers are handed out,
+so the claims that waited reach Redis while those answers are written.
 """
 
 import asyncio
