@@ -178,9 +178,15 @@ class Engine:
         number = None
         if spec.on_checkin is not None and spec.tickets is None:
             raise ValidationError("on_checkin needs tickets: only a ticket is checked in")
+        for name, pack in (("on_checkin", spec.on_checkin), ("on_confirm", spec.on_confirm)):
+            if pack is not None and pack.drop == cid:
+                raise ValidationError(f"{name}.drop must name a coupon drop, not the sale "
+                                      f"{cid!r} itself")
         if spec.coupons is not None:
             if spec.tickets is not None:
                 raise ValidationError("a coupon drop cannot issue tickets")
+            if spec.on_confirm is not None:  # its claims are packs themselves
+                raise ValidationError("on_confirm: a coupon drop grants no pack on confirm")
             check_drop(spec.coupons, skus)  # before taking a drop number
             check_paid_prices(spec.coupons, {s.sku: s.price for s in spec.skus})
             number = await self.coupons.drop_number(cid)
@@ -430,10 +436,14 @@ class Engine:
             return ClaimResult(Outcome.NOT_FOUND)
         ks: list[str] = [*keys.campaign_keys(cid)]
         if op == "confirm":  # a ticketed campaign lists the claim among the buyer's tickets
-            ks.append(keys.ticket_holder_key(cid, user))
-        code, status, _deadline = await self.scripts.run(op, ks, [claim_id, user,
-                                                                  idempotency_key or ""])
+            ks += [keys.ticket_holder_key(cid, user), keys.outbox_key(cid)]  # on_confirm's too
+        reply = await self.scripts.run(op, ks, [claim_id, user, idempotency_key or ""])
+        code, status = reply[0], reply[1]
         outcome = OUTCOMES[int(code)]
+        if outcome is Outcome.OK and len(reply) > 3 and int(reply[3]):
+            # on_confirm: the buyer's pack (pending in the outbox), granted now; a
+            # failure leaves it there for the sweeper
+            await self.grants.drain_outbox(cid, [f"confirm:{claim_id}"])
         if outcome is Outcome.NOT_FOUND:  # (reason no_campaign: the campaign was missing)
             return ClaimResult(outcome, reason=str(status) or None)
         return ClaimResult(outcome, await self.get_claim(claim_id, user))

@@ -162,7 +162,7 @@ class TransferPolicy(Struct, **_STRICT):
 
 
 class PackGrant(Struct, **_STRICT):
-    """A coupon pack a ticket's holder is granted when it is checked in."""
+    """A coupon pack granted to a ticket's holder at check-in, or to a buyer at confirm."""
     drop: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
     sku: SkuId
 # -- presales: access phases --------------------------------------------------------
@@ -243,6 +243,8 @@ class CampaignSpec(Struct, **_STRICT):
     """Transfers of sold claims between users; none: not transferable."""
     on_checkin: PackGrant | None = None
     """A ticketed sale's check-in grants this drop's SKU to the ticket's holder, once."""
+    on_confirm: PackGrant | None = None
+    """A sale's confirmed claim grants this drop's SKU to its buyer, once per claim."""
     phases: Phases = []
     """Presale access phases, in order of opening; none: everyone from opens_at."""
 

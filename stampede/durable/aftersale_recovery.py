@@ -6,8 +6,8 @@ each claim's refund record, the transfer offers, the totals of stats, the units 
 refunded claim no longer counts against its buyer's limit, the first
 answers of refunds still within the idempotency TTL, and for a ticketed
 sale its tickets (checked in or refunded), the check-ins by gate and each
-buyer's ticket set, and the outbox of on_checkin grants the drop has not
-made. Queued on the rebuild's MULTI, after it.
+buyer's ticket set, and the outbox of on_checkin and on_confirm grants the
+drop has not made. Queued on the rebuild's MULTI, after it.
 """
 
 from collections import Counter
@@ -17,7 +17,13 @@ from typing import Any
 from sqlalchemy import select
 
 from stampede.domain.grants import grant_claim_id
-from stampede.durable.events import ClaimTransferred, TransferOffered, from_row, names
+from stampede.durable.events import (
+    ClaimConfirmed,
+    ClaimTransferred,
+    TransferOffered,
+    from_row,
+    names,
+)
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
 from stampede.state import keys, records
@@ -41,11 +47,34 @@ class AfterSaleState:
     transfers: dict[str, TransferRecord] = field(default_factory=dict)
     """token hash -> transfer offer, open or accepted"""
     outbox: dict[str, str] = field(default_factory=dict)
-    """on_checkin grants the drop has not made: ticket -> user|drop|sku"""
+    """on_checkin and on_confirm grants the drop has not made: ticket or
+    "confirm:<claim_id>" -> user|drop|sku"""
+
+
+async def confirm_grants(conn: Any, cid: str, drop: str) -> dict[str, tuple[str, str]]:
+    """A sale's on_confirm grants it owes: the drop's grant claim id -> (claim, buyer),
+    one per claim confirm.lua confirmed (its claim_confirmed event)."""
+    rows = (await conn.execute(select(t.events).where(
+        t.events.c.campaign_id == cid, t.events.c.type.in_(names(ClaimConfirmed))))).all()
+    owed = {}
+    for ev in map(from_row, rows):
+        assert isinstance(ev, ClaimConfirmed)
+        owed[grant_claim_id(drop, f"confirm:{ev.claim}", ev.user)] = (ev.claim, ev.user)
+    return owed
+
+
+async def granted_of(conn: Any, wanted: list[str]) -> set[str]:
+    """Which of the grant claim ids the store holds (in chunks: SQL parameter limits)."""
+    found: set[str] = set()
+    for i in range(0, len(wanted), 500):
+        found |= {r[0] for r in await conn.execute(select(t.claims.c.claim_id).where(
+            t.claims.c.claim_id.in_(wanted[i:i + 500])))}
+    return found
 
 
 async def load(store: Store, cid: str, ticketed: bool,
-               on_checkin: tuple[str, str] | None = None) -> AfterSaleState:
+               on_checkin: tuple[str, str] | None = None,
+               on_confirm: tuple[str, str] | None = None) -> AfterSaleState:
     async with store.engine.connect() as conn:
         rows = (await conn.execute(select(t.refunds).where(t.refunds.c.campaign_id == cid)
                                    .order_by(t.refunds.c.seq))).all()
@@ -66,9 +95,13 @@ async def load(store: Store, cid: str, ticketed: bool,
         if on_checkin is not None and checkins:
             wanted = [grant_claim_id(on_checkin[0], f"checkin:{c.ticket_id}", c.user_id)
                       for c in checkins]
-            granted = {r[0] for r in await conn.execute(select(t.claims.c.claim_id).where(
-                t.claims.c.claim_id.in_(wanted)))}
+            granted = await granted_of(conn, wanted)
+        owed = await confirm_grants(conn, cid, on_confirm[0]) if on_confirm else {}
+        confirm_granted = await granted_of(conn, list(owed)) if owed else set()
     st = AfterSaleState()
+    for grant_id, (claim_id, user) in owed.items():
+        if grant_id not in confirm_granted and on_confirm is not None:
+            st.outbox[f"confirm:{claim_id}"] = f"{user}|{on_confirm[0]}|{on_confirm[1]}"
     for c in checkins:
         if on_checkin is not None and grant_claim_id(
                 on_checkin[0], f"checkin:{c.ticket_id}", c.user_id) not in granted:

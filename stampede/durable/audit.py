@@ -16,7 +16,8 @@ a violation is anything those rules forbid or the projections contradict:
     bad_checkin         a check-in of a ticket no sold claim has
     grant_missing       a check-in of a sale with on_checkin whose pack the drop has not
                         granted (the one grant per check-in: its claim id is derived
-                        from the ticket, so there can be no second)
+                        from the ticket, so there can be no second); with on_confirm,
+                        likewise a confirmed claim whose pack the drop has not granted
     bad_transfer        a transfer of a claim that was not its giver's sold claim, or
                         of another number of units than it had left
     projection_mismatch the stored projections differ from the recomputation
@@ -55,6 +56,7 @@ from sqlalchemy import func, select
 
 from stampede.domain.grants import grant_claim_id
 from stampede.domain.models import CampaignSpec
+from stampede.durable.aftersale_recovery import confirm_grants
 from stampede.durable.allocation_recovery import parse_take
 from stampede.durable.coupon_audit import CouponReplay
 from stampede.durable.events import (
@@ -449,25 +451,43 @@ async def audit(store: Store, campaign: str | None = None,
 
 
 async def _check_grants(store: Store, cid: str, summary: dict[str, Any]) -> None:
-    """One pack per check-in of a sale that grants on check-in (across two campaigns)."""
+    """One pack per check-in of a sale that grants on check-in, and one per confirmed
+    claim of a sale that grants on confirm (across two campaigns)."""
     async with store.engine.connect() as conn:
         spec_json = (await conn.execute(select(t.campaigns.c.spec).where(
             t.campaigns.c.campaign_id == cid))).scalar_one_or_none()
         if not spec_json:
             return
         spec = msgspec.json.decode(spec_json, type=CampaignSpec)
-        if spec.on_checkin is None:
-            return
-        drop = spec.on_checkin.drop
-        wanted = {grant_claim_id(drop, f"checkin:{r.ticket_id}", r.user_id): r.ticket_id
-                  for r in await conn.execute(select(t.checkins).where(
-                      t.checkins.c.campaign_id == cid))}
-        found = {r.claim_id: r.qty for r in await conn.execute(
+        if spec.on_checkin is not None:
+            drop = spec.on_checkin.drop
+            wanted = {grant_claim_id(drop, f"checkin:{r.ticket_id}", r.user_id): r.ticket_id
+                      for r in await conn.execute(select(t.checkins).where(
+                          t.checkins.c.campaign_id == cid))}
+            found = await _grant_qty(conn, list(wanted))
+            missing = sorted(wanted[c] for c in wanted if found.get(c) != 1)
+            summary["grants"] = {"checkins": len(wanted), "granted": len(found)}
+            _missing(summary, drop, "tickets", missing)
+        if spec.on_confirm is not None:
+            drop = spec.on_confirm.drop
+            owed = await confirm_grants(conn, cid, drop)
+            found = await _grant_qty(conn, list(owed))
+            missing = sorted(owed[c][0] for c in owed if found.get(c) != 1)
+            summary["confirm_grants"] = {"confirmed": len(owed), "granted": len(found)}
+            _missing(summary, drop, "claims", missing)
+
+
+async def _grant_qty(conn: Any, claim_ids: list[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for i in range(0, len(claim_ids), 500):  # SQL parameter limits
+        found |= {r.claim_id: r.qty for r in await conn.execute(
             select(t.claims.c.claim_id, t.claims.c.qty).where(
-                t.claims.c.claim_id.in_(list(wanted))))} if wanted else {}
-    missing = sorted(wanted[c] for c in wanted if found.get(c) != 1)
-    summary["grants"] = {"checkins": len(wanted), "granted": len(found)}
+                t.claims.c.claim_id.in_(claim_ids[i:i + 500])))}
+    return found
+
+
+def _missing(summary: dict[str, Any], drop: str, what: str, missing: list[str]) -> None:
     if missing:
         summary["violations"] += len(missing)
         summary["violation_samples"].append({"kind": "grant_missing", "drop": drop,
-                                             "tickets": missing[:5]})
+                                             what: missing[:5]})

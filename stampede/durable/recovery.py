@@ -196,7 +196,9 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
             refunds = await aftersale_recovery.load(
                 store, cid, spec is not None and spec.tickets is not None,
                 (spec.on_checkin.drop, spec.on_checkin.sku)
-                if spec is not None and spec.on_checkin is not None else None)
+                if spec is not None and spec.on_checkin is not None else None,
+                (spec.on_confirm.drop, spec.on_confirm.sku)
+                if spec is not None and spec.on_confirm is not None else None)
             presale = await presale_recovery.load(store, cid)
             pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             idem = _rebuild(pipe, cid, state, epoch, old, old_counts, now, idem_ttl_ms)
