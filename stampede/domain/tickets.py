@@ -86,7 +86,8 @@ class TicketView(Struct, kw_only=True):
     ticket_id: str
     campaign_id: str
     sku: str
-    status: Literal["valid", "checked_in", "refunded"]
+    status: Literal["valid", "checked_in", "refunded", "transferred"]
+    """transferred: given away alone (one-ticket transfer); its code no longer works"""
     code: str | None = None
     """The rotating code to show (valid tickets only): good until `code_expires_at`."""
     code_expires_at: datetime | None = None
@@ -182,6 +183,9 @@ class Tickets:
         t = records.TICKET.decode(state)
         if t.status == "refunded":
             return TicketView(ticket_id=ticket_id, campaign_id=cid, sku=sku, status="refunded")
+        if t.status == "moved":
+            return TicketView(ticket_id=ticket_id, campaign_id=cid, sku=sku,
+                              status="transferred")
         return TicketView(ticket_id=ticket_id, campaign_id=cid, sku=sku, status="checked_in",
                           gate=t.gate, checked_in_at=from_ms(t.at))
 

@@ -3,7 +3,8 @@
 The SKU counters and claim statuses come back with the rest of the campaign
 (recovery.py); this adds what only the refunds and checkins tables know:
 each claim's refund record, the transfer offers, the totals of stats, the units a partly
-refunded claim no longer counts against its buyer's limit, the first
+refunded claim (or one whose tickets moved out alone) no longer counts against its
+buyer's limit, the tickets transferred alone (moved), the first
 answers of refunds still within the idempotency TTL, and for a ticketed
 sale its tickets (checked in or refunded), the check-ins by gate and each
 buyer's ticket set, and the outbox of on_checkin and on_confirm grants the
@@ -91,6 +92,9 @@ async def load(store: Store, cid: str, ticketed: bool,
             t.events.c.campaign_id == cid,
             t.events.c.type.in_(names(TransferOffered, ClaimTransferred)))
             .order_by(t.events.c.seq))).all()
+        still_confirmed = {r[0] for r in await conn.execute(select(t.claims.c.claim_id).where(
+            t.claims.c.campaign_id == cid, t.claims.c.status == "confirmed"))} \
+            if moves else set()
         granted: set[str] = set()
         if on_checkin is not None and checkins:
             wanted = [grant_claim_id(on_checkin[0], f"checkin:{c.ticket_id}", c.user_id)
@@ -129,14 +133,25 @@ async def load(store: Store, cid: str, ticketed: bool,
             st.answers.append((r.idem_key, RefundAnswerRecord(
                 fingerprint=r.fingerprint or "", code=0, units=r.qty, left=r.left_qty,
                 amount=r.amount), r.ts))
+    moved_out: list[ClaimTransferred] = []
     for ev in map(from_row, moves):
         if isinstance(ev, TransferOffered):
             st.transfers[ev.token] = TransferRecord(status="open", claim=ev.claim,
                                                     giver=ev.user, expires=ev.expires,
-                                                    recipient="", new_claim="")
-        elif isinstance(ev, ClaimTransferred) and ev.token in st.transfers:
-            x = st.transfers[ev.token]
-            x.status, x.recipient, x.new_claim = "accepted", ev.user, ev.new_claim
+                                                    recipient="", new_claim="",
+                                                    unit=ev.ticket)
+        elif isinstance(ev, ClaimTransferred):
+            if ev.token in st.transfers:
+                x = st.transfers[ev.token]
+                x.status, x.recipient, x.new_claim = "accepted", ev.user, ev.new_claim
+            if ev.ticket:  # one ticket moved out: its code is dead, the giver holds one less
+                st.tickets[f"{ev.claim}-{ev.ticket}"] = TicketRecord(
+                    status="moved", gate="", at=ev.ts, scanner="")
+                moved_out.append(ev)
+    for ev in moved_out:  # recovery counted every unit of a claim still confirmed
+        if ev.claim in still_confirmed:
+            st.partial[ev.giver] += 1
+            st.partial[f"{ev.giver}|{ev.sku}"] += 1
     for claim_id, r in last.items():
         if claim_id in confirmed:  # recovery counted every unit it bought
             units = st.per_claim[claim_id].units

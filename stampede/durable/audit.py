@@ -13,13 +13,16 @@ a violation is anything those rules forbid or the projections contradict:
                         whose units left disagree with the refunds before it)
     refunded_checked_in a refunded ticket checked in, or a checked-in one refunded
     checked_in_twice    a ticket admitted when it already was
-    bad_checkin         a check-in of a ticket no sold claim has
+    bad_checkin         a check-in of a ticket no sold claim has (or one moved out)
     grant_missing       a check-in of a sale with on_checkin whose pack the drop has not
                         granted (the one grant per check-in: its claim id is derived
                         from the ticket, so there can be no second); with on_confirm,
                         likewise a confirmed claim whose pack the drop has not granted
     bad_transfer        a transfer of a claim that was not its giver's sold claim, or
-                        of another number of units than it had left
+                        of another number of units than it had left; of a ticket
+                        alone that was not valid
+    (a ticket transferred alone and then checked in or refunded under its old claim
+    is bad_checkin, or refunded_checked_in)
     projection_mismatch the stored projections differ from the recomputation
     unknown_event       an event of a type this version does not know (a newer
                         version wrote it); the replay stops before it, as the
@@ -116,7 +119,9 @@ class Replay:
     refund_totals: dict[str, list[int]] = field(default_factory=dict)
     """sku -> [units, amount] refunded"""
     tickets: dict[str, str] = field(default_factory=dict)
-    """ticket -> in (checked in) or refunded"""
+    """ticket -> in (checked in), refunded, or moved (transferred alone)"""
+    moved: Counter[str] = field(default_factory=Counter)
+    """claim -> its tickets transferred alone"""
     gates: Counter[str] = field(default_factory=Counter)
 
     def violate(self, kind: str, **detail: Any) -> None:
@@ -228,12 +233,12 @@ class Replay:
             return False
         _, user, sku, qty = prior
         done = self.refunded[ev.claim] + ev.qty
-        if done > qty or ev.left != qty - done:
+        if done + self.moved[ev.claim] > qty or ev.left != qty - done - self.moved[ev.claim]:
             self.violate("refunds_over_sold", claim=ev.claim, seq=ev.seq, refunded=done,
                          sold=qty, left=ev.left)
             return False
         numbers = [n for n in ev.tickets.split(",") if n]
-        used = [n for n in numbers if self.tickets.get(f"{ev.claim}-{n}") == "in"]
+        used = [n for n in numbers if self.tickets.get(f"{ev.claim}-{n}") in ("in", "moved")]
         if used:
             self.violate("refunded_checked_in", claim=ev.claim, seq=ev.seq, tickets=used)
             return False
@@ -252,12 +257,20 @@ class Replay:
 
     def _transfer(self, ev: ClaimTransferred) -> bool:
         prior = self.claims.get(ev.claim)
+        ticket = f"{ev.claim}-{ev.ticket}"
+        units = 1 if ev.ticket else \
+            (prior[3] - self.refunded[ev.claim] - self.moved[ev.claim] if prior else 0)
         if prior is None or prior[0] != "confirmed" or prior[1] != ev.giver or \
-                prior[2] != ev.sku or ev.qty != prior[3] - self.refunded[ev.claim] or \
-                ev.new_claim in self.claims:
+                prior[2] != ev.sku or ev.qty != units or units < 1 or \
+                ev.new_claim in self.claims or \
+                (ev.ticket and (ev.ticket > prior[3] or ticket in self.tickets)):
             self.violate("bad_transfer", claim=ev.claim, seq=ev.seq)
             return False
-        self.claims[ev.claim] = ("transferred", *prior[1:])
+        if ev.ticket:  # one ticket moved out: the claim keeps the others
+            self.tickets[ticket] = "moved"
+            self.moved[ev.claim] += 1
+        else:
+            self.claims[ev.claim] = ("transferred", *prior[1:])
         self.claims[ev.new_claim] = ("confirmed", ev.user, ev.sku, ev.qty)
         self.users[ev.giver] -= ev.qty
         self.user_sku[(ev.giver, ev.sku)] -= ev.qty
@@ -273,6 +286,9 @@ class Replay:
             self.violate("bad_checkin", ticket=ev.ticket, seq=ev.seq)
             return False
         state = self.tickets.get(ev.ticket)
+        if state == "moved":  # transferred alone: the old claim's code is dead
+            self.violate("bad_checkin", ticket=ev.ticket, seq=ev.seq)
+            return False
         if prior[0] == "refunded" or state == "refunded":
             self.violate("refunded_checked_in", ticket=ev.ticket, seq=ev.seq)
             return False

@@ -159,18 +159,20 @@ class Fold:
 
     def _transferred(self, ev: ClaimTransferred) -> None:
         """The old claim is transferred; the recipient's is a new sold claim (SKU
-        counters stay: the units stay sold)."""
-        if ev.claim in self.new_claims:
+        counters stay: the units stay sold). A one-ticket transfer leaves the old
+        claim confirmed with its other tickets."""
+        if ev.ticket == 0 and ev.claim in self.new_claims:
             self.new_claims[ev.claim].update(status="transferred", updated_seq=ev.seq)
-        else:
+        elif ev.ticket == 0:
             self.status[ev.claim] = ("transferred", ev.seq)
         self.new_claims[ev.new_claim] = {
             "claim_id": ev.new_claim, "campaign_id": ev.campaign_id, "user_id": ev.user,
             "sku": ev.sku, "qty": ev.qty, "price": ev.price, "status": "confirmed",
             "deadline_ms": ev.deadline, "created_ms": ev.created, "updated_seq": ev.seq,
             "idem_key": None, "fingerprint": None}
-        self.history.append({"campaign_id": ev.campaign_id, "seq": ev.seq,
-                             "claim_id": ev.claim, "status": "transferred", "ts": ev.ts})
+        if not ev.ticket:
+            self.history.append({"campaign_id": ev.campaign_id, "seq": ev.seq,
+                                 "claim_id": ev.claim, "status": "transferred", "ts": ev.ts})
 
     def _history(self, ev: ClaimEvent, status: str) -> None:
         self.history.append({"campaign_id": ev.campaign_id, "seq": ev.seq, "claim_id": ev.claim,

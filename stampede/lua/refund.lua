@@ -21,7 +21,8 @@
 -- 'retire' withdraws them (released drops with sold). A buyer may refund only
 -- their own claim, within meta rf_window_ms of buying it (-1: never). In a
 -- ticketed campaign (meta tk_on) the highest-numbered tickets not checked in
--- are the ones refunded.
+-- are the ones refunded, and a ticket transferred alone (moved) is no longer
+-- the claim's to refund.
 -- Every check comes before the first write.
 --@include common
 --@include refund_records
@@ -49,6 +50,13 @@ local done = {units = 0, amount = 0}
 local rraw = redis.call('HGET', R, claim_id)
 if rraw then done = parse_refund(rraw) end
 local left = c.qty - done.units
+if m[4] == '1' and c.status == 'confirmed' then  -- tickets moved out one by one (transfers)
+  for i = 1, c.qty do
+    local t = redis.call('HGET', T, claim_id .. '-' .. i)
+    if t and parse_ticket(t).status == 'moved' then left = left - 1 end
+  end
+  if left == 0 then return {CONFLICT, 'refund_exceeds:0', 0, 0, 0} end  -- every one moved
+end
 if c.status == 'refunded' and want == 0 then  -- a whole refund retried: nothing left to do
   return {OK, '', 0, 0, 0}
 end

@@ -13,8 +13,11 @@
 --             per_user:<limit>:<held>, per_sku:<limit>:<held>
 --
 -- Accepting again by the same recipient answers the same new claim. The new
--- claim has the units not refunded, the old one's price, creation time and
--- deadline; the old one becomes `transferred`. When the campaign's rule says
+-- claim has the units not refunded (nor moved out one by one), the old one's
+-- price, creation time and deadline; the old one becomes `transferred`. A
+-- one-ticket transfer (the record's unit n > 0) gives the recipient a new claim
+-- of that one unit; the old claim keeps its other tickets and stays confirmed,
+-- and its ticket n is marked `moved` (its code dies: a scan is not_found). When the campaign's rule says
 -- so (meta xf_limits), the recipient's per-user and per-SKU limits apply.
 -- Every check comes before the first write. Event: claim_transferred.
 --@include common
@@ -41,12 +44,24 @@ local c = craw and parse_claim(craw)
 if not c or c.user ~= x.giver or c.status ~= 'confirmed' then
   return {CONFLICT, 'transfer_stale', ''}
 end
-for i = 1, c.qty do
-  local t = redis.call('HGET', T, x.claim .. '-' .. i)
+local left
+if x.unit > 0 then  -- one ticket: still valid
+  local t = redis.call('HGET', T, x.claim .. '-' .. x.unit)
   if t and parse_ticket(t).status == 'in' then return {CONFLICT, 'transfer_checked_in', ''} end
+  if t then return {CONFLICT, 'transfer_stale', ''} end
+  left = 1
+else
+  local moved = 0
+  for i = 1, c.qty do
+    local t = redis.call('HGET', T, x.claim .. '-' .. i)
+    local st = t and parse_ticket(t).status
+    if st == 'in' then return {CONFLICT, 'transfer_checked_in', ''} end
+    if st == 'moved' then moved = moved + 1 end
+  end
+  local rraw = redis.call('HGET', R, x.claim)
+  left = c.qty - (rraw and parse_refund(rraw).units or 0) - moved
+  if left < 1 then return {CONFLICT, 'transfer_stale', ''} end
 end
-local rraw = redis.call('HGET', R, x.claim)
-local left = c.qty - (rraw and parse_refund(rraw).units or 0)
 if m[2] == '1' then
   local u = redis.call('HMGET', K.users, recipient, recipient .. '|' .. c.sku)
   local total, per_sku = tonumber(u[1] or '0'), tonumber(u[2] or '0')
@@ -62,15 +77,20 @@ end
 
 local new_id = m[5] .. '.' .. string.sub(redis.sha1hex(m[6] .. '|transfer|' .. token), 1, 20)
 local giver = c.user
-c.status = 'transferred'
-redis.call('HSET', K.claims, x.claim, format_claim(c))
+if x.unit > 0 then
+  redis.call('HSET', T, x.claim .. '-' .. x.unit,
+             format_ticket({status = 'moved', gate = '', at = now, scanner = ''}))
+else
+  c.status = 'transferred'
+  redis.call('HSET', K.claims, x.claim, format_claim(c))
+  redis.call('SREM', GIVER_SET, x.claim)
+end
 redis.call('HSET', K.claims, new_id, format_claim({status = 'confirmed', user = recipient,
   sku = c.sku, qty = left, deadline = c.deadline, price = c.price, created = c.created}))
 redis.call('HINCRBY', K.users, giver, -left)
 redis.call('HINCRBY', K.users, giver .. '|' .. c.sku, -left)
 redis.call('HINCRBY', K.users, recipient, left)
 redis.call('HINCRBY', K.users, recipient .. '|' .. c.sku, left)
-redis.call('SREM', GIVER_SET, x.claim)
 if m[4] == '1' then redis.call('SADD', RECIPIENT_SET, new_id) end
 x.status, x.recipient, x.new_claim = 'accepted', recipient, new_id
 redis.call('HSET', X, token, format_transfer(x))
@@ -78,5 +98,5 @@ count('transfers')
 emit(now, 'claim_transferred', {'claim', x.claim, 'new_claim', new_id, 'from', giver,
                                 'user', recipient, 'sku', c.sku, 'qty', left,
                                 'price', c.price, 'created', c.created,
-                                'deadline', c.deadline, 'token', token})
+                                'deadline', c.deadline, 'token', token, 'ticket', x.unit})
 return {OK, '', new_id}
