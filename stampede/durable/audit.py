@@ -32,7 +32,8 @@ and for coupon drops those of engine.coupons.audit (over_budget, uses_negative,
 bad_coupon_transition, rolled_back_twice, validity_shortened, code_over_limit,
 referral_farmed, points_debit_twice); for presale codes:
 
-    presale_code_overused  a hold that spent a code past its batch's uses, or
+    presale_code_overused  a hold that spent a code past its batch's uses (less those
+                           given back by holds that lapsed or were cancelled), or
                            a code of no issued batch or serial
     presale_code_rebound   a binding batch's code held by a second user
 
@@ -213,6 +214,7 @@ class Replay:
                          to=status)
             return False
         if not isinstance(ev, ClaimConfirmed):
+            self.presale.release(claim)  # a lapsed or cancelled hold gives its code's use back
             self.users[user] -= qty
             self.user_sku[(user, sku)] -= qty
             person = self.claim_person.pop(claim, None)
@@ -338,7 +340,7 @@ class Replay:
         batch_no, _, serial = ev.code.partition(".")
         batch = self.presale.batches.get(int(batch_no))
         if batch is None or not 1 <= int(serial) <= batch.count or \
-                self.presale.spent[ev.code] > batch.uses:
+                self.presale.in_use(ev.code) > batch.uses:
             self.violate("presale_code_overused", code=ev.code, seq=ev.seq,
                          claims=self.presale.spent[ev.code])
         elif bound is not None and bound != ev.user:

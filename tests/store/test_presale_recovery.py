@@ -148,3 +148,30 @@ async def test_recovery_rebuilds_every_presale_key_the_scripts_read(
     assert v9.claim and v9.claim.price == 1999  # the steps came back: 950 is for tier fan
     stats = await sale.stats("c4")
     assert stats and stats.skus[0].revenue == 950
+
+
+async def test_recovery_keeps_the_code_uses_given_back(
+        sale: Engine, persister: Persister, raw_redis: "Redis[str]", store: Store) -> None:
+    phases = [{"name": "fans", "opens_at": iso(-30), "tiers": ["fan"]}]
+    await sale.define_campaign("c5", campaign_spec(stock=9, per_user=None, phases=phases))
+    _, _, batch = await sale.presale_codes.issue(
+        "c5", PresaleCodeBatch(count=2, tier="fan", uses=1), "ops")
+    assert batch
+    codes = [line.split(",")[0] for line in sale.presale_codes.csv_lines("c5", batch)][1:]
+    first = await sale.claim("c5", "ann", "tee", code=codes[0])
+    assert first.claim is not None
+    await sale.cancel(first.claim.claim_id, "ann")  # the use of codes[0] comes back
+    held = await sale.claim("c5", "bob", "tee", code=codes[1])  # still held at the rebuild
+    assert held.claim is not None
+    await persister.drain()
+    await raw_redis.flushall()
+    await recover_campaign(raw_redis, store, "c5", TTL)
+    assert (await sale.claim("c5", "cat", "tee", code=codes[0])).outcome is Outcome.OK
+    assert (await sale.claim("c5", "dan", "tee", code=codes[1])).outcome is \
+        Outcome.PRESALE_CODE_USED
+    await sale.cancel(held.claim.claim_id, "bob")  # its mark survived the rebuild
+    assert (await sale.claim("c5", "dan", "tee", code=codes[1])).outcome is Outcome.OK
+    await persister.drain()
+    await assert_store_matches_redis(sale, store, "c5")
+    summary = await audit(store)
+    assert summary["ok"], summary

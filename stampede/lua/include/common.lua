@@ -12,6 +12,8 @@
 --                    "~p|<identity>" a real person's units held+sold (per_person),
 --                    "~i|<claim_id>" the identity of a per_person campaign's claim,
 --                    "~a|<claim_id>" what a claim took from allocations "name:n,..."
+--                    "~c|<claim_id>" the presale code a claim spent, "~cr|<code>"
+--                    uses of a code given back by released holds
 --   claims     hash: claim_id -> claim record
 --   deadlines  zset: claim_id scored by its hold deadline (ms)
 --   waves      zset: wave record scored by release time (ms)
@@ -224,8 +226,14 @@ local function release_hold(now, claim_id, c, new_status, idem)
   redis.call('HINCRBY', K.users, c.user, -c.qty)
   redis.call('HINCRBY', K.users, c.user .. '|' .. c.sku, -c.qty)
   redis.call('HINCRBY', K.users, c.user .. '|~lapsed', 1)  -- a risk signal (guard.lua)
-  -- Presales: the person's units (per_person) and the allocations' units come back.
-  local marks = redis.call('HMGET', K.users, '~i|' .. claim_id, '~a|' .. claim_id)
+  -- Presales: the person's units (per_person), the allocations' units and the
+  -- presale code's use come back.
+  local marks = redis.call('HMGET', K.users, '~i|' .. claim_id, '~a|' .. claim_id,
+                           '~c|' .. claim_id)
+  if marks[3] then  -- the code may make another claim (include/presale_codes.lua)
+    redis.call('HINCRBY', K.users, '~cr|' .. marks[3], 1)
+    redis.call('HDEL', K.users, '~c|' .. claim_id)
+  end
   if marks[1] then
     redis.call('HINCRBY', K.users, '~p|' .. marks[1], -c.qty)
     redis.call('HDEL', K.users, '~i|' .. claim_id)
