@@ -55,12 +55,12 @@ async def offer_ticket_transfer(request: web.Request) -> web.Response:
 @api.route("POST", "/v1/transfers/accept", "Accept a transfer: the claim (its tickets) is "
            "re-issued to me under a new id; the giver's tickets stop working",
            auth="user", body=TransferAccept, response=ClaimView,
-           errors=(400, 401, 404, 409, 413, 503))
+           errors=(400, 401, 403, 404, 409, 413, 503))
 async def accept_transfer(request: web.Request) -> web.Response:
     body = decode(_accept, await read_body(request))
     user = request[USER].id
     engine = request.app[ENGINE]
-    result = await engine.transfers.accept(body.transfer_token, user)
+    result = await engine.transfers.accept(body.transfer_token, user, request[USER].identity)
     if result.outcome is Outcome.OK and result.new_claim_id is not None:
         view = await engine.get_claim(result.new_claim_id, user)
         if view is not None:

@@ -16,6 +16,7 @@ from typing import Annotated, cast
 from msgspec import Meta, Struct
 from redis.asyncio import Redis
 
+from stampede.domain import identity as person
 from stampede.domain.models import from_ms
 from stampede.outcomes import OUTCOMES, Outcome, parse_detail
 from stampede.state import keys, records
@@ -77,7 +78,10 @@ class Transfers:
                                                      if unit else None,
                                                      expires_at=from_ms(int(expires))))
 
-    async def accept(self, token: str, user: str) -> TransferResult:
+    async def accept(self, token: str, user: str,
+                     identity: str | None = None) -> TransferResult:
+        """Take the claim (or ticket) of `token`; `identity` is the recipient's hashed
+        real person (a per_person sale counts the units against it)."""
         m = _TOKEN.match(token)
         if m is None or not keys.valid_user_id(user):
             return TransferResult(Outcome.NOT_FOUND, reason="no_transfer")
@@ -92,7 +96,7 @@ class Transfers:
                                 keys.tickets_key(cid), keys.refunds_key(cid),
                                 keys.ticket_holder_key(cid, giver),
                                 keys.ticket_holder_key(cid, user)],
-            [hashed, user, giver])
+            [hashed, user, giver, person.check(identity) if identity is not None else ""])
         outcome = OUTCOMES[int(code)]
         if outcome is not Outcome.OK:
             reason, params = parse_detail(str(detail))

@@ -37,7 +37,9 @@ class AfterSaleState:
     totals: Counter[str] = field(default_factory=Counter)
     """"<sku>.u" and "<sku>.amt" as refund.lua keeps them"""
     partial: Counter[str] = field(default_factory=Counter)
-    """users-hash field -> units refunded of claims still confirmed"""
+    """users-hash field -> units refunded (or moved out) of claims still confirmed"""
+    given_back: list[tuple[str, int]] = field(default_factory=list)
+    """(claim, units) the same, for its person's units (per_person)"""
     answers: list[tuple[str, RefundAnswerRecord, int]] = field(default_factory=list)
     """(idempotency key, first answer, ts)"""
     count: int = 0
@@ -152,16 +154,20 @@ async def load(store: Store, cid: str, ticketed: bool,
         if ev.claim in still_confirmed:
             st.partial[ev.giver] += 1
             st.partial[f"{ev.giver}|{ev.sku}"] += 1
+            st.given_back.append((ev.claim, 1))
     for claim_id, r in last.items():
         if claim_id in confirmed:  # recovery counted every unit it bought
             units = st.per_claim[claim_id].units
             st.partial[r.user_id] += units
             st.partial[f"{r.user_id}|{r.sku}"] += units
+            st.given_back.append((claim_id, units))
     return st
 
 
-def queue(pipe: Any, cid: str, st: AfterSaleState, now: int, idem_ttl_ms: int) -> int:
-    """Queue the refund keys' rebuild; returns the idempotency answers set."""
+def queue(pipe: Any, cid: str, st: AfterSaleState, now: int, idem_ttl_ms: int,
+          persons: dict[str, str] | None = None) -> int:
+    """Queue the refund keys' rebuild; returns the idempotency answers set. `persons`
+    (claim -> identity) lets the units given back leave their person's count too."""
     ck = keys.campaign_keys(cid)
     pipe.delete(keys.refunds_key(cid), keys.refund_totals_key(cid), keys.tickets_key(cid),
                 keys.checkin_counts_key(cid), keys.transfers_key(cid), keys.outbox_key(cid))
@@ -185,6 +191,10 @@ def queue(pipe: Any, cid: str, st: AfterSaleState, now: int, idem_ttl_ms: int) -
         pipe.hset(keys.refund_totals_key(cid), mapping=dict(st.totals))
     for name, units in st.partial.items():
         pipe.hincrby(ck.users, name, -units)
+    for claim_id, units in st.given_back:
+        identity = (persons or {}).get(claim_id)
+        if identity is not None:
+            pipe.hincrby(ck.users, f"~p|{identity}", -units)
     if st.count:
         pipe.hset(ck.counts, "refunds", st.count)
     n = 0

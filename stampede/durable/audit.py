@@ -249,6 +249,8 @@ class Replay:
         self.refunded[ev.claim] = done
         self.users[user] -= ev.qty
         self.user_sku[(user, sku)] -= ev.qty
+        if ev.claim in self.claim_person:  # refunded units leave the person's count
+            self.persons[self.claim_person[ev.claim]] -= ev.qty
         totals = self.refund_totals.setdefault(sku, [0, 0])
         totals[0] += ev.qty
         totals[1] += ev.amount
@@ -274,6 +276,11 @@ class Replay:
         else:
             self.claims[ev.claim] = ("transferred", *prior[1:])
         self.claims[ev.new_claim] = ("confirmed", ev.user, ev.sku, ev.qty)
+        if ev.claim in self.claim_person:  # the units leave the giver's person...
+            self.persons[self.claim_person[ev.claim]] -= ev.qty
+        if ev.identity:  # ...and join the recipient's
+            self.claim_person[ev.new_claim] = ev.identity
+            self.persons[ev.identity] += ev.qty
         self.users[ev.giver] -= ev.qty
         self.user_sku[(ev.giver, ev.sku)] -= ev.qty
         self.users[ev.user] += ev.qty

@@ -396,6 +396,9 @@ class ClaimTransferred(Event, tag="claim_transferred"):
     ticket: int = 0
     """A one-ticket transfer: the number n of the ticket "<claim>-<n>" that moved (the
     old claim keeps its other tickets and stays confirmed); 0: the whole claim."""
+    identity: str = ""
+    """A per_person sale: the recipient's identity, which the new claim's units now
+    count against ('' none)."""
 
 
 # -- presales: presale codes ----------------------------------------------------

@@ -202,7 +202,9 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
             presale = await presale_recovery.load(store, cid)
             pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             idem = _rebuild(pipe, cid, state, epoch, old, old_counts, now, idem_ttl_ms)
-            idem += aftersale_recovery.queue(pipe, cid, refunds, now, idem_ttl_ms)
+            idem += aftersale_recovery.queue(
+                pipe, cid, refunds, now, idem_ttl_ms,
+                state.history.persons if state.history is not None else None)
             if drop is not None:
                 drop.queue(pipe, now, idem_ttl_ms)
             presale.queue(pipe)
@@ -297,9 +299,13 @@ RELEASED = ("expired", "cancelled")
 """Statuses of a hold that release_hold (include/common.lua) gave back."""
 
 
-def _history(events: Iterable[Event], drop: bool) -> _History:
+def _history(events: Iterable[Event], drop: bool,
+             moves: Iterable[ClaimTransferred] = ()) -> _History:
     """Fold the events in seq order, counting as the scripts counted."""
     h = _History()
+    for move in moves:  # a transfer's new claim counts against its recipient's person
+        if move.identity:
+            h.persons[move.new_claim] = move.identity
     run: _StockAnswer | None = None
     for ev in events:
         offer = isinstance(ev, ClaimHeld) and ev.offer
@@ -380,8 +386,8 @@ async def _load(store: Store, cid: str) -> _State:
             .order_by(t.events.c.seq))).all()
         transfers = (await conn.execute(select(t.events).where(
             t.events.c.campaign_id == cid, t.events.c.type.in_(names(ClaimTransferred))))).all()
-    transferred_in = frozenset(ev.new_claim for ev in map(from_row, transfers)
-                               if isinstance(ev, ClaimTransferred))
+    moves = [ev for ev in map(from_row, transfers) if isinstance(ev, ClaimTransferred)]
+    transferred_in = frozenset(ev.new_claim for ev in moves)
     done = set()
     for ev in map(from_row, released):
         if isinstance(ev, WaveReleased):
@@ -397,7 +403,7 @@ async def _load(store: Store, cid: str) -> _State:
     drop = spec is not None and spec.coupons is not None
     return _State(row, list(skus), list(claims), pending, spec,
                   _config(map(from_row, changes)), _waitlist(map(from_row, queue_events)),
-                  int(joins), _history(map(from_row, history), drop), transferred_in)
+                  int(joins), _history(map(from_row, history), drop, moves), transferred_in)
 
 
 def _waitlist(events: Iterable[Event]) -> dict[str, EntryRecord]:
@@ -550,9 +556,11 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
             units[f"{c.user_id}|{c.sku}"] = units.get(f"{c.user_id}|{c.sku}", 0) + c.qty
         person = history.persons.get(c.claim_id)
         if person is not None and c.status not in RELEASED:
-            # As claim_batch.lua counts it: only a release (expiry, cancel) gives the
-            # units back; a refund or a transfer leaves them with the person.
-            units[f"~p|{person}"] = units.get(f"~p|{person}", 0) + c.qty
+            # As the scripts count it: a held or sold claim's units are its person's;
+            # a release, a refund or a transfer gives them back (a partial refund's,
+            # or a ticket moved out alone, by aftersale_recovery).
+            if c.status in ("held", "confirmed"):
+                units[f"~p|{person}"] = units.get(f"~p|{person}", 0) + c.qty
             persons[f"~i|{c.claim_id}"] = person
         if c.status == "held":
             pipe.zadd(deadlines, {c.claim_id: c.deadline_ms})

@@ -18,7 +18,9 @@
 --
 -- Where the units go is the campaign's policy (meta rf_to): 'restock' gives
 -- them to the SKU's waitlist head first and only then to available stock;
--- 'retire' withdraws them (released drops with sold). A buyer may refund only
+-- 'retire' withdraws them (released drops with sold). The refunded units no
+-- longer count against the buyer's limits: per-user, per-SKU and per-person
+-- (the claim's identity, "~i|<claim_id>"). A buyer may refund only
 -- their own claim, within meta rf_window_ms of buying it (-1: never). In a
 -- ticketed campaign (meta tk_on) the highest-numbered tickets not checked in
 -- are the ones refunded, and a ticket transferred alone (moved) is no longer
@@ -95,6 +97,8 @@ else
 end
 redis.call('HINCRBY', K.users, c.user, -n)  -- refunded units no longer count to the limit
 redis.call('HINCRBY', K.users, c.user .. '|' .. c.sku, -n)
+local person = redis.call('HGET', K.users, '~i|' .. claim_id)
+if person then redis.call('HINCRBY', K.users, '~p|' .. person, -n) end  -- per_person too
 redis.call('HSET', R, claim_id, format_refund({units = done.units + n,
                                                amount = done.amount + amount}))
 redis.call('HINCRBY', TOTALS, c.sku .. '.u', n)

@@ -118,9 +118,9 @@ class SaleModel:
                    if c.user == user and c.status in ("held", "confirmed"))
 
     def person_total(self, person: str) -> int:
-        return sum(c.qty for c in self.claims.values()
-                   if c.person == person and c.status not in ("expired", "cancelled"))
-        # (a refund or transfer leaves the units with the person: only a release frees)
+        # (a release, a refund or a transfer gives the person's units back)
+        return sum(c.qty - self.refunded.get(cid, 0) for cid, c in self.claims.items()
+                   if c.person == person and c.status in ("held", "confirmed"))
 
     def claim(self, claim_id: str, user: str, sku: str, qty: int,
               key: str | None, tiers: tuple[str, ...] = (),
@@ -236,7 +236,8 @@ class SaleModel:
                 keys_used.add((key, user))
                 self.packs[user] = self.packs.get(user, 0) + 1
 
-    def transfer(self, claim_id: str, giver: str, recipient: str) -> tuple[Outcome, str]:
+    def transfer(self, claim_id: str, giver: str, recipient: str,
+                 person: str = "") -> tuple[Outcome, str]:
         """As transfer_offer.lua then transfer_accept.lua (the campaign allows transfers
         and applies the recipient's limits): (outcome, reason)."""
         c = self.claims.get(claim_id)
@@ -252,10 +253,18 @@ class SaleModel:
         left = c.qty - self.refunded.get(claim_id, 0)
         if self.user_total(recipient) + left > self.per_user:
             return Outcome.LIMIT_EXCEEDED, "per_user"
+        if self.per_person is not None:  # the recipient's person, as for a claim
+            if not person:
+                return Outcome.LIMIT_EXCEEDED, "person_required"
+            mine = left if c.person == person else 0
+            if self.person_total(person) - mine + left > self.per_person:
+                return Outcome.LIMIT_EXCEEDED, "per_person"
         return Outcome.OK, ""
 
-    def transferred(self, claim_id: str, new_id: str, recipient: str) -> None:
+    def transferred(self, claim_id: str, new_id: str, recipient: str,
+                    person: str = "") -> None:
         c = self.claims[claim_id]
         left = c.qty - self.refunded.get(claim_id, 0)
         c.status = "transferred"
-        self.claims[new_id] = ModelClaim(recipient, c.sku, left, c.deadline, "confirmed")
+        self.claims[new_id] = ModelClaim(recipient, c.sku, left, c.deadline, "confirmed",
+                                         person=person if self.per_person is not None else "")

@@ -10,7 +10,8 @@ hold's price and each SKU's revenue must be the model's too; refunds
 (operator, buyer and intruder; whole or some units) and door check-ins of
 the campaign's tickets at two gates (refunded tickets refused, a second
 scan answering where the first admitted), and transfers (the claim
-re-issued to its recipient, whose limit applies); each admission grants the
+re-issued to its recipient, whose limits, per-person too, apply; a refund
+or a transfer gives the units back to the buyer's person); each admission grants the
 holder a coupon pack of a drop exactly once, and ops grant packs to segments
 (a key retried grants nobody twice); the real-name per_person limit (users
 u0 and u1 are one person, u2 and u3 another, and u4 carries no identity);
@@ -205,16 +206,17 @@ class SaleMachine(RuleBasedStateMachine):
         sold = [c for c, m in self.model.claims.items() if m.status == "confirmed"]
         claim_id = data.draw(st.sampled_from(sold or list(self.model.claims)))
         giver = "intruder" if intruder else self.model.claims[claim_id].user
-        expected = self.model.transfer(claim_id, giver, recipient)
+        expected = self.model.transfer(claim_id, giver, recipient, PERSONS[recipient])
         token = f"{self.cid}.{next(_ids):032x}"
         offer = self.run(self.engine.transfers.offer(claim_id, giver, token))
         if offer.outcome is not Outcome.OK:
             assert (offer.outcome, offer.reason) == expected
             return
-        taken = self.run(self.engine.transfers.accept(token, recipient))
+        taken = self.run(self.engine.transfers.accept(token, recipient,
+                                                      PERSONS[recipient] or None))
         assert (taken.outcome, taken.reason or "") == expected
         if taken.new_claim_id:
-            self.model.transferred(claim_id, taken.new_claim_id, recipient)
+            self.model.transferred(claim_id, taken.new_claim_id, recipient, PERSONS[recipient])
         event(f"transfer: {taken.outcome.name} {taken.reason or ''}")
 
     @rule(users=st.lists(st.sampled_from(USERS), min_size=1, max_size=4),
