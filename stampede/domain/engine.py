@@ -203,6 +203,8 @@ class Engine:
     async def patch_campaign(self, cid: str, patch: CampaignPatch, actor: str) -> Outcome:
         _check_campaign_id(cid)
         pairs = _patch_pairs(patch)
+        if patch.price_steps is not msgspec.UNSET:
+            pairs += await self._price_step_pairs(cid, patch)
         if not pairs and patch.throttle is msgspec.UNSET:  # nothing to change: a no-op
             exists = await self.redis.exists(keys.campaign_keys(cid).meta)
             return Outcome.OK if exists else Outcome.NOT_FOUND
@@ -222,9 +224,26 @@ class Engine:
                 raise ValidationError("closes_at must come after every pending wave")
             if code == Outcome.INVALID and before in ("phases", "phases_excluded"):
                 raise ValidationError(REFUSALS[before].template)
+            if code == Outcome.INVALID and before == "price_steps_excluded":
+                raise ValidationError("price_steps: a coupon drop takes no price steps")
             if not (code == Outcome.CONFLICT and before == "precondition"):
                 return Outcome(code)
         raise UnavailableError("throttle config changed concurrently too often; retry")
+
+    async def _price_step_pairs(self, cid: str, patch: CampaignPatch) -> list[Any]:
+        """Presales: the "ps:<sku>" pairs of a PATCH's price steps, each checked as a
+        spec's are against the opening in force (or the one patched with them)."""
+        assert patch.price_steps is not msgspec.UNSET
+        if patch.opens_at is not msgspec.UNSET:
+            opens = to_ms(patch.opens_at)
+        else:
+            raw = await self.redis.hget(keys.campaign_keys(cid).meta, "opens_ms")
+            opens = int(raw) if raw is not None else 0  # no campaign: the script says so
+        pairs: list[Any] = []
+        for sku, steps in patch.price_steps.items():
+            pricing.check_steps(f"price_steps.{sku}", steps, opens)
+            pairs += [f"ps:{sku}", pricing.encode(steps)]
+        return pairs
 
     async def adjust_stock(self, cid: str, sku: str, delta: int, actor: str,
                            op_key: str | None = None) -> tuple[Outcome, int]:

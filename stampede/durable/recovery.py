@@ -252,6 +252,8 @@ class _State:
     history: "_History | None" = None
     transferred_in: frozenset[str] = frozenset()
     """Claims a transfer made (the recipient's): confirm.lua never counted their revenue."""
+    patched_steps: dict[str, str] = field(default_factory=dict)
+    """Presales: SKU -> its price steps as last patched ("<sku>.ps"; '' removed)."""
 
 
 @dataclass
@@ -403,7 +405,8 @@ async def _load(store: Store, cid: str) -> _State:
     drop = spec is not None and spec.coupons is not None
     return _State(row, list(skus), list(claims), pending, spec,
                   _config(map(from_row, changes)), _waitlist(map(from_row, queue_events)),
-                  int(joins), _history(map(from_row, history), drop, moves), transferred_in)
+                  int(joins), _history(map(from_row, history), drop, moves), transferred_in,
+                  _patched_steps(map(from_row, changes)))
 
 
 def _waitlist(events: Iterable[Event]) -> dict[str, EntryRecord]:
@@ -426,6 +429,19 @@ def _waitlist(events: Iterable[Event]) -> dict[str, EntryRecord]:
                 if f"{user}|{sku}" in entries and entries[f"{user}|{sku}"].claim == claim:
                     del entries[f"{user}|{sku}"]
     return entries
+
+
+def _patched_steps(changes: Iterable[Event]) -> dict[str, str]:
+    """Presales: each SKU's price steps as the patches since the definition left them."""
+    steps: dict[str, str] = {}
+    for ev in changes:
+        if isinstance(ev, CampaignDefined):
+            steps.clear()
+        elif isinstance(ev, CampaignPatched):
+            for k, v in _spec_waves.decode(ev.after or "{}").items():
+                if k.startswith("ps:"):
+                    steps[k[3:]] = str(v)
+    return steps
 
 
 def _config(changes: Iterable[Event]) -> dict[str, str] | None:
@@ -534,6 +550,10 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
         for sku_spec in st.spec.skus:
             if sku_spec.price_steps:
                 stock_fields[f"{sku_spec.sku}.ps"] = pricing.encode(sku_spec.price_steps)
+        for sku, steps in st.patched_steps.items():  # then as patched live
+            stock_fields.pop(f"{sku}.ps", None)
+            if steps:
+                stock_fields[f"{sku}.ps"] = steps
     revenue: Counter[str] = Counter()
     drop = st.spec is not None and st.spec.coupons is not None  # coupons confirm no sale
     for c in st.claims:  # as confirm.lua counted it: every unit once confirmed, refunds kept

@@ -175,3 +175,27 @@ async def test_recovery_keeps_the_code_uses_given_back(
     await assert_store_matches_redis(sale, store, "c5")
     summary = await audit(store)
     assert summary["ok"], summary
+
+
+async def test_recovery_restores_the_price_steps_as_patched(
+        sale: Engine, persister: Persister, raw_redis: "Redis[str]", store: Store) -> None:
+    spec = campaign_spec(stock=20, per_user=None, skus=("tee", "cap"))
+    priced = msgspec.convert({"price_steps": [{"price": 900, "first_units": 2}]}, PriceSteps)
+    spec.skus[0].price_steps = spec.skus[1].price_steps = priced.price_steps
+    await sale.define_campaign("c6", spec)
+    patch = msgspec.convert({"price_steps": {"tee": [{"price": 1500, "tiers": ["fan"]}],
+                                             "cap": []}}, CampaignPatch)
+    assert await sale.patch_campaign("c6", patch, "ops") is Outcome.OK
+    stock = campaign_keys("c6").stock
+    before = await raw_redis.hmget(stock, "tee.ps", "cap.ps")
+    assert before[0] == "1500@@@fan"
+    await persister.drain()
+    await raw_redis.flushall()
+    await recover_campaign(raw_redis, store, "c6", TTL)
+    assert await raw_redis.hmget(stock, "tee.ps", "cap.ps") == ["1500@@@fan", None]
+    fan = await sale.claim("c6", "ann", "tee", tiers=["fan"])
+    assert fan.claim and fan.claim.price == 1500
+    cap = await sale.claim("c6", "bob", "cap")
+    assert cap.claim and cap.claim.price == 1999  # the steps removed: the base price
+    await persister.drain()
+    assert (await audit(store))["ok"]
