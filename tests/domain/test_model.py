@@ -199,16 +199,19 @@ class SaleMachine(RuleBasedStateMachine):
         assert (got.verdict, got.gate) == self.model.check_in(claim_id, unit, gate)
         event(f"check-in: {got.verdict}")
 
-    @rule(data=st.data(), recipient=st.sampled_from(USERS), intruder=st.booleans())
-    def transfer(self, data: st.DataObject, recipient: str, intruder: bool) -> None:
+    @rule(data=st.data(), recipient=st.sampled_from(USERS), intruder=st.booleans(),
+          unit=st.sampled_from([0, 0, 1, 2, 3]))
+    def transfer(self, data: st.DataObject, recipient: str, intruder: bool,
+                 unit: int) -> None:
+        """The whole claim (unit 0) or one of its tickets alone."""
         if not self.model.claims:
             return
         sold = [c for c, m in self.model.claims.items() if m.status == "confirmed"]
         claim_id = data.draw(st.sampled_from(sold or list(self.model.claims)))
         giver = "intruder" if intruder else self.model.claims[claim_id].user
-        expected = self.model.transfer(claim_id, giver, recipient, PERSONS[recipient])
+        expected = self.model.transfer(claim_id, giver, recipient, PERSONS[recipient], unit)
         token = f"{self.cid}.{next(_ids):032x}"
-        offer = self.run(self.engine.transfers.offer(claim_id, giver, token))
+        offer = self.run(self.engine.transfers.offer(claim_id, giver, token, unit))
         if offer.outcome is not Outcome.OK:
             assert (offer.outcome, offer.reason) == expected
             return
@@ -216,8 +219,10 @@ class SaleMachine(RuleBasedStateMachine):
                                                       PERSONS[recipient] or None))
         assert (taken.outcome, taken.reason or "") == expected
         if taken.new_claim_id:
-            self.model.transferred(claim_id, taken.new_claim_id, recipient, PERSONS[recipient])
-        event(f"transfer: {taken.outcome.name} {taken.reason or ''}")
+            self.model.transferred(claim_id, taken.new_claim_id, recipient, PERSONS[recipient],
+                                   unit)
+        kind = "one ticket" if unit else "claim"
+        event(f"transfer ({kind}): {taken.outcome.name} {taken.reason or ''}")
 
     @rule(users=st.lists(st.sampled_from(USERS), min_size=1, max_size=4),
           key=st.sampled_from(["g0", "g1"]))
@@ -286,7 +291,7 @@ class SaleMachine(RuleBasedStateMachine):
             assert wallet == 2 * self.model.packs.get(user, 0)
         tickets = self.run(self.engine.redis.hgetall(keys.tickets_key(self.cid)))
         decoded = {t: records.TICKET.decode(raw) for t, raw in tickets.items()}
-        assert {t: "refunded" if r.status == "refunded" else f"in:{r.gate}"
+        assert {t: r.status if r.status in ("refunded", "moved") else f"in:{r.gate}"
                 for t, r in decoded.items()} == self.model.tickets
 
 
