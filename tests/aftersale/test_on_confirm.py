@@ -76,3 +76,14 @@ async def test_on_confirm_is_checked_when_defined(engine: Engine) -> None:
     with pytest.raises(ValidationError, match="on_confirm"):
         await engine.define_campaign("fans", drop_spec(  # a drop grants no pack on confirm
             campaign={"on_confirm": {"drop": "other", "sku": "welcome"}}))
+
+
+async def test_a_redefinition_without_on_confirm_grants_nothing(engine: Engine) -> None:
+    await _sale(engine)
+    await engine.define_campaign("gig", sale_spec())  # replaced before any claim
+    assert await engine.redis.hget(keys.campaign_keys("gig").meta, "ocf_drop") is None
+    held = await engine.claim("gig", "ann", "tee", 1)
+    assert held.claim is not None
+    await engine.confirm(held.claim.claim_id, "ann")
+    assert await _wallet(engine, "ann") == set()
+    assert await engine.redis.hlen(keys.outbox_key("gig")) == 0
