@@ -222,10 +222,9 @@ class Engine:
             code, before, _after = await self.scripts.run("patch_campaign", ks, args)
             if code == Outcome.INVALID and before == "wave":  # it would stay pending forever
                 raise ValidationError("closes_at must come after every pending wave")
-            if code == Outcome.INVALID and before in ("phases", "phases_excluded"):
+            if code == Outcome.INVALID and before in ("phases", "phases_excluded",
+                                                      "price_steps_excluded"):
                 raise ValidationError(REFUSALS[before].template)
-            if code == Outcome.INVALID and before == "price_steps_excluded":
-                raise ValidationError("price_steps: a coupon drop takes no price steps")
             if not (code == Outcome.CONFLICT and before == "precondition"):
                 return Outcome(code)
         raise UnavailableError("throttle config changed concurrently too often; retry")
