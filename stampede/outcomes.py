@@ -377,6 +377,16 @@ REFUSALS: dict[str, Refusal] = {
     "transfer_stale": _r("conflict", 409, "the claim of this transfer token is no longer "
                          "its giver's to give", "the claim was refunded, transferred or "
                          "changed since the token was made"),
+    # -- after-sale: one-ticket transfers ----------------------------------------------
+    "no_sale_ticket": _r("not_found", 404, "no such ticket '{ticket}'",
+                    "a ticket id that is malformed, another user's, of an unticketed "
+                    "campaign, or past its claim's units"),
+    "ticket_not_valid": _r("conflict", 409, "ticket '{ticket}' was refunded or transferred: "
+                           "only a valid ticket can be transferred",
+                           "transferring a refunded ticket, or one already transferred"),
+    # -- presales: price steps patched live (after-sale branch) ------------------------
+    "price_steps_excluded": _r("invalid_request", 400, "price_steps: a coupon drop takes no "
+                               "price steps", "a PATCH of price_steps onto a coupon drop"),
     # -- paid vouchers ------------------------------------------------------------
     "not_a_voucher": _r("not_a_voucher", 409, "claim '{claim}' is not a paid voucher: its "
                         "coupons were issued at claim, there is nothing to pay or refund",

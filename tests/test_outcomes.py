@@ -12,7 +12,7 @@ VOCABULARY = {"campaign", "sku", "user", "qty", "limit", "held", "opens_at", "cl
               "merchant", "amount", "available", "removed", "method", "path", "allow",
               "request_id", "header", "origin", "webhook", "url",
               "usable_at", "template",  # usable_at, template: coupon rules
-              "scanner",  # after-sale
+              "scanner", "ticket",  # after-sale
               "allocation"}  # presales: allocations
 
 

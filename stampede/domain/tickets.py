@@ -4,7 +4,9 @@ A ticketed sale (`tickets: {venue}`) makes each confirmed unit a ticket with
 a static id, "<claim_id>-<n>" (n = 1..qty), and a rotating code shown to its
 holder: "<ticket_id>.<K><TTTTTT>", where K is the active coupon key's id and
 T the same 30-second TOTP the coupon till codes use (codes.py), over the
-ticket id: a screenshot stops working within a minute. Nothing is stored
+ticket id: a screenshot stops working within a minute. A code is verified
+under the key its K names, so rotating the coupon keys (a new active key
+first, the old one still listed) kills no live code. Nothing is stored
 for a valid ticket; the tickets hash keeps those checked in or refunded.
 
 Door scanners hold credentials per venue and gate, issued by ops like
@@ -86,7 +88,8 @@ class TicketView(Struct, kw_only=True):
     ticket_id: str
     campaign_id: str
     sku: str
-    status: Literal["valid", "checked_in", "refunded"]
+    status: Literal["valid", "checked_in", "refunded", "transferred"]
+    """transferred: given away alone (one-ticket transfer); its code no longer works"""
     code: str | None = None
     """The rotating code to show (valid tickets only): good until `code_expires_at`."""
     code_expires_at: datetime | None = None
@@ -118,20 +121,25 @@ class _Pending:
 _SCANNER = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
-def ticket_code(code_keys: CodeKeys, ticket_id: str, step: int) -> str:
-    rotating = code_keys.rotating(ticket_id, step)  # kid + ticket id + TOTP
+def ticket_code(code_keys: CodeKeys, ticket_id: str, step: int, kid: str | None = None) -> str:
+    rotating = code_keys.rotating(ticket_id, step, kid)  # kid + ticket id + TOTP
     return f"{ticket_id}.{rotating[0]}{rotating[-6:]}"
 
 
 def verify_code(code_keys: CodeKeys, code: str, at_ms: int) -> str | None:
-    """The ticket id of a genuine code for the step of `at_ms` or the one before."""
-    ticket_id, sep, _ = code.rpartition(".")
-    if not sep or keys.claim_of_ticket(ticket_id) is None:
+    """The ticket id of a genuine code for the step of `at_ms` or the one before,
+    under the key its K names while that key is listed: a key rotation leaves the
+    codes shown (or scanned offline) before it valid until the old key is removed."""
+    ticket_id, sep, tail = code.rpartition(".")
+    if not sep or not tail or keys.claim_of_ticket(ticket_id) is None:
+        return None
+    kid = tail[0]
+    if not code_keys.listed(kid):  # unknown or retired key
         return None
     step = at_ms // STEP_MS
     ok = False
     for s in (step - 1, step):
-        ok |= hmac.compare_digest(code, ticket_code(code_keys, ticket_id, s))
+        ok |= hmac.compare_digest(code, ticket_code(code_keys, ticket_id, s, kid))
     return ticket_id if ok else None
 
 
@@ -182,6 +190,9 @@ class Tickets:
         t = records.TICKET.decode(state)
         if t.status == "refunded":
             return TicketView(ticket_id=ticket_id, campaign_id=cid, sku=sku, status="refunded")
+        if t.status == "moved":
+            return TicketView(ticket_id=ticket_id, campaign_id=cid, sku=sku,
+                              status="transferred")
         return TicketView(ticket_id=ticket_id, campaign_id=cid, sku=sku, status="checked_in",
                           gate=t.gate, checked_in_at=from_ms(t.at))
 

@@ -376,6 +376,8 @@ class TransferOffered(Event, tag="transfer_offered"):
     expires: int
     token: str
     """The token's SHA-256 (the token itself is never stored)."""
+    ticket: int = 0
+    """A one-ticket transfer: the ticket's number n in the claim; 0: the whole claim."""
 
 
 class ClaimTransferred(Event, tag="claim_transferred"):
@@ -391,6 +393,12 @@ class ClaimTransferred(Event, tag="claim_transferred"):
     created: int
     deadline: int
     token: str = ""
+    ticket: int = 0
+    """A one-ticket transfer: the number n of the ticket "<claim>-<n>" that moved (the
+    old claim keeps its other tickets and stays confirmed); 0: the whole claim."""
+    identity: str = ""
+    """A per_person sale: the recipient's identity, which the new claim's units now
+    count against ('' none)."""
 
 
 # -- presales: presale codes ----------------------------------------------------

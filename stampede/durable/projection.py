@@ -164,12 +164,15 @@ class Fold:
 
     def _transferred(self, ev: ClaimTransferred) -> None:
         """The old claim is transferred; the recipient's is a new sold claim (SKU
-        counters stay: the units stay sold)."""
-        self._set_status(ev.claim, "transferred", ev.seq)
+        counters stay: the units stay sold). A one-ticket transfer leaves the old
+        claim confirmed with its other tickets."""
+        if ev.ticket == 0:
+            self._set_status(ev.claim, "transferred", ev.seq)
         self.new_claims[ev.new_claim] = [ev.new_claim, ev.campaign_id, ev.user, ev.sku, ev.qty,
                                          ev.price, "confirmed", ev.deadline, ev.created, ev.seq,
                                          None, None]
-        self.history.append((ev.campaign_id, ev.seq, ev.claim, "transferred", ev.ts))
+        if ev.ticket == 0:
+            self.history.append((ev.campaign_id, ev.seq, ev.claim, "transferred", ev.ts))
 
     def _set_status(self, claim: str, status: str, seq: int) -> None:
         row = self.new_claims.get(claim)

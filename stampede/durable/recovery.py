@@ -196,12 +196,16 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
             refunds = await aftersale_recovery.load(
                 store, cid, spec is not None and spec.tickets is not None,
                 (spec.on_checkin.drop, spec.on_checkin.sku)
-                if spec is not None and spec.on_checkin is not None else None)
+                if spec is not None and spec.on_checkin is not None else None,
+                (spec.on_confirm.drop, spec.on_confirm.sku)
+                if spec is not None and spec.on_confirm is not None else None)
             presale = await presale_recovery.load(store, cid)
             pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             idem = _rebuild(pipe, cid, state, epoch, old, old_counts, now, idem_ttl_ms,
                             refunds.partial)
-            idem += aftersale_recovery.queue(pipe, cid, refunds, now, idem_ttl_ms)
+            idem += aftersale_recovery.queue(
+                pipe, cid, refunds, now, idem_ttl_ms,
+                state.history.persons if state.history is not None else None)
             if drop is not None:
                 drop.queue(pipe, now, idem_ttl_ms)
             presale.queue(pipe)
@@ -249,6 +253,8 @@ class _State:
     history: "_History | None" = None
     transferred_in: frozenset[str] = frozenset()
     """Claims a transfer made (the recipient's): confirm.lua never counted their revenue."""
+    patched_steps: dict[str, str] = field(default_factory=dict)
+    """Presales: SKU -> its price steps as last patched ("<sku>.ps"; '' removed)."""
 
 
 @dataclass
@@ -296,9 +302,13 @@ RELEASED = ("expired", "cancelled")
 """Statuses of a hold that release_hold (include/common.lua) gave back."""
 
 
-def _history(events: Iterable[Event], drop: bool) -> _History:
+def _history(events: Iterable[Event], drop: bool,
+             moves: Iterable[ClaimTransferred] = ()) -> _History:
     """Fold the events in seq order, counting as the scripts counted."""
     h = _History()
+    for move in moves:  # a transfer's new claim counts against its recipient's person
+        if move.identity:
+            h.persons[move.new_claim] = move.identity
     run: _StockAnswer | None = None
     for ev in events:
         offer = isinstance(ev, ClaimHeld) and ev.offer
@@ -379,8 +389,8 @@ async def _load(store: Store, cid: str) -> _State:
             .order_by(t.events.c.seq))).all()
         transfers = (await conn.execute(select(t.events).where(
             t.events.c.campaign_id == cid, t.events.c.type.in_(names(ClaimTransferred))))).all()
-    transferred_in = frozenset(ev.new_claim for ev in map(from_row, transfers)
-                               if isinstance(ev, ClaimTransferred))
+    moves = [ev for ev in map(from_row, transfers) if isinstance(ev, ClaimTransferred)]
+    transferred_in = frozenset(ev.new_claim for ev in moves)
     done = set()
     for ev in map(from_row, released):
         if isinstance(ev, WaveReleased):
@@ -396,7 +406,8 @@ async def _load(store: Store, cid: str) -> _State:
     drop = spec is not None and spec.coupons is not None
     return _State(row, list(skus), list(claims), pending, spec,
                   _config(map(from_row, changes)), _waitlist(map(from_row, queue_events)),
-                  int(joins), _history(map(from_row, history), drop), transferred_in)
+                  int(joins), _history(map(from_row, history), drop, moves), transferred_in,
+                  _patched_steps(map(from_row, changes)))
 
 
 def _waitlist(events: Iterable[Event]) -> dict[str, EntryRecord]:
@@ -419,6 +430,19 @@ def _waitlist(events: Iterable[Event]) -> dict[str, EntryRecord]:
                 if f"{user}|{sku}" in entries and entries[f"{user}|{sku}"].claim == claim:
                     del entries[f"{user}|{sku}"]
     return entries
+
+
+def _patched_steps(changes: Iterable[Event]) -> dict[str, str]:
+    """Presales: each SKU's price steps as the patches since the definition left them."""
+    steps: dict[str, str] = {}
+    for ev in changes:
+        if isinstance(ev, CampaignDefined):
+            steps.clear()
+        elif isinstance(ev, CampaignPatched):
+            for k, v in _spec_waves.decode(ev.after or "{}").items():
+                if k.startswith("ps:"):
+                    steps[k[3:]] = str(v)
+    return steps
 
 
 def _config(changes: Iterable[Event]) -> dict[str, str] | None:
@@ -526,6 +550,10 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
         for sku_spec in st.spec.skus:
             if sku_spec.price_steps:
                 stock_fields[f"{sku_spec.sku}.ps"] = pricing.encode(sku_spec.price_steps)
+        for sku, steps in st.patched_steps.items():  # then as patched live
+            stock_fields.pop(f"{sku}.ps", None)
+            if steps:
+                stock_fields[f"{sku}.ps"] = steps
     revenue: Counter[str] = Counter()
     drop = st.spec is not None and st.spec.coupons is not None  # coupons confirm no sale
     for c in st.claims:  # as confirm.lua counted it: every unit once confirmed, refunds kept
@@ -551,9 +579,11 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
             by_user.setdefault(c.user_id, Counter())[c.sku] += c.qty
         person = history.persons.get(c.claim_id)
         if person is not None and c.status not in RELEASED:
-            # As claim_batch.lua counts it: only a release (expiry, cancel) gives the
-            # units back; a refund or a transfer leaves them with the person.
-            person_units[f"~p|{person}"] += c.qty
+            # As the scripts count it: a held or sold claim's units are its person's;
+            # a release, a refund or a transfer gives them back (a partial refund's,
+            # or a ticket moved out alone, by aftersale_recovery).
+            if c.status in ("held", "confirmed"):
+                person_units[f"~p|{person}"] += c.qty
         if c.status == "held":
             pipe.zadd(deadlines, {c.claim_id: c.deadline_ms})
         ttl = c.created_ms + idem_ttl_ms - now

@@ -43,7 +43,9 @@ for i = 1, #ARGV, 7 do
     else
       local tr = redis.call('HGET', T, ticket)
       local t = tr and parse_ticket(tr)
-      if c.status == 'refunded' or (t and t.status == 'refunded') then
+      if t and t.status == 'moved' then  -- transferred alone: its new holder's code counts
+        verdict = 'not_found'
+      elseif c.status == 'refunded' or (t and t.status == 'refunded') then
         verdict = 'refunded'
       elseif t then
         verdict, vgate, vat = 'checked_in', t.gate, t.at

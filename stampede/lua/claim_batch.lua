@@ -218,7 +218,7 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
   end
   hold_place(claim_id, c)
   if code_batch then
-    presale_code_spend(P, user, code, code_batch)
+    presale_code_spend(P, user, code, code_batch, claim_id)
     ev[#ev + 1] = 'code'; ev[#ev + 1] = code
   end
   if slot > 0 then  -- lets recovery rebuild the idempotent answer

@@ -280,6 +280,7 @@ def transfers_key(cid: str) -> str:
 
 
 def outbox_key(cid: str) -> str:
-    """A ticketed sale's pending on_checkin grants (hash): ticket_id -> "<user>|<drop>|<sku>".
+    """A sale's pending on_checkin and on_confirm grants (hash): ticket_id, or
+    "confirm:<claim_id>", -> "<user>|<drop>|<sku>".
     Written by the check-in in the sale's slot; removed once the drop has granted."""
     return f"{tag(cid)}:outbox"

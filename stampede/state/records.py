@@ -176,9 +176,9 @@ class RefundAnswerRecord(Struct):
 
 
 class TicketRecord(Struct):
-    """tickets hash: ticket_id -> a ticket that is checked in or refunded."""
+    """tickets hash: ticket_id -> a ticket that is checked in, refunded or moved."""
     status: str
-    """in (checked in) or refunded"""
+    """in (checked in), refunded, or moved (transferred alone to a new claim)"""
     gate: str
     """the gate that admitted it ('' if refunded)"""
     at: int
@@ -196,6 +196,9 @@ class TransferRecord(Struct):
     recipient: str
     new_claim: str
     """the recipient's claim, '' until accepted"""
+    unit: int
+    """after-sale one-ticket transfers: the ticket's number n in the claim; 0: the
+    whole claim"""
 # presales: presale codes
 class PresaleBatchRecord(Struct):
     """pbatches hash: batch number -> a batch of presale codes (presale_codes_issue.lua)."""

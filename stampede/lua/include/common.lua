@@ -10,6 +10,8 @@
 --   users      hash: "<user>" units held+sold by SKU "<sku>:<n>,..." (parse_units),
 --                    "<user>|~lapsed" holds the user let lapse or cancelled
 --                    "~p|<identity>" a real person's units held+sold (per_person),
+--                    "~c|<claim_id>" the presale code a claim spent, "~cr|<code>"
+--                    uses of a code given back by released holds
 --   claims     hash: claim_id -> claim record
 --   deadlines  zset: claim_id scored by its hold deadline (ms): holds out of
 --                    creation order (waitlist offers, paid vouchers, recovered)
@@ -261,7 +263,12 @@ local function release_hold(now, claim_id, c, new_status, idem)
   units_add(c.user, c.sku, -c.qty)
   redis.call('HINCRBY', K.users, c.user .. '|~lapsed', 1)  -- a risk signal (guard.lua)
   -- Presales: the person's units (per_person) and the allocations' units come back,
-  -- as the claim's record names them.
+  -- as the claim's record names them, and the presale code's use.
+  local code = redis.call('HGET', K.users, '~c|' .. claim_id)
+  if code then  -- the code may make another claim (include/presale_codes.lua)
+    redis.call('HINCRBY', K.users, '~cr|' .. code, 1)
+    redis.call('HDEL', K.users, '~c|' .. claim_id)
+  end
   if c.person ~= '' then redis.call('HINCRBY', K.users, '~p|' .. c.person, -c.qty) end
   if c.alloc ~= '' then  -- to each allocation not yet returned; else they stay shared
     for name, n in string.gmatch(c.alloc, '([^:,]+):(%d+)') do
