@@ -8,7 +8,8 @@
 -- ARGV[1]     hash of the transfer token
 -- ARGV[2]     the recipient
 -- ARGV[3]     the giver, as the engine read the record (it picked KEYS[NKEYS + 4])
--- Returns     {code, detail, new_claim_id}; details: no_transfer, transfer_used,
+-- Returns     {code, detail, new_claim_id} (CAMPAIGN_MISSING: no campaign state); details:
+--             no_transfer, transfer_used,
 --             transfer_expired, transfer_to_self, transfer_stale, transfer_checked_in,
 --             per_user:<limit>:<held>, per_sku:<limit>:<held>
 --
@@ -23,6 +24,8 @@
 local X, T, R = KEYS[NKEYS + 1], KEYS[NKEYS + 2], KEYS[NKEYS + 3]
 local GIVER_SET, RECIPIENT_SET = KEYS[NKEYS + 4], KEYS[NKEYS + 5]
 local token, recipient = ARGV[1], ARGV[2]
+local present = campaign_present()
+if present ~= OK then return {present, present == FENCED and 'fenced' or '', ''} end
 local raw = redis.call('HGET', X, token)
 if not raw then return {NOT_FOUND, 'no_transfer', ''} end
 local x = parse_transfer(raw)

@@ -5,7 +5,7 @@
 -- KEYS[NKEYS + 2] its tickets hash (a claim with a checked-in ticket stays put)
 -- ARGV[1]     claim_id       ARGV[2] user (must hold it)
 -- ARGV[3]     hash of the transfer token (the token itself is never stored)
--- Returns     {code, reason, expires_ms}; reasons: transfers_off,
+-- Returns     {code, reason, expires_ms} (CAMPAIGN_MISSING: no campaign state); reasons: transfers_off,
 --             transfer_not_sold, transfer_checked_in
 --
 -- The offer lasts meta xf_ttl_ms. Several may be open; the first accepted
@@ -15,6 +15,8 @@
 
 local X, T = KEYS[NKEYS + 1], KEYS[NKEYS + 2]
 local claim_id, user, token = ARGV[1], ARGV[2], ARGV[3]
+local present = campaign_present()
+if present ~= OK then return {present, present == FENCED and 'fenced' or '', 0} end
 local raw = redis.call('HGET', K.claims, claim_id)
 if not raw then return {NOT_FOUND, 'no_claim', 0} end
 local c = parse_claim(raw)
