@@ -10,6 +10,7 @@ ticket", and the same request again must then succeed. A fenced campaign
 rebuild. Real Valkey, real SQLite and PostgreSQL; nothing mocked.
 """
 
+import asyncio
 import functools
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,8 +26,9 @@ from stampede.api.auth import Authenticator
 from stampede.api.errors import Handler
 from stampede.api.healing import IN_STORE
 from stampede.domain.tickets import ScannerSpec
+from stampede.durable.audit import audit
 from stampede.durable.persister import Persister
-from stampede.durable.recovery import fence, in_store, recover_campaign
+from stampede.durable.recovery import fence, heal, in_store, recover_campaign
 from stampede.durable.store import Store
 from stampede.state import keys
 from tests.aftersale.helpers import bought, sale_spec
@@ -169,3 +171,53 @@ async def test_a_fenced_campaign_takes_no_ticket_before_its_rebuild(
         assert r.status == 503, (path, r.status, await r.text())
     assert not await raw_redis.exists(ks.queue, ks.wlentries)
     assert await raw_redis.hget(ks.meta, "wr_seq") is None
+
+
+async def test_traffic_through_repeated_flushes_and_heals_sees_no_wrong_404(
+        sale: Engine, persister: Persister, raw_redis: "Redis[str]", store: Store,
+        client: tuple[Client, HealInTheGap]) -> None:
+    """Readers and waitlist joiners run while the campaign is flushed and healed
+    (the heal job's `heal`, which stores the stream's events first) over and over:
+    every answer is the right one or 503, and every join answered 201 is kept."""
+    http, _gap = client
+    await sale.define_campaign("c1", sale_spec(stock=1, per_user=1, tickets={"venue": "arena"},
+                                               waitlist={}))
+    await bought(sale, "c1", "ann")  # sold out: joiners queue
+    await persister.drain()
+    statuses: dict[str, list[int]] = {}
+    stop = asyncio.Event()
+
+    async def ask(name: str, method: str, path: str, ok: int, **kw: Any) -> None:
+        n = 0
+        while not stop.is_set():
+            user = f"u{n}" if name == "join" else "ann"
+            r = await http.request(method, path, headers=_as(user), **kw)
+            statuses.setdefault(name, []).append(r.status)
+            if r.status != ok:
+                assert r.status == 503, (name, r.status, await r.text())
+                assert (await r.json())["error"]["code"] == "unavailable"
+            n += r.status == ok
+
+    async def chaos() -> None:
+        for _ in range(6):
+            await asyncio.sleep(0.02)
+            lost = [k async for k in raw_redis.scan_iter(match="{c:c1}:*")
+                    if k != keys.events_key("c1")]
+            await raw_redis.delete(*lost)
+            await asyncio.sleep(0.02)
+            assert [r.campaign_id for r in await heal(raw_redis, store, TTL_MS)] == ["c1"]
+        stop.set()
+
+    await asyncio.gather(
+        chaos(), ask("status", "GET", "/v1/campaigns/c1", 200),
+        ask("tickets", "GET", "/v1/me/tickets?campaign=c1", 200),
+        ask("waitlist", "GET", "/v1/campaigns/c1/waitlist", 200),
+        ask("join", "POST", "/v1/campaigns/c1/waitlist", 201, json={"sku": "tee"}))
+    assert all({200, 201} & set(seen) for seen in statuses.values()), statuses
+    assert any(503 in seen for seen in statuses.values()), "the flushes were hit"
+    await persister.drain()
+    summary = await audit(store)
+    assert summary["ok"], summary
+    joined = statuses["join"].count(201)
+    waiting = await raw_redis.zcard(keys.campaign_keys("c1").waitlist)
+    assert waiting == joined  # every join answered 201 survived the heals, no other
