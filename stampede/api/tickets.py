@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from aiohttp import web
 
+from stampede.api.audit import note_record
 from stampede.api.context import ADMIN, ENGINE, GUARD, SCANNER, USER
 from stampede.api.errors import decode, json_response, read_body, refuse
 from stampede.api.healing import known_to_store, seen
@@ -19,6 +20,7 @@ from stampede.domain.tickets import (
     ScannerSpec,
     TicketList,
 )
+from stampede.state import keys
 
 api = ApiRoutes("public")
 admin_api = ApiRoutes("admin")
@@ -82,6 +84,7 @@ async def put_scanner(request: web.Request) -> web.Response:
     raw = await read_body(request)
     spec = decode(_scanner_spec, raw)
     sid = request.match_info["sid"]
+    await note_record(request, keys.SCANNERS, sid)
 
     async def run() -> web.Response:
         return json_response(await request.app[ENGINE].tickets.put_scanner(sid, spec),
@@ -98,6 +101,7 @@ async def put_scanner(request: web.Request) -> web.Response:
                  status=204, errors=(401, 403, 404, 503), path_params=SCANNER_ID)
 async def delete_scanner(request: web.Request) -> web.Response:
     sid = request.match_info["sid"]
+    await note_record(request, keys.SCANNERS, sid)
     if not await request.app[ENGINE].tickets.remove_scanner(sid):
         return refuse("no_scanner", {"scanner": sid})
     return web.Response(status=204)
