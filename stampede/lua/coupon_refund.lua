@@ -51,7 +51,7 @@ if pv.status ~= 'paid' then return answer(CONFLICT, 'voucher_unpaid') end
 if redis.call('HGET', K.meta, 'fenced') == '1' then return answer(FENCED, '') end
 local coupons, value = {}, 0
 for _, id in ipairs(ids) do
-  local cp = parse_coupon(redis.call('HGET', C.cpn, id))
+  local cp = catch_up(id, parse_coupon(redis.call('HGET', C.cpn, id)))
   local t = template(cp.tpl)
   if cp.status ~= 'active' or cp.owner ~= user or cp.gift ~= '' or not t or cp.uses ~= t.u then
     return answer(CONFLICT, 'voucher_used')

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from stampede import Engine, Settings
 from stampede.api.app import make_admin_app
@@ -24,7 +24,7 @@ from stampede.durable.persister import Persister
 from stampede.durable.store import Store
 from stampede.durable.webhooks import Webhooks
 from tests.aftersale.helpers import bought, sale_spec
-from tests.conftest import iso
+from tests.conftest import iso, serving
 from tests.coupons.helpers import drop_spec
 
 OPS = {"Authorization": "Bearer op-token"}
@@ -97,12 +97,8 @@ async def admin(sale: Engine, store: Store) -> AsyncIterator[tuple[Client, web.A
     app = make_admin_app(sale, auth, {"draining": False}, metrics=False)
     app[DURABLE] = store
     app[WEBHOOKS] = Webhooks(store)
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    try:
+    async with serving(app) as client:
         yield client, app
-    finally:
-        await client.close()
 
 
 async def _log(client: Client, persister: Persister) -> list[dict[str, Any]]:
