@@ -1,4 +1,5 @@
-"""The waitlist, waiting-room, status and after-sale routes while a campaign heals.
+"""The waitlist, waiting-room, status, after-sale and paid-voucher routes while a
+campaign heals.
 
 The claim routes' race (tests/store/test_heal_race.py) on the other routes: the
 campaign's keys are flushed (all but its event stream), a request runs its
@@ -19,7 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from stampede import Engine
+from stampede import Engine, Outcome
 from stampede.api.errors import Handler
 from stampede.domain.tickets import ScannerSpec
 from stampede.durable.audit import audit
@@ -29,6 +30,7 @@ from stampede.durable.store import Store
 from stampede.state import keys
 from tests.aftersale.helpers import bought, sale_spec
 from tests.conftest import campaign_spec, serving
+from tests.coupons.test_paid import paid_spec
 from tests.store.helpers import healing_public_app
 
 TTL_MS = 86_400_000
@@ -90,6 +92,10 @@ async def test_every_route_answers_retry_while_its_campaign_heals(
         waiting_room={"rate_per_s": 1000, "burst": 100, "max_active": 100}))
     took = await http.post("/v1/campaigns/room/queue", headers=_as("fay"))
     assert took.status == 201
+    await sale.define_campaign("cafe", paid_spec(stock=10))
+    held, kept = [(await sale.coupons.claim("cafe", "gus", "coffee10")).view.claim_id
+                  for _ in range(2)]
+    assert (await sale.coupons.paid.confirm(kept, "gus", "pay-1")).outcome is Outcome.OK
 
     scanner = {"Authorization": f"Bearer {door.token}"}
     asks: list[tuple[str, str, str, dict[str, Any] | None, dict[str, str], int]] = [
@@ -102,6 +108,11 @@ async def test_every_route_answers_retry_while_its_campaign_heals(
         ("c1", "POST", "/v1/transfers/accept", {"transfer_token": token}, _as("dan"), 200),
         ("c1", "POST", f"/v1/claims/{refunded}/refund", {},
          {**_as("ann"), "Idempotency-Key": "refund-1"}, 200),
+        ("cafe", "GET", f"/v1/paid-holds/{held}", None, _as("gus"), 200),
+        ("cafe", "POST", f"/v1/paid-holds/{held}/confirm", {"payment": "pay-2"},
+         {**_as("gus"), "Idempotency-Key": "pay-2"}, 200),
+        ("cafe", "POST", f"/v1/paid-holds/{kept}/refund", None,
+         {**_as("gus"), "Idempotency-Key": "refund-2"}, 200),
         ("room", "POST", "/v1/campaigns/room/queue", None, _as("eve"), 201),
         # Waiting-room tickets are not events: a rebuilt room has an empty queue, so
         # the poll retried after the heal finds no ticket (docs/operating.md).
