@@ -1,7 +1,7 @@
 """Admin actions that are no campaign's event (webhooks, credentials, grants, ...).
 
 Revision ID: 0014
-Revises: 0007
+Revises: 0012
 Create Date: 2026-12-02
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0007"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
