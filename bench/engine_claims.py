@@ -23,10 +23,8 @@ deciding a claimant's phase, person, allocation and price in the script.
 """
 
 import argparse
-import asyncio
 import json
 import statistics
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -103,22 +101,14 @@ async def _round(engine: Engine, cid: str, claim: ClaimFn, seconds: float,
                  concurrency: int, guard: dict[str, Any] | None = None,
                  phased: bool = False, mode: str = "") -> float:
     await engine.define_campaign(cid, _spec(50_000_000, guard, phased))
-    done = 0
     cpu_before = await _valkey_cpu(engine)
-    stop_at = time.perf_counter() + seconds
 
-    async def worker(w: int) -> None:
-        nonlocal done
-        i = 0
-        while time.perf_counter() < stop_at:
-            result = await claim(cid, f"w{w}-{i}", "hot", 1)
-            assert result.outcome is Outcome.OK
-            done += 1
-            i += 1
+    async def step(w: int, i: int) -> bool:
+        result = await claim(cid, f"w{w}-{i}", "hot", 1)
+        assert result.outcome is Outcome.OK
+        return True
 
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    rate = done / (time.perf_counter() - started)
+    done, rate = await harness.drive(seconds, concurrency, step)
     VALKEY_US.setdefault(mode, []).append((await _valkey_cpu(engine) - cpu_before) / done * 1e6)
     stats = await engine.stats(cid)
     assert stats is not None

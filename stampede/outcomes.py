@@ -52,6 +52,10 @@ class Outcome(IntEnum):
     """A presale code that is not genuine, not this campaign's, or bound to someone else."""
     PRESALE_CODE_USED = 32
     """A presale code whose uses are all spent."""
+    # -- leftovers: a campaign lost from Redis, as a script saw it ---------------
+    CAMPAIGN_MISSING = 76
+    """The script found no campaign state at all: never defined, or lost (flushed)
+    and about to be healed from the store; api.healing tells which (404 or 503)."""
 
     @property
     def reason(self) -> str:
@@ -544,6 +548,11 @@ REFUSALS: dict[str, Refusal] = {
     "no_console_asset": _r("not_found", 404, "no console asset {path} (an older page names "
                            "assets of its own version: reload it)",
                            "a console asset that does not exist, or of another version"),
+    # -- leftovers: a campaign lost from Redis (api/healing.py) ----------------------
+    "campaign_missing": _r("not_found", 404, "no campaign '{campaign}'",
+                           "a waitlist, waiting-room, status or after-sale operation found "
+                           "no campaign; one Redis lost but the store knows answers 503 "
+                           "unavailable (Retry-After) until it is healed"),
 }
 """Every refusal by reason. An outcome's own reason is its lower-cased name."""
 

@@ -13,8 +13,8 @@ from stampede.api.headers import cached, header
 from stampede.api.healing import seen
 from stampede.api.idempotency import checked_key
 from stampede.api.routing import CID, ApiRoutes
-from stampede.domain.engine import CampaignSeen
 from stampede.domain.models import CampaignPublic, ClaimRequest, ClaimView
+from stampede.domain.seen import CampaignSeen
 from stampede.metrics import count_claim
 from stampede.outcomes import Outcome
 from stampede.state.idempotency import fingerprint
@@ -35,9 +35,11 @@ _DONE = {"confirm": "confirmed", "cancel": "cancelled"}
            headers={"If-None-Match": "the ETag of an earlier answer: 304 while unchanged"})
 async def campaign_status(request: web.Request) -> web.Response:
     cid = request.match_info["cid"]
-    status = await request.app[ENGINE].public_status(cid)
+    status, campaign = await request.app[ENGINE].seen_public_status(cid)
+    if campaign == "fenced":
+        return refuse("fenced", {"campaign": cid})
     if status is None:
-        return refuse("no_campaign", {"campaign": cid})
+        return seen(refuse("no_campaign", {"campaign": cid}), campaign)
     return cached(request, json_response(status))
 
 

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from stampede.api.context import ENGINE, USER
 from stampede.api.errors import decode, json_response, read_body, refuse
+from stampede.api.healing import seen_by
 from stampede.api.public import CLAIM
 from stampede.api.routing import ApiRoutes
 from stampede.domain.models import ClaimView
@@ -76,4 +77,5 @@ async def _refused(request: web.Request, result: TransferResult, claim_id: str,
                                  "user": request[USER].id, **result.params}
     if reason == "transfer_not_sold":
         params["status"] = await request.app[ENGINE].refunds.claim_status(claim_id)
-    return refuse(reason, params)
+    # the scripts check the campaign first: note what they saw (api.healing)
+    return seen_by(refuse(reason, params), result.outcome, str(params["campaign"]))

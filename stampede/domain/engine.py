@@ -10,7 +10,7 @@ import math
 import secrets
 import uuid
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import msgspec
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -45,6 +45,7 @@ from stampede.domain.models import (
 )
 from stampede.domain.presale_codes import PresaleCodes
 from stampede.domain.refunds import Refunds
+from stampede.domain.seen import CampaignSeen, campaign_seen
 from stampede.domain.segments import Segments
 from stampede.domain.status import CampaignSnapshot
 from stampede.domain.throttle import ChallengeView, ClientSignals
@@ -72,9 +73,6 @@ class ClaimResult(msgspec.Struct, frozen=True):
     """The numbers of a refusal (its limit, what is held, when it opens), named as
     REFUSALS[reason].values in stampede/outcomes.py."""
 
-CampaignSeen = Literal["live", "missing", "fenced"]
-"""A campaign as one atomic read saw it: there and open to reads, its keys missing
-(lost: the store may know it), or fenced (being rebuilt)."""
 
 
 class ClaimLookup(NamedTuple):
@@ -267,24 +265,34 @@ class Engine:
         return Outcome(int(code)), reason, int(units)
 
     async def _snapshot(self, cid: str) -> CampaignSnapshot | None:
+        return (await self._seen_snapshot(cid))[0]
+
+    async def _seen_snapshot(self, cid: str) -> tuple[CampaignSnapshot | None, CampaignSeen]:
+        """The campaign's state, and what the one script call saw of the campaign."""
         if not keys.valid_campaign_id(cid):
-            return None
+            return None, "live"
         reply = await self.scripts.run("read_status", keys.campaign_keys(cid),
                                        [self.settings.sweep_batch])
         if reply[0] != Outcome.OK:
-            return None
-        return CampaignSnapshot.from_reply(cid, reply)
+            return None, "missing"
+        snap = CampaignSnapshot.from_reply(cid, reply)
+        return snap, "fenced" if snap.meta.get("fenced") == "1" else "live"
 
     async def public_status(self, cid: str) -> CampaignPublic | None:
-        snap = await self._snapshot(cid)
-        if snap is None:
-            return None
+        return (await self.seen_public_status(cid))[0]
+
+    async def seen_public_status(self, cid: str) -> tuple[CampaignPublic | None, CampaignSeen]:
+        """The public status; None (with what was seen) for a campaign missing or
+        fenced: a fenced one's stock and claims may not all be back yet."""
+        snap, seen = await self._seen_snapshot(cid)
+        if snap is None or seen != "live":
+            return None, seen
         return CampaignPublic(
             id=cid, name=snap.meta["name"], state=snap.state(),
             opens_at=from_ms(snap.opens_ms), closes_at=from_ms(snap.closes_ms),
             skus=[SkuPublic(sku=s.sku, price=s.price, available=s.available,
                             next_wave_at=snap.next_wave_at(s.sku)) for s in snap.skus],
-            phases=phases.decode(snap.meta.get(phases.META_FIELD, "")))
+            phases=phases.decode(snap.meta.get(phases.META_FIELD, ""))), seen
 
     async def live_state(self, cid: str) -> LiveState | None:
         """What the live feed shows, from one script call (None: no such campaign)."""
@@ -483,8 +491,7 @@ class Engine:
             pipe.hget(ks.claims, claim_id)
             pipe.hexists(ks.offers, claim_id)
             (state, fenced), raw, offer = await pipe.execute()
-        campaign: CampaignSeen = "missing" if state is None else \
-            "fenced" if fenced == "1" else "live"
+        campaign = campaign_seen(state, fenced)
         if raw is None:
             return ClaimLookup(None, campaign)
         c = records.CLAIM.decode(raw)

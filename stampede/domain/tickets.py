@@ -22,16 +22,19 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal, cast
 
+import msgspec
 from msgspec import Meta, Struct
 from redis.asyncio import Redis
 
 from stampede.domain.coupons.codes import STEP_MS, CodeKeys
 from stampede.domain.grants import Grants
 from stampede.domain.models import VenueId, from_ms
+from stampede.domain.seen import CampaignSeen, campaign_seen
 from stampede.errors import ValidationError
 from stampede.settings import Settings
 from stampede.state import keys, records
@@ -143,6 +146,24 @@ def verify_code(code_keys: CodeKeys, code: str, at_ms: int) -> str | None:
     return ticket_id if ok else None
 
 
+_LOST = "lost"
+"""checkin.lua's verdict for a scan whose campaign has no state at all."""
+
+
+async def _judge_lost(verdicts: list[CheckinVerdict],
+                      known: Callable[[str], Awaitable[bool]] | None) -> list[CheckinVerdict]:
+    judged: dict[str, bool] = {}
+    for i, v in enumerate(verdicts):
+        if cast(str, v.verdict) != _LOST:
+            continue
+        cid = (v.ticket_id or "").split(".", 1)[0]
+        if cid not in judged:
+            judged[cid] = known is not None and await known(cid)
+        verdicts[i] = msgspec.structs.replace(
+            v, verdict="fenced" if judged[cid] else "not_found")
+    return verdicts
+
+
 class Tickets:
     def __init__(self, redis: "Redis", scripts: ScriptRegistry, settings: Settings,
                  code_keys: CodeKeys, grants: Grants) -> None:
@@ -159,27 +180,47 @@ class Tickets:
 
     async def mine(self, cid: str, user: str) -> list[TicketView] | None:
         """The user's tickets in a campaign (None: no such ticketed campaign)."""
+        return (await self.find_mine(cid, user))[0]
+
+    async def find_mine(self, cid: str, user: str
+                        ) -> tuple[list[TicketView] | None, CampaignSeen]:
+        """The user's tickets, and what the reads saw of the campaign. Each read is
+        one MULTI with the campaign's meta: a campaign lost (or fenced) at any of
+        them answers that, never a list missing what the heal will bring back."""
         if not keys.valid_campaign_id(cid) or not keys.valid_user_id(user):
-            return None
+            return None, "live"
         ks = keys.campaign_keys(cid)
-        if await self.redis.hget(ks.meta, "tk_on") != "1":
-            return None
-        claim_ids = sorted(cast(set[str], await self.redis.smembers(
-            keys.ticket_holder_key(cid, user))))
+        seen, tk_on, claim_ids = await self._with_campaign(
+            ks, ("hget", ks.meta, "tk_on"), ("smembers", keys.ticket_holder_key(cid, user)))
+        if seen != "live" or tk_on != "1":
+            return None, seen
         if not claim_ids:
-            return []
-        raws = cast(list[str | None], await self.redis.hmget(ks.claims, claim_ids))
+            return [], seen
+        ordered = sorted(cast(set[str], claim_ids))
+        seen, raws = await self._with_campaign(ks, ("hmget", ks.claims, ordered))
+        if seen != "live":
+            return None, seen
+        claims = [(claim_id, records.CLAIM.decode(raw))
+                  for claim_id, raw in zip(ordered, raws, strict=True) if raw is not None]
+        ids = [[f"{claim_id}-{n}" for n in range(1, c.qty + 1)] for claim_id, c in claims]
+        seen, states = await self._with_campaign(
+            ks, ("hmget", keys.tickets_key(cid), [t for unit in ids for t in unit] or [""]))
+        if seen != "live":
+            return None, seen
         step = int(time.time() * 1000) // STEP_MS
-        views = []
-        for claim_id, raw in zip(claim_ids, raws, strict=True):
-            if raw is None:
-                continue
-            c = records.CLAIM.decode(raw)
-            ids = [f"{claim_id}-{n}" for n in range(1, c.qty + 1)]
-            states = cast(list[str | None], await self.redis.hmget(keys.tickets_key(cid), ids))
-            for ticket_id, state in zip(ids, states, strict=True):
-                views.append(self._view(cid, c.sku, ticket_id, state, step))
-        return views
+        by_ticket = dict(zip((t for unit in ids for t in unit), states, strict=False))
+        return [self._view(cid, c.sku, ticket_id, by_ticket[ticket_id], step)
+                for (_, c), unit in zip(claims, ids, strict=True) for ticket_id in unit], seen
+
+    async def _with_campaign(self, ks: keys.CampaignKeys, *reads: tuple[Any, ...]
+                             ) -> tuple[Any, ...]:
+        """(what was seen of the campaign, each read's answer), in one MULTI."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(ks.meta, "state", "fenced")
+            for command, *args in reads:
+                getattr(pipe, command)(*args)
+            (state, fenced), *answers = await pipe.execute()
+        return (campaign_seen(state, fenced), *answers)
 
     def _view(self, cid: str, sku: str, ticket_id: str, state: str | None,
               step: int) -> TicketView:
@@ -228,11 +269,16 @@ class Tickets:
 
     # -- check-in ----------------------------------------------------------------
 
-    async def check_in(self, scanner: Scanner, scans: list[Scan]) -> list[CheckinVerdict]:
-        """Verdicts for `scans`, in order. A batch's scans of one campaign go to its
-        script together, in their order, so a ticket scanned twice in a batch is
-        admitted, then checked_in. A single scan joins the other single scans of
-        its campaign in this loop tick (one script call for a gate rush's scans)."""
+    async def check_in(self, scanner: Scanner, scans: list[Scan],
+                       known: Callable[[str], Awaitable[bool]] | None = None
+                       ) -> list[CheckinVerdict]:
+        """Verdicts for `scans`, in order. A scan whose campaign the script found
+        without state is `fenced` (retry) if `known(campaign)` says it is being
+        healed (lost from Redis, kept in the store), else `not_found`. A batch's
+        scans of one campaign go to its script together, in their order, so a
+        ticket scanned twice in a batch is admitted, then checked_in. A single scan
+        joins the other single scans of its campaign in this loop tick (one script
+        call for a gate rush's scans)."""
         now = int(time.time() * 1000)
         out: list[CheckinVerdict | None] = [None] * len(scans)
         groups: dict[str, list[tuple[int, _Pending]]] = {}
@@ -260,7 +306,7 @@ class Tickets:
                 verdicts = await self._run(cid, [p for _, p in group])
                 for (i, _), verdict in zip(group, verdicts, strict=True):
                     out[i] = verdict
-        return [v for v in out if v is not None]
+        return await _judge_lost([v for v in out if v is not None], known)
 
     def _coalesced(self, cid: str, pending: "_Pending") -> "asyncio.Future[CheckinVerdict]":
         """One script call in flight per campaign; the scans that come meanwhile wait

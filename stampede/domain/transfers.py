@@ -11,17 +11,19 @@ kept only as its SHA-256.
 import hashlib
 import re
 from datetime import datetime
-from typing import Annotated, cast
+from typing import Annotated
 
 from msgspec import Meta, Struct
 from redis.asyncio import Redis
 
 from stampede.domain import identity as person
 from stampede.domain.models import from_ms
+from stampede.domain.seen import campaign_seen
 from stampede.outcomes import OUTCOMES, Outcome, parse_detail
 from stampede.state import keys, records
 from stampede.state.scripts import ScriptRegistry
 
+_NOT_LIVE = {"missing": Outcome.CAMPAIGN_MISSING, "fenced": Outcome.FENCED}
 _TOKEN = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63})\.[0-9a-f]{32}$")
 
 
@@ -87,7 +89,15 @@ class Transfers:
             return TransferResult(Outcome.NOT_FOUND, reason="no_transfer")
         cid = m.group(1)
         hashed = token_hash(token)
-        raw = cast(str | None, await self.redis.hget(keys.transfers_key(cid), hashed))
+        # The campaign in the same MULTI: a transfer missing from a lost campaign may
+        # yet come back (api.healing), one missing from a live one is not there.
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(keys.campaign_keys(cid).meta, "state", "fenced")
+            pipe.hget(keys.transfers_key(cid), hashed)
+            (state, fenced), raw = await pipe.execute()
+        campaign = campaign_seen(state, fenced)
+        if campaign != "live":
+            return TransferResult(_NOT_LIVE[campaign])
         if raw is None:
             return TransferResult(Outcome.NOT_FOUND, reason="no_transfer")
         giver = records.TRANSFER.decode(raw).giver

@@ -32,7 +32,7 @@ end
 if redis.call('HGET', K.meta, 'fenced') == '1' then return {FENCED, '', coupon_id} end
 if now >= gift.expires then return {CONFLICT, 'gift_expired', coupon_id} end
 if user == giver then return {CONFLICT, 'own_gift', coupon_id} end
-local c = parse_coupon(redis.call('HGET', C.cpn, coupon_id))
+local c = catch_up(coupon_id, parse_coupon(redis.call('HGET', C.cpn, coupon_id)))
 if c.status ~= 'active' or c.owner ~= giver or c.gift ~= token or now >= c.vt then
   return {CONFLICT, 'gift_void', coupon_id}
 end

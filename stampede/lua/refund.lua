@@ -14,7 +14,8 @@
 -- ARGV[5]     reason ('' none)
 -- ARGV[6]     how long to remember the answer, in ms
 -- ARGV[7]     the request's fingerprint (a retry under the same key must match it)
--- Returns     {code, detail, units, left, amount}
+-- Returns     {code, detail, units, left, amount}; CAMPAIGN_MISSING when the campaign
+--             has no state (api.healing asks the store whether it is being healed)
 --
 -- Where the units go is the campaign's policy (meta rf_to): 'restock' gives
 -- them to the SKU's waitlist head first and only then to available stock;
@@ -36,7 +37,8 @@ if prior then
   if p.fingerprint ~= ARGV[7] then return {IDEMPOTENCY_MISMATCH, '', 0, 0, 0} end
   return {p.code, '', p.units, p.left, p.amount}
 end
-if redis.call('EXISTS', K.meta) == 0 then return {NOT_FOUND, 'no_claim', 0, 0, 0} end
+local present = campaign_present()
+if present ~= OK then return {present, present == FENCED and 'fenced' or '', 0, 0, 0} end
 local claim_id, buyer, want = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local raw = redis.call('HGET', K.claims, claim_id)
 if not raw then return {NOT_FOUND, 'no_claim', 0, 0, 0} end

@@ -8,8 +8,9 @@
 -- ARGV[1]     hash of the transfer token
 -- ARGV[2]     the recipient
 -- ARGV[3]     the giver, as the engine read the record (it picked KEYS[NKEYS + 4])
--- ARGV[4]     the recipient's identity (the credential's idh), or 
--- Returns     {code, detail, new_claim_id}; details: no_transfer, transfer_used,
+-- ARGV[4]     the recipient's identity (the credential's idh), or ''
+-- Returns     {code, detail, new_claim_id} (CAMPAIGN_MISSING: no campaign state); details:
+--             no_transfer, transfer_used,
 --             transfer_expired, transfer_to_self, transfer_stale, transfer_checked_in,
 --             per_user:<limit>:<held>, per_sku:<limit>:<held>, person_required,
 --             per_person:<limit>:<held>
@@ -31,6 +32,8 @@
 local X, T, R = KEYS[NKEYS + 1], KEYS[NKEYS + 2], KEYS[NKEYS + 3]
 local GIVER_SET, RECIPIENT_SET = KEYS[NKEYS + 4], KEYS[NKEYS + 5]
 local token, recipient = ARGV[1], ARGV[2]
+local present = campaign_present()
+if present ~= OK then return {present, present == FENCED and 'fenced' or '', ''} end
 local raw = redis.call('HGET', X, token)
 if not raw then return {NOT_FOUND, 'no_transfer', ''} end
 local x = parse_transfer(raw)

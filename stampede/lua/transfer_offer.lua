@@ -6,8 +6,9 @@
 -- ARGV[1]     claim_id       ARGV[2] user (must hold it)
 -- ARGV[3]     hash of the transfer token (the token itself is never stored)
 -- ARGV[4]     one ticket's number n ("<claim_id>-<n>") to transfer alone; 0: the claim
--- Returns     {code, reason, expires_ms}; reasons: transfers_off,
---             transfer_not_sold, transfer_checked_in, no_sale_ticket, ticket_not_valid
+-- Returns     {code, reason, expires_ms} (CAMPAIGN_MISSING: no campaign state); reasons:
+--             transfers_off, transfer_not_sold, transfer_checked_in, no_sale_ticket,
+--             ticket_not_valid
 --
 -- The offer lasts meta xf_ttl_ms. Several may be open; the first accepted
 -- wins, the others then find the claim (or the ticket) gone. Event: transfer_offered.
@@ -16,6 +17,8 @@
 
 local X, T = KEYS[NKEYS + 1], KEYS[NKEYS + 2]
 local claim_id, user, token, unit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4] or '0')
+local present = campaign_present()
+if present ~= OK then return {present, present == FENCED and 'fenced' or '', 0} end
 local raw = redis.call('HGET', K.claims, claim_id)
 if not raw then return {NOT_FOUND, 'no_claim', 0} end
 local c = parse_claim(raw)

@@ -8,7 +8,7 @@
 -- Returns     {code, created, status, position, qty, joined_ms, claim_id}
 --             (created 0: the user's existing entry, answered again)
 --
--- Refusals: NOT_FOUND (no campaign, SKU or waitlist), the sale's gate
+-- Refusals: CAMPAIGN_MISSING (no campaign state), FENCED, NOT_FOUND (no SKU or waitlist), the sale's gate
 -- (not open, paused, closed), ADMISSION_REQUIRED, INVALID (qty),
 -- LIMIT_EXCEEDED (the offer would take the user over a limit),
 -- NOT_SOLD_OUT (units are available or a wave is coming: claim instead),
@@ -16,7 +16,8 @@
 --@include common
 
 local user, sku, qty, token_exp = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-if redis.call('EXISTS', K.meta) == 0 then return {NOT_FOUND} end
+local present = campaign_present()
+if present ~= OK then return {present} end
 local now = now_ms()
 release_due_waves(now)
 expire_due_holds(now, tonumber(ARGV[5]))

@@ -224,3 +224,15 @@ checkins = Table(
     Column("ts", BigInteger, nullable=False),
     Index("ix_checkins_ticket", "ticket_id"),
 )
+
+# -- leftovers: admin actions that are no campaign's event (durable/admin_audit.py) --------
+admin_actions = Table(
+    "admin_actions", metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("campaign_id", String(64), nullable=False, default=""),
+    Column("type", String(32), nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("data", Text, nullable=False),  # actor, action, target, status, before, after
+    Index("ix_admin_actions_ts", "ts"),
+)

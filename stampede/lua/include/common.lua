@@ -62,6 +62,8 @@ local NOT_ELIGIBLE = 30
 -- Presale codes: not genuine, not this campaign's, bound to another user; used up.
 local PRESALE_CODE_INVALID = 31
 local PRESALE_CODE_USED = 32
+-- Leftovers: no campaign state at all (never defined, or lost: api.healing asks the store).
+local CAMPAIGN_MISSING = 76
 
 --@include keys
 --@include records
@@ -328,6 +330,17 @@ local function expire_due_holds(now, limit)
     end
   end
   return expired, popped + #due
+end
+
+-- The campaign as this script sees it, before anything else is read: CAMPAIGN_MISSING
+-- (no state: lost or never defined; api.healing asks the store which), FENCED
+-- (being rebuilt: what is missing may yet come back) or OK. Seen here, atomically
+-- with the answer: a look after the script could see the campaign healed meanwhile.
+local function campaign_present()
+  local m = redis.call('HMGET', K.meta, 'state', 'fenced')
+  if not m[1] then return CAMPAIGN_MISSING end
+  if m[2] == '1' then return FENCED end
+  return OK
 end
 
 -- Can new claims be taken now? Returns OK, or the refusal code and its
