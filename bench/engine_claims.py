@@ -23,9 +23,8 @@ deciding a claimant's phase, person, allocation and price in the script.
 """
 
 import argparse
-import asyncio
 import json
-import time
+import statistics
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -89,25 +88,28 @@ def _spec(stock: int, guard: dict[str, Any] | None = None,
         CampaignSpec)
 
 
+VALKEY_US: dict[str, list[float]] = {}
+"""Valkey's own CPU (user + system, INFO cpu) per claim, by mode, each round."""
+
+
+async def _valkey_cpu(engine: Engine) -> float:
+    cpu = await engine.redis.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+
 async def _round(engine: Engine, cid: str, claim: ClaimFn, seconds: float,
                  concurrency: int, guard: dict[str, Any] | None = None,
-                 phased: bool = False) -> float:
+                 phased: bool = False, mode: str = "") -> float:
     await engine.define_campaign(cid, _spec(50_000_000, guard, phased))
-    done = 0
-    stop_at = time.perf_counter() + seconds
+    cpu_before = await _valkey_cpu(engine)
 
-    async def worker(w: int) -> None:
-        nonlocal done
-        i = 0
-        while time.perf_counter() < stop_at:
-            result = await claim(cid, f"w{w}-{i}", "hot", 1)
-            assert result.outcome is Outcome.OK
-            done += 1
-            i += 1
+    async def step(w: int, i: int) -> bool:
+        result = await claim(cid, f"w{w}-{i}", "hot", 1)
+        assert result.outcome is Outcome.OK
+        return True
 
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    rate = done / (time.perf_counter() - started)
+    done, rate = await harness.drive(seconds, concurrency, step)
+    VALKEY_US.setdefault(mode, []).append((await _valkey_cpu(engine) - cpu_before) / done * 1e6)
     stats = await engine.stats(cid)
     assert stats is not None
     s = stats.skus[0]
@@ -141,7 +143,8 @@ async def run(seconds: float, rounds: int, concurrency: int,
                 console.log(f"round {r + 1}/{rounds}: {name}")
                 rates[name].append(await _round(engine, f"bench{r}", fn, seconds,
                                                 concurrency, guard=guards.get(name),
-                                                phased=name == "batched + presale"))
+                                                phased=name == "batched + presale",
+                                                mode=name))
     return rates
 
 
@@ -162,8 +165,12 @@ def main() -> None:
                   f"{medians['batched + guard'] / medians['batched']:.2f}")
     console.print(f"presale: batched + presale / batched = "
                   f"{medians['batched + presale'] / medians['batched']:.2f}")
+    valkey = {m: statistics.median(v) for m, v in VALKEY_US.items()}
+    console.print("Valkey CPU µs per claim (median): " + ", ".join(
+        f"{m} {us:.1f}" for m, us in valkey.items()))
     if args.json:
-        args.json.write_text(json.dumps({"rates": rates, "medians": medians}, indent=2))
+        args.json.write_text(json.dumps({"rates": rates, "medians": medians,
+                                         "valkey_us_per_claim": valkey}, indent=2))
 
 
 if __name__ == "__main__":

@@ -5,8 +5,11 @@
 -- ARGV[2]     user id of the caller (another user's claim is NOT_FOUND)
 -- ARGV[3]     the caller's Idempotency-Key, or '' (kept in the event, for recovery)
 -- KEYS[NKEYS + 1] (optional) the buyer's ticket set: a ticketed campaign's claim joins it
--- Returns     {code, status, deadline_ms}; NOT_FOUND's status is 'no_campaign'
---             when the campaign itself is missing (api.healing asks the store)
+-- KEYS[NKEYS + 2] (optional) the sale's outbox: an on_confirm pack to grant joins it
+-- Returns     {code, status, deadline_ms, on_confirm}; NOT_FOUND's status is
+--             'no_campaign' when the campaign itself is missing (api.healing asks the
+--             store); on_confirm is 1 when the campaign grants a pack on confirm (its
+--             outbox entry "confirm:<claim_id>" may be pending), else 0
 --
 -- Confirming a confirmed claim answers OK again (a retried confirm); a hold
 -- whose deadline has passed is expired here and now, and answers HOLD_EXPIRED.
@@ -24,7 +27,9 @@ local raw = redis.call('HGET', K.claims, ARGV[1])
 if not raw then return {NOT_FOUND, '', ''} end
 local c = parse_claim(raw)
 if c.user ~= ARGV[2] then return {NOT_FOUND, '', ''} end
-if c.status == 'confirmed' then return {OK, c.status, c.deadline} end
+-- after-sale on_confirm: a retried confirm tells the engine to grant what is pending
+local on_confirm = redis.call('HEXISTS', K.meta, 'ocf_drop')
+if c.status == 'confirmed' then return {OK, c.status, c.deadline, on_confirm} end
 if c.status == 'expired' then return {HOLD_EXPIRED, c.status, c.deadline} end
 if c.status ~= 'held' then return {CONFLICT, c.status, c.deadline} end
 -- A paid voucher's hold is paid at its own route (coupon_pay.lua issues its coupons).
@@ -48,5 +53,11 @@ emit(now, 'claim_confirmed', fields)
 if KEYS[NKEYS + 1] and redis.call('HGET', K.meta, 'tk_on') == '1' then
   redis.call('SADD', KEYS[NKEYS + 1], ARGV[1])  -- its units are tickets (after-sale)
 end
+-- after-sale on_confirm: the buyer's pack, granted by the engine from the outbox
+-- (the drop lives in another slot): written in this run, so a crash cannot lose it
+if on_confirm == 1 and KEYS[NKEYS + 2] then
+  local oc = redis.call('HMGET', K.meta, 'ocf_drop', 'ocf_sku')
+  redis.call('HSET', KEYS[NKEYS + 2], 'confirm:' .. ARGV[1], c.user .. '|' .. oc[1] .. '|' .. oc[2])
+end
 settle_offer(now, ARGV[1], c, 'offer_accepted')
-return {OK, c.status, c.deadline}
+return {OK, c.status, c.deadline, on_confirm}

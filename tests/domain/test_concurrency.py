@@ -23,7 +23,8 @@ async def _check_invariants(engine: Engine, cid: str, per_user: int | None) -> N
         assert s.available + s.held + s.sold == s.released
     users = await engine.redis.hgetall(keys.campaign_keys(cid).users)
     if per_user is not None:
-        totals = {u: int(n) for u, n in users.items() if "|" not in u}
+        totals = {u: sum(records.decode_units(n).values()) for u, n in users.items()
+                  if "|" not in u}
         assert all(n <= per_user for n in totals.values())
     # Redis counters agree with the claim records they summarise.
     stored = await engine.redis.hgetall(keys.campaign_keys(cid).claims)
