@@ -52,6 +52,10 @@ class Outcome(IntEnum):
     """A presale code that is not genuine, not this campaign's, or bound to someone else."""
     PRESALE_CODE_USED = 32
     """A presale code whose uses are all spent."""
+    # -- sharded campaigns -------------------------------------------------------
+    SHARD_DRY = 60
+    """Internal, never answered: the claimant's shard has too few units; the engine
+    borrows from the other shards and sends the claim again."""
 
     @property
     def reason(self) -> str:
@@ -214,6 +218,10 @@ REFUSALS: dict[str, Refusal] = {
                              "a risk signal or account concentration asks for proof of work"),
     "guard_context_needed": _r("internal", 500, "internal: claim sent again with its guard "
                                "context", "never answered: the engine resends the claim"),
+    # -- sharded campaigns ------------------------------------------------------
+    "shard_dry": _r("internal", 500, "internal: claim sent again once its shard borrowed "
+                    "units", "never answered: the engine borrows from other shards and "
+                    "resends the claim"),
     # -- coupons ---------------------------------------------------------------
     "stock": _r("sold_out", 409, "no coupons of SKU '{sku}' are left in drop '{campaign}'",
                 "the coupon SKU has no units left"),

@@ -17,7 +17,8 @@ CAMPAIGN_INDEX = "stampede:campaigns"
 _CAMPAIGN_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _USER_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 _SKU = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_CLAIM_ID = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63})\.([0-9a-f]{20})$")
+# A claim id names its campaign, or the campaign's shard ("<id>:s<k>", k >= 1).
+_CLAIM_ID = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63}(?::s[1-9][0-9]?)?)\.([0-9a-f]{20})$")
 
 
 class CampaignKeys(NamedTuple):
@@ -281,3 +282,35 @@ def outbox_key(cid: str) -> str:
     """A ticketed sale's pending on_checkin grants (hash): ticket_id -> "<user>|<drop>|<sku>".
     Written by the check-in in the sale's slot; removed once the drop has granted."""
     return f"{tag(cid)}:outbox"
+
+
+# -- hot campaigns split across shards ------------------------------------------------
+
+
+_SHARD_ID = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63}):s([1-9][0-9]?)$")
+
+
+def shard_id(cid: str, k: int) -> str:
+    """Shard k of a sharded campaign, as a campaign id of its own: shard 0 is the
+    campaign itself (`{c:<id>}`), shard k >= 1 is `<id>:s<k>` (tag `{c:<id>:s<k>}`), a
+    full campaign key set in a slot of its own. The colon keeps it out of the public
+    id space (valid_campaign_id refuses it)."""
+    return cid if k == 0 else f"{cid}:s{k}"
+
+
+def shard_of_id(scid: str) -> tuple[str, int]:
+    """(campaign, shard number) of a campaign or shard id."""
+    m = _SHARD_ID.match(scid)
+    return (m.group(1), int(m.group(2))) if m else (scid, 0)
+
+
+def is_shard(cid: str) -> bool:
+    """A shard k >= 1 of a sharded campaign (never listed as a campaign of its own)."""
+    return bool(_SHARD_ID.match(cid))
+
+
+def moves_key(scid: str) -> str:
+    """A shard's move outbox (hash): move_id -> "<to shard>|<sku>|<qty>" for units
+    lent and not yet known borrowed; "~out:<sku>" / "~in:<sku>" units lent and
+    borrowed over the campaign's life (the cross-shard audit adds them up)."""
+    return f"{tag(scid)}:moves"

@@ -58,6 +58,9 @@ local NOT_ELIGIBLE = 30
 -- Presale codes: not genuine, not this campaign's, bound to another user; used up.
 local PRESALE_CODE_INVALID = 31
 local PRESALE_CODE_USED = 32
+-- Sharded campaigns, internal, never answered to a client: this shard's stock
+-- cannot serve the claim; the engine borrows from the other shards and sends it again.
+local SHARD_DRY = 60
 
 --@include keys
 --@include records
