@@ -293,6 +293,8 @@ async def audit(redis: "Redis", cid: str, n: int) -> ShardAudit:
     on the shard that serves them (so per-user limits were counted whole)."""
     problems: list[str] = []
     skus: dict[str, dict[str, int]] = {}
+    outbox: dict[str, str] = {}
+    arrived: set[str] = set()
     for k in range(n):
         scid = keys.shard_id(cid, k)
         ck = keys.campaign_keys(scid)
@@ -316,15 +318,20 @@ async def audit(redis: "Redis", cid: str, n: int) -> ShardAudit:
                 skus.setdefault(field[4:], {}).setdefault("borrowed", 0)
                 skus[field[4:]]["borrowed"] += int(value)
             elif field.startswith("out:"):
-                _, sku, qty = value.split("|")
-                skus.setdefault(sku, {}).setdefault("in_transit", 0)
-                skus[sku]["in_transit"] += int(qty)
+                outbox[field[4:]] = value
+            elif field.startswith("in:"):
+                arrived.add(field[3:])
         async for user, _ in redis.hscan_iter(ck.users):
             if "|" in user or user.startswith("~"):
                 continue
             if shard_of_user(user, n) != k:
                 problems.append(f"user {user!r} has units on shard {k}, "
                                 f"not on shard {shard_of_user(user, n)} that serves them")
+    for move_id, value in outbox.items():  # lent; in transit unless the receiver has it
+        if move_id not in arrived:
+            _, sku, qty = value.split("|")
+            skus.setdefault(sku, {}).setdefault("in_transit", 0)
+            skus[sku]["in_transit"] += int(qty)
     for sku, t in skus.items():
         if t.get("lent", 0) != t.get("borrowed", 0) + t.get("in_transit", 0):
             problems.append(f"sku {sku}: lent {t.get('lent', 0)} != borrowed "
