@@ -22,10 +22,12 @@ from sqlalchemy import ColumnElement, and_, case, func, literal_column, select, 
 from sqlalchemy.sql import Select
 
 from stampede.domain.models import from_ms
+from stampede.domain.shards import MAX_SHARDS
 from stampede.durable import events as ev
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
 from stampede.errors import ValidationError
+from stampede.state import keys
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -157,7 +159,8 @@ class ClaimRow(msgspec.Struct, kw_only=True):
 
 
 def claim_row(row: Any) -> ClaimRow:
-    return ClaimRow(claim_id=row.claim_id, campaign_id=row.campaign_id, user=row.user_id,
+    return ClaimRow(claim_id=row.claim_id, campaign_id=keys.shard_of_id(row.campaign_id)[0],
+                    user=row.user_id,
                     sku=row.sku, qty=row.qty, price=row.price, status=row.status,
                     created_at=from_ms(row.created_ms), expires_at=from_ms(row.deadline_ms))
 
@@ -265,10 +268,13 @@ class ClaimFilter:
     def where(self) -> list[ColumnElement[bool]]:
         c = t.claims.c
         found = self.window.where(c.created_ms)
-        for column, value in ((c.campaign_id, self.campaign), (c.user_id, self.user),
-                              (c.sku, self.sku), (c.status, self.status)):
+        for column, value in ((c.user_id, self.user), (c.sku, self.sku),
+                              (c.status, self.status)):
             if value is not None:
                 found.append(column == value)
+        if self.campaign is not None:  # a sharded campaign's claims are stored per shard
+            found.append(c.campaign_id.in_([keys.shard_id(self.campaign, k)
+                                            for k in range(MAX_SHARDS)]))
         return found
 
 
