@@ -542,6 +542,12 @@ REFUSALS: dict[str, Refusal] = {
     "no_console_asset": _r("not_found", 404, "no console asset {path} (an older page names "
                            "assets of its own version: reload it)",
                            "a console asset that does not exist, or of another version"),
+    # -- cluster mode (STAMPEDE_REDIS_CLUSTER) ---------------------------------------
+    "cluster_unavailable": _r("unavailable", 503, "the Redis Cluster shard that holds this "
+                              "is failing over or unreachable ({detail}); retry shortly with "
+                              "the same Idempotency-Key",
+                              "cluster mode: a primary died and its replica is not yet "
+                              "promoted, or the slot map is moving", _SOON),
 }
 """Every refusal by reason. An outcome's own reason is its lower-cased name."""
 

@@ -150,6 +150,10 @@ class Settings:
     """Bearer token sent to the points service, if it wants one."""
     points_timeout_s: int = 5
     """One call to the points service (connect: 3 s at most); retried twice."""
+    # -- cluster mode: Stampede on a Redis/Valkey Cluster --
+    redis_cluster: bool = False
+    """STAMPEDE_REDIS_URL names one node of a Redis/Valkey Cluster: run on redis-py's
+    cluster client (it discovers the other nodes and follows slot moves and failovers)."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -204,6 +208,13 @@ class Settings:
                               f"({self.webhook_timeout_s} s): an attempt must fit in a lease")
         if self.gateway_rate_per_s < 0:
             raise ConfigError("STAMPEDE_GATEWAY_RATE_PER_S must not be negative")
+        # cluster mode
+        if self.redis_cluster and not self.redis_url:
+            raise ConfigError("STAMPEDE_REDIS_CLUSTER needs STAMPEDE_REDIS_URL naming a node "
+                              "of the cluster (the embedded Valkey is a single node)")
+        if self.redis_cluster and self.durable_ack:
+            raise ConfigError("STAMPEDE_DURABLE_ACK is not available with STAMPEDE_REDIS_CLUSTER "
+                              "(WAITAOF must share the script's connection to its node)")
 
 
 def _unknown(name: str, fields: Mapping[str, object]) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple, cast
 
 import msgspec
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
 from stampede.domain import allocations, phases, pricing, shards, throttle
 from stampede.domain import identity as person
@@ -54,6 +54,7 @@ from stampede.errors import UnavailableError, ValidationError
 from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, REFUSALS, Outcome, parse_detail
 from stampede.settings import Settings
 from stampede.state import keys, records
+from stampede.state.connection import engine_client
 from stampede.state.records import ClaimArg
 from stampede.state.scripts import ScriptRegistry
 
@@ -117,11 +118,8 @@ class Engine:
 
     @classmethod
     def from_url(cls, url: str, settings: Settings) -> "Engine":
-        # A blocking pool: under a rush, callers wait for a free connection
-        # instead of failing with MaxConnectionsError.
-        pool = BlockingConnectionPool.from_url(url, decode_responses=True, max_connections=128,
-                                               timeout=10, health_check_interval=30)
-        return cls(Redis.from_pool(pool), settings)  # the client owns and closes the pool
+        """On one server, or on a cluster with STAMPEDE_REDIS_CLUSTER (state/connection.py)."""
+        return cls(engine_client(url, settings.redis_cluster), settings)
 
     @functools.cached_property
     def shards(self) -> shards.Shards:

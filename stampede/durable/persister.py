@@ -13,8 +13,9 @@ Redis) and the loop backs off and retries until the outage ends, however
 long. Streams are trimmed only below the oldest pending entry.
 
 Several persisters may run at once: the group spreads entries among them.
-(One XREADGROUP over all streams assumes one Redis node; Cluster would need
-one call per slot.)
+On one server one XREADGROUP reads every stream; on a cluster a command's keys
+must share a slot, so each stream (each campaign's slot, on whichever node
+holds it) is read by its own XREADGROUP, all at once, polled while idle.
 """
 
 import asyncio
@@ -40,8 +41,11 @@ from stampede.metrics import DEAD_LETTERS, PERSISTED
 from stampede.periodic import every
 from stampede.settings import Settings
 from stampede.state import keys
+from stampede.state.connection import is_cluster, is_transient
 
 GROUP = "persister"
+CLUSTER_POLL_MS = 20
+"""Cluster mode: how long the persister waits before it reads idle streams again."""
 log = logging.getLogger("stampede.persister")
 _json = msgspec.json.Encoder()
 
@@ -68,7 +72,7 @@ class Outage(Exception):
 
 def _is_outage(exc: BaseException) -> bool:
     """Redis or the store unreachable, not a bug: Outage, or a connection error."""
-    return isinstance(exc, Outage | OSError) or \
+    return isinstance(exc, Outage | OSError) or is_transient(exc) or \
         (isinstance(exc, RedisError) and not isinstance(exc, ResponseError))
 
 
@@ -88,6 +92,7 @@ class Persister:
         self.batch = settings.persist_batch
         self.claim_idle_ms = settings.persist_claim_idle_ms
         self.max_attempts = settings.persist_max_attempts
+        self.cluster = is_cluster(redis)
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.streams: list[str] = []
         self._grouped: set[str] = set()
@@ -182,6 +187,8 @@ class Persister:
             self._prefetch = None
 
     async def _read(self, block_ms: int) -> list[Entry]:
+        if self.cluster:
+            return await self._read_each(block_ms)
         try:
             reply = await self.redis.xreadgroup(GROUP, self.consumer,
                                                 dict.fromkeys(self.streams, ">"),
@@ -194,6 +201,33 @@ class Persister:
             return []
         streams = cast(list[tuple[str, list[tuple[str, dict[str, str] | None]]]], reply or [])
         return [(key, eid, fields) for key, items in streams for eid, fields in items
+                if fields is not None]
+
+    async def _read_each(self, block_ms: int) -> list[Entry]:
+        """Cluster mode: one XREADGROUP per stream, all at once; when every stream is
+        idle, wait up to CLUSTER_POLL_MS (not `block_ms`: a blocking read per stream
+        would hold a connection per campaign) and look again once."""
+        for attempt in (0, 1):
+            replies = await asyncio.gather(*(self._read_one(key) for key in self.streams))
+            entries = [entry for reply in replies for entry in reply]
+            if entries or not block_ms or attempt:
+                return entries
+            await asyncio.sleep(min(block_ms, CLUSTER_POLL_MS) / 1000)
+        return []
+
+    async def _read_one(self, key: str) -> list[Entry]:
+        try:
+            reply = await self.redis.xreadgroup(GROUP, self.consumer, {key: ">"},
+                                                count=self.batch)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self._grouped.discard(key)  # this stream lost our group (emptied or rebuilt)
+            await ensure_group(self.redis, key)
+            self._grouped.add(key)
+            return []
+        streams = cast(list[tuple[str, list[tuple[str, dict[str, str] | None]]]], reply or [])
+        return [(key, eid, fields) for _, items in streams for eid, fields in items
                 if fields is not None]
 
     # -- commit, acknowledge, dead-letter -----------------------------------
@@ -234,8 +268,8 @@ class Persister:
 
     async def _unless_outage(self, exc: Exception, entries: Sequence[Entry]) -> None:
         """Raise Outage, keeping `entries` for a later round, if Redis or the store is down."""
-        if isinstance(exc, RedisError) and not isinstance(exc, ResponseError) \
-                or not await self.store_healthy() or not await self.redis_healthy():
+        if _is_outage(exc) or not await self.store_healthy() \
+                or not await self.redis_healthy():
             self.discard_prefetch()
             held = {(k, eid) for k, eid, _ in entries}
             self._retry = list(entries) + [e for e in self._retry if (e[0], e[1]) not in held]

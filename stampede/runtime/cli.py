@@ -145,7 +145,8 @@ def worker_command(index: int = typer.Option(...), host: str = typer.Option(...)
 
 def _print_banner(settings: Settings, listen: Listen, redis_url: str, embedded: bool,
                   workers: int) -> None:
-    where = "embedded Valkey" if embedded else "Redis"
+    where = "embedded Valkey" if embedded else \
+        "Redis Cluster, found through the node" if settings.redis_cluster else "Redis"
     console.print(f"[bold]Stampede[/] is serving ({workers} worker{'s' * (workers > 1)})")
     console.print(f"  public API   http://{listen.host}:{listen.port}/v1  "
                   f"(docs: /docs, spec: /openapi.json)")

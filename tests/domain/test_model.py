@@ -59,10 +59,10 @@ _ids = itertools.count()
 
 
 class SaleMachine(RuleBasedStateMachine):
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, settings: Settings | None = None) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.engine = Engine.from_url(redis_url, Settings())
+        self.engine = Engine.from_url(redis_url, settings or Settings())
         self.run(self.engine.start())
         self.cid = f"model-{next(_ids)}"
         now = datetime.now(UTC)
