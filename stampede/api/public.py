@@ -19,8 +19,8 @@ from stampede.state.idempotency import fingerprint
 
 api = ApiRoutes("public")
 
-# A claim of a sharded campaign's shard k >= 1 names it: "<campaign>:s<k>.<hex>".
-CLAIM = {"claim_id": r"^[a-z0-9][a-z0-9_-]{0,63}(:s[1-9][0-9]?)?\.[0-9a-f]{20}$"}
+# A claim of a sharded campaign's shard k >= 1 names it: "<campaign>:s<k>[p<m>].<hex>".
+CLAIM = {"claim_id": r"^[a-z0-9][a-z0-9_-]{0,63}(:s[1-9][0-9]?(p[0-9]{1,6})?)?\.[0-9a-f]{20}$"}
 
 _claim_decoder = msgspec.json.Decoder(ClaimRequest)
 _SETTLE_REFUSALS = {Outcome.NOT_FOUND: "no_claim", Outcome.CONFLICT: "claim_settled",

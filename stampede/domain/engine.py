@@ -211,7 +211,7 @@ class Engine:
             raise ValidationError(f"shards: campaign {cid!r} has {before} shard(s); the "
                                   "number cannot change once defined")
         n = spec.shards
-        ids = [keys.shard_id(cid, k) for k in range(n)]
+        ids = [keys.shard_id(cid, k, n) for k in range(n)]
         async with self.redis.pipeline(transaction=False) as pipe:
             for scid in ids:
                 pipe.hlen(keys.campaign_keys(scid).claims)
@@ -241,7 +241,7 @@ class Engine:
                                       "guard's limits are per slot)")
             outcome = Outcome.OK
             for k in range(n):
-                outcome = await self._patch_one(keys.shard_id(cid, k), patch, actor)
+                outcome = await self._patch_one(keys.shard_id(cid, k, n), patch, actor)
                 if outcome is not Outcome.OK:
                     return outcome
             return outcome
@@ -318,7 +318,7 @@ class Engine:
             return None
         n = await self.shards.count(cid)
         if n is not None and n > 1:  # the shards added up
-            snaps = await asyncio.gather(*(self._snapshot_one(keys.shard_id(cid, k))
+            snaps = await asyncio.gather(*(self._snapshot_one(keys.shard_id(cid, k, n))
                                            for k in range(n)))
             present = [s for s in snaps if s is not None]
             return shards.merge(cid, present) if present else None
@@ -451,7 +451,7 @@ class Engine:
         """A claim on the user's shard; when that shard is dry, units are borrowed from
         the others and the claim sent again, so SOLD_OUT means every shard was read dry."""
         k = shards.shard_of_user(user, n)
-        scid = keys.shard_id(cid, k)
+        scid = keys.shard_id(cid, k, n)
         pending = PendingClaim(keys.new_claim_id(scid), user, sku, qty, idempotency_key)
         for _ in range(shards.MAX_ROUNDS):
             result = await self.batcher.submit(scid + _DRY, pending)

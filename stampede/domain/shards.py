@@ -45,8 +45,9 @@ if TYPE_CHECKING:
 
 MAX_SHARDS = 16
 """The most shards a campaign may be split into (models.CampaignSpec.shards says so too)."""
-MAX_ID_LENGTH = 60
-"""A sharded campaign's id leaves room for the shard suffix ":s<k>" in 64 characters."""
+MAX_ID_LENGTH = 53
+"""A sharded campaign's id leaves room for the shard suffix ":s<k>p<m>" in 64 characters
+(the store's campaign ids)."""
 IN_TRANSIT_WAIT_S = 0.005
 """How long a borrow that found nothing waits before looking again, when this process
 has other moves of the SKU in flight (their units are in neither shard meanwhile)."""
@@ -222,7 +223,7 @@ class Shards:
             # Borrow in batches: at least half of what the donor has, so a dry shard
             # does not come back for every claim; never more than the donor has.
             ask = min(avail, max(want - got, math.ceil(avail / 2)))
-            got += await self.move(cid, k, receiver, sku, ask)
+            got += await self.move(cid, n, k, receiver, sku, ask)
         return got
 
     async def available(self, cid: str, n: int, sku: str,
@@ -231,30 +232,31 @@ class Shards:
         ks = list(range(n)) if shards is None else list(shards)
         async with self.redis.pipeline(transaction=False) as pipe:
             for k in ks:
-                pipe.hget(keys.campaign_keys(keys.shard_id(cid, k)).stock, f"{sku}.a")
+                pipe.hget(keys.campaign_keys(keys.shard_id(cid, k, n)).stock, f"{sku}.a")
             raw = await pipe.execute()
         return {k: int(v or 0) for k, v in zip(ks, raw, strict=True)}
 
-    async def move(self, cid: str, donor: int, receiver: int, sku: str, qty: int) -> int:
+    async def move(self, cid: str, n: int, donor: int, receiver: int, sku: str,
+                   qty: int) -> int:
         """Lend up to `qty` units from `donor` and borrow them into `receiver`; returns the
         units moved (0 if the donor had none by then)."""
         move_id = uuid.uuid4().hex
-        dcid = keys.shard_id(cid, donor)
+        dcid = keys.shard_id(cid, donor, n)
         code, lent, _ = await self.scripts.run(
             "shard_lend", [*keys.campaign_keys(dcid), keys.moves_key(dcid)],
             [move_id, sku, qty, receiver])
         if int(code) != Outcome.OK or int(lent) == 0:
             return 0
-        await self.deliver(cid, Move(move_id, donor, receiver, sku, int(lent)))
+        await self.deliver(cid, n, Move(move_id, donor, receiver, sku, int(lent)))
         self.moves += 1
         return int(lent)
 
-    async def deliver(self, cid: str, m: Move) -> None:
+    async def deliver(self, cid: str, n: int, m: Move) -> None:
         """The receiving side of a lent move, then the outbox entry closed (idempotent)."""
-        rcid = keys.shard_id(cid, m.receiver)
+        rcid = keys.shard_id(cid, m.receiver, n)
         await self.scripts.run("shard_borrow", [*keys.campaign_keys(rcid), keys.moves_key(rcid)],
                                [m.move_id, m.sku, m.qty])
-        await self.redis.hdel(keys.moves_key(keys.shard_id(cid, m.donor)), f"out:{m.move_id}")
+        await self.redis.hdel(keys.moves_key(keys.shard_id(cid, m.donor, n)), f"out:{m.move_id}")
 
     async def pending(self, scid: str) -> list[Move]:
         """Moves a shard lent that are not known delivered (its outbox)."""
@@ -272,8 +274,10 @@ class Shards:
         sweeper calls this for every shard. Returns the moves finished."""
         cid, _ = keys.shard_of_id(scid)
         moves = await self.pending(scid)
+        n = await self.count(cid) if moves else None
         for m in moves:
-            await self.deliver(cid, m)
+            assert n is not None
+            await self.deliver(cid, n, m)
         return len(moves)
 
 
@@ -296,7 +300,7 @@ async def audit(redis: "Redis", cid: str, n: int) -> ShardAudit:
     outbox: dict[str, str] = {}
     arrived: set[str] = set()
     for k in range(n):
-        scid = keys.shard_id(cid, k)
+        scid = keys.shard_id(cid, k, n)
         ck = keys.campaign_keys(scid)
         stock = cast(dict[str, str], await redis.hgetall(ck.stock))
         moves = cast(dict[str, str], await redis.hgetall(keys.moves_key(scid)))

@@ -273,8 +273,9 @@ class ClaimFilter:
             if value is not None:
                 found.append(column == value)
         if self.campaign is not None:  # a sharded campaign's claims are stored per shard
-            found.append(c.campaign_id.in_([keys.shard_id(self.campaign, k)
-                                            for k in range(MAX_SHARDS)]))
+            found.append(c.campaign_id.in_({keys.shard_id(self.campaign, k, n)
+                                            for n in range(1, MAX_SHARDS + 1)
+                                            for k in range(n)}))
         return found
 
 

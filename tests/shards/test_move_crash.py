@@ -35,16 +35,16 @@ _CHILD = textwrap.dedent("""
             print(what, flush=True)
             await asyncio.sleep(3600)  # killed here
 
-        async def deliver(self, cid, m):
+        async def deliver(self, cid, n, m):
             if stop_at == "lent":
                 await stand_still("lent")
             real_hdel = self.redis.hdel
             async def hdel(*args):
                 await stand_still("borrowed")
             self.redis.hdel = hdel
-            await real_deliver(self, cid, m)
+            await real_deliver(self, cid, n, m)
         shards.Shards.deliver = deliver
-        await engine.shards.move("hot", 1, 0, "tee", 5)
+        await engine.shards.move("hot", 2, 1, 0, "tee", 5)
 
     asyncio.run(main(*sys.argv[1:]))
 """)
@@ -67,7 +67,7 @@ async def test_kill_9_mid_move_loses_and_doubles_nothing(engine: Engine, setting
         child.wait()
         if child.stdout is not None:
             child.stdout.close()
-    (pending,) = await engine.shards.pending(keys.shard_id("hot", 1))
+    (pending,) = await engine.shards.pending(keys.shard_id("hot", 1, 2))
     assert pending.qty == 5 and pending.receiver == 0
     during = await engine.shards.available("hot", 2, "tee")
     report = await shards.audit(engine.redis, "hot", 2)
@@ -85,7 +85,7 @@ async def test_kill_9_mid_move_loses_and_doubles_nothing(engine: Engine, setting
         await other.close()
     assert await engine.shards.available("hot", 2, "tee") == {0: before[0] + 5,
                                                                1: before[1] - 5}
-    assert await engine.shards.pending(keys.shard_id("hot", 1)) == []
+    assert await engine.shards.pending(keys.shard_id("hot", 1, 2)) == []
     report = await shards.audit(engine.redis, "hot", 2)
     assert report.problems == []
     assert report.skus["tee"]["lent"] == report.skus["tee"]["borrowed"] == 5

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 
 import pytest
+from redis.crc import key_slot
 
 from stampede import Engine, Outcome, Settings
 from stampede.domain import shards
@@ -39,6 +40,18 @@ def test_split_is_even_and_routing_stable() -> None:
     assert set(spread) == {0, 1, 2, 3} and min(spread.values()) > 800
 
 
+def test_shard_slots_are_spread_round_the_slot_space() -> None:
+    for cid in ("hot", "sale-2026", "x"):
+        for n in (2, 3, 4, 16):
+            slots = [key_slot(keys.tag(keys.shard_id(cid, k, n)).encode()) for k in range(n)]
+            for k in range(1, n):  # shard k sits k/n of the way round from shard 0
+                gap = (slots[k] - slots[0]) % 16384
+                assert abs(gap - k * 16384 // n) <= 16384 // (16 * n) + 1, (cid, n, k)
+            assert keys.shard_of_id(keys.shard_id(cid, n - 1, n)) == (cid, n - 1)
+            claim = keys.new_claim_id(keys.shard_id(cid, n - 1, n))
+            assert keys.campaign_of_claim(claim) == keys.shard_id(cid, n - 1, n)
+
+
 async def test_define_splits_every_wave(engine: Engine) -> None:
     spec = campaign_spec(waves=[{"at": iso(-30), "qty": 10}, {"at": iso(-20), "qty": 3}],
                          skus=("tee", "cap"), shards=4)
@@ -53,7 +66,7 @@ async def test_define_splits_every_wave(engine: Engine) -> None:
                                                                       ("cap", 13, 13)}
     assert await engine.campaign_ids() == ["hot"]  # the shards are not campaigns
     assert sorted(await engine.redis.smembers(keys.CAMPAIGN_INDEX)) == \
-        ["hot", "hot:s1", "hot:s2", "hot:s3"]
+        sorted(keys.shard_id("hot", k, 4) for k in range(4))
 
 
 async def test_spec_refuses_what_shards_do_not_support(engine: Engine) -> None:
@@ -64,8 +77,8 @@ async def test_spec_refuses_what_shards_do_not_support(engine: Engine) -> None:
         with pytest.raises(ValidationError, match=f"^{field}: not supported with shards"):
             spec = campaign_spec(shards=2, **extra)
             await engine.define_campaign("hot", spec)
-    with pytest.raises(ValidationError, match="at most 60 characters"):
-        await engine.define_campaign("h" * 61, campaign_spec(shards=2))
+    with pytest.raises(ValidationError, match="at most 53 characters"):
+        await engine.define_campaign("h" * 54, campaign_spec(shards=2))
     assert await engine.define_campaign("hot", campaign_spec(shards=2)) == (Outcome.OK, True)
     with pytest.raises(ValidationError, match="^shards: campaign 'hot' has 2 shard"):
         await engine.define_campaign("hot", campaign_spec(shards=4))
@@ -80,7 +93,7 @@ async def test_a_dry_shard_borrows_and_claims_settle_on_their_shard(engine: Engi
     first = results[0].claim
     assert first is not None and first.campaign_id == "hot"
     k = shards.shard_of_user("alice", 4)
-    assert keys.campaign_of_claim(first.claim_id) == keys.shard_id("hot", k)
+    assert keys.campaign_of_claim(first.claim_id) == keys.shard_id("hot", k, 4)
     assert (await engine.confirm(first.claim_id, "alice")).outcome is Outcome.OK
     assert (await engine.cancel(results[1].claim.claim_id, "alice")).outcome is Outcome.OK  # type: ignore[union-attr]
     assert (await engine.get_claim(first.claim_id, "bob")) is None
@@ -133,5 +146,5 @@ async def test_thousands_of_concurrent_claims_across_shards(engine: Engine,
     assert report.problems == []  # each user on their shard; lent = borrowed
     assert (report.skus["tee"]["held"], report.skus["tee"]["available"]) == (stock, 0)
     for k in range(n):  # nobody over the limit (all of a user's units are on one shard)
-        users = await engine.redis.hgetall(keys.campaign_keys(keys.shard_id("hot", k)).users)
+        users = await engine.redis.hgetall(keys.campaign_keys(keys.shard_id("hot", k, n)).users)
         assert all(int(v) <= per_user for u, v in users.items() if "|" not in u)
