@@ -449,7 +449,9 @@ class Engine:
     async def _claim_sharded(self, cid: str, n: int, user: str, sku: str, qty: int,
                              idempotency_key: str | None) -> ClaimResult:
         """A claim on the user's shard; when that shard is dry, units are borrowed from
-        the others and the claim sent again, so SOLD_OUT means every shard was read dry."""
+        the others and the claim sent again (as often as a borrow brings units: other
+        claims of the shard may take them first), so SOLD_OUT means every other shard
+        was read dry after the shard's last try."""
         k = shards.shard_of_user(user, n)
         scid = keys.shard_id(cid, k, n)
         pending = PendingClaim(keys.new_claim_id(scid), user, sku, qty, idempotency_key)

@@ -51,8 +51,11 @@ MAX_ID_LENGTH = 53
 IN_TRANSIT_WAIT_S = 0.005
 """How long a borrow that found nothing waits before looking again, when this process
 has other moves of the SKU in flight (their units are in neither shard meanwhile)."""
-MAX_ROUNDS = 8
-"""Borrow-and-retry rounds of one claim before its shard's answer stands."""
+MAX_ROUNDS = 1000
+"""Borrow-and-retry rounds of one claim before its shard's answer stands: a safety
+net only. Every round moves at least one unit into the claim's shard, and the other
+shards' units only shrink meanwhile (their own claims and our borrows take them), so
+the rounds end when the units do."""
 
 _UNSUPPORTED = (
     ("waitlist", "a waitlist is FIFO, and first-in-first-out across shards is not kept"),

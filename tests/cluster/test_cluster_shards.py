@@ -9,6 +9,7 @@ from tests.conftest import campaign_spec
 from tests.shards.test_shards import (
     test_a_dry_shard_borrows_and_claims_settle_on_their_shard,
     test_define_splits_every_wave,
+    test_skewed_demand_sells_every_unit,
     test_stock_changes_go_through_shard_zero,
     test_thousands_of_concurrent_claims_across_shards,
 )
@@ -16,6 +17,7 @@ from tests.shards.test_shards import (
 __all__ = [
     "test_a_dry_shard_borrows_and_claims_settle_on_their_shard",
     "test_define_splits_every_wave",
+    "test_skewed_demand_sells_every_unit",
     "test_stock_changes_go_through_shard_zero",
     "test_thousands_of_concurrent_claims_across_shards",
 ]

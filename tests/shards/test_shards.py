@@ -105,6 +105,18 @@ async def test_a_dry_shard_borrows_and_claims_settle_on_their_shard(engine: Engi
     assert report.skus["tee"]["lent"] == report.skus["tee"]["borrowed"] >= 3
 
 
+async def test_skewed_demand_sells_every_unit(engine: Engine) -> None:
+    """Every claimant is served by shard 0, which holds a quarter of the stock: the
+    rest must be borrowed, in as many rounds as it takes, before anyone is refused."""
+    await engine.define_campaign("hot", campaign_spec(stock=100, per_user=None, shards=4))
+    users = [u for u in (f"u{i}" for i in range(2000)) if shards.shard_of_user(u, 4) == 0]
+    results = await asyncio.gather(*(engine.claim("hot", u, "tee", 1) for u in users[:200]))
+    assert Counter(r.outcome for r in results) == {Outcome.OK: 100, Outcome.SOLD_OUT: 100}
+    report = await shards.audit(engine.redis, "hot", 4)
+    assert report.problems == [] and report.skus["tee"]["held"] == 100
+    assert report.skus["tee"]["lent"] == report.skus["tee"]["borrowed"] == 75
+
+
 async def test_stock_changes_go_through_shard_zero(engine: Engine) -> None:
     await engine.define_campaign("hot", campaign_spec(stock=8, shards=4))
     assert await engine.adjust_stock("hot", "tee", 4, "ops") == (Outcome.OK, 12)
