@@ -20,8 +20,9 @@ Then a sell-out per shard count: `--sellout` units, 2.5 times as many claims
 at once, four fifths of them from users served by shard 0 (which holds 1/n of the
 stock, so it must borrow the others' leftovers): exactly the stock must sell; the
 figures are the moves between shards and the false sold-out window (the latest a
-claim sent after the first SOLD_OUT answer still got a unit; nothing is released during it, so any such claim means
-that SOLD_OUT came while units remained elsewhere).
+claim sent after the first SOLD_OUT answer still got a unit; nothing is released
+during it, so any such claim means that SOLD_OUT came while units remained
+elsewhere).
 
     python -m bench.shards [--seconds 3] [--rounds 2] [--concurrency 256]
                            [--sellout 4000] [--replicas 0] [--json out.json]
