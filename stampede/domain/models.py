@@ -245,7 +245,7 @@ class CampaignSpec(Struct, **_STRICT):
     """A ticketed sale's check-in grants this drop's SKU to the ticket's holder, once."""
     phases: Phases = []
     """Presale access phases, in order of opening; none: everyone from opens_at."""
-    shards: Annotated[int, Meta(ge=1, le=16)] = 1
+    shards: Annotated[int, Meta(ge=1, le=64)] = 1
     """Hot campaigns: split the stock over this many shards (Redis slots), each user
     served by one; 1 = not split (docs/shards.md says what changes)."""
 

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from stampede.state.scripts import ScriptRegistry
 
-MAX_SHARDS = 16
+MAX_SHARDS = 64
 """The most shards a campaign may be split into (models.CampaignSpec.shards says so too)."""
 MAX_ID_LENGTH = 53
 """A sharded campaign's id leaves room for the shard suffix ":s<k>p<m>" in 64 characters

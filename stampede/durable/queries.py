@@ -18,11 +18,10 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 import msgspec
-from sqlalchemy import ColumnElement, and_, case, func, literal_column, select, tuple_
+from sqlalchemy import ColumnElement, and_, case, func, literal_column, or_, select, tuple_
 from sqlalchemy.sql import Select
 
 from stampede.domain.models import from_ms
-from stampede.domain.shards import MAX_SHARDS
 from stampede.durable import events as ev
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
@@ -273,9 +272,8 @@ class ClaimFilter:
             if value is not None:
                 found.append(column == value)
         if self.campaign is not None:  # a sharded campaign's claims are stored per shard
-            found.append(c.campaign_id.in_({keys.shard_id(self.campaign, k, n)
-                                            for n in range(1, MAX_SHARDS + 1)
-                                            for k in range(n)}))
+            found.append(or_(c.campaign_id == self.campaign,
+                             c.campaign_id.startswith(f"{self.campaign}:s", autoescape=True)))
         return found
 
 

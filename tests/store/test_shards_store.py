@@ -5,6 +5,7 @@ from redis.asyncio import Redis
 
 from stampede import Engine, Outcome
 from stampede.domain import shards
+from stampede.durable import queries as q
 from stampede.durable.audit import audit
 from stampede.durable.persister import Persister
 from stampede.durable.recovery import recover_all
@@ -44,6 +45,10 @@ async def test_sharded_sale_persists_audits_and_recovers(
     moves = summary["campaigns"]["hot"]["shard_moves"]
     assert moves["moves"] >= 2 and moves["in_transit"] == 0 and moves["violations"] == []
 
+    page = await q.claims(store, q.ClaimFilter(campaign="hot"))  # every shard's claims
+    assert sorted(c.claim_id for c in page.items) == sorted(c for c, _ in held)
+    assert {c.campaign_id for c in page.items} == {"hot"}
+    assert (await q.claims(store, q.ClaimFilter(campaign="ho"))).items == []
     await raw_redis.flushall()
     rebuilt = await recover_all(raw_redis, store, TTL)
     assert sorted(r.campaign_id for r in rebuilt) == ids
