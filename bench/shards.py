@@ -24,8 +24,8 @@ claim sent after the first SOLD_OUT answer still got a unit; nothing is released
 during it, so any such claim means that SOLD_OUT came while units remained
 elsewhere).
 
-    python -m bench.shards [--seconds 3] [--rounds 2] [--concurrency 256]
-                           [--sellout 4000] [--replicas 0] [--json out.json]
+    python -m bench.shards [--seconds 2] [--rounds 2] [--concurrency 256]
+                           [--sellout 2000] [--replicas 0] [--json out.json]
 """
 
 import argparse
@@ -288,10 +288,10 @@ def _report(res: Results, concurrency: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=256)
-    parser.add_argument("--sellout", type=int, default=4000, help="units of the sell-out")
+    parser.add_argument("--sellout", type=int, default=2000, help="units of the sell-out")
     parser.add_argument("--replicas", type=int, default=0, help="replicas per primary")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()

@@ -165,6 +165,7 @@ class Shards:
         self.redis = redis
         self.scripts = scripts
         self._counts: dict[str, int] = {}
+        self._lookups: dict[str, asyncio.Future[int | None]] = {}
         self._borrows: dict[tuple[str, int, str], asyncio.Future[int]] = {}
         self.moves = 0
         """Moves this process completed (lend and borrow), for benches and tests."""
@@ -175,6 +176,15 @@ class Shards:
         n = self._counts.get(cid)
         if n is not None:
             return n
+        # One read per campaign however many claims ask at once (a rush's first
+        # thousands would otherwise each wait for a connection to ask the same).
+        lookup = self._lookups.get(cid)
+        if lookup is None:
+            lookup = self._lookups[cid] = asyncio.ensure_future(self._read_count(cid))
+            lookup.add_done_callback(lambda _: self._lookups.pop(cid, None))
+        return await asyncio.shield(lookup)
+
+    async def _read_count(self, cid: str) -> int | None:
         meta = keys.campaign_keys(cid).meta
         state, raw = await self.redis.hmget(meta, ["state", "shards"])
         if state is None:
