@@ -16,8 +16,8 @@ alike; CPU is read from /proc (bench/harness.py) before and after each round:
 the gateway (getrusage of this process), each Valkey primary, and the persister
 (over the round and its catch-up, divided by the claims it stored).
 
-Then a sell-out per shard count: `--sellout` units, 2.5 times as many claims
-at once, four fifths of them from users served by shard 0 (which holds 1/n of the
+Then a sell-out per shard count: `--sellout` units, 2.25 times as many claims
+at once, eight ninths of them from users served by shard 0 (which holds 1/n of the
 stock, so it must borrow the others' leftovers): exactly the stock must sell; the
 figures are the moves between shards and the false sold-out window (the latest a
 claim sent after the first SOLD_OUT answer still got a unit; nothing is released
@@ -197,12 +197,12 @@ async def _sellout(top: Topology, cid: str, n: int, stock: int) -> dict[str, flo
     moves0 = engine.shards.moves
     t0 = time.perf_counter()
 
-    # Skewed demand: four fifths of the claimants are served by shard 0, which holds
+    # Skewed demand: eight ninths of the claimants are served by shard 0, which holds
     # 1/n of the stock; the others' users want less than their shards hold, so shard 0
     # must borrow their leftovers for the sale to sell out.
     hot = (u for i in range(10**9) if shard_of_user(u := f"u{i}", n) == 0)
     cold = (u for i in range(10**9) if n == 1 or shard_of_user(u := f"v{i}", n) != 0)
-    users = [next(hot) for _ in range(2 * stock)] + [next(cold) for _ in range(stock // 2)]
+    users = [next(hot) for _ in range(2 * stock)] + [next(cold) for _ in range(stock // 4)]
     random.Random(7).shuffle(users)
 
     async def one(user: str) -> tuple[Outcome, float, float]:
@@ -274,7 +274,7 @@ def _report(res: Results, concurrency: int) -> dict[str, Any]:
                       f"{row['valkey_total_us']:.0f}", f"{row['persister_us']:.0f}",
                       f"{row['catch_up_s']:.1f}")
     console.print(table)
-    sell = Table(title="skewed sell-out: 2.5x the stock claimed at once, 80% on shard 0")
+    sell = Table(title="skewed sell-out: 2.25x the stock claimed at once, 8/9 on shard 0")
     for col in ("mode", "claims/s", "moves", "false sold-out window ms"):
         sell.add_column(col)
     for mode, s in res.sellouts.items():
