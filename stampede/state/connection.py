@@ -120,6 +120,21 @@ def is_cluster(redis: object) -> bool:
     return isinstance(redis, RedisCluster)
 
 
+async def memory_info(redis: "Redis") -> dict[str, Any]:
+    """INFO memory of the server, or on a cluster of the primary nearest its maxmemory
+    (the first to refuse writes: the one the memory alert and the console watch)."""
+    if not isinstance(redis, RedisCluster):
+        return await redis.info("memory")
+    by_node = cast(dict[str, dict[str, Any]],
+                   await redis.info("memory", target_nodes=RedisCluster.PRIMARIES))
+
+    def fullness(info: dict[str, Any]) -> float:
+        used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0) or 0)
+        return used / limit if limit else used / 2**62
+
+    return max(by_node.values(), key=fullness, default={})
+
+
 def node_count(redis: "Redis") -> int:
     """The primaries this client sends to (1 off a cluster)."""
     if isinstance(redis, RedisCluster):

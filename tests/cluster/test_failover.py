@@ -23,7 +23,6 @@ retries with the same Idempotency-Key give each key exactly one claim.
 """
 
 import asyncio
-import json
 import os
 import subprocess
 import time
@@ -35,10 +34,13 @@ import msgspec
 from redis.cluster import RedisCluster
 from sqlalchemy import select
 
-from stampede.durable.store import open_store
+from stampede.durable.audit import audit
+from stampede.durable.lagcheck import compare
+from stampede.durable.store import Store, open_store
 from stampede.durable.store import schema as t
 from stampede.runtime.valkey_cluster import LocalValkeyCluster
 from stampede.state import records
+from stampede.state.connection import state_client
 from tests.conftest import campaign_spec
 from tests.system.service import STAMPEDE, Service, http
 
@@ -107,11 +109,6 @@ def _env(cluster: LocalValkeyCluster, data_dir: Path) -> dict[str, str]:
     return env
 
 
-def _stampede(env: dict[str, str], *args: str) -> "subprocess.CompletedProcess[str]":
-    return subprocess.run([STAMPEDE, *args], env=env, capture_output=True, text=True,
-                          timeout=120)
-
-
 async def test_a_primary_killed_under_load_loses_nothing_outside_the_window(
         own_cluster: LocalValkeyCluster, tmp_path: Path) -> None:
     data = tmp_path / "svc"
@@ -152,7 +149,15 @@ async def test_a_primary_killed_under_load_loses_nothing_outside_the_window(
 
         # Healing (every second in `serve`) has rebuilt a campaign that lost events the
         # store holds; the persister has caught up. Then compare claim by claim.
-        assert await _settled(env), "the persister did not catch up"
+        store = await open_store(f"sqlite:///{data / 'stampede.db'}")
+        try:
+            assert await _settled(own_cluster.url, store), "the persister did not catch up"
+            report = await audit(store)
+            assert report["ok"], report
+            async with store.engine.connect() as conn:
+                stored = {r[0] for r in await conn.execute(select(t.claims.c.claim_id))}
+        finally:
+            await store.close()
         in_redis = {cid: client.hgetall(f"{{c:{cid}}}:claims") for cid in CAMPAIGNS}
         owners: dict[str, set[str]] = {}
         for raw in in_redis.values():
@@ -171,31 +176,28 @@ async def test_a_primary_killed_under_load_loses_nothing_outside_the_window(
               f"{len(load.retried_keys)} keys retried after 503, {len(lost)} lost in the "
               f"window")
 
-        check = _stampede(env, "check")
-        assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-2000:]
-        audit = _stampede(env, "audit")
-        assert audit.returncode == 0, audit.stdout[-3000:]
-        store = await open_store(f"sqlite:///{data / 'stampede.db'}")
-        try:
-            async with store.engine.connect() as conn:
-                stored = {r[0] for r in await conn.execute(select(t.claims.c.claim_id))}
-        finally:
-            await store.close()
         assert stored == every_claim
+        # The CLI finds the cluster through the same two variables.
+        check = subprocess.run([STAMPEDE, "check"], env=env, capture_output=True, text=True,
+                               timeout=120)
+        assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-2000:]
     finally:
         client.close()
         svc.kill()
 
 
-async def _settled(env: dict[str, str], timeout_s: float = 30.0) -> bool:
-    """`stampede check` passes: nothing unpersisted, Redis not behind the store."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        done = await asyncio.to_thread(_stampede, env, "check", "--max-lag-s", "60")
-        if done.returncode == 0:
-            report = json.loads(done.stdout)
-            if all(c.get("unpersisted") == 0 and c["store_events"] == c["redis_events"]
-                   for c in report["campaigns"].values()):
+async def _settled(url: str, store: Store, timeout_s: float = 30.0) -> bool:
+    """Every event persisted, and Redis neither ahead of nor behind the store."""
+    redis = state_client(url, cluster=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            report = await compare(redis, store, max_lag_s=60)
+            if report["ok"] and all(c.get("unpersisted") == 0
+                                    and c["store_events"] == c["redis_events"]
+                                    for c in report["campaigns"].values()):
                 return True
-        await asyncio.sleep(0.5)
-    return False
+            await asyncio.sleep(0.2)
+        return False
+    finally:
+        await redis.aclose()
