@@ -52,6 +52,8 @@ async def test_sharded_sale_persists_audits_and_recovers(
     await raw_redis.flushall()
     rebuilt = await recover_all(raw_redis, store, TTL)
     assert sorted(r.campaign_id for r in rebuilt) == ids
+    for scid in ids:  # a gateway that never saw the campaign routes it the same
+        assert await raw_redis.hget(keys.campaign_keys(scid).meta, "shards") == "3"
     after = await sale.stats("hot")
     assert after is not None and before is not None and after.skus == before.skus
     assert (await sale.claim("hot", "eve", "tee")).outcome is Outcome.SOLD_OUT
