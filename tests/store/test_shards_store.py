@@ -8,6 +8,7 @@ from stampede.domain import shards
 from stampede.durable import queries as q
 from stampede.durable.audit import audit
 from stampede.durable.persister import Persister
+from stampede.durable.reconcile import reconcile, reconcile_campaign
 from stampede.durable.recovery import recover_all
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
@@ -45,6 +46,9 @@ async def test_sharded_sale_persists_audits_and_recovers(
     moves = summary["campaigns"]["hot"]["shard_moves"]
     assert moves["moves"] >= 2 and moves["in_transit"] == 0 and moves["violations"] == []
 
+    assert await reconcile(raw_redis, store) == []  # every shard against its store rows
+    for scid in ids:
+        assert await reconcile_campaign(raw_redis, store, scid) == []
     page = await q.claims(store, q.ClaimFilter(campaign="hot"))  # every shard's claims
     assert sorted(c.claim_id for c in page.items) == sorted(c for c, _ in held)
     assert {c.campaign_id for c in page.items} == {"hot"}
