@@ -254,6 +254,54 @@ def tree_cpu_seconds(roots: Sequence[int]) -> float:
     return total
 
 
+def tree_cpu_by_role(roots: Sequence[int]) -> dict[str, float]:
+    """`tree_cpu_seconds` split by what each process is: `valkey`, `persister`
+    (`stampede ... persist`), `postgres`, else `server` (the gateway or baseline).
+
+    Processes that ended meanwhile are not counted (their CPU went to no one):
+    read it around a run in which the tree does not change."""
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+    wanted, roles = set(roots), dict[str, float]()
+    for pid, seconds in cpu.items():
+        p = pid
+        while p > 1 and p not in wanted:
+            p = parents.get(p, 0)
+        if p in wanted:
+            role = _role(pid)
+            roles[role] = roles.get(role, 0.0) + seconds
+    return roles
+
+
+def _role(pid: int) -> str:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "server"
+    words = [a.decode(errors="replace") for a in argv if a]
+    first = Path(words[0]).name if words else ""
+    if "valkey" in first or "redis-server" in first:
+        return "valkey"
+    if first.startswith("postgres"):
+        return "postgres"
+    if "persist" in words[1:]:
+        return "persister"
+    if "deliver" in words[1:]:
+        return "deliverer"
+    return "server"
+
+
 def open_sale(stock: int, per_user: int | None = 2, skus: Sequence[str] = ("hot",),
               **extra: Any) -> CampaignSpec:
     """An open campaign whose SKUs each get `stock` units now (the benchmarks' sale)."""

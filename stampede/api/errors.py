@@ -199,6 +199,8 @@ async def read_body(request: web.Request) -> bytes:
     closes the connection: a slow client cannot hold a handler forever."""
     if not request.can_read_body:
         raise ApiError.of("invalid", detail="a JSON body is required")
+    if request.content.is_eof():  # all of it came with the headers: nothing to wait for
+        return await request.read()
     limit = request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)
     try:
         async with asyncio.timeout(limit):

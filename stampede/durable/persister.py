@@ -33,7 +33,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 from sqlalchemy import text
 
-from stampede.durable.events import Event, from_entry
+from stampede.durable.events import Event, from_entry, from_flat
 from stampede.durable.projection import store_events
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
@@ -50,8 +50,8 @@ log = logging.getLogger("stampede.persister")
 _json = msgspec.json.Encoder()
 
 
-Entry = tuple[str, str, dict[str, str]]
-"""(stream key, entry id, fields)"""
+Entry = tuple[str, str, list[str]]
+"""(stream key, entry id, fields as the server sends them: name, value, name, value, ...)"""
 Items = list[tuple[str, dict[str, str]]]
 """An XRANGE reply: (entry id, fields); str, as the client decodes responses"""
 
@@ -88,6 +88,17 @@ class Persister:
     def __init__(self, redis: "Redis", store: Store, settings: Settings,
                  consumer: str | None = None) -> None:
         self.redis = redis  # decode_responses=True
+        # The same connections, replies as the server sends them: a read of
+        # thousands of entries makes no dict per entry (the events decoder reads
+        # the flat field lists).
+        self._wire = redis  # cluster mode reads each stream through the client (_read_one)
+        if not is_cluster(redis):
+            self._wire = Redis(connection_pool=redis.connection_pool)
+            self._wire.response_callbacks.clear()
+        self.linger_s = settings.persist_linger_ms / 1000
+        """In run(): after a short read, wait this long before the next, so a
+        steady trickle is stored in fewer, larger transactions."""
+        self._lingering = False
         self.store = store
         self.batch = settings.persist_batch
         self.claim_idle_ms = settings.persist_claim_idle_ms
@@ -100,6 +111,8 @@ class Persister:
         self._prefetch: asyncio.Task[list[Entry]] | None = None
         self._failures: dict[tuple[str, str], int] = {}
         self.persisted = 0
+        self.batches = 0
+        """Store transactions committed."""
         self.dead_lettered = 0
         self.outages = 0
         self.last_progress = time.monotonic()
@@ -109,6 +122,7 @@ class Persister:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Persist until `stop` is set; housekeeping runs beside the read loop."""
+        self._lingering = True  # (drain and tests' steps read again at once)
         await self.refresh_streams()
         chores = [asyncio.create_task(every(1.0, self.refresh_streams, stop, "persister-index")),
                   asyncio.create_task(every(max(self.claim_idle_ms / 2000, 0.5),
@@ -169,7 +183,9 @@ class Persister:
             entries = await self._read(block_ms)
         if entries:
             # Read the next batch while this one commits: Redis and the store overlap.
-            self._prefetch = asyncio.create_task(self._read(0))
+            # A short batch means we are caught up: let the next one gather a while.
+            linger = self.linger_s if self._lingering and len(entries) < self.batch else 0.0
+            self._prefetch = asyncio.create_task(self._read(0, linger))
             await self._process(entries)
         else:
             self.last_progress = time.monotonic()  # caught up
@@ -186,21 +202,28 @@ class Persister:
             self._prefetch.cancel()
             self._prefetch = None
 
-    async def _read(self, block_ms: int) -> list[Entry]:
+    async def _read(self, block_ms: int, after_s: float = 0.0) -> list[Entry]:
+        if after_s:
+            await asyncio.sleep(after_s)
         if self.cluster:
             return await self._read_each(block_ms)
+        streams = self.streams
+        block = ("BLOCK", block_ms) if block_ms else ()
         try:
-            reply = await self.redis.xreadgroup(GROUP, self.consumer,
-                                                dict.fromkeys(self.streams, ">"),
-                                                count=self.batch, block=block_ms or None)
+            reply = await self._wire.execute_command(
+                "XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", self.batch, *block,
+                "STREAMS", *streams, *(">",) * len(streams))  # type: ignore[no-untyped-call]
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             self._grouped.clear()  # Redis lost our groups (emptied or rebuilt)
             await self.refresh_streams()
             return []
-        streams = cast(list[tuple[str, list[tuple[str, dict[str, str] | None]]]], reply or [])
-        return [(key, eid, fields) for key, items in streams for eid, fields in items
+        # RESP3 answers {stream: entries}, RESP2 [[stream, entries], ...]; an
+        # entry deleted meanwhile has no fields.
+        found = cast(Iterable[tuple[str, list[tuple[str, list[str] | None]]]],
+                     reply.items() if isinstance(reply, dict) else reply or ())
+        return [(key, eid, fields) for key, items in found for eid, fields in items
                 if fields is not None]
 
     async def _read_each(self, block_ms: int) -> list[Entry]:
@@ -227,8 +250,9 @@ class Persister:
             self._grouped.add(key)
             return []
         streams = cast(list[tuple[str, list[tuple[str, dict[str, str] | None]]]], reply or [])
-        return [(key, eid, fields) for _, items in streams for eid, fields in items
-                if fields is not None]
+        # Entries carry flat field lists (what the single-server read gets off the wire).
+        return [(key, eid, [x for kv in fields.items() for x in kv])
+                for _, items in streams for eid, fields in items if fields is not None]
 
     # -- commit, acknowledge, dead-letter -----------------------------------
 
@@ -276,11 +300,13 @@ class Persister:
             raise Outage(f"{type(exc).__name__}: {exc}") from exc
 
     async def _commit(self, entries: Sequence[Entry]) -> None:
-        events = [from_entry(campaign_of_stream(key), eid, fields) for key, eid, fields in entries]
+        cids = {key: campaign_of_stream(key) for key in {e[0] for e in entries}}
+        events = [from_flat(cids[key], eid, fields) for key, eid, fields in entries]
         async with self.store.begin() as conn:
             await store_events(conn, self.store, events)
         await self._ack(entries)
         self.persisted += len(events)
+        self.batches += 1
         self.last_progress = time.monotonic()
         PERSISTED.inc(len(events))
 
@@ -298,7 +324,7 @@ class Persister:
         async with self.store.begin() as conn:
             await conn.execute(self.store.insert_ignore(t.dead_letters).values(
                 stream=key, entry_id=eid, campaign_id=campaign_of_stream(key),
-                fields=_json.encode(fields).decode(), error=repr(error)[:2000],
+                fields=_json.encode(_as_dict(fields)).decode(), error=repr(error)[:2000],
                 deliveries=attempts, ts=int(time.time() * 1000)))
         await self._ack([entry])
         self.dead_lettered += 1
@@ -349,7 +375,8 @@ class Persister:
                     if "NOGROUP" in str(exc):
                         break
                     raise
-                start, items = reply[0], [(key, e, f) for e, f in reply[1] if f is not None]
+                start, items = reply[0], [(key, e, _flat(f)) for e, f in reply[1]
+                                          if f is not None]
                 if items:
                     taken += len(items)
                     suspects = await self._suspects(key, [e for _, e, _ in items])
@@ -429,6 +456,15 @@ async def lag(redis: "Redis", cid: str) -> Lag:
             key, min=f"({group['last-delivered-id']}")))
     age = max(0.0, (now_ms - entry_ms(oldest)) / 1000) if oldest else 0.0
     return Lag(cid, age, int(group["pending"]) + int(undelivered))
+
+
+def _flat(fields: dict[str, str]) -> list[str]:
+    return [x for pair in fields.items() for x in pair]
+
+
+def _as_dict(flat: list[str]) -> dict[str, str]:
+    pairs = iter(flat)
+    return dict(zip(pairs, pairs, strict=False))
 
 
 def entries_of(key: str, items: Iterable[tuple[str, dict[str, str]]]) -> list[Event]:
