@@ -251,6 +251,9 @@ class CampaignSpec(Struct, **_STRICT):
     """A sale's confirmed claim grants this drop's SKU to its buyer, once per claim."""
     phases: Phases = []
     """Presale access phases, in order of opening; none: everyone from opens_at."""
+    shards: Annotated[int, Meta(ge=1, le=64)] = 1
+    """Hot campaigns: split the stock over this many shards (Redis slots), each user
+    served by one; 1 = not split (docs/shards.md says what changes)."""
 
 
 class LimitsPatch(Struct, **_STRICT):
