@@ -471,6 +471,12 @@ REFUSALS: dict[str, Refusal] = {
     "allocation_returned": _r("conflict", 409, "allocation '{allocation}' of SKU '{sku}' has "
                               "already returned to the shared pool", "returning an "
                               "allocation twice (by ops or at its returns_at)"),
+    # -- presales: bundles and add-ons (claims of several SKUs) -----------------------
+    "no_bundle": _r("not_found", 404, "campaign '{campaign}' has no bundle '{bundle}'",
+                    "a claim of a bundle the campaign's spec does not define"),
+    "line_twice": _r("invalid_request", 400, "lines: SKU '{sku}' is listed twice; a claim "
+                     "takes each SKU in one line, with its qty", "a claim of lines naming a "
+                     "SKU twice"),
     # -- HTTP ----------------------------------------------------------------------
     "no_route": _r("not_found", 404, "no route {method} {path}", "an unknown path"),
     "method_not_allowed": _r("method_not_allowed", 405, "{method} is not allowed on {path}; "

@@ -13,6 +13,7 @@ from stampede.api.idempotency import checked_key
 from stampede.api.routing import CID, ApiRoutes
 from stampede.domain.engine import CampaignSeen
 from stampede.domain.models import CampaignPublic, ClaimRequest, ClaimView
+from stampede.errors import ValidationError
 from stampede.metrics import count_claim
 from stampede.outcomes import Outcome
 from stampede.state.idempotency import fingerprint
@@ -50,23 +51,48 @@ async def create_claim(request: web.Request) -> web.Response:
     key = checked_key(request)
     signals = client_signals(request)
     cid = request.match_info["cid"]
+    sku = _claimed(body)
     async with request.app[GUARD].in_flight(user, key):
-        result = await request.app[ENGINE].claim(
-            cid, user, body.sku, body.qty, idempotency_key=key,
-            admission_token=header(request, "X-Admission-Token"), client=signals,
-            tiers=request[USER].tiers, code=body.code, identity=request[USER].identity,
-            channel=request[USER].channel)
+        if sku is not None:
+            result = await request.app[ENGINE].claim(
+                cid, user, sku, body.qty, idempotency_key=key,
+                admission_token=header(request, "X-Admission-Token"), client=signals,
+                tiers=request[USER].tiers, code=body.code, identity=request[USER].identity,
+                channel=request[USER].channel)
+        else:  # bundles: several SKUs at once
+            result = await request.app[ENGINE].claim_bundle(
+                cid, user, bundle=body.bundle, lines=body.lines or (), idempotency_key=key,
+                admission_token=header(request, "X-Admission-Token"), client=signals,
+                tiers=request[USER].tiers, code=body.code, identity=request[USER].identity,
+                channel=request[USER].channel)
     count_claim(result.outcome)
     refused = guard_answer(result)
     if refused is not None:
         return refused
     if result.outcome is not Outcome.OK:
+        qty = body.qty
+        if result.line is not None and body.lines:
+            sku, qty = body.lines[result.line].sku, body.lines[result.line].qty
         response = refuse_outcome(result.outcome, result.reason, result.params,
-                                  campaign=cid, sku=body.sku, user=user, qty=body.qty, key=key)
+                                  campaign=cid, sku=sku or "", user=user, qty=qty, key=key,
+                                  bundle=body.bundle or "", line=result.line or 0)
         if result.outcome is Outcome.NOT_FOUND and result.reason in _SEEN_BY_CLAIM:
             seen(response, _SEEN_BY_CLAIM[result.reason])
         return response
     return json_response(result.claim, status=201)
+
+
+def _claimed(body: ClaimRequest) -> str | None:
+    """The SKU of a claim of one, None for a bundle claim; 400 naming the field unless
+    exactly one of sku, lines and bundle is given."""
+    given = [name for name, v in (("sku", body.sku), ("lines", body.lines),
+                                  ("bundle", body.bundle)) if v is not None]
+    if len(given) != 1:
+        raise ValidationError("a claim names exactly one of `sku`, `lines` and `bundle`; "
+                              f"this one names {' and '.join(given) or 'none'}")
+    if body.sku is None and body.qty != 1:
+        raise ValidationError(f"qty: a claim of {given[0]} gives each line's qty instead")
+    return body.sku
 
 
 _SEEN_BY_CLAIM: dict[str, CampaignSeen] = {

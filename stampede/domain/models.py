@@ -222,6 +222,28 @@ class SegmentChange(Struct, kw_only=True):
     size: int
 
 
+# -- presales: bundles and add-ons -------------------------------------------------
+
+BUNDLE_MAX_LINES = 8
+"""Most SKUs one claim (a bundle, or a claim of several lines) may take at once."""
+BundleName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$", description="a bundle's name")]
+
+
+class BundleLine(Struct, **_STRICT):
+    """One SKU of a bundle or of a claim of several lines, and its units."""
+    sku: SkuId
+    qty: Qty = 1
+
+
+BundleLines = Annotated[list[BundleLine], Meta(min_length=1, max_length=BUNDLE_MAX_LINES)]
+
+
+class BundleSpec(Struct, **_STRICT):
+    """A package claimed by its name: every line held together, all or nothing, each
+    at its SKU's price locked at claim time (the bundle costs the sum of its lines)."""
+    lines: BundleLines
+
+
 class CampaignSpec(Struct, **_STRICT):
     name: Annotated[str, Meta(min_length=1, max_length=200)]
     opens_at: Timestamp
@@ -245,6 +267,8 @@ class CampaignSpec(Struct, **_STRICT):
     """A ticketed sale's check-in grants this drop's SKU to the ticket's holder, once."""
     phases: Phases = []
     """Presale access phases, in order of opening; none: everyone from opens_at."""
+    bundles: Annotated[dict[BundleName, BundleSpec], Meta(max_length=64)] = {}
+    """Presales: packages of several SKUs claimed at once by name (`bundle` in a claim)."""
 
 
 class LimitsPatch(Struct, **_STRICT):
@@ -277,8 +301,14 @@ class CampaignPatch(Struct, **_STRICT):
 
 
 class ClaimRequest(Struct, **_STRICT):
-    sku: SkuId
+    """A claim of one SKU (`sku`, `qty`), of several at once (`lines`), or of a bundle the
+    campaign defines (`bundle`): exactly one of the three."""
+    sku: SkuId | None = None
     qty: Qty = 1
+    lines: BundleLines | None = None
+    """Several SKUs held together, all or nothing (each SKU once)."""
+    bundle: BundleName | None = None
+    """A bundle of the campaign's spec, by name."""
     code: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
     """A presale code: it lends the claim its batch's tier, and one use is spent."""
 
@@ -292,6 +322,16 @@ class StockDelta(Struct, **_STRICT):
 ClaimStatus = Literal["held", "confirmed", "cancelled", "expired", "refunded", "transferred"]
 
 
+class ClaimLineView(Struct, kw_only=True):
+    claim_id: str
+    """The line's own claim id: its tickets, refunds and transfers go by it."""
+    sku: str
+    qty: int
+    price: int
+    """Per unit, locked at claim time."""
+    status: ClaimStatus
+
+
 class ClaimView(Struct, kw_only=True):
     claim_id: str
     campaign_id: str
@@ -303,6 +343,11 @@ class ClaimView(Struct, kw_only=True):
     created_at: datetime | None = None
     offer: bool = False
     """The hold is a waitlist offer: confirm it like any hold before it expires."""
+    lines: list[ClaimLineView] | None = None
+    """A claim of several SKUs (a bundle): each line, a claim of its own under the
+    bundle's id; then `sku` is '', `qty` 1 and `price` the lines' sum."""
+    bundle: str | None = None
+    """The name of the spec's bundle it claimed (none for a claim of `lines`)."""
 
 
 class WaitlistJoin(Struct, **_STRICT):

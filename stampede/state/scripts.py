@@ -63,6 +63,7 @@ OPERATIONS = (
     "coupon_pay",
     "coupon_refund",
     "allocation_return",  # presales: allocations
+    "claim_bundle",  # presales: bundles
 )
 
 

@@ -250,6 +250,34 @@ local function release_hold(now, claim_id, c, new_status, idem)
   offer_waitlist(now, c.sku)
 end
 
+-- Bundles (stampede/domain/bundles.py): a claim of several SKUs is one claim per
+-- line, marked in the users hash ("~b|<bundle>" -> "<name>|<line>,<line>...",
+-- "~l|<line>" -> the bundle); its lines are released, confirmed, expired together.
+local function bundle_line_ids(bundle_id)
+  local b = redis.call('HGET', K.users, '~b|' .. bundle_id)
+  if not b then return nil end
+  local ids = {}
+  for id in string.gmatch(string.match(b, '|(.*)$'), '[^,]+') do ids[#ids + 1] = id end
+  return ids
+end
+
+-- The lines of the bundle `claim_id` is a line of, or nil when it is a claim alone.
+local function bundle_of_line(claim_id)
+  local b = redis.call('HGET', K.users, '~l|' .. claim_id)
+  return b and bundle_line_ids(b)
+end
+
+-- After release_hold of a line, the other lines of its bundle still held.
+local function release_bundle_rest(now, claim_id, new_status, idem)
+  local ids = bundle_of_line(claim_id)
+  if not ids then return end
+  for _, id in ipairs(ids) do
+    local raw = id ~= claim_id and redis.call('HGET', K.claims, id)
+    local c = raw and parse_claim(raw)
+    if c and c.status == 'held' then release_hold(now, id, c, new_status, idem) end
+  end
+end
+
 -- Expire up to `limit` holds whose deadline has passed.
 local function expire_due_holds(now, limit)
   local due = redis.call('ZRANGEBYSCORE', K.deadlines, '-inf', now, 'LIMIT', 0, limit)
@@ -259,6 +287,7 @@ local function expire_due_holds(now, limit)
       local c = parse_claim(raw)
       if c.status == 'held' then
         release_hold(now, claim_id, c, 'expired')
+        release_bundle_rest(now, claim_id, 'expired')  -- a bundle lapses whole
       else
         redis.call('ZREM', K.deadlines, claim_id)
       end

@@ -1,0 +1,183 @@
+"""Bundles and add-ons against a real Valkey: a claim of several SKUs is held whole or
+not at all, every line checked as its own claim would be; confirm, cancel and expiry
+act on every line; thousands of concurrent bundle and single claims over a small stock
+never oversell a SKU, never half-hold a bundle, and keep per-user limits exact."""
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import msgspec
+import pytest
+
+from stampede import Engine, Outcome
+from stampede.domain.models import BundleLine, CampaignSpec
+from stampede.errors import ValidationError
+from stampede.state import keys, records
+from tests.conftest import iso
+
+
+def bundle_spec(stock: int = 10, merch: int = 10, per_user: int | None = None,
+                **extra: Any) -> CampaignSpec:
+    limits: dict[str, Any] = {"max_per_claim": 4}
+    if per_user is not None:
+        limits["per_user"] = per_user
+    raw = {"name": "gig", "opens_at": iso(-60), "closes_at": iso(3600), "limits": limits,
+           "skus": [{"sku": "tkt", "price": 5000, "waves": [{"at": iso(-30), "qty": stock}]},
+                    {"sku": "tee", "price": 2000, "per_user": 2,
+                     "waves": [{"at": iso(-30), "qty": merch}]},
+                    {"sku": "cap", "price": 900, "waves": [{"at": iso(-30), "qty": merch}]}],
+           "bundles": {"fan": {"lines": [{"sku": "tkt", "qty": 1}, {"sku": "tee", "qty": 1}]}},
+           **extra}
+    return msgspec.convert(raw, CampaignSpec)
+
+
+def lines(*pairs: tuple[str, int]) -> list[BundleLine]:
+    return [BundleLine(sku=s, qty=q) for s, q in pairs]
+
+
+async def _stock(engine: Engine, cid: str) -> dict[str, tuple[int, int, int]]:
+    stats = await engine.stats(cid)
+    assert stats is not None
+    return {s.sku: (s.available, s.held, s.sold) for s in stats.skus}
+
+
+async def test_a_spec_bundle_is_held_priced_confirmed_whole(engine: Engine) -> None:
+    await engine.define_campaign("b1", bundle_spec())
+    r = await engine.claim_bundle("b1", "u1", bundle="fan")
+    assert r.outcome is Outcome.OK and r.claim and r.claim.lines
+    assert r.claim.bundle == "fan" and r.claim.price == 7000
+    assert [(x.sku, x.qty, x.price) for x in r.claim.lines] == [("tkt", 1, 5000),
+                                                                ("tee", 1, 2000)]
+    assert (await _stock(engine, "b1"))["tee"] == (9, 1, 0)
+    seen = await engine.get_claim(r.claim.claim_id, "u1")
+    assert seen and seen.lines and [x.claim_id for x in seen.lines] == \
+        [x.claim_id for x in r.claim.lines]
+    assert await engine.get_claim(r.claim.claim_id, "u2") is None
+    done = await engine.confirm(r.claim.claim_id, "u1")
+    assert done.outcome is Outcome.OK and done.claim and done.claim.status == "confirmed"
+    assert done.claim.lines and {x.status for x in done.claim.lines} == {"confirmed"}
+    st = await _stock(engine, "b1")
+    assert st["tkt"] == (9, 0, 1) and st["tee"] == (9, 0, 1)
+    stats = await engine.stats("b1")
+    assert stats and {s.sku: s.revenue for s in stats.skus}["tee"] == 2000
+
+
+async def test_all_or_nothing_each_line_checked(engine: Engine) -> None:
+    await engine.define_campaign("b2", bundle_spec(stock=10, merch=1))
+    assert (await engine.claim("b2", "x", "tee", 1)).outcome is Outcome.OK  # merch gone
+    r = await engine.claim_bundle("b2", "u1", lines=lines(("tkt", 2), ("tee", 1)))
+    assert r.outcome is Outcome.SOLD_OUT and r.line == 1
+    assert (await _stock(engine, "b2"))["tkt"] == (10, 0, 0)  # nothing of line 0 held
+    # the per-SKU limit of one line refuses the whole claim
+    await engine.define_campaign("b2b", bundle_spec())
+    assert (await engine.claim("b2b", "u1", "tee", 2)).outcome is Outcome.OK
+    r = await engine.claim_bundle("b2b", "u1", lines=lines(("tkt", 1), ("tee", 1)))
+    assert r.outcome is Outcome.LIMIT_EXCEEDED and r.reason == "per_sku" and r.line == 1
+    assert r.params == {"limit": 2, "held": 2}
+    assert (await _stock(engine, "b2b"))["tkt"] == (10, 0, 0)
+    r = await engine.claim_bundle("b2b", "u1", lines=lines(("tkt", 1), ("cap", 5)))
+    assert r.outcome is Outcome.INVALID and r.reason == "max_per_claim" and r.line == 1
+
+
+async def test_per_user_limit_counts_every_line(engine: Engine) -> None:
+    await engine.define_campaign("b3", bundle_spec(per_user=3))
+    r = await engine.claim_bundle("b3", "u1", lines=lines(("tkt", 2), ("cap", 2)))
+    assert r.outcome is Outcome.LIMIT_EXCEEDED and r.reason == "per_user" and r.line == 1
+    assert (await engine.claim_bundle("b3", "u1", lines=lines(("tkt", 2), ("cap", 1)))
+            ).outcome is Outcome.OK
+    r = await engine.claim("b3", "u1", "cap", 1)
+    assert r.outcome is Outcome.LIMIT_EXCEEDED and r.params == {"limit": 3, "held": 3}
+
+
+async def test_cancel_and_expiry_release_every_line(engine: Engine) -> None:
+    await engine.define_campaign("b4", bundle_spec(hold_ttl_s=1))
+    a = await engine.claim_bundle("b4", "u1", bundle="fan")
+    b = await engine.claim_bundle("b4", "u2", lines=lines(("cap", 2), ("tkt", 1)))
+    assert a.claim and b.claim and a.claim.lines
+    # cancelling by one line's id cancels the bundle
+    gone = await engine.cancel(a.claim.lines[1].claim_id, "u1")
+    assert gone.outcome is Outcome.OK
+    view = await engine.get_claim(a.claim.claim_id, "u1")
+    assert view and view.lines and {x.status for x in view.lines} == {"cancelled"}
+    await engine.set_clock_offset("b4", 2000)
+    await engine.sweep("b4")
+    view = await engine.get_claim(b.claim.claim_id, "u2")
+    assert view and view.lines and {x.status for x in view.lines} == {"expired"}
+    assert await _stock(engine, "b4") == {"tkt": (10, 0, 0), "tee": (10, 0, 0),
+                                          "cap": (10, 0, 0)}
+    assert (await engine.confirm(b.claim.claim_id, "u2")).outcome is Outcome.HOLD_EXPIRED
+
+
+async def test_an_idempotent_retry_returns_the_same_bundle(engine: Engine) -> None:
+    await engine.define_campaign("b5", bundle_spec())
+    first = await engine.claim_bundle("b5", "u1", bundle="fan", idempotency_key="k1")
+    again = await engine.claim_bundle("b5", "u1", bundle="fan", idempotency_key="k1")
+    assert first.claim and again.claim and again.claim.claim_id == first.claim.claim_id
+    assert again.claim.lines == first.claim.lines and again.claim.price == 7000
+    other = await engine.claim_bundle("b5", "u1", lines=lines(("tkt", 1)),
+                                      idempotency_key="k1")
+    assert other.outcome is Outcome.IDEMPOTENCY_MISMATCH
+    assert (await _stock(engine, "b5"))["tkt"] == (9, 1, 0)
+
+
+@pytest.mark.parametrize("bundles,field", [
+    ({"x": {"lines": [{"sku": "nope", "qty": 1}]}}, "bundles.x.lines[0].sku"),
+    ({"x": {"lines": [{"sku": "tkt", "qty": 1}, {"sku": "tkt", "qty": 2}]}},
+     "bundles.x.lines[1].sku"),
+    ({"x": {"lines": [{"sku": "tkt", "qty": 5}]}}, "bundles.x.lines[0].qty"),
+])
+async def test_a_bad_bundle_is_refused_naming_its_field(engine: Engine, bundles: Any,
+                                                        field: str) -> None:
+    with pytest.raises(ValidationError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        await engine.define_campaign("b6", bundle_spec(bundles=bundles))
+    assert await engine.stats("b6") is None  # nothing changed
+
+
+async def test_claims_of_lines_refused_before_the_script(engine: Engine) -> None:
+    await engine.define_campaign("b7", bundle_spec())
+    with pytest.raises(ValidationError, match=r"lines\[1\].sku"):
+        await engine.claim_bundle("b7", "u1", lines=lines(("tkt", 1), ("tkt", 1)))
+    r = await engine.claim_bundle("b7", "u1", bundle="nope")
+    assert r.outcome is Outcome.NOT_FOUND and r.reason == "no_bundle"
+    r = await engine.claim_bundle("b7", "u1", lines=lines(("tkt", 1), ("nope", 1)))
+    assert r.outcome is Outcome.NOT_FOUND and r.reason == "no_sku" and r.line == 1
+
+
+async def test_thousands_of_concurrent_bundles_and_singles(engine: Engine) -> None:
+    """Two SKUs of 60 units; 300 users each send a bundle (tkt+tee) and two singles at
+    once, 900 claims: no SKU oversold, every bundle whole, per-user limits exact."""
+    await engine.define_campaign("b8", bundle_spec(stock=60, merch=60, per_user=3))
+    users = [f"u{i}" for i in range(300)]
+
+    async def one(user: str) -> list[Any]:
+        return list(await asyncio.gather(
+            engine.claim_bundle("b8", user, lines=lines(("tkt", 1), ("tee", 1))),
+            engine.claim("b8", user, "tkt", 1), engine.claim("b8", user, "tee", 2)))
+
+    results = await asyncio.gather(*(one(u) for u in users))
+    assert sum(1 for rs in results for r in rs if r.outcome is Outcome.OK) > 0
+    st = await _stock(engine, "b8")
+    assert st["tkt"][0] >= 0 and st["tkt"][0] + st["tkt"][1] == 60
+    assert st["tee"][0] >= 0 and st["tee"][0] + st["tee"][1] == 60
+    k = keys.campaign_keys("b8")
+    held: Counter[str] = Counter()
+    per_sku: Counter[tuple[str, str]] = Counter()
+    raw = await engine.redis.hgetall(k.claims)
+    for claim_id, text in raw.items():
+        c = records.CLAIM.decode(text)
+        held[c.user] += c.qty
+        per_sku[(c.user, c.sku)] += c.qty
+    assert max(held.values()) <= 3 and max(per_sku[u, "tee"] for u in users) <= 2
+    held_units: Counter[str] = Counter()
+    for (_, sku), n in per_sku.items():
+        held_units[sku] += n
+    assert held_units["tkt"] == 60 - st["tkt"][0] and held_units["tee"] == 60 - st["tee"][0]
+    for rs in results:  # every bundle held is whole in Redis
+        b = rs[0]
+        if b.outcome is Outcome.OK:
+            assert b.claim and b.claim.lines and len(b.claim.lines) == 2
+            assert all(x.claim_id in raw for x in b.claim.lines)
+    users_hash = await engine.redis.hgetall(k.users)
+    for u in users:
+        assert int(users_hash.get(u, 0)) == held[u]
