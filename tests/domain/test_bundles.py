@@ -4,13 +4,16 @@ act on every line; thousands of concurrent bundle and single claims over a small
 never oversell a SKU, never half-hold a bundle, and keep per-user limits exact."""
 
 import asyncio
+import random
 from collections import Counter
+from collections.abc import Awaitable
 from typing import Any
 
 import msgspec
 import pytest
 
 from stampede import Engine, Outcome
+from stampede.domain.engine import ClaimResult
 from stampede.domain.models import BundleLine, CampaignSpec
 from stampede.errors import ValidationError
 from stampede.state import keys, records
@@ -145,34 +148,48 @@ async def test_claims_of_lines_refused_before_the_script(engine: Engine) -> None
 
 
 async def test_thousands_of_concurrent_bundles_and_singles(engine: Engine) -> None:
-    """Two SKUs of 60 units; 300 users each send a bundle (tkt+tee) and two singles at
-    once, 900 claims: no SKU oversold, every bundle whole, per-user limits exact."""
-    await engine.define_campaign("b8", bundle_spec(stock=60, merch=60, per_user=3))
-    users = [f"u{i}" for i in range(300)]
+    """Two SKUs of 150 units; 700 users each send a bundle (tkt+tee) and two singles at
+    once, 2100 claims: no SKU oversold, every bundle whole, per-user limits exact."""
+    await engine.define_campaign("b8", bundle_spec(stock=150, merch=150, per_user=3))
+    users = [f"u{i}" for i in range(700)]
+    # warm both scripts up (a first call loads its script), on a SKU nobody contends for
+    warm = await engine.claim_bundle("b8", "warm", lines=lines(("cap", 1)))
+    assert warm.claim is not None
+    assert (await engine.claim("b8", "warm", "cap", 1)).outcome is Outcome.OK
 
-    async def one(user: str) -> list[Any]:
-        return list(await asyncio.gather(
-            engine.claim_bundle("b8", user, lines=lines(("tkt", 1), ("tee", 1))),
-            engine.claim("b8", user, "tkt", 1), engine.claim("b8", user, "tee", 2)))
-
-    results = await asyncio.gather(*(one(u) for u in users))
+    rng = random.Random(8)
+    results: list[list[ClaimResult]] = []
+    for first in range(0, len(users), 35):  # rounds of 105 claims submitted at once,
+        batch = users[first:first + 35]      # in a shuffled order: either kind may go first
+        calls: list[tuple[int, int, Awaitable[ClaimResult]]] = []
+        for n, user in enumerate(batch):
+            calls += [(n, 0, engine.claim_bundle("b8", user,
+                                                 lines=lines(("tkt", 1), ("tee", 1)))),
+                      (n, 1, engine.claim("b8", user, "tkt", 1)),
+                      (n, 2, engine.claim("b8", user, "tee", 2))]
+        rng.shuffle(calls)
+        got = await asyncio.gather(*(c for _, _, c in calls))
+        by_user: list[list[Any]] = [[None] * 3 for _ in batch]
+        for (n, kind, _), r in zip(calls, got, strict=True):
+            by_user[n][kind] = r
+        results += by_user
     assert sum(1 for rs in results for r in rs if r.outcome is Outcome.OK) > 0
     st = await _stock(engine, "b8")
-    assert st["tkt"][0] >= 0 and st["tkt"][0] + st["tkt"][1] == 60
-    assert st["tee"][0] >= 0 and st["tee"][0] + st["tee"][1] == 60
+    assert st["tkt"] == (0, 150, 0) and st["tee"] == (0, 150, 0)  # all taken, none twice
     k = keys.campaign_keys("b8")
     held: Counter[str] = Counter()
     per_sku: Counter[tuple[str, str]] = Counter()
     raw = await engine.redis.hgetall(k.claims)
-    for claim_id, text in raw.items():
+    for text in raw.values():
         c = records.CLAIM.decode(text)
         held[c.user] += c.qty
         per_sku[(c.user, c.sku)] += c.qty
+    held["warm"] = 0
     assert max(held.values()) <= 3 and max(per_sku[u, "tee"] for u in users) <= 2
     held_units: Counter[str] = Counter()
     for (_, sku), n in per_sku.items():
         held_units[sku] += n
-    assert held_units["tkt"] == 60 - st["tkt"][0] and held_units["tee"] == 60 - st["tee"][0]
+    assert held_units["tkt"] == 150 and held_units["tee"] == 150
     for rs in results:  # every bundle held is whole in Redis
         b = rs[0]
         if b.outcome is Outcome.OK:
@@ -181,3 +198,11 @@ async def test_thousands_of_concurrent_bundles_and_singles(engine: Engine) -> No
     users_hash = await engine.redis.hgetall(k.users)
     for u in users:
         assert int(users_hash.get(u, 0)) == held[u]
+    lines_of = {f[3:]: v.split("|")[1].split(",") for f, v in users_hash.items()
+                if f.startswith("~b|") and f[3:] != warm.claim.claim_id}
+    assert len(lines_of) == sum(1 for rs in results if rs[0].outcome is Outcome.OK) > 0
+    for ids in lines_of.values():  # no line without its bundle, no bundle without a line
+        assert sorted(records.CLAIM.decode(raw[i]).sku for i in ids) == ["tee", "tkt"]
+    marked = {f[3:] for f in users_hash if f.startswith("~l|")}
+    assert marked == {i for ids in lines_of.values() for i in ids} | {
+        x.claim_id for x in warm.claim.lines or ()}
