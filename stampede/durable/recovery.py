@@ -27,11 +27,13 @@ from stampede.domain.models import CampaignSpec, ClaimView, from_ms, to_ms
 from stampede.durable import (
     aftersale_recovery,
     allocation_recovery,
+    bundle_recovery,
     coupon_recovery,
     presale_recovery,
 )
 from stampede.durable.events import (
     AllocationReturned,
+    BundleHeld,
     CampaignDefined,
     CampaignPatched,
     ClaimCancelled,
@@ -278,6 +280,8 @@ class _History:
     """Presales: claim -> what it took from allocations ("name:n,...")."""
     returned: set[tuple[str, str]] = field(default_factory=set)
     """Presales: (sku, allocation) returned to the shared pool."""
+    bundles: dict[str, BundleHeld] = field(default_factory=dict)
+    """Presales: bundle claims, by the bundle's claim id."""
 
 
 # Counters that events account for; the others (refusals, admissions) leave no
@@ -288,7 +292,8 @@ DERIVED_COUNTS = frozenset({
     "offer_accepted", "offer_lapsed", "offer_declined"})
 _HISTORY_EVENTS = names(ClaimHeld, OfferMade, ClaimConfirmed, ClaimCancelled, ClaimExpired,
                         WaitlistJoined, WaitlistLeft, WaitlistSkipped, OfferAccepted,
-                        OfferLapsed, OfferDeclined, StockAdjusted, AllocationReturned)
+                        OfferLapsed, OfferDeclined, StockAdjusted, AllocationReturned,
+                        BundleHeld)
 
 
 RELEASED = ("expired", "cancelled")
@@ -318,6 +323,8 @@ def _history(events: Iterable[Event], drop: bool) -> _History:
                     h.takes[ev.claim] = ev.alloc
         elif isinstance(ev, AllocationReturned):
             h.returned.add((ev.sku, ev.allocation))
+        elif isinstance(ev, BundleHeld):  # its lines were counted as holds
+            h.bundles[ev.claim] = ev
         elif isinstance(ev, OfferMade):
             h.counts["offered"] += 1
         elif isinstance(ev, StockAdjusted):
@@ -460,10 +467,20 @@ def _queue_answers(pipe: Any, cid: str, st: _State, history: _History, now: int,
     adjust_stock.lua remembered them, for those still within the idempotency TTL."""
     rows = {c.claim_id: c for c in st.claims}
     n = 0
+    bundle_of = {line: b for b, ev in history.bundles.items() for line in ev.lines.split(",")}
     for op, claim_id, user, key, ts in history.settled:
         c = rows.get(claim_id)
         ttl = ts + idem_ttl_ms - now
         if c is None or ttl <= 0:
+            continue
+        if claim_id in bundle_of:  # a bundle's lines settle together, answered as one
+            bundle = history.bundles[bundle_of[claim_id]]
+            whole = bundle_recovery.view(cid, bundle, rows)
+            if whole is not None:
+                pipe.set(keys.response_key(cid, user, key),
+                         record(fingerprint(op, bundle.claim), 200, _json.encode(whole)),
+                         px=ttl)
+                n += 1
             continue
         view = ClaimView(claim_id=claim_id, campaign_id=cid, sku=c.sku, qty=c.qty,
                          status=c.status, expires_at=from_ms(c.deadline_ms), price=c.price,
@@ -563,13 +580,15 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
             idem += 1
     if stored:
         pipe.hset(claims, mapping=stored)
-    if units:
-        pipe.hset(users, mapping={**units, **persons, **alloc_marks})
+    linked = bundle_recovery.marks(history.bundles)
+    if units or linked:
+        pipe.hset(users, mapping={**units, **persons, **alloc_marks, **linked})
     tally = {name: n for name, n in old_counts.items() if name not in DERIVED_COUNTS}
     tally |= {name: str(n) for name, n in history.counts.items() if n}
     if tally:
         pipe.hset(counts, mapping=tally)
     idem += _queue_answers(pipe, cid, st, history, now, idem_ttl_ms)
+    idem += bundle_recovery.queue_answers(pipe, history.bundles, now, idem_ttl_ms)
     for i, sku, qty, at in st.pending_waves:
         pipe.zadd(waves, {records.WAVE.encode(WaveRecord(idx=i, sku=sku, qty=qty)): at})
     # A fresh stream whose group starts at its end: old entries are in the store.

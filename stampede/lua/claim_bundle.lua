@@ -256,13 +256,13 @@ local function claim_one(b)
   tally_one('held', #lines)
   if waiting_room then redis.call('ZREM', K.admitted, user) end
   if code_batch then presale_code_spend(P, user, code, code_batch) end
-  local ev = {'claim', claim_id, 'user', user, 'bundle', b.name, 'lines', table.concat(ids, ','),
+  local held = {'claim', claim_id, 'user', user, 'bundle', b.name, 'lines', table.concat(ids, ','),
               'price', total, 'deadline', deadline}
   if slot > 0 then
-    ev[#ev + 1] = 'idem'; ev[#ev + 1] = KEYS[slot]
-    ev[#ev + 1] = 'fp'; ev[#ev + 1] = fingerprint
+    held[#held + 1] = 'idem'; held[#held + 1] = KEYS[slot]
+    held[#held + 1] = 'fp'; held[#held + 1] = fingerprint
   end
-  emit(now, 'bundle_held', ev)
+  emit(now, 'bundle_held', held)
   remember(slot, fingerprint, OK, claim_id, deadline, total, now)
   return answer(OK, claim_id, deadline, total, now, table.concat(prices, ','))
 end

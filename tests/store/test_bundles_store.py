@@ -1,0 +1,67 @@
+"""Bundle claims survive an emptied Redis (every key as it was: lines, their links, the
+bundles' idempotent answers) and audit checks them (sold units per SKU add up; a bundle
+held in part or split is found), on SQLite and PostgreSQL."""
+
+from redis.asyncio import Redis
+from sqlalchemy import delete
+
+from stampede import Engine, Outcome
+from stampede.durable.audit import audit
+from stampede.durable.persister import Persister
+from stampede.durable.recovery import recover_campaign
+from stampede.durable.store import Store
+from stampede.durable.store import schema as t
+from tests.domain.test_bundles import bundle_spec, lines
+from tests.store.test_recovery_keys import _dump
+
+TTL = 86_400_000
+
+
+async def test_recovery_rebuilds_bundles_and_audit_counts_them(
+        sale: Engine, persister: Persister, raw_redis: "Redis[str]", store: Store) -> None:
+    await sale.define_campaign("bs1", bundle_spec())
+    sold = await sale.claim_bundle("bs1", "u1", bundle="fan", idempotency_key="k1")
+    held = await sale.claim_bundle("bs1", "u2", lines=lines(("cap", 2), ("tkt", 1)),
+                                   idempotency_key="k2")
+    gone = await sale.claim_bundle("bs1", "u3", bundle="fan")
+    single = await sale.claim("bs1", "u4", "tkt", 2)
+    assert sold.claim and held.claim and gone.claim and single.claim
+    assert (await sale.confirm(sold.claim.claim_id, "u1")).outcome is Outcome.OK
+    assert (await sale.cancel(gone.claim.claim_id, "u3")).outcome is Outcome.OK
+    await persister.drain()
+    before = await _dump(raw_redis, "bs1")
+    await raw_redis.flushall()
+    await recover_campaign(raw_redis, store, "bs1", TTL)
+    after = await _dump(raw_redis, "bs1")
+    assert after == before
+    # the retried claim answers the same bundle; its lines act together still
+    again = await sale.claim_bundle("bs1", "u2", lines=lines(("cap", 2), ("tkt", 1)),
+                                    idempotency_key="k2")
+    assert again.claim and again.claim.claim_id == held.claim.claim_id
+    assert again.claim.lines == held.claim.lines
+    done = await sale.confirm(held.claim.claim_id, "u2")
+    assert done.claim and done.claim.lines and \
+        {x.status for x in done.claim.lines} == {"confirmed"}
+    await persister.drain()
+    summary = await audit(store, "bs1")
+    assert summary["ok"], summary
+    camp = summary["campaigns"]["bs1"]
+    assert camp["bundles"] == {"count": 3}
+    assert {s: (c["held"], c["sold"]) for s, c in camp["skus"].items()} == {
+        "tkt": (2, 2), "tee": (0, 1), "cap": (0, 2)}  # the single claim of 2 still held
+
+
+async def test_audit_finds_a_bundle_held_in_part(
+        sale: Engine, persister: Persister, store: Store) -> None:
+    await sale.define_campaign("bs2", bundle_spec())
+    r = await sale.claim_bundle("bs2", "u1", bundle="fan")
+    assert r.claim and r.claim.lines
+    await persister.drain()
+    assert (await audit(store, "bs2"))["ok"]
+    async with store.begin() as conn:  # the store lost one line's hold
+        await conn.execute(delete(t.events).where(
+            t.events.c.campaign_id == "bs2", t.events.c.type == "claim_held",
+            t.events.c.data.contains(r.claim.lines[1].claim_id)))
+    summary = await audit(store, "bs2")
+    kinds = {v["kind"] for v in summary["campaigns"]["bs2"]["violation_samples"]}
+    assert "bundle_incomplete" in kinds, summary
