@@ -477,6 +477,9 @@ REFUSALS: dict[str, Refusal] = {
     "line_twice": _r("invalid_request", 400, "lines: SKU '{sku}' is listed twice; a claim "
                      "takes each SKU in one line, with its qty", "a claim of lines naming a "
                      "SKU twice"),
+    "refund_bundle_units": _r("invalid_request", 400, "qty: claim '{claim}' is a bundle, "
+                              "refunded whole (every line, no qty); refund one line by its "
+                              "own claim id", "a refund of some units of a bundle claim"),
     # -- HTTP ----------------------------------------------------------------------
     "no_route": _r("not_found", 404, "no route {method} {path}", "an unknown path"),
     "method_not_allowed": _r("method_not_allowed", 405, "{method} is not allowed on {path}; "

@@ -253,7 +253,23 @@ class SaleModel:
 
     def refund(self, claim_id: str, qty: int | None, buyer: str | None) -> Outcome:
         """As refund.lua, for a campaign with the default policy: restock, and no
-        buyer window (a buyer's refund of their own sold claim is refused)."""
+        buyer window (a buyer's refund of their own sold claim is refused). A bundle's
+        id refunds every line whole, all checked first."""
+        lines = self.bundles.get(claim_id)
+        if lines is None:
+            return self._refund(claim_id, qty, buyer, check=False)
+        for line in lines:
+            refused = self._refund(line, qty, buyer, check=True)
+            if refused is not Outcome.OK:
+                return refused
+            if qty is not None:
+                return Outcome.CONFLICT  # refund_bundle_units
+        for line in lines:
+            self._refund(line, None, buyer, check=False)
+        return Outcome.OK
+
+    def _refund(self, claim_id: str, qty: int | None, buyer: str | None,
+                check: bool) -> Outcome:
         c = self.claims.get(claim_id)
         if c is None or (buyer is not None and c.user != buyer):
             return Outcome.NOT_FOUND
@@ -268,6 +284,8 @@ class SaleModel:
         free = [i for i in range(c.qty, 0, -1) if f"{claim_id}-{i}" not in self.tickets][:n]
         if len(free) < n:  # the others are checked in
             return Outcome.CONFLICT
+        if check:
+            return Outcome.OK
         for i in free:
             self.tickets[f"{claim_id}-{i}"] = "refunded"
         self.stock[c.sku][2] -= n

@@ -15,6 +15,7 @@ import pytest
 from stampede import Engine, Outcome
 from stampede.domain.engine import ClaimResult
 from stampede.domain.models import BundleLine, CampaignSpec
+from stampede.domain.refunds import RefundRequest
 from stampede.errors import ValidationError
 from stampede.state import keys, records
 from tests.conftest import iso
@@ -206,3 +207,30 @@ async def test_thousands_of_concurrent_bundles_and_singles(engine: Engine) -> No
     marked = {f[3:] for f in users_hash if f.startswith("~l|")}
     assert marked == {i for ids in lines_of.values() for i in ids} | {
         x.claim_id for x in warm.claim.lines or ()}
+
+
+async def test_a_bundle_is_refunded_whole_or_a_line_alone(engine: Engine) -> None:
+    await engine.define_campaign("b9", bundle_spec())
+    a = await engine.claim_bundle("b9", "u1", bundle="fan")
+    b = await engine.claim_bundle("b9", "u2", lines=lines(("cap", 2), ("tkt", 1)))
+    assert a.claim and b.claim and b.claim.lines
+    for r, user in ((a, "u1"), (b, "u2")):
+        assert r.claim and (await engine.confirm(r.claim.claim_id, user)).outcome is Outcome.OK
+    some = await engine.refunds.refund(a.claim.claim_id, RefundRequest(qty=1), "ops")
+    assert (some.outcome, some.reason) == (Outcome.CONFLICT, "refund_bundle_units")
+    whole = await engine.refunds.refund(a.claim.claim_id, RefundRequest(), "ops",
+                                        op_key="r1")
+    assert whole.view and (whole.view.refunded, whole.view.left, whole.view.amount) == \
+        (2, 0, 7000)
+    again = await engine.refunds.refund(a.claim.claim_id, RefundRequest(), "ops",
+                                        op_key="r1")
+    assert again.view == whole.view
+    # one line alone by its own id, then the rest by the bundle's
+    cap = await engine.refunds.refund(b.claim.lines[0].claim_id, RefundRequest(qty=1), "ops")
+    assert cap.view and cap.view.amount == 900
+    rest = await engine.refunds.refund(b.claim.claim_id, RefundRequest(), "ops")
+    assert rest.view and (rest.view.refunded, rest.view.amount) == (2, 900 + 5000)
+    assert await _stock(engine, "b9") == {"tkt": (10, 0, 0), "tee": (10, 0, 0),
+                                          "cap": (10, 0, 0)}
+    view = await engine.get_claim(b.claim.claim_id, "u2")
+    assert view and view.status == "refunded"

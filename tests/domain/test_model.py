@@ -228,9 +228,10 @@ class SaleMachine(RuleBasedStateMachine):
             return
         # Sold claims first (else a refund would rarely find one), in their order.
         sold = [c for c, m in self.model.claims.items() if m.status in ("confirmed", "refunded")]
-        claim_id = data.draw(st.sampled_from(sold or list(self.model.claims)))
-        buyer = {"ops": None, "buyer": self.model.claims[claim_id].user,
-                 "intruder": "intruder"}[who]
+        claim_id = data.draw(st.sampled_from((sold or list(self.model.claims))
+                                             + list(self.model.bundles)))  # (whole)
+        owner = self.model.claims[self.model.bundles.get(claim_id, [claim_id])[0]].user
+        buyer = {"ops": None, "buyer": owner, "intruder": "intruder"}[who]
         result = self.run(self.engine.refunds.refund(claim_id, RefundRequest(qty=qty), "ops",
                                                      buyer=buyer))
         assert result.outcome is self.model.refund(claim_id, qty, buyer)

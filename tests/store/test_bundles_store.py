@@ -6,6 +6,7 @@ from redis.asyncio import Redis
 from sqlalchemy import delete
 
 from stampede import Engine, Outcome
+from stampede.domain.refunds import RefundRequest
 from stampede.durable.audit import audit
 from stampede.durable.persister import Persister
 from stampede.durable.recovery import recover_campaign
@@ -28,6 +29,9 @@ async def test_recovery_rebuilds_bundles_and_audit_counts_them(
     assert sold.claim and held.claim and gone.claim and single.claim
     assert (await sale.confirm(sold.claim.claim_id, "u1")).outcome is Outcome.OK
     assert (await sale.cancel(gone.claim.claim_id, "u3")).outcome is Outcome.OK
+    refunded = await sale.refunds.refund(sold.claim.claim_id, RefundRequest(), "ops",
+                                         op_key="r1")  # every line, one answer
+    assert refunded.view and (refunded.view.refunded, refunded.view.amount) == (2, 7000)
     await persister.drain()
     before = await _dump(raw_redis, "bs1")
     await raw_redis.flushall()
@@ -39,6 +43,9 @@ async def test_recovery_rebuilds_bundles_and_audit_counts_them(
                                     idempotency_key="k2")
     assert again.claim and again.claim.claim_id == held.claim.claim_id
     assert again.claim.lines == held.claim.lines
+    retried = await sale.refunds.refund(sold.claim.claim_id, RefundRequest(), "ops",
+                                        op_key="r1")
+    assert retried.view == refunded.view
     done = await sale.confirm(held.claim.claim_id, "u2")
     assert done.claim and done.claim.lines and \
         {x.status for x in done.claim.lines} == {"confirmed"}
@@ -48,7 +55,7 @@ async def test_recovery_rebuilds_bundles_and_audit_counts_them(
     camp = summary["campaigns"]["bs1"]
     assert camp["bundles"] == {"count": 3}
     assert {s: (c["held"], c["sold"]) for s, c in camp["skus"].items()} == {
-        "tkt": (2, 2), "tee": (0, 1), "cap": (0, 2)}  # the single claim of 2 still held
+        "tkt": (2, 1), "tee": (0, 0), "cap": (0, 2)}  # the single claim of 2 still held
 
 
 async def test_audit_finds_a_bundle_held_in_part(
