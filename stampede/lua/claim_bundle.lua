@@ -176,25 +176,29 @@ local function claim_one(b)
   if waiting_room and not admitted(now, user, a.admission) then
     return answer(ADMISSION_REQUIRED)
   end
-  -- Every line checked, nothing written yet.
-  local held_total = tonumber(redis.call('HGET', K.users, user) or '0')
-  local by_person = 0
-  if per_person >= 0 then
-    if identity == '' then return answer(LIMIT_EXCEEDED, 'person_required') end
-    by_person = tonumber(redis.call('HGET', K.users, '~p|' .. identity) or '0')
-  end
-  local units, plan, seen = 0, {}, {}
+  -- Every line checked, nothing written yet: first its shape, then the limits and stock
+  -- (what the user and person hold read in one HMGET).
+  if per_person >= 0 and identity == '' then return answer(LIMIT_EXCEEDED, 'person_required') end
+  local seen, fields = {}, {user}
   for i, line in ipairs(lines) do
     if seen[line.sku] then return answer(INVALID, 'line_twice', nil, nil, nil, nil, i) end
     seen[line.sku] = true
-    local s = stock_of(line.sku)
-    if not s then return answer(NOT_FOUND, 'no_sku', nil, nil, nil, nil, i) end
+    if not stock_of(line.sku) then return answer(NOT_FOUND, 'no_sku', nil, nil, nil, nil, i) end
     if line.qty < 1 then return answer(INVALID, 'bad_qty', nil, nil, nil, nil, i) end
     if line.qty > max_qty then
       return answer(INVALID, 'max_per_claim:' .. max_qty, nil, nil, nil, nil, i)
     end
+    fields[i + 1] = user .. '|' .. line.sku
+  end
+  if per_person >= 0 then fields[#fields + 1] = '~p|' .. identity end
+  local held = redis.call('HMGET', K.users, unpack(fields))
+  local held_total = tonumber(held[1] or '0')
+  local by_person = per_person >= 0 and tonumber(held[#fields] or '0') or 0
+  local units, plan = 0, {}
+  for i, line in ipairs(lines) do
+    local s = stock_of(line.sku)
     units = units + line.qty
-    local held_sku = tonumber(redis.call('HGET', K.users, user .. '|' .. line.sku) or '0')
+    local held_sku = tonumber(held[i + 1] or '0')
     local over = nil
     if per_user >= 0 and held_total + units > per_user then
       over = 'per_user:' .. per_user .. ':' .. held_total
@@ -229,22 +233,25 @@ local function claim_one(b)
     if s.steps then price = step_price(s.steps, s.price, s.h + s.sold + line.qty, tiers, now) end
     s.a, s.h, s.dirty = s.a - line.qty, s.h + line.qty, true
     redis.call('HINCRBY', K.users, user .. '|' .. line.sku, line.qty)
-    if per_person >= 0 then redis.call('HSET', K.users, '~i|' .. id, identity) end
     redis.call('HSET', K.claims, id, format_claim({status = 'held', user = user,
       sku = line.sku, qty = line.qty, deadline = deadline, price = price, created = now}))
     redis.call('ZADD', K.deadlines, deadline, id)
-    redis.call('HSET', K.users, '~l|' .. id, claim_id)
+    local marks = {'~l|' .. id, claim_id}  -- the line's marks, written at once
     local ev = {'claim', id, 'user', user, 'sku', line.sku, 'qty', line.qty, 'price', price,
                 'deadline', deadline, 'bundle', claim_id}
-    if per_person >= 0 then ev[#ev + 1] = 'identity'; ev[#ev + 1] = identity end
+    if per_person >= 0 then
+      marks[#marks + 1] = '~i|' .. id; marks[#marks + 1] = identity
+      ev[#ev + 1] = 'identity'; ev[#ev + 1] = identity
+    end
     if take then
       local spent = allocation_spend(take)
       if spent ~= '' then
-        redis.call('HSET', K.users, '~a|' .. id, spent)
+        marks[#marks + 1] = '~a|' .. id; marks[#marks + 1] = spent
         ev[#ev + 1] = 'alloc'; ev[#ev + 1] = spent
       end
       ev[#ev + 1] = 'channel'; ev[#ev + 1] = channel
     end
+    redis.call('HSET', K.users, unpack(marks))
     if code_batch and i == 1 then  -- one use of the code for the whole bundle
       ev[#ev + 1] = 'code'; ev[#ev + 1] = code
     end
@@ -256,13 +263,13 @@ local function claim_one(b)
   tally_one('held', #lines)
   if waiting_room then redis.call('ZREM', K.admitted, user) end
   if code_batch then presale_code_spend(P, user, code, code_batch) end
-  local held = {'claim', claim_id, 'user', user, 'bundle', b.name, 'lines', table.concat(ids, ','),
-              'price', total, 'deadline', deadline}
+  local whole = {'claim', claim_id, 'user', user, 'bundle', b.name,
+                 'lines', table.concat(ids, ','), 'price', total, 'deadline', deadline}
   if slot > 0 then
-    held[#held + 1] = 'idem'; held[#held + 1] = KEYS[slot]
-    held[#held + 1] = 'fp'; held[#held + 1] = fingerprint
+    whole[#whole + 1] = 'idem'; whole[#whole + 1] = KEYS[slot]
+    whole[#whole + 1] = 'fp'; whole[#whole + 1] = fingerprint
   end
-  emit(now, 'bundle_held', held)
+  emit(now, 'bundle_held', whole)
   remember(slot, fingerprint, OK, claim_id, deadline, total, now)
   return answer(OK, claim_id, deadline, total, now, table.concat(prices, ','))
 end
