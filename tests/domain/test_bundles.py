@@ -234,3 +234,19 @@ async def test_a_bundle_is_refunded_whole_or_a_line_alone(engine: Engine) -> Non
                                           "cap": (10, 0, 0)}
     view = await engine.get_claim(b.claim.claim_id, "u2")
     assert view and view.status == "refunded"
+
+
+async def test_a_released_bundle_restocks_each_waitlist_first(engine: Engine) -> None:
+    await engine.define_campaign("b10", bundle_spec(merch=1, waitlist={}))
+    a = await engine.claim_bundle("b10", "u1", bundle="fan")
+    assert a.claim
+    outcome, entry, _ = await engine.join_waitlist("b10", "u2", "tee")
+    assert outcome is Outcome.OK and entry
+    # a waitlist is ahead: a bundle needing the SKU is sold out
+    r = await engine.claim_bundle("b10", "u3", lines=lines(("tkt", 1), ("tee", 1)))
+    assert r.outcome is Outcome.SOLD_OUT and r.line == 1
+    assert (await engine.cancel(a.claim.claim_id, "u1")).outcome is Outcome.OK
+    _, offered = await engine.waitlist("b10", "u2")
+    assert [(e.sku, e.status) for e in offered] == [("tee", "offered")]
+    assert (await _stock(engine, "b10"))["tkt"] == (10, 0, 0)
+    assert (await _stock(engine, "b10"))["tee"] == (0, 1, 0)  # held as u2's offer
