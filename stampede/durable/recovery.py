@@ -289,7 +289,7 @@ class _History:
 DERIVED_COUNTS = frozenset({
     "held", "offered", "confirmed", "cancelled", "expired", "coupon_claims", "grants",
     "waitlist_joined", "waitlist_left", "waitlist_skipped",
-    "offer_accepted", "offer_lapsed", "offer_declined"})
+    "offer_accepted", "offer_lapsed", "offer_declined", "bundles"})
 _HISTORY_EVENTS = names(ClaimHeld, OfferMade, ClaimConfirmed, ClaimCancelled, ClaimExpired,
                         WaitlistJoined, WaitlistLeft, WaitlistSkipped, OfferAccepted,
                         OfferLapsed, OfferDeclined, StockAdjusted, AllocationReturned,
@@ -325,6 +325,7 @@ def _history(events: Iterable[Event], drop: bool) -> _History:
             h.returned.add((ev.sku, ev.allocation))
         elif isinstance(ev, BundleHeld):  # its lines were counted as holds
             h.bundles[ev.claim] = ev
+            h.counts["bundles"] += 1
         elif isinstance(ev, OfferMade):
             h.counts["offered"] += 1
         elif isinstance(ev, StockAdjusted):

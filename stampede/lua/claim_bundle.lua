@@ -260,7 +260,8 @@ local function claim_one(b)
     prices[i] = line.sku .. ':' .. line.qty .. ':' .. price
   end
   redis.call('HSET', K.users, '~b|' .. claim_id, b.name .. '|' .. table.concat(ids, ','))
-  tally_one('held', #lines)
+  tally_one('held', #lines)  -- holds, as a claim of each line would count
+  tally_one('bundles')
   if waiting_room then redis.call('ZREM', K.admitted, user) end
   if code_batch then presale_code_spend(P, user, code, code_batch) end
   local whole = {'claim', claim_id, 'user', user, 'bundle', b.name,

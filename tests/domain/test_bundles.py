@@ -65,6 +65,7 @@ async def test_a_spec_bundle_is_held_priced_confirmed_whole(engine: Engine) -> N
     assert st["tkt"] == (9, 0, 1) and st["tee"] == (9, 0, 1)
     stats = await engine.stats("b1")
     assert stats and {s.sku: s.revenue for s in stats.skus}["tee"] == 2000
+    assert (stats.claims_by_outcome["bundles"], stats.claims_by_outcome["held"]) == (1, 2)
 
 
 async def test_all_or_nothing_each_line_checked(engine: Engine) -> None:
