@@ -14,7 +14,7 @@ import pytest
 
 from stampede import Engine, Outcome
 from stampede.domain.engine import ClaimResult
-from stampede.domain.models import BundleLine, CampaignSpec
+from stampede.domain.models import BundleLine, CampaignSpec, PresaleCodeBatch
 from stampede.domain.refunds import RefundRequest
 from stampede.errors import ValidationError
 from stampede.state import keys, records
@@ -251,3 +251,33 @@ async def test_a_released_bundle_restocks_each_waitlist_first(engine: Engine) ->
     assert [(e.sku, e.status) for e in offered] == [("tee", "offered")]
     assert (await _stock(engine, "b10"))["tkt"] == (10, 0, 0)
     assert (await _stock(engine, "b10"))["tee"] == (0, 1, 0)  # held as u2's offer
+
+
+async def test_the_claimant_is_checked_once_per_bundle(engine: Engine) -> None:
+    """A presale code lends its tier to the whole bundle and spends one use; the guard
+    and the waiting room see one claim."""
+    await engine.define_campaign("b11", bundle_spec(
+        phases=[{"name": "fans", "opens_at": iso(-30), "tiers": ["fan"]}]))
+    _, _, batch = await engine.presale_codes.issue(
+        "b11", PresaleCodeBatch(count=1, tier="fan", uses=1), "ops")
+    assert batch is not None
+    code = list(engine.presale_codes.csv_lines("b11", batch))[1].split(",")[0]
+    assert (await engine.claim_bundle("b11", "u1", bundle="fan")).outcome is \
+        Outcome.NOT_ELIGIBLE
+    held = await engine.claim_bundle("b11", "u1", bundle="fan", code=code)
+    assert held.outcome is Outcome.OK
+    again = await engine.claim_bundle("b11", "u2", bundle="fan", code=code)
+    assert again.outcome is Outcome.PRESALE_CODE_USED
+    stats = await engine.stats("b11")
+    assert stats and [(b.codes_used, b.claims) for b in stats.presale_codes] == [(1, 1)]
+
+    await engine.define_campaign("b12", bundle_spec(
+        throttle={"user": {"per_s": 0.01, "burst": 1}}))
+    assert (await engine.claim_bundle("b12", "u1", bundle="fan")).outcome is Outcome.OK
+    r = await engine.claim_bundle("b12", "u1", lines=lines(("cap", 1)))
+    assert r.outcome is Outcome.THROTTLED and r.retry_after_ms
+
+    await engine.define_campaign("b13", bundle_spec(waiting_room={"rate_per_s": 1}))
+    r = await engine.claim_bundle("b13", "u1", bundle="fan")
+    assert r.outcome is Outcome.ADMISSION_REQUIRED
+    assert (await _stock(engine, "b13"))["tkt"] == (10, 0, 0)
