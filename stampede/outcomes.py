@@ -474,9 +474,9 @@ REFUSALS: dict[str, Refusal] = {
     # -- presales: bundles and add-ons (claims of several SKUs) -----------------------
     "no_bundle": _r("not_found", 404, "campaign '{campaign}' has no bundle '{bundle}'",
                     "a claim of a bundle the campaign's spec does not define"),
-    "line_twice": _r("invalid_request", 400, "lines: SKU '{sku}' is listed twice; a claim "
-                     "takes each SKU in one line, with its qty", "a claim of lines naming a "
-                     "SKU twice"),
+    "line_twice": _r("invalid_request", 400, "lines[{line}].sku: SKU '{sku}' is listed "
+                     "twice; a claim takes each SKU in one line, with its qty", "a claim of "
+                     "lines naming a SKU twice"),
     "refund_bundle_units": _r("invalid_request", 400, "qty: claim '{claim}' is a bundle, "
                               "refunded whole (every line, no qty); refund one line by its "
                               "own claim id", "a refund of some units of a bundle claim"),

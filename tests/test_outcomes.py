@@ -14,7 +14,7 @@ VOCABULARY = {"campaign", "sku", "user", "qty", "limit", "held", "opens_at", "cl
               "usable_at", "template",  # usable_at, template: coupon rules
               "scanner",  # after-sale
               "allocation",  # presales: allocations
-              "bundle"}  # presales: bundles
+              "bundle", "line"}  # presales: bundles
 
 
 def test_docs_errors_md_is_generated_from_the_table() -> None:

@@ -601,16 +601,14 @@ export interface components {
          *     campaign defines (`bundle`): exactly one of the three.
          */
         ClaimRequest: {
-            /** @default null */
-            bundle: string | null;
+            /** @description a bundle's name */
+            bundle?: string;
             /** @default null */
             code: string | null;
-            /** @default null */
-            lines: components["schemas"]["BundleLine"][] | null;
-            /** @default 1 */
-            qty: number;
-            /** @default null */
-            sku: string | null;
+            lines?: components["schemas"]["BundleLine"][];
+            qty?: number;
+            /** @description SKU id */
+            sku?: string;
         };
         /** ClaimView */
         ClaimView: {
@@ -1229,7 +1227,12 @@ export interface operations {
         };
         requestBody: {
             content: {
-                /** @example {} */
+                /**
+                 * @example {
+                 *       "qty": 1,
+                 *       "sku": "tee-black"
+                 *     }
+                 */
                 "application/json": components["schemas"]["ClaimRequest"];
             };
         };

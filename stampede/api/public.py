@@ -12,7 +12,7 @@ from stampede.api.healing import seen
 from stampede.api.idempotency import checked_key
 from stampede.api.routing import CID, ApiRoutes
 from stampede.domain.engine import CampaignSeen
-from stampede.domain.models import CampaignPublic, ClaimRequest, ClaimView
+from stampede.domain.models import CampaignPublic, ClaimBody, ClaimRequest, ClaimView
 from stampede.errors import ValidationError
 from stampede.metrics import count_claim
 from stampede.outcomes import Outcome
@@ -41,7 +41,7 @@ async def campaign_status(request: web.Request) -> web.Response:
 
 
 @api.route("POST", "/v1/campaigns/{cid}/claims", "Claim units: a hold that expires",
-           auth="user", body=ClaimRequest, response=ClaimView, status=201, idempotent=True,
+           auth="user", body=ClaimBody, response=ClaimView, status=201, idempotent=True,
            errors=(400, 401, 403, 404, 409, 413, 422, 429, 503), path_params=CID,
            headers={"X-Admission-Token": "required when the campaign has a waiting room: "
                                          "the token of your admitted ticket", **GUARD_HEADERS})
@@ -52,16 +52,18 @@ async def create_claim(request: web.Request) -> web.Response:
     signals = client_signals(request)
     cid = request.match_info["cid"]
     sku = _claimed(body)
+    qty = body.qty if isinstance(body.qty, int) else 1
     async with request.app[GUARD].in_flight(user, key):
         if sku is not None:
             result = await request.app[ENGINE].claim(
-                cid, user, sku, body.qty, idempotency_key=key,
+                cid, user, sku, qty, idempotency_key=key,
                 admission_token=header(request, "X-Admission-Token"), client=signals,
                 tiers=request[USER].tiers, code=body.code, identity=request[USER].identity,
                 channel=request[USER].channel)
         else:  # bundles: several SKUs at once
             result = await request.app[ENGINE].claim_bundle(
-                cid, user, bundle=body.bundle, lines=body.lines or (), idempotency_key=key,
+                cid, user, bundle=body.bundle or None, lines=body.lines or (),
+                idempotency_key=key,
                 admission_token=header(request, "X-Admission-Token"), client=signals,
                 tiers=request[USER].tiers, code=body.code, identity=request[USER].identity,
                 channel=request[USER].channel)
@@ -70,7 +72,6 @@ async def create_claim(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     if result.outcome is not Outcome.OK:
-        qty = body.qty
         if result.line is not None and body.lines:
             sku, qty = body.lines[result.line].sku, body.lines[result.line].qty
         response = refuse_outcome(result.outcome, result.reason, result.params,
@@ -86,13 +87,15 @@ def _claimed(body: ClaimRequest) -> str | None:
     """The SKU of a claim of one, None for a bundle claim; 400 naming the field unless
     exactly one of sku, lines and bundle is given."""
     given = [name for name, v in (("sku", body.sku), ("lines", body.lines),
-                                  ("bundle", body.bundle)) if v is not None]
+                                  ("bundle", body.bundle)) if v is not msgspec.UNSET]
     if len(given) != 1:
         raise ValidationError("a claim names exactly one of `sku`, `lines` and `bundle`; "
                               f"this one names {' and '.join(given) or 'none'}")
-    if body.sku is None and body.qty != 1:
+    if isinstance(body.sku, str):
+        return body.sku
+    if body.qty is not msgspec.UNSET:
         raise ValidationError(f"qty: a claim of {given[0]} gives each line's qty instead")
-    return body.sku
+    return None
 
 
 _SEEN_BY_CLAIM: dict[str, CampaignSeen] = {

@@ -26,6 +26,7 @@ from stampede.domain.explain import Explained, explain
 from stampede.domain.gate import ClaimGate
 from stampede.domain.grants import Grants
 from stampede.domain.models import (
+    BUNDLE_MAX_LINES,
     BundleLine,
     CampaignPatch,
     CampaignPublic,
@@ -439,10 +440,10 @@ class Engine:
         _check_user(user)
         if (bundle is None) == (not lines):
             raise ValidationError("a bundle claim names a `bundle` or its `lines`, not both")
-        if lines:
-            bundles.check_lines(lines, "lines")
-            for line in lines:
-                _check_sku(line.sku)
+        if len(lines) > BUNDLE_MAX_LINES:  # (a SKU twice: the script, after the campaign)
+            raise ValidationError(f"lines: a claim has at most {BUNDLE_MAX_LINES} lines")
+        for line in lines:
+            _check_sku(line.sku)
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
             raise ValidationError("Idempotency-Key must be 1 to 255 characters")
         pending = bundles.PendingBundle(

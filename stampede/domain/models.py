@@ -303,14 +303,26 @@ class CampaignPatch(Struct, **_STRICT):
 class ClaimRequest(Struct, **_STRICT):
     """A claim of one SKU (`sku`, `qty`), of several at once (`lines`), or of a bundle the
     campaign defines (`bundle`): exactly one of the three."""
-    sku: SkuId | None = None
-    qty: Qty = 1
-    lines: BundleLines | None = None
+    sku: SkuId | UnsetType = UNSET
+    qty: Qty | UnsetType = UNSET
+    """Units of `sku` (default 1); a claim of lines gives each line's instead."""
+    lines: BundleLines | UnsetType = UNSET
     """Several SKUs held together, all or nothing (each SKU once)."""
-    bundle: BundleName | None = None
+    bundle: BundleName | UnsetType = UNSET
     """A bundle of the campaign's spec, by name."""
     code: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
     """A presale code: it lends the claim its batch's tier, and one use is spent."""
+
+
+ClaimBody = Annotated[ClaimRequest, Meta(extra_json_schema={
+    "examples": [{"sku": "tee-black", "qty": 1}], "oneOf": [
+    {"required": ["sku"], "not": {"anyOf": [{"required": ["lines"]},
+                                            {"required": ["bundle"]}]}},
+    {"required": ["lines"], "not": {"anyOf": [{"required": ["qty"]}, {"required": ["sku"]},
+                                              {"required": ["bundle"]}]}},
+    {"required": ["bundle"], "not": {"anyOf": [{"required": ["qty"]}, {"required": ["sku"]},
+                                               {"required": ["lines"]}]}}]})]
+"""The claim body as the contract states it: exactly one of sku, lines and bundle."""
 
 
 class StockDelta(Struct, **_STRICT):
