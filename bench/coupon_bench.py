@@ -23,10 +23,7 @@ After each round the accounting is checked (stock, coupons issued, redeemed).
 """
 
 import argparse
-import asyncio
 import json
-import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -67,26 +64,6 @@ def _spec(drop: bool, guard: dict[str, Any] | None = None, promo: bool = False,
     return msgspec.convert(raw, CampaignSpec)
 
 
-async def _drive(seconds: float, concurrency: int,
-                 step: Callable[[int, int], Awaitable[bool]]) -> tuple[int, float]:
-    """Run `step(worker, i)` from `concurrency` workers for `seconds`; (done, rate)."""
-    done = 0
-    stop_at = time.perf_counter() + seconds
-
-    async def worker(w: int) -> None:
-        nonlocal done
-        i = 0
-        while time.perf_counter() < stop_at:
-            if not await step(w, i):
-                return
-            done += 1
-            i += 1
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    return done, done / (time.perf_counter() - started)
-
-
 async def _sale(engine: Engine, cid: str, batched: bool, seconds: float, n: int) -> float:
     await engine.define_campaign(cid, _spec(drop=False))
     claim = engine.claim if batched else engine.claim_unbatched
@@ -95,7 +72,7 @@ async def _sale(engine: Engine, cid: str, batched: bool, seconds: float, n: int)
         assert (await claim(cid, f"w{w}-{i}", "hot", 1)).outcome is Outcome.OK
         return True
 
-    done, rate = await _drive(seconds, n, step)
+    done, rate = await harness.drive(seconds, n, step)
     stats = await engine.stats(cid)
     assert stats and stats.skus[0].held == done, "sale accounting broken"
     return rate
@@ -122,7 +99,7 @@ async def _coupon_claims(engine: Engine, cid: str, seconds: float, n: int,
         codes.append(r.view.coupons[0].code)
         return True
 
-    done, rate = await _drive(seconds, n, step)
+    done, rate = await harness.drive(seconds, n, step)
     stats = await engine.coupons.stats(cid)
     assert stats and stats.totals.issued == done, "coupon accounting broken"
     return rate
@@ -140,7 +117,7 @@ async def _paid_vouchers(engine: Engine, cid: str, seconds: float, n: int) -> fl
         assert paid.outcome is Outcome.OK and len(paid.view.coupons) == 1, paid
         return True
 
-    done, rate = await _drive(seconds, n, step)
+    done, rate = await harness.drive(seconds, n, step)
     stats = await engine.coupons.stats(cid)
     assert stats and stats.totals.issued == done, "paid voucher accounting broken"
     return rate
@@ -159,7 +136,7 @@ async def _redemptions(engine: Engine, cid: str, merchant: Merchant, seconds: fl
         assert r.outcome is Outcome.OK and r.view.discount == 500, r
         return True
 
-    done, rate = await _drive(seconds, n, step)
+    done, rate = await harness.drive(seconds, n, step)
     stats = await engine.coupons.stats(cid)
     assert stats and stats.totals.redeemed == done, "redemption accounting broken"
     if done == len(codes):

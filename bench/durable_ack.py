@@ -20,7 +20,6 @@ campaign's accounting is checked (nothing oversold, every answered hold there).
 """
 
 import argparse
-import asyncio
 import json
 import statistics
 import tempfile
@@ -61,23 +60,15 @@ async def _engine(appendfsync: str, durable: bool) -> AsyncIterator[Engine]:
 async def _round(engine: Engine, cid: str, seconds: float, concurrency: int,
                  latencies: list[float]) -> float:
     await engine.define_campaign(cid, harness.open_sale(50_000_000, per_user=None))
-    done = 0
-    stop_at = time.perf_counter() + seconds
 
-    async def worker(w: int) -> None:
-        nonlocal done
-        i = 0
-        while time.perf_counter() < stop_at:
-            started = time.perf_counter()
-            result = await engine.claim(cid, f"w{w}-{i}", "hot", 1)
-            latencies.append(time.perf_counter() - started)
-            assert result.outcome is Outcome.OK, result
-            done += 1
-            i += 1
+    async def step(w: int, i: int) -> bool:
+        started = time.perf_counter()
+        result = await engine.claim(cid, f"w{w}-{i}", "hot", 1)
+        latencies.append(time.perf_counter() - started)
+        assert result.outcome is Outcome.OK, result
+        return True
 
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    rate = done / (time.perf_counter() - started)
+    done, rate = await harness.drive(seconds, concurrency, step)
     stats = await engine.stats(cid)
     assert stats is not None
     s = stats.skus[0]

@@ -1,6 +1,7 @@
 """The end-to-end benchmark: Stampede beside its baselines, same load, one run.
 
-    python -m bench.e2e [--seconds 5] [--out bench/results]
+    python -m bench.e2e [--seconds 5] [--out bench/results] [--only NAME,...]
+                        [--compare OTHER_WORKTREE]
 
 Starts on free loopback ports: the bare aiohttp ceiling, the naive claim
 service (same Lua rules, one EVALSHA per request), the PostgreSQL row-lock
@@ -10,6 +11,13 @@ loop (peak throughput) and then an open loop at half its own peak (latency
 without coordinated omission). Correctness is checked after every run. Then
 Redis memory per user holding a claim is measured. Writes a table, a JSON
 file and a PNG plot, and prints the goal ratios.
+
+The server CPU per claim is also split by process (gateway `server`, `valkey`,
+`persister`). `--only` runs the targets whose names contain one of the given
+words (e.g. `--only bare,naive,jwt+metrics`); `--compare DIR` runs each
+Stampede target a second time right after the first with the `stampede` of
+another worktree's venv (`DIR/.venv/bin/stampede`, named "... (before)"):
+before and after in one run, under the same load from the rest of the machine.
 """
 
 import argparse
@@ -57,6 +65,8 @@ class Target:
     headers_for: loadgen.HeadersFor | None = None
     user_header: str | None = "X-User-Id"
     results: dict[str, Any] = field(default_factory=dict)
+    cpu_roles: bool = False
+    """Split the CPU per claim by process (gateway, Valkey, persister)."""
 
 
 def _http_json(url: str, method: str = "GET", body: dict[str, Any] | None = None,
@@ -107,17 +117,23 @@ def _stampede_check(admin_url: str) -> Callable[[int, int], dict[str, Any]]:
 
 
 @contextmanager
-def stampede(stack: ExitStack, name: str, env: dict[str, str], throttled: bool = False
-             ) -> Iterator[Target]:
+def stampede(stack: ExitStack, name: str, env: dict[str, str], throttled: bool = False,
+             exe: Path | None = None) -> Iterator[Target]:
     data = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-stampede-")))
     port, admin_port = harness.free_port(), harness.free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("STAMPEDE_")}
+    root = exe.parents[2] if exe else None  # DIR/.venv/bin/stampede: another build
+    if root is not None:
+        # Its own code only, in every process: `serve`'s children run `python -m`,
+        # which would import from the working directory, and an editable install
+        # may point elsewhere.
+        full_env["PYTHONPATH"] = str(root)
     full_env.update({"STAMPEDE_DATA_DIR": str(data), "STAMPEDE_ADMIN_TOKENS": f"operator:{ADMIN}",
                      "STAMPEDE_JWT_SECRET": SECRET, **env})
-    cmd = [str(Path(os.sys.executable).parent / "stampede"), "serve", "--port", str(port),
+    cmd = [str(exe or Path(os.sys.executable).parent / "stampede"), "serve", "--port", str(port),
            "--admin-port", str(admin_port), "--workers", "1"]
     with harness.service(cmd, ready_url=f"http://127.0.0.1:{port}/readyz", env=full_env,
-                         name=name, timeout=60) as svc:
+                         name=name, timeout=60, cwd=root) as svc:
         admin_url = f"http://127.0.0.1:{admin_port}"
         _stampede_campaign(admin_url, throttled)
         jwt = env.get("STAMPEDE_DEV_AUTH") != "1"
@@ -126,7 +142,7 @@ def stampede(stack: ExitStack, name: str, env: dict[str, str], throttled: bool =
                      headers_for=(_JwtAndDevice if throttled else loadgen.JwtBearer)(
                          SECRET, cache=1_000_000) if jwt else None,
                      user_header=None if jwt else "X-User-Id",
-                     roots=[svc.pid])  # its Valkey and persister are its children
+                     roots=[svc.pid], cpu_roles=True)  # its Valkey and persister are children
 
 
 def _users(target: Target, tag: str, count: int) -> loadgen.Users:
@@ -146,13 +162,20 @@ def _run(target: Target, seconds: float, body: loadgen.BodyFor | bytes, label: s
     console.log(f"{target.name}: {label} closed loop")
     # No warmup: its answers are not counted, and the check needs every 201.
     users = _users(target, f"{label[:4]}-peak", int(seconds * MAX_RATE))
-    cpu_before = harness.tree_cpu_seconds(target.roots)
+    cpu_before = harness.tree_cpu_by_role(target.roots)
     peak = loadgen.run_closed(target.url, concurrency=CONCURRENCY, duration=seconds,
                               users=users, **common)  # type: ignore[arg-type]
-    # Read at once: a persister still draining the run's events would add its share
-    # later, so Stampede's figure is a floor. The answers count 2xx only.
-    cpu_us = (harness.tree_cpu_seconds(target.roots) - cpu_before) * 1e6 / max(
-        1, peak.status_counts.get(201, 0))
+    # The gateway's CPU is read at once; the persister's (and Valkey's, which serves
+    # its reads) once the persister has drained the run's events: its whole share.
+    # The answers count 2xx only.
+    cpu_after = harness.tree_cpu_by_role(target.roots)
+    if "persister" in cpu_after:
+        cpu_after.update({k: v for k, v in _drained(target.roots).items()
+                          if k in ("persister", "valkey")})
+    claims = max(1, peak.status_counts.get(201, 0))
+    by_role = {role: (cpu_after[role] - cpu_before.get(role, 0.0)) * 1e6 / claims
+               for role in sorted(cpu_after)}
+    cpu_us = sum(by_role.values())
     target.created += peak.status_counts.get(201, 0)
     target.closed_runs += 1
     rate = max(100.0, peak.ok_throughput / 2)
@@ -163,11 +186,26 @@ def _run(target: Target, seconds: float, body: loadgen.BodyFor | bytes, label: s
     target.created += steady.status_counts.get(201, 0)
     target.results[label] = {
         "peak_ok_per_s": peak.ok_throughput, "peak_answers_per_s": peak.throughput,
-        "server_cpu_us_per_claim": cpu_us,
+        "server_cpu_us_per_claim": cpu_us, "server_cpu_us_by_process": by_role,
         "peak_latency_ms": peak.latency_ms, "peak_status": peak.status_counts,
         "open_rate": rate, "open_latency_ms": steady.latency_ms,
         "open_status": steady.status_counts, "open_unfinished": steady.unfinished,
         "check": target.check(target.created, CONCURRENCY * target.closed_runs)}
+
+
+def _drained(roots: list[int], quiet_s: float = 0.015, limit_s: float = 20.0
+             ) -> dict[str, float]:
+    """CPU by process once the persister is idle (under `quiet_s` of CPU in 0.25 s)."""
+    deadline = time.monotonic() + limit_s
+    last = harness.tree_cpu_by_role(roots)
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = harness.tree_cpu_by_role(roots)
+        if now.get("persister", 0.0) - last.get("persister", 0.0) < quiet_s:
+            return now
+        last = now
+    console.print("[yellow]the persister was still busy: its CPU per claim is a floor[/]")
+    return last
 
 
 def _memory_per_held_user(users: int = 20_000) -> dict[str, Any]:
@@ -200,6 +238,12 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--only", default="",
+                        help="comma-separated words: run the targets whose names contain one")
+    parser.add_argument("--skip-memory", action="store_true",
+                        help="do not measure Redis bytes per user holding a claim")
+    parser.add_argument("--compare", type=Path, default=None,
+                        help="another worktree: each Stampede target again with its stampede")
     args = parser.parse_args()
     harness.sigterm_as_exit()
     idle = harness.idle_fraction()
@@ -213,14 +257,23 @@ def main() -> None:
     targets: list[Target] = []
     # Each service runs alone while it is measured: idle neighbours with
     # their own timers would take CPU from whoever is being measured.
-    for name, make in _services():
+    words = [w.strip() for w in args.only.split(",") if w.strip()]
+    for name, make in _services(args.compare):
+        if words and not any(w in name for w in words):
+            continue
         with ExitStack() as stack:
             target = make(stack, name)
             targets.append(target)
             _run(target, args.seconds, hot, "hot")
-            if name.startswith(("stampede jwt+metrics", "naive")):
+            if name in ("naive EVALSHA", "stampede jwt+metrics",
+                        f"stampede jwt+metrics {BEFORE}"):
                 _run(target, args.seconds, many, "many skus")
-    memory = _memory_per_held_user()
+    memory: dict[str, Any] = {"by_structure": {}}
+    if not args.skip_memory:
+        try:
+            memory = _memory_per_held_user()
+        except Exception as exc:  # a timeout on a swamped machine: keep the runs' figures
+            console.print(f"[yellow]memory per held user not measured: {exc!r}[/]")
     report = _report(targets, memory, idle)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -238,7 +291,7 @@ def _bare(stack: ExitStack, name: str) -> Target:
                   lambda n, slack: {"ok": True}, roots=[svc.pid])
 
 
-def _naive(stack: ExitStack, name: str) -> Target:
+def _naive(stack: ExitStack, name: str, jwt: bool = False) -> Target:
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
     valkey = EmbeddedValkey(tmp)
     redis_url = valkey.start()
@@ -247,11 +300,14 @@ def _naive(stack: ExitStack, name: str) -> Target:
     port = harness.free_port()
     svc = stack.enter_context(harness.service(
         harness.python_module_cmd("bench.baselines.naive_claims", "--port", port,
-                                  "--redis-url", redis_url),
+                                  "--redis-url", redis_url,
+                                  *(("--jwt-secret", SECRET) if jwt else ())),
         ready_url=f"http://127.0.0.1:{port}/healthz", name="naive"))
     return Target(name, f"http://127.0.0.1:{port}/v1/campaigns/bench/claims",
                   lambda n, slack: asyncio.run(_naive_check(redis_url, n, slack)),
-                  roots=[svc.pid, valkey.process.pid])
+                  roots=[svc.pid, valkey.process.pid], cpu_roles=True,
+                  headers_for=loadgen.JwtBearer(SECRET, cache=1_000_000) if jwt else None,
+                  user_header=None if jwt else "X-User-Id")
 
 
 def _pg(stack: ExitStack, name: str) -> Target:
@@ -269,22 +325,37 @@ def _pg(stack: ExitStack, name: str) -> Target:
                   roots=[svc.pid, *([postmaster] if postmaster else [])])
 
 
-def _services() -> list[tuple[str, Callable[[ExitStack, str], Target]]]:
-    def ours(env: dict[str, str], throttled: bool = False
-             ) -> Callable[[ExitStack, str], Target]:
-        return lambda stack, name: stack.enter_context(stampede(stack, name, env, throttled))
+BEFORE = "(before)"
+"""Suffix of the targets run with `--compare`'s other worktree."""
 
-    return [
+
+def _services(compare: Path | None = None
+              ) -> list[tuple[str, Callable[[ExitStack, str], Target]]]:
+    def ours(env: dict[str, str], throttled: bool = False, exe: Path | None = None
+             ) -> Callable[[ExitStack, str], Target]:
+        return lambda stack, name: stack.enter_context(
+            stampede(stack, name, env, throttled, exe))
+
+    configs: list[tuple[str, dict[str, str], bool]] = [
+        ("stampede jwt+metrics", {}, False),
+        ("stampede jwt+metrics+throttle", {}, True),
+        ("stampede dev auth", {"STAMPEDE_DEV_AUTH": "1"}, False),
+        ("stampede dev, no metrics", {"STAMPEDE_DEV_AUTH": "1", "STAMPEDE_METRICS": "0"}, False),
+        ("stampede dev, persister off", {"STAMPEDE_DEV_AUTH": "1",
+                                         "STAMPEDE_PERSISTER": "0"}, False),
+    ]
+    found: list[tuple[str, Callable[[ExitStack, str], Target]]] = [
         ("bare aiohttp", _bare),
         ("naive EVALSHA", _naive),
+        ("naive EVALSHA + JWT", lambda stack, name: _naive(stack, name, jwt=True)),
         ("postgres row lock", _pg),
-        ("stampede jwt+metrics", ours({})),
-        ("stampede jwt+metrics+throttle", ours({}, throttled=True)),
-        ("stampede dev auth", ours({"STAMPEDE_DEV_AUTH": "1"})),
-        ("stampede dev, no metrics", ours({"STAMPEDE_DEV_AUTH": "1", "STAMPEDE_METRICS": "0"})),
-        ("stampede dev, persister off", ours({"STAMPEDE_DEV_AUTH": "1",
-                                              "STAMPEDE_PERSISTER": "0"})),
     ]
+    for name, env, throttled in configs:
+        found.append((name, ours(env, throttled)))
+        if compare is not None:
+            found.append((f"{name} {BEFORE}",
+                          ours(env, throttled, compare / ".venv" / "bin" / "stampede")))
+    return found
 
 
 async def _define_naive(url: str) -> None:
@@ -310,50 +381,85 @@ async def _naive_check(url: str, created: int, slack: int) -> dict[str, Any]:
 
 def _report(targets: list[Target], memory: dict[str, Any], idle: float) -> dict[str, Any]:
     table = Table(title="claims through HTTP, hot SKU (1 server process, 1 load process)")
-    for col in ("service", "peak ok/s", "server CPU µs/claim", "p50 ms", "p99 ms", "open rate",
-                "p50", "p99", "p99.9", "correct"):
+    for col in ("service", "peak ok/s", "server CPU µs/claim", "gateway", "valkey", "persister",
+                "p50 ms", "p99 ms", "open rate", "p50", "p99", "p99.9", "correct"):
         table.add_column(col, justify="right")
     for t in targets:
         r = t.results["hot"]
         lo, hi = r["open_latency_ms"], r["peak_latency_ms"]
+        roles = r["server_cpu_us_by_process"] if t.cpu_roles else {}
         table.add_row(t.name, f"{r['peak_ok_per_s']:,.0f}", f"{r['server_cpu_us_per_claim']:.0f}",
+                      *(f"{roles[k]:.0f}" if k in roles else "" for k in
+                        ("server", "valkey", "persister")),
                       f"{hi['p50']:.2f}", f"{hi['p99']:.2f}",
                       f"{r['open_rate']:,.0f}/s", f"{lo['p50']:.2f}", f"{lo['p99']:.2f}",
                       f"{lo['p99.9']:.2f}",
                       str(all(x["check"].get("ok") for x in t.results.values())))
     console.print(table)
     by = {t.name: t.results for t in targets}
-    ours = by["stampede jwt+metrics"]["hot"]["peak_ok_per_s"]
-    goals = {
-        "vs bare ceiling (goal >= 0.6)": ours / by["bare aiohttp"]["hot"]["peak_ok_per_s"],
-        "vs naive EVALSHA (goal >= 2)": ours / by["naive EVALSHA"]["hot"]["peak_ok_per_s"],
-        "vs postgres row lock (goal >= 20)": ours / by["postgres row lock"]["hot"]["peak_ok_per_s"],
-        "p99 ms at half peak (goal < 10)":
-            by["stampede jwt+metrics"]["hot"]["open_latency_ms"]["p99"],
-        "with throttling too, vs bare ceiling": by["stampede jwt+metrics+throttle"]["hot"][
-            "peak_ok_per_s"] / by["bare aiohttp"]["hot"]["peak_ok_per_s"],
-        "throttle on / off (jwt+metrics)": by["stampede jwt+metrics+throttle"]["hot"][
-            "peak_ok_per_s"] / ours,
-        "p99 ms at half peak, with throttling": by["stampede jwt+metrics+throttle"]["hot"][
-            "open_latency_ms"]["p99"],
-        "jwt+metrics / dev auth": ours / by["stampede dev auth"]["hot"]["peak_ok_per_s"],
-        "metrics on / off (dev auth)": by["stampede dev auth"]["hot"]["peak_ok_per_s"]
-        / by["stampede dev, no metrics"]["hot"]["peak_ok_per_s"],
-        "many skus / hot (stampede jwt)": by["stampede jwt+metrics"]["many skus"]["peak_ok_per_s"]
-        / ours,
-        "redis bytes per user holding a claim (goal < 200)": memory["state_per_user"],
-        "stream bytes per claim event (until persisted and trimmed)": memory["events_per_user"],
-    }
+    goals = _goals(by, memory)
     ratios = Table(title="goals")
     ratios.add_column("measure")
     ratios.add_column("value", justify="right")
     for k, v in goals.items():
         ratios.add_row(k, f"{v:.2f}")
     console.print(ratios)
-    console.print("Redis bytes per user holding a claim, by structure: " + ", ".join(
-        f"{k} {v:.0f}" for k, v in memory["by_structure"].items()))
+    if memory["by_structure"]:
+        console.print("Redis bytes per user holding a claim, by structure: " + ", ".join(
+            f"{k} {v:.0f}" for k, v in memory["by_structure"].items()))
     return {"when": time.time(), "idle_before": idle, "machine": " ".join(os.uname()),
             "cpus": os.cpu_count(), "targets": by, "goals": goals, "memory": memory}
+
+
+def _goals(by: dict[str, dict[str, Any]], memory: dict[str, Any]) -> dict[str, float]:
+    """The goal ratios of the targets that ran (a `--only` run has fewer)."""
+    def peak(name: str) -> float | None:
+        return by[name]["hot"]["peak_ok_per_s"] if name in by else None
+
+    def of(name: str, key: str, pct: str | None = None) -> float | None:
+        if name not in by:
+            return None
+        value = by[name]["hot"][key]
+        return value[pct] if pct else value  # type: ignore[no-any-return]
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    ours = peak("stampede jwt+metrics")
+    found: dict[str, float | None] = {
+        "CPU µs per claim, jwt+metrics (goal <= 110)":
+            of("stampede jwt+metrics", "server_cpu_us_per_claim"),
+        "vs bare ceiling (goal >= 0.45)": ratio(ours, peak("bare aiohttp")),
+        "vs naive EVALSHA, JWT on both (goal >= 1.6)": ratio(ours, peak("naive EVALSHA + JWT")),
+        "vs naive EVALSHA, its own header auth": ratio(ours, peak("naive EVALSHA")),
+        "dev auth vs naive EVALSHA (both header auth)":
+            ratio(peak("stampede dev auth"), peak("naive EVALSHA")),
+        "vs postgres row lock (goal >= 20)": ratio(ours, peak("postgres row lock")),
+        "p99 ms at half peak (goal < 10)": of("stampede jwt+metrics", "open_latency_ms", "p99"),
+        "p99.9 ms at half peak (goal < 20)":
+            of("stampede jwt+metrics", "open_latency_ms", "p99.9"),
+        "with throttling too, vs bare ceiling":
+            ratio(peak("stampede jwt+metrics+throttle"), peak("bare aiohttp")),
+        "throttle on / off (jwt+metrics)": ratio(peak("stampede jwt+metrics+throttle"), ours),
+        "p99 ms at half peak, with throttling":
+            of("stampede jwt+metrics+throttle", "open_latency_ms", "p99"),
+        "jwt+metrics / dev auth": ratio(ours, peak("stampede dev auth")),
+        "metrics on / off (dev auth)":
+            ratio(peak("stampede dev auth"), peak("stampede dev, no metrics")),
+        "many skus / hot (stampede jwt)": ratio(
+            by["stampede jwt+metrics"]["many skus"]["peak_ok_per_s"]
+            if "stampede jwt+metrics" in by else None, ours),
+        "redis bytes per user holding a claim (goal < 200)": memory.get("state_per_user"),
+        "stream bytes per claim event (until persisted and trimmed)":
+            memory.get("events_per_user"),
+    }
+    before = f"stampede jwt+metrics {BEFORE}"
+    if before in by:
+        found["after / before, peak (jwt+metrics)"] = ratio(ours, peak(before))
+        found["after / before, CPU per claim (jwt+metrics)"] = ratio(
+            of("stampede jwt+metrics", "server_cpu_us_per_claim"),
+            of(before, "server_cpu_us_per_claim"))
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def _plot(targets: list[Target], path: Path) -> None:

@@ -29,9 +29,8 @@ checked, all or nothing), the rest single tickets. Its figure counts claims
 """
 
 import argparse
-import asyncio
 import json
-import time
+import statistics
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -100,35 +99,41 @@ def _spec(stock: int, guard: dict[str, Any] | None = None,
         CampaignSpec)
 
 
+VALKEY_US: dict[str, list[float]] = {}
+"""Valkey's own CPU (user + system, INFO cpu) per claim, by mode, each round."""
+
+
+async def _valkey_cpu(engine: Engine) -> float:
+    cpu = await engine.redis.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+
 async def _round(engine: Engine, cid: str, claim: ClaimFn, seconds: float,
                  concurrency: int, guard: dict[str, Any] | None = None,
-                 phased: bool = False, bundled: bool = False) -> tuple[float, float]:
+                 phased: bool = False, bundled: bool = False,
+                 mode: str = "") -> tuple[float, float]:
     """(claims/s, units/s) of one round."""
     await engine.define_campaign(cid, _spec(50_000_000, guard, phased, bundled))
-    done = units = 0
-    stop_at = time.perf_counter() + seconds
+    cpu_before = await _valkey_cpu(engine)
+    units = 0
 
-    async def worker(w: int) -> None:
-        nonlocal done, units
-        i = 0
-        while time.perf_counter() < stop_at:
-            result = await claim(cid, f"w{w}-{i}", "hot", 1)
-            assert result.outcome is Outcome.OK and result.claim, result
-            done += 1
-            units += sum(x.qty for x in result.claim.lines) if result.claim.lines \
-                else result.claim.qty
-            i += 1
+    async def step(w: int, i: int) -> bool:
+        nonlocal units
+        result = await claim(cid, f"w{w}-{i}", "hot", 1)
+        assert result.outcome is Outcome.OK and result.claim, result
+        units += sum(x.qty for x in result.claim.lines) if result.claim.lines \
+            else result.claim.qty
+        return True
 
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    elapsed = time.perf_counter() - started
+    done, rate = await harness.drive(seconds, concurrency, step)
+    VALKEY_US.setdefault(mode, []).append((await _valkey_cpu(engine) - cpu_before) / done * 1e6)
     stats = await engine.stats(cid)
     assert stats is not None
     assert sum(s.held for s in stats.skus) == units, "accounting broken"
     for s in stats.skus:
         assert s.available + s.held + s.sold == s.released, "accounting broken"
     await engine.redis.delete(*[k for k in await engine.redis.keys(f"{{c:{cid}}}*")])
-    return done / elapsed, units / elapsed
+    return rate, units * rate / done
 
 
 async def run(seconds: float, rounds: int, concurrency: int,
@@ -166,7 +171,7 @@ async def run(seconds: float, rounds: int, concurrency: int,
                 claims, units = await _round(engine, f"bench{r}", fn, seconds, concurrency,
                                              guard=guards.get(name),
                                              phased=name.startswith("batched + presale"),
-                                             bundled=name == BUNDLED)
+                                             bundled=name == BUNDLED, mode=name)
                 rates[name].append(claims)
                 if name == BUNDLED:
                     rates[BUNDLED_UNITS].append(units)
@@ -197,8 +202,12 @@ def main() -> None:
     console.print(f"bundles: {BUNDLED} / batched = "
                   f"{medians[BUNDLED] / medians['batched']:.2f} in claims, "
                   f"{medians[BUNDLED_UNITS] / medians['batched']:.2f} in units")
+    valkey = {m: statistics.median(v) for m, v in VALKEY_US.items()}
+    console.print("Valkey CPU µs per claim (median): " + ", ".join(
+        f"{m} {us:.1f}" for m, us in valkey.items()))
     if args.json:
-        args.json.write_text(json.dumps({"rates": rates, "medians": medians}, indent=2))
+        args.json.write_text(json.dumps({"rates": rates, "medians": medians,
+                                         "valkey_us_per_claim": valkey}, indent=2))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -254,6 +254,54 @@ def tree_cpu_seconds(roots: Sequence[int]) -> float:
     return total
 
 
+def tree_cpu_by_role(roots: Sequence[int]) -> dict[str, float]:
+    """`tree_cpu_seconds` split by what each process is: `valkey`, `persister`
+    (`stampede ... persist`), `postgres`, else `server` (the gateway or baseline).
+
+    Processes that ended meanwhile are not counted (their CPU went to no one):
+    read it around a run in which the tree does not change."""
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+    wanted, roles = set(roots), dict[str, float]()
+    for pid, seconds in cpu.items():
+        p = pid
+        while p > 1 and p not in wanted:
+            p = parents.get(p, 0)
+        if p in wanted:
+            role = _role(pid)
+            roles[role] = roles.get(role, 0.0) + seconds
+    return roles
+
+
+def _role(pid: int) -> str:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "server"
+    words = [a.decode(errors="replace") for a in argv if a]
+    first = Path(words[0]).name if words else ""
+    if "valkey" in first or "redis-server" in first:
+        return "valkey"
+    if first.startswith("postgres"):
+        return "postgres"
+    if "persist" in words[1:]:
+        return "persister"
+    if "deliver" in words[1:]:
+        return "deliverer"
+    return "server"
+
+
 def open_sale(stock: int, per_user: int | None = 2, skus: Sequence[str] = ("hot",),
               **extra: Any) -> CampaignSpec:
     """An open campaign whose SKUs each get `stock` units now (the benchmarks' sale)."""
@@ -309,3 +357,116 @@ def print_rounds(title: str, columns: Sequence[str], rates: Mapping[str, Sequenc
                       f"{medians[m] / medians[baseline]:.2f}x")
     Console().print(table)
     return medians
+
+
+# --------------------------------------------------------------------------- the service
+
+ADMIN_TOKEN = "bench-admin-token"
+"""The operator token of the services `stampede_serve` starts."""
+
+
+def admin_json(url: str, method: str = "GET", body: Any = None) -> Any:
+    """One admin API call with the bench's operator token; the answer's JSON."""
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(url, method=method,
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}",
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read() or b"null")
+
+
+@dataclass
+class Served:
+    """A `stampede serve` the bench started: its listeners, data dir and pid."""
+    url: str
+    admin_url: str
+    data_dir: Path
+    pid: int
+
+
+@contextlib.contextmanager
+def stampede_serve(extra_env: Mapping[str, str] | None = None,
+                   prefix: str = "bench-") -> Iterator[Served]:
+    """`stampede serve` on free ports in a temp data dir (dev auth, the bench's
+    operator token, no STAMPEDE_* of the caller's environment), stopped after."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        port, admin_port = free_port(), free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STAMPEDE_")}
+        env.update({"STAMPEDE_DATA_DIR": tmp, "STAMPEDE_DEV_AUTH": "1",
+                    "STAMPEDE_ADMIN_TOKENS": f"operator:{ADMIN_TOKEN}", **(extra_env or {})})
+        cmd = [str(Path(sys.executable).parent / "stampede"), "serve", "--port", str(port),
+               "--admin-port", str(admin_port)]
+        with service(cmd, ready_url=f"http://127.0.0.1:{port}/readyz", env=env,
+                     name="stampede", timeout=60) as svc:
+            yield Served(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}",
+                         Path(tmp), svc.pid)
+
+
+def closed_claims(url: str, cid: str, seconds: float, tag: str,
+                  concurrency: int = 64) -> Any:
+    """A closed loop of claims on campaign `cid` for `seconds` (a loadgen.LoadResult);
+    `tag` makes the users its own."""
+    from bench import loadgen
+
+    return loadgen.run_closed(f"{url}/v1/campaigns/{cid}/claims", concurrency=concurrency,
+                              duration=seconds, users=loadgen.Users(prefix=f"{tag}-"),
+                              workers=1, progress=False)
+
+
+def idle_or_warn(console: Any) -> float:
+    """The machine's idle fraction now, with a warning when figures will be noisy."""
+    idle = idle_fraction()
+    if idle < 0.85:
+        console.print(f"[yellow]the machine is only {idle:.0%} idle: figures will be noisy[/]")
+    return idle
+
+
+def report_table(console: Any, title: str, rows: Sequence[tuple[str, str]]) -> None:
+    """Print a two-column table of figures."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+
+
+def write_report(console: Any, out: Path, name: str, report: Mapping[str, Any]) -> Path:
+    """`report` as JSON in `out`, named after the bench and the time."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(report, indent=2))
+    console.print(f"wrote {path}")
+    return path
+
+
+# --------------------------------------------------------------------------- engine loops
+
+async def drive(seconds: float, concurrency: int,
+                step: Callable[[int, int], Awaitable[bool]]) -> tuple[int, float]:
+    """Run `step(worker, i)` from `concurrency` workers for `seconds` (a worker stops
+    early when its step answers False); (steps done, steps per second)."""
+    import asyncio
+
+    done = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker(w: int) -> None:
+        nonlocal done
+        i = 0
+        while time.perf_counter() < stop_at:
+            if not await step(w, i):
+                return
+            done += 1
+            i += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return done, done / (time.perf_counter() - started)

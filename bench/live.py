@@ -26,34 +26,23 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
 from bench import harness, loadgen
 
 console = Console(width=140)
-ADMIN = "bench-admin-token"
 CONCURRENCY = 64
-
-
-def _put(url: str, body: Any) -> None:
-    req = urllib.request.Request(url, method="PUT", data=json.dumps(body).encode(),
-                                 headers={"Authorization": f"Bearer {ADMIN}",
-                                          "Content-Type": "application/json"})
-    urllib.request.urlopen(req, timeout=30).read()
 
 
 def _sold_out(state: dict[str, Any]) -> bool:
@@ -161,9 +150,8 @@ def _result(proc: "subprocess.Popen[str]") -> dict[str, Any]:
 # -- the run ------------------------------------------------------------------------
 
 def claims(url: str, cid: str, seconds: float, tag: str) -> loadgen.LoadResult:
-    return loadgen.run_closed(f"{url}/v1/campaigns/{cid}/claims", concurrency=CONCURRENCY,
-                              duration=seconds, users=loadgen.Users(prefix=f"{tag}-"),
-                              workers=1, progress=False)
+    result: loadgen.LoadResult = harness.closed_claims(url, cid, seconds, tag, CONCURRENCY)
+    return result
 
 
 def _watch_sold_out(url: str, stop: threading.Event, found: list[float]) -> None:
@@ -201,67 +189,59 @@ def _process_cpu(pid: int) -> float:
 
 
 def run(seconds: float, n: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
-        port, admin_port = harness.free_port(), harness.free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STAMPEDE_")}
-        env.update({"STAMPEDE_DATA_DIR": tmp, "STAMPEDE_DEV_AUTH": "1",
-                    "STAMPEDE_ADMIN_TOKENS": f"operator:{ADMIN}"})
-        cmd = [str(Path(sys.executable).parent / "stampede"), "serve", "--port", str(port),
-               "--admin-port", str(admin_port)]
-        with harness.service(cmd, ready_url=f"http://127.0.0.1:{port}/readyz", env=env,
-                             name="stampede", timeout=60) as svc:
-            base, admin = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}"
-            _put(f"{admin}/admin/v1/campaigns/bench",
-                 msgspec.to_builtins(harness.open_sale(50_000_000, per_user=2)))
-            cpu: dict[str, float] = {}
-            cpu_s: dict[str, float] = {}
+    with harness.stampede_serve(prefix="bench-live-") as svc:
+        base, admin = svc.url, svc.admin_url
+        harness.admin_json(f"{admin}/admin/v1/campaigns/bench", "PUT",
+                           msgspec.to_builtins(harness.open_sale(50_000_000, per_user=2)))
+        cpu: dict[str, float] = {}
+        cpu_s: dict[str, float] = {}
 
-            def measured(tag: str) -> loadgen.LoadResult:
-                """A closed loop, and the server's CPU (its whole process tree) per claim."""
-                before = harness.tree_cpu_seconds([svc.pid])
-                result = claims(base, "bench", seconds, tag)
-                cpu_s[tag] = harness.tree_cpu_seconds([svc.pid]) - before
-                cpu[tag] = cpu_s[tag] * 1e6 / max(1, result.ok)
-                return result
+        def measured(tag: str) -> loadgen.LoadResult:
+            """A closed loop, and the server's CPU (its whole process tree) per claim."""
+            before = harness.tree_cpu_seconds([svc.pid])
+            result = claims(base, "bench", seconds, tag)
+            cpu_s[tag] = harness.tree_cpu_seconds([svc.pid]) - before
+            cpu[tag] = cpu_s[tag] * 1e6 / max(1, result.ok)
+            return result
 
-            console.log("claims, nobody listening")
-            quiet = measured("quiet")
-            console.log(f"claims, {n} listeners")
-            with listeners(f"{base}/v1/campaigns/bench/live", n, seconds + 5) as proc:
-                child_before = harness.tree_cpu_seconds([proc.pid])
-                loud = measured("loud")
-                child_cores = (harness.tree_cpu_seconds([proc.pid]) - child_before) / seconds
-            heard = _result(proc)
-            console.log("claims, nobody listening again (the machine's drift)")
-            quiet2 = measured("quiet2")
-            # Stock the loop sells out in about a quarter of the run at the rate with
-            # listeners (half was too close: on a busy machine the sale did not sell out).
-            stock = max(100, int(loud.ok_throughput * seconds / 4))
-            _put(f"{admin}/admin/v1/campaigns/small",
-                 msgspec.to_builtins(harness.open_sale(stock, per_user=2)))
-            console.log(f"sell-out of {stock} units, {n} listeners")
-            stop, found = threading.Event(), []  # type: ignore[var-annotated]
-            with listeners(f"{base}/v1/campaigns/small/live", n, seconds + 10,
-                           until_sold_out=True) as proc:
-                watcher = threading.Thread(target=_watch_sold_out, args=(
-                    f"{base}/v1/campaigns/small", stop, found), daemon=True)
-                watcher.start()
-                claims(base, "small", seconds, "sell")
-                watcher.join(10)
-                stop.set()
-            sold = _result(proc)["sold"]
-            # The feed's own cost, beside no listener, with the claim load left out: the
-            # gateway's CPU over a trickle that changes the campaign every tick.
-            console.log(f"trickle of claims, nobody listening, then {n} listeners")
-            trickle_url = f"{base}/v1/campaigns/bench/claims"
+        console.log("claims, nobody listening")
+        quiet = measured("quiet")
+        console.log(f"claims, {n} listeners")
+        with listeners(f"{base}/v1/campaigns/bench/live", n, seconds + 5) as proc:
+            child_before = harness.tree_cpu_seconds([proc.pid])
+            loud = measured("loud")
+            child_cores = (harness.tree_cpu_seconds([proc.pid]) - child_before) / seconds
+        heard = _result(proc)
+        console.log("claims, nobody listening again (the machine's drift)")
+        quiet2 = measured("quiet2")
+        # Stock the loop sells out in about a quarter of the run at the rate with
+        # listeners (half was too close: on a busy machine the sale did not sell out).
+        stock = max(100, int(loud.ok_throughput * seconds / 4))
+        harness.admin_json(f"{admin}/admin/v1/campaigns/small", "PUT",
+                           msgspec.to_builtins(harness.open_sale(stock, per_user=2)))
+        console.log(f"sell-out of {stock} units, {n} listeners")
+        stop, found = threading.Event(), []  # type: ignore[var-annotated]
+        with listeners(f"{base}/v1/campaigns/small/live", n, seconds + 10,
+                       until_sold_out=True) as proc:
+            watcher = threading.Thread(target=_watch_sold_out, args=(
+                f"{base}/v1/campaigns/small", stop, found), daemon=True)
+            watcher.start()
+            claims(base, "small", seconds, "sell")
+            watcher.join(10)
+            stop.set()
+        sold = _result(proc)["sold"]
+        # The feed's own cost, beside no listener, with the claim load left out: the
+        # gateway's CPU over a trickle that changes the campaign every tick.
+        console.log(f"trickle of claims, nobody listening, then {n} listeners")
+        trickle_url = f"{base}/v1/campaigns/bench/claims"
+        before = _process_cpu(svc.pid)
+        _trickle(trickle_url, TRICKLE_S, "t0")
+        idle_cpu = _process_cpu(svc.pid) - before
+        with listeners(f"{base}/v1/campaigns/bench/live", n, TRICKLE_S + 3) as proc:
             before = _process_cpu(svc.pid)
-            _trickle(trickle_url, TRICKLE_S, "t0")
-            idle_cpu = _process_cpu(svc.pid) - before
-            with listeners(f"{base}/v1/campaigns/bench/live", n, TRICKLE_S + 3) as proc:
-                before = _process_cpu(svc.pid)
-                _trickle(trickle_url, TRICKLE_S, "t1")
-                busy_cpu = _process_cpu(svc.pid) - before
-            frames = _result(proc)["events"] - n  # beyond each stream's first
+            _trickle(trickle_url, TRICKLE_S, "t1")
+            busy_cpu = _process_cpu(svc.pid) - before
+        frames = _result(proc)["events"] - n  # beyond each stream's first
     # The server CPU the listeners cost: what the loud run spent beyond its claims at
     # the quiet runs' CPU per claim, per second of load (1.0 is one core).
     per_claim = (cpu_s["quiet"] + cpu_s["quiet2"]) / max(1, quiet.ok + quiet2.ok)
@@ -271,22 +251,22 @@ def run(seconds: float, n: int) -> dict[str, Any]:
     return {
         "seconds": seconds, "listeners": n,
         "claims_per_s": {"no listener": quiet.ok_throughput, "listeners": loud.ok_throughput,
-                         "no listener again": quiet2.ok_throughput,
-                         "ratio": loud.ok_throughput / max(
-                             1.0, (quiet.ok_throughput + quiet2.ok_throughput) / 2)},
+                     "no listener again": quiet2.ok_throughput,
+                     "ratio": loud.ok_throughput / max(
+                         1.0, (quiet.ok_throughput + quiet2.ok_throughput) / 2)},
         "server_cpu_us_per_claim": cpu,
         "listeners_server_cpu_cores": feed_cores,
         "listeners_process_cpu_cores": child_cores,
         "trickle": {"seconds": TRICKLE_S, "gateway_cpu_s_no_listener": idle_cpu,
-                    "gateway_cpu_s_listeners": busy_cpu, "frames_sent": frames,
-                    "gateway_cpu_us_per_frame": (busy_cpu - idle_cpu) * 1e6 / max(1, frames),
-                    "listeners_cpu_cores": (busy_cpu - idle_cpu) / TRICKLE_S},
+                "gateway_cpu_s_listeners": busy_cpu, "frames_sent": frames,
+                "gateway_cpu_us_per_frame": (busy_cpu - idle_cpu) * 1e6 / max(1, frames),
+                "listeners_cpu_cores": (busy_cpu - idle_cpu) / TRICKLE_S},
         "events_received": heard["events"],
         "sold_out_stock": stock, "listeners_that_saw_sold_out": len(seen),
         "sold_out_to_listener_ms": {
-            "p50": float(np.percentile(delays, 50)) if len(delays) else None,
-            "p99": float(np.percentile(delays, 99)) if len(delays) else None,
-            "max": float(delays.max()) if len(delays) else None},
+        "p50": float(np.percentile(delays, 50)) if len(delays) else None,
+        "p99": float(np.percentile(delays, 99)) if len(delays) else None,
+        "max": float(delays.max()) if len(delays) else None},
     }
 
 
@@ -302,44 +282,33 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
     harness.sigterm_as_exit()
-    idle = harness.idle_fraction()
-    if idle < 0.85:
-        console.print(f"[yellow]the machine is only {idle:.0%} idle: figures will be noisy[/]")
+    idle = harness.idle_or_warn(console)
     report = {"idle_before": idle, **run(args.seconds, args.listeners)}
     c, d = report["claims_per_s"], report["sold_out_to_listener_ms"]
-    table = Table(title="the live feed beside no listener (same run)")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for name, value in (
-            ("claims/s, no listener (before / after)",
-             f"{c['no listener']:,.0f} / {c['no listener again']:,.0f}"),
-            (f"claims/s, {args.listeners} listeners", f"{c['listeners']:,.0f}"),
-            ("ratio listeners / none (mean of both)", f"{c['ratio']:.2f}"),
-            ("server CPU µs/claim: none / listeners / none",
-             " / ".join(f"{report['server_cpu_us_per_claim'][k]:,.0f}"
-                        for k in ("quiet", "loud", "quiet2"))),
-            ("server CPU the listeners cost (cores, 1.0 = one)",
-             f"{report['listeners_server_cpu_cores']:.3f}"),
-            ("the listeners' own process (cores, same machine)",
-             f"{report['listeners_process_cpu_cores']:.3f}"),
-            ("trickle: frames sent / gateway CPU µs per frame",
-             f"{report['trickle']['frames_sent']:,} / "
-             f"{report['trickle']['gateway_cpu_us_per_frame']:,.1f}"),
-            ("trickle: gateway CPU of the listeners (cores)",
-             f"{report['trickle']['listeners_cpu_cores']:.3f}"),
-            ("events received by the listeners", f"{report['events_received']:,}"),
-            ("listeners that saw sold-out",
-             f"{report['listeners_that_saw_sold_out']:,} / {args.listeners:,}"),
-            ("sold-out → listener p50 / p99 / max ms",
-             " / ".join(f"{d[k]:,.0f}" if d[k] is not None else "-"
-                        for k in ("p50", "p99", "max")))):
-        table.add_row(name, value)
-    console.print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = args.out / f"live-{stamp}.json"
-    path.write_text(json.dumps(report, indent=2))
-    console.print(f"wrote {path}")
+    harness.report_table(console, "the live feed beside no listener (same run)", (
+        ("claims/s, no listener (before / after)",
+         f"{c['no listener']:,.0f} / {c['no listener again']:,.0f}"),
+        (f"claims/s, {args.listeners} listeners", f"{c['listeners']:,.0f}"),
+        ("ratio listeners / none (mean of both)", f"{c['ratio']:.2f}"),
+        ("server CPU µs/claim: none / listeners / none",
+         " / ".join(f"{report['server_cpu_us_per_claim'][k]:,.0f}"
+                    for k in ("quiet", "loud", "quiet2"))),
+        ("server CPU the listeners cost (cores, 1.0 = one)",
+         f"{report['listeners_server_cpu_cores']:.3f}"),
+        ("the listeners' own process (cores, same machine)",
+         f"{report['listeners_process_cpu_cores']:.3f}"),
+        ("trickle: frames sent / gateway CPU µs per frame",
+         f"{report['trickle']['frames_sent']:,} / "
+         f"{report['trickle']['gateway_cpu_us_per_frame']:,.1f}"),
+        ("trickle: gateway CPU of the listeners (cores)",
+         f"{report['trickle']['listeners_cpu_cores']:.3f}"),
+        ("events received by the listeners", f"{report['events_received']:,}"),
+        ("listeners that saw sold-out",
+         f"{report['listeners_that_saw_sold_out']:,} / {args.listeners:,}"),
+        ("sold-out → listener p50 / p99 / max ms",
+         " / ".join(f"{d[k]:,.0f}" if d[k] is not None else "-"
+                    for k in ("p50", "p99", "max")))))
+    harness.write_report(console, args.out, "live", report)
 
 
 if __name__ == "__main__":

@@ -20,18 +20,12 @@ stopped and how long it took to drain. Writes bench/results/webhooks-<time>.json
 
 import argparse
 import asyncio
-import json
-import os
 import sqlite3
-import sys
-import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,50 +33,26 @@ import msgspec
 import numpy as np
 from aiohttp import web
 from rich.console import Console
-from rich.table import Table
 
 from bench import harness, loadgen
 
 console = Console(width=140)
-ADMIN = "bench-admin-token"
 STOCK = 50_000_000
 CONCURRENCY = 64
 
 
 def http_json(url: str, method: str = "GET", body: Any = None) -> Any:
-    req = urllib.request.Request(url, method=method,
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Authorization": f"Bearer {ADMIN}",
-                                          "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read() or b"null")
-
-
-@dataclass
-class Served:
-    url: str
-    admin_url: str
-    data_dir: Path
+    return harness.admin_json(url, method, body)
 
 
 @contextmanager
-def stampede(extra_env: dict[str, str] | None = None) -> Iterator[Served]:
+def stampede(extra_env: dict[str, str] | None = None) -> Iterator[harness.Served]:
     """`stampede serve` on free ports with a sale `bench` defined."""
-    with tempfile.TemporaryDirectory(prefix="bench-hooks-") as tmp:
-        data = Path(tmp)
-        port, admin_port = harness.free_port(), harness.free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STAMPEDE_")}
-        env.update({"STAMPEDE_DATA_DIR": str(data), "STAMPEDE_DEV_AUTH": "1",
-                    "STAMPEDE_ADMIN_TOKENS": f"operator:{ADMIN}",
-                    "STAMPEDE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8", **(extra_env or {})})
-        cmd = [str(Path(sys.executable).parent / "stampede"), "serve", "--port", str(port),
-               "--admin-port", str(admin_port)]
-        with harness.service(cmd, ready_url=f"http://127.0.0.1:{port}/readyz", env=env,
-                             name="stampede", timeout=60):
-            admin_url = f"http://127.0.0.1:{admin_port}"
-            spec = msgspec.to_builtins(harness.open_sale(STOCK, per_user=2, skus=("hot",)))
-            http_json(f"{admin_url}/admin/v1/campaigns/bench", "PUT", spec)
-            yield Served(f"http://127.0.0.1:{port}", admin_url, data)
+    with harness.stampede_serve({"STAMPEDE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+                                 **(extra_env or {})}, prefix="bench-hooks-") as served:
+        spec = msgspec.to_builtins(harness.open_sale(STOCK, per_user=2, skus=("hot",)))
+        http_json(f"{served.admin_url}/admin/v1/campaigns/bench", "PUT", spec)
+        yield served
 
 
 @dataclass
@@ -146,9 +116,8 @@ class CommitWatcher:
 
 
 def claims(url: str, seconds: float, tag: str) -> loadgen.LoadResult:
-    return loadgen.run_closed(f"{url}/v1/campaigns/bench/claims", concurrency=CONCURRENCY,
-                              duration=seconds, users=loadgen.Users(prefix=f"{tag}-"),
-                              workers=1, progress=False)
+    result: loadgen.LoadResult = harness.closed_claims(url, "bench", seconds, tag, CONCURRENCY)
+    return result
 
 
 def run(seconds: float, drain_s: float, endpoints: int) -> dict[str, Any]:
@@ -212,37 +181,26 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
     harness.sigterm_as_exit()
-    idle = harness.idle_fraction()
-    if idle < 0.85:
-        console.print(f"[yellow]the machine is only {idle:.0%} idle: figures will be noisy[/]")
+    idle = harness.idle_or_warn(console)
     report = {"idle_before": idle, **run(args.seconds, args.drain, args.endpoints)}
-    table = Table(title="webhook delivery beside no endpoint (same run)")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
     c = report["claims_per_s"]
     d = report["commit_to_delivery_ms"]
-    for name, value in (
-            ("claims/s, no endpoint", f"{c['no endpoint']:,.0f}"),
-            ("claims/s, webhooks", f"{c['webhooks']:,.0f}"),
-            ("ratio webhooks / none", f"{c['ratio']:.2f}"),
-            ("events committed / delivered",
-             f"{report['events_committed']:,} / {report['events_delivered']:,}"),
-            ("deliveries/s", f"{report['deliveries_per_s'] or 0:,.0f}"),
-            ("claims answered / events persisted when the load stopped",
-             f"{report['claims_answered']:,} / {report['persisted_when_load_stopped']:,}"),
-            ("persisted, not delivered, when the load stopped",
-             f"{report['backlog_when_load_stopped']:,}"),
-            ("drain after the load (s)", f"{report['drain_s_after_load']:.1f}"),
-            ("commit→delivery p50 / p99 / max ms",
-             " / ".join(f"{d[k]:,.0f}" if d[k] is not None else "-"
-                        for k in ("p50", "p99", "max")))):
-        table.add_row(name, value)
-    console.print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = args.out / f"webhooks-{stamp}.json"
-    path.write_text(json.dumps(report, indent=2))
-    console.print(f"wrote {path}")
+    harness.report_table(console, "webhook delivery beside no endpoint (same run)", (
+        ("claims/s, no endpoint", f"{c['no endpoint']:,.0f}"),
+        ("claims/s, webhooks", f"{c['webhooks']:,.0f}"),
+        ("ratio webhooks / none", f"{c['ratio']:.2f}"),
+        ("events committed / delivered",
+         f"{report['events_committed']:,} / {report['events_delivered']:,}"),
+        ("deliveries/s", f"{report['deliveries_per_s'] or 0:,.0f}"),
+        ("claims answered / events persisted when the load stopped",
+         f"{report['claims_answered']:,} / {report['persisted_when_load_stopped']:,}"),
+        ("persisted, not delivered, when the load stopped",
+         f"{report['backlog_when_load_stopped']:,}"),
+        ("drain after the load (s)", f"{report['drain_s_after_load']:.1f}"),
+        ("commit→delivery p50 / p99 / max ms",
+         " / ".join(f"{d[k]:,.0f}" if d[k] is not None else "-"
+                    for k in ("p50", "p99", "max")))))
+    harness.write_report(console, args.out, "webhooks", report)
 
 
 if __name__ == "__main__":

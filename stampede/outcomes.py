@@ -52,6 +52,10 @@ class Outcome(IntEnum):
     """A presale code that is not genuine, not this campaign's, or bound to someone else."""
     PRESALE_CODE_USED = 32
     """A presale code whose uses are all spent."""
+    # -- leftovers: a campaign lost from Redis, as a script saw it ---------------
+    CAMPAIGN_MISSING = 76
+    """The script found no campaign state at all: never defined, or lost (flushed)
+    and about to be healed from the store; api.healing tells which (404 or 503)."""
 
     @property
     def reason(self) -> str:
@@ -377,6 +381,16 @@ REFUSALS: dict[str, Refusal] = {
     "transfer_stale": _r("conflict", 409, "the claim of this transfer token is no longer "
                          "its giver's to give", "the claim was refunded, transferred or "
                          "changed since the token was made"),
+    # -- after-sale: one-ticket transfers ----------------------------------------------
+    "no_sale_ticket": _r("not_found", 404, "no such ticket '{ticket}'",
+                    "a ticket id that is malformed, another user's, of an unticketed "
+                    "campaign, or past its claim's units"),
+    "ticket_not_valid": _r("conflict", 409, "ticket '{ticket}' was refunded or transferred: "
+                           "only a valid ticket can be transferred",
+                           "transferring a refunded ticket, or one already transferred"),
+    # -- presales: price steps patched live (after-sale branch) ------------------------
+    "price_steps_excluded": _r("invalid_request", 400, "price_steps: a coupon drop takes no "
+                               "price steps", "a PATCH of price_steps onto a coupon drop"),
     # -- paid vouchers ------------------------------------------------------------
     "not_a_voucher": _r("not_a_voucher", 409, "claim '{claim}' is not a paid voucher: its "
                         "coupons were issued at claim, there is nothing to pay or refund",
@@ -543,6 +557,17 @@ REFUSALS: dict[str, Refusal] = {
     "no_console_asset": _r("not_found", 404, "no console asset {path} (an older page names "
                            "assets of its own version: reload it)",
                            "a console asset that does not exist, or of another version"),
+    # -- leftovers: a campaign lost from Redis (api/healing.py) ----------------------
+    "campaign_missing": _r("not_found", 404, "no campaign '{campaign}'",
+                           "a waitlist, waiting-room, status or after-sale operation found "
+                           "no campaign; one Redis lost but the store knows answers 503 "
+                           "unavailable (Retry-After) until it is healed"),
+    # -- cluster mode (STAMPEDE_REDIS_CLUSTER) ---------------------------------------
+    "cluster_unavailable": _r("unavailable", 503, "the Redis Cluster shard that holds this "
+                              "is failing over or unreachable ({detail}); retry shortly with "
+                              "the same Idempotency-Key",
+                              "cluster mode: a primary died and its replica is not yet "
+                              "promoted, or the slot map is moving", _SOON),
 }
 """Every refusal by reason. An outcome's own reason is its lower-cased name."""
 

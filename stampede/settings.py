@@ -18,6 +18,7 @@ PREFIX = "STAMPEDE_"
 TOOL_NAMES = {
     "TEST_PG_URL": "tests: a PostgreSQL the store tests may use",
     "TEST_REDIS_URL": "tests: a Redis whose data the tests may flush",
+    "TEST_CLUSTER_URL": "tests: a node of a Redis/Valkey Cluster whose data the tests may flush",
     "PG_BIN": "the throwaway PostgreSQL of tests and benchmarks: where initdb lives",
     "PG_PASSWORD": "docker-compose.yml: the PostgreSQL password it sets up",
     "SCREENSHOTS_DIR": "page tests: where screenshots go (bin/screenshots: docs/screenshots/)",
@@ -76,6 +77,12 @@ class Settings:
     persist_batch: int = 4000
     """Most stream entries per store transaction (per stream and read): 4000 drains
     ~20% faster than 1000 into SQLite (fewer fsyncs), bench.bench_persister."""
+    # -- persister efficiency --
+    persist_linger_ms: int = 20
+    """After a short read (caught up), the persister waits this long before reading
+    again, so a steady trickle is stored in fewer, larger transactions (a batch's
+    fixed cost is several statements and an fsync); 0 reads again at once.
+    A full batch never waits."""
     persist_claim_idle_ms: int = 30_000
     """Entries pending this long under another consumer are taken over (XAUTOCLAIM)."""
     persist_max_attempts: int = 5
@@ -150,6 +157,10 @@ class Settings:
     """Bearer token sent to the points service, if it wants one."""
     points_timeout_s: int = 5
     """One call to the points service (connect: 3 s at most); retried twice."""
+    # -- cluster mode: Stampede on a Redis/Valkey Cluster --
+    redis_cluster: bool = False
+    """STAMPEDE_REDIS_URL names one node of a Redis/Valkey Cluster: run on redis-py's
+    cluster client (it discovers the other nodes and follows slot moves and failovers)."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -184,6 +195,8 @@ class Settings:
             raise ConfigError("STAMPEDE_APPENDFSYNC must be everysec or always")
         if self.drain_delay_ms < 0:
             raise ConfigError("STAMPEDE_DRAIN_DELAY_MS must not be negative")
+        if self.persist_linger_ms < 0:
+            raise ConfigError("STAMPEDE_PERSIST_LINGER_MS must not be negative")
         for name in ("hold_sweep_interval_ms", "sweep_batch", "idempotency_ttl_s", "max_batch",
                      "max_body_bytes", "shutdown_grace_s", "header_timeout_s", "body_timeout_s",
                      "persist_batch",
@@ -204,6 +217,13 @@ class Settings:
                               f"({self.webhook_timeout_s} s): an attempt must fit in a lease")
         if self.gateway_rate_per_s < 0:
             raise ConfigError("STAMPEDE_GATEWAY_RATE_PER_S must not be negative")
+        # cluster mode
+        if self.redis_cluster and not self.redis_url:
+            raise ConfigError("STAMPEDE_REDIS_CLUSTER needs STAMPEDE_REDIS_URL naming a node "
+                              "of the cluster (the embedded Valkey is a single node)")
+        if self.redis_cluster and self.durable_ack:
+            raise ConfigError("STAMPEDE_DURABLE_ACK is not available with STAMPEDE_REDIS_CLUSTER "
+                              "(WAITAOF must share the script's connection to its node)")
 
 
 def _unknown(name: str, fields: Mapping[str, object]) -> str:

@@ -4,6 +4,7 @@ The session starts its own server on its own data directory, or uses
 STAMPEDE_TEST_REDIS_URL (a server whose data the tests may flush).
 """
 
+import contextlib
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -14,6 +15,8 @@ from typing import Any
 import msgspec
 import pytest
 import redis
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from stampede import Engine, Settings
 from stampede.domain.models import CampaignSpec
@@ -73,3 +76,14 @@ def campaign_spec(stock: int = 100, per_user: int | None = 2, hold_ttl_s: int = 
            "closes_at": iso(max(opens_in_s, 0) + 3600),
            "hold_ttl_s": hold_ttl_s, "limits": limits, "skus": sku_specs, **extra}
     return msgspec.convert(raw, CampaignSpec)
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    """A test client of `app` on a real socket, closed after."""
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()

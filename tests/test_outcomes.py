@@ -12,7 +12,7 @@ VOCABULARY = {"campaign", "sku", "user", "qty", "limit", "held", "opens_at", "cl
               "merchant", "amount", "available", "removed", "method", "path", "allow",
               "request_id", "header", "origin", "webhook", "url",
               "usable_at", "template",  # usable_at, template: coupon rules
-              "scanner",  # after-sale
+              "scanner", "ticket",  # after-sale
               "allocation",  # presales: allocations
               "bundle", "line"}  # presales: bundles
 
@@ -33,7 +33,8 @@ def test_every_outcome_has_its_refusal_and_codes_stay_stable() -> None:
         Outcome.BLOCKED: "blocked", Outcome.CHALLENGE_REQUIRED: "challenge_required",
         Outcome.GUARD_CONTEXT_NEEDED: "internal", Outcome.NOT_ELIGIBLE: "not_eligible",
         Outcome.PRESALE_CODE_INVALID: "presale_code_invalid",
-        Outcome.PRESALE_CODE_USED: "presale_code_used"}
+        Outcome.PRESALE_CODE_USED: "presale_code_used",
+        Outcome.CAMPAIGN_MISSING: "not_found"}  # leftovers: 503 instead while it heals
 
 
 def test_templates_use_only_known_placeholders_and_statuses_are_errors() -> None:

@@ -3,14 +3,18 @@
 Same Lua script and checks as the gateway (stock, per-user limit, campaign
 state, idempotency), but each request makes its own round trip to Redis: no
 batching, no engine around it, the way a first version would be written.
+The user is the X-User-Id header, or with `--jwt-secret` the subject of an
+HS256 bearer token, verified by PyJWT on every request (what such a service
+would do; the like-for-like row beside Stampede's JWT auth).
 
-    python -m bench.baselines.naive_claims --port 8081 --redis-url redis://...
+    python -m bench.baselines.naive_claims --port 8081 --redis-url redis://... [--jwt-secret S]
 """
 
 from __future__ import annotations
 
 import argparse
 
+import jwt
 import orjson
 from aiohttp import web
 
@@ -19,6 +23,7 @@ from stampede import Engine, Outcome, Settings
 from stampede.state import keys
 
 ENGINE = web.AppKey("engine", Engine)
+JWT_SECRET = web.AppKey("jwt_secret", str)
 
 
 def _answer(status: int, code: str) -> web.Response:
@@ -32,7 +37,16 @@ async def claim(request: web.Request) -> web.Response:
         sku, qty = body["sku"], int(body.get("qty", 1))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return _answer(400, "invalid_request")
-    user = request.headers.get("X-User-Id", "")
+    secret = request.app.get(JWT_SECRET)
+    if secret:
+        _scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        try:
+            user = str(jwt.decode(token, secret, algorithms=["HS256"],
+                                  options={"require": ["sub"]})["sub"])
+        except jwt.PyJWTError:
+            return _answer(401, "unauthorized")
+    else:
+        user = request.headers.get("X-User-Id", "")
     if not keys.valid_user_id(user) or not keys.valid_sku(sku):
         return _answer(400, "invalid_request")
     result = await request.app[ENGINE].claim_unbatched(request.match_info["cid"], user, sku, qty)
@@ -59,6 +73,8 @@ def make_app(args: argparse.Namespace) -> web.Application:
         await engine.close()
 
     app.cleanup_ctx.append(engine_ctx)
+    if args.jwt_secret:
+        app[JWT_SECRET] = args.jwt_secret
     app.router.add_post("/v1/campaigns/{cid}/claims", claim)
     app.router.add_get("/healthz", healthz)
     return app
@@ -69,6 +85,8 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_server_args(parser)
     parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--jwt-secret", default="",
+                        help="users from HS256 bearer tokens (PyJWT) instead of X-User-Id")
     serve(make_app, parser.parse_args(argv))
 
 

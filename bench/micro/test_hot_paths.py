@@ -70,6 +70,27 @@ def test_verify_jwt_hs256(benchmark: Any) -> None:
     benchmark(jwt.decode, TOKEN, SECRET, algorithms=["HS256"], options={"require": ["sub"]})
 
 
+def test_verify_jwt_hs256_fast_path(benchmark: Any) -> None:
+    """The gateway's HS256 check of a plain token (stampede.api.hs256), beside PyJWT's."""
+    from stampede.api.hs256 import Hs256
+
+    verifier = Hs256(SECRET)
+    assert benchmark(verifier.claims, TOKEN) is not None
+
+
+def test_verify_new_token_gateway(benchmark: Any) -> None:
+    """Everything the gateway does for a token never seen before (fast path, the claims
+    it reads, its cache); each round a new token, as in bench.e2e."""
+    from stampede.api.auth import Authenticator
+
+    authn = Authenticator(SECRET, False, ())
+    now = int(time.time())
+    tokens = iter([jwt.encode({"sub": f"u{i}", "iat": now, "exp": now + 3600}, SECRET,
+                              algorithm="HS256") for i in range(20_000)])
+    benchmark.pedantic(lambda: authn._verified(next(tokens)),  # type: ignore[attr-defined]
+                       rounds=20_000, iterations=1)
+
+
 def test_verify_dev_header_baseline(benchmark: Any) -> None:
     benchmark(keys.valid_user_id, "alice")
 

@@ -516,6 +516,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/tickets/{ticket_id}/transfer": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Open a transfer of one of my tickets alone: a single-use token; the claim keeps its other tickets */
+        post: operations["offer_ticket_transfer"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/transfers/accept": {
         parameters: {
             query?: never;
@@ -912,7 +929,7 @@ export interface components {
             gate: string | null;
             sku: string;
             /** @enum {unknown} */
-            status: "checked_in" | "refunded" | "valid";
+            status: "checked_in" | "refunded" | "transferred" | "valid";
             ticket_id: string;
         };
         /** TransferAccept */
@@ -924,6 +941,8 @@ export interface components {
             claim_id: string;
             /** Format: date-time */
             expires_at: string;
+            /** @default null */
+            ticket_id: string | null;
             transfer_token: string;
         };
         /** WaitlistEntry */
@@ -5173,6 +5192,128 @@ export interface operations {
             };
         };
     };
+    offer_ticket_transfer: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                ticket_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            201: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "claim_id": "spring-drop.0123456789abcdef0123",
+                     *       "expires_at": "2026-06-01T10:00:00Z",
+                     *       "transfer_token": "example"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["TransferOffer"];
+                };
+            };
+            /** @description invalid_request, malformed_request; see docs/errors.md */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "invalid_request",
+                     *         "message": "a claim in campaign '?' may take at most ? units (max_per_claim); this one asks for ?"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unauthorized (WWW-Authenticate: Bearer); see docs/errors.md */
+            401: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unauthorized",
+                     *         "message": "a scanner bearer token is required"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description not_found; see docs/errors.md */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "not_found",
+                     *         "message": "not found"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description conflict; Retry-After where waiting helps; see docs/errors.md */
+            409: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "conflict",
+                     *         "message": "a request with Idempotency-Key '?' is still in progress; retry shortly"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unavailable; Retry-After where waiting helps; see docs/errors.md */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "unavailable",
+                     *         "message": "campaign '?' is being rebuilt from the store; retry shortly"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     accept_transfer: {
         parameters: {
             query?: never;
@@ -5241,6 +5382,24 @@ export interface operations {
                      *       "error": {
                      *         "code": "unauthorized",
                      *         "message": "a scanner bearer token is required"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description forbidden; see docs/errors.md */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "forbidden",
+                     *         "message": "drop '?' is limited per person: your token must carry an identity (idh)"
                      *       }
                      *     }
                      */

@@ -35,7 +35,8 @@ async def list_campaigns(request: web.Request) -> web.Response:
 @api.route("PUT", "/admin/v1/campaigns/{cid}",
            "Create a campaign, or replace one that has no claims yet", auth="operator",
            body=CampaignSpec, response=CampaignStats, status=201, also=(200,),
-           errors=(400, 401, 403, 409, 413, 503), path_params=CID)
+           errors=(400, 401, 403, 409, 413, 503), path_params=CID,
+           audit="event")  # campaign_defined
 async def put_campaign(request: web.Request) -> web.Response:
     admin = request[ADMIN]
     spec = decode(_spec_decoder, await read_body(request))
@@ -50,7 +51,8 @@ async def put_campaign(request: web.Request) -> web.Response:
 @api.route("PATCH", "/admin/v1/campaigns/{cid}",
            "Live change: state, schedule, limits (for the next request)", auth="operator",
            body=CampaignPatch, response=CampaignStats,
-           errors=(400, 401, 403, 404, 409, 413, 503), path_params=CID)
+           errors=(400, 401, 403, 404, 409, 413, 503), path_params=CID,
+           audit="event")  # campaign_patched
 async def patch_campaign(request: web.Request) -> web.Response:
     admin = request[ADMIN]
     patch = decode(_patch_decoder, await read_body(request))
@@ -73,6 +75,8 @@ async def _patch_missing(request: web.Request, cid: str,
     skus: list[str | None] = [None]
     if patch.sku_limits is not msgspec.UNSET and patch.sku_limits:
         skus = list(patch.sku_limits)
+    if patch.price_steps is not msgspec.UNSET and patch.price_steps:
+        skus = [*(s for s in skus if s is not None), *patch.price_steps]
     for sku in skus:
         why = await engine.explain(cid, Outcome.NOT_FOUND, sku=sku,
                                    not_found="no_waiting_room", kind="any")
@@ -84,7 +88,7 @@ async def _patch_missing(request: web.Request, cid: str,
 @api.route("POST", "/admin/v1/campaigns/{cid}/skus/{sku}/stock",
            "Add units to a SKU, or remove available ones", auth="operator", body=StockDelta,
            response=StockLevel, idempotent=True, errors=(400, 401, 403, 404, 409, 413, 503),
-           path_params={**CID, **SKU})
+           path_params={**CID, **SKU}, audit="event")  # stock_adjusted
 async def adjust_stock(request: web.Request) -> web.Response:
     admin = request[ADMIN]
     body = decode(_delta_decoder, await read_body(request))

@@ -26,6 +26,8 @@ from typing import Any, cast
 import msgspec
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from stampede import Engine
 from stampede.api.console_ticket import TICKET_TTL_S, check, issue
@@ -48,6 +50,7 @@ from stampede.logs import log
 from stampede.metrics import CONSOLE_LISTENERS, CONSOLE_READS, WORKER_STARTED, scrape_registry
 from stampede.outcomes import Outcome
 from stampede.state import keys
+from stampede.state.connection import is_cluster, memory_info
 
 api = ApiRoutes("console")
 
@@ -145,13 +148,16 @@ class ConsoleHub:
             self._counts = {cid: v for cid, v in self._counts.items() if cid in self._ids}
         read_status = self.engine.scripts.scripts["read_status"]
         batch = self.engine.settings.sweep_batch
-        async with redis.pipeline(transaction=False) as pipe:
-            for cid in self._ids:
-                ck = keys.campaign_keys(cid)
-                pipe.evalsha(read_status.sha, len(ck), *ck, batch)
-                pipe.hgetall(keys.coupon_keys(cid).drop.cstats)
-            pipe.info("memory")
-            replies = await pipe.execute(raise_on_error=False)
+        if is_cluster(redis):
+            replies = await self._read_cluster(self._ids, batch)
+        else:
+            async with redis.pipeline(transaction=False) as pipe:
+                for cid in self._ids:
+                    ck = keys.campaign_keys(cid)
+                    pipe.evalsha(read_status.sha, len(ck), *ck, batch)
+                    pipe.hgetall(keys.coupon_keys(cid).drop.cstats)
+                pipe.info("memory")
+                replies = await pipe.execute(raise_on_error=False)
         self.reads += 1
         CONSOLE_READS.inc()
         at = time.monotonic()
@@ -171,6 +177,22 @@ class ConsoleHub:
         return ConsoleState(at_ms=int(time.time() * 1000), tick_s=self.tick_s,
                             campaigns=campaigns,
                             system=self._system({} if isinstance(info, Exception) else info, at))
+
+    async def _read_cluster(self, ids: list[str], batch: int) -> list[Any]:
+        """Cluster mode: the same replies, in the same order, as the pipeline's. redis-py
+        pipelines no script on a cluster, so each campaign's reads go at once, each to
+        its node; INFO memory is the fullest primary's."""
+        scripts = self.engine.scripts
+
+        async def one(cid: str) -> list[Any]:
+            return list(await asyncio.gather(
+                scripts.run("read_status", keys.campaign_keys(cid), [batch]),
+                self.engine.redis.hgetall(keys.coupon_keys(cid).drop.cstats),
+                return_exceptions=True))
+
+        pairs = await asyncio.gather(*(one(cid) for cid in ids))
+        return [reply for pair in pairs for reply in pair] + [
+            await _cluster_memory(self.engine.redis)]
 
     def _campaign(self, snap: CampaignSnapshot, cstats: dict[str, str],
                   at: float) -> ConsoleCampaign:
@@ -265,7 +287,7 @@ def install(app: web.Application, engine: Engine) -> None:
 @api.route("POST", "/admin/v1/live/ticket",
            f"A ticket to open the console's live feed with (EventSource cannot send the "
            f"token); it lapses after {TICKET_TTL_S} s", auth="viewer", response=LiveTicket,
-           errors=(401, 503))
+           errors=(401, 503), audit="none")  # signed and stateless: nothing changes
 async def live_ticket(request: web.Request) -> web.Response:
     ticket = issue(request[ADMIN])
     return json_response(LiveTicket(ticket=ticket.value, expires_in_s=TICKET_TTL_S))
@@ -303,3 +325,10 @@ async def live_feed(request: web.Request) -> web.StreamResponse:
                     fanout.detach(stream)
         return response
     raise AssertionError("unreachable")  # pragma: no cover (mypy: the with may not return)
+
+
+async def _cluster_memory(redis: "Redis") -> dict[str, Any] | Exception:
+    try:
+        return await memory_info(redis)
+    except RedisError as exc:  # as in the pipeline: the system panel shows no memory
+        return exc

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from stampede.api.audit import note_record
 from stampede.api.context import ADMIN, ENGINE, GUARD, MERCHANT, USER
 from stampede.api.errors import ApiError, decode, json_response, read_body, refuse, refuse_outcome
 from stampede.api.guard import HEADERS as GUARD_HEADERS
@@ -285,6 +286,7 @@ async def put_merchant(request: web.Request) -> web.Response:
     raw = await read_body(request)
     spec = decode(_merchant_decoder, raw)
     mid = request.match_info["mid"]
+    await note_record(request, keys.MERCHANTS, mid)
 
     async def run() -> web.Response:
         creds = await request.app[ENGINE].coupons.put_merchant(mid, spec)
@@ -301,6 +303,7 @@ async def put_merchant(request: web.Request) -> web.Response:
                  status=204, errors=(401, 403, 404, 503), path_params=MERCHANT_ID)
 async def delete_merchant(request: web.Request) -> web.Response:
     mid = request.match_info["mid"]
+    await note_record(request, keys.MERCHANTS, mid)
     if not await request.app[ENGINE].coupons.remove_merchant(mid):
         return refuse("no_merchant", {"merchant": mid})
     return web.Response(status=204)

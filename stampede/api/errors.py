@@ -25,6 +25,7 @@ from stampede.domain.models import from_ms
 from stampede.errors import UnavailableError, ValidationError
 from stampede.logs import log
 from stampede.outcomes import REFUSALS, Outcome
+from stampede.state.connection import CLUSTER_TRANSIENT
 
 
 def error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None,
@@ -153,6 +154,8 @@ async def _answer(request: web.Request, handler: Handler, rid: str) -> web.Strea
         return refuse("invalid", {"detail": str(exc)})
     except (UnavailableError, RedisConnectionError, RedisTimeoutError) as exc:
         return refuse("unavailable", {"detail": type(exc).__name__})
+    except CLUSTER_TRANSIENT as exc:  # cluster mode: a shard failing over
+        return refuse("cluster_unavailable", {"detail": type(exc).__name__})
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -196,6 +199,8 @@ async def read_body(request: web.Request) -> bytes:
     closes the connection: a slow client cannot hold a handler forever."""
     if not request.can_read_body:
         raise ApiError.of("invalid", detail="a JSON body is required")
+    if request.content.is_eof():  # all of it came with the headers: nothing to wait for
+        return await request.read()
     limit = request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)
     try:
         async with asyncio.timeout(limit):

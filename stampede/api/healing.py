@@ -18,26 +18,35 @@ missed the flushed claim, the look sees the campaign rebuilt and open) - a
 claim answered 201 would then get a final 404. So the claim routes note what
 their script saw of the campaign in the same atomic step (`seen`): "live"
 makes the 404 final with no further look, "missing" asks only the store, and
-a fenced campaign is already answered 503 by the script. Routes that note
-nothing get the look described above.
+a fenced campaign is already answered 503 by the script. The waitlist,
+waiting-room, status and after-sale routes do the same: their scripts check the
+campaign before anything else (include/common.lua campaign_present, answering
+CAMPAIGN_MISSING or FENCED) and the route notes it with `seen_by`. A route
+whose path names no campaign (a transfer's token, a ticket listing's query)
+notes the campaign too. Routes that note nothing get the look described above.
 """
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from aiohttp import web
 
 from stampede.api.context import ENGINE
 from stampede.api.errors import Handler, refuse
-from stampede.domain.engine import CampaignSeen
+from stampede.domain.seen import CampaignSeen, seen_by_outcome
+from stampede.outcomes import Outcome
 from stampede.state import keys
 
+R = TypeVar("R", bound=web.StreamResponse)
 InStore = Callable[[str], Awaitable[bool]]
 IN_STORE = web.AppKey("campaign_in_store", object)
 """An async (campaign id) -> bool: does the durable store know it? Set by runtime."""
 CACHE_S = 1.0
 _SEEN = web.ResponseKey("campaign_seen", str)
 """The response's note of what its script saw of the campaign (a CampaignSeen)."""
+_CAMPAIGN = web.ResponseKey("campaign_noted", str)
+"""The campaign a route noted, where its path names none."""
 
 _seen: dict[tuple[int, str], tuple[float, bool]] = {}
 """(the app's lookup, campaign) -> (when, known)"""
@@ -60,10 +69,18 @@ async def missing_but_known(request: web.Request, cid: str) -> bool:
     return await known_to_store(request, cid)
 
 
-def seen(response: web.StreamResponse, campaign: CampaignSeen) -> web.StreamResponse:
-    """Note on a 404 what its script saw of the campaign, atomically with its answer."""
+def seen(response: R, campaign: CampaignSeen, cid: str | None = None) -> R:
+    """Note on a 404 what its script saw of the campaign, atomically with its answer
+    (and which campaign, where the path does not name it)."""
     response[_SEEN] = campaign
+    if cid is not None and keys.valid_campaign_id(cid):
+        response[_CAMPAIGN] = cid
     return response
+
+
+def seen_by(response: R, outcome: Outcome, cid: str | None = None) -> R:
+    """Note what a script that checks the campaign first saw, by its outcome."""
+    return seen(response, seen_by_outcome(outcome), cid)
 
 
 async def known_to_store(request: web.Request, cid: str) -> bool:
@@ -95,7 +112,7 @@ async def healing_middleware(request: web.Request, handler: Handler) -> web.Stre
     response = await handler(request)
     if response.status != 404:
         return response
-    cid = campaign_of(request)
+    cid = response.get(_CAMPAIGN) or campaign_of(request)
     if cid is None:
         return response
     campaign = response.get(_SEEN)

@@ -296,7 +296,9 @@ AUDIT_QUERY = {"campaign": (NAME, False), "actor": (r"^[A-Za-z0-9_.:@-]{1,64}$",
 
 @admin_api.route("GET", "/admin/v1/audit-log",
                  "Admin actions, oldest first: who defined, patched (state, schedule, "
-                 "limits) or restocked what, with before and after", auth="viewer",
+                 "limits) or restocked what, and every other admin change (webhooks, "
+                 "credentials, codes, segments, grants, refunds), with before and after",
+                 auth="viewer",
                  response=q.AuditPage, errors=LIST_ERRORS, query_params=AUDIT_QUERY)
 async def audit_log(request: web.Request) -> web.Response:
     _only(request, AUDIT_QUERY)

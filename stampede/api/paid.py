@@ -17,6 +17,7 @@ from aiohttp import web
 
 from stampede.api.context import ENGINE, GUARD, USER
 from stampede.api.errors import decode, json_response, read_body, refuse_outcome
+from stampede.api.healing import seen_by
 from stampede.api.idempotency import checked_key
 from stampede.api.routing import ApiRoutes
 from stampede.domain.coupons.paid import Answer
@@ -32,13 +33,14 @@ _confirm = msgspec.json.Decoder(PaidConfirmRequest)
 def _answer(claim_id: str, answer: Answer) -> web.Response:
     if answer.view is None:
         reason = "no_claim" if answer.outcome is Outcome.NOT_FOUND else answer.reason or None
-        return refuse_outcome(answer.outcome, reason, answer.params,
-                              claim=claim_id, campaign=claim_id.split(".", 1)[0])
+        # coupon_pay, coupon_refund and the hold's read check the campaign first
+        return seen_by(refuse_outcome(answer.outcome, reason, answer.params, claim=claim_id,
+                                      campaign=claim_id.split(".", 1)[0]), answer.outcome)
     return json_response(answer.view)
 
 
 @api.route("GET", "/v1/paid-holds/{claim_id}", "My paid voucher's hold: its status, payment "
-           "and refund", auth="user", response=PaidHoldView, errors=(401, 404, 422),
+           "and refund", auth="user", response=PaidHoldView, errors=(401, 404, 422, 503),
            path_params=CLAIM)
 async def get_paid_hold(request: web.Request) -> web.Response:
     claim_id = request.match_info["claim_id"]

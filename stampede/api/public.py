@@ -1,5 +1,7 @@
 """The public API under /v1: campaign status and the claim lifecycle."""
 
+import functools
+
 import msgspec
 from aiohttp import web
 
@@ -11,8 +13,8 @@ from stampede.api.headers import cached, header
 from stampede.api.healing import seen
 from stampede.api.idempotency import checked_key
 from stampede.api.routing import CID, ApiRoutes
-from stampede.domain.engine import CampaignSeen
 from stampede.domain.models import CampaignPublic, ClaimBody, ClaimRequest, ClaimView
+from stampede.domain.seen import CampaignSeen
 from stampede.errors import ValidationError
 from stampede.metrics import count_claim
 from stampede.outcomes import Outcome
@@ -34,9 +36,11 @@ _DONE = {"confirm": "confirmed", "cancel": "cancelled"}
            headers={"If-None-Match": "the ETag of an earlier answer: 304 while unchanged"})
 async def campaign_status(request: web.Request) -> web.Response:
     cid = request.match_info["cid"]
-    status = await request.app[ENGINE].public_status(cid)
+    status, campaign = await request.app[ENGINE].seen_public_status(cid)
+    if campaign == "fenced":
+        return refuse("fenced", {"campaign": cid})
     if status is None:
-        return refuse("no_campaign", {"campaign": cid})
+        return seen(refuse("no_campaign", {"campaign": cid}), campaign)
     return cached(request, json_response(status))
 
 
@@ -53,20 +57,25 @@ async def create_claim(request: web.Request) -> web.Response:
     cid = request.match_info["cid"]
     sku = _claimed(body)
     qty = body.qty if isinstance(body.qty, int) else 1
-    async with request.app[GUARD].in_flight(user, key):
-        if sku is not None:
-            result = await request.app[ENGINE].claim(
-                cid, user, sku, qty, idempotency_key=key,
-                admission_token=header(request, "X-Admission-Token"), client=signals,
-                tiers=request[USER].tiers, code=body.code, identity=request[USER].identity,
-                channel=request[USER].channel)
-        else:  # bundles: several SKUs at once
-            result = await request.app[ENGINE].claim_bundle(
-                cid, user, bundle=body.bundle or None, lines=body.lines or (),
-                idempotency_key=key,
-                admission_token=header(request, "X-Admission-Token"), client=signals,
-                tiers=request[USER].tiers, code=body.code, identity=request[USER].identity,
-                channel=request[USER].channel)
+    engine = request.app[ENGINE]
+    if sku is not None:
+        claim = functools.partial(
+            engine.claim, cid, user, sku, qty, idempotency_key=key,
+            admission_token=header(request, "X-Admission-Token"), client=signals,
+            tiers=request[USER].tiers, code=body.code, identity=request[USER].identity,
+            channel=request[USER].channel)
+    else:  # bundles: several SKUs at once
+        claim = functools.partial(
+            engine.claim_bundle, cid, user, bundle=body.bundle or None,
+            lines=body.lines or (), idempotency_key=key,
+            admission_token=header(request, "X-Admission-Token"), client=signals,
+            tiers=request[USER].tiers, code=body.code, identity=request[USER].identity,
+            channel=request[USER].channel)
+    if key is None:  # nothing to guard: no context manager to enter and leave
+        result = await claim()
+    else:
+        async with request.app[GUARD].in_flight(user, key):
+            result = await claim()
     count_claim(result.outcome)
     refused = guard_answer(result)
     if refused is not None:

@@ -15,6 +15,7 @@ from aiohttp import web
 from stampede.api.context import ENGINE, USER
 from stampede.api.errors import decode, json_response, read_body, refuse
 from stampede.api.headers import header
+from stampede.api.healing import seen_by
 from stampede.api.routing import CID, SKU_PATTERN, ApiRoutes
 from stampede.domain.models import QueueTicket, WaitlistEntry, WaitlistJoin, WaitlistView
 from stampede.outcomes import Outcome
@@ -31,8 +32,13 @@ async def _refusal(request: web.Request, outcome: Outcome, not_found: str,
                    **context: Any) -> web.Response:
     """The refusal behind a waitlist or waiting-room outcome, named (explain.py)."""
     cid = request.match_info["cid"]
+    if outcome in _SEEN_FIRST:  # the script checked the campaign before anything else
+        return seen_by(refuse(_SEEN_FIRST[outcome], {"campaign": cid}), outcome)
     why = await request.app[ENGINE].explain(cid, outcome, not_found=not_found, **context)
-    return refuse(why.reason, {"campaign": cid, **context, **why.params})
+    return seen_by(refuse(why.reason, {"campaign": cid, **context, **why.params}), outcome)
+
+
+_SEEN_FIRST = {Outcome.CAMPAIGN_MISSING: "campaign_missing", Outcome.FENCED: "fenced"}
 
 
 @api.route("POST", "/v1/campaigns/{cid}/waitlist",

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from stampede.api.context import ADMIN, ENGINE, USER
 from stampede.api.errors import decode, json_response, read_body, refuse
+from stampede.api.healing import seen_by
 from stampede.api.idempotency import checked_key
 from stampede.api.public import CLAIM
 from stampede.api.routing import ApiRoutes
@@ -48,7 +49,9 @@ async def _refund(request: web.Request, actor: str, buyer: str | None) -> web.Re
     result = await refunds.refund(claim_id, body, actor, buyer=buyer, op_key=key)
     if result.outcome is Outcome.OK and result.view is not None:
         return json_response(result.view)
-    return refuse(*await _why(result, claim_id, body, key, refunds.claim_status))
+    # refund.lua checks the campaign first: note what it saw (api.healing)
+    return seen_by(refuse(*await _why(result, claim_id, body, key, refunds.claim_status)),
+                   result.outcome)
 
 
 async def _why(result: RefundResult, claim_id: str, body: RefundRequest, key: str | None,

@@ -46,7 +46,8 @@ NARROWED: dict[str, dict[int, tuple[str, ...]]] = {
     # after-sale
     "buyer_refund": {403: ("forbidden",), 409: ("conflict",)},
     "offer_transfer": {409: ("conflict",)},
-    "accept_transfer": {409: ("limit_exceeded", "conflict")},
+    "offer_ticket_transfer": {409: ("conflict",)},
+    "accept_transfer": {403: ("forbidden",), 409: ("limit_exceeded", "conflict")},
 }
 _EVERYWHERE: dict[int, tuple[str, ...]] = {400: ("invalid_request", "malformed_request")}
 """What a status means on any route not narrowed above (403 on an operator route too)."""

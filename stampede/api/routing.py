@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from stampede.api.audit import audited
 from stampede.api.auth import Role, bearer
 from stampede.api.context import ADMIN, AUTH, ENGINE, MERCHANT, SCANNER, USER
 from stampede.api.errors import ApiError
@@ -62,6 +63,10 @@ class Operation:
     """Of the success answer (text/event-stream: a stream of `response` as events)."""
     exports: tuple[str, ...] = ()
     """Other media types the success answer takes when asked (a streamed export)."""
+    audit: Literal["log", "event", "none"] = "log"
+    """An admin operation that is not a GET: its success is written to the audit log
+    ("log", api/audit.py), or its event is the record ("event"), or it changes no
+    state ("none")."""
 
     def __post_init__(self) -> None:
         named = set(_PLACEHOLDER.findall(self.path))
@@ -96,6 +101,8 @@ def enforced(op: Operation) -> Handler:
     queries = {name: (re.compile(pattern), required)
                for name, (pattern, required) in op.query_params.items()}
     admit = _admitter(op.auth)
+    logged = op.auth in _ROLES and op.method != "GET" and op.audit == "log"
+    route = f"{op.method} {op.path}"
 
     async def handler(request: web.Request) -> web.StreamResponse:
         for name, pattern in paths.items():
@@ -105,7 +112,10 @@ def enforced(op: Operation) -> Handler:
         await admit(request)
         for name, (pattern, required) in queries.items():
             _check_query(request, name, pattern, required)
-        return await op.handler(request)
+        response = await op.handler(request)
+        if logged:
+            await audited(request, route, response)
+        return response
 
     handler.__name__ = op.handler.__name__
     handler.__doc__ = op.handler.__doc__

@@ -1,10 +1,15 @@
 """Ticket routes: a holder's tickets, door scanners' check-ins, and ops issuing scanners."""
 
+import functools
+from collections.abc import Awaitable, Callable
+
 import msgspec
 from aiohttp import web
 
+from stampede.api.audit import note_record
 from stampede.api.context import ADMIN, ENGINE, GUARD, SCANNER, USER
 from stampede.api.errors import decode, json_response, read_body, refuse
+from stampede.api.healing import known_to_store, seen
 from stampede.api.routing import ApiRoutes
 from stampede.domain.tickets import (
     CheckinResults,
@@ -15,6 +20,7 @@ from stampede.domain.tickets import (
     ScannerSpec,
     TicketList,
 )
+from stampede.state import keys
 
 api = ApiRoutes("public")
 admin_api = ApiRoutes("admin")
@@ -32,12 +38,19 @@ _scanner_spec = msgspec.json.Decoder(ScannerSpec)
            response=TicketList, errors=(400, 401, 404, 503), query_params=CAMPAIGN_QUERY)
 async def my_tickets(request: web.Request) -> web.Response:
     cid = request.query["campaign"]
-    tickets = await request.app[ENGINE].tickets.mine(cid, request[USER].id)
-    if tickets is None:
-        return refuse("no_tickets", {"campaign": cid})
+    tickets, campaign = await request.app[ENGINE].tickets.find_mine(cid, request[USER].id)
+    if campaign == "fenced":
+        return refuse("fenced", {"campaign": cid})
+    if tickets is None:  # (a campaign seen missing: api.healing asks the store)
+        return seen(refuse("no_tickets", {"campaign": cid}), campaign, cid)
     resp = json_response(TicketList(tickets=tickets))
     resp.headers["Cache-Control"] = "no-store"  # the codes rotate: never reuse an answer
     return resp
+
+
+def _being_healed(request: web.Request) -> Callable[[str], Awaitable[bool]]:
+    """For a scan whose campaign has no state: is it lost and about to be healed?"""
+    return functools.partial(known_to_store, request)
 
 
 @api.route("POST", "/v1/checkins", "Check a scanned ticket code in at this scanner's gate: "
@@ -46,7 +59,8 @@ async def my_tickets(request: web.Request) -> web.Response:
            errors=(400, 401, 413, 503))
 async def check_in(request: web.Request) -> web.Response:
     scan = decode(_scan, await read_body(request))
-    verdict, = await request.app[ENGINE].tickets.check_in(request[SCANNER], [scan])
+    verdict, = await request.app[ENGINE].tickets.check_in(request[SCANNER], [scan],
+                                                          _being_healed(request))
     return json_response(verdict)
 
 
@@ -56,7 +70,8 @@ async def check_in(request: web.Request) -> web.Response:
            errors=(400, 401, 413, 503))
 async def check_in_batch(request: web.Request) -> web.Response:
     batch = decode(_batch, await read_body(request))
-    results = await request.app[ENGINE].tickets.check_in(request[SCANNER], batch.scans)
+    results = await request.app[ENGINE].tickets.check_in(request[SCANNER], batch.scans,
+                                                         _being_healed(request))
     return json_response(CheckinResults(results=results))
 
 
@@ -69,6 +84,7 @@ async def put_scanner(request: web.Request) -> web.Response:
     raw = await read_body(request)
     spec = decode(_scanner_spec, raw)
     sid = request.match_info["sid"]
+    await note_record(request, keys.SCANNERS, sid)
 
     async def run() -> web.Response:
         return json_response(await request.app[ENGINE].tickets.put_scanner(sid, spec),
@@ -85,6 +101,7 @@ async def put_scanner(request: web.Request) -> web.Response:
                  status=204, errors=(401, 403, 404, 503), path_params=SCANNER_ID)
 async def delete_scanner(request: web.Request) -> web.Response:
     sid = request.match_info["sid"]
+    await note_record(request, keys.SCANNERS, sid)
     if not await request.app[ENGINE].tickets.remove_scanner(sid):
         return refuse("no_scanner", {"scanner": sid})
     return web.Response(status=204)

@@ -14,6 +14,7 @@ import msgspec
 import sqlalchemy.exc
 from aiohttp import web
 
+from stampede.api.audit import note_before
 from stampede.api.context import ENGINE, WEBHOOKS
 from stampede.api.errors import ApiError, decode, json_response, read_body, refuse
 from stampede.api.routing import CID, ApiRoutes
@@ -112,6 +113,7 @@ async def patch_webhook(request: web.Request) -> web.Response:
     if not 0 <= patch.old_secret_ttl_s <= MAX_OLD_SECRET_TTL_S:
         raise ApiError.of("invalid", detail="old_secret_ttl_s must be 0 to "
                                             f"{MAX_OLD_SECRET_TTL_S}")
+    note_before(request, await _stored(_registry(request).get(wid)))
     found = await _stored(_registry(request).patch(wid, patch))
     if found is None:
         return refuse("no_webhook", {"webhook": wid})
@@ -123,6 +125,7 @@ async def patch_webhook(request: web.Request) -> web.Response:
            path_params=WID)
 async def delete_webhook(request: web.Request) -> web.Response:
     wid = request.match_info["wid"]
+    note_before(request, await _stored(_registry(request).get(wid)))
     if not await _stored(_registry(request).delete(wid)):
         return refuse("no_webhook", {"webhook": wid})
     return web.Response(status=204)

@@ -14,6 +14,8 @@ def aftersale_meta(spec: CampaignSpec) -> dict[str, str]:
         meta |= {"tk_on": "1", "tk_venue": spec.tickets.venue}
     if spec.on_checkin is not None:
         meta |= {"oc_drop": spec.on_checkin.drop, "oc_sku": spec.on_checkin.sku}
+    if spec.on_confirm is not None:
+        meta |= {"ocf_drop": spec.on_confirm.drop, "ocf_sku": spec.on_confirm.sku}
     if spec.transfers is not None:
         meta |= {"xf_on": "1", "xf_ttl_ms": str(spec.transfers.offer_ttl_s * 1000),
                  "xf_limits": "1" if spec.transfers.recipient_limits else "0"}

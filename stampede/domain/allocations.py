@@ -7,7 +7,7 @@ Meta fields (define_campaign writes them with the other optional meta):
   al:<sku>             the SKU's allocations, ';'-joined "name/returns_ms/channels/tiers"
                        (channels and tiers ','-joined, '' for any; returns_ms 0: never)
   al:<sku>:<name>      units still reserved, -1 once returned to the shared pool
-A hold records what it took from allocations in the users hash as "~a|<claim>" ->
+A hold records what it took from allocations in its claim record (`alloc`) as
 "name:n,..." so that a release gives the units back to them (include/common.lua).
 """
 

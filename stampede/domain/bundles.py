@@ -24,10 +24,10 @@ from stampede.errors import ValidationError
 META_FIELD = "bd"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PendingBundle(PendingClaim):
     """A bundle claim waiting for its batch: the claim's context (its sku '', qty the
-    units of every line) and what it takes."""
+    units of every line) and what it takes. Not frozen, as PendingClaim."""
     name: str = ""
     """The spec's bundle; '' for a claim of `lines`."""
     lines: tuple[tuple[str, int], ...] = ()

@@ -10,10 +10,10 @@ import math
 import secrets
 import uuid
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import msgspec
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
 from stampede.domain import allocations, bundles, phases, pricing, throttle
 from stampede.domain import identity as person
@@ -48,6 +48,7 @@ from stampede.domain.models import (
 )
 from stampede.domain.presale_codes import PresaleCodes
 from stampede.domain.refunds import Refunds
+from stampede.domain.seen import CampaignSeen, campaign_seen
 from stampede.domain.segments import Segments
 from stampede.domain.status import CampaignSnapshot
 from stampede.domain.throttle import ChallengeView, ClientSignals
@@ -57,6 +58,7 @@ from stampede.errors import UnavailableError, ValidationError
 from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, REFUSALS, Outcome, parse_detail
 from stampede.settings import Settings
 from stampede.state import keys, records
+from stampede.state.connection import engine_client
 from stampede.state.records import BundleArg, BundleLineArg, ClaimArg
 from stampede.state.scripts import ScriptRegistry
 
@@ -77,9 +79,6 @@ class ClaimResult(msgspec.Struct, frozen=True):
     line: int | None = None
     """Bundles: the line (0-based) a refusal is about, when it is one line's."""
 
-CampaignSeen = Literal["live", "missing", "fenced"]
-"""A campaign as one atomic read saw it: there and open to reads, its keys missing
-(lost: the store may know it), or fenced (being rebuilt)."""
 
 
 class ClaimLookup(NamedTuple):
@@ -123,11 +122,8 @@ class Engine:
 
     @classmethod
     def from_url(cls, url: str, settings: Settings) -> "Engine":
-        # A blocking pool: under a rush, callers wait for a free connection
-        # instead of failing with MaxConnectionsError.
-        pool = BlockingConnectionPool.from_url(url, decode_responses=True, max_connections=128,
-                                               timeout=10, health_check_interval=30)
-        return cls(Redis.from_pool(pool), settings)  # the client owns and closes the pool
+        """On one server, or on a cluster with STAMPEDE_REDIS_CLUSTER (state/connection.py)."""
+        return cls(engine_client(url, settings.redis_cluster), settings)
 
     @functools.cached_property
     def coupons(self) -> Coupons:
@@ -187,9 +183,15 @@ class Engine:
         number = None
         if spec.on_checkin is not None and spec.tickets is None:
             raise ValidationError("on_checkin needs tickets: only a ticket is checked in")
+        for name, pack in (("on_checkin", spec.on_checkin), ("on_confirm", spec.on_confirm)):
+            if pack is not None and pack.drop == cid:
+                raise ValidationError(f"{name}.drop must name a coupon drop, not the sale "
+                                      f"{cid!r} itself")
         if spec.coupons is not None:
             if spec.tickets is not None:
                 raise ValidationError("a coupon drop cannot issue tickets")
+            if spec.on_confirm is not None:  # its claims are packs themselves
+                raise ValidationError("on_confirm: a coupon drop grants no pack on confirm")
             check_drop(spec.coupons, skus)  # before taking a drop number
             check_paid_prices(spec.coupons, {s.sku: s.price for s in spec.skus})
             number = await self.coupons.drop_number(cid)
@@ -206,6 +208,8 @@ class Engine:
     async def patch_campaign(self, cid: str, patch: CampaignPatch, actor: str) -> Outcome:
         _check_campaign_id(cid)
         pairs = _patch_pairs(patch)
+        if patch.price_steps is not msgspec.UNSET:
+            pairs += await self._price_step_pairs(cid, patch)
         if not pairs and patch.throttle is msgspec.UNSET:  # nothing to change: a no-op
             exists = await self.redis.exists(keys.campaign_keys(cid).meta)
             return Outcome.OK if exists else Outcome.NOT_FOUND
@@ -223,11 +227,27 @@ class Engine:
             code, before, _after = await self.scripts.run("patch_campaign", ks, args)
             if code == Outcome.INVALID and before == "wave":  # it would stay pending forever
                 raise ValidationError("closes_at must come after every pending wave")
-            if code == Outcome.INVALID and before in ("phases", "phases_excluded"):
+            if code == Outcome.INVALID and before in ("phases", "phases_excluded",
+                                                      "price_steps_excluded"):
                 raise ValidationError(REFUSALS[before].template)
             if not (code == Outcome.CONFLICT and before == "precondition"):
                 return Outcome(code)
         raise UnavailableError("throttle config changed concurrently too often; retry")
+
+    async def _price_step_pairs(self, cid: str, patch: CampaignPatch) -> list[Any]:
+        """Presales: the "ps:<sku>" pairs of a PATCH's price steps, each checked as a
+        spec's are against the opening in force (or the one patched with them)."""
+        assert patch.price_steps is not msgspec.UNSET
+        if patch.opens_at is not msgspec.UNSET:
+            opens = to_ms(patch.opens_at)
+        else:
+            raw = await self.redis.hget(keys.campaign_keys(cid).meta, "opens_ms")
+            opens = int(raw) if raw is not None else 0  # no campaign: the script says so
+        pairs: list[Any] = []
+        for sku, steps in patch.price_steps.items():
+            pricing.check_steps(f"price_steps.{sku}", steps, opens)
+            pairs += [f"ps:{sku}", pricing.encode(steps)]
+        return pairs
 
     async def adjust_stock(self, cid: str, sku: str, delta: int, actor: str,
                            op_key: str | None = None) -> tuple[Outcome, int]:
@@ -252,24 +272,34 @@ class Engine:
         return Outcome(int(code)), reason, int(units)
 
     async def _snapshot(self, cid: str) -> CampaignSnapshot | None:
+        return (await self._seen_snapshot(cid))[0]
+
+    async def _seen_snapshot(self, cid: str) -> tuple[CampaignSnapshot | None, CampaignSeen]:
+        """The campaign's state, and what the one script call saw of the campaign."""
         if not keys.valid_campaign_id(cid):
-            return None
+            return None, "live"
         reply = await self.scripts.run("read_status", keys.campaign_keys(cid),
                                        [self.settings.sweep_batch])
         if reply[0] != Outcome.OK:
-            return None
-        return CampaignSnapshot.from_reply(cid, reply)
+            return None, "missing"
+        snap = CampaignSnapshot.from_reply(cid, reply)
+        return snap, "fenced" if snap.meta.get("fenced") == "1" else "live"
 
     async def public_status(self, cid: str) -> CampaignPublic | None:
-        snap = await self._snapshot(cid)
-        if snap is None:
-            return None
+        return (await self.seen_public_status(cid))[0]
+
+    async def seen_public_status(self, cid: str) -> tuple[CampaignPublic | None, CampaignSeen]:
+        """The public status; None (with what was seen) for a campaign missing or
+        fenced: a fenced one's stock and claims may not all be back yet."""
+        snap, seen = await self._seen_snapshot(cid)
+        if snap is None or seen != "live":
+            return None, seen
         return CampaignPublic(
             id=cid, name=snap.meta["name"], state=snap.state(),
             opens_at=from_ms(snap.opens_ms), closes_at=from_ms(snap.closes_ms),
             skus=[SkuPublic(sku=s.sku, price=s.price, available=s.available,
                             next_wave_at=snap.next_wave_at(s.sku)) for s in snap.skus],
-            phases=phases.decode(snap.meta.get(phases.META_FIELD, "")))
+            phases=phases.decode(snap.meta.get(phases.META_FIELD, ""))), seen
 
     async def live_state(self, cid: str) -> LiveState | None:
         """What the live feed shows, from one script call (None: no such campaign)."""
@@ -534,10 +564,15 @@ class Engine:
             return ClaimResult(Outcome.NOT_FOUND)
         ks: list[str] = [*keys.campaign_keys(cid)]
         if op == "confirm":  # a ticketed campaign lists the claim among the buyer's tickets
-            ks.append(keys.ticket_holder_key(cid, user))
-        code, status, _deadline = await self.scripts.run(op, ks, [claim_id, user,
-                                                                  idempotency_key or ""])
+            ks += [keys.ticket_holder_key(cid, user), keys.outbox_key(cid)]  # on_confirm's too
+        reply = await self.scripts.run(op, ks, [claim_id, user, idempotency_key or ""])
+        code, status = reply[0], reply[1]
         outcome = OUTCOMES[int(code)]
+        if outcome is Outcome.OK and len(reply) > 3 and int(reply[3]):
+            # on_confirm: the buyer's pack (pending in the outbox; one per line of a
+            # bundle), granted now; a failure leaves it there for the sweeper
+            ids = [str(i) for i in reply[4]] if len(reply) > 4 else [claim_id]
+            await self.grants.drain_outbox(cid, [f"confirm:{i}" for i in ids])
         if outcome is Outcome.NOT_FOUND:  # (reason no_campaign: the campaign was missing)
             return ClaimResult(outcome, reason=str(status) or None)
         return ClaimResult(outcome, await self.get_claim(claim_id, user))
@@ -560,8 +595,7 @@ class Engine:
             pipe.hexists(ks.offers, claim_id)
             pipe.hget(ks.users, f"~b|{claim_id}")  # bundles: a claim of several lines
             (state, fenced), raw, offer, bundle = await pipe.execute()
-        campaign: CampaignSeen = "missing" if state is None else \
-            "fenced" if fenced == "1" else "live"
+        campaign = campaign_seen(state, fenced)
         if raw is None and bundle is not None:
             return ClaimLookup(await self._bundle_view(cid, claim_id, user, bundle), campaign)
         if raw is None:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 
 from stampede.outcomes import Outcome
-from stampede.state import keys
+from stampede.state import keys, records
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +70,12 @@ async def _missing(redis: "Redis", ks: keys.CampaignKeys, meta: dict[str, Any], 
 
 async def _limit(redis: "Redis", ks: keys.CampaignKeys, meta: dict[str, Any], user: str, sku: str,
                  qty: int) -> Explained:
-    held, held_sku = await redis.hmget(ks.users, user, f"{user}|{sku}")
+    units = records.decode_units(await redis.hget(ks.users, user))
+    held, held_sku = sum(units.values()), units.get(sku, 0)
     sku_limit = await redis.hget(ks.stock, f"{sku}.lim")
     per_user = int(meta["per_user"] or -1)
-    if per_user >= 0 and int(held or 0) + qty > per_user:
-        return Explained("per_user", {"limit": per_user, "held": int(held or 0)})
-    if sku_limit is not None and 0 <= int(sku_limit) < int(held_sku or 0) + qty:
-        return Explained("per_sku", {"limit": int(sku_limit), "held": int(held_sku or 0)})
+    if per_user >= 0 and held + qty > per_user:
+        return Explained("per_user", {"limit": per_user, "held": held})
+    if sku_limit is not None and 0 <= int(sku_limit) < held_sku + qty:
+        return Explained("per_sku", {"limit": int(sku_limit), "held": held_sku})
     return Explained(Outcome.LIMIT_EXCEEDED.reason)

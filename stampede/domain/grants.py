@@ -12,6 +12,8 @@ grants it (keyed by the ticket) and removes it from the outbox. A crash
 between the two leaves the entry in the outbox, and the sweeper grants it
 later; a crash after the grant but before the removal grants it again, which
 the key makes a no-op. Outbox plus keyed grant: exactly one pack per check-in.
+A sale's `on_confirm` works the same way: confirm.lua writes the entry
+"confirm:<claim_id>" in the run that confirms, and the grant is keyed by it.
 """
 
 import hashlib
@@ -91,8 +93,8 @@ class Grants:
         return results
 
     async def drain_outbox(self, cid: str, only: list[str] | None = None) -> int:
-        """Grant the sale's pending on_checkin packs (all, or the tickets `only`);
-        returns how many left the outbox."""
+        """Grant the sale's pending on_checkin and on_confirm packs (all, or the entries
+        `only`); returns how many left the outbox."""
         box = keys.outbox_key(cid)
         if only is None:
             pending = cast(dict[str, str], await self.redis.hgetall(box))
@@ -100,14 +102,26 @@ class Grants:
             values = cast(list[str | None], await self.redis.hmget(box, only)) if only else []
             pending = {t: v for t, v in zip(only, values, strict=True) if v is not None}
         done = 0
-        for ticket, entry in pending.items():
+        for name, entry in pending.items():
             user, drop, sku = entry.split("|")
-            result, = await self.grant(drop, sku, [user], f"checkin:{ticket}",
-                                       f"checkin:{cid}")
+            key, source = outbox_grant(cid, name)
+            result, = await self.grant(drop, sku, [user], key, source)
             if result.outcome in ("granted", "already", "sold_out"):
                 if result.outcome == "sold_out":
-                    log.warning("no pack for ticket %s: drop %s is out of stock or budget",
-                                ticket, drop)
-                await self.redis.hdel(box, ticket)
+                    log.warning("no pack for %s: drop %s is out of stock or budget",
+                                name, drop)
+                await self.redis.hdel(box, name)
                 done += 1
         return done
+
+
+def outbox_grant(cid: str, name: str) -> tuple[str, str]:
+    """The grant key and source of an outbox entry: "confirm:<claim_id>" (on_confirm)
+    or a ticket id (on_checkin)."""
+    if name.startswith(CONFIRM_PREFIX):
+        return name, f"confirm:{cid}"
+    return f"checkin:{name}", f"checkin:{cid}"
+
+
+CONFIRM_PREFIX = "confirm:"
+"""An on_confirm entry of the outbox (and its grant key): "confirm:<claim_id>"."""

@@ -47,6 +47,10 @@ class PriceStep(Struct, **_STRICT):
     """By tier: claimants whose credential (or presale code) carries one of these."""
 
 
+PriceSteps = Annotated[list[PriceStep], Meta(max_length=16)]
+"""A SKU's presale price steps, in order: the first whose conditions hold prices a claim."""
+
+
 # -- presales: channel and tier allocations ----------------------------------------
 
 ChannelName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$",
@@ -80,7 +84,7 @@ class SkuSpec(Struct, **_STRICT):
     per_user: Limit | None = None
     """Per-user limit for this SKU, on top of the campaign's."""
     waves: Annotated[list[Wave], Meta(max_length=1000)] = []
-    price_steps: Annotated[list[PriceStep], Meta(max_length=16)] = []
+    price_steps: PriceSteps = []
     """Presales: the price decided at claim time and locked into the hold."""
     allocations: Annotated[list[AllocationSpec], Meta(max_length=16)] = []
     """Presales: stock reserved per channel or tier; the rest is shared."""
@@ -162,7 +166,7 @@ class TransferPolicy(Struct, **_STRICT):
 
 
 class PackGrant(Struct, **_STRICT):
-    """A coupon pack a ticket's holder is granted when it is checked in."""
+    """A coupon pack granted to a ticket's holder at check-in, or to a buyer at confirm."""
     drop: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
     sku: SkuId
 # -- presales: access phases --------------------------------------------------------
@@ -265,6 +269,8 @@ class CampaignSpec(Struct, **_STRICT):
     """Transfers of sold claims between users; none: not transferable."""
     on_checkin: PackGrant | None = None
     """A ticketed sale's check-in grants this drop's SKU to the ticket's holder, once."""
+    on_confirm: PackGrant | None = None
+    """A sale's confirmed claim grants this drop's SKU to its buyer, once per claim."""
     phases: Phases = []
     """Presale access phases, in order of opening; none: everyone from opens_at."""
     bundles: Annotated[dict[BundleName, BundleSpec], Meta(max_length=64)] = {}
@@ -298,6 +304,9 @@ class CampaignPatch(Struct, **_STRICT):
     """Scalper throttling: the fields given replace the campaign's, for the next request."""
     phases: Phases | UnsetType = UNSET
     """Presale access phases, replaced whole for the next claim; [] removes them."""
+    price_steps: dict[SkuId, PriceSteps] | UnsetType = UNSET
+    """Presale price steps by SKU, each list replaced whole for the next claim (prices
+    locked into existing holds stay); [] removes them."""
 
 
 class ClaimRequest(Struct, **_STRICT):

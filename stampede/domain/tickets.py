@@ -4,7 +4,9 @@ A ticketed sale (`tickets: {venue}`) makes each confirmed unit a ticket with
 a static id, "<claim_id>-<n>" (n = 1..qty), and a rotating code shown to its
 holder: "<ticket_id>.<K><TTTTTT>", where K is the active coupon key's id and
 T the same 30-second TOTP the coupon till codes use (codes.py), over the
-ticket id: a screenshot stops working within a minute. Nothing is stored
+ticket id: a screenshot stops working within a minute. A code is verified
+under the key its K names, so rotating the coupon keys (a new active key
+first, the old one still listed) kills no live code. Nothing is stored
 for a valid ticket; the tickets hash keeps those checked in or refunded.
 
 Door scanners hold credentials per venue and gate, issued by ops like
@@ -20,16 +22,19 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal, cast
 
+import msgspec
 from msgspec import Meta, Struct
 from redis.asyncio import Redis
 
 from stampede.domain.coupons.codes import STEP_MS, CodeKeys
 from stampede.domain.grants import Grants
 from stampede.domain.models import VenueId, from_ms
+from stampede.domain.seen import CampaignSeen, campaign_seen
 from stampede.errors import ValidationError
 from stampede.settings import Settings
 from stampede.state import keys, records
@@ -86,7 +91,8 @@ class TicketView(Struct, kw_only=True):
     ticket_id: str
     campaign_id: str
     sku: str
-    status: Literal["valid", "checked_in", "refunded"]
+    status: Literal["valid", "checked_in", "refunded", "transferred"]
+    """transferred: given away alone (one-ticket transfer); its code no longer works"""
     code: str | None = None
     """The rotating code to show (valid tickets only): good until `code_expires_at`."""
     code_expires_at: datetime | None = None
@@ -118,21 +124,44 @@ class _Pending:
 _SCANNER = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
-def ticket_code(code_keys: CodeKeys, ticket_id: str, step: int) -> str:
-    rotating = code_keys.rotating(ticket_id, step)  # kid + ticket id + TOTP
+def ticket_code(code_keys: CodeKeys, ticket_id: str, step: int, kid: str | None = None) -> str:
+    rotating = code_keys.rotating(ticket_id, step, kid)  # kid + ticket id + TOTP
     return f"{ticket_id}.{rotating[0]}{rotating[-6:]}"
 
 
 def verify_code(code_keys: CodeKeys, code: str, at_ms: int) -> str | None:
-    """The ticket id of a genuine code for the step of `at_ms` or the one before."""
-    ticket_id, sep, _ = code.rpartition(".")
-    if not sep or keys.claim_of_ticket(ticket_id) is None:
+    """The ticket id of a genuine code for the step of `at_ms` or the one before,
+    under the key its K names while that key is listed: a key rotation leaves the
+    codes shown (or scanned offline) before it valid until the old key is removed."""
+    ticket_id, sep, tail = code.rpartition(".")
+    if not sep or not tail or keys.claim_of_ticket(ticket_id) is None:
+        return None
+    kid = tail[0]
+    if not code_keys.listed(kid):  # unknown or retired key
         return None
     step = at_ms // STEP_MS
     ok = False
     for s in (step - 1, step):
-        ok |= hmac.compare_digest(code, ticket_code(code_keys, ticket_id, s))
+        ok |= hmac.compare_digest(code, ticket_code(code_keys, ticket_id, s, kid))
     return ticket_id if ok else None
+
+
+_LOST = "lost"
+"""checkin.lua's verdict for a scan whose campaign has no state at all."""
+
+
+async def _judge_lost(verdicts: list[CheckinVerdict],
+                      known: Callable[[str], Awaitable[bool]] | None) -> list[CheckinVerdict]:
+    judged: dict[str, bool] = {}
+    for i, v in enumerate(verdicts):
+        if cast(str, v.verdict) != _LOST:
+            continue
+        cid = (v.ticket_id or "").split(".", 1)[0]
+        if cid not in judged:
+            judged[cid] = known is not None and await known(cid)
+        verdicts[i] = msgspec.structs.replace(
+            v, verdict="fenced" if judged[cid] else "not_found")
+    return verdicts
 
 
 class Tickets:
@@ -151,27 +180,47 @@ class Tickets:
 
     async def mine(self, cid: str, user: str) -> list[TicketView] | None:
         """The user's tickets in a campaign (None: no such ticketed campaign)."""
+        return (await self.find_mine(cid, user))[0]
+
+    async def find_mine(self, cid: str, user: str
+                        ) -> tuple[list[TicketView] | None, CampaignSeen]:
+        """The user's tickets, and what the reads saw of the campaign. Each read is
+        one MULTI with the campaign's meta: a campaign lost (or fenced) at any of
+        them answers that, never a list missing what the heal will bring back."""
         if not keys.valid_campaign_id(cid) or not keys.valid_user_id(user):
-            return None
+            return None, "live"
         ks = keys.campaign_keys(cid)
-        if await self.redis.hget(ks.meta, "tk_on") != "1":
-            return None
-        claim_ids = sorted(cast(set[str], await self.redis.smembers(
-            keys.ticket_holder_key(cid, user))))
+        seen, tk_on, claim_ids = await self._with_campaign(
+            ks, ("hget", ks.meta, "tk_on"), ("smembers", keys.ticket_holder_key(cid, user)))
+        if seen != "live" or tk_on != "1":
+            return None, seen
         if not claim_ids:
-            return []
-        raws = cast(list[str | None], await self.redis.hmget(ks.claims, claim_ids))
+            return [], seen
+        ordered = sorted(cast(set[str], claim_ids))
+        seen, raws = await self._with_campaign(ks, ("hmget", ks.claims, ordered))
+        if seen != "live":
+            return None, seen
+        claims = [(claim_id, records.CLAIM.decode(raw))
+                  for claim_id, raw in zip(ordered, raws, strict=True) if raw is not None]
+        ids = [[f"{claim_id}-{n}" for n in range(1, c.qty + 1)] for claim_id, c in claims]
+        seen, states = await self._with_campaign(
+            ks, ("hmget", keys.tickets_key(cid), [t for unit in ids for t in unit] or [""]))
+        if seen != "live":
+            return None, seen
         step = int(time.time() * 1000) // STEP_MS
-        views = []
-        for claim_id, raw in zip(claim_ids, raws, strict=True):
-            if raw is None:
-                continue
-            c = records.CLAIM.decode(raw)
-            ids = [f"{claim_id}-{n}" for n in range(1, c.qty + 1)]
-            states = cast(list[str | None], await self.redis.hmget(keys.tickets_key(cid), ids))
-            for ticket_id, state in zip(ids, states, strict=True):
-                views.append(self._view(cid, c.sku, ticket_id, state, step))
-        return views
+        by_ticket = dict(zip((t for unit in ids for t in unit), states, strict=False))
+        return [self._view(cid, c.sku, ticket_id, by_ticket[ticket_id], step)
+                for (_, c), unit in zip(claims, ids, strict=True) for ticket_id in unit], seen
+
+    async def _with_campaign(self, ks: keys.CampaignKeys, *reads: tuple[Any, ...]
+                             ) -> tuple[Any, ...]:
+        """(what was seen of the campaign, each read's answer), in one MULTI."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(ks.meta, "state", "fenced")
+            for command, *args in reads:
+                getattr(pipe, command)(*args)
+            (state, fenced), *answers = await pipe.execute()
+        return (campaign_seen(state, fenced), *answers)
 
     def _view(self, cid: str, sku: str, ticket_id: str, state: str | None,
               step: int) -> TicketView:
@@ -182,6 +231,9 @@ class Tickets:
         t = records.TICKET.decode(state)
         if t.status == "refunded":
             return TicketView(ticket_id=ticket_id, campaign_id=cid, sku=sku, status="refunded")
+        if t.status == "moved":
+            return TicketView(ticket_id=ticket_id, campaign_id=cid, sku=sku,
+                              status="transferred")
         return TicketView(ticket_id=ticket_id, campaign_id=cid, sku=sku, status="checked_in",
                           gate=t.gate, checked_in_at=from_ms(t.at))
 
@@ -217,11 +269,16 @@ class Tickets:
 
     # -- check-in ----------------------------------------------------------------
 
-    async def check_in(self, scanner: Scanner, scans: list[Scan]) -> list[CheckinVerdict]:
-        """Verdicts for `scans`, in order. A batch's scans of one campaign go to its
-        script together, in their order, so a ticket scanned twice in a batch is
-        admitted, then checked_in. A single scan joins the other single scans of
-        its campaign in this loop tick (one script call for a gate rush's scans)."""
+    async def check_in(self, scanner: Scanner, scans: list[Scan],
+                       known: Callable[[str], Awaitable[bool]] | None = None
+                       ) -> list[CheckinVerdict]:
+        """Verdicts for `scans`, in order. A scan whose campaign the script found
+        without state is `fenced` (retry) if `known(campaign)` says it is being
+        healed (lost from Redis, kept in the store), else `not_found`. A batch's
+        scans of one campaign go to its script together, in their order, so a
+        ticket scanned twice in a batch is admitted, then checked_in. A single scan
+        joins the other single scans of its campaign in this loop tick (one script
+        call for a gate rush's scans)."""
         now = int(time.time() * 1000)
         out: list[CheckinVerdict | None] = [None] * len(scans)
         groups: dict[str, list[tuple[int, _Pending]]] = {}
@@ -249,7 +306,7 @@ class Tickets:
                 verdicts = await self._run(cid, [p for _, p in group])
                 for (i, _), verdict in zip(group, verdicts, strict=True):
                     out[i] = verdict
-        return [v for v in out if v is not None]
+        return await _judge_lost([v for v in out if v is not None], known)
 
     def _coalesced(self, cid: str, pending: "_Pending") -> "asyncio.Future[CheckinVerdict]":
         """One script call in flight per campaign; the scans that come meanwhile wait

@@ -1,8 +1,8 @@
 """Presale allocations rebuilt from the store: each allocation's reserved units are its
 spec'd qty less what claims took from it, but for holds released (expired, cancelled:
 a refund or a transfer gives nothing back to an allocation) (their `claim_held` events
-say, `alloc`), or -1 once an `allocation_returned` event returned it; each such claim's
-"~a|<claim>" mark comes back so that a later release gives its units back."""
+say, `alloc`), or -1 once an `allocation_returned` event returned it. (Each claim's
+take comes back in its record, `alloc`, so that a later release gives its units back.)"""
 
 from collections.abc import Iterable
 from typing import Any
@@ -20,19 +20,17 @@ def parse_take(alloc: str) -> list[tuple[str, int]]:
 
 
 def rebuild(spec: CampaignSpec, returned: set[tuple[str, str]], takes: dict[str, str],
-            claims: Iterable[Any]) -> tuple[dict[str, str], dict[str, str]]:
-    """(meta fields, users-hash marks) as allocations.lua and claim_batch.lua keep them;
-    `claims` are store rows (claim_id, sku, status)."""
+            claims: Iterable[Any]) -> dict[str, str]:
+    """The meta fields as allocations.lua keeps them; `claims` are store rows
+    (claim_id, sku, status)."""
     reserved = {(s.sku, a.name): a.qty for s in spec.skus for a in s.allocations}
-    marks: dict[str, str] = {}
     for c in claims:
         take = takes.get(c.claim_id)
         if take is None or c.status in ("expired", "cancelled"):  # released holds only
             continue
-        marks[f"~a|{c.claim_id}"] = take
         for name, n in parse_take(take):
             if (c.sku, name) in reserved:
                 reserved[(c.sku, name)] -= n
     meta = {f"al:{sku}:{name}": str(-1 if (sku, name) in returned else n)
             for (sku, name), n in reserved.items()}
-    return meta, marks
+    return meta

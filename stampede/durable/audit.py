@@ -13,12 +13,16 @@ a violation is anything those rules forbid or the projections contradict:
                         whose units left disagree with the refunds before it)
     refunded_checked_in a refunded ticket checked in, or a checked-in one refunded
     checked_in_twice    a ticket admitted when it already was
-    bad_checkin         a check-in of a ticket no sold claim has
+    bad_checkin         a check-in of a ticket no sold claim has (or one moved out)
     grant_missing       a check-in of a sale with on_checkin whose pack the drop has not
                         granted (the one grant per check-in: its claim id is derived
-                        from the ticket, so there can be no second)
+                        from the ticket, so there can be no second); with on_confirm,
+                        likewise a confirmed claim whose pack the drop has not granted
     bad_transfer        a transfer of a claim that was not its giver's sold claim, or
-                        of another number of units than it had left
+                        of another number of units than it had left; of a ticket
+                        alone that was not valid
+    (a ticket transferred alone and then checked in or refunded under its old claim
+    is bad_checkin, or refunded_checked_in)
     projection_mismatch the stored projections differ from the recomputation
     unknown_event       an event of a type this version does not know (a newer
                         version wrote it); the replay stops before it, as the
@@ -28,7 +32,8 @@ and for coupon drops those of engine.coupons.audit (over_budget, uses_negative,
 bad_coupon_transition, rolled_back_twice, validity_shortened, code_over_limit,
 referral_farmed, points_debit_twice); for presale codes:
 
-    presale_code_overused  a hold that spent a code past its batch's uses, or
+    presale_code_overused  a hold that spent a code past its batch's uses (less those
+                           given back by holds that lapsed or were cancelled), or
                            a code of no issued batch or serial
     presale_code_rebound   a binding batch's code held by a second user
 
@@ -55,6 +60,7 @@ from sqlalchemy import func, select
 
 from stampede.domain.grants import grant_claim_id
 from stampede.domain.models import CampaignSpec
+from stampede.durable.aftersale_recovery import confirm_grants
 from stampede.durable.allocation_recovery import parse_take
 from stampede.durable.bundle_audit import BundleReplay
 from stampede.durable.coupon_audit import CouponReplay
@@ -116,7 +122,9 @@ class Replay:
     refund_totals: dict[str, list[int]] = field(default_factory=dict)
     """sku -> [units, amount] refunded"""
     tickets: dict[str, str] = field(default_factory=dict)
-    """ticket -> in (checked in) or refunded"""
+    """ticket -> in (checked in), refunded, or moved (transferred alone)"""
+    moved: Counter[str] = field(default_factory=Counter)
+    """claim -> its tickets transferred alone"""
     gates: Counter[str] = field(default_factory=Counter)
     bundles: BundleReplay = field(default_factory=BundleReplay)
     """Presales: bundle claims and their lines."""
@@ -214,6 +222,7 @@ class Replay:
                          to=status)
             return False
         if not isinstance(ev, ClaimConfirmed):
+            self.presale.release(claim)  # a lapsed or cancelled hold gives its code's use back
             self.users[user] -= qty
             self.user_sku[(user, sku)] -= qty
             person = self.claim_person.pop(claim, None)
@@ -234,12 +243,12 @@ class Replay:
             return False
         _, user, sku, qty = prior
         done = self.refunded[ev.claim] + ev.qty
-        if done > qty or ev.left != qty - done:
+        if done + self.moved[ev.claim] > qty or ev.left != qty - done - self.moved[ev.claim]:
             self.violate("refunds_over_sold", claim=ev.claim, seq=ev.seq, refunded=done,
                          sold=qty, left=ev.left)
             return False
         numbers = [n for n in ev.tickets.split(",") if n]
-        used = [n for n in numbers if self.tickets.get(f"{ev.claim}-{n}") == "in"]
+        used = [n for n in numbers if self.tickets.get(f"{ev.claim}-{n}") in ("in", "moved")]
         if used:
             self.violate("refunded_checked_in", claim=ev.claim, seq=ev.seq, tickets=used)
             return False
@@ -248,6 +257,8 @@ class Replay:
         self.refunded[ev.claim] = done
         self.users[user] -= ev.qty
         self.user_sku[(user, sku)] -= ev.qty
+        if ev.claim in self.claim_person:  # refunded units leave the person's count
+            self.persons[self.claim_person[ev.claim]] -= ev.qty
         totals = self.refund_totals.setdefault(sku, [0, 0])
         totals[0] += ev.qty
         totals[1] += ev.amount
@@ -258,13 +269,26 @@ class Replay:
 
     def _transfer(self, ev: ClaimTransferred) -> bool:
         prior = self.claims.get(ev.claim)
+        ticket = f"{ev.claim}-{ev.ticket}"
+        units = 1 if ev.ticket else \
+            (prior[3] - self.refunded[ev.claim] - self.moved[ev.claim] if prior else 0)
         if prior is None or prior[0] != "confirmed" or prior[1] != ev.giver or \
-                prior[2] != ev.sku or ev.qty != prior[3] - self.refunded[ev.claim] or \
-                ev.new_claim in self.claims:
+                prior[2] != ev.sku or ev.qty != units or units < 1 or \
+                ev.new_claim in self.claims or \
+                (ev.ticket and (ev.ticket > prior[3] or ticket in self.tickets)):
             self.violate("bad_transfer", claim=ev.claim, seq=ev.seq)
             return False
-        self.claims[ev.claim] = ("transferred", *prior[1:])
+        if ev.ticket:  # one ticket moved out: the claim keeps the others
+            self.tickets[ticket] = "moved"
+            self.moved[ev.claim] += 1
+        else:
+            self.claims[ev.claim] = ("transferred", *prior[1:])
         self.claims[ev.new_claim] = ("confirmed", ev.user, ev.sku, ev.qty)
+        if ev.claim in self.claim_person:  # the units leave the giver's person...
+            self.persons[self.claim_person[ev.claim]] -= ev.qty
+        if ev.identity:  # ...and join the recipient's
+            self.claim_person[ev.new_claim] = ev.identity
+            self.persons[ev.identity] += ev.qty
         self.users[ev.giver] -= ev.qty
         self.user_sku[(ev.giver, ev.sku)] -= ev.qty
         self.users[ev.user] += ev.qty
@@ -279,6 +303,9 @@ class Replay:
             self.violate("bad_checkin", ticket=ev.ticket, seq=ev.seq)
             return False
         state = self.tickets.get(ev.ticket)
+        if state == "moved":  # transferred alone: the old claim's code is dead
+            self.violate("bad_checkin", ticket=ev.ticket, seq=ev.seq)
+            return False
         if prior[0] == "refunded" or state == "refunded":
             self.violate("refunded_checked_in", ticket=ev.ticket, seq=ev.seq)
             return False
@@ -328,7 +355,7 @@ class Replay:
         batch_no, _, serial = ev.code.partition(".")
         batch = self.presale.batches.get(int(batch_no))
         if batch is None or not 1 <= int(serial) <= batch.count or \
-                self.presale.spent[ev.code] > batch.uses:
+                self.presale.in_use(ev.code) > batch.uses:
             self.violate("presale_code_overused", code=ev.code, seq=ev.seq,
                          claims=self.presale.spent[ev.code])
         elif bound is not None and bound != ev.user:
@@ -460,25 +487,43 @@ async def audit(store: Store, campaign: str | None = None,
 
 
 async def _check_grants(store: Store, cid: str, summary: dict[str, Any]) -> None:
-    """One pack per check-in of a sale that grants on check-in (across two campaigns)."""
+    """One pack per check-in of a sale that grants on check-in, and one per confirmed
+    claim of a sale that grants on confirm (across two campaigns)."""
     async with store.engine.connect() as conn:
         spec_json = (await conn.execute(select(t.campaigns.c.spec).where(
             t.campaigns.c.campaign_id == cid))).scalar_one_or_none()
         if not spec_json:
             return
         spec = msgspec.json.decode(spec_json, type=CampaignSpec)
-        if spec.on_checkin is None:
-            return
-        drop = spec.on_checkin.drop
-        wanted = {grant_claim_id(drop, f"checkin:{r.ticket_id}", r.user_id): r.ticket_id
-                  for r in await conn.execute(select(t.checkins).where(
-                      t.checkins.c.campaign_id == cid))}
-        found = {r.claim_id: r.qty for r in await conn.execute(
+        if spec.on_checkin is not None:
+            drop = spec.on_checkin.drop
+            wanted = {grant_claim_id(drop, f"checkin:{r.ticket_id}", r.user_id): r.ticket_id
+                      for r in await conn.execute(select(t.checkins).where(
+                          t.checkins.c.campaign_id == cid))}
+            found = await _grant_qty(conn, list(wanted))
+            missing = sorted(wanted[c] for c in wanted if found.get(c) != 1)
+            summary["grants"] = {"checkins": len(wanted), "granted": len(found)}
+            _missing(summary, drop, "tickets", missing)
+        if spec.on_confirm is not None:
+            drop = spec.on_confirm.drop
+            owed = await confirm_grants(conn, cid, drop)
+            found = await _grant_qty(conn, list(owed))
+            missing = sorted(owed[c][0] for c in owed if found.get(c) != 1)
+            summary["confirm_grants"] = {"confirmed": len(owed), "granted": len(found)}
+            _missing(summary, drop, "claims", missing)
+
+
+async def _grant_qty(conn: Any, claim_ids: list[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for i in range(0, len(claim_ids), 500):  # SQL parameter limits
+        found |= {r.claim_id: r.qty for r in await conn.execute(
             select(t.claims.c.claim_id, t.claims.c.qty).where(
-                t.claims.c.claim_id.in_(list(wanted))))} if wanted else {}
-    missing = sorted(wanted[c] for c in wanted if found.get(c) != 1)
-    summary["grants"] = {"checkins": len(wanted), "granted": len(found)}
+                t.claims.c.claim_id.in_(claim_ids[i:i + 500])))}
+    return found
+
+
+def _missing(summary: dict[str, Any], drop: str, what: str, missing: list[str]) -> None:
     if missing:
         summary["violations"] += len(missing)
         summary["violation_samples"].append({"kind": "grant_missing", "drop": drop,
-                                             "tickets": missing[:5]})
+                                             what: missing[:5]})

@@ -15,7 +15,7 @@ A type this version does not know (a newer version wrote it) decodes to
 until a version that knows it folds it (see projection.py).
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -378,6 +378,8 @@ class TransferOffered(Event, tag="transfer_offered"):
     expires: int
     token: str
     """The token's SHA-256 (the token itself is never stored)."""
+    ticket: int = 0
+    """A one-ticket transfer: the ticket's number n in the claim; 0: the whole claim."""
 
 
 class ClaimTransferred(Event, tag="claim_transferred"):
@@ -393,6 +395,12 @@ class ClaimTransferred(Event, tag="claim_transferred"):
     created: int
     deadline: int
     token: str = ""
+    ticket: int = 0
+    """A one-ticket transfer: the number n of the ticket "<claim>-<n>" that moved (the
+    old claim keeps its other tickets and stays confirmed); 0: the whole claim."""
+    identity: str = ""
+    """A per_person sale: the recipient's identity, which the new claim's units now
+    count against ('' none)."""
 
 
 # -- presales: presale codes ----------------------------------------------------
@@ -510,6 +518,35 @@ def from_entry(campaign_id: str, entry_id: str, fields: Mapping[str, str]) -> Ev
         raise BadEvent(f"entry {entry_id}: seq {seq}")
     raw = _encode({k: v for k, v in fields.items() if k not in _HEADER})
     return _decode(etype, raw, campaign_id, seq, ts, epoch, entry_id)
+
+
+def from_flat(campaign_id: str, entry_id: str, flat: Sequence[str]) -> Event:
+    """A stream entry as the server sends it (name, value, name, value, ...) as its event.
+
+    `emit()` writes the header first and always in one order, so it is read by
+    position and the body is the rest: no dict of the whole entry. Any other
+    layout (an entry written by hand) goes through `from_entry`."""
+    if len(flat) >= 8 and flat[0] == "seq" and flat[2] == "type" and flat[4] == "ts" \
+            and flat[6] == "epoch":
+        try:
+            seq, ts, epoch = int(flat[1]), int(flat[5]), int(flat[7])
+        except ValueError as exc:
+            raise BadEvent(f"entry {entry_id}: {exc!r}") from exc
+        if seq >= 1:
+            body = iter(flat[8:])
+            raw = _encode(dict(zip(body, body, strict=False)))
+            return _decode(flat[3], raw, campaign_id, seq, ts, epoch, entry_id)
+    pairs = iter(flat)
+    return from_entry(campaign_id, entry_id, dict(zip(pairs, pairs, strict=False)))
+
+
+EVENT_COLUMNS = ("campaign_id", "seq", "type", "ts", "epoch", "stream_id", "data")
+"""The `events` table's columns, in the order of `row_of`."""
+
+
+def row_of(ev: Event) -> tuple[Any, ...]:
+    """The event's `events` row as a tuple in EVENT_COLUMNS order (the persister's bulk insert)."""
+    return (ev.campaign_id, ev.seq, type_name(ev), ev.ts, ev.epoch, ev.stream_id, ev.raw)
 
 
 def to_row(ev: Event) -> dict[str, Any]:

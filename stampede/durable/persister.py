@@ -13,8 +13,9 @@ Redis) and the loop backs off and retries until the outage ends, however
 long. Streams are trimmed only below the oldest pending entry.
 
 Several persisters may run at once: the group spreads entries among them.
-(One XREADGROUP over all streams assumes one Redis node; Cluster would need
-one call per slot.)
+On one server one XREADGROUP reads every stream; on a cluster a command's keys
+must share a slot, so each stream (each campaign's slot, on whichever node
+holds it) is read by its own XREADGROUP, all at once, polled while idle.
 """
 
 import asyncio
@@ -32,7 +33,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 from sqlalchemy import text
 
-from stampede.durable.events import Event, from_entry
+from stampede.durable.events import Event, from_entry, from_flat
 from stampede.durable.projection import store_events
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
@@ -40,14 +41,17 @@ from stampede.metrics import DEAD_LETTERS, PERSISTED
 from stampede.periodic import every
 from stampede.settings import Settings
 from stampede.state import keys
+from stampede.state.connection import is_cluster, is_transient
 
 GROUP = "persister"
+CLUSTER_POLL_MS = 20
+"""Cluster mode: how long the persister waits before it reads idle streams again."""
 log = logging.getLogger("stampede.persister")
 _json = msgspec.json.Encoder()
 
 
-Entry = tuple[str, str, dict[str, str]]
-"""(stream key, entry id, fields)"""
+Entry = tuple[str, str, list[str]]
+"""(stream key, entry id, fields as the server sends them: name, value, name, value, ...)"""
 Items = list[tuple[str, dict[str, str]]]
 """An XRANGE reply: (entry id, fields); str, as the client decodes responses"""
 
@@ -68,7 +72,7 @@ class Outage(Exception):
 
 def _is_outage(exc: BaseException) -> bool:
     """Redis or the store unreachable, not a bug: Outage, or a connection error."""
-    return isinstance(exc, Outage | OSError) or \
+    return isinstance(exc, Outage | OSError) or is_transient(exc) or \
         (isinstance(exc, RedisError) and not isinstance(exc, ResponseError))
 
 
@@ -84,6 +88,17 @@ class Persister:
     def __init__(self, redis: "Redis", store: Store, settings: Settings,
                  consumer: str | None = None) -> None:
         self.redis = redis  # decode_responses=True
+        # The same connections, replies as the server sends them: a read of
+        # thousands of entries makes no dict per entry (the events decoder reads
+        # the flat field lists).
+        self.cluster = is_cluster(redis)
+        self._wire = redis if self.cluster else Redis(connection_pool=redis.connection_pool)
+        if not self.cluster:  # (cluster mode reads each stream through `redis`)
+            self._wire.response_callbacks.clear()
+        self.linger_s = settings.persist_linger_ms / 1000
+        """In run(): after a short read, wait this long before the next, so a
+        steady trickle is stored in fewer, larger transactions."""
+        self._lingering = False
         self.store = store
         self.batch = settings.persist_batch
         self.claim_idle_ms = settings.persist_claim_idle_ms
@@ -95,6 +110,8 @@ class Persister:
         self._prefetch: asyncio.Task[list[Entry]] | None = None
         self._failures: dict[tuple[str, str], int] = {}
         self.persisted = 0
+        self.batches = 0
+        """Store transactions committed."""
         self.dead_lettered = 0
         self.outages = 0
         self.last_progress = time.monotonic()
@@ -104,6 +121,7 @@ class Persister:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Persist until `stop` is set; housekeeping runs beside the read loop."""
+        self._lingering = True  # (drain and tests' steps read again at once)
         await self.refresh_streams()
         chores = [asyncio.create_task(every(1.0, self.refresh_streams, stop, "persister-index")),
                   asyncio.create_task(every(max(self.claim_idle_ms / 2000, 0.5),
@@ -164,7 +182,9 @@ class Persister:
             entries = await self._read(block_ms)
         if entries:
             # Read the next batch while this one commits: Redis and the store overlap.
-            self._prefetch = asyncio.create_task(self._read(0))
+            # A short batch means we are caught up: let the next one gather a while.
+            linger = self.linger_s if self._lingering and len(entries) < self.batch else 0.0
+            self._prefetch = asyncio.create_task(self._read(0, linger))
             await self._process(entries)
         else:
             self.last_progress = time.monotonic()  # caught up
@@ -181,19 +201,55 @@ class Persister:
             self._prefetch.cancel()
             self._prefetch = None
 
-    async def _read(self, block_ms: int) -> list[Entry]:
+    async def _read(self, block_ms: int, after_s: float = 0.0) -> list[Entry]:
+        if after_s:
+            await asyncio.sleep(after_s)
+        if self.cluster:
+            return await self._read_each(block_ms)
+        streams = self.streams
+        block = ("BLOCK", block_ms) if block_ms else ()
         try:
-            reply = await self.redis.xreadgroup(GROUP, self.consumer,
-                                                dict.fromkeys(self.streams, ">"),
-                                                count=self.batch, block=block_ms or None)
+            reply = await self._wire.execute_command(
+                "XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", self.batch, *block,
+                "STREAMS", *streams, *(">",) * len(streams))  # type: ignore[no-untyped-call]
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             self._grouped.clear()  # Redis lost our groups (emptied or rebuilt)
             await self.refresh_streams()
             return []
+        # RESP3 answers {stream: entries}, RESP2 [[stream, entries], ...]; an
+        # entry deleted meanwhile has no fields.
+        found = cast(Iterable[tuple[str, list[tuple[str, list[str] | None]]]],
+                     reply.items() if isinstance(reply, dict) else reply or ())
+        return [(key, eid, fields) for key, items in found for eid, fields in items
+                if fields is not None]
+
+    async def _read_each(self, block_ms: int) -> list[Entry]:
+        """Cluster mode: one XREADGROUP per stream, all at once; when every stream is
+        idle, wait up to CLUSTER_POLL_MS (not `block_ms`: a blocking read per stream
+        would hold a connection per campaign) and look again once."""
+        for attempt in (0, 1):
+            replies = await asyncio.gather(*(self._read_one(key) for key in self.streams))
+            entries = [entry for reply in replies for entry in reply]
+            if entries or not block_ms or attempt:
+                return entries
+            await asyncio.sleep(min(block_ms, CLUSTER_POLL_MS) / 1000)
+        return []
+
+    async def _read_one(self, key: str) -> list[Entry]:
+        try:
+            reply = await self.redis.xreadgroup(GROUP, self.consumer, {key: ">"},
+                                                count=self.batch)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self._grouped.discard(key)  # this stream lost our group (emptied or rebuilt)
+            await ensure_group(self.redis, key)
+            self._grouped.add(key)
+            return []
         streams = cast(list[tuple[str, list[tuple[str, dict[str, str] | None]]]], reply or [])
-        return [(key, eid, fields) for key, items in streams for eid, fields in items
+        return [(key, eid, _flat(fields)) for _, items in streams for eid, fields in items
                 if fields is not None]
 
     # -- commit, acknowledge, dead-letter -----------------------------------
@@ -234,19 +290,21 @@ class Persister:
 
     async def _unless_outage(self, exc: Exception, entries: Sequence[Entry]) -> None:
         """Raise Outage, keeping `entries` for a later round, if Redis or the store is down."""
-        if isinstance(exc, RedisError) and not isinstance(exc, ResponseError) \
-                or not await self.store_healthy() or not await self.redis_healthy():
+        if _is_outage(exc) or not await self.store_healthy() \
+                or not await self.redis_healthy():
             self.discard_prefetch()
             held = {(k, eid) for k, eid, _ in entries}
             self._retry = list(entries) + [e for e in self._retry if (e[0], e[1]) not in held]
             raise Outage(f"{type(exc).__name__}: {exc}") from exc
 
     async def _commit(self, entries: Sequence[Entry]) -> None:
-        events = [from_entry(campaign_of_stream(key), eid, fields) for key, eid, fields in entries]
+        cids = {key: campaign_of_stream(key) for key in {e[0] for e in entries}}
+        events = [from_flat(cids[key], eid, fields) for key, eid, fields in entries]
         async with self.store.begin() as conn:
             await store_events(conn, self.store, events)
         await self._ack(entries)
         self.persisted += len(events)
+        self.batches += 1
         self.last_progress = time.monotonic()
         PERSISTED.inc(len(events))
 
@@ -264,7 +322,7 @@ class Persister:
         async with self.store.begin() as conn:
             await conn.execute(self.store.insert_ignore(t.dead_letters).values(
                 stream=key, entry_id=eid, campaign_id=campaign_of_stream(key),
-                fields=_json.encode(fields).decode(), error=repr(error)[:2000],
+                fields=_json.encode(_as_dict(fields)).decode(), error=repr(error)[:2000],
                 deliveries=attempts, ts=int(time.time() * 1000)))
         await self._ack([entry])
         self.dead_lettered += 1
@@ -315,7 +373,8 @@ class Persister:
                     if "NOGROUP" in str(exc):
                         break
                     raise
-                start, items = reply[0], [(key, e, f) for e, f in reply[1] if f is not None]
+                start, items = reply[0], [(key, e, _flat(f)) for e, f in reply[1]
+                                          if f is not None]
                 if items:
                     taken += len(items)
                     suspects = await self._suspects(key, [e for _, e, _ in items])
@@ -395,6 +454,15 @@ async def lag(redis: "Redis", cid: str) -> Lag:
             key, min=f"({group['last-delivered-id']}")))
     age = max(0.0, (now_ms - entry_ms(oldest)) / 1000) if oldest else 0.0
     return Lag(cid, age, int(group["pending"]) + int(undelivered))
+
+
+def _flat(fields: dict[str, str]) -> list[str]:
+    return [x for pair in fields.items() for x in pair]
+
+
+def _as_dict(flat: list[str]) -> dict[str, str]:
+    pairs = iter(flat)
+    return dict(zip(pairs, pairs, strict=False))
 
 
 def entries_of(key: str, items: Iterable[tuple[str, dict[str, str]]]) -> list[Event]:

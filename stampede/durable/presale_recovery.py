@@ -5,7 +5,8 @@ Redis keeps per campaign the batches (pbatches) and what each code has spent
 events they came from: `presale_codes_issued`, `claim_held` with the code it
 spent, and `segment_changed`. Folding them gives the same hashes
 (stampede/state/keys.py PresaleKeys), so a recovered sale refuses a used-up
-code exactly as before and keeps each binding.
+code exactly as before and keeps each binding; a hold that lapsed or was
+cancelled gave its use back (the users hash's "~cr|<code>").
 """
 
 from collections import Counter
@@ -37,6 +38,20 @@ class PresaleState:
     """code id -> the user a binding batch's code belongs to"""
     segments: dict[str, set[str]] = field(default_factory=dict)
     """segment -> its members"""
+    claim_code: dict[str, str] = field(default_factory=dict)
+    """claim -> the code it spent, while it may yet be released"""
+    returned: Counter[str] = field(default_factory=Counter)
+    """code id -> uses given back by holds that lapsed or were cancelled"""
+
+    def release(self, claim: str) -> None:
+        """A hold lapsed or was cancelled: its code's use comes back."""
+        code = self.claim_code.pop(claim, None)
+        if code is not None:
+            self.returned[code] += 1
+
+    def in_use(self, code: str) -> int:
+        """The claims a code has made less those given back."""
+        return self.spent[code] - self.returned[code]
 
     def fold(self, ev: Any) -> None:
         if isinstance(ev, PresaleCodesIssued):
@@ -51,6 +66,7 @@ class PresaleState:
                 members.difference_update(users)
         elif isinstance(ev, ClaimHeld) and ev.code:
             self.spent[ev.code] += 1
+            self.claim_code[ev.claim] = ev.code
             batch = self.batches.get(int(ev.code.split(".")[0]))
             if batch is not None and batch.bind == 1:
                 self.bound[ev.code] = ev.user
@@ -93,6 +109,11 @@ class PresaleState:
                    for user in users]
         for start in range(0, len(members), 10_000):  # bounded commands for big segments
             pipe.hset(pk.segments, mapping=dict.fromkeys(members[start:start + 10_000], 1))
+        # After the rebuild's users hash (recovery.py): the codes' marks and uses given back.
+        marks = {f"~c|{claim}": code for claim, code in self.claim_code.items()}
+        marks |= {f"~cr|{code}": str(n) for code, n in self.returned.items() if n}
+        if marks:
+            pipe.hset(keys.campaign_keys(self.cid).users, mapping=marks)
 
 
 async def load(store: Store, cid: str) -> PresaleState:
@@ -106,6 +127,12 @@ async def load(store: Store, cid: str) -> PresaleState:
         spent = (await conn.execute(select(t.events).where(  # holds that spent a code
             t.events.c.campaign_id == cid, t.events.c.type.in_(names(ClaimHeld)),
             t.events.c.data.contains('"code"')).order_by(t.events.c.seq))).all()
-    for row in [*issued, *spent]:  # batches first: a held claim's binding reads its batch
-        state.fold(from_row(row))
+        for row in [*issued, *spent]:  # batches first: a held claim's binding reads its batch
+            state.fold(from_row(row))
+        held = list(state.claim_code)
+        for start in range(0, len(held), 500):  # SQL parameter limits
+            for (claim_id,) in await conn.execute(select(t.claims.c.claim_id).where(
+                    t.claims.c.claim_id.in_(held[start:start + 500]),
+                    t.claims.c.status.in_(("expired", "cancelled")))):
+                state.release(claim_id)
     return state

@@ -10,17 +10,20 @@ the same way (see `_known`).
 """
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 from sqlalchemy import Table, bindparam, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stampede.domain.models import CampaignSpec, to_ms
 from stampede.durable.coupon_projection import CouponFold
 from stampede.durable.events import (
+    EVENT_COLUMNS,
     CampaignDefined,
     CampaignPatched,
     ClaimCancelled,
@@ -36,7 +39,7 @@ from stampede.durable.events import (
     Unknown,
     WaveReleased,
     from_row,
-    to_row,
+    row_of,
 )
 from stampede.durable.refund_projection import apply_to_sku, checkin_row, refund_row
 from stampede.durable.store import schema as t
@@ -47,6 +50,11 @@ _COUNTERS = ("released", "available", "held", "sold", "expired", "cancelled")
 _PATCHABLE = ("state", "opens_ms", "closes_ms", "hold_ttl_ms", "per_user", "max_qty")
 _spec_decoder = msgspec.json.Decoder(CampaignSpec)
 _patch_decoder = msgspec.json.Decoder(dict[str, Any])
+CLAIM_COLUMNS = ("claim_id", "campaign_id", "user_id", "sku", "qty", "price", "status",
+                 "deadline_ms", "created_ms", "updated_seq", "idem_key", "fingerprint")
+"""The `claims` columns of Fold.new_claims' rows, in order."""
+_STATUS, _UPDATED_SEQ = CLAIM_COLUMNS.index("status"), CLAIM_COLUMNS.index("updated_seq")
+HISTORY_COLUMNS = ("campaign_id", "seq", "claim_id", "status", "ts")
 _SETTLED: dict[type[Event], str] = {ClaimConfirmed: "confirmed", ClaimExpired: "expired",
                                     ClaimCancelled: "cancelled"}
 """A settled claim's status (and the SKU counter it moves units to)."""
@@ -75,9 +83,14 @@ class Fold:
     """One campaign's projections in memory while a run of events is applied."""
     campaign: dict[str, Any]
     skus: dict[str, dict[str, Any]]
-    new_claims: dict[str, dict[str, Any]] = field(default_factory=dict)
+    new_claims: dict[str, list[Any]] = field(default_factory=dict)
+    """Claims made in this run: rows in CLAIM_COLUMNS order (a list: a later event
+    of the same run changes its status in place)."""
     status: dict[str, tuple[str, int]] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: list[tuple[str, int, str, str, int]] = field(default_factory=list)
+    """claim_history rows: (campaign_id, seq, claim_id, status, ts)."""
+    redefined: bool = False
+    """A definition in this run replaced the SKUs: the stored ones go first."""
     coupons: CouponFold = field(default_factory=CouponFold)
     refunds: list[dict[str, Any]] = field(default_factory=list)
     checkins: list[dict[str, Any]] = field(default_factory=list)
@@ -102,6 +115,7 @@ class Fold:
                 spec = _spec_decoder.decode(spec_json)
                 c.update(spec_fields(spec), spec=spec_json, defined_seq=ev.seq)
                 self.skus = spec_skus(spec)
+                self.redefined = True
             case WaveReleased(sku=sku, qty=n) | StockAdjusted(sku=sku, delta=n):
                 s = self.sku(sku)
                 s["available"] += n
@@ -125,12 +139,10 @@ class Fold:
         s = self.sku(ev.sku)
         s["available"] -= ev.qty
         s["held"] += ev.qty
-        self.new_claims[ev.claim] = {
-            "claim_id": ev.claim, "campaign_id": ev.campaign_id, "user_id": ev.user,
-            "sku": ev.sku, "qty": ev.qty, "price": ev.price, "status": "held",
-            "deadline_ms": ev.deadline, "created_ms": ev.ts, "updated_seq": ev.seq,
-            "idem_key": ev.idem, "fingerprint": ev.fp}
-        self._history(ev, "held")
+        self.new_claims[ev.claim] = [ev.claim, ev.campaign_id, ev.user, ev.sku, ev.qty,
+                                     ev.price, "held", ev.deadline, ev.ts, ev.seq, ev.idem,
+                                     ev.fp]
+        self.history.append((ev.campaign_id, ev.seq, ev.claim, "held", ev.ts))
 
     def _settled(self, ev: ClaimEvent, status: str) -> None:
         s = self.sku(ev.sku)
@@ -140,68 +152,101 @@ class Fold:
         else:
             s["available"] += ev.qty
             s[status] += ev.qty  # expired or cancelled
-        if ev.claim in self.new_claims:
-            self.new_claims[ev.claim].update(status=status, updated_seq=ev.seq)
-        else:
-            self.status[ev.claim] = (status, ev.seq)
-        self._history(ev, status)
+        self._set_status(ev.claim, status, ev.seq)
+        self.history.append((ev.campaign_id, ev.seq, ev.claim, status, ev.ts))
 
     def _refunded(self, ev: ClaimRefunded) -> None:
         apply_to_sku(self.sku(ev.sku), ev)
         self.refunds.append(refund_row(ev))
         if ev.left == 0:
-            if ev.claim in self.new_claims:
-                self.new_claims[ev.claim].update(status="refunded", updated_seq=ev.seq)
-            else:
-                self.status[ev.claim] = ("refunded", ev.seq)
-            self.history.append({"campaign_id": ev.campaign_id, "seq": ev.seq,
-                                 "claim_id": ev.claim, "status": "refunded", "ts": ev.ts})
+            self._set_status(ev.claim, "refunded", ev.seq)
+            self.history.append((ev.campaign_id, ev.seq, ev.claim, "refunded", ev.ts))
 
     def _transferred(self, ev: ClaimTransferred) -> None:
         """The old claim is transferred; the recipient's is a new sold claim (SKU
-        counters stay: the units stay sold)."""
-        if ev.claim in self.new_claims:
-            self.new_claims[ev.claim].update(status="transferred", updated_seq=ev.seq)
-        else:
-            self.status[ev.claim] = ("transferred", ev.seq)
-        self.new_claims[ev.new_claim] = {
-            "claim_id": ev.new_claim, "campaign_id": ev.campaign_id, "user_id": ev.user,
-            "sku": ev.sku, "qty": ev.qty, "price": ev.price, "status": "confirmed",
-            "deadline_ms": ev.deadline, "created_ms": ev.created, "updated_seq": ev.seq,
-            "idem_key": None, "fingerprint": None}
-        self.history.append({"campaign_id": ev.campaign_id, "seq": ev.seq,
-                             "claim_id": ev.claim, "status": "transferred", "ts": ev.ts})
+        counters stay: the units stay sold). A one-ticket transfer leaves the old
+        claim confirmed with its other tickets."""
+        if ev.ticket == 0:
+            self._set_status(ev.claim, "transferred", ev.seq)
+        self.new_claims[ev.new_claim] = [ev.new_claim, ev.campaign_id, ev.user, ev.sku, ev.qty,
+                                         ev.price, "confirmed", ev.deadline, ev.created, ev.seq,
+                                         None, None]
+        if ev.ticket == 0:
+            self.history.append((ev.campaign_id, ev.seq, ev.claim, "transferred", ev.ts))
 
-    def _history(self, ev: ClaimEvent, status: str) -> None:
-        self.history.append({"campaign_id": ev.campaign_id, "seq": ev.seq, "claim_id": ev.claim,
-                             "status": status, "ts": ev.ts})
+    def _set_status(self, claim: str, status: str, seq: int) -> None:
+        row = self.new_claims.get(claim)
+        if row is None:
+            self.status[claim] = (status, seq)
+        else:
+            row[_STATUS], row[_UPDATED_SEQ] = status, seq
 
 
 _compiled: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
 
 
+def _sql(conn: AsyncConnection, name: str, build: Callable[[], Any],
+         columns: Sequence[str] | None = None) -> tuple[str, tuple[str, ...]]:
+    """A statement compiled once per backend: its SQL and its parameters' order.
+
+    The persister runs the same few statements every batch; sent as the driver's
+    own SQL they skip SQLAlchemy's per-call cache key and parameter handling,
+    which cost more than the statements themselves on small batches."""
+    key = (conn.dialect.name, name)
+    found = _compiled.get(key)
+    if found is None:
+        compiled = build().compile(dialect=conn.dialect,
+                                   column_keys=list(columns) if columns else None)
+        found = _compiled[key] = (str(compiled), tuple(compiled.positiontup or ()))
+    return found
+
+
+async def _execute(conn: AsyncConnection, name: str, build: Callable[[], Any],
+                   params: Sequence[dict[str, Any]]) -> Any:
+    sql, order = _sql(conn, name, build)
+    rows = [tuple(p[k] for k in order) for p in params]
+    return await conn.exec_driver_sql(sql, rows if len(rows) != 1 else rows[0])
+
+
 async def insert_ignore_many(conn: AsyncConnection, store: Store, table: Table,
                              rows: Sequence[dict[str, Any]]) -> None:
-    """Bulk INSERT ... ON CONFLICT DO NOTHING straight through the driver.
+    """Bulk INSERT ... ON CONFLICT DO NOTHING of dict rows, straight through the driver."""
+    columns = tuple(rows[0])
+    await insert_ignore_rows(conn, store, table, columns,
+                             [tuple(r[k] for k in columns) for r in rows])
 
-    The statement is compiled once per backend; rows go to the driver's
-    executemany as tuples, skipping SQLAlchemy's per-row parameter handling,
-    which was a third of the persister's time per event.
-    """
-    key = (store.dialect, table.name)
-    if key not in _compiled:
-        compiled = store.insert_ignore(table).compile(dialect=conn.dialect,
-                                                      column_keys=list(rows[0]))
-        _compiled[key] = (str(compiled), tuple(compiled.positiontup or ()))
-    sql, order = _compiled[key]
-    await conn.exec_driver_sql(sql, [tuple(r[k] for k in order) for r in rows])
+
+async def insert_ignore_rows(conn: AsyncConnection, store: Store, table: Table,
+                             columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """Bulk INSERT ... ON CONFLICT DO NOTHING of tuples in `columns` order: no per-row
+    dicts. SQLite: one executemany. PostgreSQL: one statement whose parameters are
+    the columns as arrays (unnest), rather than a bind and execute per row."""
+    if not store.is_sqlite:
+        key = (conn.dialect.name, f"unnest {table.name} {columns}")
+        if key not in _compiled:
+            _compiled[key] = (_unnest_insert(table, columns, conn.dialect), columns)
+        await conn.exec_driver_sql(_compiled[key][0], tuple(zip(*rows, strict=True)))
+        return
+    sql, order = _sql(conn, f"insert {table.name} {columns}",
+                      lambda: store.insert_ignore(table), columns)
+    if order != columns:  # the compiler lists the table's order; follow it
+        at = [columns.index(k) for k in order]
+        rows = [tuple(r[i] for i in at) for r in rows]
+    await conn.exec_driver_sql(sql, rows)
+
+
+def _unnest_insert(table: Table, columns: tuple[str, ...], dialect: Dialect) -> str:
+    arrays = ", ".join(f"${i}::{table.c[name].type.compile(dialect=dialect)}[]"
+                       for i, name in enumerate(columns, 1))
+    return (f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) "
+            "ON CONFLICT DO NOTHING")
 
 
 async def store_events(conn: AsyncConnection, store: Store, events: Sequence[Event]) -> None:
     """Insert events (duplicates ignored) and advance the projections they complete."""
     if not events:
         return
-    await insert_ignore_many(conn, store, t.events, [to_row(e) for e in events])
+    await insert_ignore_rows(conn, store, t.events, EVENT_COLUMNS, [row_of(e) for e in events])
     by_campaign: dict[str, list[Event]] = {}
     for e in events:
         by_campaign.setdefault(e.campaign_id, []).append(e)
@@ -209,40 +254,52 @@ async def store_events(conn: AsyncConnection, store: Store, events: Sequence[Eve
         await _advance(conn, store, cid, by_campaign[cid])
 
 
-async def lock_campaign(conn: AsyncConnection, store: Store, cid: str) -> Any:
+def _select_campaign() -> Any:
+    return (select(t.campaigns).where(t.campaigns.c.campaign_id == bindparam("b_cid"))
+            .with_for_update())
+
+
+async def lock_campaign(conn: AsyncConnection, store: Store, cid: str) -> dict[str, Any]:
     """The campaign's row, created if new, locked for this transaction."""
-    await conn.execute(store.insert_ignore(t.campaigns).values(
-        campaign_id=cid, name="", spec="", state="active", opens_ms=0, closes_ms=0,
-        hold_ttl_ms=0, per_user=-1, max_qty=1, epoch=0, defined_seq=0, applied_seq=0,
-        max_seq=0))
-    query = select(t.campaigns).where(t.campaigns.c.campaign_id == cid).with_for_update()
-    return (await conn.execute(query)).one()
+    sql, _ = _sql(conn, "lock campaign", _select_campaign)
+    row = (await conn.exec_driver_sql(sql, (cid,))).first()
+    if row is None:  # the campaign's first events: make its row, then lock it
+        await conn.execute(store.insert_ignore(t.campaigns).values(
+            campaign_id=cid, name="", spec="", state="active", opens_ms=0, closes_ms=0,
+            hold_ttl_ms=0, per_user=-1, max_qty=1, epoch=0, defined_seq=0, applied_seq=0,
+            max_seq=0))
+        row = (await conn.exec_driver_sql(sql, (cid,))).one()
+    return dict(row._mapping)
+
+
+def _select_skus() -> Any:
+    return select(t.skus).where(t.skus.c.campaign_id == bindparam("b_cid"))
 
 
 async def _advance(conn: AsyncConnection, store: Store, cid: str, batch: list[Event]) -> None:
-    row = await lock_campaign(conn, store, cid)
-    applied = row.applied_seq
+    campaign = await lock_campaign(conn, store, cid)
+    applied, stored_max = campaign["applied_seq"], campaign["max_seq"]
     fresh = sorted({e.seq: e for e in batch if e.seq > applied}.values(), key=lambda e: e.seq)
-    max_seq = max(row.max_seq, *(e.seq for e in batch))
-    if _contiguous(fresh, applied) and (not fresh or fresh[-1].seq >= row.max_seq):
+    max_seq = max(stored_max, *(e.seq for e in batch))
+    if _contiguous(fresh, applied) and (not fresh or fresh[-1].seq >= stored_max):
         run = fresh
     else:  # out of order: read back what is stored after applied_seq
         query = select(t.events).where(t.events.c.campaign_id == cid,
                                        t.events.c.seq > applied).order_by(t.events.c.seq)
         run = _prefix([from_row(r) for r in await conn.execute(query)], applied)
     run = _known(cid, run)
-    campaign = dict(row._mapping)
     campaign["max_seq"] = max_seq
     if run:
-        skus = {r.sku: dict(r._mapping) for r in await conn.execute(
-            select(t.skus).where(t.skus.c.campaign_id == cid))}
+        sql, _ = _sql(conn, "select skus", _select_skus)
+        skus = {r.sku: dict(r._mapping) for r in await conn.exec_driver_sql(sql, (cid,))}
         fold = Fold(campaign, skus)
         for ev in run:
             fold.apply(ev)
         campaign["applied_seq"] = run[-1].seq
         await _flush(conn, store, cid, fold)
-    await conn.execute(update(t.campaigns).where(t.campaigns.c.campaign_id == cid)
-                       .values({k: v for k, v in campaign.items() if k != "campaign_id"}))
+    await _execute(conn, "update campaign", _update_campaign,
+                   [{"b_cid": cid, **{f"b_{k}": v for k, v in campaign.items()
+                                      if k != "campaign_id"}}])
 
 
 def _contiguous(events: Sequence[Event], after: int) -> bool:
@@ -269,18 +326,40 @@ def _known(cid: str, run: list[Event]) -> list[Event]:
     return run
 
 
-_set_status = (update(t.claims).where(t.claims.c.claim_id == bindparam("b_claim"))
-               .values(status=bindparam("b_status"), updated_seq=bindparam("b_seq")))
+_CAMPAIGN_FIELDS = tuple(c.name for c in t.campaigns.c if c.name != "campaign_id")
+SKU_COLUMNS = ("campaign_id", "sku", "price", "per_user", *_COUNTERS)
+
+
+def _update_campaign() -> Any:
+    return (update(t.campaigns).where(t.campaigns.c.campaign_id == bindparam("b_cid"))
+            .values({n: bindparam(f"b_{n}") for n in _CAMPAIGN_FIELDS}))
+
+
+def _set_status() -> Any:
+    return (update(t.claims).where(t.claims.c.claim_id == bindparam("b_claim"))
+            .values(status=bindparam("b_status"), updated_seq=bindparam("b_seq")))
+
+
+def _upsert_skus(store: Store) -> Callable[[], Any]:
+    """Each SKU's row written whole, made if new: one statement per batch."""
+    def build() -> Any:
+        insert = (sqlite if store.is_sqlite else postgresql).insert(t.skus)
+        return insert.on_conflict_do_update(
+            index_elements=[t.skus.c.campaign_id, t.skus.c.sku],
+            set_={n: insert.excluded[n] for n in SKU_COLUMNS[2:]})
+    return build
 
 
 async def _flush(conn: AsyncConnection, store: Store, cid: str, fold: Fold) -> None:
     if fold.new_claims:
-        await insert_ignore_many(conn, store, t.claims, list(fold.new_claims.values()))
+        await insert_ignore_rows(conn, store, t.claims, CLAIM_COLUMNS,
+                                 [tuple(r) for r in fold.new_claims.values()])
     if fold.status:
-        await conn.execute(_set_status, [{"b_claim": k, "b_status": s, "b_seq": q}
-                                         for k, (s, q) in fold.status.items()])
+        await _execute(conn, "set status", _set_status,
+                       [{"b_claim": k, "b_status": s, "b_seq": q}
+                        for k, (s, q) in fold.status.items()])
     if fold.history:
-        await insert_ignore_many(conn, store, t.claim_history, fold.history)
+        await insert_ignore_rows(conn, store, t.claim_history, HISTORY_COLUMNS, fold.history)
     if fold.refunds:
         await insert_ignore_many(conn, store, t.refunds, fold.refunds)
     if fold.checkins:
@@ -289,7 +368,9 @@ async def _flush(conn: AsyncConnection, store: Store, cid: str, fold: Fold) -> N
     async def insert_many(table: Table, rows: Sequence[dict[str, Any]]) -> None:
         await insert_ignore_many(conn, store, table, rows)
     await fold.coupons.flush(conn, insert_many)
-    await conn.execute(delete(t.skus).where(t.skus.c.campaign_id == cid))
+    if fold.redefined:  # a SKU the new definition dropped must go
+        await conn.execute(delete(t.skus).where(t.skus.c.campaign_id == cid))
     if fold.skus:
-        await conn.execute(t.skus.insert(), [{**s, "campaign_id": cid}
-                                             for s in fold.skus.values()])
+        sql, order = _sql(conn, "upsert skus", _upsert_skus(store), SKU_COLUMNS)
+        rows = [{**s, "campaign_id": cid} for s in fold.skus.values()]
+        await conn.exec_driver_sql(sql, [tuple(r[k] for k in order) for r in rows])

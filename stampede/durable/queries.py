@@ -18,10 +18,11 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 import msgspec
-from sqlalchemy import ColumnElement, and_, case, func, literal_column, select, tuple_
+from sqlalchemy import ColumnElement, and_, case, func, literal_column, select, tuple_, union_all
 from sqlalchemy.sql import Select
 
 from stampede.domain.models import from_ms
+from stampede.durable import admin_audit
 from stampede.durable import events as ev
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
@@ -305,7 +306,9 @@ class AuditEntry(msgspec.Struct, kw_only=True):
     campaign_id: str
     seq: int
     type: str
-    """campaign_defined, campaign_patched (state, schedule, limits) or stock_adjusted"""
+    """campaign_defined, campaign_patched (state, schedule, limits), stock_adjusted, or
+    admin_action: any other admin route that changes state (its `fields` name the
+    route as `action`, the path as `target`, and the answer's `status`)"""
     at: datetime
     actor: str | None
     before: Any
@@ -323,14 +326,23 @@ class AuditPage(msgspec.Struct, kw_only=True):
 async def audit_log(store: Store, campaign: str | None = None, actor: str | None = None,
                     window: Window = Window(), cursor: str | None = None,
                     limit: int = DEFAULT_LIMIT) -> AuditPage:
-    """Admin actions, oldest first: who changed what, with before and after."""
-    c = t.events.c
-    stmt = select(t.events).where(c.type.in_(AUDITED), *window.where(c.ts))
+    """Admin actions, oldest first: who changed what, with before and after. The
+    campaigns' own events of admin actions and the other admin actions' rows
+    (durable/admin_audit.py), in one order (time, campaign, type, seq)."""
+    e, a = t.events.c, t.admin_actions.c
+    both = union_all(
+        select(e.campaign_id, e.seq, e.type, e.ts, e.data).where(e.type.in_(AUDITED),
+                                                                 *window.where(e.ts)),
+        select(a.campaign_id, a.seq, a.type, a.ts, a.data).where(*window.where(a.ts)),
+    ).subquery("audited")
+    c = both.c
+    stmt = select(both)
     if campaign is not None:
         stmt = stmt.where(c.campaign_id == campaign)
     if actor is not None:
         stmt = stmt.where(json_field(store, "actor") == actor)
-    rows, next_cursor = await _page(store, stmt, "audit", [c.ts, c.campaign_id, c.seq],
+    rows, next_cursor = await _page(store, stmt, "audit-log",
+                                    [c.ts, c.campaign_id, c.type, c.seq],
                                     cursor, limit, event_row)
     entries = []
     for row in rows:
@@ -344,6 +356,8 @@ async def audit_log(store: Store, campaign: str | None = None, actor: str | None
 async def _before_after(store: Store, row: EventRow) -> tuple[Any, Any]:
     """What an audited action changed, as its event (or the one before it) says."""
     fields = row.fields
+    if row.type == admin_audit.TYPE:  # written with both
+        return fields.pop("before", None), fields.pop("after", None)
     if row.type == "campaign_patched":
         return _json_or_text(fields.get("before")), _json_or_text(fields.get("after"))
     if row.type == "stock_adjusted":

@@ -13,7 +13,7 @@ store, and `heal` fences and rebuilds it before it sells anything.
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -198,11 +198,16 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
             refunds = await aftersale_recovery.load(
                 store, cid, spec is not None and spec.tickets is not None,
                 (spec.on_checkin.drop, spec.on_checkin.sku)
-                if spec is not None and spec.on_checkin is not None else None)
+                if spec is not None and spec.on_checkin is not None else None,
+                (spec.on_confirm.drop, spec.on_confirm.sku)
+                if spec is not None and spec.on_confirm is not None else None)
             presale = await presale_recovery.load(store, cid)
             pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-            idem = _rebuild(pipe, cid, state, epoch, old, old_counts, now, idem_ttl_ms)
-            idem += aftersale_recovery.queue(pipe, cid, refunds, now, idem_ttl_ms)
+            idem = _rebuild(pipe, cid, state, epoch, old, old_counts, now, idem_ttl_ms,
+                            refunds.partial)
+            idem += aftersale_recovery.queue(
+                pipe, cid, refunds, now, idem_ttl_ms,
+                state.history.persons if state.history is not None else None)
             if drop is not None:
                 drop.queue(pipe, now, idem_ttl_ms)
             presale.queue(pipe)
@@ -250,6 +255,8 @@ class _State:
     history: "_History | None" = None
     transferred_in: frozenset[str] = frozenset()
     """Claims a transfer made (the recipient's): confirm.lua never counted their revenue."""
+    patched_steps: dict[str, str] = field(default_factory=dict)
+    """Presales: SKU -> its price steps as last patched ("<sku>.ps"; '' removed)."""
 
 
 @dataclass
@@ -300,9 +307,13 @@ RELEASED = ("expired", "cancelled")
 """Statuses of a hold that release_hold (include/common.lua) gave back."""
 
 
-def _history(events: Iterable[Event], drop: bool) -> _History:
+def _history(events: Iterable[Event], drop: bool,
+             moves: Iterable[ClaimTransferred] = ()) -> _History:
     """Fold the events in seq order, counting as the scripts counted."""
     h = _History()
+    for move in moves:  # a transfer's new claim counts against its recipient's person
+        if move.identity:
+            h.persons[move.new_claim] = move.identity
     run: _StockAnswer | None = None
     for ev in events:
         offer = isinstance(ev, ClaimHeld) and ev.offer
@@ -386,8 +397,8 @@ async def _load(store: Store, cid: str) -> _State:
             .order_by(t.events.c.seq))).all()
         transfers = (await conn.execute(select(t.events).where(
             t.events.c.campaign_id == cid, t.events.c.type.in_(names(ClaimTransferred))))).all()
-    transferred_in = frozenset(ev.new_claim for ev in map(from_row, transfers)
-                               if isinstance(ev, ClaimTransferred))
+    moves = [ev for ev in map(from_row, transfers) if isinstance(ev, ClaimTransferred)]
+    transferred_in = frozenset(ev.new_claim for ev in moves)
     done = set()
     for ev in map(from_row, released):
         if isinstance(ev, WaveReleased):
@@ -403,7 +414,8 @@ async def _load(store: Store, cid: str) -> _State:
     drop = spec is not None and spec.coupons is not None
     return _State(row, list(skus), list(claims), pending, spec,
                   _config(map(from_row, changes)), _waitlist(map(from_row, queue_events)),
-                  int(joins), _history(map(from_row, history), drop), transferred_in)
+                  int(joins), _history(map(from_row, history), drop, moves), transferred_in,
+                  _patched_steps(map(from_row, changes)))
 
 
 def _waitlist(events: Iterable[Event]) -> dict[str, EntryRecord]:
@@ -426,6 +438,19 @@ def _waitlist(events: Iterable[Event]) -> dict[str, EntryRecord]:
                 if f"{user}|{sku}" in entries and entries[f"{user}|{sku}"].claim == claim:
                     del entries[f"{user}|{sku}"]
     return entries
+
+
+def _patched_steps(changes: Iterable[Event]) -> dict[str, str]:
+    """Presales: each SKU's price steps as the patches since the definition left them."""
+    steps: dict[str, str] = {}
+    for ev in changes:
+        if isinstance(ev, CampaignDefined):
+            steps.clear()
+        elif isinstance(ev, CampaignPatched):
+            for k, v in _spec_waves.decode(ev.after or "{}").items():
+                if k.startswith("ps:"):
+                    steps[k[3:]] = str(v)
+    return steps
 
 
 def _config(changes: Iterable[Event]) -> dict[str, str] | None:
@@ -505,14 +530,16 @@ def _meta_fields(row: Any) -> dict[str, str]:
 
 
 def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, str],
-             old_counts: dict[str, str], now: int, idem_ttl_ms: int) -> int:
+             old_counts: dict[str, str], now: int, idem_ttl_ms: int,
+             refunded: Mapping[tuple[str, str], int]) -> int:
     """Queue the commands that replace the campaign's keys; returns idempotency answers set."""
     k = keys.campaign_keys(cid)
     meta, stock, users, claims = k.meta, k.stock, k.users, k.claims
     deadlines, waves, events, counts = k.deadlines, k.waves, k.events, k.counts
     # Only the keys the store can rebuild; meta is overwritten field by field so
     # fields other features keep there survive a rebuild of a live Redis.
-    pipe.delete(stock, users, claims, deadlines, waves, events, counts)
+    pipe.delete(stock, users, claims, deadlines, k.expiry, waves, events, counts)
+    pipe.hdel(meta, "xtail")  # holds are rebuilt into the deadlines zset
     m = {**_meta_fields(st.row), "epoch": str(epoch), "evseq": str(st.row.max_seq),
          "fenced": "0"}
     if "time_offset_ms" in old_meta:
@@ -529,11 +556,8 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
             entries = _spec_waves.decode(lists)
             if entries:
                 pipe.hset(keys.lists_key(cid), mapping=entries)
-    alloc_marks: dict[str, str] = {}
-    if st.spec is not None:  # presales: allocations' reserved units and claims' takes
-        alloc_meta, alloc_marks = allocation_recovery.rebuild(
-            st.spec, history.returned, history.takes, st.claims)
-        m |= alloc_meta
+    if st.spec is not None:  # presales: allocations' reserved units
+        m |= allocation_recovery.rebuild(st.spec, history.returned, history.takes, st.claims)
     pipe.hset(meta, mapping=m)
     stock_fields: dict[str, Any] = {}
     for s in st.skus:
@@ -544,6 +568,10 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
         for sku_spec in st.spec.skus:
             if sku_spec.price_steps:
                 stock_fields[f"{sku_spec.sku}.ps"] = pricing.encode(sku_spec.price_steps)
+        for sku, steps in st.patched_steps.items():  # then as patched live
+            stock_fields.pop(f"{sku}.ps", None)
+            if steps:
+                stock_fields[f"{sku}.ps"] = steps
     revenue: Counter[str] = Counter()
     drop = st.spec is not None and st.spec.coupons is not None  # coupons confirm no sale
     for c in st.claims:  # as confirm.lua counted it: every unit once confirmed, refunds kept
@@ -553,23 +581,27 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
     stock_fields.update({f"{sku}.rev": n for sku, n in revenue.items() if n})
     if stock_fields:
         pipe.hset(stock, mapping=stock_fields)
-    units: dict[str, int] = {f"{user}|~lapsed": n for user, n in history.lapses.items()}
+    units: dict[str, int | str] = {f"{user}|~lapsed": n for user, n in history.lapses.items()}
+    by_user: dict[str, Counter[str]] = {}  # user -> units held+sold by SKU
+    person_units: Counter[str] = Counter()
+    for (user, sku), n in refunded.items():  # refunded units no longer count (refund.lua)
+        by_user.setdefault(user, Counter())[sku] -= n
     stored: dict[str, str] = {}
-    persons: dict[str, str] = {}
     idem = 0
     for c in st.claims:
         stored[c.claim_id] = records.CLAIM.encode(ClaimRecord(
             status=c.status, user=c.user_id, sku=c.sku, qty=c.qty, deadline=c.deadline_ms,
-            price=c.price, created=c.created_ms))
+            price=c.price, created=c.created_ms, person=history.persons.get(c.claim_id, ""),
+            alloc=history.takes.get(c.claim_id, "")))  # as claim_batch.lua's record keeps them
         if c.status in ("held", "confirmed"):
-            units[c.user_id] = units.get(c.user_id, 0) + c.qty
-            units[f"{c.user_id}|{c.sku}"] = units.get(f"{c.user_id}|{c.sku}", 0) + c.qty
+            by_user.setdefault(c.user_id, Counter())[c.sku] += c.qty
         person = history.persons.get(c.claim_id)
         if person is not None and c.status not in RELEASED:
-            # As claim_batch.lua counts it: only a release (expiry, cancel) gives the
-            # units back; a refund or a transfer leaves them with the person.
-            units[f"~p|{person}"] = units.get(f"~p|{person}", 0) + c.qty
-            persons[f"~i|{c.claim_id}"] = person
+            # As the scripts count it: a held or sold claim's units are its person's;
+            # a release, a refund or a transfer gives them back (a partial refund's,
+            # or a ticket moved out alone, by aftersale_recovery).
+            if c.status in ("held", "confirmed"):
+                person_units[f"~p|{person}"] += c.qty
         if c.status == "held":
             pipe.zadd(deadlines, {c.claim_id: c.deadline_ms})
         ttl = c.created_ms + idem_ttl_ms - now
@@ -581,9 +613,14 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
             idem += 1
     if stored:
         pipe.hset(claims, mapping=stored)
-    linked = bundle_recovery.marks(history.bundles)
-    if units or linked:
-        pipe.hset(users, mapping={**units, **persons, **alloc_marks, **linked})
+    for user, by_sku in by_user.items():
+        raw = records.encode_units(dict(by_sku))
+        if raw:
+            units[user] = raw
+    units.update(person_units)
+    units.update(bundle_recovery.marks(history.bundles))  # bundles: lines <-> bundle
+    if units:
+        pipe.hset(users, mapping=units)
     tally = {name: n for name, n in old_counts.items() if name not in DERIVED_COUNTS}
     tally |= {name: str(n) for name, n in history.counts.items() if n}
     if tally:

@@ -10,7 +10,7 @@
 --             code's signature and step. Scans of several scanners may share a run.
 -- Returns     three per scan: verdict, gate, at. Verdicts: admitted; checked_in
 --             (already: gate and at say where and when); refunded; not_found;
---             wrong_venue; fenced. Then one last element: 1 if the campaign grants
+--             wrong_venue; fenced; lost (no campaign state: lost or never defined). Then one last element: 1 if the campaign grants
 --             a pack on check-in (meta oc_drop), else 0.
 --
 -- One script run is atomic, so two gates scanning the same ticket at once see
@@ -21,7 +21,8 @@
 --@include refund_records
 
 local T, G, OUTBOX = KEYS[NKEYS + 1], KEYS[NKEYS + 2], KEYS[NKEYS + 3]
-local m = redis.call('HMGET', K.meta, 'tk_on', 'tk_venue', 'fenced', 'oc_drop', 'oc_sku')
+local m = redis.call('HMGET', K.meta, 'tk_on', 'tk_venue', 'fenced', 'oc_drop', 'oc_sku',
+                     'state')
 local out = {}
 local now = nil
 for i = 1, #ARGV, 7 do
@@ -29,7 +30,9 @@ for i = 1, #ARGV, 7 do
                                      tonumber(ARGV[i + 3])
   local venue, gate, scanner = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   local verdict, vgate, vat = nil, '', 0
-  if m[1] ~= '1' then
+  if not m[6] then
+    verdict = 'lost'  -- no campaign at all: the engine asks whether it is being healed
+  elseif m[1] ~= '1' then
     verdict = 'not_found'
   elseif m[2] ~= venue then
     verdict = 'wrong_venue'
@@ -43,7 +46,9 @@ for i = 1, #ARGV, 7 do
     else
       local tr = redis.call('HGET', T, ticket)
       local t = tr and parse_ticket(tr)
-      if c.status == 'refunded' or (t and t.status == 'refunded') then
+      if t and t.status == 'moved' then  -- transferred alone: its new holder's code counts
+        verdict = 'not_found'
+      elseif c.status == 'refunded' or (t and t.status == 'refunded') then
         verdict = 'refunded'
       elseif t then
         verdict, vgate, vat = 'checked_in', t.gate, t.at

@@ -55,6 +55,7 @@
 --@include phases
 --@include presale_codes
 --@include allocations
+--@include holds
 
 local idem_ttl = tonumber(ARGV[1])
 local now = now_ms()
@@ -105,13 +106,11 @@ end
 local tally = {}
 local function tally_one(field) tally[field] = (tally[field] or 0) + 1 end
 
-local out = {}
+local out, n_out = {}, 0
 local function answer(code, claim_id, deadline, price, created)
-  out[#out + 1] = code
-  out[#out + 1] = claim_id or ''
-  out[#out + 1] = deadline or ''
-  out[#out + 1] = price or ''
-  out[#out + 1] = created or ''
+  out[n_out + 1], out[n_out + 2], out[n_out + 3] = code, claim_id or '', deadline or ''
+  out[n_out + 4], out[n_out + 5] = price or '', created or ''
+  n_out = n_out + 5
 end
 
 -- Remember a decisive answer under the idempotency key.
@@ -133,7 +132,7 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
       return answer(p.code, p.claim_id, p.deadline, p.price, p.created)
     end
   end
-  local existing = redis.call('HGET', K.claims, claim_id)
+  local existing = hold_known(claim_id)
   if existing then
     local c = parse_claim(existing)
     return answer(OK, claim_id, c.deadline, c.price, c.created)
@@ -175,9 +174,7 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
   if not s then return answer(NOT_FOUND, 'no_sku') end
   if qty < 1 then return answer(INVALID, 'bad_qty') end
   if qty > max_qty then return answer(INVALID, 'max_per_claim:' .. max_qty) end
-  local u = redis.call('HMGET', K.users, user, user .. '|' .. sku)
-  local held_total = tonumber(u[1] or '0')
-  local held_sku = tonumber(u[2] or '0')
+  local held_total, held_sku = hold_units(user, sku)
   local over = nil  -- the limit that refuses, named with its numbers
   if per_user >= 0 and held_total + qty > per_user then
     over = 'per_user:' .. per_user .. ':' .. held_total
@@ -185,7 +182,7 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
     over = 'per_sku:' .. s.lim .. ':' .. held_sku
   elseif per_person >= 0 then  -- counted across the person's accounts
     if identity == '' then return answer(LIMIT_EXCEEDED, 'person_required') end
-    local by_person = tonumber(redis.call('HGET', K.users, '~p|' .. identity) or '0')
+    local by_person = hold_person(identity)
     if by_person + qty > per_person then over = 'per_person:' .. per_person .. ':' .. by_person end
   end
   if over then
@@ -205,30 +202,23 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
   if s.steps then price = step_price(s.steps, s.price, s.h + s.sold + qty, tiers or {}, now) end
   local deadline = now + hold_ttl
   s.a, s.h, s.dirty = s.a - qty, s.h + qty, true
-  redis.call('HINCRBY', K.users, user, qty)
-  redis.call('HINCRBY', K.users, user .. '|' .. sku, qty)
-  if per_person >= 0 then  -- release_hold gives the units back to the person (~i|<claim>)
-    redis.call('HINCRBY', K.users, '~p|' .. identity, qty)
-    redis.call('HSET', K.users, '~i|' .. claim_id, identity)
-  end
-  redis.call('HSET', K.claims, claim_id, format_claim({status = 'held', user = user, sku = sku,
-    qty = qty, deadline = deadline, price = price, created = now}))
-  redis.call('ZADD', K.deadlines, deadline, claim_id)
+  local c = {status = 'held', user = user, sku = sku, qty = qty, deadline = deadline,
+             price = price, created = now}
   tally_one('held')
   if waiting_room then redis.call('ZREM', K.admitted, user) end  -- the turn is used
   local ev = {'claim', claim_id, 'user', user, 'sku', sku, 'qty', qty, 'price', price,
               'deadline', deadline}
+  -- the record keeps what release_hold gives back: the person's units, the allocations'
+  c.person, c.alloc = per_person >= 0 and identity or '', ''
   if per_person >= 0 then ev[#ev + 1] = 'identity'; ev[#ev + 1] = identity end
   if take then
-    local spent = allocation_spend(take)
-    if spent ~= '' then
-      redis.call('HSET', K.users, '~a|' .. claim_id, spent)
-      ev[#ev + 1] = 'alloc'; ev[#ev + 1] = spent
-    end
+    c.alloc = allocation_spend(take)
+    if c.alloc ~= '' then ev[#ev + 1] = 'alloc'; ev[#ev + 1] = c.alloc end
     ev[#ev + 1] = 'channel'; ev[#ev + 1] = channel
   end
+  hold_place(claim_id, c)
   if code_batch then
-    presale_code_spend(P, user, code, code_batch)
+    presale_code_spend(P, user, code, code_batch, claim_id)
     ev[#ev + 1] = 'code'; ev[#ev + 1] = code
   end
   if slot > 0 then  -- lets recovery rebuild the idempotent answer
@@ -240,14 +230,29 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
   return answer(OK, claim_id, deadline, price, now)
 end
 
-for _, a in ipairs(cmsgpack.unpack(ARGV[3])) do
+local batch = {}
+local ids, users, persons = {}, {}, {}
+for i, a in ipairs(cmsgpack.unpack(ARGV[3])) do
   local c = claim_arg_from(a)
+  batch[i], ids[i], users[i] = c, c.claim_id, c.user
+  if per_person >= 0 and c.identity and c.identity ~= '' then persons[#persons + 1] = c.identity end
+end
+holds_begin(ids, users, persons)
+if guard_cfg then
+  local contexts = {}
+  for _, c in ipairs(batch) do
+    if c.guard then contexts[#contexts + 1] = guard_context(c.user, c.guard) end
+  end
+  guard_prefetch(guard_cfg, contexts)
+end
+for _, c in ipairs(batch) do
   claim_one(c.claim_id, c.user, c.sku, c.qty, c.idem_slot, c.admission, c.fingerprint,
-            guard_cfg and guard_context(c.user, c.guard), c.tiers, c.code or '', c.k_code,
+            guard_cfg and c.guard, c.tiers, c.code or '', c.k_code,
             c.identity or '', c.channel or '')
 end
 flush_stock()
 guard_flush(now)  -- the campaign limiter, refusal counts, one requests_refused event
+holds_flush()  -- users' units, claim records, expiry, the event sequence
 for field, n in pairs(tally) do count(field, n) end
 out[#out + 1] = guard_cfg and (guard_cfg.recent_window_ms or 1) or 0
 return out

@@ -27,6 +27,7 @@
 --@include phases
 --@include presale_codes
 --@include allocations
+--@include holds
 
 local idem_ttl = tonumber(ARGV[1])
 local now = now_ms()
@@ -112,7 +113,7 @@ local function answer_existing(bundle_id, code, deadline, total, created)
   if not ids then return false end
   local prices, sum, first = {}, 0, nil
   for i, id in ipairs(ids) do
-    local c = parse_claim(redis.call('HGET', K.claims, id))
+    local c = parse_claim(hold_known(id) or redis.call('HGET', K.claims, id))
     first = first or c
     prices[i] = c.sku .. ':' .. c.qty .. ':' .. c.price
     sum = sum + c.price * c.qty
@@ -177,9 +178,9 @@ local function claim_one(b)
     return answer(ADMISSION_REQUIRED)
   end
   -- Every line checked, nothing written yet: first its shape, then the limits and stock
-  -- (what the user and person hold read in one HMGET).
+  -- (what the batch's users and persons hold was read in holds_begin).
   if per_person >= 0 and identity == '' then return answer(LIMIT_EXCEEDED, 'person_required') end
-  local seen, fields = {}, {user}
+  local seen = {}
   for i, line in ipairs(lines) do
     if seen[line.sku] then return answer(INVALID, 'line_twice', nil, nil, nil, nil, i) end
     seen[line.sku] = true
@@ -188,17 +189,13 @@ local function claim_one(b)
     if line.qty > max_qty then
       return answer(INVALID, 'max_per_claim:' .. max_qty, nil, nil, nil, nil, i)
     end
-    fields[i + 1] = user .. '|' .. line.sku
   end
-  if per_person >= 0 then fields[#fields + 1] = '~p|' .. identity end
-  local held = redis.call('HMGET', K.users, unpack(fields))
-  local held_total = tonumber(held[1] or '0')
-  local by_person = per_person >= 0 and tonumber(held[#fields] or '0') or 0
+  local by_person = per_person >= 0 and hold_person(identity) or 0
   local units, plan = 0, {}
   for i, line in ipairs(lines) do
     local s = stock_of(line.sku)
     units = units + line.qty
-    local held_sku = tonumber(held[i + 1] or '0')
+    local held_total, held_sku = hold_units(user, line.sku)
     local over = nil
     if per_user >= 0 and held_total + units > per_user then
       over = 'per_user:' .. per_user .. ':' .. held_total
@@ -221,49 +218,45 @@ local function claim_one(b)
     end
     plan[i] = {s = s, take = take}
   end
-  -- All checks passed: every line written, each at the price decided now.
+  -- All checks passed: every line placed as a hold of its own (hold_place: the user's
+  -- and person's units, its record with person and alloc, its expiry), each at the
+  -- price decided now.
   local deadline = now + hold_ttl
   local ids, prices, total = {}, {}, 0
-  redis.call('HINCRBY', K.users, user, units)
-  if per_person >= 0 then redis.call('HINCRBY', K.users, '~p|' .. identity, units) end
+  local marks = {'~b|' .. claim_id, ''}  -- the bundle's and its lines' links, one HSET
   for i, line in ipairs(lines) do
     local s, take = plan[i].s, plan[i].take
     local id = campaign_id .. '.' .. string.sub(redis.sha1hex(claim_id .. '#' .. i), 1, 20)
     local price = s.price
     if s.steps then price = step_price(s.steps, s.price, s.h + s.sold + line.qty, tiers, now) end
     s.a, s.h, s.dirty = s.a - line.qty, s.h + line.qty, true
-    redis.call('HINCRBY', K.users, user .. '|' .. line.sku, line.qty)
-    redis.call('HSET', K.claims, id, format_claim({status = 'held', user = user,
-      sku = line.sku, qty = line.qty, deadline = deadline, price = price, created = now}))
-    redis.call('ZADD', K.deadlines, deadline, id)
-    local marks = {'~l|' .. id, claim_id}  -- the line's marks, written at once
+    local c = {status = 'held', user = user, sku = line.sku, qty = line.qty,
+               deadline = deadline, price = price, created = now,
+               person = per_person >= 0 and identity or '', alloc = ''}
     local ev = {'claim', id, 'user', user, 'sku', line.sku, 'qty', line.qty, 'price', price,
                 'deadline', deadline, 'bundle', claim_id}
-    if per_person >= 0 then
-      marks[#marks + 1] = '~i|' .. id; marks[#marks + 1] = identity
-      ev[#ev + 1] = 'identity'; ev[#ev + 1] = identity
-    end
+    if per_person >= 0 then ev[#ev + 1] = 'identity'; ev[#ev + 1] = identity end
     if take then
-      local spent = allocation_spend(take)
-      if spent ~= '' then
-        marks[#marks + 1] = '~a|' .. id; marks[#marks + 1] = spent
-        ev[#ev + 1] = 'alloc'; ev[#ev + 1] = spent
-      end
+      c.alloc = allocation_spend(take)
+      if c.alloc ~= '' then ev[#ev + 1] = 'alloc'; ev[#ev + 1] = c.alloc end
       ev[#ev + 1] = 'channel'; ev[#ev + 1] = channel
     end
-    redis.call('HSET', K.users, unpack(marks))
-    if code_batch and i == 1 then  -- one use of the code for the whole bundle
+    hold_place(id, c)
+    marks[#marks + 1] = '~l|' .. id; marks[#marks + 1] = claim_id
+    if code_batch and i == 1 then  -- one use of the code for the whole bundle: its first line's
       ev[#ev + 1] = 'code'; ev[#ev + 1] = code
     end
     emit(now, 'claim_held', ev)
     ids[i], total = id, total + price * line.qty
     prices[i] = line.sku .. ':' .. line.qty .. ':' .. price
   end
-  redis.call('HSET', K.users, '~b|' .. claim_id, b.name .. '|' .. table.concat(ids, ','))
+  marks[2] = b.name .. '|' .. table.concat(ids, ',')
+  redis.call('HSET', K.users, unpack(marks))
   tally_one('held', #lines)  -- holds, as a claim of each line would count
   tally_one('bundles')
   if waiting_room then redis.call('ZREM', K.admitted, user) end
-  if code_batch then presale_code_spend(P, user, code, code_batch) end
+  -- the code's use rides on the first line: its release gives the use back once
+  if code_batch then presale_code_spend(P, user, code, code_batch, ids[1]) end
   local whole = {'claim', claim_id, 'user', user, 'bundle', b.name,
                  'lines', table.concat(ids, ','), 'price', total, 'deadline', deadline}
   if slot > 0 then
@@ -275,11 +268,20 @@ local function claim_one(b)
   return answer(OK, claim_id, deadline, total, now, table.concat(prices, ','))
 end
 
-for _, a in ipairs(cmsgpack.unpack(ARGV[3])) do
-  claim_one(bundle_arg_from(a))
+local batch, users, persons = {}, {}, {}
+for i, a in ipairs(cmsgpack.unpack(ARGV[3])) do
+  local b = bundle_arg_from(a)
+  batch[i], users[i] = b, b.claim.user
+  if per_person >= 0 and b.claim.identity and b.claim.identity ~= '' then
+    persons[#persons + 1] = b.claim.identity
+  end
 end
+-- the bundle ids are no claim records (their lines are): none to read ahead
+holds_begin({}, users, persons)
+for _, b in ipairs(batch) do claim_one(b) end
 flush_stock()
 guard_flush(now)
+holds_flush()  -- users' units, the lines' records, expiry, the event sequence
 for field, n in pairs(tally) do count(field, n) end
 out[#out + 1] = guard_cfg and (guard_cfg.recent_window_ms or 1) or 0
 return out

@@ -5,8 +5,13 @@
 -- ARGV[2]     user id of the caller (another user's claim is NOT_FOUND)
 -- ARGV[3]     the caller's Idempotency-Key, or '' (kept in the event, for recovery)
 -- KEYS[NKEYS + 1] (optional) the buyer's ticket set: a ticketed campaign's claim joins it
--- Returns     {code, status, deadline_ms}; NOT_FOUND's status is 'no_campaign'
---             when the campaign itself is missing (api.healing asks the store)
+-- KEYS[NKEYS + 2] (optional) the sale's outbox: an on_confirm pack to grant joins it
+-- Returns     {code, status, deadline_ms, on_confirm, claim_ids}; NOT_FOUND's status is
+--             'no_campaign' when the campaign itself is missing (api.healing asks the
+--             store); on_confirm is 1 when the campaign grants a pack on confirm (an
+--             outbox entry "confirm:<claim_id>" per confirmed claim, a bundle's lines
+--             each, may be pending), else 0; claim_ids the claims confirmed (a bundle's
+--             lines, else the claim)
 --
 -- Confirming a confirmed claim answers OK again (a retried confirm); a hold
 -- whose deadline has passed is expired here and now, and answers HOLD_EXPIRED.
@@ -34,7 +39,9 @@ else
 end
 local c = parse_claim(raw)
 if c.user ~= ARGV[2] then return {NOT_FOUND, '', ''} end
-if c.status == 'confirmed' then return {OK, c.status, c.deadline} end
+-- after-sale on_confirm: a retried confirm tells the engine to grant what is pending
+local on_confirm = redis.call('HEXISTS', K.meta, 'ocf_drop')
+if c.status == 'confirmed' then return {OK, c.status, c.deadline, on_confirm, lines or {claim_id}} end
 if c.status == 'expired' then return {HOLD_EXPIRED, c.status, c.deadline} end
 if c.status ~= 'held' then return {CONFLICT, c.status, c.deadline} end
 -- A paid voucher's hold is paid at its own route (coupon_pay.lua issues its coupons).
@@ -64,8 +71,21 @@ local function confirm_one(id, one)
   end
   settle_offer(now, id, one, 'offer_accepted')
 end
+local confirmed = {}
 for _, id in ipairs(lines or {claim_id}) do
   local one = id == claim_id and c or parse_claim(redis.call('HGET', K.claims, id))
-  if one.status == 'held' then confirm_one(id, one) end
+  if one.status == 'held' then
+    confirm_one(id, one)
+    confirmed[#confirmed + 1] = id
+  end
 end
-return {OK, c.status, c.deadline}
+-- after-sale on_confirm: the buyer's pack per confirmed claim (each line of a bundle),
+-- granted by the engine from the outbox (the drop lives in another slot): written in
+-- this run, so a crash cannot lose it
+if on_confirm == 1 and KEYS[NKEYS + 2] then
+  local oc = redis.call('HMGET', K.meta, 'ocf_drop', 'ocf_sku')
+  for _, id in ipairs(confirmed) do
+    redis.call('HSET', KEYS[NKEYS + 2], 'confirm:' .. id, c.user .. '|' .. oc[1] .. '|' .. oc[2])
+  end
+end
+return {OK, c.status, c.deadline, on_confirm, lines or {claim_id}}

@@ -127,8 +127,7 @@ end
 local function issue(claim_id, user, sku, qty, cfg, price, wallet, seed, who)
   redis.call('HINCRBY', K.stock, sku .. '.a', -qty)
   redis.call('HINCRBY', K.stock, sku .. '.s', qty)
-  redis.call('HINCRBY', K.users, user, qty)
-  redis.call('HINCRBY', K.users, user .. '|' .. sku, qty)
+  units_add(user, sku, qty)
   redis.call('HSET', K.claims, claim_id, format_claim({status = 'confirmed', user = user,
     sku = sku, qty = qty, deadline = now, price = price, created = now}))
   redis.call('HINCRBY', C.cday, day_field, qty)
@@ -166,8 +165,7 @@ local function hold(claim_id, user, sku, qty, cfg, price, who)
   local deadline = now + hold_ttl
   redis.call('HINCRBY', K.stock, sku .. '.a', -qty)
   redis.call('HINCRBY', K.stock, sku .. '.h', qty)
-  redis.call('HINCRBY', K.users, user, qty)
-  redis.call('HINCRBY', K.users, user .. '|' .. sku, qty)
+  units_add(user, sku, qty)
   redis.call('HSET', K.claims, claim_id, format_claim({status = 'held', user = user,
     sku = sku, qty = qty, deadline = deadline, price = price, created = now}))
   redis.call('ZADD', K.deadlines, deadline, claim_id)
@@ -313,9 +311,10 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
   if qty > max_qty then return answer(INVALID, 'max_per_claim:' .. max_qty) end
   if qty * #cfg.t > MAX_COUPONS then return answer(INVALID, 'max_coupons:' .. MAX_COUPONS) end
   local avail, sku_lim = tonumber(s[1]), tonumber(s[2])
-  local u = redis.call('HMGET', K.users, user, user .. '|' .. sku)
+  local total, by = units_of(user)
   local gifts = tonumber(redis.call('HGET', C.cusers, 'g|' .. user) or '0')
-  local total, per_sku = tonumber(u[1] or '0') + gifts, tonumber(u[2] or '0')
+  local per_sku = by[sku] or 0
+  total = total + gifts
   if per_user >= 0 and total + qty > per_user then
     return refuse(LIMIT_EXCEEDED, 'per_user:' .. per_user .. ':' .. total)
   end
@@ -357,12 +356,12 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
       return refuse(LIMIT_EXCEEDED, 'referral_limit:' .. ref.max)
     end
     -- The reward is a claim of the referrer's: their limits hold for it too.
-    local ru = redis.call('HMGET', K.users, ref.referrer, ref.referrer .. '|' .. ref.sku)
+    local r_held, r_by = units_of(ref.referrer)
     local r_gifts = tonumber(redis.call('HGET', C.cusers, 'g|' .. ref.referrer) or '0')
-    local r_total = tonumber(ru[1] or '0') + r_gifts + (user == ref.referrer and qty or 0)
+    local r_total = r_held + r_gifts + (user == ref.referrer and qty or 0)
     local r_lim = tonumber(redis.call('HGET', K.stock, ref.sku .. '.lim') or '-1')
     if (per_user >= 0 and r_total + 1 > per_user)
-        or (r_lim >= 0 and tonumber(ru[2] or '0') + 1 > r_lim) then
+        or (r_lim >= 0 and (r_by[ref.sku] or 0) + 1 > r_lim) then
       return refuse(LIMIT_EXCEEDED, 'referrer_limit')
     end
     ref_cfg = sku_config(ref.sku)

@@ -16,12 +16,12 @@ local due = redis.call('ZRANGEBYSCORE', C.cexp, '-inf', now, 'LIMIT', 0, limit)
 local n = 0
 for _, coupon_id in ipairs(due) do
   local raw = redis.call('HGET', C.cpn, coupon_id)
-  local c = raw and parse_coupon(raw)
-  if c and c.status == 'active' then
+  local c = raw and catch_up(coupon_id, parse_coupon(raw))  -- (a pending extension)
+  if c and c.status == 'active' and now >= c.vt then
     expire_coupon(now, coupon_id, c)
     n = n + 1
-  else
+  elseif not (c and c.status == 'active') then
     redis.call('ZREM', C.cexp, coupon_id)
-  end
+  end  -- (else catch_up moved it later in the schedule)
 end
 return {n, #due >= limit and 1 or 0}

@@ -32,7 +32,7 @@ end
 if redis.call('HGET', K.meta, 'fenced') == '1' then return {FENCED, '', coupon_id} end
 if now >= gift.expires then return {CONFLICT, 'gift_expired', coupon_id} end
 if user == giver then return {CONFLICT, 'own_gift', coupon_id} end
-local c = parse_coupon(redis.call('HGET', C.cpn, coupon_id))
+local c = catch_up(coupon_id, parse_coupon(redis.call('HGET', C.cpn, coupon_id)))
 if c.status ~= 'active' or c.owner ~= giver or c.gift ~= token or now >= c.vt then
   return {CONFLICT, 'gift_void', coupon_id}
 end
@@ -40,7 +40,7 @@ local t = template(c.tpl)
 local counts = t and t.g == 1
 if counts then
   local per_user = meta_limit('per_user')
-  local held = tonumber(redis.call('HGET', K.users, user) or '0')
+  local held = units_of(user)
   local gifts = tonumber(redis.call('HGET', C.cusers, 'g|' .. user) or '0')
   if per_user >= 0 and held + gifts + 1 > per_user then
     return {LIMIT_EXCEEDED, 'per_user:' .. per_user .. ':' .. (held + gifts), coupon_id}

@@ -19,6 +19,7 @@ if not raw then return {NOT_FOUND, '', 0} end
 local c = parse_coupon(raw)
 if c.owner ~= user then return {NOT_FOUND, '', 0} end
 if redis.call('HGET', K.meta, 'fenced') == '1' then return {FENCED, '', 0} end
+c = catch_up(coupon_id, c)
 local t = template(c.tpl)
 if not t or t.x ~= 1 then return {CONFLICT, 'not_transferable', 0} end
 if c.status ~= 'active' then return {CONFLICT, c.status, 0} end

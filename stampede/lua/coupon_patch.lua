@@ -10,12 +10,12 @@
 -- ARGV[4..]   meta name, value pairs (cp_per_day, cp_user_day, cp_mcap, cp_tpl:<t>,
 --             cp_spec:<t>); "if:<field>" is a precondition: the field must equal
 --             the value ('' absent)
--- Returns     {code, reason, before_json, after_json, coupons_extended}; a failed
---             precondition is {CONFLICT, 'precondition', ...}
+-- Returns     {code, reason, before_json, after_json, 0}; a failed precondition is
+--             {CONFLICT, 'precondition', ...}. Coupons extended: coupon_extend.lua
 --
 -- Everything is checked before the first write. Issued coupons follow the rule
 -- of docs/coupon-rules.md: a longer validity reaches every active coupon of the
--- template (record and expiry schedule); scope and time rules are read at
+-- template (record and expiry schedule), queued here and applied in batches; scope and time rules are read at
 -- redemption from the revisions (cp_hist), so nothing issued is rewritten for them.
 --@include common
 --@include coupons
@@ -47,28 +47,17 @@ for i = 4, #ARGV, 2 do
 end
 for name, value in pairs(after) do redis.call('HSET', K.meta, name, value) end
 
--- Longer validity reaches the coupons already issued (still active, not yet due).
+-- Longer validity reaches the coupons already issued (still active, not yet due),
+-- not here: a drop may hold a million. The extension is queued (meta cp_grow) and
+-- coupon_extend.lua applies it in bounded batches; scripts that touch a coupon
+-- before its batch catch it up first (include/coupons.lua catch_up).
 local grow = cjson.decode(ARGV[2])
-local extended = 0
-if next(grow) ~= nil then
-  local all = redis.call('HGETALL', C.cpn)
-  for i = 1, #all, 2 do
-    local c = parse_coupon(all[i + 1])
-    local g = grow[c.tpl]
-    if g and c.status == 'active' and now < c.vt then
-      local vt = c.vt
-      if g.vt >= 0 then vt = math.max(vt, g.vt) end
-      if g.vd >= 0 then vt = math.max(vt, c.vf + g.vd * DAY_MS) end
-      if vt > c.vt then
-        c.vt = vt
-        redis.call('HSET', C.cpn, all[i], format_coupon(c))
-        redis.call('ZADD', C.cexp, vt, all[i])
-        extended = extended + 1
-      end
-    end
-  end
-end
 local b, a = cjson.encode(before), cjson.encode(after)
 emit(now, 'coupon_drop_patched', {'actor', ARGV[1], 'before', b, 'after', a,
-                                  'grow', ARGV[2], 'extended', extended})
-return {OK, '', b, a, extended}
+                                  'grow', ARGV[2], 'extended', 0})
+if next(grow) ~= nil then
+  local jobs = pending_growth() or {}
+  jobs[#jobs + 1] = {id = tonumber(redis.call('HGET', K.meta, 'evseq')), at = now, grow = grow}
+  redis.call('HSET', K.meta, 'cp_grow', cjson.encode(jobs))
+end
+return {OK, '', b, a, 0}

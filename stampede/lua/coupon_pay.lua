@@ -25,6 +25,9 @@
 local now = now_ms()
 local claim_id, user, payment, idem = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local wallet = KEYS[NCKEYS + 1]
+-- The campaign first (a claim missing from a lost or fenced drop may come back).
+local present = campaign_present()
+if present ~= OK then return {present, ''} end
 local raw = redis.call('HGET', K.claims, claim_id)
 if not raw then return {NOT_FOUND, 'not_found'} end
 local c = parse_claim(raw)

@@ -55,7 +55,7 @@ if prior then
   return answer(OK, 'replayed', prior, coupon_id, r.discount, c.uses, r.status, r.ts)
 end
 if redis.call('HGET', K.meta, 'fenced') == '1' then return answer(FENCED) end
-local c = parse_coupon(redis.call('HGET', C.cpn, coupon_id))
+local c = catch_up(coupon_id, parse_coupon(redis.call('HGET', C.cpn, coupon_id)))
 if c.tpl ~= tpl then return answer(CONFLICT, 'template') end
 if (redis.call('HGET', K.meta, 'cp_rev:' .. tpl) or '0') ~= rev then
   return answer(CONFLICT, 'template')

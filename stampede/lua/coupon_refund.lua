@@ -22,6 +22,9 @@
 
 local now = now_ms()
 local claim_id, user, actor, idem = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+-- The campaign first (a claim missing from a lost or fenced drop may come back).
+local present = campaign_present()
+if present ~= OK then return {present, ''} end
 local raw = redis.call('HGET', K.claims, claim_id)
 if not raw then return {NOT_FOUND, 'not_found'} end
 local c = parse_claim(raw)
@@ -51,7 +54,7 @@ if pv.status ~= 'paid' then return answer(CONFLICT, 'voucher_unpaid') end
 if redis.call('HGET', K.meta, 'fenced') == '1' then return answer(FENCED, '') end
 local coupons, value = {}, 0
 for _, id in ipairs(ids) do
-  local cp = parse_coupon(redis.call('HGET', C.cpn, id))
+  local cp = catch_up(id, parse_coupon(redis.call('HGET', C.cpn, id)))
   local t = template(cp.tpl)
   if cp.status ~= 'active' or cp.owner ~= user or cp.gift ~= '' or not t or cp.uses ~= t.u then
     return answer(CONFLICT, 'voucher_used')

@@ -25,6 +25,7 @@ if r.status == 'rolled_back' then return {OK, r.status, coupon_id, c.uses, 1} en
 if redis.call('HGET', K.meta, 'fenced') == '1' then
   return {FENCED, r.status, coupon_id, c.uses, 0}
 end
+c = catch_up(coupon_id, c)  -- a pending extension judges it as it was (used)
 
 -- All checks passed: write.
 c.uses = c.uses + 1

@@ -30,10 +30,13 @@ local optional = cjson.decode(ARGV[10])
 local lists = optional['th_lists']
 optional['th_lists'] = nil
 if exists then
-  redis.call('DEL', K.stock, K.users, K.deadlines, K.waves, K.counts, K.waitlist, K.wlentries,
-             K.offers)
-  redis.call('HDEL', K.meta, 'wl_max', 'offer_ttl_ms', 'wr_on', 'wr_rate', 'wr_burst',
+  redis.call('DEL', K.stock, K.users, K.deadlines, K.expiry, K.waves, K.counts, K.waitlist,
+             K.wlentries, K.offers)
+  redis.call('HDEL', K.meta, 'xtail', 'wl_max', 'offer_ttl_ms', 'wr_on', 'wr_rate', 'wr_burst',
              'wr_max_active', 'wr_window_ms', 'wr_token_ttl_ms', 'wr_paused')
+  -- after-sale parts the new definition may not have (domain/aftersale.py)
+  redis.call('HDEL', K.meta, 'tk_on', 'tk_venue', 'oc_drop', 'oc_sku', 'ocf_drop', 'ocf_sku',
+             'xf_on', 'xf_ttl_ms', 'xf_limits')
   -- A redefined drop keeps none of its old codes (promo codes, referral, code-only SKUs)
   -- nor points prices, nor paid vouchers.
   for _, name in ipairs(redis.call('HKEYS', K.meta)) do

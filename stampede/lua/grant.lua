@@ -62,8 +62,7 @@ for i = 3, #ARGV, 4 do
   else
     redis.call('HINCRBY', K.stock, sku .. '.a', -1)
     redis.call('HINCRBY', K.stock, sku .. '.s', 1)
-    redis.call('HINCRBY', K.users, user, 1)
-    redis.call('HINCRBY', K.users, user .. '|' .. sku, 1)
+    units_add(user, sku, 1)
     redis.call('HSET', K.claims, claim_id, format_claim({status = 'confirmed', user = user,
       sku = sku, qty = 1, deadline = now, price = s[2], created = now}))
     count('grants')

@@ -4,7 +4,8 @@
 -- ARGV[1]     actor (who asked, for the event)
 -- ARGV[2..]   name, value pairs; names: state (active|paused|closed), opens_ms,
 --             closes_ms, hold_ttl_ms, per_user, max_qty, "lim:<sku>"
---             for a SKU's per-user limit (-1: none), and the waiting room's
+--             for a SKU's per-user limit (-1: none), "ps:<sku>" for its presale
+--             price steps (stampede/domain/pricing.py; '' none), and the waiting room's
 --             wr_rate, wr_burst, wr_max_active, wr_paused (1|0), and the
 --             throttle's th, th_spec (meta), the presale phases ph (meta, as
 --             stampede/domain/phases.py encodes them) and th_lists (a JSON object that
@@ -20,7 +21,8 @@
 -- close at or before a pending wave ({INVALID, 'wave', ''}), and so is a
 -- schedule that a presale phase would open outside of ({INVALID, 'phases', ''}),
 -- and phases for a campaign with a waitlist or a coupon drop
--- ({INVALID, 'phases_excluded', ''}). Everything
+-- ({INVALID, 'phases_excluded', ''}), and price steps for a coupon drop
+-- ({INVALID, 'price_steps_excluded', ''}). Everything
 -- is checked before the first write. The waiting room is first brought up
 -- to now at its old rate, so a new rate or a pause applies from now on.
 --@include common
@@ -35,7 +37,18 @@ for i = 2, #ARGV, 2 do
   local name, value = ARGV[i], ARGV[i + 1]
   local sku = string.match(name, '^lim:(.+)$')
   local field = string.match(name, '^if:(.+)$')
-  if field then
+  local steps_sku = string.match(name, '^ps:(.+)$')  -- presales: price steps
+  if steps_sku then
+    if redis.call('HEXISTS', K.stock, steps_sku .. '.price') == 0 then
+      return {NOT_FOUND, '', ''}
+    end
+    if redis.call('HGET', K.meta, 'coupons') == '1' then
+      return {INVALID, 'price_steps_excluded', ''}
+    end
+    before[name] = redis.call('HGET', K.stock, steps_sku .. '.ps') or ''
+    writes[#writes + 1] = {K.stock, steps_sku .. '.ps', value}  -- '' parses as none
+    after[name] = value
+  elseif field then
     if (redis.call('HGET', K.meta, field) or '') ~= value then
       return {CONFLICT, 'precondition', ''}
     end

@@ -15,12 +15,13 @@
 --
 -- The serving state is advanced first (include/common.lua advance_queue),
 -- and again after a new ticket, which may be admitted at once.
--- Refusals: NOT_FOUND (no campaign, no waiting room, or polling without a
--- ticket), CLOSED.
+-- Refusals: CAMPAIGN_MISSING (no campaign state), FENCED, NOT_FOUND (no waiting
+-- room, or polling without a ticket), CLOSED.
 --@include common
 
 local user = ARGV[1]
-if redis.call('EXISTS', K.meta) == 0 then return {NOT_FOUND} end
+local present = campaign_present()
+if present ~= OK then return {present} end
 local now = now_ms()
 local m = redis.call('HMGET', K.meta, 'wr_on', 'state', 'closes_ms', 'wr_token_ttl_ms')
 if m[1] ~= '1' then return {NOT_FOUND} end

@@ -2,12 +2,13 @@
 --
 -- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
 -- ARGV[1]     the most lapsed holds to expire before reading
--- Returns     {code, now_ms, meta (flat name/value list), stock (flat), counts (flat),
+-- Returns     {CAMPAIGN_MISSING} when the campaign has no state, else {code, now_ms, meta (flat name/value list), stock (flat), counts (flat),
 --             pending waves (flat member/score list),
 --             {waiting on waitlists, waiting-room tickets, admitted now}}
 --@include common
 
-if redis.call('EXISTS', K.meta) == 0 then return {NOT_FOUND} end
+-- (a fenced campaign is read as it is: its meta says fenced, the caller decides)
+if not redis.call('HGET', K.meta, 'state') then return {CAMPAIGN_MISSING} end
 local now = now_ms()
 release_due_waves(now)
 expire_due_holds(now, tonumber(ARGV[1]))

@@ -15,14 +15,18 @@
 -- ARGV[5]     reason ('' none)
 -- ARGV[6]     how long to remember the answer, in ms
 -- ARGV[7]     the request's fingerprint (a retry under the same key must match it)
--- Returns     {code, detail, units, left, amount}
+-- Returns     {code, detail, units, left, amount}; CAMPAIGN_MISSING when the campaign
+--             has no state (api.healing asks the store whether it is being healed)
 --
 -- Where the units go is the campaign's policy (meta rf_to): 'restock' gives
 -- them to the SKU's waitlist head first and only then to available stock;
--- 'retire' withdraws them (released drops with sold). A buyer may refund only
+-- 'retire' withdraws them (released drops with sold). The refunded units no
+-- longer count against the buyer's limits: per-user, per-SKU and per-person
+-- (the person its record names). A buyer may refund only
 -- their own claim, within meta rf_window_ms of buying it (-1: never). In a
 -- ticketed campaign (meta tk_on) the highest-numbered tickets not checked in
--- are the ones refunded.
+-- are the ones refunded, and a ticket transferred alone (moved) is no longer
+-- the claim's to refund.
 -- Every check comes before the first write.
 --@include common
 --@include refund_records
@@ -34,7 +38,8 @@ if prior then
   if p.fingerprint ~= ARGV[7] then return {IDEMPOTENCY_MISMATCH, '', 0, 0, 0} end
   return {p.code, '', p.units, p.left, p.amount}
 end
-if redis.call('EXISTS', K.meta) == 0 then return {NOT_FOUND, 'no_claim', 0, 0, 0} end
+local present = campaign_present()
+if present ~= OK then return {present, present == FENCED and 'fenced' or '', 0, 0, 0} end
 local claim_id, buyer, want = ARGV[1], ARGV[2], tonumber(ARGV[3])
 -- A bundle's id refunds every line whole (a line's own id refunds that line alone).
 local ids = {claim_id}
@@ -62,6 +67,13 @@ local function plan_of(id)
   local rraw = redis.call('HGET', R, id)
   if rraw then done = parse_refund(rraw) end
   local left = c.qty - done.units
+  if m[4] == '1' and c.status == 'confirmed' then  -- tickets moved out one by one (transfers)
+    for i = 1, c.qty do
+      local t = redis.call('HGET', T, id .. '-' .. i)
+      if t and parse_ticket(t).status == 'moved' then left = left - 1 end
+    end
+    if left == 0 then return nil, {CONFLICT, 'refund_exceeds:0', 0, 0, 0} end  -- every one moved
+  end
   if c.status == 'refunded' and want == 0 then  -- a whole refund retried: nothing left to do
     return {id = id, c = c, n = 0, left = 0}
   end
@@ -112,8 +124,8 @@ for _, p in ipairs(plans) do
     else
       redis.call('HINCRBY', K.stock, c.sku .. '.a', n)
     end
-    redis.call('HINCRBY', K.users, c.user, -n)  -- refunded units no longer count to the limit
-    redis.call('HINCRBY', K.users, c.user .. '|' .. c.sku, -n)
+    units_add(c.user, c.sku, -n)  -- refunded units no longer count to the limit
+    if c.person ~= '' then redis.call('HINCRBY', K.users, '~p|' .. c.person, -n) end  -- per_person
     redis.call('HSET', R, id, format_refund({units = p.done.units + n,
                                              amount = p.done.amount + p.amount}))
     redis.call('HINCRBY', TOTALS, c.sku .. '.u', n)

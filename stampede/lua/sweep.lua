@@ -9,5 +9,5 @@ if redis.call('EXISTS', K.meta) == 0 then return {0, 0} end
 local now = now_ms()
 release_due_waves(now)
 local limit = tonumber(ARGV[1])
-local n = expire_due_holds(now, limit)
-return {n, n >= limit and 1 or 0}
+local n, visited = expire_due_holds(now, limit)
+return {n, visited >= limit and 1 or 0}

@@ -8,7 +8,7 @@
 -- Returns     {code, created, status, position, qty, joined_ms, claim_id}
 --             (created 0: the user's existing entry, answered again)
 --
--- Refusals: NOT_FOUND (no campaign, SKU or waitlist), the sale's gate
+-- Refusals: CAMPAIGN_MISSING (no campaign state), FENCED, NOT_FOUND (no SKU or waitlist), the sale's gate
 -- (not open, paused, closed), ADMISSION_REQUIRED, INVALID (qty),
 -- LIMIT_EXCEEDED (the offer would take the user over a limit),
 -- NOT_SOLD_OUT (units are available or a wave is coming: claim instead),
@@ -16,7 +16,8 @@
 --@include common
 
 local user, sku, qty, token_exp = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-if redis.call('EXISTS', K.meta) == 0 then return {NOT_FOUND} end
+local present = campaign_present()
+if present ~= OK then return {present} end
 local now = now_ms()
 release_due_waves(now)
 expire_due_holds(now, tonumber(ARGV[5]))
@@ -40,10 +41,10 @@ if raw then
   return {OK, 0, e.status, position, e.qty, e.joined, e.claim}
 end
 if qty < 1 or qty > tonumber(m[3]) then return {INVALID} end
-local u = redis.call('HMGET', K.users, user, field)
+local held, by = units_of(user)
 local per_user, lim = tonumber(m[2]), tonumber(s[2])
-if (per_user >= 0 and tonumber(u[1] or '0') + qty > per_user)
-    or (lim >= 0 and tonumber(u[2] or '0') + qty > lim) then
+if (per_user >= 0 and held + qty > per_user)
+    or (lim >= 0 and (by[sku] or 0) + qty > lim) then
   return {LIMIT_EXCEEDED}
 end
 local waiting = redis.call('ZLEXCOUNT', K.waitlist, wl_range(sku))

@@ -6,11 +6,13 @@
 --             (status waiting, or offered: then its hold is cancelled and
 --             the units pass to the next in line)
 --
--- Not on the list is NOT_FOUND; a fenced campaign is FENCED.
+-- Not on the list is NOT_FOUND; a fenced campaign is FENCED, one with no state
+-- CAMPAIGN_MISSING (both checked first).
 --@include common
 
 local user, sku = ARGV[1], ARGV[2]
-if redis.call('EXISTS', K.meta) == 0 then return {NOT_FOUND} end
+local present = campaign_present()
+if present ~= OK then return {present} end
 local now = now_ms()
 release_due_waves(now)
 local field = user .. '|' .. sku

@@ -5,11 +5,13 @@
 -- ARGV[2]     sku, or '' for every SKU of the campaign
 -- ARGV[3]     the most lapsed holds to expire first (a lapsed offer passes on)
 -- Returns     {code, now_ms, then six per entry: sku, status, position, qty,
---             joined_ms, claim_id}; position is 0 for an offered entry
+--             joined_ms, claim_id}; position is 0 for an offered entry;
+--             or {CAMPAIGN_MISSING} / {FENCED} (checked first)
 --@include common
 
 local user = ARGV[1]
-if redis.call('EXISTS', K.meta) == 0 then return {NOT_FOUND} end
+local present = campaign_present()
+if present ~= OK then return {present} end
 local now = now_ms()
 release_due_waves(now)
 expire_due_holds(now, tonumber(ARGV[3]))

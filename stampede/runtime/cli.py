@@ -7,8 +7,11 @@ a service that cannot be reached, one line and exit code 1.
 
 import importlib.metadata
 import json
+import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Coroutine
 from typing import Any, NoReturn
 
@@ -31,6 +34,7 @@ from stampede.runtime import credentials, persistence
 from stampede.runtime.lock import lock_data_dir
 from stampede.runtime.server import Listen, serve
 from stampede.runtime.valkey import EmbeddedValkey, embedded_url
+from stampede.runtime.valkey_cluster import LocalValkeyCluster
 from stampede.runtime.workers import WorkerPool
 from stampede.state import keys
 
@@ -145,7 +149,8 @@ def worker_command(index: int = typer.Option(...), host: str = typer.Option(...)
 
 def _print_banner(settings: Settings, listen: Listen, redis_url: str, embedded: bool,
                   workers: int) -> None:
-    where = "embedded Valkey" if embedded else "Redis"
+    where = "embedded Valkey" if embedded else \
+        "Redis Cluster, found through the node" if settings.redis_cluster else "Redis"
     console.print(f"[bold]Stampede[/] is serving ({workers} worker{'s' * (workers > 1)})")
     console.print(f"  public API   http://{listen.host}:{listen.port}/v1  "
                   f"(docs: /docs, spec: /openapi.json)")
@@ -310,6 +315,31 @@ def recover_command(
         rebuilt = uvloop.run(persistence.run_recover(
             settings, url, [p.campaign_id for p in plans], step))
     print(json.dumps(rebuilt, indent=2, sort_keys=True))
+
+
+@app.command("valkey-cluster")
+def valkey_cluster_command(
+    primaries: int = typer.Option(3, min=1, max=16, help="primaries (the slots split evenly)"),
+    replicas: int = typer.Option(1, min=0, max=4, help="replicas of each primary"),
+    node_timeout_ms: int = typer.Option(5000, min=100, max=600_000,
+                                        help="cluster-node-timeout: silence before failover"),
+) -> None:
+    """Run a fresh local Valkey Cluster under STAMPEDE_DATA_DIR/cluster until Ctrl-C, to try
+    cluster mode: prints the two variables that point `serve` and the tools at it."""
+    data_dir = Settings.from_env({k: v for k, v in os.environ.items()
+                                  if k == "STAMPEDE_DATA_DIR"}).data_dir
+    cluster = LocalValkeyCluster(data_dir, primaries, replicas, node_timeout_ms)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    url = cluster.start()
+    try:
+        print(f"STAMPEDE_REDIS_URL={url} STAMPEDE_REDIS_CLUSTER=1", flush=True)
+        console.print(f"Valkey Cluster: {primaries} primaries, {replicas} replica(s) each, "
+                      f"data under {data_dir / 'cluster'}; Ctrl-C stops every node")
+        stop.wait()
+    finally:
+        cluster.stop()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,6 +22,7 @@ from stampede.metrics import (
     STOCK,
 )
 from stampede.state import keys
+from stampede.state.connection import memory_info
 
 INTERVAL_S = 2.0
 
@@ -55,7 +56,7 @@ async def refresh_coupon_value(engine: Engine) -> None:
 
 async def refresh_redis_memory(engine: Engine) -> None:
     """For the memory-near-its-limit alert: a full Redis refuses every write."""
-    info = await engine.redis.info("memory")
+    info = await memory_info(engine.redis)
     REDIS_MEMORY_USED.set(int(info.get("used_memory", 0)))
     REDIS_MEMORY_MAX.set(int(info.get("maxmemory", 0)))
 

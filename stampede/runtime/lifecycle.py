@@ -94,7 +94,7 @@ def durable_context(settings: Settings, redis_url: str) -> Context:
     """Campaigns whose Redis state is older than the store are fenced and rebuilt
     before the listeners open."""
     async def run(app: web.Application) -> AsyncIterator[None]:
-        redis = state_client(redis_url)
+        redis = state_client(redis_url, settings)
         try:
             await heal_now(redis, app[STORE], settings)
             app[DURABLE_REDIS] = redis

@@ -40,6 +40,8 @@ class CampaignKeys(NamedTuple):
     offers: str
     queue: str
     admitted: str
+    expiry: str
+    """list: a sale claim's holds in creation order (include/holds.lua)"""
 
 
 class DropKeys(NamedTuple):
@@ -278,6 +280,7 @@ def transfers_key(cid: str) -> str:
 
 
 def outbox_key(cid: str) -> str:
-    """A ticketed sale's pending on_checkin grants (hash): ticket_id -> "<user>|<drop>|<sku>".
+    """A sale's pending on_checkin and on_confirm grants (hash): ticket_id, or
+    "confirm:<claim_id>", -> "<user>|<drop>|<sku>".
     Written by the check-in in the sale's slot; removed once the drop has granted."""
     return f"{tag(cid)}:outbox"

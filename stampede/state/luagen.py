@@ -50,7 +50,8 @@ def coupon_key_set() -> str:
 _READ = {"str": "{v}", "int": "tonumber({v})", "opt_int": "tonumber({v})",
          "list": "split_list({v})"}
 _WRITE = {"str": "t.{n}", "int": "t.{n}", "opt_int": "(t.{n} or '')",
-          "list": "table.concat(t.{n}, '" + records.LIST_SEP + "')"}
+          "list": "table.concat(t.{n}, '" + records.LIST_SEP + "')",
+          "opt_str": "(t.{n} or '')"}
 
 
 def text_codec(codec: TextCodec[Any]) -> str:
@@ -59,13 +60,18 @@ def text_codec(codec: TextCodec[Any]) -> str:
     vars_ = [f"f{i + 1}" for i in range(n)]
     reads = ", ".join(f"{name} = {_READ[kind].format(v=v)}"
                       for (name, kind), v in zip(codec.fields, vars_, strict=True))
-    writes = ", ".join(_WRITE[kind].format(n=name) for name, kind in codec.fields)
+    # One concatenation: cheaper than building a table for table.concat (a claim
+    # batch formats a record per hold).
+    # A text field with a default may be left out of the table (nil): written ''.
+    writes = f" .. '{records.SEP}' .. ".join(
+        _WRITE["opt_str" if kind == "str" and name in codec.defaulted else kind].format(n=name)
+        for name, kind in codec.fields)
     return (f"local function parse_{codec.name}(raw)\n"
             f"  local {', '.join(vars_)} = string.match(raw, '{pattern}')\n"
             f"  return {{{reads}}}\n"
             f"end\n"
             f"local function format_{codec.name}(t)\n"
-            f"  return table.concat({{{writes}}}, '{records.SEP}')\n"
+            f"  return {writes}\n"
             f"end\n")
 
 
@@ -77,10 +83,35 @@ end
 """
 
 
+_SEP, _PAIR = records.UNITS_SEP, records.UNITS_PAIR
+_UNITS = f"""-- A users field (records.py encode_units): "<sku>{_PAIR}<n>{_SEP}...".
+-- parse_units returns the total and the units by SKU; format_units skips SKUs at 0
+-- ('' when none are left: the caller deletes the field).
+local function parse_units(raw)
+  local by, total = {{}}, 0
+  if raw then
+    for sku, n in string.gmatch(raw, '([^{_SEP}{_PAIR}]+){_PAIR}(%-?%d+)') do
+      n = tonumber(n)
+      by[sku], total = n, total + n
+    end
+  end
+  return total, by
+end
+local function format_units(by)
+  local parts = {{}}
+  for sku, n in pairs(by) do
+    if n ~= 0 then parts[#parts + 1] = sku .. '{_PAIR}' .. n end
+  end
+  return table.concat(parts, '{_SEP}')
+end
+"""
+
+
 def record_codecs(codecs: Sequence[TextCodec[Any]], helpers: bool) -> str:
     head = ("-- Stored records (stampede/state/records.py): '|'-joined text, parsed into\n"
             "-- tables named by the record's fields and formatted back.\n")
-    return head + (_SPLIT if helpers else "") + "".join(text_codec(c) for c in codecs)
+    return (head + (_SPLIT + _UNITS if helpers else "")
+            + "".join(text_codec(c) for c in codecs))
 
 
 def _wire(struct: type[msgspec.Struct]) -> list[tuple[str, str, Any]]:

@@ -43,6 +43,11 @@ class ClaimRecord(Struct):
     """the hold's deadline (ms); a confirmed coupon claim's is its time"""
     price: int
     created: int
+    # luacost: one record per hold (these were users-hash fields "~i|<claim>", "~a|<claim>")
+    person: str = ""
+    """presales: the hashed real person a per_person campaign counted it to ('' none)"""
+    alloc: str = ""
+    """presales: what it took from allocations, "name:n,..." ('' none)"""
 
 
 class EntryRecord(Struct):
@@ -171,9 +176,9 @@ class RefundAnswerRecord(Struct):
 
 
 class TicketRecord(Struct):
-    """tickets hash: ticket_id -> a ticket that is checked in or refunded."""
+    """tickets hash: ticket_id -> a ticket that is checked in, refunded or moved."""
     status: str
-    """in (checked in) or refunded"""
+    """in (checked in), refunded, or moved (transferred alone to a new claim)"""
     gate: str
     """the gate that admitted it ('' if refunded)"""
     at: int
@@ -191,6 +196,9 @@ class TransferRecord(Struct):
     recipient: str
     new_claim: str
     """the recipient's claim, '' until accepted"""
+    unit: int
+    """after-sale one-ticket transfers: the ticket's number n in the claim; 0: the
+    whole claim"""
 # presales: presale codes
 class PresaleBatchRecord(Struct):
     """pbatches hash: batch number -> a batch of presale codes (presale_codes_issue.lua)."""
@@ -231,6 +239,8 @@ class TextCodec(Generic[T]):
         self.kind = kind
         self.name = name
         self.fields = tuple((f.name, field_kind(f.type)) for f in msgspec.structs.fields(kind))
+        self.defaulted = frozenset(f.name for f in msgspec.structs.fields(kind) if not f.required)
+        """fields with a default: Lua may leave them out of a record's table"""
 
     def encode(self, record: T) -> str:
         parts = []
@@ -248,9 +258,11 @@ class TextCodec(Generic[T]):
 
     def decode(self, raw: str) -> T:
         parts = raw.split(SEP)
-        if len(parts) != len(self.fields):
+        required = len(self.fields) - len(self.defaulted)  # defaulted fields come last
+        if not required <= len(parts) <= len(self.fields):
             raise ValueError(f"{self.name}: {len(parts)} fields, {len(self.fields)} expected")
-        values = [_value(kind, text) for (_, kind), text in zip(self.fields, parts, strict=True)]
+        # (a record written before its defaulted fields existed reads with their defaults)
+        values = [_value(kind, text) for (_, kind), text in zip(self.fields, parts, strict=False)]
         return self.kind(*values)
 
 
@@ -276,6 +288,35 @@ class PaidRecord(Struct):
     """the payment reference given at confirm ('' before)"""
     refunded: int
     """the amount refunded (0 before)"""
+
+
+# -- luacost: a user's units in a campaign, one users-hash field per user ---------
+
+UNITS_SEP = ","
+UNITS_PAIR = ":"
+
+
+def encode_units(by_sku: "dict[str, int]") -> str:
+    """users hash: "<user>" -> the user's units held+sold by SKU, "<sku>:<n>,...".
+
+    One field per user (the total is the sum): a per-SKU field beside a total
+    cost ~40 bytes more per holding user. SKU ids never hold ':' or ','
+    (stampede/state/keys.py); SKUs at 0 are left out, and a user at 0 has no
+    field. include/common.lua's generated parse_units/format_units are the Lua side.
+    """
+    return UNITS_SEP.join(f"{sku}{UNITS_PAIR}{n}" for sku, n in by_sku.items() if n)
+
+
+def decode_units(raw: "str | bytes | None") -> dict[str, int]:
+    """A users field's units by SKU ({} for none)."""
+    if not raw:
+        return {}
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    out: dict[str, int] = {}
+    for part in text.split(UNITS_SEP):
+        sku, _, n = part.partition(UNITS_PAIR)
+        out[sku] = int(n)
+    return out
 
 
 CLAIM = TextCodec(ClaimRecord, "claim")

@@ -50,6 +50,7 @@ OPERATIONS = (
     # codes users type
     "coupon_referral_code",
     "coupon_patch",  # coupon rules: live template changes
+    "coupon_extend",  # leftovers: a validity extension, in bounded batches
     "coupon_rules_lookup",  # coupon rules: coupons with their rules and the clock
     # after-sale
     "refund",
@@ -73,6 +74,7 @@ OPERATIONS = (
 NOT_ACKNOWLEDGED = frozenset({
     "read_status", "waitlist_status", "coupon_lookup", "coupon_rules_lookup", "throttle",
     "sweep",
+    "coupon_extend",  # (what it writes follows from coupon_drop_patched: recovery redoes it)
 })
 
 

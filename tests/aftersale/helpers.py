@@ -41,11 +41,15 @@ async def check_refund_invariants(engine: Engine, cid: str) -> None:
               for k, v in (await engine.redis.hgetall(ks.claims)).items()}
     done = {k: records.REFUND.decode(v) for k, v in
             (await engine.redis.hgetall(keys.refunds_key(cid))).items()}
+    tickets = {k: records.TICKET.decode(v).status for k, v in
+               (await engine.redis.hgetall(keys.tickets_key(cid))).items()}
     held, sold, owned = Counter[str](), Counter[str](), Counter[str]()
     for cid_, c in claims.items():
-        refunded = done[cid_].units if cid_ in done else 0
+        moved = sum(tickets.get(f"{cid_}-{n}") == "moved" for n in range(1, c.qty + 1))
+        refunded = (done[cid_].units if cid_ in done else 0) + moved  # not the claim's
         assert 0 <= refunded <= c.qty
         assert (c.status == "refunded") == (refunded == c.qty and c.qty > 0 and cid_ in done)
+        assert moved == 0 or c.status in ("confirmed", "refunded", "transferred")
         if c.status == "held":
             held[c.sku] += c.qty
         elif c.status == "confirmed":
@@ -57,5 +61,5 @@ async def check_refund_invariants(engine: Engine, cid: str) -> None:
         assert s.available + s.held + s.sold == s.released
         assert (s.held, s.sold) == (held[s.sku], sold[s.sku])
     users = await engine.redis.hgetall(ks.users)
-    totals = {u: int(n) for u, n in users.items() if "|" not in u and int(n)}
+    totals = {u: sum(records.decode_units(n).values()) for u, n in users.items() if "|" not in u}
     assert totals == {u: n for u, n in owned.items() if n}

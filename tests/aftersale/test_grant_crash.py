@@ -1,4 +1,4 @@
-"""A crash between a check-in and its grant: kill -9 of the whole service.
+"""A crash between a check-in (or a confirm) and its grant: kill -9 of the whole service.
 
 The drop is fenced first (straight in the embedded Valkey), so every check-in
 is admitted in the sale's slot while its grant, in the drop's, is refused
@@ -148,3 +148,76 @@ def _persisted(svc: Service) -> bool:
                           env={**env, "STAMPEDE_DATA_DIR": str(svc.data_dir)},
                           capture_output=True, text=True, timeout=30)
     return done.returncode == 0
+
+
+def test_kill_9_between_confirm_and_grant_ends_with_one_pack_each(tmp_path: Path) -> None:
+    """The same for a sale's on_confirm: confirms admitted while the drop is fenced,
+    more in flight at the kill; after the restart every confirmed claim's buyer has
+    exactly one pack, and the audit agrees."""
+    svc = Service(tmp_path, ENV)
+    admin = svc.admin_token()
+    claims: list[tuple[str, str]] = []
+    try:
+        for cid, spec in (("fans", pack_drop(stock=1000)),
+                          ("shop", sale_spec(stock=TICKETS, per_user=None,
+                                             on_confirm={"drop": "fans", "sku": "welcome"}))):
+            status, _ = _call(f"{svc.admin_url}/admin/v1/campaigns/{cid}", admin,
+                              msgspec.to_builtins(spec), method="PUT")
+            assert status == 201
+        for i in range(TICKETS):
+            _, claim = _call(f"{svc.url}/v1/campaigns/shop/claims", body={"sku": "tee"},
+                             user=f"b{i}")
+            claims.append((f"b{i}", claim["claim_id"]))
+        valkey = _valkey(svc)
+        valkey.hset(keys.campaign_keys("fans").meta, "fenced", "1")  # grants wait
+        first = claims[:TICKETS // 2]
+        for user, claim_id in first:
+            assert _call(f"{svc.url}/v1/claims/{claim_id}/confirm", user=user)[0] == 200
+        assert valkey.hlen(keys.outbox_key("shop")) == len(first)
+        valkey.close()
+
+        def confirm(part: list[tuple[str, str]]) -> None:
+            for user, claim_id in part:
+                try:
+                    _call(f"{svc.url}/v1/claims/{claim_id}/confirm", user=user)
+                except OSError:
+                    return
+        rest = claims[TICKETS // 2:]
+        threads = [threading.Thread(target=confirm, args=(rest[i::8],)) for i in range(8)]
+        for th in threads:
+            th.start()
+        time.sleep(0.05)
+        svc.kill()
+        for th in threads:
+            th.join(15)
+    finally:
+        svc.kill()
+
+    svc = Service(tmp_path, ENV)
+    try:
+        valkey = _valkey(svc)
+        assert valkey.hlen(keys.outbox_key("shop")) >= len(first)
+        valkey.hset(keys.campaign_keys("fans").meta, "fenced", "0")
+        assert wait_for(lambda: valkey.hlen(keys.outbox_key("shop")) == 0, 20)
+        for user, claim_id in first:  # a confirm retried after the restart grants nothing
+            assert _call(f"{svc.url}/v1/claims/{claim_id}/confirm", user=user)[0] == 200
+        confirmed = 0
+        for user, claim_id in claims:
+            _, claim = _call(f"{svc.url}/v1/claims/{claim_id}", user=user, method="GET")
+            _, wallet = _call(f"{svc.url}/v1/me/coupons", user=user, method="GET")
+            expected = 2 if claim["status"] == "confirmed" else 0
+            confirmed += claim["status"] == "confirmed"
+            assert len(wallet["coupons"]) == expected, (user, claim, wallet)
+        assert confirmed >= len(first)
+        valkey.close()
+        assert wait_for(lambda: _persisted(svc), 30)
+        svc.terminate()
+    finally:
+        svc.kill()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STAMPEDE_")}
+    done = subprocess.run([STAMPEDE, "audit"], env={**env, "STAMPEDE_DATA_DIR": str(tmp_path)},
+                          capture_output=True, text=True, timeout=60)
+    report = json.loads(done.stdout)
+    assert done.returncode == 0, report
+    assert report["campaigns"]["shop"]["confirm_grants"] == {"confirmed": confirmed,
+                                                             "granted": confirmed}

@@ -49,3 +49,36 @@ async def test_one_pack_per_check_in_is_audited_and_recovered(
     summary = await audit(store)
     assert summary["ok"], summary
     assert summary["campaigns"]["gig"]["grants"] == {"checkins": 2, "granted": 2}
+
+
+async def test_one_pack_per_confirm_is_audited_and_recovered(
+        sale: Engine, persister: Persister, raw_redis: "Redis[str]", store: Store) -> None:
+    await sale.define_campaign("fans", pack_drop())
+    await sale.define_campaign("shop", sale_spec(  # type: ignore[arg-type]
+        on_confirm={"drop": "fans", "sku": "welcome"}))
+    first = await bought(sale, "shop", "ann", 1)  # granted at once
+    await raw_redis.hset(keys.campaign_keys("fans").meta, "fenced", "1")
+    second = await bought(sale, "shop", "bob", 2)  # the grant step lost
+    await raw_redis.hset(keys.campaign_keys("fans").meta, "fenced", "0")
+    assert await raw_redis.hkeys(keys.outbox_key("shop")) == [f"confirm:{second}"]
+    await persister.drain()
+    summary = await audit(store)
+    shop = summary["campaigns"]["shop"]
+    assert shop["confirm_grants"] == {"confirmed": 2, "granted": 1}
+    assert shop["violation_samples"][-1] == {"kind": "grant_missing", "drop": "fans",
+                                             "claims": [second]}
+
+    await raw_redis.flushall()
+    await recover_campaign(raw_redis, store, "fans", TTL)
+    await recover_campaign(raw_redis, store, "shop", TTL)
+    assert await raw_redis.hgetall(keys.outbox_key("shop")) == {
+        f"confirm:{second}": "bob|fans|welcome"}
+    await sale.sweep("shop")
+    await sale.sweep("shop")
+    assert len(await _wallet(sale, "fans", "bob")) == 2
+    assert len(await _wallet(sale, "fans", "ann")) == 2
+    assert first != second
+    await persister.drain()
+    summary = await audit(store)
+    assert summary["ok"], summary
+    assert summary["campaigns"]["shop"]["confirm_grants"] == {"confirmed": 2, "granted": 2}

@@ -7,8 +7,8 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from stampede import Engine, Settings
-from stampede.domain.coupons.codes import STEP_MS
-from stampede.domain.tickets import Scan, Scanner, ScannerSpec, ticket_code
+from stampede.domain.coupons.codes import STEP_MS, CodeKeys
+from stampede.domain.tickets import Scan, Scanner, ScannerSpec, Tickets, ticket_code
 from stampede.state import keys
 from tests.aftersale.helpers import bought, refund, sale_spec
 from tests.domain.test_concurrency import _clone
@@ -172,3 +172,34 @@ async def test_single_scans_of_one_tick_share_a_script_call(engine: Engine) -> N
     assert 1 <= calls.count("checkin") <= 3, calls
     stats = await engine.stats("gig")
     assert stats and stats.checkins == {"north": 20, "south": 20}
+
+
+async def test_ticket_codes_survive_a_coupon_key_rotation(engine: Engine) -> None:
+    """Codes shown under the old key still admit after a rotation (new key first, old
+    one still listed), also when an offline scanner uploads them later; once the old
+    key is removed they are bad_code; the holder's next code is under the new key."""
+    old = "A:ticket-rotation-old-key-0123"
+    new = "B:ticket-rotation-new-key-4567"
+
+    def tickets(spec: str) -> Tickets:
+        return Tickets(engine.redis, engine.scripts, engine.settings, CodeKeys.parse(spec),
+                       engine.grants)
+
+    await engine.define_campaign("gig", ticketed())  # type: ignore[arg-type]
+    claim = await bought(engine, "gig", "ann", 3)
+    before = {v.ticket_id: v.code or "" for v in await tickets(old).mine("gig", "ann") or []}
+    shown_at = datetime.now(UTC)
+    rotated = tickets(f"{new},{old}")
+    admitted = await rotated.check_in(NORTH, [Scan(code=before[f"{claim}-1"])])
+    offline = await rotated.check_in(NORTH, [Scan(code=before[f"{claim}-2"],
+                                                  scanned_at=shown_at)])
+    assert [v.verdict for v in admitted + offline] == ["admitted", "admitted"]
+    after = {v.ticket_id: v.code or "" for v in await rotated.mine("gig", "ann") or []}
+    assert after[f"{claim}-3"].split(".")[-1][0] == "B"  # signed with the new active key
+    retired = tickets(new)
+    stale, = await retired.check_in(NORTH, [Scan(code=before[f"{claim}-3"])])
+    assert stale.verdict == "bad_code"
+    fresh, = await retired.check_in(NORTH, [Scan(code=after[f"{claim}-3"])])
+    assert fresh.verdict == "admitted"
+    forged = before[f"{claim}-3"][:-7] + "B" + before[f"{claim}-3"][-6:]  # K swapped
+    assert (await rotated.check_in(NORTH, [Scan(code=forged)]))[0].verdict == "bad_code"

@@ -5,24 +5,21 @@ that names the path and what is there."""
 from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from stampede import Engine
 from stampede.api.app import make_public_app
 from stampede.api.auth import Authenticator
 from stampede.api.sdk import FILES
 from tests.api.conftest import JWT_SECRET, Api
+from tests.conftest import serving
 
 
 @pytest.fixture
 async def production(engine: Engine) -> AsyncIterator[TestClient]:
     app = make_public_app(engine, Authenticator(JWT_SECRET, False, ()), {"draining": False})
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    try:
+    async with serving(app) as client:
         yield client
-    finally:
-        await client.close()
 
 
 async def test_the_sdk_files_are_served_as_modules(api: Api) -> None:

@@ -115,14 +115,23 @@ class SaleModel:
                 if a[0] == name and a[3] >= 0:
                     a[3] += n
 
+    def moved(self, claim_id: str) -> int:
+        """The claim's tickets transferred alone (no longer its own)."""
+        c = self.claims[claim_id]
+        return sum(self.tickets.get(f"{claim_id}-{i}") == "moved" for i in range(1, c.qty + 1))
+
+    def own(self, claim_id: str) -> int:
+        """The units still the claim's: bought, less refunded and moved out."""
+        return self.claims[claim_id].qty - self.refunded.get(claim_id, 0) - self.moved(claim_id)
+
     def user_total(self, user: str) -> int:
-        return sum(c.qty - self.refunded.get(cid, 0) for cid, c in self.claims.items()
+        return sum(self.own(cid) for cid, c in self.claims.items()
                    if c.user == user and c.status in ("held", "confirmed"))
 
     def person_total(self, person: str) -> int:
-        return sum(c.qty for c in self.claims.values()
-                   if c.person == person and c.status not in ("expired", "cancelled"))
-        # (a refund or transfer leaves the units with the person: only a release frees)
+        # (a release, a refund or a transfer gives the person's units back)
+        return sum(self.own(cid) for cid, c in self.claims.items()
+                   if c.person == person and c.status in ("held", "confirmed"))
 
     def claim(self, claim_id: str, user: str, sku: str, qty: int,
               key: str | None, tiers: tuple[str, ...] = (),
@@ -273,11 +282,13 @@ class SaleModel:
         c = self.claims.get(claim_id)
         if c is None or (buyer is not None and c.user != buyer):
             return Outcome.NOT_FOUND
+        if c.status == "confirmed" and self.own(claim_id) == 0:  # every ticket moved out
+            return Outcome.CONFLICT
         if c.status == "refunded" and qty is None:
             return Outcome.OK
         if c.status not in ("confirmed", "refunded") or buyer is not None:
             return Outcome.CONFLICT
-        left = c.qty - self.refunded.get(claim_id, 0)
+        left = self.own(claim_id)
         n = left if qty is None else qty
         if n > left:
             return Outcome.CONFLICT
@@ -302,6 +313,8 @@ class SaleModel:
             return "not_found", None
         ticket = f"{claim_id}-{unit}"
         state = self.tickets.get(ticket)
+        if state == "moved":  # transferred alone: its old code is dead
+            return "not_found", None
         if c.status == "refunded" or state == "refunded":
             return "refunded", None
         if state is not None:
@@ -317,26 +330,49 @@ class SaleModel:
                 keys_used.add((key, user))
                 self.packs[user] = self.packs.get(user, 0) + 1
 
-    def transfer(self, claim_id: str, giver: str, recipient: str) -> tuple[Outcome, str]:
+    def transfer(self, claim_id: str, giver: str, recipient: str,
+                 person: str = "", unit: int = 0) -> tuple[Outcome, str]:
         """As transfer_offer.lua then transfer_accept.lua (the campaign allows transfers
-        and applies the recipient's limits): (outcome, reason)."""
+        and applies the recipient's limits): (outcome, reason). `unit` > 0: that
+        ticket alone."""
         c = self.claims.get(claim_id)
         if c is None or c.user != giver:
-            return Outcome.NOT_FOUND, "no_claim"
+            return Outcome.NOT_FOUND, "no_sale_ticket" if unit else "no_claim"
+        if unit > c.qty:
+            return Outcome.NOT_FOUND, "no_sale_ticket"
         if c.status != "confirmed":
             return Outcome.CONFLICT, "transfer_not_sold"
-        if any(self.tickets.get(f"{claim_id}-{i}", "").startswith("in:")
-               for i in range(1, c.qty + 1)):
+        states = [self.tickets.get(f"{claim_id}-{i}", "") for i in range(1, c.qty + 1)]
+        if unit:
+            if states[unit - 1].startswith("in:"):
+                return Outcome.CONFLICT, "transfer_checked_in"
+            if states[unit - 1]:
+                return Outcome.CONFLICT, "ticket_not_valid"
+        elif any(s.startswith("in:") for s in states):
             return Outcome.CONFLICT, "transfer_checked_in"
+        elif not any(s == "" for s in states):
+            return Outcome.CONFLICT, "transfer_not_sold"
         if recipient == giver:
             return Outcome.CONFLICT, "transfer_to_self"
-        left = c.qty - self.refunded.get(claim_id, 0)
+        left = 1 if unit else self.own(claim_id)
         if self.user_total(recipient) + left > self.per_user:
             return Outcome.LIMIT_EXCEEDED, "per_user"
+        if self.per_person is not None:  # the recipient's person, as for a claim
+            if not person:
+                return Outcome.LIMIT_EXCEEDED, "person_required"
+            mine = left if c.person == person else 0
+            if self.person_total(person) - mine + left > self.per_person:
+                return Outcome.LIMIT_EXCEEDED, "per_person"
         return Outcome.OK, ""
 
-    def transferred(self, claim_id: str, new_id: str, recipient: str) -> None:
+    def transferred(self, claim_id: str, new_id: str, recipient: str,
+                    person: str = "", unit: int = 0) -> None:
         c = self.claims[claim_id]
-        left = c.qty - self.refunded.get(claim_id, 0)
-        c.status = "transferred"
-        self.claims[new_id] = ModelClaim(recipient, c.sku, left, c.deadline, "confirmed")
+        if unit:  # one ticket moves; the claim keeps the others
+            left = 1
+            self.tickets[f"{claim_id}-{unit}"] = "moved"
+        else:
+            left = self.own(claim_id)
+            c.status = "transferred"
+        self.claims[new_id] = ModelClaim(recipient, c.sku, left, c.deadline, "confirmed",
+                                         person=person if self.per_person is not None else "")

@@ -13,7 +13,7 @@ import pytest
 from stampede import Engine, Outcome
 from stampede.domain.models import CampaignSpec
 from stampede.errors import ValidationError
-from stampede.state import keys
+from stampede.state import keys, records
 from tests.conftest import iso
 
 
@@ -61,8 +61,8 @@ async def test_a_tier_allocation_and_a_release_giving_units_back(engine: Engine)
     assert (await engine.cancel(held.claim.claim_id, "m1")).outcome is Outcome.OK
     assert await _meta(engine, "a2", "members") == [6]  # back to the allocation
     assert (await engine.claim("a2", "p1", "tkt", 5)).outcome is Outcome.SOLD_OUT
-    users = await engine.redis.hgetall(keys.campaign_keys("a2").users)
-    assert not any(f.startswith("~a|") for f in users)
+    stored = await engine.redis.hget(keys.campaign_keys("a2").claims, held.claim.claim_id)
+    assert stored and records.CLAIM.decode(stored).alloc == "members:6"  # what it gave back
 
 
 async def test_unused_units_return_by_ops_and_at_their_time(engine: Engine) -> None:

@@ -198,8 +198,9 @@ async def test_thousands_of_concurrent_bundles_and_singles(engine: Engine) -> No
             assert b.claim and b.claim.lines and len(b.claim.lines) == 2
             assert all(x.claim_id in raw for x in b.claim.lines)
     users_hash = await engine.redis.hgetall(k.users)
-    for u in users:
-        assert int(users_hash.get(u, 0)) == held[u]
+    for u in users:  # one field per user: its units by SKU
+        assert sum(records.decode_units(users_hash.get(u)).values()) == held[u]
+        assert records.decode_units(users_hash.get(u)).get("tee", 0) == per_sku[u, "tee"]
     lines_of = {f[3:]: v.split("|")[1].split(",") for f, v in users_hash.items()
                 if f.startswith("~b|") and f[3:] != warm.claim.claim_id}
     assert len(lines_of) == sum(1 for rs in results if rs[0].outcome is Outcome.OK) > 0

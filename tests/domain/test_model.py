@@ -10,7 +10,8 @@ hold's price and each SKU's revenue must be the model's too; refunds
 (operator, buyer and intruder; whole or some units) and door check-ins of
 the campaign's tickets at two gates (refunded tickets refused, a second
 scan answering where the first admitted), and transfers (the claim
-re-issued to its recipient, whose limit applies); each admission grants the
+re-issued to its recipient, whose limits, per-person too, apply; a refund
+or a transfer gives the units back to the buyer's person); each admission grants the
 holder a coupon pack of a drop exactly once, and ops grant packs to segments
 (a key retried grants nobody twice); the real-name per_person limit (users
 u0 and u1 are one person, u2 and u3 another, and u4 carries no identity);
@@ -64,10 +65,10 @@ _ids = itertools.count()
 
 
 class SaleMachine(RuleBasedStateMachine):
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, settings: Settings | None = None) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.engine = Engine.from_url(redis_url, Settings())
+        self.engine = Engine.from_url(redis_url, settings or Settings())
         self.run(self.engine.start())
         self.cid = f"model-{next(_ids)}"
         now = datetime.now(UTC)
@@ -250,24 +251,30 @@ class SaleMachine(RuleBasedStateMachine):
         assert (got.verdict, got.gate) == self.model.check_in(claim_id, unit, gate)
         event(f"check-in: {got.verdict}")
 
-    @rule(data=st.data(), recipient=st.sampled_from(USERS), intruder=st.booleans())
-    def transfer(self, data: st.DataObject, recipient: str, intruder: bool) -> None:
+    @rule(data=st.data(), recipient=st.sampled_from(USERS), intruder=st.booleans(),
+          unit=st.sampled_from([0, 0, 1, 2, 3]))
+    def transfer(self, data: st.DataObject, recipient: str, intruder: bool,
+                 unit: int) -> None:
+        """The whole claim (unit 0) or one of its tickets alone."""
         if not self.model.claims:
             return
         sold = [c for c, m in self.model.claims.items() if m.status == "confirmed"]
         claim_id = data.draw(st.sampled_from(sold or list(self.model.claims)))
         giver = "intruder" if intruder else self.model.claims[claim_id].user
-        expected = self.model.transfer(claim_id, giver, recipient)
+        expected = self.model.transfer(claim_id, giver, recipient, PERSONS[recipient], unit)
         token = f"{self.cid}.{next(_ids):032x}"
-        offer = self.run(self.engine.transfers.offer(claim_id, giver, token))
+        offer = self.run(self.engine.transfers.offer(claim_id, giver, token, unit))
         if offer.outcome is not Outcome.OK:
             assert (offer.outcome, offer.reason) == expected
             return
-        taken = self.run(self.engine.transfers.accept(token, recipient))
+        taken = self.run(self.engine.transfers.accept(token, recipient,
+                                                      PERSONS[recipient] or None))
         assert (taken.outcome, taken.reason or "") == expected
         if taken.new_claim_id:
-            self.model.transferred(claim_id, taken.new_claim_id, recipient)
-        event(f"transfer: {taken.outcome.name} {taken.reason or ''}")
+            self.model.transferred(claim_id, taken.new_claim_id, recipient, PERSONS[recipient],
+                                   unit)
+        kind = "one ticket" if unit else "claim"
+        event(f"transfer ({kind}): {taken.outcome.name} {taken.reason or ''}")
 
     @rule(users=st.lists(st.sampled_from(USERS), min_size=1, max_size=4),
           key=st.sampled_from(["g0", "g1"]))
@@ -322,7 +329,8 @@ class SaleMachine(RuleBasedStateMachine):
             assert s.revenue == self.model.revenue.get(s.sku, 0)
         users = self.run(self.engine.redis.hgetall(keys.campaign_keys(self.cid).users))
         for user in USERS:
-            assert int(users.get(user, 0)) == self.model.user_total(user)
+            assert sum(records.decode_units(users.get(user)).values()) == \
+                self.model.user_total(user)
         for person in ("hA", "hB"):
             assert int(users.get(f"~p|{person}", 0)) == self.model.person_total(person)
         meta = self.run(self.engine.redis.hgetall(keys.campaign_keys(self.cid).meta))
@@ -336,7 +344,7 @@ class SaleMachine(RuleBasedStateMachine):
             assert wallet == 2 * self.model.packs.get(user, 0)
         tickets = self.run(self.engine.redis.hgetall(keys.tickets_key(self.cid)))
         decoded = {t: records.TICKET.decode(raw) for t, raw in tickets.items()}
-        assert {t: "refunded" if r.status == "refunded" else f"in:{r.gate}"
+        assert {t: r.status if r.status in ("refunded", "moved") else f"in:{r.gate}"
                 for t, r in decoded.items()} == self.model.tickets
 
 

@@ -12,7 +12,7 @@ import pytest
 from stampede import Engine, Outcome
 from stampede.domain.models import CampaignSpec
 from stampede.errors import ValidationError
-from stampede.state import keys
+from stampede.state import keys, records
 from tests.conftest import campaign_spec
 
 
@@ -68,7 +68,10 @@ async def test_a_release_gives_the_person_their_units_back(engine: Engine) -> No
     await engine.set_clock_offset("pp5", 2_000)
     assert (await engine.claim("pp5", "bob2", "tee", identity="h2")).outcome is Outcome.OK
     users = await engine.redis.hgetall(keys.campaign_keys("pp5").users)
-    assert users["~p|h2"] == "1" and sum(f.startswith("~i|") for f in users) == 1
+    stored = await engine.redis.hgetall(keys.campaign_keys("pp5").claims)
+    assert users["~p|h2"] == "1"  # the lapsed hold gave its unit back, once
+    assert sorted((c.status, c.person) for c in map(records.CLAIM.decode, stored.values())) \
+        == [("expired", "h2"), ("held", "h2")]  # each record names the person it counts to
 
 
 async def test_the_spec_names_the_field_at_fault(engine: Engine) -> None:

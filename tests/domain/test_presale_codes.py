@@ -101,3 +101,25 @@ async def test_concurrent_claims_spend_each_code_exactly_its_uses(engine: Engine
     stats = await engine.stats("pc5")
     assert stats and stats.skus[0].held == 50 * uses
     assert (stats.presale_codes[0].codes_used, stats.presale_codes[0].claims) == (50, 50 * uses)
+
+
+async def test_a_hold_that_lapses_or_is_cancelled_gives_its_code_use_back(
+        engine: Engine) -> None:
+    await engine.define_campaign("pc5", _members_only())
+    code = (await _batch(engine, "pc5", count=1, uses=1))[0]
+    held = await engine.claim("pc5", "ann", "tee", code=code)
+    assert held.claim is not None
+    assert (await engine.claim("pc5", "bob", "tee", code=code)).outcome is \
+        Outcome.PRESALE_CODE_USED
+    await engine.cancel(held.claim.claim_id, "ann")  # cancelled: the use comes back
+    again = await engine.claim("pc5", "bob", "tee", code=code)
+    assert again.outcome is Outcome.OK and again.claim is not None
+    await engine.set_clock_offset("pc5", 601_000)  # bob's hold lapses; the sweeper expires it
+    assert await engine.sweep("pc5") == 1
+    third = await engine.claim("pc5", "cat", "tee", code=code)
+    assert third.outcome is Outcome.OK and third.claim is not None
+    await engine.confirm(third.claim.claim_id, "cat")  # bought: the use is spent for good
+    assert (await engine.claim("pc5", "dan", "tee", code=code)).outcome is \
+        Outcome.PRESALE_CODE_USED
+    stats = await engine.stats("pc5")  # stats count the claims the code made
+    assert stats and [(b.codes_used, b.claims) for b in stats.presale_codes] == [(1, 3)]

@@ -7,10 +7,11 @@ import msgspec
 import pytest
 
 from stampede import Engine, Outcome
-from stampede.domain.models import CampaignSpec
+from stampede.domain.models import CampaignPatch, CampaignSpec
 from stampede.errors import ValidationError
 from stampede.state import keys, records
 from tests.conftest import iso
+from tests.coupons.helpers import drop_spec
 
 
 def _priced(steps: list[dict[str, Any]], stock: int = 100) -> CampaignSpec:
@@ -79,3 +80,52 @@ async def test_steps_out_of_order_are_refused_naming_the_field(
         await engine.define_campaign("bad", _priced(steps))
     assert field in str(info.value)
     assert not await engine.redis.exists(keys.campaign_keys("bad").meta)
+
+
+async def test_price_steps_are_patched_live_and_holds_keep_their_price(
+        engine: Engine) -> None:
+    await engine.define_campaign("ps9", _priced([{"price": 7_000, "first_units": 10}]))
+    early = await engine.claim("ps9", "a", "tee", 1)
+    assert early.claim and early.claim.price == 7_000
+    patch = msgspec.convert({"price_steps": {"tee": [{"price": 8_000, "tiers": ["vip"]},
+                                                     {"price": 9_000, "first_units": 50}]}},
+                            CampaignPatch)
+    assert await engine.patch_campaign("ps9", patch, "ops") is Outcome.OK
+    assert await _price(engine, "ps9", "b") == 9_000  # the next claim: the new steps
+    assert await _price(engine, "ps9", "v", 1, ("vip",)) == 8_000
+    done = await engine.confirm(early.claim.claim_id, "a")  # the hold keeps its price
+    assert done.claim and done.claim.price == 7_000
+    events = [e for _, e in await engine.redis.xrange(keys.events_key("ps9"))
+              if e["type"] == "campaign_patched"]
+    assert "ps:tee" in events[-1]["after"] and "7000@" in events[-1]["before"]
+    off = msgspec.convert({"price_steps": {"tee": []}}, CampaignPatch)
+    assert await engine.patch_campaign("ps9", off, "ops") is Outcome.OK
+    assert await _price(engine, "ps9", "c") == 10_000  # [] removes them: the base price
+
+
+@pytest.mark.parametrize(("steps", "field"), [
+    ([{"price": 1, "first_units": 5}, {"price": 2, "first_units": 5}],
+     "price_steps.tee[1].first_units"),
+    ([{"price": 1, "until": 200}, {"price": 2, "until": 100}], "price_steps.tee[1].until"),
+    ([{"price": 1}, {"price": 2, "first_units": 5}], "price_steps.tee[0]"),
+    ([{"price": 1, "until": -3600}], "price_steps.tee[0].until"),
+])
+async def test_a_bad_price_steps_patch_names_the_field_and_changes_nothing(
+        engine: Engine, steps: list[dict[str, Any]], field: str) -> None:
+    # `until` as seconds from now, made when the test runs (not when it is collected)
+    steps = [{**s, "until": iso(s["until"])} if "until" in s else s for s in steps]
+    await engine.define_campaign("ps10", _priced([{"price": 7_000, "first_units": 10}]))
+    before = await engine.redis.hgetall(keys.campaign_keys("ps10").stock)
+    patch = msgspec.convert({"price_steps": {"tee": steps}}, CampaignPatch)
+    with pytest.raises(ValidationError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        await engine.patch_campaign("ps10", patch, "ops")
+    assert await engine.redis.hgetall(keys.campaign_keys("ps10").stock) == before
+    unknown = msgspec.convert({"price_steps": {"hat": []}}, CampaignPatch)
+    assert await engine.patch_campaign("ps10", unknown, "ops") is Outcome.NOT_FOUND
+
+
+async def test_a_coupon_drop_takes_no_price_steps_patch(engine: Engine) -> None:
+    await engine.define_campaign("ps11", drop_spec())
+    patch = msgspec.convert({"price_steps": {"five": [{"price": 1}]}}, CampaignPatch)
+    with pytest.raises(ValidationError, match="price_steps: a coupon drop"):
+        await engine.patch_campaign("ps11", patch, "ops")

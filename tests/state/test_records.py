@@ -94,6 +94,19 @@ async def test_lua_reads_and_writes_a_record_by_its_field_names(
     assert codec.decode(written.decode()) == record
 
 
+@pytest.mark.parametrize("units", [{}, {"tee": 1}, {"tee": 2, "cap-2": 1, "x_y": 40}])
+async def test_a_users_units_field_reads_alike_in_lua_and_python(
+        raw: "Redis[bytes]", units: dict[str, int]) -> None:
+    text = records.encode_units(units)
+    total, by = _unpack.decode(await run_lua(
+        raw, "local t, by = parse_units(ARGV[1]); return cmsgpack.pack({t, by})", args=[text]))
+    assert (total, by or {}) == (sum(units.values()), units)
+    back = await run_lua(raw, "return format_units(cmsgpack.unpack(ARGV[1]))",
+                         args=[msgspec.msgpack.encode({**units, "gone": 0})])
+    assert records.decode_units(back.decode()) == units  # a SKU at 0 is left out
+    assert records.decode_units(None) == {} and records.encode_units({"tee": 0}) == ""
+
+
 @pytest.mark.parametrize("record", [
     records.ClaimRecord("held", "a|b", "tee", 1, 2, 3, 4),
     records.CouponAnswerRecord("fp", 0, "", "c1.x", 5, ["a,b"]),

@@ -1,10 +1,16 @@
-"""Shared checks for the store tests."""
+"""Shared checks and rigs for the store tests."""
 
+import functools
 from typing import Any
 
+from aiohttp import web
 from sqlalchemy import select
 
 from stampede import Engine
+from stampede.api.app import make_public_app
+from stampede.api.auth import Authenticator
+from stampede.api.healing import IN_STORE
+from stampede.durable.recovery import in_store
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
 
@@ -29,3 +35,12 @@ async def assert_store_matches_redis(engine: Engine, store: Store, cid: str) -> 
     assert stored == redis_status
     camp = (await store_rows(store, t.campaigns, cid))[0]
     assert camp.applied_seq == stats.events
+
+
+def healing_public_app(engine: Engine, store: Store, *inner: Any) -> web.Application:
+    """The public app (dev auth) that asks `store` about lost campaigns, with `inner`
+    middlewares innermost: right after the handler, before the healing middleware."""
+    app = make_public_app(engine, Authenticator("s" * 32, True, ()), {"draining": False})
+    app[IN_STORE] = functools.partial(in_store, store)
+    app.middlewares.extend(inner)
+    return app

@@ -14,24 +14,21 @@ the healing middleware sees the answer. Real Valkey, real SQLite and
 PostgreSQL; nothing mocked.
 """
 
-import functools
 from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from stampede import Engine, Outcome
-from stampede.api.app import make_public_app
-from stampede.api.auth import Authenticator
 from stampede.api.errors import Handler
-from stampede.api.healing import IN_STORE
 from stampede.durable.persister import Persister
-from stampede.durable.recovery import fence, heal, in_store, recover_campaign
+from stampede.durable.recovery import fence, heal, recover_campaign
 from stampede.durable.store import Store
 from stampede.state import keys
-from tests.conftest import campaign_spec
+from tests.conftest import campaign_spec, serving
+from tests.store.helpers import healing_public_app
 
 TTL_MS = 86_400_000
 Client = TestClient[web.Request, web.Application]
@@ -65,15 +62,8 @@ class HealInTheGap:
 async def client(sale: Engine, raw_redis: "Redis[str]", store: Store
                  ) -> AsyncIterator[tuple["Client", HealInTheGap]]:
     gap = HealInTheGap(raw_redis, store)
-    app = make_public_app(sale, Authenticator("s" * 32, True, ()), {"draining": False})
-    app[IN_STORE] = functools.partial(in_store, store)
-    app.middlewares.append(gap.middleware)  # the innermost: right after the handler
-    test_client = TestClient(TestServer(app))
-    await test_client.start_server()
-    try:
-        yield test_client, gap
-    finally:
-        await test_client.close()
+    async with serving(healing_public_app(sale, store, gap.middleware)) as http:
+        yield http, gap
 
 
 async def test_a_claim_answered_201_is_never_404_while_its_campaign_heals(

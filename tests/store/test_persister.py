@@ -1,6 +1,7 @@
 """The persister on a real SQLite file and a real PostgreSQL: events in, projections right."""
 
 import asyncio
+import dataclasses
 import random
 
 from redis.asyncio import Redis
@@ -195,3 +196,29 @@ async def test_every_waitlist_event_keeps_its_own_sequence_number(
     await assert_store_matches_redis(sale, store, "c1")
     summary = await audit(store)
     assert summary["ok"], summary
+
+
+async def test_caught_up_a_trickle_is_stored_in_few_transactions(
+        sale: Engine, raw_redis: "Redis[str]", store: Store, store_settings: Settings) -> None:
+    """After a short batch the persister lets the next one gather (the linger), so claims
+    arriving one by one share a transaction instead of paying one each."""
+    await sale.define_campaign("c1", campaign_spec(stock=100, per_user=None))
+    settings = dataclasses.replace(store_settings, persist_linger_ms=1500)
+    persister = Persister(raw_redis, store, settings, consumer="lingering")
+    await persister.drain()  # the definition's events
+    stop = asyncio.Event()
+    running = asyncio.create_task(persister.run(stop))
+    try:
+        first, stored = persister.batches, persister.persisted
+        assert (await sale.claim("c1", "u0", "tee")).outcome is Outcome.OK
+        while persister.batches == first:  # the first claim alone: nothing to wait for
+            await asyncio.sleep(0.01)
+        for i in range(1, 11):  # one at a time, within the linger
+            assert (await sale.claim("c1", f"u{i}", "tee")).outcome is Outcome.OK
+        while persister.persisted < stored + 11:
+            await asyncio.sleep(0.02)
+        assert persister.batches - first == 2  # the ten waited and went together
+    finally:
+        stop.set()
+        await running
+    await assert_store_matches_redis(sale, store, "c1")

@@ -148,3 +148,54 @@ async def test_recovery_rebuilds_every_presale_key_the_scripts_read(
     assert v9.claim and v9.claim.price == 1999  # the steps came back: 950 is for tier fan
     stats = await sale.stats("c4")
     assert stats and stats.skus[0].revenue == 950
+
+
+async def test_recovery_keeps_the_code_uses_given_back(
+        sale: Engine, persister: Persister, raw_redis: "Redis[str]", store: Store) -> None:
+    phases = [{"name": "fans", "opens_at": iso(-30), "tiers": ["fan"]}]
+    await sale.define_campaign("c5", campaign_spec(stock=9, per_user=None, phases=phases))
+    _, _, batch = await sale.presale_codes.issue(
+        "c5", PresaleCodeBatch(count=2, tier="fan", uses=1), "ops")
+    assert batch
+    codes = [line.split(",")[0] for line in sale.presale_codes.csv_lines("c5", batch)][1:]
+    first = await sale.claim("c5", "ann", "tee", code=codes[0])
+    assert first.claim is not None
+    await sale.cancel(first.claim.claim_id, "ann")  # the use of codes[0] comes back
+    held = await sale.claim("c5", "bob", "tee", code=codes[1])  # still held at the rebuild
+    assert held.claim is not None
+    await persister.drain()
+    await raw_redis.flushall()
+    await recover_campaign(raw_redis, store, "c5", TTL)
+    assert (await sale.claim("c5", "cat", "tee", code=codes[0])).outcome is Outcome.OK
+    assert (await sale.claim("c5", "dan", "tee", code=codes[1])).outcome is \
+        Outcome.PRESALE_CODE_USED
+    await sale.cancel(held.claim.claim_id, "bob")  # its mark survived the rebuild
+    assert (await sale.claim("c5", "dan", "tee", code=codes[1])).outcome is Outcome.OK
+    await persister.drain()
+    await assert_store_matches_redis(sale, store, "c5")
+    summary = await audit(store)
+    assert summary["ok"], summary
+
+
+async def test_recovery_restores_the_price_steps_as_patched(
+        sale: Engine, persister: Persister, raw_redis: "Redis[str]", store: Store) -> None:
+    spec = campaign_spec(stock=20, per_user=None, skus=("tee", "cap"))
+    priced = msgspec.convert({"price_steps": [{"price": 900, "first_units": 2}]}, PriceSteps)
+    spec.skus[0].price_steps = spec.skus[1].price_steps = priced.price_steps
+    await sale.define_campaign("c6", spec)
+    patch = msgspec.convert({"price_steps": {"tee": [{"price": 1500, "tiers": ["fan"]}],
+                                             "cap": []}}, CampaignPatch)
+    assert await sale.patch_campaign("c6", patch, "ops") is Outcome.OK
+    stock = campaign_keys("c6").stock
+    before = await raw_redis.hmget(stock, "tee.ps", "cap.ps")
+    assert before[0] == "1500@@@fan"
+    await persister.drain()
+    await raw_redis.flushall()
+    await recover_campaign(raw_redis, store, "c6", TTL)
+    assert await raw_redis.hmget(stock, "tee.ps", "cap.ps") == ["1500@@@fan", None]
+    fan = await sale.claim("c6", "ann", "tee", tiers=["fan"])
+    assert fan.claim and fan.claim.price == 1500
+    cap = await sale.claim("c6", "bob", "cap")
+    assert cap.claim and cap.claim.price == 1999  # the steps removed: the base price
+    await persister.drain()
+    assert (await audit(store))["ok"]

@@ -15,7 +15,7 @@ from stampede.api.errors import json_response
 from stampede.durable.persister import Persister
 from stampede.durable.recovery import recover_campaign
 from stampede.durable.store import Store
-from stampede.state import keys
+from stampede.state import keys, records
 from stampede.state.idempotency import ResponseMemory, fingerprint
 from tests.conftest import campaign_spec
 from tests.store.test_persister import _sale
@@ -26,8 +26,13 @@ NOT_REBUILT = {
     "events": "a fresh stream whose group starts at its end: its entries are in the store",
 }
 """Keys whose content differs by design after a rebuild."""
-META_CHANGES = {"epoch", "fenced"}
-"""A rebuild takes a new epoch and reopens the campaign (fenced=0)."""
+META_CHANGES = {"epoch", "fenced", "xtail"}
+"""A rebuild takes a new epoch and reopens the campaign (fenced=0); it puts the held
+claims in the deadlines zset, so the expiry list's tail (xtail) is not rebuilt."""
+EXPIRY_INDEX = {"expiry", "deadlines"}
+"""The hold expiry index: a live sale keeps its holds in the expiry list (ids stay
+there until swept, whatever became of their claim), a rebuild puts them in the
+deadlines zset; both are compared as the held claims they index ("holds expiring")."""
 REFUSALS = {"sold_out", "limit_exceeded"}
 """Refusal counters leave no event: an emptied Redis starts them again (a live one
 keeps them, tested below)."""
@@ -40,7 +45,7 @@ async def _dump(redis: "Redis[str]", cid: str, live: bool = False) -> dict[str, 
     async for key in redis.scan_iter(match=f"{keys.tag(cid).replace('{', '[{]')}*"):
         kind = await redis.type(key)
         name = key.split(":", 2)[-1] if key.count(":") >= 2 else key
-        if name in NOT_REBUILT:
+        if name in NOT_REBUILT or name in EXPIRY_INDEX:
             continue
         if kind == "hash":
             value: Any = {f: v for f, v in (await redis.hgetall(key)).items() if v != "0"}
@@ -59,7 +64,26 @@ async def _dump(redis: "Redis[str]", cid: str, live: bool = False) -> dict[str, 
         else:
             value = kind
         out[key] = value
+    ks = keys.campaign_keys(cid)
+    if await redis.exists(ks.meta):
+        out["holds expiring"] = await _holds_expiring(redis, ks)
     return out
+
+
+async def _holds_expiring(redis: "Redis[str]", ks: keys.CampaignKeys) -> list[tuple[str, int]]:
+    """The held claims the expiry index holds, with their deadlines; each held claim once."""
+    ids = await redis.lrange(ks.expiry, 0, -1) + await redis.zrange(ks.deadlines, 0, -1)
+    held = {}
+    for claim_id in ids:
+        raw = await redis.hget(ks.claims, claim_id)
+        c = records.CLAIM.decode(raw) if raw else None
+        if c and c.status == "held":
+            assert claim_id not in held, f"{claim_id} twice in the expiry index"
+            held[claim_id] = c.deadline
+    stored = await redis.hgetall(ks.claims)
+    assert {i for i, raw in stored.items() if records.CLAIM.decode(raw).status == "held"} \
+        == set(held), "a held claim missing from the expiry index"
+    return sorted(held.items())
 
 
 async def test_recovery_rebuilds_every_key_the_scripts_read(

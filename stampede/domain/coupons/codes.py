@@ -105,9 +105,14 @@ class CodeKeys:
         kid = kid or self.active
         return kid + locator + self._sig(self._keys[kid], "s|" + locator)
 
-    def rotating(self, locator: str, step: int) -> str:
-        kid = self.active
+    def rotating(self, locator: str, step: int, kid: str | None = None) -> str:
+        """The rotating code of `step` under key `kid` (default: the active one)."""
+        kid = kid or self.active
         return kid + locator + self._totp(self._keys[kid], locator, step)
+
+    def listed(self, kid: str) -> bool:
+        """Whether `kid` is a key still listed (active or kept for verification)."""
+        return kid in self._keys
 
     def _totp(self, key: bytes, locator: str, step: int) -> str:
         secret = hmac.new(key, ("c|" + locator).encode(), hashlib.sha256).digest()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from stampede.domain.coupons.spec import PaidHoldStatus, PaidHoldView
 from stampede.domain.models import from_ms
+from stampede.domain.seen import campaign_seen
 from stampede.errors import ValidationError
 from stampede.outcomes import OUTCOMES, Outcome
 from stampede.state import keys, records
@@ -57,9 +58,14 @@ class PaidVouchers:
         cid = _claim_cid(claim_id, user)
         ks = keys.coupon_keys(cid)
         async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(ks.campaign.meta, "state", "fenced")
             pipe.hget(ks.campaign.claims, claim_id)
             pipe.hget(ks.drop.cusers, f"pv|{claim_id}")
-            raw_claim, raw_paid = await pipe.execute()
+            (state, fenced), raw_claim, raw_paid = await pipe.execute()
+        campaign = campaign_seen(state, fenced)  # (in the same MULTI: api.healing)
+        if campaign != "live":
+            return _answer(Outcome.CAMPAIGN_MISSING if campaign == "missing" else Outcome.FENCED,
+                           "")
         if raw_claim is None or raw_paid is None:
             return _answer(Outcome.NOT_FOUND, "not_found")
         claim = records.CLAIM.decode(raw_claim)

@@ -70,8 +70,8 @@ claims = Table(
     Column("updated_seq", BigInteger, nullable=False),
     Column("idem_key", Text),
     Column("fingerprint", Text),
-    Index("ix_claims_campaign", "campaign_id"),
-    # query API (0005): keyset pages in creation order, by campaign and by user
+    # query API (0005): keyset pages in creation order, by campaign and by user (the
+    # first also serves lookups by campaign alone: 0012 dropped ix_claims_campaign)
     Index("ix_claims_campaign_created", "campaign_id", "created_ms", "claim_id"),
     Index("ix_claims_user_created", "user_id", "created_ms", "claim_id"),
 )
@@ -223,4 +223,16 @@ checkins = Table(
     Column("scanned_ms", BigInteger, nullable=False),
     Column("ts", BigInteger, nullable=False),
     Index("ix_checkins_ticket", "ticket_id"),
+)
+
+# -- leftovers: admin actions that are no campaign's event (durable/admin_audit.py) --------
+admin_actions = Table(
+    "admin_actions", metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("campaign_id", String(64), nullable=False, default=""),
+    Column("type", String(32), nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("data", Text, nullable=False),  # actor, action, target, status, before, after
+    Index("ix_admin_actions_ts", "ts"),
 )

@@ -7,13 +7,17 @@
 --   stock      hash: "<sku>.a|h|s|r" available/held/sold/released,
 --                    "<sku>.price", "<sku>.lim" (per-user-per-SKU limit),
 --                    "<sku>.ps" its price steps, "<sku>.rev" revenue confirmed
---   users      hash: "<user>" held+sold in the campaign, "<user>|<sku>" per SKU,
+--   users      hash: "<user>" units held+sold by SKU "<sku>:<n>,..." (parse_units),
 --                    "<user>|~lapsed" holds the user let lapse or cancelled
 --                    "~p|<identity>" a real person's units held+sold (per_person),
---                    "~i|<claim_id>" the identity of a per_person campaign's claim,
---                    "~a|<claim_id>" what a claim took from allocations "name:n,..."
+--                    "~c|<claim_id>" the presale code a claim spent, "~cr|<code>"
+--                    uses of a code given back by released holds
 --   claims     hash: claim_id -> claim record
---   deadlines  zset: claim_id scored by its hold deadline (ms)
+--   deadlines  zset: claim_id scored by its hold deadline (ms): holds out of
+--                    creation order (waitlist offers, paid vouchers, recovered)
+--   expiry     list: claim_ids of sale holds in deadline order (include/holds.lua);
+--                    meta 'xtail' the last one's deadline. An id stays until it is
+--                    swept, whatever became of its claim: the sweep skips it then
 --   waves      zset: wave record scored by release time (ms)
 --   events     stream: one entry per change, field seq is contiguous
 --   counts     hash: claims by outcome, for stats
@@ -58,6 +62,8 @@ local NOT_ELIGIBLE = 30
 -- Presale codes: not genuine, not this campaign's, bound to another user; used up.
 local PRESALE_CODE_INVALID = 31
 local PRESALE_CODE_USED = 32
+-- Leftovers: no campaign state at all (never defined, or lost: api.healing asks the store).
+local CAMPAIGN_MISSING = 76
 
 --@include keys
 --@include records
@@ -73,17 +79,52 @@ end
 -- Append one event; `fields` is a flat list of name, value pairs. The
 -- epoch is read once per script run: it cannot change within one.
 local epoch_cache = nil
+local evseq_cache = nil  -- set by a claim batch (holds.lua): counted here, written at its end
 local function emit(now, etype, fields)
-  local seq = redis.call('HINCRBY', K.meta, 'evseq', 1)
+  local seq
+  if evseq_cache then
+    evseq_cache = evseq_cache + 1
+    seq = evseq_cache
+  else
+    seq = redis.call('HINCRBY', K.meta, 'evseq', 1)
+  end
   epoch_cache = epoch_cache or redis.call('HGET', K.meta, 'epoch') or '0'
-  local args = {K.events, '*', 'seq', seq, 'type', etype, 'ts', now, 'epoch', epoch_cache}
-  for i = 1, #fields do args[#args + 1] = fields[i] end
-  redis.call('XADD', unpack(args))
+  redis.call('XADD', K.events, '*', 'seq', seq, 'type', etype, 'ts', now, 'epoch', epoch_cache,
+             unpack(fields))
   return seq
 end
 
 local function count(field, by)
   redis.call('HINCRBY', K.counts, field, by or 1)
+end
+
+-- HMGET of any number of fields, 1000 at a time (Lua's unpack has a C stack limit).
+local function hmget_chunked(key, fields)
+  local out = {}
+  for i = 1, #fields, 1000 do
+    local last = math.min(i + 999, #fields)
+    local got = redis.call('HMGET', key, unpack(fields, i, last))
+    for j = i, last do out[j] = got[j - i + 1] end
+  end
+  return out
+end
+
+-- A user's units held+sold in the campaign: the total and the units by SKU.
+local function units_of(user)
+  return parse_units(redis.call('HGET', K.users, user))
+end
+
+-- Store a user's units by SKU (the field goes when none are left).
+local function units_put(user, by)
+  local raw = format_units(by)
+  if raw == '' then redis.call('HDEL', K.users, user) else redis.call('HSET', K.users, user, raw) end
+end
+
+-- Add `n` (may be negative) to a user's units of `sku`.
+local function units_add(user, sku, n)
+  local _, by = units_of(user)
+  by[sku] = (by[sku] or 0) + n
+  units_put(user, by)
 end
 
 -- Presale price steps (stampede/domain/pricing.py): stock field "<sku>.ps",
@@ -155,8 +196,8 @@ local function offer_waitlist(now, sku)
     local e = parse_entry(redis.call('HGET', K.wlentries, field))
     if e.qty > avail then break end
     redis.call('ZREM', K.waitlist, head)
-    local u = redis.call('HMGET', K.users, user, field)
-    local total, per_sku = tonumber(u[1] or '0'), tonumber(u[2] or '0')
+    local total, by = units_of(user)
+    local per_sku = by[sku] or 0
     if (per_user >= 0 and total + e.qty > per_user)
         or (sku_lim >= 0 and per_sku + e.qty > sku_lim) then
       redis.call('HDEL', K.wlentries, field)
@@ -171,8 +212,8 @@ local function offer_waitlist(now, sku)
       -- An offer is priced when it is made, as a claim would be (it carries no tiers).
       local price = steps and step_price(steps, s[3], held + sold + e.qty, {}, now) or s[3]
       avail, held, changed = avail - e.qty, held + e.qty, true
-      redis.call('HINCRBY', K.users, user, e.qty)
-      redis.call('HINCRBY', K.users, field, e.qty)
+      by[sku] = per_sku + e.qty
+      units_put(user, by)
       redis.call('HSET', K.claims, claim_id, format_claim({status = 'held', user = user,
         sku = sku, qty = e.qty, deadline = deadline, price = price, created = now}))
       redis.call('ZADD', K.deadlines, deadline, claim_id)
@@ -221,23 +262,23 @@ end
 local function release_hold(now, claim_id, c, new_status, idem)
   redis.call('HINCRBY', K.stock, c.sku .. '.h', -c.qty)
   redis.call('HINCRBY', K.stock, c.sku .. '.a', c.qty)
-  redis.call('HINCRBY', K.users, c.user, -c.qty)
-  redis.call('HINCRBY', K.users, c.user .. '|' .. c.sku, -c.qty)
+  units_add(c.user, c.sku, -c.qty)
   redis.call('HINCRBY', K.users, c.user .. '|~lapsed', 1)  -- a risk signal (guard.lua)
-  -- Presales: the person's units (per_person) and the allocations' units come back.
-  local marks = redis.call('HMGET', K.users, '~i|' .. claim_id, '~a|' .. claim_id)
-  if marks[1] then
-    redis.call('HINCRBY', K.users, '~p|' .. marks[1], -c.qty)
-    redis.call('HDEL', K.users, '~i|' .. claim_id)
+  -- Presales: the person's units (per_person) and the allocations' units come back,
+  -- as the claim's record names them, and the presale code's use.
+  local code = redis.call('HGET', K.users, '~c|' .. claim_id)
+  if code then  -- the code may make another claim (include/presale_codes.lua)
+    redis.call('HINCRBY', K.users, '~cr|' .. code, 1)
+    redis.call('HDEL', K.users, '~c|' .. claim_id)
   end
-  if marks[2] then  -- to each allocation not yet returned; else they stay shared
-    for name, n in string.gmatch(marks[2], '([^:,]+):(%d+)') do
+  if c.person ~= '' then redis.call('HINCRBY', K.users, '~p|' .. c.person, -c.qty) end
+  if c.alloc ~= '' then  -- to each allocation not yet returned; else they stay shared
+    for name, n in string.gmatch(c.alloc, '([^:,]+):(%d+)') do
       local field = 'al:' .. c.sku .. ':' .. name
       if tonumber(redis.call('HGET', K.meta, field) or '-1') >= 0 then
         redis.call('HINCRBY', K.meta, field, n)
       end
     end
-    redis.call('HDEL', K.users, '~a|' .. claim_id)
   end
   redis.call('ZREM', K.deadlines, claim_id)
   c.status = new_status
@@ -267,27 +308,55 @@ local function bundle_of_line(claim_id)
   return b and bundle_line_ids(b)
 end
 
--- After release_hold of a line, the other lines of its bundle still held.
+-- After release_hold of a line, the other lines of its bundle still held; returns
+-- how many it released.
 local function release_bundle_rest(now, claim_id, new_status, idem)
   local ids = bundle_of_line(claim_id)
-  if not ids then return end
+  if not ids then return 0 end
+  local released = 0
   for _, id in ipairs(ids) do
     local raw = id ~= claim_id and redis.call('HGET', K.claims, id)
     local c = raw and parse_claim(raw)
-    if c and c.status == 'held' then release_hold(now, id, c, new_status, idem) end
+    if c and c.status == 'held' then
+      release_hold(now, id, c, new_status, idem)
+      released = released + 1
+    end
   end
+  return released
 end
 
--- Expire up to `limit` holds whose deadline has passed.
+-- Expire up to `limit` holds whose deadline has passed: from the expiry list's
+-- head (ids of claims no longer held are dropped as they are met; they count
+-- against the limit, so a sweep stays bounded), then from the deadlines zset.
+-- Returns the holds expired and the ids visited (at `limit`, more may be due).
+-- A bundle lapses whole: its other lines go with the first one met.
 local function expire_due_holds(now, limit)
-  local due = redis.call('ZRANGEBYSCORE', K.deadlines, '-inf', now, 'LIMIT', 0, limit)
+  local expired, popped, chunk, due_yet = 0, 0, 1, true  -- read in doubling chunks: usually one id
+  while due_yet and popped < limit do
+    local ids = redis.call('LRANGE', K.expiry, popped, popped + math.min(chunk, limit - popped) - 1)
+    if #ids == 0 then break end
+    for _, claim_id in ipairs(ids) do
+      local raw = redis.call('HGET', K.claims, claim_id)
+      local c = raw and parse_claim(raw)
+      if c and c.status == 'held' then
+        if c.deadline > now then due_yet = false; break end
+        release_hold(now, claim_id, c, 'expired')
+        expired = expired + 1 + release_bundle_rest(now, claim_id, 'expired')
+      end
+      popped = popped + 1
+    end
+    chunk = chunk * 2
+  end
+  if popped > 0 then redis.call('LTRIM', K.expiry, popped, -1) end
+  if popped >= limit then return expired, popped end
+  local due = redis.call('ZRANGEBYSCORE', K.deadlines, '-inf', now, 'LIMIT', 0, limit - popped)
   for _, claim_id in ipairs(due) do
     local raw = redis.call('HGET', K.claims, claim_id)
     if raw then
       local c = parse_claim(raw)
       if c.status == 'held' then
         release_hold(now, claim_id, c, 'expired')
-        release_bundle_rest(now, claim_id, 'expired')  -- a bundle lapses whole
+        expired = expired + 1 + release_bundle_rest(now, claim_id, 'expired')
       else
         redis.call('ZREM', K.deadlines, claim_id)
       end
@@ -295,7 +364,18 @@ local function expire_due_holds(now, limit)
       redis.call('ZREM', K.deadlines, claim_id)
     end
   end
-  return #due
+  return expired, popped + #due
+end
+
+-- The campaign as this script sees it, before anything else is read: CAMPAIGN_MISSING
+-- (no state: lost or never defined; api.healing asks the store which), FENCED
+-- (being rebuilt: what is missing may yet come back) or OK. Seen here, atomically
+-- with the answer: a look after the script could see the campaign healed meanwhile.
+local function campaign_present()
+  local m = redis.call('HMGET', K.meta, 'state', 'fenced')
+  if not m[1] then return CAMPAIGN_MISSING end
+  if m[2] == '1' then return FENCED end
+  return OK
 end
 
 -- Can new claims be taken now? Returns OK, or the refusal code and its

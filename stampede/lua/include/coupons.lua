@@ -109,3 +109,52 @@ local function expire_coupon(now, coupon_id, c)
   emit(now, 'coupon_expired', {'coupon', coupon_id, 'user', c.owner, 'template', c.tpl,
                                'uses_left', c.uses})
 end
+
+-- Longer validity for coupons already issued (coupon rules), without one script
+-- over the whole drop: coupon_patch.lua queues an extension in meta cp_grow (a
+-- JSON list of {id = the patch event's seq, at = its time, grow = {template:
+-- {vt, vd}}}, oldest first; absent when none is pending) and coupon_extend.lua
+-- works through the drop in bounded batches (HSCAN of cpn, cursor cp_grow_cur).
+-- Until a batch reaches a coupon, every script that reads or changes it calls
+-- catch_up first, so it is never expired, refused or changed on its old validity.
+local function pending_growth()
+  local raw = redis.call('HGET', K.meta, 'cp_grow')
+  return raw and cjson.decode(raw) or nil
+end
+
+-- The rule of one extension, as of its patch: an active coupon of a grown
+-- template whose validity had not ended then ends no sooner than the new rule says.
+local function grown_vt(c, job)
+  local g = job.grow[c.tpl]
+  if not g or c.status ~= 'active' or job.at >= c.vt then return c.vt end
+  local vt = c.vt
+  if g.vt >= 0 then vt = math.max(vt, g.vt) end
+  if g.vd >= 0 then vt = math.max(vt, c.vf + g.vd * DAY_MS) end
+  return vt
+end
+
+-- What the pending extensions owe coupon c, applied once each and in order
+-- (cusers "x|<coupon>" notes the last one applied: a coupon changed since, say
+-- redeemed and rolled back, is not judged again on its new state). Writes the
+-- coupon and its expiry when its validity grew; returns c. (It may write before a
+-- script's checks refuse: what it writes is what coupon_extend.lua would, not
+-- the script's change.)
+local function catch_up(coupon_id, c)
+  local jobs = pending_growth()
+  if not jobs or not c then return c end
+  local mark = 'x|' .. coupon_id
+  local done = tonumber(redis.call('HGET', C.cusers, mark) or '0')
+  local old_vt, last = c.vt, done
+  for _, job in ipairs(jobs) do
+    if job.id > done then
+      c.vt = grown_vt(c, job)
+      last = job.id
+    end
+  end
+  if last ~= done then redis.call('HSET', C.cusers, mark, last) end
+  if c.vt ~= old_vt then
+    redis.call('HSET', C.cpn, coupon_id, format_coupon(c))
+    redis.call('ZADD', C.cexp, c.vt, coupon_id)
+  end
+  return c
+end

@@ -6,8 +6,9 @@
 -- A refusal says exactly when to retry: (new TAT - now) - T * B ms.
 -- Check every key first, then commit: a refused request consumes nothing.
 
-local function gcra_check(key, now, interval, burst)
-  local tat = tonumber(redis.call('GET', key) or '0')
+-- `known`: the key's TAT when the caller has read it already (guard_prefetch).
+local function gcra_check(key, now, interval, burst, known)
+  local tat = known or tonumber(redis.call('GET', key) or '0')
   if tat < now then tat = now end
   local new_tat = tat + interval
   local over = new_tat - now - interval * burst

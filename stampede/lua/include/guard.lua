@@ -49,6 +49,40 @@ end
 local campaign_tat = nil
 local g_refused, g_tally = {}, {}
 
+-- A claim batch's rate-limiter TATs and lapse counts, read in one call each
+-- (guard_prefetch) and kept as this run commits them; a key or user not read
+-- ahead is read when it is met.
+local g_tats, g_lapses = {}, nil
+
+-- Read ahead what the batch's guard contexts will check: every GCRA key of
+-- theirs (one MGET) and, when a risk rule reads lapses, each user's lapses.
+local function guard_prefetch(cfg, contexts)
+  local ks, seen = {}, {}
+  for _, g in ipairs(contexts) do
+    for _, slot in ipairs({g.k_user, g.k_device, g.k_network}) do
+      if slot > 0 and not seen[KEYS[slot]] then
+        seen[KEYS[slot]] = true
+        ks[#ks + 1] = KEYS[slot]
+      end
+    end
+  end
+  for i = 1, #ks, 1000 do
+    local last = math.min(i + 999, #ks)
+    local v = redis.call('MGET', unpack(ks, i, last))
+    for j = i, last do g_tats[ks[j]] = tonumber(v[j - i + 1] or '0') end
+  end
+  for _, rule in ipairs(cfg.risk) do
+    if rule.signal == 'lapses' and #contexts > 0 then
+      local fields = {}
+      for i, g in ipairs(contexts) do fields[i] = g.user .. '|~lapsed' end
+      local v = hmget_chunked(K.users, fields)
+      g_lapses = {}
+      for i, g in ipairs(contexts) do g_lapses[g.user] = tonumber(v[i] or '0') end
+      break
+    end
+  end
+end
+
 -- The guard's context of a claim (its argument's decoded guard), with the
 -- claim's user; nil if the claim came without one.
 local function guard_context(user, g)
@@ -70,7 +104,8 @@ local function risk_value(g, signal)
   if signal == 'age' then return g.age end
   if signal == 'recent' then return g.recent end
   if signal == 'lapses' then
-    return tonumber(redis.call('HGET', K.users, g.user .. '|~lapsed') or '0')
+    local n = g_lapses and g_lapses[g.user]
+    return n or tonumber(redis.call('HGET', K.users, g.user .. '|~lapsed') or '0')
   end
   return -1
 end
@@ -92,7 +127,8 @@ local function guard_verdict(cfg, g, now)
   local pending, wait, scope = {}, 0, ''
   local function rate(lim, slot, name)
     if not lim or slot == 0 then return end
-    local ok, retry, tat = gcra_check(KEYS[slot], now, lim.interval_ms, lim.burst)
+    local ok, retry, tat = gcra_check(KEYS[slot], now, lim.interval_ms, lim.burst,
+                                      g_tats[KEYS[slot]])
     if not ok and retry > wait then wait, scope = retry, name end
     pending[#pending + 1] = {KEYS[slot], tat}
   end
@@ -112,7 +148,10 @@ local function guard_verdict(cfg, g, now)
   if wait > 0 then return {THROTTLED, scope, wait} end
   -- Within its rates, the request is charged to them, whatever comes next:
   -- a bot refused by a later check still spends its network's budget.
-  for _, p in ipairs(pending) do gcra_commit(p[1], now, p[2]) end
+  for _, p in ipairs(pending) do
+    gcra_commit(p[1], now, p[2])
+    g_tats[p[1]] = p[2]
+  end
   if c_tat then campaign_tat = c_tat end
   local level, why = 0, ''
   local seen = {}

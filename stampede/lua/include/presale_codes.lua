@@ -26,7 +26,9 @@ local function presale_code_check(P, user, code, limiter, now)
   if b.bind == 1 and u[2] and u[2] ~= user then
     return nil, {PRESALE_CODE_INVALID, 'code_bound'}
   end
-  if tonumber(u[1] or '0') >= b.uses then
+  -- uses given back by holds that lapsed or were cancelled (release_hold, common.lua)
+  local back = tonumber(redis.call('HGET', K.users, '~cr|' .. code) or '0')
+  if tonumber(u[1] or '0') - back >= b.uses then
     return nil, {PRESALE_CODE_USED, 'code_used:' .. b.uses}
   end
   return b
@@ -34,8 +36,10 @@ end
 
 -- The claim holds: spend one use of its code (and bind it, if the batch binds);
 -- the batch's "<batch>.codes" counts its codes used at least once, ".claims"
--- the claims they made (stats).
-local function presale_code_spend(P, user, code, b)
+-- the claims they made (stats). The hold is marked "~c|<claim_id>" in the users
+-- hash, so a release gives the use back ("~cr|<code>", uses returned).
+local function presale_code_spend(P, user, code, b, claim_id)
+  redis.call('HSET', K.users, '~c|' .. claim_id, code)
   local batch = string.match(code, '^(%d+)')
   if redis.call('HINCRBY', P.pcodes, code .. '.n', 1) == 1 then
     redis.call('HINCRBY', P.pbatches, batch .. '.codes', 1)

@@ -1,0 +1,138 @@
+-- A claim batch's writes, gathered and made once at its end (holds_flush):
+-- the users' units, the new claim records, the expiry list and the event
+-- sequence. Each claim then costs one XADD of its own; everything else is a
+-- handful of calls per batch. The script is atomic, so nobody sees the cache
+-- and Redis differ. Pasted after common by claim_batch (and any script that
+-- places sale holds in bulk): call holds_begin after the sweep and before the
+-- first claim, holds_flush once after the last.
+--
+-- The expiry list (K.expiry) holds claim ids in deadline order; a batch's
+-- holds share one deadline, so they go to its tail unless that deadline is
+-- earlier than the tail's (meta 'xtail': the hold TTL was shortened, or the
+-- clock offset moved back), in which case they go to the deadlines zset.
+
+local hb_known = {}  -- claim_id -> its stored record, for the batch's ids that exist
+local hb_units = {}  -- user -> {total, by SKU} as the batch leaves them
+local hb_dirty = {}  -- users whose units changed, in order
+local hb_claims = {}  -- HSET arguments: claim_id, record, ...
+local hb_expiry = {}  -- ids of the new holds, in order
+local hb_deadline = nil  -- their deadline (one per batch)
+local hb_persons = {}  -- presales: identity -> units held+sold by the real person
+local hb_persons_dirty = {}  -- identities whose units changed, in order
+local hb_evseq = nil  -- the event sequence as the batch found it
+
+-- Read what the batch's claims need in two calls: the records of their ids
+-- (a retried batch finds its first answers) and their users' units (and, for a
+-- per_person limit, their persons' units: `persons`, the identities).
+local function holds_begin(claim_ids, users, persons)
+  local raw = hmget_chunked(K.claims, claim_ids)
+  for i, id in ipairs(claim_ids) do
+    if raw[i] then hb_known[id] = raw[i] end
+  end
+  local fresh, seen = {}, {}
+  for _, u in ipairs(users) do
+    if not seen[u] then seen[u] = true; fresh[#fresh + 1] = u end
+  end
+  local n_users = #fresh
+  for _, p in ipairs(persons or {}) do
+    if not seen['~p|' .. p] then seen['~p|' .. p] = true; fresh[#fresh + 1] = '~p|' .. p end
+  end
+  raw = hmget_chunked(K.users, fresh)
+  for i = 1, n_users do
+    local total, by = parse_units(raw[i] or nil)
+    hb_units[fresh[i]] = {total = total, by = by}
+  end
+  for i = n_users + 1, #fresh do
+    hb_persons[string.sub(fresh[i], 4)] = tonumber(raw[i] or '0')
+  end
+  evseq_cache = tonumber(redis.call('HGET', K.meta, 'evseq') or '0')
+  hb_evseq = evseq_cache
+end
+
+-- The stored record of a claim id of this batch, or nil if it has none.
+local function hold_known(claim_id)
+  return hb_known[claim_id]
+end
+
+-- A user's units held+sold now: total, and of `sku`.
+local function hold_units(user, sku)
+  local u = hb_units[user]
+  if not u then  -- not named to holds_begin
+    local total, by = units_of(user)
+    u = {total = total, by = by}
+    hb_units[user] = u
+  end
+  return u.total, u.by[sku] or 0
+end
+
+-- Presales: a real person's units held+sold now.
+local function hold_person(identity)
+  local n = hb_persons[identity]
+  if not n then
+    n = tonumber(redis.call('HGET', K.users, '~p|' .. identity) or '0')
+    hb_persons[identity] = n
+  end
+  return n
+end
+
+-- A new hold: its units counted to the user, its record, its expiry. Presales:
+-- c.person ('' none) counts them to the real person; c.alloc is what it took from
+-- allocations; the record keeps both for release_hold.
+local function hold_place(claim_id, c)
+  local u = hb_units[c.user]
+  if not u.dirty then u.dirty = true; hb_dirty[#hb_dirty + 1] = c.user end
+  if c.person ~= '' then
+    local n = hold_person(c.person)
+    if not hb_persons_dirty[c.person] then
+      hb_persons_dirty[c.person] = true
+      hb_persons_dirty[#hb_persons_dirty + 1] = c.person
+    end
+    hb_persons[c.person] = n + c.qty
+  end
+  u.total, u.by[c.sku] = u.total + c.qty, (u.by[c.sku] or 0) + c.qty
+  local raw = format_claim(c)
+  hb_known[claim_id] = raw
+  hb_claims[#hb_claims + 1] = claim_id
+  hb_claims[#hb_claims + 1] = raw
+  hb_expiry[#hb_expiry + 1] = claim_id
+  hb_deadline = c.deadline
+end
+
+-- Calls of at most 1000 arguments after the key (Lua's unpack has a C stack limit).
+local function call_chunked(cmd, key, args)
+  for i = 1, #args, 1000 do
+    redis.call(cmd, key, unpack(args, i, math.min(i + 999, #args)))
+  end
+end
+
+local function holds_flush()
+  local users = {}
+  for _, user in ipairs(hb_dirty) do
+    users[#users + 1] = user
+    users[#users + 1] = format_units(hb_units[user].by)
+  end
+  for _, identity in ipairs(hb_persons_dirty) do
+    users[#users + 1] = '~p|' .. identity
+    users[#users + 1] = hb_persons[identity]
+  end
+  if #users > 0 then call_chunked('HSET', K.users, users) end
+  if #hb_claims > 0 then call_chunked('HSET', K.claims, hb_claims) end
+  local meta = {}  -- (nothing when nothing happened: a missing campaign stays missing)
+  if evseq_cache ~= hb_evseq then meta[1], meta[2] = 'evseq', evseq_cache end
+  if #hb_expiry > 0 then
+    local tail = tonumber(redis.call('HGET', K.meta, 'xtail') or '0')
+    if hb_deadline >= tail then
+      call_chunked('RPUSH', K.expiry, hb_expiry)
+      meta[#meta + 1], meta[#meta + 2] = 'xtail', hb_deadline
+    else
+      local scored = {}
+      for _, id in ipairs(hb_expiry) do
+        scored[#scored + 1] = hb_deadline
+        scored[#scored + 1] = id
+      end
+      call_chunked('ZADD', K.deadlines, scored)
+    end
+  end
+  if #meta > 0 then redis.call('HSET', K.meta, unpack(meta)) end
+  evseq_cache = nil
+end
