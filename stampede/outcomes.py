@@ -56,6 +56,10 @@ class Outcome(IntEnum):
     CAMPAIGN_MISSING = 76
     """The script found no campaign state at all: never defined, or lost (flushed)
     and about to be healed from the store; api.healing tells which (404 or 503)."""
+    # -- sharded campaigns -------------------------------------------------------
+    SHARD_DRY = 60
+    """Internal, never answered: the claimant's shard has too few units; the engine
+    borrows from the other shards and sends the claim again."""
 
     @property
     def reason(self) -> str:
@@ -218,6 +222,10 @@ REFUSALS: dict[str, Refusal] = {
                              "a risk signal or account concentration asks for proof of work"),
     "guard_context_needed": _r("internal", 500, "internal: claim sent again with its guard "
                                "context", "never answered: the engine resends the claim"),
+    # -- sharded campaigns ------------------------------------------------------
+    "shard_dry": _r("internal", 500, "internal: claim sent again once its shard borrowed "
+                    "units", "never answered: the engine borrows from other shards and "
+                    "resends the claim"),
     # -- coupons ---------------------------------------------------------------
     "stock": _r("sold_out", 409, "no coupons of SKU '{sku}' are left in drop '{campaign}'",
                 "the coupon SKU has no units left"),
@@ -494,6 +502,9 @@ REFUSALS: dict[str, Refusal] = {
     "refund_bundle_units": _r("invalid_request", 400, "qty: claim '{claim}' is a bundle, "
                               "refunded whole (every line, no qty); refund one line by its "
                               "own claim id", "a refund of some units of a bundle claim"),
+    "bundle_sharded": _r("conflict", 409, "campaign '{campaign}' is split across shards: it "
+                         "takes claims of one SKU, not bundles", "a bundle claim (of a "
+                         "spec bundle or of lines) on a sharded campaign"),
     # -- HTTP ----------------------------------------------------------------------
     "no_route": _r("not_found", 404, "no route {method} {path}", "an unknown path"),
     "method_not_allowed": _r("method_not_allowed", 405, "{method} is not allowed on {path}; "

@@ -27,6 +27,7 @@ from stampede import Engine
 from stampede.api.context import DURABLE, ENGINE, MERCHANT, USER
 from stampede.api.errors import ApiError, json_response, refuse
 from stampede.api.headers import header
+from stampede.api.public import CLAIM
 from stampede.api.routing import CID, SKU_PATTERN, ApiRoutes
 from stampede.domain.models import QueueTicket, to_ms
 from stampede.durable import queries as q
@@ -257,7 +258,7 @@ async def _tickets(engine: Engine, uid: str) -> list[QueueTicket]:
 @admin_api.route("GET", "/admin/v1/claims/{claim_id}",
                  "A claim's record and the events that made it", auth="viewer",
                  response=q.ClaimLookup, errors=(401, 404, 503),
-                 path_params={"claim_id": ID})
+                 path_params=CLAIM)
 async def claim_lookup(request: web.Request) -> web.Response:
     claim_id = request.match_info["claim_id"]
     found = await _stored(q.claim_record(_store(request), claim_id))

@@ -22,7 +22,8 @@ from stampede.state.idempotency import fingerprint
 
 api = ApiRoutes("public")
 
-CLAIM = {"claim_id": r"^[a-z0-9][a-z0-9_-]{0,63}\.[0-9a-f]{20}$"}
+# A claim of a sharded campaign's shard k >= 1 names it: "<campaign>:s<k>[p<m>].<hex>".
+CLAIM = {"claim_id": r"^[a-z0-9][a-z0-9_-]{0,63}(:s[1-9][0-9]?(p[0-9]{1,6})?)?\.[0-9a-f]{20}$"}
 
 _claim_decoder = msgspec.json.Decoder(ClaimRequest)
 _SETTLE_REFUSALS = {Outcome.NOT_FOUND: "no_claim", Outcome.CONFLICT: "claim_settled",
@@ -129,7 +130,7 @@ async def get_claim(request: web.Request) -> web.Response:
     if found.claim is not None:
         return json_response(found.claim)
     if found.campaign == "fenced":  # being rebuilt: the claim may yet come back
-        return refuse("fenced", {"campaign": claim_id.split(".", 1)[0]})
+        return refuse("fenced", {"campaign": claim_id.split(".", 1)[0].split(":")[0]})
     response = refuse("no_claim", {"claim": claim_id})
     seen(response, found.campaign)
     return response
@@ -167,7 +168,7 @@ async def _settle(request: web.Request, op: str) -> web.Response:
                            "status": result.claim.status if result.claim else "?",
                            "campaign": claim_id.split(".", 1)[0]})
         if result.claim is None:  # its campaign's keys vanished since: it is being healed
-            return refuse("fenced", {"campaign": claim_id.split(".", 1)[0]})
+            return refuse("fenced", {"campaign": claim_id.split(".", 1)[0].split(":")[0]})
         return json_response(result.claim)
 
     return await request.app[GUARD].replayable(request, user, fingerprint(op, claim_id), run)

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, cast
 import msgspec
 from redis.asyncio import Redis
 
-from stampede.domain import allocations, bundles, phases, pricing, throttle
+from stampede.domain import allocations, bundles, phases, pricing, shards, throttle
 from stampede.domain import identity as person
 from stampede.domain.admission import kept_secret, ticket_view
 from stampede.domain.aftersale import aftersale_meta
@@ -88,6 +88,8 @@ class ClaimLookup(NamedTuple):
 
 _json = msgspec.json.Encoder()
 _NEEDS_GUARD = ClaimResult(Outcome.GUARD_CONTEXT_NEEDED)
+_DRY = "|dry"
+"""Batcher key suffix: a shard's first try, answered SHARD_DRY when the shard is dry."""
 """Placeholder of a claim the script sent back for its guard context."""
 
 
@@ -124,6 +126,11 @@ class Engine:
     def from_url(cls, url: str, settings: Settings) -> "Engine":
         """On one server, or on a cluster with STAMPEDE_REDIS_CLUSTER (state/connection.py)."""
         return cls(engine_client(url, settings.redis_cluster), settings)
+
+    @functools.cached_property
+    def shards(self) -> shards.Shards:
+        """Sharded campaigns: shard counts, and moves of units between shards."""
+        return shards.Shards(self.redis, self.scripts)
 
     @functools.cached_property
     def coupons(self) -> Coupons:
@@ -179,6 +186,9 @@ class Engine:
                               actor: str = "engine") -> tuple[Outcome, bool]:
         """Create or replace (before any claim) a campaign. Returns (outcome, created)."""
         _check_campaign_id(cid)
+        shards.check(cid, spec)
+        if spec.shards > 1 or await self.shards.count(cid) not in (None, 1):
+            return await self._define_sharded(cid, spec, actor)
         skus = [s.sku for s in spec.skus]
         number = None
         if spec.on_checkin is not None and spec.tickets is None:
@@ -205,8 +215,52 @@ class Engine:
             await self.coupons.registered(cid, spec.coupons is not None)
         return Outcome(code), bool(created)
 
+    async def _define_sharded(self, cid: str, spec: CampaignSpec,
+                              actor: str) -> tuple[Outcome, bool]:
+        """Define every shard (shard 0, the campaign itself, last: it makes the campaign
+        routable); nothing is written unless every shard may be (re)defined."""
+        before = await self.shards.count(cid)
+        if before is not None and before != spec.shards:
+            raise ValidationError(f"shards: campaign {cid!r} has {before} shard(s); the "
+                                  "number cannot change once defined")
+        n = spec.shards
+        ids = [keys.shard_id(cid, k, n) for k in range(n)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for scid in ids:
+                pipe.hlen(keys.campaign_keys(scid).claims)
+            if any(await pipe.execute()):  # define_campaign.lua would refuse one shard
+                return Outcome.CONFLICT, False
+        subs = shards.shard_specs(spec)
+        args = [_define_args(scid, sub, actor, None, {"shards": str(n), "shard": str(k)})
+                for k, (scid, sub) in enumerate(zip(ids, subs, strict=True))]
+        created = False
+        for k in reversed(range(n)):
+            code, made = await self.scripts.run(
+                "define_campaign", [*keys.campaign_keys(ids[k]), keys.lists_key(ids[k])],
+                args[k])
+            if code != Outcome.OK:
+                return Outcome(code), False
+            created = bool(made)
+        await self.redis.sadd(keys.CAMPAIGN_INDEX, *ids)
+        await self.coupons.registered(cid, False)
+        return Outcome.OK, created
+
     async def patch_campaign(self, cid: str, patch: CampaignPatch, actor: str) -> Outcome:
         _check_campaign_id(cid)
+        n = await self.shards.count(cid)
+        if n is not None and n > 1:  # each shard in turn, each atomically
+            if patch.throttle is not msgspec.UNSET:
+                raise ValidationError("throttle: not supported with shards > 1 (the scalper "
+                                      "guard's limits are per slot)")
+            outcome = Outcome.OK
+            for k in range(n):
+                outcome = await self._patch_one(keys.shard_id(cid, k, n), patch, actor)
+                if outcome is not Outcome.OK:
+                    return outcome
+            return outcome
+        return await self._patch_one(cid, patch, actor)
+
+    async def _patch_one(self, cid: str, patch: CampaignPatch, actor: str) -> Outcome:
         pairs = _patch_pairs(patch)
         if patch.price_steps is not msgspec.UNSET:
             pairs += await self._price_step_pairs(cid, patch)
@@ -255,11 +309,30 @@ class Engine:
         _check_campaign_id(cid)
         if delta == 0:
             raise ValidationError("delta must be non-zero")
+        n = await self.shards.count(cid)
+        if n is not None and n > 1:
+            return await self._adjust_sharded(cid, n, sku, delta, actor, op_key)
         op = keys.idempotency_key(cid, actor, f"stock:{op_key or uuid.uuid4().hex}")
         code, available, _released = await self.scripts.run(
             "adjust_stock", [*keys.campaign_keys(cid), op],
             [sku, delta, actor, self.settings.idempotency_ttl_s * 1000])
         return Outcome(code), int(available)
+
+    async def _adjust_sharded(self, cid: str, n: int, sku: str, delta: int, actor: str,
+                              op_key: str | None) -> tuple[Outcome, int]:
+        """Stock changes of a sharded campaign go to shard 0 (claims elsewhere borrow
+        from it); a removal first gathers the units there. Returns the campaign's
+        available units, all shards added up."""
+        _check_sku(sku)
+        if delta < 0:
+            have = (await self.shards.available(cid, n, sku, [0]))[0]
+            if have < -delta:
+                await self.shards.borrow(cid, n, 0, sku, -delta - have)
+        op = keys.idempotency_key(cid, actor, f"stock:{op_key or uuid.uuid4().hex}")
+        code, _available, _released = await self.scripts.run(
+            "adjust_stock", [*keys.campaign_keys(cid), op],
+            [sku, delta, actor, self.settings.idempotency_ttl_s * 1000])
+        return Outcome(code), sum((await self.shards.available(cid, n, sku)).values())
 
     async def return_allocation(self, cid: str, sku: str, name: str,
                                 actor: str) -> tuple[Outcome, str, int]:
@@ -278,6 +351,16 @@ class Engine:
         """The campaign's state, and what the one script call saw of the campaign."""
         if not keys.valid_campaign_id(cid):
             return None, "live"
+        n = await self.shards.count(cid)
+        if n is not None and n > 1:  # the shards added up; seen as shard 0 sees it
+            seen = await asyncio.gather(*(self._seen_snapshot_one(keys.shard_id(cid, k, n))
+                                          for k in range(n)))
+            present = [snap for snap, _ in seen if snap is not None]
+            return (shards.merge(cid, present) if present else None), seen[0][1]
+        return await self._seen_snapshot_one(cid)
+
+    async def _seen_snapshot_one(self, cid: str) -> tuple[CampaignSnapshot | None,
+                                                          CampaignSeen]:
         reply = await self.scripts.run("read_status", keys.campaign_keys(cid),
                                        [self.settings.sweep_batch])
         if reply[0] != Outcome.OK:
@@ -353,6 +436,11 @@ class Engine:
         return summaries
 
     async def campaign_ids(self) -> list[str]:
+        """The campaigns (a sharded campaign once: its shards are not listed)."""
+        return [cid for cid in await self._indexed() if not keys.is_shard(cid)]
+
+    async def _indexed(self) -> list[str]:
+        """Every key set the index names: campaigns and the shards of sharded ones."""
         return sorted(cast(set[str], await self.redis.smembers(keys.CAMPAIGN_INDEX)))
 
     async def set_clock_offset(self, cid: str, offset_ms: int) -> None:
@@ -388,6 +476,9 @@ class Engine:
         _check_sku(sku)
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
             raise ValidationError("Idempotency-Key must be 1 to 255 characters")
+        n = await self.shards.count(cid)
+        if n is not None and n > 1:
+            return await self._claim_sharded(cid, n, user, sku, qty, idempotency_key)
         pending = PendingClaim(keys.new_claim_id(cid), user, sku, qty, idempotency_key,
                                self.gate.admission_exp(cid, user, admission_token),
                                self.gate.guard(cid, user, client),
@@ -397,6 +488,23 @@ class Engine:
                                allocations.check_channel(channel) if channel else "")
         return await self.batcher.submit(cid, pending)
 
+    async def _claim_sharded(self, cid: str, n: int, user: str, sku: str, qty: int,
+                             idempotency_key: str | None) -> ClaimResult:
+        """A claim on the user's shard; when that shard is dry, units are borrowed from
+        the others and the claim sent again (as often as a borrow brings units: other
+        claims of the shard may take them first), so SOLD_OUT means every other shard
+        was read dry after the shard's last try."""
+        k = shards.shard_of_user(user, n)
+        scid = keys.shard_id(cid, k, n)
+        pending = PendingClaim(keys.new_claim_id(scid), user, sku, qty, idempotency_key)
+        for _ in range(shards.MAX_ROUNDS):
+            result = await self.batcher.submit(scid + _DRY, pending)
+            if result.outcome is not Outcome.SHARD_DRY:
+                return result
+            if await self.shards.borrow(cid, n, k, sku, qty) == 0:
+                break
+        return await self.batcher.submit(scid, pending)  # the shard's own answer stands
+
     async def claim_unbatched(self, cid: str, user: str, sku: str, qty: int = 1,
                               idempotency_key: str | None = None) -> ClaimResult:
         """One script call for one claim: the baseline the batcher is measured against."""
@@ -404,11 +512,13 @@ class Engine:
         return (await self._claim_batch(cid, [pending]))[0]
 
     async def _claim_batch(self, cid: str, claims: Sequence[PendingClaim]) -> list[ClaimResult]:
+        if cid.endswith(_DRY):  # a shard's claims, dry answered SHARD_DRY (batched apart)
+            return await self._claim_batch_once(cid.removesuffix(_DRY), claims, False, True)
         return await self.gate.guarded_batch(cid, claims, self._claim_batch_once,
                                              _NEEDS_GUARD)
 
     async def _claim_batch_once(self, cid: str, claims: Sequence[PendingClaim],
-                                guarded: bool) -> list[ClaimResult]:
+                                guarded: bool, dry: bool = False) -> list[ClaimResult]:
         ks = [*keys.campaign_keys(cid), *keys.guard_keys(cid), *keys.presale_keys(cid)]
         slot = throttle.key_slots(ks)  # each guard key once per batch
         recent = await self.gate.recent_counts(cid, claims)
@@ -429,7 +539,7 @@ class Engine:
                                   channel=c.channel))
         reply = await self.scripts.run("claim_batch", ks, [
             self.settings.idempotency_ttl_s * 1000, self.settings.sweep_batch,
-            records.encode_claims(batch)])
+            records.encode_claims(batch), "1" if dry else "0"])
         results = []
         for i, c in enumerate(claims):
             code, claim_id, deadline, price, created = reply[5 * i:5 * i + 5]
@@ -437,7 +547,8 @@ class Engine:
             if outcome is Outcome.GUARD_CONTEXT_NEEDED:  # guarded after all: sent again
                 results.append(_NEEDS_GUARD)
             elif outcome is Outcome.OK:
-                view = ClaimView(claim_id=claim_id, campaign_id=cid, sku=c.sku, qty=c.qty,
+                view = ClaimView(claim_id=claim_id, campaign_id=keys.shard_of_id(cid)[0],
+                                 sku=c.sku, qty=c.qty,
                                  status="held", expires_at=from_ms(int(deadline)),
                                  price=int(price), created_at=from_ms(int(created)))
                 results.append(ClaimResult(outcome, view))
@@ -476,6 +587,9 @@ class Engine:
             _check_sku(line.sku)
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
             raise ValidationError("Idempotency-Key must be 1 to 255 characters")
+        n = await self.shards.count(cid)
+        if n is not None and n > 1:  # a user's shard holds only its share of each SKU
+            return ClaimResult(Outcome.CONFLICT, reason="bundle_sharded")
         pending = bundles.PendingBundle(
             keys.new_claim_id(cid), user, "", sum(line.qty for line in lines),
             idempotency_key, self.gate.admission_exp(cid, user, admission_token),
@@ -604,7 +718,7 @@ class Engine:
         if c.user != user:
             return ClaimLookup(None, campaign)
         return ClaimLookup(ClaimView(
-            claim_id=claim_id, campaign_id=cid, sku=c.sku, qty=c.qty,
+            claim_id=claim_id, campaign_id=keys.shard_of_id(cid)[0], sku=c.sku, qty=c.qty,
             status=c.status,  # type: ignore[arg-type]  # a claim status
             expires_at=from_ms(c.deadline), price=c.price, created_at=from_ms(c.created),
             offer=bool(offer)), campaign)
@@ -716,11 +830,13 @@ class Engine:
                                                    [self.settings.sweep_batch])
             total += int(expired)
             if not more:
+                if await self.shards.count(cid) not in (None, 1):
+                    await self.shards.redeliver(cid)  # moves a crash left half-done
                 await self.grants.drain_outbox(cid)  # packs a crash left pending
                 return total + await self.coupons.expire(cid)
 
     async def sweep_all(self) -> int:
-        counts = await asyncio.gather(*(self.sweep(cid) for cid in await self.campaign_ids()))
+        counts = await asyncio.gather(*(self.sweep(cid) for cid in await self._indexed()))
         return sum(counts)
 
 

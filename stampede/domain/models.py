@@ -275,6 +275,9 @@ class CampaignSpec(Struct, **_STRICT):
     """Presale access phases, in order of opening; none: everyone from opens_at."""
     bundles: Annotated[dict[BundleName, BundleSpec], Meta(max_length=64)] = {}
     """Presales: packages of several SKUs claimed at once by name (`bundle` in a claim)."""
+    shards: Annotated[int, Meta(ge=1, le=64)] = 1
+    """Hot campaigns: split the stock over this many shards (Redis slots), each user
+    served by one; 1 = not split (docs/shards.md says what changes)."""
 
 
 class LimitsPatch(Struct, **_STRICT):

@@ -60,6 +60,7 @@ from sqlalchemy import func, select
 
 from stampede.domain.grants import grant_claim_id
 from stampede.domain.models import CampaignSpec
+from stampede.durable import shard_audit
 from stampede.durable.aftersale_recovery import confirm_grants
 from stampede.durable.allocation_recovery import parse_take
 from stampede.durable.bundle_audit import BundleReplay
@@ -86,6 +87,7 @@ from stampede.durable.presale_recovery import PresaleState
 from stampede.durable.projection import Fold
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
+from stampede.state import keys
 
 CHUNK = 5000
 _MAX_LISTED = 20  # violations listed per campaign; the count is always exact
@@ -472,16 +474,22 @@ async def audit(store: Store, campaign: str | None = None,
     async with store.engine.connect() as conn:
         ids = [r[0] for r in await conn.execute(select(t.events.c.campaign_id).distinct())]
         ids += [r[0] for r in await conn.execute(select(t.campaigns.c.campaign_id))]
+    if campaign is not None:  # a sharded campaign is audited with its shards
+        shards_of = [cid for cid in ids if keys.shard_of_id(cid)[0] == campaign]
     if campaign is not None and campaign not in ids:
         return {"ok": False, "error": f"no campaign {campaign!r} in the store",
                 "violations": 0, "campaigns": {}}
     if not ids:  # nothing to vouch for: a wrong store URL must not pass as clean
         return {"ok": False, "error": "the store holds no campaign", "violations": 0,
                 "campaigns": {}}
-    cids = sorted(set(ids) if campaign is None else {campaign})
+    cids = sorted(set(ids) if campaign is None else {campaign, *shards_of})
     campaigns = {cid: await audit_campaign(store, cid, with_users) for cid in cids}
     for cid in cids:
         await _check_grants(store, cid, campaigns[cid])
+    for base, shard_ids in shard_audit.groups(cids).items():  # moves between shards
+        moves = await shard_audit.check_moves(store, shard_ids)
+        campaigns[base]["shard_moves"] = moves
+        campaigns[base]["violations"] += len(moves["violations"])
     total = sum(c["violations"] for c in campaigns.values())  # grants' checks included
     return {"ok": total == 0, "violations": total, "campaigns": campaigns}
 

@@ -18,7 +18,17 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 import msgspec
-from sqlalchemy import ColumnElement, and_, case, func, literal_column, select, tuple_, union_all
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    case,
+    func,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+    union_all,
+)
 from sqlalchemy.sql import Select
 
 from stampede.domain.models import from_ms
@@ -27,6 +37,7 @@ from stampede.durable import events as ev
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
 from stampede.errors import ValidationError
+from stampede.state import keys
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -158,7 +169,8 @@ class ClaimRow(msgspec.Struct, kw_only=True):
 
 
 def claim_row(row: Any) -> ClaimRow:
-    return ClaimRow(claim_id=row.claim_id, campaign_id=row.campaign_id, user=row.user_id,
+    return ClaimRow(claim_id=row.claim_id, campaign_id=keys.shard_of_id(row.campaign_id)[0],
+                    user=row.user_id,
                     sku=row.sku, qty=row.qty, price=row.price, status=row.status,
                     created_at=from_ms(row.created_ms), expires_at=from_ms(row.deadline_ms))
 
@@ -266,10 +278,13 @@ class ClaimFilter:
     def where(self) -> list[ColumnElement[bool]]:
         c = t.claims.c
         found = self.window.where(c.created_ms)
-        for column, value in ((c.campaign_id, self.campaign), (c.user_id, self.user),
-                              (c.sku, self.sku), (c.status, self.status)):
+        for column, value in ((c.user_id, self.user), (c.sku, self.sku),
+                              (c.status, self.status)):
             if value is not None:
                 found.append(column == value)
+        if self.campaign is not None:  # a sharded campaign's claims are stored per shard
+            found.append(or_(c.campaign_id == self.campaign,
+                             c.campaign_id.startswith(f"{self.campaign}:s", autoescape=True)))
         return found
 
 

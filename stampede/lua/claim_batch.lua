@@ -25,6 +25,9 @@
 --             claimant's hashed real person ('' none), read only when the
 --             campaign has a per_person limit; channel the credential's sales
 --             channel ('' none), read only for a SKU with allocations.
+-- ARGV[4]     '1': a shard of a sharded campaign answers SHARD_DRY (internal, not
+--             remembered) for a claim its own stock cannot serve, so the engine
+--             can borrow units from the other shards first; absent: SOLD_OUT
 -- Returns     a flat array, five per claim: code, claim_id, deadline_ms, price,
 --             created_ms (code is an outcome; the rest are '' unless OK; a
 --             refusal may put its detail "reason[:value[:value]]" in place of
@@ -58,6 +61,7 @@
 --@include holds
 
 local idem_ttl = tonumber(ARGV[1])
+local dry_is_internal = ARGV[4] == '1'  -- sharded campaigns: borrow before refusing
 local now = now_ms()
 release_due_waves(now)
 expire_due_holds(now, tonumber(ARGV[2]))
@@ -192,6 +196,7 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
   end
   local take = nil  -- what the claim takes from allocations (presales)
   if s.allocs then take = allocation_take(s.allocs, s.a, qty, channel, tiers or {}) end
+  if dry_is_internal and s.a < qty then return answer(SHARD_DRY) end
   if s.a < qty or s.waiting or (s.allocs and not take) then  -- (waitlist first)
     tally_one('sold_out')
     remember(slot, fingerprint, SOLD_OUT)

@@ -11,13 +11,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from redis.crc import key_slot
+
 CAMPAIGN_INDEX = "stampede:campaigns"
 """Set of all campaign ids, for the sweeper (outside any campaign's slot)."""
 
 _CAMPAIGN_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _USER_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 _SKU = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_CLAIM_ID = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63})\.([0-9a-f]{20})$")
+# A claim id names its campaign, or the campaign's shard ("<id>:s<k>[p<m>]", k >= 1).
+_CLAIM_ID = re.compile(
+    r"^([a-z0-9][a-z0-9_-]{0,63}(?::s[1-9][0-9]?(?:p[0-9]{1,6})?)?)\.([0-9a-f]{20})$")
 
 
 class CampaignKeys(NamedTuple):
@@ -284,3 +288,48 @@ def outbox_key(cid: str) -> str:
     "confirm:<claim_id>", -> "<user>|<drop>|<sku>".
     Written by the check-in in the sale's slot; removed once the drop has granted."""
     return f"{tag(cid)}:outbox"
+
+
+# -- hot campaigns split across shards ------------------------------------------------
+
+
+_SHARD_ID = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63}):s([1-9][0-9]?)(?:p[0-9]{1,6})?$")
+_SLOTS = 16384
+
+
+@functools.lru_cache(maxsize=4096)
+def shard_id(cid: str, k: int, n: int) -> str:
+    """Shard k of a campaign split in n, as a campaign id of its own: shard 0 is the
+    campaign itself (`{c:<id>}`), shard k >= 1 is `<id>:s<k>` or `<id>:s<k>p<m>` (its
+    own hash tag, a full campaign key set in a slot of its own). Of these names, the
+    first whose Cluster slot lies k/n of the way round the slot space from shard 0's:
+    a cluster's primaries hold contiguous slot ranges, so evenly spaced slots put the
+    shards on different nodes. A pure function of (id, k, n): every gateway finds the
+    same names. The colon keeps it out of the public id space."""
+    if k == 0:
+        return cid
+    target = key_slot(tag(cid).encode()) + k * _SLOTS // n
+    window = max(1, _SLOTS // (8 * n))
+    for m in range(1_000_000):
+        sid = f"{cid}:s{k}" if m == 0 else f"{cid}:s{k}p{m}"
+        if (key_slot(tag(sid).encode()) - target + window // 2) % _SLOTS < window:
+            return sid
+    raise AssertionError("unreachable: CRC16 covers every slot")  # pragma: no cover
+
+
+def shard_of_id(scid: str) -> tuple[str, int]:
+    """(campaign, shard number) of a campaign or shard id."""
+    m = _SHARD_ID.match(scid)
+    return (m.group(1), int(m.group(2))) if m else (scid, 0)
+
+
+def is_shard(cid: str) -> bool:
+    """A shard k >= 1 of a sharded campaign (never listed as a campaign of its own)."""
+    return bool(_SHARD_ID.match(cid))
+
+
+def moves_key(scid: str) -> str:
+    """A shard's move outbox (hash): move_id -> "<to shard>|<sku>|<qty>" for units
+    lent and not yet known borrowed; "~out:<sku>" / "~in:<sku>" units lent and
+    borrowed over the campaign's life (the cross-shard audit adds them up)."""
+    return f"{tag(scid)}:moves"

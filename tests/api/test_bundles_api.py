@@ -105,3 +105,18 @@ async def test_a_bad_bundle_spec_is_a_400_naming_the_field(api: Api, bundles: An
     assert resp.status == 400, error
     assert field in error["message"], error
     assert (await api.public.get("/v1/campaigns/gig")).status == 404
+
+
+async def test_a_sharded_campaign_answers_a_bundle_claim_409(api: Api) -> None:
+    spec = {**_spec(), "bundles": {}, "shards": 2}
+    resp = await api.admin.put("/admin/v1/campaigns/gig", json=spec, headers=api.op())
+    assert resp.status == 201, await resp.text()
+    resp = await api.public.post(CLAIMS, json={"lines": [{"sku": "ticket"}, {"sku": "tee"}]},
+                                 headers=USER)
+    body = await resp.json()
+    assert resp.status == 409 and body["error"]["code"] == "conflict", body
+    assert "'gig' is split across shards" in body["error"]["message"]
+    resp = await api.admin.put("/admin/v1/campaigns/gig", json={**_spec(), "shards": 2},
+                               headers=api.op())
+    body = await resp.json()
+    assert resp.status == 400 and body["error"]["message"].startswith("bundles: "), body

@@ -282,3 +282,18 @@ async def test_the_claimant_is_checked_once_per_bundle(engine: Engine) -> None:
     r = await engine.claim_bundle("b13", "u1", bundle="fan")
     assert r.outcome is Outcome.ADMISSION_REQUIRED
     assert (await _stock(engine, "b13"))["tkt"] == (10, 0, 0)
+
+
+async def test_a_sharded_campaign_takes_no_bundles(engine: Engine) -> None:
+    """A user's shard holds only its share of each SKU and bundles do not borrow: the
+    spec's bundles are refused with shards, and a claim of lines answers bundle_sharded
+    before anything is held."""
+    with pytest.raises(ValidationError, match="^bundles: not supported with shards > 1"):
+        await engine.define_campaign("b10", bundle_spec(shards=2))
+    spec = msgspec.structs.replace(bundle_spec(shards=2), bundles={})
+    assert await engine.define_campaign("b10", spec) == (Outcome.OK, True)
+    r = await engine.claim_bundle("b10", "u1", lines=lines(("tkt", 1), ("tee", 1)))
+    assert (r.outcome, r.reason) == (Outcome.CONFLICT, "bundle_sharded")
+    stats = await engine.stats("b10")
+    assert stats is not None and all(s.held == 0 for s in stats.skus)
+    assert (await engine.claim("b10", "u1", "tkt", 1)).outcome is Outcome.OK  # one SKU: yes

@@ -64,6 +64,9 @@ local PRESALE_CODE_INVALID = 31
 local PRESALE_CODE_USED = 32
 -- Leftovers: no campaign state at all (never defined, or lost: api.healing asks the store).
 local CAMPAIGN_MISSING = 76
+-- Sharded campaigns, internal, never answered to a client: this shard's stock
+-- cannot serve the claim; the engine borrows from the other shards and sends it again.
+local SHARD_DRY = 60
 
 --@include keys
 --@include records
