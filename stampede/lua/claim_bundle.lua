@@ -21,6 +21,9 @@
 -- the first write: a bundle is held whole or not at all. Each line becomes a
 -- claim of its own ("<campaign>.<sha1 of bundle id and line number>"), with a
 -- claim_held event naming its bundle, and a bundle_held event ends the claim.
+-- Each line is placed as claim_batch places a hold (include/holds.lua: the user's
+-- one units field, the record's person and alloc, the expiry list, written once at
+-- the batch's end); the users hash links the bundle and its lines ("~b|", "~l|").
 --@include common
 --@include gcra
 --@include guard
