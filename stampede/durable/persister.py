@@ -122,7 +122,7 @@ class Persister:
     async def run(self, stop: asyncio.Event) -> None:
         """Persist until `stop` is set; housekeeping runs beside the read loop."""
         self._lingering = True  # (drain and tests' steps read again at once)
-        await self.refresh_streams()
+        await self._first_refresh(stop)
         chores = [asyncio.create_task(every(1.0, self.refresh_streams, stop, "persister-index")),
                   asyncio.create_task(every(max(self.claim_idle_ms / 2000, 0.5),
                                             self.take_over, stop, "persister-autoclaim")),
@@ -151,6 +151,25 @@ class Persister:
                 await asyncio.wait_for(self.finish(), 10)
             except Exception:  # left pending: another persister takes it over
                 log.warning("could not finish the last batch", exc_info=True)
+
+    async def _first_refresh(self, stop: asyncio.Event) -> None:
+        """Read the campaign index before the first round, retrying while Redis is
+        unreachable: a persister that started during an outage (a cluster node not yet
+        answering) must wait for it, not end."""
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                await self.refresh_streams()
+                return
+            except Exception as exc:
+                if not _is_outage(exc):
+                    raise
+                log.warning("persister waiting for Redis: %r; retrying in %.1fs", exc, backoff)
+                try:
+                    await asyncio.wait_for(stop.wait(), backoff)
+                except TimeoutError:
+                    pass
+                backoff = min(backoff * 2, 5.0)
 
     async def drain(self, timeout_s: float = 60.0) -> None:
         """Persist everything in every stream now, including other consumers' pending."""

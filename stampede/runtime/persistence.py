@@ -95,8 +95,11 @@ async def run_persister(settings: Settings, redis_url: str, drain: bool) -> None
             loop.add_signal_handler(sig, stop.set)
         lag_job = asyncio.create_task(every(LAG_INTERVAL_S, lambda: refresh_lag(redis), stop,
                                             "persister-lag"))
-        await persister.run(stop)
-        await lag_job
+        try:
+            await persister.run(stop)
+        finally:  # a run that failed ends its timer too: the process exits, to be restarted
+            stop.set()
+            await lag_job
     finally:
         await store.close()
         await redis.aclose()

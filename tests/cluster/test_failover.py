@@ -28,6 +28,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -191,6 +192,7 @@ async def _settled(url: str, store: Store, timeout_s: float = 30.0) -> bool:
     redis = state_client(url, cluster=True)
     try:
         deadline = time.monotonic() + timeout_s
+        report: dict[str, Any] = {}
         while time.monotonic() < deadline:
             report = await compare(redis, store, max_lag_s=60)
             if report["ok"] and all(c.get("unpersisted") == 0
@@ -198,6 +200,7 @@ async def _settled(url: str, store: Store, timeout_s: float = 30.0) -> bool:
                                     for c in report["campaigns"].values()):
                 return True
             await asyncio.sleep(0.2)
+        print("not settled:", report)  # shown with the failure: which campaign, which count
         return False
     finally:
         await redis.aclose()

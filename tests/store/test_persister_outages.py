@@ -90,3 +90,37 @@ async def test_persister_catches_up_after_valkey_is_killed_and_restarted(
         await engine.close()
         await redis.aclose()
         await store.close()
+
+
+async def test_a_persister_started_while_valkey_is_down_waits_for_it(
+        own_valkey: EmbeddedValkey, tmp_path: Path) -> None:
+    """Its first read of the campaign index fails: it waits and retries (it used to
+    end its run there, leaving a process that persisted nothing)."""
+    settings = Settings(data_dir=tmp_path, persist_batch=50)
+    store = await open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    assert own_valkey.process is not None
+    os.kill(own_valkey.process.pid, signal.SIGKILL)
+    redis = Redis.from_url(own_valkey.url, decode_responses=True)
+    persister = Persister(redis, store, settings, consumer="p")
+    stop = asyncio.Event()
+    run = asyncio.create_task(persister.run(stop))
+    engine = None
+    try:
+        await asyncio.sleep(0.5)
+        assert not run.done(), "the run ended while Redis was down"
+        own_valkey.restart()
+        engine = Engine.from_url(own_valkey.url, settings)
+        await engine.start()
+        await engine.define_campaign("c1", campaign_spec(stock=50, per_user=5))
+        held = await _claims(engine, "c1", range(10))
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and await _stored(store, "c1") < set(held):
+            await asyncio.sleep(0.2)
+        assert await _stored(store, "c1") >= set(held)
+    finally:
+        stop.set()
+        await run
+        if engine is not None:
+            await engine.close()
+        await redis.aclose()
+        await store.close()
