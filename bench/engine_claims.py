@@ -19,6 +19,12 @@ the SKU's stock split into allocations (half for channel app, a quarter for
 tier member, the rest shared; every claim comes through app): the cost of
 deciding a claimant's phase, person, allocation and price in the script.
 
+"batched + presale + bundles" is that presale campaign with a merchandise SKU
+and a ticket + merch bundle beside the ticket: every other claim is the
+bundle (two lines, two units: both SKUs' limits, allocations and price steps
+checked, all or nothing), the rest single tickets. Its figure counts claims
+(a bundle is one); units/s are reported too.
+
     python -m bench.engine_claims [--seconds 3] [--rounds 3] [--concurrency 256]
 """
 
@@ -71,10 +77,14 @@ def _price_steps(now: datetime) -> list[dict[str, Any]]:
 
 
 def _spec(stock: int, guard: dict[str, Any] | None = None,
-          phased: bool = False) -> CampaignSpec:
+          phased: bool = False, bundled: bool = False) -> CampaignSpec:
     now = datetime.now(UTC)
+    merch = [{"sku": "tee", "price": 30, "price_steps": [{"price": 25, "first_units": 10}],
+              "waves": [{"at": (now - timedelta(seconds=1)).isoformat(), "qty": stock}]}]
     return msgspec.convert({**({"throttle": guard} if guard else {}),
         **({"phases": _phases(now)} if phased else {}),
+        **({"bundles": {"fan": {"lines": [{"sku": "hot"}, {"sku": "tee"}]}}}
+           if bundled else {}),
         "name": "bench", "opens_at": (now - timedelta(minutes=1)).isoformat(),
         "closes_at": (now + timedelta(hours=1)).isoformat(),
         "limits": {"per_user": 2, **({"per_person": 2} if phased else {})},
@@ -84,7 +94,8 @@ def _spec(stock: int, guard: dict[str, Any] | None = None,
                           {"name": "app", "qty": stock // 2, "channels": ["app"]},
                           {"name": "members", "qty": stock // 4, "tiers": ["member"]}]}
                      if phased else {}),
-                  "waves": [{"at": (now - timedelta(seconds=1)).isoformat(), "qty": stock}]}]},
+                  "waves": [{"at": (now - timedelta(seconds=1)).isoformat(), "qty": stock}]},
+                 *(merch if bundled else [])]},
         CampaignSpec)
 
 
@@ -99,23 +110,30 @@ async def _valkey_cpu(engine: Engine) -> float:
 
 async def _round(engine: Engine, cid: str, claim: ClaimFn, seconds: float,
                  concurrency: int, guard: dict[str, Any] | None = None,
-                 phased: bool = False, mode: str = "") -> float:
-    await engine.define_campaign(cid, _spec(50_000_000, guard, phased))
+                 phased: bool = False, bundled: bool = False,
+                 mode: str = "") -> tuple[float, float]:
+    """(claims/s, units/s) of one round."""
+    await engine.define_campaign(cid, _spec(50_000_000, guard, phased, bundled))
     cpu_before = await _valkey_cpu(engine)
+    units = 0
 
     async def step(w: int, i: int) -> bool:
+        nonlocal units
         result = await claim(cid, f"w{w}-{i}", "hot", 1)
-        assert result.outcome is Outcome.OK
+        assert result.outcome is Outcome.OK and result.claim, result
+        units += sum(x.qty for x in result.claim.lines) if result.claim.lines \
+            else result.claim.qty
         return True
 
     done, rate = await harness.drive(seconds, concurrency, step)
     VALKEY_US.setdefault(mode, []).append((await _valkey_cpu(engine) - cpu_before) / done * 1e6)
     stats = await engine.stats(cid)
     assert stats is not None
-    s = stats.skus[0]
-    assert s.held == done and s.available + s.held + s.sold == s.released, "accounting broken"
+    assert sum(s.held for s in stats.skus) == units, "accounting broken"
+    for s in stats.skus:
+        assert s.available + s.held + s.sold == s.released, "accounting broken"
     await engine.redis.delete(*[k for k in await engine.redis.keys(f"{{c:{cid}}}*")])
-    return rate
+    return rate, units * rate / done
 
 
 async def run(seconds: float, rounds: int, concurrency: int,
@@ -133,19 +151,35 @@ async def run(seconds: float, rounds: int, concurrency: int,
             return await engine.claim(cid, user, sku, qty, tiers=("newsletter", "member"),
                                       identity=f"h-{user}", channel="app")
 
+        async def bundles(cid: str, user: str, sku: str, qty: int) -> ClaimResult:
+            if hash(user) & 1:  # every other claim, the ticket + merch bundle
+                return await engine.claim_bundle(cid, user, bundle="fan",
+                                                 tiers=("newsletter", "member"),
+                                                 identity=f"h-{user}", channel="app")
+            return await presale(cid, user, sku, qty)
+
         modes: dict[str, ClaimFn] = {"batched": engine.claim,
                                      "one call per claim": engine.claim_unbatched,
                                      "batched + guard": guarded,
-                                     "batched + presale": presale}
+                                     "batched + presale": presale,
+                                     BUNDLED: bundles}
         rates: dict[str, list[float]] = {m: [] for m in modes}
+        rates[BUNDLED_UNITS] = []
         for r in range(rounds):
             for name, fn in modes.items():
                 console.log(f"round {r + 1}/{rounds}: {name}")
-                rates[name].append(await _round(engine, f"bench{r}", fn, seconds,
-                                                concurrency, guard=guards.get(name),
-                                                phased=name == "batched + presale",
-                                                mode=name))
+                claims, units = await _round(engine, f"bench{r}", fn, seconds, concurrency,
+                                             guard=guards.get(name),
+                                             phased=name.startswith("batched + presale"),
+                                             bundled=name == BUNDLED, mode=name)
+                rates[name].append(claims)
+                if name == BUNDLED:
+                    rates[BUNDLED_UNITS].append(units)
     return rates
+
+
+BUNDLED = "batched + presale + bundles"
+BUNDLED_UNITS = "  (the same, units/s)"
 
 
 def main() -> None:
@@ -165,6 +199,9 @@ def main() -> None:
                   f"{medians['batched + guard'] / medians['batched']:.2f}")
     console.print(f"presale: batched + presale / batched = "
                   f"{medians['batched + presale'] / medians['batched']:.2f}")
+    console.print(f"bundles: {BUNDLED} / batched = "
+                  f"{medians[BUNDLED] / medians['batched']:.2f} in claims, "
+                  f"{medians[BUNDLED_UNITS] / medians['batched']:.2f} in units")
     valkey = {m: statistics.median(v) for m, v in VALKEY_US.items()}
     console.print("Valkey CPU µs per claim (median): " + ", ".join(
         f"{m} {us:.1f}" for m, us in valkey.items()))

@@ -493,6 +493,18 @@ REFUSALS: dict[str, Refusal] = {
     "allocation_returned": _r("conflict", 409, "allocation '{allocation}' of SKU '{sku}' has "
                               "already returned to the shared pool", "returning an "
                               "allocation twice (by ops or at its returns_at)"),
+    # -- presales: bundles and add-ons (claims of several SKUs) -----------------------
+    "no_bundle": _r("not_found", 404, "campaign '{campaign}' has no bundle '{bundle}'",
+                    "a claim of a bundle the campaign's spec does not define"),
+    "line_twice": _r("invalid_request", 400, "lines[{line}].sku: SKU '{sku}' is listed "
+                     "twice; a claim takes each SKU in one line, with its qty", "a claim of "
+                     "lines naming a SKU twice"),
+    "refund_bundle_units": _r("invalid_request", 400, "qty: claim '{claim}' is a bundle, "
+                              "refunded whole (every line, no qty); refund one line by its "
+                              "own claim id", "a refund of some units of a bundle claim"),
+    "bundle_sharded": _r("conflict", 409, "campaign '{campaign}' is split across shards: it "
+                         "takes claims of one SKU, not bundles", "a bundle claim (of a "
+                         "spec bundle or of lines) on a sharded campaign"),
     # -- HTTP ----------------------------------------------------------------------
     "no_route": _r("not_found", 404, "no route {method} {path}", "an unknown path"),
     "method_not_allowed": _r("method_not_allowed", 405, "{method} is not allowed on {path}; "

@@ -13,7 +13,8 @@ VOCABULARY = {"campaign", "sku", "user", "qty", "limit", "held", "opens_at", "cl
               "request_id", "header", "origin", "webhook", "url",
               "usable_at", "template",  # usable_at, template: coupon rules
               "scanner", "ticket",  # after-sale
-              "allocation"}  # presales: allocations
+              "allocation",  # presales: allocations
+              "bundle", "line"}  # presales: bundles
 
 
 def test_docs_errors_md_is_generated_from_the_table() -> None:

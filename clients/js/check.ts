@@ -36,3 +36,11 @@ export async function wallet(): Promise<number> {
   const known: readonly ErrorCode[] = ERROR_CODES;
   return code.code.length + accepted.face_value + known.length;
 }
+
+export async function bundle(cid: string): Promise<string[]> {
+  const client = new Stampede({ headers: { "X-User-Id": "alice" } });
+  const pack = await client.claim(cid, { bundle: "ticket-tee" });
+  const mine = await client.claim(cid, { lines: [{ sku: "ticket", qty: 2 }, { sku: "tee" }] });
+  const total: number | null | undefined = pack.price;
+  return [...(pack.lines ?? []), ...(mine.lines ?? [])].map((l) => `${l.claim_id} ${total}`);
+}

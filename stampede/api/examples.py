@@ -34,11 +34,11 @@ def example(schema: dict[str, Any], components: dict[str, Any], name: str = "",
     """A value that `schema` accepts ($refs resolved in `components`)."""
     if depth > 8:
         return None
+    if "examples" in schema:  # (before a $ref: a use of a type may give its own)
+        return schema["examples"][0]
     if "$ref" in schema:
         target = components[schema["$ref"].rsplit("/", 1)[1]]
         return example(target, components, name, depth + 1)
-    if "examples" in schema:
-        return schema["examples"][0]
     if "const" in schema:
         return schema["const"]
     if "enum" in schema:

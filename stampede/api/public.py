@@ -13,8 +13,9 @@ from stampede.api.headers import cached, header
 from stampede.api.healing import seen
 from stampede.api.idempotency import checked_key
 from stampede.api.routing import CID, ApiRoutes
-from stampede.domain.models import CampaignPublic, ClaimRequest, ClaimView
+from stampede.domain.models import CampaignPublic, ClaimBody, ClaimRequest, ClaimView
 from stampede.domain.seen import CampaignSeen
+from stampede.errors import ValidationError
 from stampede.metrics import count_claim
 from stampede.outcomes import Outcome
 from stampede.state.idempotency import fingerprint
@@ -45,7 +46,7 @@ async def campaign_status(request: web.Request) -> web.Response:
 
 
 @api.route("POST", "/v1/campaigns/{cid}/claims", "Claim units: a hold that expires",
-           auth="user", body=ClaimRequest, response=ClaimView, status=201, idempotent=True,
+           auth="user", body=ClaimBody, response=ClaimView, status=201, idempotent=True,
            errors=(400, 401, 403, 404, 409, 413, 422, 429, 503), path_params=CID,
            headers={"X-Admission-Token": "required when the campaign has a waiting room: "
                                          "the token of your admitted ticket", **GUARD_HEADERS})
@@ -55,11 +56,22 @@ async def create_claim(request: web.Request) -> web.Response:
     key = checked_key(request)
     signals = client_signals(request)
     cid = request.match_info["cid"]
-    claim = functools.partial(
-        request.app[ENGINE].claim, cid, user, body.sku, body.qty, idempotency_key=key,
-        admission_token=header(request, "X-Admission-Token"), client=signals,
-        tiers=request[USER].tiers, code=body.code, identity=request[USER].identity,
-        channel=request[USER].channel)
+    sku = _claimed(body)
+    qty = body.qty if isinstance(body.qty, int) else 1
+    engine = request.app[ENGINE]
+    if sku is not None:
+        claim = functools.partial(
+            engine.claim, cid, user, sku, qty, idempotency_key=key,
+            admission_token=header(request, "X-Admission-Token"), client=signals,
+            tiers=request[USER].tiers, code=body.code, identity=request[USER].identity,
+            channel=request[USER].channel)
+    else:  # bundles: several SKUs at once
+        claim = functools.partial(
+            engine.claim_bundle, cid, user, bundle=body.bundle or None,
+            lines=body.lines or (), idempotency_key=key,
+            admission_token=header(request, "X-Admission-Token"), client=signals,
+            tiers=request[USER].tiers, code=body.code, identity=request[USER].identity,
+            channel=request[USER].channel)
     if key is None:  # nothing to guard: no context manager to enter and leave
         result = await claim()
     else:
@@ -70,12 +82,30 @@ async def create_claim(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     if result.outcome is not Outcome.OK:
+        if result.line is not None and body.lines:
+            sku, qty = body.lines[result.line].sku, body.lines[result.line].qty
         response = refuse_outcome(result.outcome, result.reason, result.params,
-                                  campaign=cid, sku=body.sku, user=user, qty=body.qty, key=key)
+                                  campaign=cid, sku=sku or "", user=user, qty=qty, key=key,
+                                  bundle=body.bundle or "", line=result.line or 0)
         if result.outcome is Outcome.NOT_FOUND and result.reason in _SEEN_BY_CLAIM:
             seen(response, _SEEN_BY_CLAIM[result.reason])
         return response
     return json_response(result.claim, status=201)
+
+
+def _claimed(body: ClaimRequest) -> str | None:
+    """The SKU of a claim of one, None for a bundle claim; 400 naming the field unless
+    exactly one of sku, lines and bundle is given."""
+    given = [name for name, v in (("sku", body.sku), ("lines", body.lines),
+                                  ("bundle", body.bundle)) if v is not msgspec.UNSET]
+    if len(given) != 1:
+        raise ValidationError("a claim names exactly one of `sku`, `lines` and `bundle`; "
+                              f"this one names {' and '.join(given) or 'none'}")
+    if isinstance(body.sku, str):
+        return body.sku
+    if body.qty is not msgspec.UNSET:
+        raise ValidationError(f"qty: a claim of {given[0]} gives each line's qty instead")
+    return None
 
 
 _SEEN_BY_CLAIM: dict[str, CampaignSeen] = {

@@ -2,7 +2,7 @@
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -124,18 +124,33 @@ class AsyncClient:
     async def claim(self, cid: str, sku: str, qty: int = 1, *, intent: str | None = None,
                     headers: dict[str, str] | None = None) -> ClaimView:
         """A hold. The same (campaign, sku, qty) intent reuses its key: one hold."""
-        raw = await self._guarded(f"/v1/campaigns/{_p(cid)}/claims", cid, sku, qty,
+        raw = await self._guarded(f"/v1/campaigns/{_p(cid)}/claims", cid,
+                                  {"sku": sku, "qty": qty},
                                   intent or f"claim:{cid}:{sku}:{qty}", headers)
+        return msgspec.json.decode(raw, type=ClaimView)
+
+    async def claim_bundle(self, cid: str, *, bundle: str | None = None,
+                           lines: Sequence[tuple[str, int]] = (), intent: str | None = None,
+                           headers: dict[str, str] | None = None) -> ClaimView:
+        """A hold of several SKUs at once, all or nothing: the campaign's `bundle` by
+        name, or `lines` of (sku, qty). The answer lists each line."""
+        body: dict[str, Any] = {"bundle": bundle} if bundle is not None else \
+            {"lines": [{"sku": sku, "qty": qty} for sku, qty in lines]}
+        what = f"bundle:{bundle}" if bundle is not None else \
+            "lines:" + ",".join(f"{sku}:{qty}" for sku, qty in lines)
+        raw = await self._guarded(f"/v1/campaigns/{_p(cid)}/claims", cid, body,
+                                  intent or f"claim:{cid}:{what}", headers)
         return msgspec.json.decode(raw, type=ClaimView)
 
     async def claim_coupon(self, cid: str, sku: str, qty: int = 1, *,
                            intent: str | None = None,
                            headers: dict[str, str] | None = None) -> CouponClaimView:
-        raw = await self._guarded(f"/v1/campaigns/{_p(cid)}/coupons", cid, sku, qty,
+        raw = await self._guarded(f"/v1/campaigns/{_p(cid)}/coupons", cid,
+                                  {"sku": sku, "qty": qty},
                                   intent or f"coupon:{cid}:{sku}:{qty}", headers)
         return msgspec.json.decode(raw, type=CouponClaimView)
 
-    async def _guarded(self, path: str, cid: str, sku: str, qty: int, intent: str,
+    async def _guarded(self, path: str, cid: str, body: dict[str, Any], intent: str,
                        extra: dict[str, str] | None) -> bytes:
         key = self.intent_key(intent)
         headers = dict(extra or {})
@@ -143,8 +158,7 @@ class AsyncClient:
             headers["X-Admission-Token"] = self.admission[cid]
         for solved in range(3):
             try:
-                return await self.request("POST", path, body={"sku": sku, "qty": qty},
-                                          headers=headers, key=key)
+                return await self.request("POST", path, body=body, headers=headers, key=key)
             except StampedeError as err:
                 challenge = err.details.get("challenge")
                 if err.code != "challenge_required" or not isinstance(challenge, dict) \

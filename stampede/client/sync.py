@@ -6,7 +6,7 @@ use inside a running event loop (use AsyncClient there).
 """
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -72,6 +72,12 @@ class Client:
     def claim(self, cid: str, sku: str, qty: int = 1, *, intent: str | None = None,
               headers: dict[str, str] | None = None) -> ClaimView:
         return self._run(self.aio.claim, cid, sku, qty, intent=intent, headers=headers)
+
+    def claim_bundle(self, cid: str, *, bundle: str | None = None,
+                     lines: Sequence[tuple[str, int]] = (), intent: str | None = None,
+                     headers: dict[str, str] | None = None) -> ClaimView:
+        return self._run(self.aio.claim_bundle, cid, bundle=bundle, lines=lines,
+                         intent=intent, headers=headers)
 
     def claim_coupon(self, cid: str, sku: str, qty: int = 1, *, intent: str | None = None,
                      headers: dict[str, str] | None = None) -> CouponClaimView:

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, cast
 import msgspec
 from redis.asyncio import Redis
 
-from stampede.domain import allocations, phases, pricing, shards, throttle
+from stampede.domain import allocations, bundles, phases, pricing, shards, throttle
 from stampede.domain import identity as person
 from stampede.domain.admission import kept_secret, ticket_view
 from stampede.domain.aftersale import aftersale_meta
@@ -26,11 +26,14 @@ from stampede.domain.explain import Explained, explain
 from stampede.domain.gate import ClaimGate
 from stampede.domain.grants import Grants
 from stampede.domain.models import (
+    BUNDLE_MAX_LINES,
+    BundleLine,
     CampaignPatch,
     CampaignPublic,
     CampaignSpec,
     CampaignStats,
     CampaignSummary,
+    ClaimLineView,
     ClaimView,
     LiveSku,
     LiveState,
@@ -56,7 +59,7 @@ from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, REFUSALS, Outcome, parse
 from stampede.settings import Settings
 from stampede.state import keys, records
 from stampede.state.connection import engine_client
-from stampede.state.records import ClaimArg
+from stampede.state.records import BundleArg, BundleLineArg, ClaimArg
 from stampede.state.scripts import ScriptRegistry
 
 
@@ -73,6 +76,8 @@ class ClaimResult(msgspec.Struct, frozen=True):
     params: dict[str, int] = {}
     """The numbers of a refusal (its limit, what is held, when it opens), named as
     REFUSALS[reason].values in stampede/outcomes.py."""
+    line: int | None = None
+    """Bundles: the line (0-based) a refusal is about, when it is one line's."""
 
 
 
@@ -110,6 +115,9 @@ class Engine:
             redis, settings.durable_ack_timeout_ms if settings.durable_ack else 0)
         self.batcher: ClaimBatcher[ClaimResult] = ClaimBatcher(
             self._claim_batch, settings.max_batch, in_flight(settings.durable_ack))
+        self.bundle_batcher: ClaimBatcher[ClaimResult] = ClaimBatcher(
+            self._bundle_batch, settings.max_batch, in_flight(settings.durable_ack))
+        """Bundle claims (several SKUs each), coalesced as claims are (claim_bundle.lua)."""
         self._throttle_default = throttle.parse_default(settings.throttle)
         self.gate = ClaimGate(redis, settings, self._throttle_default)
         """Admission tokens, challenges and guard state, shared with `coupons`."""
@@ -166,6 +174,7 @@ class Engine:
 
     async def close(self) -> None:
         await self.batcher.drain()
+        await self.bundle_batcher.drain()
         if "coupons" in self.__dict__:
             await self.coupons.batcher.drain()
         await self.gate.wait_background()  # after both batchers: their last records too
@@ -554,6 +563,104 @@ class Engine:
         self.gate.note(cid, int(reply[-1]), claims, results)
         return results
 
+    # -- bundles: claims of several SKUs ----------------------------------------
+
+    async def claim_bundle(self, cid: str, user: str, *, bundle: str | None = None,
+                           lines: Sequence[BundleLine] = (),
+                           idempotency_key: str | None = None,
+                           admission_token: str | None = None,
+                           client: ClientSignals | None = None,
+                           tiers: Sequence[str] = (), code: str | None = None,
+                           identity: str | None = None,
+                           channel: str | None = None) -> ClaimResult:
+        """Hold several SKUs at once, all or nothing: the spec's `bundle` by name, or
+        `lines`. Every line is checked as a claim of its SKU would be (the per-user
+        limit counting every line) before any is held; a refusal names its `line`.
+        Coalesced with the other bundle claims of this loop tick."""
+        _check_campaign_id(cid)
+        _check_user(user)
+        if (bundle is None) == (not lines):
+            raise ValidationError("a bundle claim names a `bundle` or its `lines`, not both")
+        if len(lines) > BUNDLE_MAX_LINES:  # (a SKU twice: the script, after the campaign)
+            raise ValidationError(f"lines: a claim has at most {BUNDLE_MAX_LINES} lines")
+        for line in lines:
+            _check_sku(line.sku)
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+            raise ValidationError("Idempotency-Key must be 1 to 255 characters")
+        n = await self.shards.count(cid)
+        if n is not None and n > 1:  # a user's shard holds only its share of each SKU
+            return ClaimResult(Outcome.CONFLICT, reason="bundle_sharded")
+        pending = bundles.PendingBundle(
+            keys.new_claim_id(cid), user, "", sum(line.qty for line in lines),
+            idempotency_key, self.gate.admission_exp(cid, user, admission_token),
+            self.gate.guard(cid, user, client),
+            phases.check_tiers(tiers) if tiers else (),
+            self.presale_codes.code_id(cid, code) if code else "",
+            person.check(identity) if identity is not None else "",
+            allocations.check_channel(channel) if channel else "",
+            name=bundle or "", lines=tuple((line.sku, line.qty) for line in lines))
+        return await self.bundle_batcher.submit(cid, pending)
+
+    async def _bundle_batch(self, cid: str, claims: Sequence[PendingClaim]
+                            ) -> list[ClaimResult]:
+        return await self.gate.guarded_batch(cid, claims, self._bundle_batch_once,
+                                             _NEEDS_GUARD)
+
+    async def _bundle_batch_once(self, cid: str, claims: Sequence[PendingClaim],
+                                 guarded: bool) -> list[ClaimResult]:
+        ks = [*keys.campaign_keys(cid), *keys.guard_keys(cid), *keys.presale_keys(cid)]
+        slot = throttle.key_slots(ks)
+        recent = await self.gate.recent_counts(cid, claims)
+        batch = []
+        for c in claims:
+            assert isinstance(c, bundles.PendingBundle)
+            idem = 0
+            if c.idempotency_key is not None:
+                ks.append(keys.idempotency_key(cid, c.user, c.idempotency_key))
+                idem = len(ks)
+            guard = throttle.guard_arg(cid, c.user, c.guard, recent.get(c.user, -1), slot) \
+                if guarded else None
+            arg = ClaimArg(claim_id=c.claim_id, user=c.user, sku="", qty=0, idem_slot=idem,
+                           admission=c.admission_exp, fingerprint=c.fingerprint, guard=guard,
+                           tiers=list(c.tiers), code=c.code,
+                           k_code=slot(keys.limiter_key(cid, "code", c.user)) if c.code else 0,
+                           identity=c.identity, channel=c.channel)
+            batch.append(BundleArg(claim=arg, name=c.name,
+                                   lines=[BundleLineArg(sku, qty) for sku, qty in c.lines]))
+        reply = await self.scripts.run("claim_bundle", ks, [
+            self.settings.idempotency_ttl_s * 1000, self.settings.sweep_batch,
+            records.encode_claims(batch)])
+        results = []
+        for i, c in enumerate(claims):
+            assert isinstance(c, bundles.PendingBundle)
+            code, claim_id, deadline, price, created, lines, line = reply[7 * i:7 * i + 7]
+            outcome = OUTCOMES[int(code)]
+            if outcome is Outcome.GUARD_CONTEXT_NEEDED:
+                results.append(_NEEDS_GUARD)
+            elif outcome is Outcome.OK:
+                views = []
+                for n, part in enumerate(str(lines).split(","), start=1):
+                    sku, qty, unit = part.rsplit(":", 2)
+                    views.append(ClaimLineView(claim_id=bundles.line_id(claim_id, n),
+                                               sku=sku, qty=int(qty), price=int(unit),
+                                               status="held"))
+                view = ClaimView(claim_id=claim_id, campaign_id=cid, sku="", qty=1,
+                                 status="held", expires_at=from_ms(int(deadline)),
+                                 price=int(price), created_at=from_ms(int(created)),
+                                 lines=views, bundle=c.name or None)
+                results.append(ClaimResult(outcome, view))
+            elif outcome in GUARD_REFUSALS:
+                r = self.gate.refusal(cid, c.user, outcome, claim_id, deadline)
+                results.append(ClaimResult(outcome, reason=r.reason,
+                                           retry_after_ms=r.retry_after_ms,
+                                           challenge=r.challenge))
+            else:
+                reason, params = parse_detail(claim_id)
+                results.append(ClaimResult(outcome, reason=reason or None, params=params,
+                                           line=int(line) - 1 if int(line) else None))
+        self.gate.note(cid, int(reply[-1]), claims, results)
+        return results
+
     async def confirm(self, claim_id: str, user: str,
                       idempotency_key: str | None = None) -> ClaimResult:
         return await self._settle("confirm", claim_id, user, idempotency_key)
@@ -576,9 +683,10 @@ class Engine:
         code, status = reply[0], reply[1]
         outcome = OUTCOMES[int(code)]
         if outcome is Outcome.OK and len(reply) > 3 and int(reply[3]):
-            # on_confirm: the buyer's pack (pending in the outbox), granted now; a
-            # failure leaves it there for the sweeper
-            await self.grants.drain_outbox(cid, [f"confirm:{claim_id}"])
+            # on_confirm: the buyer's pack (pending in the outbox; one per line of a
+            # bundle), granted now; a failure leaves it there for the sweeper
+            ids = [str(i) for i in reply[4]] if len(reply) > 4 else [claim_id]
+            await self.grants.drain_outbox(cid, [f"confirm:{i}" for i in ids])
         if outcome is Outcome.NOT_FOUND:  # (reason no_campaign: the campaign was missing)
             return ClaimResult(outcome, reason=str(status) or None)
         return ClaimResult(outcome, await self.get_claim(claim_id, user))
@@ -599,8 +707,11 @@ class Engine:
             pipe.hmget(ks.meta, "state", "fenced")
             pipe.hget(ks.claims, claim_id)
             pipe.hexists(ks.offers, claim_id)
-            (state, fenced), raw, offer = await pipe.execute()
+            pipe.hget(ks.users, f"~b|{claim_id}")  # bundles: a claim of several lines
+            (state, fenced), raw, offer, bundle = await pipe.execute()
         campaign = campaign_seen(state, fenced)
+        if raw is None and bundle is not None:
+            return ClaimLookup(await self._bundle_view(cid, claim_id, user, bundle), campaign)
         if raw is None:
             return ClaimLookup(None, campaign)
         c = records.CLAIM.decode(raw)
@@ -611,6 +722,27 @@ class Engine:
             status=c.status,  # type: ignore[arg-type]  # a claim status
             expires_at=from_ms(c.deadline), price=c.price, created_at=from_ms(c.created),
             offer=bool(offer)), campaign)
+
+    async def _bundle_view(self, cid: str, claim_id: str, user: str,
+                           mark: str) -> ClaimView | None:
+        """A bundle claim from its lines ("~b|<id>" -> "<name>|<line>,..."): its status
+        is its lines' (they move together; a line refunded or passed on after the sale
+        leaves the others sold, and the bundle says so by its first line)."""
+        name, _, ids = mark.partition("|")
+        raws = await self.redis.hmget(keys.campaign_keys(cid).claims, ids.split(","))
+        lines = [(i, records.CLAIM.decode(str(r))) for i, r in zip(ids.split(","), raws,
+                                                               strict=True) if r is not None]
+        if not lines or lines[0][1].user != user:
+            return None
+        first = lines[0][1]
+        return ClaimView(
+            claim_id=claim_id, campaign_id=cid, sku="", qty=1,
+            status=first.status,  # type: ignore[arg-type]  # a claim status
+            expires_at=from_ms(first.deadline), price=sum(c.price * c.qty for _, c in lines),
+            created_at=from_ms(first.created), bundle=name or None,
+            lines=[ClaimLineView(claim_id=i, sku=c.sku, qty=c.qty, price=c.price,
+                                 status=c.status)  # type: ignore[arg-type]
+                   for i, c in lines])
 
     # -- waitlists ---------------------------------------------------------
 
@@ -739,6 +871,7 @@ def _define_args(cid: str, spec: CampaignSpec, actor: str,
     _check_phases(spec, opens, closes)
     _check_per_person(spec)
     allocations.check(spec, opens, closes)
+    bundles.check(spec)
     for i, s in enumerate(spec.skus):
         if s.price_steps and spec.coupons is not None:
             raise ValidationError(f"skus[{i}].price_steps: a coupon drop takes no price steps")
@@ -765,6 +898,7 @@ def _optional_meta(spec: CampaignSpec, opens_ms: int) -> dict[str, str]:
     limit = spec.limits.per_person
     meta[person.META_FIELD] = str(limit if limit is not None else -1)
     meta |= allocations.meta_fields(spec)
+    meta |= bundles.meta_fields(spec)
     if spec.waitlist is not None:
         meta |= {"wl_max": str(spec.waitlist.max_length),
                  "offer_ttl_ms": str(spec.waitlist.offer_ttl_s * 1000)}

@@ -226,6 +226,28 @@ class SegmentChange(Struct, kw_only=True):
     size: int
 
 
+# -- presales: bundles and add-ons -------------------------------------------------
+
+BUNDLE_MAX_LINES = 8
+"""Most SKUs one claim (a bundle, or a claim of several lines) may take at once."""
+BundleName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$", description="a bundle's name")]
+
+
+class BundleLine(Struct, **_STRICT):
+    """One SKU of a bundle or of a claim of several lines, and its units."""
+    sku: SkuId
+    qty: Qty = 1
+
+
+BundleLines = Annotated[list[BundleLine], Meta(min_length=1, max_length=BUNDLE_MAX_LINES)]
+
+
+class BundleSpec(Struct, **_STRICT):
+    """A package claimed by its name: every line held together, all or nothing, each
+    at its SKU's price locked at claim time (the bundle costs the sum of its lines)."""
+    lines: BundleLines
+
+
 class CampaignSpec(Struct, **_STRICT):
     name: Annotated[str, Meta(min_length=1, max_length=200)]
     opens_at: Timestamp
@@ -251,6 +273,8 @@ class CampaignSpec(Struct, **_STRICT):
     """A sale's confirmed claim grants this drop's SKU to its buyer, once per claim."""
     phases: Phases = []
     """Presale access phases, in order of opening; none: everyone from opens_at."""
+    bundles: Annotated[dict[BundleName, BundleSpec], Meta(max_length=64)] = {}
+    """Presales: packages of several SKUs claimed at once by name (`bundle` in a claim)."""
     shards: Annotated[int, Meta(ge=1, le=64)] = 1
     """Hot campaigns: split the stock over this many shards (Redis slots), each user
     served by one; 1 = not split (docs/shards.md says what changes)."""
@@ -289,10 +313,28 @@ class CampaignPatch(Struct, **_STRICT):
 
 
 class ClaimRequest(Struct, **_STRICT):
-    sku: SkuId
-    qty: Qty = 1
+    """A claim of one SKU (`sku`, `qty`), of several at once (`lines`), or of a bundle the
+    campaign defines (`bundle`): exactly one of the three."""
+    sku: SkuId | UnsetType = UNSET
+    qty: Qty | UnsetType = UNSET
+    """Units of `sku` (default 1); a claim of lines gives each line's instead."""
+    lines: BundleLines | UnsetType = UNSET
+    """Several SKUs held together, all or nothing (each SKU once)."""
+    bundle: BundleName | UnsetType = UNSET
+    """A bundle of the campaign's spec, by name."""
     code: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
     """A presale code: it lends the claim its batch's tier, and one use is spent."""
+
+
+ClaimBody = Annotated[ClaimRequest, Meta(extra_json_schema={
+    "examples": [{"sku": "tee-black", "qty": 1}], "oneOf": [
+    {"required": ["sku"], "not": {"anyOf": [{"required": ["lines"]},
+                                            {"required": ["bundle"]}]}},
+    {"required": ["lines"], "not": {"anyOf": [{"required": ["qty"]}, {"required": ["sku"]},
+                                              {"required": ["bundle"]}]}},
+    {"required": ["bundle"], "not": {"anyOf": [{"required": ["qty"]}, {"required": ["sku"]},
+                                               {"required": ["lines"]}]}}]})]
+"""The claim body as the contract states it: exactly one of sku, lines and bundle."""
 
 
 class StockDelta(Struct, **_STRICT):
@@ -302,6 +344,16 @@ class StockDelta(Struct, **_STRICT):
 
 
 ClaimStatus = Literal["held", "confirmed", "cancelled", "expired", "refunded", "transferred"]
+
+
+class ClaimLineView(Struct, kw_only=True):
+    claim_id: str
+    """The line's own claim id: its tickets, refunds and transfers go by it."""
+    sku: str
+    qty: int
+    price: int
+    """Per unit, locked at claim time."""
+    status: ClaimStatus
 
 
 class ClaimView(Struct, kw_only=True):
@@ -315,6 +367,11 @@ class ClaimView(Struct, kw_only=True):
     created_at: datetime | None = None
     offer: bool = False
     """The hold is a waitlist offer: confirm it like any hold before it expires."""
+    lines: list[ClaimLineView] | None = None
+    """A claim of several SKUs (a bundle): each line, a claim of its own under the
+    bundle's id; then `sku` is '', `qty` 1 and `price` the lines' sum."""
+    bundle: str | None = None
+    """The name of the spec's bundle it claimed (none for a claim of `lines`)."""
 
 
 class WaitlistJoin(Struct, **_STRICT):

@@ -83,6 +83,9 @@ def check(cid: str, spec: CampaignSpec) -> None:
     if spec.limits.per_person is not None:
         raise ValidationError("limits.per_person: not supported with shards > 1 (a person's "
                               "accounts are served by different shards)")
+    if spec.bundles:  # presales: bundles
+        raise ValidationError("bundles: not supported with shards > 1 (a bundle holds its "
+                              "SKUs in one slot, without borrowing between shards)")
     for i, s in enumerate(spec.skus):
         if s.allocations:
             raise ValidationError(f"skus[{i}].allocations: not supported with shards > 1 "

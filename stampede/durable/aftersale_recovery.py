@@ -133,7 +133,12 @@ async def load(store: Store, cid: str, ticketed: bool,
         for n in filter(None, r.tickets.split(",")):
             st.tickets[f"{r.claim_id}-{n}"] = TicketRecord(status="refunded", gate="",
                                                            at=r.ts, scanner="")
-        if r.idem_key:
+        if r.idem_key and st.answers and st.answers[-1][0] == r.idem_key:
+            # a bundle's refund: one row per line, answered as their sums
+            first = st.answers[-1][1]
+            first.units, first.left = first.units + r.qty, first.left + r.left_qty
+            first.amount += r.amount
+        elif r.idem_key:
             st.answers.append((r.idem_key, RefundAnswerRecord(
                 fingerprint=r.fingerprint or "", code=0, units=r.qty, left=r.left_qty,
                 amount=r.amount), r.ts))

@@ -63,9 +63,11 @@ from stampede.domain.models import CampaignSpec
 from stampede.durable import shard_audit
 from stampede.durable.aftersale_recovery import confirm_grants
 from stampede.durable.allocation_recovery import parse_take
+from stampede.durable.bundle_audit import BundleReplay
 from stampede.durable.coupon_audit import CouponReplay
 from stampede.durable.events import (
     AllocationReturned,
+    BundleHeld,
     CampaignDefined,
     ClaimCancelled,
     ClaimConfirmed,
@@ -126,6 +128,8 @@ class Replay:
     moved: Counter[str] = field(default_factory=Counter)
     """claim -> its tickets transferred alone"""
     gates: Counter[str] = field(default_factory=Counter)
+    bundles: BundleReplay = field(default_factory=BundleReplay)
+    """Presales: bundle claims and their lines."""
 
     def violate(self, kind: str, **detail: Any) -> None:
         self.violation_count += 1
@@ -172,6 +176,8 @@ class Replay:
             case ClaimTransferred():
                 if not self._transfer(ev):
                     return
+            case BundleHeld():
+                self.bundles.bundle(ev, self.violate)
             case _:
                 self.coupons.apply(ev, self.violate)
         self.fold.apply(ev)
@@ -208,6 +214,8 @@ class Replay:
                 self._take(ev)
             if ev.code:
                 self._code(ev)
+            if ev.bundle:
+                self.bundles.line(ev)
             return True
         if prior is None or prior[0] != "held":
             kind = "confirmed_twice" if prior and prior[0] == status == "confirmed" \
@@ -399,6 +407,7 @@ async def audit_campaign(store: Store, cid: str, with_users: bool = False) -> di
         dead = (await conn.execute(select(func.count()).select_from(t.dead_letters).where(
             t.dead_letters.c.campaign_id == cid))).scalar_one()
     _check_totals(replay)
+    replay.bundles.check(replay.claims, replay.violate)
     _check_projections(replay, camp, stored_skus, stored_claims)
     if camp is not None and camp.applied_seq == replay.folded_to:
         replay.coupons.check_projection(stored_coupons, stored_redemptions, replay.violate)
@@ -422,6 +431,8 @@ async def audit_campaign(store: Store, cid: str, with_users: bool = False) -> di
         "violation_samples": replay.violations}
     if replay.coupons.coupons:
         summary["coupons"] = replay.coupons.summary()
+    if replay.bundles.lines:
+        summary["bundles"] = replay.bundles.summary()
     if replay.gates:
         summary["checkins"] = dict(sorted(replay.gates.items()))
     if replay.refund_totals:

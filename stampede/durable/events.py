@@ -103,6 +103,8 @@ class ClaimHeld(ClaimEvent, tag="claim_held"):
     """Presales: what the hold took from the SKU's allocations, "name:n,..." ('' none)."""
     channel: str = ""
     """Presales: the claimant's sales channel, written for a SKU with allocations."""
+    bundle: str = ""
+    """Presales: the bundle claim this hold is a line of ('' a claim alone)."""
 
 
 class ClaimConfirmed(ClaimEvent, tag="claim_confirmed"):
@@ -434,6 +436,24 @@ class AllocationReturned(Event, tag="allocation_returned"):
     actor: str = ""
 
 
+# -- presales: bundles --
+
+class BundleHeld(Event, tag="bundle_held"):
+    """A claim of several SKUs was held whole: its lines' claim_held events came first."""
+    claim: str
+    """the bundle claim's id (the buyer's); each line is a claim of its own"""
+    user: str
+    bundle: str
+    """the spec's bundle it claimed ('' for a claim of lines)"""
+    lines: str
+    """the lines' claim ids, ','-joined in line order"""
+    price: int
+    """the lines' sum: each line's locked price times its units"""
+    deadline: int
+    idem: str | None = None
+    fp: str | None = None
+
+
 class Unknown(Event):
     """An event of a type this version does not know: kept, never folded."""
     name: str = ""
@@ -447,7 +467,8 @@ AnyEvent = (CampaignDefined | CampaignPatched | WaveReleased | StockAdjusted | C
             | CouponDropPatched | PresaleCodesIssued | SegmentChanged
             | CodeClaimed | ReferralCodeMinted | PointsExchanged
             | ClaimRefunded | TicketCheckedIn | TransferOffered | ClaimTransferred
-            | VoucherHeld | VoucherPaid | VoucherRefunded | AllocationReturned)
+            | VoucherHeld | VoucherPaid | VoucherRefunded | AllocationReturned
+            | BundleHeld)
 """Every event type the scripts emit, tagged by `type`."""
 
 TYPES: dict[str, type[Event]] = {

@@ -27,11 +27,13 @@ from stampede.domain.models import CampaignSpec, ClaimView, from_ms, to_ms
 from stampede.durable import (
     aftersale_recovery,
     allocation_recovery,
+    bundle_recovery,
     coupon_recovery,
     presale_recovery,
 )
 from stampede.durable.events import (
     AllocationReturned,
+    BundleHeld,
     CampaignDefined,
     CampaignPatched,
     ClaimCancelled,
@@ -285,6 +287,8 @@ class _History:
     """Presales: claim -> what it took from allocations ("name:n,...")."""
     returned: set[tuple[str, str]] = field(default_factory=set)
     """Presales: (sku, allocation) returned to the shared pool."""
+    bundles: dict[str, BundleHeld] = field(default_factory=dict)
+    """Presales: bundle claims, by the bundle's claim id."""
 
 
 # Counters that events account for; the others (refusals, admissions) leave no
@@ -292,10 +296,11 @@ class _History:
 DERIVED_COUNTS = frozenset({
     "held", "offered", "confirmed", "cancelled", "expired", "coupon_claims", "grants",
     "waitlist_joined", "waitlist_left", "waitlist_skipped",
-    "offer_accepted", "offer_lapsed", "offer_declined"})
+    "offer_accepted", "offer_lapsed", "offer_declined", "bundles"})
 _HISTORY_EVENTS = names(ClaimHeld, OfferMade, ClaimConfirmed, ClaimCancelled, ClaimExpired,
                         WaitlistJoined, WaitlistLeft, WaitlistSkipped, OfferAccepted,
-                        OfferLapsed, OfferDeclined, StockAdjusted, AllocationReturned)
+                        OfferLapsed, OfferDeclined, StockAdjusted, AllocationReturned,
+                        BundleHeld)
 
 
 RELEASED = ("expired", "cancelled")
@@ -329,6 +334,9 @@ def _history(events: Iterable[Event], drop: bool,
                     h.takes[ev.claim] = ev.alloc
         elif isinstance(ev, AllocationReturned):
             h.returned.add((ev.sku, ev.allocation))
+        elif isinstance(ev, BundleHeld):  # its lines were counted as holds
+            h.bundles[ev.claim] = ev
+            h.counts["bundles"] += 1
         elif isinstance(ev, OfferMade):
             h.counts["offered"] += 1
         elif isinstance(ev, StockAdjusted):
@@ -485,10 +493,20 @@ def _queue_answers(pipe: Any, cid: str, st: _State, history: _History, now: int,
     adjust_stock.lua remembered them, for those still within the idempotency TTL."""
     rows = {c.claim_id: c for c in st.claims}
     n = 0
+    bundle_of = {line: b for b, ev in history.bundles.items() for line in ev.lines.split(",")}
     for op, claim_id, user, key, ts in history.settled:
         c = rows.get(claim_id)
         ttl = ts + idem_ttl_ms - now
         if c is None or ttl <= 0:
+            continue
+        if claim_id in bundle_of:  # a bundle's lines settle together, answered as one
+            bundle = history.bundles[bundle_of[claim_id]]
+            whole = bundle_recovery.view(cid, bundle, rows)
+            if whole is not None:
+                pipe.set(keys.response_key(cid, user, key),
+                         record(fingerprint(op, bundle.claim), 200, _json.encode(whole)),
+                         px=ttl)
+                n += 1
             continue
         view = ClaimView(claim_id=claim_id, campaign_id=cid, sku=c.sku, qty=c.qty,
                          status=c.status, expires_at=from_ms(c.deadline_ms), price=c.price,
@@ -600,6 +618,7 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
         if raw:
             units[user] = raw
     units.update(person_units)
+    units.update(bundle_recovery.marks(history.bundles))  # bundles: lines <-> bundle
     if units:
         pipe.hset(users, mapping=units)
     tally = {name: n for name, n in old_counts.items() if name not in DERIVED_COUNTS}
@@ -607,6 +626,7 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
     if tally:
         pipe.hset(counts, mapping=tally)
     idem += _queue_answers(pipe, cid, st, history, now, idem_ttl_ms)
+    idem += bundle_recovery.queue_answers(pipe, history.bundles, now, idem_ttl_ms)
     for i, sku, qty, at in st.pending_waves:
         pipe.zadd(waves, {records.WAVE.encode(WaveRecord(idx=i, sku=sku, qty=qty)): at})
     # A fresh stream whose group starts at its end: old entries are in the store.

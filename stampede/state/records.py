@@ -402,6 +402,24 @@ class ClaimArg(Struct, array_like=True, frozen=True):
     that a nil leaves no hole in the array msgpack makes of the claim"""
 
 
+# -- presales: bundles (claim_bundle.lua) --
+class BundleLineArg(Struct, array_like=True, frozen=True):
+    """One line of a bundle claim: a SKU and its units."""
+    sku: str
+    qty: int
+
+
+class BundleArg(Struct, array_like=True, frozen=True):
+    """One bundle claim of a batch (claim_bundle.lua): the claim's context as a sale
+    claim carries it (its sku '' and qty 0) and the lines it takes together."""
+    claim: ClaimArg
+    name: str
+    """the spec's bundle it claims ('' for a claim of lines)"""
+    lines: list[BundleLineArg] = []
+    """the lines of a claim of lines; [] for a bundle of the spec (claim_bundle.lua reads
+    meta `bd`)"""
+
+
 # Codes users type (promo and referral codes).
 class CodeArg(Struct, array_like=True, frozen=True):
     """The code a coupon claim was made with (coupon_claim.lua resolves it)."""
@@ -497,7 +515,7 @@ _json = msgspec.json.Encoder()
 _guard_config_dec = msgspec.json.Decoder(GuardConfig)
 
 
-def encode_claims(claims: list[ClaimArg] | list[CouponClaimArg]) -> bytes:
+def encode_claims(claims: list[ClaimArg] | list[CouponClaimArg] | list[BundleArg]) -> bytes:
     """A batch's claims as the one ARGV their script unpacks."""
     return _msgpack.encode(claims)
 
@@ -520,7 +538,8 @@ def decode_guard_config(raw: str) -> GuardConfig:
 
 ARG_STRUCTS: tuple[type[Struct], ...] = (GuardArg, ClaimArg, CodeArg, PointsArg,
                                          CouponClaimArg, RateLimit,
-                                         AccountsLimit, RiskCheck, PowDifficulty, GuardConfig)
+                                         AccountsLimit, RiskCheck, PowDifficulty, GuardConfig,
+                                         BundleLineArg, BundleArg)  # (bundles last)
 """The argument shapes Lua reads, in an order where each comes after those it holds."""
 
 

@@ -64,6 +64,7 @@ OPERATIONS = (
     "coupon_pay",
     "coupon_refund",
     "allocation_return",  # presales: allocations
+    "claim_bundle",  # presales: bundles
     # sharded campaigns: the two sides of a move of units between shards
     "shard_lend",
     "shard_borrow",

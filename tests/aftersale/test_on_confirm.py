@@ -5,6 +5,7 @@ import pytest
 
 from stampede import Engine
 from stampede.domain.grants import grant_claim_id
+from stampede.domain.models import BundleLine
 from stampede.errors import ValidationError
 from stampede.state import keys
 from tests.aftersale.helpers import sale_spec
@@ -87,3 +88,20 @@ async def test_a_redefinition_without_on_confirm_grants_nothing(engine: Engine) 
     await engine.confirm(held.claim.claim_id, "ann")
     assert await _wallet(engine, "ann") == set()
     assert await engine.redis.hlen(keys.outbox_key("gig")) == 0
+
+
+async def test_a_bundle_confirmed_grants_a_pack_per_line(engine: Engine) -> None:
+    """Bundles: each line is a claim of its own, confirmed together; each grants its
+    pack, once, as recovery counts them (one per claim_confirmed)."""
+    await _sale(engine, skus=("tee", "cap"))
+    held = await engine.claim_bundle("gig", "ann", lines=[BundleLine(sku="tee", qty=1),
+                                                          BundleLine(sku="cap", qty=1)])
+    assert held.claim is not None and held.claim.lines
+    for _ in range(2):  # the first confirm and a retry
+        done = await engine.confirm(held.claim.claim_id, "ann")
+        assert done.claim is not None and done.claim.status == "confirmed"
+        assert len(await _wallet(engine, "ann")) == 4  # two packs of two coupons
+    assert await engine.redis.hlen(keys.outbox_key("gig")) == 0
+    for line in held.claim.lines:
+        assert await engine.redis.hexists(keys.campaign_keys("fans").claims, grant_claim_id(
+            "fans", f"confirm:{line.claim_id}", "ann"))

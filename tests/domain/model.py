@@ -51,6 +51,8 @@ class SaleModel:
     """Presales: units one real person (identity) may hold or have bought."""
     allocations: dict[str, list[list[Any]]] = field(default_factory=dict)
     """Presales: sku -> [name, channels or None, tiers or None, reserved (-1 returned)]."""
+    bundles: dict[str, list[str]] = field(default_factory=dict)
+    """Presales: bundle claim -> its line claims (each a claim in `claims`)."""
 
     def take(self, sku: str, qty: int, channel: str,
              tiers: tuple[str, ...]) -> list[tuple[str, int]] | None:
@@ -170,7 +172,68 @@ class SaleModel:
             self.idem[(user, key)] = (fp, outcome, cid)
         return outcome, cid
 
+    def claim_bundle(self, bundle_id: str, line_ids: list[str], user: str,
+                     lines: list[tuple[str, int]], key: str | None,
+                     tiers: tuple[str, ...] = (), person: str = "",
+                     channel: str = "") -> tuple[Outcome, str | None, int | None]:
+        """As claim_bundle.lua: (outcome, the bundle's id, the refused line)."""
+        fp = "lines:" + ",".join(f"{sku}:{qty}" for sku, qty in lines)
+        if key is not None and (user, key) in self.idem:
+            first_fp, outcome, first_id = self.idem[(user, key)]
+            if first_fp != fp:
+                return Outcome.IDEMPOTENCY_MISMATCH, None, None
+            return outcome, first_id, None
+        if self.paused:
+            return Outcome.PAUSED, None, None
+        refused = self.phase_refusal(tiers)
+        if refused is not None:
+            return refused, None, None
+        if self.per_person is not None and not person:
+            return Outcome.LIMIT_EXCEEDED, None, None
+        total, units = self.user_total(user), 0
+        by_person = self.person_total(person) if self.per_person is not None else 0
+        outcome: Outcome | None = None
+        for i, (sku, qty) in enumerate(lines):
+            units += qty
+            if total + units > self.per_user or (
+                    self.per_person is not None and by_person + units > self.per_person):
+                outcome = Outcome.LIMIT_EXCEEDED
+            elif self.stock[sku][0] < qty or (
+                    sku in self.allocations and self.take(sku, qty, channel, tiers) is None):
+                outcome = Outcome.SOLD_OUT
+            if outcome is not None:
+                if key is not None:
+                    self.idem[(user, key)] = (fp, outcome, None)
+                return outcome, None, i
+        for line_id, (sku, qty) in zip(line_ids, lines, strict=False):
+            took = self.take(sku, qty, channel, tiers) if sku in self.allocations else None
+            for name, n in took or []:
+                next(a for a in self.allocations[sku] if a[0] == name)[3] -= n
+            price = self.price(sku, qty, tiers)
+            self.stock[sku][0] -= qty
+            self.stock[sku][1] += qty
+            self.claims[line_id] = ModelClaim(user, sku, qty, self.now + self.hold_ttl,
+                                              price=price, person=person, took=took or [])
+        self.bundles[bundle_id] = line_ids[:len(lines)]
+        if key is not None:
+            self.idem[(user, key)] = (fp, Outcome.OK, bundle_id)
+        return Outcome.OK, bundle_id, None
+
     def settle(self, claim_id: str, user: str, confirm: bool) -> Outcome:
+        """Confirm or cancel a claim; a bundle's (by its id or a line's) every line."""
+        lines = self.bundles.get(claim_id) or next(
+            (ids for ids in self.bundles.values() if claim_id in ids), None)
+        if lines is None:
+            return self._settle(claim_id, user, confirm)
+        addressed = claim_id if claim_id in lines else lines[0]
+        first = self._settle(addressed, user, confirm)
+        if first is Outcome.OK:
+            for line in lines:  # the others still held go with it
+                if line != addressed and self.claims[line].status == "held":
+                    self._settle(line, user, confirm)
+        return first
+
+    def _settle(self, claim_id: str, user: str, confirm: bool) -> Outcome:
         c = self.claims.get(claim_id)
         if c is None or c.user != user:
             return Outcome.NOT_FOUND
@@ -199,7 +262,23 @@ class SaleModel:
 
     def refund(self, claim_id: str, qty: int | None, buyer: str | None) -> Outcome:
         """As refund.lua, for a campaign with the default policy: restock, and no
-        buyer window (a buyer's refund of their own sold claim is refused)."""
+        buyer window (a buyer's refund of their own sold claim is refused). A bundle's
+        id refunds every line whole, all checked first."""
+        lines = self.bundles.get(claim_id)
+        if lines is None:
+            return self._refund(claim_id, qty, buyer, check=False)
+        for line in lines:
+            refused = self._refund(line, qty, buyer, check=True)
+            if refused is not Outcome.OK:
+                return refused
+            if qty is not None:
+                return Outcome.CONFLICT  # refund_bundle_units
+        for line in lines:
+            self._refund(line, None, buyer, check=False)
+        return Outcome.OK
+
+    def _refund(self, claim_id: str, qty: int | None, buyer: str | None,
+                check: bool) -> Outcome:
         c = self.claims.get(claim_id)
         if c is None or (buyer is not None and c.user != buyer):
             return Outcome.NOT_FOUND
@@ -216,6 +295,8 @@ class SaleModel:
         free = [i for i in range(c.qty, 0, -1) if f"{claim_id}-{i}" not in self.tickets][:n]
         if len(free) < n:  # the others are checked in
             return Outcome.CONFLICT
+        if check:
+            return Outcome.OK
         for i in free:
             self.tickets[f"{claim_id}-{i}"] = "refunded"
         self.stock[c.sku][2] -= n

@@ -34,7 +34,9 @@ ROWS: dict[str, list[dict[str, str]]] = {
     "claim_held": [{**_CLAIM, "price": "1999", "deadline": "1700000060000", "idem": "k",
                     "fp": "ab", "identity": "p1", "offer": "1"},
                    {**_CLAIM, "price": "1999", "deadline": "1700000060000"},
-                   {**_CLAIM, "price": "1999", "deadline": "1700000060000", "code": "1.17"}],
+                   {**_CLAIM, "price": "1999", "deadline": "1700000060000", "code": "1.17"},
+                   {**_CLAIM, "price": "1999", "deadline": "1700000060000",
+                    "bundle": "gig.0123456789abcdef0123"}],
     "claim_confirmed": [{**_CLAIM, "price": "1999"}],
     "claim_expired": [_CLAIM],
     "claim_cancelled": [_CLAIM],
@@ -112,6 +114,14 @@ ROWS: dict[str, list[dict[str, str]]] = {
                              "by": "schedule"},
                             {"sku": "seated", "allocation": "app", "qty": "0", "by": "ops",
                              "actor": "ops"}],
+    # presales: bundles
+    "bundle_held": [{"claim": "gig.0123456789abcdef0123", "user": "u1", "bundle": "fan",
+                     "lines": "gig.aaaaaaaaaaaaaaaaaaaa,gig.bbbbbbbbbbbbbbbbbbbb",
+                     "price": "7000", "deadline": "1700000600000"},
+                    {"claim": "gig.0123456789abcdef0124", "user": "u2", "bundle": "",
+                     "lines": "gig.cccccccccccccccccccc", "price": "5000",
+                     "deadline": "1700000600000", "idem": "{c:gig}:idem:u2:k",
+                     "fp": "lines:tkt:1"}],
 }
 
 

@@ -126,3 +126,19 @@ def test_the_client_rush_load_test_sells_exactly_the_stock(service: Service) -> 
     report = json.loads(run.stdout)
     assert report["outcomes"] == {"confirmed": 10, "sold_out": 30}, report
     assert sku_stats(service, "client-rush")["sold"] == 10
+
+
+def test_a_bundle_claim_through_the_client(service: Service) -> None:
+    put_campaign(service, "packs", qty=3, skus=[
+        {"sku": "tee", "price": 2500, "waves": [{"at": at(-60), "qty": 3}]},
+        {"sku": "cap", "price": 900, "waves": [{"at": at(-60), "qty": 3}]}],
+        bundles={"kit": {"lines": [{"sku": "tee"}, {"sku": "cap"}]}})
+    with Client(service.url, headers={"X-User-Id": "kim"}) as shop:
+        kit = shop.claim_bundle("packs", bundle="kit")
+        assert kit.bundle == "kit" and kit.price == 3400 and kit.lines
+        assert shop.claim_bundle("packs", bundle="kit").claim_id == kit.claim_id  # one intent
+        assert {x.status for x in shop.confirm(kit.claim_id).lines or ()} == {"confirmed"}
+    with Client(service.url, headers={"X-User-Id": "lee"}) as shop:
+        with pytest.raises(StampedeError) as err:
+            shop.claim_bundle("packs", lines=[("tee", 1), ("tee", 1)])
+        assert err.value.status == 400 and "lines[1].sku" in str(err.value)

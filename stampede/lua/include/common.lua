@@ -294,10 +294,45 @@ local function release_hold(now, claim_id, c, new_status, idem)
   offer_waitlist(now, c.sku)
 end
 
+-- Bundles (stampede/domain/bundles.py): a claim of several SKUs is one claim per
+-- line, marked in the users hash ("~b|<bundle>" -> "<name>|<line>,<line>...",
+-- "~l|<line>" -> the bundle); its lines are released, confirmed, expired together.
+local function bundle_line_ids(bundle_id)
+  local b = redis.call('HGET', K.users, '~b|' .. bundle_id)
+  if not b then return nil end
+  local ids = {}
+  for id in string.gmatch(string.match(b, '|(.*)$'), '[^,]+') do ids[#ids + 1] = id end
+  return ids
+end
+
+-- The lines of the bundle `claim_id` is a line of, or nil when it is a claim alone.
+local function bundle_of_line(claim_id)
+  local b = redis.call('HGET', K.users, '~l|' .. claim_id)
+  return b and bundle_line_ids(b)
+end
+
+-- After release_hold of a line, the other lines of its bundle still held; returns
+-- how many it released.
+local function release_bundle_rest(now, claim_id, new_status, idem)
+  local ids = bundle_of_line(claim_id)
+  if not ids then return 0 end
+  local released = 0
+  for _, id in ipairs(ids) do
+    local raw = id ~= claim_id and redis.call('HGET', K.claims, id)
+    local c = raw and parse_claim(raw)
+    if c and c.status == 'held' then
+      release_hold(now, id, c, new_status, idem)
+      released = released + 1
+    end
+  end
+  return released
+end
+
 -- Expire up to `limit` holds whose deadline has passed: from the expiry list's
 -- head (ids of claims no longer held are dropped as they are met; they count
 -- against the limit, so a sweep stays bounded), then from the deadlines zset.
 -- Returns the holds expired and the ids visited (at `limit`, more may be due).
+-- A bundle lapses whole: its other lines go with the first one met.
 local function expire_due_holds(now, limit)
   local expired, popped, chunk, due_yet = 0, 0, 1, true  -- read in doubling chunks: usually one id
   while due_yet and popped < limit do
@@ -309,7 +344,7 @@ local function expire_due_holds(now, limit)
       if c and c.status == 'held' then
         if c.deadline > now then due_yet = false; break end
         release_hold(now, claim_id, c, 'expired')
-        expired = expired + 1
+        expired = expired + 1 + release_bundle_rest(now, claim_id, 'expired')
       end
       popped = popped + 1
     end
@@ -324,7 +359,7 @@ local function expire_due_holds(now, limit)
       local c = parse_claim(raw)
       if c.status == 'held' then
         release_hold(now, claim_id, c, 'expired')
-        expired = expired + 1
+        expired = expired + 1 + release_bundle_rest(now, claim_id, 'expired')
       else
         redis.call('ZREM', K.deadlines, claim_id)
       end

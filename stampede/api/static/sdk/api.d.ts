@@ -554,6 +554,16 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * BundleLine
+         * @description One SKU of a bundle or of a claim of several lines, and its units.
+         */
+        BundleLine: {
+            /** @default 1 */
+            qty: number;
+            /** @description SKU id */
+            sku: string;
+        };
         /** CampaignPublic */
         CampaignPublic: {
             /** Format: date-time */
@@ -593,23 +603,42 @@ export interface components {
             /** @enum {unknown} */
             verdict: "admitted" | "bad_code" | "checked_in" | "fenced" | "not_found" | "refunded" | "wrong_venue";
         };
-        /** ClaimRequest */
+        /** ClaimLineView */
+        ClaimLineView: {
+            claim_id: string;
+            price: number;
+            qty: number;
+            sku: string;
+            /** @enum {unknown} */
+            status: "cancelled" | "confirmed" | "expired" | "held" | "refunded" | "transferred";
+        };
+        /**
+         * ClaimRequest
+         * @description A claim of one SKU (`sku`, `qty`), of several at once (`lines`), or of a bundle the
+         *     campaign defines (`bundle`): exactly one of the three.
+         */
         ClaimRequest: {
+            /** @description a bundle's name */
+            bundle?: string;
             /** @default null */
             code: string | null;
-            /** @default 1 */
-            qty: number;
+            lines?: components["schemas"]["BundleLine"][];
+            qty?: number;
             /** @description SKU id */
-            sku: string;
+            sku?: string;
         };
         /** ClaimView */
         ClaimView: {
+            /** @default null */
+            bundle: string | null;
             campaign_id: string;
             claim_id: string;
             /** @default null */
             created_at: string | null;
             /** Format: date-time */
             expires_at: string;
+            /** @default null */
+            lines: components["schemas"]["ClaimLineView"][] | null;
             /** @default false */
             offer: boolean;
             /** @default null */
@@ -1219,6 +1248,7 @@ export interface operations {
             content: {
                 /**
                  * @example {
+                 *       "qty": 1,
                  *       "sku": "tee-black"
                  *     }
                  */

@@ -91,6 +91,9 @@ export interface Units {
   qty?: number;
 }
 
+/** A claim of one SKU, of several at once (lines), or of a bundle of the spec. */
+export type ClaimUnits = Units | { lines: Units[] } | { bundle: string };
+
 export interface Subscription {
   readonly transport: "sse" | "poll";
   close(): void;
@@ -108,7 +111,7 @@ export declare class Stampede {
   intentKey(intent: string): string;
   forget(intent: string): void;
 
-  claim(cid: string, units: Units, options?: ClaimOptions): Promise<ClaimView>;
+  claim(cid: string, units: ClaimUnits, options?: ClaimOptions): Promise<ClaimView>;
   claimCoupon(cid: string, units: Units, options?: ClaimOptions): Promise<CouponClaimView>;
   solveChallenge(challenge: Pick<Challenge, "token" | "difficulty">,
                  options?: { onProgress?: (p: SolveProgress) => void; signal?: AbortSignal }

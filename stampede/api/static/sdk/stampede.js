@@ -168,11 +168,22 @@ export class Stampede {
    * Claim units: a hold. Double calls for the same (campaign, sku, qty) share one
    * request; retries and reloads reuse its Idempotency-Key, so there is one hold.
    * A challenge is solved in the worker (onChallenge/onProgress report it).
+   * Several SKUs at once, all or nothing: { lines: [{ sku, qty }, ...] }, or a bundle
+   * of the campaign's spec: { bundle: "name" } (the answer lists its lines).
    */
-  claim(cid, { sku, qty = 1 }, options = {}) {
-    const intent = options.intent || `claim:${cid}:${sku}:${qty}`;
+  claim(cid, { sku, qty = 1, lines, bundle }, options = {}) {
+    let body = { sku, qty };
+    let what = `${sku}:${qty}`;
+    if (bundle !== undefined) {
+      body = { bundle };
+      what = `bundle:${bundle}`;
+    } else if (lines !== undefined) {
+      body = { lines: lines.map((l) => ({ sku: l.sku, qty: l.qty ?? 1 })) };
+      what = `lines:${body.lines.map((l) => `${l.sku}:${l.qty}`).join(",")}`;
+    }
+    const intent = options.intent || `claim:${cid}:${what}`;
     return this._oncePerIntent(intent, () => this._guarded(
-      `/v1/campaigns/${enc(cid)}/claims`, { sku, qty }, cid, intent, options));
+      `/v1/campaigns/${enc(cid)}/claims`, body, cid, intent, options));
   }
 
   /** Claim a coupon (or a gift pack) of a drop: final at once. */
