@@ -279,9 +279,13 @@ async def test_extending_validity_reaches_issued_coupons(drop: Engine) -> None:
 async def test_a_narrowed_scope_keeps_what_was_issued(drop: Engine) -> None:
     m = await merchant(drop)
     old = await _code(drop, "drinks")
+    # Revisions are told apart by the millisecond (a coupon issued in the change's
+    # own millisecond counts as issued after it): keep the three steps apart.
+    await asyncio.sleep(0.003)
     a = await drop.coupons.patch_drop("d1", msgspec.convert(
         {"templates": {"drinks": {"categories": ["tea"]}}}, CouponDropPatch), "op")
     assert a.outcome is Outcome.OK
+    await asyncio.sleep(0.003)
     new = await _code(drop, "drinks", "bob")
     r = await drop.coupons.redeem(m, _req(new, CART, order="n"))
     assert (r.outcome, r.reason) == (Outcome.CONFLICT, "no_qualifying_lines")
