@@ -80,33 +80,8 @@ local waitlists = redis.call('EXISTS', K.waitlist) == 1
 local guard_cfg = load_guard_config(NKEYS + 1)
 local P = presale_keys_at(NKEYS + 3)
 
--- Stock of the SKUs this batch touches, read once and written once at the
--- end: the script is atomic, so nobody sees the cache and Redis differ.
-local stock = {}
-local function stock_of(sku)
-  local s = stock[sku]
-  if s == nil then
-    local r = redis.call('HMGET', K.stock, sku .. '.a', sku .. '.h', sku .. '.lim',
-                        sku .. '.price', sku .. '.s', sku .. '.ps')
-    if not r[1] then
-      s = false
-    else
-      s = {a = tonumber(r[1]), h = tonumber(r[2]), lim = tonumber(r[3]), price = r[4],
-           sold = tonumber(r[5]), steps = parse_price_steps(r[6]),
-           dirty = false, waiting = waitlists and wl_head(sku) ~= nil,
-           allocs = allocated and load_allocations(sku, now) or nil}
-      if s.allocs and #s.allocs == 0 then s.allocs = nil end
-    end
-    stock[sku] = s
-  end
-  return s
-end
-local function flush_stock()
-  for sku, s in pairs(stock) do
-    if s and s.dirty then redis.call('HSET', K.stock, sku .. '.a', s.a, sku .. '.h', s.h) end
-    if s and s.allocs then allocations_flush(s.allocs) end
-  end
-end
+-- Stock of the SKUs this batch touches, read once and written once at the end.
+local stock_of, flush_stock = stock_cache(now, waitlists, allocated)
 local tally = {}
 local function tally_one(field) tally[field] = (tally[field] or 0) + 1 end
 

@@ -63,31 +63,7 @@ for part in string.gmatch(meta[8] or '', '[^;]+') do
   spec_bundles[name] = lines
 end
 
-local stock = {}
-local function stock_of(sku)
-  local s = stock[sku]
-  if s == nil then
-    local r = redis.call('HMGET', K.stock, sku .. '.a', sku .. '.h', sku .. '.lim',
-                        sku .. '.price', sku .. '.s', sku .. '.ps')
-    if not r[1] then
-      s = false
-    else
-      s = {a = tonumber(r[1]), h = tonumber(r[2]), lim = tonumber(r[3]), price = r[4],
-           sold = tonumber(r[5]), steps = parse_price_steps(r[6]),
-           dirty = false, waiting = waitlists and wl_head(sku) ~= nil,
-           allocs = allocated and load_allocations(sku, now) or nil}
-      if s.allocs and #s.allocs == 0 then s.allocs = nil end
-    end
-    stock[sku] = s
-  end
-  return s
-end
-local function flush_stock()
-  for sku, s in pairs(stock) do
-    if s and s.dirty then redis.call('HSET', K.stock, sku .. '.a', s.a, sku .. '.h', s.h) end
-    if s and s.allocs then allocations_flush(s.allocs) end
-  end
-end
+local stock_of, flush_stock = stock_cache(now, waitlists, allocated)
 local tally = {}
 local function tally_one(field, n) tally[field] = (tally[field] or 0) + (n or 1) end
 

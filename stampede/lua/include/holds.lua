@@ -136,3 +136,36 @@ local function holds_flush()
   if #meta > 0 then redis.call('HSET', K.meta, unpack(meta)) end
   evseq_cache = nil
 end
+
+-- The stock of the SKUs a batch touches, read once and written once at its end
+-- (the script is atomic: nobody sees the cache and Redis differ). stock_of(sku)
+-- answers the SKU's counts, limit, price and steps, whether a waitlist waits for
+-- it and its allocations (false: no such SKU); flush_stock writes what changed.
+local function stock_cache(now, waitlists, allocated)
+  local stock = {}
+  local function stock_of(sku)
+    local s = stock[sku]
+    if s == nil then
+      local r = redis.call('HMGET', K.stock, sku .. '.a', sku .. '.h', sku .. '.lim',
+                          sku .. '.price', sku .. '.s', sku .. '.ps')
+      if not r[1] then
+        s = false
+      else
+        s = {a = tonumber(r[1]), h = tonumber(r[2]), lim = tonumber(r[3]), price = r[4],
+             sold = tonumber(r[5]), steps = parse_price_steps(r[6]),
+             dirty = false, waiting = waitlists and wl_head(sku) ~= nil,
+             allocs = allocated and load_allocations(sku, now) or nil}
+        if s.allocs and #s.allocs == 0 then s.allocs = nil end
+      end
+      stock[sku] = s
+    end
+    return s
+  end
+  local function flush_stock()
+    for sku, s in pairs(stock) do
+      if s and s.dirty then redis.call('HSET', K.stock, sku .. '.a', s.a, sku .. '.h', s.h) end
+      if s and s.allocs then allocations_flush(s.allocs) end
+    end
+  end
+  return stock_of, flush_stock
+end
