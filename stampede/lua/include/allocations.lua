@@ -55,22 +55,25 @@ end
 -- SKU fewer available: reserved units may not be released yet).
 local function allocation_take(allocs, available, qty, channel, tiers)
   if qty > available then return nil end
-  local reserved, own = 0, 0
+  local reserved, own, mine = 0, 0, nil  -- mine: those that admit the claim, in spec order
   for _, a in ipairs(allocs) do
-    if a.r > 0 then reserved = reserved + a.r end
-    if admits(a, channel, tiers) then own = own + a.r end
+    if a.r > 0 then
+      reserved = reserved + a.r
+      if admits(a, channel, tiers) then
+        own = own + a.r
+        if mine then mine[#mine + 1] = a else mine = {a} end
+      end
+    end
   end
   local shared = available - reserved
   if shared < 0 then shared = 0 end
   if qty > own + shared then return nil end
   local take, left = {}, qty
-  for _, a in ipairs(allocs) do
+  for _, a in ipairs(mine or take) do
     if left == 0 then break end
-    if admits(a, channel, tiers) then
-      local n = math.min(a.r, left)
-      take[#take + 1] = {a, n}
-      left = left - n
-    end
+    local n = math.min(a.r, left)
+    take[#take + 1] = {a, n}
+    left = left - n
   end
   return take
 end
@@ -78,6 +81,11 @@ end
 -- Spend a take: the allocations' reserved units (written once per script by
 -- allocations_flush), and "name:n,..." for the claim.
 local function allocation_spend(take)
+  if #take == 1 then  -- (the usual take: one allocation's units)
+    local a, n = take[1][1], take[1][2]
+    a.r, a.dirty = a.r - n, true
+    return a.name .. ':' .. n
+  end
   local parts = {}
   for _, t in ipairs(take) do
     t[1].r, t[1].dirty = t[1].r - t[2], true
