@@ -115,7 +115,7 @@ async def test_every_route_answers_retry_while_its_campaign_heals(
          {**_as("gus"), "Idempotency-Key": "refund-2"}, 200),
         ("room", "POST", "/v1/campaigns/room/queue", None, _as("eve"), 201),
         # Waiting-room tickets are not events: a rebuilt room has an empty queue, so
-        # the poll retried after the heal finds no ticket (docs/operating.md).
+        # the poll retried after the heal finds no ticket (docs/lookups-and-exports.md).
         ("room", "GET", "/v1/campaigns/room/queue/me", None, _as("fay"), 404),
     ]
     for cid, method, path, body, headers, done in asks:
