@@ -182,3 +182,24 @@ async def test_before_and_after_and_no_credential_in_the_log(
     assert "(masked)" in text
 
 
+
+
+async def test_a_replayed_put_is_not_a_second_action(
+        sale: Engine, persister: Persister, admin: tuple[Client, web.Application]) -> None:
+    client, _app = admin
+    puts = [("/admin/v1/merchants/cafe", {"name": "Cafe"}),
+            ("/admin/v1/scanners/north-1", {"venue": "arena", "gate": "north"})]
+    for path, body in puts:
+        keyed = {**OPS, "Idempotency-Key": f"put-{path}"}
+        first = await client.put(path, json=body, headers=keyed)
+        replay = await client.put(path, json=body, headers=keyed)
+        assert first.status == replay.status == 201
+        assert await replay.json() == await first.json()  # the first answer, token and all
+    log = [r for r in await _log(client, persister) if r["type"] == "admin_action"]
+    assert [r["fields"]["target"] for r in log] == [path for path, _ in puts]
+    # A new key is a new action (a new token): its row is there.
+    again = await client.put("/admin/v1/merchants/cafe", json={"name": "Cafe"},
+                             headers={**OPS, "Idempotency-Key": "put-again"})
+    assert again.status == 201
+    log = [r for r in await _log(client, persister) if r["type"] == "admin_action"]
+    assert len(log) == 3
