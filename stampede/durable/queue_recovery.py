@@ -10,10 +10,13 @@ window not over, turn not used by a claim (the claim scripts take the turn
 away with the hold, whose claim_held event says so).
 
 A campaign whose store has no ticket event (none taken, or all taken before
-tickets were events) is left as before: its queue keys untouched, its
-counters those Redis kept.
+tickets were events), or whose events do not cover the room from its start
+(an older version took some tickets or admitted some: arrival numbers with
+gaps, a first admission past rank 0), is left as before: its queue keys
+untouched, its counters those Redis kept.
 """
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +36,7 @@ from stampede.durable.store import Store
 from stampede.durable.store import schema as t
 from stampede.state import keys
 
+log = logging.getLogger("stampede.recovery")
 TYPES = names(QueueTicketIssued, QueueAdmitted, QueueLapsed)
 _TURN_USED = names(ClaimHeld, BundleHeld)
 _CHUNK = 10_000
@@ -53,10 +57,22 @@ class RoomRebuild:
     """(tokens, at) as the last admission left them"""
     admitted: dict[str, tuple[int, int]] = field(default_factory=dict)
     """user -> (window end ms, the admission's seq)"""
+    later: int = 0
+    """tickets taken after the opening (places 1 + arrival number)"""
+    began_before: bool = False
+    """the room had tickets or admissions before its events (an older version took
+    them): arrival numbers with gaps, or a first admission past rank 0"""
     tickets_twice: list[str] = field(default_factory=list)
     out_of_order: list[int] = field(default_factory=list)
-    """seqs of admissions that did not start at the serving counter or ran past the queue"""
+    """seqs of admissions that did not start where the last one ended, or ran past the
+    tickets taken (judged only for a room whose events cover it from the start)"""
     lapsed: int = 0
+
+    @property
+    def complete(self) -> bool:
+        """Do the events describe the whole room (recovery may replace it with them)?"""
+        return not (self.began_before or self.out_of_order or self.tickets_twice
+                    or self.later != self.seq)
 
     def fold(self, ev: Event) -> None:
         match ev:
@@ -68,6 +84,7 @@ class RoomRebuild:
                 self.line.append(user)
                 score = float(place)
                 if score >= 1:
+                    self.later += 1
                     self.seq = max(self.seq, int(score) - 1)
                 if len(self.line) > 1 and self._key(self.line[-2]) > (score, user):
                     self.unsorted = True  # an early arrival: sorted at the next admission
@@ -93,7 +110,10 @@ class RoomRebuild:
         if self.unsorted:
             self.line.sort(key=self._key)
             self.unsorted = False
-        if ev.first != self.served or ev.first + ev.count > len(self.line):
+        if self.bucket is None and ev.first != 0 or self.later != self.seq:
+            self.began_before = True  # older tickets or admissions left no event
+        if self.bucket is not None and ev.first != self.served or \
+                not self.began_before and ev.first + ev.count > len(self.line):
             self.out_of_order.append(ev.seq)
         for user in self.line[ev.first:ev.first + ev.count]:
             self.admitted[user] = (ev.until, ev.seq)
@@ -133,6 +153,11 @@ async def load(store: Store, cid: str, applied_seq: int, now: int) -> RoomRebuil
             return None
         for row in rows:
             room.fold(from_row(row))
+        if not room.complete:
+            log.warning("campaign %s: its waiting room's events do not cover it from the "
+                        "start (tickets older than them); its queue keys are left as they "
+                        "are", cid)
+            return None
         room.admitted = {u: w for u, w in room.admitted.items() if w[0] > now}
         if room.admitted:  # only claims since the oldest admission still open matter
             since = min(seq for _until, seq in room.admitted.values())

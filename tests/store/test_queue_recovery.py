@@ -98,14 +98,28 @@ def _ev(cls: Any, seq: int, ts: int = 0, **fields: Any) -> Any:
 def test_the_fold_places_early_tickets_by_draw_and_drops_lapsed_admissions() -> None:
     room = RoomRebuild()
     for seq, (user, place) in enumerate([("b", "0.7"), ("a", "0.2"), ("c", "0.7"),
-                                         ("d", "1"), ("e", "2")], start=1):
+                                         ("d", "2"), ("e", "3")], start=1):
         room.fold(_ev(QueueTicketIssued, seq, user=user, place=place))
     room.fold(_ev(QueueAdmitted, 6, ts=10, first=0, count=2, until=100, tokens=0, at=10))
     assert room.line == ["a", "b", "c", "d", "e"] and set(room.admitted) == {"a", "b"}
     room.fold(_ev(QueueAdmitted, 7, ts=50, first=2, count=1, until=200, tokens=0, at=50))
     room.fold(_ev(QueueLapsed, 8, ts=100, count=2))
     assert set(room.admitted) == {"c"} and room.lapsed == 2
-    assert (room.served, room.seq, room.out_of_order, room.tickets_twice) == (3, 1, [], [])
-    room.fold(_ev(QueueTicketIssued, 9, user="a", place="3"))
+    assert (room.served, room.seq, room.out_of_order, room.tickets_twice) == (3, 2, [], [])
+    assert room.complete
+    room.fold(_ev(QueueTicketIssued, 9, user="a", place="4"))
     room.fold(_ev(QueueAdmitted, 10, ts=60, first=5, count=1, until=300, tokens=0, at=60))
     assert room.tickets_twice == ["a"] and room.out_of_order == [10]
+
+
+def test_a_room_older_than_its_events_is_not_judged_nor_replaced() -> None:
+    # Two tickets (arrivals 1 and 2) and three admissions came before the events:
+    # the first ticket with an event is arrival 3 (place 4).
+    room = RoomRebuild()
+    room.fold(_ev(QueueTicketIssued, 1, user="c", place="4"))
+    room.fold(_ev(QueueAdmitted, 2, ts=10, first=3, count=1, until=100, tokens=0, at=10))
+    room.fold(_ev(QueueAdmitted, 3, ts=20, first=4, count=0, until=100, tokens=0, at=20))
+    assert room.began_before and room.out_of_order == [] and not room.complete
+    fresh = RoomRebuild()
+    fresh.fold(_ev(QueueTicketIssued, 1, user="a", place="2"))  # arrival 1
+    assert fresh.complete
