@@ -6,8 +6,10 @@
   retry anywhere (another worker, after a lost reply) cannot claim twice.
 - Confirm and cancel: the first answer is kept in `ResponseMemory`; a retry
   gets it back, the same key on another request gets 422.
-- A request answered from that memory is marked `REPLAYED`: it changed
-  nothing, so the admin audit log (api/audit.py) records no second action.
+- A request answered from that memory is marked `REPLAYED` (as is one whose
+  script answered a retry with its first answer: an operator refund, a grant
+  that granted nobody anew): it changed nothing, so the admin audit log
+  (api/audit.py) records no second action.
 """
 
 import re
@@ -24,7 +26,7 @@ from stampede.state.idempotency import ResponseMemory
 KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
 _KEY = re.compile(KEY_PATTERN)
 REPLAYED = web.RequestKey("replayed", bool)
-"""Set on a request whose answer is the first one's, from `ResponseMemory`."""
+"""Set on a request whose answer is a retry's: the first one's, nothing done again."""
 
 
 def checked_key(request: web.Request) -> str | None:

@@ -203,3 +203,25 @@ async def test_a_replayed_put_is_not_a_second_action(
     assert again.status == 201
     log = [r for r in await _log(client, persister) if r["type"] == "admin_action"]
     assert len(log) == 3
+
+
+async def test_a_replayed_refund_or_grant_is_not_a_second_action(
+        sale: Engine, persister: Persister, admin: tuple[Client, web.Application]) -> None:
+    client, _app = admin
+    await sale.define_campaign("plain", sale_spec())
+    await sale.define_campaign("drop", drop_spec())
+    claim = await bought(sale, "plain", "ann")
+    calls = [(f"/admin/v1/claims/{claim}/refund", {}),
+             ("/admin/v1/campaigns/drop/grants", {"sku": "five", "users": ["ann", "bob"]})]
+    for path, body in calls:
+        keyed = {**OPS, "Idempotency-Key": "once"}
+        first = await client.post(path, json=body, headers=keyed)
+        replay = await client.post(path, json=body, headers=keyed)
+        assert first.status == replay.status == 200, await replay.text()
+    log = [r for r in await _log(client, persister) if r["type"] == "admin_action"]
+    assert [r["fields"]["target"] for r in log] == [path for path, _ in calls]
+    # Another key grants again (to someone new): a new row.
+    more = await client.post("/admin/v1/campaigns/drop/grants", headers={
+        **OPS, "Idempotency-Key": "twice"}, json={"sku": "five", "users": ["cy"]})
+    assert more.status == 200 and (await more.json())["granted"] == 1
+    assert len([r for r in await _log(client, persister) if r["type"] == "admin_action"]) == 3
