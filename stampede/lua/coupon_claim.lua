@@ -3,11 +3,11 @@
 --
 -- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
 -- KEYS[NKEYS + 1..NCKEYS] the drop's coupon keys (C, include/coupons.lua)
--- KEYS[NCKEYS + 1..NCKEYS + 2] the guard's campaign-wide keys (limiter, lists)
+-- KEYS[NCKEYS + 1..NCKEYS + NGKEYS] the guard's campaign-wide keys (limiter,
+--             lists, state)
 -- KEYS[..]    per claim, the claimant's wallet (set of the coupon ids they ever
 --             owned in this drop), when the claim carries one its idempotency
---             key, and the guard's limiter, accounts and challenge-nonce keys
---             (include/guard.lua)
+--             key, and the guard's challenge-nonce keys (include/guard.lua)
 -- ARGV[1]     how long to remember an idempotent answer (ms)
 -- ARGV[2]     the batch's claims, one msgpack array of coupon_claim_arg
 --             (stampede/state/records.py CouponClaimArg: claim_id, user, sku,

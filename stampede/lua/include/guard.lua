@@ -22,20 +22,36 @@
 -- A request's context `g` is the claim argument's GuardArg (records.py):
 --   device, network ('' none), age, recent (-1 unknown),
 --   pow_bits, pow_exp (a verified solution's difficulty and expiry; -1 none),
---   and KEYS slots (0 none): k_user, k_device, k_network, k_acc_device,
---   k_acc_network, k_nonce; guard_context adds the claim's user.
--- The campaign's limiter and lists (GuardKeys) follow the script's fixed key
--- sets; the script names their first slot once, to load_guard_config: NKEYS + 1
--- (claim_batch), NCKEYS + 1 (coupon_claim).
+--   k_nonce (KEYS slot of the solution's nonce key, 0 none); guard_context
+--   adds the claim's user.
+-- The campaign's limiter, lists and state (GuardKeys) follow the script's
+-- fixed key sets; the script names their first slot once, to
+-- load_guard_config: NKEYS + 1 (claim_batch, claim_bundle), NCKEYS + 1
+-- (coupon_claim).
+--
+-- The state hash holds everything the guard remembers per user, device and
+-- network, one field each, every field with its own expiry (hash field
+-- expiration), so nothing outlives its use:
+--   "u:<user>", "d:<device>", "n:<network>"  a GCRA TAT (ms); expires
+--                around the TAT, after which it would read as "fresh" anyway
+--   "ad:<device>", "an:<network>"  the accounts seen there lately,
+--                "<ms> <user>," each (accounts_seen); expires a window after
+--                the last one was added
+-- A run reads the fields of its whole batch in one HMGET (guard_prefetch),
+-- keeps them in g_fields as its claims change them, and writes the changed
+-- ones at the end in one HSETEX per expiry (guard_flush), as include/holds.lua
+-- does for holds. Proof-of-work nonces keep a key each (rare: one per solved
+-- challenge), checked and set at once with SET NX.
+
 --@include args
 
-local g_limiter, g_lists = nil, nil  -- the campaign's limiter and lists keys
+local g_limiter, g_lists, g_state = nil, nil, nil  -- the campaign's GuardKeys
 
--- The campaign's config (nil when unguarded); `slot` is the KEYS index of its
--- guard keys.
+-- The campaign's config (nil when unguarded), decoded once per run; `slot` is
+-- the KEYS index of its guard keys.
 local function load_guard_config(slot)
   local gk = guard_keys_at(slot)
-  g_limiter, g_lists = gk.limiter, gk.lists
+  g_limiter, g_lists, g_state = gk.limiter, gk.lists, gk.state
   local raw = redis.call('HGET', K.meta, 'th')
   if not raw or raw == '' then return nil end
   local cfg = guard_config_from(cjson.decode(raw))
@@ -49,28 +65,67 @@ end
 local campaign_tat = nil
 local g_refused, g_tally = {}, {}
 
--- A claim batch's rate-limiter TATs and lapse counts, read in one call each
--- (guard_prefetch) and kept as this run commits them; a key or user not read
--- ahead is read when it is met.
-local g_tats, g_lapses = {}, nil
+-- The state hash's fields as this run has read and changed them (false:
+-- absent), and, for those changed, the time (ms) they may expire at; the
+-- lists' marks (read only); the users' lapse counts when a rule reads them.
+local g_fields, g_dirty, g_marks, g_lapses = {}, {}, {}, nil
 
--- Read ahead what the batch's guard contexts will check: every GCRA key of
--- theirs (one MGET) and, when a risk rule reads lapses, each user's lapses.
-local function guard_prefetch(cfg, contexts)
-  local ks, seen = {}, {}
-  for _, g in ipairs(contexts) do
-    for _, slot in ipairs({g.k_user, g.k_device, g.k_network}) do
-      if slot > 0 and not seen[KEYS[slot]] then
-        seen[KEYS[slot]] = true
-        ks[#ks + 1] = KEYS[slot]
-      end
+-- Read into `cache` the fields of `key` it does not hold yet, in one HMGET.
+local function read_ahead(key, cache, fields)
+  local want, asked = {}, {}
+  for _, f in ipairs(fields) do
+    if cache[f] == nil and not asked[f] then
+      asked[f] = true
+      want[#want + 1] = f
     end
   end
-  for i = 1, #ks, 1000 do
-    local last = math.min(i + 999, #ks)
-    local v = redis.call('MGET', unpack(ks, i, last))
-    for j = i, last do g_tats[ks[j]] = tonumber(v[j - i + 1] or '0') end
+  if #want == 0 then return end
+  local v = hmget_chunked(key, want)
+  for i, f in ipairs(want) do cache[f] = v[i] or false end
+end
+
+local function state_of(field)
+  local v = g_fields[field]
+  if v == nil then
+    v = redis.call('HGET', g_state, field) or false
+    g_fields[field] = v
   end
+  return v
+end
+
+local function mark_of(field)
+  local v = g_marks[field]
+  if v == nil then
+    v = redis.call('HGET', g_lists, field) or false
+    g_marks[field] = v
+  end
+  return v
+end
+
+-- Read ahead what the batch's guard contexts will check: their state fields
+-- (one HMGET), their list marks when the campaign has lists, and, when a risk
+-- rule reads lapses, each user's lapses. Anything not read ahead is read when
+-- it is met.
+local function guard_prefetch(cfg, contexts)
+  local state, marks = {}, {}
+  for _, g in ipairs(contexts) do
+    if cfg.user then state[#state + 1] = 'u:' .. g.user end
+    if g.device ~= '' then
+      if cfg.device then state[#state + 1] = 'd:' .. g.device end
+      if cfg.accounts_per_device then state[#state + 1] = 'ad:' .. g.device end
+    end
+    if g.network ~= '' then
+      if cfg.network then state[#state + 1] = 'n:' .. g.network end
+      if cfg.accounts_per_network then state[#state + 1] = 'an:' .. g.network end
+    end
+    if cfg.lists then
+      marks[#marks + 1] = 'u:' .. g.user
+      marks[#marks + 1] = 'd:' .. g.device
+      marks[#marks + 1] = 'n:' .. g.network
+    end
+  end
+  read_ahead(g_state, g_fields, state)
+  if cfg.lists then read_ahead(g_lists, g_marks, marks) end
   for _, rule in ipairs(cfg.risk) do
     if rule.signal == 'lapses' and #contexts > 0 then
       local fields = {}
@@ -90,14 +145,24 @@ local function guard_context(user, g)
   return g
 end
 
--- Distinct accounts over a sliding window: exact, and bounded (a set never
--- grows past reject_above + 1 members: above that nothing is added).
-local function accounts_seen(key, now, user, window)
-  local n = redis.call('ZCARD', key)
-  if n == 0 then return 1 end  -- a new device or network: one call
-  n = n - redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-  if not redis.call('ZSCORE', key, user) then n = n + 1 end
-  return n
+-- Distinct accounts on one device or network over a sliding window, exact
+-- and bounded. `list` is its state field: "<ms> <user>," for each account
+-- last seen there at ms (user ids have neither space nor comma), at most
+-- reject_above of them, as a new account above that is refused, never added.
+-- Returns how many distinct accounts the window holds counting `user`, and
+-- the list once `user` is seen now (nil when over `cap`: no need to go on).
+local function accounts_seen(list, now, user, window, cap)
+  if not list or list == '' then return 1, now .. ' ' .. user .. ',' end
+  local cutoff, n, kept = now - window, 1, {}
+  for t, u in string.gmatch(list, '(%d+) ([^,]*),') do
+    if u ~= user and tonumber(t) > cutoff then
+      n = n + 1
+      if n > cap then return n, nil end
+      kept[#kept + 1] = t .. ' ' .. u .. ','
+    end
+  end
+  kept[#kept + 1] = now .. ' ' .. user .. ','
+  return n, table.concat(kept)
 end
 
 local function risk_value(g, signal)
@@ -115,8 +180,7 @@ end
 local function guard_verdict(cfg, g, now)
   local allowed = false
   if cfg.lists then
-    local l = redis.call('HMGET', g_lists, 'u:' .. g.user, 'd:' .. g.device,
-                         'n:' .. g.network)
+    local l = {mark_of('u:' .. g.user), mark_of('d:' .. g.device), mark_of('n:' .. g.network)}
     for i, why in ipairs({'user_blocked', 'device_blocked', 'network_blocked'}) do
       if l[i] == 'b' then return {BLOCKED, why, ''} end
       if l[i] == 'a' then allowed = true end
@@ -125,17 +189,17 @@ local function guard_verdict(cfg, g, now)
   -- Rates: an allowed user, device or network (a campus NAT) is exempt from
   -- the device and network limits, never from the user's or the campaign's.
   local pending, wait, scope = {}, 0, ''
-  local function rate(lim, slot, name)
-    if not lim or slot == 0 then return end
-    local ok, retry, tat = gcra_check(KEYS[slot], now, lim.interval_ms, lim.burst,
-                                      g_tats[KEYS[slot]])
+  local function rate(lim, field, name)
+    if not lim or not field then return end
+    local ok, retry, tat = gcra_step(tonumber(state_of(field) or '0'), now, lim.interval_ms,
+                                     lim.burst)
     if not ok and retry > wait then wait, scope = retry, name end
-    pending[#pending + 1] = {KEYS[slot], tat}
+    pending[#pending + 1] = {field, tat}
   end
-  rate(cfg.user, g.k_user, 'user')
+  rate(cfg.user, 'u:' .. g.user, 'user')
   if not allowed then
-    rate(cfg.device, g.k_device, 'device')
-    rate(cfg.network, g.k_network, 'network')
+    rate(cfg.device, g.device ~= '' and 'd:' .. g.device, 'device')
+    rate(cfg.network, g.network ~= '' and 'n:' .. g.network, 'network')
   end
   local c_tat = nil
   if cfg.campaign then  -- the campaign's limiter, from this batch's running TAT
@@ -147,23 +211,25 @@ local function guard_verdict(cfg, g, now)
   end
   if wait > 0 then return {THROTTLED, scope, wait} end
   -- Within its rates, the request is charged to them, whatever comes next:
-  -- a bot refused by a later check still spends its network's budget.
+  -- a bot refused by a later check still spends its network's budget. A TAT
+  -- is needed until it has passed (then "fresh" reads the same).
   for _, p in ipairs(pending) do
-    gcra_commit(p[1], now, p[2])
-    g_tats[p[1]] = p[2]
+    g_fields[p[1]], g_dirty[p[1]] = p[2], p[2]
   end
   if c_tat then campaign_tat = c_tat end
   local level, why = 0, ''
   local seen = {}
   if not allowed then
-    for _, a in ipairs({{cfg.accounts_per_device, g.k_acc_device, 'accounts_per_device'},
-                        {cfg.accounts_per_network, g.k_acc_network, 'accounts_per_network'}}) do
-      local lim, slot = a[1], a[2]
-      if lim and slot > 0 then
-        local n = accounts_seen(KEYS[slot], now, g.user, lim.window_ms)
-        if n > lim.reject_above then return {BLOCKED, a[3], ''} end
-        if n > lim.challenge_above then level, why = level + 1, a[3] end
-        seen[#seen + 1] = {KEYS[slot], lim.window_ms}
+    for _, a in ipairs({{cfg.accounts_per_device, g.device, 'ad:', 'accounts_per_device'},
+                        {cfg.accounts_per_network, g.network, 'an:', 'accounts_per_network'}}) do
+      local lim, subject = a[1], a[2]
+      if lim and subject ~= '' then
+        local field = a[3] .. subject
+        local n, list = accounts_seen(state_of(field), now, g.user, lim.window_ms,
+                                      lim.reject_above)
+        if n > lim.reject_above then return {BLOCKED, a[4], ''} end
+        if n > lim.challenge_above then level, why = level + 1, a[4] end
+        seen[#seen + 1] = {field, list, now + lim.window_ms}
       end
     end
     for _, rule in ipairs(cfg.risk) do
@@ -184,9 +250,10 @@ local function guard_verdict(cfg, g, now)
       and redis.call('SET', KEYS[g.k_nonce], g.user, 'NX', 'PX', g.pow_exp - now)
     if not solved then return {CHALLENGE_REQUIRED, why, need} end
   end
+  -- Accounts are recorded only for a request let through; the list lives a
+  -- window after its newest account.
   for _, s in ipairs(seen) do
-    redis.call('ZADD', s[1], now, g.user)
-    redis.call('PEXPIRE', s[1], s[2])
+    g_fields[s[1]], g_dirty[s[1]] = s[2], s[3]
   end
   return OK
 end
@@ -209,10 +276,41 @@ local function guard(cfg, g, now)
   return v
 end
 
--- At the end of the script: the campaign limiter's TAT, the refusal counts
--- (K.counts) and one `requests_refused` event for the run's refusals
+-- When a changed field expires: its time rounded up on a grid that grows
+-- with the distance (1 s, or an eighth to a quarter of the field's life), so
+-- that one HSETEX sets many fields. A field outliving its time is harmless:
+-- a past TAT and accounts out of the window read as "fresh".
+local function expiry_of(at, now)
+  local step = 1024
+  while step * 8 < at - now do step = step * 2 end
+  return math.ceil(at / step) * step
+end
+
+-- At the end of the script: the state fields the run changed (one HSETEX
+-- per expiry), the campaign limiter's TAT, the refusal counts (K.counts) and
+-- one `requests_refused` event for the run's refusals
 -- ("user,code,detail,value,device,network;...").
 local function guard_flush(now)
+  local by_ttl, ttls = {}, {}
+  for field, at in pairs(g_dirty) do
+    local ttl = math.max(1, expiry_of(at, now) - now)
+    local fv = by_ttl[ttl]
+    if not fv then
+      fv = {}
+      by_ttl[ttl] = fv
+      ttls[#ttls + 1] = ttl
+    end
+    fv[#fv + 1] = field
+    fv[#fv + 1] = g_fields[field]
+  end
+  for _, ttl in ipairs(ttls) do
+    local fv = by_ttl[ttl]
+    for i = 1, #fv, 2000 do
+      local last = math.min(i + 1999, #fv)
+      redis.call('HSETEX', g_state, 'PX', ttl, 'FIELDS', (last - i + 1) / 2,
+                 unpack(fv, i, last))
+    end
+  end
   if campaign_tat then gcra_commit(g_limiter, now, campaign_tat) end
   for name, n in pairs(g_tally) do count(name, n) end
   if #g_refused > 0 then
