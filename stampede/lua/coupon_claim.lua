@@ -417,8 +417,16 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
   return answer(OK, issued, claim_id, now, ids)
 end
 
-for _, a in ipairs(cmsgpack.unpack(ARGV[2])) do
-  local c = coupon_claim_arg_from(a)
+local batch = {}
+for i, a in ipairs(cmsgpack.unpack(ARGV[2])) do batch[i] = coupon_claim_arg_from(a) end
+if guard_cfg then  -- the batch's guard state in one read
+  local contexts = {}
+  for _, c in ipairs(batch) do
+    if c.guard then contexts[#contexts + 1] = guard_context(c.user, c.guard) end
+  end
+  guard_prefetch(guard_cfg, contexts)
+end
+for _, c in ipairs(batch) do
   claim_one(c.claim_id, c.user, c.sku, c.qty, KEYS[c.wallet_slot],
             c.idem_slot > 0 and KEYS[c.idem_slot] or nil, c.admission, c.identity, c.seed,
             c.fingerprint, guard_cfg and guard_context(c.user, c.guard),

@@ -23,7 +23,7 @@
 --   device, network ('' none), age, recent (-1 unknown),
 --   pow_bits, pow_exp (a verified solution's difficulty and expiry; -1 none),
 --   k_nonce (KEYS slot of the solution's nonce key, 0 none); guard_context
---   adds the claim's user.
+--   adds the claim's user and the names of its state fields (fu, fd, fn).
 -- The campaign's limiter, lists and state (GuardKeys) follow the script's
 -- fixed key sets; the script names their first slot once, to
 -- load_guard_config: NKEYS + 1 (claim_batch, claim_bundle), NCKEYS + 1
@@ -32,20 +32,22 @@
 -- The state hash holds everything the guard remembers per user, device and
 -- network, one field each, every field with its own expiry (hash field
 -- expiration), so nothing outlives its use:
---   "u:<user>", "d:<device>", "n:<network>"  a GCRA TAT (ms); expires
---                around the TAT, after which it would read as "fresh" anyway
---   "ad:<device>", "an:<network>"  the accounts seen there lately,
---                "<ms> <user>," each (accounts_seen); expires a window after
---                the last one was added
+--   "u:<user>"   the user's GCRA TAT (ms); expires around the TAT, after
+--                which it would read as "fresh" anyway
+--   "d:<device>", "n:<network>"  "<TAT>|<accounts>": the device's (network's)
+--                TAT ('' none), and the accounts seen there lately,
+--                "<ms> <user>," each (accounts_seen); expires after the TAT
+--                and a window after it was last written with accounts
 -- A run reads the fields of its whole batch in one HMGET (guard_prefetch),
--- keeps them in g_fields as its claims change them, and writes the changed
--- ones at the end in one HSETEX per expiry (guard_flush), as include/holds.lua
+-- keeps them decoded as its claims change them, and writes the changed ones
+-- at the end in one HSETEX per expiry (guard_flush), as include/holds.lua
 -- does for holds. Proof-of-work nonces keep a key each (rare: one per solved
 -- challenge), checked and set at once with SET NX.
 
 --@include args
 
 local g_limiter, g_lists, g_state = nil, nil, nil  -- the campaign's GuardKeys
+local g_cfg = nil  -- its config, for guard_flush
 
 -- The campaign's config (nil when unguarded), decoded once per run; `slot` is
 -- the KEYS index of its guard keys.
@@ -56,6 +58,7 @@ local function load_guard_config(slot)
   if not raw or raw == '' then return nil end
   local cfg = guard_config_from(cjson.decode(raw))
   cfg.lists = redis.call('EXISTS', g_lists) == 1
+  g_cfg = cfg
   return cfg
 end
 
@@ -65,29 +68,24 @@ end
 local campaign_tat = nil
 local g_refused, g_tally = {}, {}
 
--- The state hash's fields as this run has read and changed them (false:
--- absent), and, for those changed, the time (ms) they may expire at; the
--- lists' marks (read only); the users' lapse counts when a rule reads them.
+-- The state fields as this run has read and changed them, decoded: a user's
+-- TAT (0 none), a device's or network's {tat, list, window} (window: of its
+-- accounts limit, 0 none); g_dirty names those changed. The lists' marks
+-- (false: none), and the users' lapse counts when a rule reads them.
 local g_fields, g_dirty, g_marks, g_lapses = {}, {}, {}, nil
 
--- Read into `cache` the fields of `key` it does not hold yet, in one HMGET.
-local function read_ahead(key, cache, fields)
-  local want, asked = {}, {}
-  for _, f in ipairs(fields) do
-    if cache[f] == nil and not asked[f] then
-      asked[f] = true
-      want[#want + 1] = f
-    end
-  end
-  if #want == 0 then return end
-  local v = hmget_chunked(key, want)
-  for i, f in ipairs(want) do cache[f] = v[i] or false end
+local function decode_field(field, raw)
+  if string.byte(field) == 117 then return tonumber(raw or '0') end  -- 'u:'
+  if not raw then return {tat = 0, list = ''} end
+  local bar = string.find(raw, '|', 1, true)
+  if not bar then return {tat = tonumber(raw) or 0, list = ''} end
+  return {tat = tonumber(string.sub(raw, 1, bar - 1)) or 0, list = string.sub(raw, bar + 1)}
 end
 
 local function state_of(field)
   local v = g_fields[field]
   if v == nil then
-    v = redis.call('HGET', g_state, field) or false
+    v = decode_field(field, redis.call('HGET', g_state, field))
     g_fields[field] = v
   end
   return v
@@ -102,66 +100,78 @@ local function mark_of(field)
   return v
 end
 
+-- The guard's context of a claim (its argument's decoded guard), with the
+-- claim's user and its state fields' names; nil if the claim came without one.
+local function guard_context(user, g)
+  if g and not g.fu then
+    g.user, g.fu = user, 'u:' .. user
+    if g.device ~= '' then g.fd = 'd:' .. g.device end
+    if g.network ~= '' then g.fn = 'n:' .. g.network end
+  end
+  return g
+end
+
 -- Read ahead what the batch's guard contexts will check: their state fields
 -- (one HMGET), their list marks when the campaign has lists, and, when a risk
 -- rule reads lapses, each user's lapses. Anything not read ahead is read when
 -- it is met.
 local function guard_prefetch(cfg, contexts)
-  local state, marks = {}, {}
+  local want, n = {}, 0
+  local by_device = cfg.device or cfg.accounts_per_device
+  local by_network = cfg.network or cfg.accounts_per_network
+  local function ask(f)
+    if f and g_fields[f] == nil then
+      g_fields[f] = false  -- asked
+      n = n + 1
+      want[n] = f
+    end
+  end
   for _, g in ipairs(contexts) do
-    if cfg.user then state[#state + 1] = 'u:' .. g.user end
-    if g.device ~= '' then
-      if cfg.device then state[#state + 1] = 'd:' .. g.device end
-      if cfg.accounts_per_device then state[#state + 1] = 'ad:' .. g.device end
-    end
-    if g.network ~= '' then
-      if cfg.network then state[#state + 1] = 'n:' .. g.network end
-      if cfg.accounts_per_network then state[#state + 1] = 'an:' .. g.network end
-    end
-    if cfg.lists then
+    if cfg.user then ask(g.fu) end
+    if by_device then ask(g.fd) end
+    if by_network then ask(g.fn) end
+  end
+  local v = hmget_chunked(g_state, want)
+  for i = 1, n do g_fields[want[i]] = decode_field(want[i], v[i]) end
+  if cfg.lists then
+    local marks = {}
+    for _, g in ipairs(contexts) do
       marks[#marks + 1] = 'u:' .. g.user
       marks[#marks + 1] = 'd:' .. g.device
       marks[#marks + 1] = 'n:' .. g.network
     end
+    local m = hmget_chunked(g_lists, marks)
+    for i, f in ipairs(marks) do g_marks[f] = m[i] or false end
   end
-  read_ahead(g_state, g_fields, state)
-  if cfg.lists then read_ahead(g_lists, g_marks, marks) end
   for _, rule in ipairs(cfg.risk) do
     if rule.signal == 'lapses' and #contexts > 0 then
       local fields = {}
       for i, g in ipairs(contexts) do fields[i] = g.user .. '|~lapsed' end
-      local v = hmget_chunked(K.users, fields)
+      local l = hmget_chunked(K.users, fields)
       g_lapses = {}
-      for i, g in ipairs(contexts) do g_lapses[g.user] = tonumber(v[i] or '0') end
+      for i, g in ipairs(contexts) do g_lapses[g.user] = tonumber(l[i] or '0') end
       break
     end
   end
 end
 
--- The guard's context of a claim (its argument's decoded guard), with the
--- claim's user; nil if the claim came without one.
-local function guard_context(user, g)
-  if g then g.user = user end
-  return g
-end
-
 -- Distinct accounts on one device or network over a sliding window, exact
--- and bounded. `list` is its state field: "<ms> <user>," for each account
--- last seen there at ms (user ids have neither space nor comma), at most
--- reject_above of them, as a new account above that is refused, never added.
--- Returns how many distinct accounts the window holds counting `user`, and
--- the list once `user` is seen now (nil when over `cap`: no need to go on).
+-- and bounded. `list` is "<ms> <user>," for each account last seen there at
+-- ms (user ids have neither space nor comma), at most reject_above of them,
+-- as a new account above that is refused, never added. Returns how many
+-- distinct accounts the window holds counting `user`, and the list once
+-- `user` is seen now (nil when over `cap`: no need to go on).
 local function accounts_seen(list, now, user, window, cap)
-  if not list or list == '' then return 1, now .. ' ' .. user .. ',' end
+  if list == '' then return 1, now .. ' ' .. user .. ',' end
   local cutoff, n, kept = now - window, 1, {}
   for t, u in string.gmatch(list, '(%d+) ([^,]*),') do
     if u ~= user and tonumber(t) > cutoff then
       n = n + 1
       if n > cap then return n, nil end
-      kept[#kept + 1] = t .. ' ' .. u .. ','
+      kept[n - 1] = t .. ' ' .. u .. ','
     end
   end
-  kept[#kept + 1] = now .. ' ' .. user .. ','
+  kept[n] = now .. ' ' .. user .. ','
   return n, table.concat(kept)
 end
 
@@ -174,6 +184,8 @@ local function risk_value(g, signal)
   end
   return -1
 end
+
+local ACCOUNT_CHECKS = {{'accounts_per_device', 'fd'}, {'accounts_per_network', 'fn'}}
 
 -- Returns OK, or {code, detail, value}: THROTTLED (scope, retry ms),
 -- BLOCKED (why), CHALLENGE_REQUIRED (why, difficulty bits).
@@ -188,48 +200,54 @@ local function guard_verdict(cfg, g, now)
   end
   -- Rates: an allowed user, device or network (a campus NAT) is exempt from
   -- the device and network limits, never from the user's or the campaign's.
-  local pending, wait, scope = {}, 0, ''
-  local function rate(lim, field, name)
-    if not lim or not field then return end
-    local ok, retry, tat = gcra_step(tonumber(state_of(field) or '0'), now, lim.interval_ms,
-                                     lim.burst)
-    if not ok and retry > wait then wait, scope = retry, name end
-    pending[#pending + 1] = {field, tat}
+  local wait, scope, ok, retry = 0, '', true, 0
+  local u_tat, dev, d_tat, net, n_tat, c_tat
+  local lim = cfg.user
+  if lim then
+    ok, retry, u_tat = gcra_step(state_of(g.fu), now, lim.interval_ms, lim.burst)
+    if not ok then wait, scope = retry, 'user' end
   end
-  rate(cfg.user, 'u:' .. g.user, 'user')
   if not allowed then
-    rate(cfg.device, g.device ~= '' and 'd:' .. g.device, 'device')
-    rate(cfg.network, g.network ~= '' and 'n:' .. g.network, 'network')
+    lim = cfg.device
+    if lim and g.fd then
+      dev = state_of(g.fd)
+      ok, retry, d_tat = gcra_step(dev.tat, now, lim.interval_ms, lim.burst)
+      if not ok and retry > wait then wait, scope = retry, 'device' end
+    end
+    lim = cfg.network
+    if lim and g.fn then
+      net = state_of(g.fn)
+      ok, retry, n_tat = gcra_step(net.tat, now, lim.interval_ms, lim.burst)
+      if not ok and retry > wait then wait, scope = retry, 'network' end
+    end
   end
-  local c_tat = nil
-  if cfg.campaign then  -- the campaign's limiter, from this batch's running TAT
-    local step, burst = cfg.campaign.interval_ms, cfg.campaign.burst
+  lim = cfg.campaign
+  if lim then  -- the campaign's limiter, from this batch's running TAT
+    local step = lim.interval_ms
     local tat = math.max(campaign_tat or tonumber(redis.call('GET', g_limiter) or '0'), now)
-    local over = tat + step - now - step * burst
+    local over = tat + step - now - step * lim.burst
     if over > 0 and math.ceil(over) > wait then wait, scope = math.ceil(over), 'campaign' end
     c_tat = tat + step
   end
   if wait > 0 then return {THROTTLED, scope, wait} end
   -- Within its rates, the request is charged to them, whatever comes next:
-  -- a bot refused by a later check still spends its network's budget. A TAT
-  -- is needed until it has passed (then "fresh" reads the same).
-  for _, p in ipairs(pending) do
-    g_fields[p[1]], g_dirty[p[1]] = p[2], p[2]
-  end
+  -- a bot refused by a later check still spends its network's budget.
+  if u_tat then g_fields[g.fu], g_dirty[g.fu] = u_tat, true end
+  if d_tat then dev.tat, g_dirty[g.fd] = d_tat, true end
+  if n_tat then net.tat, g_dirty[g.fn] = n_tat, true end
   if c_tat then campaign_tat = c_tat end
   local level, why = 0, ''
-  local seen = {}
+  local seen1, seen2  -- {field, list, window} of the accounts checks passed
   if not allowed then
-    for _, a in ipairs({{cfg.accounts_per_device, g.device, 'ad:', 'accounts_per_device'},
-                        {cfg.accounts_per_network, g.network, 'an:', 'accounts_per_network'}}) do
-      local lim, subject = a[1], a[2]
-      if lim and subject ~= '' then
-        local field = a[3] .. subject
-        local n, list = accounts_seen(state_of(field), now, g.user, lim.window_ms,
-                                      lim.reject_above)
-        if n > lim.reject_above then return {BLOCKED, a[4], ''} end
-        if n > lim.challenge_above then level, why = level + 1, a[4] end
-        seen[#seen + 1] = {field, list, now + lim.window_ms}
+    for i, a in ipairs(ACCOUNT_CHECKS) do
+      local acc, field = cfg[a[1]], g[a[2]]
+      if acc and field then
+        local n, list = accounts_seen(state_of(field).list, now, g.user, acc.window_ms,
+                                      acc.reject_above)
+        if n > acc.reject_above then return {BLOCKED, a[1], ''} end
+        if n > acc.challenge_above then level, why = level + 1, a[1] end
+        if i == 1 then seen1 = {field, list, acc.window_ms}
+        else seen2 = {field, list, acc.window_ms} end
       end
     end
     for _, rule in ipairs(cfg.risk) do
@@ -250,10 +268,10 @@ local function guard_verdict(cfg, g, now)
       and redis.call('SET', KEYS[g.k_nonce], g.user, 'NX', 'PX', g.pow_exp - now)
     if not solved then return {CHALLENGE_REQUIRED, why, need} end
   end
-  -- Accounts are recorded only for a request let through; the list lives a
-  -- window after its newest account.
-  for _, s in ipairs(seen) do
-    g_fields[s[1]], g_dirty[s[1]] = s[2], s[3]
+  -- Accounts are recorded only for a request let through.
+  for _, s in pairs({seen1, seen2}) do  -- pairs: either may be nil
+    local e = g_fields[s[1]]
+    e.list, e.window, g_dirty[s[1]] = s[2], s[3], true
   end
   return OK
 end
@@ -276,10 +294,10 @@ local function guard(cfg, g, now)
   return v
 end
 
--- When a changed field expires: its time rounded up on a grid that grows
+-- When a changed field may expire: its time rounded up on a grid that grows
 -- with the distance (1 s, or an eighth to a quarter of the field's life), so
 -- that one HSETEX sets many fields. A field outliving its time is harmless:
--- a past TAT and accounts out of the window read as "fresh".
+-- a past TAT and accounts out of their window read as "fresh".
 local function expiry_of(at, now)
   local step = 1024
   while step * 8 < at - now do step = step * 2 end
@@ -292,7 +310,23 @@ end
 -- ("user,code,detail,value,device,network;...").
 local function guard_flush(now)
   local by_ttl, ttls = {}, {}
-  for field, at in pairs(g_dirty) do
+  for field in pairs(g_dirty) do
+    local e, value, at = g_fields[field], nil, nil
+    if type(e) == 'number' then
+      value, at = e, e
+    else
+      -- A list is kept a window after it was last written (its newest account
+      -- is at most that old); lists of a check since removed are dropped.
+      local window = e.window
+      if not window then
+        local acc = g_cfg and g_cfg[string.byte(field) == 100 and 'accounts_per_device'
+                                or 'accounts_per_network']
+        window = acc and acc.window_ms or 0
+      end
+      if window == 0 then e.list = '' end
+      value = (e.tat > 0 and e.tat or '') .. '|' .. e.list
+      at = math.max(e.tat, e.list ~= '' and now + window or 0)
+    end
     local ttl = math.max(1, expiry_of(at, now) - now)
     local fv = by_ttl[ttl]
     if not fv then
@@ -301,7 +335,7 @@ local function guard_flush(now)
       ttls[#ttls + 1] = ttl
     end
     fv[#fv + 1] = field
-    fv[#fv + 1] = g_fields[field]
+    fv[#fv + 1] = value
   end
   for _, ttl in ipairs(ttls) do
     local fv = by_ttl[ttl]
