@@ -185,8 +185,6 @@ local function risk_value(g, signal)
   return -1
 end
 
-local ACCOUNT_CHECKS = {{'accounts_per_device', 'fd'}, {'accounts_per_network', 'fn'}}
-
 -- Returns OK, or {code, detail, value}: THROTTLED (scope, retry ms),
 -- BLOCKED (why), CHALLENGE_REQUIRED (why, difficulty bits).
 local function guard_verdict(cfg, g, now)
@@ -237,18 +235,23 @@ local function guard_verdict(cfg, g, now)
   if n_tat then net.tat, g_dirty[g.fn] = n_tat, true end
   if c_tat then campaign_tat = c_tat end
   local level, why = 0, ''
-  local seen1, seen2  -- {field, list, window} of the accounts checks passed
+  local d_list, n_list  -- the device's and network's accounts once this one is let through
   if not allowed then
-    for i, a in ipairs(ACCOUNT_CHECKS) do
-      local acc, field = cfg[a[1]], g[a[2]]
-      if acc and field then
-        local n, list = accounts_seen(state_of(field).list, now, g.user, acc.window_ms,
-                                      acc.reject_above)
-        if n > acc.reject_above then return {BLOCKED, a[1], ''} end
-        if n > acc.challenge_above then level, why = level + 1, a[1] end
-        if i == 1 then seen1 = {field, list, acc.window_ms}
-        else seen2 = {field, list, acc.window_ms} end
-      end
+    local acc = cfg.accounts_per_device
+    if acc and g.fd then
+      local n
+      n, d_list = accounts_seen(state_of(g.fd).list, now, g.user, acc.window_ms,
+                                acc.reject_above)
+      if n > acc.reject_above then return {BLOCKED, 'accounts_per_device', ''} end
+      if n > acc.challenge_above then level, why = 1, 'accounts_per_device' end
+    end
+    acc = cfg.accounts_per_network
+    if acc and g.fn then
+      local n
+      n, n_list = accounts_seen(state_of(g.fn).list, now, g.user, acc.window_ms,
+                                acc.reject_above)
+      if n > acc.reject_above then return {BLOCKED, 'accounts_per_network', ''} end
+      if n > acc.challenge_above then level, why = level + 1, 'accounts_per_network' end
     end
     for _, rule in ipairs(cfg.risk) do
       local v = risk_value(g, rule.signal)
@@ -269,9 +272,13 @@ local function guard_verdict(cfg, g, now)
     if not solved then return {CHALLENGE_REQUIRED, why, need} end
   end
   -- Accounts are recorded only for a request let through.
-  for _, s in pairs({seen1, seen2}) do  -- pairs: either may be nil
-    local e = g_fields[s[1]]
-    e.list, e.window, g_dirty[s[1]] = s[2], s[3], true
+  if d_list then
+    local e = g_fields[g.fd]
+    e.list, e.window, g_dirty[g.fd] = d_list, cfg.accounts_per_device.window_ms, true
+  end
+  if n_list then
+    local e = g_fields[g.fn]
+    e.list, e.window, g_dirty[g.fn] = n_list, cfg.accounts_per_network.window_ms, true
   end
   return OK
 end
