@@ -88,3 +88,20 @@ async def test_a_batch_reads_its_state_once_and_writes_it_once_per_expiry(
     # expiry) and one for the devices and networks (their accounts' window).
     assert calls.get("hsetex", 0) <= 2 * runs
     assert not {"zadd", "zcard", "pexpire", "hpexpire"} & set(calls)
+
+
+async def test_a_rate_charge_keeps_the_accounts_beside_it(engine: Engine) -> None:
+    """A refused account still spends the device's rate: the field is written again
+    with the new TAT, its accounts kept and kept alive for their window."""
+    await _define(engine, {"device": {"per_s": 0.01, "burst": 10},
+                           "accounts_per_device": {"challenge_above": 1, "reject_above": 5,
+                                                   "window_s": 3600}})
+    state = keys.guard_keys("s").state
+    assert await _claim(engine, "a1", "phone") is Outcome.OK
+    first = await engine.redis.hget(state, "d:phone")
+    assert await _claim(engine, "a2", "phone") is Outcome.CHALLENGE_REQUIRED
+    tat, accounts = (await engine.redis.hget(state, "d:phone")).split("|")
+    assert int(tat) - int(first.split("|")[0]) == 100_000  # charged: one interval on
+    assert [e.split(" ")[1] for e in accounts.rstrip(",").split(",")] == ["a1"]
+    [ttl] = await _hpttl(engine, state, ["d:phone"])
+    assert 3_500_000 < ttl <= 3_600_000 * 5 // 4 + 1024  # the window, not the TAT's 200 s

@@ -101,12 +101,18 @@ local function mark_of(field)
 end
 
 -- The guard's context of a claim (its argument's decoded guard), with the
--- claim's user and its state fields' names; nil if the claim came without one.
+-- claim's user and the names of the state fields its checks read (fd, fn:
+-- nil when no check reads them); nil if the claim came without one.
 local function guard_context(user, g)
   if g and not g.fu then
+    local cfg = g_cfg or {}
     g.user, g.fu = user, 'u:' .. user
-    if g.device ~= '' then g.fd = 'd:' .. g.device end
-    if g.network ~= '' then g.fn = 'n:' .. g.network end
+    if g.device ~= '' and (cfg.device or cfg.accounts_per_device) then
+      g.fd = 'd:' .. g.device
+    end
+    if g.network ~= '' and (cfg.network or cfg.accounts_per_network) then
+      g.fn = 'n:' .. g.network
+    end
   end
   return g
 end
@@ -117,8 +123,6 @@ end
 -- it is met.
 local function guard_prefetch(cfg, contexts)
   local want, n = {}, 0
-  local by_device = cfg.device or cfg.accounts_per_device
-  local by_network = cfg.network or cfg.accounts_per_network
   local function ask(f)
     if f and g_fields[f] == nil then
       g_fields[f] = false  -- asked
@@ -128,8 +132,8 @@ local function guard_prefetch(cfg, contexts)
   end
   for _, g in ipairs(contexts) do
     if cfg.user then ask(g.fu) end
-    if by_device then ask(g.fd) end
-    if by_network then ask(g.fn) end
+    ask(g.fd)
+    ask(g.fn)
   end
   local v = hmget_chunked(g_state, want)
   for i = 1, n do g_fields[want[i]] = decode_field(want[i], v[i]) end
@@ -316,7 +320,7 @@ end
 -- one `requests_refused` event for the run's refusals
 -- ("user,code,detail,value,device,network;...").
 local function guard_flush(now)
-  local by_ttl, ttls = {}, {}
+  local by_ttl, ttls, ttl_of = {}, {}, {}  -- ttl_of: by expiry time (many share one)
   for field in pairs(g_dirty) do
     local e, value, at = g_fields[field], nil, nil
     if type(e) == 'number' then
@@ -334,7 +338,11 @@ local function guard_flush(now)
       value = (e.tat > 0 and e.tat or '') .. '|' .. e.list
       at = math.max(e.tat, e.list ~= '' and now + window or 0)
     end
-    local ttl = math.max(1, expiry_of(at, now) - now)
+    local ttl = ttl_of[at]
+    if not ttl then
+      ttl = math.max(1, expiry_of(at, now) - now)
+      ttl_of[at] = ttl
+    end
     local fv = by_ttl[ttl]
     if not fv then
       fv = {}
