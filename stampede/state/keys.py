@@ -80,9 +80,9 @@ class GuardKeys(NamedTuple):
     lists: str
     """its block/allow lists hash"""
     state: str
-    """the guard's short-lived state, one hash: "u:|d:|n:<subject>" -> a GCRA TAT,
-    "ad:|an:<subject>" -> the accounts recently seen on a device or network; every
-    field expires on its own (include/guard.lua)"""
+    """the guard's short-lived state, one hash: "u:<user>" -> its GCRA TAT,
+    "d:<device>" and "n:<network>" -> its TAT and the accounts seen there lately;
+    every field expires on its own (include/guard.lua)"""
 
 
 def valid_campaign_id(cid: str) -> bool:
