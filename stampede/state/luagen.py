@@ -8,7 +8,8 @@ Fragments:
   records         parse_<name>(raw) / format_<name>(t) of the campaign records
   coupon_records  the same for the coupon records
   args            <name>_from(a): a msgpack- or JSON-decoded argument as a table
-                  named by the Struct's fields; guard_keys_at(slot)
+                  named by the Struct's fields; guard_keys_at(slot) and
+                  NGKEYS, how many keys it takes
 `TEST_FRAGMENTS` adds <name>_to(t), the way back, for the round-trip tests.
 """
 
@@ -172,7 +173,8 @@ def _guard_keys() -> str:
     items = ", ".join(f"{name} = KEYS[slot + {i}]" for i, name in enumerate(keys.GuardKeys._fields))
     return (f"local function guard_keys_at(slot)\n"
             f"  return {{{items}}}\n"
-            f"end\n")
+            f"end\n"
+            f"local NGKEYS = {len(keys.GuardKeys._fields)}  -- how many guard_keys_at takes\n")
 
 
 def _presale_keys() -> str:

@@ -359,7 +359,8 @@ REFUND_RECORDS: tuple[TextCodec[Any], ...] = (REFUND, REFUND_ANSWER, TICKET, TRA
 
 class GuardArg(Struct, array_like=True, frozen=True):
     """A claim's guard context (include/guard.lua): what the gateway knows of the
-    request, a verified proof-of-work solution, and the KEYS slots of its keys."""
+    request, a verified proof-of-work solution, and the KEYS slot of its nonce (the
+    rest of its state is in fields of the campaign's guard hash, GuardKeys.state)."""
     device: str
     """'' when unknown, as network"""
     network: str
@@ -371,13 +372,8 @@ class GuardArg(Struct, array_like=True, frozen=True):
     """a verified solution's difficulty, -1 none"""
     pow_exp: int
     """its expiry (ms), -1 none"""
-    k_user: int
-    """KEYS slots below: 0 none"""
-    k_device: int
-    k_network: int
-    k_acc_device: int
-    k_acc_network: int
     k_nonce: int
+    """KEYS slot of the solution's nonce key, 0 none"""
 
 
 class ClaimArg(Struct, array_like=True, frozen=True):
