@@ -48,7 +48,7 @@ local allocated = meta[7] == '1'
 local campaign_id = meta[9] or ''
 local waitlists = redis.call('EXISTS', K.waitlist) == 1
 local guard_cfg = load_guard_config(NKEYS + 1)
-local P = presale_keys_at(NKEYS + 3)
+local P = presale_keys_at(NKEYS + NGKEYS + 1)
 local deadline = now + tonumber(meta[2] or '0')  -- every line's, as text once (claim_batch)
 local deadline_s, now_s = tostring(deadline), tostring(now)
 local remember = remembering(tonumber(ARGV[1]))
