@@ -30,9 +30,10 @@ DURABLE_IN_FLIGHT = 32
 at one batch per fsync; these share the fsync they wait for."""
 
 
-def in_flight(durable_ack: bool) -> int:
-    """A campaign's batch slots: one, or DURABLE_IN_FLIGHT under durable ack."""
-    return DURABLE_IN_FLIGHT if durable_ack else 1
+def in_flight(acknowledged: bool) -> int:
+    """A campaign's batch slots: one, or DURABLE_IN_FLIGHT when each batch waits for an
+    acknowledgement (durable ack's fsync, a cluster replica's WAIT)."""
+    return DURABLE_IN_FLIGHT if acknowledged else 1
 
 
 @dataclass(slots=True)

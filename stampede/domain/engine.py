@@ -112,11 +112,12 @@ class Engine:
         self.redis = redis
         self.settings = settings
         self.scripts = ScriptRegistry(
-            redis, settings.durable_ack_timeout_ms if settings.durable_ack else 0)
+            redis, settings.durable_ack_timeout_ms if settings.durable_ack else 0,
+            settings.cluster_wait_replicas, settings.cluster_wait_timeout_ms)
         self.batcher: ClaimBatcher[ClaimResult] = ClaimBatcher(
-            self._claim_batch, settings.max_batch, in_flight(settings.durable_ack))
+            self._claim_batch, settings.max_batch, in_flight(settings.acknowledged_writes))
         self.bundle_batcher: ClaimBatcher[ClaimResult] = ClaimBatcher(
-            self._bundle_batch, settings.max_batch, in_flight(settings.durable_ack))
+            self._bundle_batch, settings.max_batch, in_flight(settings.acknowledged_writes))
         """Bundle claims (several SKUs each), coalesced as claims are (claim_bundle.lua)."""
         self._throttle_default = throttle.parse_default(settings.throttle)
         self.gate = ClaimGate(redis, settings, self._throttle_default)
