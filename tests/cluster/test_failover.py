@@ -25,7 +25,6 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import msgspec
@@ -33,12 +32,11 @@ from redis.cluster import RedisCluster
 from sqlalchemy import select
 
 from stampede.durable.audit import audit
-from stampede.durable.lagcheck import compare
-from stampede.durable.store import Store, open_store
+from stampede.durable.store import open_store
 from stampede.durable.store import schema as t
 from stampede.runtime.valkey_cluster import LocalValkeyCluster
 from stampede.state import records
-from stampede.state.connection import state_client
+from tests.cluster.helpers import settled
 from tests.conftest import campaign_spec
 from tests.system.service import STAMPEDE, Service, http
 
@@ -154,7 +152,7 @@ async def test_a_primary_killed_under_load_loses_no_answered_claim(
         # store holds; the persister has caught up. Then compare claim by claim.
         store = await open_store(f"sqlite:///{data / 'stampede.db'}")
         try:
-            assert await _settled(own_cluster.url, store), "the persister did not catch up"
+            assert await settled(own_cluster.url, store), "the persister did not catch up"
             report = await audit(store)
             assert report["ok"], report
             async with store.engine.connect() as conn:
@@ -184,22 +182,3 @@ async def test_a_primary_killed_under_load_loses_no_answered_claim(
     finally:
         client.close()
         svc.kill()
-
-
-async def _settled(url: str, store: Store, timeout_s: float = 30.0) -> bool:
-    """Every event persisted, and Redis neither ahead of nor behind the store."""
-    redis = state_client(url, cluster=True)
-    try:
-        deadline = time.monotonic() + timeout_s
-        report: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            report = await compare(redis, store, max_lag_s=60)
-            if report["ok"] and all(c.get("unpersisted") == 0
-                                    and c["store_events"] == c["redis_events"]
-                                    for c in report["campaigns"].values()):
-                return True
-            await asyncio.sleep(0.2)
-        print("not settled:", report)  # shown with the failure: which campaign, which count
-        return False
-    finally:
-        await redis.aclose()
