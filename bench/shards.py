@@ -72,9 +72,12 @@ class Topology:
     data_dir: Path
     persister: subprocess.Popen[bytes] | None = None
     engine: Engine | None = None
+    replicas: int = 0
+    """Replicas per primary: writes wait for one (STAMPEDE_CLUSTER_WAIT_REPLICAS) if any."""
 
     def settings(self) -> Settings:
-        return Settings(data_dir=self.data_dir, redis_cluster=self.cluster)
+        return Settings(data_dir=self.data_dir, redis_cluster=self.cluster,
+                        cluster_wait_replicas=min(self.replicas, 1))
 
 
 @dataclass
@@ -103,7 +106,8 @@ def _gateway_cpu() -> float:
 def _start_persister(top: Topology) -> None:
     env = {**os.environ, "STAMPEDE_REDIS_URL": top.url,
            "STAMPEDE_REDIS_CLUSTER": "1" if top.cluster else "0",
-           "STAMPEDE_DATA_DIR": str(top.data_dir)}
+           "STAMPEDE_DATA_DIR": str(top.data_dir),
+           "STAMPEDE_CLUSTER_WAIT_REPLICAS": str(min(top.replicas, 1))}
     top.data_dir.mkdir(parents=True, exist_ok=True)
     with (top.data_dir / "persister.log").open("wb") as log:
         top.persister = subprocess.Popen([sys.executable, "-m", "stampede.runtime.cli",
@@ -125,7 +129,7 @@ def _topologies(replicas: int) -> Iterator[list[Topology]]:
             primaries = {f"primary {i + 1}": n.process.pid
                          for i, n in enumerate(cluster.primary_nodes()) if n.process}
             tops.append(Topology("cluster", cluster.url, True, primaries,
-                                 Path(tmp) / "cluster"))
+                                 Path(tmp) / "cluster", replicas=replicas))
             for top in tops:
                 _start_persister(top)
             yield tops

@@ -424,7 +424,9 @@ class Persister:
                     if self.replicas:
                         reply = await self._replicated(key, (
                             "XAUTOCLAIM", key, GROUP, self.consumer, idle, start,
-                            "COUNT", self.batch)) or [start, []]
+                            "COUNT", self.batch))
+                        if reply is None:  # not on a replica yet: the next round
+                            break
                     else:
                         reply = await self.redis.xautoclaim(key, GROUP, self.consumer, idle,
                                                             start, count=self.batch)

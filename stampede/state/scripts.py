@@ -18,10 +18,11 @@ travels the same way.
 """
 
 import hashlib
+import logging
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -32,6 +33,8 @@ from stampede.errors import ConfigError, UnavailableError
 from stampede.state import luagen
 from stampede.state.connection import is_cluster
 from stampede.state.on_primary import Command, on_primary
+
+log = logging.getLogger("stampede.scripts")
 
 _INCLUDE = re.compile(r"^--@include (\w+)\s*$", re.MULTILINE)
 
@@ -153,7 +156,24 @@ class ScriptRegistry:
             assert sha == script.sha, f"{script.name}: server SHA differs"
         if self.durable_ack_ms:
             await self._check_aof()
+        if self.replicas:
+            await self._check_replicas()
         self.loaded = True
+
+    async def _check_replicas(self) -> None:
+        """Say so at start when a primary has fewer replicas than each write waits for:
+        its writes will answer 503 until one (re)joins. Not refused: right after a
+        failover the promoted replica has none for a while, and a gateway restarted
+        then must still start."""
+        connected = await self._redis.execute_command(  # type: ignore[no-untyped-call]
+            "INFO", "replication", target_nodes=RedisCluster.PRIMARIES)
+        for node, info in cast(dict[str, dict[str, Any]], connected).items():
+            have = int(info.get("connected_slaves", 0))
+            if have < self.replicas:
+                log.warning("primary %s has %d replicas and STAMPEDE_CLUSTER_WAIT_REPLICAS "
+                            "is %d: its writes answer 503 until enough replicas join (0 "
+                            "turns the wait off, and with it the failover guarantee)",
+                            node, have, self.replicas)
 
     async def _check_aof(self) -> None:
         """Durable ack needs an AOF: refuse to start without one, rather than
