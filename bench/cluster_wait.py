@@ -12,13 +12,19 @@ on it, run round by round, interleaved so that machine drift hits them alike:
 Each round is a fresh hot campaign (one slot, one primary) claimed by
 `--concurrency` coroutines as fast as answers come (batched claims, no HTTP);
 its accounting is checked after the round. The table gives the median
-claims/s, its ratio to "no wait" and p50/p99 latency over every claim.
+claims/s, its ratio to "no wait", p50/p99 latency over every claim, and the
+CPU each claim cost (from /proc, bench/harness.py): the gateway (this
+process: engine and load generator) and the six Valkey nodes together
+(WAIT makes the primary ask its replica for an acknowledgement, and the
+replica answer). CPU per claim moves less than claims/s with whatever else
+the machine runs.
 
     python -m bench.cluster_wait [--seconds 3] [--rounds 2] [--concurrency 256]
 """
 
 import argparse
 import json
+import resource
 import statistics
 import tempfile
 import time
@@ -51,9 +57,16 @@ async def _engine(url: str, data: Path, replicas: int, durable: bool) -> AsyncIt
         await engine.close()
 
 
+def _own_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 async def _round(engine: Engine, cid: str, seconds: float, concurrency: int,
-                 latencies: list[float]) -> float:
+                 latencies: list[float], nodes: list[int],
+                 cpu: dict[str, list[float]]) -> float:
     await engine.define_campaign(cid, harness.open_sale(50_000_000, per_user=None))
+    before = (_own_cpu(), harness.tree_cpu_seconds(nodes))
 
     async def step(w: int, i: int) -> bool:
         started = time.perf_counter()
@@ -63,6 +76,8 @@ async def _round(engine: Engine, cid: str, seconds: float, concurrency: int,
         return True
 
     done, rate = await harness.drive(seconds, concurrency, step)
+    cpu["gateway"].append((_own_cpu() - before[0]) / done * 1e6)
+    cpu["valkey"].append((harness.tree_cpu_seconds(nodes) - before[1]) / done * 1e6)
     stats = await engine.stats(cid)
     assert stats is not None
     s = stats.skus[0]
@@ -80,22 +95,28 @@ async def run(seconds: float, rounds: int, concurrency: int) -> dict[str, dict[s
         cluster = LocalValkeyCluster(Path(tmp), primaries=3, replicas=1)
         try:
             url = cluster.start()
+            nodes = [n.process.pid for n in cluster.nodes if n.process is not None]
             async with AsyncExitStack() as stack:
                 engines = {name: await stack.enter_async_context(
                     _engine(url, Path(tmp), *how)) for name, how in MODES.items()}
                 rates: dict[str, list[float]] = {m: [] for m in MODES}
                 latencies: dict[str, list[float]] = {m: [] for m in MODES}
+                cpu: dict[str, dict[str, list[float]]] = {
+                    m: {"gateway": [], "valkey": []} for m in MODES}
                 for r in range(rounds):
                     for n, (name, engine) in enumerate(engines.items()):
                         console.log(f"round {r + 1}/{rounds}: {name}")
                         rates[name].append(await _round(engine, f"w{r}-{n}", seconds,
-                                                        concurrency, latencies[name]))
+                                                        concurrency, latencies[name], nodes,
+                                                        cpu[name]))
         finally:
             cluster.stop()
     base = statistics.median(rates[BASELINE])
     return {m: {"rates": rates[m], "median": statistics.median(rates[m]),
                 "ratio": statistics.median(rates[m]) / base,
-                "p50_ms": _pct(latencies[m], 0.50), "p99_ms": _pct(latencies[m], 0.99)}
+                "p50_ms": _pct(latencies[m], 0.50), "p99_ms": _pct(latencies[m], 0.99),
+                "gateway_us": statistics.median(cpu[m]["gateway"]),
+                "valkey_us": statistics.median(cpu[m]["valkey"])}
             for m in MODES}
 
 
@@ -108,13 +129,15 @@ def main() -> None:
     args = parser.parse_args()
     figures = uvloop.run(run(args.seconds, args.rounds, args.concurrency))
     table = Table(title=f"cluster engine claims (no HTTP), concurrency {args.concurrency}")
-    for col in ("mode", "median claims/s", "rounds", "ratio", "p50 ms", "p99 ms"):
+    for col in ("mode", "median claims/s", "rounds", "ratio", "p50 ms", "p99 ms",
+                "gateway µs/claim", "valkey µs/claim"):
         table.add_column(col)
     for name, f in figures.items():
         rates = f["rates"]
         assert isinstance(rates, list)
         table.add_row(name, f"{f['median']:,.0f}", ", ".join(f"{x:,.0f}" for x in rates),
-                      f"{f['ratio']:.2f}x", f"{f['p50_ms']:.1f}", f"{f['p99_ms']:.1f}")
+                      f"{f['ratio']:.2f}x", f"{f['p50_ms']:.1f}", f"{f['p99_ms']:.1f}",
+                      f"{f['gateway_us']:.0f}", f"{f['valkey_us']:.0f}")
     console.print(table)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
