@@ -24,6 +24,7 @@ from stampede.durable.store import Store, open_store
 from stampede.runtime.valkey_cluster import LocalValkeyCluster
 from stampede.state import keys
 from stampede.state.connection import state_client
+from stampede.state.on_primary import on_primary
 from stampede.state.scripts import NotReplicatedError
 from tests.conftest import campaign_spec
 from tests.store.helpers import assert_store_matches_redis
@@ -135,3 +136,20 @@ async def test_durable_ack_travels_beside_the_wait_in_cluster_mode(
         assert after[0] > before[0] and after[1] > before[1]
     finally:
         await engine.close()
+
+
+async def test_a_stale_slot_map_is_followed_with_the_wait_behind_the_write(
+        raw_redis: "Redis[str]") -> None:
+    """The slot map names the wrong primary: that node answers MOVED (having run
+    nothing), and the write goes again, WAIT and all, to the slot's owner."""
+    assert isinstance(raw_redis, RedisCluster)
+    await raw_redis.initialize()
+    key = "{c:moved}:probe"
+    slot = raw_redis.keyslot(key)
+    owner = raw_redis.nodes_manager.slots_cache[slot][0]
+    stranger = next(n for n in raw_redis.get_primaries() if n.name != owner.name)
+    raw_redis.nodes_manager.slots_cache[slot] = [stranger]
+    written, acked = await on_primary(raw_redis, key, [("SET", key, "1"), ("WAIT", 1, 2000)])
+    assert written in (True, "OK") and acked == 1
+    assert raw_redis.get_node_from_key(key) == owner  # the map learnt the move
+    assert await raw_redis.get(key) == "1"
