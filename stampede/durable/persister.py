@@ -123,6 +123,7 @@ class Persister:
         self.replica_timeout_ms = settings.cluster_wait_timeout_ms
         self.unreplicated = 0
         """Reads whose entries a replica did not confirm in time (left pending)."""
+        self._quiet_until = 0.0
         self.last_progress = time.monotonic()
         """When a batch last reached the store (or there was nothing to do)."""
 
@@ -301,8 +302,11 @@ class Persister:
             raise acked
         if int(acked) < self.replicas:
             self.unreplicated += 1
-            log.warning("%s: entries read are on %s of %d replicas after %d ms; left "
-                        "pending", key, acked, self.replicas, self.replica_timeout_ms)
+            if time.monotonic() >= self._quiet_until:  # once per 10 s, not per stream and read
+                self._quiet_until = time.monotonic() + 10
+                log.warning("%s: entries read are on %s of %d replicas after %d ms; left "
+                            "pending (%d such reads so far)", key, acked, self.replicas,
+                            self.replica_timeout_ms, self.unreplicated)
             return None
         return reply
 

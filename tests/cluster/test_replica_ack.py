@@ -29,7 +29,7 @@ from stampede.state.scripts import NotReplicatedError
 from tests.conftest import campaign_spec
 from tests.store.helpers import assert_store_matches_redis
 
-WAIT_MS = 300
+WAIT_MS = 200
 
 
 @pytest.fixture
@@ -108,7 +108,9 @@ async def test_a_claim_waits_for_a_replica_and_the_store_for_what_it_has(
             assert len(claims) == 2
             await persister.refresh_streams()
             assert await persister.step() == 0 and persister.unreplicated == 1
-            assert persister.persisted == persisted
+            # nor does taking the pending entry over store it
+            assert await persister.take_over(min_idle_ms=0) == 0
+            assert persister.unreplicated == 2 and persister.persisted == persisted
 
         again = await engine.claim("ra", "u2", "tee", idempotency_key="k2")
         assert again.claim is not None and again.claim.claim_id in claims
