@@ -233,10 +233,9 @@ class Settings:
             raise ConfigError("STAMPEDE_CLUSTER_WAIT_REPLICAS must not be negative")
 
     @property
-    def acknowledged_writes(self) -> bool:
-        """Whether a state change waits for an acknowledgement (an fsync, a replica)
-        before its answer: the batchers then keep several batches in flight."""
-        return self.durable_ack or (self.redis_cluster and self.cluster_wait_replicas > 0)
+    def replica_ack(self) -> bool:
+        """Whether a state change waits for a cluster replica before its answer."""
+        return self.redis_cluster and self.cluster_wait_replicas > 0
 
 
 def _unknown(name: str, fields: Mapping[str, object]) -> str:

@@ -114,10 +114,11 @@ class Engine:
         self.scripts = ScriptRegistry(
             redis, settings.durable_ack_timeout_ms if settings.durable_ack else 0,
             settings.cluster_wait_replicas, settings.cluster_wait_timeout_ms)
+        slots = in_flight(settings.durable_ack, settings.replica_ack)
         self.batcher: ClaimBatcher[ClaimResult] = ClaimBatcher(
-            self._claim_batch, settings.max_batch, in_flight(settings.acknowledged_writes))
+            self._claim_batch, settings.max_batch, slots)
         self.bundle_batcher: ClaimBatcher[ClaimResult] = ClaimBatcher(
-            self._bundle_batch, settings.max_batch, in_flight(settings.acknowledged_writes))
+            self._bundle_batch, settings.max_batch, slots)
         """Bundle claims (several SKUs each), coalesced as claims are (claim_bundle.lua)."""
         self._throttle_default = throttle.parse_default(settings.throttle)
         self.gate = ClaimGate(redis, settings, self._throttle_default)

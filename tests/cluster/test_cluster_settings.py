@@ -19,9 +19,9 @@ def test_cluster_mode_needs_a_node_url_and_waits_for_a_replica_by_default() -> N
         Settings.from_env({**node, "STAMPEDE_CLUSTER_WAIT_TIMEOUT_MS": "0"})
     on = Settings.from_env({**node, "STAMPEDE_REDIS_CLUSTER": "yes"})
     assert on.redis_cluster and not Settings.from_env({}).redis_cluster
-    assert on.cluster_wait_replicas == 1 and on.acknowledged_writes
+    assert on.cluster_wait_replicas == 1 and on.replica_ack
     off = Settings.from_env({**node, "STAMPEDE_CLUSTER_WAIT_REPLICAS": "0"})
-    assert not off.acknowledged_writes and not Settings.from_env({}).acknowledged_writes
+    assert not off.replica_ack and not Settings.from_env({}).replica_ack
     # durable ack travels beside the replica's WAIT (tests/cluster/test_replica_ack.py)
     assert Settings.from_env({**node, "STAMPEDE_DURABLE_ACK": "1"}).durable_ack
 
