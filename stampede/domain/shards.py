@@ -172,6 +172,9 @@ class Shards:
         self._borrows: dict[tuple[str, int, str], asyncio.Future[int]] = {}
         self.moves = 0
         """Moves this process completed (lend and borrow), for benches and tests."""
+        self.dry = 0
+        """Claims of this process that found their shard dry (the slow path: a borrow,
+        then the claim sent again), for benches and tests."""
 
     async def count(self, cid: str) -> int | None:
         """How many shards the campaign has (1: not split), None if it does not exist.
