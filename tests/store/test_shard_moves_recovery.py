@@ -7,6 +7,7 @@ and the sweeper finishes the move: no unit is lost or doubled, in Redis or the s
 """
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import sys
 
 import pytest
 from redis.asyncio import Redis
+from sqlalchemy import select
 
 from stampede import Engine, Settings
 from stampede.domain import shards
@@ -21,6 +23,7 @@ from stampede.durable.audit import audit
 from stampede.durable.persister import Persister
 from stampede.durable.recovery import drain_stream, recover_all
 from stampede.durable.store import Store
+from stampede.durable.store import schema as t
 from stampede.state import keys
 from tests.conftest import campaign_spec
 from tests.shards.test_move_crash import _CHILD
@@ -82,3 +85,22 @@ async def test_move_mid_flight_is_delivered_once_after_flushall(
     assert summary["ok"], summary
     moves = summary["campaigns"]["hot"]["shard_moves"]
     assert moves["moves"] == 1 and moves["in_transit"] == 0 and moves["violations"] == []
+
+
+async def test_audit_refuses_a_borrow_that_names_another_donor(
+        sale: Engine, persister: Persister, store: Store) -> None:
+    await sale.define_campaign("hot", campaign_spec(stock=30, shards=3))
+    assert await sale.shards.move("hot", 3, 1, 0, "tee", 4) == 4
+    await persister.drain()
+    assert (await audit(store, "hot"))["ok"]
+    ev = t.events.c
+    async with store.begin() as conn:  # the borrow's event claims shard 2 lent it
+        (seq, data), = (await conn.execute(select(ev.seq, ev.data).where(
+            ev.campaign_id == "hot", ev.type == "stock_adjusted"))).all()
+        fields = json.loads(data)
+        assert fields["peer"] in (1, "1")
+        await conn.execute(t.events.update().where(ev.campaign_id == "hot", ev.seq == seq)
+                           .values(data=json.dumps({**fields, "peer": 2})))
+    summary = await audit(store, "hot")
+    (violation,) = summary["campaigns"]["hot"]["shard_moves"]["violations"]
+    assert violation["lent"] == violation["borrowed"] == [4]
