@@ -203,7 +203,12 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
                 (spec.on_confirm.drop, spec.on_confirm.sku)
                 if spec is not None and spec.on_confirm is not None else None)
             presale = await presale_recovery.load(store, cid)
-            moves = await shard_recovery.load(store, cid, state.config)  # sharded campaigns
+            for sibling in shard_recovery.siblings(cid, state.config):  # sharded campaigns
+                # The other shards' unpersisted moves count (a borrow of units this
+                # shard's lost lend gave): store them first, as for this shard.
+                if await redis_behind(redis, store, sibling) is None:
+                    await drain_stream(redis, store, sibling)
+            moves = await shard_recovery.load(store, cid, state.config)
             pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             idem = _rebuild(pipe, cid, state, epoch, old, old_counts, now, idem_ttl_ms,
                             refunds.partial, fenced=moves is not None and bool(moves.relend))

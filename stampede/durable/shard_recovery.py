@@ -104,6 +104,13 @@ def plan(moves: StoredMoves, k: int) -> MovesPlan:
     return MovesPlan(fields, sorted(relend))
 
 
+def siblings(scid: str, config: dict[str, str] | None) -> list[str]:
+    """The other shards of this shard's campaign ([] if it is not sharded)."""
+    n = int((config or {}).get("shards", 1))
+    cid, k = keys.shard_of_id(scid)
+    return [keys.shard_id(cid, j, n) for j in range(n) if j != k] if n > 1 else []
+
+
 async def load(store: Store, scid: str, config: dict[str, str] | None) -> MovesPlan | None:
     """The plan for this campaign id if it is a shard of a sharded campaign, else None."""
     n = int((config or {}).get("shards", 1))

@@ -21,7 +21,7 @@ from stampede import Engine, Settings
 from stampede.domain import shards
 from stampede.durable.audit import audit
 from stampede.durable.persister import Persister
-from stampede.durable.recovery import drain_stream, recover_all
+from stampede.durable.recovery import drain_stream, recover_all, recover_campaign
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
 from stampede.state import keys
@@ -46,7 +46,8 @@ async def _kill_mid_move(url: str, settings: Settings, stop_at: str) -> None:
             child.stdout.close()
 
 
-@pytest.mark.parametrize("case", ["lent", "borrowed", "receiver_stored_first"])
+@pytest.mark.parametrize("case", ["lent", "borrowed", "receiver_stored_first",
+                                  "donor_lost_alone"])
 async def test_move_mid_flight_is_delivered_once_after_flushall(
         sale: Engine, persister: Persister, raw_redis: "Redis[str]", store: Store,
         clean_redis: str, store_settings: Settings, case: str) -> None:
@@ -56,15 +57,24 @@ async def test_move_mid_flight_is_delivered_once_after_flushall(
     if case == "receiver_stored_first":  # a whole move, but only the borrow is stored
         assert await sale.shards.move("hot", 2, 1, 0, "tee", 5) == 5
         await drain_stream(raw_redis, store, keys.shard_id("hot", 0, 2))  # receiver only
+    elif case == "donor_lost_alone":  # a whole move, nothing stored; the donor's keys lost
+        assert await sale.shards.move("hot", 2, 1, 0, "tee", 5) == 5
     else:  # killed after the lend, or after the borrow (outbox entry still open)
         await _kill_mid_move(clean_redis, store_settings, case)
         await persister.drain()
-    await raw_redis.flushall()
-    await recover_all(raw_redis, store, TTL)
+    if case == "donor_lost_alone":  # the receiver lives on, its borrow not yet stored
+        lost = [k async for k in raw_redis.scan_iter(match=f"{keys.tag(DONOR)}*")]
+        assert keys.moves_key(DONOR) in lost
+        await raw_redis.delete(*lost)
+        await recover_campaign(raw_redis, store, DONOR, TTL)
+    else:
+        await raw_redis.flushall()
+        await recover_all(raw_redis, store, TTL)
     pending = await sale.shards.pending(DONOR)
     # "lent": the outbox entry rebuilt from the stored lend; "borrowed": both sides
     # stored, nothing left to do; "receiver_stored_first": lent again on the donor
     # before it reopened, its entry open until a sweep closes it.
+    # "donor_lost_alone": the receiver's borrow stored first, then lent again.
     assert [(m.receiver, m.qty) for m in pending] == ([] if case == "borrowed" else [(0, 5)])
     report = await shards.audit(raw_redis, "hot", 2)
     assert report.problems == []
