@@ -449,6 +449,10 @@ async def claim_record(store: Store, claim_id: str) -> ClaimLookup | None:
             t.claim_history, and_(h.campaign_id == e.campaign_id, h.seq == e.seq)
         ).where(h.claim_id == claim_id).order_by(e.seq).limit(MAX_HISTORY)
         history = [event_row(r) for r in await conn.execute(made)]
+    base, k = keys.shard_of_id(row.campaign_id)
+    if k or base in await _sharded(store):  # a sharded campaign's: its shard named
+        for item in history:
+            item.campaign_id, item.shard = base, k
     return ClaimLookup(record=claim_row(row), history=history)
 
 

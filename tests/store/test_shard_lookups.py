@@ -85,5 +85,10 @@ async def test_events_and_audit_log_of_every_shard_page_as_one_campaign(
     c1 = await served.walk("/admin/v1/campaigns/c1/events", 2)
     assert {e["shard"] for e in c1} == {None}
     assert [e["seq"] for e in c1] == list(range(1, len(c1) + 1))
+    for claim in (await served.walk("/admin/v1/campaigns/hot/claims", 100))[:4]:
+        found = await served.get(f"/admin/v1/claims/{claim['claim_id']}")
+        (held,) = [e for e in found["history"] if e["type"] == "claim_held"]
+        assert held["campaign_id"] == "hot" and held["shard"] in (0, 1, 2)
+        assert held in items  # the same row as the campaign's listing shows
     message = await served.refused(path, {"cursor": encode_cursor("events", [3])})
     assert "cursor" in message
