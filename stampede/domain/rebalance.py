@@ -89,11 +89,6 @@ class Rebalancer:
         self.units = 0
         """Top-ups made and units they moved, by this process (benches and tests)."""
 
-    def forget(self, cid: str) -> None:
-        for key in [k for k in self._seen if k[0] == cid]:
-            self._seen.pop(key, None)
-            self._rates.pop(key, None)
-
     async def tick(self, cid: str, n: int) -> int:
         """Read every shard once (one command per slot) and top up the low ones;
         returns the units moved."""
