@@ -3,11 +3,15 @@ proportion to the shards' recent sale rates, and leaves an even or nearly sold-o
 campaign alone; every top-up is an ordinary exactly-once move."""
 
 import asyncio
+import time
+from collections import Counter
 
-from stampede import Engine, Outcome
+from stampede import Engine, Outcome, Settings
 from stampede.domain import rebalance, shards
 from stampede.domain.rebalance import plan, targets
 from tests.conftest import campaign_spec
+from tests.domain.test_concurrency import _clone
+from tests.shards.test_shards import FALSE_SOLD_OUT_BOUND_S
 
 
 def test_targets_follow_the_rates_with_a_floor_for_quiet_shards() -> None:
@@ -60,3 +64,45 @@ async def test_the_sweeper_tops_a_hot_shard_up_before_it_runs_dry(engine: Engine
         engine.rebalancer.units
     stats = await engine.stats("hot")
     assert stats is not None and stats.skus[0].released == 400
+
+
+async def test_two_gateways_rebalancing_during_a_skewed_rush_sell_exactly_the_stock(
+        engine: Engine, settings: Settings) -> None:
+    stock, n = 400, 4
+    await engine.define_campaign("hot", campaign_spec(stock=stock, per_user=None, shards=n))
+    other = await _clone(engine, settings)
+    gateways = [engine, other]
+    hot = (u for i in range(10**6) if shards.shard_of_user(u := f"h{i}", n) == 0)
+    cold = (u for i in range(10**6) if shards.shard_of_user(u := f"c{i}", n) != 0)
+    users = [next(hot) if i % 4 else next(cold) for i in range(1200)]  # 3/4 on shard 0
+    stop = asyncio.Event()
+
+    async def sweeper(g: Engine) -> None:  # both gateways' sweepers, far faster than 250 ms
+        while not stop.is_set():
+            await g.sweep("hot")
+            await asyncio.sleep(0.01)
+
+    t0 = time.monotonic()
+
+    async def one(i: int) -> tuple[Outcome, float, float]:
+        await asyncio.sleep(i // 100 * 0.02)  # in waves, so the sale spans many sweeps
+        sent = time.monotonic() - t0
+        r = await gateways[i % 2].claim("hot", users[i], "tee", 1)
+        return r.outcome, sent, time.monotonic() - t0
+
+    sweepers = [asyncio.create_task(sweeper(g)) for g in gateways]
+    try:
+        results = await asyncio.gather(*(one(i) for i in range(len(users))))
+    finally:
+        stop.set()
+        await asyncio.gather(*sweepers)
+        await other.close()
+    outcomes = Counter(o for o, _, _ in results)
+    assert outcomes == {Outcome.OK: stock, Outcome.SOLD_OUT: len(users) - stock}
+    first_sold_out = min(done for o, _, done in results if o is Outcome.SOLD_OUT)
+    last_ok_sent = max(sent for o, sent, _ in results if o is Outcome.OK)
+    assert last_ok_sent - first_sold_out <= FALSE_SOLD_OUT_BOUND_S
+    assert engine.rebalancer.moves + other.rebalancer.moves > 0  # units moved ahead
+    report = await shards.audit(engine.redis, "hot", n)
+    assert report.problems == [] and report.skus["tee"]["in_transit"] == 0
+    assert (report.skus["tee"]["held"], report.skus["tee"]["available"]) == (stock, 0)
