@@ -161,6 +161,11 @@ class Settings:
     redis_cluster: bool = False
     """STAMPEDE_REDIS_URL names one node of a Redis/Valkey Cluster: run on redis-py's
     cluster client (it discovers the other nodes and follows slot moves and failovers)."""
+    # -- sharded campaigns: proactive rebalancing --
+    shard_rebalance: bool = True
+    """The sweeper moves units to a sharded campaign's shard before it runs dry, in
+    proportion to the shards' recent sale rates (stampede/domain/rebalance.py); off:
+    units move only when a claim finds its shard dry."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property

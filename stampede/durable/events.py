@@ -74,6 +74,11 @@ class StockAdjusted(Event, tag="stock_adjusted"):
     """The operation's idempotency key (its Redis key), for recovery to rebuild the answer."""
     released: int | None = None
     """The SKU's released total after the change (the answer's); None in older events."""
+    # -- sharded campaigns: moves of units between shards --
+    peer: int | None = None
+    """A move between shards (actor `shard-move:<move_id>`): the other shard's number,
+    the receiver of a lend, the donor of a borrow; recovery rebuilds the move outbox
+    and log from it. None for any other change and in older events."""
 
 
 # -- claims -------------------------------------------------------------------
