@@ -169,6 +169,11 @@ class Settings:
     cluster_wait_timeout_ms: int = 1000
     """Longest wait for those replicas; past it the request answers 503 unavailable
     (the change stands on the primary: retry with the same Idempotency-Key)."""
+    # -- sharded campaigns: proactive rebalancing --
+    shard_rebalance: bool = True
+    """The sweeper moves units to a sharded campaign's shard before it runs dry, in
+    proportion to the shards' recent sale rates (stampede/domain/rebalance.py); off:
+    units move only when a claim finds its shard dry."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
