@@ -399,6 +399,10 @@ REFUSALS: dict[str, Refusal] = {
     # -- presales: price steps patched live (after-sale branch) ------------------------
     "price_steps_excluded": _r("invalid_request", 400, "price_steps: a coupon drop takes no "
                                "price steps", "a PATCH of price_steps onto a coupon drop"),
+    # -- presales: bundles patched live (bundleops) ---------------------------------
+    "bundles_excluded": _r("invalid_request", 400, "bundles: a coupon drop, or a campaign "
+                           "split over shards, takes no bundles", "a PATCH of bundles onto a "
+                           "coupon drop or a sharded campaign"),
     # -- paid vouchers ------------------------------------------------------------
     "not_a_voucher": _r("not_a_voucher", 409, "claim '{claim}' is not a paid voucher: its "
                         "coupons were issued at claim, there is nothing to pay or refund",

@@ -252,6 +252,8 @@ class Engine:
             if patch.throttle is not msgspec.UNSET:
                 raise ValidationError("throttle: not supported with shards > 1 (the scalper "
                                       "guard's limits are per slot)")
+            if patch.bundles is not msgspec.UNSET:  # a bundle does not borrow between shards
+                raise ValidationError(REFUSALS["bundles_excluded"].template)
             outcome = Outcome.OK
             for k in range(n):
                 outcome = await self._patch_one(keys.shard_id(cid, k, n), patch, actor)
@@ -264,6 +266,8 @@ class Engine:
         pairs = _patch_pairs(patch)
         if patch.price_steps is not msgspec.UNSET:
             pairs += await self._price_step_pairs(cid, patch)
+        if patch.bundles is not msgspec.UNSET:
+            pairs += bundles.patch_pairs(patch.bundles)
         if not pairs and patch.throttle is msgspec.UNSET:  # nothing to change: a no-op
             exists = await self.redis.exists(keys.campaign_keys(cid).meta)
             return Outcome.OK if exists else Outcome.NOT_FOUND
@@ -282,8 +286,11 @@ class Engine:
             if code == Outcome.INVALID and before == "wave":  # it would stay pending forever
                 raise ValidationError("closes_at must come after every pending wave")
             if code == Outcome.INVALID and before in ("phases", "phases_excluded",
-                                                      "price_steps_excluded"):
+                                                      "price_steps_excluded",
+                                                      "bundles_excluded"):
                 raise ValidationError(REFUSALS[before].template)
+            if code == Outcome.INVALID and patch.bundles is not msgspec.UNSET:
+                bundles.raise_patch_refusal(str(before), patch.bundles)
             if not (code == Outcome.CONFLICT and before == "precondition"):
                 return Outcome(code)
         raise UnavailableError("throttle config changed concurrently too often; retry")

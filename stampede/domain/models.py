@@ -310,6 +310,10 @@ class CampaignPatch(Struct, **_STRICT):
     price_steps: dict[SkuId, PriceSteps] | UnsetType = UNSET
     """Presale price steps by SKU, each list replaced whole for the next claim (prices
     locked into existing holds stay); [] removes them."""
+    bundles: Annotated[dict[BundleName, BundleSpec | None],
+                       Meta(max_length=64)] | UnsetType = UNSET
+    """Presale bundles by name, each added or replaced whole for the next claim (holds
+    keep the lines and prices they were taken with); null removes one."""
 
 
 class ClaimRequest(Struct, **_STRICT):

@@ -462,7 +462,8 @@ def _config(changes: Iterable[Event]) -> dict[str, str] | None:
                 config = None if meta is None else dict(_spec_waves.decode(meta))
             case CampaignPatched(after=after) if config is not None:
                 config.update({k: str(v) for k, v in _spec_waves.decode(after or "{}").items()
-                               if k.startswith(("wr_", "wl_", "th", "ph")) and v is not False})
+                               if k.startswith(("wr_", "wl_", "th", "ph", "bd"))
+                               and v is not False})  # bd: presale bundles as patched
     return config
 
 

@@ -5,7 +5,9 @@
 -- ARGV[2..]   name, value pairs; names: state (active|paused|closed), opens_ms,
 --             closes_ms, hold_ttl_ms, per_user, max_qty, "lim:<sku>"
 --             for a SKU's per-user limit (-1: none), "ps:<sku>" for its presale
---             price steps (stampede/domain/pricing.py; '' none), and the waiting room's
+--             price steps (stampede/domain/pricing.py; '' none), "bd:<name>" for
+--             a presale bundle's lines "sku:qty,..." ('' removes it; meta bd as
+--             stampede/domain/bundles.py encodes it), and the waiting room's
 --             wr_rate, wr_burst, wr_max_active, wr_paused (1|0), and the
 --             throttle's th, th_spec (meta), the presale phases ph (meta, as
 --             stampede/domain/phases.py encodes them) and th_lists (a JSON object that
@@ -22,7 +24,10 @@
 -- schedule that a presale phase would open outside of ({INVALID, 'phases', ''}),
 -- and phases for a campaign with a waitlist or a coupon drop
 -- ({INVALID, 'phases_excluded', ''}), and price steps for a coupon drop
--- ({INVALID, 'price_steps_excluded', ''}). Everything
+-- ({INVALID, 'price_steps_excluded', ''}), and bundles for a coupon drop or a
+-- sharded campaign ({INVALID, 'bundles_excluded', ''}), and a bundle line of a
+-- SKU the campaign lacks or over max_qty ({INVALID, 'bundle_line:<name>:<i>:sku|qty',
+-- ''}), and more than 64 bundles ({INVALID, 'bundles_too_many', ''}). Everything
 -- is checked before the first write. The waiting room is first brought up
 -- to now at its old rate, so a new rate or a pause applies from now on.
 --@include common
@@ -33,12 +38,20 @@ local now = now_ms()
 local before, after = {}, {}
 local writes = {}
 local room = false
+local bundle_edits = {}  -- presales: {name, lines} in the order given
 for i = 2, #ARGV, 2 do
   local name, value = ARGV[i], ARGV[i + 1]
   local sku = string.match(name, '^lim:(.+)$')
   local field = string.match(name, '^if:(.+)$')
   local steps_sku = string.match(name, '^ps:(.+)$')  -- presales: price steps
-  if steps_sku then
+  local bundle_name = string.match(name, '^bd:(.+)$')  -- presales: bundles
+  if bundle_name then
+    local m = redis.call('HMGET', K.meta, 'coupons', 'shards')
+    if m[1] == '1' or tonumber(m[2] or '1') > 1 then
+      return {INVALID, 'bundles_excluded', ''}
+    end
+    bundle_edits[#bundle_edits + 1] = {bundle_name, value}
+  elseif steps_sku then
     if redis.call('HEXISTS', K.stock, steps_sku .. '.price') == 0 then
       return {NOT_FOUND, '', ''}
     end
@@ -88,6 +101,46 @@ end
 if after['ph'] and ph then  -- waitlist offers and coupon claims do not pass the phase gate
   local m = redis.call('HMGET', K.meta, 'wl_max', 'coupons')
   if m[1] or m[2] == '1' then return {INVALID, 'phases_excluded', ''} end
+end
+-- ---- presales: bundles, edited by name; each edited one checked against the
+-- SKUs and max_qty in force (or patched with it), before the first write ----
+if #bundle_edits > 0 then
+  local old = redis.call('HGET', K.meta, 'bd') or ''
+  local names, defs = {}, {}
+  for part in string.gmatch(old, '[^;]+') do
+    local n, body = string.match(part, '^([^=]+)=(.*)$')
+    names[#names + 1] = n; defs[n] = body
+  end
+  local edited = {}
+  for _, e in ipairs(bundle_edits) do
+    edited[e[1]] = true
+    if e[2] == '' then defs[e[1]] = nil
+    else
+      if not defs[e[1]] then names[#names + 1] = e[1] end
+      defs[e[1]] = e[2]
+    end
+  end
+  local max_qty = tonumber(after['max_qty'] or redis.call('HGET', K.meta, 'max_qty') or '1')
+  local parts = {}
+  for _, n in ipairs(names) do
+    if defs[n] then
+      parts[#parts + 1] = n .. '=' .. defs[n]
+      local i = 0
+      for line_sku, qty in string.gmatch(edited[n] and defs[n] or '', '([^:,]+):(%d+)') do
+        if redis.call('HEXISTS', K.stock, line_sku .. '.price') == 0 then
+          return {INVALID, 'bundle_line:' .. n .. ':' .. i .. ':sku:' .. max_qty, ''}
+        end
+        if tonumber(qty) > max_qty then
+          return {INVALID, 'bundle_line:' .. n .. ':' .. i .. ':qty:' .. max_qty, ''}
+        end
+        i = i + 1
+      end
+    end
+  end
+  if #parts > 64 then return {INVALID, 'bundles_too_many', ''} end
+  local new = table.concat(parts, ';')
+  before['bd'], after['bd'] = old, new
+  writes[#writes + 1] = {K.meta, 'bd', new}
 end
 if room then
   local st = advance_queue(now)
