@@ -1,7 +1,8 @@
 """Presale allocations against a real Valkey: a SKU's stock split per channel and tier
 with a shared remainder, decided in the claim script; unused units return to the shared
 pool at their time or by ops, live; releases give units back; thousands of concurrent
-claims across channels never take a channel past its allocation plus the shared pool."""
+claims across channels and tiers never take a channel past its allocation plus the shared
+pool, nor a claim units of an allocation not of its channel or tiers."""
 
 import asyncio
 from collections import Counter
@@ -136,3 +137,42 @@ async def test_thousands_of_claims_across_channels_never_pass_a_channel(
     s = stats.skus[0] if stats else None
     assert s and s.available == 0 and s.held == 1000 == s.released
     assert await _meta(engine, "a5", "app", "web", "partner") == [0, 0, -1]
+
+
+async def test_thousands_of_claims_across_channels_and_tiers_of_one_sku(
+        engine: Engine) -> None:
+    """4000 one-unit claims of one SKU, every mix of channel (app, web, none) and tiers
+    (member, vip, both, none), race for 1200 units: app 300, web 200, members 300,
+    vip 100, 300 shared. Each hold took only from allocations of its channel or tiers,
+    each allocation gave exactly its qty, the shared pool its 300, and nothing more."""
+    allocs = [{"name": "app", "qty": 300, "channels": ["app"]},
+              {"name": "web", "qty": 200, "channels": ["web"]},
+              {"name": "members", "qty": 300, "tiers": ["member"]},
+              {"name": "vip", "qty": 100, "tiers": ["vip"]}]
+    await engine.define_campaign("a6", allocated_spec(allocs, stock=1200))
+    kinds = [(ch, tiers) for ch in ("app", "web", "")
+             for tiers in ((), ("member",), ("vip",), ("member", "vip"))]
+    order = [kinds[i % len(kinds)] for i in range(4000)]
+    results = await asyncio.gather(*(
+        engine.claim("a6", f"u{i}", "tkt", channel=ch or None, tiers=tiers)
+        for i, (ch, tiers) in enumerate(order)))
+    assert {r.outcome for r in results} == {Outcome.OK, Outcome.SOLD_OUT}
+    admits = {"app": lambda ch, t: ch == "app", "web": lambda ch, t: ch == "web",
+              "members": lambda ch, t: "member" in t, "vip": lambda ch, t: "vip" in t}
+    stored = await engine.redis.hgetall(keys.campaign_keys("a6").claims)
+    took: Counter[str] = Counter()
+    for (ch, tiers), r in zip(order, results, strict=True):
+        if r.outcome is not Outcome.OK:
+            continue
+        assert r.claim
+        alloc = records.CLAIM.decode(stored[r.claim.claim_id]).alloc
+        for part in filter(None, alloc.split(",")):
+            name, n = part.split(":")
+            assert admits[name](ch, tiers), (ch, tiers, alloc)  # never another's units
+            took[name] += int(n)
+        took["shared"] += 0 if alloc else 1
+    assert took == {"app": 300, "web": 200, "members": 300, "vip": 100, "shared": 300}
+    assert await _meta(engine, "a6", "app", "web", "members", "vip") == [0, 0, 0, 0]
+    stats = await engine.stats("a6")
+    s = stats.skus[0] if stats else None
+    assert s and (s.available, s.held, s.released) == (0, 1200, 1200)
