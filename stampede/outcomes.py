@@ -403,6 +403,12 @@ REFUSALS: dict[str, Refusal] = {
     "bundles_excluded": _r("invalid_request", 400, "bundles: a coupon drop, or a campaign "
                            "split over shards, takes no bundles", "a PATCH of bundles onto a "
                            "coupon drop or a sharded campaign"),
+    "bundle_line": _r("invalid_request", 400, "bundles.{bundle}.lines[{line}].{detail}: not a "
+                      "SKU of the campaign, or over its max_per_claim of {limit}",
+                      "a PATCH of bundles whose line names a SKU the campaign lacks, or more "
+                      "units than max_per_claim", values=("bundle", "line", "detail", "limit")),
+    "bundles_too_many": _r("invalid_request", 400, "bundles: a campaign has at most 64 "
+                           "bundles", "a PATCH of bundles that would leave more than 64"),
     # -- paid vouchers ------------------------------------------------------------
     "not_a_voucher": _r("not_a_voucher", 409, "claim '{claim}' is not a paid voucher: its "
                         "coupons were issued at claim, there is nothing to pay or refund",

@@ -12,9 +12,16 @@ A hold records what it took from allocations in its claim record (`alloc`) as
 """
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from stampede.domain.models import AllocationSpec, CampaignSpec, SkuSpec, to_ms
+from stampede.domain.models import (
+    AllocationSpec,
+    AllocationStats,
+    CampaignSpec,
+    SkuSpec,
+    from_ms,
+    to_ms,
+)
 from stampede.errors import ValidationError
 
 FLAG = "al"
@@ -72,3 +79,21 @@ def meta_fields(spec: CampaignSpec) -> dict[str, str]:
         for a in s.allocations:
             fields[f"al:{s.sku}:{a.name}"] = str(a.qty)
     return fields
+
+
+def in_force(meta: Mapping[str, str], sku: str, now_ms: int) -> list[AllocationStats]:
+    """A SKU's allocations as the meta holds them now (for stats). One whose returns_at
+    has passed counts as returned: the next claim of the SKU returns it (its
+    allocation_returned event) before it takes anything."""
+    found: list[AllocationStats] = []
+    for part in filter(None, meta.get(f"al:{sku}", "").split(";")):
+        name, returns, channels, tiers = part.split("/")
+        reserved = int(meta.get(f"al:{sku}:{name}", "-1"))
+        due = int(returns) > 0 and now_ms >= int(returns)
+        returned = reserved < 0 or due
+        found.append(AllocationStats(
+            name=name, reserved=0 if returned else reserved, returned=returned,
+            channels=channels.split(",") if channels else None,
+            tiers=tiers.split(",") if tiers else None,
+            returns_at=from_ms(int(returns)) if int(returns) > 0 else None))
+    return found

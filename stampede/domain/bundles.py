@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from stampede.domain.batcher import PendingClaim
 from stampede.domain.models import BUNDLE_MAX_LINES, BundleLine, BundleSpec, CampaignSpec
 from stampede.errors import ValidationError
+from stampede.outcomes import REFUSALS
 
 META_FIELD = "bd"
 
@@ -111,7 +112,7 @@ def raise_patch_refusal(detail: str, edits: Mapping[str, BundleSpec | None]) -> 
     """patch_campaign.lua's refusal of the bundles as a ValidationError naming the field
     (any other detail is not the bundles': the caller goes on)."""
     if detail == "bundles_too_many":
-        raise ValidationError("bundles: a campaign has at most 64 bundles")
+        raise ValidationError(REFUSALS[detail].template)
     parts = detail.split(":")
     if len(parts) != 5 or parts[0] != "bundle_line":
         return

@@ -425,7 +425,8 @@ class Engine:
             skus=[SkuStats(sku=s.sku, price=s.price, available=s.available, held=s.held,
                            sold=s.sold, released=s.released, revenue=s.revenue,
                            pending_waves=snap.pending_wave_count(s.sku),
-                           pending_units=snap.pending_wave_qty(s.sku), per_user=s.per_user)
+                           pending_units=snap.pending_wave_qty(s.sku), per_user=s.per_user,
+                           allocations=allocations.in_force(snap.meta, s.sku, snap.now_ms))
                   for s in snap.skus])
 
     async def explain(self, cid: str, outcome: Outcome, **context: Any) -> Explained:

@@ -476,6 +476,18 @@ class LiveState(Struct, kw_only=True):
     (None: the campaign has no waiting room)."""
 
 
+class AllocationStats(Struct, kw_only=True):
+    """Presales: one allocation of a SKU as it stands (bundleops)."""
+    name: str
+    reserved: int
+    """Units still reserved for its channels or tiers; 0 once returned to the shared pool."""
+    returned: bool
+    """Its unused units joined the shared pool (by ops, or its returns_at has passed)."""
+    channels: list[str] | None = None
+    tiers: list[str] | None = None
+    returns_at: datetime | None = None
+
+
 class SkuStats(Struct, kw_only=True):
     sku: str
     price: int
@@ -492,6 +504,9 @@ class SkuStats(Struct, kw_only=True):
     revenue: int = 0
     """Gross: price x qty of every claim confirmed (at the price locked into its hold);
     refunds are counted apart, in the campaign's `refunds`."""
+    allocations: list[AllocationStats] = []
+    """Presales: its allocations in spec order; `available` less their `reserved` units
+    is the shared pool."""
 
 
 class CampaignStats(Struct, kw_only=True):

@@ -26,8 +26,8 @@
 -- ({INVALID, 'phases_excluded', ''}), and price steps for a coupon drop
 -- ({INVALID, 'price_steps_excluded', ''}), and bundles for a coupon drop or a
 -- sharded campaign ({INVALID, 'bundles_excluded', ''}), and a bundle line of a
--- SKU the campaign lacks or over max_qty ({INVALID, 'bundle_line:<name>:<i>:sku|qty',
--- ''}), and more than 64 bundles ({INVALID, 'bundles_too_many', ''}). Everything
+-- SKU the campaign lacks or over max_qty ({INVALID,
+-- 'bundle_line:<name>:<i>:sku|qty:<max_qty>', ''}), and more than 64 bundles ({INVALID, 'bundles_too_many', ''}). Everything
 -- is checked before the first write. The waiting room is first brought up
 -- to now at its old rate, so a new rate or a pause applies from now on.
 --@include common
@@ -128,10 +128,10 @@ if #bundle_edits > 0 then
       local i = 0
       for line_sku, qty in string.gmatch(edited[n] and defs[n] or '', '([^:,]+):(%d+)') do
         if redis.call('HEXISTS', K.stock, line_sku .. '.price') == 0 then
-          return {INVALID, 'bundle_line:' .. n .. ':' .. i .. ':sku:' .. max_qty, ''}
+          return {INVALID, 'bundle_line:' .. n .. ':' .. i .. ':' .. 'sku' .. ':' .. max_qty, ''}
         end
         if tonumber(qty) > max_qty then
-          return {INVALID, 'bundle_line:' .. n .. ':' .. i .. ':qty:' .. max_qty, ''}
+          return {INVALID, 'bundle_line:' .. n .. ':' .. i .. ':' .. 'qty' .. ':' .. max_qty, ''}
         end
         i = i + 1
       end

@@ -37,6 +37,12 @@ async def _meta(engine: Engine, cid: str, *names: str) -> list[int]:
     return [int(v) for v in raw]
 
 
+async def _in_stats(engine: Engine, cid: str) -> list[tuple[str, int, bool]]:
+    stats = await engine.stats(cid)
+    assert stats
+    return [(a.name, a.reserved, a.returned) for a in stats.skus[0].allocations]
+
+
 async def test_a_channel_takes_its_allocation_then_the_shared_pool(engine: Engine) -> None:
     await engine.define_campaign("a1", allocated_spec(APP_WEB))  # 3 shared
     r = await engine.claim("a1", "u1", "tkt", 5, channel="app")  # 4 app + 1 shared
@@ -50,6 +56,8 @@ async def test_a_channel_takes_its_allocation_then_the_shared_pool(engine: Engin
     assert (await engine.claim("a1", "u4", "tkt", 3, channel="web")).outcome is Outcome.OK
     stats = await engine.stats("a1")
     assert stats and (stats.skus[0].available, stats.skus[0].held) == (0, 10)
+    assert [(a.name, a.reserved, a.channels, a.tiers) for a in stats.skus[0].allocations] \
+        == [("app", 0, ["app"], None), ("web", 0, ["web"], None)]
 
 
 async def test_a_tier_allocation_and_a_release_giving_units_back(engine: Engine) -> None:
@@ -71,7 +79,9 @@ async def test_unused_units_return_by_ops_and_at_their_time(engine: Engine) -> N
               {"name": "partner", "qty": 4, "channels": ["partner"], "returns_at": iso(100)}]
     await engine.define_campaign("a3", allocated_spec(allocs))  # 2 shared
     assert (await engine.claim("a3", "u1", "tkt", 3)).outcome is Outcome.SOLD_OUT
+    assert await _in_stats(engine, "a3") == [("app", 4, False), ("partner", 4, False)]
     assert await engine.return_allocation("a3", "tkt", "app", "ops") == (Outcome.OK, "", 4)
+    assert await _in_stats(engine, "a3") == [("app", 0, True), ("partner", 4, False)]
     assert await engine.return_allocation("a3", "tkt", "app", "ops") == \
         (Outcome.CONFLICT, "allocation_returned", 0)
     assert await engine.return_allocation("a3", "tkt", "nope", "ops") == \
@@ -79,6 +89,8 @@ async def test_unused_units_return_by_ops_and_at_their_time(engine: Engine) -> N
     assert (await engine.claim("a3", "u1", "tkt", 6)).outcome is Outcome.OK  # 4 + 2
     assert (await engine.claim("a3", "u2", "tkt", 1)).outcome is Outcome.SOLD_OUT
     await engine.set_clock_offset("a3", 101_000)
+    # stats count a due return before the next claim makes it
+    assert await _in_stats(engine, "a3") == [("app", 0, True), ("partner", 0, True)]
     assert (await engine.claim("a3", "u2", "tkt", 4)).outcome is Outcome.OK
     assert await _meta(engine, "a3", "app", "partner") == [-1, -1]
     events = await engine.redis.xrange(keys.events_key("a3"))

@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from stampede import Engine, Outcome
+from stampede.domain.bundles import decode as bundles_of
 from stampede.domain.models import CampaignPatch
 from stampede.errors import ValidationError
 from stampede.state import keys
@@ -151,3 +152,14 @@ async def test_bundle_claims_racing_patches_are_whole_and_never_oversell(
     # a refused claim held nothing: every hold in the claims hash is a held line
     claims = await engine.redis.hlen(keys.campaign_keys("bp4").claims)
     assert claims == sum(len(r.claim.lines) for r in held if r.claim and r.claim.lines)
+
+
+async def test_at_most_64_bundles_in_force(engine: Engine) -> None:
+    await engine.define_campaign("bp5", bundle_spec())  # "fan"
+    many = {f"b{i}": {"lines": [{"sku": "cap"}]} for i in range(64)}
+    with pytest.raises(ValidationError, match="^bundles: a campaign has at most 64"):
+        await engine.patch_campaign("bp5", _patch(many), "ops")
+    assert await engine.patch_campaign("bp5", _patch({**many, "b63": None}), "ops") is \
+        Outcome.OK  # the 64th bundle taken back: 64 in force, with fan
+    in_force = bundles_of(await engine.redis.hget(keys.campaign_keys("bp5").meta, "bd"))
+    assert len(in_force) == 64 and "fan" in in_force and "b63" not in in_force
