@@ -28,6 +28,7 @@ from stampede.domain.grants import Grants
 from stampede.domain.models import (
     BUNDLE_MAX_LINES,
     BundleLine,
+    BundleSpec,
     CampaignPatch,
     CampaignPublic,
     CampaignSpec,
@@ -389,7 +390,9 @@ class Engine:
             opens_at=from_ms(snap.opens_ms), closes_at=from_ms(snap.closes_ms),
             skus=[SkuPublic(sku=s.sku, price=s.price, available=s.available,
                             next_wave_at=snap.next_wave_at(s.sku)) for s in snap.skus],
-            phases=phases.decode(snap.meta.get(phases.META_FIELD, ""))), seen
+            phases=phases.decode(snap.meta.get(phases.META_FIELD, "")),
+            bundles={name: BundleSpec(lines=lines) for name, lines in
+                     bundles.decode(snap.meta.get(bundles.META_FIELD, "")).items()}), seen
 
     async def live_state(self, cid: str) -> LiveState | None:
         """What the live feed shows, from one script call (None: no such campaign)."""

@@ -455,6 +455,8 @@ class CampaignPublic(Struct, kw_only=True):
     skus: list[SkuPublic]
     phases: list[PhasePublic] = []
     """Presale access phases in force (empty: everyone from opens_at)."""
+    bundles: dict[str, BundleSpec] = {}
+    """Presale bundles in force, by name (`bundle` in a claim); PATCH may change them."""
 
 
 class LiveSku(Struct, kw_only=True):

@@ -1,6 +1,6 @@
-"""Bundles patched live over HTTP: 200 with the campaign's stats and the new bundle
-claimable at once; a bad definition (or a bad name) is 400 naming the field in the
-JSON error shape, and nothing changes."""
+"""Bundles patched live over HTTP: 200 with the campaign's stats, the new bundle
+claimable at once and listed by GET /v1/campaigns/{id}; a bad definition (or a bad
+name) is 400 naming the field in the JSON error shape, and nothing changes."""
 
 from typing import Any
 
@@ -36,9 +36,14 @@ async def test_bundles_patched_live(api: Api) -> None:
     resp = await api.public.post("/v1/campaigns/gig/claims", json={"bundle": "fan"},
                                  headers={"X-User-Id": "ann"})
     assert resp.status == 404, await resp.text()  # nothing of the refused PATCHes made it
+    status = await (await api.public.get("/v1/campaigns/gig")).json()
+    assert status["bundles"] == {"pair": {"lines": [{"sku": "ticket", "qty": 2}]}}
     good = {"bundles": {"fan": {"lines": [{"sku": "ticket"}, {"sku": "tee"}]}, "pair": None}}
     resp = await api.admin.patch("/admin/v1/campaigns/gig", json=good, headers=api.op())
     assert resp.status == 200, await resp.text()
+    status = await (await api.public.get("/v1/campaigns/gig")).json()
+    assert status["bundles"] == {"fan": {"lines": [{"sku": "ticket", "qty": 1},
+                                                   {"sku": "tee", "qty": 1}]}}
     resp = await api.public.post("/v1/campaigns/gig/claims", json={"bundle": "fan"},
                                  headers={"X-User-Id": "ann"})
     body = await resp.json()
