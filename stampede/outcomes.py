@@ -407,6 +407,17 @@ REFUSALS: dict[str, Refusal] = {
                       "SKU of the campaign, or over its max_per_claim of {limit}",
                       "a PATCH of bundles whose line names a SKU the campaign lacks, or more "
                       "units than max_per_claim", values=("bundle", "line", "detail", "limit")),
+    "allocations_excluded": _r("invalid_request", 400, "allocations: a coupon drop, a "
+                               "campaign with a waitlist or one split over shards takes no "
+                               "allocations", "a PATCH of allocations onto such a campaign"),
+    "allocation_taken": _r("invalid_request", 400, "allocations.{sku}[{detail}].qty: holds and "
+                           "sales took {held} units of it already", "a PATCH lowering an "
+                           "allocation's qty below what was taken from it",
+                           values=("sku", "detail", "held")),
+    "allocations_over": _r("invalid_request", 400, "allocations.{sku}: the allocations would "
+                           "reserve {qty} units, more than the {available} units available "
+                           "or still to come", "a PATCH of allocations reserving more than "
+                           "the SKU's units", values=("sku", "qty", "available")),
     "bundles_too_many": _r("invalid_request", 400, "bundles: a campaign has at most 64 "
                            "bundles", "a PATCH of bundles that would leave more than 64"),
     # -- paid vouchers ------------------------------------------------------------

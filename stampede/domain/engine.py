@@ -255,6 +255,8 @@ class Engine:
                                       "guard's limits are per slot)")
             if patch.bundles is not msgspec.UNSET:  # a bundle does not borrow between shards
                 raise ValidationError(REFUSALS["bundles_excluded"].template)
+            if patch.allocations is not msgspec.UNSET:
+                raise ValidationError(REFUSALS["allocations_excluded"].template)
             outcome = Outcome.OK
             for k in range(n):
                 outcome = await self._patch_one(keys.shard_id(cid, k, n), patch, actor)
@@ -269,6 +271,8 @@ class Engine:
             pairs += await self._price_step_pairs(cid, patch)
         if patch.bundles is not msgspec.UNSET:
             pairs += bundles.patch_pairs(patch.bundles)
+        if patch.allocations is not msgspec.UNSET:
+            pairs += await self._allocation_pairs(cid, patch)
         if not pairs and patch.throttle is msgspec.UNSET:  # nothing to change: a no-op
             exists = await self.redis.exists(keys.campaign_keys(cid).meta)
             return Outcome.OK if exists else Outcome.NOT_FOUND
@@ -292,9 +296,30 @@ class Engine:
                 raise ValidationError(REFUSALS[before].template)
             if code == Outcome.INVALID and patch.bundles is not msgspec.UNSET:
                 bundles.raise_patch_refusal(str(before), patch.bundles)
+            if code == Outcome.INVALID and before == "allocations_excluded":
+                raise ValidationError(REFUSALS[before].template)
+            refused = allocations.patch_refusal(str(before), "allocations")
+            if code == Outcome.INVALID and refused is not None:
+                raise refused
             if not (code == Outcome.CONFLICT and before == "precondition"):
                 return Outcome(code)
         raise UnavailableError("throttle config changed concurrently too often; retry")
+
+    async def _allocation_pairs(self, cid: str, patch: CampaignPatch) -> list[Any]:
+        """Presales: the "alp:<sku>" pairs of a PATCH's allocations, each list checked as
+        a spec's is against the schedule in force (or the one patched with it); what
+        they may reserve, the script checks against the SKU's units."""
+        assert patch.allocations is not msgspec.UNSET
+        raw = await self.redis.hmget(keys.campaign_keys(cid).meta, "opens_ms", "closes_ms")
+        opens = to_ms(patch.opens_at) if patch.opens_at is not msgspec.UNSET else \
+            int(raw[0] or 0)
+        closes = to_ms(patch.closes_at) if patch.closes_at is not msgspec.UNSET else \
+            int(raw[1] or 0)
+        pairs: list[Any] = []
+        for sku, allocs in patch.allocations.items():
+            allocations.check_list(f"allocations.{sku}", allocs, opens, closes)
+            pairs += [f"alp:{sku}", allocations.patch_value(allocs)]
+        return pairs
 
     async def _price_step_pairs(self, cid: str, patch: CampaignPatch) -> list[Any]:
         """Presales: the "ps:<sku>" pairs of a PATCH's price steps, each checked as a

@@ -462,8 +462,8 @@ def _config(changes: Iterable[Event]) -> dict[str, str] | None:
                 config = None if meta is None else dict(_spec_waves.decode(meta))
             case CampaignPatched(after=after) if config is not None:
                 config.update({k: str(v) for k, v in _spec_waves.decode(after or "{}").items()
-                               if k.startswith(("wr_", "wl_", "th", "ph", "bd"))
-                               and v is not False})  # bd: presale bundles as patched
+                               if k.startswith(("wr_", "wl_", "th", "ph", "bd", "al"))
+                               and v is not False})  # bd, al: presale bundles, allocations
     return config
 
 
@@ -558,7 +558,8 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
             if entries:
                 pipe.hset(keys.lists_key(cid), mapping=entries)
     if st.spec is not None:  # presales: allocations' reserved units
-        m |= allocation_recovery.rebuild(st.spec, history.returned, history.takes, st.claims)
+        m |= allocation_recovery.rebuild(st.spec, history.returned, history.takes, st.claims,
+                                         st.config)
     pipe.hset(meta, mapping=m)
     stock_fields: dict[str, Any] = {}
     for s in st.skus:

@@ -7,7 +7,9 @@
 --             for a SKU's per-user limit (-1: none), "ps:<sku>" for its presale
 --             price steps (stampede/domain/pricing.py; '' none), "bd:<name>" for
 --             a presale bundle's lines "sku:qty,..." ('' removes it; meta bd as
---             stampede/domain/bundles.py encodes it), and the waiting room's
+--             stampede/domain/bundles.py encodes it), "alp:<sku>" for a SKU's presale
+--             allocations replaced whole, "<al:sku encoding>|<name:qty,...>"
+--             (stampede/domain/allocations.py), and the waiting room's
 --             wr_rate, wr_burst, wr_max_active, wr_paused (1|0), and the
 --             throttle's th, th_spec (meta), the presale phases ph (meta, as
 --             stampede/domain/phases.py encodes them) and th_lists (a JSON object that
@@ -27,7 +29,13 @@
 -- ({INVALID, 'price_steps_excluded', ''}), and bundles for a coupon drop or a
 -- sharded campaign ({INVALID, 'bundles_excluded', ''}), and a bundle line of a
 -- SKU the campaign lacks or over max_qty ({INVALID,
--- 'bundle_line:<name>:<i>:sku|qty:<max_qty>', ''}), and more than 64 bundles ({INVALID, 'bundles_too_many', ''}). Everything
+-- 'bundle_line:<name>:<i>:sku|qty:<max_qty>', ''}), and more than 64 bundles
+-- ({INVALID, 'bundles_too_many', ''}), and allocations for a coupon drop, a
+-- campaign with a waitlist or a sharded one ({INVALID, 'allocations_excluded', ''}),
+-- an allocation's qty below the units holds and sales took from it
+-- ({INVALID, 'allocation_taken:<sku>:<i>:<taken>', ''}), and allocations reserving
+-- more than the SKU's units available or to come
+-- ({INVALID, 'allocations_over:<sku>:<units>:<available>', ''}). Everything
 -- is checked before the first write. The waiting room is first brought up
 -- to now at its old rate, so a new rate or a pause applies from now on.
 --@include common
@@ -39,13 +47,24 @@ local before, after = {}, {}
 local writes = {}
 local room = false
 local bundle_edits = {}  -- presales: {name, lines} in the order given
+local alloc_edits = {}  -- presales: {sku, encoding|qtys}
 for i = 2, #ARGV, 2 do
   local name, value = ARGV[i], ARGV[i + 1]
   local sku = string.match(name, '^lim:(.+)$')
   local field = string.match(name, '^if:(.+)$')
   local steps_sku = string.match(name, '^ps:(.+)$')  -- presales: price steps
   local bundle_name = string.match(name, '^bd:(.+)$')  -- presales: bundles
-  if bundle_name then
+  local alloc_sku = string.match(name, '^alp:(.+)$')  -- presales: allocations
+  if alloc_sku then
+    if redis.call('HEXISTS', K.stock, alloc_sku .. '.price') == 0 then
+      return {NOT_FOUND, '', ''}
+    end
+    local m = redis.call('HMGET', K.meta, 'coupons', 'shards', 'wl_max')
+    if m[1] == '1' or tonumber(m[2] or '1') > 1 or m[3] then
+      return {INVALID, 'allocations_excluded', ''}
+    end
+    alloc_edits[#alloc_edits + 1] = {alloc_sku, value}
+  elseif bundle_name then
     local m = redis.call('HMGET', K.meta, 'coupons', 'shards')
     if m[1] == '1' or tonumber(m[2] or '1') > 1 then
       return {INVALID, 'bundles_excluded', ''}
@@ -142,6 +161,64 @@ if #bundle_edits > 0 then
   before['bd'], after['bd'] = old, new
   writes[#writes + 1] = {K.meta, 'bd', new}
 end
+-- ---- presales: a SKU's allocations replaced whole. A listed one keeps what holds and
+-- sales took from it (its reserved units move by the change of qty), a new one
+-- reserves its qty, a returned one stays returned, one no longer listed returns its
+-- reserved units to the shared pool (an allocation_returned event, by 'patch'); what
+-- they reserve must be units the SKU has available or still to come in waves ----
+local alloc_returns = {}
+for _, e in ipairs(alloc_edits) do
+  local sku = e[1]
+  local enc, qtys = string.match(e[2], '^([^|]*)|(.*)$')
+  local old_enc = redis.call('HGET', K.meta, 'al:' .. sku) or ''
+  local old_qtys = redis.call('HGET', K.meta, 'alq:' .. sku) or ''
+  local old_qty = {}
+  for n, q in string.gmatch(old_qtys, '([^:,]+):(%d+)') do old_qty[n] = tonumber(q) end
+  local listed, order = {}, {}
+  for part in string.gmatch(old_enc, '[^;]+') do
+    local n = string.match(part, '^([^/]*)/')
+    listed[n], order[#order + 1] = true, n
+  end
+  local kept, reserving, i = {}, 0, 0
+  for n, q in string.gmatch(qtys, '([^:,]+):(%d+)') do
+    local field = 'al:' .. sku .. ':' .. n
+    local r = tonumber(redis.call('HGET', K.meta, field) or '')
+    local reserve = tonumber(q)
+    if r and r < 0 then
+      reserve = -1  -- returned: its units stay in the shared pool
+    elseif r and listed[n] then
+      local taken = (old_qty[n] or r) - r  -- (no alq: defined before it was kept)
+      if reserve < taken then
+        return {INVALID, 'allocation_taken:' .. sku .. ':' .. i .. ':' .. taken, ''}
+      end
+      reserve = reserve - taken
+    end
+    kept[n] = true
+    if reserve > 0 then reserving = reserving + reserve end
+    writes[#writes + 1] = {K.meta, field, reserve}
+    i = i + 1
+  end
+  for _, n in ipairs(order) do
+    local r = tonumber(redis.call('HGET', K.meta, 'al:' .. sku .. ':' .. n) or '-1')
+    if not kept[n] and r >= 0 then
+      writes[#writes + 1] = {K.meta, 'al:' .. sku .. ':' .. n, -1}
+      alloc_returns[#alloc_returns + 1] = {sku, n, r}
+    end
+  end
+  local units = tonumber(redis.call('HGET', K.stock, sku .. '.a') or '0')
+  for _, member in ipairs(redis.call('ZRANGE', K.waves, 0, -1)) do
+    local w = parse_wave(member)
+    if w.sku == sku then units = units + w.qty end
+  end
+  if reserving > units then
+    return {INVALID, 'allocations_over:' .. sku .. ':' .. reserving .. ':' .. units, ''}
+  end
+  before['al:' .. sku], before['alq:' .. sku] = old_enc, old_qtys
+  after['al:' .. sku], after['alq:' .. sku], after['al'] = enc, qtys, '1'
+  writes[#writes + 1] = {K.meta, 'al:' .. sku, enc}
+  writes[#writes + 1] = {K.meta, 'alq:' .. sku, qtys}
+  writes[#writes + 1] = {K.meta, 'al', '1'}
+end
 if room then
   local st = advance_queue(now)
   redis.call('HSET', K.meta, 'wr_tokens', st.tokens, 'wr_at', math.max(st.at, now))
@@ -162,4 +239,8 @@ for _, w in ipairs(writes) do
 end
 local b, a = cjson.encode(before), cjson.encode(after)
 emit(now, 'campaign_patched', {'actor', ARGV[1], 'before', b, 'after', a})
+for _, r in ipairs(alloc_returns) do
+  emit(now, 'allocation_returned', {'sku', r[1], 'allocation', r[2], 'qty', r[3], 'by', 'patch',
+                                    'actor', ARGV[1]})
+end
 return {OK, b, a}
