@@ -310,13 +310,16 @@ class CampaignPatch(Struct, **_STRICT):
     price_steps: dict[SkuId, PriceSteps] | UnsetType = UNSET
     """Presale price steps by SKU, each list replaced whole for the next claim (prices
     locked into existing holds stay); [] removes them."""
-    allocations: dict[SkuId, Annotated[list[AllocationSpec], Meta(max_length=16)]] \
-        | UnsetType = UNSET
+    allocations: Annotated[
+        dict[SkuId, Annotated[list[AllocationSpec], Meta(max_length=16)]],
+        Meta(examples=[{"tee-black": [{"name": "app", "qty": 100, "channels": ["app"]}]}]),
+    ] | UnsetType = UNSET
     """Presale allocations by SKU, each list replaced whole for the next claim: a listed
     one keeps what holds and sales took from it, one left out returns its units to the
     shared pool; [] removes them all."""
-    bundles: Annotated[dict[BundleName, BundleSpec | None],
-                       Meta(max_length=64)] | UnsetType = UNSET
+    bundles: Annotated[dict[BundleName, BundleSpec | None], Meta(
+        max_length=64, examples=[{"tee-pack": {"lines": [{"sku": "tee-black", "qty": 2}]},
+                                  "old-pack": None}])] | UnsetType = UNSET
     """Presale bundles by name, each added or replaced whole for the next claim (holds
     keep the lines and prices they were taken with); null removes one."""
 
