@@ -83,7 +83,7 @@ def _qtys(allocs: Sequence[AllocationSpec]) -> str:
 
 def patch_value(allocs: Sequence[AllocationSpec]) -> str:
     """The value of a PATCH's "alp:<sku>" pair (patch_campaign.lua)."""
-    return f"{_encode(allocs)}|{_qtys(allocs)}"
+    return f"{_encode(allocs)}#{_qtys(allocs)}"
 
 
 def patch_refusal(detail: str, field: str) -> ValidationError | None:

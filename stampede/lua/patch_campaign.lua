@@ -8,7 +8,7 @@
 --             price steps (stampede/domain/pricing.py; '' none), "bd:<name>" for
 --             a presale bundle's lines "sku:qty,..." ('' removes it; meta bd as
 --             stampede/domain/bundles.py encodes it), "alp:<sku>" for a SKU's presale
---             allocations replaced whole, "<al:sku encoding>|<name:qty,...>"
+--             allocations replaced whole, "<al:sku encoding>#<name:qty,...>"
 --             (stampede/domain/allocations.py), and the waiting room's
 --             wr_rate, wr_burst, wr_max_active, wr_paused (1|0), and the
 --             throttle's th, th_spec (meta), the presale phases ph (meta, as
@@ -47,7 +47,7 @@ local before, after = {}, {}
 local writes = {}
 local room = false
 local bundle_edits = {}  -- presales: {name, lines} in the order given
-local alloc_edits = {}  -- presales: {sku, encoding|qtys}
+local alloc_edits = {}  -- presales: {sku, encoding#qtys}
 for i = 2, #ARGV, 2 do
   local name, value = ARGV[i], ARGV[i + 1]
   local sku = string.match(name, '^lim:(.+)$')
@@ -169,7 +169,7 @@ end
 local alloc_returns = {}
 for _, e in ipairs(alloc_edits) do
   local sku = e[1]
-  local enc, qtys = string.match(e[2], '^([^|]*)|(.*)$')
+  local enc, qtys = string.match(e[2], '^([^#]*)#(.*)$')
   local old_enc = redis.call('HGET', K.meta, 'al:' .. sku) or ''
   local old_qtys = redis.call('HGET', K.meta, 'alq:' .. sku) or ''
   local old_qty = {}
