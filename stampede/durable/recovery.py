@@ -30,6 +30,7 @@ from stampede.durable import (
     bundle_recovery,
     coupon_recovery,
     presale_recovery,
+    queue_recovery,
 )
 from stampede.durable.events import (
     AllocationReturned,
@@ -202,6 +203,7 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
                 (spec.on_confirm.drop, spec.on_confirm.sku)
                 if spec is not None and spec.on_confirm is not None else None)
             presale = await presale_recovery.load(store, cid)
+            room = await queue_recovery.load(store, cid, state.row.applied_seq, now)
             pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             idem = _rebuild(pipe, cid, state, epoch, old, old_counts, now, idem_ttl_ms,
                             refunds.partial)
@@ -211,6 +213,9 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
             if drop is not None:
                 drop.queue(pipe, now, idem_ttl_ms)
             presale.queue(pipe)
+            if room is not None:  # the waiting room, in queue order (after _rebuild's meta)
+                room.queue(pipe, cid, now)
+                pipe.hset(ks.meta, mapping=room.meta(old))  # type: ignore[arg-type]
             try:
                 await pipe.execute()
             except WatchError:
@@ -365,7 +370,8 @@ _WAITLIST_EVENTS = names(WaitlistJoined, WaitlistLeft, WaitlistSkipped, OfferMad
 
 
 # Waiting-room counters and the lottery salt are state, not configuration: a live
-# Redis keeps its own; an emptied one starts them from the definition.
+# Redis keeps its own; an emptied one starts them from the definition, and then
+# the room's events set the counters (queue_recovery).
 _RUNTIME = ("wr_served", "wr_tokens", "wr_at", "wr_seq", "salt")
 
 

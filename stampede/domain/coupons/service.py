@@ -464,7 +464,7 @@ class Coupons:
         coupons = [f for f in found if f is not None]
         this, rules_now = first
         others_t = {loc: f.template for loc, f in zip(locators[1:], coupons[1:], strict=True)}
-        best = pricing.pick_revision(rules_now, this.record.claimed,
+        best = pricing.pick_revision(rules_now, this.record,
                                      lambda t: in_scope(t, merchant), amount, req.lines,
                                      parsed.locator, others_t)
         # as before cart rules: merchant scope, then stacking, then the order's fit
