@@ -32,6 +32,7 @@ from stampede.api.routing import CID, SKU_PATTERN, ApiRoutes
 from stampede.domain.models import QueueTicket, to_ms
 from stampede.durable import queries as q
 from stampede.durable import shard_queries
+from stampede.durable.bundle_queries import bundle_record
 from stampede.durable.exports import FORMATS, MEDIA_TYPES, Format, encoded
 from stampede.durable.store import Store
 from stampede.logs import log
@@ -262,12 +263,15 @@ async def _tickets(engine: Engine, uid: str) -> list[QueueTicket]:
 
 
 @admin_api.route("GET", "/admin/v1/claims/{claim_id}",
-                 "A claim's record and the events that made it", auth="viewer",
+                 "A claim's record (a bundle's with its lines) and the events that made it",
+                 auth="viewer",
                  response=q.ClaimLookup, errors=(401, 404, 503),
                  path_params=CLAIM)
 async def claim_lookup(request: web.Request) -> web.Response:
     claim_id = request.match_info["claim_id"]
     found = await _stored(q.claim_record(_store(request), claim_id))
+    if found is None:  # presales: a bundle claim's id names its lines
+        found = await _stored(bundle_record(_store(request), claim_id))
     if found is None:
         return refuse("no_claim_record", {"claim": claim_id})
     return json_response(found)

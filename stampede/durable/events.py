@@ -437,7 +437,7 @@ class AllocationReturned(Event, tag="allocation_returned"):
     allocation: str
     qty: int
     by: str
-    """schedule (its returns_at) or ops"""
+    """schedule (its returns_at), ops, or patch (left out of a PATCH of allocations)"""
     actor: str = ""
 
 

@@ -24,6 +24,7 @@ from stampede.domain.models import CampaignSpec, to_ms
 from stampede.durable.coupon_projection import CouponFold
 from stampede.durable.events import (
     EVENT_COLUMNS,
+    BundleHeld,
     CampaignDefined,
     CampaignPatched,
     ClaimCancelled,
@@ -51,7 +52,8 @@ _PATCHABLE = ("state", "opens_ms", "closes_ms", "hold_ttl_ms", "per_user", "max_
 _spec_decoder = msgspec.json.Decoder(CampaignSpec)
 _patch_decoder = msgspec.json.Decoder(dict[str, Any])
 CLAIM_COLUMNS = ("claim_id", "campaign_id", "user_id", "sku", "qty", "price", "status",
-                 "deadline_ms", "created_ms", "updated_seq", "idem_key", "fingerprint")
+                 "deadline_ms", "created_ms", "updated_seq", "idem_key", "fingerprint",
+                 "bundle_id")
 """The `claims` columns of Fold.new_claims' rows, in order."""
 _STATUS, _UPDATED_SEQ = CLAIM_COLUMNS.index("status"), CLAIM_COLUMNS.index("updated_seq")
 HISTORY_COLUMNS = ("campaign_id", "seq", "claim_id", "status", "ts")
@@ -128,6 +130,8 @@ class Fold:
                         c[name] = value if name == "state" else int(value)
             case ClaimRefunded():
                 self._refunded(ev)
+            case BundleHeld():  # the bundle's own history row: the lookup finds it by id
+                self.history.append((ev.campaign_id, ev.seq, ev.claim, "held", ev.ts))
             case TicketCheckedIn():
                 self.checkins.append(checkin_row(ev))
             case ClaimTransferred():
@@ -141,7 +145,7 @@ class Fold:
         s["held"] += ev.qty
         self.new_claims[ev.claim] = [ev.claim, ev.campaign_id, ev.user, ev.sku, ev.qty,
                                      ev.price, "held", ev.deadline, ev.ts, ev.seq, ev.idem,
-                                     ev.fp]
+                                     ev.fp, ev.bundle or None]
         self.history.append((ev.campaign_id, ev.seq, ev.claim, "held", ev.ts))
 
     def _settled(self, ev: ClaimEvent, status: str) -> None:
@@ -170,7 +174,7 @@ class Fold:
             self._set_status(ev.claim, "transferred", ev.seq)
         self.new_claims[ev.new_claim] = [ev.new_claim, ev.campaign_id, ev.user, ev.sku, ev.qty,
                                          ev.price, "confirmed", ev.deadline, ev.created, ev.seq,
-                                         None, None]
+                                         None, None, None]
         if ev.ticket == 0:
             self.history.append((ev.campaign_id, ev.seq, ev.claim, "transferred", ev.ts))
 

@@ -166,13 +166,16 @@ class ClaimRow(msgspec.Struct, kw_only=True):
     created_at: datetime
     expires_at: datetime
     """The hold's deadline (meaningful while held)."""
+    bundle_id: str | None = None
+    """Presales: the bundle claim this claim is a line of (none: a claim alone)."""
 
 
 def claim_row(row: Any) -> ClaimRow:
     return ClaimRow(claim_id=row.claim_id, campaign_id=keys.shard_of_id(row.campaign_id)[0],
                     user=row.user_id,
                     sku=row.sku, qty=row.qty, price=row.price, status=row.status,
-                    created_at=from_ms(row.created_ms), expires_at=from_ms(row.deadline_ms))
+                    created_at=from_ms(row.created_ms), expires_at=from_ms(row.deadline_ms),
+                    bundle_id=row.bundle_id)
 
 
 class EventRow(msgspec.Struct, kw_only=True):
@@ -422,7 +425,11 @@ def _json_or_text(value: Any) -> Any:
 class ClaimLookup(msgspec.Struct, kw_only=True):
     record: ClaimRow
     history: list[EventRow]
-    """The events that made the record, in order."""
+    """The events that made the record, in order (a bundle's: its lines' too)."""
+    bundle: str | None = None
+    """Presales, a bundle claim: the spec's bundle it claimed (none: a claim of lines)."""
+    lines: list[ClaimRow] = []
+    """Presales, a bundle claim: its lines, each a claim of its own, in line order."""
 
 
 class CouponLookup(msgspec.Struct, kw_only=True):

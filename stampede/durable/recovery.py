@@ -480,7 +480,8 @@ def _config(changes: Iterable[Event]) -> dict[str, str] | None:
                 config = None if meta is None else dict(_spec_waves.decode(meta))
             case CampaignPatched(after=after) if config is not None:
                 config.update({k: str(v) for k, v in _spec_waves.decode(after or "{}").items()
-                               if k.startswith(("wr_", "wl_", "th", "ph")) and v is not False})
+                               if k.startswith(("wr_", "wl_", "th", "ph", "bd", "al"))
+                               and v is not False})  # bd, al: presale bundles, allocations
     return config
 
 
@@ -575,7 +576,8 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
             if entries:
                 pipe.hset(keys.lists_key(cid), mapping=entries)
     if st.spec is not None:  # presales: allocations' reserved units
-        m |= allocation_recovery.rebuild(st.spec, history.returned, history.takes, st.claims)
+        m |= allocation_recovery.rebuild(st.spec, history.returned, history.takes, st.claims,
+                                         st.config)
     pipe.hset(meta, mapping=m)
     stock_fields: dict[str, Any] = {}
     for s in st.skus:
