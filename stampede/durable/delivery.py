@@ -303,10 +303,12 @@ class Deliverer:
     async def tick(self) -> None:
         """One pass: every due endpoint sends what it has not yet received."""
         now = _now_ms()
+        tops: dict[str, int] = {}
         async with self.store.engine.connect() as conn:
             every = (await conn.execute(select(t.webhook_endpoints))).all()
-            tops = {r.campaign_id: r.max_seq for r in (await conn.execute(
-                select(t.campaigns.c.campaign_id, t.campaigns.c.max_seq))).all()}
+            if every:  # with no endpoint a poll is this one query: nothing to send or count
+                tops = {r.campaign_id: r.max_seq for r in (await conn.execute(
+                    select(t.campaigns.c.campaign_id, t.campaigns.c.max_seq))).all()}
         endpoints = [e for e in every if not e.paused]
         oldest = await asyncio.gather(*(self._endpoint(e, tops) for e in endpoints
                                         if e.next_attempt_ms <= now))
@@ -317,8 +319,10 @@ class Deliverer:
     async def refresh_backlog(self, endpoints: Sequence[Any], tops: dict[str, int]) -> None:
         """Sets the backlog gauge of every endpoint (paused ones too: their backlog grows)
         and drops the series of endpoints removed since the last refresh."""
-        async with self.store.engine.connect() as conn:
-            cursors = (await conn.execute(select(t.webhook_cursors))).all()
+        cursors: Sequence[Any] = ()
+        if endpoints:
+            async with self.store.engine.connect() as conn:
+                cursors = (await conn.execute(select(t.webhook_cursors))).all()
         at: dict[tuple[str, str], int] = {(r.endpoint_id, r.campaign_id): r.seq
                                           for r in cursors}
         seen: set[str] = set()
