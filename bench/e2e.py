@@ -13,8 +13,10 @@ Redis memory per user holding a claim is measured. Writes a table, a JSON
 file and a PNG plot, and prints the goal ratios.
 
 The server CPU per claim is also split by process (gateway `server`, `valkey`,
-`persister`). `--only` runs the targets whose names contain one of the given
-words (e.g. `--only bare,naive,jwt+metrics`); `--compare DIR` runs each
+`persister`, webhook `deliverer`), measured once the service's children have
+started. The goals table gives each goal, its figure and whether it is met.
+`--only` runs the targets whose names contain one of the given words (e.g.
+`--only bare,naive,jwt+metrics`; `=NAME` for that target alone); `--compare DIR` runs each
 Stampede target a second time right after the first with the `stampede` of
 another worktree's venv (`DIR/.venv/bin/stampede`, named "... (before)"):
 before and after in one run, under the same load from the rest of the machine.
