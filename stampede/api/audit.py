@@ -11,7 +11,8 @@ changes nothing declares `audit="none"`; tests/store/test_admin_audit.py
 calls every admin route that is not a GET and finds its row, so a new route
 cannot be left out.
 
-The row is written after the change (a failed change is no action); if the
+The row is written after the change (a failed change is no action, nor is a
+retry answered from the Idempotency-Key memory: it changed nothing); if the
 store is out of reach then, the change stands and the row goes to the error
 log whole, so it is not lost.
 """
@@ -24,6 +25,7 @@ import sqlalchemy
 from aiohttp import web
 
 from stampede.api.context import ADMIN, DURABLE, ENGINE
+from stampede.api.idempotency import REPLAYED
 from stampede.durable.admin_audit import AdminAction, record
 from stampede.logs import log
 from stampede.state import keys
@@ -71,9 +73,9 @@ def _campaign(request: web.Request) -> str:
 
 
 async def audited(request: web.Request, route: str, response: web.StreamResponse) -> None:
-    """Write the action's row, if it succeeded and a store is configured."""
+    """Write the action's row, if it succeeded, was not a replay and a store is configured."""
     store = request.app.get(DURABLE)
-    if store is None or not 200 <= response.status < 300:
+    if store is None or not 200 <= response.status < 300 or request.get(REPLAYED, False):
         return
     action = AdminAction(at_ms=int(time.time() * 1000), actor=request[ADMIN].name,
                          action=route, target=request.path, campaign_id=_campaign(request),

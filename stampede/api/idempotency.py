@@ -6,6 +6,10 @@
   retry anywhere (another worker, after a lost reply) cannot claim twice.
 - Confirm and cancel: the first answer is kept in `ResponseMemory`; a retry
   gets it back, the same key on another request gets 422.
+- A request answered from that memory is marked `REPLAYED` (as is one whose
+  script answered a retry with its first answer: an operator refund, a grant
+  that granted nobody anew): it changed nothing, so the admin audit log
+  (api/audit.py) records no second action.
 """
 
 import re
@@ -21,6 +25,8 @@ from stampede.state.idempotency import ResponseMemory
 
 KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
 _KEY = re.compile(KEY_PATTERN)
+REPLAYED = web.RequestKey("replayed", bool)
+"""Set on a request whose answer is a retry's: the first one's, nothing done again."""
 
 
 def checked_key(request: web.Request) -> str | None:
@@ -65,6 +71,7 @@ class IdempotencyGuard:
             if first is not None:
                 if first[0] != fingerprint:
                     return refuse("idempotency_mismatch", {"key": key})
+                request[REPLAYED] = True
                 return web.Response(status=first[1], body=first[2],
                                     content_type="application/json")
             response = await run()

@@ -31,6 +31,7 @@ from stampede.api.public import CLAIM
 from stampede.api.routing import CID, SKU_PATTERN, ApiRoutes
 from stampede.domain.models import QueueTicket, to_ms
 from stampede.durable import queries as q
+from stampede.durable import shard_queries
 from stampede.durable.exports import FORMATS, MEDIA_TYPES, Format, encoded
 from stampede.durable.store import Store
 from stampede.logs import log
@@ -212,7 +213,12 @@ async def campaign_events(request: web.Request) -> web.StreamResponse:
     window = _window(request)
     store = _store(request)
 
+    ids = await _stored(shard_queries.shard_ids(store, cid))
+
     async def fetch(cursor: str | None, limit: int) -> q.EventPage:
+        if len(ids) > 1:  # a sharded campaign: every shard's, in time order
+            return await shard_queries.campaign_events(store, ids, types, window, cursor,
+                                                       limit)
         return await q.campaign_events(store, cid, types, window, cursor, limit)
 
     return await _listing(request, fetch, f"events-{cid}", q.EventRow)

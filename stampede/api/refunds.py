@@ -8,7 +8,7 @@ from aiohttp import web
 from stampede.api.context import ADMIN, ENGINE, USER
 from stampede.api.errors import decode, json_response, read_body, refuse
 from stampede.api.healing import seen_by
-from stampede.api.idempotency import checked_key
+from stampede.api.idempotency import REPLAYED, checked_key
 from stampede.api.public import CLAIM
 from stampede.api.routing import ApiRoutes
 from stampede.domain.refunds import RefundRequest, RefundResult, RefundView
@@ -48,6 +48,8 @@ async def _refund(request: web.Request, actor: str, buyer: str | None) -> web.Re
     refunds = request.app[ENGINE].refunds
     result = await refunds.refund(claim_id, body, actor, buyer=buyer, op_key=key)
     if result.outcome is Outcome.OK and result.view is not None:
+        if result.replayed:
+            request[REPLAYED] = True  # (the admin audit log records the first only)
         return json_response(result.view)
     # refund.lua checks the campaign first: note what it saw (api.healing)
     return seen_by(refuse(*await _why(result, claim_id, body, key, refunds.claim_status)),

@@ -15,7 +15,15 @@ from typing import Any, NamedTuple, cast
 import msgspec
 from redis.asyncio import Redis
 
-from stampede.domain import allocations, bundles, phases, pricing, shards, throttle
+from stampede.domain import (
+    allocations,
+    bundles,
+    phases,
+    pricing,
+    rebalance,
+    shards,
+    throttle,
+)
 from stampede.domain import identity as person
 from stampede.domain.admission import kept_secret, ticket_view
 from stampede.domain.aftersale import aftersale_meta
@@ -112,11 +120,13 @@ class Engine:
         self.redis = redis
         self.settings = settings
         self.scripts = ScriptRegistry(
-            redis, settings.durable_ack_timeout_ms if settings.durable_ack else 0)
+            redis, settings.durable_ack_timeout_ms if settings.durable_ack else 0,
+            settings.cluster_wait_replicas, settings.cluster_wait_timeout_ms)
+        slots = in_flight(settings.durable_ack, settings.replica_ack)
         self.batcher: ClaimBatcher[ClaimResult] = ClaimBatcher(
-            self._claim_batch, settings.max_batch, in_flight(settings.durable_ack))
+            self._claim_batch, settings.max_batch, slots)
         self.bundle_batcher: ClaimBatcher[ClaimResult] = ClaimBatcher(
-            self._bundle_batch, settings.max_batch, in_flight(settings.durable_ack))
+            self._bundle_batch, settings.max_batch, slots)
         """Bundle claims (several SKUs each), coalesced as claims are (claim_bundle.lua)."""
         self._throttle_default = throttle.parse_default(settings.throttle)
         self.gate = ClaimGate(redis, settings, self._throttle_default)
@@ -131,6 +141,11 @@ class Engine:
     def shards(self) -> shards.Shards:
         """Sharded campaigns: shard counts, and moves of units between shards."""
         return shards.Shards(self.redis, self.scripts)
+
+    @functools.cached_property
+    def rebalancer(self) -> rebalance.Rebalancer:
+        """Sharded campaigns: units moved to a shard before it runs dry (by the sweeper)."""
+        return rebalance.Rebalancer(self.shards)
 
     @functools.cached_property
     def coupons(self) -> Coupons:
@@ -501,6 +516,7 @@ class Engine:
             result = await self.batcher.submit(scid + _DRY, pending)
             if result.outcome is not Outcome.SHARD_DRY:
                 return result
+            self.shards.dry += 1
             if await self.shards.borrow(cid, n, k, sku, qty) == 0:
                 break
         return await self.batcher.submit(scid, pending)  # the shard's own answer stands
@@ -830,8 +846,11 @@ class Engine:
                                                    [self.settings.sweep_batch])
             total += int(expired)
             if not more:
-                if await self.shards.count(cid) not in (None, 1):
+                n = await self.shards.count(cid)
+                if n is not None and n > 1:
                     await self.shards.redeliver(cid)  # moves a crash left half-done
+                    if self.settings.shard_rebalance and not keys.is_shard(cid):
+                        await self.rebalancer.tick(cid, n)  # once per campaign, from shard 0
                 await self.grants.drain_outbox(cid)  # packs a crash left pending
                 return total + await self.coupons.expire(cid)
 

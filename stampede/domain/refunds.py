@@ -44,6 +44,8 @@ class RefundResult(Struct, frozen=True):
     view: RefundView | None = None
     reason: str | None = None
     params: dict[str, int] = {}
+    replayed: bool = False
+    """A retry under the same key, answered with the first answer: nothing was done."""
 
 
 class Refunds:
@@ -75,7 +77,8 @@ class Refunds:
         status = "refunded" if int(left) == 0 else "confirmed"
         return RefundResult(outcome, RefundView(claim_id=claim_id, status=status,
                                                 refunded=int(units), left=int(left),
-                                                amount=int(amount)))
+                                                amount=int(amount)),
+                            replayed=str(detail) == "replayed")
 
     async def claim_status(self, claim_id: str) -> str:
         """The claim's status as stored now ('?' if it is gone): for a refusal's message."""

@@ -294,11 +294,9 @@ def parse_keys(spec: str) -> dict[str, bytes]:
 
 
 @functools.lru_cache(maxsize=1024)
-def _prefixes(cid: str) -> tuple[str, ...]:
-    """Key prefixes of a campaign's guard keys (built by stampede/state/keys.py, once)."""
-    return (keys.limiter_key(cid, "user", ""), keys.limiter_key(cid, "device", ""),
-            keys.limiter_key(cid, "network", ""), keys.accounts_key(cid, "device", ""),
-            keys.accounts_key(cid, "network", ""), keys.nonce_key(cid, ""))
+def _nonce_prefix(cid: str) -> str:
+    """Key prefix of a campaign's spent challenge nonces (built by stampede/state/keys.py)."""
+    return keys.nonce_key(cid, "")
 
 
 def key_slots(ks: list[str]) -> Callable[[str], int]:
@@ -319,19 +317,14 @@ def guard_arg(cid: str, user: str, g: Guard, recent: int,
               slot: Callable[[str], int]) -> GuardArg:
     """A claim's guard context as its script argument takes it (records.GuardArg).
 
-    `slot(key)` returns the KEYS index of a key, adding it once per batch (0: no key).
+    `slot(key)` returns the KEYS index of a key, adding it once per batch. Only a
+    solved challenge brings a key of its own (its nonce); rates and accounts are
+    fields of the campaign's guard hash, named in the script from user, device
+    and network.
     """
-    dev, net = g.device, g.network
-    p_user, p_dev, p_net, p_adev, p_anet, p_nonce = _prefixes(cid)
-    k_user = slot(p_user + user)
     if g is NO_GUARD:  # the common case of claims without client signals
         return GuardArg(device="", network="", age=-1, recent=recent, pow_bits=-1, pow_exp=-1,
-                        k_user=k_user, k_device=0, k_network=0, k_acc_device=0,
-                        k_acc_network=0, k_nonce=0)
-    return GuardArg(device=dev, network=net, age=g.age, recent=recent, pow_bits=g.pow_bits,
-                    pow_exp=g.pow_exp, k_user=k_user,
-                    k_device=slot(p_dev + dev) if dev else 0,
-                    k_network=slot(p_net + net) if net else 0,
-                    k_acc_device=slot(p_adev + dev) if dev else 0,
-                    k_acc_network=slot(p_anet + net) if net else 0,
-                    k_nonce=slot(p_nonce + g.nonce) if g.nonce else 0)
+                        k_nonce=0)
+    return GuardArg(device=g.device, network=g.network, age=g.age, recent=recent,
+                    pow_bits=g.pow_bits, pow_exp=g.pow_exp,
+                    k_nonce=slot(_nonce_prefix(cid) + g.nonce) if g.nonce else 0)

@@ -49,6 +49,12 @@ and for allocations (skus[].allocations):
     wrong_channel          a hold that took from an allocation not of its
                            channel (the channel its event names)
     allocation_returned_twice  an allocation returned to the shared pool twice
+
+and for the waiting room (its tickets are events):
+
+    queue_ticket_twice     a second ticket for a user who had one
+    queue_admitted_out_of_order  an admission that did not start where the last
+                           one ended, or admitted more tickets than were taken
 """
 
 from collections import Counter
@@ -78,6 +84,9 @@ from stampede.durable.events import (
     ClaimTransferred,
     Event,
     PresaleCodesIssued,
+    QueueAdmitted,
+    QueueLapsed,
+    QueueTicketIssued,
     StockAdjusted,
     TicketCheckedIn,
     Unknown,
@@ -85,6 +94,7 @@ from stampede.durable.events import (
 )
 from stampede.durable.presale_recovery import PresaleState
 from stampede.durable.projection import Fold
+from stampede.durable.queue_recovery import RoomRebuild
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
 from stampede.state import keys
@@ -130,6 +140,8 @@ class Replay:
     gates: Counter[str] = field(default_factory=Counter)
     bundles: BundleReplay = field(default_factory=BundleReplay)
     """Presales: bundle claims and their lines."""
+    room: RoomRebuild = field(default_factory=RoomRebuild)
+    """The waiting room's tickets and admissions, folded as recovery folds them."""
 
     def violate(self, kind: str, **detail: Any) -> None:
         self.violation_count += 1
@@ -178,6 +190,8 @@ class Replay:
                     return
             case BundleHeld():
                 self.bundles.bundle(ev, self.violate)
+            case QueueTicketIssued() | QueueAdmitted() | QueueLapsed():
+                self._room(ev)
             case _:
                 self.coupons.apply(ev, self.violate)
         self.fold.apply(ev)
@@ -318,6 +332,14 @@ class Replay:
         self.gates[ev.gate] += 1
         return True
 
+    def _room(self, ev: QueueTicketIssued | QueueAdmitted | QueueLapsed) -> None:
+        twice, disordered = len(self.room.tickets_twice), len(self.room.out_of_order)
+        self.room.fold(ev)
+        if len(self.room.tickets_twice) > twice:
+            self.violate("queue_ticket_twice", user=self.room.tickets_twice[-1], seq=ev.seq)
+        if len(self.room.out_of_order) > disordered:
+            self.violate("queue_admitted_out_of_order", seq=ev.seq, served=self.room.served)
+
     def _define_allocations(self, spec_json: str) -> None:
         self.allocs.clear()
         self.alloc_taken.clear()
@@ -435,6 +457,10 @@ async def audit_campaign(store: Store, cid: str, with_users: bool = False) -> di
         summary["bundles"] = replay.bundles.summary()
     if replay.gates:
         summary["checkins"] = dict(sorted(replay.gates.items()))
+    if replay.room.places:
+        summary["waiting_room"] = {"tickets": len(replay.room.places),
+                                   "admitted": replay.room.served,
+                                   "lapsed": replay.room.lapsed}
     if replay.refund_totals:
         summary["refunds"] = {sku: {"units": u, "amount": a}
                               for sku, (u, a) in sorted(replay.refund_totals.items())}

@@ -169,7 +169,8 @@ class DropRebuild:
     def _coupon_issued(self, ev: CouponIssued, day: int) -> None:
         self.coupons[ev.coupon] = CouponRecord(
             status="active", owner=ev.user, tpl=ev.template, uses=ev.uses, vf=ev.valid_from,
-            vt=ev.valid_to, loc=ev.locator, claimed=ev.ts, gift="", claim=ev.claim)
+            vt=ev.valid_to, loc=ev.locator, claimed=ev.ts, gift="", claim=ev.claim,
+            rev=int(self.patched.get(f"cp_rev:{ev.template}", "0")))  # the changes before it
         self.codes[ev.locator] = ev.coupon
         self.wallets[ev.user].add(ev.coupon)
         self._stat("issued", 1, ev.template, day)

@@ -74,6 +74,11 @@ class StockAdjusted(Event, tag="stock_adjusted"):
     """The operation's idempotency key (its Redis key), for recovery to rebuild the answer."""
     released: int | None = None
     """The SKU's released total after the change (the answer's); None in older events."""
+    # -- sharded campaigns: moves of units between shards --
+    peer: int | None = None
+    """A move between shards (actor `shard-move:<move_id>`): the other shard's number,
+    the receiver of a lend, the donor of a borrow; recovery rebuilds the move outbox
+    and log from it. None for any other change and in older events."""
 
 
 # -- claims -------------------------------------------------------------------
@@ -454,6 +459,32 @@ class BundleHeld(Event, tag="bundle_held"):
     fp: str | None = None
 
 
+# -- waiting room: tickets as events (durable/queue_recovery.py rebuilds the room) --
+
+class QueueTicketIssued(Event, tag="queue_ticket_issued"):
+    """A user took a waiting-room ticket (one per user)."""
+    user: str
+    place: str
+    """its score in the queue, as written: a lottery draw in [0,1) before the
+    opening, else 1 + its arrival number"""
+
+
+class QueueAdmitted(Event, tag="queue_admitted"):
+    """The tickets at queue ranks first..first+count-1 (0-based, queue order) were
+    admitted, each until `until`; the serving counter is now first + count."""
+    first: int
+    count: int
+    until: int
+    tokens: int
+    """the admission bucket left (thousandths of a ticket) as of `at` (ms)"""
+    at: int
+
+
+class QueueLapsed(Event, tag="queue_lapsed"):
+    """Admissions whose window ended unused left the room."""
+    count: int
+
+
 class Unknown(Event):
     """An event of a type this version does not know: kept, never folded."""
     name: str = ""
@@ -468,7 +499,7 @@ AnyEvent = (CampaignDefined | CampaignPatched | WaveReleased | StockAdjusted | C
             | CodeClaimed | ReferralCodeMinted | PointsExchanged
             | ClaimRefunded | TicketCheckedIn | TransferOffered | ClaimTransferred
             | VoucherHeld | VoucherPaid | VoucherRefunded | AllocationReturned
-            | BundleHeld)
+            | BundleHeld | QueueTicketIssued | QueueAdmitted | QueueLapsed)
 """Every event type the scripts emit, tagged by `type`."""
 
 TYPES: dict[str, type[Event]] = {

@@ -184,6 +184,9 @@ class EventRow(msgspec.Struct, kw_only=True):
     """Who did it, for admin actions."""
     fields: dict[str, Any]
     """The event's own fields, as its script wrote them (values are strings)."""
+    shard: int | None = None
+    """A sharded campaign's: the shard the event happened on (0 to N-1); null for a
+    campaign that is not split."""
 
 
 def event_row(row: Any) -> EventRow:
@@ -331,6 +334,9 @@ class AuditEntry(msgspec.Struct, kw_only=True):
     than the field)."""
     after: Any
     fields: dict[str, Any]
+    shard: int | None = None
+    """A sharded campaign's: the shard the action changed; null for a campaign that is
+    not split (and for actions outside campaigns)."""
 
 
 class AuditPage(msgspec.Struct, kw_only=True):
@@ -352,20 +358,32 @@ async def audit_log(store: Store, campaign: str | None = None, actor: str | None
     ).subquery("audited")
     c = both.c
     stmt = select(both)
-    if campaign is not None:
-        stmt = stmt.where(c.campaign_id == campaign)
+    if campaign is not None:  # a sharded campaign's actions, on every shard
+        stmt = stmt.where(or_(c.campaign_id == campaign,
+                              c.campaign_id.startswith(f"{campaign}:s", autoescape=True)))
     if actor is not None:
         stmt = stmt.where(json_field(store, "actor") == actor)
     rows, next_cursor = await _page(store, stmt, "audit-log",
                                     [c.ts, c.campaign_id, c.type, c.seq],
                                     cursor, limit, event_row)
+    sharded = await _sharded(store) if rows else set()
     entries = []
     for row in rows:
         before, after = await _before_after(store, row)
-        entries.append(AuditEntry(campaign_id=row.campaign_id, seq=row.seq, type=row.type,
+        base, k = keys.shard_of_id(row.campaign_id)  # a shard's row is the campaign's
+        entries.append(AuditEntry(campaign_id=base, seq=row.seq, type=row.type,
                                   at=row.at, actor=row.actor, before=before, after=after,
-                                  fields=row.fields))
+                                  fields=row.fields, shard=k if base in sharded else None))
     return AuditPage(items=entries, next_cursor=next_cursor)
+
+
+async def _sharded(store: Store) -> set[str]:
+    """The stored campaigns split across shards (those with a shard 1)."""
+    c = t.campaigns.c
+    async with store.read() as conn:
+        ids = [r[0] for r in await conn.execute(select(c.campaign_id).where(
+            c.campaign_id.contains(":s", autoescape=True)))]
+    return {keys.shard_of_id(i)[0] for i in ids if keys.is_shard(i)}
 
 
 async def _before_after(store: Store, row: EventRow) -> tuple[Any, Any]:
@@ -431,6 +449,10 @@ async def claim_record(store: Store, claim_id: str) -> ClaimLookup | None:
             t.claim_history, and_(h.campaign_id == e.campaign_id, h.seq == e.seq)
         ).where(h.claim_id == claim_id).order_by(e.seq).limit(MAX_HISTORY)
         history = [event_row(r) for r in await conn.execute(made)]
+    base, k = keys.shard_of_id(row.campaign_id)
+    if k or base in await _sharded(store):  # a sharded campaign's: its shard named
+        for item in history:
+            item.campaign_id, item.shard = base, k
     return ClaimLookup(record=claim_row(row), history=history)
 
 

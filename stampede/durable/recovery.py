@@ -30,6 +30,8 @@ from stampede.durable import (
     bundle_recovery,
     coupon_recovery,
     presale_recovery,
+    queue_recovery,
+    shard_recovery,
 )
 from stampede.durable.events import (
     AllocationReturned,
@@ -202,19 +204,34 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
                 (spec.on_confirm.drop, spec.on_confirm.sku)
                 if spec is not None and spec.on_confirm is not None else None)
             presale = await presale_recovery.load(store, cid)
+            room = await queue_recovery.load(store, cid, state.row.applied_seq, now)
+            for sibling in shard_recovery.siblings(cid, state.config):  # sharded campaigns
+                # The other shards' unpersisted moves count (a borrow of units this
+                # shard's lost lend gave): store them first, as for this shard.
+                if await redis_behind(redis, store, sibling) is None:
+                    await drain_stream(redis, store, sibling)
+            moves = await shard_recovery.load(store, cid, state.config)
             pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             idem = _rebuild(pipe, cid, state, epoch, old, old_counts, now, idem_ttl_ms,
-                            refunds.partial)
+                            refunds.partial, fenced=moves is not None and bool(moves.relend))
+            if moves is not None:
+                shard_recovery.queue(pipe, cid, moves)
             idem += aftersale_recovery.queue(
                 pipe, cid, refunds, now, idem_ttl_ms,
                 state.history.persons if state.history is not None else None)
             if drop is not None:
                 drop.queue(pipe, now, idem_ttl_ms)
             presale.queue(pipe)
+            if room is not None:  # the waiting room, in queue order (after _rebuild's meta)
+                room.queue(pipe, cid, now)
+                pipe.hset(ks.meta, mapping=room.meta(old))  # type: ignore[arg-type]
             try:
                 await pipe.execute()
             except WatchError:
                 continue
+        if moves is not None and moves.relend:  # then it reopens
+            await shard_recovery.relend(redis, cid, moves)
+            await redis.hset(ks.meta, "fenced", "0")
         await redis.sadd(keys.CAMPAIGN_INDEX, cid)
         if drop is not None:
             await coupon_recovery.registered(redis, drop)
@@ -365,7 +382,8 @@ _WAITLIST_EVENTS = names(WaitlistJoined, WaitlistLeft, WaitlistSkipped, OfferMad
 
 
 # Waiting-room counters and the lottery salt are state, not configuration: a live
-# Redis keeps its own; an emptied one starts them from the definition.
+# Redis keeps its own; an emptied one starts them from the definition, and then
+# the room's events set the counters (queue_recovery).
 _RUNTIME = ("wr_served", "wr_tokens", "wr_at", "wr_seq", "salt")
 
 
@@ -531,7 +549,7 @@ def _meta_fields(row: Any) -> dict[str, str]:
 
 def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, str],
              old_counts: dict[str, str], now: int, idem_ttl_ms: int,
-             refunded: Mapping[tuple[str, str], int]) -> int:
+             refunded: Mapping[tuple[str, str], int], fenced: bool = False) -> int:
     """Queue the commands that replace the campaign's keys; returns idempotency answers set."""
     k = keys.campaign_keys(cid)
     meta, stock, users, claims = k.meta, k.stock, k.users, k.claims
@@ -541,7 +559,7 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
     pipe.delete(stock, users, claims, deadlines, k.expiry, waves, events, counts)
     pipe.hdel(meta, "xtail")  # holds are rebuilt into the deadlines zset
     m = {**_meta_fields(st.row), "epoch": str(epoch), "evseq": str(st.row.max_seq),
-         "fenced": "0"}
+         "fenced": "1" if fenced else "0"}
     if "time_offset_ms" in old_meta:
         m["time_offset_ms"] = old_meta["time_offset_ms"]
     m["wlseq"] = str(max(int(old_meta.get("wlseq", 0)), st.joins))

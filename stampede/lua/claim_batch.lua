@@ -1,10 +1,11 @@
 -- claim_batch: place holds for a batch of claims in one round trip.
 --
 -- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
--- KEYS[NKEYS + 1..NKEYS + 2] the guard's campaign-wide keys (limiter, lists)
--- KEYS[NKEYS + 3..NKEYS + 5] the presale keys (pbatches, pcodes, segments: P)
--- KEYS[..]    per-claim keys: idempotency keys, and the guard's limiter,
---             accounts and challenge-nonce keys (include/guard.lua)
+-- KEYS[NKEYS + 1..NKEYS + NGKEYS] the guard's campaign-wide keys (limiter,
+--             lists, state: include/guard.lua)
+-- KEYS[NKEYS + NGKEYS + 1..+ 3] the presale keys (pbatches, pcodes, segments: P)
+-- KEYS[..]    per-claim keys: idempotency keys, code-attempt limiters, and the
+--             guard's challenge-nonce keys (include/guard.lua)
 -- ARGV[1]     how long to remember an idempotent answer, in ms
 -- ARGV[2]     sweep limit: expired holds to release before claiming
 -- ARGV[3]     the batch's claims, one msgpack array of claim_arg
@@ -78,7 +79,7 @@ local per_person = tonumber(meta[6] or '-1')  -- presales: real-name units per p
 local allocated = meta[7] == '1'  -- presales: some SKU's stock is split into allocations
 local waitlists = redis.call('EXISTS', K.waitlist) == 1
 local guard_cfg = load_guard_config(NKEYS + 1)
-local P = presale_keys_at(NKEYS + 3)
+local P = presale_keys_at(NKEYS + NGKEYS + 1)
 
 -- Stock of the SKUs this batch touches, read once and written once at the end.
 local stock_of, flush_stock = stock_cache(now, waitlists, allocated)

@@ -50,7 +50,7 @@ local allocated = meta[7] == '1'
 local campaign_id = meta[9] or ''
 local waitlists = redis.call('EXISTS', K.waitlist) == 1
 local guard_cfg = load_guard_config(NKEYS + 1)
-local P = presale_keys_at(NKEYS + 3)
+local P = presale_keys_at(NKEYS + NGKEYS + 1)
 
 -- The spec's bundles: name -> its lines {sku, qty}.
 local spec_bundles = {}

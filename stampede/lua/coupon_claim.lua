@@ -3,11 +3,11 @@
 --
 -- KEYS[1..NKEYS] the campaign key set (K, include/common.lua)
 -- KEYS[NKEYS + 1..NCKEYS] the drop's coupon keys (C, include/coupons.lua)
--- KEYS[NCKEYS + 1..NCKEYS + 2] the guard's campaign-wide keys (limiter, lists)
+-- KEYS[NCKEYS + 1..NCKEYS + NGKEYS] the guard's campaign-wide keys (limiter,
+--             lists, state)
 -- KEYS[..]    per claim, the claimant's wallet (set of the coupon ids they ever
 --             owned in this drop), when the claim carries one its idempotency
---             key, and the guard's limiter, accounts and challenge-nonce keys
---             (include/guard.lua)
+--             key, and the guard's challenge-nonce keys (include/guard.lua)
 -- ARGV[1]     how long to remember an idempotent answer (ms)
 -- ARGV[2]     the batch's claims, one msgpack array of coupon_claim_arg
 --             (stampede/state/records.py CouponClaimArg: claim_id, user, sku,
@@ -417,8 +417,16 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
   return answer(OK, issued, claim_id, now, ids)
 end
 
-for _, a in ipairs(cmsgpack.unpack(ARGV[2])) do
-  local c = coupon_claim_arg_from(a)
+local batch = {}
+for i, a in ipairs(cmsgpack.unpack(ARGV[2])) do batch[i] = coupon_claim_arg_from(a) end
+if guard_cfg then  -- the batch's guard state in one read
+  local contexts = {}
+  for _, c in ipairs(batch) do
+    if c.guard then contexts[#contexts + 1] = guard_context(c.user, c.guard) end
+  end
+  guard_prefetch(guard_cfg, contexts)
+end
+for _, c in ipairs(batch) do
   claim_one(c.claim_id, c.user, c.sku, c.qty, KEYS[c.wallet_slot],
             c.idem_slot > 0 and KEYS[c.idem_slot] or nil, c.admission, c.identity, c.seed,
             c.fingerprint, guard_cfg and guard_context(c.user, c.guard),

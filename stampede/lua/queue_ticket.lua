@@ -13,8 +13,9 @@
 --             status: waiting | admitted | done (the turn has passed: used by
 --             a claim or lapsed); position 0 while the lottery is not drawn
 --
--- The serving state is advanced first (include/common.lua advance_queue),
--- and again after a new ticket, which may be admitted at once.
+-- A new ticket is a queue_ticket_issued event (its place as ZADD took it); the
+-- serving state is advanced after it (include/common.lua advance_queue), which
+-- may admit it at once (queue_admitted).
 -- Refusals: CAMPAIGN_MISSING (no campaign state), FENCED, NOT_FOUND (no waiting
 -- room, or polling without a ticket), CLOSED.
 --@include common
@@ -37,6 +38,8 @@ if not score then
   end
   redis.call('ZADD', K.queue, score, user)
   created = 1
+  -- the ticket and its place, for recovery (durable/queue_recovery.py)
+  emit(now, 'queue_ticket_issued', {'user', user, 'place', tostring(score)})
 end
 local st = advance_queue(now)
 local early = tonumber(score) < 1

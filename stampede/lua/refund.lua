@@ -16,7 +16,8 @@
 -- ARGV[6]     how long to remember the answer, in ms
 -- ARGV[7]     the request's fingerprint (a retry under the same key must match it)
 -- Returns     {code, detail, units, left, amount}; CAMPAIGN_MISSING when the campaign
---             has no state (api.healing asks the store whether it is being healed)
+--             has no state (api.healing asks the store whether it is being healed);
+--             detail 'replayed': a retry answered with the first answer (nothing done)
 --
 -- Where the units go is the campaign's policy (meta rf_to): 'restock' gives
 -- them to the SKU's waitlist head first and only then to available stock;
@@ -36,7 +37,7 @@ local prior = redis.call('GET', OP)
 if prior then
   local p = parse_refund_answer(prior)
   if p.fingerprint ~= ARGV[7] then return {IDEMPOTENCY_MISMATCH, '', 0, 0, 0} end
-  return {p.code, '', p.units, p.left, p.amount}
+  return {p.code, 'replayed', p.units, p.left, p.amount}
 end
 local present = campaign_present()
 if present ~= OK then return {present, present == FENCED and 'fenced' or '', 0, 0, 0} end

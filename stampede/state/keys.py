@@ -79,6 +79,10 @@ class GuardKeys(NamedTuple):
     """the campaign's GCRA limiter"""
     lists: str
     """its block/allow lists hash"""
+    state: str
+    """the guard's short-lived state, one hash: "u:<user>" -> its GCRA TAT,
+    "d:<device>" and "n:<network>" -> its TAT and the accounts seen there lately;
+    every field expires on its own (include/guard.lua)"""
 
 
 def valid_campaign_id(cid: str) -> bool:
@@ -142,9 +146,9 @@ def limiter_key(cid: str, scope: str, subject: str) -> str:
     return f"{tag(cid)}:rl:{scope}:{subject}"
 
 
-def accounts_key(cid: str, scope: str, subject: str) -> str:
-    """Accounts seen on one device or network (zset, scored by last seen ms)."""
-    return f"{tag(cid)}:acc:{scope}:{subject}"
+def guard_state_key(cid: str) -> str:
+    """The guard's rate and account state (GuardKeys.state)."""
+    return f"{tag(cid)}:guard"
 
 
 def lists_key(cid: str) -> str:
@@ -154,7 +158,7 @@ def lists_key(cid: str) -> str:
 
 def guard_keys(cid: str) -> GuardKeys:
     """The guard's campaign-wide keys, taken by the claim scripts after their fixed key set."""
-    return GuardKeys(limiter_key(cid, "campaign", "all"), lists_key(cid))
+    return GuardKeys(limiter_key(cid, "campaign", "all"), lists_key(cid), guard_state_key(cid))
 
 
 # -- presales: presale codes -------------------------------------------------------

@@ -8,7 +8,8 @@ Fragments:
   records         parse_<name>(raw) / format_<name>(t) of the campaign records
   coupon_records  the same for the coupon records
   args            <name>_from(a): a msgpack- or JSON-decoded argument as a table
-                  named by the Struct's fields; guard_keys_at(slot)
+                  named by the Struct's fields; guard_keys_at(slot) and
+                  NGKEYS, how many keys it takes
 `TEST_FRAGMENTS` adds <name>_to(t), the way back, for the round-trip tests.
 """
 
@@ -54,10 +55,17 @@ _WRITE = {"str": "t.{n}", "int": "t.{n}", "opt_int": "(t.{n} or '')",
           "opt_str": "(t.{n} or '')"}
 
 
+def _pattern(n: int) -> str:
+    return "^" + "|".join(["([^|]*)"] * n) + "$"
+
+
 def text_codec(codec: TextCodec[Any]) -> str:
     n = len(codec.fields)
-    pattern = "^" + "|".join(["([^|]*)"] * n) + "$"
     vars_ = [f"f{i + 1}" for i in range(n)]
+    # A record older than the codec's late fields: matched again without them.
+    older = "" if not codec.late else (
+        f"  if f1 == nil then {', '.join(vars_[:n - codec.late])} = "
+        f"string.match(raw, '{_pattern(n - codec.late)}') end\n")
     reads = ", ".join(f"{name} = {_READ[kind].format(v=v)}"
                       for (name, kind), v in zip(codec.fields, vars_, strict=True))
     # One concatenation: cheaper than building a table for table.concat (a claim
@@ -67,7 +75,8 @@ def text_codec(codec: TextCodec[Any]) -> str:
         _WRITE["opt_str" if kind == "str" and name in codec.defaulted else kind].format(n=name)
         for name, kind in codec.fields)
     return (f"local function parse_{codec.name}(raw)\n"
-            f"  local {', '.join(vars_)} = string.match(raw, '{pattern}')\n"
+            f"  local {', '.join(vars_)} = string.match(raw, '{_pattern(n)}')\n"
+            f"{older}"
             f"  return {{{reads}}}\n"
             f"end\n"
             f"local function format_{codec.name}(t)\n"
@@ -164,7 +173,8 @@ def _guard_keys() -> str:
     items = ", ".join(f"{name} = KEYS[slot + {i}]" for i, name in enumerate(keys.GuardKeys._fields))
     return (f"local function guard_keys_at(slot)\n"
             f"  return {{{items}}}\n"
-            f"end\n")
+            f"end\n"
+            f"local NGKEYS = {len(keys.GuardKeys._fields)}  -- how many guard_keys_at takes\n")
 
 
 def _presale_keys() -> str:

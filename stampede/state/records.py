@@ -114,6 +114,10 @@ class CouponRecord(Struct):
     gift: str
     """the hash of its open transfer token, '' if none"""
     claim: str
+    # coupon rules: revisions in a strict order (a change and an issue may share a millisecond)
+    rev: int | None = None
+    """the template's revision (meta cp_rev) it was issued under; None in a record
+    written before this field, which is judged by its claim time instead"""
 
 
 class RedemptionRecord(Struct):
@@ -235,9 +239,12 @@ def field_kind(tp: Any) -> str:
 class TextCodec(Generic[T]):
     """A stored record's '|'-joined text, both ways; `name` names its Lua helpers."""
 
-    def __init__(self, kind: type[T], name: str) -> None:
+    def __init__(self, kind: type[T], name: str, late: int = 0) -> None:
         self.kind = kind
         self.name = name
+        self.late = late
+        """the last `late` fields are newer than records still stored: Lua parses a
+        record without them too (they read nil)"""
         self.fields = tuple((f.name, field_kind(f.type)) for f in msgspec.structs.fields(kind))
         self.defaulted = frozenset(f.name for f in msgspec.structs.fields(kind) if not f.required)
         """fields with a default: Lua may leave them out of a record's table"""
@@ -325,7 +332,7 @@ WL_MEMBER = TextCodec(WlMemberRecord, "wl_member")
 WAVE = TextCodec(WaveRecord, "wave")
 CLAIM_ANSWER = TextCodec(ClaimAnswerRecord, "claim_answer")
 STOCK_ANSWER = TextCodec(StockAnswerRecord, "stock_answer")
-COUPON = TextCodec(CouponRecord, "coupon")
+COUPON = TextCodec(CouponRecord, "coupon", late=1)  # coupons live for weeks: `rev` came later
 REDEMPTION = TextCodec(RedemptionRecord, "redemption")
 GIFT = TextCodec(GiftRecord, "gift")
 COUPON_ANSWER = TextCodec(CouponAnswerRecord, "coupon_answer")
@@ -352,7 +359,8 @@ REFUND_RECORDS: tuple[TextCodec[Any], ...] = (REFUND, REFUND_ANSWER, TICKET, TRA
 
 class GuardArg(Struct, array_like=True, frozen=True):
     """A claim's guard context (include/guard.lua): what the gateway knows of the
-    request, a verified proof-of-work solution, and the KEYS slots of its keys."""
+    request, a verified proof-of-work solution, and the KEYS slot of its nonce (the
+    rest of its state is in fields of the campaign's guard hash, GuardKeys.state)."""
     device: str
     """'' when unknown, as network"""
     network: str
@@ -364,13 +372,8 @@ class GuardArg(Struct, array_like=True, frozen=True):
     """a verified solution's difficulty, -1 none"""
     pow_exp: int
     """its expiry (ms), -1 none"""
-    k_user: int
-    """KEYS slots below: 0 none"""
-    k_device: int
-    k_network: int
-    k_acc_device: int
-    k_acc_network: int
     k_nonce: int
+    """KEYS slot of the solution's nonce key, 0 none"""
 
 
 class ClaimArg(Struct, array_like=True, frozen=True):

@@ -17,6 +17,7 @@ from stampede.domain.coupons.spec import (
     TemplateSpec,
 )
 from stampede.errors import ValidationError
+from stampede.state import keys, records
 from tests.coupons.helpers import drop_spec, merchant
 
 DAY_MS = 86_400_000
@@ -279,13 +280,9 @@ async def test_extending_validity_reaches_issued_coupons(drop: Engine) -> None:
 async def test_a_narrowed_scope_keeps_what_was_issued(drop: Engine) -> None:
     m = await merchant(drop)
     old = await _code(drop, "drinks")
-    # Revisions are told apart by the millisecond (a coupon issued in the change's
-    # own millisecond counts as issued after it): keep the three steps apart.
-    await asyncio.sleep(0.003)
     a = await drop.coupons.patch_drop("d1", msgspec.convert(
         {"templates": {"drinks": {"categories": ["tea"]}}}, CouponDropPatch), "op")
     assert a.outcome is Outcome.OK
-    await asyncio.sleep(0.003)
     new = await _code(drop, "drinks", "bob")
     r = await drop.coupons.redeem(m, _req(new, CART, order="n"))
     assert (r.outcome, r.reason) == (Outcome.CONFLICT, "no_qualifying_lines")
@@ -296,6 +293,72 @@ async def test_a_narrowed_scope_keeps_what_was_issued(drop: Engine) -> None:
         {"templates": {"drinks": {"categories": ["tea", "drinks"]}}}, CouponDropPatch), "op")
     r = await drop.coupons.redeem(m, _req(new, CART, order="n2"))
     assert r.outcome is Outcome.OK, r
+
+
+async def _narrow(drop: Engine, *categories: str) -> None:
+    a = await drop.coupons.patch_drop("d1", msgspec.convert(
+        {"templates": {"drinks": {"categories": list(categories)}}}, CouponDropPatch), "op")
+    assert a.outcome is Outcome.OK
+
+
+async def _issued(drop: Engine, user: str) -> tuple[str, str]:
+    """A drinks coupon for user: (its code, its id)."""
+    r = await drop.coupons.claim("d1", user, "drinks")
+    assert r.outcome is Outcome.OK, r
+    return str(r.view.coupons[0].code), r.view.coupons[0].coupon_id
+
+
+async def _record(drop: Engine, coupon_id: str) -> records.CouponRecord:
+    return records.COUPON.decode(await drop.redis.hget(keys.coupon_keys("d1").drop.cpn,
+                                                       coupon_id))
+
+
+async def test_revisions_in_one_millisecond_keep_their_order(drop: Engine) -> None:
+    """Issue, change, issue, change, issue, all in one millisecond: each coupon still
+    uses the revision it was issued under and the later ones, no earlier one."""
+    m = await merchant(drop)
+    first, first_id = await _issued(drop, "ann")  # revision 0: drinks
+    await _narrow(drop, "drinks", "tea")  # revision 1: still fits the cart's drinks
+    between, between_id = await _issued(drop, "bob")
+    await _narrow(drop, "tea")  # revision 2: the cart's drinks no longer fit
+    last, last_id = await _issued(drop, "cy")
+    # Put every step in the same millisecond, as a busy server may: the coupons'
+    # claim times and the changes' times (cp_hist) all read one instant.
+    ks = keys.coupon_keys("d1")
+    at = (await _record(drop, first_id)).claimed
+    for coupon_id in (first_id, between_id, last_id):
+        c = await _record(drop, coupon_id)
+        c.claimed = at
+        await drop.redis.hset(ks.drop.cpn, coupon_id, records.COUPON.encode(c))
+    hist = msgspec.json.decode(await drop.redis.hget(ks.campaign.meta, "cp_hist:drinks"))
+    assert len(hist) == 2
+    await drop.redis.hset(ks.campaign.meta, "cp_hist:drinks",
+                          msgspec.json.encode([[at, spec] for _until, spec in hist]))
+    r = await drop.coupons.redeem(m, _req(first, CART, order="a"))
+    assert r.outcome is Outcome.OK and r.view.discount == 500, r
+    r = await drop.coupons.redeem(m, _req(between, CART, order="b"))
+    assert r.outcome is Outcome.OK and r.view.discount == 500, r
+    r = await drop.coupons.redeem(m, _req(last, CART, order="c"))
+    assert (r.outcome, r.reason) == (Outcome.CONFLICT, "no_qualifying_lines")
+
+
+async def test_a_coupon_stored_before_revisions_is_placed_by_its_time(drop: Engine) -> None:
+    """A record written before the `rev` field (one field fewer) still reads, in Lua and
+    Python, and is judged by its claim time as it always was."""
+    m = await merchant(drop)
+    old, coupon_id = await _issued(drop, "ann")
+    ks = keys.coupon_keys("d1")
+    c = await _record(drop, coupon_id)
+    assert c.rev == 0
+    older = records.COUPON.encode(c).rsplit(records.SEP, 1)[0]
+    await drop.redis.hset(ks.drop.cpn, coupon_id, older)
+    assert (await _record(drop, coupon_id)).rev is None
+    await asyncio.sleep(0.003)  # (by time: the change must come in a later millisecond)
+    await _narrow(drop, "tea")
+    r = await drop.coupons.redeem(m, _req(old, CART, order="a"))
+    assert r.outcome is Outcome.OK and r.view.discount == 500, r
+    stored = records.COUPON.decode(await drop.redis.hget(ks.drop.cpn, coupon_id))
+    assert (stored.uses, stored.rev) == (0, None)
 
 
 async def test_a_change_between_pricing_and_the_script_is_priced_again(

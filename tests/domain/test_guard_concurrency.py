@@ -38,8 +38,8 @@ async def test_device_and_rate_caps_hold_across_workers(clean_redis: str, settin
         assert len(held) == 5  # exactly the first five accounts on the device
         assert all(n == 4 for n in held.values())  # each exactly its burst
         assert {o for _, o in answers} == {Outcome.OK, Outcome.BLOCKED, Outcome.THROTTLED}
-        seen = await engines[0].redis.zcard(keys.accounts_key("h", "device", "one-phone"))
-        assert seen == 5
+        seen = await engines[0].redis.hget(keys.guard_keys("h").state, "d:one-phone")
+        assert seen is not None and seen.count(",") == 5
         stats = await engines[0].stats("h")
         assert stats.skus[0].held == 20
     finally:

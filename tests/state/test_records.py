@@ -118,7 +118,7 @@ def test_a_value_that_would_break_the_layout_is_refused(record: Any) -> None:
         codec.encode(record)
 
 
-GUARD = GuardArg("dev-1", "10.1.2.0/24", 3600, 2, 18, 1_764_633_600_000, 16, 17, 18, 19, 20, 21)
+GUARD = GuardArg("dev-1", "10.1.2.0/24", 3600, 2, 18, 1_764_633_600_000, 21)
 SALE_CLAIMS = [ClaimArg("c1.0123456789abcdef0123", "ann", "tee", 2, 0, -1, "tee:2"),
                ClaimArg("c1.aaaaaaaaaaaaaaaaaaaa", "bob@x", "cap", 1, 17, 1_764_633_600_123,
                         "cap:1", guard=GUARD),

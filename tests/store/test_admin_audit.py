@@ -182,3 +182,46 @@ async def test_before_and_after_and_no_credential_in_the_log(
     assert "(masked)" in text
 
 
+
+
+async def test_a_replayed_put_is_not_a_second_action(
+        sale: Engine, persister: Persister, admin: tuple[Client, web.Application]) -> None:
+    client, _app = admin
+    puts = [("/admin/v1/merchants/cafe", {"name": "Cafe"}),
+            ("/admin/v1/scanners/north-1", {"venue": "arena", "gate": "north"})]
+    for path, body in puts:
+        keyed = {**OPS, "Idempotency-Key": f"put-{path}"}
+        first = await client.put(path, json=body, headers=keyed)
+        replay = await client.put(path, json=body, headers=keyed)
+        assert first.status == replay.status == 201
+        assert await replay.json() == await first.json()  # the first answer, token and all
+    log = [r for r in await _log(client, persister) if r["type"] == "admin_action"]
+    assert [r["fields"]["target"] for r in log] == [path for path, _ in puts]
+    # A new key is a new action (a new token): its row is there.
+    again = await client.put("/admin/v1/merchants/cafe", json={"name": "Cafe"},
+                             headers={**OPS, "Idempotency-Key": "put-again"})
+    assert again.status == 201
+    log = [r for r in await _log(client, persister) if r["type"] == "admin_action"]
+    assert len(log) == 3
+
+
+async def test_a_replayed_refund_or_grant_is_not_a_second_action(
+        sale: Engine, persister: Persister, admin: tuple[Client, web.Application]) -> None:
+    client, _app = admin
+    await sale.define_campaign("plain", sale_spec())
+    await sale.define_campaign("drop", drop_spec())
+    claim = await bought(sale, "plain", "ann")
+    calls = [(f"/admin/v1/claims/{claim}/refund", {}),
+             ("/admin/v1/campaigns/drop/grants", {"sku": "five", "users": ["ann", "bob"]})]
+    for path, body in calls:
+        keyed = {**OPS, "Idempotency-Key": "once"}
+        first = await client.post(path, json=body, headers=keyed)
+        replay = await client.post(path, json=body, headers=keyed)
+        assert first.status == replay.status == 200, await replay.text()
+    log = [r for r in await _log(client, persister) if r["type"] == "admin_action"]
+    assert [r["fields"]["target"] for r in log] == [path for path, _ in calls]
+    # Another key grants again (to someone new): a new row.
+    more = await client.post("/admin/v1/campaigns/drop/grants", headers={
+        **OPS, "Idempotency-Key": "twice"}, json={"sku": "five", "users": ["cy"]})
+    assert more.status == 200 and (await more.json())["granted"] == 1
+    assert len([r for r in await _log(client, persister) if r["type"] == "admin_action"]) == 3

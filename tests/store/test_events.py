@@ -122,6 +122,11 @@ ROWS: dict[str, list[dict[str, str]]] = {
                      "lines": "gig.cccccccccccccccccccc", "price": "5000",
                      "deadline": "1700000600000", "idem": "{c:gig}:idem:u2:k",
                      "fp": "lines:tkt:1"}],
+    # waiting room: tickets as events
+    "queue_ticket_issued": [{"user": "u1", "place": "0.4172"}, {"user": "u2", "place": "7"}],
+    "queue_admitted": [{"first": "0", "count": "50", "until": "1700000300000",
+                        "tokens": "250", "at": "1700000000000"}],
+    "queue_lapsed": [{"count": "3"}],
 }
 
 

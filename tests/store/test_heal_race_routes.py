@@ -114,9 +114,8 @@ async def test_every_route_answers_retry_while_its_campaign_heals(
         ("cafe", "POST", f"/v1/paid-holds/{kept}/refund", None,
          {**_as("gus"), "Idempotency-Key": "refund-2"}, 200),
         ("room", "POST", "/v1/campaigns/room/queue", None, _as("eve"), 201),
-        # Waiting-room tickets are not events: a rebuilt room has an empty queue, so
-        # the poll retried after the heal finds no ticket (docs/operating.md).
-        ("room", "GET", "/v1/campaigns/room/queue/me", None, _as("fay"), 404),
+        # Waiting-room tickets are events: the rebuilt room still has fay's ticket.
+        ("room", "GET", "/v1/campaigns/room/queue/me", None, _as("fay"), 200),
     ]
     for cid, method, path, body, headers, done in asks:
         await persister.drain()

@@ -38,10 +38,17 @@ class TemplateRules:
     now: int
     """The scripts' clock when the rules were read (ms)."""
 
-    def for_coupon(self, claimed_ms: int) -> list[TemplateSpec]:
+    def for_coupon(self, c: CouponRecord) -> list[TemplateSpec]:
         """The revisions a coupon may use: the one it was issued under and every
-        later one (a narrowed scope does not take away what was issued)."""
-        return [t for until, t in self.history if until > claimed_ms] + [self.spec]
+        later one (a narrowed scope does not take away what was issued).
+
+        history[i] is revision i (each change appends the one it replaced and
+        bumps the revision), so the coupon's `rev` orders it strictly against
+        every change, even one in the same millisecond; a record from before
+        `rev` is placed by its claim time."""
+        if c.rev is not None:
+            return [t for _until, t in self.history[c.rev:]] + [self.spec]
+        return [t for until, t in self.history if until > c.claimed] + [self.spec]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -72,10 +79,10 @@ def qualification(coupon_id: str, cid: str, c: CouponRecord, r: TemplateRules, a
         return no("expired")
     if now < c.vf:
         return no("not_yet_valid")
-    key = (c.tpl, len(r.for_coupon(c.claimed)))
+    key = (c.tpl, len(r.for_coupon(c)))
     best = priced.get(key)
     if best is None:
-        best = priced[key] = pick_revision(r, c.claimed, None, amount, lines, "this", {})
+        best = priced[key] = pick_revision(r, c, None, amount, lines, "this", {})
     if isinstance(best, str):
         return no(best)
     off, per_line, spans = best
@@ -104,7 +111,7 @@ def order_total(req: RedemptionRequest) -> int:
     return total
 
 
-def pick_revision(r: TemplateRules, claimed_ms: int,
+def pick_revision(r: TemplateRules, coupon: CouponRecord,
                   scope: Callable[[TemplateSpec], bool] | None, amount: int,
                   lines: Sequence[CartLine] | None, key: str,
                   others: dict[str, TemplateSpec]) -> PickedRevision:
@@ -114,7 +121,7 @@ def pick_revision(r: TemplateRules, claimed_ms: int,
     now = r.now
     fitting: list[tuple[bool, int, list[int], str]] = []
     reason = ""
-    for t in r.for_coupon(claimed_ms):
+    for t in r.for_coupon(coupon):
         why = "merchant_scope" if scope is not None and not scope(t) \
             else rules.fit(t, amount, lines).reason
         if why:

@@ -272,7 +272,8 @@ class Coupons:
     @functools.cached_property
     def batcher(self) -> ClaimBatcher[Answer]:
         return ClaimBatcher(self._claim_batch, self.settings.max_batch,  # type: ignore[arg-type]
-                            in_flight(self.settings.durable_ack))
+                            in_flight(self.settings.durable_ack,
+                                      self.settings.replica_ack))
 
     async def _claim_batch(self, cid: str,
                            claims: Sequence["_PendingCouponClaim"]) -> list[Answer]:
@@ -464,7 +465,7 @@ class Coupons:
         coupons = [f for f in found if f is not None]
         this, rules_now = first
         others_t = {loc: f.template for loc, f in zip(locators[1:], coupons[1:], strict=True)}
-        best = pricing.pick_revision(rules_now, this.record.claimed,
+        best = pricing.pick_revision(rules_now, this.record,
                                      lambda t: in_scope(t, merchant), amount, req.lines,
                                      parsed.locator, others_t)
         # as before cart rules: merchant scope, then stacking, then the order's fit

@@ -20,7 +20,8 @@ campaign can never be apart):
     cp_paids           JSON list of the paid vouchers' SKUs (their holds count against the budget)
     cp_paid:<sku>      "1": a paid voucher (claim holds, confirm issues: docs/paid-vouchers.md)
     cp_tz              the drop's IANA time zone (coupon rules: hours and days)
-    cp_rev:<template>  the template's revision, bumped by each live change (absent: 0)
+    cp_rev:<template>  the template's revision, bumped by each live change (absent: 0);
+                       a coupon notes the one it was issued under (CouponRecord.rev)
     cp_hist:<template> JSON [[until ms, spec JSON], ...]: the revisions a live change
                        replaced, for coupons issued before it (absent: none)
 """

@@ -407,6 +407,9 @@ end
 -- the burst. So the serving counter is what a perfect ticker would have
 -- made it, however rarely anyone polls, and it never runs ahead of
 -- rate x time + burst. Tokens are kept in thousandths.
+-- Admissions and lapses are events (queue_admitted: the queue ranks
+-- first..first+count-1 admitted until `until`, the bucket left; queue_lapsed),
+-- so `stampede recover` rebuilds the room (durable/queue_recovery.py).
 -- Returns the state, or nil if the campaign has no waiting room.
 local function advance_queue(now)
   local m = redis.call('HMGET', K.meta, 'wr_on', 'opens_ms', 'wr_rate', 'wr_burst',
@@ -419,7 +422,10 @@ local function advance_queue(now)
               active = 0}
   if now < st.opens then return st end  -- nobody is admitted before the opening
   local lapsed = redis.call('ZREMRANGEBYSCORE', K.admitted, '-inf', now)
-  if lapsed > 0 then count('admission_lapsed', lapsed) end
+  if lapsed > 0 then
+    count('admission_lapsed', lapsed)
+    emit(now, 'queue_lapsed', {'count', lapsed})
+  end
   local from = math.max(st.at, st.opens)
   local accrued = false
   if now > from then
@@ -451,6 +457,8 @@ local function advance_queue(now)
     end
     redis.call('ZADD', K.admitted, unpack(args))
   end
+  emit(now, 'queue_admitted', {'first', st.served, 'count', n, 'until', now + st.window,
+                               'tokens', st.tokens, 'at', st.at})
   st.served, st.active = st.served + n, st.active + n
   count('admitted', n)
   redis.call('HSET', K.meta, 'wr_served', st.served, 'wr_tokens', st.tokens, 'wr_at', st.at)

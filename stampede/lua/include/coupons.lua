@@ -90,8 +90,11 @@ local function issue_coupon(now, cid, seed, n, user, wallet, claim_id, tid, t)
   local vf, vt = t.vf, t.vt
   if t.vd >= 0 then vf, vt = now, now + t.vd * DAY_MS end
   local loc = new_locator(seed, n)
+  -- the revision it is issued under: the scope rules it may use (docs/coupon-rules.md)
+  local rev = tonumber(redis.call('HGET', K.meta, 'cp_rev:' .. tid) or '0')
   redis.call('HSET', C.cpn, id, format_coupon({status = 'active', owner = user, tpl = tid,
-    uses = t.u, vf = vf, vt = vt, loc = loc, claimed = now, gift = '', claim = claim_id}))
+    uses = t.u, vf = vf, vt = vt, loc = loc, claimed = now, gift = '', claim = claim_id,
+    rev = rev}))
   redis.call('HSET', C.codes, loc, id)
   redis.call('ZADD', C.cexp, vt, id)
   redis.call('SADD', wallet, id)
