@@ -24,13 +24,24 @@ claim sent after the first SOLD_OUT answer still got a unit; nothing is released
 during it, so any such claim means that SOLD_OUT came while units remained
 elsewhere).
 
+Then the proactive rebalancer, off and on in turn (`--skew-rounds` each), over the
+cluster with 4 shards: a sustained skewed sale of `--skew-stock` units, `concurrency`
+claimants each claiming one unit after another until told sold out, three quarters
+of the claims from users served by shard 0 (which holds a quarter of the stock), a
+sweeper running beside as `serve` runs it (every 250 ms). The figures: claims/s
+until sold out, the claims that took the slow dry path (their shard dry: a borrow,
+then the claim sent again), the moves each way, and the false sold-out window.
+`--skew-only` runs just this (under a minute).
+
     python -m bench.shards [--seconds 2] [--rounds 2] [--concurrency 256]
                            [--sellout 2000] [--replicas 0] [--json out.json]
+                           [--skew-stock 20000] [--skew-rounds 2] [--skew-only]
 """
 
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -52,7 +63,7 @@ from rich.table import Table
 
 from bench import harness
 from stampede import Engine, Outcome, Settings
-from stampede.domain.shards import shard_of_user
+from stampede.domain.shards import audit, shard_of_user
 from stampede.runtime.valkey import EmbeddedValkey
 from stampede.runtime.valkey_cluster import LocalValkeyCluster
 from stampede.state import keys
@@ -72,9 +83,12 @@ class Topology:
     data_dir: Path
     persister: subprocess.Popen[bytes] | None = None
     engine: Engine | None = None
+    replicas: int = 0
+    """Replicas per primary: writes wait for one (STAMPEDE_CLUSTER_WAIT_REPLICAS) if any."""
 
     def settings(self) -> Settings:
-        return Settings(data_dir=self.data_dir, redis_cluster=self.cluster)
+        return Settings(data_dir=self.data_dir, redis_cluster=self.cluster,
+                        cluster_wait_replicas=min(self.replicas, 1))
 
 
 @dataclass
@@ -93,6 +107,13 @@ class Results:
     rates: dict[str, list[float]] = field(default_factory=dict)
     samples: dict[str, list[Sample]] = field(default_factory=dict)
     sellouts: dict[str, dict[str, float]] = field(default_factory=dict)
+    skewed: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    """Rebalancer off / on: one sustained skewed sale per round."""
+
+
+REBALANCE = {"rebalancer off": False, "rebalancer on": True}
+SKEW_SHARDS = 4
+HOT_SHARE = 0.75
 
 
 def _gateway_cpu() -> float:
@@ -103,7 +124,8 @@ def _gateway_cpu() -> float:
 def _start_persister(top: Topology) -> None:
     env = {**os.environ, "STAMPEDE_REDIS_URL": top.url,
            "STAMPEDE_REDIS_CLUSTER": "1" if top.cluster else "0",
-           "STAMPEDE_DATA_DIR": str(top.data_dir)}
+           "STAMPEDE_DATA_DIR": str(top.data_dir),
+           "STAMPEDE_CLUSTER_WAIT_REPLICAS": str(min(top.replicas, 1))}
     top.data_dir.mkdir(parents=True, exist_ok=True)
     with (top.data_dir / "persister.log").open("wb") as log:
         top.persister = subprocess.Popen([sys.executable, "-m", "stampede.runtime.cli",
@@ -125,7 +147,7 @@ def _topologies(replicas: int) -> Iterator[list[Topology]]:
             primaries = {f"primary {i + 1}": n.process.pid
                          for i, n in enumerate(cluster.primary_nodes()) if n.process}
             tops.append(Topology("cluster", cluster.url, True, primaries,
-                                 Path(tmp) / "cluster"))
+                                 Path(tmp) / "cluster", replicas=replicas))
             for top in tops:
                 _start_persister(top)
             yield tops
@@ -221,15 +243,94 @@ async def _sellout(top: Topology, cid: str, n: int, stock: int) -> dict[str, flo
             "false_sold_out_ms": max(0.0, last_ok_sent - first_sold_out) * 1000}
 
 
+async def _skewed(engine: Engine, cid: str, stock: int, concurrency: int,
+                  seed: int) -> dict[str, float]:
+    """A sustained skewed sale until sold out, with the sweeper running beside."""
+    n = SKEW_SHARDS
+    await engine.define_campaign(cid, harness.open_sale(stock, per_user=None, shards=n))
+    rng = random.Random(seed)
+    hot = (u for i in range(10**9) if shard_of_user(u := f"h{seed}-{i}", n) == 0)
+    cold = (u for i in range(10**9) if shard_of_user(u := f"c{seed}-{i}", n) != 0)
+    dry0, moves0 = engine.shards.dry, engine.shards.moves
+    top0, units0 = engine.rebalancer.moves, engine.rebalancer.units
+    first_sold_out = float("inf")
+    last_ok_sent = 0.0
+    claims = sold = 0
+    done = asyncio.Event()
+    interval = engine.settings.hold_sweep_interval_ms / 1000
+
+    async def sweeper() -> None:  # as `serve` runs it
+        while not done.is_set():
+            await engine.sweep(cid)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), interval)
+
+    t0 = time.perf_counter()
+
+    async def claimant() -> None:
+        nonlocal first_sold_out, last_ok_sent, claims, sold
+        while True:
+            user = next(hot) if rng.random() < HOT_SHARE else next(cold)
+            sent = time.perf_counter() - t0
+            r = await engine.claim(cid, user, "hot", 1)
+            claims += 1
+            if r.outcome is Outcome.OK:
+                sold += 1
+                last_ok_sent = max(last_ok_sent, sent)
+                continue
+            assert r.outcome is Outcome.SOLD_OUT, r
+            first_sold_out = min(first_sold_out, time.perf_counter() - t0)
+            return
+
+    sweeping = asyncio.create_task(sweeper())
+    await asyncio.gather(*(claimant() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - t0
+    done.set()
+    await sweeping
+    assert sold == stock, f"sold {sold} of {stock}"
+    report = await audit(engine.redis, cid, n)
+    assert report.problems == [], report.problems
+    return {"claims_per_s": claims / elapsed, "seconds": elapsed,
+            "dry_claims": engine.shards.dry - dry0,
+            "top_ups": engine.rebalancer.moves - top0,
+            "top_up_units": engine.rebalancer.units - units0,
+            "dry_moves": engine.shards.moves - moves0 - (engine.rebalancer.moves - top0),
+            "false_sold_out_ms": max(0.0, last_ok_sent - first_sold_out) * 1000}
+
+
+async def _skew_rounds(top: Topology, stock: int, rounds: int, concurrency: int,
+                       res: Results) -> None:
+    """Rebalancer off and on in turn, each its own engine on the same cluster."""
+    engines = {}
+    for mode, on in REBALANCE.items():
+        engines[mode] = Engine.from_url(top.url, dataclasses.replace(
+            top.settings(), shard_rebalance=on))
+        await engines[mode].start()
+    try:
+        for r in range(rounds):
+            for i, (mode, engine) in enumerate(engines.items()):
+                console.log(f"skewed sale {r + 1}/{rounds}: {mode}")
+                res.skewed.setdefault(mode, []).append(
+                    await _skewed(engine, f"skew-r{r}-{i}", stock, concurrency, r))
+    finally:
+        for engine in engines.values():
+            await engine.close()
+
+
 async def run(seconds: float, rounds: int, concurrency: int, sellout: int,
-              replicas: int) -> Results:
+              replicas: int, skew_stock: int, skew_rounds: int,
+              skew_only: bool) -> Results:
     res = Results()
     with _topologies(replicas) as tops:
         by_name = {t.name: t for t in tops}
+        if skew_only:
+            await _skew_rounds(by_name["cluster"], skew_stock, skew_rounds, concurrency, res)
+            return res
         for top in tops:
             top.engine = Engine.from_url(top.url, top.settings())
             await top.engine.start()
         try:
+            await _skew_rounds(by_name["cluster"], skew_stock, skew_rounds, concurrency, res)
             for r in range(rounds):
                 for mode, n in MODES.items():
                     top = by_name[SINGLE if mode == SINGLE else "cluster"]
@@ -248,7 +349,30 @@ async def run(seconds: float, rounds: int, concurrency: int, sellout: int,
     return res
 
 
+def _report_skewed(res: Results) -> dict[str, Any]:
+    table = Table(title=f"sustained skewed sale, {SKEW_SHARDS} shards, "
+                        f"{HOT_SHARE:.0%} of claims on shard 0 (median of rounds)")
+    for col in ("mode", "claims/s", "ratio", "seconds", "dry-path claims", "top-ups",
+                "units topped up", "dry-path moves", "false sold-out ms (max)"):
+        table.add_column(col)
+    figures: dict[str, Any] = {}
+    base = None
+    for mode, runs in res.skewed.items():
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        med["false_sold_out_ms"] = max(r["false_sold_out_ms"] for r in runs)
+        base = base or med["claims_per_s"]
+        figures[mode] = {"median": med, "runs": runs}
+        table.add_row(mode, f"{med['claims_per_s']:,.0f}",
+                      f"{med['claims_per_s'] / base:.2f}x", f"{med['seconds']:.1f}",
+                      f"{med['dry_claims']:.0f}", f"{med['top_ups']:.0f}",
+                      f"{med['top_up_units']:.0f}", f"{med['dry_moves']:.0f}",
+                      f"{med['false_sold_out_ms']:.1f}")
+    console.print(table)
+    return figures
+
+
 def _report(res: Results, concurrency: int) -> dict[str, Any]:
+    skewed = _report_skewed(res)
     medians = harness.print_rounds(
         f"one hot campaign, claims/s through the engine (no HTTP), concurrency {concurrency}",
         ("mode", "median claims/s", "rounds", "ratio"), res.rates, SINGLE)
@@ -282,7 +406,7 @@ def _report(res: Results, concurrency: int) -> dict[str, Any]:
                      f"{s['false_sold_out_ms']:.1f}")
     console.print(sell)
     return {"rates": res.rates, "medians": medians, "cpu_per_claim": cpu,
-            "sellouts": res.sellouts}
+            "sellouts": res.sellouts, "skewed": skewed}
 
 
 def main() -> None:
@@ -294,10 +418,16 @@ def main() -> None:
     parser.add_argument("--sellout", type=int, default=2000, help="units of the sell-out")
     parser.add_argument("--replicas", type=int, default=0, help="replicas per primary")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--skew-stock", type=int, default=20_000,
+                        help="units of each sustained skewed sale")
+    parser.add_argument("--skew-rounds", type=int, default=2,
+                        help="skewed sales per mode (rebalancer off, on)")
+    parser.add_argument("--skew-only", action="store_true",
+                        help="run only the rebalancer comparison")
     args = parser.parse_args()
     res = uvloop.run(run(args.seconds, args.rounds, args.concurrency, args.sellout,
-                         args.replicas))
-    figures = _report(res, args.concurrency)
+                         args.replicas, args.skew_stock, args.skew_rounds, args.skew_only))
+    figures = _report_skewed(res) if args.skew_only else _report(res, args.concurrency)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
 

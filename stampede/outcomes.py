@@ -399,6 +399,27 @@ REFUSALS: dict[str, Refusal] = {
     # -- presales: price steps patched live (after-sale branch) ------------------------
     "price_steps_excluded": _r("invalid_request", 400, "price_steps: a coupon drop takes no "
                                "price steps", "a PATCH of price_steps onto a coupon drop"),
+    # -- presales: bundles patched live (bundleops) ---------------------------------
+    "bundles_excluded": _r("invalid_request", 400, "bundles: a coupon drop, or a campaign "
+                           "split over shards, takes no bundles", "a PATCH of bundles onto a "
+                           "coupon drop or a sharded campaign"),
+    "bundle_line": _r("invalid_request", 400, "bundles.{bundle}.lines[{line}].{detail}: not a "
+                      "SKU of the campaign, or over its max_per_claim of {limit}",
+                      "a PATCH of bundles whose line names a SKU the campaign lacks, or more "
+                      "units than max_per_claim", values=("bundle", "line", "detail", "limit")),
+    "allocations_excluded": _r("invalid_request", 400, "allocations: a coupon drop, a "
+                               "campaign with a waitlist or one split over shards takes no "
+                               "allocations", "a PATCH of allocations onto such a campaign"),
+    "allocation_taken": _r("invalid_request", 400, "allocations.{sku}[{detail}].qty: holds and "
+                           "sales took {held} units of it already", "a PATCH lowering an "
+                           "allocation's qty below what was taken from it",
+                           values=("sku", "detail", "held")),
+    "allocations_over": _r("invalid_request", 400, "allocations.{sku}: the allocations would "
+                           "reserve {qty} units, more than the {available} units available "
+                           "or still to come", "a PATCH of allocations reserving more than "
+                           "the SKU's units", values=("sku", "qty", "available")),
+    "bundles_too_many": _r("invalid_request", 400, "bundles: a campaign has at most 64 "
+                           "bundles", "a PATCH of bundles that would leave more than 64"),
     # -- paid vouchers ------------------------------------------------------------
     "not_a_voucher": _r("not_a_voucher", 409, "claim '{claim}' is not a paid voucher: its "
                         "coupons were issued at claim, there is nothing to pay or refund",

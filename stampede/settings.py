@@ -78,11 +78,13 @@ class Settings:
     """Most stream entries per store transaction (per stream and read): 4000 drains
     ~20% faster than 1000 into SQLite (fewer fsyncs), bench.bench_persister."""
     # -- persister efficiency --
-    persist_linger_ms: int = 20
+    persist_linger_ms: int = 100
     """After a short read (caught up), the persister waits this long before reading
     again, so a steady trickle is stored in fewer, larger transactions (a batch's
     fixed cost is several statements and an fsync); 0 reads again at once.
-    A full batch never waits."""
+    A full batch never waits. 100 ms: at a few thousand claims a second a batch is
+    hundreds of events, and its fixed cost (~1.4 ms of CPU into SQLite on the 2-core
+    bench VM) a few µs per event; at 20 ms it was ~15 (bench/README.md)."""
     persist_claim_idle_ms: int = 30_000
     """Entries pending this long under another consumer are taken over (XAUTOCLAIM)."""
     persist_max_attempts: int = 5
@@ -161,6 +163,19 @@ class Settings:
     redis_cluster: bool = False
     """STAMPEDE_REDIS_URL names one node of a Redis/Valkey Cluster: run on redis-py's
     cluster client (it discovers the other nodes and follows slot moves and failovers)."""
+    # -- cluster mode: replica acknowledgement (docs/cluster.md, "Replica acknowledgement")
+    cluster_wait_replicas: int = 1
+    """Cluster mode: every state change is answered only once this many replicas of
+    its primary have it (WAIT on the script's connection), and the persister stores
+    only events a replica has; so a failover loses no answered claim. 0: off."""
+    cluster_wait_timeout_ms: int = 1000
+    """Longest wait for those replicas; past it the request answers 503 unavailable
+    (the change stands on the primary: retry with the same Idempotency-Key)."""
+    # -- sharded campaigns: proactive rebalancing --
+    shard_rebalance: bool = True
+    """The sweeper moves units to a sharded campaign's shard before it runs dry, in
+    proportion to the shards' recent sale rates (stampede/domain/rebalance.py); off:
+    units move only when a claim finds its shard dry."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -209,7 +224,7 @@ class Settings:
                      "webhook_attempts_max_age_s",
                      "console_tick_ms", "console_max_listeners",
                      "points_timeout_s",
-                     "durable_ack_timeout_ms"):
+                     "durable_ack_timeout_ms", "cluster_wait_timeout_ms"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be positive")
         if self.webhook_lease_ms <= self.webhook_timeout_s * 1000:
@@ -221,9 +236,13 @@ class Settings:
         if self.redis_cluster and not self.redis_url:
             raise ConfigError("STAMPEDE_REDIS_CLUSTER needs STAMPEDE_REDIS_URL naming a node "
                               "of the cluster (the embedded Valkey is a single node)")
-        if self.redis_cluster and self.durable_ack:
-            raise ConfigError("STAMPEDE_DURABLE_ACK is not available with STAMPEDE_REDIS_CLUSTER "
-                              "(WAITAOF must share the script's connection to its node)")
+        if self.cluster_wait_replicas < 0:
+            raise ConfigError("STAMPEDE_CLUSTER_WAIT_REPLICAS must not be negative")
+
+    @property
+    def replica_ack(self) -> bool:
+        """Whether a state change waits for a cluster replica before its answer."""
+        return self.redis_cluster and self.cluster_wait_replicas > 0
 
 
 def _unknown(name: str, fields: Mapping[str, object]) -> str:

@@ -77,6 +77,8 @@ async def _patch_missing(request: web.Request, cid: str,
         skus = list(patch.sku_limits)
     if patch.price_steps is not msgspec.UNSET and patch.price_steps:
         skus = [*(s for s in skus if s is not None), *patch.price_steps]
+    if patch.allocations is not msgspec.UNSET and patch.allocations:
+        skus = [*(s for s in skus if s is not None), *patch.allocations]
     for sku in skus:
         why = await engine.explain(cid, Outcome.NOT_FOUND, sku=sku,
                                    not_found="no_waiting_room", kind="any")

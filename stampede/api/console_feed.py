@@ -40,6 +40,7 @@ from stampede.domain.console import (
     ConsoleState,
     ConsoleSystem,
     ConsoleWorker,
+    by_campaign,
     campaign_view,
     rates_between,
 )
@@ -161,7 +162,7 @@ class ConsoleHub:
         self.reads += 1
         CONSOLE_READS.inc()
         at = time.monotonic()
-        campaigns = []
+        snaps, drops = [], {}
         for i, cid in enumerate(self._ids):
             reply, cstats = replies[2 * i: 2 * i + 2]
             if isinstance(reply, Exception):  # NOSCRIPT after a flush: the engine reloads
@@ -171,8 +172,12 @@ class ConsoleHub:
                 raise cstats
             if reply[0] != Outcome.OK:  # gone since the ids were read
                 continue
-            campaigns.append(self._campaign(CampaignSnapshot.from_reply(cid, reply),
-                                            cstats, at))
+            snaps.append(CampaignSnapshot.from_reply(cid, reply))
+            drops[cid] = cstats
+        # A sharded campaign is one campaign: its shards added up, each shown beside.
+        campaigns = [msgspec.structs.replace(self._campaign(snap, drops[snap.id], at),
+                                             shards=parts)
+                     for snap, parts in by_campaign(snaps)]
         info = replies[-1]
         return ConsoleState(at_ms=int(time.time() * 1000), tick_s=self.tick_s,
                             campaigns=campaigns,

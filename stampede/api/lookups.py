@@ -31,6 +31,8 @@ from stampede.api.public import CLAIM
 from stampede.api.routing import CID, SKU_PATTERN, ApiRoutes
 from stampede.domain.models import QueueTicket, to_ms
 from stampede.durable import queries as q
+from stampede.durable import shard_queries
+from stampede.durable.bundle_queries import bundle_record
 from stampede.durable.exports import FORMATS, MEDIA_TYPES, Format, encoded
 from stampede.durable.store import Store
 from stampede.logs import log
@@ -212,7 +214,12 @@ async def campaign_events(request: web.Request) -> web.StreamResponse:
     window = _window(request)
     store = _store(request)
 
+    ids = await _stored(shard_queries.shard_ids(store, cid))
+
     async def fetch(cursor: str | None, limit: int) -> q.EventPage:
+        if len(ids) > 1:  # a sharded campaign: every shard's, in time order
+            return await shard_queries.campaign_events(store, ids, types, window, cursor,
+                                                       limit)
         return await q.campaign_events(store, cid, types, window, cursor, limit)
 
     return await _listing(request, fetch, f"events-{cid}", q.EventRow)
@@ -256,12 +263,15 @@ async def _tickets(engine: Engine, uid: str) -> list[QueueTicket]:
 
 
 @admin_api.route("GET", "/admin/v1/claims/{claim_id}",
-                 "A claim's record and the events that made it", auth="viewer",
+                 "A claim's record (a bundle's with its lines) and the events that made it",
+                 auth="viewer",
                  response=q.ClaimLookup, errors=(401, 404, 503),
                  path_params=CLAIM)
 async def claim_lookup(request: web.Request) -> web.Response:
     claim_id = request.match_info["claim_id"]
     found = await _stored(q.claim_record(_store(request), claim_id))
+    if found is None:  # presales: a bundle claim's id names its lines
+        found = await _stored(bundle_record(_store(request), claim_id))
     if found is None:
         return refuse("no_claim_record", {"claim": claim_id})
     return json_response(found)

@@ -39,9 +39,16 @@ DURABLE_IN_FLIGHT = 32
 at one batch per fsync; these share the fsync they wait for."""
 
 
-def in_flight(durable_ack: bool) -> int:
-    """A campaign's batch slots: one, or DURABLE_IN_FLIGHT under durable ack."""
-    return DURABLE_IN_FLIGHT if durable_ack else 1
+REPLICA_IN_FLIGHT = 4
+"""Batches out at once per campaign when each waits for a cluster replica's WAIT (a
+network round trip, not an fsync): a few overlap the wait with the next script;
+more would only split the batches and open more connections."""
+
+
+def in_flight(durable_ack: bool, replica_ack: bool = False) -> int:
+    """A campaign's batch slots: DURABLE_IN_FLIGHT under durable ack, REPLICA_IN_FLIGHT
+    when each batch waits for a replica, else one."""
+    return DURABLE_IN_FLIGHT if durable_ack else REPLICA_IN_FLIGHT if replica_ack else 1
 
 
 @dataclass(slots=True)

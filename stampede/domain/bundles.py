@@ -1,5 +1,8 @@
 """Presales: bundles and add-ons, claims that take several SKUs at once, all or nothing
 (lua/claim_bundle.lua; confirm, cancel and expiry act on every line: include/bundles.lua).
+PATCH campaign adds, replaces and removes the spec's bundles live (patch_campaign.lua,
+"bd:<name>" pairs): the next claim reads them; a hold keeps its lines and prices, which
+are claims of their own.
 
 A bundle claim is one claim id for the buyer and one ordinary claim per line inside
 it (each with its SKU, units and locked price), so stock, limits, stats, tickets,
@@ -14,12 +17,13 @@ Users hash marks (the lines find their bundle, the bundle its lines):
 """
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from stampede.domain.batcher import PendingClaim
-from stampede.domain.models import BUNDLE_MAX_LINES, BundleLine, CampaignSpec
+from stampede.domain.models import BUNDLE_MAX_LINES, BundleLine, BundleSpec, CampaignSpec
 from stampede.errors import ValidationError
+from stampede.outcomes import REFUSALS
 
 META_FIELD = "bd"
 
@@ -74,10 +78,53 @@ def check(spec: CampaignSpec) -> None:
                     f"max_per_claim of {spec.limits.max_per_claim}")
 
 
+def encode_lines(lines: Sequence[BundleLine]) -> str:
+    return ",".join(f"{line.sku}:{line.qty}" for line in lines)
+
+
 def meta_fields(spec: CampaignSpec) -> dict[str, str]:
-    return {META_FIELD: ";".join(
-        f"{name}=" + ",".join(f"{line.sku}:{line.qty}" for line in b.lines)
-        for name, b in spec.bundles.items())}
+    return {META_FIELD: ";".join(f"{name}={encode_lines(b.lines)}"
+                                 for name, b in spec.bundles.items())}
+
+
+def decode(field: str) -> dict[str, list[BundleLine]]:
+    """The bundles of a meta `bd` value, by name, in order."""
+    found: dict[str, list[BundleLine]] = {}
+    for part in filter(None, field.split(";")):
+        name, _, body = part.partition("=")
+        found[name] = [BundleLine(sku=sku, qty=int(qty)) for sku, _, qty in
+                       (item.rpartition(":") for item in filter(None, body.split(",")))]
+    return found
+
+
+def patch_pairs(edits: Mapping[str, BundleSpec | None]) -> list[str]:
+    """The "bd:<name>" pairs of a PATCH's bundles ('' removes one), each checked for its
+    shape here; its SKUs and qty against the campaign's by the script."""
+    pairs: list[str] = []
+    for name, bundle in edits.items():
+        if bundle is not None:
+            check_lines(bundle.lines, f"bundles.{name}.lines")
+        pairs += [f"bd:{name}", "" if bundle is None else encode_lines(bundle.lines)]
+    return pairs
+
+
+def raise_patch_refusal(detail: str, edits: Mapping[str, BundleSpec | None]) -> None:
+    """patch_campaign.lua's refusal of the bundles as a ValidationError naming the field
+    (any other detail is not the bundles': the caller goes on)."""
+    if detail == "bundles_too_many":
+        raise ValidationError(REFUSALS[detail].template)
+    parts = detail.split(":")
+    if len(parts) != 5 or parts[0] != "bundle_line":
+        return
+    _, name, index, what, max_qty = parts
+    bundle = edits.get(name)
+    line = bundle.lines[int(index)] if bundle is not None else None
+    at = f"bundles.{name}.lines[{index}]"
+    if what == "sku":
+        raise ValidationError(f"{at}.sku: the campaign has no SKU "
+                              f"{line.sku if line else '?'!r}")
+    raise ValidationError(f"{at}.qty: {line.qty if line else '?'} is over the campaign's "
+                          f"max_per_claim of {max_qty}")
 
 
 def line_id(bundle_id: str, n: int) -> str:

@@ -10,9 +10,11 @@ from typing import Any, Literal
 
 from msgspec import Struct
 
+from stampede.domain import shards
 from stampede.domain.coupons.spec import CouponStats
 from stampede.domain.status import CampaignSnapshot
 from stampede.domain.throttle import ThrottleSpec
+from stampede.state import keys
 
 OUTCOME_RATES = ("held", "sold_out", "limit_exceeded", "throttled", "blocked",
                  "challenge_required", "admission_required", "expired", "confirmed",
@@ -31,6 +33,15 @@ class ConsoleSku(Struct, kw_only=True):
     pending_units: int
     next_wave_ms: int | None
     per_user: int | None
+
+
+class ConsoleShard(Struct, kw_only=True):
+    """One shard of a sharded campaign, for the console's per-shard breakdown."""
+    shard: int
+    id: str
+    """The shard's key set (`<campaign>` for shard 0, `<campaign>:s<k>...` after)."""
+    skus: list[ConsoleSku]
+    counts: dict[str, int]
 
 
 class ConsoleRoom(Struct, kw_only=True):
@@ -61,6 +72,9 @@ class ConsoleCampaign(Struct, kw_only=True):
     waiting_room: ConsoleRoom | None
     throttle: ThrottleSpec | None
     coupons: CouponStats | None = None
+    shards: list[ConsoleShard] | None = None
+    """A campaign split across shards: each shard's own counters (the campaign's are
+    their sums); null for a campaign that is not split."""
 
 
 class ConsoleWorker(Struct, kw_only=True):
@@ -109,6 +123,18 @@ def campaign_view(snap: CampaignSnapshot, rates: dict[str, float],
                            active=snap.waiting[2], rate_per_s=float(meta.get("wr_rate", 0)),
                            paused=meta.get("wr_paused") == "1")
     per_user = int(meta.get("per_user", -1))
+    skus = _skus(snap)
+    return ConsoleCampaign(
+        id=snap.id, name=meta.get("name", snap.id), state=snap.state(),
+        opens_ms=snap.opens_ms, closes_ms=snap.closes_ms,
+        hold_ttl_s=int(meta.get("hold_ttl_ms", 0)) // 1000,
+        per_user=None if per_user < 0 else per_user,
+        max_per_claim=int(meta.get("max_qty", 0)), skus=skus, counts=snap.counts,
+        rates=rates, waitlist=snap.waiting[0], offers_outstanding=max(0, offers),
+        waiting_room=room, throttle=throttle, coupons=coupons)
+
+
+def _skus(snap: CampaignSnapshot) -> list[ConsoleSku]:
     skus = []
     for s in snap.skus:
         times = [at for sku, _, at in snap.waves if sku == s.sku]
@@ -118,14 +144,31 @@ def campaign_view(snap: CampaignSnapshot, rates: dict[str, float],
                                pending_units=snap.pending_wave_qty(s.sku),
                                next_wave_ms=min(times) if times else None,
                                per_user=s.per_user))
-    return ConsoleCampaign(
-        id=snap.id, name=meta.get("name", snap.id), state=snap.state(),
-        opens_ms=snap.opens_ms, closes_ms=snap.closes_ms,
-        hold_ttl_s=int(meta.get("hold_ttl_ms", 0)) // 1000,
-        per_user=None if per_user < 0 else per_user,
-        max_per_claim=int(meta.get("max_qty", 0)), skus=skus, counts=snap.counts,
-        rates=rates, waitlist=snap.waiting[0], offers_outstanding=max(0, offers),
-        waiting_room=room, throttle=throttle, coupons=coupons)
+    return skus
+
+
+def by_campaign(snaps: list[CampaignSnapshot]) -> list[
+        tuple[CampaignSnapshot, list[ConsoleShard] | None]]:
+    """One entry per campaign: a sharded campaign's shards added up (shards.merge)
+    with each shard's own counters beside; any other campaign as it is. Shards whose
+    shard 0 is gone (the campaign deleted meanwhile) are left out."""
+    groups: dict[str, list[tuple[int, CampaignSnapshot]]] = {}
+    for snap in snaps:
+        base, k = keys.shard_of_id(snap.id)
+        groups.setdefault(base, []).append((k, snap))
+    found: list[tuple[CampaignSnapshot, list[ConsoleShard] | None]] = []
+    for base, members in groups.items():
+        members.sort(key=lambda m: m[0])
+        if int(members[0][1].meta.get("shards", 1)) <= 1:
+            if members[0][0] == 0:
+                found.append((members[0][1], None))
+            continue
+        if members[0][0] != 0:
+            continue
+        parts = [ConsoleShard(shard=k, id=snap.id, skus=_skus(snap), counts=snap.counts)
+                 for k, snap in members]
+        found.append((shards.merge(base, [snap for _, snap in members]), parts))
+    return found
 
 
 def rates_between(before: dict[str, int] | None, after: dict[str, int],

@@ -16,7 +16,15 @@ from typing import Any, NamedTuple, cast
 import msgspec
 from redis.asyncio import Redis
 
-from stampede.domain import allocations, bundles, phases, pricing, shards, throttle
+from stampede.domain import (
+    allocations,
+    bundles,
+    phases,
+    pricing,
+    rebalance,
+    shards,
+    throttle,
+)
 from stampede.domain import identity as person
 from stampede.domain.admission import kept_secret, ticket_view
 from stampede.domain.aftersale import aftersale_meta
@@ -29,6 +37,7 @@ from stampede.domain.grants import Grants
 from stampede.domain.models import (
     BUNDLE_MAX_LINES,
     BundleLine,
+    BundleSpec,
     CampaignPatch,
     CampaignPublic,
     CampaignSpec,
@@ -130,11 +139,13 @@ class Engine:
         self.redis = redis
         self.settings = settings
         self.scripts = ScriptRegistry(
-            redis, settings.durable_ack_timeout_ms if settings.durable_ack else 0)
+            redis, settings.durable_ack_timeout_ms if settings.durable_ack else 0,
+            settings.cluster_wait_replicas, settings.cluster_wait_timeout_ms)
+        slots = in_flight(settings.durable_ack, settings.replica_ack)
         self.batcher: ClaimBatcher[ClaimResult] = ClaimBatcher(
-            self._claim_batch, settings.max_batch, in_flight(settings.durable_ack))
+            self._claim_batch, settings.max_batch, slots)
         self.bundle_batcher: ClaimBatcher[ClaimResult] = ClaimBatcher(
-            self._bundle_batch, settings.max_batch, in_flight(settings.durable_ack))
+            self._bundle_batch, settings.max_batch, slots)
         """Bundle claims (several SKUs each), coalesced as claims are (claim_bundle.lua)."""
         self._throttle_default = throttle.parse_default(settings.throttle)
         self.gate = ClaimGate(redis, settings, self._throttle_default)
@@ -149,6 +160,11 @@ class Engine:
     def shards(self) -> shards.Shards:
         """Sharded campaigns: shard counts, and moves of units between shards."""
         return shards.Shards(self.redis, self.scripts)
+
+    @functools.cached_property
+    def rebalancer(self) -> rebalance.Rebalancer:
+        """Sharded campaigns: units moved to a shard before it runs dry (by the sweeper)."""
+        return rebalance.Rebalancer(self.shards)
 
     @functools.cached_property
     def coupons(self) -> Coupons:
@@ -270,6 +286,10 @@ class Engine:
             if patch.throttle is not msgspec.UNSET:
                 raise ValidationError("throttle: not supported with shards > 1 (the scalper "
                                       "guard's limits are per slot)")
+            if patch.bundles is not msgspec.UNSET:  # a bundle does not borrow between shards
+                raise ValidationError(REFUSALS["bundles_excluded"].template)
+            if patch.allocations is not msgspec.UNSET:
+                raise ValidationError(REFUSALS["allocations_excluded"].template)
             outcome = Outcome.OK
             for k in range(n):
                 outcome = await self._patch_one(keys.shard_id(cid, k, n), patch, actor)
@@ -282,6 +302,10 @@ class Engine:
         pairs = _patch_pairs(patch)
         if patch.price_steps is not msgspec.UNSET:
             pairs += await self._price_step_pairs(cid, patch)
+        if patch.bundles is not msgspec.UNSET:
+            pairs += bundles.patch_pairs(patch.bundles)
+        if patch.allocations is not msgspec.UNSET:
+            pairs += await self._allocation_pairs(cid, patch)
         if not pairs and patch.throttle is msgspec.UNSET:  # nothing to change: a no-op
             exists = await self.redis.exists(keys.campaign_keys(cid).meta)
             return Outcome.OK if exists else Outcome.NOT_FOUND
@@ -300,11 +324,35 @@ class Engine:
             if code == Outcome.INVALID and before == "wave":  # it would stay pending forever
                 raise ValidationError("closes_at must come after every pending wave")
             if code == Outcome.INVALID and before in ("phases", "phases_excluded",
-                                                      "price_steps_excluded"):
+                                                      "price_steps_excluded",
+                                                      "bundles_excluded"):
                 raise ValidationError(REFUSALS[before].template)
+            if code == Outcome.INVALID and patch.bundles is not msgspec.UNSET:
+                bundles.raise_patch_refusal(str(before), patch.bundles)
+            if code == Outcome.INVALID and before == "allocations_excluded":
+                raise ValidationError(REFUSALS[before].template)
+            refused = allocations.patch_refusal(str(before), "allocations")
+            if code == Outcome.INVALID and refused is not None:
+                raise refused
             if not (code == Outcome.CONFLICT and before == "precondition"):
                 return Outcome(code)
         raise UnavailableError("throttle config changed concurrently too often; retry")
+
+    async def _allocation_pairs(self, cid: str, patch: CampaignPatch) -> list[Any]:
+        """Presales: the "alp:<sku>" pairs of a PATCH's allocations, each list checked as
+        a spec's is against the schedule in force (or the one patched with it); what
+        they may reserve, the script checks against the SKU's units."""
+        assert patch.allocations is not msgspec.UNSET
+        raw = await self.redis.hmget(keys.campaign_keys(cid).meta, "opens_ms", "closes_ms")
+        opens = to_ms(patch.opens_at) if patch.opens_at is not msgspec.UNSET else \
+            int(raw[0] or 0)
+        closes = to_ms(patch.closes_at) if patch.closes_at is not msgspec.UNSET else \
+            int(raw[1] or 0)
+        pairs: list[Any] = []
+        for sku, allocs in patch.allocations.items():
+            allocations.check_list(f"allocations.{sku}", allocs, opens, closes)
+            pairs += [f"alp:{sku}", allocations.patch_value(allocs)]
+        return pairs
 
     async def _price_step_pairs(self, cid: str, patch: CampaignPatch) -> list[Any]:
         """Presales: the "ps:<sku>" pairs of a PATCH's price steps, each checked as a
@@ -400,7 +448,9 @@ class Engine:
             opens_at=from_ms(snap.opens_ms), closes_at=from_ms(snap.closes_ms),
             skus=[SkuPublic(sku=s.sku, price=s.price, available=s.available,
                             next_wave_at=snap.next_wave_at(s.sku)) for s in snap.skus],
-            phases=phases.decode(snap.meta.get(phases.META_FIELD, ""))), seen
+            phases=phases.decode(snap.meta.get(phases.META_FIELD, "")),
+            bundles={name: BundleSpec(lines=lines) for name, lines in
+                     bundles.decode(snap.meta.get(bundles.META_FIELD, "")).items()}), seen
 
     async def live_state(self, cid: str) -> LiveState | None:
         """What the live feed shows, from one script call (None: no such campaign)."""
@@ -436,7 +486,8 @@ class Engine:
             skus=[SkuStats(sku=s.sku, price=s.price, available=s.available, held=s.held,
                            sold=s.sold, released=s.released, revenue=s.revenue,
                            pending_waves=snap.pending_wave_count(s.sku),
-                           pending_units=snap.pending_wave_qty(s.sku), per_user=s.per_user)
+                           pending_units=snap.pending_wave_qty(s.sku), per_user=s.per_user,
+                           allocations=allocations.in_force(snap.meta, s.sku, snap.now_ms))
                   for s in snap.skus])
 
     async def explain(self, cid: str, outcome: Outcome, **context: Any) -> Explained:
@@ -519,6 +570,7 @@ class Engine:
             result = await self.batcher.submit(scid + _DRY, pending)
             if result.outcome is not Outcome.SHARD_DRY:
                 return result
+            self.shards.dry += 1
             if await self.shards.borrow(cid, n, k, sku, qty) == 0:
                 break
         return await self.batcher.submit(scid, pending)  # the shard's own answer stands
@@ -847,8 +899,11 @@ class Engine:
                                                    [self.settings.sweep_batch])
             total += int(expired)
             if not more:
-                if await self.shards.count(cid) not in (None, 1):
+                n = await self.shards.count(cid)
+                if n is not None and n > 1:
                     await self.shards.redeliver(cid)  # moves a crash left half-done
+                    if self.settings.shard_rebalance and not keys.is_shard(cid):
+                        await self.rebalancer.tick(cid, n)  # once per campaign, from shard 0
                 await self.grants.drain_outbox(cid)  # packs a crash left pending
                 return total + await self.coupons.expire(cid)
 

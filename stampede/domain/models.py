@@ -310,6 +310,18 @@ class CampaignPatch(Struct, **_STRICT):
     price_steps: dict[SkuId, PriceSteps] | UnsetType = UNSET
     """Presale price steps by SKU, each list replaced whole for the next claim (prices
     locked into existing holds stay); [] removes them."""
+    allocations: Annotated[
+        dict[SkuId, Annotated[list[AllocationSpec], Meta(max_length=16)]],
+        Meta(examples=[{"tee-black": [{"name": "app", "qty": 100, "channels": ["app"]}]}]),
+    ] | UnsetType = UNSET
+    """Presale allocations by SKU, each list replaced whole for the next claim: a listed
+    one keeps what holds and sales took from it, one left out returns its units to the
+    shared pool; [] removes them all."""
+    bundles: Annotated[dict[BundleName, BundleSpec | None], Meta(
+        max_length=64, examples=[{"tee-pack": {"lines": [{"sku": "tee-black", "qty": 2}]},
+                                  "old-pack": None}])] | UnsetType = UNSET
+    """Presale bundles by name, each added or replaced whole for the next claim (holds
+    keep the lines and prices they were taken with); null removes one."""
 
 
 class ClaimRequest(Struct, **_STRICT):
@@ -451,6 +463,8 @@ class CampaignPublic(Struct, kw_only=True):
     skus: list[SkuPublic]
     phases: list[PhasePublic] = []
     """Presale access phases in force (empty: everyone from opens_at)."""
+    bundles: dict[str, BundleSpec] = {}
+    """Presale bundles in force, by name (`bundle` in a claim); PATCH may change them."""
 
 
 class LiveSku(Struct, kw_only=True):
@@ -472,6 +486,18 @@ class LiveState(Struct, kw_only=True):
     (None: the campaign has no waiting room)."""
 
 
+class AllocationStats(Struct, kw_only=True):
+    """Presales: one allocation of a SKU as it stands (bundleops)."""
+    name: str
+    reserved: int
+    """Units still reserved for its channels or tiers; 0 once returned to the shared pool."""
+    returned: bool
+    """Its unused units joined the shared pool (by ops, or its returns_at has passed)."""
+    channels: list[str] | None = None
+    tiers: list[str] | None = None
+    returns_at: datetime | None = None
+
+
 class SkuStats(Struct, kw_only=True):
     sku: str
     price: int
@@ -488,6 +514,9 @@ class SkuStats(Struct, kw_only=True):
     revenue: int = 0
     """Gross: price x qty of every claim confirmed (at the price locked into its hold);
     refunds are counted apart, in the campaign's `refunds`."""
+    allocations: list[AllocationStats] = []
+    """Presales: its allocations in spec order; `available` less their `reserved` units
+    is the shared pool."""
 
 
 class CampaignStats(Struct, kw_only=True):

@@ -172,6 +172,9 @@ class Shards:
         self._borrows: dict[tuple[str, int, str], asyncio.Future[int]] = {}
         self.moves = 0
         """Moves this process completed (lend and borrow), for benches and tests."""
+        self.dry = 0
+        """Claims of this process that found their shard dry (the slow path: a borrow,
+        then the claim sent again), for benches and tests."""
 
     async def count(self, cid: str) -> int | None:
         """How many shards the campaign has (1: not split), None if it does not exist.
@@ -263,16 +266,22 @@ class Shards:
             [move_id, sku, qty, receiver])
         if int(code) != Outcome.OK or int(lent) == 0:
             return 0
-        await self.deliver(cid, n, Move(move_id, donor, receiver, sku, int(lent)))
+        if not await self.deliver(cid, n, Move(move_id, donor, receiver, sku, int(lent))):
+            return 0  # in the outbox: the sweeper delivers it once the receiver is back
         self.moves += 1
         return int(lent)
 
-    async def deliver(self, cid: str, n: int, m: Move) -> None:
-        """The receiving side of a lent move, then the outbox entry closed (idempotent)."""
+    async def deliver(self, cid: str, n: int, m: Move) -> bool:
+        """The receiving side of a lent move, then the outbox entry closed (idempotent).
+        False, the entry kept for the next sweep, when the receiver is missing."""
         rcid = keys.shard_id(cid, m.receiver, n)
-        await self.scripts.run("shard_borrow", [*keys.campaign_keys(rcid), keys.moves_key(rcid)],
-                               [m.move_id, m.sku, m.qty])
+        code, _, _ = await self.scripts.run(
+            "shard_borrow", [*keys.campaign_keys(rcid), keys.moves_key(rcid)],
+            [m.move_id, m.sku, m.qty, m.donor])
+        if int(code) != Outcome.OK:  # the receiver is not there (yet: being recovered)
+            return False
         await self.redis.hdel(keys.moves_key(keys.shard_id(cid, m.donor, n)), f"out:{m.move_id}")
+        return True
 
     async def pending(self, scid: str) -> list[Move]:
         """Moves a shard lent that are not known delivered (its outbox)."""
@@ -291,10 +300,11 @@ class Shards:
         cid, _ = keys.shard_of_id(scid)
         moves = await self.pending(scid)
         n = await self.count(cid) if moves else None
+        done = 0
         for m in moves:
             assert n is not None
-            await self.deliver(cid, n, m)
-        return len(moves)
+            done += await self.deliver(cid, n, m)
+        return done
 
 
 class ShardAudit(msgspec.Struct, frozen=True):

@@ -64,6 +64,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import func, select
 
+from stampede.domain import allocations
 from stampede.domain.grants import grant_claim_id
 from stampede.domain.models import CampaignSpec
 from stampede.durable import shard_audit
@@ -75,6 +76,7 @@ from stampede.durable.events import (
     AllocationReturned,
     BundleHeld,
     CampaignDefined,
+    CampaignPatched,
     ClaimCancelled,
     ClaimConfirmed,
     ClaimEvent,
@@ -190,6 +192,9 @@ class Replay:
                     return
             case BundleHeld():
                 self.bundles.bundle(ev, self.violate)
+            case CampaignPatched(after=after) if after and '"alq:' in after:
+                self._patch_allocations(after)  # presales: allocations patched live
+                self.coupons.apply(ev, self.violate)
             case QueueTicketIssued() | QueueAdmitted() | QueueLapsed():
                 self._room(ev)
             case _:
@@ -348,6 +353,19 @@ class Replay:
         for sku in _spec_limits.decode(spec_json).get("skus") or []:
             for a in sku.get("allocations") or []:
                 self.allocs[(sku["sku"], a["name"])] = a
+
+    def _patch_allocations(self, after: str) -> None:
+        """A SKU's allocations as a PATCH replaced them: each one's qty, channels and
+        tiers from then on (what holds took from it stays counted)."""
+        changed = msgspec.json.decode(after)
+        for name_of, qtys in changed.items():
+            if not name_of.startswith("alq:"):
+                continue
+            sku = name_of[4:]
+            for name, qty, channels, tiers in allocations.decode_patch(
+                    str(changed.get(f"al:{sku}", "")), str(qtys)):
+                self.allocs[(sku, name)] = {"name": name, "qty": qty, "channels": channels,
+                                            "tiers": tiers}
 
     def _take(self, ev: ClaimHeld) -> None:
         """A hold that took from allocations: of its channel, within their qty."""

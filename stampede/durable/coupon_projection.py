@@ -37,6 +37,12 @@ class CouponFold:
     """Live validity changes for rows written earlier: (campaign, ts, growth,
     coupons this batch made inactive before it)."""
 
+    @property
+    def pending(self) -> bool:
+        """Anything to write."""
+        return bool(self.new_coupons or self.coupon_changes or self.new_redemptions
+                    or self.redemption_changes or self.extensions)
+
     def clear(self) -> None:
         for d in (self.new_coupons, self.coupon_changes, self.new_redemptions,
                   self.redemption_changes):

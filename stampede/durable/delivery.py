@@ -5,7 +5,9 @@ store holds. Per endpoint and campaign it sends seq cursor+1, and moves the
 cursor only after a 2xx, so delivery is at least once and in order; a gap (an
 event not yet persisted) waits. Each message keeps one id, `<campaign>.<seq>`,
 on every attempt, so a receiver drops duplicates by id. Events the endpoint
-does not want move the cursor without a request.
+does not want move the cursor without a request. Its reads are snapshots
+(`Store.read`): a poll never takes SQLite's write lock from the persister, and
+with no endpoint a poll is one query.
 
 Several workers may run against one store: each endpoint is sent by the one
 worker holding its lease (stampede.durable.webhook_leases), renewed while it
@@ -303,10 +305,12 @@ class Deliverer:
     async def tick(self) -> None:
         """One pass: every due endpoint sends what it has not yet received."""
         now = _now_ms()
-        async with self.store.engine.connect() as conn:
+        tops: dict[str, int] = {}
+        async with self.store.read() as conn:
             every = (await conn.execute(select(t.webhook_endpoints))).all()
-            tops = {r.campaign_id: r.max_seq for r in (await conn.execute(
-                select(t.campaigns.c.campaign_id, t.campaigns.c.max_seq))).all()}
+            if every:  # with no endpoint a poll is this one query: nothing to send or count
+                tops = {r.campaign_id: r.max_seq for r in (await conn.execute(
+                    select(t.campaigns.c.campaign_id, t.campaigns.c.max_seq))).all()}
         endpoints = [e for e in every if not e.paused]
         oldest = await asyncio.gather(*(self._endpoint(e, tops) for e in endpoints
                                         if e.next_attempt_ms <= now))
@@ -317,8 +321,10 @@ class Deliverer:
     async def refresh_backlog(self, endpoints: Sequence[Any], tops: dict[str, int]) -> None:
         """Sets the backlog gauge of every endpoint (paused ones too: their backlog grows)
         and drops the series of endpoints removed since the last refresh."""
-        async with self.store.engine.connect() as conn:
-            cursors = (await conn.execute(select(t.webhook_cursors))).all()
+        cursors: Sequence[Any] = ()
+        if endpoints:
+            async with self.store.read() as conn:
+                cursors = (await conn.execute(select(t.webhook_cursors))).all()
         at: dict[tuple[str, str], int] = {(r.endpoint_id, r.campaign_id): r.seq
                                           for r in cursors}
         seen: set[str] = set()
@@ -340,7 +346,7 @@ class Deliverer:
         wanted = set(msgspec.json.decode(endpoint.events))
         campaigns = ([endpoint.campaign_id] if endpoint.campaign_id is not None
                      else sorted(tops))
-        async with self.store.engine.connect() as conn:
+        async with self.store.read() as conn:
             cursors = {r.campaign_id: r.seq for r in (await conn.execute(
                 select(t.webhook_cursors).where(
                     t.webhook_cursors.c.endpoint_id == endpoint.endpoint_id))).all()}
@@ -348,7 +354,7 @@ class Deliverer:
         if not pending or not await self.leases.take(endpoint.endpoint_id):
             return None  # nothing to send, or another worker sends it
         # Read again under the lease: the last holder may have moved them since.
-        async with self.store.engine.connect() as conn:
+        async with self.store.read() as conn:
             cursors = {r.campaign_id: r.seq for r in (await conn.execute(
                 select(t.webhook_cursors).where(
                     t.webhook_cursors.c.endpoint_id == endpoint.endpoint_id))).all()}
@@ -369,7 +375,7 @@ class Deliverer:
                         wanted: set[str]) -> tuple[bool, int | None]:
         """Sends one campaign's events after seq `at`, in order, stopping at a gap or a
         failure: (no failure, ts of the first event still pending)."""
-        async with self.store.engine.connect() as conn:
+        async with self.store.read() as conn:
             rows = (await conn.execute(select(t.events).where(
                 t.events.c.campaign_id == cid, t.events.c.seq > at)
                 .order_by(t.events.c.seq).limit(BATCH))).all()

@@ -74,6 +74,11 @@ class StockAdjusted(Event, tag="stock_adjusted"):
     """The operation's idempotency key (its Redis key), for recovery to rebuild the answer."""
     released: int | None = None
     """The SKU's released total after the change (the answer's); None in older events."""
+    # -- sharded campaigns: moves of units between shards --
+    peer: int | None = None
+    """A move between shards (actor `shard-move:<move_id>`): the other shard's number,
+    the receiver of a lend, the donor of a borrow; recovery rebuilds the move outbox
+    and log from it. None for any other change and in older events."""
 
 
 # -- claims -------------------------------------------------------------------
@@ -432,7 +437,7 @@ class AllocationReturned(Event, tag="allocation_returned"):
     allocation: str
     qty: int
     by: str
-    """schedule (its returns_at) or ops"""
+    """schedule (its returns_at), ops, or patch (left out of a PATCH of allocations)"""
     actor: str = ""
 
 

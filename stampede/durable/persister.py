@@ -15,7 +15,10 @@ long. Streams are trimmed only below the oldest pending entry.
 Several persisters may run at once: the group spreads entries among them.
 On one server one XREADGROUP reads every stream; on a cluster a command's keys
 must share a slot, so each stream (each campaign's slot, on whichever node
-holds it) is read by its own XREADGROUP, all at once, polled while idle.
+holds it) is read by its own XREADGROUP, all at once, polled while idle. With
+replica acknowledgement (STAMPEDE_CLUSTER_WAIT_REPLICAS) each such read is
+followed by WAIT on its connection, and entries are stored only once a
+replica has them (`_replicated`).
 """
 
 import asyncio
@@ -42,6 +45,7 @@ from stampede.periodic import every
 from stampede.settings import Settings
 from stampede.state import keys
 from stampede.state.connection import is_cluster, is_transient
+from stampede.state.on_primary import Command, on_primary
 
 GROUP = "persister"
 CLUSTER_POLL_MS = 20
@@ -114,6 +118,12 @@ class Persister:
         """Store transactions committed."""
         self.dead_lettered = 0
         self.outages = 0
+        self.replicas = settings.cluster_wait_replicas if self.cluster else 0
+        """Cluster mode: store only events this many replicas have (see _replicated)."""
+        self.replica_timeout_ms = settings.cluster_wait_timeout_ms
+        self.unreplicated = 0
+        """Reads whose entries a replica did not confirm in time (left pending)."""
+        self._quiet_until = 0.0
         self.last_progress = time.monotonic()
         """When a batch last reached the store (or there was nothing to do)."""
 
@@ -258,8 +268,13 @@ class Persister:
 
     async def _read_one(self, key: str) -> list[Entry]:
         try:
-            reply = await self.redis.xreadgroup(GROUP, self.consumer, {key: ">"},
-                                                count=self.batch)
+            if self.replicas:
+                reply = await self._replicated(key, (
+                    "XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", self.batch,
+                    "STREAMS", key, ">"))
+            else:
+                reply = await self.redis.xreadgroup(GROUP, self.consumer, {key: ">"},
+                                                    count=self.batch)
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -270,6 +285,30 @@ class Persister:
         streams = cast(list[tuple[str, list[tuple[str, dict[str, str] | None]]]], reply or [])
         return [(key, eid, _flat(fields)) for _, items in streams for eid, fields in items
                 if fields is not None]
+
+    async def _replicated(self, key: str, read: Command) -> Any:
+        """Cluster mode with replica acknowledgement: `read` (XREADGROUP, XAUTOCLAIM) then
+        WAIT on one connection to the stream's primary. The read hands entries to us,
+        which the primary replicates after the entries themselves, so WAIT confirms a
+        replica has every entry read. Only then are they stored: the store never holds
+        an event that a failover can take out of Redis (its sequence number would be
+        written again by the promoted replica). Unconfirmed entries stay pending and
+        come back through take_over; None then."""
+        reply, acked = await on_primary(self.redis, key, [
+            read, ("WAIT", self.replicas, self.replica_timeout_ms)])
+        if isinstance(reply, Exception):
+            raise reply
+        if isinstance(acked, Exception):
+            raise acked
+        if int(acked) < self.replicas:
+            self.unreplicated += 1
+            if time.monotonic() >= self._quiet_until:  # once per 10 s, not per stream and read
+                self._quiet_until = time.monotonic() + 10
+                log.warning("%s: entries read are on %s of %d replicas after %d ms; left "
+                            "pending (%d such reads so far)", key, acked, self.replicas,
+                            self.replica_timeout_ms, self.unreplicated)
+            return None
+        return reply
 
     # -- commit, acknowledge, dead-letter -----------------------------------
 
@@ -386,8 +425,15 @@ class Persister:
             start = "0-0"
             while True:
                 try:
-                    reply = await self.redis.xautoclaim(key, GROUP, self.consumer, idle, start,
-                                                        count=self.batch)
+                    if self.replicas:
+                        reply = await self._replicated(key, (
+                            "XAUTOCLAIM", key, GROUP, self.consumer, idle, start,
+                            "COUNT", self.batch))
+                        if reply is None:  # not on a replica yet: the next round
+                            break
+                    else:
+                        reply = await self.redis.xautoclaim(key, GROUP, self.consumer, idle,
+                                                            start, count=self.batch)
                 except ResponseError as exc:
                     if "NOGROUP" in str(exc):
                         break

@@ -24,6 +24,7 @@ from stampede.domain.models import CampaignSpec, to_ms
 from stampede.durable.coupon_projection import CouponFold
 from stampede.durable.events import (
     EVENT_COLUMNS,
+    BundleHeld,
     CampaignDefined,
     CampaignPatched,
     ClaimCancelled,
@@ -44,6 +45,7 @@ from stampede.durable.events import (
 from stampede.durable.refund_projection import apply_to_sku, checkin_row, refund_row
 from stampede.durable.store import schema as t
 from stampede.durable.store.db import Store
+from stampede.durable.store.sqlite_batch import SqliteBatch
 
 log = logging.getLogger("stampede.projection")
 _COUNTERS = ("released", "available", "held", "sold", "expired", "cancelled")
@@ -51,7 +53,8 @@ _PATCHABLE = ("state", "opens_ms", "closes_ms", "hold_ttl_ms", "per_user", "max_
 _spec_decoder = msgspec.json.Decoder(CampaignSpec)
 _patch_decoder = msgspec.json.Decoder(dict[str, Any])
 CLAIM_COLUMNS = ("claim_id", "campaign_id", "user_id", "sku", "qty", "price", "status",
-                 "deadline_ms", "created_ms", "updated_seq", "idem_key", "fingerprint")
+                 "deadline_ms", "created_ms", "updated_seq", "idem_key", "fingerprint",
+                 "bundle_id")
 """The `claims` columns of Fold.new_claims' rows, in order."""
 _STATUS, _UPDATED_SEQ = CLAIM_COLUMNS.index("status"), CLAIM_COLUMNS.index("updated_seq")
 HISTORY_COLUMNS = ("campaign_id", "seq", "claim_id", "status", "ts")
@@ -128,6 +131,8 @@ class Fold:
                         c[name] = value if name == "state" else int(value)
             case ClaimRefunded():
                 self._refunded(ev)
+            case BundleHeld():  # the bundle's own history row: the lookup finds it by id
+                self.history.append((ev.campaign_id, ev.seq, ev.claim, "held", ev.ts))
             case TicketCheckedIn():
                 self.checkins.append(checkin_row(ev))
             case ClaimTransferred():
@@ -141,7 +146,7 @@ class Fold:
         s["held"] += ev.qty
         self.new_claims[ev.claim] = [ev.claim, ev.campaign_id, ev.user, ev.sku, ev.qty,
                                      ev.price, "held", ev.deadline, ev.ts, ev.seq, ev.idem,
-                                     ev.fp]
+                                     ev.fp, ev.bundle or None]
         self.history.append((ev.campaign_id, ev.seq, ev.claim, "held", ev.ts))
 
     def _settled(self, ev: ClaimEvent, status: str) -> None:
@@ -170,7 +175,7 @@ class Fold:
             self._set_status(ev.claim, "transferred", ev.seq)
         self.new_claims[ev.new_claim] = [ev.new_claim, ev.campaign_id, ev.user, ev.sku, ev.qty,
                                          ev.price, "confirmed", ev.deadline, ev.created, ev.seq,
-                                         None, None]
+                                         None, None, None]
         if ev.ticket == 0:
             self.history.append((ev.campaign_id, ev.seq, ev.claim, "transferred", ev.ts))
 
@@ -185,7 +190,7 @@ class Fold:
 _compiled: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
 
 
-def _sql(conn: AsyncConnection, name: str, build: Callable[[], Any],
+def _sql(conn: "Conn", name: str, build: Callable[[], Any],
          columns: Sequence[str] | None = None) -> tuple[str, tuple[str, ...]]:
     """A statement compiled once per backend: its SQL and its parameters' order.
 
@@ -201,14 +206,40 @@ def _sql(conn: AsyncConnection, name: str, build: Callable[[], Any],
     return found
 
 
-async def _execute(conn: AsyncConnection, name: str, build: Callable[[], Any],
-                   params: Sequence[dict[str, Any]]) -> Any:
+Conn = AsyncConnection | SqliteBatch
+"""A transaction's connection; on SQLite its writes are queued and sent together."""
+
+
+async def _write(conn: Conn, sql: str, params: Any) -> None:
+    """Driver SQL: a tuple of parameters, or a list of them (executemany)."""
+    if isinstance(conn, SqliteBatch):
+        conn.write(sql, params)
+    else:
+        await conn.exec_driver_sql(sql, params)
+
+
+async def _read(conn: Conn, sql: str, params: Any) -> list[dict[str, Any]]:
+    if isinstance(conn, SqliteBatch):
+        return await conn.read(sql, params)
+    return [dict(r._mapping) for r in await conn.exec_driver_sql(sql, params)]
+
+
+async def _direct(conn: Conn) -> AsyncConnection:
+    """The connection itself, for a Core statement: the queued writes go first."""
+    if isinstance(conn, SqliteBatch):
+        await conn.flush()
+        return conn.conn
+    return conn
+
+
+async def _execute(conn: Conn, name: str, build: Callable[[], Any],
+                   params: Sequence[dict[str, Any]]) -> None:
     sql, order = _sql(conn, name, build)
     rows = [tuple(p[k] for k in order) for p in params]
-    return await conn.exec_driver_sql(sql, rows if len(rows) != 1 else rows[0])
+    await _write(conn, sql, rows if len(rows) != 1 else rows[0])
 
 
-async def insert_ignore_many(conn: AsyncConnection, store: Store, table: Table,
+async def insert_ignore_many(conn: Conn, store: Store, table: Table,
                              rows: Sequence[dict[str, Any]]) -> None:
     """Bulk INSERT ... ON CONFLICT DO NOTHING of dict rows, straight through the driver."""
     columns = tuple(rows[0])
@@ -216,7 +247,7 @@ async def insert_ignore_many(conn: AsyncConnection, store: Store, table: Table,
                              [tuple(r[k] for k in columns) for r in rows])
 
 
-async def insert_ignore_rows(conn: AsyncConnection, store: Store, table: Table,
+async def insert_ignore_rows(conn: Conn, store: Store, table: Table,
                              columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
     """Bulk INSERT ... ON CONFLICT DO NOTHING of tuples in `columns` order: no per-row
     dicts. SQLite: one executemany. PostgreSQL: one statement whose parameters are
@@ -225,14 +256,14 @@ async def insert_ignore_rows(conn: AsyncConnection, store: Store, table: Table,
         key = (conn.dialect.name, f"unnest {table.name} {columns}")
         if key not in _compiled:
             _compiled[key] = (_unnest_insert(table, columns, conn.dialect), columns)
-        await conn.exec_driver_sql(_compiled[key][0], tuple(zip(*rows, strict=True)))
+        await _write(conn, _compiled[key][0], tuple(zip(*rows, strict=True)))
         return
     sql, order = _sql(conn, f"insert {table.name} {columns}",
                       lambda: store.insert_ignore(table), columns)
     if order != columns:  # the compiler lists the table's order; follow it
         at = [columns.index(k) for k in order]
         rows = [tuple(r[i] for i in at) for r in rows]
-    await conn.exec_driver_sql(sql, rows)
+    await _write(conn, sql, rows)
 
 
 def _unnest_insert(table: Table, columns: tuple[str, ...], dialect: Dialect) -> str:
@@ -246,12 +277,16 @@ async def store_events(conn: AsyncConnection, store: Store, events: Sequence[Eve
     """Insert events (duplicates ignored) and advance the projections they complete."""
     if not events:
         return
-    await insert_ignore_rows(conn, store, t.events, EVENT_COLUMNS, [row_of(e) for e in events])
+    # SQLite: the statements go to the driver's thread a few at a time, not one by one.
+    batch: Conn = SqliteBatch(conn) if store.is_sqlite else conn
+    await insert_ignore_rows(batch, store, t.events, EVENT_COLUMNS, [row_of(e) for e in events])
     by_campaign: dict[str, list[Event]] = {}
     for e in events:
         by_campaign.setdefault(e.campaign_id, []).append(e)
     for cid in sorted(by_campaign):  # one lock order for all writers: no deadlocks
-        await _advance(conn, store, cid, by_campaign[cid])
+        await _advance(batch, store, cid, by_campaign[cid])
+    if isinstance(batch, SqliteBatch):
+        await batch.flush()
 
 
 def _select_campaign() -> Any:
@@ -259,24 +294,25 @@ def _select_campaign() -> Any:
             .with_for_update())
 
 
-async def lock_campaign(conn: AsyncConnection, store: Store, cid: str) -> dict[str, Any]:
+async def lock_campaign(conn: Conn, store: Store, cid: str) -> dict[str, Any]:
     """The campaign's row, created if new, locked for this transaction."""
     sql, _ = _sql(conn, "lock campaign", _select_campaign)
-    row = (await conn.exec_driver_sql(sql, (cid,))).first()
-    if row is None:  # the campaign's first events: make its row, then lock it
-        await conn.execute(store.insert_ignore(t.campaigns).values(
+    rows = await _read(conn, sql, (cid,))
+    if not rows:  # the campaign's first events: make its row, then lock it
+        await (await _direct(conn)).execute(store.insert_ignore(t.campaigns).values(
             campaign_id=cid, name="", spec="", state="active", opens_ms=0, closes_ms=0,
             hold_ttl_ms=0, per_user=-1, max_qty=1, epoch=0, defined_seq=0, applied_seq=0,
             max_seq=0))
-        row = (await conn.exec_driver_sql(sql, (cid,))).one()
-    return dict(row._mapping)
+        rows = await _read(conn, sql, (cid,))
+    (row,) = rows
+    return row
 
 
 def _select_skus() -> Any:
     return select(t.skus).where(t.skus.c.campaign_id == bindparam("b_cid"))
 
 
-async def _advance(conn: AsyncConnection, store: Store, cid: str, batch: list[Event]) -> None:
+async def _advance(conn: Conn, store: Store, cid: str, batch: list[Event]) -> None:
     campaign = await lock_campaign(conn, store, cid)
     applied, stored_max = campaign["applied_seq"], campaign["max_seq"]
     fresh = sorted({e.seq: e for e in batch if e.seq > applied}.values(), key=lambda e: e.seq)
@@ -286,12 +322,13 @@ async def _advance(conn: AsyncConnection, store: Store, cid: str, batch: list[Ev
     else:  # out of order: read back what is stored after applied_seq
         query = select(t.events).where(t.events.c.campaign_id == cid,
                                        t.events.c.seq > applied).order_by(t.events.c.seq)
-        run = _prefix([from_row(r) for r in await conn.execute(query)], applied)
+        run = _prefix([from_row(r) for r in await (await _direct(conn)).execute(query)],
+                      applied)
     run = _known(cid, run)
     campaign["max_seq"] = max_seq
     if run:
         sql, _ = _sql(conn, "select skus", _select_skus)
-        skus = {r.sku: dict(r._mapping) for r in await conn.exec_driver_sql(sql, (cid,))}
+        skus = {r["sku"]: r for r in await _read(conn, sql, (cid,))}
         fold = Fold(campaign, skus)
         for ev in run:
             fold.apply(ev)
@@ -350,7 +387,7 @@ def _upsert_skus(store: Store) -> Callable[[], Any]:
     return build
 
 
-async def _flush(conn: AsyncConnection, store: Store, cid: str, fold: Fold) -> None:
+async def _flush(conn: Conn, store: Store, cid: str, fold: Fold) -> None:
     if fold.new_claims:
         await insert_ignore_rows(conn, store, t.claims, CLAIM_COLUMNS,
                                  [tuple(r) for r in fold.new_claims.values()])
@@ -365,12 +402,15 @@ async def _flush(conn: AsyncConnection, store: Store, cid: str, fold: Fold) -> N
     if fold.checkins:
         await insert_ignore_many(conn, store, t.checkins, fold.checkins)
 
-    async def insert_many(table: Table, rows: Sequence[dict[str, Any]]) -> None:
-        await insert_ignore_many(conn, store, table, rows)
-    await fold.coupons.flush(conn, insert_many)
+    if fold.coupons.pending:  # (Core statements: the queued writes go first)
+        direct = await _direct(conn)
+
+        async def insert_many(table: Table, rows: Sequence[dict[str, Any]]) -> None:
+            await insert_ignore_many(direct, store, table, rows)
+        await fold.coupons.flush(direct, insert_many)
     if fold.redefined:  # a SKU the new definition dropped must go
-        await conn.execute(delete(t.skus).where(t.skus.c.campaign_id == cid))
+        await (await _direct(conn)).execute(delete(t.skus).where(t.skus.c.campaign_id == cid))
     if fold.skus:
         sql, order = _sql(conn, "upsert skus", _upsert_skus(store), SKU_COLUMNS)
         rows = [{**s, "campaign_id": cid} for s in fold.skus.values()]
-        await conn.exec_driver_sql(sql, [tuple(r[k] for k in order) for r in rows])
+        await _write(conn, sql, [tuple(r[k] for k in order) for r in rows])

@@ -166,13 +166,16 @@ class ClaimRow(msgspec.Struct, kw_only=True):
     created_at: datetime
     expires_at: datetime
     """The hold's deadline (meaningful while held)."""
+    bundle_id: str | None = None
+    """Presales: the bundle claim this claim is a line of (none: a claim alone)."""
 
 
 def claim_row(row: Any) -> ClaimRow:
     return ClaimRow(claim_id=row.claim_id, campaign_id=keys.shard_of_id(row.campaign_id)[0],
                     user=row.user_id,
                     sku=row.sku, qty=row.qty, price=row.price, status=row.status,
-                    created_at=from_ms(row.created_ms), expires_at=from_ms(row.deadline_ms))
+                    created_at=from_ms(row.created_ms), expires_at=from_ms(row.deadline_ms),
+                    bundle_id=row.bundle_id)
 
 
 class EventRow(msgspec.Struct, kw_only=True):
@@ -184,6 +187,9 @@ class EventRow(msgspec.Struct, kw_only=True):
     """Who did it, for admin actions."""
     fields: dict[str, Any]
     """The event's own fields, as its script wrote them (values are strings)."""
+    shard: int | None = None
+    """A sharded campaign's: the shard the event happened on (0 to N-1); null for a
+    campaign that is not split."""
 
 
 def event_row(row: Any) -> EventRow:
@@ -331,6 +337,9 @@ class AuditEntry(msgspec.Struct, kw_only=True):
     than the field)."""
     after: Any
     fields: dict[str, Any]
+    shard: int | None = None
+    """A sharded campaign's: the shard the action changed; null for a campaign that is
+    not split (and for actions outside campaigns)."""
 
 
 class AuditPage(msgspec.Struct, kw_only=True):
@@ -352,20 +361,32 @@ async def audit_log(store: Store, campaign: str | None = None, actor: str | None
     ).subquery("audited")
     c = both.c
     stmt = select(both)
-    if campaign is not None:
-        stmt = stmt.where(c.campaign_id == campaign)
+    if campaign is not None:  # a sharded campaign's actions, on every shard
+        stmt = stmt.where(or_(c.campaign_id == campaign,
+                              c.campaign_id.startswith(f"{campaign}:s", autoescape=True)))
     if actor is not None:
         stmt = stmt.where(json_field(store, "actor") == actor)
     rows, next_cursor = await _page(store, stmt, "audit-log",
                                     [c.ts, c.campaign_id, c.type, c.seq],
                                     cursor, limit, event_row)
+    sharded = await _sharded(store) if rows else set()
     entries = []
     for row in rows:
         before, after = await _before_after(store, row)
-        entries.append(AuditEntry(campaign_id=row.campaign_id, seq=row.seq, type=row.type,
+        base, k = keys.shard_of_id(row.campaign_id)  # a shard's row is the campaign's
+        entries.append(AuditEntry(campaign_id=base, seq=row.seq, type=row.type,
                                   at=row.at, actor=row.actor, before=before, after=after,
-                                  fields=row.fields))
+                                  fields=row.fields, shard=k if base in sharded else None))
     return AuditPage(items=entries, next_cursor=next_cursor)
+
+
+async def _sharded(store: Store) -> set[str]:
+    """The stored campaigns split across shards (those with a shard 1)."""
+    c = t.campaigns.c
+    async with store.read() as conn:
+        ids = [r[0] for r in await conn.execute(select(c.campaign_id).where(
+            c.campaign_id.contains(":s", autoescape=True)))]
+    return {keys.shard_of_id(i)[0] for i in ids if keys.is_shard(i)}
 
 
 async def _before_after(store: Store, row: EventRow) -> tuple[Any, Any]:
@@ -404,7 +425,11 @@ def _json_or_text(value: Any) -> Any:
 class ClaimLookup(msgspec.Struct, kw_only=True):
     record: ClaimRow
     history: list[EventRow]
-    """The events that made the record, in order."""
+    """The events that made the record, in order (a bundle's: its lines' too)."""
+    bundle: str | None = None
+    """Presales, a bundle claim: the spec's bundle it claimed (none: a claim of lines)."""
+    lines: list[ClaimRow] = []
+    """Presales, a bundle claim: its lines, each a claim of its own, in line order."""
 
 
 class CouponLookup(msgspec.Struct, kw_only=True):
@@ -431,6 +456,10 @@ async def claim_record(store: Store, claim_id: str) -> ClaimLookup | None:
             t.claim_history, and_(h.campaign_id == e.campaign_id, h.seq == e.seq)
         ).where(h.claim_id == claim_id).order_by(e.seq).limit(MAX_HISTORY)
         history = [event_row(r) for r in await conn.execute(made)]
+    base, k = keys.shard_of_id(row.campaign_id)
+    if k or base in await _sharded(store):  # a sharded campaign's: its shard named
+        for item in history:
+            item.campaign_id, item.shard = base, k
     return ClaimLookup(record=claim_row(row), history=history)
 
 

@@ -31,6 +31,7 @@ from stampede.durable import (
     coupon_recovery,
     presale_recovery,
     queue_recovery,
+    shard_recovery,
 )
 from stampede.durable.events import (
     AllocationReturned,
@@ -204,9 +205,17 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
                 if spec is not None and spec.on_confirm is not None else None)
             presale = await presale_recovery.load(store, cid)
             room = await queue_recovery.load(store, cid, state.row.applied_seq, now)
+            for sibling in shard_recovery.siblings(cid, state.config):  # sharded campaigns
+                # The other shards' unpersisted moves count (a borrow of units this
+                # shard's lost lend gave): store them first, as for this shard.
+                if await redis_behind(redis, store, sibling) is None:
+                    await drain_stream(redis, store, sibling)
+            moves = await shard_recovery.load(store, cid, state.config)
             pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             idem = _rebuild(pipe, cid, state, epoch, old, old_counts, now, idem_ttl_ms,
-                            refunds.partial)
+                            refunds.partial, fenced=moves is not None and bool(moves.relend))
+            if moves is not None:
+                shard_recovery.queue(pipe, cid, moves)
             idem += aftersale_recovery.queue(
                 pipe, cid, refunds, now, idem_ttl_ms,
                 state.history.persons if state.history is not None else None)
@@ -220,6 +229,9 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
                 await pipe.execute()
             except WatchError:
                 continue
+        if moves is not None and moves.relend:  # then it reopens
+            await shard_recovery.relend(redis, cid, moves)
+            await redis.hset(ks.meta, "fenced", "0")
         await redis.sadd(keys.CAMPAIGN_INDEX, cid)
         if drop is not None:
             await coupon_recovery.registered(redis, drop)
@@ -468,7 +480,8 @@ def _config(changes: Iterable[Event]) -> dict[str, str] | None:
                 config = None if meta is None else dict(_spec_waves.decode(meta))
             case CampaignPatched(after=after) if config is not None:
                 config.update({k: str(v) for k, v in _spec_waves.decode(after or "{}").items()
-                               if k.startswith(("wr_", "wl_", "th", "ph")) and v is not False})
+                               if k.startswith(("wr_", "wl_", "th", "ph", "bd", "al"))
+                               and v is not False})  # bd, al: presale bundles, allocations
     return config
 
 
@@ -537,7 +550,7 @@ def _meta_fields(row: Any) -> dict[str, str]:
 
 def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, str],
              old_counts: dict[str, str], now: int, idem_ttl_ms: int,
-             refunded: Mapping[tuple[str, str], int]) -> int:
+             refunded: Mapping[tuple[str, str], int], fenced: bool = False) -> int:
     """Queue the commands that replace the campaign's keys; returns idempotency answers set."""
     k = keys.campaign_keys(cid)
     meta, stock, users, claims = k.meta, k.stock, k.users, k.claims
@@ -547,7 +560,7 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
     pipe.delete(stock, users, claims, deadlines, k.expiry, waves, events, counts)
     pipe.hdel(meta, "xtail")  # holds are rebuilt into the deadlines zset
     m = {**_meta_fields(st.row), "epoch": str(epoch), "evseq": str(st.row.max_seq),
-         "fenced": "0"}
+         "fenced": "1" if fenced else "0"}
     if "time_offset_ms" in old_meta:
         m["time_offset_ms"] = old_meta["time_offset_ms"]
     m["wlseq"] = str(max(int(old_meta.get("wlseq", 0)), st.joins))
@@ -563,7 +576,8 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
             if entries:
                 pipe.hset(keys.lists_key(cid), mapping=entries)
     if st.spec is not None:  # presales: allocations' reserved units
-        m |= allocation_recovery.rebuild(st.spec, history.returned, history.takes, st.claims)
+        m |= allocation_recovery.rebuild(st.spec, history.returned, history.takes, st.claims,
+                                         st.config)
     pipe.hset(meta, mapping=m)
     stock_fields: dict[str, Any] = {}
     for s in st.skus:

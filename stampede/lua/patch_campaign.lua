@@ -5,7 +5,11 @@
 -- ARGV[2..]   name, value pairs; names: state (active|paused|closed), opens_ms,
 --             closes_ms, hold_ttl_ms, per_user, max_qty, "lim:<sku>"
 --             for a SKU's per-user limit (-1: none), "ps:<sku>" for its presale
---             price steps (stampede/domain/pricing.py; '' none), and the waiting room's
+--             price steps (stampede/domain/pricing.py; '' none), "bd:<name>" for
+--             a presale bundle's lines "sku:qty,..." ('' removes it; meta bd as
+--             stampede/domain/bundles.py encodes it), "alp:<sku>" for a SKU's presale
+--             allocations replaced whole, "<al:sku encoding>#<name:qty,...>"
+--             (stampede/domain/allocations.py), and the waiting room's
 --             wr_rate, wr_burst, wr_max_active, wr_paused (1|0), and the
 --             throttle's th, th_spec (meta), the presale phases ph (meta, as
 --             stampede/domain/phases.py encodes them) and th_lists (a JSON object that
@@ -22,7 +26,16 @@
 -- schedule that a presale phase would open outside of ({INVALID, 'phases', ''}),
 -- and phases for a campaign with a waitlist or a coupon drop
 -- ({INVALID, 'phases_excluded', ''}), and price steps for a coupon drop
--- ({INVALID, 'price_steps_excluded', ''}). Everything
+-- ({INVALID, 'price_steps_excluded', ''}), and bundles for a coupon drop or a
+-- sharded campaign ({INVALID, 'bundles_excluded', ''}), and a bundle line of a
+-- SKU the campaign lacks or over max_qty ({INVALID,
+-- 'bundle_line:<name>:<i>:sku|qty:<max_qty>', ''}), and more than 64 bundles
+-- ({INVALID, 'bundles_too_many', ''}), and allocations for a coupon drop, a
+-- campaign with a waitlist or a sharded one ({INVALID, 'allocations_excluded', ''}),
+-- an allocation's qty below the units holds and sales took from it
+-- ({INVALID, 'allocation_taken:<sku>:<i>:<taken>', ''}), and allocations reserving
+-- more than the SKU's units available or to come
+-- ({INVALID, 'allocations_over:<sku>:<units>:<available>', ''}). Everything
 -- is checked before the first write. The waiting room is first brought up
 -- to now at its old rate, so a new rate or a pause applies from now on.
 --@include common
@@ -33,12 +46,31 @@ local now = now_ms()
 local before, after = {}, {}
 local writes = {}
 local room = false
+local bundle_edits = {}  -- presales: {name, lines} in the order given
+local alloc_edits = {}  -- presales: {sku, encoding#qtys}
 for i = 2, #ARGV, 2 do
   local name, value = ARGV[i], ARGV[i + 1]
   local sku = string.match(name, '^lim:(.+)$')
   local field = string.match(name, '^if:(.+)$')
   local steps_sku = string.match(name, '^ps:(.+)$')  -- presales: price steps
-  if steps_sku then
+  local bundle_name = string.match(name, '^bd:(.+)$')  -- presales: bundles
+  local alloc_sku = string.match(name, '^alp:(.+)$')  -- presales: allocations
+  if alloc_sku then
+    if redis.call('HEXISTS', K.stock, alloc_sku .. '.price') == 0 then
+      return {NOT_FOUND, '', ''}
+    end
+    local m = redis.call('HMGET', K.meta, 'coupons', 'shards', 'wl_max')
+    if m[1] == '1' or tonumber(m[2] or '1') > 1 or m[3] then
+      return {INVALID, 'allocations_excluded', ''}
+    end
+    alloc_edits[#alloc_edits + 1] = {alloc_sku, value}
+  elseif bundle_name then
+    local m = redis.call('HMGET', K.meta, 'coupons', 'shards')
+    if m[1] == '1' or tonumber(m[2] or '1') > 1 then
+      return {INVALID, 'bundles_excluded', ''}
+    end
+    bundle_edits[#bundle_edits + 1] = {bundle_name, value}
+  elseif steps_sku then
     if redis.call('HEXISTS', K.stock, steps_sku .. '.price') == 0 then
       return {NOT_FOUND, '', ''}
     end
@@ -89,6 +121,104 @@ if after['ph'] and ph then  -- waitlist offers and coupon claims do not pass the
   local m = redis.call('HMGET', K.meta, 'wl_max', 'coupons')
   if m[1] or m[2] == '1' then return {INVALID, 'phases_excluded', ''} end
 end
+-- ---- presales: bundles, edited by name; each edited one checked against the
+-- SKUs and max_qty in force (or patched with it), before the first write ----
+if #bundle_edits > 0 then
+  local old = redis.call('HGET', K.meta, 'bd') or ''
+  local names, defs = {}, {}
+  for part in string.gmatch(old, '[^;]+') do
+    local n, body = string.match(part, '^([^=]+)=(.*)$')
+    names[#names + 1] = n; defs[n] = body
+  end
+  local edited = {}
+  for _, e in ipairs(bundle_edits) do
+    edited[e[1]] = true
+    if e[2] == '' then defs[e[1]] = nil
+    else
+      if not defs[e[1]] then names[#names + 1] = e[1] end
+      defs[e[1]] = e[2]
+    end
+  end
+  local max_qty = tonumber(after['max_qty'] or redis.call('HGET', K.meta, 'max_qty') or '1')
+  local parts = {}
+  for _, n in ipairs(names) do
+    if defs[n] then
+      parts[#parts + 1] = n .. '=' .. defs[n]
+      local i = 0
+      for line_sku, qty in string.gmatch(edited[n] and defs[n] or '', '([^:,]+):(%d+)') do
+        if redis.call('HEXISTS', K.stock, line_sku .. '.price') == 0 then
+          return {INVALID, 'bundle_line:' .. n .. ':' .. i .. ':' .. 'sku' .. ':' .. max_qty, ''}
+        end
+        if tonumber(qty) > max_qty then
+          return {INVALID, 'bundle_line:' .. n .. ':' .. i .. ':' .. 'qty' .. ':' .. max_qty, ''}
+        end
+        i = i + 1
+      end
+    end
+  end
+  if #parts > 64 then return {INVALID, 'bundles_too_many', ''} end
+  local new = table.concat(parts, ';')
+  before['bd'], after['bd'] = old, new
+  writes[#writes + 1] = {K.meta, 'bd', new}
+end
+-- ---- presales: a SKU's allocations replaced whole. A listed one keeps what holds and
+-- sales took from it (its reserved units move by the change of qty), a new one
+-- reserves its qty, a returned one stays returned, one no longer listed returns its
+-- reserved units to the shared pool (an allocation_returned event, by 'patch'); what
+-- they reserve must be units the SKU has available or still to come in waves ----
+local alloc_returns = {}
+for _, e in ipairs(alloc_edits) do
+  local sku = e[1]
+  local enc, qtys = string.match(e[2], '^([^#]*)#(.*)$')
+  local old_enc = redis.call('HGET', K.meta, 'al:' .. sku) or ''
+  local old_qtys = redis.call('HGET', K.meta, 'alq:' .. sku) or ''
+  local old_qty = {}
+  for n, q in string.gmatch(old_qtys, '([^:,]+):(%d+)') do old_qty[n] = tonumber(q) end
+  local listed, order = {}, {}
+  for part in string.gmatch(old_enc, '[^;]+') do
+    local n = string.match(part, '^([^/]*)/')
+    listed[n], order[#order + 1] = true, n
+  end
+  local kept, reserving, i = {}, 0, 0
+  for n, q in string.gmatch(qtys, '([^:,]+):(%d+)') do
+    local field = 'al:' .. sku .. ':' .. n
+    local r = tonumber(redis.call('HGET', K.meta, field) or '')
+    local reserve = tonumber(q)
+    if r and r < 0 then
+      reserve = -1  -- returned: its units stay in the shared pool
+    elseif r and listed[n] then
+      local taken = (old_qty[n] or r) - r  -- (no alq: defined before it was kept)
+      if reserve < taken then
+        return {INVALID, 'allocation_taken:' .. sku .. ':' .. i .. ':' .. taken, ''}
+      end
+      reserve = reserve - taken
+    end
+    kept[n] = true
+    if reserve > 0 then reserving = reserving + reserve end
+    writes[#writes + 1] = {K.meta, field, reserve}
+    i = i + 1
+  end
+  for _, n in ipairs(order) do
+    local r = tonumber(redis.call('HGET', K.meta, 'al:' .. sku .. ':' .. n) or '-1')
+    if not kept[n] and r >= 0 then
+      writes[#writes + 1] = {K.meta, 'al:' .. sku .. ':' .. n, -1}
+      alloc_returns[#alloc_returns + 1] = {sku, n, r}
+    end
+  end
+  local units = tonumber(redis.call('HGET', K.stock, sku .. '.a') or '0')
+  for _, member in ipairs(redis.call('ZRANGE', K.waves, 0, -1)) do
+    local w = parse_wave(member)
+    if w.sku == sku then units = units + w.qty end
+  end
+  if reserving > units then
+    return {INVALID, 'allocations_over:' .. sku .. ':' .. reserving .. ':' .. units, ''}
+  end
+  before['al:' .. sku], before['alq:' .. sku] = old_enc, old_qtys
+  after['al:' .. sku], after['alq:' .. sku], after['al'] = enc, qtys, '1'
+  writes[#writes + 1] = {K.meta, 'al:' .. sku, enc}
+  writes[#writes + 1] = {K.meta, 'alq:' .. sku, qtys}
+  writes[#writes + 1] = {K.meta, 'al', '1'}
+end
 if room then
   local st = advance_queue(now)
   redis.call('HSET', K.meta, 'wr_tokens', st.tokens, 'wr_at', math.max(st.at, now))
@@ -109,4 +239,8 @@ for _, w in ipairs(writes) do
 end
 local b, a = cjson.encode(before), cjson.encode(after)
 emit(now, 'campaign_patched', {'actor', ARGV[1], 'before', b, 'after', a})
+for _, r in ipairs(alloc_returns) do
+  emit(now, 'allocation_returned', {'sku', r[1], 'allocation', r[2], 'qty', r[3], 'by', 'patch',
+                                    'actor', ARGV[1]})
+end
 return {OK, b, a}

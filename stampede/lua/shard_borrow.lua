@@ -8,6 +8,7 @@
 -- ARGV[1]     move id
 -- ARGV[2]     sku
 -- ARGV[3]     units (what shard_lend lent)
+-- ARGV[4]     the donor shard's number (the event's `peer`: recovery rebuilds the log)
 -- Returns     {code, added, available}: added is 0 when this move was borrowed
 --             before (a redelivery), NOT_FOUND without the campaign or SKU
 --@include common
@@ -28,5 +29,5 @@ redis.call('HSET', moves, 'in:' .. move_id, qty)
 redis.call('HINCRBY', moves, '~in:' .. sku, qty)
 emit(now, 'stock_adjusted', {'sku', sku, 'delta', qty, 'actor', 'shard-move:' .. move_id,
                              'before', avail, 'after', avail + qty,
-                             'released', released + qty})
+                             'released', released + qty, 'peer', ARGV[4]})
 return {OK, qty, avail + qty}

@@ -16,7 +16,8 @@
 --
 -- The units leave `available` and `released` here and reach the receiver by
 -- shard_borrow under the same move id; until then the outbox names them, so a
--- crash between the two sides is finished by whoever reads the outbox next.
+-- crash between the two sides is finished by whoever reads the outbox next. The
+-- event names the receiver (`peer`), so recovery rebuilds the outbox from the store.
 --@include common
 
 local moves = KEYS[NKEYS + 1]
@@ -40,5 +41,5 @@ redis.call('HSET', moves, 'out:' .. move_id, ARGV[4] .. '|' .. sku .. '|' .. tak
 redis.call('HINCRBY', moves, '~out:' .. sku, take)
 emit(now, 'stock_adjusted', {'sku', sku, 'delta', -take, 'actor', 'shard-move:' .. move_id,
                              'before', avail, 'after', avail - take,
-                             'released', released - take})
+                             'released', released - take, 'peer', ARGV[4]})
 return {OK, take, avail - take}

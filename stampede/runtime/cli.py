@@ -325,7 +325,8 @@ def valkey_cluster_command(
                                         help="cluster-node-timeout: silence before failover"),
 ) -> None:
     """Run a fresh local Valkey Cluster under STAMPEDE_DATA_DIR/cluster until Ctrl-C, to try
-    cluster mode: prints the two variables that point `serve` and the tools at it."""
+    cluster mode: prints the two variables that point `serve` and the tools at it (and,
+    without replicas, STAMPEDE_CLUSTER_WAIT_REPLICAS=0)."""
     data_dir = Settings.from_env({k: v for k, v in os.environ.items()
                                   if k == "STAMPEDE_DATA_DIR"}).data_dir
     cluster = LocalValkeyCluster(data_dir, primaries, replicas, node_timeout_ms)
@@ -334,7 +335,9 @@ def valkey_cluster_command(
         signal.signal(sig, lambda *_: stop.set())
     url = cluster.start()
     try:
-        print(f"STAMPEDE_REDIS_URL={url} STAMPEDE_REDIS_CLUSTER=1", flush=True)
+        # without replicas no write could be acknowledged by one: say so to `serve`
+        no_wait = "" if replicas else " STAMPEDE_CLUSTER_WAIT_REPLICAS=0"
+        print(f"STAMPEDE_REDIS_URL={url} STAMPEDE_REDIS_CLUSTER=1{no_wait}", flush=True)
         console.print(f"Valkey Cluster: {primaries} primaries, {replicas} replica(s) each, "
                       f"data under {data_dir / 'cluster'}; Ctrl-C stops every node")
         stop.wait()

@@ -69,7 +69,7 @@ REFRESHES: tuple[Callable[[Engine], Awaitable[None]], ...] = (refresh_stock,
 async def refresh_store_gauges(store: Store) -> None:
     """Expired hold units per campaign from the store's projection (Redis keeps no
     such counter), for the hold-expiry spike alert."""
-    async with store.engine.connect() as conn:
+    async with store.read() as conn:  # a snapshot: never the persister's write lock
         rows = (await conn.execute(select(t.skus.c.campaign_id, func.sum(t.skus.c.expired))
                                    .group_by(t.skus.c.campaign_id))).all()
     for cid, expired in rows:

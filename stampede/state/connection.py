@@ -10,7 +10,8 @@ slot map again so a promoted replica is found.
 Its command methods are those of the single-server client, so the code above
 holds one type, `Redis`; the few places that differ in cluster mode (the
 persister's stream reads, the console's reads, INFO memory) ask `is_cluster`,
-and durable ack (WAITAOF on the script's connection) is refused by the settings.
+and the replica and disk acknowledgements (WAIT, WAITAOF on the script's own
+connection) go through state/on_primary.py.
 
 A write is never retried by the client: a script whose connection broke may
 have run, so the caller answers 503 and the client of the API retries with
@@ -19,6 +20,7 @@ its Idempotency-Key (the script answers the first result again).
 
 import asyncio
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -68,11 +70,20 @@ class _BoundedCluster(RedisCluster):
 
     _turns: asyncio.Semaphore | None = None
 
-    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+    def turns(self) -> asyncio.Semaphore:
         if self._turns is None:
             self._turns = asyncio.Semaphore(CLUSTER_IN_FLIGHT)
-        async with self._turns:
+        return self._turns
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.turns():
             return await super().execute_command(*args, **kwargs)
+
+
+def cluster_turn(client: object) -> AbstractAsyncContextManager[Any]:
+    """A turn among the client's commands in flight (state/on_primary.py's pipelines
+    take one too); no wait for a client that does not count them."""
+    return client.turns() if isinstance(client, _BoundedCluster) else nullcontext()
 
 
 def cluster_client(url: str) -> "Redis":

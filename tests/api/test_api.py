@@ -46,7 +46,7 @@ async def test_claim_confirm_cancel_flow(api: Api) -> None:
     assert stats["skus"][0] == {
         "sku": "tee-black-m", "price": 1999, "available": 4, "held": 0, "sold": 1,
         "released": 5, "pending_waves": 0, "pending_units": 0, "per_user": None,
-        "revenue": 1999}
+        "revenue": 1999, "allocations": []}
 
 
 async def test_another_users_claim_is_not_found(api: Api) -> None:

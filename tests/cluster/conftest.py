@@ -59,6 +59,13 @@ def clean_cluster(valkey_cluster: LocalValkeyCluster | None, cluster_url: str) -
 
 
 @pytest.fixture
+def clean_redis(clean_cluster: str) -> str:
+    """Suites of other folders that start engines of their own from `clean_redis`
+    (several workers, model tests) get the cluster here (tests/cluster/suites.py)."""
+    return clean_cluster
+
+
+@pytest.fixture
 def own_cluster(tmp_path: Path) -> Iterator[LocalValkeyCluster]:
     """A cluster of this test's own, to kill nodes of."""
     cluster = LocalValkeyCluster(tmp_path)

@@ -9,15 +9,21 @@ from stampede.errors import ConfigError
 from stampede.state.connection import engine_client, is_cluster, is_transient, state_client
 
 
-def test_cluster_mode_needs_a_node_url_and_refuses_durable_ack() -> None:
+def test_cluster_mode_needs_a_node_url_and_waits_for_a_replica_by_default() -> None:
     with pytest.raises(ConfigError, match="STAMPEDE_REDIS_CLUSTER needs STAMPEDE_REDIS_URL"):
         Settings.from_env({"STAMPEDE_REDIS_CLUSTER": "1"})
-    with pytest.raises(ConfigError, match="STAMPEDE_DURABLE_ACK is not available"):
-        Settings.from_env({"STAMPEDE_REDIS_CLUSTER": "1", "STAMPEDE_DURABLE_ACK": "1",
-                           "STAMPEDE_REDIS_URL": "redis://127.0.0.1:7000/0"})
-    on = Settings.from_env({"STAMPEDE_REDIS_CLUSTER": "yes",
-                            "STAMPEDE_REDIS_URL": "redis://127.0.0.1:7000/0"})
+    node = {"STAMPEDE_REDIS_CLUSTER": "1", "STAMPEDE_REDIS_URL": "redis://127.0.0.1:7000/0"}
+    with pytest.raises(ConfigError, match="STAMPEDE_CLUSTER_WAIT_REPLICAS must not be negative"):
+        Settings.from_env({**node, "STAMPEDE_CLUSTER_WAIT_REPLICAS": "-1"})
+    with pytest.raises(ConfigError, match="STAMPEDE_CLUSTER_WAIT_TIMEOUT_MS must be positive"):
+        Settings.from_env({**node, "STAMPEDE_CLUSTER_WAIT_TIMEOUT_MS": "0"})
+    on = Settings.from_env({**node, "STAMPEDE_REDIS_CLUSTER": "yes"})
     assert on.redis_cluster and not Settings.from_env({}).redis_cluster
+    assert on.cluster_wait_replicas == 1 and on.replica_ack
+    off = Settings.from_env({**node, "STAMPEDE_CLUSTER_WAIT_REPLICAS": "0"})
+    assert not off.replica_ack and not Settings.from_env({}).replica_ack
+    # durable ack travels beside the replica's WAIT (tests/cluster/test_replica_ack.py)
+    assert Settings.from_env({**node, "STAMPEDE_DURABLE_ACK": "1"}).durable_ack
 
 
 async def test_the_single_server_client_stays_the_default() -> None:

@@ -65,6 +65,7 @@ def test_the_cli_runs_a_local_cluster_until_stopped(tmp_path: Path) -> None:
         assert proc.stdout is not None
         line = proc.stdout.readline().split()
         assert line[1] == "STAMPEDE_REDIS_CLUSTER=1", line
+        assert line[2] == "STAMPEDE_CLUSTER_WAIT_REPLICAS=0", line  # no replica to wait for
         url = line[0].removeprefix("STAMPEDE_REDIS_URL=")
         # (a plain client of that node: redis-py's sync cluster client leaves its
         # startup connection open)

@@ -66,6 +66,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         assert admin(served, "PUT", "/admin/v1/campaigns/welcome", drop)[0] == 201
         assert admin(served, "PUT", "/admin/v1/campaigns/queue",
                      sale_spec("Queued drop", 50, waiting_room={"rate_per_s": 50}))[0] == 201
+        assert admin(served, "PUT", "/admin/v1/campaigns/launch",  # split over 3 shards
+                     sale_spec("Sharded launch", 90, shards=3))[0] == 201
         yield served
     finally:
         served.kill()
@@ -317,3 +319,32 @@ def test_serve_points_at_the_console(service: Service) -> None:
     help_text = subprocess.run([STAMPEDE, "serve", "--help"], capture_output=True, text=True,
                                env={**os.environ, "COLUMNS": "200"}, check=True).stdout
     assert "dashboard" in help_text and "http://HOST:ADMIN_PORT/" in help_text
+
+
+async def test_a_sharded_campaign_is_one_card_with_shards_on_demand(
+        page: Any, service: Service,  # noqa: F811
+        shopper: aiohttp.ClientSession) -> None:
+    await sign_in(page, service, OPERATOR)
+    results = await asyncio.gather(*(claim(shopper, "launch", f"fan-{i}") for i in range(30)))
+    assert [s for s, _ in results].count(201) == 30
+    await expect(fact(page, "launch", "claims ok")).to_have_text("30", timeout=5000)
+    # One card, its counters the shards' sums; no card of a shard of its own.
+    cards = await page.locator("[data-campaign]").evaluate_all(
+        "nodes => nodes.map(n => n.dataset.campaign)")
+    assert [c for c in cards if c.startswith("launch")] == ["launch"]
+    assert await sku_cell(page, "launch", "tee", 2).inner_text() == "60"
+    assert await sku_cell(page, "launch", "tee", 3).inner_text() == "30"
+    shards = page.locator("#campaign-launch [data-testid=shards]")
+    assert not await shards.locator("table").is_visible()
+    await shards.locator("summary").click()
+    rows = shards.locator("tbody tr")
+    await expect(rows).to_have_count(6)  # 3 shards x 2 SKUs
+    every = [await rows.nth(i).locator("td").all_inner_texts() for i in range(6)]
+    cells = [c for c in every if c[2] == "tee"]
+    assert [c[0] for c in cells] == ["0", "1", "2"] and cells[0][1] == "launch"
+    assert sum(int(c[4]) for c in cells) == 60 and sum(int(c[5]) for c in cells) == 30
+    assert sum(int(c[7]) for c in cells) == 30  # each claim counted on its user's shard
+    stats = admin(service, "GET", "/admin/v1/campaigns/launch/stats")[1]
+    assert next(s for s in stats["skus"] if s["sku"] == "tee")["available"] == 60
+    assert not await page.locator("#campaign-spring [data-testid=shards]").is_visible()
+    await screenshot(page, "console-shards")

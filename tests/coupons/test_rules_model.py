@@ -122,10 +122,10 @@ def next_open(t: dict[str, Any], ms: int) -> int:
 
 
 class RulesMachine(RuleBasedStateMachine):
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, settings: Settings | None = None) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.engine = Engine.from_url(redis_url, Settings())
+        self.engine = Engine.from_url(redis_url, settings or Settings())
         self.run(self.engine.start())
         self.run(self.engine.redis.flushall())
         self.cid = f"rm-{next(_ids)}"

@@ -1,7 +1,8 @@
 """Presale allocations against a real Valkey: a SKU's stock split per channel and tier
 with a shared remainder, decided in the claim script; unused units return to the shared
 pool at their time or by ops, live; releases give units back; thousands of concurrent
-claims across channels never take a channel past its allocation plus the shared pool."""
+claims across channels and tiers never take a channel past its allocation plus the shared
+pool, nor a claim units of an allocation not of its channel or tiers."""
 
 import asyncio
 from collections import Counter
@@ -36,6 +37,12 @@ async def _meta(engine: Engine, cid: str, *names: str) -> list[int]:
     return [int(v) for v in raw]
 
 
+async def _in_stats(engine: Engine, cid: str) -> list[tuple[str, int, bool]]:
+    stats = await engine.stats(cid)
+    assert stats
+    return [(a.name, a.reserved, a.returned) for a in stats.skus[0].allocations]
+
+
 async def test_a_channel_takes_its_allocation_then_the_shared_pool(engine: Engine) -> None:
     await engine.define_campaign("a1", allocated_spec(APP_WEB))  # 3 shared
     r = await engine.claim("a1", "u1", "tkt", 5, channel="app")  # 4 app + 1 shared
@@ -49,6 +56,8 @@ async def test_a_channel_takes_its_allocation_then_the_shared_pool(engine: Engin
     assert (await engine.claim("a1", "u4", "tkt", 3, channel="web")).outcome is Outcome.OK
     stats = await engine.stats("a1")
     assert stats and (stats.skus[0].available, stats.skus[0].held) == (0, 10)
+    assert [(a.name, a.reserved, a.channels, a.tiers) for a in stats.skus[0].allocations] \
+        == [("app", 0, ["app"], None), ("web", 0, ["web"], None)]
 
 
 async def test_a_tier_allocation_and_a_release_giving_units_back(engine: Engine) -> None:
@@ -70,7 +79,9 @@ async def test_unused_units_return_by_ops_and_at_their_time(engine: Engine) -> N
               {"name": "partner", "qty": 4, "channels": ["partner"], "returns_at": iso(100)}]
     await engine.define_campaign("a3", allocated_spec(allocs))  # 2 shared
     assert (await engine.claim("a3", "u1", "tkt", 3)).outcome is Outcome.SOLD_OUT
+    assert await _in_stats(engine, "a3") == [("app", 4, False), ("partner", 4, False)]
     assert await engine.return_allocation("a3", "tkt", "app", "ops") == (Outcome.OK, "", 4)
+    assert await _in_stats(engine, "a3") == [("app", 0, True), ("partner", 4, False)]
     assert await engine.return_allocation("a3", "tkt", "app", "ops") == \
         (Outcome.CONFLICT, "allocation_returned", 0)
     assert await engine.return_allocation("a3", "tkt", "nope", "ops") == \
@@ -78,6 +89,8 @@ async def test_unused_units_return_by_ops_and_at_their_time(engine: Engine) -> N
     assert (await engine.claim("a3", "u1", "tkt", 6)).outcome is Outcome.OK  # 4 + 2
     assert (await engine.claim("a3", "u2", "tkt", 1)).outcome is Outcome.SOLD_OUT
     await engine.set_clock_offset("a3", 101_000)
+    # stats count a due return before the next claim makes it
+    assert await _in_stats(engine, "a3") == [("app", 0, True), ("partner", 0, True)]
     assert (await engine.claim("a3", "u2", "tkt", 4)).outcome is Outcome.OK
     assert await _meta(engine, "a3", "app", "partner") == [-1, -1]
     events = await engine.redis.xrange(keys.events_key("a3"))
@@ -136,3 +149,42 @@ async def test_thousands_of_claims_across_channels_never_pass_a_channel(
     s = stats.skus[0] if stats else None
     assert s and s.available == 0 and s.held == 1000 == s.released
     assert await _meta(engine, "a5", "app", "web", "partner") == [0, 0, -1]
+
+
+async def test_thousands_of_claims_across_channels_and_tiers_of_one_sku(
+        engine: Engine) -> None:
+    """4000 one-unit claims of one SKU, every mix of channel (app, web, none) and tiers
+    (member, vip, both, none), race for 1200 units: app 300, web 200, members 300,
+    vip 100, 300 shared. Each hold took only from allocations of its channel or tiers,
+    each allocation gave exactly its qty, the shared pool its 300, and nothing more."""
+    allocs = [{"name": "app", "qty": 300, "channels": ["app"]},
+              {"name": "web", "qty": 200, "channels": ["web"]},
+              {"name": "members", "qty": 300, "tiers": ["member"]},
+              {"name": "vip", "qty": 100, "tiers": ["vip"]}]
+    await engine.define_campaign("a6", allocated_spec(allocs, stock=1200))
+    kinds = [(ch, tiers) for ch in ("app", "web", "")
+             for tiers in ((), ("member",), ("vip",), ("member", "vip"))]
+    order = [kinds[i % len(kinds)] for i in range(4000)]
+    results = await asyncio.gather(*(
+        engine.claim("a6", f"u{i}", "tkt", channel=ch or None, tiers=tiers)
+        for i, (ch, tiers) in enumerate(order)))
+    assert {r.outcome for r in results} == {Outcome.OK, Outcome.SOLD_OUT}
+    admits = {"app": lambda ch, t: ch == "app", "web": lambda ch, t: ch == "web",
+              "members": lambda ch, t: "member" in t, "vip": lambda ch, t: "vip" in t}
+    stored = await engine.redis.hgetall(keys.campaign_keys("a6").claims)
+    took: Counter[str] = Counter()
+    for (ch, tiers), r in zip(order, results, strict=True):
+        if r.outcome is not Outcome.OK:
+            continue
+        assert r.claim
+        alloc = records.CLAIM.decode(stored[r.claim.claim_id]).alloc
+        for part in filter(None, alloc.split(",")):
+            name, n = part.split(":")
+            assert admits[name](ch, tiers), (ch, tiers, alloc)  # never another's units
+            took[name] += int(n)
+        took["shared"] += 0 if alloc else 1
+    assert took == {"app": 300, "web": 200, "members": 300, "vip": 100, "shared": 300}
+    assert await _meta(engine, "a6", "app", "web", "members", "vip") == [0, 0, 0, 0]
+    stats = await engine.stats("a6")
+    s = stats.skus[0] if stats else None
+    assert s and (s.available, s.held, s.released) == (0, 1200, 1200)

@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
-from sqlalchemy import select
+from sqlalchemy import event, select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from stampede import Engine, Settings
@@ -538,6 +538,35 @@ async def test_the_backlog_gauge_counts_events_waiting_per_endpoint(
     await rig.admin.delete(_hook(other), headers=OPERATOR)
     await _tick(deliverer)
     assert _backlog(other["id"]) is None  # a removed endpoint's series goes too
+
+
+async def test_a_poll_with_no_endpoint_is_one_query_and_drops_the_last_series(
+        rig: Rig, receiver: Receiver) -> None:
+    """With no endpoint a poll reads the endpoint table and nothing else (the worker
+    runs beside every `serve`, most without webhooks); removing the last endpoint
+    still drops its backlog series."""
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        statements.append(sql.split()[0].upper())
+
+    await _rush(rig.engine, ("alpha",), 3)
+    deliverer = Deliverer(rig.store, AddressGuard.from_spec(LOOPBACK), FAST)
+    event.listen(rig.store.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        await deliverer.tick()
+        assert [s for s in statements if s == "SELECT"] == ["SELECT"]
+        created = await rig.create(receiver.url, campaign="alpha")
+        await rig.admin.patch(_hook(created), json={"paused": True}, headers=OPERATOR)
+        statements.clear()
+        await deliverer.tick()
+        assert statements.count("SELECT") == 3  # endpoints, campaigns, cursors
+        assert _backlog(created["id"]) is not None
+        await rig.admin.delete(_hook(created), headers=OPERATOR)
+        await deliverer.tick()
+        assert _backlog(created["id"]) is None
+    finally:
+        event.remove(rig.store.engine.sync_engine, "before_cursor_execute", seen)
 
 
 async def test_delivery_log_and_replay_queries_on_both_stores(

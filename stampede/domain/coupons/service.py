@@ -272,7 +272,8 @@ class Coupons:
     @functools.cached_property
     def batcher(self) -> ClaimBatcher[Answer]:
         return ClaimBatcher(self._claim_batch, self.settings.max_batch,  # type: ignore[arg-type]
-                            in_flight(self.settings.durable_ack))
+                            in_flight(self.settings.durable_ack,
+                                      self.settings.replica_ack))
 
     async def _claim_batch(self, cid: str,
                            claims: Sequence["_PendingCouponClaim"]) -> list[Answer]:

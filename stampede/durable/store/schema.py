@@ -6,7 +6,7 @@ replayed or early event can never be applied twice or out of turn.
 Changes to these tables are alembic migrations (stampede/durable/store/migrations).
 """
 
-from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text, text
 
 metadata = MetaData()
 
@@ -70,10 +70,14 @@ claims = Table(
     Column("updated_seq", BigInteger, nullable=False),
     Column("idem_key", Text),
     Column("fingerprint", Text),
+    # presales (0015): the bundle claim a line was held for; NULL for a claim alone
+    Column("bundle_id", String(100)),
     # query API (0005): keyset pages in creation order, by campaign and by user (the
     # first also serves lookups by campaign alone: 0012 dropped ix_claims_campaign)
     Index("ix_claims_campaign_created", "campaign_id", "created_ms", "claim_id"),
     Index("ix_claims_user_created", "user_id", "created_ms", "claim_id"),
+    Index("ix_claims_bundle", "bundle_id", sqlite_where=text("bundle_id IS NOT NULL"),
+          postgresql_where=text("bundle_id IS NOT NULL")),
 )
 
 claim_history = Table(

@@ -35,11 +35,15 @@ function buildCard(c) {
     facts: el("div", { class: "facts" }),
     rates: el("div", { class: "facts", "data-testid": "rates" }),
     chart: el("div", { class: "chart" }),
+    // A sharded campaign: its counters are the shards' sums; each shard on demand.
+    shards: el("details", { class: "shards", "data-testid": "shards", hidden: true },
+      el("summary", {}), el("div", {})),
   };
   const root = el("article", { class: "card", id: `campaign-${c.id}`, "data-campaign": c.id },
     el("div", { class: "card-head" }, el("h2", { text: `${c.name} (${c.id})` }), parts.state,
       parts.window),
-    el("div", { class: "grid" }, el("div", {}, parts.skus, parts.facts, parts.rates), parts.chart),
+    el("div", { class: "grid" },
+      el("div", {}, parts.skus, parts.facts, parts.rates, parts.shards), parts.chart),
     controls(c, parts));
   const chart = new RollingChart(parts.chart, "claims per second by outcome", CHARTED,
     { width: 480, height: 200 });
@@ -57,6 +61,7 @@ function update(card, c, atMs, canAct) {
     c.skus.map((s) => [s.sku, s.released, s.available, s.held, s.sold,
       s.pending_waves ? `${s.pending_waves} (${s.pending_units} units)` : 0,
       s.next_wave_ms ? time(s.next_wave_ms) : "—", s.per_user ?? "—"])));
+  showShards(p.shards, c.shards);
   const room = c.waiting_room;
   const facts = [
     c.coupons ? ["coupon claims", c.counts.coupon_claims ?? 0] : ["claims ok", c.counts.held ?? 0],
@@ -86,6 +91,17 @@ function update(card, c, atMs, canAct) {
   card.root.querySelector("[data-control=room]").hidden = !c.waiting_room;
   card.root.querySelector("[data-action=pause-queue]").hidden = !!c.waiting_room?.paused;
   card.root.querySelector("[data-action=resume-queue]").hidden = !c.waiting_room?.paused;
+}
+
+function showShards(details, shards) {
+  details.hidden = !shards;
+  if (!shards) return;
+  details.querySelector("summary").textContent =
+    `split across ${shards.length} shards: per-shard counters`;
+  details.querySelector("div").replaceChildren(table(
+    ["shard", "key set", "SKU", "released", "available", "held", "sold", "claims ok"],
+    shards.flatMap((sh) => sh.skus.map((s) => [sh.shard, sh.id, s.sku, s.released,
+      s.available, s.held, s.sold, sh.counts.held ?? 0]))));
 }
 
 function throttleText(t) {

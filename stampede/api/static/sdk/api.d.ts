@@ -564,8 +564,20 @@ export interface components {
             /** @description SKU id */
             sku: string;
         };
+        /**
+         * BundleSpec
+         * @description A package claimed by its name: every line held together, all or nothing, each
+         *     at its SKU's price locked at claim time (the bundle costs the sum of its lines).
+         */
+        BundleSpec: {
+            lines: components["schemas"]["BundleLine"][];
+        };
         /** CampaignPublic */
         CampaignPublic: {
+            /** @default {} */
+            bundles: {
+                [key: string]: components["schemas"]["BundleSpec"];
+            };
             /** Format: date-time */
             closes_at: string;
             id: string;
