@@ -127,8 +127,9 @@ async def test_claims_coalesce_into_few_round_trips(engine: Engine) -> None:
     before = engine.batcher.batches_sent
     await asyncio.gather(*(engine.claim("rush", f"u{i}", "tee") for i in range(500)))
     # two batches of EAGER_BATCH leave as they fill (Valkey starts on them while the
-    # tick goes on), the rest together when one of them is back
-    assert engine.batcher.batches_sent - before <= 3
+    # tick goes on), the rest together when one of them is back; a slower server (a
+    # cluster node under load) may see the rest leave in two
+    assert engine.batcher.batches_sent - before <= 4
 
 
 async def _clone(engine: Engine, settings: Settings) -> Engine:
