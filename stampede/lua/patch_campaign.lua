@@ -218,6 +218,7 @@ for _, e in ipairs(alloc_edits) do
   writes[#writes + 1] = {K.meta, 'al:' .. sku, enc}
   writes[#writes + 1] = {K.meta, 'alq:' .. sku, qtys}
   writes[#writes + 1] = {K.meta, 'al', '1'}
+  writes[#writes + 1] = {K.meta, 'al_next', ''}  -- the sweeper looks for returns_at again
 end
 if room then
   local st = advance_queue(now)
