@@ -514,6 +514,14 @@ REFUSALS: dict[str, Refusal] = {
     "allocation_returned": _r("conflict", 409, "allocation '{allocation}' of SKU '{sku}' has "
                               "already returned to the shared pool", "returning an "
                               "allocation twice (by ops or at its returns_at)"),
+    # -- presales: channel API keys (X-Channel-Key, STAMPEDE_CHANNEL_KEYS) -------------
+    "invalid_channel_key": _r("invalid_channel_key", 403, "X-Channel-Key is not a channel "
+                              "key of this service", "a claim whose X-Channel-Key is none "
+                              "of STAMPEDE_CHANNEL_KEYS"),
+    "channel_mismatch": _r("channel_mismatch", 403, "X-Channel-Key is of channel "
+                           "'{key_channel}' but your credential is of channel "
+                           "'{credential_channel}'", "a claim whose X-Channel-Key names "
+                           "another channel than its token's `channel` (or X-Channel)"),
     # -- presales: bundles and add-ons (claims of several SKUs) -----------------------
     "no_bundle": _r("not_found", 404, "campaign '{campaign}' has no bundle '{bundle}'",
                     "a claim of a bundle the campaign's spec does not define"),

@@ -145,6 +145,10 @@ class Settings:
     presale_secret: str | None = None
     """HMAC key that signs presale codes (every gateway must share it); None: kept
     under data_dir."""
+    # -- presales: channel API keys --
+    channel_keys: str | None = None
+    """`channel=key,...`: a claim sending `X-Channel-Key: <key>` is made through that
+    sales channel (partner and box-office integrations); None: no channel keys."""
     # -- ops console (GET / of the admin listener) --
     console_tick_ms: int = 1000
     """How often the console's live feed reads every campaign and the system (per worker,

@@ -14,7 +14,8 @@ VOCABULARY = {"campaign", "sku", "user", "qty", "limit", "held", "opens_at", "cl
               "usable_at", "template",  # usable_at, template: coupon rules
               "scanner", "ticket",  # after-sale
               "allocation",  # presales: allocations
-              "bundle", "line"}  # presales: bundles
+              "bundle", "line",  # presales: bundles
+              "key_channel", "credential_channel"}  # presales: channel API keys
 
 
 def test_docs_errors_md_is_generated_from_the_table() -> None:

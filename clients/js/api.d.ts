@@ -1242,6 +1242,8 @@ export interface operations {
             header?: {
                 /** @description required when the campaign has a waiting room: the token of your admitted ticket */
                 "X-Admission-Token"?: string;
+                /** @description presales: a channel API key (STAMPEDE_CHANNEL_KEYS) for partner and box-office integrations: the claim is made through its channel; 403 invalid_channel_key for an unknown key, 403 channel_mismatch when the token's channel differs */
+                "X-Channel-Key"?: string;
                 /** @description a client fingerprint: limits and distinct-account counts per device */
                 "X-Device-Id"?: string;
                 /** @description after a 403 challenge_required: the challenge's token */
@@ -1324,7 +1326,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description admission_required, blocked, challenge_required; see docs/errors.md */
+            /** @description admission_required, blocked, challenge_required, invalid_channel_key, channel_mismatch; see docs/errors.md */
             403: {
                 headers: {
                     "X-Request-Id": components["headers"]["X-Request-Id"];

@@ -15,6 +15,7 @@ import jwt
 from aiohttp import web
 from jwt.algorithms import HMACAlgorithm
 
+from stampede.api.channel_keys import ChannelKey
 from stampede.api.errors import ApiError
 from stampede.api.headers import header
 from stampede.api.hs256 import Hs256
@@ -126,6 +127,8 @@ class Authenticator:
     dev_auth: bool
     admin_tokens: tuple[AdminToken, ...]
     token_cache_size: int = 65_536
+    channel_keys: tuple[ChannelKey, ...] = ()
+    """Presales: STAMPEDE_CHANNEL_KEYS (stampede.api.channel_keys)."""
 
     def __post_init__(self) -> None:
         # A client sends the same token with every request: verify its

@@ -5,7 +5,9 @@ import functools
 import msgspec
 from aiohttp import web
 
-from stampede.api.context import ENGINE, GUARD, USER
+from stampede.api.channel_keys import HEADER as CHANNEL_KEY
+from stampede.api.channel_keys import claim_channel
+from stampede.api.context import AUTH, ENGINE, GUARD, USER
 from stampede.api.errors import decode, json_response, read_body, refuse, refuse_outcome
 from stampede.api.guard import HEADERS as GUARD_HEADERS
 from stampede.api.guard import client_signals, guard_answer
@@ -49,9 +51,15 @@ async def campaign_status(request: web.Request) -> web.Response:
            auth="user", body=ClaimBody, response=ClaimView, status=201, idempotent=True,
            errors=(400, 401, 403, 404, 409, 413, 422, 429, 503), path_params=CID,
            headers={"X-Admission-Token": "required when the campaign has a waiting room: "
-                                         "the token of your admitted ticket", **GUARD_HEADERS})
+                                         "the token of your admitted ticket",
+                    CHANNEL_KEY: "presales: a channel API key (STAMPEDE_CHANNEL_KEYS) for "
+                                 "partner and box-office integrations: the claim is made "
+                                 "through its channel; 403 invalid_channel_key for an "
+                                 "unknown key, 403 channel_mismatch when the token's "
+                                 "channel differs", **GUARD_HEADERS})
 async def create_claim(request: web.Request) -> web.Response:
     user = request[USER].id
+    channel = claim_channel(request, request.app[AUTH].channel_keys, request[USER].channel)
     body = decode(_claim_decoder, await read_body(request))
     key = checked_key(request)
     signals = client_signals(request)
@@ -64,14 +72,14 @@ async def create_claim(request: web.Request) -> web.Response:
             engine.claim, cid, user, sku, qty, idempotency_key=key,
             admission_token=header(request, "X-Admission-Token"), client=signals,
             tiers=request[USER].tiers, code=body.code, identity=request[USER].identity,
-            channel=request[USER].channel)
+            channel=channel)
     else:  # bundles: several SKUs at once
         claim = functools.partial(
             engine.claim_bundle, cid, user, bundle=body.bundle or None,
             lines=body.lines or (), idempotency_key=key,
             admission_token=header(request, "X-Admission-Token"), client=signals,
             tiers=request[USER].tiers, code=body.code, identity=request[USER].identity,
-            channel=request[USER].channel)
+            channel=channel)
     if key is None:  # nothing to guard: no context manager to enter and leave
         result = await claim()
     else:

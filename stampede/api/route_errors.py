@@ -20,7 +20,7 @@ _OPERATOR = {403: ("forbidden",)}
 """A viewer token on a changing admin route."""
 
 NARROWED: dict[str, dict[int, tuple[str, ...]]] = {
-    "create_claim": {403: _GUARD,
+    "create_claim": {403: (*_GUARD, "invalid_channel_key", "channel_mismatch"),
                      409: (*_GATE, "sold_out", "limit_exceeded", "conflict")},
     "confirm_claim": {409: ("hold_expired", "conflict")},
     "cancel_claim": {409: ("hold_expired", "conflict")},

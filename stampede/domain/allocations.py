@@ -9,6 +9,8 @@ replaces a SKU's list live, patch_campaign.lua "alp:<sku>"):
                        (channels and tiers ','-joined, '' for any; returns_ms 0: never)
   al:<sku>:<name>      units still reserved, -1 once returned to the shared pool
   alq:<sku>            each allocation's qty as defined or patched, "name:qty,..."
+  al_next              the earliest returns_at still pending, ms ('0' none), that the
+                       sweeper keeps (sweep.lua); '' after a define or a PATCH: rescan
 A hold records what it took from allocations in its claim record (`alloc`) as
 "name:n,..." so that a release gives the units back to them (include/common.lua).
 """
@@ -107,7 +109,8 @@ def _encode(allocs: Sequence[AllocationSpec]) -> str:
 
 def meta_fields(spec: CampaignSpec) -> dict[str, str]:
     """The allocations' meta fields, every SKU's written (a redefinition replaces all)."""
-    fields = {FLAG: "1" if any(s.allocations for s in spec.skus) else "0"}
+    fields = {FLAG: "1" if any(s.allocations for s in spec.skus) else "0",
+              "al_next": ""}  # the sweeper finds the earliest returns_at again
     for s in spec.skus:
         fields[f"al:{s.sku}"] = _encode(s.allocations)
         fields[f"alq:{s.sku}"] = _qtys(s.allocations)
@@ -118,8 +121,8 @@ def meta_fields(spec: CampaignSpec) -> dict[str, str]:
 
 def in_force(meta: Mapping[str, str], sku: str, now_ms: int) -> list[AllocationStats]:
     """A SKU's allocations as the meta holds them now (for stats). One whose returns_at
-    has passed counts as returned: the next claim of the SKU returns it (its
-    allocation_returned event) before it takes anything."""
+    has passed counts as returned: the sweeper returns it (its allocation_returned
+    event) within one sweep interval, or the next claim of the SKU first."""
     found: list[AllocationStats] = []
     for part in filter(None, meta.get(f"al:{sku}", "").split(";")):
         name, returns, channels, tiers = part.split("/")

@@ -33,7 +33,9 @@
 -- ({INVALID, 'bundles_too_many', ''}), and allocations for a coupon drop, a
 -- campaign with a waitlist or a sharded one ({INVALID, 'allocations_excluded', ''}),
 -- an allocation's qty below the units holds and sales took from it
--- ({INVALID, 'allocation_taken:<sku>:<i>:<taken>', ''}), and allocations reserving
+-- ({INVALID, 'allocation_taken:<sku>:<i>:<taken>', ''}: what was taken counts from
+-- 'alq:<sku>', or for a campaign defined before that field was kept from the claim
+-- records, see defined_qtys), and allocations reserving
 -- more than the SKU's units available or to come
 -- ({INVALID, 'allocations_over:<sku>:<units>:<available>', ''}). Everything
 -- is checked before the first write. The waiting room is first brought up
@@ -166,6 +168,28 @@ end
 -- reserves its qty, a returned one stays returned, one no longer listed returns its
 -- reserved units to the shared pool (an allocation_returned event, by 'patch'); what
 -- they reserve must be units the SKU has available or still to come in waves ----
+-- A campaign defined before 'alq:<sku>' was kept has none until its first PATCH of
+-- allocations: each allocation's qty as defined is then what it still reserves plus
+-- what live holds and sales took from it (their records' `alloc`; a lapsed or
+-- cancelled hold gave its units back), as `stampede recover` counts them. Read once.
+local function defined_qtys(sku, enc)
+  local qty = {}
+  for part in string.gmatch(enc, '[^;]+') do
+    local n = string.match(part, '^([^/]*)/')
+    local r = tonumber(redis.call('HGET', K.meta, 'al:' .. sku .. ':' .. n) or '-1')
+    if r >= 0 then qty[n] = r end
+  end
+  if next(qty) == nil then return qty end
+  for _, raw in ipairs(redis.call('HVALS', K.claims)) do
+    local c = parse_claim(raw)
+    if c.sku == sku and c.alloc ~= '' and c.status ~= 'expired' and c.status ~= 'cancelled' then
+      for n, t in string.gmatch(c.alloc, '([^:,]+):(%d+)') do
+        if qty[n] then qty[n] = qty[n] + tonumber(t) end
+      end
+    end
+  end
+  return qty
+end
 local alloc_returns = {}
 for _, e in ipairs(alloc_edits) do
   local sku = e[1]
@@ -174,6 +198,9 @@ for _, e in ipairs(alloc_edits) do
   local old_qtys = redis.call('HGET', K.meta, 'alq:' .. sku) or ''
   local old_qty = {}
   for n, q in string.gmatch(old_qtys, '([^:,]+):(%d+)') do old_qty[n] = tonumber(q) end
+  if not redis.call('HGET', K.meta, 'alq:' .. sku) and old_enc ~= '' then
+    old_qty = defined_qtys(sku, old_enc)
+  end
   local listed, order = {}, {}
   for part in string.gmatch(old_enc, '[^;]+') do
     local n = string.match(part, '^([^/]*)/')
@@ -187,7 +214,7 @@ for _, e in ipairs(alloc_edits) do
     if r and r < 0 then
       reserve = -1  -- returned: its units stay in the shared pool
     elseif r and listed[n] then
-      local taken = (old_qty[n] or r) - r  -- (no alq: defined before it was kept)
+      local taken = (old_qty[n] or r) - r
       if reserve < taken then
         return {INVALID, 'allocation_taken:' .. sku .. ':' .. i .. ':' .. taken, ''}
       end
@@ -218,6 +245,7 @@ for _, e in ipairs(alloc_edits) do
   writes[#writes + 1] = {K.meta, 'al:' .. sku, enc}
   writes[#writes + 1] = {K.meta, 'alq:' .. sku, qtys}
   writes[#writes + 1] = {K.meta, 'al', '1'}
+  writes[#writes + 1] = {K.meta, 'al_next', ''}  -- the sweeper looks for returns_at again
 end
 if room then
   local st = advance_queue(now)

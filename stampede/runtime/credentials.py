@@ -7,6 +7,7 @@ and prints where they are. Each kind has its prefix (`stpa_` admin token,
 """
 
 from stampede.api.auth import AdminToken, Authenticator, parse_admin_tokens
+from stampede.api.channel_keys import parse_channel_keys
 from stampede.domain.admission import kept_secret as _kept_secret
 from stampede.settings import Settings
 
@@ -21,4 +22,5 @@ def admin_tokens(settings: Settings) -> list[AdminToken]:
 
 
 def authenticator(settings: Settings) -> Authenticator:
-    return Authenticator(jwt_secret(settings), settings.dev_auth, tuple(admin_tokens(settings)))
+    return Authenticator(jwt_secret(settings), settings.dev_auth, tuple(admin_tokens(settings)),
+                         channel_keys=parse_channel_keys(settings.channel_keys or ""))

@@ -161,3 +161,24 @@ async def test_claims_racing_allocation_patches_never_oversell(engine: Engine) -
     stats = await engine.stats("ap4")
     s = stats.skus[0] if stats else None
     assert s and (s.available, s.held, s.released) == (0, 2500, 2500)
+
+
+async def test_a_campaign_without_alq_counts_what_was_taken(engine: Engine) -> None:
+    """A campaign defined before "alq:<sku>" was kept: its first PATCH of allocations
+    finds each qty as defined from what is reserved and what live holds took."""
+    await engine.define_campaign("ap9", allocated_spec([APP, WEB], stock=20))
+    assert (await engine.claim("ap9", "u1", "tkt", 3, channel="app")).outcome is Outcome.OK
+    lapsed = await engine.claim("ap9", "u2", "tkt", 1, channel="app")
+    assert lapsed.claim and (await engine.cancel(lapsed.claim.claim_id, "u2")).outcome \
+        is Outcome.OK  # gave its unit back: not taken
+    assert (await engine.claim("ap9", "u3", "tkt", 2, channel="web")).outcome is Outcome.OK
+    await engine.redis.hdel(keys.campaign_keys("ap9").meta, "alq:tkt")
+    with pytest.raises(ValidationError, match=r"allocations\.tkt\[0\]\.qty: holds and "
+                                              r"sales took 3 units"):
+        await engine.patch_campaign("ap9", _patch({"tkt": [{**APP, "qty": 2}, WEB]}), "ops")
+    assert await _meta(engine, "ap9", "app", "web") == [1, 1]  # nothing changed
+    assert await engine.patch_campaign("ap9", _patch({"tkt": [{**APP, "qty": 5}, WEB]}),
+                                       "ops") is Outcome.OK
+    assert await _meta(engine, "ap9", "app", "web") == [2, 1]  # 5 - 3 taken; web as was
+    assert (await engine.claim("ap9", "u4", "tkt", 3, channel="app")).outcome is Outcome.OK
+    assert await _meta(engine, "ap9", "app") == [0]  # 2 from app, 1 shared: never 5 more

@@ -10,6 +10,7 @@ from stampede.durable.persister import Persister
 from stampede.durable.recovery import recover_campaign
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
+from tests.conftest import iso
 from tests.domain.test_allocations import allocated_spec
 from tests.store.test_recovery_keys import _dump
 
@@ -64,3 +65,19 @@ async def test_audit_finds_an_allocation_overdrawn(
     assert not summary["ok"]
     kinds = {v["kind"] for v in summary["campaigns"]["al2"]["violation_samples"]}
     assert kinds == {"over_allocation"}, summary
+
+
+async def test_a_return_at_its_time_is_stored_with_no_claim(
+        sale: Engine, persister: Persister, store: Store) -> None:
+    """The sweeper makes the return at returns_at (no claim comes): the store has it."""
+    allocs = [{"name": "app", "qty": 4, "channels": ["app"], "returns_at": iso(100)}]
+    await sale.define_campaign("al3", allocated_spec(allocs, stock=12))
+    await sale.set_clock_offset("al3", 101_000)
+    await sale.sweep("al3")
+    await persister.drain()
+    async with store.begin() as conn:
+        rows = (await conn.execute(t.events.select().where(
+            t.events.c.campaign_id == "al3",
+            t.events.c.type == "allocation_returned"))).all()
+    assert len(rows) == 1 and '"schedule"' in rows[0].data, rows
+    assert (await audit(store))["ok"]

@@ -115,3 +115,31 @@ local function allocations_flush(allocs)
     if a.dirty then redis.call('HSET', K.meta, a.field, a.r) end
   end
 end
+
+-- ---- presales: the sweeper returns due allocations (sweep.lua), so the return and
+-- its allocation_returned event happen within one sweep of returns_at even when no
+-- claim comes. Meta 'al_next' keeps the earliest returns_at still pending ('0'
+-- none; absent or '' after a define or a PATCH of allocations: scan): before it
+-- the sweep reads one meta field and does nothing.
+local function return_due_allocations(now)
+  local m = redis.call('HMGET', K.meta, 'al', 'al_next')
+  if m[1] ~= '1' then return end
+  local next_ms = tonumber(m[2] or '')
+  if next_ms and (next_ms == 0 or next_ms > now) then return end
+  local earliest = 0
+  for _, field in ipairs(redis.call('HKEYS', K.stock)) do
+    local sku = string.match(field, '^(.+)%.price$')
+    if sku then
+      load_allocations(sku, now)  -- returns the due ones, an event each
+      for part in string.gmatch(redis.call('HGET', K.meta, 'al:' .. sku) or '', '[^;]+') do
+        local name, ret = string.match(part, '^([^/]*)/([^/]*)/')
+        local returns = tonumber(ret) or 0
+        local r = tonumber(redis.call('HGET', K.meta, 'al:' .. sku .. ':' .. name) or '-1')
+        if r >= 0 and returns > 0 and (earliest == 0 or returns < earliest) then
+          earliest = returns
+        end
+      end
+    end
+  end
+  redis.call('HSET', K.meta, 'al_next', earliest)
+end
