@@ -21,6 +21,7 @@ from stampede.domain import (
     phases,
     pricing,
     rebalance,
+    shard_guard,
     shards,
     throttle,
 )
@@ -99,6 +100,10 @@ _json = msgspec.json.Encoder()
 _NEEDS_GUARD = ClaimResult(Outcome.GUARD_CONTEXT_NEEDED)
 _DRY = "|dry"
 """Batcher key suffix: a shard's first try, answered SHARD_DRY when the shard is dry."""
+_DRY_AGAIN = "|dry-again"
+"""A shard's claim sent again after a borrow: SHARD_DRY still, the guard skipped."""
+_AGAIN = "|again"
+"""A shard's claim sent a last time (its own answer stands), the guard skipped."""
 """Placeholder of a claim the script sent back for its guard context."""
 
 
@@ -247,7 +252,9 @@ class Engine:
             if any(await pipe.execute()):  # define_campaign.lua would refuse one shard
                 return Outcome.CONFLICT, False
         subs = shards.shard_specs(spec)
-        args = [_define_args(scid, sub, actor, None, {"shards": str(n), "shard": str(k)})
+        guard = shard_guard.meta_fields(spec.throttle or self._throttle_default, n)
+        args = [_define_args(scid, sub, actor, None,
+                             guard | {"shards": str(n), "shard": str(k)})
                 for k, (scid, sub) in enumerate(zip(ids, subs, strict=True))]
         created = False
         for k in reversed(range(n)):
@@ -266,8 +273,9 @@ class Engine:
         n = await self.shards.count(cid)
         if n is not None and n > 1:  # each shard in turn, each atomically
             if patch.throttle is not msgspec.UNSET:
-                raise ValidationError("throttle: not supported with shards > 1 (the scalper "
-                                      "guard's limits are per slot)")
+                raise ValidationError("throttle: a patch is not supported with shards > 1 "
+                                      "(each shard holds its share of the limits; define "
+                                      "the campaign again before its first claim)")
             if patch.bundles is not msgspec.UNSET:  # a bundle does not borrow between shards
                 raise ValidationError(REFUSALS["bundles_excluded"].template)
             if patch.allocations is not msgspec.UNSET:
@@ -529,7 +537,7 @@ class Engine:
             raise ValidationError("Idempotency-Key must be 1 to 255 characters")
         n = await self.shards.count(cid)
         if n is not None and n > 1:
-            return await self._claim_sharded(cid, n, user, sku, qty, idempotency_key)
+            return await self._claim_sharded(cid, n, user, sku, qty, idempotency_key, client)
         pending = PendingClaim(keys.new_claim_id(cid), user, sku, qty, idempotency_key,
                                self.gate.admission_exp(cid, user, admission_token),
                                self.gate.guard(cid, user, client),
@@ -540,22 +548,27 @@ class Engine:
         return await self.batcher.submit(cid, pending)
 
     async def _claim_sharded(self, cid: str, n: int, user: str, sku: str, qty: int,
-                             idempotency_key: str | None) -> ClaimResult:
+                             idempotency_key: str | None,
+                             client: ClientSignals | None = None) -> ClaimResult:
         """A claim on the user's shard; when that shard is dry, units are borrowed from
         the others and the claim sent again (as often as a borrow brings units: other
         claims of the shard may take them first), so SOLD_OUT means every other shard
-        was read dry after the shard's last try."""
+        was read dry after the shard's last try. The shard's guard checks the first try
+        only: a claim sent again is charged to the limiters once."""
         k = shards.shard_of_user(user, n)
         scid = keys.shard_id(cid, k, n)
-        pending = PendingClaim(keys.new_claim_id(scid), user, sku, qty, idempotency_key)
+        pending = PendingClaim(keys.new_claim_id(scid), user, sku, qty, idempotency_key,
+                               guard=self.gate.guard(scid, user, client))
+        suffix = _DRY
         for _ in range(shards.MAX_ROUNDS):
-            result = await self.batcher.submit(scid + _DRY, pending)
+            result = await self.batcher.submit(scid + suffix, pending)
             if result.outcome is not Outcome.SHARD_DRY:
                 return result
+            suffix = _DRY_AGAIN
             self.shards.dry += 1
             if await self.shards.borrow(cid, n, k, sku, qty) == 0:
                 break
-        return await self.batcher.submit(scid, pending)  # the shard's own answer stands
+        return await self.batcher.submit(scid + _AGAIN, pending)  # the shard's answer stands
 
     async def claim_unbatched(self, cid: str, user: str, sku: str, qty: int = 1,
                               idempotency_key: str | None = None) -> ClaimResult:
@@ -565,12 +578,21 @@ class Engine:
 
     async def _claim_batch(self, cid: str, claims: Sequence[PendingClaim]) -> list[ClaimResult]:
         if cid.endswith(_DRY):  # a shard's claims, dry answered SHARD_DRY (batched apart)
-            return await self._claim_batch_once(cid.removesuffix(_DRY), claims, False, True)
+            return await self.gate.guarded_batch(
+                cid.removesuffix(_DRY), claims,
+                lambda c, cs, g: self._claim_batch_once(c, cs, g, True), _NEEDS_GUARD)
+        if cid.endswith(_DRY_AGAIN):  # sent again after a borrow: past the guard already
+            return await self._claim_batch_once(cid.removesuffix(_DRY_AGAIN), claims, False,
+                                                True, True)
+        if cid.endswith(_AGAIN):
+            return await self._claim_batch_once(cid.removesuffix(_AGAIN), claims, False,
+                                                False, True)
         return await self.gate.guarded_batch(cid, claims, self._claim_batch_once,
                                              _NEEDS_GUARD)
 
     async def _claim_batch_once(self, cid: str, claims: Sequence[PendingClaim],
-                                guarded: bool, dry: bool = False) -> list[ClaimResult]:
+                                guarded: bool, dry: bool = False,
+                                passed: bool = False) -> list[ClaimResult]:
         ks = [*keys.campaign_keys(cid), *keys.guard_keys(cid), *keys.presale_keys(cid)]
         slot = throttle.key_slots(ks)  # each guard key once per batch
         recent = await self.gate.recent_counts(cid, claims)
@@ -591,7 +613,7 @@ class Engine:
                                   channel=c.channel))
         reply = await self.scripts.run("claim_batch", ks, [
             self.settings.idempotency_ttl_s * 1000, self.settings.sweep_batch,
-            records.encode_claims(batch), "1" if dry else "0"])
+            records.encode_claims(batch), "1" if dry else "0", "1" if passed else "0"])
         results = []
         for i, c in enumerate(claims):
             code, claim_id, deadline, price, created = reply[5 * i:5 * i + 5]
