@@ -22,6 +22,7 @@ from stampede.domain import (
     pricing,
     rebalance,
     shard_guard,
+    shard_waitlist,
     shards,
     throttle,
 )
@@ -827,7 +828,12 @@ class Engine:
         _check_campaign_id(cid)
         _check_user(user)
         _check_sku(sku)
-        reply = await self.scripts.run("waitlist_join", keys.campaign_keys(cid), [
+        n = await self.shards.count(cid)
+        scid = shard_waitlist.user_shard(cid, n, user)  # a sharded campaign: one per shard
+        if n is not None and n > 1 and \
+                await shard_waitlist.units_elsewhere(self.redis, cid, n, scid, sku):
+            return Outcome.NOT_SOLD_OUT, None, False  # a claim borrows them: claim instead
+        reply = await self.scripts.run("waitlist_join", keys.campaign_keys(scid), [
             user, sku, qty, self.gate.admission_exp(cid, user, admission_token),
             self.settings.sweep_batch])
         outcome = Outcome(int(reply[0]))
@@ -844,7 +850,8 @@ class Engine:
         _check_user(user)
         if sku is not None:
             _check_sku(sku)
-        reply = await self.scripts.run("waitlist_status", keys.campaign_keys(cid),
+        scid = shard_waitlist.user_shard(cid, await self.shards.count(cid), user)
+        reply = await self.scripts.run("waitlist_status", keys.campaign_keys(scid),
                                        [user, sku or "", self.settings.sweep_batch])
         outcome = Outcome(int(reply[0]))
         rows = [reply[i:i + 6] for i in range(2, len(reply), 6)]
@@ -856,7 +863,8 @@ class Engine:
         _check_campaign_id(cid)
         _check_user(user)
         _check_sku(sku)
-        reply = await self.scripts.run("waitlist_leave", keys.campaign_keys(cid), [user, sku])
+        scid = shard_waitlist.user_shard(cid, await self.shards.count(cid), user)
+        reply = await self.scripts.run("waitlist_leave", keys.campaign_keys(scid), [user, sku])
         outcome = Outcome(int(reply[0]))
         if outcome is not Outcome.OK:
             return outcome, None

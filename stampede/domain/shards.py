@@ -58,7 +58,6 @@ shards' units only shrink meanwhile (their own claims and our borrows take them)
 the rounds end when the units do."""
 
 _UNSUPPORTED = (
-    ("waitlist", "a waitlist is FIFO, and first-in-first-out across shards is not kept"),
     ("waiting_room", "the waiting room admits users in one queue in one slot"),
     ("coupons", "a coupon drop's codes, wallets and budget live in one slot"),
     ("tickets", "tickets are not supported on a sharded campaign"),
