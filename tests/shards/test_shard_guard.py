@@ -5,7 +5,7 @@ campaign-wide rates, and a claim that borrows charged to the limiters once."""
 from typing import Any
 
 from stampede import Engine, Outcome
-from stampede.domain import shard_guard, shards
+from stampede.domain import pow, shard_guard, shards
 from stampede.domain.throttle import ClientSignals, ThrottleSpec
 from stampede.state import keys, records
 from tests.conftest import campaign_spec
@@ -80,3 +80,17 @@ async def test_a_claim_that_borrows_is_charged_once(engine: Engine) -> None:
     assert engine.shards.dry == dry_before + 1
     again = await engine.claim("hot", dry_user, "tee", 1)  # charged once: now over
     assert (again.outcome, again.reason) == (Outcome.THROTTLED, "user")
+
+
+async def test_a_challenge_is_solved_on_the_claimants_shard(engine: Engine) -> None:
+    await _define(engine, {"accounts_per_device": {"challenge_above": 1, "reject_above": 5},
+                           "challenge": {"base_bits": 4, "step_bits": 2, "max_bits": 8}}, n=2)
+    first, second = _users_by_shard(2, 2)[1]
+    signals = ClientSignals(device="dev")
+    assert (await engine.claim("hot", first, "tee", 1, client=signals)).outcome is Outcome.OK
+    asked = await engine.claim("hot", second, "tee", 1, client=signals)
+    assert asked.outcome is Outcome.CHALLENGE_REQUIRED and asked.challenge is not None
+    solution = pow.solve(asked.challenge.token, asked.challenge.difficulty)
+    solved = await engine.claim("hot", second, "tee", 1, client=ClientSignals(
+        device="dev", challenge=asked.challenge.token, solution=solution))
+    assert solved.outcome is Outcome.OK
