@@ -132,7 +132,7 @@ async def _round(engine: Engine, cid: str, claim: ClaimFn, seconds: float,
     assert sum(s.held for s in stats.skus) == units, "accounting broken"
     for s in stats.skus:
         assert s.available + s.held + s.sold == s.released, "accounting broken"
-    await engine.redis.delete(*[k for k in await engine.redis.keys(f"{{c:{cid}}}*")])
+    await harness.drop_campaign(engine, cid)  # freed before the next mode is measured
     return rate, units * rate / done
 
 

@@ -11,12 +11,21 @@ back and go together. Without it, a moderate load (say half the peak) was
 sent as a stream of one- or two-claim calls, each paying the full client
 cost of a round trip: the service saturated there, with a few ms of
 queueing for everybody. A full batch (`max_batch`) goes at once regardless.
+A large one (`EAGER_BATCH` claims) goes at once too while only one batch of
+its campaign is out: under a rush, Valkey then has the next batch in hand
+while this process answers the last one's claims and takes new ones (with
+one slot, every claim of a closed loop rode in one batch, and Valkey and
+this process took turns); at moderate load batches stay below it and wait.
 A batch that comes back frees its slot before its answers are handed out,
-so the claims that waited reach Redis while those answers are written.
+so the claims that waited reach Redis while those answers are written; a
+batch function that calls `reply_in` frees it earlier still, as soon as the
+script's reply is in and before it is decoded into answers: Valkey then runs
+the next batch while this process decodes the last one.
 """
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -67,7 +76,29 @@ class PendingClaim:
     """Presales: the credential's sales channel, for allocations."""
 
 
+EAGER_BATCH = 128
+"""Claims that leave as soon as they are this many, beside one batch of their campaign
+already out (a slot more than max_in_flight): enough that a batch's fixed cost in the
+script (the sweep, the campaign's config, the writes made once per batch) stays a
+small share of each claim's."""
+
+
 RunBatch = Callable[[str, Sequence[PendingClaim]], Awaitable[Sequence[R]]]
+
+_slot: ContextVar[Callable[[], bool] | None] = ContextVar("batch_slot", default=None)
+"""The running batch's slot release, set in each batch's own task (a task runs in a
+copy of the context it was made in, so no other batch sees it)."""
+
+
+async def reply_in() -> None:
+    """For a batch function: its script's reply is in, not yet decoded. The batch's
+    slot is freed now and the claims that waited for it leave first (their batch's
+    task runs before this one resumes): Valkey runs their script while this process
+    decodes the reply, instead of waiting for it. Outside a batcher's task (or once
+    the slot is free) it does nothing."""
+    release = _slot.get()
+    if release is not None and release():
+        await asyncio.sleep(0)
 
 
 class ClaimBatcher(Generic[R]):
@@ -87,7 +118,9 @@ class ClaimBatcher(Generic[R]):
         fut: asyncio.Future[R] = loop.create_future()
         queue = self._pending.setdefault(campaign_id, [])
         queue.append((claim, fut))
-        if len(queue) >= self._max_batch:
+        if len(queue) >= self._max_batch or (
+                len(queue) >= EAGER_BATCH
+                and self._out.get(campaign_id, 0) <= self._max_in_flight):
             self._send(campaign_id, self._pending.pop(campaign_id))
         elif not self._flush_scheduled:
             self._flush_scheduled = True
@@ -106,19 +139,22 @@ class ClaimBatcher(Generic[R]):
         self._out[campaign_id] = self._out.get(campaign_id, 0) + 1
         released = False
 
-        def release() -> None:
+        def release() -> bool:
+            """Free the slot (once); True if claims that waited for it were sent."""
             nonlocal released
-            if not released:
-                released = True
-                self._returned(campaign_id)
+            if released:
+                return False
+            released = True
+            return self._returned(campaign_id)
 
         task = asyncio.create_task(self._run(campaign_id, items, release))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
         task.add_done_callback(lambda _: release())  # (a task cancelled before it ran)
 
-    def _returned(self, campaign_id: str) -> None:
-        """A batch is back: the claims that waited for its slot go now, together."""
+    def _returned(self, campaign_id: str) -> bool:
+        """A batch is back: the claims that waited for its slot go now, together
+        (True if there were any)."""
         left = self._out[campaign_id] - 1
         if left:
             self._out[campaign_id] = left
@@ -127,11 +163,13 @@ class ClaimBatcher(Generic[R]):
         waiting = self._pending.pop(campaign_id, None)
         if waiting:
             self._send(campaign_id, waiting)
+        return bool(waiting)
 
     async def _run(self, campaign_id: str,
                    items: list[tuple[PendingClaim, "asyncio.Future[R]"]],
-                   release: Callable[[], None]) -> None:
+                   release: Callable[[], bool]) -> None:
         self.batches_sent += 1
+        _slot.set(release)  # for reply_in (this task's own context)
         try:
             results = await self._run_batch(campaign_id, [claim for claim, _ in items])
         except BaseException as exc:  # every waiter learns of the failure

@@ -10,6 +10,7 @@ import math
 import secrets
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, NamedTuple, cast
 
 import msgspec
@@ -29,7 +30,7 @@ from stampede.domain import (
 from stampede.domain import identity as person
 from stampede.domain.admission import kept_secret, ticket_view
 from stampede.domain.aftersale import aftersale_meta
-from stampede.domain.batcher import ClaimBatcher, PendingClaim, in_flight
+from stampede.domain.batcher import ClaimBatcher, PendingClaim, in_flight, reply_in
 from stampede.domain.coupons.service import Coupons
 from stampede.domain.coupons.templates import check_drop, check_paid_prices, drop_meta
 from stampede.domain.explain import Explained, explain
@@ -106,6 +107,23 @@ _DRY_AGAIN = "|dry-again"
 _AGAIN = "|again"
 """A shard's claim sent a last time (its own answer stands), the guard skipped."""
 """Placeholder of a claim the script sent back for its guard context."""
+
+
+class _Instants:
+    """Epoch ms as datetimes, each made once: a batch's answers share their instants
+    (one creation time, one deadline), and making a datetime costs more than the
+    rest of an answer's decoding."""
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: dict[int | str, datetime] = {}
+
+    def __call__(self, ms: int | str) -> datetime:
+        t = self._seen.get(ms)
+        if t is None:
+            t = self._seen[ms] = from_ms(int(ms))
+        return t
 
 
 _SUMMARY_BATCH = 32
@@ -594,10 +612,35 @@ class Engine:
     async def _claim_batch_once(self, cid: str, claims: Sequence[PendingClaim],
                                 guarded: bool, dry: bool = False,
                                 passed: bool = False) -> list[ClaimResult]:
+        ks, batch = await self._claim_args(cid, claims, guarded)
+        reply = await self.scripts.run("claim_batch", ks, [
+            self.settings.idempotency_ttl_s * 1000, self.settings.sweep_batch,
+            records.encode_claims(batch), "1" if dry else "0", "1" if passed else "0"])
+        await reply_in()  # the next batch leaves while this reply is decoded
+        campaign, at = keys.shard_of_id(cid)[0], _Instants()
+        results = []
+        for i, c in enumerate(claims):  # five elements a claim, read by position
+            j = 5 * i
+            code = reply[j]
+            if code == 0:
+                results.append(ClaimResult(Outcome.OK, ClaimView(
+                    claim_id=reply[j + 1], campaign_id=campaign, sku=c.sku, qty=c.qty,
+                    status="held", expires_at=at(reply[j + 2]), price=int(reply[j + 3]),
+                    created_at=at(reply[j + 4]))))
+            else:
+                results.append(self._refused(cid, c.user, code, reply[j + 1], reply[j + 2]))
+        self.gate.note(cid, int(reply[-1]), claims, results)
+        return results
+
+    async def _claim_args(self, cid: str, claims: Sequence[PendingClaim], guarded: bool
+                          ) -> tuple[list[str], list[ClaimArg]]:
+        """A claim batch's KEYS (the key sets, then each claim's idempotency key, guard
+        and code-limiter keys) and its claims' arguments, for claim_batch or, each
+        claim's context, claim_bundle (a bundle's sku '' and qty 0: its lines go beside)."""
         ks = [*keys.campaign_keys(cid), *keys.guard_keys(cid), *keys.presale_keys(cid)]
         slot = throttle.key_slots(ks)  # each guard key once per batch
         recent = await self.gate.recent_counts(cid, claims)
-        batch = []
+        args = []
         for c in claims:
             idem = 0
             if c.idempotency_key is not None:
@@ -605,38 +648,33 @@ class Engine:
                 idem = len(ks)
             guard = throttle.guard_arg(cid, c.user, c.guard, recent.get(c.user, -1), slot) \
                 if guarded else None
-            batch.append(ClaimArg(claim_id=c.claim_id, user=c.user, sku=c.sku, qty=c.qty,
-                                  idem_slot=idem, admission=c.admission_exp,
-                                  fingerprint=f"{c.sku}:{c.qty}", guard=guard,
-                                  tiers=list(c.tiers), code=c.code,
-                                  k_code=slot(keys.limiter_key(cid, "code", c.user))
-                                  if c.code else 0, identity=c.identity,
-                                  channel=c.channel))
-        reply = await self.scripts.run("claim_batch", ks, [
-            self.settings.idempotency_ttl_s * 1000, self.settings.sweep_batch,
-            records.encode_claims(batch), "1" if dry else "0", "1" if passed else "0"])
-        results = []
-        for i, c in enumerate(claims):
-            code, claim_id, deadline, price, created = reply[5 * i:5 * i + 5]
-            outcome = OUTCOMES[int(code)]
-            if outcome is Outcome.GUARD_CONTEXT_NEEDED:  # guarded after all: sent again
-                results.append(_NEEDS_GUARD)
-            elif outcome is Outcome.OK:
-                view = ClaimView(claim_id=claim_id, campaign_id=keys.shard_of_id(cid)[0],
-                                 sku=c.sku, qty=c.qty,
-                                 status="held", expires_at=from_ms(int(deadline)),
-                                 price=int(price), created_at=from_ms(int(created)))
-                results.append(ClaimResult(outcome, view))
-            elif outcome in GUARD_REFUSALS:
-                r = self.gate.refusal(cid, c.user, outcome, claim_id, deadline)
-                results.append(ClaimResult(outcome, reason=r.reason,
-                                           retry_after_ms=r.retry_after_ms,
-                                           challenge=r.challenge))
+            if isinstance(c, bundles.PendingBundle):
+                sku, qty, fingerprint = "", 0, c.fingerprint
             else:
-                reason, params = parse_detail(claim_id)
-                results.append(ClaimResult(outcome, reason=reason or None, params=params))
-        self.gate.note(cid, int(reply[-1]), claims, results)
-        return results
+                sku, qty, fingerprint = c.sku, c.qty, f"{c.sku}:{c.qty}"
+            args.append(ClaimArg(claim_id=c.claim_id, user=c.user, sku=sku, qty=qty,
+                                 idem_slot=idem, admission=c.admission_exp,
+                                 fingerprint=fingerprint, guard=guard, tiers=list(c.tiers),
+                                 code=c.code,
+                                 k_code=slot(keys.limiter_key(cid, "code", c.user))
+                                 if c.code else 0, identity=c.identity, channel=c.channel))
+        return ks, args
+
+    def _refused(self, cid: str, user: str, code: int, detail: str, value: str,
+                 line: int = 0) -> ClaimResult:
+        """A claim script's answer other than OK: the guard's refusals with their
+        retry-after or challenge, others with their reason and numbers (and, for a
+        bundle, the refused `line`, 1-based; 0 none)."""
+        outcome = OUTCOMES[int(code)]
+        if outcome is Outcome.GUARD_CONTEXT_NEEDED:  # guarded after all: sent again
+            return _NEEDS_GUARD
+        if outcome in GUARD_REFUSALS:
+            r = self.gate.refusal(cid, user, outcome, detail, value)
+            return ClaimResult(outcome, reason=r.reason, retry_after_ms=r.retry_after_ms,
+                               challenge=r.challenge)
+        reason, params = parse_detail(detail)
+        return ClaimResult(outcome, reason=reason or None, params=params,
+                           line=line - 1 if line else None)
 
     # -- bundles: claims of several SKUs ----------------------------------------
 
@@ -683,56 +721,35 @@ class Engine:
 
     async def _bundle_batch_once(self, cid: str, claims: Sequence[PendingClaim],
                                  guarded: bool) -> list[ClaimResult]:
-        ks = [*keys.campaign_keys(cid), *keys.guard_keys(cid), *keys.presale_keys(cid)]
-        slot = throttle.key_slots(ks)
-        recent = await self.gate.recent_counts(cid, claims)
+        ks, args = await self._claim_args(cid, claims, guarded)
         batch = []
-        for c in claims:
+        for c, arg in zip(claims, args, strict=True):
             assert isinstance(c, bundles.PendingBundle)
-            idem = 0
-            if c.idempotency_key is not None:
-                ks.append(keys.idempotency_key(cid, c.user, c.idempotency_key))
-                idem = len(ks)
-            guard = throttle.guard_arg(cid, c.user, c.guard, recent.get(c.user, -1), slot) \
-                if guarded else None
-            arg = ClaimArg(claim_id=c.claim_id, user=c.user, sku="", qty=0, idem_slot=idem,
-                           admission=c.admission_exp, fingerprint=c.fingerprint, guard=guard,
-                           tiers=list(c.tiers), code=c.code,
-                           k_code=slot(keys.limiter_key(cid, "code", c.user)) if c.code else 0,
-                           identity=c.identity, channel=c.channel)
             batch.append(BundleArg(claim=arg, name=c.name,
                                    lines=[BundleLineArg(sku, qty) for sku, qty in c.lines]))
         reply = await self.scripts.run("claim_bundle", ks, [
             self.settings.idempotency_ttl_s * 1000, self.settings.sweep_batch,
             records.encode_claims(batch)])
+        await reply_in()
+        at = _Instants()
         results = []
         for i, c in enumerate(claims):
             assert isinstance(c, bundles.PendingBundle)
             code, claim_id, deadline, price, created, lines, line = reply[7 * i:7 * i + 7]
-            outcome = OUTCOMES[int(code)]
-            if outcome is Outcome.GUARD_CONTEXT_NEEDED:
-                results.append(_NEEDS_GUARD)
-            elif outcome is Outcome.OK:
-                views = []
-                for n, part in enumerate(str(lines).split(","), start=1):
-                    sku, qty, unit = part.rsplit(":", 2)
-                    views.append(ClaimLineView(claim_id=bundles.line_id(claim_id, n),
-                                               sku=sku, qty=int(qty), price=int(unit),
-                                               status="held"))
-                view = ClaimView(claim_id=claim_id, campaign_id=cid, sku="", qty=1,
-                                 status="held", expires_at=from_ms(int(deadline)),
-                                 price=int(price), created_at=from_ms(int(created)),
-                                 lines=views, bundle=c.name or None)
-                results.append(ClaimResult(outcome, view))
-            elif outcome in GUARD_REFUSALS:
-                r = self.gate.refusal(cid, c.user, outcome, claim_id, deadline)
-                results.append(ClaimResult(outcome, reason=r.reason,
-                                           retry_after_ms=r.retry_after_ms,
-                                           challenge=r.challenge))
-            else:
-                reason, params = parse_detail(claim_id)
-                results.append(ClaimResult(outcome, reason=reason or None, params=params,
-                                           line=int(line) - 1 if int(line) else None))
+            if code != 0:
+                results.append(self._refused(cid, c.user, code, claim_id, deadline, int(line)))
+                continue
+            views = []
+            for n, part in enumerate(str(lines).split(","), start=1):
+                sku, qty, unit = part.rsplit(":", 2)
+                views.append(ClaimLineView(claim_id=bundles.line_id(claim_id, n),
+                                           sku=sku, qty=int(qty), price=int(unit),
+                                           status="held"))
+            view = ClaimView(claim_id=claim_id, campaign_id=cid, sku="", qty=1,
+                             status="held", expires_at=at(deadline),
+                             price=int(price), created_at=at(created),
+                             lines=views, bundle=c.name or None)
+            results.append(ClaimResult(Outcome.OK, view))
         self.gate.note(cid, int(reply[-1]), claims, results)
         return results
 

@@ -12,6 +12,7 @@ tiers and segments are `[A-Za-z0-9_-]`, so the separators never occur inside
 them.
 """
 
+import re
 from collections.abc import Sequence
 
 from stampede.domain.models import PhasePublic, PhaseSpec, from_ms, to_ms
@@ -20,6 +21,7 @@ from stampede.errors import ValidationError
 META_FIELD = "ph"
 EVERYONE = "*"
 MAX_TIERS_PER_CLAIM = 32
+_TIER = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 def check(phases: Sequence[PhaseSpec], opens_ms: int | None = None,
@@ -92,7 +94,6 @@ def check_tiers(tiers: Sequence[str]) -> tuple[str, ...]:
         raise ValidationError(f"tiers: at most {MAX_TIERS_PER_CLAIM} per user; "
                               f"this credential carries {len(tiers)}")
     for t in tiers:
-        if not (isinstance(t, str) and 1 <= len(t) <= 32 and t.isascii()
-                and all(ch.isalnum() or ch in "_-" for ch in t)):
+        if not (isinstance(t, str) and _TIER.fullmatch(t)):
             raise ValidationError(f"tiers: {t!r} is not a tier name ([A-Za-z0-9_-]{{1,32}})")
     return tuple(tiers)

@@ -64,7 +64,6 @@
 --@include allocations
 --@include holds
 
-local idem_ttl = tonumber(ARGV[1])
 local dry_is_internal = ARGV[4] == '1'  -- sharded campaigns: borrow before refusing
 local guard_passed = ARGV[5] == '1'  -- sent again after a borrow: charged once already
 local now = now_ms()
@@ -75,7 +74,6 @@ local gate, gate_detail = sale_gate(now)
 local meta = redis.call('HMGET', K.meta, 'per_user', 'hold_ttl_ms', 'max_qty', 'wr_on', 'ph',
                         'per_person', 'al')
 local per_user = tonumber(meta[1] or '-1')
-local hold_ttl = tonumber(meta[2] or '0')
 local max_qty = tonumber(meta[3] or '1')
 local waiting_room = meta[4] == '1'
 local phases = parse_phases(meta[5])  -- nil for a campaign without presale phases
@@ -85,26 +83,22 @@ local waitlists = redis.call('EXISTS', K.waitlist) == 1
 local guard_cfg = load_guard_config(NKEYS + 1)
 local guard_run = guard_cfg and not guard_passed  -- the config is read either way (flag)
 local P = presale_keys_at(NKEYS + NGKEYS + 1)
+-- Every hold of the batch shares its deadline and creation time: as text once (a
+-- number becomes text at some cost, in each record and event that names it).
+local deadline = now + tonumber(meta[2] or '0')
+local deadline_s, now_s = tostring(deadline), tostring(now)
 
 -- Stock of the SKUs this batch touches, read once and written once at the end.
 local stock_of, flush_stock = stock_cache(now, waitlists, allocated)
+local remember = remembering(tonumber(ARGV[1]))
 local tally = {}
 local function tally_one(field) tally[field] = (tally[field] or 0) + 1 end
 
 local out, n_out = {}, 0
-local function answer(code, claim_id, deadline, price, created)
-  out[n_out + 1], out[n_out + 2], out[n_out + 3] = code, claim_id or '', deadline or ''
+local function answer(code, claim_id, deadline_ms, price, created)
+  out[n_out + 1], out[n_out + 2], out[n_out + 3] = code, claim_id or '', deadline_ms or ''
   out[n_out + 4], out[n_out + 5] = price or '', created or ''
   n_out = n_out + 5
-end
-
--- Remember a decisive answer under the idempotency key.
-local function remember(slot, fingerprint, code, claim_id, deadline, price, created)
-  if slot > 0 then
-    redis.call('SET', KEYS[slot], format_claim_answer({fingerprint = fingerprint, code = code,
-               claim_id = claim_id or '', deadline = deadline, price = price,
-               created = created}), 'PX', idem_ttl)
-  end
 end
 
 local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint, g, tiers,
@@ -186,33 +180,15 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
   -- All checks passed: write, at the price decided now and locked into the hold.
   local price = s.price
   if s.steps then price = step_price(s.steps, s.price, s.h + s.sold + qty, tiers or {}, now) end
-  local deadline = now + hold_ttl
   s.a, s.h, s.dirty = s.a - qty, s.h + qty, true
-  local c = {status = 'held', user = user, sku = sku, qty = qty, deadline = deadline,
-             price = price, created = now}
   tally_one('held')
   if waiting_room then redis.call('ZREM', K.admitted, user) end  -- the turn is used
-  local ev = {'claim', claim_id, 'user', user, 'sku', sku, 'qty', qty, 'price', price,
-              'deadline', deadline}
   -- the record keeps what release_hold gives back: the person's units, the allocations'
-  c.person, c.alloc = per_person >= 0 and identity or '', ''
-  if per_person >= 0 then ev[#ev + 1] = 'identity'; ev[#ev + 1] = identity end
-  if take then
-    c.alloc = allocation_spend(take)
-    if c.alloc ~= '' then ev[#ev + 1] = 'alloc'; ev[#ev + 1] = c.alloc end
-    ev[#ev + 1] = 'channel'; ev[#ev + 1] = channel
-  end
-  hold_place(claim_id, c)
-  if code_batch then
-    presale_code_spend(P, user, code, code_batch, claim_id)
-    ev[#ev + 1] = 'code'; ev[#ev + 1] = code
-  end
-  if slot > 0 then  -- lets recovery rebuild the idempotent answer
-    ev[#ev + 1] = 'idem'; ev[#ev + 1] = KEYS[slot]
-    ev[#ev + 1] = 'fp'; ev[#ev + 1] = fingerprint
-  end
-  emit(now, 'claim_held', ev)
-  remember(slot, fingerprint, OK, claim_id, deadline, price, now)
+  hold_new(now_s, claim_id, {user = user, sku = sku, qty = qty, deadline = deadline_s,
+           price = price, created = now_s}, per_person >= 0 and identity or '', take, channel,
+           '', code_batch and code or '', slot, fingerprint)
+  if code_batch then presale_code_spend(P, user, code, code_batch, claim_id) end
+  remember(slot, fingerprint, OK, claim_id, deadline_s, price, now_s)
   return answer(OK, claim_id, deadline, price, now)
 end
 

@@ -32,7 +32,6 @@
 --@include allocations
 --@include holds
 
-local idem_ttl = tonumber(ARGV[1])
 local now = now_ms()
 release_due_waves(now)
 expire_due_holds(now, tonumber(ARGV[2]))
@@ -41,7 +40,6 @@ local gate, gate_detail = sale_gate(now)
 local meta = redis.call('HMGET', K.meta, 'per_user', 'hold_ttl_ms', 'max_qty', 'wr_on', 'ph',
                         'per_person', 'al', 'bd', 'id')
 local per_user = tonumber(meta[1] or '-1')
-local hold_ttl = tonumber(meta[2] or '0')
 local max_qty = tonumber(meta[3] or '1')
 local waiting_room = meta[4] == '1'
 local phases = parse_phases(meta[5])
@@ -51,6 +49,10 @@ local campaign_id = meta[9] or ''
 local waitlists = redis.call('EXISTS', K.waitlist) == 1
 local guard_cfg = load_guard_config(NKEYS + 1)
 local P = presale_keys_at(NKEYS + NGKEYS + 1)
+local deadline = now + tonumber(meta[2] or '0')  -- every line's, as text once (claim_batch)
+local deadline_s, now_s = tostring(deadline), tostring(now)
+local remember = remembering(tonumber(ARGV[1]))
+local placed = {}  -- bundle id -> its lines: the batch's bundles placed before (a retry) or now
 
 -- The spec's bundles: name -> its lines {sku, qty}.
 local spec_bundles = {}
@@ -78,17 +80,9 @@ local function answer(code, claim_id, deadline, price, created, prices, line)
   out[#out + 1] = line or 0
 end
 
-local function remember(slot, fingerprint, code, claim_id, deadline, price, created)
-  if slot > 0 then
-    redis.call('SET', KEYS[slot], format_claim_answer({fingerprint = fingerprint, code = code,
-               claim_id = claim_id or '', deadline = deadline, price = price,
-               created = created}), 'PX', idem_ttl)
-  end
-end
-
 -- An existing bundle's answer again (a retry): its lines' prices from their records.
-local function answer_existing(bundle_id, code, deadline, total, created)
-  local ids = bundle_line_ids(bundle_id)
+-- `ids` its lines (bundle_line_ids), nil when no such bundle was placed.
+local function answer_existing(bundle_id, ids, code, deadline_ms, total, created)
   if not ids then return false end
   local prices, sum, first = {}, 0, nil
   for i, id in ipairs(ids) do
@@ -97,7 +91,7 @@ local function answer_existing(bundle_id, code, deadline, total, created)
     prices[i] = c.sku .. ':' .. c.qty .. ':' .. c.price
     sum = sum + c.price * c.qty
   end
-  answer(code or OK, bundle_id, deadline or first.deadline, total or sum,
+  answer(code or OK, bundle_id, deadline_ms or first.deadline, total or sum,
          created or first.created, table.concat(prices, ','))
   return true
 end
@@ -112,13 +106,14 @@ local function claim_one(b)
     if prior then
       local p = parse_claim_answer(prior)
       if p.fingerprint ~= fingerprint then return answer(IDEMPOTENCY_MISMATCH) end
-      if p.code == OK and answer_existing(p.claim_id, p.code, p.deadline, p.price, p.created) then
+      local ids = p.code == OK and (placed[p.claim_id] or bundle_line_ids(p.claim_id))
+      if ids and answer_existing(p.claim_id, ids, p.code, p.deadline, p.price, p.created) then
         return
       end
       return answer(p.code, p.claim_id, p.deadline, p.price, p.created)
     end
   end
-  if answer_existing(claim_id) then return end
+  if answer_existing(claim_id, placed[claim_id]) then return end
   local g = guard_cfg and guard_context(user, a.guard)
   if guard_cfg and not g then return answer(GUARD_CONTEXT_NEEDED) end
   if guard_cfg then
@@ -200,62 +195,52 @@ local function claim_one(b)
   -- All checks passed: every line placed as a hold of its own (hold_place: the user's
   -- and person's units, its record with person and alloc, its expiry), each at the
   -- price decided now.
-  local deadline = now + hold_ttl
   local ids, prices, total = {}, {}, 0
-  local marks = {'~b|' .. claim_id, ''}  -- the bundle's and its lines' links, one HSET
   for i, line in ipairs(lines) do
     local s, take = plan[i].s, plan[i].take
     local id = campaign_id .. '.' .. string.sub(redis.sha1hex(claim_id .. '#' .. i), 1, 20)
     local price = s.price
     if s.steps then price = step_price(s.steps, s.price, s.h + s.sold + line.qty, tiers, now) end
     s.a, s.h, s.dirty = s.a - line.qty, s.h + line.qty, true
-    local c = {status = 'held', user = user, sku = line.sku, qty = line.qty,
-               deadline = deadline, price = price, created = now,
-               person = per_person >= 0 and identity or '', alloc = ''}
-    local ev = {'claim', id, 'user', user, 'sku', line.sku, 'qty', line.qty, 'price', price,
-                'deadline', deadline, 'bundle', claim_id}
-    if per_person >= 0 then ev[#ev + 1] = 'identity'; ev[#ev + 1] = identity end
-    if take then
-      c.alloc = allocation_spend(take)
-      if c.alloc ~= '' then ev[#ev + 1] = 'alloc'; ev[#ev + 1] = c.alloc end
-      ev[#ev + 1] = 'channel'; ev[#ev + 1] = channel
-    end
-    hold_place(id, c)
-    marks[#marks + 1] = '~l|' .. id; marks[#marks + 1] = claim_id
-    if code_batch and i == 1 then  -- one use of the code for the whole bundle: its first line's
-      ev[#ev + 1] = 'code'; ev[#ev + 1] = code
-    end
-    emit(now, 'claim_held', ev)
+    -- one use of the code for the whole bundle: its first line's
+    hold_new(now_s, id, {user = user, sku = line.sku, qty = line.qty, deadline = deadline_s,
+             price = price, created = now_s}, per_person >= 0 and identity or '', take,
+             channel, claim_id, (code_batch and i == 1) and code or '', 0, '')
+    hold_mark('~l|' .. id, claim_id)
     ids[i], total = id, total + price * line.qty
     prices[i] = line.sku .. ':' .. line.qty .. ':' .. price
   end
-  marks[2] = b.name .. '|' .. table.concat(ids, ',')
-  redis.call('HSET', K.users, unpack(marks))
+  hold_mark('~b|' .. claim_id, b.name .. '|' .. table.concat(ids, ','))
+  placed[claim_id] = ids  -- (its links are written at the batch's end)
   tally_one('held', #lines)  -- holds, as a claim of each line would count
   tally_one('bundles')
   if waiting_room then redis.call('ZREM', K.admitted, user) end
   -- the code's use rides on the first line: its release gives the use back once
   if code_batch then presale_code_spend(P, user, code, code_batch, ids[1]) end
   local whole = {'claim', claim_id, 'user', user, 'bundle', b.name,
-                 'lines', table.concat(ids, ','), 'price', total, 'deadline', deadline}
+                 'lines', table.concat(ids, ','), 'price', total, 'deadline', deadline_s}
   if slot > 0 then
     whole[#whole + 1] = 'idem'; whole[#whole + 1] = KEYS[slot]
     whole[#whole + 1] = 'fp'; whole[#whole + 1] = fingerprint
   end
-  emit(now, 'bundle_held', whole)
-  remember(slot, fingerprint, OK, claim_id, deadline, total, now)
+  emit(now_s, 'bundle_held', whole)
+  remember(slot, fingerprint, OK, claim_id, deadline_s, total, now_s)
   return answer(OK, claim_id, deadline, total, now, table.concat(prices, ','))
 end
 
-local batch, users, persons = {}, {}, {}
+local batch, users, persons, marks = {}, {}, {}, {}
 for i, a in ipairs(cmsgpack.unpack(ARGV[3])) do
   local b = bundle_arg_from(a)
-  batch[i], users[i] = b, b.claim.user
+  batch[i], users[i], marks[i] = b, b.claim.user, '~b|' .. b.claim.claim_id
   if per_person >= 0 and b.claim.identity and b.claim.identity ~= '' then
     persons[#persons + 1] = b.claim.identity
   end
 end
--- the bundle ids are no claim records (their lines are): none to read ahead
+-- The bundle ids are no claim records (their lines are): a retried batch finds its
+-- bundles by their links, read at once.
+for i, raw in ipairs(hmget_chunked(K.users, marks)) do
+  if raw then placed[batch[i].claim.claim_id] = bundle_ids_of(raw) end
+end
 holds_begin({}, users, persons)
 for _, b in ipairs(batch) do claim_one(b) end
 flush_stock()

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from stampede.domain.batcher import ClaimBatcher, PendingClaim
+from stampede.domain.batcher import EAGER_BATCH, ClaimBatcher, PendingClaim, reply_in
 
 
 def _claim(user: str) -> PendingClaim:
@@ -81,3 +81,65 @@ async def test_a_batch_cancelled_before_it_ran_frees_its_slot() -> None:
         await asyncio.gather(*batcher._in_flight)
     assert batcher._out == {}  # the slot came back
     assert await batcher.submit("c", _claim("b")) == "b"
+
+
+async def test_a_large_batch_leaves_beside_the_one_out() -> None:
+    """EAGER_BATCH claims leave at once though a batch is out (one slot more), so Valkey
+    has the next batch while the last one's claims are answered; fewer wait for a slot."""
+    sent: list[int] = []
+    replies: list[asyncio.Future[None]] = []
+
+    async def run(cid: str, claims: Sequence[PendingClaim]) -> list[str]:
+        sent.append(len(claims))
+        reply = asyncio.get_running_loop().create_future()
+        replies.append(reply)
+        await reply
+        return [c.user for c in claims]
+
+    batcher: ClaimBatcher[str] = ClaimBatcher(run, max_batch=4 * EAGER_BATCH)
+    futures = [batcher.submit("c", _claim(f"u{i}")) for i in range(2 * EAGER_BATCH + 5)]
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert sent == [EAGER_BATCH, EAGER_BATCH]  # two out; the last five wait for a slot
+    more = [batcher.submit("c", _claim(f"v{i}")) for i in range(3)]
+    await asyncio.sleep(0)
+    assert sent == [EAGER_BATCH, EAGER_BATCH]  # small: they wait as before
+    replies[0].set_result(None)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert sent == [EAGER_BATCH, EAGER_BATCH, 8]
+    for reply in replies[1:]:
+        reply.set_result(None)
+    assert [await f for f in futures + more] == \
+        [f"u{i}" for i in range(2 * EAGER_BATCH + 5)] + ["v0", "v1", "v2"]
+    await batcher.drain()
+
+
+async def test_reply_in_sends_the_waiting_claims_before_the_reply_is_decoded() -> None:
+    """A batch function that calls reply_in frees its slot there: the claims that waited
+    leave (their script can run) before this batch decodes its reply."""
+    order: list[str] = []
+    replies: list[asyncio.Future[None]] = []
+
+    async def run(cid: str, claims: Sequence[PendingClaim]) -> list[str]:
+        order.append("send " + ",".join(c.user for c in claims))
+        reply = asyncio.get_running_loop().create_future()
+        replies.append(reply)
+        await reply
+        await reply_in()
+        order.append("decode " + ",".join(c.user for c in claims))
+        return [c.user for c in claims]
+
+    batcher: ClaimBatcher[str] = ClaimBatcher(run, max_batch=64)
+    first = batcher.submit("c", _claim("a"))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    second = batcher.submit("c", _claim("b"))
+    await asyncio.sleep(0)
+    replies[0].set_result(None)
+    assert await first == "a"
+    assert order == ["send a", "send b", "decode a"]
+    replies[1].set_result(None)
+    assert await second == "b"
+    await reply_in()  # outside a batch: nothing happens
+    await batcher.drain()

@@ -126,6 +126,25 @@ async def test_an_idempotent_retry_returns_the_same_bundle(engine: Engine) -> No
     assert (await _stock(engine, "b5"))["tkt"] == (9, 1, 0)
 
 
+async def test_a_retried_batch_answers_its_bundles_again(engine: Engine) -> None:
+    """What redis-py does after a lost reply: the same script, same arguments. The
+    bundles the first run placed are answered again, line by line, nothing held twice;
+    so is a second claim of one batch under the first's Idempotency-Key."""
+    from stampede.domain.bundles import PendingBundle
+
+    await engine.define_campaign("b14", bundle_spec(per_user=6))
+    batch = [PendingBundle(keys.new_claim_id("b14"), user, "", 2, key, name="fan")
+             for user, key in (("u1", None), ("u2", "k"), ("u2", "k"))]
+    first = await engine._bundle_batch("b14", batch)
+    assert [r.outcome for r in first] == [Outcome.OK] * 3
+    assert first[1].claim and first[2].claim and first[1].claim.lines
+    assert first[2].claim.claim_id == first[1].claim.claim_id
+    assert first[2].claim.lines == first[1].claim.lines
+    again = await engine._bundle_batch("b14", batch)
+    assert again == first
+    assert (await _stock(engine, "b14"))["tkt"] == (8, 2, 0)
+
+
 @pytest.mark.parametrize("bundles,field", [
     ({"x": {"lines": [{"sku": "nope", "qty": 1}]}}, "bundles.x.lines[0].sku"),
     ({"x": {"lines": [{"sku": "tkt", "qty": 1}, {"sku": "tkt", "qty": 2}]}},

@@ -126,7 +126,9 @@ async def test_claims_coalesce_into_few_round_trips(engine: Engine) -> None:
     await engine.define_campaign("rush", campaign_spec(stock=1000, per_user=None))
     before = engine.batcher.batches_sent
     await asyncio.gather(*(engine.claim("rush", f"u{i}", "tee") for i in range(500)))
-    assert engine.batcher.batches_sent - before <= 2
+    # two batches of EAGER_BATCH leave as they fill (Valkey starts on them while the
+    # tick goes on), the rest together when one of them is back
+    assert engine.batcher.batches_sent - before <= 3
 
 
 async def _clone(engine: Engine, settings: Settings) -> Engine:

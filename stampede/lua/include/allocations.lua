@@ -18,7 +18,7 @@ end
 -- as due waves are released: state that time, not a claim, changes.
 local function load_allocations(sku, now)
   local raw = redis.call('HGET', K.meta, 'al:' .. sku)
-  local out = {}
+  local out = {serving = {}}
   if not raw or raw == '' then return out end
   for part in string.gmatch(raw, '[^;]+') do
     local name, ret, ch, ti = string.match(part, '^([^/]*)/([^/]*)/([^/]*)/([^/]*)$')
@@ -37,8 +37,9 @@ local function load_allocations(sku, now)
   return out
 end
 
-local function admits(a, channel, tiers)
-  if a.r <= 0 then return false end
+-- Does allocation `a` serve a claimant of `channel` and `tiers` (by its rules, whatever
+-- it has left)?
+local function serves(a, channel, tiers)
   if a.channels and not a.channels[channel] then return false end
   if a.tiers then
     for _, t in ipairs(tiers) do
@@ -47,6 +48,21 @@ local function admits(a, channel, tiers)
     return false
   end
   return true
+end
+
+-- The allocations that serve a claimant, in spec order; kept per run by channel and
+-- tiers (`allocs.serving`), as claimants of a rush mostly come alike.
+local function serving(allocs, channel, tiers)
+  local key = channel .. '|' .. table.concat(tiers, ',')
+  local list = allocs.serving[key]
+  if not list then
+    list = {}
+    for _, a in ipairs(allocs) do
+      if serves(a, channel, tiers) then list[#list + 1] = a end
+    end
+    allocs.serving[key] = list
+  end
+  return list
 end
 
 -- What a claim of `qty` takes: a list of {allocation, units} from the allocations
@@ -58,15 +74,18 @@ local function allocation_take(allocs, available, qty, channel, tiers)
   local reserved, own = 0, 0
   for _, a in ipairs(allocs) do
     if a.r > 0 then reserved = reserved + a.r end
-    if admits(a, channel, tiers) then own = own + a.r end
+  end
+  local mine = serving(allocs, channel, tiers)
+  for _, a in ipairs(mine) do
+    if a.r > 0 then own = own + a.r end
   end
   local shared = available - reserved
   if shared < 0 then shared = 0 end
   if qty > own + shared then return nil end
   local take, left = {}, qty
-  for _, a in ipairs(allocs) do
+  for _, a in ipairs(mine) do
     if left == 0 then break end
-    if admits(a, channel, tiers) then
+    if a.r > 0 then
       local n = math.min(a.r, left)
       take[#take + 1] = {a, n}
       left = left - n
@@ -78,6 +97,11 @@ end
 -- Spend a take: the allocations' reserved units (written once per script by
 -- allocations_flush), and "name:n,..." for the claim.
 local function allocation_spend(take)
+  if #take == 1 then  -- (the usual take: one allocation's units)
+    local a, n = take[1][1], take[1][2]
+    a.r, a.dirty = a.r - n, true
+    return a.name .. ':' .. n
+  end
   local parts = {}
   for _, t in ipairs(take) do
     t[1].r, t[1].dirty = t[1].r - t[2], true

@@ -297,12 +297,15 @@ end
 -- Bundles (stampede/domain/bundles.py): a claim of several SKUs is one claim per
 -- line, marked in the users hash ("~b|<bundle>" -> "<name>|<line>,<line>...",
 -- "~l|<line>" -> the bundle); its lines are released, confirmed, expired together.
+local function bundle_ids_of(mark)
+  local ids = {}
+  for id in string.gmatch(string.match(mark, '|(.*)$'), '[^,]+') do ids[#ids + 1] = id end
+  return ids
+end
+
 local function bundle_line_ids(bundle_id)
   local b = redis.call('HGET', K.users, '~b|' .. bundle_id)
-  if not b then return nil end
-  local ids = {}
-  for id in string.gmatch(string.match(b, '|(.*)$'), '[^,]+') do ids[#ids + 1] = id end
-  return ids
+  return b and bundle_ids_of(b)
 end
 
 -- The lines of the bundle `claim_id` is a line of, or nil when it is a claim alone.

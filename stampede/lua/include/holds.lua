@@ -10,6 +10,7 @@
 -- holds share one deadline, so they go to its tail unless that deadline is
 -- earlier than the tail's (meta 'xtail': the hold TTL was shortened, or the
 -- clock offset moved back), in which case they go to the deadlines zset.
+--@include allocations
 
 local hb_known = {}  -- claim_id -> its stored record, for the batch's ids that exist
 local hb_units = {}  -- user -> {total, by SKU} as the batch leaves them
@@ -20,6 +21,7 @@ local hb_deadline = nil  -- their deadline (one per batch)
 local hb_persons = {}  -- presales: identity -> units held+sold by the real person
 local hb_persons_dirty = {}  -- identities whose units changed, in order
 local hb_evseq = nil  -- the event sequence as the batch found it
+local hb_marks = {}  -- other users-hash fields the batch sets (bundles' links): field, value, ...
 
 -- Read what the batch's claims need in two calls: the records of their ids
 -- (a retried batch finds its first answers) and their users' units (and, for a
@@ -90,12 +92,58 @@ local function hold_place(claim_id, c)
     hb_persons[c.person] = n + c.qty
   end
   u.total, u.by[c.sku] = u.total + c.qty, (u.by[c.sku] or 0) + c.qty
-  local raw = format_claim(c)
+  local raw = format_claim(c)  -- (deadline and created may come as text: made once a batch)
   hb_known[claim_id] = raw
   hb_claims[#hb_claims + 1] = claim_id
   hb_claims[#hb_claims + 1] = raw
   hb_expiry[#hb_expiry + 1] = claim_id
   hb_deadline = c.deadline
+end
+
+-- A new sale hold of a claim batch (claim_batch, and each line of claim_bundle), all
+-- its checks passed: `c` its record's fields (user, sku, qty, deadline, price, created;
+-- deadline and created as text, made once per batch), `person` the identity its units
+-- count to ('' none: no per_person limit), `take` what it takes from allocations (nil:
+-- the SKU has none) through `channel`. Places it (hold_place) and emits its claim_held
+-- event, which also names its `bundle` ('' none), the presale `code` it spent ('' none)
+-- and the Idempotency-Key slot and fingerprint of its request (`slot` 0: none).
+local function hold_new(now, claim_id, c, person, take, channel, bundle, code, slot, fingerprint)
+  c.status, c.person, c.alloc = 'held', person, ''
+  local ev = {'claim', claim_id, 'user', c.user, 'sku', c.sku, 'qty', c.qty, 'price', c.price,
+              'deadline', c.deadline}
+  if bundle ~= '' then ev[#ev + 1] = 'bundle'; ev[#ev + 1] = bundle end
+  if person ~= '' then ev[#ev + 1] = 'identity'; ev[#ev + 1] = person end
+  if take then
+    c.alloc = allocation_spend(take)
+    if c.alloc ~= '' then ev[#ev + 1] = 'alloc'; ev[#ev + 1] = c.alloc end
+    ev[#ev + 1] = 'channel'; ev[#ev + 1] = channel
+  end
+  if code ~= '' then ev[#ev + 1] = 'code'; ev[#ev + 1] = code end
+  if slot > 0 then  -- lets recovery rebuild the idempotent answer
+    ev[#ev + 1] = 'idem'; ev[#ev + 1] = KEYS[slot]
+    ev[#ev + 1] = 'fp'; ev[#ev + 1] = fingerprint
+  end
+  hold_place(claim_id, c)
+  emit(now, 'claim_held', ev)
+end
+
+-- Another users-hash field this batch sets, written with the users' units at its end.
+local function hold_mark(field, value)
+  hb_marks[#hb_marks + 1] = field
+  hb_marks[#hb_marks + 1] = value
+end
+
+-- remember(slot, fingerprint, code, claim_id, deadline, price, created): a claim
+-- script's decisive answer kept `idem_ttl` ms under the request's Idempotency-Key
+-- (KEYS[slot]; slot 0: none, nothing kept).
+local function remembering(idem_ttl)
+  return function(slot, fingerprint, code, claim_id, deadline, price, created)
+    if slot > 0 then
+      redis.call('SET', KEYS[slot], format_claim_answer({fingerprint = fingerprint, code = code,
+                 claim_id = claim_id or '', deadline = deadline, price = price,
+                 created = created}), 'PX', idem_ttl)
+    end
+  end
 end
 
 -- Calls of at most 1000 arguments after the key (Lua's unpack has a C stack limit).
@@ -115,12 +163,14 @@ local function holds_flush()
     users[#users + 1] = '~p|' .. identity
     users[#users + 1] = hb_persons[identity]
   end
+  for _, v in ipairs(hb_marks) do users[#users + 1] = v end
   if #users > 0 then call_chunked('HSET', K.users, users) end
   if #hb_claims > 0 then call_chunked('HSET', K.claims, hb_claims) end
   local meta = {}  -- (nothing when nothing happened: a missing campaign stays missing)
   if evseq_cache ~= hb_evseq then meta[1], meta[2] = 'evseq', evseq_cache end
   if #hb_expiry > 0 then
     local tail = tonumber(redis.call('HGET', K.meta, 'xtail') or '0')
+    hb_deadline = tonumber(hb_deadline)
     if hb_deadline >= tail then
       call_chunked('RPUSH', K.expiry, hb_expiry)
       meta[#meta + 1], meta[#meta + 2] = 'xtail', hb_deadline

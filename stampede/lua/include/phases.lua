@@ -1,9 +1,11 @@
 -- Presale access phases (stampede/domain/phases.py): meta field `ph`, in order
 -- of opening, 'name@opens_ms=tier,tier/segment,segment;...' with '*' for
--- everyone ('' or absent: no phases). Parsed once per script run.
+-- everyone ('' or absent: no phases). Parsed once per script run. Without
+-- segments, a claimant's opening depends on their tiers alone: `memo` keeps it by
+-- tiers for the run.
 local function parse_phases(raw)
   if not raw or raw == '' then return nil end
-  local out = {}
+  local out = {memo = {}}
   for part in string.gmatch(raw, '[^;]+') do
     local name, at, audience = string.match(part, '^([^@]+)@(%d+)=(.*)$')
     local p = {name = name, opens = tonumber(at), everyone = audience == '*', tiers = {},
@@ -12,6 +14,7 @@ local function parse_phases(raw)
       local tiers, segments = string.match(audience, '^([^/]*)/?(.*)$')
       for t in string.gmatch(tiers, '[^,]+') do p.tiers[t] = true end
       for sg in string.gmatch(segments, '[^,]+') do p.segments[#p.segments + 1] = sg end
+      if #p.segments > 0 then out.memo = nil end
     end
     out[#out + 1] = p
   end
@@ -22,7 +25,7 @@ end
 -- names one of their `tiers` (a list), or has `user` in one of its segments
 -- (members are fields '<segment>|<user>' of the hash `segment_key`); nil
 -- when no phase admits them.
-local function phase_opening(phases, tiers, user, segment_key)
+local function first_opening(phases, tiers, user, segment_key)
   for _, p in ipairs(phases) do
     if p.everyone then return p.opens end
     for _, t in ipairs(tiers) do
@@ -33,4 +36,17 @@ local function phase_opening(phases, tiers, user, segment_key)
     end
   end
   return nil
+end
+
+-- first_opening, kept by tiers when no phase has segments.
+local function phase_opening(phases, tiers, user, segment_key)
+  local memo = phases.memo
+  if not memo then return first_opening(phases, tiers, user, segment_key) end
+  local key = table.concat(tiers, ',')
+  local opens = memo[key]
+  if opens == nil then
+    opens = first_opening(phases, tiers, user, segment_key) or false
+    memo[key] = opens
+  end
+  return opens or nil
 end
