@@ -22,6 +22,8 @@ from stampede.domain import (
     phases,
     pricing,
     rebalance,
+    shard_guard,
+    shard_waitlist,
     shards,
     throttle,
 )
@@ -100,6 +102,10 @@ _json = msgspec.json.Encoder()
 _NEEDS_GUARD = ClaimResult(Outcome.GUARD_CONTEXT_NEEDED)
 _DRY = "|dry"
 """Batcher key suffix: a shard's first try, answered SHARD_DRY when the shard is dry."""
+_DRY_AGAIN = "|dry-again"
+"""A shard's claim sent again after a borrow: SHARD_DRY still, the guard skipped."""
+_AGAIN = "|again"
+"""A shard's claim sent a last time (its own answer stands), the guard skipped."""
 """Placeholder of a claim the script sent back for its guard context."""
 
 
@@ -265,7 +271,9 @@ class Engine:
             if any(await pipe.execute()):  # define_campaign.lua would refuse one shard
                 return Outcome.CONFLICT, False
         subs = shards.shard_specs(spec)
-        args = [_define_args(scid, sub, actor, None, {"shards": str(n), "shard": str(k)})
+        guard = shard_guard.meta_fields(spec.throttle or self._throttle_default, n)
+        args = [_define_args(scid, sub, actor, None,
+                             guard | {"shards": str(n), "shard": str(k)})
                 for k, (scid, sub) in enumerate(zip(ids, subs, strict=True))]
         created = False
         for k in reversed(range(n)):
@@ -284,8 +292,9 @@ class Engine:
         n = await self.shards.count(cid)
         if n is not None and n > 1:  # each shard in turn, each atomically
             if patch.throttle is not msgspec.UNSET:
-                raise ValidationError("throttle: not supported with shards > 1 (the scalper "
-                                      "guard's limits are per slot)")
+                raise ValidationError("throttle: a patch is not supported with shards > 1 "
+                                      "(each shard holds its share of the limits; define "
+                                      "the campaign again before its first claim)")
             if patch.bundles is not msgspec.UNSET:  # a bundle does not borrow between shards
                 raise ValidationError(REFUSALS["bundles_excluded"].template)
             if patch.allocations is not msgspec.UNSET:
@@ -547,7 +556,7 @@ class Engine:
             raise ValidationError("Idempotency-Key must be 1 to 255 characters")
         n = await self.shards.count(cid)
         if n is not None and n > 1:
-            return await self._claim_sharded(cid, n, user, sku, qty, idempotency_key)
+            return await self._claim_sharded(cid, n, user, sku, qty, idempotency_key, client)
         pending = PendingClaim(keys.new_claim_id(cid), user, sku, qty, idempotency_key,
                                self.gate.admission_exp(cid, user, admission_token),
                                self.gate.guard(cid, user, client),
@@ -558,22 +567,27 @@ class Engine:
         return await self.batcher.submit(cid, pending)
 
     async def _claim_sharded(self, cid: str, n: int, user: str, sku: str, qty: int,
-                             idempotency_key: str | None) -> ClaimResult:
+                             idempotency_key: str | None,
+                             client: ClientSignals | None = None) -> ClaimResult:
         """A claim on the user's shard; when that shard is dry, units are borrowed from
         the others and the claim sent again (as often as a borrow brings units: other
         claims of the shard may take them first), so SOLD_OUT means every other shard
-        was read dry after the shard's last try."""
+        was read dry after the shard's last try. The shard's guard checks the first try
+        only: a claim sent again is charged to the limiters once."""
         k = shards.shard_of_user(user, n)
         scid = keys.shard_id(cid, k, n)
-        pending = PendingClaim(keys.new_claim_id(scid), user, sku, qty, idempotency_key)
+        pending = PendingClaim(keys.new_claim_id(scid), user, sku, qty, idempotency_key,
+                               guard=self.gate.guard(scid, user, client))
+        suffix = _DRY
         for _ in range(shards.MAX_ROUNDS):
-            result = await self.batcher.submit(scid + _DRY, pending)
+            result = await self.batcher.submit(scid + suffix, pending)
             if result.outcome is not Outcome.SHARD_DRY:
                 return result
+            suffix = _DRY_AGAIN
             self.shards.dry += 1
             if await self.shards.borrow(cid, n, k, sku, qty) == 0:
                 break
-        return await self.batcher.submit(scid, pending)  # the shard's own answer stands
+        return await self.batcher.submit(scid + _AGAIN, pending)  # the shard's answer stands
 
     async def claim_unbatched(self, cid: str, user: str, sku: str, qty: int = 1,
                               idempotency_key: str | None = None) -> ClaimResult:
@@ -583,16 +597,25 @@ class Engine:
 
     async def _claim_batch(self, cid: str, claims: Sequence[PendingClaim]) -> list[ClaimResult]:
         if cid.endswith(_DRY):  # a shard's claims, dry answered SHARD_DRY (batched apart)
-            return await self._claim_batch_once(cid.removesuffix(_DRY), claims, False, True)
+            return await self.gate.guarded_batch(
+                cid.removesuffix(_DRY), claims,
+                lambda c, cs, g: self._claim_batch_once(c, cs, g, True), _NEEDS_GUARD)
+        if cid.endswith(_DRY_AGAIN):  # sent again after a borrow: past the guard already
+            return await self._claim_batch_once(cid.removesuffix(_DRY_AGAIN), claims, False,
+                                                True, True)
+        if cid.endswith(_AGAIN):
+            return await self._claim_batch_once(cid.removesuffix(_AGAIN), claims, False,
+                                                False, True)
         return await self.gate.guarded_batch(cid, claims, self._claim_batch_once,
                                              _NEEDS_GUARD)
 
     async def _claim_batch_once(self, cid: str, claims: Sequence[PendingClaim],
-                                guarded: bool, dry: bool = False) -> list[ClaimResult]:
+                                guarded: bool, dry: bool = False,
+                                passed: bool = False) -> list[ClaimResult]:
         ks, batch = await self._claim_args(cid, claims, guarded)
         reply = await self.scripts.run("claim_batch", ks, [
             self.settings.idempotency_ttl_s * 1000, self.settings.sweep_batch,
-            records.encode_claims(batch), "1" if dry else "0"])
+            records.encode_claims(batch), "1" if dry else "0", "1" if passed else "0"])
         await reply_in()  # the next batch leaves while this reply is decoded
         campaign, at = keys.shard_of_id(cid)[0], _Instants()
         results = []
@@ -822,7 +845,12 @@ class Engine:
         _check_campaign_id(cid)
         _check_user(user)
         _check_sku(sku)
-        reply = await self.scripts.run("waitlist_join", keys.campaign_keys(cid), [
+        n = await self.shards.count(cid)
+        scid = shard_waitlist.user_shard(cid, n, user)  # a sharded campaign: one per shard
+        if n is not None and n > 1 and \
+                await shard_waitlist.units_elsewhere(self.redis, cid, n, scid, sku):
+            return Outcome.NOT_SOLD_OUT, None, False  # a claim borrows them: claim instead
+        reply = await self.scripts.run("waitlist_join", keys.campaign_keys(scid), [
             user, sku, qty, self.gate.admission_exp(cid, user, admission_token),
             self.settings.sweep_batch])
         outcome = Outcome(int(reply[0]))
@@ -839,7 +867,8 @@ class Engine:
         _check_user(user)
         if sku is not None:
             _check_sku(sku)
-        reply = await self.scripts.run("waitlist_status", keys.campaign_keys(cid),
+        scid = shard_waitlist.user_shard(cid, await self.shards.count(cid), user)
+        reply = await self.scripts.run("waitlist_status", keys.campaign_keys(scid),
                                        [user, sku or "", self.settings.sweep_batch])
         outcome = Outcome(int(reply[0]))
         rows = [reply[i:i + 6] for i in range(2, len(reply), 6)]
@@ -851,7 +880,8 @@ class Engine:
         _check_campaign_id(cid)
         _check_user(user)
         _check_sku(sku)
-        reply = await self.scripts.run("waitlist_leave", keys.campaign_keys(cid), [user, sku])
+        scid = shard_waitlist.user_shard(cid, await self.shards.count(cid), user)
+        reply = await self.scripts.run("waitlist_leave", keys.campaign_keys(scid), [user, sku])
         outcome = Outcome(int(reply[0]))
         if outcome is not Outcome.OK:
             return outcome, None

@@ -58,9 +58,7 @@ shards' units only shrink meanwhile (their own claims and our borrows take them)
 the rounds end when the units do."""
 
 _UNSUPPORTED = (
-    ("waitlist", "a waitlist is FIFO, and first-in-first-out across shards is not kept"),
     ("waiting_room", "the waiting room admits users in one queue in one slot"),
-    ("throttle", "the scalper guard's device, network and campaign limits are per slot"),
     ("coupons", "a coupon drop's codes, wallets and budget live in one slot"),
     ("tickets", "tickets are not supported on a sharded campaign"),
     ("on_checkin", "tickets are not supported on a sharded campaign"),

@@ -29,6 +29,9 @@
 -- ARGV[4]     '1': a shard of a sharded campaign answers SHARD_DRY (internal, not
 --             remembered) for a claim its own stock cannot serve, so the engine
 --             can borrow units from the other shards first; absent: SOLD_OUT
+-- ARGV[5]     '1': the claims were sent before and passed the guard then (a
+--             sharded campaign's claim sent again after a borrow): the guard is
+--             skipped, so one claim is charged to the limiters once
 -- Returns     a flat array, five per claim: code, claim_id, deadline_ms, price,
 --             created_ms (code is an outcome; the rest are '' unless OK; a
 --             refusal may put its detail "reason[:value[:value]]" in place of
@@ -62,6 +65,7 @@
 --@include holds
 
 local dry_is_internal = ARGV[4] == '1'  -- sharded campaigns: borrow before refusing
+local guard_passed = ARGV[5] == '1'  -- sent again after a borrow: charged once already
 local now = now_ms()
 release_due_waves(now)
 expire_due_holds(now, tonumber(ARGV[2]))
@@ -77,6 +81,7 @@ local per_person = tonumber(meta[6] or '-1')  -- presales: real-name units per p
 local allocated = meta[7] == '1'  -- presales: some SKU's stock is split into allocations
 local waitlists = redis.call('EXISTS', K.waitlist) == 1
 local guard_cfg = load_guard_config(NKEYS + 1)
+local guard_run = guard_cfg and not guard_passed  -- the config is read either way (flag)
 local P = presale_keys_at(NKEYS + NGKEYS + 1)
 -- Every hold of the batch shares its deadline and creation time: as text once (a
 -- number becomes text at some cost, in each record and event that names it).
@@ -111,8 +116,8 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
     local c = parse_claim(existing)
     return answer(OK, claim_id, c.deadline, c.price, c.created)
   end
-  if guard_cfg and not g then return answer(GUARD_CONTEXT_NEEDED) end  -- guarded since
-  if guard_cfg then
+  if guard_run and not g then return answer(GUARD_CONTEXT_NEEDED) end  -- guarded since
+  if guard_run then
     local verdict = guard(guard_cfg, g, now)
     if verdict ~= OK then return answer(verdict[1], verdict[2], verdict[3]) end
   end
@@ -195,7 +200,7 @@ for i, a in ipairs(cmsgpack.unpack(ARGV[3])) do
   if per_person >= 0 and c.identity and c.identity ~= '' then persons[#persons + 1] = c.identity end
 end
 holds_begin(ids, users, persons)
-if guard_cfg then
+if guard_run then
   local contexts = {}
   for _, c in ipairs(batch) do
     if c.guard then contexts[#contexts + 1] = guard_context(c.user, c.guard) end
@@ -204,7 +209,7 @@ if guard_cfg then
 end
 for _, c in ipairs(batch) do
   claim_one(c.claim_id, c.user, c.sku, c.qty, c.idem_slot, c.admission, c.fingerprint,
-            guard_cfg and c.guard, c.tiers, c.code or '', c.k_code,
+            guard_run and c.guard, c.tiers, c.code or '', c.k_code,
             c.identity or '', c.channel or '')
 end
 flush_stock()

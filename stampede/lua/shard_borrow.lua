@@ -11,6 +11,9 @@
 -- ARGV[4]     the donor shard's number (the event's `peer`: recovery rebuilds the log)
 -- Returns     {code, added, available}: added is 0 when this move was borrowed
 --             before (a redelivery), NOT_FOUND without the campaign or SKU
+--
+-- Units that arrive are offered to the SKU's waitlist on this shard first, head
+-- first, as returned units are (include/common.lua offer_waitlist).
 --@include common
 
 local moves = KEYS[NKEYS + 1]
@@ -30,4 +33,5 @@ redis.call('HINCRBY', moves, '~in:' .. sku, qty)
 emit(now, 'stock_adjusted', {'sku', sku, 'delta', qty, 'actor', 'shard-move:' .. move_id,
                              'before', avail, 'after', avail + qty,
                              'released', released + qty, 'peer', ARGV[4]})
-return {OK, qty, avail + qty}
+offer_waitlist(now, sku)
+return {OK, qty, tonumber(redis.call('HGET', K.stock, sku .. '.a'))}

@@ -12,7 +12,9 @@
 -- ARGV[4]     the receiving shard's number
 -- Returns     {code, lent, available}: OK with the units lent (a retry of the same
 --             move answers the first answer while it is pending), SOLD_OUT when
---             nothing is available, NOT_FOUND without the campaign or SKU
+--             nothing is available or the SKU's waitlist has a waiter (the units
+--             wait for its head, as in an unsharded campaign), NOT_FOUND without
+--             the campaign or SKU
 --
 -- The units leave `available` and `released` here and reach the receiver by
 -- shard_borrow under the same move id; until then the outbox names them, so a
@@ -34,6 +36,7 @@ local s = redis.call('HMGET', K.stock, sku .. '.a', sku .. '.r')
 if not s[1] then return {NOT_FOUND, 0, 0} end
 local avail, released = tonumber(s[1]), tonumber(s[2])
 local take = math.min(tonumber(ARGV[3]), avail)
+if take >= 1 and redis.call('EXISTS', K.waitlist) == 1 and wl_head(sku) then take = 0 end
 if take < 1 then return {SOLD_OUT, 0, avail} end
 redis.call('HINCRBY', K.stock, sku .. '.a', -take)
 redis.call('HINCRBY', K.stock, sku .. '.r', -take)
