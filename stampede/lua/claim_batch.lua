@@ -200,13 +200,7 @@ for i, a in ipairs(cmsgpack.unpack(ARGV[3])) do
   if per_person >= 0 and c.identity and c.identity ~= '' then persons[#persons + 1] = c.identity end
 end
 holds_begin(ids, users, persons)
-if guard_run then
-  local contexts = {}
-  for _, c in ipairs(batch) do
-    if c.guard then contexts[#contexts + 1] = guard_context(c.user, c.guard) end
-  end
-  guard_prefetch(guard_cfg, contexts)
-end
+if guard_run then guard_prefetch_batch(guard_cfg, batch) end
 for _, c in ipairs(batch) do
   claim_one(c.claim_id, c.user, c.sku, c.qty, c.idem_slot, c.admission, c.fingerprint,
             guard_run and c.guard, c.tiers, c.code or '', c.k_code,

@@ -419,13 +419,7 @@ end
 
 local batch = {}
 for i, a in ipairs(cmsgpack.unpack(ARGV[2])) do batch[i] = coupon_claim_arg_from(a) end
-if guard_cfg then  -- the batch's guard state in one read
-  local contexts = {}
-  for _, c in ipairs(batch) do
-    if c.guard then contexts[#contexts + 1] = guard_context(c.user, c.guard) end
-  end
-  guard_prefetch(guard_cfg, contexts)
-end
+if guard_cfg then guard_prefetch_batch(guard_cfg, batch) end  -- the batch's guard state in one read
 for _, c in ipairs(batch) do
   claim_one(c.claim_id, c.user, c.sku, c.qty, KEYS[c.wallet_slot],
             c.idem_slot > 0 and KEYS[c.idem_slot] or nil, c.admission, c.identity, c.seed,

@@ -159,6 +159,16 @@ local function guard_prefetch(cfg, contexts)
   end
 end
 
+-- guard_prefetch for a batch of claim arguments: the contexts of its guarded
+-- claims (those with a GuardArg `guard`).
+local function guard_prefetch_batch(cfg, batch)
+  local contexts = {}
+  for _, c in ipairs(batch) do
+    if c.guard then contexts[#contexts + 1] = guard_context(c.user, c.guard) end
+  end
+  guard_prefetch(cfg, contexts)
+end
+
 -- Distinct accounts on one device or network over a sliding window, exact
 -- and bounded. `list` is "<ms> <user>," for each account last seen there at
 -- ms (user ids have neither space nor comma), at most reject_above of them,
