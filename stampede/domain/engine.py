@@ -273,7 +273,8 @@ class Engine:
         subs = shards.shard_specs(spec)
         guard = shard_guard.meta_fields(spec.throttle or self._throttle_default, n)
         args = [_define_args(scid, sub, actor, None,
-                             guard | {"shards": str(n), "shard": str(k)})
+                             guard | {"shards": str(n), "shard": str(k)}
+                             | shards.room_fields(spec, k))
                 for k, (scid, sub) in enumerate(zip(ids, subs, strict=True))]
         created = False
         for k in reversed(range(n)):
@@ -301,7 +302,10 @@ class Engine:
                 raise ValidationError(REFUSALS["allocations_excluded"].template)
             outcome = Outcome.OK
             for k in range(n):
-                outcome = await self._patch_one(keys.shard_id(cid, k, n), patch, actor)
+                # The waiting room's queue and its rate are shard 0's alone.
+                one = patch if k == 0 else msgspec.structs.replace(
+                    patch, waiting_room=msgspec.UNSET)
+                outcome = await self._patch_one(keys.shard_id(cid, k, n), one, actor)
                 if outcome is not Outcome.OK:
                     return outcome
             return outcome
@@ -522,8 +526,12 @@ class Engine:
         return sorted(cast(set[str], await self.redis.smembers(keys.CAMPAIGN_INDEX)))
 
     async def set_clock_offset(self, cid: str, offset_ms: int) -> None:
-        """Shift this campaign's clock (tests and rehearsals): scripts add it to TIME."""
-        await self.redis.hset(keys.campaign_keys(cid).meta, "time_offset_ms", offset_ms)
+        """Shift this campaign's clock (tests and rehearsals): scripts add it to TIME.
+        A sharded campaign's shards all move (a pass is judged on the claim's shard)."""
+        n = await self.shards.count(cid) or 1
+        for k in range(n):
+            await self.redis.hset(keys.campaign_keys(keys.shard_id(cid, k, n)).meta,
+                                  "time_offset_ms", offset_ms)
 
     # -- claims ------------------------------------------------------------
 
@@ -556,7 +564,9 @@ class Engine:
             raise ValidationError("Idempotency-Key must be 1 to 255 characters")
         n = await self.shards.count(cid)
         if n is not None and n > 1:
-            return await self._claim_sharded(cid, n, user, sku, qty, idempotency_key, client)
+            return await self._claim_sharded(
+                cid, n, user, sku, qty, idempotency_key, client,
+                self.gate.admission_exp(cid, user, admission_token))
         pending = PendingClaim(keys.new_claim_id(cid), user, sku, qty, idempotency_key,
                                self.gate.admission_exp(cid, user, admission_token),
                                self.gate.guard(cid, user, client),
@@ -568,16 +578,26 @@ class Engine:
 
     async def _claim_sharded(self, cid: str, n: int, user: str, sku: str, qty: int,
                              idempotency_key: str | None,
-                             client: ClientSignals | None = None) -> ClaimResult:
+                             client: ClientSignals | None = None,
+                             admission_exp: int = -1) -> ClaimResult:
         """A claim on the user's shard; when that shard is dry, units are borrowed from
         the others and the claim sent again (as often as a borrow brings units: other
         claims of the shard may take them first), so SOLD_OUT means every other shard
         was read dry after the shard's last try. The shard's guard checks the first try
-        only: a claim sent again is charged to the limiters once."""
+        only: a claim sent again is charged to the limiters once. With a waiting room
+        the shard checks the admission token's expiry and uses the turn on that shard;
+        then shard 0's queue is told (its slot frees)."""
         k = shards.shard_of_user(user, n)
         scid = keys.shard_id(cid, k, n)
         pending = PendingClaim(keys.new_claim_id(scid), user, sku, qty, idempotency_key,
-                               guard=self.gate.guard(scid, user, client))
+                               admission_exp, guard=self.gate.guard(scid, user, client))
+        result = await self._claim_on_shard(cid, n, k, scid, pending)
+        if k and admission_exp != -1 and result.outcome is Outcome.OK:
+            await shards.turn_used(self.redis, cid, user)
+        return result
+
+    async def _claim_on_shard(self, cid: str, n: int, k: int, scid: str,
+                              pending: PendingClaim) -> ClaimResult:
         suffix = _DRY
         for _ in range(shards.MAX_ROUNDS):
             result = await self.batcher.submit(scid + suffix, pending)
@@ -585,7 +605,7 @@ class Engine:
                 return result
             suffix = _DRY_AGAIN
             self.shards.dry += 1
-            if await self.shards.borrow(cid, n, k, sku, qty) == 0:
+            if await self.shards.borrow(cid, n, k, pending.sku, pending.qty) == 0:
                 break
         return await self.batcher.submit(scid + _AGAIN, pending)  # the shard's answer stands
 

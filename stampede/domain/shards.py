@@ -58,7 +58,6 @@ shards' units only shrink meanwhile (their own claims and our borrows take them)
 the rounds end when the units do."""
 
 _UNSUPPORTED = (
-    ("waiting_room", "the waiting room admits users in one queue in one slot"),
     ("coupons", "a coupon drop's codes, wallets and budget live in one slot"),
     ("tickets", "tickets are not supported on a sharded campaign"),
     ("on_checkin", "tickets are not supported on a sharded campaign"),
@@ -91,6 +90,24 @@ def check(cid: str, spec: CampaignSpec) -> None:
         if s.price_steps:
             raise ValidationError(f"skus[{i}].price_steps: not supported with shards > 1 "
                                   "(steps count the units taken in one slot)")
+
+
+def room_fields(spec: CampaignSpec, k: int) -> dict[str, str]:
+    """Shard k's waiting-room mode: shard 0 runs the campaign's one queue (its tickets,
+    rate and admissions, FIFO across all shards); every other shard takes the admission
+    token as a pass and keeps the turns used on it (include/common.lua room_mode)."""
+    room = spec.waiting_room
+    if k == 0 or room is None or not room.enabled:
+        return {}
+    return {"wr_on": "pass"}
+
+
+async def turn_used(redis: "Redis", cid: str, user: str) -> None:
+    """A claim held on another shard used `user`'s turn: shard 0's queue frees its slot
+    for the next admission (as a claim on shard 0 does in its own script). Not atomic
+    with the claim: if this is lost, the slot frees when the turn's window ends, and the
+    turn stays used on the claim's shard either way."""
+    await redis.zrem(keys.campaign_keys(cid).admitted, user)
 
 
 def shard_of_user(user: str, n: int) -> int:

@@ -9,6 +9,11 @@ arrival counter (wr_seq), the bucket, and who is admitted now: admitted,
 window not over, turn not used by a claim (the claim scripts take the turn
 away with the hold, whose claim_held event says so).
 
+A sharded campaign's queue is shard 0's (docs/shards.md): its claims on the other
+shards use turns too, so those shards' stored claims are read as well. Each other
+shard keeps the turns used on it (its admitted zset, user -> when): rebuilt from its
+own stored claims (`used_turns`).
+
 A campaign whose store has no ticket event (none taken, or all taken before
 tickets were events), or whose events do not cover the room from its start
 (an older version took some tickets or admitted some: arrival numbers with
@@ -17,6 +22,7 @@ untouched, its counters those Redis kept.
 """
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +109,15 @@ class RoomRebuild:
                 and ev.seq > self.admitted[ev.user][1]:
             del self.admitted[ev.user]
 
+    def used_elsewhere(self, ev: Event) -> None:
+        """A claim on another shard of the campaign used the turn: every claim there
+        needs the pass, so it came after the admission (seqs of two shards do not
+        compare; a user is admitted once)."""
+        if isinstance(ev, ClaimHeld) and (ev.offer or ev.grant):
+            return
+        if isinstance(ev, ClaimHeld | BundleHeld):
+            self.admitted.pop(ev.user, None)
+
     def _key(self, user: str) -> tuple[float, str]:
         return float(self.places[user]), user
 
@@ -142,8 +157,10 @@ class RoomRebuild:
             pipe.zadd(k.admitted, live)
 
 
-async def load(store: Store, cid: str, applied_seq: int, now: int) -> RoomRebuild | None:
-    """The room folded from the store, or None if it holds no ticket of the campaign."""
+async def load(store: Store, cid: str, applied_seq: int, now: int,
+               siblings: Sequence[str] = ()) -> RoomRebuild | None:
+    """The room folded from the store, or None if it holds no ticket of the campaign.
+    `siblings`: a sharded campaign's other shards, whose claims use turns too."""
     room = RoomRebuild()
     async with store.engine.connect() as conn:
         rows = (await conn.execute(select(t.events).where(
@@ -165,4 +182,39 @@ async def load(store: Store, cid: str, applied_seq: int, now: int) -> RoomRebuil
                     t.events.c.campaign_id == cid, t.events.c.type.in_(_TURN_USED),
                     t.events.c.seq > since, t.events.c.seq <= applied_seq)):
                 room.used(from_row(row))
+            if siblings:
+                for row in await conn.execute(select(t.events).where(
+                        t.events.c.campaign_id.in_(siblings),
+                        t.events.c.type.in_(_TURN_USED))):
+                    room.used_elsewhere(from_row(row))
     return room
+
+
+def takes_passes(config: dict[str, str] | None) -> bool:
+    """Is this a sharded campaign's shard k >= 1 whose claims need the queue's pass?"""
+    return (config or {}).get("wr_on") == "pass"
+
+
+async def used_turns(store: Store, cid: str, applied_seq: int) -> dict[str, int]:
+    """The turns used on a shard that takes passes: each claimant (not an offer, not a
+    grant) and when, from the shard's stored claims."""
+    turns: dict[str, int] = {}
+    async with store.engine.connect() as conn:
+        for row in await conn.execute(select(t.events).where(
+                t.events.c.campaign_id == cid, t.events.c.type.in_(_TURN_USED),
+                t.events.c.seq <= applied_seq).order_by(t.events.c.seq)):
+            ev = from_row(row)
+            if isinstance(ev, ClaimHeld) and (ev.offer or ev.grant):
+                continue
+            if isinstance(ev, ClaimHeld | BundleHeld):
+                turns.setdefault(ev.user, ev.ts)
+    return turns
+
+
+def queue_turns(pipe: Any, cid: str, turns: dict[str, int]) -> None:
+    """Queue the commands that replace a pass shard's used turns (inside the MULTI)."""
+    k = keys.campaign_keys(cid)
+    pipe.delete(k.admitted)
+    users = list(turns)
+    for i in range(0, len(users), _CHUNK):
+        pipe.zadd(k.admitted, {u: turns[u] for u in users[i:i + _CHUNK]})

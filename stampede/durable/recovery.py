@@ -204,7 +204,10 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
                 (spec.on_confirm.drop, spec.on_confirm.sku)
                 if spec is not None and spec.on_confirm is not None else None)
             presale = await presale_recovery.load(store, cid)
-            room = await queue_recovery.load(store, cid, state.row.applied_seq, now)
+            room = await queue_recovery.load(store, cid, state.row.applied_seq, now,
+                                             shard_recovery.siblings(cid, state.config))
+            turns = await queue_recovery.used_turns(store, cid, state.row.applied_seq) \
+                if queue_recovery.takes_passes(state.config) else None
             for sibling in shard_recovery.siblings(cid, state.config):  # sharded campaigns
                 # The other shards' unpersisted moves count (a borrow of units this
                 # shard's lost lend gave): store them first, as for this shard.
@@ -225,6 +228,8 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
             if room is not None:  # the waiting room, in queue order (after _rebuild's meta)
                 room.queue(pipe, cid, now)
                 pipe.hset(ks.meta, mapping=room.meta(old))  # type: ignore[arg-type]
+            if turns is not None:  # a sharded campaign's shard k >= 1: its used turns
+                queue_recovery.queue_turns(pipe, cid, turns)
             try:
                 await pipe.execute()
             except WatchError:

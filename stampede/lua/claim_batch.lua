@@ -75,7 +75,7 @@ local meta = redis.call('HMGET', K.meta, 'per_user', 'hold_ttl_ms', 'max_qty', '
                         'per_person', 'al')
 local per_user = tonumber(meta[1] or '-1')
 local max_qty = tonumber(meta[3] or '1')
-local waiting_room = meta[4] == '1'
+local waiting_room = room_mode(meta[4])
 local phases = parse_phases(meta[5])  -- nil for a campaign without presale phases
 local per_person = tonumber(meta[6] or '-1')  -- presales: real-name units per person
 local allocated = meta[7] == '1'  -- presales: some SKU's stock is split into allocations
@@ -146,7 +146,7 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
       return answer(NOT_OPEN, 'phase_not_open:' .. opens .. ':' .. (opens - now))
     end
   end
-  if waiting_room and not admitted(now, user, admission) then
+  if waiting_room and not admitted(now, user, admission, waiting_room) then
     return answer(ADMISSION_REQUIRED)
   end
   local s = stock_of(sku)
@@ -182,7 +182,7 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
   if s.steps then price = step_price(s.steps, s.price, s.h + s.sold + qty, tiers or {}, now) end
   s.a, s.h, s.dirty = s.a - qty, s.h + qty, true
   tally_one('held')
-  if waiting_room then redis.call('ZREM', K.admitted, user) end  -- the turn is used
+  if waiting_room then use_turn(now, user, waiting_room) end
   -- the record keeps what release_hold gives back: the person's units, the allocations'
   hold_new(now_s, claim_id, {user = user, sku = sku, qty = qty, deadline = deadline_s,
            price = price, created = now_s}, per_person >= 0 and identity or '', take, channel,

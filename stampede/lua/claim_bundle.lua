@@ -41,7 +41,7 @@ local meta = redis.call('HMGET', K.meta, 'per_user', 'hold_ttl_ms', 'max_qty', '
                         'per_person', 'al', 'bd', 'id')
 local per_user = tonumber(meta[1] or '-1')
 local max_qty = tonumber(meta[3] or '1')
-local waiting_room = meta[4] == '1'
+local waiting_room = room_mode(meta[4])
 local phases = parse_phases(meta[5])
 local per_person = tonumber(meta[6] or '-1')
 local allocated = meta[7] == '1'
@@ -148,7 +148,7 @@ local function claim_one(b)
       return answer(NOT_OPEN, 'phase_not_open:' .. opens .. ':' .. (opens - now))
     end
   end
-  if waiting_room and not admitted(now, user, a.admission) then
+  if waiting_room and not admitted(now, user, a.admission, waiting_room) then
     return answer(ADMISSION_REQUIRED)
   end
   -- Every line checked, nothing written yet: first its shape, then the limits and stock
@@ -214,7 +214,7 @@ local function claim_one(b)
   placed[claim_id] = ids  -- (its links are written at the batch's end)
   tally_one('held', #lines)  -- holds, as a claim of each line would count
   tally_one('bundles')
-  if waiting_room then redis.call('ZREM', K.admitted, user) end
+  if waiting_room then use_turn(now, user, waiting_room) end
   -- the code's use rides on the first line: its release gives the use back once
   if code_batch then presale_code_spend(P, user, code, code_batch, ids[1]) end
   local whole = {'claim', claim_id, 'user', user, 'bundle', b.name,

@@ -69,7 +69,7 @@ local cid = redis.call('HGET', K.meta, 'id')
 local lim = redis.call('HMGET', K.meta, 'per_user', 'max_qty', 'wr_on', 'cp_user_day',
                        'cp_person', 'cp_per_day', 'cp_budget', 'cp_paids', 'hold_ttl_ms')
 local per_user, max_qty, waiting_room = tonumber(lim[1] or '-1'), tonumber(lim[2] or '1'),
-                                        lim[3] == '1'
+                                        room_mode(lim[3])
 local user_day, per_person = tonumber(lim[4] or '-1'), tonumber(lim[5] or '-1')
 local per_day, budget = tonumber(lim[6] or '-1'), tonumber(lim[7] or '-1')
 local day = math.floor(now / DAY_MS)
@@ -279,7 +279,7 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
   end
   -- Refusals by state are "try later" answers, not remembered.
   if gate ~= OK then return answer(gate, gate_detail) end
-  if waiting_room and not admitted(now, user, admission) then
+  if waiting_room and not admitted(now, user, admission, waiting_room) then
     return answer(ADMISSION_REQUIRED)
   end
   local coded = nil
@@ -383,7 +383,7 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
   end
 
   -- All checks passed: write.
-  if waiting_room then redis.call('ZREM', K.admitted, user) end
+  if waiting_room then use_turn(now, user, waiting_room) end
   if flags[3] then  -- a paid voucher: held until paid
     local deadline = hold(claim_id, user, sku, qty, cfg, tonumber(s[3]),
                           {identity = identity, per_person = per_person >= 0, idem = idem,

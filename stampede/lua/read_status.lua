@@ -12,9 +12,10 @@ if not redis.call('HGET', K.meta, 'state') then return {CAMPAIGN_MISSING} end
 local now = now_ms()
 release_due_waves(now)
 expire_due_holds(now, tonumber(ARGV[1]))
-advance_queue(now)
+-- (a sharded campaign's shard k >= 1 runs no queue: its admitted zset holds used turns)
+local room = advance_queue(now)
 return {OK, now, redis.call('HGETALL', K.meta), redis.call('HGETALL', K.stock),
         redis.call('HGETALL', K.counts),
         redis.call('ZRANGE', K.waves, 0, -1, 'WITHSCORES'),
-        {redis.call('ZCARD', K.waitlist), redis.call('ZCARD', K.queue),
-         redis.call('ZCOUNT', K.admitted, '(' .. now, '+inf')}}
+        {redis.call('ZCARD', K.waitlist), room and redis.call('ZCARD', K.queue) or 0,
+         room and redis.call('ZCOUNT', K.admitted, '(' .. now, '+inf') or 0}}

@@ -25,7 +25,7 @@ local m = redis.call('HMGET', K.meta, 'wl_max', 'per_user', 'max_qty', 'wr_on')
 if not m[1] then return {NOT_FOUND} end
 local gate = sale_gate(now)
 if gate ~= OK then return {gate} end
-if m[4] == '1' and not admitted(now, user, token_exp) then return {ADMISSION_REQUIRED} end
+if room_mode(m[4]) and not admitted(now, user, token_exp, m[4]) then return {ADMISSION_REQUIRED} end
 local s = redis.call('HMGET', K.stock, sku .. '.a', sku .. '.lim')
 if not s[1] then return {NOT_FOUND} end
 local field = user .. '|' .. sku

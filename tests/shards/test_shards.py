@@ -70,8 +70,7 @@ async def test_define_splits_every_wave(engine: Engine) -> None:
 
 
 async def test_spec_refuses_what_shards_do_not_support(engine: Engine) -> None:
-    cases = {"waiting_room": {"waiting_room": {"rate_per_s": 5}},
-             "transfers": {"transfers": {"offer_ttl_s": 3600}}}
+    cases = {"transfers": {"transfers": {"offer_ttl_s": 3600}}}
     for field, extra in cases.items():
         with pytest.raises(ValidationError, match=f"^{field}: not supported with shards"):
             spec = campaign_spec(shards=2, **extra)

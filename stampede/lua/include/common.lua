@@ -468,10 +468,33 @@ local function advance_queue(now)
   return st
 end
 
+-- The waiting room's gate, from meta 'wr_on': false (no waiting room); '1' this
+-- key set runs the queue, its admitted zset holds the open turns (user -> window
+-- end); 'pass' a sharded campaign's shard k >= 1 (docs/shards.md): shard 0 runs the
+-- one queue, and a claim here shows its admission token as a pass (signed by the
+-- service, bound to the campaign and user by the engine, and never valid past the
+-- turn's window end). This shard's admitted zset then holds the turns used here
+-- (user -> when), kept for the campaign's life: a user is admitted once, so a turn
+-- is one claim whichever shard serves it.
+local function room_mode(wr_on)
+  if wr_on == '1' or wr_on == 'pass' then return wr_on end
+  return false
+end
+
 -- May `user` claim now? `token_exp` is when the admission token they showed
 -- expires (its signature and binding checked by the engine; -1 if none).
-local function admitted(now, user, token_exp)
+local function admitted(now, user, token_exp, mode)
   if token_exp <= now then return false end
   local window_end = redis.call('ZSCORE', K.admitted, user)
+  if mode == 'pass' then return not window_end end  -- a turn not yet used here
   return window_end and tonumber(window_end) > now or false
+end
+
+-- The claim that passed `admitted` was held: its turn is used.
+local function use_turn(now, user, mode)
+  if mode == 'pass' then
+    redis.call('ZADD', K.admitted, now, user)
+  else
+    redis.call('ZREM', K.admitted, user)
+  end
 end
