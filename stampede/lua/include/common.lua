@@ -27,7 +27,9 @@
 --   offers     hash: claim_id -> "<user>|<sku>" for holds made as waitlist offers
 --   queue      zset: waiting-room tickets; user scored by place (an early
 --              arrival a random draw in [0,1), a later one 1 + arrival number)
---   admitted   zset: admitted user scored by the end of their window (ms)
+--   admitted   zset: admitted user scored by the end of their window (ms); on a
+--              sharded campaign's shard k >= 1 (wr_on 'pass'): the users whose
+--              turn a claim used there, scored by when (room_mode below)
 -- Records (claim, entry, wave, wl_member, claim_answer, stock_answer) are
 -- '|'-joined strings whose fields stampede/state/records.py defines; the
 -- generated parse_<record>/format_<record> read and write them.
