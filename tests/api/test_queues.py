@@ -112,3 +112,44 @@ async def test_waiting_room_flow(api: Api) -> None:
     resp = await api.admin.patch("/admin/v1/campaigns/room", headers=api.op(),
                                  json={"waiting_room": {"rate_per_s": 0}})
     assert resp.status == 400
+
+
+async def test_waiting_room_on_a_sharded_campaign(api: Api) -> None:
+    """One queue (shard 0's); a claim on any shard needs its user's token, once."""
+    from stampede.domain.shards import shard_of_user
+
+    room = {"rate_per_s": 1000, "burst": 100, "max_active": 100}
+    spec = _spec(waiting_room=room, shards=2)
+    spec["skus"][0]["waves"][0]["qty"] = 10
+    await _create(api, "split", spec)
+    a, b = (next(u for u in (f"u{i}" for i in range(100)) if shard_of_user(u, 2) == k)
+            for k in (1, 0))
+    tokens = {}
+    for place, user in enumerate((a, b), 1):
+        resp = await api.public.post("/v1/campaigns/split/queue", headers=_user(user))
+        ticket = await resp.json()
+        assert resp.status == 201 and ticket["position"] == place  # one line for both
+        assert ticket["status"] == "admitted"
+        tokens[user] = ticket["admission_token"]
+    url = "/v1/campaigns/split/claims"
+    resp = await api.public.post(url, json={"sku": "tee"}, headers=_user(a))
+    body = await resp.json()
+    assert resp.status == 403 and body["error"]["code"] == "admission_required"
+    resp = await api.public.post(url, json={"sku": "tee"},
+                                 headers={**_user(a), "X-Admission-Token": tokens[b]})
+    assert resp.status == 403  # b's token is not a's
+    for user in (a, b):  # each on their own shard, each once
+        headers = {**_user(user), "X-Admission-Token": tokens[user]}
+        resp = await api.public.post(url, json={"sku": "tee"}, headers=headers)
+        assert resp.status == 201, await resp.text()
+        resp = await api.public.post(url, json={"sku": "tee"}, headers=headers)
+        assert resp.status == 403  # the turn is used
+        me = await (await api.public.get("/v1/campaigns/split/queue/me",
+                                         headers=_user(user))).json()
+        assert me["status"] == "done"
+    resp = await api.admin.patch("/admin/v1/campaigns/split", headers=api.op(),
+                                 json={"waiting_room": {"rate_per_s": 2.5, "paused": True}})
+    assert resp.status == 200, await resp.text()
+    room_stats = (await resp.json())["waiting_room"]
+    assert room_stats == {"tickets": 2, "served": 2, "active": 0, "rate_per_s": 2.5,
+                          "paused": True}
