@@ -22,7 +22,6 @@ async def _error(resp: Any) -> tuple[int, str, str]:
 
 async def test_spec_refusals_name_the_field(api: Api) -> None:
     for extra, field in (({"shards": 65}, "shards"), ({"shards": 0}, "shards"),
-                         ({"shards": 2, "waiting_room": {"rate_per_s": 5}}, "waiting_room"),
                          ({"shards": 2, "phases": [{"name": "fans", "opens_at": iso(-60),
                                                     "tiers": ["fan"]}]}, "phases")):
         resp = await api.admin.put("/admin/v1/campaigns/hot", json=_spec(**extra),
