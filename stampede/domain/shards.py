@@ -25,12 +25,14 @@ sweep). docs/shards.md states it and what it means for each feature.
 
 import asyncio
 import hashlib
+import logging
 import math
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple, cast
 
 import msgspec
+from redis.exceptions import RedisError
 
 from stampede.domain.models import CampaignSpec, SkuSpec, Wave
 from stampede.domain.status import CampaignSnapshot, SkuCounters
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 
     from stampede.state.scripts import ScriptRegistry
 
+log = logging.getLogger("stampede.shards")
 MAX_SHARDS = 64
 """The most shards a campaign may be split into (models.CampaignSpec.shards says so too)."""
 MAX_ID_LENGTH = 53
@@ -106,8 +109,13 @@ async def turn_used(redis: "Redis", cid: str, user: str) -> None:
     """A claim held on another shard used `user`'s turn: shard 0's queue frees its slot
     for the next admission (as a claim on shard 0 does in its own script). Not atomic
     with the claim: if this is lost, the slot frees when the turn's window ends, and the
-    turn stays used on the claim's shard either way."""
-    await redis.zrem(keys.campaign_keys(cid).admitted, user)
+    turn stays used on the claim's shard either way. So a failure here is logged, never
+    answered: the claim is held."""
+    try:
+        await redis.zrem(keys.campaign_keys(cid).admitted, user)
+    except RedisError as exc:
+        log.warning("campaign %s: the queue's slot of %s stays taken until its window "
+                    "ends (%s)", cid, user, exc)
 
 
 def shard_of_user(user: str, n: int) -> int:

@@ -204,15 +204,16 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
                 (spec.on_confirm.drop, spec.on_confirm.sku)
                 if spec is not None and spec.on_confirm is not None else None)
             presale = await presale_recovery.load(store, cid)
-            room = await queue_recovery.load(store, cid, state.row.applied_seq, now,
-                                             shard_recovery.siblings(cid, state.config))
-            turns = await queue_recovery.used_turns(store, cid, state.row.applied_seq) \
-                if queue_recovery.takes_passes(state.config) else None
             for sibling in shard_recovery.siblings(cid, state.config):  # sharded campaigns
                 # The other shards' unpersisted moves count (a borrow of units this
                 # shard's lost lend gave): store them first, as for this shard.
                 if await redis_behind(redis, store, sibling) is None:
                     await drain_stream(redis, store, sibling)
+            # (after the other shards' streams: their claims use the queue's turns too)
+            room = await queue_recovery.load(store, cid, state.row.applied_seq, now,
+                                             shard_recovery.siblings(cid, state.config))
+            turns = await queue_recovery.used_turns(store, cid, state.row.applied_seq) \
+                if queue_recovery.takes_passes(state.config) else None
             moves = await shard_recovery.load(store, cid, state.config)
             pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             idem = _rebuild(pipe, cid, state, epoch, old, old_counts, now, idem_ttl_ms,

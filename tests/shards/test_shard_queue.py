@@ -6,6 +6,9 @@ has not seen used: no claim without admission, one turn one claim, exactly the s
 import asyncio
 from collections import Counter
 
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from stampede import Engine, Outcome, Settings
 from stampede.domain import shards
 from stampede.domain.models import CampaignPatch, WaitingRoomPatch
@@ -137,3 +140,37 @@ async def test_a_shard_refuses_a_pass_after_its_expiry(engine: Engine) -> None:
     assert fresh is not None and fresh.admission_token
     ok = await engine.claim("hot", user, "tee", admission_token=fresh.admission_token)
     assert ok.outcome is Outcome.OK
+
+
+async def test_a_lost_turn_signal_keeps_the_claim_and_the_slot_until_the_window_ends(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Freeing shard 0's slot after a claim on another shard is not atomic with it: if
+    that fails, the claim is still held and answered, the turn stays used on its shard,
+    and the slot stays taken (the ticket shows admitted) until the window ends."""
+    n = 2
+    await engine.define_campaign("hot", campaign_spec(
+        stock=10, per_user=2, shards=n, opens_in_s=OPENS_IN_S,
+        waves=[{"at": iso(OPENS_IN_S), "qty": 10}], waiting_room=ROOM))
+    user = next(u for u in (f"u{i}" for i in range(100)) if shards.shard_of_user(u, n) == 1)
+    await engine.take_ticket("hot", user)
+    await engine.set_clock_offset("hot", (OPENS_IN_S + 5) * 1000)
+    _, ticket = await engine.ticket("hot", user)
+    assert ticket is not None and ticket.admission_token
+
+    async def lost(*_: object) -> int:
+        raise RedisConnectionError("shard 0's node is gone")
+
+    monkeypatch.setattr(engine.redis, "zrem", lost)
+    held = await engine.claim("hot", user, "tee", admission_token=ticket.admission_token)
+    assert held.outcome is Outcome.OK
+    monkeypatch.undo()
+    again = await engine.claim("hot", user, "tee", admission_token=ticket.admission_token)
+    assert again.outcome is Outcome.ADMISSION_REQUIRED  # used on its shard all the same
+    _, after = await engine.ticket("hot", user)
+    assert after is not None and after.status == "admitted"  # the slot, until the window
+    stats = await engine.stats("hot")
+    assert stats is not None and stats.waiting_room is not None
+    assert stats.waiting_room.active == 1
+    await engine.set_clock_offset("hot", (OPENS_IN_S + 5 + ROOM["admission_window_s"]) * 1000)
+    _, lapsed = await engine.ticket("hot", user)
+    assert lapsed is not None and lapsed.status == "done"
