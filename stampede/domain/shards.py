@@ -59,7 +59,6 @@ the rounds end when the units do."""
 
 _UNSUPPORTED = (
     ("waiting_room", "the waiting room admits users in one queue in one slot"),
-    ("coupons", "a coupon drop's codes, wallets and budget live in one slot"),
     ("tickets", "tickets are not supported on a sharded campaign"),
     ("on_checkin", "tickets are not supported on a sharded campaign"),
     ("transfers", "a transfer moves a claim to a user served by another shard"),
