@@ -1,11 +1,16 @@
-"""The sharded-campaign suite (tests/shards/test_shards.py) in cluster mode: each
-shard's slot on whichever node holds it, moves between nodes, the same invariants."""
+"""The sharded-campaign suite (tests/shards/test_shards.py, and the sharded coupon drop's,
+tests/shards/test_shard_coupons.py) in cluster mode: each shard's slot on whichever
+node holds it, moves between nodes, the same invariants."""
 
 from redis.asyncio.cluster import RedisCluster
 
 from stampede import Engine
 from stampede.state import keys
 from tests.conftest import campaign_spec
+from tests.shards.test_shard_coupons import (
+    test_redeem_rollback_gift_and_patch_across_shards,
+    test_thousands_of_concurrent_coupon_claims_across_shards,
+)
 from tests.shards.test_shards import (
     test_a_dry_shard_borrows_and_claims_settle_on_their_shard,
     test_define_splits_every_wave,
@@ -15,6 +20,8 @@ from tests.shards.test_shards import (
 )
 
 __all__ = [
+    "test_redeem_rollback_gift_and_patch_across_shards",
+    "test_thousands_of_concurrent_coupon_claims_across_shards",
     "test_a_dry_shard_borrows_and_claims_settle_on_their_shard",
     "test_define_splits_every_wave",
     "test_skewed_demand_sells_every_unit",
