@@ -4,7 +4,7 @@ that name a shard (coupon, redemption, gift token) accepted by every route."""
 import msgspec
 
 from stampede.domain import shards
-from tests.api.conftest import Api, api  # noqa: F401
+from tests.api.conftest import Api
 from tests.coupons.helpers import FIVE_OFF, drop_spec
 
 N = 3
