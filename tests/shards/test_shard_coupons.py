@@ -165,3 +165,20 @@ async def test_redeem_rollback_gift_and_patch_across_shards(engine: Engine) -> N
     active = [v for v in views if v.status == "active"]
     assert len(active) == 5 and all((v.valid_to - v.claimed_at).days >= 59 for v in active)
     assert (await shards.audit(engine.redis, "drop", N)).problems == []
+
+
+async def test_grants_into_a_sharded_drop_land_on_each_users_shard(engine: Engine) -> None:
+    await engine.define_campaign("drop", drop_spec(stock=40, per_user=1,
+                                                   campaign={"shards": N}))
+    users = [u for k in range(N) for u in users_of(k, 2)]
+    first = await engine.grants.grant("drop", "five", users, "welcome", "ops")
+    assert [r.user for r in first] == users and {r.outcome for r in first} == {"granted"}
+    again = await engine.grants.grant("drop", "five", users, "welcome", "ops")
+    assert {r.outcome for r in again} == {"already"}  # keyed: once per user
+    for user in users:  # on the user's shard, counted to their limit there
+        (coupon,) = await engine.coupons.wallet(user)
+        k = shards.shard_of_user(user, N)
+        assert keys.campaign_of_claim(coupon.coupon_id) == keys.shard_id("drop", k, N)
+        refused = await engine.coupons.claim("drop", user, "five")
+        assert refused.outcome is Outcome.LIMIT_EXCEEDED
+    assert (await shards.audit(engine.redis, "drop", N)).problems == []
