@@ -7,6 +7,7 @@ from redis.asyncio import Redis
 from stampede import Engine, Outcome
 from stampede.domain import shards
 from stampede.domain.coupons.spec import RedemptionRequest
+from stampede.durable import queries as q
 from stampede.durable.audit import audit
 from stampede.durable.persister import Persister
 from stampede.durable.recovery import recover_all
@@ -50,6 +51,15 @@ async def test_sharded_drop_persists_audits_and_recovers(
     assert summary["ok"], summary
     moves = summary["campaigns"]["drop"]["shard_moves"]
     assert moves["moves"] >= 2 and moves["in_transit"] == 0 and moves["violations"] == []
+
+    # The admin lookups show one drop: every shard's redemptions, each coupon's story.
+    page = await q.redemptions(store, q.RedemptionFilter(drop="drop"))
+    assert sorted(r.redemption_id for r in page.items) == \
+        sorted(r.view.redemption_id for r in done)
+    assert {r.campaign_id for r in page.items} == {"drop"}
+    found = await q.coupon_record(store, gift.coupon_id)
+    assert found is not None and found.record.campaign_id == "drop"
+    assert [e.type for e in found.history][-1] == "coupon_transferred"
 
     await raw_redis.flushall()
     rebuilt = await recover_all(raw_redis, store, TTL)
