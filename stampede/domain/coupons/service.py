@@ -244,7 +244,8 @@ class Coupons:
         else:
             _check(keys.valid_sku(sku), "sku is not valid")
         pending = _PendingCouponClaim(keys.new_claim_id(scid), user, sku, qty, idempotency_key,
-                                      self.gate.admission_exp(scid, user, admission_token),
+                                      # a token admits to the campaign, not a shard
+                                      self.gate.admission_exp(cid, user, admission_token),
                                       identity or "", codes.new_seed(),
                                       self.gate.guard(scid, user, client), code, referrer)
         if n is not None and n > 1:
