@@ -182,3 +182,14 @@ async def test_grants_into_a_sharded_drop_land_on_each_users_shard(engine: Engin
         refused = await engine.coupons.claim("drop", user, "five")
         assert refused.outcome is Outcome.LIMIT_EXCEEDED
     assert (await shards.audit(engine.redis, "drop", N)).problems == []
+
+
+async def test_a_promo_code_claim_borrows_for_the_sku_its_code_names(engine: Engine) -> None:
+    await engine.define_campaign("drop", drop_spec(
+        stock=N, per_user=5, campaign={"shards": N},
+        promo_codes={"HELLO": {"sku": "five", "per_user": 3}}))  # one unit a shard
+    ann = users_of(1, 1)[0]
+    got = [await engine.coupons.claim("drop", ann, "", code="HELLO") for _ in range(4)]
+    assert [a.outcome for a in got] == [Outcome.OK] * 3 + [Outcome.LIMIT_EXCEEDED]
+    assert {a.view.sku for a in got[:3]} == {"five"}  # two of them borrowed
+    assert (await shards.audit(engine.redis, "drop", N)).problems == []
