@@ -33,9 +33,15 @@ until sold out, the claims that took the slow dry path (their shard dry: a borro
 then the claim sent again), the moves each way, and the false sold-out window.
 `--skew-only` runs just this (under a minute).
 
+`--coupons` runs the rounds and the sell-outs with a coupon drop in place of the
+sale (each claim final at once, issuing a coupon; the drop split the same way),
+and no skewed sale: coupon claims/s over 1, 2 and 4 shards beside the single
+node, and the false "gone" window of a skewed coupon sell-out.
+
     python -m bench.shards [--seconds 2] [--rounds 2] [--concurrency 256]
                            [--sellout 2000] [--replicas 0] [--json out.json]
                            [--skew-stock 20000] [--skew-rounds 2] [--skew-only]
+                           [--coupons]
 """
 
 import argparse
@@ -178,10 +184,26 @@ async def _caught_up(top: Topology, cids: list[str], events: int,
     return float("nan")
 
 
-async def _round(top: Topology, cid: str, n: int, seconds: float, concurrency: int) -> Sample:
+DROP = {"templates": {"hot": {"kind": "fixed_off", "face_value": 500, "valid_days": 30}}}
+"""The coupon drop of `--coupons`: one template, one coupon a unit."""
+
+
+def _spec(stock: int, n: int, coupons: bool, per_user: int | None = 2) -> Any:
+    extra: dict[str, Any] = {"coupons": DROP} if coupons else {}
+    return harness.open_sale(stock, per_user=per_user, shards=n, **extra)
+
+
+async def _claim(engine: Engine, cid: str, user: str, coupons: bool) -> Outcome:
+    if coupons:
+        return (await engine.coupons.claim(cid, user, "hot", 1)).outcome
+    return (await engine.claim(cid, user, "hot", 1)).outcome
+
+
+async def _round(top: Topology, cid: str, n: int, seconds: float, concurrency: int,
+                 coupons: bool = False) -> Sample:
     engine = top.engine
     assert engine is not None
-    await engine.define_campaign(cid, harness.open_sale(50_000_000, shards=n))
+    await engine.define_campaign(cid, _spec(50_000_000, n, coupons))
     ids = [keys.shard_id(cid, k, n) for k in range(n)]
     await asyncio.sleep(1.2)  # the persister follows the index each second
     done = 0
@@ -191,8 +213,8 @@ async def _round(top: Topology, cid: str, n: int, seconds: float, concurrency: i
         nonlocal done
         i = 0
         while time.perf_counter() < stop_at:
-            result = await engine.claim(cid, f"w{w}-{i}", "hot", 1)
-            assert result.outcome is Outcome.OK, result
+            result = await _claim(engine, cid, f"w{w}-{i}", coupons)
+            assert result is Outcome.OK, result
             done += 1
             i += 1
 
@@ -206,16 +228,21 @@ async def _round(top: Topology, cid: str, n: int, seconds: float, concurrency: i
     gateway = _gateway_cpu() - cpu0[0]
     valkey = {k: harness.tree_cpu_seconds([p]) - cpu0[1][k] for k, p in top.valkeys.items()}
     stats = await engine.stats(cid)
-    assert stats is not None and stats.skus[0].held == done, "accounting broken"
+    assert stats is not None and stats.skus[0].held + stats.skus[0].sold == done, \
+        "accounting broken"
+    if coupons:
+        drop = await engine.coupons.stats(cid)
+        assert drop is not None and drop.totals.issued == done, "coupon accounting broken"
     catch_up = await _caught_up(top, ids, stats.events)
     persister = harness.tree_cpu_seconds(pids) - cpu0[2]
     return Sample(done, elapsed, gateway, valkey, persister, catch_up)
 
 
-async def _sellout(top: Topology, cid: str, n: int, stock: int) -> dict[str, float]:
+async def _sellout(top: Topology, cid: str, n: int, stock: int,
+                   coupons: bool = False) -> dict[str, float]:
     engine = top.engine
     assert engine is not None
-    await engine.define_campaign(cid, harness.open_sale(stock, per_user=None, shards=n))
+    await engine.define_campaign(cid, _spec(stock, n, coupons, per_user=None))
     moves0 = engine.shards.moves
     t0 = time.perf_counter()
 
@@ -229,8 +256,8 @@ async def _sellout(top: Topology, cid: str, n: int, stock: int) -> dict[str, flo
 
     async def one(user: str) -> tuple[Outcome, float, float]:
         sent = time.perf_counter() - t0
-        r = await engine.claim(cid, user, "hot", 1)
-        return r.outcome, sent, time.perf_counter() - t0
+        outcome = await _claim(engine, cid, user, coupons)
+        return outcome, sent, time.perf_counter() - t0
 
     results = await asyncio.gather(*(one(u) for u in users))
     elapsed = time.perf_counter() - t0
@@ -319,7 +346,7 @@ async def _skew_rounds(top: Topology, stock: int, rounds: int, concurrency: int,
 
 async def run(seconds: float, rounds: int, concurrency: int, sellout: int,
               replicas: int, skew_stock: int, skew_rounds: int,
-              skew_only: bool) -> Results:
+              skew_only: bool, coupons: bool = False) -> Results:
     res = Results()
     with _topologies(replicas) as tops:
         by_name = {t.name: t for t in tops}
@@ -330,18 +357,22 @@ async def run(seconds: float, rounds: int, concurrency: int, sellout: int,
             top.engine = Engine.from_url(top.url, top.settings())
             await top.engine.start()
         try:
-            await _skew_rounds(by_name["cluster"], skew_stock, skew_rounds, concurrency, res)
+            if not coupons:
+                await _skew_rounds(by_name["cluster"], skew_stock, skew_rounds, concurrency,
+                                   res)
             for r in range(rounds):
                 for mode, n in MODES.items():
                     top = by_name[SINGLE if mode == SINGLE else "cluster"]
                     console.log(f"round {r + 1}/{rounds}: {mode}")
-                    s = await _round(top, f"r{r}-s{n}-{top.name[0]}", n, seconds, concurrency)
+                    s = await _round(top, f"r{r}-s{n}-{top.name[0]}", n, seconds, concurrency,
+                                     coupons)
                     res.rates.setdefault(mode, []).append(s.claims / s.seconds)
                     res.samples.setdefault(mode, []).append(s)
             for mode, n in MODES.items():
                 top = by_name[SINGLE if mode == SINGLE else "cluster"]
                 console.log(f"sell-out: {mode}")
-                res.sellouts[mode] = await _sellout(top, f"so-s{n}-{top.name[0]}", n, sellout)
+                res.sellouts[mode] = await _sellout(top, f"so-s{n}-{top.name[0]}", n, sellout,
+                                                    coupons)
         finally:
             for top in tops:
                 if top.engine is not None:
@@ -371,10 +402,11 @@ def _report_skewed(res: Results) -> dict[str, Any]:
     return figures
 
 
-def _report(res: Results, concurrency: int) -> dict[str, Any]:
-    skewed = _report_skewed(res)
+def _report(res: Results, concurrency: int, coupons: bool = False) -> dict[str, Any]:
+    skewed = _report_skewed(res) if res.skewed else {}
+    what = "one hot coupon drop, coupon claims/s" if coupons else "one hot campaign, claims/s"
     medians = harness.print_rounds(
-        f"one hot campaign, claims/s through the engine (no HTTP), concurrency {concurrency}",
+        f"{what} through the engine (no HTTP), concurrency {concurrency}",
         ("mode", "median claims/s", "rounds", "ratio"), res.rates, SINGLE)
     table = Table(title="CPU per claim (µs), all rounds; persister over its catch-up too")
     table.add_column("mode")
@@ -424,10 +456,14 @@ def main() -> None:
                         help="skewed sales per mode (rebalancer off, on)")
     parser.add_argument("--skew-only", action="store_true",
                         help="run only the rebalancer comparison")
+    parser.add_argument("--coupons", action="store_true",
+                        help="a coupon drop in place of the sale; no skewed sale")
     args = parser.parse_args()
     res = uvloop.run(run(args.seconds, args.rounds, args.concurrency, args.sellout,
-                         args.replicas, args.skew_stock, args.skew_rounds, args.skew_only))
-    figures = _report_skewed(res) if args.skew_only else _report(res, args.concurrency)
+                         args.replicas, args.skew_stock, args.skew_rounds, args.skew_only,
+                         args.coupons))
+    figures = _report_skewed(res) if args.skew_only else \
+        _report(res, args.concurrency, args.coupons)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
 

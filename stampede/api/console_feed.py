@@ -45,6 +45,7 @@ from stampede.domain.console import (
     rates_between,
 )
 from stampede.domain.coupons.service import stats_from
+from stampede.domain.coupons.sharded import merged_cstats
 from stampede.domain.status import CampaignSnapshot
 from stampede.domain.throttle import in_force
 from stampede.logs import log
@@ -174,10 +175,14 @@ class ConsoleHub:
                 continue
             snaps.append(CampaignSnapshot.from_reply(cid, reply))
             drops[cid] = cstats
-        # A sharded campaign is one campaign: its shards added up, each shown beside.
-        campaigns = [msgspec.structs.replace(self._campaign(snap, drops[snap.id], at),
-                                             shards=parts)
-                     for snap, parts in by_campaign(snaps)]
+        # A sharded campaign is one campaign: its shards added up (a drop's coupon
+        # counters too), each shown beside.
+        per_campaign: dict[str, list[dict[str, str]]] = {}
+        for cid, cstats in drops.items():
+            per_campaign.setdefault(keys.shard_of_id(cid)[0], []).append(cstats)
+        campaigns = [msgspec.structs.replace(
+            self._campaign(snap, merged_cstats(per_campaign.get(snap.id, [])), at),
+            shards=parts) for snap, parts in by_campaign(snaps)]
         info = replies[-1]
         return ConsoleState(at_ms=int(time.time() * 1000), tick_s=self.tick_s,
                             campaigns=campaigns,

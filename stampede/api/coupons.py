@@ -50,7 +50,8 @@ from stampede.state import keys
 api = ApiRoutes("coupons")
 admin_api = ApiRoutes("coupons-admin")
 
-ID = r"^[a-z0-9][a-z0-9_-]{0,63}\.[0-9a-f]{20}$"
+ID = r"^[a-z0-9][a-z0-9_-]{0,63}(:s[1-9][0-9]?(p[0-9]{1,6})?)?\.[0-9a-f]{20}$"
+"""A coupon or redemption id: its campaign, a shard suffix on a sharded drop, 80 bits."""
 COUPON = {"coupon_id": ID}
 REDEMPTION = {"redemption_id": ID}
 MERCHANT_ID = {"mid": r"^[a-z0-9][a-z0-9_-]{0,63}$"}

@@ -31,6 +31,7 @@ from stampede.domain import identity as person
 from stampede.domain.admission import kept_secret, ticket_view
 from stampede.domain.aftersale import aftersale_meta
 from stampede.domain.batcher import ClaimBatcher, PendingClaim, in_flight, reply_in
+from stampede.domain.coupons import sharded as sharded_drop
 from stampede.domain.coupons.service import Coupons
 from stampede.domain.coupons.templates import check_drop, check_paid_prices, drop_meta
 from stampede.domain.explain import Explained, explain
@@ -175,7 +176,7 @@ class Engine:
     @functools.cached_property
     def coupons(self) -> Coupons:
         """Coupon drops: claims that issue coupons, wallets, redemption, gifting."""
-        return Coupons(self.redis, self.scripts, self.settings, self.gate)
+        return Coupons(self.redis, self.scripts, self.settings, self.gate, self.shards)
 
     @functools.cached_property
     def refunds(self) -> Refunds:
@@ -238,12 +239,7 @@ class Engine:
                 raise ValidationError(f"{name}.drop must name a coupon drop, not the sale "
                                       f"{cid!r} itself")
         if spec.coupons is not None:
-            if spec.tickets is not None:
-                raise ValidationError("a coupon drop cannot issue tickets")
-            if spec.on_confirm is not None:  # its claims are packs themselves
-                raise ValidationError("on_confirm: a coupon drop grants no pack on confirm")
-            check_drop(spec.coupons, skus)  # before taking a drop number
-            check_paid_prices(spec.coupons, {s.sku: s.price for s in spec.skus})
+            _check_drop(spec)  # before taking a drop number
             number = await self.coupons.drop_number(cid)
         args = _define_args(cid, spec, actor, spec.throttle or self._throttle_default,
                             drop_meta(spec.coupons, skus, number))
@@ -272,8 +268,15 @@ class Engine:
                 return Outcome.CONFLICT, False
         subs = shards.shard_specs(spec)
         guard = shard_guard.meta_fields(spec.throttle or self._throttle_default, n)
+        drops = [drop_meta(None, [], None) for _ in ids]
+        if spec.coupons is not None:  # a drop number per shard: a code names its shard
+            sharded_drop.check(spec.coupons)
+            _check_drop(spec)
+            skus = [s.sku for s in spec.skus]
+            drops = [drop_meta(spec.coupons, skus, await self.coupons.drop_number(scid))
+                     for scid in ids]
         args = [_define_args(scid, sub, actor, None,
-                             guard | {"shards": str(n), "shard": str(k)}
+                             guard | {"shards": str(n), "shard": str(k)} | drops[k]
                              | shards.room_fields(spec, k))
                 for k, (scid, sub) in enumerate(zip(ids, subs, strict=True))]
         created = False
@@ -285,7 +288,8 @@ class Engine:
                 return Outcome(code), False
             created = bool(made)
         await self.redis.sadd(keys.CAMPAIGN_INDEX, *ids)
-        await self.coupons.registered(cid, False)
+        for scid in ids:  # each shard a drop of its own (sweeps, wallets, codes)
+            await self.coupons.registered(scid, spec.coupons is not None)
         return Outcome.OK, created
 
     async def patch_campaign(self, cid: str, patch: CampaignPatch, actor: str) -> Outcome:
@@ -1033,6 +1037,17 @@ def _optional_meta(spec: CampaignSpec, opens_ms: int) -> dict[str, str]:
                  "wr_token_ttl_ms": str(room.token_ttl_s * 1000), "wr_paused": "0",
                  "wr_served": "0", "wr_tokens": "0", "wr_at": str(opens_ms), "wr_seq": "0"}
     return meta
+
+
+def _check_drop(spec: CampaignSpec) -> None:
+    """What a coupon drop may not have, and its own spec (before it takes a drop number)."""
+    assert spec.coupons is not None
+    if spec.tickets is not None:
+        raise ValidationError("a coupon drop cannot issue tickets")
+    if spec.on_confirm is not None:  # its claims are packs themselves
+        raise ValidationError("on_confirm: a coupon drop grants no pack on confirm")
+    check_drop(spec.coupons, [s.sku for s in spec.skus])
+    check_paid_prices(spec.coupons, {s.sku: s.price for s in spec.skus})
 
 
 def _check_per_person(spec: CampaignSpec) -> None:

@@ -24,6 +24,7 @@ from msgspec import Meta, Struct
 from redis.asyncio import Redis
 
 from stampede.domain.models import SkuId
+from stampede.domain.shards import shard_of_user
 from stampede.errors import ValidationError
 from stampede.outcomes import OUTCOMES, Outcome
 from stampede.state import keys
@@ -74,6 +75,25 @@ class Grants:
         """One unit of `sku` to each user, keyed by (`key`, user)."""
         if not keys.valid_campaign_id(drop) or not keys.valid_sku(sku):
             raise ValidationError("drop must be a campaign id and sku a SKU id")
+        raw = await self.redis.hget(keys.campaign_keys(drop).meta, "shards")
+        n = int(raw or 1)
+        if n <= 1:
+            return await self._grant(drop, sku, users, key, source)
+        # A sharded drop: each user's unit from the shard that serves them, where their
+        # wallet and limits are (no borrow: a dry shard answers sold_out).
+        by_shard: dict[int, list[int]] = {}
+        for i, user in enumerate(users):
+            by_shard.setdefault(shard_of_user(user, n), []).append(i)
+        results: list[GrantResult | None] = [None] * len(users)
+        for k, at in sorted(by_shard.items()):
+            done = await self._grant(keys.shard_id(drop, k, n), sku, [users[i] for i in at],
+                                     key, source)
+            for i, r in zip(at, done, strict=True):
+                results[i] = r
+        return [r for r in results if r is not None]
+
+    async def _grant(self, drop: str, sku: str, users: list[str], key: str,
+                     source: str) -> list[GrantResult]:
         results: list[GrantResult] = []
         for start in range(0, len(users), BATCH):
             part = users[start:start + BATCH]

@@ -61,7 +61,6 @@ shards' units only shrink meanwhile (their own claims and our borrows take them)
 the rounds end when the units do."""
 
 _UNSUPPORTED = (
-    ("coupons", "a coupon drop's codes, wallets and budget live in one slot"),
     ("tickets", "tickets are not supported on a sharded campaign"),
     ("on_checkin", "tickets are not supported on a sharded campaign"),
     ("transfers", "a transfer moves a claim to a user served by another shard"),

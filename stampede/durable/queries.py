@@ -218,7 +218,8 @@ class RedemptionRow(msgspec.Struct, kw_only=True):
 def redemption_row(row: Any) -> RedemptionRow:
     rolled = row.rolled_back_ms
     return RedemptionRow(
-        redemption_id=row.redemption_id, campaign_id=row.campaign_id, coupon_id=row.coupon_id,
+        redemption_id=row.redemption_id, campaign_id=keys.shard_of_id(row.campaign_id)[0],
+        coupon_id=row.coupon_id,
         merchant_id=row.merchant_id, order_id=row.order_id, order_amount=row.order_amount,
         discount=row.discount, status=row.status, redeemed_at=from_ms(row.redeemed_ms),
         rolled_back_at=None if rolled is None else from_ms(rolled))
@@ -240,7 +241,7 @@ class CouponRow(msgspec.Struct, kw_only=True):
 
 
 def coupon_row(row: Any) -> CouponRow:
-    return CouponRow(coupon_id=row.coupon_id, campaign_id=row.campaign_id,
+    return CouponRow(coupon_id=row.coupon_id, campaign_id=keys.shard_of_id(row.campaign_id)[0],
                      template=row.template, user=row.user_id, status=row.status, uses=row.uses,
                      uses_left=row.uses_left, face_value=row.face_value,
                      valid_from=from_ms(row.valid_from_ms), valid_to=from_ms(row.valid_to_ms),
@@ -613,8 +614,9 @@ class RedemptionFilter:
         found = self.window.where(r.redeemed_ms)
         if self.merchant is not None:
             found.append(r.merchant_id == self.merchant)
-        if self.drop is not None:
-            found.append(r.campaign_id == self.drop)
+        if self.drop is not None:  # a sharded drop's redemptions are stored per shard
+            found.append(or_(r.campaign_id == self.drop,
+                             r.campaign_id.startswith(f"{self.drop}:s", autoescape=True)))
         return found
 
 

@@ -31,6 +31,13 @@
 --             from the budget) and answered OK with reason 'held' and the deadline
 --             in place of at_ms; coupon_pay.lua issues on payment, the sweeper
 --             lapses it (docs/paid-vouchers.md). Event voucher_held after claim_held.
+-- ARGV[3]     '1': a shard of a sharded drop answers SHARD_DRY (internal, not
+--             remembered) for a claim its own stock cannot serve, so the engine
+--             can borrow units from the other shards first (its reason: the
+--             SKU, which a code claim learns here); absent: SOLD_OUT
+-- ARGV[4]     '1': the claims were sent before and passed the guard then (sent
+--             again after a borrow): the guard is skipped, so one claim is
+--             charged to the limiters once
 -- Returns     per claim: code, reason (on OK: '' or, for a code claim, the SKU
 --             it issued), claim_id, at_ms, n, then n triples of
 --             coupon_id, record, template spec (JSON); reason names a refusal
@@ -62,6 +69,8 @@
 --@include guard
 
 local idem_ttl = tonumber(ARGV[1])
+local dry_is_internal = ARGV[3] == '1'  -- sharded drops: borrow before refusing
+local guard_passed = ARGV[4] == '1'  -- sent again after a borrow: charged once already
 local now = now_ms()
 release_due_waves(now)
 local gate, gate_detail = sale_gate(now, true)
@@ -75,6 +84,7 @@ local per_day, budget = tonumber(lim[6] or '-1'), tonumber(lim[7] or '-1')
 local day = math.floor(now / DAY_MS)
 local day_field = tostring(day)
 local guard_cfg = load_guard_config(NCKEYS + 1)
+local guard_run = guard_cfg and not guard_passed  -- the config is read either way (flag)
 local out = {}
 local specs, tpls = {}, {}
 local MAX_COUPONS = 100  -- most coupons one claim may issue (bounds the script's run time)
@@ -272,8 +282,8 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
     end
     return answer(OK, code_arg and c.sku or '', claim_id, c.created, ids)
   end
-  if guard_cfg and not g then return answer(GUARD_CONTEXT_NEEDED) end  -- guarded since
-  if guard_cfg then  -- not remembered: a refused claim may pass later
+  if guard_run and not g then return answer(GUARD_CONTEXT_NEEDED) end  -- guarded since
+  if guard_run then  -- not remembered: a refused claim may pass later
     local verdict = guard(guard_cfg, g, now)
     if verdict ~= OK then return answer(verdict[1], verdict[2], verdict[3]) end
   end
@@ -374,7 +384,10 @@ local function claim_one(claim_id, user, sku, qty, wallet, idem, admission, iden
     if tonumber(rs[1]) < need then return refuse(SOLD_OUT, 'stock') end
     extra, extra_value, ref_price = 1, ref_cfg.v, rs[2]
   end
-  if avail < qty then return refuse(SOLD_OUT, 'stock') end
+  if avail < qty then
+    if dry_is_internal then return answer(SHARD_DRY, sku) end  -- borrowed, sent again
+    return refuse(SOLD_OUT, 'stock')
+  end
   if per_day >= 0 and tonumber(d[1] or '0') + qty + extra > per_day then
     return refuse(SOLD_OUT, 'per_day')
   end
@@ -419,11 +432,11 @@ end
 
 local batch = {}
 for i, a in ipairs(cmsgpack.unpack(ARGV[2])) do batch[i] = coupon_claim_arg_from(a) end
-if guard_cfg then guard_prefetch_batch(guard_cfg, batch) end  -- the batch's guard state in one read
+if guard_run then guard_prefetch_batch(guard_cfg, batch) end  -- the batch's guard state in one read
 for _, c in ipairs(batch) do
   claim_one(c.claim_id, c.user, c.sku, c.qty, KEYS[c.wallet_slot],
             c.idem_slot > 0 and KEYS[c.idem_slot] or nil, c.admission, c.identity, c.seed,
-            c.fingerprint, guard_cfg and guard_context(c.user, c.guard),
+            c.fingerprint, guard_run and guard_context(c.user, c.guard),
             c.code, c.points)
 end
 for f, n in pairs(tally) do redis.call('HINCRBY', C.cstats, f, n) end

@@ -1,13 +1,18 @@
-"""The sharded-campaign suite (tests/shards/test_shards.py, and the waiting room's
-tests/shards/test_shard_queue.py) in cluster mode: each shard's slot on whichever node
-holds it, moves between nodes, the queue on shard 0's node and passes checked on the
-others, the same invariants."""
+"""The sharded-campaign suite (tests/shards/test_shards.py, the waiting room's
+tests/shards/test_shard_queue.py and the sharded coupon drop's
+tests/shards/test_shard_coupons.py) in cluster mode: each shard's slot on whichever
+node holds it, moves between nodes, the queue on shard 0's node and passes checked on
+the others, the same invariants."""
 
 from redis.asyncio.cluster import RedisCluster
 
 from stampede import Engine
 from stampede.state import keys
 from tests.conftest import campaign_spec
+from tests.shards.test_shard_coupons import (
+    test_redeem_rollback_gift_and_patch_across_shards,
+    test_thousands_of_concurrent_coupon_claims_across_shards,
+)
 from tests.shards.test_shard_queue import (
     test_a_shard_refuses_a_pass_after_its_expiry,
     test_one_queue_admits_in_order_and_every_shard_checks_the_pass,
@@ -21,6 +26,8 @@ from tests.shards.test_shards import (
 )
 
 __all__ = [
+    "test_redeem_rollback_gift_and_patch_across_shards",
+    "test_thousands_of_concurrent_coupon_claims_across_shards",
     "test_a_dry_shard_borrows_and_claims_settle_on_their_shard",
     "test_a_shard_refuses_a_pass_after_its_expiry",
     "test_define_splits_every_wave",

@@ -23,7 +23,16 @@ from redis.asyncio import Redis
 
 from stampede.domain import throttle
 from stampede.domain.batcher import ClaimBatcher, in_flight
-from stampede.domain.coupons import changes, codes, discount, points, pricing, promo, templates
+from stampede.domain.coupons import (
+    changes,
+    codes,
+    discount,
+    points,
+    pricing,
+    promo,
+    sharded,
+    templates,
+)
 from stampede.domain.coupons.codes import CodeKeys
 from stampede.domain.coupons.paid import PaidVouchers
 from stampede.domain.coupons.points import PointsLedger
@@ -51,6 +60,7 @@ from stampede.domain.coupons.spec import (
 )
 from stampede.domain.gate import ClaimGate
 from stampede.domain.models import from_ms
+from stampede.domain.shards import MAX_ROUNDS, Shards, shard_of_user
 from stampede.domain.throttle import NO_GUARD, ChallengeView, ClientSignals, Guard
 from stampede.errors import UnavailableError, ValidationError
 from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, Outcome, parse_detail
@@ -124,6 +134,13 @@ def refused(outcome: Outcome, detail: str) -> Answer:
 
 _NEEDS_GUARD = Answer(Outcome.GUARD_CONTEXT_NEEDED)
 """Placeholder of a claim the script sent back for its guard context."""
+_DRY = "|dry"
+"""Batcher key suffix: a sharded drop's first try, answered SHARD_DRY when its shard
+is dry (the reason names the SKU, which a code claim learns in the script)."""
+_DRY_AGAIN = "|dry-again"
+"""A sharded drop's claim sent again after a borrow: SHARD_DRY still, the guard skipped."""
+_AGAIN = "|again"
+"""A sharded drop's claim sent a last time (its shard's answer stands), guard skipped."""
 
 
 @dataclass(frozen=True)
@@ -145,12 +162,14 @@ EXTEND_BATCH = 200
 
 class Coupons:
     def __init__(self, redis: "Redis", scripts: ScriptRegistry, settings: Settings,
-                 gate: ClaimGate) -> None:
+                 gate: ClaimGate, shards: Shards | None = None) -> None:
         self.redis = redis
         self.scripts = scripts
         self.settings = settings
         self.gate = gate
         """Admission tokens, challenges and guard state, shared with the sale claims."""
+        self.shards = shards if shards is not None else Shards(redis, scripts)
+        """Sharded drops: shard counts and moves of units, shared with the sale claims."""
         self._drops: dict[int, str] = {}
         self.points: PointsLedger | None = None
         """The points service (STAMPEDE_POINTS_URL), wired by the runtime; None: off."""
@@ -213,24 +232,48 @@ class Coupons:
         _check(identity is None or bool(_IDENTITY.match(identity)), "identity is not valid")
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
             raise ValidationError("Idempotency-Key must be 1 to 255 characters")
+        n = await self.shards.count(cid)
+        scid = cid if n is None or n <= 1 else keys.shard_id(cid, shard_of_user(user, n), n)
         referrer = ""
         if code is not None:
             _check(sku == "", "claim a SKU or a code, not both")
             code = codes.normalize(code)
             if not promo.well_formed(code):  # no code has this shape: nothing to look up
                 return Answer(Outcome.NOT_FOUND, "no_code")
-            referrer = await promo.referrer_of(self.redis, cid, code)
+            referrer = await promo.referrer_of(self.redis, scid, code)
         else:
             _check(keys.valid_sku(sku), "sku is not valid")
-        pending = _PendingCouponClaim(keys.new_claim_id(cid), user, sku, qty, idempotency_key,
+        pending = _PendingCouponClaim(keys.new_claim_id(scid), user, sku, qty, idempotency_key,
+                                      # a token admits to the campaign, not a shard
                                       self.gate.admission_exp(cid, user, admission_token),
                                       identity or "", codes.new_seed(),
-                                      self.gate.guard(cid, user, client), code, referrer)
+                                      self.gate.guard(scid, user, client), code, referrer)
+        if n is not None and n > 1:
+            return await self._claim_sharded(cid, n, scid, pending)
         answer: Answer = await self.batcher.submit(cid, pending)  # type: ignore[arg-type]
         if answer.reason == "points_price" and answer.params.get("amount", -1) > 0:
             # A points-priced SKU (the script said so, and its price): pay, then claim.
             return await self._exchange(cid, pending, answer.params["amount"] * qty)
         return answer
+
+    async def _claim_sharded(self, cid: str, n: int, scid: str,
+                             pending: _PendingCouponClaim) -> Answer:
+        """A claim of a sharded drop on the user's shard (scid); when that shard is dry,
+        units of the SKU are borrowed from the other shards and the claim sent again, as
+        a sale claim's (Engine._claim_sharded): SOLD_OUT means every other shard was read
+        dry after the shard's last try. The guard checks the first try only."""
+        k = keys.shard_of_id(scid)[1]
+        suffix = _DRY
+        for _ in range(MAX_ROUNDS):
+            answer: Answer = await self.batcher.submit(
+                scid + suffix, pending)  # type: ignore[arg-type]
+            if answer.outcome is not Outcome.SHARD_DRY:
+                return answer
+            suffix = _DRY_AGAIN
+            self.shards.dry += 1
+            if await self.shards.borrow(cid, n, k, answer.reason, pending.qty) == 0:
+                break
+        return await self.batcher.submit(scid + _AGAIN, pending)  # type: ignore[arg-type]
 
     async def _exchange(self, cid: str, pending: _PendingCouponClaim, total: int) -> Answer:
         """A claim of a points-priced SKU: debit, then claim; refund if the claim is refused."""
@@ -277,11 +320,22 @@ class Coupons:
 
     async def _claim_batch(self, cid: str,
                            claims: Sequence["_PendingCouponClaim"]) -> list[Answer]:
+        if cid.endswith(_DRY):  # a sharded drop's claims, dry answered SHARD_DRY
+            return await self.gate.guarded_batch(
+                cid.removesuffix(_DRY), claims,
+                lambda c, cs, g: self._claim_batch_once(c, cs, g, True), _NEEDS_GUARD)
+        if cid.endswith(_DRY_AGAIN):  # sent again after a borrow: past the guard already
+            return await self._claim_batch_once(cid.removesuffix(_DRY_AGAIN), claims, False,
+                                                True, True)
+        if cid.endswith(_AGAIN):
+            return await self._claim_batch_once(cid.removesuffix(_AGAIN), claims, False,
+                                                False, True)
         return await self.gate.guarded_batch(cid, claims, self._claim_batch_once,
                                              _NEEDS_GUARD)
 
     async def _claim_batch_once(self, cid: str, claims: Sequence["_PendingCouponClaim"],
-                                guarded: bool) -> list[Answer]:
+                                guarded: bool, dry: bool = False,
+                                passed: bool = False) -> list[Answer]:
         ks = [*keys.coupon_keys(cid), *keys.guard_keys(cid)]
         slot = throttle.key_slots(ks)  # each guard key once per batch
         recent = await self.gate.recent_counts(cid, claims)
@@ -303,7 +357,9 @@ class Coupons:
                 fingerprint=f"{c.sku}:{c.qty}" if c.code is None else f"code:{c.code}:{c.qty}",
                 guard=guard, code=code, points=c.paid))
         reply = await self.scripts.run("coupon_claim", ks, [
-            self.settings.idempotency_ttl_s * 1000, records.encode_claims(batch)])
+            self.settings.idempotency_ttl_s * 1000, records.encode_claims(batch),
+            "1" if dry else "0", "1" if passed else "0"])
+        campaign = keys.shard_of_id(cid)[0]
         answers, i = [], 0
         for c in claims:
             code, reason, claim_id, at, n = reply[i:i + 5]
@@ -312,6 +368,9 @@ class Coupons:
             outcome = OUTCOMES[int(code)]
             if outcome is Outcome.GUARD_CONTEXT_NEEDED:  # guarded after all: sent again
                 answers.append(_NEEDS_GUARD)
+                continue
+            if outcome is Outcome.SHARD_DRY:  # the reason names the SKU to borrow
+                answers.append(Answer(outcome, reason))
                 continue
             if outcome in GUARD_REFUSALS:
                 r = self.gate.refusal(cid, c.user, outcome, reason, claim_id)
@@ -326,11 +385,11 @@ class Coupons:
                      for j in range(0, len(rows), 3) if rows[j + 1]]
             if reason == "held":  # a paid voucher: held until paid (at: its deadline)
                 answers.append(Answer(outcome, "", CouponClaimView(
-                    claim_id=claim_id, campaign_id=cid, sku=c.sku, qty=c.qty, coupons=[],
+                    claim_id=claim_id, campaign_id=campaign, sku=c.sku, qty=c.qty, coupons=[],
                     status="held", hold_deadline=from_ms(int(at)))))
                 continue
             answers.append(Answer(outcome, "", CouponClaimView(  # a code claim's SKU: reason
-                claim_id=claim_id, campaign_id=cid, sku=reason or c.sku, qty=c.qty,
+                claim_id=claim_id, campaign_id=campaign, sku=reason or c.sku, qty=c.qty,
                 coupons=views)))
         self.gate.note(cid, int(reply[-1]), claims, answers)
         return answers
@@ -359,7 +418,8 @@ class Coupons:
             shown = r.status  # type: ignore[assignment]
         t = f.template
         return CouponView(
-            coupon_id=f.coupon_id, campaign_id=f.cid, template=r.tpl, kind=t.kind,
+            coupon_id=f.coupon_id, campaign_id=keys.shard_of_id(f.cid)[0], template=r.tpl,
+            kind=t.kind,
             status=shown, face_value=t.face_value, threshold=t.threshold, percent=t.percent,
             item=t.item, uses_left=r.uses, uses=t.uses, valid_from=from_ms(r.vf),
             valid_to=from_ms(r.vt), claimed_at=from_ms(r.claimed),
@@ -578,6 +638,22 @@ class Coupons:
         """A live change of a drop's caps and templates, one script run and one event
         (changes.py says what issued coupons make of it). The view: CouponDropPatched."""
         _check(keys.valid_campaign_id(cid), "campaign id is not valid")
+        n = await self.shards.count(cid)
+        if n is None or n <= 1:
+            return await self._patch_shard(cid, patch, actor)
+        sharded.check_patch(patch)
+        answers = []
+        for k in range(n):  # each shard in turn, each atomically (as a campaign patch)
+            answer = await self._patch_shard(keys.shard_id(cid, k, n), patch, actor)
+            if answer.outcome is not Outcome.OK:
+                return answer
+            answers.append(answer)
+        views = [cast(CouponDropPatched, a.view) for a in answers]
+        return Answer(Outcome.OK, "", CouponDropPatched(
+            campaign_id=cid, changed=views[0].changed,
+            coupons_extended=sum(v.coupons_extended for v in views)))
+
+    async def _patch_shard(self, cid: str, patch: CouponDropPatch, actor: str) -> Answer:
         meta = keys.campaign_keys(cid).meta
         for _ in range(10):  # read, change, write if no other change came between
             answer = await self._patch_once(cid, meta, patch, actor)
@@ -627,7 +703,8 @@ class Coupons:
         cid = keys.campaign_of_claim(coupon_id)
         if cid is None or not keys.valid_user_id(user):
             return Answer(Outcome.NOT_FOUND)
-        token = f"{cid}.{secrets.token_hex(16)}"
+        # The token names the campaign (a sharded drop's shard is found on acceptance).
+        token = f"{keys.shard_of_id(cid)[0]}.{secrets.token_hex(16)}"
         code, reason, expires = await self.scripts.run(
             "coupon_gift_offer", [*keys.coupon_keys(cid)], [coupon_id, user,
                                                             _token_hash(token), ttl_ms])
@@ -641,7 +718,7 @@ class Coupons:
         m = _TOKEN.match(token)
         if m is None or not keys.valid_user_id(user):
             return Answer(Outcome.NOT_FOUND)
-        cid = m.group(1)
+        cid = await self._gift_shard(m.group(1), _token_hash(token))
         code, reason, coupon_id = await self.scripts.run(
             "coupon_gift_accept", [*keys.coupon_keys(cid), keys.wallet_key(cid, user)],
             [_token_hash(token), user, codes.new_seed(), secrets.token_hex(8)])
@@ -649,6 +726,19 @@ class Coupons:
         if outcome is not Outcome.OK:
             return refused(outcome, reason)
         return Answer(outcome, "", await self.coupon(coupon_id, user))
+
+    async def _gift_shard(self, cid: str, token_hash: str) -> str:
+        """The shard of a sharded drop that holds the gift (the giver's: the coupon
+        stays there, in the recipient's wallet of that shard); `cid` if not sharded."""
+        n = await self.shards.count(cid)
+        if n is None or n <= 1:
+            return cid
+        ids = [keys.shard_id(cid, k, n) for k in range(n)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for scid in ids:
+                pipe.hexists(keys.coupon_keys(scid).drop.gifts, token_hash)
+            found = await pipe.execute()
+        return next((scid for scid, f in zip(ids, found, strict=True) if f), cid)
 
     # -- housekeeping and stats ---------------------------------------------
 
@@ -679,12 +769,14 @@ class Coupons:
     async def stats(self, cid: str) -> CouponStats | None:
         if not keys.valid_campaign_id(cid):
             return None
-        ks = keys.coupon_keys(cid)
+        n = await self.shards.count(cid)
+        ids = [cid] if n is None or n <= 1 else [keys.shard_id(cid, k, n) for k in range(n)]
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(ks.campaign.meta, "coupons", "cp_budget")
-            pipe.hgetall(ks.drop.cstats)
-            meta, raw = await pipe.execute()
-        return stats_from(cid, meta, raw)
+            pipe.hmget(keys.campaign_keys(cid).meta, "coupons", "cp_budget")
+            for scid in ids:  # a sharded drop's counters: the shards added up
+                pipe.hgetall(keys.coupon_keys(scid).drop.cstats)
+            meta, *raw = await pipe.execute()
+        return stats_from(cid, meta, raw[0] if len(raw) == 1 else sharded.merged_cstats(raw))
 
     # -- merchants -----------------------------------------------------------
 
