@@ -50,3 +50,19 @@ local function phase_opening(phases, tiers, user, segment_key)
   end
   return opens or nil
 end
+
+-- The phase gate of a claim: nil when the claimant's access phase is open at
+-- `now` (or the campaign has no phases), else the refusal's code and detail:
+-- NOT_ELIGIBLE when no phase admits them (counted through `tally`, the script's
+-- outcome counter, as not_eligible), NOT_OPEN 'phase_not_open:<opens_ms>:<wait_ms>'
+-- before their phase opens.
+local function phase_refusal(phases, tiers, user, segment_key, now, tally)
+  if not phases then return nil end
+  local opens = phase_opening(phases, tiers, user, segment_key)
+  if not opens then
+    tally('not_eligible')
+    return NOT_ELIGIBLE, 'not_eligible'
+  end
+  if now < opens then return NOT_OPEN, 'phase_not_open:' .. opens .. ':' .. (opens - now) end
+  return nil
+end
