@@ -50,17 +50,23 @@ local function serves(a, channel, tiers)
   return true
 end
 
--- The allocations that serve a claimant, in spec order; kept per run by channel and
--- tiers (`allocs.serving`), as claimants of a rush mostly come alike.
+-- The allocations that serve a claimant, in spec order; kept per run by tiers and
+-- channel (`allocs.serving`: memo_node by tiers, then by channel), as claimants of
+-- a rush mostly come alike.
 local function serving(allocs, channel, tiers)
-  local key = channel .. '|' .. table.concat(tiers, ',')
-  local list = allocs.serving[key]
+  local node = memo_node(allocs.serving, tiers)
+  local by_channel = node[MEMO_VALUE]
+  if not by_channel then
+    by_channel = {}
+    node[MEMO_VALUE] = by_channel
+  end
+  local list = by_channel[channel]
   if not list then
     list = {}
     for _, a in ipairs(allocs) do
       if serves(a, channel, tiers) then list[#list + 1] = a end
     end
-    allocs.serving[key] = list
+    by_channel[channel] = list
   end
   return list
 end
@@ -97,10 +103,20 @@ end
 -- Spend a take: the allocations' reserved units (written once per script by
 -- allocations_flush), and "name:n,..." for the claim.
 local function allocation_spend(take)
-  if #take == 1 then  -- (the usual take: one allocation's units)
+  if #take == 1 then  -- (the usual take: one allocation's units, its text made once a run)
     local a, n = take[1][1], take[1][2]
     a.r, a.dirty = a.r - n, true
-    return a.name .. ':' .. n
+    local texts = a.texts
+    if not texts then
+      texts = {}
+      a.texts = texts
+    end
+    local text = texts[n]
+    if not text then
+      text = a.name .. ':' .. n
+      texts[n] = text
+    end
+    return text
   end
   local parts = {}
   for _, t in ipairs(take) do

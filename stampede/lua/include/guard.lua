@@ -48,6 +48,8 @@
 
 local g_limiter, g_lists, g_state = nil, nil, nil  -- the campaign's GuardKeys
 local g_cfg = nil  -- its config, for guard_flush
+-- Whether a context names its device's (network's) state field: some check reads it.
+local g_reads_device, g_reads_network = false, false
 
 -- The campaign's config (nil when unguarded), decoded once per run; `slot` is
 -- the KEYS index of its guard keys.
@@ -59,6 +61,8 @@ local function load_guard_config(slot)
   local cfg = guard_config_from(cjson.decode(raw))
   cfg.lists = redis.call('EXISTS', g_lists) == 1
   g_cfg = cfg
+  g_reads_device = (cfg.device or cfg.accounts_per_device) and true or false
+  g_reads_network = (cfg.network or cfg.accounts_per_network) and true or false
   return cfg
 end
 
@@ -73,6 +77,18 @@ local g_refused, g_tally = {}, {}
 -- accounts limit, 0 none); g_dirty names those changed. The lists' marks
 -- (false: none), and the users' lapse counts when a rule reads them.
 local g_fields, g_dirty, g_marks, g_lapses = {}, {}, {}, nil
+
+-- Numbers as text, each converted once per run: a batch's times and fresh TATs
+-- repeat, and a conversion costs more than the lookup.
+local g_text = {}
+local function text_of(x)
+  local t = g_text[x]
+  if not t then
+    t = tostring(x)
+    g_text[x] = t
+  end
+  return t
+end
 
 local function decode_field(field, raw)
   if string.byte(field) == 117 then return tonumber(raw or '0') end  -- 'u:'
@@ -105,14 +121,9 @@ end
 -- nil when no check reads them); nil if the claim came without one.
 local function guard_context(user, g)
   if g and not g.fu then
-    local cfg = g_cfg or {}
     g.user, g.fu = user, 'u:' .. user
-    if g.device ~= '' and (cfg.device or cfg.accounts_per_device) then
-      g.fd = 'd:' .. g.device
-    end
-    if g.network ~= '' and (cfg.network or cfg.accounts_per_network) then
-      g.fn = 'n:' .. g.network
-    end
+    if g_reads_device and g.device ~= '' then g.fd = 'd:' .. g.device end
+    if g_reads_network and g.network ~= '' then g.fn = 'n:' .. g.network end
   end
   return g
 end
@@ -176,7 +187,7 @@ end
 -- distinct accounts the window holds counting `user`, and the list once
 -- `user` is seen now (nil when over `cap`: no need to go on).
 local function accounts_seen(list, now, user, window, cap)
-  if list == '' then return 1, now .. ' ' .. user .. ',' end
+  if list == '' then return 1, text_of(now) .. ' ' .. user .. ',' end
   local cutoff, n, kept = now - window, 1, {}
   for t, u in string.gmatch(list, '(%d+) ([^,]*),') do
     if u ~= user and tonumber(t) > cutoff then
@@ -185,7 +196,7 @@ local function accounts_seen(list, now, user, window, cap)
       kept[n - 1] = t .. ' ' .. u .. ','
     end
   end
-  kept[n] = now .. ' ' .. user .. ','
+  kept[n] = text_of(now) .. ' ' .. user .. ','
   return n, table.concat(kept)
 end
 
@@ -334,7 +345,7 @@ local function guard_flush(now)
   for field in pairs(g_dirty) do
     local e, value, at = g_fields[field], nil, nil
     if type(e) == 'number' then
-      value, at = e, e
+      value, at = text_of(e), e
     else
       -- A list is kept a window after it was last written (its newest account
       -- is at most that old); lists of a check since removed are dropped.
@@ -345,7 +356,7 @@ local function guard_flush(now)
         window = acc and acc.window_ms or 0
       end
       if window == 0 then e.list = '' end
-      value = (e.tat > 0 and e.tat or '') .. '|' .. e.list
+      value = (e.tat > 0 and text_of(e.tat) or '') .. '|' .. e.list
       at = math.max(e.tat, e.list ~= '' and now + window or 0)
     end
     local ttl = ttl_of[at]
