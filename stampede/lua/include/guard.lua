@@ -38,10 +38,10 @@
 --                TAT ('' none), and the accounts seen there lately,
 --                "<ms> <user>," each (accounts_seen); expires after the TAT
 --                and a window after it was last written with accounts
--- A run reads the fields of its whole batch in one HMGET (guard_prefetch),
--- keeps them decoded as its claims change them, and writes the changed ones
--- at the end in one HSETEX per expiry (guard_flush), as include/holds.lua
--- does for holds. Proof-of-work nonces keep a key each (rare: one per solved
+-- A run reads the fields of its whole batch in one HMGET
+-- (guard_prefetch_batch), keeps them decoded as its claims change them, and
+-- writes the changed ones at the end in one HSETEX per expiry (guard_flush),
+-- as include/holds.lua does for holds. Proof-of-work nonces keep a key each (rare: one per solved
 -- challenge), checked and set at once with SET NX.
 
 --@include args
@@ -128,30 +128,47 @@ local function guard_context(user, g)
   return g
 end
 
--- Read ahead what the batch's guard contexts will check: their state fields
+-- Read ahead what a batch's guarded claims (the claim arguments of `batch` with a
+-- GuardArg `guard`) will check, as guard_context names it: their state fields
 -- (one HMGET), their list marks when the campaign has lists, and, when a risk
 -- rule reads lapses, each user's lapses. Anything not read ahead is read when
--- it is met.
-local function guard_prefetch(cfg, contexts)
+-- it is met. One pass over the batch names everything.
+local function guard_prefetch_batch(cfg, batch)
   local want, n = {}, 0
-  local function ask(f)
-    if f and g_fields[f] == nil then
-      g_fields[f] = false  -- asked
-      n = n + 1
-      want[n] = f
+  local contexts, nc = {}, 0
+  local user_rate = cfg.user and true or false
+  for _, c in ipairs(batch) do
+    local g = c.guard
+    if g then
+      g = guard_context(c.user, g)
+      nc = nc + 1
+      contexts[nc] = g
+      local f = user_rate and g.fu
+      if f and g_fields[f] == nil then
+        g_fields[f] = false  -- asked
+        n = n + 1
+        want[n] = f
+      end
+      f = g.fd
+      if f and g_fields[f] == nil then
+        g_fields[f] = false
+        n = n + 1
+        want[n] = f
+      end
+      f = g.fn
+      if f and g_fields[f] == nil then
+        g_fields[f] = false
+        n = n + 1
+        want[n] = f
+      end
     end
-  end
-  for _, g in ipairs(contexts) do
-    if cfg.user then ask(g.fu) end
-    ask(g.fd)
-    ask(g.fn)
   end
   local v = hmget_chunked(g_state, want)
   for i = 1, n do g_fields[want[i]] = decode_field(want[i], v[i]) end
   if cfg.lists then
     local marks = {}
     for _, g in ipairs(contexts) do
-      marks[#marks + 1] = 'u:' .. g.user
+      marks[#marks + 1] = g.fu
       marks[#marks + 1] = 'd:' .. g.device
       marks[#marks + 1] = 'n:' .. g.network
     end
@@ -159,25 +176,18 @@ local function guard_prefetch(cfg, contexts)
     for i, f in ipairs(marks) do g_marks[f] = m[i] or false end
   end
   for _, rule in ipairs(cfg.risk) do
-    if rule.signal == 'lapses' and #contexts > 0 then
+    if rule.signal == 'lapses' and nc > 0 then
       local fields = {}
       for i, g in ipairs(contexts) do fields[i] = g.user .. '|~lapsed' end
       local l = hmget_chunked(K.users, fields)
       g_lapses = {}
-      for i, g in ipairs(contexts) do g_lapses[g.user] = tonumber(l[i] or '0') end
+      for i, g in ipairs(contexts) do
+        local raw = l[i]
+        g_lapses[g.user] = raw and tonumber(raw) or 0
+      end
       break
     end
   end
-end
-
--- guard_prefetch for a batch of claim arguments: the contexts of its guarded
--- claims (those with a GuardArg `guard`).
-local function guard_prefetch_batch(cfg, batch)
-  local contexts = {}
-  for _, c in ipairs(batch) do
-    if c.guard then contexts[#contexts + 1] = guard_context(c.user, c.guard) end
-  end
-  guard_prefetch(cfg, contexts)
 end
 
 -- Distinct accounts on one device or network over a sliding window, exact
@@ -215,7 +225,7 @@ end
 local function guard_verdict(cfg, g, now)
   local allowed = false
   if cfg.lists then
-    local l = {mark_of('u:' .. g.user), mark_of('d:' .. g.device), mark_of('n:' .. g.network)}
+    local l = {mark_of(g.fu), mark_of('d:' .. g.device), mark_of('n:' .. g.network)}
     for i, why in ipairs({'user_blocked', 'device_blocked', 'network_blocked'}) do
       if l[i] == 'b' then return {BLOCKED, why, ''} end
       if l[i] == 'a' then allowed = true end
@@ -366,17 +376,17 @@ local function guard_flush(now)
     end
     local fv = by_ttl[ttl]
     if not fv then
-      fv = {}
+      fv = {n = 0}
       by_ttl[ttl] = fv
       ttls[#ttls + 1] = ttl
     end
-    fv[#fv + 1] = field
-    fv[#fv + 1] = value
+    local k = fv.n
+    fv[k + 1], fv[k + 2], fv.n = field, value, k + 2
   end
   for _, ttl in ipairs(ttls) do
     local fv = by_ttl[ttl]
-    for i = 1, #fv, 2000 do
-      local last = math.min(i + 1999, #fv)
+    for i = 1, fv.n, 2000 do
+      local last = math.min(i + 1999, fv.n)
       redis.call('HSETEX', g_state, 'PX', ttl, 'FIELDS', (last - i + 1) / 2,
                  unpack(fv, i, last))
     end
