@@ -195,9 +195,10 @@ end
 -- ms (user ids have neither space nor comma), at most reject_above of them,
 -- as a new account above that is refused, never added. Returns how many
 -- distinct accounts the window holds counting `user`, and the list once
--- `user` is seen now (nil when over `cap`: no need to go on).
-local function accounts_seen(list, now, user, window, cap)
-  if list == '' then return 1, text_of(now) .. ' ' .. user .. ',' end
+-- `user` is seen now (nil when over `cap`: no need to go on). `entry` is the
+-- request's own item, "<now> <user>,", made once for both lists.
+local function accounts_seen(list, now, user, window, cap, entry)
+  if list == '' then return 1, entry end
   local cutoff, n, kept = now - window, 1, {}
   for t, u in string.gmatch(list, '(%d+) ([^,]*),') do
     if u ~= user and tonumber(t) > cutoff then
@@ -206,7 +207,7 @@ local function accounts_seen(list, now, user, window, cap)
       kept[n - 1] = t .. ' ' .. u .. ','
     end
   end
-  kept[n] = text_of(now) .. ' ' .. user .. ','
+  kept[n] = entry
   return n, table.concat(kept)
 end
 
@@ -273,10 +274,12 @@ local function guard_verdict(cfg, g, now)
   local d_list, n_list  -- the device's and network's accounts once this one is let through
   if not allowed then
     local acc = cfg.accounts_per_device
+    local entry = (acc or cfg.accounts_per_network)  -- this request in an accounts list
+      and text_of(now) .. ' ' .. g.user .. ','
     if acc and g.fd then
       local n
       n, d_list = accounts_seen(state_of(g.fd).list, now, g.user, acc.window_ms,
-                                acc.reject_above)
+                                acc.reject_above, entry)
       if n > acc.reject_above then return {BLOCKED, 'accounts_per_device', ''} end
       if n > acc.challenge_above then level, why = 1, 'accounts_per_device' end
     end
@@ -284,7 +287,7 @@ local function guard_verdict(cfg, g, now)
     if acc and g.fn then
       local n
       n, n_list = accounts_seen(state_of(g.fn).list, now, g.user, acc.window_ms,
-                                acc.reject_above)
+                                acc.reject_above, entry)
       if n > acc.reject_above then return {BLOCKED, 'accounts_per_network', ''} end
       if n > acc.challenge_above then level, why = level + 1, 'accounts_per_network' end
     end
