@@ -41,8 +41,8 @@
 -- A run reads the fields of its whole batch in one HMGET
 -- (guard_prefetch_batch), keeps them decoded as its claims change them, and
 -- writes the changed ones at the end in one HSETEX per expiry (guard_flush),
--- as include/holds.lua does for holds. Proof-of-work nonces keep a key each (rare: one per solved
--- challenge), checked and set at once with SET NX.
+-- as include/holds.lua does for holds. Proof-of-work nonces keep a key each
+-- (rare: one per solved challenge), checked and set at once with SET NX.
 
 --@include args
 
