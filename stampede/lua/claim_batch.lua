@@ -136,16 +136,8 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
     for _, t in ipairs(tiers or {}) do lent[#lent + 1] = t end
     tiers = lent
   end
-  if phases then
-    local opens = phase_opening(phases, tiers or {}, user, P.segments)
-    if not opens then
-      tally_one('not_eligible')
-      return answer(NOT_ELIGIBLE, 'not_eligible')
-    end
-    if now < opens then
-      return answer(NOT_OPEN, 'phase_not_open:' .. opens .. ':' .. (opens - now))
-    end
-  end
+  local refused, why = phase_refusal(phases, tiers or {}, user, P.segments, now, tally_one)
+  if refused then return answer(refused, why) end
   if waiting_room and not admitted(now, user, admission, waiting_room) then
     return answer(ADMISSION_REQUIRED)
   end

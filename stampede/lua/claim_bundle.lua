@@ -138,16 +138,8 @@ local function claim_one(b)
     for _, t in ipairs(tiers) do lent[#lent + 1] = t end
     tiers = lent
   end
-  if phases then
-    local opens = phase_opening(phases, tiers, user, P.segments)
-    if not opens then
-      tally_one('not_eligible')
-      return answer(NOT_ELIGIBLE, 'not_eligible')
-    end
-    if now < opens then
-      return answer(NOT_OPEN, 'phase_not_open:' .. opens .. ':' .. (opens - now))
-    end
-  end
+  local refused, why = phase_refusal(phases, tiers, user, P.segments, now, tally_one)
+  if refused then return answer(refused, why) end
   if waiting_room and not admitted(now, user, a.admission, waiting_room) then
     return answer(ADMISSION_REQUIRED)
   end

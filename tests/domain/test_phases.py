@@ -156,6 +156,31 @@ async def test_thousands_of_claims_across_tiers_only_the_open_phases_sell(
     assert stats and stats.skus[0].available == 0 and stats.skus[0].held == 300
 
 
+async def test_claimants_of_one_batch_each_hear_their_own_phase(engine: Engine) -> None:
+    # The script keeps each tier list's opening for its run: lists that are prefixes
+    # of one another, or the same tiers in another order, are still told apart.
+    await engine.define_campaign("p9", phased(stock=1_000))
+    lists: list[list[str]] = [[], ["fanclub"], ["fanclub", "vip"], ["vip", "fanclub"],
+                              ["fanclub", "press"], ["press"], ["vip"]]
+    claims = [(f"u{i}-{j}", tiers) for i in range(20) for j, tiers in enumerate(lists)]
+    results = await asyncio.gather(*(engine.claim("p9", u, "tee", tiers=tiers)
+                                     for u, tiers in claims))
+    fans = public = None
+    for (_, tiers), r in zip(claims, results, strict=True):
+        if "vip" in tiers:
+            assert r.outcome is Outcome.OK, (tiers, r)
+            continue
+        assert r.outcome is Outcome.NOT_OPEN and r.reason == "phase_not_open", (tiers, r)
+        opens = r.params["opens_ms"]
+        if "fanclub" in tiers:
+            fans = fans or opens
+            assert opens == fans, tiers
+        else:
+            public = public or opens
+            assert opens == public, tiers
+    assert fans and public and public - fans == 100_000
+
+
 async def test_the_readme_concert_spec_is_accepted(engine: Engine) -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     section = readme.split("## Presales", 1)[1]

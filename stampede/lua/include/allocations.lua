@@ -50,23 +50,29 @@ local function serves(a, channel, tiers)
   return true
 end
 
--- The allocations that serve a claimant, in spec order; kept per run by channel and
--- tiers (`allocs.serving`), as claimants of a rush mostly come alike.
+-- The allocations that serve a claimant, in spec order; kept per run by tiers and
+-- channel (`allocs.serving`: memo_node by tiers, then by channel), as claimants of
+-- a rush mostly come alike.
 local function serving(allocs, channel, tiers)
-  local key = channel .. '|' .. table.concat(tiers, ',')
-  local list = allocs.serving[key]
+  local node = memo_node(allocs.serving, tiers)
+  local by_channel = node[MEMO_VALUE]
+  if not by_channel then
+    by_channel = {}
+    node[MEMO_VALUE] = by_channel
+  end
+  local list = by_channel[channel]
   if not list then
     list = {}
     for _, a in ipairs(allocs) do
       if serves(a, channel, tiers) then list[#list + 1] = a end
     end
-    allocs.serving[key] = list
+    by_channel[channel] = list
   end
   return list
 end
 
--- What a claim of `qty` takes: a list of {allocation, units} from the allocations
--- that admit it (in spec order), the rest from the shared pool; nil when the
+-- What a claim of `qty` takes: a flat list allocation, units, ... from the
+-- allocations that admit it (in spec order), the rest from the shared pool; nil when the
 -- allocations it may use and the shared pool hold fewer than qty units (or the
 -- SKU fewer available: reserved units may not be released yet).
 local function allocation_take(allocs, available, qty, channel, tiers)
@@ -82,12 +88,12 @@ local function allocation_take(allocs, available, qty, channel, tiers)
   local shared = available - reserved
   if shared < 0 then shared = 0 end
   if qty > own + shared then return nil end
-  local take, left = {}, qty
+  local take, k, left = {}, 0, qty
   for _, a in ipairs(mine) do
     if left == 0 then break end
     if a.r > 0 then
       local n = math.min(a.r, left)
-      take[#take + 1] = {a, n}
+      take[k + 1], take[k + 2], k = a, n, k + 2
       left = left - n
     end
   end
@@ -97,15 +103,26 @@ end
 -- Spend a take: the allocations' reserved units (written once per script by
 -- allocations_flush), and "name:n,..." for the claim.
 local function allocation_spend(take)
-  if #take == 1 then  -- (the usual take: one allocation's units)
-    local a, n = take[1][1], take[1][2]
+  if #take == 2 then  -- (the usual take: one allocation's units, its text made once a run)
+    local a, n = take[1], take[2]
     a.r, a.dirty = a.r - n, true
-    return a.name .. ':' .. n
+    local texts = a.texts
+    if not texts then
+      texts = {}
+      a.texts = texts
+    end
+    local text = texts[n]
+    if not text then
+      text = a.name .. ':' .. n
+      texts[n] = text
+    end
+    return text
   end
   local parts = {}
-  for _, t in ipairs(take) do
-    t[1].r, t[1].dirty = t[1].r - t[2], true
-    parts[#parts + 1] = t[1].name .. ':' .. t[2]
+  for i = 1, #take, 2 do
+    local a, n = take[i], take[i + 1]
+    a.r, a.dirty = a.r - n, true
+    parts[#parts + 1] = a.name .. ':' .. n
   end
   return table.concat(parts, ',')
 end

@@ -132,6 +132,25 @@ local function units_add(user, sku, n)
   units_put(user, by)
 end
 
+-- A run's memo keyed by a list of strings (a claimant's tiers) without joining
+-- them into one (a new string each claim): a tree of tables, one level per item;
+-- what is kept for the list sits in its node under the key MEMO_VALUE, a table
+-- no item can equal.
+local MEMO_VALUE = {}
+local function memo_node(root, list)
+  local node = root
+  for i = 1, #list do
+    local item = list[i]
+    local next_node = node[item]
+    if not next_node then
+      next_node = {}
+      node[item] = next_node
+    end
+    node = next_node
+  end
+  return node
+end
+
 -- Presale price steps (stampede/domain/pricing.py): stock field "<sku>.ps",
 -- 'price@until_ms@first_units@tier,tier;...' (a condition '' when absent),
 -- parsed once per SKU and script run; nil when the SKU has none.

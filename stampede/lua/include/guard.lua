@@ -38,16 +38,18 @@
 --                TAT ('' none), and the accounts seen there lately,
 --                "<ms> <user>," each (accounts_seen); expires after the TAT
 --                and a window after it was last written with accounts
--- A run reads the fields of its whole batch in one HMGET (guard_prefetch),
--- keeps them decoded as its claims change them, and writes the changed ones
--- at the end in one HSETEX per expiry (guard_flush), as include/holds.lua
--- does for holds. Proof-of-work nonces keep a key each (rare: one per solved
--- challenge), checked and set at once with SET NX.
+-- A run reads the fields of its whole batch in one HMGET
+-- (guard_prefetch_batch), keeps them decoded as its claims change them, and
+-- writes the changed ones at the end in one HSETEX per expiry (guard_flush),
+-- as include/holds.lua does for holds. Proof-of-work nonces keep a key each
+-- (rare: one per solved challenge), checked and set at once with SET NX.
 
 --@include args
 
 local g_limiter, g_lists, g_state = nil, nil, nil  -- the campaign's GuardKeys
 local g_cfg = nil  -- its config, for guard_flush
+-- Whether a context names its device's (network's) state field: some check reads it.
+local g_reads_device, g_reads_network = false, false
 
 -- The campaign's config (nil when unguarded), decoded once per run; `slot` is
 -- the KEYS index of its guard keys.
@@ -59,6 +61,8 @@ local function load_guard_config(slot)
   local cfg = guard_config_from(cjson.decode(raw))
   cfg.lists = redis.call('EXISTS', g_lists) == 1
   g_cfg = cfg
+  g_reads_device = (cfg.device or cfg.accounts_per_device) and true or false
+  g_reads_network = (cfg.network or cfg.accounts_per_network) and true or false
   return cfg
 end
 
@@ -73,6 +77,18 @@ local g_refused, g_tally = {}, {}
 -- accounts limit, 0 none); g_dirty names those changed. The lists' marks
 -- (false: none), and the users' lapse counts when a rule reads them.
 local g_fields, g_dirty, g_marks, g_lapses = {}, {}, {}, nil
+
+-- Numbers as text, each converted once per run: a batch's times and fresh TATs
+-- repeat, and a conversion costs more than the lookup.
+local g_text = {}
+local function text_of(x)
+  local t = g_text[x]
+  if not t then
+    t = tostring(x)
+    g_text[x] = t
+  end
+  return t
+end
 
 local function decode_field(field, raw)
   if string.byte(field) == 117 then return tonumber(raw or '0') end  -- 'u:'
@@ -105,42 +121,54 @@ end
 -- nil when no check reads them); nil if the claim came without one.
 local function guard_context(user, g)
   if g and not g.fu then
-    local cfg = g_cfg or {}
     g.user, g.fu = user, 'u:' .. user
-    if g.device ~= '' and (cfg.device or cfg.accounts_per_device) then
-      g.fd = 'd:' .. g.device
-    end
-    if g.network ~= '' and (cfg.network or cfg.accounts_per_network) then
-      g.fn = 'n:' .. g.network
-    end
+    if g_reads_device and g.device ~= '' then g.fd = 'd:' .. g.device end
+    if g_reads_network and g.network ~= '' then g.fn = 'n:' .. g.network end
   end
   return g
 end
 
--- Read ahead what the batch's guard contexts will check: their state fields
+-- Read ahead what a batch's guarded claims (the claim arguments of `batch` with a
+-- GuardArg `guard`) will check, as guard_context names it: their state fields
 -- (one HMGET), their list marks when the campaign has lists, and, when a risk
 -- rule reads lapses, each user's lapses. Anything not read ahead is read when
--- it is met.
-local function guard_prefetch(cfg, contexts)
+-- it is met. One pass over the batch names everything.
+local function guard_prefetch_batch(cfg, batch)
   local want, n = {}, 0
-  local function ask(f)
-    if f and g_fields[f] == nil then
-      g_fields[f] = false  -- asked
-      n = n + 1
-      want[n] = f
+  local contexts, nc = {}, 0
+  local user_rate = cfg.user and true or false
+  for _, c in ipairs(batch) do
+    local g = c.guard
+    if g then
+      g = guard_context(c.user, g)
+      nc = nc + 1
+      contexts[nc] = g
+      local f = user_rate and g.fu
+      if f and g_fields[f] == nil then
+        g_fields[f] = false  -- asked
+        n = n + 1
+        want[n] = f
+      end
+      f = g.fd
+      if f and g_fields[f] == nil then
+        g_fields[f] = false
+        n = n + 1
+        want[n] = f
+      end
+      f = g.fn
+      if f and g_fields[f] == nil then
+        g_fields[f] = false
+        n = n + 1
+        want[n] = f
+      end
     end
-  end
-  for _, g in ipairs(contexts) do
-    if cfg.user then ask(g.fu) end
-    ask(g.fd)
-    ask(g.fn)
   end
   local v = hmget_chunked(g_state, want)
   for i = 1, n do g_fields[want[i]] = decode_field(want[i], v[i]) end
   if cfg.lists then
     local marks = {}
     for _, g in ipairs(contexts) do
-      marks[#marks + 1] = 'u:' .. g.user
+      marks[#marks + 1] = g.fu
       marks[#marks + 1] = 'd:' .. g.device
       marks[#marks + 1] = 'n:' .. g.network
     end
@@ -148,25 +176,18 @@ local function guard_prefetch(cfg, contexts)
     for i, f in ipairs(marks) do g_marks[f] = m[i] or false end
   end
   for _, rule in ipairs(cfg.risk) do
-    if rule.signal == 'lapses' and #contexts > 0 then
+    if rule.signal == 'lapses' and nc > 0 then
       local fields = {}
       for i, g in ipairs(contexts) do fields[i] = g.user .. '|~lapsed' end
       local l = hmget_chunked(K.users, fields)
       g_lapses = {}
-      for i, g in ipairs(contexts) do g_lapses[g.user] = tonumber(l[i] or '0') end
+      for i, g in ipairs(contexts) do
+        local raw = l[i]
+        g_lapses[g.user] = raw and tonumber(raw) or 0
+      end
       break
     end
   end
-end
-
--- guard_prefetch for a batch of claim arguments: the contexts of its guarded
--- claims (those with a GuardArg `guard`).
-local function guard_prefetch_batch(cfg, batch)
-  local contexts = {}
-  for _, c in ipairs(batch) do
-    if c.guard then contexts[#contexts + 1] = guard_context(c.user, c.guard) end
-  end
-  guard_prefetch(cfg, contexts)
 end
 
 -- Distinct accounts on one device or network over a sliding window, exact
@@ -174,9 +195,10 @@ end
 -- ms (user ids have neither space nor comma), at most reject_above of them,
 -- as a new account above that is refused, never added. Returns how many
 -- distinct accounts the window holds counting `user`, and the list once
--- `user` is seen now (nil when over `cap`: no need to go on).
-local function accounts_seen(list, now, user, window, cap)
-  if list == '' then return 1, now .. ' ' .. user .. ',' end
+-- `user` is seen now (nil when over `cap`: no need to go on). `entry` is the
+-- request's own item, "<now> <user>,", made once for both lists.
+local function accounts_seen(list, now, user, window, cap, entry)
+  if list == '' then return 1, entry end
   local cutoff, n, kept = now - window, 1, {}
   for t, u in string.gmatch(list, '(%d+) ([^,]*),') do
     if u ~= user and tonumber(t) > cutoff then
@@ -185,7 +207,7 @@ local function accounts_seen(list, now, user, window, cap)
       kept[n - 1] = t .. ' ' .. u .. ','
     end
   end
-  kept[n] = now .. ' ' .. user .. ','
+  kept[n] = entry
   return n, table.concat(kept)
 end
 
@@ -204,7 +226,7 @@ end
 local function guard_verdict(cfg, g, now)
   local allowed = false
   if cfg.lists then
-    local l = {mark_of('u:' .. g.user), mark_of('d:' .. g.device), mark_of('n:' .. g.network)}
+    local l = {mark_of(g.fu), mark_of('d:' .. g.device), mark_of('n:' .. g.network)}
     for i, why in ipairs({'user_blocked', 'device_blocked', 'network_blocked'}) do
       if l[i] == 'b' then return {BLOCKED, why, ''} end
       if l[i] == 'a' then allowed = true end
@@ -252,10 +274,12 @@ local function guard_verdict(cfg, g, now)
   local d_list, n_list  -- the device's and network's accounts once this one is let through
   if not allowed then
     local acc = cfg.accounts_per_device
+    local entry = (acc or cfg.accounts_per_network)  -- this request in an accounts list
+      and text_of(now) .. ' ' .. g.user .. ','
     if acc and g.fd then
       local n
       n, d_list = accounts_seen(state_of(g.fd).list, now, g.user, acc.window_ms,
-                                acc.reject_above)
+                                acc.reject_above, entry)
       if n > acc.reject_above then return {BLOCKED, 'accounts_per_device', ''} end
       if n > acc.challenge_above then level, why = 1, 'accounts_per_device' end
     end
@@ -263,7 +287,7 @@ local function guard_verdict(cfg, g, now)
     if acc and g.fn then
       local n
       n, n_list = accounts_seen(state_of(g.fn).list, now, g.user, acc.window_ms,
-                                acc.reject_above)
+                                acc.reject_above, entry)
       if n > acc.reject_above then return {BLOCKED, 'accounts_per_network', ''} end
       if n > acc.challenge_above then level, why = level + 1, 'accounts_per_network' end
     end
@@ -334,7 +358,7 @@ local function guard_flush(now)
   for field in pairs(g_dirty) do
     local e, value, at = g_fields[field], nil, nil
     if type(e) == 'number' then
-      value, at = e, e
+      value, at = text_of(e), e
     else
       -- A list is kept a window after it was last written (its newest account
       -- is at most that old); lists of a check since removed are dropped.
@@ -345,7 +369,7 @@ local function guard_flush(now)
         window = acc and acc.window_ms or 0
       end
       if window == 0 then e.list = '' end
-      value = (e.tat > 0 and e.tat or '') .. '|' .. e.list
+      value = (e.tat > 0 and text_of(e.tat) or '') .. '|' .. e.list
       at = math.max(e.tat, e.list ~= '' and now + window or 0)
     end
     local ttl = ttl_of[at]
@@ -355,17 +379,17 @@ local function guard_flush(now)
     end
     local fv = by_ttl[ttl]
     if not fv then
-      fv = {}
+      fv = {n = 0}
       by_ttl[ttl] = fv
       ttls[#ttls + 1] = ttl
     end
-    fv[#fv + 1] = field
-    fv[#fv + 1] = value
+    local k = fv.n
+    fv[k + 1], fv[k + 2], fv.n = field, value, k + 2
   end
   for _, ttl in ipairs(ttls) do
     local fv = by_ttl[ttl]
-    for i = 1, #fv, 2000 do
-      local last = math.min(i + 1999, #fv)
+    for i = 1, fv.n, 2000 do
+      local last = math.min(i + 1999, fv.n)
       redis.call('HSETEX', g_state, 'PX', ttl, 'FIELDS', (last - i + 1) / 2,
                  unpack(fv, i, last))
     end

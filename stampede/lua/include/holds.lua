@@ -20,6 +20,7 @@ local hb_expiry = {}  -- ids of the new holds, in order
 local hb_deadline = nil  -- their deadline (one per batch)
 local hb_persons = {}  -- presales: identity -> units held+sold by the real person
 local hb_persons_dirty = {}  -- identities whose units changed, in order
+local hb_person_field = {}  -- identity -> its users-hash field '~p|<identity>', named once
 local hb_evseq = nil  -- the event sequence as the batch found it
 local hb_marks = {}  -- other users-hash fields the batch sets (bundles' links): field, value, ...
 
@@ -36,16 +37,23 @@ local function holds_begin(claim_ids, users, persons)
     if not seen[u] then seen[u] = true; fresh[#fresh + 1] = u end
   end
   local n_users = #fresh
+  local named = {}  -- the persons read, in the order of their fields after the users'
   for _, p in ipairs(persons or {}) do
-    if not seen['~p|' .. p] then seen['~p|' .. p] = true; fresh[#fresh + 1] = '~p|' .. p end
+    if not hb_person_field[p] then
+      local field = '~p|' .. p
+      hb_person_field[p] = field
+      fresh[#fresh + 1] = field
+      named[#named + 1] = p
+    end
   end
   raw = hmget_chunked(K.users, fresh)
   for i = 1, n_users do
     local total, by = parse_units(raw[i] or nil)
     hb_units[fresh[i]] = {total = total, by = by}
   end
-  for i = n_users + 1, #fresh do
-    hb_persons[string.sub(fresh[i], 4)] = tonumber(raw[i] or '0')
+  for i, p in ipairs(named) do
+    local units = raw[n_users + i]
+    hb_persons[p] = units and tonumber(units) or 0
   end
   evseq_cache = tonumber(redis.call('HGET', K.meta, 'evseq') or '0')
   hb_evseq = evseq_cache
@@ -160,7 +168,7 @@ local function holds_flush()
     users[#users + 1] = format_units(hb_units[user].by)
   end
   for _, identity in ipairs(hb_persons_dirty) do
-    users[#users + 1] = '~p|' .. identity
+    users[#users + 1] = hb_person_field[identity] or '~p|' .. identity
     users[#users + 1] = hb_persons[identity]
   end
   for _, v in ipairs(hb_marks) do users[#users + 1] = v end

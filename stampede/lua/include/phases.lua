@@ -2,7 +2,7 @@
 -- of opening, 'name@opens_ms=tier,tier/segment,segment;...' with '*' for
 -- everyone ('' or absent: no phases). Parsed once per script run. Without
 -- segments, a claimant's opening depends on their tiers alone: `memo` keeps it by
--- tiers for the run.
+-- tiers for the run (memo_node, include/common.lua).
 local function parse_phases(raw)
   if not raw or raw == '' then return nil end
   local out = {memo = {}}
@@ -42,11 +42,27 @@ end
 local function phase_opening(phases, tiers, user, segment_key)
   local memo = phases.memo
   if not memo then return first_opening(phases, tiers, user, segment_key) end
-  local key = table.concat(tiers, ',')
-  local opens = memo[key]
+  local node = memo_node(memo, tiers)
+  local opens = node[MEMO_VALUE]
   if opens == nil then
     opens = first_opening(phases, tiers, user, segment_key) or false
-    memo[key] = opens
+    node[MEMO_VALUE] = opens
   end
   return opens or nil
+end
+
+-- The phase gate of a claim: nil when the claimant's access phase is open at
+-- `now` (or the campaign has no phases), else the refusal's code and detail:
+-- NOT_ELIGIBLE when no phase admits them (counted through `tally`, the script's
+-- outcome counter, as not_eligible), NOT_OPEN 'phase_not_open:<opens_ms>:<wait_ms>'
+-- before their phase opens.
+local function phase_refusal(phases, tiers, user, segment_key, now, tally)
+  if not phases then return nil end
+  local opens = phase_opening(phases, tiers, user, segment_key)
+  if not opens then
+    tally('not_eligible')
+    return NOT_ELIGIBLE, 'not_eligible'
+  end
+  if now < opens then return NOT_OPEN, 'phase_not_open:' .. opens .. ':' .. (opens - now) end
+  return nil
 end
