@@ -312,7 +312,10 @@ class BundleLineRecord(Struct):
 
 
 def encode_bundle_items(items: "list[BundleLineRecord]") -> str:
-    return BUNDLE_ITEMS_SEP.join(BUNDLE_LINE.encode(i) for i in items)
+    parts = [BUNDLE_LINE.encode(i) for i in items]
+    if any(BUNDLE_ITEMS_SEP in p for p in parts):
+        raise ValueError(f"bundle_line may not contain {BUNDLE_ITEMS_SEP!r}: {parts!r}")
+    return BUNDLE_ITEMS_SEP.join(parts)
 
 
 def decode_bundle_items(raw: str) -> "list[BundleLineRecord]":
