@@ -190,7 +190,9 @@ class Replay:
             case ClaimTransferred():
                 if not self._transfer(ev):
                     return
-            case BundleHeld():
+            case BundleHeld():  # its lines first (older shape: claim_held each, before)
+                if not all([self._claim(line) for line in ev.held_lines()]):
+                    return  # a line refused: not folded, as a claim_held would not be
                 self.bundles.bundle(ev, self.violate)
             case CampaignPatched(after=after) if after and '"alq:' in after:
                 self._patch_allocations(after)  # presales: allocations patched live
@@ -200,8 +202,10 @@ class Replay:
             case _:
                 self.coupons.apply(ev, self.violate)
         self.fold.apply(ev)
-        if isinstance(ev, ClaimEvent | StockAdjusted):
-            s = self.fold.skus.get(ev.sku)
+        touched = [line.sku for line in ev.held_lines()] if isinstance(ev, BundleHeld) \
+            else [ev.sku] if isinstance(ev, ClaimEvent | StockAdjusted) else []
+        for sku in touched:
+            s = self.fold.skus.get(sku)
             if s is not None and s["available"] < 0:
                 self.violate("oversold", sku=s["sku"], seq=ev.seq, available=s["available"])
 

@@ -1,6 +1,7 @@
 """Presales: what `stampede audit` checks of bundle claims (audit.py folds the events in
 order; this keeps the bundles). A bundle is held whole: its bundle_held event names
-exactly the lines held for it just before; its lines move together after (an after-sale
+exactly the lines held for it (its `items`, or in an older store the claim_held events
+just before it); its lines move together after (an after-sale
 refund or transfer of one line leaves it sold, as its confirm did)."""
 
 from collections.abc import Callable

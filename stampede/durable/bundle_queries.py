@@ -1,8 +1,9 @@
 """Presales: the admin lookup of a bundle claim by its id (stampede/durable/queries.py
 looks up claims; a bundle's id is no row of `claims`, its lines are).
 
-The lines carry their bundle's id (`claims.bundle_id`, from each line's claim_held);
-the bundle's bundle_held event has a `claim_history` row under the bundle's id, which
+The lines carry their bundle's id (`claims.bundle_id`, from the bundle_held event that
+holds them, or in an older store each line's claim_held); the bundle's bundle_held
+event has a `claim_history` row under the bundle's id, which
 gives its name and the order of its lines. The bundle is shown as GET /v1/claims/{id}
 shows it: sku '', qty 1, the lines' sum as its price, its first line's status.
 """

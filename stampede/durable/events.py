@@ -20,6 +20,8 @@ from typing import Any
 
 import msgspec
 
+from stampede.state import records
+
 _HEADER = frozenset(("seq", "type", "ts", "epoch"))
 _encode = msgspec.json.Encoder().encode
 
@@ -444,7 +446,8 @@ class AllocationReturned(Event, tag="allocation_returned"):
 # -- presales: bundles --
 
 class BundleHeld(Event, tag="bundle_held"):
-    """A claim of several SKUs was held whole: its lines' claim_held events came first."""
+    """A claim of several SKUs was held whole, every line in this one event (`items`).
+    An event of the older shape has no `items`: its lines' claim_held events came first."""
     claim: str
     """the bundle claim's id (the buyer's); each line is a claim of its own"""
     user: str
@@ -457,6 +460,42 @@ class BundleHeld(Event, tag="bundle_held"):
     deadline: int
     idem: str | None = None
     fp: str | None = None
+    items: str = ""
+    """each line's sku, qty, price and allocation take (records.py BundleLineRecord), in
+    line order; '' in the older shape"""
+    identity: str = ""
+    """the real person a per_person campaign counted every line to ('' none)"""
+    channel: str = ""
+    """the claimant's sales channel, written when a line took from allocations"""
+    code: str = ""
+    """the presale code the bundle spent, once (on its first line), '' none"""
+
+    def held_lines(self) -> "list[ClaimHeld]":
+        """Each line's hold as the claim_held event an older version wrote for it (same
+        seq, ts and epoch as the bundle's); [] for the older shape, whose lines came as
+        events of their own."""
+        out = []  # (lines and items of unequal length: audit finds the bundle incomplete)
+        for i, (line, item) in enumerate(zip(self.lines.split(","),
+                                             records.decode_bundle_items(self.items),
+                                             strict=False)):
+            ev = ClaimHeld(claim=line, user=self.user, sku=item.sku, qty=item.qty,
+                           price=item.price, deadline=self.deadline, identity=self.identity,
+                           alloc=item.alloc, channel=self.channel if item.alloc else "",
+                           code=self.code if i == 0 else "", bundle=self.claim,
+                           campaign_id=self.campaign_id, seq=self.seq, ts=self.ts,
+                           epoch=self.epoch, stream_id=self.stream_id)
+            out.append(ev)
+        return out
+
+
+def claim_holds(ev: Event) -> "list[ClaimHeld]":
+    """The holds an event made: a claim_held's own, a bundle_held's lines (none in the
+    older shape, whose lines are claim_held events), else none."""
+    if isinstance(ev, ClaimHeld):
+        return [ev]
+    if isinstance(ev, BundleHeld) and ev.items:
+        return ev.held_lines()
+    return []
 
 
 # -- waiting room: tickets as events (durable/queue_recovery.py rebuilds the room) --

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 
 from stampede.durable.events import (
+    BundleHeld,
     ClaimHeld,
     PresaleCodesIssued,
     SegmentChanged,
@@ -64,6 +65,9 @@ class PresaleState:
                 members.update(users)
             else:
                 members.difference_update(users)
+        elif isinstance(ev, BundleHeld) and ev.code:  # (older shape: its first line's)
+            for line in ev.held_lines():
+                self.fold(line)
         elif isinstance(ev, ClaimHeld) and ev.code:
             self.spent[ev.code] += 1
             self.claim_code[ev.claim] = ev.code
@@ -125,7 +129,7 @@ async def load(store: Store, cid: str) -> PresaleState:
             t.events.c.type.in_(names(PresaleCodesIssued, SegmentChanged)))
             .order_by(t.events.c.seq))).all()
         spent = (await conn.execute(select(t.events).where(  # holds that spent a code
-            t.events.c.campaign_id == cid, t.events.c.type.in_(names(ClaimHeld)),
+            t.events.c.campaign_id == cid, t.events.c.type.in_(names(ClaimHeld, BundleHeld)),
             t.events.c.data.contains('"code"')).order_by(t.events.c.seq))).all()
         for row in [*issued, *spent]:  # batches first: a held claim's binding reads its batch
             state.fold(from_row(row))

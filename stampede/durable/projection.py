@@ -132,6 +132,8 @@ class Fold:
             case ClaimRefunded():
                 self._refunded(ev)
             case BundleHeld():  # the bundle's own history row: the lookup finds it by id
+                for line in ev.held_lines():  # (none in the older shape: claim_held each)
+                    self._held(line, history=False)  # (a seq has one history row)
                 self.history.append((ev.campaign_id, ev.seq, ev.claim, "held", ev.ts))
             case TicketCheckedIn():
                 self.checkins.append(checkin_row(ev))
@@ -140,14 +142,15 @@ class Fold:
             case _:
                 self.coupons.apply(ev)
 
-    def _held(self, ev: ClaimHeld) -> None:
+    def _held(self, ev: ClaimHeld, history: bool = True) -> None:
         s = self.sku(ev.sku)
         s["available"] -= ev.qty
         s["held"] += ev.qty
         self.new_claims[ev.claim] = [ev.claim, ev.campaign_id, ev.user, ev.sku, ev.qty,
                                      ev.price, "held", ev.deadline, ev.ts, ev.seq, ev.idem,
                                      ev.fp, ev.bundle or None]
-        self.history.append((ev.campaign_id, ev.seq, ev.claim, "held", ev.ts))
+        if history:
+            self.history.append((ev.campaign_id, ev.seq, ev.claim, "held", ev.ts))
 
     def _settled(self, ev: ClaimEvent, status: str) -> None:
         s = self.sku(ev.sku)

@@ -453,9 +453,13 @@ async def claim_record(store: Store, claim_id: str) -> ClaimLookup | None:
                ).first()
         if row is None:
             return None
+        # a bundle's line was held by its bundle's bundle_held (an older store: by a
+        # claim_held of its own), whose history row is the bundle's
+        whose = h.claim_id == claim_id if row.bundle_id is None \
+            else or_(h.claim_id == claim_id, h.claim_id == row.bundle_id)
         made = select(t.events).join(
             t.claim_history, and_(h.campaign_id == e.campaign_id, h.seq == e.seq)
-        ).where(h.claim_id == claim_id).order_by(e.seq).limit(MAX_HISTORY)
+        ).where(whose).order_by(e.seq).limit(MAX_HISTORY)
         history = [event_row(r) for r in await conn.execute(made)]
     base, k = keys.shard_of_id(row.campaign_id)
     if k or base in await _sharded(store):  # a sharded campaign's: its shard named

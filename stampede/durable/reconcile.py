@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 
 from stampede.durable.events import (
+    BundleHeld,
     CampaignDefined,
     ClaimCancelled,
     ClaimConfirmed,
@@ -87,6 +88,9 @@ def _compare(cid: str, stock: dict[str, str], after: list[Event],
                 _add(counters, sku, a=-n, r=-n)
             case ClaimHeld(sku=sku, qty=n):
                 _add(counters, sku, a=n, h=-n)
+            case BundleHeld():  # its lines (older shape: none, claim_held each)
+                for line in ev.held_lines():
+                    _add(counters, line.sku, a=line.qty, h=-line.qty)
             case ClaimConfirmed(sku=sku, qty=n):
                 _add(counters, sku, h=n, s=-n)
             case ClaimCancelled(sku=sku, qty=n) | ClaimExpired(sku=sku, qty=n):

@@ -330,6 +330,16 @@ RELEASED = ("expired", "cancelled")
 """Statuses of a hold that release_hold (include/common.lua) gave back."""
 
 
+def _held(h: _History, ev: ClaimHeld, drop: bool) -> None:
+    """A claim's hold (not an offer), counted as the scripts count it."""
+    # (a drop counts its claims as coupon_claims, confirmed at once)
+    h.counts["grants" if ev.grant else "coupon_claims" if drop else "held"] += 1
+    if ev.identity and not drop:  # only a per_person sale names it
+        h.persons[ev.claim] = ev.identity
+    if ev.alloc:
+        h.takes[ev.claim] = ev.alloc
+
+
 def _history(events: Iterable[Event], drop: bool,
              moves: Iterable[ClaimTransferred] = ()) -> _History:
     """Fold the events in seq order, counting as the scripts counted."""
@@ -349,15 +359,13 @@ def _history(events: Iterable[Event], drop: bool,
                 h.offers[ev.claim] = f"{ev.user}|{ev.sku}"
                 if run is not None and ev.sku == run.sku:
                     run.after -= ev.qty  # added units went to the waitlist first
-            else:  # (a drop counts its claims as coupon_claims, confirmed at once)
-                h.counts["grants" if ev.grant else "coupon_claims" if drop else "held"] += 1
-                if ev.identity and not drop:  # only a per_person sale names it
-                    h.persons[ev.claim] = ev.identity
-                if ev.alloc:
-                    h.takes[ev.claim] = ev.alloc
+            else:
+                _held(h, ev, drop)
         elif isinstance(ev, AllocationReturned):
             h.returned.add((ev.sku, ev.allocation))
-        elif isinstance(ev, BundleHeld):  # its lines were counted as holds
+        elif isinstance(ev, BundleHeld):  # its lines: in it, or (older) claim_held each
+            for line in ev.held_lines():
+                _held(h, line, drop)
             h.bundles[ev.claim] = ev
             h.counts["bundles"] += 1
         elif isinstance(ev, OfferMade):

@@ -19,11 +19,14 @@
 -- line's, stock each line's, its price step decided for it), the claimant's
 -- guard, code, phase and waiting-room turn once, and every check comes before
 -- the first write: a bundle is held whole or not at all. Each line becomes a
--- claim of its own ("<campaign>.<sha1 of bundle id and line number>"), with a
--- claim_held event naming its bundle, and a bundle_held event ends the claim.
--- Each line is placed as claim_batch places a hold (include/holds.lua: the user's
--- one units field, the record's person and alloc, the expiry list, written once at
--- the batch's end); the users hash links the bundle and its lines ("~b|", "~l|").
+-- claim of its own ("<campaign>.<sha1 of bundle id and line number>"), placed as
+-- claim_batch places a hold (include/holds.lua: the user's one units field, the
+-- record's person and alloc, the expiry list, written once at the batch's end); the
+-- users hash links the bundle and its lines ("~b|", "~l|"). The whole bundle is ONE
+-- event, bundle_held: its lines' ids (`lines`) and, in line order, each line's sku,
+-- qty, locked price and allocation take (`items`, records.py BundleLineRecord), with
+-- the person, channel and presale code they share (stores of older versions hold a
+-- claim_held per line before it, and no `items`: durable/events.py reads both).
 --@include common
 --@include gcra
 --@include guard
@@ -31,6 +34,17 @@
 --@include presale_codes
 --@include allocations
 --@include holds
+--@include bundle_records
+
+-- A line's hold, placed as hold_new places a claim's (its units, record, expiry) with
+-- no event of its own: the bundle's bundle_held carries it. Returns what the line
+-- took from allocations ('' none).
+local function hold_line(claim_id, c, person, take)
+  c.status, c.person, c.alloc = 'held', person, ''
+  if take then c.alloc = allocation_spend(take) end
+  hold_place(claim_id, c)
+  return c.alloc
+end
 
 local now = now_ms()
 release_due_waves(now)
@@ -187,30 +201,37 @@ local function claim_one(b)
   -- All checks passed: every line placed as a hold of its own (hold_place: the user's
   -- and person's units, its record with person and alloc, its expiry), each at the
   -- price decided now.
-  local ids, prices, total = {}, {}, 0
+  local ids, prices, items, total, taken = {}, {}, {}, 0, false
+  local person = per_person >= 0 and identity or ''
   for i, line in ipairs(lines) do
     local s, take = plan[i].s, plan[i].take
     local id = campaign_id .. '.' .. string.sub(redis.sha1hex(claim_id .. '#' .. i), 1, 20)
     local price = s.price
     if s.steps then price = step_price(s.steps, s.price, s.h + s.sold + line.qty, tiers, now) end
     s.a, s.h, s.dirty = s.a - line.qty, s.h + line.qty, true
-    -- one use of the code for the whole bundle: its first line's
-    hold_new(now_s, id, {user = user, sku = line.sku, qty = line.qty, deadline = deadline_s,
-             price = price, created = now_s}, per_person >= 0 and identity or '', take,
-             channel, claim_id, (code_batch and i == 1) and code or '', 0, '')
+    local alloc = hold_line(id, {user = user, sku = line.sku, qty = line.qty,
+                            deadline = deadline_s, price = price, created = now_s}, person, take)
+    taken = taken or take ~= nil
     hold_mark('~l|' .. id, claim_id)
     ids[i], total = id, total + price * line.qty
     prices[i] = line.sku .. ':' .. line.qty .. ':' .. price
+    items[i] = format_bundle_line({sku = line.sku, qty = line.qty, price = price, alloc = alloc})
   end
-  hold_mark('~b|' .. claim_id, b.name .. '|' .. table.concat(ids, ','))
+  local lines_s = table.concat(ids, ',')
+  hold_mark('~b|' .. claim_id, b.name .. '|' .. lines_s)
   placed[claim_id] = ids  -- (its links are written at the batch's end)
   tally_one('held', #lines)  -- holds, as a claim of each line would count
   tally_one('bundles')
   if waiting_room then use_turn(now, user, waiting_room) end
   -- the code's use rides on the first line: its release gives the use back once
   if code_batch then presale_code_spend(P, user, code, code_batch, ids[1]) end
-  local whole = {'claim', claim_id, 'user', user, 'bundle', b.name,
-                 'lines', table.concat(ids, ','), 'price', total, 'deadline', deadline_s}
+  local whole = {'claim', claim_id, 'user', user, 'bundle', b.name, 'lines', lines_s,
+                 'price', total, 'deadline', deadline_s,
+                 'items', table.concat(items, BUNDLE_ITEMS_SEP)}
+  if person ~= '' then whole[#whole + 1] = 'identity'; whole[#whole + 1] = person end
+  if taken then whole[#whole + 1] = 'channel'; whole[#whole + 1] = channel end
+  -- one use of the code for the whole bundle: its first line's
+  if code_batch then whole[#whole + 1] = 'code'; whole[#whole + 1] = code end
   if slot > 0 then
     whole[#whole + 1] = 'idem'; whole[#whole + 1] = KEYS[slot]
     whole[#whole + 1] = 'fp'; whole[#whole + 1] = fingerprint

@@ -202,6 +202,8 @@ FRAGMENTS: dict[str, Callable[[], str]] = {
     "coupon_records": lambda: record_codecs(records.COUPON_RECORDS, helpers=False),
     "args": args,
     "refund_records": lambda: record_codecs(records.REFUND_RECORDS, helpers=False),
+    "bundle_records": lambda: (record_codecs((records.BUNDLE_LINE,), helpers=False)
+                               + f"local BUNDLE_ITEMS_SEP = '{records.BUNDLE_ITEMS_SEP}'\n"),
 }
 
 TEST_FRAGMENTS: dict[str, Callable[[], str]] = {

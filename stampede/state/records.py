@@ -297,6 +297,32 @@ class PaidRecord(Struct):
     """the amount refunded (0 before)"""
 
 
+# -- presales: a bundle held whole, one event (claim_bundle.lua) ---------------------
+
+
+class BundleLineRecord(Struct):
+    """One line of a bundle_held event's `items` ('|'-joined; the lines BUNDLE_ITEMS_SEP-
+    joined in line order, each line's claim id the same place in the event's `lines`)."""
+    sku: str
+    qty: int
+    price: int
+    """the unit price locked into the line's hold"""
+    alloc: str = ""
+    """what the line took from the SKU's allocations, "name:n,..." ('' none)"""
+
+
+def encode_bundle_items(items: "list[BundleLineRecord]") -> str:
+    parts = [BUNDLE_LINE.encode(i) for i in items]
+    if any(BUNDLE_ITEMS_SEP in p for p in parts):
+        raise ValueError(f"bundle_line may not contain {BUNDLE_ITEMS_SEP!r}: {parts!r}")
+    return BUNDLE_ITEMS_SEP.join(parts)
+
+
+def decode_bundle_items(raw: str) -> "list[BundleLineRecord]":
+    """A bundle_held event's lines ([] for an event of the older shape, without `items`)."""
+    return [BUNDLE_LINE.decode(part) for part in raw.split(BUNDLE_ITEMS_SEP)] if raw else []
+
+
 # -- luacost: a user's units in a campaign, one users-hash field per user ---------
 
 UNITS_SEP = ","
@@ -343,6 +369,10 @@ TRANSFER = TextCodec(TransferRecord, "transfer")
 PAID = TextCodec(PaidRecord, "paid")  # paid vouchers
 
 PRESALE_BATCH = TextCodec(PresaleBatchRecord, "presale_batch")
+
+BUNDLE_LINE = TextCodec(BundleLineRecord, "bundle_line")
+BUNDLE_ITEMS_SEP = ";"
+"""Between the lines of a bundle_held event's `items` (no SKU or allocation name has it)."""
 
 CAMPAIGN_RECORDS: tuple[TextCodec[Any], ...] = (CLAIM, ENTRY, WL_MEMBER, WAVE, CLAIM_ANSWER,
                                                 STOCK_ANSWER, PRESALE_BATCH)

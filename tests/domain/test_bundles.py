@@ -228,6 +228,20 @@ async def test_thousands_of_concurrent_bundles_and_singles(engine: Engine) -> No
     marked = {f[3:] for f in users_hash if f.startswith("~l|")}
     assert marked == {i for ids in lines_of.values() for i in ids} | {
         x.claim_id for x in warm.claim.lines or ()}
+    # one event per bundle, carrying each line as its record has it; none per line
+    held_events = [f for _, f in await engine.redis.xrange(k.events)
+                   if f["type"] in ("claim_held", "bundle_held")]
+    bundled = [f for f in held_events if f["type"] == "bundle_held"]
+    assert len(bundled) == len(lines_of) + 1  # (and the warm-up's)
+    assert not any("bundle" in f for f in held_events if f["type"] == "claim_held")
+    for f in bundled:
+        items = records.decode_bundle_items(f["items"])
+        ids = f["lines"].split(",")
+        assert len(items) == len(ids) > 0
+        for i, item in zip(ids, items, strict=True):
+            c = records.CLAIM.decode(raw[i])
+            assert (c.sku, c.qty, c.price, c.alloc) == (item.sku, item.qty, item.price,
+                                                        item.alloc)
 
 
 async def test_a_bundle_is_refunded_whole_or_a_line_alone(engine: Engine) -> None:

@@ -42,6 +42,8 @@ from stampede.domain.coupons.codes import STEP_MS as CODE_STEP_MS
 from stampede.domain.models import CampaignPatch, CampaignSpec, LimitsPatch, PackGrant
 from stampede.domain.refunds import RefundRequest
 from stampede.domain.tickets import Scan, Scanner, ticket_code
+from stampede.durable.events import from_entry
+from stampede.durable.projection import Fold
 from stampede.state import keys, records
 from tests.coupons.helpers import FIVE_OFF, drop_spec
 from tests.domain.model import SaleModel
@@ -346,6 +348,15 @@ class SaleMachine(RuleBasedStateMachine):
         decoded = {t: records.TICKET.decode(raw) for t, raw in tickets.items()}
         assert {t: r.status if r.status in ("refunded", "moved") else f"in:{r.gate}"
                 for t, r in decoded.items()} == self.model.tickets
+        # the events say the same: the store's projection of the stream (a bundle's hold
+        # one event carrying its lines) has every SKU's counters and every claim
+        fold = Fold(campaign={"epoch": 0}, skus={})
+        for entry_id, fields in self.run(self.engine.redis.xrange(
+                keys.campaign_keys(self.cid).events)):
+            fold.apply(from_entry(self.cid, entry_id, fields))
+        assert {sku: [c["available"], c["held"], c["sold"], c["released"]]
+                for sku, c in fold.skus.items()} == {sku: self.model.stock[sku] for sku in SKUS}
+        assert set(fold.new_claims) == set(self.model.claims)
 
 
 def test_engine_agrees_with_model(clean_redis: str) -> None:

@@ -22,7 +22,7 @@ async def run_lua(redis: "Redis[bytes]", body: str, keys: Sequence[str] = (),
     """EVAL `body` after the generated fragments (keys, records, args and the test-only
     way back, args_to)."""
     head = "".join(f"--@include {name}\n" for name in
-                   ("keys", "coupon_keys", "records", "coupon_records", "refund_records", "args",
-                    "args_to"))
+                   ("keys", "coupon_keys", "records", "coupon_records", "refund_records",
+                    "bundle_records", "args", "args_to"))
     return await redis.eval(render_text(head + body, TEST_FRAGMENTS),  # type: ignore[misc]
                             len(keys), *keys, *args)

@@ -30,7 +30,8 @@ from tests.conftest import campaign_spec, iso
 from tests.coupons.helpers import drop_spec
 from tests.state.conftest import run_lua
 
-TEXT = records.CAMPAIGN_RECORDS + records.COUPON_RECORDS + records.REFUND_RECORDS
+TEXT = records.CAMPAIGN_RECORDS + records.COUPON_RECORDS + records.REFUND_RECORDS + (
+    records.BUNDLE_LINE,)
 _unpack = msgspec.msgpack.Decoder()
 
 
@@ -116,6 +117,16 @@ def test_a_value_that_would_break_the_layout_is_refused(record: Any) -> None:
     codec = next(c for c in TEXT if isinstance(record, c.kind))
     with pytest.raises(ValueError):
         codec.encode(record)
+
+
+def test_a_bundle_held_events_lines_read_back_and_refuse_their_separator() -> None:
+    items = [records.BundleLineRecord("tkt", 2, 4500, "app:1,members:1"),
+             records.BundleLineRecord("tee", 1, 2000)]
+    text = records.encode_bundle_items(items)
+    assert text == "tkt|2|4500|app:1,members:1;tee|1|2000|"
+    assert records.decode_bundle_items(text) == items and records.decode_bundle_items("") == []
+    with pytest.raises(ValueError):
+        records.encode_bundle_items([records.BundleLineRecord("t;x", 1, 1)])
 
 
 GUARD = GuardArg("dev-1", "10.1.2.0/24", 3600, 2, 18, 1_764_633_600_000, 21)

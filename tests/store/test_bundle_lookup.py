@@ -1,7 +1,8 @@
 """Presales, bundles in the store (SQLite and PostgreSQL): each line's row names its
 bundle claim, the admin lookup of a bundle's id gives the bundle with its lines and
-their events, exports carry the bundle id, a store written before migration 0015 is
-filled in from its events, and bundles patched live come back after an emptied Redis."""
+their events (a bundle held as one event, or in the older shape: a claim_held per
+line), exports carry the bundle id, a store written before migration 0015 is filled in
+from its events, and bundles patched live come back after an emptied Redis."""
 
 import msgspec
 from alembic import command
@@ -21,6 +22,8 @@ from stampede.durable.store.db import MIGRATIONS
 from stampede.state import keys
 from tests.domain.test_bundles import bundle_spec, lines
 from tests.store import test_lookups
+from tests.store.old_bundle_events import rewrite_as_older
+from tests.store.test_bundles_store import SHAPES
 from tests.store.test_lookups import VIEWER, Served
 
 served = test_lookups.served  # the admin and public apps over the store
@@ -28,7 +31,8 @@ served = test_lookups.served  # the admin and public apps over the store
 TTL = 86_400_000
 
 
-async def test_a_bundle_id_is_looked_up_with_its_lines(served: Served) -> None:
+@SHAPES
+async def test_a_bundle_id_is_looked_up_with_its_lines(served: Served, older: bool) -> None:
     engine = served.engine
     await engine.define_campaign("bl1", bundle_spec())
     fan = await engine.claim_bundle("bl1", "ann", bundle="fan")
@@ -36,7 +40,10 @@ async def test_a_bundle_id_is_looked_up_with_its_lines(served: Served) -> None:
     single = await engine.claim("bl1", "cat", "tkt", 1)
     assert fan.claim and fan.claim.lines and own.claim and own.claim.lines and single.claim
     assert (await engine.confirm(fan.claim.claim_id, "ann")).outcome is Outcome.OK
+    if older:
+        await rewrite_as_older(engine.redis, "bl1")
     await served.persister.drain()
+    held = ["claim_held", "claim_held", "bundle_held"] if older else ["bundle_held"]
 
     found = await served.get(f"/admin/v1/claims/{fan.claim.claim_id}")
     assert found["bundle"] == "fan"
@@ -49,7 +56,7 @@ async def test_a_bundle_id_is_looked_up_with_its_lines(served: Served) -> None:
         [(x.claim_id, x.sku, x.qty, x.price, "confirmed", fan.claim.claim_id)
          for x in fan.claim.lines]
     assert [e["type"] for e in found["history"]] == \
-        ["claim_held", "claim_held", "bundle_held", "claim_confirmed", "claim_confirmed"]
+        [*held, "claim_confirmed", "claim_confirmed"]
     # a claim of lines: no bundle name, its lines in the order claimed
     mine = await served.get(f"/admin/v1/claims/{own.claim.claim_id}")
     assert mine["bundle"] is None and mine["record"]["price"] == 2 * 900 + 5000
@@ -57,6 +64,10 @@ async def test_a_bundle_id_is_looked_up_with_its_lines(served: Served) -> None:
     # a line's own lookup names its bundle; a single claim names none
     line = await served.get(f"/admin/v1/claims/{fan.claim.lines[1].claim_id}")
     assert line["record"]["bundle_id"] == fan.claim.claim_id and line["lines"] == []
+    # its history: the bundle's hold (older: its own claim_held too), its confirm
+    assert [e["type"] for e in line["history"]] == \
+        [*(["claim_held"] if older else []), "bundle_held", "claim_confirmed"]
+    assert [e["fields"]["claim"] for e in line["history"]][-1] == fan.claim.lines[1].claim_id
     alone = await served.get(f"/admin/v1/claims/{single.claim.claim_id}")
     assert alone["record"]["bundle_id"] is None and alone["bundle"] is None
     # the listing and its exports carry the bundle id
@@ -74,11 +85,12 @@ async def test_a_bundle_id_is_looked_up_with_its_lines(served: Served) -> None:
 
 
 async def test_migration_0015_fills_in_a_store_written_before_it(
-        sale: Engine, persister: Persister, store: Store) -> None:
+        sale: Engine, persister: Persister, raw_redis: "Redis[str]", store: Store) -> None:
     await sale.define_campaign("bl2", bundle_spec())
     fan = await sale.claim_bundle("bl2", "ann", bundle="fan")
     single = await sale.claim("bl2", "cat", "tkt", 1)
     assert fan.claim and fan.claim.lines and single.claim
+    await rewrite_as_older(raw_redis, "bl2")  # a store of then: a claim_held per line
     await persister.drain()
     # as 0014 left it: downgrade (drops the column and the bundles' history rows), then up
     async with store.begin() as conn:

@@ -15,6 +15,7 @@ from stampede.durable.events import TYPES, BadEvent, Event, Unknown, from_row, t
 from stampede.durable.persister import Persister
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
+from stampede.state import records
 from stampede.state.keys import campaign_keys, events_key
 from tests.conftest import campaign_spec
 from tests.store.helpers import assert_store_matches_redis, store_rows
@@ -121,7 +122,13 @@ ROWS: dict[str, list[dict[str, str]]] = {
                     {"claim": "gig.0123456789abcdef0124", "user": "u2", "bundle": "",
                      "lines": "gig.cccccccccccccccccccc", "price": "5000",
                      "deadline": "1700000600000", "idem": "{c:gig}:idem:u2:k",
-                     "fp": "lines:tkt:1"}],
+                     "fp": "lines:tkt:1"},
+                    # one event for the whole bundle: its lines in `items`
+                    {"claim": "gig.0123456789abcdef0125", "user": "u3", "bundle": "fan",
+                     "lines": "gig.dddddddddddddddddddd,gig.eeeeeeeeeeeeeeeeeeee",
+                     "price": "6500", "deadline": "1700000600000",
+                     "items": "tkt|1|4500|app:1;tee|1|2000|", "identity": "h-p3",
+                     "channel": "app", "code": "1.7"}],
     # waiting room: tickets as events
     "queue_ticket_issued": [{"user": "u1", "place": "0.4172"}, {"user": "u2", "place": "7"}],
     "queue_admitted": [{"first": "0", "count": "50", "until": "1700000300000",
@@ -154,6 +161,29 @@ async def test_a_stored_row_of_each_type_decodes_and_stores_back_unchanged(
                 == value
     held = from_row(next(r for r in stored if r.type == "claim_held"))
     assert isinstance(held, events.ClaimHeld) and held.qty == 2 and held.offer is True
+
+
+def test_a_bundle_held_gives_its_lines_as_the_holds_an_older_version_wrote() -> None:
+    """One bundle_held carries every line (`items`); in the older shape (no `items`) its
+    lines were claim_held events of their own, so it gives none."""
+    def entry(body: dict[str, str]) -> events.BundleHeld:
+        ev = events.from_entry("gig", "8-0", {"seq": "8", "type": "bundle_held",
+                                              "ts": "5", "epoch": "1", **body})
+        assert isinstance(ev, events.BundleHeld)
+        return ev
+
+    older, newer = (entry(b) for b in (ROWS["bundle_held"][0], ROWS["bundle_held"][2]))
+    assert older.held_lines() == [] and events.claim_holds(older) == []
+    lines = newer.held_lines()
+    assert events.claim_holds(newer) == lines
+    assert [(x.claim, x.user, x.sku, x.qty, x.price, x.deadline, x.bundle, x.identity,
+             x.alloc, x.channel, x.code, x.seq, x.ts, x.epoch) for x in lines] == [
+        ("gig.dddddddddddddddddddd", "u3", "tkt", 1, 4500, 1700000600000,
+         "gig.0123456789abcdef0125", "h-p3", "app:1", "app", "1.7", 8, 5, 1),
+        ("gig.eeeeeeeeeeeeeeeeeeee", "u3", "tee", 1, 2000, 1700000600000,
+         "gig.0123456789abcdef0125", "h-p3", "", "", "", 8, 5, 1)]
+    assert records.encode_bundle_items(records.decode_bundle_items(newer.items)) == \
+        newer.items
 
 
 def test_an_entry_read_by_position_is_the_event_read_by_name() -> None:
