@@ -82,7 +82,9 @@ class Service:
                 [STAMPEDE, "serve", "--port", str(self.port),
                  "--admin-port", str(self.admin_port), *args],
                 env=full_env, stdout=log, stderr=subprocess.STDOUT)
-        assert wait_for(self.ready, 30), self.output()
+        if not wait_for(self.ready, 60):  # generous: a loaded 2-core machine starts slowly
+            self.kill()  # never leave a serve running behind a failed start
+            raise AssertionError(f"not ready in 60 s:\n{self.output()}")
 
     @property
     def url(self) -> str:

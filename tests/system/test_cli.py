@@ -199,7 +199,7 @@ def _wait_persisted(service: Service, cid: str) -> bool:
         dry = run("recover", cid, "--dry-run", data_dir=service.data_dir)
         return dry.returncode == 0 and json.loads(dry.stdout)[0]["store_seq"] >= 2
 
-    return wait_for(stored, 20)
+    return wait_for(stored, 60)  # each look is a CLI process: slow on a loaded machine
 
 
 def test_new_secrets_never_start_with_a_dash() -> None:

@@ -77,6 +77,11 @@ async def test_persister_killed_mid_drop_loses_nothing(
             proc.send_signal(signal.SIGKILL)
             await asyncio.to_thread(proc.wait, 10)
             proc = _persister(env, tmp_path)
+        # A loaded machine claims slowly: let the rush reach its size before it stops.
+        for _ in range(600):
+            if len(rush.coupons) > 200:
+                break
+            await asyncio.sleep(0.1)
     finally:
         rush.stop.set()
         await load
