@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
@@ -70,6 +71,12 @@ async def _calls(client: "Redis[str]", port: int, command: str) -> int:
     return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
 
 
+def _wait_timeouts(source: str) -> float:
+    """stampede_cluster_replica_wait_timeouts_total{source} in this process."""
+    return REGISTRY.get_sample_value("stampede_cluster_replica_wait_timeouts_total",
+                                     {"source": source}) or 0.0
+
+
 @contextmanager
 def frozen(cluster: LocalValkeyCluster, port: int) -> Iterator[None]:
     """The node on `port` stopped (SIGSTOP) for the block: connected, silent."""
@@ -100,9 +107,11 @@ async def test_a_claim_waits_for_a_replica_and_the_store_for_what_it_has(
         await persister.drain()
         persisted = persister.persisted
 
+        timeouts = _wait_timeouts("write"), _wait_timeouts("persister")
         with frozen(valkey_cluster, replica):
             with pytest.raises(NotReplicatedError, match="0 of 1 replicas"):
                 await engine.claim("ra", "u2", "tee", idempotency_key="k2")
+            assert _wait_timeouts("write") == timeouts[0] + 1  # the 503 is counted
             # the claim stands on the primary, its event is read but not stored
             claims = await raw_redis.hgetall(keys.campaign_keys("ra").claims)
             assert len(claims) == 2
@@ -111,6 +120,7 @@ async def test_a_claim_waits_for_a_replica_and_the_store_for_what_it_has(
             # nor does taking the pending entry over store it
             assert await persister.take_over(min_idle_ms=0) == 0
             assert persister.unreplicated == 2 and persister.persisted == persisted
+            assert _wait_timeouts("persister") == timeouts[1] + 2
 
         again = await engine.claim("ra", "u2", "tee", idempotency_key="k2")
         assert again.claim is not None and again.claim.claim_id in claims
