@@ -81,6 +81,7 @@ OPERATIONS = (
     # sharded campaigns: the two sides of a move of units between shards
     "shard_lend",
     "shard_borrow",
+    "rebalance_lease",
 )
 
 
