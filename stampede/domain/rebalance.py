@@ -90,19 +90,7 @@ def plan(available: Sequence[int], rates: Sequence[float]) -> list[tuple[int, in
     low = sorted((k for k, a in enumerate(available) if a < LOW_WATER * goal[k]),
                  key=lambda k: available[k] - goal[k])
     spare = {j: math.floor(a - goal[j]) for j, a in enumerate(available) if a > goal[j]}
-    moves = []
-    for k in low:
-        need = math.ceil(goal[k] - available[k])
-        for j in sorted(spare, key=lambda d: -spare[d]):
-            give = min(need, spare[j])
-            if give < 1:
-                break
-            moves.append((j, k, give))
-            spare[j] -= give
-            need -= give
-            if need <= 0:
-                break
-    return moves
+    return _fill([(k, math.ceil(goal[k] - available[k])) for k in low], spare)
 
 
 def plan_for_waiters(available: Sequence[int],
@@ -113,9 +101,14 @@ def plan_for_waiters(available: Sequence[int],
     spare = {j: a for j, a in enumerate(available) if not waiting[j] and a > 0}
     lacking = sorted((k for k, w in enumerate(waiting) if w > available[k]),
                      key=lambda k: available[k] - waiting[k])
+    return _fill([(k, waiting[k] - available[k]) for k in lacking], spare)
+
+
+def _fill(needs: Sequence[tuple[int, int]], spare: dict[int, int]) -> list[tuple[int, int, int]]:
+    """(donor, receiver, units) moves that give each (receiver, units needed), in turn,
+    what the donors can spare (`spare`, used up as it goes), the richest first."""
     moves = []
-    for k in lacking:
-        need = waiting[k] - available[k]
+    for k, need in needs:
         for j in sorted(spare, key=lambda d: -spare[d]):
             give = min(need, spare[j])
             if give < 1:

@@ -10,7 +10,7 @@ answers the same claim and the persister stores it.
 
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,10 +21,9 @@ from redis.asyncio.cluster import RedisCluster
 
 from stampede import Engine, Settings
 from stampede.durable.persister import Persister
-from stampede.durable.store import Store, open_store
+from stampede.durable.store import Store
 from stampede.runtime.valkey_cluster import LocalValkeyCluster
 from stampede.state import keys
-from stampede.state.connection import state_client
 from stampede.state.on_primary import on_primary
 from stampede.state.scripts import NotReplicatedError
 from tests.conftest import campaign_spec
@@ -34,24 +33,10 @@ WAIT_MS = 200
 
 
 @pytest.fixture
-def ack_settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, store_url=f"sqlite:///{tmp_path / 'store.db'}",
+def ack_settings(tmp_path: Path, store_url: str) -> Settings:
+    return Settings(data_dir=tmp_path, store_url=store_url,
                     redis_cluster=True, cluster_wait_replicas=1,
                     cluster_wait_timeout_ms=WAIT_MS, persist_claim_idle_ms=200)
-
-
-@pytest.fixture
-async def store(ack_settings: Settings) -> AsyncIterator[Store]:
-    s = await open_store(ack_settings.resolved_store_url)
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-async def raw_redis(clean_cluster: str) -> AsyncIterator["Redis[str]"]:
-    client = state_client(clean_cluster, cluster=True)
-    yield client
-    await client.aclose()
 
 
 async def _home(client: "Redis[str]", cid: str) -> tuple[int, int]:
