@@ -22,22 +22,17 @@ the machine runs.
     python -m bench.cluster_wait [--seconds 3] [--rounds 2] [--concurrency 256]
 """
 
-import argparse
-import json
 import resource
 import statistics
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
-import uvloop
 from rich.console import Console
-from rich.table import Table
 
-from bench import harness
-from stampede import Engine, Outcome, Settings
+from bench import ack_rounds, harness
+from stampede import Engine, Settings
 from stampede.runtime.valkey_cluster import LocalValkeyCluster
 
 console = Console()
@@ -65,32 +60,15 @@ def _own_cpu() -> float:
 async def _round(engine: Engine, cid: str, seconds: float, concurrency: int,
                  latencies: list[float], nodes: list[int],
                  cpu: dict[str, list[float]]) -> float:
-    await engine.define_campaign(cid, harness.open_sale(50_000_000, per_user=None))
+    await ack_rounds.hot_campaign(engine, cid)
     before = (_own_cpu(), harness.tree_cpu_seconds(nodes))
-
-    async def step(w: int, i: int) -> bool:
-        started = time.perf_counter()
-        result = await engine.claim(cid, f"w{w}-{i}", "hot", 1)
-        latencies.append(time.perf_counter() - started)
-        assert result.outcome is Outcome.OK, result
-        return True
-
-    done, rate = await harness.drive(seconds, concurrency, step)
+    done, rate = await ack_rounds.claim_round(engine, cid, seconds, concurrency, latencies)
     cpu["gateway"].append((_own_cpu() - before[0]) / done * 1e6)
     cpu["valkey"].append((harness.tree_cpu_seconds(nodes) - before[1]) / done * 1e6)
-    stats = await engine.stats(cid)
-    assert stats is not None
-    s = stats.skus[0]
-    assert s.held == done and s.available + s.held + s.sold == s.released, "accounting broken"
     return rate
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
-async def run(seconds: float, rounds: int, concurrency: int) -> dict[str, dict[str, object]]:
+async def run(seconds: float, rounds: int, concurrency: int) -> ack_rounds.Figures:
     with tempfile.TemporaryDirectory(prefix="bench-cluster-wait-") as tmp:
         cluster = LocalValkeyCluster(Path(tmp), primaries=3, replicas=1)
         try:
@@ -111,36 +89,16 @@ async def run(seconds: float, rounds: int, concurrency: int) -> dict[str, dict[s
                                                         cpu[name]))
         finally:
             cluster.stop()
-    base = statistics.median(rates[BASELINE])
-    return {m: {"rates": rates[m], "median": statistics.median(rates[m]),
-                "ratio": statistics.median(rates[m]) / base,
-                "p50_ms": _pct(latencies[m], 0.50), "p99_ms": _pct(latencies[m], 0.99),
-                "gateway_us": statistics.median(cpu[m]["gateway"]),
-                "valkey_us": statistics.median(cpu[m]["valkey"])}
-            for m in MODES}
+    found = ack_rounds.figures(rates, latencies, BASELINE)
+    for m in MODES:
+        found[m] |= {"gateway_us": statistics.median(cpu[m]["gateway"]),
+                     "valkey_us": statistics.median(cpu[m]["valkey"])}
+    return found
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=256)
-    parser.add_argument("--json", type=Path, help="write the figures here")
-    args = parser.parse_args()
-    figures = uvloop.run(run(args.seconds, args.rounds, args.concurrency))
-    table = Table(title=f"cluster engine claims (no HTTP), concurrency {args.concurrency}")
-    for col in ("mode", "median claims/s", "rounds", "ratio", "p50 ms", "p99 ms",
-                "gateway µs/claim", "valkey µs/claim"):
-        table.add_column(col)
-    for name, f in figures.items():
-        rates = f["rates"]
-        assert isinstance(rates, list)
-        table.add_row(name, f"{f['median']:,.0f}", ", ".join(f"{x:,.0f}" for x in rates),
-                      f"{f['ratio']:.2f}x", f"{f['p50_ms']:.1f}", f"{f['p99_ms']:.1f}",
-                      f"{f['gateway_us']:.0f}", f"{f['valkey_us']:.0f}")
-    console.print(table)
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
+    ack_rounds.main(__doc__ or "", run, "cluster engine claims (no HTTP)",
+                    {"gateway µs/claim": "gateway_us", "valkey µs/claim": "valkey_us"})
 
 
 if __name__ == "__main__":

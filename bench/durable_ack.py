@@ -19,21 +19,15 @@ campaign's accounting is checked (nothing oversold, every answered hold there).
     python -m bench.durable_ack [--seconds 3] [--rounds 2] [--concurrency 256]
 """
 
-import argparse
-import json
-import statistics
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
-import uvloop
 from rich.console import Console
-from rich.table import Table
 
-from bench import harness
-from stampede import Engine, Outcome, Settings
+from bench import ack_rounds
+from stampede import Engine, Settings
 from stampede.runtime.valkey import EmbeddedValkey
 
 console = Console()
@@ -57,31 +51,7 @@ async def _engine(appendfsync: str, durable: bool) -> AsyncIterator[Engine]:
             server.stop()
 
 
-async def _round(engine: Engine, cid: str, seconds: float, concurrency: int,
-                 latencies: list[float]) -> float:
-    await engine.define_campaign(cid, harness.open_sale(50_000_000, per_user=None))
-
-    async def step(w: int, i: int) -> bool:
-        started = time.perf_counter()
-        result = await engine.claim(cid, f"w{w}-{i}", "hot", 1)
-        latencies.append(time.perf_counter() - started)
-        assert result.outcome is Outcome.OK, result
-        return True
-
-    done, rate = await harness.drive(seconds, concurrency, step)
-    stats = await engine.stats(cid)
-    assert stats is not None
-    s = stats.skus[0]
-    assert s.held == done and s.available + s.held + s.sold == s.released, "accounting broken"
-    return rate
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
-async def run(seconds: float, rounds: int, concurrency: int) -> dict[str, dict[str, object]]:
+async def run(seconds: float, rounds: int, concurrency: int) -> ack_rounds.Figures:
     async with AsyncExitStack() as stack:
         engines = {name: await stack.enter_async_context(_engine(*how))
                    for name, how in MODES.items()}
@@ -90,34 +60,15 @@ async def run(seconds: float, rounds: int, concurrency: int) -> dict[str, dict[s
         for r in range(rounds):
             for name, engine in engines.items():
                 console.log(f"round {r + 1}/{rounds}: {name}")
-                rates[name].append(await _round(engine, f"bench{r}", seconds, concurrency,
-                                                latencies[name]))
-    base = statistics.median(rates["default"])
-    return {m: {"rates": rates[m], "median": statistics.median(rates[m]),
-                "ratio": statistics.median(rates[m]) / base,
-                "p50_ms": _pct(latencies[m], 0.50), "p99_ms": _pct(latencies[m], 0.99)}
-            for m in MODES}
+                await ack_rounds.hot_campaign(engine, f"bench{r}")
+                _, rate = await ack_rounds.claim_round(engine, f"bench{r}", seconds,
+                                                       concurrency, latencies[name])
+                rates[name].append(rate)
+    return ack_rounds.figures(rates, latencies, "default")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=256)
-    parser.add_argument("--json", type=Path, help="write the figures here")
-    args = parser.parse_args()
-    figures = uvloop.run(run(args.seconds, args.rounds, args.concurrency))
-    table = Table(title=f"engine claims (no HTTP), concurrency {args.concurrency}")
-    for col in ("mode", "median claims/s", "rounds", "ratio", "p50 ms", "p99 ms"):
-        table.add_column(col)
-    for name, f in figures.items():
-        rates = f["rates"]
-        assert isinstance(rates, list)
-        table.add_row(name, f"{f['median']:,.0f}", ", ".join(f"{x:,.0f}" for x in rates),
-                      f"{f['ratio']:.2f}x", f"{f['p50_ms']:.1f}", f"{f['p99_ms']:.1f}")
-    console.print(table)
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
+    ack_rounds.main(__doc__ or "", run, "engine claims (no HTTP)")
 
 
 if __name__ == "__main__":

@@ -121,6 +121,12 @@ HOLDS_EXPIRED = Gauge("stampede_holds_expired_units",
                       "Units whose holds expired, per campaign, as the store counts them "
                       "(cumulative: alert on its delta)", ["campaign"],
                       multiprocess_mode="livemostrecent")
+REPLICA_WAIT_TIMEOUTS = Counter(
+    "stampede_cluster_replica_wait_timeouts_total",
+    "Cluster mode: writes answered 503, and persister reads left pending, because WAIT "
+    "saw fewer than STAMPEDE_CLUSTER_WAIT_REPLICAS replicas in time", ["source"])
+"""source: write (a script's write answered 503 unavailable; a primary without a live
+replica answers every write so) or persister (entries read, left pending, not stored)."""
 
 
 _CLAIM_CHILDREN = {o: CLAIMS.labels(o.code if o is not Outcome.OK else "held")
@@ -141,6 +147,10 @@ def count_limiter_fail_open() -> None:
 
 def count_coupon_op(op: str, answer: str) -> None:
     COUPON_OPS.labels(op, answer).inc()
+
+
+def count_replica_wait_timeout(source: str) -> None:
+    REPLICA_WAIT_TIMEOUTS.labels(source).inc()
 
 
 def observe_script(name: str, seconds: float) -> None:

@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from stampede import Engine, Settings
 from stampede.domain.models import CampaignSpec
+from stampede.durable.store import Store, open_store
 from stampede.runtime.valkey import EmbeddedValkey
 
 
@@ -56,6 +57,14 @@ async def engine(clean_redis: str, settings: Settings) -> AsyncIterator[Engine]:
     await eng.start()
     yield eng
     await eng.close()
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    """The durable store at `store_url` (tests/store and tests/cluster define it)."""
+    s = await open_store(store_url)
+    yield s
+    await s.close()
 
 
 def iso(delta_s: float = 0) -> str:

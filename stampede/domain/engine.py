@@ -5,6 +5,7 @@ arguments, decodes answers into typed views, and coalesces claims per tick.
 """
 
 import asyncio
+import contextlib
 import functools
 import math
 import secrets
@@ -15,6 +16,7 @@ from typing import Any, NamedTuple, cast
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from stampede.domain import (
     allocations,
@@ -171,7 +173,7 @@ class Engine:
     @functools.cached_property
     def rebalancer(self) -> rebalance.Rebalancer:
         """Sharded campaigns: units moved to a shard before it runs dry (by the sweeper)."""
-        return rebalance.Rebalancer(self.shards)
+        return rebalance.Rebalancer(self.shards, self.settings.hold_sweep_interval_ms)
 
     @functools.cached_property
     def coupons(self) -> Coupons:
@@ -219,6 +221,9 @@ class Engine:
         if "coupons" in self.__dict__:
             await self.coupons.batcher.drain()
         await self.gate.wait_background()  # after both batchers: their last records too
+        if "rebalancer" in self.__dict__:
+            with contextlib.suppress(RedisError, UnavailableError):  # it lapses anyway
+                await self.rebalancer.give_up()
         await self.redis.aclose()
 
     # -- campaigns ---------------------------------------------------------
@@ -296,10 +301,6 @@ class Engine:
         _check_campaign_id(cid)
         n = await self.shards.count(cid)
         if n is not None and n > 1:  # each shard in turn, each atomically
-            if patch.throttle is not msgspec.UNSET:
-                raise ValidationError("throttle: a patch is not supported with shards > 1 "
-                                      "(each shard holds its share of the limits; define "
-                                      "the campaign again before its first claim)")
             if patch.bundles is not msgspec.UNSET:  # a bundle does not borrow between shards
                 raise ValidationError(REFUSALS["bundles_excluded"].template)
             if patch.allocations is not msgspec.UNSET:
@@ -309,13 +310,16 @@ class Engine:
                 # The waiting room's queue and its rate are shard 0's alone.
                 one = patch if k == 0 else msgspec.structs.replace(
                     patch, waiting_room=msgspec.UNSET)
-                outcome = await self._patch_one(keys.shard_id(cid, k, n), one, actor)
+                outcome = await self._patch_one(keys.shard_id(cid, k, n), one, actor, n)
                 if outcome is not Outcome.OK:
                     return outcome
             return outcome
         return await self._patch_one(cid, patch, actor)
 
-    async def _patch_one(self, cid: str, patch: CampaignPatch, actor: str) -> Outcome:
+    async def _patch_one(self, cid: str, patch: CampaignPatch, actor: str,
+                         shards_of: int = 1) -> Outcome:
+        """Patch one campaign, or one of a sharded campaign's `shards_of` shards (its
+        throttle then gets the shard's share of the limits, shard_guard)."""
         pairs = _patch_pairs(patch)
         if patch.price_steps is not msgspec.UNSET:
             pairs += await self._price_step_pairs(cid, patch)
@@ -333,7 +337,8 @@ class Engine:
             if patch.throttle is not msgspec.UNSET:
                 current = str(await self.redis.hget(ck.meta, "th_spec") or "")
                 merged = throttle.merge(current, patch.throttle)
-                fields = throttle.meta_fields(merged)
+                fields = shard_guard.meta_fields(merged, shards_of) if shards_of > 1 \
+                    else throttle.meta_fields(merged)
                 if patch.throttle.block is msgspec.UNSET and patch.throttle.allow is msgspec.UNSET:
                     del fields["th_lists"]  # lists untouched: not rewritten
                 args += ["if:th_spec", current, *[x for kv in fields.items() for x in kv]]

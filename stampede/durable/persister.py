@@ -40,7 +40,7 @@ from stampede.durable.events import Event, from_entry, from_flat
 from stampede.durable.projection import store_events
 from stampede.durable.store import Store
 from stampede.durable.store import schema as t
-from stampede.metrics import DEAD_LETTERS, PERSISTED
+from stampede.metrics import DEAD_LETTERS, PERSISTED, count_replica_wait_timeout
 from stampede.periodic import every
 from stampede.settings import Settings
 from stampede.state import keys
@@ -302,6 +302,7 @@ class Persister:
             raise acked
         if int(acked) < self.replicas:
             self.unreplicated += 1
+            count_replica_wait_timeout("persister")
             if time.monotonic() >= self._quiet_until:  # once per 10 s, not per stream and read
                 self._quiet_until = time.monotonic() + 10
                 log.warning("%s: entries read are on %s of %d replicas after %d ms; left "

@@ -332,6 +332,12 @@ def is_shard(cid: str) -> bool:
     return bool(_SHARD_ID.match(cid))
 
 
+def rebalance_lease_key(cid: str) -> str:
+    """A sharded campaign's rebalancer lease (string, in shard 0's slot): the token of
+    the gateway whose rebalancer acts for the campaign, expiring unless kept."""
+    return f"{tag(cid)}:rebalancer"
+
+
 def moves_key(scid: str) -> str:
     """A shard's move outbox (hash): move_id -> "<to shard>|<sku>|<qty>" for units
     lent and not yet known borrowed; "~out:<sku>" / "~in:<sku>" units lent and

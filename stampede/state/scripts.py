@@ -30,6 +30,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from stampede import lua
 from stampede.errors import ConfigError, UnavailableError
+from stampede.metrics import count_replica_wait_timeout
 from stampede.state import luagen
 from stampede.state.connection import is_cluster
 from stampede.state.on_primary import Command, on_primary
@@ -80,6 +81,7 @@ OPERATIONS = (
     # sharded campaigns: the two sides of a move of units between shards
     "shard_lend",
     "shard_borrow",
+    "rebalance_lease",
 )
 
 
@@ -255,6 +257,7 @@ class ScriptRegistry:
                 if isinstance(ack, Exception):
                     raise ack  # e.g. appendonly off: a setup error, not a 503
             if self.replicas and int(acks[0]) < self.replicas:
+                count_replica_wait_timeout("write")
                 raise NotReplicatedError(
                     f"{script.name}: {acks[0]} of {self.replicas} replicas confirmed the "
                     f"write within {self.replica_timeout_ms} ms")

@@ -6,7 +6,6 @@ from tests.store.conftest import (  # noqa: F401
     pg_server_url,
     raw_redis,
     sale,
-    store,
     store_settings,
     store_url,
 )

@@ -15,10 +15,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 from redis.cluster import RedisCluster
 
 from stampede import Engine, Settings
 from stampede.runtime.valkey_cluster import LocalValkeyCluster
+from stampede.state.connection import state_client
 
 
 @pytest.fixture(scope="session")
@@ -89,3 +91,18 @@ async def engine(clean_cluster: str, settings: Settings) -> AsyncIterator[Engine
     await eng.start()
     yield eng
     await eng.close()
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    """The durable tests' store here: SQLite in the test's directory."""
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+@pytest.fixture
+async def raw_redis(clean_cluster: str) -> AsyncIterator["Redis[str]"]:
+    """A cluster client of the session's cluster (tests/store's fixture of that name
+    gives a one-server client)."""
+    client = state_client(clean_cluster, cluster=True)
+    yield client
+    await client.aclose()

@@ -18,9 +18,8 @@ from stampede.durable.audit import audit
 from stampede.durable.persister import Persister
 from stampede.durable.reconcile import reconcile
 from stampede.durable.recovery import heal
-from stampede.durable.store import Store, open_store
+from stampede.durable.store import Store
 from stampede.state import keys
-from stampede.state.connection import state_client
 from tests.conftest import campaign_spec
 from tests.store.helpers import assert_store_matches_redis
 from tests.store.test_persister import (
@@ -57,28 +56,9 @@ TTL = 86_400_000
 
 
 @pytest.fixture
-def store_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'store.db'}"
-
-
-@pytest.fixture
 def store_settings(tmp_path: Path, store_url: str) -> Settings:
     return Settings(data_dir=tmp_path, store_url=store_url, persist_batch=200,
                     persist_claim_idle_ms=200, persist_max_attempts=3, redis_cluster=True)
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    s = await open_store(store_url)
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-async def raw_redis(clean_cluster: str) -> AsyncIterator["Redis[str]"]:
-    client = state_client(clean_cluster, cluster=True)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

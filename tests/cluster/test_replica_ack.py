@@ -10,20 +10,20 @@ answers the same claim and the persister stores it.
 
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from stampede import Engine, Settings
 from stampede.durable.persister import Persister
-from stampede.durable.store import Store, open_store
+from stampede.durable.store import Store
 from stampede.runtime.valkey_cluster import LocalValkeyCluster
 from stampede.state import keys
-from stampede.state.connection import state_client
 from stampede.state.on_primary import on_primary
 from stampede.state.scripts import NotReplicatedError
 from tests.conftest import campaign_spec
@@ -33,24 +33,10 @@ WAIT_MS = 200
 
 
 @pytest.fixture
-def ack_settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, store_url=f"sqlite:///{tmp_path / 'store.db'}",
+def ack_settings(tmp_path: Path, store_url: str) -> Settings:
+    return Settings(data_dir=tmp_path, store_url=store_url,
                     redis_cluster=True, cluster_wait_replicas=1,
                     cluster_wait_timeout_ms=WAIT_MS, persist_claim_idle_ms=200)
-
-
-@pytest.fixture
-async def store(ack_settings: Settings) -> AsyncIterator[Store]:
-    s = await open_store(ack_settings.resolved_store_url)
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-async def raw_redis(clean_cluster: str) -> AsyncIterator["Redis[str]"]:
-    client = state_client(clean_cluster, cluster=True)
-    yield client
-    await client.aclose()
 
 
 async def _home(client: "Redis[str]", cid: str) -> tuple[int, int]:
@@ -68,6 +54,12 @@ async def _calls(client: "Redis[str]", port: int, command: str) -> int:
     node = client.get_node(host="127.0.0.1", port=port)
     stats = await client.info("commandstats", target_nodes=node)
     return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def _wait_timeouts(source: str) -> float:
+    """stampede_cluster_replica_wait_timeouts_total{source} in this process."""
+    return REGISTRY.get_sample_value("stampede_cluster_replica_wait_timeouts_total",
+                                     {"source": source}) or 0.0
 
 
 @contextmanager
@@ -100,9 +92,11 @@ async def test_a_claim_waits_for_a_replica_and_the_store_for_what_it_has(
         await persister.drain()
         persisted = persister.persisted
 
+        timeouts = _wait_timeouts("write"), _wait_timeouts("persister")
         with frozen(valkey_cluster, replica):
             with pytest.raises(NotReplicatedError, match="0 of 1 replicas"):
                 await engine.claim("ra", "u2", "tee", idempotency_key="k2")
+            assert _wait_timeouts("write") == timeouts[0] + 1  # the 503 is counted
             # the claim stands on the primary, its event is read but not stored
             claims = await raw_redis.hgetall(keys.campaign_keys("ra").claims)
             assert len(claims) == 2
@@ -111,6 +105,7 @@ async def test_a_claim_waits_for_a_replica_and_the_store_for_what_it_has(
             # nor does taking the pending entry over store it
             assert await persister.take_over(min_idle_ms=0) == 0
             assert persister.unreplicated == 2 and persister.persisted == persisted
+            assert _wait_timeouts("persister") == timeouts[1] + 2
 
         again = await engine.claim("ra", "u2", "tee", idempotency_key="k2")
         assert again.claim is not None and again.claim.claim_id in claims

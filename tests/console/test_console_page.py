@@ -21,6 +21,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import expect
 
+from stampede.domain import shards
 from tests.browser import browser, page, screenshot  # noqa: F401  (pytest fixtures)
 from tests.system.service import STAMPEDE, Service, http
 
@@ -348,3 +349,29 @@ async def test_a_sharded_campaign_is_one_card_with_shards_on_demand(
     assert next(s for s in stats["skus"] if s["sku"] == "tee")["available"] == 60
     assert not await page.locator("#campaign-spring [data-testid=shards]").is_visible()
     await screenshot(page, "console-shards")
+
+
+async def test_the_throttle_form_of_a_sharded_campaign_patches_every_shard(
+        page: Any, service: Service,  # noqa: F811
+        shopper: aiohttp.ClientSession) -> None:
+    await sign_in(page, service, OPERATOR)
+    card = page.locator("#campaign-launch")
+    throttle = card.locator("[data-control=throttle]")
+    await throttle.locator("input[name=per_s]").fill("0.01")
+    await throttle.locator("input[name=burst]").fill("1")
+    await throttle.locator("button[type=submit]").click()
+    await confirm(page, "to 0.01 claims/s (burst 1) from the next claim, on each of its 3 "
+                        "shards in turn")
+    await expect(fact(page, "launch", "throttle")).to_have_text("user 0.01/s burst 1",
+                                                                timeout=5000)
+    assert "Refused" not in await page.locator("#toast").inner_text()
+    stats = admin(service, "GET", "/admin/v1/campaigns/launch/stats")[1]
+    assert stats["throttle"]["user"] == {"per_s": 0.01, "burst": 1}
+    # Every shard enforces it: users served by different shards are each throttled on
+    # their second claim.
+    users = {shards.shard_of_user(f"slow-{i}", 3): f"slow-{i}" for i in range(40)}
+    assert sorted(users) == [0, 1, 2]
+    for user in users.values():
+        assert (await claim(shopper, "launch", user))[0] == 201
+        assert (await claim(shopper, "launch", user))[0] == 429, user
+    await screenshot(page, "console-shards-throttle")

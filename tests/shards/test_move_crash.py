@@ -7,11 +7,6 @@ gateways at once: the units arrive exactly once.
 """
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
@@ -20,34 +15,7 @@ from stampede.domain import shards
 from stampede.state import keys
 from tests.conftest import campaign_spec
 from tests.domain.test_concurrency import _clone
-
-_CHILD = textwrap.dedent("""
-    import asyncio, sys
-    from stampede import Engine, Settings
-    from stampede.domain import shards
-
-    async def main(url, data_dir, stop_at):
-        engine = Engine.from_url(url, Settings(data_dir=data_dir))
-        await engine.start()
-        real_deliver = shards.Shards.deliver
-
-        async def stand_still(what):
-            print(what, flush=True)
-            await asyncio.sleep(3600)  # killed here
-
-        async def deliver(self, cid, n, m):
-            if stop_at == "lent":
-                await stand_still("lent")
-            real_hdel = self.redis.hdel
-            async def hdel(*args):
-                await stand_still("borrowed")
-            self.redis.hdel = hdel
-            await real_deliver(self, cid, n, m)
-        shards.Shards.deliver = deliver
-        await engine.shards.move("hot", 2, 1, 0, "tee", 5)
-
-    asyncio.run(main(*sys.argv[1:]))
-""")
+from tests.shards.helpers import kill_mid_move
 
 
 @pytest.mark.parametrize("stop_at", ["lent", "borrowed"])
@@ -55,18 +23,7 @@ async def test_kill_9_mid_move_loses_and_doubles_nothing(engine: Engine, setting
                                                          clean_redis: str, stop_at: str) -> None:
     await engine.define_campaign("hot", campaign_spec(stock=20, shards=2))
     before = await engine.shards.available("hot", 2, "tee")
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, clean_redis,
-                              str(settings.data_dir), stop_at],
-                             stdout=subprocess.PIPE, env={**os.environ})
-    try:
-        assert child.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 30)
-        assert line.decode().strip() == stop_at
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
+    await kill_mid_move(clean_redis, settings, stop_at)
     (pending,) = await engine.shards.pending(keys.shard_id("hot", 1, 2))
     assert pending.qty == 5 and pending.receiver == 0
     during = await engine.shards.available("hot", 2, "tee")

@@ -9,6 +9,7 @@ from collections import Counter
 from stampede import Engine, Outcome, Settings
 from stampede.domain import rebalance, shards
 from stampede.domain.rebalance import plan, targets
+from stampede.state import keys
 from tests.conftest import campaign_spec
 from tests.domain.test_concurrency import _clone
 from tests.shards.test_shards import FALSE_SOLD_OUT_BOUND_S
@@ -76,21 +77,27 @@ async def test_two_gateways_rebalancing_during_a_skewed_rush_sell_exactly_the_st
     cold = (u for i in range(10**6) if shards.shard_of_user(u := f"c{i}", n) != 0)
     users = [next(hot) if i % 4 else next(cold) for i in range(1200)]  # 3/4 on shard 0
     stop = asyncio.Event()
+    sweeps = [0, 0]
 
-    async def sweeper(g: Engine) -> None:  # both gateways' sweepers, far faster than 250 ms
+    async def sweeper(k: int) -> None:  # both gateways' sweepers, far faster than 250 ms
         while not stop.is_set():
-            await g.sweep("hot")
+            await gateways[k].sweep("hot")
+            sweeps[k] += 1
             await asyncio.sleep(0.01)
 
     t0 = time.monotonic()
 
     async def one(i: int) -> tuple[Outcome, float, float]:
-        await asyncio.sleep(i // 100 * 0.02)  # in waves, so the sale spans many sweeps
+        # In waves, so the sale spans many sweeps: each wave after both gateways swept
+        # since the one before (on a loaded machine a sweep can take longer than a wave).
+        await asyncio.sleep(i // 100 * 0.02)
+        while min(sweeps) < i // 100:
+            await asyncio.sleep(0.005)
         sent = time.monotonic() - t0
         r = await gateways[i % 2].claim("hot", users[i], "tee", 1)
         return r.outcome, sent, time.monotonic() - t0
 
-    sweepers = [asyncio.create_task(sweeper(g)) for g in gateways]
+    sweepers = [asyncio.create_task(sweeper(k)) for k in range(2)]
     try:
         results = await asyncio.gather(*(one(i) for i in range(len(users))))
     finally:
@@ -106,3 +113,53 @@ async def test_two_gateways_rebalancing_during_a_skewed_rush_sell_exactly_the_st
     report = await shards.audit(engine.redis, "hot", n)
     assert report.problems == [] and report.skus["tee"]["in_transit"] == 0
     assert (report.skus["tee"]["held"], report.skus["tee"]["available"]) == (stock, 0)
+
+
+async def test_one_gateways_rebalancer_acts_at_a_time_and_another_takes_over(
+        engine: Engine, settings: Settings) -> None:
+    await engine.define_campaign("hot", campaign_spec(stock=400, per_user=None, shards=4))
+    other = await _clone(engine, settings)
+    first, second = engine.rebalancer, other.rebalancer
+    first.lease_ms = second.lease_ms = 300  # a short lease: the test waits it out
+    lease = keys.rebalance_lease_key("hot")
+    users = (u for i in range(10**6) if shards.shard_of_user(u := f"u{i}", 4) == 0)
+
+    async def buy(units: int) -> None:
+        for _ in range(units // 10):
+            assert (await engine.claim("hot", next(users), "tee", qty=10)).outcome is Outcome.OK
+
+    try:
+        await engine.sweep("hot")  # takes the lease (a first look: nothing moves)
+        await other.sweep("hot")
+        assert await engine.redis.get(lease) == first.token
+        assert (first.held, second.held) == ({"hot"}, set())
+        await buy(60)  # shard 0 sells 60 of its 100: a top-up is due
+        await asyncio.sleep(0.05)
+        await other.sweep("hot")  # not the holder: it leaves the top-up to the holder
+        assert second.moves == 0
+        assert (await engine.shards.available("hot", 4, "tee"))[0] == 40
+        await engine.sweep("hot")
+        assert first.moves > 0 and (await engine.shards.available("hot", 4, "tee"))[0] > 40
+        # The holder dies (it stops keeping its lease): the other takes over once the
+        # lease lapses, with no rate of its own yet, then tops up as the holder did.
+        await other.sweep("hot")
+        assert second.held == set()
+        await asyncio.sleep(first.lease_ms / 1000 + 0.1)
+        await other.sweep("hot")
+        assert await engine.redis.get(lease) == second.token and second.held == {"hot"}
+        assert second.moves == 0  # a first look after taking over: nothing moves
+        await buy((await engine.shards.available("hot", 4, "tee"))[0] // 10 * 10 - 10)
+        await asyncio.sleep(0.05)
+        moves = first.moves
+        await engine.sweep("hot")  # the old holder, back: fenced by the token, it waits
+        assert first.moves == moves and first.held == set()
+        await other.sweep("hot")
+        assert second.moves > 0
+        await other.rebalancer.give_up()  # a clean stop hands the lease back at once
+        assert await engine.redis.get(lease) is None
+        await engine.sweep("hot")
+        assert first.held == {"hot"}
+    finally:
+        await other.close()
+    report = await shards.audit(engine.redis, "hot", 4)
+    assert report.problems == [] and report.skus["tee"]["in_transit"] == 0

@@ -6,7 +6,8 @@ from typing import Any
 
 from stampede import Engine, Outcome
 from stampede.domain import pow, shard_guard, shards
-from stampede.domain.throttle import ClientSignals, ThrottleSpec
+from stampede.domain.models import CampaignPatch
+from stampede.domain.throttle import ClientSignals, Rate, ThrottlePatch, ThrottleSpec
 from stampede.state import keys, records
 from tests.conftest import campaign_spec
 
@@ -94,3 +95,35 @@ async def test_a_challenge_is_solved_on_the_claimants_shard(engine: Engine) -> N
     solved = await engine.claim("hot", second, "tee", 1, client=ClientSignals(
         device="dev", challenge=asked.challenge.token, solution=solution))
     assert solved.outcome is Outcome.OK
+
+
+async def test_a_throttle_patch_gives_each_shard_its_share(engine: Engine) -> None:
+    await _define(engine, {"user": {"per_s": 2, "burst": 3}}, n=4)
+    patch = CampaignPatch(throttle=ThrottlePatch(device=Rate(per_s=10, burst=5),
+                                                 campaign=Rate(per_s=1000, burst=9)))
+    assert await engine.patch_campaign("hot", patch, "ops") is Outcome.OK
+    for k in range(4):
+        meta = keys.campaign_keys(keys.shard_id("hot", k, 4)).meta
+        cfg = records.decode_guard_config(await engine.redis.hget(meta, "th"))
+        assert cfg.user is not None and cfg.user.interval_ms == 500  # kept, exact
+        assert cfg.device is not None and (cfg.device.interval_ms, cfg.device.burst) == (400, 2)
+        assert cfg.campaign is not None and (cfg.campaign.interval_ms, cfg.campaign.burst) == \
+            (4, 3)
+    stats = await engine.stats("hot")
+    assert stats is not None and stats.throttle is not None  # the spec as patched, undivided
+    assert stats.throttle.device == Rate(per_s=10, burst=5)
+
+
+async def test_a_throttle_patch_applies_to_the_next_claim_on_every_shard(
+        engine: Engine) -> None:
+    await _define(engine, {}, n=2)
+    patch = CampaignPatch(throttle=ThrottlePatch(user=Rate(per_s=0.001, burst=1)))
+    assert await engine.patch_campaign("hot", patch, "ops") is Outcome.OK
+    for group in _users_by_shard(2, 1):  # a user served by each shard
+        user = group[0]
+        got = [(await engine.claim("hot", user, "tee", 1)).outcome for _ in range(2)]
+        assert got == [Outcome.OK, Outcome.THROTTLED], user
+    off = CampaignPatch(throttle=ThrottlePatch(user=None))
+    assert await engine.patch_campaign("hot", off, "ops") is Outcome.OK
+    for group in _users_by_shard(2, 1):
+        assert (await engine.claim("hot", group[0], "tee", 1)).outcome is Outcome.OK

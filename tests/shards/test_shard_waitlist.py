@@ -4,7 +4,7 @@ unit on a shard without waiters reaching another shard's waiter when a claim the
 borrows, no join while a claim could still borrow, and no oversell."""
 
 from stampede import Engine, Outcome
-from stampede.domain import shards
+from stampede.domain import rebalance, shards
 from tests.conftest import campaign_spec
 
 
@@ -67,3 +67,35 @@ async def test_a_shard_keeps_units_its_waiter_waits_for(engine: Engine) -> None:
     assert await engine.shards.move("hot", 2, 0, 1, "tee", 1) == 0
     assert (await engine.shards.available("hot", 2, "tee"))[0] == 1
     assert await _status(engine, a1) == "waiting"
+
+
+async def test_waiters_without_claims_get_units_from_another_shard_at_the_next_sweep(
+        engine: Engine) -> None:
+    spec = campaign_spec(stock=4, per_user=5, shards=2, waitlist={"max_length": 10})
+    assert (await engine.define_campaign("hot", spec))[0] is Outcome.OK
+    (a0, _), (b0, b1) = _users(2, 2)
+    held = await engine.claim("hot", a0, "tee", 4)  # every unit, borrowed onto shard 0
+    assert held.outcome is Outcome.OK and held.claim is not None
+    assert (await engine.join_waitlist("hot", b0, "tee", 1))[0] is Outcome.OK
+    assert (await engine.join_waitlist("hot", b1, "tee", 2))[0] is Outcome.OK
+    await engine.sweep_all()  # the rebalancer's first look: sold out, nothing to move
+    # Four units back on shard 0, which has no waiter: they stay there, and nobody
+    # on shard 1 claims (its users wait), so no claim borrows them.
+    assert (await engine.cancel(held.claim.claim_id, a0)).outcome is Outcome.OK
+    assert (await engine.shards.available("hot", 2, "tee")) == {0: 4, 1: 0}
+    # The next sweep counts shard 1's waiters (three units) as demand and tops it
+    # up: its waiters are offered the units, head first; the fourth stays on shard 0.
+    await engine.sweep_all()
+    assert [await _status(engine, u) for u in (b0, b1)] == ["offered", "offered"]
+    assert (await engine.shards.available("hot", 2, "tee")) == {0: 1, 1: 0}
+    report = await shards.audit(engine.redis, "hot", 2)
+    assert report.problems == []
+    assert report.skus["tee"]["held"] == 3 and report.skus["tee"]["available"] == 1
+
+
+def test_plan_for_waiters_takes_from_shards_without_waiters_richest_first() -> None:
+    assert rebalance.plan_for_waiters([5, 0, 0], [0, 0, 0]) == []
+    assert rebalance.plan_for_waiters([1, 0, 4], [0, 3, 0]) == [(2, 1, 3)]
+    # Shards 1 and 2 both wait (they lend none): the largest lack, shard 2's, first.
+    assert rebalance.plan_for_waiters([2, 1, 1], [0, 3, 5]) == [(0, 2, 2)]
+    assert rebalance.plan_for_waiters([2, 1, 0], [0, 2, 1]) == [(0, 1, 1), (0, 2, 1)]

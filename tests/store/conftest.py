@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from stampede import Engine, Settings
 from stampede.durable.persister import Persister
-from stampede.durable.store import Store, open_store
+from stampede.durable.store import Store
 from tests.pg import NO_PG, fresh_database, pg_server
 
 
@@ -32,13 +32,6 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path,
 def store_settings(tmp_path: Path, store_url: str) -> Settings:
     return Settings(data_dir=tmp_path, store_url=store_url, persist_batch=200,
                     persist_claim_idle_ms=200, persist_max_attempts=3)
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    s = await open_store(store_url)
-    yield s
-    await s.close()
 
 
 @pytest.fixture

@@ -8,10 +8,6 @@ and the sweeper finishes the move: no unit is lost or doubled, in Redis or the s
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 
 import pytest
 from redis.asyncio import Redis
@@ -26,24 +22,10 @@ from stampede.durable.store import Store
 from stampede.durable.store import schema as t
 from stampede.state import keys
 from tests.conftest import campaign_spec
-from tests.shards.test_move_crash import _CHILD
+from tests.shards.helpers import kill_mid_move
 
 TTL = 86_400_000
 DONOR = keys.shard_id("hot", 1, 2)
-
-
-async def _kill_mid_move(url: str, settings: Settings, stop_at: str) -> None:
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, url, str(settings.data_dir),
-                              stop_at], stdout=subprocess.PIPE, env={**os.environ})
-    try:
-        assert child.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 30)
-        assert line.decode().strip() == stop_at
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
 
 
 @pytest.mark.parametrize("case", ["lent", "borrowed", "receiver_stored_first",
@@ -60,7 +42,7 @@ async def test_move_mid_flight_is_delivered_once_after_flushall(
     elif case == "donor_lost_alone":  # a whole move, nothing stored; the donor's keys lost
         assert await sale.shards.move("hot", 2, 1, 0, "tee", 5) == 5
     else:  # killed after the lend, or after the borrow (outbox entry still open)
-        await _kill_mid_move(clean_redis, store_settings, case)
+        await kill_mid_move(clean_redis, store_settings, case)
         await persister.drain()
     if case == "donor_lost_alone":  # the receiver lives on, its borrow not yet stored
         lost = [k async for k in raw_redis.scan_iter(match=f"{keys.tag(DONOR)}*")]

@@ -178,9 +178,11 @@ function controls(c, parts) {
     el("form", { "data-control": "throttle",
       onsubmit: act((f) => {
         const rate = num(f, "per_s");
-        if (rate === null) return `Remove the per-user throttle of ${id} from the next claim.`;
+        // A sharded campaign is patched shard by shard (a user's claims all reach one).
+        const where = c.shards ? `, on each of its ${c.shards.length} shards in turn` : "";
+        if (rate === null) return `Remove the per-user throttle of ${id} from the next claim${where}.`;
         return `Throttle each user of ${id} to ${rate} claims/s (burst ${num(f, "burst") ?? 1}) `
-          + "from the next claim; faster claims are refused (throttled) with Retry-After.";
+          + `from the next claim${where}; faster claims are refused (throttled) with Retry-After.`;
       }, (f) => {
         const rate = num(f, "per_s");
         return patch({ throttle: { user: rate === null ? null : { per_s: rate, burst: num(f, "burst") ?? 1 } } });
