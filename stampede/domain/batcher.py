@@ -15,10 +15,7 @@ A large one (`EAGER_BATCH` claims) goes at once too while only one batch of
 its campaign is out: under a rush, Valkey then has the next batch in hand
 while this process answers the last one's claims and takes new ones (with
 one slot, every claim of a closed loop rode in one batch, and Valkey and
-this process took turns); at moderate load batches stay below it and wait, though never long: claims
-that have waited `WAIT_CAP_S` for a slot leave in one slot more, so a slow
-batch (a busy Valkey, a reply behind a queue of requests) costs the claims
-behind it a short wait and one round trip, not its whole trip and then theirs.
+this process took turns); at moderate load batches stay below it and wait.
 A batch that comes back frees its slot before its answers are handed out,
 so the claims that waited reach Redis while those answers are written; a
 batch function that calls `reply_in` frees it earlier still, as soon as the
@@ -86,14 +83,6 @@ script (the sweep, the campaign's config, the writes made once per batch) stays 
 small share of each claim's."""
 
 
-WAIT_CAP_S = 0.001
-"""Longest a claim waits for its campaign's slot before its batch goes out beside the
-ones in flight (a slot more than max_in_flight, the one EAGER_BATCH may also take).
-At half of the peak, open loop, one slot made every claim wait out the trip of the
-batch before its own: the extra slot bounds that wait; in a rush the batches it adds
-are large, and their fixed cost per claim small."""
-
-
 RunBatch = Callable[[str, Sequence[PendingClaim]], Awaitable[Sequence[R]]]
 
 _slot: ContextVar[Callable[[], bool] | None] = ContextVar("batch_slot", default=None)
@@ -113,14 +102,10 @@ async def reply_in() -> None:
 
 
 class ClaimBatcher(Generic[R]):
-    def __init__(self, run_batch: RunBatch[R], max_batch: int, max_in_flight: int = 1,
-                 wait_cap_s: float | None = WAIT_CAP_S) -> None:
+    def __init__(self, run_batch: RunBatch[R], max_batch: int, max_in_flight: int = 1) -> None:
         self._run_batch = run_batch
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
-        self._wait_cap_s = wait_cap_s
-        self._overdue: dict[str, asyncio.TimerHandle] = {}
-        """Per campaign whose claims wait for a slot: when they may take one more."""
         self._pending: dict[str, list[tuple[PendingClaim, asyncio.Future[R]]]] = {}
         self._flush_scheduled = False
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -147,24 +132,10 @@ class ClaimBatcher(Generic[R]):
         for campaign_id in list(self._pending):
             if self._out.get(campaign_id, 0) < self._max_in_flight:
                 self._send(campaign_id, self._pending.pop(campaign_id))
-            elif self._wait_cap_s is not None and campaign_id not in self._overdue:
-                # It goes when one of the campaign's batches comes back, or at the cap.
-                self._overdue[campaign_id] = asyncio.get_running_loop().call_later(
-                    self._wait_cap_s, self._past_cap, campaign_id)
-
-    def _past_cap(self, campaign_id: str) -> None:
-        """Claims waited WAIT_CAP_S for a slot: they take one more, if it is free (else
-        they go when a batch comes back)."""
-        del self._overdue[campaign_id]
-        if campaign_id in self._pending and \
-                self._out.get(campaign_id, 0) <= self._max_in_flight:
-            self._send(campaign_id, self._pending.pop(campaign_id))
+            # else: it goes when one of the campaign's batches comes back
 
     def _send(self, campaign_id: str,
               items: list[tuple[PendingClaim, "asyncio.Future[R]"]]) -> None:
-        overdue = self._overdue.pop(campaign_id, None)
-        if overdue is not None:  # none of the campaign's claims is waiting now
-            overdue.cancel()
         self._out[campaign_id] = self._out.get(campaign_id, 0) + 1
         released = False
 

@@ -6,17 +6,11 @@ tested against a real Valkey in tests/lua and tests/domain/test_model.py).
 """
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import pytest
 
-from stampede.domain.batcher import (
-    EAGER_BATCH,
-    WAIT_CAP_S,
-    ClaimBatcher,
-    PendingClaim,
-    reply_in,
-)
+from stampede.domain.batcher import EAGER_BATCH, ClaimBatcher, PendingClaim, reply_in
 
 
 def _claim(user: str) -> PendingClaim:
@@ -149,65 +143,3 @@ async def test_reply_in_sends_the_waiting_claims_before_the_reply_is_decoded() -
     assert await second == "b"
     await reply_in()  # outside a batch: nothing happens
     await batcher.drain()
-
-
-async def _until(check: Callable[[], bool],
-                 limit_s: float = 10.0) -> None:
-    """Wait (generously: a loaded machine) until `check()` holds."""
-    deadline = asyncio.get_running_loop().time() + limit_s
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "never happened"
-        await asyncio.sleep(WAIT_CAP_S / 4)
-
-
-async def test_claims_that_waited_past_the_cap_leave_in_one_slot_more() -> None:
-    """A batch out for long (a busy Valkey): the claims behind it leave after WAIT_CAP_S
-    in a second batch, not after its trip; a third waits, since one slot more is all."""
-    sent: list[list[str]] = []
-    replies: list[asyncio.Future[None]] = []
-
-    async def run(cid: str, claims: Sequence[PendingClaim]) -> list[str]:
-        sent.append([c.user for c in claims])
-        reply = asyncio.get_running_loop().create_future()
-        replies.append(reply)
-        await reply
-        return [c.user for c in claims]
-
-    batcher: ClaimBatcher[str] = ClaimBatcher(run, max_batch=64)
-    first = batcher.submit("c", _claim("a"))
-    await _until(lambda: len(sent) == 1)
-    second = batcher.submit("c", _claim("b"))
-    await _until(lambda: len(sent) == 2)
-    assert sent == [["a"], ["b"]] and not first.done()  # b did not wait out a's trip
-    third = batcher.submit("c", _claim("c"))
-    await asyncio.sleep(50 * WAIT_CAP_S)
-    assert sent == [["a"], ["b"]]  # two out: c waits for one to come back
-    replies[0].set_result(None)
-    assert await first == "a"
-    await _until(lambda: len(sent) == 3)
-    assert sent[2] == ["c"]
-    for reply in replies[1:]:
-        reply.set_result(None)
-    assert (await second, await third) == ("b", "c")
-    await batcher.drain()
-    assert batcher._overdue == {}  # no timer left behind
-
-
-async def test_without_a_cap_claims_wait_for_the_slot() -> None:
-    sent: list[list[str]] = []
-    reply: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    async def run(cid: str, claims: Sequence[PendingClaim]) -> list[str]:
-        sent.append([c.user for c in claims])
-        await reply
-        return [c.user for c in claims]
-
-    batcher: ClaimBatcher[str] = ClaimBatcher(run, max_batch=64, wait_cap_s=None)
-    first = batcher.submit("c", _claim("a"))
-    await _until(lambda: len(sent) == 1)
-    second = batcher.submit("c", _claim("b"))
-    await asyncio.sleep(50 * WAIT_CAP_S)
-    assert sent == [["a"]]
-    reply.set_result(None)
-    assert (await first, await second) == ("a", "b")
-    assert sent == [["a"], ["b"]]
