@@ -20,12 +20,16 @@ started. The goals table gives each goal, its figure and whether it is met.
 Stampede target a second time right after the first with the `stampede` of
 another worktree's venv (`DIR/.venv/bin/stampede`, named "... (before)"):
 before and after in one run, under the same load from the rest of the machine.
+`--stages` times, inside each Stampede gateway during its open loops, where a
+claim's time goes (bench/probe: the flush wait, the batch's trip, the event
+loop's lateness, collector pauses) and prints them as a second table.
 """
 
 import argparse
 import asyncio
 import json
 import os
+import signal
 import tempfile
 import time
 import urllib.request
@@ -69,6 +73,8 @@ class Target:
     results: dict[str, Any] = field(default_factory=dict)
     cpu_roles: bool = False
     """Split the CPU per claim by process (gateway, Valkey, persister)."""
+    probe: Path | None = None
+    """`--stages`: where the gateway (`roots[0]`) writes its stage timings (bench/probe)."""
 
 
 def _http_json(url: str, method: str = "GET", body: dict[str, Any] | None = None,
@@ -120,6 +126,12 @@ def _stampede_check(admin_url: str) -> Callable[[int, int], dict[str, Any]]:
     return check
 
 
+PROBE = Path(__file__).parent / "probe"
+"""bench/probe: its sitecustomize times a gateway's stages (`--stages`)."""
+STAGES = False
+"""`--stages`: probe each Stampede gateway during its open loops."""
+
+
 @contextmanager
 def stampede(stack: ExitStack, name: str, env: dict[str, str], throttled: bool = False,
              exe: Path | None = None) -> Iterator[Target]:
@@ -134,6 +146,10 @@ def stampede(stack: ExitStack, name: str, env: dict[str, str], throttled: bool =
         full_env["PYTHONPATH"] = str(root)
     full_env.update({"STAMPEDE_DATA_DIR": str(data), "STAMPEDE_ADMIN_TOKENS": f"operator:{ADMIN}",
                      "STAMPEDE_JWT_SECRET": SECRET, **env})
+    if STAGES:
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            [str(PROBE), *([full_env["PYTHONPATH"]] if "PYTHONPATH" in full_env else [])])
+        full_env["BENCH_PROBE_DIR"] = str(data)
     cmd = [str(exe or Path(os.sys.executable).parent / "stampede"), "serve", "--port", str(port),
            "--admin-port", str(admin_port), "--workers", "1"]
     with harness.service(cmd, ready_url=f"http://127.0.0.1:{port}/readyz", env=full_env,
@@ -147,7 +163,8 @@ def stampede(stack: ExitStack, name: str, env: dict[str, str], throttled: bool =
                      headers_for=(_JwtAndDevice if throttled else loadgen.JwtBearer)(
                          SECRET, cache=1_000_000) if jwt else None,
                      user_header=None if jwt else "X-User-Id",
-                     roots=[svc.pid], cpu_roles=True)  # its Valkey and persister are children
+                     roots=[svc.pid], cpu_roles=True,  # its Valkey and persister are children
+                     probe=data if STAGES else None)
 
 
 def _settled(roots: list[int], quiet_s: float = 0.02, limit_s: float = 60.0) -> None:
@@ -202,8 +219,11 @@ def _run(target: Target, seconds: float, body: loadgen.BodyFor | bytes, label: s
     rate = max(100.0, peak.ok_throughput / 2)
     console.log(f"{target.name}: {label} open loop at {rate:,.0f}/s")
     users = _users(target, f"{label[:4]}-half", int(seconds * rate * 1.1) + 100)
+    if target.probe is not None:
+        os.kill(target.roots[0], signal.SIGUSR1)  # the stage timings start afresh
     steady = loadgen.run_open(target.url, rate=rate, duration=seconds, connections=128,
                               users=users, **common)  # type: ignore[arg-type]
+    stages = _stages(target) if target.probe is not None else None
     target.created += steady.status_counts.get(201, 0)
     target.results[label] = {
         "peak_ok_per_s": peak.ok_throughput, "peak_answers_per_s": peak.throughput,
@@ -211,7 +231,52 @@ def _run(target: Target, seconds: float, body: loadgen.BodyFor | bytes, label: s
         "peak_latency_ms": peak.latency_ms, "peak_status": peak.status_counts,
         "open_rate": rate, "open_latency_ms": steady.latency_ms,
         "open_status": steady.status_counts, "open_unfinished": steady.unfinished,
+        "open_stages": stages,
         "check": target.check(target.created, CONCURRENCY * target.closed_runs)}
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def _stages(target: Target, wait_s: float = 30.0) -> dict[str, dict[str, float]]:
+    """The gateway's stage timings of the open loop just run (bench/probe), summarised."""
+    assert target.probe is not None
+    path = target.probe / f"probe-{target.roots[0]}.json"
+    path.unlink(missing_ok=True)
+    os.kill(target.roots[0], signal.SIGUSR2)
+    deadline = time.monotonic() + wait_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            console.print(f"[yellow]{target.name}: no stage timings (is bench/probe loaded?)[/]")
+            return {}
+        time.sleep(0.05)
+    samples: dict[str, list[float]] = json.loads(path.read_text())
+    gc_ms = [v for k in ("gc0_ms", "gc1_ms", "gc2_ms") for v in samples[k]]
+    out = {name: {"n": len(v), "p50": _pct(v, 0.5), "p99": _pct(v, 0.99),
+                  "p99.9": _pct(v, 0.999), "max": max(v, default=0.0), "sum": sum(v)}
+           for name, v in (*samples.items(), ("gc_ms", gc_ms))}
+    return out
+
+
+def _stages_table(targets: list[Target]) -> None:
+    table = Table(title="inside the gateway, open loop at half peak (bench/probe; ms)")
+    for col in ("service", "flush wait p50", "p99", "batch trip p50", "p99", "batch size p50",
+                "loop lag p99", "p99.9", "max", "gc pauses", "gc ms total", "gc max"):
+        table.add_column(col, justify="right")
+    for t in targets:
+        s = t.results["hot"].get("open_stages")
+        if not s:
+            continue
+        table.add_row(t.name, f"{s['wait_ms']['p50']:.2f}", f"{s['wait_ms']['p99']:.2f}",
+                      f"{s['trip_ms']['p50']:.2f}", f"{s['trip_ms']['p99']:.2f}",
+                      f"{s['size']['p50']:.0f}", f"{s['lag_ms']['p99']:.2f}",
+                      f"{s['lag_ms']['p99.9']:.2f}", f"{s['lag_ms']['max']:.2f}",
+                      f"{s['gc_ms']['n']}", f"{s['gc_ms']['sum']:.1f}",
+                      f"{s['gc_ms']['max']:.2f}")
+    if table.row_count:
+        console.print(table)
 
 
 def _drained(roots: list[int], quiet_s: float = 0.015, limit_s: float = 20.0
@@ -266,7 +331,11 @@ def main() -> None:
                         help="do not measure Redis bytes per user holding a claim")
     parser.add_argument("--compare", type=Path, default=None,
                         help="another worktree: each Stampede target again with its stampede")
+    parser.add_argument("--stages", action="store_true",
+                        help="time the stages inside each Stampede gateway (bench/probe)")
     args = parser.parse_args()
+    global STAGES
+    STAGES = args.stages
     harness.sigterm_as_exit()
     idle = harness.idle_fraction()
     if idle < 0.85:
@@ -425,6 +494,7 @@ def _report(targets: list[Target], memory: dict[str, Any], idle: float) -> dict[
                       f"{lo['p99.9']:.2f}",
                       str(all(x["check"].get("ok") for x in t.results.values())))
     console.print(table)
+    _stages_table(targets)
     by = {t.name: t.results for t in targets}
     goals = _goals(by, memory)
     ratios = Table(title=f"goals ({OURS}: a durable claim with JWT, metrics and the persister)")

@@ -20,7 +20,7 @@ from stampede.state import keys
 
 
 async def compare(redis: "Redis", store: Store, max_lag_s: float) -> dict[str, Any]:
-    async with store.engine.connect() as conn:
+    async with store.read() as conn:
         stored = {r.campaign_id: r for r in await conn.execute(select(
             t.campaigns.c.campaign_id, t.campaigns.c.applied_seq, t.campaigns.c.max_seq,
             t.campaigns.c.epoch))}

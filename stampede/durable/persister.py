@@ -396,7 +396,7 @@ class Persister:
 
     async def store_healthy(self) -> bool:
         try:
-            async with self.store.engine.connect() as conn:
+            async with self.store.read() as conn:
                 await conn.execute(text("SELECT 1"))
             return True
         except Exception:  # any failure to reach the store

@@ -49,7 +49,7 @@ class Difference:
 
 async def reconcile_campaign(redis: "Redis", store: Store, cid: str) -> list[Difference] | None:
     """The differences for one campaign; None when this round cannot compare."""
-    async with store.engine.connect() as conn:
+    async with store.read() as conn:
         row = (await conn.execute(select(t.campaigns).where(
             t.campaigns.c.campaign_id == cid))).one_or_none()
         stored = {r.sku: r for r in await conn.execute(
@@ -117,7 +117,7 @@ def _add(counters: dict[str, int], sku: str, **by: int) -> None:
 
 async def reconcile(redis: "Redis", store: Store) -> list[Difference]:
     """Compare every campaign; set the metric and log each difference."""
-    async with store.engine.connect() as conn:
+    async with store.read() as conn:
         cids = [r[0] for r in await conn.execute(select(t.campaigns.c.campaign_id))]
     found: list[Difference] = []
     for cid in sorted(cids):
@@ -128,7 +128,7 @@ async def reconcile(redis: "Redis", store: Store) -> list[Difference]:
             log.warning("reconcile: campaign %s sku %s %s: redis %d, store %d", d.campaign_id,
                         d.sku, d.counter, d.redis, d.store)
         bad = {(d.sku, d.counter): d.redis - d.store for d in diffs}
-        async with store.engine.connect() as conn:
+        async with store.read() as conn:
             skus = [r[0] for r in await conn.execute(
                 select(t.skus.c.sku).where(t.skus.c.campaign_id == cid))]
         for sku in skus:

@@ -93,7 +93,7 @@ class Rebuilt:
 
 async def redis_behind(redis: "Redis", store: Store, cid: str) -> str | None:
     """Why Redis holds older state than the store for this campaign, or None if it does not."""
-    async with store.engine.connect() as conn:
+    async with store.read() as conn:
         row = (await conn.execute(select(t.campaigns).where(
             t.campaigns.c.campaign_id == cid))).one_or_none()
     if row is None or row.max_seq == 0:
@@ -111,7 +111,7 @@ async def redis_behind(redis: "Redis", store: Store, cid: str) -> str | None:
 
 async def in_store(store: Store, cid: str) -> bool:
     """Does the store know this campaign (with at least one event)?"""
-    async with store.engine.connect() as conn:
+    async with store.read() as conn:
         found = (await conn.execute(select(t.campaigns.c.max_seq).where(
             t.campaigns.c.campaign_id == cid))).scalar_one_or_none()
     return bool(found)
@@ -119,7 +119,7 @@ async def in_store(store: Store, cid: str) -> bool:
 
 async def heal(redis: "Redis", store: Store, idem_ttl_ms: int) -> list[Rebuilt]:
     """Fence and rebuild every campaign whose Redis state is older than the store's."""
-    async with store.engine.connect() as conn:
+    async with store.read() as conn:
         cids = [r[0] for r in await conn.execute(select(t.campaigns.c.campaign_id))]
     done = []
     for cid in sorted(cids):
@@ -131,7 +131,7 @@ async def heal(redis: "Redis", store: Store, idem_ttl_ms: int) -> list[Rebuilt]:
 
 
 async def recover_all(redis: "Redis", store: Store, idem_ttl_ms: int) -> list[Rebuilt]:
-    async with store.engine.connect() as conn:
+    async with store.read() as conn:
         cids = [r[0] for r in await conn.execute(select(t.campaigns.c.campaign_id))]
     return [await recover_campaign(redis, store, cid, idem_ttl_ms) for cid in sorted(cids)]
 
@@ -142,7 +142,7 @@ async def fence(redis: "Redis", store: Store, cid: str) -> None:
     if await redis.hexists(meta, "state"):
         await redis.hset(meta, "fenced", "1")
         return
-    async with store.engine.connect() as conn:
+    async with store.read() as conn:
         row = (await conn.execute(select(t.campaigns).where(
             t.campaigns.c.campaign_id == cid))).one_or_none()
     if row is None:
@@ -255,7 +255,7 @@ async def recover_campaign(redis: "Redis", store: Store, cid: str,
 
 
 async def _store_epoch(store: Store, cid: str) -> int:
-    async with store.engine.connect() as conn:
+    async with store.read() as conn:
         return int((await conn.execute(select(t.campaigns.c.epoch).where(
             t.campaigns.c.campaign_id == cid))).scalar_one())
 
@@ -402,7 +402,7 @@ _RUNTIME = ("wr_served", "wr_tokens", "wr_at", "wr_seq", "salt")
 
 
 async def _load(store: Store, cid: str) -> _State:
-    async with store.engine.connect() as conn:
+    async with store.read() as conn:
         row = (await conn.execute(select(t.campaigns).where(
             t.campaigns.c.campaign_id == cid))).one()
         skus = (await conn.execute(select(t.skus).where(t.skus.c.campaign_id == cid))).all()

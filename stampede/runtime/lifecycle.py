@@ -199,3 +199,8 @@ DELIVERER = web.AppKey("deliverer", PersisterChild)
 def _persister_child() -> None:
     die_with_parent()
     os.nice(PERSISTER_NICE)
+    if hasattr(os, "SCHED_BATCH"):  # Linux
+        # Same share of the CPU, but it never preempts on waking (after a read or
+        # an fsync): the gateway or Valkey it would interrupt keeps its core until
+        # its slice ends, and a request in flight does not wait behind a commit.
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))

@@ -65,7 +65,7 @@ class Store:
         """Can we reach the store right now? (for /readyz)"""
         try:
             async with asyncio.timeout(timeout_s):
-                async with self.engine.connect() as conn:
+                async with self.read() as conn:  # never waits for a writer's lock
                     await conn.execute(text("SELECT 1"))
             return True
         except Exception:  # any failure means not ready
