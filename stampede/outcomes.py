@@ -407,6 +407,11 @@ REFUSALS: dict[str, Refusal] = {
                       "SKU of the campaign, or over its max_per_claim of {limit}",
                       "a PATCH of bundles whose line names a SKU the campaign lacks, or more "
                       "units than max_per_claim", values=("bundle", "line", "detail", "limit")),
+    "bundle_limit": _r("invalid_request", 400, "{detail}: bundle '{bundle}' takes {qty} "
+                       "units{scope} of {limit}; no claim of it could pass: change or remove "
+                       "the bundle (in the same PATCH)", "a PATCH of limits or bundles that "
+                       "would leave a bundle in force over max_per_claim, a SKU's per-user "
+                       "limit or the campaign's"),
     "allocations_excluded": _r("invalid_request", 400, "allocations: a coupon drop, a "
                                "campaign with a waitlist or one split over shards takes no "
                                "allocations", "a PATCH of allocations onto such a campaign"),

@@ -338,6 +338,8 @@ class Engine:
                 raise ValidationError(REFUSALS[before].template)
             if code == Outcome.INVALID and patch.bundles is not msgspec.UNSET:
                 bundles.raise_patch_refusal(str(before), patch.bundles)
+            if code == Outcome.INVALID:
+                bundles.raise_limit_refusal(str(before), patch)
             if code == Outcome.INVALID and before == "allocations_excluded":
                 raise ValidationError(REFUSALS[before].template)
             refused = allocations.patch_refusal(str(before), "allocations")
