@@ -171,6 +171,9 @@ if #bundle_edits > 0 then
 end
 -- ---- presales: every bundle in force stays claimable under the limits in force (or
 -- patched with it): a claim of it could never pass its lines' checks otherwise ----
+local function bundle_limit(n, over, sku, limit, units)  -- the refusal, its five values
+  return {INVALID, 'bundle_limit:' .. n .. ':' .. over .. ':' .. sku .. ':' .. limit .. ':' .. units, ''}
+end
 local bd = after['bd'] or redis.call('HGET', K.meta, 'bd') or ''
 if bd ~= '' and (after['bd'] or after['max_qty'] or after['per_user'] or next(lim_after)) then
   local m = redis.call('HMGET', K.meta, 'max_qty', 'per_user')
@@ -187,13 +190,10 @@ if bd ~= '' and (after['bd'] or after['max_qty'] or after['per_user'] or next(li
                            redis.call('HGET', K.stock, line_sku .. '.lim') or '-1')
       if qty > max_qty then over, limit = 'max_per_claim', max_qty
       elseif lim >= 0 and qty > lim then over, limit = 'sku_per_user', lim end
-      if over then
-        return {INVALID, 'bundle_limit:' .. n .. ':' .. over .. ':' .. line_sku .. ':' ..
-                limit .. ':' .. qty, ''}
-      end
+      if over then return bundle_limit(n, over, line_sku, limit, qty) end
     end
     if per_user >= 0 and units > per_user then
-      return {INVALID, 'bundle_limit:' .. n .. ':per_user::' .. per_user .. ':' .. units, ''}
+      return bundle_limit(n, 'per_user', '', per_user, units)
     end
   end
 end
