@@ -19,7 +19,12 @@ allocations of SKU b (2 units for channel app, 1 for tier vip, returned by
 ops at random) with claims through app or no channel; bundle claims of
 both SKUs at once (all or nothing, every line checked; settled by the
 bundle's id or a line's, each line then refunded, checked in or
-transferred on its own). After every
+transferred on its own) and of the spec's bundles by name. Live patches:
+the phases to another shape, price steps of either SKU, b's allocations
+(a qty changed, one left out so it returns, the order turned, a new one;
+refused below what holds and sales took or over b's units) and the spec's
+bundles, and the per-user limit (refused while a bundle in force would
+take more). After every
 step the engine's counters, per-user totals and claim statuses must equal
 the model's, and the invariants must hold.
 """
