@@ -214,6 +214,13 @@ REFUSALS: dict[str, Refusal] = {
     "throttled": _r("throttled", 429, "too many requests ({scope} limit); retry in "
                     "{retry_after_ms} ms", "a rate limit of the guard or the gateway refused",
                     "seconds until the limit admits the next request (exact, rounded up)"),
+    "code_throttled": _r("throttled", 429, "too many presale code attempts (per {key}: at "
+                         "most {limit} at once, then {detail} a second); retry in "
+                         "{retry_after_ms} ms", "a claim with a presale code over the "
+                         "code-attempt limit of its user, device or network (reason "
+                         "presale_code, presale_code_device, presale_code_network)",
+                         "seconds until the limit admits the next attempt (exact, rounded "
+                         "up)"),
     "blocked": _r("blocked", 403, "this request is refused ({scope})",
                   "a block list, an account concentration or a risk rule refused"),
     "challenge_required": _r("challenge_required", 403, "solve the challenge (proof of work) "
@@ -407,6 +414,12 @@ REFUSALS: dict[str, Refusal] = {
                       "SKU of the campaign, or over its max_per_claim of {limit}",
                       "a PATCH of bundles whose line names a SKU the campaign lacks, or more "
                       "units than max_per_claim", values=("bundle", "line", "detail", "limit")),
+    "bundle_limit": _r("invalid_request", 400, "{detail}: bundle '{bundle}' takes {qty} "
+                       "units{scope} of {limit}; no claim of it could pass: change or remove "
+                       "the bundle (in the same PATCH)", "a PATCH of limits or bundles that "
+                       "would leave a bundle in force over max_per_claim, a SKU's per-user "
+                       "limit or the campaign's", values=("bundle", "scope", "sku", "limit",
+                                                           "qty")),
     "allocations_excluded": _r("invalid_request", 400, "allocations: a coupon drop, a "
                                "campaign with a waitlist or one split over shards takes no "
                                "allocations", "a PATCH of allocations onto such a campaign"),

@@ -44,3 +44,10 @@ export async function bundle(cid: string): Promise<string[]> {
   const total: number | null | undefined = pack.price;
   return [...(pack.lines ?? []), ...(mine.lines ?? [])].map((l) => `${l.claim_id} ${total}`);
 }
+
+export async function partner(cid: string, userJwt: string): Promise<string> {
+  // a partner's integration: its channel key, its user's token
+  const client = new Stampede({ token: userJwt, channelKey: "partner-key-0123456789" });
+  const hold = await client.claim(cid, { sku: "seated", qty: 2 });
+  return hold.claim_id;
+}

@@ -69,6 +69,8 @@ export interface StampedeOptions {
   onRetry?: (event: RetryEvent) => void;
   workerUrl?: string | URL;
   fetch?: typeof fetch;
+  /** A channel API key (STAMPEDE_CHANNEL_KEYS): sent as X-Channel-Key with sale claims only. */
+  channelKey?: string;
 }
 
 export interface SolveProgress {

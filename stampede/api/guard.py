@@ -30,7 +30,7 @@ from stampede.api.errors import Handler
 from stampede.api.headers import header
 from stampede.api.memo import Memo
 from stampede.api.routing import ApiRoutes
-from stampede.domain import netaddr
+from stampede.domain import netaddr, presale_codes
 from stampede.domain.engine import ClaimResult
 from stampede.domain.throttle import DEVICE_PATTERN, ChallengeView, ClientSignals
 from stampede.logs import log
@@ -113,8 +113,10 @@ def refusal(result: GuardRefusal) -> web.Response:
     outcome = result.outcome
     ms = result.retry_after_ms or 0
     r = REFUSALS[outcome.reason]
-    err: dict[str, object] = {"code": r.code, "message": r.message(
-        {"scope": result.reason or "?", "retry_after_ms": ms}), "reason": result.reason}
+    message = r.message({"scope": result.reason or "?", "retry_after_ms": ms})
+    if outcome is Outcome.THROTTLED:  # a presale code's limiters name their key and limit
+        message = presale_codes.throttled_message(result.reason or "", ms) or message
+    err: dict[str, object] = {"code": r.code, "message": message, "reason": result.reason}
     headers = {}
     if outcome is Outcome.THROTTLED:
         err["retry_after_ms"] = ms

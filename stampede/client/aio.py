@@ -42,11 +42,16 @@ class AsyncClient:
     def __init__(self, base_url: str, *, token: str | None = None,
                  headers: dict[str, str] | None = None, retry: RetryPolicy | None = None,
                  on_retry: OnRetry | None = None, timeout_s: float = 30.0,
-                 session: aiohttp.ClientSession | None = None) -> None:
+                 session: aiohttp.ClientSession | None = None,
+                 channel_key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.headers = dict(headers or {})
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
+        self.channel_key = channel_key
+        """A channel API key (a partner's, a box office's): sent as X-Channel-Key with
+        each sale claim (claim, claim_bundle) only, so it takes from that channel's
+        allocations; the user is still the one of the token or headers."""
         self.retry = retry or RetryPolicy()
         self.on_retry = on_retry
         self.admission: dict[str, str] = {}
@@ -126,8 +131,14 @@ class AsyncClient:
         """A hold. The same (campaign, sku, qty) intent reuses its key: one hold."""
         raw = await self._guarded(f"/v1/campaigns/{_p(cid)}/claims", cid,
                                   {"sku": sku, "qty": qty},
-                                  intent or f"claim:{cid}:{sku}:{qty}", headers)
+                                  intent or f"claim:{cid}:{sku}:{qty}", self._sale(headers))
         return msgspec.json.decode(raw, type=ClaimView)
+
+    def _sale(self, headers: dict[str, str] | None) -> dict[str, str] | None:
+        """A sale claim's extra headers: the channel key, if the client has one."""
+        if self.channel_key is None:
+            return headers
+        return {"X-Channel-Key": self.channel_key, **(headers or {})}
 
     async def claim_bundle(self, cid: str, *, bundle: str | None = None,
                            lines: Sequence[tuple[str, int]] = (), intent: str | None = None,
@@ -139,7 +150,7 @@ class AsyncClient:
         what = f"bundle:{bundle}" if bundle is not None else \
             "lines:" + ",".join(f"{sku}:{qty}" for sku, qty in lines)
         raw = await self._guarded(f"/v1/campaigns/{_p(cid)}/claims", cid, body,
-                                  intent or f"claim:{cid}:{what}", headers)
+                                  intent or f"claim:{cid}:{what}", self._sale(headers))
         return msgspec.json.decode(raw, type=ClaimView)
 
     async def claim_coupon(self, cid: str, sku: str, qty: int = 1, *,

@@ -33,10 +33,12 @@ T = TypeVar("T")
 class Client:
     def __init__(self, base_url: str, *, token: str | None = None,
                  headers: dict[str, str] | None = None, retry: RetryPolicy | None = None,
-                 on_retry: OnRetry | None = None, timeout_s: float = 30.0) -> None:
+                 on_retry: OnRetry | None = None, timeout_s: float = 30.0,
+                 channel_key: str | None = None) -> None:
         self._loop = asyncio.new_event_loop()
         self.aio = AsyncClient(base_url, token=token, headers=headers, retry=retry,
-                               on_retry=on_retry, timeout_s=timeout_s)
+                               on_retry=on_retry, timeout_s=timeout_s,
+                               channel_key=channel_key)
 
     def __enter__(self) -> "Client":
         return self

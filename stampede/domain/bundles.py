@@ -20,8 +20,16 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from msgspec import UNSET
+
 from stampede.domain.batcher import PendingClaim
-from stampede.domain.models import BUNDLE_MAX_LINES, BundleLine, BundleSpec, CampaignSpec
+from stampede.domain.models import (
+    BUNDLE_MAX_LINES,
+    BundleLine,
+    BundleSpec,
+    CampaignPatch,
+    CampaignSpec,
+)
 from stampede.errors import ValidationError
 from stampede.outcomes import REFUSALS
 
@@ -69,6 +77,7 @@ def check(spec: CampaignSpec) -> None:
     if spec.coupons is not None:
         raise ValidationError("bundles: a coupon drop takes no bundles")
     skus = frozenset(s.sku for s in spec.skus)
+    sku_limit = {s.sku: s.per_user for s in spec.skus}
     for name, bundle in spec.bundles.items():
         check_lines(bundle.lines, f"bundles.{name}.lines", skus)
         for i, line in enumerate(bundle.lines):
@@ -76,6 +85,17 @@ def check(spec: CampaignSpec) -> None:
                 raise ValidationError(
                     f"bundles.{name}.lines[{i}].qty: {line.qty} is over the campaign's "
                     f"max_per_claim of {spec.limits.max_per_claim}")
+            lim = sku_limit[line.sku]
+            if lim is not None and line.qty > lim:
+                raise ValidationError(
+                    f"bundles.{name}.lines[{i}].qty: {line.qty} is over SKU "
+                    f"{line.sku!r}'s per-user limit of {lim}")
+        units = sum(line.qty for line in bundle.lines)
+        for limit, what in ((spec.limits.per_user, "per_user"),
+                            (spec.limits.per_person, "per_person")):
+            if limit is not None and units > limit:
+                raise ValidationError(f"bundles.{name}: the bundle takes {units} units, "
+                                      f"more than the campaign's {what} limit of {limit}")
 
 
 def encode_lines(lines: Sequence[BundleLine]) -> str:
@@ -125,6 +145,32 @@ def raise_patch_refusal(detail: str, edits: Mapping[str, BundleSpec | None]) -> 
                               f"{line.sku if line else '?'!r}")
     raise ValidationError(f"{at}.qty: {line.qty if line else '?'} is over the campaign's "
                           f"max_per_claim of {max_qty}")
+
+
+_LIMIT_FIELD = {"max_per_claim": "limits.max_per_claim", "per_user": "limits.per_user"}
+_LIMIT_SCOPE = {"max_per_claim": " of SKU '{sku}' in one line, more than the campaign's "
+                                 "max_per_claim",
+                "sku_per_user": " of SKU '{sku}', more than that SKU's per-user limit",
+                "per_user": ", more than the campaign's per-user limit"}
+
+
+def raise_limit_refusal(detail: str, patch: CampaignPatch) -> None:
+    """patch_campaign.lua's 'bundle_limit' refusal (a bundle in force no claim could pass
+    under the limits patched) as a ValidationError naming the field the PATCH changed:
+    the limit, or else the bundle. Any other detail: the caller goes on."""
+    parts = detail.split(":")
+    if len(parts) != 6 or parts[0] != "bundle_limit":
+        return
+    _, name, kind, sku, limit, units = parts
+    field = f"bundles.{name}"
+    if kind == "sku_per_user":
+        if patch.sku_limits is not UNSET and sku in patch.sku_limits:
+            field = f"sku_limits.{sku}"
+    elif patch.limits is not UNSET and getattr(patch.limits, kind) is not UNSET:
+        field = _LIMIT_FIELD[kind]
+    raise ValidationError(REFUSALS["bundle_limit"].message({
+        "detail": field, "bundle": name, "qty": units, "limit": limit,
+        "scope": _LIMIT_SCOPE[kind].format(sku=sku)}))
 
 
 def line_id(bundle_id: str, n: int) -> str:

@@ -62,6 +62,7 @@ from stampede.domain.models import (
     to_ms,
 )
 from stampede.domain.presale_codes import PresaleCodes
+from stampede.domain.presale_codes import limiter_keys as code_limiter_keys
 from stampede.domain.refunds import Refunds
 from stampede.domain.seen import CampaignSeen, campaign_seen
 from stampede.domain.segments import Segments
@@ -351,6 +352,8 @@ class Engine:
                 raise ValidationError(REFUSALS[before].template)
             if code == Outcome.INVALID and patch.bundles is not msgspec.UNSET:
                 bundles.raise_patch_refusal(str(before), patch.bundles)
+            if code == Outcome.INVALID:
+                bundles.raise_limit_refusal(str(before), patch)
             if code == Outcome.INVALID and before == "allocations_excluded":
                 raise ValidationError(REFUSALS[before].template)
             refused = allocations.patch_refusal(str(before), "allocations")
@@ -681,12 +684,18 @@ class Engine:
                 sku, qty, fingerprint = "", 0, c.fingerprint
             else:
                 sku, qty, fingerprint = c.sku, c.qty, f"{c.sku}:{c.qty}"
+            k_code = (0, 0, 0)  # the code-attempt limiters: user, device, network
+            if c.code:
+                by_user, by_device, by_network = code_limiter_keys(
+                    cid, c.user, c.guard.device, c.guard.network)
+                k_code = (slot(by_user), slot(by_device) if by_device else 0,
+                          slot(by_network) if by_network else 0)
             args.append(ClaimArg(claim_id=c.claim_id, user=c.user, sku=sku, qty=qty,
                                  idem_slot=idem, admission=c.admission_exp,
                                  fingerprint=fingerprint, guard=guard, tiers=list(c.tiers),
-                                 code=c.code,
-                                 k_code=slot(keys.limiter_key(cid, "code", c.user))
-                                 if c.code else 0, identity=c.identity, channel=c.channel))
+                                 code=c.code, k_code=k_code[0], k_code_device=k_code[1],
+                                 k_code_network=k_code[2], identity=c.identity,
+                                 channel=c.channel))
         return ks, args
 
     def _refused(self, cid: str, user: str, code: int, detail: str, value: str,

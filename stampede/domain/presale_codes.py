@@ -20,13 +20,45 @@ from typing import cast
 from redis.asyncio import Redis
 
 from stampede.domain.models import PresaleBatchView, PresaleCodeBatch, from_ms
-from stampede.outcomes import Outcome
+from stampede.outcomes import REFUSALS, Outcome
 from stampede.state import keys, records
 from stampede.state.scripts import ScriptRegistry
 
 _CODE = re.compile(r"^([1-9][0-9]{0,5})-([1-9][0-9]{0,5})-([A-Z2-7]{12})$")
 NOT_GENUINE = "?"
 """The code id a claim carries to its script when the code's signature fails."""
+
+CODE_ATTEMPT_LIMITS: dict[str, tuple[str, int, int]] = {
+    "presale_code": ("user", 2000, 5),
+    "presale_code_device": ("device", 1000, 10),
+    "presale_code_network": ("network", 100, 50),
+}
+"""The code-attempt limiters include/presale_codes.lua keeps (CODE_LIMITS, a test keeps
+the two in step): the refusal's scope -> (what it is keyed by, interval ms, burst).
+Per user, device (X-Device-Id) and network (the /24 or /64, as the scalper guard sees
+it); any one over its limit throttles the attempt."""
+
+
+def limiter_keys(cid: str, user: str, device: str,
+                 network: str) -> tuple[str, str | None, str | None]:
+    """A code attempt's limiter keys: the user's always, the device's and the network's
+    when the request has them (None otherwise)."""
+    return (keys.limiter_key(cid, "code", user),
+            keys.limiter_key(cid, "code_device", device) if device else None,
+            keys.limiter_key(cid, "code_network", network)
+            if network and network != "unknown" else None)
+
+
+def throttled_message(scope: str, retry_after_ms: int) -> str | None:
+    """The refusal of a code attempt over its limiter, naming what it is keyed by and
+    the limit; None for a scope that is not a code limiter's."""
+    limit = CODE_ATTEMPT_LIMITS.get(scope)
+    if limit is None:
+        return None
+    by, interval, burst = limit
+    return REFUSALS["code_throttled"].message({
+        "key": by, "limit": burst, "detail": f"{1000 / interval:g}",
+        "retry_after_ms": retry_after_ms})
 
 
 class PresaleCodes:

@@ -39,3 +39,23 @@ def rebuild(spec: CampaignSpec, returned: set[tuple[str, str]], takes: dict[str,
     meta = {f"al:{sku}:{name}": str(-1 if (sku, name) in returned else n)
             for (sku, name), n in reserved.items()}
     return meta
+
+
+def next_return(meta: Mapping[str, str]) -> str | None:
+    """The meta's `al_next` as the sweeper keeps it (include/allocations.lua): the earliest
+    returns_at (ms) of an allocation still reserving, '0' none; None for a campaign
+    without allocations. Rebuilt rather than left to a rescan, so that the sweep right
+    after a recovery reads one field like any other."""
+    if meta.get("al") != "1":
+        return None
+    earliest = 0
+    for field, enc in meta.items():
+        if not field.startswith("al:") or field.count(":") != 1:
+            continue
+        for part in filter(None, enc.split(";")):
+            name, returns = part.split("/")[:2]
+            due = int(returns or 0)
+            if due > 0 and int(meta.get(f"{field}:{name}", "-1")) >= 0 and \
+                    (earliest == 0 or due < earliest):
+                earliest = due
+    return str(earliest)

@@ -592,6 +592,9 @@ def _rebuild(pipe: Any, cid: str, st: _State, epoch: int, old_meta: dict[str, st
     if st.spec is not None:  # presales: allocations' reserved units
         m |= allocation_recovery.rebuild(st.spec, history.returned, history.takes, st.claims,
                                          st.config)
+        pending = allocation_recovery.next_return({**old_meta, **m})
+        if pending is not None:
+            m["al_next"] = pending
     pipe.hset(meta, mapping=m)
     stock_fields: dict[str, Any] = {}
     for s in st.skus:

@@ -10,8 +10,8 @@
 -- ARGV[2]     sweep limit: expired holds to release before claiming
 -- ARGV[3]     the batch's claims, one msgpack array of claim_arg
 --             (stampede/state/records.py ClaimArg: claim_id, user, sku, qty,
---             idem_slot, admission, fingerprint, tiers, code, k_code, identity,
---             channel, guard);
+--             idem_slot, admission, fingerprint, tiers, code, k_code,
+--             k_code_device, k_code_network, identity, channel, guard);
 --             idem_slot is the
 --             KEYS index of its idempotency key, 0 if none; admission the
 --             expiry (ms) of the admission token the engine verified, -1 if
@@ -21,8 +21,9 @@
 --             unchanged,
 --             to be sent again; tiers the audience tiers of the claimant's
 --             credential, read only when the campaign has access phases; code
---             a presale code's id ('?' not genuine, '' none) and k_code the
---             KEYS slot of the claimant's code-attempt limiter; identity the
+--             a presale code's id ('?' not genuine, '' none) and k_code,
+--             k_code_device, k_code_network the KEYS slots of its code-attempt
+--             limiters (include/presale_codes.lua); identity the
 --             claimant's hashed real person ('' none), read only when the
 --             campaign has a per_person limit; channel the credential's sales
 --             channel ('' none), read only for a SKU with allocations.
@@ -102,7 +103,7 @@ local function answer(code, claim_id, deadline_ms, price, created)
 end
 
 local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint, g, tiers,
-                         code, k_code, identity, channel)
+                         code, code_keys, identity, channel)
   if slot > 0 then
     local prior = redis.call('GET', KEYS[slot])
     if prior then
@@ -126,7 +127,7 @@ local function claim_one(claim_id, user, sku, qty, slot, admission, fingerprint,
   if gate ~= OK and not (gate == NOT_OPEN and phases) then return answer(gate, gate_detail) end
   local code_batch = nil  -- the batch of a presale code that passed its checks
   if code ~= '' then
-    local b, refused = presale_code_check(P, user, code, KEYS[k_code], now)
+    local b, refused = presale_code_check(P, user, code, code_keys, now)
     if not b then
       tally_one(refused[1] == THROTTLED and 'code_throttled' or string.match(refused[2], '^[a-z_]+'))
       return answer(refused[1], refused[2], refused[3])
@@ -195,7 +196,8 @@ holds_begin(ids, users, persons)
 if guard_run then guard_prefetch_batch(guard_cfg, batch) end
 for _, c in ipairs(batch) do
   claim_one(c.claim_id, c.user, c.sku, c.qty, c.idem_slot, c.admission, c.fingerprint,
-            guard_run and c.guard, c.tiers, c.code or '', c.k_code,
+            guard_run and c.guard, c.tiers, c.code or '',
+            c.code and c.code ~= '' and code_limiters(c),
             c.identity or '', c.channel or '')
 end
 flush_stock()

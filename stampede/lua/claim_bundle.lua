@@ -142,7 +142,7 @@ local function claim_one(b)
   end
   local code_batch = nil
   if code ~= '' then
-    local cb, refused = presale_code_check(P, user, code, KEYS[a.k_code], now)
+    local cb, refused = presale_code_check(P, user, code, code_limiters(a), now)
     if not cb then
       tally_one(refused[1] == THROTTLED and 'code_throttled' or string.match(refused[2], '^[a-z_]+'))
       return answer(refused[1], refused[2], refused[3])

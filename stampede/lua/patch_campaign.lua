@@ -30,7 +30,11 @@
 -- sharded campaign ({INVALID, 'bundles_excluded', ''}), and a bundle line of a
 -- SKU the campaign lacks or over max_qty ({INVALID,
 -- 'bundle_line:<name>:<i>:sku|qty:<max_qty>', ''}), and more than 64 bundles
--- ({INVALID, 'bundles_too_many', ''}), and allocations for a coupon drop, a
+-- ({INVALID, 'bundles_too_many', ''}), and a change (of bundles or of the limits)
+-- that leaves a bundle in force unclaimable: a line over max_qty or over its SKU's
+-- per-user limit, or more units than the per-user limit
+-- ({INVALID, 'bundle_limit:<name>:max_per_claim|sku_per_user|per_user:<sku>:<limit>:<units>',
+-- ''}; sku '' for per_user), and allocations for a coupon drop, a
 -- campaign with a waitlist or a sharded one ({INVALID, 'allocations_excluded', ''}),
 -- an allocation's qty below the units holds and sales took from it
 -- ({INVALID, 'allocation_taken:<sku>:<i>:<taken>', ''}: what was taken counts from
@@ -50,6 +54,7 @@ local writes = {}
 local room = false
 local bundle_edits = {}  -- presales: {name, lines} in the order given
 local alloc_edits = {}  -- presales: {sku, encoding#qtys}
+local lim_after = {}  -- SKU per-user limits patched: sku -> limit (-1 none)
 for i = 2, #ARGV, 2 do
   local name, value = ARGV[i], ARGV[i + 1]
   local sku = string.match(name, '^lim:(.+)$')
@@ -94,6 +99,7 @@ for i = 2, #ARGV, 2 do
     local cur = redis.call('HGET', K.stock, sku .. '.lim')
     if not cur then return {NOT_FOUND, '', ''} end
     before[name] = cur
+    lim_after[sku] = value
     writes[#writes + 1] = {K.stock, sku .. '.lim', value}
     after[name] = value
   else
@@ -162,6 +168,34 @@ if #bundle_edits > 0 then
   local new = table.concat(parts, ';')
   before['bd'], after['bd'] = old, new
   writes[#writes + 1] = {K.meta, 'bd', new}
+end
+-- ---- presales: every bundle in force stays claimable under the limits in force (or
+-- patched with it): a claim of it could never pass its lines' checks otherwise ----
+local function bundle_limit(n, over, sku, limit, units)  -- the refusal, its five values
+  return {INVALID, 'bundle_limit:' .. n .. ':' .. over .. ':' .. sku .. ':' .. limit .. ':' .. units, ''}
+end
+local bd = after['bd'] or redis.call('HGET', K.meta, 'bd') or ''
+if bd ~= '' and (after['bd'] or after['max_qty'] or after['per_user'] or next(lim_after)) then
+  local m = redis.call('HMGET', K.meta, 'max_qty', 'per_user')
+  local max_qty = tonumber(after['max_qty'] or m[1] or '1')
+  local per_user = tonumber(after['per_user'] or m[2] or '-1')
+  for part in string.gmatch(bd, '[^;]+') do
+    local n, body = string.match(part, '^([^=]+)=(.*)$')
+    local units = 0
+    for line_sku, q in string.gmatch(body, '([^:,]+):(%d+)') do
+      local qty = tonumber(q)
+      units = units + qty
+      local over, limit = nil, nil
+      local lim = tonumber(lim_after[line_sku] or
+                           redis.call('HGET', K.stock, line_sku .. '.lim') or '-1')
+      if qty > max_qty then over, limit = 'max_per_claim', max_qty
+      elseif lim >= 0 and qty > lim then over, limit = 'sku_per_user', lim end
+      if over then return bundle_limit(n, over, line_sku, limit, qty) end
+    end
+    if per_user >= 0 and units > per_user then
+      return bundle_limit(n, 'per_user', '', per_user, units)
+    end
+  end
 end
 -- ---- presales: a SKU's allocations replaced whole. A listed one keeps what holds and
 -- sales took from it (its reserved units move by the change of qty), a new one

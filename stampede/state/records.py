@@ -425,6 +425,10 @@ class ClaimArg(Struct, array_like=True, frozen=True):
     "?" for a code that is not genuine, "" for none (include/presale_codes.lua)"""
     k_code: int = 0
     """KEYS slot of the claimant's code-attempt limiter, 0 without a code"""
+    k_code_device: int = 0
+    """KEYS slot of the device's code-attempt limiter, 0 without a code or a device"""
+    k_code_network: int = 0
+    """KEYS slot of the network's code-attempt limiter, 0 without a code or a network"""
     identity: str = ""
     """presales: the claimant's hashed real-person identity ('' none), counted by the
     campaign's `per_person` limit"""

@@ -1,6 +1,8 @@
 """Presale codes and stepped prices over HTTP: codes issued, exported as CSV, claimed with, refused
 in the JSON error shape when forged or spent, throttled when guessed."""
 
+import asyncio
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -69,6 +71,25 @@ async def test_forged_codes_are_403_then_429(api: Api) -> None:
     resp = await _claim(api, "mallory", real)
     assert resp.status == 429 and 1 <= int(resp.headers["Retry-After"]) <= 2
     assert (await resp.json())["error"]["code"] == "throttled"
+
+
+async def test_guessing_from_many_users_behind_one_ip_is_429(api: Api) -> None:
+    """200 users, one guess each, all from this test's one address: past the network's
+    code-attempt burst (50, then 10 a second) they are throttled, naming the limit, with
+    Retry-After; each user alone is far within their own limit."""
+    await api.admin.put("/admin/v1/campaigns/gig", json=_spec(), headers=api.op())
+    real = (await _codes(api, count=1))[0]
+    batch, _, mac = real.split("-")
+    answers = await asyncio.gather(*(_claim(api, f"guesser{n}", f"{batch}-{n}-{mac}")
+                                     for n in range(2, 202)))
+    statuses = Counter(r.status for r in answers)
+    assert set(statuses) == {403, 429} and statuses[403] >= 50, statuses
+    throttled = next(r for r in answers if r.status == 429)
+    body = (await throttled.json())["error"]
+    assert body["code"] == "throttled" and body["reason"] == "presale_code_network"
+    assert body["message"].startswith("too many presale code attempts (per network: at "
+                                      "most 50 at once, then 10 a second); retry in ")
+    assert int(throttled.headers["Retry-After"]) == 1 and 0 < body["retry_after_ms"] <= 100
 
 
 @pytest.mark.parametrize(("path", "body", "status", "code"), [

@@ -53,6 +53,49 @@ class SaleModel:
     """Presales: sku -> [name, channels or None, tiers or None, reserved (-1 returned)]."""
     bundles: dict[str, list[str]] = field(default_factory=dict)
     """Presales: bundle claim -> its line claims (each a claim in `claims`)."""
+    alloc_qty: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Presales: sku -> each listed allocation's qty as defined or last patched."""
+    alloc_gone: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Presales: sku -> allocations a PATCH left out (returned: -1), by name."""
+    spec_bundles: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    """Presales: the spec's bundles in force, by name: their lines (sku, qty)."""
+
+    def patch_allocations(self, sku: str, new: list[list[Any]]) -> bool:
+        """A PATCH replacing the SKU's allocations ([name, channels, tiers, qty] each), as
+        patch_campaign.lua makes it; False: refused (a qty below what holds and sales
+        took, or more reserved than the SKU's units available or to come), no change."""
+        old = {a[0]: a for a in self.allocations[sku]}
+        gone = self.alloc_gone.setdefault(sku, {})
+        qtys = self.alloc_qty.setdefault(sku, {})
+        listed = []
+        for name, channels, tiers, qty in new:
+            if name in gone or (name in old and old[name][3] < 0):
+                reserve = -1  # returned: its units stay in the shared pool
+            elif name in old:
+                taken = qtys[name] - old[name][3]
+                if qty < taken:
+                    return False
+                reserve = qty - taken
+            else:
+                reserve = qty
+            listed.append([name, channels, tiers, reserve])
+        units = self.stock[sku][0] + sum(q for _, s, q in self.waves if s == sku)
+        if sum(a[3] for a in listed if a[3] > 0) > units:
+            return False
+        names = {a[0] for a in listed}
+        for name in old:
+            if name not in names:
+                gone[name] = -1
+        for name in names:
+            gone.pop(name, None)
+        self.allocations[sku] = listed
+        self.alloc_qty[sku] = {name: qty for name, _, _, qty in new}
+        return True
+
+    def bundle_fits(self, lines: list[tuple[str, int]], per_user: int) -> bool:
+        """A bundle a claim could pass: within the per-user and per-person limits."""
+        units = sum(q for _, q in lines)
+        return units <= per_user and (self.per_person is None or units <= self.per_person)
 
     def take(self, sku: str, qty: int, channel: str,
              tiers: tuple[str, ...]) -> list[tuple[str, int]] | None:
@@ -175,9 +218,12 @@ class SaleModel:
     def claim_bundle(self, bundle_id: str, line_ids: list[str], user: str,
                      lines: list[tuple[str, int]], key: str | None,
                      tiers: tuple[str, ...] = (), person: str = "",
-                     channel: str = "") -> tuple[Outcome, str | None, int | None]:
-        """As claim_bundle.lua: (outcome, the bundle's id, the refused line)."""
-        fp = "lines:" + ",".join(f"{sku}:{qty}" for sku, qty in lines)
+                     channel: str = "", name: str | None = None
+                     ) -> tuple[Outcome, str | None, int | None]:
+        """As claim_bundle.lua: (outcome, the bundle's id, the refused line). With
+        `name`, a bundle of the spec as it is in force (its lines read then)."""
+        fp = f"bundle:{name}" if name is not None else \
+            "lines:" + ",".join(f"{sku}:{qty}" for sku, qty in lines)
         if key is not None and (user, key) in self.idem:
             first_fp, outcome, first_id = self.idem[(user, key)]
             if first_fp != fp:
@@ -185,6 +231,10 @@ class SaleModel:
             return outcome, first_id, None
         if self.paused:
             return Outcome.PAUSED, None, None
+        if name is not None:
+            if name not in self.spec_bundles:  # by state: not remembered
+                return Outcome.NOT_FOUND, None, None
+            lines = self.spec_bundles[name]
         refused = self.phase_refusal(tiers)
         if refused is not None:
             return refused, None, None

@@ -98,6 +98,60 @@ async def test_a_lower_max_per_claim_in_the_same_patch_is_checked(engine: Engine
             "ops")
 
 
+@pytest.mark.parametrize(("patch", "message"), [
+    ({"limits": {"max_per_claim": 1}},
+     "limits.max_per_claim: bundle 'fan' takes 2 units of SKU 'cap' in one line, more than "
+     "the campaign's max_per_claim of 1"),
+    ({"sku_limits": {"tkt": 1}},
+     "sku_limits.tkt: bundle 'duo' takes 2 units of SKU 'tkt', more than that SKU's "
+     "per-user limit of 1"),
+    ({"sku_limits": {"tee": None, "cap": 1}},
+     "sku_limits.cap: bundle 'fan' takes 2 units of SKU 'cap', more than that SKU's "
+     "per-user limit of 1"),
+    ({"limits": {"per_user": 2}},
+     "limits.per_user: bundle 'fan' takes 3 units, more than the campaign's per-user "
+     "limit of 2"),
+    # a bundle changed in the same PATCH is checked against the limit in force
+    ({"bundles": {"duo": {"lines": [{"sku": "tee", "qty": 3}]}}},
+     "bundles.duo: bundle 'duo' takes 3 units of SKU 'tee', more than that SKU's per-user "
+     "limit of 2"),
+])
+async def test_a_limit_patched_below_a_bundle_in_force_is_refused(
+        engine: Engine, patch: dict[str, Any], message: str) -> None:
+    """A PATCH that would leave a defined bundle no claim could pass (a line over
+    max_per_claim or its SKU's per-user limit, the whole over the per-user limit) is
+    refused naming the limit and the bundle, and nothing of it changes."""
+    await engine.define_campaign("bp5", bundle_spec(per_user=4, bundles={
+        "fan": {"lines": [{"sku": "tkt", "qty": 1}, {"sku": "cap", "qty": 2}]},
+        "duo": {"lines": [{"sku": "tkt", "qty": 2}]}}))
+    ck = keys.campaign_keys("bp5")
+    before = (await engine.redis.hgetall(ck.meta), await engine.redis.hgetall(ck.stock))
+    with pytest.raises(ValidationError) as info:
+        await engine.patch_campaign("bp5", msgspec.convert({**patch, "hold_ttl_s": 30},
+                                                           CampaignPatch), "ops")
+    assert str(info.value).startswith(message), str(info.value)
+    assert (await engine.redis.hgetall(ck.meta), await engine.redis.hgetall(ck.stock)) == \
+        before
+    assert await _patches(engine, "bp5") == []
+    # Changing the bundles with the limit, in one PATCH, is accepted.
+    fixed = {**patch, "bundles": {"fan": None, "duo": None}}
+    assert await engine.patch_campaign("bp5", msgspec.convert(fixed, CampaignPatch),
+                                       "ops") is Outcome.OK
+
+
+async def test_a_spec_bundle_over_a_per_user_limit_is_refused_when_defined(
+        engine: Engine) -> None:
+    over_user = bundle_spec(per_user=1)
+    with pytest.raises(ValidationError, match=r"^bundles.fan: the bundle takes 2 units, "
+                                              "more than the campaign's per_user limit of 1"):
+        await engine.define_campaign("bp6", over_user)
+    over_sku = bundle_spec(bundles={"fan": {"lines": [{"sku": "tee", "qty": 3}]}})
+    with pytest.raises(ValidationError, match=r"^bundles.fan.lines\[0\].qty: 3 is over SKU "
+                                              "'tee''s per-user limit of 2"):
+        await engine.define_campaign("bp6", over_sku)
+    assert not await engine.redis.exists(keys.campaign_keys("bp6").meta)
+
+
 async def test_no_bundles_for_a_coupon_drop_or_a_sharded_campaign(engine: Engine) -> None:
     await engine.define_campaign("bpd", drop_spec())
     one = {"x": {"lines": [{"sku": "five"}]}}

@@ -19,7 +19,12 @@ allocations of SKU b (2 units for channel app, 1 for tier vip, returned by
 ops at random) with claims through app or no channel; bundle claims of
 both SKUs at once (all or nothing, every line checked; settled by the
 bundle's id or a line's, each line then refunded, checked in or
-transferred on its own). After every
+transferred on its own) and of the spec's bundles by name. Live patches:
+the phases to another shape, price steps of either SKU, b's allocations
+(a qty changed, one left out so it returns, the order turned, a new one;
+refused below what holds and sales took or over b's units) and the spec's
+bundles, and the per-user limit (refused while a bundle in force would
+take more). After every
 step the engine's counters, per-user totals and claim statuses must equal
 the model's, and the invariants must hold.
 """
@@ -31,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
@@ -39,11 +45,18 @@ from stampede import Engine, Outcome, Settings
 from stampede.domain import bundles
 from stampede.domain.batcher import PendingClaim
 from stampede.domain.coupons.codes import STEP_MS as CODE_STEP_MS
-from stampede.domain.models import CampaignPatch, CampaignSpec, LimitsPatch, PackGrant
+from stampede.domain.models import (
+    BundleLine,
+    CampaignPatch,
+    CampaignSpec,
+    LimitsPatch,
+    PackGrant,
+)
 from stampede.domain.refunds import RefundRequest
 from stampede.domain.tickets import Scan, Scanner, ticket_code
 from stampede.durable.events import from_entry
 from stampede.durable.projection import Fold
+from stampede.errors import ValidationError
 from stampede.state import keys, records
 from tests.coupons.helpers import FIVE_OFF, drop_spec
 from tests.domain.model import SaleModel
@@ -60,8 +73,21 @@ TIERS = [(), ("vip",), ("member",), ("member", "other")]
 PHASES = [(-30_000, ("vip",)), (75_000, ("member",)), (135_000, None)]
 # Price steps of SKU a: the first 3 units taken at 80, then members at 90, else 100.
 STEPS = [(80, 3, None), (90, None, ("member",))]
+# Live patches: other shapes of the phases (members first, then vip; no public sale),
+# of SKU a's or b's price steps, of b's allocations (qty changed, one left out so it
+# returns, the order turned, a new one) and of the spec's bundles.
+PHASES_ALT = [(-30_000, ("member",)), (75_000, ("vip",))]
+STEP_SHAPES = [STEPS, [], [(70, None, ("vip",)), (85, 4, None)],
+               [(60, 2, ("member",)), (75, 5, None), (95, None, None)]]
+ALLOC_SHAPES = [ALLOCS, [("app", ("app",), None, 1), ("vip", None, ("vip",), 2)],
+                [("vip", None, ("vip",), 1), ("app", ("app",), None, 3)],
+                [("app", ("app",), None, 2)],
+                [("app", ("app",), None, 1), ("members", None, ("member",), 2)], [],
+                [("app", ("app",), None, 6)]]  # (refused once b's units are fewer)
 STEP_MS = 30_000
 LINES = [(("a", 1), ("b", 1)), (("b", 2), ("a", 1)), (("a", 2),), (("a", 1), ("b", 2))]
+BUNDLES = {"pair": (("a", 1), ("b", 1))}
+BUNDLE_NAMES = ["pair", "trio", "solo"]
 HOLD_TTL_MS = 100_000
 _ids = itertools.count()
 
@@ -89,7 +115,9 @@ class SaleMachine(RuleBasedStateMachine):
                 if s == "b" else [], "waves": [
                 {"at": (now + timedelta(milliseconds=at - 1000 * (at == 0))).isoformat(),
                  "qty": q} for at, q in waves[s]]} for s in SKUS],
-            "phases": self.phase_specs(now)}, CampaignSpec)
+            "phases": self.phase_specs(now),
+            "bundles": {n: {"lines": [{"sku": k, "qty": q} for k, q in lines]}
+                        for n, lines in BUNDLES.items()}}, CampaignSpec)
         self.drop = f"{self.cid}-fans"
         self.run(self.engine.define_campaign(self.drop, drop_spec(
             stock=10_000, templates={"five": FIVE_OFF, "ten": {**FIVE_OFF, "face_value": 900}},
@@ -103,22 +131,27 @@ class SaleMachine(RuleBasedStateMachine):
                                price_steps={"a": [(p, u, frozenset(t) if t else None)
                                                   for p, u, t in STEPS]},
                                per_person=PER_PERSON,
-                               allocations={"b": [[n, frozenset(ch) if ch else None,
-                                                   frozenset(t) if t else None, q]
-                                                  for n, ch, t, q in ALLOCS]})
+                               allocations={"b": self.model_allocations(ALLOCS)},
+                               alloc_qty={"b": {n: q for n, _, _, q in ALLOCS}},
+                               spec_bundles={n: list(lines) for n, lines in BUNDLES.items()})
         self.start = now
         self.model.tick()
         self.requests: list[tuple[PendingClaim, Outcome, str | None]] = []
         self.bundle_requests: list[tuple[PendingClaim, Outcome, str | None]] = []
 
     @staticmethod
-    def phase_specs(now: datetime) -> list[dict[str, Any]]:
+    def phase_specs(now: datetime, shape: list[Any] = PHASES) -> list[dict[str, Any]]:
         return [{"name": f"p{i}", "opens_at": (now + timedelta(milliseconds=at)).isoformat(),
-                 "tiers": list(tiers) if tiers else None} for i, (at, tiers) in enumerate(PHASES)]
+                 "tiers": list(tiers) if tiers else None} for i, (at, tiers) in enumerate(shape)]
 
     @staticmethod
-    def model_phases() -> list[tuple[int, frozenset[str] | None]]:
-        return [(at, frozenset(t) if t else None) for at, t in PHASES]
+    def model_phases(shape: list[Any] = PHASES) -> list[tuple[int, frozenset[str] | None]]:
+        return [(at, frozenset(t) if t else None) for at, t in shape]
+
+    @staticmethod
+    def model_allocations(shape: list[Any]) -> list[list[Any]]:
+        return [[n, frozenset(ch) if ch else None, frozenset(t) if t else None, q]
+                for n, ch, t, q in shape]
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -165,6 +198,29 @@ class SaleMachine(RuleBasedStateMachine):
                 [self.model.claims[i].price for i in self.model.bundles[expected_id]]
         self.bundle_requests.append((pending, result.outcome, got_id))
         event(f"bundle: {result.outcome.name}")
+
+    @rule(user=st.sampled_from(USERS), name=st.sampled_from(BUNDLE_NAMES),
+          key=st.sampled_from([None, "k0", "k1", "k2"]),
+          tiers=st.sampled_from([("vip",), *TIERS]),  # (vip: open from the start)
+          channel=st.sampled_from(CHANNELS))
+    def claim_spec_bundle(self, user: str, name: str, key: str | None,
+                          tiers: tuple[str, ...], channel: str) -> None:
+        """A bundle of the spec by name, as the live patches left it."""
+        bundle_id = keys.new_claim_id(self.cid)
+        pending = bundles.PendingBundle(bundle_id, user, "", 0, key, tiers=tiers,
+                                        identity=PERSONS[user], channel=channel, name=name)
+        result = self.run(self.engine._bundle_batch(self.cid, [pending]))[0]
+        line_ids = [bundles.line_id(bundle_id, i) for i in range(1, 9)]
+        expected, expected_id, line = self.model.claim_bundle(
+            bundle_id, line_ids, user, [], key, tiers, PERSONS[user], channel, name=name)
+        assert (result.outcome, result.line) == (expected, line)
+        got_id = result.claim.claim_id if result.claim else None
+        assert got_id == expected_id
+        if result.claim and expected_id in self.model.bundles:
+            assert result.claim.lines and [x.price for x in result.claim.lines] == \
+                [self.model.claims[i].price for i in self.model.bundles[expected_id]]
+        self.bundle_requests.append((pending, result.outcome, got_id))
+        event(f"spec bundle: {result.outcome.name}")
 
     @rule(data=st.data())
     def replay_lost_bundle(self, data: st.DataObject) -> None:
@@ -303,19 +359,63 @@ class SaleMachine(RuleBasedStateMachine):
         assert self.run(self.engine.patch_campaign(self.cid, patch, "ops")) is Outcome.OK
         self.model.paused = paused
 
+    def patched(self, patch: CampaignPatch, accepted: bool) -> None:
+        """Send a PATCH the model accepts (OK) or refuses (400, nothing changed)."""
+        if accepted:
+            assert self.run(self.engine.patch_campaign(self.cid, patch, "ops")) is Outcome.OK
+        else:
+            with pytest.raises(ValidationError):
+                self.run(self.engine.patch_campaign(self.cid, patch, "ops"))
+        event(f"patch {'accepted' if accepted else 'refused'}")
+
     @rule(limit=st.integers(1, 4))
     def change_limit(self, limit: int) -> None:
-        patch = CampaignPatch(limits=LimitsPatch(per_user=limit))
-        assert self.run(self.engine.patch_campaign(self.cid, patch, "ops")) is Outcome.OK
-        self.model.per_user = limit
+        """Refused when a bundle in force would take more than the limit."""
+        fits = all(self.model.bundle_fits(b, limit) for b in self.model.spec_bundles.values())
+        self.patched(CampaignPatch(limits=LimitsPatch(per_user=limit)), fits)
+        if fits:
+            self.model.per_user = limit
 
-    @rule(on=st.booleans())
-    def patch_phases(self, on: bool) -> None:
-        """Phases patched away (everyone may claim) or back, live."""
-        raw = {"phases": self.phase_specs(self.start) if on else []}
-        patch = msgspec.convert(raw, CampaignPatch)
-        assert self.run(self.engine.patch_campaign(self.cid, patch, "ops")) is Outcome.OK
-        self.model.phases = self.model_phases() if on else []
+    @rule(shape=st.sampled_from([None, "default", "alt"]))
+    def patch_phases(self, shape: str | None) -> None:
+        """Phases patched away (everyone may claim), back, or to another shape, live."""
+        phases = {None: [], "default": PHASES, "alt": PHASES_ALT}[shape]
+        patch = msgspec.convert({"phases": self.phase_specs(self.start, phases)}, CampaignPatch)
+        self.patched(patch, True)
+        self.model.phases = self.model_phases(phases)
+
+    @rule(sku=st.sampled_from(SKUS), shape=st.sampled_from(range(len(STEP_SHAPES))))
+    def patch_price_steps(self, sku: str, shape: int) -> None:
+        """A SKU's price steps replaced live: holds keep the price they locked."""
+        steps = STEP_SHAPES[shape]
+        patch = msgspec.convert({"price_steps": {sku: [
+            {"price": p, "first_units": u, "tiers": list(t) if t else None}
+            for p, u, t in steps]}}, CampaignPatch)
+        self.patched(patch, True)
+        self.model.price_steps[sku] = [(p, u, frozenset(t) if t else None) for p, u, t in steps]
+
+    @rule(shape=st.sampled_from(range(len(ALLOC_SHAPES))))
+    def patch_allocations(self, shape: int) -> None:
+        """SKU b's allocations replaced live: one listed again keeps what was taken from
+        it, one left out returns its units to the shared pool, a returned one stays so."""
+        allocs = ALLOC_SHAPES[shape]
+        patch = msgspec.convert({"allocations": {"b": [
+            {"name": n, "qty": q, "channels": ch and list(ch), "tiers": t and list(t)}
+            for n, ch, t, q in allocs]}}, CampaignPatch)
+        self.patched(patch, self.model.patch_allocations("b", self.model_allocations(allocs)))
+
+    @rule(name=st.sampled_from(BUNDLE_NAMES),
+          lines=st.sampled_from([None, *LINES]))
+    def patch_bundles(self, name: str, lines: tuple[tuple[str, int], ...] | None) -> None:
+        """A spec bundle added, replaced or removed live (refused over the per-user or
+        per-person limit: no claim of it could pass)."""
+        raw = None if lines is None else {"lines": [{"sku": k, "qty": q} for k, q in lines]}
+        fits = lines is None or self.model.bundle_fits(list(lines), self.model.per_user)
+        self.patched(msgspec.convert({"bundles": {name: raw}}, CampaignPatch), fits)
+        if fits and lines is None:
+            self.model.spec_bundles.pop(name, None)
+        elif fits and lines is not None:
+            self.model.spec_bundles[name] = list(lines)
 
     @rule(name=st.sampled_from([n for n, *_ in ALLOCS]))
     def return_allocation(self, name: str) -> None:
@@ -336,8 +436,14 @@ class SaleMachine(RuleBasedStateMachine):
         for person in ("hA", "hB"):
             assert int(users.get(f"~p|{person}", 0)) == self.model.person_total(person)
         meta = self.run(self.engine.redis.hgetall(keys.campaign_keys(self.cid).meta))
-        assert {a[0]: a[3] for a in self.model.allocations["b"]} == \
-            {n: int(meta[f"al:b:{n}"]) for n, *_ in ALLOCS}
+        reserved = {a[0]: a[3] for a in self.model.allocations["b"]} | \
+            self.model.alloc_gone.get("b", {})
+        assert reserved == {n: int(meta[f"al:b:{n}"]) for n in reserved}
+        assert [p.split("/")[0] for p in meta["al:b"].split(";") if p] == \
+            [a[0] for a in self.model.allocations["b"]]
+        assert bundles.decode(meta.get("bd", "")) == {
+            n: [BundleLine(sku=k, qty=q) for k, q in lines]
+            for n, lines in self.model.spec_bundles.items()}
         stored = self.run(self.engine.redis.hgetall(keys.campaign_keys(self.cid).claims))
         assert {cid: records.CLAIM.decode(raw).status for cid, raw in stored.items()} == \
             {cid: c.status for cid, c in self.model.claims.items()}

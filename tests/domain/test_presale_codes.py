@@ -2,13 +2,18 @@
 bound to their first user, throttled when guessed, counted in stats."""
 
 import asyncio
+import re
 from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from stampede import Engine, Outcome
+from stampede.domain import presale_codes
 from stampede.domain.models import PresaleCodeBatch
+from stampede.domain.throttle import ClientSignals
 from stampede.state import keys
 from tests.conftest import campaign_spec, iso
 
@@ -76,6 +81,50 @@ async def test_guessed_codes_are_refused_then_throttled(engine: Engine) -> None:
     await engine.define_campaign("pc4", _members_only())
     assert (await engine.claim("pc4", "ann", "tee", code=real)).outcome is \
         Outcome.PRESALE_CODE_INVALID
+
+
+@pytest.mark.parametrize(("scope", "signals", "burst"), [
+    ("presale_code_network", lambda i: ClientSignals(device=f"d{i}", network="203.0.113.0/24"),
+     50),
+    ("presale_code_device", lambda i: ClientSignals(device="shared", network=f"10.0.{i}.0/24"),
+     10),
+])
+async def test_guessing_from_many_users_of_one_network_or_device_is_throttled(
+        engine: Engine, scope: str, signals: Callable[[int], ClientSignals],
+        burst: int) -> None:
+    """Each guesser stays within their own limiter (two attempts each), yet together,
+    behind one network (or on one device), they are throttled past its burst: the
+    refusal names the limiter and says exactly when to retry; a guessed code is never
+    let through, and the rest of the world is not slowed down."""
+    await engine.define_campaign("pc6", _members_only())
+    real = (await _batch(engine, "pc6", count=1))[0]
+    batch, serial, mac = real.split("-")
+    guesses = [f"{batch}-{n}-{mac}" for n in range(2, 2 + 2 * burst)]
+    # All in one loop tick, so in one script call at one server time: the burst is
+    # exact however slow the machine. Last, a genuine code from there: it waits too.
+    *answers, waited = await asyncio.gather(
+        *(engine.claim("pc6", f"guesser{i // 2}", "tee", code=guess, client=signals(i // 2))
+          for i, guess in enumerate(guesses)),
+        engine.claim("pc6", "ann", "tee", code=real, client=signals(999)))
+    assert [a.outcome for a in answers[:burst]] == [Outcome.PRESALE_CODE_INVALID] * burst
+    late = answers[burst:]
+    assert {(a.outcome, a.reason) for a in late} == {(Outcome.THROTTLED, scope)}
+    assert all(a.retry_after_ms and 0 < a.retry_after_ms <= 2000 for a in late)
+    assert (waited.outcome, waited.reason) == (Outcome.THROTTLED, scope)  # and unspent
+    # ... while from elsewhere it is good at once.
+    elsewhere = ClientSignals(device="own", network="198.51.100.0/24")
+    assert (await engine.claim("pc6", "ann", "tee", code=real, client=elsewhere)).outcome \
+        is Outcome.OK
+    stats = await engine.stats("pc6")
+    assert stats and stats.claims_by_outcome["code_throttled"] == burst + 1
+
+
+def test_the_code_attempt_limits_are_the_scripts() -> None:
+    lua = (Path(presale_codes.__file__).parent.parent / "lua" / "include" /
+           "presale_codes.lua").read_text()
+    found = re.findall(r"\{'(presale_code[a-z_]*)', (\d+), (\d+)\}", lua)
+    assert {scope: (int(t), int(b)) for scope, t, b in found} == \
+        {scope: (t, b) for scope, (_, t, b) in presale_codes.CODE_ATTEMPT_LIMITS.items()}
 
 
 async def test_a_coupon_drop_or_missing_campaign_issues_no_codes(engine: Engine) -> None:

@@ -134,7 +134,8 @@ SALE_CLAIMS = [ClaimArg("c1.0123456789abcdef0123", "ann", "tee", 2, 0, -1, "tee:
                ClaimArg("c1.aaaaaaaaaaaaaaaaaaaa", "bob@x", "cap", 1, 17, 1_764_633_600_123,
                         "cap:1", guard=GUARD),
                ClaimArg("c1.bbbbbbbbbbbbbbbbbbbb", "cat", "tee", 1, 0, -1, "tee:1",
-                        ["vip", "fan-club"], "3.17", 22, "h-cat", "app", GUARD),
+                        ["vip", "fan-club"], "3.17", 22, k_code_device=26, k_code_network=27,
+                        identity="h-cat", channel="app", guard=GUARD),
                ClaimArg("c1.cccccccccccccccccccc", "dan", "tee", 1, 0, -1, "tee:1", [], "?",
                         23)]
 COUPON_CLAIMS = [CouponClaimArg("d1.0123456789abcdef0123", "ann", "five", 1, 24, 0, -1, "",

@@ -40,7 +40,10 @@ async def test_recovery_and_audit_follow_the_patched_allocations(
     alloc = {f: v for f, v in before[meta].items() if f.startswith("al")}
     assert "al:tkt:app" not in alloc and alloc["al:tkt:web"] == "-1"  # (0: dropped)
     assert alloc["al:tkt:partner"] == "3" and alloc["alq:tkt"] == "app:8,partner:5"
-    assert {f: v for f, v in after[meta].items() if f.startswith("al")} == alloc
+    # (al_next is rebuilt from the returns_at still pending: none, '0', where the patch
+    # left '' for "scan"; test_allocations_store checks it)
+    assert {f: v for f, v in after[meta].items() if f.startswith("al")} == \
+        {f: v for f, v in alloc.items() if f != "al_next"}
     # the rebuilt allocations go on as before the flush
     assert (await sale.claim("alp", "u4", "tkt", 4, channel="partner")).outcome is \
         Outcome.OK  # 3 of partner + 1 shared

@@ -39,7 +39,9 @@ async def test_recovery_rebuilds_the_allocations(
         if key.endswith((":users", ":stock")):
             assert after[key] == before[key], key
     meta = next(k for k in before if k.endswith(":meta"))
-    alloc = {f: v for f, v in before[meta].items() if f.startswith("al")}
+    # (al_next, the sweeper's next look, is rebuilt from the returns_at still pending:
+    # none here, '0', where the define left '' for "scan")
+    alloc = {f: v for f, v in before[meta].items() if f.startswith("al") and f != "al_next"}
     assert alloc and {f: after[meta][f] for f in alloc} == alloc
     # The recovered web hold gives its units to the shared pool (web was returned).
     assert (await sale.cancel(b.claim.claim_id, "u2")).outcome is Outcome.OK
@@ -81,3 +83,30 @@ async def test_a_return_at_its_time_is_stored_with_no_claim(
             t.events.c.type == "allocation_returned"))).all()
     assert len(rows) == 1 and '"schedule"' in rows[0].data, rows
     assert (await audit(store))["ok"]
+
+
+async def test_recovery_keeps_a_pending_return_on_schedule(
+        sale: Engine, persister: Persister, raw_redis: "Redis[str]", store: Store) -> None:
+    """After a recovery the sweeper still returns an allocation at its returns_at, with no
+    claim and no PATCH to wake it: the meta's al_next is rebuilt as the earliest
+    returns_at still pending."""
+    allocs = [{"name": "app", "qty": 4, "channels": ["app"], "returns_at": iso(100)},
+              {"name": "web", "qty": 3, "channels": ["web"], "returns_at": iso(200)},
+              {"name": "vip", "qty": 2, "tiers": ["vip"]}]
+    await sale.define_campaign("al4", allocated_spec(allocs, stock=12))
+    await sale.sweep("al4")  # the sweeper has learnt app's returns_at
+    meta = next(iter([k for k in (await _dump(raw_redis, "al4")) if k.endswith(":meta")]))
+    pending = await raw_redis.hget(meta, "al_next")
+    assert pending and int(pending) > 0
+    await persister.drain()
+    await raw_redis.flushall()
+    await recover_campaign(raw_redis, store, "al4", TTL)
+    assert await raw_redis.hget(meta, "al_next") == pending
+    await sale.set_clock_offset("al4", 101_000)
+    await sale.sweep("al4")
+    await persister.drain()
+    async with store.begin() as conn:
+        rows = (await conn.execute(t.events.select().where(
+            t.events.c.campaign_id == "al4",
+            t.events.c.type == "allocation_returned"))).all()
+    assert len(rows) == 1 and '"app"' in rows[0].data and '"schedule"' in rows[0].data, rows

@@ -19,11 +19,13 @@ from tests.frontend.shop import admin, at, put_campaign, sku_stats
 from tests.system.service import Service
 
 ROOT = Path(__file__).resolve().parents[2]
+BOX_KEY = "box-office-key-0123456789"
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = Service(tmp_path_factory.mktemp("client"))
+    svc = Service(tmp_path_factory.mktemp("client"),
+                  env={"STAMPEDE_CHANNEL_KEYS": f"box={BOX_KEY}"})
     try:
         yield svc
     finally:
@@ -142,3 +144,31 @@ def test_a_bundle_claim_through_the_client(service: Service) -> None:
         with pytest.raises(StampedeError) as err:
             shop.claim_bundle("packs", lines=[("tee", 1), ("tee", 1)])
         assert err.value.status == 400 and "lines[1].sku" in str(err.value)
+
+
+def test_a_channel_key_claims_from_its_allocation(service: Service) -> None:
+    """`channel_key` goes with sale claims (X-Channel-Key): a box office's claims take the
+    units its allocation reserves, which a claim without the key cannot."""
+    put_campaign(service, "boxed", qty=4, limits={"per_user": 4}, skus=[
+        {"sku": "tee", "price": 2500, "waves": [{"at": at(-60), "qty": 4}],
+         "allocations": [{"name": "box", "qty": 4, "channels": ["box"]}]},
+        {"sku": "cap", "price": 900, "waves": [{"at": at(-60), "qty": 2}],
+         "allocations": [{"name": "box", "qty": 2, "channels": ["box"]}]}])
+    with Client(service.url, headers={"X-User-Id": "web"}) as shop:
+        with pytest.raises(StampedeError) as err:
+            shop.claim("boxed", "tee")
+        assert err.value.code == "sold_out"
+    with Client(service.url, headers={"X-User-Id": "bea"}, channel_key=BOX_KEY) as box:
+        hold = box.claim("boxed", "tee", 1)
+        assert box.confirm(hold.claim_id).status == "confirmed"
+        kit = box.claim_bundle("boxed", lines=[("tee", 1), ("cap", 1)])
+        assert kit.lines and {x.status for x in kit.lines} == {"held"}
+    with Client(service.url, headers={"X-User-Id": "bea"}, channel_key="x" * 20,
+                retry=RetryPolicy(attempts=1)) as forged:
+        with pytest.raises(StampedeError) as err:
+            forged.claim("boxed", "tee")
+        assert err.value.code == "invalid_channel_key"
+    status, stats = admin(service, "GET", "/admin/v1/campaigns/boxed/stats")
+    assert status == 200, stats
+    assert {s["sku"]: s["allocations"][0]["reserved"] for s in stats["skus"]} == \
+        {"tee": 2, "cap": 1}

@@ -5,17 +5,37 @@
 -- '<batch>.<serial>', or '?' for a code that is not genuine. P is the table
 -- of presale keys (presale_keys_at).
 
--- Every code attempt, genuine or not, passes the claimant's own limiter
--- first: guessing is throttled before it is refused.
-local CODE_INTERVAL_MS = 2000
-local CODE_BURST = 5
+-- Every code attempt, genuine or not, passes the code-attempt limiters first, so
+-- guessing is throttled before it is refused: the claimant's, their device's and
+-- their network's (as the scalper guard keys claims: X-Device-Id, the /24 or /64),
+-- each GCRA in a key of its own. Scope (the refusal's reason), interval ms, burst;
+-- stampede/domain/presale_codes.py CODE_ATTEMPT_LIMITS says the same (a test
+-- keeps the two in step).
+local CODE_LIMITS = {{'presale_code', 2000, 5}, {'presale_code_device', 1000, 10},
+                     {'presale_code_network', 100, 50}}
+
+-- A claim's limiter keys, in CODE_LIMITS order (false: no device or no network).
+local function code_limiters(c)
+  local dev, net = c.k_code_device or 0, c.k_code_network or 0
+  return {KEYS[c.k_code], dev > 0 and KEYS[dev], net > 0 and KEYS[net]}
+end
 
 -- Check a claim's code. Returns the batch record, or nil and the refusal
--- {code, detail[, value]}. Writes only the limiter.
-local function presale_code_check(P, user, code, limiter, now)
-  local ok, wait, tat = gcra_check(limiter, now, CODE_INTERVAL_MS, CODE_BURST)
-  if not ok then return nil, {THROTTLED, 'presale_code', wait} end
-  gcra_commit(limiter, now, tat)
+-- {code, detail[, value]}. Writes only the limiters: one over its limit refuses
+-- with the longest wait among those over, and then none is charged.
+local function presale_code_check(P, user, code, limiters, now)
+  local tats, wait, scope = {}, 0, nil
+  for i, lim in ipairs(CODE_LIMITS) do
+    if limiters[i] then
+      local ok, w, tat = gcra_check(limiters[i], now, lim[2], lim[3])
+      if not ok and w > wait then wait, scope = w, lim[1] end
+      tats[i] = tat
+    end
+  end
+  if scope then return nil, {THROTTLED, scope, wait} end
+  for i in ipairs(CODE_LIMITS) do
+    if limiters[i] then gcra_commit(limiters[i], now, tats[i]) end
+  end
   local batch, serial = string.match(code, '^(%d+)%.(%d+)$')
   local raw = batch and redis.call('HGET', P.pbatches, batch)
   if not raw then return nil, {PRESALE_CODE_INVALID, 'code_invalid'} end

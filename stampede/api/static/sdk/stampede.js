@@ -80,6 +80,8 @@ export class Stampede {
    *   onRetry   called before each retry with {attempt, delayMs, error}
    *   workerUrl the proof-of-work worker (default: pow-worker.js beside this module)
    *   fetch     a fetch implementation (default globalThis.fetch)
+   *   channelKey a channel API key (a partner's, a box office's): sent as X-Channel-Key
+   *             with each sale claim only, so it takes from that channel's allocations
    */
   constructor(options = {}) {
     this.baseUrl = (options.baseUrl || "").replace(/\/$/, "");
@@ -90,6 +92,7 @@ export class Stampede {
     this.onRetry = options.onRetry;
     this.workerUrl = options.workerUrl || new URL("./pow-worker.js", import.meta.url);
     this._fetch = options.fetch || globalThis.fetch.bind(globalThis);
+    this.channelKey = options.channelKey;
     this.admission = new Map();
     this._inFlight = new Map();
     this._etags = new Map();
@@ -182,8 +185,11 @@ export class Stampede {
       what = `lines:${body.lines.map((l) => `${l.sku}:${l.qty}`).join(",")}`;
     }
     const intent = options.intent || `claim:${cid}:${what}`;
+    const sale = this.channelKey
+      ? { ...options, headers: { "X-Channel-Key": this.channelKey, ...(options.headers || {}) } }
+      : options;
     return this._oncePerIntent(intent, () => this._guarded(
-      `/v1/campaigns/${enc(cid)}/claims`, body, cid, intent, options));
+      `/v1/campaigns/${enc(cid)}/claims`, body, cid, intent, sale));
   }
 
   /** Claim a coupon (or a gift pack) of a drop: final at once. */
