@@ -37,7 +37,7 @@ from stampede.domain.coupons import sharded as sharded_drop
 from stampede.domain.coupons.service import Coupons
 from stampede.domain.coupons.templates import check_drop, check_paid_prices, drop_meta
 from stampede.domain.explain import Explained, explain
-from stampede.domain.gate import ClaimGate
+from stampede.domain.gate import AGAIN, DRY, DRY_AGAIN, ClaimGate
 from stampede.domain.grants import Grants
 from stampede.domain.models import (
     BUNDLE_MAX_LINES,
@@ -104,13 +104,6 @@ class ClaimLookup(NamedTuple):
 
 _json = msgspec.json.Encoder()
 _NEEDS_GUARD = ClaimResult(Outcome.GUARD_CONTEXT_NEEDED)
-_DRY = "|dry"
-"""Batcher key suffix: a shard's first try, answered SHARD_DRY when the shard is dry."""
-_DRY_AGAIN = "|dry-again"
-"""A shard's claim sent again after a borrow: SHARD_DRY still, the guard skipped."""
-_AGAIN = "|again"
-"""A shard's claim sent a last time (its own answer stands), the guard skipped."""
-"""Placeholder of a claim the script sent back for its guard context."""
 
 
 class _Instants:
@@ -610,16 +603,16 @@ class Engine:
 
     async def _claim_on_shard(self, cid: str, n: int, k: int, scid: str,
                               pending: PendingClaim) -> ClaimResult:
-        suffix = _DRY
+        suffix = DRY
         for _ in range(shards.MAX_ROUNDS):
             result = await self.batcher.submit(scid + suffix, pending)
             if result.outcome is not Outcome.SHARD_DRY:
                 return result
-            suffix = _DRY_AGAIN
+            suffix = DRY_AGAIN
             self.shards.dry += 1
             if await self.shards.borrow(cid, n, k, pending.sku, pending.qty) == 0:
                 break
-        return await self.batcher.submit(scid + _AGAIN, pending)  # the shard's answer stands
+        return await self.batcher.submit(scid + AGAIN, pending)  # the shard's answer stands
 
     async def claim_unbatched(self, cid: str, user: str, sku: str, qty: int = 1,
                               idempotency_key: str | None = None) -> ClaimResult:
@@ -628,18 +621,7 @@ class Engine:
         return (await self._claim_batch(cid, [pending]))[0]
 
     async def _claim_batch(self, cid: str, claims: Sequence[PendingClaim]) -> list[ClaimResult]:
-        if cid.endswith(_DRY):  # a shard's claims, dry answered SHARD_DRY (batched apart)
-            return await self.gate.guarded_batch(
-                cid.removesuffix(_DRY), claims,
-                lambda c, cs, g: self._claim_batch_once(c, cs, g, True), _NEEDS_GUARD)
-        if cid.endswith(_DRY_AGAIN):  # sent again after a borrow: past the guard already
-            return await self._claim_batch_once(cid.removesuffix(_DRY_AGAIN), claims, False,
-                                                True, True)
-        if cid.endswith(_AGAIN):
-            return await self._claim_batch_once(cid.removesuffix(_AGAIN), claims, False,
-                                                False, True)
-        return await self.gate.guarded_batch(cid, claims, self._claim_batch_once,
-                                             _NEEDS_GUARD)
+        return await self.gate.routed_batch(cid, claims, self._claim_batch_once, _NEEDS_GUARD)
 
     async def _claim_batch_once(self, cid: str, claims: Sequence[PendingClaim],
                                 guarded: bool, dry: bool = False,

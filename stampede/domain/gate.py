@@ -43,6 +43,16 @@ class HasOutcome(Protocol):
 C = TypeVar("C", bound=HasUser)
 R = TypeVar("R")
 RunOnce = Callable[[str, Sequence[C], bool], Awaitable[list[R]]]
+RunRouted = Callable[[str, Sequence[C], bool, bool, bool], Awaitable[list[R]]]
+"""A batch's script call: (campaign, claims, guarded, dry, passed)."""
+
+DRY = "|dry"
+"""Batcher key suffix: a shard's first try, answered SHARD_DRY when the shard is dry
+(sale claims and a sharded drop's coupon claims alike)."""
+DRY_AGAIN = "|dry-again"
+"""A shard's claim sent again after a borrow: SHARD_DRY still, the guard skipped."""
+AGAIN = "|again"
+"""A shard's claim sent a last time (the shard's own answer stands), the guard skipped."""
 """One script call of a batch: (campaign, claims, send the guard context?) -> answers."""
 
 
@@ -125,6 +135,21 @@ class ClaimGate:
             for i, r in zip(again, redone, strict=True):
                 results[i] = r
         return results
+
+    async def routed_batch(self, key: str, claims: Sequence[C], run: RunRouted[C, R],
+                           needs_guard: R) -> list[R]:
+        """A batch by its batcher key: a shard's tries (the suffixes above) go dry or
+        past the guard; any other key is a plain guarded batch."""
+        if key.endswith(DRY):
+            return await self.guarded_batch(
+                key.removesuffix(DRY), claims,
+                lambda c, cs, g: run(c, cs, g, True, False), needs_guard)
+        if key.endswith(DRY_AGAIN):
+            return await run(key.removesuffix(DRY_AGAIN), claims, False, True, True)
+        if key.endswith(AGAIN):
+            return await run(key.removesuffix(AGAIN), claims, False, False, True)
+        return await self.guarded_batch(
+            key, claims, lambda c, cs, g: run(c, cs, g, False, False), needs_guard)
 
     # -- after the script ----------------------------------------------------
 

@@ -58,7 +58,7 @@ from stampede.domain.coupons.spec import (
     RotatingCode,
     TemplateSpec,
 )
-from stampede.domain.gate import ClaimGate
+from stampede.domain.gate import AGAIN, DRY, DRY_AGAIN, ClaimGate
 from stampede.domain.models import from_ms
 from stampede.domain.shards import MAX_ROUNDS, Shards, shard_of_user
 from stampede.domain.throttle import NO_GUARD, ChallengeView, ClientSignals, Guard
@@ -134,13 +134,6 @@ def refused(outcome: Outcome, detail: str) -> Answer:
 
 _NEEDS_GUARD = Answer(Outcome.GUARD_CONTEXT_NEEDED)
 """Placeholder of a claim the script sent back for its guard context."""
-_DRY = "|dry"
-"""Batcher key suffix: a sharded drop's first try, answered SHARD_DRY when its shard
-is dry (the reason names the SKU, which a code claim learns in the script)."""
-_DRY_AGAIN = "|dry-again"
-"""A sharded drop's claim sent again after a borrow: SHARD_DRY still, the guard skipped."""
-_AGAIN = "|again"
-"""A sharded drop's claim sent a last time (its shard's answer stands), guard skipped."""
 
 
 @dataclass(frozen=True)
@@ -263,17 +256,17 @@ class Coupons:
         a sale claim's (Engine._claim_sharded): SOLD_OUT means every other shard was read
         dry after the shard's last try. The guard checks the first try only."""
         k = keys.shard_of_id(scid)[1]
-        suffix = _DRY
+        suffix = DRY
         for _ in range(MAX_ROUNDS):
             answer: Answer = await self.batcher.submit(
                 scid + suffix, pending)  # type: ignore[arg-type]
             if answer.outcome is not Outcome.SHARD_DRY:
                 return answer
-            suffix = _DRY_AGAIN
+            suffix = DRY_AGAIN
             self.shards.dry += 1
             if await self.shards.borrow(cid, n, k, answer.reason, pending.qty) == 0:
                 break
-        return await self.batcher.submit(scid + _AGAIN, pending)  # type: ignore[arg-type]
+        return await self.batcher.submit(scid + AGAIN, pending)  # type: ignore[arg-type]
 
     async def _exchange(self, cid: str, pending: _PendingCouponClaim, total: int) -> Answer:
         """A claim of a points-priced SKU: debit, then claim; refund if the claim is refused."""
@@ -320,18 +313,7 @@ class Coupons:
 
     async def _claim_batch(self, cid: str,
                            claims: Sequence["_PendingCouponClaim"]) -> list[Answer]:
-        if cid.endswith(_DRY):  # a sharded drop's claims, dry answered SHARD_DRY
-            return await self.gate.guarded_batch(
-                cid.removesuffix(_DRY), claims,
-                lambda c, cs, g: self._claim_batch_once(c, cs, g, True), _NEEDS_GUARD)
-        if cid.endswith(_DRY_AGAIN):  # sent again after a borrow: past the guard already
-            return await self._claim_batch_once(cid.removesuffix(_DRY_AGAIN), claims, False,
-                                                True, True)
-        if cid.endswith(_AGAIN):
-            return await self._claim_batch_once(cid.removesuffix(_AGAIN), claims, False,
-                                                False, True)
-        return await self.gate.guarded_batch(cid, claims, self._claim_batch_once,
-                                             _NEEDS_GUARD)
+        return await self.gate.routed_batch(cid, claims, self._claim_batch_once, _NEEDS_GUARD)
 
     async def _claim_batch_once(self, cid: str, claims: Sequence["_PendingCouponClaim"],
                                 guarded: bool, dry: bool = False,

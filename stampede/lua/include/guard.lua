@@ -137,30 +137,22 @@ local function guard_prefetch_batch(cfg, batch)
   local want, n = {}, 0
   local contexts, nc = {}, 0
   local user_rate = cfg.user and true or false
+  local function ask(f)  -- one function a batch, not a closure a field
+    if f and g_fields[f] == nil then
+      g_fields[f] = false  -- asked
+      n = n + 1
+      want[n] = f
+    end
+  end
   for _, c in ipairs(batch) do
     local g = c.guard
     if g then
       g = guard_context(c.user, g)
       nc = nc + 1
       contexts[nc] = g
-      local f = user_rate and g.fu
-      if f and g_fields[f] == nil then
-        g_fields[f] = false  -- asked
-        n = n + 1
-        want[n] = f
-      end
-      f = g.fd
-      if f and g_fields[f] == nil then
-        g_fields[f] = false
-        n = n + 1
-        want[n] = f
-      end
-      f = g.fn
-      if f and g_fields[f] == nil then
-        g_fields[f] = false
-        n = n + 1
-        want[n] = f
-      end
+      ask(user_rate and g.fu)
+      ask(g.fd)
+      ask(g.fn)
     end
   end
   local v = hmget_chunked(g_state, want)
