@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Any
 
 import jwt
+import msgspec
 from aiohttp import web
 from jwt.algorithms import HMACAlgorithm
 
@@ -82,9 +83,9 @@ def parse_admin_tokens(spec: str) -> list[AdminToken]:
     return tokens
 
 
-@dataclass(frozen=True)
-class User:
-    """An authenticated public caller, as the route's handler receives it."""
+class User(msgspec.Struct, frozen=True):
+    """An authenticated public caller, as the route's handler receives it. (One per
+    request: a frozen Struct is built in a tenth of the time a frozen dataclass takes.)"""
     id: str
     account_age_s: int = -1
     """Seconds since the account was made (token claim `created_at`), -1 if unknown."""
@@ -226,7 +227,9 @@ def _dev_user(request: web.Request) -> User:
 
 def _token_tiers(claims: dict[str, Any]) -> tuple[str, ...]:
     """The token claim `tiers` (a list of tier names); a malformed one voids the token."""
-    raw = claims.get("tiers", [])
+    if "tiers" not in claims:
+        return ()
+    raw = claims["tiers"]
     if not isinstance(raw, list) or not all(isinstance(t, str) for t in raw):
         raise jwt.exceptions.InvalidTokenError("claim 'tiers' must be a list of tier names")
     try:

@@ -21,7 +21,6 @@ what PyJWT accepts (tests/api/test_hs256.py checks it against PyJWT token by
 token), never more.
 """
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -35,7 +34,17 @@ _PLAIN_HEADERS = ({"alg": "HS256", "typ": "JWT"}, {"alg": "HS256"})
 """Headers taken on the fast path: exactly these keys and values (no kid, crit, b64)."""
 _MAX_HEADERS = 16
 """Distinct accepted header segments kept (JSON spacing or key order varies by issuer)."""
-_B64URL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_FROM_URL = bytes.maketrans(b"-_+/=", b"+/***")
+"""base64url to the standard alphabet, for binascii; `+`, `/` and `=` are not base64url,
+so they become a byte its strict mode refuses."""
+_TO_URL = bytes.maketrans(b"+/", b"-_")
+_PAD = (b"", b"", b"==", b"=")
+"""Padding of an unpadded segment, by its length modulo 4 (1 is never a length)."""
+_SPARE = (0, 0, 0x0F, 0x03)
+"""Bits of the last character a segment's bytes leave unused, by its length modulo 4:
+zero in the one canonical spelling."""
+_VALUE = bytes(_ALPHABET.find(bytes([c])) & 0xFF for c in range(256))
 _decode_json = msgspec.json.Decoder().decode
 
 
@@ -43,15 +52,17 @@ def b64url_canonical(segment: str) -> bytes | None:
     """The bytes of an unpadded base64url segment in its one canonical spelling, else None.
 
     PyJWT refuses non-canonical spellings (stray bits in the last character),
-    so the fast path must not take them either."""
+    so the fast path must not take them either. binascii's strict mode refuses
+    any byte outside the alphabet; the stray bits are checked here."""
     raw = segment.encode("ascii")
-    if len(raw) % 4 == 1 or not _B64URL.issuperset(raw):
+    n = len(raw) % 4
+    if n == 1:
         return None
     try:
-        data = base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+        data = binascii.a2b_base64(raw.translate(_FROM_URL) + _PAD[n], strict_mode=True)
     except binascii.Error:
         return None
-    if base64.urlsafe_b64encode(data).rstrip(b"=") != raw:
+    if n and _VALUE[raw[-1]] & _SPARE[n]:
         return None
     return data
 
@@ -62,6 +73,8 @@ class Hs256:
     def __init__(self, secret: str | bytes) -> None:
         # PyJWT's own key preparation (it refuses PEM- and JWK-looking secrets).
         self._key: bytes = HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(secret)
+        # The key's HMAC state, copied for each token: cheaper than setting it up anew.
+        self._mac = hmac.new(self._key, digestmod=hashlib.sha256)
         self._headers: set[str] = set()
 
     def claims(self, token: str) -> dict[str, Any] | None:
@@ -73,9 +86,10 @@ class Hs256:
         head, _, body = signing_input.partition(".")
         if head not in self._headers and not self._plain_header(head):
             return None
-        expected = base64.urlsafe_b64encode(
-            hmac.digest(self._key, signing_input.encode("ascii"), hashlib.sha256)
-        ).rstrip(b"=")
+        mac = self._mac.copy()
+        mac.update(signing_input.encode("ascii"))
+        # 32 bytes are 43 base64 characters and one '=' of padding.
+        expected = binascii.b2a_base64(mac.digest(), newline=False)[:43].translate(_TO_URL)
         if not hmac.compare_digest(expected, signature.encode("ascii")):
             return None
         raw = b64url_canonical(body)

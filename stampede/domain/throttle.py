@@ -14,7 +14,6 @@ import functools
 import ipaddress
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -230,9 +229,9 @@ def parse_default(raw: str | None) -> ThrottleSpec | None:
     return spec
 
 
-@dataclass(frozen=True, slots=True)
-class ClientSignals:
-    """What the gateway knows of a request besides the user."""
+class ClientSignals(Struct, frozen=True):
+    """What the gateway knows of a request besides the user. (One per claim: a frozen
+    Struct is built in a tenth of the time a frozen dataclass takes.)"""
     device: str = ""
     network: str = ""
     account_age_s: int = -1
@@ -240,8 +239,7 @@ class ClientSignals:
     solution: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Guard:
+class Guard(Struct, frozen=True):
     """A claim's guard context, with its solution already verified (engine side)."""
     device: str = ""
     network: str = ""

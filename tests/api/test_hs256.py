@@ -152,6 +152,11 @@ def test_canonical_base64url() -> None:
     assert b64url_canonical("YQ==") is None  # padding is PyJWT's to judge
     assert b64url_canonical("Y") is None
     assert b64url_canonical("Y+Q") is None  # not the url alphabet
+    assert b64url_canonical("Y/Q") is None
+    assert b64url_canonical("YQ=A") is None  # no padding inside either
+    assert b64url_canonical("YQ\n") is None
+    assert b64url_canonical("-_8") == b"\xfb\xff"
+    assert b64url_canonical("-_9") is None  # stray bits after a two-byte group
 
 
 def test_authenticator_uses_the_fast_path_and_falls_back(
