@@ -37,7 +37,7 @@ async def test_spec_refusals_name_the_field(api: Api) -> None:
     assert (status, code) == (400, "invalid_request") and message.startswith("shards:")
     resp = await api.admin.patch("/admin/v1/campaigns/hot", json={"throttle": {"enabled": True}},
                                  headers=api.op())
-    assert (await _error(resp))[:2] == (400, "invalid_request")
+    assert resp.status == 200  # each shard gets its share (tests/shards/test_shard_guard.py)
 
 
 async def test_claims_and_stats_of_a_sharded_campaign(api: Api) -> None:
