@@ -190,14 +190,7 @@ class SaleMachine(RuleBasedStateMachine):
         line_ids = [bundles.line_id(bundle_id, i) for i in range(1, len(lines) + 1)]
         expected, expected_id, line = self.model.claim_bundle(
             bundle_id, line_ids, user, list(lines), key, tiers, PERSONS[user], channel)
-        assert (result.outcome, result.line) == (expected, line)
-        got_id = result.claim.claim_id if result.claim else None
-        assert got_id == expected_id
-        if result.claim and expected_id in self.model.bundles:
-            assert result.claim.lines and [x.price for x in result.claim.lines] == \
-                [self.model.claims[i].price for i in self.model.bundles[expected_id]]
-        self.bundle_requests.append((pending, result.outcome, got_id))
-        event(f"bundle: {result.outcome.name}")
+        self._agree_on_bundle(pending, result, expected, expected_id, line, "bundle")
 
     @rule(user=st.sampled_from(USERS), name=st.sampled_from(BUNDLE_NAMES),
           key=st.sampled_from([None, "k0", "k1", "k2"]),
@@ -213,6 +206,11 @@ class SaleMachine(RuleBasedStateMachine):
         line_ids = [bundles.line_id(bundle_id, i) for i in range(1, 9)]
         expected, expected_id, line = self.model.claim_bundle(
             bundle_id, line_ids, user, [], key, tiers, PERSONS[user], channel, name=name)
+        self._agree_on_bundle(pending, result, expected, expected_id, line, "spec bundle")
+
+    def _agree_on_bundle(self, pending: bundles.PendingBundle, result: Any, expected: Outcome,
+                         expected_id: str | None, line: Any, label: str) -> None:
+        """The script's answer to a bundle is the model's: outcome, line, id and prices."""
         assert (result.outcome, result.line) == (expected, line)
         got_id = result.claim.claim_id if result.claim else None
         assert got_id == expected_id
@@ -220,7 +218,7 @@ class SaleMachine(RuleBasedStateMachine):
             assert result.claim.lines and [x.price for x in result.claim.lines] == \
                 [self.model.claims[i].price for i in self.model.bundles[expected_id]]
         self.bundle_requests.append((pending, result.outcome, got_id))
-        event(f"spec bundle: {result.outcome.name}")
+        event(f"{label}: {result.outcome.name}")
 
     @rule(data=st.data())
     def replay_lost_bundle(self, data: st.DataObject) -> None:
