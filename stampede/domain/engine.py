@@ -37,7 +37,7 @@ from stampede.domain.coupons import sharded as sharded_drop
 from stampede.domain.coupons.service import Coupons
 from stampede.domain.coupons.templates import check_drop, check_paid_prices, drop_meta
 from stampede.domain.explain import Explained, explain
-from stampede.domain.gate import AGAIN, DRY, DRY_AGAIN, ClaimGate
+from stampede.domain.gate import ClaimGate
 from stampede.domain.grants import Grants
 from stampede.domain.models import (
     BUNDLE_MAX_LINES,
@@ -596,23 +596,12 @@ class Engine:
         scid = keys.shard_id(cid, k, n)
         pending = PendingClaim(keys.new_claim_id(scid), user, sku, qty, idempotency_key,
                                admission_exp, guard=self.gate.guard(scid, user, client))
-        result = await self._claim_on_shard(cid, n, k, scid, pending)
+        result = await self.shards.claim_borrowing(
+            cid, n, scid, lambda key: self.batcher.submit(key, pending),
+            lambda _: pending.sku, pending.qty)
         if k and admission_exp != -1 and result.outcome is Outcome.OK:
             await shards.turn_used(self.redis, cid, user)
         return result
-
-    async def _claim_on_shard(self, cid: str, n: int, k: int, scid: str,
-                              pending: PendingClaim) -> ClaimResult:
-        suffix = DRY
-        for _ in range(shards.MAX_ROUNDS):
-            result = await self.batcher.submit(scid + suffix, pending)
-            if result.outcome is not Outcome.SHARD_DRY:
-                return result
-            suffix = DRY_AGAIN
-            self.shards.dry += 1
-            if await self.shards.borrow(cid, n, k, pending.sku, pending.qty) == 0:
-                break
-        return await self.batcher.submit(scid + AGAIN, pending)  # the shard's answer stands
 
     async def claim_unbatched(self, cid: str, user: str, sku: str, qty: int = 1,
                               idempotency_key: str | None = None) -> ClaimResult:

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from stampede.domain import throttle
 from stampede.domain.admission import AdmissionTokens, kept_secret
+from stampede.domain.shards import AGAIN, DRY, DRY_AGAIN
 from stampede.domain.throttle import ChallengeView, ClientSignals, Guard, ThrottleSpec
 from stampede.outcomes import Outcome
 from stampede.settings import Settings
@@ -45,14 +46,6 @@ R = TypeVar("R")
 RunOnce = Callable[[str, Sequence[C], bool], Awaitable[list[R]]]
 RunRouted = Callable[[str, Sequence[C], bool, bool, bool], Awaitable[list[R]]]
 """A batch's script call: (campaign, claims, guarded, dry, passed)."""
-
-DRY = "|dry"
-"""Batcher key suffix: a shard's first try, answered SHARD_DRY when the shard is dry
-(sale claims and a sharded drop's coupon claims alike)."""
-DRY_AGAIN = "|dry-again"
-"""A shard's claim sent again after a borrow: SHARD_DRY still, the guard skipped."""
-AGAIN = "|again"
-"""A shard's claim sent a last time (the shard's own answer stands), the guard skipped."""
 """One script call of a batch: (campaign, claims, send the guard context?) -> answers."""
 
 
@@ -138,7 +131,7 @@ class ClaimGate:
 
     async def routed_batch(self, key: str, claims: Sequence[C], run: RunRouted[C, R],
                            needs_guard: R) -> list[R]:
-        """A batch by its batcher key: a shard's tries (the suffixes above) go dry or
+        """A batch by its batcher key: a shard's tries (shards.DRY, ...) go dry or
         past the guard; any other key is a plain guarded batch."""
         if key.endswith(DRY):
             return await self.guarded_batch(

@@ -28,8 +28,8 @@ import hashlib
 import logging
 import math
 import uuid
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple, cast
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar, cast
 
 import msgspec
 from redis.exceptions import RedisError
@@ -183,6 +183,22 @@ class Move(NamedTuple):
     qty: int
 
 
+class _Answered(Protocol):
+    @property
+    def outcome(self) -> Outcome: ...
+
+
+A = TypeVar("A", bound=_Answered)
+
+DRY = "|dry"
+"""Batcher key suffix: a shard's first try, answered SHARD_DRY when the shard is dry
+(sale claims and a sharded drop's coupon claims alike)."""
+DRY_AGAIN = "|dry-again"
+"""A shard's claim sent again after a borrow: SHARD_DRY still, the guard skipped."""
+AGAIN = "|again"
+"""A shard's claim sent a last time (the shard's own answer stands), the guard skipped."""
+
+
 class Shards:
     """Shard counts of campaigns, and the moves of units between their shards."""
 
@@ -224,6 +240,27 @@ class Shards:
         self._counts.pop(cid, None)
 
     # -- moves --------------------------------------------------------------
+
+    async def claim_borrowing(self, cid: str, n: int, scid: str,
+                              submit: Callable[[str], Awaitable[A]],
+                              dry_sku: Callable[[A], str], qty: int) -> A:
+        """A claim on shard `scid`, sent by `submit(batcher key)`: while the shard answers
+        SHARD_DRY, units of `dry_sku(answer)` are borrowed from the other shards and the
+        claim sent again; once a borrow finds nothing (or after MAX_ROUNDS), a last try
+        whose answer stands. So SOLD_OUT means every other shard was read dry after the
+        shard's last try. Only the first try passes the guard."""
+        k = keys.shard_of_id(scid)[1]
+        suffix = DRY
+        for _ in range(MAX_ROUNDS):
+            answer = await submit(scid + suffix)
+            if answer.outcome is not Outcome.SHARD_DRY:
+                return answer
+            suffix = DRY_AGAIN
+            self.dry += 1
+            if await self.borrow(cid, n, k, dry_sku(answer), qty) == 0:
+                break
+        return await submit(scid + AGAIN)
+
 
     async def borrow(self, cid: str, n: int, receiver: int, sku: str, want: int) -> int:
         """Move at least `want` units of `sku` into shard `receiver` if the other shards

@@ -58,9 +58,9 @@ from stampede.domain.coupons.spec import (
     RotatingCode,
     TemplateSpec,
 )
-from stampede.domain.gate import AGAIN, DRY, DRY_AGAIN, ClaimGate
+from stampede.domain.gate import ClaimGate
 from stampede.domain.models import from_ms
-from stampede.domain.shards import MAX_ROUNDS, Shards, shard_of_user
+from stampede.domain.shards import Shards, shard_of_user
 from stampede.domain.throttle import NO_GUARD, ChallengeView, ClientSignals, Guard
 from stampede.errors import UnavailableError, ValidationError
 from stampede.outcomes import GUARD_REFUSALS, OUTCOMES, Outcome, parse_detail
@@ -255,18 +255,10 @@ class Coupons:
         units of the SKU are borrowed from the other shards and the claim sent again, as
         a sale claim's (Engine._claim_sharded): SOLD_OUT means every other shard was read
         dry after the shard's last try. The guard checks the first try only."""
-        k = keys.shard_of_id(scid)[1]
-        suffix = DRY
-        for _ in range(MAX_ROUNDS):
-            answer: Answer = await self.batcher.submit(
-                scid + suffix, pending)  # type: ignore[arg-type]
-            if answer.outcome is not Outcome.SHARD_DRY:
-                return answer
-            suffix = DRY_AGAIN
-            self.shards.dry += 1
-            if await self.shards.borrow(cid, n, k, answer.reason, pending.qty) == 0:
-                break
-        return await self.batcher.submit(scid + AGAIN, pending)  # type: ignore[arg-type]
+        return await self.shards.claim_borrowing(
+            cid, n, scid,
+            lambda key: self.batcher.submit(key, pending),  # type: ignore[arg-type]
+            lambda answer: answer.reason, pending.qty)  # the reason names the SKU
 
     async def _exchange(self, cid: str, pending: _PendingCouponClaim, total: int) -> Answer:
         """A claim of a points-priced SKU: debit, then claim; refund if the claim is refused."""
