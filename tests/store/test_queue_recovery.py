@@ -31,10 +31,12 @@ async def _room(redis: "Redis[str]") -> dict[str, Any]:
             **{f: meta.get(f) for f in ("wr_served", "wr_seq")}}
 
 
-async def _views(sale: Engine, users: list[str]) -> dict[str, tuple[str, int | None]]:
+async def ticket_views(sale: Engine, cid: str,
+                       users: list[str]) -> dict[str, tuple[str, int | None]]:
+    """Each user's ticket in the campaign's waiting room: (status, position)."""
     out = {}
     for user in users:
-        outcome, ticket = await sale.ticket("c1", user)
+        outcome, ticket = await sale.ticket(cid, user)
         assert outcome is Outcome.OK and ticket is not None, (user, outcome)
         out[user] = (ticket.status, ticket.position)
     return out
@@ -53,7 +55,7 @@ async def test_a_flushed_waiting_room_comes_back_in_its_order(
     late = [f"l{i}" for i in range(4)]  # after it: in arrival order
     for user in late:
         assert (await sale.take_ticket("c1", user))[0] is Outcome.OK
-    views = await _views(sale, early + late)
+    views = await ticket_views(sale, "c1", early + late)
     admitted = sorted((pos, u) for u, (status, pos) in views.items() if status == "admitted")
     assert len(admitted) >= 2, views
     (_, used), (_, kept) = admitted[:2]
@@ -65,7 +67,7 @@ async def test_a_flushed_waiting_room_comes_back_in_its_order(
     assert held.outcome is Outcome.OK  # the turn is used
     paused = CampaignPatch(waiting_room=WaitingRoomPatch(paused=True))
     assert await sale.patch_campaign("c1", paused, "ops") is Outcome.OK  # (no more admissions)
-    views = await _views(sale, early + late)
+    views = await ticket_views(sale, "c1", early + late)
     assert views[used][0] == "done"
     before = await _room(raw_redis)
     assert len(before["queue"]) == 12 and before["wr_seq"] == "4"
@@ -76,7 +78,7 @@ async def test_a_flushed_waiting_room_comes_back_in_its_order(
     await sale.set_clock_offset("c1", opened)  # (the test's clock was in the lost meta)
 
     assert await _room(raw_redis) == before  # places, admissions, counters
-    assert await _views(sale, early + late) == views
+    assert await ticket_views(sale, "c1", early + late) == views
     again = await sale.claim("c1", used, "tee", admission_token=used_ticket.admission_token)
     assert again.outcome is Outcome.ADMISSION_REQUIRED  # a used turn stays used
     kept_claim = await sale.claim("c1", kept, "tee", admission_token=kept_ticket.admission_token)

@@ -14,21 +14,13 @@ from stampede.durable.recovery import recover_all
 from stampede.durable.store import Store
 from stampede.state import keys
 from tests.conftest import campaign_spec, iso
+from tests.store.test_queue_recovery import ticket_views
 
 TTL = 86_400_000
 OPENS_IN_S = 600
 N = 3
 ROOM = {"rate_per_s": 2, "burst": 2, "max_active": 100, "admission_window_s": 600,
         "token_ttl_s": 600}
-
-
-async def _views(sale: Engine, users: list[str]) -> dict[str, tuple[str, int | None]]:
-    out = {}
-    for user in users:
-        outcome, ticket = await sale.ticket("hot", user)
-        assert outcome is Outcome.OK and ticket is not None, (user, outcome)
-        out[user] = (ticket.status, ticket.position)
-    return out
 
 
 async def test_a_flushed_sharded_queue_comes_back_with_its_used_turns(
@@ -41,7 +33,7 @@ async def test_a_flushed_sharded_queue_comes_back_with_its_used_turns(
         assert (await sale.take_ticket("hot", user))[0] is Outcome.OK
     opened = (OPENS_IN_S + 10) * 1000  # ten seconds after the opening: twenty admitted
     await sale.set_clock_offset("hot", opened)
-    views = await _views(sale, users)
+    views = await ticket_views(sale, "hot", users)
     admitted = [u for u, (status, _) in views.items() if status == "admitted"]
     assert len(admitted) >= 6, views
     passes = {}
@@ -58,7 +50,7 @@ async def test_a_flushed_sharded_queue_comes_back_with_its_used_turns(
         assert r.outcome is Outcome.OK, (user, r)
     pause = CampaignPatch(waiting_room=WaitingRoomPatch(paused=True))
     assert await sale.patch_campaign("hot", pause, "ops") is Outcome.OK
-    views = await _views(sale, users)
+    views = await ticket_views(sale, "hot", users)
     assert all(views[u][0] == "done" for u in used)
     before = await sale.stats("hot")
     assert before is not None and before.waiting_room is not None
@@ -68,7 +60,7 @@ async def test_a_flushed_sharded_queue_comes_back_with_its_used_turns(
     await recover_all(raw_redis, store, TTL)
     await sale.set_clock_offset("hot", opened)  # (the test's clock was in the lost meta)
 
-    assert await _views(sale, users) == views  # places, admissions, used turns
+    assert await ticket_views(sale, "hot", users) == views  # places, admissions, used turns
     after = await sale.stats("hot")
     assert after is not None and after.waiting_room == before.waiting_room
     for user in used:  # a used turn stays used, on whichever shard used it
